@@ -1,0 +1,9 @@
+//! One module per subcommand.
+
+pub mod bench;
+pub mod demo;
+pub mod pki;
+pub mod push;
+pub mod serve;
+pub mod spool;
+pub mod synth;

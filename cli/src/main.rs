@@ -1,0 +1,72 @@
+//! The `tokumei` command: the gateway, hospital-side tools, the demo and operator commands.
+//!
+//! Library crates return typed errors; this binary is the edge where they become `anyhow` messages and exit
+//! codes (0 success, 1 failure, 2 usage error from clap).
+
+mod commands;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+/// Accredited anonymisation processing for Japanese medical data.
+#[derive(Parser, Debug)]
+#[command(name = "tokumei", version, about, propagate_version = true)]
+struct Cli {
+    /// Print machine-readable JSON instead of the human summary.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The whole story on loopback: hospitals push → gateway pseudonymises → spool.
+    Demo(commands::demo::DemoArgs),
+    /// Development certificates (CA, gateway, core, hospitals).
+    Pki {
+        #[command(subcommand)]
+        command: commands::pki::PkiCommand,
+    },
+    /// The hospital-facing gateway.
+    Ingest {
+        #[command(subcommand)]
+        command: commands::serve::IngestCommand,
+    },
+    /// Generate deterministic synthetic hospital data.
+    Synth(commands::synth::SynthArgs),
+    /// Push synthetic data or a FHIR R4 Bundle to a gateway (hospital side).
+    Push(commands::push::PushArgs),
+    /// Inspect the gateway's durable spool.
+    Spool {
+        #[command(subcommand)]
+        command: commands::spool::SpoolCommand,
+    },
+    /// Benchmarks (figures go to docs/benchmarks.md).
+    Bench {
+        #[command(subcommand)]
+        command: commands::bench::BenchCommand,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = run(cli);
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.json;
+    match cli.command {
+        Command::Demo(a) => commands::demo::run(a, json),
+        Command::Pki { command } => commands::pki::run(command, json),
+        Command::Ingest { command } => commands::serve::run(command, json),
+        Command::Synth(a) => commands::synth::run(a, json),
+        Command::Push(a) => commands::push::run(a, json),
+        Command::Spool { command } => commands::spool::run(command, json),
+        Command::Bench { command } => commands::bench::run(command, json),
+    }
+}

@@ -1,0 +1,70 @@
+//! The hospital side of the contract: an mTLS channel to the gateway and a push helper. Used by `tokumei push`,
+//! the demo, the benchmark and the tests, so they all exercise the same path a vendor integration would.
+
+use std::path::{Path, PathBuf};
+use tokumei_proto::ingest::v1::ingest_service_client::IngestServiceClient;
+use tokumei_proto::ingest::v1::{PushReceipt, RecordBatch};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A certificate or key file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Connecting failed.
+    #[error("connecting to {endpoint}: {source}")]
+    Connect {
+        /// The gateway address.
+        endpoint: String,
+        /// The transport error.
+        source: tonic::transport::Error,
+    },
+    /// The gateway returned an error status.
+    #[error("gateway: {0}")]
+    Status(#[from] tonic::Status),
+}
+
+/// Where a hospital's credentials are.
+#[derive(Debug, Clone)]
+pub struct HospitalCredentials {
+    /// CA that signed the gateway's certificate.
+    pub ca: PathBuf,
+    /// The hospital's client certificate.
+    pub cert: PathBuf,
+    /// The hospital's private key.
+    pub key: PathBuf,
+}
+
+fn read(p: &Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(p).map_err(|source| ClientError::Io { path: p.display().to_string(), source })
+}
+
+/// Opens an mTLS channel to the gateway (`https://host:port`).
+pub async fn connect(endpoint: &str, creds: &HospitalCredentials, max_message_bytes: usize) -> Result<IngestServiceClient<Channel>, ClientError> {
+    crate::tls::install_crypto_provider();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&creds.ca)?))
+        .identity(Identity::from_pem(read(&creds.cert)?, read(&creds.key)?));
+    let connect_err = |source| ClientError::Connect { endpoint: endpoint.to_string(), source };
+    let channel = Endpoint::from_shared(endpoint.to_string())
+        .map_err(connect_err)?
+        .tls_config(tls)
+        .map_err(connect_err)?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(connect_err)?;
+    Ok(IngestServiceClient::new(channel).max_encoding_message_size(max_message_bytes).max_decoding_message_size(max_message_bytes))
+}
+
+/// Sends batches as one client stream and returns the single receipt.
+pub async fn push(client: &mut IngestServiceClient<Channel>, batches: Vec<RecordBatch>) -> Result<PushReceipt, ClientError> {
+    let stream = tokio_stream::iter(batches);
+    Ok(client.push(stream).await?.into_inner())
+}

@@ -1,0 +1,244 @@
+//! `tokumei.toml`: the gateway's configuration. Every key has a default suitable for a single host on
+//! loopback; relative paths are resolved against `$TOKUMEI_HOME`.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong, with line and column.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listeners and limits.
+    pub gateway: GatewayConfig,
+    /// Certificates.
+    pub tls: TlsConfig,
+    /// The durable spool.
+    pub spool: SpoolConfig,
+    /// The key service.
+    pub keys: KeysConfig,
+    /// Logs, traces.
+    pub telemetry: TelemetryConfig,
+}
+
+/// Listeners and limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Hospital-facing mTLS listener.
+    pub listen: SocketAddr,
+    /// Operator listener (Prometheus `/metrics`, `/healthz`, `/readyz`); keep it off the hospital network.
+    pub operator_listen: SocketAddr,
+    /// Largest accepted gRPC message (one RecordBatch).
+    pub max_message_bytes: usize,
+    /// Sustained records per second per hospital (also the largest burst).
+    pub records_per_second: u32,
+    /// Longest a single RPC may run.
+    pub request_timeout_secs: u64,
+    /// Longest a TLS handshake may take.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            operator_listen: SocketAddr::from(([127, 0, 0, 1], 7444)),
+            max_message_bytes: 16 * 1024 * 1024,
+            records_per_second: 500_000,
+            request_timeout_secs: 120,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+/// Certificates (PEM).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// CA that hospital client certificates must chain to.
+    pub client_ca: PathBuf,
+    /// The gateway's certificate chain.
+    pub cert: PathBuf,
+    /// The gateway's private key.
+    pub key: PathBuf,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            client_ca: PathBuf::from("pki/ca.crt"),
+            cert: PathBuf::from("pki/gateway.crt"),
+            key: PathBuf::from("pki/gateway.key"),
+        }
+    }
+}
+
+/// The spool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Directory of segment files.
+    pub dir: PathBuf,
+    /// Segment size at which a new file is started.
+    pub segment_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig { dir: PathBuf::from("spool"), segment_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+/// Which key service computes pseudonyms.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyBackend {
+    /// The local encrypted keyring (embedded default).
+    #[default]
+    Local,
+    /// OpenBao / HashiCorp Vault transit.
+    Openbao,
+}
+
+/// Key service settings.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// `local` or `openbao`.
+    pub backend: KeyBackend,
+    /// Local keyring settings.
+    pub local: LocalKeysConfig,
+    /// OpenBao settings.
+    pub openbao: OpenBaoConfig,
+}
+
+/// Local keyring settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalKeysConfig {
+    /// The sealed keyring file.
+    pub path: PathBuf,
+    /// Passphrase file used when `TOKUMEI_KEYRING_PASSPHRASE` is not set (created on first use).
+    pub passphrase_file: PathBuf,
+}
+
+impl Default for LocalKeysConfig {
+    fn default() -> Self {
+        LocalKeysConfig {
+            path: PathBuf::from("keyring/keyring.json"),
+            passphrase_file: PathBuf::from("secrets/keyring.passphrase"),
+        }
+    }
+}
+
+/// OpenBao transit settings. The token comes from the environment variable named by `token_env`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenBaoConfig {
+    /// Server address.
+    pub address: String,
+    /// Environment variable holding the token.
+    pub token_env: String,
+    /// Transit mount.
+    pub mount: String,
+    /// Key name prefix.
+    pub key_prefix: String,
+    /// Pinned key version.
+    pub key_version: u64,
+}
+
+impl Default for OpenBaoConfig {
+    fn default() -> Self {
+        OpenBaoConfig {
+            address: "http://127.0.0.1:8200".into(),
+            token_env: "BAO_TOKEN".into(),
+            mount: "transit".into(),
+            key_prefix: "tokumei-".into(),
+            key_version: 1,
+        }
+    }
+}
+
+/// Logs and traces.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC endpoint for traces (e.g. `http://127.0.0.1:4317`); empty = off.
+    pub otlp_endpoint: String,
+    /// `text` or `json` log lines on stderr.
+    pub log_format: String,
+}
+
+impl Config {
+    /// Reads a file, or returns the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let cfg = match path {
+            None => Config::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| ConfigError::Io { path: p.display().to_string(), source })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse { path: p.display().to_string(), source })?
+            }
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.gateway.max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid("gateway.max_message_bytes must be at least 1024".into()));
+        }
+        if self.gateway.records_per_second == 0 {
+            return Err(ConfigError::Invalid("gateway.records_per_second must be positive".into()));
+        }
+        if self.keys.openbao.key_version == 0 {
+            return Err(ConfigError::Invalid("keys.openbao.key_version starts at 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Resolves a configured path against `$TOKUMEI_HOME` unless it is absolute.
+pub fn resolve(home: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() { p.to_path_buf() } else { home.join(p) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_unknown_keys() {
+        let c: Config = toml::from_str("[gateway]\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        assert_eq!(c.gateway.listen.port(), 9000);
+        assert_eq!(c.gateway.max_message_bytes, 16 * 1024 * 1024);
+        assert!(toml::from_str::<Config>("[gateway]\nlisten_typo = 1\n").is_err());
+        let c: Config = toml::from_str("[keys]\nbackend = \"openbao\"\n").unwrap();
+        assert_eq!(c.keys.backend, KeyBackend::Openbao);
+    }
+}

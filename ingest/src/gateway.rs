@@ -1,0 +1,507 @@
+//! The `IngestService` gRPC implementation: strings identity, guard, validation, pseudonymisation and the spool
+//! together, and makes batches idempotent.
+//!
+//! Order of work for a batch: check the batch id → rate limit → keyed digest of the content (idempotency) →
+//! per record: My Number guard, validation, canonical identities → one key-service call per purpose →
+//! opt-out check → one spool commit (group-committed with other streams) → outcome recorded → receipt.
+//! Batches of one stream are pipelined: the next is processed while the previous waits for its fsync.
+
+use crate::keyservice::{KeyPurpose, SharedKeyService};
+use crate::limits::RateLimits;
+use crate::metrics::{HospitalLabel, Metrics, OutcomeLabel};
+use crate::my_number;
+use crate::pseudonymise::{self, IdentityInputs};
+use crate::reason::{ERROR_DOMAIN, Reason, Refusal, request as why};
+use crate::record_fields::{zeroize_record, zeroize_request};
+use crate::registry::{Admission, BatchKey, BatchOutcome, InFlight, Registry};
+use crate::spool::Spool;
+use crate::tls::HospitalIdentity;
+use crate::{normalise, validate};
+use chrono::NaiveDate;
+use prost::Message;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::watch;
+use tokumei_proto::ingest::v1::ingest_service_server::IngestService;
+use tokumei_proto::ingest::v1::{
+    BatchReceipt, PatientRecord, PatientRequest, PushReceipt, RecordBatch, Rejection, RequestReceipt, Sex,
+};
+use tokumei_proto::spool::v1::{BatchCommit, PatientRequestEntry, RequestKind, SpoolEntry, spool_entry::Entry};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_types::{ErrorDetails, StatusExt};
+use zeroize::Zeroize;
+
+/// A gRPC status with a machine-readable `ErrorInfo` reason.
+pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
+    Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()))
+}
+
+/// The machine-readable reason of a status produced by [`status`], if any.
+pub fn status_reason(s: &Status) -> Option<String> {
+    s.get_details_error_info().map(|i| i.reason)
+}
+
+/// Settings the gateway needs at run time.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Messages larger than this are refused with RESOURCE_EXHAUSTED.
+    pub max_message_bytes: usize,
+    /// Sustained records per second per hospital.
+    pub records_per_second: u32,
+}
+
+/// The gateway service; cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    keys: SharedKeyService,
+    spool: Spool,
+    registry: Arc<Mutex<Registry>>,
+    metrics: Arc<Metrics>,
+    limits: RateLimits,
+    settings: GatewaySettings,
+    today: fn() -> NaiveDate,
+    shutting_down: AtomicBool,
+}
+
+/// A batch on its way to durability.
+enum Pending {
+    Ready { batch_id: String, outcome: BatchOutcome, replayed: bool },
+    Waiting { batch_id: String, done: watch::Receiver<Option<Result<BatchOutcome, String>>>, replayed: bool },
+}
+
+fn lock(m: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
+    // A panic while holding the lock cannot leave the registry half-updated (every update is one insert),
+    // so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn valid_token(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Gateway {
+    /// Builds the service over an opened spool and its rebuilt registry.
+    pub fn new(
+        keys: SharedKeyService,
+        spool: Spool,
+        registry: Arc<Mutex<Registry>>,
+        metrics: Arc<Metrics>,
+        settings: GatewaySettings,
+    ) -> Self {
+        Self::with_clock(keys, spool, registry, metrics, settings, validate::today_in_japan)
+    }
+
+    /// As [`Gateway::new`] with a fixed clock (tests).
+    pub fn with_clock(
+        keys: SharedKeyService,
+        spool: Spool,
+        registry: Arc<Mutex<Registry>>,
+        metrics: Arc<Metrics>,
+        settings: GatewaySettings,
+        today: fn() -> NaiveDate,
+    ) -> Self {
+        let limits = RateLimits::new(settings.records_per_second);
+        Gateway {
+            inner: Arc::new(Inner {
+                keys,
+                spool,
+                registry,
+                metrics,
+                limits,
+                settings,
+                today,
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Refuse new streams from now on (in-flight ones finish).
+    pub fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    fn hospital_of<T>(req: &Request<T>) -> Result<String, Status> {
+        HospitalIdentity::from_request(req).map(|h| h.code).map_err(|e| {
+            status(Code::PermissionDenied, why::NOT_A_HOSPITAL, format!("client identity rejected: {e}"))
+        })
+    }
+}
+
+/// Records of a batch after the per-record checks.
+struct Screened {
+    accepted: Vec<(u32, PatientRecord, IdentityInputs)>,
+    rejections: Vec<Rejection>,
+}
+
+fn reject(batch_id: &str, index: u32, r: Refusal) -> Rejection {
+    Rejection { batch_id: batch_id.to_string(), index, reason: r.reason.code().to_string(), detail: r.detail }
+}
+
+/// Per-record guard, validation and identity derivation. Rejected records are wiped at once.
+fn screen(batch_id: &str, records: Vec<PatientRecord>, hospital: &str, today: NaiveDate) -> Screened {
+    let mut accepted = Vec::with_capacity(records.len());
+    let mut rejections = Vec::new();
+    for (i, mut record) in records.into_iter().enumerate() {
+        let index = i as u32;
+        let fields = my_number::fields_with_my_number(&mut record);
+        if !fields.is_empty() {
+            zeroize_record(&mut record);
+            let detail = format!("a My Number was found in {}; the record was destroyed", fields.join(", "));
+            rejections.push(reject(batch_id, index, Refusal::new(Reason::MyNumberPresent, detail)));
+            continue;
+        }
+        let checked = validate::validate_record(&record, today)
+            .and_then(|()| pseudonymise::identity_inputs(&record, hospital));
+        match checked {
+            Ok(inputs) => accepted.push((index, record, inputs)),
+            Err(r) => {
+                zeroize_record(&mut record);
+                rejections.push(reject(batch_id, index, r));
+            }
+        }
+    }
+    Screened { accepted, rejections }
+}
+
+impl Inner {
+    /// Takes one batch from a stream and returns a handle that resolves once it is durable.
+    async fn submit(self: &Arc<Self>, hospital: &str, mut batch: RecordBatch) -> Result<Pending, Status> {
+        if !valid_token(&batch.batch_id) {
+            batch.records.iter_mut().for_each(zeroize_record);
+            return Err(status(
+                Code::InvalidArgument,
+                why::INVALID_BATCH_ID,
+                "batch_id must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+            ));
+        }
+        let batch_id = batch.batch_id.clone();
+        let key: BatchKey = (hospital.to_string(), batch_id.clone());
+        // Keyed digest of the content as sent: SHA-256 locally, then HMAC under the batch-digest key, so the
+        // digest of a batch of identifiers cannot be confirmed by anyone without the key.
+        let mut encoded = batch.encode_to_vec();
+        let sha: [u8; 32] = Sha256::digest(&encoded).into();
+        encoded.zeroize();
+        let digest = self
+            .keys
+            .hmac(KeyPurpose::BatchDigest, &[&sha])
+            .await
+            .map_err(|e| self.key_unavailable(&e))?
+            .pop()
+            .ok_or_else(|| status(Code::Internal, why::KEY_SERVICE_UNAVAILABLE, "empty digest"))?;
+        match lock(&self.registry).admit(&key, &digest) {
+            Admission::New => {}
+            Admission::Replay(outcome) => {
+                batch.records.iter_mut().for_each(zeroize_record);
+                self.metrics.batch("replayed");
+                return Ok(Pending::Ready { batch_id, outcome, replayed: true });
+            }
+            Admission::Wait(done) => {
+                batch.records.iter_mut().for_each(zeroize_record);
+                self.metrics.batch("replayed");
+                return Ok(Pending::Waiting { batch_id, done, replayed: true });
+            }
+            Admission::Conflict => {
+                batch.records.iter_mut().for_each(zeroize_record);
+                self.metrics.batch("conflict");
+                return Err(status(
+                    Code::AlreadyExists,
+                    why::BATCH_ID_REUSED,
+                    format!("batch_id {batch_id} was already used for different content"),
+                ));
+            }
+        }
+        // Only new work counts against the rate: replays are free.
+        if let Err(msg) = self.limits.check(hospital, batch.records.len()) {
+            batch.records.iter_mut().for_each(zeroize_record);
+            return Err(status(Code::ResourceExhausted, why::RATE_LIMITED, msg));
+        }
+        let records = std::mem::take(&mut batch.records);
+        let Screened { accepted, mut rejections } = screen(&batch_id, records, hospital, (self.today)());
+        let (mut kept, identities): (Vec<(u32, PatientRecord)>, Vec<IdentityInputs>) =
+            accepted.into_iter().map(|(i, r, id)| ((i, r), id)).unzip();
+        let pseudonyms = match pseudonymise::key_identities(self.keys.as_ref(), &identities).await {
+            Ok(p) => p,
+            Err(e) => {
+                kept.iter_mut().for_each(|(_, r)| zeroize_record(r));
+                return Err(self.key_unavailable(&e));
+            }
+        };
+        let mut spooled = Vec::with_capacity(kept.len());
+        {
+            let registry = lock(&self.registry);
+            for (((index, mut record), identity), p) in kept.into_iter().zip(&identities).zip(&pseudonyms) {
+                if registry.is_opted_out(&p.linkage_key, p.id4_key.as_ref(), &p.hospital_pseudonym) {
+                    zeroize_record(&mut record);
+                    rejections.push(reject(
+                        &batch_id,
+                        index,
+                        Refusal::new(Reason::OptedOut, "the patient has opted out of provision (提供停止) or asked for erasure"),
+                    ));
+                } else {
+                    spooled.push(pseudonymise::into_pseudonymised(record, p, identity.quality));
+                }
+            }
+        }
+        drop(identities);
+        rejections.sort_by_key(|r| r.index);
+        let accepted_count = spooled.len() as u64;
+        let entry = SpoolEntry {
+            entry: Some(Entry::Batch(BatchCommit {
+                hospital_code: hospital.to_string(),
+                batch_id: batch_id.clone(),
+                content_digest: digest.to_vec(),
+                records: spooled,
+                rejections: rejections.clone(),
+            })),
+            committed_at_ms: now_ms(),
+        };
+        // Re-check and reserve atomically: another stream may have committed the same batch meanwhile.
+        let (tx, rx) = watch::channel(None);
+        {
+            let mut registry = lock(&self.registry);
+            match registry.admit(&key, &digest) {
+                Admission::New => registry.begin(key.clone(), InFlight { digest, done: rx.clone() }),
+                Admission::Replay(outcome) => return Ok(Pending::Ready { batch_id, outcome, replayed: true }),
+                Admission::Wait(done) => return Ok(Pending::Waiting { batch_id, done, replayed: true }),
+                Admission::Conflict => {
+                    return Err(status(
+                        Code::AlreadyExists,
+                        why::BATCH_ID_REUSED,
+                        format!("batch_id {batch_id} was already used for different content"),
+                    ));
+                }
+            }
+        }
+        // The commit runs in its own task: if the hospital disconnects now, the batch still becomes durable and
+        // recorded, so a retry is answered from the registry instead of being stored twice.
+        let this = Arc::clone(self);
+        let hospital = hospital.to_string();
+        tokio::spawn(async move {
+            let result = this.spool.commit(&entry).await;
+            let outcome = match result {
+                Ok(position) => {
+                    lock(&this.registry).apply(position, &entry);
+                    this.metrics.batch("committed");
+                    this.metrics.accepted.get_or_create(&HospitalLabel { hospital }).inc_by(accepted_count);
+                    for r in &rejections {
+                        this.metrics.reject(&r.reason);
+                    }
+                    Ok(BatchOutcome { digest, accepted: accepted_count, rejections, position })
+                }
+                Err(e) => {
+                    lock(&this.registry).abandon(&key);
+                    Err(e.to_string())
+                }
+            };
+            let _ = tx.send(Some(outcome));
+        });
+        Ok(Pending::Waiting { batch_id, done: rx, replayed: false })
+    }
+
+    fn key_unavailable(&self, e: &crate::keyservice::KeyError) -> Status {
+        tracing::error!(error = %e, "key service failed");
+        status(Code::Unavailable, why::KEY_SERVICE_UNAVAILABLE, "the key service is unavailable; nothing was stored, retry later")
+    }
+}
+
+async fn resolve(p: Pending) -> Result<(String, BatchOutcome, bool), Status> {
+    match p {
+        Pending::Ready { batch_id, outcome, replayed } => Ok((batch_id, outcome, replayed)),
+        Pending::Waiting { batch_id, mut done, replayed } => {
+            let result = done
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| status(Code::Unavailable, why::SPOOL_UNAVAILABLE, "spool commit was interrupted; retry"))?
+                .clone();
+            match result {
+                Some(Ok(outcome)) => Ok((batch_id, outcome, replayed)),
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "spool commit failed");
+                    Err(status(Code::Unavailable, why::SPOOL_UNAVAILABLE, "the spool could not make the batch durable; nothing was acknowledged, retry"))
+                }
+                None => Err(status(Code::Internal, why::SPOOL_UNAVAILABLE, "commit finished without an outcome")),
+            }
+        }
+    }
+}
+
+/// Maps transport-level stream errors to the gateway's documented statuses.
+fn stream_error(s: Status, max: usize) -> Status {
+    if s.code() == Code::OutOfRange && s.message().contains("too large") {
+        status(
+            Code::ResourceExhausted,
+            why::MESSAGE_TOO_LARGE,
+            format!("a RecordBatch exceeded the gateway's maximum message size of {max} bytes; split it into smaller batches"),
+        )
+    } else {
+        s
+    }
+}
+
+struct StreamGauge<'a>(&'a Metrics);
+impl Drop for StreamGauge<'_> {
+    fn drop(&mut self) {
+        self.0.open_streams.dec();
+    }
+}
+
+#[tonic::async_trait]
+impl IngestService for Gateway {
+    #[tracing::instrument(name = "ingest.push", skip_all, fields(hospital, batches, accepted, rejected))]
+    async fn push(&self, request: Request<Streaming<RecordBatch>>) -> Result<Response<PushReceipt>, Status> {
+        let inner = &self.inner;
+        if inner.shutting_down.load(Ordering::SeqCst) {
+            return Err(status(Code::Unavailable, why::SHUTTING_DOWN, "the gateway is shutting down; retry shortly"));
+        }
+        let hospital = Self::hospital_of(&request)?;
+        tracing::Span::current().record("hospital", hospital.as_str());
+        inner.metrics.open_streams.inc();
+        let _gauge = StreamGauge(&inner.metrics);
+        let started = Instant::now();
+        let mut stream = request.into_inner();
+        let mut pending = Vec::new();
+        while let Some(batch) = stream.message().await.map_err(|s| stream_error(s, inner.settings.max_message_bytes))? {
+            pending.push(inner.submit(&hospital, batch).await?);
+        }
+        let mut receipt = PushReceipt::default();
+        for p in pending {
+            let (batch_id, outcome, replayed) = resolve(p).await?;
+            receipt.accepted += outcome.accepted;
+            receipt.batches.push(BatchReceipt {
+                batch_id,
+                accepted: outcome.accepted,
+                rejected: outcome.rejections.len() as u32,
+                replayed,
+                spool_position: outcome.position.to_string(),
+            });
+            receipt.rejected.extend(outcome.rejections);
+        }
+        inner.metrics.receipt_latency.observe(started.elapsed().as_secs_f64());
+        let span = tracing::Span::current();
+        span.record("batches", receipt.batches.len());
+        span.record("accepted", receipt.accepted);
+        span.record("rejected", receipt.rejected.len());
+        Ok(Response::new(receipt))
+    }
+
+    #[tracing::instrument(name = "ingest.opt_out", skip_all, fields(hospital))]
+    async fn opt_out(&self, request: Request<PatientRequest>) -> Result<Response<RequestReceipt>, Status> {
+        self.patient_request(request, RequestKind::OptOut).await
+    }
+
+    #[tracing::instrument(name = "ingest.erase", skip_all, fields(hospital))]
+    async fn erase(&self, request: Request<PatientRequest>) -> Result<Response<RequestReceipt>, Status> {
+        self.patient_request(request, RequestKind::Erase).await
+    }
+}
+
+impl Gateway {
+    async fn patient_request(&self, request: Request<PatientRequest>, kind: RequestKind) -> Result<Response<RequestReceipt>, Status> {
+        let hospital = Self::hospital_of(&request)?;
+        tracing::Span::current().record("hospital", hospital.as_str());
+        let mut req = request.into_inner();
+        let result = self.patient_request_inner(&hospital, &mut req, kind).await;
+        zeroize_request(&mut req);
+        result.map(Response::new)
+    }
+
+    async fn patient_request_inner(&self, hospital: &str, req: &mut PatientRequest, kind: RequestKind) -> Result<RequestReceipt, Status> {
+        let inner = &self.inner;
+        if !valid_token(&req.request_id) {
+            return Err(status(Code::InvalidArgument, why::INVALID_REQUEST_ID, "request_id must be 1-128 characters of A-Z a-z 0-9 . _ : -"));
+        }
+        let fields = my_number::request_fields_with_my_number(req);
+        if !fields.is_empty() {
+            return Err(status(
+                Code::InvalidArgument,
+                why::MY_NUMBER_PRESENT,
+                format!("a My Number was found in {}; the request was destroyed, send it without", fields.join(", ")),
+            ));
+        }
+        let invalid = |r: Refusal| status(Code::InvalidArgument, why::INVALID_IDENTITY, format!("{}: {}", r.reason, r.detail));
+        let mut linkage_inputs = Vec::new();
+        let mut matched = Vec::new();
+        if normalise::insurance_present(req.insurance.as_ref())
+            && let Some(ins) = req.insurance.as_ref()
+        {
+            linkage_inputs.push(normalise::insured_identity(ins).map_err(invalid)?);
+            matched.push("INSURED");
+        }
+        let sex = Sex::try_from(req.sex).unwrap_or(Sex::Unspecified);
+        if !req.kana_name.trim().is_empty() && !req.birth_date.is_empty() && sex != Sex::Unspecified {
+            if validate::parse_date(&req.birth_date).is_none() {
+                return Err(status(Code::InvalidArgument, why::INVALID_IDENTITY, "birth_date must be YYYY-MM-DD"));
+            }
+            linkage_inputs.push(normalise::id4_identity(&req.kana_name, &req.birth_date, sex).map_err(invalid)?);
+            matched.push("ID4");
+        }
+        let local = if req.local_patient_id.trim().is_empty() {
+            None
+        } else {
+            matched.push("LOCAL_ID");
+            Some(normalise::local_identity(hospital, &req.local_patient_id).map_err(invalid)?)
+        };
+        if matched.is_empty() {
+            return Err(status(
+                Code::InvalidArgument,
+                why::MISSING_IDENTITY,
+                "give insurance, kana_name + birth_date + sex, or local_patient_id",
+            ));
+        }
+        let refs: Vec<&[u8]> = linkage_inputs.iter().map(|s| s.as_bytes()).collect();
+        let linkage_keys = inner.keys.hmac(KeyPurpose::Linkage, &refs).await.map_err(|e| inner.key_unavailable(&e))?;
+        let hospital_pseudonym = match &local {
+            Some(l) => inner
+                .keys
+                .hmac(KeyPurpose::HospitalPseudonym, &[l.as_bytes()])
+                .await
+                .map_err(|e| inner.key_unavailable(&e))?
+                .pop()
+                .map(|d| d.to_vec())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        drop(linkage_inputs);
+        drop(local);
+        let entry = PatientRequestEntry {
+            hospital_code: hospital.to_string(),
+            request_id: req.request_id.clone(),
+            kind: kind as i32,
+            linkage_keys: linkage_keys.iter().map(|k| k.to_vec()).collect(),
+            hospital_pseudonym,
+            matched_by: matched.join(","),
+        };
+        if let Some(previous) = lock(&inner.registry).request(hospital, &req.request_id) {
+            let same = previous.kind == entry.kind
+                && previous.linkage_keys == entry.linkage_keys
+                && previous.hospital_pseudonym == entry.hospital_pseudonym;
+            return if same {
+                Ok(RequestReceipt { request_id: req.request_id.clone(), status: "ALREADY_RECORDED".into(), matched_by: previous.matched_by.clone() })
+            } else {
+                Err(status(Code::AlreadyExists, why::REQUEST_ID_REUSED, "request_id was already used for a different request"))
+            };
+        }
+        let matched_by = entry.matched_by.clone();
+        let spool_entry = SpoolEntry { entry: Some(Entry::Request(entry)), committed_at_ms: now_ms() };
+        let position = inner.spool.commit(&spool_entry).await.map_err(|e| {
+            tracing::error!(error = %e, "spool commit of a patient request failed");
+            status(Code::Unavailable, why::SPOOL_UNAVAILABLE, "the request could not be made durable; retry")
+        })?;
+        lock(&inner.registry).apply(position, &spool_entry);
+        let label = if kind == RequestKind::Erase { "erase" } else { "opt_out" };
+        inner.metrics.requests.get_or_create(&OutcomeLabel { outcome: label.into() }).inc();
+        tracing::info!(kind = label, matched_by = %matched_by, "patient request recorded");
+        Ok(RequestReceipt { request_id: req.request_id.clone(), status: "RECORDED".into(), matched_by })
+    }
+}

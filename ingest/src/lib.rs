@@ -1,0 +1,29 @@
+//! The hospital-facing gateway: the only place where direct identifiers exist in clear.
+//!
+//! A record travels through this crate in one direction:
+//! [`tls`] (who is calling, from the client certificate) → [`my_number`] (destroy any My Number) →
+//! [`validate`] (codes, dates, units) → [`pseudonymise`] (keyed pseudonyms via [`keyservice`]) →
+//! [`spool`] (fsync'd, group-committed) → receipt. [`gateway`] is the gRPC service that strings these together.
+
+pub mod client;
+pub mod config;
+pub mod fhir;
+pub mod gateway;
+pub mod home;
+pub mod keyservice;
+pub mod limits;
+pub mod metrics;
+pub mod my_number;
+pub mod normalise;
+pub mod operator;
+pub mod pki;
+pub mod pseudonymise;
+pub mod reason;
+pub mod registry;
+pub mod record_fields;
+pub mod server;
+pub mod spool;
+pub mod synth;
+pub mod telemetry;
+pub mod tls;
+pub mod validate;

@@ -1,0 +1,156 @@
+//! What the gateway has made durable, indexed in memory and rebuilt from the spool at start:
+//! batch outcomes (for idempotent replays), the opt-out registry, and opt-out/erase request ids.
+
+use crate::keyservice::Digest;
+use crate::spool::Position;
+use std::collections::{HashMap, HashSet};
+use tokio::sync::watch;
+use tokumei_proto::ingest::v1::Rejection;
+use tokumei_proto::spool::v1::{BatchCommit, PatientRequestEntry, SpoolEntry, spool_entry::Entry};
+
+/// (hospital code, batch id).
+pub type BatchKey = (String, String);
+
+/// The committed outcome of a batch, returned again on replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchOutcome {
+    /// Keyed digest of the batch as first sent.
+    pub digest: Digest,
+    /// Accepted records.
+    pub accepted: u64,
+    /// Rejected records with reasons.
+    pub rejections: Vec<Rejection>,
+    /// Where the batch sits in the spool.
+    pub position: Position,
+}
+
+/// A batch being committed: later arrivals with the same key wait for it instead of committing twice.
+pub struct InFlight {
+    /// Digest of the content being committed.
+    pub digest: Digest,
+    /// Resolves when the commit finished (`None` until then).
+    pub done: watch::Receiver<Option<Result<BatchOutcome, String>>>,
+}
+
+/// The identity of a committed opt-out/erase request, to make request ids idempotent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// `OPT_OUT` or `ERASE` (the spool enum value).
+    pub kind: i32,
+    /// Linkage keys the request was bound to.
+    pub linkage_keys: Vec<Vec<u8>>,
+    /// Hospital pseudonym the request was bound to (may be empty).
+    pub hospital_pseudonym: Vec<u8>,
+    /// Which identities matched.
+    pub matched_by: String,
+}
+
+/// The in-memory index.
+#[derive(Default)]
+pub struct Registry {
+    batches: HashMap<BatchKey, BatchOutcome>,
+    in_flight: HashMap<BatchKey, InFlight>,
+    opted_out: HashSet<Digest>,
+    opted_out_local: HashSet<Digest>,
+    requests: HashMap<(String, String), RequestRecord>,
+}
+
+/// What a new batch should do given what is already known.
+pub enum Admission {
+    /// Nothing known: go ahead.
+    New,
+    /// Already committed with the same content: return this outcome.
+    Replay(BatchOutcome),
+    /// Being committed right now with the same content: wait for it.
+    Wait(watch::Receiver<Option<Result<BatchOutcome, String>>>),
+    /// The id was used for different content.
+    Conflict,
+}
+
+fn digest_of(bytes: &[u8]) -> Option<Digest> {
+    bytes.try_into().ok()
+}
+
+impl Registry {
+    /// Applies a durable spool entry (at replay, and after each commit).
+    pub fn apply(&mut self, position: Position, entry: &SpoolEntry) {
+        match &entry.entry {
+            Some(Entry::Batch(b)) => self.apply_batch(position, b),
+            Some(Entry::Request(r)) => self.apply_request(r),
+            None => {}
+        }
+    }
+
+    fn apply_batch(&mut self, position: Position, b: &BatchCommit) {
+        let Some(digest) = digest_of(&b.content_digest) else { return };
+        let key = (b.hospital_code.clone(), b.batch_id.clone());
+        self.in_flight.remove(&key);
+        self.batches.entry(key).or_insert_with(|| BatchOutcome {
+            digest,
+            accepted: b.records.len() as u64,
+            rejections: b.rejections.clone(),
+            position,
+        });
+    }
+
+    /// Records an opt-out or erase: both stop new records (an erased patient is not re-ingested).
+    pub fn apply_request(&mut self, r: &PatientRequestEntry) {
+        for k in &r.linkage_keys {
+            if let Some(d) = digest_of(k) {
+                self.opted_out.insert(d);
+            }
+        }
+        if let Some(d) = digest_of(&r.hospital_pseudonym) {
+            self.opted_out_local.insert(d);
+        }
+        self.requests.entry((r.hospital_code.clone(), r.request_id.clone())).or_insert_with(|| RequestRecord {
+            kind: r.kind,
+            linkage_keys: r.linkage_keys.clone(),
+            hospital_pseudonym: r.hospital_pseudonym.clone(),
+            matched_by: r.matched_by.clone(),
+        });
+    }
+
+    /// Decides what a batch with this key and digest should do.
+    pub fn admit(&self, key: &BatchKey, digest: &Digest) -> Admission {
+        if let Some(done) = self.batches.get(key) {
+            return if &done.digest == digest { Admission::Replay(done.clone()) } else { Admission::Conflict };
+        }
+        if let Some(f) = self.in_flight.get(key) {
+            return if &f.digest == digest { Admission::Wait(f.done.clone()) } else { Admission::Conflict };
+        }
+        Admission::New
+    }
+
+    /// Marks a batch as being committed.
+    pub fn begin(&mut self, key: BatchKey, flight: InFlight) {
+        self.in_flight.insert(key, flight);
+    }
+
+    /// Forgets a batch whose commit failed, so the hospital can retry it.
+    pub fn abandon(&mut self, key: &BatchKey) {
+        self.in_flight.remove(key);
+    }
+
+    /// True when a record with these pseudonyms belongs to a patient who opted out or asked for erasure.
+    pub fn is_opted_out(&self, linkage_key: &Digest, id4_key: Option<&Digest>, hospital_pseudonym: &Digest) -> bool {
+        self.opted_out.contains(linkage_key)
+            || id4_key.is_some_and(|k| self.opted_out.contains(k))
+            || self.opted_out_local.contains(hospital_pseudonym)
+    }
+
+    /// A previously committed request with this id from this hospital.
+    pub fn request(&self, hospital: &str, request_id: &str) -> Option<&RequestRecord> {
+        self.requests.get(&(hospital.to_string(), request_id.to_string()))
+    }
+
+    /// Number of committed batches (for status output).
+    pub fn batch_count(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// Number of opted-out identities (for status output).
+    pub fn opted_out_count(&self) -> usize {
+        self.opted_out.len() + self.opted_out_local.len()
+    }
+}

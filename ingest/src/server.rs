@@ -1,0 +1,297 @@
+//! Runs the gateway: key service, spool replay, mTLS listener, gRPC service, operator port, graceful shutdown.
+
+use crate::config::{Config, KeyBackend, resolve};
+use crate::gateway::{Gateway, GatewaySettings};
+use crate::keyservice::SharedKeyService;
+use crate::keyservice::local::{LocalKeyring, Passphrase};
+use crate::keyservice::openbao::{OpenBaoSettings, OpenBaoTransit};
+use crate::metrics::Metrics;
+use crate::operator::{OperatorState, router};
+use crate::registry::Registry;
+use crate::spool::Spool;
+use crate::tls::{DevHospital, is_institution_code, server_config};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::ReceiverStream;
+use tokumei_proto::ingest::v1::ingest_service_server::IngestServiceServer;
+use tonic::transport::Server;
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Key service.
+    #[error(transparent)]
+    Keys(#[from] crate::keyservice::KeyError),
+    /// Spool.
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+    /// TLS.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// Binding or serving.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// A setting does not allow what was asked.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Options given on the command line rather than in the file.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Serve plaintext HTTP/2 on loopback, taking the hospital code from the `x-tokumei-dev-hospital` header.
+    /// Only for local development; refused on non-loopback addresses.
+    pub insecure_dev: bool,
+}
+
+/// Opens the configured key service.
+pub async fn open_key_service(config: &Config, home: &Path) -> Result<SharedKeyService, ServeError> {
+    match config.keys.backend {
+        KeyBackend::Local => {
+            let path = resolve(home, &config.keys.local.path);
+            let pass = Passphrase::from_env_or_file(resolve(home, &config.keys.local.passphrase_file), true);
+            let ring = tokio::task::spawn_blocking(move || LocalKeyring::open_or_create(&path, &pass))
+                .await
+                .map_err(|e| ServeError::Refused(format!("keyring task: {e}")))??;
+            Ok(Arc::new(ring))
+        }
+        KeyBackend::Openbao => {
+            let o = &config.keys.openbao;
+            let token = std::env::var(&o.token_env)
+                .map_err(|_| ServeError::Refused(format!("OpenBao backend selected but ${} is not set", o.token_env)))?;
+            let settings = OpenBaoSettings {
+                address: o.address.clone(),
+                token: zeroize::Zeroizing::new(token),
+                mount: o.mount.clone(),
+                key_prefix: o.key_prefix.clone(),
+                key_version: o.key_version,
+            };
+            Ok(Arc::new(OpenBaoTransit::connect(settings).await?))
+        }
+    }
+}
+
+/// A gateway running in this process (used by `serve`, the demo, the benchmark and tests).
+pub struct RunningGateway {
+    /// The hospital-facing address actually bound.
+    pub addr: SocketAddr,
+    /// The operator address actually bound.
+    pub operator_addr: SocketAddr,
+    /// Metrics, for in-process summaries.
+    pub metrics: Arc<Metrics>,
+    shutdown: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl RunningGateway {
+    /// Asks for a graceful shutdown and waits until in-flight batches are finished.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.done.await.map_err(|e| ServeError::Refused(format!("gateway task: {e}")))?
+    }
+
+    /// Waits until the gateway stops (after `shutdown` resolves).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        self.done.await.map_err(|e| ServeError::Refused(format!("gateway task: {e}")))?
+    }
+}
+
+/// Starts the gateway; it runs until `stop` is called or `external_shutdown` resolves.
+pub async fn start(
+    config: &Config,
+    home: &Path,
+    options: ServeOptions,
+    external_shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<RunningGateway, ServeError> {
+    crate::tls::install_crypto_provider();
+    let keys = open_key_service(config, home).await?;
+    tracing::info!(keys = %keys.describe(), "key service ready");
+    let metrics = Arc::new(Metrics::new());
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let spool_dir = resolve(home, &config.spool.dir);
+    let spool = {
+        let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
+        let m = metrics.clone();
+        let mut entries = 0u64;
+        let spool = Spool::open(
+            &spool_dir,
+            config.spool.segment_bytes,
+            |pos, entry| {
+                entries += 1;
+                reg.apply(pos, &entry);
+            },
+            move |g| {
+                m.fsync_latency.observe(g.fsync.as_secs_f64());
+                m.group_size.observe(g.commits as f64);
+            },
+        )?;
+        tracing::info!(spool = %spool_dir.display(), entries, batches = reg.batch_count(), opted_out = reg.opted_out_count(), "spool replayed");
+        spool
+    };
+    let settings = GatewaySettings {
+        max_message_bytes: config.gateway.max_message_bytes,
+        records_per_second: config.gateway.records_per_second,
+    };
+    let gateway = Gateway::new(keys, spool, registry, metrics.clone(), settings);
+    let ready = Arc::new(AtomicBool::new(true));
+
+    let operator = TcpListener::bind(config.gateway.operator_listen)
+        .await
+        .map_err(|source| ServeError::Io { what: format!("bind operator port {}", config.gateway.operator_listen), source })?;
+    let operator_addr = operator.local_addr().map_err(|source| ServeError::Io { what: "operator address".into(), source })?;
+    let op_router = router(OperatorState { metrics: metrics.clone(), ready: ready.clone() });
+    let (op_stop_tx, op_stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(operator, op_router)
+            .with_graceful_shutdown(async move {
+                let _ = op_stop_rx.await;
+            })
+            .await;
+    });
+
+    let listener = TcpListener::bind(config.gateway.listen)
+        .await
+        .map_err(|source| ServeError::Io { what: format!("bind {}", config.gateway.listen), source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Io { what: "listen address".into(), source })?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let shutdown = {
+        let gateway = gateway.clone();
+        let ready = ready.clone();
+        async move {
+            tokio::select! {
+                _ = stop_rx => {},
+                _ = external_shutdown => {},
+            }
+            tracing::info!("shutting down: finishing in-flight batches");
+            ready.store(false, Ordering::SeqCst);
+            gateway.begin_shutdown();
+        }
+    };
+    let max = config.gateway.max_message_bytes;
+    let router = Server::builder()
+        .timeout(Duration::from_secs(config.gateway.request_timeout_secs))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)));
+    let done = if options.insecure_dev {
+        if !addr.ip().is_loopback() {
+            return Err(ServeError::Refused("--insecure-dev is only allowed on a loopback address".into()));
+        }
+        tracing::warn!(%addr, "INSECURE DEV MODE: plaintext gRPC, hospital identity from the x-tokumei-dev-hospital header");
+        let dev_identity = |mut req: tonic::Request<()>| {
+            let code = req
+                .metadata()
+                .get("x-tokumei-dev-hospital")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .filter(|c| is_institution_code(c))
+                .ok_or_else(|| tonic::Status::permission_denied("x-tokumei-dev-hospital must be a 10-digit medical-institution code"))?;
+            req.extensions_mut().insert(DevHospital(code));
+            Ok(req)
+        };
+        let svc = tonic::service::interceptor::InterceptedService::new(
+            IngestServiceServer::new(gateway).max_decoding_message_size(max),
+            dev_identity,
+        );
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let mut router = router;
+        tokio::spawn(async move {
+            let r = router.add_service(svc).serve_with_incoming_shutdown(incoming, shutdown).await;
+            let _ = op_stop_tx.send(());
+            r.map_err(ServeError::from)
+        })
+    } else {
+        let tls = server_config(
+            &resolve(home, &config.tls.client_ca),
+            &resolve(home, &config.tls.cert),
+            &resolve(home, &config.tls.key),
+        )?;
+        let incoming = tls_incoming(listener, tls, Duration::from_secs(config.gateway.handshake_timeout_secs));
+        let svc = IngestServiceServer::new(gateway).max_decoding_message_size(max);
+        let mut router = router;
+        tokio::spawn(async move {
+            let r = router.add_service(svc).serve_with_incoming_shutdown(incoming, shutdown).await;
+            let _ = op_stop_tx.send(());
+            r.map_err(ServeError::from)
+        })
+    };
+    tracing::info!(%addr, %operator_addr, "gateway listening");
+    Ok(RunningGateway { addr, operator_addr, metrics, shutdown: Some(stop_tx), done })
+}
+
+type TlsConn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// Accepts TCP connections and completes TLS handshakes concurrently, yielding only verified connections:
+/// a client without a valid certificate never reaches the gRPC layer.
+fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    handshake_timeout: Duration,
+) -> ReceiverStream<Result<TlsConn, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(128);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = tx.closed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn termination_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

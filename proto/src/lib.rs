@@ -1,0 +1,20 @@
+//! Generated code for tokumei's gRPC contracts.
+//!
+//! Messages that carry direct identifiers (`PatientRecord`, `Insurance`, `PatientRequest`) have a hand-written
+//! `Debug` that redacts them, so that logging a request can never leak a name or an insured number.
+
+pub mod ingest {
+    /// `tokumei.ingest.v1`: the hospital-facing ingestion contract.
+    pub mod v1 {
+        tonic::include_proto!("tokumei.ingest.v1");
+    }
+}
+
+pub mod spool {
+    /// `tokumei.spool.v1`: the pseudonymised spool that the core store pulls from.
+    pub mod v1 {
+        tonic::include_proto!("tokumei.spool.v1");
+    }
+}
+
+mod redacted_debug;

@@ -1,0 +1,81 @@
+//! `Debug` for identifier-bearing messages: shows structure and counts, never the identifiers themselves.
+
+use crate::ingest::v1::{Insurance, PatientRecord, PatientRequest};
+use std::fmt;
+
+const REDACTED: &str = "<redacted>";
+
+fn redact(s: &str) -> &'static str {
+    if s.is_empty() { "" } else { REDACTED }
+}
+
+impl fmt::Debug for Insurance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Insurance")
+            .field("insurer_number", &redact(&self.insurer_number))
+            .field("symbol", &redact(&self.symbol))
+            .field("number", &redact(&self.number))
+            .field("branch", &redact(&self.branch))
+            .finish()
+    }
+}
+
+impl fmt::Debug for PatientRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PatientRecord")
+            .field("local_patient_id", &redact(&self.local_patient_id))
+            .field("insurance", &self.insurance)
+            .field("kana_name", &redact(&self.kana_name))
+            .field("birth_date", &redact(&self.birth_date))
+            .field("sex", &self.sex)
+            .field("postal_code", &redact(&self.postal_code))
+            .field("municipality_code", &self.municipality_code)
+            .field("death_date", &redact(&self.death_date))
+            .field("encounters", &self.encounters.len())
+            .field("conditions", &self.conditions.len())
+            .field("medications", &self.medications.len())
+            .field("observations", &self.observations.len())
+            .field("allergies", &self.allergies.len())
+            .field("long_term_storage", &self.long_term_storage)
+            .finish()
+    }
+}
+
+impl fmt::Debug for PatientRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PatientRequest")
+            .field("request_id", &self.request_id)
+            .field("insurance", &self.insurance)
+            .field("kana_name", &redact(&self.kana_name))
+            .field("birth_date", &redact(&self.birth_date))
+            .field("sex", &self.sex)
+            .field("local_patient_id", &redact(&self.local_patient_id))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_identifiers() {
+        let r = PatientRecord {
+            local_patient_id: "LOCAL-778899".into(),
+            kana_name: "ヤマダ タロウ".into(),
+            postal_code: "1000001".into(),
+            insurance: Some(Insurance {
+                insurer_number: "06135018".into(),
+                symbol: "KIGO77".into(),
+                number: "BANGO55".into(),
+                branch: "01".into(),
+            }),
+            ..Default::default()
+        };
+        let s = format!("{r:?}");
+        for planted in ["778899", "ヤマダ", "1000001", "06135018", "KIGO77", "BANGO55"] {
+            assert!(!s.contains(planted), "{planted} leaked in {s}");
+        }
+        assert!(s.contains(REDACTED));
+    }
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests live in `tests/tests/`; see `scripts/test.sh` for how they are run.
