@@ -1,0 +1,198 @@
+//! Shared harness: a temporary `$TOKUMEI_HOME` with a development PKI, and the real `tokumei` binary started
+//! as a child process (so tests can kill -9 it).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokumei_ingest::client::{HospitalCredentials, connect};
+use tokumei_ingest::pki::{PkiLayout, init};
+use tokumei_proto::ingest::v1::ingest_service_client::IngestServiceClient;
+use tonic::transport::Channel;
+
+/// Hospital codes used by the tests.
+pub const HOSPITAL_A: &str = "1310000017";
+pub const HOSPITAL_B: &str = "2710000025";
+
+/// The `tokumei` binary built next to this test executable (target/<profile>/tokumei), or `$TOKUMEI_BIN`.
+pub fn tokumei_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TOKUMEI_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = dir.join("tokumei");
+    assert!(bin.exists(), "{} not found: build it first (cargo build -p tokumei) or set TOKUMEI_BIN", bin.display());
+    bin
+}
+
+/// A temporary home with a PKI for hospitals A and B and a config on ephemeral ports.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+    pub pki: PkiLayout,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        Self::with_config("")
+    }
+
+    /// `extra` is appended to the generated tokumei.toml.
+    pub fn with_config(extra: &str) -> Home {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = PkiLayout::new(dir.path().join("pki"));
+        init(&pki, &[HOSPITAL_A.into(), HOSPITAL_B.into()], &["localhost".into()]).expect("pki");
+        let mut cfg = String::from("[gateway]\nlisten = \"127.0.0.1:0\"\noperator_listen = \"127.0.0.1:0\"\n");
+        cfg.push_str(extra);
+        std::fs::write(dir.path().join("tokumei.toml"), cfg).expect("config");
+        Home { dir, pki }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.path().join("spool")
+    }
+
+    pub fn creds(&self, code: &str) -> HospitalCredentials {
+        HospitalCredentials { ca: self.pki.ca_cert(), cert: self.pki.hospital_cert(code), key: self.pki.hospital_key(code) }
+    }
+
+    /// Starts `tokumei ingest serve` and waits for its "listening" line.
+    pub fn start(&self) -> Gateway {
+        self.start_with(&[], &[])
+    }
+
+    pub fn start_with(&self, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        self.start_logging(args, env, None)
+    }
+
+    /// As `start_with`, sending the gateway's stderr (its logs) to `log` when given.
+    pub fn start_logging(&self, args: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Gateway {
+        let mut cmd = Command::new(tokumei_bin());
+        cmd.args(["ingest", "serve", "--config"])
+            .arg(self.path().join("tokumei.toml"))
+            .args(args)
+            .env("TOKUMEI_HOME", self.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(match log {
+                Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
+                None => Stdio::inherit(),
+            });
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tokumei");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read listening line");
+        let mut parts = line.split_whitespace();
+        assert_eq!(parts.next(), Some("listening"), "gateway did not start: {line:?}");
+        let addr = parts.next().expect("addr").to_string();
+        let operator = parts.nth(1).expect("operator addr").to_string();
+        Gateway { child, addr, operator }
+    }
+}
+
+/// A running gateway child process.
+pub struct Gateway {
+    pub child: Child,
+    pub addr: String,
+    pub operator: String,
+}
+
+impl Gateway {
+    pub fn endpoint(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub async fn client(&self, home: &Home, code: &str) -> IngestServiceClient<Channel> {
+        connect(&self.endpoint(), &home.creds(code), 64 << 20).await.expect("connect")
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..200 {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+        panic!("gateway did not exit within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every batch in the spool: (hospital, batch id, records).
+pub fn spool_batches(dir: &Path) -> Vec<(String, String, Vec<tokumei_proto::spool::v1::PseudonymisedRecord>)> {
+    use tokumei_proto::spool::v1::spool_entry::Entry;
+    let mut out = Vec::new();
+    tokumei_ingest::spool::read_all(dir, |_, e| {
+        if let Some(Entry::Batch(b)) = e.entry {
+            out.push((b.hospital_code, b.batch_id, b.records));
+        }
+    })
+    .expect("read spool");
+    out
+}
+
+/// All bytes of every file under `dir`.
+pub fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.extend(std::fs::read(&p).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+pub fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// A valid record built by hand (not from synth), so tests control every field.
+pub fn valid_record(local_id: &str) -> tokumei_proto::ingest::v1::PatientRecord {
+    use tokumei_proto::ingest::v1::*;
+    PatientRecord {
+        local_patient_id: local_id.into(),
+        insurance: Some(Insurance { insurer_number: "06135018".into(), symbol: "ア12".into(), number: format!("77{local_id}"), branch: "01".into() }),
+        kana_name: "ヤマダ　ハナコ".into(),
+        birth_date: "1950-04-01".into(),
+        sex: Sex::Female as i32,
+        postal_code: "100-0001".into(),
+        municipality_code: "131016".into(),
+        death_date: String::new(),
+        encounters: vec![Encounter { admission_date: "2024-05-01".into(), discharge_date: "2024-05-10".into(), kind: "inpatient".into(), department: "内科".into() }],
+        conditions: vec![Condition { icd10: "E11.9".into(), disease_master_id: "20061234".into(), onset_date: "2010-01-01".into(), suspected: false, not_told: false }],
+        medications: vec![Medication { yj_code: "3962002F1020".into(), start_date: "2024-05-01".into(), days: 30, daily_dose: 500.0, dose_unit: "mg".into() }],
+        observations: vec![Observation { jlac10: "3D046000001920402".into(), jlac11: String::new(), date: "2024-05-01".into(), value: 7.2, unit: "%".into(), text_value: String::new() }],
+        allergies: vec![Allergy { yj_code: String::new(), substance: "卵".into(), recorded_date: "2020-01-01".into() }],
+        long_term_storage: false,
+    }
+}
