@@ -42,16 +42,26 @@ pub struct HospitalCredentials {
 }
 
 fn read(p: &Path) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(p).map_err(|source| ClientError::Io { path: p.display().to_string(), source })
+    std::fs::read(p).map_err(|source| ClientError::Io {
+        path: p.display().to_string(),
+        source,
+    })
 }
 
 /// Opens an mTLS channel to the gateway (`https://host:port`).
-pub async fn connect(endpoint: &str, creds: &HospitalCredentials, max_message_bytes: usize) -> Result<IngestServiceClient<Channel>, ClientError> {
+pub async fn connect(
+    endpoint: &str,
+    creds: &HospitalCredentials,
+    max_message_bytes: usize,
+) -> Result<IngestServiceClient<Channel>, ClientError> {
     crate::tls::install_crypto_provider();
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(&creds.ca)?))
         .identity(Identity::from_pem(read(&creds.cert)?, read(&creds.key)?));
-    let connect_err = |source| ClientError::Connect { endpoint: endpoint.to_string(), source };
+    let connect_err = |source| ClientError::Connect {
+        endpoint: endpoint.to_string(),
+        source,
+    };
     let channel = Endpoint::from_shared(endpoint.to_string())
         .map_err(connect_err)?
         .tls_config(tls)
@@ -60,11 +70,16 @@ pub async fn connect(endpoint: &str, creds: &HospitalCredentials, max_message_by
         .connect()
         .await
         .map_err(connect_err)?;
-    Ok(IngestServiceClient::new(channel).max_encoding_message_size(max_message_bytes).max_decoding_message_size(max_message_bytes))
+    Ok(IngestServiceClient::new(channel)
+        .max_encoding_message_size(max_message_bytes)
+        .max_decoding_message_size(max_message_bytes))
 }
 
 /// Sends batches as one client stream and returns the single receipt.
-pub async fn push(client: &mut IngestServiceClient<Channel>, batches: Vec<RecordBatch>) -> Result<PushReceipt, ClientError> {
+pub async fn push(
+    client: &mut IngestServiceClient<Channel>,
+    batches: Vec<RecordBatch>,
+) -> Result<PushReceipt, ClientError> {
     let stream = tokio_stream::iter(batches);
     Ok(client.push(stream).await?.into_inner())
 }

@@ -110,7 +110,10 @@ pub struct SpoolConfig {
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        SpoolConfig { dir: PathBuf::from("spool"), segment_bytes: 64 * 1024 * 1024 }
+        SpoolConfig {
+            dir: PathBuf::from("spool"),
+            segment_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -200,9 +203,14 @@ impl Config {
         let cfg = match path {
             None => Config::default(),
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|source| ConfigError::Io { path: p.display().to_string(), source })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse { path: p.display().to_string(), source })?
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Io {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    source,
+                })?
             }
         };
         cfg.check()?;
@@ -211,10 +219,14 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         if self.gateway.max_message_bytes < 1024 {
-            return Err(ConfigError::Invalid("gateway.max_message_bytes must be at least 1024".into()));
+            return Err(ConfigError::Invalid(
+                "gateway.max_message_bytes must be at least 1024".into(),
+            ));
         }
         if self.gateway.records_per_second == 0 {
-            return Err(ConfigError::Invalid("gateway.records_per_second must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "gateway.records_per_second must be positive".into(),
+            ));
         }
         if self.keys.openbao.key_version == 0 {
             return Err(ConfigError::Invalid("keys.openbao.key_version starts at 1".into()));

@@ -50,8 +50,7 @@ pub const SYSTEM_ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
 /// 標準病名マスター 病名管理番号.
 pub const SYSTEM_DISEASE_MASTER: &str = "http://medis.or.jp/CodeSystem/master-disease-keyNumber";
 
-const EXT_REPRESENTATION: &str =
-    "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation";
+const EXT_REPRESENTATION: &str = "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation";
 const EXT_JP_CORE: &str = "http://jpfhir.jp/fhir/core/Extension/StructureDefinition/";
 const EXT_SYMBOL: &str = "JP_Coverage_InsuredPersonSymbol";
 const EXT_NUMBER: &str = "JP_Coverage_InsuredPersonNumber";
@@ -85,10 +84,7 @@ pub enum FhirError {
     },
     /// A clinical resource refers to a patient that is not in the bundle.
     #[error("entry {index}: {resource_type} refers to a patient that is not in the bundle")]
-    UnknownPatientReference {
-        index: usize,
-        resource_type: &'static str,
-    },
+    UnknownPatientReference { index: usize, resource_type: &'static str },
     /// An element has the wrong JSON type (e.g. a number where a string is required).
     #[error("entry {index}: {field} must be {expected}")]
     BadFieldType {
@@ -172,12 +168,7 @@ impl At {
     }
 
     /// An optional string element: absent or null → `None`; any other non-string is an error.
-    fn str<'a>(
-        self,
-        v: &'a Value,
-        key: &str,
-        field: &'static str,
-    ) -> Result<Option<&'a str>, FhirError> {
+    fn str<'a>(self, v: &'a Value, key: &str, field: &'static str) -> Result<Option<&'a str>, FhirError> {
         match v.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -189,12 +180,7 @@ impl At {
         Ok(self.str(v, key, field)?.unwrap_or_default().to_owned())
     }
 
-    fn array<'a>(
-        self,
-        v: &'a Value,
-        key: &str,
-        field: &'static str,
-    ) -> Result<&'a [Value], FhirError> {
+    fn array<'a>(self, v: &'a Value, key: &str, field: &'static str) -> Result<&'a [Value], FhirError> {
         match v.get(key) {
             None | Some(Value::Null) => Ok(&[]),
             Some(Value::Array(a)) => Ok(a),
@@ -202,12 +188,7 @@ impl At {
         }
     }
 
-    fn object<'a>(
-        self,
-        v: &'a Value,
-        key: &str,
-        field: &'static str,
-    ) -> Result<Option<&'a Value>, FhirError> {
+    fn object<'a>(self, v: &'a Value, key: &str, field: &'static str) -> Result<Option<&'a Value>, FhirError> {
         match v.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(o @ Value::Object(_)) => Ok(Some(o)),
@@ -226,10 +207,7 @@ impl At {
     fn number(self, v: &Value, key: &str, field: &'static str) -> Result<Option<f64>, FhirError> {
         match v.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.bad(field, "a number")),
+            Some(Value::Number(n)) => n.as_f64().map(Some).ok_or_else(|| self.bad(field, "a number")),
             Some(_) => Err(self.bad(field, "a number")),
         }
     }
@@ -240,12 +218,7 @@ impl At {
     }
 
     /// The `.reference` string of a Reference element.
-    fn reference<'a>(
-        self,
-        v: &'a Value,
-        key: &str,
-        field: &'static str,
-    ) -> Result<Option<&'a str>, FhirError> {
+    fn reference<'a>(self, v: &'a Value, key: &str, field: &'static str) -> Result<Option<&'a str>, FhirError> {
         match self.object(v, key, field)? {
             Some(r) => self.str(r, "reference", field),
             None => Ok(None),
@@ -479,9 +452,7 @@ fn patient(at: At, r: &Value) -> Result<(PatientRecord, Option<Insurance>), Fhir
     let mut best: Option<(u8, &str)> = None;
     let mut insurance = None;
     for id in at.array(r, "identifier", "Patient.identifier")? {
-        let system = at
-            .str(id, "system", "Patient.identifier.system")?
-            .unwrap_or_default();
+        let system = at.str(id, "system", "Patient.identifier.system")?.unwrap_or_default();
         let Some(value) = at.str(id, "value", "Patient.identifier.value")? else {
             continue;
         };
@@ -504,9 +475,7 @@ fn patient(at: At, r: &Value) -> Result<(PatientRecord, Option<Insurance>), Fhir
     }
     record.local_patient_id = best.map(|(_, v)| v.to_owned()).unwrap_or_default();
     record.kana_name = kana_name(at, r)?;
-    record.birth_date = at
-        .date(r, "birthDate", "Patient.birthDate")?
-        .unwrap_or_default();
+    record.birth_date = at.date(r, "birthDate", "Patient.birthDate")?.unwrap_or_default();
     record.sex = match at.str(r, "gender", "Patient.gender")? {
         Some("male") => Sex::Male,
         Some("female") => Sex::Female,
@@ -523,9 +492,7 @@ fn patient(at: At, r: &Value) -> Result<(PatientRecord, Option<Insurance>), Fhir
         record.municipality_code = municipality(at, address)?;
     }
     for ext in at.array(r, "extension", "Patient.extension")? {
-        let url = at
-            .str(ext, "url", "Patient.extension.url")?
-            .unwrap_or_default();
+        let url = at.str(ext, "url", "Patient.extension.url")?.unwrap_or_default();
         if url.ends_with("long-term-storage") {
             record.long_term_storage = at
                 .bool(ext, "valueBoolean", "Patient.extension.valueBoolean")?
@@ -539,18 +506,14 @@ fn kana_name(at: At, r: &Value) -> Result<String, FhirError> {
     for name in at.array(r, "name", "Patient.name")? {
         let mut syllabic = false;
         for ext in at.array(name, "extension", "Patient.name.extension")? {
-            let url = at
-                .str(ext, "url", "Patient.name.extension.url")?
-                .unwrap_or_default();
+            let url = at.str(ext, "url", "Patient.name.extension.url")?.unwrap_or_default();
             let code = at.str(ext, "valueCode", "Patient.name.extension.valueCode")?;
             syllabic |= url == EXT_REPRESENTATION && code == Some("SYL");
         }
         if !syllabic {
             continue;
         }
-        let family = at
-            .str(name, "family", "Patient.name.family")?
-            .unwrap_or_default();
+        let family = at.str(name, "family", "Patient.name.family")?.unwrap_or_default();
         let mut given = String::new();
         for g in at.array(name, "given", "Patient.name.given")? {
             given.push_str(
@@ -569,9 +532,7 @@ fn kana_name(at: At, r: &Value) -> Result<String, FhirError> {
 
 fn municipality(at: At, address: &Value) -> Result<String, FhirError> {
     for ext in at.array(address, "extension", "Patient.address.extension")? {
-        let url = at
-            .str(ext, "url", "Patient.address.extension.url")?
-            .unwrap_or_default();
+        let url = at.str(ext, "url", "Patient.address.extension.url")?.unwrap_or_default();
         if url.ends_with("municipality-code") {
             let value = match at.str(ext, "valueString", "Patient.address.extension.valueString")? {
                 Some(v) => Some(v),
@@ -584,20 +545,14 @@ fn municipality(at: At, address: &Value) -> Result<String, FhirError> {
         .str(address, "district", "Patient.address.district")?
         .unwrap_or_default();
     let is_code = district.len() == 6 && district.bytes().all(|b| b.is_ascii_digit());
-    Ok(if is_code {
-        district.to_owned()
-    } else {
-        String::new()
-    })
+    Ok(if is_code { district.to_owned() } else { String::new() })
 }
 
 fn coverage(at: At, r: &Value, insurers: &HashMap<String, String>) -> Result<Insurance, FhirError> {
     let mut ins = Insurance::default();
     let mut from_identifier = None;
     for id in at.array(r, "identifier", "Coverage.identifier")? {
-        let system = at
-            .str(id, "system", "Coverage.identifier.system")?
-            .unwrap_or_default();
+        let system = at.str(id, "system", "Coverage.identifier.system")?.unwrap_or_default();
         if system.contains("SubscriberID") && !system.contains("Csv") {
             from_identifier = at
                 .str(id, "value", "Coverage.identifier.value")?
@@ -616,9 +571,7 @@ fn coverage(at: At, r: &Value, insurers: &HashMap<String, String>) -> Result<Ins
     }
     let (mut symbol, mut number, mut branch) = (None, None, None);
     for ext in at.array(r, "extension", "Coverage.extension")? {
-        let url = at
-            .str(ext, "url", "Coverage.extension.url")?
-            .unwrap_or_default();
+        let url = at.str(ext, "url", "Coverage.extension.url")?.unwrap_or_default();
         let value = || at.string(ext, "valueString", "Coverage.extension.valueString");
         if url.ends_with(EXT_SYMBOL) {
             symbol = Some(value()?);
@@ -639,9 +592,7 @@ fn coverage(at: At, r: &Value, insurers: &HashMap<String, String>) -> Result<Ins
     }
     let branch = match branch {
         Some(b) => Some(b),
-        None => at
-            .str(r, "dependent", "Coverage.dependent")?
-            .map(str::to_owned),
+        None => at.str(r, "dependent", "Coverage.dependent")?.map(str::to_owned),
     };
     let fallback = from_identifier.unwrap_or_default();
     if ins.insurer_number.is_empty() {
@@ -654,11 +605,7 @@ fn coverage(at: At, r: &Value, insurers: &HashMap<String, String>) -> Result<Ins
 }
 
 /// `(system, code)` pairs of a CodeableConcept element.
-fn codings<'a>(
-    at: At,
-    concept: Option<&'a Value>,
-    field: &'static str,
-) -> Result<Vec<(&'a str, &'a str)>, FhirError> {
+fn codings<'a>(at: At, concept: Option<&'a Value>, field: &'static str) -> Result<Vec<(&'a str, &'a str)>, FhirError> {
     let Some(concept) = concept else {
         return Ok(Vec::new());
     };
@@ -685,18 +632,12 @@ fn is_yj_system(system: &str) -> bool {
 }
 
 fn condition(at: At, r: &Value) -> Result<Condition, FhirError> {
-    let codes = codings(
-        at,
-        at.object(r, "code", "Condition.code")?,
-        "Condition.code.coding",
-    )?;
+    let codes = codings(at, at.object(r, "code", "Condition.code")?, "Condition.code.coding")?;
     let lower = |s: &str| s.to_ascii_lowercase();
     let onset = match at.date(r, "onsetDateTime", "Condition.onsetDateTime")? {
         Some(d) => d,
         None => match at.object(r, "onsetPeriod", "Condition.onsetPeriod")? {
-            Some(p) => at
-                .date(p, "start", "Condition.onsetPeriod.start")?
-                .unwrap_or_default(),
+            Some(p) => at.date(p, "start", "Condition.onsetPeriod.start")?.unwrap_or_default(),
             None => String::new(),
         },
     };
@@ -707,9 +648,7 @@ fn condition(at: At, r: &Value) -> Result<Condition, FhirError> {
     )?;
     let mut not_told = false;
     for ext in at.array(r, "extension", "Condition.extension")? {
-        let url = at
-            .str(ext, "url", "Condition.extension.url")?
-            .unwrap_or_default();
+        let url = at.str(ext, "url", "Condition.extension.url")?.unwrap_or_default();
         if url.ends_with("not-told") || url.ends_with("notTold") {
             not_told = at
                 .bool(ext, "valueBoolean", "Condition.extension.valueBoolean")?
@@ -726,9 +665,7 @@ fn condition(at: At, r: &Value) -> Result<Condition, FhirError> {
             s.contains("master-disease") || s.contains("medis")
         }),
         onset_date: onset,
-        suspected: status
-            .iter()
-            .any(|(_, c)| *c == "provisional" || *c == "unconfirmed"),
+        suspected: status.iter().any(|(_, c)| *c == "provisional" || *c == "unconfirmed"),
         not_told,
     })
 }
@@ -751,28 +688,14 @@ fn medication(at: At, r: &Value) -> Result<Medication, FhirError> {
         ..Medication::default()
     };
     let Some(dosage) = at
-        .array(
-            r,
-            "dosageInstruction",
-            "MedicationRequest.dosageInstruction",
-        )?
+        .array(r, "dosageInstruction", "MedicationRequest.dosageInstruction")?
         .first()
     else {
         return Ok(m);
     };
     let bounds = at
-        .object(
-            dosage,
-            "timing",
-            "MedicationRequest.dosageInstruction.timing",
-        )?
-        .map(|t| {
-            at.object(
-                t,
-                "repeat",
-                "MedicationRequest.dosageInstruction.timing.repeat",
-            )
-        })
+        .object(dosage, "timing", "MedicationRequest.dosageInstruction.timing")?
+        .map(|t| at.object(t, "repeat", "MedicationRequest.dosageInstruction.timing.repeat"))
         .transpose()?
         .flatten()
         .map(|rep| {
@@ -785,8 +708,7 @@ fn medication(at: At, r: &Value) -> Result<Medication, FhirError> {
         .transpose()?
         .flatten();
     if let Some(bounds) = bounds {
-        const FIELD: &str =
-            "MedicationRequest.dosageInstruction.timing.repeat.boundsDuration.value";
+        const FIELD: &str = "MedicationRequest.dosageInstruction.timing.repeat.boundsDuration.value";
         if let Some(days) = at.number(bounds, "value", FIELD)? {
             if !(0.0..=f64::from(u32::MAX)).contains(&days) || days.fract() != 0.0 {
                 return Err(at.bad(FIELD, "a whole number of days"));
@@ -795,11 +717,7 @@ fn medication(at: At, r: &Value) -> Result<Medication, FhirError> {
         }
     }
     if let Some(rate) = at
-        .array(
-            dosage,
-            "doseAndRate",
-            "MedicationRequest.dosageInstruction.doseAndRate",
-        )?
+        .array(dosage, "doseAndRate", "MedicationRequest.dosageInstruction.doseAndRate")?
         .first()
         && let Some(q) = at.object(
             rate,
@@ -807,11 +725,7 @@ fn medication(at: At, r: &Value) -> Result<Medication, FhirError> {
             "MedicationRequest.dosageInstruction.doseAndRate.doseQuantity",
         )?
     {
-        let (value, unit) = quantity(
-            at,
-            q,
-            "MedicationRequest.dosageInstruction.doseAndRate.doseQuantity",
-        )?;
+        let (value, unit) = quantity(at, q, "MedicationRequest.dosageInstruction.doseAndRate.doseQuantity")?;
         m.daily_dose = value;
         m.dose_unit = unit;
     }
@@ -829,11 +743,7 @@ fn quantity(at: At, q: &Value, field: &'static str) -> Result<(f64, String), Fhi
 }
 
 fn observation(at: At, r: &Value) -> Result<Observation, FhirError> {
-    let codes = codings(
-        at,
-        at.object(r, "code", "Observation.code")?,
-        "Observation.code.coding",
-    )?;
+    let codes = codings(at, at.object(r, "code", "Observation.code")?, "Observation.code.coding")?;
     let date = match at.date(r, "effectiveDateTime", "Observation.effectiveDateTime")? {
         Some(d) => d,
         None => match at.object(r, "effectivePeriod", "Observation.effectivePeriod")? {
@@ -856,11 +766,7 @@ fn observation(at: At, r: &Value) -> Result<Observation, FhirError> {
     }
     if let Some(text) = at.str(r, "valueString", "Observation.valueString")? {
         o.text_value = text.to_owned();
-    } else if let Some(concept) = at.object(
-        r,
-        "valueCodeableConcept",
-        "Observation.valueCodeableConcept",
-    )? {
+    } else if let Some(concept) = at.object(r, "valueCodeableConcept", "Observation.valueCodeableConcept")? {
         o.text_value = concept_text(at, concept)?;
     }
     for ext in at.array(r, "extension", "Observation.extension")? {
@@ -904,17 +810,11 @@ fn allergy(at: At, r: &Value) -> Result<Allergy, FhirError> {
 fn encounter(at: At, r: &Value) -> Result<Encounter, FhirError> {
     let mut e = Encounter::default();
     if let Some(period) = at.object(r, "period", "Encounter.period")? {
-        e.admission_date = at
-            .date(period, "start", "Encounter.period.start")?
-            .unwrap_or_default();
-        e.discharge_date = at
-            .date(period, "end", "Encounter.period.end")?
-            .unwrap_or_default();
+        e.admission_date = at.date(period, "start", "Encounter.period.start")?.unwrap_or_default();
+        e.discharge_date = at.date(period, "end", "Encounter.period.end")?.unwrap_or_default();
     }
     if let Some(class) = at.object(r, "class", "Encounter.class")? {
-        let code = at
-            .str(class, "code", "Encounter.class.code")?
-            .unwrap_or_default();
+        let code = at.str(class, "code", "Encounter.class.code")?.unwrap_or_default();
         e.kind = match code {
             "AMB" => "outpatient",
             "IMP" | "ACUTE" | "NONAC" => "inpatient",
@@ -966,8 +866,7 @@ impl Exporter {
         let id = self.next_uuid();
         let full_url = format!("urn:uuid:{id}");
         resource.insert("id".into(), Value::String(id));
-        self.entries
-            .push(json!({ "fullUrl": full_url, "resource": resource }));
+        self.entries.push(json!({ "fullUrl": full_url, "resource": resource }));
         full_url
     }
 
@@ -1027,10 +926,7 @@ fn patient_resource(r: &PatientRecord, id_system: &str) -> Map<String, Value> {
         .map(|v| json!({ "use": "usual", "system": id_system, "value": v }))
         .into_iter()
         .collect();
-    let name: Vec<Value> = non_empty(&r.kana_name)
-        .map(kana_name_element)
-        .into_iter()
-        .collect();
+    let name: Vec<Value> = non_empty(&r.kana_name).map(kana_name_element).into_iter().collect();
     let gender = match Sex::try_from(r.sex) {
         Ok(Sex::Male) => "male",
         Ok(Sex::Female) => "female",
@@ -1133,20 +1029,10 @@ fn encounter_resource(e: &Encounter, subject: &Value) -> Map<String, Value> {
     object(
         "Encounter",
         vec![
-            (
-                "status",
-                json!(if in_progress {
-                    "in-progress"
-                } else {
-                    "finished"
-                }),
-            ),
+            ("status", json!(if in_progress { "in-progress" } else { "finished" })),
             (
                 "class",
-                non_empty(class).map_or(
-                    Value::Null,
-                    |c| json!({ "system": SYSTEM_ACT_CODE, "code": c }),
-                ),
+                non_empty(class).map_or(Value::Null, |c| json!({ "system": SYSTEM_ACT_CODE, "code": c })),
             ),
             (
                 "serviceType",
@@ -1171,11 +1057,7 @@ fn condition_resource(c: &Condition, subject: &Value) -> Map<String, Value> {
         .then(|| json!({ "url": EXT_NOT_TOLD, "valueBoolean": true }))
         .into_iter()
         .collect();
-    let status = if c.suspected {
-        "unconfirmed"
-    } else {
-        "confirmed"
-    };
+    let status = if c.suspected { "unconfirmed" } else { "confirmed" };
     object(
         "Condition",
         vec![
@@ -1245,13 +1127,10 @@ fn quantity_value(value: f64, unit: &str) -> Value {
 }
 
 fn observation_resource(o: &Observation, subject: &Value) -> Map<String, Value> {
-    let codings: Vec<Value> = [
-        coding(SYSTEM_JLAC10, &o.jlac10),
-        coding(SYSTEM_JLAC11, &o.jlac11),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let codings: Vec<Value> = [coding(SYSTEM_JLAC10, &o.jlac10), coding(SYSTEM_JLAC11, &o.jlac11)]
+        .into_iter()
+        .flatten()
+        .collect();
     let has_quantity = o.value != 0.0 || !o.unit.is_empty();
     let has_text = !o.text_value.is_empty();
     // value[x] holds one value: a text that accompanies a quantity travels in an extension.
@@ -1521,10 +1400,7 @@ mod tests {
             ("3D046000001920402", 7.4, "%")
         );
         assert_eq!(
-            (
-                r.observations[1].jlac11.as_str(),
-                r.observations[1].text_value.as_str()
-            ),
+            (r.observations[1].jlac11.as_str(), r.observations[1].text_value.as_str()),
             ("1A010000000191111", "（＋）")
         );
         assert_eq!(
@@ -1582,10 +1458,7 @@ mod tests {
             records_from_bundle(r#"{"resourceType":"Patient"}"#),
             Err(FhirError::NotABundle)
         ));
-        assert!(matches!(
-            records_from_bundle("[1,2]"),
-            Err(FhirError::NotABundle)
-        ));
+        assert!(matches!(records_from_bundle("[1,2]"), Err(FhirError::NotABundle)));
         assert!(matches!(
             records_from_bundle(r#"{"resourceType":"Bundle","entry":[]}"#),
             Err(FhirError::MissingPatient)
@@ -1635,10 +1508,7 @@ mod tests {
             ),
             "{err}"
         );
-        assert_eq!(
-            err.to_string(),
-            "entry 1: Patient.birthDate must be a string"
-        );
+        assert_eq!(err.to_string(), "entry 1: Patient.birthDate must be a string");
 
         let bad_id = r#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Patient",
             "identifier":[{"system":"x","value":1234567890}]}}]}"#;
@@ -1673,19 +1543,13 @@ mod tests {
             .max()
             .unwrap_or(0);
         // JLAC10 codes contain up to 15 digits; everything else (ids, uuids, dates) stays well below 12.
-        let without_jlac: String = text
-            .split("\"code\":\"")
-            .map(|s| s.get(17..).unwrap_or(s))
-            .collect();
+        let without_jlac: String = text.split("\"code\":\"").map(|s| s.get(17..).unwrap_or(s)).collect();
         let longest_other = without_jlac
             .as_bytes()
             .split(|b| !b.is_ascii_digit())
             .map(<[u8]>::len)
             .max()
             .unwrap_or(0);
-        assert!(
-            longest <= 15 && longest_other < 12,
-            "{longest} {longest_other}"
-        );
+        assert!(longest <= 15 && longest_other < 12, "{longest} {longest_other}");
     }
 }

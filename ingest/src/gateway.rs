@@ -36,7 +36,11 @@ use zeroize::Zeroize;
 
 /// A gRPC status with a machine-readable `ErrorInfo` reason.
 pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
-    Status::with_error_details(code, message, ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()))
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+    )
 }
 
 /// The machine-readable reason of a status produced by [`status`], if any.
@@ -72,8 +76,16 @@ struct Inner {
 
 /// A batch on its way to durability.
 enum Pending {
-    Ready { batch_id: String, outcome: BatchOutcome, replayed: bool },
-    Waiting { batch_id: String, done: watch::Receiver<Option<Result<BatchOutcome, String>>>, replayed: bool },
+    Ready {
+        batch_id: String,
+        outcome: BatchOutcome,
+        replayed: bool,
+    },
+    Waiting {
+        batch_id: String,
+        done: watch::Receiver<Option<Result<BatchOutcome, String>>>,
+        replayed: bool,
+    },
 }
 
 fn lock(m: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
@@ -87,7 +99,10 @@ fn valid_token(s: &str) -> bool {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Gateway {
@@ -133,7 +148,11 @@ impl Gateway {
 
     fn hospital_of<T>(req: &Request<T>) -> Result<String, Status> {
         HospitalIdentity::from_request(req).map(|h| h.code).map_err(|e| {
-            status(Code::PermissionDenied, why::NOT_A_HOSPITAL, format!("client identity rejected: {e}"))
+            status(
+                Code::PermissionDenied,
+                why::NOT_A_HOSPITAL,
+                format!("client identity rejected: {e}"),
+            )
         })
     }
 }
@@ -145,7 +164,12 @@ struct Screened {
 }
 
 fn reject(batch_id: &str, index: u32, r: Refusal) -> Rejection {
-    Rejection { batch_id: batch_id.to_string(), index, reason: r.reason.code().to_string(), detail: r.detail }
+    Rejection {
+        batch_id: batch_id.to_string(),
+        index,
+        reason: r.reason.code().to_string(),
+        detail: r.detail,
+    }
 }
 
 /// Per-record guard, validation and identity derivation. Rejected records are wiped at once.
@@ -157,12 +181,15 @@ fn screen(batch_id: &str, records: Vec<PatientRecord>, hospital: &str, today: Na
         let fields = my_number::fields_with_my_number(&mut record);
         if !fields.is_empty() {
             zeroize_record(&mut record);
-            let detail = format!("a My Number was found in {}; the record was destroyed", fields.join(", "));
+            let detail = format!(
+                "a My Number was found in {}; the record was destroyed",
+                fields.join(", ")
+            );
             rejections.push(reject(batch_id, index, Refusal::new(Reason::MyNumberPresent, detail)));
             continue;
         }
-        let checked = validate::validate_record(&record, today)
-            .and_then(|()| pseudonymise::identity_inputs(&record, hospital));
+        let checked =
+            validate::validate_record(&record, today).and_then(|()| pseudonymise::identity_inputs(&record, hospital));
         match checked {
             Ok(inputs) => accepted.push((index, record, inputs)),
             Err(r) => {
@@ -204,12 +231,20 @@ impl Inner {
             Admission::Replay(outcome) => {
                 batch.records.iter_mut().for_each(zeroize_record);
                 self.metrics.batch("replayed");
-                return Ok(Pending::Ready { batch_id, outcome, replayed: true });
+                return Ok(Pending::Ready {
+                    batch_id,
+                    outcome,
+                    replayed: true,
+                });
             }
             Admission::Wait(done) => {
                 batch.records.iter_mut().for_each(zeroize_record);
                 self.metrics.batch("replayed");
-                return Ok(Pending::Waiting { batch_id, done, replayed: true });
+                return Ok(Pending::Waiting {
+                    batch_id,
+                    done,
+                    replayed: true,
+                });
             }
             Admission::Conflict => {
                 batch.records.iter_mut().for_each(zeroize_record);
@@ -227,7 +262,10 @@ impl Inner {
             return Err(status(Code::ResourceExhausted, why::RATE_LIMITED, msg));
         }
         let records = std::mem::take(&mut batch.records);
-        let Screened { accepted, mut rejections } = screen(&batch_id, records, hospital, (self.today)());
+        let Screened {
+            accepted,
+            mut rejections,
+        } = screen(&batch_id, records, hospital, (self.today)());
         let (mut kept, identities): (Vec<(u32, PatientRecord)>, Vec<IdentityInputs>) =
             accepted.into_iter().map(|(i, r, id)| ((i, r), id)).unzip();
         let pseudonyms = match pseudonymise::key_identities(self.keys.as_ref(), &identities).await {
@@ -246,7 +284,10 @@ impl Inner {
                     rejections.push(reject(
                         &batch_id,
                         index,
-                        Refusal::new(Reason::OptedOut, "the patient has opted out of provision (提供停止) or asked for erasure"),
+                        Refusal::new(
+                            Reason::OptedOut,
+                            "the patient has opted out of provision (提供停止) or asked for erasure",
+                        ),
                     ));
                 } else {
                     spooled.push(pseudonymise::into_pseudonymised(record, p, identity.quality));
@@ -271,9 +312,27 @@ impl Inner {
         {
             let mut registry = lock(&self.registry);
             match registry.admit(&key, &digest) {
-                Admission::New => registry.begin(key.clone(), InFlight { digest, done: rx.clone() }),
-                Admission::Replay(outcome) => return Ok(Pending::Ready { batch_id, outcome, replayed: true }),
-                Admission::Wait(done) => return Ok(Pending::Waiting { batch_id, done, replayed: true }),
+                Admission::New => registry.begin(
+                    key.clone(),
+                    InFlight {
+                        digest,
+                        done: rx.clone(),
+                    },
+                ),
+                Admission::Replay(outcome) => {
+                    return Ok(Pending::Ready {
+                        batch_id,
+                        outcome,
+                        replayed: true,
+                    });
+                }
+                Admission::Wait(done) => {
+                    return Ok(Pending::Waiting {
+                        batch_id,
+                        done,
+                        replayed: true,
+                    });
+                }
                 Admission::Conflict => {
                     return Err(status(
                         Code::AlreadyExists,
@@ -293,11 +352,19 @@ impl Inner {
                 Ok(position) => {
                     lock(&this.registry).apply(position, &entry);
                     this.metrics.batch("committed");
-                    this.metrics.accepted.get_or_create(&HospitalLabel { hospital }).inc_by(accepted_count);
+                    this.metrics
+                        .accepted
+                        .get_or_create(&HospitalLabel { hospital })
+                        .inc_by(accepted_count);
                     for r in &rejections {
                         this.metrics.reject(&r.reason);
                     }
-                    Ok(BatchOutcome { digest, accepted: accepted_count, rejections, position })
+                    Ok(BatchOutcome {
+                        digest,
+                        accepted: accepted_count,
+                        rejections,
+                        position,
+                    })
                 }
                 Err(e) => {
                     lock(&this.registry).abandon(&key);
@@ -306,31 +373,61 @@ impl Inner {
             };
             let _ = tx.send(Some(outcome));
         });
-        Ok(Pending::Waiting { batch_id, done: rx, replayed: false })
+        Ok(Pending::Waiting {
+            batch_id,
+            done: rx,
+            replayed: false,
+        })
     }
 
     fn key_unavailable(&self, e: &crate::keyservice::KeyError) -> Status {
         tracing::error!(error = %e, "key service failed");
-        status(Code::Unavailable, why::KEY_SERVICE_UNAVAILABLE, "the key service is unavailable; nothing was stored, retry later")
+        status(
+            Code::Unavailable,
+            why::KEY_SERVICE_UNAVAILABLE,
+            "the key service is unavailable; nothing was stored, retry later",
+        )
     }
 }
 
 async fn resolve(p: Pending) -> Result<(String, BatchOutcome, bool), Status> {
     match p {
-        Pending::Ready { batch_id, outcome, replayed } => Ok((batch_id, outcome, replayed)),
-        Pending::Waiting { batch_id, mut done, replayed } => {
+        Pending::Ready {
+            batch_id,
+            outcome,
+            replayed,
+        } => Ok((batch_id, outcome, replayed)),
+        Pending::Waiting {
+            batch_id,
+            mut done,
+            replayed,
+        } => {
             let result = done
                 .wait_for(Option::is_some)
                 .await
-                .map_err(|_| status(Code::Unavailable, why::SPOOL_UNAVAILABLE, "spool commit was interrupted; retry"))?
+                .map_err(|_| {
+                    status(
+                        Code::Unavailable,
+                        why::SPOOL_UNAVAILABLE,
+                        "spool commit was interrupted; retry",
+                    )
+                })?
                 .clone();
             match result {
                 Some(Ok(outcome)) => Ok((batch_id, outcome, replayed)),
                 Some(Err(e)) => {
                     tracing::error!(error = %e, "spool commit failed");
-                    Err(status(Code::Unavailable, why::SPOOL_UNAVAILABLE, "the spool could not make the batch durable; nothing was acknowledged, retry"))
+                    Err(status(
+                        Code::Unavailable,
+                        why::SPOOL_UNAVAILABLE,
+                        "the spool could not make the batch durable; nothing was acknowledged, retry",
+                    ))
                 }
-                None => Err(status(Code::Internal, why::SPOOL_UNAVAILABLE, "commit finished without an outcome")),
+                None => Err(status(
+                    Code::Internal,
+                    why::SPOOL_UNAVAILABLE,
+                    "commit finished without an outcome",
+                )),
             }
         }
     }
@@ -342,7 +439,9 @@ fn stream_error(s: Status, max: usize) -> Status {
         status(
             Code::ResourceExhausted,
             why::MESSAGE_TOO_LARGE,
-            format!("a RecordBatch exceeded the gateway's maximum message size of {max} bytes; split it into smaller batches"),
+            format!(
+                "a RecordBatch exceeded the gateway's maximum message size of {max} bytes; split it into smaller batches"
+            ),
         )
     } else {
         s
@@ -362,7 +461,11 @@ impl IngestService for Gateway {
     async fn push(&self, request: Request<Streaming<RecordBatch>>) -> Result<Response<PushReceipt>, Status> {
         let inner = &self.inner;
         if inner.shutting_down.load(Ordering::SeqCst) {
-            return Err(status(Code::Unavailable, why::SHUTTING_DOWN, "the gateway is shutting down; retry shortly"));
+            return Err(status(
+                Code::Unavailable,
+                why::SHUTTING_DOWN,
+                "the gateway is shutting down; retry shortly",
+            ));
         }
         let hospital = Self::hospital_of(&request)?;
         tracing::Span::current().record("hospital", hospital.as_str());
@@ -371,7 +474,11 @@ impl IngestService for Gateway {
         let started = Instant::now();
         let mut stream = request.into_inner();
         let mut pending = Vec::new();
-        while let Some(batch) = stream.message().await.map_err(|s| stream_error(s, inner.settings.max_message_bytes))? {
+        while let Some(batch) = stream
+            .message()
+            .await
+            .map_err(|s| stream_error(s, inner.settings.max_message_bytes))?
+        {
             pending.push(inner.submit(&hospital, batch).await?);
         }
         let mut receipt = PushReceipt::default();
@@ -407,7 +514,11 @@ impl IngestService for Gateway {
 }
 
 impl Gateway {
-    async fn patient_request(&self, request: Request<PatientRequest>, kind: RequestKind) -> Result<Response<RequestReceipt>, Status> {
+    async fn patient_request(
+        &self,
+        request: Request<PatientRequest>,
+        kind: RequestKind,
+    ) -> Result<Response<RequestReceipt>, Status> {
         let hospital = Self::hospital_of(&request)?;
         tracing::Span::current().record("hospital", hospital.as_str());
         let mut req = request.into_inner();
@@ -416,20 +527,38 @@ impl Gateway {
         result.map(Response::new)
     }
 
-    async fn patient_request_inner(&self, hospital: &str, req: &mut PatientRequest, kind: RequestKind) -> Result<RequestReceipt, Status> {
+    async fn patient_request_inner(
+        &self,
+        hospital: &str,
+        req: &mut PatientRequest,
+        kind: RequestKind,
+    ) -> Result<RequestReceipt, Status> {
         let inner = &self.inner;
         if !valid_token(&req.request_id) {
-            return Err(status(Code::InvalidArgument, why::INVALID_REQUEST_ID, "request_id must be 1-128 characters of A-Z a-z 0-9 . _ : -"));
+            return Err(status(
+                Code::InvalidArgument,
+                why::INVALID_REQUEST_ID,
+                "request_id must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+            ));
         }
         let fields = my_number::request_fields_with_my_number(req);
         if !fields.is_empty() {
             return Err(status(
                 Code::InvalidArgument,
                 why::MY_NUMBER_PRESENT,
-                format!("a My Number was found in {}; the request was destroyed, send it without", fields.join(", ")),
+                format!(
+                    "a My Number was found in {}; the request was destroyed, send it without",
+                    fields.join(", ")
+                ),
             ));
         }
-        let invalid = |r: Refusal| status(Code::InvalidArgument, why::INVALID_IDENTITY, format!("{}: {}", r.reason, r.detail));
+        let invalid = |r: Refusal| {
+            status(
+                Code::InvalidArgument,
+                why::INVALID_IDENTITY,
+                format!("{}: {}", r.reason, r.detail),
+            )
+        };
         let mut linkage_inputs = Vec::new();
         let mut matched = Vec::new();
         if normalise::insurance_present(req.insurance.as_ref())
@@ -441,7 +570,11 @@ impl Gateway {
         let sex = Sex::try_from(req.sex).unwrap_or(Sex::Unspecified);
         if !req.kana_name.trim().is_empty() && !req.birth_date.is_empty() && sex != Sex::Unspecified {
             if validate::parse_date(&req.birth_date).is_none() {
-                return Err(status(Code::InvalidArgument, why::INVALID_IDENTITY, "birth_date must be YYYY-MM-DD"));
+                return Err(status(
+                    Code::InvalidArgument,
+                    why::INVALID_IDENTITY,
+                    "birth_date must be YYYY-MM-DD",
+                ));
             }
             linkage_inputs.push(normalise::id4_identity(&req.kana_name, &req.birth_date, sex).map_err(invalid)?);
             matched.push("ID4");
@@ -460,7 +593,11 @@ impl Gateway {
             ));
         }
         let refs: Vec<&[u8]> = linkage_inputs.iter().map(|s| s.as_bytes()).collect();
-        let linkage_keys = inner.keys.hmac(KeyPurpose::Linkage, &refs).await.map_err(|e| inner.key_unavailable(&e))?;
+        let linkage_keys = inner
+            .keys
+            .hmac(KeyPurpose::Linkage, &refs)
+            .await
+            .map_err(|e| inner.key_unavailable(&e))?;
         let hospital_pseudonym = match &local {
             Some(l) => inner
                 .keys
@@ -487,21 +624,44 @@ impl Gateway {
                 && previous.linkage_keys == entry.linkage_keys
                 && previous.hospital_pseudonym == entry.hospital_pseudonym;
             return if same {
-                Ok(RequestReceipt { request_id: req.request_id.clone(), status: "ALREADY_RECORDED".into(), matched_by: previous.matched_by.clone() })
+                Ok(RequestReceipt {
+                    request_id: req.request_id.clone(),
+                    status: "ALREADY_RECORDED".into(),
+                    matched_by: previous.matched_by.clone(),
+                })
             } else {
-                Err(status(Code::AlreadyExists, why::REQUEST_ID_REUSED, "request_id was already used for a different request"))
+                Err(status(
+                    Code::AlreadyExists,
+                    why::REQUEST_ID_REUSED,
+                    "request_id was already used for a different request",
+                ))
             };
         }
         let matched_by = entry.matched_by.clone();
-        let spool_entry = SpoolEntry { entry: Some(Entry::Request(entry)), committed_at_ms: now_ms() };
+        let spool_entry = SpoolEntry {
+            entry: Some(Entry::Request(entry)),
+            committed_at_ms: now_ms(),
+        };
         let position = inner.spool.commit(&spool_entry).await.map_err(|e| {
             tracing::error!(error = %e, "spool commit of a patient request failed");
-            status(Code::Unavailable, why::SPOOL_UNAVAILABLE, "the request could not be made durable; retry")
+            status(
+                Code::Unavailable,
+                why::SPOOL_UNAVAILABLE,
+                "the request could not be made durable; retry",
+            )
         })?;
         lock(&inner.registry).apply(position, &spool_entry);
         let label = if kind == RequestKind::Erase { "erase" } else { "opt_out" };
-        inner.metrics.requests.get_or_create(&OutcomeLabel { outcome: label.into() }).inc();
+        inner
+            .metrics
+            .requests
+            .get_or_create(&OutcomeLabel { outcome: label.into() })
+            .inc();
         tracing::info!(kind = label, matched_by = %matched_by, "patient request recorded");
-        Ok(RequestReceipt { request_id: req.request_id.clone(), status: "RECORDED".into(), matched_by })
+        Ok(RequestReceipt {
+            request_id: req.request_id.clone(),
+            status: "RECORDED".into(),
+            matched_by,
+        })
     }
 }

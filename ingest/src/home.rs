@@ -10,6 +10,9 @@ pub const HOME_ENV: &str = "TOKUMEI_HOME";
 pub fn tokumei_home() -> PathBuf {
     match std::env::var_os(HOME_ENV) {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".tokumei"),
+        _ => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".tokumei"),
     }
 }

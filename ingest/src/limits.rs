@@ -13,7 +13,10 @@ impl RateLimits {
     /// `records_per_second` is both the sustained rate and the burst a hospital may send at once.
     pub fn new(records_per_second: u32) -> Self {
         let rate = NonZeroU32::new(records_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
-        RateLimits { limiter: RateLimiter::keyed(Quota::per_second(rate)), per_second: rate.get() }
+        RateLimits {
+            limiter: RateLimiter::keyed(Quota::per_second(rate)),
+            per_second: rate.get(),
+        }
     }
 
     /// Takes `records` tokens from the hospital's bucket, or says why not.

@@ -72,14 +72,34 @@ impl Metrics {
             open_streams: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("records_accepted", "Records accepted into the spool", m.accepted.clone());
+        registry.register(
+            "records_accepted",
+            "Records accepted into the spool",
+            m.accepted.clone(),
+        );
         registry.register("records_rejected", "Records rejected, by reason", m.rejected.clone());
         registry.register("batches", "Batches by outcome", m.batches.clone());
         registry.register("patient_requests", "Opt-out and erase requests", m.requests.clone());
-        registry.register("receipt_latency_seconds", "Push stream start to durable receipt", m.receipt_latency.clone());
-        registry.register("spool_fsync_seconds", "Duration of spool fdatasync", m.fsync_latency.clone());
-        registry.register("spool_group_commits", "Commits made durable per fsync", m.group_size.clone());
-        registry.register("open_push_streams", "Push streams currently open", m.open_streams.clone());
+        registry.register(
+            "receipt_latency_seconds",
+            "Push stream start to durable receipt",
+            m.receipt_latency.clone(),
+        );
+        registry.register(
+            "spool_fsync_seconds",
+            "Duration of spool fdatasync",
+            m.fsync_latency.clone(),
+        );
+        registry.register(
+            "spool_group_commits",
+            "Commits made durable per fsync",
+            m.group_size.clone(),
+        );
+        registry.register(
+            "open_push_streams",
+            "Push streams currently open",
+            m.open_streams.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -94,11 +114,19 @@ impl Metrics {
 
     /// Increments a reason counter.
     pub fn reject(&self, reason: &str) {
-        self.rejected.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Increments a batch outcome counter.
     pub fn batch(&self, outcome: &str) {
-        self.batches.get_or_create(&OutcomeLabel { outcome: outcome.to_string() }).inc();
+        self.batches
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 }

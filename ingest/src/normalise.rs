@@ -44,7 +44,10 @@ pub fn insurance_present(ins: Option<&Insurance>) -> bool {
 pub fn insured_identity(ins: &Insurance) -> Result<Zeroizing<String>, Refusal> {
     let insurer = compact_nfkc(&ins.insurer_number);
     if !(insurer.len() == 6 || insurer.len() == 8) || !insurer.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Refusal::new(Reason::InvalidInsurance, "insurance.insurer_number must be 6 or 8 digits"));
+        return Err(Refusal::new(
+            Reason::InvalidInsurance,
+            "insurance.insurer_number must be 6 or 8 digits",
+        ));
     }
     let symbol = compact_nfkc(&ins.symbol);
     let number = compact_nfkc(&ins.number);
@@ -52,11 +55,17 @@ pub fn insured_identity(ins: &Insurance) -> Result<Zeroizing<String>, Refusal> {
         return Err(Refusal::new(Reason::InvalidInsurance, "insurance.number is required"));
     }
     if symbol.chars().count() > 20 || number.chars().count() > 20 {
-        return Err(Refusal::new(Reason::InvalidInsurance, "insurance.symbol and insurance.number are at most 20 characters"));
+        return Err(Refusal::new(
+            Reason::InvalidInsurance,
+            "insurance.symbol and insurance.number are at most 20 characters",
+        ));
     }
     let branch = compact_nfkc(&ins.branch);
     if branch.len() != 2 || !branch.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Refusal::new(Reason::InvalidInsurance, "insurance.branch must be 2 digits"));
+        return Err(Refusal::new(
+            Reason::InvalidInsurance,
+            "insurance.branch must be 2 digits",
+        ));
     }
     let mut out = Zeroizing::new(String::with_capacity(64));
     out.push_str("INS|");
@@ -105,7 +114,10 @@ pub fn kana_name(s: &str) -> Result<Zeroizing<String>, Refusal> {
         let c = enlarge_small_kana(c);
         if !matches!(c, '\u{30A1}'..='\u{30FA}' | 'ー') {
             out.clear();
-            return Err(Refusal::new(Reason::InvalidKanaName, "kana_name must be written in kana"));
+            return Err(Refusal::new(
+                Reason::InvalidKanaName,
+                "kana_name must be written in kana",
+            ));
         }
         out.push(c);
     }
@@ -113,7 +125,10 @@ pub fn kana_name(s: &str) -> Result<Zeroizing<String>, Refusal> {
         return Err(Refusal::new(Reason::MissingIdentity, "kana_name is empty"));
     }
     if out.chars().count() > 64 {
-        return Err(Refusal::new(Reason::FieldTooLong, "kana_name is longer than 64 characters"));
+        return Err(Refusal::new(
+            Reason::FieldTooLong,
+            "kana_name is longer than 64 characters",
+        ));
     }
     Ok(out)
 }
@@ -149,7 +164,10 @@ pub fn local_identity(hospital_code: &str, local_patient_id: &str) -> Result<Zer
         return Err(Refusal::new(Reason::MissingLocalId, "local_patient_id is required"));
     }
     if local.chars().count() > 64 {
-        return Err(Refusal::new(Reason::FieldTooLong, "local_patient_id is longer than 64 characters"));
+        return Err(Refusal::new(
+            Reason::FieldTooLong,
+            "local_patient_id is longer than 64 characters",
+        ));
     }
     let mut out = Zeroizing::new(String::with_capacity(local.len() + 20));
     out.push_str("HOSP|");
@@ -164,7 +182,12 @@ mod tests {
     use super::*;
 
     fn ins(a: &str, b: &str, c: &str, d: &str) -> Insurance {
-        Insurance { insurer_number: a.into(), symbol: b.into(), number: c.into(), branch: d.into() }
+        Insurance {
+            insurer_number: a.into(),
+            symbol: b.into(),
+            number: c.into(),
+            branch: d.into(),
+        }
     }
 
     #[test]
@@ -177,9 +200,18 @@ mod tests {
 
     #[test]
     fn insured_identity_rejects_malformed() {
-        assert_eq!(insured_identity(&ins("0613501", "", "1", "01")).unwrap_err().reason, Reason::InvalidInsurance);
-        assert_eq!(insured_identity(&ins("06135018", "", "", "01")).unwrap_err().reason, Reason::InvalidInsurance);
-        assert_eq!(insured_identity(&ins("06135018", "", "1", "1")).unwrap_err().reason, Reason::InvalidInsurance);
+        assert_eq!(
+            insured_identity(&ins("0613501", "", "1", "01")).unwrap_err().reason,
+            Reason::InvalidInsurance
+        );
+        assert_eq!(
+            insured_identity(&ins("06135018", "", "", "01")).unwrap_err().reason,
+            Reason::InvalidInsurance
+        );
+        assert_eq!(
+            insured_identity(&ins("06135018", "", "1", "1")).unwrap_err().reason,
+            Reason::InvalidInsurance
+        );
         assert!(insured_identity(&ins("138057", "", "1", "00")).is_ok());
     }
 
@@ -199,6 +231,9 @@ mod tests {
     #[test]
     fn id4_needs_sex() {
         assert!(id4_identity("ヤマダ", "1950-01-01", Sex::Unspecified).is_err());
-        assert_eq!(id4_identity("ヤマダ", "1950-01-01", Sex::Female).unwrap().as_str(), "ID4|ヤマダ|1950-01-01|2");
+        assert_eq!(
+            id4_identity("ヤマダ", "1950-01-01", Sex::Female).unwrap().as_str(),
+            "ID4|ヤマダ|1950-01-01|2"
+        );
     }
 }

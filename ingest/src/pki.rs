@@ -78,7 +78,10 @@ impl PkiLayout {
 }
 
 fn write_public(path: &Path, text: &str) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io { path: path.display().to_string(), source };
+    let io = |source| PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -86,7 +89,10 @@ fn write_public(path: &Path, text: &str) -> Result<(), PkiError> {
 }
 
 fn write_secret(path: &Path, text: &str) -> Result<(), PkiError> {
-    write_private(path, text.as_bytes()).map_err(|source| PkiError::Io { path: path.display().to_string(), source })
+    write_private(path, text.as_bytes()).map_err(|source| PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn validity(params: &mut CertificateParams, years: i32) {
@@ -102,7 +108,11 @@ fn ca_params() -> CertificateParams {
     dn.push(DnType::CommonName, "tokumei development CA");
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     validity(&mut p, 10);
     p
 }
@@ -203,7 +213,12 @@ pub fn init(layout: &PkiLayout, hospital_codes: &[String], gateway_names: &[Stri
         }
     }
     hospitals.sort();
-    Ok(PkiSummary { dir: layout.dir.display().to_string(), created_ca, hospitals, issued })
+    Ok(PkiSummary {
+        dir: layout.dir.display().to_string(),
+        created_ca,
+        hospitals,
+        issued,
+    })
 }
 
 #[cfg(test)]

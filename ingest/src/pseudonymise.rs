@@ -54,11 +54,25 @@ pub fn identity_inputs(record: &PatientRecord, hospital_code: &str) -> Result<Id
     {
         let linkage = normalise::insured_identity(ins)?;
         // A malformed kana name does not block an insured record; it only forgoes the secondary check.
-        let id4 = if has_id4 { normalise::id4_identity(&record.kana_name, &record.birth_date, sex).ok() } else { None };
-        return Ok(IdentityInputs { linkage, quality: LinkageQuality::Insured, id4, local });
+        let id4 = if has_id4 {
+            normalise::id4_identity(&record.kana_name, &record.birth_date, sex).ok()
+        } else {
+            None
+        };
+        return Ok(IdentityInputs {
+            linkage,
+            quality: LinkageQuality::Insured,
+            id4,
+            local,
+        });
     }
     let linkage = normalise::id4_identity(&record.kana_name, &record.birth_date, sex)?;
-    Ok(IdentityInputs { linkage, quality: LinkageQuality::Id4, id4: None, local })
+    Ok(IdentityInputs {
+        linkage,
+        quality: LinkageQuality::Id4,
+        id4: None,
+        local,
+    })
 }
 
 /// Keys every identity of a batch with three calls to the key service (one per purpose).
@@ -68,7 +82,10 @@ pub async fn key_identities(keys: &dyn KeyService, inputs: &[IdentityInputs]) ->
     }
     let linkage: Vec<&[u8]> = inputs.iter().map(|i| i.linkage.as_bytes()).collect();
     let local: Vec<&[u8]> = inputs.iter().map(|i| i.local.as_bytes()).collect();
-    let id4: Vec<&[u8]> = inputs.iter().filter_map(|i| i.id4.as_ref().map(|s| s.as_bytes())).collect();
+    let id4: Vec<&[u8]> = inputs
+        .iter()
+        .filter_map(|i| i.id4.as_ref().map(|s| s.as_bytes()))
+        .collect();
     let linkage_keys = keys.hmac(KeyPurpose::Linkage, &linkage).await?;
     let hospital = keys.hmac(KeyPurpose::HospitalPseudonym, &local).await?;
     let id4_keys = keys.hmac(KeyPurpose::Linkage, &id4).await?;

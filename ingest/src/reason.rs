@@ -137,7 +137,10 @@ pub struct Refusal {
 impl Refusal {
     /// Builds a refusal; `detail` must not contain submitted values.
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Refusal { reason, detail: detail.into() }
+        Refusal {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -186,7 +189,10 @@ mod tests {
         for r in Reason::ALL {
             let c = r.code();
             assert!(seen.insert(c), "duplicate {c}");
-            assert!(c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_' || ch.is_ascii_digit()));
+            assert!(
+                c.chars()
+                    .all(|ch| ch.is_ascii_uppercase() || ch == '_' || ch.is_ascii_digit())
+            );
         }
     }
 }

@@ -82,7 +82,9 @@ impl Registry {
     }
 
     fn apply_batch(&mut self, position: Position, b: &BatchCommit) {
-        let Some(digest) = digest_of(&b.content_digest) else { return };
+        let Some(digest) = digest_of(&b.content_digest) else {
+            return;
+        };
         let key = (b.hospital_code.clone(), b.batch_id.clone());
         self.in_flight.remove(&key);
         self.batches.entry(key).or_insert_with(|| BatchOutcome {
@@ -103,21 +105,31 @@ impl Registry {
         if let Some(d) = digest_of(&r.hospital_pseudonym) {
             self.opted_out_local.insert(d);
         }
-        self.requests.entry((r.hospital_code.clone(), r.request_id.clone())).or_insert_with(|| RequestRecord {
-            kind: r.kind,
-            linkage_keys: r.linkage_keys.clone(),
-            hospital_pseudonym: r.hospital_pseudonym.clone(),
-            matched_by: r.matched_by.clone(),
-        });
+        self.requests
+            .entry((r.hospital_code.clone(), r.request_id.clone()))
+            .or_insert_with(|| RequestRecord {
+                kind: r.kind,
+                linkage_keys: r.linkage_keys.clone(),
+                hospital_pseudonym: r.hospital_pseudonym.clone(),
+                matched_by: r.matched_by.clone(),
+            });
     }
 
     /// Decides what a batch with this key and digest should do.
     pub fn admit(&self, key: &BatchKey, digest: &Digest) -> Admission {
         if let Some(done) = self.batches.get(key) {
-            return if &done.digest == digest { Admission::Replay(done.clone()) } else { Admission::Conflict };
+            return if &done.digest == digest {
+                Admission::Replay(done.clone())
+            } else {
+                Admission::Conflict
+            };
         }
         if let Some(f) = self.in_flight.get(key) {
-            return if &f.digest == digest { Admission::Wait(f.done.clone()) } else { Admission::Conflict };
+            return if &f.digest == digest {
+                Admission::Wait(f.done.clone())
+            } else {
+                Admission::Conflict
+            };
         }
         Admission::New
     }

@@ -71,8 +71,9 @@ pub async fn open_key_service(config: &Config, home: &Path) -> Result<SharedKeyS
         }
         KeyBackend::Openbao => {
             let o = &config.keys.openbao;
-            let token = std::env::var(&o.token_env)
-                .map_err(|_| ServeError::Refused(format!("OpenBao backend selected but ${} is not set", o.token_env)))?;
+            let token = std::env::var(&o.token_env).map_err(|_| {
+                ServeError::Refused(format!("OpenBao backend selected but ${} is not set", o.token_env))
+            })?;
             let settings = OpenBaoSettings {
                 address: o.address.clone(),
                 token: zeroize::Zeroizing::new(token),
@@ -103,12 +104,16 @@ impl RunningGateway {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        self.done.await.map_err(|e| ServeError::Refused(format!("gateway task: {e}")))?
+        self.done
+            .await
+            .map_err(|e| ServeError::Refused(format!("gateway task: {e}")))?
     }
 
     /// Waits until the gateway stops (after `shutdown` resolves).
     pub async fn wait(self) -> Result<(), ServeError> {
-        self.done.await.map_err(|e| ServeError::Refused(format!("gateway task: {e}")))?
+        self.done
+            .await
+            .map_err(|e| ServeError::Refused(format!("gateway task: {e}")))?
     }
 }
 
@@ -153,9 +158,18 @@ pub async fn start(
 
     let operator = TcpListener::bind(config.gateway.operator_listen)
         .await
-        .map_err(|source| ServeError::Io { what: format!("bind operator port {}", config.gateway.operator_listen), source })?;
-    let operator_addr = operator.local_addr().map_err(|source| ServeError::Io { what: "operator address".into(), source })?;
-    let op_router = router(OperatorState { metrics: metrics.clone(), ready: ready.clone() });
+        .map_err(|source| ServeError::Io {
+            what: format!("bind operator port {}", config.gateway.operator_listen),
+            source,
+        })?;
+    let operator_addr = operator.local_addr().map_err(|source| ServeError::Io {
+        what: "operator address".into(),
+        source,
+    })?;
+    let op_router = router(OperatorState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    });
     let (op_stop_tx, op_stop_rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = axum::serve(operator, op_router)
@@ -167,8 +181,14 @@ pub async fn start(
 
     let listener = TcpListener::bind(config.gateway.listen)
         .await
-        .map_err(|source| ServeError::Io { what: format!("bind {}", config.gateway.listen), source })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Io { what: "listen address".into(), source })?;
+        .map_err(|source| ServeError::Io {
+            what: format!("bind {}", config.gateway.listen),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Io {
+        what: "listen address".into(),
+        source,
+    })?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let shutdown = {
         let gateway = gateway.clone();
@@ -189,7 +209,9 @@ pub async fn start(
         .http2_keepalive_interval(Some(Duration::from_secs(30)));
     let done = if options.insecure_dev {
         if !addr.ip().is_loopback() {
-            return Err(ServeError::Refused("--insecure-dev is only allowed on a loopback address".into()));
+            return Err(ServeError::Refused(
+                "--insecure-dev is only allowed on a loopback address".into(),
+            ));
         }
         tracing::warn!(%addr, "INSECURE DEV MODE: plaintext gRPC, hospital identity from the x-tokumei-dev-hospital header");
         let dev_identity = |mut req: tonic::Request<()>| {
@@ -199,7 +221,11 @@ pub async fn start(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
                 .filter(|c| is_institution_code(c))
-                .ok_or_else(|| tonic::Status::permission_denied("x-tokumei-dev-hospital must be a 10-digit medical-institution code"))?;
+                .ok_or_else(|| {
+                    tonic::Status::permission_denied(
+                        "x-tokumei-dev-hospital must be a 10-digit medical-institution code",
+                    )
+                })?;
             req.extensions_mut().insert(DevHospital(code));
             Ok(req)
         };
@@ -210,7 +236,10 @@ pub async fn start(
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let mut router = router;
         tokio::spawn(async move {
-            let r = router.add_service(svc).serve_with_incoming_shutdown(incoming, shutdown).await;
+            let r = router
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await;
             let _ = op_stop_tx.send(());
             r.map_err(ServeError::from)
         })
@@ -220,17 +249,30 @@ pub async fn start(
             &resolve(home, &config.tls.cert),
             &resolve(home, &config.tls.key),
         )?;
-        let incoming = tls_incoming(listener, tls, Duration::from_secs(config.gateway.handshake_timeout_secs));
+        let incoming = tls_incoming(
+            listener,
+            tls,
+            Duration::from_secs(config.gateway.handshake_timeout_secs),
+        );
         let svc = IngestServiceServer::new(gateway).max_decoding_message_size(max);
         let mut router = router;
         tokio::spawn(async move {
-            let r = router.add_service(svc).serve_with_incoming_shutdown(incoming, shutdown).await;
+            let r = router
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await;
             let _ = op_stop_tx.send(());
             r.map_err(ServeError::from)
         })
     };
     tracing::info!(%addr, %operator_addr, "gateway listening");
-    Ok(RunningGateway { addr, operator_addr, metrics, shutdown: Some(stop_tx), done })
+    Ok(RunningGateway {
+        addr,
+        operator_addr,
+        metrics,
+        shutdown: Some(stop_tx),
+        done,
+    })
 }
 
 type TlsConn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;

@@ -66,7 +66,10 @@ pub enum SpoolError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io { path: path.display().to_string(), source }
+    move |source| SpoolError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Timing of one group commit, for metrics.
@@ -132,7 +135,11 @@ fn read_segment(
     };
     let mut magic = [0u8; 8];
     if len < MAGIC.len() as u64 {
-        return if tail { Ok(0) } else { Err(corrupt(0, "shorter than the segment header")) };
+        return if tail {
+            Ok(0)
+        } else {
+            Err(corrupt(0, "shorter than the segment header"))
+        };
     }
     r.read_exact(&mut magic).map_err(io_err(path))?;
     if &magic != MAGIC {
@@ -182,7 +189,11 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
 
 fn create_segment(dir: &Path, segment: u64) -> Result<File, SpoolError> {
     let path = segment_path(dir, segment);
-    let mut f = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_err(&path))?;
+    let mut f = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
     f.write_all(MAGIC).map_err(io_err(&path))?;
     f.sync_all().map_err(io_err(&path))?;
     sync_dir(dir)?;
@@ -213,7 +224,11 @@ impl Spool {
                     }
                 }
                 let path = segment_path(dir, last);
-                let f = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
                 if end < MAGIC.len() as u64 {
                     // Torn before the header completed: rewrite the header.
                     f.set_len(0).map_err(io_err(&path))?;
@@ -223,7 +238,11 @@ impl Spool {
                 }
                 let file_len = f.metadata().map_err(io_err(&path))?.len();
                 if file_len != end {
-                    tracing::warn!(segment = last, torn_bytes = file_len - end, "truncating torn spool tail");
+                    tracing::warn!(
+                        segment = last,
+                        torn_bytes = file_len - end,
+                        "truncating torn spool tail"
+                    );
                     f.set_len(end).map_err(io_err(&path))?;
                 }
                 f.sync_all().map_err(io_err(&path))?;
@@ -233,19 +252,32 @@ impl Spool {
             }
         };
         let (tx, rx) = mpsc::channel::<Job>(4096);
-        let writer = Writer { dir: dir.to_path_buf(), file, segment, offset, segment_bytes, on_group: Box::new(on_group) };
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            file,
+            segment,
+            offset,
+            segment_bytes,
+            on_group: Box::new(on_group),
+        };
         std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(io_err(dir))?;
-        Ok(Spool { tx, dir: dir.to_path_buf() })
+        Ok(Spool {
+            tx,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Appends an entry; resolves once it is durable, with its position.
     pub async fn commit(&self, entry: &SpoolEntry) -> Result<Position, SpoolError> {
         let payload = entry.encode_to_vec();
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { payload, reply }).await.map_err(|_| SpoolError::Closed)?;
+        self.tx
+            .send(Job { payload, reply })
+            .await
+            .map_err(|_| SpoolError::Closed)?;
         rx.await.map_err(|_| SpoolError::Closed)?
     }
 
@@ -310,7 +342,10 @@ impl Writer {
         let mut positions = Vec::with_capacity(jobs.len());
         let mut offset = self.offset;
         for job in jobs {
-            positions.push(Position { segment: self.segment, offset });
+            positions.push(Position {
+                segment: self.segment,
+                offset,
+            });
             let n = u32::try_from(job.payload.len()).unwrap_or(u32::MAX);
             buf.extend_from_slice(&n.to_le_bytes());
             buf.extend_from_slice(&crc32c::crc32c(&job.payload).to_le_bytes());
@@ -321,7 +356,11 @@ impl Writer {
         self.file.write_all(buf).map_err(io_err(&path))?;
         let started = Instant::now();
         self.file.sync_data().map_err(io_err(&path))?;
-        (self.on_group)(GroupStats { commits: jobs.len(), bytes: buf.len(), fsync: started.elapsed() });
+        (self.on_group)(GroupStats {
+            commits: jobs.len(),
+            bytes: buf.len(),
+            fsync: started.elapsed(),
+        });
         self.offset = offset;
         Ok(positions)
     }
@@ -334,7 +373,11 @@ mod tests {
 
     fn entry(id: &str) -> SpoolEntry {
         SpoolEntry {
-            entry: Some(Entry::Batch(BatchCommit { hospital_code: "1310000001".into(), batch_id: id.into(), ..Default::default() })),
+            entry: Some(Entry::Batch(BatchCommit {
+                hospital_code: "1310000001".into(),
+                batch_id: id.into(),
+                ..Default::default()
+            })),
             committed_at_ms: 1,
         }
     }
@@ -355,10 +398,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let spool = Spool::open(dir.path(), 1 << 20, |_, _| {}, |_| {}).unwrap();
-            let futs: Vec<_> = (0..50).map(|i| {
-                let s = spool.clone();
-                tokio::spawn(async move { s.commit(&entry(&format!("b{i}"))).await.unwrap() })
-            }).collect();
+            let futs: Vec<_> = (0..50)
+                .map(|i| {
+                    let s = spool.clone();
+                    tokio::spawn(async move { s.commit(&entry(&format!("b{i}"))).await.unwrap() })
+                })
+                .collect();
             for f in futs {
                 f.await.unwrap();
             }
@@ -410,6 +455,9 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&seg, bytes).unwrap();
-        assert!(matches!(read_all(dir.path(), |_, _| {}), Err(SpoolError::Corrupt { .. })));
+        assert!(matches!(
+            read_all(dir.path(), |_, _| {}),
+            Err(SpoolError::Corrupt { .. })
+        ));
     }
 }

@@ -34,13 +34,31 @@ pub enum TelemetryError {
 pub fn init(cfg: &TelemetryConfig, default_filter: &str) -> Result<TelemetryGuard, TelemetryError> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(default_filter))
-        .add_directive("rustify=warn".parse().map_err(|e| TelemetryError::Exporter(format!("{e}")))?)
-        .add_directive("reqwest=warn".parse().map_err(|e| TelemetryError::Exporter(format!("{e}")))?)
-        .add_directive("h2=warn".parse().map_err(|e| TelemetryError::Exporter(format!("{e}")))?);
+        .add_directive(
+            "rustify=warn"
+                .parse()
+                .map_err(|e| TelemetryError::Exporter(format!("{e}")))?,
+        )
+        .add_directive(
+            "reqwest=warn"
+                .parse()
+                .map_err(|e| TelemetryError::Exporter(format!("{e}")))?,
+        )
+        .add_directive(
+            "h2=warn"
+                .parse()
+                .map_err(|e| TelemetryError::Exporter(format!("{e}")))?,
+        );
     let fmt = if cfg.log_format == "json" {
-        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .boxed()
     };
     let mut provider = None;
     let otel = if cfg.otlp_endpoint.is_empty() {
@@ -54,12 +72,20 @@ pub fn init(cfg: &TelemetryConfig, default_filter: &str) -> Result<TelemetryGuar
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
         let p = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_resource(opentelemetry_sdk::Resource::builder().with_service_name("tokumei").build())
+            .with_resource(
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name("tokumei")
+                    .build(),
+            )
             .build();
         let tracer = p.tracer("tokumei");
         provider = Some(p);
         Some(tracing_opentelemetry::layer().with_tracer(tracer))
     };
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init();
     Ok(TelemetryGuard { provider })
 }

@@ -44,22 +44,36 @@ pub fn install_crypto_provider() {
 
 /// Reads every certificate in a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let io = |source| TlsError::Io { path: path.display().to_string(), source };
+    let io = |source| TlsError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let pem = std::fs::read(path).map_err(io)?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<Vec<_>, _>>().map_err(io)?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
     if certs.is_empty() {
-        return Err(TlsError::Empty { path: path.display().to_string(), what: "certificate" });
+        return Err(TlsError::Empty {
+            path: path.display().to_string(),
+            what: "certificate",
+        });
     }
     Ok(certs)
 }
 
 /// Reads the first private key in a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let io = |source| TlsError::Io { path: path.display().to_string(), source };
+    let io = |source| TlsError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let pem = std::fs::read(path).map_err(io)?;
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(io)?
-        .ok_or_else(|| TlsError::Empty { path: path.display().to_string(), what: "private key" })
+        .ok_or_else(|| TlsError::Empty {
+            path: path.display().to_string(),
+            what: "private key",
+        })
 }
 
 /// The gateway's server configuration: TLS 1.3 only, client certificate mandatory, HTTP/2 via ALPN.
@@ -95,9 +109,7 @@ pub struct DevHospital(pub String);
 
 /// True for a 10-digit medical-institution code (prefecture 01–47 + 8 digits).
 pub fn is_institution_code(s: &str) -> bool {
-    s.len() == 10
-        && s.bytes().all(|b| b.is_ascii_digit())
-        && s[..2].parse::<u8>().is_ok_and(|p| (1..=47).contains(&p))
+    s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit()) && s[..2].parse::<u8>().is_ok_and(|p| (1..=47).contains(&p))
 }
 
 /// The subject common name of a DER certificate.

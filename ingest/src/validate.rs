@@ -27,7 +27,9 @@ pub fn parse_date(s: &str) -> Option<NaiveDate> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
     };
     let y = num(0..4)?;
     let m = num(5..7)?;
@@ -54,32 +56,51 @@ impl Life {
         }
         let d = date_in_range(field, s, self.today)?;
         if d < self.birth {
-            return Err(Refusal::new(Reason::DateOutsideLife, format!("{field} is before the birth date")));
+            return Err(Refusal::new(
+                Reason::DateOutsideLife,
+                format!("{field} is before the birth date"),
+            ));
         }
         if let Some(death) = self.death
             && d > death
         {
-            return Err(Refusal::new(Reason::DateOutsideLife, format!("{field} is after the death date")));
+            return Err(Refusal::new(
+                Reason::DateOutsideLife,
+                format!("{field} is after the death date"),
+            ));
         }
         Ok(Some(d))
     }
 }
 
 fn date_in_range(field: &'static str, s: &str, today: NaiveDate) -> Result<NaiveDate, Refusal> {
-    let d = parse_date(s)
-        .ok_or_else(|| Refusal::new(Reason::InvalidDate, format!("{field} must be a calendar date YYYY-MM-DD")))?;
+    let d = parse_date(s).ok_or_else(|| {
+        Refusal::new(
+            Reason::InvalidDate,
+            format!("{field} must be a calendar date YYYY-MM-DD"),
+        )
+    })?;
     if d < EARLIEST {
-        return Err(Refusal::new(Reason::DateOutOfRange, format!("{field} is before 1900-01-01")));
+        return Err(Refusal::new(
+            Reason::DateOutOfRange,
+            format!("{field} is before 1900-01-01"),
+        ));
     }
     if d > today {
-        return Err(Refusal::new(Reason::DateOutOfRange, format!("{field} is in the future")));
+        return Err(Refusal::new(
+            Reason::DateOutOfRange,
+            format!("{field} is in the future"),
+        ));
     }
     Ok(d)
 }
 
 fn max_len(field: &'static str, s: &str, max: usize) -> Result<(), Refusal> {
     if s.chars().count() > max {
-        Err(Refusal::new(Reason::FieldTooLong, format!("{field} is longer than {max} characters")))
+        Err(Refusal::new(
+            Reason::FieldTooLong,
+            format!("{field} is longer than {max} characters"),
+        ))
     } else {
         Ok(())
     }
@@ -101,7 +122,10 @@ pub fn validate_record(r: &PatientRecord, today: NaiveDate) -> Result<(), Refusa
     } else {
         let d = date_in_range("death_date", &r.death_date, today)?;
         if d < birth {
-            return Err(Refusal::new(Reason::DateOutsideLife, "death_date is before the birth date"));
+            return Err(Refusal::new(
+                Reason::DateOutsideLife,
+                "death_date is before the birth date",
+            ));
         }
         Some(d)
     };
@@ -151,20 +175,32 @@ pub fn postal_prefix(s: &str) -> Result<String, Refusal> {
         !compact.contains('-') || compact.find('-') == Some(3) && compact.matches('-').count() == 1
     };
     if digits.len() != 7 || !digits.bytes().all(|b| b.is_ascii_digit()) || !hyphen_ok {
-        return Err(Refusal::new(Reason::InvalidPostalCode, "postal_code must be 7 digits (NNN-NNNN)"));
+        return Err(Refusal::new(
+            Reason::InvalidPostalCode,
+            "postal_code must be 7 digits (NNN-NNNN)",
+        ));
     }
     Ok(digits[..3].to_string())
 }
 
 /// Check digit of a 全国地方公共団体コード: weights 6,5,4,3,2 over the first five digits.
 pub fn municipality_check_digit(first5: &[u8; 5]) -> u8 {
-    let sum: u32 = first5.iter().zip([6u32, 5, 4, 3, 2]).map(|(d, w)| u32::from(*d) * w).sum();
+    let sum: u32 = first5
+        .iter()
+        .zip([6u32, 5, 4, 3, 2])
+        .map(|(d, w)| u32::from(*d) * w)
+        .sum();
     ((11 - sum % 11) % 10) as u8
 }
 
 /// Validates a 6-digit municipality code: prefecture 01–47 and the check digit.
 pub fn municipality_code(s: &str) -> Result<(), Refusal> {
-    let bad = || Refusal::new(Reason::InvalidMunicipalityCode, "municipality_code must be 6 digits with a valid check digit");
+    let bad = || {
+        Refusal::new(
+            Reason::InvalidMunicipalityCode,
+            "municipality_code must be 6 digits with a valid check digit",
+        )
+    };
     let b = s.as_bytes();
     if b.len() != 6 || !b.iter().all(u8::is_ascii_digit) {
         return Err(bad());
@@ -231,17 +267,92 @@ pub const ENCOUNTER_KINDS: [&str; 5] = ["outpatient", "inpatient", "emergency", 
 
 /// Units accepted for laboratory observations (after NFKC, so `µ`/`μ` and full-width forms agree).
 pub const LAB_UNITS: &[&str] = &[
-    "%", "mg/dL", "g/dL", "g/L", "mg/L", "mmol/L", "mmol/mol", "μmol/L", "mEq/L", "U/L", "IU/L", "U/mL",
-    "mL/min/1.73m2", "mL/min/1.73m^2", "mL/min", "10^3/μL", "10^4/μL", "10^6/μL", "10^2/μL", "/μL", "fL", "pg",
-    "ng/mL", "ng/dL", "pg/mL", "μg/dL", "μg/mL", "μg/L", "μIU/mL", "mIU/mL", "IU/mL", "mmHg", "kg", "g", "cm",
-    "kg/m2", "bpm", "/min", "℃", "sec", "秒", "倍", "COI", "S/CO", "g/day", "mg/day", "mg/gCr", "g/gCr", "ratio",
-    "mOsm/kg", "AU/mL", "INR", "/HPF", "個/HPF", "mm/h",
+    "%",
+    "mg/dL",
+    "g/dL",
+    "g/L",
+    "mg/L",
+    "mmol/L",
+    "mmol/mol",
+    "μmol/L",
+    "mEq/L",
+    "U/L",
+    "IU/L",
+    "U/mL",
+    "mL/min/1.73m2",
+    "mL/min/1.73m^2",
+    "mL/min",
+    "10^3/μL",
+    "10^4/μL",
+    "10^6/μL",
+    "10^2/μL",
+    "/μL",
+    "fL",
+    "pg",
+    "ng/mL",
+    "ng/dL",
+    "pg/mL",
+    "μg/dL",
+    "μg/mL",
+    "μg/L",
+    "μIU/mL",
+    "mIU/mL",
+    "IU/mL",
+    "mmHg",
+    "kg",
+    "g",
+    "cm",
+    "kg/m2",
+    "bpm",
+    "/min",
+    "℃",
+    "sec",
+    "秒",
+    "倍",
+    "COI",
+    "S/CO",
+    "g/day",
+    "mg/day",
+    "mg/gCr",
+    "g/gCr",
+    "ratio",
+    "mOsm/kg",
+    "AU/mL",
+    "INR",
+    "/HPF",
+    "個/HPF",
+    "mm/h",
 ];
 
 /// Units accepted for medication doses.
 pub const DOSE_UNITS: &[&str] = &[
-    "mg", "g", "μg", "mL", "L", "錠", "カプセル", "包", "枚", "本", "単位", "U", "IU", "滴", "吸入", "噴霧", "瓶", "個",
-    "袋", "筒", "キット", "mEq", "cm", "回", "管", "シート", "パック",
+    "mg",
+    "g",
+    "μg",
+    "mL",
+    "L",
+    "錠",
+    "カプセル",
+    "包",
+    "枚",
+    "本",
+    "単位",
+    "U",
+    "IU",
+    "滴",
+    "吸入",
+    "噴霧",
+    "瓶",
+    "個",
+    "袋",
+    "筒",
+    "キット",
+    "mEq",
+    "cm",
+    "回",
+    "管",
+    "シート",
+    "パック",
 ];
 
 fn unit_in(s: &str, allowed: &[&str]) -> bool {
@@ -257,7 +368,10 @@ fn encounter(e: &Encounter, life: &Life) -> Result<(), Refusal> {
     if let (Some(a), Some(d)) = (admission, discharge)
         && d < a
     {
-        return Err(Refusal::new(Reason::DischargeBeforeAdmission, "encounters.discharge_date is before admission_date"));
+        return Err(Refusal::new(
+            Reason::DischargeBeforeAdmission,
+            "encounters.discharge_date is before admission_date",
+        ));
     }
     if !ENCOUNTER_KINDS.contains(&e.kind.as_str()) {
         return Err(Refusal::new(
@@ -270,7 +384,10 @@ fn encounter(e: &Encounter, life: &Life) -> Result<(), Refusal> {
 
 fn condition(c: &Condition, life: &Life) -> Result<(), Refusal> {
     if !is_icd10(&c.icd10) {
-        return Err(Refusal::new(Reason::InvalidIcd10, "conditions.icd10 must be an ICD-10 code such as E11.9"));
+        return Err(Refusal::new(
+            Reason::InvalidIcd10,
+            "conditions.icd10 must be an ICD-10 code such as E11.9",
+        ));
     }
     if !c.disease_master_id.is_empty() && !is_disease_master_id(&c.disease_master_id) {
         return Err(Refusal::new(
@@ -284,17 +401,29 @@ fn condition(c: &Condition, life: &Life) -> Result<(), Refusal> {
 
 fn medication(m: &Medication, life: &Life) -> Result<(), Refusal> {
     if !is_yj_code(&m.yj_code) {
-        return Err(Refusal::new(Reason::InvalidYjCode, "medications.yj_code must be a 12-character YJ code"));
+        return Err(Refusal::new(
+            Reason::InvalidYjCode,
+            "medications.yj_code must be a 12-character YJ code",
+        ));
     }
     life.date("medications.start_date", &m.start_date, true)?;
     if m.days > 365 {
-        return Err(Refusal::new(Reason::ValueOutOfRange, "medications.days must be at most 365"));
+        return Err(Refusal::new(
+            Reason::ValueOutOfRange,
+            "medications.days must be at most 365",
+        ));
     }
     if !m.daily_dose.is_finite() || m.daily_dose < 0.0 || m.daily_dose > 100_000.0 {
-        return Err(Refusal::new(Reason::ValueOutOfRange, "medications.daily_dose must be between 0 and 100000"));
+        return Err(Refusal::new(
+            Reason::ValueOutOfRange,
+            "medications.daily_dose must be between 0 and 100000",
+        ));
     }
     if (m.daily_dose > 0.0 || !m.dose_unit.is_empty()) && !unit_in(&m.dose_unit, DOSE_UNITS) {
-        return Err(Refusal::new(Reason::InvalidUnit, "medications.dose_unit is not a known dose unit"));
+        return Err(Refusal::new(
+            Reason::InvalidUnit,
+            "medications.dose_unit is not a known dose unit",
+        ));
     }
     Ok(())
 }
@@ -302,53 +431,77 @@ fn medication(m: &Medication, life: &Life) -> Result<(), Refusal> {
 /// Plausible ranges for common analytes (JLAC10 analyte code → inclusive bounds); values outside are
 /// almost certainly unit or keying errors.
 const ANALYTE_RANGES: &[(&str, f64, f64)] = &[
-    ("3D046", 2.0, 25.0),     // HbA1c (%)
-    ("3D010", 10.0, 2000.0),  // glucose (mg/dL)
-    ("3F077", 1.0, 1000.0),   // LDL cholesterol (mg/dL)
-    ("3F070", 1.0, 300.0),    // HDL cholesterol (mg/dL)
-    ("3F015", 1.0, 10000.0),  // triglycerides (mg/dL)
-    ("3C015", 0.05, 40.0),    // creatinine (mg/dL)
-    ("8A065", 0.0, 250.0),    // eGFR (mL/min/1.73m2)
-    ("3B035", 0.0, 50000.0),  // AST (U/L)
-    ("3B045", 0.0, 50000.0),  // ALT (U/L)
+    ("3D046", 2.0, 25.0),    // HbA1c (%)
+    ("3D010", 10.0, 2000.0), // glucose (mg/dL)
+    ("3F077", 1.0, 1000.0),  // LDL cholesterol (mg/dL)
+    ("3F070", 1.0, 300.0),   // HDL cholesterol (mg/dL)
+    ("3F015", 1.0, 10000.0), // triglycerides (mg/dL)
+    ("3C015", 0.05, 40.0),   // creatinine (mg/dL)
+    ("8A065", 0.0, 250.0),   // eGFR (mL/min/1.73m2)
+    ("3B035", 0.0, 50000.0), // AST (U/L)
+    ("3B045", 0.0, 50000.0), // ALT (U/L)
 ];
 
 fn observation(o: &Observation, life: &Life) -> Result<(), Refusal> {
     if o.jlac10.is_empty() && o.jlac11.is_empty() {
-        return Err(Refusal::new(Reason::MissingLabCode, "observations need a jlac10 or jlac11 code"));
+        return Err(Refusal::new(
+            Reason::MissingLabCode,
+            "observations need a jlac10 or jlac11 code",
+        ));
     }
     if !o.jlac10.is_empty() && !is_jlac10(&o.jlac10) {
-        return Err(Refusal::new(Reason::InvalidJlac10, "observations.jlac10 must be 17 characters (analyte 5 + 4 + 3 + 3 + 2)"));
+        return Err(Refusal::new(
+            Reason::InvalidJlac10,
+            "observations.jlac10 must be 17 characters (analyte 5 + 4 + 3 + 3 + 2)",
+        ));
     }
     if !o.jlac11.is_empty() && !is_jlac11(&o.jlac11) {
-        return Err(Refusal::new(Reason::InvalidJlac11, "observations.jlac11 must be 17 upper-case alphanumerics"));
+        return Err(Refusal::new(
+            Reason::InvalidJlac11,
+            "observations.jlac11 must be 17 upper-case alphanumerics",
+        ));
     }
     life.date("observations.date", &o.date, true)?;
     max_len("observations.text_value", &o.text_value, 200)?;
     if !o.value.is_finite() || o.value.abs() > 1e9 {
-        return Err(Refusal::new(Reason::ValueOutOfRange, "observations.value must be a finite number"));
+        return Err(Refusal::new(
+            Reason::ValueOutOfRange,
+            "observations.value must be a finite number",
+        ));
     }
     if !o.text_value.is_empty() && o.unit.is_empty() {
         return Ok(()); // qualitative result
     }
     if !unit_in(&o.unit, LAB_UNITS) {
-        return Err(Refusal::new(Reason::InvalidUnit, "observations.unit is not a known laboratory unit"));
+        return Err(Refusal::new(
+            Reason::InvalidUnit,
+            "observations.unit is not a known laboratory unit",
+        ));
     }
     if let Some(analyte) = o.jlac10.get(..5)
         && let Some((_, lo, hi)) = ANALYTE_RANGES.iter().find(|(a, _, _)| *a == analyte)
         && !(*lo..=*hi).contains(&o.value)
     {
-        return Err(Refusal::new(Reason::ValueOutOfRange, "observations.value is outside the plausible range for its analyte"));
+        return Err(Refusal::new(
+            Reason::ValueOutOfRange,
+            "observations.value is outside the plausible range for its analyte",
+        ));
     }
     Ok(())
 }
 
 fn allergy(a: &Allergy, life: &Life) -> Result<(), Refusal> {
     if !a.yj_code.is_empty() && !is_yj_code(&a.yj_code) {
-        return Err(Refusal::new(Reason::InvalidYjCode, "allergies.yj_code must be a 12-character YJ code"));
+        return Err(Refusal::new(
+            Reason::InvalidYjCode,
+            "allergies.yj_code must be a 12-character YJ code",
+        ));
     }
     if a.yj_code.is_empty() && a.substance.trim().is_empty() {
-        return Err(Refusal::new(Reason::InvalidYjCode, "allergies need a yj_code or a substance"));
+        return Err(Refusal::new(
+            Reason::InvalidYjCode,
+            "allergies need a yj_code or a substance",
+        ));
     }
     max_len("allergies.substance", &a.substance, 200)?;
     life.date("allergies.recorded_date", &a.recorded_date, false)?;

@@ -10,7 +10,10 @@ use tokumei_proto::ingest::v1::*;
 use tonic::Code;
 
 fn batch(id: &str, records: Vec<PatientRecord>) -> RecordBatch {
-    RecordBatch { batch_id: id.into(), records }
+    RecordBatch {
+        batch_id: id.into(),
+        records,
+    }
 }
 
 fn status_of(r: Result<PushReceipt, ClientError>) -> tonic::Status {
@@ -28,11 +31,19 @@ async fn client_certificates_decide_identity() {
 
     // No client certificate: the handshake or the first call fails.
     let no_cert = async {
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(home.pki.ca_cert()).unwrap()));
-        let ch = tonic::transport::Endpoint::from_shared(gw.endpoint()).unwrap().tls_config(tls).unwrap().connect().await?;
+        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read(home.pki.ca_cert()).unwrap(),
+        ));
+        let ch = tonic::transport::Endpoint::from_shared(gw.endpoint())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await?;
         let mut c = ingest_service_client::IngestServiceClient::new(ch);
-        c.push(tokio_stream::iter(vec![batch("x", vec![valid_record("L1")])])).await.map_err(|e| Box::new(e) as Box<dyn std::error::Error>)?;
+        c.push(tokio_stream::iter(vec![batch("x", vec![valid_record("L1")])]))
+            .await
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)?;
         Ok::<_, Box<dyn std::error::Error>>(())
     };
     assert!(no_cert.await.is_err(), "a client without a certificate got through");
@@ -41,7 +52,11 @@ async fn client_certificates_decide_identity() {
     let other = tempfile::tempdir().unwrap();
     let other_pki = tokumei_ingest::pki::PkiLayout::new(other.path());
     tokumei_ingest::pki::init(&other_pki, &[HOSPITAL_A.into()], &[]).unwrap();
-    let foreign = HospitalCredentials { ca: home.pki.ca_cert(), cert: other_pki.hospital_cert(HOSPITAL_A), key: other_pki.hospital_key(HOSPITAL_A) };
+    let foreign = HospitalCredentials {
+        ca: home.pki.ca_cert(),
+        cert: other_pki.hospital_cert(HOSPITAL_A),
+        key: other_pki.hospital_key(HOSPITAL_A),
+    };
     let attempt = async {
         let mut c = connect(&gw.endpoint(), &foreign, 1 << 20).await?;
         push(&mut c, vec![batch("x", vec![valid_record("L1")])]).await
@@ -49,7 +64,11 @@ async fn client_certificates_decide_identity() {
     assert!(attempt.await.is_err(), "a certificate from another CA got through");
 
     // A certificate from our CA that is not a hospital's (the core's) cannot push.
-    let core = HospitalCredentials { ca: home.pki.ca_cert(), cert: home.pki.core_cert(), key: home.pki.core_key() };
+    let core = HospitalCredentials {
+        ca: home.pki.ca_cert(),
+        cert: home.pki.core_cert(),
+        key: home.pki.core_key(),
+    };
     let mut c = connect(&gw.endpoint(), &core, 1 << 20).await.unwrap();
     let s = status_of(push(&mut c, vec![batch("x", vec![valid_record("L1")])]).await);
     assert_eq!(s.code(), Code::PermissionDenied);
@@ -81,17 +100,28 @@ async fn client_certificates_decide_identity() {
     // comes from the certificate, and the payload cannot name another hospital.
     let mut a = gw.client(&home, HOSPITAL_A).await;
     let mut b = gw.client(&home, HOSPITAL_B).await;
-    let ra = push(&mut a, vec![batch("same-id", vec![valid_record("L1")])]).await.unwrap();
+    let ra = push(&mut a, vec![batch("same-id", vec![valid_record("L1")])])
+        .await
+        .unwrap();
     let mut other_content = valid_record("L1");
     other_content.birth_date = "1960-01-01".into();
     let rb = push(&mut b, vec![batch("same-id", vec![other_content])]).await.unwrap();
     assert_eq!((ra.accepted, rb.accepted), (1, 1));
     assert!(!rb.batches[0].replayed);
     let spooled = spool_batches(&home.spool());
-    let from_a: Vec<_> = spooled.iter().filter(|(h, id, _)| h == HOSPITAL_A && id == "same-id").collect();
-    let from_b: Vec<_> = spooled.iter().filter(|(h, id, _)| h == HOSPITAL_B && id == "same-id").collect();
+    let from_a: Vec<_> = spooled
+        .iter()
+        .filter(|(h, id, _)| h == HOSPITAL_A && id == "same-id")
+        .collect();
+    let from_b: Vec<_> = spooled
+        .iter()
+        .filter(|(h, id, _)| h == HOSPITAL_B && id == "same-id")
+        .collect();
     assert_eq!((from_a.len(), from_b.len()), (1, 1));
-    assert_ne!(from_a[0].2[0].hospital_pseudonym, from_b[0].2[0].hospital_pseudonym, "hospital pseudonyms must differ per hospital");
+    assert_ne!(
+        from_a[0].2[0].hospital_pseudonym, from_b[0].2[0].hospital_pseudonym,
+        "hospital pseudonyms must differ per hospital"
+    );
     assert_eq!(from_a[0].2[0].linkage_key.len(), 32);
 }
 
@@ -114,38 +144,92 @@ fn corpus() -> Vec<(PatientRecord, &'static str)> {
     push(&|x| x.birth_date = "2999-01-01".into(), "DATE_OUT_OF_RANGE");
     push(&|x| x.death_date = "1940-01-01".into(), "DATE_OUTSIDE_LIFE");
     push(&|x| x.sex = 9, "INVALID_SEX");
-    push(&|x| { x.insurance = None; x.kana_name.clear(); }, "MISSING_IDENTITY");
-    push(&|x| { x.insurance = None; x.sex = Sex::Unspecified as i32; }, "MISSING_IDENTITY");
-    push(&|x| { x.insurance = None; x.kana_name = "山田花子".into(); }, "INVALID_KANA_NAME");
-    push(&|x| x.insurance.as_mut().unwrap().insurer_number = "1234".into(), "INVALID_INSURANCE");
-    push(&|x| x.insurance.as_mut().unwrap().branch = "1".into(), "INVALID_INSURANCE");
+    push(
+        &|x| {
+            x.insurance = None;
+            x.kana_name.clear();
+        },
+        "MISSING_IDENTITY",
+    );
+    push(
+        &|x| {
+            x.insurance = None;
+            x.sex = Sex::Unspecified as i32;
+        },
+        "MISSING_IDENTITY",
+    );
+    push(
+        &|x| {
+            x.insurance = None;
+            x.kana_name = "山田花子".into();
+        },
+        "INVALID_KANA_NAME",
+    );
+    push(
+        &|x| x.insurance.as_mut().unwrap().insurer_number = "1234".into(),
+        "INVALID_INSURANCE",
+    );
+    push(
+        &|x| x.insurance.as_mut().unwrap().branch = "1".into(),
+        "INVALID_INSURANCE",
+    );
     push(&|x| x.insurance.as_mut().unwrap().number.clear(), "INVALID_INSURANCE");
     push(&|x| x.postal_code = "12345".into(), "INVALID_POSTAL_CODE");
     push(&|x| x.municipality_code = "131017".into(), "INVALID_MUNICIPALITY_CODE");
     push(&|x| x.municipality_code = "991007".into(), "INVALID_MUNICIPALITY_CODE");
-    push(&|x| x.encounters[0].admission_date = "2024-13-01".into(), "INVALID_DATE");
-    push(&|x| x.encounters[0].discharge_date = "2024-04-01".into(), "DISCHARGE_BEFORE_ADMISSION");
-    push(&|x| x.encounters[0].admission_date = "1940-01-01".into(), "DATE_OUTSIDE_LIFE");
+    push(
+        &|x| x.encounters[0].admission_date = "2024-13-01".into(),
+        "INVALID_DATE",
+    );
+    push(
+        &|x| x.encounters[0].discharge_date = "2024-04-01".into(),
+        "DISCHARGE_BEFORE_ADMISSION",
+    );
+    push(
+        &|x| x.encounters[0].admission_date = "1940-01-01".into(),
+        "DATE_OUTSIDE_LIFE",
+    );
     push(&|x| x.encounters[0].kind = "spa".into(), "INVALID_ENCOUNTER_KIND");
     push(&|x| x.encounters[0].department = "科".repeat(65), "FIELD_TOO_LONG");
     push(&|x| x.conditions[0].icd10 = "E1".into(), "INVALID_ICD10");
     push(&|x| x.conditions[0].icd10 = "e11.9".into(), "INVALID_ICD10");
-    push(&|x| x.conditions[0].disease_master_id = "12AB5".into(), "INVALID_DISEASE_MASTER_ID");
-    push(&|x| x.conditions[0].onset_date = "2099-01-01".into(), "DATE_OUT_OF_RANGE");
+    push(
+        &|x| x.conditions[0].disease_master_id = "12AB5".into(),
+        "INVALID_DISEASE_MASTER_ID",
+    );
+    push(
+        &|x| x.conditions[0].onset_date = "2099-01-01".into(),
+        "DATE_OUT_OF_RANGE",
+    );
     push(&|x| x.medications[0].yj_code = "3962002F102".into(), "INVALID_YJ_CODE");
     push(&|x| x.medications[0].days = 400, "VALUE_OUT_OF_RANGE");
     push(&|x| x.medications[0].daily_dose = f64::NAN, "VALUE_OUT_OF_RANGE");
     push(&|x| x.medications[0].daily_dose = -1.0, "VALUE_OUT_OF_RANGE");
     push(&|x| x.medications[0].dose_unit = "buckets".into(), "INVALID_UNIT");
-    push(&|x| x.observations[0].jlac10 = "3D04600000192040".into(), "INVALID_JLAC10");
-    push(&|x| { x.observations[0].jlac10.clear(); x.observations[0].jlac11 = "short".into(); }, "INVALID_JLAC11");
+    push(
+        &|x| x.observations[0].jlac10 = "3D04600000192040".into(),
+        "INVALID_JLAC10",
+    );
+    push(
+        &|x| {
+            x.observations[0].jlac10.clear();
+            x.observations[0].jlac11 = "short".into();
+        },
+        "INVALID_JLAC11",
+    );
     push(&|x| x.observations[0].jlac10.clear(), "MISSING_LAB_CODE");
     push(&|x| x.observations[0].unit = "furlongs".into(), "INVALID_UNIT");
     push(&|x| x.observations[0].value = 72.0, "VALUE_OUT_OF_RANGE"); // HbA1c 72 %
     push(&|x| x.observations[0].value = f64::INFINITY, "VALUE_OUT_OF_RANGE");
     push(&|x| x.observations[0].date = "2024-05-01T10:00".into(), "INVALID_DATE");
     push(&|x| x.allergies[0].yj_code = "ABC".into(), "INVALID_YJ_CODE");
-    push(&|x| { x.allergies[0].yj_code.clear(); x.allergies[0].substance.clear(); }, "INVALID_YJ_CODE");
+    push(
+        &|x| {
+            x.allergies[0].yj_code.clear();
+            x.allergies[0].substance.clear();
+        },
+        "INVALID_YJ_CODE",
+    );
     push(&|x| x.allergies[0].recorded_date = "20200101".into(), "INVALID_DATE");
     v
 }
@@ -166,11 +250,19 @@ async fn bad_inputs_are_rejected_one_by_one_with_their_reason() {
     assert_eq!(receipt.accepted, 2);
     assert_eq!(receipt.rejected.len(), n_bad);
     for (rej, (_, expected)) in receipt.rejected.iter().zip(&corpus) {
-        assert_eq!(&rej.reason, expected, "record {} ({}) got {}: {}", rej.index, expected, rej.reason, rej.detail);
+        assert_eq!(
+            &rej.reason, expected,
+            "record {} ({}) got {}: {}",
+            rej.index, expected, rej.reason, rej.detail
+        );
         assert_eq!(rej.batch_id, "corpus");
         assert!(!rej.detail.is_empty());
         for planted in ["123456789018", "山田花子", "ヤマダ", "06135018"] {
-            assert!(!rej.detail.contains(planted), "detail echoes a submitted value: {}", rej.detail);
+            assert!(
+                !rej.detail.contains(planted),
+                "detail echoes a submitted value: {}",
+                rej.detail
+            );
         }
     }
     let spooled = spool_batches(&home.spool());
@@ -209,7 +301,9 @@ async fn batches_are_idempotent_and_ids_cannot_be_reused() {
     for _ in 0..6 {
         let mut c = gw.client(&home, HOSPITAL_A).await;
         let records = records.clone();
-        tasks.push(tokio::spawn(async move { push(&mut c, vec![batch("b-2", records)]).await }));
+        tasks.push(tokio::spawn(
+            async move { push(&mut c, vec![batch("b-2", records)]).await },
+        ));
     }
     let mut fresh = 0;
     for t in tasks {
@@ -239,14 +333,34 @@ async fn my_number_anywhere_destroys_the_record_and_never_reaches_disk_or_logs()
     let gw = home.start_logging(&[], &[("RUST_LOG", "trace")], Some(&log));
     let mut c = gw.client(&home, HOSPITAL_A).await;
     let plants: Vec<(&str, Box<dyn Fn(&mut PatientRecord)>)> = vec![
-        ("local_patient_id", Box::new(|r| r.local_patient_id = "ID123456789018".into())),
+        (
+            "local_patient_id",
+            Box::new(|r| r.local_patient_id = "ID123456789018".into()),
+        ),
         ("kana_name", Box::new(|r| r.kana_name = "ヤマダ 1234 5678 9018".into())),
-        ("insurance.number", Box::new(|r| r.insurance.as_mut().unwrap().number = "123456789018".into())),
-        ("insurance.symbol", Box::new(|r| r.insurance.as_mut().unwrap().symbol = "１２３４５６７８９０１８".into())),
+        (
+            "insurance.number",
+            Box::new(|r| r.insurance.as_mut().unwrap().number = "123456789018".into()),
+        ),
+        (
+            "insurance.symbol",
+            Box::new(|r| r.insurance.as_mut().unwrap().symbol = "１２３４５６７８９０１８".into()),
+        ),
         ("postal_code", Box::new(|r| r.postal_code = "1234-5678-9018".into())),
-        ("encounters.department", Box::new(|r| r.encounters[0].department = "マイナンバー123456789018".into())),
-        ("allergies.substance", Box::new(|r| r.allergies[0].substance = "123456789018".into())),
-        ("observations.text_value", Box::new(|r| { r.observations[0].text_value = "番号 123456789018".into(); })),
+        (
+            "encounters.department",
+            Box::new(|r| r.encounters[0].department = "マイナンバー123456789018".into()),
+        ),
+        (
+            "allergies.substance",
+            Box::new(|r| r.allergies[0].substance = "123456789018".into()),
+        ),
+        (
+            "observations.text_value",
+            Box::new(|r| {
+                r.observations[0].text_value = "番号 123456789018".into();
+            }),
+        ),
     ];
     let mut records = Vec::new();
     for (_, f) in &plants {
@@ -259,12 +373,20 @@ async fn my_number_anywhere_destroys_the_record_and_never_reaches_disk_or_logs()
     assert_eq!(receipt.rejected.len(), plants.len());
     for (rej, (field, _)) in receipt.rejected.iter().zip(&plants) {
         assert_eq!(rej.reason, "MY_NUMBER_PRESENT");
-        assert!(rej.detail.contains(field), "detail {:?} should name {field}", rej.detail);
+        assert!(
+            rej.detail.contains(field),
+            "detail {:?} should name {field}",
+            rej.detail
+        );
         assert!(!rej.detail.contains("9018"));
     }
     // An opt-out request carrying a My Number is refused as a whole.
     let s = c
-        .opt_out(PatientRequest { request_id: "r-mn".into(), local_patient_id: "123456789018".into(), ..Default::default() })
+        .opt_out(PatientRequest {
+            request_id: "r-mn".into(),
+            local_patient_id: "123456789018".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
@@ -273,7 +395,12 @@ async fn my_number_anywhere_destroys_the_record_and_never_reaches_disk_or_logs()
     let mut gw = gw;
     gw.terminate();
     let bytes = all_bytes(home.path());
-    for needle in ["123456789018", "１２３４５６７８９０１８", "1234 5678 9018", "1234-5678-9018"] {
+    for needle in [
+        "123456789018",
+        "１２３４５６７８９０１８",
+        "1234 5678 9018",
+        "1234-5678-9018",
+    ] {
         assert!(!contains(&bytes, needle), "{needle} found under TOKUMEI_HOME");
     }
 }
@@ -286,7 +413,12 @@ async fn direct_identifiers_never_reach_the_spool_or_logs() {
     let mut c = gw.client(&home, HOSPITAL_A).await;
     let mut insured = valid_record("LOCALZZ7781");
     insured.kana_name = "ヨミガエリ　サブロウ".into();
-    insured.insurance = Some(Insurance { insurer_number: "39131234".into(), symbol: "キゴウQX".into(), number: "BANGO7781".into(), branch: "02".into() });
+    insured.insurance = Some(Insurance {
+        insurer_number: "39131234".into(),
+        symbol: "キゴウQX".into(),
+        number: "BANGO7781".into(),
+        branch: "02".into(),
+    });
     insured.postal_code = "987-6543".into();
     let mut id4 = valid_record("LOCALZZ7782");
     id4.insurance = None;
@@ -296,8 +428,14 @@ async fn direct_identifiers_never_reach_the_spool_or_logs() {
     assert_eq!(receipt.accepted, 2);
     let spooled = spool_batches(&home.spool());
     let recs = &spooled[0].2;
-    assert_eq!(recs[0].linkage_quality, tokumei_proto::spool::v1::LinkageQuality::Insured as i32);
-    assert_eq!(recs[1].linkage_quality, tokumei_proto::spool::v1::LinkageQuality::Id4 as i32);
+    assert_eq!(
+        recs[0].linkage_quality,
+        tokumei_proto::spool::v1::LinkageQuality::Insured as i32
+    );
+    assert_eq!(
+        recs[1].linkage_quality,
+        tokumei_proto::spool::v1::LinkageQuality::Id4 as i32
+    );
     assert_eq!(recs[0].postal_prefix, "987");
     assert_eq!(recs[0].birth_date, "1950-04-01");
     assert_eq!(recs[0].municipality_code, "131016");
@@ -308,8 +446,17 @@ async fn direct_identifiers_never_reach_the_spool_or_logs() {
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(log_text.len() > 100, "trace log should not be empty");
     for needle in [
-        "ヨミガエリ", "サブロウ", "ワスレナグサ", "キゴウQX", "BANGO7781", "39131234", "LOCALZZ7781", "LOCALZZ7782", "987-6543",
-        "9876543", "9876544",
+        "ヨミガエリ",
+        "サブロウ",
+        "ワスレナグサ",
+        "キゴウQX",
+        "BANGO7781",
+        "39131234",
+        "LOCALZZ7781",
+        "LOCALZZ7782",
+        "987-6543",
+        "9876543",
+        "9876544",
     ] {
         assert!(!contains(&bytes, needle), "{needle} found under TOKUMEI_HOME");
         assert!(!log_text.contains(needle), "{needle} found in the gateway's trace log");
@@ -337,7 +484,11 @@ async fn oversized_messages_and_rate_limits_are_resource_exhausted() {
     let mut b = gw.client(&home, HOSPITAL_B).await;
     assert_eq!(push(&mut b, vec![batch("r-1", ok.clone())]).await.unwrap().accepted, 40);
     assert!(push(&mut c, vec![batch("r-1", ok)]).await.unwrap().batches[0].replayed);
-    assert!(spool_batches(&home.spool()).iter().all(|(_, id, _)| id != "big" && id != "r-2"));
+    assert!(
+        spool_batches(&home.spool())
+            .iter()
+            .all(|(_, id, _)| id != "big" && id != "r-2")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,10 +498,20 @@ async fn opt_out_and_erase_are_durable_and_stop_new_records() {
     let mut a = gw.client(&home, HOSPITAL_A).await;
     let mut b = gw.client(&home, HOSPITAL_B).await;
     let patient = valid_record("OPT1");
-    assert_eq!(push(&mut a, vec![batch("before", vec![patient.clone()])]).await.unwrap().accepted, 1);
+    assert_eq!(
+        push(&mut a, vec![batch("before", vec![patient.clone()])])
+            .await
+            .unwrap()
+            .accepted,
+        1
+    );
 
     // Opt-out at hospital B by insured identity only: hospital A's next record for the person is refused.
-    let req = PatientRequest { request_id: "req-1".into(), insurance: patient.insurance.clone(), ..Default::default() };
+    let req = PatientRequest {
+        request_id: "req-1".into(),
+        insurance: patient.insurance.clone(),
+        ..Default::default()
+    };
     let r = b.opt_out(req.clone()).await.unwrap().into_inner();
     assert_eq!((r.status.as_str(), r.matched_by.as_str()), ("RECORDED", "INSURED"));
     let again = b.opt_out(req.clone()).await.unwrap().into_inner();
@@ -360,7 +521,12 @@ async fn opt_out_and_erase_are_durable_and_stop_new_records() {
     let s = b.opt_out(reused).await.unwrap_err();
     assert_eq!(s.code(), Code::AlreadyExists);
     assert_eq!(status_reason(&s).as_deref(), Some("REQUEST_ID_REUSED"));
-    let receipt = push(&mut a, vec![batch("after", vec![patient.clone(), valid_record("OTHER1")])]).await.unwrap();
+    let receipt = push(
+        &mut a,
+        vec![batch("after", vec![patient.clone(), valid_record("OTHER1")])],
+    )
+    .await
+    .unwrap();
     assert_eq!(receipt.accepted, 1);
     assert_eq!(receipt.rejected[0].reason, "OPTED_OUT");
     assert_eq!(receipt.rejected[0].index, 0);
@@ -370,23 +536,60 @@ async fn opt_out_and_erase_are_durable_and_stop_new_records() {
     p2.kana_name = "スズキ　イチロウ".into();
     p2.sex = Sex::Male as i32;
     let r = a
-        .opt_out(PatientRequest { request_id: "req-2".into(), kana_name: "ｽｽﾞｷ ｲﾁﾛｳ".into(), birth_date: p2.birth_date.clone(), sex: p2.sex, ..Default::default() })
+        .opt_out(PatientRequest {
+            request_id: "req-2".into(),
+            kana_name: "ｽｽﾞｷ ｲﾁﾛｳ".into(),
+            birth_date: p2.birth_date.clone(),
+            sex: p2.sex,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(r.matched_by, "ID4");
-    assert_eq!(push(&mut a, vec![batch("after-2", vec![p2])]).await.unwrap().rejected[0].reason, "OPTED_OUT");
+    assert_eq!(
+        push(&mut a, vec![batch("after-2", vec![p2])]).await.unwrap().rejected[0].reason,
+        "OPTED_OUT"
+    );
 
     // Erase by local id at hospital A: that hospital's later records for the patient are refused.
     let p3 = valid_record("ERASE3");
-    let r = a.erase(PatientRequest { request_id: "req-3".into(), local_patient_id: "ERASE3".into(), ..Default::default() }).await.unwrap().into_inner();
+    let r = a
+        .erase(PatientRequest {
+            request_id: "req-3".into(),
+            local_patient_id: "ERASE3".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((r.status.as_str(), r.matched_by.as_str()), ("RECORDED", "LOCAL_ID"));
-    assert_eq!(push(&mut a, vec![batch("after-3", vec![p3.clone()])]).await.unwrap().rejected[0].reason, "OPTED_OUT");
+    assert_eq!(
+        push(&mut a, vec![batch("after-3", vec![p3.clone()])])
+            .await
+            .unwrap()
+            .rejected[0]
+            .reason,
+        "OPTED_OUT"
+    );
 
     // Requests that identify nobody or have no id.
-    let s = a.opt_out(PatientRequest { request_id: "req-4".into(), ..Default::default() }).await.unwrap_err();
+    let s = a
+        .opt_out(PatientRequest {
+            request_id: "req-4".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status_reason(&s).as_deref(), Some("MISSING_IDENTITY"));
-    let s = a.opt_out(PatientRequest { request_id: String::new(), local_patient_id: "X".into(), ..Default::default() }).await.unwrap_err();
+    let s = a
+        .opt_out(PatientRequest {
+            request_id: String::new(),
+            local_patient_id: "X".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status_reason(&s).as_deref(), Some("INVALID_REQUEST_ID"));
 
     // After a restart the registry is rebuilt from the spool.
@@ -394,7 +597,9 @@ async fn opt_out_and_erase_are_durable_and_stop_new_records() {
     drop(gw);
     let gw = home.start();
     let mut a = gw.client(&home, HOSPITAL_A).await;
-    let receipt = push(&mut a, vec![batch("after-restart", vec![patient, p3])]).await.unwrap();
+    let receipt = push(&mut a, vec![batch("after-restart", vec![patient, p3])])
+        .await
+        .unwrap();
     assert_eq!(receipt.accepted, 0);
     assert!(receipt.rejected.iter().all(|r| r.reason == "OPTED_OUT"));
 }
@@ -404,18 +609,29 @@ async fn graceful_shutdown_finishes_in_flight_streams_and_metrics_are_exposed() 
     let home = Home::new();
     let mut gw = home.start();
     let mut c = gw.client(&home, HOSPITAL_A).await;
-    assert_eq!(push(&mut c, vec![batch("m-1", vec![valid_record("M1")])]).await.unwrap().accepted, 1);
+    assert_eq!(
+        push(&mut c, vec![batch("m-1", vec![valid_record("M1")])])
+            .await
+            .unwrap()
+            .accepted,
+        1
+    );
 
     // Prometheus text on the operator port.
     let metrics = {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(&gw.operator).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
     };
-    assert!(metrics.contains("tokumei_ingest_records_accepted_total{hospital=\"1310000017\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("tokumei_ingest_records_accepted_total{hospital=\"1310000017\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("tokumei_ingest_receipt_latency_seconds"));
 
     // A slow stream is open when SIGTERM arrives; it still gets its receipt.
@@ -425,7 +641,11 @@ async fn graceful_shutdown_finishes_in_flight_streams_and_metrics_are_exposed() 
     tx.send(batch("slow-1", vec![valid_record("S1")])).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let pid = gw.child.id();
-    std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     tx.send(batch("slow-2", vec![valid_record("S2")])).await.unwrap();
     drop(tx);

@@ -78,7 +78,11 @@ fn peak_rss_mib(pid: u32) -> f64 {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     format!("{cores} cores, {cpu}")
@@ -112,16 +116,27 @@ pub fn run(cmd: BenchCommand, json: bool) -> anyhow::Result<()> {
     let stdout = child.stdout.take().context("gateway stdout")?;
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
-    let addr = line.split_whitespace().nth(1).context("gateway did not report its address")?.to_string();
+    let addr = line
+        .split_whitespace()
+        .nth(1)
+        .context("gateway did not report its address")?
+        .to_string();
     let endpoint = format!("https://{addr}");
-    let creds = HospitalCredentials { ca: pki.ca_cert(), cert: pki.hospital_cert(&code), key: pki.hospital_key(&code) };
+    let creds = HospitalCredentials {
+        ca: pki.ca_cert(),
+        cert: pki.hospital_cert(&code),
+        key: pki.hospital_key(&code),
+    };
 
     if !json {
         eprintln!("generating {} synthetic records…", a.records);
     }
     let records = Synth::new(7).records(&code, 0, a.records);
-    let record_bytes_avg =
-        records.iter().map(|r| prost::Message::encoded_len(r) as f64).sum::<f64>() / records.len().max(1) as f64;
+    let record_bytes_avg = records
+        .iter()
+        .map(|r| prost::Message::encoded_len(r) as f64)
+        .sum::<f64>()
+        / records.len().max(1) as f64;
     let records = Arc::new(records);
     let mut rows = Vec::new();
     let rt = runtime()?;
@@ -129,11 +144,20 @@ pub fn run(cmd: BenchCommand, json: bool) -> anyhow::Result<()> {
         let batches: Vec<RecordBatch> = records
             .chunks(size.max(1))
             .enumerate()
-            .map(|(i, c)| RecordBatch { batch_id: format!("bench-{size}-{i:07}"), records: c.to_vec() })
+            .map(|(i, c)| RecordBatch {
+                batch_id: format!("bench-{size}-{i:07}"),
+                records: c.to_vec(),
+            })
             .collect();
         let n_batches = batches.len();
-        let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(a.records) };
-        bar.set_style(ProgressStyle::with_template(&format!("batch {size:>6} {{bar:40}} {{pos}}/{{len}} {{per_sec}}"))?);
+        let bar = if json {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(a.records)
+        };
+        bar.set_style(ProgressStyle::with_template(&format!(
+            "batch {size:>6} {{bar:40}} {{pos}}/{{len}} {{per_sec}}"
+        ))?);
         let queue = Arc::new(std::sync::Mutex::new(batches));
         let (seconds, mut latencies) = rt.block_on(async {
             let mut clients = Vec::new();
@@ -182,14 +206,31 @@ pub fn run(cmd: BenchCommand, json: bool) -> anyhow::Result<()> {
     let rss = peak_rss_mib(pid);
     let _ = child.kill();
     let _ = child.wait();
-    let report = Report { machine: machine(), streams: a.streams, rows, gateway_peak_rss_mib: rss, record_bytes_avg };
+    let report = Report {
+        machine: machine(),
+        streams: a.streams,
+        rows,
+        gateway_peak_rss_mib: rss,
+        record_bytes_avg,
+    };
     emit(json, &report, |r| {
-        println!("ingest benchmark — {} ({} concurrent streams, {:.0} bytes/record on the wire)", r.machine, r.streams, r.record_bytes_avg);
-        println!("{:>8} {:>10} {:>12} {:>10} {:>10} {:>10}", "batch", "records", "records/s", "p50 ms", "p99 ms", "max ms");
+        println!(
+            "ingest benchmark — {} ({} concurrent streams, {:.0} bytes/record on the wire)",
+            r.machine, r.streams, r.record_bytes_avg
+        );
+        println!(
+            "{:>8} {:>10} {:>12} {:>10} {:>10} {:>10}",
+            "batch", "records", "records/s", "p50 ms", "p99 ms", "max ms"
+        );
         for row in &r.rows {
             println!(
                 "{:>8} {:>10} {:>12.0} {:>10.2} {:>10.2} {:>10.2}",
-                row.batch_size, row.records, row.records_per_second, row.receipt_p50_ms, row.receipt_p99_ms, row.receipt_max_ms
+                row.batch_size,
+                row.records,
+                row.records_per_second,
+                row.receipt_p50_ms,
+                row.receipt_p99_ms,
+                row.receipt_max_ms
             );
         }
         println!("gateway peak RSS {:.1} MiB", r.gateway_peak_rss_mib);

@@ -57,7 +57,11 @@ struct DemoReport {
 }
 
 fn creds(pki: &PkiLayout, code: &str) -> HospitalCredentials {
-    HospitalCredentials { ca: pki.ca_cert(), cert: pki.hospital_cert(code), key: pki.hospital_key(code) }
+    HospitalCredentials {
+        ca: pki.ca_cert(),
+        cert: pki.hospital_cert(code),
+        key: pki.hospital_key(code),
+    }
 }
 
 /// Records that a careful hospital system would never send, each with the reason it must get.
@@ -69,7 +73,10 @@ fn bad_records(synth: &Synth, code: &str) -> Vec<PatientRecord> {
     if let Some(c) = bad_icd.conditions.first_mut() {
         c.icd10 = "E1".into();
     } else {
-        bad_icd.conditions.push(tokumei_proto::ingest::v1::Condition { icd10: "E1".into(), ..Default::default() });
+        bad_icd.conditions.push(tokumei_proto::ingest::v1::Condition {
+            icd10: "E1".into(),
+            ..Default::default()
+        });
     }
     let mut future = base(2);
     future.birth_date = "2099-01-01".into();
@@ -103,7 +110,10 @@ fn count_in_spool(dir: &Path, needles: &[String]) -> anyhow::Result<u64> {
     for e in std::fs::read_dir(dir)? {
         hay.extend(std::fs::read(e?.path())?);
     }
-    Ok(needles.iter().filter(|n| hay.windows(n.len()).any(|w| w == n.as_bytes())).count() as u64)
+    Ok(needles
+        .iter()
+        .filter(|n| hay.windows(n.len()).any(|w| w == n.as_bytes()))
+        .count() as u64)
 }
 
 pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
@@ -126,7 +136,10 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
     cfg.gateway.listen = "127.0.0.1:0".parse()?;
     cfg.gateway.operator_listen = "127.0.0.1:0".parse()?;
     let synth = Synth::new(a.seed);
-    let mut report = DemoReport { home: home.display().to_string(), ..Default::default() };
+    let mut report = DemoReport {
+        home: home.display().to_string(),
+        ..Default::default()
+    };
     let rt = runtime()?;
     rt.block_on(async {
         let gw = start(&cfg, &home, ServeOptions::default(), std::future::pending()).await?;
@@ -261,7 +274,10 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     if report.identifiers_found_in_spool > 0 {
-        anyhow::bail!("{} identifiers were found in the spool", report.identifiers_found_in_spool);
+        anyhow::bail!(
+            "{} identifiers were found in the spool",
+            report.identifiers_found_in_spool
+        );
     }
     emit(json, &report, |_| {})
 }

@@ -28,7 +28,12 @@ pub enum PkiCommand {
 
 pub fn run(cmd: PkiCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
-        PkiCommand::Init { hospitals, codes, gateway_names, dir } => {
+        PkiCommand::Init {
+            hospitals,
+            codes,
+            gateway_names,
+            dir,
+        } => {
             let dir = dir.unwrap_or_else(|| tokumei_home().join("pki"));
             let mut all = hospital_codes(hospitals);
             all.extend(codes);
@@ -41,7 +46,11 @@ pub fn run(cmd: PkiCommand, json: bool) -> anyhow::Result<()> {
                     s.dir,
                     if s.created_ca { "created" } else { "kept" },
                     s.hospitals.len(),
-                    if s.issued.is_empty() { "none".to_string() } else { s.issued.join(", ") }
+                    if s.issued.is_empty() {
+                        "none".to_string()
+                    } else {
+                        s.issued.join(", ")
+                    }
                 );
             })
         }

@@ -69,7 +69,10 @@ fn batches(records: Vec<PatientRecord>, size: usize, prefix: &str) -> Vec<Record
     let mut i = 0usize;
     while it.peek().is_some() {
         let chunk: Vec<PatientRecord> = it.by_ref().take(size).collect();
-        out.push(RecordBatch { batch_id: format!("{prefix}-{i:06}"), records: chunk });
+        out.push(RecordBatch {
+            batch_id: format!("{prefix}-{i:06}"),
+            records: chunk,
+        });
         i += 1;
     }
     out
@@ -83,20 +86,35 @@ pub fn run(a: PushArgs, json: bool) -> anyhow::Result<()> {
         key: a.key.clone().unwrap_or_else(|| pki.hospital_key(&a.hospital)),
     };
     let (records, prefix) = match (&a.synth, &a.fhir) {
-        (Some(n), None) => (Synth::new(a.seed).records(&a.hospital, 0, *n), format!("synth-s{}-n{}", a.seed, n)),
+        (Some(n), None) => (
+            Synth::new(a.seed).records(&a.hospital, 0, *n),
+            format!("synth-s{}-n{}", a.seed, n),
+        ),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             let digest = hex::encode(&Sha256::digest(text.as_bytes())[..8]);
-            let records = tokumei_ingest::fhir::records_from_bundle(&text).with_context(|| format!("parsing {}", path.display()))?;
+            let records = tokumei_ingest::fhir::records_from_bundle(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
             (records, format!("fhir-{digest}"))
         }
         _ => anyhow::bail!("give either --synth N or --fhir FILE"),
     };
     let total = records.len() as u64;
     let all = batches(records, a.batch_size, &prefix);
-    let mut summary = PushSummary { hospital: a.hospital.clone(), records: total, batches: all.len() as u64, ..Default::default() };
-    let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(total) };
-    bar.set_style(ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} records {per_sec} eta {eta}")?);
+    let mut summary = PushSummary {
+        hospital: a.hospital.clone(),
+        records: total,
+        batches: all.len() as u64,
+        ..Default::default()
+    };
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    bar.set_style(ProgressStyle::with_template(
+        "{spinner} {bar:40} {pos}/{len} records {per_sec} eta {eta}",
+    )?);
     runtime()?.block_on(async {
         let mut client = connect(&a.gateway, &creds, a.max_message_bytes).await?;
         let mut it = all.into_iter().peekable();
@@ -123,7 +141,11 @@ pub fn run(a: PushArgs, json: bool) -> anyhow::Result<()> {
             s.batches,
             s.accepted,
             s.rejected,
-            if s.replayed_batches > 0 { format!(", {} batches already committed (replayed)", s.replayed_batches) } else { String::new() }
+            if s.replayed_batches > 0 {
+                format!(", {} batches already committed (replayed)", s.replayed_batches)
+            } else {
+                String::new()
+            }
         );
         for (reason, n) in &s.rejected_by_reason {
             println!("  {reason:<28} {n}");

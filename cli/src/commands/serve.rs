@@ -28,7 +28,12 @@ pub enum IngestCommand {
 
 pub fn run(cmd: IngestCommand, _json: bool) -> anyhow::Result<()> {
     match cmd {
-        IngestCommand::Serve { config, listen, operator_listen, insecure_dev } => {
+        IngestCommand::Serve {
+            config,
+            listen,
+            operator_listen,
+            insecure_dev,
+        } => {
             let mut cfg = Config::load(config.as_deref())?;
             if let Some(l) = listen {
                 cfg.gateway.listen = l;

@@ -46,7 +46,10 @@ pub struct HospitalCounts {
 
 /// Reads a spool directory and counts what it holds.
 pub fn status(dir: &std::path::Path) -> anyhow::Result<SpoolStatus> {
-    let mut s = SpoolStatus { dir: dir.display().to_string(), ..Default::default() };
+    let mut s = SpoolStatus {
+        dir: dir.display().to_string(),
+        ..Default::default()
+    };
     if !dir.exists() {
         return Ok(s);
     }
@@ -92,7 +95,10 @@ pub fn run(cmd: SpoolCommand, json: bool) -> anyhow::Result<()> {
                     s.dir, s.segments, s.bytes, s.batches, s.records, s.rejections, s.opt_outs, s.erasures
                 );
                 for (h, c) in &s.by_hospital {
-                    println!("  {h}: {} batches, {} records, {} rejected", c.batches, c.records, c.rejections);
+                    println!(
+                        "  {h}: {} batches, {} records, {} rejected",
+                        c.batches, c.records, c.rejections
+                    );
                 }
             })
         }

@@ -45,6 +45,17 @@ pub fn run(a: SynthArgs, json: bool) -> anyhow::Result<()> {
     let bundle = bundle_from_records(&records);
     let text = serde_json::to_vec_pretty(&bundle)?;
     std::fs::write(&a.output, &text).with_context(|| format!("writing {}", a.output.display()))?;
-    let s = Summary { output: a.output.display().to_string(), hospital, patients: a.patients, seed: a.seed, bytes: text.len() as u64 };
-    emit(json, &s, |s| println!("wrote {} synthetic patients of hospital {} (seed {}) to {} ({} bytes)", s.patients, s.hospital, s.seed, s.output, s.bytes))
+    let s = Summary {
+        output: a.output.display().to_string(),
+        hospital,
+        patients: a.patients,
+        seed: a.seed,
+        bytes: text.len() as u64,
+    };
+    emit(json, &s, |s| {
+        println!(
+            "wrote {} synthetic patients of hospital {} (seed {}) to {} ({} bytes)",
+            s.patients, s.hospital, s.seed, s.output, s.bytes
+        )
+    })
 }

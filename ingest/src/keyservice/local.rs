@@ -61,7 +61,8 @@ mod salt_b64 {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
         let s = String::deserialize(d)?;
         let v = STANDARD.decode(s).map_err(serde::de::Error::custom)?;
-        v.try_into().map_err(|_| serde::de::Error::custom("salt must be 16 bytes"))
+        v.try_into()
+            .map_err(|_| serde::de::Error::custom("salt must be 16 bytes"))
     }
 }
 
@@ -89,9 +90,11 @@ impl fmt::Debug for Passphrase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Passphrase::Value(_) => f.write_str("Passphrase::Value(<redacted>)"),
-            Passphrase::File { path, create } => {
-                f.debug_struct("Passphrase::File").field("path", path).field("create", create).finish()
-            }
+            Passphrase::File { path, create } => f
+                .debug_struct("Passphrase::File")
+                .field("path", path)
+                .field("create", create)
+                .finish(),
         }
     }
 }
@@ -109,7 +112,10 @@ impl Passphrase {
         match self {
             Passphrase::Value(v) => Ok(v.clone()),
             Passphrase::File { path, create } => {
-                let io = |source| KeyError::Io { path: path.display().to_string(), source };
+                let io = |source| KeyError::Io {
+                    path: path.display().to_string(),
+                    source,
+                };
                 match std::fs::read_to_string(path) {
                     Ok(s) => Ok(Zeroizing::new(s.trim().to_string())),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound && *create => {
@@ -137,7 +143,10 @@ pub struct LocalKeyring {
 
 impl fmt::Debug for LocalKeyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalKeyring").field("path", &self.path).field("keys", &"<redacted>").finish()
+        f.debug_struct("LocalKeyring")
+            .field("path", &self.path)
+            .field("keys", &"<redacted>")
+            .finish()
     }
 }
 
@@ -155,7 +164,10 @@ impl LocalKeyring {
                     rand::rng().fill_bytes(k.as_mut());
                     keys.insert(p, k);
                 }
-                let ring = LocalKeyring { path: path.to_path_buf(), keys };
+                let ring = LocalKeyring {
+                    path: path.to_path_buf(),
+                    keys,
+                };
                 ring.seal(&pass)?;
                 Ok(ring)
             }
@@ -164,18 +176,26 @@ impl LocalKeyring {
     }
 
     fn derive_key(pass: &str, kdf: &KdfParams, path: &str) -> Result<Zeroizing<[u8; 32]>, KeyError> {
-        let params = Params::new(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost, Some(32))
-            .map_err(|e| KeyError::Format { path: path.into(), detail: format!("kdf parameters: {e}") })?;
+        let params = Params::new(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost, Some(32)).map_err(|e| KeyError::Format {
+            path: path.into(),
+            detail: format!("kdf parameters: {e}"),
+        })?;
         let mut out = Zeroizing::new([0u8; 32]);
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
             .hash_password_into(pass.as_bytes(), &kdf.salt, out.as_mut())
-            .map_err(|e| KeyError::Format { path: path.into(), detail: format!("kdf: {e}") })?;
+            .map_err(|e| KeyError::Format {
+                path: path.into(),
+                detail: format!("kdf: {e}"),
+            })?;
         Ok(out)
     }
 
     fn unseal(path: &Path, bytes: &[u8], pass: &str) -> Result<Self, KeyError> {
         let display = path.display().to_string();
-        let fmt_err = |detail: &str| KeyError::Format { path: display.clone(), detail: detail.into() };
+        let fmt_err = |detail: &str| KeyError::Format {
+            path: display.clone(),
+            detail: detail.into(),
+        };
         let sealed: SealedFile = serde_json::from_slice(bytes).map_err(|e| fmt_err(&e.to_string()))?;
         if sealed.format != FORMAT {
             return Err(fmt_err("unknown format"));
@@ -185,18 +205,30 @@ impl LocalKeyring {
         if nonce.len() != 12 {
             return Err(fmt_err("nonce must be 12 bytes"));
         }
-        let ct = B64.decode(&sealed.ciphertext).map_err(|_| fmt_err("ciphertext is not base64"))?;
+        let ct = B64
+            .decode(&sealed.ciphertext)
+            .map_err(|_| fmt_err("ciphertext is not base64"))?;
         let cipher = Aes256Gcm::new_from_slice(kek.as_ref()).map_err(|_| fmt_err("key length"))?;
         let plain = Zeroizing::new(
             cipher
-                .decrypt(Nonce::from_slice(&nonce), Payload { msg: &ct, aad: FORMAT.as_bytes() })
+                .decrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: &ct,
+                        aad: FORMAT.as_bytes(),
+                    },
+                )
                 .map_err(|_| KeyError::Decrypt { path: display.clone() })?,
         );
         let material: KeyMaterial = serde_json::from_slice(&plain).map_err(|_| fmt_err("key material"))?;
         let mut keys = BTreeMap::new();
         for p in KeyPurpose::ALL {
             let b64 = Zeroizing::new(
-                material.keys.get(p.key_name()).cloned().ok_or_else(|| fmt_err("a key is missing"))?,
+                material
+                    .keys
+                    .get(p.key_name())
+                    .cloned()
+                    .ok_or_else(|| fmt_err("a key is missing"))?,
             );
             let raw = Zeroizing::new(B64.decode(b64.as_bytes()).map_err(|_| fmt_err("key is not base64"))?);
             let mut k = Zeroizing::new([0u8; 32]);
@@ -207,17 +239,30 @@ impl LocalKeyring {
             keys.insert(p, k);
         }
         drop(material.keys.into_values().map(Zeroizing::new).collect::<Vec<_>>());
-        Ok(LocalKeyring { path: path.to_path_buf(), keys })
+        Ok(LocalKeyring {
+            path: path.to_path_buf(),
+            keys,
+        })
     }
 
     fn seal(&self, pass: &str) -> Result<(), KeyError> {
         let display = self.path.display().to_string();
         let mut salt = [0u8; 16];
         rand::rng().fill_bytes(&mut salt);
-        let kdf = KdfParams { algorithm: KdfAlgorithm::Argon2id, m_cost_kib: 19_456, t_cost: 2, p_cost: 1, salt };
+        let kdf = KdfParams {
+            algorithm: KdfAlgorithm::Argon2id,
+            m_cost_kib: 19_456,
+            t_cost: 2,
+            p_cost: 1,
+            salt,
+        };
         let kek = Self::derive_key(pass, &kdf, &display)?;
         let material = KeyMaterial {
-            keys: self.keys.iter().map(|(p, k)| (p.key_name().to_string(), B64.encode(k.as_ref()))).collect(),
+            keys: self
+                .keys
+                .iter()
+                .map(|(p, k)| (p.key_name().to_string(), B64.encode(k.as_ref())))
+                .collect(),
         };
         let plain = Zeroizing::new(serde_json::to_vec(&material).map_err(|e| KeyError::Format {
             path: display.clone(),
@@ -226,14 +271,32 @@ impl LocalKeyring {
         drop(material.keys.into_values().map(Zeroizing::new).collect::<Vec<_>>());
         let mut nonce = [0u8; 12];
         rand::rng().fill_bytes(&mut nonce);
-        let cipher = Aes256Gcm::new_from_slice(kek.as_ref())
-            .map_err(|_| KeyError::Format { path: display.clone(), detail: "key length".into() })?;
+        let cipher = Aes256Gcm::new_from_slice(kek.as_ref()).map_err(|_| KeyError::Format {
+            path: display.clone(),
+            detail: "key length".into(),
+        })?;
         let ct = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: FORMAT.as_bytes() })
-            .map_err(|_| KeyError::Format { path: display.clone(), detail: "encryption failed".into() })?;
-        let sealed = SealedFile { format: FORMAT.into(), kdf, nonce: B64.encode(nonce), ciphertext: B64.encode(ct) };
-        let json = serde_json::to_vec_pretty(&sealed)
-            .map_err(|e| KeyError::Format { path: display.clone(), detail: e.to_string() })?;
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: FORMAT.as_bytes(),
+                },
+            )
+            .map_err(|_| KeyError::Format {
+                path: display.clone(),
+                detail: "encryption failed".into(),
+            })?;
+        let sealed = SealedFile {
+            format: FORMAT.into(),
+            kdf,
+            nonce: B64.encode(nonce),
+            ciphertext: B64.encode(ct),
+        };
+        let json = serde_json::to_vec_pretty(&sealed).map_err(|e| KeyError::Format {
+            path: display.clone(),
+            detail: e.to_string(),
+        })?;
         write_private(&self.path, &json).map_err(|source| KeyError::Io { path: display, source })
     }
 }
@@ -245,7 +308,12 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -287,10 +355,16 @@ mod tests {
         let b = LocalKeyring::open_or_create(&path, &pass).unwrap();
         let d2 = b.hmac(KeyPurpose::Linkage, &[b"INS|06135018||1|01"]).await.unwrap();
         assert_eq!(d1, d2);
-        let other = b.hmac(KeyPurpose::HospitalPseudonym, &[b"INS|06135018||1|01"]).await.unwrap();
+        let other = b
+            .hmac(KeyPurpose::HospitalPseudonym, &[b"INS|06135018||1|01"])
+            .await
+            .unwrap();
         assert_ne!(d1, other, "purposes use different keys");
         let wrong = Passphrase::Value(Zeroizing::new("wrong".into()));
-        assert!(matches!(LocalKeyring::open_or_create(&path, &wrong), Err(KeyError::Decrypt { .. })));
+        assert!(matches!(
+            LocalKeyring::open_or_create(&path, &wrong),
+            Err(KeyError::Decrypt { .. })
+        ));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -298,7 +372,10 @@ mod tests {
         for k in a.keys.values() {
             assert!(!on_disk.windows(8).any(|w| w == &k[..8]), "raw key bytes on disk");
             let b64 = B64.encode(k.as_ref());
-            assert!(!String::from_utf8_lossy(&on_disk).contains(&b64), "key in clear on disk");
+            assert!(
+                !String::from_utf8_lossy(&on_disk).contains(&b64),
+                "key in clear on disk"
+            );
         }
     }
 }

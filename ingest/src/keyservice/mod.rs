@@ -27,7 +27,11 @@ pub enum KeyPurpose {
 
 impl KeyPurpose {
     /// Every purpose, for key creation.
-    pub const ALL: [KeyPurpose; 3] = [KeyPurpose::Linkage, KeyPurpose::HospitalPseudonym, KeyPurpose::BatchDigest];
+    pub const ALL: [KeyPurpose; 3] = [
+        KeyPurpose::Linkage,
+        KeyPurpose::HospitalPseudonym,
+        KeyPurpose::BatchDigest,
+    ];
 
     /// The key's name in the keyring or in OpenBao (after the configured prefix).
     pub fn key_name(self) -> &'static str {

@@ -69,7 +69,11 @@ struct HmacInput {
 
 /// `POST <mount>/hmac/<name>/sha2-256` with `batch_input` (vaultrs only offers the single-input form).
 #[derive(Debug, Endpoint)]
-#[endpoint(path = "{self.mount}/hmac/{self.name}/sha2-256", method = "POST", response = "BatchHmacResponse")]
+#[endpoint(
+    path = "{self.mount}/hmac/{self.name}/sha2-256",
+    method = "POST",
+    response = "BatchHmacResponse"
+)]
 struct BatchHmacRequest {
     #[endpoint(skip)]
     mount: String,
@@ -147,7 +151,9 @@ impl KeyService for OpenBaoTransit {
             key_version: self.settings.key_version,
             batch_input: inputs
                 .iter()
-                .map(|i| HmacInput { input: SecretInput(Zeroizing::new(B64.encode(i))) })
+                .map(|i| HmacInput {
+                    input: SecretInput(Zeroizing::new(B64.encode(i))),
+                })
                 .collect(),
         };
         let resp = vaultrs::api::exec_with_result(&self.client, req)
@@ -167,6 +173,9 @@ impl KeyService for OpenBaoTransit {
     }
 
     fn describe(&self) -> String {
-        format!("OpenBao transit {} mount {} (key version {})", self.settings.address, self.settings.mount, self.settings.key_version)
+        format!(
+            "OpenBao transit {} mount {} (key version {})",
+            self.settings.address, self.settings.mount, self.settings.key_version
+        )
     }
 }

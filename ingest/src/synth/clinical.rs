@@ -42,12 +42,7 @@ pub struct Drug {
 }
 
 const fn d(yj: &'static str, name: &'static str, dose: f64, unit: &'static str) -> Drug {
-    Drug {
-        yj,
-        name,
-        dose,
-        unit,
-    }
+    Drug { yj, name, dose, unit }
 }
 
 /// Conditions the generator knows, in dependency order: comorbidity multipliers only look at earlier ones.
@@ -269,11 +264,7 @@ pub static SPECS: [CondSpec; N_COND] = [
         acute: false,
         min_onset_age: 18,
         depts: &["整形外科"],
-        drugs: &[
-            LOXOPROFEN,
-            ACETAMINOPHEN,
-            d("2329021F1023", "レバミピド", 300.0, "mg"),
-        ],
+        drugs: &[LOXOPROFEN, ACETAMINOPHEN, d("2329021F1023", "レバミピド", 300.0, "mg")],
         kid_drugs: &[],
         treat_rate: 0.7,
     },
@@ -312,12 +303,7 @@ pub static SPECS: [CondSpec; N_COND] = [
         min_onset_age: 35,
         depts: &["消化器内科", "外科"],
         drugs: &[
-            d(
-                "4229101M1024",
-                "テガフール・ギメラシル・オテラシル",
-                100.0,
-                "mg",
-            ),
+            d("4229101M1024", "テガフール・ギメラシル・オテラシル", 100.0, "mg"),
             PPI_LANSO,
         ],
         kid_drugs: &[],
@@ -369,13 +355,7 @@ pub static SPECS: [CondSpec; N_COND] = [
 pub fn prevalence(c: Cond, age: u32, female: bool, has: &[bool; N_COND]) -> f64 {
     let a = age;
     let h = |x: Cond| has[x as usize];
-    let band = |table: &[(u32, f64)]| {
-        table
-            .iter()
-            .rev()
-            .find(|(from, _)| a >= *from)
-            .map_or(0.0, |(_, p)| *p)
-    };
+    let band = |table: &[(u32, f64)]| table.iter().rev().find(|(from, _)| a >= *from).map_or(0.0, |(_, p)| *p);
     let sexf = |m: f64, f: f64| if female { f } else { m };
     let p = match c {
         Cond::Hypertension => {
@@ -391,14 +371,8 @@ pub fn prevalence(c: Cond, age: u32, female: bool, has: &[bool; N_COND]) -> f64 
             ]) * if a < 60 { sexf(1.3, 0.7) } else { 1.0 }
         }
         Cond::Diabetes => {
-            band(&[
-                (0, 0.001),
-                (20, 0.02),
-                (40, 0.06),
-                (50, 0.12),
-                (60, 0.18),
-                (70, 0.22),
-            ]) * sexf(1.35, 0.7)
+            band(&[(0, 0.001), (20, 0.02), (40, 0.06), (50, 0.12), (60, 0.18), (70, 0.22)])
+                * sexf(1.35, 0.7)
                 * if h(Cond::Hypertension) { 1.4 } else { 1.0 }
         }
         Cond::Dyslipidaemia => {
@@ -424,11 +398,7 @@ pub fn prevalence(c: Cond, age: u32, female: bool, has: &[bool; N_COND]) -> f64 
         Cond::Af => band(&[(45, 0.01), (60, 0.03), (70, 0.06), (80, 0.1)]) * sexf(1.5, 0.8),
         Cond::HeartFailure => {
             band(&[(50, 0.01), (70, 0.04), (80, 0.09)])
-                * if h(Cond::Af) || h(Cond::Ihd) {
-                    2.5
-                } else {
-                    1.0
-                }
+                * if h(Cond::Af) || h(Cond::Ihd) { 2.5 } else { 1.0 }
                 * if h(Cond::Hypertension) { 1.3 } else { 1.0 }
         }
         Cond::Asthma => band(&[(1, 0.08), (15, 0.04), (65, 0.05)]),
@@ -513,18 +483,7 @@ pub const URINE_PROTEIN: Lab = Lab {
 
 /// Every JLAC10 code the generator can emit (for format tests).
 #[cfg(test)]
-pub const ALL_LABS: [Lab; 10] = [
-    HBA1C,
-    GLUCOSE,
-    LDL,
-    HDL,
-    TG,
-    CREATININE,
-    EGFR,
-    AST,
-    ALT,
-    URINE_PROTEIN,
-];
+pub const ALL_LABS: [Lab; 10] = [HBA1C, GLUCOSE, LDL, HDL, TG, CREATININE, EGFR, AST, ALT, URINE_PROTEIN];
 
 /// Drug and non-drug allergens: (YJ code or "", substance).
 const ALLERGENS: [(&str, &str); 14] = [
@@ -602,29 +561,18 @@ fn encounter_dates(rng: &mut ChaCha8Rng, patient: &Patient, has: &[bool; N_COND]
         .count();
     let n = (1 + rng.random_range(0..=2) + chronic / 2).min(6);
     let start = (patient.end - rng.random_range(30..=1095)).max(patient.birth);
-    let mut dates: Vec<Day> = (0..n)
-        .map(|_| rng.random_range(start..=patient.end))
-        .collect();
+    let mut dates: Vec<Day> = (0..n).map(|_| rng.random_range(start..=patient.end)).collect();
     dates.sort_unstable();
     dates
 }
 
-fn encounters(
-    rng: &mut ChaCha8Rng,
-    patient: &Patient,
-    age: u32,
-    dates: &[Day],
-    active: &[Cond],
-) -> Vec<Encounter> {
+fn encounters(rng: &mut ChaCha8Rng, patient: &Patient, age: u32, dates: &[Day], active: &[Cond]) -> Vec<Encounter> {
     dates
         .iter()
         .enumerate()
         .map(|(i, &day)| {
             let cond = (!active.is_empty()).then(|| active[i % active.len()]);
-            let severe = matches!(
-                cond,
-                Some(Cond::Pneumonia | Cond::HeartFailure | Cond::GastricCancer)
-            );
+            let severe = matches!(cond, Some(Cond::Pneumonia | Cond::HeartFailure | Cond::GastricCancer));
             let p_in = if severe {
                 0.45
             } else {
@@ -673,14 +621,7 @@ fn outpatient_department(rng: &mut ChaCha8Rng, age: u32, cond: Option<Cond>) -> 
     }
 }
 
-fn add_condition(
-    rng: &mut ChaCha8Rng,
-    patient: &Patient,
-    age: u32,
-    c: Cond,
-    dates: &[Day],
-    out: &mut Clinical,
-) {
+fn add_condition(rng: &mut ChaCha8Rng, patient: &Patient, age: u32, c: Cond, dates: &[Day], out: &mut Clinical) {
     let spec = &SPECS[c as usize];
     let first = dates[0];
     // Acute illnesses start a few days before the visit they bring the patient to; chronic ones were
@@ -692,11 +633,7 @@ fn add_condition(
         let earliest = date::years_before(first, 15)
             .max(date::years_before(patient.birth, -spec.min_onset_age))
             .max(patient.birth);
-        let earliest = if earliest > first {
-            patient.birth
-        } else {
-            earliest
-        };
+        let earliest = if earliest > first { patient.birth } else { earliest };
         (rng.random_range(earliest..=first), *pick(rng, dates))
     };
     let cancer = c == Cond::GastricCancer;
@@ -714,24 +651,14 @@ fn add_condition(
     }
 }
 
-fn prescribe(
-    rng: &mut ChaCha8Rng,
-    age: u32,
-    spec: &CondSpec,
-    start: Day,
-    meds: &mut Vec<Medication>,
-) {
+fn prescribe(rng: &mut ChaCha8Rng, age: u32, spec: &CondSpec, start: Day, meds: &mut Vec<Medication>) {
     let list = if age < 15 && !spec.kid_drugs.is_empty() {
         spec.kid_drugs
     } else {
         spec.drugs
     };
     let first = rng.random_range(0..list.len());
-    let count = if list.len() > 1 && rng.random_bool(0.35) {
-        2
-    } else {
-        1
-    };
+    let count = if list.len() > 1 && rng.random_bool(0.35) { 2 } else { 1 };
     for k in 0..count {
         let drug = list[(first + k) % list.len()];
         let days = if spec.acute {
@@ -832,9 +759,7 @@ fn labs(
     obs: &mut Vec<Observation>,
 ) {
     let adult = age >= 15;
-    let any_chronic = ALL_CONDS
-        .iter()
-        .any(|c| has[*c as usize] && !SPECS[*c as usize].acute);
+    let any_chronic = ALL_CONDS.iter().any(|c| has[*c as usize] && !SPECS[*c as usize].acute);
     let panels = match (adult, any_chronic) {
         (false, _) => usize::from(rng.random_bool(0.25)),
         (true, true) => 1 + usize::from(dates.len() >= 3),
@@ -847,11 +772,7 @@ fn labs(
     let dm = has[Cond::Diabetes as usize];
     let lipids = age >= 20 && (dm || has[Cond::Dyslipidaemia as usize] || rng.random_bool(0.5));
     let a1c = age >= 20 && (dm || rng.random_bool(0.4));
-    let urine = rng.random_bool(if dm || has[Cond::Ckd as usize] {
-        0.5
-    } else {
-        0.15
-    });
+    let urine = rng.random_bool(if dm || has[Cond::Ckd as usize] { 0.5 } else { 0.15 });
     let mut used = [false; 6];
     for _ in 0..panels {
         let k = rng.random_range(0..dates.len());
@@ -876,10 +797,7 @@ fn labs(
             push(TG, normal(rng, base.tg, 15.0).max(25.0).round());
         }
         if a1c {
-            push(
-                HBA1C,
-                round_to(normal(rng, base.hba1c, 0.15).clamp(4.5, 13.0), 1),
-            );
+            push(HBA1C, round_to(normal(rng, base.hba1c, 0.15).clamp(4.5, 13.0), 1));
         }
         if urine {
             let positive = rng.random_bool(if has[Cond::Ckd as usize] { 0.6 } else { 0.08 });

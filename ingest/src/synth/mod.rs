@@ -127,21 +127,15 @@ impl Synth {
 
     /// The person behind record `index` of `hospital_code` (linkage ground truth).
     pub fn person_id(&self, hospital_code: &str, index: u64) -> PersonId {
-        self.person_for(
-            self.hospital_key(hospital_code),
-            prefecture_of(hospital_code),
-            index,
-        )
+        self.person_for(self.hospital_key(hospital_code), prefecture_of(hospital_code), index)
     }
 
     fn hospital_key(&self, hospital_code: &str) -> u64 {
         // FNV-1a over the bytes, then a strong mix with the seed: stable across Rust versions and
         // platforms, unlike std's hashers.
-        let fnv = hospital_code
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
+        let fnv = hospital_code.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
         mix(self.seed ^ mix(fnv ^ TAG_HOSPITAL))
     }
 
@@ -282,26 +276,17 @@ fn identity(seed: u64, person: PersonId) -> Identity {
     } else {
         &cities[rng.random_range(0..cities.len())]
     };
-    let family = SURNAMES[tables::pick_cumulative(
-        &tables::SURNAME_CUMULATIVE,
-        rng.random_range(0..surname_total()),
-    )];
+    let family = SURNAMES[tables::pick_cumulative(&tables::SURNAME_CUMULATIVE, rng.random_range(0..surname_total()))];
     let (birth_year, _, _) = date::civil_from_days(birth);
     let era = match birth_year {
         ..1960 => 0,
         1960..1990 => 1,
         _ => 2,
     };
-    let names = if female {
-        &FEMALE_GIVEN[era]
-    } else {
-        &MALE_GIVEN[era]
-    };
+    let names = if female { &FEMALE_GIVEN[era] } else { &MALE_GIVEN[era] };
     let given = names[rng.random_range(0..names.len())];
     let postal_code = postal_code(&mut rng, pref);
-    let insurance = rng
-        .random_bool(0.93)
-        .then(|| insurance(&mut rng, age, pref));
+    let insurance = rng.random_bool(0.93).then(|| insurance(&mut rng, age, pref));
     Identity {
         female,
         birth,
@@ -398,10 +383,7 @@ fn insurance(rng: &mut ChaCha8Rng, age: u32, pref: usize) -> Insurance {
                 let law = ["31", "32", "33", "34"][rng.random_range(0..4)];
                 let mut sym = ["本部", "東", "西", "北", "南"][rng.random_range(0..5)].to_owned();
                 sym.push_str(&digits(rng, 2));
-                (
-                    insurer_number(law, pref_code, rng.random_range(100..1000)),
-                    sym,
-                )
+                (insurer_number(law, pref_code, rng.random_range(100..1000)), sym)
             }
         };
         let width = rng.random_range(3..=6);

@@ -14,12 +14,7 @@ pub struct Prefecture {
     pub postal: (u16, u16),
 }
 
-const fn p(
-    code: u8,
-    population_k: u32,
-    cities: &'static [&'static str],
-    postal: (u16, u16),
-) -> Prefecture {
+const fn p(code: u8, population_k: u32, cities: &'static [&'static str], postal: (u16, u16)) -> Prefecture {
     Prefecture {
         code,
         population_k,
@@ -376,11 +371,7 @@ mod tests {
             assert_eq!(usize::from(pref.code), i + 1);
             assert!(pref.postal.0 <= pref.postal.1 && pref.postal.1 <= 999);
             for c in pref.cities {
-                assert_eq!(
-                    &c[..2],
-                    format!("{:02}", pref.code),
-                    "city {c} outside its prefecture"
-                );
+                assert_eq!(&c[..2], format!("{:02}", pref.code), "city {c} outside its prefecture");
             }
         }
         let total: u32 = PREFECTURES.iter().map(|p| p.population_k).sum();

@@ -34,12 +34,7 @@ fn strings(r: &PatientRecord) -> Vec<&str> {
         v.extend([i.insurer_number.as_str(), &i.symbol, &i.number, &i.branch]);
     }
     for e in &r.encounters {
-        v.extend([
-            e.admission_date.as_str(),
-            &e.discharge_date,
-            &e.kind,
-            &e.department,
-        ]);
+        v.extend([e.admission_date.as_str(), &e.discharge_date, &e.kind, &e.department]);
     }
     for c in &r.conditions {
         v.extend([c.icd10.as_str(), &c.disease_master_id, &c.onset_date]);
@@ -48,13 +43,7 @@ fn strings(r: &PatientRecord) -> Vec<&str> {
         v.extend([m.yj_code.as_str(), &m.start_date, &m.dose_unit]);
     }
     for o in &r.observations {
-        v.extend([
-            o.jlac10.as_str(),
-            &o.jlac11,
-            &o.date,
-            &o.unit,
-            &o.text_value,
-        ]);
+        v.extend([o.jlac10.as_str(), &o.jlac11, &o.date, &o.unit, &o.text_value]);
     }
     for a in &r.allergies {
         v.extend([a.yj_code.as_str(), &a.substance, &a.recorded_date]);
@@ -96,11 +85,7 @@ fn same_seed_same_bytes_different_seed_different_records() {
     let a = Synth::new(7).records(H[0], 0, 300);
     let b = Synth::new(7).records(H[0], 0, 300);
     assert_eq!(a, b);
-    let bytes = |v: &[PatientRecord]| {
-        v.iter()
-            .flat_map(|r| r.encode_to_vec())
-            .collect::<Vec<u8>>()
-    };
+    let bytes = |v: &[PatientRecord]| v.iter().flat_map(|r| r.encode_to_vec()).collect::<Vec<u8>>();
     assert_eq!(bytes(&a), bytes(&b));
     let c = Synth::new(8).records(H[0], 0, 300);
     assert!(a.iter().zip(&c).filter(|(x, y)| x != y).count() > 290);
@@ -117,10 +102,7 @@ fn shared_people_have_one_identity_and_overlap_is_realistic() {
         let mut at_this = HashSet::new();
         for i in 0..n {
             let person = s.person_id(code, i);
-            assert!(
-                at_this.insert(person),
-                "person repeated within one hospital"
-            );
+            assert!(at_this.insert(person), "person repeated within one hospital");
             seen.entry(person).or_default().push((h, s.record(code, i)));
         }
     }
@@ -142,11 +124,7 @@ fn shared_people_have_one_identity_and_overlap_is_realistic() {
     let share = shared_records as f64 / (3 * n) as f64;
     assert!((0.08..0.2).contains(&share), "overlap {share}");
     // Local ids are unique within a hospital.
-    let ids: HashSet<String> = s
-        .records(H[0], 0, n)
-        .into_iter()
-        .map(|r| r.local_patient_id)
-        .collect();
+    let ids: HashSet<String> = s.records(H[0], 0, n).into_iter().map(|r| r.local_patient_id).collect();
     assert_eq!(ids.len() as u64, n);
 }
 
@@ -209,21 +187,12 @@ fn identity_fields_have_valid_formats() {
         let first5: [u8; 5] = m[..5].try_into().unwrap();
         assert_eq!(m[5] - b'0', tables::municipality_check_digit(&first5));
         let p = r.postal_code.as_bytes();
-        assert!(
-            p.len() == 8
-                && p[3] == b'-'
-                && p.iter()
-                    .enumerate()
-                    .all(|(i, c)| i == 3 || c.is_ascii_digit())
-        );
+        assert!(p.len() == 8 && p[3] == b'-' && p.iter().enumerate().all(|(i, c)| i == 3 || c.is_ascii_digit()));
         let pref: usize = r.municipality_code[..2].parse().unwrap();
         let prefix: u16 = r.postal_code[..3].parse().unwrap();
         let (lo, hi) = PREFECTURES[pref - 1].postal;
         prefixes_ok += usize::from((lo..=hi).contains(&prefix));
-        let (family, given) = r
-            .kana_name
-            .split_once('\u{3000}')
-            .expect("full-width space");
+        let (family, given) = r.kana_name.split_once('\u{3000}').expect("full-width space");
         for part in [family, given] {
             assert!(
                 !part.is_empty() && part.chars().all(|c| ('\u{30a1}'..='\u{30fc}').contains(&c)),
@@ -233,10 +202,7 @@ fn identity_fields_have_valid_formats() {
         assert!(r.sex == Sex::Male as i32 || r.sex == Sex::Female as i32);
         if let Some(i) = &r.insurance {
             insured += 1;
-            assert!(
-                matches!(i.insurer_number.len(), 6 | 8)
-                    && i.insurer_number.bytes().all(|b| b.is_ascii_digit())
-            );
+            assert!(matches!(i.insurer_number.len(), 6 | 8) && i.insurer_number.bytes().all(|b| b.is_ascii_digit()));
             assert!(!i.number.is_empty());
             assert!(["00", "01", "02", "03"].contains(&i.branch.as_str()));
             let age = date::age_on(parse_date(&r.birth_date), TODAY);
@@ -257,10 +223,7 @@ fn clinical_codes_have_valid_formats() {
         for c in &r.conditions {
             let b = c.icd10.as_bytes();
             assert!(b[0].is_ascii_uppercase() && b[1].is_ascii_digit() && b[2].is_ascii_digit());
-            assert!(
-                c.disease_master_id.len() == 8
-                    && c.disease_master_id.bytes().all(|b| b.is_ascii_digit())
-            );
+            assert!(c.disease_master_id.len() == 8 && c.disease_master_id.bytes().all(|b| b.is_ascii_digit()));
         }
         for m in &r.medications {
             assert_yj(&m.yj_code);
@@ -271,10 +234,7 @@ fn clinical_codes_have_valid_formats() {
         for o in &r.observations {
             let b = o.jlac10.as_bytes();
             assert_eq!(b.len(), 17);
-            assert!(
-                b.iter()
-                    .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
-            );
+            assert!(b.iter().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase()));
             assert!(o.jlac11.is_empty());
             if o.text_value.is_empty() {
                 assert!(!o.unit.is_empty() && o.value > 0.0);
@@ -298,9 +258,7 @@ fn assert_yj(code: &str) {
     let b = code.as_bytes();
     assert_eq!(b.len(), 12, "{code}");
     assert!(
-        b[..7].iter().all(u8::is_ascii_digit)
-            && b[7].is_ascii_uppercase()
-            && b[8..].iter().all(u8::is_ascii_digit)
+        b[..7].iter().all(u8::is_ascii_digit) && b[7].is_ascii_uppercase() && b[8..].iter().all(u8::is_ascii_digit)
     );
 }
 
@@ -328,10 +286,7 @@ fn prescriptions_match_conditions() {
         }
     }
     for (icd, _) in classes {
-        assert!(
-            treated.get(icd).copied().unwrap_or(0) > 20,
-            "{icd} rarely treated"
-        );
+        assert!(treated.get(icd).copied().unwrap_or(0) > 20, "{icd} rarely treated");
     }
 }
 
@@ -369,11 +324,7 @@ fn prevalence_follows_age_and_sex() {
     assert!(rate(old_f_osteo, old_f) > 2.0 * rate(old_m_osteo, old_m));
     // Hospital patients skew old: the median patient is older than the median Japanese (~48).
     ages.sort_unstable();
-    assert!(
-        ages[ages.len() / 2] > 50,
-        "median age {}",
-        ages[ages.len() / 2]
-    );
+    assert!(ages[ages.len() / 2] > 50, "median age {}", ages[ages.len() / 2]);
     assert!(ages.iter().any(|&a| a < 5) && ages.iter().any(|&a| a >= 95));
 }
 
@@ -393,10 +344,7 @@ fn no_string_contains_a_my_number() {
                     .map(<[u8]>::len)
                     .max()
                     .unwrap_or(0);
-                assert!(
-                    longest < 12 || s.len() == 17,
-                    "long digit run outside a JLAC10 code"
-                );
+                assert!(longest < 12 || s.len() == 17, "long digit run outside a JLAC10 code");
             }
         }
     }
@@ -450,11 +398,7 @@ fn records_pass_the_gateway_validation() {
             if let Err(refusal) = crate::validate::validate_record(&r, today) {
                 panic!("synthetic record refused: {refusal:?}");
             }
-            assert!(
-                strings(&r)
-                    .iter()
-                    .all(|s| !crate::my_number::contains_my_number(s))
-            );
+            assert!(strings(&r).iter().all(|s| !crate::my_number::contains_my_number(s)));
         }
     }
 }

