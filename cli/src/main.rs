@@ -42,6 +42,10 @@ enum Command {
         #[command(subcommand)]
         command: commands::spool::SpoolCommand,
     },
+    /// Optimal k-anonymity / l-diversity / t-closeness over a CSV or Parquet table.
+    Anonymize(commands::anonymize::AnonymizeArgs),
+    /// Independently recount an anonymised output and fail on any violation.
+    Verify(commands::verify::VerifyArgs),
     /// Benchmarks (figures go to docs/benchmarks.md).
     Bench {
         #[command(subcommand)]
@@ -67,6 +71,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(a) => commands::synth::run(a, json),
         Command::Push(a) => commands::push::run(a, json),
         Command::Spool { command } => commands::spool::run(command, json),
+        Command::Anonymize(a) => commands::anonymize::run(a, json),
+        Command::Verify(a) => commands::verify::run(a, json),
         Command::Bench { command } => commands::bench::run(command, json),
     }
 }

@@ -332,7 +332,8 @@ async fn my_number_anywhere_destroys_the_record_and_never_reaches_disk_or_logs()
     let log = home.path().join("gateway.log");
     let gw = home.start_logging(&[], &[("RUST_LOG", "trace")], Some(&log));
     let mut c = gw.client(&home, HOSPITAL_A).await;
-    let plants: Vec<(&str, Box<dyn Fn(&mut PatientRecord)>)> = vec![
+    type Plant = (&'static str, Box<dyn Fn(&mut PatientRecord)>);
+    let plants: Vec<Plant> = vec![
         (
             "local_patient_id",
             Box::new(|r| r.local_patient_id = "ID123456789018".into()),

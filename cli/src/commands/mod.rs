@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod anonymize;
 pub mod bench;
 pub mod demo;
 pub mod pki;
@@ -7,3 +8,4 @@ pub mod push;
 pub mod serve;
 pub mod spool;
 pub mod synth;
+pub mod verify;
