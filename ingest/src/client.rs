@@ -67,6 +67,8 @@ pub async fn connect(
         .tls_config(tls)
         .map_err(connect_err)?
         .tcp_nodelay(true)
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(32 << 20))
         .connect()
         .await
         .map_err(connect_err)?;

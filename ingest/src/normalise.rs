@@ -14,6 +14,11 @@ use zeroize::Zeroizing;
 
 /// Pushes the NFKC form of `s` into `out`, without whitespace.
 fn push_compact_nfkc(s: &str, out: &mut String) {
+    // Identity fields are usually ASCII digits and letters already in NFKC: skip the normaliser then.
+    if s.is_ascii() {
+        out.extend(s.chars().filter(|c| !c.is_whitespace()));
+        return;
+    }
     for c in s.nfkc() {
         if !c.is_whitespace() {
             out.push(c);

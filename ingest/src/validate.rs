@@ -169,18 +169,22 @@ pub fn validate_record(r: &PatientRecord, today: NaiveDate) -> Result<(), Refusa
 
 /// The 3-digit postal prefix of a valid 7-digit postal code (`1234567` or `123-4567`, any width).
 pub fn postal_prefix(s: &str) -> Result<String, Refusal> {
-    let digits: String = s.nfkc().filter(|c| *c != '-' && !c.is_whitespace()).collect();
-    let hyphen_ok = {
-        let compact: String = s.nfkc().filter(|c| !c.is_whitespace()).collect();
-        !compact.contains('-') || compact.find('-') == Some(3) && compact.matches('-').count() == 1
+    let compact: String = if s.is_ascii() {
+        s.chars().filter(|c| !c.is_whitespace()).collect()
+    } else {
+        s.nfkc().filter(|c| !c.is_whitespace()).collect()
     };
-    if digits.len() != 7 || !digits.bytes().all(|b| b.is_ascii_digit()) || !hyphen_ok {
-        return Err(Refusal::new(
-            Reason::InvalidPostalCode,
-            "postal_code must be 7 digits (NNN-NNNN)",
-        ));
+    let b = compact.as_bytes();
+    let digits = |r: &[u8]| r.iter().all(u8::is_ascii_digit);
+    let valid = match b.len() {
+        7 => digits(b),
+        8 => b[3] == b'-' && digits(&b[..3]) && digits(&b[4..]),
+        _ => false,
+    };
+    if !valid {
+        return Err(Refusal::new(Reason::InvalidPostalCode, "postal_code must be 7 digits (NNN-NNNN)"));
     }
-    Ok(digits[..3].to_string())
+    Ok(compact[..3].to_string())
 }
 
 /// Check digit of a 全国地方公共団体コード: weights 6,5,4,3,2 over the first five digits.
@@ -356,9 +360,14 @@ pub const DOSE_UNITS: &[&str] = &[
 ];
 
 fn unit_in(s: &str, allowed: &[&str]) -> bool {
-    let u: String = s.nfkc().collect();
+    let s = s.trim();
+    // Most units are already in NFKC (ASCII always is): compare without normalising or allocating.
+    if unicode_normalization::is_nfkc_quick(s.chars()) == unicode_normalization::IsNormalized::Yes {
+        return allowed.contains(&s);
+    }
     // NFKC maps the micro sign to Greek mu and full-width forms to ASCII; compare case-sensitively
     // because mL and ML are different things.
+    let u: String = s.nfkc().collect();
     allowed.contains(&u.trim())
 }
 

@@ -23,6 +23,8 @@ use tokumei_proto::ingest::v1::RecordBatch;
 pub enum BenchCommand {
     /// Ingest throughput, receipt latency and gateway peak RSS.
     Ingest(IngestBench),
+    /// Anonymisation engine: Adult search times and a large synthetic patient table.
+    Anonymize(super::bench_deid::AnonymizeBench),
 }
 
 #[derive(Args, Debug)]
@@ -89,7 +91,10 @@ fn machine() -> String {
 }
 
 pub fn run(cmd: BenchCommand, json: bool) -> anyhow::Result<()> {
-    let BenchCommand::Ingest(a) = cmd;
+    let a = match cmd {
+        BenchCommand::Ingest(a) => a,
+        BenchCommand::Anonymize(a) => return super::bench_deid::run(a, json),
+    };
     let home = tokumei_home().join("bench-ingest");
     if home.exists() {
         std::fs::remove_dir_all(&home)?;

@@ -2,6 +2,7 @@
 
 pub mod anonymize;
 pub mod bench;
+pub mod bench_deid;
 pub mod demo;
 pub mod pki;
 pub mod push;

@@ -1,0 +1,138 @@
+//! Applying a transformation: which rows are suppressed, generalised values, and writing the
+//! anonymised table. The output has exactly the input's columns; suppressed records show `*` in
+//! every QI.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::classes::{Layout, PackedKey};
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+use crate::evaluate::Engine;
+use crate::metric::{Metric, MetricValue};
+use crate::model::PrivacyModel;
+use crate::search::{WithKey, dispatch};
+use crate::table::Table;
+
+/// A transformation applied to a dataset.
+#[derive(Debug, Clone)]
+pub struct Anonymized {
+    /// Level per QI.
+    pub levels: Vec<u32>,
+    /// Per row: suppressed?
+    pub row_suppressed: Vec<bool>,
+    /// Suppressed rows.
+    pub suppressed: u64,
+    /// Per kept class: (size in counting units — subjects with patient-level counting, else
+    /// records — and number of records).
+    pub class_sizes: Vec<(u64, u64)>,
+    /// Metric value of the transformation.
+    pub metric: MetricValue,
+    /// Whether the transformation satisfies the model within the suppression limit.
+    pub feasible: bool,
+}
+
+/// Applies `levels` under `model`: classes violating the model are suppressed.
+pub fn apply(ds: &Dataset, model: &PrivacyModel, metric: Metric, levels: &[u32]) -> Result<Anonymized> {
+    model.validate(ds)?;
+    if levels.len() != ds.qis.len() || levels.iter().zip(&ds.qis).any(|(&l, q)| l as usize > q.max_level()) {
+        return Err(Error::Config(format!(
+            "transformation {levels:?} does not fit the hierarchies"
+        )));
+    }
+    struct Run<'a> {
+        ds: &'a Dataset,
+        model: &'a PrivacyModel,
+        metric: Metric,
+        levels: &'a [u32],
+    }
+    impl WithKey for Run<'_> {
+        type Out = Anonymized;
+        fn run<K: PackedKey>(self, layout: Layout) -> Anonymized {
+            let engine = Engine::<K>::new(self.ds, self.model, self.metric, layout);
+            let d = engine.detail(self.levels);
+            Anonymized {
+                levels: self.levels.to_vec(),
+                row_suppressed: d.row_suppressed,
+                suppressed: d.eval.suppressed,
+                class_sizes: d.class_sizes,
+                metric: d.eval.metric,
+                feasible: d.eval.feasible,
+            }
+        }
+    }
+    dispatch(
+        ds,
+        Run {
+            ds,
+            model,
+            metric,
+            levels,
+        },
+    )
+}
+
+/// Class sizes of the untransformed data (for the "before" risk).
+pub fn original_class_sizes(ds: &Dataset) -> Result<Vec<(u64, u64)>> {
+    let trivial = PrivacyModel {
+        k: 1,
+        suppression_limit: 0.0,
+        ..Default::default()
+    };
+    let levels = vec![0; ds.qis.len()];
+    let mut plain = ds.clone();
+    plain.sensitive.clear();
+    Ok(apply(&plain, &trivial, Metric::Loss, &levels)?.class_sizes)
+}
+
+/// Writes the anonymised table as CSV: same columns, QIs generalised, suppressed QIs as `*`.
+pub fn write_csv<W: Write>(table: &Table, ds: &Dataset, a: &Anonymized, out: W, delimiter: u8) -> Result<()> {
+    let mut w = csv::WriterBuilder::new().delimiter(delimiter).from_writer(out);
+    w.write_record(table.names())?;
+    // For each column: Some(qi index) if it is a QI.
+    let qi_of: Vec<Option<usize>> = table
+        .columns()
+        .iter()
+        .map(|c| ds.qis.iter().position(|q| q.name == c.name()))
+        .collect();
+    // Per QI: generalised label of every leaf at the chosen level.
+    let labels: Vec<Vec<&str>> = ds
+        .qis
+        .iter()
+        .zip(&a.levels)
+        .map(|(q, &l)| {
+            let level = q.hierarchy.level(l as usize);
+            level
+                .of_leaf()
+                .iter()
+                .map(|&g| level.labels()[g as usize].as_str())
+                .collect()
+        })
+        .collect();
+    let mut record: Vec<&str> = Vec::with_capacity(table.columns().len());
+    for row in 0..table.rows() {
+        record.clear();
+        for (c, col) in table.columns().iter().enumerate() {
+            record.push(match qi_of[c] {
+                Some(_) if a.row_suppressed[row] => "*",
+                Some(j) => labels[j][ds.qis[j].codes[row] as usize],
+                None => col.value(row),
+            });
+        }
+        w.write_record(&record)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Writes the anonymised table to a CSV file (I/O).
+pub fn write_csv_file(table: &Table, ds: &Dataset, a: &Anonymized, path: &Path, delimiter: u8) -> Result<()> {
+    let file = std::fs::File::create(path)?;
+    write_csv(
+        table,
+        ds,
+        a,
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        delimiter,
+    )
+}

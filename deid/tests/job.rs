@@ -1,0 +1,164 @@
+//! End-to-end job: report fields, JSON shape, output writing, no-solution diagnosis, and
+//! Arrow/Parquet input.
+
+mod common;
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use tokumei_deid::Error;
+use tokumei_deid::dataset::{Dataset, QiInput};
+use tokumei_deid::hierarchy::Hierarchy;
+use tokumei_deid::job::{JobConfig, run};
+use tokumei_deid::metric::Metric;
+use tokumei_deid::model::{LDiversity, LVariant, PrivacyModel};
+use tokumei_deid::table::Table;
+use tokumei_deid::transform::write_csv_file;
+use tokumei_deid::verify::{VerifyConfig, verify_csv};
+
+#[test]
+fn adult_job_report_and_output_verify() {
+    let (table, ds) = common::adult_dataset(false);
+    let cfg = JobConfig {
+        model: PrivacyModel {
+            k: 5,
+            suppression_limit: 0.05,
+            ..Default::default()
+        },
+        metric: Metric::Loss,
+        ..Default::default()
+    };
+    let out = run(&ds, &cfg).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&out.report.to_json()).unwrap();
+    for key in [
+        "transformation",
+        "metric",
+        "suppressed",
+        "classes",
+        "min_class_size",
+        "nodes_checked",
+        "lattice_size",
+        "elapsed_ms",
+        "risk",
+    ] {
+        assert!(json.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(json["lattice_size"], 6480);
+    assert_eq!(json["metric"]["name"], "loss");
+    assert!(json["transformation"]["age"].is_u64());
+    assert!(out.report.min_class_size >= 5);
+    assert!(out.report.risk.after.prosecutor_max <= 0.2 + 1e-12);
+    assert!(out.report.risk.before.prosecutor_max == 1.0);
+    assert!(out.report.risk.after.sample_uniques == 0);
+    assert!(out.report.human_summary().contains("prosecutor max"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.csv");
+    write_csv_file(&table, &ds, &out.anonymized, &path, b';').unwrap();
+    let cfg = VerifyConfig {
+        qis: common::ADULT_QIS.iter().map(|s| s.to_string()).collect(),
+        k: 5,
+        suppression_limit: Some(0.05),
+        ..Default::default()
+    };
+    let v = verify_csv(&path, None, &cfg).unwrap();
+    assert!(v.ok, "{:?}", v.violations);
+    assert_eq!(v.suppressed, out.report.suppressed);
+    assert_eq!(v.classes, out.report.classes);
+    // The verifier catches a stricter k.
+    let strict = VerifyConfig { k: 1000, ..cfg };
+    assert!(!verify_csv(&path, None, &strict).unwrap().ok);
+}
+
+#[test]
+fn no_solution_names_the_constraint_and_smallest_suppression() {
+    let (_, ds) = common::adult_dataset(false);
+    let cfg = JobConfig {
+        model: PrivacyModel {
+            k: 40000,
+            suppression_limit: 0.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let Err(Error::NoSolution(ns)) = run(&ds, &cfg) else {
+        panic!("k > n must fail")
+    };
+    assert!(ns.smallest_working_suppression.is_none());
+    assert!(ns.to_string().contains("k-anonymity (k=40000)"));
+}
+
+#[test]
+fn no_solution_reports_smallest_working_suppression() {
+    // A single-level hierarchy (no generalisation possible): class z has one record and one
+    // sensitive value, so k=2 with distinct 2-diversity needs exactly that record suppressed.
+    let table = Table::from_rows(
+        &["a", "s"],
+        &[
+            vec!["x", "1"],
+            vec!["x", "2"],
+            vec!["y", "1"],
+            vec!["y", "1"],
+            vec!["y", "2"],
+            vec!["z", "3"],
+        ],
+    )
+    .unwrap();
+    let h = Hierarchy::parse_arx_csv("a", "x\ny\nz\n", b';').unwrap();
+    let small = Dataset::encode(
+        &table,
+        vec![QiInput {
+            name: "a".into(),
+            hierarchy: h,
+        }],
+        vec![tokumei_deid::dataset::SensitiveInput {
+            name: "s".into(),
+            hierarchy: None,
+        }],
+        None,
+    )
+    .unwrap();
+    let model = PrivacyModel {
+        k: 2,
+        l_diversity: Some(LDiversity {
+            l: 2,
+            variant: LVariant::Distinct,
+        }),
+        ..Default::default()
+    };
+    let Err(Error::NoSolution(ns)) = tokumei_deid::search::search(&small, &model, Metric::Loss) else {
+        panic!()
+    };
+    assert_eq!(ns.smallest_working_suppression, Some(1.0 / 6.0));
+    assert!(ns.to_string().contains("1 records"), "{ns}");
+}
+
+#[test]
+fn arrow_and_parquet_input_match_csv() {
+    let ages: ArrayRef = Arc::new(Int64Array::from(vec![Some(31), Some(33), None, Some(47)]));
+    let sex: ArrayRef = Arc::new(StringArray::from(vec!["M", "F", "M", "F"]));
+    let batch = RecordBatch::try_from_iter(vec![("age", ages), ("sex", sex)]).unwrap();
+    let table = Table::from_record_batches(std::slice::from_ref(&batch)).unwrap();
+    assert_eq!(table.rows(), 4);
+    assert_eq!(table.column("age").unwrap().value(0), "31");
+    assert_eq!(table.column("age").unwrap().value(2), "");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.parquet");
+    let file = std::fs::File::create(&path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let back = Table::read_parquet(&path).unwrap();
+    assert_eq!(back.names(), vec!["age", "sex"]);
+    for row in 0..4 {
+        assert_eq!(
+            back.column("age").unwrap().value(row),
+            table.column("age").unwrap().value(row)
+        );
+        assert_eq!(
+            back.column("sex").unwrap().value(row),
+            table.column("sex").unwrap().value(row)
+        );
+    }
+}
