@@ -8,7 +8,7 @@
 //! measure [`risk`] and produce a [`report::Report`]. [`job::run`] strings these together;
 //! [`verify`] re-checks an output file independently of all of it, and [`exhaustive`] is the
 //! brute-force reference the search is tested against. With the `datafusion` feature,
-//! [`datafusion`](crate::datafusion) builds the [`table::Table`] from a DataFusion query instead of a file.
+//! the `datafusion` module builds the [`table::Table`] from a DataFusion query instead of a file.
 
 #![allow(clippy::needless_range_loop)]
 

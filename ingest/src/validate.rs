@@ -182,7 +182,10 @@ pub fn postal_prefix(s: &str) -> Result<String, Refusal> {
         _ => false,
     };
     if !valid {
-        return Err(Refusal::new(Reason::InvalidPostalCode, "postal_code must be 7 digits (NNN-NNNN)"));
+        return Err(Refusal::new(
+            Reason::InvalidPostalCode,
+            "postal_code must be 7 digits (NNN-NNNN)",
+        ));
     }
     Ok(compact[..3].to_string())
 }
