@@ -10,9 +10,12 @@ use std::sync::{Arc, Mutex};
 use tokumei_ingest::client::push;
 use tokumei_proto::ingest::v1::RecordBatch;
 
+/// A received span: its name and its attributes as (key, debug-printed value).
+type ReceivedSpan = (String, Vec<(String, String)>);
+
 #[derive(Clone, Default)]
 struct Collector {
-    spans: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>,
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
 }
 
 #[tonic::async_trait]
