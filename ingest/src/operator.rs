@@ -2,6 +2,7 @@
 //! only (bind it to loopback or a management interface, never to the hospital-facing one).
 
 use crate::metrics::Metrics;
+use crate::spool::Spool;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -15,8 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub struct OperatorState {
     /// Gateway metrics.
     pub metrics: Arc<Metrics>,
-    /// False once the gateway stops accepting work (shutdown or spool failure).
+    /// False once the gateway begins shutting down.
     pub ready: Arc<AtomicBool>,
+    /// The spool: not ready once its writer failed.
+    pub spool: Spool,
 }
 
 async fn metrics(State(s): State<OperatorState>) -> impl IntoResponse {
@@ -34,7 +37,7 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<OperatorState>) -> impl IntoResponse {
-    if s.ready.load(Ordering::SeqCst) {
+    if s.ready.load(Ordering::SeqCst) && s.spool.is_healthy() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

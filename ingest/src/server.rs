@@ -153,7 +153,7 @@ pub async fn start(
         max_message_bytes: config.gateway.max_message_bytes,
         records_per_second: config.gateway.records_per_second,
     };
-    let gateway = Gateway::new(keys, spool, registry, metrics.clone(), settings);
+    let gateway = Gateway::new(keys, spool.clone(), registry, metrics.clone(), settings);
     let ready = Arc::new(AtomicBool::new(true));
 
     let operator = TcpListener::bind(config.gateway.operator_listen)
@@ -169,6 +169,7 @@ pub async fn start(
     let op_router = router(OperatorState {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        spool,
     });
     let (op_stop_tx, op_stop_rx) = oneshot::channel::<()>();
     tokio::spawn(async move {

@@ -13,6 +13,8 @@ use prost::Message;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokumei_proto::spool::v1::SpoolEntry;
@@ -93,6 +95,7 @@ struct Job {
 pub struct Spool {
     tx: mpsc::Sender<Job>,
     dir: PathBuf,
+    healthy: Arc<AtomicBool>,
 }
 
 /// Segment file name for a segment number.
@@ -252,6 +255,7 @@ impl Spool {
             }
         };
         let (tx, rx) = mpsc::channel::<Job>(4096);
+        let healthy = Arc::new(AtomicBool::new(true));
         let writer = Writer {
             dir: dir.to_path_buf(),
             file,
@@ -259,6 +263,7 @@ impl Spool {
             offset,
             segment_bytes,
             on_group: Box::new(on_group),
+            healthy: healthy.clone(),
         };
         std::thread::Builder::new()
             .name("spool-writer".into())
@@ -267,6 +272,7 @@ impl Spool {
         Ok(Spool {
             tx,
             dir: dir.to_path_buf(),
+            healthy,
         })
     }
 
@@ -285,6 +291,12 @@ impl Spool {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// False once the writer has stopped after an I/O error: nothing more can be made durable, so the
+    /// gateway must report itself not ready and refuse work until restarted.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
 }
 
 struct Writer {
@@ -294,6 +306,7 @@ struct Writer {
     offset: u64,
     segment_bytes: u64,
     on_group: Box<dyn Fn(GroupStats) + Send>,
+    healthy: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -319,6 +332,7 @@ impl Writer {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "spool group commit failed; refusing further commits");
+                    self.healthy.store(false, Ordering::SeqCst);
                     for job in jobs {
                         let _ = job.reply.send(Err(SpoolError::Closed));
                     }

@@ -619,16 +619,21 @@ async fn graceful_shutdown_finishes_in_flight_streams_and_metrics_are_exposed() 
     );
 
     // Prometheus text on the operator port.
-    let metrics = {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(&gw.operator).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
+    let get = |path: &'static str| {
+        let operator = gw.operator.clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(&operator).await.unwrap();
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        }
     };
+    let metrics = get("/metrics").await;
+    assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
+    assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
     assert!(
         metrics.contains("tokumei_ingest_records_accepted_total{hospital=\"1310000017\"} 1"),
         "{metrics}"

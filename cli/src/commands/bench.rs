@@ -35,8 +35,8 @@ pub struct IngestBench {
     /// Batch sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
     pub batch_sizes: Vec<usize>,
-    /// Concurrent push streams.
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent push streams (4: the load at which docs/benchmarks.md checks the p99 target).
+    #[arg(long, default_value_t = 4)]
     pub streams: usize,
 }
 
