@@ -2,29 +2,13 @@
 
 mod common;
 
-use std::path::PathBuf;
+use common::{ADULT_QIS, adult};
+
 use std::process::Command;
 
-fn adult(file: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/adult")
-        .join(file);
-    p.to_str().unwrap().to_string()
-}
-
-const QIS: [&str; 8] = [
-    "sex",
-    "age",
-    "race",
-    "marital-status",
-    "education",
-    "native-country",
-    "workclass",
-    "occupation",
-];
-
 fn qi_args() -> Vec<String> {
-    QIS.iter()
+    ADULT_QIS
+        .iter()
         .flat_map(|q| {
             [
                 "--qi".to_string(),

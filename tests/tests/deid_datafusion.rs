@@ -5,6 +5,10 @@
 //! Adult is registered with DataFusion's own CSV reader (schema inferred, so `age` arrives as an
 //! Int64 column and exercises the adapter's value rendering), not through the deid reader.
 
+mod common;
+
+use common::{ADULT_DIR, ADULT_QIS};
+
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::datatypes::DataType;
@@ -19,19 +23,6 @@ use tokumei_deid::model::PrivacyModel;
 use tokumei_deid::table::Table;
 use tokumei_deid::transform::write_csv;
 use tokumei_deid::verify::{VerifyConfig, verify_table};
-
-const ADULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/adult");
-
-const QIS: [&str; 8] = [
-    "sex",
-    "age",
-    "race",
-    "marital-status",
-    "education",
-    "native-country",
-    "workclass",
-    "occupation",
-];
 
 /// All columns of adult.csv in file order: the 8 QIs and the insensitive salary class.
 const COLUMNS: [&str; 9] = [
@@ -51,7 +42,8 @@ fn adult_csv() -> PathBuf {
 }
 
 fn qis() -> Vec<QiInput> {
-    QIS.iter()
+    ADULT_QIS
+        .iter()
         .map(|n| QiInput {
             name: n.to_string(),
             hierarchy: Hierarchy::read_arx_csv(&Path::new(ADULT_DIR).join(format!("adult_hierarchy_{n}.csv")), b';')
@@ -106,7 +98,7 @@ fn anonymise(table: &Table) -> Run {
     let report = verify_table(
         &written,
         &VerifyConfig {
-            qis: QIS.iter().map(|s| s.to_string()).collect(),
+            qis: ADULT_QIS.iter().map(|s| s.to_string()).collect(),
             k: cfg.model.k,
             l_diversity: None,
             t_closeness: None,

@@ -24,6 +24,9 @@ pub struct AnonymizeArgs {
     /// Quasi-identifier with its ARX CSV hierarchy, repeatable.
     #[arg(long = "qi", value_name = "NAME=HIERARCHY.csv")]
     pub qi: Vec<String>,
+    /// l-diversity and t-closeness, read the same way by `anonymize` and `verify`.
+    #[command(flatten)]
+    pub diversity: super::model_flags::DiversityFlags,
     /// TOML job spec (QIs with hierarchy files or built-in generators, model, metric).
     #[arg(long)]
     pub spec: Option<PathBuf>,
@@ -42,18 +45,6 @@ pub struct AnonymizeArgs {
     /// k of k-anonymity.
     #[arg(long)]
     pub k: Option<u32>,
-    /// l of l-diversity (on every sensitive attribute).
-    #[arg(long)]
-    pub l: Option<u32>,
-    /// l-diversity variant: distinct, entropy or recursive:C.
-    #[arg(long = "l-variant", default_value = "distinct")]
-    pub l_variant: String,
-    /// t of t-closeness (on every sensitive attribute).
-    #[arg(long)]
-    pub t: Option<f64>,
-    /// t-closeness ground distance: equal, ordered or hierarchical.
-    #[arg(long = "t-distance", default_value = "equal")]
-    pub t_distance: String,
     /// Threshold on the average re-identification risk.
     #[arg(long = "average-risk")]
     pub average_risk: Option<f64>,
@@ -148,17 +139,17 @@ pub fn run(args: AnonymizeArgs, json: bool) -> Result<()> {
         .k
         .or(spec.k)
         .ok_or_else(|| anyhow!("--k is required (or `k` in the spec)"))?;
-    let l_diversity = match args.l {
+    let l_diversity = match args.diversity.l {
         Some(l) => Some(LDiversity {
             l,
-            variant: spec::parse_l_variant(&args.l_variant)?,
+            variant: spec::parse_l_variant(&args.diversity.l_variant)?,
         }),
         None => spec.l_diversity()?,
     };
-    let t_closeness = match args.t {
+    let t_closeness = match args.diversity.t {
         Some(t) => Some(TCloseness {
             t,
-            distance: spec::parse_t_distance(&args.t_distance)?,
+            distance: spec::parse_t_distance(&args.diversity.t_distance)?,
         }),
         None => spec.t_closeness()?,
     };

@@ -4,6 +4,7 @@ pub mod anonymize;
 pub mod bench;
 pub mod bench_deid;
 pub mod demo;
+pub mod model_flags;
 pub mod pki;
 pub mod push;
 pub mod serve;

@@ -21,6 +21,9 @@ pub struct VerifyArgs {
     /// Quasi-identifier column (a `=HIERARCHY.csv` suffix is accepted and ignored), repeatable.
     #[arg(long = "qi", value_name = "NAME[=HIERARCHY.csv]", required = true)]
     pub qi: Vec<String>,
+    /// l-diversity and t-closeness, read the same way by `anonymize` and `verify`.
+    #[command(flatten)]
+    pub diversity: super::model_flags::DiversityFlags,
     /// Minimal class size (distinct subjects with --subject).
     #[arg(long)]
     pub k: u32,
@@ -30,18 +33,6 @@ pub struct VerifyArgs {
     /// Delimiter of hierarchy files (default ';').
     #[arg(long = "hierarchy-delimiter")]
     pub hierarchy_delimiter: Option<String>,
-    /// l of l-diversity to check.
-    #[arg(long)]
-    pub l: Option<u32>,
-    /// l-diversity variant: distinct, entropy or recursive:C.
-    #[arg(long = "l-variant", default_value = "distinct")]
-    pub l_variant: String,
-    /// t of t-closeness to check.
-    #[arg(long)]
-    pub t: Option<f64>,
-    /// t-closeness ground distance: equal, ordered or hierarchical.
-    #[arg(long = "t-distance", default_value = "equal")]
-    pub t_distance: String,
     /// Subject (patient) column for patient-level counting.
     #[arg(long)]
     pub subject: Option<String>,
@@ -76,20 +67,22 @@ pub fn run(args: VerifyArgs, json: bool) -> Result<()> {
             .collect(),
         k: args.k,
         l_diversity: args
+            .diversity
             .l
             .map(|l| {
                 Ok::<_, anyhow::Error>(LDiversity {
                     l,
-                    variant: spec::parse_l_variant(&args.l_variant)?,
+                    variant: spec::parse_l_variant(&args.diversity.l_variant)?,
                 })
             })
             .transpose()?,
         t_closeness: args
+            .diversity
             .t
             .map(|t| {
                 Ok::<_, anyhow::Error>(TCloseness {
                     t,
-                    distance: spec::parse_t_distance(&args.t_distance)?,
+                    distance: spec::parse_t_distance(&args.diversity.t_distance)?,
                 })
             })
             .transpose()?,

@@ -242,3 +242,23 @@ pub fn valid_record(local_id: &str) -> tokumei_proto::ingest::v1::PatientRecord 
         long_term_storage: false,
     }
 }
+
+/// The shared reference data set (UCI Adult with ARX's hierarchies), beside the repository.
+pub const ADULT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/adult");
+
+/// The 8 quasi-identifiers of the Adult benchmark (salary-class is insensitive or sensitive).
+pub const ADULT_QIS: [&str; 8] = [
+    "sex",
+    "age",
+    "race",
+    "marital-status",
+    "education",
+    "native-country",
+    "workclass",
+    "occupation",
+];
+
+/// A file of the Adult data set, as a path string.
+pub fn adult(file: &str) -> String {
+    format!("{ADULT_DIR}/{file}")
+}
