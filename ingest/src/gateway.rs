@@ -70,7 +70,6 @@ struct Inner {
     metrics: Arc<Metrics>,
     limits: RateLimits,
     settings: GatewaySettings,
-    today: fn() -> NaiveDate,
     shutting_down: AtomicBool,
 }
 
@@ -114,18 +113,6 @@ impl Gateway {
         metrics: Arc<Metrics>,
         settings: GatewaySettings,
     ) -> Self {
-        Self::with_clock(keys, spool, registry, metrics, settings, validate::today_in_japan)
-    }
-
-    /// As [`Gateway::new`] with a fixed clock (tests).
-    pub fn with_clock(
-        keys: SharedKeyService,
-        spool: Spool,
-        registry: Arc<Mutex<Registry>>,
-        metrics: Arc<Metrics>,
-        settings: GatewaySettings,
-        today: fn() -> NaiveDate,
-    ) -> Self {
         let limits = RateLimits::new(settings.records_per_second);
         Gateway {
             inner: Arc::new(Inner {
@@ -135,7 +122,6 @@ impl Gateway {
                 metrics,
                 limits,
                 settings,
-                today,
                 shutting_down: AtomicBool::new(false),
             }),
         }
@@ -265,7 +251,7 @@ impl Inner {
         let Screened {
             accepted,
             mut rejections,
-        } = screen(&batch_id, records, hospital, (self.today)());
+        } = screen(&batch_id, records, hospital, validate::today_in_japan());
         let (mut kept, identities): (Vec<(u32, PatientRecord)>, Vec<IdentityInputs>) =
             accepted.into_iter().map(|(i, r, id)| ((i, r), id)).unzip();
         let pseudonyms = match pseudonymise::key_identities(self.keys.as_ref(), &identities).await {

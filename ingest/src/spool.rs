@@ -94,7 +94,6 @@ struct Job {
 #[derive(Clone)]
 pub struct Spool {
     tx: mpsc::Sender<Job>,
-    dir: PathBuf,
     healthy: Arc<AtomicBool>,
 }
 
@@ -269,11 +268,7 @@ impl Spool {
             .name("spool-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(io_err(dir))?;
-        Ok(Spool {
-            tx,
-            dir: dir.to_path_buf(),
-            healthy,
-        })
+        Ok(Spool { tx, healthy })
     }
 
     /// Appends an entry; resolves once it is durable, with its position.
@@ -285,11 +280,6 @@ impl Spool {
             .await
             .map_err(|_| SpoolError::Closed)?;
         rx.await.map_err(|_| SpoolError::Closed)?
-    }
-
-    /// The spool directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// False once the writer has stopped after an I/O error: nothing more can be made durable, so the
