@@ -47,6 +47,18 @@ enum Command {
         #[command(subcommand)]
         command: commands::spool::SpoolCommand,
     },
+    /// The isolated core: pulls from the gateway's spool into the encrypted store.
+    Core {
+        #[command(subcommand)]
+        command: commands::core::CoreCommand,
+    },
+    /// Operator commands on the core store.
+    Store {
+        #[command(subcommand)]
+        command: commands::store::StoreCommand,
+    },
+    /// Query the core store with SQL (operators).
+    Sql(commands::sql::SqlArgs),
     /// Optimal k-anonymity / l-diversity / t-closeness over a CSV or Parquet table.
     Anonymize(commands::anonymize::AnonymizeArgs),
     /// Independently recount an anonymised output and fail on any violation.
@@ -76,6 +88,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(a) => commands::synth::run(a, json),
         Command::Push(a) => commands::push::run(a, json),
         Command::Spool { command } => commands::spool::run(command, json),
+        Command::Core { command } => commands::core::run(command, json),
+        Command::Store { command } => commands::store::run(command, json),
+        Command::Sql(a) => commands::sql::run(a, json),
         Command::Anonymize(a) => commands::anonymize::run(a, json),
         Command::Verify(a) => commands::verify::run(a, json),
         Command::Bench { command } => commands::bench::run(command, json),

@@ -43,6 +43,10 @@ pub struct Config {
     pub keys: KeysConfig,
     /// Logs, traces.
     pub telemetry: TelemetryConfig,
+    /// How the core store reaches the spool.
+    pub core: CoreConfig,
+    /// The core store's tables (read by the core, `tokumei sql` and the release builder).
+    pub store: StoreConfig,
 }
 
 /// Listeners and limits.
@@ -61,6 +65,10 @@ pub struct GatewayConfig {
     pub request_timeout_secs: u64,
     /// Longest a TLS handshake may take.
     pub handshake_timeout_secs: u64,
+    /// Listener of the spool service the core store pulls from in multi-host mode (mutual TLS, only the
+    /// `tokumei-core` certificate may call it). Absent: disabled (the core reads the spool directory on this host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_listen: Option<SocketAddr>,
 }
 
 impl Default for GatewayConfig {
@@ -72,6 +80,7 @@ impl Default for GatewayConfig {
             records_per_second: 500_000,
             request_timeout_secs: 120,
             handshake_timeout_secs: 10,
+            spool_listen: None,
         }
     }
 }
@@ -197,6 +206,109 @@ pub struct TelemetryConfig {
     pub log_format: String,
 }
 
+/// The core store: where the Delta tables live and how the core writes them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A directory (relative to `$TOKUMEI_HOME` unless absolute) or `s3://bucket/prefix` for an S3-compatible
+    /// object store.
+    pub location: String,
+    /// S3 settings, used when `location` is an `s3://` URL.
+    pub s3: S3Config,
+    /// Most records the core commits in one table commit.
+    pub commit_records: usize,
+    /// Seconds between scheduled compactions (0 = never; `tokumei store compact` still works).
+    pub compact_every_secs: u64,
+    /// A table is compacted once it has at least this many files smaller than `target_file_bytes`.
+    pub compact_min_files: usize,
+    /// Target size of compacted files.
+    pub target_file_bytes: u64,
+    /// Where erasure certificates are appended (JSON lines), relative to `$TOKUMEI_HOME` unless absolute.
+    pub erasure_log: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            location: "store".into(),
+            s3: S3Config::default(),
+            commit_records: 200_000,
+            compact_every_secs: 300,
+            compact_min_files: 16,
+            target_file_bytes: 128 * 1024 * 1024,
+            erasure_log: PathBuf::from("log/erasure-certificates.jsonl"),
+        }
+    }
+}
+
+/// An S3-compatible object store (AWS, MinIO, Ceph RGW...). Credentials come from environment variables.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL for non-AWS stores (empty = AWS).
+    pub endpoint: String,
+    /// Region.
+    pub region: String,
+    /// Environment variable holding the access key id.
+    pub access_key_id_env: String,
+    /// Environment variable holding the secret access key.
+    pub secret_access_key_env: String,
+    /// Allow plain HTTP to the endpoint (test setups on loopback only).
+    pub allow_http: bool,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: String::new(),
+            region: "ap-northeast-1".into(),
+            access_key_id_env: "TOKUMEI_S3_ACCESS_KEY_ID".into(),
+            secret_access_key_env: "TOKUMEI_S3_SECRET_ACCESS_KEY".into(),
+            allow_http: false,
+        }
+    }
+}
+
+/// Where the core store takes the spool from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CoreSource {
+    /// The spool directory on this host (`spool.dir`), read directly (single-host deployments).
+    #[default]
+    Local,
+    /// The gateway's spool service over mutual TLS (`gateway.spool_listen` on the gateway host); the core
+    /// connects out, nothing connects in.
+    Remote,
+}
+
+/// How the core store reaches the spool. Certificates are the ones `tokumei pki init` creates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoreConfig {
+    /// `local` or `remote`.
+    pub source: CoreSource,
+    /// The gateway's spool service, `https://host:port` (remote only).
+    pub gateway_spool_url: String,
+    /// CA that signed the gateway's certificate.
+    pub ca: PathBuf,
+    /// The core's client certificate (CN `tokumei-core`).
+    pub cert: PathBuf,
+    /// The core's private key.
+    pub key: PathBuf,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            source: CoreSource::Local,
+            gateway_spool_url: "https://127.0.0.1:7445".into(),
+            ca: PathBuf::from("pki/ca.crt"),
+            cert: PathBuf::from("pki/core.crt"),
+            key: PathBuf::from("pki/core.key"),
+        }
+    }
+}
+
 impl Config {
     /// Reads a file, or returns the defaults when `path` is `None`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -252,5 +364,15 @@ mod tests {
         assert!(toml::from_str::<Config>("[gateway]\nlisten_typo = 1\n").is_err());
         let c: Config = toml::from_str("[keys]\nbackend = \"openbao\"\n").unwrap();
         assert_eq!(c.keys.backend, KeyBackend::Openbao);
+        assert_eq!(c.gateway.spool_listen, None);
+        assert_eq!(c.core.source, CoreSource::Local);
+        let c: Config = toml::from_str(
+            "[gateway]\nspool_listen = \"127.0.0.1:7445\"\n[core]\nsource = \"remote\"\ngateway_spool_url = \"https://gw:7445\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.gateway.spool_listen.map(|a| a.port()), Some(7445));
+        assert_eq!(c.core.source, CoreSource::Remote);
+        assert_eq!(c.core.cert, PathBuf::from("pki/core.crt"));
+        assert!(toml::from_str::<Config>("[core]\nsource = \"carrier-pigeon\"\n").is_err());
     }
 }

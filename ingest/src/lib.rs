@@ -4,6 +4,8 @@
 //! [`tls`] (who is calling, from the client certificate) → [`my_number`] (destroy any My Number) →
 //! [`validate`] (codes, dates, units) → [`pseudonymise`] (keyed pseudonyms via [`keyservice`]) →
 //! [`spool`] (fsync'd, group-committed) → receipt. [`gateway`] is the gRPC service that strings these together.
+//! The core store pulls the spool through [`spool_feed`] (same host: the directory; across hosts: the
+//! [`spool_service`] on the gateway) and acknowledges what it committed, after which the gateway deletes it.
 
 pub mod client;
 pub mod config;
@@ -23,6 +25,8 @@ pub mod record_fields;
 pub mod registry;
 pub mod server;
 pub mod spool;
+pub mod spool_feed;
+pub mod spool_service;
 pub mod synth;
 pub mod telemetry;
 pub mod tls;

@@ -1,12 +1,16 @@
 //! What the gateway has made durable, indexed in memory and rebuilt from the spool at start:
 //! batch outcomes (for idempotent replays), the opt-out registry, and opt-out/erase request ids.
+//!
+//! Two sources feed it, through the same code: full spool entries (segments still on disk, and each new
+//! commit), and the summaries in `index.log` of segments deleted after the core acknowledged them. Replaying both
+//! after a crash between the two is harmless: every update is keyed and the first one wins.
 
 use crate::keyservice::Digest;
-use crate::spool::Position;
+use crate::spool::{Position, Replayed};
 use std::collections::{HashMap, HashSet};
 use tokio::sync::watch;
 use tokumei_proto::ingest::v1::Rejection;
-use tokumei_proto::spool::v1::{BatchCommit, PatientRequestEntry, SpoolEntry, spool_entry::Entry};
+use tokumei_proto::spool::v1::{IndexRecord, PatientRequestEntry, SpoolEntry, index_record, spool_entry::Entry};
 
 /// (hospital code, batch id).
 pub type BatchKey = (String, String);
@@ -71,26 +75,72 @@ fn digest_of(bytes: &[u8]) -> Option<Digest> {
     bytes.try_into().ok()
 }
 
+/// What the registry needs of a committed batch: the same whether it comes from a full `BatchCommit` or from an
+/// index summary.
+struct BatchFacts<'a> {
+    hospital_code: &'a str,
+    batch_id: &'a str,
+    content_digest: &'a [u8],
+    accepted: u64,
+    rejections: &'a [Rejection],
+}
+
 impl Registry {
+    /// Applies what [`crate::spool::Spool::open`] replays: index summaries first, then full entries.
+    pub fn replay(&mut self, replayed: Replayed) {
+        match replayed {
+            Replayed::Indexed(record) => self.apply_index(&record),
+            Replayed::Entry(position, entry) => self.apply(position, &entry),
+        }
+    }
+
     /// Applies a durable spool entry (at replay, and after each commit).
     pub fn apply(&mut self, position: Position, entry: &SpoolEntry) {
         match &entry.entry {
-            Some(Entry::Batch(b)) => self.apply_batch(position, b),
+            Some(Entry::Batch(b)) => self.apply_batch(
+                position,
+                BatchFacts {
+                    hospital_code: &b.hospital_code,
+                    batch_id: &b.batch_id,
+                    content_digest: &b.content_digest,
+                    accepted: b.records.len() as u64,
+                    rejections: &b.rejections,
+                },
+            ),
             Some(Entry::Request(r)) => self.apply_request(r),
             None => {}
         }
     }
 
-    fn apply_batch(&mut self, position: Position, b: &BatchCommit) {
-        let Some(digest) = digest_of(&b.content_digest) else {
+    /// Applies the summary of an entry whose segment was deleted (from `index.log`).
+    pub fn apply_index(&mut self, record: &IndexRecord) {
+        let position = Position::from_seq(record.position_seq);
+        match &record.record {
+            Some(index_record::Record::Batch(b)) => self.apply_batch(
+                position,
+                BatchFacts {
+                    hospital_code: &b.hospital_code,
+                    batch_id: &b.batch_id,
+                    content_digest: &b.content_digest,
+                    accepted: b.accepted,
+                    rejections: &b.rejections,
+                },
+            ),
+            Some(index_record::Record::Request(r)) => self.apply_request(r),
+            None => {}
+        }
+    }
+
+    fn apply_batch(&mut self, position: Position, b: BatchFacts<'_>) {
+        let Some(digest) = digest_of(b.content_digest) else {
             return;
         };
-        let key = (b.hospital_code.clone(), b.batch_id.clone());
+        let key = (b.hospital_code.to_string(), b.batch_id.to_string());
         self.in_flight.remove(&key);
         self.batches.entry(key).or_insert_with(|| BatchOutcome {
             digest,
-            accepted: b.records.len() as u64,
-            rejections: b.rejections.clone(),
+            accepted: b.accepted,
+            rejections: b.rejections.to_vec(),
             position,
         });
     }

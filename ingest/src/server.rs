@@ -1,4 +1,5 @@
-//! Runs the gateway: key service, spool replay, mTLS listener, gRPC service, operator port, graceful shutdown.
+//! Runs the gateway: key service, spool replay, mTLS listener, gRPC service, operator port, the core's spool
+//! service and acknowledgement trimming, graceful shutdown.
 
 use crate::config::{Config, KeyBackend, resolve};
 use crate::gateway::{Gateway, GatewaySettings};
@@ -9,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::operator::{OperatorState, router};
 use crate::registry::Registry;
 use crate::spool::Spool;
+use crate::spool_service::SpoolServer;
 use crate::tls::{DevHospital, is_institution_code, server_config};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,10 +19,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokumei_proto::ingest::v1::ingest_service_server::IngestServiceServer;
 use tonic::transport::Server;
+
+/// How often the gateway applies the core's acknowledgement file (`core.ack`, written by a same-host core).
+/// Acknowledgements through the spool service are applied at once.
+const ACK_POLL_INTERVAL: Duration = Duration::from_secs(3);
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +98,8 @@ pub struct RunningGateway {
     pub addr: SocketAddr,
     /// The operator address actually bound.
     pub operator_addr: SocketAddr,
+    /// The spool service address actually bound (`gateway.spool_listen`), if enabled.
+    pub spool_addr: Option<SocketAddr>,
     /// Metrics, for in-process summaries.
     pub metrics: Arc<Metrics>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -137,9 +145,9 @@ pub async fn start(
         let spool = Spool::open(
             &spool_dir,
             config.spool.segment_bytes,
-            |pos, entry| {
+            |replayed| {
                 entries += 1;
-                reg.apply(pos, &entry);
+                reg.replay(replayed);
             },
             move |g| {
                 m.fsync_latency.observe(g.fsync.as_secs_f64());
@@ -153,6 +161,23 @@ pub async fn start(
         max_message_bytes: config.gateway.max_message_bytes,
         records_per_second: config.gateway.records_per_second,
     };
+    // Acknowledged segments are deleted at start too, not only while running: an erased patient's data must not
+    // outlive the core's acknowledgement because the gateway was restarted.
+    match spool.apply_ack_file().await {
+        Ok(Some(r)) if r.segments_removed > 0 => {
+            tracing::info!(acked = %r.acked, segments = r.segments_removed, "trimmed acknowledged spool segments at start")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "applying the core's acknowledgement failed; nothing was trimmed"),
+    }
+    let (stopping_tx, stopping) = watch::channel(false);
+    let stopping_tx = Arc::new(stopping_tx);
+    spawn_ack_poller(spool.clone(), stopping.clone());
+    let spool_server = match config.gateway.spool_listen {
+        Some(listen) => Some(start_spool_service(config, home, listen, spool.clone(), stopping.clone()).await?),
+        None => None,
+    };
+    let spool_addr = spool_server.as_ref().map(|(a, _)| *a);
     let gateway = Gateway::new(keys, spool.clone(), registry, metrics.clone(), settings);
     let ready = Arc::new(AtomicBool::new(true));
 
@@ -194,6 +219,7 @@ pub async fn start(
     let shutdown = {
         let gateway = gateway.clone();
         let ready = ready.clone();
+        let stopping_tx = stopping_tx.clone();
         async move {
             tokio::select! {
                 _ = stop_rx => {},
@@ -201,6 +227,7 @@ pub async fn start(
             }
             tracing::info!("shutting down: finishing in-flight batches");
             ready.store(false, Ordering::SeqCst);
+            stopping_tx.send_replace(true);
             gateway.begin_shutdown();
         }
     };
@@ -211,7 +238,7 @@ pub async fn start(
         // Batches are large (about 0.8 MB per 1,000 records): let them flow without waiting for WINDOW_UPDATEs.
         .initial_stream_window_size(Some(8 << 20))
         .initial_connection_window_size(Some(32 << 20));
-    let done = if options.insecure_dev {
+    let hospital_server = if options.insecure_dev {
         if !addr.ip().is_loopback() {
             return Err(ServeError::Refused(
                 "--insecure-dev is only allowed on a loopback address".into(),
@@ -269,14 +296,92 @@ pub async fn start(
             r.map_err(ServeError::from)
         })
     };
-    tracing::info!(%addr, %operator_addr, "gateway listening");
+    let done = tokio::spawn(async move {
+        let r = hospital_server
+            .await
+            .map_err(|e| ServeError::Refused(format!("gateway task: {e}")))?;
+        // Whatever ended the hospital listener ends the spool service and the acknowledgement poller too.
+        stopping_tx.send_replace(true);
+        if let Some((_, task)) = spool_server {
+            task.await
+                .map_err(|e| ServeError::Refused(format!("spool service task: {e}")))??;
+        }
+        r
+    });
+    tracing::info!(%addr, %operator_addr, spool_service = ?spool_addr, "gateway listening");
     Ok(RunningGateway {
         addr,
         operator_addr,
+        spool_addr,
         metrics,
         shutdown: Some(stop_tx),
         done,
     })
+}
+
+/// Applies `core.ack` every [`ACK_POLL_INTERVAL`] until the gateway stops.
+fn spawn_ack_poller(spool: Spool, mut stopping: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ACK_POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {},
+                _ = stopping.changed() => return,
+            }
+            if *stopping.borrow() {
+                return;
+            }
+            if let Err(e) = spool.apply_ack_file().await {
+                tracing::error!(error = %e, "applying the core's acknowledgement failed");
+            }
+        }
+    });
+}
+
+/// Binds `gateway.spool_listen` and serves the spool service over mutual TLS 1.3 until `stopping`.
+async fn start_spool_service(
+    config: &Config,
+    home: &Path,
+    listen: SocketAddr,
+    spool: Spool,
+    stopping: watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<Result<(), ServeError>>), ServeError> {
+    let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Io {
+        what: format!("bind spool service {listen}"),
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Io {
+        what: "spool service address".into(),
+        source,
+    })?;
+    // The same CA as the hospitals': the certificate check admits the core and the hospitals alike, and the
+    // service itself refuses every identity but the core's.
+    let tls = server_config(
+        &resolve(home, &config.tls.client_ca),
+        &resolve(home, &config.tls.cert),
+        &resolve(home, &config.tls.key),
+    )?;
+    let incoming = tls_incoming(
+        listener,
+        tls,
+        Duration::from_secs(config.gateway.handshake_timeout_secs),
+    );
+    let service = SpoolServer::new(spool, stopping.clone()).into_service();
+    let mut stop = stopping;
+    let task = tokio::spawn(async move {
+        Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+            .map_err(ServeError::from)
+    });
+    tracing::info!(%addr, "spool service listening (core certificate only)");
+    Ok((addr, task))
 }
 
 type TlsConn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;

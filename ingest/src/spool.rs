@@ -8,26 +8,52 @@
 //! `u32 length (LE) | u32 CRC32C of payload (LE) | payload` where the payload is a protobuf `SpoolEntry`.
 //! A crash can leave a torn frame only at the tail of the last segment; opening truncates it away. Anything
 //! damaged before the tail is an error: acknowledged data must never be silently dropped.
+//!
+//! The core store pulls entries ([`read_after`] on the same host, the `SpoolService` of
+//! [`crate::spool_service`] across hosts), commits them, and acknowledges a position: `<dir>/core.ack`
+//! ([`write_ack`]). The gateway then deletes every segment whose every frame is acknowledged ([`Spool::trim_to`]).
+//! Because the gateway rebuilds its idempotency index and opt-out registry from the spool at start, what those
+//! need of a segment (batch outcomes without records, patient requests) is first appended to `<dir>/index.log`
+//! (same frame format, magic `TKINDEX1`, payload `IndexRecord`) and fsync'd; only then is the segment deleted.
 
 use prost::Message;
+use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
-use tokumei_proto::spool::v1::SpoolEntry;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokumei_proto::spool::v1::{BatchSummary, IndexRecord, SpoolEntry, index_record, spool_entry::Entry};
 
 const MAGIC: &[u8; 8] = b"TKSPOOL1";
+const INDEX_MAGIC: &[u8; 8] = b"TKINDEX1";
+const HEADER_LEN: u64 = MAGIC.len() as u64;
 const FRAME_HEADER: usize = 8;
 /// Upper bound on one frame's payload; larger lengths mean corruption.
 const MAX_FRAME: u32 = 256 * 1024 * 1024;
 /// How many bytes of queued commits one group may gather before it is written.
 const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
+/// Bits of a sequence number ([`Position::to_seq`]) that hold the offset.
+pub const OFFSET_BITS: u32 = 40;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+/// Largest segment size honoured: a group may overrun the size by one group and one frame, and every offset
+/// must stay below 2^40 for [`Position::to_seq`].
+const MAX_SEGMENT_BYTES: u64 = 1 << 38;
+/// The core's acknowledgement, in the spool directory.
+pub const ACK_FILE: &str = "core.ack";
+/// What the gateway keeps of trimmed segments, in the spool directory.
+pub const INDEX_FILE: &str = "index.log";
+/// Shortest time between two rotations of the active segment caused by acknowledgements (see
+/// [`Spool::with_ack_rotation_interval`]).
+pub const DEFAULT_ACK_ROTATION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Where a frame sits: segment number and byte offset of its header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Ordering is spool order (segment, then offset). It is also what the core records and acknowledges, usually
+/// packed into one `u64` by [`Position::to_seq`]. Serialised as `{"segment":…,"offset":…}` (the ack file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Position {
     /// Segment number (the file `seg-<segment>.spool`).
     pub segment: u64,
@@ -35,10 +61,34 @@ pub struct Position {
     pub offset: u64,
 }
 
+impl Position {
+    /// Packs the position into one number, `(segment << 40) | offset`, so that the core can store it in a single
+    /// integer column and compare positions numerically.
+    ///
+    /// Monotonic in spool order as long as `offset < 2^40` (guaranteed: segments are capped far below 1 TiB)
+    /// and `segment < 2^24` (16.7 million segments: with size rotation at 64 MiB and at most one
+    /// acknowledgement rotation a minute, decades of operation).
+    pub const fn to_seq(self) -> u64 {
+        (self.segment << OFFSET_BITS) | (self.offset & OFFSET_MASK)
+    }
+
+    /// Inverse of [`Position::to_seq`].
+    pub const fn from_seq(seq: u64) -> Position {
+        Position {
+            segment: seq >> OFFSET_BITS,
+            offset: seq & OFFSET_MASK,
+        }
+    }
+}
+
 impl std::fmt::Display for Position {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.segment, self.offset)
     }
+}
+
+fn show(p: &Option<Position>) -> String {
+    p.map_or_else(|| "nothing".to_string(), |p| p.to_string())
 }
 
 /// Spool failures.
@@ -65,12 +115,48 @@ pub enum SpoolError {
     /// The writer stopped (after an unrecoverable I/O error, or at shutdown).
     #[error("spool writer is not running")]
     Closed,
+    /// A reader asked for entries after a position whose segment is gone although the core never acknowledged
+    /// it: the entries were removed (or the position never existed). Continuing would silently skip data.
+    #[error(
+        "spool position {after} is no longer in the spool (acknowledged up to {}): its entries were removed",
+        show(.acked)
+    )]
+    Missing {
+        /// The position asked for.
+        after: Position,
+        /// The acknowledgement in force.
+        acked: Option<Position>,
+    },
+    /// A position lies at or beyond the durable end of the spool.
+    #[error("spool position {after} is beyond the durable end of the spool ({end})")]
+    BeyondEnd {
+        /// The position asked for.
+        after: Position,
+        /// The durable end.
+        end: Position,
+    },
+    /// The acknowledgement file cannot be understood.
+    #[error("{path}: {detail}")]
+    BadAck {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {
         path: path.display().to_string(),
         source,
+    }
+}
+
+fn corrupt(path: &Path, offset: u64, detail: &str) -> SpoolError {
+    SpoolError::Corrupt {
+        path: path.display().to_string(),
+        offset,
+        detail: detail.into(),
     }
 }
 
@@ -90,16 +176,63 @@ struct Job {
     reply: oneshot::Sender<Result<Position, SpoolError>>,
 }
 
+/// What the writer thread is asked to do.
+enum Msg {
+    Commit(Job),
+    /// Start a new segment if every frame of the active one is acknowledged (and the last such rotation is at
+    /// least `min_interval` ago); replies with the active segment number.
+    Rotate {
+        acked: Position,
+        min_interval: Duration,
+        reply: oneshot::Sender<Result<u64, SpoolError>>,
+    },
+}
+
+/// What the trimmer knows about `index.log`.
+#[derive(Debug, Clone, Copy, Default)]
+struct IndexState {
+    /// Valid length of the file (0 when absent).
+    len: u64,
+    /// Highest spool position already summarised in it.
+    upto: Option<Position>,
+    /// Last acknowledgement refused as lying beyond the durable end (warned about once).
+    warned: Option<Position>,
+}
+
 /// Handle to the writer thread. Cloning is cheap; the writer stops when every handle is dropped.
 #[derive(Clone)]
 pub struct Spool {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Msg>,
     healthy: Arc<AtomicBool>,
+    durable: watch::Receiver<Position>,
+    dir: Arc<PathBuf>,
+    index: Arc<tokio::sync::Mutex<IndexState>>,
+    ack_rotation_interval: Duration,
+}
+
+/// What [`Spool::open`] replays so that the caller can rebuild its indexes: first the summaries of trimmed
+/// segments from `index.log`, then every entry still in a segment, in spool order.
+#[derive(Debug)]
+pub enum Replayed {
+    /// A summary of an entry whose segment was deleted after the core acknowledged it.
+    Indexed(IndexRecord),
+    /// An entry still in a segment.
+    Entry(Position, SpoolEntry),
 }
 
 /// Segment file name for a segment number.
 pub fn segment_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(format!("seg-{segment:020}.spool"))
+}
+
+/// The acknowledgement file of a spool directory.
+pub fn ack_path(dir: &Path) -> PathBuf {
+    dir.join(ACK_FILE)
+}
+
+/// The index of trimmed segments of a spool directory.
+pub fn index_path(dir: &Path) -> PathBuf {
+    dir.join(INDEX_FILE)
 }
 
 /// Segment numbers present in `dir`, ascending.
@@ -119,7 +252,111 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, SpoolError> {
     Ok(out)
 }
 
-/// Reads every entry of a segment. Returns the entries and the offset where valid data ends.
+/// One step of a [`FrameReader`].
+enum Step {
+    /// A complete, CRC-valid frame starting at this offset; its payload is in `FrameReader::payload`.
+    Frame(u64),
+    /// No more data (or the read limit was reached).
+    End,
+    /// An incomplete or damaged frame starts at the reader's offset.
+    Torn(&'static str),
+}
+
+/// Sequential reader of a frame file (segment or index), from any frame boundary, up to an optional limit.
+struct FrameReader<'a> {
+    path: &'a Path,
+    r: BufReader<File>,
+    /// Where reading stops: the file length when opened, or a smaller limit.
+    len: u64,
+    /// Offset of the next frame header.
+    offset: u64,
+    payload: Vec<u8>,
+}
+
+impl<'a> FrameReader<'a> {
+    /// Opens a frame file and checks its magic. `Ok(None)` when the file is shorter than the magic (torn while
+    /// being created); `NotFound` is returned as an `Io` error the caller may inspect.
+    fn open(path: &'a Path, magic: &[u8; 8]) -> Result<Option<Self>, SpoolError> {
+        let file = File::open(path).map_err(io_err(path))?;
+        let len = file.metadata().map_err(io_err(path))?.len();
+        if len < HEADER_LEN {
+            return Ok(None);
+        }
+        let mut r = BufReader::with_capacity(1 << 20, file);
+        let mut m = [0u8; 8];
+        r.read_exact(&mut m).map_err(io_err(path))?;
+        if &m != magic {
+            return Err(corrupt(path, 0, "not a tokumei spool file"));
+        }
+        Ok(Some(FrameReader {
+            path,
+            r,
+            len,
+            offset: HEADER_LEN,
+            payload: Vec::new(),
+        }))
+    }
+
+    /// Reads no further than `end` (a frame boundary).
+    fn limit(&mut self, end: u64) {
+        self.len = self.len.min(end);
+    }
+
+    fn seek(&mut self, offset: u64) -> Result<(), SpoolError> {
+        self.r.seek(SeekFrom::Start(offset)).map_err(io_err(self.path))?;
+        self.offset = offset;
+        Ok(())
+    }
+
+    /// The length of the frame at the current offset, or why there is no complete header.
+    fn header(&mut self) -> Result<Result<(u32, u32), &'static str>, SpoolError> {
+        if self.offset >= self.len {
+            return Ok(Err("no frame at this offset"));
+        }
+        if self.len - self.offset < FRAME_HEADER as u64 {
+            return Ok(Err("truncated frame header"));
+        }
+        let mut header = [0u8; FRAME_HEADER];
+        self.r.read_exact(&mut header).map_err(io_err(self.path))?;
+        let n = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if n > MAX_FRAME || u64::from(n) > self.len - self.offset - FRAME_HEADER as u64 {
+            return Ok(Err("frame longer than the file"));
+        }
+        Ok(Ok((n, crc)))
+    }
+
+    fn next(&mut self) -> Result<Step, SpoolError> {
+        if self.offset >= self.len {
+            return Ok(Step::End);
+        }
+        let (n, crc) = match self.header()? {
+            Ok(h) => h,
+            Err(detail) => return Ok(Step::Torn(detail)),
+        };
+        self.payload.resize(n as usize, 0);
+        self.r.read_exact(&mut self.payload).map_err(io_err(self.path))?;
+        if crc32c::crc32c(&self.payload) != crc {
+            return Ok(Step::Torn("checksum mismatch"));
+        }
+        let at = self.offset;
+        self.offset += FRAME_HEADER as u64 + u64::from(n);
+        Ok(Step::Frame(at))
+    }
+
+    /// Steps over the frame at the current offset without reading its payload.
+    fn skip(&mut self) -> Result<Result<(), &'static str>, SpoolError> {
+        let (n, _) = match self.header()? {
+            Ok(h) => h,
+            Err(detail) => return Ok(Err(detail)),
+        };
+        self.r.seek_relative(i64::from(n)).map_err(io_err(self.path))?;
+        self.offset += FRAME_HEADER as u64 + u64::from(n);
+        Ok(Ok(()))
+    }
+}
+
+/// Reads every entry of a segment. Returns the offset where valid data ends.
 /// `tail` says whether this is the last segment (a torn frame there is a crash artefact, not corruption).
 fn read_segment(
     path: &Path,
@@ -127,55 +364,44 @@ fn read_segment(
     tail: bool,
     mut visit: impl FnMut(Position, SpoolEntry),
 ) -> Result<u64, SpoolError> {
-    let file = File::open(path).map_err(io_err(path))?;
-    let len = file.metadata().map_err(io_err(path))?.len();
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let corrupt = |offset: u64, detail: &str| SpoolError::Corrupt {
-        path: path.display().to_string(),
-        offset,
-        detail: detail.into(),
-    };
-    let mut magic = [0u8; 8];
-    if len < MAGIC.len() as u64 {
+    let Some(mut r) = FrameReader::open(path, MAGIC)? else {
         return if tail {
             Ok(0)
         } else {
-            Err(corrupt(0, "shorter than the segment header"))
+            Err(corrupt(path, 0, "shorter than the segment header"))
         };
-    }
-    r.read_exact(&mut magic).map_err(io_err(path))?;
-    if &magic != MAGIC {
-        return Err(corrupt(0, "not a spool segment"));
-    }
-    let mut offset = MAGIC.len() as u64;
-    let mut payload = Vec::new();
+    };
     loop {
-        if offset == len {
-            return Ok(offset);
+        match r.next()? {
+            Step::End => return Ok(r.offset),
+            Step::Torn(_) if tail => return Ok(r.offset),
+            Step::Torn(detail) => return Err(corrupt(path, r.offset, detail)),
+            Step::Frame(offset) => {
+                let entry =
+                    SpoolEntry::decode(r.payload.as_slice()).map_err(|e| corrupt(path, offset, &e.to_string()))?;
+                visit(Position { segment, offset }, entry);
+            }
         }
-        let torn = |detail: &str| if tail { Ok(offset) } else { Err(corrupt(offset, detail)) };
-        if len - offset < FRAME_HEADER as u64 {
-            return torn("truncated frame header");
-        }
-        let mut header = [0u8; FRAME_HEADER];
-        r.read_exact(&mut header).map_err(io_err(path))?;
-        let n = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if n > MAX_FRAME || u64::from(n) > len - offset - FRAME_HEADER as u64 {
-            return torn("frame longer than the file");
-        }
-        payload.resize(n as usize, 0);
-        r.read_exact(&mut payload).map_err(io_err(path))?;
-        if crc32c::crc32c(&payload) != crc {
-            return torn("checksum mismatch");
-        }
-        let entry = SpoolEntry::decode(payload.as_slice()).map_err(|e| corrupt(offset, &e.to_string()))?;
-        visit(Position { segment, offset }, entry);
-        offset += FRAME_HEADER as u64 + u64::from(n);
     }
 }
 
-/// Reads every entry in the spool directory in order (used by the core store and by tests).
+/// Offset of the last frame of a complete (non-active) segment, reading headers only.
+fn last_frame_offset(path: &Path) -> Result<Option<u64>, SpoolError> {
+    let Some(mut r) = FrameReader::open(path, MAGIC)? else {
+        return Err(corrupt(path, 0, "shorter than the segment header"));
+    };
+    let mut last = None;
+    while r.offset < r.len {
+        let at = r.offset;
+        if let Err(detail) = r.skip()? {
+            return Err(corrupt(path, at, detail));
+        }
+        last = Some(at);
+    }
+    Ok(last)
+}
+
+/// Reads every entry in the spool directory in order (used by tests and `tokumei spool status`).
 pub fn read_all(dir: &Path, mut visit: impl FnMut(Position, SpoolEntry)) -> Result<(), SpoolError> {
     let segments = list_segments(dir)?;
     let last = segments.last().copied();
@@ -183,6 +409,324 @@ pub fn read_all(dir: &Path, mut visit: impl FnMut(Position, SpoolEntry)) -> Resu
         read_segment(&segment_path(dir, s), s, Some(s) == last, &mut visit)?;
     }
     Ok(())
+}
+
+/// How far a reader may go.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    /// Up to the last complete, CRC-valid frame of the last segment.
+    Tail,
+    /// Up to (excluding) this durable end reported by the writer.
+    Durable(Position),
+}
+
+/// The entries after `after` (from the oldest entry still in the spool when `None`), in order, up to about
+/// `max_bytes` of payload (at least one entry when there is any). For the core on the same host as the gateway.
+///
+/// Seeks directly to `after`: earlier segments are not read. An incomplete or damaged frame at the tail of the
+/// last segment is "not there yet" (the writer may be in the middle of writing it), not an error.
+///
+/// Caveat: another process cannot see the writer's fsync, so this may return a frame that was written but not
+/// yet fsync'd. Such a frame survives a crash of the gateway process (it is in the page cache) and is lost only
+/// if the machine itself crashes within the fsync window; the gateway then starts a new segment beyond the
+/// acknowledged position so that new entries are not mistaken for acknowledged ones. The remote feed
+/// ([`read_durable_after`], `SpoolService`) serves only fsync'd frames.
+pub fn read_after(
+    dir: &Path,
+    after: Option<Position>,
+    max_bytes: usize,
+) -> Result<Vec<(Position, SpoolEntry)>, SpoolError> {
+    read_range(dir, after, max_bytes, Until::Tail)
+}
+
+/// As [`read_after`], but only frames before `end`, the durable end reported by the writer
+/// ([`Spool::durable_end`]): what the gateway's `SpoolService` serves. A position at or beyond `end` is an error.
+pub fn read_durable_after(
+    dir: &Path,
+    after: Option<Position>,
+    max_bytes: usize,
+    end: Position,
+) -> Result<Vec<(Position, SpoolEntry)>, SpoolError> {
+    read_range(dir, after, max_bytes, Until::Durable(end))
+}
+
+fn is_not_found(e: &SpoolError) -> bool {
+    matches!(e, SpoolError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+}
+
+fn read_range(
+    dir: &Path,
+    after: Option<Position>,
+    max_bytes: usize,
+    until: Until,
+) -> Result<Vec<(Position, SpoolEntry)>, SpoolError> {
+    if let (Until::Durable(end), Some(a)) = (until, after)
+        && a >= end
+    {
+        return Err(SpoolError::BeyondEnd { after: a, end });
+    }
+    let segments = list_segments(dir)?;
+    let last_listed = segments.last().copied();
+    let first = after.map_or(0, |a| segments.partition_point(|&s| s < a.segment));
+    if let Some(a) = after
+        && segments.last().is_some_and(|&l| l < a.segment)
+    {
+        // The active segment is never deleted, so a position beyond it was never handed out by this spool.
+        return Err(SpoolError::Missing {
+            after: a,
+            acked: read_ack(dir)?,
+        });
+    }
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for &s in &segments[first..] {
+        if let Until::Durable(end) = until
+            && s > end.segment
+        {
+            break;
+        }
+        let path = segment_path(dir, s);
+        let tail = Some(s) == last_listed && matches!(until, Until::Tail);
+        let starts_at_after = after.is_some_and(|a| a.segment == s);
+        let reader = match FrameReader::open(&path, MAGIC) {
+            Err(e) if is_not_found(&e) => {
+                // Deleted since the listing: harmless only if the core acknowledged everything it held.
+                check_gone(dir, after)?;
+                continue;
+            }
+            other => other?,
+        };
+        if s == segments[first] && after.is_some_and(|a| a.segment < s) {
+            // The segment of `after` is gone: trimmed after the core acknowledged it, or never existed.
+            check_gone(dir, after)?;
+        }
+        let Some(mut r) = reader else {
+            if tail {
+                break;
+            }
+            return Err(corrupt(&path, 0, "shorter than the segment header"));
+        };
+        if let Until::Durable(end) = until
+            && s == end.segment
+        {
+            r.limit(end.offset);
+        }
+        if starts_at_after && let Some(a) = after {
+            r.seek(a.offset)?;
+            if let Err(detail) = r.skip()? {
+                if tail {
+                    // Not written yet as far as this process can see.
+                    return Ok(out);
+                }
+                if matches!(until, Until::Tail) {
+                    // The frame the core holds is not in this complete segment: lost in a machine crash before
+                    // its fsync, after which the gateway fenced to a new segment. Continue there.
+                    tracing::warn!(position = %a, detail, "the core's position is missing from its segment; continuing with the next segment");
+                    continue;
+                }
+                return Err(corrupt(&path, a.offset, detail));
+            }
+        }
+        loop {
+            match r.next()? {
+                Step::End => break,
+                Step::Torn(_) if tail => return Ok(out),
+                Step::Torn(detail) => return Err(corrupt(&path, r.offset, detail)),
+                Step::Frame(offset) => {
+                    let n = r.payload.len();
+                    if !out.is_empty() && bytes.saturating_add(n) > max_bytes {
+                        return Ok(out);
+                    }
+                    let entry =
+                        SpoolEntry::decode(r.payload.as_slice()).map_err(|e| corrupt(&path, offset, &e.to_string()))?;
+                    out.push((Position { segment: s, offset }, entry));
+                    bytes = bytes.saturating_add(n);
+                    if bytes >= max_bytes {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A segment the reader needs is gone. A segment is deleted only when all its frames are acknowledged, and a
+/// core resumes from a position at or after its acknowledgement, so this is expected exactly when `after` is the
+/// acknowledged position (the last frame of the deleted segment): nothing after it was in the segment. A reader
+/// behind the acknowledgement (a core restored from an old backup) would silently miss entries: an error.
+/// Without a position, the reader simply starts at the oldest entry still in the spool.
+fn check_gone(dir: &Path, after: Option<Position>) -> Result<(), SpoolError> {
+    let Some(a) = after else {
+        return Ok(());
+    };
+    let acked = read_ack(dir)?;
+    if acked == Some(a) {
+        Ok(())
+    } else {
+        Err(SpoolError::Missing { after: a, acked })
+    }
+}
+
+/// The core's acknowledgement in force (`None` before the first one).
+pub fn read_ack(dir: &Path) -> Result<Option<Position>, SpoolError> {
+    let path = ack_path(dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| SpoolError::BadAck {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })
+}
+
+/// Records durably that everything up to and including `upto` is committed in the core, and returns the
+/// acknowledgement now in force. Acknowledgements never move backwards: a lower one is ignored.
+///
+/// Atomic (temporary file, fsync, rename, directory fsync), so a crash leaves the old or the new value. One
+/// writer at a time: the core (same host) or the gateway's `Ack` RPC (which serialises its calls).
+pub fn write_ack(dir: &Path, upto: Position) -> Result<Position, SpoolError> {
+    if let Some(current) = read_ack(dir)?
+        && current >= upto
+    {
+        return Ok(current);
+    }
+    let path = ack_path(dir);
+    let tmp = dir.join(format!("{ACK_FILE}.tmp-{}", std::process::id()));
+    let text = serde_json::to_vec(&upto).map_err(|e| SpoolError::BadAck {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    {
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(&text).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    sync_dir(dir)?;
+    Ok(upto)
+}
+
+/// What a spool directory holds on disk (for `tokumei spool status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SpoolUsage {
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes in segment files.
+    pub bytes: u64,
+    /// Bytes of `index.log` (summaries of trimmed segments).
+    pub index_bytes: u64,
+    /// The core's acknowledgement in force.
+    pub acked: Option<Position>,
+}
+
+/// Segments, bytes and acknowledgement of a spool directory, without reading the segments.
+pub fn usage(dir: &Path) -> Result<SpoolUsage, SpoolError> {
+    let segments = list_segments(dir)?;
+    let mut bytes = 0;
+    for &s in &segments {
+        let p = segment_path(dir, s);
+        bytes += std::fs::metadata(&p).map_err(io_err(&p))?.len();
+    }
+    let index_bytes = match std::fs::metadata(index_path(dir)) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(io_err(&index_path(dir))(e)),
+    };
+    Ok(SpoolUsage {
+        segments: segments.len(),
+        bytes,
+        index_bytes,
+        acked: read_ack(dir)?,
+    })
+}
+
+/// What the gateway keeps of an entry once its segment is deleted: batch outcomes without their records, and
+/// patient requests (small, pseudonymous). `None` for an empty entry.
+pub fn summarise(position: Position, entry: &SpoolEntry) -> Option<IndexRecord> {
+    let record = match entry.entry.as_ref()? {
+        Entry::Batch(b) => index_record::Record::Batch(BatchSummary {
+            hospital_code: b.hospital_code.clone(),
+            batch_id: b.batch_id.clone(),
+            content_digest: b.content_digest.clone(),
+            accepted: b.records.len() as u64,
+            rejections: b.rejections.clone(),
+        }),
+        Entry::Request(r) => index_record::Record::Request(r.clone()),
+    };
+    Some(IndexRecord {
+        record: Some(record),
+        position_seq: position.to_seq(),
+        committed_at_ms: entry.committed_at_ms,
+    })
+}
+
+/// Replays `index.log`; returns its valid length (a torn tail is ignored and overwritten by the next append).
+fn read_index(dir: &Path, mut visit: impl FnMut(IndexRecord)) -> Result<IndexState, SpoolError> {
+    let path = index_path(dir);
+    let mut state = IndexState::default();
+    let mut r = match FrameReader::open(&path, INDEX_MAGIC) {
+        Err(e) if is_not_found(&e) => return Ok(state),
+        other => match other? {
+            Some(r) => r,
+            None => return Ok(state),
+        },
+    };
+    loop {
+        match r.next()? {
+            Step::End => break,
+            Step::Torn(detail) => {
+                tracing::warn!(detail, offset = r.offset, "ignoring the torn tail of the spool index");
+                break;
+            }
+            Step::Frame(offset) => {
+                let rec =
+                    IndexRecord::decode(r.payload.as_slice()).map_err(|e| corrupt(&path, offset, &e.to_string()))?;
+                let p = Position::from_seq(rec.position_seq);
+                state.upto = state.upto.max(Some(p));
+                visit(rec);
+            }
+        }
+    }
+    state.len = r.offset;
+    Ok(state)
+}
+
+/// Appends encoded `IndexRecord`s to `index.log` after its valid length and fsyncs; returns the new length.
+fn append_index(dir: &Path, len: u64, records: &[Vec<u8>]) -> Result<u64, SpoolError> {
+    let path = index_path(dir);
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    let mut buf = Vec::new();
+    let start = if len < HEADER_LEN {
+        buf.extend_from_slice(INDEX_MAGIC);
+        0
+    } else {
+        len
+    };
+    for payload in records {
+        let n = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        buf.extend_from_slice(&n.to_le_bytes());
+        buf.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+        buf.extend_from_slice(payload);
+    }
+    // Drop whatever a failed earlier append left behind the valid data.
+    f.set_len(start).map_err(io_err(&path))?;
+    f.seek(SeekFrom::Start(start)).map_err(io_err(&path))?;
+    f.write_all(&buf).map_err(io_err(&path))?;
+    f.sync_all().map_err(io_err(&path))?;
+    if start == 0 {
+        sync_dir(dir)?;
+    }
+    Ok(start + buf.len() as u64)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
@@ -202,25 +746,45 @@ fn create_segment(dir: &Path, segment: u64) -> Result<File, SpoolError> {
     Ok(f)
 }
 
+/// What one trim pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrimReport {
+    /// The acknowledgement the pass worked from.
+    pub acked: Position,
+    /// False when the acknowledgement lies beyond the durable end (nothing was done; see [`Spool::trim_to`]).
+    pub applied: bool,
+    /// Whether the active segment was closed so that it could be deleted.
+    pub rotated: bool,
+    /// Segment files deleted.
+    pub segments_removed: u64,
+}
+
 impl Spool {
-    /// Opens (or creates) the spool in `dir`, replays every durable entry through `visit` so the caller can
-    /// rebuild its indexes, truncates a torn tail, and starts the group-commit writer thread.
+    /// Opens (or creates) the spool in `dir`, replays `index.log` and then every durable entry through `visit`
+    /// so the caller can rebuild its indexes, truncates a torn tail, and starts the group-commit writer thread.
     ///
     /// `on_group` is called after each group commit (for metrics).
     pub fn open(
         dir: &Path,
         segment_bytes: u64,
-        mut visit: impl FnMut(Position, SpoolEntry),
+        mut visit: impl FnMut(Replayed),
         on_group: impl Fn(GroupStats) + Send + 'static,
     ) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let index = read_index(dir, |r| visit(Replayed::Indexed(r)))?;
         let segments = list_segments(dir)?;
-        let (file, segment, offset) = match segments.last().copied() {
-            None => (create_segment(dir, 1)?, 1, MAGIC.len() as u64),
+        let mut last_frame = None;
+        let (mut file, mut segment, mut offset) = match segments.last().copied() {
+            None => (create_segment(dir, 1)?, 1, HEADER_LEN),
             Some(last) => {
                 let mut end = 0;
                 for &s in &segments {
-                    let e = read_segment(&segment_path(dir, s), s, s == last, &mut visit)?;
+                    let e = read_segment(&segment_path(dir, s), s, s == last, |p, e| {
+                        if p.segment == last {
+                            last_frame = Some(p.offset);
+                        }
+                        visit(Replayed::Entry(p, e));
+                    })?;
                     if s == last {
                         end = e;
                     }
@@ -231,12 +795,12 @@ impl Spool {
                     .write(true)
                     .open(&path)
                     .map_err(io_err(&path))?;
-                if end < MAGIC.len() as u64 {
+                if end < HEADER_LEN {
                     // Torn before the header completed: rewrite the header.
                     f.set_len(0).map_err(io_err(&path))?;
                     let mut f2 = &f;
                     f2.write_all(MAGIC).map_err(io_err(&path))?;
-                    end = MAGIC.len() as u64;
+                    end = HEADER_LEN;
                 }
                 let file_len = f.metadata().map_err(io_err(&path))?.len();
                 if file_len != end {
@@ -253,22 +817,57 @@ impl Spool {
                 (f, last, end)
             }
         };
-        let (tx, rx) = mpsc::channel::<Job>(4096);
+        // A same-host core may have read (and acknowledged) frames that were lost in a machine crash before their
+        // fsync. New frames must never land at or below that acknowledgement, or they would be deleted unread.
+        if let Some(acked) = read_ack(dir)?
+            && acked >= (Position { segment, offset })
+        {
+            let fence = segment.max(acked.segment) + 1;
+            tracing::warn!(%acked, end = %Position { segment, offset }, fence, "the core acknowledged beyond the spool's end; starting a new segment");
+            file.sync_all().map_err(io_err(dir))?;
+            file = create_segment(dir, fence)?;
+            segment = fence;
+            offset = HEADER_LEN;
+            last_frame = None;
+        }
+        let (durable_tx, durable) = watch::channel(Position { segment, offset });
+        let (tx, rx) = mpsc::channel::<Msg>(4096);
         let healthy = Arc::new(AtomicBool::new(true));
         let writer = Writer {
             dir: dir.to_path_buf(),
             file,
             segment,
             offset,
-            segment_bytes,
+            last_frame,
+            last_ack_rotation: None,
+            segment_bytes: segment_bytes.min(MAX_SEGMENT_BYTES),
             on_group: Box::new(on_group),
             healthy: healthy.clone(),
+            durable: durable_tx,
         };
         std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(io_err(dir))?;
-        Ok(Spool { tx, healthy })
+        Ok(Spool {
+            tx,
+            healthy,
+            durable,
+            dir: Arc::new(dir.to_path_buf()),
+            index: Arc::new(tokio::sync::Mutex::new(index)),
+            ack_rotation_interval: DEFAULT_ACK_ROTATION_INTERVAL,
+        })
+    }
+
+    /// Sets the shortest time between two rotations of the active segment caused by acknowledgements.
+    ///
+    /// Closing the active segment early lets acknowledged data (an erased patient's, say) be deleted without
+    /// waiting for the segment to fill; rate-limiting it keeps segment numbers (< 2^24, see
+    /// [`Position::to_seq`]) from being used up by a core that acknowledges every few milliseconds. The first
+    /// rotation after start is never delayed.
+    pub fn with_ack_rotation_interval(mut self, interval: Duration) -> Spool {
+        self.ack_rotation_interval = interval;
+        self
     }
 
     /// Appends an entry; resolves once it is durable, with its position.
@@ -276,7 +875,7 @@ impl Spool {
         let payload = entry.encode_to_vec();
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { payload, reply })
+            .send(Msg::Commit(Job { payload, reply }))
             .await
             .map_err(|_| SpoolError::Closed)?;
         rx.await.map_err(|_| SpoolError::Closed)?
@@ -287,6 +886,155 @@ impl Spool {
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::SeqCst)
     }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The position just after the last fsync'd frame: every frame before it is durable. What the remote feed
+    /// may serve.
+    pub fn durable_end(&self) -> Position {
+        *self.durable.borrow()
+    }
+
+    /// A receiver that changes whenever the durable end moves, so that a feed can wait for new entries instead of
+    /// polling.
+    pub fn watch_durable(&self) -> watch::Receiver<Position> {
+        self.durable.clone()
+    }
+
+    /// Applies the acknowledgement in `core.ack`, if any (see [`Spool::trim_to`]). The gateway calls this at
+    /// start and every few seconds, for a core that acknowledges by writing the file (same host).
+    pub async fn apply_ack_file(&self) -> Result<Option<TrimReport>, SpoolError> {
+        let dir = self.dir.clone();
+        let acked = tokio::task::spawn_blocking(move || read_ack(&dir))
+            .await
+            .map_err(|_| SpoolError::Closed)??;
+        match acked {
+            Some(a) => Ok(Some(self.trim_to(a).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the core's acknowledgement of everything up to and including `upto` (the `Ack` RPC), then trims.
+    /// An acknowledgement of a position that is not durable yet is refused: the core cannot have it.
+    pub async fn ack(&self, upto: Position) -> Result<TrimReport, SpoolError> {
+        let index = self.index.lock().await;
+        let end = self.durable_end();
+        if upto >= end {
+            return Err(SpoolError::BeyondEnd { after: upto, end });
+        }
+        let dir = self.dir.clone();
+        let acked = tokio::task::spawn_blocking(move || write_ack(&dir, upto))
+            .await
+            .map_err(|_| SpoolError::Closed)??;
+        self.trim_locked(index, acked).await
+    }
+
+    /// Deletes every segment whose every frame is at or before `acked`, after appending their summaries to
+    /// `index.log` (fsync'd first). When every frame of the active segment is acknowledged, the writer first
+    /// starts a new segment so that the old one can go too (at most once per
+    /// [`Spool::with_ack_rotation_interval`]).
+    ///
+    /// An acknowledgement at or beyond the durable end is not applied (`applied: false`): a same-host core may
+    /// have read a frame whose fsync is still running, and the next pass applies it.
+    pub async fn trim_to(&self, acked: Position) -> Result<TrimReport, SpoolError> {
+        let index = self.index.lock().await;
+        self.trim_locked(index, acked).await
+    }
+
+    async fn trim_locked(
+        &self,
+        mut index: tokio::sync::MutexGuard<'_, IndexState>,
+        acked: Position,
+    ) -> Result<TrimReport, SpoolError> {
+        let mut report = TrimReport {
+            acked,
+            applied: false,
+            rotated: false,
+            segments_removed: 0,
+        };
+        let end = self.durable_end();
+        if acked >= end {
+            if acked.segment > end.segment && index.warned != Some(acked) {
+                tracing::warn!(%acked, %end, "the core's acknowledgement lies beyond the spool's durable end; not trimming");
+                index.warned = Some(acked);
+            }
+            return Ok(report);
+        }
+        report.applied = true;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Rotate {
+                acked,
+                min_interval: self.ack_rotation_interval,
+                reply,
+            })
+            .await
+            .map_err(|_| SpoolError::Closed)?;
+        let active = rx.await.map_err(|_| SpoolError::Closed)??;
+        report.rotated = active > end.segment;
+        let dir = self.dir.clone();
+        let state = *index;
+        let (state, removed) = tokio::task::spawn_blocking(move || trim_segments(&dir, acked, active, state))
+            .await
+            .map_err(|_| SpoolError::Closed)??;
+        *index = state;
+        report.segments_removed = removed;
+        if removed > 0 {
+            tracing::info!(%acked, segments = removed, "trimmed acknowledged spool segments");
+        }
+        Ok(report)
+    }
+}
+
+/// Deletes the fully acknowledged segments before `active`, summarising them into `index.log` first.
+fn trim_segments(
+    dir: &Path,
+    acked: Position,
+    active: u64,
+    mut state: IndexState,
+) -> Result<(IndexState, u64), SpoolError> {
+    let mut doomed = Vec::new();
+    for s in list_segments(dir)? {
+        if s >= active || s > acked.segment {
+            break;
+        }
+        if s == acked.segment && last_frame_offset(&segment_path(dir, s))?.is_some_and(|o| o > acked.offset) {
+            break;
+        }
+        doomed.push(s);
+    }
+    if doomed.is_empty() {
+        return Ok((state, 0));
+    }
+    let mut records = Vec::new();
+    let mut upto = state.upto;
+    for &s in &doomed {
+        read_segment(&segment_path(dir, s), s, false, |p, e| {
+            if upto.is_none_or(|u| p > u) {
+                if let Some(r) = summarise(p, &e) {
+                    records.push(r.encode_to_vec());
+                }
+                upto = Some(p);
+            }
+        })?;
+    }
+    if !records.is_empty() {
+        state.len = append_index(dir, state.len, &records)?;
+    }
+    state.upto = upto;
+    for &s in &doomed {
+        let p = segment_path(dir, s);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&p)(e)),
+        }
+    }
+    sync_dir(dir)?;
+    Ok((state, doomed.len() as u64))
 }
 
 struct Writer {
@@ -294,53 +1042,109 @@ struct Writer {
     file: File,
     segment: u64,
     offset: u64,
+    /// Offset of the last frame in the active segment.
+    last_frame: Option<u64>,
+    last_ack_rotation: Option<Instant>,
     segment_bytes: u64,
     on_group: Box<dyn Fn(GroupStats) + Send>,
     healthy: Arc<AtomicBool>,
+    durable: watch::Sender<Position>,
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut buf = Vec::with_capacity(1 << 20);
         while let Some(first) = rx.blocking_recv() {
-            let mut jobs = vec![first];
-            let mut bytes = jobs[0].payload.len();
-            while bytes < MAX_GROUP_BYTES {
+            let mut jobs = Vec::new();
+            let mut control = None;
+            match first {
+                Msg::Commit(j) => jobs.push(j),
+                c @ Msg::Rotate { .. } => control = Some(c),
+            }
+            let mut bytes = jobs.first().map_or(0, |j| j.payload.len());
+            while control.is_none() && bytes < MAX_GROUP_BYTES {
                 match rx.try_recv() {
-                    Ok(j) => {
+                    Ok(Msg::Commit(j)) => {
                         bytes += j.payload.len();
                         jobs.push(j);
                     }
+                    Ok(c) => control = Some(c),
                     Err(_) => break,
                 }
             }
-            match self.write_group(&jobs, &mut buf) {
-                Ok(positions) => {
-                    for (job, pos) in jobs.into_iter().zip(positions) {
-                        let _ = job.reply.send(Ok(pos));
+            if !jobs.is_empty() {
+                match self.write_group(&jobs, &mut buf) {
+                    Ok(positions) => {
+                        for (job, pos) in jobs.into_iter().zip(positions) {
+                            let _ = job.reply.send(Ok(pos));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "spool group commit failed; refusing further commits");
+                        self.healthy.store(false, Ordering::SeqCst);
+                        for job in jobs {
+                            let _ = job.reply.send(Err(SpoolError::Closed));
+                        }
+                        // Whatever reached the file without a completed fsync may or may not survive; no receipt
+                        // was sent for it, and the hospital will retry. Stop accepting work: readiness goes red.
+                        return;
                     }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "spool group commit failed; refusing further commits");
-                    self.healthy.store(false, Ordering::SeqCst);
-                    for job in jobs {
-                        let _ = job.reply.send(Err(SpoolError::Closed));
+            }
+            if let Some(Msg::Rotate {
+                acked,
+                min_interval,
+                reply,
+            }) = control
+            {
+                match self.rotate_if_acked(acked, min_interval) {
+                    Ok(active) => {
+                        let _ = reply.send(Ok(active));
                     }
-                    // Whatever reached the file without a completed fsync may or may not survive; no receipt
-                    // was sent for it, and the hospital will retry. Stop accepting work: readiness goes red.
-                    return;
+                    Err(e) => {
+                        tracing::error!(error = %e, "spool segment rotation failed; refusing further commits");
+                        self.healthy.store(false, Ordering::SeqCst);
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
                 }
             }
         }
         let _ = self.file.sync_data();
     }
 
+    fn rotate(&mut self) -> Result<(), SpoolError> {
+        self.file.sync_all().map_err(io_err(&self.dir))?;
+        let next = self.segment + 1;
+        self.file = create_segment(&self.dir, next)?;
+        self.segment = next;
+        self.offset = HEADER_LEN;
+        self.last_frame = None;
+        self.durable.send_replace(Position {
+            segment: next,
+            offset: HEADER_LEN,
+        });
+        Ok(())
+    }
+
+    fn rotate_if_acked(&mut self, acked: Position, min_interval: Duration) -> Result<u64, SpoolError> {
+        let covered = self.last_frame.is_some_and(|offset| {
+            Position {
+                segment: self.segment,
+                offset,
+            } <= acked
+        });
+        let due = self.last_ack_rotation.is_none_or(|t| t.elapsed() >= min_interval);
+        if covered && due {
+            self.rotate()?;
+            self.last_ack_rotation = Some(Instant::now());
+        }
+        Ok(self.segment)
+    }
+
     fn write_group(&mut self, jobs: &[Job], buf: &mut Vec<u8>) -> Result<Vec<Position>, SpoolError> {
         if self.offset >= self.segment_bytes {
-            self.file.sync_all().map_err(io_err(&self.dir))?;
-            self.segment += 1;
-            self.file = create_segment(&self.dir, self.segment)?;
-            self.offset = MAGIC.len() as u64;
+            self.rotate()?;
         }
         buf.clear();
         let mut positions = Vec::with_capacity(jobs.len());
@@ -366,6 +1170,11 @@ impl Writer {
             fsync: started.elapsed(),
         });
         self.offset = offset;
+        self.last_frame = positions.last().map(|p| p.offset).or(self.last_frame);
+        self.durable.send_replace(Position {
+            segment: self.segment,
+            offset,
+        });
         Ok(positions)
     }
 }
@@ -373,7 +1182,9 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokumei_proto::spool::v1::{BatchCommit, spool_entry::Entry};
+    use crate::registry::{Admission, Registry};
+    use tokumei_proto::ingest::v1::Rejection;
+    use tokumei_proto::spool::v1::{BatchCommit, PatientRequestEntry, PseudonymisedRecord};
 
     fn entry(id: &str) -> SpoolEntry {
         SpoolEntry {
@@ -386,22 +1197,77 @@ mod tests {
         }
     }
 
+    /// A batch the registry indexes: 32-byte digest, one record, one rejection.
+    fn batch(i: u8) -> SpoolEntry {
+        SpoolEntry {
+            entry: Some(Entry::Batch(BatchCommit {
+                hospital_code: "1310000001".into(),
+                batch_id: format!("b{i}"),
+                content_digest: vec![i; 32],
+                records: vec![PseudonymisedRecord {
+                    linkage_key: vec![i; 32],
+                    birth_date: "1950-01-01".into(),
+                    ..Default::default()
+                }],
+                rejections: vec![Rejection {
+                    batch_id: format!("b{i}"),
+                    index: 1,
+                    reason: "INVALID_DATE".into(),
+                    detail: "birth_date".into(),
+                }],
+            })),
+            committed_at_ms: i64::from(i),
+        }
+    }
+
+    fn request(i: u8) -> SpoolEntry {
+        SpoolEntry {
+            entry: Some(Entry::Request(PatientRequestEntry {
+                hospital_code: "1310000001".into(),
+                request_id: format!("r{i}"),
+                kind: 1,
+                linkage_keys: vec![vec![100 + i; 32]],
+                hospital_pseudonym: vec![200 + i; 32],
+                matched_by: "INSURED".into(),
+            })),
+            committed_at_ms: 7,
+        }
+    }
+
+    fn id_of(e: &SpoolEntry) -> String {
+        match &e.entry {
+            Some(Entry::Batch(b)) => b.batch_id.clone(),
+            Some(Entry::Request(r)) => r.request_id.clone(),
+            None => String::new(),
+        }
+    }
+
     fn ids(dir: &Path) -> Vec<String> {
         let mut out = Vec::new();
-        read_all(dir, |_, e| {
-            if let Some(Entry::Batch(b)) = e.entry {
-                out.push(b.batch_id)
-            }
-        })
-        .unwrap();
+        read_all(dir, |_, e| out.push(id_of(&e))).unwrap();
         out
+    }
+
+    fn all(dir: &Path) -> Vec<(Position, String)> {
+        let mut out = Vec::new();
+        read_all(dir, |p, e| out.push((p, id_of(&e)))).unwrap();
+        out
+    }
+
+    fn open(dir: &Path, segment_bytes: u64) -> Spool {
+        Spool::open(dir, segment_bytes, |_| {}, |_| {}).unwrap()
+    }
+
+    /// Lets the writer thread of dropped handles finish.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     #[tokio::test]
     async fn commits_survive_reopen_and_torn_tail_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = Spool::open(dir.path(), 1 << 20, |_, _| {}, |_| {}).unwrap();
+            let spool = open(dir.path(), 1 << 20);
             let futs: Vec<_> = (0..50)
                 .map(|i| {
                     let s = spool.clone();
@@ -412,7 +1278,7 @@ mod tests {
                 f.await.unwrap();
             }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        settle().await;
         assert_eq!(ids(dir.path()).len(), 50);
         // Simulate a crash mid-write: append half a frame.
         let seg = segment_path(dir.path(), 1);
@@ -420,11 +1286,11 @@ mod tests {
         f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
         drop(f);
         let mut seen = 0;
-        let spool = Spool::open(dir.path(), 1 << 20, |_, _| seen += 1, |_| {}).unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20, |_| seen += 1, |_| {}).unwrap();
         assert_eq!(seen, 50);
         spool.commit(&entry("after")).await.unwrap();
         drop(spool);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        settle().await;
         let all = ids(dir.path());
         assert_eq!(all.len(), 51);
         assert_eq!(all.last().unwrap(), "after");
@@ -433,12 +1299,12 @@ mod tests {
     #[tokio::test]
     async fn segments_roll_over() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), 200, |_, _| {}, |_| {}).unwrap();
+        let spool = open(dir.path(), 200);
         for i in 0..20 {
             spool.commit(&entry(&format!("b{i}"))).await.unwrap();
         }
         drop(spool);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        settle().await;
         assert!(list_segments(dir.path()).unwrap().len() > 1);
         assert_eq!(ids(dir.path()).len(), 20);
     }
@@ -448,7 +1314,7 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = tempfile::tempdir().unwrap();
         rt.block_on(async {
-            let spool = Spool::open(dir.path(), 150, |_, _| {}, |_| {}).unwrap();
+            let spool = open(dir.path(), 150);
             for i in 0..10 {
                 spool.commit(&entry(&format!("b{i}"))).await.unwrap();
             }
@@ -463,5 +1329,349 @@ mod tests {
             read_all(dir.path(), |_, _| {}),
             Err(SpoolError::Corrupt { .. })
         ));
+        assert!(matches!(
+            read_after(dir.path(), None, usize::MAX),
+            Err(SpoolError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn seq_round_trips_and_keeps_spool_order() {
+        let mut positions = vec![
+            Position { segment: 0, offset: 0 },
+            Position { segment: 1, offset: 8 },
+            Position { segment: 1, offset: 9 },
+            Position {
+                segment: 1,
+                offset: (1 << 40) - 1,
+            },
+            Position { segment: 2, offset: 8 },
+            Position {
+                segment: 77,
+                offset: 64 << 20,
+            },
+            Position {
+                segment: (1 << 24) - 1,
+                offset: (1 << 40) - 1,
+            },
+        ];
+        for p in &positions {
+            assert_eq!(Position::from_seq(p.to_seq()), *p);
+        }
+        for w in positions.windows(2) {
+            assert!(w[0] < w[1]);
+            assert!(w[0].to_seq() < w[1].to_seq(), "{} !< {}", w[0], w[1]);
+        }
+        positions.reverse();
+        let mut by_seq = positions.clone();
+        by_seq.sort_by_key(|p| p.to_seq());
+        positions.sort();
+        assert_eq!(by_seq, positions);
+        let json = serde_json::to_string(&positions[1]).unwrap();
+        assert_eq!(json, r#"{"segment":1,"offset":8}"#);
+    }
+
+    /// Writes `n` entries into small segments and returns every (position, id).
+    async fn multi_segment(dir: &Path, n: u8) -> Vec<(Position, String)> {
+        let spool = open(dir, 300);
+        for i in 0..n {
+            let e = if i % 5 == 4 { request(i) } else { batch(i) };
+            spool.commit(&e).await.unwrap();
+        }
+        drop(spool);
+        settle().await;
+        let all = all(dir);
+        assert_eq!(all.len(), usize::from(n));
+        assert!(list_segments(dir).unwrap().len() >= 3);
+        all
+    }
+
+    #[tokio::test]
+    async fn read_after_returns_exactly_the_suffix_from_every_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = multi_segment(dir.path(), 30).await;
+        let got = |after| -> Vec<(Position, String)> {
+            read_after(dir.path(), after, usize::MAX)
+                .unwrap()
+                .into_iter()
+                .map(|(p, e)| (p, id_of(&e)))
+                .collect()
+        };
+        assert_eq!(got(None), all);
+        for i in 0..all.len() {
+            assert_eq!(got(Some(all[i].0)), all[i + 1..], "after {}", all[i].0);
+        }
+        // Chunked by a tiny byte budget: one entry per call, same sequence.
+        let mut chunks = Vec::new();
+        let mut after = None;
+        loop {
+            let c = read_after(dir.path(), after, 1).unwrap();
+            if c.is_empty() {
+                break;
+            }
+            assert_eq!(c.len(), 1);
+            after = Some(c[0].0);
+            chunks.push((c[0].0, id_of(&c[0].1)));
+        }
+        assert_eq!(chunks, all);
+        // The durable reader stops at the given end and refuses positions beyond it.
+        let end = all[10].0;
+        let d = read_durable_after(dir.path(), Some(all[3].0), usize::MAX, end).unwrap();
+        let d: Vec<Position> = d.into_iter().map(|(p, _)| p).collect();
+        assert_eq!(d, all[4..10].iter().map(|(p, _)| *p).collect::<Vec<_>>());
+        assert!(matches!(
+            read_durable_after(dir.path(), Some(end), usize::MAX, end),
+            Err(SpoolError::BeyondEnd { .. })
+        ));
+        // A position in a segment that never existed is an error, not an endless wait.
+        assert!(matches!(
+            read_after(
+                dir.path(),
+                Some(Position {
+                    segment: 999,
+                    offset: 8
+                }),
+                1
+            ),
+            Err(SpoolError::Missing { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_torn_or_unfinished_tail_is_not_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = multi_segment(dir.path(), 12).await;
+        let last_seg = *list_segments(dir.path()).unwrap().last().unwrap();
+        let path = segment_path(dir.path(), last_seg);
+        // A header promising more bytes than were written (the writer is mid-write).
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[100, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
+        drop(f);
+        let got = read_after(dir.path(), None, usize::MAX).unwrap();
+        assert_eq!(got.len(), all.len());
+        let tail = read_after(dir.path(), Some(all[all.len() - 1].0), usize::MAX).unwrap();
+        assert!(tail.is_empty());
+        // A complete frame with a wrong checksum at the tail is not returned either.
+        let len = std::fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 9)
+            .unwrap();
+        let payload = batch(99).encode_to_vec();
+        let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&(crc32c::crc32c(&payload) ^ 1).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&frame)
+            .unwrap();
+        assert_eq!(read_after(dir.path(), None, usize::MAX).unwrap().len(), all.len());
+    }
+
+    #[test]
+    fn acknowledgements_never_move_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_ack(dir.path()).unwrap(), None);
+        let p1 = Position { segment: 2, offset: 80 };
+        let p2 = Position { segment: 3, offset: 8 };
+        assert_eq!(write_ack(dir.path(), p2).unwrap(), p2);
+        assert_eq!(write_ack(dir.path(), p1).unwrap(), p2);
+        assert_eq!(read_ack(dir.path()).unwrap(), Some(p2));
+        let p3 = Position { segment: 3, offset: 90 };
+        assert_eq!(write_ack(dir.path(), p3).unwrap(), p3);
+        assert_eq!(read_ack(dir.path()).unwrap(), Some(p3));
+        let text = std::fs::read_to_string(ack_path(dir.path())).unwrap();
+        assert_eq!(text, r#"{"segment":3,"offset":90}"#);
+        std::fs::write(ack_path(dir.path()), "garbage").unwrap();
+        assert!(matches!(read_ack(dir.path()), Err(SpoolError::BadAck { .. })));
+    }
+
+    fn rebuilt(dir: &Path) -> (Registry, Spool) {
+        let mut reg = Registry::default();
+        let spool = Spool::open(dir, 300, |r| reg.replay(r), |_| {}).unwrap();
+        (reg, spool)
+    }
+
+    fn replayed(reg: &Registry, i: u8) -> Option<crate::registry::BatchOutcome> {
+        let key = ("1310000001".to_string(), format!("b{i}"));
+        let digest = [i; 32];
+        match reg.admit(&key, &digest) {
+            Admission::Replay(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn trim_deletes_only_fully_acknowledged_segments_and_keeps_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = multi_segment(dir.path(), 30).await;
+        let (before, _) = rebuilt(dir.path());
+        settle().await;
+        let segs = list_segments(dir.path()).unwrap();
+        // Acknowledge a frame in the middle of the third segment: the first two go, the third stays.
+        let third: Vec<&(Position, String)> = all.iter().filter(|(p, _)| p.segment == segs[2]).collect();
+        assert!(third.len() >= 2);
+        let mid = third[0].0;
+        let spool = open(dir.path(), 300);
+        write_ack(dir.path(), mid).unwrap();
+        let report = spool.trim_to(mid).await.unwrap();
+        assert!(report.applied);
+        assert!(!report.rotated);
+        assert_eq!(report.segments_removed, 2);
+        assert_eq!(list_segments(dir.path()).unwrap(), segs[2..].to_vec());
+        assert!(index_path(dir.path()).exists());
+        // The same acknowledgement again does nothing more.
+        assert_eq!(spool.trim_to(mid).await.unwrap().segments_removed, 0);
+        // Reading after the acknowledged position still works (the core resumes there).
+        let rest = read_after(dir.path(), Some(mid), usize::MAX).unwrap();
+        assert_eq!(rest.len(), all.iter().filter(|(p, _)| *p > mid).count());
+        // A fresh reader starts at the oldest remaining entry; a reader behind the acknowledgement whose entries
+        // were deleted is told so instead of silently skipping them.
+        assert_eq!(read_after(dir.path(), None, usize::MAX).unwrap()[0].0, third[0].0);
+        assert!(matches!(
+            read_after(dir.path(), Some(all[0].0), usize::MAX),
+            Err(SpoolError::Missing { .. })
+        ));
+
+        // Acknowledge everything: the active segment is rotated and every old segment is deleted.
+        let last = all.last().unwrap().0;
+        write_ack(dir.path(), last).unwrap();
+        let report = spool.trim_to(last).await.unwrap();
+        assert!(report.rotated);
+        let left = list_segments(dir.path()).unwrap();
+        assert_eq!(left.len(), 1);
+        assert!(left[0] > last.segment);
+        assert!(read_after(dir.path(), Some(last), usize::MAX).unwrap().is_empty());
+        let p = spool.commit(&batch(200)).await.unwrap();
+        assert_eq!(p.segment, left[0]);
+        let next = read_after(dir.path(), Some(last), usize::MAX).unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].0, p);
+        // Clinical records are not in what was kept.
+        let index = std::fs::read(index_path(dir.path())).unwrap();
+        assert!(!index.windows(10).any(|w| w == b"1950-01-01"));
+        drop(spool);
+        settle().await;
+
+        // The registry rebuilt from index.log + the remaining segment answers exactly as before.
+        let (after, _) = rebuilt(dir.path());
+        for i in 0..30u8 {
+            assert_eq!(replayed(&after, i), replayed(&before, i), "batch b{i}");
+            if i % 5 != 4 {
+                let o = replayed(&after, i).unwrap();
+                assert_eq!(o.accepted, 1);
+                assert_eq!(o.rejections.len(), 1);
+            }
+        }
+        assert!(replayed(&after, 200).is_some());
+        assert_eq!(after.batch_count(), before.batch_count() + 1);
+        assert_eq!(after.opted_out_count(), before.opted_out_count());
+        assert!(after.request("1310000001", "r4").is_some());
+        // Different content under a trimmed batch id is still a conflict.
+        assert!(matches!(
+            after.admit(&("1310000001".to_string(), "b1".to_string()), &[9; 32]),
+            Admission::Conflict
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_index_append_and_delete_is_harmless() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = multi_segment(dir.path(), 20).await;
+        let segs = list_segments(dir.path()).unwrap();
+        let saved: Vec<(PathBuf, Vec<u8>)> = segs[..2]
+            .iter()
+            .map(|&s| {
+                (
+                    segment_path(dir.path(), s),
+                    std::fs::read(segment_path(dir.path(), s)).unwrap(),
+                )
+            })
+            .collect();
+        let last_of_second = all.iter().rfind(|(p, _)| p.segment == segs[1]).unwrap().0;
+        {
+            let spool = open(dir.path(), 300);
+            assert_eq!(spool.trim_to(last_of_second).await.unwrap().segments_removed, 2);
+        }
+        settle().await;
+        // Put the segments back as if the deletion had not happened.
+        for (p, bytes) in &saved {
+            std::fs::write(p, bytes).unwrap();
+        }
+        let index_len = std::fs::metadata(index_path(dir.path())).unwrap().len();
+        let (reg, spool) = rebuilt(dir.path());
+        assert_eq!(
+            reg.batch_count(),
+            all.iter().filter(|(_, id)| id.starts_with('b')).count()
+        );
+        // Trimming again does not summarise the same entries twice.
+        assert_eq!(spool.trim_to(last_of_second).await.unwrap().segments_removed, 2);
+        assert_eq!(std::fs::metadata(index_path(dir.path())).unwrap().len(), index_len);
+    }
+
+    #[tokio::test]
+    async fn durable_end_ack_and_rotation_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(dir.path(), 1 << 20).with_ack_rotation_interval(Duration::from_secs(3600));
+        let start = spool.durable_end();
+        let p1 = spool.commit(&batch(1)).await.unwrap();
+        let end = spool.durable_end();
+        assert!(p1 >= start && p1 < end);
+        let got = read_durable_after(dir.path(), None, usize::MAX, end).unwrap();
+        assert_eq!(got.len(), 1);
+        // An acknowledgement of something not durable yet is refused and changes nothing.
+        assert!(matches!(spool.ack(end).await, Err(SpoolError::BeyondEnd { .. })));
+        assert_eq!(read_ack(dir.path()).unwrap(), None);
+        // First acknowledgement rotation happens at once.
+        let r = spool.ack(p1).await.unwrap();
+        assert!(r.rotated);
+        assert_eq!(r.segments_removed, 1);
+        assert_eq!(read_ack(dir.path()).unwrap(), Some(p1));
+        // The next one waits for the interval: the segment stays until then (or until it fills up).
+        let p2 = spool.commit(&batch(2)).await.unwrap();
+        let r = spool.ack(p2).await.unwrap();
+        assert!(!r.rotated);
+        assert_eq!(r.segments_removed, 0);
+        assert_eq!(list_segments(dir.path()).unwrap(), vec![p2.segment]);
+        // A lower acknowledgement does not move it back.
+        assert_eq!(spool.ack(p1).await.unwrap().acked, p2);
+        // apply_ack_file picks up what a same-host core wrote.
+        let spool = spool.with_ack_rotation_interval(Duration::ZERO);
+        let p3 = spool.commit(&batch(3)).await.unwrap();
+        write_ack(dir.path(), p3).unwrap();
+        let r = spool.apply_ack_file().await.unwrap().unwrap();
+        assert!(r.rotated);
+        assert_eq!(r.segments_removed, 1);
+        assert!(read_after(dir.path(), Some(p3), usize::MAX).unwrap().is_empty());
+        let u = usage(dir.path()).unwrap();
+        assert_eq!(u.segments, 1);
+        assert_eq!(u.acked, Some(p3));
+        assert!(u.index_bytes > 0);
+    }
+
+    #[tokio::test]
+    async fn an_acknowledgement_beyond_the_end_fences_new_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = {
+            let spool = open(dir.path(), 1 << 20);
+            spool.commit(&batch(1)).await.unwrap()
+        };
+        settle().await;
+        // The core acknowledged a frame the machine lost before its fsync.
+        let ghost = Position {
+            segment: p.segment,
+            offset: p.offset + 500,
+        };
+        write_ack(dir.path(), ghost).unwrap();
+        let spool = open(dir.path(), 1 << 20);
+        let q = spool.commit(&batch(2)).await.unwrap();
+        assert!(q > ghost, "{q} must lie beyond the acknowledged {ghost}");
+        let r = spool.trim_to(ghost).await.unwrap();
+        assert!(r.applied);
+        assert_eq!(read_after(dir.path(), Some(ghost), usize::MAX).unwrap().len(), 1);
     }
 }

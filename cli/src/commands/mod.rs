@@ -3,11 +3,14 @@
 pub mod anonymize;
 pub mod bench;
 pub mod bench_deid;
+pub mod core;
 pub mod demo;
 pub mod model_flags;
 pub mod pki;
 pub mod push;
 pub mod serve;
 pub mod spool;
+pub mod sql;
+pub mod store;
 pub mod synth;
 pub mod verify;

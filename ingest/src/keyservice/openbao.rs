@@ -3,15 +3,27 @@
 //! One HTTP call per purpose per incoming batch, using transit's `batch_input`. The key version is pinned
 //! (`key_version`, default 1) so that rotating the transit key for new purposes never changes existing
 //! linkage keys — pseudonyms must stay stable for the lifetime of the data.
+//!
+//! Envelope encryption of the store uses a separate transit key, `<key_prefix>store-kek` (aes256-gcm96,
+//! non-exportable, created on first use), through transit `encrypt`, `decrypt`, `rewrap` and `rotate`; the
+//! pinned HMAC `key_version` does not apply to it, so wrapping always uses its newest version. The caller's
+//! context is bound by making the KEK a *derived* key (`derived: true`, HKDF-SHA-256 per context): transit's
+//! `associated_data` would be the natural fit, but `rewrap` does not accept it (it decrypts with empty associated
+//! data, so a rewrap of such a ciphertext always fails), whereas a derivation context is accepted and enforced
+//! by `encrypt`, `decrypt` and `rewrap` alike — OpenBao itself refuses a wrong context, also on rewrap, and the
+//! data key never leaves OpenBao for a mismatched context.
 
-use super::{Digest, KeyError, KeyPurpose, KeyService};
+use super::{BACKEND_OPENBAO, DataKey, Digest, KeyError, KeyPurpose, KeyService, WrappedKey};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rustify_derive::Endpoint;
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
+use tokio::sync::OnceCell;
+use vaultrs::api::transit::KeyType;
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
 use zeroize::Zeroizing;
 
 /// Connection settings for OpenBao transit.
@@ -19,13 +31,15 @@ use zeroize::Zeroizing;
 pub struct OpenBaoSettings {
     /// e.g. `http://127.0.0.1:8200`.
     pub address: String,
-    /// Token with `update` on `<mount>/hmac/<prefix>*` and `create`/`read` on `<mount>/keys/<prefix>*`.
+    /// Token with `update` on `<mount>/hmac/<prefix>*` and `create`/`read` on `<mount>/keys/<prefix>*`; for
+    /// store envelope encryption also `update` on `<mount>/{encrypt,decrypt,rewrap}/<prefix>store-kek` and on
+    /// `<mount>/keys/<prefix>store-kek/rotate` (rotation only).
     pub token: Zeroizing<String>,
     /// Transit mount path, usually `transit`.
     pub mount: String,
     /// Prefix of the key names, so several deployments can share one OpenBao.
     pub key_prefix: String,
-    /// Pinned key version used for every HMAC.
+    /// Pinned key version used for every HMAC (not for the store KEK, which always wraps under its newest version).
     pub key_version: u64,
 }
 
@@ -41,10 +55,20 @@ impl fmt::Debug for OpenBaoSettings {
     }
 }
 
+/// Name of the store key-encryption key in transit, after the configured prefix.
+pub const STORE_KEK_NAME: &str = "store-kek";
+
+/// Domain tag prepended to the caller's context to form the transit derivation context: never empty (transit
+/// refuses an empty context for a derived key) and specific to store data keys.
+const KEK_CONTEXT_TAG: &str = "tokumei-store-dek-v1:";
+
 /// The transit-backed key service.
 pub struct OpenBaoTransit {
     client: VaultClient,
     settings: OpenBaoSettings,
+    /// Set once the store KEK is known to exist with the expected properties; checked lazily because the
+    /// ingest gateway never wraps keys and its token need not reach the KEK.
+    kek_ready: OnceCell<()>,
 }
 
 /// One base64 input of a batch; redacted in Debug because it encodes an identity.
@@ -96,9 +120,90 @@ struct BatchHmacResult {
     error: Option<String>,
 }
 
+/// A base64 data key returned by transit `decrypt`; zeroized on drop and redacted in Debug.
+struct SecretOutput(Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for SecretOutput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| SecretOutput(Zeroizing::new(s)))
+    }
+}
+
+impl fmt::Debug for SecretOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `POST <mount>/encrypt/<name>`, with the data key in a zeroizing buffer (vaultrs' request takes a `String`).
+#[derive(Debug, Endpoint)]
+#[endpoint(
+    path = "{self.mount}/encrypt/{self.name}",
+    method = "POST",
+    response = "CiphertextResponse"
+)]
+struct EncryptKeyRequest {
+    #[endpoint(skip)]
+    mount: String,
+    #[endpoint(skip)]
+    name: String,
+    plaintext: SecretInput,
+    context: String,
+}
+
+#[derive(Deserialize, Debug)]
+struct CiphertextResponse {
+    ciphertext: String,
+}
+
+/// `POST <mount>/decrypt/<name>`, with the data key received into a zeroizing buffer.
+#[derive(Debug, Endpoint)]
+#[endpoint(
+    path = "{self.mount}/decrypt/{self.name}",
+    method = "POST",
+    response = "DecryptKeyResponse"
+)]
+struct DecryptKeyRequest {
+    #[endpoint(skip)]
+    mount: String,
+    #[endpoint(skip)]
+    name: String,
+    ciphertext: String,
+    context: String,
+}
+
+#[derive(Deserialize, Debug)]
+struct DecryptKeyResponse {
+    plaintext: SecretOutput,
+}
+
+/// `GET <mount>/keys/<name>`, reading only what the KEK checks need (vaultrs' response lacks `latest_version`).
+#[derive(Debug, Endpoint)]
+#[endpoint(path = "{self.mount}/keys/{self.name}", method = "GET", response = "KekInfo")]
+struct ReadKekRequest {
+    #[endpoint(skip)]
+    mount: String,
+    #[endpoint(skip)]
+    name: String,
+}
+
+#[derive(Deserialize, Debug)]
+struct KekInfo {
+    #[serde(rename = "type")]
+    key_type: String,
+    exportable: bool,
+    derived: bool,
+    #[serde(default)]
+    convergent_encryption: bool,
+    latest_version: u64,
+}
+
 impl OpenBaoTransit {
     /// Connects and makes sure every purpose's key exists (creating missing ones).
     pub async fn connect(settings: OpenBaoSettings) -> Result<Self, KeyError> {
+        // vaultrs' HTTP client panics without a process-wide rustls provider; callers other than the gateway (the
+        // store, tools, tests) must not have to know that.
+        crate::tls::install_crypto_provider();
         let client = VaultClient::new(
             VaultClientSettingsBuilder::default()
                 .address(settings.address.as_str())
@@ -107,7 +212,11 @@ impl OpenBaoTransit {
                 .map_err(|e| KeyError::Remote(format!("settings: {e}")))?,
         )
         .map_err(|e| KeyError::Remote(format!("client: {e}")))?;
-        let svc = OpenBaoTransit { client, settings };
+        let svc = OpenBaoTransit {
+            client,
+            settings,
+            kek_ready: OnceCell::new(),
+        };
         for p in KeyPurpose::ALL {
             svc.ensure_key(p).await?;
         }
@@ -129,6 +238,101 @@ impl OpenBaoTransit {
             }
             Err(e) => Err(KeyError::Remote(format!("read key {name}: {e}"))),
         }
+    }
+
+    fn kek_name(&self) -> String {
+        format!("{}{STORE_KEK_NAME}", self.settings.key_prefix)
+    }
+
+    async fn read_kek(&self) -> Result<KekInfo, ClientError> {
+        let req = ReadKekRequest {
+            mount: self.settings.mount.clone(),
+            name: self.kek_name(),
+        };
+        vaultrs::api::exec_with_result(&self.client, req).await
+    }
+
+    /// Creates the store KEK if missing, and refuses one that is exportable or not a derived aes256-gcm96 key
+    /// (such a key would either leak the KEK or not bind the context).
+    async fn ensure_kek(&self) -> Result<(), KeyError> {
+        self.kek_ready
+            .get_or_try_init(|| async {
+                let name = self.kek_name();
+                let info = match self.read_kek().await {
+                    Ok(info) => info,
+                    Err(ClientError::APIError { code: 404, .. }) => {
+                        vaultrs::transit::key::create(
+                            &self.client,
+                            &self.settings.mount,
+                            &name,
+                            Some(
+                                vaultrs::api::transit::requests::CreateKeyRequest::builder()
+                                    .key_type(KeyType::Aes256Gcm96)
+                                    .derived(true)
+                                    .exportable(false)
+                                    .allow_plaintext_backup(false),
+                            ),
+                        )
+                        .await
+                        .map_err(|e| KeyError::Remote(format!("create key {name}: {e}")))?;
+                        self.read_kek()
+                            .await
+                            .map_err(|e| KeyError::Remote(format!("read key {name}: {e}")))?
+                    }
+                    Err(e) => return Err(KeyError::Remote(format!("read key {name}: {e}"))),
+                };
+                if info.key_type != "aes256-gcm96" || info.exportable || !info.derived || info.convergent_encryption {
+                    return Err(KeyError::Remote(format!(
+                        "transit key {name} exists but is not a non-exportable, derived, non-convergent aes256-gcm96 \
+                         key; refusing to use it as the store KEK"
+                    )));
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn kek_context(context: &str) -> String {
+        B64.encode(format!("{KEK_CONTEXT_TAG}{context}"))
+    }
+
+    fn wrapped(ciphertext: String) -> Result<WrappedKey, KeyError> {
+        let kek_version = ciphertext_version(&ciphertext)
+            .ok_or_else(|| KeyError::Remote("transit returned a ciphertext without a key version".into()))?;
+        Ok(WrappedKey {
+            backend: BACKEND_OPENBAO.into(),
+            kek_version,
+            ciphertext,
+        })
+    }
+
+    /// Checks that a wrapped key is ours and that its recorded version matches the ciphertext's.
+    fn check_wrapped(wrapped: &WrappedKey) -> Result<(), KeyError> {
+        wrapped.check_backend(BACKEND_OPENBAO)?;
+        match ciphertext_version(&wrapped.ciphertext) {
+            Some(v) if v == wrapped.kek_version => Ok(()),
+            Some(_) => Err(KeyError::Unwrap("kek_version does not match the ciphertext".into())),
+            None => Err(KeyError::Unwrap("not a transit ciphertext".into())),
+        }
+    }
+}
+
+/// The key version of a transit ciphertext `vault:v<N>:<base64>`.
+fn ciphertext_version(ciphertext: &str) -> Option<u32> {
+    let mut parts = ciphertext.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("vault"), Some(v), Some(body)) if !body.is_empty() => v.strip_prefix('v')?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Transit answers 400 for what the caller got wrong (authentication failure, unknown version, malformed
+/// ciphertext, missing key): that is a refused wrapped key; anything else means the service is unavailable.
+fn refused_or_remote(op: &str, e: ClientError) -> KeyError {
+    match e {
+        ClientError::APIError { code: 400, errors } => KeyError::Unwrap(format!("transit {op}: {}", errors.join("; "))),
+        e => KeyError::Remote(format!("{op}: {e}")),
     }
 }
 
@@ -172,10 +376,135 @@ impl KeyService for OpenBaoTransit {
             .collect()
     }
 
+    async fn wrap_key(&self, context: &str, key: &DataKey) -> Result<WrappedKey, KeyError> {
+        self.ensure_kek().await?;
+        let req = EncryptKeyRequest {
+            mount: self.settings.mount.clone(),
+            name: self.kek_name(),
+            plaintext: SecretInput(Zeroizing::new(B64.encode(key))),
+            context: Self::kek_context(context),
+        };
+        let resp = vaultrs::api::exec_with_result(&self.client, req)
+            .await
+            .map_err(|e| KeyError::Remote(format!("encrypt: {e}")))?;
+        Self::wrapped(resp.ciphertext)
+    }
+
+    async fn unwrap_key(&self, context: &str, wrapped: &WrappedKey) -> Result<Zeroizing<DataKey>, KeyError> {
+        Self::check_wrapped(wrapped)?;
+        let req = DecryptKeyRequest {
+            mount: self.settings.mount.clone(),
+            name: self.kek_name(),
+            ciphertext: wrapped.ciphertext.clone(),
+            context: Self::kek_context(context),
+        };
+        let resp = vaultrs::api::exec_with_result(&self.client, req)
+            .await
+            .map_err(|e| refused_or_remote("decrypt", e))?;
+        let raw = Zeroizing::new(
+            B64.decode(resp.plaintext.0.as_bytes())
+                .map_err(|_| KeyError::Unwrap("transit returned a plaintext that is not base64".into()))?,
+        );
+        let mut key = Zeroizing::new([0u8; 32]);
+        if raw.len() != key.len() {
+            return Err(KeyError::Unwrap("not a 256-bit key".into()));
+        }
+        key.copy_from_slice(&raw);
+        Ok(key)
+    }
+
+    async fn rewrap_key(&self, context: &str, wrapped: &WrappedKey) -> Result<WrappedKey, KeyError> {
+        Self::check_wrapped(wrapped)?;
+        self.ensure_kek().await?;
+        let ctx = Self::kek_context(context);
+        let resp = vaultrs::transit::data::rewrap(
+            &self.client,
+            &self.settings.mount,
+            &self.kek_name(),
+            &wrapped.ciphertext,
+            Some(vaultrs::api::transit::requests::RewrapDataRequest::builder().context(ctx.as_str())),
+        )
+        .await
+        .map_err(|e| refused_or_remote("rewrap", e))?;
+        Self::wrapped(resp.ciphertext)
+    }
+
+    async fn rotate_kek(&self) -> Result<u32, KeyError> {
+        self.ensure_kek().await?;
+        let name = self.kek_name();
+        vaultrs::transit::key::rotate(&self.client, &self.settings.mount, &name)
+            .await
+            .map_err(|e| KeyError::Remote(format!("rotate key {name}: {e}")))?;
+        let info = self
+            .read_kek()
+            .await
+            .map_err(|e| KeyError::Remote(format!("read key {name}: {e}")))?;
+        u32::try_from(info.latest_version).map_err(|_| KeyError::Remote(format!("key {name}: version out of range")))
+    }
+
     fn describe(&self) -> String {
         format!(
             "OpenBao transit {} mount {} (key version {})",
             self.settings.address, self.settings.mount, self.settings.key_version
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ciphertext_versions_are_parsed_strictly() {
+        assert_eq!(ciphertext_version("vault:v1:abcd"), Some(1));
+        assert_eq!(ciphertext_version("vault:v42:ab:cd"), Some(42));
+        for bad in [
+            "",
+            "vault:v1:",
+            "vault:1:abcd",
+            "bao:v1:abcd",
+            "vault:v:abcd",
+            "vault:v-1:x",
+            "abcd",
+        ] {
+            assert_eq!(ciphertext_version(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn wrapped_keys_of_another_backend_or_relabelled_are_refused_before_any_request() {
+        let ours = WrappedKey {
+            backend: BACKEND_OPENBAO.into(),
+            kek_version: 2,
+            ciphertext: "vault:v2:abcd".into(),
+        };
+        assert!(OpenBaoTransit::check_wrapped(&ours).is_ok());
+        let local = WrappedKey {
+            backend: super::super::BACKEND_LOCAL.into(),
+            ..ours.clone()
+        };
+        assert!(matches!(
+            OpenBaoTransit::check_wrapped(&local),
+            Err(KeyError::WrongBackend {
+                expected: BACKEND_OPENBAO,
+                ..
+            })
+        ));
+        let relabelled = WrappedKey {
+            kek_version: 1,
+            ..ours.clone()
+        };
+        assert!(matches!(
+            OpenBaoTransit::check_wrapped(&relabelled),
+            Err(KeyError::Unwrap(_))
+        ));
+        let garbage = WrappedKey {
+            ciphertext: "abcd".into(),
+            ..ours
+        };
+        assert!(matches!(
+            OpenBaoTransit::check_wrapped(&garbage),
+            Err(KeyError::Unwrap(_))
+        ));
     }
 }

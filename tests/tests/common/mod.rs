@@ -107,6 +107,15 @@ impl Home {
     }
 }
 
+/// A port on 127.0.0.1 that was free a moment ago, for listeners whose bound address the gateway does not print
+/// (`gateway.spool_listen`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 /// A running gateway child process.
 pub struct Gateway {
     pub child: Child,

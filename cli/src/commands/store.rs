@@ -1,0 +1,189 @@
+//! `tokumei store ...`: operator commands on the core store.
+
+use crate::output::{emit, runtime};
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
+use tokumei_ingest::config::Config;
+use tokumei_ingest::home::tokumei_home;
+use tokumei_ingest::server::open_key_service;
+use tokumei_proto::spool::v1::{PatientRequestEntry, RequestKind};
+use tokumei_store::core::WriterLock;
+use tokumei_store::erasure::{ErasureTarget, erase};
+use tokumei_store::{Store, compaction, encryption, status};
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Tables, row counts, files, bytes and the last batch applied.
+    Status {
+        /// Configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Compact small files now (the running core also does this on a schedule).
+    Compact {
+        /// Configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Erase one patient from every table and from disk, and write an erasure certificate. Hospitals normally
+    /// send erasures through the gateway; this is for requests that reach the operator directly.
+    Erase {
+        /// Configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Linkage key (64 hex characters); repeatable.
+        #[arg(long = "linkage-key", required_unless_present = "hospital_pseudonym")]
+        linkage_keys: Vec<String>,
+        /// Hospital pseudonym (64 hex characters).
+        #[arg(long)]
+        hospital_pseudonym: Option<String>,
+        /// The request's reference, recorded in the certificate.
+        #[arg(long)]
+        request_id: String,
+    },
+    /// Rotate the key-encryption key and re-wrap the data keys (no data is rewritten).
+    RotateKeys {
+        /// Configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also start a new data key for objects written from now on.
+        #[arg(long)]
+        new_data_key: bool,
+    },
+}
+
+/// Opens the configured key service and the store.
+pub async fn open_store(cfg: &Config, home: &Path) -> anyhow::Result<Store> {
+    let keys = open_key_service(cfg, home).await?;
+    Ok(Store::open(&cfg.store, home, keys.as_ref()).await?)
+}
+
+fn hex32(s: &str, what: &str) -> anyhow::Result<Vec<u8>> {
+    let b = hex::decode(s).map_err(|_| anyhow::anyhow!("{what} must be 64 hex characters"))?;
+    anyhow::ensure!(b.len() == 32, "{what} must be 64 hex characters");
+    Ok(b)
+}
+
+pub fn run(cmd: StoreCommand, json: bool) -> anyhow::Result<()> {
+    let home = tokumei_home();
+    let rt = runtime()?;
+    match cmd {
+        StoreCommand::Status { config } => {
+            let cfg = Config::load(config.as_deref())?;
+            rt.block_on(async {
+                let store = open_store(&cfg, &home).await?;
+                let s = status::status(&store).await?;
+                emit(json, &s, |s| {
+                    println!("store {} ({} data key(s))", s.location, s.data_keys);
+                    println!(
+                        "  {:<13} {:>8} {:>12} {:>6} {:>12}  {:<22} last batch",
+                        "table", "version", "rows", "files", "bytes", "applied through"
+                    );
+                    for t in &s.tables {
+                        println!(
+                            "  {:<13} {:>8} {:>12} {:>6} {:>12}  {:<22} {}",
+                            t.table,
+                            t.version,
+                            t.rows,
+                            t.files,
+                            t.bytes,
+                            t.applied_through.as_deref().unwrap_or("-"),
+                            t.last_batch.as_deref().unwrap_or("-")
+                        );
+                    }
+                    if let Some(b) = s.bytes_on_disk {
+                        println!("  {b} bytes on disk (encrypted)");
+                    }
+                })
+            })
+        }
+        StoreCommand::Compact { config } => {
+            let cfg = Config::load(config.as_deref())?;
+            let _lock = WriterLock::acquire(&home)?;
+            rt.block_on(async {
+                let store = open_store(&cfg, &home).await?;
+                let done = compaction::compact(&store, 0).await?;
+                emit(json, &done, |d| {
+                    if d.is_empty() {
+                        println!("nothing to compact");
+                    }
+                    for t in d {
+                        println!(
+                            "{}: {} small files → {} file(s); {} replaced files deleted",
+                            t.table, t.small_files, t.files_added, t.files_deleted
+                        );
+                    }
+                })
+            })
+        }
+        StoreCommand::Erase {
+            config,
+            linkage_keys,
+            hospital_pseudonym,
+            request_id,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            let mut keys = Vec::new();
+            for k in &linkage_keys {
+                keys.push(hex32(k, "--linkage-key")?);
+            }
+            let pseudonym = hospital_pseudonym
+                .as_deref()
+                .map(|p| hex32(p, "--hospital-pseudonym"))
+                .transpose()?;
+            let _lock = WriterLock::acquire(&home)?;
+            rt.block_on(async {
+                let store = open_store(&cfg, &home).await?;
+                let target = ErasureTarget {
+                    request_id: request_id.clone(),
+                    source_hospital: "operator".into(),
+                    linkage_keys: keys.iter().map(hex::encode).collect(),
+                    hospital_pseudonym: pseudonym.as_ref().map(hex::encode),
+                };
+                let cert = erase(&store, &target).await?;
+                let entry = PatientRequestEntry {
+                    hospital_code: "operator".into(),
+                    request_id,
+                    kind: RequestKind::Erase as i32,
+                    linkage_keys: keys,
+                    hospital_pseudonym: pseudonym.unwrap_or_default(),
+                    matched_by: "operator".into(),
+                };
+                tokumei_store::apply::register_request(&store, &entry).await?;
+                emit(json, &cert, |c| {
+                    println!(
+                        "erased request {}: {} rows removed, {} files destroyed; certificate appended to {}",
+                        c.request_id,
+                        c.rows_removed,
+                        c.files_destroyed,
+                        store.erasure_log_path().display()
+                    );
+                    for t in &c.tables {
+                        println!(
+                            "  {:<13} {:>8} rows {:>4} files",
+                            t.table, t.rows_removed, t.files_destroyed
+                        );
+                    }
+                })
+            })
+        }
+        StoreCommand::RotateKeys { config, new_data_key } => {
+            let cfg = Config::load(config.as_deref())?;
+            rt.block_on(async {
+                let keys = open_key_service(&cfg, &home).await?;
+                let store = Store::open(&cfg.store, &home, keys.as_ref()).await?;
+                let r = encryption::data_keys::rotate(store.raw_store().as_ref(), keys.as_ref(), new_data_key).await?;
+                emit(json, &r, |r| {
+                    println!(
+                        "key-encryption key now at version {}; {} data key(s) re-wrapped, no data rewritten{}",
+                        r.kek_version,
+                        r.rewrapped,
+                        r.new_data_key
+                            .map(|k| format!("; new objects use data key {k}"))
+                            .unwrap_or_default()
+                    )
+                })
+            })
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Applies spool entries to the tables exactly once.
+//!
+//! Every table commit carries a Delta application transaction (`txn`) with app id [`APP_ID`] and, as version,
+//! the spool sequence number of the last entry it contains ([`Position::to_seq`]). The transaction is part of
+//! the same atomic commit as the rows, so after any crash a table knows exactly which entries it holds:
+//! entries at or below its version are skipped, per table. Delta has no multi-table transactions, and does
+//! not need one here — a table that committed a run before the crash skips it, the others apply it. The core
+//! acknowledges a position to the gateway only once every table holds everything up to it.
+//!
+//! Opt-out and erasure entries are applied in spool order between batch runs, so records sent after an
+//! opt-out never reach the tables, and an erasure removes everything sent before it.
+
+use crate::erasure::{self, ErasureCertificate, ErasureTarget};
+use crate::error::StoreError;
+use crate::rows::Rows;
+use crate::schema::Table;
+use crate::store::Store;
+use deltalake::DeltaTable;
+use deltalake::arrow::array::{StringArray, TimestampMicrosecondArray};
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::SaveMode;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use tokumei_ingest::spool::Position;
+use tokumei_ingest::spool_feed::FedEntry;
+use tokumei_proto::spool::v1::{PatientRequestEntry, RequestKind, spool_entry::Entry};
+
+/// The application id of the core's Delta transactions.
+pub const APP_ID: &str = "tokumei-core-spool";
+
+/// What one call to [`Applier::apply`] did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ApplyReport {
+    /// Spool entries looked at.
+    pub entries: usize,
+    /// Batches whose records were written (to at least one table).
+    pub batches: usize,
+    /// Records written.
+    pub records: usize,
+    /// Rows written over all tables.
+    pub rows: usize,
+    /// Records dropped because their patient opted out or was erased.
+    pub records_refused: usize,
+    /// Opt-out requests applied.
+    pub opt_outs: usize,
+    /// Erasures carried out.
+    pub erasures: Vec<ErasureCertificate>,
+    /// Everything up to here is committed in every table: safe to acknowledge.
+    pub committed_through: Option<Position>,
+}
+
+/// The pseudonyms no record may be stored under.
+#[derive(Debug, Default)]
+pub struct OptOutSet {
+    linkage_keys: HashSet<String>,
+    hospital_pseudonyms: HashSet<String>,
+}
+
+impl OptOutSet {
+    /// True when a record with these pseudonyms (hex) must not be stored.
+    pub fn refuses(&self, linkage_key: &str, hospital_pseudonym: &str) -> bool {
+        self.linkage_keys.contains(linkage_key) || self.hospital_pseudonyms.contains(hospital_pseudonym)
+    }
+
+    /// Number of pseudonyms held.
+    pub fn len(&self) -> usize {
+        self.linkage_keys.len() + self.hospital_pseudonyms.len()
+    }
+
+    /// True when nobody opted out.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Writes fed entries into the store.
+pub struct Applier {
+    store: Arc<Store>,
+    tables: BTreeMap<Table, DeltaTable>,
+    applied: BTreeMap<Table, Option<u64>>,
+    opted_out: OptOutSet,
+    maintenance: Arc<tokio::sync::Mutex<()>>,
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build()
+}
+
+async fn applied_version(table: &DeltaTable) -> Result<Option<u64>, StoreError> {
+    let v = table
+        .snapshot()?
+        .transaction_version(table.log_store().as_ref(), APP_ID)
+        .await?;
+    Ok(v.and_then(|v| u64::try_from(v).ok()))
+}
+
+impl Applier {
+    /// Loads every table, the version each has applied, and the opt-out registry.
+    pub async fn open(store: Arc<Store>, maintenance: Arc<tokio::sync::Mutex<()>>) -> Result<Applier, StoreError> {
+        let mut tables = BTreeMap::new();
+        let mut applied = BTreeMap::new();
+        for t in Table::ALL {
+            let table = store.table(t).await?;
+            applied.insert(t, applied_version(&table).await?);
+            tables.insert(t, table);
+        }
+        let opted_out = load_opt_outs(&store).await?;
+        Ok(Applier {
+            store,
+            tables,
+            applied,
+            opted_out,
+            maintenance,
+        })
+    }
+
+    /// The position to resume pulling after: the lowest position every table has applied (None = from the
+    /// start of the spool).
+    pub fn resume_after(&self) -> Option<Position> {
+        let mut lowest: Option<u64> = None;
+        for v in self.applied.values() {
+            let v = (*v)?;
+            lowest = Some(lowest.map_or(v, |l| l.min(v)));
+        }
+        lowest.map(Position::from_seq)
+    }
+
+    /// The opt-out set as loaded and extended.
+    pub fn opted_out(&self) -> &OptOutSet {
+        &self.opted_out
+    }
+
+    fn needs(&self, t: Table, seq: u64) -> bool {
+        self.applied.get(&t).copied().flatten().is_none_or(|v| seq > v)
+    }
+
+    /// Applies entries in order; returns how far everything is committed.
+    pub async fn apply(&mut self, entries: &[FedEntry]) -> Result<ApplyReport, StoreError> {
+        let mut report = ApplyReport {
+            entries: entries.len(),
+            ..Default::default()
+        };
+        let limit = self.store.config().commit_records.max(1);
+        let mut rows = Rows::default();
+        let mut run = Run::default();
+        for fed in entries {
+            let seq = fed.position.to_seq();
+            match &fed.entry.entry {
+                Some(Entry::Batch(b)) => {
+                    let wanted: [bool; 6] = std::array::from_fn(|i| self.needs(Table::CLINICAL[i], seq));
+                    let ingested_at_us = fed.entry.committed_at_ms.saturating_mul(1000);
+                    let mut any = false;
+                    for r in &b.records {
+                        let lk = hex::encode(&r.linkage_key);
+                        let hp = hex::encode(&r.hospital_pseudonym);
+                        if self.opted_out.refuses(&lk, &hp) {
+                            report.records_refused += 1;
+                            continue;
+                        }
+                        if wanted.iter().any(|w| *w) {
+                            rows.add_record(b, ingested_at_us, r, &wanted);
+                            run.records += 1;
+                            any = true;
+                        }
+                    }
+                    if any {
+                        run.batches.push(format!("{}/{}", b.hospital_code, b.batch_id));
+                    }
+                    run.last = Some(fed.position);
+                    run.first.get_or_insert(fed.position);
+                    if run.records >= limit {
+                        self.flush(&mut rows, &mut run, &mut report).await?;
+                    }
+                }
+                Some(Entry::Request(r)) => {
+                    self.flush(&mut rows, &mut run, &mut report).await?;
+                    self.apply_request(fed.position, r, &mut report).await?;
+                    report.committed_through = Some(fed.position);
+                }
+                None => {
+                    run.last = Some(fed.position);
+                }
+            }
+        }
+        self.flush(&mut rows, &mut run, &mut report).await?;
+        Ok(report)
+    }
+
+    async fn flush(&mut self, rows: &mut Rows, run: &mut Run, report: &mut ApplyReport) -> Result<(), StoreError> {
+        let Some(last) = run.last else {
+            return Ok(());
+        };
+        let seq = last.to_seq();
+        let first = run.first.unwrap_or(last);
+        let metadata = vec![
+            ("tokumei.spool.first".to_string(), serde_json::json!(first.to_string())),
+            ("tokumei.spool.last".to_string(), serde_json::json!(last.to_string())),
+            ("tokumei.batches".to_string(), serde_json::json!(run.batches)),
+        ];
+        let mut writes = Vec::new();
+        for (i, t) in Table::CLINICAL.iter().enumerate() {
+            let acc = &mut rows.tables[i];
+            if acc.is_empty() {
+                continue;
+            }
+            report.rows += acc.len();
+            let batch = acc.finish()?;
+            let table = self
+                .tables
+                .get(t)
+                .cloned()
+                .ok_or_else(|| StoreError::Invalid(format!("table {} not open", t.name())))?;
+            let props = CommitProperties::default()
+                .with_application_transaction(Transaction::new(APP_ID, seq as i64))
+                .with_metadata(metadata.clone());
+            writes.push(async move {
+                let table = table
+                    .write(vec![batch])
+                    .with_save_mode(SaveMode::Append)
+                    .with_writer_properties(writer_properties())
+                    .with_commit_properties(props)
+                    .await?;
+                Ok::<_, StoreError>((*t, table))
+            });
+        }
+        for (t, table) in futures::future::try_join_all(writes).await? {
+            self.tables.insert(t, table);
+        }
+        for t in Table::CLINICAL {
+            // Tables without rows in this run hold everything up to here too.
+            if self.needs(t, seq) {
+                self.applied.insert(t, Some(seq));
+            }
+        }
+        report.batches += run.batches.len();
+        report.records += run.records;
+        report.committed_through = Some(last);
+        *run = Run::default();
+        Ok(())
+    }
+
+    async fn apply_request(
+        &mut self,
+        position: Position,
+        r: &PatientRequestEntry,
+        report: &mut ApplyReport,
+    ) -> Result<(), StoreError> {
+        let seq = position.to_seq();
+        let keys: Vec<String> = r.linkage_keys.iter().map(hex::encode).collect();
+        let pseudonym = (!r.hospital_pseudonym.is_empty()).then(|| hex::encode(&r.hospital_pseudonym));
+        for k in &keys {
+            self.opted_out.linkage_keys.insert(k.clone());
+        }
+        if let Some(p) = &pseudonym {
+            self.opted_out.hospital_pseudonyms.insert(p.clone());
+        }
+        if !self.needs(Table::OptOuts, seq) {
+            return Ok(());
+        }
+        let kind = RequestKind::try_from(r.kind).unwrap_or(RequestKind::Unspecified);
+        if kind == RequestKind::Erase {
+            let _guard = self.maintenance.lock().await;
+            let target = ErasureTarget {
+                request_id: r.request_id.clone(),
+                source_hospital: r.hospital_code.clone(),
+                linkage_keys: keys.clone(),
+                hospital_pseudonym: pseudonym.clone(),
+            };
+            let cert = erasure::erase(&self.store, &target).await?;
+            for t in Table::CLINICAL {
+                self.tables.insert(t, self.store.table(t).await?);
+            }
+            report.erasures.push(cert);
+        } else {
+            report.opt_outs += 1;
+        }
+        let batch = registry_rows(r, kind, &keys, pseudonym.as_deref(), position)?;
+        let table = self
+            .tables
+            .get(&Table::OptOuts)
+            .cloned()
+            .ok_or_else(|| StoreError::Invalid("registry not open".into()))?;
+        let props = CommitProperties::default()
+            .with_application_transaction(Transaction::new(APP_ID, seq as i64))
+            .with_metadata(vec![(
+                "tokumei.request".to_string(),
+                serde_json::json!(format!("{}/{}", r.hospital_code, r.request_id)),
+            )]);
+        let table = table
+            .write(vec![batch])
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(props)
+            .await?;
+        self.tables.insert(Table::OptOuts, table);
+        self.applied.insert(Table::OptOuts, Some(seq));
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Run {
+    first: Option<Position>,
+    last: Option<Position>,
+    records: usize,
+    batches: Vec<String>,
+}
+
+fn registry_rows(
+    r: &PatientRequestEntry,
+    kind: RequestKind,
+    keys: &[String],
+    pseudonym: Option<&str>,
+    position: Position,
+) -> Result<RecordBatch, StoreError> {
+    let _ = position;
+    let mut lk: Vec<Option<&str>> = keys.iter().map(|k| Some(k.as_str())).collect();
+    if lk.is_empty() {
+        lk.push(None);
+    }
+    let n = lk.len();
+    let kind = match kind {
+        RequestKind::Erase => "ERASE",
+        _ => "OPT_OUT",
+    };
+    let now = chrono::Utc::now().timestamp_micros();
+    Ok(RecordBatch::try_new(
+        Table::OptOuts.arrow_schema(),
+        vec![
+            Arc::new(StringArray::from(lk)),
+            Arc::new(StringArray::from(vec![pseudonym; n])),
+            Arc::new(StringArray::from(vec![kind; n])),
+            Arc::new(StringArray::from(vec![r.request_id.as_str(); n])),
+            Arc::new(StringArray::from(vec![r.hospital_code.as_str(); n])),
+            Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+        ],
+    )?)
+}
+
+/// Reads the opt-out registry into memory.
+pub async fn load_opt_outs(store: &Store) -> Result<OptOutSet, StoreError> {
+    let ctx = store.session(crate::View::Operator).await?;
+    let batches = ctx
+        .sql("SELECT linkage_key, hospital_pseudonym FROM opt_outs")
+        .await?
+        .collect()
+        .await?;
+    let mut set = OptOutSet::default();
+    for b in &batches {
+        let cols = (
+            b.column(0).as_any().downcast_ref::<StringArray>(),
+            b.column(1).as_any().downcast_ref::<StringArray>(),
+        );
+        let (Some(lk), Some(hp)) = cols else {
+            // Views may hand back Utf8View; fall back to a cast.
+            let lk = deltalake::arrow::compute::cast(b.column(0), &deltalake::arrow::datatypes::DataType::Utf8)?;
+            let hp = deltalake::arrow::compute::cast(b.column(1), &deltalake::arrow::datatypes::DataType::Utf8)?;
+            collect_into(&mut set, lk.as_any().downcast_ref(), hp.as_any().downcast_ref());
+            continue;
+        };
+        collect_into(&mut set, Some(lk), Some(hp));
+    }
+    Ok(set)
+}
+
+fn collect_into(set: &mut OptOutSet, lk: Option<&StringArray>, hp: Option<&StringArray>) {
+    if let Some(lk) = lk {
+        set.linkage_keys.extend(lk.iter().flatten().map(str::to_string));
+    }
+    if let Some(hp) = hp {
+        set.hospital_pseudonyms.extend(hp.iter().flatten().map(str::to_string));
+    }
+}
+
+/// Records an erasure or opt-out made outside the spool (an operator's `tokumei store erase`) in the registry,
+/// so the patient's records are refused from now on.
+pub async fn register_request(store: &Store, request: &PatientRequestEntry) -> Result<(), StoreError> {
+    let keys: Vec<String> = request.linkage_keys.iter().map(hex::encode).collect();
+    let pseudonym = (!request.hospital_pseudonym.is_empty()).then(|| hex::encode(&request.hospital_pseudonym));
+    let kind = RequestKind::try_from(request.kind).unwrap_or(RequestKind::OptOut);
+    let batch = registry_rows(request, kind, &keys, pseudonym.as_deref(), Position::from_seq(0))?;
+    store
+        .table(Table::OptOuts)
+        .await?
+        .write(vec![batch])
+        .with_save_mode(SaveMode::Append)
+        .await?;
+    Ok(())
+}

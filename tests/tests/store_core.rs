@@ -1,0 +1,371 @@
+//! The core store end to end: gateway → spool → `tokumei core run` → encrypted Delta tables → SQL; opt-out
+//! filtering, erasure down to the bytes on disk (including old table versions), encryption at rest.
+
+mod common;
+
+use common::*;
+use object_store::local::LocalFileSystem;
+use object_store::{ObjectStore, ObjectStoreExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use tokumei_ingest::client::push;
+use tokumei_ingest::keyservice::local::{LocalKeyring, Passphrase};
+use tokumei_proto::ingest::v1::{PatientRecord, PatientRequest, RecordBatch};
+use tokumei_store::encryption::{EncryptedStore, data_keys};
+
+const PLANTED: &str = "PLANTEDZQXJ";
+
+fn batch(id: &str, records: Vec<PatientRecord>) -> RecordBatch {
+    RecordBatch {
+        batch_id: id.into(),
+        records,
+    }
+}
+
+fn tokumei(home: &Home, args: &[&str]) -> std::process::Output {
+    let out = Command::new(tokumei_bin())
+        .args(args)
+        .arg("--config")
+        .arg(home.path().join("tokumei.toml"))
+        .env("TOKUMEI_HOME", home.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run tokumei");
+    assert!(
+        out.status.success(),
+        "tokumei {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn core_drain(home: &Home) -> serde_json::Value {
+    let out = tokumei(home, &["--json", "core", "run", "--until-drained"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json = text
+        .lines()
+        .skip_while(|l| !l.starts_with('{'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    serde_json::from_str(&json).unwrap_or_else(|e| panic!("core output {text:?}: {e}"))
+}
+
+fn sql(home: &Home, query: &str, all_rows: bool) -> Vec<serde_json::Value> {
+    let mut args = vec!["--json", "sql", query];
+    if all_rows {
+        args.push("--all-rows");
+    }
+    let out = tokumei(home, &args);
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+        .unwrap_or_else(|e| panic!("sql output {:?}: {e}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn count(home: &Home, query: &str, all_rows: bool) -> i64 {
+    sql(home, query, all_rows)[0]["n"].as_i64().expect("n")
+}
+
+fn store_dir(home: &Home) -> PathBuf {
+    home.path().join("store")
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Every file under the store, decrypted with the store's own keys. Fails if any file (other than the
+/// wrapped key file) is not a sealed object — which proves nothing is written in the clear.
+async fn decrypted_files(home: &Home) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = store_dir(home);
+    let ring = LocalKeyring::open_or_create(
+        &home.path().join("keyring/keyring.json"),
+        &Passphrase::from_env_or_file(home.path().join("secrets/keyring.passphrase"), false),
+    )
+    .expect("keyring");
+    let raw: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&dir).unwrap());
+    let (keys, _) = data_keys::open(raw.as_ref(), &ring).await.expect("data keys");
+    let sealed = EncryptedStore::new(raw, Arc::new(keys), None);
+    let mut out = Vec::new();
+    for f in files_under(&dir) {
+        let rel = f.strip_prefix(&dir).unwrap().to_string_lossy().to_string();
+        if rel == data_keys::KEY_FILE {
+            continue;
+        }
+        let bytes = sealed
+            .get(&object_store::path::Path::from(rel.as_str()))
+            .await
+            .unwrap_or_else(|e| panic!("{rel} is not a sealed object: {e}"))
+            .bytes()
+            .await
+            .unwrap();
+        out.push((f, bytes.to_vec()));
+    }
+    out
+}
+
+fn linkage_key_of(home: &Home, batch_id: &str) -> String {
+    let rows = sql(
+        home,
+        &format!("SELECT DISTINCT linkage_key FROM patients WHERE batch_id = '{batch_id}'"),
+        true,
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    rows[0]["linkage_key"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_is_queryable_and_nothing_is_plaintext_on_disk() {
+    let home = Home::new();
+    let gw = home.start();
+    let mut a = gw.client(&home, HOSPITAL_A).await;
+    let mut planted = valid_record("PLANT1");
+    planted.encounters[0].department = PLANTED.into();
+    let records: Vec<PatientRecord> = (0..40).map(|i| valid_record(&format!("RT{i}"))).collect();
+    let r = push(&mut a, vec![batch("rt-1", records), batch("rt-2", vec![planted])])
+        .await
+        .unwrap();
+    assert_eq!(r.accepted, 41);
+
+    let totals = core_drain(&home);
+    assert_eq!(totals["records"], 41, "{totals}");
+    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", false), 41);
+    assert_eq!(
+        count(
+            &home,
+            "SELECT count(*) AS n FROM conditions WHERE icd10 = 'E11.9'",
+            false
+        ),
+        41
+    );
+    assert_eq!(
+        count(
+            &home,
+            &format!("SELECT count(*) AS n FROM encounters WHERE department = '{PLANTED}'"),
+            false
+        ),
+        1
+    );
+    // Draining again applies nothing: the tables know what they hold.
+    assert_eq!(core_drain(&home)["records"], 0);
+    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", false), 41);
+
+    // The planted value and every pseudonym are nowhere on disk in the clear...
+    let key = linkage_key_of(&home, "rt-2");
+    let on_disk = all_bytes(&store_dir(&home));
+    assert!(!on_disk.is_empty());
+    assert!(
+        !contains(&on_disk, PLANTED),
+        "planted value found in plaintext under the store"
+    );
+    assert!(
+        !contains(&on_disk, &key),
+        "linkage key found in plaintext under the store"
+    );
+    assert!(!contains(&on_disk, "E11.9"));
+    assert!(!contains(&on_disk, "PAR1"), "a Parquet file is stored unencrypted");
+    // ...but every file opens with the store's keys and the value is inside.
+    let files = decrypted_files(&home).await;
+    assert!(files.iter().any(|(_, b)| contains(b, PLANTED)));
+
+    // Status reports the tables.
+    let out = tokumei(&home, &["--json", "store", "status"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let patients = s["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "patients")
+        .unwrap();
+    assert_eq!(patients["rows"], 41);
+    assert_eq!(patients["last_batch"], format!("{HOSPITAL_A}/rt-2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opt_out_is_excluded_from_every_research_read_and_erasure_destroys_the_bytes() {
+    let home = Home::new();
+    let gw = home.start();
+    let mut a = gw.client(&home, HOSPITAL_A).await;
+    let mut erased = valid_record("ER1");
+    erased.encounters[0].department = PLANTED.into();
+    let opted = valid_record("OO1");
+    let others: Vec<PatientRecord> = (0..10).map(|i| valid_record(&format!("KEEP{i}"))).collect();
+    push(
+        &mut a,
+        vec![
+            batch("er", vec![erased.clone()]),
+            batch("oo", vec![opted.clone()]),
+            batch("keep", others),
+        ],
+    )
+    .await
+    .unwrap();
+    core_drain(&home);
+    let erased_key = linkage_key_of(&home, "er");
+    let opted_key = linkage_key_of(&home, "oo");
+    // Several commits, so that old table versions and old files hold the patient.
+    for i in 0..3 {
+        push(
+            &mut a,
+            vec![batch(&format!("more-{i}"), vec![valid_record(&format!("M{i}"))])],
+        )
+        .await
+        .unwrap();
+        core_drain(&home);
+    }
+
+    a.opt_out(PatientRequest {
+        request_id: "oo-req".into(),
+        insurance: opted.insurance.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    a.erase(PatientRequest {
+        request_id: "er-req".into(),
+        insurance: erased.insurance.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let totals = core_drain(&home);
+    assert_eq!(
+        (totals["opt_outs"].as_u64(), totals["erasures"].as_u64()),
+        (Some(1), Some(1)),
+        "{totals}"
+    );
+
+    for table in [
+        "patients",
+        "encounters",
+        "conditions",
+        "medications",
+        "observations",
+        "allergies",
+    ] {
+        // Opt-out: gone from the research view, still present for operators.
+        let q = format!("SELECT count(*) AS n FROM {table} WHERE linkage_key = '{opted_key}'");
+        assert_eq!(
+            count(&home, &q, false),
+            0,
+            "{table}: opted-out rows visible to research"
+        );
+        assert_eq!(count(&home, &q, true), 1, "{table}: opt-out must not delete");
+        // Erasure: gone for everyone.
+        let q = format!("SELECT count(*) AS n FROM {table} WHERE linkage_key = '{erased_key}'");
+        assert_eq!(count(&home, &q, true), 0, "{table}: erased rows still stored");
+    }
+    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", false), 13);
+    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 14);
+
+    // The certificate.
+    let log = std::fs::read_to_string(home.path().join("log/erasure-certificates.jsonl")).unwrap();
+    let cert: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(cert["request_id"], "er-req");
+    assert_eq!(cert["rows_removed"], 6, "{cert}");
+    assert!(cert["files_destroyed"].as_u64().unwrap() >= 6, "{cert}");
+    assert!(
+        !log.contains(&erased_key),
+        "the certificate must hold a hash of the key, not the key"
+    );
+
+    // No file under the store — data, log, checkpoint, any old version — holds the erased patient's value or
+    // key once decrypted; only the opt-out registry keeps the key, to refuse the patient's future records.
+    for (path, bytes) in decrypted_files(&home).await {
+        assert!(
+            !contains(&bytes, PLANTED),
+            "{} still holds the erased value",
+            path.display()
+        );
+        if !path.to_string_lossy().contains("/opt_outs/") {
+            assert!(
+                !contains(&bytes, &erased_key),
+                "{} still holds the erased key",
+                path.display()
+            );
+        }
+    }
+    // Time travel cannot bring the rows back: no version before the erasure is left.
+    let out = Command::new(tokumei_bin())
+        .env("TOKUMEI_HOME", home.path())
+        .args(["--json", "store", "status", "--config"])
+        .arg(home.path().join("tokumei.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    drop(gw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_erase_and_key_rotation() {
+    let home = Home::new();
+    let gw = home.start();
+    let mut a = gw.client(&home, HOSPITAL_A).await;
+    push(&mut a, vec![batch("x", vec![valid_record("X1"), valid_record("X2")])])
+        .await
+        .unwrap();
+    core_drain(&home);
+    let rows = sql(&home, "SELECT linkage_key FROM patients ORDER BY linkage_key", true);
+    let key = rows[0]["linkage_key"].as_str().unwrap().to_string();
+    let out = tokumei(
+        &home,
+        &[
+            "--json",
+            "store",
+            "erase",
+            "--linkage-key",
+            &key,
+            "--request-id",
+            "op-1",
+        ],
+    );
+    let cert: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cert["rows_removed"], 6);
+    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 1);
+    // The erased key is now in the registry.
+    assert_eq!(
+        count(
+            &home,
+            &format!("SELECT count(*) AS n FROM opt_outs WHERE linkage_key = '{key}'"),
+            true
+        ),
+        1
+    );
+
+    // Rotation re-wraps the data keys: data files are untouched and still readable.
+    let before: Vec<_> = files_under(&store_dir(&home))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    let key_file_before = std::fs::read(store_dir(&home).join(data_keys::KEY_FILE)).unwrap();
+    let out = tokumei(&home, &["--json", "store", "rotate-keys"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["kek_version"], 2, "{r}");
+    assert_ne!(
+        std::fs::read(store_dir(&home).join(data_keys::KEY_FILE)).unwrap(),
+        key_file_before
+    );
+    for (p, bytes) in &before {
+        assert_eq!(&std::fs::read(p).unwrap(), bytes, "rotation rewrote {}", p.display());
+    }
+    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 1);
+    // A new data key for new objects; old objects still open.
+    tokumei(&home, &["store", "rotate-keys", "--new-data-key"]);
+    push(&mut a, vec![batch("y", vec![valid_record("Y1")])]).await.unwrap();
+    core_drain(&home);
+    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
+    let out = tokumei(&home, &["--json", "store", "compact"]);
+    assert!(out.status.success());
+    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
+}

@@ -1,0 +1,280 @@
+//! Envelope encryption of store data keys against a real OpenBao transit engine (a `bao server -dev` started by
+//! scripts/test.sh; its address is in TOKUMEI_TEST_BAO_ADDR): wrapped keys round-trip, are bound to their
+//! context, refuse tampering, survive KEK rotation, and rewrap to the newest version without changing the key.
+
+use tokumei_ingest::keyservice::local::{LocalKeyring, Passphrase};
+use tokumei_ingest::keyservice::openbao::{OpenBaoSettings, OpenBaoTransit, STORE_KEK_NAME};
+use tokumei_ingest::keyservice::{BACKEND_OPENBAO, KeyError, KeyPurpose, KeyService, WrappedKey, Zeroizing};
+
+/// (address, token) of the test OpenBao, or None (skip) when it is not configured and not required.
+fn bao() -> Option<(String, String)> {
+    let Ok(addr) = std::env::var("TOKUMEI_TEST_BAO_ADDR") else {
+        assert!(
+            std::env::var_os("TOKUMEI_REQUIRE_SERVERS").is_none(),
+            "TOKUMEI_TEST_BAO_ADDR is not set but servers are required (scripts/test.sh starts OpenBao)"
+        );
+        eprintln!("skipping: TOKUMEI_TEST_BAO_ADDR not set (run scripts/test.sh)");
+        return None;
+    };
+    let token = std::env::var("TOKUMEI_TEST_BAO_TOKEN").expect("TOKUMEI_TEST_BAO_TOKEN");
+    Some((addr, token))
+}
+
+/// A key prefix unique to this test process and test, so tests never share transit keys.
+fn prefix(test: &str) -> String {
+    format!("t{}-{test}-", std::process::id())
+}
+
+async fn connect(addr: &str, token: &str, prefix: &str) -> OpenBaoTransit {
+    OpenBaoTransit::connect(OpenBaoSettings {
+        address: addr.into(),
+        token: Zeroizing::new(token.into()),
+        mount: "transit".into(),
+        key_prefix: prefix.into(),
+        key_version: 1,
+    })
+    .await
+    .expect("connect to OpenBao")
+}
+
+fn random_key() -> [u8; 32] {
+    use rand::RngCore;
+    let mut k = [0u8; 32];
+    rand::rng().fill_bytes(&mut k);
+    k
+}
+
+/// `GET /v1/<path>` with the token, as JSON.
+fn bao_get(addr: &str, token: &str, path: &str) -> serde_json::Value {
+    bao_call(addr, token, "GET", path, None)
+}
+
+fn bao_call(addr: &str, token: &str, method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sf", "-X", method, "-H", &format!("X-Vault-Token: {token}")]);
+    if let Some(b) = body {
+        cmd.args(["-d", b]);
+    }
+    let out = cmd.arg(format!("{addr}/v1/{path}")).output().expect("curl");
+    assert!(out.status.success(), "{method} {path} failed");
+    if out.stdout.is_empty() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[tokio::test]
+async fn wrap_unwrap_round_trip_bound_to_context_and_tamper_evident() {
+    let Some((addr, token)) = bao() else { return };
+    let p = prefix("wrap");
+    let svc = connect(&addr, &token, &p).await;
+    let key = random_key();
+    let w = svc.wrap_key("store-a", &key).await.unwrap();
+    assert_eq!(w.backend, BACKEND_OPENBAO);
+    assert_eq!(w.kek_version, 1);
+    assert!(w.ciphertext.starts_with("vault:v1:"), "{}", w.ciphertext);
+    assert_eq!(*svc.unwrap_key("store-a", &w).await.unwrap(), key);
+    let again = svc.wrap_key("store-a", &key).await.unwrap();
+    assert_ne!(again.ciphertext, w.ciphertext, "random nonce");
+
+    // Another store's context is refused by OpenBao itself.
+    for ctx in ["store-b", "", "store-a "] {
+        let err = svc.unwrap_key(ctx, &w).await.unwrap_err();
+        assert!(matches!(err, KeyError::Unwrap(_)), "{ctx:?}: {err}");
+    }
+    // Tampering: a flipped ciphertext byte, a relabelled version, garbage.
+    let body = w.ciphertext.strip_prefix("vault:v1:").unwrap();
+    let mut raw = body.as_bytes().to_vec();
+    raw[10] = if raw[10] == b'A' { b'B' } else { b'A' };
+    let flipped = WrappedKey {
+        ciphertext: format!("vault:v1:{}", String::from_utf8(raw).unwrap()),
+        ..w.clone()
+    };
+    let relabelled = WrappedKey {
+        ciphertext: format!("vault:v7:{body}"),
+        kek_version: 7,
+        ..w.clone()
+    };
+    let mismatched = WrappedKey {
+        kek_version: 2,
+        ..w.clone()
+    };
+    let truncated = WrappedKey {
+        ciphertext: format!("vault:v1:{}", &body[..20]),
+        ..w.clone()
+    };
+    let garbage = WrappedKey {
+        ciphertext: "vault:v1:!!!".into(),
+        ..w.clone()
+    };
+    for (what, bad) in [
+        ("flipped", &flipped),
+        ("relabelled", &relabelled),
+        ("mismatched", &mismatched),
+        ("truncated", &truncated),
+        ("garbage", &garbage),
+    ] {
+        let err = svc.unwrap_key("store-a", bad).await.unwrap_err();
+        assert!(matches!(err, KeyError::Unwrap(_)), "{what}: {err}");
+        assert!(
+            matches!(svc.rewrap_key("store-a", bad).await, Err(KeyError::Unwrap(_))),
+            "{what}"
+        );
+    }
+
+    // A key wrapped by the local keyring is refused with a clear error, and the reverse.
+    let dir = tempfile::tempdir().unwrap();
+    let ring = LocalKeyring::open_or_create(
+        &dir.path().join("keyring.json"),
+        &Passphrase::Value(Zeroizing::new("p".into())),
+    )
+    .unwrap();
+    let local = ring.wrap_key("store-a", &key).await.unwrap();
+    let err = svc.unwrap_key("store-a", &local).await.unwrap_err();
+    assert!(matches!(err, KeyError::WrongBackend { .. }), "{err}");
+    assert!(err.to_string().contains("local"), "{err}");
+    assert!(matches!(
+        ring.unwrap_key("store-a", &w).await,
+        Err(KeyError::WrongBackend { .. })
+    ));
+
+    // Another deployment's KEK (other prefix) cannot unwrap it.
+    let other = connect(&addr, &token, &prefix("wrap-other")).await;
+    other.wrap_key("x", &key).await.unwrap();
+    assert!(matches!(
+        other.unwrap_key("store-a", &w).await,
+        Err(KeyError::Unwrap(_))
+    ));
+
+    // A fresh connection (a restart) unwraps it.
+    let restarted = connect(&addr, &token, &p).await;
+    assert_eq!(*restarted.unwrap_key("store-a", &w).await.unwrap(), key);
+
+    // The KEK is a separate, non-exportable aes256-gcm96 key; it never appears in a Debug of the wrapped key.
+    let info = bao_get(&addr, &token, &format!("transit/keys/{p}{STORE_KEK_NAME}"));
+    assert_eq!(info["data"]["type"], "aes256-gcm96", "{info}");
+    assert_eq!(info["data"]["exportable"], false, "{info}");
+    assert_eq!(info["data"]["derived"], true, "{info}");
+    let hex_key: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(!format!("{w:?}").contains(&hex_key));
+}
+
+#[tokio::test]
+async fn rotation_keeps_old_versions_and_rewrap_moves_to_the_newest_without_touching_hmac() {
+    let Some((addr, token)) = bao() else { return };
+    let p = prefix("rotate");
+    let svc = connect(&addr, &token, &p).await;
+    let linkage = svc.hmac(KeyPurpose::Linkage, &[b"patient"]).await.unwrap();
+    let key = random_key();
+    let w1 = svc.wrap_key("store-a", &key).await.unwrap();
+    assert_eq!(w1.kek_version, 1);
+
+    assert_eq!(svc.rotate_kek().await.unwrap(), 2);
+    assert_eq!(
+        *svc.unwrap_key("store-a", &w1).await.unwrap(),
+        key,
+        "old version still unwraps"
+    );
+    let w2 = svc.rewrap_key("store-a", &w1).await.unwrap();
+    assert_eq!(w2.kek_version, 2);
+    assert!(w2.ciphertext.starts_with("vault:v2:"), "{}", w2.ciphertext);
+    assert_eq!(*svc.unwrap_key("store-a", &w2).await.unwrap(), key, "same data key");
+    // A wrong context is refused on rewrap too (the context is the transit derivation context).
+    assert!(matches!(svc.rewrap_key("store-b", &w1).await, Err(KeyError::Unwrap(_))));
+    // New wraps use the newest version even though HMACs are pinned to key_version 1.
+    assert_eq!(svc.wrap_key("store-b", &key).await.unwrap().kek_version, 2);
+    assert_eq!(svc.rotate_kek().await.unwrap(), 3);
+    assert_eq!(svc.rewrap_key("store-a", &w2).await.unwrap().kek_version, 3);
+
+    // The HMAC keys were not rotated and still give the same pseudonyms.
+    assert_eq!(svc.hmac(KeyPurpose::Linkage, &[b"patient"]).await.unwrap(), linkage);
+    let hmac_key = bao_get(&addr, &token, &format!("transit/keys/{p}linkage"));
+    assert_eq!(hmac_key["data"]["latest_version"], 1, "{hmac_key}");
+
+    // Rotation is visible to another connection.
+    let restarted = connect(&addr, &token, &p).await;
+    assert_eq!(*restarted.unwrap_key("store-a", &w1).await.unwrap(), key);
+    assert_eq!(restarted.wrap_key("store-c", &key).await.unwrap().kek_version, 3);
+}
+
+#[tokio::test]
+async fn rotate_before_first_use_creates_the_kek_then_a_new_version() {
+    let Some((addr, token)) = bao() else { return };
+    let svc = connect(&addr, &token, &prefix("rotate-first")).await;
+    assert_eq!(svc.rotate_kek().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn an_existing_kek_that_could_leak_or_not_bind_the_context_is_refused() {
+    let Some((addr, token)) = bao() else { return };
+    for (name, props) in [
+        (
+            "exportable",
+            r#"{"type":"aes256-gcm96","derived":true,"exportable":true}"#,
+        ),
+        ("underived", r#"{"type":"aes256-gcm96"}"#),
+        ("chacha", r#"{"type":"chacha20-poly1305","derived":true}"#),
+    ] {
+        let p = prefix(name);
+        bao_call(
+            &addr,
+            &token,
+            "POST",
+            &format!("transit/keys/{p}{STORE_KEK_NAME}"),
+            Some(props),
+        );
+        let svc = connect(&addr, &token, &p).await;
+        let err = svc.wrap_key("store-a", &random_key()).await.unwrap_err();
+        assert!(matches!(err, KeyError::Remote(_)), "{name}: {err}");
+        assert!(err.to_string().contains("refusing"), "{name}: {err}");
+        assert!(svc.rotate_kek().await.is_err(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_without_kek_access_is_unavailable_not_a_refused_key() {
+    let Some((addr, token)) = bao() else { return };
+    let p = prefix("denied");
+    let root = connect(&addr, &token, &p).await;
+    let key = random_key();
+    let w = root.wrap_key("store-a", &key).await.unwrap();
+    // The ingest gateway's least privilege: HMAC and key reads only, nothing on encrypt/decrypt/rewrap/rotate.
+    let policy = format!(
+        "path \"transit/keys/{p}*\" {{ capabilities = [\"read\"] }}\npath \"transit/hmac/{p}*\" {{ capabilities = [\"update\"] }}"
+    );
+    bao_call(
+        &addr,
+        &token,
+        "PUT",
+        &format!("sys/policies/acl/{p}gateway"),
+        Some(&serde_json::json!({ "policy": policy }).to_string()),
+    );
+    let created = bao_call(
+        &addr,
+        &token,
+        "POST",
+        "auth/token/create",
+        Some(&serde_json::json!({ "policies": [format!("{p}gateway")], "ttl": "10m" }).to_string()),
+    );
+    let limited = created["auth"]["client_token"]
+        .as_str()
+        .expect("client_token")
+        .to_string();
+    let gateway = connect(&addr, &limited, &p).await;
+    // HMACs work with that token...
+    assert_eq!(
+        gateway.hmac(KeyPurpose::Linkage, &[b"x"]).await.unwrap(),
+        root.hmac(KeyPurpose::Linkage, &[b"x"]).await.unwrap()
+    );
+    // ...but every KEK operation is denied, and a denial is "unavailable" (Remote), never "refused key" (Unwrap).
+    let errs = [
+        gateway.wrap_key("store-a", &key).await.unwrap_err(),
+        gateway.unwrap_key("store-a", &w).await.unwrap_err(),
+        gateway.rewrap_key("store-a", &w).await.unwrap_err(),
+        gateway.rotate_kek().await.unwrap_err(),
+    ];
+    for err in errs {
+        assert!(matches!(err, KeyError::Remote(_)), "{err}");
+    }
+    assert_eq!(*root.unwrap_key("store-a", &w).await.unwrap(), key);
+}
