@@ -54,6 +54,36 @@ struct DemoReport {
     spool_bytes: u64,
     identifiers_found_in_spool: u64,
     identifiers_checked: u64,
+    core: Option<tokumei_store::core::CoreTotals>,
+    research_patients: i64,
+    operator_patients: i64,
+    erasure_certificates: Vec<tokumei_store::erasure::ErasureCertificate>,
+    store_bytes_on_disk: u64,
+    plaintext_parquet_files_on_disk: u64,
+    top_prefectures_by_conditions: Vec<(String, i64)>,
+}
+
+async fn count(ctx: &deltalake::datafusion::prelude::SessionContext, q: &str) -> anyhow::Result<i64> {
+    use deltalake::arrow::array::Int64Array;
+    let batches = ctx.sql(q).await?.collect().await?;
+    Ok(batches
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.value(0)))
+        .unwrap_or(0))
+}
+
+fn count_parquet_magic(dir: &Path) -> u64 {
+    let mut n = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            n += count_parquet_magic(&p);
+        } else if std::fs::read(&p).is_ok_and(|b| b.starts_with(b"PAR1")) {
+            n += 1;
+        }
+    }
+    n
 }
 
 fn creds(pki: &PkiLayout, code: &str) -> HospitalCredentials {
@@ -275,13 +305,70 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             "   {} pseudonymised records, {} bytes; {} of {} sampled names, insured numbers, local ids and the My Number found in it",
             report.spool_records, report.spool_bytes, report.identifiers_found_in_spool, report.identifiers_checked
         ));
-        say("\nNext chapters (core store → committee → anonymised release → leak tracing) arrive with their issues.");
+        say("\ntokumei demo — chapter 2: the isolated core pulls the spool into encrypted Delta tables");
+        let store = std::sync::Arc::new(super::store::open_store(&cfg, &home).await?);
+        let options = tokumei_store::core::CoreOptions { until_drained: true, ..Default::default() };
+        let totals = tokumei_store::core::run(store.clone(), &cfg, &home, options, std::future::pending(), |_| {}).await?;
+        say(&format!(
+            "   pulled {} spool entries: {} records → {} rows in 6 tables in {:.1}s; {} opt-out(s), {} erasure(s); acknowledged through {}",
+            totals.entries, totals.records, totals.rows, totals.seconds, totals.opt_outs, totals.erasures,
+            totals.acknowledged_through.as_deref().unwrap_or("-")
+        ));
+        let research = store.session(tokumei_store::View::Research).await?;
+        let operator = store.session(tokumei_store::View::Operator).await?;
+        report.research_patients = count(&research, "SELECT count(*) FROM patients").await?;
+        report.operator_patients = count(&operator, "SELECT count(*) FROM patients").await?;
+        say(&format!(
+            "   patients visible to anonymisation and release: {} (operators see {}: the opted-out patient is filtered in one place)",
+            report.research_patients, report.operator_patients
+        ));
+        report.erasure_certificates = tokumei_store::erasure::certificates(&store.erasure_log_path())?;
+        for c in &report.erasure_certificates {
+            say(&format!(
+                "   erasure certificate {}: {} rows removed, {} files destroyed, old table versions dropped ({})",
+                c.request_id, c.rows_removed, c.files_destroyed, c.completed_at
+            ));
+        }
+        let batches = research
+            .sql("SELECT p.prefecture, count(*) AS n FROM conditions c JOIN patients p ON c.hospital_pseudonym = p.hospital_pseudonym AND c.batch_id = p.batch_id GROUP BY p.prefecture ORDER BY n DESC, p.prefecture LIMIT 5")
+            .await?
+            .collect()
+            .await?;
+        for b in &batches {
+            let b = deltalake::arrow::compute::cast(b.column(0), &deltalake::arrow::datatypes::DataType::Utf8)
+                .map(|pref| (pref, b.column(1).clone()));
+            if let Ok((pref, n)) = b {
+                let pref = pref.as_any().downcast_ref::<deltalake::arrow::array::StringArray>().cloned();
+                let n = n.as_any().downcast_ref::<deltalake::arrow::array::Int64Array>().cloned();
+                if let (Some(pref), Some(n)) = (pref, n) {
+                    for i in 0..deltalake::arrow::array::Array::len(&pref) {
+                        report.top_prefectures_by_conditions.push((pref.value(i).to_string(), n.value(i)));
+                    }
+                }
+            }
+        }
+        say(&format!("   diagnoses by prefecture code (DataFusion over the research view): {:?}", report.top_prefectures_by_conditions));
+        let store_dir = home.join("store");
+        report.store_bytes_on_disk = super::spool::dir_bytes(&store_dir);
+        report.plaintext_parquet_files_on_disk = count_parquet_magic(&store_dir);
+        say(&format!(
+            "   {} bytes on disk, every object sealed with AES-256-GCM under data keys wrapped by the key service; plaintext Parquet files: {}",
+            report.store_bytes_on_disk, report.plaintext_parquet_files_on_disk
+        ));
+        report.core = Some(totals);
+        say("\nNext chapters (committee → anonymised release → leak tracing) arrive with their issues.");
         anyhow::Ok(())
     })?;
     if report.identifiers_found_in_spool > 0 {
         anyhow::bail!(
             "{} identifiers were found in the spool",
             report.identifiers_found_in_spool
+        );
+    }
+    if report.plaintext_parquet_files_on_disk > 0 {
+        anyhow::bail!(
+            "{} unencrypted Parquet files under the store",
+            report.plaintext_parquet_files_on_disk
         );
     }
     emit(json, &report, |_| {})
