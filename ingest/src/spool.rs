@@ -521,7 +521,11 @@ fn read_range(
                 if matches!(until, Until::Tail) {
                     // The frame the core holds is not in this complete segment: lost in a machine crash before
                     // its fsync, after which the gateway fenced to a new segment. Continue there.
-                    tracing::warn!(position = %a, detail, "the core's position is missing from its segment; continuing with the next segment");
+                    tracing::warn!(
+                        position = %a,
+                        detail,
+                        "the core's position is missing from its segment; continuing with the next segment"
+                    );
                     continue;
                 }
                 return Err(corrupt(&path, a.offset, detail));
@@ -823,7 +827,13 @@ impl Spool {
             && acked >= (Position { segment, offset })
         {
             let fence = segment.max(acked.segment) + 1;
-            tracing::warn!(%acked, end = %Position { segment, offset }, fence, "the core acknowledged beyond the spool's end; starting a new segment");
+            let end = Position { segment, offset };
+            tracing::warn!(
+                %acked,
+                %end,
+                fence,
+                "the core acknowledged beyond the spool's end; starting a new segment"
+            );
             file.sync_all().map_err(io_err(dir))?;
             file = create_segment(dir, fence)?;
             segment = fence;
@@ -958,7 +968,11 @@ impl Spool {
         let end = self.durable_end();
         if acked >= end {
             if acked.segment > end.segment && index.warned != Some(acked) {
-                tracing::warn!(%acked, %end, "the core's acknowledgement lies beyond the spool's durable end; not trimming");
+                tracing::warn!(
+                    %acked,
+                    %end,
+                    "the core's acknowledgement lies beyond the spool's durable end; not trimming"
+                );
                 index.warned = Some(acked);
             }
             return Ok(report);

@@ -62,7 +62,10 @@ pub enum FeedError {
     #[error("the gateway closed the spool stream")]
     Closed,
     /// The core tried to acknowledge an entry it was never handed.
-    #[error("cannot acknowledge {upto}: the last entry handed out is {}", .last.map_or_else(|| "none".to_string(), |p| p.to_string()))]
+    #[error(
+        "cannot acknowledge {upto}: the last entry handed out is {}",
+        .last.map_or_else(|| "none".to_string(), |p| p.to_string())
+    )]
     AckBeyondRead {
         /// The acknowledgement asked for.
         upto: Position,

@@ -8,7 +8,6 @@ use crate::schema::Table;
 use deltalake::DeltaTable;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::logstore::{LogStoreRef, StorageConfig, default_logstore};
-use deltalake::table::builder::ensure_table_uri;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
@@ -108,7 +107,7 @@ impl Store {
     }
 
     fn log_store(&self, t: Table) -> Result<LogStoreRef, StoreError> {
-        let url = ensure_table_uri(self.table_url(t)?.as_str())?;
+        let url = self.table_url(t)?;
         let prefix = ObjectPath::from_url_path(url.path()).map_err(|e| StoreError::Object(e.into()))?;
         let prefixed: Arc<dyn ObjectStore> = Arc::new(PrefixStore::new(self.encrypted.clone(), prefix));
         Ok(default_logstore(

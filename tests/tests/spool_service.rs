@@ -96,7 +96,7 @@ fn receipt_position(r: &PushReceipt) -> Position {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_core_pulls_in_order_and_live_and_its_ack_trims_the_spool() {
     let (home, url) = spool_home();
-    let gw = home.start();
+    let mut gw = home.start();
     let mut a = gw.client(&home, HOSPITAL_A).await;
     let mut b = gw.client(&home, HOSPITAL_B).await;
     let mut expected = Vec::new();
@@ -218,6 +218,11 @@ async fn the_core_pulls_in_order_and_live_and_its_ack_trims_the_spool() {
         .into_inner();
     assert_eq!(Position::from_seq(reply.acked_seq), last);
     assert_eq!(reply.segments_removed, 0);
+
+    // A graceful shutdown does not wait for the core to hang up: open pull streams are ended.
+    let status = gw.terminate();
+    assert!(status.success(), "gateway exited with {status}");
+    assert!(feed.next_chunk(1 << 20, Duration::from_secs(5)).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

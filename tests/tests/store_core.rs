@@ -24,7 +24,15 @@ fn batch(id: &str, records: Vec<PatientRecord>) -> RecordBatch {
 }
 
 fn tokumei(home: &Home, args: &[&str]) -> std::process::Output {
-    let out = Command::new(tokumei_bin())
+    tokumei_env(home, args, &[])
+}
+
+fn tokumei_env(home: &Home, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(tokumei_bin());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
         .args(args)
         .arg("--config")
         .arg(home.path().join("tokumei.toml"))
@@ -368,4 +376,143 @@ async fn operator_erase_and_key_rotation() {
     let out = tokumei(&home, &["--json", "store", "compact"]);
     assert!(out.status.success());
     assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
+}
+
+/// The same store with its data keys wrapped by OpenBao transit (the `bao server -dev` of scripts/test.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_on_openbao_keys_round_trip_erase_and_rotation() {
+    let Ok(addr) = std::env::var("TOKUMEI_TEST_BAO_ADDR") else {
+        assert!(
+            std::env::var_os("TOKUMEI_REQUIRE_SERVERS").is_none(),
+            "TOKUMEI_TEST_BAO_ADDR is not set but servers are required (scripts/test.sh starts OpenBao)"
+        );
+        eprintln!("skipping: TOKUMEI_TEST_BAO_ADDR not set (run scripts/test.sh)");
+        return;
+    };
+    let token = std::env::var("TOKUMEI_TEST_BAO_TOKEN").expect("TOKUMEI_TEST_BAO_TOKEN");
+    let prefix = format!("store-test-{}-", rand::random::<u32>());
+    let home = Home::with_config(&format!(
+        "[keys]\nbackend = \"openbao\"\n[keys.openbao]\naddress = \"{addr}\"\ntoken_env = \"TEST_BAO_TOKEN\"\nmount = \"transit\"\nkey_prefix = \"{prefix}\"\n"
+    ));
+    let env = [("TEST_BAO_TOKEN", token.as_str())];
+    let gw = home.start_with(&[], &env);
+    let mut a = gw.client(&home, HOSPITAL_A).await;
+    let mut planted = valid_record("BAO1");
+    planted.encounters[0].department = PLANTED.into();
+    push(&mut a, vec![batch("bao", vec![planted.clone(), valid_record("BAO2")])])
+        .await
+        .unwrap();
+    let drain = |home: &Home| tokumei_env(home, &["--json", "core", "run", "--until-drained"], &env);
+    drain(&home);
+    let n = |home: &Home, q: &str| {
+        let out = tokumei_env(home, &["--json", "sql", q, "--all-rows"], &env);
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()[0]["n"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(n(&home, "SELECT count(*) AS n FROM patients"), 2);
+    let key_file = std::fs::read_to_string(store_dir(&home).join(data_keys::KEY_FILE)).unwrap();
+    assert!(
+        key_file.contains("\"openbao\"") && key_file.contains("vault:v1:"),
+        "{key_file}"
+    );
+    assert!(!contains(&all_bytes(&store_dir(&home)), PLANTED));
+
+    a.erase(PatientRequest {
+        request_id: "bao-erase".into(),
+        insurance: planted.insurance.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    drain(&home);
+    assert_eq!(n(&home, "SELECT count(*) AS n FROM patients"), 1);
+    assert_eq!(
+        n(
+            &home,
+            &format!("SELECT count(*) AS n FROM encounters WHERE department = '{PLANTED}'")
+        ),
+        0
+    );
+
+    let out = tokumei_env(&home, &["--json", "store", "rotate-keys"], &env);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["kek_version"].as_u64().unwrap() >= 2, "{r}");
+    let key_file = std::fs::read_to_string(store_dir(&home).join(data_keys::KEY_FILE)).unwrap();
+    assert!(!key_file.contains("vault:v1:"), "{key_file}");
+    assert_eq!(n(&home, "SELECT count(*) AS n FROM patients"), 1);
+    // A wrong token cannot open the store.
+    let out = Command::new(tokumei_bin())
+        .args(["store", "status", "--config"])
+        .arg(home.path().join("tokumei.toml"))
+        .env("TOKUMEI_HOME", home.path())
+        .env("TEST_BAO_TOKEN", "not-a-token")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    drop(gw);
+}
+
+/// The S3 switch: the same tables in an S3-compatible bucket (moto's server, started by scripts/test.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_in_an_s3_bucket() {
+    let Ok(endpoint) = std::env::var("TOKUMEI_TEST_S3_ENDPOINT") else {
+        assert!(
+            std::env::var_os("TOKUMEI_REQUIRE_SERVERS").is_none(),
+            "TOKUMEI_TEST_S3_ENDPOINT is not set but servers are required (scripts/test.sh starts moto)"
+        );
+        eprintln!("skipping: TOKUMEI_TEST_S3_ENDPOINT not set (run scripts/test.sh)");
+        return;
+    };
+    let bucket = format!("tokumei-{}", rand::random::<u32>());
+    let created = Command::new("curl")
+        .args(["-sf", "-X", "PUT", &format!("{endpoint}/{bucket}")])
+        .status()
+        .unwrap();
+    assert!(created.success(), "could not create bucket {bucket}");
+    let home = Home::with_config(&format!(
+        "[store]\nlocation = \"s3://{bucket}/core\"\n[store.s3]\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\nallow_http = true\n"
+    ));
+    let env = [
+        ("TOKUMEI_S3_ACCESS_KEY_ID", "test"),
+        ("TOKUMEI_S3_SECRET_ACCESS_KEY", "test"),
+    ];
+    let gw = home.start();
+    let mut a = gw.client(&home, HOSPITAL_A).await;
+    let mut planted = valid_record("S31");
+    planted.encounters[0].department = PLANTED.into();
+    push(&mut a, vec![batch("s3", vec![planted.clone(), valid_record("S32")])])
+        .await
+        .unwrap();
+    tokumei_env(&home, &["--json", "core", "run", "--until-drained"], &env);
+    let n = |q: &str| {
+        let out = tokumei_env(&home, &["--json", "sql", q, "--all-rows"], &env);
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()[0]["n"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(n("SELECT count(*) AS n FROM patients"), 2);
+    assert_eq!(
+        n(&format!(
+            "SELECT count(*) AS n FROM encounters WHERE department = '{PLANTED}'"
+        )),
+        1
+    );
+    assert!(!store_dir(&home).exists(), "an S3 store must not write tables locally");
+    a.erase(PatientRequest {
+        request_id: "s3-erase".into(),
+        insurance: planted.insurance.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    tokumei_env(&home, &["--json", "core", "run", "--until-drained"], &env);
+    assert_eq!(n("SELECT count(*) AS n FROM patients"), 1);
+    assert_eq!(
+        n(&format!(
+            "SELECT count(*) AS n FROM encounters WHERE department = '{PLANTED}'"
+        )),
+        0
+    );
+    drop(gw);
 }

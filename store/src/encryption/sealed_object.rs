@@ -177,8 +177,7 @@ pub fn open_chunks(
     sealed: &[u8],
 ) -> Result<Vec<u8>, SealError> {
     let mut out = Vec::with_capacity(sealed.len());
-    let mut index = first;
-    for chunk in sealed.chunks((CHUNK + TAG) as usize) {
+    for (index, chunk) in (first..).zip(sealed.chunks((CHUNK + TAG) as usize)) {
         if (chunk.len() as u64) < TAG {
             return Err(SealError::Tampered(index));
         }
@@ -188,7 +187,6 @@ pub fn open_chunks(
             .decrypt(Nonce::from_slice(&n), Payload { msg: chunk, aad: &a })
             .map_err(|_| SealError::Tampered(index))?;
         out.extend_from_slice(&plain);
-        index += 1;
     }
     Ok(out)
 }
