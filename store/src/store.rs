@@ -120,6 +120,11 @@ impl Store {
 
     /// Loads a table at its latest version, creating it if it does not exist yet.
     pub async fn table(&self, t: Table) -> Result<DeltaTable, StoreError> {
+        if let Some(dir) = self.location.local_dir() {
+            // Delta's kernel refuses a local table location that does not exist yet.
+            let dir = dir.join(t.name());
+            std::fs::create_dir_all(&dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        }
         let mut table = DeltaTable::new(self.log_store(t)?);
         match table.load().await {
             Ok(()) => Ok(table),
