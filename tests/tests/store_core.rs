@@ -196,7 +196,12 @@ async fn round_trip_is_queryable_and_nothing_is_plaintext_on_disk() {
         .find(|t| t["table"] == "patients")
         .unwrap();
     assert_eq!(patients["rows"], 41);
-    assert_eq!(patients["last_batch"], format!("{HOSPITAL_A}/rt-2"));
+    // Batches of one stream are committed concurrently: either may be last in the spool.
+    let last = patients["last_batch"].as_str().unwrap_or_default();
+    assert!(
+        last == format!("{HOSPITAL_A}/rt-1") || last == format!("{HOSPITAL_A}/rt-2"),
+        "{last}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
