@@ -41,11 +41,13 @@ pub struct HospitalCredentials {
     pub key: PathBuf,
 }
 
-fn read(p: &Path) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(p).map_err(|source| ClientError::Io {
-        path: p.display().to_string(),
-        source,
-    })
+/// Client side of mutual TLS from PEM files: trust `ca`, present `cert` and `key`. Hospitals and the core both
+/// connect this way; the error names the file that could not be read.
+pub fn mutual_tls(ca: &Path, cert: &Path, key: &Path) -> Result<ClientTlsConfig, (PathBuf, std::io::Error)> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| (p.to_path_buf(), e));
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(ca)?))
+        .identity(Identity::from_pem(read(cert)?, read(key)?)))
 }
 
 /// Opens an mTLS channel to the gateway (`https://host:port`).
@@ -55,9 +57,10 @@ pub async fn connect(
     max_message_bytes: usize,
 ) -> Result<IngestServiceClient<Channel>, ClientError> {
     crate::tls::install_crypto_provider();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&creds.ca)?))
-        .identity(Identity::from_pem(read(&creds.cert)?, read(&creds.key)?));
+    let tls = mutual_tls(&creds.ca, &creds.cert, &creds.key).map_err(|(p, source)| ClientError::Io {
+        path: p.display().to_string(),
+        source,
+    })?;
     let connect_err = |source| ClientError::Connect {
         endpoint: endpoint.to_string(),
         source,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokumei_proto::spool::v1::spool_service_client::SpoolServiceClient;
 use tokumei_proto::spool::v1::{AckRequest, PullRequest, SpoolEntry, SpoolFrame};
 use tonic::Streaming;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 
 /// How often a [`LocalFeed`] looks for new entries while waiting.
 const LOCAL_POLL: Duration = Duration::from_millis(100);
@@ -173,13 +173,6 @@ pub struct RemoteFeed {
     pending: Option<FedEntry>,
 }
 
-fn read(p: &Path) -> Result<Vec<u8>, FeedError> {
-    std::fs::read(p).map_err(|source| FeedError::Io {
-        path: p.display().to_string(),
-        source,
-    })
-}
-
 impl RemoteFeed {
     /// Connects to the spool service at `url` (`https://host:port`) with the core's certificate and key, trusting
     /// `ca` for the gateway's certificate.
@@ -191,9 +184,10 @@ impl RemoteFeed {
         start_after: Option<Position>,
     ) -> Result<RemoteFeed, FeedError> {
         crate::tls::install_crypto_provider();
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(ca)?))
-            .identity(Identity::from_pem(read(cert)?, read(key)?));
+        let tls = crate::client::mutual_tls(ca, cert, key).map_err(|(p, source)| FeedError::Io {
+            path: p.display().to_string(),
+            source,
+        })?;
         let connect_err = |source| FeedError::Connect {
             endpoint: url.to_string(),
             source,

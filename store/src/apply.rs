@@ -111,7 +111,10 @@ impl Applier {
             applied.insert(t, applied_version(&table).await?);
             tables.insert(t, table);
         }
-        let opted_out = load_opt_outs(&store).await?;
+        let registry = tables
+            .get(&Table::OptOuts)
+            .ok_or_else(|| StoreError::Invalid("registry not open".into()))?;
+        let opted_out = load_opt_outs(&store, registry).await?;
         Ok(Applier {
             store,
             tables,
@@ -281,7 +284,7 @@ impl Applier {
         } else {
             report.opt_outs += 1;
         }
-        let batch = registry_rows(r, kind, &keys, pseudonym.as_deref(), position)?;
+        let batch = registry_rows(r, kind, &keys, pseudonym.as_deref())?;
         let table = self
             .tables
             .get(&Table::OptOuts)
@@ -317,9 +320,7 @@ fn registry_rows(
     kind: RequestKind,
     keys: &[String],
     pseudonym: Option<&str>,
-    position: Position,
 ) -> Result<RecordBatch, StoreError> {
-    let _ = position;
     let mut lk: Vec<Option<&str>> = keys.iter().map(|k| Some(k.as_str())).collect();
     if lk.is_empty() {
         lk.push(None);
@@ -343,9 +344,10 @@ fn registry_rows(
     )?)
 }
 
-/// Reads the opt-out registry into memory.
-pub async fn load_opt_outs(store: &Store) -> Result<OptOutSet, StoreError> {
-    let ctx = store.session(crate::View::Operator).await?;
+/// Reads the opt-out registry (an already loaded table) into memory.
+pub async fn load_opt_outs(store: &Store, registry: &DeltaTable) -> Result<OptOutSet, StoreError> {
+    let ctx = store.bare_session()?;
+    ctx.register_table(Table::OptOuts.name(), registry.table_provider().await?)?;
     let batches = ctx
         .sql("SELECT linkage_key, hospital_pseudonym FROM opt_outs")
         .await?
@@ -353,18 +355,11 @@ pub async fn load_opt_outs(store: &Store) -> Result<OptOutSet, StoreError> {
         .await?;
     let mut set = OptOutSet::default();
     for b in &batches {
-        let cols = (
-            b.column(0).as_any().downcast_ref::<StringArray>(),
-            b.column(1).as_any().downcast_ref::<StringArray>(),
-        );
-        let (Some(lk), Some(hp)) = cols else {
-            // Views may hand back Utf8View; fall back to a cast.
-            let lk = deltalake::arrow::compute::cast(b.column(0), &deltalake::arrow::datatypes::DataType::Utf8)?;
-            let hp = deltalake::arrow::compute::cast(b.column(1), &deltalake::arrow::datatypes::DataType::Utf8)?;
-            collect_into(&mut set, lk.as_any().downcast_ref(), hp.as_any().downcast_ref());
-            continue;
-        };
-        collect_into(&mut set, Some(lk), Some(hp));
+        // The view may hand back Utf8View; a cast to Utf8 covers both.
+        let utf8 =
+            |i: usize| deltalake::arrow::compute::cast(b.column(i), &deltalake::arrow::datatypes::DataType::Utf8);
+        let (lk, hp) = (utf8(0)?, utf8(1)?);
+        collect_into(&mut set, lk.as_any().downcast_ref(), hp.as_any().downcast_ref());
     }
     Ok(set)
 }
@@ -384,7 +379,7 @@ pub async fn register_request(store: &Store, request: &PatientRequestEntry) -> R
     let keys: Vec<String> = request.linkage_keys.iter().map(hex::encode).collect();
     let pseudonym = (!request.hospital_pseudonym.is_empty()).then(|| hex::encode(&request.hospital_pseudonym));
     let kind = RequestKind::try_from(request.kind).unwrap_or(RequestKind::OptOut);
-    let batch = registry_rows(request, kind, &keys, pseudonym.as_deref(), Position::from_seq(0))?;
+    let batch = registry_rows(request, kind, &keys, pseudonym.as_deref())?;
     store
         .table(Table::OptOuts)
         .await?

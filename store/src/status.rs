@@ -49,7 +49,8 @@ fn num_records(stats: Option<String>) -> u64 {
         .unwrap_or(0)
 }
 
-fn dir_bytes(dir: &std::path::Path) -> u64 {
+/// Bytes of every file under a directory (what the store occupies on disk, sealed).
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

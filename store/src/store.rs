@@ -151,9 +151,14 @@ impl Store {
 
     /// A bare session whose object stores decrypt: for Delta operations that read files (delete, optimize).
     pub fn operation_session(&self) -> Result<Arc<dyn deltalake::datafusion::catalog::Session>, StoreError> {
+        Ok(Arc::new(self.bare_session()?.state()))
+    }
+
+    /// A session with no tables registered whose object stores decrypt (Delta's planner installed).
+    pub fn bare_session(&self) -> Result<SessionContext, StoreError> {
         let ctx = deltalake::delta_datafusion::create_session().into_inner();
         self.register_encrypted(&ctx)?;
-        Ok(Arc::new(ctx.state()))
+        Ok(ctx)
     }
 
     fn register_encrypted(&self, ctx: &SessionContext) -> Result<(), StoreError> {

@@ -63,15 +63,9 @@ async fn local_keyring_is_stable_across_restarts_and_refuses_a_wrong_passphrase(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openbao_transit_is_stable_across_restarts() {
-    let Ok(addr) = std::env::var("TOKUMEI_TEST_BAO_ADDR") else {
-        assert!(
-            std::env::var_os("TOKUMEI_REQUIRE_SERVERS").is_none(),
-            "TOKUMEI_TEST_BAO_ADDR is not set but servers are required (scripts/test.sh starts OpenBao)"
-        );
-        eprintln!("skipping: TOKUMEI_TEST_BAO_ADDR not set (run scripts/test.sh)");
+    let Some((addr, token)) = bao() else {
         return;
     };
-    let token = std::env::var("TOKUMEI_TEST_BAO_TOKEN").expect("TOKUMEI_TEST_BAO_TOKEN");
     let prefix = format!("t{}-", std::process::id());
     let home = Home::with_config(&format!(
         "[keys]\nbackend = \"openbao\"\n[keys.openbao]\naddress = \"{addr}\"\ntoken_env = \"TEST_BAO_TOKEN\"\nmount = \"transit\"\nkey_prefix = \"{prefix}\"\n"

@@ -386,15 +386,9 @@ async fn operator_erase_and_key_rotation() {
 /// The same store with its data keys wrapped by OpenBao transit (the `bao server -dev` of scripts/test.sh).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_on_openbao_keys_round_trip_erase_and_rotation() {
-    let Ok(addr) = std::env::var("TOKUMEI_TEST_BAO_ADDR") else {
-        assert!(
-            std::env::var_os("TOKUMEI_REQUIRE_SERVERS").is_none(),
-            "TOKUMEI_TEST_BAO_ADDR is not set but servers are required (scripts/test.sh starts OpenBao)"
-        );
-        eprintln!("skipping: TOKUMEI_TEST_BAO_ADDR not set (run scripts/test.sh)");
+    let Some((addr, token)) = bao() else {
         return;
     };
-    let token = std::env::var("TOKUMEI_TEST_BAO_TOKEN").expect("TOKUMEI_TEST_BAO_TOKEN");
     let prefix = format!("store-test-{}-", rand::random::<u32>());
     let home = Home::with_config(&format!(
         "[keys]\nbackend = \"openbao\"\n[keys.openbao]\naddress = \"{addr}\"\ntoken_env = \"TEST_BAO_TOKEN\"\nmount = \"transit\"\nkey_prefix = \"{prefix}\"\n"
@@ -461,12 +455,7 @@ async fn store_on_openbao_keys_round_trip_erase_and_rotation() {
 /// The S3 switch: the same tables in an S3-compatible bucket (moto's server, started by scripts/test.sh).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_in_an_s3_bucket() {
-    let Ok(endpoint) = std::env::var("TOKUMEI_TEST_S3_ENDPOINT") else {
-        assert!(
-            std::env::var_os("TOKUMEI_REQUIRE_SERVERS").is_none(),
-            "TOKUMEI_TEST_S3_ENDPOINT is not set but servers are required (scripts/test.sh starts moto)"
-        );
-        eprintln!("skipping: TOKUMEI_TEST_S3_ENDPOINT not set (run scripts/test.sh)");
+    let Some(endpoint) = test_server("TOKUMEI_TEST_S3_ENDPOINT", "moto's S3 server") else {
         return;
     };
     let bucket = format!("tokumei-{}", rand::random::<u32>());

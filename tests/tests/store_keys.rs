@@ -2,23 +2,12 @@
 //! scripts/test.sh; its address is in TOKUMEI_TEST_BAO_ADDR): wrapped keys round-trip, are bound to their
 //! context, refuse tampering, survive KEK rotation, and rewrap to the newest version without changing the key.
 
+mod common;
+
+use common::bao;
 use tokumei_ingest::keyservice::local::{LocalKeyring, Passphrase};
 use tokumei_ingest::keyservice::openbao::{OpenBaoSettings, OpenBaoTransit, STORE_KEK_NAME};
 use tokumei_ingest::keyservice::{BACKEND_OPENBAO, KeyError, KeyPurpose, KeyService, WrappedKey, Zeroizing};
-
-/// (address, token) of the test OpenBao, or None (skip) when it is not configured and not required.
-fn bao() -> Option<(String, String)> {
-    let Ok(addr) = std::env::var("TOKUMEI_TEST_BAO_ADDR") else {
-        assert!(
-            std::env::var_os("TOKUMEI_REQUIRE_SERVERS").is_none(),
-            "TOKUMEI_TEST_BAO_ADDR is not set but servers are required (scripts/test.sh starts OpenBao)"
-        );
-        eprintln!("skipping: TOKUMEI_TEST_BAO_ADDR not set (run scripts/test.sh)");
-        return None;
-    };
-    let token = std::env::var("TOKUMEI_TEST_BAO_TOKEN").expect("TOKUMEI_TEST_BAO_TOKEN");
-    Some((addr, token))
-}
 
 /// A key prefix unique to this test process and test, so tests never share transit keys.
 fn prefix(test: &str) -> String {

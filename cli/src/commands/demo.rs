@@ -349,7 +349,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         }
         say(&format!("   diagnoses by prefecture code (DataFusion over the research view): {:?}", report.top_prefectures_by_conditions));
         let store_dir = home.join("store");
-        report.store_bytes_on_disk = super::spool::dir_bytes(&store_dir);
+        report.store_bytes_on_disk = tokumei_store::status::dir_bytes(&store_dir);
         report.plaintext_parquet_files_on_disk = count_parquet_magic(&store_dir);
         say(&format!(
             "   {} bytes on disk, every object sealed with AES-256-GCM under data keys wrapped by the key service; plaintext Parquet files: {}",

@@ -104,21 +104,3 @@ pub fn run(cmd: SpoolCommand, json: bool) -> anyhow::Result<()> {
         }
     }
 }
-
-/// Bytes of every file under a directory.
-pub fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            let p = e.path();
-            if p.is_dir() {
-                dir_bytes(&p)
-            } else {
-                e.metadata().map(|m| m.len()).unwrap_or(0)
-            }
-        })
-        .sum()
-}

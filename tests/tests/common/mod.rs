@@ -271,3 +271,26 @@ pub const ADULT_QIS: [&str; 8] = [
 pub fn adult(file: &str) -> String {
     format!("{ADULT_DIR}/{file}")
 }
+
+/// The value of a server variable set by scripts/test.sh, or None (the test skips) when it is unset and
+/// servers are not required (`TOKUMEI_REQUIRE_SERVERS`, set by scripts/test.sh, makes a missing server fail).
+pub fn test_server(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            assert!(
+                std::env::var_os("TOKUMEI_REQUIRE_SERVERS").is_none(),
+                "{var} is not set but servers are required (scripts/test.sh starts {what})"
+            );
+            eprintln!("skipping: {var} not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+/// (address, root token) of the test OpenBao, or None (skip).
+pub fn bao() -> Option<(String, String)> {
+    let addr = test_server("TOKUMEI_TEST_BAO_ADDR", "OpenBao")?;
+    let token = std::env::var("TOKUMEI_TEST_BAO_TOKEN").expect("TOKUMEI_TEST_BAO_TOKEN");
+    Some((addr, token))
+}
