@@ -122,6 +122,10 @@ pub enum Error {
     /// Parquet decoding failed.
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
+    /// OpenDP refused a construction or failed to sample (e.g. a scale it cannot represent). The
+    /// message is OpenDP's own, so the cause is not lost in translation.
+    #[error("opendp: {0}")]
+    OpenDp(String),
     /// Planning or executing a DataFusion query failed (feature `datafusion`). Boxed: the
     /// DataFusion error is large and would bloat every `Result` of the engine.
     #[cfg(feature = "datafusion")]
@@ -133,6 +137,12 @@ pub enum Error {
 impl From<::datafusion::error::DataFusionError> for Error {
     fn from(e: ::datafusion::error::DataFusionError) -> Self {
         Self::DataFusion(Box::new(e))
+    }
+}
+
+impl From<opendp::error::Error> for Error {
+    fn from(e: opendp::error::Error) -> Self {
+        Self::OpenDp(format!("{:?}: {}", e.variant, e.message.unwrap_or_default()))
     }
 }
 

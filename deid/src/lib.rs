@@ -15,6 +15,7 @@
 #[cfg(feature = "datafusion")]
 pub mod datafusion;
 pub mod dataset;
+pub mod dp;
 pub mod error;
 pub mod exhaustive;
 pub mod generators;
@@ -26,6 +27,7 @@ pub mod model;
 pub mod report;
 pub mod risk;
 pub mod search;
+pub mod small_cell;
 pub mod spec;
 pub mod table;
 pub mod transform;
