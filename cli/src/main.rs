@@ -63,6 +63,13 @@ enum Command {
     Anonymize(commands::anonymize::AnonymizeArgs),
     /// Independently recount an anonymised output and fail on any violation.
     Verify(commands::verify::VerifyArgs),
+    /// A statistical table: differentially private (OpenDP) or under the small-cell rule.
+    Stats(commands::stats::StatsArgs),
+    /// Differential-privacy budgets of projects and the ledger of what was spent.
+    Budget {
+        #[command(subcommand)]
+        command: commands::budget::BudgetCommand,
+    },
     /// Benchmarks (figures go to docs/benchmarks.md).
     Bench {
         #[command(subcommand)]
@@ -93,6 +100,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sql(a) => commands::sql::run(a, json),
         Command::Anonymize(a) => commands::anonymize::run(a, json),
         Command::Verify(a) => commands::verify::run(a, json),
+        Command::Stats(a) => commands::stats::run(a, json),
+        Command::Budget { command } => commands::budget::run(command, json),
         Command::Bench { command } => commands::bench::run(command, json),
     }
 }

@@ -34,4 +34,31 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     assert_eq!(r["spool_records"], 900);
     assert_eq!(r["identifiers_found_in_spool"], 0);
     assert!(r["identifiers_checked"].as_u64().unwrap() > 500);
+
+    // Chapter 3: statistics.
+    let st = &r["statistics"];
+    let by_pref = &st["patients_by_prefecture"];
+    assert_eq!(by_pref["cells"], 47, "every declared prefecture is released");
+    assert!(by_pref["protection"].as_str().unwrap().starts_with("dp:laplace"));
+    let total: f64 = std::fs::read_to_string(by_pref["output"].as_str().unwrap())
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse::<f64>().unwrap())
+        .sum();
+    let research = r["research_patients"].as_f64().unwrap();
+    assert!(
+        (total - research).abs() < 47.0 * 20.0,
+        "noisy total {total} vs {research} patients"
+    );
+    assert!(
+        st["mean_lab_value_by_analyte"]["protection"]
+            .as_str()
+            .unwrap()
+            .starts_with("dp:gaussian")
+    );
+    assert!(st["refused_over_budget"].as_str().unwrap().contains("BUDGET_EXCEEDED"));
+    assert_eq!(st["ledger_entries"], 3);
+    assert!(st["spent_epsilon"].as_f64().unwrap() <= 1.0);
+    assert!(st["small_cell_prefecture_by_sex"]["cells"].as_u64().unwrap() > 3);
 }

@@ -25,6 +25,8 @@ pub enum BenchCommand {
     Ingest(IngestBench),
     /// Anonymisation engine: Adult search times and a large synthetic patient table.
     Anonymize(super::bench_deid::AnonymizeBench),
+    /// Differentially private statistics: 10 M rows, 1,000 groups, counts and bounded means.
+    Stats(super::bench_stats::StatsBench),
 }
 
 #[derive(Args, Debug)]
@@ -94,6 +96,7 @@ pub fn run(cmd: BenchCommand, json: bool) -> anyhow::Result<()> {
     let a = match cmd {
         BenchCommand::Ingest(a) => a,
         BenchCommand::Anonymize(a) => return super::bench_deid::run(a, json),
+        BenchCommand::Stats(a) => return super::bench_stats::run(a, json),
     };
     let home = tokumei_home().join("bench-ingest");
     if home.exists() {

@@ -61,6 +61,45 @@ struct DemoReport {
     store_bytes_on_disk: u64,
     plaintext_parquet_files_on_disk: u64,
     top_prefectures_by_conditions: Vec<(String, i64)>,
+    statistics: Option<StatsChapter>,
+}
+
+/// Chapter 3: statistics from the research view, under differential privacy or the small-cell rule.
+#[derive(Serialize, Default)]
+struct StatsChapter {
+    project: String,
+    budget_epsilon: f64,
+    /// Patients per prefecture, Laplace, all 47 prefecture codes declared public.
+    patients_by_prefecture: StatsSummary,
+    /// Mean lab value per JLAC10 analyte, Gaussian noise, analytes chosen by DP partition selection.
+    mean_lab_value_by_analyte: StatsSummary,
+    /// Patients per prefecture × sex under the small-cell rule (not DP).
+    small_cell_prefecture_by_sex: SmallCellDemo,
+    /// The refusal of a request that would exceed the budget.
+    refused_over_budget: String,
+    ledger_entries: usize,
+    spent_epsilon: f64,
+    remaining_epsilon: f64,
+}
+
+#[derive(Serialize, Default)]
+struct StatsSummary {
+    output: String,
+    cells: usize,
+    protection: String,
+    epsilon: f64,
+    rho: f64,
+    delta: f64,
+    expected_abs_error: Option<f64>,
+    sample: Vec<(Vec<String>, f64)>,
+}
+
+#[derive(Serialize, Default)]
+struct SmallCellDemo {
+    output: String,
+    cells: usize,
+    primary_suppressed: usize,
+    complementary_suppressed: usize,
 }
 
 async fn count(ctx: &deltalake::datafusion::prelude::SessionContext, q: &str) -> anyhow::Result<i64> {
@@ -356,6 +395,8 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             report.store_bytes_on_disk, report.plaintext_parquet_files_on_disk
         ));
         report.core = Some(totals);
+        say("\ntokumei demo — chapter 3: statistics under differential privacy (OpenDP) and the small-cell rule");
+        report.statistics = Some(statistics_chapter(&home, &research, &say).await?);
         say("\nNext chapters (committee → anonymised release → leak tracing) arrive with their issues.");
         anyhow::Ok(())
     })?;
@@ -372,4 +413,202 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         );
     }
     emit(json, &report, |_| {})
+}
+
+async fn statistics_chapter(
+    home: &Path,
+    research: &deltalake::datafusion::prelude::SessionContext,
+    say: &impl Fn(&str),
+) -> anyhow::Result<StatsChapter> {
+    use tokumei_deid::dp::{grouping::group, request::*};
+    use tokumei_policy::budget_ledger::{BudgetLedger, SpendRequest};
+    let ledger = BudgetLedger::new(
+        tokumei_policy::database::PolicyDb::open(&tokumei_policy::database::default_url(home)).await?,
+    );
+    let project = "demo-diabetes-study".to_string();
+    let budget = tokumei_deid::dp::accounting::Budget {
+        epsilon: 1.0,
+        delta: 1e-5,
+    };
+    ledger.set_budget(&project, budget, "committee-chair").await?;
+    say(&format!(
+        "   the committee gives project {project} a budget of ε=1, δ=1e-5 (ledger: {})",
+        tokumei_policy::database::default_url(home)
+    ));
+    let out_dir = home.join("statistics");
+    let mut chapter = StatsChapter {
+        project: project.clone(),
+        budget_epsilon: 1.0,
+        ..Default::default()
+    };
+
+    // 1. Patients per prefecture: 47 public keys, one row per patient, Laplace at ε = 0.5.
+    let request = StatsRequest {
+        group_by: vec!["prefecture".into()],
+        generalise: vec![],
+        measure: Measure::Count,
+        subject: Some("linkage_key".into()),
+        max_contrib: 1,
+        privacy: Privacy::Epsilon(0.5),
+        delta: None,
+        keys: Keys::Public((1..=47).map(|p| vec![format!("{p:02}")]).collect()),
+    };
+    let patients =
+        tokumei_deid::datafusion::table_from_context(research, "patients", &["prefecture", "linkage_key"]).await?;
+    chapter.patients_by_prefecture = dp_release(
+        &ledger,
+        &project,
+        &request,
+        &patients,
+        &out_dir.join("patients_by_prefecture.csv"),
+    )
+    .await?;
+    let s = &chapter.patients_by_prefecture;
+    say(&format!(
+        "   patients by prefecture, ε=0.5 Laplace, all 47 prefectures declared: {} cells, expected |error| {:.2} per cell; e.g. {:?}",
+        s.cells,
+        s.expected_abs_error.unwrap_or_default(),
+        &s.sample[..s.sample.len().min(3)]
+    ));
+
+    // 2. Mean lab value per analyte: keys by DP partition selection, ≤ 5 results per patient, zCDP.
+    let request = StatsRequest {
+        group_by: vec!["jlac10".into()],
+        generalise: vec![],
+        measure: Measure::Mean {
+            column: "value".into(),
+            bounds: Bounds::new(0.0, 500.0)?,
+        },
+        subject: Some("linkage_key".into()),
+        max_contrib: 5,
+        privacy: Privacy::Rho(0.005),
+        delta: Some(1e-6),
+        keys: Keys::Select,
+    };
+    let labs =
+        tokumei_deid::datafusion::table_from_context(research, "observations", &["jlac10", "value", "linkage_key"])
+            .await?;
+    chapter.mean_lab_value_by_analyte = dp_release(
+        &ledger,
+        &project,
+        &request,
+        &labs,
+        &out_dir.join("mean_lab_value_by_analyte.csv"),
+    )
+    .await?;
+    let s = &chapter.mean_lab_value_by_analyte;
+    say(&format!(
+        "   mean lab value by JLAC10 analyte, ρ=0.005 Gaussian, ≤5 results per patient, analytes chosen by DP partition selection: {} released ({})",
+        s.cells, s.protection
+    ));
+
+    // 3. The national databases' rule, for a table published without DP.
+    let request = StatsRequest {
+        group_by: vec!["prefecture".into(), "sex".into()],
+        generalise: vec![],
+        measure: Measure::Count,
+        subject: None,
+        max_contrib: 1,
+        privacy: Privacy::Epsilon(f64::INFINITY),
+        delta: None,
+        keys: Keys::Select,
+    };
+    let by_sex = tokumei_deid::datafusion::table_from_context(research, "patients", &["prefecture", "sex"]).await?;
+    let grouped = group(&by_sex, &request)?;
+    let (counts, dims) = super::stats::count_table(&grouped)?;
+    let rule = tokumei_deid::small_cell::SmallCellRule::default();
+    let protected = tokumei_deid::small_cell::protect(&counts, &rule)?;
+    let (primary, complementary) = protected.suppressed_count();
+    let path = out_dir.join("patients_by_prefecture_and_sex.csv");
+    let protection = format!(
+        "small-cell: counts below {} suppressed, plus complementary suppression",
+        rule.threshold
+    );
+    ledger
+        .spend(
+            &project,
+            SpendRequest {
+                actor: "demo-researcher".into(),
+                query: "patients by prefecture × sex (demo)".into(),
+                mechanism: format!("small-cell<{} (not differentially private)", rule.threshold),
+                loss: Default::default(),
+                reported_epsilon: 0.0,
+                reported_delta: 0.0,
+            },
+        )
+        .await?;
+    super::stats::write_small_cell_table(&path, &grouped, &protected, dims, &protection)?;
+    chapter.small_cell_prefecture_by_sex = SmallCellDemo {
+        output: path.display().to_string(),
+        cells: protected.refs().len(),
+        primary_suppressed: primary,
+        complementary_suppressed: complementary,
+    };
+    say(&format!(
+        "   patients by prefecture × sex without DP (minimum cell 10): {primary} small cells suppressed, {complementary} more so none can be recomputed from the totals"
+    ));
+
+    // 4. One request too many: refused before any noise is drawn.
+    let request = StatsRequest {
+        group_by: vec!["prefecture".into()],
+        generalise: vec![],
+        measure: Measure::Count,
+        subject: Some("linkage_key".into()),
+        max_contrib: 1,
+        privacy: Privacy::Epsilon(0.5),
+        delta: None,
+        keys: Keys::Public((1..=47).map(|p| vec![format!("{p:02}")]).collect()),
+    };
+    match dp_release(&ledger, &project, &request, &patients, &out_dir.join("refused.csv")).await {
+        Ok(_) => anyhow::bail!("a request over budget was admitted"),
+        Err(e) => chapter.refused_over_budget = format!("{e:#}"),
+    }
+    say(&format!("   another ε=0.5 request: {}", chapter.refused_over_budget));
+    let status = ledger.status(&project).await?;
+    chapter.ledger_entries = status.entries.len();
+    chapter.spent_epsilon = status.spent.epsilon;
+    chapter.remaining_epsilon = status.spent.remaining_epsilon(&budget);
+    say(&format!(
+        "   ledger: {} releases, spent ε={:.4} of 1 (pure ε + ρ converted once at δ), remaining ε={:.4}",
+        chapter.ledger_entries, chapter.spent_epsilon, chapter.remaining_epsilon
+    ));
+    Ok(chapter)
+}
+
+/// Plan → admit and record in the ledger → draw → write: the same order as `tokumei stats`.
+async fn dp_release(
+    ledger: &tokumei_policy::budget_ledger::BudgetLedger,
+    project: &str,
+    request: &tokumei_deid::dp::request::StatsRequest,
+    table: &tokumei_deid::table::Table,
+    output: &Path,
+) -> anyhow::Result<StatsSummary> {
+    let grouped = tokumei_deid::dp::grouping::group(table, request)?;
+    let plan = tokumei_deid::dp::plan::plan(request)?;
+    ledger
+        .spend(
+            project,
+            tokumei_policy::budget_ledger::SpendRequest {
+                actor: "demo-researcher".into(),
+                query: format!("{} by {} (demo)", request.measure.name(), request.group_by.join(",")),
+                mechanism: format!("{:?}", plan.mechanism).to_lowercase(),
+                loss: plan.loss,
+                reported_epsilon: plan.reported_epsilon,
+                reported_delta: plan.reported_delta,
+            },
+        )
+        .await
+        .map_err(super::budget::reason)?;
+    let table = tokumei_deid::dp::release::release(&plan, request, &grouped)?;
+    super::stats::write_private_table(output, &table, None)?;
+    Ok(StatsSummary {
+        output: output.display().to_string(),
+        cells: table.cells.len(),
+        protection: table.protection.clone(),
+        epsilon: plan.loss.epsilon,
+        rho: plan.loss.rho,
+        delta: plan.loss.delta,
+        expected_abs_error: table.cells.first().and_then(|c| c.expected_abs_error),
+        sample: table.cells.iter().take(5).map(|c| (c.key.clone(), c.value)).collect(),
+    })
 }

@@ -3,6 +3,8 @@
 pub mod anonymize;
 pub mod bench;
 pub mod bench_deid;
+pub mod bench_stats;
+pub mod budget;
 pub mod core;
 pub mod demo;
 pub mod model_flags;
@@ -11,6 +13,7 @@ pub mod push;
 pub mod serve;
 pub mod spool;
 pub mod sql;
+pub mod stats;
 pub mod store;
 pub mod synth;
 pub mod verify;

@@ -72,7 +72,7 @@ pub struct Grouped {
 
 /// Applies the transformation described in the module documentation.
 pub fn group(table: &Table, request: &StatsRequest) -> Result<Grouped> {
-    request.validate()?;
+    request.validate_shape()?;
     let rows = table.rows();
     // Per group-by column: code → label id, and the label list.
     let mut label_of_code: Vec<Vec<u32>> = Vec::new();

@@ -145,15 +145,20 @@ pub fn calibrate(target: f64, guess: f64, loss: impl Fn(f64) -> Result<f64>) -> 
     Ok((hi, loss(hi)?))
 }
 
-/// Smallest integer threshold in `[1, ∞)` for which `delta(threshold) ≤ target`.
-pub fn calibrate_threshold(target: f64, delta: impl Fn(i64) -> Result<f64>) -> Result<(i64, f64)> {
-    let mut hi: i64 = 1;
+/// Smallest integer threshold in `[min, ∞)` for which `delta(threshold) ≤ target`. OpenDP refuses
+/// thresholds below the L∞ sensitivity, so `min` is that sensitivity.
+pub fn calibrate_threshold(target: f64, min: i64, delta: impl Fn(i64) -> Result<f64>) -> Result<(i64, f64)> {
+    let min = min.max(1);
+    if delta(min)? <= target {
+        return Ok((min, delta(min)?));
+    }
+    let mut hi: i64 = min;
     while delta(hi)? > target {
         hi = hi.checked_mul(2).ok_or_else(|| {
             crate::error::Error::Config(format!("no threshold reaches δ = {target} at this noise scale"))
         })?;
     }
-    let mut lo = hi / 2; // delta(lo) > target, or lo == 0
+    let mut lo = (hi / 2).max(min); // delta(lo) > target
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
         if delta(mid)? <= target {

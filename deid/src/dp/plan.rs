@@ -180,8 +180,9 @@ pub fn plan(request: &StatsRequest) -> Result<Plan> {
                             let (s, _) = calibrate(share, d.1 as f64 / share, |s| {
                                 Ok(map_laplace_threshold(s, FAR_THRESHOLD)?.map(&d)?.0)
                             })?;
-                            let (t, _) =
-                                calibrate_threshold(selection_delta, |t| Ok(map_laplace_threshold(s, t)?.map(&d)?.1))?;
+                            let (t, _) = calibrate_threshold(selection_delta, n, |t| {
+                                Ok(map_laplace_threshold(s, t)?.map(&d)?.1)
+                            })?;
                             let (eps, del) = map_laplace_threshold(s, t)?.map(&d)?;
                             (
                                 s,
@@ -197,8 +198,9 @@ pub fn plan(request: &StatsRequest) -> Result<Plan> {
                             let (s, _) = calibrate(share, d.1 as f64 / (2.0 * share).sqrt(), |s| {
                                 Ok(map_gaussian_threshold(s, FAR_THRESHOLD)?.map(&d)?.0)
                             })?;
-                            let (t, _) =
-                                calibrate_threshold(selection_delta, |t| Ok(map_gaussian_threshold(s, t)?.map(&d)?.1))?;
+                            let (t, _) = calibrate_threshold(selection_delta, n, |t| {
+                                Ok(map_gaussian_threshold(s, t)?.map(&d)?.1)
+                            })?;
                             let (rho, del) = map_gaussian_threshold(s, t)?.map(&d)?;
                             (
                                 s,
@@ -349,7 +351,13 @@ fn noise_component(
         ),
         Mechanism::Gaussian => (
             discrete_gaussian_expected_abs(internal_scale),
-            opendp::accuracy::discrete_gaussian_scale_to_accuracy(internal_scale, 0.05)?,
+            // OpenDP's discrete version sums the pmf term by term (and overflows an i32 for the huge
+            // grid-unit scales of sums); above 10^4 the continuous interval is the same to < 1 unit.
+            if internal_scale > 1e4 {
+                opendp::accuracy::gaussian_scale_to_accuracy(internal_scale, 0.05)?
+            } else {
+                opendp::accuracy::discrete_gaussian_scale_to_accuracy(internal_scale, 0.05)?
+            },
         ),
     };
     Ok(Component {

@@ -238,14 +238,6 @@ impl StatsRequest {
         if !v.is_finite() || v <= 0.0 {
             return Err(Error::Config(format!("epsilon/rho must be finite and > 0, got {v}")));
         }
-        if self.max_contrib == 0 {
-            return Err(Error::Config("max-contrib must be at least 1".into()));
-        }
-        if self.subject.is_none() && self.max_contrib != 1 {
-            return Err(Error::Config(
-                "max-contrib needs --subject (without it every row is its own subject)".into(),
-            ));
-        }
         if let Some(d) = self.delta
             && !(d > 0.0 && d < 1.0)
         {
@@ -260,6 +252,19 @@ impl StatsRequest {
         }
         if matches!(self.privacy, Privacy::Rho(_)) && self.delta.is_none() {
             return Err(Error::Config("zCDP (--rho) is reported as (ε, δ): give --delta".into()));
+        }
+        self.validate_shape()
+    }
+
+    /// The checks that do not involve the privacy parameters (also used by non-DP tables).
+    pub fn validate_shape(&self) -> Result<()> {
+        if self.max_contrib == 0 {
+            return Err(Error::Config("max-contrib must be at least 1".into()));
+        }
+        if self.subject.is_none() && self.max_contrib != 1 {
+            return Err(Error::Config(
+                "max-contrib needs --subject (without it every row is its own subject)".into(),
+            ));
         }
         for g in &self.generalise {
             if !self.group_by.contains(&g.column) {

@@ -344,3 +344,44 @@ fn quantiles_and_histograms_release_every_declared_cell() {
     assert_eq!(out.key_columns, ["g", "bin"]);
     assert_eq!(plan(&r).unwrap().mechanism, Mechanism::Laplace);
 }
+
+#[test]
+fn partition_selection_with_a_per_patient_cap_starts_at_the_cap() {
+    let mut r = request(Measure::Count, Privacy::Rho(0.02), Keys::Select);
+    r.subject = Some("p".into());
+    r.max_contrib = 5;
+    r.delta = Some(1e-6);
+    let p = plan(&r).unwrap();
+    let t = p.components[0].threshold.unwrap();
+    assert!(t >= 5, "threshold {t} below the L∞ sensitivity");
+    assert!(p.loss.rho <= 0.02 && p.loss.delta <= 0.5e-6);
+    let mut r1 = r.clone();
+    r1.max_contrib = 1;
+    assert!(
+        plan(&r1).unwrap().components[0].threshold.unwrap() < t,
+        "a larger cap needs a larger threshold"
+    );
+}
+
+#[test]
+fn gaussian_sums_plan_with_huge_grid_scales() {
+    let mut r = request(
+        Measure::Mean {
+            column: "v".into(),
+            bounds: Bounds::new(0.0, 500.0).unwrap(),
+        },
+        Privacy::Rho(0.02),
+        Keys::Select,
+    );
+    r.delta = Some(1e-6);
+    let p = plan(&r).unwrap();
+    let sum = p.components.iter().find(|c| c.kind == ComponentKind::Sum).unwrap();
+    assert!(sum.internal_scale > 1e6);
+    // σ = Δ/√(2ρ) with ρ = 0.01 per half: 500/√0.02 ≈ 3536 value units.
+    assert!(
+        (sum.scale / (500.0 / 0.02f64.sqrt()) - 1.0).abs() < 1e-3,
+        "{}",
+        sum.scale
+    );
+    assert!(sum.ci95_half_width.unwrap() > sum.expected_abs_error.unwrap());
+}

@@ -1,0 +1,644 @@
+//! `tokumei stats`: a statistical table over a CSV/Parquet file or a core-store table, either
+//! differentially private (OpenDP noise, spent from a project's budget in the ledger) or protected
+//! by the minimum-cell rule with complementary suppression (the national databases' rule; not DP).
+//!
+//! Order of work, so that a refused request has no side effect: read and group the data (bad
+//! columns or values fail here) → calibrate the plan (no data, no noise) → admit and record the
+//! loss in the ledger (refusal stops here, before any noise) → draw the noise → write the table
+//! and report atomically.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokumei_deid::dp::grouping::{Grouped, group};
+use tokumei_deid::dp::plan::{Plan, plan};
+use tokumei_deid::dp::release::{PrivateTable, release};
+use tokumei_deid::dp::request::{Generalisation, Keys, Measure, Privacy, StatsRequest};
+use tokumei_deid::hierarchy::Hierarchy;
+use tokumei_deid::small_cell::{CellRef, CellStatus, CountTable, SmallCellRule, protect};
+use tokumei_deid::spec;
+use tokumei_deid::table::Table;
+use tokumei_policy::budget_ledger::{BudgetLedger, LedgerEntry, SpendRequest};
+use tokumei_policy::database::PolicyDb;
+
+use crate::commands::budget::reason;
+use crate::output::runtime;
+
+/// Arguments of `tokumei stats`.
+#[derive(clap::Args, Debug)]
+pub struct StatsArgs {
+    /// Input table: CSV, or Parquet if the name ends in .parquet.
+    #[arg(long, conflicts_with = "table", required_unless_present = "table")]
+    pub input: Option<PathBuf>,
+    /// A table of the core store's research view (opted-out and erased patients excluded).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Group-by columns, comma-separated.
+    #[arg(long = "group-by", value_delimiter = ',')]
+    pub group_by: Vec<String>,
+    /// count | sum:COL:LO:HI | mean:COL:LO:HI | hist:COL:LO:HI:BINS | quantile:COL:LO:HI:Q.
+    #[arg(long, default_value = "count")]
+    pub measure: String,
+    /// Column identifying the patient: the unit of privacy (default for --table: linkage_key).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Rows kept per patient; enters the sensitivity.
+    #[arg(long = "max-contrib", default_value_t = 1)]
+    pub max_contrib: u32,
+    /// Pure differential privacy with Laplace noise at this ε.
+    #[arg(long, conflicts_with = "rho")]
+    pub epsilon: Option<f64>,
+    /// Zero-concentrated DP with Gaussian noise at this ρ (reported as (ε, δ)).
+    #[arg(long)]
+    pub rho: Option<f64>,
+    /// δ for partition selection (keys not public) and for reporting ρ as (ε, δ).
+    #[arg(long)]
+    pub delta: Option<f64>,
+    /// CSV whose header names the group-by columns, one public key per line.
+    #[arg(long = "public-keys", conflicts_with = "hierarchy")]
+    pub public_keys: Option<PathBuf>,
+    /// Generalise a group-by column first: COL=HIERARCHY.csv:LEVEL (ARX format). When every
+    /// group-by column has one, the level's labels are the public keys.
+    #[arg(long, value_name = "COL=FILE:LEVEL")]
+    pub hierarchy: Vec<String>,
+    /// Delimiter of hierarchy files.
+    #[arg(long = "hierarchy-delimiter", default_value = ";")]
+    pub hierarchy_delimiter: String,
+    /// Minimum cell size. Without --epsilon/--rho: the small-cell rule with complementary
+    /// suppression (default 10). With DP: released cells whose noisy count is below it are blanked.
+    #[arg(long = "min-cell")]
+    pub min_cell: Option<u64>,
+    /// Small-cell rule: treat zero cells as small too.
+    #[arg(long = "suppress-zeros")]
+    pub suppress_zeros: bool,
+    /// Project whose budget pays for the release (`tokumei budget set`).
+    #[arg(long)]
+    pub project: String,
+    /// Output CSV.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// JSON report (mechanism, noise scale, loss, remaining budget, expected error per cell).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Plan only: print the mechanism, loss and expected error; spend nothing, draw nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Delimiter of the CSV input.
+    #[arg(long, default_value = ",")]
+    pub delimiter: String,
+    /// Who asks (recorded in the ledger).
+    #[arg(long, env = "TOKUMEI_ACTOR", default_value = "operator")]
+    pub actor: String,
+    /// Policy database (sqlite://PATH or postgres://...; default $TOKUMEI_HOME/policy/policy.db).
+    #[arg(long, env = "TOKUMEI_POLICY_DB")]
+    pub database: Option<String>,
+    /// Configuration file (for --table).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// The JSON report of a release.
+#[derive(Serialize)]
+struct Report {
+    project: String,
+    source: String,
+    group_by: Vec<String>,
+    key_columns: Vec<String>,
+    measure: Measure,
+    keys: String,
+    protection: String,
+    differentially_private: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<Plan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    small_cell: Option<SmallCellSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ledger_entry: Option<LedgerEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remaining_epsilon: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remaining_delta: Option<f64>,
+    cells: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_sha256: Option<String>,
+    dry_run: bool,
+}
+
+#[derive(Serialize)]
+struct SmallCellSummary {
+    rule: SmallCellRule,
+    primary_suppressed: usize,
+    complementary_suppressed: usize,
+    margins: &'static str,
+}
+
+/// Runs `tokumei stats`.
+pub fn run(a: StatsArgs, json: bool) -> Result<()> {
+    let measure = Measure::parse(&a.measure)?;
+    let privacy = match (a.epsilon, a.rho) {
+        (Some(e), None) => Some(Privacy::Epsilon(e)),
+        (None, Some(r)) => Some(Privacy::Rho(r)),
+        (None, None) => None,
+        (Some(_), Some(_)) => bail!("give --epsilon or --rho, not both"),
+    };
+    let hierarchy_delimiter = spec::parse_delimiter(&a.hierarchy_delimiter)?;
+    let generalise = a
+        .hierarchy
+        .iter()
+        .map(|h| parse_generalisation(h, hierarchy_delimiter))
+        .collect::<Result<Vec<_>>>()?;
+    let keys = match &a.public_keys {
+        Some(path) => Keys::Public(read_public_keys(path, &a.group_by)?),
+        None => match StatsRequest::keys_from_hierarchies(&a.group_by, &generalise) {
+            Some(keys) => Keys::Public(keys),
+            None => Keys::Select,
+        },
+    };
+    let subject = a
+        .subject
+        .clone()
+        .or_else(|| a.table.as_ref().map(|_| "linkage_key".to_string()));
+    let request = StatsRequest {
+        group_by: a.group_by.clone(),
+        generalise,
+        measure,
+        subject,
+        max_contrib: a.max_contrib,
+        // Not a DP release when absent; the value is then never used (only `validate_shape` runs).
+        privacy: privacy.unwrap_or(Privacy::Epsilon(f64::INFINITY)),
+        delta: a.delta,
+        keys,
+    };
+    if privacy.is_some() {
+        request.validate()?;
+    } else {
+        request.validate_shape()?;
+        if !matches!(request.measure, Measure::Count | Measure::Histogram { .. }) {
+            bail!("without --epsilon or --rho only counts (count, hist) can be published, under the small-cell rule");
+        }
+        if a.delta.is_some() {
+            bail!("--delta only applies to differentially private tables (--epsilon or --rho)");
+        }
+    }
+    let source = match (&a.input, &a.table) {
+        (Some(p), _) => p.display().to_string(),
+        (None, Some(t)) => format!("store:{t}"),
+        (None, None) => bail!("give --input FILE or --table NAME"),
+    };
+    let query = describe(&a, &request, &source);
+
+    let rt = runtime()?;
+    rt.block_on(async {
+        let home = tokumei_ingest::home::tokumei_home();
+        let url = a
+            .database
+            .clone()
+            .unwrap_or_else(|| tokumei_policy::database::default_url(&home));
+        let ledger = BudgetLedger::new(PolicyDb::open(&url).await?);
+        // Unknown project: refuse before reading any data.
+        let status = ledger.status(&a.project).await.map_err(reason)?;
+
+        let table = load(&a, &request).await?;
+        let grouped = group(&table, &request)?;
+        drop(table);
+
+        match privacy {
+            Some(_) => {
+                let plan = plan(&request)?;
+                let mut report = Report {
+                    project: a.project.clone(),
+                    source: source.clone(),
+                    group_by: request.group_by.clone(),
+                    key_columns: grouped.key_columns.clone(),
+                    measure: request.measure.clone(),
+                    keys: keys_description(&request.keys, &plan),
+                    protection: String::new(),
+                    differentially_private: true,
+                    plan: Some(plan.clone()),
+                    small_cell: None,
+                    ledger_entry: None,
+                    remaining_epsilon: Some(status.spent.remaining_epsilon(&status.project.budget)),
+                    remaining_delta: Some(status.spent.remaining_delta(&status.project.budget)),
+                    cells: 0,
+                    output: None,
+                    output_sha256: None,
+                    dry_run: a.dry_run,
+                };
+                if a.dry_run {
+                    report.cells = if grouped.public { grouped.keys.len() } else { 0 };
+                    return finish(&a, report, json);
+                }
+                let mechanism = format!("{:?}", plan.mechanism).to_lowercase();
+                let entry = ledger
+                    .spend(
+                        &a.project,
+                        SpendRequest {
+                            actor: a.actor.clone(),
+                            query: query.clone(),
+                            mechanism,
+                            loss: plan.loss,
+                            reported_epsilon: plan.reported_epsilon,
+                            reported_delta: plan.reported_delta,
+                        },
+                    )
+                    .await
+                    .map_err(reason)?;
+                let table = release(&plan, &request, &grouped)?;
+                let digest = write_private_table(&a.output, &table, a.min_cell)?;
+                let after = ledger.status(&a.project).await?;
+                report.protection = table.protection.clone();
+                report.cells = table.cells.len();
+                report.ledger_entry = Some(entry);
+                report.remaining_epsilon = Some(after.spent.remaining_epsilon(&after.project.budget));
+                report.remaining_delta = Some(after.spent.remaining_delta(&after.project.budget));
+                report.output = Some(a.output.display().to_string());
+                report.output_sha256 = Some(digest);
+                finish(&a, report, json)
+            }
+            None => {
+                let rule = SmallCellRule {
+                    threshold: a.min_cell.unwrap_or(10),
+                    suppress_zeros: a.suppress_zeros,
+                };
+                let (counts, dims) = count_table(&grouped)?;
+                let protected = protect(&counts, &rule)?;
+                let (primary, complementary) = protected.suppressed_count();
+                let protection = format!(
+                    "small-cell: counts below {} suppressed, plus complementary suppression",
+                    rule.threshold
+                );
+                let mut report = Report {
+                    project: a.project.clone(),
+                    source: source.clone(),
+                    group_by: request.group_by.clone(),
+                    key_columns: grouped.key_columns.clone(),
+                    measure: request.measure.clone(),
+                    keys: if grouped.public {
+                        "public (declared)".into()
+                    } else {
+                        "as present in the data".into()
+                    },
+                    protection: protection.clone(),
+                    differentially_private: false,
+                    plan: None,
+                    small_cell: Some(SmallCellSummary {
+                        rule,
+                        primary_suppressed: primary,
+                        complementary_suppressed: complementary,
+                        margins: if dims == 1 {
+                            "grand total"
+                        } else {
+                            "row, column and grand totals"
+                        },
+                    }),
+                    ledger_entry: None,
+                    remaining_epsilon: None,
+                    remaining_delta: None,
+                    cells: protected.refs().len(),
+                    output: None,
+                    output_sha256: None,
+                    dry_run: a.dry_run,
+                };
+                if a.dry_run {
+                    return finish(&a, report, json);
+                }
+                // Recorded with zero loss so the ledger shows every statistical release of the project.
+                let entry = ledger
+                    .spend(
+                        &a.project,
+                        SpendRequest {
+                            actor: a.actor.clone(),
+                            query: query.clone(),
+                            mechanism: format!("small-cell<{} (not differentially private)", rule.threshold),
+                            loss: Default::default(),
+                            reported_epsilon: 0.0,
+                            reported_delta: 0.0,
+                        },
+                    )
+                    .await
+                    .map_err(reason)?;
+                let digest = write_small_cell_table(&a.output, &grouped, &protected, dims, &protection)?;
+                report.ledger_entry = Some(entry);
+                report.output = Some(a.output.display().to_string());
+                report.output_sha256 = Some(digest);
+                finish(&a, report, json)
+            }
+        }
+    })
+}
+
+fn finish(a: &StatsArgs, report: Report, json: bool) -> Result<()> {
+    if let Some(path) = &a.report {
+        let text = serde_json::to_vec_pretty(&report)?;
+        write_atomically(path, &text)?;
+    }
+    crate::output::emit(json, &report, |r| {
+        if r.dry_run {
+            println!("dry run for project {}: nothing spent, no noise drawn", r.project);
+        } else {
+            println!("wrote {} cells to {}", r.cells, r.output.as_deref().unwrap_or("-"));
+        }
+        println!(
+            "protection: {}",
+            if r.protection.is_empty() {
+                "(differential privacy, see plan)"
+            } else {
+                &r.protection
+            }
+        );
+        if let Some(p) = &r.plan {
+            println!("unit of privacy: {}", p.unit_of_privacy);
+            for c in &p.components {
+                println!(
+                    "  {:?}: noise scale {:.4}{}, expected |error| per cell {}, 95% within ±{}",
+                    c.kind,
+                    c.scale,
+                    c.threshold.map(|t| format!(", threshold {t}")).unwrap_or_default(),
+                    c.expected_abs_error
+                        .map(|e| format!("{e:.4}"))
+                        .unwrap_or_else(|| "data-dependent".into()),
+                    c.ci95_half_width
+                        .map(|e| format!("{e:.4}"))
+                        .unwrap_or_else(|| "-".into()),
+                );
+            }
+            println!(
+                "privacy loss: ε={:.6} ρ={:.6} δ={:.2e} (reported as ε={:.6}, δ={:.2e})",
+                p.loss.epsilon, p.loss.rho, p.loss.delta, p.reported_epsilon, p.reported_delta
+            );
+        }
+        if let Some(s) = &r.small_cell {
+            println!(
+                "suppressed: {} primary, {} complementary (margins: {})",
+                s.primary_suppressed, s.complementary_suppressed, s.margins
+            );
+        }
+        if let (Some(e), Some(d)) = (r.remaining_epsilon, r.remaining_delta) {
+            println!("remaining budget of {}: ε={e:.6}, δ={d:.2e}", r.project);
+        }
+    })
+}
+
+fn parse_generalisation(arg: &str, delimiter: u8) -> Result<Generalisation> {
+    let (column, rest) = spec::split_assignment(arg);
+    let rest = rest.ok_or_else(|| anyhow!("--hierarchy expects COL=FILE:LEVEL, got {arg:?}"))?;
+    let (file, level) = rest
+        .rsplit_once(':')
+        .and_then(|(f, l)| l.parse::<usize>().ok().map(|l| (f, l)))
+        .ok_or_else(|| anyhow!("--hierarchy expects COL=FILE:LEVEL (LEVEL a number), got {arg:?}"))?;
+    let hierarchy =
+        Hierarchy::read_arx_csv(Path::new(file), delimiter).with_context(|| format!("reading hierarchy {file}"))?;
+    Ok(Generalisation {
+        column: column.to_string(),
+        hierarchy,
+        level,
+    })
+}
+
+/// Reads a public-key CSV; its header must name exactly the group-by columns (in any order).
+fn read_public_keys(path: &Path, group_by: &[String]) -> Result<Vec<Vec<String>>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .from_path(path)
+        .with_context(|| format!("reading public keys {}", path.display()))?;
+    let header: Vec<String> = reader.headers()?.iter().map(|h| h.trim().to_string()).collect();
+    let wanted: BTreeSet<&String> = group_by.iter().collect();
+    let got: BTreeSet<&String> = header.iter().collect();
+    if wanted != got || header.len() != group_by.len() {
+        bail!(
+            "the header of {} ({header:?}) must name the group-by columns {group_by:?}",
+            path.display()
+        );
+    }
+    let order: Vec<usize> = group_by
+        .iter()
+        .map(|g| header.iter().position(|h| h == g).unwrap_or_default())
+        .collect();
+    let mut keys = Vec::new();
+    for (line, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("{} line {}", path.display(), line + 2))?;
+        keys.push(
+            order
+                .iter()
+                .map(|&i| record.get(i).unwrap_or_default().to_string())
+                .collect(),
+        );
+    }
+    Ok(keys)
+}
+
+async fn load(a: &StatsArgs, request: &StatsRequest) -> Result<Table> {
+    let mut columns: Vec<&str> = request.group_by.iter().map(String::as_str).collect();
+    if let Some(c) = request.measure.column() {
+        columns.push(c);
+    }
+    if let Some(s) = &request.subject {
+        columns.push(s);
+    }
+    columns.sort();
+    columns.dedup();
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.set_message("reading the table");
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let table = match (&a.input, &a.table) {
+        (Some(path), _) => {
+            let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+            if is_parquet {
+                Table::read_parquet(path)
+            } else {
+                Table::read_csv(path, spec::parse_delimiter(&a.delimiter)?)
+            }
+            .with_context(|| format!("reading {}", path.display()))?
+        }
+        (None, Some(name)) => {
+            let cfg = tokumei_ingest::config::Config::load(a.config.as_deref())?;
+            let home = tokumei_ingest::home::tokumei_home();
+            let store = crate::commands::store::open_store(&cfg, &home).await?;
+            let ctx = store.session(tokumei_store::View::Research).await?;
+            tokumei_deid::datafusion::table_from_context(&ctx, name, &columns).await?
+        }
+        (None, None) => bail!("give --input FILE or --table NAME"),
+    };
+    spinner.finish_and_clear();
+    Ok(table)
+}
+
+fn describe(a: &StatsArgs, r: &StatsRequest, source: &str) -> String {
+    let mut q = format!(
+        "stats source={source} group_by={} measure={}",
+        r.group_by.join(","),
+        a.measure
+    );
+    if let Some(s) = &r.subject {
+        q.push_str(&format!(" subject={s} max_contrib={}", r.max_contrib));
+    }
+    for h in &a.hierarchy {
+        q.push_str(&format!(" hierarchy={h}"));
+    }
+    match (&a.public_keys, &r.keys) {
+        (Some(p), _) => q.push_str(&format!(" public_keys={}", p.display())),
+        (None, Keys::Public(k)) => q.push_str(&format!(" public_keys=hierarchy({})", k.len())),
+        (None, Keys::Select) => q.push_str(" keys=selected"),
+    }
+    if let Some(e) = a.epsilon {
+        q.push_str(&format!(" epsilon={e}"));
+    }
+    if let Some(r) = a.rho {
+        q.push_str(&format!(" rho={r}"));
+    }
+    if let Some(d) = a.delta {
+        q.push_str(&format!(" delta={d}"));
+    }
+    if let Some(m) = a.min_cell {
+        q.push_str(&format!(" min_cell={m}"));
+    }
+    q
+}
+
+fn keys_description(keys: &Keys, plan: &Plan) -> String {
+    match keys {
+        Keys::Public(k) => format!("public: {} declared keys, every one released", k.len()),
+        Keys::Select => {
+            let t = plan.components.iter().find_map(|c| c.threshold).unwrap_or_default();
+            format!("DP partition selection: a key is released only if its noisy count is at least {t}")
+        }
+    }
+}
+
+/// Writes the DP table; returns the SHA-256 of the file.
+pub(crate) fn write_private_table(path: &Path, table: &PrivateTable, min_cell: Option<u64>) -> Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = table.key_columns.clone();
+    header.push(table.measure.clone());
+    let with_count = table.cells.iter().any(|c| c.count.is_some());
+    if with_count {
+        header.push("noisy_count".into());
+    }
+    header.extend([
+        "expected_abs_error".into(),
+        "ci95_half_width".into(),
+        "protection".into(),
+    ]);
+    w.write_record(&header)?;
+    for cell in &table.cells {
+        let noisy_count = cell.count.unwrap_or(cell.value as i64);
+        let blank = min_cell.is_some_and(|m| noisy_count < m as i64);
+        let mut row = cell.key.clone();
+        row.push(if blank { String::new() } else { format_value(cell.value) });
+        if with_count {
+            row.push(if blank {
+                String::new()
+            } else {
+                cell.count.map(|c| c.to_string()).unwrap_or_default()
+            });
+        }
+        row.push(cell.expected_abs_error.map(format_value).unwrap_or_default());
+        row.push(cell.ci95_half_width.map(format_value).unwrap_or_default());
+        row.push(match (blank, min_cell) {
+            (true, Some(m)) => format!("{}; noisy count below {m}: blanked", table.protection),
+            _ => table.protection.clone(),
+        });
+        w.write_record(&row)?;
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow!("csv: {e}"))?;
+    write_atomically(path, &bytes)?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+fn format_value(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.6}")
+    }
+}
+
+/// Turns group counts into a 1-D or 2-D count table (3+ key parts: the 2nd.. are joined into the
+/// column label).
+pub(crate) fn count_table(grouped: &Grouped) -> Result<(CountTable, usize)> {
+    let dims = if grouped.key_columns.len() <= 1 { 1 } else { 2 };
+    let cells: Vec<(Vec<String>, u64)> = grouped
+        .keys
+        .iter()
+        .zip(&grouped.counts)
+        .map(|(k, &c)| {
+            let key = match dims {
+                1 => vec![k.first().cloned().unwrap_or_else(|| "(all)".into())],
+                _ => vec![k[0].clone(), k[1..].join(" | ")],
+            };
+            (key, c.max(0) as u64)
+        })
+        .collect();
+    Ok((CountTable::from_cells(&cells, dims)?, dims))
+}
+
+const TOTAL: &str = "(total)";
+
+pub(crate) fn write_small_cell_table(
+    path: &Path,
+    grouped: &Grouped,
+    protected: &tokumei_deid::small_cell::ProtectedTable,
+    dims: usize,
+    protection: &str,
+) -> Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let key_header: Vec<String> = match dims {
+        1 => vec![grouped.key_columns.first().cloned().unwrap_or_else(|| "group".into())],
+        _ => vec![grouped.key_columns[0].clone(), grouped.key_columns[1..].join(" | ")],
+    };
+    let mut header = key_header;
+    header.extend(["count".into(), "status".into(), "protection".into()]);
+    w.write_record(&header)?;
+    let t = protected.table();
+    let cols = t.col_labels.clone().unwrap_or_default();
+    for r in protected.refs() {
+        let key: Vec<String> = match (dims, r) {
+            (1, CellRef::Cell(i, _)) => vec![t.row_labels[i].clone()],
+            (1, _) => vec![TOTAL.into()],
+            (_, CellRef::Cell(i, j)) => vec![t.row_labels[i].clone(), cols[j].clone()],
+            (_, CellRef::RowTotal(i)) => vec![t.row_labels[i].clone(), TOTAL.into()],
+            (_, CellRef::ColTotal(j)) => vec![TOTAL.into(), cols[j].clone()],
+            (_, CellRef::GrandTotal) => vec![TOTAL.into(), TOTAL.into()],
+        };
+        let status = protected.status(r);
+        let mut row = key;
+        row.push(protected.published(r).map(|v| v.to_string()).unwrap_or_default());
+        row.push(
+            match status {
+                CellStatus::Published => "published",
+                CellStatus::Primary => "suppressed (small cell)",
+                CellStatus::Complementary => "suppressed (complementary)",
+            }
+            .into(),
+        );
+        row.push(protection.to_string());
+        w.write_record(&row)?;
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow!("csv: {e}"))?;
+    write_atomically(path, &bytes)?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Writes to a temporary file beside `path`, fsyncs and renames: a reader never sees half a table.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

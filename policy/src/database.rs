@@ -1,0 +1,228 @@
+//! The policy zone's database: one connection pool, two backends, one schema.
+//!
+//! A single-site deployment keeps everything in an embedded SQLite file (nothing to operate, backed up
+//! with the rest of `TOKUMEI_HOME`); a deployment with several committee front-ends points every process
+//! at one PostgreSQL database instead. Both are reached through sqlx's `Any` driver so that every query
+//! in this crate is written once: the migrations in `policy/migrations/` use only portable SQL (`BIGINT`,
+//! `DOUBLE PRECISION`, `TEXT`, no `AUTOINCREMENT`/`SERIAL`) and statements use numbered placeholders
+//! (`$1`), which PostgreSQL understands natively and sqlx binds by number on SQLite as well.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
+
+use crate::error::{PolicyError, Result};
+
+/// How long a SQLite connection waits for another writer before giving up. Writers hold the lock
+/// only for one short transaction, so reaching this means something is stuck, not merely busy.
+const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
+
+/// The schema, embedded at compile time so a binary never runs against migrations it does not ship.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Which server is behind a [`PolicyDb`]: the few places where SQL or set-up differ ask this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file (the default: no server to run).
+    Sqlite,
+    /// A PostgreSQL server (several processes sharing one ledger).
+    Postgres,
+}
+
+/// The policy zone's database, migrated and ready; cheap to clone (it is a connection pool), so
+/// every service of the zone shares one.
+#[derive(Debug, Clone)]
+pub struct PolicyDb {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// The default database when none is configured: an SQLite file under the installation's home, so a
+/// fresh installation keeps its ledger without any set-up.
+pub fn default_url(home: &Path) -> String {
+    sqlite_url(&home.join("policy").join("policy.db"))
+}
+
+/// `sqlite://` URL of a file, with the characters sqlx would read as URL syntax (`%`, `?`, `#`)
+/// percent-encoded, so any path round-trips.
+pub fn sqlite_url(path: &Path) -> String {
+    let mut url = String::from("sqlite://");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => url.push_str("%25"),
+            '?' => url.push_str("%3F"),
+            '#' => url.push_str("%23"),
+            c => url.push(c),
+        }
+    }
+    url
+}
+
+impl PolicyDb {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://...`) and brings the schema up to date.
+    ///
+    /// For SQLite the file and its parent directory are created if missing, the database is put in
+    /// WAL mode (readers never block the writer) and connections wait for a busy writer instead of
+    /// failing at once: concurrent spenders queue on the write lock.
+    pub async fn open(url: &str) -> Result<PolicyDb> {
+        sqlx::any::install_default_drivers();
+        let (backend, connect_url) = if let Some(rest) = strip_sqlite_scheme(url) {
+            (Backend::Sqlite, prepare_sqlite(rest)?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else {
+            return Err(PolicyError::Invalid(format!(
+                "unsupported database URL {:?}: expected sqlite://PATH or postgres://...",
+                redact(url)
+            )));
+        };
+        let options: AnyConnectOptions = connect_url.parse()?;
+
+        if backend == Backend::Sqlite {
+            // Switching into WAL needs an exclusive lock that the busy timeout does not wait for, so
+            // do it once on a lone connection before the pool opens several.
+            let mut conn = options.connect().await?;
+            conn.execute("PRAGMA journal_mode = WAL").await?;
+            conn.close().await?;
+        }
+
+        let pool_options = match backend {
+            Backend::Sqlite => AnyPoolOptions::new().max_connections(4).after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
+                        .await?;
+                    // A committed spend must survive a power cut: the ledger is the only record of it.
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(8),
+        };
+        let pool = pool_options
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(PolicyDb { pool, backend })
+    }
+
+    /// The backend, for the few statements that must differ.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection pool, for the zone's other stores (users, audit ledger) to share.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every connection, waiting for them to be returned: lets a SQLite file be checkpointed and
+    /// released before a restart or a copy.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The part after `sqlite://` or `sqlite:`, if `url` is a SQLite URL.
+fn strip_sqlite_scheme(url: &str) -> Option<&str> {
+    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))
+}
+
+/// Creates the database file's directory and returns the URL sqlx should open, with `mode=rwc` so the
+/// file itself is created too.
+fn prepare_sqlite(rest: &str) -> Result<String> {
+    let (path, params) = match rest.split_once('?') {
+        Some((path, params)) => (path, Some(params)),
+        None => (rest, None),
+    };
+    if path.is_empty() || path == ":memory:" {
+        return Err(PolicyError::Invalid(
+            "the policy database must be a file (sqlite://PATH): an in-memory ledger would forget spent budget"
+                .to_owned(),
+        ));
+    }
+    let file = PathBuf::from(percent_decode(path)?);
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            PolicyError::Invalid(format!(
+                "cannot create the policy database directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let params = match params {
+        Some(p) if p.split('&').any(|kv| kv.starts_with("mode=")) => p.to_owned(),
+        Some(p) if !p.is_empty() => format!("{p}&mode=rwc"),
+        _ => "mode=rwc".to_owned(),
+    };
+    Ok(format!("sqlite://{path}?{params}"))
+}
+
+/// Decodes `%XX` escapes the way sqlx does, to find the directory to create.
+fn percent_decode(s: &str) -> Result<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| PolicyError::Invalid(format!("database path {s:?} is not valid UTF-8")))
+}
+
+/// A URL for error messages: the password of `scheme://user:password@host` is never echoed.
+fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _password)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_url_is_a_file_under_home() {
+        assert_eq!(
+            default_url(Path::new("/srv/tokumei")),
+            "sqlite:///srv/tokumei/policy/policy.db"
+        );
+        assert_eq!(sqlite_url(Path::new("/a b/c?d#e%f")), "sqlite:///a b/c%3Fd%23e%25f");
+    }
+
+    #[test]
+    fn sqlite_urls_get_create_mode_and_decoded_paths() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let file = dir.path().join("x%y?").join("db.sqlite");
+        let url = sqlite_url(&file);
+        let prepared =
+            prepare_sqlite(strip_sqlite_scheme(&url).unwrap_or_default()).unwrap_or_else(|e| panic!("prepare: {e}"));
+        assert!(prepared.ends_with("?mode=rwc"), "{prepared}");
+        assert!(dir.path().join("x%y?").is_dir());
+        assert!(prepare_sqlite(":memory:").is_err());
+        assert_eq!(
+            prepare_sqlite("/tmp/a.db?mode=ro").ok().as_deref(),
+            Some("sqlite:///tmp/a.db?mode=ro")
+        );
+    }
+
+    #[test]
+    fn passwords_are_not_echoed() {
+        assert_eq!(redact("mysql://u:secret@h/db"), "mysql://u:***@h/db");
+    }
+}

@@ -1,0 +1,77 @@
+//! Error type of the policy zone.
+//!
+//! Every refusal a caller can act on (unknown project, budget exceeded, budget below what is spent,
+//! malformed input) is its own variant with a stable [`PolicyError::reason`], so the CLI and the gRPC
+//! services report the same machine-readable code and the same human message.
+
+use tokumei_deid::dp::accounting::{Budget, Exceeded, Spent};
+
+/// Result alias of the crate.
+pub type Result<T, E = PolicyError> = std::result::Result<T, E>;
+
+/// All errors of the policy zone.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The database failed (connection, constraint, I/O). Not the caller's fault; retrying may help.
+    #[error("policy database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date (e.g. the database was migrated by a newer version,
+    /// or an applied migration was edited). The service must not run against an unknown schema.
+    #[error("policy database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// No budget was ever set for this project: nothing may be spent on it until the committee sets one.
+    #[error("unknown project {0:?}: no privacy budget has been set for it")]
+    UnknownProject(String),
+    /// The request does not fit in the project's remaining budget; nothing was spent. The message
+    /// states the remaining budget so the researcher can shrink the request. Boxed: `Exceeded` is
+    /// large and would bloat every `Result`.
+    #[error("{0}")]
+    BudgetExceeded(Box<Exceeded>),
+    /// A budget change would put the project below what it has already spent; the old budget stays.
+    #[error(
+        "budget ε={} δ={:e} for project {project:?} is below what is already spent (ε={}, δ={:e}); \
+         a budget can be lowered only down to the amount spent",
+        budget.epsilon,
+        budget.delta,
+        spent.epsilon,
+        spent.delta
+    )]
+    BudgetBelowSpent {
+        /// The project.
+        project: String,
+        /// The refused budget.
+        budget: Budget,
+        /// What the project has spent, expressed against the refused budget.
+        spent: Box<Spent>,
+    },
+    /// Malformed input (empty project name, negative reported ε, unsupported URL...).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The accounting refused the numbers (negative or NaN loss, δ ≥ 1, a budget that makes no sense) or
+    /// OpenDP's zCDP conversion failed.
+    #[error("privacy accounting: {0}")]
+    Accounting(#[from] tokumei_deid::Error),
+}
+
+impl PolicyError {
+    /// Stable machine-readable code (for the CLI's `--json` output and gRPC error details), so
+    /// clients branch on it rather than on the wording of the message.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PolicyError::Database(_) => "DATABASE",
+            PolicyError::Migrate(_) => "MIGRATION",
+            PolicyError::UnknownProject(_) => "UNKNOWN_PROJECT",
+            PolicyError::BudgetExceeded(_) => "BUDGET_EXCEEDED",
+            PolicyError::BudgetBelowSpent { .. } => "BUDGET_BELOW_SPENT",
+            PolicyError::Invalid(_) => "INVALID_ARGUMENT",
+            PolicyError::Accounting(tokumei_deid::Error::OpenDp(_)) => "ACCOUNTING",
+            PolicyError::Accounting(_) => "INVALID_PRIVACY_PARAMETERS",
+        }
+    }
+}
+
+impl From<Exceeded> for PolicyError {
+    fn from(e: Exceeded) -> Self {
+        PolicyError::BudgetExceeded(Box::new(e))
+    }
+}

@@ -1,0 +1,459 @@
+//! `tokumei stats` and `tokumei budget` as a researcher and an operator use them: DP tables with
+//! public or selected keys, the budget ledger refusing before any noise, and the small-cell rule
+//! checked by an independent recount of the published file.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::adult;
+
+fn tokumei(home: &Path, args: &[&str]) -> Output {
+    Command::new(common::tokumei_bin())
+        .env("TOKUMEI_HOME", home)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header = r.headers().unwrap().iter().map(String::from).collect();
+    let rows = r
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
+    (header, rows)
+}
+
+/// Adult rows as (column → value) maps, read independently of the engine.
+fn adult_rows() -> Vec<BTreeMap<String, String>> {
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(b';')
+        .from_path(adult("adult.csv"))
+        .unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    r.records()
+        .map(|rec| {
+            header
+                .iter()
+                .cloned()
+                .zip(rec.unwrap().iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+fn budget_json(home: &Path, db: &[&str], project: &str) -> serde_json::Value {
+    let mut args = vec!["--json", "budget", "show", "--project", project];
+    args.extend_from_slice(db);
+    serde_json::from_str(&ok(&tokumei(home, &args))).unwrap()
+}
+
+fn dp_story(db: &[&str], project: &str) {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let dir = tempfile::tempdir().unwrap();
+    let data = adult("adult.csv");
+    let age_h = format!("age={}:2", adult("adult_hierarchy_age.csv"));
+
+    let keys = dir.path().join("sex.csv");
+    std::fs::write(&keys, "sex\nMale\nFemale\nOther\n").unwrap();
+    let keys_s = keys.to_str().unwrap();
+    // No budget yet: refused before reading anything.
+    let args = vec![
+        "stats",
+        "--input",
+        &data,
+        "--delimiter",
+        ";",
+        "--group-by",
+        "sex",
+        "--public-keys",
+        keys_s,
+        "--measure",
+        "count",
+    ];
+    let out_unknown = dir.path().join("x.csv");
+    let out_unknown_s = out_unknown.to_str().unwrap();
+    let mut a = args.clone();
+    a.extend(["--epsilon", "0.1", "--project", project, "--output", out_unknown_s]);
+    a.extend_from_slice(db);
+    let out = tokumei(h, &a);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("UNKNOWN_PROJECT"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out_unknown.exists());
+
+    let mut a = vec![
+        "budget",
+        "set",
+        "--project",
+        project,
+        "--epsilon",
+        "1.0",
+        "--delta",
+        "1e-5",
+    ];
+    a.extend_from_slice(db);
+    ok(&tokumei(h, &a));
+
+    // 1. Counts by 10-year age band: the hierarchy level declares the keys, all of them appear.
+    let counts = dir.path().join("age.csv");
+    let report = dir.path().join("age.json");
+    let mut a = vec![
+        "stats",
+        "--input",
+        &data,
+        "--delimiter",
+        ";",
+        "--group-by",
+        "age",
+        "--hierarchy",
+        &age_h,
+        "--measure",
+        "count",
+        "--epsilon",
+        "0.3",
+        "--project",
+        project,
+        "--output",
+        counts.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    a.extend_from_slice(db);
+    ok(&tokumei(h, &a));
+    let (header, rows) = read_csv(&counts);
+    assert_eq!(header[..2], ["age".to_string(), "count".to_string()]);
+    let bands: BTreeSet<String> = rows.iter().map(|r| r[0].clone()).collect();
+    let hierarchy = std::fs::read_to_string(adult("adult_hierarchy_age.csv")).unwrap();
+    let declared: BTreeSet<String> = hierarchy
+        .lines()
+        .map(|l| l.split(';').nth(2).unwrap().to_string())
+        .collect();
+    assert_eq!(bands, declared, "every band of the level appears, and nothing else");
+    // Noisy but close: the 30-39 band has thousands of people; scale 1/0.3.
+    let truth = adult_rows()
+        .iter()
+        .filter(|r| (30..40).contains(&r["age"].parse::<u32>().unwrap()))
+        .count() as f64;
+    let noisy: f64 = rows.iter().find(|r| r[0] == "30-39").unwrap()[1].parse().unwrap();
+    assert!((noisy - truth).abs() < 60.0, "{noisy} vs {truth}");
+    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(rep["plan"]["mechanism"], "laplace");
+    assert!((rep["plan"]["components"][0]["scale"].as_f64().unwrap() - 1.0 / 0.3).abs() < 1e-6);
+    assert!(rep["plan"]["components"][0]["expected_abs_error"].as_f64().unwrap() > 3.0);
+    assert!((rep["remaining_epsilon"].as_f64().unwrap() - 0.7).abs() < 1e-9);
+    assert!(rep["protection"].as_str().unwrap().starts_with("dp:laplace"));
+
+    // 2. Bounded mean of age by sex with a declared key list (a key absent from the data appears too).
+    let means = dir.path().join("mean.csv");
+    let mut a = vec![
+        "stats",
+        "--input",
+        &data,
+        "--delimiter",
+        ";",
+        "--group-by",
+        "sex",
+        "--public-keys",
+        keys.to_str().unwrap(),
+        "--measure",
+        "mean:age:0:100",
+        "--epsilon",
+        "0.4",
+        "--project",
+        project,
+        "--output",
+        means.to_str().unwrap(),
+    ];
+    a.extend_from_slice(db);
+    ok(&tokumei(h, &a));
+    let (header, rows) = read_csv(&means);
+    assert_eq!(
+        header[..3],
+        ["sex".to_string(), "mean".to_string(), "noisy_count".to_string()]
+    );
+    let got: BTreeSet<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(got, BTreeSet::from(["Female", "Male", "Other"]));
+    let adult = adult_rows();
+    let male: Vec<f64> = adult
+        .iter()
+        .filter(|r| r["sex"] == "Male")
+        .map(|r| r["age"].parse().unwrap())
+        .collect();
+    let true_mean = male.iter().sum::<f64>() / male.len() as f64;
+    let noisy: f64 = rows.iter().find(|r| r[0] == "Male").unwrap()[1].parse().unwrap();
+    assert!((noisy - true_mean).abs() < 0.5, "{noisy} vs {true_mean}");
+
+    // 3. Over budget: refused before any noise, nothing written, the ledger unchanged — and it
+    //    stays refused in the next process (each command is a fresh process on the same database).
+    let before = budget_json(h, db, project);
+    assert_eq!(before["entries"].as_array().unwrap().len(), 2);
+    for _ in 0..2 {
+        let refused = dir.path().join("refused.csv");
+        let mut a = args.clone();
+        a.extend([
+            "--epsilon",
+            "0.5",
+            "--project",
+            project,
+            "--output",
+            refused.to_str().unwrap(),
+        ]);
+        a.extend_from_slice(db);
+        let out = tokumei(h, &a);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("BUDGET_EXCEEDED") && err.contains("remaining: ε=0.3"),
+            "{err}"
+        );
+        assert!(!refused.exists());
+        assert_eq!(budget_json(h, db, project)["entries"], before["entries"]);
+    }
+    // A dry run shows the cost and the error without spending.
+    let mut a = args.clone();
+    a.extend([
+        "--epsilon",
+        "0.5",
+        "--dry-run",
+        "--project",
+        project,
+        "--output",
+        "unused.csv",
+        "--json",
+    ]);
+    a.extend_from_slice(db);
+    let dry: serde_json::Value = serde_json::from_str(&ok(&tokumei(h, &a))).unwrap();
+    assert_eq!(dry["dry_run"], true);
+    assert!(dry["plan"]["components"][0]["expected_abs_error"].as_f64().unwrap() > 1.0);
+    assert_eq!(budget_json(h, db, project)["entries"], before["entries"]);
+
+    // 4. zCDP with DP partition selection: rare countries never appear.
+    let countries = dir.path().join("countries.csv");
+    a = vec![
+        "stats",
+        "--input",
+        &data,
+        "--delimiter",
+        ";",
+        "--group-by",
+        "native-country",
+        "--measure",
+        "count",
+        "--rho",
+        "0.002",
+        "--delta",
+        "1e-6",
+        "--project",
+        project,
+        "--output",
+        countries.to_str().unwrap(),
+    ];
+    a.extend_from_slice(db);
+    ok(&tokumei(h, &a));
+    let (_, rows) = read_csv(&countries);
+    let released: BTreeSet<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert!(released.contains("United-States"));
+    assert!(
+        !released.contains("Holand-Netherlands"),
+        "a country with one person must not be released"
+    );
+    assert!(rows.iter().all(|r| r.last().unwrap().starts_with("dp:gaussian")));
+    let after = budget_json(h, db, project);
+    let entries = after["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    assert!(entries[2]["loss"]["rho"].as_f64().unwrap() > 0.0);
+    assert!(entries[2]["loss"]["delta"].as_f64().unwrap() > 0.0);
+    assert!(after["spent"]["epsilon"].as_f64().unwrap() <= 1.0);
+    // The total the ledger states is the sum of its entries.
+    for k in ["epsilon", "rho", "delta"] {
+        let sum: f64 = entries.iter().map(|e| e["loss"][k].as_f64().unwrap()).sum();
+        assert!(
+            (after["total"][k].as_f64().unwrap() - sum).abs() <= 1e-15 * sum.max(1.0),
+            "{k}"
+        );
+    }
+}
+
+#[test]
+fn dp_tables_and_the_budget_ledger_on_sqlite() {
+    dp_story(&[], "adult-study");
+}
+
+#[test]
+fn dp_tables_and_the_budget_ledger_on_postgresql() {
+    let Some(url) = common::test_server("TOKUMEI_TEST_PG_URL", "PostgreSQL") else {
+        return;
+    };
+    let project = format!("adult-study-{}-{}", std::process::id(), rand::random::<u32>());
+    dp_story(&["--database", &url], &project);
+}
+
+/// Independent check of a published 2-D table with margins: every published value equals a recount
+/// of the input, every interior cell below the threshold is blank, and no blank cell is determined
+/// by the linear relations of the published values (rank test by exact Gaussian elimination).
+#[test]
+fn small_cell_table_is_verified_by_an_independent_recount() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let dir = tempfile::tempdir().unwrap();
+    ok(&tokumei(h, &["budget", "set", "--project", "nb", "--epsilon", "1"]));
+    let out = dir.path().join("t.csv");
+    let report = dir.path().join("t.json");
+    let data = adult("adult.csv");
+    ok(&tokumei(
+        h,
+        &[
+            "stats",
+            "--input",
+            &data,
+            "--delimiter",
+            ";",
+            "--group-by",
+            "education,race",
+            "--measure",
+            "count",
+            "--min-cell",
+            "10",
+            "--project",
+            "nb",
+            "--output",
+            out.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    ));
+    let (header, rows) = read_csv(&out);
+    assert_eq!(header, ["education", "race", "count", "status", "protection"]);
+    // Recount.
+    let mut truth: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for r in adult_rows() {
+        let (e, ra) = (r["education"].clone(), r["race"].clone());
+        for key in [
+            (e.clone(), ra.clone()),
+            (e.clone(), "(total)".into()),
+            ("(total)".into(), ra.clone()),
+            ("(total)".into(), "(total)".into()),
+        ] {
+            *truth.entry(key).or_default() += 1;
+        }
+    }
+    let mut value: BTreeMap<(String, String), Option<i64>> = BTreeMap::new();
+    for r in &rows {
+        let key = (r[0].clone(), r[1].clone());
+        let t = *truth.get(&key).unwrap_or(&0);
+        let v = if r[2].is_empty() {
+            None
+        } else {
+            Some(r[2].parse::<i64>().unwrap())
+        };
+        if let Some(v) = v {
+            assert_eq!(v, t, "{key:?}");
+        }
+        if t > 0 && t < 10 {
+            assert!(v.is_none(), "small cell {key:?} = {t} published");
+            assert_eq!(r[3], "suppressed (small cell)");
+        }
+        value.insert(key, v);
+    }
+    let suppressed: Vec<(String, String)> = value
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(suppressed.len() >= 2, "Adult has small education × race cells");
+    let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(rep["differentially_private"], false);
+    assert!(rep["small_cell"]["complementary_suppressed"].as_u64().unwrap() >= 1);
+
+    // Linear system over the unknown (suppressed) cells: for each line (a row with its total, a
+    // column with its total), Σ cells − total = 0, with the published values moved to the right.
+    let rows_l: BTreeSet<String> = value.keys().map(|k| k.0.clone()).collect();
+    let cols_l: BTreeSet<String> = value.keys().map(|k| k.1.clone()).collect();
+    let unknown: BTreeMap<(String, String), usize> =
+        suppressed.iter().cloned().enumerate().map(|(i, k)| (k, i)).collect();
+    let mut equations: Vec<Vec<i128>> = Vec::new();
+    let line = |cells: Vec<((String, String), i128)>| -> Vec<i128> {
+        let mut eq = vec![0i128; unknown.len()];
+        for (k, coef) in cells {
+            if let Some(&i) = unknown.get(&k) {
+                eq[i] += coef;
+            }
+        }
+        eq
+    };
+    for r in &rows_l {
+        let mut cells: Vec<((String, String), i128)> = cols_l
+            .iter()
+            .filter(|c| c.as_str() != "(total)")
+            .map(|c| ((r.clone(), c.clone()), 1))
+            .collect();
+        cells.push(((r.clone(), "(total)".into()), -1));
+        equations.push(line(cells));
+    }
+    for c in &cols_l {
+        let mut cells: Vec<((String, String), i128)> = rows_l
+            .iter()
+            .filter(|r| r.as_str() != "(total)")
+            .map(|r| ((r.clone(), c.clone()), 1))
+            .collect();
+        cells.push((("(total)".into(), c.clone()), -1));
+        equations.push(line(cells));
+    }
+    // A cell is determined iff its unit vector lies in the row space: rank(A) == rank(A + e_i).
+    // Coefficients are 0/±1 and the systems small: partial pivoting in f64 with a tolerance is exact enough.
+    let rank = |m: &Vec<Vec<i128>>| -> usize {
+        let mut m: Vec<Vec<f64>> = m.iter().map(|r| r.iter().map(|&x| x as f64).collect()).collect();
+        let (mut rank, cols) = (0, m.first().map_or(0, |r| r.len()));
+        for col in 0..cols {
+            let Some(p) = (rank..m.len()).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs())) else {
+                break;
+            };
+            if m[p][col].abs() < 1e-9 {
+                continue;
+            }
+            m.swap(rank, p);
+            for i in 0..m.len() {
+                if i != rank && m[i][col].abs() > 1e-12 {
+                    let f = m[i][col] / m[rank][col];
+                    for j in 0..cols {
+                        let d = m[rank][j] * f;
+                        m[i][j] -= d;
+                    }
+                }
+            }
+            rank += 1;
+        }
+        rank
+    };
+    let base = rank(&equations);
+    for (k, &i) in &unknown {
+        let mut with = equations.clone();
+        let mut e = vec![0i128; unknown.len()];
+        e[i] = 1;
+        with.push(e);
+        assert_eq!(
+            rank(&with),
+            base + 1,
+            "suppressed cell {k:?} is determined by the published totals"
+        );
+    }
+}
