@@ -3,8 +3,11 @@
 //! Chapter 1 — hospitals push: three hospitals stream synthetic records over mutual TLS; the gateway destroys
 //! a planted My Number, rejects bad records with reasons, pseudonymises the rest and makes them durable before
 //! acknowledging; a resent batch is answered from the spool, a reused batch id is refused, a certificate from
-//! another CA never gets in, and a patient's opt-out stops their next record. Later chapters (core store,
-//! committee, anonymised release, leak tracing) extend this command as they land.
+//! another CA never gets in, and a patient's opt-out stops their next record.
+//! Chapter 2 — the isolated core pulls the spool into encrypted Delta tables, filters the opt-out and erases.
+//! Chapter 3 — statistics from the research view: DP tables charged to a project's budget in the ledger, a
+//! small-cell table, and a request over budget refused before any noise. Later chapters (committee,
+//! anonymised release, leak tracing) extend this command as they land.
 
 use crate::output::{emit, runtime};
 use clap::Args;
