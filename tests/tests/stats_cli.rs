@@ -434,9 +434,9 @@ fn small_cell_table_is_verified_by_an_independent_recount() {
             for i in 0..m.len() {
                 if i != rank && m[i][col].abs() > 1e-12 {
                     let f = m[i][col] / m[rank][col];
-                    for j in 0..cols {
-                        let d = m[rank][j] * f;
-                        m[i][j] -= d;
+                    let pivot = m[rank].clone();
+                    for (x, p) in m[i].iter_mut().zip(&pivot) {
+                        *x -= p * f;
                     }
                 }
             }

@@ -131,7 +131,7 @@ pub fn run(a: StatsBench, json: bool) -> Result<()> {
             errors.push((cell.value - exact).abs());
         }
         runs.push(Run {
-            measure: format!("{}", measure.name()),
+            measure: measure.name().to_string(),
             unit_of_privacy: plan.unit_of_privacy.clone(),
             seconds_group: (t1 - t0).as_secs_f64(),
             seconds_plan: (t2 - t1).as_secs_f64(),
