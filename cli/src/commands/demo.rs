@@ -424,7 +424,7 @@ async fn statistics_chapter(
     say: &impl Fn(&str),
 ) -> anyhow::Result<StatsChapter> {
     use tokumei_deid::dp::{grouping::group, request::*};
-    use tokumei_policy::budget_ledger::{BudgetLedger, SpendRequest};
+    use tokumei_policy::budget_ledger::BudgetLedger;
     let ledger = BudgetLedger::new(
         tokumei_policy::database::PolicyDb::open(&tokumei_policy::database::default_url(home)).await?,
     );
@@ -446,7 +446,7 @@ async fn statistics_chapter(
     };
 
     // 1. Patients per prefecture: 47 public keys, one row per patient, Laplace at ε = 0.5.
-    let request = StatsRequest {
+    let by_prefecture = StatsRequest {
         group_by: vec!["prefecture".into()],
         generalise: vec![],
         measure: Measure::Count,
@@ -461,7 +461,7 @@ async fn statistics_chapter(
     chapter.patients_by_prefecture = dp_release(
         &ledger,
         &project,
-        &request,
+        &by_prefecture,
         &patients,
         &out_dir.join("patients_by_prefecture.csv"),
     )
@@ -527,19 +527,14 @@ async fn statistics_chapter(
         "small-cell: counts below {} suppressed, plus complementary suppression",
         rule.threshold
     );
-    ledger
-        .spend(
-            &project,
-            SpendRequest {
-                actor: "demo-researcher".into(),
-                query: "patients by prefecture × sex (demo)".into(),
-                mechanism: format!("small-cell<{} (not differentially private)", rule.threshold),
-                loss: Default::default(),
-                reported_epsilon: 0.0,
-                reported_delta: 0.0,
-            },
-        )
-        .await?;
+    super::stats::record_small_cell_release(
+        &ledger,
+        &project,
+        "demo-researcher",
+        "patients by prefecture × sex (demo)",
+        &rule,
+    )
+    .await?;
     super::stats::write_small_cell_table(&path, &grouped, &protected, dims, &protection)?;
     chapter.small_cell_prefecture_by_sex = SmallCellDemo {
         output: path.display().to_string(),
@@ -551,18 +546,16 @@ async fn statistics_chapter(
         "   patients by prefecture × sex without DP (minimum cell 10): {primary} small cells suppressed, {complementary} more so none can be recomputed from the totals"
     ));
 
-    // 4. One request too many: refused before any noise is drawn.
-    let request = StatsRequest {
-        group_by: vec!["prefecture".into()],
-        generalise: vec![],
-        measure: Measure::Count,
-        subject: Some("linkage_key".into()),
-        max_contrib: 1,
-        privacy: Privacy::Epsilon(0.5),
-        delta: None,
-        keys: Keys::Public((1..=47).map(|p| vec![format!("{p:02}")]).collect()),
-    };
-    match dp_release(&ledger, &project, &request, &patients, &out_dir.join("refused.csv")).await {
+    // 4. The same request once more: over budget, refused before any noise is drawn.
+    match dp_release(
+        &ledger,
+        &project,
+        &by_prefecture,
+        &patients,
+        &out_dir.join("refused.csv"),
+    )
+    .await
+    {
         Ok(_) => anyhow::bail!("a request over budget was admitted"),
         Err(e) => chapter.refused_over_budget = format!("{e:#}"),
     }
@@ -588,20 +581,8 @@ async fn dp_release(
 ) -> anyhow::Result<StatsSummary> {
     let grouped = tokumei_deid::dp::grouping::group(table, request)?;
     let plan = tokumei_deid::dp::plan::plan(request)?;
-    ledger
-        .spend(
-            project,
-            tokumei_policy::budget_ledger::SpendRequest {
-                actor: "demo-researcher".into(),
-                query: format!("{} by {} (demo)", request.measure.name(), request.group_by.join(",")),
-                mechanism: format!("{:?}", plan.mechanism).to_lowercase(),
-                loss: plan.loss,
-                reported_epsilon: plan.reported_epsilon,
-                reported_delta: plan.reported_delta,
-            },
-        )
-        .await
-        .map_err(super::budget::reason)?;
+    let query = format!("{} by {} (demo)", request.measure.name(), request.group_by.join(","));
+    super::stats::record_dp_release(ledger, project, "demo-researcher", &query, &plan).await?;
     let table = tokumei_deid::dp::release::release(&plan, request, &grouped)?;
     super::stats::write_private_table(output, &table, None)?;
     Ok(StatsSummary {

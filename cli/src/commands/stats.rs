@@ -234,21 +234,7 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
                     report.cells = if grouped.public { grouped.keys.len() } else { 0 };
                     return finish(&a, report, json);
                 }
-                let mechanism = format!("{:?}", plan.mechanism).to_lowercase();
-                let entry = ledger
-                    .spend(
-                        &a.project,
-                        SpendRequest {
-                            actor: a.actor.clone(),
-                            query: query.clone(),
-                            mechanism,
-                            loss: plan.loss,
-                            reported_epsilon: plan.reported_epsilon,
-                            reported_delta: plan.reported_delta,
-                        },
-                    )
-                    .await
-                    .map_err(reason)?;
+                let entry = record_dp_release(&ledger, &a.project, &a.actor, &query, &plan).await?;
                 let table = release(&plan, &request, &grouped)?;
                 let digest = write_private_table(&a.output, &table, a.min_cell)?;
                 let after = ledger.status(&a.project).await?;
@@ -309,20 +295,7 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
                     return finish(&a, report, json);
                 }
                 // Recorded with zero loss so the ledger shows every statistical release of the project.
-                let entry = ledger
-                    .spend(
-                        &a.project,
-                        SpendRequest {
-                            actor: a.actor.clone(),
-                            query: query.clone(),
-                            mechanism: format!("small-cell<{} (not differentially private)", rule.threshold),
-                            loss: Default::default(),
-                            reported_epsilon: 0.0,
-                            reported_delta: 0.0,
-                        },
-                    )
-                    .await
-                    .map_err(reason)?;
+                let entry = record_small_cell_release(&ledger, &a.project, &a.actor, &query, &rule).await?;
                 let digest = write_small_cell_table(&a.output, &grouped, &protected, dims, &protection)?;
                 report.ledger_entry = Some(entry);
                 report.output = Some(a.output.display().to_string());
@@ -331,6 +304,46 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
             }
         }
     })
+}
+
+/// Admits and records a DP plan's loss (refused with the remaining budget when it does not fit).
+/// Call before drawing any noise.
+pub(crate) async fn record_dp_release(
+    ledger: &BudgetLedger,
+    project: &str,
+    actor: &str,
+    query: &str,
+    plan: &Plan,
+) -> Result<LedgerEntry> {
+    let request = SpendRequest {
+        actor: actor.to_string(),
+        query: query.to_string(),
+        mechanism: format!("{:?}", plan.mechanism).to_lowercase(),
+        loss: plan.loss,
+        reported_epsilon: plan.reported_epsilon,
+        reported_delta: plan.reported_delta,
+    };
+    ledger.spend(project, request).await.map_err(reason)
+}
+
+/// Records a small-cell release with zero loss, marked as not differentially private, so the
+/// ledger lists every statistical release of the project.
+pub(crate) async fn record_small_cell_release(
+    ledger: &BudgetLedger,
+    project: &str,
+    actor: &str,
+    query: &str,
+    rule: &SmallCellRule,
+) -> Result<LedgerEntry> {
+    let request = SpendRequest {
+        actor: actor.to_string(),
+        query: query.to_string(),
+        mechanism: format!("small-cell<{} (not differentially private)", rule.threshold),
+        loss: Default::default(),
+        reported_epsilon: 0.0,
+        reported_delta: 0.0,
+    };
+    ledger.spend(project, request).await.map_err(reason)
 }
 
 fn finish(a: &StatsArgs, report: Report, json: bool) -> Result<()> {

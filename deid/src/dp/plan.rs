@@ -139,170 +139,119 @@ pub fn plan(request: &StatsRequest) -> Result<Plan> {
 
     let mut components = Vec::new();
     for kind in kinds {
-        let c =
-            match kind {
-                ComponentKind::Count => {
-                    let d = n;
-                    let (scale, loss) =
-                        match mechanism {
-                            Mechanism::Laplace => {
-                                let (s, eps) = calibrate(share, d as f64 / share, |s| Ok(vec_laplace(s)?.map(&d)?))?;
-                                (
-                                    s,
-                                    PrivacyLoss {
-                                        epsilon: eps,
-                                        ..Default::default()
-                                    },
-                                )
-                            }
-                            Mechanism::Gaussian => {
-                                let (s, rho) = calibrate(share, d as f64 / (2.0 * share).sqrt(), |s| {
-                                    Ok(vec_gaussian(s)?.map(&d)?)
-                                })?;
-                                (
-                                    s,
-                                    PrivacyLoss {
-                                        rho,
-                                        ..Default::default()
-                                    },
-                                )
-                            }
-                        };
-                    noise_component(kind, mechanism, share, d as f64, scale, 1.0, None, loss)?
+        let c = match kind {
+            ComponentKind::Count => {
+                let d = n;
+                let (scale, loss) = calibrate_vector(mechanism, share, d)?;
+                noise_component(kind, mechanism, share, d as f64, scale, 1.0, None, loss)?
+            }
+            ComponentKind::ThresholdCount => {
+                if selection_delta <= 0.0 {
+                    return Err(Error::Config("partition selection needs δ > 0".into()));
                 }
-                ComponentKind::ThresholdCount => {
-                    if selection_delta <= 0.0 {
-                        return Err(Error::Config("partition selection needs δ > 0".into()));
+                let d = (request.max_contrib, n, n);
+                let (scale, threshold, loss) = match mechanism {
+                    Mechanism::Laplace => {
+                        let (s, _) = calibrate(share, d.1 as f64 / share, |s| {
+                            Ok(map_laplace_threshold(s, FAR_THRESHOLD)?.map(&d)?.0)
+                        })?;
+                        let (t, _) =
+                            calibrate_threshold(selection_delta, n, |t| Ok(map_laplace_threshold(s, t)?.map(&d)?.1))?;
+                        let (eps, del) = map_laplace_threshold(s, t)?.map(&d)?;
+                        (
+                            s,
+                            t,
+                            PrivacyLoss {
+                                epsilon: eps,
+                                rho: 0.0,
+                                delta: del,
+                            },
+                        )
                     }
-                    let d = (request.max_contrib, n, n);
-                    let (scale, threshold, loss) = match mechanism {
-                        Mechanism::Laplace => {
-                            let (s, _) = calibrate(share, d.1 as f64 / share, |s| {
-                                Ok(map_laplace_threshold(s, FAR_THRESHOLD)?.map(&d)?.0)
-                            })?;
-                            let (t, _) = calibrate_threshold(selection_delta, n, |t| {
-                                Ok(map_laplace_threshold(s, t)?.map(&d)?.1)
-                            })?;
-                            let (eps, del) = map_laplace_threshold(s, t)?.map(&d)?;
-                            (
-                                s,
-                                t,
-                                PrivacyLoss {
-                                    epsilon: eps,
-                                    rho: 0.0,
-                                    delta: del,
-                                },
-                            )
-                        }
-                        Mechanism::Gaussian => {
-                            let (s, _) = calibrate(share, d.1 as f64 / (2.0 * share).sqrt(), |s| {
-                                Ok(map_gaussian_threshold(s, FAR_THRESHOLD)?.map(&d)?.0)
-                            })?;
-                            let (t, _) = calibrate_threshold(selection_delta, n, |t| {
-                                Ok(map_gaussian_threshold(s, t)?.map(&d)?.1)
-                            })?;
-                            let (rho, del) = map_gaussian_threshold(s, t)?.map(&d)?;
-                            (
-                                s,
-                                t,
-                                PrivacyLoss {
-                                    epsilon: 0.0,
-                                    rho,
-                                    delta: del,
-                                },
-                            )
-                        }
-                    };
-                    if loss.epsilon > share * (1.0 + 1e-9) || loss.rho > share * (1.0 + 1e-9) {
-                        return Err(Error::Config(format!(
-                            "OpenDP's threshold map gives {loss:?} above the share {share}; refusing"
-                        )));
+                    Mechanism::Gaussian => {
+                        let (s, _) = calibrate(share, d.1 as f64 / (2.0 * share).sqrt(), |s| {
+                            Ok(map_gaussian_threshold(s, FAR_THRESHOLD)?.map(&d)?.0)
+                        })?;
+                        let (t, _) =
+                            calibrate_threshold(selection_delta, n, |t| Ok(map_gaussian_threshold(s, t)?.map(&d)?.1))?;
+                        let (rho, del) = map_gaussian_threshold(s, t)?.map(&d)?;
+                        (
+                            s,
+                            t,
+                            PrivacyLoss {
+                                epsilon: 0.0,
+                                rho,
+                                delta: del,
+                            },
+                        )
                     }
-                    noise_component(kind, mechanism, share, d.1 as f64, scale, 1.0, Some(threshold), loss)?
+                };
+                if loss.epsilon > share * (1.0 + 1e-9) || loss.rho > share * (1.0 + 1e-9) {
+                    return Err(Error::Config(format!(
+                        "OpenDP's threshold map gives {loss:?} above the share {share}; refusing"
+                    )));
                 }
-                ComponentKind::Sum => {
-                    let grid = grid.ok_or_else(|| Error::Config("sum without bounds".into()))?;
-                    let d = n
-                        .checked_mul(grid.per_row)
-                        .ok_or_else(|| Error::Config("max-contrib too large".into()))?;
-                    let (scale, loss) =
-                        match mechanism {
-                            Mechanism::Laplace => {
-                                let (s, eps) = calibrate(share, d as f64 / share, |s| Ok(vec_laplace(s)?.map(&d)?))?;
-                                (
-                                    s,
-                                    PrivacyLoss {
-                                        epsilon: eps,
-                                        ..Default::default()
-                                    },
-                                )
-                            }
-                            Mechanism::Gaussian => {
-                                let (s, rho) = calibrate(share, d as f64 / (2.0 * share).sqrt(), |s| {
-                                    Ok(vec_gaussian(s)?.map(&d)?)
-                                })?;
-                                (
-                                    s,
-                                    PrivacyLoss {
-                                        rho,
-                                        ..Default::default()
-                                    },
-                                )
-                            }
-                        };
-                    noise_component(
-                        kind,
-                        mechanism,
-                        share,
-                        d as f64 * grid.step,
-                        scale,
-                        grid.step,
-                        None,
-                        loss,
-                    )?
-                }
-                ComponentKind::Quantile => {
-                    let cands = candidates.clone().unwrap_or_default();
-                    let d = request.max_contrib;
-                    let (scale, loss) = match mechanism {
-                        Mechanism::Laplace => {
-                            let (s, eps) = calibrate(share, d as f64 / share, |s| {
-                                Ok(quantile_pure(cands.clone(), q, s)?.map(&d)?)
-                            })?;
-                            (
-                                s,
-                                PrivacyLoss {
-                                    epsilon: eps,
-                                    ..Default::default()
-                                },
-                            )
-                        }
-                        Mechanism::Gaussian => {
-                            let (s, rho) = calibrate(share, d as f64 / (8.0 * share).sqrt(), |s| {
-                                Ok(quantile_zcdp(cands.clone(), q, s)?.map(&d)?)
-                            })?;
-                            (
-                                s,
-                                PrivacyLoss {
-                                    rho,
-                                    ..Default::default()
-                                },
-                            )
-                        }
-                    };
-                    Component {
-                        kind,
-                        share,
-                        sensitivity: d as f64,
-                        scale,
-                        internal_scale: scale,
-                        threshold: None,
-                        loss,
-                        expected_abs_error: None,
-                        ci95_half_width: None,
+                noise_component(kind, mechanism, share, d.1 as f64, scale, 1.0, Some(threshold), loss)?
+            }
+            ComponentKind::Sum => {
+                let grid = grid.ok_or_else(|| Error::Config("sum without bounds".into()))?;
+                let d = n
+                    .checked_mul(grid.per_row)
+                    .ok_or_else(|| Error::Config("max-contrib too large".into()))?;
+                let (scale, loss) = calibrate_vector(mechanism, share, d)?;
+                noise_component(
+                    kind,
+                    mechanism,
+                    share,
+                    d as f64 * grid.step,
+                    scale,
+                    grid.step,
+                    None,
+                    loss,
+                )?
+            }
+            ComponentKind::Quantile => {
+                let cands = candidates.clone().unwrap_or_default();
+                let d = request.max_contrib;
+                let (scale, loss) = match mechanism {
+                    Mechanism::Laplace => {
+                        let (s, eps) = calibrate(share, d as f64 / share, |s| {
+                            Ok(quantile_pure(cands.clone(), q, s)?.map(&d)?)
+                        })?;
+                        (
+                            s,
+                            PrivacyLoss {
+                                epsilon: eps,
+                                ..Default::default()
+                            },
+                        )
                     }
+                    Mechanism::Gaussian => {
+                        let (s, rho) = calibrate(share, d as f64 / (8.0 * share).sqrt(), |s| {
+                            Ok(quantile_zcdp(cands.clone(), q, s)?.map(&d)?)
+                        })?;
+                        (
+                            s,
+                            PrivacyLoss {
+                                rho,
+                                ..Default::default()
+                            },
+                        )
+                    }
+                };
+                Component {
+                    kind,
+                    share,
+                    sensitivity: d as f64,
+                    scale,
+                    internal_scale: scale,
+                    threshold: None,
+                    loss,
+                    expected_abs_error: None,
+                    ci95_half_width: None,
                 }
-            };
+            }
+        };
         components.push(c);
     }
     let loss = PrivacyLoss::total(components.iter().map(|c| &c.loss));
@@ -330,6 +279,37 @@ pub fn plan(request: &StatsRequest) -> Result<Plan> {
         grid,
         candidates,
         opendp_version: OPENDP_VERSION,
+    })
+}
+
+/// Smallest noise scale on an integer vector with sensitivity `d` (L1 for Laplace, L2 for Gaussian)
+/// whose OpenDP privacy map stays within `share`, and that loss.
+fn calibrate_vector(mechanism: Mechanism, share: f64, d: i64) -> Result<(f64, PrivacyLoss)> {
+    Ok(match mechanism {
+        Mechanism::Laplace => {
+            let (s, epsilon) = calibrate(share, d as f64 / share, |s| Ok(vec_laplace(s)?.map(&d)?))?;
+            (
+                s,
+                PrivacyLoss {
+                    epsilon,
+                    ..Default::default()
+                },
+            )
+        }
+        Mechanism::Gaussian => {
+            let (s, rho) = calibrate(
+                share,
+                d as f64 / (2.0 * share).sqrt(),
+                |s| Ok(vec_gaussian(s)?.map(&d)?),
+            )?;
+            (
+                s,
+                PrivacyLoss {
+                    rho,
+                    ..Default::default()
+                },
+            )
+        }
     })
 }
 
