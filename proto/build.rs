@@ -2,7 +2,11 @@
 //! needs no `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["tokumei/ingest/v1/ingest.proto", "tokumei/spool/v1/spool.proto"];
+    let protos = [
+        "tokumei/ingest/v1/ingest.proto",
+        "tokumei/spool/v1/spool.proto",
+        "tokumei/policy/v1/policy.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }
@@ -13,6 +17,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "tokumei.ingest.v1.PatientRecord",
             "tokumei.ingest.v1.Insurance",
             "tokumei.ingest.v1.PatientRequest",
+            // Passwords, codes and session tokens.
+            "tokumei.policy.v1.LoginRequest",
+            "tokumei.policy.v1.LoginResponse",
+            "tokumei.policy.v1.EnrolRequest",
+            "tokumei.policy.v1.EnrolResponse",
+            "tokumei.policy.v1.ConfirmTotpRequest",
+            "tokumei.policy.v1.ConfirmTotpResponse",
+            "tokumei.policy.v1.AddUserResponse",
         ])
         .compile_fds(fds)?;
     Ok(())

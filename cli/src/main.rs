@@ -70,6 +70,23 @@ enum Command {
         #[command(subcommand)]
         command: commands::budget::BudgetCommand,
     },
+    /// Accounts, two-factor enrolment, login and sessions.
+    User(commands::user::UserArgs),
+    /// A researcher's applications (提供申出), change requests and fee estimates.
+    Apply(commands::apply::ApplyArgs),
+    /// The data-access committee: review, decisions, revocation, violations and bans.
+    Committee(commands::committee::CommitteeArgs),
+    /// The tamper-evident audit ledger: verify, export, verify a bundle.
+    Audit(commands::audit::AuditArgs),
+    /// The committee zone's gRPC service (tokumei.policy.v1.PolicyService).
+    Policy {
+        #[command(subcommand)]
+        command: commands::policy_serve::PolicyCommand,
+    },
+    /// Write the public registers (decisions, provisions) as JSON and CSV.
+    Publish(commands::publish::PublishArgs),
+    /// Reports (the periodic report to the regulator).
+    Report(commands::publish::ReportArgs),
     /// Benchmarks (figures go to docs/benchmarks.md).
     Bench {
         #[command(subcommand)]
@@ -102,6 +119,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(a) => commands::verify::run(a, json),
         Command::Stats(a) => commands::stats::run(a, json),
         Command::Budget { command } => commands::budget::run(command, json),
+        Command::User(a) => commands::user::run(a, json),
+        Command::Apply(a) => commands::apply::run(a, json),
+        Command::Committee(a) => commands::committee::run(a, json),
+        Command::Audit(a) => commands::audit::run(a, json),
+        Command::Policy { command } => commands::policy_serve::run(command, json),
+        Command::Publish(a) => commands::publish::run_publish(a, json),
+        Command::Report(a) => commands::publish::run_report(a, json),
         Command::Bench { command } => commands::bench::run(command, json),
     }
 }

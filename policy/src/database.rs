@@ -106,6 +106,7 @@ impl PolicyDb {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
+        crate::audit_ledger::install_guards(&pool, backend).await?;
         Ok(PolicyDb { pool, backend })
     }
 

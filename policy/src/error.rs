@@ -47,6 +47,67 @@ pub enum PolicyError {
     /// Malformed input (empty project name, negative reported ε, unsupported URL...).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The authorisation function refused the action (the reason code says why).
+    #[error("{0}")]
+    Denied(#[from] crate::authorization::Denied),
+    /// Login failed. Deliberately the same message whether the user, the password or the code was wrong,
+    /// so that a guesser learns nothing.
+    #[error("authentication failed: unknown user, wrong password or wrong code")]
+    AuthenticationFailed,
+    /// Too many consecutive failures: the account refuses logins until the back-off has passed.
+    #[error("account locked after repeated failed logins; try again after {until}")]
+    AccountLocked {
+        /// When logins are accepted again (RFC 3339, UTC).
+        until: String,
+    },
+    /// The session token is malformed, forged, expired, revoked, or its user was disabled.
+    #[error("session rejected: {0}; log in again")]
+    SessionInvalid(String),
+    /// Something named does not exist (user, organisation, application...).
+    #[error("{kind} {id:?} not found")]
+    NotFound {
+        /// What kind of thing.
+        kind: &'static str,
+        /// Its identifier.
+        id: String,
+    },
+    /// Something with that identifier exists already.
+    #[error("{kind} {id:?} already exists")]
+    AlreadyExists {
+        /// What kind of thing.
+        kind: &'static str,
+        /// Its identifier.
+        id: String,
+    },
+    /// The request does not fit the current state (voting on a decided application, enrolling twice...).
+    #[error("{0}")]
+    InvalidState(String),
+    /// The person or organisation is banned after a violation: no new applications, no releases.
+    #[error("{subject} is banned until {until} after violation {violation}: {reason}")]
+    Banned {
+        /// `user NAME` or `organisation ID`.
+        subject: String,
+        /// End of the ban (`indefinite` when open-ended).
+        until: String,
+        /// The violation's identifier.
+        violation: String,
+        /// What was done.
+        reason: String,
+    },
+    /// The application declares advertising or promotion as its use, which the law excludes.
+    #[error("applications for advertising or promotion are refused: {0}")]
+    AdvertisingRefused(String),
+    /// A release or statistics request outside what the approval allows; `code` names the condition.
+    #[error("{message}")]
+    ConditionViolated {
+        /// Stable code of the violated condition (`APPROVAL_EXPIRED`, `COLUMN_NOT_APPROVED`, ...).
+        code: &'static str,
+        /// Human explanation.
+        message: String,
+    },
+    /// The review cannot be closed: too few voting members under the quorum rule.
+    #[error("quorum not met: {0}")]
+    QuorumNotMet(String),
     /// The accounting refused the numbers (negative or NaN loss, δ ≥ 1, a budget that makes no sense) or
     /// OpenDP's zCDP conversion failed.
     #[error("privacy accounting: {0}")]
@@ -64,6 +125,17 @@ impl PolicyError {
             PolicyError::BudgetExceeded(_) => "BUDGET_EXCEEDED",
             PolicyError::BudgetBelowSpent { .. } => "BUDGET_BELOW_SPENT",
             PolicyError::Invalid(_) => "INVALID_ARGUMENT",
+            PolicyError::Denied(d) => d.reason.code(),
+            PolicyError::AuthenticationFailed => "AUTHENTICATION_FAILED",
+            PolicyError::AccountLocked { .. } => "ACCOUNT_LOCKED",
+            PolicyError::SessionInvalid(_) => "SESSION_INVALID",
+            PolicyError::NotFound { .. } => "NOT_FOUND",
+            PolicyError::AlreadyExists { .. } => "ALREADY_EXISTS",
+            PolicyError::InvalidState(_) => "INVALID_STATE",
+            PolicyError::Banned { .. } => "BANNED",
+            PolicyError::AdvertisingRefused(_) => "ADVERTISING_REFUSED",
+            PolicyError::ConditionViolated { code, .. } => code,
+            PolicyError::QuorumNotMet(_) => "QUORUM_NOT_MET",
             PolicyError::Accounting(tokumei_deid::Error::OpenDp(_)) => "ACCOUNTING",
             PolicyError::Accounting(_) => "INVALID_PRIVACY_PARAMETERS",
         }

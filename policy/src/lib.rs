@@ -1,21 +1,39 @@
-//! The committee zone: what researchers are allowed to learn, and the record of what they learnt.
+//! The committee zone: who may do what, what the committee approved, and the record of everything done.
 //!
 //! This zone sits beside the core (see `docs/architecture.md`): it never holds clinical data, only
-//! decisions about it. Today it keeps the differential-privacy budget ledger ([`budget_ledger`]): each
-//! project's approved (ε, δ) and every release charged against it, enforced with the one admission rule
-//! of `tokumei_deid::dp::accounting` so that no sequence of queries, processes or restarts can spend more
-//! than the committee approved. Users and roles, the committee workflow, 2FA and the tamper-evident
-//! audit ledger (issue 6) will live in the same database ([`database`]), which is an embedded SQLite file
-//! by default and a PostgreSQL server when several front-ends share one ledger.
+//! decisions about it.
+//! - [`authorization`]: the one decision `authorize(actor, action, resource)` every service asks.
+//! - [`identity`]: organisations, users and roles; argon2id passwords, TOTP second factor, recovery codes,
+//!   lockout with back-off, short-lived signed session tokens.
+//! - [`committee`]: applications (提供申出), change requests, umbrella applications, review with recusal
+//!   and a quorum rule, approval conditions the release service enforces, revocation, violations and bans,
+//!   fee estimates.
+//! - [`budget_ledger`]: each project's approved (ε, δ) and every release charged against it.
+//! - [`audit_ledger`]: the hash-chained, ed25519-signed record of every action.
+//! - [`transparency`]: the public registers and the regulator's periodic report.
+//!
+//! Everything lives in one database ([`database`]): an embedded SQLite file by default, a PostgreSQL
+//! server when several front-ends share one ledger.
 
 #![warn(missing_docs)]
 
+pub mod audit_ledger;
+pub mod authorization;
 pub mod budget_ledger;
+pub mod committee;
 pub mod database;
 pub mod error;
+pub mod grpc;
+pub mod identity;
+pub mod service;
+pub mod service_key;
+pub mod transparency;
 
+pub use authorization::{Action, Actor, AuthMethod, Denied, DenialReason, Resource, Role, authorize};
 pub use budget_ledger::{
     BudgetChange, BudgetLedger, BudgetStatus, LedgerEntry, ProjectBudget, SpendRequest, TotalsCheck,
 };
 pub use database::{Backend, PolicyDb, default_url};
 pub use error::{PolicyError, Result};
+pub use service::{Clock, Origin, Policy, PolicyConfig, system_clock};
+pub use service_key::{ServiceKey, ServicePublicKey, SignaturePurpose};

@@ -17,4 +17,11 @@ pub mod spool {
     }
 }
 
+pub mod policy {
+    /// `tokumei.policy.v1`: the committee zone's service (users, applications, review, bans, audit).
+    pub mod v1 {
+        tonic::include_proto!("tokumei.policy.v1");
+    }
+}
+
 mod redacted_debug;

@@ -79,3 +79,79 @@ mod tests {
         assert!(s.contains(REDACTED));
     }
 }
+
+mod policy_secrets {
+    //! Passwords, TOTP and recovery codes, invitation codes and session tokens never reach a log.
+
+    use super::{REDACTED, redact};
+    use crate::policy::v1::{
+        AddUserResponse, ConfirmTotpRequest, ConfirmTotpResponse, EnrolRequest, EnrolResponse, LoginRequest,
+        LoginResponse,
+    };
+    use std::fmt;
+
+    impl fmt::Debug for LoginRequest {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("LoginRequest")
+                .field("username", &self.username)
+                .field("password", &redact(&self.password))
+                .field("second_factor", &self.second_factor.as_ref().map(|_| REDACTED))
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for LoginResponse {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("LoginResponse")
+                .field("session_token", &redact(&self.session_token))
+                .field("expires_at", &self.expires_at)
+                .field("actor", &self.actor)
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for EnrolRequest {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("EnrolRequest")
+                .field("username", &self.username)
+                .field("invitation_code", &redact(&self.invitation_code))
+                .field("password", &redact(&self.password))
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for EnrolResponse {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("EnrolResponse")
+                .field("otpauth_uri", &redact(&self.otpauth_uri))
+                .field("secret_base32", &redact(&self.secret_base32))
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for ConfirmTotpRequest {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("ConfirmTotpRequest")
+                .field("username", &self.username)
+                .field("password", &redact(&self.password))
+                .field("totp_code", &redact(&self.totp_code))
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for ConfirmTotpResponse {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("ConfirmTotpResponse").field("recovery_codes", &self.recovery_codes.len()).finish()
+        }
+    }
+
+    impl fmt::Debug for AddUserResponse {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("AddUserResponse")
+                .field("username", &self.username)
+                .field("invitation_code", &redact(&self.invitation_code))
+                .field("invitation_expires_at", &self.invitation_expires_at)
+                .finish()
+        }
+    }
+}

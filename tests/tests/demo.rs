@@ -35,7 +35,19 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     assert_eq!(r["identifiers_found_in_spool"], 0);
     assert!(r["identifiers_checked"].as_u64().unwrap() > 500);
 
-    // Chapter 3: statistics.
+    // Chapter 3: the committee.
+    let c = &r["committee"];
+    assert_eq!(c["users"].as_array().unwrap().len(), 8);
+    assert!(!c["otpauth_example"].as_str().unwrap().contains("secret=A"), "the demo never prints a TOTP secret");
+    assert!(c["lockout"].as_str().unwrap().contains("ACCOUNT_LOCKED"));
+    assert!(c["advertising_refused"].as_str().unwrap().contains("ADVERTISING_REFUSED"));
+    assert!(c["quorum_not_met"].as_str().unwrap().contains("QUORUM_NOT_MET"));
+    assert_eq!(c["tally"], serde_json::json!([3, 0]));
+    assert_eq!(c["conditions"]["dp_budget"]["epsilon"], 1.0);
+    assert!(c["non_recipient_refused"].as_str().unwrap().contains("NOT_RECIPIENT"));
+    assert!(c["banned_refused"].as_str().unwrap().contains("BANNED"));
+
+    // Chapter 4: statistics under the approval.
     let st = &r["statistics"];
     let by_pref = &st["patients_by_prefecture"];
     assert_eq!(by_pref["cells"], 47, "every declared prefecture is released");
@@ -61,4 +73,12 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     assert_eq!(st["ledger_entries"], 3);
     assert!(st["spent_epsilon"].as_f64().unwrap() <= 1.0);
     assert!(st["small_cell_prefecture_by_sex"]["cells"].as_u64().unwrap() > 3);
+    assert_eq!(st["project"], c["application"]);
+
+    // Chapter 5: registers, the report and the audit ledger, with tampering caught.
+    let t = &r["transparency"];
+    assert_eq!(t["decisions"].as_array().unwrap().len(), 1);
+    assert_eq!(t["provisions"], 3);
+    assert!(t["audit_entries"].as_u64().unwrap() > 40);
+    assert!(t["tampered_copy"].as_str().unwrap().starts_with("detected at entry"));
 }

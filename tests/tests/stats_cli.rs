@@ -62,7 +62,7 @@ fn budget_json(home: &Path, db: &[&str], project: &str) -> serde_json::Value {
     serde_json::from_str(&ok(&tokumei(home, &args))).unwrap()
 }
 
-fn dp_story(db: &[&str], project: &str) {
+fn dp_story(db: &[&str], unapproved: &str) {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let dir = tempfile::tempdir().unwrap();
@@ -72,7 +72,20 @@ fn dp_story(db: &[&str], project: &str) {
     let keys = dir.path().join("sex.csv");
     std::fs::write(&keys, "sex\nMale\nFemale\nOther\n").unwrap();
     let keys_s = keys.to_str().unwrap();
-    // No budget yet: refused before reading anything.
+    // The committee approves a statistics application on the Adult table with ε=1, δ=1e-5; the
+    // researcher's session goes with every command below (appended to `db`).
+    let db_env: Vec<(&str, &str)> = match db {
+        ["--database", url] => vec![("TOKUMEI_POLICY_DB", *url)],
+        _ => vec![],
+    };
+    let columns: &[&str] = &["age", "sex", "native-country", "education", "race"];
+    let (researcher, id) = common::people::approved_statistics(h, &db_env, 1.0, 1e-5, &[("adult", columns)]);
+    let project = id.as_str();
+    let mut with_session: Vec<&str> = db.to_vec();
+    with_session.extend(["--session", researcher.session.as_str()]);
+    let db = &with_session[..];
+
+    // Outside the approval: refused (with the condition's code) before reading anything.
     let args = vec![
         "stats",
         "--input",
@@ -88,30 +101,23 @@ fn dp_story(db: &[&str], project: &str) {
     ];
     let out_unknown = dir.path().join("x.csv");
     let out_unknown_s = out_unknown.to_str().unwrap();
+    for (other_project, code) in [(unapproved, "NOT_FOUND"), (project, "COLUMN_NOT_APPROVED")] {
+        let mut a = args.clone();
+        if code == "COLUMN_NOT_APPROVED" {
+            a.extend(["--subject", "workclass"]);
+        }
+        a.extend(["--epsilon", "0.1", "--project", other_project, "--output", out_unknown_s]);
+        a.extend_from_slice(db);
+        let out = tokumei(h, &a);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains(code), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!out_unknown.exists());
+    }
+    // Without a session nothing runs at all.
     let mut a = args.clone();
     a.extend(["--epsilon", "0.1", "--project", project, "--output", out_unknown_s]);
-    a.extend_from_slice(db);
     let out = tokumei(h, &a);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("UNKNOWN_PROJECT"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out_unknown.exists());
-
-    let mut a = vec![
-        "budget",
-        "set",
-        "--project",
-        project,
-        "--epsilon",
-        "1.0",
-        "--delta",
-        "1e-5",
-    ];
-    a.extend_from_slice(db);
-    ok(&tokumei(h, &a));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SESSION_INVALID"), "{}", String::from_utf8_lossy(&out.stderr));
 
     // 1. Counts by 10-year age band: the hierarchy level declares the keys, all of them appear.
     let counts = dir.path().join("age.csv");
@@ -303,8 +309,8 @@ fn dp_tables_and_the_budget_ledger_on_postgresql() {
     let Some(url) = common::test_server("TOKUMEI_TEST_PG_URL", "PostgreSQL") else {
         return;
     };
-    let project = format!("adult-study-{}-{}", std::process::id(), rand::random::<u32>());
-    dp_story(&["--database", &url], &project);
+    let url = common::fresh_postgres_database(&url);
+    dp_story(&["--database", &url], "adult-study");
 }
 
 /// Independent check of a published 2-D table with margins: every published value equals a recount
@@ -315,7 +321,8 @@ fn small_cell_table_is_verified_by_an_independent_recount() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let dir = tempfile::tempdir().unwrap();
-    ok(&tokumei(h, &["budget", "set", "--project", "nb", "--epsilon", "1"]));
+    let columns: &[&str] = &["education", "race"];
+    let (researcher, nb) = common::people::approved_statistics(h, &[], 1.0, 1e-5, &[("adult", columns)]);
     let out = dir.path().join("t.csv");
     let report = dir.path().join("t.json");
     let data = adult("adult.csv");
@@ -334,11 +341,13 @@ fn small_cell_table_is_verified_by_an_independent_recount() {
             "--min-cell",
             "10",
             "--project",
-            "nb",
+            &nb,
             "--output",
             out.to_str().unwrap(),
             "--report",
             report.to_str().unwrap(),
+            "--session",
+            &researcher.session,
         ],
     ));
     let (header, rows) = read_csv(&out);

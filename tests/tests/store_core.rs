@@ -60,6 +60,7 @@ fn core_drain(home: &Home) -> serde_json::Value {
 }
 
 fn sql(home: &Home, query: &str, all_rows: bool) -> Vec<serde_json::Value> {
+    common::people::ensure_operator_session(home.path());
     let mut args = vec!["--json", "sql", query];
     if all_rows {
         args.push("--all-rows");
@@ -404,6 +405,7 @@ async fn store_on_openbao_keys_round_trip_erase_and_rotation() {
     let drain = |home: &Home| tokumei_env(home, &["--json", "core", "run", "--until-drained"], &env);
     drain(&home);
     let n = |home: &Home, q: &str| {
+        common::people::ensure_operator_session(home.path());
         let out = tokumei_env(home, &["--json", "sql", q, "--all-rows"], &env);
         serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()[0]["n"]
             .as_i64()
@@ -480,6 +482,7 @@ async fn store_in_an_s3_bucket() {
         .unwrap();
     tokumei_env(&home, &["--json", "core", "run", "--until-drained"], &env);
     let n = |q: &str| {
+        common::people::ensure_operator_session(home.path());
         let out = tokumei_env(&home, &["--json", "sql", q, "--all-rows"], &env);
         serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()[0]["n"]
             .as_i64()

@@ -37,6 +37,7 @@ fn start_core(home: &Home) -> Child {
 }
 
 fn sql_counts(home: &Home, table: &str) -> BTreeMap<String, i64> {
+    common::people::ensure_operator_session(home.path());
     let out = Command::new(tokumei_bin())
         .args(["--json", "sql", "--all-rows"])
         .arg(format!("SELECT batch_id, count(*) AS n FROM {table} GROUP BY batch_id"))

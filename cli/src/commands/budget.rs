@@ -4,8 +4,9 @@
 use anyhow::Result;
 use serde::Serialize;
 use tokumei_deid::dp::accounting::Budget;
-use tokumei_policy::budget_ledger::{BudgetLedger, BudgetStatus, ProjectBudget};
-use tokumei_policy::database::PolicyDb;
+use tokumei_policy::budget_ledger::{BudgetStatus, ProjectBudget};
+
+use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
 
 use crate::output::{emit, runtime};
 
@@ -14,12 +15,12 @@ use crate::output::{emit, runtime};
 pub enum BudgetCommand {
     /// A project's budget, spent and remaining, and its ledger entries (all projects without --project).
     Show {
-        /// Project name.
+        /// Project name (an application id for approved statistics).
         #[arg(long)]
         project: Option<String>,
-        /// Policy database (default $TOKUMEI_HOME/policy/policy.db).
-        #[arg(long, env = "TOKUMEI_POLICY_DB")]
-        database: Option<String>,
+        /// Session and policy database.
+        #[command(flatten)]
+        policy: PolicyOptions,
     },
     /// Create a project's budget or change it (never below what is spent).
     Set {
@@ -32,12 +33,9 @@ pub enum BudgetCommand {
         /// Total δ (needed for partition selection and zCDP releases).
         #[arg(long, default_value_t = 1e-6)]
         delta: f64,
-        /// Who sets it (recorded).
-        #[arg(long, env = "TOKUMEI_ACTOR", default_value = "operator")]
-        actor: String,
-        /// Policy database (default $TOKUMEI_HOME/policy/policy.db).
-        #[arg(long, env = "TOKUMEI_POLICY_DB")]
-        database: Option<String>,
+        /// Session (a committee chair's) and policy database.
+        #[command(flatten)]
+        policy: PolicyOptions,
     },
 }
 
@@ -48,12 +46,6 @@ struct ProjectLine {
     remaining_epsilon: f64,
     remaining_delta: f64,
     entries: usize,
-}
-
-async fn open(database: Option<String>) -> Result<BudgetLedger> {
-    let home = tokumei_ingest::home::tokumei_home();
-    let url = database.unwrap_or_else(|| tokumei_policy::database::default_url(&home));
-    Ok(BudgetLedger::new(PolicyDb::open(&url).await?))
 }
 
 fn print_status(s: &BudgetStatus) {
@@ -84,20 +76,25 @@ pub fn run(command: BudgetCommand, json: bool) -> Result<()> {
         match command {
             BudgetCommand::Show {
                 project: Some(project),
-                database,
+                policy: options,
             } => {
-                let ledger = open(database).await?;
-                let status = ledger.status(&project).await.map_err(reason)?;
+                let policy = open_policy(&options).await?;
+                let who = actor(&policy, &options).await?;
+                let status = policy.budget_status(&who, &project, CLI).await.map_err(reason)?;
                 emit(json, &status, print_status)
             }
             BudgetCommand::Show {
                 project: None,
-                database,
+                policy: options,
             } => {
-                let ledger = open(database).await?;
+                let policy = open_policy(&options).await?;
+                let who = actor(&policy, &options).await?;
                 let mut lines = Vec::new();
-                for p in ledger.projects().await? {
-                    let s = ledger.status(&p.project).await?;
+                for p in policy.budget().projects().await? {
+                    // Only the projects this person may see.
+                    let Ok(s) = policy.budget_status(&who, &p.project, CLI).await else {
+                        continue;
+                    };
                     lines.push(ProjectLine {
                         spent_epsilon: s.spent.epsilon,
                         remaining_epsilon: s.spent.remaining_epsilon(&p.budget),
@@ -127,22 +124,15 @@ pub fn run(command: BudgetCommand, json: bool) -> Result<()> {
                 project,
                 epsilon,
                 delta,
-                actor,
-                database,
+                policy: options,
             } => {
-                let ledger = open(database).await?;
-                ledger
-                    .set_budget(&project, Budget { epsilon, delta }, &actor)
-                    .await
-                    .map_err(reason)?;
-                let status = ledger.status(&project).await?;
+                let policy = open_policy(&options).await?;
+                let who = actor(&policy, &options).await?;
+                policy.set_budget(&who, &project, Budget { epsilon, delta }, CLI).await.map_err(reason)?;
+                let status = policy.budget().status(&project).await.map_err(reason)?;
                 emit(json, &status, print_status)
             }
         }
     })
 }
 
-/// Prefixes a policy error with its machine-readable reason.
-pub fn reason(e: tokumei_policy::error::PolicyError) -> anyhow::Error {
-    anyhow::anyhow!("[{}] {e}", e.reason())
-}

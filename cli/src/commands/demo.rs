@@ -5,9 +5,13 @@
 //! acknowledging; a resent batch is answered from the spool, a reused batch id is refused, a certificate from
 //! another CA never gets in, and a patient's opt-out stops their next record.
 //! Chapter 2 — the isolated core pulls the spool into encrypted Delta tables, filters the opt-out and erases.
-//! Chapter 3 — statistics from the research view: DP tables charged to a project's budget in the ledger, a
-//! small-cell table, and a request over budget refused before any noise. Later chapters (committee,
-//! anonymised release, leak tracing) extend this command as they land.
+//! Chapter 3 — the data-access committee: people enrol with TOTP, a locked account, an advertising
+//! application refused, an application reviewed with a recusal and the quorum rule and approved with
+//! conditions and a DP budget, a non-recipient refused, a violation banning an organisation.
+//! Chapter 4 — statistics under that approval: each table admitted against the conditions, DP tables charged
+//! to the approval's budget in the ledger, a small-cell table, a request over budget refused before any noise.
+//! Chapter 5 — transparency: the public registers, the regulator's report, the audit ledger verified and a
+//! tampered copy caught. Later chapters (anonymised release, leak tracing) extend this command as they land.
 
 use crate::output::{emit, runtime};
 use clap::Args;
@@ -64,7 +68,9 @@ struct DemoReport {
     store_bytes_on_disk: u64,
     plaintext_parquet_files_on_disk: u64,
     top_prefectures_by_conditions: Vec<(String, i64)>,
+    committee: Option<super::demo_committee::CommitteeChapter>,
     statistics: Option<StatsChapter>,
+    transparency: Option<super::demo_committee::TransparencyChapter>,
 }
 
 /// Chapter 3: statistics from the research view, under differential privacy or the small-cell rule.
@@ -398,9 +404,14 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             report.store_bytes_on_disk, report.plaintext_parquet_files_on_disk
         ));
         report.core = Some(totals);
-        say("\ntokumei demo — chapter 3: statistics under differential privacy (OpenDP) and the small-cell rule");
-        report.statistics = Some(statistics_chapter(&home, &research, &say).await?);
-        say("\nNext chapters (committee → anonymised release → leak tracing) arrive with their issues.");
+        say("\ntokumei demo — chapter 3: the data-access committee");
+        let (cast, committee) = super::demo_committee::chapter(&home, &say).await?;
+        report.committee = Some(committee);
+        say("\ntokumei demo — chapter 4: statistics under the approval: differential privacy (OpenDP) and the small-cell rule");
+        report.statistics = Some(statistics_chapter(&home, &cast, &research, &say).await?);
+        say("\ntokumei demo — chapter 5: transparency and the audit ledger");
+        report.transparency = Some(super::demo_committee::closing(&home, &cast, &say).await?);
+        say("\nNext chapters (anonymised release → leak tracing) arrive with their issues.");
         anyhow::Ok(())
     })?;
     if report.identifiers_found_in_spool > 0 {
@@ -420,28 +431,22 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
 
 async fn statistics_chapter(
     home: &Path,
+    cast: &super::demo_committee::Committee,
     research: &deltalake::datafusion::prelude::SessionContext,
     say: &impl Fn(&str),
 ) -> anyhow::Result<StatsChapter> {
     use tokumei_deid::dp::{grouping::group, request::*};
-    use tokumei_policy::budget_ledger::BudgetLedger;
-    let ledger = BudgetLedger::new(
-        tokumei_policy::database::PolicyDb::open(&tokumei_policy::database::default_url(home)).await?,
-    );
-    let project = "demo-diabetes-study".to_string();
-    let budget = tokumei_deid::dp::accounting::Budget {
-        epsilon: 1.0,
-        delta: 1e-5,
-    };
-    ledger.set_budget(&project, budget, "committee-chair").await?;
+    let ledger = cast.policy.budget().clone();
+    let project = cast.application.clone();
+    let budget = ledger.status(&project).await?.project.budget;
     say(&format!(
-        "   the committee gives project {project} a budget of ε=1, δ=1e-5 (ledger: {})",
-        tokumei_policy::database::default_url(home)
+        "   the approval of {project} gave it a budget of ε={}, δ={:e} in the ledger; every table is first admitted against the approval's conditions",
+        budget.epsilon, budget.delta
     ));
     let out_dir = home.join("statistics");
     let mut chapter = StatsChapter {
         project: project.clone(),
-        budget_epsilon: 1.0,
+        budget_epsilon: budget.epsilon,
         ..Default::default()
     };
 
@@ -459,6 +464,7 @@ async fn statistics_chapter(
     let patients =
         tokumei_deid::datafusion::table_from_context(research, "patients", &["prefecture", "linkage_key"]).await?;
     chapter.patients_by_prefecture = dp_release(
+        cast,
         &ledger,
         &project,
         &by_prefecture,
@@ -492,6 +498,7 @@ async fn statistics_chapter(
         tokumei_deid::datafusion::table_from_context(research, "observations", &["jlac10", "value", "linkage_key"])
             .await?;
     chapter.mean_lab_value_by_analyte = dp_release(
+        cast,
         &ledger,
         &project,
         &request,
@@ -527,15 +534,26 @@ async fn statistics_chapter(
         "small-cell: counts below {} suppressed, plus complementary suppression",
         rule.threshold
     );
+    admit(cast, &["prefecture", "sex"]).await?;
     super::stats::record_small_cell_release(
         &ledger,
         &project,
-        "demo-researcher",
+        &cast.researcher.username,
         "patients by prefecture × sex (demo)",
         &rule,
     )
     .await?;
     super::stats::write_small_cell_table(&path, &grouped, &protected, dims, &protection)?;
+    cast.policy
+        .record_provision(
+            &cast.researcher,
+            &project,
+            "patients by prefecture × sex (small-cell rule)",
+            i64::try_from(protected.refs().len()).unwrap_or(i64::MAX),
+            tokumei_policy::Origin("demo"),
+        )
+        .await
+        .map_err(super::access::reason)?;
     chapter.small_cell_prefecture_by_sex = SmallCellDemo {
         output: path.display().to_string(),
         cells: protected.refs().len(),
@@ -548,6 +566,7 @@ async fn statistics_chapter(
 
     // 4. The same request once more: over budget, refused before any noise is drawn.
     match dp_release(
+        cast,
         &ledger,
         &project,
         &by_prefecture,
@@ -571,20 +590,60 @@ async fn statistics_chapter(
     Ok(chapter)
 }
 
-/// Plan → admit and record in the ledger → draw → write: the same order as `tokumei stats`.
+/// Checks a statistics use of `columns` against the approval (as the researcher), audited.
+async fn admit(cast: &super::demo_committee::Committee, columns: &[&str]) -> anyhow::Result<()> {
+    let table = if columns.contains(&"jlac10") { "observations" } else { "patients" };
+    let tables = [tokumei_policy::committee::TableRequest {
+        table: table.into(),
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+    }];
+    cast.policy
+        .admit_use(
+            &cast.researcher,
+            &cast.application,
+            tokumei_policy::committee::UseKind::Statistics,
+            &tables,
+            tokumei_policy::Origin("demo"),
+        )
+        .await
+        .map_err(super::access::reason)?;
+    Ok(())
+}
+
+/// Admit against the approval → plan → charge the ledger → draw → write → record the provision: the same
+/// order as `tokumei stats`.
 async fn dp_release(
+    cast: &super::demo_committee::Committee,
     ledger: &tokumei_policy::budget_ledger::BudgetLedger,
     project: &str,
     request: &tokumei_deid::dp::request::StatsRequest,
     table: &tokumei_deid::table::Table,
     output: &Path,
 ) -> anyhow::Result<StatsSummary> {
+    let mut columns: Vec<&str> = request.group_by.iter().map(String::as_str).collect();
+    if let Some(c) = request.measure.column() {
+        columns.push(c);
+    }
+    if let Some(s) = request.subject.as_deref() {
+        columns.push(s);
+    }
+    admit(cast, &columns).await?;
     let grouped = tokumei_deid::dp::grouping::group(table, request)?;
     let plan = tokumei_deid::dp::plan::plan(request)?;
     let query = format!("{} by {} (demo)", request.measure.name(), request.group_by.join(","));
-    super::stats::record_dp_release(ledger, project, "demo-researcher", &query, &plan).await?;
+    super::stats::record_dp_release(ledger, project, &cast.researcher.username, &query, &plan).await?;
     let table = tokumei_deid::dp::release::release(&plan, request, &grouped)?;
     super::stats::write_private_table(output, &table, None)?;
+    cast.policy
+        .record_provision(
+            &cast.researcher,
+            project,
+            &query,
+            i64::try_from(table.cells.len()).unwrap_or(i64::MAX),
+            tokumei_policy::Origin("demo"),
+        )
+        .await
+        .map_err(super::access::reason)?;
     Ok(StatsSummary {
         output: output.display().to_string(),
         cells: table.cells.len(),

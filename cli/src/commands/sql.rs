@@ -2,10 +2,14 @@
 //!
 //! By default the query sees the research view (opted-out and erased patients removed, no registry) — what
 //! every downstream consumer sees. `--all-rows` shows the raw tables including the opt-out registry, for
-//! operators investigating the store itself. Every query is logged with its text (the policy ledger will
-//! record it too).
+//! operators investigating the store itself. Only an operator's two-factor session may run it, and every
+//! query — its text, the view, and whether it succeeded — is appended to the audit ledger before the
+//! result is shown.
 
+use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
 use crate::commands::store::open_store;
+use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
+use tokumei_policy::{Action, Resource};
 use crate::output::runtime;
 use clap::Args;
 use deltalake::arrow::util::pretty::pretty_format_batches;
@@ -25,6 +29,9 @@ pub struct SqlArgs {
     /// Include opted-out patients and the registry (operator investigation only).
     #[arg(long)]
     pub all_rows: bool,
+    /// The operator's session and the policy database.
+    #[command(flatten)]
+    pub policy: PolicyOptions,
 }
 
 pub fn run(a: SqlArgs, json: bool) -> anyhow::Result<()> {
@@ -32,11 +39,33 @@ pub fn run(a: SqlArgs, json: bool) -> anyhow::Result<()> {
     let home = tokumei_home();
     let rt = runtime()?;
     rt.block_on(async {
+        let policy = open_policy(&a.policy).await?;
+        let who = actor(&policy, &a.policy).await?;
+        policy
+            .check(&who, Action::RunOperatorSql, &Resource::Platform, CLI)
+            .await
+            .map_err(reason)?;
         let store = open_store(&cfg, &home).await?;
         let view = if a.all_rows { View::Operator } else { View::Research };
         tracing::info!(target: "tokumei::audit", query = %a.query, all_rows = a.all_rows, "operator sql");
         let ctx = store.session(view).await?;
-        let batches = ctx.sql(&a.query).await?.collect().await?;
+        let result = match ctx.sql(&a.query).await {
+            Ok(df) => df.collect().await,
+            Err(e) => Err(e),
+        };
+        let (outcome, reason_code) = match &result {
+            Ok(_) => (Outcome::Ok, None),
+            Err(_) => (Outcome::Failed, Some("SQL_ERROR")),
+        };
+        let rows: usize = result.as_ref().map(|b| b.iter().map(|b| b.num_rows()).sum()).unwrap_or(0);
+        let mut event = AuditEvent::new(&who.username, "sql", if a.all_rows { "core store (all rows)" } else { "core store (research view)" }, outcome)
+            .source(CLI.0)
+            .details(serde_json::json!({"query": a.query, "all_rows": a.all_rows, "rows": rows}));
+        if let Some(code) = reason_code {
+            event = event.reason(code);
+        }
+        policy.audit(event).await.map_err(reason)?;
+        let batches = result?;
         if json {
             let mut buf = Vec::new();
             {

@@ -23,10 +23,10 @@ use tokumei_deid::small_cell::{CellRef, CellStatus, CountTable, SmallCellRule, p
 use tokumei_deid::spec;
 use tokumei_deid::table::Table;
 use tokumei_policy::budget_ledger::{BudgetLedger, LedgerEntry, SpendRequest};
-use tokumei_policy::database::PolicyDb;
 
-use crate::commands::budget::reason;
+use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
 use crate::output::runtime;
+use tokumei_policy::committee::{TableRequest, UseKind};
 
 /// Arguments of `tokumei stats`.
 #[derive(clap::Args, Debug)]
@@ -75,8 +75,10 @@ pub struct StatsArgs {
     /// Small-cell rule: treat zero cells as small too.
     #[arg(long = "suppress-zeros")]
     pub suppress_zeros: bool,
-    /// Project whose budget pays for the release (`tokumei budget set`).
-    #[arg(long)]
+    /// The approved application (statistics channel) the table is made under; its DP budget pays for
+    /// it. The request is checked against the approval's conditions first (recipient, channel, tables
+    /// and columns — for --input the table name is the file's stem —, expiry, revocation, bans).
+    #[arg(long, visible_alias = "application")]
     pub project: String,
     /// Output CSV.
     #[arg(long)]
@@ -90,12 +92,9 @@ pub struct StatsArgs {
     /// Delimiter of the CSV input.
     #[arg(long, default_value = ",")]
     pub delimiter: String,
-    /// Who asks (recorded in the ledger).
-    #[arg(long, env = "TOKUMEI_ACTOR", default_value = "operator")]
-    pub actor: String,
-    /// Policy database (sqlite://PATH or postgres://...; default $TOKUMEI_HOME/policy/policy.db).
-    #[arg(long, env = "TOKUMEI_POLICY_DB")]
-    pub database: Option<String>,
+    /// Session and policy database.
+    #[command(flatten)]
+    pub policy: PolicyOptions,
     /// Configuration file (for --table).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -195,13 +194,15 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
 
     let rt = runtime()?;
     rt.block_on(async {
-        let home = tokumei_ingest::home::tokumei_home();
-        let url = a
-            .database
-            .clone()
-            .unwrap_or_else(|| tokumei_policy::database::default_url(&home));
-        let ledger = BudgetLedger::new(PolicyDb::open(&url).await?);
-        // Unknown project: refuse before reading any data.
+        let policy = open_policy(&a.policy).await?;
+        let who = actor(&policy, &a.policy).await?;
+        // Outside the approval (or no approval at all): refused, and audited, before reading any data.
+        let used = [TableRequest { table: table_name(&a)?, columns: columns_used(&request) }];
+        policy
+            .admit_use(&who, &a.project, UseKind::Statistics, &used, CLI)
+            .await
+            .map_err(reason)?;
+        let ledger = policy.budget().clone();
         let status = ledger.status(&a.project).await.map_err(reason)?;
 
         let table = load(&a, &request).await?;
@@ -234,9 +235,11 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
                     report.cells = if grouped.public { grouped.keys.len() } else { 0 };
                     return finish(&a, report, json);
                 }
-                let entry = record_dp_release(&ledger, &a.project, &a.actor, &query, &plan).await?;
+                let entry = record_dp_release(&ledger, &a.project, &who.username, &query, &plan).await?;
                 let table = release(&plan, &request, &grouped)?;
                 let digest = write_private_table(&a.output, &table, a.min_cell)?;
+                let cells = i64::try_from(table.cells.len()).unwrap_or(i64::MAX);
+                policy.record_provision(&who, &a.project, &query, cells, CLI).await.map_err(reason)?;
                 let after = ledger.status(&a.project).await?;
                 report.protection = table.protection.clone();
                 report.cells = table.cells.len();
@@ -295,8 +298,10 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
                     return finish(&a, report, json);
                 }
                 // Recorded with zero loss so the ledger shows every statistical release of the project.
-                let entry = record_small_cell_release(&ledger, &a.project, &a.actor, &query, &rule).await?;
+                let entry = record_small_cell_release(&ledger, &a.project, &who.username, &query, &rule).await?;
                 let digest = write_small_cell_table(&a.output, &grouped, &protected, dims, &protection)?;
+                let cells = i64::try_from(protected.refs().len()).unwrap_or(i64::MAX);
+                policy.record_provision(&who, &a.project, &query, cells, CLI).await.map_err(reason)?;
                 report.ledger_entry = Some(entry);
                 report.output = Some(a.output.display().to_string());
                 report.output_sha256 = Some(digest);
@@ -304,6 +309,29 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
             }
         }
     })
+}
+
+/// The table a request reads, as approvals name it: the store table, or the input file's stem.
+fn table_name(a: &StatsArgs) -> Result<String> {
+    match (&a.table, &a.input) {
+        (Some(t), _) => Ok(t.clone()),
+        (None, Some(p)) => p
+            .file_stem()
+            .map(|s| s.to_string_lossy().split('.').next().unwrap_or_default().to_owned())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| anyhow!("{}: cannot name the input table", p.display())),
+        (None, None) => bail!("give --input FILE or --table NAME"),
+    }
+}
+
+/// Every column the request reads: group-by columns, the measured column and the subject column.
+fn columns_used(request: &StatsRequest) -> Vec<String> {
+    let mut cols: Vec<String> = request.group_by.clone();
+    cols.extend(request.measure.column().map(str::to_owned));
+    cols.extend(request.subject.clone());
+    cols.sort();
+    cols.dedup();
+    cols
 }
 
 /// Admits and records a DP plan's loss (refused with the remaining budget when it does not fit).
@@ -638,7 +666,7 @@ pub(crate) fn write_small_cell_table(
 }
 
 /// Writes to a temporary file beside `path`, fsyncs and renames: a reader never sees half a table.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

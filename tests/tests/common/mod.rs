@@ -11,6 +11,8 @@ use tokumei_ingest::pki::{PkiLayout, init};
 use tokumei_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use tonic::transport::Channel;
 
+pub mod people;
+
 /// Hospital codes used by the tests.
 pub const HOSPITAL_A: &str = "1310000017";
 pub const HOSPITAL_B: &str = "2710000025";
@@ -293,4 +295,35 @@ pub fn bao() -> Option<(String, String)> {
     let addr = test_server("TOKUMEI_TEST_BAO_ADDR", "OpenBao")?;
     let token = std::env::var("TOKUMEI_TEST_BAO_TOKEN").expect("TOKUMEI_TEST_BAO_TOKEN");
     Some((addr, token))
+}
+
+/// A new, empty PostgreSQL database on the server of `admin_url` (named after the process and a counter),
+/// so a test that bootstraps users and applications never meets another test's.
+pub fn fresh_postgres_database(admin_url: &str) -> String {
+    use sqlx::{Connection, Executor};
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!(
+        "tokumei_e2e_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        rand::random::<u32>()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut conn = sqlx::postgres::PgConnection::connect(admin_url).await.expect("connect to PostgreSQL");
+        conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
+        conn.close().await.expect("close");
+    });
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (admin_url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let mut url = format!("{}/{name}", &base[..host_end]);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
 }

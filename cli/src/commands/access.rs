@@ -1,0 +1,104 @@
+//! What every committee-zone command shares: opening the policy service, finding the caller's session,
+//! reading passwords without echo, and turning refusals into `[REASON] message` errors.
+//!
+//! A person logs in once (`tokumei user login`); the session token is kept in a 0600 file under
+//! `$TOKUMEI_HOME` (or passed in `TOKUMEI_SESSION`) and every later command presents it. The service
+//! checks the token's signature, expiry and revocation and re-reads the user's roles on every command.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use zeroize::Zeroizing;
+
+use tokumei_ingest::home::tokumei_home;
+use tokumei_policy::{Actor, Origin, Policy, PolicyConfig, PolicyError};
+
+/// The origin recorded in the audit ledger for commands run on the host.
+pub const CLI: Origin<'static> = Origin("cli");
+
+/// Options every committee-zone command takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PolicyOptions {
+    /// Policy database (default $TOKUMEI_HOME/policy/policy.db; or postgres://...).
+    #[arg(long, env = "TOKUMEI_POLICY_DB", global = true)]
+    pub database: Option<String>,
+    /// Session token from `tokumei user login` (default: the saved session).
+    #[arg(long, env = "TOKUMEI_SESSION", hide_env_values = true, global = true)]
+    pub session: Option<String>,
+}
+
+/// Where the policy zone keeps its files under a home.
+pub fn policy_dir(home: &Path) -> PathBuf {
+    home.join("policy")
+}
+
+/// Opens the policy service: database, the service key (created on first use) and `policy.toml`.
+pub async fn open_policy(options: &PolicyOptions) -> Result<Policy> {
+    let home = tokumei_home();
+    let url = options.database.clone().unwrap_or_else(|| tokumei_policy::database::default_url(&home));
+    let config = PolicyConfig::load(&policy_dir(&home).join("policy.toml")).map_err(reason)?;
+    let key_path = tokumei_policy::service_key::default_key_path(&home);
+    Policy::open(&url, &key_path, config).await.map_err(reason)
+}
+
+/// The saved session file.
+pub fn session_file() -> PathBuf {
+    tokumei_home().join("session.token")
+}
+
+/// Saves a session token (0600).
+pub fn save_session(token: &str) -> Result<PathBuf> {
+    let path = session_file();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(token.as_bytes())?;
+    Ok(path)
+}
+
+/// The caller's session token: `--session`/`TOKUMEI_SESSION`, else the saved one.
+pub fn session_token(options: &PolicyOptions) -> Result<Zeroizing<String>> {
+    if let Some(t) = &options.session {
+        return Ok(Zeroizing::new(t.trim().to_owned()));
+    }
+    let path = session_file();
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(Zeroizing::new(t.trim().to_owned())),
+        Err(_) => anyhow::bail!("[SESSION_INVALID] not logged in: run `tokumei user login --username NAME` first"),
+    }
+}
+
+/// The authenticated actor of this command.
+pub async fn actor(policy: &Policy, options: &PolicyOptions) -> Result<Actor> {
+    let token = session_token(options)?;
+    policy.authenticate(&token).await.map_err(reason)
+}
+
+/// A password: the first line of standard input with `--password-stdin`, else `TOKUMEI_PASSWORD`, else a
+/// prompt without echo.
+pub fn read_password(from_stdin: bool, prompt: &str) -> Result<Zeroizing<String>> {
+    if from_stdin {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin().lock().read_line(&mut line)?;
+        let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+        return Ok(trimmed);
+    }
+    if let Ok(p) = std::env::var("TOKUMEI_PASSWORD") {
+        return Ok(Zeroizing::new(p));
+    }
+    Ok(Zeroizing::new(rpassword::prompt_password(prompt)?))
+}
+
+/// Prefixes a policy error with its machine-readable reason.
+pub fn reason(e: PolicyError) -> anyhow::Error {
+    anyhow::anyhow!("[{}] {e}", e.reason())
+}

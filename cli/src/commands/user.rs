@@ -1,0 +1,306 @@
+//! `tokumei user ...`: accounts, enrolment with TOTP, login and sessions.
+//!
+//! A new installation starts with `user bootstrap` (the first operator, allowed once, on the host); the
+//! operator then invites people (`user add`), each completes the invitation (`user enrol`: password, then
+//! the otpauth URI and QR code to scan) and confirms the authenticator with a first code (`user confirm`),
+//! receiving ten recovery codes. `user login` needs the password and a TOTP or recovery code.
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::json;
+use tokumei_policy::Role;
+use tokumei_policy::identity::SecondFactor;
+
+use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, read_password, reason, save_session, session_token};
+use crate::output::{emit, runtime};
+
+/// `tokumei user ...`
+#[derive(clap::Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create the first operator of a new installation (only while there are no users).
+    Bootstrap {
+        /// Username.
+        #[arg(long)]
+        username: String,
+        /// Full name.
+        #[arg(long)]
+        name: String,
+        /// Organisation id (created if missing).
+        #[arg(long, default_value = "platform")]
+        organisation: String,
+    },
+    /// Complete an invitation: set the password and get the authenticator's otpauth URI and QR code.
+    Enrol {
+        /// Username.
+        #[arg(long)]
+        username: String,
+        /// The invitation code the operator gave you.
+        #[arg(long, env = "TOKUMEI_INVITATION", hide_env_values = true)]
+        invitation: String,
+        /// Read the new password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Do not draw the QR code.
+        #[arg(long)]
+        no_qr: bool,
+    },
+    /// Confirm the authenticator with its current code; prints the recovery codes (once).
+    Confirm {
+        /// Username.
+        #[arg(long)]
+        username: String,
+        /// The 6-digit code the authenticator shows.
+        #[arg(long)]
+        code: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Log in with password and a TOTP code (or a recovery code); saves the session.
+    Login {
+        /// Username.
+        #[arg(long)]
+        username: String,
+        /// The 6-digit code the authenticator shows.
+        #[arg(long, conflicts_with = "recovery_code", required_unless_present = "recovery_code")]
+        code: Option<String>,
+        /// A recovery code instead (each works once).
+        #[arg(long, hide_env_values = true)]
+        recovery_code: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Print the token but do not save it as the current session.
+        #[arg(long)]
+        no_save: bool,
+    },
+    /// End the current session.
+    Logout,
+    /// Who the current session belongs to.
+    Whoami,
+    /// Invite a person (operators): prints the one-time invitation code.
+    Add {
+        /// Username (a-z, 0-9, `.`, `_`, `-`).
+        #[arg(long)]
+        username: String,
+        /// Full name.
+        #[arg(long)]
+        name: String,
+        /// Organisation id.
+        #[arg(long)]
+        organisation: String,
+        /// Roles, comma-separated: researcher, committee_member, committee_chair, operator, auditor.
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<Role>,
+    },
+    /// Create an organisation (operators).
+    AddOrg {
+        /// Identifier (e.g. the corporate number).
+        #[arg(long)]
+        id: String,
+        /// Name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Register a hospital's service identity, bound to its client certificate (operators).
+    AddHospital {
+        /// 10-digit institution code (the certificate's CN).
+        #[arg(long)]
+        code: String,
+        /// Organisation id.
+        #[arg(long)]
+        organisation: String,
+        /// The client certificate (PEM).
+        #[arg(long)]
+        certificate: std::path::PathBuf,
+    },
+    /// Replace a user's roles (operators).
+    Roles {
+        /// Username.
+        #[arg(long)]
+        username: String,
+        /// New roles, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<Role>,
+    },
+    /// Disable an account and end its sessions (operators).
+    Disable {
+        /// Username.
+        #[arg(long)]
+        username: String,
+    },
+    /// Users and their roles (operators, auditors).
+    List,
+}
+
+/// `tokumei user ...` with the policy options.
+#[derive(clap::Args, Debug)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    command: UserCommand,
+    #[command(flatten)]
+    policy: PolicyOptions,
+}
+
+#[derive(Serialize)]
+struct InvitationOut {
+    username: String,
+    invitation_code: String,
+    expires_at: String,
+}
+
+/// Runs `tokumei user ...`.
+pub fn run(args: UserArgs, json: bool) -> Result<()> {
+    runtime()?.block_on(async {
+        let policy = open_policy(&args.policy).await?;
+        match args.command {
+            UserCommand::Bootstrap { username, name, organisation } => {
+                let inv = policy.bootstrap(&username, &name, &organisation, CLI).await.map_err(reason)?;
+                let out = InvitationOut {
+                    username: inv.username.clone(),
+                    invitation_code: inv.code.expose().to_owned(),
+                    expires_at: inv.expires_at.to_rfc3339(),
+                };
+                emit(json, &out, |o| {
+                    println!("first operator {} created.", o.username);
+                    println!("invitation code (shown once): {}", o.invitation_code);
+                    println!("next: tokumei user enrol --username {} --invitation CODE", o.username);
+                })
+            }
+            UserCommand::Enrol { username, invitation, password_stdin, no_qr } => {
+                let password = read_password(password_stdin, "new password: ")?;
+                let e = policy.enrol(&username, &invitation, &password, CLI).await.map_err(reason)?;
+                let out = json!({
+                    "username": username,
+                    "otpauth_uri": e.otpauth_uri.expose(),
+                    "secret_base32": e.secret_base32.expose(),
+                });
+                emit(json, &out, |_| {
+                    println!("password set. Add this account to your authenticator app:");
+                    if !no_qr {
+                        println!("{}", e.qr_terminal.expose());
+                    }
+                    println!("  {}", e.otpauth_uri.expose());
+                    println!("  (secret {})", e.secret_base32.expose());
+                    println!("then: tokumei user confirm --username {username} --code CODE");
+                })
+            }
+            UserCommand::Confirm { username, code, password_stdin } => {
+                let password = read_password(password_stdin, "password: ")?;
+                let codes = policy.confirm_totp(&username, &password, &code, CLI).await.map_err(reason)?;
+                let list: Vec<&str> = codes.codes().iter().map(|c| c.expose()).collect();
+                emit(json, &json!({"username": username, "recovery_codes": list}), |_| {
+                    println!("authenticator confirmed; {username} is active.");
+                    println!("recovery codes (each works once; keep them offline):");
+                    for c in &list {
+                        println!("  {c}");
+                    }
+                })
+            }
+            UserCommand::Login { username, code, recovery_code, password_stdin, no_save } => {
+                let password = read_password(password_stdin, "password: ")?;
+                let factor = match (&code, &recovery_code) {
+                    (Some(c), _) => SecondFactor::Totp(c),
+                    (None, Some(r)) => SecondFactor::RecoveryCode(r),
+                    (None, None) => anyhow::bail!("give --code or --recovery-code"),
+                };
+                let session = policy.login(&username, &password, factor, CLI).await.map_err(reason)?;
+                let saved = if no_save { None } else { Some(save_session(session.token.expose())?) };
+                let roles: Vec<&str> = session.actor.roles.iter().map(|r| r.as_str()).collect();
+                let out = json!({
+                    "username": session.actor.username,
+                    "organisation": session.actor.organisation,
+                    "roles": roles,
+                    "expires_at": session.expires_at.to_rfc3339(),
+                    "session_token": session.token.expose(),
+                    "saved_to": saved,
+                });
+                emit(json, &out, |_| {
+                    println!(
+                        "logged in as {} ({}), session until {}",
+                        session.actor.username,
+                        roles.join(", "),
+                        session.expires_at.to_rfc3339()
+                    );
+                    match &saved {
+                        Some(p) => println!("session saved to {}", p.display()),
+                        None => println!("TOKUMEI_SESSION={}", session.token.expose()),
+                    }
+                })
+            }
+            UserCommand::Logout => {
+                let token = session_token(&args.policy)?;
+                policy.logout(&token, CLI).await.map_err(reason)?;
+                let _ = std::fs::remove_file(crate::commands::access::session_file());
+                emit(json, &json!({"logged_out": true}), |_| println!("logged out"))
+            }
+            UserCommand::Whoami => {
+                let a = actor(&policy, &args.policy).await?;
+                emit(json, &a, |a| {
+                    let roles: Vec<&str> = a.roles.iter().map(|r| r.as_str()).collect();
+                    println!("{} of {} ({})", a.username, a.organisation, roles.join(", "));
+                })
+            }
+            UserCommand::Add { username, name, organisation, roles } => {
+                let a = actor(&policy, &args.policy).await?;
+                let inv = policy.add_user(&a, &username, &name, &organisation, &roles, CLI).await.map_err(reason)?;
+                let out = InvitationOut {
+                    username: inv.username.clone(),
+                    invitation_code: inv.code.expose().to_owned(),
+                    expires_at: inv.expires_at.to_rfc3339(),
+                };
+                emit(json, &out, |o| {
+                    println!("invited {} (expires {}); invitation code (shown once): {}", o.username, o.expires_at, o.invitation_code);
+                })
+            }
+            UserCommand::AddOrg { id, name } => {
+                let a = actor(&policy, &args.policy).await?;
+                let org = policy.add_organisation(&a, &id, &name, CLI).await.map_err(reason)?;
+                emit(json, &org, |o| println!("organisation {} ({}) created", o.id, o.name))
+            }
+            UserCommand::AddHospital { code, organisation, certificate } => {
+                let a = actor(&policy, &args.policy).await?;
+                let fingerprint = certificate_sha256(&certificate)?;
+                let u = policy.add_hospital(&a, &code, &organisation, &fingerprint, CLI).await.map_err(reason)?;
+                emit(json, &u, |u| println!("hospital {} registered, certificate SHA-256 {fingerprint}", u.username))
+            }
+            UserCommand::Roles { username, roles } => {
+                let a = actor(&policy, &args.policy).await?;
+                let u = policy.set_roles(&a, &username, &roles, CLI).await.map_err(reason)?;
+                emit(json, &u, |u| {
+                    let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
+                    println!("{}: {}", u.username, roles.join(", "));
+                })
+            }
+            UserCommand::Disable { username } => {
+                let a = actor(&policy, &args.policy).await?;
+                policy.disable_user(&a, &username, CLI).await.map_err(reason)?;
+                emit(json, &json!({"username": username, "disabled": true}), |_| {
+                    println!("{username} disabled; its sessions are revoked")
+                })
+            }
+            UserCommand::List => {
+                let a = actor(&policy, &args.policy).await?;
+                let users = policy.users(&a, CLI).await.map_err(reason)?;
+                emit(json, &users, |users| {
+                    for u in users {
+                        let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
+                        println!("{:<20} {:<16} {:<12} {}", u.username, u.organisation, u.status.as_str(), roles.join(", "));
+                    }
+                    println!("{} user(s)", users.len());
+                })
+            }
+        }
+    })
+}
+
+/// SHA-256 (hex) of the DER of the first certificate in a PEM file: what mutual TLS presents.
+fn certificate_sha256(path: &std::path::Path) -> Result<String> {
+    use sha2::Digest;
+    let pem = std::fs::read(path)?;
+    let mut reader = std::io::BufReader::new(pem.as_slice());
+    let der = rustls_pemfile::certs(&mut reader)
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{}: no certificate found", path.display()))??;
+    Ok(hex::encode(sha2::Sha256::digest(der.as_ref())))
+}

@@ -1,0 +1,283 @@
+//! The conditions an approval carries, and the one check the release service and the statistics
+//! command apply before anything leaves the platform.
+//!
+//! The committee approves a purpose, but what is enforced is the scope: which tables and columns, under
+//! which privacy model or differential-privacy budget, by which channel, until when, how many downloads,
+//! and to whom. [`check_use`] decides a concrete request against the approval's state; every refusal has
+//! its own code (`APPROVAL_EXPIRED`, `COLUMN_NOT_APPROVED`, ...) so that a refused build or download is
+//! audited with the exact condition it broke.
+
+use std::collections::BTreeSet;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use super::application::{ApplicationForm, ApplicationStatus, Channel, TableRequest, is_identifier};
+use crate::error::{PolicyError, Result};
+
+/// The privacy model files must satisfy (the `deid` engine's parameters).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyModel {
+    /// k of k-anonymity (≥ 2).
+    pub k: u32,
+    /// Distinct l of l-diversity on the sensitive attribute, if required.
+    #[serde(default)]
+    pub l: Option<u32>,
+    /// t of t-closeness, if required.
+    #[serde(default)]
+    pub t: Option<f64>,
+    /// Largest share of records that may be suppressed (0..1).
+    pub max_suppression: f64,
+}
+
+/// A differential-privacy budget for the statistics channel.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DpBudget {
+    /// Total ε.
+    pub epsilon: f64,
+    /// Total δ.
+    pub delta: f64,
+}
+
+/// What an approval allows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalConditions {
+    /// Tables and the columns allowed of each.
+    pub tables: Vec<TableRequest>,
+    /// Cohort filter the release must apply (empty: everyone).
+    #[serde(default)]
+    pub cohort_filter: String,
+    /// The privacy model for files (required for the file and on-platform channels).
+    #[serde(default)]
+    pub privacy: Option<PrivacyModel>,
+    /// The differential-privacy budget (required for the statistics channel).
+    #[serde(default)]
+    pub dp_budget: Option<DpBudget>,
+    /// The channel.
+    pub channel: Channel,
+    /// Last day the data may be used; nothing is released or downloaded after it.
+    pub expires_on: NaiveDate,
+    /// Downloads allowed in total under this approval.
+    pub max_downloads: u32,
+    /// Persons who may receive the data (usernames).
+    pub recipients: BTreeSet<String>,
+    /// Whether the project's releases may share one pseudonym key (linkable across releases).
+    #[serde(default)]
+    pub link_releases: bool,
+}
+
+impl ApprovalConditions {
+    /// Checks the conditions make sense and stay within what was asked: the committee may narrow an
+    /// application's scope, never widen it.
+    pub fn validate_against(&self, form: &ApplicationForm) -> Result<()> {
+        if self.recipients.is_empty() {
+            return Err(PolicyError::Invalid("an approval must name at least one recipient".into()));
+        }
+        if self.channel != form.channel {
+            return Err(PolicyError::Invalid(format!(
+                "the approval's channel {} differs from the channel applied for ({})",
+                self.channel, form.channel
+            )));
+        }
+        for t in &self.tables {
+            let Some(asked) = form.tables.iter().find(|r| r.table == t.table) else {
+                return Err(PolicyError::Invalid(format!("table {} was not applied for", t.table)));
+            };
+            if let Some(c) = t.columns.iter().find(|c| !asked.columns.contains(c)) {
+                return Err(PolicyError::Invalid(format!("column {}.{c} was not applied for", t.table)));
+            }
+            if t.columns.iter().any(|c| !is_identifier(c)) {
+                return Err(PolicyError::Invalid(format!("table {}: bad column name", t.table)));
+            }
+        }
+        if self.expires_on > form.period_to {
+            return Err(PolicyError::Invalid(format!(
+                "expiry {} is after the period of use applied for (ends {})",
+                self.expires_on, form.period_to
+            )));
+        }
+        match self.channel {
+            Channel::Statistics => {
+                let Some(b) = self.dp_budget else {
+                    return Err(PolicyError::Invalid("the statistics channel needs a DP budget (ε, δ)".into()));
+                };
+                if !(b.epsilon.is_finite() && b.epsilon > 0.0 && (0.0..1.0).contains(&b.delta)) {
+                    return Err(PolicyError::Invalid(format!("DP budget ε={} δ={} is not valid", b.epsilon, b.delta)));
+                }
+            }
+            Channel::File | Channel::OnPlatform => {
+                if self.tables.is_empty() {
+                    return Err(PolicyError::Invalid("a file approval must allow at least one table".into()));
+                }
+                let Some(p) = self.privacy else {
+                    return Err(PolicyError::Invalid("file and on-platform approvals need a privacy model (k, l, t)".into()));
+                };
+                if p.k < 2 || !(0.0..1.0).contains(&p.max_suppression) {
+                    return Err(PolicyError::Invalid(format!(
+                        "privacy model k={} suppression={} is not valid (k ≥ 2, suppression in [0, 1))",
+                        p.k, p.max_suppression
+                    )));
+                }
+                if p.t.is_some_and(|t| !(t > 0.0 && t <= 1.0)) || p.l.is_some_and(|l| l < 2) {
+                    return Err(PolicyError::Invalid("l must be ≥ 2 and t in (0, 1]".into()));
+                }
+            }
+        }
+        if self.max_downloads == 0 && self.channel == Channel::File {
+            return Err(PolicyError::Invalid("a file approval must allow at least one download".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What is being asked under an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseKind {
+    /// Building a release (file channel).
+    Build,
+    /// Downloading a built release.
+    Download,
+    /// Running statistics against the approval's budget.
+    Statistics,
+}
+
+/// A concrete use to check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UseRequest<'a> {
+    /// Build, download or statistics.
+    pub kind: UseKind,
+    /// The person receiving the result.
+    pub recipient: &'a str,
+    /// Tables and columns the use touches.
+    pub tables: &'a [TableRequest],
+    /// Today's date (in Japan: expiry dates are local dates).
+    pub today: NaiveDate,
+}
+
+/// The approval's current state, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalState<'a> {
+    /// The application's identifier.
+    pub id: &'a str,
+    /// Its status.
+    pub status: ApplicationStatus,
+    /// Its conditions (None unless approved).
+    pub conditions: Option<&'a ApprovalConditions>,
+    /// Downloads already made.
+    pub downloads_used: u32,
+}
+
+fn violated(code: &'static str, message: String) -> PolicyError {
+    PolicyError::ConditionViolated { code, message }
+}
+
+/// Decides whether `request` is allowed under `approval`. The first broken condition is reported.
+pub fn check_use(approval: &ApprovalState<'_>, request: &UseRequest<'_>) -> Result<()> {
+    let id = approval.id;
+    match approval.status {
+        ApplicationStatus::Approved => {}
+        ApplicationStatus::Revoked => {
+            return Err(violated("APPROVAL_REVOKED", format!("the approval of {id} was revoked")));
+        }
+        other => return Err(violated("NOT_APPROVED", format!("application {id} is {other}, not approved"))),
+    }
+    let Some(c) = approval.conditions else {
+        return Err(violated("NOT_APPROVED", format!("application {id} has no approval conditions")));
+    };
+    if request.today > c.expires_on {
+        return Err(violated("APPROVAL_EXPIRED", format!("the approval of {id} expired on {}", c.expires_on)));
+    }
+    if !c.recipients.contains(request.recipient) {
+        return Err(violated(
+            "RECIPIENT_NOT_APPROVED",
+            format!("{} is not a recipient named by the approval of {id}", request.recipient),
+        ));
+    }
+    let channel_ok = match request.kind {
+        UseKind::Build | UseKind::Download => c.channel == Channel::File,
+        UseKind::Statistics => c.channel == Channel::Statistics,
+    };
+    if !channel_ok {
+        return Err(violated(
+            "CHANNEL_NOT_APPROVED",
+            format!("the approval of {id} is for the {} channel", c.channel),
+        ));
+    }
+    for t in request.tables {
+        let Some(grant) = c.tables.iter().find(|g| g.table == t.table) else {
+            return Err(violated("TABLE_NOT_APPROVED", format!("table {} is not approved for {id}", t.table)));
+        };
+        if let Some(col) = t.columns.iter().find(|col| !grant.columns.contains(col)) {
+            return Err(violated("COLUMN_NOT_APPROVED", format!("column {}.{col} is not approved for {id}", t.table)));
+        }
+    }
+    if request.kind == UseKind::Download && approval.downloads_used >= c.max_downloads {
+        return Err(violated(
+            "DOWNLOAD_LIMIT_REACHED",
+            format!("all {} downloads allowed under {id} were used", c.max_downloads),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::committee::application::tests::form;
+
+    fn conditions() -> ApprovalConditions {
+        ApprovalConditions {
+            tables: vec![TableRequest { table: "lab_results".into(), columns: vec!["jlac10".into()] }],
+            cohort_filter: String::new(),
+            privacy: Some(PrivacyModel { k: 5, l: None, t: None, max_suppression: 0.05 }),
+            dp_budget: None,
+            channel: Channel::File,
+            expires_on: NaiveDate::from_ymd_opt(2027, 6, 30).unwrap_or_default(),
+            max_downloads: 2,
+            recipients: BTreeSet::from(["alice".to_owned()]),
+            link_releases: false,
+        }
+    }
+
+    #[test]
+    fn conditions_narrow_never_widen() {
+        let f = form();
+        assert!(conditions().validate_against(&f).is_ok());
+        let mut c = conditions();
+        c.tables[0].columns.push("patient_name".into());
+        assert!(c.validate_against(&f).is_err());
+        let mut c = conditions();
+        c.expires_on = NaiveDate::from_ymd_opt(2030, 1, 1).unwrap_or_default();
+        assert!(c.validate_against(&f).is_err());
+        let mut c = conditions();
+        c.privacy = None;
+        assert!(c.validate_against(&f).is_err());
+        let mut c = conditions();
+        c.recipients.clear();
+        assert!(c.validate_against(&f).is_err());
+    }
+
+    #[test]
+    fn every_condition_refuses_with_its_code() {
+        let c = conditions();
+        let cols = [TableRequest { table: "lab_results".into(), columns: vec!["jlac10".into()] }];
+        let today = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap_or_default();
+        let ok = UseRequest { kind: UseKind::Download, recipient: "alice", tables: &cols, today };
+        let state = ApprovalState { id: "A-1", status: ApplicationStatus::Approved, conditions: Some(&c), downloads_used: 1 };
+        assert!(check_use(&state, &ok).is_ok());
+        let code = |s: &ApprovalState<'_>, r: &UseRequest<'_>| check_use(s, r).err().map(|e| e.reason());
+        assert_eq!(code(&ApprovalState { downloads_used: 2, ..state.clone() }, &ok), Some("DOWNLOAD_LIMIT_REACHED"));
+        assert_eq!(code(&ApprovalState { status: ApplicationStatus::Revoked, ..state.clone() }, &ok), Some("APPROVAL_REVOKED"));
+        assert_eq!(code(&ApprovalState { status: ApplicationStatus::UnderReview, ..state.clone() }, &ok), Some("NOT_APPROVED"));
+        let late = NaiveDate::from_ymd_opt(2027, 7, 1).unwrap_or_default();
+        assert_eq!(code(&state, &UseRequest { today: late, ..ok.clone() }), Some("APPROVAL_EXPIRED"));
+        let last_day = NaiveDate::from_ymd_opt(2027, 6, 30).unwrap_or_default();
+        assert_eq!(code(&state, &UseRequest { today: last_day, ..ok.clone() }), None, "valid through its last day");
+        assert_eq!(code(&state, &UseRequest { recipient: "mallory", ..ok.clone() }), Some("RECIPIENT_NOT_APPROVED"));
+        assert_eq!(code(&state, &UseRequest { kind: UseKind::Statistics, ..ok.clone() }), Some("CHANNEL_NOT_APPROVED"));
+        let other = [TableRequest { table: "patients".into(), columns: vec!["sex".into()] }];
+        assert_eq!(code(&state, &UseRequest { tables: &other, ..ok.clone() }), Some("TABLE_NOT_APPROVED"));
+        let wider = [TableRequest { table: "lab_results".into(), columns: vec!["jlac10".into(), "value".into()] }];
+        assert_eq!(code(&state, &UseRequest { tables: &wider, ..ok.clone() }), Some("COLUMN_NOT_APPROVED"));
+    }
+}

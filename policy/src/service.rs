@@ -1,0 +1,649 @@
+//! The policy service's core: every front-end (the CLI, the gRPC `PolicyService`, the release service)
+//! goes through [`Policy`], which authenticates, asks [`authorize`], performs the action, and appends the
+//! outcome — success, denial or failure — to the audit ledger.
+//!
+//! Keeping that sequence in one place is what makes the ledger complete: no front-end can forget to
+//! audit a denial or skip the authorisation check, because none of them reaches the stores directly.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::audit_ledger::{self, AuditEntry, AuditEvent, AuditLedger};
+use crate::authorization::{Action, Actor, Resource, Role, authorize};
+use crate::budget_ledger::BudgetLedger;
+use crate::committee::{
+    ApplicationForm, ApplicationRecord, ApprovalConditions, BanList, BanSubject, Committee, FeeEstimate, Outcome,
+    Provision, QuorumRule, TableRequest, Tariff, UseKind, UseRequest, Violation, Vote, japan_date,
+};
+use crate::database::PolicyDb;
+use crate::error::{PolicyError, Result};
+use crate::identity::{
+    Directory, Enrolment, Invitation, LockoutPolicy, Organisation, RecoveryCodes, SecondFactor, Session, UserRecord,
+};
+use crate::service_key::{ServiceKey, ServicePublicKey};
+use tokumei_deid::dp::accounting::Budget;
+
+/// A source of the current time: the system clock in service, a fixed clock in tests (TOTP, lockout and
+/// expiry are all time-dependent).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
+
+/// The service's configuration: the committee's rules of procedure and the login policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The processor's name, shown in authenticator apps and on exported ban lists.
+    pub processor: String,
+    /// The quorum rule.
+    pub quorum: QuorumRule,
+    /// Fee tariffs.
+    pub tariff: Tariff,
+    /// When repeated login failures lock an account.
+    pub lockout: LockoutPolicy,
+    /// How long a session token lives, in seconds.
+    pub session_ttl_secs: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            processor: "tokumei".into(),
+            quorum: QuorumRule::default(),
+            tariff: Tariff::default(),
+            lockout: LockoutPolicy::default(),
+            session_ttl_secs: 15 * 60,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// Reads `policy.toml`; absent keys keep their defaults, unknown keys are refused.
+    pub fn from_toml(text: &str) -> Result<PolicyConfig> {
+        toml::from_str(text).map_err(|e| PolicyError::Invalid(format!("policy configuration: {e}")))
+    }
+
+    /// Reads the file if it exists, else the defaults.
+    pub fn load(path: &Path) -> Result<PolicyConfig> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => PolicyConfig::from_toml(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PolicyConfig::default()),
+            Err(e) => Err(PolicyError::Invalid(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
+/// The policy service; cheap to clone.
+#[derive(Clone)]
+pub struct Policy {
+    db: PolicyDb,
+    key: ServiceKey,
+    config: PolicyConfig,
+    directory: Directory,
+    committee: Committee,
+    audit: AuditLedger,
+    budget: BudgetLedger,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy").field("processor", &self.config.processor).finish_non_exhaustive()
+    }
+}
+
+/// What a front-end passes along with every call: where the request came from (for the audit ledger).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin<'a>(pub &'a str);
+
+impl Policy {
+    /// The service over an open database, with its signature key and configuration.
+    pub fn new(db: PolicyDb, key: ServiceKey, config: PolicyConfig, clock: Clock) -> Result<Policy> {
+        let ttl = i64::try_from(config.session_ttl_secs)
+            .ok()
+            .and_then(chrono::TimeDelta::try_seconds)
+            .ok_or_else(|| PolicyError::Invalid(format!("session_ttl_secs {} is too large", config.session_ttl_secs)))?;
+        let directory = Directory::new(db.clone(), key.clone())
+            .with_lockout_policy(config.lockout)?
+            .with_session_ttl(ttl)?
+            .with_totp_issuer(&config.processor)?;
+        let committee = Committee::new(db.clone(), config.quorum, config.tariff.clone())?;
+        let audit = AuditLedger::new(db.clone(), key.clone());
+        let budget = BudgetLedger::new(db.clone());
+        Ok(Policy { db, key, config, directory, committee, audit, budget, clock })
+    }
+
+    /// Opens the database at `url`, the key at `key_path` (created on first use) and the configuration.
+    pub async fn open(url: &str, key_path: &Path, config: PolicyConfig) -> Result<Policy> {
+        let db = PolicyDb::open(url).await?;
+        let key = ServiceKey::load_or_create(key_path)?;
+        Policy::new(db, key, config, system_clock())
+    }
+
+    /// The current time from the service's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// The database.
+    pub fn db(&self) -> &PolicyDb {
+        &self.db
+    }
+
+    /// The public half of the service key (audit verification, session tokens, ban lists).
+    pub fn public_key(&self) -> ServicePublicKey {
+        self.key.public()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// The committee store (read paths for registers and reports).
+    pub fn committee(&self) -> &Committee {
+        &self.committee
+    }
+
+    /// The budget ledger (the statistics command charges it after [`Policy::admit_use`]).
+    pub fn budget(&self) -> &BudgetLedger {
+        &self.budget
+    }
+
+    /// The audit ledger (read paths: verification, export).
+    pub fn audit_ledger(&self) -> &AuditLedger {
+        &self.audit
+    }
+
+    /// Appends one event. Front-ends in other zones (the core's SQL console, erasure, key use, release
+    /// builds) record their actions through this.
+    pub async fn audit(&self, event: AuditEvent) -> Result<AuditEntry> {
+        self.audit.append(&event, self.now()).await
+    }
+
+    /// Checks `authorize` and audits a refusal; returns the refusal as an error.
+    pub async fn check(&self, actor: &Actor, action: Action, resource: &Resource, origin: Origin<'_>) -> Result<()> {
+        if let Err(denied) = authorize(actor, action, resource) {
+            self.audit(
+                AuditEvent::new(&actor.username, action.as_str(), resource.to_string(), audit_ledger::Outcome::Denied)
+                    .reason(denied.reason.code())
+                    .source(origin.0),
+            )
+            .await?;
+            return Err(denied.into());
+        }
+        Ok(())
+    }
+
+    /// Audits the result of an authorised action: `ok` with `details`, or `denied`/`failed` with the
+    /// error's reason code. Returns the result unchanged.
+    async fn finish<T>(
+        &self,
+        actor: &str,
+        action: &str,
+        resource: &str,
+        origin: Origin<'_>,
+        result: Result<T>,
+        details: impl FnOnce(&T) -> serde_json::Value,
+    ) -> Result<T> {
+        let event = match &result {
+            Ok(value) => AuditEvent::new(actor, action, resource, audit_ledger::Outcome::Ok).details(details(value)),
+            Err(e) => AuditEvent::new(actor, action, resource, outcome_of(e)).reason(e.reason()),
+        };
+        self.audit(event.source(origin.0)).await?;
+        result
+    }
+
+    // ---------------------------------------------------------------- identity
+
+    /// Creates the first operator of a new installation (allowed only while there are no users); the
+    /// person at the host's console is trusted once, then everything goes through two-factor logins.
+    pub async fn bootstrap(&self, username: &str, display_name: &str, organisation: &str, origin: Origin<'_>) -> Result<Invitation> {
+        let now = self.now();
+        let result = self.directory.bootstrap_operator(username, display_name, organisation, now).await;
+        self.finish("system", "user.bootstrap", &format!("user {username}"), origin, result, |_| json!({"role": "operator"}))
+            .await
+    }
+
+    /// Logs in with password and second factor; success and failure are both audited (never the secrets).
+    pub async fn login(&self, username: &str, password: &str, factor: SecondFactor<'_>, origin: Origin<'_>) -> Result<Session> {
+        let now = self.now();
+        let method = match &factor {
+            SecondFactor::Totp(_) => "totp",
+            SecondFactor::RecoveryCode(_) => "recovery_code",
+        };
+        let result = self.directory.login(username, password, factor, origin.0, now).await;
+        let action = if result.is_ok() { "login.success" } else { "login.failure" };
+        self.finish(username, action, &format!("user {username}"), origin, result, |s| {
+            json!({"second_factor": method, "expires_at": s.expires_at.to_rfc3339()})
+        })
+        .await
+    }
+
+    /// The actor behind a session token (checked signature, expiry, revocation, current roles).
+    pub async fn authenticate(&self, token: &str) -> Result<Actor> {
+        self.directory.authenticate(token, self.now()).await
+    }
+
+    /// Ends a session.
+    pub async fn logout(&self, token: &str, origin: Origin<'_>) -> Result<()> {
+        let actor = self.authenticate(token).await?;
+        let result = self.directory.logout(token, self.now()).await;
+        self.finish(&actor.username, "logout", &format!("user {}", actor.username), origin, result, |_| json!({})).await
+    }
+
+    /// Completes an invitation: sets the password and starts TOTP enrolment.
+    pub async fn enrol(&self, username: &str, invitation: &str, password: &str, origin: Origin<'_>) -> Result<Enrolment> {
+        let now = self.now();
+        let result = self.directory.enrol(username, invitation, password, now).await;
+        self.finish(username, "user.enrol", &format!("user {username}"), origin, result, |_| json!({})).await
+    }
+
+    /// Confirms the authenticator with a first code; returns the recovery codes (shown once).
+    pub async fn confirm_totp(&self, username: &str, password: &str, code: &str, origin: Origin<'_>) -> Result<RecoveryCodes> {
+        let now = self.now();
+        let result = self.directory.confirm_totp(username, password, code, now).await;
+        self.finish(username, "user.confirm_totp", &format!("user {username}"), origin, result, |_| json!({})).await
+    }
+
+    /// An operator creates an organisation.
+    pub async fn add_organisation(&self, actor: &Actor, id: &str, name: &str, origin: Origin<'_>) -> Result<Organisation> {
+        self.check(actor, Action::ManageUsers, &Resource::Platform, origin).await?;
+        let result = self.directory.add_organisation(id, name, self.now()).await;
+        self.finish(&actor.username, "organisation.add", &format!("organisation {id}"), origin, result, |_| {
+            json!({"name": name})
+        })
+        .await
+    }
+
+    /// An operator invites a person with roles; the invitation code is shown once.
+    pub async fn add_user(
+        &self,
+        actor: &Actor,
+        username: &str,
+        display_name: &str,
+        organisation: &str,
+        roles: &[Role],
+        origin: Origin<'_>,
+    ) -> Result<Invitation> {
+        self.check(actor, Action::ManageUsers, &Resource::Platform, origin).await?;
+        let result = self.directory.add_user(username, display_name, organisation, roles, self.now()).await;
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        self.finish(&actor.username, "user.add", &format!("user {username}"), origin, result, |_| {
+            json!({"organisation": organisation, "roles": names})
+        })
+        .await
+    }
+
+    /// An operator registers a hospital's certificate-bound service identity.
+    pub async fn add_hospital(
+        &self,
+        actor: &Actor,
+        institution_code: &str,
+        organisation: &str,
+        certificate_sha256: &str,
+        origin: Origin<'_>,
+    ) -> Result<UserRecord> {
+        self.check(actor, Action::ManageUsers, &Resource::Platform, origin).await?;
+        let result =
+            self.directory.add_service_identity(institution_code, organisation, certificate_sha256, self.now()).await;
+        self.finish(&actor.username, "user.add_hospital", &format!("institution {institution_code}"), origin, result, |_| {
+            json!({"organisation": organisation, "certificate_sha256": certificate_sha256})
+        })
+        .await
+    }
+
+    /// An operator changes a user's roles (effective at the user's next request: sessions carry no roles).
+    pub async fn set_roles(&self, actor: &Actor, username: &str, roles: &[Role], origin: Origin<'_>) -> Result<UserRecord> {
+        self.check(actor, Action::ManageUsers, &Resource::Platform, origin).await?;
+        let result = self.directory.set_roles(username, roles, self.now()).await;
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        self.finish(&actor.username, "user.set_roles", &format!("user {username}"), origin, result, |_| {
+            json!({"roles": names})
+        })
+        .await
+    }
+
+    /// An operator disables an account (its sessions end at once).
+    pub async fn disable_user(&self, actor: &Actor, username: &str, origin: Origin<'_>) -> Result<()> {
+        self.check(actor, Action::ManageUsers, &Resource::Platform, origin).await?;
+        let result = self.directory.disable_user(username, self.now()).await;
+        self.finish(&actor.username, "user.disable", &format!("user {username}"), origin, result, |_| json!({})).await
+    }
+
+    /// Users and organisations (operators, auditors).
+    pub async fn users(&self, actor: &Actor, origin: Origin<'_>) -> Result<Vec<UserRecord>> {
+        self.check(actor, Action::ViewUsers, &Resource::Platform, origin).await?;
+        self.directory.users().await
+    }
+
+    /// One user, for the user themself or those who may view users.
+    pub async fn user(&self, actor: &Actor, username: &str, origin: Origin<'_>) -> Result<UserRecord> {
+        if actor.username != username {
+            self.check(actor, Action::ViewUsers, &Resource::Platform, origin).await?;
+        }
+        self.directory.user(username).await
+    }
+
+    // ---------------------------------------------------------------- applications and review
+
+    /// A researcher files an application, or with `amends` a change request to their approved one.
+    pub async fn file_application(
+        &self,
+        actor: &Actor,
+        form: ApplicationForm,
+        amends: Option<&str>,
+        origin: Origin<'_>,
+    ) -> Result<ApplicationRecord> {
+        self.check(actor, Action::FileApplication, &Resource::Platform, origin).await?;
+        if let Some(parent) = amends {
+            let p = self.committee.get(parent).await?;
+            self.check(actor, Action::AmendApplication, &Resource::Application(p.facts()), origin).await?;
+        }
+        let result = self.committee.file(&actor.username, &actor.organisation, form, amends, self.now()).await;
+        let resource = result.as_ref().map(|r| format!("application {}", r.id)).unwrap_or_else(|_| "application (new)".into());
+        self.finish(&actor.username, "application.file", &resource, origin, result, |r| {
+            json!({"kind": r.kind.as_str(), "amends": r.amends, "channel": r.form.channel.as_str(), "fee_yen": r.fee.total_yen})
+        })
+        .await
+    }
+
+    /// One application, for whoever may view it.
+    pub async fn application(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<ApplicationRecord> {
+        let app = self.committee.get(id).await?;
+        self.check(actor, Action::ViewApplication, &Resource::Application(app.facts()), origin).await?;
+        Ok(app)
+    }
+
+    /// The applications the actor may view (a researcher sees their own and those naming them).
+    pub async fn applications(&self, actor: &Actor) -> Result<Vec<ApplicationRecord>> {
+        Ok(self
+            .committee
+            .list()
+            .await?
+            .into_iter()
+            .filter(|a| authorize(actor, Action::ViewApplication, &Resource::Application(a.facts())).is_ok())
+            .collect())
+    }
+
+    /// The chair assigns members; each must hold a committee role and not belong to the applicant's
+    /// organisation.
+    pub async fn assign(&self, actor: &Actor, id: &str, members: &[String], origin: Origin<'_>) -> Result<ApplicationRecord> {
+        let app = self.committee.get(id).await?;
+        self.check(actor, Action::AssignReviewers, &Resource::Application(app.facts()), origin).await?;
+        let mut result = Ok(());
+        for m in members {
+            match self.directory.user(m).await {
+                Ok(u) if !u.roles.iter().any(|r| matches!(r, Role::CommitteeMember | Role::CommitteeChair)) => {
+                    result = Err(PolicyError::InvalidState(format!("{m} is not a committee member")));
+                }
+                Ok(u) if u.organisation == app.organisation => {
+                    result = Err(PolicyError::InvalidState(format!(
+                        "{m} belongs to the applicant's organisation {} (conflict of interest)",
+                        u.organisation
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) => result = Err(e),
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        let result = match result {
+            Ok(()) => self.committee.assign(id, members, &actor.username, self.now()).await,
+            Err(e) => Err(e),
+        };
+        self.finish(&actor.username, "review.assign", &format!("application {id}"), origin, result, |_| {
+            json!({"members": members})
+        })
+        .await
+    }
+
+    /// A member recuses from a review (conflict of interest), withdrawing any vote.
+    pub async fn recuse(&self, actor: &Actor, id: &str, reason: &str, origin: Origin<'_>) -> Result<ApplicationRecord> {
+        let app = self.committee.get(id).await?;
+        self.check(actor, Action::Recuse, &Resource::Application(app.facts()), origin).await?;
+        let result = self.committee.recuse(id, &actor.username, reason, self.now()).await;
+        self.finish(&actor.username, "review.recuse", &format!("application {id}"), origin, result, |_| {
+            json!({"reason": reason})
+        })
+        .await
+    }
+
+    /// A member votes with a comment.
+    pub async fn vote(&self, actor: &Actor, id: &str, in_favour: bool, comment: &str, origin: Origin<'_>) -> Result<ApplicationRecord> {
+        let app = self.committee.get(id).await?;
+        self.check(actor, Action::CastVote, &Resource::Application(app.facts()), origin).await?;
+        let vote = Vote { member: actor.username.clone(), in_favour, comment: comment.to_owned() };
+        let result = self.committee.vote(id, vote, self.now()).await;
+        self.finish(&actor.username, "review.vote", &format!("application {id}"), origin, result, |_| {
+            json!({"in_favour": in_favour, "comment": comment})
+        })
+        .await
+    }
+
+    /// The chair closes the review. An approval with a DP budget creates the project's budget in the
+    /// budget ledger (project = application id), so statistics are charged against what was approved.
+    pub async fn decide(
+        &self,
+        actor: &Actor,
+        id: &str,
+        conditions: Option<ApprovalConditions>,
+        origin: Origin<'_>,
+    ) -> Result<ApplicationRecord> {
+        let app = self.committee.get(id).await?;
+        self.check(actor, Action::DecideApplication, &Resource::Application(app.facts()), origin).await?;
+        let result = self.committee.decide(id, &actor.username, conditions, self.now()).await;
+        let result = match result {
+            Ok((Outcome::Approved, record)) => {
+                let project = record.amends.clone().unwrap_or_else(|| record.id.clone());
+                match record.conditions.as_ref().and_then(|c| c.dp_budget) {
+                    Some(b) => self
+                        .budget
+                        .set_budget(&project, Budget { epsilon: b.epsilon, delta: b.delta }, &actor.username)
+                        .await
+                        .map(|_| record),
+                    None => Ok(record),
+                }
+            }
+            Ok((Outcome::Refused, record)) => Ok(record),
+            Err(e) => Err(e),
+        };
+        self.finish(&actor.username, "review.decide", &format!("application {id}"), origin, result, |r| {
+            json!({"status": r.status.as_str(), "tally": r.tally, "conditions": r.conditions})
+        })
+        .await
+    }
+
+    /// The chair revokes an approval.
+    pub async fn revoke(&self, actor: &Actor, id: &str, reason: &str, origin: Origin<'_>) -> Result<ApplicationRecord> {
+        let app = self.committee.get(id).await?;
+        self.check(actor, Action::RevokeApproval, &Resource::Application(app.facts()), origin).await?;
+        let result = self.committee.revoke(id, reason, self.now()).await;
+        self.finish(&actor.username, "approval.revoke", &format!("application {id}"), origin, result, |_| {
+            json!({"reason": reason})
+        })
+        .await
+    }
+
+    /// The applicant withdraws an undecided application.
+    pub async fn withdraw(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<ApplicationRecord> {
+        let app = self.committee.get(id).await?;
+        self.check(actor, Action::AmendApplication, &Resource::Application(app.facts()), origin).await?;
+        let result = self.committee.withdraw(id).await;
+        self.finish(&actor.username, "application.withdraw", &format!("application {id}"), origin, result, |_| json!({}))
+            .await
+    }
+
+    /// The fee estimate of an application under the current tariffs.
+    pub async fn estimate_fees(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<FeeEstimate> {
+        let app = self.committee.get(id).await?;
+        self.check(actor, Action::EstimateFees, &Resource::Application(app.facts()), origin).await?;
+        Ok(self.committee.tariff().estimate(&app.form))
+    }
+
+    /// Checks a use (build, download, statistics) against the approval's conditions — recipient, channel,
+    /// tables and columns, expiry, revocation, bans, download limit — counts downloads, and audits the
+    /// outcome. The release service and `tokumei stats` call this before anything leaves the platform.
+    pub async fn admit_use(
+        &self,
+        actor: &Actor,
+        id: &str,
+        kind: UseKind,
+        tables: &[TableRequest],
+        origin: Origin<'_>,
+    ) -> Result<ApplicationRecord> {
+        let app = self.committee.get(id).await?;
+        let action = match kind {
+            UseKind::Build => Action::BuildRelease,
+            UseKind::Download => Action::DownloadRelease,
+            UseKind::Statistics => Action::RunStatistics,
+        };
+        self.check(actor, action, &Resource::Application(app.facts()), origin).await?;
+        let now = self.now();
+        let request = UseRequest { kind, recipient: &actor.username, tables, today: japan_date(now) };
+        let result = self.committee.admit_use(&request, id).await;
+        self.finish(&actor.username, action.as_str(), &format!("application {id}"), origin, result, |r| {
+            json!({"tables": tables, "downloads_used": r.downloads_used})
+        })
+        .await
+    }
+
+    /// Records a provision (what was given to whom) for the public register.
+    pub async fn record_provision(
+        &self,
+        actor: &Actor,
+        id: &str,
+        description: &str,
+        rows: i64,
+        origin: Origin<'_>,
+    ) -> Result<Provision> {
+        let result =
+            self.committee.record_provision(id, &actor.username, &actor.organisation, description, rows, self.now()).await;
+        self.finish(&actor.username, "provision", &format!("application {id}"), origin, result, |p| {
+            json!({"seq": p.seq, "description": p.description, "rows": p.rows})
+        })
+        .await
+    }
+
+    /// The chair sets a project's DP budget outside an approval (or raises an approved one). Audited.
+    pub async fn set_budget(
+        &self,
+        actor: &Actor,
+        project: &str,
+        budget: Budget,
+        origin: Origin<'_>,
+    ) -> Result<crate::budget_ledger::ProjectBudget> {
+        let resource = match self.committee.get(project).await {
+            Ok(app) => Resource::Application(app.facts()),
+            Err(PolicyError::NotFound { .. }) => Resource::Platform,
+            Err(e) => return Err(e),
+        };
+        self.check(actor, Action::SetBudget, &resource, origin).await?;
+        let result = self.budget.set_budget(project, budget, &actor.username).await;
+        self.finish(&actor.username, "budget.set", &format!("project {project}"), origin, result, |b| {
+            json!({"epsilon": b.budget.epsilon, "delta": b.budget.delta, "revision": b.revision})
+        })
+        .await
+    }
+
+    /// A project's budget and ledger, for those who may view its application (or set budgets).
+    pub async fn budget_status(
+        &self,
+        actor: &Actor,
+        project: &str,
+        origin: Origin<'_>,
+    ) -> Result<crate::budget_ledger::BudgetStatus> {
+        match self.committee.get(project).await {
+            Ok(app) => self.check(actor, Action::ViewApplication, &Resource::Application(app.facts()), origin).await?,
+            Err(PolicyError::NotFound { .. }) => self.check(actor, Action::SetBudget, &Resource::Platform, origin).await?,
+            Err(e) => return Err(e),
+        }
+        self.budget.status(project).await
+    }
+
+    // ---------------------------------------------------------------- violations and bans
+
+    /// The chair records a violation; the subject is banned from new applications and from receiving data.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_violation(
+        &self,
+        actor: &Actor,
+        subject: BanSubject,
+        kind: &str,
+        description: &str,
+        application: Option<&str>,
+        banned_until: Option<NaiveDate>,
+        origin: Origin<'_>,
+    ) -> Result<Violation> {
+        self.check(actor, Action::RecordViolation, &Resource::Platform, origin).await?;
+        let resource = subject.to_string();
+        let result = self
+            .committee
+            .record_violation(subject, kind, description, application, banned_until, &actor.username, self.now())
+            .await;
+        self.finish(&actor.username, "violation.record", &resource, origin, result, |v| {
+            json!({"id": v.id, "kind": v.kind, "application": v.application, "banned_until": v.banned_until})
+        })
+        .await
+    }
+
+    /// Every violation, local and imported.
+    pub async fn violations(&self, actor: &Actor, origin: Origin<'_>) -> Result<Vec<Violation>> {
+        self.check(actor, Action::ExportBans, &Resource::Platform, origin).await?;
+        self.committee.violations().await
+    }
+
+    /// The signed list of this processor's bans in force, for other processors.
+    pub async fn export_bans(&self, actor: &Actor, origin: Origin<'_>) -> Result<BanList> {
+        self.check(actor, Action::ExportBans, &Resource::Platform, origin).await?;
+        let now = self.now();
+        let bans = self.committee.local_bans_in_force(japan_date(now)).await;
+        let result = bans.and_then(|b| BanList::sign(&self.config.processor, &self.key, now.to_rfc3339(), b));
+        self.finish(&actor.username, "bans.export", "ban list", origin, result, |l| json!({"bans": l.bans.len()})).await
+    }
+
+    /// Imports another processor's ban list, verified under the key the operator trusts for it.
+    pub async fn import_bans(&self, actor: &Actor, list: &BanList, trusted: &ServicePublicKey, origin: Origin<'_>) -> Result<usize> {
+        self.check(actor, Action::ImportBans, &Resource::Platform, origin).await?;
+        let result = self.committee.import_bans(list, trusted, self.now()).await;
+        self.finish(&actor.username, "bans.import", &format!("ban list from {}", list.issuer), origin, result, |n| {
+            json!({"issuer_key": trusted.key_id(), "bans": list.bans.len(), "new": n})
+        })
+        .await
+    }
+
+    /// Recipients of an approval, for the release zone.
+    pub fn recipients(app: &ApplicationRecord) -> BTreeSet<String> {
+        app.conditions.as_ref().map(|c| c.recipients.clone()).unwrap_or_default()
+    }
+}
+
+/// Denials (the caller's fault or a rule) versus failures (something broke), for the audit entry.
+fn outcome_of(e: &PolicyError) -> audit_ledger::Outcome {
+    match e {
+        PolicyError::Database(_) | PolicyError::Migrate(_) => audit_ledger::Outcome::Failed,
+        _ => audit_ledger::Outcome::Denied,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_is_the_default() {
+        let example = PolicyConfig::from_toml(include_str!("../../infra/policy.example.toml"));
+        assert_eq!(example.ok(), Some(PolicyConfig::default()));
+        assert!(PolicyConfig::from_toml("quorom = 3").is_err(), "typos are refused");
+    }
+}

@@ -1,0 +1,230 @@
+//! The policy service's ed25519 signature key: it signs audit-ledger entries, session tokens and exported
+//! ban lists, so that anyone holding the public key can check them and nobody without the private key
+//! can forge them — not even an operator with write access to the database.
+//!
+//! Every signature is over a domain-separated message (`tokumei/<purpose>/v1` ‖ 0 ‖ payload), so a
+//! signature made for one purpose (say, an audit entry) can never be replayed as another (a session
+//! token). The embedded default keeps the key in a 0600 file under `$TOKUMEI_HOME/policy/`; its public
+//! half is written beside it for verifiers and inspectors.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::error::{PolicyError, Result};
+
+/// What a signature is for: part of every signed message, so signatures cannot cross purposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignaturePurpose {
+    /// An entry of the audit ledger.
+    AuditEntry,
+    /// A login session token.
+    SessionToken,
+    /// An exported ban list.
+    BanList,
+    /// A one-time download token or release manifest (release zone).
+    Release,
+}
+
+impl SignaturePurpose {
+    fn domain(self) -> &'static [u8] {
+        match self {
+            SignaturePurpose::AuditEntry => b"tokumei/audit-entry/v1",
+            SignaturePurpose::SessionToken => b"tokumei/session-token/v1",
+            SignaturePurpose::BanList => b"tokumei/ban-list/v1",
+            SignaturePurpose::Release => b"tokumei/release/v1",
+        }
+    }
+
+    fn message(self, payload: &[u8]) -> Vec<u8> {
+        let domain = self.domain();
+        let mut m = Vec::with_capacity(domain.len() + 1 + payload.len());
+        m.extend_from_slice(domain);
+        m.push(0);
+        m.extend_from_slice(payload);
+        m
+    }
+}
+
+/// The private signature key. `Debug` never shows it; the key bytes are zeroed on drop (ed25519-dalek's
+/// `zeroize` feature).
+#[derive(Clone)]
+pub struct ServiceKey {
+    key: SigningKey,
+}
+
+impl fmt::Debug for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceKey").field("key_id", &self.public().key_id()).finish_non_exhaustive()
+    }
+}
+
+/// The public half: what verifiers (`tokumei audit verify`, the release service, another processor
+/// importing a ban list) need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServicePublicKey {
+    key: VerifyingKey,
+}
+
+/// Default file of the private key under a home directory.
+pub fn default_key_path(home: &Path) -> PathBuf {
+    home.join("policy").join("service.key")
+}
+
+impl ServiceKey {
+    /// A fresh random key (from the operating system's CSPRNG through `rand`).
+    pub fn generate() -> ServiceKey {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(seed.as_mut());
+        ServiceKey { key: SigningKey::from_bytes(&seed) }
+    }
+
+    /// A key from its 32-byte seed (tests, or a key fetched from a secret store).
+    pub fn from_seed(seed: &[u8; 32]) -> ServiceKey {
+        ServiceKey { key: SigningKey::from_bytes(seed) }
+    }
+
+    /// Loads the key at `path` (hex seed), or creates it (0600, written atomically) with its public key
+    /// beside it (`.pub`, hex) when the file does not exist yet.
+    pub fn load_or_create(path: &Path) -> Result<ServiceKey> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(text.trim(), path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = ServiceKey::generate();
+                key.write(path)?;
+                Ok(key)
+            }
+            Err(e) => Err(io_error(path, e)),
+        }
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<ServiceKey> {
+        let bytes = Zeroizing::new(hex::decode(text).map_err(|_| {
+            PolicyError::Invalid(format!("service key {} is not a hex-encoded ed25519 seed", path.display()))
+        })?);
+        let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            PolicyError::Invalid(format!("service key {} must hold 32 bytes", path.display()))
+        })?;
+        let seed = Zeroizing::new(seed);
+        Ok(ServiceKey::from_seed(&seed))
+    }
+
+    fn write(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        }
+        let seed = Zeroizing::new(hex::encode(self.key.to_bytes()));
+        let tmp = path.with_extension("key.tmp");
+        {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut f = options.open(&tmp).map_err(|e| io_error(&tmp, e))?;
+            f.write_all(seed.as_bytes()).map_err(|e| io_error(&tmp, e))?;
+            f.sync_all().map_err(|e| io_error(&tmp, e))?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
+        let public = public_key_path(path);
+        std::fs::write(&public, format!("{}\n", self.public().to_hex())).map_err(|e| io_error(&public, e))?;
+        Ok(())
+    }
+
+    /// Signs `payload` for `purpose`.
+    pub fn sign(&self, purpose: SignaturePurpose, payload: &[u8]) -> [u8; 64] {
+        self.key.sign(&purpose.message(payload)).to_bytes()
+    }
+
+    /// The public half.
+    pub fn public(&self) -> ServicePublicKey {
+        ServicePublicKey { key: self.key.verifying_key() }
+    }
+}
+
+/// Where the public key of the private key at `key_path` is written (`service.key` → `service.pub`).
+pub fn public_key_path(key_path: &Path) -> PathBuf {
+    key_path.with_extension("pub")
+}
+
+impl ServicePublicKey {
+    /// Checks `signature` over `payload` for `purpose`.
+    pub fn verify(&self, purpose: SignaturePurpose, payload: &[u8], signature: &[u8]) -> bool {
+        let Ok(sig) = Signature::from_slice(signature) else {
+            return false;
+        };
+        self.key.verify(&purpose.message(payload), &sig).is_ok()
+    }
+
+    /// Short identifier (first 16 hex digits of the SHA-256 of the key), recorded with each signature so a
+    /// verifier can tell which key signed after a rotation.
+    pub fn key_id(&self) -> String {
+        hex::encode(&Sha256::digest(self.key.as_bytes())[..8])
+    }
+
+    /// The key as 64 hex digits (the `.pub` file format).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.key.as_bytes())
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(text: &str) -> Result<ServicePublicKey> {
+        let bytes = hex::decode(text.trim())
+            .map_err(|_| PolicyError::Invalid("public key is not hex".to_owned()))?;
+        let bytes: [u8; 32] =
+            bytes.as_slice().try_into().map_err(|_| PolicyError::Invalid("public key must hold 32 bytes".to_owned()))?;
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| PolicyError::Invalid("not a valid ed25519 public key".to_owned()))?;
+        Ok(ServicePublicKey { key })
+    }
+
+    /// Reads a `.pub` file.
+    pub fn read(path: &Path) -> Result<ServicePublicKey> {
+        let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+        ServicePublicKey::from_hex(&text)
+    }
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> PolicyError {
+    PolicyError::Invalid(format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_do_not_cross_purposes() {
+        let key = ServiceKey::from_seed(&[7; 32]);
+        let sig = key.sign(SignaturePurpose::AuditEntry, b"entry");
+        assert!(key.public().verify(SignaturePurpose::AuditEntry, b"entry", &sig));
+        assert!(!key.public().verify(SignaturePurpose::SessionToken, b"entry", &sig));
+        assert!(!key.public().verify(SignaturePurpose::AuditEntry, b"entry!", &sig));
+        assert!(!key.public().verify(SignaturePurpose::AuditEntry, b"entry", &sig[..63]));
+    }
+
+    #[test]
+    fn key_file_round_trips_and_is_private() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = default_key_path(dir.path());
+        let a = ServiceKey::load_or_create(&path).unwrap_or_else(|e| panic!("{e}"));
+        let b = ServiceKey::load_or_create(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.public(), b.public());
+        let public = ServicePublicKey::read(&public_key_path(&path)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(public, a.public());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+            assert_eq!(mode, 0o600);
+        }
+        assert!(!format!("{a:?}").contains(&hex::encode(a.key.to_bytes())));
+    }
+}

@@ -1,0 +1,865 @@
+//! The identity directory against both backends, with the same test bodies and fixed clocks.
+//!
+//! Every body is an `async fn(PolicyDb, url)`; `on_both_backends!` runs it on a fresh SQLite file and on a
+//! fresh PostgreSQL database (from `TOKUMEI_TEST_PG_URL`; skipped without it unless
+//! `TOKUMEI_REQUIRE_SERVERS` is set). No test reads the clock: every call gets its `now`, and TOTP codes
+//! are computed for those instants with the same `totp` module an authenticator app mirrors.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sha2::{Digest, Sha256};
+use tokumei_policy::identity::{
+    Directory, Enrolment, Invitation, RecoveryCodes, SecondFactor, Totp, TotpSecret, UserKind, UserStatus,
+};
+use tokumei_policy::{AuthMethod, PolicyDb, PolicyError, Role, ServiceKey};
+
+mod support;
+
+on_both_backends!(
+    enrol_login_authenticate_expire_logout,
+    totp_codes_are_single_use_within_the_skew_window,
+    lockout_backs_off_and_survives_restart,
+    recovery_codes_work_once,
+    invitations_are_single_use_and_expire,
+    bootstrap_and_user_validation,
+    concurrent_bootstraps_create_one_operator,
+    service_identities_authenticate_by_certificate,
+    concurrent_logins_with_one_code_admit_one,
+    secrets_stay_out_of_debug_output,
+);
+
+// ---------------------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------------------
+
+const PASSWORD: &str = "correct horse battery staple";
+const WRONG: &str = "incorrect horse battery staple";
+
+/// 2025-06-15T15:07:10Z, ten seconds into a TOTP step.
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_750_000_030, 0).expect("valid instant")
+}
+
+fn secs(s: i64) -> TimeDelta {
+    TimeDelta::seconds(s)
+}
+
+fn directory(db: PolicyDb) -> Directory {
+    Directory::new(db, ServiceKey::from_seed(&[9; 32]))
+}
+
+/// A person's authenticator app.
+struct App {
+    totp: Totp,
+}
+
+impl App {
+    fn from(enrolment: &Enrolment) -> App {
+        let secret = TotpSecret::from_base32(enrolment.secret_base32.expose()).expect("base32 secret");
+        App {
+            totp: Totp::new(&secret, "tokumei", &enrolment.username).expect("totp"),
+        }
+    }
+
+    fn code(&self, at: DateTime<Utc>) -> String {
+        self.totp.code_at(at).to_string()
+    }
+
+    /// A well-formed code that is valid for none of the steps around `at`.
+    fn wrong_code(&self, at: DateTime<Utc>) -> String {
+        let valid: Vec<String> = [-30, 0, 30].into_iter().map(|d| self.code(at + secs(d))).collect();
+        (0..)
+            .map(|n| format!("{n:06}"))
+            .find(|c| !valid.contains(c))
+            .expect("some code is wrong")
+    }
+}
+
+/// Invites, enrols and confirms `username` at `t0()` (consuming the TOTP step of `t0()`).
+async fn active_user(dir: &Directory, username: &str, roles: &[Role]) -> (App, RecoveryCodes) {
+    if dir.organisation("univ-a").await.is_err() {
+        dir.add_organisation("univ-a", "University A", t0())
+            .await
+            .expect("add organisation");
+    }
+    let invitation = dir
+        .add_user(username, "Test User", "univ-a", roles, t0())
+        .await
+        .expect("add user");
+    let enrolment = dir
+        .enrol(username, invitation.code.expose(), PASSWORD, t0())
+        .await
+        .expect("enrol");
+    let app = App::from(&enrolment);
+    let codes = dir
+        .confirm_totp(username, PASSWORD, &app.code(t0()), t0())
+        .await
+        .expect("confirm totp");
+    (app, codes)
+}
+
+async fn login_totp(
+    dir: &Directory,
+    username: &str,
+    password: &str,
+    app: &App,
+    at: DateTime<Utc>,
+) -> Result<tokumei_policy::identity::Session, PolicyError> {
+    dir.login(username, password, SecondFactor::Totp(&app.code(at)), "127.0.0.1", at)
+        .await
+}
+
+fn roles(list: &[Role]) -> BTreeSet<Role> {
+    list.iter().copied().collect()
+}
+
+fn session_reason(result: Result<impl std::fmt::Debug, PolicyError>) -> String {
+    match result {
+        Err(PolicyError::SessionInvalid(reason)) => reason,
+        other => panic!("expected SessionInvalid, got {other:?}"),
+    }
+}
+
+fn assert_auth_failed<T: std::fmt::Debug>(result: Result<T, PolicyError>, what: &str) {
+    match result {
+        Err(PolicyError::AuthenticationFailed) => {}
+        other => panic!("{what}: expected AuthenticationFailed, got {other:?}"),
+    }
+}
+
+fn assert_locked<T: std::fmt::Debug>(result: Result<T, PolicyError>, until: DateTime<Utc>) {
+    match result {
+        Err(PolicyError::AccountLocked { until: text }) => {
+            assert_eq!(text, until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        }
+        other => panic!("expected AccountLocked until {until}, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Test bodies
+// ---------------------------------------------------------------------------------------------------------
+
+async fn enrol_login_authenticate_expire_logout(db: PolicyDb, _url: String) {
+    let dir = directory(db);
+    dir.add_organisation("univ-a", "University A", t0())
+        .await
+        .expect("organisation");
+    let invitation = dir
+        .add_user(
+            "alice",
+            "Alice Tanaka",
+            "univ-a",
+            &[Role::Researcher, Role::CommitteeMember],
+            t0(),
+        )
+        .await
+        .expect("add user");
+    assert_eq!(invitation.expires_at, t0() + TimeDelta::hours(72));
+    assert_eq!(dir.user("alice").await.expect("user").status, UserStatus::Invited);
+
+    // A password that breaks the policy is refused before the invitation is used.
+    let weak = dir.enrol("alice", invitation.code.expose(), "short", t0()).await;
+    assert!(matches!(weak, Err(PolicyError::Invalid(_))), "{weak:?}");
+
+    let enrolment = dir
+        .enrol("alice", invitation.code.expose(), PASSWORD, t0())
+        .await
+        .expect("enrol");
+    let uri = enrolment.otpauth_uri.expose();
+    assert!(uri.starts_with("otpauth://totp/tokumei:alice?secret="), "{uri}");
+    assert!(uri.contains(enrolment.secret_base32.expose()));
+    assert!(uri.ends_with("&issuer=tokumei"), "{uri}");
+    assert!(enrolment.qr_terminal.expose().lines().count() > 15);
+    assert_eq!(dir.user("alice").await.expect("user").status, UserStatus::PendingTotp);
+    let app = App::from(&enrolment);
+
+    // No login before the app is confirmed; a wrong first code does not confirm it.
+    assert_auth_failed(
+        login_totp(&dir, "alice", PASSWORD, &app, t0()).await,
+        "login while pending",
+    );
+    assert_auth_failed(
+        dir.confirm_totp("alice", PASSWORD, &app.wrong_code(t0() + secs(30)), t0() + secs(30))
+            .await,
+        "wrong confirmation code",
+    );
+    let codes = dir
+        .confirm_totp("alice", PASSWORD, &app.code(t0() + secs(30)), t0() + secs(30))
+        .await
+        .expect("confirm");
+    assert_eq!(codes.codes().len(), 10);
+    let record = dir.user("alice").await.expect("user");
+    assert_eq!(record.status, UserStatus::Active);
+    assert_eq!(record.kind, UserKind::Person);
+    assert_eq!(record.recovery_codes_left, 10);
+    assert_eq!(record.last_login_at, None);
+
+    // Login, then the token authenticates until its 15 minutes are over.
+    let t1 = t0() + TimeDelta::minutes(5);
+    let session = login_totp(&dir, "alice", PASSWORD, &app, t1).await.expect("login");
+    assert_eq!(session.expires_at, t1 + TimeDelta::minutes(15));
+    assert_eq!(session.actor.roles, roles(&[Role::Researcher, Role::CommitteeMember]));
+    assert_eq!(session.actor.auth, AuthMethod::PasswordTotp);
+    assert_eq!(session.actor.organisation, "univ-a");
+    let token = session.token.expose();
+    let actor = dir.authenticate(token, t1).await.expect("authenticate");
+    assert_eq!(actor, session.actor);
+    assert!(dir.authenticate(token, t1 + TimeDelta::minutes(14)).await.is_ok());
+    assert_eq!(
+        session_reason(dir.authenticate(token, t1 + TimeDelta::minutes(16)).await),
+        "expired"
+    );
+    assert!(dir.user("alice").await.expect("user").last_login_at.is_some());
+
+    // Offline verification with the public key alone (what the release service does).
+    let claims = tokumei_policy::identity::session_token::verify(&dir.public_key(), token, t1).expect("offline verify");
+    assert_eq!(claims.username, "alice");
+    assert_eq!(claims.session_id, session.session_id);
+
+    // A token signed by another key is refused.
+    let other = Directory::new(dir.db().clone(), ServiceKey::from_seed(&[7; 32]));
+    assert_eq!(session_reason(other.authenticate(token, t1).await), "bad signature");
+    assert_eq!(session_reason(dir.authenticate("tks1.garbage", t1).await), "malformed");
+
+    // A role change is visible on the next request of an open session.
+    dir.set_roles("alice", &[Role::Researcher], t1)
+        .await
+        .expect("set roles");
+    let actor = dir.authenticate(token, t1 + secs(1)).await.expect("authenticate");
+    assert_eq!(actor.roles, roles(&[Role::Researcher]));
+    assert!(matches!(
+        dir.set_roles("alice", &[Role::Hospital], t1).await,
+        Err(PolicyError::Invalid(_))
+    ));
+    assert!(matches!(
+        dir.set_roles("alice", &[], t1).await,
+        Err(PolicyError::Invalid(_))
+    ));
+    assert!(matches!(
+        dir.set_roles("nobody", &[Role::Auditor], t1).await,
+        Err(PolicyError::NotFound { .. })
+    ));
+
+    // Logout revokes; a second logout is harmless.
+    dir.logout(token, t1 + secs(2)).await.expect("logout");
+    assert_eq!(session_reason(dir.authenticate(token, t1 + secs(3)).await), "revoked");
+    dir.logout(token, t1 + secs(4)).await.expect("logout twice");
+
+    // Disabling the user ends their sessions and their logins.
+    let t2 = t1 + TimeDelta::minutes(1);
+    let session = login_totp(&dir, "alice", PASSWORD, &app, t2)
+        .await
+        .expect("login again");
+    let open = login_totp(&dir, "alice", PASSWORD, &app, t2 + secs(30))
+        .await
+        .expect("second session");
+    assert_eq!(dir.revoke_sessions_of("alice", t2 + secs(31)).await.expect("revoke"), 2);
+    assert_eq!(
+        session_reason(dir.authenticate(open.token.expose(), t2 + secs(32)).await),
+        "revoked"
+    );
+    let session2 = login_totp(&dir, "alice", PASSWORD, &app, t2 + secs(60))
+        .await
+        .expect("third session");
+    dir.disable_user("alice", t2 + secs(61)).await.expect("disable");
+    dir.disable_user("alice", t2 + secs(61))
+        .await
+        .expect("disable is idempotent");
+    assert!(matches!(
+        dir.authenticate(session2.token.expose(), t2 + secs(62)).await,
+        Err(PolicyError::SessionInvalid(_))
+    ));
+    assert!(matches!(
+        dir.authenticate(session.token.expose(), t2 + secs(62)).await,
+        Err(PolicyError::SessionInvalid(_))
+    ));
+    assert_auth_failed(
+        login_totp(&dir, "alice", PASSWORD, &app, t2 + secs(90)).await,
+        "disabled user logs in",
+    );
+    assert_eq!(dir.user("alice").await.expect("user").status, UserStatus::Disabled);
+    assert!(dir.prune_sessions(t2 + TimeDelta::hours(1)).await.expect("prune") >= 3);
+}
+
+async fn totp_codes_are_single_use_within_the_skew_window(db: PolicyDb, _url: String) {
+    let dir = directory(db);
+    let (app, _) = active_user(&dir, "bob", &[Role::Researcher]).await;
+    let t = t0() + TimeDelta::minutes(10);
+
+    login_totp(&dir, "bob", PASSWORD, &app, t).await.expect("first use");
+    assert_auth_failed(login_totp(&dir, "bob", PASSWORD, &app, t).await, "same code again");
+    assert_auth_failed(
+        login_totp(&dir, "bob", PASSWORD, &app, t + secs(5)).await,
+        "same code a few seconds later",
+    );
+
+    // Two steps ago is outside the window, one step either side is inside.
+    let u = t + TimeDelta::minutes(10);
+    let two_ago = app.code(u - secs(60));
+    assert_auth_failed(
+        dir.login("bob", PASSWORD, SecondFactor::Totp(&two_ago), "cli", u).await,
+        "code from two steps ago",
+    );
+    let one_ago = app.code(u - secs(30));
+    let s = dir
+        .login("bob", PASSWORD, SecondFactor::Totp(&one_ago), "cli", u)
+        .await
+        .expect("previous step accepted");
+    assert_eq!(s.actor.auth, AuthMethod::PasswordTotp);
+
+    let v = u + TimeDelta::minutes(10);
+    let next = app.code(v + secs(30));
+    dir.login("bob", PASSWORD, SecondFactor::Totp(&next), "cli", v)
+        .await
+        .expect("next step accepted");
+    // Having used the next step's code, the current step's code is older: refused.
+    let current = app.code(v);
+    assert_auth_failed(
+        dir.login("bob", PASSWORD, SecondFactor::Totp(&current), "cli", v + secs(1))
+            .await,
+        "code older than the last accepted one",
+    );
+    // A right code with a wrong password does not burn the step.
+    let w = v + TimeDelta::minutes(10);
+    assert_auth_failed(login_totp(&dir, "bob", WRONG, &app, w).await, "wrong password");
+    login_totp(&dir, "bob", PASSWORD, &app, w)
+        .await
+        .expect("code still unused");
+}
+
+async fn lockout_backs_off_and_survives_restart(db: PolicyDb, url: String) {
+    let dir = directory(db);
+    let (app, codes) = active_user(&dir, "carol", &[Role::CommitteeChair]).await;
+    let t = t0() + TimeDelta::hours(1);
+
+    // Four failures: not locked yet.
+    for i in 0..4 {
+        assert_auth_failed(
+            login_totp(&dir, "carol", WRONG, &app, t + secs(i)).await,
+            "wrong password",
+        );
+    }
+    // The right password with a wrong code is a failure too: the fifth locks for 60 s.
+    let fifth = t + secs(4);
+    assert_auth_failed(
+        dir.login(
+            "carol",
+            PASSWORD,
+            SecondFactor::Totp(&app.wrong_code(fifth)),
+            "cli",
+            fifth,
+        )
+        .await,
+        "wrong code",
+    );
+    let until = fifth + secs(60);
+
+    // During the lock, even the right password and a fresh code are refused, without extending it;
+    // recovery codes too.
+    let during = fifth + secs(30);
+    assert_locked(login_totp(&dir, "carol", PASSWORD, &app, during).await, until);
+    assert_locked(login_totp(&dir, "carol", WRONG, &app, during).await, until);
+    assert_locked(
+        dir.login(
+            "carol",
+            PASSWORD,
+            SecondFactor::RecoveryCode(codes.codes()[0].expose()),
+            "cli",
+            during,
+        )
+        .await,
+        until,
+    );
+    // Unknown users never lock: they always get the same AuthenticationFailed.
+    for i in 0..7 {
+        assert_auth_failed(
+            dir.login("nobody", WRONG, SecondFactor::Totp("123456"), "cli", t + secs(i))
+                .await,
+            "unknown user",
+        );
+    }
+
+    // The lock survives a restart (another process, the same database).
+    dir.db().close().await;
+    let dir = directory(PolicyDb::open(&url).await.expect("reopen"));
+    assert_locked(login_totp(&dir, "carol", PASSWORD, &app, fifth + secs(45)).await, until);
+
+    // At the end of the lock a wrong password locks again, for twice as long.
+    assert_auth_failed(
+        login_totp(&dir, "carol", WRONG, &app, until).await,
+        "wrong password after lock",
+    );
+    let until2 = until + secs(120);
+    assert_locked(
+        login_totp(&dir, "carol", PASSWORD, &app, until + secs(119)).await,
+        until2,
+    );
+
+    // After it, the right credentials get in and reset the count: one failure then does not lock.
+    let session = login_totp(&dir, "carol", PASSWORD, &app, until2)
+        .await
+        .expect("login after the lock");
+    assert_eq!(session.actor.roles, roles(&[Role::CommitteeChair]));
+    assert_auth_failed(
+        login_totp(&dir, "carol", WRONG, &app, until2 + secs(30)).await,
+        "wrong password after reset",
+    );
+    login_totp(&dir, "carol", PASSWORD, &app, until2 + secs(31))
+        .await
+        .expect("not locked after one failure");
+    dir.db().close().await;
+}
+
+async fn recovery_codes_work_once(db: PolicyDb, _url: String) {
+    let dir = directory(db);
+    let (app, codes) = active_user(&dir, "dave", &[Role::Auditor]).await;
+    let t = t0() + TimeDelta::minutes(3);
+    let first = codes.codes()[0].expose();
+
+    // A wrong password does not consume the code.
+    assert_auth_failed(
+        dir.login("dave", WRONG, SecondFactor::RecoveryCode(first), "cli", t)
+            .await,
+        "wrong password",
+    );
+    assert_eq!(dir.user("dave").await.expect("user").recovery_codes_left, 10);
+
+    // Typed in capitals without dashes it still works, once.
+    let typed = first.replace('-', "").to_uppercase();
+    let session = dir
+        .login("dave", PASSWORD, SecondFactor::RecoveryCode(&typed), "cli", t)
+        .await
+        .expect("recovery login");
+    assert_eq!(session.actor.auth, AuthMethod::PasswordRecoveryCode);
+    let actor = dir.authenticate(session.token.expose(), t).await.expect("authenticate");
+    assert_eq!(actor.auth, AuthMethod::PasswordRecoveryCode);
+    assert_auth_failed(
+        dir.login("dave", PASSWORD, SecondFactor::RecoveryCode(first), "cli", t + secs(1))
+            .await,
+        "second use",
+    );
+    assert_eq!(dir.user("dave").await.expect("user").recovery_codes_left, 9);
+    assert_auth_failed(
+        dir.login(
+            "dave",
+            PASSWORD,
+            SecondFactor::RecoveryCode("not-a-code"),
+            "cli",
+            t + secs(2),
+        )
+        .await,
+        "garbage code",
+    );
+
+    // Regenerating replaces the whole set.
+    let fresh = dir
+        .regenerate_recovery_codes("dave", PASSWORD, &app.code(t + secs(60)), t + secs(60))
+        .await
+        .expect("regenerate");
+    assert_eq!(dir.user("dave").await.expect("user").recovery_codes_left, 10);
+    let old_second = codes.codes()[1].expose();
+    assert_auth_failed(
+        dir.login(
+            "dave",
+            PASSWORD,
+            SecondFactor::RecoveryCode(old_second),
+            "cli",
+            t + secs(61),
+        )
+        .await,
+        "old set",
+    );
+    dir.login(
+        "dave",
+        PASSWORD,
+        SecondFactor::RecoveryCode(fresh.codes()[1].expose()),
+        "cli",
+        t + secs(62),
+    )
+    .await
+    .expect("new set");
+    // Regenerating needs the password and a fresh TOTP code.
+    assert_auth_failed(
+        dir.regenerate_recovery_codes("dave", WRONG, &app.code(t + secs(90)), t + secs(90))
+            .await,
+        "regenerate with a wrong password",
+    );
+}
+
+async fn invitations_are_single_use_and_expire(db: PolicyDb, _url: String) {
+    let dir = directory(db);
+    dir.add_organisation("univ-b", "University B", t0())
+        .await
+        .expect("organisation");
+    let invitation = dir
+        .add_user("erin", "Erin", "univ-b", &[Role::Researcher], t0())
+        .await
+        .expect("add user");
+    let code = invitation.code.expose();
+    assert_eq!(code.len(), 19);
+
+    assert_auth_failed(
+        dir.enrol("erin", "aaaa-bbbb-cccc-dddd", PASSWORD, t0()).await,
+        "wrong invitation code",
+    );
+    assert_auth_failed(dir.enrol("erin", "", PASSWORD, t0()).await, "empty invitation code");
+    assert_auth_failed(dir.enrol("nobody", code, PASSWORD, t0()).await, "unknown user");
+    assert!(matches!(
+        dir.enrol("erin", code, "erin", t0()).await,
+        Err(PolicyError::Invalid(_))
+    ));
+    let expired = dir.enrol("erin", code, PASSWORD, t0() + TimeDelta::hours(72)).await;
+    assert!(matches!(expired, Err(PolicyError::InvalidState(_))), "{expired:?}");
+
+    // The operator re-invites; the old code is dead, the new one works once.
+    let again = dir
+        .reset_credentials("erin", t0() + TimeDelta::hours(73))
+        .await
+        .expect("re-invite");
+    assert_auth_failed(
+        dir.enrol("erin", code, PASSWORD, t0() + TimeDelta::hours(74)).await,
+        "superseded invitation",
+    );
+    let enrolment = dir
+        .enrol("erin", again.code.expose(), PASSWORD, t0() + TimeDelta::hours(74))
+        .await
+        .expect("enrol with the new invitation");
+    assert_auth_failed(
+        dir.enrol("erin", again.code.expose(), PASSWORD, t0() + TimeDelta::hours(74))
+            .await,
+        "invitation used twice",
+    );
+    // Enrolment can be started over by an operator too (e.g. the QR code was never scanned): the old TOTP
+    // secret stops working.
+    let old_app = App::from(&enrolment);
+    let third = dir
+        .reset_credentials("erin", t0() + TimeDelta::hours(75))
+        .await
+        .expect("reset");
+    assert_auth_failed(
+        dir.confirm_totp(
+            "erin",
+            PASSWORD,
+            &old_app.code(t0() + TimeDelta::hours(75)),
+            t0() + TimeDelta::hours(75),
+        )
+        .await,
+        "confirm after reset",
+    );
+    let enrolment = dir
+        .enrol("erin", third.code.expose(), PASSWORD, t0() + TimeDelta::hours(76))
+        .await
+        .expect("enrol again");
+    let app = App::from(&enrolment);
+    let t = t0() + TimeDelta::hours(76);
+    dir.confirm_totp("erin", PASSWORD, &app.code(t), t)
+        .await
+        .expect("confirm");
+    assert_eq!(dir.user("erin").await.expect("user").status, UserStatus::Active);
+}
+
+async fn bootstrap_and_user_validation(db: PolicyDb, _url: String) {
+    let dir = directory(db);
+    assert!(dir.is_empty().await.expect("is_empty"));
+    let invitation: Invitation = dir
+        .bootstrap_operator("root", "First Operator", "ops", t0())
+        .await
+        .expect("bootstrap");
+    assert_eq!(invitation.username, "root");
+    assert!(!dir.is_empty().await.expect("is_empty"));
+    let record = dir.user("root").await.expect("root");
+    assert_eq!(record.roles, roles(&[Role::Operator]));
+    assert_eq!(record.organisation, "ops");
+    assert_eq!(dir.organisation("ops").await.expect("org created").name, "ops");
+    assert!(matches!(
+        dir.bootstrap_operator("mallory", "Mallory", "ops", t0()).await,
+        Err(PolicyError::InvalidState(_))
+    ));
+
+    assert!(matches!(
+        dir.add_organisation("ops", "Again", t0()).await,
+        Err(PolicyError::AlreadyExists {
+            kind: "organisation",
+            ..
+        })
+    ));
+    assert!(matches!(
+        dir.add_organisation("Bad Id", "Bad", t0()).await,
+        Err(PolicyError::Invalid(_))
+    ));
+    dir.add_organisation("univ-c", "University C", t0())
+        .await
+        .expect("organisation");
+
+    let refused = dir.add_user("h1", "Hospital", "univ-c", &[Role::Hospital], t0()).await;
+    assert!(matches!(refused, Err(PolicyError::Invalid(_))), "{refused:?}");
+    let long = "a".repeat(65);
+    for bad in ["", "Frank", "frank smith", "frank:x", "フランク", long.as_str()] {
+        let result = dir.add_user(bad, "Frank", "univ-c", &[Role::Researcher], t0()).await;
+        assert!(matches!(result, Err(PolicyError::Invalid(_))), "{bad:?}: {result:?}");
+    }
+    assert!(matches!(
+        dir.add_user("frank", "Frank", "univ-c", &[], t0()).await,
+        Err(PolicyError::Invalid(_))
+    ));
+    assert!(matches!(
+        dir.add_user("frank", "Frank", "no-such-org", &[Role::Researcher], t0())
+            .await,
+        Err(PolicyError::NotFound {
+            kind: "organisation",
+            ..
+        })
+    ));
+    dir.add_user("frank", "Frank", "univ-c", &[Role::Researcher], t0())
+        .await
+        .expect("add");
+    assert!(matches!(
+        dir.add_user("frank", "Frank Again", "univ-c", &[Role::Auditor], t0())
+            .await,
+        Err(PolicyError::AlreadyExists { kind: "user", .. })
+    ));
+    assert!(matches!(
+        dir.add_user("root", "Root Again", "univ-c", &[Role::Auditor], t0())
+            .await,
+        Err(PolicyError::AlreadyExists { kind: "user", .. })
+    ));
+
+    // The last operator can be neither disabled nor demoted.
+    assert!(matches!(
+        dir.disable_user("root", t0()).await,
+        Err(PolicyError::InvalidState(_))
+    ));
+    assert!(matches!(
+        dir.set_roles("root", &[Role::Auditor], t0()).await,
+        Err(PolicyError::InvalidState(_))
+    ));
+    dir.set_roles("frank", &[Role::Operator], t0())
+        .await
+        .expect("second operator");
+    dir.set_roles("root", &[Role::Auditor], t0())
+        .await
+        .expect("now root may step down");
+
+    let users = dir.users().await.expect("users");
+    let names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, ["frank", "root"]);
+    assert_eq!(users[0].roles, roles(&[Role::Operator]));
+    assert_eq!(users[1].roles, roles(&[Role::Auditor]));
+    let orgs: Vec<String> = dir
+        .organisations()
+        .await
+        .expect("orgs")
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(orgs, ["ops", "univ-c"]);
+    assert!(matches!(
+        dir.user("nobody").await,
+        Err(PolicyError::NotFound { kind: "user", .. })
+    ));
+}
+
+async fn concurrent_bootstraps_create_one_operator(db: PolicyDb, url: String) {
+    let a = directory(db);
+    let b = directory(PolicyDb::open(&url).await.expect("second handle"));
+    let barrier = Arc::new(tokio::sync::Barrier::new(6));
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let dir = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            dir.bootstrap_operator(&format!("op{i}"), "Operator", "ops", t0()).await
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(PolicyError::InvalidState(_)) => {}
+            Err(other) => panic!("unexpected error under contention: {other}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(a.users().await.expect("users").len(), 1);
+    b.db().close().await;
+}
+
+async fn service_identities_authenticate_by_certificate(db: PolicyDb, _url: String) {
+    let dir = directory(db);
+    dir.add_organisation("hosp-a", "Hospital A", t0())
+        .await
+        .expect("organisation");
+    let der = b"0\x82\x01\x0a this stands for a DER certificate".to_vec();
+    let fingerprint = hex::encode(Sha256::digest(&der));
+    // Accepted as openssl prints it: upper case with colons.
+    let openssl_style = fingerprint
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+    let record = dir
+        .add_service_identity("1310000001", "hosp-a", &openssl_style, t0())
+        .await
+        .expect("add service identity");
+    assert_eq!(record.kind, UserKind::Service);
+    assert_eq!(record.status, UserStatus::Active);
+    assert_eq!(record.roles, roles(&[Role::Hospital]));
+    assert_eq!(record.certificate_sha256.as_deref(), Some(fingerprint.as_str()));
+
+    let actor = dir.authenticate_certificate(&der).await.expect("certificate");
+    assert_eq!(actor.username, "1310000001");
+    assert_eq!(actor.organisation, "hosp-a");
+    assert_eq!(actor.roles, roles(&[Role::Hospital]));
+    assert_eq!(actor.auth, AuthMethod::Certificate);
+    assert_auth_failed(
+        dir.authenticate_certificate(b"another certificate").await,
+        "other bytes",
+    );
+    assert_auth_failed(dir.authenticate_certificate(&[]).await, "no bytes");
+
+    assert!(matches!(
+        dir.add_service_identity("131", "hosp-a", &fingerprint, t0()).await,
+        Err(PolicyError::Invalid(_))
+    ));
+    assert!(matches!(
+        dir.add_service_identity("1310000002", "hosp-a", "abcd", t0()).await,
+        Err(PolicyError::Invalid(_))
+    ));
+    assert!(matches!(
+        dir.add_service_identity("1310000002", "hosp-a", &fingerprint, t0())
+            .await,
+        Err(PolicyError::AlreadyExists {
+            kind: "certificate",
+            ..
+        })
+    ));
+    let other_fp = hex::encode(Sha256::digest(b"other"));
+    assert!(matches!(
+        dir.add_service_identity("1310000001", "hosp-a", &other_fp, t0()).await,
+        Err(PolicyError::AlreadyExists { kind: "user", .. })
+    ));
+    // A service has no password: a login as it fails like any other.
+    assert_auth_failed(
+        dir.login("1310000001", PASSWORD, SecondFactor::Totp("123456"), "cli", t0())
+            .await,
+        "password login of a service",
+    );
+    assert!(matches!(
+        dir.set_roles("1310000001", &[Role::Researcher], t0()).await,
+        Err(PolicyError::InvalidState(_))
+    ));
+
+    // Certificate renewal, then disabling.
+    let renewed = b"renewed certificate".to_vec();
+    dir.set_service_certificate("1310000001", &hex::encode(Sha256::digest(&renewed)), t0())
+        .await
+        .expect("renew");
+    assert_auth_failed(dir.authenticate_certificate(&der).await, "old certificate");
+    assert_eq!(
+        dir.authenticate_certificate(&renewed).await.expect("renewed").username,
+        "1310000001"
+    );
+    dir.disable_user("1310000001", t0()).await.expect("disable");
+    assert_auth_failed(dir.authenticate_certificate(&renewed).await, "disabled service");
+}
+
+/// Eight logins race with the same valid code: the replay guard admits exactly one.
+async fn concurrent_logins_with_one_code_admit_one(db: PolicyDb, url: String) {
+    let a = directory(db);
+    let (app, _) = active_user(&a, "gina", &[Role::Researcher]).await;
+    let b = directory(PolicyDb::open(&url).await.expect("second handle"));
+    let t = t0() + TimeDelta::minutes(2);
+    let code = app.code(t);
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let dir = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let barrier = barrier.clone();
+        let code = code.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            dir.login("gina", PASSWORD, SecondFactor::Totp(&code), "race", t).await
+        }));
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(session) => {
+                admitted += 1;
+                assert_eq!(session.actor.username, "gina");
+            }
+            Err(PolicyError::AuthenticationFailed | PolicyError::AccountLocked { .. }) => {}
+            Err(other) => panic!("unexpected error under contention: {other}"),
+        }
+    }
+    assert_eq!(admitted, 1);
+    b.db().close().await;
+}
+
+async fn secrets_stay_out_of_debug_output(db: PolicyDb, _url: String) {
+    let dir = directory(db);
+    dir.add_organisation("univ-d", "University D", t0())
+        .await
+        .expect("organisation");
+    let invitation = dir
+        .add_user("hana", "Hana", "univ-d", &[Role::Researcher], t0())
+        .await
+        .expect("add user");
+    let debug = format!("{invitation:?}");
+    assert!(!debug.contains(invitation.code.expose()), "{debug}");
+    assert!(debug.contains("hana"));
+
+    let enrolment = dir
+        .enrol("hana", invitation.code.expose(), PASSWORD, t0())
+        .await
+        .expect("enrol");
+    let debug = format!("{enrolment:?}");
+    assert!(!debug.contains(enrolment.secret_base32.expose()), "{debug}");
+    assert!(!debug.contains("otpauth://"), "{debug}");
+    assert!(!debug.contains('\u{2588}'), "no QR code in {debug}");
+
+    let app = App::from(&enrolment);
+    let codes = dir
+        .confirm_totp("hana", PASSWORD, &app.code(t0()), t0())
+        .await
+        .expect("confirm");
+    let debug = format!("{codes:?}");
+    for code in codes.codes() {
+        assert!(!debug.contains(code.expose()), "{debug}");
+    }
+
+    let t = t0() + secs(30);
+    let code = app.code(t);
+    let session = dir
+        .login("hana", PASSWORD, SecondFactor::Totp(&code), "cli", t)
+        .await
+        .expect("login");
+    let debug = format!("{session:?}");
+    assert!(!debug.contains(session.token.expose()), "{debug}");
+    let payload = session.token.expose().split('.').nth(1).unwrap_or_default();
+    assert!(!debug.contains(payload), "{debug}");
+    assert!(!format!("{:?}", SecondFactor::Totp(&code)).contains(code.as_str()));
+
+    // Nor in errors or records.
+    let failure = dir
+        .login(
+            "hana",
+            "a wrong secret password",
+            SecondFactor::Totp(&code),
+            "cli",
+            t + secs(1),
+        )
+        .await
+        .expect_err("replayed");
+    assert!(!format!("{failure} {failure:?}").contains("secret password"));
+    let record = format!("{:?}", dir.user("hana").await.expect("user"));
+    assert!(!record.contains("argon2"), "{record}");
+    assert!(!record.contains(enrolment.secret_base32.expose()), "{record}");
+    assert!(!format!("{dir:?}").contains("argon2"));
+}

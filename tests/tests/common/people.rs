@@ -1,0 +1,176 @@
+//! People of the committee zone for end-to-end tests: accounts created, enrolled with TOTP and logged in
+//! through the real `tokumei` binary, as an operator, a researcher and a committee would. The tests
+//! compute TOTP codes from the enrolment's secret, as an authenticator app does.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use chrono::{Duration, Utc};
+use tokumei_policy::identity::totp::{Totp, TotpSecret};
+
+/// The password every test person uses (policy: ≥ 12 characters).
+pub const PASSWORD: &str = "test password 1234";
+
+/// A logged-in person: their username and session token.
+#[derive(Debug, Clone)]
+pub struct Person {
+    /// Username.
+    pub username: String,
+    /// Session token (`TOKUMEI_SESSION`).
+    pub session: String,
+}
+
+/// Runs `tokumei --json ARGS` under `home` with `env`, feeding `stdin`; returns the parsed JSON or panics
+/// with the command's output.
+pub fn run_json(home: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> serde_json::Value {
+    let mut cmd = Command::new(super::tokumei_bin());
+    cmd.env("TOKUMEI_HOME", home).env_remove("TOKUMEI_SESSION").arg("--json").args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn tokumei");
+    if let Some(text) = stdin {
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("tokumei output");
+    assert!(
+        out.status.success(),
+        "tokumei {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Completes an invitation: enrol, confirm with the previous step's code, log in with the current one.
+pub fn activate(home: &Path, db: &[(&str, &str)], username: &str, invitation: &str) -> Person {
+    let e = run_json(
+        home,
+        &["user", "enrol", "--username", username, "--invitation", invitation, "--password-stdin"],
+        db,
+        Some(&format!("{PASSWORD}\n")),
+    );
+    let secret = TotpSecret::from_base32(e["secret_base32"].as_str().expect("secret")).expect("base32");
+    let totp = Totp::new(&secret, "tokumei", username).expect("totp");
+    let first = totp.code_at(Utc::now() - Duration::seconds(30));
+    run_json(
+        home,
+        &["user", "confirm", "--username", username, "--code", &first, "--password-stdin"],
+        db,
+        Some(&format!("{PASSWORD}\n")),
+    );
+    let code = totp.code_at(Utc::now());
+    let s = run_json(
+        home,
+        &["user", "login", "--username", username, "--code", &code, "--password-stdin", "--no-save"],
+        db,
+        Some(&format!("{PASSWORD}\n")),
+    );
+    Person { username: username.to_owned(), session: s["session_token"].as_str().expect("token").to_owned() }
+}
+
+/// The first operator of a fresh installation.
+pub fn operator(home: &Path, db: &[(&str, &str)]) -> Person {
+    let b = run_json(home, &["user", "bootstrap", "--username", "op", "--name", "Operator"], db, None);
+    activate(home, db, "op", b["invitation_code"].as_str().expect("invitation"))
+}
+
+/// A person invited by `op`, in organisation `org` (created if needed), with `roles`.
+pub fn invite(home: &Path, db: &[(&str, &str)], op: &Person, username: &str, org: &str, roles: &str) -> Person {
+    let env = session_env(db, op);
+    let mut cmd = Command::new(super::tokumei_bin());
+    cmd.env("TOKUMEI_HOME", home).args(["user", "add-org", "--id", org, "--name", org]);
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let _ = cmd.output(); // Already there is fine.
+    let inv = run_json(
+        home,
+        &["user", "add", "--username", username, "--name", username, "--organisation", org, "--roles", roles],
+        &env,
+        None,
+    );
+    activate(home, db, username, inv["invitation_code"].as_str().expect("invitation"))
+}
+
+/// `db` plus `TOKUMEI_SESSION` of `person`.
+pub fn session_env<'a>(db: &[(&'a str, &'a str)], person: &'a Person) -> Vec<(&'a str, &'a str)> {
+    let mut env = db.to_vec();
+    env.push(("TOKUMEI_SESSION", person.session.as_str()));
+    env
+}
+
+/// An approved statistics application with a DP budget: returns the researcher (sole recipient) and the
+/// application id. `tables` are `(table, [columns])`.
+pub fn approved_statistics(
+    home: &Path,
+    db: &[(&str, &str)],
+    epsilon: f64,
+    delta: f64,
+    tables: &[(&str, &[&str])],
+) -> (Person, String) {
+    let op = operator(home, db);
+    let researcher = invite(home, db, &op, "rika", "univ-a", "researcher");
+    let chair = invite(home, db, &op, "chika", "univ-c", "committee_chair,committee_member");
+    let members: Vec<Person> = [("mei", "univ-m"), ("kenta", "hosp-k"), ("sora", "law-s")]
+        .iter()
+        .map(|(u, o)| invite(home, db, &op, u, o, "committee_member"))
+        .collect();
+    let today = Utc::now().date_naive();
+    let mut table_toml = String::new();
+    for (t, cols) in tables {
+        let cols: Vec<String> = cols.iter().map(|c| format!("{c:?}")).collect();
+        table_toml.push_str(&format!("\n[[tables]]\ntable = {t:?}\ncolumns = [{}]\n", cols.join(", ")));
+    }
+    let form = home.join("application.toml");
+    std::fs::write(
+        &form,
+        format!(
+            "title = \"Test statistics\"\npurpose = \"Testing\"\npublic_interest = \"Tests\"\nmethods = \"DP tables\"\n\
+             period_from = \"{today}\"\nperiod_to = \"{}\"\nchannel = \"statistics\"\nsecurity_measures = \"Test site\"\n\
+             funding = \"None\"\nnot_for_advertising = true\n{table_toml}",
+            today + Duration::days(365)
+        ),
+    )
+    .expect("write form");
+    let form_s = form.to_str().expect("utf-8 path");
+    let app = run_json(home, &["apply", "file", "--form", form_s], &session_env(db, &researcher), None);
+    let id = app["id"].as_str().expect("id").to_owned();
+    run_json(home, &["committee", "assign", &id, "--members", "mei,kenta,sora"], &session_env(db, &chair), None);
+    for m in &members {
+        run_json(home, &["committee", "vote", &id, "--approve", "--comment", "ok"], &session_env(db, m), None);
+    }
+    let conditions = home.join("conditions.toml");
+    std::fs::write(
+        &conditions,
+        format!(
+            "channel = \"statistics\"\nexpires_on = \"{}\"\nmax_downloads = 0\nrecipients = [\"rika\"]\n\
+             dp_budget = {{ epsilon = {epsilon:?}, delta = {delta:?} }}\n{table_toml}",
+            today + Duration::days(180)
+        ),
+    )
+    .expect("write conditions");
+    let decided = run_json(
+        home,
+        &["committee", "decide", &id, "--conditions", conditions.to_str().expect("utf-8 path")],
+        &session_env(db, &chair),
+        None,
+    );
+    assert_eq!(decided["status"], "approved", "{decided}");
+    (researcher, id)
+}
+
+/// Makes sure `home` has a logged-in operator whose session is saved where the CLI finds it by default
+/// (`$TOKUMEI_HOME/session.token`), so operator commands (`tokumei sql`) run as they would after
+/// `tokumei user login`. Bootstraps the operator on first use.
+pub fn ensure_operator_session(home: &Path) {
+    let file = home.join("session.token");
+    if file.exists() {
+        return;
+    }
+    let op = operator(home, &[]);
+    std::fs::write(&file, &op.session).expect("save the operator's session");
+}

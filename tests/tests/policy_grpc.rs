@@ -1,0 +1,663 @@
+//! `tokumei policy serve` end to end: the real binary, a real gRPC client, the committee workflow from the
+//! first operator's bootstrap to an approval, and the refusals a client must be able to tell apart by their
+//! `ErrorInfo` reason.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use common::tokumei_bin;
+use tokumei_policy::identity::totp::{Totp, TotpSecret};
+use tokumei_proto::policy::v1 as pb;
+use tokumei_proto::policy::v1::policy_service_client::PolicyServiceClient;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Runs `tokumei --json ARGS` in `home` with `stdin`, expects success, returns the JSON it printed.
+fn cli(home: &Path, args: &[&str], stdin: &str) -> serde_json::Value {
+    let mut child = Command::new(tokumei_bin())
+        .arg("--json")
+        .args(args)
+        .env("TOKUMEI_HOME", home)
+        .env_remove("TOKUMEI_SESSION")
+        .env_remove("TOKUMEI_PASSWORD")
+        .env_remove("TOKUMEI_POLICY_DB")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tokumei");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("tokumei output");
+    assert!(
+        out.status.success(),
+        "tokumei {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "tokumei {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn text(v: &serde_json::Value, key: &str) -> String {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key:?} in {v}"))
+        .to_owned()
+}
+
+/// A person's authenticator app. The service refuses a code for a step it already accepted (replay), so
+/// each call returns the code of a step later than the last one used: the current step, or the next one
+/// (accepted with ±1 step of skew), waiting only when both were used.
+struct Authenticator {
+    totp: Totp,
+    last_step: Option<i64>,
+}
+
+impl Authenticator {
+    fn new(username: &str, secret_base32: &str) -> Authenticator {
+        let secret = TotpSecret::from_base32(secret_base32).expect("TOTP secret");
+        let totp = Totp::new(&secret, "tokumei", username).expect("TOTP");
+        Authenticator { totp, last_step: None }
+    }
+
+    fn code(&mut self) -> String {
+        loop {
+            let current = Totp::step_at(Utc::now()).expect("step");
+            let step = match self.last_step {
+                Some(last) if last >= current => last + 1,
+                _ => current,
+            };
+            if step <= current + 1 {
+                self.last_step = Some(step);
+                let at = Utc.timestamp_opt(step * 30, 0).single().expect("step time");
+                return self.totp.code_at(at).to_string();
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// The server child process; killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(home: &Path) -> Server {
+        Server::start_with(home, &["--listen", "127.0.0.1:0", "--insecure-dev"])
+    }
+
+    /// Starts `tokumei policy serve ARGS` and waits for its "listening" line.
+    fn start_with(home: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(tokumei_bin())
+            .args(["policy", "serve"])
+            .args(args)
+            .env("TOKUMEI_HOME", home)
+            .env_remove("TOKUMEI_POLICY_DB")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tokumei policy serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("policy service listening on ")
+            .unwrap_or_else(|| panic!("policy service did not start: {line:?}"))
+            .to_owned();
+        Server { child, addr }
+    }
+
+    /// SIGTERM, then the exit status of a graceful shutdown.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("policy service did not exit within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("metadata value"),
+    );
+    request
+}
+
+/// The `ErrorInfo` reason of a refusal, checking its domain.
+fn reason(status: &Status) -> String {
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "policy.tokumei");
+    info.reason.clone()
+}
+
+fn assert_refused<T: std::fmt::Debug>(result: Result<tonic::Response<T>, Status>, code: Code, expected: &str) {
+    let status = result.expect_err("the call must be refused");
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (code, expected),
+        "{status:?}"
+    );
+}
+
+/// Enrols an invited person over gRPC, confirms their authenticator and logs them in: their session token.
+async fn join(client: &mut PolicyServiceClient<Channel>, username: &str, invitation: &str) -> String {
+    let enrolment = client
+        .enrol(pb::EnrolRequest {
+            username: username.into(),
+            invitation_code: invitation.into(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("enrol {username}: {s:?}"))
+        .into_inner();
+    assert!(enrolment.otpauth_uri.starts_with("otpauth://totp/"));
+    let mut app = Authenticator::new(username, &enrolment.secret_base32);
+    let codes = client
+        .confirm_totp(pb::ConfirmTotpRequest {
+            username: username.into(),
+            password: PASSWORD.into(),
+            totp_code: app.code(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("confirm {username}: {s:?}"))
+        .into_inner();
+    assert_eq!(codes.recovery_codes.len(), 10);
+    login(client, username, &mut app).await
+}
+
+async fn login(client: &mut PolicyServiceClient<Channel>, username: &str, app: &mut Authenticator) -> String {
+    let session = client
+        .login(pb::LoginRequest {
+            username: username.into(),
+            password: PASSWORD.into(),
+            second_factor: Some(pb::login_request::SecondFactor::TotpCode(app.code())),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("login {username}: {s:?}"))
+        .into_inner();
+    assert_eq!(session.actor.as_ref().map(|a| a.username.as_str()), Some(username));
+    assert_eq!(
+        session.actor.as_ref().map(|a| a.auth_method.as_str()),
+        Some("password_totp")
+    );
+    assert!(session.expires_at > Utc::now().timestamp());
+    session.session_token
+}
+
+fn form(title: &str) -> pb::ApplicationForm {
+    pb::ApplicationForm {
+        title: title.into(),
+        purpose: "Compare HbA1c control by prefecture to inform regional care plans".into(),
+        public_interest: "Evidence for the national diabetes strategy".into(),
+        methods: "Multilevel regression of HbA1c on region, age band and sex".into(),
+        tables: vec![pb::TableColumns {
+            table: "lab_results".into(),
+            columns: vec!["jlac10".into(), "value".into()],
+        }],
+        cohort_filter: String::new(),
+        period_from: "2030-01-01".into(),
+        period_to: "2030-12-31".into(),
+        channel: "file".into(),
+        security_measures: "Locked room, no network, encrypted disk".into(),
+        funding: "JSPS KAKENHI".into(),
+        recipients: vec!["rin".into()],
+        requested_epsilon: None,
+        studies: vec![],
+        not_for_advertising: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committee_workflow_over_grpc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path();
+
+    // The first operator, at the host's console.
+    let bootstrap = cli(home, &["user", "bootstrap", "--username", "op", "--name", "Op"], "");
+    let invitation = text(&bootstrap, "invitation_code");
+    let enrolment = cli(
+        home,
+        &[
+            "user",
+            "enrol",
+            "--username",
+            "op",
+            "--invitation",
+            &invitation,
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    let mut op_app = Authenticator::new("op", &text(&enrolment, "secret_base32"));
+    let code = op_app.code();
+    cli(
+        home,
+        &[
+            "user",
+            "confirm",
+            "--username",
+            "op",
+            "--code",
+            &code,
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+
+    let mut server = Server::start(home);
+    let mut client = PolicyServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .expect("connect");
+
+    // Everything else over gRPC, starting with the operator's login.
+    let op = login(&mut client, "op", &mut op_app).await;
+    let me = client
+        .who_am_i(authed(pb::Empty {}, &op))
+        .await
+        .expect("whoami")
+        .into_inner();
+    assert_eq!(
+        (me.username.as_str(), me.roles.as_slice()),
+        ("op", ["operator".to_owned()].as_slice())
+    );
+
+    // The researcher's university: organisations are managed with the CLI, with the same session.
+    cli(
+        home,
+        &[
+            "user",
+            "add-org",
+            "--id",
+            "univ",
+            "--name",
+            "University",
+            "--session",
+            &op,
+        ],
+        "",
+    );
+
+    let people: [(&str, &str, &[&str]); 6] = [
+        ("rin", "univ", &["researcher"]),
+        ("m1", "platform", &["committee_member"]),
+        ("m2", "platform", &["committee_member"]),
+        ("m3", "platform", &["committee_member"]),
+        ("chair", "platform", &["committee_chair"]),
+        ("aud", "platform", &["auditor"]),
+    ];
+    let mut tokens = HashMap::new();
+    for (username, organisation, roles) in people {
+        let added = client
+            .add_user(authed(
+                pb::AddUserRequest {
+                    username: username.into(),
+                    display_name: format!("Dr {username}"),
+                    organisation: organisation.into(),
+                    roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                },
+                &op,
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("add {username}: {s:?}"))
+            .into_inner();
+        assert_eq!(added.username, username);
+        let token = join(&mut client, username, &added.invitation_code).await;
+        tokens.insert(username, token);
+    }
+    let token = |u: &str| tokens[u].clone();
+    let users = client
+        .list_users(authed(pb::Empty {}, &op))
+        .await
+        .expect("list users")
+        .into_inner()
+        .users;
+    assert_eq!(users.len(), 7);
+    assert!(users.iter().all(|u| u.status == "active"), "{users:?}");
+
+    // The researcher files; the chair assigns three members; they vote; the chair approves with conditions.
+    let app = client
+        .file_application(authed(
+            pb::FileApplicationRequest {
+                form: Some(form("Diabetes care across prefectures")),
+                amends: String::new(),
+            },
+            &token("rin"),
+        ))
+        .await
+        .expect("file application")
+        .into_inner();
+    assert_eq!(
+        (app.status.as_str(), app.applicant.as_str(), app.organisation.as_str()),
+        ("submitted", "rin", "univ")
+    );
+    assert!(app.fee.as_ref().is_some_and(|f| f.total_yen > 0));
+    let id = app.id.clone();
+    let members = vec!["m1".to_owned(), "m2".to_owned(), "m3".to_owned()];
+    let app = client
+        .assign_reviewers(authed(
+            pb::AssignReviewersRequest {
+                id: id.clone(),
+                members,
+            },
+            &token("chair"),
+        ))
+        .await
+        .expect("assign")
+        .into_inner();
+    assert_eq!(app.status, "under_review");
+    assert_eq!(app.reviewers.len(), 3);
+    for m in ["m1", "m2", "m3"] {
+        client
+            .cast_vote(authed(
+                pb::CastVoteRequest {
+                    id: id.clone(),
+                    in_favour: true,
+                    comment: format!("{m}: sound methods"),
+                },
+                &token(m),
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("vote {m}: {s:?}"));
+    }
+    let conditions = pb::ApprovalConditions {
+        tables: vec![pb::TableColumns {
+            table: "lab_results".into(),
+            columns: vec!["jlac10".into()],
+        }],
+        cohort_filter: String::new(),
+        privacy: Some(pb::PrivacyModel {
+            k: 5,
+            l: None,
+            t: None,
+            max_suppression: 0.05,
+        }),
+        dp_budget: None,
+        channel: "file".into(),
+        expires_on: "2030-12-31".into(),
+        max_downloads: 2,
+        recipients: vec!["rin".into()],
+        link_releases: false,
+    };
+    let mut bad = conditions.clone();
+    bad.expires_on = "31/12/2030".into();
+    assert_refused(
+        client
+            .decide(authed(
+                pb::DecideRequest {
+                    id: id.clone(),
+                    conditions: Some(bad),
+                },
+                &token("chair"),
+            ))
+            .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    let decided = client
+        .decide(authed(
+            pb::DecideRequest {
+                id: id.clone(),
+                conditions: Some(conditions.clone()),
+            },
+            &token("chair"),
+        ))
+        .await
+        .expect("decide")
+        .into_inner();
+    assert_eq!(decided.status, "approved");
+    let seen = client
+        .get_application(authed(pb::ApplicationRef { id: id.clone() }, &token("rin")))
+        .await
+        .expect("get application")
+        .into_inner();
+    assert_eq!(seen.status, "approved");
+    assert_eq!(seen.conditions.as_ref(), Some(&conditions));
+    assert_eq!(seen.votes.len(), 3);
+    assert!(!seen.decided_at.is_empty());
+
+    // The approval is enforced: a download within scope is admitted, a column outside it is not.
+    let tables = vec![pb::TableColumns {
+        table: "lab_results".into(),
+        columns: vec!["jlac10".into()],
+    }];
+    let admitted = client
+        .admit_use(authed(
+            pb::AdmitUseRequest {
+                id: id.clone(),
+                kind: "download".into(),
+                tables,
+            },
+            &token("rin"),
+        ))
+        .await
+        .expect("admit download")
+        .into_inner();
+    assert_eq!(admitted.downloads_used, 1);
+    let wider = vec![pb::TableColumns {
+        table: "lab_results".into(),
+        columns: vec!["value".into()],
+    }];
+    assert_refused(
+        client
+            .admit_use(authed(
+                pb::AdmitUseRequest {
+                    id: id.clone(),
+                    kind: "download".into(),
+                    tables: wider,
+                },
+                &token("rin"),
+            ))
+            .await,
+        Code::PermissionDenied,
+        "COLUMN_NOT_APPROVED",
+    );
+
+    // Without a session, or with a forged one: SESSION_INVALID.
+    assert_refused(
+        client
+            .get_application(Request::new(pb::ApplicationRef { id: id.clone() }))
+            .await,
+        Code::Unauthenticated,
+        "SESSION_INVALID",
+    );
+    assert_refused(
+        client
+            .get_application(authed(pb::ApplicationRef { id: id.clone() }, "tks1.forged"))
+            .await,
+        Code::Unauthenticated,
+        "SESSION_INVALID",
+    );
+
+    // A member not assigned to a review may not vote on it.
+    let second = client
+        .file_application(authed(
+            pb::FileApplicationRequest {
+                form: Some(form("Hypertension follow-up")),
+                amends: String::new(),
+            },
+            &token("rin"),
+        ))
+        .await
+        .expect("file second application")
+        .into_inner();
+    assert_refused(
+        client
+            .cast_vote(authed(
+                pb::CastVoteRequest {
+                    id: second.id.clone(),
+                    in_favour: true,
+                    comment: String::new(),
+                },
+                &token("m1"),
+            ))
+            .await,
+        Code::PermissionDenied,
+        "NOT_ASSIGNED_REVIEWER",
+    );
+    let mine = client
+        .list_applications(authed(pb::Empty {}, &token("rin")))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(mine.applications.len(), 2);
+
+    // A researcher cannot manage accounts.
+    assert_refused(
+        client
+            .add_user(authed(
+                pb::AddUserRequest {
+                    username: "eve".into(),
+                    display_name: "Eve".into(),
+                    organisation: "univ".into(),
+                    roles: vec!["operator".into()],
+                },
+                &token("rin"),
+            ))
+            .await,
+        Code::PermissionDenied,
+        "ROLE_NOT_PERMITTED",
+    );
+
+    // A wrong password: the same refusal whatever was wrong.
+    assert_refused(
+        client
+            .login(pb::LoginRequest {
+                username: "m2".into(),
+                password: "not the password".into(),
+                second_factor: Some(pb::login_request::SecondFactor::TotpCode("000000".into())),
+            })
+            .await,
+        Code::Unauthenticated,
+        "AUTHENTICATION_FAILED",
+    );
+
+    // The auditor verifies the ledger, which recorded all of the above.
+    let audit = client
+        .verify_audit(authed(pb::Empty {}, &token("aud")))
+        .await
+        .expect("verify audit")
+        .into_inner();
+    assert!(audit.ok, "{audit:?}");
+    assert!(audit.entries_checked > 0, "{audit:?}");
+    assert!(audit.head_seq > 0 && !audit.head_hash.is_empty(), "{audit:?}");
+
+    // A logged-out session is refused from then on.
+    client.logout(authed(pb::Empty {}, &token("m3"))).await.expect("logout");
+    assert_refused(
+        client.who_am_i(authed(pb::Empty {}, &token("m3"))).await,
+        Code::Unauthenticated,
+        "SESSION_INVALID",
+    );
+
+    drop(client);
+    let status = server.terminate();
+    assert!(status.success(), "graceful shutdown on SIGTERM: {status:?}");
+}
+
+#[test]
+fn plaintext_needs_the_flag_and_loopback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        let out = Command::new(tokumei_bin())
+            .args(["policy", "serve"])
+            .args(args)
+            .env("TOKUMEI_HOME", dir.path())
+            .env_remove("TOKUMEI_POLICY_DB")
+            .output()
+            .expect("run tokumei");
+        assert!(!out.status.success(), "{args:?} must be refused");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&["--listen", "0.0.0.0:0", "--insecure-dev"]);
+    assert!(err.contains("loopback"), "{err}");
+    let err = run(&["--listen", "127.0.0.1:0"]);
+    assert!(err.contains("--tls-cert"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_when_certificates_are_given() {
+    // The development PKI's gateway certificate (for "localhost") serves as the policy service's.
+    let home = common::Home::new();
+    let cert = home.pki.gateway_cert();
+    let key = home.pki.gateway_key();
+    let server = Server::start_with(
+        home.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().expect("path"),
+            "--tls-key",
+            key.to_str().expect("path"),
+        ],
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = std::fs::read(home.pki.ca_cert()).expect("CA certificate");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", server.addr))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("TLS config")
+        .connect()
+        .await
+        .expect("TLS connection");
+    let mut client = PolicyServiceClient::new(channel);
+    // The service answers over TLS (and still wants a session).
+    assert_refused(
+        client.who_am_i(Request::new(pb::Empty {})).await,
+        Code::Unauthenticated,
+        "SESSION_INVALID",
+    );
+    // Nothing is served in plaintext on that port.
+    let plain = async {
+        let mut c = PolicyServiceClient::connect(format!("http://{}", server.addr))
+            .await
+            .map_err(|e| e.to_string())?;
+        c.who_am_i(Request::new(pb::Empty {})).await.map_err(|e| e.to_string())
+    };
+    let plain = tokio::time::timeout(Duration::from_secs(10), plain).await;
+    assert!(!matches!(plain, Ok(Ok(_))), "a plaintext client must get nowhere");
+}
