@@ -43,10 +43,11 @@ CREATE TABLE users (
     last_login_ms         BIGINT
 );
 
+-- Roles by their stable names (Role::as_str). No CHECK on the name: adding a role must not need a table
+-- rebuild on SQLite; the code refuses unknown names when reading.
 CREATE TABLE user_roles (
     username              TEXT   NOT NULL REFERENCES users (username),
-    role                  TEXT   NOT NULL CHECK (role IN ('hospital', 'researcher', 'committee_member',
-                                                          'committee_chair', 'operator', 'auditor')),
+    role                  TEXT   NOT NULL,
     PRIMARY KEY (username, role)
 );
 

@@ -397,7 +397,14 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
         ),
         Role::Auditor => matches!(
             action,
-            ViewUsers | ViewApplication | ExportBans | EstimateFees | ReportRegulator | ViewAudit | VerifyAudit | ExportAudit
+            ViewUsers
+                | ViewApplication
+                | ExportBans
+                | EstimateFees
+                | ReportRegulator
+                | ViewAudit
+                | VerifyAudit
+                | ExportAudit
         ),
     }
 }
@@ -428,7 +435,12 @@ pub fn authorize(actor: &Actor, action: Action, resource: &Resource) -> Result<(
             Err(r) => reason = r,
         }
     }
-    Err(Denied { actor: actor.username.clone(), action, resource: resource.to_string(), reason })
+    Err(Denied {
+        actor: actor.username.clone(),
+        action,
+        resource: resource.to_string(),
+        reason,
+    })
 }
 
 /// The relation `role` needs with `resource` for `action`.
@@ -436,7 +448,11 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
     use Action::*;
     match (role, action, resource) {
         (Role::Hospital, SubmitRecords | SubmitOptOut, Resource::Institution(code)) => {
-            if *code == actor.username { Ok(()) } else { Err(DenialReason::OtherInstitution) }
+            if *code == actor.username {
+                Ok(())
+            } else {
+                Err(DenialReason::OtherInstitution)
+            }
         }
         (Role::Hospital, _, _) => Err(DenialReason::WrongResource),
 
@@ -449,7 +465,11 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
             }
         }
         (Role::Researcher, RunStatistics | DownloadRelease | DeclareDeletion, Resource::Application(a)) => {
-            if a.recipients.contains(&actor.username) { Ok(()) } else { Err(DenialReason::NotRecipient) }
+            if a.recipients.contains(&actor.username) {
+                Ok(())
+            } else {
+                Err(DenialReason::NotRecipient)
+            }
         }
         (Role::Researcher, _, _) => Err(DenialReason::WrongResource),
 
@@ -463,7 +483,11 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
             }
         }
         (Role::CommitteeMember | Role::CommitteeChair, Recuse, Resource::Application(a)) => {
-            if a.reviewers.contains(&actor.username) { Ok(()) } else { Err(DenialReason::NotAssignedReviewer) }
+            if a.reviewers.contains(&actor.username) {
+                Ok(())
+            } else {
+                Err(DenialReason::NotAssignedReviewer)
+            }
         }
         (Role::CommitteeChair, DecideApplication | AssignReviewers | RevokeApproval, Resource::Application(a)) => {
             // A chair does not rule on their own organisation's application: a deputy chair must.

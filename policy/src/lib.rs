@@ -29,7 +29,7 @@ pub mod service;
 pub mod service_key;
 pub mod transparency;
 
-pub use authorization::{Action, Actor, AuthMethod, Denied, DenialReason, Resource, Role, authorize};
+pub use authorization::{Action, Actor, AuthMethod, DenialReason, Denied, Resource, Role, authorize};
 pub use budget_ledger::{
     BudgetChange, BudgetLedger, BudgetStatus, LedgerEntry, ProjectBudget, SpendRequest, TotalsCheck,
 };

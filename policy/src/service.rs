@@ -96,7 +96,9 @@ pub struct Policy {
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policy").field("processor", &self.config.processor).finish_non_exhaustive()
+        f.debug_struct("Policy")
+            .field("processor", &self.config.processor)
+            .finish_non_exhaustive()
     }
 }
 
@@ -110,7 +112,9 @@ impl Policy {
         let ttl = i64::try_from(config.session_ttl_secs)
             .ok()
             .and_then(chrono::TimeDelta::try_seconds)
-            .ok_or_else(|| PolicyError::Invalid(format!("session_ttl_secs {} is too large", config.session_ttl_secs)))?;
+            .ok_or_else(|| {
+                PolicyError::Invalid(format!("session_ttl_secs {} is too large", config.session_ttl_secs))
+            })?;
         let directory = Directory::new(db.clone(), key.clone())
             .with_lockout_policy(config.lockout)?
             .with_session_ttl(ttl)?
@@ -118,7 +122,16 @@ impl Policy {
         let committee = Committee::new(db.clone(), config.quorum, config.tariff.clone())?;
         let audit = AuditLedger::new(db.clone(), key.clone());
         let budget = BudgetLedger::new(db.clone());
-        Ok(Policy { db, key, config, directory, committee, audit, budget, clock })
+        Ok(Policy {
+            db,
+            key,
+            config,
+            directory,
+            committee,
+            audit,
+            budget,
+            clock,
+        })
     }
 
     /// Opens the database at `url`, the key at `key_path` (created on first use) and the configuration.
@@ -173,9 +186,14 @@ impl Policy {
     pub async fn check(&self, actor: &Actor, action: Action, resource: &Resource, origin: Origin<'_>) -> Result<()> {
         if let Err(denied) = authorize(actor, action, resource) {
             self.audit(
-                AuditEvent::new(&actor.username, action.as_str(), resource.to_string(), audit_ledger::Outcome::Denied)
-                    .reason(denied.reason.code())
-                    .source(origin.0),
+                AuditEvent::new(
+                    &actor.username,
+                    action.as_str(),
+                    resource.to_string(),
+                    audit_ledger::Outcome::Denied,
+                )
+                .reason(denied.reason.code())
+                .source(origin.0),
             )
             .await?;
             return Err(denied.into());
@@ -206,25 +224,56 @@ impl Policy {
 
     /// Creates the first operator of a new installation (allowed only while there are no users); the
     /// person at the host's console is trusted once, then everything goes through two-factor logins.
-    pub async fn bootstrap(&self, username: &str, display_name: &str, organisation: &str, origin: Origin<'_>) -> Result<Invitation> {
+    pub async fn bootstrap(
+        &self,
+        username: &str,
+        display_name: &str,
+        organisation: &str,
+        origin: Origin<'_>,
+    ) -> Result<Invitation> {
         let now = self.now();
-        let result = self.directory.bootstrap_operator(username, display_name, organisation, now).await;
-        self.finish("system", "user.bootstrap", &format!("user {username}"), origin, result, |_| json!({"role": "operator"}))
-            .await
+        let result = self
+            .directory
+            .bootstrap_operator(username, display_name, organisation, now)
+            .await;
+        self.finish(
+            "system",
+            "user.bootstrap",
+            &format!("user {username}"),
+            origin,
+            result,
+            |_| json!({"role": "operator"}),
+        )
+        .await
     }
 
     /// Logs in with password and second factor; success and failure are both audited (never the secrets).
-    pub async fn login(&self, username: &str, password: &str, factor: SecondFactor<'_>, origin: Origin<'_>) -> Result<Session> {
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        factor: SecondFactor<'_>,
+        origin: Origin<'_>,
+    ) -> Result<Session> {
         let now = self.now();
         let method = match &factor {
             SecondFactor::Totp(_) => "totp",
             SecondFactor::RecoveryCode(_) => "recovery_code",
         };
         let result = self.directory.login(username, password, factor, origin.0, now).await;
-        let action = if result.is_ok() { "login.success" } else { "login.failure" };
-        self.finish(username, action, &format!("user {username}"), origin, result, |s| {
-            json!({"second_factor": method, "expires_at": s.expires_at.to_rfc3339()})
-        })
+        let action = if result.is_ok() {
+            "login.success"
+        } else {
+            "login.failure"
+        };
+        self.finish(
+            username,
+            action,
+            &format!("user {username}"),
+            origin,
+            result,
+            |s| json!({"second_factor": method, "expires_at": s.expires_at.to_rfc3339()}),
+        )
         .await
     }
 
@@ -237,30 +286,78 @@ impl Policy {
     pub async fn logout(&self, token: &str, origin: Origin<'_>) -> Result<()> {
         let actor = self.authenticate(token).await?;
         let result = self.directory.logout(token, self.now()).await;
-        self.finish(&actor.username, "logout", &format!("user {}", actor.username), origin, result, |_| json!({})).await
+        self.finish(
+            &actor.username,
+            "logout",
+            &format!("user {}", actor.username),
+            origin,
+            result,
+            |_| json!({}),
+        )
+        .await
     }
 
     /// Completes an invitation: sets the password and starts TOTP enrolment.
-    pub async fn enrol(&self, username: &str, invitation: &str, password: &str, origin: Origin<'_>) -> Result<Enrolment> {
+    pub async fn enrol(
+        &self,
+        username: &str,
+        invitation: &str,
+        password: &str,
+        origin: Origin<'_>,
+    ) -> Result<Enrolment> {
         let now = self.now();
         let result = self.directory.enrol(username, invitation, password, now).await;
-        self.finish(username, "user.enrol", &format!("user {username}"), origin, result, |_| json!({})).await
+        self.finish(
+            username,
+            "user.enrol",
+            &format!("user {username}"),
+            origin,
+            result,
+            |_| json!({}),
+        )
+        .await
     }
 
     /// Confirms the authenticator with a first code; returns the recovery codes (shown once).
-    pub async fn confirm_totp(&self, username: &str, password: &str, code: &str, origin: Origin<'_>) -> Result<RecoveryCodes> {
+    pub async fn confirm_totp(
+        &self,
+        username: &str,
+        password: &str,
+        code: &str,
+        origin: Origin<'_>,
+    ) -> Result<RecoveryCodes> {
         let now = self.now();
         let result = self.directory.confirm_totp(username, password, code, now).await;
-        self.finish(username, "user.confirm_totp", &format!("user {username}"), origin, result, |_| json!({})).await
+        self.finish(
+            username,
+            "user.confirm_totp",
+            &format!("user {username}"),
+            origin,
+            result,
+            |_| json!({}),
+        )
+        .await
     }
 
     /// An operator creates an organisation.
-    pub async fn add_organisation(&self, actor: &Actor, id: &str, name: &str, origin: Origin<'_>) -> Result<Organisation> {
-        self.check(actor, Action::ManageUsers, &Resource::Platform, origin).await?;
+    pub async fn add_organisation(
+        &self,
+        actor: &Actor,
+        id: &str,
+        name: &str,
+        origin: Origin<'_>,
+    ) -> Result<Organisation> {
+        self.check(actor, Action::ManageUsers, &Resource::Platform, origin)
+            .await?;
         let result = self.directory.add_organisation(id, name, self.now()).await;
-        self.finish(&actor.username, "organisation.add", &format!("organisation {id}"), origin, result, |_| {
-            json!({"name": name})
-        })
+        self.finish(
+            &actor.username,
+            "organisation.add",
+            &format!("organisation {id}"),
+            origin,
+            result,
+            |_| json!({"name": name}),
+        )
         .await
     }
 
@@ -274,12 +371,21 @@ impl Policy {
         roles: &[Role],
         origin: Origin<'_>,
     ) -> Result<Invitation> {
-        self.check(actor, Action::ManageUsers, &Resource::Platform, origin).await?;
-        let result = self.directory.add_user(username, display_name, organisation, roles, self.now()).await;
+        self.check(actor, Action::ManageUsers, &Resource::Platform, origin)
+            .await?;
+        let result = self
+            .directory
+            .add_user(username, display_name, organisation, roles, self.now())
+            .await;
         let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        self.finish(&actor.username, "user.add", &format!("user {username}"), origin, result, |_| {
-            json!({"organisation": organisation, "roles": names})
-        })
+        self.finish(
+            &actor.username,
+            "user.add",
+            &format!("user {username}"),
+            origin,
+            result,
+            |_| json!({"organisation": organisation, "roles": names}),
+        )
         .await
     }
 
@@ -292,43 +398,74 @@ impl Policy {
         certificate_sha256: &str,
         origin: Origin<'_>,
     ) -> Result<UserRecord> {
-        self.check(actor, Action::ManageUsers, &Resource::Platform, origin).await?;
-        let result =
-            self.directory.add_service_identity(institution_code, organisation, certificate_sha256, self.now()).await;
-        self.finish(&actor.username, "user.add_hospital", &format!("institution {institution_code}"), origin, result, |_| {
-            json!({"organisation": organisation, "certificate_sha256": certificate_sha256})
-        })
+        self.check(actor, Action::ManageUsers, &Resource::Platform, origin)
+            .await?;
+        let result = self
+            .directory
+            .add_service_identity(institution_code, organisation, certificate_sha256, self.now())
+            .await;
+        self.finish(
+            &actor.username,
+            "user.add_hospital",
+            &format!("institution {institution_code}"),
+            origin,
+            result,
+            |_| json!({"organisation": organisation, "certificate_sha256": certificate_sha256}),
+        )
         .await
     }
 
     /// An operator changes a user's roles (effective at the user's next request: sessions carry no roles).
-    pub async fn set_roles(&self, actor: &Actor, username: &str, roles: &[Role], origin: Origin<'_>) -> Result<UserRecord> {
-        self.check(actor, Action::ManageUsers, &Resource::Platform, origin).await?;
+    pub async fn set_roles(
+        &self,
+        actor: &Actor,
+        username: &str,
+        roles: &[Role],
+        origin: Origin<'_>,
+    ) -> Result<UserRecord> {
+        self.check(actor, Action::ManageUsers, &Resource::Platform, origin)
+            .await?;
         let result = self.directory.set_roles(username, roles, self.now()).await;
         let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        self.finish(&actor.username, "user.set_roles", &format!("user {username}"), origin, result, |_| {
-            json!({"roles": names})
-        })
+        self.finish(
+            &actor.username,
+            "user.set_roles",
+            &format!("user {username}"),
+            origin,
+            result,
+            |_| json!({"roles": names}),
+        )
         .await
     }
 
     /// An operator disables an account (its sessions end at once).
     pub async fn disable_user(&self, actor: &Actor, username: &str, origin: Origin<'_>) -> Result<()> {
-        self.check(actor, Action::ManageUsers, &Resource::Platform, origin).await?;
+        self.check(actor, Action::ManageUsers, &Resource::Platform, origin)
+            .await?;
         let result = self.directory.disable_user(username, self.now()).await;
-        self.finish(&actor.username, "user.disable", &format!("user {username}"), origin, result, |_| json!({})).await
+        self.finish(
+            &actor.username,
+            "user.disable",
+            &format!("user {username}"),
+            origin,
+            result,
+            |_| json!({}),
+        )
+        .await
     }
 
     /// Users and organisations (operators, auditors).
     pub async fn users(&self, actor: &Actor, origin: Origin<'_>) -> Result<Vec<UserRecord>> {
-        self.check(actor, Action::ViewUsers, &Resource::Platform, origin).await?;
+        self.check(actor, Action::ViewUsers, &Resource::Platform, origin)
+            .await?;
         self.directory.users().await
     }
 
     /// One user, for the user themself or those who may view users.
     pub async fn user(&self, actor: &Actor, username: &str, origin: Origin<'_>) -> Result<UserRecord> {
         if actor.username != username {
-            self.check(actor, Action::ViewUsers, &Resource::Platform, origin).await?;
+            self.check(actor, Action::ViewUsers, &Resource::Platform, origin)
+                .await?;
         }
         self.directory.user(username).await
     }
@@ -343,13 +480,26 @@ impl Policy {
         amends: Option<&str>,
         origin: Origin<'_>,
     ) -> Result<ApplicationRecord> {
-        self.check(actor, Action::FileApplication, &Resource::Platform, origin).await?;
+        self.check(actor, Action::FileApplication, &Resource::Platform, origin)
+            .await?;
         if let Some(parent) = amends {
             let p = self.committee.get(parent).await?;
-            self.check(actor, Action::AmendApplication, &Resource::Application(p.facts()), origin).await?;
+            self.check(
+                actor,
+                Action::AmendApplication,
+                &Resource::Application(p.facts()),
+                origin,
+            )
+            .await?;
         }
-        let result = self.committee.file(&actor.username, &actor.organisation, form, amends, self.now()).await;
-        let resource = result.as_ref().map(|r| format!("application {}", r.id)).unwrap_or_else(|_| "application (new)".into());
+        let result = self
+            .committee
+            .file(&actor.username, &actor.organisation, form, amends, self.now())
+            .await;
+        let resource = result
+            .as_ref()
+            .map(|r| format!("application {}", r.id))
+            .unwrap_or_else(|_| "application (new)".into());
         self.finish(&actor.username, "application.file", &resource, origin, result, |r| {
             json!({"kind": r.kind.as_str(), "amends": r.amends, "channel": r.form.channel.as_str(), "fee_yen": r.fee.total_yen})
         })
@@ -359,7 +509,13 @@ impl Policy {
     /// One application, for whoever may view it.
     pub async fn application(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<ApplicationRecord> {
         let app = self.committee.get(id).await?;
-        self.check(actor, Action::ViewApplication, &Resource::Application(app.facts()), origin).await?;
+        self.check(
+            actor,
+            Action::ViewApplication,
+            &Resource::Application(app.facts()),
+            origin,
+        )
+        .await?;
         Ok(app)
     }
 
@@ -376,13 +532,30 @@ impl Policy {
 
     /// The chair assigns members; each must hold a committee role and not belong to the applicant's
     /// organisation.
-    pub async fn assign(&self, actor: &Actor, id: &str, members: &[String], origin: Origin<'_>) -> Result<ApplicationRecord> {
+    pub async fn assign(
+        &self,
+        actor: &Actor,
+        id: &str,
+        members: &[String],
+        origin: Origin<'_>,
+    ) -> Result<ApplicationRecord> {
         let app = self.committee.get(id).await?;
-        self.check(actor, Action::AssignReviewers, &Resource::Application(app.facts()), origin).await?;
+        self.check(
+            actor,
+            Action::AssignReviewers,
+            &Resource::Application(app.facts()),
+            origin,
+        )
+        .await?;
         let mut result = Ok(());
         for m in members {
             match self.directory.user(m).await {
-                Ok(u) if !u.roles.iter().any(|r| matches!(r, Role::CommitteeMember | Role::CommitteeChair)) => {
+                Ok(u)
+                    if !u
+                        .roles
+                        .iter()
+                        .any(|r| matches!(r, Role::CommitteeMember | Role::CommitteeChair)) =>
+                {
                     result = Err(PolicyError::InvalidState(format!("{m} is not a committee member")));
                 }
                 Ok(u) if u.organisation == app.organisation => {
@@ -402,32 +575,60 @@ impl Policy {
             Ok(()) => self.committee.assign(id, members, &actor.username, self.now()).await,
             Err(e) => Err(e),
         };
-        self.finish(&actor.username, "review.assign", &format!("application {id}"), origin, result, |_| {
-            json!({"members": members})
-        })
+        self.finish(
+            &actor.username,
+            "review.assign",
+            &format!("application {id}"),
+            origin,
+            result,
+            |_| json!({"members": members}),
+        )
         .await
     }
 
     /// A member recuses from a review (conflict of interest), withdrawing any vote.
     pub async fn recuse(&self, actor: &Actor, id: &str, reason: &str, origin: Origin<'_>) -> Result<ApplicationRecord> {
         let app = self.committee.get(id).await?;
-        self.check(actor, Action::Recuse, &Resource::Application(app.facts()), origin).await?;
+        self.check(actor, Action::Recuse, &Resource::Application(app.facts()), origin)
+            .await?;
         let result = self.committee.recuse(id, &actor.username, reason, self.now()).await;
-        self.finish(&actor.username, "review.recuse", &format!("application {id}"), origin, result, |_| {
-            json!({"reason": reason})
-        })
+        self.finish(
+            &actor.username,
+            "review.recuse",
+            &format!("application {id}"),
+            origin,
+            result,
+            |_| json!({"reason": reason}),
+        )
         .await
     }
 
     /// A member votes with a comment.
-    pub async fn vote(&self, actor: &Actor, id: &str, in_favour: bool, comment: &str, origin: Origin<'_>) -> Result<ApplicationRecord> {
+    pub async fn vote(
+        &self,
+        actor: &Actor,
+        id: &str,
+        in_favour: bool,
+        comment: &str,
+        origin: Origin<'_>,
+    ) -> Result<ApplicationRecord> {
         let app = self.committee.get(id).await?;
-        self.check(actor, Action::CastVote, &Resource::Application(app.facts()), origin).await?;
-        let vote = Vote { member: actor.username.clone(), in_favour, comment: comment.to_owned() };
+        self.check(actor, Action::CastVote, &Resource::Application(app.facts()), origin)
+            .await?;
+        let vote = Vote {
+            member: actor.username.clone(),
+            in_favour,
+            comment: comment.to_owned(),
+        };
         let result = self.committee.vote(id, vote, self.now()).await;
-        self.finish(&actor.username, "review.vote", &format!("application {id}"), origin, result, |_| {
-            json!({"in_favour": in_favour, "comment": comment})
-        })
+        self.finish(
+            &actor.username,
+            "review.vote",
+            &format!("application {id}"),
+            origin,
+            result,
+            |_| json!({"in_favour": in_favour, "comment": comment}),
+        )
         .await
     }
 
@@ -441,7 +642,13 @@ impl Policy {
         origin: Origin<'_>,
     ) -> Result<ApplicationRecord> {
         let app = self.committee.get(id).await?;
-        self.check(actor, Action::DecideApplication, &Resource::Application(app.facts()), origin).await?;
+        self.check(
+            actor,
+            Action::DecideApplication,
+            &Resource::Application(app.facts()),
+            origin,
+        )
+        .await?;
         let result = self.committee.decide(id, &actor.username, conditions, self.now()).await;
         let result = match result {
             Ok((Outcome::Approved, record)) => {
@@ -449,7 +656,14 @@ impl Policy {
                 match record.conditions.as_ref().and_then(|c| c.dp_budget) {
                     Some(b) => self
                         .budget
-                        .set_budget(&project, Budget { epsilon: b.epsilon, delta: b.delta }, &actor.username)
+                        .set_budget(
+                            &project,
+                            Budget {
+                                epsilon: b.epsilon,
+                                delta: b.delta,
+                            },
+                            &actor.username,
+                        )
                         .await
                         .map(|_| record),
                     None => Ok(record),
@@ -458,36 +672,66 @@ impl Policy {
             Ok((Outcome::Refused, record)) => Ok(record),
             Err(e) => Err(e),
         };
-        self.finish(&actor.username, "review.decide", &format!("application {id}"), origin, result, |r| {
-            json!({"status": r.status.as_str(), "tally": r.tally, "conditions": r.conditions})
-        })
+        self.finish(
+            &actor.username,
+            "review.decide",
+            &format!("application {id}"),
+            origin,
+            result,
+            |r| json!({"status": r.status.as_str(), "tally": r.tally, "conditions": r.conditions}),
+        )
         .await
     }
 
     /// The chair revokes an approval.
     pub async fn revoke(&self, actor: &Actor, id: &str, reason: &str, origin: Origin<'_>) -> Result<ApplicationRecord> {
         let app = self.committee.get(id).await?;
-        self.check(actor, Action::RevokeApproval, &Resource::Application(app.facts()), origin).await?;
+        self.check(
+            actor,
+            Action::RevokeApproval,
+            &Resource::Application(app.facts()),
+            origin,
+        )
+        .await?;
         let result = self.committee.revoke(id, reason, self.now()).await;
-        self.finish(&actor.username, "approval.revoke", &format!("application {id}"), origin, result, |_| {
-            json!({"reason": reason})
-        })
+        self.finish(
+            &actor.username,
+            "approval.revoke",
+            &format!("application {id}"),
+            origin,
+            result,
+            |_| json!({"reason": reason}),
+        )
         .await
     }
 
     /// The applicant withdraws an undecided application.
     pub async fn withdraw(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<ApplicationRecord> {
         let app = self.committee.get(id).await?;
-        self.check(actor, Action::AmendApplication, &Resource::Application(app.facts()), origin).await?;
+        self.check(
+            actor,
+            Action::AmendApplication,
+            &Resource::Application(app.facts()),
+            origin,
+        )
+        .await?;
         let result = self.committee.withdraw(id).await;
-        self.finish(&actor.username, "application.withdraw", &format!("application {id}"), origin, result, |_| json!({}))
-            .await
+        self.finish(
+            &actor.username,
+            "application.withdraw",
+            &format!("application {id}"),
+            origin,
+            result,
+            |_| json!({}),
+        )
+        .await
     }
 
     /// The fee estimate of an application under the current tariffs.
     pub async fn estimate_fees(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<FeeEstimate> {
         let app = self.committee.get(id).await?;
-        self.check(actor, Action::EstimateFees, &Resource::Application(app.facts()), origin).await?;
+        self.check(actor, Action::EstimateFees, &Resource::Application(app.facts()), origin)
+            .await?;
         Ok(self.committee.tariff().estimate(&app.form))
     }
 
@@ -508,13 +752,24 @@ impl Policy {
             UseKind::Download => Action::DownloadRelease,
             UseKind::Statistics => Action::RunStatistics,
         };
-        self.check(actor, action, &Resource::Application(app.facts()), origin).await?;
+        self.check(actor, action, &Resource::Application(app.facts()), origin)
+            .await?;
         let now = self.now();
-        let request = UseRequest { kind, recipient: &actor.username, tables, today: japan_date(now) };
+        let request = UseRequest {
+            kind,
+            recipient: &actor.username,
+            tables,
+            today: japan_date(now),
+        };
         let result = self.committee.admit_use(&request, id).await;
-        self.finish(&actor.username, action.as_str(), &format!("application {id}"), origin, result, |r| {
-            json!({"tables": tables, "downloads_used": r.downloads_used})
-        })
+        self.finish(
+            &actor.username,
+            action.as_str(),
+            &format!("application {id}"),
+            origin,
+            result,
+            |r| json!({"tables": tables, "downloads_used": r.downloads_used}),
+        )
         .await
     }
 
@@ -527,11 +782,18 @@ impl Policy {
         rows: i64,
         origin: Origin<'_>,
     ) -> Result<Provision> {
-        let result =
-            self.committee.record_provision(id, &actor.username, &actor.organisation, description, rows, self.now()).await;
-        self.finish(&actor.username, "provision", &format!("application {id}"), origin, result, |p| {
-            json!({"seq": p.seq, "description": p.description, "rows": p.rows})
-        })
+        let result = self
+            .committee
+            .record_provision(id, &actor.username, &actor.organisation, description, rows, self.now())
+            .await;
+        self.finish(
+            &actor.username,
+            "provision",
+            &format!("application {id}"),
+            origin,
+            result,
+            |p| json!({"seq": p.seq, "description": p.description, "rows": p.rows}),
+        )
         .await
     }
 
@@ -550,9 +812,14 @@ impl Policy {
         };
         self.check(actor, Action::SetBudget, &resource, origin).await?;
         let result = self.budget.set_budget(project, budget, &actor.username).await;
-        self.finish(&actor.username, "budget.set", &format!("project {project}"), origin, result, |b| {
-            json!({"epsilon": b.budget.epsilon, "delta": b.budget.delta, "revision": b.revision})
-        })
+        self.finish(
+            &actor.username,
+            "budget.set",
+            &format!("project {project}"),
+            origin,
+            result,
+            |b| json!({"epsilon": b.budget.epsilon, "delta": b.budget.delta, "revision": b.revision}),
+        )
         .await
     }
 
@@ -564,8 +831,19 @@ impl Policy {
         origin: Origin<'_>,
     ) -> Result<crate::budget_ledger::BudgetStatus> {
         match self.committee.get(project).await {
-            Ok(app) => self.check(actor, Action::ViewApplication, &Resource::Application(app.facts()), origin).await?,
-            Err(PolicyError::NotFound { .. }) => self.check(actor, Action::SetBudget, &Resource::Platform, origin).await?,
+            Ok(app) => {
+                self.check(
+                    actor,
+                    Action::ViewApplication,
+                    &Resource::Application(app.facts()),
+                    origin,
+                )
+                .await?
+            }
+            Err(PolicyError::NotFound { .. }) => {
+                self.check(actor, Action::SetBudget, &Resource::Platform, origin)
+                    .await?
+            }
             Err(e) => return Err(e),
         }
         self.budget.status(project).await
@@ -585,46 +863,85 @@ impl Policy {
         banned_until: Option<NaiveDate>,
         origin: Origin<'_>,
     ) -> Result<Violation> {
-        self.check(actor, Action::RecordViolation, &Resource::Platform, origin).await?;
+        self.check(actor, Action::RecordViolation, &Resource::Platform, origin)
+            .await?;
         let resource = subject.to_string();
         let result = self
             .committee
-            .record_violation(subject, kind, description, application, banned_until, &actor.username, self.now())
+            .record_violation(
+                subject,
+                kind,
+                description,
+                application,
+                banned_until,
+                &actor.username,
+                self.now(),
+            )
             .await;
-        self.finish(&actor.username, "violation.record", &resource, origin, result, |v| {
-            json!({"id": v.id, "kind": v.kind, "application": v.application, "banned_until": v.banned_until})
-        })
+        self.finish(
+            &actor.username,
+            "violation.record",
+            &resource,
+            origin,
+            result,
+            |v| json!({"id": v.id, "kind": v.kind, "application": v.application, "banned_until": v.banned_until}),
+        )
         .await
     }
 
     /// Every violation, local and imported.
     pub async fn violations(&self, actor: &Actor, origin: Origin<'_>) -> Result<Vec<Violation>> {
-        self.check(actor, Action::ExportBans, &Resource::Platform, origin).await?;
+        self.check(actor, Action::ExportBans, &Resource::Platform, origin)
+            .await?;
         self.committee.violations().await
     }
 
     /// The signed list of this processor's bans in force, for other processors.
     pub async fn export_bans(&self, actor: &Actor, origin: Origin<'_>) -> Result<BanList> {
-        self.check(actor, Action::ExportBans, &Resource::Platform, origin).await?;
+        self.check(actor, Action::ExportBans, &Resource::Platform, origin)
+            .await?;
         let now = self.now();
         let bans = self.committee.local_bans_in_force(japan_date(now)).await;
         let result = bans.and_then(|b| BanList::sign(&self.config.processor, &self.key, now.to_rfc3339(), b));
-        self.finish(&actor.username, "bans.export", "ban list", origin, result, |l| json!({"bans": l.bans.len()})).await
+        self.finish(
+            &actor.username,
+            "bans.export",
+            "ban list",
+            origin,
+            result,
+            |l| json!({"bans": l.bans.len()}),
+        )
+        .await
     }
 
     /// Imports another processor's ban list, verified under the key the operator trusts for it.
-    pub async fn import_bans(&self, actor: &Actor, list: &BanList, trusted: &ServicePublicKey, origin: Origin<'_>) -> Result<usize> {
-        self.check(actor, Action::ImportBans, &Resource::Platform, origin).await?;
+    pub async fn import_bans(
+        &self,
+        actor: &Actor,
+        list: &BanList,
+        trusted: &ServicePublicKey,
+        origin: Origin<'_>,
+    ) -> Result<usize> {
+        self.check(actor, Action::ImportBans, &Resource::Platform, origin)
+            .await?;
         let result = self.committee.import_bans(list, trusted, self.now()).await;
-        self.finish(&actor.username, "bans.import", &format!("ban list from {}", list.issuer), origin, result, |n| {
-            json!({"issuer_key": trusted.key_id(), "bans": list.bans.len(), "new": n})
-        })
+        self.finish(
+            &actor.username,
+            "bans.import",
+            &format!("ban list from {}", list.issuer),
+            origin,
+            result,
+            |n| json!({"issuer_key": trusted.key_id(), "bans": list.bans.len(), "new": n}),
+        )
         .await
     }
 
     /// Recipients of an approval, for the release zone.
     pub fn recipients(app: &ApplicationRecord) -> BTreeSet<String> {
-        app.conditions.as_ref().map(|c| c.recipients.clone()).unwrap_or_default()
+        app.conditions
+            .as_ref()
+            .map(|c| c.recipients.clone())
+            .unwrap_or_default()
     }
 }
 

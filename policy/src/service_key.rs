@@ -60,7 +60,9 @@ pub struct ServiceKey {
 
 impl fmt::Debug for ServiceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ServiceKey").field("key_id", &self.public().key_id()).finish_non_exhaustive()
+        f.debug_struct("ServiceKey")
+            .field("key_id", &self.public().key_id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,12 +83,16 @@ impl ServiceKey {
     pub fn generate() -> ServiceKey {
         let mut seed = Zeroizing::new([0u8; 32]);
         rand::rng().fill_bytes(seed.as_mut());
-        ServiceKey { key: SigningKey::from_bytes(&seed) }
+        ServiceKey {
+            key: SigningKey::from_bytes(&seed),
+        }
     }
 
     /// A key from its 32-byte seed (tests, or a key fetched from a secret store).
     pub fn from_seed(seed: &[u8; 32]) -> ServiceKey {
-        ServiceKey { key: SigningKey::from_bytes(seed) }
+        ServiceKey {
+            key: SigningKey::from_bytes(seed),
+        }
     }
 
     /// Loads the key at `path` (hex seed), or creates it (0600, written atomically) with its public key
@@ -105,11 +111,15 @@ impl ServiceKey {
 
     fn parse(text: &str, path: &Path) -> Result<ServiceKey> {
         let bytes = Zeroizing::new(hex::decode(text).map_err(|_| {
-            PolicyError::Invalid(format!("service key {} is not a hex-encoded ed25519 seed", path.display()))
+            PolicyError::Invalid(format!(
+                "service key {} is not a hex-encoded ed25519 seed",
+                path.display()
+            ))
         })?);
-        let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-            PolicyError::Invalid(format!("service key {} must hold 32 bytes", path.display()))
-        })?;
+        let seed: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| PolicyError::Invalid(format!("service key {} must hold 32 bytes", path.display())))?;
         let seed = Zeroizing::new(seed);
         Ok(ServiceKey::from_seed(&seed))
     }
@@ -145,7 +155,9 @@ impl ServiceKey {
 
     /// The public half.
     pub fn public(&self) -> ServicePublicKey {
-        ServicePublicKey { key: self.key.verifying_key() }
+        ServicePublicKey {
+            key: self.key.verifying_key(),
+        }
     }
 }
 
@@ -176,10 +188,11 @@ impl ServicePublicKey {
 
     /// Parses 64 hex digits.
     pub fn from_hex(text: &str) -> Result<ServicePublicKey> {
-        let bytes = hex::decode(text.trim())
-            .map_err(|_| PolicyError::Invalid("public key is not hex".to_owned()))?;
-        let bytes: [u8; 32] =
-            bytes.as_slice().try_into().map_err(|_| PolicyError::Invalid("public key must hold 32 bytes".to_owned()))?;
+        let bytes = hex::decode(text.trim()).map_err(|_| PolicyError::Invalid("public key is not hex".to_owned()))?;
+        let bytes: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| PolicyError::Invalid("public key must hold 32 bytes".to_owned()))?;
         let key = VerifyingKey::from_bytes(&bytes)
             .map_err(|_| PolicyError::Invalid("not a valid ed25519 public key".to_owned()))?;
         Ok(ServicePublicKey { key })
@@ -222,7 +235,9 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+            let mode = std::fs::metadata(&path)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0);
             assert_eq!(mode, 0o600);
         }
         assert!(!format!("{a:?}").contains(&hex::encode(a.key.to_bytes())));

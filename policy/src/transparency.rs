@@ -92,14 +92,20 @@ pub fn quarter(period: &str) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
         return Err(bad());
     }
     let start = NaiveDate::from_ymd_opt(year, 3 * (q - 1) + 1, 1).ok_or_else(bad)?;
-    let end = if q == 4 { NaiveDate::from_ymd_opt(year + 1, 1, 1) } else { NaiveDate::from_ymd_opt(year, 3 * q + 1, 1) }
-        .ok_or_else(bad)?;
+    let end = if q == 4 {
+        NaiveDate::from_ymd_opt(year + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(year, 3 * q + 1, 1)
+    }
+    .ok_or_else(bad)?;
     Ok((jst_midnight(start)?, jst_midnight(end)?))
 }
 
 fn jst_midnight(d: NaiveDate) -> Result<DateTime<Utc>> {
     let jst = chrono::FixedOffset::east_opt(9 * 3600).ok_or_else(|| PolicyError::Invalid("time zone".into()))?;
-    let local = d.and_hms_opt(0, 0, 0).ok_or_else(|| PolicyError::Invalid("date".into()))?;
+    let local = d
+        .and_hms_opt(0, 0, 0)
+        .ok_or_else(|| PolicyError::Invalid("date".into()))?;
     jst.from_local_datetime(&local)
         .single()
         .map(|t| t.with_timezone(&Utc))
@@ -107,13 +113,16 @@ fn jst_midnight(d: NaiveDate) -> Result<DateTime<Utc>> {
 }
 
 fn in_window(rfc3339: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> bool {
-    DateTime::parse_from_rfc3339(rfc3339).map(|t| t >= from && t < to).unwrap_or(false)
+    DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t >= from && t < to)
+        .unwrap_or(false)
 }
 
 impl Policy {
     /// The decisions register: approved (and later revoked) applications, oldest first.
     pub async fn decisions_register(&self, actor: &Actor, origin: Origin<'_>) -> Result<Vec<DecisionEntry>> {
-        self.check(actor, Action::PublishRegister, &Resource::Platform, origin).await?;
+        self.check(actor, Action::PublishRegister, &Resource::Platform, origin)
+            .await?;
         let mut out = Vec::new();
         for a in self.committee().list().await? {
             if !matches!(a.status, ApplicationStatus::Approved | ApplicationStatus::Revoked) {
@@ -133,7 +142,11 @@ impl Policy {
                 title: a.form.title.clone(),
                 purpose: a.form.purpose.clone(),
                 organisation: a.organisation.clone(),
-                scope: if scope.is_empty() { "statistics only".into() } else { scope },
+                scope: if scope.is_empty() {
+                    "statistics only".into()
+                } else {
+                    scope
+                },
                 channel: c.channel.as_str().into(),
                 status: a.status.as_str().into(),
                 decided_at: a.decided_at.clone().unwrap_or_default(),
@@ -157,7 +170,8 @@ impl Policy {
 
     /// The provisions register: what was provided to which organisation under which approval.
     pub async fn provisions_register(&self, actor: &Actor, origin: Origin<'_>) -> Result<Vec<Provision>> {
-        self.check(actor, Action::PublishRegister, &Resource::Platform, origin).await?;
+        self.check(actor, Action::PublishRegister, &Resource::Platform, origin)
+            .await?;
         let out = self.committee().provisions().await?;
         self.audit(
             crate::audit_ledger::AuditEvent::new(
@@ -176,12 +190,16 @@ impl Policy {
     /// The policy zone's figures for the regulator's report of `period` (`YYYY-Qn`).
     pub async fn regulator_report(&self, actor: &Actor, period: &str, origin: Origin<'_>) -> Result<RegulatorReport> {
         let (from, to) = quarter(period)?;
-        self.check(actor, Action::ReportRegulator, &Resource::Platform, origin).await?;
+        self.check(actor, Action::ReportRegulator, &Resource::Platform, origin)
+            .await?;
         let apps = self.committee().list().await?;
         let decided = |status: ApplicationStatus| {
             apps.iter()
                 .filter(|a| a.decided_at.as_deref().is_some_and(|d| in_window(d, from, to)))
-                .filter(|a| a.status == status || status == ApplicationStatus::Approved && a.status == ApplicationStatus::Revoked)
+                .filter(|a| {
+                    a.status == status
+                        || status == ApplicationStatus::Approved && a.status == ApplicationStatus::Revoked
+                })
                 .count() as u64
         };
         let entries = self.audit_ledger().entries(from, to).await?;
@@ -218,7 +236,13 @@ impl Policy {
                 .filter(|a| a.revoked.as_ref().is_some_and(|(at, _)| in_window(at, from, to)))
                 .count() as u64,
             applications_refused_at_filing: count("application.file", Some("denied")),
-            provisions: self.committee().provisions().await?.iter().filter(|p| in_window(&p.at, from, to)).count() as u64,
+            provisions: self
+                .committee()
+                .provisions()
+                .await?
+                .iter()
+                .filter(|p| in_window(&p.at, from, to))
+                .count() as u64,
             releases_built: count("release.build", Some("ok")),
             downloads: count("download_release", Some("ok")),
             violations: count("violation.record", Some("ok")),
@@ -227,8 +251,13 @@ impl Policy {
             audit_head: self.audit_ledger().head().await?,
         };
         self.audit(
-            crate::audit_ledger::AuditEvent::new(&actor.username, "report.regulator", period, crate::audit_ledger::Outcome::Ok)
-                .source(origin.0),
+            crate::audit_ledger::AuditEvent::new(
+                &actor.username,
+                "report.regulator",
+                period,
+                crate::audit_ledger::Outcome::Ok,
+            )
+            .source(origin.0),
         )
         .await?;
         Ok(report)
@@ -236,12 +265,18 @@ impl Policy {
 
     /// Verifies the whole audit ledger under the service's public key (operators and auditors).
     pub async fn verify_audit(&self, actor: &Actor, origin: Origin<'_>) -> Result<VerifyReport> {
-        self.check(actor, Action::VerifyAudit, &Resource::Platform, origin).await?;
+        self.check(actor, Action::VerifyAudit, &Resource::Platform, origin)
+            .await?;
         let report = self.audit_ledger().verify(&self.public_key()).await?;
         self.audit(
-            crate::audit_ledger::AuditEvent::new(&actor.username, "audit.verify", "audit ledger", crate::audit_ledger::Outcome::Ok)
-                .source(origin.0)
-                .details(serde_json::json!({"entries_checked": report.entries_checked, "ok": report.is_ok()})),
+            crate::audit_ledger::AuditEvent::new(
+                &actor.username,
+                "audit.verify",
+                "audit ledger",
+                crate::audit_ledger::Outcome::Ok,
+            )
+            .source(origin.0)
+            .details(serde_json::json!({"entries_checked": report.entries_checked, "ok": report.is_ok()})),
         )
         .await?;
         Ok(report)
@@ -255,12 +290,20 @@ impl Policy {
         to: DateTime<Utc>,
         origin: Origin<'_>,
     ) -> Result<InspectionBundle> {
-        self.check(actor, Action::ExportAudit, &Resource::Platform, origin).await?;
+        self.check(actor, Action::ExportAudit, &Resource::Platform, origin)
+            .await?;
         let bundle = self.audit_ledger().export(from, to).await?;
         self.audit(
-            crate::audit_ledger::AuditEvent::new(&actor.username, "audit.export", "audit ledger", crate::audit_ledger::Outcome::Ok)
-                .source(origin.0)
-                .details(serde_json::json!({"from": from.to_rfc3339(), "to": to.to_rfc3339(), "entries": bundle.entries.len()})),
+            crate::audit_ledger::AuditEvent::new(
+                &actor.username,
+                "audit.export",
+                "audit ledger",
+                crate::audit_ledger::Outcome::Ok,
+            )
+            .source(origin.0)
+            .details(
+                serde_json::json!({"from": from.to_rfc3339(), "to": to.to_rfc3339(), "entries": bundle.entries.len()}),
+            ),
         )
         .await?;
         Ok(bundle)
@@ -284,7 +327,10 @@ mod tests {
         assert_eq!(to.to_rfc3339(), "2026-12-31T15:00:00+00:00");
         assert!(quarter("2026-Q5").is_err());
         assert!(quarter("2026Q1").is_err());
-        let now = Utc.with_ymd_and_hms(2026, 12, 31, 16, 0, 0).single().unwrap_or_default();
+        let now = Utc
+            .with_ymd_and_hms(2026, 12, 31, 16, 0, 0)
+            .single()
+            .unwrap_or_default();
         assert_eq!(current_quarter(now), "2027-Q1");
     }
 }

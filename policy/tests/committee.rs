@@ -14,8 +14,8 @@ use tokumei_policy::committee::{
     ApplicationForm, ApplicationStatus, ApprovalConditions, BanSubject, Channel, DpBudget, PrivacyModel, Study,
     TableRequest, UseKind,
 };
-use tokumei_policy::identity::totp::{Totp, TotpSecret};
 use tokumei_policy::identity::SecondFactor;
+use tokumei_policy::identity::totp::{Totp, TotpSecret};
 use tokumei_policy::{Actor, Origin, Policy, PolicyConfig, PolicyDb, Role, ServiceKey};
 
 mod support;
@@ -63,11 +63,18 @@ impl World {
     /// Completes an invitation and logs in: enrol, confirm with the current code, log in with the next
     /// step's code (a code is accepted once).
     async fn activate(&self, username: &str, invitation: &str) -> Actor {
-        let enrolment = self.policy.enrol(username, invitation, PASSWORD, ORIGIN).await.expect("enrol");
+        let enrolment = self
+            .policy
+            .enrol(username, invitation, PASSWORD, ORIGIN)
+            .await
+            .expect("enrol");
         let secret = TotpSecret::from_base32(enrolment.secret_base32.expose()).expect("secret");
         let totp = Totp::new(&secret, "tokumei", username).expect("totp");
         let code = totp.code_at(self.now());
-        self.policy.confirm_totp(username, PASSWORD, &code, ORIGIN).await.expect("confirm");
+        self.policy
+            .confirm_totp(username, PASSWORD, &code, ORIGIN)
+            .await
+            .expect("confirm");
         self.advance(Duration::seconds(30));
         let code = totp.code_at(self.now());
         let session = self
@@ -75,12 +82,19 @@ impl World {
             .login(username, PASSWORD, SecondFactor::Totp(&code), ORIGIN)
             .await
             .expect("login");
-        self.policy.authenticate(session.token.expose()).await.expect("authenticate")
+        self.policy
+            .authenticate(session.token.expose())
+            .await
+            .expect("authenticate")
     }
 
     /// The first operator.
     async fn operator(&self) -> Actor {
-        let inv = self.policy.bootstrap("op", "Operator", "platform", ORIGIN).await.expect("bootstrap");
+        let inv = self
+            .policy
+            .bootstrap("op", "Operator", "platform", ORIGIN)
+            .await
+            .expect("bootstrap");
         self.activate("op", inv.code.expose()).await
     }
 
@@ -89,7 +103,11 @@ impl World {
         if self.policy.add_organisation(op, org, org, ORIGIN).await.is_err() {
             // Already there.
         }
-        let inv = self.policy.add_user(op, username, username, org, roles, ORIGIN).await.expect("add user");
+        let inv = self
+            .policy
+            .add_user(op, username, username, org, roles, ORIGIN)
+            .await
+            .expect("add user");
         self.activate(username, inv.code.expose()).await
     }
 }
@@ -105,12 +123,24 @@ struct Cast {
 async fn cast(w: &World) -> Cast {
     let op = w.operator().await;
     let researcher = w.person(&op, "rika", "univ-a", &[Role::Researcher]).await;
-    let chair = w.person(&op, "chika", "univ-c", &[Role::CommitteeChair, Role::CommitteeMember]).await;
+    let chair = w
+        .person(&op, "chika", "univ-c", &[Role::CommitteeChair, Role::CommitteeMember])
+        .await;
     let mut members = Vec::new();
-    for (name, org) in [("mei", "univ-m"), ("kenta", "hosp-k"), ("sora", "law-s"), ("yui", "univ-a")] {
+    for (name, org) in [
+        ("mei", "univ-m"),
+        ("kenta", "hosp-k"),
+        ("sora", "law-s"),
+        ("yui", "univ-a"),
+    ] {
         members.push(w.person(&op, name, org, &[Role::CommitteeMember]).await);
     }
-    Cast { op, researcher, chair, members }
+    Cast {
+        op,
+        researcher,
+        chair,
+        members,
+    }
 }
 
 fn date(y: i32, m: u32, d: u32) -> NaiveDate {
@@ -124,8 +154,14 @@ fn form() -> ApplicationForm {
         public_interest: "Evidence for the national diabetes strategy".into(),
         methods: "Multilevel regression of HbA1c on prefecture, age band and sex".into(),
         tables: vec![
-            TableRequest { table: "observations".into(), columns: vec!["jlac10".into(), "value".into()] },
-            TableRequest { table: "patients".into(), columns: vec!["birth_date".into(), "sex".into(), "prefecture".into()] },
+            TableRequest {
+                table: "observations".into(),
+                columns: vec!["jlac10".into(), "value".into()],
+            },
+            TableRequest {
+                table: "patients".into(),
+                columns: vec!["birth_date".into(), "sex".into(), "prefecture".into()],
+            },
         ],
         cohort_filter: "jlac10 LIKE '3D046%'".into(),
         period_from: date(2026, 12, 1),
@@ -143,11 +179,22 @@ fn form() -> ApplicationForm {
 fn conditions(recipients: &[&str]) -> ApprovalConditions {
     ApprovalConditions {
         tables: vec![
-            TableRequest { table: "observations".into(), columns: vec!["jlac10".into(), "value".into()] },
-            TableRequest { table: "patients".into(), columns: vec!["sex".into(), "prefecture".into()] },
+            TableRequest {
+                table: "observations".into(),
+                columns: vec!["jlac10".into(), "value".into()],
+            },
+            TableRequest {
+                table: "patients".into(),
+                columns: vec!["sex".into(), "prefecture".into()],
+            },
         ],
         cohort_filter: "jlac10 LIKE '3D046%'".into(),
-        privacy: Some(PrivacyModel { k: 5, l: None, t: None, max_suppression: 0.02 }),
+        privacy: Some(PrivacyModel {
+            k: 5,
+            l: None,
+            t: None,
+            max_suppression: 0.02,
+        }),
         dp_budget: None,
         channel: Channel::File,
         expires_on: date(2027, 6, 30),
@@ -168,7 +215,10 @@ async fn full_review_with_recusal_and_quorum_edges(db: PolicyDb, _url: String) {
     let w = World::new(db, 1);
     let c = cast(&w).await;
     let p = &w.policy;
-    let app = p.file_application(&c.researcher, form(), None, ORIGIN).await.expect("file");
+    let app = p
+        .file_application(&c.researcher, form(), None, ORIGIN)
+        .await
+        .expect("file");
     assert_eq!(app.status, ApplicationStatus::Submitted);
     assert_eq!(app.id, "A-2026-0001");
     assert_eq!(app.fee.total_yen, 30_000 + 60_000 + 2 * 45_000);
@@ -176,42 +226,95 @@ async fn full_review_with_recusal_and_quorum_edges(db: PolicyDb, _url: String) {
     // yui belongs to the applicant's organisation: the chair cannot assign her.
     let names = |xs: &[&Actor]| xs.iter().map(|a| a.username.clone()).collect::<Vec<_>>();
     let (mei, kenta, sora, yui) = (&c.members[0], &c.members[1], &c.members[2], &c.members[3]);
-    assert_eq!(reason(p.assign(&c.chair, &app.id, &names(&[yui]), ORIGIN).await), "INVALID_STATE");
+    assert_eq!(
+        reason(p.assign(&c.chair, &app.id, &names(&[yui]), ORIGIN).await),
+        "INVALID_STATE"
+    );
     // Members cannot assign; the researcher cannot either.
-    assert_eq!(reason(p.assign(mei, &app.id, &names(&[mei]), ORIGIN).await), "ROLE_NOT_PERMITTED");
-    p.assign(&c.chair, &app.id, &names(&[mei, kenta, sora]), ORIGIN).await.expect("assign");
+    assert_eq!(
+        reason(p.assign(mei, &app.id, &names(&[mei]), ORIGIN).await),
+        "ROLE_NOT_PERMITTED"
+    );
+    p.assign(&c.chair, &app.id, &names(&[mei, kenta, sora]), ORIGIN)
+        .await
+        .expect("assign");
 
     // Not assigned → cannot vote; the applicant's colleague could never vote anyway.
-    assert_eq!(reason(p.vote(&c.chair, &app.id, true, "chair", ORIGIN).await), "NOT_ASSIGNED_REVIEWER");
-    assert_eq!(reason(p.vote(yui, &app.id, true, "colleague", ORIGIN).await), "CONFLICT_OF_INTEREST");
+    assert_eq!(
+        reason(p.vote(&c.chair, &app.id, true, "chair", ORIGIN).await),
+        "NOT_ASSIGNED_REVIEWER"
+    );
+    assert_eq!(
+        reason(p.vote(yui, &app.id, true, "colleague", ORIGIN).await),
+        "CONFLICT_OF_INTEREST"
+    );
 
-    p.vote(mei, &app.id, true, "Clear public interest; k=5 adequate", ORIGIN).await.expect("vote");
-    assert_eq!(reason(p.vote(mei, &app.id, false, "again", ORIGIN).await), "INVALID_STATE", "one vote each");
-    p.vote(kenta, &app.id, false, "Cohort filter too broad", ORIGIN).await.expect("vote");
+    p.vote(mei, &app.id, true, "Clear public interest; k=5 adequate", ORIGIN)
+        .await
+        .expect("vote");
+    assert_eq!(
+        reason(p.vote(mei, &app.id, false, "again", ORIGIN).await),
+        "INVALID_STATE",
+        "one vote each"
+    );
+    p.vote(kenta, &app.id, false, "Cohort filter too broad", ORIGIN)
+        .await
+        .expect("vote");
     // sora recuses (consulting for the funder): 2 voting members left, below the quorum of 3.
-    p.recuse(sora, &app.id, "consults for the funder", ORIGIN).await.expect("recuse");
-    assert_eq!(reason(p.vote(sora, &app.id, true, "after recusal", ORIGIN).await), "NOT_ASSIGNED_REVIEWER");
-    assert_eq!(reason(p.decide(&c.chair, &app.id, Some(conditions(&["rika"])), ORIGIN).await), "QUORUM_NOT_MET");
+    p.recuse(sora, &app.id, "consults for the funder", ORIGIN)
+        .await
+        .expect("recuse");
+    assert_eq!(
+        reason(p.vote(sora, &app.id, true, "after recusal", ORIGIN).await),
+        "NOT_ASSIGNED_REVIEWER"
+    );
+    assert_eq!(
+        reason(p.decide(&c.chair, &app.id, Some(conditions(&["rika"])), ORIGIN).await),
+        "QUORUM_NOT_MET"
+    );
 
     // The chair adds herself as a reviewer: 3 voting, 2 in favour = exactly two thirds → approved.
-    p.assign(&c.chair, &app.id, &names(&[&c.chair]), ORIGIN).await.expect("assign chair");
-    p.vote(&c.chair, &app.id, true, "Approve with narrowed columns", ORIGIN).await.expect("vote");
+    p.assign(&c.chair, &app.id, &names(&[&c.chair]), ORIGIN)
+        .await
+        .expect("assign chair");
+    p.vote(&c.chair, &app.id, true, "Approve with narrowed columns", ORIGIN)
+        .await
+        .expect("vote");
     // An approval without conditions, or with conditions wider than applied for, is refused.
-    assert_eq!(reason(p.decide(&c.chair, &app.id, None, ORIGIN).await), "INVALID_ARGUMENT");
+    assert_eq!(
+        reason(p.decide(&c.chair, &app.id, None, ORIGIN).await),
+        "INVALID_ARGUMENT"
+    );
     let mut wide = conditions(&["rika"]);
     wide.tables[1].columns.push("municipality_code".into());
-    assert_eq!(reason(p.decide(&c.chair, &app.id, Some(wide), ORIGIN).await), "INVALID_ARGUMENT");
-    let decided = p.decide(&c.chair, &app.id, Some(conditions(&["rika"])), ORIGIN).await.expect("decide");
+    assert_eq!(
+        reason(p.decide(&c.chair, &app.id, Some(wide), ORIGIN).await),
+        "INVALID_ARGUMENT"
+    );
+    let decided = p
+        .decide(&c.chair, &app.id, Some(conditions(&["rika"])), ORIGIN)
+        .await
+        .expect("decide");
     assert_eq!(decided.status, ApplicationStatus::Approved);
     let tally = decided.tally.expect("tally");
     assert_eq!((tally.voting, tally.in_favour, tally.against), (3, 2, 1));
-    assert_eq!(reason(p.vote(mei, &app.id, true, "late", ORIGIN).await), "INVALID_STATE");
+    assert_eq!(
+        reason(p.vote(mei, &app.id, true, "late", ORIGIN).await),
+        "INVALID_STATE"
+    );
 
     // A second application: 1 of 3 in favour → refused.
-    let app2 = p.file_application(&c.researcher, form(), None, ORIGIN).await.expect("file 2");
-    p.assign(&c.chair, &app2.id, &names(&[mei, kenta, sora]), ORIGIN).await.expect("assign");
+    let app2 = p
+        .file_application(&c.researcher, form(), None, ORIGIN)
+        .await
+        .expect("file 2");
+    p.assign(&c.chair, &app2.id, &names(&[mei, kenta, sora]), ORIGIN)
+        .await
+        .expect("assign");
     p.vote(mei, &app2.id, true, "ok", ORIGIN).await.expect("vote");
-    p.vote(kenta, &app2.id, false, "duplicate of A-2026-0001", ORIGIN).await.expect("vote");
+    p.vote(kenta, &app2.id, false, "duplicate of A-2026-0001", ORIGIN)
+        .await
+        .expect("vote");
     p.vote(sora, &app2.id, false, "duplicate", ORIGIN).await.expect("vote");
     let refused = p.decide(&c.chair, &app2.id, None, ORIGIN).await.expect("decide");
     assert_eq!(refused.status, ApplicationStatus::Refused);
@@ -225,7 +328,10 @@ async fn full_review_with_recusal_and_quorum_edges(db: PolicyDb, _url: String) {
     let register = p.decisions_register(&c.op, ORIGIN).await.expect("register");
     assert_eq!(register.len(), 1);
     assert_eq!(register[0].organisation, "univ-a");
-    assert_eq!(register[0].scope, "observations(jlac10, value); patients(sex, prefecture)");
+    assert_eq!(
+        register[0].scope,
+        "observations(jlac10, value); patients(sex, prefecture)"
+    );
 }
 
 async fn conditions_are_enforced_on_every_use(db: PolicyDb, _url: String) {
@@ -233,38 +339,77 @@ async fn conditions_are_enforced_on_every_use(db: PolicyDb, _url: String) {
     let c = cast(&w).await;
     let p = &w.policy;
     let colleague = w.person(&c.op, "aoi", "univ-a", &[Role::Researcher]).await;
-    let app = p.file_application(&c.researcher, form(), None, ORIGIN).await.expect("file");
+    let app = p
+        .file_application(&c.researcher, form(), None, ORIGIN)
+        .await
+        .expect("file");
     let members: Vec<String> = c.members[..3].iter().map(|m| m.username.clone()).collect();
     p.assign(&c.chair, &app.id, &members, ORIGIN).await.expect("assign");
     for m in &c.members[..3] {
         p.vote(m, &app.id, true, "ok", ORIGIN).await.expect("vote");
     }
-    p.decide(&c.chair, &app.id, Some(conditions(&["rika"])), ORIGIN).await.expect("decide");
+    p.decide(&c.chair, &app.id, Some(conditions(&["rika"])), ORIGIN)
+        .await
+        .expect("decide");
 
-    let ok_tables = [TableRequest { table: "observations".into(), columns: vec!["jlac10".into()] }];
-    let wide = [TableRequest { table: "patients".into(), columns: vec!["birth_date".into()] }];
-    let other_table = [TableRequest { table: "medications".into(), columns: vec!["yj_code".into()] }];
+    let ok_tables = [TableRequest {
+        table: "observations".into(),
+        columns: vec!["jlac10".into()],
+    }];
+    let wide = [TableRequest {
+        table: "patients".into(),
+        columns: vec!["birth_date".into()],
+    }];
+    let other_table = [TableRequest {
+        table: "medications".into(),
+        columns: vec!["yj_code".into()],
+    }];
     let use_ = |who: &Actor, kind: UseKind, t: &[TableRequest]| {
         let (p, who, id, t) = (p.clone(), who.clone(), app.id.clone(), t.to_vec());
         async move { p.admit_use(&who, &id, kind, &t, ORIGIN).await }
     };
     // Before the period: fine (expiry is the limit, the start is the researcher's plan).
-    use_(&c.researcher, UseKind::Download, &ok_tables).await.expect("first download");
-    assert_eq!(reason(use_(&c.researcher, UseKind::Download, &wide).await), "COLUMN_NOT_APPROVED");
-    assert_eq!(reason(use_(&c.researcher, UseKind::Download, &other_table).await), "TABLE_NOT_APPROVED");
-    assert_eq!(reason(use_(&c.researcher, UseKind::Statistics, &ok_tables).await), "CHANNEL_NOT_APPROVED");
+    use_(&c.researcher, UseKind::Download, &ok_tables)
+        .await
+        .expect("first download");
+    assert_eq!(
+        reason(use_(&c.researcher, UseKind::Download, &wide).await),
+        "COLUMN_NOT_APPROVED"
+    );
+    assert_eq!(
+        reason(use_(&c.researcher, UseKind::Download, &other_table).await),
+        "TABLE_NOT_APPROVED"
+    );
+    assert_eq!(
+        reason(use_(&c.researcher, UseKind::Statistics, &ok_tables).await),
+        "CHANNEL_NOT_APPROVED"
+    );
     // A colleague who is not a named recipient is refused by authorisation itself.
-    assert_eq!(reason(use_(&colleague, UseKind::Download, &ok_tables).await), "NOT_RECIPIENT");
-    use_(&c.researcher, UseKind::Download, &ok_tables).await.expect("second download");
-    assert_eq!(reason(use_(&c.researcher, UseKind::Download, &ok_tables).await), "DOWNLOAD_LIMIT_REACHED");
+    assert_eq!(
+        reason(use_(&colleague, UseKind::Download, &ok_tables).await),
+        "NOT_RECIPIENT"
+    );
+    use_(&c.researcher, UseKind::Download, &ok_tables)
+        .await
+        .expect("second download");
+    assert_eq!(
+        reason(use_(&c.researcher, UseKind::Download, &ok_tables).await),
+        "DOWNLOAD_LIMIT_REACHED"
+    );
     // Builds are the operator's, and are not counted as downloads.
-    assert_eq!(reason(use_(&c.researcher, UseKind::Build, &ok_tables).await), "ROLE_NOT_PERMITTED");
+    assert_eq!(
+        reason(use_(&c.researcher, UseKind::Build, &ok_tables).await),
+        "ROLE_NOT_PERMITTED"
+    );
 
     // A statistics approval with a DP budget creates the project's budget in the budget ledger.
     let mut stats_form = form();
     stats_form.channel = Channel::Statistics;
     stats_form.requested_epsilon = Some(2.0);
-    let s = p.file_application(&c.researcher, stats_form, None, ORIGIN).await.expect("file statistics");
+    let s = p
+        .file_application(&c.researcher, stats_form, None, ORIGIN)
+        .await
+        .expect("file statistics");
     p.assign(&c.chair, &s.id, &members, ORIGIN).await.expect("assign");
     for m in &c.members[..3] {
         p.vote(m, &s.id, true, "ok", ORIGIN).await.expect("vote");
@@ -272,31 +417,60 @@ async fn conditions_are_enforced_on_every_use(db: PolicyDb, _url: String) {
     let mut sc = conditions(&["rika"]);
     sc.channel = Channel::Statistics;
     sc.privacy = None;
-    sc.dp_budget = Some(DpBudget { epsilon: 1.5, delta: 1e-6 });
-    p.decide(&c.chair, &s.id, Some(sc), ORIGIN).await.expect("decide statistics");
+    sc.dp_budget = Some(DpBudget {
+        epsilon: 1.5,
+        delta: 1e-6,
+    });
+    p.decide(&c.chair, &s.id, Some(sc), ORIGIN)
+        .await
+        .expect("decide statistics");
     let budget = p.budget().status(&s.id).await.expect("budget created");
     assert_eq!(budget.project.budget.epsilon, 1.5);
-    p.admit_use(&c.researcher, &s.id, UseKind::Statistics, &ok_tables, ORIGIN).await.expect("statistics");
+    p.admit_use(&c.researcher, &s.id, UseKind::Statistics, &ok_tables, ORIGIN)
+        .await
+        .expect("statistics");
 
     // Expiry: the last day is valid (JST), the next is not.
     w.advance(Duration::days(200));
     let today = tokumei_policy::committee::japan_date(w.now());
     w.advance(date(2027, 6, 30) - today);
     assert_eq!(tokumei_policy::committee::japan_date(w.now()), date(2027, 6, 30));
-    p.admit_use(&c.researcher, &s.id, UseKind::Statistics, &ok_tables, ORIGIN).await.expect("last day");
+    p.admit_use(&c.researcher, &s.id, UseKind::Statistics, &ok_tables, ORIGIN)
+        .await
+        .expect("last day");
     w.advance(Duration::days(1));
-    let s_use = p.admit_use(&c.researcher, &s.id, UseKind::Statistics, &ok_tables, ORIGIN).await;
+    let s_use = p
+        .admit_use(&c.researcher, &s.id, UseKind::Statistics, &ok_tables, ORIGIN)
+        .await;
     assert_eq!(reason(s_use), "APPROVAL_EXPIRED");
-    assert_eq!(reason(use_(&c.researcher, UseKind::Download, &ok_tables).await), "APPROVAL_EXPIRED");
+    assert_eq!(
+        reason(use_(&c.researcher, UseKind::Download, &ok_tables).await),
+        "APPROVAL_EXPIRED"
+    );
 
     // Revocation withdraws at once (and needs a reason).
-    assert_eq!(reason(p.revoke(&c.chair, &app.id, " ", ORIGIN).await), "INVALID_ARGUMENT");
-    let revoked = p.revoke(&c.chair, &app.id, "data found on a public share", ORIGIN).await.expect("revoke");
+    assert_eq!(
+        reason(p.revoke(&c.chair, &app.id, " ", ORIGIN).await),
+        "INVALID_ARGUMENT"
+    );
+    let revoked = p
+        .revoke(&c.chair, &app.id, "data found on a public share", ORIGIN)
+        .await
+        .expect("revoke");
     assert_eq!(revoked.status, ApplicationStatus::Revoked);
-    assert_eq!(reason(use_(&c.researcher, UseKind::Download, &ok_tables).await), "APPROVAL_REVOKED");
-    assert_eq!(reason(p.revoke(&c.chair, &app.id, "twice", ORIGIN).await), "INVALID_STATE");
+    assert_eq!(
+        reason(use_(&c.researcher, UseKind::Download, &ok_tables).await),
+        "APPROVAL_REVOKED"
+    );
+    assert_eq!(
+        reason(p.revoke(&c.chair, &app.id, "twice", ORIGIN).await),
+        "INVALID_STATE"
+    );
     // Nobody but the chair revokes.
-    assert_eq!(reason(p.revoke(&c.op, &s.id, "operator", ORIGIN).await), "ROLE_NOT_PERMITTED");
+    assert_eq!(
+        reason(p.revoke(&c.op, &s.id, "operator", ORIGIN).await),
+        "ROLE_NOT_PERMITTED"
+    );
 }
 
 async fn change_requests_and_umbrella_applications(db: PolicyDb, _url: String) {
@@ -314,20 +488,32 @@ async fn change_requests_and_umbrella_applications(db: PolicyDb, _url: String) {
             p.decide(&chair, &id, Some(cond), ORIGIN).await.expect("decide")
         }
     };
-    let app = p.file_application(&c.researcher, form(), None, ORIGIN).await.expect("file");
+    let app = p
+        .file_application(&c.researcher, form(), None, ORIGIN)
+        .await
+        .expect("file");
     // A change request needs an approved application.
-    assert_eq!(reason(p.file_application(&c.researcher, form(), Some(&app.id), ORIGIN).await), "INVALID_STATE");
+    assert_eq!(
+        reason(p.file_application(&c.researcher, form(), Some(&app.id), ORIGIN).await),
+        "INVALID_STATE"
+    );
     approve(app.id.clone(), conditions(&["rika"])).await;
 
     // 変更申出: add a recipient and the birth date column; reviewed the same way; replaces the conditions.
     let other = w.person(&c.op, "aoi", "univ-a", &[Role::Researcher]).await;
     let mut change = form();
     change.recipients = vec!["aoi".into()];
-    let ch = p.file_application(&c.researcher, change, Some(&app.id), ORIGIN).await.expect("change request");
+    let ch = p
+        .file_application(&c.researcher, change, Some(&app.id), ORIGIN)
+        .await
+        .expect("change request");
     assert_eq!(ch.kind.as_str(), "change");
     assert_eq!(ch.amends.as_deref(), Some(app.id.as_str()));
     // Somebody else cannot amend rika's application.
-    assert_eq!(reason(p.file_application(&other, form(), Some(&app.id), ORIGIN).await), "NOT_APPLICANT");
+    assert_eq!(
+        reason(p.file_application(&other, form(), Some(&app.id), ORIGIN).await),
+        "NOT_APPLICANT"
+    );
     let mut wider = conditions(&["rika", "aoi"]);
     wider.tables[1].columns.push("birth_date".into());
     approve(ch.id.clone(), wider).await;
@@ -336,17 +522,34 @@ async fn change_requests_and_umbrella_applications(db: PolicyDb, _url: String) {
     let cond = parent.conditions.expect("conditions");
     assert!(cond.recipients.contains("aoi"));
     assert!(cond.tables[1].columns.contains(&"birth_date".to_string()));
-    let bd = [TableRequest { table: "patients".into(), columns: vec!["birth_date".into()] }];
-    p.admit_use(&other, &app.id, UseKind::Download, &bd, ORIGIN).await.expect("new recipient, new column");
+    let bd = [TableRequest {
+        table: "patients".into(),
+        columns: vec!["birth_date".into()],
+    }];
+    p.admit_use(&other, &app.id, UseKind::Download, &bd, ORIGIN)
+        .await
+        .expect("new recipient, new column");
 
     // 包括申出: several studies under one purpose, one review; fees count the extra studies.
     let mut umbrella = form();
     umbrella.studies = vec![
-        Study { title: "Regional HbA1c".into(), methods: "regression".into() },
-        Study { title: "Treatment intensification".into(), methods: "survival analysis".into() },
-        Study { title: "Complications".into(), methods: "cohort".into() },
+        Study {
+            title: "Regional HbA1c".into(),
+            methods: "regression".into(),
+        },
+        Study {
+            title: "Treatment intensification".into(),
+            methods: "survival analysis".into(),
+        },
+        Study {
+            title: "Complications".into(),
+            methods: "cohort".into(),
+        },
     ];
-    let u = p.file_application(&c.researcher, umbrella, None, ORIGIN).await.expect("umbrella");
+    let u = p
+        .file_application(&c.researcher, umbrella, None, ORIGIN)
+        .await
+        .expect("umbrella");
     assert_eq!(u.kind.as_str(), "umbrella");
     assert_eq!(u.fee.coordination.yen, 60_000 + 2 * 20_000);
     let fees = p.estimate_fees(&c.researcher, &u.id, ORIGIN).await.expect("fees");
@@ -356,69 +559,142 @@ async fn change_requests_and_umbrella_applications(db: PolicyDb, _url: String) {
     // Advertising is refused at filing and the refusal is audited.
     let mut ad = form();
     ad.purpose = "Marketing of our new DPP-4 inhibitor to clinics".into();
-    assert_eq!(reason(p.file_application(&c.researcher, ad, None, ORIGIN).await), "ADVERTISING_REFUSED");
+    assert_eq!(
+        reason(p.file_application(&c.researcher, ad, None, ORIGIN).await),
+        "ADVERTISING_REFUSED"
+    );
     let mut undeclared = form();
     undeclared.not_for_advertising = false;
-    assert_eq!(reason(p.file_application(&c.researcher, undeclared, None, ORIGIN).await), "ADVERTISING_REFUSED");
+    assert_eq!(
+        reason(p.file_application(&c.researcher, undeclared, None, ORIGIN).await),
+        "ADVERTISING_REFUSED"
+    );
     // A withdrawn application can no longer be reviewed.
-    let wd = p.file_application(&c.researcher, form(), None, ORIGIN).await.expect("file");
+    let wd = p
+        .file_application(&c.researcher, form(), None, ORIGIN)
+        .await
+        .expect("file");
     p.withdraw(&c.researcher, &wd.id, ORIGIN).await.expect("withdraw");
-    assert_eq!(reason(p.assign(&c.chair, &wd.id, &members, ORIGIN).await), "INVALID_STATE");
+    assert_eq!(
+        reason(p.assign(&c.chair, &wd.id, &members, ORIGIN).await),
+        "INVALID_STATE"
+    );
 }
 
 async fn bans_stop_applications_and_travel_between_processors(db: PolicyDb, _url: String) {
     let w = World::new(db, 4);
     let c = cast(&w).await;
     let p = &w.policy;
-    let app = p.file_application(&c.researcher, form(), None, ORIGIN).await.expect("file");
+    let app = p
+        .file_application(&c.researcher, form(), None, ORIGIN)
+        .await
+        .expect("file");
     // Only the chair records violations.
     let subject = BanSubject::Organisation("univ-a".into());
     let until = Some(date(2031, 3, 31));
-    let v = p.record_violation(&c.op, subject.clone(), "leak", "x", Some(&app.id), until, ORIGIN).await;
+    let v = p
+        .record_violation(&c.op, subject.clone(), "leak", "x", Some(&app.id), until, ORIGIN)
+        .await;
     assert_eq!(reason(v), "ROLE_NOT_PERMITTED");
     let v = p
-        .record_violation(&c.chair, subject, "re_identification_attempt", "linked a release to a voter list", Some(&app.id), until, ORIGIN)
+        .record_violation(
+            &c.chair,
+            subject,
+            "re_identification_attempt",
+            "linked a release to a voter list",
+            Some(&app.id),
+            until,
+            ORIGIN,
+        )
         .await
         .expect("violation");
     assert_eq!(v.id, "V-2026-0001");
     // The organisation's researchers can no longer file.
-    assert_eq!(reason(p.file_application(&c.researcher, form(), None, ORIGIN).await), "BANNED");
+    assert_eq!(
+        reason(p.file_application(&c.researcher, form(), None, ORIGIN).await),
+        "BANNED"
+    );
     // A person ban for an approved recipient stops the use.
     let other = w.person(&c.op, "kai", "univ-k", &[Role::Researcher]).await;
-    let ok = p.file_application(&other, form(), None, ORIGIN).await.expect("other org files");
+    let ok = p
+        .file_application(&other, form(), None, ORIGIN)
+        .await
+        .expect("other org files");
     let members: Vec<String> = c.members[..3].iter().map(|m| m.username.clone()).collect();
     p.assign(&c.chair, &ok.id, &members, ORIGIN).await.expect("assign");
     for m in &c.members[..3] {
         p.vote(m, &ok.id, true, "ok", ORIGIN).await.expect("vote");
     }
-    p.decide(&c.chair, &ok.id, Some(conditions(&["kai"])), ORIGIN).await.expect("decide");
-    p.record_violation(&c.chair, BanSubject::Person("kai".into()), "use_beyond_approval", "shared with a contractor", None, None, ORIGIN)
+    p.decide(&c.chair, &ok.id, Some(conditions(&["kai"])), ORIGIN)
         .await
-        .expect("person ban");
-    let t = [TableRequest { table: "observations".into(), columns: vec!["jlac10".into()] }];
-    assert_eq!(reason(p.admit_use(&other, &ok.id, UseKind::Download, &t, ORIGIN).await), "BANNED");
+        .expect("decide");
+    p.record_violation(
+        &c.chair,
+        BanSubject::Person("kai".into()),
+        "use_beyond_approval",
+        "shared with a contractor",
+        None,
+        None,
+        ORIGIN,
+    )
+    .await
+    .expect("person ban");
+    let t = [TableRequest {
+        table: "observations".into(),
+        columns: vec!["jlac10".into()],
+    }];
+    assert_eq!(
+        reason(p.admit_use(&other, &ok.id, UseKind::Download, &t, ORIGIN).await),
+        "BANNED"
+    );
 
     // Export the signed list; another processor imports it only under our key.
     let list = p.export_bans(&c.op, ORIGIN).await.expect("export");
     assert_eq!(list.bans.len(), 2);
     // The second processor has its own (embedded) database.
     let dir = tempfile::tempdir().expect("tempdir");
-    let db2 = PolicyDb::open(&tokumei_policy::default_url(dir.path())).await.expect("second processor");
+    let db2 = PolicyDb::open(&tokumei_policy::default_url(dir.path()))
+        .await
+        .expect("second processor");
     let w2 = World::new(db2, 5);
     let op2 = w2.operator().await;
     let wrong_key = ServiceKey::from_seed(&[9; 32]).public();
-    assert_eq!(reason(w2.policy.import_bans(&op2, &list, &wrong_key, ORIGIN).await), "INVALID_ARGUMENT");
+    assert_eq!(
+        reason(w2.policy.import_bans(&op2, &list, &wrong_key, ORIGIN).await),
+        "INVALID_ARGUMENT"
+    );
     let mut altered = list.clone();
     altered.bans.pop();
-    assert_eq!(reason(w2.policy.import_bans(&op2, &altered, &p.public_key(), ORIGIN).await), "INVALID_ARGUMENT");
-    assert_eq!(w2.policy.import_bans(&op2, &list, &p.public_key(), ORIGIN).await.expect("import"), 2);
-    assert_eq!(w2.policy.import_bans(&op2, &list, &p.public_key(), ORIGIN).await.expect("re-import"), 0);
+    assert_eq!(
+        reason(w2.policy.import_bans(&op2, &altered, &p.public_key(), ORIGIN).await),
+        "INVALID_ARGUMENT"
+    );
+    assert_eq!(
+        w2.policy
+            .import_bans(&op2, &list, &p.public_key(), ORIGIN)
+            .await
+            .expect("import"),
+        2
+    );
+    assert_eq!(
+        w2.policy
+            .import_bans(&op2, &list, &p.public_key(), ORIGIN)
+            .await
+            .expect("re-import"),
+        0
+    );
     let researcher2 = w2.person(&op2, "rika", "univ-a", &[Role::Researcher]).await;
-    assert_eq!(reason(w2.policy.file_application(&researcher2, form(), None, ORIGIN).await), "BANNED");
+    assert_eq!(
+        reason(w2.policy.file_application(&researcher2, form(), None, ORIGIN).await),
+        "BANNED"
+    );
     // The ban ends after its last day.
     w2.advance(Duration::days(365 * 5));
     let researcher2 = w2.person(&op2, "rika2", "univ-a", &[Role::Researcher]).await;
-    w2.policy.file_application(&researcher2, form(), None, ORIGIN).await.expect("ban over");
+    w2.policy
+        .file_application(&researcher2, form(), None, ORIGIN)
+        .await
+        .expect("ban over");
 }
 
 async fn the_ledger_records_denials_and_verifies(db: PolicyDb, _url: String) {
@@ -428,14 +704,31 @@ async fn the_ledger_records_denials_and_verifies(db: PolicyDb, _url: String) {
     let before = p.audit_ledger().head().await.expect("head").seq;
     // A denied action and a failed login are both recorded.
     let _ = p.assign(&c.researcher, "A-2026-0042", &[], ORIGIN).await;
-    let app = p.file_application(&c.researcher, form(), None, ORIGIN).await.expect("file");
-    assert_eq!(reason(p.assign(&c.researcher, &app.id, &[], ORIGIN).await), "ROLE_NOT_PERMITTED");
-    let _ = p.login("rika", "wrong password!!", SecondFactor::Totp("000000"), ORIGIN).await;
-    let entries = p.audit_ledger().entries(w.now() - Duration::days(1), w.now() + Duration::days(1)).await.expect("entries");
-    assert!(entries.iter().any(|e| e.action == "assign_reviewers" && e.outcome == "denied"
+    let app = p
+        .file_application(&c.researcher, form(), None, ORIGIN)
+        .await
+        .expect("file");
+    assert_eq!(
+        reason(p.assign(&c.researcher, &app.id, &[], ORIGIN).await),
+        "ROLE_NOT_PERMITTED"
+    );
+    let _ = p
+        .login("rika", "wrong password!!", SecondFactor::Totp("000000"), ORIGIN)
+        .await;
+    let entries = p
+        .audit_ledger()
+        .entries(w.now() - Duration::days(1), w.now() + Duration::days(1))
+        .await
+        .expect("entries");
+    assert!(entries.iter().any(|e| e.action == "assign_reviewers"
+        && e.outcome == "denied"
         && e.reason.as_deref() == Some("ROLE_NOT_PERMITTED")));
     assert!(entries.iter().any(|e| e.action == "login.failure" && e.actor == "rika"));
-    assert!(entries.iter().any(|e| e.action == "application.file" && e.outcome == "ok"));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.action == "application.file" && e.outcome == "ok")
+    );
     assert!(p.audit_ledger().head().await.expect("head").seq >= before + 3);
     // No secret ever reaches the ledger.
     for e in &entries {
@@ -446,10 +739,24 @@ async fn the_ledger_records_denials_and_verifies(db: PolicyDb, _url: String) {
     let auditor = w.person(&c.op, "audra", "regulator", &[Role::Auditor]).await;
     let report = p.verify_audit(&auditor, ORIGIN).await.expect("verify");
     assert!(report.is_ok(), "{report:?}");
-    assert_eq!(reason(p.verify_audit(&c.researcher, ORIGIN).await), "ROLE_NOT_PERMITTED");
-    let bundle = p.export_audit(&auditor, w.now() - Duration::days(1), w.now() + Duration::days(1), ORIGIN).await.expect("export");
+    assert_eq!(
+        reason(p.verify_audit(&c.researcher, ORIGIN).await),
+        "ROLE_NOT_PERMITTED"
+    );
+    let bundle = p
+        .export_audit(
+            &auditor,
+            w.now() - Duration::days(1),
+            w.now() + Duration::days(1),
+            ORIGIN,
+        )
+        .await
+        .expect("export");
     assert!(tokumei_policy::audit_ledger::verify_bundle(&bundle, &p.public_key()).is_ok());
-    assert_eq!(reason(p.export_audit(&c.op, w.now(), w.now(), ORIGIN).await), "ROLE_NOT_PERMITTED");
+    assert_eq!(
+        reason(p.export_audit(&c.op, w.now(), w.now(), ORIGIN).await),
+        "ROLE_NOT_PERMITTED"
+    );
     // The regulator's report counts the quarter.
     let report = p.regulator_report(&auditor, "2026-Q4", ORIGIN).await.expect("report");
     assert_eq!(report.applications_received, 1);

@@ -141,7 +141,9 @@ mod policy_secrets {
 
     impl fmt::Debug for ConfirmTotpResponse {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("ConfirmTotpResponse").field("recovery_codes", &self.recovery_codes.len()).finish()
+            f.debug_struct("ConfirmTotpResponse")
+                .field("recovery_codes", &self.recovery_codes.len())
+                .finish()
         }
     }
 

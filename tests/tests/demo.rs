@@ -38,9 +38,17 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     // Chapter 3: the committee.
     let c = &r["committee"];
     assert_eq!(c["users"].as_array().unwrap().len(), 8);
-    assert!(!c["otpauth_example"].as_str().unwrap().contains("secret=A"), "the demo never prints a TOTP secret");
+    assert!(
+        !c["otpauth_example"].as_str().unwrap().contains("secret=A"),
+        "the demo never prints a TOTP secret"
+    );
     assert!(c["lockout"].as_str().unwrap().contains("ACCOUNT_LOCKED"));
-    assert!(c["advertising_refused"].as_str().unwrap().contains("ADVERTISING_REFUSED"));
+    assert!(
+        c["advertising_refused"]
+            .as_str()
+            .unwrap()
+            .contains("ADVERTISING_REFUSED")
+    );
     assert!(c["quorum_not_met"].as_str().unwrap().contains("QUORUM_NOT_MET"));
     assert_eq!(c["tally"], serde_json::json!([3, 0]));
     assert_eq!(c["conditions"]["dp_budget"]["epsilon"], 1.0);

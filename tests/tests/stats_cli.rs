@@ -106,18 +106,33 @@ fn dp_story(db: &[&str], unapproved: &str) {
         if code == "COLUMN_NOT_APPROVED" {
             a.extend(["--subject", "workclass"]);
         }
-        a.extend(["--epsilon", "0.1", "--project", other_project, "--output", out_unknown_s]);
+        a.extend([
+            "--epsilon",
+            "0.1",
+            "--project",
+            other_project,
+            "--output",
+            out_unknown_s,
+        ]);
         a.extend_from_slice(db);
         let out = tokumei(h, &a);
         assert!(!out.status.success());
-        assert!(String::from_utf8_lossy(&out.stderr).contains(code), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(code),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(!out_unknown.exists());
     }
     // Without a session nothing runs at all.
     let mut a = args.clone();
     a.extend(["--epsilon", "0.1", "--project", project, "--output", out_unknown_s]);
     let out = tokumei(h, &a);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("SESSION_INVALID"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SESSION_INVALID"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // 1. Counts by 10-year age band: the hierarchy level declares the keys, all of them appear.
     let counts = dir.path().join("age.csv");

@@ -36,7 +36,10 @@ pub fn policy_dir(home: &Path) -> PathBuf {
 /// Opens the policy service: database, the service key (created on first use) and `policy.toml`.
 pub async fn open_policy(options: &PolicyOptions) -> Result<Policy> {
     let home = tokumei_home();
-    let url = options.database.clone().unwrap_or_else(|| tokumei_policy::database::default_url(&home));
+    let url = options
+        .database
+        .clone()
+        .unwrap_or_else(|| tokumei_policy::database::default_url(&home));
     let config = PolicyConfig::load(&policy_dir(&home).join("policy.toml")).map_err(reason)?;
     let key_path = tokumei_policy::service_key::default_key_path(&home);
     Policy::open(&url, &key_path, config).await.map_err(reason)
@@ -60,7 +63,9 @@ pub fn save_session(token: &str) -> Result<PathBuf> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut f = options.open(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut f = options
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(token.as_bytes())?;
     Ok(path)
 }

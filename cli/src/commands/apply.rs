@@ -65,7 +65,10 @@ pub fn read_document<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 /// A one-paragraph summary of an application.
 pub fn print_application(a: &ApplicationRecord) {
     println!("{} [{}] {} — {}", a.id, a.kind.as_str(), a.form.title, a.status);
-    println!("  applicant {} ({}), filed {}, channel {}", a.applicant, a.organisation, a.filed_at, a.form.channel);
+    println!(
+        "  applicant {} ({}), filed {}, channel {}",
+        a.applicant, a.organisation, a.filed_at, a.form.channel
+    );
     if let Some(p) = &a.amends {
         println!("  amends {p}");
     }
@@ -75,7 +78,11 @@ pub fn print_application(a: &ApplicationRecord) {
     for r in &a.reviewers {
         let vote = a.votes.iter().find(|v| v.member == r.member);
         match (r.recused, vote) {
-            (true, _) => println!("  reviewer {}: recused ({})", r.member, r.recusal_reason.as_deref().unwrap_or("")),
+            (true, _) => println!(
+                "  reviewer {}: recused ({})",
+                r.member,
+                r.recusal_reason.as_deref().unwrap_or("")
+            ),
             (false, Some(v)) => println!(
                 "  reviewer {}: {} — {}",
                 r.member,
@@ -86,7 +93,13 @@ pub fn print_application(a: &ApplicationRecord) {
         }
     }
     if let Some(t) = a.tally {
-        println!("  decided {} by {}: {} in favour, {} against", a.decided_at.as_deref().unwrap_or(""), a.decided_by.as_deref().unwrap_or(""), t.in_favour, t.against);
+        println!(
+            "  decided {} by {}: {} in favour, {} against",
+            a.decided_at.as_deref().unwrap_or(""),
+            a.decided_by.as_deref().unwrap_or(""),
+            t.in_favour,
+            t.against
+        );
     }
     if let Some(c) = &a.conditions {
         let recipients: Vec<&str> = c.recipients.iter().map(String::as_str).collect();
@@ -103,7 +116,10 @@ pub fn print_application(a: &ApplicationRecord) {
             println!("    {}: {}", t.table, t.columns.join(", "));
         }
         if let Some(p) = c.privacy {
-            println!("    privacy model k={} l={:?} t={:?} suppression ≤ {}", p.k, p.l, p.t, p.max_suppression);
+            println!(
+                "    privacy model k={} l={:?} t={:?} suppression ≤ {}",
+                p.k, p.l, p.t, p.max_suppression
+            );
         }
         if let Some(b) = c.dp_budget {
             println!("    DP budget ε={} δ={:e}", b.epsilon, b.delta);
@@ -118,7 +134,12 @@ pub fn print_application(a: &ApplicationRecord) {
 /// Prints a fee estimate part by part.
 pub fn print_fees(f: &FeeEstimate) {
     println!("fee estimate ({:?} mode):", f.mode);
-    for (name, p) in [("basic", &f.basic), ("coordination", &f.coordination), ("data", &f.data), ("cloud", &f.cloud)] {
+    for (name, p) in [
+        ("basic", &f.basic),
+        ("coordination", &f.coordination),
+        ("data", &f.data),
+        ("cloud", &f.cloud),
+    ] {
         println!("  {name:<13} ¥{:>10}  {}", p.yen, p.basis);
     }
     println!("  {:<13} ¥{:>10}", "total", f.total_yen);
@@ -132,7 +153,10 @@ pub fn run(args: ApplyArgs, json: bool) -> Result<()> {
         match args.command {
             ApplyCommand::File { form, amends } => {
                 let form: ApplicationForm = read_document(&form)?;
-                let r = policy.file_application(&a, form, amends.as_deref(), CLI).await.map_err(reason)?;
+                let r = policy
+                    .file_application(&a, form, amends.as_deref(), CLI)
+                    .await
+                    .map_err(reason)?;
                 emit(json, &r, |r| {
                     println!("filed {} ({}), waiting for the committee", r.id, r.kind.as_str());
                     print_fees(&r.fee);
@@ -146,7 +170,14 @@ pub fn run(args: ApplyArgs, json: bool) -> Result<()> {
                 let list = policy.applications(&a).await.map_err(reason)?;
                 emit(json, &list, |list| {
                     for r in list {
-                        println!("{:<14} {:<12} {:<9} {:<14} {}", r.id, r.status.as_str(), r.kind.as_str(), r.applicant, r.form.title);
+                        println!(
+                            "{:<14} {:<12} {:<9} {:<14} {}",
+                            r.id,
+                            r.status.as_str(),
+                            r.kind.as_str(),
+                            r.applicant,
+                            r.form.title
+                        );
                     }
                     println!("{} application(s)", list.len());
                 })

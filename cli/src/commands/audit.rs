@@ -53,7 +53,9 @@ fn instant(text: &str) -> Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
-    let d: NaiveDate = text.parse().with_context(|| format!("{text:?} is neither YYYY-MM-DD nor RFC 3339"))?;
+    let d: NaiveDate = text
+        .parse()
+        .with_context(|| format!("{text:?} is neither YYYY-MM-DD nor RFC 3339"))?;
     Ok(d.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_default())
 }
 

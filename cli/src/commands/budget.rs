@@ -128,11 +128,13 @@ pub fn run(command: BudgetCommand, json: bool) -> Result<()> {
             } => {
                 let policy = open_policy(&options).await?;
                 let who = actor(&policy, &options).await?;
-                policy.set_budget(&who, &project, Budget { epsilon, delta }, CLI).await.map_err(reason)?;
+                policy
+                    .set_budget(&who, &project, Budget { epsilon, delta }, CLI)
+                    .await
+                    .map_err(reason)?;
                 let status = policy.budget().status(&project).await.map_err(reason)?;
                 emit(json, &status, print_status)
             }
         }
     })
 }
-

@@ -124,12 +124,20 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                 let r = policy.recuse(&a, &id, &why, CLI).await.map_err(reason)?;
                 emit(json, &r, |r| println!("{} recused from {}", a.username, r.id))
             }
-            CommitteeCommand::Vote { id, approve, reject: _, comment } => {
+            CommitteeCommand::Vote {
+                id,
+                approve,
+                reject: _,
+                comment,
+            } => {
                 let r = policy.vote(&a, &id, approve, &comment, CLI).await.map_err(reason)?;
                 emit(json, &r, |r| {
                     let cast = r.votes.len();
                     let active = r.reviewers.iter().filter(|x| !x.recused).count();
-                    println!("vote recorded on {} ({} of {} active reviewers voted)", r.id, cast, active);
+                    println!(
+                        "vote recorded on {} ({} of {} active reviewers voted)",
+                        r.id, cast, active
+                    );
                 })
             }
             CommitteeCommand::Decide { id, conditions } => {
@@ -141,7 +149,14 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                 let r = policy.revoke(&a, &id, &why, CLI).await.map_err(reason)?;
                 emit(json, &r, |r| println!("approval of {} revoked", r.id))
             }
-            CommitteeCommand::Violation { person, organisation, kind, description, application, until } => {
+            CommitteeCommand::Violation {
+                person,
+                organisation,
+                kind,
+                description,
+                application,
+                until,
+            } => {
                 let subject = match (person, organisation) {
                     (Some(p), _) => BanSubject::Person(p),
                     (None, Some(o)) => BanSubject::Organisation(o),
@@ -152,7 +167,10 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                     .await
                     .map_err(reason)?;
                 emit(json, &v, |v| {
-                    let until = v.banned_until.map(|d| d.to_string()).unwrap_or_else(|| "indefinitely".into());
+                    let until = v
+                        .banned_until
+                        .map(|d| d.to_string())
+                        .unwrap_or_else(|| "indefinitely".into());
                     println!("violation {} recorded; {} banned until {until}", v.id, v.subject);
                 })
             }
@@ -160,8 +178,14 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                 let list = policy.violations(&a, CLI).await.map_err(reason)?;
                 emit(json, &list, |list| {
                     for v in list {
-                        let until = v.banned_until.map(|d| d.to_string()).unwrap_or_else(|| "indefinite".into());
-                        println!("{} {} {} until {} ({}) — {}", v.id, v.subject, v.kind, until, v.source, v.description);
+                        let until = v
+                            .banned_until
+                            .map(|d| d.to_string())
+                            .unwrap_or_else(|| "indefinite".into());
+                        println!(
+                            "{} {} {} until {} ({}) — {}",
+                            v.id, v.subject, v.kind, until, v.source, v.description
+                        );
                     }
                     println!("{} violation(s)", list.len());
                 })
@@ -169,9 +193,18 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
             CommitteeCommand::ExportBans { out } => {
                 let list = policy.export_bans(&a, CLI).await.map_err(reason)?;
                 std::fs::write(&out, serde_json::to_vec_pretty(&list)?)?;
-                emit(json, &json!({"file": out, "bans": list.bans.len(), "issuer_key": list.issuer_key}), |_| {
-                    println!("{} ban(s) written to {}, signed by key {}", list.bans.len(), out.display(), policy.public_key().key_id());
-                })
+                emit(
+                    json,
+                    &json!({"file": out, "bans": list.bans.len(), "issuer_key": list.issuer_key}),
+                    |_| {
+                        println!(
+                            "{} ban(s) written to {}, signed by key {}",
+                            list.bans.len(),
+                            out.display(),
+                            policy.public_key().key_id()
+                        );
+                    },
+                )
             }
             CommitteeCommand::ImportBans { file, issuer_key } => {
                 let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -182,9 +215,17 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                 };
                 let trusted = ServicePublicKey::from_hex(&key_text).map_err(reason)?;
                 let n = policy.import_bans(&a, &list, &trusted, CLI).await.map_err(reason)?;
-                emit(json, &json!({"issuer": list.issuer, "bans": list.bans.len(), "imported": n}), |_| {
-                    println!("{n} new ban(s) imported from {} ({} in the list)", list.issuer, list.bans.len());
-                })
+                emit(
+                    json,
+                    &json!({"issuer": list.issuer, "bans": list.bans.len(), "imported": n}),
+                    |_| {
+                        println!(
+                            "{n} new ban(s) imported from {} ({} in the list)",
+                            list.issuer,
+                            list.bans.len()
+                        );
+                    },
+                )
             }
         }
     })

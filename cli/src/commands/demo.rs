@@ -592,7 +592,11 @@ async fn statistics_chapter(
 
 /// Checks a statistics use of `columns` against the approval (as the researcher), audited.
 async fn admit(cast: &super::demo_committee::Committee, columns: &[&str]) -> anyhow::Result<()> {
-    let table = if columns.contains(&"jlac10") { "observations" } else { "patients" };
+    let table = if columns.contains(&"jlac10") {
+        "observations"
+    } else {
+        "patients"
+    };
     let tables = [tokumei_policy::committee::TableRequest {
         table: table.into(),
         columns: columns.iter().map(|c| c.to_string()).collect(),

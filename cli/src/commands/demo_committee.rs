@@ -66,31 +66,54 @@ pub struct Committee {
 const PASSWORD: &str = "demo password, not for production";
 
 async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(Actor, String)> {
-    let enrolment = policy.enrol(username, invitation, PASSWORD, DEMO).await.map_err(super::access::reason)?;
+    let enrolment = policy
+        .enrol(username, invitation, PASSWORD, DEMO)
+        .await
+        .map_err(super::access::reason)?;
     let secret = TotpSecret::from_base32(enrolment.secret_base32.expose()).map_err(super::access::reason)?;
     let totp = Totp::new(&secret, &policy.config().processor, username).map_err(super::access::reason)?;
     // Confirm with the previous step's code and log in with the current one: each code works once, and
     // both are inside the ±1 step window.
     let now = Utc::now();
     let first = totp.code_at(now - Duration::seconds(30));
-    policy.confirm_totp(username, PASSWORD, &first, DEMO).await.map_err(super::access::reason)?;
+    policy
+        .confirm_totp(username, PASSWORD, &first, DEMO)
+        .await
+        .map_err(super::access::reason)?;
     let code = totp.code_at(Utc::now());
-    let session =
-        policy.login(username, PASSWORD, SecondFactor::Totp(&code), DEMO).await.map_err(super::access::reason)?;
-    let actor = policy.authenticate(session.token.expose()).await.map_err(super::access::reason)?;
+    let session = policy
+        .login(username, PASSWORD, SecondFactor::Totp(&code), DEMO)
+        .await
+        .map_err(super::access::reason)?;
+    let actor = policy
+        .authenticate(session.token.expose())
+        .await
+        .map_err(super::access::reason)?;
     let uri = enrolment.otpauth_uri.expose();
     let shown = match uri.split_once("secret=") {
-        Some((head, tail)) => format!("{head}secret=…{}", tail.split_once('&').map(|(_, r)| format!("&{r}")).unwrap_or_default()),
+        Some((head, tail)) => format!(
+            "{head}secret=…{}",
+            tail.split_once('&').map(|(_, r)| format!("&{r}")).unwrap_or_default()
+        ),
         None => uri.to_owned(),
     };
     Ok((actor, shown))
 }
 
 async fn person(policy: &Policy, op: &Actor, username: &str, name: &str, org: &str, roles: &[Role]) -> Result<Actor> {
-    if policy.users(op, DEMO).await.map_err(super::access::reason)?.iter().all(|u| u.organisation != org) {
+    if policy
+        .users(op, DEMO)
+        .await
+        .map_err(super::access::reason)?
+        .iter()
+        .all(|u| u.organisation != org)
+    {
         let _ = policy.add_organisation(op, org, org, DEMO).await;
     }
-    let inv = policy.add_user(op, username, name, org, roles, DEMO).await.map_err(super::access::reason)?;
+    let inv = policy
+        .add_user(op, username, name, org, roles, DEMO)
+        .await
+        .map_err(super::access::reason)?;
     Ok(activate(policy, username, inv.code.expose()).await?.0)
 }
 
@@ -102,8 +125,14 @@ fn form(channel: Channel) -> ApplicationForm {
         public_interest: "Evidence for the national diabetes strategy".into(),
         methods: "Differentially private counts and means by prefecture and analyte".into(),
         tables: vec![
-            TableRequest { table: "patients".into(), columns: vec!["prefecture".into(), "sex".into(), "linkage_key".into()] },
-            TableRequest { table: "observations".into(), columns: vec!["jlac10".into(), "value".into(), "linkage_key".into()] },
+            TableRequest {
+                table: "patients".into(),
+                columns: vec!["prefecture".into(), "sex".into(), "linkage_key".into()],
+            },
+            TableRequest {
+                table: "observations".into(),
+                columns: vec!["jlac10".into(), "value".into(), "linkage_key".into()],
+            },
         ],
         cohort_filter: String::new(),
         period_from: today,
@@ -122,10 +151,15 @@ fn form(channel: Channel) -> ApplicationForm {
 pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, CommitteeChapter)> {
     let url = tokumei_policy::database::default_url(home);
     let key_path = tokumei_policy::service_key::default_key_path(home);
-    let policy = Policy::open(&url, &key_path, PolicyConfig::default()).await.map_err(super::access::reason)?;
+    let policy = Policy::open(&url, &key_path, PolicyConfig::default())
+        .await
+        .map_err(super::access::reason)?;
     let mut out = CommitteeChapter::default();
 
-    let inv = policy.bootstrap("op", "Platform operator", "platform", DEMO).await.map_err(super::access::reason)?;
+    let inv = policy
+        .bootstrap("op", "Platform operator", "platform", DEMO)
+        .await
+        .map_err(super::access::reason)?;
     let (op, _) = activate(&policy, "op", inv.code.expose()).await?;
     let researcher = {
         let _ = policy.add_organisation(&op, "univ-a", "University A", DEMO).await;
@@ -137,13 +171,39 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         out.otpauth_example = uri;
         actor
     };
-    let chair = person(&policy, &op, "chika", "Chika Ito (chair)", "univ-c", &[Role::CommitteeChair, Role::CommitteeMember]).await?;
+    let chair = person(
+        &policy,
+        &op,
+        "chika",
+        "Chika Ito (chair)",
+        "univ-c",
+        &[Role::CommitteeChair, Role::CommitteeMember],
+    )
+    .await?;
     let mei = person(&policy, &op, "mei", "Mei Kato", "univ-m", &[Role::CommitteeMember]).await?;
     let kenta = person(&policy, &op, "kenta", "Kenta Mori", "hosp-k", &[Role::CommitteeMember]).await?;
-    let sora = person(&policy, &op, "sora", "Sora Abe (lawyer)", "law-s", &[Role::CommitteeMember]).await?;
-    let auditor = person(&policy, &op, "audra", "Audra Ono (inspector)", "regulator", &[Role::Auditor]).await?;
+    let sora = person(
+        &policy,
+        &op,
+        "sora",
+        "Sora Abe (lawyer)",
+        "law-s",
+        &[Role::CommitteeMember],
+    )
+    .await?;
+    let auditor = person(
+        &policy,
+        &op,
+        "audra",
+        "Audra Ono (inspector)",
+        "regulator",
+        &[Role::Auditor],
+    )
+    .await?;
     let outsider = person(&policy, &op, "kai", "Kai Ueda", "univ-k", &[Role::Researcher]).await?;
-    out.users = ["op", "sato", "chika", "mei", "kenta", "sora", "audra", "kai"].map(String::from).to_vec();
+    out.users = ["op", "sato", "chika", "mei", "kenta", "sora", "audra", "kai"]
+        .map(String::from)
+        .to_vec();
     say(&format!(
         "   {} people enrolled: argon2id password + TOTP (RFC 6238), e.g. {}; each got 10 recovery codes",
         out.users.len(),
@@ -152,13 +212,18 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
 
     // Lockout: five wrong passwords lock kai's account; the right password and code are then refused too.
     for _ in 0..5 {
-        let _ = policy.login("kai", "not the password!", SecondFactor::Totp("000000"), DEMO).await;
+        let _ = policy
+            .login("kai", "not the password!", SecondFactor::Totp("000000"), DEMO)
+            .await;
     }
     out.lockout = match policy.login("kai", PASSWORD, SecondFactor::Totp("000000"), DEMO).await {
         Ok(_) => anyhow::bail!("a locked account logged in"),
         Err(e) => format!("[{}] {e}", e.reason()),
     };
-    say(&format!("   5 wrong passwords for kai, then the right one: {}", out.lockout));
+    say(&format!(
+        "   5 wrong passwords for kai, then the right one: {}",
+        out.lockout
+    ));
 
     // An application for advertising is refused at filing.
     let mut ad = form(Channel::Statistics);
@@ -170,7 +235,10 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
     say(&format!("   an application for marketing: {}", out.advertising_refused));
 
     // The real application, its review and approval.
-    let app = policy.file_application(&researcher, form(Channel::Statistics), None, DEMO).await.map_err(super::access::reason)?;
+    let app = policy
+        .file_application(&researcher, form(Channel::Statistics), None, DEMO)
+        .await
+        .map_err(super::access::reason)?;
     out.application = app.id.clone();
     out.fee_yen = app.fee.total_yen;
     say(&format!(
@@ -178,16 +246,37 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         app.id, app.fee.total_yen
     ));
     let members = ["mei", "kenta", "sora"].map(String::from).to_vec();
-    policy.assign(&chair, &app.id, &members, DEMO).await.map_err(super::access::reason)?;
-    policy.recuse(&sora, &app.id, "advises the funder", DEMO).await.map_err(super::access::reason)?;
-    policy.vote(&mei, &app.id, true, "Clear public interest; results-only channel is proportionate", DEMO).await.map_err(super::access::reason)?;
-    policy.vote(&kenta, &app.id, true, "Agree; keep the budget small", DEMO).await.map_err(super::access::reason)?;
+    policy
+        .assign(&chair, &app.id, &members, DEMO)
+        .await
+        .map_err(super::access::reason)?;
+    policy
+        .recuse(&sora, &app.id, "advises the funder", DEMO)
+        .await
+        .map_err(super::access::reason)?;
+    policy
+        .vote(
+            &mei,
+            &app.id,
+            true,
+            "Clear public interest; results-only channel is proportionate",
+            DEMO,
+        )
+        .await
+        .map_err(super::access::reason)?;
+    policy
+        .vote(&kenta, &app.id, true, "Agree; keep the budget small", DEMO)
+        .await
+        .map_err(super::access::reason)?;
     let today = japan_date(Utc::now());
     let conditions = ApprovalConditions {
         tables: form(Channel::Statistics).tables,
         cohort_filter: String::new(),
         privacy: None,
-        dp_budget: Some(DpBudget { epsilon: 1.0, delta: 1e-5 }),
+        dp_budget: Some(DpBudget {
+            epsilon: 1.0,
+            delta: 1e-5,
+        }),
         channel: Channel::Statistics,
         expires_on: today + Duration::days(180),
         max_downloads: 0,
@@ -198,10 +287,22 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         Ok(_) => anyhow::bail!("decided below the quorum"),
         Err(e) => format!("[{}] {e}", e.reason()),
     };
-    say(&format!("   chika assigns mei, kenta, sora; sora recuses; 2 votes in favour; closing now: {}", out.quorum_not_met));
-    policy.assign(&chair, &app.id, &["chika".to_owned()], DEMO).await.map_err(super::access::reason)?;
-    policy.vote(&chair, &app.id, true, "Approve with a budget of ε=1", DEMO).await.map_err(super::access::reason)?;
-    let decided = policy.decide(&chair, &app.id, Some(conditions), DEMO).await.map_err(super::access::reason)?;
+    say(&format!(
+        "   chika assigns mei, kenta, sora; sora recuses; 2 votes in favour; closing now: {}",
+        out.quorum_not_met
+    ));
+    policy
+        .assign(&chair, &app.id, &["chika".to_owned()], DEMO)
+        .await
+        .map_err(super::access::reason)?;
+    policy
+        .vote(&chair, &app.id, true, "Approve with a budget of ε=1", DEMO)
+        .await
+        .map_err(super::access::reason)?;
+    let decided = policy
+        .decide(&chair, &app.id, Some(conditions), DEMO)
+        .await
+        .map_err(super::access::reason)?;
     let tally = decided.tally.context("a decided application has a tally")?;
     out.tally = (tally.in_favour, tally.against);
     out.conditions = decided.conditions.clone();
@@ -214,11 +315,17 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
     ));
 
     // A researcher who is not a recipient cannot use the approval.
-    out.non_recipient_refused = match policy.admit_use(&outsider, &app.id, UseKind::Statistics, &[], DEMO).await {
+    out.non_recipient_refused = match policy
+        .admit_use(&outsider, &app.id, UseKind::Statistics, &[], DEMO)
+        .await
+    {
         Ok(_) => anyhow::bail!("a non-recipient used the approval"),
         Err(e) => format!("[{}] {e}", e.reason()),
     };
-    say(&format!("   kai (not a recipient) asks for statistics under {}: {}", app.id, out.non_recipient_refused));
+    say(&format!(
+        "   kai (not a recipient) asks for statistics under {}: {}",
+        app.id, out.non_recipient_refused
+    ));
 
     // A violation bans an organisation from applying.
     policy
@@ -233,13 +340,25 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         )
         .await
         .map_err(super::access::reason)?;
-    out.banned_refused = match policy.file_application(&outsider, form(Channel::File), None, DEMO).await {
+    out.banned_refused = match policy
+        .file_application(&outsider, form(Channel::File), None, DEMO)
+        .await
+    {
         Ok(_) => anyhow::bail!("a banned organisation filed"),
         Err(e) => format!("[{}] {e}", e.reason()),
     };
-    say(&format!("   a violation is recorded against University K; kai files again: {}", out.banned_refused));
+    say(&format!(
+        "   a violation is recorded against University K; kai files again: {}",
+        out.banned_refused
+    ));
 
-    let cast = Committee { policy, researcher, operator: op, auditor, application: app.id };
+    let cast = Committee {
+        policy,
+        researcher,
+        operator: op,
+        auditor,
+        application: app.id,
+    };
     Ok((cast, out))
 }
 
@@ -266,10 +385,19 @@ pub async fn closing(home: &Path, cast: &Committee, say: &impl Fn(&str)) -> Resu
     let mut out = TransparencyChapter::default();
     let dir = home.join("register");
     std::fs::create_dir_all(&dir)?;
-    let decisions = p.decisions_register(&cast.operator, DEMO).await.map_err(super::access::reason)?;
+    let decisions = p
+        .decisions_register(&cast.operator, DEMO)
+        .await
+        .map_err(super::access::reason)?;
     std::fs::write(dir.join("decisions.json"), serde_json::to_vec_pretty(&decisions)?)?;
-    out.decisions = decisions.iter().map(|d| format!("{} {} {}", d.application, d.organisation, d.scope)).collect();
-    let provisions = p.provisions_register(&cast.operator, DEMO).await.map_err(super::access::reason)?;
+    out.decisions = decisions
+        .iter()
+        .map(|d| format!("{} {} {}", d.application, d.organisation, d.scope))
+        .collect();
+    let provisions = p
+        .provisions_register(&cast.operator, DEMO)
+        .await
+        .map_err(super::access::reason)?;
     std::fs::write(dir.join("provisions.json"), serde_json::to_vec_pretty(&provisions)?)?;
     out.provisions = provisions.len();
     say(&format!(
@@ -279,14 +407,27 @@ pub async fn closing(home: &Path, cast: &Committee, say: &impl Fn(&str)) -> Resu
         provisions.len()
     ));
     let period = tokumei_policy::transparency::current_quarter(Utc::now());
-    let report = p.regulator_report(&cast.auditor, &period, DEMO).await.map_err(super::access::reason)?;
+    let report = p
+        .regulator_report(&cast.auditor, &period, DEMO)
+        .await
+        .map_err(super::access::reason)?;
     out.report_period = period.clone();
     say(&format!(
         "   regulator report {period}: {} application(s) received, {} approved, {} refused at filing, {} violation(s), {} denied action(s)",
-        report.applications_received, report.applications_approved, report.applications_refused_at_filing, report.violations, report.denied_actions
+        report.applications_received,
+        report.applications_approved,
+        report.applications_refused_at_filing,
+        report.violations,
+        report.denied_actions
     ));
-    let verified = p.verify_audit(&cast.auditor, DEMO).await.map_err(super::access::reason)?;
-    anyhow::ensure!(verified.is_ok(), "the demo's audit ledger does not verify: {verified:?}");
+    let verified = p
+        .verify_audit(&cast.auditor, DEMO)
+        .await
+        .map_err(super::access::reason)?;
+    anyhow::ensure!(
+        verified.is_ok(),
+        "the demo's audit ledger does not verify: {verified:?}"
+    );
     out.audit_entries = verified.entries_checked;
     out.audit_head = verified.head.hash.clone();
     say(&format!(
@@ -295,7 +436,10 @@ pub async fn closing(home: &Path, cast: &Committee, say: &impl Fn(&str)) -> Resu
         &verified.head.hash[..16.min(verified.head.hash.len())]
     ));
     out.tampered_copy = tamper_and_verify(home, p).await?;
-    say(&format!("   a copy of the ledger with one vote comment edited (triggers dropped, as a DBA could): {}", out.tampered_copy));
+    say(&format!(
+        "   a copy of the ledger with one vote comment edited (triggers dropped, as a DBA could): {}",
+        out.tampered_copy
+    ));
     Ok(out)
 }
 
@@ -311,7 +455,9 @@ async fn tamper_and_verify(home: &Path, p: &Policy) -> Result<String> {
     std::fs::copy(&src, &copy)?;
     let db = tokumei_policy::PolicyDb::open(&tokumei_policy::database::sqlite_url(&copy)).await?;
     // What a database administrator with write access could do: drop the append-only trigger.
-    db.pool().execute("DROP TRIGGER IF EXISTS audit_entries_no_update").await?;
+    db.pool()
+        .execute("DROP TRIGGER IF EXISTS audit_entries_no_update")
+        .await?;
     let victim: i64 = sqlx::query_scalar("SELECT MIN(seq) FROM audit_entries WHERE action = 'review.vote'")
         .fetch_one(db.pool())
         .await?;
@@ -324,7 +470,11 @@ async fn tamper_and_verify(home: &Path, p: &Policy) -> Result<String> {
     db.close().await;
     let _ = std::fs::remove_dir_all(&copy_dir);
     Ok(match report.first_bad {
-        Some(bad) => format!("detected at entry {} (the vote, seq {victim}): {}", bad.seq.unwrap_or_default(), bad.message),
+        Some(bad) => format!(
+            "detected at entry {} (the vote, seq {victim}): {}",
+            bad.seq.unwrap_or_default(),
+            bad.message
+        ),
         None => anyhow::bail!("tampering was not detected"),
     })
 }

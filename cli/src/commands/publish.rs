@@ -92,9 +92,18 @@ pub fn run_publish(args: PublishArgs, json: bool) -> Result<()> {
                 (write_register(&out, "provisions", &rows)?, rows.len())
             }
         };
-        emit(json, &serde_json::json!({"entries": n, "json": files.0, "csv": files.1}), |_| {
-            println!("{n} entr{} written to {} and {}", if n == 1 { "y" } else { "ies" }, files.0.display(), files.1.display());
-        })
+        emit(
+            json,
+            &serde_json::json!({"entries": n, "json": files.0, "csv": files.1}),
+            |_| {
+                println!(
+                    "{n} entr{} written to {} and {}",
+                    if n == 1 { "y" } else { "ies" },
+                    files.0.display(),
+                    files.1.display()
+                );
+            },
+        )
     })
 }
 
@@ -145,14 +154,26 @@ async fn core_figures(config: Option<&Path>, period: &str) -> Result<CoreFigures
             anyhow::Ok(n)
         }
     };
-    let hospitals = count(format!("SELECT COUNT(DISTINCT source_hospital) FROM patients WHERE {}", window("ingested_at"))).await?;
+    let hospitals = count(format!(
+        "SELECT COUNT(DISTINCT source_hospital) FROM patients WHERE {}",
+        window("ingested_at")
+    ))
+    .await?;
     let patients = count(format!("SELECT COUNT(*) FROM patients WHERE {}", window("ingested_at"))).await?;
     let mut clinical = 0;
     for t in tokumei_store::schema::Table::CLINICAL {
-        clinical += count(format!("SELECT COUNT(*) FROM {} WHERE {}", t.name(), window("ingested_at"))).await?;
+        clinical += count(format!(
+            "SELECT COUNT(*) FROM {} WHERE {}",
+            t.name(),
+            window("ingested_at")
+        ))
+        .await?;
     }
     let kinds = ctx
-        .sql(&format!("SELECT kind, COUNT(*) FROM opt_outs WHERE {} GROUP BY kind", window("requested_at")))
+        .sql(&format!(
+            "SELECT kind, COUNT(*) FROM opt_outs WHERE {} GROUP BY kind",
+            window("requested_at")
+        ))
         .await?
         .collect()
         .await?;
@@ -173,9 +194,7 @@ async fn core_figures(config: Option<&Path>, period: &str) -> Result<CoreFigures
     }
     let completed = tokumei_store::erasure::certificates(&store.erasure_log_path())?
         .iter()
-        .filter(|c| {
-            chrono::DateTime::parse_from_rfc3339(&c.completed_at).is_ok_and(|t| t >= from && t < to)
-        })
+        .filter(|c| chrono::DateTime::parse_from_rfc3339(&c.completed_at).is_ok_and(|t| t >= from && t < to))
         .count() as u64;
     Ok(CoreFigures {
         hospitals_providing: hospitals,

@@ -8,14 +8,14 @@
 
 use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
 use crate::commands::store::open_store;
-use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
-use tokumei_policy::{Action, Resource};
 use crate::output::runtime;
 use clap::Args;
 use deltalake::arrow::util::pretty::pretty_format_batches;
 use std::path::PathBuf;
 use tokumei_ingest::config::Config;
 use tokumei_ingest::home::tokumei_home;
+use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
+use tokumei_policy::{Action, Resource};
 use tokumei_store::View;
 
 #[derive(Args, Debug)]
@@ -57,10 +57,22 @@ pub fn run(a: SqlArgs, json: bool) -> anyhow::Result<()> {
             Ok(_) => (Outcome::Ok, None),
             Err(_) => (Outcome::Failed, Some("SQL_ERROR")),
         };
-        let rows: usize = result.as_ref().map(|b| b.iter().map(|b| b.num_rows()).sum()).unwrap_or(0);
-        let mut event = AuditEvent::new(&who.username, "sql", if a.all_rows { "core store (all rows)" } else { "core store (research view)" }, outcome)
-            .source(CLI.0)
-            .details(serde_json::json!({"query": a.query, "all_rows": a.all_rows, "rows": rows}));
+        let rows: usize = result
+            .as_ref()
+            .map(|b| b.iter().map(|b| b.num_rows()).sum())
+            .unwrap_or(0);
+        let mut event = AuditEvent::new(
+            &who.username,
+            "sql",
+            if a.all_rows {
+                "core store (all rows)"
+            } else {
+                "core store (research view)"
+            },
+            outcome,
+        )
+        .source(CLI.0)
+        .details(serde_json::json!({"query": a.query, "all_rows": a.all_rows, "rows": rows}));
         if let Some(code) = reason_code {
             event = event.reason(code);
         }

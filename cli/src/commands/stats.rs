@@ -197,7 +197,10 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
         let policy = open_policy(&a.policy).await?;
         let who = actor(&policy, &a.policy).await?;
         // Outside the approval (or no approval at all): refused, and audited, before reading any data.
-        let used = [TableRequest { table: table_name(&a)?, columns: columns_used(&request) }];
+        let used = [TableRequest {
+            table: table_name(&a)?,
+            columns: columns_used(&request),
+        }];
         policy
             .admit_use(&who, &a.project, UseKind::Statistics, &used, CLI)
             .await
@@ -239,7 +242,10 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
                 let table = release(&plan, &request, &grouped)?;
                 let digest = write_private_table(&a.output, &table, a.min_cell)?;
                 let cells = i64::try_from(table.cells.len()).unwrap_or(i64::MAX);
-                policy.record_provision(&who, &a.project, &query, cells, CLI).await.map_err(reason)?;
+                policy
+                    .record_provision(&who, &a.project, &query, cells, CLI)
+                    .await
+                    .map_err(reason)?;
                 let after = ledger.status(&a.project).await?;
                 report.protection = table.protection.clone();
                 report.cells = table.cells.len();
@@ -301,7 +307,10 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
                 let entry = record_small_cell_release(&ledger, &a.project, &who.username, &query, &rule).await?;
                 let digest = write_small_cell_table(&a.output, &grouped, &protected, dims, &protection)?;
                 let cells = i64::try_from(protected.refs().len()).unwrap_or(i64::MAX);
-                policy.record_provision(&who, &a.project, &query, cells, CLI).await.map_err(reason)?;
+                policy
+                    .record_provision(&who, &a.project, &query, cells, CLI)
+                    .await
+                    .map_err(reason)?;
                 report.ledger_entry = Some(entry);
                 report.output = Some(a.output.display().to_string());
                 report.output_sha256 = Some(digest);

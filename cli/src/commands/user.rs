@@ -11,7 +11,9 @@ use serde_json::json;
 use tokumei_policy::Role;
 use tokumei_policy::identity::SecondFactor;
 
-use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, read_password, reason, save_session, session_token};
+use crate::commands::access::{
+    CLI, PolicyOptions, actor, open_policy, read_password, reason, save_session, session_token,
+};
 use crate::output::{emit, runtime};
 
 /// `tokumei user ...`
@@ -154,8 +156,15 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
     runtime()?.block_on(async {
         let policy = open_policy(&args.policy).await?;
         match args.command {
-            UserCommand::Bootstrap { username, name, organisation } => {
-                let inv = policy.bootstrap(&username, &name, &organisation, CLI).await.map_err(reason)?;
+            UserCommand::Bootstrap {
+                username,
+                name,
+                organisation,
+            } => {
+                let inv = policy
+                    .bootstrap(&username, &name, &organisation, CLI)
+                    .await
+                    .map_err(reason)?;
                 let out = InvitationOut {
                     username: inv.username.clone(),
                     invitation_code: inv.code.expose().to_owned(),
@@ -167,9 +176,17 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
                     println!("next: tokumei user enrol --username {} --invitation CODE", o.username);
                 })
             }
-            UserCommand::Enrol { username, invitation, password_stdin, no_qr } => {
+            UserCommand::Enrol {
+                username,
+                invitation,
+                password_stdin,
+                no_qr,
+            } => {
                 let password = read_password(password_stdin, "new password: ")?;
-                let e = policy.enrol(&username, &invitation, &password, CLI).await.map_err(reason)?;
+                let e = policy
+                    .enrol(&username, &invitation, &password, CLI)
+                    .await
+                    .map_err(reason)?;
                 let out = json!({
                     "username": username,
                     "otpauth_uri": e.otpauth_uri.expose(),
@@ -185,9 +202,16 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
                     println!("then: tokumei user confirm --username {username} --code CODE");
                 })
             }
-            UserCommand::Confirm { username, code, password_stdin } => {
+            UserCommand::Confirm {
+                username,
+                code,
+                password_stdin,
+            } => {
                 let password = read_password(password_stdin, "password: ")?;
-                let codes = policy.confirm_totp(&username, &password, &code, CLI).await.map_err(reason)?;
+                let codes = policy
+                    .confirm_totp(&username, &password, &code, CLI)
+                    .await
+                    .map_err(reason)?;
                 let list: Vec<&str> = codes.codes().iter().map(|c| c.expose()).collect();
                 emit(json, &json!({"username": username, "recovery_codes": list}), |_| {
                     println!("authenticator confirmed; {username} is active.");
@@ -197,7 +221,13 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
                     }
                 })
             }
-            UserCommand::Login { username, code, recovery_code, password_stdin, no_save } => {
+            UserCommand::Login {
+                username,
+                code,
+                recovery_code,
+                password_stdin,
+                no_save,
+            } => {
                 let password = read_password(password_stdin, "password: ")?;
                 let factor = match (&code, &recovery_code) {
                     (Some(c), _) => SecondFactor::Totp(c),
@@ -205,7 +235,11 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
                     (None, None) => anyhow::bail!("give --code or --recovery-code"),
                 };
                 let session = policy.login(&username, &password, factor, CLI).await.map_err(reason)?;
-                let saved = if no_save { None } else { Some(save_session(session.token.expose())?) };
+                let saved = if no_save {
+                    None
+                } else {
+                    Some(save_session(session.token.expose())?)
+                };
                 let roles: Vec<&str> = session.actor.roles.iter().map(|r| r.as_str()).collect();
                 let out = json!({
                     "username": session.actor.username,
@@ -241,16 +275,27 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
                     println!("{} of {} ({})", a.username, a.organisation, roles.join(", "));
                 })
             }
-            UserCommand::Add { username, name, organisation, roles } => {
+            UserCommand::Add {
+                username,
+                name,
+                organisation,
+                roles,
+            } => {
                 let a = actor(&policy, &args.policy).await?;
-                let inv = policy.add_user(&a, &username, &name, &organisation, &roles, CLI).await.map_err(reason)?;
+                let inv = policy
+                    .add_user(&a, &username, &name, &organisation, &roles, CLI)
+                    .await
+                    .map_err(reason)?;
                 let out = InvitationOut {
                     username: inv.username.clone(),
                     invitation_code: inv.code.expose().to_owned(),
                     expires_at: inv.expires_at.to_rfc3339(),
                 };
                 emit(json, &out, |o| {
-                    println!("invited {} (expires {}); invitation code (shown once): {}", o.username, o.expires_at, o.invitation_code);
+                    println!(
+                        "invited {} (expires {}); invitation code (shown once): {}",
+                        o.username, o.expires_at, o.invitation_code
+                    );
                 })
             }
             UserCommand::AddOrg { id, name } => {
@@ -258,11 +303,20 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
                 let org = policy.add_organisation(&a, &id, &name, CLI).await.map_err(reason)?;
                 emit(json, &org, |o| println!("organisation {} ({}) created", o.id, o.name))
             }
-            UserCommand::AddHospital { code, organisation, certificate } => {
+            UserCommand::AddHospital {
+                code,
+                organisation,
+                certificate,
+            } => {
                 let a = actor(&policy, &args.policy).await?;
                 let fingerprint = certificate_sha256(&certificate)?;
-                let u = policy.add_hospital(&a, &code, &organisation, &fingerprint, CLI).await.map_err(reason)?;
-                emit(json, &u, |u| println!("hospital {} registered, certificate SHA-256 {fingerprint}", u.username))
+                let u = policy
+                    .add_hospital(&a, &code, &organisation, &fingerprint, CLI)
+                    .await
+                    .map_err(reason)?;
+                emit(json, &u, |u| {
+                    println!("hospital {} registered, certificate SHA-256 {fingerprint}", u.username)
+                })
             }
             UserCommand::Roles { username, roles } => {
                 let a = actor(&policy, &args.policy).await?;
@@ -285,7 +339,13 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
                 emit(json, &users, |users| {
                     for u in users {
                         let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
-                        println!("{:<20} {:<16} {:<12} {}", u.username, u.organisation, u.status.as_str(), roles.join(", "));
+                        println!(
+                            "{:<20} {:<16} {:<12} {}",
+                            u.username,
+                            u.organisation,
+                            u.status.as_str(),
+                            roles.join(", ")
+                        );
                     }
                     println!("{} user(s)", users.len());
                 })

@@ -6,11 +6,20 @@
 use super::*;
 
 fn actor(username: &str, organisation: &str, role: Role, auth: AuthMethod) -> Actor {
-    Actor { username: username.into(), organisation: organisation.into(), roles: BTreeSet::from([role]), auth }
+    Actor {
+        username: username.into(),
+        organisation: organisation.into(),
+        roles: BTreeSet::from([role]),
+        auth,
+    }
 }
 
 fn auth_for(role: Role) -> AuthMethod {
-    if role.is_human() { AuthMethod::PasswordTotp } else { AuthMethod::Certificate }
+    if role.is_human() {
+        AuthMethod::PasswordTotp
+    } else {
+        AuthMethod::Certificate
+    }
 }
 
 /// An application on which `username` (of organisation `org-x`) has every relation its role could use:
@@ -20,8 +29,16 @@ fn favourable_application(role: Role, username: &str) -> ApplicationFacts {
     ApplicationFacts {
         id: "A-1".into(),
         // Committee members must not be the applicant (conflict of interest): someone else filed it.
-        applicant: if committee { "other-researcher".into() } else { username.into() },
-        organisation: if committee { "org-applicant".into() } else { "org-x".into() },
+        applicant: if committee {
+            "other-researcher".into()
+        } else {
+            username.into()
+        },
+        organisation: if committee {
+            "org-applicant".into()
+        } else {
+            "org-x".into()
+        },
         reviewers: BTreeSet::from([username.to_owned()]),
         recused: BTreeSet::new(),
         recipients: BTreeSet::from([username.to_owned()]),
@@ -100,7 +117,10 @@ fn without_a_second_factor_no_human_role_can_do_anything() {
             let r = authorize(&a, action, &favourable_resource(role, action, "u1"));
             assert!(r.is_err(), "{role} {action} succeeded with a certificate only");
             if expected(role, action) {
-                assert_eq!(r.err().map(|d| d.reason), Some(DenialReason::StrongAuthenticationRequired));
+                assert_eq!(
+                    r.err().map(|d| d.reason),
+                    Some(DenialReason::StrongAuthenticationRequired)
+                );
             }
         }
     }
@@ -120,10 +140,16 @@ fn relations_are_enforced_on_unfavourable_resources() {
     };
     let res = Resource::Application(someone_elses.clone());
     for action in [Action::ViewApplication, Action::AmendApplication, Action::EstimateFees] {
-        assert_eq!(authorize(&researcher, action, &res).err().map(|d| d.reason), Some(DenialReason::NotApplicant));
+        assert_eq!(
+            authorize(&researcher, action, &res).err().map(|d| d.reason),
+            Some(DenialReason::NotApplicant)
+        );
     }
     for action in [Action::DownloadRelease, Action::RunStatistics, Action::DeclareDeletion] {
-        assert_eq!(authorize(&researcher, action, &res).err().map(|d| d.reason), Some(DenialReason::NotRecipient));
+        assert_eq!(
+            authorize(&researcher, action, &res).err().map(|d| d.reason),
+            Some(DenialReason::NotRecipient)
+        );
     }
     // A recipient who is not the applicant may view and download, not amend.
     let mut shared = someone_elses.clone();
@@ -137,28 +163,43 @@ fn relations_are_enforced_on_unfavourable_resources() {
     let member = actor("mika", "univ-m", Role::CommitteeMember, AuthMethod::PasswordTotp);
     let mut app = someone_elses.clone();
     let vote = |app: &ApplicationFacts| authorize(&member, Action::CastVote, &Resource::Application(app.clone()));
-    assert_eq!(vote(&app).err().map(|d| d.reason), Some(DenialReason::NotAssignedReviewer));
+    assert_eq!(
+        vote(&app).err().map(|d| d.reason),
+        Some(DenialReason::NotAssignedReviewer)
+    );
     app.reviewers.insert("mika".into());
     assert!(vote(&app).is_ok());
     app.recused.insert("mika".into());
-    assert_eq!(vote(&app).err().map(|d| d.reason), Some(DenialReason::NotAssignedReviewer));
+    assert_eq!(
+        vote(&app).err().map(|d| d.reason),
+        Some(DenialReason::NotAssignedReviewer)
+    );
     app.recused.clear();
     app.organisation = "univ-m".into();
-    assert_eq!(vote(&app).err().map(|d| d.reason), Some(DenialReason::ConflictOfInterest));
+    assert_eq!(
+        vote(&app).err().map(|d| d.reason),
+        Some(DenialReason::ConflictOfInterest)
+    );
 
     // A chair does not decide on their own organisation's application.
     let chair = actor("chika", "univ-b", Role::CommitteeChair, AuthMethod::PasswordTotp);
     assert_eq!(
-        authorize(&chair, Action::DecideApplication, &Resource::Application(someone_elses)).err().map(|d| d.reason),
+        authorize(&chair, Action::DecideApplication, &Resource::Application(someone_elses))
+            .err()
+            .map(|d| d.reason),
         Some(DenialReason::ConflictOfInterest)
     );
 
     // A hospital acts only for its own institution.
     let hospital = actor("1310000001", "org-h", Role::Hospital, AuthMethod::Certificate);
     assert_eq!(
-        authorize(&hospital, Action::SubmitRecords, &Resource::Institution("1310000002".into()))
-            .err()
-            .map(|d| d.reason),
+        authorize(
+            &hospital,
+            Action::SubmitRecords,
+            &Resource::Institution("1310000002".into())
+        )
+        .err()
+        .map(|d| d.reason),
         Some(DenialReason::OtherInstitution)
     );
 }
@@ -167,18 +208,32 @@ fn relations_are_enforced_on_unfavourable_resources() {
 fn several_roles_combine_and_report_the_most_specific_refusal() {
     let mut a = actor("chika", "univ-c", Role::CommitteeChair, AuthMethod::PasswordTotp);
     a.roles.insert(Role::CommitteeMember);
-    let app = ApplicationFacts { id: "A-3".into(), applicant: "bob".into(), organisation: "univ-b".into(), ..Default::default() };
+    let app = ApplicationFacts {
+        id: "A-3".into(),
+        applicant: "bob".into(),
+        organisation: "univ-b".into(),
+        ..Default::default()
+    };
     assert_eq!(
-        authorize(&a, Action::CastVote, &Resource::Application(app.clone())).err().map(|d| d.reason),
+        authorize(&a, Action::CastVote, &Resource::Application(app.clone()))
+            .err()
+            .map(|d| d.reason),
         Some(DenialReason::NotAssignedReviewer)
     );
     assert!(authorize(&a, Action::AssignReviewers, &Resource::Application(app)).is_ok());
     // Operators never vote or decide, whatever the resource.
     let op = actor("oscar", "platform", Role::Operator, AuthMethod::PasswordTotp);
     let app = favourable_application(Role::CommitteeMember, "oscar");
-    for action in [Action::CastVote, Action::DecideApplication, Action::RevokeApproval, Action::ViewAudit] {
+    for action in [
+        Action::CastVote,
+        Action::DecideApplication,
+        Action::RevokeApproval,
+        Action::ViewAudit,
+    ] {
         assert_eq!(
-            authorize(&op, action, &Resource::Application(app.clone())).err().map(|d| d.reason),
+            authorize(&op, action, &Resource::Application(app.clone()))
+                .err()
+                .map(|d| d.reason),
             Some(DenialReason::RoleNotPermitted)
         );
     }

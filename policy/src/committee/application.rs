@@ -119,8 +119,16 @@ pub struct ApplicationForm {
 
 /// Words that show an advertising or promotional use. Kept short and specific: "health promotion"
 /// (健康増進) is a legitimate public-health purpose and is deliberately not listed.
-const ADVERTISING_TERMS: [&str; 8] =
-    ["advertis", "marketing", "sales promotion", "product promotion", "広告", "宣伝", "販売促進", "販促"];
+const ADVERTISING_TERMS: [&str; 8] = [
+    "advertis",
+    "marketing",
+    "sales promotion",
+    "product promotion",
+    "広告",
+    "宣伝",
+    "販売促進",
+    "販促",
+];
 
 /// Longest accepted free-text field (characters): a form, not an attachment store.
 const MAX_TEXT_CHARS: usize = 20_000;
@@ -134,10 +142,16 @@ impl ApplicationForm {
                 "the declaration that the data will not be used for advertising or promotion was not made".into(),
             ));
         }
-        for (field, text) in [("purpose", &self.purpose), ("title", &self.title), ("methods", &self.methods)] {
+        for (field, text) in [
+            ("purpose", &self.purpose),
+            ("title", &self.title),
+            ("methods", &self.methods),
+        ] {
             let lower = text.to_lowercase();
             if let Some(term) = ADVERTISING_TERMS.iter().find(|t| lower.contains(*t)) {
-                return Err(PolicyError::AdvertisingRefused(format!("the {field} names an advertising use ({term:?})")));
+                return Err(PolicyError::AdvertisingRefused(format!(
+                    "the {field} names an advertising use ({term:?})"
+                )));
             }
         }
         for (field, text) in [
@@ -152,7 +166,9 @@ impl ApplicationForm {
                 return Err(PolicyError::Invalid(format!("application field {field} is required")));
             }
             if text.chars().count() > MAX_TEXT_CHARS {
-                return Err(PolicyError::Invalid(format!("application field {field} exceeds {MAX_TEXT_CHARS} characters")));
+                return Err(PolicyError::Invalid(format!(
+                    "application field {field} exceeds {MAX_TEXT_CHARS} characters"
+                )));
             }
         }
         if self.period_to < self.period_from {
@@ -167,16 +183,25 @@ impl ApplicationForm {
         let mut seen = BTreeSet::new();
         for t in &self.tables {
             if !is_identifier(&t.table) {
-                return Err(PolicyError::Invalid(format!("table name {:?} is not a plain identifier", t.table)));
+                return Err(PolicyError::Invalid(format!(
+                    "table name {:?} is not a plain identifier",
+                    t.table
+                )));
             }
             if !seen.insert(t.table.as_str()) {
                 return Err(PolicyError::Invalid(format!("table {} is listed twice", t.table)));
             }
             if t.columns.is_empty() {
-                return Err(PolicyError::Invalid(format!("table {}: list the columns needed", t.table)));
+                return Err(PolicyError::Invalid(format!(
+                    "table {}: list the columns needed",
+                    t.table
+                )));
             }
             if let Some(c) = t.columns.iter().find(|c| !is_identifier(c)) {
-                return Err(PolicyError::Invalid(format!("table {}: column name {c:?} is not a plain identifier", t.table)));
+                return Err(PolicyError::Invalid(format!(
+                    "table {}: column name {c:?} is not a plain identifier",
+                    t.table
+                )));
             }
         }
         if let Some(e) = self.requested_epsilon
@@ -186,7 +211,9 @@ impl ApplicationForm {
         }
         for s in &self.studies {
             if s.title.trim().is_empty() || s.methods.trim().is_empty() {
-                return Err(PolicyError::Invalid("every study of an umbrella application needs a title and methods".into()));
+                return Err(PolicyError::Invalid(
+                    "every study of an umbrella application needs a title and methods".into(),
+                ));
             }
         }
         Ok(())
@@ -206,9 +233,10 @@ impl ApplicationForm {
     }
 }
 
-/// Letters, digits and underscores: names that can be used in SQL without quoting games.
+/// Letters, digits, underscores and hyphens (`native-country`): names, never expressions, so a form cannot
+/// smuggle SQL into a release query.
 pub(crate) fn is_identifier(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Kind of an application record.
@@ -308,7 +336,10 @@ pub(crate) mod tests {
             purpose: "Compare HbA1c control by prefecture to inform regional care plans".into(),
             public_interest: "Evidence for the national diabetes strategy".into(),
             methods: "Multilevel regression of HbA1c on region, age band and sex".into(),
-            tables: vec![TableRequest { table: "lab_results".into(), columns: vec!["jlac10".into(), "value".into()] }],
+            tables: vec![TableRequest {
+                table: "lab_results".into(),
+                columns: vec!["jlac10".into(), "value".into()],
+            }],
             cohort_filter: String::new(),
             period_from: NaiveDate::from_ymd_opt(2026, 12, 1).unwrap_or_default(),
             period_to: NaiveDate::from_ymd_opt(2027, 11, 30).unwrap_or_default(),
@@ -342,7 +373,13 @@ pub(crate) mod tests {
     fn incomplete_forms_are_refused_with_the_field() {
         let mut f = form();
         f.security_measures = " ".into();
-        assert!(f.validate().err().map(|e| e.to_string()).unwrap_or_default().contains("security_measures"));
+        assert!(
+            f.validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+                .contains("security_measures")
+        );
         let mut f = form();
         f.period_to = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default();
         assert!(f.validate().is_err());

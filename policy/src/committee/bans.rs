@@ -110,14 +110,22 @@ pub struct BanList {
 impl BanList {
     /// The bytes the signature covers: the JSON of the list with an empty signature.
     fn signed_bytes(&self) -> Result<Vec<u8>> {
-        let unsigned = BanList { signature: String::new(), ..self.clone() };
+        let unsigned = BanList {
+            signature: String::new(),
+            ..self.clone()
+        };
         serde_json::to_vec(&unsigned).map_err(|e| PolicyError::Invalid(format!("ban list: {e}")))
     }
 
     /// Builds and signs a list.
     pub fn sign(issuer: &str, key: &ServiceKey, generated_at: String, bans: Vec<Violation>) -> Result<BanList> {
-        let mut list =
-            BanList { issuer: issuer.to_owned(), issuer_key: key.public().to_hex(), generated_at, bans, signature: String::new() };
+        let mut list = BanList {
+            issuer: issuer.to_owned(),
+            issuer_key: key.public().to_hex(),
+            generated_at,
+            bans,
+            signature: String::new(),
+        };
         list.signature = hex::encode(key.sign(SignaturePurpose::BanList, &list.signed_bytes()?));
         Ok(list)
     }
@@ -129,7 +137,9 @@ impl BanList {
             return Err(PolicyError::Invalid(format!(
                 "ban list from {:?} is signed by key {}, not the trusted key {}",
                 self.issuer,
-                ServicePublicKey::from_hex(&self.issuer_key).map(|k| k.key_id()).unwrap_or_else(|_| "(invalid)".into()),
+                ServicePublicKey::from_hex(&self.issuer_key)
+                    .map(|k| k.key_id())
+                    .unwrap_or_else(|_| "(invalid)".into()),
                 trusted.key_id()
             )));
         }
@@ -174,7 +184,10 @@ mod tests {
         let other = ServiceKey::from_seed(&[2; 32]);
         let forged = BanList::sign("processor-a", &other, "2026-11-29T00:00:00Z".into(), vec![]);
         let forged = forged.unwrap_or_else(|e| panic!("{e}"));
-        assert!(forged.verify(&key.public()).is_err(), "a list signed by another key is refused");
+        assert!(
+            forged.verify(&key.public()).is_err(),
+            "a list signed by another key is refused"
+        );
     }
 
     #[test]
@@ -182,6 +195,12 @@ mod tests {
         let v = violation();
         assert!(v.in_force(NaiveDate::from_ymd_opt(2031, 12, 31).unwrap_or_default()));
         assert!(!v.in_force(NaiveDate::from_ymd_opt(2032, 1, 1).unwrap_or_default()));
-        assert!(Violation { banned_until: None, ..v }.in_force(NaiveDate::MAX));
+        assert!(
+            Violation {
+                banned_until: None,
+                ..v
+            }
+            .in_force(NaiveDate::MAX)
+        );
     }
 }

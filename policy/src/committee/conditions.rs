@@ -71,7 +71,9 @@ impl ApprovalConditions {
     /// application's scope, never widen it.
     pub fn validate_against(&self, form: &ApplicationForm) -> Result<()> {
         if self.recipients.is_empty() {
-            return Err(PolicyError::Invalid("an approval must name at least one recipient".into()));
+            return Err(PolicyError::Invalid(
+                "an approval must name at least one recipient".into(),
+            ));
         }
         if self.channel != form.channel {
             return Err(PolicyError::Invalid(format!(
@@ -84,7 +86,10 @@ impl ApprovalConditions {
                 return Err(PolicyError::Invalid(format!("table {} was not applied for", t.table)));
             };
             if let Some(c) = t.columns.iter().find(|c| !asked.columns.contains(c)) {
-                return Err(PolicyError::Invalid(format!("column {}.{c} was not applied for", t.table)));
+                return Err(PolicyError::Invalid(format!(
+                    "column {}.{c} was not applied for",
+                    t.table
+                )));
             }
             if t.columns.iter().any(|c| !is_identifier(c)) {
                 return Err(PolicyError::Invalid(format!("table {}: bad column name", t.table)));
@@ -99,18 +104,27 @@ impl ApprovalConditions {
         match self.channel {
             Channel::Statistics => {
                 let Some(b) = self.dp_budget else {
-                    return Err(PolicyError::Invalid("the statistics channel needs a DP budget (ε, δ)".into()));
+                    return Err(PolicyError::Invalid(
+                        "the statistics channel needs a DP budget (ε, δ)".into(),
+                    ));
                 };
                 if !(b.epsilon.is_finite() && b.epsilon > 0.0 && (0.0..1.0).contains(&b.delta)) {
-                    return Err(PolicyError::Invalid(format!("DP budget ε={} δ={} is not valid", b.epsilon, b.delta)));
+                    return Err(PolicyError::Invalid(format!(
+                        "DP budget ε={} δ={} is not valid",
+                        b.epsilon, b.delta
+                    )));
                 }
             }
             Channel::File | Channel::OnPlatform => {
                 if self.tables.is_empty() {
-                    return Err(PolicyError::Invalid("a file approval must allow at least one table".into()));
+                    return Err(PolicyError::Invalid(
+                        "a file approval must allow at least one table".into(),
+                    ));
                 }
                 let Some(p) = self.privacy else {
-                    return Err(PolicyError::Invalid("file and on-platform approvals need a privacy model (k, l, t)".into()));
+                    return Err(PolicyError::Invalid(
+                        "file and on-platform approvals need a privacy model (k, l, t)".into(),
+                    ));
                 };
                 if p.k < 2 || !(0.0..1.0).contains(&p.max_suppression) {
                     return Err(PolicyError::Invalid(format!(
@@ -124,7 +138,9 @@ impl ApprovalConditions {
             }
         }
         if self.max_downloads == 0 && self.channel == Channel::File {
-            return Err(PolicyError::Invalid("a file approval must allow at least one download".into()));
+            return Err(PolicyError::Invalid(
+                "a file approval must allow at least one download".into(),
+            ));
         }
         Ok(())
     }
@@ -177,15 +193,29 @@ pub fn check_use(approval: &ApprovalState<'_>, request: &UseRequest<'_>) -> Resu
     match approval.status {
         ApplicationStatus::Approved => {}
         ApplicationStatus::Revoked => {
-            return Err(violated("APPROVAL_REVOKED", format!("the approval of {id} was revoked")));
+            return Err(violated(
+                "APPROVAL_REVOKED",
+                format!("the approval of {id} was revoked"),
+            ));
         }
-        other => return Err(violated("NOT_APPROVED", format!("application {id} is {other}, not approved"))),
+        other => {
+            return Err(violated(
+                "NOT_APPROVED",
+                format!("application {id} is {other}, not approved"),
+            ));
+        }
     }
     let Some(c) = approval.conditions else {
-        return Err(violated("NOT_APPROVED", format!("application {id} has no approval conditions")));
+        return Err(violated(
+            "NOT_APPROVED",
+            format!("application {id} has no approval conditions"),
+        ));
     };
     if request.today > c.expires_on {
-        return Err(violated("APPROVAL_EXPIRED", format!("the approval of {id} expired on {}", c.expires_on)));
+        return Err(violated(
+            "APPROVAL_EXPIRED",
+            format!("the approval of {id} expired on {}", c.expires_on),
+        ));
     }
     if !c.recipients.contains(request.recipient) {
         return Err(violated(
@@ -205,10 +235,16 @@ pub fn check_use(approval: &ApprovalState<'_>, request: &UseRequest<'_>) -> Resu
     }
     for t in request.tables {
         let Some(grant) = c.tables.iter().find(|g| g.table == t.table) else {
-            return Err(violated("TABLE_NOT_APPROVED", format!("table {} is not approved for {id}", t.table)));
+            return Err(violated(
+                "TABLE_NOT_APPROVED",
+                format!("table {} is not approved for {id}", t.table),
+            ));
         };
         if let Some(col) = t.columns.iter().find(|col| !grant.columns.contains(col)) {
-            return Err(violated("COLUMN_NOT_APPROVED", format!("column {}.{col} is not approved for {id}", t.table)));
+            return Err(violated(
+                "COLUMN_NOT_APPROVED",
+                format!("column {}.{col} is not approved for {id}", t.table),
+            ));
         }
     }
     if request.kind == UseKind::Download && approval.downloads_used >= c.max_downloads {
@@ -227,9 +263,17 @@ mod tests {
 
     fn conditions() -> ApprovalConditions {
         ApprovalConditions {
-            tables: vec![TableRequest { table: "lab_results".into(), columns: vec!["jlac10".into()] }],
+            tables: vec![TableRequest {
+                table: "lab_results".into(),
+                columns: vec!["jlac10".into()],
+            }],
             cohort_filter: String::new(),
-            privacy: Some(PrivacyModel { k: 5, l: None, t: None, max_suppression: 0.05 }),
+            privacy: Some(PrivacyModel {
+                k: 5,
+                l: None,
+                t: None,
+                max_suppression: 0.05,
+            }),
             dp_budget: None,
             channel: Channel::File,
             expires_on: NaiveDate::from_ymd_opt(2027, 6, 30).unwrap_or_default(),
@@ -260,24 +304,125 @@ mod tests {
     #[test]
     fn every_condition_refuses_with_its_code() {
         let c = conditions();
-        let cols = [TableRequest { table: "lab_results".into(), columns: vec!["jlac10".into()] }];
+        let cols = [TableRequest {
+            table: "lab_results".into(),
+            columns: vec!["jlac10".into()],
+        }];
         let today = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap_or_default();
-        let ok = UseRequest { kind: UseKind::Download, recipient: "alice", tables: &cols, today };
-        let state = ApprovalState { id: "A-1", status: ApplicationStatus::Approved, conditions: Some(&c), downloads_used: 1 };
+        let ok = UseRequest {
+            kind: UseKind::Download,
+            recipient: "alice",
+            tables: &cols,
+            today,
+        };
+        let state = ApprovalState {
+            id: "A-1",
+            status: ApplicationStatus::Approved,
+            conditions: Some(&c),
+            downloads_used: 1,
+        };
         assert!(check_use(&state, &ok).is_ok());
         let code = |s: &ApprovalState<'_>, r: &UseRequest<'_>| check_use(s, r).err().map(|e| e.reason());
-        assert_eq!(code(&ApprovalState { downloads_used: 2, ..state.clone() }, &ok), Some("DOWNLOAD_LIMIT_REACHED"));
-        assert_eq!(code(&ApprovalState { status: ApplicationStatus::Revoked, ..state.clone() }, &ok), Some("APPROVAL_REVOKED"));
-        assert_eq!(code(&ApprovalState { status: ApplicationStatus::UnderReview, ..state.clone() }, &ok), Some("NOT_APPROVED"));
+        assert_eq!(
+            code(
+                &ApprovalState {
+                    downloads_used: 2,
+                    ..state.clone()
+                },
+                &ok
+            ),
+            Some("DOWNLOAD_LIMIT_REACHED")
+        );
+        assert_eq!(
+            code(
+                &ApprovalState {
+                    status: ApplicationStatus::Revoked,
+                    ..state.clone()
+                },
+                &ok
+            ),
+            Some("APPROVAL_REVOKED")
+        );
+        assert_eq!(
+            code(
+                &ApprovalState {
+                    status: ApplicationStatus::UnderReview,
+                    ..state.clone()
+                },
+                &ok
+            ),
+            Some("NOT_APPROVED")
+        );
         let late = NaiveDate::from_ymd_opt(2027, 7, 1).unwrap_or_default();
-        assert_eq!(code(&state, &UseRequest { today: late, ..ok.clone() }), Some("APPROVAL_EXPIRED"));
+        assert_eq!(
+            code(
+                &state,
+                &UseRequest {
+                    today: late,
+                    ..ok.clone()
+                }
+            ),
+            Some("APPROVAL_EXPIRED")
+        );
         let last_day = NaiveDate::from_ymd_opt(2027, 6, 30).unwrap_or_default();
-        assert_eq!(code(&state, &UseRequest { today: last_day, ..ok.clone() }), None, "valid through its last day");
-        assert_eq!(code(&state, &UseRequest { recipient: "mallory", ..ok.clone() }), Some("RECIPIENT_NOT_APPROVED"));
-        assert_eq!(code(&state, &UseRequest { kind: UseKind::Statistics, ..ok.clone() }), Some("CHANNEL_NOT_APPROVED"));
-        let other = [TableRequest { table: "patients".into(), columns: vec!["sex".into()] }];
-        assert_eq!(code(&state, &UseRequest { tables: &other, ..ok.clone() }), Some("TABLE_NOT_APPROVED"));
-        let wider = [TableRequest { table: "lab_results".into(), columns: vec!["jlac10".into(), "value".into()] }];
-        assert_eq!(code(&state, &UseRequest { tables: &wider, ..ok.clone() }), Some("COLUMN_NOT_APPROVED"));
+        assert_eq!(
+            code(
+                &state,
+                &UseRequest {
+                    today: last_day,
+                    ..ok.clone()
+                }
+            ),
+            None,
+            "valid through its last day"
+        );
+        assert_eq!(
+            code(
+                &state,
+                &UseRequest {
+                    recipient: "mallory",
+                    ..ok.clone()
+                }
+            ),
+            Some("RECIPIENT_NOT_APPROVED")
+        );
+        assert_eq!(
+            code(
+                &state,
+                &UseRequest {
+                    kind: UseKind::Statistics,
+                    ..ok.clone()
+                }
+            ),
+            Some("CHANNEL_NOT_APPROVED")
+        );
+        let other = [TableRequest {
+            table: "patients".into(),
+            columns: vec!["sex".into()],
+        }];
+        assert_eq!(
+            code(
+                &state,
+                &UseRequest {
+                    tables: &other,
+                    ..ok.clone()
+                }
+            ),
+            Some("TABLE_NOT_APPROVED")
+        );
+        let wider = [TableRequest {
+            table: "lab_results".into(),
+            columns: vec!["jlac10".into(), "value".into()],
+        }];
+        assert_eq!(
+            code(
+                &state,
+                &UseRequest {
+                    tables: &wider,
+                    ..ok.clone()
+                }
+            ),
+            Some("COLUMN_NOT_APPROVED")
+        );
     }
 }

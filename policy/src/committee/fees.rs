@@ -124,9 +124,15 @@ impl Tariff {
                     ),
                 ),
                 if form.channel == Channel::Statistics {
-                    part(self.statistics_flat_yen, format!("statistics tables {}", yen(self.statistics_flat_yen)))
+                    part(
+                        self.statistics_flat_yen,
+                        format!("statistics tables {}", yen(self.statistics_flat_yen)),
+                    )
                 } else {
-                    part(tables * self.data_per_table_yen, format!("{tables} table(s) × {}", yen(self.data_per_table_yen)))
+                    part(
+                        tables * self.data_per_table_yen,
+                        format!("{tables} table(s) × {}", yen(self.data_per_table_yen)),
+                    )
                 },
             ),
             FeeMode::ActualCost => {
@@ -143,12 +149,22 @@ impl Tariff {
             }
         };
         let cloud = if form.channel == Channel::OnPlatform {
-            part(months * self.cloud_per_month_yen, format!("{months} month(s) × {}", yen(self.cloud_per_month_yen)))
+            part(
+                months * self.cloud_per_month_yen,
+                format!("{months} month(s) × {}", yen(self.cloud_per_month_yen)),
+            )
         } else {
             part(0, "no research environment".into())
         };
         let total_yen = basic.yen + coordination.yen + data.yen + cloud.yen;
-        FeeEstimate { mode: self.mode, basic, coordination, data, cloud, total_yen }
+        FeeEstimate {
+            mode: self.mode,
+            basic,
+            coordination,
+            data,
+            cloud,
+            total_yen,
+        }
     }
 }
 
@@ -157,7 +173,7 @@ fn yen(amount: u64) -> String {
     let digits = amount.to_string();
     let mut out = String::from("¥");
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -174,7 +190,10 @@ mod tests {
     #[test]
     fn flat_mode_adds_the_parts() {
         let mut f = form();
-        f.tables.push(TableRequest { table: "patients".into(), columns: vec!["sex".into()] });
+        f.tables.push(TableRequest {
+            table: "patients".into(),
+            columns: vec!["sex".into()],
+        });
         let e = Tariff::default().estimate(&f);
         assert_eq!(e.basic.yen, 30_000);
         assert_eq!(e.coordination.yen, 60_000);
@@ -189,11 +208,23 @@ mod tests {
         let mut f = form();
         f.channel = Channel::OnPlatform;
         f.studies = vec![
-            Study { title: "a".into(), methods: "m".into() },
-            Study { title: "b".into(), methods: "m".into() },
-            Study { title: "c".into(), methods: "m".into() },
+            Study {
+                title: "a".into(),
+                methods: "m".into(),
+            },
+            Study {
+                title: "b".into(),
+                methods: "m".into(),
+            },
+            Study {
+                title: "c".into(),
+                methods: "m".into(),
+            },
         ];
-        let t = Tariff { mode: FeeMode::ActualCost, ..Tariff::default() };
+        let t = Tariff {
+            mode: FeeMode::ActualCost,
+            ..Tariff::default()
+        };
         let e = t.estimate(&f);
         assert_eq!(e.coordination.yen, (8 + 2 * 2) * 8_000);
         assert_eq!(e.data.yen, 6 * 8_000);
@@ -208,7 +239,10 @@ mod tests {
     #[test]
     fn tariff_files_are_strict() {
         let t = Tariff::from_toml("mode = \"actual_cost\"\nhourly_rate_yen = 10000\n").unwrap_or_default();
-        assert_eq!((t.mode, t.hourly_rate_yen, t.basic_yen), (FeeMode::ActualCost, 10_000, 30_000));
+        assert_eq!(
+            (t.mode, t.hourly_rate_yen, t.basic_yen),
+            (FeeMode::ActualCost, 10_000, 30_000)
+        );
         assert!(Tariff::from_toml("hourly_rate = 1").is_err());
         assert_eq!(yen(1_234_567), "¥1,234,567");
         assert_eq!(yen(999), "¥999");

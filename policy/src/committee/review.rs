@@ -24,7 +24,11 @@ pub struct QuorumRule {
 
 impl Default for QuorumRule {
     fn default() -> Self {
-        QuorumRule { min_voting: 3, approve_numerator: 2, approve_denominator: 3 }
+        QuorumRule {
+            min_voting: 3,
+            approve_numerator: 2,
+            approve_denominator: 3,
+        }
     }
 }
 
@@ -86,7 +90,11 @@ impl QuorumRule {
         }
         let favour = u64::from(tally.in_favour) * u64::from(self.approve_denominator);
         let needed = u64::from(self.approve_numerator) * u64::from(tally.voting);
-        Ok(if favour >= needed { Outcome::Approved } else { Outcome::Refused })
+        Ok(if favour >= needed {
+            Outcome::Approved
+        } else {
+            Outcome::Refused
+        })
     }
 }
 
@@ -94,7 +102,11 @@ impl QuorumRule {
 pub fn tally(votes: &[Vote]) -> Tally {
     let in_favour = votes.iter().filter(|v| v.in_favour).count() as u32;
     let voting = votes.len() as u32;
-    Tally { voting, in_favour, against: voting - in_favour }
+    Tally {
+        voting,
+        in_favour,
+        against: voting - in_favour,
+    }
 }
 
 #[cfg(test)]
@@ -103,31 +115,80 @@ mod tests {
 
     fn votes(yes: u32, no: u32) -> Vec<Vote> {
         (0..yes)
-            .map(|i| Vote { member: format!("y{i}"), in_favour: true, comment: String::new() })
-            .chain((0..no).map(|i| Vote { member: format!("n{i}"), in_favour: false, comment: String::new() }))
+            .map(|i| Vote {
+                member: format!("y{i}"),
+                in_favour: true,
+                comment: String::new(),
+            })
+            .chain((0..no).map(|i| Vote {
+                member: format!("n{i}"),
+                in_favour: false,
+                comment: String::new(),
+            }))
             .collect()
     }
 
     #[test]
     fn default_rule_edges() {
         let rule = QuorumRule::default();
-        assert_eq!(rule.decide(tally(&votes(2, 1))).ok(), Some(Outcome::Approved), "exactly two thirds");
+        assert_eq!(
+            rule.decide(tally(&votes(2, 1))).ok(),
+            Some(Outcome::Approved),
+            "exactly two thirds"
+        );
         assert_eq!(rule.decide(tally(&votes(3, 0))).ok(), Some(Outcome::Approved));
         assert_eq!(rule.decide(tally(&votes(1, 2))).ok(), Some(Outcome::Refused));
-        assert_eq!(rule.decide(tally(&votes(3, 2))).ok(), Some(Outcome::Refused), "3/5 < 2/3");
-        assert_eq!(rule.decide(tally(&votes(4, 2))).ok(), Some(Outcome::Approved), "4/6 = 2/3");
-        assert_eq!(rule.decide(tally(&votes(5, 3))).ok(), Some(Outcome::Refused), "5/8 < 2/3");
-        assert_eq!(rule.decide(tally(&votes(2, 0))).err().map(|e| e.reason()), Some("QUORUM_NOT_MET"));
-        assert_eq!(rule.decide(tally(&votes(0, 0))).err().map(|e| e.reason()), Some("QUORUM_NOT_MET"));
+        assert_eq!(
+            rule.decide(tally(&votes(3, 2))).ok(),
+            Some(Outcome::Refused),
+            "3/5 < 2/3"
+        );
+        assert_eq!(
+            rule.decide(tally(&votes(4, 2))).ok(),
+            Some(Outcome::Approved),
+            "4/6 = 2/3"
+        );
+        assert_eq!(
+            rule.decide(tally(&votes(5, 3))).ok(),
+            Some(Outcome::Refused),
+            "5/8 < 2/3"
+        );
+        assert_eq!(
+            rule.decide(tally(&votes(2, 0))).err().map(|e| e.reason()),
+            Some("QUORUM_NOT_MET")
+        );
+        assert_eq!(
+            rule.decide(tally(&votes(0, 0))).err().map(|e| e.reason()),
+            Some("QUORUM_NOT_MET")
+        );
     }
 
     #[test]
     fn configurable_rule() {
-        let majority = QuorumRule { min_voting: 5, approve_numerator: 1, approve_denominator: 2 };
+        let majority = QuorumRule {
+            min_voting: 5,
+            approve_numerator: 1,
+            approve_denominator: 2,
+        };
         assert!(majority.validate().is_ok());
         assert_eq!(majority.decide(tally(&votes(3, 2))).ok(), Some(Outcome::Approved));
         assert!(majority.decide(tally(&votes(3, 1))).is_err());
-        assert!(QuorumRule { min_voting: 0, ..majority }.validate().is_err());
-        assert!(QuorumRule { approve_numerator: 3, approve_denominator: 2, ..majority }.validate().is_err());
+        assert!(
+            QuorumRule {
+                min_voting: 0,
+                ..majority
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            QuorumRule {
+                approve_numerator: 3,
+                approve_denominator: 2,
+                ..majority
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

@@ -89,8 +89,17 @@ impl ApplicationRecord {
             applicant: self.applicant.clone(),
             organisation: self.organisation.clone(),
             reviewers: self.reviewers.iter().map(|a| a.member.clone()).collect(),
-            recused: self.reviewers.iter().filter(|a| a.recused).map(|a| a.member.clone()).collect(),
-            recipients: self.conditions.as_ref().map(|c| c.recipients.clone()).unwrap_or_default(),
+            recused: self
+                .reviewers
+                .iter()
+                .filter(|a| a.recused)
+                .map(|a| a.member.clone())
+                .collect(),
+            recipients: self
+                .conditions
+                .as_ref()
+                .map(|c| c.recipients.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -178,7 +187,10 @@ impl Committee {
             form.recipients.insert(0, applicant.to_owned());
         }
         let today = japan_date(now);
-        let mut subjects = vec![BanSubject::Person(applicant.to_owned()), BanSubject::Organisation(organisation.to_owned())];
+        let mut subjects = vec![
+            BanSubject::Person(applicant.to_owned()),
+            BanSubject::Organisation(organisation.to_owned()),
+        ];
         subjects.extend(form.recipients.iter().map(|r| BanSubject::Person(r.clone())));
         if let Some(v) = self.ban_of(&subjects, today).await? {
             return Err(banned(&v));
@@ -202,7 +214,9 @@ impl Committee {
                 )));
             }
             if p.applicant != applicant {
-                return Err(PolicyError::InvalidState(format!("{parent} was filed by another researcher")));
+                return Err(PolicyError::InvalidState(format!(
+                    "{parent} was filed by another researcher"
+                )));
             }
         }
         let id = next_id(&mut tx, "A", now).await?;
@@ -258,15 +272,29 @@ impl Committee {
 
     /// The chair assigns members to the review (status becomes under review). Assigning someone again
     /// changes nothing; a member who recused stays recused.
-    pub async fn assign(&self, id: &str, members: &[String], by: &str, now: DateTime<Utc>) -> Result<ApplicationRecord> {
+    pub async fn assign(
+        &self,
+        id: &str,
+        members: &[String],
+        by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ApplicationRecord> {
         let mut tx = self.db.pool().begin().await?;
         let app = lock(&mut tx, id).await?;
-        if !matches!(app.status, ApplicationStatus::Submitted | ApplicationStatus::UnderReview) {
-            return Err(PolicyError::InvalidState(format!("{id} is {}; reviewers can no longer be assigned", app.status)));
+        if !matches!(
+            app.status,
+            ApplicationStatus::Submitted | ApplicationStatus::UnderReview
+        ) {
+            return Err(PolicyError::InvalidState(format!(
+                "{id} is {}; reviewers can no longer be assigned",
+                app.status
+            )));
         }
         for m in members {
             if *m == app.applicant {
-                return Err(PolicyError::InvalidState(format!("{m} filed {id} and cannot review it")));
+                return Err(PolicyError::InvalidState(format!(
+                    "{m} filed {id} and cannot review it"
+                )));
             }
             sqlx::query(
                 "INSERT INTO review_assignments (application, member, assigned_by, assigned_at_ms) VALUES ($1, $2, $3, $4) \
@@ -302,7 +330,9 @@ impl Committee {
         .await?
         .rows_affected();
         if changed == 0 {
-            return Err(PolicyError::InvalidState(format!("{member} is not an active reviewer of {id}")));
+            return Err(PolicyError::InvalidState(format!(
+                "{member} is not an active reviewer of {id}"
+            )));
         }
         sqlx::query("DELETE FROM review_votes WHERE application = $1 AND member = $2")
             .bind(id)
@@ -323,19 +353,27 @@ impl Committee {
             return Err(PolicyError::InvalidState(format!("{id} has no reviewers assigned yet")));
         }
         if !app.reviewers.iter().any(|a| a.member == vote.member && !a.recused) {
-            return Err(PolicyError::InvalidState(format!("{} is not an active reviewer of {id}", vote.member)));
+            return Err(PolicyError::InvalidState(format!(
+                "{} is not an active reviewer of {id}",
+                vote.member
+            )));
         }
         if app.votes.iter().any(|v| v.member == vote.member) {
-            return Err(PolicyError::InvalidState(format!("{} has already voted on {id}", vote.member)));
+            return Err(PolicyError::InvalidState(format!(
+                "{} has already voted on {id}",
+                vote.member
+            )));
         }
-        sqlx::query("INSERT INTO review_votes (application, member, in_favour, comment, at_ms) VALUES ($1, $2, $3, $4, $5)")
-            .bind(id)
-            .bind(&vote.member)
-            .bind(i64::from(vote.in_favour))
-            .bind(&vote.comment)
-            .bind(now.timestamp_millis())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO review_votes (application, member, in_favour, comment, at_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(&vote.member)
+        .bind(i64::from(vote.in_favour))
+        .bind(&vote.comment)
+        .bind(now.timestamp_millis())
+        .execute(&mut *tx)
+        .await?;
         let r = fetch(&mut tx, id).await?;
         tx.commit().await?;
         Ok(r)
@@ -354,7 +392,10 @@ impl Committee {
         let mut tx = self.db.pool().begin().await?;
         let app = lock(&mut tx, id).await?;
         if app.status != ApplicationStatus::UnderReview {
-            return Err(PolicyError::InvalidState(format!("{id} is {}, not under review", app.status)));
+            return Err(PolicyError::InvalidState(format!(
+                "{id} is {}, not under review",
+                app.status
+            )));
         }
         let t = tally(&app.votes);
         let outcome = self.rule.decide(t)?;
@@ -428,7 +469,10 @@ impl Committee {
         let mut tx = self.db.pool().begin().await?;
         let app = lock(&mut tx, id).await?;
         if app.status != ApplicationStatus::Approved {
-            return Err(PolicyError::InvalidState(format!("{id} is {}, not approved", app.status)));
+            return Err(PolicyError::InvalidState(format!(
+                "{id} is {}, not approved",
+                app.status
+            )));
         }
         sqlx::query("UPDATE applications SET status = $2, revoked_at_ms = $3, revoked_reason = $4 WHERE id = $1")
             .bind(id)
@@ -558,7 +602,9 @@ impl Committee {
         now: DateTime<Utc>,
     ) -> Result<Violation> {
         if subject.id().trim().is_empty() || kind.trim().is_empty() || description.trim().is_empty() {
-            return Err(PolicyError::Invalid("a violation needs a subject, a kind and a description".into()));
+            return Err(PolicyError::Invalid(
+                "a violation needs a subject, a kind and a description".into(),
+            ));
         }
         let mut tx = self.db.pool().begin().await?;
         if let Some(a) = application {
@@ -584,9 +630,11 @@ impl Committee {
 
     /// Every violation (local and imported), oldest first.
     pub async fn violations(&self) -> Result<Vec<Violation>> {
-        let rows = sqlx::query(&format!("SELECT {VIOLATION_COLUMNS} FROM violations ORDER BY recorded_at_ms, source, id"))
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {VIOLATION_COLUMNS} FROM violations ORDER BY recorded_at_ms, source, id"
+        ))
+        .fetch_all(self.db.pool())
+        .await?;
         rows.iter().map(violation_from_row).collect()
     }
 
@@ -601,7 +649,12 @@ impl Committee {
     /// Bans issued here and in force (what [`BanList`] exports: imported bans are the other processors'
     /// to publish).
     pub async fn local_bans_in_force(&self, today: NaiveDate) -> Result<Vec<Violation>> {
-        Ok(self.violations().await?.into_iter().filter(|v| v.source == "local" && v.in_force(today)).collect())
+        Ok(self
+            .violations()
+            .await?
+            .into_iter()
+            .filter(|v| v.source == "local" && v.in_force(today))
+            .collect())
     }
 
     /// Imports another processor's signed list; returns how many bans were new. Re-importing the same list
@@ -612,7 +665,11 @@ impl Committee {
         let mut tx = self.db.pool().begin().await?;
         let mut added = 0;
         for b in bans {
-            let v = Violation { source: source.clone(), recorded_by: list.issuer.clone(), ..b.clone() };
+            let v = Violation {
+                source: source.clone(),
+                recorded_by: list.issuer.clone(),
+                ..b.clone()
+            };
             let exists = sqlx::query("SELECT 1 AS x FROM violations WHERE source = $1 AND id = $2")
                 .bind(&v.source)
                 .bind(&v.id)
@@ -635,7 +692,10 @@ const VIOLATION_COLUMNS: &str =
 fn banned(v: &Violation) -> PolicyError {
     PolicyError::Banned {
         subject: v.subject.to_string(),
-        until: v.banned_until.map(|d| d.to_string()).unwrap_or_else(|| "indefinite".into()),
+        until: v
+            .banned_until
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "indefinite".into()),
         violation: v.id.clone(),
         reason: v.kind.clone(),
     }
@@ -673,7 +733,10 @@ fn violation_from_row(r: &AnyRow) -> Result<Violation> {
         description: r.try_get("description")?,
         application: r.try_get("application")?,
         banned_until: until
-            .map(|d| d.parse::<NaiveDate>().map_err(|e| PolicyError::Invalid(format!("stored ban date {d:?}: {e}"))))
+            .map(|d| {
+                d.parse::<NaiveDate>()
+                    .map_err(|e| PolicyError::Invalid(format!("stored ban date {d:?}: {e}")))
+            })
             .transpose()?,
         recorded_at: r.try_get("recorded_at")?,
         recorded_by: r.try_get("recorded_by")?,
@@ -703,7 +766,10 @@ async fn ban_in(tx: &mut Transaction<'_, Any>, subjects: &[BanSubject], today: N
 fn open_for_review(app: &ApplicationRecord) -> Result<()> {
     match app.status {
         ApplicationStatus::Submitted | ApplicationStatus::UnderReview => Ok(()),
-        other => Err(PolicyError::InvalidState(format!("{} is {other}; its review is closed", app.id))),
+        other => Err(PolicyError::InvalidState(format!(
+            "{} is {other}; its review is closed",
+            app.id
+        ))),
     }
 }
 
@@ -754,7 +820,10 @@ async fn fetch(tx: &mut Transaction<'_, Any>, id: &str) -> Result<ApplicationRec
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?
-    .ok_or_else(|| PolicyError::NotFound { kind: "application", id: id.to_owned() })?;
+    .ok_or_else(|| PolicyError::NotFound {
+        kind: "application",
+        id: id.to_owned(),
+    })?;
     let reviewers = sqlx::query(
         "SELECT member, assigned_by, recused_at_ms, recusal_reason FROM review_assignments \
          WHERE application = $1 ORDER BY assigned_at_ms, member",
@@ -787,15 +856,24 @@ async fn fetch(tx: &mut Transaction<'_, Any>, id: &str) -> Result<ApplicationRec
         })
     })
     .collect::<Result<Vec<_>>>()?;
-    let tally = match (row.try_get::<Option<i64>, _>("votes_in_favour")?, row.try_get::<Option<i64>, _>("votes_against")?)
-    {
+    let tally = match (
+        row.try_get::<Option<i64>, _>("votes_in_favour")?,
+        row.try_get::<Option<i64>, _>("votes_against")?,
+    ) {
         (Some(f), Some(a)) => {
             let (f, a) = (u32::try_from(f).unwrap_or(0), u32::try_from(a).unwrap_or(0));
-            Some(Tally { voting: f + a, in_favour: f, against: a })
+            Some(Tally {
+                voting: f + a,
+                in_favour: f,
+                against: a,
+            })
         }
         _ => None,
     };
-    let revoked = match (row.try_get::<Option<i64>, _>("revoked_at_ms")?, row.try_get::<Option<String>, _>("revoked_reason")?) {
+    let revoked = match (
+        row.try_get::<Option<i64>, _>("revoked_at_ms")?,
+        row.try_get::<Option<String>, _>("revoked_reason")?,
+    ) {
         (Some(ms), Some(reason)) => Some((
             DateTime::<Utc>::from_timestamp_millis(ms)
                 .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))

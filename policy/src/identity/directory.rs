@@ -573,6 +573,15 @@ impl Directory {
         }
         password::check_password_policy(username, new_password)?;
         let presented = recovery_codes::hash_code("invitation", invitation_code);
+        // A cheap look before the slow hashing, so wrong codes cost the server nothing; checked again
+        // under the row lock below.
+        let before = fetch_user(self.db.pool(), username).await?;
+        if !before
+            .as_ref()
+            .is_some_and(|row| invitation_matches(row, presented.as_deref()))
+        {
+            return Err(PolicyError::AuthenticationFailed);
+        }
         let phc = hash_password_off_thread(new_password).await?;
         let secret = TotpSecret::generate();
         let totp = Totp::new(&secret, &self.totp_issuer, username)?;
@@ -585,11 +594,7 @@ impl Directory {
             tx.rollback().await?;
             return Err(PolicyError::AuthenticationFailed);
         };
-        let code_matches = match (&row.invitation_hash, &presented) {
-            (Some(stored), Some(presented)) => bool::from(stored.as_bytes().ct_eq(presented.as_bytes())),
-            _ => false,
-        };
-        if row.kind != UserKind::Person || row.status != UserStatus::Invited || !code_matches {
+        if !invitation_matches(&row, presented.as_deref()) {
             tx.rollback().await?;
             return Err(PolicyError::AuthenticationFailed);
         }
@@ -1303,6 +1308,16 @@ fn organisation_from_row(row: &AnyRow) -> Result<Organisation> {
         name: row.try_get("name")?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+/// Whether `row` is an invited person whose pending invitation has the hash `presented` (compared in
+/// constant time). Expiry is checked separately, to tell the holder of a valid code that it expired.
+fn invitation_matches(row: &UserRow, presented: Option<&str>) -> bool {
+    let code_matches = match (&row.invitation_hash, presented) {
+        (Some(stored), Some(presented)) => bool::from(stored.as_bytes().ct_eq(presented.as_bytes())),
+        _ => false,
+    };
+    row.kind == UserKind::Person && row.status == UserStatus::Invited && code_matches
 }
 
 /// A new invitation for `username` and the hash to store.

@@ -135,7 +135,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    crate::support::run_sqlite(super::$name).await;
+                    $crate::support::run_sqlite(super::$name).await;
                 }
             )*
         }
@@ -143,7 +143,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    crate::support::run_postgres(super::$name).await;
+                    $crate::support::run_postgres(super::$name).await;
                 }
             )*
         }

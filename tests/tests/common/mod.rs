@@ -308,10 +308,17 @@ pub fn fresh_postgres_database(admin_url: &str) -> String {
         COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
         rand::random::<u32>()
     );
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
-        let mut conn = sqlx::postgres::PgConnection::connect(admin_url).await.expect("connect to PostgreSQL");
-        conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
+        let mut conn = sqlx::postgres::PgConnection::connect(admin_url)
+            .await
+            .expect("connect to PostgreSQL");
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create database");
         conn.close().await.expect("close");
     });
     let (base, query) = match admin_url.split_once('?') {

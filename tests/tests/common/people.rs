@@ -25,14 +25,22 @@ pub struct Person {
 /// with the command's output.
 pub fn run_json(home: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> serde_json::Value {
     let mut cmd = Command::new(super::tokumei_bin());
-    cmd.env("TOKUMEI_HOME", home).env_remove("TOKUMEI_SESSION").arg("--json").args(args);
+    cmd.env("TOKUMEI_HOME", home)
+        .env_remove("TOKUMEI_SESSION")
+        .arg("--json")
+        .args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn tokumei");
     if let Some(text) = stdin {
-        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write stdin");
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().expect("tokumei output");
@@ -42,14 +50,23 @@ pub fn run_json(home: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Completes an invitation: enrol, confirm with the previous step's code, log in with the current one.
 pub fn activate(home: &Path, db: &[(&str, &str)], username: &str, invitation: &str) -> Person {
     let e = run_json(
         home,
-        &["user", "enrol", "--username", username, "--invitation", invitation, "--password-stdin"],
+        &[
+            "user",
+            "enrol",
+            "--username",
+            username,
+            "--invitation",
+            invitation,
+            "--password-stdin",
+        ],
         db,
         Some(&format!("{PASSWORD}\n")),
     );
@@ -58,23 +75,48 @@ pub fn activate(home: &Path, db: &[(&str, &str)], username: &str, invitation: &s
     let first = totp.code_at(Utc::now() - Duration::seconds(30));
     run_json(
         home,
-        &["user", "confirm", "--username", username, "--code", &first, "--password-stdin"],
+        &[
+            "user",
+            "confirm",
+            "--username",
+            username,
+            "--code",
+            &first,
+            "--password-stdin",
+        ],
         db,
         Some(&format!("{PASSWORD}\n")),
     );
     let code = totp.code_at(Utc::now());
     let s = run_json(
         home,
-        &["user", "login", "--username", username, "--code", &code, "--password-stdin", "--no-save"],
+        &[
+            "user",
+            "login",
+            "--username",
+            username,
+            "--code",
+            &code,
+            "--password-stdin",
+            "--no-save",
+        ],
         db,
         Some(&format!("{PASSWORD}\n")),
     );
-    Person { username: username.to_owned(), session: s["session_token"].as_str().expect("token").to_owned() }
+    Person {
+        username: username.to_owned(),
+        session: s["session_token"].as_str().expect("token").to_owned(),
+    }
 }
 
 /// The first operator of a fresh installation.
 pub fn operator(home: &Path, db: &[(&str, &str)]) -> Person {
-    let b = run_json(home, &["user", "bootstrap", "--username", "op", "--name", "Operator"], db, None);
+    let b = run_json(
+        home,
+        &["user", "bootstrap", "--username", "op", "--name", "Operator"],
+        db,
+        None,
+    );
     activate(home, db, "op", b["invitation_code"].as_str().expect("invitation"))
 }
 
@@ -82,14 +124,26 @@ pub fn operator(home: &Path, db: &[(&str, &str)]) -> Person {
 pub fn invite(home: &Path, db: &[(&str, &str)], op: &Person, username: &str, org: &str, roles: &str) -> Person {
     let env = session_env(db, op);
     let mut cmd = Command::new(super::tokumei_bin());
-    cmd.env("TOKUMEI_HOME", home).args(["user", "add-org", "--id", org, "--name", org]);
+    cmd.env("TOKUMEI_HOME", home)
+        .args(["user", "add-org", "--id", org, "--name", org]);
     for (k, v) in &env {
         cmd.env(k, v);
     }
     let _ = cmd.output(); // Already there is fine.
     let inv = run_json(
         home,
-        &["user", "add", "--username", username, "--name", username, "--organisation", org, "--roles", roles],
+        &[
+            "user",
+            "add",
+            "--username",
+            username,
+            "--name",
+            username,
+            "--organisation",
+            org,
+            "--roles",
+            roles,
+        ],
         &env,
         None,
     );
@@ -123,7 +177,10 @@ pub fn approved_statistics(
     let mut table_toml = String::new();
     for (t, cols) in tables {
         let cols: Vec<String> = cols.iter().map(|c| format!("{c:?}")).collect();
-        table_toml.push_str(&format!("\n[[tables]]\ntable = {t:?}\ncolumns = [{}]\n", cols.join(", ")));
+        table_toml.push_str(&format!(
+            "\n[[tables]]\ntable = {t:?}\ncolumns = [{}]\n",
+            cols.join(", ")
+        ));
     }
     let form = home.join("application.toml");
     std::fs::write(
@@ -137,11 +194,26 @@ pub fn approved_statistics(
     )
     .expect("write form");
     let form_s = form.to_str().expect("utf-8 path");
-    let app = run_json(home, &["apply", "file", "--form", form_s], &session_env(db, &researcher), None);
+    let app = run_json(
+        home,
+        &["apply", "file", "--form", form_s],
+        &session_env(db, &researcher),
+        None,
+    );
     let id = app["id"].as_str().expect("id").to_owned();
-    run_json(home, &["committee", "assign", &id, "--members", "mei,kenta,sora"], &session_env(db, &chair), None);
+    run_json(
+        home,
+        &["committee", "assign", &id, "--members", "mei,kenta,sora"],
+        &session_env(db, &chair),
+        None,
+    );
     for m in &members {
-        run_json(home, &["committee", "vote", &id, "--approve", "--comment", "ok"], &session_env(db, m), None);
+        run_json(
+            home,
+            &["committee", "vote", &id, "--approve", "--comment", "ok"],
+            &session_env(db, m),
+            None,
+        );
     }
     let conditions = home.join("conditions.toml");
     std::fs::write(
@@ -155,7 +227,13 @@ pub fn approved_statistics(
     .expect("write conditions");
     let decided = run_json(
         home,
-        &["committee", "decide", &id, "--conditions", conditions.to_str().expect("utf-8 path")],
+        &[
+            "committee",
+            "decide",
+            &id,
+            "--conditions",
+            conditions.to_str().expect("utf-8 path"),
+        ],
         &session_env(db, &chair),
         None,
     );
