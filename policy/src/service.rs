@@ -415,7 +415,8 @@ impl Policy {
         .await
     }
 
-    /// An operator changes a user's roles (effective at the user's next request: sessions carry no roles).
+    /// An operator changes a user's roles (effective at the user's next request: the service re-reads roles on every
+    /// request; a token verified offline carries the roles of its login, for at most its lifetime).
     pub async fn set_roles(
         &self,
         actor: &Actor,

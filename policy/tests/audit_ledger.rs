@@ -69,7 +69,7 @@ fn event(i: usize) -> AuditEvent {
         format!("application A-2026-{i:04}"),
         outcome,
     )
-    .source(if i % 2 == 0 { "cli" } else { "192.0.2.10" })
+    .source(if i.is_multiple_of(2) { "cli" } else { "192.0.2.10" })
     .details(json!({"n": i, "note": format!("entry {i}"), "ε": 0.25, "列": ["a", "b"]}));
     if outcome != Outcome::Ok {
         e = e.reason("AUTHENTICATION_FAILED");

@@ -302,16 +302,28 @@ async fn committee_workflow_over_grpc() {
         ("op", ["operator".to_owned()].as_slice())
     );
 
-    // The researcher's university: organisations are managed with the CLI, with the same session.
+    // The researcher's university, over gRPC; the CLI accepts the same session (a second organisation).
+    let org = client
+        .add_organisation(authed(
+            pb::AddOrganisationRequest {
+                id: "univ".into(),
+                name: "University".into(),
+            },
+            &op,
+        ))
+        .await
+        .expect("add organisation")
+        .into_inner();
+    assert_eq!(org.id, "univ");
     cli(
         home,
         &[
             "user",
             "add-org",
             "--id",
-            "univ",
+            "univ-2",
             "--name",
-            "University",
+            "Second university",
             "--session",
             &op,
         ],

@@ -74,7 +74,7 @@ pub fn run(args: AuditArgs, json: bool) -> Result<()> {
             None => ServicePublicKey::from_hex(&bundle.public_key).map_err(reason)?,
         };
         let report = verify_bundle(&bundle, &key);
-        emit(json, &report, |r| print_report(r))?;
+        emit(json, &report, print_report)?;
         anyhow::ensure!(report.is_ok(), "[AUDIT_LEDGER_TAMPERED] the bundle does not verify");
         return Ok(());
     }
@@ -84,7 +84,7 @@ pub fn run(args: AuditArgs, json: bool) -> Result<()> {
         match args.command {
             AuditCommand::Verify => {
                 let report = policy.verify_audit(&a, CLI).await.map_err(reason)?;
-                emit(json, &report, |r| print_report(r))?;
+                emit(json, &report, print_report)?;
                 anyhow::ensure!(report.is_ok(), "[AUDIT_LEDGER_TAMPERED] the audit ledger does not verify");
                 Ok(())
             }

@@ -272,6 +272,20 @@ impl PolicyService for PolicyGrpc {
         }))
     }
 
+    async fn add_organisation(&self, request: Request<pb::AddOrganisationRequest>) -> Reply<pb::Organisation> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        let org = self
+            .policy
+            .add_organisation(&actor, &r.id, &r.name, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(pb::Organisation {
+            id: org.id,
+            name: org.name,
+            created_at: org.created_at,
+        }))
+    }
+
     async fn add_user(&self, request: Request<pb::AddUserRequest>) -> Reply<pb::AddUserResponse> {
         let (origin, actor, r) = self.authenticated(request).await?;
         let roles = convert::roles(&r.roles).map_err(refused)?;
