@@ -89,4 +89,10 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     assert_eq!(t["provisions"], 3);
     assert!(t["audit_entries"].as_u64().unwrap() > 40);
     assert!(t["tampered_copy"].as_str().unwrap().starts_with("detected at entry"));
+    let core = &r["regulator_core_figures"];
+    assert_eq!(core["hospitals_providing"], 3, "{core}");
+    assert_eq!(core["erasures_completed"], 1, "{core}");
+    assert_eq!(core["opt_outs_handled"], 1, "{core}");
+    assert_eq!(core["erasure_requests_handled"], 1, "{core}");
+    assert!(core["patient_records_received"].as_u64().unwrap() >= 898, "{core}");
 }

@@ -71,6 +71,7 @@ struct DemoReport {
     committee: Option<super::demo_committee::CommitteeChapter>,
     statistics: Option<StatsChapter>,
     transparency: Option<super::demo_committee::TransparencyChapter>,
+    regulator_core_figures: Option<super::publish::CoreFigures>,
 }
 
 /// Chapter 3: statistics from the research view, under differential privacy or the small-cell rule.
@@ -411,6 +412,18 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         report.statistics = Some(statistics_chapter(&home, &cast, &research, &say).await?);
         say("\ntokumei demo — chapter 5: transparency and the audit ledger");
         report.transparency = Some(super::demo_committee::closing(&home, &cast, &say).await?);
+        let period = tokumei_policy::transparency::current_quarter(chrono::Utc::now());
+        let figures = super::publish::core_figures_of(&store, &period).await?;
+        say(&format!(
+            "   the report's core figures for {period}: {} hospitals provided {} patient records ({} clinical rows); {} opt-out(s), {} erasure request(s), {} erasure(s) completed",
+            figures.hospitals_providing,
+            figures.patient_records_received,
+            figures.clinical_rows_received,
+            figures.opt_outs_handled,
+            figures.erasure_requests_handled,
+            figures.erasures_completed
+        ));
+        report.regulator_core_figures = Some(figures);
         say("\nNext chapters (anonymised release → leak tracing) arrive with their issues.");
         anyhow::Ok(())
     })?;

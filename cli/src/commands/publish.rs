@@ -109,19 +109,19 @@ pub fn run_publish(args: PublishArgs, json: bool) -> Result<()> {
 
 /// The core store's figures for the period (what hospitals sent, what patients asked).
 #[derive(Debug, Serialize)]
-struct CoreFigures {
+pub(crate) struct CoreFigures {
     /// Hospitals that sent records in the period.
-    hospitals_providing: u64,
+    pub(crate) hospitals_providing: u64,
     /// Patient records received (rows of `patients`).
-    patient_records_received: u64,
+    pub(crate) patient_records_received: u64,
     /// Clinical rows received in all tables.
-    clinical_rows_received: u64,
+    pub(crate) clinical_rows_received: u64,
     /// Opt-out requests registered.
-    opt_outs_handled: u64,
+    pub(crate) opt_outs_handled: u64,
     /// Erasure requests registered.
-    erasure_requests_handled: u64,
+    pub(crate) erasure_requests_handled: u64,
     /// Erasures carried out (certificates issued).
-    erasures_completed: u64,
+    pub(crate) erasures_completed: u64,
 }
 
 #[derive(Serialize)]
@@ -133,12 +133,17 @@ struct FullReport {
 }
 
 async fn core_figures(config: Option<&Path>, period: &str) -> Result<CoreFigures> {
-    use deltalake::arrow::array::{Array, Int64Array, StringArray};
-    let (from, to) = quarter(period).map_err(reason)?;
-    let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
     let cfg = Config::load(config)?;
     let home = tokumei_home();
     let store = crate::commands::store::open_store(&cfg, &home).await?;
+    core_figures_of(&store, period).await
+}
+
+/// The figures of `period` read from an open core store (operator view: every row received).
+pub(crate) async fn core_figures_of(store: &tokumei_store::Store, period: &str) -> Result<CoreFigures> {
+    use deltalake::arrow::array::{Array, Int64Array};
+    let (from, to) = quarter(period).map_err(reason)?;
+    let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
     let ctx = store.session(tokumei_store::View::Operator).await?;
     let window = |col: &str| format!("CAST({col} AS BIGINT) >= {from_us} AND CAST({col} AS BIGINT) < {to_us}");
     let count = |sql: String| {
@@ -169,29 +174,14 @@ async fn core_figures(config: Option<&Path>, period: &str) -> Result<CoreFigures
         ))
         .await?;
     }
-    let kinds = ctx
-        .sql(&format!(
-            "SELECT kind, COUNT(*) FROM opt_outs WHERE {} GROUP BY kind",
+    let requests = |kind: &str| {
+        format!(
+            "SELECT COUNT(DISTINCT request_id) FROM opt_outs WHERE kind {kind} 'ERASE' AND {}",
             window("requested_at")
-        ))
-        .await?
-        .collect()
-        .await?;
-    let (mut opt_outs, mut erasures) = (0, 0);
-    for b in &kinds {
-        let (Some(k), Some(n)) = (
-            b.column(0).as_any().downcast_ref::<StringArray>(),
-            b.column(1).as_any().downcast_ref::<Int64Array>(),
-        ) else {
-            continue;
-        };
-        for i in 0..b.num_rows() {
-            match k.value(i) {
-                "erase" | "erasure" => erasures += n.value(i).max(0) as u64,
-                _ => opt_outs += n.value(i).max(0) as u64,
-            }
-        }
-    }
+        )
+    };
+    let erasures = count(requests("=")).await?;
+    let opt_outs = count(requests("<>")).await?;
     let completed = tokumei_store::erasure::certificates(&store.erasure_log_path())?
         .iter()
         .filter(|c| chrono::DateTime::parse_from_rfc3339(&c.completed_at).is_ok_and(|t| t >= from && t < to))
