@@ -17,7 +17,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tokumei_deid::dp::accounting::{self, Budget, PrivacyLoss, Spent};
 
-use crate::database::{Backend, PolicyDb};
+use crate::database::PolicyDb;
 use crate::error::{PolicyError, Result};
 
 /// Longest accepted project, actor or mechanism name: they are identifiers, not documents.
@@ -231,7 +231,7 @@ impl BudgetLedger {
 
     /// The project's budget, entries and totals, read from one snapshot so they agree with each other.
     pub async fn status(&self, project: &str) -> Result<BudgetStatus> {
-        let mut tx = self.begin_read().await?;
+        let mut tx = self.db.begin_read().await?;
         let (budget, total) = fetch_project(&mut tx, project).await?;
         let entries = fetch_entries(&mut tx, project).await?;
         tx.commit().await?;
@@ -339,7 +339,7 @@ impl BudgetLedger {
 
     /// Every setting of the project's budget, oldest first.
     pub async fn budget_history(&self, project: &str) -> Result<Vec<BudgetChange>> {
-        let mut tx = self.begin_read().await?;
+        let mut tx = self.db.begin_read().await?;
         fetch_project(&mut tx, project).await?;
         let rows = sqlx::query(
             "SELECT project, revision, at_ms, at, actor, budget_epsilon, budget_delta FROM dp_budget_changes \
@@ -368,7 +368,7 @@ impl BudgetLedger {
 
     /// Recomputes the project's total from its entries and compares it with the stored running total.
     pub async fn verify_totals(&self, project: &str) -> Result<TotalsCheck> {
-        let mut tx = self.begin_read().await?;
+        let mut tx = self.db.begin_read().await?;
         let (_, stored) = fetch_project(&mut tx, project).await?;
         let entries = fetch_entries(&mut tx, project).await?;
         tx.commit().await?;
@@ -380,20 +380,6 @@ impl BudgetLedger {
             stored,
             recomputed,
             seqs_contiguous,
-        })
-    }
-
-    /// A read-only transaction over one snapshot: SQLite's deferred transaction pins its WAL snapshot at
-    /// the first read; PostgreSQL's default READ COMMITTED would not, so ask for REPEATABLE READ.
-    async fn begin_read(&self) -> Result<Transaction<'static, Any>> {
-        Ok(match self.db.backend() {
-            Backend::Sqlite => self.db.pool().begin().await?,
-            Backend::Postgres => {
-                self.db
-                    .pool()
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await?
-            }
         })
     }
 }

@@ -120,6 +120,21 @@ impl PolicyDb {
         &self.pool
     }
 
+    /// A read-only transaction over one snapshot, so readers racing writers (a verification or export
+    /// racing appends, a budget status racing spends) see one consistent state: SQLite's deferred
+    /// transaction pins its WAL snapshot at the first read; PostgreSQL's default READ COMMITTED would not,
+    /// so ask for REPEATABLE READ.
+    pub async fn begin_read(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin().await?,
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            }
+        })
+    }
+
     /// Closes every connection, waiting for them to be returned: lets a SQLite file be checkpointed and
     /// released before a restart or a copy.
     pub async fn close(&self) {

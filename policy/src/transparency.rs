@@ -10,7 +10,9 @@
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::audit_ledger::{AuditEntry, InspectionBundle, LedgerHead, VerifyReport};
+use crate::audit_ledger::{
+    AuditEntry, AuditEvent, InspectionBundle, LedgerHead, Outcome as AuditOutcome, VerifyReport,
+};
 use crate::authorization::{Action, Actor, Resource};
 use crate::committee::{ApplicationStatus, Provision};
 use crate::error::{PolicyError, Result};
@@ -80,6 +82,23 @@ pub struct RegulatorReport {
     pub deletion_declarations_overdue: u64,
     /// The audit ledger's head when the report was made: publish it to anchor the ledger.
     pub audit_head: LedgerHead,
+}
+
+impl Policy {
+    /// Records a successful read-side action (registers, reports, verification, export).
+    async fn audit_ok(
+        &self,
+        actor: &Actor,
+        action: &str,
+        resource: &str,
+        origin: Origin<'_>,
+        details: serde_json::Value,
+    ) -> Result<()> {
+        let event = AuditEvent::new(&actor.username, action, resource, AuditOutcome::Ok)
+            .source(origin.0)
+            .details(details);
+        self.audit(event).await.map(|_| ())
+    }
 }
 
 /// Parses `YYYY-Qn` into [from, to) in Japan time (quarters are Japanese calendar quarters).
@@ -154,15 +173,12 @@ impl Policy {
                 fee_yen: a.fee.total_yen,
             });
         }
-        self.audit(
-            crate::audit_ledger::AuditEvent::new(
-                &actor.username,
-                "publish.decisions",
-                "register",
-                crate::audit_ledger::Outcome::Ok,
-            )
-            .source(origin.0)
-            .details(serde_json::json!({"entries": out.len()})),
+        self.audit_ok(
+            actor,
+            "publish.decisions",
+            "register",
+            origin,
+            serde_json::json!({"entries": out.len()}),
         )
         .await?;
         Ok(out)
@@ -173,15 +189,12 @@ impl Policy {
         self.check(actor, Action::PublishRegister, &Resource::Platform, origin)
             .await?;
         let out = self.committee().provisions().await?;
-        self.audit(
-            crate::audit_ledger::AuditEvent::new(
-                &actor.username,
-                "publish.provisions",
-                "register",
-                crate::audit_ledger::Outcome::Ok,
-            )
-            .source(origin.0)
-            .details(serde_json::json!({"entries": out.len()})),
+        self.audit_ok(
+            actor,
+            "publish.provisions",
+            "register",
+            origin,
+            serde_json::json!({"entries": out.len()}),
         )
         .await?;
         Ok(out)
@@ -250,16 +263,8 @@ impl Policy {
             deletion_declarations_overdue: overdue,
             audit_head: self.audit_ledger().head().await?,
         };
-        self.audit(
-            crate::audit_ledger::AuditEvent::new(
-                &actor.username,
-                "report.regulator",
-                period,
-                crate::audit_ledger::Outcome::Ok,
-            )
-            .source(origin.0),
-        )
-        .await?;
+        self.audit_ok(actor, "report.regulator", period, origin, serde_json::json!({}))
+            .await?;
         Ok(report)
     }
 
@@ -268,15 +273,12 @@ impl Policy {
         self.check(actor, Action::VerifyAudit, &Resource::Platform, origin)
             .await?;
         let report = self.audit_ledger().verify(&self.public_key()).await?;
-        self.audit(
-            crate::audit_ledger::AuditEvent::new(
-                &actor.username,
-                "audit.verify",
-                "audit ledger",
-                crate::audit_ledger::Outcome::Ok,
-            )
-            .source(origin.0)
-            .details(serde_json::json!({"entries_checked": report.entries_checked, "ok": report.is_ok()})),
+        self.audit_ok(
+            actor,
+            "audit.verify",
+            "audit ledger",
+            origin,
+            serde_json::json!({"entries_checked": report.entries_checked, "ok": report.is_ok()}),
         )
         .await?;
         Ok(report)
@@ -293,19 +295,10 @@ impl Policy {
         self.check(actor, Action::ExportAudit, &Resource::Platform, origin)
             .await?;
         let bundle = self.audit_ledger().export(from, to).await?;
-        self.audit(
-            crate::audit_ledger::AuditEvent::new(
-                &actor.username,
-                "audit.export",
-                "audit ledger",
-                crate::audit_ledger::Outcome::Ok,
-            )
-            .source(origin.0)
-            .details(
-                serde_json::json!({"from": from.to_rfc3339(), "to": to.to_rfc3339(), "entries": bundle.entries.len()}),
-            ),
-        )
-        .await?;
+        let details =
+            serde_json::json!({"from": from.to_rfc3339(), "to": to.to_rfc3339(), "entries": bundle.entries.len()});
+        self.audit_ok(actor, "audit.export", "audit ledger", origin, details)
+            .await?;
         Ok(bundle)
     }
 }

@@ -81,7 +81,7 @@ impl AuditLedger {
                 "export window ends ({to}) before it starts ({from})"
             )));
         }
-        let mut tx = self.begin_read().await?;
+        let mut tx = self.db.begin_read().await?;
         let (head, _) = fetch_head(&mut tx).await?;
         let bounds = sqlx::query(
             "SELECT MIN(seq) AS first_seq, MAX(seq) AS last_seq FROM audit_entries WHERE at_ms >= $1 AND at_ms < $2",

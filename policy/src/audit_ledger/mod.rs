@@ -72,7 +72,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use crate::database::{Backend, PolicyDb};
+use crate::database::PolicyDb;
 use crate::error::{PolicyError, Result};
 use crate::service_key::{ServiceKey, ServicePublicKey, SignaturePurpose};
 
@@ -426,7 +426,7 @@ impl AuditLedger {
 
     /// The newest entry's `(seq, hash)` as the head row records it: the value to publish.
     pub async fn head(&self) -> Result<LedgerHead> {
-        let mut tx = self.begin_read().await?;
+        let mut tx = self.db.begin_read().await?;
         let (head, _) = fetch_head(&mut tx).await?;
         tx.commit().await?;
         Ok(head)
@@ -456,21 +456,6 @@ impl AuditLedger {
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(entry_from_row).collect()
-    }
-
-    /// A read-only transaction over one snapshot, so a verification or export racing appends sees one
-    /// consistent ledger and head: SQLite's deferred transaction pins its WAL snapshot at the first read;
-    /// PostgreSQL's default READ COMMITTED would not, so ask for REPEATABLE READ.
-    async fn begin_read(&self) -> Result<Transaction<'static, Any>> {
-        Ok(match self.db.backend() {
-            Backend::Sqlite => self.db.pool().begin().await?,
-            Backend::Postgres => {
-                self.db
-                    .pool()
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await?
-            }
-        })
     }
 }
 

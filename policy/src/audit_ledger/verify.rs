@@ -254,7 +254,7 @@ impl AuditLedger {
     /// the `audit_head` row against the last entry. Reads one snapshot, a page of entries ([`super::PAGE_SIZE`]) at a
     /// time. `Err` only when the database cannot be read; tampering is reported in the [`VerifyReport`].
     pub async fn verify_with_keys(&self, keys: &[ServicePublicKey]) -> Result<VerifyReport> {
-        let mut tx = self.begin_read().await?;
+        let mut tx = self.db.begin_read().await?;
         let (head, _) = fetch_head(&mut tx).await?;
         let mut chain = Chain::new(keys, LedgerHead::genesis());
         // Start below any sequence number, so that forged rows numbered 0 or less are seen too.
