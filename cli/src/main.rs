@@ -87,6 +87,13 @@ enum Command {
     Publish(commands::publish::PublishArgs),
     /// Reports (the periodic report to the regulator).
     Report(commands::publish::ReportArgs),
+    /// Releases: build an approval into fingerprinted files, verify, serve and download, declare deletion.
+    Release {
+        #[command(subcommand)]
+        command: commands::release::ReleaseCommand,
+    },
+    /// Whose copy of a release a leaked file is (operators).
+    Trace(commands::trace::TraceArgs),
     /// Benchmarks (figures go to docs/benchmarks.md).
     Bench {
         #[command(subcommand)]
@@ -118,6 +125,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Anonymize(a) => commands::anonymize::run(a, json),
         Command::Verify(a) => commands::verify::run(a, json),
         Command::Stats(a) => commands::stats::run(a, json),
+        Command::Release { command } => commands::release::run(command, json),
+        Command::Trace(a) => commands::trace::run(a, json),
         Command::Budget { command } => commands::budget::run(command, json),
         Command::User(a) => commands::user::run(a, json),
         Command::Apply(a) => commands::apply::run(a, json),

@@ -774,6 +774,106 @@ impl Policy {
         .await
     }
 
+    /// An operator builds a release under approval `id` for `recipients`: every recipient is checked as if
+    /// receiving it (named in the approval, not banned) and the tables and columns against the conditions,
+    /// before any data is read. Refusals are audited with the condition broken.
+    pub async fn admit_build(
+        &self,
+        actor: &Actor,
+        id: &str,
+        recipients: &[String],
+        tables: &[TableRequest],
+        origin: Origin<'_>,
+    ) -> Result<ApplicationRecord> {
+        let app = self.committee.get(id).await?;
+        self.check(actor, Action::BuildRelease, &Resource::Application(app.facts()), origin)
+            .await?;
+        let today = japan_date(self.now());
+        let mut result = Err(PolicyError::Invalid("a release needs at least one recipient".into()));
+        for recipient in recipients {
+            let request = UseRequest {
+                kind: UseKind::Build,
+                recipient,
+                tables,
+                today,
+            };
+            result = self.committee.admit_use(&request, id).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        self.finish(
+            &actor.username,
+            Action::BuildRelease.as_str(),
+            &format!("application {id}"),
+            origin,
+            result,
+            |_| json!({"tables": tables, "recipients": recipients}),
+        )
+        .await
+    }
+
+    /// Records that a release was built and handed to the release zone (counted in the regulator report).
+    pub async fn record_release(
+        &self,
+        actor: &Actor,
+        id: &str,
+        details: serde_json::Value,
+        origin: Origin<'_>,
+    ) -> Result<AuditEntry> {
+        self.audit(
+            AuditEvent::new(&actor.username, "release.build", format!("application {id}"), audit_ledger::Outcome::Ok)
+                .details(details)
+                .source(origin.0),
+        )
+        .await
+    }
+
+    /// A recipient declares that the data received under approval `id` has been deleted (the deletion duty
+    /// after expiry). Recorded in the ledger as `deletion.declare`; the regulator report counts approvals
+    /// past expiry without one.
+    pub async fn declare_deletion(
+        &self,
+        actor: &Actor,
+        id: &str,
+        statement: &str,
+        origin: Origin<'_>,
+    ) -> Result<AuditEntry> {
+        let app = self.committee.get(id).await?;
+        self.check(actor, Action::DeclareDeletion, &Resource::Application(app.facts()), origin)
+            .await?;
+        if statement.trim().is_empty() {
+            return Err(PolicyError::Invalid(
+                "a deletion declaration needs a statement (what was deleted, where, how)".into(),
+            ));
+        }
+        self.audit(
+            AuditEvent::new(&actor.username, "deletion.declare", format!("application {id}"), audit_ledger::Outcome::Ok)
+                .details(json!({"statement": statement, "expires_on": app.conditions.as_ref().map(|c| c.expires_on)}))
+                .source(origin.0),
+        )
+        .await
+    }
+
+    /// An operator's leak trace on a release of approval `id`, audited with its verdict.
+    pub async fn record_trace(
+        &self,
+        actor: &Actor,
+        id: &str,
+        details: serde_json::Value,
+        origin: Origin<'_>,
+    ) -> Result<AuditEntry> {
+        let app = self.committee.get(id).await?;
+        self.check(actor, Action::TraceLeak, &Resource::Application(app.facts()), origin)
+            .await?;
+        self.audit(
+            AuditEvent::new(&actor.username, "trace.leak", format!("application {id}"), audit_ledger::Outcome::Ok)
+                .details(details)
+                .source(origin.0),
+        )
+        .await
+    }
+
     /// Records a provision (what was given to whom) for the public register.
     pub async fn record_provision(
         &self,
