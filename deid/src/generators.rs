@@ -28,6 +28,8 @@ pub enum Generator {
     /// Japanese local-government (municipality) codes (5 or 6 digits): code → prefecture →
     /// region (8 regions) → *.
     Municipality,
+    /// JIS X 0401 prefecture codes (`01`–`47`): prefecture → region (8 regions) → *.
+    Prefecture,
     /// Japanese postal codes (7 digits, hyphen optional) generalised by keeping a prefix:
     /// `prefixes = [5, 3, 1]` gives 1234567 → 12345** → 123**** → 1****** → *.
     Postal {
@@ -135,6 +137,17 @@ impl Generator {
                     .get(pref.wrapping_sub(1))
                     .ok_or("prefecture code must be 01-47")?;
                 out.push(format!("{pref:02} {name}"));
+                out.push(REGIONS[*region].to_string());
+            }
+            Self::Prefecture => {
+                let digits = v.trim();
+                if digits.len() != 2 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err("not a 2-digit prefecture code".into());
+                }
+                let pref: usize = digits.parse().map_err(|_| "bad prefecture")?;
+                let (_, region) = PREFECTURES
+                    .get(pref.wrapping_sub(1))
+                    .ok_or("prefecture code must be 01-47")?;
                 out.push(REGIONS[*region].to_string());
             }
             Self::Postal { prefixes } => {

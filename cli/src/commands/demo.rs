@@ -10,8 +10,10 @@
 //! conditions and a DP budget, a non-recipient refused, a violation banning an organisation.
 //! Chapter 4 — statistics under that approval: each table admitted against the conditions, DP tables charged
 //! to the approval's budget in the ledger, a small-cell table, a request over budget refused before any noise.
-//! Chapter 5 — transparency: the public registers, the regulator's report, the audit ledger verified and a
-//! tampered copy caught. Later chapters (anonymised release, leak tracing) extend this command as they land.
+//! Chapter 5 — an anonymised release: a file-channel approval built into one fingerprinted, verified, signed copy
+//! per recipient, sealed in the release zone. Chapter 6 — a leaked subset traced to its recipient, the violation
+//! recorded, the leaker refused; deletion declared. Chapter 7 — transparency: the public registers, the
+//! regulator's report, the audit ledger verified and a tampered copy caught.
 
 use crate::output::{emit, runtime};
 use clap::Args;
@@ -70,6 +72,7 @@ struct DemoReport {
     top_prefectures_by_conditions: Vec<(String, i64)>,
     committee: Option<super::demo_committee::CommitteeChapter>,
     statistics: Option<StatsChapter>,
+    release: Option<super::demo_release::ReleaseChapter>,
     transparency: Option<super::demo_committee::TransparencyChapter>,
     regulator_core_figures: Option<super::publish::CoreFigures>,
 }
@@ -410,7 +413,10 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         report.committee = Some(committee);
         say("\ntokumei demo — chapter 4: statistics under the approval: differential privacy (OpenDP) and the small-cell rule");
         report.statistics = Some(statistics_chapter(&home, &cast, &research, &say).await?);
-        say("\ntokumei demo — chapter 5: transparency and the audit ledger");
+        say("\ntokumei demo — chapter 5: an anonymised release, fingerprinted for each recipient");
+        let keys = tokumei_ingest::server::open_key_service(&cfg, &home).await?;
+        report.release = Some(super::demo_release::chapter(&home, keys, &cast, &store, &say).await?);
+        say("\ntokumei demo — chapter 7: transparency and the audit ledger");
         report.transparency = Some(super::demo_committee::closing(&home, &cast, &say).await?);
         let period = tokumei_policy::transparency::current_quarter(chrono::Utc::now());
         let figures = super::publish::core_figures_of(&store, &period).await?;
@@ -424,7 +430,6 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             figures.erasures_completed
         ));
         report.regulator_core_figures = Some(figures);
-        say("\nNext chapters (anonymised release → leak tracing) arrive with their issues.");
         anyhow::Ok(())
     })?;
     if report.identifiers_found_in_spool > 0 {

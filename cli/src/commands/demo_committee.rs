@@ -20,7 +20,7 @@ use tokumei_policy::identity::SecondFactor;
 use tokumei_policy::identity::totp::{Totp, TotpSecret};
 use tokumei_policy::{Actor, Origin, Policy, PolicyConfig, Role};
 
-const DEMO: Origin<'static> = Origin("demo");
+pub(super) const DEMO: Origin<'static> = Origin("demo");
 
 /// What the chapter shows, for the JSON report.
 #[derive(Serialize, Default)]
@@ -59,6 +59,10 @@ pub struct Committee {
     pub operator: Actor,
     /// An auditor.
     pub auditor: Actor,
+    /// The committee's chair.
+    pub chair: Actor,
+    /// Committee members who review (mei, kenta).
+    pub members: Vec<Actor>,
     /// The approved application.
     pub application: String,
 }
@@ -100,7 +104,7 @@ async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(
     Ok((actor, shown))
 }
 
-async fn person(policy: &Policy, op: &Actor, username: &str, name: &str, org: &str, roles: &[Role]) -> Result<Actor> {
+pub(super) async fn person(policy: &Policy, op: &Actor, username: &str, name: &str, org: &str, roles: &[Role]) -> Result<Actor> {
     if policy
         .users(op, DEMO)
         .await
@@ -117,7 +121,7 @@ async fn person(policy: &Policy, op: &Actor, username: &str, name: &str, org: &s
     Ok(activate(policy, username, inv.code.expose()).await?.0)
 }
 
-fn form(channel: Channel) -> ApplicationForm {
+pub(super) fn form(channel: Channel) -> ApplicationForm {
     let today = japan_date(Utc::now());
     ApplicationForm {
         title: "Diabetes care across prefectures".into(),
@@ -357,6 +361,8 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         researcher,
         operator: op,
         auditor,
+        chair,
+        members: vec![mei, kenta],
         application: app.id,
     };
     Ok((cast, out))

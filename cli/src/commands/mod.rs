@@ -12,6 +12,7 @@ pub mod committee;
 pub mod core;
 pub mod demo;
 pub mod demo_committee;
+pub mod demo_release;
 pub mod model_flags;
 pub mod pki;
 pub mod policy_serve;

@@ -1,20 +1,289 @@
-//! `tokumei release ...`: build, verify, list, serve, download, declare deletion.
+//! `tokumei release ...`: build an approval into fingerprinted copies, verify a copy, list releases, serve and
+//! download them, declare deletion.
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokumei_ingest::keyservice::SharedKeyService;
+use tokumei_policy::{ServiceKey, ServicePublicKey};
+use tokumei_release::ReleaseError;
+use tokumei_policy::committee::TableRequest;
+use tokumei_release::builder::{self, BuildContext, BuildRequest};
+use tokumei_release::manifest;
+use tokumei_release::zone::ReleaseZone;
+
+use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
+use crate::output::runtime;
 
 /// Subcommands of `tokumei release`.
 #[derive(clap::Subcommand, Debug)]
 pub enum ReleaseCommand {
+    /// Build an approved application into one fingerprinted, verified, signed copy per recipient (operators).
+    Build(BuildArgs),
+    /// Check a downloaded copy: the manifest's signature and every file's SHA-256.
+    Verify(VerifyArgs),
+    /// Releases in the release zone.
+    List(ListArgs),
+    /// Declare that the data received under an approval has been deleted (recipients).
+    DeclareDeleted(DeclareArgs),
     /// Serve the release zone to researchers: gRPC ReleaseService and the HTTPS download endpoint.
     Serve(super::release_serve::ServeArgs),
     /// Download a release copy (a recipient, with a two-factor session).
     Download(super::release_download::DownloadArgs),
 }
 
+/// Arguments of `tokumei release build`.
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    /// The approved application (file channel).
+    #[arg(long)]
+    pub application: String,
+    /// Build only for these recipients (default: every recipient the approval names).
+    #[arg(long = "recipient")]
+    pub recipients: Vec<String>,
+    /// Build only this part of the approved scope: TABLE=col1,col2 (repeatable; default: everything approved).
+    #[arg(long = "table", value_name = "TABLE=COLUMNS")]
+    pub tables: Vec<String>,
+    /// Configuration file (store and key service).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Session and policy database.
+    #[command(flatten)]
+    pub policy: PolicyOptions,
+}
+
+/// Arguments of `tokumei release verify`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// Directory holding a copy (manifest.json, manifest.sig and the files).
+    pub dir: PathBuf,
+    /// The platform's public key (hex, or a file holding it). Default: $TOKUMEI_HOME/policy/service.pub if present.
+    #[arg(long = "public-key")]
+    pub public_key: Option<String>,
+}
+
+/// Arguments of `tokumei release list`.
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Only releases of this application.
+    #[arg(long)]
+    pub application: Option<String>,
+    /// Configuration file (key service).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Arguments of `tokumei release declare-deleted`.
+#[derive(clap::Args, Debug)]
+pub struct DeclareArgs {
+    /// The application whose data was deleted.
+    #[arg(long)]
+    pub application: String,
+    /// What was deleted, where and how.
+    #[arg(long)]
+    pub statement: String,
+    /// Session and policy database.
+    #[command(flatten)]
+    pub policy: PolicyOptions,
+}
+
 /// Runs a `tokumei release` subcommand.
 pub fn run(command: ReleaseCommand, json: bool) -> Result<()> {
     match command {
+        ReleaseCommand::Build(a) => build(a, json),
+        ReleaseCommand::Verify(a) => verify(a, json),
+        ReleaseCommand::List(a) => list(a, json),
+        ReleaseCommand::DeclareDeleted(a) => declare(a, json),
         ReleaseCommand::Serve(a) => super::release_serve::run(a, json),
         ReleaseCommand::Download(a) => super::release_download::run(a, json),
     }
+}
+
+/// The release zone under `$TOKUMEI_HOME`, with the configured key service.
+pub async fn open_zone(config: Option<&Path>) -> Result<(ReleaseZone, SharedKeyService)> {
+    let cfg = tokumei_ingest::config::Config::load(config)?;
+    let home = tokumei_ingest::home::tokumei_home();
+    let keys = tokumei_ingest::server::open_key_service(&cfg, &home).await?;
+    Ok((ReleaseZone::new(&home, Arc::clone(&keys)), keys))
+}
+
+/// A release error with its machine-readable reason, for the binary's edge.
+pub fn release_reason(e: ReleaseError) -> anyhow::Error {
+    anyhow::anyhow!("[{}] {e}", e.reason())
+}
+
+fn build(a: BuildArgs, json: bool) -> Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let policy = open_policy(&a.policy).await?;
+        let who = actor(&policy, &a.policy).await?;
+        let cfg = tokumei_ingest::config::Config::load(a.config.as_deref())?;
+        let home = tokumei_ingest::home::tokumei_home();
+        let store = crate::commands::store::open_store(&cfg, &home).await?;
+        let (zone, _) = open_zone(a.config.as_deref()).await?;
+        let service_key = ServiceKey::load_or_create(&tokumei_policy::service_key::default_key_path(&home))
+            .map_err(reason)?;
+        let cx = BuildContext {
+            policy: &policy,
+            actor: &who,
+            origin: CLI,
+            store: &store,
+            zone: &zone,
+            service_key: &service_key,
+            home: &home,
+        };
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        let request = BuildRequest {
+            recipients: (!a.recipients.is_empty()).then(|| a.recipients.clone()),
+            tables: (!a.tables.is_empty()).then(|| parse_tables(&a.tables)).transpose()?,
+        };
+        let say = |m: &str| spinner.set_message(m.to_owned());
+        let outcome = builder::build(&cx, &a.application, &request, &say).await;
+        spinner.finish_and_clear();
+        let outcome = outcome.map_err(release_reason)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+        } else {
+            println!(
+                "release {} of {} built for {} recipient(s): {} patients, {} suppressed",
+                outcome.release,
+                outcome.application,
+                outcome.recipients.len(),
+                outcome.patients,
+                outcome.suppressed_patients
+            );
+            for p in &outcome.protection {
+                let generalised = p
+                    .generalisation
+                    .iter()
+                    .map(|(q, l)| format!("{q}@{l}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                println!(
+                    "  {:<12} {:>8} rows  classes {:>5}  min class {:>4}  marked {:.3} % of cells {}",
+                    p.table,
+                    p.rows,
+                    p.classes,
+                    p.min_class_size,
+                    p.marked_cell_fraction * 100.0,
+                    generalised
+                );
+            }
+            println!("  files per copy: {}", outcome.files.join(", "));
+        }
+        Ok(())
+    })
+}
+
+fn parse_tables(args: &[String]) -> Result<Vec<TableRequest>> {
+    args.iter()
+        .map(|a| {
+            let (table, columns) = a
+                .split_once('=')
+                .with_context(|| format!("--table expects TABLE=col1,col2, got {a:?}"))?;
+            Ok(TableRequest {
+                table: table.trim().to_owned(),
+                columns: columns.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect(),
+            })
+        })
+        .collect()
+}
+
+fn trusted_key(arg: Option<&str>) -> Result<Option<ServicePublicKey>> {
+    let text = match arg {
+        Some(a) if Path::new(a).exists() => std::fs::read_to_string(a).with_context(|| format!("reading {a}"))?,
+        Some(a) => a.to_owned(),
+        None => {
+            let home = tokumei_ingest::home::tokumei_home();
+            let path = tokumei_policy::service_key::public_key_path(&tokumei_policy::service_key::default_key_path(&home));
+            match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(_) => return Ok(None),
+            }
+        }
+    };
+    Ok(Some(ServicePublicKey::from_hex(text.trim()).map_err(reason)?))
+}
+
+fn verify(a: VerifyArgs, json: bool) -> Result<()> {
+    let trusted = trusted_key(a.public_key.as_deref())?;
+    let v = manifest::verify_dir(&a.dir, trusted.as_ref()).map_err(release_reason)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{}: release {} for {} (application {}), {} files, SHA-256 and signature OK (key {}{})",
+            a.dir.display(),
+            v.manifest.release,
+            v.manifest.recipient,
+            v.manifest.application,
+            v.files_checked,
+            v.key_id,
+            if v.trusted_key { ", the trusted platform key" } else { "; no trusted key given: self-consistent only" }
+        );
+        println!(
+            "  privacy model k={} (suppression ≤ {:.1} %), expires {}",
+            v.manifest.privacy_model.k,
+            v.manifest.privacy_model.max_suppression * 100.0,
+            v.manifest.expires_on
+        );
+    }
+    Ok(())
+}
+
+fn list(a: ListArgs, json: bool) -> Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let (zone, _) = open_zone(a.config.as_deref()).await?;
+        let records: Vec<_> = zone
+            .records()
+            .map_err(release_reason)?
+            .into_iter()
+            .filter(|r| a.application.as_ref().is_none_or(|app| &r.application == app))
+            .collect();
+        if json {
+            let rows: Vec<_> = records
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "release": r.id, "application": r.application, "built_at": r.built_at,
+                        "expires_on": r.expires_on, "recipients": r.recipients(), "pseudonym_scope": r.pseudonym_scope,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            for r in &records {
+                println!(
+                    "{}  {}  built {}  expires {}  recipients {}",
+                    r.id,
+                    r.application,
+                    r.built_at.format("%Y-%m-%d %H:%M"),
+                    r.expires_on,
+                    r.recipients().join(",")
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+fn declare(a: DeclareArgs, json: bool) -> Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let policy = open_policy(&a.policy).await?;
+        let who = actor(&policy, &a.policy).await?;
+        let entry = policy
+            .declare_deletion(&who, &a.application, &a.statement, CLI)
+            .await
+            .map_err(reason)?;
+        if json {
+            println!("{}", serde_json::json!({"application": a.application, "audit_seq": entry.seq}));
+        } else {
+            println!("deletion of {} declared (audit entry {})", a.application, entry.seq);
+        }
+        Ok(())
+    })
 }

@@ -1,1 +1,392 @@
-//! (being written)
+//! Building a release from an approval: admission → selection → pseudonyms → anonymisation → verification →
+//! one fingerprinted, re-verified, signed copy per recipient → sealed into the release zone.
+//!
+//! Nothing is written to the zone before every check has passed for every recipient; the release's record is
+//! written last, so an interrupted build leaves no release anyone can download.
+
+pub mod anonymise;
+pub mod files;
+pub mod select;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use chrono::Utc;
+use serde::Serialize;
+use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
+use tokumei_policy::committee::{Channel, PrivacyModel, TableRequest};
+use tokumei_policy::{Actor, Origin, Policy, ServiceKey};
+use tokumei_store::{Store, Table, View};
+
+use crate::catalogue;
+use crate::error::{ReleaseError, Result};
+use crate::fingerprint::{self, FingerprintPlan, Sheet};
+use crate::manifest::{self, Manifest, ManifestFile, TableProtection};
+use crate::pseudonym::PseudonymKey;
+use crate::sealed_file;
+use crate::zone::{CopyFile, PseudonymScope, ReleaseRecord, ReleaseZone};
+
+/// Largest share of a file's cells a fingerprint may change.
+pub const MAX_MARKED_FRACTION: f64 = 0.01;
+
+/// Everything a build needs: the policy service (admission, audit), the core store (read through the research
+/// view only), the release zone it hands copies to, and the platform key that signs manifests.
+pub struct BuildContext<'a> {
+    /// The policy façade.
+    pub policy: &'a Policy,
+    /// The operator building.
+    pub actor: &'a Actor,
+    /// Where the request came from (for the audit ledger).
+    pub origin: Origin<'a>,
+    /// The core store.
+    pub store: &'a Store,
+    /// The release zone.
+    pub zone: &'a ReleaseZone,
+    /// The platform's signing key.
+    pub service_key: &'a ServiceKey,
+    /// `$TOKUMEI_HOME` (project pseudonym keys live under its core directory).
+    pub home: &'a Path,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildOutcome {
+    /// The release as recorded in the zone.
+    pub release: String,
+    /// Approved application.
+    pub application: String,
+    /// Recipients holding a copy.
+    pub recipients: Vec<String>,
+    /// Per table protection (of the first recipient's copy; every copy is verified the same way).
+    pub protection: Vec<TableProtection>,
+    /// Patients in the cohort before suppression (0 without a patients table).
+    pub patients: u64,
+    /// Patients withheld by suppression.
+    pub suppressed_patients: u64,
+    /// Files per copy.
+    pub files: Vec<String>,
+    /// Pseudonym scope.
+    pub pseudonym_scope: PseudonymScope,
+}
+
+/// What to build: for whom and which part of the approved scope.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    /// Only these recipients (default: every recipient the approval names).
+    pub recipients: Option<Vec<String>>,
+    /// Only these tables and columns (default: everything approved); anything outside the approval is refused.
+    pub tables: Option<Vec<TableRequest>>,
+}
+
+/// Builds a release of approval `application`.
+pub async fn build(
+    cx: &BuildContext<'_>,
+    application: &str,
+    request: &BuildRequest,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<BuildOutcome> {
+    let app = cx.policy.committee().get(application).await?;
+    let tables: Vec<TableRequest> = match &request.tables {
+        Some(t) => t.clone(),
+        None => app.conditions.as_ref().map(|c| c.tables.clone()).unwrap_or_default(),
+    };
+    let only = request.recipients.as_deref();
+    let recipients: Vec<String> = match (only, &app.conditions) {
+        (Some(names), _) => names.to_vec(),
+        (None, Some(c)) => c.recipients.iter().cloned().collect(),
+        (None, None) => Vec::new(),
+    };
+    // Refusals (not approved, revoked, expired, channel, tables, columns, recipients, bans) are audited here.
+    let app = cx
+        .policy
+        .admit_build(cx.actor, application, &recipients, &tables, cx.origin)
+        .await?;
+    let result = build_admitted(cx, &app, &tables, &recipients, progress).await;
+    match &result {
+        Ok(outcome) => {
+            cx.policy
+                .record_release(
+                    cx.actor,
+                    application,
+                    serde_json::json!({
+                        "release": outcome.release,
+                        "recipients": outcome.recipients,
+                        "files": outcome.files,
+                        "patients": outcome.patients,
+                        "suppressed_patients": outcome.suppressed_patients,
+                    }),
+                    cx.origin,
+                )
+                .await?;
+        }
+        Err(e) => {
+            cx.policy
+                .audit(
+                    AuditEvent::new(
+                        &cx.actor.username,
+                        "release.build",
+                        format!("application {application}"),
+                        Outcome::Failed,
+                    )
+                    .reason(e.reason())
+                    .source(cx.origin.0),
+                )
+                .await?;
+        }
+    }
+    result
+}
+
+async fn build_admitted(
+    cx: &BuildContext<'_>,
+    app: &tokumei_policy::committee::store::ApplicationRecord,
+    tables: &[TableRequest],
+    recipients: &[String],
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<BuildOutcome> {
+    let conditions = app
+        .conditions
+        .as_ref()
+        .ok_or_else(|| ReleaseError::NotReleasable("the application has no approval conditions".into()))?;
+    if conditions.channel != Channel::File {
+        return Err(ReleaseError::NotReleasable(format!(
+            "approval {} is for the {} channel; files are built for the file channel only (statistics: `tokumei stats`)",
+            app.id, conditions.channel
+        )));
+    }
+    let model = conditions
+        .privacy
+        .ok_or_else(|| ReleaseError::NotReleasable("the approval sets no privacy model".into()))?;
+    if model.l.is_some() || model.t.is_some() {
+        return Err(ReleaseError::NotReleasable(
+            "l-diversity and t-closeness need a sensitive attribute in the patient file; this release builder \
+             enforces k-anonymity with suppression on the demographics only"
+                .into(),
+        ));
+    }
+    // Scope first: every column must be releasable before any data is read.
+    let mut scope = Vec::new();
+    for t in tables {
+        let table = Table::from_name(&t.table)
+            .filter(|t| t.is_clinical())
+            .ok_or_else(|| ReleaseError::NotReleasable(format!("unknown table {}", t.table)))?;
+        scope.push((table, select::released_columns(table, &t.columns)?));
+    }
+    scope.sort_by_key(|(t, _)| *t); // patients first: its suppression applies to every other table
+    let (key, pseudonym_scope) = if conditions.link_releases {
+        (
+            PseudonymKey::for_project(cx.home, cx.zone.keys().as_ref(), &app.id).await?,
+            PseudonymScope::Project,
+        )
+    } else {
+        (PseudonymKey::fresh(), PseudonymScope::Release)
+    };
+
+    progress("reading the approved tables from the core (research view)");
+    let ctx = cx.store.session(View::Research).await?;
+    let mut sheets = Vec::new();
+    for (table, columns) in &scope {
+        let selected = select::read(&ctx, *table, columns, &conditions.cohort_filter, &key).await?;
+        sheets.push((selected.table, selected.sheet));
+    }
+    drop(key);
+    if sheets.iter().all(|(_, s)| s.columns[0].is_empty()) {
+        return Err(ReleaseError::NotReleasable("the cohort is empty: nothing to release".into()));
+    }
+
+    progress("anonymising the demographics (optimal generalisation, k-anonymity by patient)");
+    let mut anonymised = BTreeMap::new();
+    let mut withheld = HashSet::new();
+    let mut patients = 0;
+    for (table, sheet) in &mut sheets {
+        select::withhold(sheet, &withheld);
+        let a = anonymise::anonymise(*table, sheet, &model)?;
+        withheld.extend(a.withheld.iter().cloned());
+        if *table == Table::Patients {
+            patients = a.patients;
+        }
+        anonymised.insert(*table, a);
+    }
+    if patients > 0 && withheld.len() as f64 > model.max_suppression * patients as f64 + 1e-9 {
+        return Err(ReleaseError::VerificationFailed(format!(
+            "{} of {patients} patients suppressed, above the approved {:.1} %",
+            withheld.len(),
+            model.max_suppression * 100.0
+        )));
+    }
+    for (table, sheet) in &mut sheets {
+        select::withhold(sheet, &withheld);
+        anonymise::verify(*table, sheet, &model)?;
+    }
+
+    let release = next_release_id(cx.zone, &app.id)?;
+    let (fingerprint_key, wrapped_fingerprint) = cx.zone.new_fingerprint_key(&release).await?;
+    let mut plans = BTreeMap::new();
+    for (table, sheet) in &sheets {
+        let marked = catalogue::marked_columns(*table, &sheet.header);
+        if !marked.is_empty() && !sheet.columns[0].is_empty() {
+            plans.insert(table.name().to_owned(), fingerprint::plan(marked, sheet, MAX_MARKED_FRACTION));
+        }
+    }
+    let codebook: Vec<_> = sheets
+        .iter()
+        .map(|(t, s)| files::codebook(*t, s, anonymised.get(t).map_or(&[][..], |a| &a.generalisation[..])))
+        .collect();
+    let codebook_bytes = serde_json::to_vec_pretty(&serde_json::json!({
+        "release": release,
+        "application": app.id,
+        "pseudonyms": match pseudonym_scope {
+            PseudonymScope::Release => "specific to this release: they join with no other release",
+            PseudonymScope::Project => "shared by this project's releases (the approval allows linking them)",
+        },
+        "tables": codebook,
+    }))?;
+
+    let (cipher, wrapped_data) = cx.zone.new_data_key(&release).await?;
+    let mut copies = BTreeMap::new();
+    let mut first_protection = Vec::new();
+    let built_at = Utc::now();
+    for (n, recipient) in recipients.iter().enumerate() {
+        progress(&format!(
+            "copy {}/{} for {recipient}: fingerprint, re-verify, write, sign, seal",
+            n + 1,
+            recipients.len()
+        ));
+        let copy = make_copy(&sheets, &plans, &fingerprint_key, recipient, &model, &anonymised)?;
+        let mut contents: Vec<(String, Vec<u8>, Option<u64>)> = copy.files;
+        contents.push(("codebook.json".into(), codebook_bytes.clone(), None));
+        let manifest = Manifest {
+            format: 1,
+            release: release.clone(),
+            application: app.id.clone(),
+            approval_revision: app.conditions_revision,
+            recipient: recipient.clone(),
+            built_at,
+            expires_on: conditions.expires_on,
+            privacy_model: model,
+            protection: copy.protection.clone(),
+            pseudonym_scope,
+            files: contents
+                .iter()
+                .map(|(name, bytes, rows)| ManifestFile::of(name, bytes, *rows))
+                .collect(),
+            signer_key_id: cx.service_key.public().key_id(),
+        };
+        let (manifest_bytes, signature) = manifest::sign(&manifest, cx.service_key)?;
+        contents.push((manifest::MANIFEST.into(), manifest_bytes, None));
+        contents.push((manifest::SIGNATURE.into(), signature, None));
+        let dir = cx.zone.copy_dir(&release, recipient)?;
+        std::fs::create_dir_all(&dir).map_err(|e| ReleaseError::io(format!("creating {}", dir.display()), e))?;
+        let mut listed = Vec::new();
+        for (name, bytes, _) in &contents {
+            sealed_file::write(&cipher, bytes, &cx.zone.copy_path(&release, recipient, name)?)?;
+            listed.push(CopyFile {
+                name: name.clone(),
+                sha256: manifest::sha256_hex(bytes),
+                bytes: bytes.len() as u64,
+            });
+        }
+        copies.insert(recipient.clone(), listed);
+        if first_protection.is_empty() {
+            first_protection = copy.protection;
+        }
+    }
+    let record = ReleaseRecord {
+        id: release.clone(),
+        application: app.id.clone(),
+        approval_revision: app.conditions_revision,
+        built_at,
+        built_by: cx.actor.username.clone(),
+        expires_on: conditions.expires_on,
+        tables: tables.to_vec(),
+        copies,
+        data_key: wrapped_data,
+        fingerprint_key: wrapped_fingerprint,
+        fingerprint: plans,
+        pseudonym_scope,
+    };
+    cx.zone.commit(&record)?;
+    Ok(BuildOutcome {
+        release,
+        application: app.id.clone(),
+        recipients: recipients.to_vec(),
+        files: record
+            .copies
+            .values()
+            .next()
+            .map(|f| f.iter().map(|f| f.name.clone()).collect())
+            .unwrap_or_default(),
+        protection: first_protection,
+        patients,
+        suppressed_patients: withheld.len() as u64,
+        pseudonym_scope,
+    })
+}
+
+struct Copy {
+    files: Vec<(String, Vec<u8>, Option<u64>)>,
+    protection: Vec<TableProtection>,
+}
+
+/// One recipient's copy: marks embedded, the privacy model re-verified on the marked data, files written.
+fn make_copy(
+    sheets: &[(Table, Sheet)],
+    plans: &BTreeMap<String, FingerprintPlan>,
+    key: &fingerprint::FingerprintKey,
+    recipient: &str,
+    model: &PrivacyModel,
+    anonymised: &BTreeMap<Table, anonymise::Anonymised>,
+) -> Result<Copy> {
+    let mut files = Vec::new();
+    let mut protection = Vec::new();
+    for (table, sheet) in sheets {
+        let mut marked = sheet.clone();
+        let mut fraction = 0.0;
+        let mut marked_columns = Vec::new();
+        if let Some(plan) = plans.get(table.name()) {
+            let report = fingerprint::embed(key, recipient, plan, &mut marked, MAX_MARKED_FRACTION)
+                .map_err(|e| ReleaseError::VerificationFailed(format!("fingerprint: {e}")))?;
+            fraction = report.marked as f64 / report.total_cells.max(1) as f64;
+            if fraction > MAX_MARKED_FRACTION {
+                return Err(ReleaseError::VerificationFailed(format!(
+                    "fingerprint touched {:.3} % of {}'s cells, above {} %",
+                    fraction * 100.0,
+                    table.name(),
+                    MAX_MARKED_FRACTION * 100.0
+                )));
+            }
+            marked_columns = plan.columns.iter().map(|c| c.column.clone()).collect();
+        }
+        let verified = anonymise::verify(*table, &marked, model)?;
+        let rows = marked.columns[0].len() as u64;
+        let a = anonymised.get(table);
+        protection.push(TableProtection {
+            table: table.name().to_owned(),
+            generalisation: a.map(|a| a.generalisation.clone()).unwrap_or_default(),
+            rows,
+            suppressed_patients: a.map_or(0, |a| a.withheld.len() as u64),
+            classes: verified.as_ref().map_or(0, |v| v.classes),
+            min_class_size: verified.as_ref().map_or(0, |v| v.min_class_size),
+            risk: a.and_then(|a| a.risk.clone()),
+            marked_columns,
+            marked_cell_fraction: fraction,
+        });
+        files.push((format!("{}.parquet", table.name()), files::parquet_bytes(*table, &marked)?, Some(rows)));
+        files.push((format!("{}.csv", table.name()), files::csv_bytes(&marked)?, Some(rows)));
+    }
+    Ok(Copy { files, protection })
+}
+
+/// The next free release identifier of an application (`R-<application>-<n>`).
+fn next_release_id(zone: &ReleaseZone, application: &str) -> Result<String> {
+    let mut n = 1u64;
+    loop {
+        let id = format!("R-{application}-{n}");
+        let dir = zone.release_dir(&id)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| ReleaseError::io(format!("creating release {id}"), e))?;
+            return Ok(id);
+        }
+        n += 1;
+    }
+}

@@ -1,0 +1,275 @@
+//! Demo chapters 5 and 6 — an anonymised release and a leak traced.
+//!
+//! Chapter 5: a file-channel application for two researchers is reviewed and approved with k=5; a build for
+//! someone the approval does not name is refused; the operator builds the release (cohort from the research
+//! view, per-release pseudonyms, optimal generalisation, independent verification, one fingerprinted copy per
+//! recipient, signed manifests, sealed at rest); a recipient's copy is checked against the platform key.
+//! Chapter 6: one recipient's copy leaks as a 10 % shuffled subset without the pseudonym column; the trace
+//! names that recipient with the probability an innocent would score as high; the chair records the
+//! violation, which bans the leaker from further use; the other recipient declares deletion.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use chrono::{Duration, Utc};
+use rand::seq::SliceRandom;
+use serde::Serialize;
+use tokumei_policy::committee::{ApprovalConditions, BanSubject, Channel, PrivacyModel, TableRequest, japan_date};
+use tokumei_policy::{Role, ServiceKey};
+use tokumei_release::builder::{self, BuildContext, BuildOutcome, BuildRequest};
+use tokumei_release::manifest;
+use tokumei_release::trace::{self, DEFAULT_FALSE_ACCUSATION_BOUND, TraceReport};
+use tokumei_release::zone::ReleaseZone;
+use tokumei_ingest::keyservice::SharedKeyService;
+use tokumei_store::Store;
+
+use super::demo_committee::{Committee, DEMO, form, person};
+
+/// What chapters 5 and 6 show, for the JSON report.
+#[derive(Serialize, Default)]
+pub struct ReleaseChapter {
+    /// The file-channel application.
+    pub application: String,
+    /// A build for someone the approval does not name.
+    pub unnamed_recipient_refused: String,
+    /// The build.
+    pub build: Option<BuildOutcome>,
+    /// The verification of sato's copy.
+    pub verified_files: usize,
+    /// The trace of yui's leaked subset.
+    pub trace: Option<TraceReport>,
+    /// The trace of sato's full copy.
+    pub trace_other: Option<TraceReport>,
+    /// The leaker's later use, refused.
+    pub leaker_refused: String,
+    /// The deletion declaration's audit entry.
+    pub deletion_declared_seq: i64,
+}
+
+fn ok<T>(r: std::result::Result<T, tokumei_policy::PolicyError>) -> Result<T> {
+    r.map_err(super::access::reason)
+}
+
+/// Runs chapters 5 and 6.
+pub async fn chapter(
+    home: &Path,
+    keys: SharedKeyService,
+    cast: &Committee,
+    store: &Store,
+    say: &impl Fn(&str),
+) -> Result<ReleaseChapter> {
+    let policy = &cast.policy;
+    let mut out = ReleaseChapter::default();
+    let yui = person(policy, &cast.operator, "yui", "Yui Nakamura", "univ-a", &[Role::Researcher]).await?;
+
+    // The application and its approval with a privacy model.
+    let mut f = form(Channel::File);
+    f.title = "HbA1c and eGFR trajectories by age band".into();
+    f.methods = "Regression on patient-level laboratory results, k-anonymous demographics".into();
+    f.tables = vec![
+        TableRequest {
+            table: "patients".into(),
+            columns: ["linkage_key", "birth_date", "sex", "prefecture"].map(String::from).to_vec(),
+        },
+        TableRequest {
+            table: "observations".into(),
+            columns: ["linkage_key", "jlac10", "date", "value", "unit"].map(String::from).to_vec(),
+        },
+    ];
+    f.requested_epsilon = None;
+    let app = ok(policy.file_application(&cast.researcher, f.clone(), None, DEMO).await)?;
+    out.application = app.id.clone();
+    let reviewers: Vec<String> = cast.members.iter().map(|m| m.username.clone()).chain([cast.chair.username.clone()]).collect();
+    ok(policy.assign(&cast.chair, &app.id, &reviewers, DEMO).await)?;
+    for m in cast.members.iter().chain([&cast.chair]) {
+        ok(policy.vote(m, &app.id, true, "Proportionate: k=5 on demographics, month dates", DEMO).await)?;
+    }
+    let today = japan_date(Utc::now());
+    let conditions = ApprovalConditions {
+        tables: f.tables.clone(),
+        cohort_filter: String::new(),
+        privacy: Some(PrivacyModel {
+            k: 5,
+            l: None,
+            t: None,
+            max_suppression: 0.05,
+        }),
+        dp_budget: None,
+        channel: Channel::File,
+        expires_on: today + Duration::days(90),
+        max_downloads: 10,
+        recipients: BTreeSet::from(["sato".to_owned(), "yui".to_owned()]),
+        link_releases: false,
+    };
+    ok(policy.decide(&cast.chair, &app.id, Some(conditions), DEMO).await)?;
+    say(&format!(
+        "   sato files {} (file channel: patients' birth date, sex, prefecture; lab results); approved with k=5, ≤ 5 % suppression, recipients sato and yui, 10 downloads, until {}",
+        app.id,
+        today + Duration::days(90)
+    ));
+
+    let zone = ReleaseZone::new(home, keys);
+    let service_key = ServiceKey::load_or_create(&tokumei_policy::service_key::default_key_path(home))
+        .map_err(super::access::reason)?;
+    let cx = BuildContext {
+        policy,
+        actor: &cast.operator,
+        origin: DEMO,
+        store,
+        zone: &zone,
+        service_key: &service_key,
+        home,
+    };
+    out.unnamed_recipient_refused = match builder::build(
+        &cx,
+        &app.id,
+        &BuildRequest {
+            recipients: Some(vec!["kai".to_owned()]),
+            tables: None,
+        },
+        &|_| {},
+    )
+    .await {
+        Ok(_) => anyhow::bail!("a release was built for someone the approval does not name"),
+        Err(e) => format!("[{}] {e}", e.reason()),
+    };
+    say(&format!("   a build for kai (not named): {}", out.unnamed_recipient_refused));
+
+    let built = builder::build(&cx, &app.id, &BuildRequest::default(), &|_| {})
+        .await
+        .map_err(super::release::release_reason)?;
+    say(&format!(
+        "   op builds {}: {} patients in the research view (opted-out and erased excluded), {} suppressed; pseudonyms specific to this release",
+        built.release, built.patients, built.suppressed_patients
+    ));
+    for p in &built.protection {
+        let generalised = p.generalisation.iter().map(|(q, l)| format!("{q} level {l}")).collect::<Vec<_>>().join(", ");
+        say(&format!(
+            "     {:<12} {:>6} rows{}{}",
+            p.table,
+            p.rows,
+            if p.classes > 0 {
+                format!(", {} classes, smallest {} patients (verifier recount), {generalised}", p.classes, p.min_class_size)
+            } else {
+                String::new()
+            },
+            if p.marked_columns.is_empty() {
+                String::new()
+            } else {
+                format!(", fingerprint marks in {}: {:.2} % of cells", p.marked_columns.join(","), p.marked_cell_fraction * 100.0)
+            }
+        ));
+    }
+    out.build = Some(built.clone());
+
+    // sato's copy as delivered, checked against the platform key.
+    let record = zone.record(&built.release).map_err(super::release::release_reason)?;
+    let sato_dir = home.join("demo-downloads").join("sato");
+    let yui_dir = home.join("demo-downloads").join("yui");
+    for (who, dir) in [("sato", &sato_dir), ("yui", &yui_dir)] {
+        std::fs::create_dir_all(dir)?;
+        for f in &record.copies[who] {
+            let bytes = zone
+                .open_copy_file(&record, who, &f.name)
+                .await
+                .and_then(|mut s| s.read_all())
+                .map_err(super::release::release_reason)?;
+            std::fs::write(dir.join(&f.name), bytes)?;
+        }
+    }
+    let v = manifest::verify_dir(&sato_dir, Some(&service_key.public())).map_err(super::release::release_reason)?;
+    out.verified_files = v.files_checked;
+    say(&format!(
+        "   sato's copy: {} files, SHA-256 and ed25519 signature verified against the platform key {}",
+        v.files_checked, v.key_id
+    ));
+
+    say("\ntokumei demo — chapter 6: a leaked copy traced to its recipient");
+    let leaked = home.join("demo-downloads").join("found-online.csv");
+    leak_subset(&yui_dir.join("observations.csv"), &leaked, 0.10)?;
+    let table = trace::read_leaked(&leaked).map_err(super::release::release_reason)?;
+    let report = trace::trace(&zone, &record, &table, None, DEFAULT_FALSE_ACCUSATION_BOUND)
+        .await
+        .map_err(super::release::release_reason)?;
+    let entry = ok(policy
+        .record_trace(
+            &cast.operator,
+            &app.id,
+            serde_json::json!({"release": record.id, "accused": report.verdict.accused, "positions": report.verdict.positions}),
+            DEMO,
+        )
+        .await)?;
+    say(&format!(
+        "   a file found online: {} rows of observations, shuffled, pseudonym column removed (10 % of yui's copy)",
+        report.rows
+    ));
+    for c in &report.verdict.candidates {
+        say(&format!(
+            "     {:<5} score {:>7.2}   P(an innocent scores this high) ≤ {:.1e}{}",
+            c.recipient,
+            c.score,
+            c.p_innocent,
+            if report.verdict.accused.contains(&c.recipient) { "   ← accused" } else { "" }
+        ));
+    }
+    say(&format!("   {} (audit entry {})", report.verdict.explanation, entry.seq));
+    let sato_full = trace::read_leaked(&sato_dir.join("observations.parquet")).map_err(super::release::release_reason)?;
+    let other = trace::trace(&zone, &record, &sato_full, None, DEFAULT_FALSE_ACCUSATION_BOUND)
+        .await
+        .map_err(super::release::release_reason)?;
+    say(&format!("   sato's own Parquet copy, traced the same way: accused {:?}", other.verdict.accused));
+    out.trace = Some(report.clone());
+    out.trace_other = Some(other);
+    if report.verdict.accused != ["yui".to_owned()] {
+        anyhow::bail!("the trace did not name yui alone: {:?}", report.verdict.accused);
+    }
+
+    ok(policy
+        .record_violation(
+            &cast.chair,
+            BanSubject::Person("yui".into()),
+            "data_leak",
+            &format!("release {} traced to yui's copy (audit entry {})", record.id, entry.seq),
+            Some(&app.id),
+            None,
+            DEMO,
+        )
+        .await)?;
+    out.leaker_refused = match policy
+        .admit_use(&yui, &app.id, tokumei_policy::committee::UseKind::Download, &record.tables, DEMO)
+        .await
+    {
+        Ok(_) => anyhow::bail!("a banned leaker could still download"),
+        Err(e) => format!("[{}] {e}", e.reason()),
+    };
+    say(&format!("   chika records the violation; yui asks to download again: {}", out.leaker_refused));
+    let declared = ok(policy
+        .declare_deletion(&cast.researcher, &app.id, "analysis finished; all copies shredded on the analysis server", DEMO)
+        .await)?;
+    out.deletion_declared_seq = declared.seq;
+    say(&format!("   sato declares deletion of the data (audit entry {})", declared.seq));
+    Ok(out)
+}
+
+/// What a careless or malicious recipient might post: a random share of the rows, shuffled, without the
+/// pseudonym column.
+fn leak_subset(src: &Path, dest: &Path, share: f64) -> Result<()> {
+    let mut r = csv::Reader::from_path(src).with_context(|| format!("reading {}", src.display()))?;
+    let header: Vec<String> = r.headers()?.iter().map(String::from).collect();
+    let keep: Vec<usize> = (0..header.len()).filter(|&i| header[i] != tokumei_release::catalogue::PSEUDONYM).collect();
+    let mut rows: Vec<Vec<String>> = r
+        .records()
+        .map(|rec| rec.map(|rec| keep.iter().map(|&i| rec[i].to_owned()).collect()))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut rng = rand::rng();
+    rows.shuffle(&mut rng);
+    rows.truncate(((rows.len() as f64) * share).ceil() as usize);
+    let mut w = csv::Writer::from_path(dest)?;
+    w.write_record(keep.iter().map(|&i| &header[i]))?;
+    for row in rows {
+        w.write_record(&row)?;
+    }
+    w.flush()?;
+    Ok(())
+}
