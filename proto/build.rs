@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tokumei/ingest/v1/ingest.proto",
         "tokumei/spool/v1/spool.proto",
         "tokumei/policy/v1/policy.proto",
+        "tokumei/release/v1/release.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
@@ -25,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "tokumei.policy.v1.ConfirmTotpRequest",
             "tokumei.policy.v1.ConfirmTotpResponse",
             "tokumei.policy.v1.AddUserResponse",
+            // One-time download tokens.
+            "tokumei.release.v1.RequestDownloadResponse",
         ])
         .compile_fds(fds)?;
     Ok(())

@@ -24,4 +24,11 @@ pub mod policy {
     }
 }
 
+pub mod release {
+    /// `tokumei.release.v1`: the release zone's researcher-facing service (list, download, declare deletion).
+    pub mod v1 {
+        tonic::include_proto!("tokumei.release.v1");
+    }
+}
+
 mod redacted_debug;

@@ -54,6 +54,26 @@ impl fmt::Debug for PatientRequest {
     }
 }
 
+mod release_secrets {
+    //! One-time download tokens (and the URL that embeds one) never reach a log.
+
+    use super::redact;
+    use crate::release::v1::RequestDownloadResponse;
+    use std::fmt;
+
+    impl fmt::Debug for RequestDownloadResponse {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("RequestDownloadResponse")
+                .field("url", &redact(&self.url))
+                .field("token", &redact(&self.token))
+                .field("expires_at", &self.expires_at)
+                .field("bytes", &self.bytes)
+                .field("sha256", &self.sha256)
+                .finish()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,8 @@ pub enum BenchCommand {
     Anonymize(super::bench_deid::AnonymizeBench),
     /// Differentially private statistics: 10 M rows, 1,000 groups, counts and bounded means.
     Stats(super::bench_stats::StatsBench),
+    /// Release zone: fingerprint embedding and tracing, experiments, a release build, download throughput.
+    Release(super::bench_release::ReleaseBench),
 }
 
 #[derive(Args, Debug)]
@@ -97,6 +99,7 @@ pub fn run(cmd: BenchCommand, json: bool) -> anyhow::Result<()> {
         BenchCommand::Ingest(a) => a,
         BenchCommand::Anonymize(a) => return super::bench_deid::run(a, json),
         BenchCommand::Stats(a) => return super::bench_stats::run(a, json),
+        BenchCommand::Release(a) => return super::bench_release::run(a, json),
     };
     let home = tokumei_home().join("bench-ingest");
     if home.exists() {

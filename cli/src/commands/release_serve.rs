@@ -1,10 +1,99 @@
-//! `tokumei release serve`: the release zone's researcher-facing services (being written).
+//! `tokumei release serve`: the release zone's researcher-facing services — gRPC `ReleaseService` (list,
+//! request a download, declare deletion) and the HTTPS download endpoint — over TLS.
+//!
+//! It opens the same policy database, service key and `policy.toml` as the other committee-zone commands
+//! (sessions from `tokumei user login` are valid here) and the key service of `tokumei.toml` (which unwraps
+//! each release's data key). Once both ports are bound it prints `release service listening on grpc=ADDR
+//! https=ADDR` (with `--json`: `{"grpc": "...", "https": "...", "public_url": "..."}` on one line); SIGTERM
+//! or Ctrl-C stop it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokumei_ingest::config::Config;
+use tokumei_ingest::home::tokumei_home;
+use tokumei_ingest::server::{open_key_service, termination_signal};
+use tokumei_release::delivery::{DeliveryConfig, DeliveryTls, serve};
+use tokumei_release::zone::ReleaseZone;
+
+use crate::commands::access::{PolicyOptions, open_policy};
+use crate::output::runtime;
 
 /// Arguments of `tokumei release serve`.
 #[derive(clap::Args, Debug)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// Address of the gRPC ReleaseService (port 0 picks a free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:50071")]
+    grpc_listen: SocketAddr,
+    /// Address of the HTTPS download endpoint (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    https_listen: SocketAddr,
+    /// The servers' certificate chain (PEM), used by both listeners.
+    #[arg(long)]
+    cert: PathBuf,
+    /// The servers' private key (PEM).
+    #[arg(long)]
+    key: PathBuf,
+    /// Base of the download URLs given to clients (default https://<bound HTTPS address>).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Lifetime of a download token, in seconds (one download of one file, resumable until then).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    token_ttl: u64,
+    /// Configuration file (key service; default: built-in defaults under $TOKUMEI_HOME).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    policy: PolicyOptions,
+}
 
 /// Runs `tokumei release serve`.
-pub fn run(_a: ServeArgs, _json: bool) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+pub fn run(args: ServeArgs, json: bool) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    // rustls needs a process-wide crypto provider when several are compiled in (ring is tokumei's).
+    tokumei_ingest::tls::install_crypto_provider();
+    let tls = DeliveryTls::from_files(&args.cert, &args.key).context("TLS certificate")?;
+    let cfg = Config::load(args.config.as_deref())?;
+    let home = tokumei_home();
+    runtime()?.block_on(async {
+        let policy = open_policy(&args.policy).await?;
+        let keys = open_key_service(&cfg, &home).await.context("key service")?;
+        let zone = ReleaseZone::new(&home, keys);
+        let config = DeliveryConfig {
+            grpc_listen: args.grpc_listen,
+            https_listen: args.https_listen,
+            tls,
+            public_url: args.public_url.clone(),
+            token_ttl: Duration::from_secs(args.token_ttl),
+        };
+        let running = serve(config, policy, zone, termination_signal())
+            .await
+            .context("release service")?;
+        // Readiness line for scripts and tests: printed once both ports accept connections.
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "grpc": running.grpc.to_string(),
+                    "https": running.https.to_string(),
+                    "public_url": running.public_url,
+                })
+            );
+        } else {
+            println!(
+                "release service listening on grpc={} https={} (downloads at {})",
+                running.grpc, running.https, running.public_url
+            );
+        }
+        running.wait().await.context("release service")?;
+        Ok(())
+    })
 }

@@ -189,7 +189,6 @@ async fn build_admitted(
         let selected = select::read(&ctx, *table, columns, &conditions.cohort_filter, &key).await?;
         sheets.push((selected.table, selected.sheet));
     }
-    drop(key);
     if sheets.iter().all(|(_, s)| s.columns[0].is_empty()) {
         return Err(ReleaseError::NotReleasable("the cohort is empty: nothing to release".into()));
     }
@@ -225,7 +224,10 @@ async fn build_admitted(
     for (table, sheet) in &sheets {
         let marked = catalogue::marked_columns(*table, &sheet.header);
         if !marked.is_empty() && !sheet.columns[0].is_empty() {
-            plans.insert(table.name().to_owned(), fingerprint::plan(marked, sheet, MAX_MARKED_FRACTION));
+            let plan = fingerprint::plan(marked, sheet, MAX_MARKED_FRACTION);
+            let plan = fingerprint::fit_plan(&fingerprint_key, &plan, sheet, MAX_MARKED_FRACTION)
+                .map_err(|e| ReleaseError::VerificationFailed(format!("fingerprint plan for {}: {e}", table.name())))?;
+            plans.insert(table.name().to_owned(), plan);
         }
     }
     let codebook: Vec<_> = sheets

@@ -252,3 +252,124 @@ pub fn ensure_operator_session(home: &Path) {
     let op = operator(home, &[]);
     std::fs::write(&file, &op.session).expect("save the operator's session");
 }
+
+/// The people who approve applications: the first operator, a chair and three voting members (each in an
+/// organisation of their own, so none has a conflict of interest with an applicant from a university).
+#[derive(Debug, Clone)]
+pub struct Committee {
+    /// The first operator (invites everyone).
+    pub op: Person,
+    /// The committee chair (assigns, decides).
+    pub chair: Person,
+    /// The voting members.
+    pub members: Vec<Person>,
+}
+
+/// Bootstraps the operator and invites the committee of a fresh installation.
+pub fn committee(home: &Path, db: &[(&str, &str)]) -> Committee {
+    let op = operator(home, db);
+    let chair = invite(home, db, &op, "chika", "univ-c", "committee_chair,committee_member");
+    let members = [("mei", "univ-m"), ("kenta", "hosp-k"), ("sora", "law-s")]
+        .iter()
+        .map(|(u, o)| invite(home, db, &op, u, o, "committee_member"))
+        .collect();
+    Committee { op, chair, members }
+}
+
+/// What a file-channel approval allows.
+#[derive(Debug, Clone)]
+pub struct FileApproval<'a> {
+    /// Usernames who may receive the files.
+    pub recipients: &'a [&'a str],
+    /// Last day of use (may be in the past, to test expiry: nothing refuses a decision that is already
+    /// expired, and every use after it is refused with APPROVAL_EXPIRED).
+    pub expires_on: chrono::NaiveDate,
+    /// Downloads allowed in total.
+    pub max_downloads: u32,
+    /// `(table, [columns])` applied for and approved.
+    pub tables: &'a [(&'a str, &'a [&'a str])],
+}
+
+/// A file-channel application filed by `applicant` and approved by `committee` with a k-anonymity privacy
+/// model (k = 5, 5 % suppression) and the expiry, download limit and recipients of `approval`. Returns the
+/// application id.
+pub fn approved_file_application(
+    home: &Path,
+    db: &[(&str, &str)],
+    committee: &Committee,
+    applicant: &Person,
+    approval: &FileApproval<'_>,
+) -> String {
+    static FORMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = FORMS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let today = Utc::now().date_naive();
+    let period_from = today.min(approval.expires_on);
+    let period_to = (today + Duration::days(365)).max(approval.expires_on);
+    let mut table_toml = String::new();
+    for (t, cols) in approval.tables {
+        let cols: Vec<String> = cols.iter().map(|c| format!("{c:?}")).collect();
+        table_toml.push_str(&format!(
+            "\n[[tables]]\ntable = {t:?}\ncolumns = [{}]\n",
+            cols.join(", ")
+        ));
+    }
+    let recipients: Vec<String> = approval.recipients.iter().map(|r| format!("{r:?}")).collect();
+    let recipients = recipients.join(", ");
+    let form = home.join(format!("file-application-{n}.toml"));
+    std::fs::write(
+        &form,
+        format!(
+            "title = \"Test file release {n}\"\npurpose = \"Testing\"\npublic_interest = \"Tests\"\n\
+             methods = \"Regression\"\nperiod_from = \"{period_from}\"\nperiod_to = \"{period_to}\"\n\
+             channel = \"file\"\nsecurity_measures = \"Test site\"\nfunding = \"None\"\n\
+             recipients = [{recipients}]\nnot_for_advertising = true\n{table_toml}"
+        ),
+    )
+    .expect("write form");
+    let app = run_json(
+        home,
+        &["apply", "file", "--form", form.to_str().expect("utf-8 path")],
+        &session_env(db, applicant),
+        None,
+    );
+    let id = app["id"].as_str().expect("id").to_owned();
+    let names: Vec<&str> = committee.members.iter().map(|m| m.username.as_str()).collect();
+    run_json(
+        home,
+        &["committee", "assign", &id, "--members", &names.join(",")],
+        &session_env(db, &committee.chair),
+        None,
+    );
+    for m in &committee.members {
+        run_json(
+            home,
+            &["committee", "vote", &id, "--approve", "--comment", "ok"],
+            &session_env(db, m),
+            None,
+        );
+    }
+    let conditions = home.join(format!("file-conditions-{n}.toml"));
+    std::fs::write(
+        &conditions,
+        format!(
+            "channel = \"file\"\nexpires_on = \"{}\"\nmax_downloads = {}\nrecipients = [{recipients}]\n\
+             privacy = {{ k = 5, max_suppression = 0.05 }}\n{table_toml}",
+            approval.expires_on, approval.max_downloads
+        ),
+    )
+    .expect("write conditions");
+    let decided = run_json(
+        home,
+        &[
+            "committee",
+            "decide",
+            &id,
+            "--conditions",
+            conditions.to_str().expect("utf-8 path"),
+        ],
+        &session_env(db, &committee.chair),
+        None,
+    );
+    assert_eq!(decided["status"], "approved", "{decided}");
+    id
+}

@@ -1,0 +1,967 @@
+//! `tokumei bench release`: the release zone's figures (issue 7).
+//!
+//! Five parts, each skippable (`--parts`):
+//! - `embed`: fingerprint embedding rate on a synthetic laboratory sheet (target ≥ 1 million rows/s);
+//! - `trace`: a recipient's copy leaks as a random, shuffled 100,000-row subset without the pseudonym column,
+//!   written as CSV and Parquet; reading the file, reading its marks and scoring 10 candidates is timed
+//!   (target ≤ 1 s);
+//! - `experiments`: the fingerprint experiments at full size (single leaker, innocents, colluders);
+//! - `build`: a release built from the core store under `--home` (anonymisation, verification, one
+//!   fingerprinted copy, signed manifest, sealed at rest) for an approval filed and decided in a throw-away
+//!   policy database;
+//! - `download`: a large sealed file downloaded over TLS on loopback through the delivery servers
+//!   (gRPC `RequestDownload`, then HTTPS), all in this process.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::{RngCore, SeedableRng};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokumei_policy::committee::{ApprovalConditions, Channel, PrivacyModel, TableRequest, japan_date};
+use tokumei_policy::identity::SecondFactor;
+use tokumei_policy::identity::totp::{Totp, TotpSecret};
+use tokumei_policy::{Actor, Origin, Policy, PolicyConfig, Role, ServiceKey};
+use tokumei_release::fingerprint::experiments::{self, Experiment, Outcome};
+use tokumei_release::fingerprint::{self, Cells, FingerprintKey, FingerprintPlan, Sheet};
+use tokumei_release::zone::{CopyFile, PseudonymScope, ReleaseRecord, ReleaseZone};
+
+use crate::commands::access::reason;
+use crate::commands::release::release_reason;
+use crate::output::{emit, runtime};
+
+const BENCH: Origin<'static> = Origin("bench");
+const PASSWORD: &str = "bench password, not for production";
+
+/// Arguments of `tokumei bench release`.
+#[derive(Args, Debug)]
+pub struct ReleaseBench {
+    /// Parts to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "embed,trace,experiments,build,download"
+    )]
+    pub parts: Vec<String>,
+    /// Rows of the synthetic laboratory sheet (embedding, trace and experiments).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: usize,
+    /// Seed of the synthetic sheets and experiments.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Timed embeddings (each on a fresh copy of the sheet).
+    #[arg(long, default_value_t = 3)]
+    pub embed_runs: usize,
+    /// Rows of the leaked file traced.
+    #[arg(long, default_value_t = 100_000)]
+    pub leak_rows: usize,
+    /// Candidate recipients of the traced release.
+    #[arg(long, default_value_t = 10)]
+    pub candidates: usize,
+    /// Trials of the single-leaker experiment (10 % subset, 20 recipients).
+    #[arg(long, default_value_t = 1000)]
+    pub single_trials: usize,
+    /// Trials of the innocents experiment.
+    #[arg(long, default_value_t = 10_000)]
+    pub innocent_trials: usize,
+    /// Trials of the collusion experiment.
+    #[arg(long, default_value_t = 200)]
+    pub collusion_trials: usize,
+    /// Colluders mixing their copies.
+    #[arg(long, default_value_t = 3)]
+    pub colluders: usize,
+    /// Home of the core store the release is built from (default: $TOKUMEI_HOME).
+    #[arg(long)]
+    pub home: Option<PathBuf>,
+    /// Configuration file of that home (store and key service).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Keep the release built by the `build` part in the zone (default: removed after timing).
+    #[arg(long)]
+    pub keep_release: bool,
+    /// Size of the file downloaded, MiB.
+    #[arg(long, default_value_t = 512)]
+    pub download_mib: usize,
+    /// Downloads of that file (each with its own token).
+    #[arg(long, default_value_t = 3)]
+    pub download_runs: usize,
+}
+
+#[derive(Serialize)]
+struct EmbedPart {
+    rows: usize,
+    total_cells: usize,
+    seconds_generate: f64,
+    seconds_plan: f64,
+    seconds_fit_plan: f64,
+    rate: f64,
+    markable_cells: usize,
+    marked_cells: usize,
+    changed_cells: usize,
+    marked_fraction: f64,
+    seconds_embed: Vec<f64>,
+    best_rows_per_second: f64,
+    median_rows_per_second: f64,
+}
+
+#[derive(Serialize)]
+struct TraceFile {
+    format: String,
+    path: String,
+    bytes: u64,
+    rows: usize,
+    seconds_read: f64,
+    seconds_read_marks: f64,
+    seconds_accuse: f64,
+    seconds_total: f64,
+    positions: usize,
+    erased_positions: usize,
+    accused: Vec<String>,
+    correct: bool,
+    top_score: f64,
+    top_log10_p_innocent: f64,
+    second_score: f64,
+}
+
+#[derive(Serialize)]
+struct TracePart {
+    sheet_rows: usize,
+    leak_rows: usize,
+    candidates: usize,
+    leaker: String,
+    marked_cells: usize,
+    files: Vec<TraceFile>,
+}
+
+#[derive(Serialize)]
+struct ExperimentRun {
+    name: String,
+    rows: usize,
+    recipients: usize,
+    subset_fraction: f64,
+    bound: f64,
+    seconds: f64,
+    outcome: Outcome,
+}
+
+#[derive(Serialize)]
+struct BuildTable {
+    table: String,
+    rows: u64,
+    classes: u64,
+    min_class_size: u64,
+    suppressed_patients: u64,
+    marked_columns: Vec<String>,
+    marked_cell_fraction: f64,
+}
+
+#[derive(Serialize)]
+struct BuildPart {
+    home: String,
+    research_view_patients: usize,
+    research_view_observations: usize,
+    seconds_count: f64,
+    seconds_policy_setup: f64,
+    release: String,
+    recipients: usize,
+    patients: u64,
+    suppressed_patients: u64,
+    tables: Vec<BuildTable>,
+    rows_total: u64,
+    seconds_build: f64,
+    rows_per_second: f64,
+    /// Peak RSS of this process during the build (VmHWM, reset just before it where the kernel allows).
+    peak_rss_mib: f64,
+    peak_rss_reset: bool,
+    /// Progress messages with their time since the start of the build.
+    stages: Vec<(f64, String)>,
+    release_kept: bool,
+}
+
+#[derive(Serialize)]
+struct DownloadRun {
+    seconds_request: f64,
+    seconds_transfer: f64,
+    mb_per_second: f64,
+    mib_per_second: f64,
+    http_version: String,
+    sha256_ok: bool,
+}
+
+#[derive(Serialize)]
+struct DownloadPart {
+    bytes: u64,
+    seconds_seal: f64,
+    runs: Vec<DownloadRun>,
+    best_mb_per_second: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    machine: String,
+    profile: &'static str,
+    embed: Option<EmbedPart>,
+    trace: Option<TracePart>,
+    experiments: Vec<ExperimentRun>,
+    build: Option<BuildPart>,
+    download: Option<DownloadPart>,
+}
+
+/// A spinner on stderr (hidden with `--json`).
+fn spinner(json: bool) -> ProgressBar {
+    if json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    format!("{cores} cores, {cpu}")
+}
+
+fn random_key() -> FingerprintKey {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    FingerprintKey::from_bytes(bytes)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+fn vm_hwm_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Resets VmHWM to the current RSS (Linux: `5` in /proc/self/clear_refs).
+fn reset_hwm() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// A fresh scratch directory under the system's temporary directory.
+fn scratch(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("tokumei-bench-release-{}-{name}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Runs the benchmark.
+pub fn run(a: ReleaseBench, json: bool) -> Result<()> {
+    let want = |p: &str| a.parts.iter().any(|x| x.trim() == p);
+    for p in &a.parts {
+        anyhow::ensure!(
+            ["embed", "trace", "experiments", "build", "download"].contains(&p.trim()),
+            "unknown part {p:?} (embed, trace, experiments, build, download)"
+        );
+    }
+    let bar = spinner(json);
+    let mut report = Report {
+        machine: machine(),
+        profile: if cfg!(debug_assertions) { "dev" } else { "release" },
+        embed: None,
+        trace: None,
+        experiments: Vec::new(),
+        build: None,
+        download: None,
+    };
+    if want("embed") {
+        report.embed = Some(embed_part(&a, &bar)?);
+    }
+    if want("trace") {
+        report.trace = Some(trace_part(&a, &bar)?);
+    }
+    if want("experiments") {
+        report.experiments = experiments_part(&a, &bar)?;
+    }
+    let rt = runtime()?;
+    if want("build") {
+        report.build = Some(rt.block_on(build_part(&a, &bar))?);
+    }
+    if want("download") {
+        report.download = Some(rt.block_on(download_part(&a, &bar))?);
+    }
+    bar.finish_and_clear();
+    emit(json, &report, human)
+}
+
+fn human(r: &Report) {
+    println!("release benchmark — {} ({} build)", r.machine, r.profile);
+    if let Some(e) = &r.embed {
+        println!(
+            "embed     {} rows ({} cells): plan {:.3}s, fit_plan {:.3}s; {} cells marked ({:.3} %), {} changed",
+            e.rows,
+            e.total_cells,
+            e.seconds_plan,
+            e.seconds_fit_plan,
+            e.marked_cells,
+            e.marked_fraction * 100.0,
+            e.changed_cells
+        );
+        println!(
+            "          embed {} → best {:.0} rows/s, median {:.0} rows/s (target ≥ 1,000,000)",
+            e.seconds_embed
+                .iter()
+                .map(|s| format!("{s:.3}s"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            e.best_rows_per_second,
+            e.median_rows_per_second
+        );
+    }
+    if let Some(t) = &r.trace {
+        println!(
+            "trace     {} of {} rows leaked by {} ({} candidates):",
+            t.leak_rows, t.sheet_rows, t.leaker, t.candidates
+        );
+        for f in &t.files {
+            println!(
+                "          {:<8} {:>10} bytes  read {:.3}s  marks {:.3}s  accuse {:.3}s  total {:.3}s (target ≤ 1 s); {} positions, accused {:?}{}",
+                f.format,
+                f.bytes,
+                f.seconds_read,
+                f.seconds_read_marks,
+                f.seconds_accuse,
+                f.seconds_total,
+                f.positions,
+                f.accused,
+                if f.correct { "" } else { "  ← WRONG" }
+            );
+        }
+    }
+    for e in &r.experiments {
+        println!(
+            "{:<22} {} rows, {} recipients: identified {}/{}, innocents accused {}, undecidable {}, positions min {} mean {:.0}; {:.1}s",
+            e.name,
+            e.rows,
+            e.recipients,
+            e.outcome.identified,
+            e.outcome.trials,
+            e.outcome.innocent_accused,
+            e.outcome.undecidable,
+            e.outcome.min_positions,
+            e.outcome.mean_positions,
+            e.seconds
+        );
+    }
+    if let Some(b) = &r.build {
+        println!(
+            "build     {} from {} ({} patients, {} observations in the research view): {} rows in {:.1}s = {:.0} rows/s, peak RSS {:.0} MiB",
+            b.release,
+            b.home,
+            b.research_view_patients,
+            b.research_view_observations,
+            b.rows_total,
+            b.seconds_build,
+            b.rows_per_second,
+            b.peak_rss_mib
+        );
+        for t in &b.tables {
+            println!(
+                "          {:<12} {:>9} rows  classes {:>6}  min class {:>4}  suppressed {:>5}  marked {:.3} %",
+                t.table,
+                t.rows,
+                t.classes,
+                t.min_class_size,
+                t.suppressed_patients,
+                t.marked_cell_fraction * 100.0
+            );
+        }
+    }
+    if let Some(d) = &r.download {
+        println!(
+            "download  {} bytes over TLS on loopback: {} → best {:.0} MB/s",
+            d.bytes,
+            d.runs
+                .iter()
+                .map(|r| format!(
+                    "{:.2}s {:.0} MB/s ({})",
+                    r.seconds_transfer, r.mb_per_second, r.http_version
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            d.best_mb_per_second
+        );
+    }
+}
+
+/// A keyed plan for `sheet` (as the builder makes them): the key-less rate, then fitted to the key.
+fn keyed_plan(
+    key: &FingerprintKey,
+    columns: Vec<fingerprint::MarkedColumn>,
+    sheet: &Sheet,
+) -> Result<(FingerprintPlan, f64, f64)> {
+    let t = Instant::now();
+    let plan = fingerprint::plan(columns, sheet, fingerprint::DEFAULT_MAX_CELL_FRACTION);
+    let seconds_plan = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let plan = fingerprint::fit_plan(key, &plan, sheet, fingerprint::DEFAULT_MAX_CELL_FRACTION)?;
+    Ok((plan, seconds_plan, t.elapsed().as_secs_f64()))
+}
+
+fn embed_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<EmbedPart> {
+    bar.set_message(format!("embed: generating {} rows", a.rows));
+    let t = Instant::now();
+    let (sheet, columns) = experiments::synthetic_lab_sheet(a.rows, a.seed);
+    let seconds_generate = t.elapsed().as_secs_f64();
+    let key = random_key();
+    bar.set_message("embed: planning");
+    let (plan, seconds_plan, seconds_fit_plan) = keyed_plan(&key, columns, &sheet)?;
+    let mut seconds_embed = Vec::new();
+    let mut last = None;
+    for i in 0..a.embed_runs.max(1) {
+        bar.set_message(format!("embed: run {}/{}", i + 1, a.embed_runs.max(1)));
+        let mut copy = sheet.clone();
+        let t = Instant::now();
+        let r = fingerprint::embed(
+            &key,
+            &format!("recipient-{i:03}"),
+            &plan,
+            &mut copy,
+            fingerprint::DEFAULT_MAX_CELL_FRACTION,
+        )?;
+        seconds_embed.push(t.elapsed().as_secs_f64());
+        last = Some(r);
+        drop(copy);
+    }
+    let r = last.context("no embedding ran")?;
+    let rates: Vec<f64> = seconds_embed.iter().map(|s| a.rows as f64 / s).collect();
+    Ok(EmbedPart {
+        rows: a.rows,
+        total_cells: r.total_cells,
+        seconds_generate,
+        seconds_plan,
+        seconds_fit_plan,
+        rate: plan.rate,
+        markable_cells: r.markable,
+        marked_cells: r.marked,
+        changed_cells: r.changed,
+        marked_fraction: r.marked as f64 / r.total_cells.max(1) as f64,
+        best_rows_per_second: rates.iter().cloned().fold(0.0, f64::max),
+        median_rows_per_second: median(&rates),
+        seconds_embed,
+    })
+}
+
+fn trace_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<TracePart> {
+    bar.set_message(format!("trace: generating and marking {} rows", a.rows));
+    let (sheet, columns) = experiments::synthetic_lab_sheet(a.rows, a.seed ^ 0x7472);
+    let key = random_key();
+    let (plan, _, _) = keyed_plan(&key, columns, &sheet)?;
+    let candidates: Vec<String> = (0..a.candidates.max(1)).map(|i| format!("recipient-{i:03}")).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed ^ 0x6c65616b);
+    let leaker = candidates[(rng.next_u64() % candidates.len() as u64) as usize].clone();
+    let mut copy = sheet;
+    let embedded = fingerprint::embed(&key, &leaker, &plan, &mut copy, fingerprint::DEFAULT_MAX_CELL_FRACTION)?;
+    let keep = a.leak_rows.min(copy.rows());
+    let mut rows = rand::seq::index::sample(&mut rng, copy.rows(), keep).into_vec();
+    rows.shuffle(&mut rng);
+    let mut leaked = copy.subset(&rows);
+    drop(copy);
+    leaked.drop_column("pseudonym");
+    leaked.shuffle_columns(&mut rng);
+    let dir = scratch("trace")?;
+    let csv = dir.join("found-online.csv");
+    std::fs::write(
+        &csv,
+        tokumei_release::builder::files::csv_bytes(&leaked).map_err(release_reason)?,
+    )?;
+    let mut paths = vec![("csv", csv)];
+    match tokumei_release::builder::files::parquet_bytes(tokumei_store::Table::Observations, &leaked) {
+        Ok(bytes) => {
+            let p = dir.join("found-online.parquet");
+            std::fs::write(&p, bytes)?;
+            paths.push(("parquet", p));
+        }
+        Err(e) => tracing::warn!("no Parquet leak: {e}"),
+    }
+    drop(leaked);
+    let mut files = Vec::new();
+    for (format, path) in paths {
+        bar.set_message(format!("trace: {format}"));
+        let t0 = Instant::now();
+        let table = tokumei_release::trace::read_leaked(&path).map_err(release_reason)?;
+        let t1 = Instant::now();
+        let marks = fingerprint::read_marks(&key, &plan, &table);
+        let t2 = Instant::now();
+        let verdict = fingerprint::accuse(
+            &key,
+            &marks,
+            &candidates,
+            tokumei_release::trace::DEFAULT_FALSE_ACCUSATION_BOUND,
+        );
+        let t3 = Instant::now();
+        files.push(TraceFile {
+            format: format.into(),
+            bytes: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+            path: path.display().to_string(),
+            rows: Cells::rows(&table),
+            seconds_read: (t1 - t0).as_secs_f64(),
+            seconds_read_marks: (t2 - t1).as_secs_f64(),
+            seconds_accuse: (t3 - t2).as_secs_f64(),
+            seconds_total: (t3 - t0).as_secs_f64(),
+            positions: verdict.positions,
+            erased_positions: verdict.erased_positions,
+            correct: verdict.accused == [leaker.clone()],
+            top_score: verdict.candidates.first().map_or(0.0, |c| c.score),
+            top_log10_p_innocent: verdict.candidates.first().map_or(0.0, |c| c.log10_p_innocent),
+            second_score: verdict.candidates.get(1).map_or(0.0, |c| c.score),
+            accused: verdict.accused,
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(TracePart {
+        sheet_rows: a.rows,
+        leak_rows: keep,
+        candidates: candidates.len(),
+        leaker,
+        marked_cells: embedded.marked,
+        files,
+    })
+}
+
+fn experiments_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<Vec<ExperimentRun>> {
+    let mut out = Vec::new();
+    let mut one = |name: &str,
+                   trials: usize,
+                   f: &dyn Fn(&Experiment) -> Result<Outcome, fingerprint::FingerprintError>|
+     -> Result<()> {
+        if trials == 0 {
+            return Ok(());
+        }
+        bar.set_message(format!("experiments: {name}, {trials} trials on {} rows", a.rows));
+        let e = Experiment::new(a.rows, trials, a.seed);
+        let t = Instant::now();
+        let outcome = f(&e)?;
+        out.push(ExperimentRun {
+            name: name.to_owned(),
+            rows: e.rows,
+            recipients: e.recipients,
+            subset_fraction: e.subset_fraction,
+            bound: e.bound,
+            seconds: t.elapsed().as_secs_f64(),
+            outcome,
+        });
+        Ok(())
+    };
+    one("single leaker", a.single_trials, &experiments::single_leaker)?;
+    one("innocents", a.innocent_trials, &experiments::innocents)?;
+    let colluders = a.colluders;
+    one(&format!("{colluders} colluders"), a.collusion_trials, &|e| {
+        experiments::collusion(e, colluders)
+    })?;
+    Ok(out)
+}
+
+/// Enrols an invited person with a password and TOTP and logs them in: (actor, session token).
+async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(Actor, String)> {
+    let enrolment = policy
+        .enrol(username, invitation, PASSWORD, BENCH)
+        .await
+        .map_err(reason)?;
+    let secret = TotpSecret::from_base32(enrolment.secret_base32.expose()).map_err(reason)?;
+    let totp = Totp::new(&secret, &policy.config().processor, username).map_err(reason)?;
+    // Confirm with the previous step's code and log in with the current one (each code works once).
+    let first = totp.code_at(Utc::now() - chrono::Duration::seconds(30));
+    policy
+        .confirm_totp(username, PASSWORD, &first, BENCH)
+        .await
+        .map_err(reason)?;
+    let code = totp.code_at(Utc::now());
+    let session = policy
+        .login(username, PASSWORD, SecondFactor::Totp(&code), BENCH)
+        .await
+        .map_err(reason)?;
+    let token = session.token.expose().to_owned();
+    let actor = policy.authenticate(&token).await.map_err(reason)?;
+    Ok((actor, token))
+}
+
+async fn person(policy: &Policy, op: &Actor, username: &str, org: &str, roles: &[Role]) -> Result<(Actor, String)> {
+    let _ = policy.add_organisation(op, org, org, BENCH).await;
+    let inv = policy
+        .add_user(op, username, username, org, roles, BENCH)
+        .await
+        .map_err(reason)?;
+    activate(policy, username, inv.code.expose()).await
+}
+
+/// The tables of the bench's application.
+fn tables() -> Vec<TableRequest> {
+    vec![
+        TableRequest {
+            table: "patients".into(),
+            columns: ["linkage_key", "birth_date", "sex", "prefecture"]
+                .map(String::from)
+                .to_vec(),
+        },
+        TableRequest {
+            table: "observations".into(),
+            columns: ["linkage_key", "jlac10", "date", "value", "unit"]
+                .map(String::from)
+                .to_vec(),
+        },
+    ]
+}
+
+/// A fresh policy database in `dir` with an operator, a researcher (`sato`), a chair and three members, and a
+/// file-channel application by sato, approved with k = 5 for sato.
+struct Approved {
+    policy: Policy,
+    operator: Actor,
+    researcher_session: String,
+    application: String,
+}
+
+async fn approved_application(dir: &Path) -> Result<Approved> {
+    std::fs::create_dir_all(dir.join("policy"))?;
+    let policy = Policy::open(
+        &tokumei_policy::database::default_url(dir),
+        &tokumei_policy::service_key::default_key_path(dir),
+        PolicyConfig::default(),
+    )
+    .await
+    .map_err(reason)?;
+    let inv = policy
+        .bootstrap("op", "Platform operator", "platform", BENCH)
+        .await
+        .map_err(reason)?;
+    let (op, _) = activate(&policy, "op", inv.code.expose()).await?;
+    let (sato, session) = person(&policy, &op, "sato", "univ-a", &[Role::Researcher]).await?;
+    let (chair, _) = person(
+        &policy,
+        &op,
+        "chika",
+        "univ-c",
+        &[Role::CommitteeChair, Role::CommitteeMember],
+    )
+    .await?;
+    let mut members = Vec::new();
+    for (name, org) in [("mei", "univ-m"), ("kenta", "hosp-k"), ("sora", "law-s")] {
+        members.push(person(&policy, &op, name, org, &[Role::CommitteeMember]).await?.0);
+    }
+    let mut f = super::demo_committee::form(Channel::File);
+    f.title = "Laboratory trajectories (benchmark)".into();
+    f.methods = "Regression on patient-level laboratory results, k-anonymous demographics".into();
+    f.tables = tables();
+    f.requested_epsilon = None;
+    let app = policy.file_application(&sato, f, None, BENCH).await.map_err(reason)?;
+    let reviewers: Vec<String> = members.iter().chain([&chair]).map(|m| m.username.clone()).collect();
+    policy
+        .assign(&chair, &app.id, &reviewers, BENCH)
+        .await
+        .map_err(reason)?;
+    for m in members.iter().chain([&chair]) {
+        policy
+            .vote(m, &app.id, true, "Benchmark approval", BENCH)
+            .await
+            .map_err(reason)?;
+    }
+    let conditions = ApprovalConditions {
+        tables: tables(),
+        cohort_filter: String::new(),
+        privacy: Some(PrivacyModel {
+            k: 5,
+            l: None,
+            t: None,
+            max_suppression: 0.05,
+        }),
+        dp_budget: None,
+        channel: Channel::File,
+        expires_on: japan_date(Utc::now()) + chrono::Duration::days(90),
+        max_downloads: 10,
+        recipients: BTreeSet::from(["sato".to_owned()]),
+        link_releases: false,
+    };
+    policy
+        .decide(&chair, &app.id, Some(conditions), BENCH)
+        .await
+        .map_err(reason)?;
+    Ok(Approved {
+        policy,
+        operator: op,
+        researcher_session: session,
+        application: app.id,
+    })
+}
+
+async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<BuildPart> {
+    let home = a.home.clone().unwrap_or_else(tokumei_ingest::home::tokumei_home);
+    let cfg = tokumei_ingest::config::Config::load(a.config.as_deref())?;
+    bar.set_message(format!("build: opening the store under {}", home.display()));
+    let keys = tokumei_ingest::server::open_key_service(&cfg, &home).await?;
+    let store = tokumei_store::Store::open(&cfg.store, &home, keys.as_ref()).await?;
+    let t = Instant::now();
+    let ctx = store.session(tokumei_store::View::Research).await?;
+    let patients = ctx.table("patients").await?.count().await?;
+    let observations = ctx.table("observations").await?.count().await?;
+    let seconds_count = t.elapsed().as_secs_f64();
+    drop(ctx);
+
+    bar.set_message("build: committee approval in a scratch policy database");
+    let dir = scratch("policy")?;
+    let t = Instant::now();
+    let approved = approved_application(&dir).await?;
+    let seconds_policy_setup = t.elapsed().as_secs_f64();
+    let zone = ReleaseZone::new(&home, keys.clone());
+    let service_key =
+        ServiceKey::load_or_create(&tokumei_policy::service_key::default_key_path(&dir)).map_err(reason)?;
+    let cx = tokumei_release::builder::BuildContext {
+        policy: &approved.policy,
+        actor: &approved.operator,
+        origin: BENCH,
+        store: &store,
+        zone: &zone,
+        service_key: &service_key,
+        home: &home,
+    };
+    let stages: Mutex<Vec<(f64, String)>> = Mutex::new(Vec::new());
+    let reset = reset_hwm();
+    let started = Instant::now();
+    let say = |m: &str| {
+        bar.set_message(format!("build: {m}"));
+        if let Ok(mut s) = stages.lock() {
+            s.push((started.elapsed().as_secs_f64(), m.to_owned()));
+        }
+    };
+    let outcome = tokumei_release::builder::build(
+        &cx,
+        &approved.application,
+        &tokumei_release::builder::BuildRequest::default(),
+        &say,
+    )
+    .await
+    .map_err(release_reason)?;
+    let seconds_build = started.elapsed().as_secs_f64();
+    let peak_rss_mib = vm_hwm_mib();
+    let tables: Vec<BuildTable> = outcome
+        .protection
+        .iter()
+        .map(|p| BuildTable {
+            table: p.table.clone(),
+            rows: p.rows,
+            classes: p.classes,
+            min_class_size: p.min_class_size,
+            suppressed_patients: p.suppressed_patients,
+            marked_columns: p.marked_columns.clone(),
+            marked_cell_fraction: p.marked_cell_fraction,
+        })
+        .collect();
+    let rows_total: u64 = tables.iter().map(|t| t.rows).sum();
+    if !a.keep_release
+        && let Ok(d) = zone.release_dir(&outcome.release)
+    {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    approved.policy.db().close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(BuildPart {
+        home: home.display().to_string(),
+        research_view_patients: patients,
+        research_view_observations: observations,
+        seconds_count,
+        seconds_policy_setup,
+        release: outcome.release.clone(),
+        recipients: outcome.recipients.len(),
+        patients: outcome.patients,
+        suppressed_patients: outcome.suppressed_patients,
+        tables,
+        rows_total,
+        seconds_build,
+        rows_per_second: rows_total as f64 / seconds_build,
+        peak_rss_mib,
+        peak_rss_reset: reset,
+        stages: stages.into_inner().unwrap_or_default(),
+        release_kept: a.keep_release,
+    })
+}
+
+/// Deterministic pseudo-random bytes (xorshift): incompressible, so nothing on the way can shortcut them.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+async fn download_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<DownloadPart> {
+    use tokumei_proto::release::v1 as pb;
+    use tokumei_proto::release::v1::release_service_client::ReleaseServiceClient;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+    tokumei_ingest::tls::install_crypto_provider();
+    let home = scratch("download")?;
+    bar.set_message("download: certificates, key service and policy");
+    let code = tokumei_ingest::synth::hospital_codes(1)
+        .into_iter()
+        .next()
+        .context("hospital code")?;
+    let pki = tokumei_ingest::pki::PkiLayout::new(home.join("pki"));
+    tokumei_ingest::pki::init(&pki, std::slice::from_ref(&code), &["localhost".into()])?;
+    let config = home.join("tokumei.toml");
+    std::fs::write(
+        &config,
+        "[gateway]\nlisten = \"127.0.0.1:0\"\noperator_listen = \"127.0.0.1:0\"\n",
+    )?;
+    let cfg = tokumei_ingest::config::Config::load(Some(&config))?;
+    let keys = tokumei_ingest::server::open_key_service(&cfg, &home).await?;
+    let zone = ReleaseZone::new(&home, keys);
+    let approved = approved_application(&home).await?;
+
+    let bytes = (a.download_mib as u64) << 20;
+    bar.set_message(format!("download: sealing {} MiB", a.download_mib));
+    let plain = noise(bytes as usize, a.seed);
+    let sha256 = tokumei_release::manifest::sha256_hex(&plain);
+    let id = "rel-bench-download";
+    let t = Instant::now();
+    let (cipher, data_key) = zone.new_data_key(id).await.map_err(release_reason)?;
+    let (_, fingerprint_key) = zone.new_fingerprint_key(id).await.map_err(release_reason)?;
+    std::fs::create_dir_all(zone.copy_dir(id, "sato").map_err(release_reason)?)?;
+    let name = "observations.parquet";
+    tokumei_release::sealed_file::write(
+        &cipher,
+        &plain,
+        &zone.copy_path(id, "sato", name).map_err(release_reason)?,
+    )
+    .map_err(release_reason)?;
+    let seconds_seal = t.elapsed().as_secs_f64();
+    drop(plain);
+    let record = ReleaseRecord {
+        id: id.to_owned(),
+        application: approved.application.clone(),
+        approval_revision: 1,
+        built_at: Utc::now(),
+        built_by: "op".into(),
+        expires_on: japan_date(Utc::now()) + chrono::Duration::days(90),
+        tables: tables(),
+        copies: [(
+            "sato".to_owned(),
+            vec![CopyFile {
+                name: name.to_owned(),
+                sha256: sha256.clone(),
+                bytes,
+            }],
+        )]
+        .into(),
+        data_key,
+        fingerprint_key,
+        fingerprint: Default::default(),
+        pseudonym_scope: PseudonymScope::Release,
+    };
+    zone.commit(&record).map_err(release_reason)?;
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokumei_release::delivery::serve(
+        tokumei_release::delivery::DeliveryConfig {
+            grpc_listen: "127.0.0.1:0".parse()?,
+            https_listen: "127.0.0.1:0".parse()?,
+            tls: tokumei_release::delivery::DeliveryTls::from_files(&pki.gateway_cert(), &pki.gateway_key())?,
+            public_url: None,
+            token_ttl: tokumei_release::delivery::DEFAULT_TTL,
+        },
+        approved.policy.clone(),
+        zone.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    )
+    .await?;
+    let ca = std::fs::read(pki.ca_cert())?;
+    let channel = Endpoint::from_shared(format!("https://{}", running.grpc))?
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)))?
+        .connect()
+        .await
+        .context("TLS connection to the release service")?;
+    let mut client = ReleaseServiceClient::new(channel);
+    let http = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+        .build()?;
+    let bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+        format!("Bearer {}", approved.researcher_session).parse()?;
+    let mut runs = Vec::new();
+    for i in 0..a.download_runs.max(1) {
+        bar.set_message(format!("download: run {}/{}", i + 1, a.download_runs.max(1)));
+        let t0 = Instant::now();
+        let mut request = tonic::Request::new(pb::RequestDownloadRequest {
+            release_id: id.to_owned(),
+            file: name.to_owned(),
+        });
+        request.metadata_mut().insert("authorization", bearer.clone());
+        let grant = client
+            .request_download(request)
+            .await
+            .map_err(|s| anyhow::anyhow!("RequestDownload refused: {s:?}"))?
+            .into_inner();
+        let t1 = Instant::now();
+        let mut response = http.get(&grant.url).send().await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "download refused: HTTP {}",
+            response.status()
+        );
+        let version = format!("{:?}", response.version());
+        let mut hasher = Sha256::new();
+        let mut received = 0u64;
+        while let Some(chunk) = response.chunk().await? {
+            received += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        let seconds_transfer = t1.elapsed().as_secs_f64();
+        anyhow::ensure!(received == bytes, "received {received} of {bytes} bytes");
+        runs.push(DownloadRun {
+            seconds_request: (t1 - t0).as_secs_f64(),
+            seconds_transfer,
+            mb_per_second: bytes as f64 / 1e6 / seconds_transfer,
+            mib_per_second: bytes as f64 / (1u64 << 20) as f64 / seconds_transfer,
+            http_version: version,
+            sha256_ok: hex::encode(hasher.finalize()) == sha256,
+        });
+    }
+    let _ = stop.send(());
+    let _ = running.wait().await;
+    approved.policy.db().close().await;
+    let _ = std::fs::remove_dir_all(&home);
+    Ok(DownloadPart {
+        bytes,
+        seconds_seal,
+        best_mb_per_second: runs.iter().map(|r| r.mb_per_second).fold(0.0, f64::max),
+        runs,
+    })
+}

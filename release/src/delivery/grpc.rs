@@ -1,0 +1,276 @@
+//! `tokumei.release.v1.ReleaseService` over [`Delivery`].
+//!
+//! Like the policy zone's gRPC service, this is a thin adapter: the session is checked by
+//! [`Policy::authenticate`](tokumei_policy::Policy::authenticate), every rule about who may download what by
+//! [`Policy::admit_use`](tokumei_policy::Policy::admit_use), and both audit. What this adapter adds is the
+//! zone's own fact — whether the caller holds a copy in the release asked for — and the token.
+//!
+//! Errors are statuses with a `google.rpc.ErrorInfo` (domain `policy.tokumei`) whose reason is the policy
+//! service's code (see `tokumei_policy::grpc` for the code ↔ status table), plus the zone's: `NOT_FOUND`
+//! (no such release or file) and `NOT_RECIPIENT` (`PERMISSION_DENIED`: the caller holds no copy of that
+//! release). Internal failures are reported without detail (the server's log has it).
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
+use tokumei_policy::committee::UseKind;
+use tokumei_policy::grpc::{bearer_token, policy_status, status_with_reason};
+use tokumei_policy::{Actor, Origin};
+use tokumei_proto::release::v1 as pb;
+use tokumei_proto::release::v1::release_service_server::{ReleaseService, ReleaseServiceServer};
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Request, Response, Status};
+
+use super::tokens::DownloadGrant;
+use super::{Delivery, DeliveryError, DeliveryTls};
+use crate::error::ReleaseError;
+use crate::zone::ReleaseRecord;
+
+/// Longest a request may take before it is cancelled.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The status reporting a zone error: the policy service's mapping for its refusals, `NOT_FOUND` for
+/// missing releases and files, a generic `INTERNAL` for the rest (details logged, never sent).
+pub fn release_status(e: &ReleaseError) -> Status {
+    match e {
+        ReleaseError::Policy(p) => policy_status(p),
+        ReleaseError::NotFound(what) => status_with_reason(
+            Code::NotFound,
+            "NOT_FOUND",
+            format!("not found: {what}"),
+            HashMap::new(),
+        ),
+        other => {
+            tracing::error!(reason = %other.reason(), error = %other, "release service failure");
+            status_with_reason(
+                Code::Internal,
+                &other.reason(),
+                "internal error in the release service (details are in the server's log)",
+                HashMap::new(),
+            )
+        }
+    }
+}
+
+/// The origin recorded in the audit ledger: `grpc:` and the peer address.
+fn origin_of<T>(request: &Request<T>) -> String {
+    match request.remote_addr() {
+        Some(addr) => format!("grpc:{addr}"),
+        None => "grpc:unknown".to_owned(),
+    }
+}
+
+/// `tokumei.release.v1.ReleaseService`; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ReleaseGrpc {
+    delivery: Delivery,
+}
+
+impl ReleaseGrpc {
+    /// The service over `delivery`.
+    pub fn new(delivery: Delivery) -> ReleaseGrpc {
+        ReleaseGrpc { delivery }
+    }
+
+    /// The tonic service to add to a server.
+    pub fn into_server(self) -> ReleaseServiceServer<ReleaseGrpc> {
+        ReleaseServiceServer::new(self)
+    }
+
+    /// The request's origin, its authenticated actor and its message.
+    async fn authenticated<T>(&self, request: Request<T>) -> Result<(String, Actor, T), Status> {
+        let origin = origin_of(&request);
+        let token = bearer_token(request.metadata())?;
+        let actor = self
+            .delivery
+            .policy
+            .authenticate(token)
+            .await
+            .map_err(|e| policy_status(&e))?;
+        Ok((origin, actor, request.into_inner()))
+    }
+
+    /// Every complete release (read off the disk on a blocking thread).
+    async fn records(&self) -> Result<Vec<ReleaseRecord>, Status> {
+        let zone = self.delivery.zone.clone();
+        tokio::task::spawn_blocking(move || zone.records())
+            .await
+            .map_err(|e| Status::internal(format!("listing releases: {e}")))?
+            .map_err(|e| release_status(&e))
+    }
+
+    /// Rows of a data file, from the signed manifest of the recipient's copy (0 when it says none).
+    async fn rows_of(&self, record: &ReleaseRecord, recipient: &str, file: &str) -> i64 {
+        let Ok(mut manifest) = self
+            .delivery
+            .zone
+            .open_copy_file(record, recipient, crate::manifest::MANIFEST)
+            .await
+        else {
+            return 0;
+        };
+        let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || manifest.read_all()).await else {
+            return 0;
+        };
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return 0;
+        };
+        value["files"]
+            .as_array()
+            .and_then(|files| files.iter().find(|f| f["name"] == file))
+            .and_then(|f| f["rows"].as_i64())
+            .unwrap_or(0)
+    }
+
+    /// Audits a refusal made by the zone itself (the policy service audits its own).
+    async fn audit_refusal(&self, actor: &Actor, release: &str, file: &str, reason: &str, origin: &str) {
+        let event = AuditEvent::new(
+            &actor.username,
+            "download_release",
+            format!("release {release}"),
+            Outcome::Denied,
+        )
+        .reason(reason)
+        .source(origin)
+        .details(json!({"file": file}));
+        if let Err(e) = self.delivery.policy.audit(event).await {
+            tracing::error!(error = %e, "could not audit a refused download");
+        }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl ReleaseService for ReleaseGrpc {
+    async fn list_releases(&self, request: Request<pb::ListReleasesRequest>) -> Reply<pb::ListReleasesResponse> {
+        let (_origin, actor, _) = self.authenticated(request).await?;
+        let releases = self
+            .records()
+            .await?
+            .into_iter()
+            .filter_map(|r| {
+                let files = r.copies.get(&actor.username)?;
+                Some(pb::Release {
+                    id: r.id.clone(),
+                    application: r.application.clone(),
+                    expires_on: r.expires_on.to_string(),
+                    built_at: r.built_at.to_rfc3339(),
+                    files: files
+                        .iter()
+                        .map(|f| pb::ReleaseFile {
+                            name: f.name.clone(),
+                            bytes: f.bytes,
+                            sha256: f.sha256.clone(),
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::ListReleasesResponse { releases }))
+    }
+
+    async fn request_download(
+        &self,
+        request: Request<pb::RequestDownloadRequest>,
+    ) -> Reply<pb::RequestDownloadResponse> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        let zone = self.delivery.zone.clone();
+        let id = r.release_id.clone();
+        let record = tokio::task::spawn_blocking(move || zone.record(&id))
+            .await
+            .map_err(|e| Status::internal(format!("reading the release: {e}")))?
+            .map_err(|e| release_status(&e))?;
+        if !record.copies.contains_key(&actor.username) {
+            self.audit_refusal(&actor, &record.id, &r.file, "NOT_RECIPIENT", &origin)
+                .await;
+            return Err(status_with_reason(
+                Code::PermissionDenied,
+                "NOT_RECIPIENT",
+                format!("{} holds no copy of release {}", actor.username, record.id),
+                HashMap::new(),
+            ));
+        }
+        let file = record
+            .copy_file(&actor.username, &r.file)
+            .map_err(|e| release_status(&e))?
+            .clone();
+        // The policy service decides (recipient, bans, expiry, revocation, download limit), counts the
+        // download and audits the decision with the origin.
+        self.delivery
+            .policy
+            .admit_use(
+                &actor,
+                &record.application,
+                UseKind::Download,
+                &record.tables,
+                Origin(&origin),
+            )
+            .await
+            .map_err(|e| policy_status(&e))?;
+        let rows = self.rows_of(&record, &actor.username, &file.name).await;
+        self.delivery
+            .policy
+            .record_provision(
+                &actor,
+                &record.application,
+                &format!("release {} file {}", record.id, file.name),
+                rows,
+                Origin(&origin),
+            )
+            .await
+            .map_err(|e| policy_status(&e))?;
+        let issued = self.delivery.tokens.issue(DownloadGrant {
+            release: record.id.clone(),
+            application: record.application.clone(),
+            recipient: actor.username.clone(),
+            file: file.name.clone(),
+            bytes: file.bytes,
+            sha256: file.sha256.clone(),
+        });
+        Ok(Response::new(pb::RequestDownloadResponse {
+            url: self.delivery.download_url(&issued.token),
+            token: issued.token.to_string(),
+            expires_at: issued.expires_at.timestamp(),
+            bytes: file.bytes,
+            sha256: file.sha256,
+        }))
+    }
+
+    async fn declare_deletion(
+        &self,
+        request: Request<pb::DeclareDeletionRequest>,
+    ) -> Reply<pb::DeclareDeletionResponse> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        let entry = self
+            .delivery
+            .policy
+            .declare_deletion(&actor, &r.application_id, &r.statement, Origin(&origin))
+            .await
+            .map_err(|e| policy_status(&e))?;
+        Ok(Response::new(pb::DeclareDeletionResponse { audit_seq: entry.seq }))
+    }
+}
+
+/// The gRPC server on `listener` (TLS), as a future that runs until `shutdown` resolves.
+pub(super) fn serve(
+    delivery: Delivery,
+    listener: TcpListener,
+    tls: &DeliveryTls,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<impl Future<Output = Result<(), DeliveryError>> + Send + 'static, DeliveryError> {
+    let mut server = Server::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .tls_config(tls.tonic_config())
+        .map_err(|e| DeliveryError::Tls(e.to_string()))?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let router = server.add_service(ReleaseGrpc::new(delivery).into_server());
+    Ok(async move {
+        router.serve_with_incoming_shutdown(incoming, shutdown).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,342 @@
+//! Planning and embedding: which cells carry a mark, and writing one recipient's code into them.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::cells::Sheet;
+use super::prf::Prf;
+use super::value::{MAX_DECIMALS, parse_scaled, render_scaled};
+use super::{DEFAULT_CUTOFF, FingerprintError, FingerprintKey, FingerprintPlan, MarkedColumn};
+
+/// Rows per parallel task when embedding.
+const CHUNK: usize = 16 * 1024;
+
+/// Share of the cell budget the expected number of marks may use; the rest (together with
+/// [`BUDGET_SIGMAS`]) absorbs the randomness of the selection, so that [`embed`] practically never refuses
+/// a plan made by [`plan`].
+pub const BUDGET_SHARE: f64 = 0.9;
+
+/// Standard deviations of the number of marked cells kept below the budget by [`plan`].
+pub const BUDGET_SIGMAS: f64 = 5.0;
+
+/// Chooses the selection rate for `sheet` so that embedding touches at most `max_cell_fraction` of all its
+/// cells (rows × columns).
+///
+/// The number of marked cells is random (it depends on the key); cells that share a position are marked
+/// together, so it is clustered. With M markable cells, the budget B = ⌊fraction × cells⌋ and V an upper
+/// bound on Σ (cluster size)² (every cell of a column with the same coarse value in one cluster — the worst
+/// case of the anchor choice), the rate r is the largest with r·M ≤ [`BUDGET_SHARE`]·B and
+/// r·M + [`BUDGET_SIGMAS`]·√(r·V) ≤ B, and r ≤ 1. Selection is the same for every recipient, so if one copy
+/// fits the budget, all do.
+///
+/// The cutoff is [`DEFAULT_CUTOFF`] (= 1/(300·c), c = 3 colluders, as in Tardos' code). Marked columns or
+/// anchors that are not in `sheet` contribute nothing here; [`embed`] reports them. A fraction that is not
+/// in (0, 1] gives rate 0 (nothing marked).
+pub fn plan(columns: Vec<MarkedColumn>, sheet: &Sheet, max_cell_fraction: f64) -> FingerprintPlan {
+    let budget = cell_budget(sheet.cells(), max_cell_fraction) as f64;
+    let mut markable = 0u64;
+    let mut clustered = 0f64;
+    for column in &columns {
+        let Some(cells) = sheet.column(&column.column) else {
+            continue;
+        };
+        if column.decimals > MAX_DECIMALS {
+            continue;
+        }
+        let mut groups: HashMap<i64, u64> = HashMap::new();
+        for cell in cells {
+            if let Some(v) = parse_scaled(cell, column.decimals).filter(|v| v.on_grid) {
+                markable += 1;
+                *groups.entry(v.q.div_euclid(2)).or_default() += 1;
+            }
+        }
+        clustered += groups.values().map(|&n| (n * n) as f64).sum::<f64>();
+    }
+    let rate = if markable == 0 || budget <= 0.0 {
+        0.0
+    } else {
+        let m = markable as f64;
+        // r·m + z·√(r·V) ≤ B with x = √r: m·x² + z·√V·x − B ≤ 0.
+        let zv = BUDGET_SIGMAS * clustered.sqrt();
+        let x = (-zv + (zv * zv + 4.0 * m * budget).sqrt()) / (2.0 * m);
+        (x * x).min(BUDGET_SHARE * budget / m).min(1.0)
+    };
+    FingerprintPlan {
+        columns,
+        rate,
+        cutoff: DEFAULT_CUTOFF,
+    }
+}
+
+/// ⌊fraction × cells⌋, 0 for a fraction outside (0, 1].
+fn cell_budget(cells: usize, fraction: f64) -> usize {
+    if fraction.is_finite() && fraction > 0.0 && fraction <= 1.0 {
+        (fraction * cells as f64).floor() as usize
+    } else {
+        0
+    }
+}
+
+/// The plan with the largest rate at which, under this key, at most ⌊`max_cell_fraction` × cells⌋ cells of
+/// `sheet` are marked — exactly, not in expectation.
+///
+/// Which cells are marked depends on the key but not on the recipient, so with the key the count is known
+/// before any copy is made: a cell is marked iff its position's selector is below the rate, so sorting the
+/// positions by selector and adding their cells until the budget is reached gives the rate (1 if every
+/// markable cell fits). This uses the whole budget, where the key-less [`plan`] must keep a margin for
+/// chance; [`embed`] with the same budget then never refuses. The cutoff and columns are kept; the plan is
+/// checked as by [`embed`].
+pub fn fit_plan(
+    key: &FingerprintKey,
+    plan: &FingerprintPlan,
+    sheet: &Sheet,
+    max_cell_fraction: f64,
+) -> Result<FingerprintPlan, FingerprintError> {
+    sheet.check()?;
+    let resolved = resolve(plan, sheet)?;
+    let prf = Prf::new(key);
+    let rows = sheet.rows();
+    let allowed = cell_budget(sheet.cells(), max_cell_fraction);
+    let counts = (0..rows.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|i| {
+            let mut counts: HashMap<u64, u32> = HashMap::new();
+            for r in &resolved {
+                for row in i * CHUNK..((i + 1) * CHUNK).min(rows) {
+                    if let Some((position, _)) = locate(&prf, sheet, r, row) {
+                        *counts.entry(position).or_default() += 1;
+                    }
+                }
+            }
+            counts
+        })
+        .reduce(HashMap::new, |a, b| {
+            let (small, mut large) = if a.len() < b.len() { (a, b) } else { (b, a) };
+            for (position, n) in small {
+                *large.entry(position).or_default() += n;
+            }
+            large
+        });
+    let mut selectors: Vec<(f64, u32)> = counts.into_iter().map(|(p, n)| (prf.selector(p), n)).collect();
+    selectors.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    let mut marked = 0usize;
+    let mut rate = 1.0;
+    for (selector, n) in selectors {
+        marked += n as usize;
+        if marked > allowed {
+            rate = selector;
+            break;
+        }
+    }
+    Ok(FingerprintPlan {
+        columns: plan.columns.clone(),
+        rate,
+        cutoff: plan.cutoff,
+    })
+}
+
+/// A markable cell's position and scaled value (`None` if the cell is not markable).
+fn locate(prf: &Prf, sheet: &Sheet, r: &Resolved, row: usize) -> Option<(u64, i64)> {
+    let v = parse_scaled(&sheet.columns[r.column][row], r.spec.decimals).filter(|v| v.on_grid)?;
+    let coarse = v.q.div_euclid(2);
+    let name = r.spec.column.as_str();
+    let anchor = match prf.anchor_choice(name, coarse, r.anchors.len()) {
+        0 => None,
+        i => Some((
+            r.spec.anchors[i - 1].as_str(),
+            sheet.columns[r.anchors[i - 1]][row].trim(),
+        )),
+    };
+    Some((prf.position(name, coarse, anchor), v.q))
+}
+
+/// What embedding did to one copy (no secret: counts only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbedReport {
+    /// Cells of the marked columns whose value lies on the column's decimal grid.
+    pub markable: usize,
+    /// Cells selected to carry a mark (their parity now encodes the recipient's bit).
+    pub marked: usize,
+    /// Marked cells whose value actually changed (by one unit of the last decimal).
+    pub changed: usize,
+    /// All cells of the sheet (rows × columns), the base of the budget.
+    pub total_cells: usize,
+    /// The most cells the budget allowed to mark.
+    pub allowed: usize,
+}
+
+/// One marked column resolved against a sheet.
+struct Resolved<'a> {
+    spec: &'a MarkedColumn,
+    column: usize,
+    anchors: Vec<usize>,
+}
+
+/// Writes `recipient`'s code into `sheet` (a copy that is about to be given to that recipient).
+///
+/// The budget is an argument (the plan's fields are fixed): if more than ⌊`max_cell_fraction` × cells⌋
+/// cells would be marked, nothing is written and [`FingerprintError::BudgetExceeded`] is returned — the
+/// release must not carry more alteration than declared. Every marked column and anchor must be in the
+/// sheet, anchors must not be marked themselves (their text must be the same in every copy), decimals at
+/// most [`MAX_DECIMALS`], and the plan's rate in [0, 1] and cutoff in (0, 1/2).
+///
+/// A marked cell's value becomes 2·⌊q/2⌋ + bit units of its last decimal, so it moves by at most one unit;
+/// unmarked cells and all other columns are left byte for byte. Rows are processed in parallel.
+pub fn embed(
+    key: &FingerprintKey,
+    recipient: &str,
+    plan: &FingerprintPlan,
+    sheet: &mut Sheet,
+    max_cell_fraction: f64,
+) -> Result<EmbedReport, FingerprintError> {
+    sheet.check()?;
+    let resolved = resolve(plan, sheet)?;
+    let prf = Prf::new(key);
+    let rows = sheet.rows();
+    let total_cells = sheet.cells();
+    let allowed = cell_budget(total_cells, max_cell_fraction);
+
+    let shared: &Sheet = sheet;
+    let chunks: Vec<Chunk> = (0..rows.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|i| {
+            scan(
+                &prf,
+                recipient,
+                plan,
+                shared,
+                &resolved,
+                i * CHUNK..((i + 1) * CHUNK).min(rows),
+            )
+        })
+        .collect();
+
+    let mut report = EmbedReport {
+        markable: 0,
+        marked: 0,
+        changed: 0,
+        total_cells,
+        allowed,
+    };
+    for chunk in &chunks {
+        report.markable += chunk.markable;
+        report.marked += chunk.marked;
+        report.changed += chunk.changes.len();
+    }
+    if report.marked > allowed {
+        return Err(FingerprintError::BudgetExceeded {
+            marked: report.marked,
+            allowed,
+            total: total_cells,
+        });
+    }
+    let targets: Vec<(usize, u32)> = resolved.iter().map(|r| (r.column, r.spec.decimals)).collect();
+    for chunk in chunks {
+        for change in chunk.changes {
+            let (column, decimals) = targets[change.column];
+            let cell = &mut sheet.columns[column][change.row];
+            cell.clear();
+            render_scaled(change.q, decimals, cell);
+        }
+    }
+    Ok(report)
+}
+
+fn resolve<'a>(plan: &'a FingerprintPlan, sheet: &Sheet) -> Result<Vec<Resolved<'a>>, FingerprintError> {
+    if !(plan.rate.is_finite() && (0.0..=1.0).contains(&plan.rate)) {
+        return Err(FingerprintError::InvalidPlan(format!(
+            "rate {} is not in [0, 1]",
+            plan.rate
+        )));
+    }
+    if !(plan.cutoff.is_finite() && plan.cutoff > 0.0 && plan.cutoff < 0.5) {
+        return Err(FingerprintError::InvalidPlan(format!(
+            "cutoff {} is not in (0, 1/2)",
+            plan.cutoff
+        )));
+    }
+    let mut out = Vec::with_capacity(plan.columns.len());
+    for (i, spec) in plan.columns.iter().enumerate() {
+        if plan.columns[..i].iter().any(|c| c.column == spec.column) {
+            return Err(FingerprintError::InvalidPlan(format!(
+                "column {:?} is marked twice",
+                spec.column
+            )));
+        }
+        if spec.decimals > MAX_DECIMALS {
+            return Err(FingerprintError::Decimals {
+                column: spec.column.clone(),
+                decimals: spec.decimals,
+                max: MAX_DECIMALS,
+            });
+        }
+        let column = sheet
+            .index_of(&spec.column)
+            .ok_or_else(|| FingerprintError::UnknownColumn(spec.column.clone()))?;
+        let mut anchors = Vec::with_capacity(spec.anchors.len());
+        for anchor in &spec.anchors {
+            if plan.columns.iter().any(|c| &c.column == anchor) {
+                return Err(FingerprintError::AnchorMarked {
+                    column: spec.column.clone(),
+                    anchor: anchor.clone(),
+                });
+            }
+            anchors.push(sheet.index_of(anchor).ok_or_else(|| FingerprintError::UnknownAnchor {
+                column: spec.column.clone(),
+                anchor: anchor.clone(),
+            })?);
+        }
+        out.push(Resolved { spec, column, anchors });
+    }
+    Ok(out)
+}
+
+struct Change {
+    column: usize,
+    row: usize,
+    q: i64,
+}
+
+struct Chunk {
+    markable: usize,
+    marked: usize,
+    changes: Vec<Change>,
+}
+
+fn scan(
+    prf: &Prf,
+    recipient: &str,
+    plan: &FingerprintPlan,
+    sheet: &Sheet,
+    resolved: &[Resolved],
+    rows: std::ops::Range<usize>,
+) -> Chunk {
+    let mut chunk = Chunk {
+        markable: 0,
+        marked: 0,
+        changes: Vec::new(),
+    };
+    for (ri, r) in resolved.iter().enumerate() {
+        for row in rows.clone() {
+            let Some((position, q)) = locate(prf, sheet, r, row) else {
+                continue;
+            };
+            chunk.markable += 1;
+            if !prf.selected(position, plan.rate) {
+                continue;
+            }
+            chunk.marked += 1;
+            let bit = prf.bit(recipient, position, prf.bias(position, plan.cutoff));
+            if bit != (q.rem_euclid(2) == 1) {
+                chunk.changes.push(Change {
+                    column: ri,
+                    row,
+                    q: 2 * q.div_euclid(2) + i64::from(bit),
+                });
+            }
+        }
+    }
+    chunk
+}

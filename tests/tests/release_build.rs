@@ -1,0 +1,324 @@
+//! `tokumei release build`, `release verify` and `trace` end to end on synthetic hospital data pushed through the
+//! gateway into the core: every approval condition refuses a build (and the refusal is audited), the built copies
+//! are k-anonymous by an independent recount, exclude the opted-out patient, carry pseudonyms that join with no
+//! other release, differ between recipients only by marks within the declared tolerance, verify against the
+//! platform key — and a leaked subset of one copy is traced to its recipient, and to no one else.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chrono::Utc;
+use common::people::{self, FileApproval, Person, approved_file_application, run_json, session_env};
+use common::{HOSPITAL_A, Home, tokumei_bin};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use tokumei_ingest::synth::Synth;
+use tokumei_proto::ingest::v1::{PatientRequest, RecordBatch};
+
+const PATIENTS: u64 = 5000;
+const PLANTED_VALUE: f64 = 987.65;
+const TABLES: &[(&str, &[&str])] = &[
+    ("patients", &["linkage_key", "birth_date", "sex", "prefecture"]),
+    ("observations", &["linkage_key", "jlac10", "date", "value", "unit"]),
+];
+
+fn config(home: &Home) -> String {
+    home.path().join("tokumei.toml").display().to_string()
+}
+
+/// Runs `tokumei --json ARGS` expecting failure; returns stderr.
+fn refused(home: &Home, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(tokumei_bin())
+        .env("TOKUMEI_HOME", home.path())
+        .env_remove("TOKUMEI_SESSION")
+        .envs(env.iter().copied())
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run tokumei");
+    assert!(!out.status.success(), "tokumei {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn push_cohort(home: &Home) {
+    let gw = home.start();
+    let mut client = gw.client(home, HOSPITAL_A).await;
+    let synth = Synth::new(7);
+    let mut records = synth.records(HOSPITAL_A, 0, PATIENTS);
+    // The patient who opts out carries a lab value no one else has.
+    let mut planted = synth.records(HOSPITAL_A, 90_000, 1).remove(0);
+    let obs = planted.observations.first_mut().expect("synthetic patients have lab results");
+    obs.value = PLANTED_VALUE;
+    records.push(planted.clone());
+    let batches: Vec<RecordBatch> = records
+        .chunks(1000)
+        .enumerate()
+        .map(|(i, c)| RecordBatch {
+            batch_id: format!("b{i}"),
+            records: c.to_vec(),
+        })
+        .collect();
+    tokumei_ingest::client::push(&mut client, batches).await.expect("push");
+    client
+        .opt_out(PatientRequest {
+            request_id: "oo-1".into(),
+            insurance: planted.insurance.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("opt out");
+    let out = Command::new(tokumei_bin())
+        .env("TOKUMEI_HOME", home.path())
+        .args(["--json", "core", "run", "--until-drained", "--config", &config(home)])
+        .output()
+        .expect("core");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A recipient's copy, decrypted from the release zone as the download service would serve it.
+async fn copy_of(home: &Home, release: &str, recipient: &str, dir: &Path) -> PathBuf {
+    let cfg = tokumei_ingest::config::Config::load(Some(&home.path().join("tokumei.toml"))).expect("config");
+    let keys = tokumei_ingest::server::open_key_service(&cfg, home.path()).await.expect("keys");
+    let zone = tokumei_release::zone::ReleaseZone::new(home.path(), keys);
+    let record = zone.record(release).expect("record");
+    let out = dir.join(format!("{release}-{recipient}"));
+    std::fs::create_dir_all(&out).unwrap();
+    for f in &record.copies[recipient] {
+        let bytes = zone.open_copy_file(&record, recipient, &f.name).await.unwrap().read_all().unwrap();
+        std::fs::write(out.join(&f.name), bytes).unwrap();
+    }
+    out
+}
+
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header = r.headers().unwrap().iter().map(String::from).collect();
+    let rows = r.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
+    (header, rows)
+}
+
+fn write_csv(path: &Path, header: &[String], rows: &[Vec<String>]) {
+    let mut w = csv::Writer::from_path(path).unwrap();
+    w.write_record(header).unwrap();
+    for r in rows {
+        w.write_record(r).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+fn column(header: &[String], name: &str) -> usize {
+    header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+}
+
+/// Independent recount: distinct patients per (birth_date, sex, prefecture) class.
+fn min_class(patients: &Path) -> usize {
+    let (h, rows) = read_csv(patients);
+    let (p, b, s, f) = (column(&h, "patient_pseudonym"), column(&h, "birth_date"), column(&h, "sex"), column(&h, "prefecture"));
+    let mut classes: BTreeMap<(String, String, String), BTreeSet<String>> = BTreeMap::new();
+    for r in &rows {
+        classes.entry((r[b].clone(), r[s].clone(), r[f].clone())).or_default().insert(r[p].clone());
+    }
+    classes.values().map(BTreeSet::len).min().unwrap_or(0)
+}
+
+fn trace(home: &Home, op: &Person, release: &str, file: &Path) -> serde_json::Value {
+    run_json(
+        home.path(),
+        &["trace", "--release", release, "--file", file.to_str().unwrap(), "--config", &config(home)],
+        &session_env(&[], op),
+        None,
+    )
+}
+
+async fn ledger(home: &Home) -> Vec<tokumei_policy::audit_ledger::AuditEntry> {
+    let policy = tokumei_policy::Policy::open(
+        &tokumei_policy::default_url(home.path()),
+        &tokumei_policy::service_key::default_key_path(home.path()),
+        tokumei_policy::PolicyConfig::default(),
+    )
+    .await
+    .expect("policy");
+    policy.audit_ledger().entries_by_seq(1, i64::MAX).await.expect("entries")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_build_verify_and_trace_end_to_end() {
+    let home = Home::new();
+    push_cohort(&home).await;
+    let db: &[(&str, &str)] = &[];
+    let committee = people::committee(home.path(), db);
+    let op = &committee.op;
+    let rika = people::invite(home.path(), db, op, "rika", "univ-a", "researcher");
+    let _yui = people::invite(home.path(), db, op, "yui", "univ-a", "researcher");
+    let today = Utc::now().date_naive();
+    let approve = |expires_on, tables| {
+        approved_file_application(
+            home.path(),
+            db,
+            &committee,
+            &rika,
+            &FileApproval {
+                recipients: &["rika", "yui"],
+                expires_on,
+                max_downloads: 10,
+                tables,
+            },
+        )
+    };
+    let app = approve(today + chrono::Duration::days(90), TABLES);
+    let op_env = session_env(db, op);
+    let config_path = config(&home);
+    fn build_args<'a>(app: &'a str, config: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["release", "build", "--application", app, "--config", config];
+        args.extend_from_slice(extra);
+        args
+    }
+    let build = |app, extra| build_args(app, &config_path, extra);
+
+    // Refusals, each with its condition's code, before any data is read.
+    let err = refused(&home, &build(&app, &["--table", "observations=jlac10,value,text_value"]), &op_env);
+    assert!(err.contains("COLUMN_NOT_APPROVED"), "{err}");
+    let err = refused(&home, &build(&app, &["--recipient", "kai"]), &op_env);
+    assert!(err.contains("RECIPIENT_NOT_APPROVED"), "{err}");
+    let err = refused(&home, &build(&app, &[]), &session_env(db, &rika));
+    assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
+    let expired = approve(today - chrono::Duration::days(1), TABLES);
+    let err = refused(&home, &build(&expired, &[]), &op_env);
+    assert!(err.contains("APPROVAL_EXPIRED"), "{err}");
+    let revoked = approve(today + chrono::Duration::days(90), TABLES);
+    run_json(home.path(), &["committee", "revoke", &revoked, "--reason", "test"], &session_env(db, &committee.chair), None);
+    let err = refused(&home, &build(&revoked, &[]), &op_env);
+    assert!(err.contains("APPROVAL_REVOKED"), "{err}");
+    let provenance = approve(today + chrono::Duration::days(90), &[("observations", &["linkage_key", "value", "source_hospital"])]);
+    let err = refused(&home, &build(&provenance, &[]), &op_env);
+    assert!(err.contains("NOT_RELEASABLE") && err.contains("source_hospital"), "{err}");
+
+    // The release.
+    let built = run_json(home.path(), &build(&app, &[]), &op_env, None);
+    let release = built["release"].as_str().unwrap().to_owned();
+    assert_eq!(built["recipients"], serde_json::json!(["rika", "yui"]), "{built}");
+    assert!(built["suppressed_patients"].as_u64().unwrap() as f64 <= 0.05 * built["patients"].as_u64().unwrap() as f64);
+    let dir = tempfile::tempdir().unwrap();
+    let rika_copy = copy_of(&home, &release, "rika", dir.path()).await;
+    let yui_copy = copy_of(&home, &release, "yui", dir.path()).await;
+
+    // Verification against the platform key; a changed byte is caught.
+    let v = run_json(home.path(), &["release", "verify", rika_copy.to_str().unwrap()], &[], None);
+    assert_eq!(v["trusted_key"], true, "{v}");
+    assert_eq!(v["manifest"]["recipient"], "rika");
+    let tampered = dir.path().join("tampered");
+    std::fs::create_dir_all(&tampered).unwrap();
+    for f in std::fs::read_dir(&rika_copy).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), tampered.join(f.file_name())).unwrap();
+    }
+    let mut bytes = std::fs::read(tampered.join("observations.csv")).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] = if bytes[at] == b'1' { b'2' } else { b'1' };
+    std::fs::write(tampered.join("observations.csv"), bytes).unwrap();
+    let err = refused(&home, &["release", "verify", tampered.to_str().unwrap()], &[]);
+    assert!(err.contains("INTEGRITY") && err.contains("observations.csv"), "{err}");
+
+    // k-anonymity by an independent recount, in both copies.
+    assert!(min_class(&rika_copy.join("patients.csv")) >= 5);
+    assert!(min_class(&yui_copy.join("patients.csv")) >= 5);
+    // The opted-out patient's lab value is in neither copy (marks move the last digit by one at most).
+    for copy in [&rika_copy, &yui_copy] {
+        let (h, rows) = read_csv(&copy.join("observations.csv"));
+        let v = column(&h, "value");
+        assert!(rows.iter().all(|r| r[v].parse::<f64>().map_or(true, |x| (x - PLANTED_VALUE).abs() > 0.011)));
+        assert!(!h.contains(&"linkage_key".to_owned()) && !h.contains(&"source_hospital".to_owned()));
+    }
+    // The copies differ only in marked cells of `value`, by one unit of the last decimal, on ≤ 1 % of cells.
+    let (h, a) = read_csv(&rika_copy.join("observations.csv"));
+    let (_, b) = read_csv(&yui_copy.join("observations.csv"));
+    assert_eq!(a.len(), b.len());
+    let v = column(&h, "value");
+    let mut differing = 0;
+    for (ra, rb) in a.iter().zip(&b) {
+        for c in 0..h.len() {
+            if ra[c] != rb[c] {
+                assert_eq!(c, v, "only the marked column may differ: {ra:?} vs {rb:?}");
+                let (x, y): (f64, f64) = (ra[c].parse().unwrap(), rb[c].parse().unwrap());
+                assert!((x - y).abs() <= 0.0100001, "{x} vs {y}");
+                differing += 1;
+            }
+        }
+    }
+    assert!(differing > 0, "the copies carry different fingerprints");
+    assert!((differing as f64) <= 0.01 * (a.len() * h.len()) as f64, "{differing} cells differ");
+
+    // A second release of the same approval: its pseudonyms join with none of the first's.
+    let second = run_json(home.path(), &build(&app, &["--recipient", "rika"]), &op_env, None);
+    let second_copy = copy_of(&home, second["release"].as_str().unwrap(), "rika", dir.path()).await;
+    let pseudonyms = |copy: &Path| -> HashSet<String> {
+        let (h, rows) = read_csv(&copy.join("patients.csv"));
+        let p = column(&h, "patient_pseudonym");
+        rows.into_iter().map(|r| r[p].clone()).collect()
+    };
+    let (first, other) = (pseudonyms(&rika_copy), pseudonyms(&second_copy));
+    assert!(first.len() > 1000 && other.len() > 1000);
+    assert_eq!(first.intersection(&other).count(), 0, "pseudonyms join across releases");
+
+    // yui's copy leaks: a 10 % random subset, shuffled, without the pseudonym, columns reordered.
+    let (h, rows) = read_csv(&yui_copy.join("observations.csv"));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut rows = rows;
+    rows.shuffle(&mut rng);
+    rows.truncate(rows.len() / 10);
+    let keep: Vec<usize> = [column(&h, "value"), column(&h, "unit"), column(&h, "date"), column(&h, "jlac10")].to_vec();
+    let leaked_header: Vec<String> = keep.iter().map(|&i| h[i].clone()).collect();
+    let leaked_rows: Vec<Vec<String>> = rows.iter().map(|r| keep.iter().map(|&i| r[i].clone()).collect()).collect();
+    let leaked = dir.path().join("leaked.csv");
+    write_csv(&leaked, &leaked_header, &leaked_rows);
+    let t = trace(&home, op, &release, &leaked);
+    assert_eq!(t["verdict"]["accused"], serde_json::json!(["yui"]), "{t}");
+    // rika's whole copy as Parquet: rika, and only rika.
+    let t = trace(&home, op, &release, &rika_copy.join("observations.parquet"));
+    assert_eq!(t["verdict"]["accused"], serde_json::json!(["rika"]), "{t}");
+    // The other release's copy (other fingerprint key) accuses no one.
+    let t = trace(&home, op, &release, &second_copy.join("observations.csv"));
+    assert_eq!(t["verdict"]["accused"], serde_json::json!([]), "{t}");
+    // A file without marked columns cannot be traced, and says so.
+    let err = refused(
+        &home,
+        &["trace", "--release", &release, "--file", rika_copy.join("patients.csv").to_str().unwrap(), "--config", &config(&home)],
+        &op_env,
+    );
+    assert!(err.contains("BAD_INPUT") && err.contains("marked columns"), "{err}");
+
+    // A banned recipient stops further builds.
+    run_json(
+        home.path(),
+        &["committee", "violation", "--person", "yui", "--kind", "leak", "--description", "traced", "--application", &app],
+        &session_env(db, &committee.chair),
+        None,
+    );
+    let err = refused(&home, &build(&app, &[]), &op_env);
+    assert!(err.contains("BANNED"), "{err}");
+    // Deletion declared by the researcher.
+    run_json(
+        home.path(),
+        &["release", "declare-deleted", "--application", &app, "--statement", "all copies deleted"],
+        &session_env(db, &rika),
+        None,
+    );
+
+    let entries = ledger(&home).await;
+    let count = |action: &str, outcome: &str, reason: Option<&str>| {
+        entries
+            .iter()
+            .filter(|e| e.action == action && e.outcome == outcome && reason.is_none_or(|r| e.reason.as_deref() == Some(r)))
+            .count()
+    };
+    for code in ["COLUMN_NOT_APPROVED", "RECIPIENT_NOT_APPROVED", "APPROVAL_EXPIRED", "APPROVAL_REVOKED", "BANNED"] {
+        assert!(count("build_release", "denied", Some(code)) >= 1, "no audited refusal {code}");
+    }
+    assert_eq!(count("release.build", "ok", None), 2);
+    assert_eq!(count("release.build", "failed", Some("NOT_RELEASABLE")), 1);
+    assert_eq!(count("trace.leak", "ok", None), 3);
+    assert_eq!(count("deletion.declare", "ok", None), 1);
+}

@@ -1,0 +1,832 @@
+//! `tokumei release serve` and `tokumei release download` end to end: real binaries, real TLS, the
+//! committee's approvals enforced at download time, one-time yet resumable tokens, and every transfer in
+//! the audit ledger with the peer's address and never a token.
+//!
+//! Releases are put in the zone directly with the release crate's API (sealed with a data key wrapped by
+//! the home's local keyring, which the server opens from the same `tokumei.toml`), so the test does not
+//! depend on the builder.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::Utc;
+use common::people::{self, Committee, FileApproval, Person, approved_file_application, session_env};
+use common::{Home, tokumei_bin};
+use tokumei_ingest::config::Config;
+use tokumei_ingest::server::open_key_service;
+use tokumei_policy::committee::TableRequest;
+use tokumei_proto::release::v1 as pb;
+use tokumei_proto::release::v1::release_service_client::ReleaseServiceClient;
+use tokumei_release::sealed_file;
+use tokumei_release::zone::{CopyFile, PseudonymScope, ReleaseRecord, ReleaseZone};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+const TABLES: &[(&str, &[&str])] = &[("observations", &["jlac10", "value", "date"])];
+
+/// Size of the big file: larger than every buffer between the server and the client (HTTP/2 windows, TLS
+/// records, socket buffers), so that a transfer dropped early has really not been sent whole.
+const BIG: usize = 24 << 20;
+
+/// The release server child process; killed when dropped.
+struct Server {
+    child: Child,
+    grpc: String,
+    https: String,
+}
+
+impl Server {
+    fn start(home: &Home, log: &Path, extra: &[&str]) -> Server {
+        let cert = home.pki.gateway_cert();
+        let key = home.pki.gateway_key();
+        let config = home.path().join("tokumei.toml");
+        let mut child = Command::new(tokumei_bin())
+            .args([
+                "--json",
+                "release",
+                "serve",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--https-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .arg("--config")
+            .arg(&config)
+            .args(extra)
+            .env("TOKUMEI_HOME", home.path())
+            .env_remove("TOKUMEI_POLICY_DB")
+            .env_remove("TOKUMEI_SESSION")
+            .env(
+                "RUST_LOG",
+                "debug,h2=info,hyper=info,rustls=info,tonic=info,tower=info,sqlx=warn",
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(log).expect("log file")))
+            .spawn()
+            .expect("spawn tokumei release serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!(
+                "release service did not start ({e}): {line:?}\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        });
+        let grpc = v["grpc"].as_str().expect("grpc address").to_owned();
+        let https = v["https"].as_str().expect("https address").to_owned();
+        assert_eq!(v["public_url"], format!("https://{https}"));
+        Server { child, grpc, https }
+    }
+
+    async fn client(&self, home: &Home) -> ReleaseServiceClient<Channel> {
+        let ca = std::fs::read(home.pki.ca_cert()).expect("CA certificate");
+        let channel = Endpoint::from_shared(format!("https://{}", self.grpc))
+            .expect("endpoint")
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+            .expect("TLS config")
+            .connect()
+            .await
+            .expect("TLS connection to the release service");
+        ReleaseServiceClient::new(channel)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn authed<T>(message: T, person: &Person) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", person.session).parse().expect("metadata value"),
+    );
+    request
+}
+
+/// The `ErrorInfo` reason of a refusal, checking its domain.
+fn reason(status: &Status) -> String {
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "policy.tokumei");
+    info.reason.clone()
+}
+
+fn assert_refused<T: std::fmt::Debug>(result: Result<tonic::Response<T>, Status>, code: Code, expected: &str) {
+    let status = result.expect_err("the call must be refused");
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (code, expected),
+        "{status:?}"
+    );
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    tokumei_release::manifest::sha256_hex(bytes)
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible enough to defeat any buffering shortcut.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Puts release `id` of `application` in the zone with `files` as `recipient`'s copy, sealed under a
+/// fresh data key wrapped by the home's keyring.
+async fn put_release(home: &Home, id: &str, application: &str, recipient: &str, files: &[(&str, &[u8])]) {
+    let cfg = Config::load(Some(&home.path().join("tokumei.toml"))).expect("config");
+    let keys = open_key_service(&cfg, home.path()).await.expect("key service");
+    let zone = ReleaseZone::new(home.path(), keys);
+    let (cipher, data_key) = zone.new_data_key(id).await.expect("data key");
+    let (_, fingerprint_key) = zone.new_fingerprint_key(id).await.expect("fingerprint key");
+    std::fs::create_dir_all(zone.copy_dir(id, recipient).expect("copy dir")).expect("create copy dir");
+    let mut copy = Vec::new();
+    for (name, bytes) in files {
+        let path = zone.copy_path(id, recipient, name).expect("copy path");
+        sealed_file::write(&cipher, bytes, &path).expect("seal");
+        copy.push(CopyFile {
+            name: (*name).to_owned(),
+            sha256: sha256(bytes),
+            bytes: bytes.len() as u64,
+        });
+    }
+    let record = ReleaseRecord {
+        id: id.to_owned(),
+        application: application.to_owned(),
+        approval_revision: 1,
+        built_at: Utc::now(),
+        built_by: "op".into(),
+        expires_on: Utc::now().date_naive() + chrono::Duration::days(90),
+        tables: TABLES
+            .iter()
+            .map(|(t, cols)| TableRequest {
+                table: (*t).to_owned(),
+                columns: cols.iter().map(|c| (*c).to_owned()).collect(),
+            })
+            .collect(),
+        copies: BTreeMap::from([(recipient.to_owned(), copy)]),
+        data_key,
+        fingerprint_key,
+        fingerprint: BTreeMap::new(),
+        pseudonym_scope: PseudonymScope::Release,
+    };
+    zone.commit(&record).expect("commit the release");
+}
+
+fn http_client(home: &Home) -> reqwest::Client {
+    let ca = std::fs::read(home.pki.ca_cert()).expect("CA certificate");
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA"))
+        .build()
+        .expect("HTTPS client")
+}
+
+/// The JSON error body of a refused download: (status, reason).
+async fn http_refusal(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: serde_json::Value =
+        serde_json::from_slice(&response.bytes().await.expect("error body")).expect("JSON error body");
+    assert!(body["message"].is_string(), "{body}");
+    (status, body["reason"].as_str().expect("reason").to_owned())
+}
+
+async fn request_download(
+    client: &mut ReleaseServiceClient<Channel>,
+    person: &Person,
+    release: &str,
+    file: &str,
+    tokens: &mut Vec<String>,
+) -> pb::RequestDownloadResponse {
+    let grant = client
+        .request_download(authed(
+            pb::RequestDownloadRequest {
+                release_id: release.into(),
+                file: file.into(),
+            },
+            person,
+        ))
+        .await
+        .unwrap_or_else(|s| panic!("request download of {file}: {s:?}"))
+        .into_inner();
+    assert!(
+        grant.url.ends_with(&format!("/v1/downloads/{}", grant.token)),
+        "URL carries the token"
+    );
+    assert!(!format!("{grant:?}").contains(&grant.token), "Debug redacts the token");
+    tokens.push(grant.token.clone());
+    grant
+}
+
+/// `tokumei --json release download ...` as `person`: the JSON summary, or the error text.
+fn cli_download(
+    home: &Home,
+    person: &Person,
+    server: &Server,
+    out: &Path,
+    extra: &[&str],
+) -> Result<serde_json::Value, String> {
+    let output = Command::new(tokumei_bin())
+        .args(["--json", "release", "download", "--server"])
+        .arg(format!("https://{}", server.grpc))
+        .arg("--ca")
+        .arg(home.pki.ca_cert())
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("TOKUMEI_HOME", home.path())
+        .env("TOKUMEI_SESSION", &person.session)
+        .env_remove("TOKUMEI_POLICY_DB")
+        .output()
+        .expect("run tokumei release download");
+    if output.status.success() {
+        Ok(serde_json::from_slice(&output.stdout).expect("JSON summary"))
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+struct World {
+    home: Home,
+    committee: Committee,
+    rika: Person,
+    nao: Person,
+    /// Approved for rika until next year, 100 downloads: release R-<main>-1.
+    main: String,
+    /// Expired two days ago: release R-<expired>-1.
+    expired: String,
+    /// One download only: release R-<limited>-1.
+    limited: String,
+}
+
+fn world() -> World {
+    let home = Home::new();
+    let db: &[(&str, &str)] = &[];
+    let committee = people::committee(home.path(), db);
+    let rika = people::invite(home.path(), db, &committee.op, "rika", "univ-a", "researcher");
+    let nao = people::invite(home.path(), db, &committee.op, "nao", "univ-b", "researcher");
+    let today = Utc::now().date_naive();
+    let approve = |expires_on, max_downloads| {
+        approved_file_application(
+            home.path(),
+            db,
+            &committee,
+            &rika,
+            &FileApproval {
+                recipients: &["rika"],
+                expires_on,
+                max_downloads,
+                tables: TABLES,
+            },
+        )
+    };
+    let main = approve(today + chrono::Duration::days(180), 100);
+    let expired = approve(today - chrono::Duration::days(2), 10);
+    let limited = approve(today + chrono::Duration::days(180), 1);
+    World {
+        home,
+        committee,
+        rika,
+        nao,
+        main,
+        expired,
+        limited,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn release_delivery_end_to_end() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let w = world();
+    let home = &w.home;
+    let big = noise(BIG, 7);
+    let codebook = br#"{"observations": {"jlac10": "JLAC10 code", "value": "result", "date": "YYYY-MM"}}"#.to_vec();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "files": [{"name": "observations.csv", "sha256": sha256(&big), "bytes": big.len(), "rows": 123_456}]
+    }))
+    .expect("manifest");
+    let main_release = format!("R-{}-1", w.main);
+    put_release(
+        home,
+        &main_release,
+        &w.main,
+        "rika",
+        &[
+            ("observations.csv", &big),
+            ("codebook.json", &codebook),
+            ("manifest.json", &manifest),
+        ],
+    )
+    .await;
+    let small = noise(10_000, 11);
+    let expired_release = format!("R-{}-1", w.expired);
+    put_release(
+        home,
+        &expired_release,
+        &w.expired,
+        "rika",
+        &[("observations.csv", &small)],
+    )
+    .await;
+    let limited_release = format!("R-{}-1", w.limited);
+    put_release(
+        home,
+        &limited_release,
+        &w.limited,
+        "rika",
+        &[("observations.csv", &small)],
+    )
+    .await;
+
+    let log = home.path().join("release-serve.log");
+    let server = Server::start(home, &log, &[]);
+    let mut client = server.client(home).await;
+    let http = http_client(home);
+    let mut tokens: Vec<String> = Vec::new();
+
+    // --- Listing: the recipient sees her three copies with their files; someone else sees nothing.
+    let listing = client
+        .list_releases(authed(pb::ListReleasesRequest {}, &w.rika))
+        .await
+        .expect("list releases")
+        .into_inner();
+    let ids: Vec<&str> = listing.releases.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let main = listing
+        .releases
+        .iter()
+        .find(|r| r.id == main_release)
+        .expect("main release listed");
+    assert_eq!(main.application, w.main);
+    let listed: BTreeMap<&str, (&str, u64)> = main
+        .files
+        .iter()
+        .map(|f| (f.name.as_str(), (f.sha256.as_str(), f.bytes)))
+        .collect();
+    assert_eq!(listed["observations.csv"], (sha256(&big).as_str(), BIG as u64));
+    let others = client
+        .list_releases(authed(pb::ListReleasesRequest {}, &w.nao))
+        .await
+        .expect("list releases")
+        .into_inner();
+    assert!(others.releases.is_empty());
+
+    // --- No session, a forged session, a non-recipient.
+    assert_refused(
+        client
+            .request_download(Request::new(pb::RequestDownloadRequest {
+                release_id: main_release.clone(),
+                file: "observations.csv".into(),
+            }))
+            .await,
+        Code::Unauthenticated,
+        "SESSION_INVALID",
+    );
+    let forged = Person {
+        username: "rika".into(),
+        session: "tks1.forged.forged".into(),
+    };
+    assert_refused(
+        client
+            .request_download(authed(
+                pb::RequestDownloadRequest {
+                    release_id: main_release.clone(),
+                    file: "observations.csv".into(),
+                },
+                &forged,
+            ))
+            .await,
+        Code::Unauthenticated,
+        "SESSION_INVALID",
+    );
+    assert_refused(
+        client
+            .request_download(authed(
+                pb::RequestDownloadRequest {
+                    release_id: main_release.clone(),
+                    file: "observations.csv".into(),
+                },
+                &w.nao,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "NOT_RECIPIENT",
+    );
+    assert_refused(
+        client
+            .request_download(authed(
+                pb::RequestDownloadRequest {
+                    release_id: main_release.clone(),
+                    file: "secrets.csv".into(),
+                },
+                &w.rika,
+            ))
+            .await,
+        Code::NotFound,
+        "NOT_FOUND",
+    );
+
+    // --- The CLI downloads the whole copy, resuming observations.csv from a partial file left behind.
+    let out = home.path().join("download");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let resume_at = 3_000_000usize;
+    std::fs::write(out.join("observations.csv.partial"), &big[..resume_at]).expect("partial file");
+    let summary = cli_download(home, &w.rika, &server, &out, &["--release", &main_release])
+        .unwrap_or_else(|e| panic!("download failed: {e}"));
+    let files = summary["files"].as_array().expect("files");
+    assert_eq!(files.len(), 3, "{summary}");
+    let obs = files
+        .iter()
+        .find(|f| f["name"] == "observations.csv")
+        .expect("observations in the summary");
+    assert_eq!(obs["status"], "downloaded");
+    assert_eq!(obs["resumed_from"], resume_at as u64, "{summary}");
+    assert_eq!(obs["transferred"], (BIG - resume_at) as u64, "{summary}");
+    assert_eq!(
+        std::fs::read(out.join("observations.csv")).expect("downloaded file"),
+        big
+    );
+    assert_eq!(std::fs::read(out.join("codebook.json")).expect("codebook"), codebook);
+    assert_eq!(std::fs::read(out.join("manifest.json")).expect("manifest"), manifest);
+    assert!(!out.join("observations.csv.partial").exists());
+    // Run again: everything is in place with the right hash, nothing is fetched (no download used).
+    let again = cli_download(home, &w.rika, &server, &out, &["--release", &main_release])
+        .unwrap_or_else(|e| panic!("second run failed: {e}"));
+    assert!(
+        again["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .all(|f| f["status"] == "already_present"),
+        "{again}"
+    );
+    // Someone else cannot, with the CLI either.
+    let err = cli_download(
+        home,
+        &w.nao,
+        &server,
+        &home.path().join("nao"),
+        &["--release", &main_release],
+    )
+    .expect_err("nao holds no copy");
+    assert!(err.contains("[NOT_FOUND]"), "{err}");
+
+    // --- One token: HEAD, ranges, a refused range, resumption, then used up.
+    let grant = request_download(&mut client, &w.rika, &main_release, "observations.csv", &mut tokens).await;
+    assert_eq!(
+        (grant.bytes, grant.sha256.as_str()),
+        (BIG as u64, sha256(&big).as_str())
+    );
+    assert!(
+        grant.expires_at > Utc::now().timestamp() + 200,
+        "default lifetime is 300 s"
+    );
+    let head = http.head(&grant.url).send().await.expect("HEAD");
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], BIG.to_string().as_str());
+    assert_eq!(head.headers()["accept-ranges"], "bytes");
+    assert_eq!(head.headers()["etag"], format!("\"{}\"", sha256(&big)).as_str());
+    assert!(
+        head.headers()["content-disposition"]
+            .to_str()
+            .expect("ascii")
+            .contains("observations.csv")
+    );
+    let r = http
+        .get(&grant.url)
+        .header("Range", "bytes=100-199")
+        .send()
+        .await
+        .expect("range request");
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], format!("bytes 100-199/{BIG}").as_str());
+    assert_eq!(r.headers()["content-length"], "100");
+    assert_eq!(r.bytes().await.expect("body").as_ref(), &big[100..200]);
+    let r = http
+        .get(&grant.url)
+        .header("Range", "bytes=-10")
+        .send()
+        .await
+        .expect("suffix range");
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.expect("body").as_ref(), &big[BIG - 10..]);
+    let r = http
+        .get(&grant.url)
+        .header("Range", format!("bytes={BIG}-"))
+        .send()
+        .await
+        .expect("unsatisfiable range");
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()["content-range"], format!("bytes */{BIG}").as_str());
+    assert_eq!(http_refusal(r).await, (416, "RANGE_NOT_SATISFIABLE".to_owned()));
+    // A transfer dropped after a couple of MiB, then resumed on the same token from where it stopped.
+    let mut received = Vec::new();
+    {
+        let mut r = http.get(&grant.url).send().await.expect("full GET");
+        assert_eq!(r.status(), 200);
+        while received.len() < 2 << 20 {
+            let chunk = r.chunk().await.expect("chunk").expect("more bytes");
+            received.extend_from_slice(&chunk);
+        }
+    } // Dropped: the connection (or HTTP/2 stream) is reset.
+    let r = http
+        .get(&grant.url)
+        .header("Range", format!("bytes={}-", received.len()))
+        .send()
+        .await
+        .expect("resume");
+    assert_eq!(r.status(), 206, "the token still resumes after a partial transfer");
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes {}-{}/{BIG}", received.len(), BIG - 1).as_str()
+    );
+    received.extend_from_slice(&r.bytes().await.expect("rest"));
+    assert_eq!(received.len(), BIG);
+    assert_eq!(sha256(&received), sha256(&big), "resumed download is the file");
+    // Every byte has now been sent once: the token is used up.
+    let r = http.get(&grant.url).send().await.expect("GET after use");
+    assert_eq!(http_refusal(r).await, (410, "TOKEN_USED".to_owned()));
+    let r = http
+        .get(&grant.url)
+        .header("Range", "bytes=0-0")
+        .send()
+        .await
+        .expect("range after use");
+    assert_eq!(http_refusal(r).await, (410, "TOKEN_USED".to_owned()));
+    // Unknown and malformed tokens.
+    let unknown = format!("https://{}/v1/downloads/{}", server.https, "A".repeat(43));
+    assert_eq!(
+        http_refusal(http.get(&unknown).send().await.expect("GET")).await,
+        (404, "TOKEN_INVALID".to_owned())
+    );
+    let malformed = format!("https://{}/v1/downloads/not-a-token", server.https);
+    assert_eq!(
+        http_refusal(http.get(&malformed).send().await.expect("GET")).await,
+        (404, "TOKEN_INVALID".to_owned())
+    );
+
+    // --- A small file in one request uses its token at once.
+    let grant = request_download(&mut client, &w.rika, &main_release, "codebook.json", &mut tokens).await;
+    let r = http.get(&grant.url).send().await.expect("GET codebook");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.expect("body").as_ref(), codebook.as_slice());
+    assert_eq!(
+        http_refusal(http.get(&grant.url).send().await.expect("GET again")).await,
+        (410, "TOKEN_USED".to_owned())
+    );
+
+    // --- The approval's conditions, enforced at download time.
+    assert_refused(
+        client
+            .request_download(authed(
+                pb::RequestDownloadRequest {
+                    release_id: expired_release.clone(),
+                    file: "observations.csv".into(),
+                },
+                &w.rika,
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "APPROVAL_EXPIRED",
+    );
+    let grant = request_download(&mut client, &w.rika, &limited_release, "observations.csv", &mut tokens).await;
+    assert_eq!(http.get(&grant.url).send().await.expect("GET").status(), 200);
+    assert_refused(
+        client
+            .request_download(authed(
+                pb::RequestDownloadRequest {
+                    release_id: limited_release.clone(),
+                    file: "observations.csv".into(),
+                },
+                &w.rika,
+            ))
+            .await,
+        Code::FailedPrecondition,
+        "DOWNLOAD_LIMIT_REACHED",
+    );
+
+    // --- Deletion declared over gRPC.
+    let declared = client
+        .declare_deletion(authed(
+            pb::DeclareDeletionRequest {
+                application_id: w.expired.clone(),
+                statement: "Deleted every copy from the analysis workstation (shred -u) on expiry".into(),
+            },
+            &w.rika,
+        ))
+        .await
+        .expect("declare deletion")
+        .into_inner();
+    assert!(declared.audit_seq > 0);
+    assert_refused(
+        client
+            .declare_deletion(authed(
+                pb::DeclareDeletionRequest {
+                    application_id: w.expired.clone(),
+                    statement: "not mine".into(),
+                },
+                &w.nao,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "NOT_RECIPIENT",
+    );
+
+    // --- Nothing in plaintext: neither HTTP on the HTTPS port nor gRPC without TLS.
+    let plain = plaintext_http(&server.https);
+    assert!(
+        !plain.starts_with(b"HTTP/"),
+        "plaintext HTTP must get no HTTP answer: {:?}",
+        String::from_utf8_lossy(&plain)
+    );
+    let plain_url = format!("http://{}/v1/downloads/{}", server.https, "A".repeat(43));
+    let plain = tokio::time::timeout(Duration::from_secs(10), reqwest::Client::new().get(&plain_url).send()).await;
+    assert!(!matches!(plain, Ok(Ok(ref r)) if r.status().is_success()), "{plain:?}");
+    let plain_grpc = async {
+        let mut c = ReleaseServiceClient::connect(format!("http://{}", server.grpc))
+            .await
+            .map_err(|e| e.to_string())?;
+        c.list_releases(authed(pb::ListReleasesRequest {}, &w.rika))
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let plain_grpc = tokio::time::timeout(Duration::from_secs(10), plain_grpc).await;
+    assert!(
+        !matches!(plain_grpc, Ok(Ok(_))),
+        "a plaintext gRPC client must get nowhere"
+    );
+
+    // --- A short-lived token expires (a second server on the same zone, tokens of 1 s).
+    let log2 = home.path().join("release-serve-ttl.log");
+    let short = Server::start(home, &log2, &["--token-ttl", "1"]);
+    let mut short_client = short.client(home).await;
+    let grant = request_download(&mut short_client, &w.rika, &main_release, "manifest.json", &mut tokens).await;
+    assert!(grant.expires_at <= Utc::now().timestamp() + 2);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        http_refusal(http.get(&grant.url).send().await.expect("GET")).await,
+        (410, "TOKEN_EXPIRED".to_owned())
+    );
+    drop(short);
+
+    // --- The audit ledger: verified, with every transfer, its peer and range, and never a token.
+    check_ledger(home, &w, &main_release, resume_at, &tokens).await;
+    drop(server);
+    for path in [&log, &log2] {
+        let text = std::fs::read_to_string(path).expect("server log");
+        for t in &tokens {
+            assert!(
+                !text.contains(t.as_str()),
+                "a token leaked into the server log {}",
+                path.display()
+            );
+        }
+        for p in [&w.rika, &w.nao] {
+            assert!(!text.contains(&p.session), "a session leaked into the server log");
+        }
+    }
+}
+
+/// Sends a plaintext HTTP request to `addr` and returns whatever comes back within a few seconds.
+fn plaintext_http(addr: &str) -> Vec<u8> {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let _ = s.write_all(format!("GET /v1/downloads/{} HTTP/1.1\r\nHost: {addr}\r\n\r\n", "A".repeat(43)).as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+async fn check_ledger(home: &Home, w: &World, main_release: &str, resume_at: usize, tokens: &[String]) {
+    let verified = people::run_json(
+        home.path(),
+        &["audit", "verify"],
+        &session_env(&[], &w.committee.op),
+        None,
+    );
+    assert!(verified["first_bad"].is_null(), "{verified}");
+    let policy = tokumei_policy::Policy::open(
+        &tokumei_policy::default_url(home.path()),
+        &tokumei_policy::service_key::default_key_path(home.path()),
+        tokumei_policy::PolicyConfig::default(),
+    )
+    .await
+    .expect("open the policy service");
+    let entries = policy
+        .audit_ledger()
+        .entries_by_seq(1, i64::MAX)
+        .await
+        .expect("ledger entries");
+    for e in &entries {
+        let text = format!(
+            "{} {} {} {} {:?} {:?} {}",
+            e.actor, e.action, e.resource, e.outcome, e.reason, e.source, e.details
+        );
+        for t in tokens {
+            assert!(!text.contains(t.as_str()), "a token in audit entry {}", e.seq);
+        }
+    }
+    let resource = format!("release {main_release}");
+    let transfers: Vec<(&str, serde_json::Value, &str, Option<&str>)> = entries
+        .iter()
+        .filter(|e| e.action == "download.transfer" && e.resource == resource)
+        .map(|e| {
+            (
+                e.outcome.as_str(),
+                e.details_value().expect("details"),
+                e.source.as_deref().unwrap_or_default(),
+                e.reason.as_deref(),
+            )
+        })
+        .collect();
+    assert!(
+        transfers
+            .iter()
+            .all(|(_, d, src, _)| src.starts_with("https:127.0.0.1:") && d["user"] == "rika"),
+        "every transfer carries the peer address and the user: {transfers:?}"
+    );
+    let has = |outcome: &str, range: &str, file: &str| {
+        transfers
+            .iter()
+            .any(|(o, d, _, _)| *o == outcome && d["range"] == range && d["file"] == file)
+    };
+    assert!(has("ok", "100-199", "observations.csv"), "{transfers:?}");
+    assert!(
+        has("ok", &format!("{resume_at}-{}", BIG - 1), "observations.csv"),
+        "the CLI's resumption: {transfers:?}"
+    );
+    assert!(has("ok", &format!("0-{}", BIG - 1), "observations.csv"));
+    let ok_bytes = transfers
+        .iter()
+        .find(|(o, d, _, _)| *o == "ok" && d["range"] == "100-199")
+        .map(|(_, d, _, _)| d["bytes"].clone());
+    assert_eq!(ok_bytes, Some(serde_json::json!(100)));
+    for reason in ["TOKEN_USED", "TOKEN_EXPIRED", "RANGE_NOT_SATISFIABLE"] {
+        assert!(
+            transfers
+                .iter()
+                .any(|(o, _, _, r)| *o == "denied" && *r == Some(reason)),
+            "{reason} audited: {transfers:?}"
+        );
+    }
+    let admissions: Vec<_> = entries.iter().filter(|e| e.action == "download_release").collect();
+    assert!(
+        admissions.iter().any(|e| e.outcome == "ok"
+            && e.actor == "rika"
+            && e.source.as_deref().is_some_and(|s| s.starts_with("grpc:127.0.0.1:"))),
+        "admitted downloads are audited with the gRPC peer"
+    );
+    for reason in ["APPROVAL_EXPIRED", "DOWNLOAD_LIMIT_REACHED", "NOT_RECIPIENT"] {
+        assert!(
+            admissions
+                .iter()
+                .any(|e| e.outcome == "denied" && e.reason.as_deref() == Some(reason)),
+            "{reason} audited"
+        );
+    }
+    let provision = entries
+        .iter()
+        .filter(|e| e.action == "provision" && e.outcome == "ok")
+        .map(|e| e.details_value().expect("details"))
+        .find(|d| d["description"] == format!("release {main_release} file observations.csv"))
+        .expect("provisions recorded for the register");
+    assert_eq!(provision["rows"], 123_456, "rows from the copy's manifest");
+    let declaration = entries
+        .iter()
+        .find(|e| e.action == "deletion.declare")
+        .expect("deletion declared");
+    assert_eq!(
+        (
+            declaration.actor.as_str(),
+            declaration.resource.as_str(),
+            declaration.outcome.as_str()
+        ),
+        ("rika", format!("application {}", w.expired).as_str(), "ok")
+    );
+    assert!(declaration.source.as_deref().is_some_and(|s| s.starts_with("grpc:")));
+}
