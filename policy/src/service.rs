@@ -822,9 +822,14 @@ impl Policy {
         origin: Origin<'_>,
     ) -> Result<AuditEntry> {
         self.audit(
-            AuditEvent::new(&actor.username, "release.build", format!("application {id}"), audit_ledger::Outcome::Ok)
-                .details(details)
-                .source(origin.0),
+            AuditEvent::new(
+                &actor.username,
+                "release.build",
+                format!("application {id}"),
+                audit_ledger::Outcome::Ok,
+            )
+            .details(details)
+            .source(origin.0),
         )
         .await
     }
@@ -840,17 +845,27 @@ impl Policy {
         origin: Origin<'_>,
     ) -> Result<AuditEntry> {
         let app = self.committee.get(id).await?;
-        self.check(actor, Action::DeclareDeletion, &Resource::Application(app.facts()), origin)
-            .await?;
+        self.check(
+            actor,
+            Action::DeclareDeletion,
+            &Resource::Application(app.facts()),
+            origin,
+        )
+        .await?;
         if statement.trim().is_empty() {
             return Err(PolicyError::Invalid(
                 "a deletion declaration needs a statement (what was deleted, where, how)".into(),
             ));
         }
         self.audit(
-            AuditEvent::new(&actor.username, "deletion.declare", format!("application {id}"), audit_ledger::Outcome::Ok)
-                .details(json!({"statement": statement, "expires_on": app.conditions.as_ref().map(|c| c.expires_on)}))
-                .source(origin.0),
+            AuditEvent::new(
+                &actor.username,
+                "deletion.declare",
+                format!("application {id}"),
+                audit_ledger::Outcome::Ok,
+            )
+            .details(json!({"statement": statement, "expires_on": app.conditions.as_ref().map(|c| c.expires_on)}))
+            .source(origin.0),
         )
         .await
     }
@@ -867,9 +882,14 @@ impl Policy {
         self.check(actor, Action::TraceLeak, &Resource::Application(app.facts()), origin)
             .await?;
         self.audit(
-            AuditEvent::new(&actor.username, "trace.leak", format!("application {id}"), audit_ledger::Outcome::Ok)
-                .details(details)
-                .source(origin.0),
+            AuditEvent::new(
+                &actor.username,
+                "trace.leak",
+                format!("application {id}"),
+                audit_ledger::Outcome::Ok,
+            )
+            .details(details)
+            .source(origin.0),
         )
         .await
     }

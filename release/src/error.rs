@@ -25,10 +25,10 @@ pub enum ReleaseError {
     BadInput(String),
     /// The anonymisation engine failed.
     #[error(transparent)]
-    Deid(#[from] tokumei_deid::Error),
+    Deid(Box<tokumei_deid::Error>),
     /// The core store failed.
     #[error(transparent)]
-    Store(#[from] tokumei_store::StoreError),
+    Store(Box<tokumei_store::StoreError>),
     /// The key service failed.
     #[error("key service: {0}")]
     Keys(String),
@@ -37,7 +37,7 @@ pub enum ReleaseError {
     Sealed(String),
     /// DataFusion failed.
     #[error(transparent)]
-    DataFusion(#[from] deltalake::datafusion::error::DataFusionError),
+    DataFusion(Box<deltalake::datafusion::error::DataFusionError>),
     /// Arrow or Parquet failed.
     #[error("arrow/parquet: {0}")]
     Arrow(String),
@@ -79,6 +79,24 @@ impl ReleaseError {
             context: context.into(),
             source,
         }
+    }
+}
+
+impl From<tokumei_deid::Error> for ReleaseError {
+    fn from(e: tokumei_deid::Error) -> Self {
+        ReleaseError::Deid(Box::new(e))
+    }
+}
+
+impl From<tokumei_store::StoreError> for ReleaseError {
+    fn from(e: tokumei_store::StoreError) -> Self {
+        ReleaseError::Store(Box::new(e))
+    }
+}
+
+impl From<deltalake::datafusion::error::DataFusionError> for ReleaseError {
+    fn from(e: deltalake::datafusion::error::DataFusionError) -> Self {
+        ReleaseError::DataFusion(Box::new(e))
     }
 }
 

@@ -166,7 +166,9 @@ pub fn verify_dir(dir: &Path, trusted: Option<&ServicePublicKey>) -> Result<Veri
     }
     let signature = hex::decode(&sig.signature).map_err(|_| ReleaseError::Integrity("signature is not hex".into()))?;
     if !public.verify(SignaturePurpose::Release, &bytes, &signature) {
-        return Err(ReleaseError::Integrity("the manifest's signature does not verify".into()));
+        return Err(ReleaseError::Integrity(
+            "the manifest's signature does not verify".into(),
+        ));
     }
     let manifest: Manifest = serde_json::from_slice(&bytes)?;
     for f in &manifest.files {

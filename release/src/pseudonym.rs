@@ -35,7 +35,8 @@ impl PseudonymKey {
 
     fn from_bytes(key: &[u8; 32]) -> PseudonymKey {
         PseudonymKey {
-            mac: <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length")),
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes any key length")),
         }
     }
 
@@ -77,7 +78,11 @@ impl PseudonymKey {
 }
 
 fn project_key_path(core_home: &Path, application: &str) -> Result<PathBuf> {
-    if application.is_empty() || !application.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if application.is_empty()
+        || !application
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(ReleaseError::NotReleasable(format!("application id {application:?}")));
     }
     Ok(core_home

@@ -17,7 +17,8 @@ use crate::error::{ReleaseError, Result};
 /// Seals `plain` into `dest` atomically (temporary file, fsync, rename): a crash leaves either no file or the
 /// whole file, never a truncated one that would fail authentication at download time.
 pub fn write(cipher: &Aes256Gcm, plain: &[u8], dest: &Path) -> Result<()> {
-    let sealed = sealed_object::seal(cipher, Header::fresh(0), plain).map_err(|e| ReleaseError::Sealed(e.to_string()))?;
+    let sealed =
+        sealed_object::seal(cipher, Header::fresh(0), plain).map_err(|e| ReleaseError::Sealed(e.to_string()))?;
     let tmp = tmp_path(dest);
     let mut f = File::create(&tmp).map_err(|e| ReleaseError::io(format!("creating {}", tmp.display()), e))?;
     f.write_all(&sealed)
@@ -44,7 +45,9 @@ pub struct SealedFile {
 
 impl std::fmt::Debug for SealedFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SealedFile").field("plain_len", &self.plain_len).finish_non_exhaustive()
+        f.debug_struct("SealedFile")
+            .field("plain_len", &self.plain_len)
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,7 +84,8 @@ impl SealedFile {
         if range.start >= end {
             return Ok(Vec::new());
         }
-        let total_chunks = sealed_object::chunk_count(self.sealed_len).map_err(|e| ReleaseError::Sealed(e.to_string()))?;
+        let total_chunks =
+            sealed_object::chunk_count(self.sealed_len).map_err(|e| ReleaseError::Sealed(e.to_string()))?;
         let chunks = range.start / CHUNK..end.div_ceil(CHUNK);
         let stored = sealed_object::sealed_range(chunks.clone(), self.sealed_len);
         let mut buf = vec![0u8; (stored.end - stored.start) as usize];
@@ -123,9 +127,19 @@ mod tests {
         write(&cipher, &plain, &path).unwrap();
         let mut f = SealedFile::open(&path, cipher.clone()).unwrap();
         assert_eq!(f.plain_len(), plain.len() as u64);
-        for (a, b) in [(0, 10), (65_530, 65_550), (131_071, 200_000), (199_999, 250_000), (5, 5)] {
+        for (a, b) in [
+            (0, 10),
+            (65_530, 65_550),
+            (131_071, 200_000),
+            (199_999, 250_000),
+            (5, 5),
+        ] {
             let got = f.read_range(a..b).unwrap();
-            assert_eq!(got, plain[a as usize..(b as usize).min(plain.len())].to_vec(), "range {a}..{b}");
+            assert_eq!(
+                got,
+                plain[a as usize..(b as usize).min(plain.len())].to_vec(),
+                "range {a}..{b}"
+            );
         }
         assert_eq!(f.read_all().unwrap(), plain);
         let other = sealed_object::cipher(&[8u8; 32]);

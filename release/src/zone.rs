@@ -192,7 +192,10 @@ impl ReleaseZone {
 
     /// Where one file of a recipient's copy is sealed.
     pub fn copy_path(&self, release: &str, recipient: &str, name: &str) -> Result<PathBuf> {
-        if name.is_empty() || name.starts_with('.') || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        if name.is_empty()
+            || name.starts_with('.')
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
             return Err(ReleaseError::NotFound(format!("file {name:?}")));
         }
         Ok(self.copy_dir(release, recipient)?.join(format!("{name}.sealed")))

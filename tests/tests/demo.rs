@@ -83,9 +83,33 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     assert!(st["small_cell_prefecture_by_sex"]["cells"].as_u64().unwrap() > 3);
     assert_eq!(st["project"], c["application"]);
 
-    // Chapter 5: registers, the report and the audit ledger, with tampering caught.
+    // Chapters 5 and 6: a release built for two recipients, verified, a leaked subset traced to its recipient.
+    let rel = &r["release"];
+    assert!(
+        rel["unnamed_recipient_refused"]
+            .as_str()
+            .unwrap()
+            .contains("RECIPIENT_NOT_APPROVED")
+    );
+    let build = &rel["build"];
+    assert_eq!(build["recipients"], serde_json::json!(["sato", "yui"]));
+    assert!(
+        build["protection"][0]["min_class_size"].as_u64().unwrap() >= 5,
+        "{build}"
+    );
+    assert!(
+        build["protection"][1]["marked_cell_fraction"].as_f64().unwrap() <= 0.01,
+        "{build}"
+    );
+    assert_eq!(rel["verified_files"], 5);
+    assert_eq!(rel["trace"]["verdict"]["accused"], serde_json::json!(["yui"]), "{rel}");
+    assert_eq!(rel["trace_other"]["verdict"]["accused"], serde_json::json!(["sato"]));
+    assert!(rel["leaker_refused"].as_str().unwrap().contains("BANNED"));
+    assert!(rel["deletion_declared_seq"].as_i64().unwrap() > 0);
+
+    // Chapter 7: registers, the report and the audit ledger, with tampering caught.
     let t = &r["transparency"];
-    assert_eq!(t["decisions"].as_array().unwrap().len(), 1);
+    assert_eq!(t["decisions"].as_array().unwrap().len(), 2);
     assert_eq!(t["provisions"], 3);
     assert!(t["audit_entries"].as_u64().unwrap() > 40);
     assert!(t["tampered_copy"].as_str().unwrap().starts_with("detected at entry"));

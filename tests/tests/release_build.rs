@@ -13,8 +13,8 @@ use std::process::Command;
 use chrono::Utc;
 use common::people::{self, FileApproval, Person, approved_file_application, run_json, session_env};
 use common::{HOSPITAL_A, Home, tokumei_bin};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use tokumei_ingest::synth::Synth;
 use tokumei_proto::ingest::v1::{PatientRequest, RecordBatch};
 
@@ -39,7 +39,11 @@ fn refused(home: &Home, args: &[&str], env: &[(&str, &str)]) -> String {
         .args(args)
         .output()
         .expect("run tokumei");
-    assert!(!out.status.success(), "tokumei {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "tokumei {args:?} should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -50,7 +54,10 @@ async fn push_cohort(home: &Home) {
     let mut records = synth.records(HOSPITAL_A, 0, PATIENTS);
     // The patient who opts out carries a lab value no one else has.
     let mut planted = synth.records(HOSPITAL_A, 90_000, 1).remove(0);
-    let obs = planted.observations.first_mut().expect("synthetic patients have lab results");
+    let obs = planted
+        .observations
+        .first_mut()
+        .expect("synthetic patients have lab results");
     obs.value = PLANTED_VALUE;
     records.push(planted.clone());
     let batches: Vec<RecordBatch> = records
@@ -81,13 +88,20 @@ async fn push_cohort(home: &Home) {
 /// A recipient's copy, decrypted from the release zone as the download service would serve it.
 async fn copy_of(home: &Home, release: &str, recipient: &str, dir: &Path) -> PathBuf {
     let cfg = tokumei_ingest::config::Config::load(Some(&home.path().join("tokumei.toml"))).expect("config");
-    let keys = tokumei_ingest::server::open_key_service(&cfg, home.path()).await.expect("keys");
+    let keys = tokumei_ingest::server::open_key_service(&cfg, home.path())
+        .await
+        .expect("keys");
     let zone = tokumei_release::zone::ReleaseZone::new(home.path(), keys);
     let record = zone.record(release).expect("record");
     let out = dir.join(format!("{release}-{recipient}"));
     std::fs::create_dir_all(&out).unwrap();
     for f in &record.copies[recipient] {
-        let bytes = zone.open_copy_file(&record, recipient, &f.name).await.unwrap().read_all().unwrap();
+        let bytes = zone
+            .open_copy_file(&record, recipient, &f.name)
+            .await
+            .unwrap()
+            .read_all()
+            .unwrap();
         std::fs::write(out.join(&f.name), bytes).unwrap();
     }
     out
@@ -96,7 +110,10 @@ async fn copy_of(home: &Home, release: &str, recipient: &str, dir: &Path) -> Pat
 fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let mut r = csv::Reader::from_path(path).unwrap();
     let header = r.headers().unwrap().iter().map(String::from).collect();
-    let rows = r.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
+    let rows = r
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
     (header, rows)
 }
 
@@ -110,16 +127,27 @@ fn write_csv(path: &Path, header: &[String], rows: &[Vec<String>]) {
 }
 
 fn column(header: &[String], name: &str) -> usize {
-    header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+    header
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
 }
 
 /// Independent recount: distinct patients per (birth_date, sex, prefecture) class.
 fn min_class(patients: &Path) -> usize {
     let (h, rows) = read_csv(patients);
-    let (p, b, s, f) = (column(&h, "patient_pseudonym"), column(&h, "birth_date"), column(&h, "sex"), column(&h, "prefecture"));
+    let (p, b, s, f) = (
+        column(&h, "patient_pseudonym"),
+        column(&h, "birth_date"),
+        column(&h, "sex"),
+        column(&h, "prefecture"),
+    );
     let mut classes: BTreeMap<(String, String, String), BTreeSet<String>> = BTreeMap::new();
     for r in &rows {
-        classes.entry((r[b].clone(), r[s].clone(), r[f].clone())).or_default().insert(r[p].clone());
+        classes
+            .entry((r[b].clone(), r[s].clone(), r[f].clone()))
+            .or_default()
+            .insert(r[p].clone());
     }
     classes.values().map(BTreeSet::len).min().unwrap_or(0)
 }
@@ -127,7 +155,15 @@ fn min_class(patients: &Path) -> usize {
 fn trace(home: &Home, op: &Person, release: &str, file: &Path) -> serde_json::Value {
     run_json(
         home.path(),
-        &["trace", "--release", release, "--file", file.to_str().unwrap(), "--config", &config(home)],
+        &[
+            "trace",
+            "--release",
+            release,
+            "--file",
+            file.to_str().unwrap(),
+            "--config",
+            &config(home),
+        ],
         &session_env(&[], op),
         None,
     )
@@ -141,7 +177,11 @@ async fn ledger(home: &Home) -> Vec<tokumei_policy::audit_ledger::AuditEntry> {
     )
     .await
     .expect("policy");
-    policy.audit_ledger().entries_by_seq(1, i64::MAX).await.expect("entries")
+    policy
+        .audit_ledger()
+        .entries_by_seq(1, i64::MAX)
+        .await
+        .expect("entries")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +219,11 @@ async fn release_build_verify_and_trace_end_to_end() {
     let build = |app, extra| build_args(app, &config_path, extra);
 
     // Refusals, each with its condition's code, before any data is read.
-    let err = refused(&home, &build(&app, &["--table", "observations=jlac10,value,text_value"]), &op_env);
+    let err = refused(
+        &home,
+        &build(&app, &["--table", "observations=jlac10,value,text_value"]),
+        &op_env,
+    );
     assert!(err.contains("COLUMN_NOT_APPROVED"), "{err}");
     let err = refused(&home, &build(&app, &["--recipient", "kai"]), &op_env);
     assert!(err.contains("RECIPIENT_NOT_APPROVED"), "{err}");
@@ -189,12 +233,23 @@ async fn release_build_verify_and_trace_end_to_end() {
     let err = refused(&home, &build(&expired, &[]), &op_env);
     assert!(err.contains("APPROVAL_EXPIRED"), "{err}");
     let revoked = approve(today + chrono::Duration::days(90), TABLES);
-    run_json(home.path(), &["committee", "revoke", &revoked, "--reason", "test"], &session_env(db, &committee.chair), None);
+    run_json(
+        home.path(),
+        &["committee", "revoke", &revoked, "--reason", "test"],
+        &session_env(db, &committee.chair),
+        None,
+    );
     let err = refused(&home, &build(&revoked, &[]), &op_env);
     assert!(err.contains("APPROVAL_REVOKED"), "{err}");
-    let provenance = approve(today + chrono::Duration::days(90), &[("observations", &["linkage_key", "value", "source_hospital"])]);
+    let provenance = approve(
+        today + chrono::Duration::days(90),
+        &[("observations", &["linkage_key", "value", "source_hospital"])],
+    );
     let err = refused(&home, &build(&provenance, &[]), &op_env);
-    assert!(err.contains("NOT_RELEASABLE") && err.contains("source_hospital"), "{err}");
+    assert!(
+        err.contains("NOT_RELEASABLE") && err.contains("source_hospital"),
+        "{err}"
+    );
 
     // The release.
     let built = run_json(home.path(), &build(&app, &[]), &op_env, None);
@@ -206,7 +261,12 @@ async fn release_build_verify_and_trace_end_to_end() {
     let yui_copy = copy_of(&home, &release, "yui", dir.path()).await;
 
     // Verification against the platform key; a changed byte is caught.
-    let v = run_json(home.path(), &["release", "verify", rika_copy.to_str().unwrap()], &[], None);
+    let v = run_json(
+        home.path(),
+        &["release", "verify", rika_copy.to_str().unwrap()],
+        &[],
+        None,
+    );
     assert_eq!(v["trusted_key"], true, "{v}");
     assert_eq!(v["manifest"]["recipient"], "rika");
     let tampered = dir.path().join("tampered");
@@ -229,7 +289,10 @@ async fn release_build_verify_and_trace_end_to_end() {
     for copy in [&rika_copy, &yui_copy] {
         let (h, rows) = read_csv(&copy.join("observations.csv"));
         let v = column(&h, "value");
-        assert!(rows.iter().all(|r| r[v].parse::<f64>().map_or(true, |x| (x - PLANTED_VALUE).abs() > 0.011)));
+        assert!(
+            rows.iter()
+                .all(|r| r[v].parse::<f64>().map_or(true, |x| (x - PLANTED_VALUE).abs() > 0.011))
+        );
         assert!(!h.contains(&"linkage_key".to_owned()) && !h.contains(&"source_hospital".to_owned()));
     }
     // The copies differ only in marked cells of `value`, by one unit of the last decimal, on ≤ 1 % of cells.
@@ -249,7 +312,10 @@ async fn release_build_verify_and_trace_end_to_end() {
         }
     }
     assert!(differing > 0, "the copies carry different fingerprints");
-    assert!((differing as f64) <= 0.01 * (a.len() * h.len()) as f64, "{differing} cells differ");
+    assert!(
+        (differing as f64) <= 0.01 * (a.len() * h.len()) as f64,
+        "{differing} cells differ"
+    );
 
     // A second release of the same approval: its pseudonyms join with none of the first's.
     let second = run_json(home.path(), &build(&app, &["--recipient", "rika"]), &op_env, None);
@@ -269,9 +335,18 @@ async fn release_build_verify_and_trace_end_to_end() {
     let mut rows = rows;
     rows.shuffle(&mut rng);
     rows.truncate(rows.len() / 10);
-    let keep: Vec<usize> = [column(&h, "value"), column(&h, "unit"), column(&h, "date"), column(&h, "jlac10")].to_vec();
+    let keep: Vec<usize> = [
+        column(&h, "value"),
+        column(&h, "unit"),
+        column(&h, "date"),
+        column(&h, "jlac10"),
+    ]
+    .to_vec();
     let leaked_header: Vec<String> = keep.iter().map(|&i| h[i].clone()).collect();
-    let leaked_rows: Vec<Vec<String>> = rows.iter().map(|r| keep.iter().map(|&i| r[i].clone()).collect()).collect();
+    let leaked_rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| keep.iter().map(|&i| r[i].clone()).collect())
+        .collect();
     let leaked = dir.path().join("leaked.csv");
     write_csv(&leaked, &leaked_header, &leaked_rows);
     let t = trace(&home, op, &release, &leaked);
@@ -285,7 +360,15 @@ async fn release_build_verify_and_trace_end_to_end() {
     // A file without marked columns cannot be traced, and says so.
     let err = refused(
         &home,
-        &["trace", "--release", &release, "--file", rika_copy.join("patients.csv").to_str().unwrap(), "--config", &config(&home)],
+        &[
+            "trace",
+            "--release",
+            &release,
+            "--file",
+            rika_copy.join("patients.csv").to_str().unwrap(),
+            "--config",
+            &config(&home),
+        ],
         &op_env,
     );
     assert!(err.contains("BAD_INPUT") && err.contains("marked columns"), "{err}");
@@ -293,7 +376,18 @@ async fn release_build_verify_and_trace_end_to_end() {
     // A banned recipient stops further builds.
     run_json(
         home.path(),
-        &["committee", "violation", "--person", "yui", "--kind", "leak", "--description", "traced", "--application", &app],
+        &[
+            "committee",
+            "violation",
+            "--person",
+            "yui",
+            "--kind",
+            "leak",
+            "--description",
+            "traced",
+            "--application",
+            &app,
+        ],
         &session_env(db, &committee.chair),
         None,
     );
@@ -302,7 +396,14 @@ async fn release_build_verify_and_trace_end_to_end() {
     // Deletion declared by the researcher.
     run_json(
         home.path(),
-        &["release", "declare-deleted", "--application", &app, "--statement", "all copies deleted"],
+        &[
+            "release",
+            "declare-deleted",
+            "--application",
+            &app,
+            "--statement",
+            "all copies deleted",
+        ],
         &session_env(db, &rika),
         None,
     );
@@ -311,11 +412,22 @@ async fn release_build_verify_and_trace_end_to_end() {
     let count = |action: &str, outcome: &str, reason: Option<&str>| {
         entries
             .iter()
-            .filter(|e| e.action == action && e.outcome == outcome && reason.is_none_or(|r| e.reason.as_deref() == Some(r)))
+            .filter(|e| {
+                e.action == action && e.outcome == outcome && reason.is_none_or(|r| e.reason.as_deref() == Some(r))
+            })
             .count()
     };
-    for code in ["COLUMN_NOT_APPROVED", "RECIPIENT_NOT_APPROVED", "APPROVAL_EXPIRED", "APPROVAL_REVOKED", "BANNED"] {
-        assert!(count("build_release", "denied", Some(code)) >= 1, "no audited refusal {code}");
+    for code in [
+        "COLUMN_NOT_APPROVED",
+        "RECIPIENT_NOT_APPROVED",
+        "APPROVAL_EXPIRED",
+        "APPROVAL_REVOKED",
+        "BANNED",
+    ] {
+        assert!(
+            count("build_release", "denied", Some(code)) >= 1,
+            "no audited refusal {code}"
+        );
     }
     assert_eq!(count("release.build", "ok", None), 2);
     assert_eq!(count("release.build", "failed", Some("NOT_RELEASABLE")), 1);

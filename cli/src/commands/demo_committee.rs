@@ -104,7 +104,14 @@ async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(
     Ok((actor, shown))
 }
 
-pub(super) async fn person(policy: &Policy, op: &Actor, username: &str, name: &str, org: &str, roles: &[Role]) -> Result<Actor> {
+pub(super) async fn person(
+    policy: &Policy,
+    op: &Actor,
+    username: &str,
+    name: &str,
+    org: &str,
+    roles: &[Role],
+) -> Result<Actor> {
     if policy
         .users(op, DEMO)
         .await

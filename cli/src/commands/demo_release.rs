@@ -15,13 +15,13 @@ use anyhow::{Context, Result};
 use chrono::{Duration, Utc};
 use rand::seq::SliceRandom;
 use serde::Serialize;
+use tokumei_ingest::keyservice::SharedKeyService;
 use tokumei_policy::committee::{ApprovalConditions, BanSubject, Channel, PrivacyModel, TableRequest, japan_date};
 use tokumei_policy::{Role, ServiceKey};
 use tokumei_release::builder::{self, BuildContext, BuildOutcome, BuildRequest};
 use tokumei_release::manifest;
 use tokumei_release::trace::{self, DEFAULT_FALSE_ACCUSATION_BOUND, TraceReport};
 use tokumei_release::zone::ReleaseZone;
-use tokumei_ingest::keyservice::SharedKeyService;
 use tokumei_store::Store;
 
 use super::demo_committee::{Committee, DEMO, form, person};
@@ -61,7 +61,15 @@ pub async fn chapter(
 ) -> Result<ReleaseChapter> {
     let policy = &cast.policy;
     let mut out = ReleaseChapter::default();
-    let yui = person(policy, &cast.operator, "yui", "Yui Nakamura", "univ-a", &[Role::Researcher]).await?;
+    let yui = person(
+        policy,
+        &cast.operator,
+        "yui",
+        "Yui Nakamura",
+        "univ-a",
+        &[Role::Researcher],
+    )
+    .await?;
 
     // The application and its approval with a privacy model.
     let mut f = form(Channel::File);
@@ -70,20 +78,37 @@ pub async fn chapter(
     f.tables = vec![
         TableRequest {
             table: "patients".into(),
-            columns: ["linkage_key", "birth_date", "sex", "prefecture"].map(String::from).to_vec(),
+            columns: ["linkage_key", "birth_date", "sex", "prefecture"]
+                .map(String::from)
+                .to_vec(),
         },
         TableRequest {
             table: "observations".into(),
-            columns: ["linkage_key", "jlac10", "date", "value", "unit"].map(String::from).to_vec(),
+            columns: ["linkage_key", "jlac10", "date", "value", "unit"]
+                .map(String::from)
+                .to_vec(),
         },
     ];
     f.requested_epsilon = None;
     let app = ok(policy.file_application(&cast.researcher, f.clone(), None, DEMO).await)?;
     out.application = app.id.clone();
-    let reviewers: Vec<String> = cast.members.iter().map(|m| m.username.clone()).chain([cast.chair.username.clone()]).collect();
+    let reviewers: Vec<String> = cast
+        .members
+        .iter()
+        .map(|m| m.username.clone())
+        .chain([cast.chair.username.clone()])
+        .collect();
     ok(policy.assign(&cast.chair, &app.id, &reviewers, DEMO).await)?;
     for m in cast.members.iter().chain([&cast.chair]) {
-        ok(policy.vote(m, &app.id, true, "Proportionate: k=5 on demographics, month dates", DEMO).await)?;
+        ok(policy
+            .vote(
+                m,
+                &app.id,
+                true,
+                "Proportionate: k=5 on demographics, month dates",
+                DEMO,
+            )
+            .await)?;
     }
     let today = japan_date(Utc::now());
     let conditions = ApprovalConditions {
@@ -130,11 +155,15 @@ pub async fn chapter(
         },
         &|_| {},
     )
-    .await {
+    .await
+    {
         Ok(_) => anyhow::bail!("a release was built for someone the approval does not name"),
         Err(e) => format!("[{}] {e}", e.reason()),
     };
-    say(&format!("   a build for kai (not named): {}", out.unnamed_recipient_refused));
+    say(&format!(
+        "   a build for kai (not named): {}",
+        out.unnamed_recipient_refused
+    ));
 
     let built = builder::build(&cx, &app.id, &BuildRequest::default(), &|_| {})
         .await
@@ -144,20 +173,32 @@ pub async fn chapter(
         built.release, built.patients, built.suppressed_patients
     ));
     for p in &built.protection {
-        let generalised = p.generalisation.iter().map(|(q, l)| format!("{q} level {l}")).collect::<Vec<_>>().join(", ");
+        let generalised = p
+            .generalisation
+            .iter()
+            .map(|(q, l)| format!("{q} level {l}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         say(&format!(
             "     {:<12} {:>6} rows{}{}",
             p.table,
             p.rows,
             if p.classes > 0 {
-                format!(", {} classes, smallest {} patients (verifier recount), {generalised}", p.classes, p.min_class_size)
+                format!(
+                    ", {} classes, smallest {} patients (verifier recount), {generalised}",
+                    p.classes, p.min_class_size
+                )
             } else {
                 String::new()
             },
             if p.marked_columns.is_empty() {
                 String::new()
             } else {
-                format!(", fingerprint marks in {}: {:.2} % of cells", p.marked_columns.join(","), p.marked_cell_fraction * 100.0)
+                format!(
+                    ", fingerprint marks in {}: {:.2} % of cells",
+                    p.marked_columns.join(","),
+                    p.marked_cell_fraction * 100.0
+                )
             }
         ));
     }
@@ -187,7 +228,8 @@ pub async fn chapter(
 
     say("\ntokumei demo — chapter 6: a leaked copy traced to its recipient");
     let leaked = home.join("demo-downloads").join("found-online.csv");
-    leak_subset(&yui_dir.join("observations.csv"), &leaked, 0.10)?;
+    // A tenth of the copy, or enough rows to carry marks when the demo runs with few patients.
+    let share = leak_subset(&yui_dir.join("observations.csv"), &leaked, 0.10, 4_000)?;
     let table = trace::read_leaked(&leaked).map_err(super::release::release_reason)?;
     let report = trace::trace(&zone, &record, &table, None, DEFAULT_FALSE_ACCUSATION_BOUND)
         .await
@@ -201,8 +243,9 @@ pub async fn chapter(
         )
         .await)?;
     say(&format!(
-        "   a file found online: {} rows of observations, shuffled, pseudonym column removed (10 % of yui's copy)",
-        report.rows
+        "   a file found online: {} rows of observations, shuffled, pseudonym column removed ({:.0} % of yui's copy)",
+        report.rows,
+        share * 100.0
     ));
     for c in &report.verdict.candidates {
         say(&format!(
@@ -210,15 +253,26 @@ pub async fn chapter(
             c.recipient,
             c.score,
             c.p_innocent,
-            if report.verdict.accused.contains(&c.recipient) { "   ← accused" } else { "" }
+            if report.verdict.accused.contains(&c.recipient) {
+                "   ← accused"
+            } else {
+                ""
+            }
         ));
     }
-    say(&format!("   {} (audit entry {})", report.verdict.explanation, entry.seq));
-    let sato_full = trace::read_leaked(&sato_dir.join("observations.parquet")).map_err(super::release::release_reason)?;
+    say(&format!(
+        "   {} (audit entry {})",
+        report.verdict.explanation, entry.seq
+    ));
+    let sato_full =
+        trace::read_leaked(&sato_dir.join("observations.parquet")).map_err(super::release::release_reason)?;
     let other = trace::trace(&zone, &record, &sato_full, None, DEFAULT_FALSE_ACCUSATION_BOUND)
         .await
         .map_err(super::release::release_reason)?;
-    say(&format!("   sato's own Parquet copy, traced the same way: accused {:?}", other.verdict.accused));
+    say(&format!(
+        "   sato's own Parquet copy, traced the same way: accused {:?}",
+        other.verdict.accused
+    ));
     out.trace = Some(report.clone());
     out.trace_other = Some(other);
     if report.verdict.accused != ["yui".to_owned()] {
@@ -237,39 +291,60 @@ pub async fn chapter(
         )
         .await)?;
     out.leaker_refused = match policy
-        .admit_use(&yui, &app.id, tokumei_policy::committee::UseKind::Download, &record.tables, DEMO)
+        .admit_use(
+            &yui,
+            &app.id,
+            tokumei_policy::committee::UseKind::Download,
+            &record.tables,
+            DEMO,
+        )
         .await
     {
         Ok(_) => anyhow::bail!("a banned leaker could still download"),
         Err(e) => format!("[{}] {e}", e.reason()),
     };
-    say(&format!("   chika records the violation; yui asks to download again: {}", out.leaker_refused));
+    say(&format!(
+        "   chika records the violation; yui asks to download again: {}",
+        out.leaker_refused
+    ));
     let declared = ok(policy
-        .declare_deletion(&cast.researcher, &app.id, "analysis finished; all copies shredded on the analysis server", DEMO)
+        .declare_deletion(
+            &cast.researcher,
+            &app.id,
+            "analysis finished; all copies shredded on the analysis server",
+            DEMO,
+        )
         .await)?;
     out.deletion_declared_seq = declared.seq;
-    say(&format!("   sato declares deletion of the data (audit entry {})", declared.seq));
+    say(&format!(
+        "   sato declares deletion of the data (audit entry {})",
+        declared.seq
+    ));
     Ok(out)
 }
 
-/// What a careless or malicious recipient might post: a random share of the rows, shuffled, without the
-/// pseudonym column.
-fn leak_subset(src: &Path, dest: &Path, share: f64) -> Result<()> {
+/// What a careless or malicious recipient might post: a random share of the rows (at least `min_rows`),
+/// shuffled, without the pseudonym column. Returns the share kept.
+fn leak_subset(src: &Path, dest: &Path, share: f64, min_rows: usize) -> Result<f64> {
     let mut r = csv::Reader::from_path(src).with_context(|| format!("reading {}", src.display()))?;
     let header: Vec<String> = r.headers()?.iter().map(String::from).collect();
-    let keep: Vec<usize> = (0..header.len()).filter(|&i| header[i] != tokumei_release::catalogue::PSEUDONYM).collect();
+    let keep: Vec<usize> = (0..header.len())
+        .filter(|&i| header[i] != tokumei_release::catalogue::PSEUDONYM)
+        .collect();
     let mut rows: Vec<Vec<String>> = r
         .records()
         .map(|rec| rec.map(|rec| keep.iter().map(|&i| rec[i].to_owned()).collect()))
         .collect::<std::result::Result<_, _>>()?;
     let mut rng = rand::rng();
     rows.shuffle(&mut rng);
-    rows.truncate(((rows.len() as f64) * share).ceil() as usize);
+    let total = rows.len().max(1);
+    rows.truncate((((total as f64) * share).ceil() as usize).max(min_rows));
+    let kept = rows.len() as f64 / total as f64;
     let mut w = csv::Writer::from_path(dest)?;
     w.write_record(keep.iter().map(|&i| &header[i]))?;
     for row in rows {
         w.write_record(&row)?;
     }
     w.flush()?;
-    Ok(())
+    Ok(kept)
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokumei_ingest::keyservice::SharedKeyService;
+use tokumei_policy::committee::TableRequest;
 use tokumei_policy::{ServiceKey, ServicePublicKey};
 use tokumei_release::ReleaseError;
-use tokumei_policy::committee::TableRequest;
 use tokumei_release::builder::{self, BuildContext, BuildRequest};
 use tokumei_release::manifest;
 use tokumei_release::zone::ReleaseZone;
@@ -122,8 +122,8 @@ fn build(a: BuildArgs, json: bool) -> Result<()> {
         let home = tokumei_ingest::home::tokumei_home();
         let store = crate::commands::store::open_store(&cfg, &home).await?;
         let (zone, _) = open_zone(a.config.as_deref()).await?;
-        let service_key = ServiceKey::load_or_create(&tokumei_policy::service_key::default_key_path(&home))
-            .map_err(reason)?;
+        let service_key =
+            ServiceKey::load_or_create(&tokumei_policy::service_key::default_key_path(&home)).map_err(reason)?;
         let cx = BuildContext {
             policy: &policy,
             actor: &who,
@@ -185,7 +185,11 @@ fn parse_tables(args: &[String]) -> Result<Vec<TableRequest>> {
                 .with_context(|| format!("--table expects TABLE=col1,col2, got {a:?}"))?;
             Ok(TableRequest {
                 table: table.trim().to_owned(),
-                columns: columns.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect(),
+                columns: columns
+                    .split(',')
+                    .map(|c| c.trim().to_owned())
+                    .filter(|c| !c.is_empty())
+                    .collect(),
             })
         })
         .collect()
@@ -197,7 +201,8 @@ fn trusted_key(arg: Option<&str>) -> Result<Option<ServicePublicKey>> {
         Some(a) => a.to_owned(),
         None => {
             let home = tokumei_ingest::home::tokumei_home();
-            let path = tokumei_policy::service_key::public_key_path(&tokumei_policy::service_key::default_key_path(&home));
+            let path =
+                tokumei_policy::service_key::public_key_path(&tokumei_policy::service_key::default_key_path(&home));
             match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(_) => return Ok(None),
@@ -221,7 +226,11 @@ fn verify(a: VerifyArgs, json: bool) -> Result<()> {
             v.manifest.application,
             v.files_checked,
             v.key_id,
-            if v.trusted_key { ", the trusted platform key" } else { "; no trusted key given: self-consistent only" }
+            if v.trusted_key {
+                ", the trusted platform key"
+            } else {
+                "; no trusted key given: self-consistent only"
+            }
         );
         println!(
             "  privacy model k={} (suppression ≤ {:.1} %), expires {}",
@@ -280,7 +289,10 @@ fn declare(a: DeclareArgs, json: bool) -> Result<()> {
             .await
             .map_err(reason)?;
         if json {
-            println!("{}", serde_json::json!({"application": a.application, "audit_seq": entry.seq}));
+            println!(
+                "{}",
+                serde_json::json!({"application": a.application, "audit_seq": entry.seq})
+            );
         } else {
             println!("deletion of {} declared (audit entry {})", a.application, entry.seq);
         }

@@ -87,11 +87,18 @@ pub fn run(a: TraceArgs, json: bool) -> Result<()> {
                 c.recipient,
                 c.score,
                 c.p_innocent,
-                if v.accused.contains(&c.recipient) { "  ← accused" } else { "" }
+                if v.accused.contains(&c.recipient) {
+                    "  ← accused"
+                } else {
+                    ""
+                }
             );
         }
         println!("{}", v.explanation);
-        println!("(audit entry {}; a chair records the violation with `tokumei committee violation`)", entry.seq);
+        println!(
+            "(audit entry {}; a chair records the violation with `tokumei committee violation`)",
+            entry.seq
+        );
         Ok(())
     })
 }

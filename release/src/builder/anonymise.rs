@@ -104,7 +104,11 @@ pub fn anonymise(table: Table, sheet: &mut Sheet, model: &PrivacyModel) -> Resul
     let mut withheld = HashSet::new();
     for ((q, (col, _)), &chosen) in ds.qis.iter().zip(&qis).zip(&out.anonymized.levels) {
         let level = q.hierarchy.level(chosen as usize);
-        let labels: Vec<&str> = level.of_leaf().iter().map(|&g| level.labels()[g as usize].as_str()).collect();
+        let labels: Vec<&str> = level
+            .of_leaf()
+            .iter()
+            .map(|&g| level.labels()[g as usize].as_str())
+            .collect();
         for (row, cell) in sheet.columns[*col].iter_mut().enumerate() {
             *cell = labels[q.codes[row] as usize].to_owned();
         }
@@ -130,7 +134,10 @@ fn hierarchy(generator: &Generator, values: &[String]) -> Result<Hierarchy> {
     distinct.dedup();
     let has_empty = values.iter().any(String::is_empty);
     if distinct.is_empty() {
-        return Ok(Hierarchy::from_rows("missing values", vec![(1, vec![String::new(), "*".into()])])?);
+        return Ok(Hierarchy::from_rows(
+            "missing values",
+            vec![(1, vec![String::new(), "*".into()])],
+        )?);
     }
     let generated = generator.generate(&distinct)?;
     if !has_empty {

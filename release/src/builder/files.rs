@@ -20,13 +20,15 @@ use crate::fingerprint::Sheet;
 /// The CSV bytes of a sheet (header, then rows; RFC 4180 quoting).
 pub fn csv_bytes(sheet: &Sheet) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(&sheet.header).map_err(|e| ReleaseError::Arrow(e.to_string()))?;
+    w.write_record(&sheet.header)
+        .map_err(|e| ReleaseError::Arrow(e.to_string()))?;
     let rows = sheet.columns.first().map_or(0, Vec::len);
     let mut record: Vec<&str> = Vec::with_capacity(sheet.header.len());
     for r in 0..rows {
         record.clear();
         record.extend(sheet.columns.iter().map(|c| c[r].as_str()));
-        w.write_record(&record).map_err(|e| ReleaseError::Arrow(e.to_string()))?;
+        w.write_record(&record)
+            .map_err(|e| ReleaseError::Arrow(e.to_string()))?;
     }
     w.into_inner().map_err(|e| ReleaseError::Arrow(e.to_string()))
 }
@@ -56,19 +58,37 @@ pub fn parquet_bytes(table: Table, sheet: &Sheet) -> Result<Vec<u8>> {
             DataType::Float64 => Arc::new(
                 values
                     .iter()
-                    .map(|v| if v.is_empty() { Ok(None) } else { v.parse::<f64>().map(Some).map_err(|_| bad(v)) })
+                    .map(|v| {
+                        if v.is_empty() {
+                            Ok(None)
+                        } else {
+                            v.parse::<f64>().map(Some).map_err(|_| bad(v))
+                        }
+                    })
                     .collect::<Result<Float64Array>>()?,
             ),
             DataType::Int32 => Arc::new(
                 values
                     .iter()
-                    .map(|v| if v.is_empty() { Ok(None) } else { v.parse::<i32>().map(Some).map_err(|_| bad(v)) })
+                    .map(|v| {
+                        if v.is_empty() {
+                            Ok(None)
+                        } else {
+                            v.parse::<i32>().map(Some).map_err(|_| bad(v))
+                        }
+                    })
                     .collect::<Result<Int32Array>>()?,
             ),
             DataType::Boolean => Arc::new(
                 values
                     .iter()
-                    .map(|v| if v.is_empty() { Ok(None) } else { v.parse::<bool>().map(Some).map_err(|_| bad(v)) })
+                    .map(|v| {
+                        if v.is_empty() {
+                            Ok(None)
+                        } else {
+                            v.parse::<bool>().map(Some).map_err(|_| bad(v))
+                        }
+                    })
                     .collect::<Result<BooleanArray>>()?,
             ),
             _ => Arc::new(

@@ -190,7 +190,9 @@ async fn build_admitted(
         sheets.push((selected.table, selected.sheet));
     }
     if sheets.iter().all(|(_, s)| s.columns[0].is_empty()) {
-        return Err(ReleaseError::NotReleasable("the cohort is empty: nothing to release".into()));
+        return Err(ReleaseError::NotReleasable(
+            "the cohort is empty: nothing to release".into(),
+        ));
     }
 
     progress("anonymising the demographics (optimal generalisation, k-anonymity by patient)");
@@ -373,7 +375,11 @@ fn make_copy(
             marked_columns,
             marked_cell_fraction: fraction,
         });
-        files.push((format!("{}.parquet", table.name()), files::parquet_bytes(*table, &marked)?, Some(rows)));
+        files.push((
+            format!("{}.parquet", table.name()),
+            files::parquet_bytes(*table, &marked)?,
+            Some(rows),
+        ));
         files.push((format!("{}.csv", table.name()), files::csv_bytes(&marked)?, Some(rows)));
     }
     Ok(Copy { files, protection })
