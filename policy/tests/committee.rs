@@ -647,10 +647,40 @@ async fn bans_stop_applications_and_travel_between_processors(db: PolicyDb, _url
         reason(p.admit_use(&other, &ok.id, UseKind::Download, &t, ORIGIN).await),
         "BANNED"
     );
+    // An organisation ban stops its members' use of an approval too, not only their filing.
+    let ren = w.person(&c.op, "ren", "univ-r", &[Role::Researcher]).await;
+    let approved = p.file_application(&ren, form(), None, ORIGIN).await.expect("ren files");
+    p.assign(&c.chair, &approved.id, &members, ORIGIN)
+        .await
+        .expect("assign");
+    for m in &c.members[..3] {
+        p.vote(m, &approved.id, true, "ok", ORIGIN).await.expect("vote");
+    }
+    p.decide(&c.chair, &approved.id, Some(conditions(&["ren"])), ORIGIN)
+        .await
+        .expect("decide");
+    p.admit_use(&ren, &approved.id, UseKind::Download, &t, ORIGIN)
+        .await
+        .expect("used before the ban");
+    p.record_violation(
+        &c.chair,
+        BanSubject::Organisation("univ-r".into()),
+        "leak",
+        "x",
+        None,
+        None,
+        ORIGIN,
+    )
+    .await
+    .expect("organisation ban");
+    assert_eq!(
+        reason(p.admit_use(&ren, &approved.id, UseKind::Download, &t, ORIGIN).await),
+        "BANNED"
+    );
 
     // Export the signed list; another processor imports it only under our key.
     let list = p.export_bans(&c.op, ORIGIN).await.expect("export");
-    assert_eq!(list.bans.len(), 2);
+    assert_eq!(list.bans.len(), 3);
     // The second processor has its own (embedded) database.
     let dir = tempfile::tempdir().expect("tempdir");
     let db2 = PolicyDb::open(&tokumei_policy::default_url(dir.path()))
@@ -674,7 +704,7 @@ async fn bans_stop_applications_and_travel_between_processors(db: PolicyDb, _url
             .import_bans(&op2, &list, &p.public_key(), ORIGIN)
             .await
             .expect("import"),
-        2
+        3
     );
     assert_eq!(
         w2.policy

@@ -25,6 +25,56 @@ const TABLES: &[(&str, &[&str])] = &[
     ("observations", &["linkage_key", "jlac10", "date", "value", "unit"]),
 ];
 
+/// `tokumei release serve` on loopback ports, killed when dropped.
+struct ReleaseServer {
+    child: std::process::Child,
+    grpc: String,
+}
+
+impl ReleaseServer {
+    fn start(home: &Home) -> ReleaseServer {
+        use std::io::BufRead;
+        let mut child = Command::new(tokumei_bin())
+            .args([
+                "--json",
+                "release",
+                "serve",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--https-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--cert")
+            .arg(home.pki.gateway_cert())
+            .arg("--key")
+            .arg(home.pki.gateway_key())
+            .arg("--config")
+            .arg(home.path().join("tokumei.toml"))
+            .env("TOKUMEI_HOME", home.path())
+            .env_remove("TOKUMEI_SESSION")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn tokumei release serve");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("listening line");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        ReleaseServer {
+            child,
+            grpc: v["grpc"].as_str().expect("grpc address").to_owned(),
+        }
+    }
+}
+
+impl Drop for ReleaseServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn config(home: &Home) -> String {
     home.path().join("tokumei.toml").display().to_string()
 }
@@ -192,7 +242,7 @@ async fn release_build_verify_and_trace_end_to_end() {
     let committee = people::committee(home.path(), db);
     let op = &committee.op;
     let rika = people::invite(home.path(), db, op, "rika", "univ-a", "researcher");
-    let _yui = people::invite(home.path(), db, op, "yui", "univ-a", "researcher");
+    let yui = people::invite(home.path(), db, op, "yui", "univ-a", "researcher");
     let today = Utc::now().date_naive();
     let approve = |expires_on, tables| {
         approved_file_application(
@@ -258,7 +308,35 @@ async fn release_build_verify_and_trace_end_to_end() {
     assert!(built["suppressed_patients"].as_u64().unwrap() as f64 <= 0.05 * built["patients"].as_u64().unwrap() as f64);
     let dir = tempfile::tempdir().unwrap();
     let rika_copy = copy_of(&home, &release, "rika", dir.path()).await;
-    let yui_copy = copy_of(&home, &release, "yui", dir.path()).await;
+    // yui downloads her copy through the release service: two-factor session, one-time tokens over HTTPS.
+    let yui_copy = dir.path().join("yui-download");
+    let server = ReleaseServer::start(&home);
+    let downloaded = run_json(
+        home.path(),
+        &[
+            "release",
+            "download",
+            "--server",
+            &format!("https://{}", server.grpc),
+            "--ca",
+            home.pki.ca_cert().to_str().unwrap(),
+            "--release",
+            &release,
+            "--out",
+            yui_copy.to_str().unwrap(),
+        ],
+        &session_env(db, &yui),
+        None,
+    );
+    drop(server);
+    assert!(yui_copy.join("observations.parquet").exists(), "{downloaded}");
+    let v = run_json(
+        home.path(),
+        &["release", "verify", yui_copy.to_str().unwrap()],
+        &[],
+        None,
+    );
+    assert_eq!(v["manifest"]["recipient"], "yui", "{v}");
 
     // Verification against the platform key; a changed byte is caught.
     let v = run_json(

@@ -502,7 +502,15 @@ impl Committee {
     pub async fn admit_use(&self, request: &UseRequest<'_>, id: &str) -> Result<ApplicationRecord> {
         let mut tx = self.db.pool().begin().await?;
         let app = lock(&mut tx, id).await?;
-        let subjects = [BanSubject::Person(request.recipient.to_owned())];
+        // A ban on the recipient's organisation stops the recipient too (receiving data, not only filing).
+        let organisation: Option<String> = sqlx::query("SELECT organisation FROM users WHERE username = $1")
+            .bind(request.recipient)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("organisation"))
+            .transpose()?;
+        let mut subjects = vec![BanSubject::Person(request.recipient.to_owned())];
+        subjects.extend(organisation.map(BanSubject::Organisation));
         if let Some(v) = ban_in(&mut tx, &subjects, request.today).await? {
             return Err(banned(&v));
         }
