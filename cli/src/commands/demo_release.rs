@@ -150,7 +150,7 @@ pub async fn chapter(
         &cx,
         &app.id,
         &BuildRequest {
-            recipients: Some(vec!["kai".to_owned()]),
+            recipients: Some(vec![cast.auditor.username.clone()]),
             tables: None,
         },
         &|_| {},
@@ -161,8 +161,8 @@ pub async fn chapter(
         Err(e) => format!("[{}] {e}", e.reason()),
     };
     say(&format!(
-        "   a build for kai (not named): {}",
-        out.unnamed_recipient_refused
+        "   a build for {} (not named by the approval): {}",
+        cast.auditor.username, out.unnamed_recipient_refused
     ));
 
     let built = builder::build(&cx, &app.id, &BuildRequest::default(), &|_| {})
