@@ -182,6 +182,21 @@ impl Policy {
         self.audit.append(&event, self.now()).await
     }
 
+    /// Records an action that succeeded (reads of registers and reports, builds, traces, declarations).
+    pub(crate) async fn audit_ok(
+        &self,
+        actor: &Actor,
+        action: &str,
+        resource: &str,
+        origin: Origin<'_>,
+        details: serde_json::Value,
+    ) -> Result<AuditEntry> {
+        let event = AuditEvent::new(&actor.username, action, resource, audit_ledger::Outcome::Ok)
+            .source(origin.0)
+            .details(details);
+        self.audit(event).await
+    }
+
     /// Checks `authorize` and audits a refusal; returns the refusal as an error.
     pub async fn check(&self, actor: &Actor, action: Action, resource: &Resource, origin: Origin<'_>) -> Result<()> {
         if let Err(denied) = authorize(actor, action, resource) {
@@ -821,17 +836,8 @@ impl Policy {
         details: serde_json::Value,
         origin: Origin<'_>,
     ) -> Result<AuditEntry> {
-        self.audit(
-            AuditEvent::new(
-                &actor.username,
-                "release.build",
-                format!("application {id}"),
-                audit_ledger::Outcome::Ok,
-            )
-            .details(details)
-            .source(origin.0),
-        )
-        .await
+        self.audit_ok(actor, "release.build", &format!("application {id}"), origin, details)
+            .await
     }
 
     /// A recipient declares that the data received under approval `id` has been deleted (the deletion duty
@@ -857,15 +863,12 @@ impl Policy {
                 "a deletion declaration needs a statement (what was deleted, where, how)".into(),
             ));
         }
-        self.audit(
-            AuditEvent::new(
-                &actor.username,
-                "deletion.declare",
-                format!("application {id}"),
-                audit_ledger::Outcome::Ok,
-            )
-            .details(json!({"statement": statement, "expires_on": app.conditions.as_ref().map(|c| c.expires_on)}))
-            .source(origin.0),
+        self.audit_ok(
+            actor,
+            "deletion.declare",
+            &format!("application {id}"),
+            origin,
+            json!({"statement": statement, "expires_on": app.conditions.as_ref().map(|c| c.expires_on)}),
         )
         .await
     }
@@ -881,17 +884,8 @@ impl Policy {
         let app = self.committee.get(id).await?;
         self.check(actor, Action::TraceLeak, &Resource::Application(app.facts()), origin)
             .await?;
-        self.audit(
-            AuditEvent::new(
-                &actor.username,
-                "trace.leak",
-                format!("application {id}"),
-                audit_ledger::Outcome::Ok,
-            )
-            .details(details)
-            .source(origin.0),
-        )
-        .await
+        self.audit_ok(actor, "trace.leak", &format!("application {id}"), origin, details)
+            .await
     }
 
     /// Records a provision (what was given to whom) for the public register.

@@ -10,9 +10,7 @@
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::audit_ledger::{
-    AuditEntry, AuditEvent, InspectionBundle, LedgerHead, Outcome as AuditOutcome, VerifyReport,
-};
+use crate::audit_ledger::{AuditEntry, InspectionBundle, LedgerHead, VerifyReport};
 use crate::authorization::{Action, Actor, Resource};
 use crate::committee::{ApplicationStatus, Provision};
 use crate::error::{PolicyError, Result};
@@ -84,22 +82,7 @@ pub struct RegulatorReport {
     pub audit_head: LedgerHead,
 }
 
-impl Policy {
-    /// Records a successful read-side action (registers, reports, verification, export).
-    async fn audit_ok(
-        &self,
-        actor: &Actor,
-        action: &str,
-        resource: &str,
-        origin: Origin<'_>,
-        details: serde_json::Value,
-    ) -> Result<()> {
-        let event = AuditEvent::new(&actor.username, action, resource, AuditOutcome::Ok)
-            .source(origin.0)
-            .details(details);
-        self.audit(event).await.map(|_| ())
-    }
-}
+impl Policy {}
 
 /// Parses `YYYY-Qn` into [from, to) in Japan time (quarters are Japanese calendar quarters).
 pub fn quarter(period: &str) -> Result<(DateTime<Utc>, DateTime<Utc>)> {

@@ -55,42 +55,9 @@ pub fn parquet_bytes(table: Table, sheet: &Sheet) -> Result<Vec<u8>> {
         let ty = arrow_type(table, name);
         let bad = |v: &str| ReleaseError::Arrow(format!("column {name}: {v:?} is not a {ty}"));
         let array: ArrayRef = match ty {
-            DataType::Float64 => Arc::new(
-                values
-                    .iter()
-                    .map(|v| {
-                        if v.is_empty() {
-                            Ok(None)
-                        } else {
-                            v.parse::<f64>().map(Some).map_err(|_| bad(v))
-                        }
-                    })
-                    .collect::<Result<Float64Array>>()?,
-            ),
-            DataType::Int32 => Arc::new(
-                values
-                    .iter()
-                    .map(|v| {
-                        if v.is_empty() {
-                            Ok(None)
-                        } else {
-                            v.parse::<i32>().map(Some).map_err(|_| bad(v))
-                        }
-                    })
-                    .collect::<Result<Int32Array>>()?,
-            ),
-            DataType::Boolean => Arc::new(
-                values
-                    .iter()
-                    .map(|v| {
-                        if v.is_empty() {
-                            Ok(None)
-                        } else {
-                            v.parse::<bool>().map(Some).map_err(|_| bad(v))
-                        }
-                    })
-                    .collect::<Result<BooleanArray>>()?,
-            ),
+            DataType::Float64 => Arc::new(Float64Array::from(typed::<f64>(values, &bad)?)),
+            DataType::Int32 => Arc::new(Int32Array::from(typed::<i32>(values, &bad)?)),
+            DataType::Boolean => Arc::new(BooleanArray::from(typed::<bool>(values, &bad)?)),
             _ => Arc::new(
                 values
                     .iter()
@@ -142,6 +109,20 @@ pub struct CodebookTable {
     pub rows: u64,
     /// Columns in order.
     pub columns: Vec<CodebookColumn>,
+}
+
+/// Parses a column's cells (empty = null), naming the first cell that is not a `T`.
+fn typed<T: std::str::FromStr>(values: &[String], bad: &dyn Fn(&str) -> ReleaseError) -> Result<Vec<Option<T>>> {
+    values
+        .iter()
+        .map(|v| {
+            if v.is_empty() {
+                Ok(None)
+            } else {
+                v.parse::<T>().map(Some).map_err(|_| bad(v))
+            }
+        })
+        .collect()
 }
 
 /// The codebook entry of a released table.
