@@ -101,6 +101,9 @@ pub enum Error {
     /// The configuration is inconsistent (e.g. l-diversity without a sensitive attribute).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// No recoding of the event items satisfies (k, k^m) within the suppression share.
+    #[error("infeasible: {0}")]
+    Infeasible(String),
     /// The job spec (TOML) is malformed.
     #[error("invalid job spec: {0}")]
     Spec(String),

@@ -30,8 +30,10 @@ pub mod search;
 pub mod small_cell;
 pub mod spec;
 pub mod table;
+pub mod transaction;
 pub mod transform;
 pub mod verify;
+pub mod verify_km;
 
 mod classes;
 mod evaluate;

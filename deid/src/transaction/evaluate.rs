@@ -1,0 +1,278 @@
+//! One recoding evaluated: items generalised, (k, k^m) enforced inside every demographic class by suppressing
+//! the items that stay rare there, and the cost counted.
+//!
+//! Within one class, an itemset of at most m items that fewer than k patients hold is a violation. Items are
+//! suppressed for the whole class (never for one patient only), which has a useful property: removing item x
+//! from every member leaves the support of every itemset without x unchanged, so a removal never creates a
+//! violation and the repair converges. Items rare on their own are removed first (no fix other than removing
+//! them or their holders exists); remaining violating itemsets are then hit greedily by their least supported
+//! item, deterministically.
+
+use std::collections::BTreeSet;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::data::{MAX_FIELDS, RtData};
+use super::loss::{ItemNode, Loss, loss};
+use crate::error::{Error, Result};
+use crate::fasthash::FastMap;
+
+/// The model's parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KmParams {
+    /// Candidates an adversary must be left with.
+    pub k: u32,
+    /// Items the adversary is assumed to know (1 ..= 4).
+    pub m: usize,
+}
+
+impl KmParams {
+    /// Checks the parameters are within what the engine supports.
+    pub fn validate(&self) -> Result<()> {
+        if self.k < 2 {
+            return Err(Error::Config("k must be at least 2".into()));
+        }
+        if !(1..=MAX_M).contains(&self.m) {
+            return Err(Error::Config(format!("m must be between 1 and {MAX_M}")));
+        }
+        Ok(())
+    }
+}
+
+/// Largest m the engine enumerates (the number of itemsets grows as n^m).
+pub const MAX_M: usize = 4;
+
+/// A generalised item: its kind and the group code of each field at the recoding's levels.
+pub type Item = (u16, [u32; MAX_FIELDS]);
+
+/// The outcome of one recoding.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The recoding.
+    pub node: ItemNode,
+    /// Suppressed event occurrences per kind.
+    pub suppressed_per_kind: Vec<u64>,
+    /// Suppressed event occurrences.
+    pub suppressed: u64,
+    /// Information loss (generalisation and suppression).
+    pub loss: Loss,
+    /// Per event, in input order: its item, or `None` when suppressed (only when asked for).
+    pub detail: Option<Detail>,
+}
+
+/// The recoded events, for writing the release.
+#[derive(Debug, Clone)]
+pub struct Detail {
+    /// The distinct generalised items.
+    pub items: Vec<Item>,
+    /// For each input event, the index of its item in `items`, or `None` when suppressed.
+    pub item_of_event: Vec<Option<u32>>,
+}
+
+impl Evaluation {
+    /// Whether the suppression stays within `max_share` of all events.
+    pub fn within(&self, data: &RtData, max_share: f64) -> bool {
+        self.suppressed as f64 <= max_share * data.event_count() as f64 + 1e-9
+    }
+}
+
+/// Evaluates `node`; with `detail`, also returns every event's recoded item.
+pub fn evaluate(data: &RtData, node: &ItemNode, params: &KmParams, detail: bool) -> Result<Evaluation> {
+    params.validate()?;
+    let maps: Vec<Vec<&[u32]>> = data
+        .kinds()
+        .iter()
+        .zip(&node.levels)
+        .map(|(kind, levels)| {
+            kind.field_components()
+                .into_iter()
+                .map(|c| kind.components[c].hierarchy.level(levels[c] as usize).of_leaf())
+                .collect()
+        })
+        .collect();
+    // Intern the generalised items (sorted-event order).
+    let mut interner: FastMap<Item, u32> = FastMap::default();
+    let mut items: Vec<Item> = Vec::new();
+    let ids: Vec<u32> = data
+        .sorted_events()
+        .iter()
+        .map(|e| {
+            let mut key = [0u32; MAX_FIELDS];
+            for (f, map) in maps[e.kind as usize].iter().enumerate() {
+                key[f] = map[e.leaves[f] as usize];
+            }
+            let item = (e.kind, key);
+            *interner.entry(item).or_insert_with(|| {
+                items.push(item);
+                (items.len() - 1) as u32
+            })
+        })
+        .collect();
+
+    let removed: Vec<Vec<u32>> = data
+        .classes()
+        .par_iter()
+        .map(|members| {
+            let sets: Vec<Vec<u32>> = members
+                .iter()
+                .map(|&p| {
+                    let mut s: Vec<u32> = data.events_of(p).map(|i| ids[i]).collect();
+                    s.sort_unstable();
+                    s.dedup();
+                    s
+                })
+                .collect();
+            repair_class(sets, params.k, params.m)
+        })
+        .collect();
+
+    let kinds = data.kinds().len();
+    let mut suppressed_per_kind = vec![0u64; kinds];
+    let mut item_of_event = if detail {
+        vec![None; data.sorted_events().len()]
+    } else {
+        Vec::new()
+    };
+    for (members, gone) in data.classes().iter().zip(&removed) {
+        for &p in members {
+            for i in data.events_of(p) {
+                let suppressed = gone.binary_search(&ids[i]).is_ok();
+                if suppressed {
+                    suppressed_per_kind[data.sorted_events()[i].kind as usize] += 1;
+                } else if detail {
+                    item_of_event[data.original_index(i)] = Some(ids[i]);
+                }
+            }
+        }
+    }
+    let suppressed = suppressed_per_kind.iter().sum();
+    Ok(Evaluation {
+        node: node.clone(),
+        loss: loss(data, node, &suppressed_per_kind),
+        suppressed_per_kind,
+        suppressed,
+        detail: detail.then_some(Detail { items, item_of_event }),
+    })
+}
+
+/// Padded itemset key (unused slots `u32::MAX`).
+type Key = [u32; MAX_M];
+
+/// Counts, for every itemset of 1..=m items held by some member, how many members hold it.
+fn count_itemsets(sets: &[Vec<u32>], m: usize) -> FastMap<Key, u32> {
+    let mut counts: FastMap<Key, u32> = FastMap::default();
+    let mut idx = [0usize; MAX_M];
+    for s in sets {
+        for size in 1..=m.min(s.len()) {
+            // Combinations of `size` positions out of `s.len()`, in lexicographic order.
+            for (j, slot) in idx.iter_mut().enumerate().take(size) {
+                *slot = j;
+            }
+            loop {
+                let mut key = [u32::MAX; MAX_M];
+                for j in 0..size {
+                    key[j] = s[idx[j]];
+                }
+                *counts.entry(key).or_insert(0) += 1;
+                // Advance the rightmost index that can still move, and reset the ones after it.
+                let n = s.len();
+                let mut j = size;
+                while j > 0 && idx[j - 1] == n - size + j - 1 {
+                    j -= 1;
+                }
+                if j == 0 {
+                    break;
+                }
+                idx[j - 1] += 1;
+                for t in j..size {
+                    idx[t] = idx[t - 1] + 1;
+                }
+            }
+        }
+    }
+    counts
+}
+
+/// Repairs one class: the items to suppress in it (sorted), so that every itemset of at most `m` items of every
+/// member is held by at least `k` members. A class smaller than `k` loses every item.
+fn repair_class(mut sets: Vec<Vec<u32>>, k: u32, m: usize) -> Vec<u32> {
+    let mut removed: BTreeSet<u32> = BTreeSet::new();
+    if sets.len() < k as usize {
+        return sets
+            .into_iter()
+            .flatten()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+    }
+    loop {
+        let counts = count_itemsets(&sets, m);
+        let single = |x: u32| {
+            let mut key = [u32::MAX; MAX_M];
+            key[0] = x;
+            counts.get(&key).copied().unwrap_or(0)
+        };
+        let mut chosen: BTreeSet<u32> = counts
+            .iter()
+            .filter(|(key, c)| key[1] == u32::MAX && **c < k)
+            .map(|(key, _)| key[0])
+            .collect();
+        if chosen.is_empty() {
+            let mut violating: Vec<&Key> = counts.iter().filter(|(_, c)| **c < k).map(|(key, _)| key).collect();
+            if violating.is_empty() {
+                break;
+            }
+            violating.sort_unstable();
+            for key in violating {
+                let members = key.iter().take_while(|&&x| x != u32::MAX);
+                if members.clone().any(|x| chosen.contains(x)) {
+                    continue;
+                }
+                if let Some(&x) = members.min_by_key(|&&x| (single(x), x)) {
+                    chosen.insert(x);
+                }
+            }
+        }
+        for s in &mut sets {
+            s.retain(|x| !chosen.contains(x));
+        }
+        removed.extend(chosen);
+    }
+    removed.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_every_itemset_once_per_member() {
+        let sets = vec![vec![1, 2, 3], vec![1, 2], vec![3]];
+        let c = count_itemsets(&sets, 2);
+        let k = |v: &[u32]| {
+            let mut key = [u32::MAX; MAX_M];
+            key[..v.len()].copy_from_slice(v);
+            c[&key]
+        };
+        assert_eq!(k(&[1]), 2);
+        assert_eq!(k(&[3]), 2);
+        assert_eq!(k(&[1, 2]), 2);
+        assert_eq!(k(&[1, 3]), 1);
+        assert_eq!(k(&[2, 3]), 1);
+        assert_eq!(c.len(), 6);
+        let c3 = count_itemsets(&sets, 3);
+        assert_eq!(c3.len(), 7);
+    }
+
+    #[test]
+    fn repair_removes_rare_items_then_hits_rare_pairs() {
+        // k = 2, m = 2: item 9 is rare alone; the pair {1, 2} is held by one member only.
+        let sets = vec![vec![1, 2, 9], vec![1, 3], vec![2, 3]];
+        let removed = repair_class(sets, 2, 2);
+        assert!(removed.contains(&9));
+        // Every pair among {1, 2, 3} is held once: the greedy removes items until none is left rare.
+        let sets = vec![vec![1, 2], vec![1, 2], vec![1, 3], vec![1, 3]];
+        assert!(repair_class(sets, 2, 2).is_empty());
+    }
+}
