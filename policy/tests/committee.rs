@@ -194,6 +194,7 @@ fn conditions(recipients: &[&str]) -> ApprovalConditions {
             l: None,
             t: None,
             max_suppression: 0.02,
+            m: 2,
         }),
         dp_budget: None,
         channel: Channel::File,

@@ -25,6 +25,9 @@ pub enum ColumnRole {
     Pseudonym,
     /// Never released (provenance).
     Withheld,
+    /// Free text: never released verbatim (it can say anything, names included); the coded columns beside it
+    /// carry what it is about.
+    FreeText,
     /// A quasi-identifier, generalised by the engine along this hierarchy.
     QuasiIdentifier(Generator),
     /// A date released at month precision (`YYYY-MM`).
@@ -47,7 +50,8 @@ pub fn role(table: Table, column: &str) -> ColumnRole {
         (_, "linkage_key") => Pseudonym,
         (_, "linkage_quality" | "hospital_pseudonym" | "source_hospital" | "batch_id" | "ingested_at") => Withheld,
         (Table::Patients, "birth_date" | "death_date") => QuasiIdentifier(Generator::Date),
-        (Table::Patients, "sex") => QuasiIdentifier(Generator::Flat),
+        (Table::Patients, "sex" | "long_term_storage") => QuasiIdentifier(Generator::Flat),
+        (Table::Observations, "text_value") | (Table::Allergies, "substance") => FreeText,
         (Table::Patients, "prefecture") => QuasiIdentifier(Generator::Prefecture),
         (Table::Patients, "municipality_code") => QuasiIdentifier(Generator::Municipality),
         (Table::Patients, "postal_prefix") => QuasiIdentifier(Generator::Mask { step: 1 }),
@@ -92,7 +96,7 @@ pub fn marked_columns(table: Table, columns: &[String]) -> Vec<MarkedColumn> {
 pub fn describe(role: &ColumnRole) -> String {
     match role {
         ColumnRole::Pseudonym => "patient pseudonym for this release (HMAC-SHA-256 of the core's linkage key)".into(),
-        ColumnRole::Withheld => "withheld".into(),
+        ColumnRole::Withheld | ColumnRole::FreeText => "withheld".into(),
         ColumnRole::QuasiIdentifier(g) => format!("quasi-identifier, generalised ({})", generator_name(g)),
         ColumnRole::MonthDate => "date, released as YYYY-MM".into(),
         ColumnRole::Measured { decimals, .. } => {

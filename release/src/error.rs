@@ -84,7 +84,10 @@ impl ReleaseError {
 
 impl From<tokumei_deid::Error> for ReleaseError {
     fn from(e: tokumei_deid::Error) -> Self {
-        ReleaseError::Deid(Box::new(e))
+        match e {
+            tokumei_deid::Error::Infeasible(why) => ReleaseError::NotReleasable(why),
+            other => ReleaseError::Deid(Box::new(other)),
+        }
     }
 }
 

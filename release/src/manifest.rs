@@ -14,6 +14,9 @@ use tokumei_deid::report::RiskReport;
 use tokumei_policy::committee::PrivacyModel;
 use tokumei_policy::{ServiceKey, ServicePublicKey, SignaturePurpose};
 
+use crate::builder::extremes::ExtremesReport;
+use crate::builder::items::ItemsOutcome;
+use crate::builder::record_check::RecordCheck;
 use crate::error::{ReleaseError, Result};
 use crate::zone::PseudonymScope;
 
@@ -60,6 +63,30 @@ pub struct TableProtection {
     pub marked_cell_fraction: f64,
 }
 
+/// The privacy model of the whole copy — demographics and event items together — as verified on the files
+/// written for this recipient, with what was generalised, suppressed and top-coded to reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordProtection {
+    /// (k, k^m) as recounted by the independent verifier, and the linkage attack measured on this copy.
+    pub check: RecordCheck,
+    /// What the item search chose (levels per item column, suppressed rare items, loss), when event tables
+    /// are released.
+    pub items: Option<ItemsOutcome>,
+    /// Extreme measured values top- and bottom-coded, per column.
+    pub extremes: Vec<ExtremesReport>,
+    /// Birth dates top-coded (patients aged 90 or more).
+    pub top_coded_birth_dates: u64,
+    /// Patient rows not released because the patient had another, more complete row (one row per patient).
+    #[serde(default)]
+    pub merged_patient_rows: u64,
+    /// Release loss of the chosen protection: the mean over released tables of each table's information loss.
+    #[serde(default)]
+    pub release_loss: f64,
+    /// Demographic nodes the whole-record search tried (the optimum and coarser ones).
+    #[serde(default)]
+    pub demographic_candidates: usize,
+}
+
 /// The manifest of one recipient's copy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -81,6 +108,9 @@ pub struct Manifest {
     pub privacy_model: PrivacyModel,
     /// Per table: generalisation, classes, risk and marks, as verified.
     pub protection: Vec<TableProtection>,
+    /// The model verified over the whole copy (format 2 on; absent from format-1 manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<RecordProtection>,
     /// Whether pseudonyms are specific to this release or shared by the project's releases.
     pub pseudonym_scope: PseudonymScope,
     /// The data files (everything except the manifest and its signature).

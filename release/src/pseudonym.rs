@@ -40,6 +40,20 @@ impl PseudonymKey {
         }
     }
 
+    /// A keyed sort key for row `row` of the file `scope`: rows sorted by it are in an order only the key
+    /// determines (the key is never stored for release-scoped pseudonyms).
+    pub fn order_key(&self, scope: &str, row: u64) -> u64 {
+        let mut mac = self.mac.clone();
+        mac.update(b"tokumei-release-row-order\0");
+        mac.update(scope.as_bytes());
+        mac.update(b"\0");
+        mac.update(&row.to_le_bytes());
+        let bytes = mac.finalize().into_bytes();
+        u64::from_le_bytes([
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+        ])
+    }
+
     /// The pseudonym of a linkage key (32 hex characters).
     pub fn pseudonym(&self, linkage_key: &str) -> String {
         let mut mac = self.mac.clone();

@@ -423,6 +423,7 @@ async fn committee_workflow_over_grpc() {
             l: None,
             t: None,
             max_suppression: 0.05,
+            m: Some(2),
         }),
         dp_budget: None,
         channel: "file".into(),

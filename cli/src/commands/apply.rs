@@ -117,8 +117,8 @@ pub fn print_application(a: &ApplicationRecord) {
         }
         if let Some(p) = c.privacy {
             println!(
-                "    privacy model k={} l={:?} t={:?} suppression ≤ {}",
-                p.k, p.l, p.t, p.max_suppression
+                "    privacy model k={} m={} l={:?} t={:?} suppression ≤ {}",
+                p.k, p.m, p.l, p.t, p.max_suppression
             );
         }
         if let Some(b) = c.dp_budget {

@@ -695,6 +695,7 @@ async fn approved_application(dir: &Path) -> Result<Approved> {
             l: None,
             t: None,
             max_suppression: 0.05,
+            m: 2,
         }),
         dp_budget: None,
         channel: Channel::File,

@@ -73,12 +73,23 @@ pub async fn chapter(
 
     // The application and its approval with a privacy model.
     let mut f = form(Channel::File);
-    f.title = "HbA1c and eGFR trajectories by age band".into();
-    f.methods = "Regression on patient-level laboratory results, k-anonymous demographics".into();
+    f.title = "HbA1c and eGFR trajectories by age band, diagnoses and care".into();
+    f.methods =
+        "Regression on patient-level laboratory results with diagnoses and visits; (k, k^m)-anonymous records".into();
     f.tables = vec![
         TableRequest {
             table: "patients".into(),
             columns: ["linkage_key", "birth_date", "sex", "prefecture"]
+                .map(String::from)
+                .to_vec(),
+        },
+        TableRequest {
+            table: "conditions".into(),
+            columns: ["linkage_key", "icd10", "onset_date"].map(String::from).to_vec(),
+        },
+        TableRequest {
+            table: "encounters".into(),
+            columns: ["linkage_key", "admission_date", "discharge_date", "kind", "department"]
                 .map(String::from)
                 .to_vec(),
         },
@@ -105,7 +116,7 @@ pub async fn chapter(
                 m,
                 &app.id,
                 true,
-                "Proportionate: k=5 on demographics, month dates",
+                "Proportionate: k=5 and m=2 over the whole record",
                 DEMO,
             )
             .await)?;
@@ -119,6 +130,7 @@ pub async fn chapter(
             l: None,
             t: None,
             max_suppression: 0.05,
+            m: 2,
         }),
         dp_budget: None,
         channel: Channel::File,
@@ -129,7 +141,7 @@ pub async fn chapter(
     };
     ok(policy.decide(&cast.chair, &app.id, Some(conditions), DEMO).await)?;
     say(&format!(
-        "   sato files {} (file channel: patients' birth date, sex, prefecture; lab results); approved with k=5, ≤ 5 % suppression, recipients sato and yui, 10 downloads, until {}",
+        "   sato files {} (file channel: patients' birth date, sex, prefecture; diagnoses, visits, lab results); approved with (k=5, k^m with m=2) over the whole record, ≤ 5 % suppression, recipients sato and yui, 10 downloads, until {}",
         app.id,
         today + Duration::days(90)
     ));
@@ -202,6 +214,9 @@ pub async fn chapter(
             }
         ));
     }
+    if let Some(record) = &built.record {
+        say_record(record, say);
+    }
     out.build = Some(built.clone());
 
     // sato's copy as delivered, checked against the platform key.
@@ -229,7 +244,7 @@ pub async fn chapter(
     say("\ntokumei demo — chapter 6: a leaked copy traced to its recipient");
     let leaked = home.join("demo-downloads").join("found-online.csv");
     // A tenth of the copy, or enough rows to carry marks when the demo runs with few patients.
-    let share = leak_subset(&yui_dir.join("observations.csv"), &leaked, 0.10, 4_000)?;
+    let share = leak_subset(&yui_dir.join("observations.csv"), &leaked, 0.10, 8_000)?;
     let table = trace::read_leaked(&leaked).map_err(super::release::release_reason)?;
     let report = trace::trace(&zone, &record, &table, None, DEFAULT_FALSE_ACCUSATION_BOUND)
         .await
@@ -347,4 +362,58 @@ fn leak_subset(src: &Path, dest: &Path, share: f64, min_rows: usize) -> Result<f
     }
     w.flush()?;
     Ok(kept)
+}
+
+/// The whole-record protection of a build, and the linkage attack measured on the copy.
+fn say_record(record: &tokumei_release::manifest::RecordProtection, say: &impl Fn(&str)) {
+    let c = &record.check;
+    say(&format!(
+        "   whole record verified independently on each copy: (k={}, k^m with m={}), {} patients in {} demographic classes, fewest candidates {}",
+        c.k, c.m, c.patients, c.classes, c.smallest_support
+    ));
+    if let Some(items) = &record.items {
+        for t in &items.tables {
+            let levels = t
+                .levels
+                .iter()
+                .map(|(c, l)| format!("{c} level {l}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            say(&format!(
+                "     {:<12} items: {levels}; {} of {} rows suppressed as rare items",
+                t.table, t.suppressed_rows, t.rows_before
+            ));
+        }
+        say(&format!(
+            "     item information loss {:.3} ({:?} search, {} recodings evaluated); release loss {:.3} over {} demographic node(s) tried",
+            items.loss, items.strategy, items.evaluated, record.release_loss, record.demographic_candidates
+        ));
+    }
+    for e in &record.extremes {
+        say(&format!(
+            "     {}.{}: {} values top-coded, {} bottom-coded, {} withheld (code measured in fewer than k patients)",
+            e.table, e.column, e.top_coded, e.bottom_coded, e.withheld
+        ));
+    }
+    say(&format!(
+        "     birth dates top-coded (aged 90 or more): {}",
+        record.top_coded_birth_dates
+    ));
+    say("   re-identification attack on the copy (adversary knows the demographic row and m of the patient's events):");
+    for a in &c.attack {
+        say(&format!(
+            "     m={}  fewer than k={} candidates: {:>5} ({:.1} %)   unique: {:>5} ({:.1} %){}",
+            a.m,
+            c.k,
+            a.below_k,
+            a.share_below_k * 100.0,
+            a.unique,
+            a.share_unique * 100.0,
+            if a.m > c.m {
+                "   (beyond the approved m: information)"
+            } else {
+                ""
+            }
+        ));
+    }
 }

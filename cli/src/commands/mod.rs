@@ -6,6 +6,7 @@ pub mod apply;
 pub mod audit;
 pub mod bench;
 pub mod bench_deid;
+pub mod bench_km;
 pub mod bench_release;
 pub mod bench_stats;
 pub mod budget;

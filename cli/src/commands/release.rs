@@ -233,8 +233,9 @@ fn verify(a: VerifyArgs, json: bool) -> Result<()> {
             }
         );
         println!(
-            "  privacy model k={} (suppression ≤ {:.1} %), expires {}",
+            "  privacy model (k={}, k^m with m={}) over the whole record (suppression ≤ {:.1} %), expires {}",
             v.manifest.privacy_model.k,
+            v.manifest.privacy_model.m,
             v.manifest.privacy_model.max_suppression * 100.0,
             v.manifest.expires_on
         );

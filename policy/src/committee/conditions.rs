@@ -26,8 +26,21 @@ pub struct PrivacyModel {
     /// t of t-closeness, if required.
     #[serde(default)]
     pub t: Option<f64>,
-    /// Largest share of records that may be suppressed (0..1).
+    /// Largest share of records that may be suppressed (0..1): patients by the demographic search, and
+    /// event rows (rare items) by the item search.
     pub max_suppression: f64,
+    /// Event items an adversary is assumed to know besides the demographics: a file release is
+    /// (k, k^m)-anonymous over the whole patient record (1 ..= 4; 2 unless the committee sets it).
+    #[serde(default = "default_m")]
+    pub m: u32,
+}
+
+/// The m of (k, k^m) when the committee does not set one: two facts (a diagnosis and a visit month, say) are
+/// what an acquaintance or a news report typically adds to someone's age and sex.
+pub const DEFAULT_M: u32 = 2;
+
+fn default_m() -> u32 {
+    DEFAULT_M
 }
 
 /// A differential-privacy budget for the statistics channel.
@@ -126,10 +139,10 @@ impl ApprovalConditions {
                         "file and on-platform approvals need a privacy model (k, l, t)".into(),
                     ));
                 };
-                if p.k < 2 || !(0.0..1.0).contains(&p.max_suppression) {
+                if p.k < 2 || !(0.0..1.0).contains(&p.max_suppression) || !(1..=4).contains(&p.m) {
                     return Err(PolicyError::Invalid(format!(
-                        "privacy model k={} suppression={} is not valid (k ≥ 2, suppression in [0, 1))",
-                        p.k, p.max_suppression
+                        "privacy model k={} m={} suppression={} is not valid (k ≥ 2, m in 1..=4, suppression in [0, 1))",
+                        p.k, p.m, p.max_suppression
                     )));
                 }
                 if p.t.is_some_and(|t| !(t > 0.0 && t <= 1.0)) || p.l.is_some_and(|l| l < 2) {
@@ -273,6 +286,7 @@ mod tests {
                 l: None,
                 t: None,
                 max_suppression: 0.05,
+                m: DEFAULT_M,
             }),
             dp_budget: None,
             channel: Channel::File,

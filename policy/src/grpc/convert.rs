@@ -151,6 +151,7 @@ pub fn conditions_from_proto(c: pb::ApprovalConditions) -> Result<ApprovalCondit
             l: p.l,
             t: p.t,
             max_suppression: p.max_suppression,
+            m: p.m.unwrap_or(crate::committee::conditions::DEFAULT_M),
         }),
         dp_budget: c.dp_budget.map(|b| DpBudget {
             epsilon: b.epsilon,
@@ -236,6 +237,7 @@ pub fn conditions_to_proto(c: &ApprovalConditions) -> pb::ApprovalConditions {
             l: p.l,
             t: p.t,
             max_suppression: p.max_suppression,
+            m: Some(p.m),
         }),
         dp_budget: c.dp_budget.map(|b| pb::DpBudget {
             epsilon: b.epsilon,
@@ -413,6 +415,7 @@ mod tests {
                 l: Some(2),
                 t: None,
                 max_suppression: 0.05,
+                m: Some(2),
             }),
             dp_budget: None,
             channel: "file".into(),

@@ -11,6 +11,7 @@ use tokumei_deid::job::{self, JobConfig};
 use tokumei_deid::model::PrivacyModel as DeidModel;
 use tokumei_deid::report::RiskReport;
 use tokumei_deid::table::{Column, Table as DeidTable};
+use tokumei_deid::transform;
 use tokumei_deid::verify::{VerifyConfig, VerifyReport, verify_table};
 use tokumei_policy::committee::PrivacyModel;
 use tokumei_store::Table;
@@ -28,8 +29,12 @@ pub struct Anonymised {
     pub withheld: HashSet<String>,
     /// Patients before suppression.
     pub patients: u64,
-    /// Risk before and after.
+    /// Risk before and after (for the engine's optimum; `None` for a coarser node chosen by the joint search).
     pub risk: Option<RiskReport>,
+    /// Level applied to each quasi-identifier, in column order.
+    pub levels: Vec<u32>,
+    /// Highest level of each quasi-identifier's hierarchy.
+    pub max_levels: Vec<u32>,
 }
 
 /// The quasi-identifiers among a sheet's columns.
@@ -62,8 +67,9 @@ pub fn to_table(sheet: &Sheet) -> Result<DeidTable> {
     Ok(DeidTable::from_columns(columns)?)
 }
 
-/// Generalises the sheet's quasi-identifiers in place under `model`, removing suppressed patients' rows.
-pub fn anonymise(table: Table, sheet: &mut Sheet, model: &PrivacyModel) -> Result<Anonymised> {
+/// Generalises the sheet's quasi-identifiers in place under `model`, removing suppressed patients' rows: at the
+/// engine's optimum, or at `levels` (a coarser node the whole-record search prefers).
+pub fn anonymise(table: Table, sheet: &mut Sheet, model: &PrivacyModel, levels: Option<&[u32]>) -> Result<Anonymised> {
     let qis = quasi_identifiers(table, sheet);
     let patients = sheet.columns[0].iter().collect::<HashSet<_>>().len() as u64;
     if qis.is_empty() || sheet.columns[0].is_empty() {
@@ -93,16 +99,30 @@ pub fn anonymise(table: Table, sheet: &mut Sheet, model: &PrivacyModel) -> Resul
         },
         ..JobConfig::default()
     };
-    let out = job::run(&ds, &cfg).map_err(|e| match e {
-        tokumei_deid::Error::NoSolution(n) => ReleaseError::NotReleasable(format!(
-            "no generalisation of the demographics reaches k={} within {:.1} % suppression: {n}",
-            model.k,
-            model.max_suppression * 100.0
-        )),
-        other => other.into(),
-    })?;
+    let (applied, risk) = match levels {
+        None => {
+            let out = job::run(&ds, &cfg).map_err(|e| match e {
+                tokumei_deid::Error::NoSolution(n) => ReleaseError::NotReleasable(format!(
+                    "no generalisation of the demographics reaches k={} within {:.1} % suppression: {n}",
+                    model.k,
+                    model.max_suppression * 100.0
+                )),
+                other => other.into(),
+            })?;
+            (out.anonymized, Some(out.report.risk))
+        }
+        Some(levels) => {
+            let a = transform::apply(&ds, &cfg.model, cfg.metric, levels)?;
+            if !a.feasible {
+                return Err(ReleaseError::VerificationFailed(
+                    "a coarser demographic generalisation did not satisfy k".into(),
+                ));
+            }
+            (a, None)
+        }
+    };
     let mut withheld = HashSet::new();
-    for ((q, (col, _)), &chosen) in ds.qis.iter().zip(&qis).zip(&out.anonymized.levels) {
+    for ((q, (col, _)), &chosen) in ds.qis.iter().zip(&qis).zip(&applied.levels) {
         let level = q.hierarchy.level(chosen as usize);
         let labels: Vec<&str> = level
             .of_leaf()
@@ -113,34 +133,54 @@ pub fn anonymise(table: Table, sheet: &mut Sheet, model: &PrivacyModel) -> Resul
             *cell = labels[q.codes[row] as usize].to_owned();
         }
     }
-    for (row, suppressed) in out.anonymized.row_suppressed.iter().enumerate() {
+    for (row, suppressed) in applied.row_suppressed.iter().enumerate() {
         if *suppressed {
             withheld.insert(sheet.columns[0][row].clone());
         }
     }
     super::select::withhold(sheet, &withheld);
     Ok(Anonymised {
-        generalisation: out.report.transformation.clone().into_iter().collect(),
+        generalisation: ds
+            .qis
+            .iter()
+            .zip(&applied.levels)
+            .map(|(q, l)| (q.name.clone(), *l))
+            .collect(),
         withheld,
         patients,
-        risk: Some(out.report.risk.clone()),
+        risk,
+        levels: applied.levels.clone(),
+        max_levels: ds.qis.iter().map(|q| q.max_level() as u32).collect(),
     })
 }
 
-/// A generator's hierarchy over a column's values; missing values (empty cells) get their own chain up to `*`.
+/// A generator's hierarchy over a column's values; missing values (empty cells) and top-coded values
+/// ([`super::extremes`]) get their own chain, the same label at every level up to `*`.
 fn hierarchy(generator: &Generator, values: &[String]) -> Result<Hierarchy> {
-    let mut distinct: Vec<&str> = values.iter().map(String::as_str).filter(|v| !v.is_empty()).collect();
+    let mut distinct: Vec<&str> = values
+        .iter()
+        .map(String::as_str)
+        .filter(|v| !v.is_empty() && !super::extremes::is_top_coded(v))
+        .collect();
     distinct.sort_unstable();
     distinct.dedup();
+    let mut top_coded: Vec<&str> = values
+        .iter()
+        .map(String::as_str)
+        .filter(|v| super::extremes::is_top_coded(v))
+        .collect();
+    top_coded.sort_unstable();
+    top_coded.dedup();
     let has_empty = values.iter().any(String::is_empty);
     if distinct.is_empty() {
-        return Ok(Hierarchy::from_rows(
-            "missing values",
-            vec![(1, vec![String::new(), "*".into()])],
-        )?);
+        let mut rows = Vec::new();
+        for v in top_coded.iter().copied().chain(has_empty.then_some("")) {
+            rows.push((rows.len() + 1, vec![v.to_owned(), "*".into()]));
+        }
+        return Ok(Hierarchy::from_rows("missing or top-coded values", rows)?);
     }
     let generated = generator.generate(&distinct)?;
-    if !has_empty {
+    if !has_empty && top_coded.is_empty() {
         return Ok(generated);
     }
     let height = generated.height();
@@ -156,9 +196,16 @@ fn hierarchy(generator: &Generator, values: &[String]) -> Result<Hierarchy> {
             (leaf + 1, chain)
         })
         .collect();
-    let mut missing = vec![String::new(); height - 1];
-    missing.push("*".into());
-    rows.push((rows.len() + 1, missing));
+    for label in top_coded {
+        let mut chain = vec![label.to_owned(); height - 1];
+        chain.push("*".into());
+        rows.push((rows.len() + 1, chain));
+    }
+    if has_empty {
+        let mut missing = vec![String::new(); height - 1];
+        missing.push("*".into());
+        rows.push((rows.len() + 1, missing));
+    }
     Ok(Hierarchy::from_rows(generated.source(), rows)?)
 }
 

@@ -5,15 +5,20 @@
 //! written last, so an interrupted build leaves no release anyone can download.
 
 pub mod anonymise;
+pub mod extremes;
 pub mod files;
+pub mod items;
+pub mod protect;
+pub mod record_check;
 pub mod select;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::Utc;
 use serde::Serialize;
 use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
+use tokumei_policy::committee::japan_date;
 use tokumei_policy::committee::{Channel, PrivacyModel, TableRequest};
 use tokumei_policy::{Actor, Origin, Policy, ServiceKey};
 use tokumei_store::{Store, Table, View};
@@ -21,10 +26,11 @@ use tokumei_store::{Store, Table, View};
 use crate::catalogue;
 use crate::error::{ReleaseError, Result};
 use crate::fingerprint::{self, FingerprintPlan, Sheet};
-use crate::manifest::{self, Manifest, ManifestFile, TableProtection};
+use crate::manifest::{self, Manifest, ManifestFile, RecordProtection, TableProtection};
 use crate::pseudonym::PseudonymKey;
 use crate::sealed_file;
 use crate::zone::{CopyFile, PseudonymScope, ReleaseRecord, ReleaseZone};
+use protect::Protected;
 
 /// Largest share of a file's cells a fingerprint may change.
 pub const MAX_MARKED_FRACTION: f64 = 0.01;
@@ -63,6 +69,8 @@ pub struct BuildOutcome {
     pub patients: u64,
     /// Patients withheld by suppression.
     pub suppressed_patients: u64,
+    /// The whole-record model as verified on the first recipient's copy, with the attack measured on it.
+    pub record: Option<RecordProtection>,
     /// Files per copy.
     pub files: Vec<String>,
     /// Pseudonym scope.
@@ -195,32 +203,25 @@ async fn build_admitted(
         ));
     }
 
-    progress("anonymising the demographics (optimal generalisation, k-anonymity by patient)");
-    let mut anonymised = BTreeMap::new();
-    let mut withheld = HashSet::new();
-    let mut patients = 0;
-    for (table, sheet) in &mut sheets {
-        select::withhold(sheet, &withheld);
-        let a = anonymise::anonymise(*table, sheet, &model)?;
-        withheld.extend(a.withheld.iter().cloned());
-        if *table == Table::Patients {
-            patients = a.patients;
-        }
-        anonymised.insert(*table, a);
-    }
-    if patients > 0 && withheld.len() as f64 > model.max_suppression * patients as f64 + 1e-9 {
-        return Err(ReleaseError::VerificationFailed(format!(
-            "{} of {patients} patients suppressed, above the approved {:.1} %",
-            withheld.len(),
-            model.max_suppression * 100.0
-        )));
-    }
-    for (table, sheet) in &mut sheets {
-        select::withhold(sheet, &withheld);
-        anonymise::verify(*table, sheet, &model)?;
-    }
+    let Protected {
+        anonymised,
+        withheld,
+        patients,
+        top_coded_birth_dates,
+        merged_patient_rows,
+        extremes: extremes_reports,
+        items: items_outcome,
+        release_loss,
+        demographic_candidates,
+    } = protect::protect(&mut sheets, &model, japan_date(Utc::now()), progress)?;
 
     let release = next_release_id(cx.zone, &app.id)?;
+    for (table, sheet) in &mut sheets {
+        select::shuffle(sheet, &key, &format!("{release}/{}", table.name()));
+    }
+    let unmarked: Vec<(Table, &Sheet)> = sheets.iter().map(|(t, s)| (*t, s)).collect();
+    record_check::check(&unmarked, model.k, model.m as usize)?;
+
     let (fingerprint_key, wrapped_fingerprint) = cx.zone.new_fingerprint_key(&release).await?;
     let mut plans = BTreeMap::new();
     for (table, sheet) in &sheets {
@@ -234,7 +235,16 @@ async fn build_admitted(
     }
     let codebook: Vec<_> = sheets
         .iter()
-        .map(|(t, s)| files::codebook(*t, s, anonymised.get(t).map_or(&[][..], |a| &a.generalisation[..])))
+        .map(|(t, s)| {
+            let mut levels = anonymised.get(t).map(|a| a.generalisation.clone()).unwrap_or_default();
+            if let Some(items) = items_outcome
+                .as_ref()
+                .and_then(|i| i.tables.iter().find(|x| x.table == t.name()))
+            {
+                levels.extend(items.levels.iter().cloned());
+            }
+            files::codebook(*t, s, &levels)
+        })
         .collect();
     let codebook_bytes = serde_json::to_vec_pretty(&serde_json::json!({
         "release": release,
@@ -249,6 +259,7 @@ async fn build_admitted(
     let (cipher, wrapped_data) = cx.zone.new_data_key(&release).await?;
     let mut copies = BTreeMap::new();
     let mut first_protection = Vec::new();
+    let mut first_record = None;
     let built_at = Utc::now();
     for (n, recipient) in recipients.iter().enumerate() {
         progress(&format!(
@@ -257,10 +268,19 @@ async fn build_admitted(
             recipients.len()
         ));
         let copy = make_copy(&sheets, &plans, &fingerprint_key, recipient, &model, &anonymised)?;
+        let record = RecordProtection {
+            check: copy.record.clone(),
+            items: items_outcome.clone(),
+            extremes: extremes_reports.clone(),
+            top_coded_birth_dates,
+            merged_patient_rows,
+            release_loss,
+            demographic_candidates,
+        };
         let mut contents: Vec<(String, Vec<u8>, Option<u64>)> = copy.files;
         contents.push(("codebook.json".into(), codebook_bytes.clone(), None));
         let manifest = Manifest {
-            format: 1,
+            format: 2,
             release: release.clone(),
             application: app.id.clone(),
             approval_revision: app.conditions_revision,
@@ -269,6 +289,7 @@ async fn build_admitted(
             expires_on: conditions.expires_on,
             privacy_model: model,
             protection: copy.protection.clone(),
+            record: Some(record.clone()),
             pseudonym_scope,
             files: contents
                 .iter()
@@ -291,6 +312,9 @@ async fn build_admitted(
             });
         }
         copies.insert(recipient.clone(), listed);
+        if first_record.is_none() {
+            first_record = Some(record);
+        }
         if first_protection.is_empty() {
             first_protection = copy.protection;
         }
@@ -321,6 +345,7 @@ async fn build_admitted(
             .map(|f| f.iter().map(|f| f.name.clone()).collect())
             .unwrap_or_default(),
         protection: first_protection,
+        record: first_record,
         patients,
         suppressed_patients: withheld.len() as u64,
         pseudonym_scope,
@@ -330,6 +355,7 @@ async fn build_admitted(
 struct Copy {
     files: Vec<(String, Vec<u8>, Option<u64>)>,
     protection: Vec<TableProtection>,
+    record: record_check::RecordCheck,
 }
 
 /// One recipient's copy: marks embedded, the privacy model re-verified on the marked data, files written.
@@ -343,6 +369,7 @@ fn make_copy(
 ) -> Result<Copy> {
     let mut files = Vec::new();
     let mut protection = Vec::new();
+    let mut marked_sheets = Vec::new();
     for (table, sheet) in sheets {
         let mut marked = sheet.clone();
         let mut fraction = 0.0;
@@ -375,14 +402,26 @@ fn make_copy(
             marked_columns,
             marked_cell_fraction: fraction,
         });
+        marked_sheets.push((*table, marked));
+    }
+    // The whole copy, as written, re-verified by the independent counter: marks live in measured values,
+    // which are not items, but the check is on what the recipient receives.
+    let refs: Vec<(Table, &Sheet)> = marked_sheets.iter().map(|(t, s)| (*t, s)).collect();
+    let record = record_check::check(&refs, model.k, model.m as usize)?;
+    for (table, marked) in &marked_sheets {
+        let rows = marked.columns[0].len() as u64;
         files.push((
             format!("{}.parquet", table.name()),
-            files::parquet_bytes(*table, &marked)?,
+            files::parquet_bytes(*table, marked)?,
             Some(rows),
         ));
-        files.push((format!("{}.csv", table.name()), files::csv_bytes(&marked)?, Some(rows)));
+        files.push((format!("{}.csv", table.name()), files::csv_bytes(marked)?, Some(rows)));
     }
-    Ok(Copy { files, protection })
+    Ok(Copy {
+        files,
+        protection,
+        record,
+    })
 }
 
 /// The next free release identifier of an application (`R-<application>-<n>`).

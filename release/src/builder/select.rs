@@ -41,6 +41,12 @@ pub fn released_columns(table: Table, approved: &[String]) -> Result<Vec<String>
                     table.name()
                 )));
             }
+            ColumnRole::FreeText => {
+                return Err(ReleaseError::NotReleasable(format!(
+                    "column {}.{c} is free text, never released verbatim (release its coded columns instead)",
+                    table.name()
+                )));
+            }
             _ => out.push(c.clone()),
         }
     }
@@ -120,13 +126,67 @@ pub fn withhold(sheet: &mut Sheet, withheld: &HashSet<String>) {
     if withheld.is_empty() {
         return;
     }
-    let keep: Vec<bool> = sheet.columns[0].iter().map(|p| !withheld.contains(p)).collect();
+    let drop: Vec<bool> = sheet.columns[0].iter().map(|p| withheld.contains(p)).collect();
+    drop_rows(sheet, &drop);
+}
+
+/// Keeps one row per patient in the patient file, and returns how many rows were dropped. A person sent by
+/// several hospitals has a patient row from each, and they may disagree (a move, a typing error); released
+/// side by side they would tie one pseudonym to two demographic descriptions, and every guarantee counted per
+/// demographic class would be counted twice. The kept row is the most complete one (fewest empty cells), ties
+/// to the smallest row, so the choice depends on the data only.
+pub fn one_row_per_patient(sheet: &mut Sheet) -> u64 {
+    let rows = sheet.columns.first().map_or(0, Vec::len);
+    let mut best: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let key = |r: usize| {
+        let empty = sheet.columns[1..].iter().filter(|c| c[r].is_empty()).count();
+        (
+            empty,
+            sheet.columns[1..].iter().map(|c| c[r].as_str()).collect::<Vec<_>>(),
+        )
+    };
+    for r in 0..rows {
+        let p = sheet.columns[0][r].as_str();
+        match best.get(p) {
+            Some(&b) if key(b) <= key(r) => {}
+            _ => {
+                best.insert(p, r);
+            }
+        }
+    }
+    let keep: HashSet<usize> = best.into_values().collect();
+    let drop: Vec<bool> = (0..rows).map(|r| !keep.contains(&r)).collect();
+    let dropped = drop.iter().filter(|d| **d).count() as u64;
+    drop_rows(sheet, &drop);
+    dropped
+}
+
+/// Keeps only the rows of the patients in `keep`.
+pub fn retain_patients(sheet: &mut Sheet, keep: &HashSet<String>) {
+    let drop: Vec<bool> = sheet.columns[0].iter().map(|p| !keep.contains(p)).collect();
+    drop_rows(sheet, &drop);
+}
+
+/// Removes the rows flagged in `drop` (one flag per row).
+pub fn drop_rows(sheet: &mut Sheet, drop: &[bool]) {
     for col in &mut sheet.columns {
         let mut i = 0;
         col.retain(|_| {
-            let k = keep[i];
+            let d = drop[i];
             i += 1;
-            k
+            !d
         });
+    }
+}
+
+/// Puts the rows in an order drawn under the release's pseudonym key: the store's order follows ingestion,
+/// which says which hospital sent what and when; the drawn order says nothing.
+pub fn shuffle(sheet: &mut Sheet, key: &PseudonymKey, scope: &str) {
+    let rows = sheet.columns.first().map_or(0, Vec::len);
+    let mut order: Vec<(u64, usize)> = (0..rows).map(|r| (key.order_key(scope, r as u64), r)).collect();
+    order.sort_unstable();
+    for col in &mut sheet.columns {
+        let mut old = std::mem::take(col);
+        *col = order.iter().map(|(_, r)| std::mem::take(&mut old[*r])).collect();
     }
 }

@@ -1,0 +1,99 @@
+//! The (k, k^m) check of a whole copy, from what its files say: the patient file's rows (everything but the
+//! pseudonym) are the demographics, and every other file's rows are items made of every cell but the pseudonym
+//! and the measured values. The counting is `deid::verify_km`'s, which shares no code with the engine.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tokumei_deid::verify_km::{AttackFigure, KmReport, WrittenRecords, attack, verify_km};
+use tokumei_store::Table;
+
+use crate::catalogue::{self, ColumnRole};
+use crate::error::{ReleaseError, Result};
+use crate::fingerprint::Sheet;
+
+/// The verified model of a copy and the attack measured on it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RecordCheck {
+    /// The model as verified, in words.
+    pub model: String,
+    /// k.
+    pub k: u32,
+    /// m.
+    pub m: usize,
+    /// Patients in the copy.
+    pub patients: u64,
+    /// Demographic classes.
+    pub classes: u64,
+    /// Event rows read as items.
+    pub items: u64,
+    /// Fewest candidates any patient has against an adversary knowing the demographics and m items.
+    pub smallest_support: u64,
+    /// The linkage attack for m = 1 … m + 2 (the last two are information: the model does not promise them).
+    pub attack: Vec<AttackFigure>,
+}
+
+/// What a copy's files say, as the verifier reads it.
+pub fn written_records(sheets: &[(Table, &Sheet)]) -> Result<WrittenRecords> {
+    let mut out = WrittenRecords::default();
+    for (table, sheet) in sheets {
+        let rows = sheet.columns.first().map_or(0, Vec::len);
+        if *table == Table::Patients {
+            let mut demographics = BTreeMap::new();
+            for r in 0..rows {
+                let row: Vec<String> = sheet.columns[1..].iter().map(|c| c[r].clone()).collect();
+                if demographics.insert(sheet.columns[0][r].clone(), row).is_some() {
+                    return Err(ReleaseError::VerificationFailed(
+                        "the patient file has two rows for one pseudonym".into(),
+                    ));
+                }
+            }
+            out.demographics = Some(demographics);
+            continue;
+        }
+        let item_columns: Vec<usize> = (1..sheet.header.len())
+            .filter(|&c| !matches!(catalogue::role(*table, &sheet.header[c]), ColumnRole::Measured { .. }))
+            .collect();
+        for r in 0..rows {
+            let mut text = table.name().to_owned();
+            for &c in &item_columns {
+                text.push('|');
+                text.push_str(&sheet.header[c]);
+                text.push('=');
+                text.push_str(&sheet.columns[c][r]);
+            }
+            out.items.push((sheet.columns[0][r].clone(), text));
+        }
+    }
+    Ok(out)
+}
+
+/// Verifies (k, k^m) on a copy and measures the attack; refuses when any patient has fewer than k candidates.
+pub fn check(sheets: &[(Table, &Sheet)], k: u32, m: usize) -> Result<RecordCheck> {
+    let records = written_records(sheets)?;
+    let report: KmReport = verify_km(&records, k, m)?;
+    if !report.ok {
+        return Err(ReleaseError::VerificationFailed(format!(
+            "(k={k}, m={m}) over the patient record: {} of {} patients have fewer than {k} candidates: {}",
+            report.exposed_patients,
+            report.patients,
+            report.violations.join("; ")
+        )));
+    }
+    let ms: Vec<usize> = (1..=(m + 2).min(4)).collect();
+    let tables: Vec<&str> = sheets.iter().map(|(t, _)| t.name()).collect();
+    Ok(RecordCheck {
+        model: format!(
+            "(k={k}, k^m with m={m}) over the whole patient record: {} — every patient's demographic row with any \
+             {m} of their event items matches at least {k} patients",
+            tables.join(" + ")
+        ),
+        k,
+        m,
+        patients: report.patients,
+        classes: report.classes,
+        items: report.items,
+        smallest_support: report.smallest_support,
+        attack: attack(&records, k, &ms)?,
+    })
+}
