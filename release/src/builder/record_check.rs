@@ -97,3 +97,63 @@ pub fn check(sheets: &[(Table, &Sheet)], k: u32, m: usize) -> Result<RecordCheck
         attack: attack(&records, k, &ms)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sheet(header: &[&str], rows: &[&[&str]]) -> Sheet {
+        Sheet {
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            columns: (0..header.len())
+                .map(|c| rows.iter().map(|r| r[c].to_owned()).collect())
+                .collect(),
+        }
+    }
+
+    /// Five patients in one demographic class, each with the same two diagnoses (k = 5, m = 2 holds); then one
+    /// written cell is changed, as a bug or a hand edit after the engine would — the verifier must refuse.
+    #[test]
+    fn a_planted_violation_in_a_written_file_is_caught() {
+        let people = ["p1", "p2", "p3", "p4", "p5"];
+        let patient_rows: Vec<Vec<&str>> = people.iter().map(|p| vec![*p, "1950-1954", "F"]).collect();
+        let patient_refs: Vec<&[&str]> = patient_rows.iter().map(Vec::as_slice).collect();
+        let patients = sheet(&["patient_pseudonym", "birth_date", "sex"], &patient_refs);
+        let mut condition_rows: Vec<Vec<&str>> = Vec::new();
+        for p in people {
+            condition_rows.push(vec![p, "E11", "2024"]);
+            condition_rows.push(vec![p, "I10", "2023"]);
+        }
+        let condition_refs: Vec<&[&str]> = condition_rows.iter().map(Vec::as_slice).collect();
+        let mut conditions = sheet(&["patient_pseudonym", "icd10", "onset_date"], &condition_refs);
+        let checked = check(&[(Table::Patients, &patients), (Table::Conditions, &conditions)], 5, 2).unwrap();
+        assert_eq!(checked.smallest_support, 5);
+        assert!(checked.attack.iter().all(|a| a.below_k == 0));
+
+        conditions.columns[1][3] = "C16".into(); // p2's hypertension becomes a stomach cancer nobody else has
+        let err = check(&[(Table::Patients, &patients), (Table::Conditions, &conditions)], 5, 2).unwrap_err();
+        assert!(matches!(err, ReleaseError::VerificationFailed(_)), "{err}");
+        assert!(!err.to_string().contains("C16"), "no data value in the error: {err}");
+        // The event file alone (no patient file) is checked too, everyone in one class.
+        assert!(check(&[(Table::Conditions, &conditions)], 5, 2).is_err());
+        // A measured value is not an item: changing one does not make a violation.
+        let mut labs = sheet(
+            &["patient_pseudonym", "jlac10", "date", "value"],
+            &people
+                .iter()
+                .map(|p| [*p, "3D010", "2024", "6.10"])
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|r| &r[..])
+                .collect::<Vec<_>>(),
+        );
+        labs.columns[3][0] = "13.70".into();
+        assert!(check(&[(Table::Patients, &patients), (Table::Observations, &labs)], 5, 2).is_ok());
+    }
+
+    #[test]
+    fn two_rows_for_one_pseudonym_are_refused() {
+        let patients = sheet(&["patient_pseudonym", "sex"], &[&["p1", "F"], &["p1", "M"]]);
+        assert!(written_records(&[(Table::Patients, &patients)]).is_err());
+    }
+}
