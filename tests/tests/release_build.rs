@@ -408,8 +408,8 @@ async fn release_build_verify_and_trace_end_to_end() {
     assert_eq!(first.intersection(&other).count(), 0, "pseudonyms join across releases");
 
     // yui's copy leaks: half of it at random, shuffled, without the pseudonym, columns reordered. (Since releases
-    // are (k, k^m)-anonymous over the whole record, lab dates are generalised and the marks' anchors carry less:
-    // a 10 % subset no longer holds enough positions to accuse at 1e-6 — see docs/release.md, "Limits".)
+    // are (k, k^m)-anonymous over the whole record, lab dates may be generalised and the marks' anchors carry
+    // less: a 10 % subset may not hold enough positions to accuse at 1e-6 — see docs/release.md, "Limits".)
     let (h, rows) = read_csv(&yui_copy.join("observations.csv"));
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut rows = rows;

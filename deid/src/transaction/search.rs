@@ -27,6 +27,9 @@ pub struct SearchConfig {
     pub max_lattice: usize,
     /// Most recodings the exact search evaluates after the greedy walk before giving up the proof.
     pub max_evaluations: usize,
+    /// Bound on the exact search's work, in events × recodings evaluated: large releases get fewer exact
+    /// evaluations (never fewer than 16), so a build's time stays bounded; the outcome then says `greedy`.
+    pub max_event_evaluations: u64,
 }
 
 impl SearchConfig {
@@ -37,6 +40,7 @@ impl SearchConfig {
             max_suppressed_share,
             max_lattice: 1_000_000,
             max_evaluations: 2_000,
+            max_event_evaluations: 200_000_000,
         }
     }
 }
@@ -69,6 +73,9 @@ pub fn search(data: &RtData, cfg: &SearchConfig) -> Result<SearchOutcome> {
     let (mut best, mut evaluated) = greedy(data, cfg)?;
     let mut proven = false;
     let mut exact_evaluations = 0usize;
+    let budget = cfg
+        .max_evaluations
+        .min((cfg.max_event_evaluations / data.event_count().max(1)).max(16) as usize);
     if let Some(mut nodes) = ItemNode::all(data.kinds(), cfg.max_lattice) {
         let mut keyed: Vec<_> = nodes.drain(..).map(|n| (lower_bound(data, &n), n)).collect();
         keyed.sort();
@@ -78,7 +85,7 @@ pub fn search(data: &RtData, cfg: &SearchConfig) -> Result<SearchOutcome> {
             if best.as_ref().is_some_and(|b| bound.numerator > b.loss.numerator) {
                 break;
             }
-            if exact_evaluations == cfg.max_evaluations {
+            if exact_evaluations >= budget {
                 proven = false;
                 break;
             }
