@@ -499,7 +499,8 @@ fn bench_synthetic(rows: usize, seed: u64) -> Result<SyntheticReport> {
     })
 }
 
-fn peak_rss_mib() -> f64 {
+/// Peak resident set size of this process (the benchmarks that run in process report it).
+pub(crate) fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))

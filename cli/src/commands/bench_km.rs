@@ -19,6 +19,7 @@ use tokumei_deid::transaction::search::SearchConfig;
 use tokumei_deid::transaction::{Component, Event, ItemKind, KmParams, MAX_FIELDS, RtData, search};
 use tokumei_deid::verify_km::{WrittenRecords, verify_km};
 
+use crate::commands::bench_deid::peak_rss_mib;
 use crate::output::emit;
 
 /// Arguments of `tokumei bench km`.
@@ -233,15 +234,6 @@ fn generate(a: &KmBench) -> Result<(RtData, Vec<u32>, Vec<Event>)> {
     }
     let data = RtData::new(kinds, class_of.clone(), events.clone())?;
     Ok((data, class_of, events))
-}
-
-/// Peak resident set size of this process.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// Runs `tokumei bench km`.
