@@ -31,6 +31,42 @@ pub struct RecordCheck {
     pub smallest_support: u64,
     /// The linkage attack for m = 1 … m + 2 (the last two are information: the model does not promise them).
     pub attack: Vec<AttackFigure>,
+    /// The one-value adversary, as information: knows the demographic row and one event together with its
+    /// measured value as released (a lab result seen on a letter). Measured values are not items, so the model
+    /// does not bound this; `None` when no measured value is released.
+    #[serde(default)]
+    pub one_value: Option<AttackFigure>,
+}
+
+/// The records the one-value adversary matches on: each event's item text with one measured value appended.
+fn one_value_records(sheets: &[(Table, &Sheet)], base: &WrittenRecords) -> Option<WrittenRecords> {
+    let mut items = Vec::new();
+    for (table, sheet) in sheets.iter().filter(|(t, _)| *t != Table::Patients) {
+        let roles: Vec<bool> = sheet
+            .header
+            .iter()
+            .map(|h| matches!(catalogue::role(*table, h), ColumnRole::Measured { .. }))
+            .collect();
+        for r in 0..sheet.columns.first().map_or(0, Vec::len) {
+            let mut text = table.name().to_owned();
+            for c in 1..sheet.header.len() {
+                if !roles[c] {
+                    text.push('|');
+                    text.push_str(&sheet.columns[c][r]);
+                }
+            }
+            for c in (1..sheet.header.len()).filter(|&c| roles[c] && !sheet.columns[c][r].is_empty()) {
+                items.push((
+                    sheet.columns[0][r].clone(),
+                    format!("{text}|{}={}", sheet.header[c], sheet.columns[c][r]),
+                ));
+            }
+        }
+    }
+    (!items.is_empty()).then(|| WrittenRecords {
+        demographics: base.demographics.clone(),
+        items,
+    })
 }
 
 /// What a copy's files say, as the verifier reads it.
@@ -95,6 +131,10 @@ pub fn check(sheets: &[(Table, &Sheet)], k: u32, m: usize) -> Result<RecordCheck
         items: report.items,
         smallest_support: report.smallest_support,
         attack: attack(&records, k, &ms)?,
+        one_value: match one_value_records(sheets, &records) {
+            Some(r) => attack(&r, k, &[1])?.into_iter().next(),
+            None => None,
+        },
     })
 }
 
@@ -148,7 +188,10 @@ mod tests {
                 .collect::<Vec<_>>(),
         );
         labs.columns[3][0] = "13.70".into();
-        assert!(check(&[(Table::Patients, &patients), (Table::Observations, &labs)], 5, 2).is_ok());
+        let checked = check(&[(Table::Patients, &patients), (Table::Observations, &labs)], 5, 2).unwrap();
+        // ... but the one-value adversary who saw that result singles the patient out, and it is reported.
+        let one = checked.one_value.unwrap();
+        assert_eq!((one.below_k, one.unique), (5, 1), "{one:?}");
     }
 
     #[test]
