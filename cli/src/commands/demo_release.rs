@@ -416,4 +416,13 @@ fn say_record(record: &tokumei_release::manifest::RecordProtection, say: &impl F
             }
         ));
     }
+    if let Some(a) = &c.one_value {
+        say(&format!(
+            "     one event with its measured value as released: fewer than k: {} ({:.1} %), unique: {} ({:.1} %)   (information: values are not items)",
+            a.below_k,
+            a.share_below_k * 100.0,
+            a.unique,
+            a.share_unique * 100.0
+        ));
+    }
 }

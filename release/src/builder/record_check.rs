@@ -49,11 +49,15 @@ fn one_value_records(sheets: &[(Table, &Sheet)], base: &WrittenRecords) -> Optio
             .collect();
         for r in 0..sheet.columns.first().map_or(0, Vec::len) {
             let mut text = table.name().to_owned();
-            for c in 1..sheet.header.len() {
-                if !roles[c] {
-                    text.push('|');
-                    text.push_str(&sheet.columns[c][r]);
-                }
+            for (column, _) in sheet
+                .columns
+                .iter()
+                .zip(&roles)
+                .skip(1)
+                .filter(|(_, measured)| !**measured)
+            {
+                text.push('|');
+                text.push_str(&column[r]);
             }
             for c in (1..sheet.header.len()).filter(|&c| roles[c] && !sheet.columns[c][r].is_empty()) {
                 items.push((
