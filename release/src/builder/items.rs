@@ -97,7 +97,10 @@ fn code_hierarchy(column: &str, generator: Option<Generator>, values: &[&str]) -
     let generated = match generator {
         Some(g) if !present.is_empty() => Some(
             g.generate(&present)
-                .map_err(|e| ReleaseError::NotReleasable(format!("column {column}: {e}")))?,
+                // The generator's own message quotes the offending value: name the column only.
+                .map_err(|_| {
+                    ReleaseError::NotReleasable(format!("column {column}: a value does not fit its code system"))
+                })?,
         ),
         _ => None,
     };

@@ -85,17 +85,20 @@ pub fn protect(
     ));
     let original = sheets.clone();
     let first = stage(sheets, model, params, None);
-    let optimum = match &first {
-        Ok(s) => s.demographic_levels().map(<[u32]>::to_vec),
+    // The demographic optimum and the hierarchy heights: from the first stage, or — when its items did not
+    // fit — from the demographic search alone.
+    let demographics = match &first {
+        Ok(s) => s
+            .anonymised
+            .get(&Table::Patients)
+            .map(|a| (a.levels.clone(), a.max_levels.clone())),
         Err(_) => demographic_optimum(&original, model)?,
-    };
+    }
+    .filter(|(levels, _)| !levels.is_empty());
     let mut best: Option<(Stage, Vec<(Table, Sheet)>)> = first.ok().map(|s| (s, std::mem::take(sheets)));
     let mut first_error = None;
     let mut tried = 1;
-    if let Some((levels, max_levels)) = optimum
-        .map(|l| (l, max_levels(&original, model)))
-        .and_then(|(l, m)| m.ok().map(|m| (l, m)))
-    {
+    if let Some((levels, max_levels)) = demographics {
         for candidate in coarser_nodes(&levels, &max_levels) {
             tried += 1;
             progress(&format!("whole-record search: demographic node {candidate:?}"));
@@ -141,29 +144,14 @@ struct Stage {
     loss: f64,
 }
 
-impl Stage {
-    fn demographic_levels(&self) -> Option<&[u32]> {
-        self.anonymised
-            .get(&Table::Patients)
-            .filter(|a| !a.levels.is_empty())
-            .map(|a| a.levels.as_slice())
-    }
-}
-
-/// The demographic optimum's levels when the first stage failed after it (the items did not fit).
-fn demographic_optimum(original: &[(Table, Sheet)], model: &PrivacyModel) -> Result<Option<Vec<u32>>> {
+/// The demographic optimum's levels and the hierarchies' heights, when the first stage failed after it (its
+/// items did not fit).
+fn demographic_optimum(original: &[(Table, Sheet)], model: &PrivacyModel) -> Result<Option<(Vec<u32>, Vec<u32>)>> {
     let Some((_, sheet)) = original.iter().find(|(t, _)| *t == Table::Patients) else {
         return Ok(None);
     };
     let a = anonymise::anonymise(Table::Patients, &mut sheet.clone(), model, None)?;
-    Ok((!a.levels.is_empty()).then_some(a.levels))
-}
-
-fn max_levels(original: &[(Table, Sheet)], model: &PrivacyModel) -> Result<Vec<u32>> {
-    let Some((_, sheet)) = original.iter().find(|(t, _)| *t == Table::Patients) else {
-        return Ok(Vec::new());
-    };
-    Ok(anonymise::anonymise(Table::Patients, &mut sheet.clone(), model, None)?.max_levels)
+    Ok(Some((a.levels, a.max_levels)))
 }
 
 /// Nodes strictly coarser than `levels` (componentwise ≥, not equal), in ascending order of their summed
