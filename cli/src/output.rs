@@ -12,7 +12,36 @@ pub fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T)) -> anyh
     Ok(())
 }
 
+/// How long a finished command waits for background work (a connection being returned to its pool, a
+/// blocking file task) before the process exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A multi-threaded tokio runtime for commands that do network I/O.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+///
+/// Dropping a plain tokio runtime waits without limit for its blocking threads; a command that has
+/// printed its result must never sit there (a CLI call that never returns stalls a hospital's script or
+/// CI), so this one shuts down with a bounded grace period.
+pub fn runtime() -> anyhow::Result<CliRuntime> {
+    Ok(CliRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    )))
+}
+
+/// A tokio runtime that shuts down within [`SHUTDOWN_GRACE`] when dropped.
+pub struct CliRuntime(Option<tokio::runtime::Runtime>);
+
+impl std::ops::Deref for CliRuntime {
+    type Target = tokio::runtime::Runtime;
+    fn deref(&self) -> &Self::Target {
+        // Only `drop` takes the runtime out.
+        self.0.as_ref().unwrap_or_else(|| unreachable!("runtime used after shutdown"))
+    }
+}
+
+impl Drop for CliRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_timeout(SHUTDOWN_GRACE);
+        }
+    }
 }

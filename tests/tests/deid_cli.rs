@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::BoundedOutput;
+
 use common::{ADULT_QIS, adult};
 
 use std::process::Command;
@@ -19,7 +21,7 @@ fn qi_args() -> Vec<String> {
 }
 
 fn tokumei(args: &[String]) -> std::process::Output {
-    Command::new(common::tokumei_bin()).args(args).output().unwrap()
+    Command::new(common::tokumei_bin()).args(args).bounded_output().unwrap()
 }
 
 fn s(v: &[&str]) -> Vec<String> {

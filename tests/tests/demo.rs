@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::BoundedOutput;
+
 #[test]
 fn demo_tells_chapter_one_and_leaks_nothing() {
     let home = tempfile::tempdir().unwrap();
@@ -11,7 +13,7 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
         // to the 1e-6 bound to trace reliably.
         .args(["--json", "demo", "--patients", "600"])
         .env("TOKUMEI_HOME", home.path())
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

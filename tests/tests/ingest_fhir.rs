@@ -9,7 +9,7 @@ fn tokumei(home: &Home, args: &[&str]) -> std::process::Output {
     Command::new(tokumei_bin())
         .args(args)
         .env("TOKUMEI_HOME", home.path())
-        .output()
+        .bounded_output()
         .unwrap()
 }
 

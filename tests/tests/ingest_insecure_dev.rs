@@ -59,7 +59,7 @@ async fn plaintext_only_with_the_flag_and_only_on_loopback() {
         ])
         .arg(home.path().join("tokumei.toml"))
         .env("TOKUMEI_HOME", home.path())
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(!out.status.success());
     assert!(

@@ -54,7 +54,7 @@ async fn local_keyring_is_stable_across_restarts_and_refuses_a_wrong_passphrase(
         .arg(home.path().join("tokumei.toml"))
         .env("TOKUMEI_HOME", home.path())
         .env("TOKUMEI_KEYRING_PASSPHRASE", "wrong")
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -100,7 +100,7 @@ async fn openbao_transit_is_stable_across_restarts() {
         .arg(home.path().join("tokumei.toml"))
         .env("TOKUMEI_HOME", home.path())
         .env("TEST_BAO_TOKEN", "not-a-token")
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(!out.status.success());
 }

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::BoundedOutput;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -41,7 +43,7 @@ fn cli(home: &Path, args: &[&str], stdin: &str) -> serde_json::Value {
         .expect("stdin")
         .write_all(stdin.as_bytes())
         .expect("write stdin");
-    let out = child.wait_with_output().expect("tokumei output");
+    let out = common::wait_bounded(child, &format!("{args:?}")).expect("tokumei output");
     assert!(
         out.status.success(),
         "tokumei {args:?} failed: {}",
@@ -617,7 +619,7 @@ fn plaintext_needs_the_flag_and_loopback() {
             .args(args)
             .env("TOKUMEI_HOME", dir.path())
             .env_remove("TOKUMEI_POLICY_DB")
-            .output()
+            .bounded_output()
             .expect("run tokumei");
         assert!(!out.status.success(), "{args:?} must be refused");
         String::from_utf8_lossy(&out.stderr).into_owned()

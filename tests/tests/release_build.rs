@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::BoundedOutput;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -87,7 +89,7 @@ fn refused(home: &Home, args: &[&str], env: &[(&str, &str)]) -> String {
         .envs(env.iter().copied())
         .arg("--json")
         .args(args)
-        .output()
+        .bounded_output()
         .expect("run tokumei");
     assert!(
         !out.status.success(),
@@ -130,7 +132,7 @@ async fn push_cohort(home: &Home) {
     let out = Command::new(tokumei_bin())
         .env("TOKUMEI_HOME", home.path())
         .args(["--json", "core", "run", "--until-drained", "--config", &config(home)])
-        .output()
+        .bounded_output()
         .expect("core");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::BoundedOutput;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -262,7 +264,7 @@ fn cli_download(
         .env("TOKUMEI_HOME", home.path())
         .env("TOKUMEI_SESSION", &person.session)
         .env_remove("TOKUMEI_POLICY_DB")
-        .output()
+        .bounded_output()
         .expect("run tokumei release download");
     if output.status.success() {
         Ok(serde_json::from_slice(&output.stdout).expect("JSON summary"))

@@ -38,7 +38,7 @@ fn tokumei_env(home: &Home, args: &[&str], env: &[(&str, &str)]) -> std::process
         .arg(home.path().join("tokumei.toml"))
         .env("TOKUMEI_HOME", home.path())
         .env("RUST_LOG", "warn")
-        .output()
+        .bounded_output()
         .expect("run tokumei");
     assert!(
         out.status.success(),
@@ -314,7 +314,7 @@ async fn opt_out_is_excluded_from_every_research_read_and_erasure_destroys_the_b
         .env("TOKUMEI_HOME", home.path())
         .args(["--json", "store", "status", "--config"])
         .arg(home.path().join("tokumei.toml"))
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(out.status.success());
     drop(gw);
@@ -448,7 +448,7 @@ async fn store_on_openbao_keys_round_trip_erase_and_rotation() {
         .arg(home.path().join("tokumei.toml"))
         .env("TOKUMEI_HOME", home.path())
         .env("TEST_BAO_TOKEN", "not-a-token")
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(!out.status.success());
     drop(gw);

@@ -44,7 +44,7 @@ fn sql_counts(home: &Home, table: &str) -> BTreeMap<String, i64> {
         .arg("--config")
         .arg(home.path().join("tokumei.toml"))
         .env("TOKUMEI_HOME", home.path())
-        .output()
+        .bounded_output()
         .expect("sql");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
@@ -125,7 +125,7 @@ async fn core_and_gateway_killed_repeatedly_apply_every_acknowledged_batch_exact
         .args(["--json", "core", "run", "--until-drained", "--config"])
         .arg(home.path().join("tokumei.toml"))
         .env("TOKUMEI_HOME", home.path())
-        .output()
+        .bounded_output()
         .expect("drain");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 

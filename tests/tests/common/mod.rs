@@ -334,3 +334,67 @@ pub fn fresh_postgres_database(admin_url: &str) -> String {
     }
     url
 }
+
+/// How long one `tokumei` command may run in a test before it is killed and the test fails
+/// (`TOKUMEI_TEST_COMMAND_TIMEOUT` seconds, default 600): a command that hangs must fail the suite with
+/// its name, not stall CI until its global limit.
+pub fn command_limit() -> Duration {
+    let secs = std::env::var("TOKUMEI_TEST_COMMAND_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    Duration::from_secs(secs)
+}
+
+/// `Command::output` with [`command_limit`].
+pub trait BoundedOutput {
+    /// Runs to completion (stdin closed, stdout and stderr captured) or panics after the limit.
+    fn bounded_output(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl BoundedOutput for Command {
+    fn bounded_output(&mut self) -> std::io::Result<std::process::Output> {
+        self.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let what = format!("{:?}", self.get_args().collect::<Vec<_>>());
+        wait_bounded(self.spawn()?, &what)
+    }
+}
+
+/// Waits for a spawned child whose stdout and stderr are piped (its stdin already written and closed),
+/// collecting both; kills it and panics with what it printed if it outlives [`command_limit`].
+pub fn wait_bounded(mut child: Child, what: &str) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    use wait_timeout::ChildExt;
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let limit = command_limit();
+    let status = match child.wait_timeout(limit)? {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let out = stdout.join().unwrap_or_default();
+            let err = stderr.join().unwrap_or_default();
+            panic!(
+                "tokumei {what} did not finish within {} s and was killed:\n{}\n{}",
+                limit.as_secs(),
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
+        }
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}

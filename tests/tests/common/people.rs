@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use chrono::{Duration, Utc};
+use super::BoundedOutput;
 use tokumei_policy::identity::totp::{Totp, TotpSecret};
 
 /// The password every test person uses (policy: ≥ 12 characters).
@@ -43,7 +44,7 @@ pub fn run_json(home: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<
             .expect("write stdin");
     }
     drop(child.stdin.take());
-    let out = child.wait_with_output().expect("tokumei output");
+    let out = super::wait_bounded(child, &format!("{args:?}")).expect("tokumei output");
     assert!(
         out.status.success(),
         "tokumei {args:?} failed:\n{}\n{}",
@@ -129,7 +130,7 @@ pub fn invite(home: &Path, db: &[(&str, &str)], op: &Person, username: &str, org
     for (k, v) in &env {
         cmd.env(k, v);
     }
-    let _ = cmd.output(); // Already there is fine.
+    let _ = cmd.bounded_output(); // Already there is fine.
     let inv = run_json(
         home,
         &[
