@@ -94,6 +94,11 @@ enum Command {
     },
     /// Whose copy of a release a leaked file is (operators).
     Trace(commands::trace::TraceArgs),
+    /// Re-identification risk of a built release, measured on its copies.
+    Risk {
+        #[command(subcommand)]
+        command: commands::risk::RiskCommand,
+    },
     /// Benchmarks (figures go to docs/benchmarks.md).
     Bench {
         #[command(subcommand)]
@@ -126,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(a) => commands::verify::run(a, json),
         Command::Stats(a) => commands::stats::run(a, json),
         Command::Release { command } => commands::release::run(command, json),
+        Command::Risk { command } => commands::risk::run(command, json),
         Command::Trace(a) => commands::trace::run(a, json),
         Command::Budget { command } => commands::budget::run(command, json),
         Command::User(a) => commands::user::run(a, json),

@@ -34,7 +34,9 @@ impl std::ops::Deref for CliRuntime {
     type Target = tokio::runtime::Runtime;
     fn deref(&self) -> &Self::Target {
         // Only `drop` takes the runtime out.
-        self.0.as_ref().unwrap_or_else(|| unreachable!("runtime used after shutdown"))
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("runtime used after shutdown"))
     }
 }
 

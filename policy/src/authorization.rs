@@ -166,6 +166,10 @@ pub enum Action {
     DownloadRelease,
     /// Trace a leaked file back to a recipient.
     TraceLeak,
+    /// Measure the re-identification attack on a built release (aggregate figures only).
+    AssessReleaseRisk,
+    /// Preview, before a build, what an approval's (k, m) would generalise and suppress.
+    PlanRelease,
     /// Declare that released data was deleted at the end of the period of use.
     DeclareDeletion,
     /// Run SQL on the core store (operators; audited).
@@ -186,7 +190,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in a fixed order (for the authorisation matrix).
-    pub const ALL: [Action; 29] = [
+    pub const ALL: [Action; 31] = [
         Action::SubmitRecords,
         Action::SubmitOptOut,
         Action::ManageUsers,
@@ -208,6 +212,8 @@ impl Action {
         Action::BuildRelease,
         Action::DownloadRelease,
         Action::TraceLeak,
+        Action::AssessReleaseRisk,
+        Action::PlanRelease,
         Action::DeclareDeletion,
         Action::RunOperatorSql,
         Action::OperateCore,
@@ -242,6 +248,8 @@ impl Action {
             Action::BuildRelease => "build_release",
             Action::DownloadRelease => "download_release",
             Action::TraceLeak => "trace_leak",
+            Action::AssessReleaseRisk => "assess_release_risk",
+            Action::PlanRelease => "plan_release",
             Action::DeclareDeletion => "declare_deletion",
             Action::RunOperatorSql => "run_operator_sql",
             Action::OperateCore => "operate_core",
@@ -366,7 +374,7 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
                 | DownloadRelease
                 | DeclareDeletion
         ),
-        Role::CommitteeMember => matches!(action, ViewApplication | CastVote | Recuse | EstimateFees),
+        Role::CommitteeMember => matches!(action, ViewApplication | CastVote | Recuse | EstimateFees | PlanRelease),
         Role::CommitteeChair => matches!(
             action,
             ViewApplication
@@ -378,6 +386,8 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
                 | RecordViolation
                 | EstimateFees
                 | SetBudget
+                | AssessReleaseRisk
+                | PlanRelease
         ),
         Role::Operator => matches!(
             action,
@@ -389,6 +399,8 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
                 | EstimateFees
                 | BuildRelease
                 | TraceLeak
+                | AssessReleaseRisk
+                | PlanRelease
                 | RunOperatorSql
                 | OperateCore
                 | PublishRegister
@@ -405,6 +417,7 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
                 | ViewAudit
                 | VerifyAudit
                 | ExportAudit
+                | AssessReleaseRisk
         ),
     }
 }
@@ -482,6 +495,16 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
                 Ok(())
             }
         }
+        (Role::CommitteeMember, PlanRelease, Resource::Application(a)) => {
+            // A member previews the data only for a review they sit on, and not their own organisation's.
+            if a.applicant == actor.username || a.organisation == actor.organisation {
+                Err(DenialReason::ConflictOfInterest)
+            } else if !a.reviewers.contains(&actor.username) || a.recused.contains(&actor.username) {
+                Err(DenialReason::NotAssignedReviewer)
+            } else {
+                Ok(())
+            }
+        }
         (Role::CommitteeMember | Role::CommitteeChair, Recuse, Resource::Application(a)) => {
             if a.reviewers.contains(&actor.username) {
                 Ok(())
@@ -499,7 +522,9 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
         }
         (_, ViewApplication | EstimateFees, Resource::Application(_)) => Ok(()),
         (Role::CommitteeChair, RecordViolation | SetBudget, Resource::Platform | Resource::Application(_)) => Ok(()),
-        (Role::Operator, BuildRelease | TraceLeak, Resource::Application(_)) => Ok(()),
+        (Role::Operator, BuildRelease | TraceLeak | PlanRelease, Resource::Application(_)) => Ok(()),
+        (Role::CommitteeChair, PlanRelease, Resource::Application(_)) => Ok(()),
+        (Role::Operator | Role::Auditor | Role::CommitteeChair, AssessReleaseRisk, Resource::Application(_)) => Ok(()),
         (
             Role::Operator | Role::Auditor,
             ManageUsers | ViewUsers | ExportBans | ImportBans | RunOperatorSql | OperateCore | PublishRegister

@@ -888,6 +888,41 @@ impl Policy {
             .await
     }
 
+    /// Admits a look at an application's data that yields aggregate figures only — the attack measured on a
+    /// built release ([`Action::AssessReleaseRisk`]) or the preview of a build ([`Action::PlanRelease`]) —
+    /// before anything is read. Refusals are audited; the figures are recorded with
+    /// [`Policy::record_release_review`].
+    pub async fn admit_release_review(
+        &self,
+        actor: &Actor,
+        id: &str,
+        action: Action,
+        origin: Origin<'_>,
+    ) -> Result<ApplicationRecord> {
+        if !matches!(action, Action::AssessReleaseRisk | Action::PlanRelease) {
+            return Err(PolicyError::Invalid(format!("{action} is not a release review")));
+        }
+        let app = self.committee.get(id).await?;
+        self.check(actor, action, &Resource::Application(app.facts()), origin)
+            .await?;
+        Ok(app)
+    }
+
+    /// Records the figures of a release review admitted by [`Policy::admit_release_review`] (checked again:
+    /// the ledger never holds a review its actor could not make).
+    pub async fn record_release_review(
+        &self,
+        actor: &Actor,
+        id: &str,
+        action: Action,
+        details: serde_json::Value,
+        origin: Origin<'_>,
+    ) -> Result<AuditEntry> {
+        self.admit_release_review(actor, id, action, origin).await?;
+        self.audit_ok(actor, action.as_str(), &format!("application {id}"), origin, details)
+            .await
+    }
+
     /// Records a provision (what was given to whom) for the public register.
     pub async fn record_provision(
         &self,

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod manifest;
 pub mod pseudonym;
+pub mod risk;
 pub mod sealed_file;
 pub mod trace;
 pub mod zone;

@@ -204,6 +204,63 @@ fn min_class(patients: &Path) -> usize {
     classes.values().map(BTreeSet::len).min().unwrap_or(0)
 }
 
+/// The one-item adversary recounted from a copy's CSV files, sharing nothing with the platform: a patient's
+/// released demographic row plus one of their observation items (every column but the pseudonym and the
+/// measured value) — how many patients have some item matching fewer than `k` patients, and how many are
+/// singled out by one.
+fn one_item_attack(copy: &Path, k: usize) -> (u64, u64) {
+    use std::collections::HashMap;
+    let (h, rows) = read_csv(&copy.join("patients.csv"));
+    let p = column(&h, "patient_pseudonym");
+    let demographics: HashMap<String, Vec<String>> = rows
+        .into_iter()
+        .map(|r| {
+            let key = r[p].clone();
+            let rest = r
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| *i != p)
+                .map(|(_, v)| v)
+                .collect();
+            (key, rest)
+        })
+        .collect();
+    let (h, rows) = read_csv(&copy.join("observations.csv"));
+    let (p, value) = (column(&h, "patient_pseudonym"), column(&h, "value"));
+    let mut items: HashMap<String, BTreeSet<Vec<String>>> = HashMap::new();
+    for r in rows {
+        let item = r
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != p && *i != value)
+            .map(|(_, v)| v.clone())
+            .collect();
+        items.entry(r[p].clone()).or_default().insert(item);
+    }
+    let mut support: HashMap<(Vec<String>, Vec<String>), usize> = HashMap::new();
+    for (patient, set) in &items {
+        for item in set {
+            *support
+                .entry((demographics[patient].clone(), item.clone()))
+                .or_default() += 1;
+        }
+    }
+    let (mut below_k, mut unique) = (0, 0);
+    for (patient, demo) in &demographics {
+        let smallest = items.get(patient).map_or(usize::MAX, |set| {
+            set.iter()
+                .map(|i| support[&(demo.clone(), i.clone())])
+                .min()
+                .unwrap_or(usize::MAX)
+        });
+        let class = demographics.values().filter(|d| *d == demo).count();
+        let smallest = smallest.min(class);
+        below_k += u64::from(smallest < k);
+        unique += u64::from(smallest == 1);
+    }
+    (below_k, unique)
+}
+
 fn trace(home: &Home, op: &Person, release: &str, file: &Path) -> serde_json::Value {
     run_json(
         home.path(),
@@ -397,6 +454,71 @@ async fn release_build_verify_and_trace_end_to_end() {
         "{differing} cells differ"
     );
 
+    // The attack re-measured on the sealed copies (an auditor would run it; the operator here), agreeing with
+    // the manifests and with this test's own recount of the one-item adversary; a researcher may not run it.
+    let risk_args = ["risk", "attack", "--release", &release, "--config", &config_path];
+    let risk = run_json(home.path(), &risk_args, &op_env, None);
+    assert_eq!(risk["holds"], true, "{risk}");
+    assert_eq!(risk["m"], 1, "{risk}");
+    let copies = risk["copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 2, "{risk}");
+    for c in copies {
+        assert_eq!(c["agrees_with_manifest"], true, "{c}");
+        let ms: Vec<u64> = c["attack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["m"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ms, vec![1, 2, 3], "{c}");
+        let copy = if c["recipient"] == "rika" {
+            &rika_copy
+        } else {
+            &yui_copy
+        };
+        let (below_k, unique) = one_item_attack(copy, 5);
+        assert_eq!(c["attack"][0]["below_k"].as_u64().unwrap(), below_k, "{c}");
+        assert_eq!(c["attack"][0]["unique"].as_u64().unwrap(), unique, "{c}");
+        assert_eq!(below_k, 0, "{c}");
+    }
+    let err = refused(&home, &risk_args, &session_env(db, &rika));
+    assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
+    let err = refused(&home, &["risk", "attack", "--release", &release, "--m", "5"], &op_env);
+    assert!(err.contains("BAD_INPUT"), "{err}");
+    // The plan of the approval at another (k, m): what a build would do, nothing written.
+    let releases_before = std::fs::read_dir(home.path().join("release")).map_or(0, |d| d.count());
+    let plan_args = [
+        "release",
+        "plan",
+        "--application",
+        &app,
+        "--config",
+        &config_path,
+        "--m",
+        "2",
+    ];
+    let plan = run_json(home.path(), &plan_args, &op_env, None);
+    assert_eq!(plan["approved"], true, "{plan}");
+    assert_eq!(plan["privacy_model"]["m"], 2, "{plan}");
+    assert!(plan["patients"].as_u64().unwrap() > 1000, "{plan}");
+    for a in plan["check"]["attack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["m"].as_u64().unwrap() <= 2)
+    {
+        assert_eq!(a["below_k"], 0, "{plan}");
+    }
+    assert_eq!(
+        std::fs::read_dir(home.path().join("release")).map_or(0, |d| d.count()),
+        releases_before,
+        "a plan writes nothing to the release zone"
+    );
+    let err = refused(&home, &plan_args, &session_env(db, &rika));
+    assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
+    let err = refused(&home, &["release", "plan", "--application", &app, "--k", "1"], &op_env);
+    assert!(err.contains("BAD_INPUT"), "{err}");
+
     // A second release of the same approval: its pseudonyms join with none of the first's.
     let second = run_json(home.path(), &build(&app, &["--recipient", "rika"]), &op_env, None);
     let second_copy = copy_of(&home, second["release"].as_str().unwrap(), "rika", dir.path()).await;
@@ -514,5 +636,9 @@ async fn release_build_verify_and_trace_end_to_end() {
     assert_eq!(count("release.build", "ok", None), 2);
     assert_eq!(count("release.build", "failed", Some("NOT_RELEASABLE")), 1);
     assert_eq!(count("trace.leak", "ok", None), 3);
+    assert_eq!(count("assess_release_risk", "ok", None), 1);
+    assert_eq!(count("assess_release_risk", "denied", Some("ROLE_NOT_PERMITTED")), 1);
+    assert_eq!(count("plan_release", "ok", None), 1);
+    assert_eq!(count("plan_release", "denied", Some("ROLE_NOT_PERMITTED")), 1);
     assert_eq!(count("deletion.declare", "ok", None), 1);
 }

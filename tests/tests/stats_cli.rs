@@ -180,10 +180,7 @@ fn dp_story(db: &[&str], unapproved: &str) {
             (f.next().unwrap().to_string(), f.nth(1).unwrap().to_string())
         })
         .collect();
-    let truth = adult_rows()
-        .iter()
-        .filter(|r| band_of[&r["age"]] == "30-39")
-        .count() as f64;
+    let truth = adult_rows().iter().filter(|r| band_of[&r["age"]] == "30-39").count() as f64;
     let noisy: f64 = rows.iter().find(|r| r[0] == "30-39").unwrap()[1].parse().unwrap();
     assert!((noisy - truth).abs() < 30.0, "{noisy} vs {truth}");
     let rep: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();

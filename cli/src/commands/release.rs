@@ -21,6 +21,8 @@ use crate::output::runtime;
 pub enum ReleaseCommand {
     /// Build an approved application into one fingerprinted, verified, signed copy per recipient (operators).
     Build(BuildArgs),
+    /// What a build would generalise and suppress, and the attack it would face, before any file exists.
+    Plan(super::release_plan::PlanArgs),
     /// Check a downloaded copy: the manifest's signature and every file's SHA-256.
     Verify(VerifyArgs),
     /// Releases in the release zone.
@@ -92,6 +94,7 @@ pub struct DeclareArgs {
 pub fn run(command: ReleaseCommand, json: bool) -> Result<()> {
     match command {
         ReleaseCommand::Build(a) => build(a, json),
+        ReleaseCommand::Plan(a) => super::release_plan::run(a, json),
         ReleaseCommand::Verify(a) => verify(a, json),
         ReleaseCommand::List(a) => list(a, json),
         ReleaseCommand::DeclareDeleted(a) => declare(a, json),

@@ -55,7 +55,9 @@ fn favourable_resource(role: Role, action: Action, username: &str) -> Resource {
         RecordViolation | SetBudget => Resource::Platform,
         ViewApplication | AmendApplication | AssignReviewers | CastVote | Recuse | DecideApplication
         | RevokeApproval | EstimateFees | RunStatistics | BuildRelease | DownloadRelease | TraceLeak
-        | DeclareDeletion => Resource::Application(favourable_application(role, username)),
+        | AssessReleaseRisk | PlanRelease | DeclareDeletion => {
+            Resource::Application(favourable_application(role, username))
+        }
     }
 }
 
@@ -80,6 +82,8 @@ fn expected(role: Role, action: Action) -> bool {
         SetBudget => &[CommitteeChair],
         RunStatistics | DownloadRelease | DeclareDeletion => &[Researcher],
         BuildRelease | TraceLeak => &[Operator],
+        AssessReleaseRisk => &[Operator, Auditor, CommitteeChair],
+        PlanRelease => &[Operator, CommitteeChair, CommitteeMember],
         RunOperatorSql | OperateCore | PublishRegister => &[Operator],
         ReportRegulator => &[Operator, Auditor],
         ViewAudit | ExportAudit => &[Auditor],
@@ -106,7 +110,7 @@ fn every_role_action_pair_matches_the_expected_table() {
     }
     assert_eq!(unauthorised_successes, vec![], "unauthorised successes");
     assert_eq!(wrongly_refused, vec![], "granted pairs refused");
-    assert_eq!(Role::ALL.len() * Action::ALL.len(), 6 * 29);
+    assert_eq!(Role::ALL.len() * Action::ALL.len(), 6 * 31);
 }
 
 #[test]
@@ -247,4 +251,53 @@ fn names_round_trip() {
     assert!("root".parse::<Role>().is_err());
     let names: BTreeSet<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
     assert_eq!(names.len(), Action::ALL.len());
+}
+
+#[test]
+fn a_member_previews_a_release_only_for_a_review_they_sit_on() {
+    let member = actor("mei", "org-m", Role::CommitteeMember, AuthMethod::PasswordTotp);
+    let assigned = ApplicationFacts {
+        id: "A-9".into(),
+        applicant: "rika".into(),
+        organisation: "univ-a".into(),
+        reviewers: BTreeSet::from(["mei".to_owned()]),
+        ..Default::default()
+    };
+    let app = |facts: ApplicationFacts| Resource::Application(facts);
+    assert_eq!(authorize(&member, Action::PlanRelease, &app(assigned.clone())), Ok(()));
+    let not_assigned = ApplicationFacts {
+        reviewers: BTreeSet::new(),
+        ..assigned.clone()
+    };
+    let reason = |r: Result<(), Denied>| r.err().map(|d| d.reason);
+    assert_eq!(
+        reason(authorize(&member, Action::PlanRelease, &app(not_assigned))),
+        Some(DenialReason::NotAssignedReviewer)
+    );
+    let recused = ApplicationFacts {
+        recused: BTreeSet::from(["mei".to_owned()]),
+        ..assigned.clone()
+    };
+    assert_eq!(
+        reason(authorize(&member, Action::PlanRelease, &app(recused))),
+        Some(DenialReason::NotAssignedReviewer)
+    );
+    let own_organisation = ApplicationFacts {
+        organisation: "org-m".into(),
+        ..assigned
+    };
+    assert_eq!(
+        reason(authorize(&member, Action::PlanRelease, &app(own_organisation))),
+        Some(DenialReason::ConflictOfInterest)
+    );
+    // A member never measures the attack on a built release: that is the chair's, an operator's or an
+    // auditor's.
+    let facts = ApplicationFacts {
+        reviewers: BTreeSet::from(["mei".to_owned()]),
+        ..Default::default()
+    };
+    assert_eq!(
+        reason(authorize(&member, Action::AssessReleaseRisk, &app(facts))),
+        Some(DenialReason::RoleNotPermitted)
+    );
 }

@@ -8,6 +8,7 @@ pub mod anonymise;
 pub mod extremes;
 pub mod files;
 pub mod items;
+pub mod plan;
 pub mod protect;
 pub mod record_check;
 pub mod select;
@@ -145,6 +146,41 @@ pub async fn build(
     result
 }
 
+/// The tables and columns of a release, checked releasable before any data is read, patients first (its
+/// suppression applies to every other table).
+pub(crate) fn release_scope(tables: &[TableRequest]) -> Result<Vec<(Table, Vec<String>)>> {
+    let mut scope = Vec::new();
+    for t in tables {
+        let table = Table::from_name(&t.table)
+            .filter(|t| t.is_clinical())
+            .ok_or_else(|| ReleaseError::NotReleasable(format!("unknown table {}", t.table)))?;
+        scope.push((table, select::released_columns(table, &t.columns)?));
+    }
+    scope.sort_by_key(|(t, _)| *t);
+    Ok(scope)
+}
+
+/// Reads the scope's tables for the cohort through the store's research view, pseudonymised with `key`.
+pub(crate) async fn read_scope(
+    store: &Store,
+    scope: &[(Table, Vec<String>)],
+    cohort_filter: &str,
+    key: &PseudonymKey,
+) -> Result<Vec<(Table, Sheet)>> {
+    let ctx = store.session(View::Research).await?;
+    let mut sheets = Vec::new();
+    for (table, columns) in scope {
+        let selected = select::read(&ctx, *table, columns, cohort_filter, key).await?;
+        sheets.push((selected.table, selected.sheet));
+    }
+    if sheets.iter().all(|(_, s)| s.columns[0].is_empty()) {
+        return Err(ReleaseError::NotReleasable(
+            "the cohort is empty: nothing to release".into(),
+        ));
+    }
+    Ok(sheets)
+}
+
 async fn build_admitted(
     cx: &BuildContext<'_>,
     app: &tokumei_policy::committee::store::ApplicationRecord,
@@ -172,15 +208,7 @@ async fn build_admitted(
                 .into(),
         ));
     }
-    // Scope first: every column must be releasable before any data is read.
-    let mut scope = Vec::new();
-    for t in tables {
-        let table = Table::from_name(&t.table)
-            .filter(|t| t.is_clinical())
-            .ok_or_else(|| ReleaseError::NotReleasable(format!("unknown table {}", t.table)))?;
-        scope.push((table, select::released_columns(table, &t.columns)?));
-    }
-    scope.sort_by_key(|(t, _)| *t); // patients first: its suppression applies to every other table
+    let scope = release_scope(tables)?;
     let (key, pseudonym_scope) = if conditions.link_releases {
         (
             PseudonymKey::for_project(cx.home, cx.zone.keys().as_ref(), &app.id).await?,
@@ -191,17 +219,7 @@ async fn build_admitted(
     };
 
     progress("reading the approved tables from the core (research view)");
-    let ctx = cx.store.session(View::Research).await?;
-    let mut sheets = Vec::new();
-    for (table, columns) in &scope {
-        let selected = select::read(&ctx, *table, columns, &conditions.cohort_filter, &key).await?;
-        sheets.push((selected.table, selected.sheet));
-    }
-    if sheets.iter().all(|(_, s)| s.columns[0].is_empty()) {
-        return Err(ReleaseError::NotReleasable(
-            "the cohort is empty: nothing to release".into(),
-        ));
-    }
+    let mut sheets = read_scope(cx.store, &scope, &conditions.cohort_filter, &key).await?;
 
     let Protected {
         anonymised,

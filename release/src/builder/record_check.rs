@@ -108,6 +108,18 @@ pub fn written_records(sheets: &[(Table, &Sheet)]) -> Result<WrittenRecords> {
     Ok(out)
 }
 
+/// The attack on a copy for each adversary in `ms`, and the one-value adversary, without judging: what
+/// `tokumei risk attack` reports on a release already built.
+pub fn measure(sheets: &[(Table, &Sheet)], k: u32, ms: &[usize]) -> Result<(Vec<AttackFigure>, Option<AttackFigure>)> {
+    let records = written_records(sheets)?;
+    let figures = attack(&records, k, ms)?;
+    let one_value = match one_value_records(sheets, &records) {
+        Some(r) => attack(&r, k, &[1])?.into_iter().next(),
+        None => None,
+    };
+    Ok((figures, one_value))
+}
+
 /// Verifies (k, k^m) on a copy and measures the attack; refuses when any patient has fewer than k candidates.
 pub fn check(sheets: &[(Table, &Sheet)], k: u32, m: usize) -> Result<RecordCheck> {
     let records = written_records(sheets)?;

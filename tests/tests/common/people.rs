@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use chrono::{Duration, Utc};
 use super::BoundedOutput;
+use chrono::{Duration, Utc};
 use tokumei_policy::identity::totp::{Totp, TotpSecret};
 
 /// The password every test person uses (policy: ≥ 12 characters).

@@ -1,0 +1,148 @@
+//! `tokumei release plan --application ID [--k K] [--m M]`: what a build would generalise and suppress, and
+//! the attack the result would face, before any file exists (operators, the chair, assigned members).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use tokumei_release::builder::plan::{self, PlanContext, PlanOutcome, PlanRequest};
+
+use crate::commands::access::{CLI, PolicyOptions, actor, open_policy};
+use crate::commands::release::release_reason;
+use crate::output::runtime;
+
+/// Arguments of `tokumei release plan`.
+#[derive(clap::Args, Debug)]
+pub struct PlanArgs {
+    /// The application (approved or under review).
+    #[arg(long)]
+    pub application: String,
+    /// k to try (default: the approval's, else 5).
+    #[arg(long)]
+    pub k: Option<u32>,
+    /// m to try, 1 … 4 (default: the approval's, else 2).
+    #[arg(long)]
+    pub m: Option<u32>,
+    /// Largest suppressed share to try, in [0, 1) (default: the approval's, else 0.05).
+    #[arg(long = "max-suppression")]
+    pub max_suppression: Option<f64>,
+    /// Configuration file (store).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Session and policy database.
+    #[command(flatten)]
+    pub policy: PolicyOptions,
+}
+
+/// Runs `tokumei release plan`.
+pub fn run(a: PlanArgs, json: bool) -> Result<()> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let policy = open_policy(&a.policy).await?;
+        let who = actor(&policy, &a.policy).await?;
+        let cfg = tokumei_ingest::config::Config::load(a.config.as_deref())?;
+        let home = tokumei_ingest::home::tokumei_home();
+        let store = crate::commands::store::open_store(&cfg, &home).await?;
+        let cx = PlanContext {
+            policy: &policy,
+            actor: &who,
+            origin: CLI,
+            store: &store,
+        };
+        let request = PlanRequest {
+            k: a.k,
+            m: a.m,
+            max_suppression: a.max_suppression,
+        };
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        let say = |m: &str| spinner.set_message(m.to_owned());
+        let outcome = plan::plan(&cx, &a.application, &request, &say).await;
+        spinner.finish_and_clear();
+        let outcome = outcome.map_err(release_reason)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&outcome)?);
+        } else {
+            print_human(&outcome);
+        }
+        Ok(())
+    })
+}
+
+fn print_human(p: &PlanOutcome) {
+    let m = &p.privacy_model;
+    println!(
+        "提供計画 / release plan of {} ({}): k={}, m={}, suppression ≤ {:.1} %",
+        p.application,
+        if p.approved {
+            "approved scope"
+        } else {
+            "scope applied for, not yet approved"
+        },
+        m.k,
+        m.m,
+        m.max_suppression * 100.0
+    );
+    println!(
+        "  患者 / patients {}: {} withheld ({:.1} %), {} birth dates top-coded (90+), {} duplicate rows merged",
+        p.patients,
+        p.suppressed_patients,
+        share(p.suppressed_patients, p.patients),
+        p.top_coded_birth_dates,
+        p.merged_patient_rows
+    );
+    if !p.demographics.is_empty() {
+        let levels: Vec<String> = p
+            .demographics
+            .iter()
+            .map(|l| format!("{} {}/{}", l.column, l.level, l.max_level))
+            .collect();
+        println!("  属性の一般化 / demographics: {}", levels.join(", "));
+    }
+    if let Some(items) = &p.items {
+        for t in &items.tables {
+            let levels: Vec<String> = t.levels.iter().map(|(c, l)| format!("{c}@{l}")).collect();
+            println!(
+                "  {:<12} items {} ; rare items suppressed {} of {} rows ({:.1} %), loss {:.3}",
+                t.table,
+                levels.join(" "),
+                t.suppressed_rows,
+                t.rows_before,
+                share(t.suppressed_rows, t.rows_before),
+                t.loss
+            );
+        }
+    }
+    for e in &p.extremes {
+        println!(
+            "  {}.{}: extreme values top-coded {}, bottom-coded {}, withheld {}",
+            e.table, e.column, e.top_coded, e.bottom_coded, e.withheld
+        );
+    }
+    println!(
+        "  情報損失 / release loss {:.3} (0 = as recorded, 1 = nothing left)",
+        p.release_loss
+    );
+    for f in &p.check.attack {
+        println!(
+            "  攻撃 / attack m={} {}: below k {} ({:.1} %), unique {} ({:.1} %)",
+            f.m,
+            if f.m <= m.m as usize {
+                "(promised)"
+            } else {
+                "(information)"
+            },
+            f.below_k,
+            f.share_below_k * 100.0,
+            f.unique,
+            f.share_unique * 100.0
+        );
+    }
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
