@@ -125,6 +125,34 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     assert_eq!(check["attack"].as_array().unwrap().len(), 4, "m = 1 … m + 2");
     // patients, conditions, encounters, observations (CSV and Parquet each) and the codebook.
     assert_eq!(rel["verified_files"], 9);
+    // Each recipient's copy came through the release service into $TOKUMEI_HOME/demo/downloads/<who>/<release>/.
+    let release = build["release"].as_str().unwrap();
+    for who in ["sato", "yui"] {
+        let dir = home.path().join("demo").join("downloads").join(who).join(release);
+        for f in [
+            "manifest.json",
+            "manifest.sig",
+            "patients.csv",
+            "observations.parquet",
+            "codebook.json",
+        ] {
+            assert!(dir.join(f).is_file(), "{} missing", dir.join(f).display());
+        }
+        assert!(!dir.join("observations.csv.partial").exists());
+    }
+    // The chair's plan before the decision and the auditor's attack on the sealed copies agree with the model.
+    let plan = &rel["plan"];
+    assert_eq!(plan["privacy_model"]["m"], 2, "{plan}");
+    for a in plan["check"]["attack"].as_array().unwrap() {
+        if a["m"].as_u64().unwrap() <= 2 {
+            assert_eq!(a["below_k"], 0, "{plan}");
+        }
+    }
+    let risk = &rel["risk"];
+    assert_eq!(risk["holds"], true, "{risk}");
+    for c in risk["copies"].as_array().unwrap() {
+        assert_eq!(c["agrees_with_manifest"], true, "{c}");
+    }
     assert_eq!(rel["trace"]["verdict"]["accused"], serde_json::json!(["yui"]), "{rel}");
     assert_eq!(rel["trace_other"]["verdict"]["accused"], serde_json::json!(["sato"]));
     assert!(rel["leaker_refused"].as_str().unwrap().contains("BANNED"));
@@ -133,7 +161,9 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     // Chapter 7: registers, the report and the audit ledger, with tampering caught.
     let t = &r["transparency"];
     assert_eq!(t["decisions"].as_array().unwrap().len(), 2);
-    assert_eq!(t["provisions"], 3);
+    // Three statistics provisions, and every file each recipient downloaded through the release service
+    // (11 per copy: 4 tables × CSV + Parquet, the codebook, the manifest and its signature).
+    assert_eq!(t["provisions"], 3 + 2 * 11);
     assert!(t["audit_entries"].as_u64().unwrap() > 40);
     assert!(t["tampered_copy"].as_str().unwrap().starts_with("detected at entry"));
     let core = &r["regulator_core_figures"];

@@ -19,6 +19,7 @@ use tokumei_policy::committee::{
 use tokumei_policy::identity::SecondFactor;
 use tokumei_policy::identity::totp::{Totp, TotpSecret};
 use tokumei_policy::{Actor, Origin, Policy, PolicyConfig, Role};
+use zeroize::Zeroizing;
 
 pub(super) const DEMO: Origin<'static> = Origin("demo");
 
@@ -55,6 +56,8 @@ pub struct Committee {
     pub policy: Policy,
     /// The researcher (recipient of the approval).
     pub researcher: Actor,
+    /// The researcher's two-factor session token (what their download client presents).
+    pub researcher_session: Zeroizing<String>,
     /// The operator.
     pub operator: Actor,
     /// An auditor.
@@ -69,7 +72,7 @@ pub struct Committee {
 
 const PASSWORD: &str = "demo password, not for production";
 
-async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(Actor, String)> {
+async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(Actor, String, Zeroizing<String>)> {
     let enrolment = policy
         .enrol(username, invitation, PASSWORD, DEMO)
         .await
@@ -93,6 +96,7 @@ async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(
         .authenticate(session.token.expose())
         .await
         .map_err(super::access::reason)?;
+    let token = Zeroizing::new(session.token.expose().to_owned());
     let uri = enrolment.otpauth_uri.expose();
     let shown = match uri.split_once("secret=") {
         Some((head, tail)) => format!(
@@ -101,7 +105,7 @@ async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(
         ),
         None => uri.to_owned(),
     };
-    Ok((actor, shown))
+    Ok((actor, shown, token))
 }
 
 pub(super) async fn person(
@@ -112,6 +116,19 @@ pub(super) async fn person(
     org: &str,
     roles: &[Role],
 ) -> Result<Actor> {
+    Ok(person_with_session(policy, op, username, name, org, roles).await?.0)
+}
+
+/// A person invited, enrolled and logged in, with the session token their tools (the download client)
+/// present.
+pub(super) async fn person_with_session(
+    policy: &Policy,
+    op: &Actor,
+    username: &str,
+    name: &str,
+    org: &str,
+    roles: &[Role],
+) -> Result<(Actor, Zeroizing<String>)> {
     if policy
         .users(op, DEMO)
         .await
@@ -125,7 +142,8 @@ pub(super) async fn person(
         .add_user(op, username, name, org, roles, DEMO)
         .await
         .map_err(super::access::reason)?;
-    Ok(activate(policy, username, inv.code.expose()).await?.0)
+    let (actor, _, token) = activate(policy, username, inv.code.expose()).await?;
+    Ok((actor, token))
 }
 
 pub(super) fn form(channel: Channel) -> ApplicationForm {
@@ -171,17 +189,18 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         .bootstrap("op", "Platform operator", "platform", DEMO)
         .await
         .map_err(super::access::reason)?;
-    let (op, _) = activate(&policy, "op", inv.code.expose()).await?;
+    let (op, _, _) = activate(&policy, "op", inv.code.expose()).await?;
     let researcher = {
         let _ = policy.add_organisation(&op, "univ-a", "University A", DEMO).await;
         let inv = policy
             .add_user(&op, "sato", "Rika Sato", "univ-a", &[Role::Researcher], DEMO)
             .await
             .map_err(super::access::reason)?;
-        let (actor, uri) = activate(&policy, "sato", inv.code.expose()).await?;
+        let (actor, uri, token) = activate(&policy, "sato", inv.code.expose()).await?;
         out.otpauth_example = uri;
-        actor
+        (actor, token)
     };
+    let (researcher, researcher_session) = researcher;
     let chair = person(
         &policy,
         &op,
@@ -366,6 +385,7 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
     let cast = Committee {
         policy,
         researcher,
+        researcher_session,
         operator: op,
         auditor,
         chair,

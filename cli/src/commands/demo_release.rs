@@ -16,15 +16,21 @@ use chrono::{Duration, Utc};
 use rand::seq::SliceRandom;
 use serde::Serialize;
 use tokumei_ingest::keyservice::SharedKeyService;
+use tokumei_ingest::pki::PkiLayout;
+use tokumei_policy::authorization::Action;
 use tokumei_policy::committee::{ApprovalConditions, BanSubject, Channel, PrivacyModel, TableRequest, japan_date};
 use tokumei_policy::{Role, ServiceKey};
+use tokumei_release::builder::plan::{self, PlanContext, PlanOutcome, PlanRequest};
 use tokumei_release::builder::{self, BuildContext, BuildOutcome, BuildRequest};
+use tokumei_release::delivery::{DeliveryConfig, DeliveryTls, serve};
 use tokumei_release::manifest;
+use tokumei_release::risk::{self, ReleaseRisk};
 use tokumei_release::trace::{self, DEFAULT_FALSE_ACCUSATION_BOUND, TraceReport};
 use tokumei_release::zone::ReleaseZone;
 use tokumei_store::Store;
 
-use super::demo_committee::{Committee, DEMO, form, person};
+use super::demo_committee::{Committee, DEMO, form, person_with_session};
+use super::release_download::{DownloadRequest, download};
 
 /// What chapters 5 and 6 show, for the JSON report.
 #[derive(Serialize, Default)]
@@ -35,8 +41,14 @@ pub struct ReleaseChapter {
     pub unnamed_recipient_refused: String,
     /// The build.
     pub build: Option<BuildOutcome>,
+    /// The plan the chair looked at before approving.
+    pub plan: Option<PlanOutcome>,
     /// The verification of sato's copy.
     pub verified_files: usize,
+    /// Where each recipient's download went (`$TOKUMEI_HOME/demo/downloads/<recipient>/<release>/`).
+    pub downloads: Vec<String>,
+    /// The attack re-measured on the sealed copies by the auditor.
+    pub risk: Option<ReleaseRisk>,
     /// The trace of yui's leaked subset.
     pub trace: Option<TraceReport>,
     /// The trace of sato's full copy.
@@ -61,7 +73,7 @@ pub async fn chapter(
 ) -> Result<ReleaseChapter> {
     let policy = &cast.policy;
     let mut out = ReleaseChapter::default();
-    let yui = person(
+    let (yui, yui_session) = person_with_session(
         policy,
         &cast.operator,
         "yui",
@@ -110,6 +122,26 @@ pub async fn chapter(
         .chain([cast.chair.username.clone()])
         .collect();
     ok(policy.assign(&cast.chair, &app.id, &reviewers, DEMO).await)?;
+    // Before deciding, the chair looks at what a build at k=5, m=2 would do to the real cohort.
+    let planned = plan::plan(
+        &PlanContext {
+            policy,
+            actor: &cast.chair,
+            origin: DEMO,
+            store,
+        },
+        &app.id,
+        &PlanRequest {
+            k: Some(5),
+            m: Some(2),
+            max_suppression: Some(0.05),
+        },
+        &|_| {},
+    )
+    .await
+    .map_err(super::release::release_reason)?;
+    say_plan(&planned, say);
+    out.plan = Some(planned);
     for m in cast.members.iter().chain([&cast.chair]) {
         ok(policy
             .vote(
@@ -135,13 +167,13 @@ pub async fn chapter(
         dp_budget: None,
         channel: Channel::File,
         expires_on: today + Duration::days(90),
-        max_downloads: 10,
+        max_downloads: 30,
         recipients: BTreeSet::from(["sato".to_owned(), "yui".to_owned()]),
         link_releases: false,
     };
     ok(policy.decide(&cast.chair, &app.id, Some(conditions), DEMO).await)?;
     say(&format!(
-        "   sato files {} (file channel: patients' birth date, sex, prefecture; diagnoses, visits, lab results); approved with (k=5, k^m with m=2) over the whole record, ≤ 5 % suppression, recipients sato and yui, 10 downloads, until {}",
+        "   sato files {} (file channel: patients' birth date, sex, prefecture; diagnoses, visits, lab results); approved with (k=5, k^m with m=2) over the whole record, ≤ 5 % suppression, recipients sato and yui, 30 file downloads, until {}",
         app.id,
         today + Duration::days(90)
     ));
@@ -219,21 +251,26 @@ pub async fn chapter(
     }
     out.build = Some(built.clone());
 
-    // sato's copy as delivered, checked against the platform key.
+    // The recipients download their copies through the release service, as they would from their site:
+    // gRPC listing and one-time HTTPS URLs over TLS, with their two-factor sessions.
     let record = zone.record(&built.release).map_err(super::release::release_reason)?;
-    let sato_dir = home.join("demo-downloads").join("sato");
-    let yui_dir = home.join("demo-downloads").join("yui");
-    for (who, dir) in [("sato", &sato_dir), ("yui", &yui_dir)] {
-        std::fs::create_dir_all(dir)?;
-        for f in &record.copies[who] {
-            let bytes = zone
-                .open_copy_file(&record, who, &f.name)
-                .await
-                .and_then(|mut s| s.read_all())
-                .map_err(super::release::release_reason)?;
-            std::fs::write(dir.join(&f.name), bytes)?;
-        }
-    }
+    // The demo runs in $TOKUMEI_HOME/demo: the copies land in $TOKUMEI_HOME/demo/downloads/<recipient>/<release>/.
+    let downloads = home.join("downloads");
+    let sato_dir = downloads.join("sato").join(&built.release);
+    let yui_dir = downloads.join("yui").join(&built.release);
+    fetch_copies(
+        home,
+        policy,
+        &zone,
+        &built.release,
+        &[
+            ("sato", cast.researcher_session.as_str(), &sato_dir),
+            ("yui", yui_session.as_str(), &yui_dir),
+        ],
+        say,
+    )
+    .await?;
+    out.downloads = vec![sato_dir.display().to_string(), yui_dir.display().to_string()];
     let v = manifest::verify_dir(&sato_dir, Some(&service_key.public())).map_err(super::release::release_reason)?;
     out.verified_files = v.files_checked;
     say(&format!(
@@ -241,8 +278,48 @@ pub async fn chapter(
         v.files_checked, v.key_id
     ));
 
+    // The auditor re-measures the attack on the sealed copies, trusting nothing the build wrote.
+    ok(policy
+        .admit_release_review(&cast.auditor, &app.id, Action::AssessReleaseRisk, DEMO)
+        .await)?;
+    let measured = risk::measure(&zone, &record, None)
+        .await
+        .map_err(super::release::release_reason)?;
+    let entry = ok(policy
+        .record_release_review(
+            &cast.auditor,
+            &app.id,
+            Action::AssessReleaseRisk,
+            serde_json::json!({"release": measured.release, "holds": measured.holds}),
+            DEMO,
+        )
+        .await)?;
+    for c in &measured.copies {
+        let figures: Vec<String> = c
+            .attack
+            .iter()
+            .map(|f| format!("m={} {:.1} % below k", f.m, f.share_below_k * 100.0))
+            .collect();
+        say(&format!(
+            "   {} runs `tokumei risk attack` on {}'s copy: {} ({}; audit entry {})",
+            cast.auditor.username,
+            c.recipient,
+            figures.join(", "),
+            if c.agrees_with_manifest {
+                "equal to the manifest"
+            } else {
+                "DIFFERENT from the manifest"
+            },
+            entry.seq
+        ));
+    }
+    if !measured.holds || measured.copies.iter().any(|c| !c.agrees_with_manifest) {
+        anyhow::bail!("the attack re-measured on the copies does not confirm the manifests");
+    }
+    out.risk = Some(measured);
+
     say("\ntokumei demo — chapter 6: a leaked copy traced to its recipient");
-    let leaked = home.join("demo-downloads").join("found-online.csv");
+    let leaked = downloads.join("found-online.csv");
     // A tenth of the copy, or enough rows to carry marks when the demo runs with few patients.
     let share = leak_subset(&yui_dir.join("observations.csv"), &leaked, 0.10, 8_000)?;
     let table = trace::read_leaked(&leaked).map_err(super::release::release_reason)?;
@@ -336,6 +413,96 @@ pub async fn chapter(
         declared.seq
     ));
     Ok(out)
+}
+
+/// Starts the release service on loopback ports, downloads each recipient's copy with their session into
+/// their directory, and stops the service.
+async fn fetch_copies(
+    home: &Path,
+    policy: &tokumei_policy::Policy,
+    zone: &ReleaseZone,
+    release: &str,
+    recipients: &[(&str, &str, &std::path::PathBuf)],
+    say: &impl Fn(&str),
+) -> Result<()> {
+    tokumei_ingest::tls::install_crypto_provider();
+    let pki = PkiLayout::new(home.join("pki"));
+    let tls = DeliveryTls::from_files(&pki.gateway_cert(), &pki.gateway_key()).context("release service TLS")?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = serve(
+        DeliveryConfig {
+            grpc_listen: "127.0.0.1:0".parse()?,
+            https_listen: "127.0.0.1:0".parse()?,
+            tls,
+            public_url: None,
+            token_ttl: std::time::Duration::from_secs(300),
+        },
+        policy.clone(),
+        zone.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    )
+    .await
+    .context("release service")?;
+    let ca = std::fs::read(pki.ca_cert()).context("the demo CA")?;
+    let server = format!("https://{}", running.grpc);
+    let mut result = Ok(());
+    for (who, session, dir) in recipients {
+        let request = DownloadRequest {
+            server: &server,
+            ca_pem: &ca,
+            session,
+            release,
+            files: &[],
+            out: dir,
+            progress: false,
+        };
+        match download(&request).await {
+            Ok(summary) => say(&format!(
+                "   {who} downloads {} over HTTPS from the release service (two-factor session, one-time URLs): {} files, SHA-256 verified, in {}",
+                summary.release,
+                summary.files.len(),
+                summary.out
+            )),
+            Err(e) => {
+                result = Err(e.context(format!("{who}'s download")));
+                break;
+            }
+        }
+    }
+    let _ = stop.send(());
+    running.wait().await.context("release service")?;
+    result
+}
+
+fn say_plan(p: &PlanOutcome, say: &impl Fn(&str)) {
+    let levels: Vec<String> = p
+        .demographics
+        .iter()
+        .map(|l| format!("{} {}/{}", l.column, l.level, l.max_level))
+        .collect();
+    say(&format!(
+        "   chika runs `tokumei release plan` at k={}, m={} before deciding: {} patients, {} would be withheld; demographics {}; release loss {:.3}",
+        p.privacy_model.k,
+        p.privacy_model.m,
+        p.patients,
+        p.suppressed_patients,
+        levels.join(", "),
+        p.release_loss
+    ));
+    if let Some(items) = &p.items {
+        for t in &items.tables {
+            let levels: Vec<String> = t.levels.iter().map(|(c, l)| format!("{c}@{l}")).collect();
+            say(&format!(
+                "     {:<12} items {} ; {} of {} rows suppressed as rare",
+                t.table,
+                levels.join(" "),
+                t.suppressed_rows,
+                t.rows_before
+            ));
+        }
+    }
 }
 
 /// What a careless or malicious recipient might post: a random share of the rows (at least `min_rows`),

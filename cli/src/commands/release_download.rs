@@ -50,27 +50,54 @@ pub struct DownloadArgs {
 
 /// One file's outcome.
 #[derive(Debug, Serialize)]
-struct FileOutcome {
-    name: String,
-    path: String,
-    bytes: u64,
-    sha256: String,
+pub struct FileOutcome {
+    /// File name.
+    pub name: String,
+    /// Where it was written.
+    pub path: String,
+    /// Size.
+    pub bytes: u64,
+    /// SHA-256, verified.
+    pub sha256: String,
     /// `downloaded`, or `already_present` (right hash in place: no download used).
-    status: &'static str,
+    pub status: &'static str,
     /// Bytes already in `NAME.partial` when this run started (0: from the beginning).
-    resumed_from: u64,
+    pub resumed_from: u64,
     /// Bytes received over the network in this run.
-    transferred: u64,
+    pub transferred: u64,
 }
 
-/// What `--json` prints.
+/// What a download did (what `--json` prints).
 #[derive(Debug, Serialize)]
-struct Summary {
-    release: String,
-    application: String,
-    expires_on: String,
-    out: String,
-    files: Vec<FileOutcome>,
+pub struct Summary {
+    /// The release.
+    pub release: String,
+    /// Its application.
+    pub application: String,
+    /// Last day of use.
+    pub expires_on: String,
+    /// The directory written.
+    pub out: String,
+    /// Every file.
+    pub files: Vec<FileOutcome>,
+}
+
+/// Where and what to download, as the recipient's client sees it.
+pub struct DownloadRequest<'a> {
+    /// The release service's gRPC URL (`https://HOST:PORT`).
+    pub server: &'a str,
+    /// The only CA trusted (PEM).
+    pub ca_pem: &'a [u8],
+    /// The recipient's two-factor session token.
+    pub session: &'a str,
+    /// The release.
+    pub release: &'a str,
+    /// Only these files (default: all).
+    pub files: &'a [String],
+    /// Destination directory.
+    pub out: &'a Path,
+    /// Show a progress bar.
+    pub progress: bool,
 }
 
 /// Runs `tokumei release download`.
@@ -78,77 +105,17 @@ pub fn run(args: DownloadArgs, json: bool) -> Result<()> {
     tokumei_ingest::tls::install_crypto_provider();
     let session = session_token(&args.policy)?;
     let ca = std::fs::read(&args.ca).with_context(|| format!("reading {}", args.ca.display()))?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let http = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).context("the --ca certificate")?)
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .context("HTTPS client")?;
+    let request = DownloadRequest {
+        server: &args.server,
+        ca_pem: &ca,
+        session: session.as_str(),
+        release: &args.release,
+        files: &args.files,
+        out: &args.out,
+        progress: !json,
+    };
     runtime()?.block_on(async {
-        let channel = Endpoint::from_shared(args.server.clone())
-            .with_context(|| format!("bad --server {:?}", args.server))?
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)))
-            .context("TLS configuration")?
-            .connect_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {}", args.server))?;
-        let mut client = ReleaseServiceClient::new(channel);
-        let bearer: Bearer = format!("Bearer {}", session.as_str())
-            .parse()
-            .map_err(|_| anyhow!("[SESSION_INVALID] the session token is not valid metadata"))?;
-        let listing = client
-            .list_releases(authed(&bearer, pb::ListReleasesRequest {}))
-            .await
-            .map_err(refused)?
-            .into_inner();
-        let release = listing
-            .releases
-            .into_iter()
-            .find(|r| r.id == args.release)
-            .ok_or_else(|| anyhow!("[NOT_FOUND] you hold no copy of release {}", args.release))?;
-        let files: Vec<pb::ReleaseFile> = if args.files.is_empty() {
-            release.files.clone()
-        } else {
-            args.files
-                .iter()
-                .map(|name| {
-                    release
-                        .files
-                        .iter()
-                        .find(|f| &f.name == name)
-                        .cloned()
-                        .ok_or_else(|| anyhow!("[NOT_FOUND] release {} has no file {name}", release.id))
-                })
-                .collect::<Result<_>>()?
-        };
-        for f in &files {
-            check_name(&f.name)?;
-        }
-        let total: u64 = files.iter().map(|f| f.bytes).sum();
-        let bar = if json {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(total)
-        };
-        bar.set_style(ProgressStyle::with_template(
-            "{spinner} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-        )?);
-        let mut outcomes = Vec::new();
-        for f in &files {
-            bar.set_message(f.name.clone());
-            let outcome = fetch_file(&mut client, &bearer, &http, &release.id, f, &args.out, &bar).await?;
-            outcomes.push(outcome);
-        }
-        bar.finish_and_clear();
-        let summary = Summary {
-            release: release.id.clone(),
-            application: release.application.clone(),
-            expires_on: release.expires_on.clone(),
-            out: args.out.display().to_string(),
-            files: outcomes,
-        };
+        let summary = download(&request).await?;
         emit(json, &summary, |s| {
             let fetched = s.files.iter().filter(|f| f.status == "downloaded").count();
             println!(
@@ -172,6 +139,82 @@ pub fn run(args: DownloadArgs, json: bool) -> Result<()> {
             }
         })
     })
+}
+
+/// Lists the recipient's releases over gRPC and fetches every requested file over HTTPS (one-time URLs,
+/// resumable, SHA-256 verified); the same client `tokumei release download` and the demo use.
+pub async fn download(r: &DownloadRequest<'_>) -> Result<Summary> {
+    std::fs::create_dir_all(r.out).with_context(|| format!("creating {}", r.out.display()))?;
+    let http = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(r.ca_pem).context("the --ca certificate")?)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .context("HTTPS client")?;
+    let channel = Endpoint::from_shared(r.server.to_owned())
+        .with_context(|| format!("bad --server {:?}", r.server))?
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(r.ca_pem)))
+        .context("TLS configuration")?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", r.server))?;
+    let mut client = ReleaseServiceClient::new(channel);
+    let bearer: Bearer = format!("Bearer {}", r.session)
+        .parse()
+        .map_err(|_| anyhow!("[SESSION_INVALID] the session token is not valid metadata"))?;
+    let listing = client
+        .list_releases(authed(&bearer, pb::ListReleasesRequest {}))
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let release = listing
+        .releases
+        .into_iter()
+        .find(|x| x.id == r.release)
+        .ok_or_else(|| anyhow!("[NOT_FOUND] you hold no copy of release {}", r.release))?;
+    let files: Vec<pb::ReleaseFile> = if r.files.is_empty() {
+        release.files.clone()
+    } else {
+        r.files
+            .iter()
+            .map(|name| {
+                release
+                    .files
+                    .iter()
+                    .find(|f| &f.name == name)
+                    .cloned()
+                    .ok_or_else(|| anyhow!("[NOT_FOUND] release {} has no file {name}", release.id))
+            })
+            .collect::<Result<_>>()?
+    };
+    for f in &files {
+        check_name(&f.name)?;
+    }
+    let total: u64 = files.iter().map(|f| f.bytes).sum();
+    let bar = if r.progress {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(ProgressStyle::with_template(
+        "{spinner} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+    )?);
+    let mut outcomes = Vec::new();
+    for f in &files {
+        bar.set_message(f.name.clone());
+        let outcome = fetch_file(&mut client, &bearer, &http, &release.id, f, r.out, &bar).await?;
+        outcomes.push(outcome);
+    }
+    bar.finish_and_clear();
+    let summary = Summary {
+        release: release.id.clone(),
+        application: release.application.clone(),
+        expires_on: release.expires_on.clone(),
+        out: r.out.display().to_string(),
+        files: outcomes,
+    };
+    Ok(summary)
 }
 
 /// The `authorization` metadata value carrying the session (a secret: never printed).
