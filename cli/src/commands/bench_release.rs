@@ -591,13 +591,16 @@ async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(
         .map_err(reason)?;
     let secret = TotpSecret::from_base32(enrolment.secret_base32.expose()).map_err(reason)?;
     let totp = Totp::new(&secret, &policy.config().processor, username).map_err(reason)?;
-    // Confirm with the previous step's code and log in with the current one (each code works once).
-    let first = totp.code_at(Utc::now() - chrono::Duration::seconds(30));
+    // Confirm with the current step's code and log in with the next one, both from one instant: each code
+    // works once, and the ±1 step window accepts both even when a step boundary passes between the calls (a
+    // code of the previous step would be refused if the boundary passed before the server checked it).
+    let now = Utc::now();
+    let first = totp.code_at(now);
     policy
         .confirm_totp(username, PASSWORD, &first, BENCH)
         .await
         .map_err(reason)?;
-    let code = totp.code_at(Utc::now());
+    let code = totp.code_at(now + chrono::Duration::seconds(30));
     let session = policy
         .login(username, PASSWORD, SecondFactor::Totp(&code), BENCH)
         .await

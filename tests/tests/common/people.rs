@@ -73,7 +73,10 @@ pub fn activate(home: &Path, db: &[(&str, &str)], username: &str, invitation: &s
     );
     let secret = TotpSecret::from_base32(e["secret_base32"].as_str().expect("secret")).expect("base32");
     let totp = Totp::new(&secret, "tokumei", username).expect("totp");
-    let first = totp.code_at(Utc::now() - Duration::seconds(30));
+    // The current step's code to confirm and the next one to log in, both from one instant: the ±1 step window
+    // accepts both even when a step boundary passes between the calls.
+    let now = Utc::now();
+    let first = totp.code_at(now);
     run_json(
         home,
         &[
@@ -88,7 +91,7 @@ pub fn activate(home: &Path, db: &[(&str, &str)], username: &str, invitation: &s
         db,
         Some(&format!("{PASSWORD}\n")),
     );
-    let code = totp.code_at(Utc::now());
+    let code = totp.code_at(now + Duration::seconds(30));
     let s = run_json(
         home,
         &[
