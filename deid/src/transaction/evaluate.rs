@@ -206,6 +206,25 @@ fn repair_class(mut sets: Vec<Vec<u32>>, k: u32, m: usize) -> Vec<u32> {
             .into_iter()
             .collect();
     }
+    // Items held by fewer than k members are rare whatever else is known: they go first, all at once, before any
+    // combination is counted (removing an item never changes another item's holders, so one pass suffices and
+    // the loop below only ever meets combinations of items that are each held by k members).
+    let mut holders: FastMap<u32, u32> = FastMap::default();
+    for s in &sets {
+        for &x in s {
+            *holders.entry(x).or_insert(0) += 1;
+        }
+    }
+    let rare: BTreeSet<u32> = holders.iter().filter(|(_, c)| **c < k).map(|(x, _)| *x).collect();
+    if !rare.is_empty() {
+        for s in &mut sets {
+            s.retain(|x| !rare.contains(x));
+        }
+        removed.extend(rare);
+    }
+    if m == 1 {
+        return removed.into_iter().collect();
+    }
     loop {
         let counts = count_itemsets(&sets, m);
         let single = |x: u32| {
