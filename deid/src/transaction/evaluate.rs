@@ -194,6 +194,9 @@ fn count_itemsets(sets: &[Vec<u32>], m: usize) -> FastMap<Key, u32> {
     counts
 }
 
+/// A set of item ids with the fast hasher (membership tests in the repair's inner loops).
+type ItemSet = std::collections::HashSet<u32, crate::fasthash::FastBuild>;
+
 /// Repairs one class: the items to suppress in it (sorted), so that every itemset of at most `m` items of every
 /// member is held by at least `k` members. A class smaller than `k` loses every item.
 fn repair_class(mut sets: Vec<Vec<u32>>, k: u32, m: usize) -> Vec<u32> {
@@ -207,15 +210,16 @@ fn repair_class(mut sets: Vec<Vec<u32>>, k: u32, m: usize) -> Vec<u32> {
             .collect();
     }
     // Items held by fewer than k members are rare whatever else is known: they go first, all at once, before any
-    // combination is counted (removing an item never changes another item's holders, so one pass suffices and
-    // the loop below only ever meets combinations of items that are each held by k members).
+    // combination is counted (removing an item never changes another item's holders, so one pass suffices, the
+    // holders of the items left stay what they are here, and the loop below only ever meets combinations of
+    // items that are each held by k members).
     let mut holders: FastMap<u32, u32> = FastMap::default();
     for s in &sets {
         for &x in s {
             *holders.entry(x).or_insert(0) += 1;
         }
     }
-    let rare: BTreeSet<u32> = holders.iter().filter(|(_, c)| **c < k).map(|(x, _)| *x).collect();
+    let rare: ItemSet = holders.iter().filter(|(_, c)| **c < k).map(|(x, _)| *x).collect();
     if !rare.is_empty() {
         for s in &mut sets {
             s.retain(|x| !rare.contains(x));
@@ -225,32 +229,40 @@ fn repair_class(mut sets: Vec<Vec<u32>>, k: u32, m: usize) -> Vec<u32> {
     if m == 1 {
         return removed.into_iter().collect();
     }
+    let single = |x: u32| holders.get(&x).copied().unwrap_or(0);
     loop {
-        let counts = count_itemsets(&sets, m);
-        let single = |x: u32| {
-            let mut key = [u32::MAX; MAX_M];
-            key[0] = x;
-            counts.get(&key).copied().unwrap_or(0)
+        // The violating combinations in ascending order (every item in them is held by k members).
+        let violating: Vec<Key> = if m == 2 {
+            let mut v: Vec<u64> = count_pairs(&sets)
+                .into_iter()
+                .filter(|(_, c)| *c < k)
+                .map(|(pair, _)| pair)
+                .collect();
+            v.sort_unstable();
+            v.into_iter()
+                .map(|pair| [(pair >> 32) as u32, pair as u32, u32::MAX, u32::MAX])
+                .collect()
+        } else {
+            let mut v: Vec<Key> = count_itemsets(&sets, m)
+                .into_iter()
+                .filter(|(_, c)| *c < k)
+                .map(|(key, _)| key)
+                .collect();
+            v.sort_unstable();
+            v
         };
-        let mut chosen: BTreeSet<u32> = counts
-            .iter()
-            .filter(|(key, c)| key[1] == u32::MAX && **c < k)
-            .map(|(key, _)| key[0])
-            .collect();
-        if chosen.is_empty() {
-            let mut violating: Vec<&Key> = counts.iter().filter(|(_, c)| **c < k).map(|(key, _)| key).collect();
-            if violating.is_empty() {
-                break;
+        if violating.is_empty() {
+            break;
+        }
+        // Each violating combination not yet hit loses its least held item.
+        let mut chosen = ItemSet::default();
+        for key in &violating {
+            let members = key.iter().take_while(|&&x| x != u32::MAX);
+            if members.clone().any(|x| chosen.contains(x)) {
+                continue;
             }
-            violating.sort_unstable();
-            for key in violating {
-                let members = key.iter().take_while(|&&x| x != u32::MAX);
-                if members.clone().any(|x| chosen.contains(x)) {
-                    continue;
-                }
-                if let Some(&x) = members.min_by_key(|&&x| (single(x), x)) {
-                    chosen.insert(x);
-                }
+            if let Some(&x) = members.min_by_key(|&&x| (single(x), x)) {
+                chosen.insert(x);
             }
         }
         for s in &mut sets {
@@ -259,6 +271,20 @@ fn repair_class(mut sets: Vec<Vec<u32>>, k: u32, m: usize) -> Vec<u32> {
         removed.extend(chosen);
     }
     removed.into_iter().collect()
+}
+
+/// Counts, for every pair of items held together by some member, how many members hold it; the pair `(a, b)`
+/// with `a < b` is the key `a << 32 | b` (the sets are sorted).
+fn count_pairs(sets: &[Vec<u32>]) -> FastMap<u64, u32> {
+    let mut counts: FastMap<u64, u32> = FastMap::default();
+    for s in sets {
+        for (i, &a) in s.iter().enumerate() {
+            for &b in &s[i + 1..] {
+                *counts.entry(u64::from(a) << 32 | u64::from(b)).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
 }
 
 #[cfg(test)]
@@ -282,6 +308,20 @@ mod tests {
         assert_eq!(c.len(), 6);
         let c3 = count_itemsets(&sets, 3);
         assert_eq!(c3.len(), 7);
+    }
+
+    #[test]
+    fn pair_counts_agree_with_the_general_count() {
+        let sets = vec![vec![1, 2, 3, 7], vec![1, 2], vec![2, 3, 7], vec![3]];
+        let general = count_itemsets(&sets, 2);
+        let pairs = count_pairs(&sets);
+        let from_general: BTreeSet<(u64, u32)> = general
+            .iter()
+            .filter(|(key, _)| key[1] != u32::MAX)
+            .map(|(key, c)| (u64::from(key[0]) << 32 | u64::from(key[1]), *c))
+            .collect();
+        let from_pairs: BTreeSet<(u64, u32)> = pairs.into_iter().collect();
+        assert_eq!(from_pairs, from_general);
     }
 
     #[test]
