@@ -242,8 +242,21 @@ fn count_itemsets(sets: &[Vec<u32>], m: usize) -> FastMap<Key, u32> {
     counts
 }
 
-/// A set of item ids with the fast hasher (membership tests in the repair's inner loops).
-type ItemSet = std::collections::HashSet<u32, crate::fasthash::FastBuild>;
+/// A set of item ids as a bitmap: the repair tests membership for every item of every member.
+struct ItemBits(Vec<u64>);
+
+impl ItemBits {
+    /// An empty set for ids below `bound`.
+    fn new(bound: u32) -> ItemBits {
+        ItemBits(vec![0; (bound as usize).div_ceil(64)])
+    }
+    fn insert(&mut self, x: u32) {
+        self.0[(x / 64) as usize] |= 1 << (x % 64);
+    }
+    fn contains(&self, x: u32) -> bool {
+        self.0[(x / 64) as usize] & (1 << (x % 64)) != 0
+    }
+}
 
 /// Repairs one class: the items to suppress in it (sorted), so that every itemset of at most `m` items of every
 /// member is held by at least `k` members. A class smaller than `k` loses every item.
@@ -267,10 +280,15 @@ fn repair_class(mut sets: Vec<Vec<u32>>, k: u32, m: usize) -> Vec<u32> {
             *holders.entry(x).or_insert(0) += 1;
         }
     }
-    let rare: ItemSet = holders.iter().filter(|(_, c)| **c < k).map(|(x, _)| *x).collect();
+    let bound = holders.keys().max().map_or(0, |&x| x + 1);
+    let rare: Vec<u32> = holders.iter().filter(|(_, c)| **c < k).map(|(x, _)| *x).collect();
     if !rare.is_empty() {
+        let mut bits = ItemBits::new(bound);
+        for &x in &rare {
+            bits.insert(x);
+        }
         for s in &mut sets {
-            s.retain(|x| !rare.contains(x));
+            s.retain(|&x| !bits.contains(x));
         }
         removed.extend(rare);
     }
@@ -303,20 +321,20 @@ fn repair_class(mut sets: Vec<Vec<u32>>, k: u32, m: usize) -> Vec<u32> {
             break;
         }
         // Each violating combination not yet hit loses its least held item.
-        let mut chosen = ItemSet::default();
+        let mut chosen = ItemBits::new(bound);
         for key in &violating {
             let members = key.iter().take_while(|&&x| x != u32::MAX);
-            if members.clone().any(|x| chosen.contains(x)) {
+            if members.clone().any(|&x| chosen.contains(x)) {
                 continue;
             }
             if let Some(&x) = members.min_by_key(|&&x| (single(x), x)) {
                 chosen.insert(x);
+                removed.push(x);
             }
         }
         for s in &mut sets {
-            s.retain(|x| !chosen.contains(x));
+            s.retain(|&x| !chosen.contains(x));
         }
-        removed.extend(chosen);
     }
     finish(removed)
 }
