@@ -523,8 +523,15 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
         (_, ViewApplication | EstimateFees, Resource::Application(_)) => Ok(()),
         (Role::CommitteeChair, RecordViolation | SetBudget, Resource::Platform | Resource::Application(_)) => Ok(()),
         (Role::Operator, BuildRelease | TraceLeak | PlanRelease, Resource::Application(_)) => Ok(()),
-        (Role::CommitteeChair, PlanRelease, Resource::Application(_)) => Ok(()),
-        (Role::Operator | Role::Auditor | Role::CommitteeChair, AssessReleaseRisk, Resource::Application(_)) => Ok(()),
+        (Role::CommitteeChair, PlanRelease | AssessReleaseRisk, Resource::Application(a)) => {
+            // As for decisions: the chair does not review their own organisation's data.
+            if a.applicant == actor.username || a.organisation == actor.organisation {
+                Err(DenialReason::ConflictOfInterest)
+            } else {
+                Ok(())
+            }
+        }
+        (Role::Operator | Role::Auditor, AssessReleaseRisk, Resource::Application(_)) => Ok(()),
         (
             Role::Operator | Role::Auditor,
             ManageUsers | ViewUsers | ExportBans | ImportBans | RunOperatorSql | OperateCore | PublishRegister

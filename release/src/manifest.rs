@@ -175,14 +175,15 @@ pub struct Verification {
     pub files_checked: usize,
 }
 
-/// Checks the signature and every file's hash and size in `dir`. With `trusted`, the signer must be that key.
-pub fn verify_dir(dir: &Path, trusted: Option<&ServicePublicKey>) -> Result<Verification> {
-    let read = |name: &str| {
-        std::fs::read(dir.join(name)).map_err(|e| ReleaseError::io(format!("reading {}", dir.join(name).display()), e))
-    };
-    let bytes = read(MANIFEST)?;
+/// Checks a manifest's bytes against its signature file (and, with `trusted`, that the signer is that key);
+/// returns the manifest and the signer.
+pub fn verify_signed(
+    manifest: &[u8],
+    signature_file: &[u8],
+    trusted: Option<&ServicePublicKey>,
+) -> Result<(Manifest, ServicePublicKey)> {
     let sig: SignatureFile =
-        serde_json::from_slice(&read(SIGNATURE)?).map_err(|e| ReleaseError::Integrity(format!("{SIGNATURE}: {e}")))?;
+        serde_json::from_slice(signature_file).map_err(|e| ReleaseError::Integrity(format!("{SIGNATURE}: {e}")))?;
     let public = ServicePublicKey::from_hex(&sig.public_key)
         .map_err(|e| ReleaseError::Integrity(format!("{SIGNATURE}: bad public key: {e}")))?;
     if let Some(t) = trusted
@@ -195,12 +196,20 @@ pub fn verify_dir(dir: &Path, trusted: Option<&ServicePublicKey>) -> Result<Veri
         )));
     }
     let signature = hex::decode(&sig.signature).map_err(|_| ReleaseError::Integrity("signature is not hex".into()))?;
-    if !public.verify(SignaturePurpose::Release, &bytes, &signature) {
+    if !public.verify(SignaturePurpose::Release, manifest, &signature) {
         return Err(ReleaseError::Integrity(
             "the manifest's signature does not verify".into(),
         ));
     }
-    let manifest: Manifest = serde_json::from_slice(&bytes)?;
+    Ok((serde_json::from_slice(manifest)?, public))
+}
+
+/// Checks the signature and every file's hash and size in `dir`. With `trusted`, the signer must be that key.
+pub fn verify_dir(dir: &Path, trusted: Option<&ServicePublicKey>) -> Result<Verification> {
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).map_err(|e| ReleaseError::io(format!("reading {}", dir.join(name).display()), e))
+    };
+    let (manifest, public) = verify_signed(&read(MANIFEST)?, &read(SIGNATURE)?, trusted)?;
     for f in &manifest.files {
         let data = read(&f.name)?;
         if data.len() as u64 != f.bytes || sha256_hex(&data) != f.sha256 {

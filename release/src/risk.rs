@@ -5,21 +5,40 @@
 //! Every copy is read back (decrypted from the release zone), its CSV files parsed as the recipient gets them,
 //! and the linkage adversary of [`crate::builder::record_check`] — the patient's released demographic row plus
 //! m of their released event items — is run for every requested m, with the one-value adversary as
-//! information. The counting is `deid::verify_km`'s, which shares no code with the engine that chose the
+//! information; k and m come from the approval, and every copy's manifest must be signed by the platform key
+//! and list the files read with their SHA-256. The counting is `deid::verify_km`'s, which shares no code with the engine that chose the
 //! generalisation.
 
 use serde::Serialize;
 use tokumei_deid::verify_km::AttackFigure;
+use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
+use tokumei_policy::authorization::Action;
+use tokumei_policy::committee::store::ApplicationRecord;
+use tokumei_policy::{Actor, Origin, Policy, ServicePublicKey};
 use tokumei_store::Table;
 
 use crate::builder::record_check;
 use crate::error::{ReleaseError, Result};
 use crate::fingerprint::Sheet;
-use crate::manifest::{MANIFEST, Manifest};
+use crate::manifest::{self, MANIFEST, SIGNATURE};
 use crate::zone::{ReleaseRecord, ReleaseZone};
 
 /// Largest m the attack is measured for: the verifier enumerates every m-subset of a patient's items.
 pub const MAX_M: usize = 4;
+
+/// Who measures, on which zone, trusting which signing key.
+pub struct RiskContext<'a> {
+    /// The policy façade (authorisation, audit).
+    pub policy: &'a Policy,
+    /// The person measuring (operator, auditor, chair).
+    pub actor: &'a Actor,
+    /// Where the request came from.
+    pub origin: Origin<'a>,
+    /// The release zone holding the sealed copies.
+    pub zone: &'a ReleaseZone,
+    /// The platform key every copy's manifest must be signed with.
+    pub trusted: &'a ServicePublicKey,
+}
 
 /// The attack on one recipient's copy.
 #[derive(Debug, Clone, Serialize)]
@@ -34,7 +53,8 @@ pub struct CopyRisk {
     pub attack: Vec<AttackFigure>,
     /// The one-value adversary (one event with its measured value as released), as information.
     pub one_value: Option<AttackFigure>,
-    /// Whether the figures equal those the manifest of this copy records for the same m.
+    /// Whether the copy's signed manifest states a figure for every promised m and every figure it states
+    /// equals the one measured here.
     pub agrees_with_manifest: bool,
 }
 
@@ -51,28 +71,108 @@ pub struct ReleaseRisk {
     pub m: usize,
     /// Every copy.
     pub copies: Vec<CopyRisk>,
-    /// True when no copy leaves any patient with fewer than k candidates for any measured m ≤ the approved m.
+    /// True when, on every copy, every promised m (1 … m) was measured and leaves no patient below k.
     pub holds: bool,
 }
 
-/// Measures the attack on every copy of `record` for the adversaries `ms` (default 1 … m + 2, at most
-/// [`MAX_M`]).
-pub async fn measure(zone: &ReleaseZone, record: &ReleaseRecord, ms: Option<&[usize]>) -> Result<ReleaseRisk> {
-    if let Some(bad) = ms.and_then(|ms| ms.iter().find(|&&m| m == 0 || m > MAX_M)) {
+/// Measures the attack on every copy of release `release`: authorised as [`Action::AssessReleaseRisk`] before
+/// any file is opened, audited with its figures, or with its reason when it fails. The adversaries are 1 … m
+/// (always: the promise) plus `extra` (default: up to m + 2, at most [`MAX_M`]).
+pub async fn assess(cx: &RiskContext<'_>, release: &str, extra: &[usize]) -> Result<ReleaseRisk> {
+    if let Some(bad) = extra.iter().find(|&&m| m == 0 || m > MAX_M) {
         return Err(ReleaseError::BadInput(format!(
             "m = {bad}: the attack is measured for 1 ≤ m ≤ {MAX_M}"
         )));
     }
+    let record = cx.zone.record(release)?;
+    let app = cx
+        .policy
+        .admit_release_review(cx.actor, &record.application, Action::AssessReleaseRisk, cx.origin)
+        .await?;
+    let result = measure(cx.zone, &record, &app, extra, cx.trusted).await;
+    match &result {
+        Ok(r) => {
+            cx.policy
+                .record_release_review(
+                    cx.actor,
+                    &record.application,
+                    Action::AssessReleaseRisk,
+                    serde_json::json!({
+                        "release": r.release,
+                        "k": r.k,
+                        "m": r.m,
+                        "holds": r.holds,
+                        "copies": r.copies.iter().map(|c| serde_json::json!({
+                            "recipient": c.recipient,
+                            "patients": c.patients,
+                            "attack": c.attack,
+                            "agrees_with_manifest": c.agrees_with_manifest,
+                        })).collect::<Vec<_>>(),
+                    }),
+                    cx.origin,
+                )
+                .await?;
+        }
+        Err(e) => {
+            cx.policy
+                .audit(
+                    AuditEvent::new(
+                        &cx.actor.username,
+                        Action::AssessReleaseRisk.as_str(),
+                        format!("application {}", record.application),
+                        Outcome::Failed,
+                    )
+                    .reason(e.reason())
+                    .source(cx.origin.0),
+                )
+                .await?;
+        }
+    }
+    result
+}
+
+/// The measurement itself, on an admitted release: k and m come from the approval, and each copy's manifest
+/// must be signed by the trusted key, state the same model, and list every file read with its SHA-256.
+async fn measure(
+    zone: &ReleaseZone,
+    record: &ReleaseRecord,
+    app: &ApplicationRecord,
+    extra: &[usize],
+    trusted: &ServicePublicKey,
+) -> Result<ReleaseRisk> {
+    let model = app
+        .conditions
+        .as_ref()
+        .and_then(|c| c.privacy)
+        .ok_or_else(|| ReleaseError::NotReleasable("the approval sets no privacy model".into()))?;
+    let (k, m) = (model.k, model.m as usize);
+    let mut ms: Vec<usize> = (1..=m).collect();
+    if extra.is_empty() {
+        ms.extend(m + 1..=(m + 2).min(MAX_M));
+    } else {
+        ms.extend_from_slice(extra);
+    }
+    ms.sort_unstable();
+    ms.dedup();
+    if record.copies.is_empty() {
+        return Err(ReleaseError::VerificationFailed(format!(
+            "release {} holds no copy to measure",
+            record.id
+        )));
+    }
     let mut copies = Vec::new();
-    let (mut k, mut m) = (0, 0);
     for recipient in record.recipients() {
-        let manifest: Manifest = serde_json::from_slice(&read_file(zone, record, &recipient, MANIFEST).await?)?;
-        k = manifest.privacy_model.k;
-        m = manifest.privacy_model.m as usize;
-        let wanted: Vec<usize> = match ms {
-            Some(ms) => ms.to_vec(),
-            None => (1..=(m + 2).min(MAX_M)).collect(),
-        };
+        let (manifest, _) = manifest::verify_signed(
+            &read_file(zone, record, &recipient, MANIFEST).await?,
+            &read_file(zone, record, &recipient, SIGNATURE).await?,
+            Some(trusted),
+        )?;
+        if manifest.privacy_model.k != k || manifest.privacy_model.m as usize != m {
+            return Err(ReleaseError::VerificationFailed(format!(
+                "the manifest of {recipient}'s copy states k={}, m={}; the approval says k={k}, m={m}",
+                manifest.privacy_model.k, manifest.privacy_model.m
+            )));
+        }
         let mut sheets = Vec::new();
         for file in record.copies.get(&recipient).into_iter().flatten() {
             let Some(stem) = file.name.strip_suffix(".csv") else {
@@ -82,16 +182,25 @@ pub async fn measure(zone: &ReleaseZone, record: &ReleaseRecord, ms: Option<&[us
                 ReleaseError::VerificationFailed(format!("copy file {} names no platform table", file.name))
             })?;
             let bytes = read_file(zone, record, &recipient, &file.name).await?;
+            let listed = manifest.files.iter().find(|f| f.name == file.name);
+            if listed.is_none_or(|f| f.bytes != bytes.len() as u64 || f.sha256 != manifest::sha256_hex(&bytes)) {
+                return Err(ReleaseError::Integrity(format!(
+                    "{}: content differs from the signed manifest (SHA-256 or size)",
+                    file.name
+                )));
+            }
             sheets.push((table, parse_csv(&bytes, &file.name)?));
         }
         let refs: Vec<(Table, &Sheet)> = sheets.iter().map(|(t, s)| (*t, s)).collect();
-        let (attack, one_value) = record_check::measure(&refs, k, &wanted)?;
-        let recorded = manifest.record.as_ref().map(|r| &r.check.attack);
-        let agrees_with_manifest = recorded.is_some_and(|recorded| {
-            attack
-                .iter()
-                .all(|a| recorded.iter().find(|r| r.m == a.m).is_none_or(|r| r == a))
-        });
+        let (attack, one_value) = record_check::measure(&refs, k, &ms)?;
+        let recorded = manifest
+            .record
+            .as_ref()
+            .map(|r| r.check.attack.as_slice())
+            .unwrap_or_default();
+        let stated = |m: usize| recorded.iter().find(|r| r.m == m);
+        let agrees_with_manifest =
+            (1..=m).all(|p| stated(p).is_some()) && attack.iter().all(|a| stated(a.m).is_none_or(|r| r == a));
         copies.push(CopyRisk {
             recipient,
             tables: sheets.iter().map(|(t, _)| t.name().to_owned()).collect(),
@@ -103,7 +212,7 @@ pub async fn measure(zone: &ReleaseZone, record: &ReleaseRecord, ms: Option<&[us
     }
     let holds = copies
         .iter()
-        .all(|c| c.attack.iter().filter(|a| a.m <= m).all(|a| a.below_k == 0));
+        .all(|c| (1..=m).all(|p| c.attack.iter().find(|a| a.m == p).is_some_and(|a| a.below_k == 0)));
     Ok(ReleaseRisk {
         release: record.id.clone(),
         application: record.application.clone(),

@@ -204,11 +204,11 @@ fn min_class(patients: &Path) -> usize {
     classes.values().map(BTreeSet::len).min().unwrap_or(0)
 }
 
-/// The one-item adversary recounted from a copy's CSV files, sharing nothing with the platform: a patient's
-/// released demographic row plus one of their observation items (every column but the pseudonym and the
-/// measured value) — how many patients have some item matching fewer than `k` patients, and how many are
-/// singled out by one.
-fn one_item_attack(copy: &Path, k: usize) -> (u64, u64) {
+/// The linkage adversary recounted from a copy's CSV files, sharing nothing with the platform: a patient's
+/// released demographic row plus up to `m` (1 or 2) of their observation items (every column but the
+/// pseudonym and the measured value). Returns (patients, patients left with fewer than `k` candidates, patients
+/// singled out).
+fn attack_recount(copy: &Path, k: usize, m: usize) -> (u64, u64, u64) {
     use std::collections::HashMap;
     let (h, rows) = read_csv(&copy.join("patients.csv"));
     let p = column(&h, "patient_pseudonym");
@@ -237,28 +237,54 @@ fn one_item_attack(copy: &Path, k: usize) -> (u64, u64) {
             .collect();
         items.entry(r[p].clone()).or_default().insert(item);
     }
-    let mut support: HashMap<(Vec<String>, Vec<String>), usize> = HashMap::new();
+    // Every combination of at most m of a patient's distinct items.
+    let combos = |set: &BTreeSet<Vec<String>>| -> Vec<Vec<Vec<String>>> {
+        let list: Vec<&Vec<String>> = set.iter().collect();
+        let mut out: Vec<Vec<Vec<String>>> = list.iter().map(|i| vec![(*i).clone()]).collect();
+        if m >= 2 {
+            for a in 0..list.len() {
+                for b in a + 1..list.len() {
+                    out.push(vec![list[a].clone(), list[b].clone()]);
+                }
+            }
+        }
+        out
+    };
+    let mut support: HashMap<(Vec<String>, Vec<Vec<String>>), usize> = HashMap::new();
     for (patient, set) in &items {
-        for item in set {
-            *support
-                .entry((demographics[patient].clone(), item.clone()))
-                .or_default() += 1;
+        for c in combos(set) {
+            *support.entry((demographics[patient].clone(), c)).or_default() += 1;
         }
     }
     let (mut below_k, mut unique) = (0, 0);
     for (patient, demo) in &demographics {
-        let smallest = items.get(patient).map_or(usize::MAX, |set| {
-            set.iter()
-                .map(|i| support[&(demo.clone(), i.clone())])
-                .min()
-                .unwrap_or(usize::MAX)
-        });
         let class = demographics.values().filter(|d| *d == demo).count();
-        let smallest = smallest.min(class);
+        let smallest = items.get(patient).map_or(class, |set| {
+            combos(set)
+                .into_iter()
+                .map(|c| support[&(demo.clone(), c)])
+                .min()
+                .unwrap_or(class)
+                .min(class)
+        });
         below_k += u64::from(smallest < k);
         unique += u64::from(smallest == 1);
     }
-    (below_k, unique)
+    (demographics.len() as u64, below_k, unique)
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 fn trace(home: &Home, op: &Person, release: &str, file: &Path) -> serde_json::Value {
@@ -476,10 +502,19 @@ async fn release_build_verify_and_trace_end_to_end() {
         } else {
             &yui_copy
         };
-        let (below_k, unique) = one_item_attack(copy, 5);
-        assert_eq!(c["attack"][0]["below_k"].as_u64().unwrap(), below_k, "{c}");
-        assert_eq!(c["attack"][0]["unique"].as_u64().unwrap(), unique, "{c}");
-        assert_eq!(below_k, 0, "{c}");
+        // m = 1 is promised (nobody below k); m = 2 is information, where patients below k are expected: both
+        // must equal this test's own count, patient for patient.
+        for m in [1, 2] {
+            let (patients, below_k, unique) = attack_recount(copy, 5, m);
+            let figure = &c["attack"][m - 1];
+            assert_eq!(figure["m"].as_u64().unwrap(), m as u64, "{c}");
+            assert_eq!(figure["patients"].as_u64().unwrap(), patients, "{c}");
+            assert_eq!(figure["below_k"].as_u64().unwrap(), below_k, "m={m}: {c}");
+            assert_eq!(figure["unique"].as_u64().unwrap(), unique, "m={m}: {c}");
+            if m == 1 {
+                assert_eq!(below_k, 0, "{c}");
+            }
+        }
     }
     let err = refused(&home, &risk_args, &session_env(db, &rika));
     assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
@@ -530,6 +565,23 @@ async fn release_build_verify_and_trace_end_to_end() {
     let (first, other) = (pseudonyms(&rika_copy), pseudonyms(&second_copy));
     assert!(first.len() > 1000 && other.len() > 1000);
     assert_eq!(first.intersection(&other).count(), 0, "pseudonyms join across releases");
+    // A sealed copy changed at rest: the attack cannot be measured on it, and the failure is audited.
+    let second_id = second["release"].as_str().unwrap();
+    let sealed: Vec<PathBuf> = walk(&home.path().join("release").join("releases").join(second_id))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "patients.csv.sealed"))
+        .collect();
+    assert_eq!(sealed.len(), 1, "{sealed:?}");
+    let mut bytes = std::fs::read(&sealed[0]).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&sealed[0], bytes).unwrap();
+    let err = refused(
+        &home,
+        &["risk", "attack", "--release", second_id, "--config", &config_path],
+        &op_env,
+    );
+    assert!(err.contains("SEALED_FILE") || err.contains("INTEGRITY"), "{err}");
 
     // yui's copy leaks: half of it at random, shuffled, without the pseudonym, columns reordered. (Since releases
     // are (k, k^m)-anonymous over the whole record, lab dates may be generalised and the marks' anchors carry
@@ -637,6 +689,7 @@ async fn release_build_verify_and_trace_end_to_end() {
     assert_eq!(count("release.build", "failed", Some("NOT_RELEASABLE")), 1);
     assert_eq!(count("trace.leak", "ok", None), 3);
     assert_eq!(count("assess_release_risk", "ok", None), 1);
+    assert_eq!(count("assess_release_risk", "failed", None), 1);
     assert_eq!(count("assess_release_risk", "denied", Some("ROLE_NOT_PERMITTED")), 1);
     assert_eq!(count("plan_release", "ok", None), 1);
     assert_eq!(count("plan_release", "denied", Some("ROLE_NOT_PERMITTED")), 1);

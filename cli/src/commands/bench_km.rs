@@ -92,7 +92,7 @@ fn crude_node(kinds: &[ItemKind]) -> ItemNode {
                 k.components
                     .iter()
                     .map(|c| {
-                        let top = (c.hierarchy.height() - 1) as u8;
+                        let top = c.hierarchy.height().saturating_sub(1) as u8;
                         if c.name.contains("date") {
                             2.min(top)
                         } else if c.name == "icd10" || c.name == "jlac10" {

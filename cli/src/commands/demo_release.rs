@@ -17,14 +17,13 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 use tokumei_ingest::keyservice::SharedKeyService;
 use tokumei_ingest::pki::PkiLayout;
-use tokumei_policy::authorization::Action;
 use tokumei_policy::committee::{ApprovalConditions, BanSubject, Channel, PrivacyModel, TableRequest, japan_date};
 use tokumei_policy::{Role, ServiceKey};
 use tokumei_release::builder::plan::{self, PlanContext, PlanOutcome, PlanRequest};
 use tokumei_release::builder::{self, BuildContext, BuildOutcome, BuildRequest};
 use tokumei_release::delivery::{DeliveryConfig, DeliveryTls, serve};
 use tokumei_release::manifest;
-use tokumei_release::risk::{self, ReleaseRisk};
+use tokumei_release::risk::{self, ReleaseRisk, RiskContext};
 use tokumei_release::trace::{self, DEFAULT_FALSE_ACCUSATION_BOUND, TraceReport};
 use tokumei_release::zone::ReleaseZone;
 use tokumei_store::Store;
@@ -279,21 +278,20 @@ pub async fn chapter(
     ));
 
     // The auditor re-measures the attack on the sealed copies, trusting nothing the build wrote.
-    ok(policy
-        .admit_release_review(&cast.auditor, &app.id, Action::AssessReleaseRisk, DEMO)
-        .await)?;
-    let measured = risk::measure(&zone, &record, None)
-        .await
-        .map_err(super::release::release_reason)?;
-    let entry = ok(policy
-        .record_release_review(
-            &cast.auditor,
-            &app.id,
-            Action::AssessReleaseRisk,
-            serde_json::json!({"release": measured.release, "holds": measured.holds}),
-            DEMO,
-        )
-        .await)?;
+    let trusted = service_key.public();
+    let measured = risk::assess(
+        &RiskContext {
+            policy,
+            actor: &cast.auditor,
+            origin: DEMO,
+            zone: &zone,
+            trusted: &trusted,
+        },
+        &built.release,
+        &[],
+    )
+    .await
+    .map_err(super::release::release_reason)?;
     for c in &measured.copies {
         let figures: Vec<String> = c
             .attack
@@ -301,16 +299,15 @@ pub async fn chapter(
             .map(|f| format!("m={} {:.1} % below k", f.m, f.share_below_k * 100.0))
             .collect();
         say(&format!(
-            "   {} runs `tokumei risk attack` on {}'s copy: {} ({}; audit entry {})",
+            "   {} runs `tokumei risk attack` on {}'s copy: {} ({}; audited)",
             cast.auditor.username,
             c.recipient,
             figures.join(", "),
             if c.agrees_with_manifest {
-                "equal to the manifest"
+                "equal to the signed manifest"
             } else {
                 "DIFFERENT from the manifest"
-            },
-            entry.seq
+            }
         ));
     }
     if !measured.holds || measured.copies.iter().any(|c| !c.agrees_with_manifest) {
@@ -472,8 +469,9 @@ async fn fetch_copies(
         }
     }
     let _ = stop.send(());
-    running.wait().await.context("release service")?;
-    result
+    let stopped = running.wait().await.context("release service");
+    // A failed download says more than the service's shutdown.
+    result.and(stopped)
 }
 
 fn say_plan(p: &PlanOutcome, say: &impl Fn(&str)) {

@@ -82,6 +82,7 @@ fn print_human(p: &PlanOutcome) {
         m.m,
         m.max_suppression * 100.0
     );
+    println!("  対象 / cohort: {}", p.cohort);
     println!(
         "  患者 / patients {}: {} withheld ({:.1} %), {} birth dates top-coded (90+), {} duplicate rows merged",
         p.patients,

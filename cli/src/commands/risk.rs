@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
-use tokumei_policy::authorization::Action;
-use tokumei_release::risk::{self, ReleaseRisk};
+use anyhow::{Context, Result};
+use tokumei_policy::ServicePublicKey;
+use tokumei_release::risk::{self, ReleaseRisk, RiskContext};
 
 use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
 use crate::commands::release::{open_zone, release_reason};
@@ -49,55 +49,45 @@ fn attack(a: AttackArgs, json: bool) -> Result<()> {
         let policy = open_policy(&a.policy).await?;
         let who = actor(&policy, &a.policy).await?;
         let (zone, _) = open_zone(a.config.as_deref()).await?;
-        let record = zone.record(&a.release).map_err(release_reason)?;
-        policy
-            .admit_release_review(&who, &record.application, Action::AssessReleaseRisk, CLI)
-            .await
-            .map_err(reason)?;
-        let ms = (!a.m.is_empty()).then_some(a.m.as_slice());
-        let report = risk::measure(&zone, &record, ms).await.map_err(release_reason)?;
-        let entry = policy
-            .record_release_review(
-                &who,
-                &record.application,
-                Action::AssessReleaseRisk,
-                serde_json::json!({
-                    "release": report.release,
-                    "k": report.k,
-                    "m": report.m,
-                    "holds": report.holds,
-                    "copies": report.copies.iter().map(|c| serde_json::json!({
-                        "recipient": c.recipient,
-                        "patients": c.patients,
-                        "attack": c.attack,
-                        "agrees_with_manifest": c.agrees_with_manifest,
-                    })).collect::<Vec<_>>(),
-                }),
-                CLI,
-            )
-            .await
-            .map_err(reason)?;
+        let trusted = platform_key()?;
+        let cx = RiskContext {
+            policy: &policy,
+            actor: &who,
+            origin: CLI,
+            zone: &zone,
+            trusted: &trusted,
+        };
+        let report = risk::assess(&cx, &a.release, &a.m).await.map_err(release_reason)?;
         if json {
-            let mut out = serde_json::to_value(&report)?;
-            out["audit_seq"] = serde_json::json!(entry.seq);
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            print_human(&report, entry.seq);
+            print_human(&report);
         }
         if report.holds {
             Ok(())
         } else {
             anyhow::bail!(
-                "[MODEL_BROKEN] release {}: some patient has fewer than k={} candidates for m ≤ {}",
+                "[MODEL_BROKEN] release {}: on some copy a promised m (1 … {}) leaves patients with fewer than k={} \
+                 candidates, or was not measured",
                 report.release,
-                report.k,
-                report.m
+                report.m,
+                report.k
             )
         }
     })
 }
 
-fn print_human(report: &ReleaseRisk, audit_seq: i64) {
+/// The platform's public key (`$TOKUMEI_HOME/policy/service.pub`): every copy's manifest must carry its
+/// signature.
+fn platform_key() -> Result<ServicePublicKey> {
+    let home = tokumei_ingest::home::tokumei_home();
+    let path = tokumei_policy::service_key::public_key_path(&tokumei_policy::service_key::default_key_path(&home));
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("[NOT_FOUND] the platform's public key {}", path.display()))?;
+    ServicePublicKey::from_hex(text.trim()).map_err(reason)
+}
+
+fn print_human(report: &ReleaseRisk) {
     println!(
         "再識別攻撃 / linkage attack on release {} (application {}): k={}, m={} approved",
         report.release, report.application, report.k, report.m
@@ -136,7 +126,7 @@ fn print_human(report: &ReleaseRisk, audit_seq: i64) {
         }
     }
     println!(
-        "{} (audit entry {audit_seq})",
+        "{} (recorded in the audit ledger)",
         if report.holds {
             "モデル成立 / the model holds on every copy"
         } else {

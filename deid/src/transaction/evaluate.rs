@@ -378,6 +378,74 @@ mod tests {
         assert_eq!(c3.len(), 7);
     }
 
+    /// The repair as first written (every itemset counted each round, B-tree sets): the reference the faster
+    /// version must agree with exactly.
+    fn repair_reference(mut sets: Vec<Vec<u32>>, k: u32, m: usize) -> Vec<u32> {
+        let mut removed: BTreeSet<u32> = BTreeSet::new();
+        if sets.len() < k as usize {
+            return sets
+                .into_iter()
+                .flatten()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+        }
+        loop {
+            let counts = count_itemsets(&sets, m);
+            let single = |x: u32| {
+                let mut key = [u32::MAX; MAX_M];
+                key[0] = x;
+                counts.get(&key).copied().unwrap_or(0)
+            };
+            let mut chosen: BTreeSet<u32> = counts
+                .iter()
+                .filter(|(key, c)| key[1] == u32::MAX && **c < k)
+                .map(|(key, _)| key[0])
+                .collect();
+            if chosen.is_empty() {
+                let mut violating: Vec<&Key> = counts.iter().filter(|(_, c)| **c < k).map(|(key, _)| key).collect();
+                if violating.is_empty() {
+                    break;
+                }
+                violating.sort_unstable();
+                for key in violating {
+                    let members = key.iter().take_while(|&&x| x != u32::MAX);
+                    if members.clone().any(|x| chosen.contains(x)) {
+                        continue;
+                    }
+                    if let Some(&x) = members.min_by_key(|&&x| (single(x), x)) {
+                        chosen.insert(x);
+                    }
+                }
+            }
+            for s in &mut sets {
+                s.retain(|x| !chosen.contains(x));
+            }
+            removed.extend(chosen);
+        }
+        removed.into_iter().collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        #[test]
+        fn the_repair_equals_the_reference(
+            raw in proptest::collection::vec(proptest::collection::vec(0u32..12, 0..7), 0..14),
+            k in 2u32..5,
+            m in 1usize..4,
+        ) {
+            let sets: Vec<Vec<u32>> = raw
+                .into_iter()
+                .map(|mut s| {
+                    s.sort_unstable();
+                    s.dedup();
+                    s
+                })
+                .collect();
+            proptest::prop_assert_eq!(repair_class(sets.clone(), k, m), repair_reference(sets, k, m));
+        }
+    }
+
     #[test]
     fn pair_counts_agree_with_the_general_count() {
         let sets = vec![vec![1, 2, 3, 7], vec![1, 2], vec![2, 3, 7], vec![3]];

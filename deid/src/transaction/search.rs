@@ -9,6 +9,7 @@
 //! is kept and the outcome says it is not proven optimal (`greedy`). Deterministic: ties go to the smaller
 //! generalisation bound, then the lexicographically smaller recoding.
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::data::RtData;
@@ -70,7 +71,7 @@ pub struct SearchOutcome {
 pub fn search(data: &RtData, cfg: &SearchConfig) -> Result<SearchOutcome> {
     cfg.params.validate()?;
     // The greedy walk first: cheap, and its loss is the bound the exact search must beat.
-    let (mut best, mut evaluated) = greedy(data, cfg)?;
+    let (mut best, mut evaluated, seen) = greedy(data, cfg)?;
     let mut proven = false;
     let mut exact_evaluations = 0usize;
     let budget = cfg
@@ -89,7 +90,12 @@ pub fn search(data: &RtData, cfg: &SearchConfig) -> Result<SearchOutcome> {
                 proven = false;
                 break;
             }
-            let e = evaluate(data, &node, &cfg.params, false)?;
+            // A recoding the walk already evaluated is not evaluated again (it still counts against the budget,
+            // so the outcome is the same as without the memo).
+            let e = match seen.get(&node) {
+                Some(e) => e.clone(),
+                None => evaluate(data, &node, &cfg.params, false)?,
+            };
             exact_evaluations += 1;
             // Equal losses go to the node earlier in the walk's order, as in the exhaustive reference.
             let better = best.as_ref().is_none_or(|b| {
@@ -122,15 +128,33 @@ pub fn search(data: &RtData, cfg: &SearchConfig) -> Result<SearchOutcome> {
     })
 }
 
-/// The greedy walk; `None` when even the top is not feasible.
-fn greedy(data: &RtData, cfg: &SearchConfig) -> Result<(Option<Evaluation>, usize)> {
+/// Every recoding the greedy walk evaluated, for the exact phase to reuse.
+type Seen = std::collections::HashMap<ItemNode, Evaluation>;
+
+/// Evaluates `nodes` (the one-level neighbours of a walk step) concurrently, remembering each; the order of the
+/// result is the order of `nodes`, so the choice made from it does not depend on scheduling.
+fn evaluate_all(data: &RtData, cfg: &SearchConfig, nodes: Vec<ItemNode>, seen: &mut Seen) -> Result<Vec<Evaluation>> {
+    let evaluations: Vec<Evaluation> = nodes
+        .par_iter()
+        .map(|n| evaluate(data, n, &cfg.params, false))
+        .collect::<Result<_>>()?;
+    for e in &evaluations {
+        seen.insert(e.node.clone(), e.clone());
+    }
+    Ok(evaluations)
+}
+
+/// The greedy walk; `None` when even the top is not feasible. Also returns every recoding it evaluated.
+fn greedy(data: &RtData, cfg: &SearchConfig) -> Result<(Option<Evaluation>, usize, Seen)> {
     // Only feasible outcomes leave this function.
+    let mut seen = Seen::new();
     let mut evaluated = 1;
     let mut current = evaluate(data, &ItemNode::bottom(data.kinds()), &cfg.params, false)?;
+    seen.insert(current.node.clone(), current.clone());
     while !current.within(data, cfg.max_suppressed_share) {
         let mut next: Option<Evaluation> = None;
-        for n in current.node.successors(data.kinds()) {
-            let e = evaluate(data, &n, &cfg.params, false)?;
+        let successors = evaluate_all(data, cfg, current.node.successors(data.kinds()), &mut seen)?;
+        for e in successors {
             evaluated += 1;
             if next.as_ref().is_none_or(|b| (e.loss, &e.node) < (b.loss, &b.node)) {
                 next = Some(e);
@@ -138,14 +162,14 @@ fn greedy(data: &RtData, cfg: &SearchConfig) -> Result<(Option<Evaluation>, usiz
         }
         match next {
             Some(n) => current = n,
-            None => return Ok((None, evaluated)),
+            None => return Ok((None, evaluated, seen)),
         }
     }
     // Refine: one level down anywhere, while it stays feasible and lowers the loss.
     loop {
         let mut better: Option<Evaluation> = None;
-        for n in current.node.predecessors() {
-            let e = evaluate(data, &n, &cfg.params, false)?;
+        let predecessors = evaluate_all(data, cfg, current.node.predecessors(), &mut seen)?;
+        for e in predecessors {
             evaluated += 1;
             if e.within(data, cfg.max_suppressed_share)
                 && e.loss < current.loss
@@ -156,7 +180,7 @@ fn greedy(data: &RtData, cfg: &SearchConfig) -> Result<(Option<Evaluation>, usiz
         }
         match better {
             Some(b) => current = b,
-            None => return Ok((Some(current), evaluated)),
+            None => return Ok((Some(current), evaluated, seen)),
         }
     }
 }

@@ -290,6 +290,18 @@ fn a_member_previews_a_release_only_for_a_review_they_sit_on() {
         reason(authorize(&member, Action::PlanRelease, &app(own_organisation))),
         Some(DenialReason::ConflictOfInterest)
     );
+    // Nor does the chair, on their own organisation's application.
+    let chair = actor("chika", "univ-a", Role::CommitteeChair, AuthMethod::PasswordTotp);
+    for action in [Action::PlanRelease, Action::AssessReleaseRisk] {
+        let own = ApplicationFacts {
+            organisation: "univ-a".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            reason(authorize(&chair, action, &app(own))),
+            Some(DenialReason::ConflictOfInterest)
+        );
+    }
     // A member never measures the attack on a built release: that is the chair's, an operator's or an
     // auditor's.
     let facts = ApplicationFacts {

@@ -77,6 +77,8 @@ pub struct PlanOutcome {
     pub privacy_model: PrivacyModel,
     /// Tables in scope.
     pub tables: Vec<String>,
+    /// The cohort planned for: the approved filter, or everyone before approval (the form's filter is not run).
+    pub cohort: String,
     /// Patients in the cohort.
     pub patients: u64,
     /// Patients the demographic search would withhold from every file.
@@ -177,16 +179,26 @@ async fn plan_admitted(
     request: &PlanRequest,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<PlanOutcome> {
-    if app.form.channel != Channel::File {
+    let channel = app.conditions.as_ref().map_or(app.form.channel, |c| c.channel);
+    if channel != Channel::File {
         return Err(ReleaseError::NotReleasable(format!(
-            "application {} is for the {} channel; only file releases are planned",
-            app.id, app.form.channel
+            "application {} is for the {channel} channel; only file releases are planned",
+            app.id
         )));
     }
+    // Before approval the applicant's cohort filter is text nobody has vetted (words or SQL): it is not run,
+    // and the plan covers everyone in the research view.
     let (tables, cohort_filter, approved) = match &app.conditions {
         Some(c) => (c.tables.clone(), c.cohort_filter.clone(), c.privacy),
-        None => (app.form.tables.clone(), app.form.cohort_filter.clone(), None),
+        None => (app.form.tables.clone(), String::new(), None),
     };
+    if approved.is_some_and(|p| p.l.is_some() || p.t.is_some()) {
+        return Err(ReleaseError::NotReleasable(
+            "l-diversity and t-closeness are not enforced by the release builder; a build of this approval would be \
+             refused"
+                .into(),
+        ));
+    }
     let model = planned_model(approved, request)?;
     let scope = release_scope(&tables)?;
     progress("reading the tables in scope from the core (research view)");
@@ -223,6 +235,11 @@ async fn plan_admitted(
         approved: app.conditions.is_some(),
         privacy_model: model,
         tables: sheets.iter().map(|(t, _)| t.name().to_owned()).collect(),
+        cohort: match (&app.conditions, cohort_filter.is_empty()) {
+            (Some(_), false) => "the approved cohort filter".into(),
+            (Some(_), true) => "everyone in the research view (the approval sets no filter)".into(),
+            (None, _) => "everyone in the research view (the form's filter is not run before approval)".into(),
+        },
         patients,
         suppressed_patients: withheld.len() as u64,
         top_coded_birth_dates,
