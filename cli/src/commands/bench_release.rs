@@ -183,6 +183,9 @@ struct BuildPart {
     /// Progress messages with their time since the start of the build.
     stages: Vec<(f64, String)>,
     release_kept: bool,
+    /// The whole-record protection as verified on the copy: item levels, rare rows suppressed, extremes, the
+    /// attack — the utility of the release on this cohort.
+    record: Option<tokumei_release::manifest::RecordProtection>,
 }
 
 #[derive(Serialize)]
@@ -807,6 +810,7 @@ async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<BuildPart> {
         peak_rss_reset: reset,
         stages: stages.into_inner().unwrap_or_default(),
         release_kept: a.keep_release,
+        record: outcome.record.clone(),
     })
 }
 
