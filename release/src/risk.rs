@@ -12,7 +12,7 @@
 use serde::Serialize;
 use tokumei_deid::verify_km::AttackFigure;
 use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
-use tokumei_policy::authorization::Action;
+use tokumei_policy::authorization::{Action, Resource, allowed_for_role};
 use tokumei_policy::committee::store::ApplicationRecord;
 use tokumei_policy::{Actor, Origin, Policy, ServicePublicKey};
 use tokumei_store::Table;
@@ -83,6 +83,18 @@ pub async fn assess(cx: &RiskContext<'_>, release: &str, extra: &[usize]) -> Res
         return Err(ReleaseError::BadInput(format!(
             "m = {bad}: the attack is measured for 1 ≤ m ≤ {MAX_M}"
         )));
+    }
+    // Someone whose roles can never measure a release is refused (and audited) before the release id is even
+    // looked up: whether a release exists is not theirs to learn.
+    if !cx
+        .actor
+        .roles
+        .iter()
+        .any(|&r| allowed_for_role(r, Action::AssessReleaseRisk))
+    {
+        cx.policy
+            .check(cx.actor, Action::AssessReleaseRisk, &Resource::Platform, cx.origin)
+            .await?;
     }
     let record = cx.zone.record(release)?;
     let app = cx

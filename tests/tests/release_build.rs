@@ -518,6 +518,23 @@ async fn release_build_verify_and_trace_end_to_end() {
     }
     let err = refused(&home, &risk_args, &session_env(db, &rika));
     assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
+    // Nor does she learn whether a release exists.
+    let err = refused(
+        &home,
+        &[
+            "risk",
+            "attack",
+            "--release",
+            "R-A-2099-0001-1",
+            "--config",
+            &config_path,
+        ],
+        &session_env(db, &rika),
+    );
+    assert!(
+        err.contains("ROLE_NOT_PERMITTED") && !err.contains("NOT_FOUND"),
+        "{err}"
+    );
     let err = refused(&home, &["risk", "attack", "--release", &release, "--m", "5"], &op_env);
     assert!(err.contains("BAD_INPUT"), "{err}");
     // The plan of the approval at another (k, m): what a build would do, nothing written.
@@ -690,7 +707,7 @@ async fn release_build_verify_and_trace_end_to_end() {
     assert_eq!(count("trace.leak", "ok", None), 3);
     assert_eq!(count("assess_release_risk", "ok", None), 1);
     assert_eq!(count("assess_release_risk", "failed", None), 1);
-    assert_eq!(count("assess_release_risk", "denied", Some("ROLE_NOT_PERMITTED")), 1);
+    assert_eq!(count("assess_release_risk", "denied", Some("ROLE_NOT_PERMITTED")), 2);
     assert_eq!(count("plan_release", "ok", None), 1);
     assert_eq!(count("plan_release", "denied", Some("ROLE_NOT_PERMITTED")), 1);
     assert_eq!(count("deletion.declare", "ok", None), 1);
