@@ -486,20 +486,12 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
         }
         (Role::Researcher, _, _) => Err(DenialReason::WrongResource),
 
-        (Role::CommitteeMember | Role::CommitteeChair, CastVote, Resource::Application(a)) => {
-            if a.applicant == actor.username || a.organisation == actor.organisation {
-                Err(DenialReason::ConflictOfInterest)
-            } else if !a.reviewers.contains(&actor.username) || a.recused.contains(&actor.username) {
-                Err(DenialReason::NotAssignedReviewer)
-            } else {
-                Ok(())
-            }
-        }
-        (Role::CommitteeMember, PlanRelease, Resource::Application(a)) => {
-            // A member previews the data only for a review they sit on, and not their own organisation's.
-            if a.applicant == actor.username || a.organisation == actor.organisation {
-                Err(DenialReason::ConflictOfInterest)
-            } else if !a.reviewers.contains(&actor.username) || a.recused.contains(&actor.username) {
+        // A member votes on, and previews the data of, only a review they sit on, and not their own
+        // organisation's.
+        (Role::CommitteeMember | Role::CommitteeChair, CastVote, Resource::Application(a))
+        | (Role::CommitteeMember, PlanRelease, Resource::Application(a)) => {
+            free_of_conflict(actor, a)?;
+            if !a.reviewers.contains(&actor.username) || a.recused.contains(&actor.username) {
                 Err(DenialReason::NotAssignedReviewer)
             } else {
                 Ok(())
@@ -512,25 +504,16 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
                 Err(DenialReason::NotAssignedReviewer)
             }
         }
-        (Role::CommitteeChair, DecideApplication | AssignReviewers | RevokeApproval, Resource::Application(a)) => {
-            // A chair does not rule on their own organisation's application: a deputy chair must.
-            if a.applicant == actor.username || a.organisation == actor.organisation {
-                Err(DenialReason::ConflictOfInterest)
-            } else {
-                Ok(())
-            }
-        }
+        // A chair does not rule on, or review the data of, their own organisation's application: a deputy
+        // chair must.
+        (
+            Role::CommitteeChair,
+            DecideApplication | AssignReviewers | RevokeApproval | PlanRelease | AssessReleaseRisk,
+            Resource::Application(a),
+        ) => free_of_conflict(actor, a),
         (_, ViewApplication | EstimateFees, Resource::Application(_)) => Ok(()),
         (Role::CommitteeChair, RecordViolation | SetBudget, Resource::Platform | Resource::Application(_)) => Ok(()),
         (Role::Operator, BuildRelease | TraceLeak | PlanRelease, Resource::Application(_)) => Ok(()),
-        (Role::CommitteeChair, PlanRelease | AssessReleaseRisk, Resource::Application(a)) => {
-            // As for decisions: the chair does not review their own organisation's data.
-            if a.applicant == actor.username || a.organisation == actor.organisation {
-                Err(DenialReason::ConflictOfInterest)
-            } else {
-                Ok(())
-            }
-        }
         (Role::Operator | Role::Auditor, AssessReleaseRisk, Resource::Application(_)) => Ok(()),
         (
             Role::Operator | Role::Auditor,
@@ -539,6 +522,15 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
             Resource::Platform,
         ) => Ok(()),
         _ => Err(DenialReason::WrongResource),
+    }
+}
+
+/// A conflict of interest: the actor filed the application, or belongs to the organisation that did.
+fn free_of_conflict(actor: &Actor, a: &ApplicationFacts) -> Result<(), DenialReason> {
+    if a.applicant == actor.username || a.organisation == actor.organisation {
+        Err(DenialReason::ConflictOfInterest)
+    } else {
+        Ok(())
     }
 }
 

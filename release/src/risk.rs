@@ -11,13 +11,12 @@
 
 use serde::Serialize;
 use tokumei_deid::verify_km::AttackFigure;
-use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
 use tokumei_policy::authorization::{Action, Resource, allowed_for_role};
 use tokumei_policy::committee::store::ApplicationRecord;
 use tokumei_policy::{Actor, Origin, Policy, ServicePublicKey};
 use tokumei_store::Table;
 
-use crate::builder::record_check;
+use crate::builder::{audit_failure, record_check};
 use crate::error::{ReleaseError, Result};
 use crate::fingerprint::Sheet;
 use crate::manifest::{self, MANIFEST, SIGNATURE};
@@ -126,18 +125,8 @@ pub async fn assess(cx: &RiskContext<'_>, release: &str, extra: &[usize]) -> Res
                 .await?;
         }
         Err(e) => {
-            cx.policy
-                .audit(
-                    AuditEvent::new(
-                        &cx.actor.username,
-                        Action::AssessReleaseRisk.as_str(),
-                        format!("application {}", record.application),
-                        Outcome::Failed,
-                    )
-                    .reason(e.reason())
-                    .source(cx.origin.0),
-                )
-                .await?;
+            let action = Action::AssessReleaseRisk.as_str();
+            audit_failure(cx.policy, cx.actor, action, &record.application, cx.origin, e).await?;
         }
     }
     result

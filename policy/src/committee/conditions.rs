@@ -35,6 +35,20 @@ pub struct PrivacyModel {
     pub m: u32,
 }
 
+impl PrivacyModel {
+    /// Whether k, m and the suppression share are usable (k ≥ 2, 1 ≤ m ≤ 4, share in [0, 1)); the message
+    /// says which values were given.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.k < 2 || !(0.0..1.0).contains(&self.max_suppression) || !(1..=4).contains(&self.m) {
+            return Err(format!(
+                "privacy model k={} m={} suppression={} is not valid (k ≥ 2, m in 1..=4, suppression in [0, 1))",
+                self.k, self.m, self.max_suppression
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The m of (k, k^m) when the committee does not set one: two facts (a diagnosis and a visit month, say) are
 /// what an acquaintance or a news report typically adds to someone's age and sex.
 pub const DEFAULT_M: u32 = 2;
@@ -139,12 +153,7 @@ impl ApprovalConditions {
                         "file and on-platform approvals need a privacy model (k, l, t)".into(),
                     ));
                 };
-                if p.k < 2 || !(0.0..1.0).contains(&p.max_suppression) || !(1..=4).contains(&p.m) {
-                    return Err(PolicyError::Invalid(format!(
-                        "privacy model k={} m={} suppression={} is not valid (k ≥ 2, m in 1..=4, suppression in [0, 1))",
-                        p.k, p.m, p.max_suppression
-                    )));
-                }
+                p.validate().map_err(PolicyError::Invalid)?;
                 if p.t.is_some_and(|t| !(t > 0.0 && t <= 1.0)) || p.l.is_some_and(|l| l < 2) {
                     return Err(PolicyError::Invalid("l must be ≥ 2 and t in (0, 1]".into()));
                 }

@@ -128,22 +128,34 @@ pub async fn build(
                 )
                 .await?;
         }
-        Err(e) => {
-            cx.policy
-                .audit(
-                    AuditEvent::new(
-                        &cx.actor.username,
-                        "release.build",
-                        format!("application {application}"),
-                        Outcome::Failed,
-                    )
-                    .reason(e.reason())
-                    .source(cx.origin.0),
-                )
-                .await?;
-        }
+        Err(e) => audit_failure(cx.policy, cx.actor, "release.build", application, cx.origin, e).await?,
     }
     result
+}
+
+/// Records in the audit ledger that an admitted release-zone act on `application` failed, with the error's
+/// reason code (never its text, which may name a file or a column).
+pub(crate) async fn audit_failure(
+    policy: &Policy,
+    actor: &Actor,
+    action: &str,
+    application: &str,
+    origin: Origin<'_>,
+    error: &ReleaseError,
+) -> Result<()> {
+    policy
+        .audit(
+            AuditEvent::new(
+                &actor.username,
+                action,
+                format!("application {application}"),
+                Outcome::Failed,
+            )
+            .reason(error.reason())
+            .source(origin.0),
+        )
+        .await?;
+    Ok(())
 }
 
 /// The tables and columns of a release, checked releasable before any data is read, patients first (its

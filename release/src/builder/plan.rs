@@ -10,7 +10,6 @@
 
 use chrono::Utc;
 use serde::Serialize;
-use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
 use tokumei_policy::authorization::Action;
 use tokumei_policy::committee::conditions::DEFAULT_M;
 use tokumei_policy::committee::store::ApplicationRecord;
@@ -22,7 +21,7 @@ use super::extremes::ExtremesReport;
 use super::items::ItemsOutcome;
 use super::protect::{self, Protected};
 use super::record_check::{self, RecordCheck};
-use super::{read_scope, release_scope};
+use super::{audit_failure, read_scope, release_scope};
 use crate::error::{ReleaseError, Result};
 use crate::fingerprint::Sheet;
 use crate::pseudonym::PseudonymKey;
@@ -132,18 +131,15 @@ pub async fn plan(
                 .await?;
         }
         Err(e) => {
-            cx.policy
-                .audit(
-                    AuditEvent::new(
-                        &cx.actor.username,
-                        Action::PlanRelease.as_str(),
-                        format!("application {application}"),
-                        Outcome::Failed,
-                    )
-                    .reason(e.reason())
-                    .source(cx.origin.0),
-                )
-                .await?;
+            audit_failure(
+                cx.policy,
+                cx.actor,
+                Action::PlanRelease.as_str(),
+                application,
+                cx.origin,
+                e,
+            )
+            .await?
         }
     }
     result
@@ -164,12 +160,7 @@ pub fn planned_model(approved: Option<PrivacyModel>, request: &PlanRequest) -> R
         max_suppression: request.max_suppression.unwrap_or(base.max_suppression),
         ..base
     };
-    if model.k < 2 || !(1..=4).contains(&model.m) || !(0.0..1.0).contains(&model.max_suppression) {
-        return Err(ReleaseError::BadInput(format!(
-            "privacy model k={} m={} suppression={} is not valid (k ≥ 2, m in 1..=4, suppression in [0, 1))",
-            model.k, model.m, model.max_suppression
-        )));
-    }
+    model.validate().map_err(ReleaseError::BadInput)?;
     Ok(model)
 }
 
