@@ -200,8 +200,21 @@ async fn measure(
             .map(|r| r.check.attack.as_slice())
             .unwrap_or_default();
         let stated = |m: usize| recorded.iter().find(|r| r.m == m);
+        // Counts, not the derived shares: a share read back from the manifest's JSON may differ in its last
+        // bit from the one computed here (serde_json's default float parsing is not round-trip exact).
+        let same = |a: &AttackFigure, r: &AttackFigure| {
+            (a.m, a.patients, a.below_k, a.unique) == (r.m, r.patients, r.below_k, r.unique)
+        };
         let agrees_with_manifest =
-            (1..=m).all(|p| stated(p).is_some()) && attack.iter().all(|a| stated(a.m).is_none_or(|r| r == a));
+            (1..=m).all(|p| stated(p).is_some()) && attack.iter().all(|a| stated(a.m).is_none_or(|r| same(a, r)));
+        if !agrees_with_manifest {
+            tracing::warn!(
+                recipient = %recipient,
+                measured = ?attack,
+                stated = ?recorded,
+                "the attack measured on a copy differs from its signed manifest"
+            );
+        }
         copies.push(CopyRisk {
             recipient,
             tables: sheets.iter().map(|(t, _)| t.name().to_owned()).collect(),

@@ -77,6 +77,14 @@ pub struct ReleaseBench {
     /// Colluders mixing their copies.
     #[arg(long, default_value_t = 3)]
     pub colluders: usize,
+    /// Share of the rows a leaker keeps in the experiments.
+    #[arg(long, default_value_t = 0.1)]
+    pub subset_fraction: f64,
+    /// Run the single-leaker and innocents experiments on this released table (CSV or Parquet, e.g. a
+    /// recipient's `observations.csv`), re-marked under each experiment's key, instead of the synthetic
+    /// sheet; its marked columns are the catalogue's for the table named by the file stem.
+    #[arg(long)]
+    pub sheet: Option<PathBuf>,
     /// Home of the core store the release is built from (default: $TOKUMEI_HOME).
     #[arg(long)]
     pub home: Option<PathBuf>,
@@ -554,6 +562,8 @@ fn trace_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<TracePart> {
 }
 
 fn experiments_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<Vec<ExperimentRun>> {
+    let source = a.sheet.as_deref().map(released_sheet).transpose()?;
+    let rows = source.as_ref().map_or(a.rows, |(s, _)| s.rows());
     let mut out = Vec::new();
     let mut one = |name: &str,
                    trials: usize,
@@ -562,8 +572,9 @@ fn experiments_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<Vec<Experimen
         if trials == 0 {
             return Ok(());
         }
-        bar.set_message(format!("experiments: {name}, {trials} trials on {} rows", a.rows));
-        let e = Experiment::new(a.rows, trials, a.seed);
+        bar.set_message(format!("experiments: {name}, {trials} trials on {rows} rows"));
+        let mut e = Experiment::new(rows, trials, a.seed);
+        e.subset_fraction = a.subset_fraction;
         let t = Instant::now();
         let outcome = f(&e)?;
         out.push(ExperimentRun {
@@ -577,6 +588,15 @@ fn experiments_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<Vec<Experimen
         });
         Ok(())
     };
+    if let Some(source) = &source {
+        one("single leaker (released table)", a.single_trials, &|e| {
+            experiments::single_leaker_on(e, source.clone())
+        })?;
+        one("innocents (released table)", a.innocent_trials, &|e| {
+            experiments::innocents_on(e, source.clone())
+        })?;
+        return Ok(out);
+    }
     one("single leaker", a.single_trials, &experiments::single_leaker)?;
     one("innocents", a.innocent_trials, &experiments::innocents)?;
     let colluders = a.colluders;
@@ -584,6 +604,21 @@ fn experiments_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<Vec<Experimen
         experiments::collusion(e, colluders)
     })?;
     Ok(out)
+}
+
+/// A released table as an experiment's source: its cells and the catalogue's marked columns for the table
+/// its file stem names.
+fn released_sheet(path: &Path) -> Result<experiments::Source> {
+    let table = tokumei_release::trace::read_leaked(path).map_err(release_reason)?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let kind = tokumei_store::Table::from_name(stem)
+        .with_context(|| format!("{}: the file stem names no table of the store", path.display()))?;
+    let names: Vec<String> = table.names().iter().map(|n| (*n).to_owned()).collect();
+    let marked = tokumei_release::catalogue::marked_columns(kind, &names);
+    if marked.is_empty() {
+        anyhow::bail!("{}: table {stem} has no marked column", path.display());
+    }
+    Ok((Sheet::from_cells(&table, &names), marked))
 }
 
 /// Enrols an invited person with a password and TOTP and logs them in: (actor, session token).

@@ -67,6 +67,7 @@ pub fn plan(columns: Vec<MarkedColumn>, sheet: &Sheet, max_cell_fraction: f64) -
         columns,
         rate,
         cutoff: DEFAULT_CUTOFF,
+        positions: None,
     }
 }
 
@@ -79,15 +80,18 @@ fn cell_budget(cells: usize, fraction: f64) -> usize {
     }
 }
 
-/// The plan with the largest rate at which, under this key, at most ⌊`max_cell_fraction` × cells⌋ cells of
-/// `sheet` are marked — exactly, not in expectation.
+/// The plan that, under this key, marks as many distinct code positions as ⌊`max_cell_fraction` × cells⌋
+/// altered cells allow — exactly, not in expectation.
 ///
-/// Which cells are marked depends on the key but not on the recipient, so with the key the count is known
-/// before any copy is made: a cell is marked iff its position's selector is below the rate, so sorting the
-/// positions by selector and adding their cells until the budget is reached gives the rate (1 if every
-/// markable cell fits). This uses the whole budget, where the key-less [`plan`] must keep a margin for
-/// chance; [`embed`] with the same budget then never refuses. The cutoff and columns are kept; the plan is
-/// checked as by [`embed`].
+/// Cells that share a position (equal coarse value and anchor) are marked together, and a leaked sample
+/// keeping a share f of the rows still shows a position of n cells with probability 1 − (1 − f)^n ≤ n·f:
+/// per cell of the budget, positions carried by few cells are worth the most at every sample size. So the
+/// positions of the sheet are ranked by the number of cells that carry them (fewest first), ties broken by
+/// the keyed selector (so the choice depends on the key, not on the order of rows), and taken while the
+/// budget allows. The chosen set is kept in the plan ([`FingerprintPlan::positions`]; the rate becomes 1),
+/// so the tracer needs no cluster sizes. Which cells are marked depends on the key but not on the
+/// recipient, so every copy uses the same count and [`embed`] with the same budget never refuses. The
+/// cutoff and columns are kept; the plan is checked as by [`embed`].
 pub fn fit_plan(
     key: &FingerprintKey,
     plan: &FingerprintPlan,
@@ -119,21 +123,23 @@ pub fn fit_plan(
             }
             large
         });
-    let mut selectors: Vec<(f64, u32)> = counts.into_iter().map(|(p, n)| (prf.selector(p), n)).collect();
-    selectors.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    let mut ranked: Vec<(u32, f64, u64)> = counts.into_iter().map(|(p, n)| (n, prf.selector(p), p)).collect();
+    ranked.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
     let mut marked = 0usize;
-    let mut rate = 1.0;
-    for (selector, n) in selectors {
-        marked += n as usize;
-        if marked > allowed {
-            rate = selector;
+    let mut chosen = Vec::new();
+    for (n, _, position) in ranked {
+        // Ranked by size: once one does not fit, none after it does.
+        if marked + n as usize > allowed {
             break;
         }
+        marked += n as usize;
+        chosen.push(position);
     }
     Ok(FingerprintPlan {
         columns: plan.columns.clone(),
-        rate,
+        rate: 1.0,
         cutoff: plan.cutoff,
+        positions: Some(super::MarkedPositions::new(chosen)),
     })
 }
 
@@ -324,7 +330,7 @@ fn scan(
                 continue;
             };
             chunk.markable += 1;
-            if !prf.selected(position, plan.rate) {
+            if !plan.selects(prf, position) {
                 continue;
             }
             chunk.marked += 1;

@@ -252,8 +252,15 @@ impl Setup {
     }
 }
 
-fn setup(e: &Experiment, copies_for: &[String], candidates: Vec<String>) -> Result<Setup, FingerprintError> {
-    let (original, marked) = synthetic_lab_sheet(e.rows, e.seed);
+/// A table and its marked columns: what an experiment marks and leaks.
+pub type Source = (Sheet, Vec<MarkedColumn>);
+
+fn setup(
+    e: &Experiment,
+    (original, marked): Source,
+    copies_for: &[String],
+    candidates: Vec<String>,
+) -> Result<Setup, FingerprintError> {
     let mut rng = StdRng::seed_from_u64(splitmix(e.seed ^ 0x006b_6579));
     let mut bytes = [0u8; 32];
     rng.fill_bytes(&mut bytes);
@@ -327,9 +334,11 @@ fn sample_rows(rng: &mut StdRng, rows: usize, fraction: f64) -> Vec<usize> {
     picked
 }
 
-/// All columns but the pseudonym, in random order.
+/// All columns but the pseudonym (the synthetic sheet's or a release's), in random order.
 fn leaked_columns(rng: &mut StdRng, sheet: &Sheet) -> Vec<usize> {
-    let mut columns: Vec<usize> = (0..sheet.width()).filter(|&c| sheet.header[c] != "pseudonym").collect();
+    let mut columns: Vec<usize> = (0..sheet.width())
+        .filter(|&c| !matches!(sheet.header[c].as_str(), "pseudonym" | "patient_pseudonym"))
+        .collect();
     columns.shuffle(rng);
     columns
 }
@@ -398,8 +407,14 @@ fn run<'s, F: Fn(&mut StdRng) -> Leak<'s> + Sync>(e: &Experiment, setup: &'s Set
 /// One recipient leaks a random `subset_fraction` of the rows of their copy, shuffled, without the pseudonym
 /// column, with the other columns reordered; the trace runs against all `recipients` candidates.
 pub fn single_leaker(e: &Experiment) -> Result<Outcome, FingerprintError> {
+    single_leaker_on(e, synthetic_lab_sheet(e.rows, e.seed))
+}
+
+/// [`single_leaker`] on a given table (e.g. a released laboratory table, re-marked under the experiment's
+/// key), so the figures of a real release's shape can be measured; `e.rows` is ignored.
+pub fn single_leaker_on(e: &Experiment, source: Source) -> Result<Outcome, FingerprintError> {
     let candidates = recipients("recipient", e.recipients);
-    let s = setup(e, &candidates, candidates.clone())?;
+    let s = setup(e, source, &candidates, candidates.clone())?;
     Ok(run(e, &s, |rng| {
         let leaker = rng.random_range(0..s.copies());
         let copy = &s.sheets[leaker];
@@ -416,8 +431,13 @@ pub fn single_leaker(e: &Experiment) -> Result<Outcome, FingerprintError> {
 /// Leaks of files the candidates never had: copies made for 5 other recipients and the unmarked table,
 /// at random (sampled and transformed as in [`single_leaker`]); any accusation is a false one.
 pub fn innocents(e: &Experiment) -> Result<Outcome, FingerprintError> {
+    innocents_on(e, synthetic_lab_sheet(e.rows, e.seed))
+}
+
+/// [`innocents`] on a given table; `e.rows` is ignored.
+pub fn innocents_on(e: &Experiment, source: Source) -> Result<Outcome, FingerprintError> {
     let outsiders = recipients("outsider", 5);
-    let s = setup(e, &outsiders, recipients("recipient", e.recipients))?;
+    let s = setup(e, source, &outsiders, recipients("recipient", e.recipients))?;
     Ok(run(e, &s, |rng| {
         let source = rng.random_range(0..s.sheets.len());
         let sheet = &s.sheets[source];
@@ -435,7 +455,7 @@ pub fn innocents(e: &Experiment) -> Result<Outcome, FingerprintError> {
 /// them; the rows kept (`subset_fraction`) are shuffled, the pseudonym dropped, the columns reordered.
 pub fn collusion(e: &Experiment, colluders: usize) -> Result<Outcome, FingerprintError> {
     let candidates = recipients("recipient", e.recipients);
-    let s = setup(e, &candidates, candidates.clone())?;
+    let s = setup(e, synthetic_lab_sheet(e.rows, e.seed), &candidates, candidates.clone())?;
     let marked: Vec<&str> = s.marked.iter().map(String::as_str).collect();
     Ok(run(e, &s, |rng| {
         let guilty = rand::seq::index::sample(rng, s.copies(), colluders.clamp(1, s.copies())).into_vec();

@@ -174,4 +174,73 @@ pub struct FingerprintPlan {
     pub rate: f64,
     /// Tardos cutoff t: position biases lie in [t, 1 - t].
     pub cutoff: f64,
+    /// The positions chosen to carry marks when the plan was fitted with the key ([`fit_plan`]): a position
+    /// is then marked iff it is in this set (and its selector is below `rate`). Kept with the release (never
+    /// given to recipients; without the key the ids say nothing about values), so the tracer knows the
+    /// positions without having to find them from cluster sizes a leaked sample no longer shows. `None` for
+    /// a key-less plan ([`plan`]): the rate alone selects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<MarkedPositions>,
+}
+
+impl FingerprintPlan {
+    /// Whether cells at `position` carry a mark under this plan.
+    pub(crate) fn selects(&self, prf: &prf::Prf, position: u64) -> bool {
+        prf.selected(position, self.rate) && self.positions.as_ref().is_none_or(|p| p.contains(position))
+    }
+}
+
+/// A set of code positions, stored compactly (base64 of the sorted ids, little-endian) in the release
+/// record — a fitted plan of a million-row table holds tens of thousands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MarkedPositions(Vec<u64>);
+
+impl MarkedPositions {
+    /// The set of `ids` (any order, duplicates dropped).
+    pub fn new(mut ids: Vec<u64>) -> MarkedPositions {
+        ids.sort_unstable();
+        ids.dedup();
+        MarkedPositions(ids)
+    }
+
+    /// Whether `position` is in the set.
+    pub fn contains(&self, position: u64) -> bool {
+        self.0.binary_search(&position).is_ok()
+    }
+
+    /// Number of positions.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for MarkedPositions {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        let bytes: Vec<u8> = self.0.iter().flat_map(|p| p.to_le_bytes()).collect();
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+}
+
+impl<'de> Deserialize<'de> for MarkedPositions {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use base64::Engine as _;
+        let text = String::deserialize(deserializer)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(|_| serde::de::Error::custom("marked positions are not base64"))?;
+        if bytes.len() % 8 != 0 {
+            return Err(serde::de::Error::custom("marked positions are not whole 64-bit ids"));
+        }
+        let ids = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        Ok(MarkedPositions::new(ids))
+    }
 }

@@ -113,7 +113,7 @@ impl<'p> ColumnReader<'p> {
             },
         };
         let position = prf.position(&spec.column, coarse, anchor);
-        if prf.selected(position, plan.rate) {
+        if plan.selects(prf, position) {
             Reading::Selected {
                 position,
                 bit: v.q.rem_euclid(2) == 1,

@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::accuse::{Term, ln_perfect, ln_tail_bound, max_score};
@@ -317,21 +318,93 @@ fn a_fitted_plan_uses_the_budget_exactly() {
     for seed in 0..5u8 {
         let k = key(seed);
         let fitted = fit_plan(&k, &loose, &original, 0.01).unwrap();
-        assert!(fitted.rate > loose.rate && fitted.cutoff == loose.cutoff && fitted.columns == loose.columns);
+        assert!(fitted.cutoff == loose.cutoff && fitted.columns == loose.columns);
+        let chosen = fitted.positions.as_ref().unwrap();
         let mut copy = original.clone();
         let report = embed(&k, "r", &fitted, &mut copy, 0.01).unwrap();
         assert!(
             report.marked <= report.allowed && report.marked * 100 >= report.allowed * 97,
             "{report:?}"
         );
-        // A hair more and the budget is exceeded.
-        let mut more = fitted.clone();
-        more.rate = f64::from_bits(fitted.rate.to_bits() + 1);
-        assert!(matches!(
-            embed(&k, "r", &more, &mut original.clone(), 0.01),
-            Err(FingerprintError::BudgetExceeded { .. })
-        ));
+        // The whole copy shows every chosen position, and only those.
+        let marks = read_marks(&k, &fitted, &copy);
+        assert_eq!(marks.positions.len(), chosen.len());
+        assert!(marks.positions.iter().all(|p| chosen.contains(p.position)));
+        // The record keeps the set through its JSON form.
+        let back: FingerprintPlan = serde_json::from_str(&serde_json::to_string(&fitted).unwrap()).unwrap();
+        assert_eq!(back, fitted);
     }
+}
+
+/// The largest rate whose rate-only selection stays within the budget under `k` (bisection with [`embed`]):
+/// the selection the fitted plan replaced.
+fn best_rate(k: &FingerprintKey, loose: &FingerprintPlan, sheet: &Sheet) -> FingerprintPlan {
+    let (mut lo, mut hi) = (loose.rate, 1.0f64);
+    for _ in 0..40 {
+        let mid = 0.5 * (lo + hi);
+        let trial = FingerprintPlan {
+            rate: mid,
+            ..loose.clone()
+        };
+        if embed(k, "r", &trial, &mut sheet.clone(), 0.01).is_ok() {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    FingerprintPlan {
+        rate: lo,
+        ..loose.clone()
+    }
+}
+
+#[test]
+fn fewest_cells_first_carries_more_positions_than_a_rate_at_every_sample_size() {
+    // The same budget spent on positions carried by few cells: more positions in the whole copy and in a
+    // tenth of it, so smaller leaks are traced.
+    let (original, marked) = synthetic_lab_sheet(20_000, 41);
+    let loose = plan(marked, &original, 0.01);
+    let k = key(9);
+    let fitted = fit_plan(&k, &loose, &original, 0.01).unwrap();
+    let by_rate = best_rate(&k, &loose, &original);
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut rows: Vec<usize> = (0..original.rows()).collect();
+    rows.shuffle(&mut rng);
+    let tenth: Vec<usize> = rows[..original.rows() / 10].to_vec();
+    let mut counts = Vec::new();
+    for p in [&fitted, &by_rate] {
+        let mut copy = original.clone();
+        let report = embed(&k, "r", p, &mut copy, 0.01).unwrap();
+        let whole = read_marks(&k, p, &copy).positions.len();
+        let view = LeakedView::new(vec![&copy], tenth.clone(), (0..copy.header.len()).collect(), &[], 0);
+        let sample = read_marks(&k, p, &view).positions.len();
+        counts.push((report.marked, whole, sample));
+    }
+    let ((fm, fw, fs), (rm, rw, rs)) = (counts[0], counts[1]);
+    assert!(
+        fm >= rm,
+        "the fitted plan uses at least the budget a rate can: {counts:?}"
+    );
+    assert!(fw > rw && fs > rs, "{counts:?}");
+}
+
+#[test]
+fn fitted_plan_is_a_function_of_the_key_not_of_row_order() {
+    let (original, marked) = synthetic_lab_sheet(3_000, 43);
+    let loose = plan(marked, &original, 0.01);
+    let mut reversed = original.clone();
+    for column in &mut reversed.columns {
+        column.reverse();
+    }
+    let a = fit_plan(&key(3), &loose, &original, 0.01).unwrap();
+    let b = fit_plan(&key(3), &loose, &reversed, 0.01).unwrap();
+    let c = fit_plan(&key(4), &loose, &original, 0.01).unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a.positions, c.positions);
+}
+
+#[test]
+fn a_fitted_plan_that_fits_everything_marks_every_cell() {
     // When every markable cell fits, the rate is 1.
     let rows: Vec<Vec<String>> = (0..300)
         .map(|i| (0..100).map(|c| format!("{}.{}", i, c % 10)).collect())
@@ -345,6 +418,7 @@ fn a_fitted_plan_uses_the_budget_exactly() {
     }];
     let fitted = fit_plan(&key(1), &plan(spec, &wide, 0.01), &wide, 0.01).unwrap();
     assert_eq!(fitted.rate, 1.0);
+    assert_eq!(fitted.positions.as_ref().map(MarkedPositions::len), Some(300));
     let report = embed(&key(1), "r", &fitted, &mut wide.clone(), 0.01).unwrap();
     assert_eq!((report.marked, report.allowed), (300, 300));
 }
