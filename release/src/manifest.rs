@@ -14,6 +14,7 @@ use tokumei_deid::report::RiskReport;
 use tokumei_policy::committee::PrivacyModel;
 use tokumei_policy::{ServiceKey, ServicePublicKey, SignaturePurpose};
 
+use crate::builder::counts::CountCap;
 use crate::builder::extremes::ExtremesReport;
 use crate::builder::items::ItemsOutcome;
 use crate::builder::record_check::RecordCheck;
@@ -74,6 +75,9 @@ pub struct RecordProtection {
     pub items: Option<ItemsOutcome>,
     /// Extreme measured values top- and bottom-coded, per column.
     pub extremes: Vec<ExtremesReport>,
+    /// Rows-per-patient counts capped so every released count is shared by k patients, per event table.
+    #[serde(default)]
+    pub count_caps: Vec<CountCap>,
     /// Birth dates top-coded (patients aged 90 or more).
     pub top_coded_birth_dates: u64,
     /// Patient rows not released because the patient had another, more complete row (one row per patient).

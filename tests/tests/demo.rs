@@ -8,9 +8,9 @@ use common::BoundedOutput;
 fn demo_tells_chapter_one_and_leaks_nothing() {
     let home = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(common::tokumei_bin())
-        // 600 patients per hospital: enough rows that the fingerprint survives the whole-record generalisation
-        // of lab dates (docs/release.md, "Limits"); at 300 a full copy carried about 48 positions, too close
-        // to the 1e-6 bound to trace reliably.
+        // 600 patients per hospital: the leaked half of yui's observations (8,000 rows) carries about 360 code
+        // positions (fewest-cells-first marking, docs/release.md); with the earlier rate selection it carried
+        // about 46, and CI once saw the trace accuse nobody.
         .args(["--json", "demo", "--patients", "600"])
         .env("TOKUMEI_HOME", home.path())
         .bounded_output()
@@ -123,6 +123,13 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
         }
     }
     assert_eq!(check["attack"].as_array().unwrap().len(), 4, "m = 1 … m + 2");
+    // Nobody's number of visits, diagnoses or lab tests is shared by fewer than k patients, and the caps say so.
+    assert_eq!(check["rare_counts"], 0, "{check}");
+    let caps = build["record"]["count_caps"].as_array().unwrap();
+    assert_eq!(caps.len(), 3, "one per event table: {caps:?}");
+    for c in caps {
+        assert!(c["largest_count"].as_u64().unwrap() >= 1, "{c}");
+    }
     // patients, conditions, encounters, observations (CSV and Parquet each) and the codebook.
     assert_eq!(rel["verified_files"], 9);
     // Each recipient's copy came through the release service into $TOKUMEI_HOME/demo/downloads/<who>/<release>/.
@@ -154,6 +161,10 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
         assert_eq!(c["agrees_with_manifest"], true, "{c}");
     }
     assert_eq!(rel["trace"]["verdict"]["accused"], serde_json::json!(["yui"]), "{rel}");
+    // Far from the bound, not at its edge: a trace that only just accuses is one key away from a failed CI run.
+    assert!(rel["trace"]["verdict"]["positions"].as_u64().unwrap() >= 150, "{rel}");
+    let yui = &rel["trace"]["verdict"]["candidates"][0];
+    assert!(yui["log10_p_innocent"].as_f64().unwrap() < -20.0, "{yui}");
     assert_eq!(rel["trace_other"]["verdict"]["accused"], serde_json::json!(["sato"]));
     assert!(rel["leaker_refused"].as_str().unwrap().contains("BANNED"));
     assert!(rel["deletion_declared_seq"].as_i64().unwrap() > 0);

@@ -560,6 +560,24 @@ fn say_record(record: &tokumei_release::manifest::RecordProtection, say: &impl F
             e.table, e.column, e.top_coded, e.bottom_coded, e.withheld
         ));
     }
+    for c in record.count_caps.iter().filter(|c| c.patients_capped > 0 || c.withheld) {
+        say(&format!(
+            "     {}: rows per patient capped so every count is shared by k patients: {} of {} patients capped at most {} rows, {} rows not released{}",
+            c.table,
+            c.patients_capped,
+            c.patients,
+            c.largest_count,
+            c.rows_dropped,
+            if c.rare_after > 0 {
+                format!(
+                    " ({} patients' counts still rare: their distinct items exceed the cap)",
+                    c.rare_after
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
     say(&format!(
         "     birth dates top-coded (aged 90 or more): {}",
         record.top_coded_birth_dates

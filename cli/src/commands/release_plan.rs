@@ -119,6 +119,21 @@ fn print_human(p: &PlanOutcome) {
             e.table, e.column, e.top_coded, e.bottom_coded, e.withheld
         );
     }
+    for c in &p.count_caps {
+        println!(
+            "  {}: 件数の上限 / rows per patient capped for {} of {} patients (top count {}), {} rows not released{}",
+            c.table,
+            c.patients_capped,
+            c.patients,
+            c.largest_count,
+            c.rows_dropped,
+            if c.withheld {
+                " (withheld: fewer than k patients)"
+            } else {
+                ""
+            }
+        );
+    }
     println!(
         "  情報損失 / release loss {:.3} (0 = as recorded, 1 = nothing left)",
         p.release_loss

@@ -5,6 +5,7 @@
 //! written last, so an interrupted build leaves no release anyone can download.
 
 pub mod anonymise;
+pub mod counts;
 pub mod extremes;
 pub mod files;
 pub mod items;
@@ -241,6 +242,7 @@ async fn build_admitted(
         merged_patient_rows,
         extremes: extremes_reports,
         items: items_outcome,
+        count_caps,
         release_loss,
         demographic_candidates,
     } = protect::protect(&mut sheets, &model, japan_date(Utc::now()), progress)?;
@@ -302,6 +304,7 @@ async fn build_admitted(
             check: copy.record.clone(),
             items: items_outcome.clone(),
             extremes: extremes_reports.clone(),
+            count_caps: count_caps.clone(),
             top_coded_birth_dates,
             merged_patient_rows,
             release_loss,

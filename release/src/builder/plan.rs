@@ -17,6 +17,7 @@ use tokumei_policy::committee::{Channel, PrivacyModel, japan_date};
 use tokumei_policy::{Actor, Origin, Policy};
 use tokumei_store::{Store, Table};
 
+use super::counts::CountCap;
 use super::extremes::ExtremesReport;
 use super::items::ItemsOutcome;
 use super::protect::{self, Protected};
@@ -92,6 +93,8 @@ pub struct PlanOutcome {
     pub items: Option<ItemsOutcome>,
     /// Extreme measured values that would be coded.
     pub extremes: Vec<ExtremesReport>,
+    /// Rows-per-patient counts that would be capped.
+    pub count_caps: Vec<CountCap>,
     /// Release loss (0 = as recorded, 1 = nothing left).
     pub release_loss: f64,
     /// The check and the attack the planned release would face.
@@ -202,6 +205,7 @@ async fn plan_admitted(
         merged_patient_rows,
         extremes,
         items,
+        count_caps,
         release_loss,
         ..
     } = protect::protect(&mut sheets, &model, japan_date(Utc::now()), progress)?;
@@ -238,6 +242,7 @@ async fn plan_admitted(
         demographics,
         items,
         extremes,
+        count_caps,
         release_loss,
         check,
     })

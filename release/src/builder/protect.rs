@@ -1,7 +1,7 @@
 //! Everything that makes the selected tables releasable, in order: one row per patient, ages 90+ top-coded, the
 //! demographics generalised (k-anonymity by patient, suppressed patients withheld from every file), extreme
-//! measured values top- and bottom-coded, and the event items recoded and rare items suppressed until the whole
-//! record is (k, k^m)-anonymous. The result is checked again on every recipient's copy
+//! measured values top- and bottom-coded, the event items recoded and rare items suppressed until the whole
+//! record is (k, k^m)-anonymous, and rare rows-per-patient counts capped ([`super::counts`]). The result is checked again on every recipient's copy
 //! ([`super::record_check`]).
 //!
 //! The demographic node and the item recoding are chosen together: the demographic optimum makes the smallest
@@ -18,6 +18,7 @@ use tokumei_deid::transaction::KmParams;
 use tokumei_policy::committee::PrivacyModel;
 use tokumei_store::Table;
 
+use super::counts::{self, CountCap};
 use super::extremes::{self, ExtremesReport};
 use super::items::{self, ItemsOutcome};
 use super::{anonymise, select};
@@ -43,6 +44,8 @@ pub struct Protected {
     pub extremes: Vec<ExtremesReport>,
     /// The item search's outcome (event tables released).
     pub items: Option<ItemsOutcome>,
+    /// Rows-per-patient counts capped, per event table.
+    pub count_caps: Vec<CountCap>,
     /// Release loss of the chosen protection (see the module documentation).
     pub release_loss: f64,
     /// Demographic nodes tried by the whole-record search.
@@ -129,6 +132,7 @@ pub fn protect(
         merged_patient_rows,
         extremes: chosen.extremes,
         items: chosen.items,
+        count_caps: chosen.count_caps,
         release_loss: chosen.loss,
         demographic_candidates: tried,
     })
@@ -141,6 +145,7 @@ struct Stage {
     patients: u64,
     extremes: Vec<ExtremesReport>,
     items: Option<ItemsOutcome>,
+    count_caps: Vec<CountCap>,
     loss: f64,
 }
 
@@ -226,6 +231,12 @@ fn stage(
     for (table, sheet) in sheets.iter_mut() {
         extremes_reports.extend(extremes::winsorise(*table, sheet, model.k));
     }
+    // Counts capped on the rows as recorded, so the item search sees (and protects) the capped rows.
+    let mut count_caps: Vec<CountCap> = sheets
+        .iter_mut()
+        .filter(|(t, _)| *t != Table::Patients)
+        .map(|(t, sheet)| counts::cap_counts(*t, sheet, model.k, counts::Drop::Items))
+        .collect();
     let items_outcome = {
         let (mut patient_sheets, event_sheets): (Vec<_>, Vec<_>) =
             sheets.iter_mut().partition(|(t, _)| *t == Table::Patients);
@@ -233,6 +244,14 @@ fn stage(
         let mut events: Vec<(Table, &mut Sheet)> = event_sheets.into_iter().map(|e| (e.0, &mut e.1)).collect();
         items::anonymise_items(patient_sheet, &mut events, params, model.max_suppression)?
     };
+    // Suppressed rare items removed rows: cap again, dropping repeats only (item sets, and so the model, stay).
+    for ((t, sheet), cap) in sheets
+        .iter_mut()
+        .filter(|(t, _)| *t != Table::Patients)
+        .zip(&mut count_caps)
+    {
+        cap.absorb(counts::cap_counts(*t, sheet, model.k, counts::Drop::RepeatsOnly));
+    }
     // Release loss: the mean over released tables of each table's loss.
     let mut losses = Vec::new();
     if let Some(a) = anonymised.get(&Table::Patients)
@@ -263,6 +282,7 @@ fn stage(
         patients,
         extremes: extremes_reports,
         items: items_outcome,
+        count_caps,
         loss,
     })
 }

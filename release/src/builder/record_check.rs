@@ -31,6 +31,12 @@ pub struct RecordCheck {
     pub smallest_support: u64,
     /// The linkage attack for m = 1 … m + 2 (the last two are information: the model does not promise them).
     pub attack: Vec<AttackFigure>,
+    /// Patients whose number of rows in some event table is shared by fewer than k patients of that table
+    /// (an adversary who knows how often someone was admitted or tested), recounted on the copy. Information,
+    /// like the one-value attack: counts are capped by the builder ([`super::counts`]) but are not part of
+    /// the verified model, since capping after the item search may not remove items.
+    #[serde(default)]
+    pub rare_counts: u64,
     /// The one-value adversary, as information: knows the demographic row and one event together with its
     /// measured value as released (a lab result seen on a letter). Measured values are not items, so the model
     /// does not bound this; `None` when no measured value is released.
@@ -108,6 +114,31 @@ pub fn written_records(sheets: &[(Table, &Sheet)]) -> Result<WrittenRecords> {
     Ok(out)
 }
 
+/// Patients whose rows-per-patient count in some event file of the copy is held by fewer than `k` patients of
+/// that file — recounted from the written rows, independently of how the builder capped them.
+pub fn rare_counts(sheets: &[(Table, &Sheet)], k: u32) -> u64 {
+    let mut exposed: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for (_, sheet) in sheets.iter().filter(|(t, _)| *t != Table::Patients) {
+        let Some(pseudonyms) = sheet.columns.first() else {
+            continue;
+        };
+        let mut per_patient: BTreeMap<&str, u64> = BTreeMap::new();
+        for p in pseudonyms {
+            *per_patient.entry(p.as_str()).or_insert(0) += 1;
+        }
+        let mut holders: BTreeMap<u64, u64> = BTreeMap::new();
+        for n in per_patient.values() {
+            *holders.entry(*n).or_insert(0) += 1;
+        }
+        for (p, n) in &per_patient {
+            if holders[n] < u64::from(k) {
+                exposed.insert(p);
+            }
+        }
+    }
+    exposed.len() as u64
+}
+
 /// The attack on a copy for each adversary in `ms`, and the one-value adversary, without judging: what
 /// `tokumei risk attack` reports on a release already built.
 pub fn measure(sheets: &[(Table, &Sheet)], k: u32, ms: &[usize]) -> Result<(Vec<AttackFigure>, Option<AttackFigure>)> {
@@ -132,6 +163,7 @@ pub fn check(sheets: &[(Table, &Sheet)], k: u32, m: usize) -> Result<RecordCheck
             report.violations.join("; ")
         )));
     }
+    let rare = rare_counts(sheets, k);
     let ms: Vec<usize> = (1..=(m + 2).min(4)).collect();
     let tables: Vec<&str> = sheets.iter().map(|(t, _)| t.name()).collect();
     Ok(RecordCheck {
@@ -146,6 +178,7 @@ pub fn check(sheets: &[(Table, &Sheet)], k: u32, m: usize) -> Result<RecordCheck
         classes: report.classes,
         items: report.items,
         smallest_support: report.smallest_support,
+        rare_counts: rare,
         attack: attack(&records, k, &ms)?,
         one_value: match one_value_records(sheets, &records) {
             Some(r) => attack(&r, k, &[1])?.into_iter().next(),
@@ -208,6 +241,42 @@ mod tests {
         // ... but the one-value adversary who saw that result singles the patient out, and it is reported.
         let one = checked.one_value.unwrap();
         assert_eq!((one.below_k, one.unique), (5, 1), "{one:?}");
+    }
+
+    #[test]
+    fn a_patient_with_a_rare_number_of_rows_is_counted() {
+        let people = ["p1", "p2", "p3", "p4", "p5"];
+        let patient_rows: Vec<Vec<&str>> = people.iter().map(|p| vec![*p, "1950-1954", "F"]).collect();
+        let patient_refs: Vec<&[&str]> = patient_rows.iter().map(Vec::as_slice).collect();
+        let patients = sheet(&["patient_pseudonym", "birth_date", "sex"], &patient_refs);
+        let mut rows: Vec<Vec<&str>> = people.iter().map(|p| vec![*p, "E11", "2024"]).collect();
+        let ok = sheet(
+            &["patient_pseudonym", "icd10", "onset_date"],
+            &rows.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            check(&[(Table::Patients, &patients), (Table::Conditions, &ok)], 5, 2)
+                .unwrap()
+                .rare_counts,
+            0
+        );
+        // p3 is written with the same diagnosis three times: the items are unchanged, the count is unique.
+        rows.push(vec!["p3", "E11", "2024"]);
+        rows.push(vec!["p3", "E11", "2024"]);
+        let planted = sheet(
+            &["patient_pseudonym", "icd10", "onset_date"],
+            &rows.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            rare_counts(&[(Table::Conditions, &planted)], 5),
+            5,
+            "p3's 3 and the others' 1 are each rare"
+        );
+        let checked = check(&[(Table::Patients, &patients), (Table::Conditions, &planted)], 5, 2).unwrap();
+        assert_eq!(
+            checked.rare_counts, 5,
+            "the items are (k, k^m); the counts are reported"
+        );
     }
 
     #[test]
