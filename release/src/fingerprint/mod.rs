@@ -14,7 +14,10 @@
 //! - per (column, coarse) the PRF picks no anchor (the position is keyed on the value alone and survives any
 //!   column drop) or one of the column's anchors (keyed on the value and that column's text too: many more
 //!   distinct positions, lost if the anchor column is dropped); the position is a 64-bit PRF of that;
-//! - a position is marked iff PRF(position) < the plan's rate — the same cells in every recipient's copy;
+//! - which positions are marked: a key-less [`plan`] marks a position iff PRF(position) < its rate; the
+//!   builder's keyed [`fit_plan`] ranks the table's positions by the number of cells carrying them (fewest
+//!   first, ties by the keyed selector) and takes them while the cell budget allows, keeping the chosen set in
+//!   the plan ([`FingerprintPlan::positions`]) — the same cells in every recipient's copy;
 //! - each position has a Tardos bias p = sin²(r), r uniform in [asin √t, π/2 − asin √t], and recipient j's
 //!   bit there is 1 with probability p (symmetric Tardos code, Škorić et al.).
 //!
@@ -27,21 +30,28 @@
 //!
 //! At most `max_cell_fraction` (policy: [`DEFAULT_MAX_CELL_FRACTION`], 1 %) of all cells of a file carry a
 //! mark. [`embed`] takes the fraction as an argument (the plan's fields are fixed) and refuses to write
-//! more. [`plan`] sets the rate without the key, keeping a margin for chance (about 70 % of the budget is
-//! used on the synthetic laboratory table); [`fit_plan`] sets it with the key so that the budget is used
-//! exactly — the builder should call it after [`plan`]: the experiments below use it, and the number of
-//! marks is what decides how small a leaked sample can still be traced.
+//! more. [`plan`] sets a rate without the key, keeping a margin for chance; [`fit_plan`] spends the budget
+//! exactly with the key. Why fewest cells first: a leaked sample keeping a share f of the rows shows a position
+//! carried by n cells with probability 1 − (1 − f)^n ≤ n·f, so per altered cell, rare positions are worth the
+//! most at every sample size. On the demo's released laboratory table (15,908 rows, dates at year, values
+//! mostly whole numbers) half the copy carried about 46 positions under the earlier rate selection and carries
+//! about 340 now (P ≤ 10⁻⁶⁰ instead of 10⁻⁹).
 //!
 //! # What the experiments measure ([`experiments`], synthetic laboratory table, 5 columns, 1 marked)
 //!
-//! With the default cutoff t = 1/900, ε = 10^-6, 20 candidates and a fitted plan (1 % of cells):
+//! With the default cutoff t = 1/900, ε = 10^-6, 20 candidates and a fitted plan (1 % of cells), dev build,
+//! 2026-12-04 (`tokumei --json bench release --parts experiments --rows N`):
 //! - 20,000 rows, one recipient leaks a random 10 % of the rows (shuffled, pseudonym dropped, columns
-//!   reordered): identified in 1000/1000 trials (58–~83 positions read), no innocent accused;
+//!   reordered): identified in 1000/1000 trials (at least 72 positions read, 100 on average), no innocent accused; 50,000 rows:
+//!   200/200 (214–250); 200,000 rows: 200/200 (920–1,000);
 //! - 20,000 rows, 10,000 leaks of copies made for others or unmarked: no accusation;
-//! - 3 colluders mixing their full copies cell by cell: a colluder accused in 193/200 trials at 20,000 rows,
-//!   199/200 at 30,000 and 200/200 at 50,000; no innocent accused. A larger cutoff (0.01–0.05) gives
-//!   199–200/200 already at 20,000 rows without changing single-leaker results; the default is kept as the
-//!   classic Tardos choice.
+//! - 3 colluders mixing their copies cell by cell, 10 % kept: a colluder accused in 0/200 trials at 20,000
+//!   rows, 14/100 at 50,000 and 100/100 at 200,000; no innocent accused. Under the earlier rate selection
+//!   the same experiment gave 193/200 at 20,000 rows: its positions were carried by many cells, so a
+//!   position read in a mixed file was decided by the majority of the colluders' cells — a majority vote,
+//!   the weakest collusion strategy, which a coalition that groups equal rows can avoid. With positions
+//!   carried by one cell each, every position shows one colluder's bit and the code needs Tardos' length
+//!   (about 1,000 positions here) to accuse; the fingerprint issue's structural marks add those carriers.
 //!
 //! Cells whose value repeats share a position (a value-keyed position of a common value is carried by every
 //! row with that value), so positions are fewer than marked cells, markedly so on large tables (about 10,000
