@@ -135,19 +135,17 @@ impl Dataset {
     }
 }
 
-/// Maps every dictionary value of `col` to a hierarchy leaf code, reporting the earliest missing one.
+/// Maps every dictionary value of `col` to a hierarchy leaf code; counts the values it does not cover.
 fn leaf_lut(col: &Column, h: &Hierarchy) -> Result<Vec<u32>> {
-    col.dict()
-        .iter()
-        .enumerate()
-        .map(|(code, v)| {
-            h.leaf_code(v).ok_or_else(|| Error::MissingValue {
-                column: col.name().to_string(),
-                value: v.clone(),
-                line: col.first_row(code as u32) + 2,
-            })
-        })
-        .collect()
+    let lut: Vec<Option<u32>> = col.dict().iter().map(|v| h.leaf_code(v)).collect();
+    let uncovered = lut.iter().filter(|l| l.is_none()).count();
+    if uncovered > 0 {
+        return Err(Error::MissingValue {
+            column: col.name().to_string(),
+            uncovered,
+        });
+    }
+    Ok(lut.into_iter().flatten().collect())
 }
 
 fn encode_qi(table: &Table, q: QiInput) -> Result<EncodedQi> {

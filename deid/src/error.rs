@@ -84,16 +84,15 @@ pub enum Error {
         /// What is wrong.
         problem: HierarchyProblem,
     },
-    /// A data value of a quasi-identifier (or sensitive attribute with a hierarchy) is not covered
-    /// by its hierarchy; `line` is the 1-based line of the data file (header = line 1).
-    #[error("column {column:?}: value {value:?} on data line {line} is missing from its hierarchy")]
+    /// Data values of a quasi-identifier (or a grouped column with a hierarchy) are not covered by its
+    /// hierarchy. Neither the values nor their lines are named: with a hierarchy of their choosing, a caller
+    /// could otherwise read a column value by value, or learn which row holds a guessed value.
+    #[error("column {column:?}: {uncovered} distinct value(s) missing from its hierarchy")]
     MissingValue {
         /// Column name.
         column: String,
-        /// The uncovered value.
-        value: String,
-        /// 1-based data line (the header is line 1, so the first record is line 2).
-        line: usize,
+        /// Distinct values of the column that the hierarchy does not cover.
+        uncovered: usize,
     },
     /// A column named in the configuration does not exist in the input.
     #[error("unknown column {0:?}")]

@@ -87,7 +87,7 @@ impl Generator {
             let cells = self.row(v).map_err(|msg| Error::Hierarchy {
                 source_name: source.clone(),
                 line,
-                problem: HierarchyProblem::Generator(format!("value {v:?}: {msg}")),
+                problem: HierarchyProblem::Generator(format!("a value of the column: {msg} (values are never named)")),
             })?;
             rows.push((line, cells));
         }

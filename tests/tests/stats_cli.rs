@@ -488,3 +488,105 @@ fn small_cell_table_is_verified_by_an_independent_recount() {
         );
     }
 }
+
+/// The researcher's own approval cannot widen the platform's rules, and no error path echoes a value: a table
+/// named like the store's patients file, with a marker value planted in a grouped and a measured column.
+#[test]
+fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
+    const MARKER: &str = "ZZMARK4242";
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let dir = tempfile::tempdir().unwrap();
+    let columns: &[&str] = &["linkage_key", "sex", "prefecture", "weight"];
+    let (researcher, id) = common::people::approved_statistics(h, &[], 1.0, 1e-5, &[("patients", columns)]);
+    let data = dir.path().join("patients.csv");
+    let mut csv = String::from("linkage_key,sex,prefecture,weight\n");
+    for i in 0..200 {
+        let prefecture = if i == 137 { MARKER } else { ["13", "14", "27"][i % 3] };
+        let weight = if i == 59 {
+            MARKER.to_owned()
+        } else {
+            format!("{}", 50 + i % 30)
+        };
+        csv.push_str(&format!("lk{i:04},{},{prefecture},{weight}\n", ["F", "M"][i % 2]));
+    }
+    std::fs::write(&data, csv).unwrap();
+    let hierarchy = dir.path().join("pref.csv");
+    std::fs::write(&hierarchy, "13;kanto;*\n14;kanto;*\n27;kinki;*\n").unwrap();
+    let out = dir.path().join("out.csv");
+    let generalise = format!("prefecture={}:1", hierarchy.display());
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["stats", "--input", data.to_str().unwrap(), "--project", &id]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        a.extend(["--output".into(), out.to_str().unwrap().into()]);
+        a.extend(["--session".into(), researcher.session.clone()]);
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        // Every patient's sex under the linkage key, at minimum cell 1, then 10, then with DP.
+        (
+            vec!["--group-by", "sex,linkage_key", "--min-cell", "1"],
+            "SMALL_CELL_BELOW_FLOOR",
+        ),
+        (
+            vec!["--group-by", "sex,linkage_key", "--min-cell", "10"],
+            "COLUMN_NOT_GROUPABLE",
+        ),
+        (
+            vec!["--group-by", "linkage_key", "--epsilon", "0.1", "--delta", "1e-6"],
+            "COLUMN_NOT_GROUPABLE",
+        ),
+        (
+            vec!["--measure", "sum:linkage_key:0:1", "--epsilon", "0.1"],
+            "COLUMN_NOT_GROUPABLE",
+        ),
+        // A hierarchy that does not cover the planted value: counted, never named.
+        (
+            vec![
+                "--group-by",
+                "prefecture",
+                "--hierarchy",
+                &generalise,
+                "--epsilon",
+                "0.1",
+            ],
+            "1 distinct value(s) missing",
+        ),
+        // A measured column holding a non-number.
+        (
+            vec![
+                "--group-by",
+                "sex",
+                "--measure",
+                "mean:weight:0:200",
+                "--epsilon",
+                "0.1",
+                "--delta",
+                "1e-6",
+                "--subject",
+                "linkage_key",
+            ],
+            "not finite numbers",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let args = base(&extra);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = tokumei(h, &refs);
+        let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(!o.status.success(), "{extra:?} was admitted: {stdout}");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+        assert!(
+            !stdout.contains(MARKER) && !stderr.contains(MARKER),
+            "{extra:?} echoed the value: {stderr}"
+        );
+        assert!(!stderr.contains("lk0"), "{extra:?} echoed a linkage key: {stderr}");
+        assert!(!out.exists(), "nothing is written on a refusal");
+    }
+    // The budget did not move: every refusal came before the ledger was charged.
+    let budget = budget_json(h, &["--session", &researcher.session], &id);
+    assert_eq!(budget["entries"].as_array().map(Vec::len), Some(0), "{budget}");
+}

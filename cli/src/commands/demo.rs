@@ -90,6 +90,8 @@ struct StatsChapter {
     small_cell_prefecture_by_sex: SmallCellDemo,
     /// The refusal of a request that would exceed the budget.
     refused_over_budget: String,
+    /// The refusal of a request grouping by the linkage key (the platform's rule, whatever the approval lists).
+    refused_linkage_key: String,
     ledger_entries: usize,
     spent_epsilon: f64,
     remaining_epsilon: f64,
@@ -597,6 +599,38 @@ async fn statistics_chapter(
         Err(e) => chapter.refused_over_budget = format!("{e:#}"),
     }
     say(&format!("   another ε=0.5 request: {}", chapter.refused_over_budget));
+
+    // 5. Every patient's sex under the core's linkage key, with a minimum cell of 1: refused by the platform's
+    // rules before the approval is even consulted, and audited.
+    let linkage = StatsRequest {
+        group_by: vec!["sex".into(), "linkage_key".into()],
+        ..by_prefecture.clone()
+    };
+    let rules = super::stats_rules::StatsRules {
+        table: Some(tokumei_store::Table::Patients),
+        from_store: true,
+        subject_given: None,
+        request: &linkage,
+        small_cell_threshold: None,
+    };
+    match super::stats_rules::check(&rules) {
+        Ok(()) => anyhow::bail!("a table grouped by the linkage key was admitted"),
+        Err(refusal) => {
+            super::stats_rules::audit_refusal(
+                &cast.policy,
+                &cast.researcher,
+                &project,
+                &refusal,
+                tokumei_policy::Origin("demo"),
+            )
+            .await?;
+            chapter.refused_linkage_key = refusal.to_string();
+        }
+    }
+    say(&format!(
+        "   sato asks for patients by sex × linkage_key: {} (audited)",
+        chapter.refused_linkage_key
+    ));
     let status = ledger.status(&project).await?;
     chapter.ledger_entries = status.entries.len();
     chapter.spent_epsilon = status.spent.epsilon;

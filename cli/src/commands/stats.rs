@@ -196,6 +196,20 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
     rt.block_on(async {
         let policy = open_policy(&a.policy).await?;
         let who = actor(&policy, &a.policy).await?;
+        // What the platform never allows, whatever the approval says: refused and audited before any data.
+        let rules = super::stats_rules::StatsRules {
+            table: tokumei_store::Table::from_name(&table_name(&a)?),
+            from_store: a.table.is_some(),
+            subject_given: a.subject.as_deref(),
+            request: &request,
+            small_cell_threshold: privacy
+                .is_none()
+                .then(|| a.min_cell.unwrap_or(super::stats_rules::SMALL_CELL_FLOOR)),
+        };
+        if let Err(refusal) = super::stats_rules::check(&rules) {
+            super::stats_rules::audit_refusal(&policy, &who, &a.project, &refusal, CLI).await?;
+            bail!("{refusal}");
+        }
         // Outside the approval (or no approval at all): refused, and audited, before reading any data.
         let used = [TableRequest {
             table: table_name(&a)?,
@@ -258,7 +272,7 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
             }
             None => {
                 let rule = SmallCellRule {
-                    threshold: a.min_cell.unwrap_or(10),
+                    threshold: a.min_cell.unwrap_or(super::stats_rules::SMALL_CELL_FLOOR),
                     suppress_zeros: a.suppress_zeros,
                 };
                 let (counts, dims) = count_table(&grouped)?;

@@ -84,14 +84,26 @@ pub fn group(table: &Table, request: &StatsRequest) -> Result<Grouped> {
         let mut ids: HashMap<String, u32> = HashMap::new();
         let mut names: Vec<String> = Vec::new();
         let mut of_code = Vec::with_capacity(column.dict().len());
-        for (code, value) in column.dict().iter().enumerate() {
+        if let Some(g) = generalisation {
+            let uncovered = column
+                .dict()
+                .iter()
+                .filter(|v| g.hierarchy.leaf_code(v).is_none())
+                .count();
+            if uncovered > 0 {
+                return Err(Error::MissingValue {
+                    column: col.clone(),
+                    uncovered,
+                });
+            }
+        }
+        for value in column.dict() {
             let label = match generalisation {
                 None => value.clone(),
                 Some(g) => {
                     let leaf = g.hierarchy.leaf_code(value).ok_or_else(|| Error::MissingValue {
                         column: col.clone(),
-                        value: value.clone(),
-                        line: column.first_row(code as u32) + 2,
+                        uncovered: 1,
                     })?;
                     g.hierarchy
                         .label(g.level, g.hierarchy.level(g.level).of_leaf()[leaf as usize])
@@ -116,7 +128,8 @@ pub fn group(table: &Table, request: &StatsRequest) -> Result<Grouped> {
         Some(col) => {
             let column = table.column(col)?;
             let mut parsed = Vec::with_capacity(column.dict().len());
-            for (code, value) in column.dict().iter().enumerate() {
+            let mut not_numbers = 0usize;
+            for value in column.dict() {
                 let v = value.trim();
                 if v.is_empty() {
                     parsed.push(None);
@@ -125,12 +138,16 @@ pub fn group(table: &Table, request: &StatsRequest) -> Result<Grouped> {
                 match v.parse::<f64>() {
                     Ok(x) if x.is_finite() => parsed.push(Some(x)),
                     _ => {
-                        return Err(Error::Input(format!(
-                            "column {col:?}, data line {}: {value:?} is not a finite number",
-                            column.first_row(code as u32) + 2
-                        )));
+                        not_numbers += 1;
+                        parsed.push(None);
                     }
                 }
+            }
+            // Counted, never named: the value or its line would let a caller read the column.
+            if not_numbers > 0 {
+                return Err(Error::Input(format!(
+                    "column {col:?}: {not_numbers} distinct value(s) are not finite numbers"
+                )));
             }
             Some((column.codes(), parsed))
         }

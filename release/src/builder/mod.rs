@@ -423,14 +423,21 @@ fn make_copy(
         }
         let verified = anonymise::verify(*table, &marked, model)?;
         let rows = marked.columns[0].len() as u64;
+        // The verifier counts a row whose quasi-identifiers are all `*` as suppressed (ARX's convention), so a
+        // file generalised to the top node shows no class at all: it is one class of every patient in it.
+        let (classes, min_class_size) = match &verified {
+            Some(v) if v.classes == 0 && rows > 0 => (1, distinct_patients(&marked)),
+            Some(v) => (v.classes, v.min_class_size),
+            None => (0, 0),
+        };
         let a = anonymised.get(table);
         protection.push(TableProtection {
             table: table.name().to_owned(),
             generalisation: a.map(|a| a.generalisation.clone()).unwrap_or_default(),
             rows,
             suppressed_patients: a.map_or(0, |a| a.withheld.len() as u64),
-            classes: verified.as_ref().map_or(0, |v| v.classes),
-            min_class_size: verified.as_ref().map_or(0, |v| v.min_class_size),
+            classes,
+            min_class_size,
             risk: a.and_then(|a| a.risk.clone()),
             marked_columns,
             marked_cell_fraction: fraction,
@@ -455,6 +462,11 @@ fn make_copy(
         protection,
         record,
     })
+}
+
+/// Distinct pseudonyms of a sheet (its first column).
+fn distinct_patients(sheet: &Sheet) -> u64 {
+    sheet.columns[0].iter().collect::<std::collections::HashSet<_>>().len() as u64
 }
 
 /// The next free release identifier of an application (`R-<application>-<n>`).
