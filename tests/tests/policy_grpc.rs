@@ -433,6 +433,7 @@ async fn committee_workflow_over_grpc() {
         max_downloads: 2,
         recipients: vec!["rin".into()],
         link_releases: false,
+        statistics: None,
     };
     let mut bad = conditions.clone();
     bad.expires_on = "31/12/2030".into();

@@ -744,6 +744,7 @@ async fn approved_application(dir: &Path) -> Result<Approved> {
         max_downloads: 10,
         recipients: BTreeSet::from(["sato".to_owned()]),
         link_releases: false,
+        statistics: Default::default(),
     };
     policy
         .decide(&chair, &app.id, Some(conditions), BENCH)

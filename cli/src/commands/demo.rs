@@ -554,7 +554,7 @@ async fn statistics_chapter(
         "small-cell: counts below {} suppressed, plus complementary suppression",
         rule.threshold
     );
-    admit(cast, &["prefecture", "sex"]).await?;
+    admit(cast, &["prefecture", "sex"], &request.group_by, Some(rule.threshold)).await?;
     super::stats::record_small_cell_release(
         &ledger,
         &project,
@@ -643,7 +643,14 @@ async fn statistics_chapter(
 }
 
 /// Checks a statistics use of `columns` against the approval (as the researcher), audited.
-async fn admit(cast: &super::demo_committee::Committee, columns: &[&str]) -> anyhow::Result<()> {
+/// Admits a statistics request against the approval's conditions and then the committee's statistics rules
+/// (mechanism, groupings), as `tokumei stats` does.
+async fn admit(
+    cast: &super::demo_committee::Committee,
+    columns: &[&str],
+    group_by: &[String],
+    small_cell: Option<u64>,
+) -> anyhow::Result<()> {
     let table = if columns.contains(&"jlac10") {
         "observations"
     } else {
@@ -653,7 +660,8 @@ async fn admit(cast: &super::demo_committee::Committee, columns: &[&str]) -> any
         table: table.into(),
         columns: columns.iter().map(|c| c.to_string()).collect(),
     }];
-    cast.policy
+    let approved = cast
+        .policy
         .admit_use(
             &cast.researcher,
             &cast.application,
@@ -662,6 +670,17 @@ async fn admit(cast: &super::demo_committee::Committee, columns: &[&str]) -> any
             tokumei_policy::Origin("demo"),
         )
         .await
+        .map_err(super::access::reason)?;
+    let rules = approved.conditions.map(|c| c.statistics).unwrap_or_default();
+    rules
+        .check(
+            &cast.application,
+            &tokumei_policy::committee::StatisticsUse {
+                table,
+                group_by,
+                small_cell,
+            },
+        )
         .map_err(super::access::reason)?;
     Ok(())
 }
@@ -683,7 +702,7 @@ async fn dp_release(
     if let Some(s) = request.subject.as_deref() {
         columns.push(s);
     }
-    admit(cast, &columns).await?;
+    admit(cast, &columns, &request.group_by, None).await?;
     let grouped = tokumei_deid::dp::grouping::group(table, request)?;
     let plan = tokumei_deid::dp::plan::plan(request)?;
     let query = format!("{} by {} (demo)", request.measure.name(), request.group_by.join(","));

@@ -313,6 +313,11 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         max_downloads: 0,
         recipients: BTreeSet::from(["sato".to_owned()]),
         link_releases: false,
+        // The committee allows one small-cell table convention besides DP, at the platform floor.
+        statistics: tokumei_policy::committee::conditions::StatisticsRules {
+            small_cell_min: Some(tokumei_policy::committee::conditions::SMALL_CELL_FLOOR),
+            groupable: Vec::new(),
+        },
     };
     out.quorum_not_met = match policy.decide(&chair, &app.id, Some(conditions.clone()), DEMO).await {
         Ok(_) => anyhow::bail!("decided below the quorum"),

@@ -169,6 +169,7 @@ pub async fn chapter(
         max_downloads: 30,
         recipients: BTreeSet::from(["sato".to_owned(), "yui".to_owned()]),
         link_releases: false,
+        statistics: Default::default(),
     };
     ok(policy.decide(&cast.chair, &app.id, Some(conditions), DEMO).await)?;
     say(&format!(

@@ -215,10 +215,25 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
             table: table_name(&a)?,
             columns: columns_used(&request),
         }];
-        policy
+        let approved = policy
             .admit_use(&who, &a.project, UseKind::Statistics, &used, CLI)
             .await
             .map_err(reason)?;
+        // The committee's rules for this approval: which mechanism, which groupings.
+        let committee_rules = approved.conditions.map(|c| c.statistics).unwrap_or_default();
+        let this_use = tokumei_policy::committee::StatisticsUse {
+            table: &used[0].table,
+            group_by: &request.group_by,
+            small_cell: rules.small_cell_threshold,
+        };
+        if let Err(e) = committee_rules.check(&a.project, &this_use) {
+            let refusal = super::stats_rules::StatsRefusal {
+                code: e.reason(),
+                message: e.to_string(),
+            };
+            super::stats_rules::audit_refusal(&policy, &who, &a.project, &refusal, CLI).await?;
+            bail!("{refusal}");
+        }
         let ledger = policy.budget().clone();
         let status = ledger.status(&a.project).await.map_err(reason)?;
 

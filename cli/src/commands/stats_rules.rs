@@ -1,7 +1,8 @@
 //! The platform's rules for a statistics request, which no request can widen: whatever the approval lists, a
 //! table over the core store counts patients (the unit of privacy is fixed), never groups or measures a
 //! pseudonym, linkage key, provenance or free-text column, and a small-cell table never uses a threshold below
-//! the platform floor. One pure decision, tested exhaustively below; `tokumei stats` and the demo call it
+//! the platform floor. The committee's own rules for an approval (mechanism, groupings) are checked after it,
+//! by `tokumei_policy::committee::StatisticsRules`. One pure decision, tested exhaustively below; `tokumei stats` and the demo call it
 //! before reading any data and audit a refusal with its reason code.
 //!
 //! The attack this closes (issue 16): a researcher approved for `patients` with `linkage_key` among the
@@ -15,9 +16,7 @@ use tokumei_policy::{Actor, Origin, Policy};
 use tokumei_release::catalogue::{self, ColumnRole};
 use tokumei_store::Table;
 
-/// The smallest threshold of the small-cell rule (the national databases' rule of 10); an approval may raise
-/// it, nobody may lower it.
-pub const SMALL_CELL_FLOOR: u64 = 10;
+pub use tokumei_policy::committee::SMALL_CELL_FLOOR;
 
 /// The unit of privacy of every statistic over a core-store table.
 pub const STORE_SUBJECT: &str = "linkage_key";

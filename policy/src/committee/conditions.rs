@@ -66,6 +66,75 @@ pub struct DpBudget {
     pub delta: f64,
 }
 
+/// The smallest minimum cell of a small-cell table anywhere on the platform (the national databases' rule
+/// of 10): a committee may raise it for its approval, nobody may lower it.
+pub const SMALL_CELL_FLOOR: u64 = 10;
+
+/// How statistics under a statistics approval may be protected: the committee's decision, which no request
+/// can widen. Differential privacy (under the approval's budget) is the default; the small-cell rule — a
+/// convention, not a guarantee — only where the committee allows it, at its threshold or above.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StatisticsRules {
+    /// Minimum cell of small-cell tables, when the committee allows them at all (at least
+    /// [`SMALL_CELL_FLOOR`]); `None`: differentially private tables only.
+    #[serde(default)]
+    pub small_cell_min: Option<u64>,
+    /// Columns requests may group by, per table; empty: every approved column the platform allows.
+    #[serde(default)]
+    pub groupable: Vec<TableRequest>,
+}
+
+/// One statistics request as the approval sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatisticsUse<'a> {
+    /// The table read.
+    pub table: &'a str,
+    /// Its group-by columns.
+    pub group_by: &'a [String],
+    /// The small-cell threshold, when the table is published under the small-cell rule (no DP).
+    pub small_cell: Option<u64>,
+}
+
+impl StatisticsRules {
+    /// Whether the committee's rules allow `request`; the first broken rule is reported with its code.
+    pub fn check(&self, application: &str, request: &StatisticsUse<'_>) -> Result<()> {
+        if let Some(threshold) = request.small_cell {
+            let Some(min) = self.small_cell_min else {
+                return Err(violated(
+                    "SMALL_CELL_NOT_APPROVED",
+                    format!(
+                        "the approval of {application} allows differentially private tables only (the committee did \
+                         not allow the small-cell rule)"
+                    ),
+                ));
+            };
+            if threshold < min {
+                return Err(violated(
+                    "SMALL_CELL_BELOW_APPROVAL",
+                    format!("minimum cell {threshold} is below the {min} the approval of {application} sets"),
+                ));
+            }
+        }
+        if !self.groupable.is_empty() {
+            let allowed = self.groupable.iter().find(|g| g.table == request.table);
+            if let Some(c) = request
+                .group_by
+                .iter()
+                .find(|c| allowed.is_none_or(|g| !g.columns.contains(c)))
+            {
+                return Err(violated(
+                    "GROUPING_NOT_APPROVED",
+                    format!(
+                        "the approval of {application} does not allow grouping by {}.{c}",
+                        request.table
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What an approval allows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalConditions {
@@ -91,6 +160,9 @@ pub struct ApprovalConditions {
     /// Whether the project's releases may share one pseudonym key (linkable across releases).
     #[serde(default)]
     pub link_releases: bool,
+    /// How statistics may be protected and grouped (statistics channel).
+    #[serde(default)]
+    pub statistics: StatisticsRules,
 }
 
 impl ApprovalConditions {
@@ -140,6 +212,26 @@ impl ApprovalConditions {
                         "DP budget ε={} δ={} is not valid",
                         b.epsilon, b.delta
                     )));
+                }
+                if let Some(min) = self.statistics.small_cell_min
+                    && min < SMALL_CELL_FLOOR
+                {
+                    return Err(PolicyError::Invalid(format!(
+                        "small-cell minimum {min} is below the platform floor of {SMALL_CELL_FLOOR}"
+                    )));
+                }
+                for g in &self.statistics.groupable {
+                    let granted = self.tables.iter().find(|t| t.table == g.table);
+                    if let Some(c) = g
+                        .columns
+                        .iter()
+                        .find(|c| granted.is_none_or(|t| !t.columns.contains(c)))
+                    {
+                        return Err(PolicyError::Invalid(format!(
+                            "groupable column {}.{c} is not among the approved columns",
+                            g.table
+                        )));
+                    }
                 }
             }
             Channel::File | Channel::OnPlatform => {
@@ -303,7 +395,85 @@ mod tests {
             max_downloads: 2,
             recipients: BTreeSet::from(["alice".to_owned()]),
             link_releases: false,
+            statistics: Default::default(),
         }
+    }
+
+    fn table(t: &str, cols: &[&str]) -> TableRequest {
+        TableRequest {
+            table: t.into(),
+            columns: cols.iter().map(|c| (*c).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_committee_decides_mechanism_and_groupings() {
+        fn dp(g: &[String]) -> StatisticsUse<'_> {
+            StatisticsUse {
+                table: "patients",
+                group_by: g,
+                small_cell: None,
+            }
+        }
+        let by_sex = &["sex".to_owned()][..];
+        let by_pref_sex = &["prefecture".to_owned(), "sex".to_owned()][..];
+        let code = |r: Result<()>| r.err().map(|e| e.reason());
+        // The default: DP only, any grouping.
+        let dp_only = StatisticsRules::default();
+        assert!(dp_only.check("A", &dp(by_pref_sex)).is_ok());
+        let small = |t| StatisticsUse {
+            small_cell: Some(t),
+            ..dp(by_sex)
+        };
+        assert_eq!(code(dp_only.check("A", &small(10))), Some("SMALL_CELL_NOT_APPROVED"));
+        assert_eq!(code(dp_only.check("A", &small(1000))), Some("SMALL_CELL_NOT_APPROVED"));
+        // The committee allows small cells at 20: 19 is refused, 20 and more pass.
+        let at_20 = StatisticsRules {
+            small_cell_min: Some(20),
+            groupable: vec![],
+        };
+        assert_eq!(code(at_20.check("A", &small(19))), Some("SMALL_CELL_BELOW_APPROVAL"));
+        assert!(at_20.check("A", &small(20)).is_ok() && at_20.check("A", &small(50)).is_ok());
+        // Groupings: only the listed columns of the listed tables.
+        let sex_only = StatisticsRules {
+            small_cell_min: None,
+            groupable: vec![table("patients", &["sex"])],
+        };
+        assert!(sex_only.check("A", &dp(by_sex)).is_ok());
+        assert_eq!(
+            code(sex_only.check("A", &dp(by_pref_sex))),
+            Some("GROUPING_NOT_APPROVED")
+        );
+        let other_table = StatisticsUse {
+            table: "observations",
+            ..dp(by_sex)
+        };
+        assert_eq!(code(sex_only.check("A", &other_table)), Some("GROUPING_NOT_APPROVED"));
+        // No grouping at all (a total) is always within the list.
+        assert!(sex_only.check("A", &dp(&[])).is_ok());
+    }
+
+    #[test]
+    fn statistics_rules_cannot_go_below_the_floor_or_outside_the_approved_columns() {
+        let mut c = conditions();
+        c.channel = Channel::Statistics;
+        c.privacy = None;
+        c.dp_budget = Some(DpBudget {
+            epsilon: 1.0,
+            delta: 1e-6,
+        });
+        let mut f = form();
+        f.channel = Channel::Statistics;
+        f.tables = c.tables.clone();
+        assert!(c.validate_against(&f).is_ok(), "{:?}", c.validate_against(&f));
+        c.statistics.small_cell_min = Some(SMALL_CELL_FLOOR - 1);
+        assert!(c.validate_against(&f).is_err());
+        c.statistics.small_cell_min = Some(SMALL_CELL_FLOOR);
+        assert!(c.validate_against(&f).is_ok());
+        c.statistics.groupable = vec![table("lab_results", &["value"])];
+        assert!(c.validate_against(&f).is_err(), "value is not an approved column");
+        c.statistics.groupable = vec![table("lab_results", &["jlac10"])];
+        assert!(c.validate_against(&f).is_ok());
     }
 
     #[test]

@@ -16,7 +16,10 @@ pub mod store;
 
 pub use application::{ApplicationForm, ApplicationKind, ApplicationStatus, Channel, Study, TableRequest};
 pub use bans::{BanList, BanSubject, Violation};
-pub use conditions::{ApprovalConditions, ApprovalState, DpBudget, PrivacyModel, UseKind, UseRequest, check_use};
+pub use conditions::{
+    ApprovalConditions, ApprovalState, DpBudget, PrivacyModel, SMALL_CELL_FLOOR, StatisticsRules, StatisticsUse,
+    UseKind, UseRequest, check_use,
+};
 pub use fees::{FeeEstimate, FeeMode, Tariff};
 pub use review::{Outcome, QuorumRule, Tally, Vote};
 pub use store::{ApplicationRecord, Assignment, Committee, Provision, japan_date};

@@ -162,6 +162,13 @@ pub fn conditions_from_proto(c: pb::ApprovalConditions) -> Result<ApprovalCondit
         max_downloads: c.max_downloads,
         recipients: c.recipients.into_iter().collect::<BTreeSet<_>>(),
         link_releases: c.link_releases,
+        statistics: c
+            .statistics
+            .map(|s| crate::committee::conditions::StatisticsRules {
+                small_cell_min: s.small_cell_min,
+                groupable: tables_from_proto(&s.groupable),
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -248,6 +255,11 @@ pub fn conditions_to_proto(c: &ApprovalConditions) -> pb::ApprovalConditions {
         max_downloads: c.max_downloads,
         recipients: c.recipients.iter().cloned().collect(),
         link_releases: c.link_releases,
+        // Absent when the committee set nothing (DP only, any approved column): what was sent comes back.
+        statistics: (c.statistics != Default::default()).then(|| pb::StatisticsRules {
+            small_cell_min: c.statistics.small_cell_min,
+            groupable: tables_to_proto(&c.statistics.groupable),
+        }),
     }
 }
 
@@ -423,6 +435,10 @@ mod tests {
             max_downloads: 2,
             recipients: vec!["alice".into(), "bob".into()],
             link_releases: false,
+            statistics: Some(pb::StatisticsRules {
+                small_cell_min: Some(12),
+                groupable: vec![],
+            }),
         };
         let domain = conditions_from_proto(c.clone()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(conditions_to_proto(&domain), c);

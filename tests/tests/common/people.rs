@@ -224,7 +224,8 @@ pub fn approved_statistics(
         &conditions,
         format!(
             "channel = \"statistics\"\nexpires_on = \"{}\"\nmax_downloads = 0\nrecipients = [\"rika\"]\n\
-             dp_budget = {{ epsilon = {epsilon:?}, delta = {delta:?} }}\n{table_toml}",
+             dp_budget = {{ epsilon = {epsilon:?}, delta = {delta:?} }}\n\
+             [statistics]\nsmall_cell_min = 10\n{table_toml}",
             today + Duration::days(180)
         ),
     )
