@@ -195,6 +195,7 @@ fn conditions(recipients: &[&str]) -> ApprovalConditions {
             t: None,
             max_suppression: 0.02,
             m: 2,
+            demographic_weight: None,
         }),
         dp_budget: None,
         channel: Channel::File,

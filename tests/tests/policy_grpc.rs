@@ -426,6 +426,7 @@ async fn committee_workflow_over_grpc() {
             t: None,
             max_suppression: 0.05,
             m: Some(2),
+            demographic_weight: None,
         }),
         dp_budget: None,
         channel: "file".into(),

@@ -737,6 +737,7 @@ async fn approved_application(dir: &Path) -> Result<Approved> {
             t: None,
             max_suppression: 0.05,
             m: 2,
+            demographic_weight: None,
         }),
         dp_budget: None,
         channel: Channel::File,

@@ -134,6 +134,7 @@ pub async fn chapter(
             k: Some(5),
             m: Some(2),
             max_suppression: Some(0.05),
+            demographic_weight: None,
         },
         &|_| {},
     )
@@ -162,6 +163,7 @@ pub async fn chapter(
             t: None,
             max_suppression: 0.05,
             m: 2,
+            demographic_weight: None,
         }),
         dp_budget: None,
         channel: Channel::File,

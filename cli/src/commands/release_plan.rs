@@ -25,6 +25,10 @@ pub struct PlanArgs {
     /// Largest suppressed share to try, in [0, 1) (default: the approval's, else 0.05).
     #[arg(long = "max-suppression")]
     pub max_suppression: Option<f64>,
+    /// Weight of the demographics in the release loss, in [0, 1] (default: the approval's, else 0.5): higher
+    /// keeps age bands and regions finer at the cost of codes and dates.
+    #[arg(long = "demographic-weight")]
+    pub demographic_weight: Option<f64>,
     /// Configuration file (store).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -52,6 +56,7 @@ pub fn run(a: PlanArgs, json: bool) -> Result<()> {
             k: a.k,
             m: a.m,
             max_suppression: a.max_suppression,
+            demographic_weight: a.demographic_weight,
         };
         let spinner = indicatif::ProgressBar::new_spinner();
         spinner.enable_steady_tick(std::time::Duration::from_millis(120));

@@ -33,9 +33,23 @@ pub struct PrivacyModel {
     /// (k, k^m)-anonymous over the whole patient record (1 ..= 4; 2 unless the committee sets it).
     #[serde(default = "default_m")]
     pub m: u32,
+    /// Weight of the patient file's generalisation in the release loss the whole-record search minimises,
+    /// against the event tables' item loss together (0 ..= 1; [`DEFAULT_DEMOGRAPHIC_WEIGHT`] unless set): a
+    /// committee whose researchers need age bands raises it, one that needs exact codes lowers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demographic_weight: Option<f64>,
 }
 
+/// The weight of the demographics in the release loss when the committee sets none: as much as all event
+/// tables together (age and sex are the first covariates of nearly every analysis).
+pub const DEFAULT_DEMOGRAPHIC_WEIGHT: f64 = 0.5;
+
 impl PrivacyModel {
+    /// The weight of the demographics in the release loss.
+    pub fn demographic_weight(&self) -> f64 {
+        self.demographic_weight.unwrap_or(DEFAULT_DEMOGRAPHIC_WEIGHT)
+    }
+
     /// Whether k, m and the suppression share are usable (k ≥ 2, 1 ≤ m ≤ 4, share in [0, 1)); the message
     /// says which values were given.
     pub fn validate(&self) -> std::result::Result<(), String> {
@@ -44,6 +58,11 @@ impl PrivacyModel {
                 "privacy model k={} m={} suppression={} is not valid (k ≥ 2, m in 1..=4, suppression in [0, 1))",
                 self.k, self.m, self.max_suppression
             ));
+        }
+        if let Some(w) = self.demographic_weight
+            && !(0.0..=1.0).contains(&w)
+        {
+            return Err(format!("demographic weight {w} is not in [0, 1]"));
         }
         Ok(())
     }
@@ -388,6 +407,7 @@ mod tests {
                 t: None,
                 max_suppression: 0.05,
                 m: DEFAULT_M,
+                demographic_weight: None,
             }),
             dp_budget: None,
             channel: Channel::File,

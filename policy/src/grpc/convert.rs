@@ -152,6 +152,7 @@ pub fn conditions_from_proto(c: pb::ApprovalConditions) -> Result<ApprovalCondit
             t: p.t,
             max_suppression: p.max_suppression,
             m: p.m.unwrap_or(crate::committee::conditions::DEFAULT_M),
+            demographic_weight: p.demographic_weight,
         }),
         dp_budget: c.dp_budget.map(|b| DpBudget {
             epsilon: b.epsilon,
@@ -245,6 +246,7 @@ pub fn conditions_to_proto(c: &ApprovalConditions) -> pb::ApprovalConditions {
             t: p.t,
             max_suppression: p.max_suppression,
             m: Some(p.m),
+            demographic_weight: p.demographic_weight,
         }),
         dp_budget: c.dp_budget.map(|b| pb::DpBudget {
             epsilon: b.epsilon,
@@ -428,6 +430,7 @@ mod tests {
                 t: None,
                 max_suppression: 0.05,
                 m: Some(2),
+                demographic_weight: Some(0.7),
             }),
             dp_budget: None,
             channel: "file".into(),

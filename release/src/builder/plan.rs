@@ -53,6 +53,8 @@ pub struct PlanRequest {
     pub m: Option<u32>,
     /// Largest suppressed share to try.
     pub max_suppression: Option<f64>,
+    /// Weight of the demographics in the release loss to try.
+    pub demographic_weight: Option<f64>,
 }
 
 /// A quasi-identifier of the patient file and the level the plan generalises it to.
@@ -156,11 +158,13 @@ pub fn planned_model(approved: Option<PrivacyModel>, request: &PlanRequest) -> R
         t: None,
         max_suppression: DEFAULT_MAX_SUPPRESSION,
         m: DEFAULT_M,
+        demographic_weight: None,
     });
     let model = PrivacyModel {
         k: request.k.unwrap_or(base.k),
         m: request.m.unwrap_or(base.m),
         max_suppression: request.max_suppression.unwrap_or(base.max_suppression),
+        demographic_weight: request.demographic_weight.or(base.demographic_weight),
         ..base
     };
     model.validate().map_err(ReleaseError::BadInput)?;

@@ -7,9 +7,10 @@
 //! The demographic node and the item recoding are chosen together: the demographic optimum makes the smallest
 //! classes, inside which rare item combinations are hardest to protect, so coarser demographic nodes (every node
 //! between the optimum and the top, up to [`MAX_DEMOGRAPHIC_CANDIDATES`], in ascending generalisation) are tried
-//! too, and the protection with the least **release loss** wins — the mean over released tables of each table's
-//! loss (patients: the mean normalised level of its quasi-identifiers, a suppressed patient counting 1; event
-//! tables: the item loss of [`super::items`]). Ties go to the less generalised demographics.
+//! too, and the protection with the least **release loss** wins ([`release_loss`]): the committee's weight w
+//! (`PrivacyModel::demographic_weight`, 0.5 by default) times the patient file's loss (the mean normalised level
+//! of its quasi-identifiers, a suppressed patient counting 1) plus (1 − w) times the mean item loss of the event
+//! tables ([`super::items`]). Ties go to the less generalised demographics.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -252,8 +253,8 @@ fn stage(
     {
         cap.absorb(counts::cap_counts(*t, sheet, model.k, counts::Drop::RepeatsOnly));
     }
-    // Release loss: the mean over released tables of each table's loss.
-    let mut losses = Vec::new();
+    // Release loss: the demographics' loss weighted against the mean of the event tables' item losses.
+    let mut demographic = None;
     if let Some(a) = anonymised.get(&Table::Patients)
         && !a.levels.is_empty()
         && patients > 0
@@ -266,16 +267,13 @@ fn stage(
             .sum::<f64>()
             / a.levels.len() as f64;
         let kept = patients - withheld.len() as u64;
-        losses.push((kept as f64 * generalised + withheld.len() as f64) / patients as f64);
+        demographic = Some((kept as f64 * generalised + withheld.len() as f64) / patients as f64);
     }
-    if let Some(items) = &items_outcome {
-        losses.extend(items.tables.iter().map(|t| t.loss));
-    }
-    let loss = if losses.is_empty() {
-        0.0
-    } else {
-        losses.iter().sum::<f64>() / losses.len() as f64
-    };
+    let events: Vec<f64> = items_outcome
+        .as_ref()
+        .map(|items| items.tables.iter().map(|t| t.loss).collect())
+        .unwrap_or_default();
+    let loss = release_loss(demographic, &events, model.demographic_weight());
     Ok(Stage {
         anonymised,
         withheld,
@@ -287,9 +285,31 @@ fn stage(
     })
 }
 
+/// The release loss: `weight` × the demographics' loss + (1 − `weight`) × the mean event-table loss; the one
+/// present when only one kind of table is released; 0 when neither is.
+pub fn release_loss(demographic: Option<f64>, events: &[f64], weight: f64) -> f64 {
+    let event = (!events.is_empty()).then(|| events.iter().sum::<f64>() / events.len() as f64);
+    match (demographic, event) {
+        (Some(d), Some(e)) => weight * d + (1.0 - weight) * e,
+        (Some(d), None) => d,
+        (None, Some(e)) => e,
+        (None, None) => 0.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_release_loss_weighs_demographics_against_all_event_tables() {
+        assert_eq!(release_loss(Some(1.0), &[0.0, 0.0, 0.0], 0.5), 0.5);
+        assert_eq!(release_loss(Some(1.0), &[0.0, 0.0, 0.0], 0.9), 0.9);
+        assert_eq!(release_loss(Some(0.2), &[0.4, 0.6], 0.25), 0.25 * 0.2 + 0.75 * 0.5);
+        assert_eq!(release_loss(Some(0.3), &[], 0.5), 0.3);
+        assert_eq!(release_loss(None, &[0.4, 0.6], 0.5), 0.5);
+        assert_eq!(release_loss(None, &[], 0.5), 0.0);
+    }
 
     #[test]
     fn coarser_nodes_are_every_node_above_the_optimum_cheapest_first() {
