@@ -66,6 +66,14 @@ pub struct LedgerEntry {
     pub reported_epsilon: f64,
     /// The δ the release reported on its own.
     pub reported_delta: f64,
+    /// Whether the entry paid for a differentially private release; `false` records a small-cell table,
+    /// which carries no privacy loss figure at all (not "ε = 0") and is counted apart.
+    #[serde(default = "yes")]
+    pub differentially_private: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A project's budget, ledger and what it adds up to: everything a `budget status` command shows.
@@ -96,6 +104,9 @@ pub struct SpendRequest {
     pub reported_epsilon: f64,
     /// The δ the release reports on its own (not used for admission).
     pub reported_delta: f64,
+    /// Whether it is a differentially private release (`false`: a small-cell table, recorded with no loss).
+    #[serde(default = "yes")]
+    pub differentially_private: bool,
 }
 
 /// One setting of a project's budget, kept forever: who approved which budget, when.
@@ -148,8 +159,8 @@ pub struct BudgetLedger {
 const PROJECT_COLUMNS: &str = "project, budget_epsilon, budget_delta, spent_epsilon, spent_rho, spent_delta, revision, \
      created_at, created_by, updated_at, updated_by";
 
-const ENTRY_COLUMNS: &str =
-    "project, seq, at_ms, at, actor, query, mechanism, epsilon, rho, delta, reported_epsilon, reported_delta";
+const ENTRY_COLUMNS: &str = "project, seq, at_ms, at, actor, query, mechanism, epsilon, rho, delta, reported_epsilon, \
+     reported_delta, differentially_private";
 
 impl BudgetLedger {
     /// A ledger on `db` (whose migrations [`PolicyDb::open`] has already run).
@@ -252,6 +263,11 @@ impl BudgetLedger {
         check_name("actor", &request.actor)?;
         check_name("mechanism", &request.mechanism)?;
         request.loss.validate()?;
+        if !request.differentially_private && request.loss != PrivacyLoss::default() {
+            return Err(PolicyError::Invalid(
+                "a small-cell (not differentially private) entry carries no privacy loss".into(),
+            ));
+        }
         if !request.reported_epsilon.is_finite() || request.reported_epsilon < 0.0 {
             return Err(PolicyError::Invalid(format!(
                 "reported epsilon must be finite and >= 0, got {}",
@@ -299,10 +315,12 @@ impl BudgetLedger {
             loss,
             reported_epsilon: request.reported_epsilon,
             reported_delta: request.reported_delta,
+            differentially_private: request.differentially_private,
         };
         sqlx::query(
             "INSERT INTO dp_ledger (project, seq, at_ms, at, actor, query, mechanism, epsilon, rho, delta, \
-             reported_epsilon, reported_delta) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             reported_epsilon, reported_delta, differentially_private) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&entry.project)
         .bind(entry.seq)
@@ -316,6 +334,7 @@ impl BudgetLedger {
         .bind(entry.loss.delta)
         .bind(entry.reported_epsilon)
         .bind(entry.reported_delta)
+        .bind(i64::from(entry.differentially_private))
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE dp_projects SET spent_epsilon = $2, spent_rho = $3, spent_delta = $4 WHERE project = $1")
@@ -327,6 +346,19 @@ impl BudgetLedger {
             .await?;
         tx.commit().await?;
         Ok(entry)
+    }
+
+    /// Every entry of every project admitted in [`from_ms`, `to_ms`), in time order: what the regulator's
+    /// report counts.
+    pub async fn entries_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<LedgerEntry>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM dp_ledger WHERE at_ms >= $1 AND at_ms < $2 ORDER BY at_ms, project, seq"
+        ))
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(entry_from_row).collect()
     }
 
     /// Every project with a budget, by name.
@@ -456,6 +488,7 @@ fn entry_from_row(row: &AnyRow) -> Result<LedgerEntry> {
         },
         reported_epsilon: row.try_get("reported_epsilon")?,
         reported_delta: row.try_get("reported_delta")?,
+        differentially_private: row.try_get::<i64, _>("differentially_private")? != 0,
     })
 }
 

@@ -26,7 +26,7 @@ const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
 /// compiles sqlx, both database drivers and SQLite's C amalgamation a second time for the compiler host
 /// (several minutes of every cold build). The versions, SQL text and therefore checksums are exactly
 /// what the macro produced, so databases migrated by earlier binaries are recognised as up to date.
-const MIGRATIONS: [(i64, &str, &str); 4] = [
+const MIGRATIONS: [(i64, &str, &str); 5] = [
     (
         1,
         "dp budget ledger",
@@ -35,6 +35,11 @@ const MIGRATIONS: [(i64, &str, &str); 4] = [
     (2, "identity", include_str!("../migrations/0002_identity.sql")),
     (3, "audit ledger", include_str!("../migrations/0003_audit_ledger.sql")),
     (4, "committee", include_str!("../migrations/0004_committee.sql")),
+    (
+        5,
+        "ledger protection kind",
+        include_str!("../migrations/0005_ledger_protection_kind.sql"),
+    ),
 ];
 
 /// [`MIGRATIONS`] as a source for sqlx's migrator (versions ascending, each in its own transaction).

@@ -67,6 +67,13 @@ pub struct RegulatorReport {
     pub applications_refused_at_filing: u64,
     /// Provisions (releases and statistics) in the period.
     pub provisions: u64,
+    /// Differentially private statistical releases in the period (budget ledger).
+    #[serde(default)]
+    pub dp_releases: u64,
+    /// Small-cell tables in the period: published under the minimum-cell convention, not differentially
+    /// private, so counted apart and never as a loss of zero.
+    #[serde(default)]
+    pub small_cell_tables: u64,
     /// Releases built in the period (audit ledger).
     pub releases_built: u64,
     /// Downloads in the period (audit ledger).
@@ -205,6 +212,12 @@ impl Policy {
                 .filter(|e: &&AuditEntry| e.action == action && outcome.is_none_or(|o| e.outcome == o))
                 .count() as u64
         };
+        let statistics = self
+            .budget()
+            .entries_between(from.timestamp_millis(), to.timestamp_millis())
+            .await?;
+        let dp_releases = statistics.iter().filter(|e| e.differentially_private).count() as u64;
+        let small_cell_tables = statistics.len() as u64 - dp_releases;
         let today = crate::committee::japan_date(self.now());
         let declared: std::collections::BTreeSet<String> = self
             .audit_ledger()
@@ -239,6 +252,8 @@ impl Policy {
                 .iter()
                 .filter(|p| in_window(&p.at, from, to))
                 .count() as u64,
+            dp_releases,
+            small_cell_tables,
             releases_built: count("release.build", Some("ok")),
             downloads: count("download_release", Some("ok")),
             violations: count("violation.record", Some("ok")),

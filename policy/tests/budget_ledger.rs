@@ -26,6 +26,7 @@ on_both_backends!(
     unknown_project,
     invalid_input_is_refused_and_writes_nothing,
     projects_are_listed,
+    small_cell_tables_are_counted_apart,
 );
 
 fn pure(epsilon: f64) -> PrivacyLoss {
@@ -47,6 +48,7 @@ fn request(actor: &str, loss: PrivacyLoss) -> SpendRequest {
         loss,
         reported_epsilon: loss.epsilon,
         reported_delta: loss.delta,
+        differentially_private: true,
     }
 }
 
@@ -399,6 +401,47 @@ async fn invalid_input_is_refused_and_writes_nothing(db: PolicyDb, _url: String)
         .await
         .expect("zero loss");
     assert!(entry.loss.epsilon.is_sign_positive());
+    assert!(ledger.verify_totals("neuro").await.expect("verify").is_consistent());
+}
+
+async fn small_cell_tables_are_counted_apart(db: PolicyDb, _url: String) {
+    let ledger = BudgetLedger::new(db);
+    ledger
+        .set_budget("neuro", budget(1.0, 0.0), "chair")
+        .await
+        .expect("set budget");
+    let small = |loss| SpendRequest {
+        mechanism: "small-cell<10 (not differentially private)".into(),
+        reported_epsilon: 0.0,
+        reported_delta: 0.0,
+        differentially_private: false,
+        ..request("alice", loss)
+    };
+    // A small-cell entry cannot carry a loss: it is not a DP release of some small ε.
+    let err = ledger
+        .spend("neuro", small(pure(0.1)))
+        .await
+        .expect_err("loss on a small-cell entry");
+    assert_eq!(err.reason(), "INVALID_ARGUMENT");
+    let before = chrono::Utc::now().timestamp_millis() - 1;
+    ledger
+        .spend("neuro", small(PrivacyLoss::default()))
+        .await
+        .expect("small-cell");
+    ledger.spend("neuro", request("alice", pure(0.25))).await.expect("dp");
+    let after = chrono::Utc::now().timestamp_millis() + 1;
+    let status = ledger.status("neuro").await.expect("status");
+    let kinds: Vec<bool> = status.entries.iter().map(|e| e.differentially_private).collect();
+    assert_eq!(kinds, [false, true], "the flag survives the database");
+    let window = ledger.entries_between(before, after).await.expect("window");
+    assert_eq!(window.len(), 2);
+    assert!(
+        ledger
+            .entries_between(after, after + 1000)
+            .await
+            .expect("later")
+            .is_empty()
+    );
     assert!(ledger.verify_totals("neuro").await.expect("verify").is_consistent());
 }
 

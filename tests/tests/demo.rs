@@ -185,6 +185,8 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     // Chapter 7: registers, the report and the audit ledger, with tampering caught.
     let t = &r["transparency"];
     assert_eq!(t["decisions"].as_array().unwrap().len(), 2);
+    // Two DP tables and one small-cell table: the small-cell table is counted apart, never as ε = 0.
+    assert_eq!(t["report_statistics"], serde_json::json!([2, 1]), "{t}");
     // Three statistics provisions, and every file each recipient downloaded through the release service
     // (11 per copy: 4 tables × CSV + Parquet, the codebook, the manifest and its signature).
     assert_eq!(t["provisions"], 3 + 2 * 11);

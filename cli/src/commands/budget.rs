@@ -62,11 +62,22 @@ fn print_status(s: &BudgetStatus) {
         s.spent.remaining_epsilon(b),
         s.spent.remaining_delta(b),
     );
+    let small_cell = s.entries.iter().filter(|e| !e.differentially_private).count();
+    if small_cell > 0 {
+        println!("  小セル表 / small-cell tables (not differentially private, no privacy loss figure): {small_cell}");
+    }
     for e in &s.entries {
-        println!(
-            "  #{} {} {} {}: ε={:.6} ρ={:.6} δ={:.2e} — {}",
-            e.seq, e.at, e.actor, e.mechanism, e.loss.epsilon, e.loss.rho, e.loss.delta, e.query
-        );
+        if e.differentially_private {
+            println!(
+                "  #{} {} {} {}: ε={:.6} ρ={:.6} δ={:.2e} — {}",
+                e.seq, e.at, e.actor, e.mechanism, e.loss.epsilon, e.loss.rho, e.loss.delta, e.query
+            );
+        } else {
+            println!(
+                "  #{} {} {} {}: not differentially private — {}",
+                e.seq, e.at, e.actor, e.mechanism, e.query
+            );
+        }
     }
 }
 

@@ -410,6 +410,8 @@ pub struct TransparencyChapter {
     pub provisions: usize,
     /// The regulator report's period.
     pub report_period: String,
+    /// Statistics in the regulator report: differentially private releases, and small-cell tables apart.
+    pub report_statistics: (u64, u64),
     /// Audit entries verified.
     pub audit_entries: u64,
     /// The head hash (published with the report).
@@ -451,13 +453,16 @@ pub async fn closing(home: &Path, cast: &Committee, say: &impl Fn(&str)) -> Resu
         .await
         .map_err(super::access::reason)?;
     out.report_period = period.clone();
+    out.report_statistics = (report.dp_releases, report.small_cell_tables);
     say(&format!(
-        "   regulator report {period}: {} application(s) received, {} approved, {} refused at filing, {} violation(s), {} denied action(s)",
+        "   regulator report {period}: {} application(s) received, {} approved, {} refused at filing, {} violation(s), {} denied action(s); {} DP statistical release(s), {} small-cell table(s) counted apart (not DP)",
         report.applications_received,
         report.applications_approved,
         report.applications_refused_at_filing,
         report.violations,
-        report.denied_actions
+        report.denied_actions,
+        report.dp_releases,
+        report.small_cell_tables
     ));
     let verified = p
         .verify_audit(&cast.auditor, DEMO)

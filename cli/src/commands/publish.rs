@@ -236,6 +236,10 @@ pub fn run_report(args: ReportArgs, json: bool) -> Result<()> {
                 "  provisions {}, releases built {}, downloads {}, violations {}, denied actions {}, deletion declarations overdue {}",
                 p.provisions, p.releases_built, p.downloads, p.violations, p.denied_actions, p.deletion_declarations_overdue
             );
+            println!(
+                "  statistics: differentially private releases {}, small-cell tables (not DP, no loss figure) {}",
+                p.dp_releases, p.small_cell_tables
+            );
             println!("  audit ledger head: seq {} hash {}", p.audit_head.seq, p.audit_head.hash);
             if let Some(path) = &out {
                 println!("  written to {}", path.display());

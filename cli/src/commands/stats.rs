@@ -388,12 +388,13 @@ pub(crate) async fn record_dp_release(
         loss: plan.loss,
         reported_epsilon: plan.reported_epsilon,
         reported_delta: plan.reported_delta,
+        differentially_private: true,
     };
     ledger.spend(project, request).await.map_err(reason)
 }
 
-/// Records a small-cell release with zero loss, marked as not differentially private, so the
-/// ledger lists every statistical release of the project.
+/// Records a small-cell release as not differentially private (no loss figure, counted apart from the DP
+/// releases), so the ledger lists every statistical release of the project.
 pub(crate) async fn record_small_cell_release(
     ledger: &BudgetLedger,
     project: &str,
@@ -408,6 +409,7 @@ pub(crate) async fn record_small_cell_release(
         loss: Default::default(),
         reported_epsilon: 0.0,
         reported_delta: 0.0,
+        differentially_private: false,
     };
     ledger.spend(project, request).await.map_err(reason)
 }
