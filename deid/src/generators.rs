@@ -86,7 +86,8 @@ impl Generator {
             let line = i + 1;
             let cells = self.row(v).map_err(|msg| Error::Hierarchy {
                 source_name: source.clone(),
-                line,
+                // Not the value's rank among the column's sorted values: that too would describe the data.
+                line: 0,
                 problem: HierarchyProblem::Generator(format!("a value of the column: {msg} (values are never named)")),
             })?;
             rows.push((line, cells));

@@ -158,6 +158,8 @@ pub enum Action {
     EstimateFees,
     /// Create or change a project's differential-privacy budget outside an approval.
     SetBudget,
+    /// Set the platform's ceiling on all approvals' privacy loss in a period.
+    SetPlatformCeiling,
     /// Run differentially private or small-cell statistics against a project's budget.
     RunStatistics,
     /// Build a release from an approval (release zone).
@@ -190,7 +192,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in a fixed order (for the authorisation matrix).
-    pub const ALL: [Action; 31] = [
+    pub const ALL: [Action; 32] = [
         Action::SubmitRecords,
         Action::SubmitOptOut,
         Action::ManageUsers,
@@ -208,6 +210,7 @@ impl Action {
         Action::ImportBans,
         Action::EstimateFees,
         Action::SetBudget,
+        Action::SetPlatformCeiling,
         Action::RunStatistics,
         Action::BuildRelease,
         Action::DownloadRelease,
@@ -244,6 +247,7 @@ impl Action {
             Action::ImportBans => "import_bans",
             Action::EstimateFees => "estimate_fees",
             Action::SetBudget => "set_budget",
+            Action::SetPlatformCeiling => "set_platform_ceiling",
             Action::RunStatistics => "run_statistics",
             Action::BuildRelease => "build_release",
             Action::DownloadRelease => "download_release",
@@ -406,6 +410,7 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
                 | PublishRegister
                 | ReportRegulator
                 | VerifyAudit
+                | SetPlatformCeiling
         ),
         Role::Auditor => matches!(
             action,
@@ -518,7 +523,7 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
         (
             Role::Operator | Role::Auditor,
             ManageUsers | ViewUsers | ExportBans | ImportBans | RunOperatorSql | OperateCore | PublishRegister
-            | ReportRegulator | ViewAudit | VerifyAudit | ExportAudit,
+            | ReportRegulator | ViewAudit | VerifyAudit | ExportAudit | SetPlatformCeiling,
             Resource::Platform,
         ) => Ok(()),
         _ => Err(DenialReason::WrongResource),

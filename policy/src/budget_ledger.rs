@@ -89,6 +89,22 @@ pub struct BudgetStatus {
     pub spent: Spent,
 }
 
+/// The platform's ceiling for one period and what every approval spent in it together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlatformCeiling {
+    /// The period (`YYYY-Qn`).
+    pub period: String,
+    /// The ceiling, when the operator set one.
+    pub ceiling: Option<Budget>,
+    /// When it was set.
+    pub set_at: Option<String>,
+    /// Who set it.
+    pub set_by: Option<String>,
+    /// The loss of every differentially private release of every approval in the period (small-cell tables
+    /// carry none and are counted apart).
+    pub spent: PrivacyLoss,
+}
+
 /// A request to charge a project's budget, recorded as one [`LedgerEntry`] if admitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpendRequest {
@@ -298,12 +314,18 @@ impl BudgetLedger {
                 return Err(exceeded.into());
             }
         };
+        let (at_ms, at) = now();
+        if request.differentially_private
+            && let Err(e) = check_platform_ceiling(&mut tx, at_ms, &loss).await
+        {
+            tx.rollback().await?;
+            return Err(e);
+        }
         let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM dp_ledger WHERE project = $1")
             .bind(project)
             .fetch_one(&mut *tx)
             .await?
             .try_get("next")?;
-        let (at_ms, at) = now();
         let entry = LedgerEntry {
             project: current.project,
             seq,
@@ -359,6 +381,70 @@ impl BudgetLedger {
         .fetch_all(self.db.pool())
         .await?;
         rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Sets the platform's ceiling for `period` (`YYYY-Qn`, Japanese calendar quarter [`from_ms`, `to_ms`)):
+    /// the total loss all differentially private releases of every approval may reach in it. A ceiling below
+    /// what is already spent in the period admits nothing more.
+    pub async fn set_platform_ceiling(
+        &self,
+        period: &str,
+        (from_ms, to_ms): (i64, i64),
+        ceiling: Budget,
+        actor: &str,
+    ) -> Result<PlatformCeiling> {
+        check_name("period", period)?;
+        check_name("actor", actor)?;
+        ceiling.validate()?;
+        if from_ms >= to_ms {
+            return Err(PolicyError::Invalid(format!("period {period} is empty")));
+        }
+        let (_, at) = now();
+        sqlx::query(
+            "INSERT INTO dp_platform_ceilings (period, from_ms, to_ms, epsilon, delta, set_at, set_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (period) DO UPDATE SET epsilon = $4, delta = $5, \
+             set_at = $6, set_by = $7",
+        )
+        .bind(period)
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(ceiling.epsilon)
+        .bind(ceiling.delta)
+        .bind(&at)
+        .bind(actor)
+        .execute(self.db.pool())
+        .await?;
+        self.platform_status(period, (from_ms, to_ms)).await
+    }
+
+    /// The period's ceiling, if the operator set one, and what all approvals' differentially private releases
+    /// spent in it together (basic composition over every entry of every project).
+    pub async fn platform_status(&self, period: &str, (from_ms, to_ms): (i64, i64)) -> Result<PlatformCeiling> {
+        let mut tx = self.db.begin_read().await?;
+        let row = sqlx::query("SELECT epsilon, delta, set_at, set_by FROM dp_platform_ceilings WHERE period = $1")
+            .bind(period)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let ceiling = match row {
+            Some(r) => Some((
+                Budget {
+                    epsilon: r.try_get("epsilon")?,
+                    delta: r.try_get("delta")?,
+                },
+                r.try_get::<String, _>("set_at")?,
+                r.try_get::<String, _>("set_by")?,
+            )),
+            None => None,
+        };
+        let spent = period_loss(&mut tx, from_ms, to_ms).await?;
+        tx.commit().await?;
+        Ok(PlatformCeiling {
+            period: period.to_owned(),
+            ceiling: ceiling.as_ref().map(|c| c.0),
+            set_at: ceiling.as_ref().map(|c| c.1.clone()),
+            set_by: ceiling.map(|c| c.2),
+            spent,
+        })
     }
 
     /// Every project with a budget, by name.
@@ -438,6 +524,57 @@ async fn fetch_project(tx: &mut Transaction<'static, Any>, project: &str) -> Res
         .await?
         .ok_or_else(|| PolicyError::UnknownProject(project.to_owned()))?;
     project_from_row(&row)
+}
+
+/// The loss of every differentially private entry of every project admitted in [`from_ms`, `to_ms`).
+async fn period_loss(tx: &mut Transaction<'static, Any>, from_ms: i64, to_ms: i64) -> Result<PrivacyLoss> {
+    let rows = sqlx::query(
+        "SELECT epsilon, rho, delta FROM dp_ledger WHERE at_ms >= $1 AND at_ms < $2 AND differentially_private = 1",
+    )
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut total = PrivacyLoss::default();
+    for r in &rows {
+        total = total.plus(&PrivacyLoss {
+            epsilon: r.try_get("epsilon")?,
+            rho: r.try_get("rho")?,
+            delta: r.try_get("delta")?,
+        });
+    }
+    Ok(total)
+}
+
+/// Refuses `loss` at `at_ms` if the platform ceiling of that instant's period would be exceeded. Locks the
+/// ceiling row first, so spends of different projects in the period are serialised against it.
+async fn check_platform_ceiling(tx: &mut Transaction<'static, Any>, at_ms: i64, loss: &PrivacyLoss) -> Result<()> {
+    let row = sqlx::query(
+        "SELECT period, from_ms, to_ms, epsilon, delta FROM dp_platform_ceilings WHERE from_ms <= $1 AND $1 < to_ms",
+    )
+    .bind(at_ms)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let period: String = row.try_get("period")?;
+    sqlx::query("UPDATE dp_platform_ceilings SET period = period WHERE period = $1")
+        .bind(&period)
+        .execute(&mut **tx)
+        .await?;
+    let ceiling = Budget {
+        epsilon: row.try_get("epsilon")?,
+        delta: row.try_get("delta")?,
+    };
+    let already = period_loss(tx, row.try_get("from_ms")?, row.try_get("to_ms")?).await?;
+    match accounting::admit(&ceiling, &already, loss)? {
+        Ok(_) => Ok(()),
+        Err(exceeded) => Err(PolicyError::PlatformCeilingExceeded {
+            period,
+            exceeded: Box::new(exceeded),
+        }),
+    }
 }
 
 /// The project's entries in sequence order.

@@ -26,7 +26,7 @@ const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
 /// compiles sqlx, both database drivers and SQLite's C amalgamation a second time for the compiler host
 /// (several minutes of every cold build). The versions, SQL text and therefore checksums are exactly
 /// what the macro produced, so databases migrated by earlier binaries are recognised as up to date.
-const MIGRATIONS: [(i64, &str, &str); 5] = [
+const MIGRATIONS: [(i64, &str, &str); 6] = [
     (
         1,
         "dp budget ledger",
@@ -39,6 +39,11 @@ const MIGRATIONS: [(i64, &str, &str); 5] = [
         5,
         "ledger protection kind",
         include_str!("../migrations/0005_ledger_protection_kind.sql"),
+    ),
+    (
+        6,
+        "platform ceilings",
+        include_str!("../migrations/0006_platform_ceilings.sql"),
     ),
 ];
 

@@ -27,6 +27,15 @@ pub enum PolicyError {
     /// large and would bloat every `Result`.
     #[error("{0}")]
     BudgetExceeded(Box<Exceeded>),
+    /// The request fits its project's budget but not the platform's ceiling for the period (all approvals
+    /// together); nothing was spent.
+    #[error("platform ceiling for {period}: {exceeded}")]
+    PlatformCeilingExceeded {
+        /// The period (`YYYY-Qn`).
+        period: String,
+        /// The ceiling, what all approvals spent in the period, and the total with the request.
+        exceeded: Box<Exceeded>,
+    },
     /// A budget change would put the project below what it has already spent; the old budget stays.
     #[error(
         "budget ε={} δ={:e} for project {project:?} is below what is already spent (ε={}, δ={:e}); \
@@ -123,6 +132,7 @@ impl PolicyError {
             PolicyError::Migrate(_) => "MIGRATION",
             PolicyError::UnknownProject(_) => "UNKNOWN_PROJECT",
             PolicyError::BudgetExceeded(_) => "BUDGET_EXCEEDED",
+            PolicyError::PlatformCeilingExceeded { .. } => "PLATFORM_CEILING_EXCEEDED",
             PolicyError::BudgetBelowSpent { .. } => "BUDGET_BELOW_SPENT",
             PolicyError::Invalid(_) => "INVALID_ARGUMENT",
             PolicyError::Denied(d) => d.reason.code(),

@@ -973,6 +973,53 @@ impl Policy {
         .await
     }
 
+    /// The operator sets the platform's ceiling for a period (`YYYY-Qn`): the privacy loss all approvals'
+    /// differentially private releases may reach together in it. Audited.
+    pub async fn set_platform_ceiling(
+        &self,
+        actor: &Actor,
+        period: &str,
+        ceiling: Budget,
+        origin: Origin<'_>,
+    ) -> Result<crate::budget_ledger::PlatformCeiling> {
+        self.check(actor, Action::SetPlatformCeiling, &Resource::Platform, origin)
+            .await?;
+        let window =
+            crate::transparency::quarter(period).map(|(from, to)| (from.timestamp_millis(), to.timestamp_millis()));
+        let result = match window {
+            Ok(w) => {
+                self.budget
+                    .set_platform_ceiling(period, w, ceiling, &actor.username)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.finish(
+            &actor.username,
+            "budget.platform_ceiling",
+            &format!("period {period}"),
+            origin,
+            result,
+            |c| json!({"ceiling": c.ceiling, "spent": c.spent}),
+        )
+        .await
+    }
+
+    /// The platform's ceiling for a period and what all approvals spent in it (operators, chairs, auditors).
+    pub async fn platform_status(
+        &self,
+        actor: &Actor,
+        period: &str,
+        origin: Origin<'_>,
+    ) -> Result<crate::budget_ledger::PlatformCeiling> {
+        self.check(actor, Action::ReportRegulator, &Resource::Platform, origin)
+            .await?;
+        let (from, to) = crate::transparency::quarter(period)?;
+        self.budget
+            .platform_status(period, (from.timestamp_millis(), to.timestamp_millis()))
+            .await
+    }
+
     /// A project's budget and ledger, for those who may view its application (or set budgets).
     pub async fn budget_status(
         &self,

@@ -221,10 +221,24 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
             .map_err(reason)?;
         // The committee's rules for this approval: which mechanism, which groupings.
         let committee_rules = approved.conditions.map(|c| c.statistics).unwrap_or_default();
+        // Without --min-cell a small-cell table uses the approval's minimum (never below the floor).
+        let small_cell_threshold = privacy.is_none().then(|| {
+            a.min_cell.unwrap_or_else(|| {
+                committee_rules
+                    .small_cell_min
+                    .unwrap_or(super::stats_rules::SMALL_CELL_FLOOR)
+                    .max(super::stats_rules::SMALL_CELL_FLOOR)
+            })
+        });
+        // A histogram's bins group by its column as surely as --group-by does.
+        let mut groupings = request.group_by.clone();
+        if let Measure::Histogram { column, .. } = &request.measure {
+            groupings.push(column.clone());
+        }
         let this_use = tokumei_policy::committee::StatisticsUse {
             table: &used[0].table,
-            group_by: &request.group_by,
-            small_cell: rules.small_cell_threshold,
+            group_by: &groupings,
+            small_cell: small_cell_threshold,
         };
         if let Err(e) = committee_rules.check(&a.project, &this_use) {
             let refusal = super::stats_rules::StatsRefusal {
@@ -287,7 +301,7 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
             }
             None => {
                 let rule = SmallCellRule {
-                    threshold: a.min_cell.unwrap_or(super::stats_rules::SMALL_CELL_FLOOR),
+                    threshold: small_cell_threshold.unwrap_or(super::stats_rules::SMALL_CELL_FLOOR),
                     suppress_zeros: a.suppress_zeros,
                 };
                 let (counts, dims) = count_table(&grouped)?;

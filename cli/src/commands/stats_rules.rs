@@ -52,6 +52,16 @@ pub struct StatsRules<'a> {
 
 /// Refuses what the platform never allows, whatever the approval says.
 pub fn check(r: &StatsRules<'_>) -> Result<(), StatsRefusal> {
+    if r.from_store && r.table.is_none() {
+        // Only the store's own tables, by their exact names: SQL engines fold `Patients` to `patients`, and a
+        // name the platform does not know would escape every column rule below.
+        return Err(StatsRefusal {
+            code: "TABLE_NOT_IN_STORE",
+            message: "--table must name one of the core store's tables exactly (patients, encounters, conditions, \
+                      medications, observations, allergies)"
+                .into(),
+        });
+    }
     if r.from_store && r.subject_given.is_some() {
         return Err(StatsRefusal {
             code: "SUBJECT_FIXED",
@@ -236,6 +246,19 @@ mod tests {
             ..file
         };
         assert_eq!(check(&below).unwrap_err().code, "SMALL_CELL_BELOW_FLOOR");
+    }
+
+    #[test]
+    fn store_tables_are_named_exactly() {
+        let r = request(&["linkage_key"], Measure::Count);
+        let folded = StatsRules {
+            table: None,
+            from_store: true,
+            subject_given: None,
+            request: &r,
+            small_cell_threshold: None,
+        };
+        assert_eq!(check(&folded).unwrap_err().code, "TABLE_NOT_IN_STORE");
     }
 
     #[test]

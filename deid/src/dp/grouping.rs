@@ -73,6 +73,8 @@ pub struct Grouped {
 /// Applies the transformation described in the module documentation.
 pub fn group(table: &Table, request: &StatsRequest) -> Result<Grouped> {
     request.validate_shape()?;
+    /// The label id of a value the group's hierarchy does not cover (its rows are not counted).
+    const UNCOVERED: u32 = u32::MAX;
     let rows = table.rows();
     // Per group-by column: code → label id, and the label list.
     let mut label_of_code: Vec<Vec<u32>> = Vec::new();
@@ -84,27 +86,17 @@ pub fn group(table: &Table, request: &StatsRequest) -> Result<Grouped> {
         let mut ids: HashMap<String, u32> = HashMap::new();
         let mut names: Vec<String> = Vec::new();
         let mut of_code = Vec::with_capacity(column.dict().len());
-        if let Some(g) = generalisation {
-            let uncovered = column
-                .dict()
-                .iter()
-                .filter(|v| g.hierarchy.leaf_code(v).is_none())
-                .count();
-            if uncovered > 0 {
-                return Err(Error::MissingValue {
-                    column: col.clone(),
-                    uncovered,
-                });
-            }
-        }
         for value in column.dict() {
             let label = match generalisation {
                 None => value.clone(),
                 Some(g) => {
-                    let leaf = g.hierarchy.leaf_code(value).ok_or_else(|| Error::MissingValue {
-                        column: col.clone(),
-                        uncovered: 1,
-                    })?;
+                    // A value the researcher's hierarchy does not cover is not counted, as a key outside a
+                    // public key list is not: no error, no count — either would tell a caller, for free
+                    // and as often as asked, which values the column holds.
+                    let Some(leaf) = g.hierarchy.leaf_code(value) else {
+                        of_code.push(UNCOVERED);
+                        continue;
+                    };
                     g.hierarchy
                         .label(g.level, g.hierarchy.level(g.level).of_leaf()[leaf as usize])
                         .to_string()
@@ -127,28 +119,13 @@ pub fn group(table: &Table, request: &StatsRequest) -> Result<Grouped> {
         None => None,
         Some(col) => {
             let column = table.column(col)?;
-            let mut parsed = Vec::with_capacity(column.dict().len());
-            let mut not_numbers = 0usize;
-            for value in column.dict() {
-                let v = value.trim();
-                if v.is_empty() {
-                    parsed.push(None);
-                    continue;
-                }
-                match v.parse::<f64>() {
-                    Ok(x) if x.is_finite() => parsed.push(Some(x)),
-                    _ => {
-                        not_numbers += 1;
-                        parsed.push(None);
-                    }
-                }
-            }
-            // Counted, never named: the value or its line would let a caller read the column.
-            if not_numbers > 0 {
-                return Err(Error::Input(format!(
-                    "column {col:?}: {not_numbers} distinct value(s) are not finite numbers"
-                )));
-            }
+            // A value that is not a finite number is skipped like an empty one: an error naming it, its line
+            // or even how many there are would let a caller probe the column without spending budget.
+            let parsed = column
+                .dict()
+                .iter()
+                .map(|value| value.trim().parse::<f64>().ok().filter(|x| x.is_finite()))
+                .collect();
             Some((column.codes(), parsed))
         }
     };
@@ -295,6 +272,9 @@ pub fn group(table: &Table, request: &StatsRequest) -> Result<Grouped> {
         };
         for (i, codes) in group_codes.iter().enumerate() {
             parts[i] = label_of_code[i][codes[row] as usize];
+        }
+        if parts.contains(&UNCOVERED) {
+            continue;
         }
         let bin = match (bins, value, bounds) {
             (0, _, _) => None,

@@ -52,7 +52,7 @@ fn favourable_resource(role: Role, action: Action, username: &str) -> Resource {
         SubmitRecords | SubmitOptOut => Resource::Institution(username.into()),
         ManageUsers | ViewUsers | FileApplication | ExportBans | ImportBans | RunOperatorSql | OperateCore
         | PublishRegister | ReportRegulator | ViewAudit | VerifyAudit | ExportAudit => Resource::Platform,
-        RecordViolation | SetBudget => Resource::Platform,
+        RecordViolation | SetBudget | SetPlatformCeiling => Resource::Platform,
         ViewApplication | AmendApplication | AssignReviewers | CastVote | Recuse | DecideApplication
         | RevokeApproval | EstimateFees | RunStatistics | BuildRelease | DownloadRelease | TraceLeak
         | AssessReleaseRisk | PlanRelease | DeclareDeletion => {
@@ -80,6 +80,7 @@ fn expected(role: Role, action: Action) -> bool {
         ImportBans => &[Operator],
         EstimateFees => &[Researcher, CommitteeMember, CommitteeChair, Operator, Auditor],
         SetBudget => &[CommitteeChair],
+        SetPlatformCeiling => &[Operator],
         RunStatistics | DownloadRelease | DeclareDeletion => &[Researcher],
         BuildRelease | TraceLeak => &[Operator],
         AssessReleaseRisk => &[Operator, Auditor, CommitteeChair],
@@ -110,7 +111,7 @@ fn every_role_action_pair_matches_the_expected_table() {
     }
     assert_eq!(unauthorised_successes, vec![], "unauthorised successes");
     assert_eq!(wrongly_refused, vec![], "granted pairs refused");
-    assert_eq!(Role::ALL.len() * Action::ALL.len(), 6 * 31);
+    assert_eq!(Role::ALL.len() * Action::ALL.len(), 6 * 32);
 }
 
 #[test]

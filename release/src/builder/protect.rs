@@ -1,7 +1,8 @@
 //! Everything that makes the selected tables releasable, in order: one row per patient, ages 90+ top-coded, the
-//! demographics generalised (k-anonymity by patient, suppressed patients withheld from every file), extreme
-//! measured values top- and bottom-coded, the event items recoded and rare items suppressed until the whole
-//! record is (k, k^m)-anonymous, and rare rows-per-patient counts capped ([`super::counts`]). The result is checked again on every recipient's copy
+//! demographics generalised (k-anonymity by patient, suppressed patients withheld from every file), rare
+//! rows-per-patient counts capped ([`super::counts`]), the event items recoded and rare items suppressed until
+//! the whole record is (k, k^m)-anonymous, counts capped again (repeats only), and extreme measured values top-
+//! and bottom-coded on the rows that remain. The result is checked again on every recipient's copy
 //! ([`super::record_check`]).
 //!
 //! The demographic node and the item recoding are chosen together: the demographic optimum makes the smallest
@@ -228,10 +229,6 @@ fn stage(
         select::withhold(sheet, &withheld);
         anonymise::verify(*table, sheet, model)?;
     }
-    let mut extremes_reports = Vec::new();
-    for (table, sheet) in sheets.iter_mut() {
-        extremes_reports.extend(extremes::winsorise(*table, sheet, model.k));
-    }
     // Counts capped on the rows as recorded, so the item search sees (and protects) the capped rows.
     let mut count_caps: Vec<CountCap> = sheets
         .iter_mut()
@@ -252,6 +249,13 @@ fn stage(
         .zip(&mut count_caps)
     {
         cap.absorb(counts::cap_counts(*t, sheet, model.k, counts::Drop::RepeatsOnly));
+    }
+    // Extremes last, on the rows that will be released: capping and rare-item suppression remove rows, and
+    // an extreme bucket must hold k patients in what is written. Measured values are not items, so this
+    // changes nothing the item search decided.
+    let mut extremes_reports = Vec::new();
+    for (table, sheet) in sheets.iter_mut() {
+        extremes_reports.extend(extremes::winsorise(*table, sheet, model.k));
     }
     // Release loss: the demographics' loss weighted against the mean of the event tables' item losses.
     let mut demographic = None;

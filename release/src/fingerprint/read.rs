@@ -101,7 +101,8 @@ impl<'p> ColumnReader<'p> {
     /// Reads the cell of `row`.
     pub(crate) fn read<C: Cells + ?Sized>(&self, prf: &Prf, plan: &FingerprintPlan, cells: &C, row: usize) -> Reading {
         let spec = self.spec;
-        let Some(v) = parse_scaled(cells.cell(row, self.column), spec.decimals) else {
+        // Off the decimal grid (a value with more decimals than released): never a marked cell, as in `embed`.
+        let Some(v) = parse_scaled(cells.cell(row, self.column), spec.decimals).filter(|v| v.on_grid) else {
             return Reading::Unparsed;
         };
         let coarse = v.q.div_euclid(2);
