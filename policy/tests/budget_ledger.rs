@@ -27,6 +27,7 @@ on_both_backends!(
     invalid_input_is_refused_and_writes_nothing,
     projects_are_listed,
     small_cell_tables_are_counted_apart,
+    the_platform_ceiling_holds_across_approvals,
 );
 
 fn pure(epsilon: f64) -> PrivacyLoss {
@@ -443,6 +444,78 @@ async fn small_cell_tables_are_counted_apart(db: PolicyDb, _url: String) {
             .is_empty()
     );
     assert!(ledger.verify_totals("neuro").await.expect("verify").is_consistent());
+}
+
+async fn the_platform_ceiling_holds_across_approvals(db: PolicyDb, _url: String) {
+    let ledger = BudgetLedger::new(db);
+    for p in ["a-2026-0001", "a-2026-0002"] {
+        ledger
+            .set_budget(p, budget(1.0, 0.0), "chair")
+            .await
+            .expect("set budget");
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let window = (now - 60_000, now + 3_600_000);
+    // Before any ceiling: nothing stops the two approvals from spending 0.6 + 0.6 on one population.
+    ledger
+        .spend("a-2026-0001", request("alice", pure(0.6)))
+        .await
+        .expect("first");
+    let set = ledger
+        .set_platform_ceiling("2026-Q4", window, budget(1.0, 0.0), "op")
+        .await
+        .expect("ceiling");
+    assert_eq!(set.spent, pure(0.6));
+    // The second approval's own budget has room for 0.6; the platform does not.
+    let err = ledger
+        .spend("a-2026-0002", request("bob", pure(0.6)))
+        .await
+        .expect_err("over the ceiling");
+    assert_eq!(err.reason(), "PLATFORM_CEILING_EXCEEDED", "{err}");
+    assert!(
+        ledger.status("a-2026-0002").await.expect("status").entries.is_empty(),
+        "nothing written"
+    );
+    ledger
+        .spend("a-2026-0002", request("bob", pure(0.4)))
+        .await
+        .expect("within the ceiling");
+    // Small-cell tables carry no loss and are not refused by the ceiling.
+    let small = SpendRequest {
+        mechanism: "small-cell<10 (not differentially private)".into(),
+        reported_epsilon: 0.0,
+        reported_delta: 0.0,
+        differentially_private: false,
+        ..request("bob", PrivacyLoss::default())
+    };
+    ledger.spend("a-2026-0002", small).await.expect("small-cell");
+    let status = ledger.platform_status("2026-Q4", window).await.expect("status");
+    assert!((status.spent.epsilon - 1.0).abs() < 1e-12, "{status:?}");
+    assert_eq!(status.set_by.as_deref(), Some("op"));
+    // Raising it admits again; a bad ceiling is refused.
+    ledger
+        .set_platform_ceiling("2026-Q4", window, budget(2.0, 0.0), "op")
+        .await
+        .expect("raise");
+    ledger
+        .spend("a-2026-0001", request("alice", pure(0.3)))
+        .await
+        .expect("after raising");
+    assert!(
+        ledger
+            .set_platform_ceiling("2026-Q4", window, budget(-1.0, 0.0), "op")
+            .await
+            .is_err()
+    );
+    // Outside the period the ceiling does not apply.
+    assert_eq!(
+        ledger
+            .platform_status("2027-Q1", (window.1, window.1 + 1))
+            .await
+            .expect("later")
+            .ceiling,
+        None
+    );
 }
 
 async fn projects_are_listed(db: PolicyDb, _url: String) {

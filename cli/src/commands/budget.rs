@@ -1,10 +1,10 @@
-//! `tokumei budget show|set`: a project's differential-privacy budget and what has been spent from
-//! it (the ledger in the policy database).
+//! `tokumei budget show|set|ceiling|platform`: a project's differential-privacy budget and what has been
+//! spent from it (the ledger in the policy database), and the platform's ceiling over all approvals per period.
 
 use anyhow::Result;
 use serde::Serialize;
 use tokumei_deid::dp::accounting::Budget;
-use tokumei_policy::budget_ledger::{BudgetStatus, ProjectBudget};
+use tokumei_policy::budget_ledger::{BudgetStatus, PlatformCeiling, ProjectBudget};
 
 use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
 
@@ -37,6 +37,43 @@ pub enum BudgetCommand {
         #[command(flatten)]
         policy: PolicyOptions,
     },
+    /// Set the platform's ceiling for a period (operators): the privacy loss every approval's differentially
+    /// private releases may reach together in it; a spend that fits its project but not the ceiling is
+    /// refused (PLATFORM_CEILING_EXCEEDED).
+    Ceiling {
+        /// Japanese calendar quarter, e.g. 2026-Q4.
+        #[arg(long)]
+        period: String,
+        /// Total ε over all approvals in the period.
+        #[arg(long)]
+        epsilon: f64,
+        /// Total δ over all approvals in the period.
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+        /// Session (an operator's) and policy database.
+        #[command(flatten)]
+        policy: PolicyOptions,
+    },
+    /// The platform's total privacy loss over all approvals in a period, and its ceiling (operators, auditors).
+    Platform {
+        /// Japanese calendar quarter, e.g. 2026-Q4.
+        #[arg(long)]
+        period: String,
+        /// Session and policy database.
+        #[command(flatten)]
+        policy: PolicyOptions,
+    },
+}
+
+fn print_platform(p: &PlatformCeiling) {
+    println!(
+        "platform {}: all approvals together spent ε={:.6} ρ={:.6} δ={:.2e} (pure ε, zCDP ρ, δ; small-cell tables carry none)",
+        p.period, p.spent.epsilon, p.spent.rho, p.spent.delta
+    );
+    match (&p.ceiling, &p.set_by) {
+        (Some(c), Some(by)) => println!("  上限 / ceiling ε={} δ={:.2e}, set by {by}", c.epsilon, c.delta),
+        _ => println!("  no ceiling set for this period (tokumei budget ceiling --period ... --epsilon ...)"),
+    }
 }
 
 #[derive(Serialize)]
@@ -145,6 +182,29 @@ pub fn run(command: BudgetCommand, json: bool) -> Result<()> {
                     .map_err(reason)?;
                 let status = policy.budget().status(&project).await.map_err(reason)?;
                 emit(json, &status, print_status)
+            }
+            BudgetCommand::Ceiling {
+                period,
+                epsilon,
+                delta,
+                policy: options,
+            } => {
+                let policy = open_policy(&options).await?;
+                let who = actor(&policy, &options).await?;
+                let status = policy
+                    .set_platform_ceiling(&who, &period, Budget { epsilon, delta }, CLI)
+                    .await
+                    .map_err(reason)?;
+                emit(json, &status, print_platform)
+            }
+            BudgetCommand::Platform {
+                period,
+                policy: options,
+            } => {
+                let policy = open_policy(&options).await?;
+                let who = actor(&policy, &options).await?;
+                let status = policy.platform_status(&who, &period, CLI).await.map_err(reason)?;
+                emit(json, &status, print_platform)
             }
         }
     })
