@@ -597,3 +597,109 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
         std::fs::remove_file(&out).unwrap();
     }
 }
+
+/// The committee's rules for one approval, end to end: DP only (no small-cell tables) and only `sex` may be
+/// grouped; every refusal carries its code and is in the audit ledger an auditor exports.
+#[test]
+fn the_committee_fixes_mechanism_and_groupings_and_each_refusal_is_audited() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let dir = tempfile::tempdir().unwrap();
+    let columns: &[&str] = &["sex", "prefecture"];
+    let (researcher, id, op) = common::people::approved_statistics_with(
+        h,
+        &[],
+        1.0,
+        1e-5,
+        &[("patients", columns)],
+        "[statistics]\ngroupable = [{ table = \"patients\", columns = [\"sex\"] }]\n",
+    );
+    let data = dir.path().join("patients.csv");
+    let mut csv = String::from("sex,prefecture\n");
+    for i in 0..300 {
+        csv.push_str(&format!("{},{}\n", ["F", "M"][i % 2], ["13", "14", "27"][i % 3]));
+    }
+    std::fs::write(&data, csv).unwrap();
+    let keys = dir.path().join("sex.csv");
+    std::fs::write(&keys, "sex\nF\nM\n").unwrap();
+    let out = dir.path().join("out.csv");
+    let run = |extra: &[&str]| {
+        let mut a: Vec<&str> = vec!["stats", "--input", data.to_str().unwrap(), "--project", &id];
+        a.extend(["--output", out.to_str().unwrap(), "--session", &researcher.session]);
+        a.extend_from_slice(extra);
+        tokumei(h, &a)
+    };
+    for (extra, code) in [
+        (vec!["--group-by", "sex", "--min-cell", "10"], "SMALL_CELL_NOT_APPROVED"),
+        (vec!["--group-by", "sex", "--min-cell", "50"], "SMALL_CELL_NOT_APPROVED"),
+        (
+            vec!["--group-by", "prefecture", "--epsilon", "0.1", "--delta", "1e-6"],
+            "GROUPING_NOT_APPROVED",
+        ),
+        (
+            vec![
+                "--group-by",
+                "sex",
+                "--measure",
+                "hist:prefecture:0:50:50",
+                "--epsilon",
+                "0.1",
+                "--public-keys",
+                keys.to_str().unwrap(),
+            ],
+            "GROUPING_NOT_APPROVED",
+        ),
+    ] {
+        let o = run(&extra);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && stderr.contains(code), "{extra:?}: {stderr}");
+        assert!(!out.exists());
+    }
+    // Within the rules: DP counts by sex.
+    ok(&run(&[
+        "--group-by",
+        "sex",
+        "--epsilon",
+        "0.1",
+        "--public-keys",
+        keys.to_str().unwrap(),
+    ]));
+    // An auditor finds the four refusals in the ledger, each with its code.
+    let auditor = common::people::invite(h, &[], &op, "audra", "audit-o", "auditor");
+    let bundle = dir.path().join("bundle.json");
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = (today.to_string(), (today + chrono::Duration::days(2)).to_string());
+    ok(&tokumei(
+        h,
+        &[
+            "audit",
+            "export",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--out",
+            bundle.to_str().unwrap(),
+            "--session",
+            &auditor.session,
+        ],
+    ));
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    let denied: Vec<String> = bundle["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "run_statistics" && e["outcome"] == "denied")
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        denied,
+        [
+            "SMALL_CELL_NOT_APPROVED",
+            "SMALL_CELL_NOT_APPROVED",
+            "GROUPING_NOT_APPROVED",
+            "GROUPING_NOT_APPROVED"
+        ],
+        "{denied:?}"
+    );
+}

@@ -161,8 +161,8 @@ pub fn session_env<'a>(db: &[(&'a str, &'a str)], person: &'a Person) -> Vec<(&'
     env
 }
 
-/// An approved statistics application with a DP budget: returns the researcher (sole recipient) and the
-/// application id. `tables` are `(table, [columns])`.
+/// An approved statistics application with a DP budget that also allows small-cell tables at the platform
+/// floor: returns the researcher (sole recipient) and the application id. `tables` are `(table, [columns])`.
 pub fn approved_statistics(
     home: &Path,
     db: &[(&str, &str)],
@@ -170,6 +170,21 @@ pub fn approved_statistics(
     delta: f64,
     tables: &[(&str, &[&str])],
 ) -> (Person, String) {
+    let (researcher, id, _) =
+        approved_statistics_with(home, db, epsilon, delta, tables, "[statistics]\nsmall_cell_min = 10\n");
+    (researcher, id)
+}
+
+/// [`approved_statistics`] with the committee's statistics rules given as TOML (`""`: DP only, any approved
+/// column); also returns the operator.
+pub fn approved_statistics_with(
+    home: &Path,
+    db: &[(&str, &str)],
+    epsilon: f64,
+    delta: f64,
+    tables: &[(&str, &[&str])],
+    statistics_toml: &str,
+) -> (Person, String, Person) {
     let op = operator(home, db);
     let researcher = invite(home, db, &op, "rika", "univ-a", "researcher");
     let chair = invite(home, db, &op, "chika", "univ-c", "committee_chair,committee_member");
@@ -224,8 +239,7 @@ pub fn approved_statistics(
         &conditions,
         format!(
             "channel = \"statistics\"\nexpires_on = \"{}\"\nmax_downloads = 0\nrecipients = [\"rika\"]\n\
-             dp_budget = {{ epsilon = {epsilon:?}, delta = {delta:?} }}\n\
-             [statistics]\nsmall_cell_min = 10\n{table_toml}",
+             dp_budget = {{ epsilon = {epsilon:?}, delta = {delta:?} }}\n{statistics_toml}{table_toml}",
             today + Duration::days(180)
         ),
     )
@@ -243,7 +257,7 @@ pub fn approved_statistics(
         None,
     );
     assert_eq!(decided["status"], "approved", "{decided}");
-    (researcher, id)
+    (researcher, id, op)
 }
 
 /// Makes sure `home` has a logged-in operator whose session is saved where the CLI finds it by default
