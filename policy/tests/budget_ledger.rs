@@ -28,6 +28,7 @@ on_both_backends!(
     projects_are_listed,
     small_cell_tables_are_counted_apart,
     the_platform_ceiling_holds_across_approvals,
+    concurrent_spends_of_different_approvals_respect_the_ceiling,
 );
 
 fn pure(epsilon: f64) -> PrivacyLoss {
@@ -201,6 +202,51 @@ async fn concurrent_spends_serialise(db: PolicyDb, url: String) {
     let check = ledger.verify_totals("race").await.expect("verify");
     assert!(check.is_consistent(), "{check:?}");
     assert_eq!(check.stored, pure(1.0));
+    other.db().close().await;
+}
+
+/// Eight approvals, each with room for its own spend of 0.25, race under a platform ceiling of 1.0: the
+/// project locks do not serialise them, the ceiling's row does — exactly four fit.
+async fn concurrent_spends_of_different_approvals_respect_the_ceiling(db: PolicyDb, url: String) {
+    let ledger = BudgetLedger::new(db);
+    for i in 0..8 {
+        ledger
+            .set_budget(&format!("app-{i}"), budget(1.0, 0.0), "committee")
+            .await
+            .expect("set budget");
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    ledger
+        .set_platform_ceiling("2026-Q4", (now - 60_000, now + 3_600_000), budget(1.0, 0.0), "op")
+        .await
+        .expect("ceiling");
+    let other = BudgetLedger::new(PolicyDb::open(&url).await.expect("second handle"));
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let ledger = if i % 2 == 0 { ledger.clone() } else { other.clone() };
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            ledger
+                .spend(&format!("app-{i}"), request(&format!("researcher-{i}"), pure(0.25)))
+                .await
+        }));
+    }
+    let (mut admitted, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => admitted += 1,
+            Err(PolicyError::PlatformCeilingExceeded { .. }) => refused += 1,
+            Err(other) => panic!("unexpected error under contention: {other}"),
+        }
+    }
+    assert_eq!((admitted, refused), (4, 4));
+    let status = ledger
+        .platform_status("2026-Q4", (now - 60_000, now + 3_600_000))
+        .await
+        .expect("status");
+    assert_eq!(status.spent, pure(1.0));
     other.db().close().await;
 }
 

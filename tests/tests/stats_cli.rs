@@ -498,7 +498,14 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
     let h = home.path();
     let dir = tempfile::tempdir().unwrap();
     let columns: &[&str] = &["linkage_key", "sex", "prefecture", "weight"];
-    let (researcher, id) = common::people::approved_statistics(h, &[], 1.0, 1e-5, &[("patients", columns)]);
+    let (researcher, id, op) = common::people::approved_statistics_with(
+        h,
+        &[],
+        1.0,
+        1e-5,
+        &[("patients", columns)],
+        "[statistics]\nsmall_cell_min = 10\n",
+    );
     let data = dir.path().join("patients.csv");
     let mut csv = String::from("linkage_key,sex,prefecture,weight\n");
     for i in 0..200 {
@@ -595,6 +602,34 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
             assert!(!text.contains(MARKER), "{extra:?} echoed the value: {text}");
         }
         std::fs::remove_file(&out).unwrap();
+    }
+    // Nor does the audit ledger hold a value or a linkage key: refusals name the rule.
+    let auditor = common::people::invite(h, &[], &op, "audra", "audit-o", "auditor");
+    let bundle = dir.path().join("bundle.json");
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = (today.to_string(), (today + chrono::Duration::days(2)).to_string());
+    ok(&tokumei(
+        h,
+        &[
+            "audit",
+            "export",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--out",
+            bundle.to_str().unwrap(),
+            "--session",
+            &auditor.session,
+        ],
+    ));
+    let ledger = std::fs::read_to_string(&bundle).unwrap();
+    assert!(
+        !ledger.contains(MARKER) && !ledger.contains("lk0"),
+        "the ledger holds a value"
+    );
+    for code in ["SMALL_CELL_BELOW_FLOOR", "COLUMN_NOT_GROUPABLE"] {
+        assert!(ledger.contains(code), "{code} is not in the ledger");
     }
 }
 
