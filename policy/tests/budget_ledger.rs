@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tokumei_deid::dp::accounting::{self, Budget, PrivacyLoss};
+use tokumei_policy::budget_ledger::LedgerEntry;
 use tokumei_policy::{BudgetLedger, PolicyDb, PolicyError, SpendRequest};
 
 mod support;
@@ -173,24 +174,11 @@ async fn concurrent_spends_serialise(db: PolicyDb, url: String) {
         .set_budget("race", budget(1.0, 0.0), "committee")
         .await
         .expect("set budget");
-    // Half the spenders go through a second pool, as a second process would.
-    let other = BudgetLedger::new(PolicyDb::open(&url).await.expect("second handle"));
-    let barrier = Arc::new(tokio::sync::Barrier::new(8));
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let ledger = if i % 2 == 0 { ledger.clone() } else { other.clone() };
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            ledger
-                .spend("race", request(&format!("researcher-{i}"), pure(0.2)))
-                .await
-        }));
-    }
+    let outcomes = race(&ledger, &url, |_| "race".to_owned(), pure(0.2)).await;
     let mut admitted = Vec::new();
     let mut refused = 0;
-    for task in tasks {
-        match task.await.expect("task") {
+    for outcome in outcomes {
+        match outcome {
             Ok(entry) => admitted.push(entry.seq),
             Err(PolicyError::BudgetExceeded(_)) => refused += 1,
             Err(other) => panic!("unexpected error under contention: {other}"),
@@ -202,7 +190,33 @@ async fn concurrent_spends_serialise(db: PolicyDb, url: String) {
     let check = ledger.verify_totals("race").await.expect("verify");
     assert!(check.is_consistent(), "{check:?}");
     assert_eq!(check.stored, pure(1.0));
+}
+
+/// Eight spends of `loss` (to `project(i)`, by researcher-i) started together behind a barrier, half of
+/// them through a second pool as a second process would; their outcomes in spender order.
+async fn race(
+    ledger: &BudgetLedger,
+    url: &str,
+    project: impl Fn(usize) -> String,
+    loss: PrivacyLoss,
+) -> Vec<Result<LedgerEntry, PolicyError>> {
+    let other = BudgetLedger::new(PolicyDb::open(url).await.expect("second handle"));
+    let barrier = Arc::new(tokio::sync::Barrier::new(8));
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let ledger = if i % 2 == 0 { ledger.clone() } else { other.clone() };
+        let (barrier, project) = (barrier.clone(), project(i));
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            ledger.spend(&project, request(&format!("researcher-{i}"), loss)).await
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("task"));
+    }
     other.db().close().await;
+    outcomes
 }
 
 /// Eight approvals, each with room for its own spend of 0.25, race under a platform ceiling of 1.0: the
@@ -220,22 +234,9 @@ async fn concurrent_spends_of_different_approvals_respect_the_ceiling(db: Policy
         .set_platform_ceiling("2026-Q4", (now - 60_000, now + 3_600_000), budget(1.0, 0.0), "op")
         .await
         .expect("ceiling");
-    let other = BudgetLedger::new(PolicyDb::open(&url).await.expect("second handle"));
-    let barrier = Arc::new(tokio::sync::Barrier::new(8));
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let ledger = if i % 2 == 0 { ledger.clone() } else { other.clone() };
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            ledger
-                .spend(&format!("app-{i}"), request(&format!("researcher-{i}"), pure(0.25)))
-                .await
-        }));
-    }
     let (mut admitted, mut refused) = (0, 0);
-    for task in tasks {
-        match task.await.expect("task") {
+    for outcome in race(&ledger, &url, |i| format!("app-{i}"), pure(0.25)).await {
+        match outcome {
             Ok(_) => admitted += 1,
             Err(PolicyError::PlatformCeilingExceeded { .. }) => refused += 1,
             Err(other) => panic!("unexpected error under contention: {other}"),
@@ -247,7 +248,6 @@ async fn concurrent_spends_of_different_approvals_respect_the_ceiling(db: Policy
         .await
         .expect("status");
     assert_eq!(status.spent, pure(1.0));
-    other.db().close().await;
 }
 
 /// A second handle (another process) sees spends and budget changes of the first at once.

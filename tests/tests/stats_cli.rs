@@ -58,6 +58,31 @@ fn adult_rows() -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
+/// The audit ledger of today as an auditor (invited by `op`) exports it: the bundle's JSON text.
+fn exported_ledger(h: &Path, dir: &Path, op: &common::people::Person) -> String {
+    let auditor = common::people::invite(h, &[], op, "audra", "audit-o", "auditor");
+    let bundle = dir.join("bundle.json");
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = (today.to_string(), (today + chrono::Duration::days(2)).to_string());
+    let out = bundle.to_str().unwrap();
+    ok(&tokumei(
+        h,
+        &[
+            "audit",
+            "export",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--out",
+            out,
+            "--session",
+            &auditor.session,
+        ],
+    ));
+    std::fs::read_to_string(&bundle).unwrap()
+}
+
 fn budget_json(home: &Path, db: &[&str], project: &str) -> serde_json::Value {
     let mut args = vec!["--json", "budget", "show", "--project", project];
     args.extend_from_slice(db);
@@ -604,26 +629,7 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
         std::fs::remove_file(&out).unwrap();
     }
     // Nor does the audit ledger hold a value or a linkage key: refusals name the rule.
-    let auditor = common::people::invite(h, &[], &op, "audra", "audit-o", "auditor");
-    let bundle = dir.path().join("bundle.json");
-    let today = chrono::Utc::now().date_naive();
-    let (from, to) = (today.to_string(), (today + chrono::Duration::days(2)).to_string());
-    ok(&tokumei(
-        h,
-        &[
-            "audit",
-            "export",
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "--out",
-            bundle.to_str().unwrap(),
-            "--session",
-            &auditor.session,
-        ],
-    ));
-    let ledger = std::fs::read_to_string(&bundle).unwrap();
+    let ledger = exported_ledger(h, dir.path(), &op);
     assert!(
         !ledger.contains(MARKER) && !ledger.contains("lk0"),
         "the ledger holds a value"
@@ -700,26 +706,7 @@ fn the_committee_fixes_mechanism_and_groupings_and_each_refusal_is_audited() {
         keys.to_str().unwrap(),
     ]));
     // An auditor finds the four refusals in the ledger, each with its code.
-    let auditor = common::people::invite(h, &[], &op, "audra", "audit-o", "auditor");
-    let bundle = dir.path().join("bundle.json");
-    let today = chrono::Utc::now().date_naive();
-    let (from, to) = (today.to_string(), (today + chrono::Duration::days(2)).to_string());
-    ok(&tokumei(
-        h,
-        &[
-            "audit",
-            "export",
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "--out",
-            bundle.to_str().unwrap(),
-            "--session",
-            &auditor.session,
-        ],
-    ));
-    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+    let bundle: serde_json::Value = serde_json::from_str(&exported_ledger(h, dir.path(), &op)).unwrap();
     let denied: Vec<String> = bundle["entries"]
         .as_array()
         .unwrap()
