@@ -22,6 +22,7 @@ pub mod generators;
 pub mod hierarchy;
 pub mod job;
 pub mod lattice;
+pub mod linked_tables;
 pub mod metric;
 pub mod model;
 pub mod report;

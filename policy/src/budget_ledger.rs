@@ -275,97 +275,10 @@ impl BudgetLedger {
     /// transaction that concurrent spenders of the same project wait for. A refused request
     /// ([`PolicyError::BudgetExceeded`], stating the remaining budget) writes nothing.
     pub async fn spend(&self, project: &str, request: SpendRequest) -> Result<LedgerEntry> {
-        check_name("project", project)?;
-        check_name("actor", &request.actor)?;
-        check_name("mechanism", &request.mechanism)?;
-        request.loss.validate()?;
-        if !request.differentially_private && request.loss != PrivacyLoss::default() {
-            return Err(PolicyError::Invalid(
-                "a small-cell (not differentially private) entry carries no privacy loss".into(),
-            ));
-        }
-        if !request.reported_epsilon.is_finite() || request.reported_epsilon < 0.0 {
-            return Err(PolicyError::Invalid(format!(
-                "reported epsilon must be finite and >= 0, got {}",
-                request.reported_epsilon
-            )));
-        }
-        if !(0.0..=1.0).contains(&request.reported_delta) {
-            return Err(PolicyError::Invalid(format!(
-                "reported delta must be in [0, 1], got {}",
-                request.reported_delta
-            )));
-        }
-        // -0.0 passes validation; store +0.0 so the entry and the running total hold the same bits.
-        let loss = PrivacyLoss {
-            epsilon: request.loss.epsilon + 0.0,
-            rho: request.loss.rho + 0.0,
-            delta: request.loss.delta + 0.0,
-        };
-
+        let request = validated(project, request)?;
         let mut tx = self.db.pool().begin().await?;
-        // Lock first, read second: the total read below is then the one every earlier spender committed.
-        lock_project(&mut tx, project).await?;
-        let (current, already) = fetch_project(&mut tx, project).await?;
-        let new_total = match accounting::admit(&current.budget, &already, &loss)? {
-            Ok(with_request) => with_request.loss,
-            Err(exceeded) => {
-                tx.rollback().await?;
-                return Err(exceeded.into());
-            }
-        };
-        let (at_ms, at) = now();
-        if request.differentially_private
-            && let Err(e) = check_platform_ceiling(&mut tx, at_ms, &loss).await
-        {
-            tx.rollback().await?;
-            return Err(e);
-        }
-        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM dp_ledger WHERE project = $1")
-            .bind(project)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("next")?;
-        let entry = LedgerEntry {
-            project: current.project,
-            seq,
-            at_ms,
-            at,
-            actor: request.actor,
-            query: request.query,
-            mechanism: request.mechanism,
-            loss,
-            reported_epsilon: request.reported_epsilon,
-            reported_delta: request.reported_delta,
-            differentially_private: request.differentially_private,
-        };
-        sqlx::query(
-            "INSERT INTO dp_ledger (project, seq, at_ms, at, actor, query, mechanism, epsilon, rho, delta, \
-             reported_epsilon, reported_delta, differentially_private) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(&entry.project)
-        .bind(entry.seq)
-        .bind(entry.at_ms)
-        .bind(&entry.at)
-        .bind(&entry.actor)
-        .bind(&entry.query)
-        .bind(&entry.mechanism)
-        .bind(entry.loss.epsilon)
-        .bind(entry.loss.rho)
-        .bind(entry.loss.delta)
-        .bind(entry.reported_epsilon)
-        .bind(entry.reported_delta)
-        .bind(i64::from(entry.differentially_private))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE dp_projects SET spent_epsilon = $2, spent_rho = $3, spent_delta = $4 WHERE project = $1")
-            .bind(project)
-            .bind(new_total.epsilon)
-            .bind(new_total.rho)
-            .bind(new_total.delta)
-            .execute(&mut *tx)
-            .await?;
+        // Dropping the transaction on an error rolls it back: a refused request writes nothing.
+        let entry = spend_in(&mut tx, project, request).await?;
         tx.commit().await?;
         Ok(entry)
     }
@@ -500,6 +413,105 @@ impl BudgetLedger {
             seqs_contiguous,
         })
     }
+}
+
+/// Refuses a malformed spend before any transaction; normalises the loss so the stored bits are stable.
+pub(crate) fn validated(project: &str, request: SpendRequest) -> Result<SpendRequest> {
+    check_name("project", project)?;
+    check_name("actor", &request.actor)?;
+    check_name("mechanism", &request.mechanism)?;
+    request.loss.validate()?;
+    if !request.differentially_private && request.loss != PrivacyLoss::default() {
+        return Err(PolicyError::Invalid(
+            "a small-cell (not differentially private) entry carries no privacy loss".into(),
+        ));
+    }
+    if !request.reported_epsilon.is_finite() || request.reported_epsilon < 0.0 {
+        return Err(PolicyError::Invalid(format!(
+            "reported epsilon must be finite and >= 0, got {}",
+            request.reported_epsilon
+        )));
+    }
+    if !(0.0..=1.0).contains(&request.reported_delta) {
+        return Err(PolicyError::Invalid(format!(
+            "reported delta must be in [0, 1], got {}",
+            request.reported_delta
+        )));
+    }
+    // -0.0 passes validation; store +0.0 so the entry and the running total hold the same bits.
+    let loss = PrivacyLoss {
+        epsilon: request.loss.epsilon + 0.0,
+        rho: request.loss.rho + 0.0,
+        delta: request.loss.delta + 0.0,
+    };
+    Ok(SpendRequest { loss, ..request })
+}
+
+/// Admits and records `request` inside `tx` (the caller commits): locks the project, applies
+/// [`accounting::admit`] and the platform ceiling, appends the entry and updates the running total.
+pub(crate) async fn spend_in(
+    tx: &mut Transaction<'static, Any>,
+    project: &str,
+    request: SpendRequest,
+) -> Result<LedgerEntry> {
+    let loss = request.loss;
+    // Lock first, read second: the total read below is then the one every earlier spender committed.
+    lock_project(tx, project).await?;
+    let (current, already) = fetch_project(tx, project).await?;
+    let new_total = match accounting::admit(&current.budget, &already, &loss)? {
+        Ok(with_request) => with_request.loss,
+        Err(exceeded) => return Err(exceeded.into()),
+    };
+    let (at_ms, at) = now();
+    if request.differentially_private {
+        check_platform_ceiling(tx, at_ms, &loss).await?;
+    }
+    let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM dp_ledger WHERE project = $1")
+        .bind(project)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("next")?;
+    let entry = LedgerEntry {
+        project: current.project,
+        seq,
+        at_ms,
+        at,
+        actor: request.actor,
+        query: request.query,
+        mechanism: request.mechanism,
+        loss,
+        reported_epsilon: request.reported_epsilon,
+        reported_delta: request.reported_delta,
+        differentially_private: request.differentially_private,
+    };
+    sqlx::query(
+        "INSERT INTO dp_ledger (project, seq, at_ms, at, actor, query, mechanism, epsilon, rho, delta, \
+         reported_epsilon, reported_delta, differentially_private) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(&entry.project)
+    .bind(entry.seq)
+    .bind(entry.at_ms)
+    .bind(&entry.at)
+    .bind(&entry.actor)
+    .bind(&entry.query)
+    .bind(&entry.mechanism)
+    .bind(entry.loss.epsilon)
+    .bind(entry.loss.rho)
+    .bind(entry.loss.delta)
+    .bind(entry.reported_epsilon)
+    .bind(entry.reported_delta)
+    .bind(i64::from(entry.differentially_private))
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE dp_projects SET spent_epsilon = $2, spent_rho = $3, spent_delta = $4 WHERE project = $1")
+        .bind(project)
+        .bind(new_total.epsilon)
+        .bind(new_total.rho)
+        .bind(new_total.delta)
+        .execute(&mut **tx)
+        .await?;
+    Ok(entry)
 }
 
 /// Takes the project's write lock (a no-op `UPDATE`) so concurrent writers of the project queue here;

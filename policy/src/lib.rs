@@ -27,6 +27,7 @@ pub mod grpc;
 pub mod identity;
 pub mod service;
 pub mod service_key;
+pub mod small_cell_tables;
 pub mod transparency;
 
 pub use authorization::{Action, Actor, AuthMethod, DenialReason, Denied, Resource, Role, authorize};

@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tokumei_deid::dp::accounting::{self, Budget, PrivacyLoss};
+use tokumei_deid::linked_tables::{AuditLimits, Dimension, LinkedTable, recoverable};
+use tokumei_deid::small_cell::{CountTable, SmallCellRule, protect};
 use tokumei_policy::budget_ledger::LedgerEntry;
+use tokumei_policy::small_cell_tables::{SmallCellHistory, SmallCellPublication};
 use tokumei_policy::{BudgetLedger, PolicyDb, PolicyError, SpendRequest};
 
 mod support;
@@ -30,6 +33,7 @@ on_both_backends!(
     small_cell_tables_are_counted_apart,
     the_platform_ceiling_holds_across_approvals,
     concurrent_spends_of_different_approvals_respect_the_ceiling,
+    linked_small_cell_tables_are_audited_one_after_the_other,
 );
 
 fn pure(epsilon: f64) -> PrivacyLoss {
@@ -490,6 +494,134 @@ async fn small_cell_tables_are_counted_apart(db: PolicyDb, _url: String) {
             .is_empty()
     );
     assert!(ledger.verify_totals("neuro").await.expect("verify").is_consistent());
+}
+
+/// A 1-D count table by prefecture of one population (A=3, B=20, C=30), grouped by `labels`, protected
+/// by the minimum-cell rule (10) as `tokumei stats` protects it.
+fn prefecture_table(labels: [&str; 3]) -> LinkedTable {
+    let raw = ["A", "B", "C"];
+    let counts = [3u64, 20, 30];
+    let mut cells: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (l, c) in labels.iter().zip(counts) {
+        *cells.entry(l).or_default() += c;
+    }
+    let cells: Vec<(Vec<String>, u64)> = cells.into_iter().map(|(l, c)| (vec![l.to_owned()], c)).collect();
+    let table = CountTable::from_cells(&cells, 1).expect("table");
+    let protected = protect(&table, &SmallCellRule::default()).expect("protect");
+    let dimension = Dimension {
+        column: "prefecture".into(),
+        labels: raw
+            .iter()
+            .zip(labels)
+            .map(|(r, l)| ((*r).to_owned(), Some(l.to_owned())))
+            .collect(),
+    };
+    let rows = protected.table().row_labels.clone();
+    LinkedTable::from_protected(&protected, vec![dimension], |i, _| vec![rows[i].clone()]).expect("linked")
+}
+
+/// The real audit over the population's stored tables and `table`: the number of recomputed entries.
+fn audited(table: &LinkedTable, history: &SmallCellHistory) -> Result<(), usize> {
+    let mut tables: Vec<LinkedTable> = history
+        .same_population
+        .iter()
+        .map(|t| serde_json::from_str(&t.definition).expect("stored"))
+        .collect();
+    tables.push(table.clone());
+    let audit = recoverable(&tables, &AuditLimits::default()).expect("audit");
+    if audit.recovered.is_empty() {
+        Ok(())
+    } else {
+        Err(audit.recovered.len())
+    }
+}
+
+/// Two researchers publish at once two small-cell tables of one population; each is safe alone, together
+/// they give back the suppressed prefecture A. The population lock makes one audit see the other's table:
+/// exactly one is published, the other refused with nothing written.
+async fn linked_small_cell_tables_are_audited_one_after_the_other(db: PolicyDb, _url: String) {
+    let ledger = BudgetLedger::new(db);
+    for project in ["neuro", "cardio"] {
+        ledger
+            .set_budget(project, budget(1.0, 0.0), "chair")
+            .await
+            .expect("set budget");
+    }
+    let by_prefecture = prefecture_table(["A", "B", "C"]);
+    let a_with_c = prefecture_table(["AC", "B", "AC"]);
+    for t in [&by_prefecture, &a_with_c] {
+        let alone = recoverable(std::slice::from_ref(t), &AuditLimits::default()).expect("audit");
+        assert!(alone.recovered.is_empty(), "each table is safe alone");
+    }
+    let small = SpendRequest {
+        mechanism: "small-cell<10 (not differentially private)".into(),
+        reported_epsilon: 0.0,
+        reported_delta: 0.0,
+        differentially_private: false,
+        ..request("alice", PrivacyLoss::default())
+    };
+    let publish = |project: &'static str, table: LinkedTable| {
+        let ledger = ledger.clone();
+        let small = small.clone();
+        tokio::spawn(async move {
+            let definition = serde_json::to_string(&table).expect("json");
+            let publication = SmallCellPublication {
+                population: "store:patients@7+opt_outs@2",
+                source: "store:patients",
+                definition: &definition,
+            };
+            ledger
+                .publish_small_cell(project, small, publication, |history| audited(&table, history))
+                .await
+                .expect("database")
+        })
+    };
+    let first = publish("neuro", by_prefecture.clone());
+    let second = publish("cardio", a_with_c.clone());
+    let outcomes = [first.await.expect("join"), second.await.expect("join")];
+    let published = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(published, 1, "exactly one of the two tables is published: {outcomes:?}");
+    let refused = outcomes.iter().find_map(|o| o.as_ref().err()).copied();
+    assert_eq!(
+        refused,
+        Some(2),
+        "A and B of the table by prefecture would be recomputed"
+    );
+    let stored = ledger
+        .small_cell_tables("store:patients@7+opt_outs@2")
+        .await
+        .expect("stored");
+    assert_eq!(stored.len(), 1);
+    let entries: usize = [ledger.status("neuro").await, ledger.status("cardio").await]
+        .into_iter()
+        .map(|s| s.expect("status").entries.len())
+        .sum();
+    assert_eq!(entries, 1, "the refused table left no ledger entry");
+    // The stored definition holds no suppressed count: only the published total and C.
+    let shown: Vec<Option<u64>> = serde_json::from_str::<LinkedTable>(&stored[0].definition)
+        .expect("stored")
+        .entries
+        .iter()
+        .map(|e| e.count)
+        .collect();
+    assert!(!shown.contains(&Some(3)), "{shown:?}");
+    // A regrouping that does not cut across it is published beside it.
+    let a_with_b = prefecture_table(["AB", "AB", "C"]);
+    let definition = serde_json::to_string(&a_with_b).expect("json");
+    let third = ledger
+        .publish_small_cell(
+            "neuro",
+            small.clone(),
+            SmallCellPublication {
+                population: "store:patients@7+opt_outs@2",
+                source: "store:patients",
+                definition: &definition,
+            },
+            |history| audited(&a_with_b, history),
+        )
+        .await
+        .expect("database");
+    assert!(third.is_ok());
 }
 
 async fn the_platform_ceiling_holds_across_approvals(db: PolicyDb, _url: String) {

@@ -149,6 +149,23 @@ impl Store {
         }
     }
 
+    /// Names the research view of `t` as it is now: the Delta versions of the table and of the opt-out
+    /// registry that filters it. Two equal names read the same patients; any write to either (ingest,
+    /// erasure, opt-out, compaction) gives a new name. Statistics published from linked small-cell
+    /// tables are audited per name, so a table of a changed population is never taken for the same one.
+    pub async fn research_snapshot(&self, t: Table) -> Result<String, StoreError> {
+        let version = |table: &DeltaTable| table.version().map_or(-1, |v| v as i64);
+        let data = self.table(t).await?;
+        let registry = self.table(Table::OptOuts).await?;
+        Ok(format!(
+            "{}@{}+{}@{}",
+            t.name(),
+            version(&data),
+            Table::OptOuts.name(),
+            version(&registry)
+        ))
+    }
+
     /// A bare session whose object stores decrypt: for Delta operations that read files (delete, optimize).
     pub fn operation_session(&self) -> Result<Arc<dyn deltalake::datafusion::catalog::Session>, StoreError> {
         Ok(Arc::new(self.bare_session()?.state()))

@@ -725,3 +725,101 @@ fn the_committee_fixes_mechanism_and_groupings_and_each_refusal_is_audited() {
         "{denied:?}"
     );
 }
+
+/// Small-cell tables across requests: a regrouped table that would give back a suppressed prefecture
+/// by subtraction is refused (SMALL_CELL_DIFFERENCING), a regrouping nested in the first is published,
+/// and a table of changed data is refused (SMALL_CELL_POPULATION_CHANGED); each refusal is in the audit
+/// ledger, writes no output and names no value.
+#[test]
+fn linked_small_cell_tables_cannot_give_a_suppressed_cell_back() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let dir = tempfile::tempdir().unwrap();
+    let (researcher, id, op) = common::people::approved_statistics_with(
+        h,
+        &[],
+        1.0,
+        1e-5,
+        &[("patients", &["prefecture"])],
+        "[statistics]\nsmall_cell_min = 10\n",
+    );
+    // Prefecture pXa: 3 patients, pXb: 20, pXc: 30 (the values double as markers).
+    let data = dir.path().join("patients.csv");
+    let mut csv = String::from("prefecture\n");
+    for (value, n) in [("pXa", 3), ("pXb", 20), ("pXc", 30)] {
+        for _ in 0..n {
+            csv.push_str(&format!("{value}\n"));
+        }
+    }
+    std::fs::write(&data, &csv).unwrap();
+    let hierarchy = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        format!("prefecture={}:1", path.display())
+    };
+    let a_with_c = hierarchy("ac.csv", "pXa;AC;*\npXb;B;*\npXc;AC;*\n");
+    let a_with_b = hierarchy("ab.csv", "pXa;AB;*\npXb;AB;*\npXc;C;*\n");
+    let run = |out: &Path, extra: &[&str]| {
+        let mut a: Vec<&str> = vec!["stats", "--input", data.to_str().unwrap(), "--project", &id];
+        a.extend(["--group-by", "prefecture", "--output", out.to_str().unwrap()]);
+        a.extend(["--session", &researcher.session]);
+        a.extend_from_slice(extra);
+        tokumei(h, &a)
+    };
+    let refused = |o: &Output, code: &str, out: &Path| {
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success() && stderr.contains(code), "{stderr}");
+        for marker in ["pXa", "pXb", "pXc"] {
+            assert!(!stderr.contains(marker) && !String::from_utf8_lossy(&o.stdout).contains(marker));
+        }
+        assert!(!out.exists(), "a refused table is not written");
+    };
+
+    // 1. By prefecture: pXa (3) is suppressed, and pXb with it so the total does not give it back.
+    let first = dir.path().join("first.csv");
+    ok(&run(&first, &[]));
+    let (_, rows) = read_csv(&first);
+    let shown: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(shown, ["", "", "30", "53"], "{rows:?}");
+    // 2. pXa grouped with pXc: 33 and 20 alone are harmless, but with the first table 53 − 20 − 30 = 3.
+    let second = dir.path().join("second.csv");
+    refused(
+        &run(&second, &["--hierarchy", &a_with_c]),
+        "SMALL_CELL_DIFFERENCING",
+        &second,
+    );
+    // 3. pXa grouped with pXb publishes 23, which the first table already implied: published.
+    let third = dir.path().join("third.csv");
+    ok(&run(&third, &["--hierarchy", &a_with_b]));
+    // 4. New patients: the same table again would difference the change.
+    csv.push_str("pXa\n");
+    std::fs::write(&data, &csv).unwrap();
+    let fourth = dir.path().join("fourth.csv");
+    refused(&run(&fourth, &[]), "SMALL_CELL_POPULATION_CHANGED", &fourth);
+    // DP stays available on the changed data.
+    let keys = dir.path().join("keys.csv");
+    std::fs::write(&keys, "prefecture\npXa\npXb\npXc\n").unwrap();
+    ok(&run(
+        &fourth,
+        &["--epsilon", "0.1", "--public-keys", keys.to_str().unwrap()],
+    ));
+
+    let bundle: serde_json::Value = serde_json::from_str(&exported_ledger(h, dir.path(), &op)).unwrap();
+    let denied: Vec<String> = bundle["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "run_statistics" && e["outcome"] == "denied")
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(denied, ["SMALL_CELL_DIFFERENCING", "SMALL_CELL_POPULATION_CHANGED"]);
+    assert!(!bundle.to_string().contains("pXa"));
+    let budget = budget_json(h, &["--session", &researcher.session], &id);
+    let kinds: Vec<bool> = budget["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["differentially_private"].as_bool().unwrap())
+        .collect();
+    assert_eq!(kinds, [false, false, true], "two small-cell tables, then the DP one");
+}

@@ -414,7 +414,11 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         let (cast, committee) = super::demo_committee::chapter(&home, &say).await?;
         report.committee = Some(committee);
         say("\ntokumei demo — chapter 4: statistics under the approval: differential privacy (OpenDP) and the small-cell rule");
-        report.statistics = Some(statistics_chapter(&home, &cast, &research, &say).await?);
+        let patients = super::stats_linked::Population {
+            name: format!("store:{}", store.research_snapshot(tokumei_store::Table::Patients).await?),
+            source: "store:patients".into(),
+        };
+        report.statistics = Some(statistics_chapter(&home, &cast, (&research, &patients), &say).await?);
         say("\ntokumei demo — chapter 5: an anonymised release, fingerprinted for each recipient");
         let keys = tokumei_ingest::server::open_key_service(&cfg, &home).await?;
         report.release = Some(super::demo_release::chapter(&home, keys, &cast, &store, &say).await?);
@@ -452,7 +456,10 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
 async fn statistics_chapter(
     home: &Path,
     cast: &super::demo_committee::Committee,
-    research: &deltalake::datafusion::prelude::SessionContext,
+    (research, patients_population): (
+        &deltalake::datafusion::prelude::SessionContext,
+        &super::stats_linked::Population,
+    ),
     say: &impl Fn(&str),
 ) -> anyhow::Result<StatsChapter> {
     use tokumei_deid::dp::{grouping::group, request::*};
@@ -555,14 +562,18 @@ async fn statistics_chapter(
         rule.threshold
     );
     admit(cast, &["prefecture", "sex"], &request.group_by, Some(rule.threshold)).await?;
-    super::stats::record_small_cell_release(
+    let linked = super::stats_linked::linked_table(&grouped, &protected)?;
+    super::stats_linked::publish(
         &ledger,
         &project,
         &cast.researcher.username,
         "patients by prefecture × sex (demo)",
         &rule,
+        &linked,
+        patients_population,
     )
-    .await?;
+    .await?
+    .map_err(|refusal| anyhow::anyhow!("{refusal}"))?;
     super::stats::write_small_cell_table(&path, &grouped, &protected, dims, &protection)?;
     cast.policy
         .record_provision(

@@ -251,7 +251,7 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
         let ledger = policy.budget().clone();
         let status = ledger.status(&a.project).await.map_err(reason)?;
 
-        let table = load(&a, &request).await?;
+        let (table, population) = load(&a, &request).await?;
         let grouped = group(&table, &request)?;
         drop(table);
 
@@ -346,8 +346,26 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
                 if a.dry_run {
                     return finish(&a, report, json);
                 }
-                // Recorded with zero loss so the ledger shows every statistical release of the project.
-                let entry = record_small_cell_release(&ledger, &a.project, &who.username, &query, &rule).await?;
+                // Audited against every earlier small-cell table of the population, then recorded (as not
+                // differentially private) with its definition, in one transaction.
+                let linked = super::stats_linked::linked_table(&grouped, &protected)?;
+                let published = super::stats_linked::publish(
+                    &ledger,
+                    &a.project,
+                    &who.username,
+                    &query,
+                    &rule,
+                    &linked,
+                    &population,
+                )
+                .await?;
+                let entry = match published {
+                    Ok(entry) => entry,
+                    Err(refusal) => {
+                        super::stats_rules::audit_refusal(&policy, &who, &a.project, &refusal, CLI).await?;
+                        bail!("{refusal}");
+                    }
+                };
                 let digest = write_small_cell_table(&a.output, &grouped, &protected, dims, &protection)?;
                 let cells = i64::try_from(protected.refs().len()).unwrap_or(i64::MAX);
                 policy
@@ -403,27 +421,6 @@ pub(crate) async fn record_dp_release(
         reported_epsilon: plan.reported_epsilon,
         reported_delta: plan.reported_delta,
         differentially_private: true,
-    };
-    ledger.spend(project, request).await.map_err(reason)
-}
-
-/// Records a small-cell release as not differentially private (no loss figure, counted apart from the DP
-/// releases), so the ledger lists every statistical release of the project.
-pub(crate) async fn record_small_cell_release(
-    ledger: &BudgetLedger,
-    project: &str,
-    actor: &str,
-    query: &str,
-    rule: &SmallCellRule,
-) -> Result<LedgerEntry> {
-    let request = SpendRequest {
-        actor: actor.to_string(),
-        query: query.to_string(),
-        mechanism: format!("small-cell<{} (not differentially private)", rule.threshold),
-        loss: Default::default(),
-        reported_epsilon: 0.0,
-        reported_delta: 0.0,
-        differentially_private: false,
     };
     ledger.spend(project, request).await.map_err(reason)
 }
@@ -527,7 +524,8 @@ fn read_public_keys(path: &Path, group_by: &[String]) -> Result<Vec<Vec<String>>
     Ok(keys)
 }
 
-async fn load(a: &StatsArgs, request: &StatsRequest) -> Result<Table> {
+/// Reads the request's columns, and names the population they come from (for the linked-table audit).
+async fn load(a: &StatsArgs, request: &StatsRequest) -> Result<(Table, super::stats_linked::Population)> {
     let mut columns: Vec<&str> = request.group_by.iter().map(String::as_str).collect();
     if let Some(c) = request.measure.column() {
         columns.push(c);
@@ -540,27 +538,45 @@ async fn load(a: &StatsArgs, request: &StatsRequest) -> Result<Table> {
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message("reading the table");
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    let table = match (&a.input, &a.table) {
+    let loaded = match (&a.input, &a.table) {
         (Some(path), _) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let population = super::stats_linked::Population {
+                name: format!("file:{}", hex::encode(Sha256::digest(&bytes))),
+                source: format!("file:{}", table_name(a)?),
+            };
+            drop(bytes);
             let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
-            if is_parquet {
+            let table = if is_parquet {
                 Table::read_parquet(path)
             } else {
                 Table::read_csv(path, spec::parse_delimiter(&a.delimiter)?)
             }
-            .with_context(|| format!("reading {}", path.display()))?
+            .with_context(|| format!("reading {}", path.display()))?;
+            (table, population)
         }
         (None, Some(name)) => {
             let cfg = tokumei_ingest::config::Config::load(a.config.as_deref())?;
             let home = tokumei_ingest::home::tokumei_home();
             let store = crate::commands::store::open_store(&cfg, &home).await?;
+            let source = tokumei_store::Table::from_name(name).ok_or_else(|| anyhow!("no store table named {name}"))?;
+            // Named before and after the read: a write in between would leave the table's population unknown.
+            let before = store.research_snapshot(source).await?;
             let ctx = store.session(tokumei_store::View::Research).await?;
-            tokumei_deid::datafusion::table_from_context(&ctx, name, &columns).await?
+            let table = tokumei_deid::datafusion::table_from_context(&ctx, name, &columns).await?;
+            if store.research_snapshot(source).await? != before {
+                bail!("the store table {name} changed while it was read; run the request again");
+            }
+            let population = super::stats_linked::Population {
+                name: format!("store:{before}"),
+                source: format!("store:{name}"),
+            };
+            (table, population)
         }
         (None, None) => bail!("give --input FILE or --table NAME"),
     };
     spinner.finish_and_clear();
-    Ok(table)
+    Ok(loaded)
 }
 
 fn describe(a: &StatsArgs, r: &StatsRequest, source: &str) -> String {

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use crate::dp::request::{Bounds, Keys, Measure, StatsRequest};
 use crate::error::{Error, Result};
+use crate::linked_tables::Dimension;
 use crate::table::Table;
 
 /// Group ids are dense indexes into [`Grouped::keys`].
@@ -68,6 +69,8 @@ pub struct Grouped {
     pub grid: Option<SumGrid>,
     /// Clamped values per group (quantile measure only).
     pub values: Vec<Vec<f64>>,
+    /// How each key column's values were labelled, for the audit of linked small-cell tables.
+    pub dimensions: Vec<Dimension>,
 }
 
 /// Applies the transformation described in the module documentation.
@@ -278,9 +281,7 @@ pub fn group(table: &Table, request: &StatsRequest) -> Result<Grouped> {
         }
         let bin = match (bins, value, bounds) {
             (0, _, _) => None,
-            (_, Some(v), Some(b)) => {
-                Some((((v - b.lo) / (b.hi - b.lo) * bins as f64).floor() as i64).clamp(0, bins as i64 - 1) as u32)
-            }
+            (_, Some(v), Some(b)) => Some(bin_of(v, &b, bins)),
             _ => None,
         };
         let combined = combine(&parts, bin);
@@ -326,10 +327,62 @@ pub fn group(table: &Table, request: &StatsRequest) -> Result<Grouped> {
             values[g].push(v);
         }
     }
+    out.dimensions = dimensions(request, &labels, &label_of_code, table, &bin_labels)?;
     out.keys = keys;
     out.counts = counts;
     out.sums = sums;
     out.values = values;
+    Ok(out)
+}
+
+/// The histogram bin of a clamped value.
+fn bin_of(v: f64, b: &Bounds, bins: u32) -> u32 {
+    (((v - b.lo) / (b.hi - b.lo) * bins as f64).floor() as i64).clamp(0, bins as i64 - 1) as u32
+}
+
+/// How the grouping labelled every value present in each key column (a histogram's measured column for
+/// its bins): the definition a published table is audited with against other tables of the population.
+fn dimensions(
+    request: &StatsRequest,
+    labels: &[Vec<String>],
+    label_of_code: &[Vec<u32>],
+    table: &Table,
+    bin_labels: &[String],
+) -> Result<Vec<Dimension>> {
+    let mut out = Vec::with_capacity(request.group_by.len() + 1);
+    for (i, col) in request.group_by.iter().enumerate() {
+        let column = table.column(col)?;
+        let labels = column
+            .dict()
+            .iter()
+            .zip(&label_of_code[i])
+            .map(|(value, &id)| (value.clone(), labels[i].get(id as usize).cloned()))
+            .collect();
+        out.push(Dimension {
+            column: col.clone(),
+            labels,
+        });
+    }
+    if let Measure::Histogram { column, bounds, bins } = &request.measure {
+        let labels = table
+            .column(column)?
+            .dict()
+            .iter()
+            .map(|value| {
+                let bin = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .map(|v| bin_labels[bin_of(bounds.clamp(v), bounds, *bins) as usize].clone());
+                (value.clone(), bin)
+            })
+            .collect();
+        out.push(Dimension {
+            column: column.clone(),
+            labels,
+        });
+    }
     Ok(out)
 }
 

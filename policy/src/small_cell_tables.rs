@@ -1,0 +1,140 @@
+//! Published small-cell tables, kept so that tables of one population are audited together.
+//!
+//! A small-cell table is not differentially private: its protection holds only as long as no other
+//! publication gives a suppressed cell back by subtraction. The ledger therefore keeps, beside the
+//! release's ledger entry, the table as the researcher received it (grouping, cells, counts shown,
+//! which entries are suppressed — never a suppressed value), under the name of the population it was
+//! computed on. [`BudgetLedger::publish_small_cell`] hands every earlier table of that population to
+//! the caller's audit and records the new one in the same transaction, after locking the population:
+//! two tables of one population are audited one after the other, never both against the same earlier
+//! set. The audit itself (`tokumei_deid::linked_tables`) is the caller's, so this crate stores and
+//! serialises without knowing the model.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::budget_ledger::{BudgetLedger, LedgerEntry, SpendRequest, spend_in, validated};
+use crate::error::Result;
+
+/// One published small-cell table as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredSmallCellTable {
+    /// Project (approval) it was published under.
+    pub project: String,
+    /// Its entry in the project's ledger.
+    pub seq: i64,
+    /// What it was computed from (`store:<table>` or `file:<stem>`).
+    pub source: String,
+    /// The published table as the audit reads it (JSON of `tokumei_deid::linked_tables::LinkedTable`).
+    pub definition: String,
+}
+
+/// What is known before a new small-cell table is published: the audit's input.
+#[derive(Debug, Clone, Default)]
+pub struct SmallCellHistory {
+    /// Every table already published on the same population, by any project.
+    pub same_population: Vec<StoredSmallCellTable>,
+    /// How many tables this project published on the same source when it held other data: comparing
+    /// them with a new one differences populations in time, which no audit of one population covers.
+    pub project_other_populations: usize,
+}
+
+/// The table to publish: where it comes from and what the researcher receives.
+#[derive(Debug, Clone, Copy)]
+pub struct SmallCellPublication<'a> {
+    /// Names the data the table counts (the store's research snapshot, or a file's digest).
+    pub population: &'a str,
+    /// What it was computed from (`store:<table>` or `file:<stem>`).
+    pub source: &'a str,
+    /// JSON of the published table.
+    pub definition: &'a str,
+}
+
+impl BudgetLedger {
+    /// Records a small-cell release: locks the population, gives `audit` every earlier table of it
+    /// (and the count of the project's tables of the same source on other data), and only when the
+    /// audit accepts appends the ledger entry of `request` and the table, in one transaction. The
+    /// audit's refusal is returned as the inner error with nothing written.
+    pub async fn publish_small_cell<E>(
+        &self,
+        project: &str,
+        request: SpendRequest,
+        table: SmallCellPublication<'_>,
+        audit: impl FnOnce(&SmallCellHistory) -> std::result::Result<(), E>,
+    ) -> Result<std::result::Result<LedgerEntry, E>> {
+        let request = validated(project, request)?;
+        let mut tx = self.db().pool().begin().await?;
+        // The lock: insert the population's row if new, then write it (SQLite's write lock, PostgreSQL's row lock).
+        sqlx::query("INSERT INTO small_cell_populations (population, tables) VALUES ($1, 0) ON CONFLICT (population) DO NOTHING")
+            .bind(table.population)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE small_cell_populations SET tables = tables + 1 WHERE population = $1")
+            .bind(table.population)
+            .execute(&mut *tx)
+            .await?;
+        let same_population = sqlx::query(
+            "SELECT project, seq, source, definition FROM small_cell_tables WHERE population = $1 ORDER BY at_ms, project, seq",
+        )
+        .bind(table.population)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(stored)
+        .collect::<Result<Vec<_>>>()?;
+        let other: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM small_cell_tables WHERE project = $1 AND source = $2 AND population <> $3",
+        )
+        .bind(project)
+        .bind(table.source)
+        .bind(table.population)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        let history = SmallCellHistory {
+            same_population,
+            project_other_populations: usize::try_from(other).unwrap_or(usize::MAX),
+        };
+        if let Err(refusal) = audit(&history) {
+            tx.rollback().await?;
+            return Ok(Err(refusal));
+        }
+        let entry = spend_in(&mut tx, project, request).await?;
+        sqlx::query(
+            "INSERT INTO small_cell_tables (project, seq, population, source, definition, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&entry.project)
+        .bind(entry.seq)
+        .bind(table.population)
+        .bind(table.source)
+        .bind(table.definition)
+        .bind(entry.at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(entry))
+    }
+
+    /// Every small-cell table published on `population`, oldest first (for auditors and tests).
+    pub async fn small_cell_tables(&self, population: &str) -> Result<Vec<StoredSmallCellTable>> {
+        sqlx::query(
+            "SELECT project, seq, source, definition FROM small_cell_tables WHERE population = $1 ORDER BY at_ms, project, seq",
+        )
+        .bind(population)
+        .fetch_all(self.db().pool())
+        .await?
+        .iter()
+        .map(stored)
+        .collect()
+    }
+}
+
+fn stored(row: &sqlx::any::AnyRow) -> Result<StoredSmallCellTable> {
+    Ok(StoredSmallCellTable {
+        project: row.try_get("project")?,
+        seq: row.try_get("seq")?,
+        source: row.try_get("source")?,
+        definition: row.try_get("definition")?,
+    })
+}
