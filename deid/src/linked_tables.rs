@@ -54,6 +54,9 @@ pub struct LinkedEntry {
     pub cells: Vec<u32>,
     /// The count as published; `None` when suppressed.
     pub count: Option<u64>,
+    /// The table shows this line only because it holds a row (keys as present in the data): at least 1.
+    #[serde(default)]
+    pub at_least_one: bool,
 }
 
 /// A published small-cell table as the attacker sees it: its grouping, its cells and every entry's
@@ -67,6 +70,11 @@ pub struct LinkedTable {
     pub cells: Vec<Vec<String>>,
     /// Every entry of the publication, margins included.
     pub entries: Vec<LinkedEntry>,
+    /// Whether the keys were declared (public keys, hierarchy levels, bins). Otherwise they are the
+    /// combinations present in the data, and a combination the table does not show is known to be 0.
+    pub keys_declared: bool,
+    /// The minimum cell of the rule the table was protected with.
+    pub threshold: u64,
 }
 
 impl LinkedTable {
@@ -76,6 +84,7 @@ impl LinkedTable {
     pub fn from_protected(
         protected: &ProtectedTable,
         dimensions: Vec<Dimension>,
+        keys_declared: bool,
         cell_key: impl Fn(usize, usize) -> Vec<String>,
     ) -> Result<LinkedTable> {
         let table = protected.table();
@@ -88,19 +97,22 @@ impl LinkedTable {
                 cells.push(cell_key(i, j));
             }
         }
+        let two_d = table.col_labels.is_some();
         let entries = protected
             .refs()
             .into_iter()
             .map(|r| {
-                let cells = match r {
-                    CellRef::Cell(i, j) => vec![index(i, j)],
-                    CellRef::RowTotal(i) => (0..width).map(|j| index(i, j)).collect(),
-                    CellRef::ColTotal(j) => (0..rows).map(|i| index(i, j)).collect(),
-                    CellRef::GrandTotal => (0..rows * width).map(|k| k as u32).collect(),
+                let (cells, line) = match r {
+                    // A 2-D table fills combinations absent from the data with zeros: a cell is not a line.
+                    CellRef::Cell(i, j) => (vec![index(i, j)], !two_d),
+                    CellRef::RowTotal(i) => ((0..width).map(|j| index(i, j)).collect(), true),
+                    CellRef::ColTotal(j) => ((0..rows).map(|i| index(i, j)).collect(), true),
+                    CellRef::GrandTotal => ((0..rows * width).map(|k| k as u32).collect(), true),
                 };
                 LinkedEntry {
                     cells,
                     count: protected.published(r),
+                    at_least_one: line && !keys_declared,
                 }
             })
             .collect();
@@ -108,6 +120,8 @@ impl LinkedTable {
             dimensions,
             cells,
             entries,
+            keys_declared,
+            threshold: protected.rule().threshold,
         };
         linked.validate()?;
         Ok(linked)
@@ -181,12 +195,25 @@ pub fn recoverable(tables: &[LinkedTable], limits: &AuditLimits) -> Result<Audit
     }
     let model = Model::build(tables, limits.max_atoms)?;
     let deadline = Instant::now() + limits.time_limit;
-    let published: Vec<(&[u32], u64)> = model
+    let mut published: Vec<(&[u32], u64)> = model
         .entries
         .iter()
         .zip(model.keys.iter())
         .filter_map(|(vars, &(t, e))| tables[t].entries[e].count.map(|c| (vars.as_slice(), c)))
         .collect();
+    if !model.zeros.is_empty() {
+        published.push((model.zeros.as_slice(), 0));
+    }
+    let facts = Facts {
+        published: &published,
+        at_least_one: model
+            .entries
+            .iter()
+            .zip(model.keys.iter())
+            .filter(|&(_, &(t, e))| tables[t].entries[e].at_least_one)
+            .map(|(vars, _)| vars.as_slice())
+            .collect(),
+    };
     let in_equation: BTreeSet<u32> = published.iter().flat_map(|(v, _)| v.iter().copied()).collect();
     let mut audit = Audit {
         recovered: Vec::new(),
@@ -198,20 +225,30 @@ pub fn recoverable(tables: &[LinkedTable], limits: &AuditLimits) -> Result<Audit
             continue;
         }
         audit.suppressed += 1;
-        // An unknown in no published equation can grow freely: the entry has no upper bound.
-        if vars.iter().any(|v| !in_equation.contains(v)) {
+        // An unknown in no published equation can grow freely: the entry has no upper bound. An entry
+        // over no unknown (a declared key no value carries) is not reported: that would say the value
+        // does not occur, which nothing else tells.
+        if vars.is_empty() || vars.iter().any(|v| !in_equation.contains(v)) {
             continue;
         }
-        if determined(model.unknowns, &published, vars, deadline)? {
+        if determined(model.unknowns, &facts, vars, deadline)? {
             audit.recovered.push(Recovered { table: t, entry: e });
         }
     }
     Ok(audit)
 }
 
+/// What the published tables say about the unknowns.
+struct Facts<'a> {
+    /// Sums of unknowns with their value (published entries, and zeros of unlisted combinations).
+    published: &'a [(&'a [u32], u64)],
+    /// Sums of unknowns known to be at least 1 (lines a table shows because they hold a row).
+    at_least_one: Vec<&'a [u32]>,
+}
+
 /// Whether `target` (a sum of unknowns) takes one value over every non-negative integer solution.
-fn determined(unknowns: usize, published: &[(&[u32], u64)], target: &[u32], deadline: Instant) -> Result<bool> {
-    let relaxed = |direction| optimum(unknowns, published, target, direction, false, deadline);
+fn determined(unknowns: usize, facts: &Facts<'_>, target: &[u32], deadline: Instant) -> Result<bool> {
+    let relaxed = |direction| optimum(unknowns, facts, target, direction, false, deadline);
     let (Some(lo), Some(hi)) = (
         relaxed(OptimizationDirection::Minimize)?,
         relaxed(OptimizationDirection::Maximize)?,
@@ -222,7 +259,7 @@ fn determined(unknowns: usize, published: &[(&[u32], u64)], target: &[u32], dead
     if (hi + TOL).floor() <= (lo - TOL).ceil() {
         return Ok(true);
     }
-    let integer = |direction| optimum(unknowns, published, target, direction, true, deadline);
+    let integer = |direction| optimum(unknowns, facts, target, direction, true, deadline);
     match (
         integer(OptimizationDirection::Minimize)?,
         integer(OptimizationDirection::Maximize)?,
@@ -235,7 +272,7 @@ fn determined(unknowns: usize, published: &[(&[u32], u64)], target: &[u32], dead
 /// The optimum of `target` under the published equations; `None` when unbounded.
 fn optimum(
     unknowns: usize,
-    published: &[(&[u32], u64)],
+    facts: &Facts<'_>,
     target: &[u32],
     direction: OptimizationDirection,
     integer: bool,
@@ -258,9 +295,13 @@ fn optimum(
             }
         })
         .collect();
-    for (members, count) in published {
+    for (members, count) in facts.published {
         let expr: Vec<_> = members.iter().map(|&v| (vars[v as usize], 1.0)).collect();
         problem.add_constraint(expr, ComparisonOp::Eq, *count as f64);
+    }
+    for members in facts.at_least_one.iter().filter(|m| !m.is_empty()) {
+        let expr: Vec<_> = members.iter().map(|&v| (vars[v as usize], 1.0)).collect();
+        problem.add_constraint(expr, ComparisonOp::Ge, 1.0);
     }
     match problem.solve() {
         Ok(SolveOutcome::Solution(s)) if s.status() == SolutionStatus::Optimal => Ok(Some(s.objective())),
@@ -282,7 +323,12 @@ struct Model {
     keys: Vec<(usize, usize)>,
     /// Unknowns summed by each entry (sorted).
     entries: Vec<Vec<u32>>,
+    /// Unknowns a table with the data's own keys shows to be 0 (combinations it does not list).
+    zeros: Vec<u32>,
 }
+
+/// Marks, in an atom's signature, a combination a table with the data's own keys does not list.
+const FORCED_ZERO: u32 = u32::MAX;
 
 /// Per column: each value class's label id in every table that groups the column (`None`: not counted).
 struct ColumnClasses {
@@ -358,7 +404,15 @@ impl Model {
                         .iter()
                         .map(|&(c, u)| columns[c].classes[class[c]][u])
                         .collect();
-                    coded.and_then(|k| cell_of[t].get(&k).copied())
+                    match coded {
+                        None => None,
+                        Some(k) => match cell_of[t].get(&k) {
+                            Some(&cell) => Some(cell),
+                            // Labelled in every dimension but not shown: 0 when the keys are the data's own.
+                            None if !tables[t].keys_declared => Some(FORCED_ZERO),
+                            None => None,
+                        },
+                    }
                 })
                 .collect();
             if signature.iter().any(Option::is_some) {
@@ -377,11 +431,14 @@ impl Model {
         // Entries over unknowns.
         let mut keys = Vec::new();
         let mut entries = Vec::new();
+        let mut zeros = Vec::new();
         for (t, table) in tables.iter().enumerate() {
             let mut unknowns_of_cell: Vec<Vec<u32>> = vec![Vec::new(); table.cells.len()];
             for (signature, &u) in &unknown_of {
-                if let Some(cell) = signature[t] {
-                    unknowns_of_cell[cell as usize].push(u);
+                match signature[t] {
+                    Some(FORCED_ZERO) => zeros.push(u),
+                    Some(cell) => unknowns_of_cell[cell as usize].push(u),
+                    None => {}
                 }
             }
             for (e, entry) in table.entries.iter().enumerate() {
@@ -396,10 +453,13 @@ impl Model {
                 entries.push(vars);
             }
         }
+        zeros.sort_unstable();
+        zeros.dedup();
         Ok(Model {
             unknowns: unknown_of.len(),
             keys,
             entries,
+            zeros,
         })
     }
 

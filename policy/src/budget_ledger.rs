@@ -516,7 +516,7 @@ pub(crate) async fn spend_in(
 
 /// Takes the project's write lock (a no-op `UPDATE`) so concurrent writers of the project queue here;
 /// an unknown project is reported before anything else happens.
-async fn lock_project(tx: &mut Transaction<'static, Any>, project: &str) -> Result<()> {
+pub(crate) async fn lock_project(tx: &mut Transaction<'static, Any>, project: &str) -> Result<()> {
     let locked = sqlx::query("UPDATE dp_projects SET revision = revision WHERE project = $1")
         .bind(project)
         .execute(&mut **tx)

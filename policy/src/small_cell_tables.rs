@@ -2,8 +2,9 @@
 //!
 //! A small-cell table is not differentially private: its protection holds only as long as no other
 //! publication gives a suppressed cell back by subtraction. The ledger therefore keeps, beside the
-//! release's ledger entry, the table as the researcher received it (grouping, cells, counts shown,
-//! which entries are suppressed — never a suppressed value), under the name of the population it was
+//! release's ledger entry, the table's definition (each grouped column's values present and their
+//! labels, cells, counts shown, which entries are suppressed — never a suppressed value), under the
+//! name of the population it was
 //! computed on. [`BudgetLedger::publish_small_cell`] hands every earlier table of that population to
 //! the caller's audit and records the new one in the same transaction, after locking the population:
 //! two tables of one population are audited one after the other, never both against the same earlier
@@ -13,17 +14,19 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::budget_ledger::{BudgetLedger, LedgerEntry, SpendRequest, spend_in, validated};
+use crate::budget_ledger::{BudgetLedger, LedgerEntry, SpendRequest, lock_project, spend_in, validated};
 use crate::error::Result;
 
-/// One published small-cell table as stored.
+/// One published small-cell table as stored. Its definition lists the values present in each grouped
+/// column (not only the labels the researcher received): the policy database must be guarded as the
+/// committee zone's data it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredSmallCellTable {
     /// Project (approval) it was published under.
     pub project: String,
     /// Its entry in the project's ledger.
     pub seq: i64,
-    /// What it was computed from (`store:<table>` or `file:<stem>`).
+    /// What it was computed from (a store table or an input file's stem).
     pub source: String,
     /// The published table as the audit reads it (JSON of `tokumei_deid::linked_tables::LinkedTable`).
     pub definition: String,
@@ -44,7 +47,7 @@ pub struct SmallCellHistory {
 pub struct SmallCellPublication<'a> {
     /// Names the data the table counts (the store's research snapshot, or a file's digest).
     pub population: &'a str,
-    /// What it was computed from (`store:<table>` or `file:<stem>`).
+    /// What it was computed from (a store table or an input file's stem).
     pub source: &'a str,
     /// JSON of the published table.
     pub definition: &'a str,
@@ -64,6 +67,8 @@ impl BudgetLedger {
     ) -> Result<std::result::Result<LedgerEntry, E>> {
         let request = validated(project, request)?;
         let mut tx = self.db().pool().begin().await?;
+        // The project first: two of its tables on different populations must not both count zero earlier ones.
+        lock_project(&mut tx, project).await?;
         // The lock: insert the population's row if new, then write it (SQLite's write lock, PostgreSQL's row lock).
         sqlx::query("INSERT INTO small_cell_populations (population, tables) VALUES ($1, 0) ON CONFLICT (population) DO NOTHING")
             .bind(table.population)

@@ -517,7 +517,7 @@ fn prefecture_table(labels: [&str; 3]) -> LinkedTable {
             .collect(),
     };
     let rows = protected.table().row_labels.clone();
-    LinkedTable::from_protected(&protected, vec![dimension], |i, _| vec![rows[i].clone()]).expect("linked")
+    LinkedTable::from_protected(&protected, vec![dimension], false, |i, _| vec![rows[i].clone()]).expect("linked")
 }
 
 /// The real audit over the population's stored tables and `table`: the number of recomputed entries.

@@ -788,6 +788,12 @@ fn linked_small_cell_tables_cannot_give_a_suppressed_cell_back() {
         "SMALL_CELL_DIFFERENCING",
         &second,
     );
+    // Raising the minimum cell until the refused table passes would read pXb's count (20): one threshold per population.
+    refused(
+        &run(&second, &["--hierarchy", &a_with_c, "--min-cell", "21"]),
+        "SMALL_CELL_THRESHOLD_FIXED",
+        &second,
+    );
     // 3. pXa grouped with pXb publishes 23, which the first table already implied: published.
     let third = dir.path().join("third.csv");
     ok(&run(&third, &["--hierarchy", &a_with_b]));
@@ -812,7 +818,14 @@ fn linked_small_cell_tables_cannot_give_a_suppressed_cell_back() {
         .filter(|e| e["action"] == "run_statistics" && e["outcome"] == "denied")
         .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(denied, ["SMALL_CELL_DIFFERENCING", "SMALL_CELL_POPULATION_CHANGED"]);
+    assert_eq!(
+        denied,
+        [
+            "SMALL_CELL_DIFFERENCING",
+            "SMALL_CELL_THRESHOLD_FIXED",
+            "SMALL_CELL_POPULATION_CHANGED"
+        ]
+    );
     assert!(!bundle.to_string().contains("pXa"));
     let budget = budget_json(h, &["--session", &researcher.session], &id);
     let kinds: Vec<bool> = budget["entries"]

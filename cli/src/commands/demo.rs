@@ -416,7 +416,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         say("\ntokumei demo — chapter 4: statistics under the approval: differential privacy (OpenDP) and the small-cell rule");
         let patients = super::stats_linked::Population {
             name: format!("store:{}", store.research_snapshot(tokumei_store::Table::Patients).await?),
-            source: "store:patients".into(),
+            source: "patients".into(),
         };
         report.statistics = Some(statistics_chapter(&home, &cast, (&research, &patients), &say).await?);
         say("\ntokumei demo — chapter 5: an anonymised release, fingerprinted for each recipient");

@@ -543,7 +543,7 @@ async fn load(a: &StatsArgs, request: &StatsRequest) -> Result<(Table, super::st
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             let population = super::stats_linked::Population {
                 name: format!("file:{}", hex::encode(Sha256::digest(&bytes))),
-                source: format!("file:{}", table_name(a)?),
+                source: table_name(a)?,
             };
             drop(bytes);
             let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
@@ -569,7 +569,7 @@ async fn load(a: &StatsArgs, request: &StatsRequest) -> Result<(Table, super::st
             }
             let population = super::stats_linked::Population {
                 name: format!("store:{before}"),
-                source: format!("store:{name}"),
+                source: name.clone(),
             };
             (table, population)
         }
@@ -673,6 +673,13 @@ fn format_value(v: f64) -> String {
 /// column label).
 pub(crate) fn count_table(grouped: &Grouped) -> Result<(CountTable, usize)> {
     let dims = if grouped.key_columns.len() <= 1 { 1 } else { 2 };
+    // Two combinations that print alike would make the table ambiguous (and its error would name them).
+    let mut joined: std::collections::HashMap<String, &[String]> = std::collections::HashMap::new();
+    for k in grouped.keys.iter().filter(|k| k.len() > 2) {
+        if *joined.entry(k[1..].join(" | ")).or_insert(&k[1..]) != &k[1..] {
+            bail!("labels of the 2nd.. grouping columns contain the separator \" | \"; group by fewer columns");
+        }
+    }
     let cells: Vec<(Vec<String>, u64)> = grouped
         .keys
         .iter()

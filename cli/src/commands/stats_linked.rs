@@ -28,7 +28,8 @@ use super::stats_rules::StatsRefusal;
 pub struct Population {
     /// The store's research snapshot, or the input file's digest.
     pub name: String,
-    /// `store:<table>` or `file:<stem>`.
+    /// The table's name (a store table, or an input file's stem): one namespace, so the same data read
+    /// both ways is the same source.
     pub source: String,
 }
 
@@ -36,12 +37,14 @@ pub struct Population {
 pub fn linked_table(grouped: &Grouped, protected: &ProtectedTable) -> Result<LinkedTable> {
     let t = protected.table();
     // A 2-D table of three or more key columns joins the 2nd.. labels into one column label.
-    let tails: HashMap<String, Vec<String>> = grouped
-        .keys
-        .iter()
-        .filter(|k| k.len() >= 2)
-        .map(|k| (k[1..].join(" | "), k[1..].to_vec()))
-        .collect();
+    let mut tails: HashMap<String, Vec<String>> = HashMap::new();
+    for k in grouped.keys.iter().filter(|k| k.len() >= 2) {
+        let tail = tails.entry(k[1..].join(" | ")).or_insert_with(|| k[1..].to_vec());
+        if tail.as_slice() != &k[1..] {
+            // Two combinations print alike: the published table itself would be ambiguous.
+            anyhow::bail!("labels of the 2nd.. grouping columns contain the separator \" | \"; group by fewer columns");
+        }
+    }
     let parts = grouped.key_columns.len();
     let key = |i: usize, j: usize| -> Vec<String> {
         match parts {
@@ -60,7 +63,12 @@ pub fn linked_table(grouped: &Grouped, protected: &ProtectedTable) -> Result<Lin
             }
         }
     };
-    Ok(LinkedTable::from_protected(protected, grouped.dimensions.clone(), key)?)
+    Ok(LinkedTable::from_protected(
+        protected,
+        grouped.dimensions.clone(),
+        grouped.public,
+        key,
+    )?)
 }
 
 /// The audit of `new` against what the population already published (see the module documentation).
@@ -93,8 +101,23 @@ pub fn audit(new: &LinkedTable, history: &SmallCellHistory) -> Result<(), StatsR
         .map(|t| serde_json::from_str::<LinkedTable>(&t.definition))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| inconclusive("a stored table could not be read".into()))?;
+    // One threshold per population: otherwise raising --min-cell until a refused table is accepted reads
+    // the count that decided it.
+    if tables.iter().any(|t| t.threshold != new.threshold) {
+        return Err(StatsRefusal {
+            code: "SMALL_CELL_THRESHOLD_FIXED",
+            message: "small-cell tables of this population were published at another minimum cell; \
+                      use the same one"
+                .into(),
+        });
+    }
     tables.push(new.clone());
-    let result = recoverable(&tables, &AuditLimits::default()).map_err(|e| inconclusive(e.to_string()))?;
+    // Short enough that the policy database's other writers (waiting at most 10 s) are not starved.
+    let limits = AuditLimits {
+        max_atoms: 500_000,
+        time_limit: std::time::Duration::from_secs(8),
+    };
+    let result = recoverable(&tables, &limits).map_err(|e| inconclusive(e.to_string()))?;
     if result.recovered.is_empty() {
         return Ok(());
     }

@@ -104,7 +104,7 @@ impl Grouping {
             .collect();
         let t = protected.table().clone();
         let columns = self.columns.len();
-        let linked = LinkedTable::from_protected(&protected, dimensions, |i, j| match columns {
+        let linked = LinkedTable::from_protected(&protected, dimensions, false, |i, j| match columns {
             0 => vec![],
             1 => vec![t.row_labels[i].clone()],
             _ => vec![t.row_labels[i].clone(), t.col_labels.as_ref().expect("2-D")[j].clone()],
@@ -139,13 +139,34 @@ fn oracle(pop: &Population, groupings: &[Grouping], tables: &[LinkedTable]) -> B
             })
             .sum()
     };
+    // What an as-present table shows besides its counts: which labels of each dimension hold rows.
+    let shown = |g: &Grouping, data: &[u64]| -> Vec<BTreeSet<String>> {
+        let mut sets = vec![BTreeSet::new(); g.columns.len()];
+        for (p, &n) in support.iter().zip(data) {
+            if let (true, Some(k)) = (n > 0, g.key(p)) {
+                for (d, l) in k.into_iter().enumerate() {
+                    sets[d].insert(l);
+                }
+            }
+        }
+        sets
+    };
+    let truth: Vec<Vec<BTreeSet<String>>> = tables
+        .iter()
+        .map(|t| {
+            (0..t.dimensions.len())
+                .map(|d| t.cells.iter().map(|c| c[d].clone()).collect())
+                .collect()
+        })
+        .collect();
     let mut seen: BTreeMap<Recovered, BTreeSet<u64>> = BTreeMap::new();
     let mut data = vec![0u64; support.len()];
     compositions(total, &mut data, 0, &mut |data| {
-        let consistent = groupings.iter().zip(tables).all(|(g, t)| {
+        let consistent = groupings.iter().zip(tables).zip(&truth).all(|((g, t), labels)| {
             t.entries
                 .iter()
                 .all(|e| e.count.is_none_or(|c| entry_value(g, t, e, data) == c))
+                && &shown(g, data) == labels
         });
         if consistent {
             for (ti, (g, t)) in groupings.iter().zip(tables).enumerate() {
@@ -389,7 +410,10 @@ fn too_many_combinations_is_an_error_not_a_pass() {
         entries: vec![LinkedEntry {
             cells: vec![0],
             count: None,
+            at_least_one: false,
         }],
+        keys_declared: true,
+        threshold: 10,
     };
     let limits = AuditLimits {
         max_atoms: 100,
@@ -411,15 +435,49 @@ fn contradicting_tables_are_an_error() {
             LinkedEntry {
                 cells: vec![0],
                 count: None,
+                at_least_one: false,
             },
             LinkedEntry {
                 cells: vec![0],
                 count: Some(n),
+                at_least_one: false,
             },
         ],
+        keys_declared: true,
+        threshold: 10,
     };
     assert!(matches!(
         recoverable(&[table(12), table(13)], &AuditLimits::default()),
         Err(Error::Input(_))
     ));
+}
+
+/// What an as-present table does not show is information too (found in review): T2 (sex × a diagnosis
+/// hierarchy covering d1 and d3) shows no row F, so F has no d1 or d3; with T3 by diagnosis that gives
+/// d1 = 10 and then d2 = 3, suppressed in T3 and in T1.
+#[test]
+fn a_row_an_as_present_table_does_not_show_is_zero() {
+    let pop = Population {
+        domains: vec![2, 3],
+        counts: vec![10, 0, 10, 0, 3, 0],
+    };
+    let groupings = vec![
+        Grouping {
+            columns: vec![0],
+            labels: vec![vec![Some(0), Some(1)]],
+        },
+        Grouping {
+            columns: vec![0, 1],
+            labels: vec![vec![Some(0), Some(1)], vec![Some(0), None, Some(2)]],
+        },
+        Grouping {
+            columns: vec![1],
+            labels: vec![vec![Some(0), Some(1), Some(2)]],
+        },
+    ];
+    let tables: Vec<LinkedTable> = groupings.iter().map(|g| g.linked(&pop, 10).expect("table").0).collect();
+    let expected = oracle(&pop, &groupings, &tables);
+    assert!(!expected.is_empty(), "the oracle recovers d2");
+    let audit = recoverable(&tables, &AuditLimits::default()).expect("audit");
+    assert_eq!(audit.recovered.into_iter().collect::<BTreeSet<_>>(), expected);
 }
