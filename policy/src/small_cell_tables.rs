@@ -17,6 +17,10 @@ use sqlx::Row;
 use crate::budget_ledger::{BudgetLedger, LedgerEntry, SpendRequest, lock_project, spend_in, validated};
 use crate::error::Result;
 
+/// Every table of one population, oldest first.
+const TABLES_OF_POPULATION: &str =
+    "SELECT project, seq, source, definition FROM small_cell_tables WHERE population = $1 ORDER BY at_ms, project, seq";
+
 /// One published small-cell table as stored. Its definition lists the values present in each grouped
 /// column (not only the labels the researcher received): the policy database must be guarded as the
 /// committee zone's data it is.
@@ -78,15 +82,13 @@ impl BudgetLedger {
             .bind(table.population)
             .execute(&mut *tx)
             .await?;
-        let same_population = sqlx::query(
-            "SELECT project, seq, source, definition FROM small_cell_tables WHERE population = $1 ORDER BY at_ms, project, seq",
-        )
-        .bind(table.population)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(stored)
-        .collect::<Result<Vec<_>>>()?;
+        let same_population = sqlx::query(TABLES_OF_POPULATION)
+            .bind(table.population)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(stored)
+            .collect::<Result<Vec<_>>>()?;
         let other: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM small_cell_tables WHERE project = $1 AND source = $2 AND population <> $3",
         )
@@ -123,15 +125,13 @@ impl BudgetLedger {
 
     /// Every small-cell table published on `population`, oldest first (for auditors and tests).
     pub async fn small_cell_tables(&self, population: &str) -> Result<Vec<StoredSmallCellTable>> {
-        sqlx::query(
-            "SELECT project, seq, source, definition FROM small_cell_tables WHERE population = $1 ORDER BY at_ms, project, seq",
-        )
-        .bind(population)
-        .fetch_all(self.db().pool())
-        .await?
-        .iter()
-        .map(stored)
-        .collect()
+        sqlx::query(TABLES_OF_POPULATION)
+            .bind(population)
+            .fetch_all(self.db().pool())
+            .await?
+            .iter()
+            .map(stored)
+            .collect()
     }
 }
 

@@ -59,6 +59,17 @@ fn request(actor: &str, loss: PrivacyLoss) -> SpendRequest {
     }
 }
 
+/// A small-cell (not differentially private) entry; `loss` other than zero is for the refusal test.
+fn small_cell(actor: &str, loss: PrivacyLoss) -> SpendRequest {
+    SpendRequest {
+        mechanism: "small-cell<10 (not differentially private)".into(),
+        reported_epsilon: 0.0,
+        reported_delta: 0.0,
+        differentially_private: false,
+        ..request(actor, loss)
+    }
+}
+
 fn budget(epsilon: f64, delta: f64) -> Budget {
     Budget { epsilon, delta }
 }
@@ -461,13 +472,7 @@ async fn small_cell_tables_are_counted_apart(db: PolicyDb, _url: String) {
         .set_budget("neuro", budget(1.0, 0.0), "chair")
         .await
         .expect("set budget");
-    let small = |loss| SpendRequest {
-        mechanism: "small-cell<10 (not differentially private)".into(),
-        reported_epsilon: 0.0,
-        reported_delta: 0.0,
-        differentially_private: false,
-        ..request("alice", loss)
-    };
+    let small = |loss| small_cell("alice", loss);
     // A small-cell entry cannot carry a loss: it is not a DP release of some small ε.
     let err = ledger
         .spend("neuro", small(pure(0.1)))
@@ -553,13 +558,7 @@ async fn linked_small_cell_tables_are_audited_one_after_the_other(db: PolicyDb, 
         let alone = recoverable(std::slice::from_ref(t), &AuditLimits::default()).expect("audit");
         assert!(alone.recovered.is_empty(), "each table is safe alone");
     }
-    let small = SpendRequest {
-        mechanism: "small-cell<10 (not differentially private)".into(),
-        reported_epsilon: 0.0,
-        reported_delta: 0.0,
-        differentially_private: false,
-        ..request("alice", PrivacyLoss::default())
-    };
+    let small = small_cell("alice", PrivacyLoss::default());
     let publish = |project: &'static str, table: LinkedTable| {
         let ledger = ledger.clone();
         let small = small.clone();
@@ -659,13 +658,7 @@ async fn the_platform_ceiling_holds_across_approvals(db: PolicyDb, _url: String)
         .await
         .expect("within the ceiling");
     // Small-cell tables carry no loss and are not refused by the ceiling.
-    let small = SpendRequest {
-        mechanism: "small-cell<10 (not differentially private)".into(),
-        reported_epsilon: 0.0,
-        reported_delta: 0.0,
-        differentially_private: false,
-        ..request("bob", PrivacyLoss::default())
-    };
+    let small = small_cell("bob", PrivacyLoss::default());
     ledger.spend("a-2026-0002", small).await.expect("small-cell");
     let status = ledger.platform_status("2026-Q4", window).await.expect("status");
     assert!((status.spent.epsilon - 1.0).abs() < 1e-12, "{status:?}");

@@ -83,6 +83,17 @@ fn exported_ledger(h: &Path, dir: &Path, op: &common::people::Person) -> String 
     std::fs::read_to_string(&bundle).unwrap()
 }
 
+/// The reason codes of the denied statistics requests in an exported audit bundle, in ledger order.
+fn denied_statistics(bundle: &serde_json::Value) -> Vec<String> {
+    bundle["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "run_statistics" && e["outcome"] == "denied")
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 fn budget_json(home: &Path, db: &[&str], project: &str) -> serde_json::Value {
     let mut args = vec!["--json", "budget", "show", "--project", project];
     args.extend_from_slice(db);
@@ -707,13 +718,7 @@ fn the_committee_fixes_mechanism_and_groupings_and_each_refusal_is_audited() {
     ]));
     // An auditor finds the four refusals in the ledger, each with its code.
     let bundle: serde_json::Value = serde_json::from_str(&exported_ledger(h, dir.path(), &op)).unwrap();
-    let denied: Vec<String> = bundle["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "run_statistics" && e["outcome"] == "denied")
-        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let denied = denied_statistics(&bundle);
     assert_eq!(
         denied,
         [
@@ -811,13 +816,7 @@ fn linked_small_cell_tables_cannot_give_a_suppressed_cell_back() {
     ));
 
     let bundle: serde_json::Value = serde_json::from_str(&exported_ledger(h, dir.path(), &op)).unwrap();
-    let denied: Vec<String> = bundle["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "run_statistics" && e["outcome"] == "denied")
-        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let denied = denied_statistics(&bundle);
     assert_eq!(
         denied,
         [

@@ -540,12 +540,14 @@ async fn load(a: &StatsArgs, request: &StatsRequest) -> Result<(Table, super::st
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     let loaded = match (&a.input, &a.table) {
         (Some(path), _) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            // Streamed: the file is not held twice in memory.
+            let mut digest = Sha256::new();
+            let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+            std::io::copy(&mut file, &mut digest).with_context(|| format!("reading {}", path.display()))?;
             let population = super::stats_linked::Population {
-                name: format!("file:{}", hex::encode(Sha256::digest(&bytes))),
+                name: format!("file:{}", hex::encode(digest.finalize())),
                 source: table_name(a)?,
             };
-            drop(bytes);
             let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
             let table = if is_parquet {
                 Table::read_parquet(path)

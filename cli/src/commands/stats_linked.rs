@@ -37,14 +37,13 @@ pub struct Population {
 pub fn linked_table(grouped: &Grouped, protected: &ProtectedTable) -> Result<LinkedTable> {
     let t = protected.table();
     // A 2-D table of three or more key columns joins the 2nd.. labels into one column label.
-    let mut tails: HashMap<String, Vec<String>> = HashMap::new();
-    for k in grouped.keys.iter().filter(|k| k.len() >= 2) {
-        let tail = tails.entry(k[1..].join(" | ")).or_insert_with(|| k[1..].to_vec());
-        if tail.as_slice() != &k[1..] {
-            // Two combinations print alike: the published table itself would be ambiguous.
-            anyhow::bail!("labels of the 2nd.. grouping columns contain the separator \" | \"; group by fewer columns");
-        }
-    }
+    // `stats::count_table` has refused labels whose joined forms collide, so this is one-to-one.
+    let tails: HashMap<String, Vec<String>> = grouped
+        .keys
+        .iter()
+        .filter(|k| k.len() >= 2)
+        .map(|k| (k[1..].join(" | "), k[1..].to_vec()))
+        .collect();
     let parts = grouped.key_columns.len();
     let key = |i: usize, j: usize| -> Vec<String> {
         match parts {
