@@ -40,11 +40,31 @@ use crate::small_cell::{CellRef, ProtectedTable};
 pub struct Dimension {
     /// Column of the population the grouping reads (a histogram's measured column for its bins).
     pub column: String,
-    /// `(raw value, label)` for every value the population holds in this column; `None` when the table
-    /// did not count the value (its hierarchy does not cover it). Listing the values present, and
-    /// nothing else, models an attacker who knows which values occur: more knowledge than the tables
-    /// give, so the audit errs on the side of finding a recovery.
-    pub labels: Vec<(String, Option<String>)>,
+    /// How the table labels every value the population holds in this column, in the values' sorted
+    /// order. Values are named by rank, never stored: tables are only compared within one population,
+    /// whose sorted values are the same for every table. Listing every value present models an attacker
+    /// who knows which values occur — more than the tables say — so the audit errs towards a recovery.
+    pub labels: Vec<ValueLabel>,
+}
+
+/// What a table did with one value of a grouped column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueLabel {
+    /// Counted under this label, which the table shows.
+    Shown(String),
+    /// Counted under a label the table does not show: no row has it (a table of the data's own keys
+    /// then says its combinations are 0), or it is outside the declared keys. Which label is not kept.
+    Unshown,
+    /// Not counted at all (outside the hierarchy; not a number, for bins).
+    Uncounted,
+}
+
+impl From<Option<String>> for ValueLabel {
+    /// A grouping's label (`None`: not counted), before the table says which labels it shows.
+    fn from(label: Option<String>) -> Self {
+        label.map_or(ValueLabel::Uncounted, ValueLabel::Shown)
+    }
 }
 
 /// One published entry of a table: an interior cell or a margin.
@@ -116,6 +136,20 @@ impl LinkedTable {
                 }
             })
             .collect();
+        // A label no cell carries is not kept: only that the value is counted under an unshown label.
+        let mut dimensions = dimensions;
+        for (d, dim) in dimensions.iter_mut().enumerate() {
+            let shown: BTreeSet<&str> = cells
+                .iter()
+                .filter_map(|c: &Vec<String>| c.get(d))
+                .map(String::as_str)
+                .collect();
+            for label in &mut dim.labels {
+                if matches!(label, ValueLabel::Shown(l) if !shown.contains(l.as_str())) {
+                    *label = ValueLabel::Unshown;
+                }
+            }
+        }
         let linked = LinkedTable {
             dimensions,
             cells,
@@ -330,6 +364,9 @@ struct Model {
 /// Marks, in an atom's signature, a combination a table with the data's own keys does not list.
 const FORCED_ZERO: u32 = u32::MAX;
 
+/// The label id of [`ValueLabel::Unshown`]: no cell carries it.
+const UNSHOWN: u32 = u32::MAX;
+
 /// Per column: each value class's label id in every table that groups the column (`None`: not counted).
 struct ColumnClasses {
     /// `(table, dimension)` of the tables grouping this column.
@@ -346,7 +383,10 @@ impl Model {
         for t in tables {
             let mut ids: Vec<HashMap<&str, u32>> = vec![HashMap::new(); t.dimensions.len()];
             for (d, dim) in t.dimensions.iter().enumerate() {
-                for label in dim.labels.iter().filter_map(|(_, l)| l.as_ref()) {
+                for label in dim.labels.iter().filter_map(|l| match l {
+                    ValueLabel::Shown(l) => Some(l),
+                    _ => None,
+                }) {
                     let next = ids[d].len() as u32;
                     ids[d].entry(label.as_str()).or_insert(next);
                 }
@@ -474,11 +514,17 @@ impl Model {
         users
             .into_values()
             .map(|users| {
-                let mut of_value: HashMap<&str, Vec<Option<u32>>> = HashMap::new();
+                // Values by rank: the same population lists the same sorted values in every table.
+                let mut of_value: HashMap<usize, Vec<Option<u32>>> = HashMap::new();
                 for (u, &(t, d)) in users.iter().enumerate() {
-                    for (raw, label) in &tables[t].dimensions[d].labels {
-                        let sig = of_value.entry(raw.as_str()).or_insert_with(|| vec![None; users.len()]);
-                        sig[u] = label.as_deref().and_then(|l| label_ids[t][d].get(l).copied());
+                    for (rank, label) in tables[t].dimensions[d].labels.iter().enumerate() {
+                        let sig = of_value.entry(rank).or_insert_with(|| vec![None; users.len()]);
+                        sig[u] = match label {
+                            ValueLabel::Shown(l) => label_ids[t][d].get(l.as_str()).copied(),
+                            // In no cell: a lookup of a combination holding it fails, as it must.
+                            ValueLabel::Unshown => Some(UNSHOWN),
+                            ValueLabel::Uncounted => None,
+                        };
                     }
                 }
                 let classes: BTreeSet<Vec<Option<u32>>> = of_value.into_values().collect();

@@ -1,6 +1,7 @@
 -- Small-cell tables as published, so that a later table of the same population is audited against them
--- (tokumei_deid::linked_tables). A row holds the definition — each grouped column's values present and their labels, cells,
--- the counts shown and which entries were suppressed — never a suppressed value. Portable SQL (SQLite and PostgreSQL).
+-- (tokumei_deid::linked_tables). A row holds the definition — each grouped column's values by rank with the labels the
+-- researcher received, cells, the counts shown and which entries were suppressed — never a suppressed count, never a
+-- value the table does not show. Portable SQL (SQLite and PostgreSQL).
 CREATE TABLE small_cell_tables (
     project      TEXT   NOT NULL,
     seq          BIGINT NOT NULL,

@@ -2,9 +2,9 @@
 //!
 //! A small-cell table is not differentially private: its protection holds only as long as no other
 //! publication gives a suppressed cell back by subtraction. The ledger therefore keeps, beside the
-//! release's ledger entry, the table's definition (each grouped column's values present and their
-//! labels, cells, counts shown, which entries are suppressed — never a suppressed value), under the
-//! name of the population it was
+//! release's ledger entry, the table's definition (each grouped column's values by rank with the labels
+//! the researcher received, cells, counts shown, which entries are suppressed — never a suppressed
+//! count, never a value the table does not show), under the name of the population it was
 //! computed on. [`BudgetLedger::publish_small_cell`] hands every earlier table of that population to
 //! the caller's audit and records the new one in the same transaction, after locking the population:
 //! two tables of one population are audited one after the other, never both against the same earlier
@@ -21,9 +21,7 @@ use crate::error::Result;
 const TABLES_OF_POPULATION: &str =
     "SELECT project, seq, source, definition FROM small_cell_tables WHERE population = $1 ORDER BY at_ms, project, seq";
 
-/// One published small-cell table as stored. Its definition lists the values present in each grouped
-/// column (not only the labels the researcher received): the policy database must be guarded as the
-/// committee zone's data it is.
+/// One published small-cell table as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredSmallCellTable {
     /// Project (approval) it was published under.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tokumei_deid::dp::accounting::{self, Budget, PrivacyLoss};
-use tokumei_deid::linked_tables::{AuditLimits, Dimension, LinkedTable, recoverable};
+use tokumei_deid::linked_tables::{AuditLimits, Dimension, LinkedTable, ValueLabel, recoverable};
 use tokumei_deid::small_cell::{CountTable, SmallCellRule, protect};
 use tokumei_policy::budget_ledger::LedgerEntry;
 use tokumei_policy::small_cell_tables::{SmallCellHistory, SmallCellPublication};
@@ -504,7 +504,6 @@ async fn small_cell_tables_are_counted_apart(db: PolicyDb, _url: String) {
 /// A 1-D count table by prefecture of one population (A=3, B=20, C=30), grouped by `labels`, protected
 /// by the minimum-cell rule (10) as `tokumei stats` protects it.
 fn prefecture_table(labels: [&str; 3]) -> LinkedTable {
-    let raw = ["A", "B", "C"];
     let counts = [3u64, 20, 30];
     let mut cells: std::collections::BTreeMap<&str, u64> = Default::default();
     for (l, c) in labels.iter().zip(counts) {
@@ -515,11 +514,8 @@ fn prefecture_table(labels: [&str; 3]) -> LinkedTable {
     let protected = protect(&table, &SmallCellRule::default()).expect("protect");
     let dimension = Dimension {
         column: "prefecture".into(),
-        labels: raw
-            .iter()
-            .zip(labels)
-            .map(|(r, l)| ((*r).to_owned(), Some(l.to_owned())))
-            .collect(),
+        // The prefectures A, B and C in sorted order.
+        labels: labels.iter().map(|l| ValueLabel::Shown((*l).to_owned())).collect(),
     };
     let rows = protected.table().row_labels.clone();
     LinkedTable::from_protected(&protected, vec![dimension], false, |i, _| vec![rows[i].clone()]).expect("linked")

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use crate::dp::request::{Bounds, Keys, Measure, StatsRequest};
 use crate::error::{Error, Result};
-use crate::linked_tables::Dimension;
+use crate::linked_tables::{Dimension, ValueLabel};
 use crate::table::Table;
 
 /// Group ids are dense indexes into [`Grouped::keys`].
@@ -352,30 +352,31 @@ fn dimensions(
     let mut out = Vec::with_capacity(request.group_by.len() + 1);
     for (i, col) in request.group_by.iter().enumerate() {
         let column = table.column(col)?;
-        let labels = column
+        let mut by_value: Vec<(&String, Option<String>)> = column
             .dict()
             .iter()
             .zip(&label_of_code[i])
-            .map(|(value, &id)| (value.clone(), labels[i].get(id as usize).cloned()))
+            .map(|(value, &id)| (value, labels[i].get(id as usize).cloned()))
             .collect();
+        by_value.sort_unstable_by(|a, b| a.0.cmp(b.0));
         out.push(Dimension {
             column: col.clone(),
-            labels,
+            labels: by_value.into_iter().map(|(_, label)| ValueLabel::from(label)).collect(),
         });
     }
     if let Measure::Histogram { column, bounds, bins } = &request.measure {
-        let labels = table
-            .column(column)?
-            .dict()
-            .iter()
+        let mut values: Vec<&String> = table.column(column)?.dict().iter().collect();
+        values.sort_unstable();
+        let labels = values
+            .into_iter()
             .map(|value| {
-                let bin = value
+                value
                     .trim()
                     .parse::<f64>()
                     .ok()
                     .filter(|x| x.is_finite())
-                    .map(|v| bin_labels[bin_of(bounds.clamp(v), bounds, *bins) as usize].clone());
-                (value.clone(), bin)
+                    .map(|v| bin_labels[bin_of(bounds.clamp(v), bounds, *bins) as usize].clone())
+                    .into()
             })
             .collect();
         out.push(Dimension {

@@ -98,7 +98,7 @@ impl Grouping {
                 labels: pop
                     .present(c)
                     .into_iter()
-                    .map(|v| (format!("v{v}"), l[v].map(|g| format!("c{c}g{g}"))))
+                    .map(|v| l[v].map(|g| format!("c{c}g{g}")).into())
                     .collect(),
             })
             .collect();
@@ -402,7 +402,7 @@ fn three_two_way_tables_agree_with_the_oracle() {
 fn too_many_combinations_is_an_error_not_a_pass() {
     let dim = |c: &str, n: usize| Dimension {
         column: c.into(),
-        labels: (0..n).map(|v| (format!("{v}"), Some(format!("{v}")))).collect(),
+        labels: (0..n).map(|v| ValueLabel::Shown(format!("{v}"))).collect(),
     };
     let table = LinkedTable {
         dimensions: vec![dim("a", 50), dim("b", 50)],
@@ -426,7 +426,7 @@ fn too_many_combinations_is_an_error_not_a_pass() {
 fn contradicting_tables_are_an_error() {
     let dim = Dimension {
         column: "a".into(),
-        labels: vec![("x".into(), Some("x".into()))],
+        labels: vec![ValueLabel::Shown("x".into())],
     };
     let table = |n| LinkedTable {
         dimensions: vec![dim.clone()],
@@ -480,4 +480,26 @@ fn a_row_an_as_present_table_does_not_show_is_zero() {
     assert!(!expected.is_empty(), "the oracle recovers d2");
     let audit = recoverable(&tables, &AuditLimits::default()).expect("audit");
     assert_eq!(audit.recovered.into_iter().collect::<BTreeSet<_>>(), expected);
+}
+
+/// The stored definition holds what the researcher received and ranks, never a value the table does not
+/// show: a present value outside the declared keys keeps no label.
+#[test]
+fn a_definition_names_no_value_the_table_does_not_show() {
+    let table = CountTable::from_cells(&[(vec!["shown".into()], 12)], 1).expect("table");
+    let protected = protect(&table, &SmallCellRule::default()).expect("protect");
+    let dimension = Dimension {
+        column: "prefecture".into(),
+        labels: vec![
+            ValueLabel::Shown("hidden-marker".into()),
+            ValueLabel::Shown("shown".into()),
+        ],
+    };
+    let linked =
+        LinkedTable::from_protected(&protected, vec![dimension], true, |_, _| vec!["shown".into()]).expect("linked");
+    assert_eq!(
+        linked.dimensions[0].labels,
+        [ValueLabel::Unshown, ValueLabel::Shown("shown".to_owned())]
+    );
+    assert!(!serde_json::to_string(&linked).expect("json").contains("hidden-marker"));
 }
