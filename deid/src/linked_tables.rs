@@ -224,8 +224,17 @@ pub struct Audit {
 /// Every suppressed entry of `tables` that the published entries of all of them determine (see the
 /// module documentation). The tables must describe the same population.
 pub fn recoverable(tables: &[LinkedTable], limits: &AuditLimits) -> Result<Audit> {
+    let mut values: HashMap<&str, usize> = HashMap::new();
     for t in tables {
         t.validate()?;
+        // Values are named by rank: one population lists the same values in every table.
+        for d in &t.dimensions {
+            if *values.entry(d.column.as_str()).or_insert(d.labels.len()) != d.labels.len() {
+                return Err(Error::Input(
+                    "the tables list different values of one column (not one population)".into(),
+                ));
+            }
+        }
     }
     let model = Model::build(tables, limits.max_atoms)?;
     let deadline = Instant::now() + limits.time_limit;

@@ -503,3 +503,25 @@ fn a_definition_names_no_value_the_table_does_not_show() {
     );
     assert!(!serde_json::to_string(&linked).expect("json").contains("hidden-marker"));
 }
+
+#[test]
+fn tables_listing_different_values_are_not_one_population() {
+    let table = |n: usize| LinkedTable {
+        dimensions: vec![Dimension {
+            column: "a".into(),
+            labels: (0..n).map(|v| ValueLabel::Shown(format!("{v}"))).collect(),
+        }],
+        cells: vec![vec!["0".into()]],
+        entries: vec![LinkedEntry {
+            cells: vec![0],
+            count: Some(12),
+            at_least_one: false,
+        }],
+        keys_declared: true,
+        threshold: 10,
+    };
+    assert!(matches!(
+        recoverable(&[table(2), table(3)], &AuditLimits::default()),
+        Err(Error::Input(_))
+    ));
+}
