@@ -639,6 +639,78 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
         }
         std::fs::remove_file(&out).unwrap();
     }
+    // A small-cell table whose hierarchy does not cover the planted value, and a DP table whose public keys
+    // omit it: published, and the value is nowhere — not in the output, nor in the policy database, which
+    // keeps the small-cell table's definition (values by rank, labels as published).
+    let keys = dir.path().join("prefectures.csv");
+    std::fs::write(&keys, "prefecture\n13\n14\n27\n").unwrap();
+    for extra in [
+        vec![
+            "--group-by",
+            "prefecture",
+            "--hierarchy",
+            &generalise,
+            "--min-cell",
+            "10",
+        ],
+        vec![
+            "--group-by",
+            "prefecture",
+            "--public-keys",
+            keys.to_str().unwrap(),
+            "--epsilon",
+            "0.1",
+        ],
+    ] {
+        let args = base(&extra);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = tokumei(h, &refs);
+        let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{extra:?}: {stderr}");
+        let written = std::fs::read_to_string(&out).unwrap();
+        for text in [&*stdout, &*stderr, &written] {
+            assert!(!text.contains(MARKER), "{extra:?} echoed the value: {text}");
+        }
+        std::fs::remove_file(&out).unwrap();
+    }
+    for entry in std::fs::read_dir(h.join("policy")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+            "the policy database holds the value"
+        );
+    }
+    // Labels that contain the separator of a 3-column table and would print alike: refused without
+    // naming them (the table would be ambiguous; the old error printed the colliding key).
+    let collide = tempfile::tempdir().unwrap();
+    let colliding = collide.path().join("patients.csv");
+    let mut rows = String::from("sex,prefecture,weight\n");
+    for _ in 0..12 {
+        rows.push_str(&format!("F,{MARKER} | x,y\nF,{MARKER},x | y\n"));
+    }
+    std::fs::write(&colliding, rows).unwrap();
+    let o = tokumei(
+        h,
+        &[
+            "stats",
+            "--input",
+            colliding.to_str().unwrap(),
+            "--project",
+            &id,
+            "--group-by",
+            "sex,prefecture,weight",
+            "--min-cell",
+            "10",
+            "--output",
+            out.to_str().unwrap(),
+            "--session",
+            &researcher.session,
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("separator"), "{stderr}");
+    assert!(!stderr.contains(MARKER) && !String::from_utf8_lossy(&o.stdout).contains(MARKER));
+    assert!(!out.exists());
     // Nor does the audit ledger hold a value or a linkage key: refusals name the rule.
     let ledger = exported_ledger(h, dir.path(), &op);
     assert!(
