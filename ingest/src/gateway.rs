@@ -198,6 +198,16 @@ impl Inner {
                 "batch_id must be 1-128 characters of A-Z a-z 0-9 . _ : -",
             ));
         }
+        // A batch id is logged and kept in the spool's index: it may not carry a My Number either.
+        if my_number::contains_my_number(&batch.batch_id) {
+            batch.batch_id.zeroize();
+            batch.records.iter_mut().for_each(zeroize_record);
+            return Err(status(
+                Code::InvalidArgument,
+                why::MY_NUMBER_PRESENT,
+                "batch_id holds a My Number; the batch was discarded and nothing was logged",
+            ));
+        }
         let batch_id = batch.batch_id.clone();
         let key: BatchKey = (hospital.to_string(), batch_id.clone());
         // Keyed digest of the content as sent: SHA-256 locally, then HMAC under the batch-digest key, so the

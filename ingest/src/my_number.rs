@@ -1,12 +1,21 @@
 //! The My Number guard (個人番号): a My Number must never be used or stored.
 //!
-//! Any run of 12 digits (ASCII or full-width, optionally grouped 4-4-4 by single spaces or hyphens) whose last
-//! digit is the My Number check digit of the first eleven is treated as a My Number. The record carrying it is
-//! rejected with `MY_NUMBER_PRESENT` and its strings are overwritten in memory by the caller; the value itself is
-//! never copied, logged or stored.
+//! Twelve decimal digits whose last is the My Number check digit of the first eleven are a My Number, in
+//! whatever form a hospital system writes them: digits of any script (Unicode general category Nd: ASCII,
+//! full-width, mathematical, Arabic-Indic and every other decimal script), grouped by any run of
+//! separators (Unicode whitespace, dash punctuation, the minus sign, dots, slashes, middle dots and the
+//! prolonged sound mark, full- or half-width). Groups are never split: a 13-digit local id is not a
+//! candidate, but twelve digits in whole groups inside a longer grouped run are ("1234 5678 9018 03").
+//! The record carrying one is rejected with `MY_NUMBER_PRESENT` and its strings are overwritten in memory by
+//! the caller; the value itself is never copied, logged or stored.
+//!
+//! The price of catching every form is false positives: any twelve grouped digits pass the check digit with
+//! probability 1/11 (a date and a time written "2026/12/04 1030" among them). A record refused that way is
+//! rejected, not stored — the safe side for a number the law forbids us to hold.
 
 use crate::record_fields::{for_each_request_string_mut, for_each_string_mut};
 use tokumei_proto::ingest::v1::{PatientRecord, PatientRequest};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// The check digit that the My Number scheme assigns to eleven digits (most significant first).
 pub fn check_digit(first11: &[u8; 11]) -> u8 {
@@ -29,48 +38,117 @@ pub fn is_my_number(digits: &[u8; 12]) -> bool {
     check_digit(&first) == digits[11]
 }
 
+/// The value of a decimal digit of any script (general category Nd, whose digits come in runs of ten
+/// from zero).
 fn digit_value(c: char) -> Option<u8> {
-    match c {
-        '0'..='9' => Some(c as u8 - b'0'),
-        '０'..='９' => Some((c as u32 - '０' as u32) as u8),
-        _ => None,
+    if c.is_ascii() {
+        return c.is_ascii_digit().then(|| c as u8 - b'0');
+    }
+    // Full-width and mathematical digits are Nd too: no normalisation is needed to read them.
+    if c.general_category() != GeneralCategory::DecimalNumber {
+        return None;
+    }
+    // Step back to the start of the run of Nd code points this digit belongs to.
+    let mut start = c as u32;
+    while let Some(prev) = start.checked_sub(1).and_then(char::from_u32) {
+        if prev.general_category() != GeneralCategory::DecimalNumber {
+            break;
+        }
+        start -= 1;
+    }
+    Some(((c as u32 - start) % 10) as u8)
+}
+
+/// Whitespace, dash punctuation (Pd, full-width included), the minus sign, dots and slashes (full-width
+/// too), middle dots and the prolonged sound mark (full- and half-width).
+fn is_group_separator(c: char) -> bool {
+    if c.is_ascii() {
+        return matches!(c, '-' | '.' | '/') || c.is_ascii_whitespace();
+    }
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{2212}' | '\u{FF0E}' | '\u{FF0F}' | '\u{30FC}' | '\u{FF70}' | '\u{30FB}' | '\u{FF65}' | '\u{00B7}'
+        )
+        || c.general_category() == GeneralCategory::DashPunctuation
+}
+
+/// The longest grouped digit run examined; longer runs are examined in their first part only, which holds
+/// every window starting there (a run that long is a table of numbers, not an identifier field).
+const MAX_RUN_DIGITS: usize = 256;
+
+/// Digit groups of one run (digits joined by separator runs), examined when the run ends.
+struct Run {
+    digits: [u8; MAX_RUN_DIGITS],
+    len: usize,
+    /// Start index (in `digits`) of each group.
+    groups: Vec<usize>,
+}
+
+impl Run {
+    fn push(&mut self, d: u8, new_group: bool) {
+        if self.len == MAX_RUN_DIGITS {
+            return;
+        }
+        if new_group {
+            self.groups.push(self.len);
+        }
+        self.digits[self.len] = d;
+        self.len += 1;
+    }
+
+    /// Whether whole consecutive groups of the run hold exactly twelve digits forming a My Number; clears
+    /// the run (and overwrites its digits).
+    fn take(&mut self) -> bool {
+        let mut found = false;
+        let mut bounds = self.groups.clone();
+        bounds.push(self.len);
+        for first in 0..self.groups.len() {
+            for last in first + 1..bounds.len() {
+                let (from, to) = (bounds[first], bounds[last]);
+                if to - from > 12 {
+                    break;
+                }
+                if to - from == 12 {
+                    let mut twelve = [0u8; 12];
+                    twelve.copy_from_slice(&self.digits[from..to]);
+                    found |= is_my_number(&twelve);
+                    twelve.fill(0);
+                }
+            }
+        }
+        self.digits[..self.len].fill(0);
+        self.len = 0;
+        self.groups.clear();
+        found
     }
 }
 
-fn is_group_separator(c: char) -> bool {
-    matches!(c, ' ' | '-' | '\u{3000}' | '－' | 'ー' | '‐')
-}
-
-/// True when `s` contains a My Number anywhere.
-///
-/// Digits are collected into runs; a single separator between digits keeps the run going (so "1234 5678 9018"
-/// is one run of twelve), anything else ends it. Only runs of exactly twelve digits are candidates, so long
-/// numeric ids (e.g. 13-digit local ids) are not mistaken for one.
+/// True when `s` contains a My Number anywhere (see the module documentation for the forms).
 pub fn contains_my_number(s: &str) -> bool {
-    let mut run = [0u8; 12];
-    let mut len = 0usize; // digits in the current run (saturating past 12)
-    let mut pending_sep = false;
-    let check = |run: &[u8; 12], len: usize| len == 12 && is_my_number(run);
+    let mut run = Run {
+        digits: [0; MAX_RUN_DIGITS],
+        len: 0,
+        groups: Vec::new(),
+    };
+    let mut found = false;
+    let mut after_separator = false;
+    let mut after_digit = false;
     for c in s.chars() {
         if let Some(d) = digit_value(c) {
-            if len < 12 {
-                run[len] = d;
-            }
-            len = len.saturating_add(1);
-            pending_sep = false;
-        } else if is_group_separator(c) && len > 0 && !pending_sep {
-            pending_sep = true;
+            run.push(d, !after_digit);
+            after_digit = true;
+            after_separator = false;
+        } else if is_group_separator(c) && (after_digit || after_separator) && run.len > 0 {
+            after_separator = true;
+            after_digit = false;
         } else {
-            if check(&run, len) {
-                run.fill(0);
-                return true;
-            }
-            len = 0;
-            pending_sep = false;
+            found |= run.take();
+            after_digit = false;
+            after_separator = false;
         }
     }
-    let found = check(&run, len);
-    run.fill(0);
+    found |= run.take();
     found
 }
 
@@ -136,8 +214,75 @@ mod tests {
         assert!(!contains_my_number("1234567890180")); // 13 digits: not a 12-digit run
         assert!(!contains_my_number("12345678901")); // 11 digits
         assert!(!contains_my_number("3D046000001920402")); // JLAC10
-        assert!(!contains_my_number("1234  5678 9018")); // double separator breaks the run
         assert!(!contains_my_number(""));
+    }
+
+    /// The forms a hospital vendor's client sent that the first guard missed.
+    #[test]
+    fn detected_in_every_form_the_vendor_found() {
+        for form in [
+            "1234\t5678\t9018",
+            "1234\u{00A0}5678\u{00A0}9018",
+            "1234.5678.9018",
+            "1234/5678/9018",
+            "1234\u{2013}5678\u{2013}9018",
+            "1234\u{2212}5678\u{2212}9018",
+            "1234\u{FF70}5678\u{FF70}9018",
+            "1234  5678  9018",
+            "\u{0661}\u{0662}\u{0663}\u{0664}\u{0665}\u{0666}\u{0667}\u{0668}\u{0669}\u{0660}\u{0661}\u{0668}",
+            "\u{1D7CF}\u{1D7D0}\u{1D7D1}\u{1D7D2}\u{1D7D3}\u{1D7D4}\u{1D7D5}\u{1D7D6}\u{1D7D7}\u{1D7CE}\u{1D7CF}\u{1D7D6}",
+            "tel 1234 5678 9018 03",
+        ] {
+            assert!(contains_my_number(form), "{:?}", form.escape_unicode().to_string());
+        }
+    }
+
+    #[test]
+    fn groups_are_never_split() {
+        assert!(!contains_my_number("1234567890180 1")); // a 13-digit id next to a digit
+        assert!(contains_my_number("12 3456789018")); // twelve digits in whole groups of 2 and 10
+        assert!(!contains_my_number("123 456789017 7")); // 3 + 9 = 12 digits, but a wrong check digit
+    }
+
+    /// Zero of digit scripts a client may send: ASCII, full-width, Arabic-Indic, extended Arabic-Indic,
+    /// Devanagari, Bengali, Thai, mathematical bold and double-struck.
+    const ZEROS: [u32; 9] = [0x30, 0xFF10, 0x660, 0x6F0, 0x966, 0x9E6, 0xE50, 0x1D7CE, 0x1D7D8];
+    const SEPARATORS: [char; 17] = [
+        ' ', '\t', '\u{A0}', '\u{3000}', '-', '－', '‐', '–', '—', '−', '.', '．', '/', '／', 'ー', 'ｰ', '・',
+    ];
+
+    /// Twelve digits in random scripts, cut into random groups joined by random separator runs, in text.
+    fn written(digits: &[u8; 12], scripts: &[usize], cuts: &[bool], seps: &[Vec<usize>], text: (&str, &str)) -> String {
+        let mut out = String::from(text.0);
+        for (i, &d) in digits.iter().enumerate() {
+            out.push(char::from_u32(ZEROS[scripts[i] % ZEROS.len()] + u32::from(d)).expect("digit"));
+            if i < 11 && cuts[i] {
+                for &k in &seps[i] {
+                    out.push(SEPARATORS[k % SEPARATORS.len()]);
+                }
+            }
+        }
+        out.push_str(text.1);
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_form_is_caught_and_a_wrong_check_digit_is_not(
+            first in proptest::array::uniform11(0u8..10),
+            wrong in 1u8..10,
+            scripts in proptest::collection::vec(0usize..9, 12),
+            cuts in proptest::collection::vec(proptest::bool::weighted(0.3), 11),
+            seps in proptest::collection::vec(proptest::collection::vec(0usize..17, 1..4), 11),
+            text in proptest::sample::select(vec![("", ""), ("患者メモ：", "です"), ("ID ", " / tel"), ("(", ")")]),
+        ) {
+            let mut digits = [0u8; 12];
+            digits[..11].copy_from_slice(&first);
+            digits[11] = check_digit(&first);
+            proptest::prop_assert!(contains_my_number(&written(&digits, &scripts, &cuts, &seps, text)));
+            digits[11] = (digits[11] + wrong) % 10;
+            proptest::prop_assert!(!contains_my_number(&written(&digits, &scripts, &cuts, &seps, text)));
+        }
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub mod request {
     pub const REQUEST_ID_REUSED: &str = "REQUEST_ID_REUSED";
     /// An opt-out/erase request identifies nobody.
     pub const MISSING_IDENTITY: &str = "MISSING_IDENTITY";
-    /// An opt-out/erase request carries a My Number.
+    /// An opt-out/erase request, or a batch id, carries a My Number.
     pub const MY_NUMBER_PRESENT: &str = "MY_NUMBER_PRESENT";
     /// An opt-out/erase request has a malformed field.
     pub const INVALID_IDENTITY: &str = "INVALID_IDENTITY";

@@ -273,6 +273,18 @@ async fn bad_inputs_are_rejected_one_by_one_with_their_reason() {
     let s = status_of(push(&mut c, vec![batch("bad id with spaces", vec![valid_record("L9")])]).await);
     assert_eq!(s.code(), Code::InvalidArgument);
     assert_eq!(status_reason(&s).as_deref(), Some("INVALID_BATCH_ID"));
+
+    // A My Number as a batch id (it would be logged and kept in the spool's index): refused, named nowhere.
+    let s = status_of(push(&mut c, vec![batch("1234.5678.9018", vec![valid_record("L10")])]).await);
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert_eq!(status_reason(&s).as_deref(), Some("MY_NUMBER_PRESENT"));
+    assert!(!s.message().contains("9018"));
+    assert_eq!(spool_batches(&home.spool()).len(), 1, "nothing more was spooled");
+    let index = std::fs::read_dir(home.spool())
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.unwrap().path()).ok())
+        .any(|bytes| bytes.windows(4).any(|w| w == b"9018"));
+    assert!(!index, "the spool holds the batch id");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
