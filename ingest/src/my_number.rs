@@ -38,60 +38,78 @@ pub fn is_my_number(digits: &[u8; 12]) -> bool {
     check_digit(&first) == digits[11]
 }
 
-/// The value of a decimal digit of any script (general category Nd, whose digits come in runs of ten
-/// from zero).
-fn digit_value(c: char) -> Option<u8> {
+/// What one character is to the guard.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Digit(u8),
+    Separator,
+    Other,
+}
+
+/// Classifies a character: a decimal digit of any script (general category Nd, whose digits come in runs
+/// of ten from zero), a group separator, or anything else. Hot on every string of every record, so ASCII
+/// and the kana and kanji blocks are decided without a table lookup.
+fn classify(c: char) -> Class {
     if c.is_ascii() {
-        return c.is_ascii_digit().then(|| c as u8 - b'0');
+        return match c {
+            '0'..='9' => Class::Digit(c as u8 - b'0'),
+            '-' | '.' | '/' => Class::Separator,
+            c if c.is_ascii_whitespace() => Class::Separator,
+            _ => Class::Other,
+        };
     }
-    // Full-width and mathematical digits are Nd too: no normalisation is needed to read them.
-    if c.general_category() != GeneralCategory::DecimalNumber {
-        return None;
-    }
-    // Step back to the start of the run of Nd code points this digit belongs to.
-    let mut start = c as u32;
-    while let Some(prev) = start.checked_sub(1).and_then(char::from_u32) {
-        if prev.general_category() != GeneralCategory::DecimalNumber {
-            break;
+    match c {
+        // Separators: the minus sign, full-width dot and slash, prolonged sound marks, middle dots.
+        '\u{2212}' | '\u{FF0E}' | '\u{FF0F}' | '\u{30FC}' | '\u{FF70}' | '\u{30FB}' | '\u{FF65}' | '\u{00B7}' => {
+            return Class::Separator;
         }
-        start -= 1;
+        // Hiragana, katakana and CJK ideographs hold no digit and no separator.
+        '\u{3041}'..='\u{30FF}' | '\u{4E00}'..='\u{9FFF}' => return Class::Other,
+        _ => {}
     }
-    Some(((c as u32 - start) % 10) as u8)
+    if c.is_whitespace() {
+        return Class::Separator;
+    }
+    match c.general_category() {
+        GeneralCategory::DashPunctuation => Class::Separator,
+        // Full-width and mathematical digits are Nd too: no normalisation is needed to read them.
+        GeneralCategory::DecimalNumber => {
+            let mut start = c as u32;
+            while let Some(prev) = start.checked_sub(1).and_then(char::from_u32) {
+                if prev.general_category() != GeneralCategory::DecimalNumber {
+                    break;
+                }
+                start -= 1;
+            }
+            Class::Digit(((c as u32 - start) % 10) as u8)
+        }
+        _ => Class::Other,
+    }
 }
 
-/// Whitespace, dash punctuation (Pd, full-width included), the minus sign, dots and slashes (full-width
-/// too), middle dots and the prolonged sound mark (full- and half-width).
-fn is_group_separator(c: char) -> bool {
-    if c.is_ascii() {
-        return matches!(c, '-' | '.' | '/') || c.is_ascii_whitespace();
-    }
-    c.is_whitespace()
-        || matches!(
-            c,
-            '\u{2212}' | '\u{FF0E}' | '\u{FF0F}' | '\u{30FC}' | '\u{FF70}' | '\u{30FB}' | '\u{FF65}' | '\u{00B7}'
-        )
-        || c.general_category() == GeneralCategory::DashPunctuation
-}
-
-/// The longest grouped digit run examined; longer runs are examined in their first part only, which holds
-/// every window starting there (a run that long is a table of numbers, not an identifier field).
+/// The longest grouped digit run examined, and the most groups; a longer run is examined in its first
+/// part only (a run that long is a table of numbers, not an identifier field).
 const MAX_RUN_DIGITS: usize = 256;
+const MAX_GROUPS: usize = 64;
 
-/// Digit groups of one run (digits joined by separator runs), examined when the run ends.
+/// Digit groups of one run (digits joined by separator runs), examined when the run ends. Fixed-size, so
+/// the guard allocates nothing.
 struct Run {
     digits: [u8; MAX_RUN_DIGITS],
     len: usize,
     /// Start index (in `digits`) of each group.
-    groups: Vec<usize>,
+    groups: [usize; MAX_GROUPS],
+    group_count: usize,
 }
 
 impl Run {
     fn push(&mut self, d: u8, new_group: bool) {
-        if self.len == MAX_RUN_DIGITS {
+        if self.len == MAX_RUN_DIGITS || (new_group && self.group_count == MAX_GROUPS) {
             return;
         }
         if new_group {
-            self.groups.push(self.len);
+            self.groups[self.group_count] = self.len;
+            self.group_count += 1;
         }
         self.digits[self.len] = d;
         self.len += 1;
@@ -101,25 +119,26 @@ impl Run {
     /// the run (and overwrites its digits).
     fn take(&mut self) -> bool {
         let mut found = false;
-        let mut bounds = self.groups.clone();
-        bounds.push(self.len);
-        for first in 0..self.groups.len() {
-            for last in first + 1..bounds.len() {
-                let (from, to) = (bounds[first], bounds[last]);
-                if to - from > 12 {
-                    break;
-                }
-                if to - from == 12 {
-                    let mut twelve = [0u8; 12];
-                    twelve.copy_from_slice(&self.digits[from..to]);
-                    found |= is_my_number(&twelve);
-                    twelve.fill(0);
+        if self.len >= 12 {
+            let end = |g: usize| if g < self.group_count { self.groups[g] } else { self.len };
+            for first in 0..self.group_count {
+                for last in first + 1..=self.group_count {
+                    let (from, to) = (self.groups[first], end(last));
+                    if to - from > 12 {
+                        break;
+                    }
+                    if to - from == 12 {
+                        let mut twelve = [0u8; 12];
+                        twelve.copy_from_slice(&self.digits[from..to]);
+                        found |= is_my_number(&twelve);
+                        twelve.fill(0);
+                    }
                 }
             }
         }
         self.digits[..self.len].fill(0);
         self.len = 0;
-        self.groups.clear();
+        self.group_count = 0;
         found
     }
 }
@@ -129,26 +148,29 @@ pub fn contains_my_number(s: &str) -> bool {
     let mut run = Run {
         digits: [0; MAX_RUN_DIGITS],
         len: 0,
-        groups: Vec::new(),
+        groups: [0; MAX_GROUPS],
+        group_count: 0,
     };
     let mut found = false;
-    let mut after_separator = false;
     let mut after_digit = false;
     for c in s.chars() {
-        if let Some(d) = digit_value(c) {
-            run.push(d, !after_digit);
-            after_digit = true;
-            after_separator = false;
-        } else if is_group_separator(c) && (after_digit || after_separator) && run.len > 0 {
-            after_separator = true;
-            after_digit = false;
-        } else {
-            found |= run.take();
-            after_digit = false;
-            after_separator = false;
+        match classify(c) {
+            Class::Digit(d) => {
+                run.push(d, !after_digit);
+                after_digit = true;
+            }
+            Class::Separator if run.len > 0 => after_digit = false,
+            _ => {
+                if run.len > 0 {
+                    found |= run.take();
+                }
+                after_digit = false;
+            }
         }
     }
-    found |= run.take();
+    if run.len > 0 {
+        found |= run.take();
+    }
     found
 }
 
