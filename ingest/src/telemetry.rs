@@ -58,6 +58,8 @@ pub fn init(cfg: &TelemetryConfig, default_filter: &str) -> Result<TelemetryGuar
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_target(false)
+            // Colour codes only for a person at a terminal, never into a file or a log collector.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .boxed()
     };
     let mut provider = None;

@@ -711,6 +711,12 @@ async fn release_delivery_end_to_end() {
         for p in [&w.rika, &w.nao] {
             assert!(!text.contains(&p.session), "a session leaked into the server log");
         }
+        // A log file is not a terminal: no colour codes for the operator's log tools to trip on.
+        assert!(
+            !text.contains('\u{1b}'),
+            "ANSI escape codes in the server log {}",
+            path.display()
+        );
     }
 }
 
