@@ -20,14 +20,14 @@ use crate::{normalise, validate};
 use chrono::NaiveDate;
 use prost::Message;
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::watch;
 use tokumei_proto::ingest::v1::ingest_service_server::IngestService;
 use tokumei_proto::ingest::v1::{
-    BatchReceipt, PatientRecord, PatientRequest, PushReceipt, RecordBatch, Rejection, RequestReceipt, Sex,
+    BatchReceipt, PatientRecord, PatientRequest, PushReceipt, ReasonCount, RecordBatch, Rejection, RequestReceipt, Sex,
 };
 use tokumei_proto::spool::v1::{BatchCommit, PatientRequestEntry, RequestKind, SpoolEntry, spool_entry::Entry};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -451,6 +451,10 @@ impl Drop for StreamGauge<'_> {
     }
 }
 
+/// Rejected records listed in full in one receipt; the rest are counted per reason (a receipt for 60,000
+/// rejections was 6 MB, over common clients' 4 MiB receive limit, so the client failed on a committed batch).
+pub const RECEIPT_REJECTIONS_LISTED: usize = 1_000;
+
 #[tonic::async_trait]
 impl IngestService for Gateway {
     #[tracing::instrument(name = "ingest.push", skip_all, fields(hospital, batches, accepted, rejected))]
@@ -478,6 +482,7 @@ impl IngestService for Gateway {
             pending.push(inner.submit(&hospital, batch).await?);
         }
         let mut receipt = PushReceipt::default();
+        let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
         for p in pending {
             let (batch_id, outcome, replayed) = resolve(p).await?;
             receipt.accepted += outcome.accepted;
@@ -488,13 +493,22 @@ impl IngestService for Gateway {
                 replayed,
                 spool_position: outcome.position.to_string(),
             });
-            receipt.rejected.extend(outcome.rejections);
+            receipt.rejected_total += outcome.rejections.len() as u64;
+            for r in outcome.rejections.iter() {
+                *by_reason.entry(r.reason.clone()).or_default() += 1;
+            }
+            let room = RECEIPT_REJECTIONS_LISTED.saturating_sub(receipt.rejected.len());
+            receipt.rejected.extend(outcome.rejections.iter().take(room).cloned());
         }
+        receipt.rejected_by_reason = by_reason
+            .into_iter()
+            .map(|(reason, count)| ReasonCount { reason, count })
+            .collect();
         inner.metrics.receipt_latency.observe(started.elapsed().as_secs_f64());
         let span = tracing::Span::current();
         span.record("batches", receipt.batches.len());
         span.record("accepted", receipt.accepted);
-        span.record("rejected", receipt.rejected.len());
+        span.record("rejected", receipt.rejected_total);
         Ok(Response::new(receipt))
     }
 

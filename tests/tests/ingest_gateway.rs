@@ -674,3 +674,52 @@ async fn graceful_shutdown_finishes_in_flight_streams_and_metrics_are_exposed() 
     let ids: Vec<String> = spool_batches(&home.spool()).into_iter().map(|(_, id, _)| id).collect();
     assert!(ids.contains(&"slow-2".to_string()));
 }
+
+/// 60,000 refused records in one stream (the vendor's receipt of 6 MB broke common clients' 4 MiB receive
+/// limit on a committed batch): the receipt lists the first 1,000 in full and counts every one by reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_for_sixty_thousand_rejections_stays_small() {
+    use prost::Message;
+    let home = Home::new();
+    let gw = home.start();
+    let mut c = gw.client(&home, HOSPITAL_A).await;
+    let mut bad = valid_record("BAD");
+    bad.observations[0].unit = "furlongs".into();
+    let batches: Vec<RecordBatch> = (0..20)
+        .map(|b| {
+            let mut records: Vec<PatientRecord> = (0..3_000)
+                .map(|i| {
+                    let mut r = bad.clone();
+                    r.local_patient_id = format!("B{b}-{i}");
+                    r
+                })
+                .collect();
+            records.push(valid_record(&format!("GOOD{b}")));
+            batch(&format!("many-{b}"), records)
+        })
+        .collect();
+    let receipt = push(&mut c, batches).await.expect("receipt");
+    assert_eq!(receipt.accepted, 20);
+    assert_eq!(receipt.rejected_total, 60_000);
+    assert_eq!(
+        receipt.rejected.len(),
+        tokumei_ingest::gateway::RECEIPT_REJECTIONS_LISTED
+    );
+    assert_eq!(
+        receipt
+            .rejected_by_reason
+            .iter()
+            .map(|r| (r.reason.as_str(), r.count))
+            .collect::<Vec<_>>(),
+        [("INVALID_UNIT", 60_000)]
+    );
+    assert_eq!(
+        receipt.batches.iter().map(|b| u64::from(b.rejected)).sum::<u64>(),
+        60_000
+    );
+    assert!(
+        receipt.encoded_len() < 1 << 20,
+        "receipt of {} bytes",
+        receipt.encoded_len()
+    );
+}

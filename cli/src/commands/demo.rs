@@ -259,8 +259,8 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
                 let sent = batches.iter().map(|b| b.records.len() as u64).sum();
                 let receipt = push(&mut client, batches).await?;
                 let mut r = HospitalResult { hospital: code, sent, accepted: receipt.accepted, ..Default::default() };
-                for rej in receipt.rejected {
-                    *r.rejected.entry(rej.reason).or_default() += 1;
+                for rej in receipt.rejected_by_reason {
+                    *r.rejected.entry(rej.reason).or_default() += rej.count;
                 }
                 anyhow::Ok(r)
             }));

@@ -123,10 +123,11 @@ pub fn run(a: PushArgs, json: bool) -> anyhow::Result<()> {
             let n: u64 = stream.iter().map(|b| b.records.len() as u64).sum();
             let receipt = push(&mut client, stream).await?;
             summary.accepted += receipt.accepted;
-            summary.rejected += receipt.rejected.len() as u64;
+            // Counted from the per-reason totals: the receipt lists only the first rejections in full.
+            summary.rejected += receipt.rejected_total;
             summary.replayed_batches += receipt.batches.iter().filter(|b| b.replayed).count() as u64;
-            for r in receipt.rejected {
-                *summary.rejected_by_reason.entry(r.reason).or_default() += 1;
+            for r in receipt.rejected_by_reason {
+                *summary.rejected_by_reason.entry(r.reason).or_default() += r.count;
             }
             bar.inc(n);
         }
