@@ -55,6 +55,8 @@ pub struct GatewaySettings {
     pub max_message_bytes: usize,
     /// Sustained records per second per hospital.
     pub records_per_second: u32,
+    /// Longest one RPC may run; past it the client gets `DEADLINE_EXCEEDED` with its reason.
+    pub request_timeout: std::time::Duration,
 }
 
 /// The gateway service; cheap to clone.
@@ -439,9 +441,36 @@ fn stream_error(s: Status, max: usize) -> Status {
                 "a RecordBatch exceeded the gateway's maximum message size of {max} bytes; split it into smaller batches"
             ),
         )
+    } else if s.code() == Code::Internal && s.message().contains("decode") {
+        // The decoder's own text may quote a field's content: not passed on.
+        status(
+            Code::InvalidArgument,
+            why::MALFORMED_MESSAGE,
+            "a message of the stream is not a tokumei.ingest.v1.RecordBatch (bad bytes, a string that is not UTF-8, \
+             or nesting too deep); batches before it were handled, nothing after it was read",
+        )
     } else {
         s
     }
+}
+
+/// Runs an RPC under the gateway's request timeout, answering `DEADLINE_EXCEEDED` with its reason (a server
+/// timeout layer would answer `CANCELLED` without one).
+async fn within_deadline<T>(
+    limit: std::time::Duration,
+    rpc: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    tokio::time::timeout(limit, rpc).await.unwrap_or_else(|_| {
+        Err(status(
+            Code::DeadlineExceeded,
+            why::DEADLINE_EXCEEDED,
+            format!(
+                "the request ran longer than the gateway's limit of {} s; batches already acknowledged stay committed \
+                 and resending them is a replay",
+                limit.as_secs()
+            ),
+        ))
+    })
 }
 
 struct StreamGauge<'a>(&'a Metrics);
@@ -459,6 +488,31 @@ pub const RECEIPT_REJECTIONS_LISTED: usize = 1_000;
 impl IngestService for Gateway {
     #[tracing::instrument(name = "ingest.push", skip_all, fields(hospital, batches, accepted, rejected))]
     async fn push(&self, request: Request<Streaming<RecordBatch>>) -> Result<Response<PushReceipt>, Status> {
+        within_deadline(self.inner.settings.request_timeout, self.push_stream(request)).await
+    }
+
+    #[tracing::instrument(name = "ingest.opt_out", skip_all, fields(hospital))]
+    async fn opt_out(&self, request: Request<PatientRequest>) -> Result<Response<RequestReceipt>, Status> {
+        within_deadline(
+            self.inner.settings.request_timeout,
+            self.patient_request(request, RequestKind::OptOut),
+        )
+        .await
+    }
+
+    #[tracing::instrument(name = "ingest.erase", skip_all, fields(hospital))]
+    async fn erase(&self, request: Request<PatientRequest>) -> Result<Response<RequestReceipt>, Status> {
+        within_deadline(
+            self.inner.settings.request_timeout,
+            self.patient_request(request, RequestKind::Erase),
+        )
+        .await
+    }
+}
+
+impl Gateway {
+    /// One Push stream: every batch submitted as it arrives, the receipt once all are durable.
+    async fn push_stream(&self, request: Request<Streaming<RecordBatch>>) -> Result<Response<PushReceipt>, Status> {
         let inner = &self.inner;
         if inner.shutting_down.load(Ordering::SeqCst) {
             return Err(status(
@@ -512,18 +566,6 @@ impl IngestService for Gateway {
         Ok(Response::new(receipt))
     }
 
-    #[tracing::instrument(name = "ingest.opt_out", skip_all, fields(hospital))]
-    async fn opt_out(&self, request: Request<PatientRequest>) -> Result<Response<RequestReceipt>, Status> {
-        self.patient_request(request, RequestKind::OptOut).await
-    }
-
-    #[tracing::instrument(name = "ingest.erase", skip_all, fields(hospital))]
-    async fn erase(&self, request: Request<PatientRequest>) -> Result<Response<RequestReceipt>, Status> {
-        self.patient_request(request, RequestKind::Erase).await
-    }
-}
-
-impl Gateway {
     async fn patient_request(
         &self,
         request: Request<PatientRequest>,

@@ -171,6 +171,12 @@ pub mod request {
     pub const KEY_SERVICE_UNAVAILABLE: &str = "KEY_SERVICE_UNAVAILABLE";
     /// The spool could not make the batch durable; nothing was acknowledged, retry later.
     pub const SPOOL_UNAVAILABLE: &str = "SPOOL_UNAVAILABLE";
+    /// A message could not be decoded as the RPC's message type (garbage bytes, a string that is not UTF-8,
+    /// nesting beyond the decoder's limit); nothing of the stream after it was read.
+    pub const MALFORMED_MESSAGE: &str = "MALFORMED_MESSAGE";
+    /// The RPC ran longer than the gateway's `request_timeout_secs`; batches already acknowledged in the
+    /// spool stay committed, and resending them is a replay.
+    pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
     /// The gateway is shutting down; retry against another instance or later.
     pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
 }

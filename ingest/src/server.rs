@@ -160,6 +160,7 @@ pub async fn start(
     let settings = GatewaySettings {
         max_message_bytes: config.gateway.max_message_bytes,
         records_per_second: config.gateway.records_per_second,
+        request_timeout: Duration::from_secs(config.gateway.request_timeout_secs),
     };
     // Acknowledged segments are deleted at start too, not only while running: an erased patient's data must not
     // outlive the core's acknowledgement because the gateway was restarted.
@@ -236,8 +237,9 @@ pub async fn start(
         }
     };
     let max = config.gateway.max_message_bytes;
+    // No server-wide timeout layer: it answers CANCELLED without a reason; each RPC runs under
+    // `request_timeout_secs` itself and answers DEADLINE_EXCEEDED with one.
     let router = Server::builder()
-        .timeout(Duration::from_secs(config.gateway.request_timeout_secs))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         // Batches are large (about 0.8 MB per 1,000 records): let them flow without waiting for WINDOW_UPDATEs.
         .initial_stream_window_size(Some(8 << 20))

@@ -723,3 +723,64 @@ async fn a_receipt_for_sixty_thousand_rejections_stays_small() {
         receipt.encoded_len()
     );
 }
+
+/// A message that is not a RecordBatch (here a batch id that is not UTF-8): `INVALID_ARGUMENT` with
+/// `MALFORMED_MESSAGE`, not `INTERNAL` without a reason; the decoder's text is not passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_is_invalid_argument_with_its_reason() {
+    /// The wire shape of RecordBatch's field 1, with bytes where a string belongs.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RawBatch {
+        #[prost(bytes = "vec", tag = "1")]
+        batch_id: Vec<u8>,
+    }
+    let home = Home::new();
+    let gw = home.start();
+    let creds = home.creds(HOSPITAL_A);
+    let tls = tokumei_ingest::client::mutual_tls(&creds.ca, &creds.cert, &creds.key).expect("tls");
+    let channel = tonic::transport::Endpoint::from_shared(gw.endpoint())
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/tokumei.ingest.v1.IngestService/Push");
+    let codec = tonic_prost::ProstCodec::<RawBatch, PushReceipt>::default();
+    let request = tonic::Request::new(tokio_stream::iter(vec![RawBatch {
+        batch_id: vec![0xff, 0xfe, 0x00],
+    }]));
+    let s = grpc
+        .client_streaming(request, path, codec)
+        .await
+        .expect_err("a malformed message is refused");
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert_eq!(status_reason(&s).as_deref(), Some("MALFORMED_MESSAGE"));
+    assert!(
+        !s.message().contains("failed to decode"),
+        "the decoder's text is not passed on: {}",
+        s.message()
+    );
+}
+
+/// A stream that outlives `request_timeout_secs`: `DEADLINE_EXCEEDED` with its reason (the server-wide
+/// timeout layer answered `CANCELLED` "Timeout expired" without one), and the batch it had sent committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_past_the_request_timeout_is_deadline_exceeded_with_its_reason() {
+    use tokio_stream::StreamExt;
+    let home = Home::with_config("request_timeout_secs = 1\n");
+    let gw = home.start();
+    let mut c = gw.client(&home, HOSPITAL_A).await;
+    let stalled = tokio_stream::iter(vec![batch("slow-1", vec![valid_record("S1")])]).chain(tokio_stream::pending());
+    let s = c.push(stalled).await.expect_err("the stream outlives the limit");
+    assert_eq!(s.code(), Code::DeadlineExceeded, "{s:?}");
+    assert_eq!(status_reason(&s).as_deref(), Some("DEADLINE_EXCEEDED"));
+    // Sending the batch again is a replay of what was committed, not a second copy.
+    let again = push(&mut c, vec![batch("slow-1", vec![valid_record("S1")])])
+        .await
+        .expect("receipt");
+    assert_eq!(again.accepted, 1);
+    assert!(again.batches[0].replayed, "the first stream's batch was committed");
+}
