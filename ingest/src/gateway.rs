@@ -488,29 +488,43 @@ pub const RECEIPT_REJECTIONS_LISTED: usize = 1_000;
 impl IngestService for Gateway {
     #[tracing::instrument(name = "ingest.push", skip_all, fields(hospital, batches, accepted, rejected))]
     async fn push(&self, request: Request<Streaming<RecordBatch>>) -> Result<Response<PushReceipt>, Status> {
-        within_deadline(self.inner.settings.request_timeout, self.push_stream(request)).await
+        let result = within_deadline(self.inner.settings.request_timeout, self.push_stream(request)).await;
+        self.observe("push", result)
     }
 
     #[tracing::instrument(name = "ingest.opt_out", skip_all, fields(hospital))]
     async fn opt_out(&self, request: Request<PatientRequest>) -> Result<Response<RequestReceipt>, Status> {
-        within_deadline(
+        let result = within_deadline(
             self.inner.settings.request_timeout,
             self.patient_request(request, RequestKind::OptOut),
         )
-        .await
+        .await;
+        self.observe("opt_out", result)
     }
 
     #[tracing::instrument(name = "ingest.erase", skip_all, fields(hospital))]
     async fn erase(&self, request: Request<PatientRequest>) -> Result<Response<RequestReceipt>, Status> {
-        within_deadline(
+        let result = within_deadline(
             self.inner.settings.request_timeout,
             self.patient_request(request, RequestKind::Erase),
         )
-        .await
+        .await;
+        self.observe("erase", result)
     }
 }
 
 impl Gateway {
+    /// Counts and logs a refused request by its reason, so the operator on call sees refusals (the status
+    /// code and reason only: a message may name a field, and a log line never needs more).
+    fn observe<T>(&self, rpc: &'static str, result: Result<T, Status>) -> Result<T, Status> {
+        if let Err(s) = &result {
+            let reason = status_reason(s).unwrap_or_else(|| "UNCLASSIFIED".to_owned());
+            self.inner.metrics.refuse(&reason);
+            tracing::warn!(rpc, code = ?s.code(), reason = reason.as_str(), "request refused");
+        }
+        result
+    }
+
     /// One Push stream: every batch submitted as it arrives, the receipt once all are durable.
     async fn push_stream(&self, request: Request<Streaming<RecordBatch>>) -> Result<Response<PushReceipt>, Status> {
         let inner = &self.inner;

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub batches: Family<OutcomeLabel, Counter>,
     /// Opt-out and erase requests by kind.
     pub requests: Family<OutcomeLabel, Counter>,
+    /// Whole requests refused (a stream or a patient request answered with an error status), by reason.
+    pub refused: Family<ReasonLabel, Counter>,
     /// Seconds from the first message of a push stream to its receipt.
     pub receipt_latency: Histogram,
     /// Seconds spent in each spool fdatasync.
@@ -66,6 +68,7 @@ impl Metrics {
             rejected: Family::default(),
             batches: Family::default(),
             requests: Family::default(),
+            refused: Family::default(),
             receipt_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             fsync_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             group_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
@@ -80,6 +83,11 @@ impl Metrics {
         registry.register("records_rejected", "Records rejected, by reason", m.rejected.clone());
         registry.register("batches", "Batches by outcome", m.batches.clone());
         registry.register("patient_requests", "Opt-out and erase requests", m.requests.clone());
+        registry.register(
+            "requests_refused",
+            "Whole requests refused with an error status, by reason",
+            m.refused.clone(),
+        );
         registry.register(
             "receipt_latency_seconds",
             "Push stream start to durable receipt",
@@ -115,6 +123,15 @@ impl Metrics {
     /// Increments a reason counter.
     pub fn reject(&self, reason: &str) {
         self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Increments the refused-request counter of a reason.
+    pub fn refuse(&self, reason: &str) {
+        self.refused
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })

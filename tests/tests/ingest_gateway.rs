@@ -763,6 +763,20 @@ async fn a_malformed_message_is_invalid_argument_with_its_reason() {
         "the decoder's text is not passed on: {}",
         s.message()
     );
+    // The operator sees the refusal by its reason.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(&gw.operator)
+        .await
+        .expect("operator port");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut metrics = String::new();
+    conn.read_to_string(&mut metrics).await.expect("metrics");
+    assert!(
+        metrics.contains("tokumei_ingest_requests_refused_total{reason=\"MALFORMED_MESSAGE\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// A stream that outlives `request_timeout_secs`: `DEADLINE_EXCEEDED` with its reason (the server-wide
