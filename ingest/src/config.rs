@@ -61,6 +61,8 @@ pub struct GatewayConfig {
     pub max_message_bytes: usize,
     /// Sustained records per second per hospital (also the largest burst).
     pub records_per_second: u32,
+    /// Opt-out and erase requests a hospital may send per minute (also the burst).
+    pub patient_requests_per_minute: u32,
     /// Longest a single RPC may run.
     pub request_timeout_secs: u64,
     /// Longest a TLS handshake may take.
@@ -78,6 +80,7 @@ impl Default for GatewayConfig {
             operator_listen: SocketAddr::from(([127, 0, 0, 1], 7444)),
             max_message_bytes: 16 * 1024 * 1024,
             records_per_second: 500_000,
+            patient_requests_per_minute: 120,
             request_timeout_secs: 120,
             handshake_timeout_secs: 10,
             spool_listen: None,
@@ -338,6 +341,11 @@ impl Config {
         if self.gateway.records_per_second == 0 {
             return Err(ConfigError::Invalid(
                 "gateway.records_per_second must be positive".into(),
+            ));
+        }
+        if self.gateway.patient_requests_per_minute == 0 {
+            return Err(ConfigError::Invalid(
+                "gateway.patient_requests_per_minute must be positive".into(),
             ));
         }
         if self.keys.openbao.key_version == 0 {

@@ -57,6 +57,8 @@ pub struct GatewaySettings {
     pub records_per_second: u32,
     /// Longest one RPC may run; past it the client gets `DEADLINE_EXCEEDED` with its reason.
     pub request_timeout: std::time::Duration,
+    /// Opt-out and erase requests per hospital per minute.
+    pub patient_requests_per_minute: u32,
 }
 
 /// The gateway service; cheap to clone.
@@ -71,6 +73,7 @@ struct Inner {
     registry: Arc<Mutex<Registry>>,
     metrics: Arc<Metrics>,
     limits: RateLimits,
+    patient_limits: RateLimits,
     settings: GatewaySettings,
     shutting_down: AtomicBool,
 }
@@ -116,6 +119,7 @@ impl Gateway {
         settings: GatewaySettings,
     ) -> Self {
         let limits = RateLimits::new(settings.records_per_second);
+        let patient_limits = RateLimits::patient_requests(settings.patient_requests_per_minute);
         Gateway {
             inner: Arc::new(Inner {
                 keys,
@@ -123,6 +127,7 @@ impl Gateway {
                 registry,
                 metrics,
                 limits,
+                patient_limits,
                 settings,
                 shutting_down: AtomicBool::new(false),
             }),
@@ -600,6 +605,10 @@ impl Gateway {
         kind: RequestKind,
     ) -> Result<RequestReceipt, Status> {
         let inner = &self.inner;
+        // Before any key is derived: each request names a person by keys that can be guessed.
+        if let Err(msg) = inner.patient_limits.check(hospital, 1) {
+            return Err(status(Code::ResourceExhausted, why::RATE_LIMITED, msg));
+        }
         if !valid_token(&req.request_id) {
             return Err(status(
                 Code::InvalidArgument,

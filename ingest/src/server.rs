@@ -161,6 +161,7 @@ pub async fn start(
         max_message_bytes: config.gateway.max_message_bytes,
         records_per_second: config.gateway.records_per_second,
         request_timeout: Duration::from_secs(config.gateway.request_timeout_secs),
+        patient_requests_per_minute: config.gateway.patient_requests_per_minute,
     };
     // Acknowledged segments are deleted at start too, not only while running: an erased patient's data must not
     // outlive the core's acknowledgement because the gateway was restarted.

@@ -798,3 +798,29 @@ async fn a_stream_past_the_request_timeout_is_deadline_exceeded_with_its_reason(
     assert_eq!(again.accepted, 1);
     assert!(again.batches[0].replayed, "the first stream's batch was committed");
 }
+
+/// Patients' requests are rate-limited per hospital (any hospital could otherwise try names and birth
+/// dates by the thousand): past `patient_requests_per_minute`, `RESOURCE_EXHAUSTED` / `RATE_LIMITED`,
+/// counted by reason; another hospital is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patient_requests_are_rate_limited_per_hospital() {
+    let home = Home::with_config("patient_requests_per_minute = 2\n");
+    let gw = home.start();
+    let mut a = gw.client(&home, HOSPITAL_A).await;
+    let mut b = gw.client(&home, HOSPITAL_B).await;
+    let request = |i: usize| PatientRequest {
+        request_id: format!("guess-{i}"),
+        local_patient_id: format!("L{i}"),
+        ..Default::default()
+    };
+    for i in 0..2 {
+        a.erase(request(i)).await.expect("within the limit");
+    }
+    let s = a.erase(request(2)).await.expect_err("the third in a minute");
+    assert_eq!(s.code(), Code::ResourceExhausted);
+    assert_eq!(status_reason(&s).as_deref(), Some("RATE_LIMITED"));
+    assert!(s.message().contains("patient requests/min"), "{}", s.message());
+    b.opt_out(request(3))
+        .await
+        .expect("another hospital has its own budget");
+}
