@@ -282,7 +282,7 @@ impl Inner {
         {
             let registry = lock(&self.registry);
             for (((index, mut record), identity), p) in kept.into_iter().zip(&identities).zip(&pseudonyms) {
-                if registry.is_opted_out(&p.linkage_key, p.id4_key.as_ref(), &p.hospital_pseudonym) {
+                if registry.is_opted_out(hospital, &p.linkage_key, p.id4_key.as_ref(), &p.hospital_pseudonym) {
                     zeroize_record(&mut record);
                     rejections.push(reject(
                         &batch_id,
@@ -635,6 +635,7 @@ impl Gateway {
             )
         };
         let mut linkage_inputs = Vec::new();
+        let mut id4_input = None;
         let mut matched = Vec::new();
         if normalise::insurance_present(req.insurance.as_ref())
             && let Some(ins) = req.insurance.as_ref()
@@ -651,7 +652,7 @@ impl Gateway {
                     "birth_date must be YYYY-MM-DD",
                 ));
             }
-            linkage_inputs.push(normalise::id4_identity(&req.kana_name, &req.birth_date, sex).map_err(invalid)?);
+            id4_input = Some(normalise::id4_identity(&req.kana_name, &req.birth_date, sex).map_err(invalid)?);
             matched.push("ID4");
         }
         let local = if req.local_patient_id.trim().is_empty() {
@@ -667,12 +668,21 @@ impl Gateway {
                 "give insurance, kana_name + birth_date + sex, or local_patient_id",
             ));
         }
-        let refs: Vec<&[u8]> = linkage_inputs.iter().map(|s| s.as_bytes()).collect();
-        let linkage_keys = inner
+        let refs: Vec<&[u8]> = linkage_inputs
+            .iter()
+            .chain(id4_input.as_ref())
+            .map(|s| s.as_bytes())
+            .collect();
+        let mut linkage_keys = inner
             .keys
             .hmac(KeyPurpose::Linkage, &refs)
             .await
             .map_err(|e| inner.key_unavailable(&e))?;
+        let id4_keys = if id4_input.is_some() {
+            linkage_keys.pop().map(|k| vec![k.to_vec()]).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let hospital_pseudonym = match &local {
             Some(l) => inner
                 .keys
@@ -685,6 +695,7 @@ impl Gateway {
             None => Vec::new(),
         };
         drop(linkage_inputs);
+        drop(id4_input);
         drop(local);
         let entry = PatientRequestEntry {
             hospital_code: hospital.to_string(),
@@ -693,10 +704,14 @@ impl Gateway {
             linkage_keys: linkage_keys.iter().map(|k| k.to_vec()).collect(),
             hospital_pseudonym,
             matched_by: matched.join(","),
+            id4_keys,
         };
         if let Some(previous) = lock(&inner.registry).request(hospital, &req.request_id) {
+            // Requests recorded before ID4 keys had their own field carried them among the linkage keys.
+            let all =
+                |a: &[Vec<u8>], b: &[Vec<u8>]| a.iter().chain(b).cloned().collect::<std::collections::BTreeSet<_>>();
             let same = previous.kind == entry.kind
-                && previous.linkage_keys == entry.linkage_keys
+                && all(&previous.linkage_keys, &previous.id4_keys) == all(&entry.linkage_keys, &entry.id4_keys)
                 && previous.hospital_pseudonym == entry.hospital_pseudonym;
             return if same {
                 Ok(RequestReceipt {

@@ -34,7 +34,7 @@ pub struct Pseudonyms {
     pub linkage_key: Digest,
     /// The hospital-local pseudonym.
     pub hospital_pseudonym: Digest,
-    /// ID4 key of a record that also had insurance (never stored; used to honour ID4-keyed opt-outs).
+    /// ID4 key of a record that also had insurance: stored beside the linkage key so the core sees one person.
     pub id4_key: Option<Digest>,
 }
 
@@ -124,5 +124,6 @@ pub fn into_pseudonymised(mut record: PatientRecord, p: &Pseudonyms, quality: Li
         observations: std::mem::take(&mut record.observations),
         allergies: std::mem::take(&mut record.allergies),
         long_term_storage: record.long_term_storage,
+        id4_key: p.id4_key.map(|k| k.to_vec()).unwrap_or_default(),
     }
 }

@@ -43,6 +43,8 @@ pub struct RequestRecord {
     pub kind: i32,
     /// Linkage keys the request was bound to.
     pub linkage_keys: Vec<Vec<u8>>,
+    /// ID4 keys the request was bound to (scoped to the requesting hospital).
+    pub id4_keys: Vec<Vec<u8>>,
     /// Hospital pseudonym the request was bound to (may be empty).
     pub hospital_pseudonym: Vec<u8>,
     /// Which identities matched.
@@ -56,6 +58,9 @@ pub struct Registry {
     in_flight: HashMap<BatchKey, InFlight>,
     opted_out: HashSet<Digest>,
     opted_out_local: HashSet<Digest>,
+    /// ID4 keys opted out by a hospital: they stop that hospital's records only (the core extends them to the
+    /// person when the hospital had sent that person).
+    opted_out_id4: HashSet<(String, Digest)>,
     requests: HashMap<(String, String), RequestRecord>,
 }
 
@@ -152,6 +157,11 @@ impl Registry {
                 self.opted_out.insert(d);
             }
         }
+        for k in &r.id4_keys {
+            if let Some(d) = digest_of(k) {
+                self.opted_out_id4.insert((r.hospital_code.clone(), d));
+            }
+        }
         if let Some(d) = digest_of(&r.hospital_pseudonym) {
             self.opted_out_local.insert(d);
         }
@@ -160,6 +170,7 @@ impl Registry {
             .or_insert_with(|| RequestRecord {
                 kind: r.kind,
                 linkage_keys: r.linkage_keys.clone(),
+                id4_keys: r.id4_keys.clone(),
                 hospital_pseudonym: r.hospital_pseudonym.clone(),
                 matched_by: r.matched_by.clone(),
             });
@@ -194,10 +205,19 @@ impl Registry {
         self.in_flight.remove(key);
     }
 
-    /// True when a record with these pseudonyms belongs to a patient who opted out or asked for erasure.
-    pub fn is_opted_out(&self, linkage_key: &Digest, id4_key: Option<&Digest>, hospital_pseudonym: &Digest) -> bool {
+    /// True when a record `hospital` sent with these pseudonyms belongs to a patient who opted out or asked for
+    /// erasure: by an insured key anywhere, by an ID4 key at the hospital that asked, by its local id.
+    pub fn is_opted_out(
+        &self,
+        hospital: &str,
+        linkage_key: &Digest,
+        id4_key: Option<&Digest>,
+        hospital_pseudonym: &Digest,
+    ) -> bool {
+        let scoped = |k: &Digest| self.opted_out_id4.contains(&(hospital.to_string(), *k));
         self.opted_out.contains(linkage_key)
-            || id4_key.is_some_and(|k| self.opted_out.contains(k))
+            || id4_key.is_some_and(|k| self.opted_out.contains(k) || scoped(k))
+            || scoped(linkage_key)
             || self.opted_out_local.contains(hospital_pseudonym)
     }
 
@@ -213,6 +233,6 @@ impl Registry {
 
     /// Number of opted-out identities (for status output).
     pub fn opted_out_count(&self) -> usize {
-        self.opted_out.len() + self.opted_out_local.len()
+        self.opted_out.len() + self.opted_out_local.len() + self.opted_out_id4.len()
     }
 }

@@ -1243,6 +1243,7 @@ mod tests {
                 linkage_keys: vec![vec![100 + i; 32]],
                 hospital_pseudonym: vec![200 + i; 32],
                 matched_by: "INSURED".into(),
+                id4_keys: Vec::new(),
             })),
             committed_at_ms: 7,
         }

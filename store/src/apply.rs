@@ -12,11 +12,12 @@
 
 use crate::erasure::{self, ErasureCertificate, ErasureTarget};
 use crate::error::StoreError;
+use crate::request_reach::{self, Reach};
 use crate::rows::Rows;
 use crate::schema::Table;
 use crate::store::Store;
 use deltalake::DeltaTable;
-use deltalake::arrow::array::{StringArray, TimestampMicrosecondArray};
+use deltalake::arrow::array::{Array, StringArray, TimestampMicrosecondArray};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
@@ -59,17 +60,31 @@ pub struct ApplyReport {
 pub struct OptOutSet {
     linkage_keys: HashSet<String>,
     hospital_pseudonyms: HashSet<String>,
+    /// (hospital code, ID4 key): keys that stop one hospital's records only.
+    hospital_keys: HashSet<(String, String)>,
 }
 
 impl OptOutSet {
-    /// True when a record with these pseudonyms (hex) must not be stored.
-    pub fn refuses(&self, linkage_key: &str, hospital_pseudonym: &str) -> bool {
-        self.linkage_keys.contains(linkage_key) || self.hospital_pseudonyms.contains(hospital_pseudonym)
+    /// True when a record `hospital` sent with these pseudonyms (hex) must not be stored.
+    pub fn refuses(&self, hospital: &str, linkage_key: &str, id4_key: Option<&str>, hospital_pseudonym: &str) -> bool {
+        let scoped = |k: &str| self.hospital_keys.contains(&(hospital.to_string(), k.to_string()));
+        self.linkage_keys.contains(linkage_key)
+            || id4_key.is_some_and(|k| self.linkage_keys.contains(k) || scoped(k))
+            || scoped(linkage_key)
+            || self.hospital_pseudonyms.contains(hospital_pseudonym)
     }
 
     /// Number of pseudonyms held.
     pub fn len(&self) -> usize {
-        self.linkage_keys.len() + self.hospital_pseudonyms.len()
+        self.linkage_keys.len() + self.hospital_pseudonyms.len() + self.hospital_keys.len()
+    }
+
+    fn extend(&mut self, hospital: &str, reach: &Reach) {
+        self.linkage_keys.extend(reach.platform_keys.iter().cloned());
+        self.hospital_keys
+            .extend(reach.hospital_keys.iter().map(|k| (hospital.to_string(), k.clone())));
+        self.hospital_pseudonyms
+            .extend(reach.hospital_pseudonym.iter().cloned());
     }
 
     /// True when nobody opted out.
@@ -102,14 +117,27 @@ async fn applied_version(table: &DeltaTable) -> Result<Option<u64>, StoreError> 
 }
 
 impl Applier {
-    /// Loads every table, the version each has applied, and the opt-out registry.
+    /// Completes any interrupted erasure, then loads every table, the version each has applied, and the opt-out
+    /// registry.
     pub async fn open(store: Arc<Store>, maintenance: Arc<tokio::sync::Mutex<()>>) -> Result<Applier, StoreError> {
+        {
+            let _guard = maintenance.lock().await;
+            complete_pending_erasures(&store).await?;
+        }
         let mut tables = BTreeMap::new();
         let mut applied = BTreeMap::new();
         for t in Table::ALL {
             let table = store.table(t).await?;
             applied.insert(t, applied_version(&table).await?);
             tables.insert(t, table);
+        }
+        // A request is applied only after every earlier batch was flushed, and writes to no clinical table: a
+        // clinical table therefore holds everything up to the registry's version, whatever its own says.
+        let registry_version = applied.get(&Table::OptOuts).copied().flatten();
+        for t in Table::CLINICAL {
+            if let Some(v) = applied.get_mut(&t) {
+                *v = (*v).max(registry_version);
+            }
         }
         let registry = tables
             .get(&Table::OptOuts)
@@ -163,7 +191,8 @@ impl Applier {
                     for r in &b.records {
                         let lk = hex::encode(&r.linkage_key);
                         let hp = hex::encode(&r.hospital_pseudonym);
-                        if self.opted_out.refuses(&lk, &hp) {
+                        let id4 = (!r.id4_key.is_empty()).then(|| hex::encode(&r.id4_key));
+                        if self.opted_out.refuses(&b.hospital_code, &lk, id4.as_deref(), &hp) {
                             report.records_refused += 1;
                             continue;
                         }
@@ -249,6 +278,9 @@ impl Applier {
         Ok(())
     }
 
+    /// Applies an opt-out or erasure: its reach is worked out and written to the registry first (the decision,
+    /// durable), then the erasure runs; an erasure interrupted between the two is completed at the next open
+    /// ([`complete_pending_erasures`]).
     async fn apply_request(
         &mut self,
         position: Position,
@@ -256,35 +288,13 @@ impl Applier {
         report: &mut ApplyReport,
     ) -> Result<(), StoreError> {
         let seq = position.to_seq();
-        let keys: Vec<String> = r.linkage_keys.iter().map(hex::encode).collect();
-        let pseudonym = (!r.hospital_pseudonym.is_empty()).then(|| hex::encode(&r.hospital_pseudonym));
-        for k in &keys {
-            self.opted_out.linkage_keys.insert(k.clone());
-        }
-        if let Some(p) = &pseudonym {
-            self.opted_out.hospital_pseudonyms.insert(p.clone());
-        }
         if !self.needs(Table::OptOuts, seq) {
             return Ok(());
         }
+        let reach = request_reach::reach(&self.store, r).await?;
+        self.opted_out.extend(&r.hospital_code, &reach);
         let kind = RequestKind::try_from(r.kind).unwrap_or(RequestKind::Unspecified);
-        if kind == RequestKind::Erase {
-            let _guard = self.maintenance.lock().await;
-            let target = ErasureTarget {
-                request_id: r.request_id.clone(),
-                source_hospital: r.hospital_code.clone(),
-                linkage_keys: keys.clone(),
-                hospital_pseudonym: pseudonym.clone(),
-            };
-            let cert = erasure::erase(&self.store, &target).await?;
-            for t in Table::CLINICAL {
-                self.tables.insert(t, self.store.table(t).await?);
-            }
-            report.erasures.push(cert);
-        } else {
-            report.opt_outs += 1;
-        }
-        let batch = registry_rows(r, kind, &keys, pseudonym.as_deref())?;
+        let batch = registry_rows(r, kind, &reach)?;
         let table = self
             .tables
             .get(&Table::OptOuts)
@@ -302,8 +312,32 @@ impl Applier {
             .with_commit_properties(props)
             .await?;
         self.tables.insert(Table::OptOuts, table);
-        self.applied.insert(Table::OptOuts, Some(seq));
+        for t in Table::ALL {
+            // Clinical tables hold everything up to a request (see `open`).
+            if self.needs(t, seq) {
+                self.applied.insert(t, Some(seq));
+            }
+        }
+        if kind == RequestKind::Erase {
+            let _guard = self.maintenance.lock().await;
+            let cert = erasure::erase(&self.store, &target(r, &reach)).await?;
+            for t in Table::CLINICAL {
+                self.tables.insert(t, self.store.table(t).await?);
+            }
+            report.erasures.push(cert);
+        } else {
+            report.opt_outs += 1;
+        }
         Ok(())
+    }
+}
+
+fn target(r: &PatientRequestEntry, reach: &Reach) -> ErasureTarget {
+    ErasureTarget {
+        request_id: r.request_id.clone(),
+        source_hospital: r.hospital_code.clone(),
+        linkage_keys: reach.platform_keys.iter().cloned().collect(),
+        hospital_pseudonym: reach.hospital_pseudonym.clone(),
     }
 }
 
@@ -315,17 +349,17 @@ struct Run {
     batches: Vec<String>,
 }
 
-fn registry_rows(
-    r: &PatientRequestEntry,
-    kind: RequestKind,
-    keys: &[String],
-    pseudonym: Option<&str>,
-) -> Result<RecordBatch, StoreError> {
-    let mut lk: Vec<Option<&str>> = keys.iter().map(|k| Some(k.as_str())).collect();
-    if lk.is_empty() {
-        lk.push(None);
+fn registry_rows(r: &PatientRequestEntry, kind: RequestKind, reach: &Reach) -> Result<RecordBatch, StoreError> {
+    let mut keys: Vec<(Option<&str>, &str)> = reach
+        .platform_keys
+        .iter()
+        .map(|k| (Some(k.as_str()), SCOPE_PLATFORM))
+        .chain(reach.hospital_keys.iter().map(|k| (Some(k.as_str()), SCOPE_HOSPITAL)))
+        .collect();
+    if keys.is_empty() {
+        keys.push((None, SCOPE_PLATFORM));
     }
-    let n = lk.len();
+    let n = keys.len();
     let kind = match kind {
         RequestKind::Erase => "ERASE",
         _ => "OPT_OUT",
@@ -334,57 +368,136 @@ fn registry_rows(
     Ok(RecordBatch::try_new(
         Table::OptOuts.arrow_schema(),
         vec![
-            Arc::new(StringArray::from(lk)),
-            Arc::new(StringArray::from(vec![pseudonym; n])),
+            Arc::new(StringArray::from(keys.iter().map(|k| k.0).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(vec![reach.hospital_pseudonym.as_deref(); n])),
             Arc::new(StringArray::from(vec![kind; n])),
             Arc::new(StringArray::from(vec![r.request_id.as_str(); n])),
             Arc::new(StringArray::from(vec![r.hospital_code.as_str(); n])),
             Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+            Arc::new(StringArray::from(keys.iter().map(|k| Some(k.1)).collect::<Vec<_>>())),
         ],
     )?)
 }
 
-/// Reads the opt-out registry (an already loaded table) into memory.
-pub async fn load_opt_outs(store: &Store, registry: &DeltaTable) -> Result<OptOutSet, StoreError> {
+/// Registry scope of a key that stops its person everywhere (also what a null scope, written before scopes
+/// existed, means).
+pub const SCOPE_PLATFORM: &str = "PLATFORM";
+/// Registry scope of an ID4 key that stops the requesting hospital's records only.
+pub const SCOPE_HOSPITAL: &str = "HOSPITAL";
+
+/// One row of the opt-out registry.
+struct RegistryRow {
+    linkage_key: Option<String>,
+    hospital_pseudonym: Option<String>,
+    kind: String,
+    request_id: String,
+    source_hospital: String,
+    scope: Option<String>,
+}
+
+async fn registry(store: &Store, registry: &DeltaTable) -> Result<Vec<RegistryRow>, StoreError> {
     let ctx = store.bare_session()?;
     ctx.register_table(Table::OptOuts.name(), registry.table_provider().await?)?;
     let batches = ctx
-        .sql("SELECT linkage_key, hospital_pseudonym FROM opt_outs")
+        .sql("SELECT linkage_key, hospital_pseudonym, kind, request_id, source_hospital, scope FROM opt_outs")
         .await?
         .collect()
         .await?;
-    let mut set = OptOutSet::default();
+    let mut rows = Vec::new();
     for b in &batches {
         // The view may hand back Utf8View; a cast to Utf8 covers both.
-        let utf8 =
-            |i: usize| deltalake::arrow::compute::cast(b.column(i), &deltalake::arrow::datatypes::DataType::Utf8);
-        let (lk, hp) = (utf8(0)?, utf8(1)?);
-        collect_into(&mut set, lk.as_any().downcast_ref(), hp.as_any().downcast_ref());
+        let cols = (0..6)
+            .map(|i| deltalake::arrow::compute::cast(b.column(i), &deltalake::arrow::datatypes::DataType::Utf8))
+            .collect::<Result<Vec<_>, _>>()?;
+        let text: Vec<&StringArray> = cols
+            .iter()
+            .map(|c| c.as_any().downcast_ref::<StringArray>())
+            .collect::<Option<_>>()
+            .ok_or_else(|| StoreError::Invalid("opt_outs: a column is not text".into()))?;
+        let at = |c: usize, i: usize| text[c].is_valid(i).then(|| text[c].value(i).to_string());
+        for i in 0..b.num_rows() {
+            rows.push(RegistryRow {
+                linkage_key: at(0, i),
+                hospital_pseudonym: at(1, i),
+                kind: at(2, i).unwrap_or_default(),
+                request_id: at(3, i).unwrap_or_default(),
+                source_hospital: at(4, i).unwrap_or_default(),
+                scope: at(5, i),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Reads the opt-out registry (an already loaded table) into memory.
+pub async fn load_opt_outs(store: &Store, table: &DeltaTable) -> Result<OptOutSet, StoreError> {
+    let mut set = OptOutSet::default();
+    for row in registry(store, table).await? {
+        if let Some(k) = row.linkage_key {
+            if row.scope.as_deref() == Some(SCOPE_HOSPITAL) {
+                set.hospital_keys.insert((row.source_hospital, k));
+            } else {
+                set.linkage_keys.insert(k);
+            }
+        }
+        if let Some(p) = row.hospital_pseudonym {
+            set.hospital_pseudonyms.insert(p);
+        }
     }
     Ok(set)
 }
 
-fn collect_into(set: &mut OptOutSet, lk: Option<&StringArray>, hp: Option<&StringArray>) {
-    if let Some(lk) = lk {
-        set.linkage_keys.extend(lk.iter().flatten().map(str::to_string));
+/// Carries out erasures the registry records but the erasure log does not certify: a crash came between the
+/// registry write and the erasure. Erasure is idempotent, so one finished but uncertified runs again harmlessly.
+pub async fn complete_pending_erasures(store: &Store) -> Result<Vec<ErasureCertificate>, StoreError> {
+    let certified: HashSet<(String, String)> = erasure::certificates(&store.erasure_log_path())?
+        .into_iter()
+        .map(|c| (c.source_hospital, c.request_id))
+        .collect();
+    let mut pending: BTreeMap<(String, String), Reach> = BTreeMap::new();
+    for row in registry(store, &store.table(Table::OptOuts).await?).await? {
+        let id = (row.source_hospital, row.request_id);
+        if row.kind != "ERASE" || certified.contains(&id) {
+            continue;
+        }
+        let reach = pending.entry(id).or_default();
+        if let Some(k) = row.linkage_key
+            && row.scope.as_deref() != Some(SCOPE_HOSPITAL)
+        {
+            reach.platform_keys.insert(k);
+        }
+        if row.hospital_pseudonym.is_some() {
+            reach.hospital_pseudonym = row.hospital_pseudonym;
+        }
     }
-    if let Some(hp) = hp {
-        set.hospital_pseudonyms.extend(hp.iter().flatten().map(str::to_string));
+    let mut done = Vec::new();
+    for ((hospital, request_id), reach) in pending {
+        tracing::warn!(hospital = %hospital, "completing an erasure interrupted before its certificate");
+        let target = ErasureTarget {
+            request_id,
+            source_hospital: hospital,
+            linkage_keys: reach.platform_keys.into_iter().collect(),
+            hospital_pseudonym: reach.hospital_pseudonym,
+        };
+        done.push(erasure::erase(store, &target).await?);
     }
+    Ok(done)
 }
 
-/// Records an erasure or opt-out made outside the spool (an operator's `tokumei store erase`) in the registry,
-/// so the patient's records are refused from now on.
-pub async fn register_request(store: &Store, request: &PatientRequestEntry) -> Result<(), StoreError> {
-    let keys: Vec<String> = request.linkage_keys.iter().map(hex::encode).collect();
-    let pseudonym = (!request.hospital_pseudonym.is_empty()).then(|| hex::encode(&request.hospital_pseudonym));
+/// Carries out an erasure or opt-out made outside the spool (an operator's `tokumei store erase`) exactly as
+/// one from the spool: reach worked out, registry written, then the erasure. The caller holds the writer lock.
+pub async fn carry_out(store: &Store, request: &PatientRequestEntry) -> Result<Option<ErasureCertificate>, StoreError> {
+    let reach = request_reach::reach(store, request).await?;
     let kind = RequestKind::try_from(request.kind).unwrap_or(RequestKind::OptOut);
-    let batch = registry_rows(request, kind, &keys, pseudonym.as_deref())?;
+    let batch = registry_rows(request, kind, &reach)?;
     store
         .table(Table::OptOuts)
         .await?
         .write(vec![batch])
         .with_save_mode(SaveMode::Append)
         .await?;
-    Ok(())
+    if kind == RequestKind::Erase {
+        return Ok(Some(erasure::erase(store, &target(request, &reach)).await?));
+    }
+    Ok(None)
 }

@@ -14,6 +14,8 @@ pub mod erasure;
 pub mod error;
 pub mod exclusion;
 pub mod location;
+pub mod persons;
+pub mod request_reach;
 pub mod rows;
 pub mod schema;
 pub mod status;

@@ -161,6 +161,8 @@ pub struct Provenance {
     pub linkage_quality: &'static str,
     /// Hospital pseudonym, lowercase hex.
     pub hospital_pseudonym: String,
+    /// The record's ID4 key when it is keyed on insurance and also carried kana + birth date + sex.
+    pub id4_key: Option<String>,
 }
 
 impl Provenance {
@@ -170,6 +172,7 @@ impl Provenance {
             linkage_key: hex::encode(&r.linkage_key),
             linkage_quality: quality(r.linkage_quality),
             hospital_pseudonym: hex::encode(&r.hospital_pseudonym),
+            id4_key: (!r.id4_key.is_empty()).then(|| hex::encode(&r.id4_key)),
         }
     }
 }
@@ -232,6 +235,7 @@ impl Rows {
                     Value::Text(prefecture),
                     Value::Date(date(&r.death_date)),
                     Value::Bool(r.long_term_storage),
+                    Value::Text(p.id4_key.as_deref()),
                 ],
             );
         }

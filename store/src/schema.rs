@@ -128,6 +128,8 @@ impl Table {
                         col("prefecture", Text, true),
                         col("death_date", Date, true),
                         col("long_term_storage", Bool, false),
+                        // Added in schema 2: the ID4 key of an insured record, linking its two keys.
+                        col("id4_key", Text, true),
                     ]
                 }
             }
@@ -193,9 +195,22 @@ impl Table {
                         col("request_id", Text, false),
                         col("source_hospital", Text, false),
                         col("requested_at", Timestamp, false),
+                        // Added in schema 2: `PLATFORM` (null before) or `HOSPITAL` (an ID4 key that reached
+                        // none of the requesting hospital's patients: it stops that hospital's records only).
+                        col("scope", Text, true),
                     ]
                 }
             }
+        }
+    }
+
+    /// Columns added after the table was first released, in order: nullable and at the end, so that opening a
+    /// table written before them only has to append them (old rows read null).
+    pub fn added_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Patients => &["id4_key"],
+            Table::OptOuts => &["scope"],
+            _ => &[],
         }
     }
 

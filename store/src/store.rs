@@ -4,8 +4,11 @@ use crate::encryption::{self, DataKeyring, EncryptedStore};
 use crate::error::StoreError;
 use crate::exclusion;
 use crate::location::{Location, PlainStores, plain_stores};
+use crate::persons::{self, Persons};
 use crate::schema::Table;
 use deltalake::DeltaTable;
+use deltalake::datafusion::catalog::TableProvider;
+use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::logstore::{LogStoreRef, StorageConfig, default_logstore};
 use object_store::ObjectStore;
@@ -127,7 +130,7 @@ impl Store {
         }
         let mut table = DeltaTable::new(self.log_store(t)?);
         match table.load().await {
-            Ok(()) => Ok(table),
+            Ok(()) => migrate(table, t).await,
             Err(deltalake::DeltaTableError::NotATable(_)) => {
                 let created = table
                     .create()
@@ -149,20 +152,24 @@ impl Store {
         }
     }
 
-    /// Names the research view of `t` as it is now: the Delta versions of the table and of the opt-out
-    /// registry that filters it. Two equal names read the same patients; any write to either (ingest,
+    /// Names the research view of `t` as it is now: the Delta versions of the table, of the opt-out registry
+    /// that filters it and of `patients`, whose links key its rows by person. Two equal names read the same patients; any write to either (ingest,
     /// erasure, opt-out, compaction) gives a new name. Statistics published from linked small-cell
     /// tables are audited per name, so a table of a changed population is never taken for the same one.
     pub async fn research_snapshot(&self, t: Table) -> Result<String, StoreError> {
         let version = |table: &DeltaTable| table.version().map_or(-1, |v| v as i64);
         let data = self.table(t).await?;
         let registry = self.table(Table::OptOuts).await?;
+        // Research views key rows by person, and persons come from the links in `patients`.
+        let patients = self.table(Table::Patients).await?;
         Ok(format!(
-            "{}@{}+{}@{}",
+            "{}@{}+{}@{}+{}@{}",
             t.name(),
             version(&data),
             Table::OptOuts.name(),
-            version(&registry)
+            version(&registry),
+            Table::Patients.name(),
+            version(&patients)
         ))
     }
 
@@ -206,17 +213,168 @@ impl Store {
             .find(|(t, _)| *t == Table::OptOuts)
             .map(|(_, p)| p.clone())
             .ok_or_else(|| StoreError::Invalid("no opt-out registry".into()))?;
+        let person_keys = match view {
+            View::Research => {
+                let persons = Persons::load(self).await?;
+                if persons.merged() == 0 {
+                    None
+                } else {
+                    let batch = persons.person_keys()?;
+                    let table: Arc<dyn TableProvider> = Arc::new(MemTable::try_new(batch.schema(), vec![vec![batch]])?);
+                    Some(table)
+                }
+            }
+            View::Operator => None,
+        };
         for (t, provider) in providers {
             match view {
                 View::Operator => {
                     ctx.register_table(t.name(), provider)?;
                 }
                 View::Research if t.is_clinical() => {
-                    ctx.register_table(t.name(), exclusion::filtered(&ctx, provider, registry.clone())?)?;
+                    let filtered = exclusion::filtered(&ctx, provider, registry.clone())?;
+                    let research = persons::keyed_by_person(&ctx, filtered, person_keys.clone())?;
+                    ctx.register_table(t.name(), research)?;
                 }
                 View::Research => {}
             }
         }
         Ok(ctx)
+    }
+}
+
+/// Appends the columns `t` gained since `table` was created ([`Table::added_columns`]); a no-op when current.
+async fn migrate(table: DeltaTable, t: Table) -> Result<DeltaTable, StoreError> {
+    let present: Vec<String> = table
+        .snapshot()?
+        .schema()
+        .fields()
+        .map(|f| f.name().to_string())
+        .collect();
+    let missing: Vec<_> = t
+        .delta_columns()
+        .into_iter()
+        .filter(|c| t.added_columns().contains(&c.name().as_str()) && !present.iter().any(|p| p == c.name()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(table);
+    }
+    tracing::info!(
+        table = t.name(),
+        columns = missing.len(),
+        "adding columns to a table of an earlier schema"
+    );
+    let log_store = table.log_store();
+    match table.add_columns().with_fields(missing).await {
+        Ok(migrated) => Ok(migrated),
+        // Another process migrated it first: take theirs.
+        Err(first) => {
+            let mut again = DeltaTable::new(log_store);
+            again.load().await?;
+            let now: Vec<String> = again
+                .snapshot()?
+                .schema()
+                .fields()
+                .map(|f| f.name().to_string())
+                .collect();
+            if t.added_columns().iter().all(|c| now.iter().any(|n| n == c)) {
+                Ok(again)
+            } else {
+                Err(first.into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persons::Persons;
+    use deltalake::arrow::array::{BooleanArray, Date32Array, StringArray, TimestampMicrosecondArray};
+    use deltalake::arrow::record_batch::RecordBatch;
+    use deltalake::protocol::SaveMode;
+    use tokumei_ingest::keyservice::local::{LocalKeyring, Passphrase};
+
+    /// A `patients` table written before `id4_key` existed: its columns are appended on open, its rows read
+    /// null, and research reads it as before.
+    #[tokio::test]
+    async fn a_table_of_the_earlier_schema_is_migrated_on_open() {
+        let home = tempfile::tempdir().unwrap();
+        let ring = LocalKeyring::open_or_create(
+            &home.path().join("keyring.json"),
+            &Passphrase::Value(zeroize::Zeroizing::new("test passphrase".into())),
+        )
+        .unwrap();
+        let store = Store::open(&StoreConfig::default(), home.path(), &ring).await.unwrap();
+        // Replace `patients` with a table of the first schema holding one row.
+        let dir = home.path().join("store").join("patients");
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let old: Vec<_> = Table::Patients
+            .delta_columns()
+            .into_iter()
+            .filter(|c| c.name() != "id4_key")
+            .collect();
+        let created = DeltaTable::new(store.log_store(Table::Patients).unwrap())
+            .create()
+            .with_columns(old.clone())
+            .await
+            .unwrap();
+        let schema = Arc::new(
+            Table::Patients
+                .arrow_schema()
+                .project(&(0..old.len()).collect::<Vec<_>>())
+                .unwrap(),
+        );
+        let text = |v: &str| Arc::new(StringArray::from(vec![v])) as _;
+        let row = RecordBatch::try_new(
+            schema,
+            vec![
+                text("aa"),
+                text("INSURED"),
+                text("bb"),
+                text("1310000017"),
+                text("b1"),
+                Arc::new(TimestampMicrosecondArray::from(vec![0]).with_timezone("UTC")),
+                Arc::new(Date32Array::from(vec![Some(0)])),
+                text("F"),
+                text("100"),
+                text("131016"),
+                text("13"),
+                Arc::new(Date32Array::from(vec![None])),
+                Arc::new(BooleanArray::from(vec![false])),
+            ],
+        )
+        .unwrap();
+        created.write(vec![row]).with_save_mode(SaveMode::Append).await.unwrap();
+
+        let migrated = store.table(Table::Patients).await.unwrap();
+        let names: Vec<String> = migrated
+            .snapshot()
+            .unwrap()
+            .schema()
+            .fields()
+            .map(|f| f.name().to_string())
+            .collect();
+        assert_eq!(names.last().map(String::as_str), Some("id4_key"));
+        // Opening again is a no-op (no new version).
+        let version = migrated.version();
+        assert_eq!(store.table(Table::Patients).await.unwrap().version(), version);
+        assert_eq!(Persons::load(&store).await.unwrap().merged(), 0);
+        let ctx = store.session(View::Research).await.unwrap();
+        let rows = ctx
+            .sql("SELECT count(*) AS n FROM patients WHERE linkage_key = 'aa'")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(rows[0].num_rows(), 1);
+        let n = rows[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<deltalake::arrow::array::Int64Array>()
+            .unwrap();
+        assert_eq!(n.value(0), 1);
     }
 }

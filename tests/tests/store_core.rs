@@ -513,3 +513,166 @@ async fn store_in_an_s3_bucket() {
     );
     drop(gw);
 }
+
+/// Every key a person's rows are stored under (raw tables, operator view).
+fn rows_of(home: &Home, table: &str, batches: &[&str]) -> i64 {
+    let list = batches.iter().map(|b| format!("'{b}'")).collect::<Vec<_>>().join(",");
+    count(
+        home,
+        &format!("SELECT count(*) AS n FROM {table} WHERE batch_id IN ({list})"),
+        true,
+    )
+}
+
+fn research_rows_of(home: &Home, table: &str, batches: &[&str]) -> i64 {
+    let list = batches.iter().map(|b| format!("'{b}'")).collect::<Vec<_>>().join(",");
+    count(
+        home,
+        &format!("SELECT count(*) AS n FROM {table} WHERE batch_id IN ({list})"),
+        false,
+    )
+}
+
+fn insured_as(mut r: PatientRecord, number: &str) -> PatientRecord {
+    if let Some(ins) = r.insurance.as_mut() {
+        ins.number = number.into();
+    }
+    r
+}
+
+/// The attack from issue 18: a patient sent with insurance, opted out or erased by kana name + birth date + sex,
+/// kept their rows; a change of insurance made one person several for k and DP caps; any hospital could erase
+/// any patient by a guessable name. Now the core stores both keys of a record, works out whom a request reaches,
+/// and keys research rows by person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_person_under_two_insurances_is_one_person_for_counts_opt_out_and_erasure() {
+    let home = Home::new();
+    let gw = home.start();
+    let mut a = gw.client(&home, HOSPITAL_A).await;
+    let mut b = gw.client(&home, HOSPITAL_B).await;
+    // P: at A under insurance 1, at B under insurance 2 after a job change (same kana, birth date, sex).
+    let p = valid_record("PERSONP");
+    let p_at_b = insured_as(valid_record("PERSONP"), "88PERSONP");
+    // E: the same at A and B, to be erased by B with kana + birth date + sex only.
+    let e = valid_record("PERSONE");
+    let e_at_b = insured_as(valid_record("PERSONE"), "88PERSONE");
+    // S: sent by A only; B will try to erase S by name.
+    let s = valid_record("PERSONS");
+    let others: Vec<PatientRecord> = (0..4).map(|i| valid_record(&format!("OTHER{i}"))).collect();
+    push(
+        &mut a,
+        vec![
+            batch("p-a", vec![p.clone()]),
+            batch("e-a", vec![e.clone()]),
+            batch("s-a", vec![s.clone()]),
+            batch("others", others),
+        ],
+    )
+    .await
+    .unwrap();
+    push(&mut b, vec![batch("p-b", vec![p_at_b]), batch("e-b", vec![e_at_b])])
+        .await
+        .unwrap();
+    core_drain(&home);
+
+    // Two insured keys in the raw tables, one person in research: what k and DP caps count.
+    let distinct = |all_rows: bool| {
+        count(
+            &home,
+            "SELECT count(DISTINCT linkage_key) AS n FROM patients WHERE batch_id IN ('p-a','p-b')",
+            all_rows,
+        )
+    };
+    assert_eq!(distinct(true), 2, "stored under both insured keys");
+    assert_eq!(distinct(false), 1, "research must see one person");
+    let keys = sql(
+        &home,
+        "SELECT DISTINCT linkage_key FROM encounters WHERE batch_id IN ('p-a','p-b')",
+        false,
+    );
+    assert_eq!(keys.len(), 1, "every table keys the person alike: {keys:?}");
+    let columns = sql(
+        &home,
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'patients'",
+        false,
+    );
+    assert!(
+        !columns.iter().any(|c| c["column_name"] == "id4_key"),
+        "research views do not carry the ID4 key"
+    );
+    assert_eq!(
+        count(&home, "SELECT count(DISTINCT linkage_key) AS n FROM patients", false),
+        7
+    );
+
+    let id4 = |r: &PatientRecord, id: &str| PatientRequest {
+        request_id: id.into(),
+        kana_name: r.kana_name.clone(),
+        birth_date: r.birth_date.clone(),
+        sex: r.sex,
+        ..Default::default()
+    };
+    // A opts P out by kana + birth date + sex: A's rows and B's rows (another insurance) leave research.
+    let r = a.opt_out(id4(&p, "p-opt-out")).await.unwrap().into_inner();
+    assert_eq!((r.status.as_str(), r.matched_by.as_str()), ("RECORDED", "ID4"));
+    // B erases E by kana + birth date + sex: both hospitals' rows are destroyed and counted.
+    b.erase(id4(&e, "e-erase")).await.unwrap();
+    // B tries to erase S, whom only A sent: nothing of S may go.
+    b.erase(id4(&s, "s-erase-by-b")).await.unwrap();
+    core_drain(&home);
+
+    for table in [
+        "patients",
+        "encounters",
+        "conditions",
+        "medications",
+        "observations",
+        "allergies",
+    ] {
+        assert_eq!(
+            research_rows_of(&home, table, &["p-a", "p-b"]),
+            0,
+            "{table}: opted-out P visible"
+        );
+        assert_eq!(
+            rows_of(&home, table, &["p-a", "p-b"]),
+            2,
+            "{table}: an opt-out keeps rows"
+        );
+        assert_eq!(
+            rows_of(&home, table, &["e-a", "e-b"]),
+            0,
+            "{table}: erased E still stored"
+        );
+        assert_eq!(
+            research_rows_of(&home, table, &["s-a"]),
+            1,
+            "{table}: B reached A's patient S"
+        );
+    }
+    let log = std::fs::read_to_string(home.path().join("log/erasure-certificates.jsonl")).unwrap();
+    let certs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let cert = |id: &str| certs.iter().find(|c| c["request_id"] == id).cloned().expect(id);
+    assert_eq!(cert("e-erase")["rows_removed"], 12, "two records of six rows each");
+    assert_eq!(cert("s-erase-by-b")["rows_removed"], 0);
+
+    // Later records: P under a third insurance at B is refused by the core (the ID4 key is now the person's,
+    // everywhere); S keeps flowing from A; S from B (the hospital that asked) is refused at the gateway.
+    let p_again = insured_as(valid_record("PERSONP"), "99PERSONP");
+    let receipt = push(&mut b, vec![batch("p-b-2", vec![p_again])]).await.unwrap();
+    assert_eq!(
+        receipt.accepted, 1,
+        "the gateway does not know B's patient is A's opted-out P"
+    );
+    let s_at_b = insured_as(valid_record("PERSONS"), "88PERSONS");
+    let receipt = push(&mut b, vec![batch("s-b", vec![s_at_b])]).await.unwrap();
+    assert_eq!(receipt.rejected[0].reason, "OPTED_OUT");
+    push(&mut a, vec![batch("s-a-2", vec![valid_record("PERSONS")])])
+        .await
+        .unwrap();
+    let drained = core_drain(&home);
+    assert_eq!(drained["records_refused"], 1, "{drained}");
+    assert_eq!(rows_of(&home, "patients", &["p-b-2"]), 0);
+    assert_eq!(research_rows_of(&home, "patients", &["s-a", "s-a-2"]), 2);
+    drop(gw);
+}

@@ -8,7 +8,6 @@ use tokumei_ingest::home::tokumei_home;
 use tokumei_ingest::server::open_key_service;
 use tokumei_proto::spool::v1::{PatientRequestEntry, RequestKind};
 use tokumei_store::core::WriterLock;
-use tokumei_store::erasure::{ErasureTarget, erase};
 use tokumei_store::{Store, compaction, encryption, status};
 
 #[derive(Subcommand, Debug)]
@@ -134,13 +133,6 @@ pub fn run(cmd: StoreCommand, json: bool) -> anyhow::Result<()> {
             let _lock = WriterLock::acquire(&home)?;
             rt.block_on(async {
                 let store = open_store(&cfg, &home).await?;
-                let target = ErasureTarget {
-                    request_id: request_id.clone(),
-                    source_hospital: "operator".into(),
-                    linkage_keys: keys.iter().map(hex::encode).collect(),
-                    hospital_pseudonym: pseudonym.as_ref().map(hex::encode),
-                };
-                let cert = erase(&store, &target).await?;
                 let entry = PatientRequestEntry {
                     hospital_code: "operator".into(),
                     request_id,
@@ -148,8 +140,11 @@ pub fn run(cmd: StoreCommand, json: bool) -> anyhow::Result<()> {
                     linkage_keys: keys,
                     hospital_pseudonym: pseudonym.unwrap_or_default(),
                     matched_by: "operator".into(),
+                    id4_keys: Vec::new(),
                 };
-                tokumei_store::apply::register_request(&store, &entry).await?;
+                let cert = tokumei_store::apply::carry_out(&store, &entry)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("an erasure produced no certificate"))?;
                 emit(json, &cert, |c| {
                     println!(
                         "erased request {}: {} rows removed, {} files destroyed; certificate appended to {}",

@@ -201,6 +201,20 @@ pub fn contains(hay: &[u8], needle: &str) -> bool {
 }
 
 /// A valid record built by hand (not from synth), so tests control every field.
+/// A kana name that differs for every local id (two kana per byte), so that distinct test patients do not share
+/// an ID4 key: the core treats records sharing one as the same person.
+pub fn kana_for(local_id: &str) -> String {
+    const KANA: [char; 16] = [
+        'ア', 'イ', 'ウ', 'エ', 'オ', 'カ', 'キ', 'ク', 'ケ', 'コ', 'サ', 'シ', 'ス', 'セ', 'ソ', 'タ',
+    ];
+    let given: String = local_id
+        .bytes()
+        .take(30)
+        .flat_map(|b| [KANA[usize::from(b >> 4)], KANA[usize::from(b & 15)]])
+        .collect();
+    format!("ヤマダ　{given}")
+}
+
 pub fn valid_record(local_id: &str) -> tokumei_proto::ingest::v1::PatientRecord {
     use tokumei_proto::ingest::v1::*;
     PatientRecord {
@@ -211,7 +225,7 @@ pub fn valid_record(local_id: &str) -> tokumei_proto::ingest::v1::PatientRecord 
             number: format!("77{local_id}"),
             branch: "01".into(),
         }),
-        kana_name: "ヤマダ　ハナコ".into(),
+        kana_name: kana_for(local_id),
         birth_date: "1950-04-01".into(),
         sex: Sex::Female as i32,
         postal_code: "100-0001".into(),
