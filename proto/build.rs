@@ -12,6 +12,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     let fds = protox::compile(protos, ["."])?;
+    // The hospital-facing service decodes its requests through a codec that bounds their decoded size
+    // (src/bounded.rs); the other services keep prost's codec. Each file is generated exactly once.
+    let (ingest, rest): (Vec<_>, Vec<_>) = fds.file.into_iter().partition(|f| f.name() == protos[0]);
+    let ingest = prost_types::FileDescriptorSet { file: ingest };
+    let rest = prost_types::FileDescriptorSet { file: rest };
+    configured()
+        .codec_path("crate::bounded::BoundedCodec")
+        .compile_fds(ingest)?;
+    configured().compile_fds(rest)?;
+    Ok(())
+}
+
+fn configured() -> tonic_prost_build::Builder {
     tonic_prost_build::configure()
         // These messages carry direct identifiers: their Debug is written by hand and redacts them.
         .skip_debug([
@@ -29,6 +42,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             // One-time download tokens.
             "tokumei.release.v1.RequestDownloadResponse",
         ])
-        .compile_fds(fds)?;
-    Ok(())
 }

@@ -446,7 +446,7 @@ fn stream_error(s: Status, max: usize) -> Status {
                 "a RecordBatch exceeded the gateway's maximum message size of {max} bytes; split it into smaller batches"
             ),
         )
-    } else if s.code() == Code::Internal && s.message().contains("decode") {
+    } else if status_reason(&s).as_deref() == Some(why::MALFORMED_MESSAGE) {
         // The decoder's own text may quote a field's content: not passed on.
         status(
             Code::InvalidArgument,

@@ -182,7 +182,7 @@ pub mod request {
 }
 
 /// The `ErrorInfo.domain` of every tokumei gateway error.
-pub const ERROR_DOMAIN: &str = "ingest.tokumei.jp";
+pub const ERROR_DOMAIN: &str = tokumei_proto::bounded::INGEST_ERROR_DOMAIN;
 
 #[cfg(test)]
 mod tests {

@@ -31,4 +31,5 @@ pub mod release {
     }
 }
 
+pub mod bounded;
 mod redacted_debug;

@@ -777,6 +777,24 @@ async fn a_malformed_message_is_invalid_argument_with_its_reason() {
         metrics.contains("tokumei_ingest_requests_refused_total{reason=\"MALFORMED_MESSAGE\"} 1"),
         "{metrics}"
     );
+    // A unary request that is not a PatientRequest (request_id not UTF-8): the same status and reason, from the
+    // gateway's codec (gRPC's own answered INTERNAL without a reason).
+    let mut grpc = grpc;
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/tokumei.ingest.v1.IngestService/OptOut");
+    let codec = tonic_prost::ProstCodec::<RawBatch, RequestReceipt>::default();
+    let s = grpc
+        .unary(
+            tonic::Request::new(RawBatch {
+                batch_id: vec![0xff, 0xfe],
+            }),
+            path,
+            codec,
+        )
+        .await
+        .expect_err("a malformed request is refused");
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert_eq!(status_reason(&s).as_deref(), Some("MALFORMED_MESSAGE"));
 }
 
 /// A stream that outlives `request_timeout_secs`: `DEADLINE_EXCEEDED` with its reason (the server-wide
@@ -823,4 +841,100 @@ async fn patient_requests_are_rate_limited_per_hospital() {
     b.opt_out(request(3))
         .await
         .expect("another hospital has its own budget");
+}
+
+/// Bytes sent as they are: a message prost would never produce from a struct, without building the struct.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct PreEncoded(Vec<u8>);
+
+impl prost::Message for PreEncoded {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Peak resident memory of a process, in bytes (Linux `VmHWM`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb * 1024
+}
+
+/// The attack from issue 18: 8 MB of empty records (2 wire bytes each, several hundred once decoded) took the
+/// gateway to 2.9 GiB. The decoded size is now added up on the wire bytes before anything is allocated: the
+/// message is refused `RESOURCE_EXHAUSTED` / `MESSAGE_TOO_LARGE` and the gateway's peak memory grows by less
+/// than four times its message limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_of_empty_records_is_refused_before_it_is_decoded() {
+    let limit = 16usize << 20;
+    let home = Home::new();
+    let gw = home.start();
+    // A realistic batch first, so the baseline includes a decoded batch's working set.
+    let mut c = gw.client(&home, HOSPITAL_A).await;
+    let ok: Vec<PatientRecord> = (0..200).map(|i| valid_record(&format!("W{i}"))).collect();
+    assert_eq!(push(&mut c, vec![batch("warm", ok)]).await.unwrap().accepted, 200);
+    let before = peak_rss(gw.child.id());
+
+    let mut wire = Vec::with_capacity(8 << 20);
+    wire.extend_from_slice(&[0x0a, 0x05]);
+    wire.extend_from_slice(b"empty");
+    for _ in 0..4_000_000 {
+        wire.extend_from_slice(&[0x12, 0x00]);
+    }
+    assert!(wire.len() < limit);
+    let creds = home.creds(HOSPITAL_A);
+    let tls = tokumei_ingest::client::mutual_tls(&creds.ca, &creds.cert, &creds.key).expect("tls");
+    let channel = tonic::transport::Endpoint::from_shared(gw.endpoint())
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/tokumei.ingest.v1.IngestService/Push");
+    let codec = tonic_prost::ProstCodec::<PreEncoded, PushReceipt>::default();
+    let request = tonic::Request::new(tokio_stream::iter(vec![PreEncoded(wire)]));
+    let s = grpc.client_streaming(request, path, codec).await.expect_err("refused");
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    assert_eq!(status_reason(&s).as_deref(), Some("MESSAGE_TOO_LARGE"));
+    let after = peak_rss(gw.child.id());
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 4 * limit as u64,
+        "peak RSS grew by {} MiB (from {} MiB)",
+        grown >> 20,
+        before >> 20
+    );
+    eprintln!("peak RSS {} MiB → {} MiB", before >> 20, after >> 20);
+    // Nothing of it reached the spool, and the gateway still serves.
+    assert!(spool_batches(&home.spool()).iter().all(|(_, id, _)| id != "empty"));
+    let mut c = gw.client(&home, HOSPITAL_A).await;
+    assert_eq!(
+        push(&mut c, vec![batch("after", vec![valid_record("AFTER")])])
+            .await
+            .unwrap()
+            .accepted,
+        1
+    );
 }

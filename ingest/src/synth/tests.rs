@@ -402,3 +402,33 @@ fn records_pass_the_gateway_validation() {
         }
     }
 }
+
+/// The decoded-size walk of the ingest codec on realistic batches: how much memory a decoded batch takes per
+/// wire byte decides how large a message the decoded budget (twice the message limit) admits. Measured: 7.4
+/// decoded bytes per wire byte (771 wire bytes per record), so the default 32 MiB budget admits batches of
+/// about 5,800 such records (4.5 MB on the wire); docs/ingest.md says so.
+#[test]
+fn a_realistic_batch_of_a_thousand_records_fits_the_default_decoded_budget() {
+    use prost::Message;
+    use tokumei_proto::bounded::{Bounded, decoded_cost};
+    use tokumei_proto::ingest::v1::RecordBatch;
+    let synth = Synth::new(7);
+    let code = &hospital_codes(1)[0];
+    let batch = RecordBatch {
+        batch_id: "b".into(),
+        records: synth.records(code, 0, 1_000),
+    };
+    let wire = batch.encode_to_vec();
+    let shape = RecordBatch::shape().expect("bounded");
+    let cost = decoded_cost(&wire, shape, usize::MAX).expect("well formed") + shape.size;
+    let ratio = cost as f64 / wire.len() as f64;
+    assert!(
+        (4.0..8.0).contains(&ratio),
+        "decoded {cost} bytes for {} wire bytes ({ratio:.2}×): update docs/ingest.md",
+        wire.len()
+    );
+    assert!(
+        3 * cost < tokumei_proto::bounded::DEFAULT_DECODED_BUDGET,
+        "{cost} bytes ({ratio:.2}×)"
+    );
+}
