@@ -118,6 +118,10 @@ pub struct SpoolConfig {
     pub dir: PathBuf,
     /// Segment size at which a new file is started.
     pub segment_bytes: u64,
+    /// How long a batch's outcome is remembered after the core acknowledged it, so that a resent batch id is
+    /// answered as a replay (the idempotency window); 0 keeps them for good. Opt-out and erasure requests are
+    /// kept for good regardless: they stop a patient's records.
+    pub batch_retention_days: u32,
 }
 
 impl Default for SpoolConfig {
@@ -125,6 +129,7 @@ impl Default for SpoolConfig {
         SpoolConfig {
             dir: PathBuf::from("spool"),
             segment_bytes: 64 * 1024 * 1024,
+            batch_retention_days: 90,
         }
     }
 }

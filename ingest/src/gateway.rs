@@ -362,12 +362,13 @@ impl Inner {
                     for r in &rejections {
                         this.metrics.reject(&r.reason);
                     }
-                    Ok(BatchOutcome {
+                    Ok(BatchOutcome::new(
                         digest,
-                        accepted: accepted_count,
+                        accepted_count,
                         rejections,
                         position,
-                    })
+                        entry.committed_at_ms,
+                    ))
                 }
                 Err(e) => {
                     lock(&this.registry).abandon(&key);
@@ -487,7 +488,7 @@ impl Drop for StreamGauge<'_> {
 
 /// Rejected records listed in full in one receipt; the rest are counted per reason (a receipt for 60,000
 /// rejections was 6 MB, over common clients' 4 MiB receive limit, so the client failed on a committed batch).
-pub const RECEIPT_REJECTIONS_LISTED: usize = 1_000;
+pub const RECEIPT_REJECTIONS_LISTED: usize = crate::registry::REJECTIONS_KEPT;
 
 #[tonic::async_trait]
 impl IngestService for Gateway {
@@ -562,13 +563,13 @@ impl Gateway {
             receipt.batches.push(BatchReceipt {
                 batch_id,
                 accepted: outcome.accepted,
-                rejected: outcome.rejections.len() as u32,
+                rejected: u32::try_from(outcome.rejected_total).unwrap_or(u32::MAX),
                 replayed,
                 spool_position: outcome.position.to_string(),
             });
-            receipt.rejected_total += outcome.rejections.len() as u64;
-            for r in outcome.rejections.iter() {
-                *by_reason.entry(r.reason.clone()).or_default() += 1;
+            receipt.rejected_total += outcome.rejected_total;
+            for (reason, count) in &outcome.rejected_by_reason {
+                *by_reason.entry(reason.clone()).or_default() += count;
             }
             let room = RECEIPT_REJECTIONS_LISTED.saturating_sub(receipt.rejected.len());
             receipt.rejected.extend(outcome.rejections.iter().take(room).cloned());

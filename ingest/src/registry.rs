@@ -9,7 +9,7 @@ use crate::keyservice::Digest;
 use crate::spool::{Position, Replayed};
 use std::collections::{HashMap, HashSet};
 use tokio::sync::watch;
-use tokumei_proto::ingest::v1::Rejection;
+use tokumei_proto::ingest::v1::{ReasonCount, Rejection};
 use tokumei_proto::spool::v1::{IndexRecord, PatientRequestEntry, SpoolEntry, index_record, spool_entry::Entry};
 
 /// (hospital code, batch id).
@@ -22,10 +22,48 @@ pub struct BatchOutcome {
     pub digest: Digest,
     /// Accepted records.
     pub accepted: u64,
-    /// Rejected records with reasons.
+    /// The first [`REJECTIONS_KEPT`] rejected records with reasons: what a receipt lists. Keeping them all
+    /// let an all-rejected batch hold its size in memory and in `index.log` for good.
     pub rejections: Vec<Rejection>,
+    /// Rejected records in all.
+    pub rejected_total: u64,
+    /// Rejected records per reason, sorted by reason.
+    pub rejected_by_reason: Vec<(String, u64)>,
     /// Where the batch sits in the spool.
     pub position: Position,
+    /// When the gateway made it durable (Unix ms): the outcome is forgotten a retention period later.
+    pub committed_at_ms: i64,
+}
+
+/// How many rejections of a batch are kept and listed (the rest are counted by reason).
+pub const REJECTIONS_KEPT: usize = 1_000;
+
+impl BatchOutcome {
+    /// The outcome of a batch from all its rejections: counted, then cut to [`REJECTIONS_KEPT`].
+    pub fn new(
+        digest: Digest,
+        accepted: u64,
+        mut rejections: Vec<Rejection>,
+        position: Position,
+        committed_at_ms: i64,
+    ) -> Self {
+        let mut by_reason: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+        for r in &rejections {
+            *by_reason.entry(r.reason.clone()).or_default() += 1;
+        }
+        let rejected_total = rejections.len() as u64;
+        rejections.truncate(REJECTIONS_KEPT);
+        rejections.shrink_to_fit();
+        BatchOutcome {
+            digest,
+            accepted,
+            rejections,
+            rejected_total,
+            rejected_by_reason: by_reason.into_iter().collect(),
+            position,
+            committed_at_ms,
+        }
+    }
 }
 
 /// A batch being committed: later arrivals with the same key wait for it instead of committing twice.
@@ -88,6 +126,9 @@ struct BatchFacts<'a> {
     content_digest: &'a [u8],
     accepted: u64,
     rejections: &'a [Rejection],
+    /// From a summary that already counted (`None`: count `rejections`).
+    counted: Option<(u64, &'a [ReasonCount])>,
+    committed_at_ms: i64,
 }
 
 impl Registry {
@@ -110,6 +151,8 @@ impl Registry {
                     content_digest: &b.content_digest,
                     accepted: b.records.len() as u64,
                     rejections: &b.rejections,
+                    counted: None,
+                    committed_at_ms: entry.committed_at_ms,
                 },
             ),
             Some(Entry::Request(r)) => self.apply_request(r),
@@ -129,6 +172,8 @@ impl Registry {
                     content_digest: &b.content_digest,
                     accepted: b.accepted,
                     rejections: &b.rejections,
+                    counted: (b.rejected_total > 0).then_some((b.rejected_total, b.rejected_by_reason.as_slice())),
+                    committed_at_ms: record.committed_at_ms,
                 },
             ),
             Some(index_record::Record::Request(r)) => self.apply_request(r),
@@ -142,11 +187,21 @@ impl Registry {
         };
         let key = (b.hospital_code.to_string(), b.batch_id.to_string());
         self.in_flight.remove(&key);
-        self.batches.entry(key).or_insert_with(|| BatchOutcome {
-            digest,
-            accepted: b.accepted,
-            rejections: b.rejections.to_vec(),
-            position,
+        self.batches.entry(key).or_insert_with(|| {
+            let listed = b.rejections.iter().take(REJECTIONS_KEPT).cloned().collect();
+            let mut outcome = BatchOutcome::new(digest, b.accepted, listed, position, b.committed_at_ms);
+            match b.counted {
+                Some((total, by_reason)) => {
+                    outcome.rejected_total = total;
+                    outcome.rejected_by_reason = by_reason.iter().map(|c| (c.reason.clone(), c.count)).collect();
+                }
+                None => {
+                    let all = BatchOutcome::new(digest, 0, b.rejections.to_vec(), position, 0);
+                    outcome.rejected_total = all.rejected_total;
+                    outcome.rejected_by_reason = all.rejected_by_reason;
+                }
+            }
+            outcome
         });
     }
 
@@ -224,6 +279,15 @@ impl Registry {
     /// A previously committed request with this id from this hospital.
     pub fn request(&self, hospital: &str, request_id: &str) -> Option<&RequestRecord> {
         self.requests.get(&(hospital.to_string(), request_id.to_string()))
+    }
+
+    /// Forgets the outcomes of batches committed before `cutoff_ms` (a resent id is then a new batch); requests
+    /// and batches still being committed stay. Returns how many went.
+    pub fn expire_batches(&mut self, cutoff_ms: i64) -> usize {
+        let before = self.batches.len();
+        self.batches.retain(|_, o| o.committed_at_ms >= cutoff_ms);
+        self.batches.shrink_to_fit();
+        before - self.batches.len()
     }
 
     /// Number of committed batches (for status output).

@@ -138,6 +138,23 @@ pub async fn start(
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Mutex::new(Registry::default()));
     let spool_dir = resolve(home, &config.spool.dir);
+    let retention = config.spool.batch_retention_days;
+    // Outcomes past the idempotency window are dropped before they are read back, so a restart does not
+    // load what the running gateway had already forgotten.
+    if retention > 0 {
+        std::fs::create_dir_all(&spool_dir).map_err(|source| ServeError::Io {
+            what: format!("creating {}", spool_dir.display()),
+            source,
+        })?;
+        let removed = crate::spool::expire_index(&spool_dir, batch_cutoff_ms(retention))?;
+        if removed > 0 {
+            tracing::info!(
+                batches = removed,
+                days = retention,
+                "forgot batch outcomes past the idempotency window"
+            );
+        }
+    }
     let spool = {
         let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
         let m = metrics.clone();
@@ -179,6 +196,9 @@ pub async fn start(
     let (stopping_tx, stopping) = watch::channel(false);
     let stopping_tx = Arc::new(stopping_tx);
     spawn_ack_poller(spool.clone(), stopping.clone());
+    if retention > 0 {
+        spawn_batch_expiry(spool.clone(), registry.clone(), retention, stopping.clone());
+    }
     let spool_server = match config.gateway.spool_listen {
         Some(listen) => Some(start_spool_service(config, home, listen, spool.clone(), stopping.clone()).await?),
         None => None,
@@ -327,6 +347,56 @@ pub async fn start(
         shutdown: Some(stop_tx),
         done,
     })
+}
+
+/// How often batch outcomes past the idempotency window are forgotten while running.
+const BATCH_EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The commit time before which a batch outcome is forgotten.
+fn batch_cutoff_ms(days: u32) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    now - i64::from(days) * 86_400_000
+}
+
+/// Forgets batch outcomes past the idempotency window, in memory and in `index.log`, every
+/// [`BATCH_EXPIRY_INTERVAL`] until the gateway stops. Only acknowledged batches are in `index.log`; the memory
+/// side forgets by commit time, which a batch still waiting for the core's acknowledgement after the whole
+/// window would also pass — such a spool is an incident the operator sees long before.
+fn spawn_batch_expiry(spool: Spool, registry: Arc<Mutex<Registry>>, days: u32, mut stopping: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(BATCH_EXPIRY_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {},
+                _ = stopping.changed() => return,
+            }
+            if *stopping.borrow() {
+                return;
+            }
+            let cutoff = batch_cutoff_ms(days);
+            let forgotten = registry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .expire_batches(cutoff);
+            match spool.expire_batches(cutoff).await {
+                Ok(n) if n > 0 || forgotten > 0 => {
+                    tracing::info!(
+                        batches = forgotten,
+                        index_records = n,
+                        days,
+                        "forgot batch outcomes past the idempotency window"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "expiring batch outcomes from the spool index failed"),
+            }
+        }
+    });
 }
 
 /// Applies `core.ack` every [`ACK_POLL_INTERVAL`] until the gateway stops.

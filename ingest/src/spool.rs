@@ -16,6 +16,7 @@
 //! need of a segment (batch outcomes without records, patient requests) is first appended to `<dir>/index.log`
 //! (same frame format, magic `TKINDEX1`, payload `IndexRecord`) and fsync'd; only then is the segment deleted.
 
+use crate::registry::REJECTIONS_KEPT;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokumei_proto::ingest::v1::ReasonCount;
 use tokumei_proto::spool::v1::{BatchSummary, IndexRecord, SpoolEntry, index_record, spool_entry::Entry};
 
 const MAGIC: &[u8; 8] = b"TKSPOOL1";
@@ -653,13 +655,27 @@ pub fn usage(dir: &Path) -> Result<SpoolUsage, SpoolError> {
 /// patient requests (small, pseudonymous). `None` for an empty entry.
 pub fn summarise(position: Position, entry: &SpoolEntry) -> Option<IndexRecord> {
     let record = match entry.entry.as_ref()? {
-        Entry::Batch(b) => index_record::Record::Batch(BatchSummary {
-            hospital_code: b.hospital_code.clone(),
-            batch_id: b.batch_id.clone(),
-            content_digest: b.content_digest.clone(),
-            accepted: b.records.len() as u64,
-            rejections: b.rejections.clone(),
-        }),
+        Entry::Batch(b) => {
+            let mut by_reason: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+            for r in &b.rejections {
+                *by_reason.entry(r.reason.as_str()).or_default() += 1;
+            }
+            index_record::Record::Batch(BatchSummary {
+                hospital_code: b.hospital_code.clone(),
+                batch_id: b.batch_id.clone(),
+                content_digest: b.content_digest.clone(),
+                accepted: b.records.len() as u64,
+                rejections: b.rejections.iter().take(REJECTIONS_KEPT).cloned().collect(),
+                rejected_total: b.rejections.len() as u64,
+                rejected_by_reason: by_reason
+                    .into_iter()
+                    .map(|(reason, count)| ReasonCount {
+                        reason: reason.to_string(),
+                        count,
+                    })
+                    .collect(),
+            })
+        }
         Entry::Request(r) => index_record::Record::Request(r.clone()),
     };
     Some(IndexRecord {
@@ -700,9 +716,39 @@ fn read_index(dir: &Path, mut visit: impl FnMut(IndexRecord)) -> Result<IndexSta
     Ok(state)
 }
 
+/// Drops from `index.log` the batch summaries committed before `cutoff_ms` (requests stay): the file is
+/// rewritten beside itself, fsync'd and renamed over, so a crash leaves the old or the new file, never a mix.
+/// Returns how many summaries went. Call before [`Spool::open`], or through [`Spool::expire_batches`].
+pub fn expire_index(dir: &Path, cutoff_ms: i64) -> Result<u64, SpoolError> {
+    let mut kept = Vec::new();
+    let mut removed = 0u64;
+    read_index(dir, |r| {
+        let expired = matches!(r.record, Some(index_record::Record::Batch(_))) && r.committed_at_ms < cutoff_ms;
+        if expired {
+            removed += 1;
+        } else {
+            kept.push(r.encode_to_vec());
+        }
+    })?;
+    if removed == 0 {
+        return Ok(0);
+    }
+    let tmp = dir.join(format!("{INDEX_FILE}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    append_index_to(&tmp, dir, 0, &kept)?;
+    let path = index_path(dir);
+    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    sync_dir(dir)?;
+    Ok(removed)
+}
+
 /// Appends encoded `IndexRecord`s to `index.log` after its valid length and fsyncs; returns the new length.
 fn append_index(dir: &Path, len: u64, records: &[Vec<u8>]) -> Result<u64, SpoolError> {
-    let path = index_path(dir);
+    append_index_to(&index_path(dir), dir, len, records)
+}
+
+fn append_index_to(path: &Path, dir: &Path, len: u64, records: &[Vec<u8>]) -> Result<u64, SpoolError> {
+    let path = path.to_path_buf();
     let mut f = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -925,6 +971,24 @@ impl Spool {
             Some(a) => Ok(Some(self.trim_to(a).await?)),
             None => Ok(None),
         }
+    }
+
+    /// Forgets the outcomes of batches committed before `cutoff_ms` from `index.log` ([`expire_index`]), under
+    /// the lock trimming takes, so the two never interleave.
+    pub async fn expire_batches(&self, cutoff_ms: i64) -> Result<u64, SpoolError> {
+        let mut index = self.index.lock().await;
+        let dir = self.dir.clone();
+        let (removed, state) = tokio::task::spawn_blocking(move || {
+            let removed = expire_index(&dir, cutoff_ms)?;
+            let state = read_index(&dir, |_| {})?;
+            Ok::<_, SpoolError>((removed, state))
+        })
+        .await
+        .map_err(|_| SpoolError::Closed)??;
+        index.len = state.len;
+        // Entries up to the old mark were summarised (or expired) already: never summarise them again.
+        index.upto = index.upto.max(state.upto);
+        Ok(removed)
     }
 
     /// Records the core's acknowledgement of everything up to and including `upto` (the `Ack` RPC), then trims.
@@ -1518,6 +1582,102 @@ mod tests {
             Admission::Replay(o) => Some(o),
             _ => None,
         }
+    }
+
+    #[tokio::test]
+    async fn batch_outcomes_past_the_window_are_forgotten_and_requests_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = multi_segment(dir.path(), 30).await;
+        let last = all.last().unwrap().0;
+        let spool = open(dir.path(), 300);
+        write_ack(dir.path(), last).unwrap();
+        spool.trim_to(last).await.unwrap();
+        drop(spool);
+        settle().await;
+        let (mut before, spool) = rebuilt(dir.path());
+        // batch(i) was committed at i ms; requests are every fifth entry.
+        let old_batches = (0..15u8).filter(|i| i % 5 != 4).count();
+        assert_eq!(before.expire_batches(15), old_batches);
+        assert_eq!(spool.expire_batches(15).await.unwrap(), old_batches as u64);
+        assert_eq!(
+            spool.expire_batches(15).await.unwrap(),
+            0,
+            "expiring again removes nothing"
+        );
+        // The index still takes appends after the rewrite.
+        let p = spool.commit(&batch(100)).await.unwrap();
+        write_ack(dir.path(), p).unwrap();
+        spool.trim_to(p).await.unwrap();
+        drop(spool);
+        settle().await;
+        let (after, _spool) = rebuilt(dir.path());
+        for i in (0..30u8).filter(|i| i % 5 != 4) {
+            assert_eq!(replayed(&after, i).is_some(), i >= 15, "batch b{i}");
+            assert_eq!(replayed(&after, i), replayed(&before, i), "batch b{i}");
+        }
+        assert!(replayed(&after, 100).is_some());
+        for i in (0..30u8).filter(|i| i % 5 == 4) {
+            assert!(
+                after.request("1310000001", &format!("r{i}")).is_some(),
+                "request r{i} kept"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_all_rejected_batch_is_kept_as_counts_and_its_first_rejections() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = open(dir.path(), 1 << 20);
+        let rejections: Vec<Rejection> = (0..5_000u32)
+            .map(|i| Rejection {
+                batch_id: "big".into(),
+                index: i,
+                reason: if i % 2 == 0 { "INVALID_DATE" } else { "MISSING_IDENTITY" }.into(),
+                detail: "birth_date must be YYYY-MM-DD".into(),
+            })
+            .collect();
+        let entry = SpoolEntry {
+            entry: Some(Entry::Batch(BatchCommit {
+                hospital_code: "1310000001".into(),
+                batch_id: "big".into(),
+                content_digest: vec![9; 32],
+                records: Vec::new(),
+                rejections,
+            })),
+            committed_at_ms: 1,
+        };
+        let p = spool.commit(&entry).await.unwrap();
+        let key = ("1310000001".to_string(), "big".to_string());
+        let check = |reg: &Registry| match reg.admit(&key, &[9; 32]) {
+            Admission::Replay(o) => {
+                assert_eq!(o.rejections.len(), REJECTIONS_KEPT);
+                assert_eq!(o.rejected_total, 5_000);
+                assert_eq!(
+                    o.rejected_by_reason,
+                    vec![
+                        ("INVALID_DATE".to_string(), 2_500),
+                        ("MISSING_IDENTITY".to_string(), 2_500)
+                    ]
+                );
+            }
+            _ => panic!("not a replay"),
+        };
+        // From the segment, and once the segment is gone, from index.log.
+        drop(spool);
+        settle().await;
+        let (reg, spool) = rebuilt(dir.path());
+        check(&reg);
+        write_ack(dir.path(), p).unwrap();
+        spool.trim_to(p).await.unwrap();
+        drop(spool);
+        settle().await;
+        let index_bytes = std::fs::metadata(index_path(dir.path())).unwrap().len();
+        assert!(
+            index_bytes < 100_000,
+            "index.log holds {index_bytes} bytes for one batch"
+        );
+        let (reg, _spool) = rebuilt(dir.path());
+        check(&reg);
     }
 
     #[tokio::test]

@@ -868,17 +868,6 @@ impl prost::Message for PreEncoded {
     }
 }
 
-/// Peak resident memory of a process, in bytes (Linux `VmHWM`).
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
-    kb * 1024
-}
-
 /// The attack from issue 18: 8 MB of empty records (2 wire bytes each, several hundred once decoded) took the
 /// gateway to 2.9 GiB. The decoded size is now added up on the wire bytes before anything is allocated: the
 /// message is refused `RESOURCE_EXHAUSTED` / `MESSAGE_TOO_LARGE` and the gateway's peak memory grows by less
@@ -892,7 +881,7 @@ async fn a_message_of_empty_records_is_refused_before_it_is_decoded() {
     let mut c = gw.client(&home, HOSPITAL_A).await;
     let ok: Vec<PatientRecord> = (0..200).map(|i| valid_record(&format!("W{i}"))).collect();
     assert_eq!(push(&mut c, vec![batch("warm", ok)]).await.unwrap().accepted, 200);
-    let before = peak_rss(gw.child.id());
+    let before = process_memory(gw.child.id(), "VmHWM");
 
     let mut wire = Vec::with_capacity(8 << 20);
     wire.extend_from_slice(&[0x0a, 0x05]);
@@ -918,7 +907,7 @@ async fn a_message_of_empty_records_is_refused_before_it_is_decoded() {
     let s = grpc.client_streaming(request, path, codec).await.expect_err("refused");
     assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
     assert_eq!(status_reason(&s).as_deref(), Some("MESSAGE_TOO_LARGE"));
-    let after = peak_rss(gw.child.id());
+    let after = process_memory(gw.child.id(), "VmHWM");
     let grown = after.saturating_sub(before);
     assert!(
         grown < 4 * limit as u64,

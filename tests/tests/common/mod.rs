@@ -412,3 +412,14 @@ pub fn wait_bounded(mut child: Child, what: &str) -> std::io::Result<std::proces
         stderr: stderr.join().unwrap_or_default(),
     })
 }
+
+/// A process's memory figure from `/proc/<pid>/status` in bytes: `VmRSS` (now) or `VmHWM` (peak).
+pub fn process_memory(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|v| v.strip_prefix(':')))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("memory field");
+    kb * 1024
+}
