@@ -76,6 +76,14 @@ curl -s "http://127.0.0.1:$S3_PORT/" >/dev/null || { cat "$STATE/moto.log"; echo
 export TOKUMEI_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
 echo "S3 (moto $(python3 -c 'import moto; print(moto.__version__)')) on $TOKUMEI_TEST_S3_ENDPOINT"
 
+# --- A hospital vendor's client in another stack (Python grpcio, from PyPI) ---------------------------------
+log "Python grpcio client"
+if ! python3 -c 'import grpc, grpc_tools, grpc_status' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools grpcio-status
+fi
+export TOKUMEI_TEST_PYTHON=python3
+echo "grpcio $(python3 -c 'import grpc; print(grpc.__version__)')"
+
 # --- Build and test -----------------------------------------------------------------------------------------
 export TOKUMEI_REQUIRE_SERVERS=1
 log "cargo fmt --check"
