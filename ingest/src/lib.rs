@@ -26,6 +26,7 @@ pub mod registry;
 pub mod server;
 pub mod spool;
 pub mod spool_feed;
+pub mod spool_seal;
 pub mod spool_service;
 pub mod synth;
 pub mod telemetry;

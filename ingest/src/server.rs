@@ -139,13 +139,20 @@ pub async fn start(
     let registry = Arc::new(Mutex::new(Registry::default()));
     let spool_dir = resolve(home, &config.spool.dir);
     let retention = config.spool.batch_retention_days;
+    std::fs::create_dir_all(&spool_dir).map_err(|source| ServeError::Io {
+        what: format!("creating {}", spool_dir.display()),
+        source,
+    })?;
+    // The spool is sealed at rest under a key the key service wraps (created on first start).
+    let seal = Arc::new(
+        crate::spool_seal::SpoolSeal::open_or_create(&spool_dir, keys.as_ref())
+            .await
+            .map_err(crate::spool::SpoolError::from)?,
+    );
+    crate::spool_seal::unlock(&spool_dir, seal.clone());
     // Outcomes past the idempotency window are dropped before they are read back, so a restart does not
     // load what the running gateway had already forgotten.
     if retention > 0 {
-        std::fs::create_dir_all(&spool_dir).map_err(|source| ServeError::Io {
-            what: format!("creating {}", spool_dir.display()),
-            source,
-        })?;
         let removed = crate::spool::expire_index(&spool_dir, batch_cutoff_ms(retention))?;
         if removed > 0 {
             tracing::info!(
@@ -162,6 +169,7 @@ pub async fn start(
         let spool = Spool::open(
             &spool_dir,
             config.spool.segment_bytes,
+            seal,
             |replayed| {
                 entries += 1;
                 reg.replay(replayed);

@@ -17,6 +17,7 @@
 //! (same frame format, magic `TKINDEX1`, payload `IndexRecord`) and fsync'd; only then is the segment deleted.
 
 use crate::registry::REJECTIONS_KEPT;
+use crate::spool_seal::{self, FileKind, SealError, SpoolSeal};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -31,6 +32,18 @@ use tokumei_proto::spool::v1::{BatchSummary, IndexRecord, SpoolEntry, index_reco
 
 const MAGIC: &[u8; 8] = b"TKSPOOL1";
 const INDEX_MAGIC: &[u8; 8] = b"TKINDEX1";
+/// Magic of a segment whose frames are sealed ([`crate::spool_seal`]): every segment written now.
+const SEALED_MAGIC: &[u8; 8] = b"TKSPOOL2";
+/// Magic of a sealed `index.log`.
+const SEALED_INDEX_MAGIC: &[u8; 8] = b"TKINDEX2";
+
+/// (plain, sealed) magic of a file kind.
+fn magics(kind: FileKind) -> (&'static [u8; 8], &'static [u8; 8]) {
+    match kind {
+        FileKind::Segment => (MAGIC, SEALED_MAGIC),
+        FileKind::Index => (INDEX_MAGIC, SEALED_INDEX_MAGIC),
+    }
+}
 const HEADER_LEN: u64 = MAGIC.len() as u64;
 const FRAME_HEADER: usize = 8;
 /// Upper bound on one frame's payload; larger lengths mean corruption.
@@ -117,6 +130,9 @@ pub enum SpoolError {
     /// The writer stopped (after an unrecoverable I/O error, or at shutdown).
     #[error("spool writer is not running")]
     Closed,
+    /// The spool's key could not be had, or a sealed file was read without it.
+    #[error(transparent)]
+    Seal(#[from] SealError),
     /// A reader asked for entries after a position whose segment is gone although the core never acknowledged
     /// it: the entries were removed (or the position never existed). Continuing would silently skip data.
     #[error(
@@ -267,6 +283,11 @@ enum Step {
 /// Sequential reader of a frame file (segment or index), from any frame boundary, up to an optional limit.
 struct FrameReader<'a> {
     path: &'a Path,
+    kind: FileKind,
+    segment: u64,
+    /// The file's frames are sealed; `seal` is the key unlocked for its directory, if any.
+    sealed: bool,
+    seal: Option<Arc<SpoolSeal>>,
     r: BufReader<File>,
     /// Where reading stops: the file length when opened, or a smaller limit.
     len: u64,
@@ -278,7 +299,7 @@ struct FrameReader<'a> {
 impl<'a> FrameReader<'a> {
     /// Opens a frame file and checks its magic. `Ok(None)` when the file is shorter than the magic (torn while
     /// being created); `NotFound` is returned as an `Io` error the caller may inspect.
-    fn open(path: &'a Path, magic: &[u8; 8]) -> Result<Option<Self>, SpoolError> {
+    fn open(path: &'a Path, kind: FileKind, segment: u64) -> Result<Option<Self>, SpoolError> {
         let file = File::open(path).map_err(io_err(path))?;
         let len = file.metadata().map_err(io_err(path))?.len();
         if len < HEADER_LEN {
@@ -287,11 +308,25 @@ impl<'a> FrameReader<'a> {
         let mut r = BufReader::with_capacity(1 << 20, file);
         let mut m = [0u8; 8];
         r.read_exact(&mut m).map_err(io_err(path))?;
-        if &m != magic {
+        let (plain, sealed_magic) = magics(kind);
+        let sealed = if &m == sealed_magic {
+            true
+        } else if &m == plain {
+            false
+        } else {
             return Err(corrupt(path, 0, "not a tokumei spool file"));
-        }
+        };
+        let seal = if sealed {
+            path.parent().and_then(spool_seal::unlocked)
+        } else {
+            None
+        };
         Ok(Some(FrameReader {
             path,
+            kind,
+            segment,
+            sealed,
+            seal,
             r,
             len,
             offset: HEADER_LEN,
@@ -342,6 +377,14 @@ impl<'a> FrameReader<'a> {
             return Ok(Step::Torn("checksum mismatch"));
         }
         let at = self.offset;
+        if self.sealed {
+            let Some(seal) = &self.seal else {
+                return Err(SealError::Locked(self.path.display().to_string()).into());
+            };
+            self.payload = seal
+                .unseal(self.kind, self.segment, at, &self.payload)
+                .map_err(|e| corrupt(self.path, at, &e.to_string()))?;
+        }
         self.offset += FRAME_HEADER as u64 + u64::from(n);
         Ok(Step::Frame(at))
     }
@@ -366,7 +409,7 @@ fn read_segment(
     tail: bool,
     mut visit: impl FnMut(Position, SpoolEntry),
 ) -> Result<u64, SpoolError> {
-    let Some(mut r) = FrameReader::open(path, MAGIC)? else {
+    let Some(mut r) = FrameReader::open(path, FileKind::Segment, segment)? else {
         return if tail {
             Ok(0)
         } else {
@@ -389,7 +432,8 @@ fn read_segment(
 
 /// Offset of the last frame of a complete (non-active) segment, reading headers only.
 fn last_frame_offset(path: &Path) -> Result<Option<u64>, SpoolError> {
-    let Some(mut r) = FrameReader::open(path, MAGIC)? else {
+    // Headers only: no frame is unsealed, so the segment number does not matter.
+    let Some(mut r) = FrameReader::open(path, FileKind::Segment, 0)? else {
         return Err(corrupt(path, 0, "shorter than the segment header"));
     };
     let mut last = None;
@@ -490,7 +534,7 @@ fn read_range(
         let path = segment_path(dir, s);
         let tail = Some(s) == last_listed && matches!(until, Until::Tail);
         let starts_at_after = after.is_some_and(|a| a.segment == s);
-        let reader = match FrameReader::open(&path, MAGIC) {
+        let reader = match FrameReader::open(&path, FileKind::Segment, s) {
             Err(e) if is_not_found(&e) => {
                 // Deleted since the listing: harmless only if the core acknowledged everything it held.
                 check_gone(dir, after)?;
@@ -689,7 +733,7 @@ pub fn summarise(position: Position, entry: &SpoolEntry) -> Option<IndexRecord> 
 fn read_index(dir: &Path, mut visit: impl FnMut(IndexRecord)) -> Result<IndexState, SpoolError> {
     let path = index_path(dir);
     let mut state = IndexState::default();
-    let mut r = match FrameReader::open(&path, INDEX_MAGIC) {
+    let mut r = match FrameReader::open(&path, FileKind::Index, 0) {
         Err(e) if is_not_found(&e) => return Ok(state),
         other => match other? {
             Some(r) => r,
@@ -720,17 +764,24 @@ fn read_index(dir: &Path, mut visit: impl FnMut(IndexRecord)) -> Result<IndexSta
 /// rewritten beside itself, fsync'd and renamed over, so a crash leaves the old or the new file, never a mix.
 /// Returns how many summaries went. Call before [`Spool::open`], or through [`Spool::expire_batches`].
 pub fn expire_index(dir: &Path, cutoff_ms: i64) -> Result<u64, SpoolError> {
+    rewrite_index(dir, false, |r| {
+        !(matches!(r.record, Some(index_record::Record::Batch(_))) && r.committed_at_ms < cutoff_ms)
+    })
+}
+
+/// Rewrites `index.log` with the records `keep` accepts (sealed when the directory's key is unlocked); only
+/// when one is dropped, unless `force`. Returns how many were dropped.
+fn rewrite_index(dir: &Path, force: bool, keep: impl Fn(&IndexRecord) -> bool) -> Result<u64, SpoolError> {
     let mut kept = Vec::new();
     let mut removed = 0u64;
     read_index(dir, |r| {
-        let expired = matches!(r.record, Some(index_record::Record::Batch(_))) && r.committed_at_ms < cutoff_ms;
-        if expired {
-            removed += 1;
-        } else {
+        if keep(&r) {
             kept.push(r.encode_to_vec());
+        } else {
+            removed += 1;
         }
     })?;
-    if removed == 0 {
+    if removed == 0 && !force {
         return Ok(0);
     }
     let tmp = dir.join(format!("{INDEX_FILE}.tmp"));
@@ -742,6 +793,17 @@ pub fn expire_index(dir: &Path, cutoff_ms: i64) -> Result<u64, SpoolError> {
     Ok(removed)
 }
 
+/// True when `index.log` exists and was written before sealing.
+fn index_is_plain(dir: &Path) -> Result<bool, SpoolError> {
+    let path = index_path(dir);
+    let mut m = [0u8; 8];
+    match File::open(&path).and_then(|mut f| f.read_exact(&mut m)) {
+        Ok(()) => Ok(&m == INDEX_MAGIC),
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
 /// Appends encoded `IndexRecord`s to `index.log` after its valid length and fsyncs; returns the new length.
 fn append_index(dir: &Path, len: u64, records: &[Vec<u8>]) -> Result<u64, SpoolError> {
     append_index_to(&index_path(dir), dir, len, records)
@@ -749,6 +811,11 @@ fn append_index(dir: &Path, len: u64, records: &[Vec<u8>]) -> Result<u64, SpoolE
 
 fn append_index_to(path: &Path, dir: &Path, len: u64, records: &[Vec<u8>]) -> Result<u64, SpoolError> {
     let path = path.to_path_buf();
+    let seal = spool_seal::unlocked(dir);
+    if len >= HEADER_LEN && seal.is_some() && index_is_plain(dir)? && path == index_path(dir) {
+        // Spool::open rewrites a plain index sealed before anything is appended; mixing would be unreadable.
+        return Err(corrupt(&path, 0, "plain index.log met a sealed append"));
+    }
     let mut f = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -757,12 +824,26 @@ fn append_index_to(path: &Path, dir: &Path, len: u64, records: &[Vec<u8>]) -> Re
         .map_err(io_err(&path))?;
     let mut buf = Vec::new();
     let start = if len < HEADER_LEN {
-        buf.extend_from_slice(INDEX_MAGIC);
+        buf.extend_from_slice(if seal.is_some() {
+            SEALED_INDEX_MAGIC
+        } else {
+            INDEX_MAGIC
+        });
         0
     } else {
         len
     };
     for payload in records {
+        // The frame's offset in the file (a new file's buffer starts with the magic at offset 0).
+        let at = start + buf.len() as u64;
+        let sealed;
+        let payload = match &seal {
+            Some(seal) => {
+                sealed = seal.seal(FileKind::Index, 0, at, payload);
+                &sealed
+            }
+            None => payload,
+        };
         let n = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         buf.extend_from_slice(&n.to_le_bytes());
         buf.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
@@ -779,6 +860,16 @@ fn append_index_to(path: &Path, dir: &Path, len: u64, records: &[Vec<u8>]) -> Re
     Ok(start + buf.len() as u64)
 }
 
+/// True when the segment file starts with the sealed magic (or is too short to say: it is rewritten sealed).
+fn segment_is_sealed(path: &Path) -> Result<bool, SpoolError> {
+    let mut m = [0u8; 8];
+    match File::open(path).and_then(|mut f| f.read_exact(&mut m)) {
+        Ok(()) => Ok(&m != MAGIC),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(true),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
@@ -790,7 +881,8 @@ fn create_segment(dir: &Path, segment: u64) -> Result<File, SpoolError> {
         .append(true)
         .open(&path)
         .map_err(io_err(&path))?;
-    f.write_all(MAGIC).map_err(io_err(&path))?;
+    // Every segment written now is sealed (the writer always holds the spool's key).
+    f.write_all(SEALED_MAGIC).map_err(io_err(&path))?;
     f.sync_all().map_err(io_err(&path))?;
     sync_dir(dir)?;
     Ok(f)
@@ -817,10 +909,17 @@ impl Spool {
     pub fn open(
         dir: &Path,
         segment_bytes: u64,
+        seal: Arc<SpoolSeal>,
         mut visit: impl FnMut(Replayed),
         on_group: impl Fn(GroupStats) + Send + 'static,
     ) -> Result<Spool, SpoolError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        spool_seal::unlock(dir, seal.clone());
+        if index_is_plain(dir)? {
+            // Written before sealing: rewritten sealed before anything is appended.
+            rewrite_index(dir, true, |_| true)?;
+            tracing::info!("spool index rewritten sealed");
+        }
         let index = read_index(dir, |r| visit(Replayed::Indexed(r)))?;
         let segments = list_segments(dir)?;
         let mut last_frame = None;
@@ -849,7 +948,7 @@ impl Spool {
                     // Torn before the header completed: rewrite the header.
                     f.set_len(0).map_err(io_err(&path))?;
                     let mut f2 = &f;
-                    f2.write_all(MAGIC).map_err(io_err(&path))?;
+                    f2.write_all(SEALED_MAGIC).map_err(io_err(&path))?;
                     end = HEADER_LEN;
                 }
                 let file_len = f.metadata().map_err(io_err(&path))?.len();
@@ -867,6 +966,15 @@ impl Spool {
                 (f, last, end)
             }
         };
+        if !segment_is_sealed(&segment_path(dir, segment))? {
+            // A segment written before sealing is closed as it is (read until acknowledged, then deleted); new
+            // frames go to a sealed one.
+            file.sync_all().map_err(io_err(dir))?;
+            segment += 1;
+            file = create_segment(dir, segment)?;
+            offset = HEADER_LEN;
+            last_frame = None;
+        }
         // A same-host core may have read (and acknowledged) frames that were lost in a machine crash before their
         // fsync. New frames must never land at or below that acknowledgement, or they would be deleted unread.
         if let Some(acked) = read_ack(dir)?
@@ -890,6 +998,7 @@ impl Spool {
         let (tx, rx) = mpsc::channel::<Msg>(4096);
         let healthy = Arc::new(AtomicBool::new(true));
         let writer = Writer {
+            seal,
             dir: dir.to_path_buf(),
             file,
             segment,
@@ -1116,6 +1225,7 @@ fn trim_segments(
 }
 
 struct Writer {
+    seal: Arc<SpoolSeal>,
     dir: PathBuf,
     file: File,
     segment: u64,
@@ -1232,11 +1342,12 @@ impl Writer {
                 segment: self.segment,
                 offset,
             });
-            let n = u32::try_from(job.payload.len()).unwrap_or(u32::MAX);
+            let sealed = self.seal.seal(FileKind::Segment, self.segment, offset, &job.payload);
+            let n = u32::try_from(sealed.len()).unwrap_or(u32::MAX);
             buf.extend_from_slice(&n.to_le_bytes());
-            buf.extend_from_slice(&crc32c::crc32c(&job.payload).to_le_bytes());
-            buf.extend_from_slice(&job.payload);
-            offset += FRAME_HEADER as u64 + job.payload.len() as u64;
+            buf.extend_from_slice(&crc32c::crc32c(&sealed).to_le_bytes());
+            buf.extend_from_slice(&sealed);
+            offset += FRAME_HEADER as u64 + sealed.len() as u64;
         }
         let path = segment_path(&self.dir, self.segment);
         self.file.write_all(buf).map_err(io_err(&path))?;
@@ -1258,7 +1369,7 @@ impl Writer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::registry::{Admission, Registry};
     use tokumei_proto::ingest::v1::Rejection;
@@ -1334,10 +1445,15 @@ mod tests {
     }
 
     fn open(dir: &Path, segment_bytes: u64) -> Spool {
-        Spool::open(dir, segment_bytes, |_| {}, |_| {}).unwrap()
+        Spool::open(dir, segment_bytes, test_seal(), |_| {}, |_| {}).unwrap()
     }
 
     /// Lets the writer thread of dropped handles finish.
+    /// The key every test spool is sealed under.
+    pub(crate) fn test_seal() -> Arc<SpoolSeal> {
+        Arc::new(SpoolSeal::from_key(&[42; 32]))
+    }
+
     async fn settle() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1365,7 +1481,7 @@ mod tests {
         f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]).unwrap();
         drop(f);
         let mut seen = 0;
-        let spool = Spool::open(dir.path(), 1 << 20, |_| seen += 1, |_| {}).unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20, test_seal(), |_| seen += 1, |_| {}).unwrap();
         assert_eq!(seen, 50);
         spool.commit(&entry("after")).await.unwrap();
         drop(spool);
@@ -1571,7 +1687,7 @@ mod tests {
 
     fn rebuilt(dir: &Path) -> (Registry, Spool) {
         let mut reg = Registry::default();
-        let spool = Spool::open(dir, 300, |r| reg.replay(r), |_| {}).unwrap();
+        let spool = Spool::open(dir, 300, test_seal(), |r| reg.replay(r), |_| {}).unwrap();
         (reg, spool)
     }
 
@@ -1582,6 +1698,75 @@ mod tests {
             Admission::Replay(o) => Some(o),
             _ => None,
         }
+    }
+
+    #[tokio::test]
+    async fn segments_and_index_are_sealed_and_open_only_under_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = multi_segment(dir.path(), 12).await;
+        let last = all.last().unwrap().0;
+        let spool = open(dir.path(), 300);
+        write_ack(dir.path(), all[5].0).unwrap();
+        spool.trim_to(all[5].0).await.unwrap();
+        drop(spool);
+        settle().await;
+        // No file holds a clinical value, a batch id or a digest in the clear.
+        for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let bytes = std::fs::read(e.path()).unwrap();
+            for needle in [&b"1950-01-01"[..], b"1310000001", b"INVALID_DATE"] {
+                assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{:?}", e.path());
+            }
+        }
+        assert_eq!(&std::fs::read(index_path(dir.path())).unwrap()[..8], SEALED_INDEX_MAGIC);
+        assert_eq!(
+            read_after(dir.path(), None, usize::MAX).unwrap().last().unwrap().0,
+            last
+        );
+        // Under another key nothing opens: neither the segments nor the index.
+        spool_seal::unlock(dir.path(), Arc::new(SpoolSeal::from_key(&[7; 32])));
+        assert!(matches!(
+            read_all(dir.path(), |_, _| {}),
+            Err(SpoolError::Corrupt { .. })
+        ));
+        assert!(read_index(dir.path(), |_| {}).is_err());
+        spool_seal::unlock(dir.path(), test_seal());
+        assert!(read_all(dir.path(), |_, _| {}).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_spool_written_before_sealing_is_read_then_continued_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A plain segment and a plain index, as written before this version.
+        let frame = |payload: &[u8]| {
+            let mut f = Vec::new();
+            f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            f.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+            f.extend_from_slice(payload);
+            f
+        };
+        let mut seg = MAGIC.to_vec();
+        seg.extend(frame(&batch(1).encode_to_vec()));
+        std::fs::write(segment_path(dir.path(), 1), &seg).unwrap();
+        let old = summarise(Position { segment: 0, offset: 8 }, &batch(0)).unwrap();
+        let mut index = INDEX_MAGIC.to_vec();
+        index.extend(frame(&old.encode_to_vec()));
+        std::fs::write(index_path(dir.path()), &index).unwrap();
+
+        let (reg, spool) = rebuilt(dir.path());
+        assert!(replayed(&reg, 0).is_some(), "the plain index was read");
+        assert!(replayed(&reg, 1).is_some(), "the plain segment was read");
+        assert_eq!(&std::fs::read(index_path(dir.path())).unwrap()[..8], SEALED_INDEX_MAGIC);
+        let p = spool.commit(&batch(2)).await.unwrap();
+        assert_eq!(p.segment, 2, "new frames go to a new, sealed segment");
+        drop(spool);
+        settle().await;
+        assert_eq!(&std::fs::read(segment_path(dir.path(), 2)).unwrap()[..8], SEALED_MAGIC);
+        let ids: Vec<u64> = read_after(dir.path(), None, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|(p, _)| p.segment)
+            .collect();
+        assert_eq!(ids, vec![1, 2]);
     }
 
     #[tokio::test]

@@ -55,6 +55,9 @@ pub enum FeedError {
         /// The transport error.
         source: tonic::transport::Error,
     },
+    /// The spool's key could not be unwrapped.
+    #[error("spool key: {0}")]
+    Key(String),
     /// The spool service returned an error status.
     #[error("spool service: {0}")]
     Status(#[from] tonic::Status),
@@ -317,6 +320,22 @@ impl SpoolFeed for RemoteFeed {
     }
 }
 
+/// Unwraps the key of the spool in `dir` through the configured key service and unlocks it for this
+/// process's readers (a same-host core, `tokumei spool status`). False when the spool has no key file (written
+/// before sealing, or no gateway has started yet): its files are then plain and need none.
+pub async fn unlock_local_spool(config: &Config, home: &Path, dir: &Path) -> Result<bool, FeedError> {
+    if !dir.join(crate::spool_seal::KEY_FILE).exists() {
+        return Ok(false);
+    }
+    let keys = crate::server::open_key_service(config, home)
+        .await
+        .map_err(|e| FeedError::Key(e.to_string()))?;
+    crate::spool_seal::unlock_with(dir, keys.as_ref())
+        .await
+        .map_err(|e| FeedError::Key(e.to_string()))?;
+    Ok(true)
+}
+
 /// Opens the feed the configuration asks for (`[core] source`): the local spool directory (`spool.dir`) or the
 /// gateway's spool service (`core.gateway_spool_url` with `core.ca`, `core.cert`, `core.key`), resuming after
 /// `start_after`.
@@ -326,10 +345,11 @@ pub async fn open_feed(
     start_after: Option<Position>,
 ) -> Result<Box<dyn SpoolFeed>, FeedError> {
     match config.core.source {
-        CoreSource::Local => Ok(Box::new(LocalFeed::open(
-            &resolve(home, &config.spool.dir),
-            start_after,
-        )?)),
+        CoreSource::Local => {
+            let dir = resolve(home, &config.spool.dir);
+            unlock_local_spool(config, home, &dir).await?;
+            Ok(Box::new(LocalFeed::open(&dir, start_after)?))
+        }
         CoreSource::Remote => {
             let c = &config.core;
             Ok(Box::new(
@@ -367,7 +387,7 @@ mod tests {
     #[tokio::test]
     async fn local_feed_follows_the_spool_live_and_acknowledges() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path(), 150, |_| {}, |_| {}).unwrap();
+        let spool = Spool::open(dir.path(), 150, crate::spool::tests::test_seal(), |_| {}, |_| {}).unwrap();
         let mut positions = Vec::new();
         for i in 0..10 {
             positions.push(spool.commit(&entry(i)).await.unwrap());

@@ -927,3 +927,27 @@ async fn a_message_of_empty_records_is_refused_before_it_is_decoded() {
         1
     );
 }
+
+/// The spool in the DMZ was plaintext until the core acknowledged it (issue 18): a stolen disk or backup of the
+/// gateway held every clinical value. Now each frame is sealed under a key the key service wraps: the clinical
+/// content is readable through the key and absent from the bytes on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spool_is_sealed_at_rest() {
+    const PLANTED: &str = "SEALEDDEPTQX";
+    let home = Home::new();
+    let gw = home.start();
+    let mut c = gw.client(&home, HOSPITAL_A).await;
+    let mut r = valid_record("SEAL1");
+    r.encounters[0].department = PLANTED.into();
+    assert_eq!(push(&mut c, vec![batch("sealed", vec![r])]).await.unwrap().accepted, 1);
+    let spooled = spool_batches(&home.spool());
+    assert_eq!(
+        spooled[0].2[0].encounters[0].department, PLANTED,
+        "readable through the key"
+    );
+    let bytes = all_bytes(&home.spool());
+    assert!(!contains(&bytes, PLANTED), "a clinical value is in the clear on disk");
+    assert!(!contains(&bytes, "sealed"), "a batch id is in the clear on disk");
+    let key_file = std::fs::read_to_string(home.spool().join("spool-key.json")).expect("key file");
+    assert!(key_file.contains("wrapped"), "{key_file}");
+}

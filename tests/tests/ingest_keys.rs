@@ -27,6 +27,17 @@ async fn linkage_key_after_push(
     .await
     .unwrap();
     assert_eq!(receipt.accepted, 1);
+    if let Some((_, passphrase)) = env.iter().find(|(k, _)| *k == "TOKUMEI_KEYRING_PASSPHRASE") {
+        // The keyring's passphrase is in the gateway's environment only: unwrap the spool key with it here.
+        let ring = tokumei_ingest::keyservice::local::LocalKeyring::open_or_create(
+            &home.path().join("keyring/keyring.json"),
+            &tokumei_ingest::keyservice::local::Passphrase::Value(zeroize::Zeroizing::new(passphrase.to_string())),
+        )
+        .expect("keyring");
+        tokumei_ingest::spool_seal::unlock_with(&home.spool(), &ring)
+            .await
+            .expect("spool key");
+    }
     let spooled = spool_batches(&home.spool());
     let rec = spooled
         .iter()

@@ -356,6 +356,7 @@ async fn acknowledged_batches_are_trimmed_yet_replays_and_opt_outs_survive_resta
         .unwrap();
     }
 
+    unlock_spool(&home.spool());
     let mut feed = LocalFeed::open(&home.spool(), None).unwrap();
     let got = pull_n(&mut feed, 6).await;
     assert_eq!(got.len(), 6);

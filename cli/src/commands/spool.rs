@@ -87,7 +87,10 @@ pub fn run(cmd: SpoolCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
         SpoolCommand::Status { config, dir } => {
             let cfg = Config::load(config.as_deref())?;
-            let dir = dir.unwrap_or_else(|| resolve(&tokumei_home(), &cfg.spool.dir));
+            let home = tokumei_home();
+            let dir = dir.unwrap_or_else(|| resolve(&home, &cfg.spool.dir));
+            // The spool is sealed at rest: unwrap its key through the key service first.
+            crate::output::runtime()?.block_on(tokumei_ingest::spool_feed::unlock_local_spool(&cfg, &home, &dir))?;
             let s = status(&dir)?;
             emit(json, &s, |s| {
                 println!(

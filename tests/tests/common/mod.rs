@@ -169,6 +169,9 @@ impl Drop for Gateway {
 /// Every batch in the spool: (hospital, batch id, records).
 pub fn spool_batches(dir: &Path) -> Vec<(String, String, Vec<tokumei_proto::spool::v1::PseudonymisedRecord>)> {
     use tokumei_proto::spool::v1::spool_entry::Entry;
+    if tokumei_ingest::spool_seal::unlocked(dir).is_none() {
+        unlock_spool(dir);
+    }
     let mut out = Vec::new();
     tokumei_ingest::spool::read_all(dir, |_, e| {
         if let Some(Entry::Batch(b)) = e.entry {
@@ -422,4 +425,25 @@ pub fn process_memory(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("memory field");
     kb * 1024
+}
+
+/// Unwraps the key of a test home's sealed spool (`<home>/spool`) through the home's key service, as a
+/// same-host reader would, so that this process can read it.
+pub fn unlock_spool(dir: &Path) {
+    let home = dir.parent().expect("the spool's home").to_path_buf();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let cfg = tokumei_ingest::config::Config::load(Some(&home.join("tokumei.toml"))).expect("config");
+            tokumei_ingest::spool_feed::unlock_local_spool(&cfg, &home, &dir)
+                .await
+                .expect("unlock the spool");
+        })
+    })
+    .join()
+    .expect("unlock thread");
 }
