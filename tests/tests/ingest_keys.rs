@@ -79,9 +79,10 @@ async fn openbao_transit_is_stable_across_restarts() {
     };
     let prefix = format!("t{}-", std::process::id());
     let home = Home::with_config(&format!(
-        "[keys]\nbackend = \"openbao\"\n[keys.openbao]\naddress = \"{addr}\"\ntoken_env = \"TEST_BAO_TOKEN\"\nmount = \"transit\"\nkey_prefix = \"{prefix}\"\n"
+        "[keys]\nbackend = \"openbao\"\n[keys.openbao]\naddress = \"{addr}\"\ntoken_env = \"TOKUMEI_TEST_BAO_TOKEN\"\nmount = \"transit\"\nkey_prefix = \"{prefix}\"\n"
     ));
-    let env = [("TEST_BAO_TOKEN", token.as_str())];
+    // The token variable the test process has too, so it can unwrap the spool key as a same-host reader.
+    let env = [("TOKUMEI_TEST_BAO_TOKEN", token.as_str())];
     let (k1, h1) = linkage_key_after_push(&home, &env, "o-1", "LOC1").await;
     let (k2, h2) = linkage_key_after_push(&home, &env, "o-2", "LOC1").await;
     assert_eq!(
@@ -110,7 +111,7 @@ async fn openbao_transit_is_stable_across_restarts() {
         .args(["ingest", "serve", "--config"])
         .arg(home.path().join("tokumei.toml"))
         .env("TOKUMEI_HOME", home.path())
-        .env("TEST_BAO_TOKEN", "not-a-token")
+        .env("TOKUMEI_TEST_BAO_TOKEN", "not-a-token")
         .bounded_output()
         .unwrap();
     assert!(!out.status.success());
