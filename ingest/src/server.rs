@@ -266,9 +266,9 @@ pub async fn start(
         }
     };
     let max = config.gateway.max_message_bytes;
-    // One decoded request may occupy at most twice the wire limit: with the wire bytes buffered, a stream's
-    // messages stay within about four times the limit (docs/ingest.md).
-    tokumei_proto::bounded::set_decoded_budget(max.saturating_mul(2));
+    // One decoded request may occupy at most three times the wire limit: with the wire bytes buffered, a
+    // stream's message stays within four times the limit (docs/ingest.md).
+    tokumei_proto::bounded::set_decoded_budget(max.saturating_mul(3));
     // No server-wide timeout layer: it answers CANCELLED without a reason; each RPC runs under
     // `request_timeout_secs` itself and answers DEADLINE_EXCEEDED with one.
     let router = Server::builder()

@@ -29,8 +29,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The `ErrorInfo` domain of every ingest error.
 pub const INGEST_ERROR_DOMAIN: &str = "ingest.tokumei.jp";
 
-/// Default decoded-memory budget per message: twice the default 16 MiB message limit.
-pub const DEFAULT_DECODED_BUDGET: usize = 32 * 1024 * 1024;
+/// Default decoded-memory budget per message: three times the default 16 MiB message limit.
+pub const DEFAULT_DECODED_BUDGET: usize = 48 * 1024 * 1024;
 
 static DECODED_BUDGET: AtomicUsize = AtomicUsize::new(DEFAULT_DECODED_BUDGET);
 
@@ -266,7 +266,7 @@ fn over_budget(budget: usize) -> Status {
         "MESSAGE_TOO_LARGE",
         format!(
             "the message would take more than the gateway's limit of {budget} bytes in memory once decoded \
-             (twice its message size limit); split it into smaller batches"
+             (three times its message size limit); split it into smaller batches"
         ),
     )
 }
