@@ -118,8 +118,9 @@ pub struct SpoolConfig {
     pub dir: PathBuf,
     /// Segment size at which a new file is started.
     pub segment_bytes: u64,
-    /// How long a batch's outcome is remembered after the core acknowledged it, so that a resent batch id is
-    /// answered as a replay (the idempotency window); 0 keeps them for good. Opt-out and erasure requests are
+    /// How long a batch's outcome is remembered after the gateway committed it, so that a resent batch id is
+    /// answered as a replay (the idempotency window); 0 keeps them for good. Only outcomes the core has
+    /// acknowledged leave `index.log`; in memory they are forgotten by commit time. Opt-out and erasure requests are
     /// kept for good regardless: they stop a patient's records.
     pub batch_retention_days: u32,
 }
@@ -341,6 +342,12 @@ impl Config {
         if self.gateway.max_message_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "gateway.max_message_bytes must be at least 1024".into(),
+            ));
+        }
+        // A batch's spool frame (records, rejections and the seal) must stay under the spool's 256 MiB frame limit.
+        if self.gateway.max_message_bytes > 128 * 1024 * 1024 {
+            return Err(ConfigError::Invalid(
+                "gateway.max_message_bytes must be at most 134217728 (128 MiB)".into(),
             ));
         }
         if self.gateway.records_per_second == 0 {

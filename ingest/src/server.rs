@@ -322,6 +322,7 @@ pub async fn start(
             listener,
             tls,
             Duration::from_secs(config.gateway.handshake_timeout_secs),
+            Some(metrics.clone()),
         );
         let svc = IngestServiceServer::new(gateway).max_decoding_message_size(max);
         let mut router = router;
@@ -455,6 +456,7 @@ async fn start_spool_service(
         listener,
         tls,
         Duration::from_secs(config.gateway.handshake_timeout_secs),
+        None,
     );
     let service = SpoolServer::new(spool, stopping.clone()).into_service();
     let mut stop = stopping;
@@ -475,11 +477,13 @@ async fn start_spool_service(
 type TlsConn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
 
 /// Accepts TCP connections and completes TLS handshakes concurrently, yielding only verified connections:
-/// a client without a valid certificate never reaches the gRPC layer.
+/// a client without a valid certificate never reaches the gRPC layer. Refused and timed-out handshakes are
+/// counted on `metrics` (`TLS_HANDSHAKE_REFUSED`, `TLS_HANDSHAKE_TIMEOUT`) when given.
 fn tls_incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     handshake_timeout: Duration,
+    metrics: Option<Arc<Metrics>>,
 ) -> ReceiverStream<Result<TlsConn, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(128);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -499,13 +503,24 @@ fn tls_incoming(
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                let refused = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(tls)).await;
+                        return;
                     }
-                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "TLS handshake refused");
+                        "TLS_HANDSHAKE_REFUSED"
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "TLS handshake timed out");
+                        "TLS_HANDSHAKE_TIMEOUT"
+                    }
+                };
+                if let Some(m) = metrics {
+                    m.refuse(refused);
                 }
             });
         }

@@ -130,6 +130,9 @@ pub enum SpoolError {
     /// The writer stopped (after an unrecoverable I/O error, or at shutdown).
     #[error("spool writer is not running")]
     Closed,
+    /// An entry too large for one frame (it would read back as damage): refused before anything is written.
+    #[error("a spool entry of {0} bytes exceeds the frame limit")]
+    TooLarge(usize),
     /// The spool's key could not be had, or a sealed file was read without it.
     #[error(transparent)]
     Seal(#[from] SealError),
@@ -1038,6 +1041,9 @@ impl Spool {
     /// Appends an entry; resolves once it is durable, with its position.
     pub async fn commit(&self, entry: &SpoolEntry) -> Result<Position, SpoolError> {
         let payload = entry.encode_to_vec();
+        if payload.len() + spool_seal::OVERHEAD > MAX_FRAME as usize {
+            return Err(SpoolError::TooLarge(payload.len()));
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Msg::Commit(Job { payload, reply }))

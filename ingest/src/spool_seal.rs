@@ -54,8 +54,10 @@ pub enum SealError {
     /// The key service refused to wrap or unwrap.
     #[error("spool key: {0}")]
     Key(#[from] crate::keyservice::KeyError),
-    /// The spool is sealed but its key file is missing (a reader must not create one).
-    #[error("{0}: the spool has no key file; start the gateway first")]
+    /// The spool's key file is missing: a reader must not create one, and nobody may when sealed files exist.
+    #[error(
+        "{0} is missing: the spool's sealed files cannot be read without it (restore it from backup); a new key is made only for a spool with no sealed file"
+    )]
     NoKey(String),
     /// Authentication failed: wrong key, a frame moved, or tampered bytes.
     #[error("a sealed frame does not authenticate (wrong key, moved or tampered)")]
@@ -112,6 +114,10 @@ impl SpoolSeal {
         let path = dir.join(KEY_FILE);
         if path.exists() {
             return Self::open(dir, keys).await;
+        }
+        // A new key for a spool that already holds sealed files would make all of them unreadable.
+        if holds_sealed_files(dir) {
+            return Err(SealError::NoKey(path.display().to_string()));
         }
         let spool_id = format!("{:032x}", rand::random::<u128>());
         let key = Zeroizing::new(rand::random::<DataKey>());
@@ -184,6 +190,20 @@ impl SpoolSeal {
     }
 }
 
+/// True when `dir` holds a file written sealed (segment or index magic `…2`).
+fn holds_sealed_files(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let mut magic = [0u8; 8];
+        std::fs::File::open(e.path())
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok()
+            && (&magic == b"TKSPOOL2" || &magic == b"TKINDEX2")
+    })
+}
+
 static UNLOCKED: LazyLock<RwLock<HashMap<PathBuf, Arc<SpoolSeal>>>> = LazyLock::new(Default::default);
 
 fn canonical(dir: &Path) -> PathBuf {
@@ -236,5 +256,33 @@ mod tests {
         let mut tampered = sealed.clone();
         tampered[20] ^= 1;
         assert!(seal.unseal(FileKind::Segment, 3, 8, &tampered).is_err());
+    }
+}
+
+#[cfg(test)]
+mod key_file_tests {
+    use super::*;
+    use crate::keyservice::local::{LocalKeyring, Passphrase};
+
+    #[tokio::test]
+    async fn a_lost_key_file_is_not_replaced_while_sealed_files_exist() {
+        let home = tempfile::tempdir().unwrap();
+        let ring = LocalKeyring::open_or_create(
+            &home.path().join("keyring.json"),
+            &Passphrase::Value(Zeroizing::new("test passphrase".into())),
+        )
+        .unwrap();
+        let dir = home.path().join("spool");
+        let first = SpoolSeal::open_or_create(&dir, &ring).await.unwrap();
+        let sealed = first.seal(FileKind::Segment, 1, 8, b"x");
+        // The same key again after a restart.
+        let again = SpoolSeal::open_or_create(&dir, &ring).await.unwrap();
+        assert_eq!(again.unseal(FileKind::Segment, 1, 8, &sealed).unwrap(), b"x");
+        std::fs::write(dir.join("seg-00000000000000000001.spool"), b"TKSPOOL2").unwrap();
+        std::fs::remove_file(dir.join(KEY_FILE)).unwrap();
+        assert!(matches!(
+            SpoolSeal::open_or_create(&dir, &ring).await,
+            Err(SealError::NoKey(_))
+        ));
     }
 }

@@ -271,6 +271,14 @@ fn over_budget(budget: usize) -> Status {
     )
 }
 
+fn check(wire: &[u8], shape: &Shape, budget: usize) -> Result<(), Status> {
+    match decoded_cost(wire, shape, budget.saturating_sub(shape.size)) {
+        Ok(_) => Ok(()),
+        Err(Refused::Malformed) => Err(malformed()),
+        Err(Refused::OverBudget) => Err(over_budget(budget)),
+    }
+}
+
 /// The `IngestService` codec: prost's encoder, and a decoder that checks the decoded size first.
 #[derive(Debug)]
 pub struct BoundedCodec<T, U> {
@@ -315,19 +323,14 @@ impl<U: Message + Default + Bounded> Decoder for BoundedDecoder<U> {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         if let Some(shape) = U::shape() {
             let budget = decoded_budget();
-            // tonic hands a whole message in one contiguous buffer; anything else is checked on a copy.
-            let copied;
-            let wire = if buf.chunk().len() == buf.remaining() {
-                buf.chunk()
-            } else {
-                copied = buf.chunk().to_vec();
-                &copied[..]
-            };
-            match decoded_cost(wire, shape, budget.saturating_sub(shape.size)) {
-                Ok(_) => {}
-                Err(Refused::Malformed) => return Err(malformed()),
-                Err(Refused::OverBudget) => return Err(over_budget(budget)),
+            // tonic hands a whole message in one contiguous buffer; anything else is gathered into one first,
+            // and the very bytes checked are the ones decoded.
+            if buf.chunk().len() != buf.remaining() {
+                let whole = buf.copy_to_bytes(buf.remaining());
+                check(&whole, shape, budget)?;
+                return U::decode(whole).map(Some).map_err(|_| malformed());
             }
+            check(buf.chunk(), shape, budget)?;
         }
         U::decode(buf).map(Some).map_err(|_| malformed())
     }

@@ -49,6 +49,8 @@ pub struct ApplyReport {
     pub records_refused: usize,
     /// Opt-out requests applied.
     pub opt_outs: usize,
+    /// Keys stopped because a refused record linked them to a stopped person.
+    pub keys_linked: usize,
     /// Erasures carried out.
     pub erasures: Vec<ErasureCertificate>,
     /// Everything up to here is committed in every table: safe to acknowledge.
@@ -72,6 +74,11 @@ impl OptOutSet {
             || id4_key.is_some_and(|k| self.linkage_keys.contains(k) || scoped(k))
             || scoped(linkage_key)
             || self.hospital_pseudonyms.contains(hospital_pseudonym)
+    }
+
+    /// True when one of these keys is stopped everywhere (not only at one hospital).
+    pub fn stops_everywhere(&self, linkage_key: &str, id4_key: Option<&str>) -> bool {
+        self.linkage_keys.contains(linkage_key) || id4_key.is_some_and(|k| self.linkage_keys.contains(k))
     }
 
     /// Number of pseudonyms held.
@@ -194,6 +201,16 @@ impl Applier {
                         let id4 = (!r.id4_key.is_empty()).then(|| hex::encode(&r.id4_key));
                         if self.opted_out.refuses(&b.hospital_code, &lk, id4.as_deref(), &hp) {
                             report.records_refused += 1;
+                            // A refused record may be the only link between a stopped person's key and another
+                            // of theirs (insured key and ID4 key): the other is stopped too, or the person's
+                            // earlier rows under it would stay in research.
+                            if self.opted_out.stops_everywhere(&lk, id4.as_deref()) {
+                                for k in std::iter::once(lk.as_str()).chain(id4.as_deref()) {
+                                    if self.opted_out.linkage_keys.insert(k.to_string()) {
+                                        run.linked.push((b.hospital_code.clone(), k.to_string()));
+                                    }
+                                }
+                            }
                             continue;
                         }
                         if wanted.iter().any(|w| *w) {
@@ -271,6 +288,25 @@ impl Applier {
                 self.applied.insert(t, Some(seq));
             }
         }
+        // After the clinical tables: a registry version then still means "every table holds all before it".
+        if !run.linked.is_empty() && self.needs(Table::OptOuts, seq) {
+            let table = self
+                .tables
+                .get(&Table::OptOuts)
+                .cloned()
+                .ok_or_else(|| StoreError::Invalid("registry not open".into()))?;
+            let props = CommitProperties::default()
+                .with_application_transaction(Transaction::new(APP_ID, seq as i64))
+                .with_metadata(metadata.clone());
+            let table = table
+                .write(vec![linked_rows(&run.linked)?])
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(props)
+                .await?;
+            self.tables.insert(Table::OptOuts, table);
+            self.applied.insert(Table::OptOuts, Some(seq));
+            report.keys_linked += run.linked.len();
+        }
         report.batches += run.batches.len();
         report.records += run.records;
         report.committed_through = Some(last);
@@ -336,7 +372,7 @@ fn target(r: &PatientRequestEntry, reach: &Reach) -> ErasureTarget {
     ErasureTarget {
         request_id: r.request_id.clone(),
         source_hospital: r.hospital_code.clone(),
-        linkage_keys: reach.platform_keys.iter().cloned().collect(),
+        linkage_keys: reach.erase_keys.iter().cloned().collect(),
         hospital_pseudonym: reach.hospital_pseudonym.clone(),
     }
 }
@@ -347,30 +383,43 @@ struct Run {
     last: Option<Position>,
     records: usize,
     batches: Vec<String>,
+    /// (hospital, key) stopped because a refused record linked it to a stopped person.
+    linked: Vec<(String, String)>,
 }
 
 fn registry_rows(r: &PatientRequestEntry, kind: RequestKind, reach: &Reach) -> Result<RecordBatch, StoreError> {
-    let mut keys: Vec<(Option<&str>, &str)> = reach
+    let erase = kind == RequestKind::Erase;
+    // (key, scope, kind): an erasure's keys outside `erase_keys` are excluded, not destroyed — OPT_OUT rows.
+    let kind_of = |k: &str| {
+        if erase && reach.erase_keys.contains(k) {
+            "ERASE"
+        } else {
+            "OPT_OUT"
+        }
+    };
+    let mut keys: Vec<(Option<&str>, &str, &str)> = reach
         .platform_keys
         .iter()
-        .map(|k| (Some(k.as_str()), SCOPE_PLATFORM))
-        .chain(reach.hospital_keys.iter().map(|k| (Some(k.as_str()), SCOPE_HOSPITAL)))
+        .map(|k| (Some(k.as_str()), SCOPE_PLATFORM, kind_of(k)))
+        .chain(
+            reach
+                .hospital_keys
+                .iter()
+                .map(|k| (Some(k.as_str()), SCOPE_HOSPITAL, "OPT_OUT")),
+        )
         .collect();
-    if keys.is_empty() {
-        keys.push((None, SCOPE_PLATFORM));
+    if keys.is_empty() || (erase && reach.erase_keys.is_empty()) {
+        // The request itself is on record (an erasure that reached no key still has its certificate).
+        keys.push((None, SCOPE_PLATFORM, if erase { "ERASE" } else { "OPT_OUT" }));
     }
     let n = keys.len();
-    let kind = match kind {
-        RequestKind::Erase => "ERASE",
-        _ => "OPT_OUT",
-    };
     let now = chrono::Utc::now().timestamp_micros();
     Ok(RecordBatch::try_new(
         Table::OptOuts.arrow_schema(),
         vec![
             Arc::new(StringArray::from(keys.iter().map(|k| k.0).collect::<Vec<_>>())),
             Arc::new(StringArray::from(vec![reach.hospital_pseudonym.as_deref(); n])),
-            Arc::new(StringArray::from(vec![kind; n])),
+            Arc::new(StringArray::from(keys.iter().map(|k| k.2).collect::<Vec<_>>())),
             Arc::new(StringArray::from(vec![r.request_id.as_str(); n])),
             Arc::new(StringArray::from(vec![r.hospital_code.as_str(); n])),
             Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
@@ -378,6 +427,31 @@ fn registry_rows(r: &PatientRequestEntry, kind: RequestKind, reach: &Reach) -> R
         ],
     )?)
 }
+
+/// Registry rows for keys stopped because a refused record linked them to a stopped person.
+fn linked_rows(linked: &[(String, String)]) -> Result<RecordBatch, StoreError> {
+    let n = linked.len();
+    let now = chrono::Utc::now().timestamp_micros();
+    Ok(RecordBatch::try_new(
+        Table::OptOuts.arrow_schema(),
+        vec![
+            Arc::new(StringArray::from(
+                linked.iter().map(|(_, k)| Some(k.as_str())).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(vec![None::<&str>; n])),
+            Arc::new(StringArray::from(vec!["OPT_OUT"; n])),
+            Arc::new(StringArray::from(vec![LINKED_BY_REFUSED_RECORD; n])),
+            Arc::new(StringArray::from(
+                linked.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>(),
+            )),
+            Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+            Arc::new(StringArray::from(vec![Some(SCOPE_PLATFORM); n])),
+        ],
+    )?)
+}
+
+/// The `request_id` of registry rows written for keys a refused record linked to a stopped person.
+pub const LINKED_BY_REFUSED_RECORD: &str = "linked-by-refused-record";
 
 /// Registry scope of a key that stops its person everywhere (also what a null scope, written before scopes
 /// existed, means).
@@ -464,7 +538,7 @@ pub async fn complete_pending_erasures(store: &Store) -> Result<Vec<ErasureCerti
         if let Some(k) = row.linkage_key
             && row.scope.as_deref() != Some(SCOPE_HOSPITAL)
         {
-            reach.platform_keys.insert(k);
+            reach.erase_keys.insert(k);
         }
         if row.hospital_pseudonym.is_some() {
             reach.hospital_pseudonym = row.hospital_pseudonym;
@@ -476,7 +550,7 @@ pub async fn complete_pending_erasures(store: &Store) -> Result<Vec<ErasureCerti
         let target = ErasureTarget {
             request_id,
             source_hospital: hospital,
-            linkage_keys: reach.platform_keys.into_iter().collect(),
+            linkage_keys: reach.erase_keys.into_iter().collect(),
             hospital_pseudonym: reach.hospital_pseudonym,
         };
         done.push(erasure::erase(store, &target).await?);

@@ -52,6 +52,8 @@ pub struct CoreTotals {
     pub records_refused: usize,
     /// Opt-outs applied.
     pub opt_outs: usize,
+    /// Keys stopped because a refused record linked them to a stopped person.
+    pub keys_linked: usize,
     /// Erasures carried out.
     pub erasures: usize,
     /// Compaction passes that rewrote something.
@@ -70,6 +72,7 @@ impl CoreTotals {
         self.rows += r.rows;
         self.records_refused += r.records_refused;
         self.opt_outs += r.opt_outs;
+        self.keys_linked += r.keys_linked;
         self.erasures += r.erasures.len();
     }
 }

@@ -21,7 +21,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::datafusion::catalog::TableProvider;
 use deltalake::datafusion::common::JoinType;
 use deltalake::datafusion::functions::expr_fn::coalesce;
-use deltalake::datafusion::prelude::{SessionContext, col};
+use deltalake::datafusion::prelude::{SessionContext, col, lit};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -31,6 +31,8 @@ pub struct Persons {
     index: HashMap<String, usize>,
     keys: Vec<String>,
     parent: Vec<usize>,
+    /// Component size at each root (union by size keeps every tree O(log n) deep).
+    size: Vec<usize>,
 }
 
 impl Persons {
@@ -46,12 +48,23 @@ impl Persons {
 
     /// Reads every link from the raw `patients` table (opted-out rows included: a link is a fact about keys).
     pub async fn load(store: &Store) -> Result<Persons, StoreError> {
+        Self::load_sent_by(store, None).await
+    }
+
+    /// As [`Persons::load`], from the rows one hospital sent only (`None`: every hospital's): what that
+    /// hospital's own records say about who is who.
+    pub async fn load_sent_by(store: &Store, hospital: Option<&str>) -> Result<Persons, StoreError> {
         let ctx = store.bare_session()?;
         let patients = store.table(Table::Patients).await?;
-        ctx.register_table(Table::Patients.name(), patients.table_provider().await?)?;
-        let batches = ctx
-            .sql("SELECT DISTINCT linkage_key, id4_key FROM patients WHERE id4_key IS NOT NULL")
-            .await?
+        let mut links = ctx
+            .read_table(patients.table_provider().await?)?
+            .filter(col("id4_key").is_not_null())?;
+        if let Some(h) = hospital {
+            links = links.filter(col("source_hospital").eq(lit(h.to_string())))?;
+        }
+        let batches = links
+            .select(vec![col("linkage_key"), col("id4_key")])?
+            .distinct()?
             .collect()
             .await?;
         let mut pairs = Vec::new();
@@ -74,6 +87,7 @@ impl Persons {
         self.index.insert(key.to_string(), i);
         self.keys.push(key.to_string());
         self.parent.push(i);
+        self.size.push(1);
         i
     }
 
@@ -87,18 +101,13 @@ impl Persons {
     fn union(&mut self, a: usize, b: usize) {
         let (ra, rb) = (self.find(a), self.find(b));
         if ra != rb {
-            // Keep the tree shallow enough without ranks: point the later root at the earlier one, then
-            // compress both paths.
-            let (root, child) = if ra < rb { (ra, rb) } else { (rb, ra) };
+            let (root, child) = if self.size[ra] >= self.size[rb] {
+                (ra, rb)
+            } else {
+                (rb, ra)
+            };
             self.parent[child] = root;
-            for start in [a, b] {
-                let mut i = start;
-                while self.parent[i] != root && self.parent[i] != i {
-                    let next = self.parent[i];
-                    self.parent[i] = root;
-                    i = next;
-                }
-            }
+            self.size[root] += self.size[child];
         }
     }
 

@@ -7,8 +7,10 @@
 //!   a row the requesting hospital itself sent under that key. An ID4 key that reaches none stops that
 //!   hospital's future records only (scope `HOSPITAL`).
 //! - Whatever is reached is widened to the whole person ([`crate::persons`]): every key of the component is
-//!   registered platform-wide, so the person's rows under any insurance leave every research view, an erasure
-//!   removes them all, and no later record under any of those keys is stored.
+//!   registered platform-wide, so the person's rows under any insurance leave every research view and no later
+//!   record under any of those keys is stored.
+//! - An erasure destroys less than it excludes when it came by a weak identity: the rows of the keys the
+//!   requesting hospital's own rows link (see [`Reach::erase_keys`]); an insured identity erases the person.
 
 use crate::error::StoreError;
 use crate::persons::Persons;
@@ -24,8 +26,13 @@ use tokumei_proto::spool::v1::PatientRequestEntry;
 /// The keys a request stops.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reach {
-    /// Every key of every person reached (hex): stopped everywhere.
+    /// Every key of every person reached (hex): stopped everywhere and out of every research read.
     pub platform_keys: BTreeSet<String>,
+    /// For an erasure, the keys whose rows are destroyed (a subset of `platform_keys`): the whole person for an
+    /// insured identity; for an ID4 key or a local id only what the requesting hospital's own rows link.
+    /// Destruction cannot be undone, and a guessable name — or a record a hospital made up under someone's
+    /// name — must not destroy another hospital's data; the rest of the person is excluded, not destroyed.
+    pub erase_keys: BTreeSet<String>,
     /// ID4 keys (hex) that reached none of the requesting hospital's patients: they stop that hospital's
     /// records only.
     pub hospital_keys: BTreeSet<String>,
@@ -35,7 +42,9 @@ pub struct Reach {
 
 /// Works out the reach of `request` on the store as it is now (call after every earlier record is written).
 pub async fn reach(store: &Store, request: &PatientRequestEntry) -> Result<Reach, StoreError> {
-    let mut seeds: BTreeSet<String> = request.linkage_keys.iter().map(hex::encode).collect();
+    // Strong seeds name the person themselves; weak ones only through the requesting hospital's rows.
+    let strong: BTreeSet<String> = request.linkage_keys.iter().map(hex::encode).collect();
+    let mut seeds = BTreeSet::new();
     let pseudonym = (!request.hospital_pseudonym.is_empty()).then(|| hex::encode(&request.hospital_pseudonym));
     if let Some(p) = &pseudonym {
         seeds.extend(linkage_keys_where(store, col("hospital_pseudonym").eq(lit(p.clone()))).await?);
@@ -55,13 +64,21 @@ pub async fn reach(store: &Store, request: &PatientRequestEntry) -> Result<Reach
             seeds.extend(found);
         }
     }
-    let persons = if seeds.is_empty() {
+    let everyone = if seeds.is_empty() && strong.is_empty() {
         Persons::default()
     } else {
         Persons::load(store).await?
     };
+    let own = if seeds.is_empty() {
+        Persons::default()
+    } else {
+        Persons::load_sent_by(store, Some(&request.hospital_code)).await?
+    };
+    let mut erase_keys = everyone.reach(strong.iter().map(String::as_str));
+    erase_keys.extend(own.reach(seeds.iter().map(String::as_str)));
     Ok(Reach {
-        platform_keys: persons.reach(seeds.iter().map(String::as_str)),
+        platform_keys: everyone.reach(strong.iter().chain(&seeds).map(String::as_str)),
+        erase_keys,
         hospital_keys,
         hospital_pseudonym: pseudonym,
     })

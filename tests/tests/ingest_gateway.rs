@@ -62,6 +62,13 @@ async fn client_certificates_decide_identity() {
         push(&mut c, vec![batch("x", vec![valid_record("L1")])]).await
     };
     assert!(attempt.await.is_err(), "a certificate from another CA got through");
+    // Both refusals are on the operator's metrics (the handshake never reached gRPC).
+    let metrics = operator_metrics(&gw).await;
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tokumei_ingest_requests_refused_total{reason=\"TLS_HANDSHAKE_REFUSED\"} "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(refused.is_some_and(|n| n >= 2), "{metrics}");
 
     // A certificate from our CA that is not a hospital's (the core's) cannot push.
     let core = HospitalCredentials {
@@ -950,4 +957,18 @@ async fn the_spool_is_sealed_at_rest() {
     assert!(!contains(&bytes, "sealed"), "a batch id is in the clear on disk");
     let key_file = std::fs::read_to_string(home.spool().join("spool-key.json")).expect("key file");
     assert!(key_file.contains("wrapped"), "{key_file}");
+}
+
+/// The gateway's `/metrics` text from its operator port.
+async fn operator_metrics(gw: &Gateway) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(&gw.operator)
+        .await
+        .expect("operator port");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).await.expect("metrics");
+    text
 }

@@ -556,8 +556,13 @@ async fn one_person_under_two_insurances_is_one_person_for_counts_opt_out_and_er
     // E: the same at A and B, to be erased by B with kana + birth date + sex only.
     let e = valid_record("PERSONE");
     let e_at_b = insured_as(valid_record("PERSONE"), "88PERSONE");
-    // S: sent by A only; B will try to erase S by name.
+    // S: sent by A only; B will try to erase S by name. T: sent by A only; B will make up a record for T.
     let s = valid_record("PERSONS");
+    let t = valid_record("PERSONT");
+    // Q: at B without kana (insurance only: nothing links it yet), at A with insurance and kana.
+    let mut q_at_b = insured_as(valid_record("PERSONQ"), "88PERSONQ");
+    q_at_b.kana_name.clear();
+    let q = valid_record("PERSONQ");
     let others: Vec<PatientRecord> = (0..4).map(|i| valid_record(&format!("OTHER{i}"))).collect();
     push(
         &mut a,
@@ -565,14 +570,23 @@ async fn one_person_under_two_insurances_is_one_person_for_counts_opt_out_and_er
             batch("p-a", vec![p.clone()]),
             batch("e-a", vec![e.clone()]),
             batch("s-a", vec![s.clone()]),
+            batch("t-a", vec![t.clone()]),
+            batch("q-a", vec![q.clone()]),
             batch("others", others),
         ],
     )
     .await
     .unwrap();
-    push(&mut b, vec![batch("p-b", vec![p_at_b]), batch("e-b", vec![e_at_b])])
-        .await
-        .unwrap();
+    push(
+        &mut b,
+        vec![
+            batch("p-b", vec![p_at_b]),
+            batch("e-b", vec![e_at_b]),
+            batch("q-b", vec![q_at_b]),
+        ],
+    )
+    .await
+    .unwrap();
     core_drain(&home);
 
     // Two insured keys in the raw tables, one person in research: what k and DP caps count.
@@ -602,7 +616,7 @@ async fn one_person_under_two_insurances_is_one_person_for_counts_opt_out_and_er
     );
     assert_eq!(
         count(&home, "SELECT count(DISTINCT linkage_key) AS n FROM patients", false),
-        7
+        10
     );
 
     let id4 = |r: &PatientRecord, id: &str| PatientRequest {
@@ -615,8 +629,17 @@ async fn one_person_under_two_insurances_is_one_person_for_counts_opt_out_and_er
     // A opts P out by kana + birth date + sex: A's rows and B's rows (another insurance) leave research.
     let r = a.opt_out(id4(&p, "p-opt-out")).await.unwrap().into_inner();
     assert_eq!((r.status.as_str(), r.matched_by.as_str()), ("RECORDED", "ID4"));
-    // B erases E by kana + birth date + sex: both hospitals' rows are destroyed and counted.
+    // B erases E by kana + birth date + sex: B's own record is destroyed; A's record of E (linked to B's only
+    // through the guessable name) leaves research but is not destroyed on B's word.
     b.erase(id4(&e, "e-erase")).await.unwrap();
+    // A opts Q out by insurance: Q's record at B (no kana, not linked yet) stays until something links it.
+    a.opt_out(PatientRequest {
+        request_id: "q-opt-out".into(),
+        insurance: q.insurance.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     // B tries to erase S, whom only A sent: nothing of S may go.
     b.erase(id4(&s, "s-erase-by-b")).await.unwrap();
     core_drain(&home);
@@ -639,10 +662,21 @@ async fn one_person_under_two_insurances_is_one_person_for_counts_opt_out_and_er
             2,
             "{table}: an opt-out keeps rows"
         );
+        assert_eq!(rows_of(&home, table, &["e-b"]), 0, "{table}: erased E still stored");
         assert_eq!(
-            rows_of(&home, table, &["e-a", "e-b"]),
+            rows_of(&home, table, &["e-a"]),
+            1,
+            "{table}: B destroyed A's record on a name"
+        );
+        assert_eq!(
+            research_rows_of(&home, table, &["e-a"]),
             0,
-            "{table}: erased E still stored"
+            "{table}: E still in research"
+        );
+        assert_eq!(
+            research_rows_of(&home, table, &["q-b"]),
+            1,
+            "{table}: nothing links Q at B yet"
         );
         assert_eq!(
             research_rows_of(&home, table, &["s-a"]),
@@ -653,7 +687,7 @@ async fn one_person_under_two_insurances_is_one_person_for_counts_opt_out_and_er
     let log = std::fs::read_to_string(home.path().join("log/erasure-certificates.jsonl")).unwrap();
     let certs: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let cert = |id: &str| certs.iter().find(|c| c["request_id"] == id).cloned().expect(id);
-    assert_eq!(cert("e-erase")["rows_removed"], 12, "two records of six rows each");
+    assert_eq!(cert("e-erase")["rows_removed"], 6, "B's own record of six rows");
     assert_eq!(cert("s-erase-by-b")["rows_removed"], 0);
 
     // Later records: P under a third insurance at B is refused by the core (the ID4 key is now the person's,
@@ -670,10 +704,58 @@ async fn one_person_under_two_insurances_is_one_person_for_counts_opt_out_and_er
     push(&mut a, vec![batch("s-a-2", vec![valid_record("PERSONS")])])
         .await
         .unwrap();
+    // Q at B again, now with kana: the record is refused (its ID4 key is Q's), and it is the link that shows
+    // Q's earlier record at B is Q's — that one leaves research too.
+    let q_again = insured_as(valid_record("PERSONQ"), "88PERSONQ");
+    assert_eq!(
+        push(&mut b, vec![batch("q-b-2", vec![q_again])])
+            .await
+            .unwrap()
+            .accepted,
+        1
+    );
     let drained = core_drain(&home);
-    assert_eq!(drained["records_refused"], 1, "{drained}");
-    assert_eq!(rows_of(&home, "patients", &["p-b-2"]), 0);
+    assert_eq!(drained["records_refused"], 2, "{drained}");
+    // P's third insurance and Q's insurance at B: both linked to a stopped person by their refused records.
+    assert_eq!(drained["keys_linked"], 2, "{drained}");
+    assert_eq!(rows_of(&home, "patients", &["p-b-2", "q-b-2"]), 0);
     assert_eq!(research_rows_of(&home, "patients", &["s-a", "s-a-2"]), 2);
+    assert_eq!(
+        research_rows_of(&home, "encounters", &["q-b"]),
+        0,
+        "Q's earlier record at B"
+    );
+
+    // B makes up a record under T's name (ID4 only) and then erases "its patient" by name: only the made-up
+    // record is destroyed; A's record of T is not.
+    let mut fake = valid_record("FAKET");
+    fake.insurance = None;
+    fake.kana_name = t.kana_name.clone();
+    push(&mut b, vec![batch("fake-t", vec![fake])]).await.unwrap();
+    core_drain(&home);
+    b.erase(id4(&t, "t-erase-after-fake")).await.unwrap();
+    core_drain(&home);
+    for table in [
+        "patients",
+        "encounters",
+        "conditions",
+        "medications",
+        "observations",
+        "allergies",
+    ] {
+        assert_eq!(
+            rows_of(&home, table, &["t-a"]),
+            1,
+            "{table}: a made-up record let B destroy A's data"
+        );
+        assert_eq!(rows_of(&home, table, &["fake-t"]), 0, "{table}");
+    }
+    let log = std::fs::read_to_string(home.path().join("log/erasure-certificates.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (last["request_id"].as_str(), last["rows_removed"].as_u64()),
+        (Some("t-erase-after-fake"), Some(6))
+    );
     drop(gw);
 }
 
