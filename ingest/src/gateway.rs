@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::watch;
+use tokumei_proto::bounded::{STAGE_DECODE, STAGE_KEY};
 use tokumei_proto::ingest::v1::ingest_service_server::IngestService;
 use tokumei_proto::ingest::v1::{
     BatchReceipt, PatientRecord, PatientRequest, PushReceipt, ReasonCount, RecordBatch, Rejection, RequestReceipt, Sex,
@@ -448,16 +449,26 @@ fn stream_error(s: Status, max: usize) -> Status {
             ),
         )
     } else if status_reason(&s).as_deref() == Some(why::MALFORMED_MESSAGE) {
-        // The decoder's own text may quote a field's content: not passed on.
-        status(
+        // Said for a stream; still marked as refused while decoding (counted there, not again).
+        Status::with_error_details(
             Code::InvalidArgument,
-            why::MALFORMED_MESSAGE,
             "a message of the stream is not a tokumei.ingest.v1.RecordBatch (bad bytes, a string that is not UTF-8, \
              or nesting too deep); batches before it were handled, nothing after it was read",
+            ErrorDetails::with_error_info(
+                why::MALFORMED_MESSAGE,
+                ERROR_DOMAIN,
+                HashMap::from([(STAGE_KEY.to_string(), STAGE_DECODE.to_string())]),
+            ),
         )
     } else {
         s
     }
+}
+
+/// True for a refusal the codec made (and counted and logged through its hook).
+fn refused_while_decoding(s: &Status) -> bool {
+    s.get_details_error_info()
+        .is_some_and(|i| i.metadata.get(STAGE_KEY).map(String::as_str) == Some(STAGE_DECODE))
 }
 
 /// Runs an RPC under the gateway's request timeout, answering `DEADLINE_EXCEEDED` with its reason (a server
@@ -523,7 +534,9 @@ impl Gateway {
     /// Counts and logs a refused request by its reason, so the operator on call sees refusals (the status
     /// code and reason only: a message may name a field, and a log line never needs more).
     fn observe<T>(&self, rpc: &'static str, result: Result<T, Status>) -> Result<T, Status> {
-        if let Err(s) = &result {
+        if let Err(s) = &result
+            && !refused_while_decoding(s)
+        {
             let reason = status_reason(s).unwrap_or_else(|| "UNCLASSIFIED".to_owned());
             self.inner.metrics.refuse(&reason);
             tracing::warn!(rpc, code = ?s.code(), reason = reason.as_str(), "request refused");

@@ -269,6 +269,14 @@ pub async fn start(
     // One decoded request may occupy at most three times the wire limit: with the wire bytes buffered, a
     // stream's message stays within four times the limit (docs/ingest.md).
     tokumei_proto::bounded::set_decoded_budget(max.saturating_mul(3));
+    {
+        // Refusals made while decoding — a unary one never reaches a handler — are counted and logged here.
+        let metrics = metrics.clone();
+        tokumei_proto::bounded::on_refusal(move |reason, code| {
+            metrics.refuse(reason);
+            tracing::warn!(code = ?code, reason, "request refused while decoding");
+        });
+    }
     // No server-wide timeout layer: it answers CANCELLED without a reason; each RPC runs under
     // `request_timeout_secs` itself and answers DEADLINE_EXCEEDED with one.
     let router = Server::builder()

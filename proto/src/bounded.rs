@@ -20,6 +20,7 @@ use prost::bytes::Buf;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::mem::size_of;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::{Code, Status};
@@ -241,11 +242,29 @@ fn skip_group(buf: &mut &[u8], field: u32, depth: u32) -> Result<(), Refused> {
     }
 }
 
-fn error(code: Code, reason: &str, message: String) -> Status {
+/// `ErrorInfo` metadata key marking a refusal made while decoding (already counted by the refusal hook).
+pub const STAGE_KEY: &str = "stage";
+/// Its value.
+pub const STAGE_DECODE: &str = "decode";
+
+type RefusalHook = Box<dyn Fn(&'static str, Code) + Send + Sync>;
+static REFUSAL_HOOK: OnceLock<RefusalHook> = OnceLock::new();
+
+/// Registers what to do with every refusal made while decoding (the gateway counts and logs it): a unary
+/// request refused here never reaches a handler that could. First registration wins (one gateway per process).
+pub fn on_refusal(hook: impl Fn(&'static str, Code) + Send + Sync + 'static) {
+    let _ = REFUSAL_HOOK.set(Box::new(hook));
+}
+
+fn error(code: Code, reason: &'static str, message: String) -> Status {
+    if let Some(hook) = REFUSAL_HOOK.get() {
+        hook(reason, code);
+    }
+    let metadata = HashMap::from([(STAGE_KEY.to_string(), STAGE_DECODE.to_string())]);
     Status::with_error_details(
         code,
         message,
-        ErrorDetails::with_error_info(reason, INGEST_ERROR_DOMAIN, HashMap::new()),
+        ErrorDetails::with_error_info(reason, INGEST_ERROR_DOMAIN, metadata),
     )
 }
 

@@ -802,6 +802,12 @@ async fn a_malformed_message_is_invalid_argument_with_its_reason() {
         .expect_err("a malformed request is refused");
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     assert_eq!(status_reason(&s).as_deref(), Some("MALFORMED_MESSAGE"));
+    // Counted although no handler ran, and the stream refusal was not counted twice.
+    let metrics = operator_metrics(&gw).await;
+    assert!(
+        metrics.contains("tokumei_ingest_requests_refused_total{reason=\"MALFORMED_MESSAGE\"} 2"),
+        "{metrics}"
+    );
 }
 
 /// A stream that outlives `request_timeout_secs`: `DEADLINE_EXCEEDED` with its reason (the server-wide
