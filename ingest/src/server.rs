@@ -382,19 +382,10 @@ fn batch_cutoff_ms(days: u32) -> i64 {
 /// [`BATCH_EXPIRY_INTERVAL`] until the gateway stops. Only acknowledged batches are in `index.log`; the memory
 /// side forgets by commit time, which a batch still waiting for the core's acknowledgement after the whole
 /// window would also pass — such a spool is an incident the operator sees long before.
-fn spawn_batch_expiry(spool: Spool, registry: Arc<Mutex<Registry>>, days: u32, mut stopping: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(BATCH_EXPIRY_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {},
-                _ = stopping.changed() => return,
-            }
-            if *stopping.borrow() {
-                return;
-            }
+fn spawn_batch_expiry(spool: Spool, registry: Arc<Mutex<Registry>>, days: u32, stopping: watch::Receiver<bool>) {
+    spawn_every(BATCH_EXPIRY_INTERVAL, stopping, move || {
+        let (spool, registry) = (spool.clone(), registry.clone());
+        async move {
             let cutoff = batch_cutoff_ms(days);
             let forgotten = registry
                 .lock()
@@ -416,10 +407,14 @@ fn spawn_batch_expiry(spool: Spool, registry: Arc<Mutex<Registry>>, days: u32, m
     });
 }
 
-/// Applies `core.ack` every [`ACK_POLL_INTERVAL`] until the gateway stops.
-fn spawn_ack_poller(spool: Spool, mut stopping: watch::Receiver<bool>) {
+/// Runs `work` every `interval` (not at once) until the gateway stops.
+fn spawn_every<F, Fut>(interval: Duration, mut stopping: watch::Receiver<bool>, work: F)
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(ACK_POLL_INTERVAL);
+        let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
@@ -430,6 +425,16 @@ fn spawn_ack_poller(spool: Spool, mut stopping: watch::Receiver<bool>) {
             if *stopping.borrow() {
                 return;
             }
+            work().await;
+        }
+    });
+}
+
+/// Applies `core.ack` every [`ACK_POLL_INTERVAL`] until the gateway stops.
+fn spawn_ack_poller(spool: Spool, stopping: watch::Receiver<bool>) {
+    spawn_every(ACK_POLL_INTERVAL, stopping, move || {
+        let spool = spool.clone();
+        async move {
             if let Err(e) = spool.apply_ack_file().await {
                 tracing::error!(error = %e, "applying the core's acknowledgement failed");
             }

@@ -1095,14 +1095,21 @@ impl Spool {
         let dir = self.dir.clone();
         let (removed, state) = tokio::task::spawn_blocking(move || {
             let removed = expire_index(&dir, cutoff_ms)?;
-            let state = read_index(&dir, |_| {})?;
+            // The file changed only when something went.
+            let state = if removed > 0 {
+                Some(read_index(&dir, |_| {})?)
+            } else {
+                None
+            };
             Ok::<_, SpoolError>((removed, state))
         })
         .await
         .map_err(|_| SpoolError::Closed)??;
-        index.len = state.len;
-        // Entries up to the old mark were summarised (or expired) already: never summarise them again.
-        index.upto = index.upto.max(state.upto);
+        if let Some(state) = state {
+            index.len = state.len;
+            // Entries up to the old mark were summarised (or expired) already: never summarise them again.
+            index.upto = index.upto.max(state.upto);
+        }
         Ok(removed)
     }
 

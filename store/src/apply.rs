@@ -290,20 +290,7 @@ impl Applier {
         }
         // After the clinical tables: a registry version then still means "every table holds all before it".
         if !run.linked.is_empty() && self.needs(Table::OptOuts, seq) {
-            let table = self
-                .tables
-                .get(&Table::OptOuts)
-                .cloned()
-                .ok_or_else(|| StoreError::Invalid("registry not open".into()))?;
-            let props = CommitProperties::default()
-                .with_application_transaction(Transaction::new(APP_ID, seq as i64))
-                .with_metadata(metadata.clone());
-            let table = table
-                .write(vec![linked_rows(&run.linked)?])
-                .with_save_mode(SaveMode::Append)
-                .with_commit_properties(props)
-                .await?;
-            self.tables.insert(Table::OptOuts, table);
+            self.append_registry(linked_rows(&run.linked)?, seq, metadata).await?;
             self.applied.insert(Table::OptOuts, Some(seq));
             report.keys_linked += run.linked.len();
         }
@@ -311,6 +298,30 @@ impl Applier {
         report.records += run.records;
         report.committed_through = Some(last);
         *run = Run::default();
+        Ok(())
+    }
+
+    /// Appends rows to the registry in one commit carrying the spool position `seq` as its transaction.
+    async fn append_registry(
+        &mut self,
+        rows: RecordBatch,
+        seq: u64,
+        metadata: Vec<(String, serde_json::Value)>,
+    ) -> Result<(), StoreError> {
+        let table = self
+            .tables
+            .get(&Table::OptOuts)
+            .cloned()
+            .ok_or_else(|| StoreError::Invalid("registry not open".into()))?;
+        let props = CommitProperties::default()
+            .with_application_transaction(Transaction::new(APP_ID, seq as i64))
+            .with_metadata(metadata);
+        let table = table
+            .write(vec![rows])
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(props)
+            .await?;
+        self.tables.insert(Table::OptOuts, table);
         Ok(())
     }
 
@@ -330,24 +341,12 @@ impl Applier {
         let reach = request_reach::reach(&self.store, r).await?;
         self.opted_out.extend(&r.hospital_code, &reach);
         let kind = RequestKind::try_from(r.kind).unwrap_or(RequestKind::Unspecified);
-        let batch = registry_rows(r, kind, &reach)?;
-        let table = self
-            .tables
-            .get(&Table::OptOuts)
-            .cloned()
-            .ok_or_else(|| StoreError::Invalid("registry not open".into()))?;
-        let props = CommitProperties::default()
-            .with_application_transaction(Transaction::new(APP_ID, seq as i64))
-            .with_metadata(vec![(
-                "tokumei.request".to_string(),
-                serde_json::json!(format!("{}/{}", r.hospital_code, r.request_id)),
-            )]);
-        let table = table
-            .write(vec![batch])
-            .with_save_mode(SaveMode::Append)
-            .with_commit_properties(props)
+        let metadata = vec![(
+            "tokumei.request".to_string(),
+            serde_json::json!(format!("{}/{}", r.hospital_code, r.request_id)),
+        )];
+        self.append_registry(registry_rows(r, kind, &reach)?, seq, metadata)
             .await?;
-        self.tables.insert(Table::OptOuts, table);
         for t in Table::ALL {
             // Clinical tables hold everything up to a request (see `open`).
             if self.needs(t, seq) {

@@ -743,17 +743,7 @@ async fn a_malformed_message_is_invalid_argument_with_its_reason() {
     }
     let home = Home::new();
     let gw = home.start();
-    let creds = home.creds(HOSPITAL_A);
-    let tls = tokumei_ingest::client::mutual_tls(&creds.ca, &creds.cert, &creds.key).expect("tls");
-    let channel = tonic::transport::Endpoint::from_shared(gw.endpoint())
-        .expect("endpoint")
-        .tls_config(tls)
-        .expect("tls config")
-        .connect()
-        .await
-        .expect("connect");
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("ready");
+    let mut grpc = raw_client(&home, &gw).await;
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/tokumei.ingest.v1.IngestService/Push");
     let codec = tonic_prost::ProstCodec::<RawBatch, PushReceipt>::default();
     let request = tonic::Request::new(tokio_stream::iter(vec![RawBatch {
@@ -771,15 +761,7 @@ async fn a_malformed_message_is_invalid_argument_with_its_reason() {
         s.message()
     );
     // The operator sees the refusal by its reason.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(&gw.operator)
-        .await
-        .expect("operator port");
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request");
-    let mut metrics = String::new();
-    conn.read_to_string(&mut metrics).await.expect("metrics");
+    let metrics = operator_metrics(&gw).await;
     assert!(
         metrics.contains("tokumei_ingest_requests_refused_total{reason=\"MALFORMED_MESSAGE\"} 1"),
         "{metrics}"
@@ -903,17 +885,7 @@ async fn a_message_of_empty_records_is_refused_before_it_is_decoded() {
         wire.extend_from_slice(&[0x12, 0x00]);
     }
     assert!(wire.len() < limit);
-    let creds = home.creds(HOSPITAL_A);
-    let tls = tokumei_ingest::client::mutual_tls(&creds.ca, &creds.cert, &creds.key).expect("tls");
-    let channel = tonic::transport::Endpoint::from_shared(gw.endpoint())
-        .expect("endpoint")
-        .tls_config(tls)
-        .expect("tls config")
-        .connect()
-        .await
-        .expect("connect");
-    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
-    grpc.ready().await.expect("ready");
+    let mut grpc = raw_client(&home, &gw).await;
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/tokumei.ingest.v1.IngestService/Push");
     let codec = tonic_prost::ProstCodec::<PreEncoded, PushReceipt>::default();
     let request = tonic::Request::new(tokio_stream::iter(vec![PreEncoded(wire)]));
@@ -977,4 +949,20 @@ async fn operator_metrics(gw: &Gateway) -> String {
     let mut text = String::new();
     conn.read_to_string(&mut text).await.expect("metrics");
     text
+}
+
+/// A gRPC client of hospital A that sends whatever messages it is given (for bytes no generated client makes).
+async fn raw_client(home: &Home, gw: &Gateway) -> tonic::client::Grpc<tonic::transport::Channel> {
+    let creds = home.creds(HOSPITAL_A);
+    let tls = tokumei_ingest::client::mutual_tls(&creds.ca, &creds.cert, &creds.key).expect("tls");
+    let channel = tonic::transport::Endpoint::from_shared(gw.endpoint())
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20);
+    grpc.ready().await.expect("ready");
+    grpc
 }

@@ -15,6 +15,14 @@ use tokumei_proto::ingest::v1::{PatientRecord, PatientRequest, RecordBatch};
 use tokumei_store::encryption::{EncryptedStore, data_keys};
 
 const PLANTED: &str = "PLANTEDZQXJ";
+const CLINICAL_TABLES: [&str; 6] = [
+    "patients",
+    "encounters",
+    "conditions",
+    "medications",
+    "observations",
+    "allergies",
+];
 
 fn batch(id: &str, records: Vec<PatientRecord>) -> RecordBatch {
     RecordBatch {
@@ -259,14 +267,7 @@ async fn opt_out_is_excluded_from_every_research_read_and_erasure_destroys_the_b
         "{totals}"
     );
 
-    for table in [
-        "patients",
-        "encounters",
-        "conditions",
-        "medications",
-        "observations",
-        "allergies",
-    ] {
+    for table in CLINICAL_TABLES {
         // Opt-out: gone from the research view, still present for operators.
         let q = format!("SELECT count(*) AS n FROM {table} WHERE linkage_key = '{opted_key}'");
         assert_eq!(
@@ -516,20 +517,20 @@ async fn store_in_an_s3_bucket() {
 
 /// Every key a person's rows are stored under (raw tables, operator view).
 fn rows_of(home: &Home, table: &str, batches: &[&str]) -> i64 {
-    let list = batches.iter().map(|b| format!("'{b}'")).collect::<Vec<_>>().join(",");
-    count(
-        home,
-        &format!("SELECT count(*) AS n FROM {table} WHERE batch_id IN ({list})"),
-        true,
-    )
+    rows_in(home, table, batches, true)
 }
 
 fn research_rows_of(home: &Home, table: &str, batches: &[&str]) -> i64 {
+    rows_in(home, table, batches, false)
+}
+
+/// Rows of `table` from these batches, in every row (`all_rows`) or in the research view.
+fn rows_in(home: &Home, table: &str, batches: &[&str], all_rows: bool) -> i64 {
     let list = batches.iter().map(|b| format!("'{b}'")).collect::<Vec<_>>().join(",");
     count(
         home,
         &format!("SELECT count(*) AS n FROM {table} WHERE batch_id IN ({list})"),
-        false,
+        all_rows,
     )
 }
 
@@ -644,14 +645,7 @@ async fn one_person_under_two_insurances_is_one_person_for_counts_opt_out_and_er
     b.erase(id4(&s, "s-erase-by-b")).await.unwrap();
     core_drain(&home);
 
-    for table in [
-        "patients",
-        "encounters",
-        "conditions",
-        "medications",
-        "observations",
-        "allergies",
-    ] {
+    for table in CLINICAL_TABLES {
         assert_eq!(
             research_rows_of(&home, table, &["p-a", "p-b"]),
             0,
@@ -735,14 +729,7 @@ async fn one_person_under_two_insurances_is_one_person_for_counts_opt_out_and_er
     core_drain(&home);
     b.erase(id4(&t, "t-erase-after-fake")).await.unwrap();
     core_drain(&home);
-    for table in [
-        "patients",
-        "encounters",
-        "conditions",
-        "medications",
-        "observations",
-        "allergies",
-    ] {
+    for table in CLINICAL_TABLES {
         assert_eq!(
             rows_of(&home, table, &["t-a"]),
             1,
