@@ -716,9 +716,10 @@ impl Policy {
             &format!("application {id}"),
             origin,
             result,
-            |_| json!({"reason": reason}),
+            |(_, cascaded)| json!({"reason": reason, "change_requests_revoked": cascaded}),
         )
         .await
+        .map(|(record, _)| record)
     }
 
     /// The applicant withdraws an undecided application.
@@ -765,7 +766,7 @@ impl Policy {
         let app = self.committee.get(id).await?;
         let action = match kind {
             UseKind::Build => Action::BuildRelease,
-            UseKind::Download => Action::DownloadRelease,
+            UseKind::Download | UseKind::Transfer => Action::DownloadRelease,
             UseKind::Statistics => Action::RunStatistics,
         };
         self.check(actor, action, &Resource::Application(app.facts()), origin)
@@ -787,6 +788,20 @@ impl Policy {
             |r| json!({"tables": tables, "downloads_used": r.downloads_used}),
         )
         .await
+    }
+
+    /// Re-checks, at every HTTPS request of a download already admitted, that approval `id` still stands for
+    /// `recipient`: not revoked (nor anything it amends), not expired, the recipient still named, neither
+    /// person nor organisation banned. Nothing is counted and nothing is audited here: the release service
+    /// writes one ledger entry per request with this outcome's reason.
+    pub async fn recheck_transfer(&self, recipient: &str, id: &str) -> Result<()> {
+        let request = UseRequest {
+            kind: UseKind::Transfer,
+            recipient,
+            tables: &[],
+            today: japan_date(self.now()),
+        };
+        self.committee.check_standing(&request, id).await
     }
 
     /// An operator builds a release under approval `id` for `recipients`: every recipient is checked as if

@@ -532,6 +532,36 @@ async fn change_requests_and_umbrella_applications(db: PolicyDb, _url: String) {
     p.admit_use(&other, &app.id, UseKind::Download, &bd, ORIGIN)
         .await
         .expect("new recipient, new column");
+    // A use under the change request itself stands on its parent: revoking the parent revokes the change
+    // request in the same transaction (and says so in the ledger), and nothing is admitted under either.
+    p.admit_use(&other, &ch.id, UseKind::Download, &bd, ORIGIN)
+        .await
+        .expect("use under the approved change request");
+    p.recheck_transfer("aoi", &ch.id).await.expect("transfer re-check");
+    p.revoke(&c.chair, &app.id, "data found on a public share", ORIGIN)
+        .await
+        .expect("revoke the parent");
+    let ch_now = p
+        .application(&c.researcher, &ch.id, ORIGIN)
+        .await
+        .expect("change request");
+    assert_eq!(ch_now.status, ApplicationStatus::Revoked);
+    for id in [&app.id, &ch.id] {
+        assert_eq!(
+            reason(p.admit_use(&other, id, UseKind::Download, &bd, ORIGIN).await),
+            "APPROVAL_REVOKED"
+        );
+        assert_eq!(reason(p.recheck_transfer("aoi", id).await), "APPROVAL_REVOKED");
+    }
+    let ledger = p.audit_ledger().entries_by_seq(1, i64::MAX).await.expect("ledger");
+    let revocation = ledger
+        .iter()
+        .rfind(|e| e.action == "approval.revoke" && e.outcome == "ok")
+        .expect("revocation audited");
+    assert_eq!(
+        revocation.details_value().expect("details")["change_requests_revoked"],
+        serde_json::json!([ch.id])
+    );
 
     // 包括申出: several studies under one purpose, one review; fees count the extra studies.
     let mut umbrella = form();

@@ -340,6 +340,7 @@ async fn release_build_verify_and_trace_end_to_end() {
                 expires_on,
                 max_downloads: 10,
                 tables,
+                amends: None,
             },
         )
     };

@@ -304,6 +304,7 @@ fn world() -> World {
                 expires_on,
                 max_downloads,
                 tables: TABLES,
+                amends: None,
             },
         )
     };
@@ -837,4 +838,196 @@ async fn check_ledger(home: &Home, w: &World, main_release: &str, resume_at: usi
         ("rika", format!("application {}", w.expired).as_str(), "ok")
     );
     assert!(declaration.source.as_deref().is_some_and(|s| s.starts_with("grpc:")));
+}
+
+/// The committee's word stops data already on its way: revoking an approval revokes its change requests,
+/// kills the download tokens issued under it and cuts a transfer under way; a ban does the same to tokens
+/// issued before it. Each refusal is in the audit ledger with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_and_bans_reach_issued_tokens_and_change_requests() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let home = Home::new();
+    let db: &[(&str, &str)] = &[];
+    let committee = people::committee(home.path(), db);
+    let rika = people::invite(home.path(), db, &committee.op, "rika", "univ-a", "researcher");
+    let expires_on = Utc::now().date_naive() + chrono::Duration::days(180);
+    let approve = |amends: Option<&str>| {
+        approved_file_application(
+            home.path(),
+            db,
+            &committee,
+            &rika,
+            &FileApproval {
+                recipients: &["rika"],
+                expires_on,
+                max_downloads: 100,
+                tables: TABLES,
+                amends,
+            },
+        )
+    };
+    let parent = approve(None);
+    let change = approve(Some(&parent));
+    let other = approve(None);
+    // Larger than the re-check interval plus every buffer between server and client, so that the server is
+    // held back by flow control before its second re-check (the revocation comes in between).
+    let long = 40usize << 20;
+    let big = noise(long, 5);
+    let small = noise(10_000, 6);
+    let (parent_release, change_release, other_release) =
+        (format!("R-{parent}-1"), format!("R-{change}-1"), format!("R-{other}-1"));
+    put_release(&home, &parent_release, &parent, "rika", &[("observations.csv", &big)]).await;
+    put_release(&home, &change_release, &change, "rika", &[("observations.csv", &small)]).await;
+    put_release(&home, &other_release, &other, "rika", &[("observations.csv", &small)]).await;
+
+    let log = home.path().join("release-serve.log");
+    let server = Server::start(&home, &log, &[]);
+    let mut client = server.client(&home).await;
+    let http = http_client(&home);
+    let mut tokens = Vec::new();
+
+    // Two tokens before the revocation: one used for a first range, one streaming the whole file.
+    let first = request_download(&mut client, &rika, &parent_release, "observations.csv", &mut tokens).await;
+    let r = http
+        .get(&first.url)
+        .header("Range", "bytes=0-99")
+        .send()
+        .await
+        .expect("range");
+    assert_eq!(r.status(), 206);
+    let streaming = request_download(&mut client, &rika, &parent_release, "observations.csv", &mut tokens).await;
+    let mut under_way = http.get(&streaming.url).send().await.expect("full GET");
+    assert_eq!(under_way.status(), 200);
+    let mut received = 0usize;
+    while received < 1 << 20 {
+        received += under_way.chunk().await.expect("chunk").expect("more bytes").len();
+    }
+    let change_token = request_download(&mut client, &rika, &change_release, "observations.csv", &mut tokens).await;
+
+    let revoked = people::run_json(
+        home.path(),
+        &[
+            "committee",
+            "revoke",
+            &parent,
+            "--reason",
+            "data found on a public share",
+        ],
+        &session_env(db, &committee.chair),
+        None,
+    );
+    assert_eq!(revoked["status"], "revoked", "{revoked}");
+    let shown = people::run_json(home.path(), &["apply", "show", &change], &session_env(db, &rika), None);
+    assert_eq!(
+        shown["status"], "revoked",
+        "the change request fell with its parent: {shown}"
+    );
+
+    // The transfer under way stops at its next re-check, long before the end of the file.
+    let mut cut = false;
+    loop {
+        match under_way.chunk().await {
+            Ok(Some(c)) => received += c.len(),
+            Ok(None) => break,
+            Err(_) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        cut && received < long,
+        "the transfer ran on after the revocation: {received} bytes"
+    );
+    // Tokens issued before the revocation: refused with the reason, then forgotten.
+    let r = http
+        .get(&first.url)
+        .header("Range", "bytes=100-")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(http_refusal(r).await, (403, "APPROVAL_REVOKED".to_owned()));
+    let r = http.get(&first.url).send().await.expect("GET again");
+    assert_eq!(http_refusal(r).await, (404, "TOKEN_INVALID".to_owned()));
+    let r = http.get(&change_token.url).send().await.expect("GET change");
+    assert_eq!(http_refusal(r).await, (403, "APPROVAL_REVOKED".to_owned()));
+    // Nothing new under the revoked approval or its change request.
+    for release in [&parent_release, &change_release] {
+        assert_refused(
+            client
+                .request_download(authed(
+                    pb::RequestDownloadRequest {
+                        release_id: release.clone(),
+                        file: "observations.csv".into(),
+                    },
+                    &rika,
+                ))
+                .await,
+            Code::FailedPrecondition,
+            "APPROVAL_REVOKED",
+        );
+    }
+
+    // A ban on the recipient's organisation stops a token issued before it.
+    let before_ban = request_download(&mut client, &rika, &other_release, "observations.csv", &mut tokens).await;
+    people::run_json(
+        home.path(),
+        &[
+            "committee",
+            "violation",
+            "--organisation",
+            "univ-a",
+            "--kind",
+            "use_beyond_approval",
+            "--description",
+            "Data shown to a company",
+        ],
+        &session_env(db, &committee.chair),
+        None,
+    );
+    let r = http.get(&before_ban.url).send().await.expect("GET after the ban");
+    assert_eq!(http_refusal(r).await, (403, "BANNED".to_owned()));
+
+    // The ledger: the revocation names the change request it took; every refusal is there with its reason.
+    let policy = tokumei_policy::Policy::open(
+        &tokumei_policy::default_url(home.path()),
+        &tokumei_policy::service_key::default_key_path(home.path()),
+        tokumei_policy::PolicyConfig::default(),
+    )
+    .await
+    .expect("open the policy service");
+    let entries = policy
+        .audit_ledger()
+        .entries_by_seq(1, i64::MAX)
+        .await
+        .expect("ledger entries");
+    let revocation = entries
+        .iter()
+        .find(|e| e.action == "approval.revoke" && e.outcome == "ok")
+        .expect("revocation audited");
+    assert_eq!(
+        revocation.details_value().expect("details")["change_requests_revoked"],
+        serde_json::json!([change])
+    );
+    let denied = |release: &str, reason: &str| {
+        entries.iter().any(|e| {
+            e.action == "download.transfer"
+                && e.resource == format!("release {release}")
+                && e.outcome == "denied"
+                && e.reason.as_deref() == Some(reason)
+        })
+    };
+    assert!(
+        denied(&parent_release, "APPROVAL_REVOKED"),
+        "the refused resumption is audited"
+    );
+    assert!(denied(&change_release, "APPROVAL_REVOKED"));
+    assert!(denied(&other_release, "BANNED"));
+    for e in &entries {
+        let text = format!("{} {:?} {}", e.resource, e.reason, e.details);
+        for t in &tokens {
+            assert!(!text.contains(t.as_str()), "a token in audit entry {}", e.seq);
+        }
+    }
+    drop(server);
 }

@@ -12,7 +12,7 @@
 //! - `download`: a large sealed file downloaded over TLS on loopback through the delivery servers
 //!   (gRPC `RequestDownload`, then HTTPS), all in this process.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -91,6 +91,10 @@ pub struct ReleaseBench {
     /// Configuration file of that home (store and key service).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Event tables the `build` part's approval asks for beside `patients` (observations, conditions,
+    /// encounters), with the columns the demo's file approval asks for; utility is reported per table.
+    #[arg(long, value_delimiter = ',', default_value = "observations")]
+    pub event_tables: Vec<String>,
     /// Keep the release built by the `build` part in the zone (default: removed after timing).
     #[arg(long)]
     pub keep_release: bool,
@@ -174,7 +178,8 @@ struct BuildTable {
 struct BuildPart {
     home: String,
     research_view_patients: usize,
-    research_view_observations: usize,
+    /// Rows of each event table the approval asks for, in the research view.
+    research_view_events: BTreeMap<String, usize>,
     seconds_count: f64,
     seconds_policy_setup: f64,
     release: String,
@@ -387,11 +392,11 @@ fn human(r: &Report) {
     }
     if let Some(b) = &r.build {
         println!(
-            "build     {} from {} ({} patients, {} observations in the research view): {} rows in {:.1}s = {:.0} rows/s, peak RSS {:.0} MiB",
+            "build     {} from {} ({} patients, events {:?} in the research view): {} rows in {:.1}s = {:.0} rows/s, peak RSS {:.0} MiB",
             b.release,
             b.home,
             b.research_view_patients,
-            b.research_view_observations,
+            b.research_view_events,
             b.rows_total,
             b.seconds_build,
             b.rows_per_second,
@@ -658,21 +663,25 @@ async fn person(policy: &Policy, op: &Actor, username: &str, org: &str, roles: &
 }
 
 /// The tables of the bench's application.
-fn tables() -> Vec<TableRequest> {
-    vec![
-        TableRequest {
-            table: "patients".into(),
-            columns: ["linkage_key", "birth_date", "sex", "prefecture"]
-                .map(String::from)
-                .to_vec(),
-        },
-        TableRequest {
-            table: "observations".into(),
-            columns: ["linkage_key", "jlac10", "date", "value", "unit"]
-                .map(String::from)
-                .to_vec(),
-        },
-    ]
+/// The approval's tables: `patients` and the event tables asked for, with the demo's columns.
+fn tables(event_tables: &[String]) -> Result<Vec<TableRequest>> {
+    let request = |table: &str, columns: &[&str]| TableRequest {
+        table: table.into(),
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    let mut out = vec![request("patients", &["linkage_key", "birth_date", "sex", "prefecture"])];
+    for t in event_tables {
+        out.push(match t.as_str() {
+            "observations" => request(t, &["linkage_key", "jlac10", "date", "value", "unit"]),
+            "conditions" => request(t, &["linkage_key", "icd10", "onset_date"]),
+            "encounters" => request(
+                t,
+                &["linkage_key", "admission_date", "discharge_date", "kind", "department"],
+            ),
+            _ => anyhow::bail!("--event-tables: {t} is not one of observations, conditions, encounters"),
+        });
+    }
+    Ok(out)
 }
 
 /// A fresh policy database in `dir` with an operator, a researcher (`sato`), a chair and three members, and a
@@ -684,7 +693,7 @@ struct Approved {
     application: String,
 }
 
-async fn approved_application(dir: &Path) -> Result<Approved> {
+async fn approved_application(dir: &Path, tables: &[TableRequest]) -> Result<Approved> {
     std::fs::create_dir_all(dir.join("policy"))?;
     let policy = Policy::open(
         &tokumei_policy::database::default_url(dir),
@@ -714,7 +723,7 @@ async fn approved_application(dir: &Path) -> Result<Approved> {
     let mut f = super::demo_committee::form(Channel::File);
     f.title = "Laboratory trajectories (benchmark)".into();
     f.methods = "Regression on patient-level laboratory results, k-anonymous demographics".into();
-    f.tables = tables();
+    f.tables = tables.to_vec();
     f.requested_epsilon = None;
     let app = policy.file_application(&sato, f, None, BENCH).await.map_err(reason)?;
     let reviewers: Vec<String> = members.iter().chain([&chair]).map(|m| m.username.clone()).collect();
@@ -729,7 +738,7 @@ async fn approved_application(dir: &Path) -> Result<Approved> {
             .map_err(reason)?;
     }
     let conditions = ApprovalConditions {
-        tables: tables(),
+        tables: tables.to_vec(),
         cohort_filter: String::new(),
         privacy: Some(PrivacyModel {
             k: 5,
@@ -768,14 +777,17 @@ async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<BuildPart> {
     let t = Instant::now();
     let ctx = store.session(tokumei_store::View::Research).await?;
     let patients = ctx.table("patients").await?.count().await?;
-    let observations = ctx.table("observations").await?.count().await?;
+    let mut events = BTreeMap::new();
+    for t in &a.event_tables {
+        events.insert(t.clone(), ctx.table(t.as_str()).await?.count().await?);
+    }
     let seconds_count = t.elapsed().as_secs_f64();
     drop(ctx);
 
     bar.set_message("build: committee approval in a scratch policy database");
     let dir = scratch("policy")?;
     let t = Instant::now();
-    let approved = approved_application(&dir).await?;
+    let approved = approved_application(&dir, &tables(&a.event_tables)?).await?;
     let seconds_policy_setup = t.elapsed().as_secs_f64();
     let zone = ReleaseZone::new(&home, keys.clone());
     let service_key =
@@ -832,7 +844,7 @@ async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<BuildPart> {
     Ok(BuildPart {
         home: home.display().to_string(),
         research_view_patients: patients,
-        research_view_observations: observations,
+        research_view_events: events,
         seconds_count,
         seconds_policy_setup,
         release: outcome.release.clone(),
@@ -887,7 +899,7 @@ async fn download_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<DownloadPa
     let cfg = tokumei_ingest::config::Config::load(Some(&config))?;
     let keys = tokumei_ingest::server::open_key_service(&cfg, &home).await?;
     let zone = ReleaseZone::new(&home, keys);
-    let approved = approved_application(&home).await?;
+    let approved = approved_application(&home, &tables(&["observations".to_owned()])?).await?;
 
     let bytes = (a.download_mib as u64) << 20;
     bar.set_message(format!("download: sealing {} MiB", a.download_mib));
@@ -914,7 +926,7 @@ async fn download_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<DownloadPa
         built_at: Utc::now(),
         built_by: "op".into(),
         expires_on: japan_date(Utc::now()) + chrono::Duration::days(90),
-        tables: tables(),
+        tables: tables(&["observations".to_owned()])?,
         copies: [(
             "sato".to_owned(),
             vec![CopyFile {

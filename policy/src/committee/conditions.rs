@@ -288,6 +288,9 @@ pub enum UseKind {
     Download,
     /// Running statistics against the approval's budget.
     Statistics,
+    /// Continuing a download already admitted (each HTTPS request of it): re-checked, never counted, so a
+    /// revocation, ban or expiry stops a token that was issued before it.
+    Transfer,
 }
 
 /// A concrete use to check.
@@ -357,7 +360,7 @@ pub fn check_use(approval: &ApprovalState<'_>, request: &UseRequest<'_>) -> Resu
         ));
     }
     let channel_ok = match request.kind {
-        UseKind::Build | UseKind::Download => c.channel == Channel::File,
+        UseKind::Build | UseKind::Download | UseKind::Transfer => c.channel == Channel::File,
         UseKind::Statistics => c.channel == Channel::Statistics,
     };
     if !channel_ok {

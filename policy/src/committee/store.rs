@@ -461,8 +461,10 @@ impl Committee {
     }
 
     /// Withdraws an approval: nothing more is built or downloaded under it (the release service checks the
-    /// status at every use, so pending download tokens die with it).
-    pub async fn revoke(&self, id: &str, reason: &str, now: DateTime<Utc>) -> Result<ApplicationRecord> {
+    /// status at every use, so pending download tokens die with it). The approved change requests that amend
+    /// it, and theirs in turn, are revoked in the same transaction: a change request is no approval of its
+    /// own once its parent is gone. Returns the record and the change requests revoked with it.
+    pub async fn revoke(&self, id: &str, reason: &str, now: DateTime<Utc>) -> Result<(ApplicationRecord, Vec<String>)> {
         if reason.trim().is_empty() {
             return Err(PolicyError::Invalid("a revocation needs a reason".into()));
         }
@@ -474,16 +476,11 @@ impl Committee {
                 app.status
             )));
         }
-        sqlx::query("UPDATE applications SET status = $2, revoked_at_ms = $3, revoked_reason = $4 WHERE id = $1")
-            .bind(id)
-            .bind(ApplicationStatus::Revoked.as_str())
-            .bind(now.timestamp_millis())
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
+        set_revoked(&mut tx, id, reason, now).await?;
+        let cascaded = revoke_change_requests(&mut tx, id, now).await?;
         let r = fetch(&mut tx, id).await?;
         tx.commit().await?;
-        Ok(r)
+        Ok((r, cascaded))
     }
 
     /// The applicant withdraws an application that was not decided yet.
@@ -502,19 +499,7 @@ impl Committee {
     pub async fn admit_use(&self, request: &UseRequest<'_>, id: &str) -> Result<ApplicationRecord> {
         let mut tx = self.db.pool().begin().await?;
         let app = lock(&mut tx, id).await?;
-        // A ban on the recipient's organisation stops the recipient too (receiving data, not only filing).
-        let organisation: Option<String> = sqlx::query("SELECT organisation FROM users WHERE username = $1")
-            .bind(request.recipient)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get("organisation"))
-            .transpose()?;
-        let mut subjects = vec![BanSubject::Person(request.recipient.to_owned())];
-        subjects.extend(organisation.map(BanSubject::Organisation));
-        if let Some(v) = ban_in(&mut tx, &subjects, request.today).await? {
-            return Err(banned(&v));
-        }
-        check_use(&app.approval_state(), request)?;
+        standing(&mut tx, &app, request).await?;
         if request.kind == UseKind::Download {
             sqlx::query("UPDATE applications SET downloads_used = downloads_used + 1 WHERE id = $1")
                 .bind(id)
@@ -524,6 +509,16 @@ impl Committee {
         let r = fetch(&mut tx, id).await?;
         tx.commit().await?;
         Ok(r)
+    }
+
+    /// Re-checks a use already admitted (each HTTPS request of a download): the same conditions as
+    /// [`Self::admit_use`], read without a lock and counting nothing.
+    pub async fn check_standing(&self, request: &UseRequest<'_>, id: &str) -> Result<()> {
+        let mut tx = self.db.pool().begin().await?;
+        let app = fetch(&mut tx, id).await?;
+        standing(&mut tx, &app, request).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Records what was provided under an approval (the provisions register).
@@ -797,6 +792,90 @@ async fn lock(tx: &mut Transaction<'_, Any>, id: &str) -> Result<ApplicationReco
         .execute(&mut **tx)
         .await?;
     fetch(tx, id).await
+}
+
+async fn set_revoked(tx: &mut Transaction<'_, Any>, id: &str, reason: &str, now: DateTime<Utc>) -> Result<()> {
+    sqlx::query("UPDATE applications SET status = $2, revoked_at_ms = $3, revoked_reason = $4 WHERE id = $1")
+        .bind(id)
+        .bind(ApplicationStatus::Revoked.as_str())
+        .bind(now.timestamp_millis())
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Revokes every approved change request below `root` (breadth first), each with a reason naming the
+/// approval whose revocation took it.
+async fn revoke_change_requests(tx: &mut Transaction<'_, Any>, root: &str, now: DateTime<Utc>) -> Result<Vec<String>> {
+    let mut revoked = Vec::new();
+    let mut frontier = vec![root.to_owned()];
+    while let Some(parent) = frontier.pop() {
+        let children: Vec<String> =
+            sqlx::query("SELECT id FROM applications WHERE amends = $1 AND status = $2 ORDER BY id")
+                .bind(&parent)
+                .bind(ApplicationStatus::Approved.as_str())
+                .fetch_all(&mut **tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get("id"))
+                .collect::<std::result::Result<_, _>>()?;
+        for child in children {
+            set_revoked(tx, &child, &format!("the approval of {root} was revoked"), now).await?;
+            revoked.push(child.clone());
+            frontier.push(child);
+        }
+    }
+    Ok(revoked)
+}
+
+/// Whether `request` may happen under `app` now: the recipient (person or organisation) not banned, the
+/// approval's conditions met, and every application it amends still approved.
+async fn standing(tx: &mut Transaction<'_, Any>, app: &ApplicationRecord, request: &UseRequest<'_>) -> Result<()> {
+    // A ban on the recipient's organisation stops the recipient too (receiving data, not only filing).
+    let organisation: Option<String> = sqlx::query("SELECT organisation FROM users WHERE username = $1")
+        .bind(request.recipient)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.try_get("organisation"))
+        .transpose()?;
+    let mut subjects = vec![BanSubject::Person(request.recipient.to_owned())];
+    subjects.extend(organisation.map(BanSubject::Organisation));
+    if let Some(v) = ban_in(tx, &subjects, request.today).await? {
+        return Err(banned(&v));
+    }
+    check_use(&app.approval_state(), request)?;
+    check_parents(tx, app).await
+}
+
+/// Checks that every application a change request amends, up to the original, is still approved: a use
+/// under a change request stands on its parents' approvals.
+async fn check_parents(tx: &mut Transaction<'_, Any>, app: &ApplicationRecord) -> Result<()> {
+    let mut next = app.amends.clone();
+    let mut seen = 0;
+    while let Some(parent) = next {
+        seen += 1;
+        if seen > 64 {
+            return Err(PolicyError::InvalidState(format!(
+                "{} amends a chain longer than 64",
+                app.id
+            )));
+        }
+        let p = fetch(tx, &parent).await?;
+        if p.status != ApplicationStatus::Approved {
+            let code = if p.status == ApplicationStatus::Revoked {
+                "APPROVAL_REVOKED"
+            } else {
+                "NOT_APPROVED"
+            };
+            return Err(PolicyError::ConditionViolated {
+                code,
+                message: format!("{}, which {} amends, is {}", p.id, app.id, p.status),
+            });
+        }
+        next = p.amends;
+    }
+    Ok(())
 }
 
 /// Allocates `PREFIX-YYYY-NNNN` from the year's counter (locked by the update).

@@ -47,6 +47,10 @@ use crate::sealed_file::SealedFile;
 /// Bytes decrypted and handed to the connection at a time.
 pub const CHUNK: u64 = 1 << 20;
 
+/// A transfer longer than this re-checks the approval again before going on: a revocation or ban stops a
+/// download under way within this many bytes, not only the next request.
+pub const RECHECK_EVERY: u64 = 16 * CHUNK;
+
 /// How long a client may take to send a request's headers (slow clients must not hold connections).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -243,6 +247,13 @@ async fn transfer(
             return Err(HttpError::from(&e));
         }
     };
+    // The approval is re-checked at every request, not only when the token was issued: a revocation (of the
+    // approval or anything it amends), a ban of the person or organisation, or expiry stops the token too.
+    if let Err(e) = still_allowed(delivery, id, &grant).await {
+        let event = transfer_event(&grant, source, Outcome::Denied, json!({"method": method})).reason(e.reason);
+        audit(delivery, event).await?;
+        return Err(e);
+    }
     let len = grant.bytes;
     let etag = format!("\"{}\"", grant.sha256);
     let if_range_matches = headers
@@ -314,9 +325,44 @@ async fn transfer(
             // An empty file: one full request is the whole download.
             delivery.tokens.record_sent(id, 0..0);
         }
-        Body::from_stream(stream(delivery.clone(), id, file, range))
+        Body::from_stream(stream(
+            delivery.clone(),
+            id,
+            grant.clone(),
+            source.to_owned(),
+            file,
+            range,
+        ))
     };
     builder.body(body).map_err(|e| HttpError::internal(&e))
+}
+
+/// Whether the approval still allows the grant's recipient to receive it; if not, the token is forgotten
+/// (later requests are `TOKEN_INVALID`) and the refusal carries the policy's reason code.
+async fn still_allowed(delivery: &Delivery, id: TokenId, grant: &DownloadGrant) -> Result<(), HttpError> {
+    match delivery
+        .policy
+        .recheck_transfer(&grant.recipient, &grant.application)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(tokumei_policy::PolicyError::Database(e)) => {
+            tracing::error!(error = %e, "policy database unavailable: download refused");
+            Err(HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "POLICY_UNAVAILABLE",
+                "the approval cannot be checked now; nothing was sent. Try again later",
+            ))
+        }
+        Err(e) => {
+            delivery.tokens.forget(id);
+            Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                e.reason(),
+                "the approval no longer allows this download (the reason code says why)",
+            ))
+        }
+    }
 }
 
 /// Opens the grant's sealed file and checks it is the file the token was issued for.
@@ -363,18 +409,30 @@ async fn open(delivery: &Delivery, grant: &DownloadGrant) -> Result<SealedFile, 
 fn stream(
     delivery: Delivery,
     id: TokenId,
+    grant: DownloadGrant,
+    source: String,
     file: SealedFile,
     range: Range<u64>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     futures::stream::try_unfold((Some(file), range.start), move |(file, pos)| {
         let delivery = delivery.clone();
-        let end = range.end;
+        let grant = grant.clone();
+        let source = source.clone();
+        let (start, end) = (range.start, range.end);
         async move {
             let Some(mut file) = file else {
                 return Ok(None);
             };
             if pos >= end {
                 return Ok(None);
+            }
+            if pos > start && (pos - start).is_multiple_of(RECHECK_EVERY) {
+                if let Err(e) = still_allowed(&delivery, id, &grant).await {
+                    let event =
+                        transfer_event(&grant, &source, Outcome::Denied, json!({"sent_until": pos})).reason(e.reason);
+                    let _ = audit(&delivery, event).await;
+                    return Err(std::io::Error::other(format!("download stopped: {}", e.reason)));
+                }
             }
             let next = end.min(pos.saturating_add(CHUNK));
             let (file, read) = tokio::task::spawn_blocking(move || {

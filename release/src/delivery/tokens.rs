@@ -243,6 +243,11 @@ impl TokenTable {
         }
     }
 
+    /// Forgets a token whose approval no longer stands: it is `TOKEN_INVALID` from now on.
+    pub fn forget(&self, id: TokenId) {
+        self.lock().remove(&id);
+    }
+
     /// Whether the token's whole file has been sent (false for an unknown token).
     pub fn is_used(&self, id: TokenId) -> bool {
         self.lock().get(&id).is_some_and(|e| e.used)

@@ -307,6 +307,8 @@ pub struct FileApproval<'a> {
     pub max_downloads: u32,
     /// `(table, [columns])` applied for and approved.
     pub tables: &'a [(&'a str, &'a [&'a str])],
+    /// Filed as a change request (変更申出) to this approved application.
+    pub amends: Option<&'a str>,
 }
 
 /// A file-channel application filed by `applicant` and approved by `committee` with a k-anonymity privacy
@@ -345,12 +347,11 @@ pub fn approved_file_application(
         ),
     )
     .expect("write form");
-    let app = run_json(
-        home,
-        &["apply", "file", "--form", form.to_str().expect("utf-8 path")],
-        &session_env(db, applicant),
-        None,
-    );
+    let mut apply = vec!["apply", "file", "--form", form.to_str().expect("utf-8 path")];
+    if let Some(parent) = approval.amends {
+        apply.extend(["--amends", parent]);
+    }
+    let app = run_json(home, &apply, &session_env(db, applicant), None);
     let id = app["id"].as_str().expect("id").to_owned();
     let names: Vec<&str> = committee.members.iter().map(|m| m.username.as_str()).collect();
     run_json(
