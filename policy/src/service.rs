@@ -888,6 +888,14 @@ impl Policy {
         .await
     }
 
+    /// Whether `actor` may trace a leak of a release of approval `id`, asked before the fingerprint key is
+    /// unwrapped or the leaked file read (a refusal is audited); [`Policy::record_trace`] records the verdict.
+    pub async fn admit_trace(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<()> {
+        let app = self.committee.get(id).await?;
+        self.check(actor, Action::TraceLeak, &Resource::Application(app.facts()), origin)
+            .await
+    }
+
     /// An operator's leak trace on a release of approval `id`, audited with its verdict.
     pub async fn record_trace(
         &self,
@@ -1059,6 +1067,34 @@ impl Policy {
             Err(e) => return Err(e),
         }
         self.budget.status(project).await
+    }
+
+    /// Whether `actor` may see application `id` and what was built under it (for listings: no ledger
+    /// entry, as a listing is not an attempt on each item it leaves out). Unknown applications are not seen.
+    pub async fn may_view_application(&self, actor: &Actor, id: &str) -> Result<bool> {
+        match self.committee.get(id).await {
+            Ok(app) => Ok(authorize(actor, Action::ViewApplication, &Resource::Application(app.facts())).is_ok()),
+            Err(PolicyError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The budgets of every project `actor` may see, decided by the same rule as [`Policy::budget_status`]
+    /// but without a ledger entry per project the actor may not see: listing is not an attempt on each of
+    /// them (one refusal per project would bury real refusals in the ledger).
+    pub async fn visible_budgets(&self, actor: &Actor) -> Result<Vec<crate::budget_ledger::BudgetStatus>> {
+        let mut out = Vec::new();
+        for p in self.budget.projects().await? {
+            let visible = match self.committee.get(&p.project).await {
+                Ok(app) => authorize(actor, Action::ViewApplication, &Resource::Application(app.facts())).is_ok(),
+                Err(PolicyError::NotFound { .. }) => authorize(actor, Action::SetBudget, &Resource::Platform).is_ok(),
+                Err(e) => return Err(e),
+            };
+            if visible {
+                out.push(self.budget.status(&p.project).await?);
+            }
+        }
+        Ok(out)
     }
 
     // ---------------------------------------------------------------- violations and bans

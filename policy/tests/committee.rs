@@ -429,6 +429,30 @@ async fn conditions_are_enforced_on_every_use(db: PolicyDb, _url: String) {
         .expect("decide statistics");
     let budget = p.budget().status(&s.id).await.expect("budget created");
     assert_eq!(budget.project.budget.epsilon, 1.5);
+    // Listing budgets shows the caller's own and leaves no refusal behind for everyone else's.
+    let outsider = w.person(&c.op, "taro", "univ-t", &[Role::Researcher]).await;
+    let seq_before = p
+        .audit_ledger()
+        .entries_by_seq(1, i64::MAX)
+        .await
+        .expect("ledger")
+        .len();
+    let mine: Vec<String> = p
+        .visible_budgets(&c.researcher)
+        .await
+        .expect("budgets")
+        .into_iter()
+        .map(|b| b.project.project)
+        .collect();
+    assert_eq!(mine, vec![s.id.clone()]);
+    assert!(p.visible_budgets(&outsider).await.expect("budgets").is_empty());
+    let seq_after = p
+        .audit_ledger()
+        .entries_by_seq(1, i64::MAX)
+        .await
+        .expect("ledger")
+        .len();
+    assert_eq!(seq_before, seq_after, "listing wrote ledger entries");
     p.admit_use(&c.researcher, &s.id, UseKind::Statistics, &ok_tables, ORIGIN)
         .await
         .expect("statistics");

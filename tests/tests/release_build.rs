@@ -646,6 +646,38 @@ async fn release_build_verify_and_trace_end_to_end() {
         &op_env,
     );
     assert!(err.contains("BAD_INPUT") && err.contains("marked columns"), "{err}");
+    // A researcher may not trace, and is told so before anything is read: a file that does not exist gives
+    // the permission refusal, not a file error (the key is never unwrapped, the file never opened).
+    let err = refused(
+        &home,
+        &[
+            "trace",
+            "--release",
+            &release,
+            "--file",
+            home.path().join("no-such-file.csv").to_str().unwrap(),
+            "--config",
+            &config(&home),
+        ],
+        &session_env(db, &rika),
+    );
+    assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
+    // `release list` needs a session and shows only what the caller may see.
+    let list = ["release", "list", "--config", &config(&home)];
+    let err = refused(&home, &list, &[]);
+    assert!(err.contains("SESSION_INVALID"), "{err}");
+    let listed = |person: &Person| -> Vec<String> {
+        run_json(home.path(), &list, &session_env(db, person), None)
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|r| r["release"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    assert!(listed(op).contains(&release));
+    assert!(listed(&rika).contains(&release), "a recipient sees her release");
+    let stranger = people::invite(home.path(), db, op, "kai", "univ-k", "researcher");
+    assert!(listed(&stranger).is_empty(), "a stranger sees nothing");
 
     // A banned recipient stops further builds.
     run_json(

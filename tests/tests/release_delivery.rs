@@ -386,6 +386,17 @@ async fn release_delivery_end_to_end() {
         .find(|r| r.id == main_release)
         .expect("main release listed");
     assert_eq!(main.application, w.main);
+    assert_eq!(main.standing, "AVAILABLE");
+    let expired = listing
+        .releases
+        .iter()
+        .find(|r| r.id == expired_release)
+        .expect("expired release listed");
+    assert_eq!(
+        (expired.standing.as_str(), expired.files.len()),
+        ("APPROVAL_EXPIRED", 0),
+        "an expired copy is listed with its reason and no files to fetch"
+    );
     let listed: BTreeMap<&str, (&str, u64)> = main
         .files
         .iter()
@@ -968,6 +979,28 @@ async fn revocation_and_bans_reach_issued_tokens_and_change_requests() {
         );
     }
 
+    // The listing says so too: the revoked copies with their reason and nothing to fetch.
+    let standing = |client: &mut ReleaseServiceClient<Channel>| {
+        let mut client = client.clone();
+        let rika = rika.clone();
+        async move {
+            let listing = client
+                .list_releases(authed(pb::ListReleasesRequest {}, &rika))
+                .await
+                .expect("list releases")
+                .into_inner();
+            listing
+                .releases
+                .into_iter()
+                .map(|r| (r.id, (r.standing, r.files.len())))
+                .collect::<BTreeMap<_, _>>()
+        }
+    };
+    let listed = standing(&mut client).await;
+    assert_eq!(listed[&parent_release], ("APPROVAL_REVOKED".to_owned(), 0));
+    assert_eq!(listed[&change_release], ("APPROVAL_REVOKED".to_owned(), 0));
+    assert_eq!(listed[&other_release], ("AVAILABLE".to_owned(), 1));
+
     // A ban on the recipient's organisation stops a token issued before it.
     let before_ban = request_download(&mut client, &rika, &other_release, "observations.csv", &mut tokens).await;
     people::run_json(
@@ -987,6 +1020,16 @@ async fn revocation_and_bans_reach_issued_tokens_and_change_requests() {
     );
     let r = http.get(&before_ban.url).send().await.expect("GET after the ban");
     assert_eq!(http_refusal(r).await, (403, "BANNED".to_owned()));
+    assert_eq!(standing(&mut client).await[&other_release], ("BANNED".to_owned(), 0));
+    let err = cli_download(
+        &home,
+        &rika,
+        &server,
+        &home.path().join("banned"),
+        &["--release", &other_release],
+    )
+    .expect_err("a banned recipient downloads nothing");
+    assert!(err.contains("[BANNED]"), "{err}");
 
     // The ledger: the revocation names the change request it took; every refusal is there with its reason.
     let policy = tokumei_policy::Policy::open(

@@ -138,17 +138,14 @@ pub fn run(command: BudgetCommand, json: bool) -> Result<()> {
                 let policy = open_policy(&options).await?;
                 let who = actor(&policy, &options).await?;
                 let mut lines = Vec::new();
-                for p in policy.budget().projects().await? {
-                    // Only the projects this person may see.
-                    let Ok(s) = policy.budget_status(&who, &p.project, CLI).await else {
-                        continue;
-                    };
+                // Only the projects this person may see (no refusal recorded for the others).
+                for s in policy.visible_budgets(&who).await.map_err(reason)? {
                     lines.push(ProjectLine {
                         spent_epsilon: s.spent.epsilon,
-                        remaining_epsilon: s.spent.remaining_epsilon(&p.budget),
-                        remaining_delta: s.spent.remaining_delta(&p.budget),
+                        remaining_epsilon: s.spent.remaining_epsilon(&s.project.budget),
+                        remaining_delta: s.spent.remaining_delta(&s.project.budget),
                         entries: s.entries.len(),
-                        project: p,
+                        project: s.project,
                     });
                 }
                 emit(json, &lines, |lines| {

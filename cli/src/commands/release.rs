@@ -74,6 +74,9 @@ pub struct ListArgs {
     /// Configuration file (key service).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Session and policy database: only releases of applications the caller may see are listed.
+    #[command(flatten)]
+    pub policy: PolicyOptions,
 }
 
 /// Arguments of `tokumei release declare-deleted`.
@@ -249,13 +252,20 @@ fn verify(a: VerifyArgs, json: bool) -> Result<()> {
 fn list(a: ListArgs, json: bool) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
+        let policy = open_policy(&a.policy).await?;
+        let who = actor(&policy, &a.policy).await?;
         let (zone, _) = open_zone(a.config.as_deref()).await?;
-        let records: Vec<_> = zone
-            .records()
-            .map_err(release_reason)?
-            .into_iter()
-            .filter(|r| a.application.as_ref().is_none_or(|app| &r.application == app))
-            .collect();
+        let mut records = Vec::new();
+        for r in zone.records().map_err(release_reason)? {
+            if a.application.as_ref().is_none_or(|app| &r.application == app)
+                && policy
+                    .may_view_application(&who, &r.application)
+                    .await
+                    .map_err(reason)?
+            {
+                records.push(r);
+            }
+        }
         if json {
             let rows: Vec<_> = records
                 .iter()

@@ -173,6 +173,14 @@ pub async fn download(r: &DownloadRequest<'_>) -> Result<Summary> {
         .into_iter()
         .find(|x| x.id == r.release)
         .ok_or_else(|| anyhow!("[NOT_FOUND] you hold no copy of release {}", r.release))?;
+    if release.standing != "AVAILABLE" {
+        bail!(
+            "[{}] release {} can no longer be downloaded under its approval; delete the copies you hold \
+             and declare it (tokumei release declare-deleted)",
+            release.standing,
+            release.id
+        );
+    }
     let files: Vec<pb::ReleaseFile> = if r.files.is_empty() {
         release.files.clone()
     } else {

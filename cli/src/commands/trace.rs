@@ -41,6 +41,11 @@ pub fn run(a: TraceArgs, json: bool) -> Result<()> {
         let who = actor(&policy, &a.policy).await?;
         let (zone, _) = open_zone(a.config.as_deref()).await?;
         let record = zone.record(&a.release).map_err(release_reason)?;
+        // Permission first: nothing is unwrapped, read or computed for someone who may not trace.
+        policy
+            .admit_trace(&who, &record.application, CLI)
+            .await
+            .map_err(reason)?;
         let leaked = trace::read_leaked(&a.file).map_err(release_reason)?;
         let report = trace::trace(&zone, &record, &leaked, a.table.as_deref(), a.bound)
             .await

@@ -149,28 +149,46 @@ type Reply<T> = Result<Response<T>, Status>;
 impl ReleaseService for ReleaseGrpc {
     async fn list_releases(&self, request: Request<pb::ListReleasesRequest>) -> Reply<pb::ListReleasesResponse> {
         let (_origin, actor, _) = self.authenticated(request).await?;
-        let releases = self
-            .records()
-            .await?
-            .into_iter()
-            .filter_map(|r| {
-                let files = r.copies.get(&actor.username)?;
-                Some(pb::Release {
-                    id: r.id.clone(),
-                    application: r.application.clone(),
-                    expires_on: r.expires_on.to_string(),
-                    built_at: r.built_at.to_rfc3339(),
-                    files: files
-                        .iter()
-                        .map(|f| pb::ReleaseFile {
-                            name: f.name.clone(),
-                            bytes: f.bytes,
-                            sha256: f.sha256.clone(),
-                        })
-                        .collect(),
-                })
-            })
-            .collect();
+        let mut releases = Vec::new();
+        for r in self.records().await? {
+            let Some(files) = r.copies.get(&actor.username) else {
+                continue;
+            };
+            // The same standing as a download's (revocation, expiry, bans), so the list never offers what a
+            // request would refuse.
+            let standing = match self
+                .delivery
+                .policy
+                .recheck_transfer(&actor.username, &r.application)
+                .await
+            {
+                Ok(()) => "AVAILABLE",
+                Err(tokumei_policy::PolicyError::Database(e)) => {
+                    return Err(Status::unavailable(format!("the policy database cannot be read: {e}")));
+                }
+                Err(e) => e.reason(),
+            };
+            let files = if standing == "AVAILABLE" {
+                files
+                    .iter()
+                    .map(|f| pb::ReleaseFile {
+                        name: f.name.clone(),
+                        bytes: f.bytes,
+                        sha256: f.sha256.clone(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            releases.push(pb::Release {
+                id: r.id.clone(),
+                application: r.application.clone(),
+                expires_on: r.expires_on.to_string(),
+                built_at: r.built_at.to_rfc3339(),
+                files,
+                standing: standing.to_owned(),
+            });
+        }
         Ok(Response::new(pb::ListReleasesResponse { releases }))
     }
 
