@@ -99,3 +99,9 @@ log "tests"
 SECONDS=0
 cargo test --locked --workspace --no-fail-fast
 echo "tests: ${SECONDS}s"
+# Lints last, so a lint never hides a test result; a warning fails the run like a failed test.
+log "clippy (-D warnings)"
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+SECONDS=0
+cargo clippy --locked --workspace --all-targets -- -D warnings
+echo "clippy: ${SECONDS}s"

@@ -888,6 +888,35 @@ impl Policy {
         .await
     }
 
+    /// Whether `actor` may operate the core store (erase, compact, rotate keys, status), asked before the
+    /// store's keys are opened; a refusal is audited as `operate_core`.
+    pub async fn admit_core_operation(&self, actor: &Actor, origin: Origin<'_>) -> Result<()> {
+        self.check(actor, Action::OperateCore, &Resource::Platform, origin)
+            .await
+    }
+
+    /// Records the outcome of a core operation admitted by [`Policy::admit_core_operation`]: `core.<operation>`
+    /// with its figures (counts and references only, never a key or identifier), or a reason code for a
+    /// failure (never the error's text, which may name what it failed on).
+    pub async fn record_core_operation(
+        &self,
+        actor: &Actor,
+        operation: &str,
+        origin: Origin<'_>,
+        outcome: std::result::Result<serde_json::Value, &'static str>,
+    ) -> Result<AuditEntry> {
+        let action = format!("core.{operation}");
+        let event = match outcome {
+            Ok(details) => {
+                AuditEvent::new(&actor.username, &action, "core store", audit_ledger::Outcome::Ok).details(details)
+            }
+            Err(code) => {
+                AuditEvent::new(&actor.username, &action, "core store", audit_ledger::Outcome::Failed).reason(code)
+            }
+        };
+        self.audit(event.source(origin.0)).await
+    }
+
     /// Whether `actor` may trace a leak of a release of approval `id`, asked before the fingerprint key is
     /// unwrapped or the leaked file read (a refusal is audited); [`Policy::record_trace`] records the verdict.
     pub async fn admit_trace(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<()> {

@@ -36,24 +36,28 @@ fn tokumei(home: &Home, args: &[&str]) -> std::process::Output {
 }
 
 fn tokumei_env(home: &Home, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(tokumei_bin());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd
-        .args(args)
-        .arg("--config")
-        .arg(home.path().join("tokumei.toml"))
-        .env("TOKUMEI_HOME", home.path())
-        .env("RUST_LOG", "warn")
-        .bounded_output()
-        .expect("run tokumei");
+    let out = tokumei_unchecked(home, args, env);
     assert!(
         out.status.success(),
         "tokumei {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// `tokumei ARGS --config HOME/tokumei.toml`, whatever its exit status.
+fn tokumei_unchecked(home: &Home, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(tokumei_bin());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args)
+        .arg("--config")
+        .arg(home.path().join("tokumei.toml"))
+        .env("TOKUMEI_HOME", home.path())
+        .env("RUST_LOG", "warn")
+        .bounded_output()
+        .expect("run tokumei")
 }
 
 fn core_drain(home: &Home) -> serde_json::Value {
@@ -330,8 +334,38 @@ async fn operator_erase_and_key_rotation() {
         .await
         .unwrap();
     core_drain(&home);
+    let op = common::people::operator(home.path(), &[]);
+    std::fs::write(home.path().join("session.token"), &op.session).unwrap();
     let rows = sql(&home, "SELECT linkage_key FROM patients ORDER BY linkage_key", true);
     let key = rows[0]["linkage_key"].as_str().unwrap().to_string();
+    // Nobody erases, compacts or rotates without an operator's session: a forged session and a
+    // researcher's are refused before the store is opened, and nothing is removed.
+    let rika = common::people::invite(home.path(), &[], &op, "rika", "univ-a", "researcher");
+    let erase = [
+        "--json",
+        "store",
+        "erase",
+        "--linkage-key",
+        &key,
+        "--request-id",
+        "op-0",
+    ];
+    for (session, code) in [
+        ("tks1.forged.forged", "SESSION_INVALID"),
+        (rika.session.as_str(), "ROLE_NOT_PERMITTED"),
+    ] {
+        for args in [
+            &erase[..],
+            &["store", "compact"],
+            &["store", "rotate-keys"],
+            &["store", "status"],
+        ] {
+            let out = tokumei_unchecked(&home, args, &[("TOKUMEI_SESSION", session)]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && err.contains(code), "{args:?}: {err}");
+        }
+    }
+    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
     let out = tokumei(
         &home,
         &[
@@ -383,6 +417,46 @@ async fn operator_erase_and_key_rotation() {
     let out = tokumei(&home, &["--json", "store", "compact"]);
     assert!(out.status.success());
     assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
+
+    // Every operation and every refusal is in the audit ledger; the erasure by its reference and counts,
+    // never by the key.
+    let policy = tokumei_policy::Policy::open(
+        &tokumei_policy::default_url(home.path()),
+        &tokumei_policy::service_key::default_key_path(home.path()),
+        tokumei_policy::PolicyConfig::default(),
+    )
+    .await
+    .unwrap();
+    let entries = policy.audit_ledger().entries_by_seq(1, i64::MAX).await.unwrap();
+    let ok = |action: &str| {
+        entries
+            .iter()
+            .filter(|e| e.action == action && e.outcome == "ok")
+            .count()
+    };
+    assert_eq!(
+        (ok("core.erase"), ok("core.rotate_keys"), ok("core.compact")),
+        (1, 2, 1)
+    );
+    let erased = entries.iter().find(|e| e.action == "core.erase").unwrap();
+    let d = erased.details_value().unwrap();
+    assert_eq!(
+        (d["request_id"].as_str(), d["rows_removed"].as_u64(), d["keys"].as_u64()),
+        (Some("op-1"), Some(6), Some(1))
+    );
+    let denied = entries
+        .iter()
+        .filter(|e| e.action == "operate_core" && e.outcome == "denied" && e.actor == "rika")
+        .count();
+    assert_eq!(denied, 4, "each refused operation of the researcher is audited");
+    // (The operator's own SQL above names the key, and `run_operator_sql` records its query text by design.)
+    for e in entries
+        .iter()
+        .filter(|e| e.action.starts_with("core.") || e.action == "operate_core")
+    {
+        let text = format!("{} {} {:?} {}", e.actor, e.resource, e.reason, e.details);
+        assert!(!text.contains(&key), "the erased key is in audit entry {}", e.seq);
+    }
 }
 
 /// The same store with its data keys wrapped by OpenBao transit (the `bao server -dev` of scripts/test.sh).
