@@ -88,6 +88,8 @@ echo "grpcio $(python3 -c 'import grpc; print(grpc.__version__)')"
 export TOKUMEI_REQUIRE_SERVERS=1
 log "cargo fmt --check"
 cargo fmt --all -- --check || { echo "cargo fmt reports unformatted code (run cargo fmt --all)"; exit 1; }
+log "docs/architecture.md shows the current crate dependencies"
+scripts/deps-graph.sh --check
 # One build of every crate in one feature set: `--workspace --all-targets` resolves features exactly as
 # `cargo test --workspace` does (dev-dependencies included), so the `tokumei` binary the end-to-end tests
 # drive and the test executables share every compiled dependency, and the test step compiles nothing.

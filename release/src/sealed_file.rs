@@ -11,14 +11,38 @@ use std::path::{Path, PathBuf};
 
 use aes_gcm::Aes256Gcm;
 use tokumei_store::encryption::sealed_object::{self, CHUNK, HEADER, Header};
+use zeroize::Zeroizing;
 
 use crate::error::{ReleaseError, Result};
 
+/// A release's data key (unwrapped): every file sealed with it gets a key of its own derived from it and the
+/// file's random salt (the sealed-object format's second version). Zeroed on drop, never printed.
+#[derive(Clone)]
+pub struct DataKey(Zeroizing<[u8; 32]>);
+
+impl DataKey {
+    /// Wraps unwrapped key bytes.
+    pub fn new(bytes: Zeroizing<[u8; 32]>) -> DataKey {
+        DataKey(bytes)
+    }
+
+    fn cipher(&self, header: &Header) -> Aes256Gcm {
+        sealed_object::object_cipher(&self.0, header)
+    }
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(<redacted>)")
+    }
+}
+
 /// Seals `plain` into `dest` atomically (temporary file, fsync, rename): a crash leaves either no file or the
 /// whole file, never a truncated one that would fail authentication at download time.
-pub fn write(cipher: &Aes256Gcm, plain: &[u8], dest: &Path) -> Result<()> {
+pub fn write(key: &DataKey, plain: &[u8], dest: &Path) -> Result<()> {
+    let header = Header::fresh(0);
     let sealed =
-        sealed_object::seal(cipher, Header::fresh(0), plain).map_err(|e| ReleaseError::Sealed(e.to_string()))?;
+        sealed_object::seal(&key.cipher(&header), header, plain).map_err(|e| ReleaseError::Sealed(e.to_string()))?;
     let tmp = tmp_path(dest);
     let mut f = File::create(&tmp).map_err(|e| ReleaseError::io(format!("creating {}", tmp.display()), e))?;
     f.write_all(&sealed)
@@ -52,8 +76,8 @@ impl std::fmt::Debug for SealedFile {
 }
 
 impl SealedFile {
-    /// Opens `path` with the release's cipher (checks the header; chunks are authenticated as they are read).
-    pub fn open(path: &Path, cipher: Aes256Gcm) -> Result<SealedFile> {
+    /// Opens `path` with the release's data key (checks the header; chunks are authenticated as they are read).
+    pub fn open(path: &Path, key: &DataKey) -> Result<SealedFile> {
         let mut file = File::open(path).map_err(|e| ReleaseError::io(format!("opening {}", path.display()), e))?;
         let sealed_len = file
             .metadata()
@@ -63,6 +87,7 @@ impl SealedFile {
         file.read_exact(&mut head)
             .map_err(|_| ReleaseError::Sealed(format!("{}: truncated header", path.display())))?;
         let header = Header::parse(&head).map_err(|e| ReleaseError::Sealed(e.to_string()))?;
+        let cipher = key.cipher(&header);
         let plain_len = sealed_object::plain_len(sealed_len).map_err(|e| ReleaseError::Sealed(e.to_string()))?;
         Ok(SealedFile {
             file,
@@ -123,9 +148,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.sealed");
         let plain: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let cipher = sealed_object::cipher(&[7u8; 32]);
-        write(&cipher, &plain, &path).unwrap();
-        let mut f = SealedFile::open(&path, cipher.clone()).unwrap();
+        let key = DataKey::new(Zeroizing::new([7u8; 32]));
+        write(&key, &plain, &path).unwrap();
+        let mut f = SealedFile::open(&path, &key).unwrap();
         assert_eq!(f.plain_len(), plain.len() as u64);
         for (a, b) in [
             (0, 10),
@@ -142,12 +167,13 @@ mod tests {
             );
         }
         assert_eq!(f.read_all().unwrap(), plain);
-        let other = sealed_object::cipher(&[8u8; 32]);
-        assert!(SealedFile::open(&path, other).unwrap().read_range(0..10).is_err());
+        let other = DataKey::new(Zeroizing::new([8u8; 32]));
+        assert!(SealedFile::open(&path, &other).unwrap().read_range(0..10).is_err());
+        assert!(!format!("{key:?}").contains('7'), "the key is not printed");
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[HEADER as usize + 70_000] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        let mut f = SealedFile::open(&path, cipher).unwrap();
+        let mut f = SealedFile::open(&path, &key).unwrap();
         assert!(f.read_range(0..10).is_ok(), "untouched chunk still opens");
         assert!(f.read_range(66_000..66_010).is_err(), "tampered chunk is refused");
     }

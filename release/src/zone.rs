@@ -13,18 +13,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use aes_gcm::Aes256Gcm;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokumei_ingest::keyservice::{SharedKeyService, WrappedKey};
 use tokumei_policy::committee::TableRequest;
-use tokumei_store::encryption::sealed_object;
 use zeroize::Zeroizing;
 
 use crate::error::{ReleaseError, Result};
 use crate::fingerprint::{FingerprintKey, FingerprintPlan};
-use crate::sealed_file::SealedFile;
+use crate::sealed_file::{DataKey, SealedFile};
 
 /// How far a release's pseudonyms can be joined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,14 +200,14 @@ impl ReleaseZone {
     }
 
     /// A fresh data key, wrapped for release `id`.
-    pub async fn new_data_key(&self, id: &str) -> Result<(Aes256Gcm, WrappedKey)> {
+    pub async fn new_data_key(&self, id: &str) -> Result<(DataKey, WrappedKey)> {
         let key = fresh_key();
         let wrapped = self
             .keys
             .wrap_key(&context(id, "data"), &key)
             .await
             .map_err(|e| ReleaseError::Keys(e.to_string()))?;
-        Ok((sealed_object::cipher(&key), wrapped))
+        Ok((DataKey::new(key), wrapped))
     }
 
     /// A fresh fingerprint key, wrapped for release `id`.
@@ -223,14 +221,14 @@ impl ReleaseZone {
         Ok((FingerprintKey::from_bytes(*key), wrapped))
     }
 
-    /// The cipher sealing a release's copies.
-    pub async fn data_cipher(&self, record: &ReleaseRecord) -> Result<Aes256Gcm> {
+    /// The data key sealing a release's copies.
+    pub async fn data_key(&self, record: &ReleaseRecord) -> Result<DataKey> {
         let key = self
             .keys
             .unwrap_key(&context(&record.id, "data"), &record.data_key)
             .await
             .map_err(|e| ReleaseError::Keys(e.to_string()))?;
-        Ok(sealed_object::cipher(&key))
+        Ok(DataKey::new(key))
     }
 
     /// The key a release's fingerprints were drawn with.
@@ -247,7 +245,7 @@ impl ReleaseZone {
     pub async fn open_copy_file(&self, record: &ReleaseRecord, recipient: &str, name: &str) -> Result<SealedFile> {
         record.copy_file(recipient, name)?;
         let path = self.copy_path(&record.id, recipient, name)?;
-        SealedFile::open(&path, self.data_cipher(record).await?)
+        SealedFile::open(&path, &self.data_key(record).await?)
     }
 }
 

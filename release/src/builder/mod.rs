@@ -288,7 +288,7 @@ async fn build_admitted(
         "tables": codebook,
     }))?;
 
-    let (cipher, wrapped_data) = cx.zone.new_data_key(&release).await?;
+    let (data_key, wrapped_data) = cx.zone.new_data_key(&release).await?;
     let mut copies = BTreeMap::new();
     let mut first_protection = Vec::new();
     let mut first_record = None;
@@ -337,7 +337,7 @@ async fn build_admitted(
         std::fs::create_dir_all(&dir).map_err(|e| ReleaseError::io(format!("creating {}", dir.display()), e))?;
         let mut listed = Vec::new();
         for (name, bytes, _) in &contents {
-            sealed_file::write(&cipher, bytes, &cx.zone.copy_path(&release, recipient, name)?)?;
+            sealed_file::write(&data_key, bytes, &cx.zone.copy_path(&release, recipient, name)?)?;
             listed.push(CopyFile {
                 name: name.clone(),
                 sha256: manifest::sha256_hex(bytes),

@@ -7,7 +7,7 @@
 //! re-wraps these few entries; no data object is rewritten. Adding a data key makes new objects use it while
 //! old objects keep opening under the key id recorded in their header.
 
-use super::sealed_object::{self, SealError};
+use super::sealed_object::{self, Header, SealError};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -80,22 +80,18 @@ impl fmt::Debug for DataKeyring {
 }
 
 impl DataKeyring {
-    /// The key for new objects, as a cipher.
-    pub fn current_cipher(&self) -> (u32, aes_gcm::Aes256Gcm) {
-        let key = self
-            .keys
-            .get(&self.current)
-            .map(|k| sealed_object::cipher(k))
-            .unwrap_or_else(|| sealed_object::cipher(&[0u8; 32]));
-        (self.current, key)
+    /// A fresh header for a new object under the current data key, and the object's own cipher.
+    pub fn new_object(&self) -> Result<(Header, aes_gcm::Aes256Gcm), SealError> {
+        let header = Header::fresh(self.current);
+        Ok((header, self.object_cipher(&header)?))
     }
 
-    /// The key an object names in its header.
-    pub fn cipher(&self, id: u32) -> Result<aes_gcm::Aes256Gcm, SealError> {
+    /// The cipher of the object with `header`, from the data key it names.
+    pub fn object_cipher(&self, header: &Header) -> Result<aes_gcm::Aes256Gcm, SealError> {
         self.keys
-            .get(&id)
-            .map(|k| sealed_object::cipher(k))
-            .ok_or(SealError::UnknownKey(id))
+            .get(&header.key_id)
+            .map(|k| sealed_object::object_cipher(k, header))
+            .ok_or(SealError::UnknownKey(header.key_id))
     }
 
     /// Number of data keys.

@@ -107,7 +107,7 @@ impl EncryptedStore {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        let cipher = self.keys.cipher(header.key_id).map_err(generic)?;
+        let cipher = self.keys.object_cipher(header).map_err(generic)?;
         let total_chunks = sealed_object::chunk_count(sealed_total).map_err(generic)?;
         let first = range.start / CHUNK;
         let last = (range.end - 1) / CHUNK;
@@ -153,8 +153,8 @@ impl ObjectStore for EncryptedStore {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         let plain: Bytes = payload.into();
-        let (key_id, cipher) = self.keys.current_cipher();
-        let sealed = sealed_object::seal(&cipher, Header::fresh(key_id), &plain).map_err(generic)?;
+        let (header, cipher) = self.keys.new_object().map_err(generic)?;
+        let sealed = sealed_object::seal(&cipher, header, &plain).map_err(generic)?;
         let res = self.inner.put_opts(location, PutPayload::from(sealed), opts).await?;
         self.sync_local(location)?;
         Ok(res)
@@ -166,8 +166,7 @@ impl ObjectStore for EncryptedStore {
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         let inner = self.inner.put_multipart_opts(location, opts).await?;
-        let (key_id, cipher) = self.keys.current_cipher();
-        let header = Header::fresh(key_id);
+        let (header, cipher) = self.keys.new_object().map_err(generic)?;
         Ok(Box::new(SealingUpload {
             inner,
             cipher,
@@ -199,7 +198,7 @@ impl ObjectStore for EncryptedStore {
                 let attributes = res.attributes.clone();
                 let bytes = res.bytes().await?;
                 let header = Header::parse(&bytes).map_err(generic)?;
-                let cipher = self.keys.cipher(header.key_id).map_err(generic)?;
+                let cipher = self.keys.object_cipher(&header).map_err(generic)?;
                 let total = sealed_object::chunk_count(bytes.len() as u64).map_err(generic)?;
                 let plain = sealed_object::open_chunks(&cipher, &header, 0, total, &bytes[HEADER as usize..])
                     .map_err(generic)?;
