@@ -298,6 +298,9 @@ pub enum Resource {
     Institution(String),
     /// An application, with the facts that decide ownership, assignment and recipients.
     Application(ApplicationFacts),
+    /// A person's account, by username: whose roles or status user management changes (nobody changes
+    /// their own: an operator who could grant themselves the chair's role would decide applications).
+    Person(String),
 }
 
 impl fmt::Display for Resource {
@@ -306,6 +309,7 @@ impl fmt::Display for Resource {
             Resource::Platform => f.write_str("platform"),
             Resource::Institution(code) => write!(f, "institution {code}"),
             Resource::Application(a) => write!(f, "application {}", a.id),
+            Resource::Person(username) => write!(f, "user {username}"),
         }
     }
 }
@@ -328,6 +332,8 @@ pub enum DenialReason {
     NotRecipient,
     /// A hospital acted for another institution.
     OtherInstitution,
+    /// Someone tried to change their own account's roles or status.
+    OwnAccount,
     /// The action needs a different kind of resource (a programming error in the caller).
     WrongResource,
 }
@@ -343,6 +349,7 @@ impl DenialReason {
             DenialReason::ConflictOfInterest => "CONFLICT_OF_INTEREST",
             DenialReason::NotRecipient => "NOT_RECIPIENT",
             DenialReason::OtherInstitution => "OTHER_INSTITUTION",
+            DenialReason::OwnAccount => "OWN_ACCOUNT",
             DenialReason::WrongResource => "WRONG_RESOURCE",
         }
     }
@@ -520,6 +527,13 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
         (Role::CommitteeChair, RecordViolation | SetBudget, Resource::Platform | Resource::Application(_)) => Ok(()),
         (Role::Operator, BuildRelease | TraceLeak | PlanRelease, Resource::Application(_)) => Ok(()),
         (Role::Operator | Role::Auditor, AssessReleaseRisk, Resource::Application(_)) => Ok(()),
+        (_, ManageUsers, Resource::Person(p)) => {
+            if *p == actor.username {
+                Err(DenialReason::OwnAccount)
+            } else {
+                Ok(())
+            }
+        }
         (
             Role::Operator | Role::Auditor,
             ManageUsers | ViewUsers | ExportBans | ImportBans | RunOperatorSql | OperateCore | PublishRegister

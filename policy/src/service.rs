@@ -386,8 +386,13 @@ impl Policy {
         roles: &[Role],
         origin: Origin<'_>,
     ) -> Result<Invitation> {
-        self.check(actor, Action::ManageUsers, &Resource::Platform, origin)
-            .await?;
+        self.check(
+            actor,
+            Action::ManageUsers,
+            &Resource::Person(username.to_owned()),
+            origin,
+        )
+        .await?;
         let result = self
             .directory
             .add_user(username, display_name, organisation, roles, self.now())
@@ -439,8 +444,13 @@ impl Policy {
         roles: &[Role],
         origin: Origin<'_>,
     ) -> Result<UserRecord> {
-        self.check(actor, Action::ManageUsers, &Resource::Platform, origin)
-            .await?;
+        self.check(
+            actor,
+            Action::ManageUsers,
+            &Resource::Person(username.to_owned()),
+            origin,
+        )
+        .await?;
         let result = self.directory.set_roles(username, roles, self.now()).await;
         let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         self.finish(
@@ -456,8 +466,13 @@ impl Policy {
 
     /// An operator disables an account (its sessions end at once).
     pub async fn disable_user(&self, actor: &Actor, username: &str, origin: Origin<'_>) -> Result<()> {
-        self.check(actor, Action::ManageUsers, &Resource::Platform, origin)
-            .await?;
+        self.check(
+            actor,
+            Action::ManageUsers,
+            &Resource::Person(username.to_owned()),
+            origin,
+        )
+        .await?;
         let result = self.directory.disable_user(username, self.now()).await;
         self.finish(
             &actor.username,

@@ -802,6 +802,16 @@ async fn the_ledger_records_denials_and_verifies(db: PolicyDb, _url: String) {
     let _ = p
         .login("rika", "wrong password!!", SecondFactor::Totp("000000"), ORIGIN)
         .await;
+    // The operator who manages users cannot make themselves chair, nor disable themselves.
+    let op_name = c.op.username.clone();
+    assert_eq!(
+        reason(
+            p.set_roles(&c.op, &op_name, &[Role::Operator, Role::CommitteeChair], ORIGIN)
+                .await
+        ),
+        "OWN_ACCOUNT"
+    );
+    assert_eq!(reason(p.disable_user(&c.op, &op_name, ORIGIN).await), "OWN_ACCOUNT");
     let entries = p
         .audit_ledger()
         .entries(w.now() - Duration::days(1), w.now() + Duration::days(1))
@@ -811,6 +821,10 @@ async fn the_ledger_records_denials_and_verifies(db: PolicyDb, _url: String) {
         && e.outcome == "denied"
         && e.reason.as_deref() == Some("ROLE_NOT_PERMITTED")));
     assert!(entries.iter().any(|e| e.action == "login.failure" && e.actor == "rika"));
+    assert!(entries.iter().any(|e| e.action == "manage_users"
+        && e.outcome == "denied"
+        && e.reason.as_deref() == Some("OWN_ACCOUNT")
+        && e.resource == format!("user {op_name}")));
     assert!(
         entries
             .iter()

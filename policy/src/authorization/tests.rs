@@ -135,6 +135,26 @@ fn without_a_second_factor_no_human_role_can_do_anything() {
 }
 
 #[test]
+fn nobody_changes_their_own_account() {
+    let op = actor("op", "platform", Role::Operator, AuthMethod::PasswordTotp);
+    assert_eq!(
+        authorize(&op, Action::ManageUsers, &Resource::Person("op".into()))
+            .err()
+            .map(|d| d.reason),
+        Some(DenialReason::OwnAccount),
+        "an operator granting themselves a role"
+    );
+    assert!(authorize(&op, Action::ManageUsers, &Resource::Person("rika".into())).is_ok());
+    // Every other role may not manage users at all, on their own account or anyone's.
+    for role in Role::ALL.into_iter().filter(|r| *r != Role::Operator) {
+        let a = actor("someone", "univ-s", role, auth_for(role));
+        for target in ["someone", "rika"] {
+            assert!(authorize(&a, Action::ManageUsers, &Resource::Person(target.into())).is_err());
+        }
+    }
+}
+
+#[test]
 fn relations_are_enforced_on_unfavourable_resources() {
     let researcher = actor("alice", "univ-a", Role::Researcher, AuthMethod::PasswordTotp);
     let someone_elses = ApplicationFacts {
