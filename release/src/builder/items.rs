@@ -91,65 +91,6 @@ fn period_hierarchy(column: &str, values: &[&str]) -> Result<Hierarchy> {
     )?)
 }
 
-/// The group (系統) of a clinical department, by a fixed rule on its name — never derived from the data, so the
-/// grouping itself reveals nothing about which departments occur. Checked in order, so that 心療内科 is
-/// psychiatric rather than internal medicine and 小児外科 paediatric rather than surgical; names the rule does
-/// not know fall into その他.
-pub fn department_group(department: &str) -> &'static str {
-    let has = |words: &[&str]| words.iter().any(|w| department.contains(w));
-    if has(&["精神", "心療", "神経科"]) {
-        "精神系"
-    } else if has(&["小児", "新生児", "産科", "婦人科", "周産期"]) {
-        "小児・周産期系"
-    } else if has(&["眼科", "耳鼻", "皮膚"]) {
-        "感覚器・皮膚系"
-    } else if has(&["救急", "救命"]) {
-        "救急系"
-    } else if has(&["放射線", "麻酔", "病理", "検査", "リハビリ"]) {
-        "中央診療系"
-    } else if has(&["歯"]) {
-        "歯科系"
-    } else if has(&["外科", "泌尿器"]) {
-        "外科系"
-    } else if has(&[
-        "内科",
-        "循環器",
-        "消化器",
-        "呼吸器",
-        "腎臓",
-        "糖尿病",
-        "内分泌",
-        "血液",
-        "腫瘍",
-        "感染症",
-        "総合診療",
-    ]) {
-        "内科系"
-    } else {
-        "その他"
-    }
-}
-
-/// Department → group (系統) → `*`; empty stays empty up to `*`.
-fn department_hierarchy(column: &str, values: &[&str]) -> Result<Hierarchy> {
-    let rows = values
-        .iter()
-        .enumerate()
-        .map(|(n, v)| {
-            let chain = if v.is_empty() {
-                vec![String::new(), String::new(), "*".into()]
-            } else {
-                vec![(*v).to_owned(), department_group(v).to_owned(), "*".into()]
-            };
-            (n + 1, chain)
-        })
-        .collect();
-    Ok(Hierarchy::from_rows(
-        &format!("{column} (department → group → *)"),
-        rows,
-    )?)
-}
-
 /// The hierarchy of a coded or plain item column over its distinct values (empty values chain to `*`).
 fn code_hierarchy(column: &str, generator: Option<Generator>, values: &[&str]) -> Result<Hierarchy> {
     let present: Vec<&str> = values.iter().copied().filter(|v| !v.is_empty()).collect();
@@ -253,8 +194,6 @@ fn layout(table: Table, sheet: &Sheet) -> Result<(ItemKind, KindLayout)> {
             .join("+");
         let hierarchy = if matches!(catalogue::role(table, &sheet.header[group[0]]), ColumnRole::MonthDate) {
             period_hierarchy(&name, &distinct)?
-        } else if (table, sheet.header[group[0]].as_str()) == (Table::Encounters, "department") {
-            department_hierarchy(&name, &distinct)?
         } else {
             code_hierarchy(&name, generator_of(table, &sheet.header[group[0]]), &distinct)?
         };
@@ -429,49 +368,4 @@ pub fn anonymise_items(
         evaluated: found.evaluated,
         without_patient_row,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn departments_group_by_a_fixed_rule_in_order() {
-        for (dept, group) in [
-            ("内科", "内科系"),
-            ("循環器内科", "内科系"),
-            ("糖尿病内科", "内科系"),
-            ("心療内科", "精神系"),
-            ("精神科", "精神系"),
-            ("外科", "外科系"),
-            ("整形外科", "外科系"),
-            ("小児外科", "小児・周産期系"),
-            ("小児科", "小児・周産期系"),
-            ("産婦人科", "小児・周産期系"),
-            ("眼科", "感覚器・皮膚系"),
-            ("耳鼻咽喉科", "感覚器・皮膚系"),
-            ("皮膚科", "感覚器・皮膚系"),
-            ("救急科", "救急系"),
-            ("放射線科", "中央診療系"),
-            ("歯科口腔外科", "歯科系"),
-            ("泌尿器科", "外科系"),
-            ("漢方外来", "その他"),
-        ] {
-            assert_eq!(department_group(dept), group, "{dept}");
-        }
-    }
-
-    #[test]
-    fn the_department_hierarchy_has_a_group_level_and_keeps_empty_values_empty() {
-        let h = department_hierarchy("department", &["", "内科", "整形外科", "循環器内科"]).unwrap();
-        assert_eq!(h.height(), 3);
-        let group = |v: &str| {
-            h.label(1, h.level(1).of_leaf()[h.leaf_code(v).unwrap() as usize])
-                .to_owned()
-        };
-        assert_eq!(group("内科"), "内科系");
-        assert_eq!(group("循環器内科"), "内科系");
-        assert_eq!(group("整形外科"), "外科系");
-        assert_eq!(group(""), "");
-    }
 }
