@@ -71,6 +71,21 @@ pub struct GatewayConfig {
     /// `tokumei-core` certificate may call it). Absent: disabled (the core reads the spool directory on this host).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spool_listen: Option<SocketAddr>,
+    /// The hospital directory the policy service publishes (`tokumei user hospitals-publish`): when set, only
+    /// hospitals listed there with their pinned certificate may push or send requests. Absent: any
+    /// certificate the CA issued is accepted (the gateway logs a warning at start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory: Option<DirectoryConfig>,
+}
+
+/// Where the signed hospital directory is and which key signs it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// The signed directory file (re-read when it changes).
+    pub path: PathBuf,
+    /// The policy service's public key (64 hex characters, `tokumei user hospitals-publish` prints it).
+    pub public_key: String,
 }
 
 impl Default for GatewayConfig {
@@ -84,6 +99,7 @@ impl Default for GatewayConfig {
             request_timeout_secs: 120,
             handshake_timeout_secs: 10,
             spool_listen: None,
+            directory: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! opt-out check → one spool commit (group-committed with other streams) → outcome recorded → receipt.
 //! Batches of one stream are pipelined: the next is processed while the previous waits for its fsync.
 
+use crate::directory::Admission as Listed;
 use crate::keyservice::{KeyPurpose, SharedKeyService};
 use crate::limits::RateLimits;
 use crate::metrics::{HospitalLabel, Metrics, OutcomeLabel};
@@ -60,6 +61,8 @@ pub struct GatewaySettings {
     pub request_timeout: std::time::Duration,
     /// Opt-out and erase requests per hospital per minute.
     pub patient_requests_per_minute: u32,
+    /// The policy service's hospital directory, if configured: consulted at every request.
+    pub directory: Option<Arc<crate::directory::DirectoryWatch>>,
 }
 
 /// The gateway service; cheap to clone.
@@ -140,14 +143,35 @@ impl Gateway {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
     }
 
-    fn hospital_of<T>(req: &Request<T>) -> Result<String, Status> {
-        HospitalIdentity::from_request(req).map(|h| h.code).map_err(|e| {
+    /// The hospital behind a request: the code its certificate names, admitted by the directory when one is
+    /// configured (listed, and with the certificate the directory pins).
+    fn hospital_of<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let code = HospitalIdentity::from_request(req).map(|h| h.code).map_err(|e| {
             status(
                 Code::PermissionDenied,
                 why::NOT_A_HOSPITAL,
                 format!("client identity rejected: {e}"),
             )
-        })
+        })?;
+        let Some(watch) = &self.inner.settings.directory else {
+            return Ok(code);
+        };
+        let fingerprint = req
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|leaf| hex::encode(Sha256::digest(leaf.as_ref()))));
+        match watch.current().admit(&code, fingerprint.as_deref()) {
+            Listed::Enabled => Ok(code),
+            Listed::NotListed => Err(status(
+                Code::PermissionDenied,
+                why::HOSPITAL_NOT_ENABLED,
+                "this hospital is not enabled in the platform's directory; ask the platform operator",
+            )),
+            Listed::OtherCertificate => Err(status(
+                Code::PermissionDenied,
+                why::CERTIFICATE_NOT_PINNED,
+                "the platform's directory pins another certificate for this hospital; use the current one",
+            )),
+        }
     }
 }
 
@@ -554,7 +578,7 @@ impl Gateway {
                 "the gateway is shutting down; retry shortly",
             ));
         }
-        let hospital = Self::hospital_of(&request)?;
+        let hospital = self.hospital_of(&request)?;
         tracing::Span::current().record("hospital", hospital.as_str());
         inner.metrics.open_streams.inc();
         let _gauge = StreamGauge(&inner.metrics);
@@ -604,7 +628,7 @@ impl Gateway {
         request: Request<PatientRequest>,
         kind: RequestKind,
     ) -> Result<Response<RequestReceipt>, Status> {
-        let hospital = Self::hospital_of(&request)?;
+        let hospital = self.hospital_of(&request)?;
         tracing::Span::current().record("hospital", hospital.as_str());
         let mut req = request.into_inner();
         let result = self.patient_request_inner(&hospital, &mut req, kind).await;

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod config;
+pub mod directory;
 pub mod fhir;
 pub mod gateway;
 pub mod home;

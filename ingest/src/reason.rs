@@ -157,6 +157,10 @@ pub mod request {
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
     /// The client certificate does not name a 10-digit medical-institution code.
     pub const NOT_A_HOSPITAL: &str = "NOT_A_HOSPITAL";
+    /// The hospital is not (or no longer) enabled in the platform's directory.
+    pub const HOSPITAL_NOT_ENABLED: &str = "HOSPITAL_NOT_ENABLED";
+    /// The directory pins another certificate for this hospital (replaced or revoked there).
+    pub const CERTIFICATE_NOT_PINNED: &str = "CERTIFICATE_NOT_PINNED";
     /// The request id is empty or malformed.
     pub const INVALID_REQUEST_ID: &str = "INVALID_REQUEST_ID";
     /// The request id was already used for a different patient or kind.

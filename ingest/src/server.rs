@@ -27,6 +27,8 @@ use tonic::transport::Server;
 /// How often the gateway applies the core's acknowledgement file (`core.ack`, written by a same-host core).
 /// Acknowledgements through the spool service are applied at once.
 const ACK_POLL_INTERVAL: Duration = Duration::from_secs(3);
+/// How often the hospital directory file is checked for a new version.
+const DIRECTORY_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,9 @@ pub enum ServeError {
     /// A setting does not allow what was asked.
     #[error("{0}")]
     Refused(String),
+    /// The hospital directory could not be taken.
+    #[error(transparent)]
+    Directory(#[from] crate::directory::DirectoryError),
 }
 
 /// Options given on the command line rather than in the file.
@@ -182,11 +187,27 @@ pub async fn start(
         tracing::info!(spool = %spool_dir.display(), entries, batches = reg.batch_count(), opted_out = reg.opted_out_count(), "spool replayed");
         spool
     };
+    let directory = match &config.gateway.directory {
+        Some(d) => {
+            let key = crate::directory::verifying_key(&d.public_key)?;
+            let watch = Arc::new(crate::directory::DirectoryWatch::open(&d.path, key)?);
+            let current = watch.current();
+            tracing::info!(hospitals = current.len(), issued_at = %current.issued_at, "hospital directory in force");
+            Some(watch)
+        }
+        None => {
+            tracing::warn!(
+                "no hospital directory configured ([gateway.directory]): every certificate the CA issued may push"
+            );
+            None
+        }
+    };
     let settings = GatewaySettings {
         max_message_bytes: config.gateway.max_message_bytes,
         records_per_second: config.gateway.records_per_second,
         request_timeout: Duration::from_secs(config.gateway.request_timeout_secs),
         patient_requests_per_minute: config.gateway.patient_requests_per_minute,
+        directory: directory.clone(),
     };
     // Acknowledged segments are deleted at start too, not only while running: an erased patient's data must not
     // outlive the core's acknowledgement because the gateway was restarted.
@@ -204,6 +225,9 @@ pub async fn start(
     let (stopping_tx, stopping) = watch::channel(false);
     let stopping_tx = Arc::new(stopping_tx);
     spawn_ack_poller(spool.clone(), stopping.clone());
+    if let Some(watch) = directory {
+        spawn_directory_reload(watch, stopping.clone());
+    }
     if retention > 0 {
         spawn_batch_expiry(spool.clone(), registry.clone(), retention, stopping.clone());
     }
@@ -426,6 +450,26 @@ where
                 return;
             }
             work().await;
+        }
+    });
+}
+
+/// Re-reads the hospital directory every [`DIRECTORY_POLL_INTERVAL`] when its file changed; a file that does
+/// not verify is refused (logged) and the directory in force stays.
+fn spawn_directory_reload(watch: Arc<crate::directory::DirectoryWatch>, stopping: watch::Receiver<bool>) {
+    spawn_every(DIRECTORY_POLL_INTERVAL, stopping, move || {
+        let watch = watch.clone();
+        async move {
+            match watch.reload_if_changed() {
+                Ok(true) => {
+                    let d = watch.current();
+                    tracing::info!(hospitals = d.len(), issued_at = %d.issued_at, "new hospital directory in force");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "hospital directory update refused; the previous one stays in force")
+                }
+            }
         }
     });
 }

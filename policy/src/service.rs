@@ -23,9 +23,26 @@ use crate::committee::{
 use crate::database::PolicyDb;
 use crate::error::{PolicyError, Result};
 use crate::identity::{
-    Directory, Enrolment, Invitation, LockoutPolicy, Organisation, RecoveryCodes, SecondFactor, Session, UserRecord,
+    Directory, Enrolment, Invitation, LockoutPolicy, Organisation, RecoveryCodes, SecondFactor, Session, UserKind,
+    UserRecord, UserStatus,
 };
-use crate::service_key::{ServiceKey, ServicePublicKey};
+use crate::service_key::{ServiceKey, ServicePublicKey, SignaturePurpose};
+
+/// The hospital directory as published for the gateway: `payload` (JSON text) signed as
+/// `tokumei/hospital-directory/v1`; the file the gateway reads holds `payload` and `signature`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SignedHospitalDirectory {
+    /// The signed JSON text: `issued_at` and `hospitals` (institution code, certificate SHA-256).
+    pub payload: String,
+    /// Ed25519 signature, hex.
+    pub signature: String,
+    /// The public key to pin in `[gateway.directory] public_key` (not read from the file by the gateway).
+    #[serde(skip)]
+    pub public_key: String,
+    /// Hospitals listed.
+    #[serde(skip)]
+    pub hospitals: usize,
+}
 use tokumei_deid::dp::accounting::Budget;
 
 /// A source of the current time: the system clock in service, a fixed clock in tests (TOTP, lockout and
@@ -1202,6 +1219,46 @@ impl Policy {
             origin,
             result,
             |l| json!({"bans": l.bans.len()}),
+        )
+        .await
+    }
+
+    /// The signed list of enabled hospitals and their pinned certificates that the gateway consults at every
+    /// request (`[gateway.directory]`): disabling a hospital here, and publishing, shuts it out without
+    /// touching the CA. Operators; audited with the number of hospitals listed.
+    pub async fn publish_hospital_directory(
+        &self,
+        actor: &Actor,
+        origin: Origin<'_>,
+    ) -> Result<SignedHospitalDirectory> {
+        self.check(actor, Action::ManageUsers, &Resource::Platform, origin)
+            .await?;
+        let result = self.directory.users().await.map(|users| {
+            let hospitals: Vec<serde_json::Value> = users
+                .iter()
+                .filter(|u| u.kind == UserKind::Service && u.status != UserStatus::Disabled)
+                .filter_map(|u| {
+                    u.certificate_sha256
+                        .as_ref()
+                        .map(|c| json!({"institution_code": u.username, "certificate_sha256": c.to_ascii_lowercase()}))
+                })
+                .collect();
+            let payload = json!({"issued_at": self.now().to_rfc3339(), "hospitals": hospitals}).to_string();
+            let signature = hex::encode(self.key.sign(SignaturePurpose::HospitalDirectory, payload.as_bytes()));
+            SignedHospitalDirectory {
+                hospitals: hospitals.len(),
+                payload,
+                signature,
+                public_key: self.key.public().to_hex(),
+            }
+        });
+        self.finish(
+            &actor.username,
+            "hospitals.publish",
+            "hospital directory",
+            origin,
+            result,
+            |d| json!({"hospitals": d.hospitals}),
         )
         .await
     }

@@ -29,6 +29,8 @@ pub enum SignaturePurpose {
     BanList,
     /// A one-time download token or release manifest (release zone).
     Release,
+    /// The list of hospitals allowed to push, for the gateway (`tokumei_ingest::directory`).
+    HospitalDirectory,
 }
 
 impl SignaturePurpose {
@@ -38,6 +40,7 @@ impl SignaturePurpose {
             SignaturePurpose::SessionToken => b"tokumei/session-token/v1",
             SignaturePurpose::BanList => b"tokumei/ban-list/v1",
             SignaturePurpose::Release => b"tokumei/release/v1",
+            SignaturePurpose::HospitalDirectory => b"tokumei/hospital-directory/v1",
         }
     }
 

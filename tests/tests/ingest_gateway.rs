@@ -966,3 +966,94 @@ async fn raw_client(home: &Home, gw: &Gateway) -> tonic::client::Grpc<tonic::tra
     grpc.ready().await.expect("ready");
     grpc
 }
+
+/// The gateway consults the platform's directory: only hospitals the policy service lists, with the certificate
+/// it pins, may push. Disabling a hospital there and publishing shuts it out at its next request while its
+/// certificate is still valid; a directory file that does not verify is refused and the last good one stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_hospitals_the_directory_enables_may_push() {
+    let home = Home::new();
+    let db: &[(&str, &str)] = &[];
+    let op = common::people::operator(home.path(), db);
+    let env = common::people::session_env(db, &op);
+    let run = |args: &[&str]| common::people::run_json(home.path(), args, &env, None);
+    run(&["user", "add-org", "--id", "hosp-a", "--name", "Hospital A"]);
+    let cert_a = home.pki.hospital_cert(HOSPITAL_A);
+    run(&[
+        "user",
+        "add-hospital",
+        "--code",
+        HOSPITAL_A,
+        "--organisation",
+        "hosp-a",
+        "--certificate",
+        cert_a.to_str().unwrap(),
+    ]);
+    let list = home.path().join("hospitals.json");
+    let published = run(&["user", "hospitals-publish", "--out", list.to_str().unwrap()]);
+    assert_eq!(published["hospitals"], 1, "{published}");
+    let key = published["public_key"].as_str().unwrap().to_owned();
+    let config = home.path().join("tokumei.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[gateway.directory]\npath = {:?}\npublic_key = \"{key}\"\n",
+        list.to_str().unwrap()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let gw = home.start();
+
+    // A is listed with its certificate; B has a valid certificate from the same CA but is not listed.
+    let mut a = gw.client(&home, HOSPITAL_A).await;
+    push(&mut a, vec![batch("dir-1", vec![valid_record("D1")])])
+        .await
+        .unwrap();
+    let mut b = gw.client(&home, HOSPITAL_B).await;
+    let s = status_of(push(&mut b, vec![batch("dir-b", vec![valid_record("D2")])]).await);
+    assert_eq!(s.code(), Code::PermissionDenied);
+    assert_eq!(status_reason(&s).as_deref(), Some("HOSPITAL_NOT_ENABLED"));
+    let s = b
+        .opt_out(PatientRequest {
+            request_id: "dir-opt".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("B may not send requests either");
+    assert_eq!(status_reason(&s).as_deref(), Some("HOSPITAL_NOT_ENABLED"));
+
+    // A forged directory (enabling B, signed by another key) is refused; A still pushes, B still cannot.
+    let good = std::fs::read(&list).unwrap();
+    let forged_payload = format!(
+        r#"{{"issued_at":"2099-01-01T00:00:00Z","hospitals":[{{"institution_code":"{HOSPITAL_B}","certificate_sha256":"00"}}]}}"#
+    );
+    std::fs::write(
+        &list,
+        serde_json::json!({"payload": forged_payload, "signature": "00".repeat(64)}).to_string(),
+    )
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    push(&mut a, vec![batch("dir-2", vec![valid_record("D3")])])
+        .await
+        .unwrap();
+    let s = status_of(push(&mut b, vec![batch("dir-b2", vec![valid_record("D4")])]).await);
+    assert_eq!(status_reason(&s).as_deref(), Some("HOSPITAL_NOT_ENABLED"));
+    std::fs::write(&list, &good).unwrap();
+
+    // The operator disables A and publishes: A's next request is refused, its certificate unchanged.
+    run(&["user", "disable", "--username", HOSPITAL_A]);
+    let published = run(&["user", "hospitals-publish", "--out", list.to_str().unwrap()]);
+    assert_eq!(published["hospitals"], 0);
+    let mut refused = None;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        match push(&mut a, vec![batch("dir-3", vec![valid_record("D5")])]).await {
+            Ok(_) => continue,
+            Err(e) => {
+                refused = Some(status_of(Err(e)));
+                break;
+            }
+        }
+    }
+    let s = refused.expect("A was still admitted 10 s after the directory disabled it");
+    assert_eq!(status_reason(&s).as_deref(), Some("HOSPITAL_NOT_ENABLED"));
+    drop(gw);
+}

@@ -5,7 +5,7 @@
 //! the otpauth URI and QR code to scan) and confirms the authenticator with a first code (`user confirm`),
 //! receiving ten recovery codes. `user login` needs the password and a TOTP or recovery code.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::json;
 use tokumei_policy::Role;
@@ -115,6 +115,13 @@ pub enum UserCommand {
         /// The client certificate (PEM).
         #[arg(long)]
         certificate: std::path::PathBuf,
+    },
+    /// Publish the signed directory of enabled hospitals for the gateway's `[gateway.directory]` (operators):
+    /// written atomically to `--out`, which the gateway re-reads when it changes.
+    HospitalsPublish {
+        /// The directory file the gateway reads.
+        #[arg(long)]
+        out: std::path::PathBuf,
     },
     /// Replace a user's roles (operators).
     Roles {
@@ -316,6 +323,25 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
                     .map_err(reason)?;
                 emit(json, &u, |u| {
                     println!("hospital {} registered, certificate SHA-256 {fingerprint}", u.username)
+                })
+            }
+            UserCommand::HospitalsPublish { out } => {
+                let a = actor(&policy, &args.policy).await?;
+                let d = policy.publish_hospital_directory(&a, CLI).await.map_err(reason)?;
+                let tmp = out.with_extension("partial");
+                std::fs::write(&tmp, serde_json::to_vec_pretty(&d)?)
+                    .and_then(|()| std::fs::rename(&tmp, &out))
+                    .with_context(|| format!("writing {}", out.display()))?;
+                let summary = serde_json::json!({
+                    "hospitals": d.hospitals, "out": out.display().to_string(), "public_key": d.public_key,
+                });
+                emit(json, &summary, |_| {
+                    println!(
+                        "{} hospital(s) enabled, written to {}; pin this key in [gateway.directory] public_key: {}",
+                        d.hospitals,
+                        out.display(),
+                        d.public_key
+                    )
                 })
             }
             UserCommand::Roles { username, roles } => {
