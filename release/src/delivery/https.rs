@@ -426,13 +426,14 @@ fn stream(
             if pos >= end {
                 return Ok(None);
             }
-            if pos > start && (pos - start).is_multiple_of(RECHECK_EVERY) {
-                if let Err(e) = still_allowed(&delivery, id, &grant).await {
-                    let event =
-                        transfer_event(&grant, &source, Outcome::Denied, json!({"sent_until": pos})).reason(e.reason);
-                    let _ = audit(&delivery, event).await;
-                    return Err(std::io::Error::other(format!("download stopped: {}", e.reason)));
-                }
+            if pos > start
+                && (pos - start).is_multiple_of(RECHECK_EVERY)
+                && let Err(e) = still_allowed(&delivery, id, &grant).await
+            {
+                let event =
+                    transfer_event(&grant, &source, Outcome::Denied, json!({"sent_until": pos})).reason(e.reason);
+                let _ = audit(&delivery, event).await;
+                return Err(std::io::Error::other(format!("download stopped: {}", e.reason)));
             }
             let next = end.min(pos.saturating_add(CHUNK));
             let (file, read) = tokio::task::spawn_blocking(move || {
