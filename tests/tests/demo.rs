@@ -58,6 +58,19 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     assert_eq!(c["tally"], serde_json::json!([3, 0]));
     assert_eq!(c["conditions"]["dp_budget"]["epsilon"], 1.0);
     assert!(c["non_recipient_refused"].as_str().unwrap().contains("NOT_RECIPIENT"));
+    // The directory: a listed hospital pushes; one with a valid certificate but not listed, and a listed one
+    // once disabled and republished, are refused.
+    let d = &r["directory"];
+    assert_eq!(d["enabled"], 2, "{d}");
+    assert!(d["listed_push"].as_str().unwrap().starts_with("accepted 1"), "{d}");
+    assert!(
+        d["unlisted_refused"].as_str().unwrap().contains("HOSPITAL_NOT_ENABLED"),
+        "{d}"
+    );
+    assert!(
+        d["disabled_refused"].as_str().unwrap().contains("HOSPITAL_NOT_ENABLED"),
+        "{d}"
+    );
     assert!(c["banned_refused"].as_str().unwrap().contains("BANNED"));
 
     // Chapter 4: statistics under the approval.

@@ -71,6 +71,7 @@ struct DemoReport {
     plaintext_parquet_files_on_disk: u64,
     top_prefectures_by_conditions: Vec<(String, i64)>,
     committee: Option<super::demo_committee::CommitteeChapter>,
+    directory: Option<super::demo_directory::DirectoryStep>,
     statistics: Option<StatsChapter>,
     release: Option<super::demo_release::ReleaseChapter>,
     transparency: Option<super::demo_committee::TransparencyChapter>,
@@ -415,6 +416,8 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         say("\ntokumei demo — chapter 3: the data-access committee");
         let (cast, committee) = super::demo_committee::chapter(&home, &say).await?;
         report.committee = Some(committee);
+        say("\n   the platform's directory decides which hospitals may still send:");
+        report.directory = Some(super::demo_directory::step(&home, &cfg, &pki, &codes, &cast, &say).await?);
         say("\ntokumei demo — chapter 4: statistics under the approval: differential privacy (OpenDP) and the small-cell rule");
         let patients = super::stats_linked::Population {
             name: format!("store:{}", store.research_snapshot(tokumei_store::Table::Patients).await?),

@@ -14,6 +14,7 @@ pub mod committee;
 pub mod core;
 pub mod demo;
 pub mod demo_committee;
+pub mod demo_directory;
 pub mod demo_release;
 pub mod model_flags;
 pub mod pki;

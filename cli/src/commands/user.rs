@@ -381,7 +381,8 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
 }
 
 /// SHA-256 (hex) of the DER of the first certificate in a PEM file: what mutual TLS presents.
-fn certificate_sha256(path: &std::path::Path) -> Result<String> {
+/// SHA-256 (hex) of the first certificate of a PEM file, as the directory pins it and the gateway sees it.
+pub(crate) fn certificate_sha256(path: &std::path::Path) -> Result<String> {
     use sha2::Digest;
     let pem = std::fs::read(path)?;
     let mut reader = std::io::BufReader::new(pem.as_slice());
