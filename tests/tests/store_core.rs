@@ -449,11 +449,8 @@ async fn operator_erase_and_key_rotation() {
         .filter(|e| e.action == "operate_core" && e.outcome == "denied" && e.actor == "rika")
         .count();
     assert_eq!(denied, 4, "each refused operation of the researcher is audited");
-    // (The operator's own SQL above names the key, and `run_operator_sql` records its query text by design.)
-    for e in entries
-        .iter()
-        .filter(|e| e.action.starts_with("core.") || e.action == "operate_core")
-    {
+    // Nor in the operator's own queries above, which named it: the ledger keeps their shape and a digest.
+    for e in &entries {
         let text = format!("{} {} {:?} {}", e.actor, e.resource, e.reason, e.details);
         assert!(!text.contains(&key), "the erased key is in audit entry {}", e.seq);
     }
