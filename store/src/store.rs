@@ -128,8 +128,17 @@ impl Store {
             let dir = dir.join(t.name());
             std::fs::create_dir_all(&dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
         }
-        let mut table = DeltaTable::new(self.log_store(t)?);
-        match table.load().await {
+        let log_store = self.log_store(t)?;
+        // Looked up first rather than inferred from a failed load: the kernel logs a failed load at ERROR
+        // ("No files in log segment"), which an operator would read as a fault on every new store.
+        let exists = log_store.is_delta_table_location().await?;
+        let mut table = DeltaTable::new(log_store);
+        let loaded = if exists {
+            table.load().await
+        } else {
+            Err(deltalake::DeltaTableError::NotATable(t.name().to_owned()))
+        };
+        match loaded {
             Ok(()) => migrate(table, t).await,
             Err(deltalake::DeltaTableError::NotATable(_)) => {
                 let created = table
