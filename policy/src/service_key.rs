@@ -156,6 +156,17 @@ impl ServiceKey {
         self.key.sign(&purpose.message(payload)).to_bytes()
     }
 
+    /// A symmetric key for one purpose (`context`), derived from the service key with HKDF-SHA-256: secrets
+    /// that must be read back (TOTP seeds) are sealed under it, so the database alone does not hold them.
+    pub fn derive_key(&self, context: &[u8]) -> Zeroizing<[u8; 32]> {
+        let seed = Zeroizing::new(self.key.to_bytes());
+        let mut out = Zeroizing::new([0u8; 32]);
+        // 32 bytes are far below HKDF-SHA-256's output limit: expand cannot fail.
+        let expanded = hkdf::Hkdf::<Sha256>::new(None, &seed[..]).expand(context, &mut out[..]);
+        debug_assert!(expanded.is_ok());
+        out
+    }
+
     /// The public half.
     pub fn public(&self) -> ServicePublicKey {
         ServicePublicKey {

@@ -28,6 +28,7 @@ on_both_backends!(
     service_identities_authenticate_by_certificate,
     concurrent_logins_with_one_code_admit_one,
     secrets_stay_out_of_debug_output,
+    totp_seeds_are_sealed_at_rest,
 );
 
 // ---------------------------------------------------------------------------------------------------------
@@ -53,6 +54,8 @@ fn directory(db: PolicyDb) -> Directory {
 /// A person's authenticator app.
 struct App {
     totp: Totp,
+    /// The seed as enrolment showed it (base32).
+    seed: String,
 }
 
 impl App {
@@ -60,6 +63,7 @@ impl App {
         let secret = TotpSecret::from_base32(enrolment.secret_base32.expose()).expect("base32 secret");
         App {
             totp: Totp::new(&secret, "tokumei", &enrolment.username).expect("totp"),
+            seed: enrolment.secret_base32.expose().to_owned(),
         }
     }
 
@@ -862,4 +866,61 @@ async fn secrets_stay_out_of_debug_output(db: PolicyDb, _url: String) {
     assert!(!record.contains("argon2"), "{record}");
     assert!(!record.contains(enrolment.secret_base32.expose()), "{record}");
     assert!(!format!("{dir:?}").contains("argon2"));
+}
+
+/// A dump of the database does not give anyone's second factor: the seed is sealed, bound to its account, and
+/// only the service key opens it; a seed an earlier version stored in the clear still works and is sealed at
+/// its owner's next code.
+async fn totp_seeds_are_sealed_at_rest(db: PolicyDb, _url: String) {
+    use sqlx::Row;
+    let dir = directory(db);
+    let (app, _) = active_user(&dir, "iris", &[Role::Researcher]).await;
+    let stored = |user: &'static str| {
+        let pool = dir.db().pool().clone();
+        async move {
+            sqlx::query("SELECT totp_secret FROM users WHERE username = $1")
+                .bind(user)
+                .fetch_one(&pool)
+                .await
+                .expect("row")
+                .try_get::<String, _>("totp_secret")
+                .expect("seed")
+        }
+    };
+    let sealed = stored("iris").await;
+    assert!(sealed.starts_with("tkw1:"), "stored in the clear");
+    let clear = app.seed.clone();
+    assert!(!sealed.contains(clear.as_str()));
+    let t = t0() + secs(60);
+    login_totp(&dir, "iris", PASSWORD, &app, t)
+        .await
+        .expect("login with the sealed seed");
+
+    // Another service key (a stolen database on another platform) cannot open it: the code is refused.
+    let other = Directory::new(dir.db().clone(), ServiceKey::from_seed(&[8; 32]));
+    assert!(login_totp(&other, "iris", PASSWORD, &app, t + secs(60)).await.is_err());
+
+    // A sealed seed copied onto another account does not open there.
+    let (_, _) = active_user(&dir, "jun", &[Role::Researcher]).await;
+    sqlx::query("UPDATE users SET totp_secret = $2 WHERE username = $1")
+        .bind("jun")
+        .bind(&sealed)
+        .execute(dir.db().pool())
+        .await
+        .expect("copy");
+    assert!(login_totp(&dir, "jun", PASSWORD, &app, t + secs(120)).await.is_err());
+
+    // An earlier version's clear seed: accepted, then sealed.
+    sqlx::query("UPDATE users SET totp_secret = $2 WHERE username = $1")
+        .bind("iris")
+        .bind(clear.as_str())
+        .execute(dir.db().pool())
+        .await
+        .expect("legacy seed");
+    login_totp(&dir, "iris", PASSWORD, &app, t + secs(180))
+        .await
+        .expect("legacy login");
+    let resealed = stored("iris").await;
+    assert!(resealed.starts_with("tkw1:") && !resealed.contains(clear.as_str()));
+    dir.db().close().await;
 }

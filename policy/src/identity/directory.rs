@@ -33,6 +33,7 @@ use zeroize::Zeroizing;
 
 use super::lockout::{LockoutPolicy, LockoutState};
 use super::recovery_codes::{self, RecoveryCodes};
+use super::seed_seal::SeedSeal;
 use super::session_token::{self, DEFAULT_SESSION_TTL, SessionClaims, SessionToken};
 use super::totp::{self, Totp, TotpSecret};
 use super::{SecretString, check_username, password, truncate_for_message};
@@ -215,6 +216,7 @@ pub struct Session {
 pub struct Directory {
     db: PolicyDb,
     key: ServiceKey,
+    seeds: SeedSeal,
     lockout: LockoutPolicy,
     session_ttl: TimeDelta,
     totp_issuer: String,
@@ -247,6 +249,7 @@ impl Directory {
     /// default lockout policy, 15-minute sessions and the TOTP issuer "tokumei".
     pub fn new(db: PolicyDb, key: ServiceKey) -> Directory {
         Directory {
+            seeds: SeedSeal::new(key.derive_key(b"tokumei/totp-seed-seal/v1")),
             db,
             key,
             lockout: LockoutPolicy::default(),
@@ -614,7 +617,7 @@ impl Directory {
         )
         .bind(username)
         .bind(&phc)
-        .bind(secret_base32.as_str())
+        .bind(self.seeds.seal(username, secret_base32.as_str())?)
         .bind(now.timestamp_millis())
         .execute(&mut *tx)
         .await?;
@@ -1060,7 +1063,8 @@ impl Directory {
         let Some(stored) = &row.totp_secret else {
             return Ok(None);
         };
-        let secret = TotpSecret::from_base32(stored)?;
+        let (seed, in_clear) = self.seeds.open(&row.username, stored)?;
+        let secret = TotpSecret::from_base32(&seed)?;
         let totp = Totp::new(&secret, &self.totp_issuer, &row.username)?;
         let Some(step) = totp.verify(code, now, row.totp_last_step) else {
             return Ok(None);
@@ -1070,6 +1074,14 @@ impl Directory {
             .bind(step)
             .execute(&mut **tx)
             .await?;
+        if in_clear {
+            // Stored in the clear by an earlier version: sealed now that the owner proved it.
+            sqlx::query("UPDATE users SET totp_secret = $2 WHERE username = $1")
+                .bind(&row.username)
+                .bind(self.seeds.seal(&row.username, &seed)?)
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(Some(AuthMethod::PasswordTotp))
     }
 

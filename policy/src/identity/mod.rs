@@ -27,6 +27,7 @@ pub mod directory;
 pub mod lockout;
 pub mod password;
 pub mod recovery_codes;
+pub mod seed_seal;
 pub mod session_token;
 pub mod totp;
 
