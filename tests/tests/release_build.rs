@@ -287,36 +287,25 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn trace(home: &Home, op: &Person, release: &str, file: &Path) -> serde_json::Value {
-    run_json(
-        home.path(),
-        &[
-            "trace",
-            "--release",
-            release,
-            "--file",
-            file.to_str().unwrap(),
-            "--config",
-            &config(home),
-        ],
-        &session_env(&[], op),
-        None,
-    )
+/// `tokumei trace --release R --file F --config C`.
+fn trace_args(home: &Home, release: &str, file: &Path) -> Vec<String> {
+    [
+        "trace",
+        "--release",
+        release,
+        "--file",
+        file.to_str().unwrap(),
+        "--config",
+        &config(home),
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
-async fn ledger(home: &Home) -> Vec<tokumei_policy::audit_ledger::AuditEntry> {
-    let policy = tokumei_policy::Policy::open(
-        &tokumei_policy::default_url(home.path()),
-        &tokumei_policy::service_key::default_key_path(home.path()),
-        tokumei_policy::PolicyConfig::default(),
-    )
-    .await
-    .expect("policy");
-    policy
-        .audit_ledger()
-        .entries_by_seq(1, i64::MAX)
-        .await
-        .expect("entries")
+fn trace(home: &Home, op: &Person, release: &str, file: &Path) -> serde_json::Value {
+    let args = trace_args(home, release, file);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_json(home.path(), &args, &session_env(&[], op), None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -632,33 +621,15 @@ async fn release_build_verify_and_trace_end_to_end() {
     let t = trace(&home, op, &release, &second_copy.join("observations.csv"));
     assert_eq!(t["verdict"]["accused"], serde_json::json!([]), "{t}");
     // A file without marked columns cannot be traced, and says so.
-    let err = refused(
-        &home,
-        &[
-            "trace",
-            "--release",
-            &release,
-            "--file",
-            rika_copy.join("patients.csv").to_str().unwrap(),
-            "--config",
-            &config(&home),
-        ],
-        &op_env,
-    );
+    let args = trace_args(&home, &release, &rika_copy.join("patients.csv"));
+    let err = refused(&home, &args.iter().map(String::as_str).collect::<Vec<_>>(), &op_env);
     assert!(err.contains("BAD_INPUT") && err.contains("marked columns"), "{err}");
     // A researcher may not trace, and is told so before anything is read: a file that does not exist gives
     // the permission refusal, not a file error (the key is never unwrapped, the file never opened).
+    let args = trace_args(&home, &release, &home.path().join("no-such-file.csv"));
     let err = refused(
         &home,
-        &[
-            "trace",
-            "--release",
-            &release,
-            "--file",
-            home.path().join("no-such-file.csv").to_str().unwrap(),
-            "--config",
-            &config(&home),
-        ],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
         &session_env(db, &rika),
     );
     assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
@@ -714,7 +685,7 @@ async fn release_build_verify_and_trace_end_to_end() {
         None,
     );
 
-    let entries = ledger(&home).await;
+    let entries = people::ledger(home.path()).await;
     let count = |action: &str, outcome: &str, reason: Option<&str>| {
         entries
             .iter()

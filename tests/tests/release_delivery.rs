@@ -750,18 +750,7 @@ async fn check_ledger(home: &Home, w: &World, main_release: &str, resume_at: usi
         None,
     );
     assert!(verified["first_bad"].is_null(), "{verified}");
-    let policy = tokumei_policy::Policy::open(
-        &tokumei_policy::default_url(home.path()),
-        &tokumei_policy::service_key::default_key_path(home.path()),
-        tokumei_policy::PolicyConfig::default(),
-    )
-    .await
-    .expect("open the policy service");
-    let entries = policy
-        .audit_ledger()
-        .entries_by_seq(1, i64::MAX)
-        .await
-        .expect("ledger entries");
+    let entries = people::ledger(home.path()).await;
     for e in &entries {
         let text = format!(
             "{} {} {} {} {:?} {:?} {}",
@@ -1032,18 +1021,7 @@ async fn revocation_and_bans_reach_issued_tokens_and_change_requests() {
     assert!(err.contains("[BANNED]"), "{err}");
 
     // The ledger: the revocation names the change request it took; every refusal is there with its reason.
-    let policy = tokumei_policy::Policy::open(
-        &tokumei_policy::default_url(home.path()),
-        &tokumei_policy::service_key::default_key_path(home.path()),
-        tokumei_policy::PolicyConfig::default(),
-    )
-    .await
-    .expect("open the policy service");
-    let entries = policy
-        .audit_ledger()
-        .entries_by_seq(1, i64::MAX)
-        .await
-        .expect("ledger entries");
+    let entries = people::ledger(home.path()).await;
     let revocation = entries
         .iter()
         .find(|e| e.action == "approval.revoke" && e.outcome == "ok")

@@ -420,14 +420,7 @@ async fn operator_erase_and_key_rotation() {
 
     // Every operation and every refusal is in the audit ledger; the erasure by its reference and counts,
     // never by the key.
-    let policy = tokumei_policy::Policy::open(
-        &tokumei_policy::default_url(home.path()),
-        &tokumei_policy::service_key::default_key_path(home.path()),
-        tokumei_policy::PolicyConfig::default(),
-    )
-    .await
-    .unwrap();
-    let entries = policy.audit_ledger().entries_by_seq(1, i64::MAX).await.unwrap();
+    let entries = common::people::ledger(home.path()).await;
     let ok = |action: &str| {
         entries
             .iter()

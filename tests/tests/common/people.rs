@@ -396,3 +396,20 @@ pub fn approved_file_application(
     assert_eq!(decided["status"], "approved", "{decided}");
     id
 }
+
+/// Every entry of the audit ledger of the policy database under `home`, in sequence order (what an auditor
+/// exports), read through the policy service's own API.
+pub async fn ledger(home: &Path) -> Vec<tokumei_policy::audit_ledger::AuditEntry> {
+    let policy = tokumei_policy::Policy::open(
+        &tokumei_policy::default_url(home),
+        &tokumei_policy::service_key::default_key_path(home),
+        tokumei_policy::PolicyConfig::default(),
+    )
+    .await
+    .expect("open the policy service");
+    policy
+        .audit_ledger()
+        .entries_by_seq(1, i64::MAX)
+        .await
+        .expect("ledger entries")
+}
