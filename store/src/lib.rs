@@ -7,6 +7,7 @@
 //! [`erasure`] deletes a patient physically; [`compaction`] keeps files large; [`status`] reports.
 
 pub mod apply;
+pub mod catalogue;
 pub mod compaction;
 pub mod core;
 pub mod encryption;

@@ -129,12 +129,7 @@ async fn push_cohort(home: &Home) {
         })
         .await
         .expect("opt out");
-    let out = Command::new(tokumei_bin())
-        .env("TOKUMEI_HOME", home.path())
-        .args(["--json", "core", "run", "--until-drained", "--config", &config(home)])
-        .bounded_output()
-        .expect("core");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::drain_core(home);
 }
 
 /// A recipient's copy, decrypted from the release zone as the download service would serve it.

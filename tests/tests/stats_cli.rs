@@ -907,3 +907,132 @@ fn linked_small_cell_tables_cannot_give_a_suppressed_cell_back() {
         .collect();
     assert_eq!(kinds, [false, false, true], "two small-cell tables, then the DP one");
 }
+
+/// Over the core store, hierarchies and key lists are the platform catalogue's: a level is named, its keys
+/// come from the code system (every region, also those with no patient), a hierarchy file or a key outside
+/// the code system is refused and audited without naming it, and the second linkage key is never a grouping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_tables_take_hierarchies_and_keys_from_the_platform_catalogue() {
+    const MARKER: &str = "ZZMARK4242";
+    let home = common::Home::new();
+    let h = home.path();
+    {
+        let gw = home.start();
+        let mut client = gw.client(&home, common::HOSPITAL_A).await;
+        let records = tokumei_ingest::synth::Synth::new(11).records(common::HOSPITAL_A, 0, 400);
+        let batches = records
+            .chunks(200)
+            .enumerate()
+            .map(|(i, c)| tokumei_proto::ingest::v1::RecordBatch {
+                batch_id: format!("b{i}"),
+                records: c.to_vec(),
+            })
+            .collect();
+        tokumei_ingest::client::push(&mut client, batches).await.expect("push");
+    }
+    common::drain_core(&home);
+    let (researcher, id, op) = common::people::approved_statistics_with(
+        h,
+        &[],
+        2.0,
+        1e-5,
+        &[
+            ("patients", &["linkage_key", "sex", "prefecture", "id4_key"]),
+            ("conditions", &["linkage_key", "icd10"]),
+        ],
+        "[statistics]\nsmall_cell_min = 10\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.csv");
+    let config = h.join("tokumei.toml");
+    let run = |table: &str, extra: &[&str]| -> Output {
+        let mut args: Vec<&str> = vec!["stats", "--table", table, "--project", &id, "--session"];
+        args.push(&researcher.session);
+        args.extend(["--config", config.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        tokumei(h, &args)
+    };
+
+    // A named level: every region is a public key (no δ needed), regions without patients included.
+    let o = run(
+        "patients",
+        &[
+            "--group-by",
+            "prefecture",
+            "--hierarchy",
+            "prefecture=region",
+            "--epsilon",
+            "0.2",
+        ],
+    );
+    ok(&o);
+    let (header, rows) = read_csv(&out);
+    assert_eq!(header[0], "prefecture");
+    let regions: BTreeSet<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(regions.len(), 8, "{regions:?}");
+    assert!(
+        regions.contains("関東地方") && regions.contains("九州・沖縄地方"),
+        "{regions:?}"
+    );
+    std::fs::remove_file(&out).unwrap();
+    // ICD-10 chapters under the small-cell rule: labels of the catalogue, every chapter listed.
+    let o = run("conditions", &["--group-by", "icd10", "--hierarchy", "icd10=chapter"]);
+    ok(&o);
+    let (_, rows) = read_csv(&out);
+    assert!(rows.iter().any(|r| r[0] == "IX I00-I99"), "{rows:?}");
+    std::fs::remove_file(&out).unwrap();
+
+    // Refusals, each audited with its code, none naming what was asked.
+    let hierarchy = dir.path().join("pref.csv");
+    std::fs::write(&hierarchy, format!("13;{MARKER};*\n")).unwrap();
+    let file_level = format!("prefecture={}:1", hierarchy.display());
+    let keys = dir.path().join("keys.csv");
+    std::fs::write(&keys, format!("prefecture\n13\n{MARKER}\n")).unwrap();
+    let cases: Vec<(&str, Vec<&str>, &str)> = vec![
+        (
+            "patients",
+            vec![
+                "--group-by",
+                "prefecture",
+                "--hierarchy",
+                &file_level,
+                "--epsilon",
+                "0.1",
+            ],
+            "HIERARCHY_NOT_IN_CATALOGUE",
+        ),
+        (
+            "patients",
+            vec![
+                "--group-by",
+                "prefecture",
+                "--public-keys",
+                keys.to_str().unwrap(),
+                "--epsilon",
+                "0.1",
+            ],
+            "KEY_NOT_IN_CATALOGUE",
+        ),
+        (
+            "patients",
+            vec!["--group-by", "sex,id4_key", "--min-cell", "10"],
+            "COLUMN_NOT_GROUPABLE",
+        ),
+    ];
+    for (table, extra, code) in &cases {
+        let o = run(table, extra);
+        let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(!o.status.success(), "{extra:?} was admitted: {stdout}");
+        assert!(stderr.contains(code), "{extra:?}: {stderr}");
+        assert!(
+            !stdout.contains(MARKER) && !stderr.contains(MARKER),
+            "{extra:?} echoed: {stderr}"
+        );
+        assert!(!out.exists(), "nothing is written on a refusal");
+    }
+    let ledger = exported_ledger(h, dir.path(), &op);
+    assert!(!ledger.contains(MARKER), "the ledger holds the marker");
+    for (_, _, code) in &cases {
+        assert!(ledger.contains(code), "{code} is not in the ledger");
+    }
+}

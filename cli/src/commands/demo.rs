@@ -491,7 +491,14 @@ async fn statistics_chapter(
         max_contrib: 1,
         privacy: Privacy::Epsilon(0.5),
         delta: None,
-        keys: Keys::Public((1..=47).map(|p| vec![format!("{p:02}")]).collect()),
+        // The 47 prefecture codes, from the platform catalogue (never from the data).
+        keys: Keys::Public(
+            tokumei_store::catalogue::public_keys(tokumei_store::Table::Patients, "prefecture", 0)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| vec![p])
+                .collect(),
+        ),
     };
     let patients =
         tokumei_deid::datafusion::table_from_context(research, "patients", &["prefecture", "linkage_key"]).await?;

@@ -58,11 +58,14 @@ pub struct StatsArgs {
     /// δ for partition selection (keys not public) and for reporting ρ as (ε, δ).
     #[arg(long)]
     pub delta: Option<f64>,
-    /// CSV whose header names the group-by columns, one public key per line.
+    /// CSV whose header names the group-by columns, one public key per line. Over the store every key must
+    /// be a value of the column's code list or code system in the platform catalogue.
     #[arg(long = "public-keys", conflicts_with = "hierarchy")]
     pub public_keys: Option<PathBuf>,
-    /// Generalise a group-by column first: COL=HIERARCHY.csv:LEVEL (ARX format). When every
-    /// group-by column has one, the level's labels are the public keys.
+    /// Generalise a group-by column first. Over the store: COL=LEVEL of the platform's hierarchy
+    /// (prefecture=region, municipality_code=prefecture, icd10=category|block|chapter, birth_date=month|year|5years,
+    /// yj_code=class4, jlac10=analyte, sex=value, ...; docs/statistics.md). Over a file: COL=HIERARCHY.csv:LEVEL
+    /// (ARX format). When every group-by column has one whose level has a fixed list, the list is the public keys.
     #[arg(long, value_name = "COL=FILE:LEVEL")]
     pub hierarchy: Vec<String>,
     /// Delimiter of hierarchy files.
@@ -146,24 +149,51 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
         (None, None) => None,
         (Some(_), Some(_)) => bail!("give --epsilon or --rho, not both"),
     };
-    let hierarchy_delimiter = spec::parse_delimiter(&a.hierarchy_delimiter)?;
-    let generalise = a
-        .hierarchy
-        .iter()
-        .map(|h| parse_generalisation(h, hierarchy_delimiter))
-        .collect::<Result<Vec<_>>>()?;
-    let keys = match &a.public_keys {
-        Some(path) => Keys::Public(read_public_keys(path, &a.group_by)?),
-        None => match StatsRequest::keys_from_hierarchies(&a.group_by, &generalise) {
-            Some(keys) => Keys::Public(keys),
-            None => Keys::Select,
-        },
+    let declared = match &a.public_keys {
+        Some(path) => Some(read_public_keys(path, &a.group_by)?),
+        None => None,
+    };
+    // Over the store, hierarchies and key lists are the platform catalogue's (a refusal here is audited below,
+    // with the platform's other rules); over a researcher's own file, its hierarchy files.
+    let store_table = a.table.as_deref().and_then(tokumei_store::Table::from_name);
+    let mut catalogue_refusal = None;
+    let mut catalogue_levels = Vec::new();
+    let (generalise, keys) = match (&a.table, store_table) {
+        (Some(_), Some(table)) => {
+            match super::stats_rules::resolve_catalogue(table, &a.hierarchy, &a.group_by, declared.as_deref()) {
+                Ok(resolved) => {
+                    catalogue_levels = resolved.levels;
+                    (Vec::new(), resolved.keys.map_or(Keys::Select, Keys::Public))
+                }
+                Err(refusal) => {
+                    catalogue_refusal = Some(refusal);
+                    (Vec::new(), Keys::Select)
+                }
+            }
+        }
+        // Not a store table: refused below (TABLE_NOT_IN_STORE) before anything is read.
+        (Some(_), None) => (Vec::new(), Keys::Select),
+        (None, _) => {
+            let hierarchy_delimiter = spec::parse_delimiter(&a.hierarchy_delimiter)?;
+            let generalise = a
+                .hierarchy
+                .iter()
+                .map(|h| parse_generalisation(h, hierarchy_delimiter))
+                .collect::<Result<Vec<_>>>()?;
+            let keys = match declared {
+                Some(keys) => Keys::Public(keys),
+                None => {
+                    StatsRequest::keys_from_hierarchies(&a.group_by, &generalise).map_or(Keys::Select, Keys::Public)
+                }
+            };
+            (generalise, keys)
+        }
     };
     let subject = a
         .subject
         .clone()
         .or_else(|| a.table.as_ref().map(|_| "linkage_key".to_string()));
-    let request = StatsRequest {
+    let mut request = StatsRequest {
         group_by: a.group_by.clone(),
         generalise,
         measure,
@@ -174,7 +204,9 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
         delta: a.delta,
         keys,
     };
-    if privacy.is_some() {
+    if catalogue_refusal.is_some() {
+        // Audited as a refusal below, before any other check could answer first.
+    } else if privacy.is_some() {
         request.validate()?;
     } else {
         request.validate_shape()?;
@@ -206,7 +238,7 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
                 .is_none()
                 .then(|| a.min_cell.unwrap_or(super::stats_rules::SMALL_CELL_FLOOR)),
         };
-        if let Err(refusal) = super::stats_rules::check(&rules) {
+        if let Some(refusal) = super::stats_rules::check(&rules).err().or(catalogue_refusal) {
             super::stats_rules::audit_refusal(&policy, &who, &a.project, &refusal, CLI).await?;
             bail!("{refusal}");
         }
@@ -252,6 +284,9 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
         let status = ledger.status(&a.project).await.map_err(reason)?;
 
         let (table, population) = load(&a, &request).await?;
+        request
+            .generalise
+            .extend(catalogue_generalisations(&table, &catalogue_levels)?);
         let grouped = group(&table, &request)?;
         drop(table);
 
@@ -491,6 +526,36 @@ fn parse_generalisation(arg: &str, delimiter: u8) -> Result<Generalisation> {
         hierarchy,
         level,
     })
+}
+
+/// The platform hierarchies of a store-table request, applied to the values read: each a fixed function of the
+/// value, so building it over the values present maps them and reveals nothing (the keys come from the
+/// catalogue). A value the code system does not parse is left out, so its rows are not counted.
+fn catalogue_generalisations(
+    table: &Table,
+    levels: &[super::stats_rules::CatalogueLevel],
+) -> Result<Vec<Generalisation>> {
+    let mut out = Vec::new();
+    for l in levels {
+        let generator = &l.hierarchy.generator;
+        let values: Vec<&str> = table
+            .column(&l.column)?
+            .dict()
+            .iter()
+            .map(String::as_str)
+            .filter(|v| generator.accepts(v))
+            .collect();
+        if values.is_empty() {
+            // Nothing to map: every row of the column is left uncounted by the keys.
+            continue;
+        }
+        out.push(Generalisation {
+            column: l.column.clone(),
+            hierarchy: generator.generate(&values)?,
+            level: l.level,
+        });
+    }
+    Ok(out)
 }
 
 /// Reads a public-key CSV; its header must name exactly the group-by columns (in any order).

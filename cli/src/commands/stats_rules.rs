@@ -13,8 +13,8 @@ use tokumei_deid::dp::request::StatsRequest;
 use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
 use tokumei_policy::authorization::Action;
 use tokumei_policy::{Actor, Origin, Policy};
-use tokumei_release::catalogue::{self, ColumnRole};
 use tokumei_store::Table;
+use tokumei_store::catalogue::{self, ColumnRole, PlatformHierarchy};
 
 pub use tokumei_policy::committee::SMALL_CELL_FLOOR;
 
@@ -90,11 +90,18 @@ pub fn check(r: &StatsRules<'_>) -> Result<(), StatsRefusal> {
             .map(|c| (c.as_str(), "grouped by"))
             .chain(measured.map(|c| (c, "measured")))
         {
-            let rule = match catalogue::role(table, column) {
+            // Over the store every column is the catalogue's (unknown = withheld); a researcher's own file named
+            // like a platform table may add columns of its own, but never frees the platform's identifying ones.
+            let role = if r.from_store {
+                catalogue::role(table, column)
+            } else {
+                catalogue::catalogued_role(table, column).unwrap_or(ColumnRole::Plain)
+            };
+            let rule = match role {
                 ColumnRole::Pseudonym => {
                     "it identifies the patient across the platform (the unit of privacy, never a key)"
                 }
-                ColumnRole::Withheld => "it is provenance that never leaves the core",
+                ColumnRole::Withheld => "it is provenance or a linkage key, which never leaves the core",
                 ColumnRole::FreeText => "free text can say anything, names included",
                 _ => continue,
             };
@@ -103,6 +110,171 @@ pub fn check(r: &StatsRules<'_>) -> Result<(), StatsRefusal> {
                 message: format!("column {}.{column} cannot be {how}: {rule}", table.name()),
             });
         }
+    }
+    Ok(())
+}
+
+/// Most public keys a table over the store may declare (the cross product of its columns' lists): beyond it a
+/// table is mostly noise and its output would not fit a reviewer's screen.
+pub const MAX_PUBLIC_KEYS: usize = 100_000;
+
+/// A level of a platform hierarchy a store-table request groups by (`--hierarchy COL=LEVEL`).
+#[derive(Debug, Clone)]
+pub struct CatalogueLevel {
+    /// The group-by column.
+    pub column: String,
+    /// Its platform hierarchy.
+    pub hierarchy: PlatformHierarchy,
+    /// The level asked for.
+    pub level: usize,
+}
+
+/// What the catalogue makes of a store-table request's hierarchies and keys.
+#[derive(Debug, Clone)]
+pub struct CatalogueResolution {
+    /// The levels asked for.
+    pub levels: Vec<CatalogueLevel>,
+    /// The public keys: declared ones (checked against the catalogue), or the catalogue's lists when every
+    /// group-by column names a level that has one; `None` = DP partition selection.
+    pub keys: Option<Vec<Vec<String>>>,
+}
+
+fn refusal(code: &'static str, message: String) -> StatsRefusal {
+    StatsRefusal { code, message }
+}
+
+/// Resolves a store-table request against the platform catalogue: hierarchies are the platform's, named by
+/// column and level (`prefecture=region`, `icd10=chapter`, `birth_date=year`), never a file; declared keys must
+/// be values of the column's code list or code system; keys of a hierarchy level come from the code system,
+/// never from the data. Refusals name the column and the rule, never a key.
+pub fn resolve_catalogue(
+    table: Table,
+    hierarchy_args: &[String],
+    group_by: &[String],
+    declared: Option<&[Vec<String>]>,
+) -> Result<CatalogueResolution, StatsRefusal> {
+    let mut levels: Vec<CatalogueLevel> = Vec::new();
+    for arg in hierarchy_args {
+        let (column, level) = arg.split_once('=').unwrap_or((arg.as_str(), ""));
+        let column = column.trim();
+        if level.contains(':') || level.contains('/') || level.contains('.') {
+            return Err(refusal(
+                "HIERARCHY_NOT_IN_CATALOGUE",
+                format!(
+                    "hierarchy for column {}.{column}: store tables use the platform's hierarchies, named as \
+                     COL=LEVEL (no hierarchy files)",
+                    table.name()
+                ),
+            ));
+        }
+        let Some(h) = catalogue::hierarchy(table, column) else {
+            return Err(refusal(
+                "HIERARCHY_NOT_IN_CATALOGUE",
+                format!("column {}.{column} has no platform hierarchy", table.name()),
+            ));
+        };
+        let Some(level) = h.level(level) else {
+            return Err(refusal(
+                "HIERARCHY_NOT_IN_CATALOGUE",
+                format!(
+                    "column {}.{column}: the platform hierarchy's levels are {}",
+                    table.name(),
+                    h.levels.join(", ")
+                ),
+            ));
+        };
+        if !group_by.iter().any(|g| g == column) || levels.iter().any(|l| l.column == column) {
+            return Err(refusal(
+                "HIERARCHY_NOT_IN_CATALOGUE",
+                format!("column {}.{column}: one level per group-by column", table.name()),
+            ));
+        }
+        levels.push(CatalogueLevel {
+            column: column.to_owned(),
+            hierarchy: h,
+            level,
+        });
+    }
+    if let Some(keys) = declared {
+        check_declared_keys(table, group_by, keys)?;
+        return Ok(CatalogueResolution {
+            levels,
+            keys: Some(keys.to_vec()),
+        });
+    }
+    // The catalogue's lists, when every group-by column names a level that has one.
+    let mut keys: Vec<Vec<String>> = vec![Vec::new()];
+    for column in group_by {
+        let Some(list) = levels
+            .iter()
+            .find(|l| &l.column == column)
+            .and_then(|l| catalogue::public_keys(table, column, l.level))
+        else {
+            return Ok(CatalogueResolution { levels, keys: None });
+        };
+        if keys.len().saturating_mul(list.len()) > MAX_PUBLIC_KEYS {
+            return Err(refusal(
+                "PUBLIC_KEYS_TOO_MANY",
+                format!(
+                    "the levels asked for give more than {MAX_PUBLIC_KEYS} public keys; choose coarser levels or \
+                     DP partition selection (--delta)"
+                ),
+            ));
+        }
+        keys = keys
+            .into_iter()
+            .flat_map(|k| {
+                list.iter().map(move |l| {
+                    let mut k = k.clone();
+                    k.push(l.clone());
+                    k
+                })
+            })
+            .collect();
+    }
+    Ok(CatalogueResolution {
+        levels,
+        keys: Some(keys),
+    })
+}
+
+/// Declared keys of a store table are values of each column's code list or code system; a column without
+/// either cannot take declared keys (the platform could not tell a public list from one copied out of data).
+fn check_declared_keys(table: Table, group_by: &[String], keys: &[Vec<String>]) -> Result<(), StatsRefusal> {
+    for (i, column) in group_by.iter().enumerate() {
+        let mut outside = 0usize;
+        for key in keys {
+            match key.get(i).map(|v| catalogue::is_known_value(table, column, v)) {
+                Some(Some(true)) => {}
+                Some(Some(false)) | None => outside += 1,
+                Some(None) => {
+                    return Err(refusal(
+                        "KEYS_NOT_DECLARABLE",
+                        format!(
+                            "column {}.{column} has no code list in the platform catalogue: its keys cannot be \
+                             declared; use DP partition selection (--delta)",
+                            table.name()
+                        ),
+                    ));
+                }
+            }
+        }
+        if outside > 0 {
+            return Err(refusal(
+                "KEY_NOT_IN_CATALOGUE",
+                format!(
+                    "{outside} declared key(s) of column {}.{column} are not values of its code system in the \
+                     platform catalogue",
+                    table.name()
+                ),
+            ));
+        }
+    }
+    if keys.len() > MAX_PUBLIC_KEYS {
+        return Err(refusal(
+            "PUBLIC_KEYS_TOO_MANY",
+            format!("more than {MAX_PUBLIC_KEYS} declared keys"),
+        ));
     }
     Ok(())
 }
@@ -201,24 +373,15 @@ mod tests {
                 "text_value",
                 "substance",
             ] {
-                let free_text_here = matches!(
-                    (table, column),
-                    (Table::Observations, "text_value") | (Table::Allergies, "substance")
-                );
-                let never = !matches!(column, "text_value" | "substance") || free_text_here;
                 for r in [
                     request(&[column], Measure::Count),
-                    request(&["sex", column], Measure::Count),
+                    request(&[column, "sex"], Measure::Count),
                     request(&[], Measure::parse(&format!("sum:{column}:0:1")).unwrap()),
                 ] {
-                    let outcome = check(&rules(Some(table), None, &r, None));
-                    if never {
-                        let e = outcome.unwrap_err();
-                        assert_eq!(e.code, "COLUMN_NOT_GROUPABLE", "{table:?}.{column}");
-                        assert!(e.message.contains(column));
-                    } else {
-                        assert!(outcome.is_ok(), "{table:?}.{column}");
-                    }
+                    // Free text where it exists, and a column the catalogue does not know where it does not.
+                    let e = check(&rules(Some(table), None, &r, None)).unwrap_err();
+                    assert_eq!(e.code, "COLUMN_NOT_GROUPABLE", "{table:?}.{column}");
+                    assert!(e.message.contains(column));
                 }
             }
         }
@@ -259,6 +422,103 @@ mod tests {
             small_cell_threshold: None,
         };
         assert_eq!(check(&folded).unwrap_err().code, "TABLE_NOT_IN_STORE");
+    }
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_second_linkage_key_is_refused_like_the_first() {
+        let r = request(&["sex", "id4_key"], Measure::Count);
+        let e = check(&rules(Some(Table::Patients), None, &r, Some(10))).unwrap_err();
+        assert_eq!(e.code, "COLUMN_NOT_GROUPABLE");
+    }
+
+    #[test]
+    fn store_hierarchies_come_from_the_catalogue_never_a_file() {
+        let by = args(&["prefecture"]);
+        // The attack of issue 16: a researcher's hierarchy file over a store column.
+        for h in [
+            "prefecture=/tmp/h.csv:1",
+            "prefecture=h.csv:1",
+            "department=1",
+            "prefecture=decade",
+        ] {
+            let group = if h.starts_with("department") {
+                args(&["department"])
+            } else {
+                by.clone()
+            };
+            let e = resolve_catalogue(Table::Patients, &args(&[h]), &group, None).unwrap_err();
+            assert_eq!(e.code, "HIERARCHY_NOT_IN_CATALOGUE", "{h}");
+            assert!(!e.message.contains("h.csv") && !e.message.contains("decade"), "{e}");
+        }
+        // A level of a column that is not grouped by, or two levels of one column.
+        let e = resolve_catalogue(Table::Patients, &args(&["sex=value"]), &by, None).unwrap_err();
+        assert_eq!(e.code, "HIERARCHY_NOT_IN_CATALOGUE");
+        let two = args(&["prefecture=region", "prefecture=1"]);
+        assert_eq!(
+            resolve_catalogue(Table::Patients, &two, &by, None).unwrap_err().code,
+            "HIERARCHY_NOT_IN_CATALOGUE"
+        );
+        // By name or number; the keys are the code system's, not the data's.
+        for level in ["region", "1"] {
+            let r = resolve_catalogue(Table::Patients, &args(&[&format!("prefecture={level}")]), &by, None).unwrap();
+            assert_eq!(r.levels[0].level, 1);
+            assert_eq!(r.keys.map(|k| k.len()), Some(8));
+        }
+        // Two columns: the cross product of their lists.
+        let r = resolve_catalogue(
+            Table::Patients,
+            &args(&["prefecture=prefecture", "sex=value"]),
+            &args(&["prefecture", "sex"]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.keys.map(|k| k.len()), Some(47 * 3));
+        // A level without a list, or a column without a level: DP partition selection.
+        let r = resolve_catalogue(Table::Conditions, &args(&["icd10=code"]), &args(&["icd10"]), None).unwrap();
+        assert!(r.keys.is_none());
+        let r = resolve_catalogue(
+            Table::Patients,
+            &args(&["sex=value"]),
+            &args(&["sex", "prefecture"]),
+            None,
+        )
+        .unwrap();
+        assert!(r.keys.is_none());
+        // Too many keys for one table.
+        let e = resolve_catalogue(
+            Table::Conditions,
+            &args(&["icd10=category", "onset_date=month"]),
+            &args(&["icd10", "onset_date"]),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "PUBLIC_KEYS_TOO_MANY");
+    }
+
+    #[test]
+    fn declared_keys_are_checked_against_the_catalogue_and_never_named() {
+        let by = args(&["prefecture", "sex"]);
+        let ok = vec![args(&["13", "F"]), args(&["27", "M"])];
+        assert!(resolve_catalogue(Table::Patients, &[], &by, Some(&ok)).is_ok());
+        let marker = vec![args(&["13", "F"]), args(&["ZZMARK4242", "M"])];
+        let e = resolve_catalogue(Table::Patients, &[], &by, Some(&marker)).unwrap_err();
+        assert_eq!(e.code, "KEY_NOT_IN_CATALOGUE");
+        assert!(
+            e.message.contains("1 declared key") && !e.message.contains("ZZMARK"),
+            "{e}"
+        );
+        // A column with no code list: its keys cannot be declared at all.
+        let e =
+            resolve_catalogue(Table::Encounters, &[], &args(&["department"]), Some(&[args(&["内科"])])).unwrap_err();
+        assert_eq!(e.code, "KEYS_NOT_DECLARABLE");
+        assert!(!e.message.contains("内科"));
+        // Well-formed codes of an open code system are accepted.
+        let codes = vec![args(&["E11.9"]), args(&["I10"])];
+        assert!(resolve_catalogue(Table::Conditions, &[], &args(&["icd10"]), Some(&codes)).is_ok());
     }
 
     #[test]

@@ -128,14 +128,12 @@ fn code_hierarchy(column: &str, generator: Option<Generator>, values: &[&str]) -
     Ok(Hierarchy::from_rows(column, rows)?)
 }
 
-/// The generator of an item column: code systems along their hierarchies, everything else flat.
+/// The generator of an item column: code systems along their catalogue hierarchies, everything else flat (dates
+/// have their own rule above).
 fn generator_of(table: Table, column: &str) -> Option<Generator> {
-    match (table, column) {
-        (Table::Conditions, "icd10") => Some(Generator::Icd10),
-        (Table::Medications | Table::Allergies, "yj_code") => Some(Generator::Yj),
-        (Table::Observations, "jlac10") => Some(Generator::Jlac10),
-        _ => None,
-    }
+    catalogue::hierarchy(table, column)
+        .map(|h| h.generator)
+        .filter(|g| matches!(g, Generator::Icd10 | Generator::Yj | Generator::Jlac10))
 }
 
 struct KindLayout {

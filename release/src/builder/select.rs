@@ -190,3 +190,25 @@ pub fn shuffle(sheet: &mut Sheet, key: &PseudonymKey, scope: &str) {
         *col = order.iter().map(|(_, r)| std::mem::take(&mut old[*r])).collect();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_linkage_keys_and_provenance_are_refused_even_when_approved() {
+        // The attack: `id4_key` was catalogued by default as "as recorded"; an approval listing it would have
+        // released one stable key per insured patient, the same in every release and for every recipient.
+        for column in ["id4_key", "hospital_pseudonym", "batch_id", "source_hospital"] {
+            let approved = vec!["sex".to_owned(), column.to_owned()];
+            assert!(
+                matches!(
+                    released_columns(Table::Patients, &approved),
+                    Err(ReleaseError::NotReleasable(_))
+                ),
+                "{column} was released"
+            );
+        }
+        assert!(released_columns(Table::Patients, &["sex".to_owned(), "linkage_key".to_owned()]).is_ok());
+    }
+}

@@ -111,6 +111,17 @@ impl Home {
 
 /// A port on 127.0.0.1 that was free a moment ago, for listeners whose bound address the gateway does not print
 /// (`gateway.spool_listen`).
+/// Drains the gateway's spool into the core (`tokumei core run --until-drained`), asserting success.
+pub fn drain_core(home: &Home) {
+    let out = Command::new(tokumei_bin())
+        .env("TOKUMEI_HOME", home.path())
+        .args(["--json", "core", "run", "--until-drained", "--config"])
+        .arg(home.path().join("tokumei.toml"))
+        .bounded_output()
+        .expect("core");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
