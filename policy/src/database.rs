@@ -26,7 +26,7 @@ const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
 /// compiles sqlx, both database drivers and SQLite's C amalgamation a second time for the compiler host
 /// (several minutes of every cold build). The versions, SQL text and therefore checksums are exactly
 /// what the macro produced, so databases migrated by earlier binaries are recognised as up to date.
-const MIGRATIONS: [(i64, &str, &str); 7] = [
+const MIGRATIONS: [(i64, &str, &str); 8] = [
     (
         1,
         "dp budget ledger",
@@ -49,6 +49,11 @@ const MIGRATIONS: [(i64, &str, &str); 7] = [
         7,
         "small cell tables",
         include_str!("../migrations/0007_small_cell_tables.sql"),
+    ),
+    (
+        8,
+        "small cell refusals",
+        include_str!("../migrations/0008_small_cell_refusals.sql"),
     ),
 ];
 

@@ -42,6 +42,9 @@ pub struct SmallCellHistory {
     /// How many tables this project published on the same source when it held other data: comparing
     /// them with a new one differences populations in time, which no audit of one population covers.
     pub project_other_populations: usize,
+    /// How many of this project's small-cell tables were refused earlier because they would have given a
+    /// suppressed cell back ([`BudgetLedger::record_small_cell_refusal`]).
+    pub project_refusals: usize,
 }
 
 /// The table to publish: where it comes from and what the researcher receives.
@@ -96,9 +99,15 @@ impl BudgetLedger {
         .fetch_one(&mut *tx)
         .await?
         .try_get("n")?;
+        let refusals: i64 = sqlx::query("SELECT COUNT(*) AS n FROM small_cell_refusals WHERE project = $1")
+            .bind(project)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
         let history = SmallCellHistory {
             same_population,
             project_other_populations: usize::try_from(other).unwrap_or(usize::MAX),
+            project_refusals: usize::try_from(refusals).unwrap_or(usize::MAX),
         };
         if let Err(refusal) = audit(&history) {
             tx.rollback().await?;
@@ -119,6 +128,18 @@ impl BudgetLedger {
         .await?;
         tx.commit().await?;
         Ok(Ok(entry))
+    }
+
+    /// Counts a refusal that depended on the data (a table that would have given a suppressed cell back): each
+    /// is an answer, so an approval gets only a few (the caller's audit reads the count from the history).
+    pub async fn record_small_cell_refusal(&self, project: &str, population: &str) -> Result<()> {
+        sqlx::query("INSERT INTO small_cell_refusals (project, population, at_ms) VALUES ($1, $2, $3)")
+            .bind(project)
+            .bind(population)
+            .bind(chrono::Utc::now().timestamp_millis())
+            .execute(self.db().pool())
+            .await?;
+        Ok(())
     }
 
     /// Every small-cell table published on `population`, oldest first (for auditors and tests).

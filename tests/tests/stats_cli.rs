@@ -557,6 +557,7 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
     let hierarchy = dir.path().join("pref.csv");
     std::fs::write(&hierarchy, "13;kanto;*\n14;kanto;*\n27;kinki;*\n").unwrap();
     let out = dir.path().join("out.csv");
+    let report = dir.path().join("report.json");
     let generalise = format!("prefecture={}:1", hierarchy.display());
     let base = |extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = ["stats", "--input", data.to_str().unwrap(), "--project", &id]
@@ -564,6 +565,7 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
             .map(|s| (*s).to_owned())
             .collect();
         a.extend(["--output".into(), out.to_str().unwrap().into()]);
+        a.extend(["--report".into(), report.to_str().unwrap().into()]);
         a.extend(["--session".into(), researcher.session.clone()]);
         a.extend(extra.iter().map(|s| (*s).to_owned()));
         a
@@ -599,7 +601,7 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
             "{extra:?} echoed the value: {stderr}"
         );
         assert!(!stderr.contains("lk0"), "{extra:?} echoed a linkage key: {stderr}");
-        assert!(!out.exists(), "nothing is written on a refusal");
+        assert!(!out.exists() && !report.exists(), "nothing is written on a refusal");
     }
     // The budget did not move: every refusal came before the ledger was charged.
     let budget = budget_json(h, &["--session", &researcher.session], &id);
@@ -634,10 +636,12 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
         let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(o.status.success(), "{extra:?}: {stderr}");
         let written = std::fs::read_to_string(&out).unwrap();
-        for text in [&*stdout, &*stderr, &written] {
+        let reported = std::fs::read_to_string(&report).unwrap();
+        for text in [&*stdout, &*stderr, &written, &reported] {
             assert!(!text.contains(MARKER), "{extra:?} echoed the value: {text}");
         }
         std::fs::remove_file(&out).unwrap();
+        std::fs::remove_file(&report).unwrap();
     }
     // A small-cell table whose hierarchy does not cover the planted value, and a DP table whose public keys
     // omit it: published, and the value is nowhere — not in the output, nor in the policy database, which
@@ -668,10 +672,12 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
         let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(o.status.success(), "{extra:?}: {stderr}");
         let written = std::fs::read_to_string(&out).unwrap();
-        for text in [&*stdout, &*stderr, &written] {
+        let reported = std::fs::read_to_string(&report).unwrap();
+        for text in [&*stdout, &*stderr, &written, &reported] {
             assert!(!text.contains(MARKER), "{extra:?} echoed the value: {text}");
         }
         std::fs::remove_file(&out).unwrap();
+        std::fs::remove_file(&report).unwrap();
     }
     for entry in std::fs::read_dir(h.join("policy")).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();
@@ -886,6 +892,33 @@ fn linked_small_cell_tables_cannot_give_a_suppressed_cell_back() {
         &fourth,
         &["--epsilon", "0.1", "--public-keys", keys.to_str().unwrap()],
     ));
+    // 5. A differencing refusal depends on which cells are small: an answer, so only a few per approval. Back on
+    // the first population, the refused regrouping twice more (three in all), then small-cell tables close —
+    // even a harmless one — while DP stays open.
+    csv.truncate(csv.len() - "pXa\n".len());
+    std::fs::write(&data, &csv).unwrap();
+    for _ in 0..2 {
+        refused(
+            &run(&second, &["--hierarchy", &a_with_c]),
+            "SMALL_CELL_DIFFERENCING",
+            &second,
+        );
+    }
+    refused(
+        &run(&second, &["--hierarchy", &a_with_c]),
+        "SMALL_CELL_PROBING_LIMIT",
+        &second,
+    );
+    refused(
+        &run(&second, &["--hierarchy", &a_with_b]),
+        "SMALL_CELL_PROBING_LIMIT",
+        &second,
+    );
+    std::fs::remove_file(&fourth).unwrap();
+    ok(&run(
+        &fourth,
+        &["--epsilon", "0.1", "--public-keys", keys.to_str().unwrap()],
+    ));
 
     let bundle: serde_json::Value = serde_json::from_str(&exported_ledger(h, dir.path(), &op)).unwrap();
     let denied = denied_statistics(&bundle);
@@ -894,7 +927,11 @@ fn linked_small_cell_tables_cannot_give_a_suppressed_cell_back() {
         [
             "SMALL_CELL_DIFFERENCING",
             "SMALL_CELL_THRESHOLD_FIXED",
-            "SMALL_CELL_POPULATION_CHANGED"
+            "SMALL_CELL_POPULATION_CHANGED",
+            "SMALL_CELL_DIFFERENCING",
+            "SMALL_CELL_DIFFERENCING",
+            "SMALL_CELL_PROBING_LIMIT",
+            "SMALL_CELL_PROBING_LIMIT",
         ]
     );
     assert!(!bundle.to_string().contains("pXa"));
@@ -905,7 +942,11 @@ fn linked_small_cell_tables_cannot_give_a_suppressed_cell_back() {
         .iter()
         .map(|e| e["differentially_private"].as_bool().unwrap())
         .collect();
-    assert_eq!(kinds, [false, false, true], "two small-cell tables, then the DP one");
+    assert_eq!(
+        kinds,
+        [false, false, true, true],
+        "two small-cell tables, then the DP ones"
+    );
 }
 
 /// Over the core store, hierarchies and key lists are the platform catalogue's: a level is named, its keys

@@ -70,8 +70,24 @@ pub fn linked_table(grouped: &Grouped, protected: &ProtectedTable) -> Result<Lin
     )?)
 }
 
+/// Differencing refusals an approval may receive before its small-cell tables close: each refusal depends on
+/// which cells are small, so it answers a question about the data, and no answer may be had as often as asked.
+/// Differentially private tables stay open; a new approval (a change request) starts afresh.
+pub const MAX_DIFFERENCING_REFUSALS: usize = 3;
+
 /// The audit of `new` against what the population already published (see the module documentation).
 pub fn audit(new: &LinkedTable, history: &SmallCellHistory) -> Result<(), StatsRefusal> {
+    if history.project_refusals >= MAX_DIFFERENCING_REFUSALS {
+        return Err(StatsRefusal {
+            code: "SMALL_CELL_PROBING_LIMIT",
+            message: format!(
+                "this application has had {} small-cell tables refused for differencing (limit \
+                 {MAX_DIFFERENCING_REFUSALS}); its small-cell tables are closed — use differential privacy, or \
+                 ask the committee for a change",
+                history.project_refusals
+            ),
+        });
+    }
     if history.project_other_populations > 0 {
         return Err(StatsRefusal {
             code: "SMALL_CELL_POPULATION_CHANGED",
@@ -162,8 +178,17 @@ pub async fn publish(
         source: &population.source,
         definition: &definition,
     };
-    ledger
+    let outcome = ledger
         .publish_small_cell(project, request, publication, |history| audit(table, history))
         .await
-        .map_err(super::access::reason)
+        .map_err(super::access::reason)?;
+    if let Err(refusal) = &outcome
+        && refusal.code == "SMALL_CELL_DIFFERENCING"
+    {
+        ledger
+            .record_small_cell_refusal(project, &population.name)
+            .await
+            .map_err(super::access::reason)?;
+    }
+    Ok(outcome)
 }
