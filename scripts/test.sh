@@ -84,6 +84,19 @@ fi
 export TOKUMEI_TEST_PYTHON=python3
 echo "grpcio $(python3 -c 'import grpc; print(grpc.__version__)')"
 
+# --- Network namespaces and nftables (the zone isolation test, tests/network_isolation.rs) --------------------
+log "network namespaces (nftables)"
+if [ "$(id -u)" = 0 ]; then
+  if ! command -v nft >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq nftables >/dev/null
+  fi
+  export TOKUMEI_TEST_NETNS=1
+  echo "$(nft --version) with ip netns: the isolation test runs"
+else
+  echo "not root: the network isolation test cannot build namespaces and says so"
+fi
+
 # --- Build and test -----------------------------------------------------------------------------------------
 export TOKUMEI_REQUIRE_SERVERS=1
 log "cargo fmt --check"

@@ -109,8 +109,6 @@ impl Home {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago, for listeners whose bound address the gateway does not print
-/// (`gateway.spool_listen`).
 /// Drains the gateway's spool into the core (`tokumei core run --until-drained`), asserting success.
 pub fn drain_core(home: &Home) {
     let out = Command::new(tokumei_bin())
@@ -122,6 +120,8 @@ pub fn drain_core(home: &Home) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A port on 127.0.0.1 that was free a moment ago, for listeners whose bound address the gateway does not print
+/// (`gateway.spool_listen`).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
