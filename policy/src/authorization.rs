@@ -29,22 +29,39 @@ pub enum Role {
     CommitteeMember,
     /// The committee's chair: assigns reviewers, closes reviews, revokes approvals, records violations.
     CommitteeChair,
-    /// Platform operator: manages accounts, builds releases, runs the core. Cannot vote or decide.
+    /// Platform operator: builds releases, runs the core, publishes registers. Cannot vote or decide, and
+    /// cannot manage accounts (an operator who could grant roles could make themselves chair).
     Operator,
     /// Inspector: reads everything, verifies and exports the audit ledger, changes nothing.
     Auditor,
+    /// Account administrator: invites people, registers hospitals, changes roles — and nothing else. Never held
+    /// with the operator's or the committee's roles; committee, operator and administrator roles are granted
+    /// only when a second administrator approves (four eyes).
+    Administrator,
 }
 
 impl Role {
     /// Every role, in a fixed order (for tables and tests).
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Hospital,
         Role::Researcher,
         Role::CommitteeMember,
         Role::CommitteeChair,
         Role::Operator,
         Role::Auditor,
+        Role::Administrator,
     ];
+
+    /// Roles granted only with a second administrator's approval: they decide, operate or grant.
+    pub const FOUR_EYES: [Role; 4] = [
+        Role::CommitteeMember,
+        Role::CommitteeChair,
+        Role::Operator,
+        Role::Administrator,
+    ];
+
+    /// Roles an administrator may not also hold (separation of duties).
+    pub const NOT_WITH_ADMINISTRATOR: [Role; 3] = [Role::CommitteeMember, Role::CommitteeChair, Role::Operator];
 
     /// The role's stable name (database, CLI, tokens).
     pub fn as_str(self) -> &'static str {
@@ -55,6 +72,7 @@ impl Role {
             Role::CommitteeChair => "committee_chair",
             Role::Operator => "operator",
             Role::Auditor => "auditor",
+            Role::Administrator => "administrator",
         }
     }
 
@@ -301,6 +319,14 @@ pub enum Resource {
     /// A person's account, by username: whose roles or status user management changes (nobody changes
     /// their own: an operator who could grant themselves the chair's role would decide applications).
     Person(String),
+    /// A pending grant of a four-eyes role: approved only by an administrator who neither asked for it nor
+    /// receives it.
+    Grant {
+        /// Who would receive the roles.
+        username: String,
+        /// The administrator who asked for the grant.
+        requested_by: String,
+    },
 }
 
 impl fmt::Display for Resource {
@@ -310,6 +336,7 @@ impl fmt::Display for Resource {
             Resource::Institution(code) => write!(f, "institution {code}"),
             Resource::Application(a) => write!(f, "application {}", a.id),
             Resource::Person(username) => write!(f, "user {username}"),
+            Resource::Grant { username, .. } => write!(f, "grant for user {username}"),
         }
     }
 }
@@ -334,11 +361,27 @@ pub enum DenialReason {
     OtherInstitution,
     /// Someone tried to change their own account's roles or status.
     OwnAccount,
+    /// An administrator tried to approve a grant they asked for themselves: a second one must.
+    FourEyes,
     /// The action needs a different kind of resource (a programming error in the caller).
     WrongResource,
 }
 
 impl DenialReason {
+    /// Every reason (for the mapping to transport status codes and its test).
+    pub const ALL: [DenialReason; 10] = [
+        DenialReason::RoleNotPermitted,
+        DenialReason::StrongAuthenticationRequired,
+        DenialReason::NotApplicant,
+        DenialReason::NotAssignedReviewer,
+        DenialReason::ConflictOfInterest,
+        DenialReason::NotRecipient,
+        DenialReason::OtherInstitution,
+        DenialReason::OwnAccount,
+        DenialReason::FourEyes,
+        DenialReason::WrongResource,
+    ];
+
     /// The stable code.
     pub fn code(self) -> &'static str {
         match self {
@@ -350,6 +393,7 @@ impl DenialReason {
             DenialReason::NotRecipient => "NOT_RECIPIENT",
             DenialReason::OtherInstitution => "OTHER_INSTITUTION",
             DenialReason::OwnAccount => "OWN_ACCOUNT",
+            DenialReason::FourEyes => "FOUR_EYES",
             DenialReason::WrongResource => "WRONG_RESOURCE",
         }
     }
@@ -400,10 +444,10 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
                 | AssessReleaseRisk
                 | PlanRelease
         ),
+        Role::Administrator => matches!(action, ManageUsers | ViewUsers),
         Role::Operator => matches!(
             action,
-            ManageUsers
-                | ViewUsers
+            ViewUsers
                 | ViewApplication
                 | ExportBans
                 | ImportBans
@@ -527,17 +571,27 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
         (Role::CommitteeChair, RecordViolation | SetBudget, Resource::Platform | Resource::Application(_)) => Ok(()),
         (Role::Operator, BuildRelease | TraceLeak | PlanRelease, Resource::Application(_)) => Ok(()),
         (Role::Operator | Role::Auditor, AssessReleaseRisk, Resource::Application(_)) => Ok(()),
-        (_, ManageUsers, Resource::Person(p)) => {
+        (Role::Administrator, ManageUsers, Resource::Person(p)) => {
             if *p == actor.username {
                 Err(DenialReason::OwnAccount)
             } else {
                 Ok(())
             }
         }
+        (Role::Administrator, ManageUsers, Resource::Grant { username, requested_by }) => {
+            if *username == actor.username {
+                Err(DenialReason::OwnAccount)
+            } else if *requested_by == actor.username {
+                Err(DenialReason::FourEyes)
+            } else {
+                Ok(())
+            }
+        }
+        (Role::Administrator, ManageUsers | ViewUsers, Resource::Platform) => Ok(()),
         (
             Role::Operator | Role::Auditor,
-            ManageUsers | ViewUsers | ExportBans | ImportBans | RunOperatorSql | OperateCore | PublishRegister
-            | ReportRegulator | ViewAudit | VerifyAudit | ExportAudit | SetPlatformCeiling,
+            ViewUsers | ExportBans | ImportBans | RunOperatorSql | OperateCore | PublishRegister | ReportRegulator
+            | ViewAudit | VerifyAudit | ExportAudit | SetPlatformCeiling,
             Resource::Platform,
         ) => Ok(()),
         _ => Err(DenialReason::WrongResource),

@@ -36,5 +36,5 @@ pub use budget_ledger::{
 };
 pub use database::{Backend, PolicyDb, default_url};
 pub use error::{PolicyError, Result};
-pub use service::{Clock, Origin, Policy, PolicyConfig, SignedHospitalDirectory, system_clock};
+pub use service::{Clock, NewPerson, Origin, Policy, PolicyConfig, SignedHospitalDirectory, UserChange, system_clock};
 pub use service_key::{ServiceKey, ServicePublicKey, SignaturePurpose};

@@ -22,6 +22,8 @@ use crate::committee::{
 };
 use crate::database::PolicyDb;
 use crate::error::{PolicyError, Result};
+use crate::identity::directory::InvitedUser;
+use crate::identity::grants::{GrantRequest, RoleGrant};
 use crate::identity::{
     Directory, Enrolment, Invitation, LockoutPolicy, Organisation, RecoveryCodes, SecondFactor, Session, UserKind,
     UserRecord, UserStatus,
@@ -94,6 +96,40 @@ impl PolicyConfig {
             Ok(text) => PolicyConfig::from_toml(&text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PolicyConfig::default()),
             Err(e) => Err(PolicyError::Invalid(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
+/// A person to invite: the claim is the hash of the invitation code the invitee generated for themself.
+#[derive(Debug, Clone, Copy)]
+pub struct NewPerson<'a> {
+    /// Username.
+    pub username: &'a str,
+    /// Full name.
+    pub display_name: &'a str,
+    /// Organisation id.
+    pub organisation: &'a str,
+    /// `tokumei user claim`'s claim.
+    pub claim: &'a str,
+}
+
+/// What an administrator's change did: at once, or as a grant waiting for a second administrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserChange {
+    /// The person is invited (they enrol with their own code).
+    Invited(InvitedUser),
+    /// The roles are set.
+    RolesSet(UserRecord),
+    /// A grant of committee, operator or administrator roles waits for a second administrator.
+    Pending(RoleGrant),
+}
+
+impl UserChange {
+    /// The pending grant's id, if any.
+    pub fn grant_id(&self) -> Option<&str> {
+        match self {
+            UserChange::Pending(g) => Some(&g.id),
+            _ => None,
         }
     }
 }
@@ -254,27 +290,27 @@ impl Policy {
 
     // ---------------------------------------------------------------- identity
 
-    /// Creates the first operator of a new installation (allowed only while there are no users); the
-    /// person at the host's console is trusted once, then everything goes through two-factor logins.
+    /// Creates the first two administrators of a new installation (allowed only while there are no users); the
+    /// person at the host's console is trusted once, then everything goes through two-factor logins and grants
+    /// approved by a second administrator.
     pub async fn bootstrap(
         &self,
-        username: &str,
-        display_name: &str,
+        administrators: [(&str, &str); 2],
         organisation: &str,
         origin: Origin<'_>,
-    ) -> Result<Invitation> {
+    ) -> Result<[Invitation; 2]> {
         let now = self.now();
         let result = self
             .directory
-            .bootstrap_operator(username, display_name, organisation, now)
+            .bootstrap_administrators(administrators, organisation, now)
             .await;
         self.finish(
             "system",
             "user.bootstrap",
-            &format!("user {username}"),
+            &format!("users {} {}", administrators[0].0, administrators[1].0),
             origin,
             result,
-            |_| json!({"role": "operator"}),
+            |_| json!({"role": "administrator"}),
         )
         .await
     }
@@ -393,16 +429,18 @@ impl Policy {
         .await
     }
 
-    /// An operator invites a person with roles; the invitation code is shown once.
+    /// An administrator invites a person with roles, by the invitee's claim (the hash of a code only the invitee
+    /// knows: the administrator never sees a code). Researcher and auditor roles take effect at once; committee,
+    /// operator and administrator roles become a grant that a second administrator approves
+    /// ([`Policy::approve_grant`]).
     pub async fn add_user(
         &self,
         actor: &Actor,
-        username: &str,
-        display_name: &str,
-        organisation: &str,
+        invitee: NewPerson<'_>,
         roles: &[Role],
         origin: Origin<'_>,
-    ) -> Result<Invitation> {
+    ) -> Result<UserChange> {
+        let username = invitee.username;
         self.check(
             actor,
             Action::ManageUsers,
@@ -410,23 +448,101 @@ impl Policy {
             origin,
         )
         .await?;
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        if roles.iter().any(|r| Role::FOUR_EYES.contains(r)) {
+            let request = GrantRequest::Invite {
+                username,
+                display_name: invitee.display_name,
+                organisation: invitee.organisation,
+                claim: invitee.claim,
+            };
+            let result = self
+                .directory
+                .request_grant(&actor.username, request, roles, self.now())
+                .await
+                .map(UserChange::Pending);
+            return self
+                .finish(
+                    &actor.username,
+                    "user.grant_requested",
+                    &format!("user {username}"),
+                    origin,
+                    result,
+                    |c| json!({"kind": "invite", "organisation": invitee.organisation, "roles": names, "grant": c.grant_id()}),
+                )
+                .await;
+        }
         let result = self
             .directory
-            .add_user(username, display_name, organisation, roles, self.now())
-            .await;
-        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            .add_user(
+                username,
+                invitee.display_name,
+                invitee.organisation,
+                roles,
+                invitee.claim,
+                self.now(),
+            )
+            .await
+            .map(UserChange::Invited);
         self.finish(
             &actor.username,
             "user.add",
             &format!("user {username}"),
             origin,
             result,
-            |_| json!({"organisation": organisation, "roles": names}),
+            |_| json!({"organisation": invitee.organisation, "roles": names}),
         )
         .await
     }
 
-    /// An operator registers a hospital's certificate-bound service identity.
+    /// A second administrator approves a pending grant: never the one who asked, never the grantee. The account
+    /// is created (or the roles set) in the same transaction that marks the grant applied.
+    pub async fn approve_grant(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<RoleGrant> {
+        let grant = match self.directory.grant(id).await {
+            Ok(g) => g,
+            Err(e) => {
+                let event = AuditEvent::new(
+                    &actor.username,
+                    "user.grant_approved",
+                    format!("grant {id}"),
+                    outcome_of(&e),
+                )
+                .reason(e.reason());
+                self.audit(event.source(origin.0)).await?;
+                return Err(e);
+            }
+        };
+        self.check(
+            actor,
+            Action::ManageUsers,
+            &Resource::Grant {
+                username: grant.username.clone(),
+                requested_by: grant.requested_by.clone(),
+            },
+            origin,
+        )
+        .await?;
+        let result = self.directory.apply_grant(id, &actor.username, self.now()).await;
+        let names: Vec<&str> = grant.roles.iter().map(|r| r.as_str()).collect();
+        self.finish(
+            &actor.username,
+            "user.grant_approved",
+            &format!("user {}", grant.username),
+            origin,
+            result,
+            |g| json!({"grant": g.id, "requested_by": g.requested_by, "roles": names}),
+        )
+        .await
+    }
+
+    /// Grants waiting for a second administrator (administrators, operators, auditors).
+    pub async fn pending_grants(&self, actor: &Actor, origin: Origin<'_>) -> Result<Vec<RoleGrant>> {
+        self.check(actor, Action::ViewUsers, &Resource::Platform, origin)
+            .await?;
+        self.directory.pending_grants().await
+    }
+
+    /// An administrator registers a hospital's certificate-bound service identity.
     pub async fn add_hospital(
         &self,
         actor: &Actor,
@@ -452,15 +568,16 @@ impl Policy {
         .await
     }
 
-    /// An operator changes a user's roles (effective at the user's next request: the service re-reads roles on every
-    /// request; a token verified offline carries the roles of its login, for at most its lifetime).
+    /// An administrator changes a user's roles (effective at the user's next request: the service re-reads roles
+    /// on every request; a token verified offline carries the roles of its login, for at most its lifetime). A
+    /// change that adds a committee, operator or administrator role becomes a grant for a second administrator.
     pub async fn set_roles(
         &self,
         actor: &Actor,
         username: &str,
         roles: &[Role],
         origin: Origin<'_>,
-    ) -> Result<UserRecord> {
+    ) -> Result<UserChange> {
         self.check(
             actor,
             Action::ManageUsers,
@@ -468,8 +585,31 @@ impl Policy {
             origin,
         )
         .await?;
-        let result = self.directory.set_roles(username, roles, self.now()).await;
         let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let held = self.directory.user(username).await.map(|u| u.roles).unwrap_or_default();
+        let adds_four_eyes = roles.iter().any(|r| Role::FOUR_EYES.contains(r) && !held.contains(r));
+        if adds_four_eyes {
+            let result = self
+                .directory
+                .request_grant(&actor.username, GrantRequest::Roles { username }, roles, self.now())
+                .await
+                .map(UserChange::Pending);
+            return self
+                .finish(
+                    &actor.username,
+                    "user.grant_requested",
+                    &format!("user {username}"),
+                    origin,
+                    result,
+                    |c| json!({"kind": "roles", "roles": names, "grant": c.grant_id()}),
+                )
+                .await;
+        }
+        let result = self
+            .directory
+            .set_roles(username, roles, self.now())
+            .await
+            .map(UserChange::RolesSet);
         self.finish(
             &actor.username,
             "user.set_roles",
@@ -481,7 +621,7 @@ impl Policy {
         .await
     }
 
-    /// An operator disables an account (its sessions end at once).
+    /// An administrator disables an account (its sessions end at once).
     pub async fn disable_user(&self, actor: &Actor, username: &str, origin: Origin<'_>) -> Result<()> {
         self.check(
             actor,

@@ -16,7 +16,7 @@ use tokumei_policy::committee::{
 };
 use tokumei_policy::identity::SecondFactor;
 use tokumei_policy::identity::totp::{Totp, TotpSecret};
-use tokumei_policy::{Actor, Origin, Policy, PolicyConfig, PolicyDb, Role, ServiceKey};
+use tokumei_policy::{Actor, Origin, Policy, PolicyConfig, PolicyDb, PolicyError, Role, ServiceKey};
 
 mod support;
 
@@ -35,6 +35,8 @@ const PASSWORD: &str = "correct horse battery staple";
 struct World {
     policy: Policy,
     clock: Arc<AtomicI64>,
+    /// The two administrators, once bootstrapped: the first invites, the second approves four-eyes grants.
+    admins: std::sync::Mutex<Option<(Actor, Actor)>>,
 }
 
 impl World {
@@ -49,7 +51,11 @@ impl World {
             Arc::new(move || DateTime::<Utc>::from_timestamp_millis(c.load(Ordering::SeqCst)).unwrap_or_default()),
         )
         .expect("policy service");
-        World { policy, clock }
+        World {
+            policy,
+            clock,
+            admins: std::sync::Mutex::new(None),
+        }
     }
 
     fn now(&self) -> DateTime<Utc> {
@@ -88,27 +94,45 @@ impl World {
             .expect("authenticate")
     }
 
-    /// The first operator.
+    /// The first two administrators, then an operator they grant (four eyes).
     async fn operator(&self) -> Actor {
-        let inv = self
+        let [a, b] = self
             .policy
-            .bootstrap("op", "Operator", "platform", ORIGIN)
+            .bootstrap([("adm1", "Admin One"), ("adm2", "Admin Two")], "platform", ORIGIN)
             .await
             .expect("bootstrap");
-        self.activate("op", inv.code.expose()).await
+        let first = self.activate("adm1", a.code.expose()).await;
+        let second = self.activate("adm2", b.code.expose()).await;
+        *self.admins.lock().expect("admins") = Some((first, second));
+        self.person("op", "platform", &[Role::Operator]).await
     }
 
-    /// A person invited by `op` with `roles` in `org`.
-    async fn person(&self, op: &Actor, username: &str, org: &str, roles: &[Role]) -> Actor {
-        if self.policy.add_organisation(op, org, org, ORIGIN).await.is_err() {
+    /// A person invited by their own claim with `roles` in `org`: the first administrator asks, the second
+    /// approves when the roles need four eyes.
+    async fn person(&self, username: &str, org: &str, roles: &[Role]) -> Actor {
+        let (first, second) = self.admins.lock().expect("admins").clone().expect("bootstrapped");
+        if self.policy.add_organisation(&first, org, org, ORIGIN).await.is_err() {
             // Already there.
         }
-        let inv = self
+        let (code, claim) = tokumei_policy::identity::directory::invitation_claim().expect("claim");
+        let invitee = tokumei_policy::NewPerson {
+            username,
+            display_name: username,
+            organisation: org,
+            claim: &claim,
+        };
+        let change = self
             .policy
-            .add_user(op, username, username, org, roles, ORIGIN)
+            .add_user(&first, invitee, roles, ORIGIN)
             .await
             .expect("add user");
-        self.activate(username, inv.code.expose()).await
+        if let tokumei_policy::UserChange::Pending(g) = change {
+            self.policy
+                .approve_grant(&second, &g.id, ORIGIN)
+                .await
+                .expect("second administrator approves");
+        }
+        self.activate(username, code.expose()).await
     }
 }
 
@@ -122,9 +146,9 @@ struct Cast {
 
 async fn cast(w: &World) -> Cast {
     let op = w.operator().await;
-    let researcher = w.person(&op, "rika", "univ-a", &[Role::Researcher]).await;
+    let researcher = w.person("rika", "univ-a", &[Role::Researcher]).await;
     let chair = w
-        .person(&op, "chika", "univ-c", &[Role::CommitteeChair, Role::CommitteeMember])
+        .person("chika", "univ-c", &[Role::CommitteeChair, Role::CommitteeMember])
         .await;
     let mut members = Vec::new();
     for (name, org) in [
@@ -133,7 +157,7 @@ async fn cast(w: &World) -> Cast {
         ("sora", "law-s"),
         ("yui", "univ-a"),
     ] {
-        members.push(w.person(&op, name, org, &[Role::CommitteeMember]).await);
+        members.push(w.person(name, org, &[Role::CommitteeMember]).await);
     }
     Cast {
         op,
@@ -324,7 +348,7 @@ async fn full_review_with_recusal_and_quorum_edges(db: PolicyDb, _url: String) {
     assert!(refused.conditions.is_none());
 
     // Researchers see their own applications only; the register lists the approval, not the refusal.
-    let other = w.person(&c.op, "taro", "univ-t", &[Role::Researcher]).await;
+    let other = w.person("taro", "univ-t", &[Role::Researcher]).await;
     assert_eq!(p.applications(&other).await.expect("list").len(), 0);
     assert_eq!(reason(p.application(&other, &app.id, ORIGIN).await), "NOT_APPLICANT");
     assert_eq!(p.applications(&c.researcher).await.expect("list").len(), 2);
@@ -341,7 +365,7 @@ async fn conditions_are_enforced_on_every_use(db: PolicyDb, _url: String) {
     let w = World::new(db, 2);
     let c = cast(&w).await;
     let p = &w.policy;
-    let colleague = w.person(&c.op, "aoi", "univ-a", &[Role::Researcher]).await;
+    let colleague = w.person("aoi", "univ-a", &[Role::Researcher]).await;
     let app = p
         .file_application(&c.researcher, form(), None, ORIGIN)
         .await
@@ -430,7 +454,7 @@ async fn conditions_are_enforced_on_every_use(db: PolicyDb, _url: String) {
     let budget = p.budget().status(&s.id).await.expect("budget created");
     assert_eq!(budget.project.budget.epsilon, 1.5);
     // Listing budgets shows the caller's own and leaves no refusal behind for everyone else's.
-    let outsider = w.person(&c.op, "taro", "univ-t", &[Role::Researcher]).await;
+    let outsider = w.person("taro", "univ-t", &[Role::Researcher]).await;
     let seq_before = p
         .audit_ledger()
         .entries_by_seq(1, i64::MAX)
@@ -527,7 +551,7 @@ async fn change_requests_and_umbrella_applications(db: PolicyDb, _url: String) {
     approve(app.id.clone(), conditions(&["rika"])).await;
 
     // 変更申出: add a recipient and the birth date column; reviewed the same way; replaces the conditions.
-    let other = w.person(&c.op, "aoi", "univ-a", &[Role::Researcher]).await;
+    let other = w.person("aoi", "univ-a", &[Role::Researcher]).await;
     let mut change = form();
     change.recipients = vec!["aoi".into()];
     let ch = p
@@ -672,7 +696,7 @@ async fn bans_stop_applications_and_travel_between_processors(db: PolicyDb, _url
         "BANNED"
     );
     // A person ban for an approved recipient stops the use.
-    let other = w.person(&c.op, "kai", "univ-k", &[Role::Researcher]).await;
+    let other = w.person("kai", "univ-k", &[Role::Researcher]).await;
     let ok = p
         .file_application(&other, form(), None, ORIGIN)
         .await
@@ -705,7 +729,7 @@ async fn bans_stop_applications_and_travel_between_processors(db: PolicyDb, _url
         "BANNED"
     );
     // An organisation ban stops its members' use of an approval too, not only their filing.
-    let ren = w.person(&c.op, "ren", "univ-r", &[Role::Researcher]).await;
+    let ren = w.person("ren", "univ-r", &[Role::Researcher]).await;
     let approved = p.file_application(&ren, form(), None, ORIGIN).await.expect("ren files");
     p.assign(&c.chair, &approved.id, &members, ORIGIN)
         .await
@@ -770,14 +794,14 @@ async fn bans_stop_applications_and_travel_between_processors(db: PolicyDb, _url
             .expect("re-import"),
         0
     );
-    let researcher2 = w2.person(&op2, "rika", "univ-a", &[Role::Researcher]).await;
+    let researcher2 = w2.person("rika", "univ-a", &[Role::Researcher]).await;
     assert_eq!(
         reason(w2.policy.file_application(&researcher2, form(), None, ORIGIN).await),
         "BANNED"
     );
     // The ban ends after its last day.
     w2.advance(Duration::days(365 * 5));
-    let researcher2 = w2.person(&op2, "rika2", "univ-a", &[Role::Researcher]).await;
+    let researcher2 = w2.person("rika2", "univ-a", &[Role::Researcher]).await;
     w2.policy
         .file_application(&researcher2, form(), None, ORIGIN)
         .await
@@ -802,16 +826,61 @@ async fn the_ledger_records_denials_and_verifies(db: PolicyDb, _url: String) {
     let _ = p
         .login("rika", "wrong password!!", SecondFactor::Totp("000000"), ORIGIN)
         .await;
-    // The operator who manages users cannot make themselves chair, nor disable themselves.
+    // The issue's attack: the operator gives itself the chair's role. Operators manage no accounts at all now.
     let op_name = c.op.username.clone();
     assert_eq!(
         reason(
             p.set_roles(&c.op, &op_name, &[Role::Operator, Role::CommitteeChair], ORIGIN)
                 .await
         ),
+        "ROLE_NOT_PERMITTED"
+    );
+    assert_eq!(
+        reason(p.disable_user(&c.op, &op_name, ORIGIN).await),
+        "ROLE_NOT_PERMITTED"
+    );
+    // An administrator changes no role of their own; a grant of committee roles waits for the second
+    // administrator, who alone may approve it — not the one who asked, not the grantee.
+    let (first, second) = w.admins.lock().expect("admins").clone().expect("admins");
+    assert_eq!(
+        reason(p.set_roles(&first, &first.username, &[Role::Auditor], ORIGIN).await),
         "OWN_ACCOUNT"
     );
-    assert_eq!(reason(p.disable_user(&c.op, &op_name, ORIGIN).await), "OWN_ACCOUNT");
+    let promoted = p
+        .set_roles(&first, "rika", &[Role::Researcher, Role::CommitteeMember], ORIGIN)
+        .await
+        .expect("asked");
+    let grant = promoted
+        .grant_id()
+        .expect("a committee seat waits for four eyes")
+        .to_owned();
+    assert_eq!(
+        p.user(&second, "rika", ORIGIN).await.expect("rika").roles,
+        BTreeSet::from([Role::Researcher]),
+        "nothing changes before the second administrator approves"
+    );
+    assert_eq!(reason(p.approve_grant(&first, &grant, ORIGIN).await), "FOUR_EYES");
+    assert_eq!(
+        reason(p.approve_grant(&c.op, &grant, ORIGIN).await),
+        "ROLE_NOT_PERMITTED"
+    );
+    p.approve_grant(&second, &grant, ORIGIN).await.expect("four eyes");
+    assert_eq!(
+        p.user(&second, "rika", ORIGIN).await.expect("rika").roles,
+        BTreeSet::from([Role::Researcher, Role::CommitteeMember])
+    );
+    assert!(
+        matches!(
+            p.approve_grant(&second, &grant, ORIGIN).await,
+            Err(PolicyError::InvalidState(_))
+        ),
+        "a grant applies once"
+    );
+    // Taking a role away needs no second administrator.
+    assert!(matches!(
+        p.set_roles(&first, "rika", &[Role::Researcher], ORIGIN).await,
+        Ok(tokumei_policy::UserChange::RolesSet(_))
+    ));
     let entries = p
         .audit_ledger()
         .entries(w.now() - Duration::days(1), w.now() + Duration::days(1))
@@ -823,8 +892,17 @@ async fn the_ledger_records_denials_and_verifies(db: PolicyDb, _url: String) {
     assert!(entries.iter().any(|e| e.action == "login.failure" && e.actor == "rika"));
     assert!(entries.iter().any(|e| e.action == "manage_users"
         && e.outcome == "denied"
-        && e.reason.as_deref() == Some("OWN_ACCOUNT")
+        && e.reason.as_deref() == Some("ROLE_NOT_PERMITTED")
         && e.resource == format!("user {op_name}")));
+    assert!(entries.iter().any(|e| e.action == "manage_users"
+        && e.outcome == "denied"
+        && e.reason.as_deref() == Some("FOUR_EYES")
+        && e.resource == "grant for user rika"));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.action == "user.grant_approved" && e.outcome == "ok" && e.actor == second.username)
+    );
     assert!(
         entries
             .iter()
@@ -837,7 +915,7 @@ async fn the_ledger_records_denials_and_verifies(db: PolicyDb, _url: String) {
         assert!(!text.contains(PASSWORD) && !text.contains("wrong password"), "{text}");
     }
     // Auditors verify; researchers cannot.
-    let auditor = w.person(&c.op, "audra", "regulator", &[Role::Auditor]).await;
+    let auditor = w.person("audra", "regulator", &[Role::Auditor]).await;
     let report = p.verify_audit(&auditor, ORIGIN).await.expect("verify");
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(

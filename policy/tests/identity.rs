@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
+use tokumei_policy::identity::directory::{InvitedUser, invitation_claim};
 use tokumei_policy::identity::{
     Directory, Enrolment, Invitation, RecoveryCodes, SecondFactor, Totp, TotpSecret, UserKind, UserStatus,
 };
@@ -24,7 +25,7 @@ on_both_backends!(
     recovery_codes_work_once,
     invitations_are_single_use_and_expire,
     bootstrap_and_user_validation,
-    concurrent_bootstraps_create_one_operator,
+    concurrent_bootstraps_create_one_pair_of_administrators,
     service_identities_authenticate_by_certificate,
     concurrent_logins_with_one_code_admit_one,
     secrets_stay_out_of_debug_output,
@@ -81,6 +82,21 @@ impl App {
     }
 }
 
+/// Invites `username` by the invitee's own claim; returns the invitation and the code only the invitee knows.
+async fn invite(
+    dir: &Directory,
+    username: &str,
+    name: &str,
+    org: &str,
+    roles: &[Role],
+    at: DateTime<Utc>,
+) -> Result<(InvitedUser, tokumei_policy::identity::SecretString), PolicyError> {
+    let (code, claim) = invitation_claim()?;
+    dir.add_user(username, name, org, roles, &claim, at)
+        .await
+        .map(|invited| (invited, code))
+}
+
 /// Invites, enrols and confirms `username` at `t0()` (consuming the TOTP step of `t0()`).
 async fn active_user(dir: &Directory, username: &str, roles: &[Role]) -> (App, RecoveryCodes) {
     if dir.organisation("univ-a").await.is_err() {
@@ -88,14 +104,10 @@ async fn active_user(dir: &Directory, username: &str, roles: &[Role]) -> (App, R
             .await
             .expect("add organisation");
     }
-    let invitation = dir
-        .add_user(username, "Test User", "univ-a", roles, t0())
+    let (_, code) = invite(dir, username, "Test User", "univ-a", roles, t0())
         .await
         .expect("add user");
-    let enrolment = dir
-        .enrol(username, invitation.code.expose(), PASSWORD, t0())
-        .await
-        .expect("enrol");
+    let enrolment = dir.enrol(username, code.expose(), PASSWORD, t0()).await.expect("enrol");
     let app = App::from(&enrolment);
     let codes = dir
         .confirm_totp(username, PASSWORD, &app.code(t0()), t0())
@@ -151,27 +163,24 @@ async fn enrol_login_authenticate_expire_logout(db: PolicyDb, _url: String) {
     dir.add_organisation("univ-a", "University A", t0())
         .await
         .expect("organisation");
-    let invitation = dir
-        .add_user(
-            "alice",
-            "Alice Tanaka",
-            "univ-a",
-            &[Role::Researcher, Role::CommitteeMember],
-            t0(),
-        )
-        .await
-        .expect("add user");
+    let (invitation, code) = invite(
+        &dir,
+        "alice",
+        "Alice Tanaka",
+        "univ-a",
+        &[Role::Researcher, Role::CommitteeMember],
+        t0(),
+    )
+    .await
+    .expect("add user");
     assert_eq!(invitation.expires_at, t0() + TimeDelta::hours(72));
     assert_eq!(dir.user("alice").await.expect("user").status, UserStatus::Invited);
 
     // A password that breaks the policy is refused before the invitation is used.
-    let weak = dir.enrol("alice", invitation.code.expose(), "short", t0()).await;
+    let weak = dir.enrol("alice", code.expose(), "short", t0()).await;
     assert!(matches!(weak, Err(PolicyError::Invalid(_))), "{weak:?}");
 
-    let enrolment = dir
-        .enrol("alice", invitation.code.expose(), PASSWORD, t0())
-        .await
-        .expect("enrol");
+    let enrolment = dir.enrol("alice", code.expose(), PASSWORD, t0()).await.expect("enrol");
     let uri = enrolment.otpauth_uri.expose();
     assert!(uri.starts_with("otpauth://totp/tokumei:alice?secret="), "{uri}");
     assert!(uri.contains(enrolment.secret_base32.expose()));
@@ -498,11 +507,10 @@ async fn invitations_are_single_use_and_expire(db: PolicyDb, _url: String) {
     dir.add_organisation("univ-b", "University B", t0())
         .await
         .expect("organisation");
-    let invitation = dir
-        .add_user("erin", "Erin", "univ-b", &[Role::Researcher], t0())
+    let (_, code) = invite(&dir, "erin", "Erin", "univ-b", &[Role::Researcher], t0())
         .await
         .expect("add user");
-    let code = invitation.code.expose();
+    let code = code.expose();
     assert_eq!(code.len(), 19);
 
     assert_auth_failed(
@@ -568,18 +576,25 @@ async fn invitations_are_single_use_and_expire(db: PolicyDb, _url: String) {
 async fn bootstrap_and_user_validation(db: PolicyDb, _url: String) {
     let dir = directory(db);
     assert!(dir.is_empty().await.expect("is_empty"));
-    let invitation: Invitation = dir
-        .bootstrap_operator("root", "First Operator", "ops", t0())
+    let invitations: [Invitation; 2] = dir
+        .bootstrap_administrators(
+            [("root", "First Administrator"), ("deputy", "Second Administrator")],
+            "ops",
+            t0(),
+        )
         .await
         .expect("bootstrap");
-    assert_eq!(invitation.username, "root");
+    assert_eq!(invitations[0].username, "root");
+    assert_eq!(invitations[1].username, "deputy");
+    assert_ne!(invitations[0].code.expose(), invitations[1].code.expose());
     assert!(!dir.is_empty().await.expect("is_empty"));
     let record = dir.user("root").await.expect("root");
-    assert_eq!(record.roles, roles(&[Role::Operator]));
+    assert_eq!(record.roles, roles(&[Role::Administrator]));
     assert_eq!(record.organisation, "ops");
     assert_eq!(dir.organisation("ops").await.expect("org created").name, "ops");
     assert!(matches!(
-        dir.bootstrap_operator("mallory", "Mallory", "ops", t0()).await,
+        dir.bootstrap_administrators([("mallory", "Mallory"), ("eve", "Eve")], "ops", t0())
+            .await,
         Err(PolicyError::InvalidState(_))
     ));
 
@@ -598,40 +613,57 @@ async fn bootstrap_and_user_validation(db: PolicyDb, _url: String) {
         .await
         .expect("organisation");
 
-    let refused = dir.add_user("h1", "Hospital", "univ-c", &[Role::Hospital], t0()).await;
+    let refused = invite(&dir, "h1", "Hospital", "univ-c", &[Role::Hospital], t0()).await;
     assert!(matches!(refused, Err(PolicyError::Invalid(_))), "{refused:?}");
     let long = "a".repeat(65);
     for bad in ["", "Frank", "frank smith", "frank:x", "フランク", long.as_str()] {
-        let result = dir.add_user(bad, "Frank", "univ-c", &[Role::Researcher], t0()).await;
+        let result = invite(&dir, bad, "Frank", "univ-c", &[Role::Researcher], t0()).await;
         assert!(matches!(result, Err(PolicyError::Invalid(_))), "{bad:?}: {result:?}");
     }
     assert!(matches!(
-        dir.add_user("frank", "Frank", "univ-c", &[], t0()).await,
+        invite(&dir, "frank", "Frank", "univ-c", &[], t0()).await,
+        Err(PolicyError::Invalid(_))
+    ));
+    // Separation of duties: an administrator holds no operator or committee role.
+    for with in [Role::Operator, Role::CommitteeChair, Role::CommitteeMember] {
+        assert!(matches!(
+            invite(&dir, "frank", "Frank", "univ-c", &[Role::Administrator, with], t0()).await,
+            Err(PolicyError::Invalid(_))
+        ));
+    }
+    // A claim is a hash, not a code.
+    assert!(matches!(
+        dir.add_user(
+            "frank",
+            "Frank",
+            "univ-c",
+            &[Role::Researcher],
+            "aaaa-bbbb-cccc-dddd",
+            t0()
+        )
+        .await,
         Err(PolicyError::Invalid(_))
     ));
     assert!(matches!(
-        dir.add_user("frank", "Frank", "no-such-org", &[Role::Researcher], t0())
-            .await,
+        invite(&dir, "frank", "Frank", "no-such-org", &[Role::Researcher], t0()).await,
         Err(PolicyError::NotFound {
             kind: "organisation",
             ..
         })
     ));
-    dir.add_user("frank", "Frank", "univ-c", &[Role::Researcher], t0())
+    invite(&dir, "frank", "Frank", "univ-c", &[Role::Researcher], t0())
         .await
         .expect("add");
     assert!(matches!(
-        dir.add_user("frank", "Frank Again", "univ-c", &[Role::Auditor], t0())
-            .await,
+        invite(&dir, "frank", "Frank Again", "univ-c", &[Role::Auditor], t0()).await,
         Err(PolicyError::AlreadyExists { kind: "user", .. })
     ));
     assert!(matches!(
-        dir.add_user("root", "Root Again", "univ-c", &[Role::Auditor], t0())
-            .await,
+        invite(&dir, "root", "Root Again", "univ-c", &[Role::Auditor], t0()).await,
         Err(PolicyError::AlreadyExists { kind: "user", .. })
     ));
 
-    // The last operator can be neither disabled nor demoted.
+    // Two administrators must remain: grants need both.
     assert!(matches!(
         dir.disable_user("root", t0()).await,
         Err(PolicyError::InvalidState(_))
@@ -640,18 +672,18 @@ async fn bootstrap_and_user_validation(db: PolicyDb, _url: String) {
         dir.set_roles("root", &[Role::Auditor], t0()).await,
         Err(PolicyError::InvalidState(_))
     ));
-    dir.set_roles("frank", &[Role::Operator], t0())
+    dir.set_roles("frank", &[Role::Administrator], t0())
         .await
-        .expect("second operator");
+        .expect("a third administrator");
     dir.set_roles("root", &[Role::Auditor], t0())
         .await
         .expect("now root may step down");
 
     let users = dir.users().await.expect("users");
     let names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
-    assert_eq!(names, ["frank", "root"]);
-    assert_eq!(users[0].roles, roles(&[Role::Operator]));
-    assert_eq!(users[1].roles, roles(&[Role::Auditor]));
+    assert_eq!(names, ["deputy", "frank", "root"]);
+    assert_eq!(users[1].roles, roles(&[Role::Administrator]));
+    assert_eq!(users[2].roles, roles(&[Role::Auditor]));
     let orgs: Vec<String> = dir
         .organisations()
         .await
@@ -666,7 +698,7 @@ async fn bootstrap_and_user_validation(db: PolicyDb, _url: String) {
     ));
 }
 
-async fn concurrent_bootstraps_create_one_operator(db: PolicyDb, url: String) {
+async fn concurrent_bootstraps_create_one_pair_of_administrators(db: PolicyDb, url: String) {
     let a = directory(db);
     let b = directory(PolicyDb::open(&url).await.expect("second handle"));
     let barrier = Arc::new(tokio::sync::Barrier::new(6));
@@ -676,7 +708,12 @@ async fn concurrent_bootstraps_create_one_operator(db: PolicyDb, url: String) {
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            dir.bootstrap_operator(&format!("op{i}"), "Operator", "ops", t0()).await
+            dir.bootstrap_administrators(
+                [(&format!("adm{i}"), "Administrator"), (&format!("dep{i}"), "Deputy")],
+                "ops",
+                t0(),
+            )
+            .await
         }));
     }
     let mut ok = 0;
@@ -688,7 +725,7 @@ async fn concurrent_bootstraps_create_one_operator(db: PolicyDb, url: String) {
         }
     }
     assert_eq!(ok, 1);
-    assert_eq!(a.users().await.expect("users").len(), 1);
+    assert_eq!(a.users().await.expect("users").len(), 2);
     b.db().close().await;
 }
 
@@ -811,18 +848,14 @@ async fn secrets_stay_out_of_debug_output(db: PolicyDb, _url: String) {
     dir.add_organisation("univ-d", "University D", t0())
         .await
         .expect("organisation");
-    let invitation = dir
-        .add_user("hana", "Hana", "univ-d", &[Role::Researcher], t0())
+    let (invitation, code) = invite(&dir, "hana", "Hana", "univ-d", &[Role::Researcher], t0())
         .await
         .expect("add user");
-    let debug = format!("{invitation:?}");
-    assert!(!debug.contains(invitation.code.expose()), "{debug}");
+    let debug = format!("{invitation:?} {code:?}");
+    assert!(!debug.contains(code.expose()), "{debug}");
     assert!(debug.contains("hana"));
 
-    let enrolment = dir
-        .enrol("hana", invitation.code.expose(), PASSWORD, t0())
-        .await
-        .expect("enrol");
+    let enrolment = dir.enrol("hana", code.expose(), PASSWORD, t0()).await.expect("enrol");
     let debug = format!("{enrolment:?}");
     assert!(!debug.contains(enrolment.secret_base32.expose()), "{debug}");
     assert!(!debug.contains("otpauth://"), "{debug}");

@@ -42,7 +42,17 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
 
     // Chapter 3: the committee.
     let c = &r["committee"];
-    assert_eq!(c["users"].as_array().unwrap().len(), 8);
+    assert_eq!(c["users"].as_array().unwrap().len(), 10);
+    // Separation of duties: two administrators grant roles; neither approves its own request, and the operator
+    // cannot give itself the chair's role.
+    assert!(c["own_grant_refused"].as_str().unwrap().contains("FOUR_EYES"), "{c}");
+    assert!(
+        c["operator_grant_refused"]
+            .as_str()
+            .unwrap()
+            .contains("ROLE_NOT_PERMITTED"),
+        "{c}"
+    );
     assert!(
         !c["otpauth_example"].as_str().unwrap().contains("secret=A"),
         "the demo never prints a TOTP secret"

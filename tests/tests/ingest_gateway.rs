@@ -974,8 +974,10 @@ async fn raw_client(home: &Home, gw: &Gateway) -> tonic::client::Grpc<tonic::tra
 async fn only_hospitals_the_directory_enables_may_push() {
     let home = Home::new();
     let db: &[(&str, &str)] = &[];
-    let op = common::people::operator(home.path(), db);
-    let env = common::people::session_env(db, &op);
+    // Hospitals are accounts: an administrator registers, publishes and disables them.
+    common::people::operator(home.path(), db);
+    let (admin, _) = common::people::administrators(home.path());
+    let env = common::people::session_env(db, &admin);
     let run = |args: &[&str]| common::people::run_json(home.path(), args, &env, None);
     run(&["user", "add-org", "--id", "hosp-a", "--name", "Hospital A"]);
     let cert_a = home.pki.hospital_cert(HOSPITAL_A);
@@ -1038,7 +1040,7 @@ async fn only_hospitals_the_directory_enables_may_push() {
     assert_eq!(status_reason(&s).as_deref(), Some("HOSPITAL_NOT_ENABLED"));
     std::fs::write(&list, &good).unwrap();
 
-    // The operator disables A and publishes: A's next request is refused, its certificate unchanged.
+    // An administrator disables A and publishes: A's next request is refused, its certificate unchanged.
     run(&["user", "disable", "--username", HOSPITAL_A]);
     let published = run(&["user", "hospitals-publish", "--out", list.to_str().unwrap()]);
     assert_eq!(published["hospitals"], 0);

@@ -255,45 +255,65 @@ async fn committee_workflow_over_grpc() {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path();
 
-    // The first operator, at the host's console.
-    let bootstrap = cli(home, &["user", "bootstrap", "--username", "op", "--name", "Op"], "");
-    let invitation = text(&bootstrap, "invitation_code");
-    let enrolment = cli(
+    // The first two administrators, at the host's console.
+    let bootstrap = cli(
         home,
         &[
             "user",
-            "enrol",
+            "bootstrap",
             "--username",
-            "op",
-            "--invitation",
-            &invitation,
-            "--password-stdin",
+            "adm1",
+            "--name",
+            "Admin One",
+            "--second-username",
+            "adm2",
+            "--second-name",
+            "Admin Two",
         ],
-        &format!("{PASSWORD}\n"),
+        "",
     );
-    let mut op_app = Authenticator::new("op", &text(&enrolment, "secret_base32"));
-    let code = op_app.code();
-    cli(
-        home,
-        &[
-            "user",
-            "confirm",
-            "--username",
-            "op",
-            "--code",
-            &code,
-            "--password-stdin",
-        ],
-        &format!("{PASSWORD}\n"),
-    );
+    let mut apps = Vec::new();
+    for (i, username) in ["adm1", "adm2"].into_iter().enumerate() {
+        let invitation = bootstrap[i]["invitation_code"].as_str().expect("invitation").to_owned();
+        let enrolment = cli(
+            home,
+            &[
+                "user",
+                "enrol",
+                "--username",
+                username,
+                "--invitation",
+                &invitation,
+                "--password-stdin",
+            ],
+            &format!("{PASSWORD}\n"),
+        );
+        let mut app = Authenticator::new(username, &text(&enrolment, "secret_base32"));
+        let code = app.code();
+        cli(
+            home,
+            &[
+                "user",
+                "confirm",
+                "--username",
+                username,
+                "--code",
+                &code,
+                "--password-stdin",
+            ],
+            &format!("{PASSWORD}\n"),
+        );
+        apps.push(app);
+    }
 
     let mut server = Server::start(home);
     let mut client = PolicyServiceClient::connect(format!("http://{}", server.addr))
         .await
         .expect("connect");
 
-    // Everything else over gRPC, starting with the operator's login.
-    let op = login(&mut client, "op", &mut op_app).await;
+    // Everything else over gRPC, starting with the administrators' logins.
+    let op = login(&mut client, "adm1", &mut apps[0]).await;
+    let second = login(&mut client, "adm2", &mut apps[1]).await;
     let me = client
         .who_am_i(authed(pb::Empty {}, &op))
         .await
@@ -301,7 +321,7 @@ async fn committee_workflow_over_grpc() {
         .into_inner();
     assert_eq!(
         (me.username.as_str(), me.roles.as_slice()),
-        ("op", ["operator".to_owned()].as_slice())
+        ("adm1", ["administrator".to_owned()].as_slice())
     );
 
     // The researcher's university, over gRPC; the CLI accepts the same session (a second organisation).
@@ -332,6 +352,8 @@ async fn committee_workflow_over_grpc() {
         "",
     );
 
+    // Each invitee makes their own code; the administrator sends only its claim and never receives a code.
+    // Committee roles wait for the second administrator; the first cannot approve its own request.
     let people: [(&str, &str, &[&str]); 6] = [
         ("rin", "univ", &["researcher"]),
         ("m1", "platform", &["committee_member"]),
@@ -342,6 +364,7 @@ async fn committee_workflow_over_grpc() {
     ];
     let mut tokens = HashMap::new();
     for (username, organisation, roles) in people {
+        let (code, claim) = tokumei_policy::identity::directory::invitation_claim().expect("claim");
         let added = client
             .add_user(authed(
                 pb::AddUserRequest {
@@ -349,6 +372,7 @@ async fn committee_workflow_over_grpc() {
                     display_name: format!("Dr {username}"),
                     organisation: organisation.into(),
                     roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                    claim,
                 },
                 &op,
             ))
@@ -356,7 +380,32 @@ async fn committee_workflow_over_grpc() {
             .unwrap_or_else(|s| panic!("add {username}: {s:?}"))
             .into_inner();
         assert_eq!(added.username, username);
-        let token = join(&mut client, username, &added.invitation_code).await;
+        assert!(added.invitation_code.is_empty(), "an administrator received a code");
+        let committee = roles.iter().any(|r| r.starts_with("committee"));
+        assert_eq!(added.state, if committee { "pending" } else { "invited" });
+        if committee {
+            let own = client
+                .approve_grant(authed(
+                    pb::ApproveGrantRequest {
+                        grant_id: added.grant_id.clone(),
+                    },
+                    &op,
+                ))
+                .await
+                .expect_err("an administrator approved their own request");
+            assert_eq!(own.code(), tonic::Code::PermissionDenied, "{own:?}");
+            assert!(format!("{own:?}").contains("FOUR_EYES"), "{own:?}");
+            client
+                .approve_grant(authed(
+                    pb::ApproveGrantRequest {
+                        grant_id: added.grant_id.clone(),
+                    },
+                    &second,
+                ))
+                .await
+                .unwrap_or_else(|s| panic!("approve {username}: {s:?}"));
+        }
+        let token = join(&mut client, username, code.expose()).await;
         tokens.insert(username, token);
     }
     let token = |u: &str| tokens[u].clone();
@@ -366,7 +415,7 @@ async fn committee_workflow_over_grpc() {
         .expect("list users")
         .into_inner()
         .users;
-    assert_eq!(users.len(), 7);
+    assert_eq!(users.len(), 8);
     assert!(users.iter().all(|u| u.status == "active"), "{users:?}");
 
     // The researcher files; the chair assigns three members; they vote; the chair approves with conditions.
@@ -568,6 +617,7 @@ async fn committee_workflow_over_grpc() {
                     display_name: "Eve".into(),
                     organisation: "univ".into(),
                     roles: vec!["operator".into()],
+                    claim: "0".repeat(64),
                 },
                 &token("rin"),
             ))

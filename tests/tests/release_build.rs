@@ -310,8 +310,8 @@ async fn release_build_verify_and_trace_end_to_end() {
     let db: &[(&str, &str)] = &[];
     let committee = people::committee(home.path(), db);
     let op = &committee.op;
-    let rika = people::invite(home.path(), db, op, "rika", "univ-a", "researcher");
-    let yui = people::invite(home.path(), db, op, "yui", "univ-a", "researcher");
+    let rika = people::invite(home.path(), db, "rika", "univ-a", "researcher");
+    let yui = people::invite(home.path(), db, "yui", "univ-a", "researcher");
     let today = Utc::now().date_naive();
     let approve = |expires_on, tables| {
         approved_file_application(
@@ -642,7 +642,7 @@ async fn release_build_verify_and_trace_end_to_end() {
     };
     assert!(listed(op).contains(&release));
     assert!(listed(&rika).contains(&release), "a recipient sees her release");
-    let stranger = people::invite(home.path(), db, op, "kai", "univ-k", "researcher");
+    let stranger = people::invite(home.path(), db, "kai", "univ-k", "researcher");
     assert!(listed(&stranger).is_empty(), "a stranger sees nothing");
 
     // A banned recipient stops further builds.

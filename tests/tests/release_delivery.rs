@@ -290,8 +290,8 @@ fn world() -> World {
     let home = Home::new();
     let db: &[(&str, &str)] = &[];
     let committee = people::committee(home.path(), db);
-    let rika = people::invite(home.path(), db, &committee.op, "rika", "univ-a", "researcher");
-    let nao = people::invite(home.path(), db, &committee.op, "nao", "univ-b", "researcher");
+    let rika = people::invite(home.path(), db, "rika", "univ-a", "researcher");
+    let nao = people::invite(home.path(), db, "nao", "univ-b", "researcher");
     let today = Utc::now().date_naive();
     let approve = |expires_on, max_downloads| {
         approved_file_application(
@@ -849,7 +849,7 @@ async fn revocation_and_bans_reach_issued_tokens_and_change_requests() {
     let home = Home::new();
     let db: &[(&str, &str)] = &[];
     let committee = people::committee(home.path(), db);
-    let rika = people::invite(home.path(), db, &committee.op, "rika", "univ-a", "researcher");
+    let rika = people::invite(home.path(), db, "rika", "univ-a", "researcher");
     let expires_on = Utc::now().date_naive() + chrono::Duration::days(180);
     let approve = |amends: Option<&str>| {
         approved_file_application(

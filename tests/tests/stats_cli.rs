@@ -58,9 +58,9 @@ fn adult_rows() -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
-/// The audit ledger of today as an auditor (invited by `op`) exports it: the bundle's JSON text.
-fn exported_ledger(h: &Path, dir: &Path, op: &common::people::Person) -> String {
-    let auditor = common::people::invite(h, &[], op, "audra", "audit-o", "auditor");
+/// The audit ledger of today as an auditor (invited by the administrators) exports it: the bundle's JSON text.
+fn exported_ledger(h: &Path, dir: &Path) -> String {
+    let auditor = common::people::invite(h, &[], "audra", "audit-o", "auditor");
     let bundle = dir.join("bundle.json");
     let today = chrono::Utc::now().date_naive();
     let (from, to) = (today.to_string(), (today + chrono::Duration::days(2)).to_string());
@@ -534,7 +534,7 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
     let h = home.path();
     let dir = tempfile::tempdir().unwrap();
     let columns: &[&str] = &["linkage_key", "sex", "prefecture", "weight"];
-    let (researcher, id, op) = common::people::approved_statistics_with(
+    let (researcher, id) = common::people::approved_statistics_with(
         h,
         &[],
         1.0,
@@ -718,7 +718,7 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
     assert!(!stderr.contains(MARKER) && !String::from_utf8_lossy(&o.stdout).contains(MARKER));
     assert!(!out.exists());
     // Nor does the audit ledger hold a value or a linkage key: refusals name the rule.
-    let ledger = exported_ledger(h, dir.path(), &op);
+    let ledger = exported_ledger(h, dir.path());
     assert!(
         !ledger.contains(MARKER) && !ledger.contains("lk0"),
         "the ledger holds a value"
@@ -736,7 +736,7 @@ fn the_committee_fixes_mechanism_and_groupings_and_each_refusal_is_audited() {
     let h = home.path();
     let dir = tempfile::tempdir().unwrap();
     let columns: &[&str] = &["sex", "prefecture"];
-    let (researcher, id, op) = common::people::approved_statistics_with(
+    let (researcher, id) = common::people::approved_statistics_with(
         h,
         &[],
         1.0,
@@ -795,7 +795,7 @@ fn the_committee_fixes_mechanism_and_groupings_and_each_refusal_is_audited() {
         keys.to_str().unwrap(),
     ]));
     // An auditor finds the four refusals in the ledger, each with its code.
-    let bundle: serde_json::Value = serde_json::from_str(&exported_ledger(h, dir.path(), &op)).unwrap();
+    let bundle: serde_json::Value = serde_json::from_str(&exported_ledger(h, dir.path())).unwrap();
     let denied = denied_statistics(&bundle);
     assert_eq!(
         denied,
@@ -818,7 +818,7 @@ fn linked_small_cell_tables_cannot_give_a_suppressed_cell_back() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let dir = tempfile::tempdir().unwrap();
-    let (researcher, id, op) = common::people::approved_statistics_with(
+    let (researcher, id) = common::people::approved_statistics_with(
         h,
         &[],
         1.0,
@@ -920,7 +920,7 @@ fn linked_small_cell_tables_cannot_give_a_suppressed_cell_back() {
         &["--epsilon", "0.1", "--public-keys", keys.to_str().unwrap()],
     ));
 
-    let bundle: serde_json::Value = serde_json::from_str(&exported_ledger(h, dir.path(), &op)).unwrap();
+    let bundle: serde_json::Value = serde_json::from_str(&exported_ledger(h, dir.path())).unwrap();
     let denied = denied_statistics(&bundle);
     assert_eq!(
         denied,
@@ -972,7 +972,7 @@ async fn store_tables_take_hierarchies_and_keys_from_the_platform_catalogue() {
         tokumei_ingest::client::push(&mut client, batches).await.expect("push");
     }
     common::drain_core(&home);
-    let (researcher, id, op) = common::people::approved_statistics_with(
+    let (researcher, id) = common::people::approved_statistics_with(
         h,
         &[],
         2.0,
@@ -1071,7 +1071,7 @@ async fn store_tables_take_hierarchies_and_keys_from_the_platform_catalogue() {
         );
         assert!(!out.exists(), "nothing is written on a refusal");
     }
-    let ledger = exported_ledger(h, dir.path(), &op);
+    let ledger = exported_ledger(h, dir.path());
     assert!(!ledger.contains(MARKER), "the ledger holds the marker");
     for (_, _, code) in &cases {
         assert!(ledger.contains(code), "{code} is not in the ledger");

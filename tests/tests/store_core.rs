@@ -340,7 +340,7 @@ async fn operator_erase_and_key_rotation() {
     let key = rows[0]["linkage_key"].as_str().unwrap().to_string();
     // Nobody erases, compacts or rotates without an operator's session: a forged session and a
     // researcher's are refused before the store is opened, and nothing is removed.
-    let rika = common::people::invite(home.path(), &[], &op, "rika", "univ-a", "researcher");
+    let rika = common::people::invite(home.path(), &[], "rika", "univ-a", "researcher");
     let erase = [
         "--json",
         "store",

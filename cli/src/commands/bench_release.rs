@@ -653,13 +653,15 @@ async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(
     Ok((actor, token))
 }
 
-async fn person(policy: &Policy, op: &Actor, username: &str, org: &str, roles: &[Role]) -> Result<(Actor, String)> {
-    let _ = policy.add_organisation(op, org, org, BENCH).await;
-    let inv = policy
-        .add_user(op, username, username, org, roles, BENCH)
-        .await
-        .map_err(reason)?;
-    activate(policy, username, inv.code.expose()).await
+async fn person(
+    policy: &Policy,
+    admins: &super::staff::Administrators,
+    username: &str,
+    org: &str,
+    roles: &[Role],
+) -> Result<(Actor, String)> {
+    let code = super::staff::invite(policy, admins, (username, username, org), roles, BENCH).await?;
+    activate(policy, username, code.expose()).await
 }
 
 /// The tables of the bench's application.
@@ -702,15 +704,19 @@ async fn approved_application(dir: &Path, tables: &[TableRequest]) -> Result<App
     )
     .await
     .map_err(reason)?;
-    let inv = policy
-        .bootstrap("op", "Platform operator", "platform", BENCH)
+    let [first, second] = policy
+        .bootstrap([("aoi", "Administrator"), ("ren", "Administrator")], "platform", BENCH)
         .await
         .map_err(reason)?;
-    let (op, _) = activate(&policy, "op", inv.code.expose()).await?;
-    let (sato, session) = person(&policy, &op, "sato", "univ-a", &[Role::Researcher]).await?;
+    let admins = super::staff::Administrators {
+        first: activate(&policy, "aoi", first.code.expose()).await?.0,
+        second: activate(&policy, "ren", second.code.expose()).await?.0,
+    };
+    let (op, _) = person(&policy, &admins, "op", "platform", &[Role::Operator]).await?;
+    let (sato, session) = person(&policy, &admins, "sato", "univ-a", &[Role::Researcher]).await?;
     let (chair, _) = person(
         &policy,
-        &op,
+        &admins,
         "chika",
         "univ-c",
         &[Role::CommitteeChair, Role::CommitteeMember],
@@ -718,7 +724,7 @@ async fn approved_application(dir: &Path, tables: &[TableRequest]) -> Result<App
     .await?;
     let mut members = Vec::new();
     for (name, org) in [("mei", "univ-m"), ("kenta", "hosp-k"), ("sora", "law-s")] {
-        members.push(person(&policy, &op, name, org, &[Role::CommitteeMember]).await?.0);
+        members.push(person(&policy, &admins, name, org, &[Role::CommitteeMember]).await?.0);
     }
     let mut f = super::demo_committee::form(Channel::File);
     f.title = "Laboratory trajectories (benchmark)".into();

@@ -48,6 +48,10 @@ pub struct CommitteeChapter {
     pub non_recipient_refused: String,
     /// The banned organisation's refusal.
     pub banned_refused: String,
+    /// An administrator approving their own grant of a committee role.
+    pub own_grant_refused: String,
+    /// The operator trying to give themselves the chair's role.
+    pub operator_grant_refused: String,
 }
 
 /// The people of the story and their sessions.
@@ -60,6 +64,8 @@ pub struct Committee {
     pub researcher_session: Zeroizing<String>,
     /// The operator.
     pub operator: Actor,
+    /// The two administrators (accounts and hospitals; four eyes on privileged grants).
+    pub administrators: super::staff::Administrators,
     /// An auditor.
     pub auditor: Actor,
     /// The committee's chair.
@@ -111,39 +117,27 @@ async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(
 
 pub(super) async fn person(
     policy: &Policy,
-    op: &Actor,
+    admins: &super::staff::Administrators,
     username: &str,
     name: &str,
     org: &str,
     roles: &[Role],
 ) -> Result<Actor> {
-    Ok(person_with_session(policy, op, username, name, org, roles).await?.0)
+    Ok(person_with_session(policy, admins, username, name, org, roles).await?.0)
 }
 
-/// A person invited, enrolled and logged in, with the session token their tools (the download client)
-/// present.
+/// A person invited (by their own claim; four eyes where the roles need them), enrolled and logged in, with the
+/// session token their tools (the download client) present.
 pub(super) async fn person_with_session(
     policy: &Policy,
-    op: &Actor,
+    admins: &super::staff::Administrators,
     username: &str,
     name: &str,
     org: &str,
     roles: &[Role],
 ) -> Result<(Actor, Zeroizing<String>)> {
-    if policy
-        .users(op, DEMO)
-        .await
-        .map_err(super::access::reason)?
-        .iter()
-        .all(|u| u.organisation != org)
-    {
-        let _ = policy.add_organisation(op, org, org, DEMO).await;
-    }
-    let inv = policy
-        .add_user(op, username, name, org, roles, DEMO)
-        .await
-        .map_err(super::access::reason)?;
-    let (actor, _, token) = activate(policy, username, inv.code.expose()).await?;
+    let code = super::staff::invite(policy, admins, (username, name, org), roles, DEMO).await?;
+    let (actor, _, token) = activate(policy, username, code.expose()).await?;
     Ok((actor, token))
 }
 
@@ -186,36 +180,68 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         .map_err(super::access::reason)?;
     let mut out = CommitteeChapter::default();
 
-    let inv = policy
-        .bootstrap("op", "Platform operator", "platform", DEMO)
+    // The installation's first two administrators (the installer hands each their code); every other account
+    // is invited by its own claim, and committee and operator roles need both administrators.
+    let [first, second] = policy
+        .bootstrap(
+            [
+                ("aoi", "Aoi Sasaki (administrator)"),
+                ("ren", "Ren Fujita (administrator)"),
+            ],
+            "platform",
+            DEMO,
+        )
         .await
         .map_err(super::access::reason)?;
-    let (op, _, _) = activate(&policy, "op", inv.code.expose()).await?;
+    let admins = super::staff::Administrators {
+        first: activate(&policy, "aoi", first.code.expose()).await?.0,
+        second: activate(&policy, "ren", second.code.expose()).await?.0,
+    };
+    let op = person(
+        &policy,
+        &admins,
+        "op",
+        "Platform operator",
+        "platform",
+        &[Role::Operator],
+    )
+    .await?;
     let researcher = {
-        let _ = policy.add_organisation(&op, "univ-a", "University A", DEMO).await;
-        let inv = policy
-            .add_user(&op, "sato", "Rika Sato", "univ-a", &[Role::Researcher], DEMO)
-            .await
-            .map_err(super::access::reason)?;
-        let (actor, uri, token) = activate(&policy, "sato", inv.code.expose()).await?;
+        let code = super::staff::invite(
+            &policy,
+            &admins,
+            ("sato", "Rika Sato", "univ-a"),
+            &[Role::Researcher],
+            DEMO,
+        )
+        .await?;
+        let (actor, uri, token) = activate(&policy, "sato", code.expose()).await?;
         out.otpauth_example = uri;
         (actor, token)
     };
     let (researcher, researcher_session) = researcher;
     let chair = person(
         &policy,
-        &op,
+        &admins,
         "chika",
         "Chika Ito (chair)",
         "univ-c",
         &[Role::CommitteeChair, Role::CommitteeMember],
     )
     .await?;
-    let mei = person(&policy, &op, "mei", "Mei Kato", "univ-m", &[Role::CommitteeMember]).await?;
-    let kenta = person(&policy, &op, "kenta", "Kenta Mori", "hosp-k", &[Role::CommitteeMember]).await?;
+    let mei = person(&policy, &admins, "mei", "Mei Kato", "univ-m", &[Role::CommitteeMember]).await?;
+    let kenta = person(
+        &policy,
+        &admins,
+        "kenta",
+        "Kenta Mori",
+        "hosp-k",
+        &[Role::CommitteeMember],
+    )
+    .await?;
     let sora = person(
         &policy,
-        &op,
+        &admins,
         "sora",
         "Sora Abe (lawyer)",
         "law-s",
@@ -224,17 +250,52 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
     .await?;
     let auditor = person(
         &policy,
-        &op,
+        &admins,
         "audra",
         "Audra Ono (inspector)",
         "regulator",
         &[Role::Auditor],
     )
     .await?;
-    let outsider = person(&policy, &op, "kai", "Kai Ueda", "univ-k", &[Role::Researcher]).await?;
-    out.users = ["op", "sato", "chika", "mei", "kenta", "sora", "audra", "kai"]
-        .map(String::from)
-        .to_vec();
+    let outsider = person(&policy, &admins, "kai", "Kai Ueda", "univ-k", &[Role::Researcher]).await?;
+    // Separation of duties, tried: the first administrator approving their own grant, and the operator giving
+    // themselves the chair's role.
+    let (_, claim) = tokumei_policy::identity::directory::invitation_claim().map_err(super::access::reason)?;
+    let invitee = tokumei_policy::NewPerson {
+        username: "hiro",
+        display_name: "Hiro Kudo",
+        organisation: "univ-m",
+        claim: &claim,
+    };
+    let asked = policy
+        .add_user(&admins.first, invitee, &[Role::CommitteeMember], DEMO)
+        .await
+        .map_err(super::access::reason)?;
+    let grant = asked.grant_id().unwrap_or_default().to_owned();
+    out.own_grant_refused = match policy.approve_grant(&admins.first, &grant, DEMO).await {
+        Ok(_) => anyhow::bail!("an administrator approved their own grant"),
+        Err(e) => format!("[{}] {e}", e.reason()),
+    };
+    say(&format!(
+        "   aoi asks for a committee seat for hiro ({grant}) and approves it herself: {}",
+        out.own_grant_refused
+    ));
+    out.operator_grant_refused = match policy
+        .set_roles(&op, "op", &[Role::Operator, Role::CommitteeChair], DEMO)
+        .await
+    {
+        Ok(_) => anyhow::bail!("the operator changed their own roles"),
+        Err(e) => format!("[{}] {e}", e.reason()),
+    };
+    say(&format!(
+        "   op gives itself the chair's role: {}",
+        out.operator_grant_refused
+    ));
+    out.users = [
+        "aoi", "ren", "op", "sato", "chika", "mei", "kenta", "sora", "audra", "kai",
+    ]
+    .map(String::from)
+    .to_vec();
     say(&format!(
         "   {} people enrolled: argon2id password + TOTP (RFC 6238), e.g. {}; each got 10 recovery codes",
         out.users.len(),
@@ -393,6 +454,7 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         researcher,
         researcher_session,
         operator: op,
+        administrators: admins,
         auditor,
         chair,
         members: vec![mei, kenta],

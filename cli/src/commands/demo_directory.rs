@@ -50,7 +50,8 @@ pub async fn step(
     cast: &Committee,
     say: &impl Fn(&str),
 ) -> anyhow::Result<DirectoryStep> {
-    let (policy, op) = (&cast.policy, &cast.operator);
+    // Hospitals are accounts: the administrators register, publish and disable them.
+    let (policy, op) = (&cast.policy, &cast.administrators.first);
     for code in &codes[..2] {
         let org = format!("hospital-{code}");
         let _ = policy.add_organisation(op, &org, &org, DEMO).await;

@@ -74,7 +74,7 @@ pub async fn chapter(
     let mut out = ReleaseChapter::default();
     let (yui, yui_session) = person_with_session(
         policy,
-        &cast.operator,
+        &cast.administrators,
         "yui",
         "Yui Nakamura",
         "univ-a",

@@ -29,6 +29,7 @@ pub mod risk;
 pub mod serve;
 pub mod spool;
 pub mod sql;
+pub mod staff;
 pub mod stats;
 pub mod stats_linked;
 pub mod stats_rules;

@@ -1,9 +1,12 @@
 //! `tokumei user ...`: accounts, enrolment with TOTP, login and sessions.
 //!
-//! A new installation starts with `user bootstrap` (the first operator, allowed once, on the host); the
-//! operator then invites people (`user add`), each completes the invitation (`user enrol`: password, then
-//! the otpauth URI and QR code to scan) and confirms the authenticator with a first code (`user confirm`),
-//! receiving ten recovery codes. `user login` needs the password and a TOTP or recovery code.
+//! A new installation starts with `user bootstrap` (the first two administrators, allowed once, on the host).
+//! A person to invite runs `user claim` on their own machine: it prints an invitation code, which they keep, and
+//! its claim, which they send to an administrator; the administrator invites them with the claim (`user add
+//! --claim`) and never sees the code. Committee, operator and administrator roles wait for a second
+//! administrator (`user grants`, `user approve`). The invitee completes the invitation with their code (`user
+//! enrol`: password, then the otpauth URI and QR code to scan) and confirms the authenticator with a first code
+//! (`user confirm`), receiving ten recovery codes. `user login` needs the password and a TOTP or recovery code.
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -19,14 +22,22 @@ use crate::output::{emit, runtime};
 /// `tokumei user ...`
 #[derive(clap::Subcommand, Debug)]
 pub enum UserCommand {
-    /// Create the first operator of a new installation (only while there are no users).
+    /// Create the first two administrators of a new installation (only while there are no users); prints both
+    /// invitation codes, once.
     Bootstrap {
-        /// Username.
+        /// Username of the first administrator.
         #[arg(long)]
         username: String,
-        /// Full name.
+        /// Full name of the first administrator.
         #[arg(long)]
         name: String,
+        /// Username of the second administrator (grants of committee, operator and administrator roles need
+        /// two).
+        #[arg(long)]
+        second_username: String,
+        /// Full name of the second administrator.
+        #[arg(long)]
+        second_name: String,
         /// Organisation id (created if missing).
         #[arg(long, default_value = "platform")]
         organisation: String,
@@ -80,7 +91,11 @@ pub enum UserCommand {
     Logout,
     /// Who the current session belongs to.
     Whoami,
-    /// Invite a person (operators): prints the one-time invitation code.
+    /// On the invitee's machine, no session needed: make an invitation code (keep it) and its claim (send it
+    /// to an administrator, who invites you with it and never sees the code).
+    Claim,
+    /// Invite a person (administrators) by the claim they sent; committee, operator and administrator roles
+    /// wait for a second administrator's approval.
     Add {
         /// Username (a-z, 0-9, `.`, `_`, `-`).
         #[arg(long)]
@@ -91,11 +106,23 @@ pub enum UserCommand {
         /// Organisation id.
         #[arg(long)]
         organisation: String,
-        /// Roles, comma-separated: researcher, committee_member, committee_chair, operator, auditor.
+        /// Roles, comma-separated: researcher, committee_member, committee_chair, operator, auditor,
+        /// administrator.
         #[arg(long, value_delimiter = ',', required = true)]
         roles: Vec<Role>,
+        /// The claim `tokumei user claim` printed for the invitee.
+        #[arg(long)]
+        claim: String,
     },
-    /// Create an organisation (operators).
+    /// Grants waiting for a second administrator (administrators, operators, auditors).
+    Grants,
+    /// Approve a grant another administrator asked for (never one's own request, never a grant to oneself).
+    Approve {
+        /// The grant's id (`G-...`).
+        #[arg(long)]
+        grant: String,
+    },
+    /// Create an organisation (administrators).
     AddOrg {
         /// Identifier (e.g. the corporate number).
         #[arg(long)]
@@ -104,7 +131,7 @@ pub enum UserCommand {
         #[arg(long)]
         name: String,
     },
-    /// Register a hospital's service identity, bound to its client certificate (operators).
+    /// Register a hospital's service identity, bound to its client certificate (administrators).
     AddHospital {
         /// 10-digit institution code (the certificate's CN).
         #[arg(long)]
@@ -116,14 +143,15 @@ pub enum UserCommand {
         #[arg(long)]
         certificate: std::path::PathBuf,
     },
-    /// Publish the signed directory of enabled hospitals for the gateway's `[gateway.directory]` (operators):
+    /// Publish the signed directory of enabled hospitals for the gateway's `[gateway.directory]` (administrators):
     /// written atomically to `--out`, which the gateway re-reads when it changes.
     HospitalsPublish {
         /// The directory file the gateway reads.
         #[arg(long)]
         out: std::path::PathBuf,
     },
-    /// Replace a user's roles (operators).
+    /// Replace a user's roles (administrators; adding a committee, operator or administrator role waits for a
+    /// second administrator).
     Roles {
         /// Username.
         #[arg(long)]
@@ -132,13 +160,13 @@ pub enum UserCommand {
         #[arg(long, value_delimiter = ',', required = true)]
         roles: Vec<Role>,
     },
-    /// Disable an account and end its sessions (operators).
+    /// Disable an account and end its sessions (administrators).
     Disable {
         /// Username.
         #[arg(long)]
         username: String,
     },
-    /// Users and their roles (operators, auditors).
+    /// Users and their roles (administrators, operators, auditors).
     List,
 }
 
@@ -158,29 +186,112 @@ struct InvitationOut {
     expires_at: String,
 }
 
+/// What `user add` and `user roles` report: no code ever (the invitee holds it).
+#[derive(Serialize)]
+struct ChangeOut {
+    username: String,
+    /// `invited`, `roles_set` or `pending`.
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+    roles: Vec<String>,
+}
+
+fn change_out(change: tokumei_policy::UserChange, roles: &[Role]) -> ChangeOut {
+    let names = roles.iter().map(|r| r.as_str().to_owned()).collect();
+    match change {
+        tokumei_policy::UserChange::Invited(i) => ChangeOut {
+            username: i.username,
+            state: "invited",
+            grant: None,
+            expires_at: Some(i.expires_at.to_rfc3339()),
+            roles: names,
+        },
+        tokumei_policy::UserChange::RolesSet(u) => ChangeOut {
+            username: u.username,
+            state: "roles_set",
+            grant: None,
+            expires_at: None,
+            roles: names,
+        },
+        tokumei_policy::UserChange::Pending(g) => ChangeOut {
+            username: g.username,
+            state: "pending",
+            grant: Some(g.id),
+            expires_at: None,
+            roles: names,
+        },
+    }
+}
+
+fn print_change(o: &ChangeOut) {
+    match o.state {
+        "invited" => println!(
+            "invited {} as {} (their own code works until {})",
+            o.username,
+            o.roles.join(", "),
+            o.expires_at.as_deref().unwrap_or("-")
+        ),
+        "roles_set" => println!("{}: {}", o.username, o.roles.join(", ")),
+        _ => println!(
+            "grant {} for {} ({}) waits for a second administrator: tokumei user approve --grant {}",
+            o.grant.as_deref().unwrap_or("-"),
+            o.username,
+            o.roles.join(", "),
+            o.grant.as_deref().unwrap_or("-")
+        ),
+    }
+}
+
 /// Runs `tokumei user ...`.
 pub fn run(args: UserArgs, json: bool) -> Result<()> {
+    if let UserCommand::Claim = args.command {
+        // The invitee's side: nothing is stored, no policy database is opened.
+        let (code, claim) = tokumei_policy::identity::directory::invitation_claim().map_err(reason)?;
+        let out = json!({"invitation_code": code.expose(), "claim": claim});
+        return emit(json, &out, |_| {
+            println!("your invitation code (keep it to yourself): {}", code.expose());
+            println!("your claim (send it to an administrator): {claim}");
+            println!("once invited: tokumei user enrol --username YOU --invitation CODE");
+        });
+    }
     runtime()?.block_on(async {
         let policy = open_policy(&args.policy).await?;
         match args.command {
+            UserCommand::Claim => Ok(()),
             UserCommand::Bootstrap {
                 username,
                 name,
+                second_username,
+                second_name,
                 organisation,
             } => {
-                let inv = policy
-                    .bootstrap(&username, &name, &organisation, CLI)
+                let invitations = policy
+                    .bootstrap(
+                        [(&username, &name), (&second_username, &second_name)],
+                        &organisation,
+                        CLI,
+                    )
                     .await
                     .map_err(reason)?;
-                let out = InvitationOut {
-                    username: inv.username.clone(),
-                    invitation_code: inv.code.expose().to_owned(),
-                    expires_at: inv.expires_at.to_rfc3339(),
-                };
-                emit(json, &out, |o| {
-                    println!("first operator {} created.", o.username);
-                    println!("invitation code (shown once): {}", o.invitation_code);
-                    println!("next: tokumei user enrol --username {} --invitation CODE", o.username);
+                let out: Vec<InvitationOut> = invitations
+                    .iter()
+                    .map(|inv| InvitationOut {
+                        username: inv.username.clone(),
+                        invitation_code: inv.code.expose().to_owned(),
+                        expires_at: inv.expires_at.to_rfc3339(),
+                    })
+                    .collect();
+                emit(json, &out, |out| {
+                    for o in out {
+                        println!(
+                            "administrator {} created; invitation code (shown once, give it to them only): {}",
+                            o.username, o.invitation_code
+                        );
+                    }
+                    println!("next, each: tokumei user enrol --username NAME --invitation CODE");
                 })
             }
             UserCommand::Enrol {
@@ -287,21 +398,49 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
                 name,
                 organisation,
                 roles,
+                claim,
             } => {
                 let a = actor(&policy, &args.policy).await?;
-                let inv = policy
-                    .add_user(&a, &username, &name, &organisation, &roles, CLI)
-                    .await
-                    .map_err(reason)?;
-                let out = InvitationOut {
-                    username: inv.username.clone(),
-                    invitation_code: inv.code.expose().to_owned(),
-                    expires_at: inv.expires_at.to_rfc3339(),
+                let invitee = tokumei_policy::NewPerson {
+                    username: &username,
+                    display_name: &name,
+                    organisation: &organisation,
+                    claim: &claim,
                 };
-                emit(json, &out, |o| {
+                let change = policy.add_user(&a, invitee, &roles, CLI).await.map_err(reason)?;
+                emit(json, &change_out(change, &roles), print_change)
+            }
+            UserCommand::Grants => {
+                let a = actor(&policy, &args.policy).await?;
+                let grants = policy.pending_grants(&a, CLI).await.map_err(reason)?;
+                emit(json, &grants, |grants| {
+                    for g in grants {
+                        let roles: Vec<&str> = g.roles.iter().map(|r| r.as_str()).collect();
+                        println!(
+                            "{}  {:?} {} → {}  asked by {} at {}",
+                            g.id,
+                            g.kind,
+                            g.username,
+                            roles.join(", "),
+                            g.requested_by,
+                            g.requested_at.to_rfc3339()
+                        );
+                    }
+                    println!("{} grant(s) waiting for a second administrator", grants.len());
+                })
+            }
+            UserCommand::Approve { grant } => {
+                let a = actor(&policy, &args.policy).await?;
+                let g = policy.approve_grant(&a, &grant, CLI).await.map_err(reason)?;
+                emit(json, &g, |g| {
+                    let roles: Vec<&str> = g.roles.iter().map(|r| r.as_str()).collect();
                     println!(
-                        "invited {} (expires {}); invitation code (shown once): {}",
-                        o.username, o.expires_at, o.invitation_code
+                        "grant {} applied: {} now {} (asked by {}, approved by {})",
+                        g.id,
+                        g.username,
+                        roles.join(", "),
+                        g.requested_by,
+                        g.approved_by.as_deref().unwrap_or("-")
                     );
                 })
             }
@@ -346,11 +485,8 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
             }
             UserCommand::Roles { username, roles } => {
                 let a = actor(&policy, &args.policy).await?;
-                let u = policy.set_roles(&a, &username, &roles, CLI).await.map_err(reason)?;
-                emit(json, &u, |u| {
-                    let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
-                    println!("{}: {}", u.username, roles.join(", "));
-                })
+                let change = policy.set_roles(&a, &username, &roles, CLI).await.map_err(reason)?;
+                emit(json, &change_out(change, &roles), print_change)
             }
             UserCommand::Disable { username } => {
                 let a = actor(&policy, &args.policy).await?;

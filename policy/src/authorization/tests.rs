@@ -67,8 +67,8 @@ fn expected(role: Role, action: Action) -> bool {
     use Role::*;
     let roles: &[Role] = match action {
         SubmitRecords | SubmitOptOut => &[Hospital],
-        ManageUsers => &[Operator],
-        ViewUsers => &[Operator, Auditor],
+        ManageUsers => &[Administrator],
+        ViewUsers => &[Administrator, Operator, Auditor],
         FileApplication => &[Researcher],
         ViewApplication => &[Researcher, CommitteeMember, CommitteeChair, Operator, Auditor],
         AmendApplication => &[Researcher],
@@ -111,7 +111,7 @@ fn every_role_action_pair_matches_the_expected_table() {
     }
     assert_eq!(unauthorised_successes, vec![], "unauthorised successes");
     assert_eq!(wrongly_refused, vec![], "granted pairs refused");
-    assert_eq!(Role::ALL.len() * Action::ALL.len(), 6 * 32);
+    assert_eq!(Role::ALL.len() * Action::ALL.len(), 7 * 32);
 }
 
 #[test]
@@ -136,22 +136,52 @@ fn without_a_second_factor_no_human_role_can_do_anything() {
 
 #[test]
 fn nobody_changes_their_own_account() {
-    let op = actor("op", "platform", Role::Operator, AuthMethod::PasswordTotp);
+    let admin = actor("adm", "platform", Role::Administrator, AuthMethod::PasswordTotp);
     assert_eq!(
-        authorize(&op, Action::ManageUsers, &Resource::Person("op".into()))
+        authorize(&admin, Action::ManageUsers, &Resource::Person("adm".into()))
             .err()
             .map(|d| d.reason),
         Some(DenialReason::OwnAccount),
-        "an operator granting themselves a role"
+        "an administrator changing their own roles"
     );
-    assert!(authorize(&op, Action::ManageUsers, &Resource::Person("rika".into())).is_ok());
-    // Every other role may not manage users at all, on their own account or anyone's.
-    for role in Role::ALL.into_iter().filter(|r| *r != Role::Operator) {
+    assert!(authorize(&admin, Action::ManageUsers, &Resource::Person("rika".into())).is_ok());
+    // Every other role may not manage users at all, on their own account or anyone's — operators included
+    // (the attack: an operator gave itself the chair role).
+    for role in Role::ALL.into_iter().filter(|r| *r != Role::Administrator) {
         let a = actor("someone", "univ-s", role, auth_for(role));
         for target in ["someone", "rika"] {
             assert!(authorize(&a, Action::ManageUsers, &Resource::Person(target.into())).is_err());
         }
+        let grant = Resource::Grant {
+            username: "rika".into(),
+            requested_by: "adm".into(),
+        };
+        assert!(authorize(&a, Action::ManageUsers, &grant).is_err());
     }
+}
+
+#[test]
+fn a_grant_is_approved_by_a_second_administrator_only() {
+    let asked_by = |who: &str, to: &str| Resource::Grant {
+        username: to.into(),
+        requested_by: who.into(),
+    };
+    let first = actor("adm1", "platform", Role::Administrator, AuthMethod::PasswordTotp);
+    let second = actor("adm2", "platform", Role::Administrator, AuthMethod::PasswordTotp);
+    let reason = |a: &Actor, r: &Resource| authorize(a, Action::ManageUsers, r).err().map(|d| d.reason);
+    assert_eq!(reason(&first, &asked_by("adm1", "op")), Some(DenialReason::FourEyes));
+    assert_eq!(reason(&second, &asked_by("adm1", "op")), None);
+    // Nobody approves a grant to themselves, whoever asked for it.
+    assert_eq!(
+        reason(&second, &asked_by("adm1", "adm2")),
+        Some(DenialReason::OwnAccount)
+    );
+    // Without a second factor, not at all.
+    let weak = actor("adm2", "platform", Role::Administrator, AuthMethod::Certificate);
+    assert_eq!(
+        reason(&weak, &asked_by("adm1", "op")),
+        Some(DenialReason::StrongAuthenticationRequired)
+    );
 }
 
 #[test]

@@ -78,6 +78,8 @@ pub fn code_for_reason(reason: &str) -> Code {
         | "CONFLICT_OF_INTEREST"
         | "NOT_RECIPIENT"
         | "OTHER_INSTITUTION"
+        | "OWN_ACCOUNT"
+        | "FOUR_EYES"
         | "WRONG_RESOURCE"
         | "BANNED"
         | "ADVERTISING_REFUSED"
@@ -289,22 +291,50 @@ impl PolicyService for PolicyGrpc {
     async fn add_user(&self, request: Request<pb::AddUserRequest>) -> Reply<pb::AddUserResponse> {
         let (origin, actor, r) = self.authenticated(request).await?;
         let roles = convert::roles(&r.roles).map_err(refused)?;
-        let invitation = self
+        let invitee = crate::service::NewPerson {
+            username: &r.username,
+            display_name: &r.display_name,
+            organisation: &r.organisation,
+            claim: &r.claim,
+        };
+        let change = self
             .policy
-            .add_user(
-                &actor,
-                &r.username,
-                &r.display_name,
-                &r.organisation,
-                &roles,
-                Origin(&origin),
-            )
+            .add_user(&actor, invitee, &roles, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(match change {
+            crate::service::UserChange::Invited(i) => pb::AddUserResponse {
+                username: i.username,
+                invitation_expires_at: i.expires_at.to_rfc3339(),
+                state: "invited".into(),
+                ..Default::default()
+            },
+            crate::service::UserChange::Pending(g) => pb::AddUserResponse {
+                username: g.username,
+                state: "pending".into(),
+                grant_id: g.id,
+                ..Default::default()
+            },
+            crate::service::UserChange::RolesSet(u) => pb::AddUserResponse {
+                username: u.username,
+                state: "applied".into(),
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn approve_grant(&self, request: Request<pb::ApproveGrantRequest>) -> Reply<pb::AddUserResponse> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        let grant = self
+            .policy
+            .approve_grant(&actor, &r.grant_id, Origin(&origin))
             .await
             .map_err(refused)?;
         Ok(Response::new(pb::AddUserResponse {
-            username: invitation.username.clone(),
-            invitation_code: invitation.code.expose().to_owned(),
-            invitation_expires_at: invitation.expires_at.to_rfc3339(),
+            username: grant.username,
+            state: "applied".into(),
+            grant_id: grant.id,
+            ..Default::default()
         }))
     }
 
@@ -505,6 +535,19 @@ mod tests {
             assert_eq!(i.domain, ERROR_DOMAIN);
             i.reason.clone()
         })
+    }
+
+    #[test]
+    fn every_denial_is_permission_denied_never_internal() {
+        // OWN_ACCOUNT once reached clients as INTERNAL: a refusal is never a server fault.
+        for reason in DenialReason::ALL {
+            assert_eq!(
+                code_for_reason(reason.code()),
+                Code::PermissionDenied,
+                "{}",
+                reason.code()
+            );
+        }
     }
 
     #[test]

@@ -166,6 +166,35 @@ pub struct Invitation {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A person invited with a code only they know (see [`Directory::add_user`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvitedUser {
+    /// Who is invited.
+    pub username: String,
+    /// When their code stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A fresh invitation code and its claim: the invitee keeps the code and hands the claim (its hash, all an
+/// administrator needs) to the administrators. `tokumei user claim` calls this on the invitee's side.
+pub fn invitation_claim() -> Result<(SecretString, String)> {
+    let code = recovery_codes::random_code();
+    let claim = recovery_codes::hash_code("invitation", code.expose())
+        .ok_or_else(|| PolicyError::InvalidState("generated invitation code is malformed".to_owned()))?;
+    Ok((code, claim))
+}
+
+/// A claim as stored: 64 lower-case hex digits (the SHA-256 an invitation code hashes to).
+pub(super) fn check_claim(claim: &str) -> Result<String> {
+    let claim = claim.trim().to_ascii_lowercase();
+    if claim.len() != 64 || !claim.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(PolicyError::Invalid(
+            "the claim is the 64 hex digits `tokumei user claim` printed for the invitee".to_owned(),
+        ));
+    }
+    Ok(claim)
+}
+
 /// What the enrolling person needs to set up their authenticator app. All three fields contain the TOTP
 /// secret, so `Debug` shows none of them.
 #[derive(Debug, Clone)]
@@ -375,33 +404,41 @@ impl Directory {
         Ok(n == 0)
     }
 
-    /// Creates the first operator of a new installation (and their organisation, named after its
-    /// identifier, if missing). Refused with `InvalidState` as soon as any account exists, even under
-    /// concurrent attempts: nobody can make themselves operator of a running installation this way.
-    pub async fn bootstrap_operator(
+    /// Creates the first two administrators of a new installation (and their organisation, named after its
+    /// identifier, if missing). Two, because every grant of a committee, operator or administrator role needs a
+    /// second administrator's approval: one alone could grant nothing that matters. Refused with `InvalidState`
+    /// as soon as any account exists, even under concurrent attempts: nobody can make themselves administrator
+    /// of a running installation this way. The person at the host's console receives both invitation codes:
+    /// the one moment the platform trusts its installer.
+    pub async fn bootstrap_administrators(
         &self,
-        username: &str,
-        display_name: &str,
+        administrators: [(&str, &str); 2],
         organisation: &str,
         now: DateTime<Utc>,
-    ) -> Result<Invitation> {
-        check_username(username)?;
-        check_text("display name", display_name)?;
+    ) -> Result<[Invitation; 2]> {
+        for (username, display_name) in administrators {
+            check_username(username)?;
+            check_text("display name", display_name)?;
+        }
+        if administrators[0].0 == administrators[1].0 {
+            return Err(PolicyError::Invalid(
+                "the two first administrators must be two different people".to_owned(),
+            ));
+        }
         check_organisation_id(organisation)?;
         let refused = || {
             PolicyError::InvalidState(
-                "the directory already has users: bootstrap only creates the first operator of a new \
-                 installation (ask an operator to add you)"
+                "the directory already has users: bootstrap only creates the first administrators of a new \
+                 installation (ask two administrators to add you)"
                     .to_owned(),
             )
         };
-        let (invitation, invitation_hash) = new_invitation(username, now)?;
         let mut tx = self.db.pool().begin().await?;
         // A write first: takes the write lock (SQLite) or the key's lock (PostgreSQL) before looking.
         let first = sqlx::query(
             "INSERT INTO identity_meta (name, value) VALUES ('bootstrapped', $1) ON CONFLICT (name) DO NOTHING",
         )
-        .bind(username)
+        .bind(administrators[0].0)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -423,38 +460,50 @@ impl Directory {
         .bind(rfc3339(now))
         .execute(&mut *tx)
         .await?;
-        let roles = BTreeSet::from([Role::Operator]);
-        insert_person(
-            &mut tx,
-            username,
-            display_name,
-            organisation,
-            &roles,
-            &invitation_hash,
-            &invitation,
-            now,
-        )
-        .await?;
+        let roles = BTreeSet::from([Role::Administrator]);
+        let mut invitations = Vec::with_capacity(2);
+        for (username, display_name) in administrators {
+            let (invitation, invitation_hash) = new_invitation(username, now)?;
+            insert_person(
+                &mut tx,
+                username,
+                display_name,
+                organisation,
+                &roles,
+                &invitation_hash,
+                invitation.expires_at,
+                now,
+            )
+            .await?;
+            invitations.push(invitation);
+        }
         tx.commit().await?;
-        Ok(invitation)
+        let [a, b]: [Invitation; 2] = invitations
+            .try_into()
+            .map_err(|_| PolicyError::InvalidState("bootstrap created no invitations".to_owned()))?;
+        Ok([a, b])
     }
 
-    /// Adds a person with human roles (not [`Role::Hospital`]: see
-    /// [`Directory::add_service_identity`]). The account is `invited`; the returned code is its only way in
-    /// and is shown this once.
+    /// Adds a person with human roles (not [`Role::Hospital`]: see [`Directory::add_service_identity`]) whose
+    /// invitation code only they know: `claim` is the code's hash ([`invitation_claim`]), computed on the
+    /// invitee's side (`tokumei user claim`) and passed on by the administrator, who never sees the code. The
+    /// account is `invited` until the person enrols with the code. Roles that need four eyes go through
+    /// [`Directory::request_grant`] instead (the policy façade decides which).
     pub async fn add_user(
         &self,
         username: &str,
         display_name: &str,
         organisation: &str,
         roles: &[Role],
+        claim: &str,
         now: DateTime<Utc>,
-    ) -> Result<Invitation> {
+    ) -> Result<InvitedUser> {
         check_username(username)?;
         check_text("display name", display_name)?;
         let roles = person_roles(roles)?;
+        let claim = check_claim(claim)?;
         self.organisation(organisation).await?;
-        let (invitation, invitation_hash) = new_invitation(username, now)?;
+        let expires_at = now + INVITATION_TTL;
         let mut tx = self.db.pool().begin().await?;
         insert_person(
             &mut tx,
@@ -462,13 +511,16 @@ impl Directory {
             display_name,
             organisation,
             &roles,
-            &invitation_hash,
-            &invitation,
+            &claim,
+            expires_at,
             now,
         )
         .await?;
         tx.commit().await?;
-        Ok(invitation)
+        Ok(InvitedUser {
+            username: username.to_owned(),
+            expires_at,
+        })
     }
 
     /// Registers a hospital's service identity: username = its 10-digit institution code, role hospital,
@@ -879,37 +931,14 @@ impl Directory {
     // -----------------------------------------------------------------------------------------------------
 
     /// Replaces a person's roles (at least one; never hospital). Open sessions see the new roles on their
-    /// next request. Refused if it would leave the installation without an enabled operator.
+    /// next request. Refused if it would leave the installation with fewer than two enabled administrators.
     pub async fn set_roles(&self, username: &str, roles: &[Role], now: DateTime<Utc>) -> Result<UserRecord> {
         let roles = person_roles(roles)?;
         let mut tx = self.db.pool().begin().await?;
-        let Some(row) = lock_and_fetch(&mut tx, username).await? else {
-            tx.rollback().await?;
-            return Err(not_found("user", username));
-        };
-        if row.kind == UserKind::Service {
-            tx.rollback().await?;
-            return Err(PolicyError::InvalidState(format!(
-                "{username:?} is a service identity: it holds the hospital role only"
-            )));
-        }
-        if !roles.contains(&Role::Operator)
-            && row.status != UserStatus::Disabled
-            && let Err(e) = ensure_other_operator(&mut tx, username).await
-        {
+        if let Err(e) = set_roles_in(&mut tx, username, &roles, now).await {
             tx.rollback().await?;
             return Err(e);
         }
-        sqlx::query("DELETE FROM user_roles WHERE username = $1")
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-        insert_roles(&mut tx, username, &roles).await?;
-        sqlx::query("UPDATE users SET updated_at_ms = $2 WHERE username = $1")
-            .bind(username)
-            .bind(now.timestamp_millis())
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         self.user(username).await
     }
@@ -926,7 +955,7 @@ impl Directory {
             tx.rollback().await?;
             return Ok(());
         }
-        if let Err(e) = ensure_other_operator(&mut tx, username).await {
+        if let Err(e) = ensure_administrators_remain(&mut tx, username).await {
             tx.rollback().await?;
             return Err(e);
         }
@@ -1152,14 +1181,14 @@ async fn replace_recovery_codes(
 /// Inserts an invited person and their roles; `AlreadyExists` for a taken username. The statement is the
 /// transaction's first, so it takes SQLite's write lock before anything is read.
 #[allow(clippy::too_many_arguments)]
-async fn insert_person(
+pub(super) async fn insert_person(
     tx: &mut Transaction<'static, Any>,
     username: &str,
     display_name: &str,
     organisation: &str,
     roles: &BTreeSet<Role>,
     invitation_hash: &str,
-    invitation: &Invitation,
+    invitation_expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let inserted = sqlx::query(
@@ -1171,7 +1200,7 @@ async fn insert_person(
     .bind(display_name)
     .bind(organisation)
     .bind(invitation_hash)
-    .bind(invitation.expires_at.timestamp_millis())
+    .bind(invitation_expires_at.timestamp_millis())
     .bind(now.timestamp_millis())
     .bind(rfc3339(now))
     .execute(&mut **tx)
@@ -1197,10 +1226,41 @@ async fn insert_roles(tx: &mut Transaction<'static, Any>, username: &str, roles:
     Ok(())
 }
 
-/// Refuses (InvalidState) if no enabled account other than `username` holds the operator role: without
-/// one, nobody could manage accounts any more.
-async fn ensure_other_operator(tx: &mut Transaction<'static, Any>, username: &str) -> Result<()> {
-    let holds: i64 = sqlx::query("SELECT COUNT(*) AS n FROM user_roles WHERE username = $1 AND role = 'operator'")
+/// Replaces `username`'s roles inside `tx` (a person, not a service identity).
+pub(super) async fn set_roles_in(
+    tx: &mut Transaction<'static, Any>,
+    username: &str,
+    roles: &BTreeSet<Role>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some(row) = lock_and_fetch(tx, username).await? else {
+        return Err(not_found("user", username));
+    };
+    if row.kind == UserKind::Service {
+        return Err(PolicyError::InvalidState(format!(
+            "{username:?} is a service identity: it holds the hospital role only"
+        )));
+    }
+    if !roles.contains(&Role::Administrator) && row.status != UserStatus::Disabled {
+        ensure_administrators_remain(tx, username).await?;
+    }
+    sqlx::query("DELETE FROM user_roles WHERE username = $1")
+        .bind(username)
+        .execute(&mut **tx)
+        .await?;
+    insert_roles(tx, username, roles).await?;
+    sqlx::query("UPDATE users SET updated_at_ms = $2 WHERE username = $1")
+        .bind(username)
+        .bind(now.timestamp_millis())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Refuses (InvalidState) if taking `username` out of the administrators would leave fewer than two enabled
+/// ones: with one, no grant that needs four eyes could ever be approved again.
+async fn ensure_administrators_remain(tx: &mut Transaction<'static, Any>, username: &str) -> Result<()> {
+    let holds: i64 = sqlx::query("SELECT COUNT(*) AS n FROM user_roles WHERE username = $1 AND role = 'administrator'")
         .bind(username)
         .fetch_one(&mut **tx)
         .await?
@@ -1210,15 +1270,16 @@ async fn ensure_other_operator(tx: &mut Transaction<'static, Any>, username: &st
     }
     let others: i64 = sqlx::query(
         "SELECT COUNT(*) AS n FROM user_roles r JOIN users u ON u.username = r.username \
-         WHERE r.role = 'operator' AND u.status <> 'disabled' AND u.username <> $1",
+         WHERE r.role = 'administrator' AND u.status <> 'disabled' AND u.username <> $1",
     )
     .bind(username)
     .fetch_one(&mut **tx)
     .await?
     .try_get("n")?;
-    if others == 0 {
+    if others < 2 {
         return Err(PolicyError::InvalidState(format!(
-            "{username:?} is the last enabled operator: add another operator first"
+            "{username:?} is one of the last two enabled administrators: add another administrator first \
+             (grants need two)"
         )));
     }
     Ok(())
@@ -1347,8 +1408,15 @@ fn new_invitation(username: &str, now: DateTime<Utc>) -> Result<(Invitation, Str
     ))
 }
 
-/// The roles of a person: at least one, no hospital.
-fn person_roles(roles: &[Role]) -> Result<BTreeSet<Role>> {
+/// The roles of a person: at least one, no hospital, and an administrator holds no operator or committee role.
+pub(super) fn person_roles(roles: &[Role]) -> Result<BTreeSet<Role>> {
+    if roles.contains(&Role::Administrator) && roles.iter().any(|r| Role::NOT_WITH_ADMINISTRATOR.contains(r)) {
+        return Err(PolicyError::Invalid(
+            "an administrator holds no operator or committee role (separation of duties: who grants roles does \
+             not use them)"
+                .to_owned(),
+        ));
+    }
     if roles.is_empty() {
         return Err(PolicyError::Invalid("a user needs at least one role".to_owned()));
     }
@@ -1457,7 +1525,7 @@ fn normalise_fingerprint(text: &str) -> Result<String> {
 }
 
 /// Refuses empty, over-long or control-character text: it ends up in terminals and audit records.
-fn check_text(what: &str, value: &str) -> Result<()> {
+pub(super) fn check_text(what: &str, value: &str) -> Result<()> {
     if value.trim().is_empty() {
         return Err(PolicyError::Invalid(format!("{what} must not be empty")));
     }

@@ -24,6 +24,7 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 pub mod directory;
+pub mod grants;
 pub mod lockout;
 pub mod password;
 pub mod recovery_codes;

@@ -113,20 +113,57 @@ pub fn activate(home: &Path, db: &[(&str, &str)], username: &str, invitation: &s
     }
 }
 
-/// The first operator of a fresh installation.
+/// The installation's two administrators, as [`operator`] bootstrapped them (kept beside the home so that every
+/// [`invite`] asks with the first and approves with the second).
+pub fn administrators(home: &Path) -> (Person, Person) {
+    let text = std::fs::read_to_string(home.join(ADMINISTRATORS)).expect("operator() bootstraps the administrators");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("administrators file");
+    let person = |i: usize| Person {
+        username: v[i]["username"].as_str().expect("username").to_owned(),
+        session: v[i]["session"].as_str().expect("session").to_owned(),
+    };
+    (person(0), person(1))
+}
+
+const ADMINISTRATORS: &str = "test-administrators.json";
+
+/// A fresh installation: its two administrators (bootstrap), then its first operator, granted by one
+/// administrator and approved by the other.
 pub fn operator(home: &Path, db: &[(&str, &str)]) -> Person {
     let b = run_json(
         home,
-        &["user", "bootstrap", "--username", "op", "--name", "Operator"],
+        &[
+            "user",
+            "bootstrap",
+            "--username",
+            "adm1",
+            "--name",
+            "Administrator One",
+            "--second-username",
+            "adm2",
+            "--second-name",
+            "Administrator Two",
+        ],
         db,
         None,
     );
-    activate(home, db, "op", b["invitation_code"].as_str().expect("invitation"))
+    let code = |i: usize| b[i]["invitation_code"].as_str().expect("invitation").to_owned();
+    let first = activate(home, db, "adm1", &code(0));
+    let second = activate(home, db, "adm2", &code(1));
+    let saved = serde_json::json!([
+        {"username": first.username, "session": first.session},
+        {"username": second.username, "session": second.session},
+    ]);
+    std::fs::write(home.join(ADMINISTRATORS), saved.to_string()).expect("save administrators");
+    invite(home, db, "op", "platform", "operator")
 }
 
-/// A person invited by `op`, in organisation `org` (created if needed), with `roles`.
-pub fn invite(home: &Path, db: &[(&str, &str)], op: &Person, username: &str, org: &str, roles: &str) -> Person {
-    let env = session_env(db, op);
+/// A person of organisation `org` (created if needed) with `roles`, invited as the platform requires: the
+/// invitee makes their own code (`user claim`) and hands over only its claim; the first administrator invites
+/// with the claim; roles that need four eyes wait for the second administrator's approval.
+pub fn invite(home: &Path, db: &[(&str, &str)], username: &str, org: &str, roles: &str) -> Person {
+    let (first, second) = administrators(home);
+    let env = session_env(db, &first);
     let mut cmd = Command::new(super::tokumei_bin());
     cmd.env("TOKUMEI_HOME", home)
         .args(["user", "add-org", "--id", org, "--name", org]);
@@ -134,7 +171,8 @@ pub fn invite(home: &Path, db: &[(&str, &str)], op: &Person, username: &str, org
         cmd.env(k, v);
     }
     let _ = cmd.bounded_output(); // Already there is fine.
-    let inv = run_json(
+    let claim = run_json(home, &["user", "claim"], &[], None);
+    let added = run_json(
         home,
         &[
             "user",
@@ -147,11 +185,31 @@ pub fn invite(home: &Path, db: &[(&str, &str)], op: &Person, username: &str, org
             org,
             "--roles",
             roles,
+            "--claim",
+            claim["claim"].as_str().expect("claim"),
         ],
         &env,
         None,
     );
-    activate(home, db, username, inv["invitation_code"].as_str().expect("invitation"))
+    assert!(
+        added.get("invitation_code").is_none(),
+        "an administrator saw a code: {added}"
+    );
+    if added["state"] == "pending" {
+        let grant = added["grant"].as_str().expect("grant id");
+        run_json(
+            home,
+            &["user", "approve", "--grant", grant],
+            &session_env(db, &second),
+            None,
+        );
+    }
+    activate(
+        home,
+        db,
+        username,
+        claim["invitation_code"].as_str().expect("the invitee's code"),
+    )
 }
 
 /// `db` plus `TOKUMEI_SESSION` of `person`.
@@ -170,13 +228,11 @@ pub fn approved_statistics(
     delta: f64,
     tables: &[(&str, &[&str])],
 ) -> (Person, String) {
-    let (researcher, id, _) =
-        approved_statistics_with(home, db, epsilon, delta, tables, "[statistics]\nsmall_cell_min = 10\n");
-    (researcher, id)
+    approved_statistics_with(home, db, epsilon, delta, tables, "[statistics]\nsmall_cell_min = 10\n")
 }
 
 /// [`approved_statistics`] with the committee's statistics rules given as TOML (`""`: DP only, any approved
-/// column); also returns the operator.
+/// column).
 pub fn approved_statistics_with(
     home: &Path,
     db: &[(&str, &str)],
@@ -184,13 +240,13 @@ pub fn approved_statistics_with(
     delta: f64,
     tables: &[(&str, &[&str])],
     statistics_toml: &str,
-) -> (Person, String, Person) {
-    let op = operator(home, db);
-    let researcher = invite(home, db, &op, "rika", "univ-a", "researcher");
-    let chair = invite(home, db, &op, "chika", "univ-c", "committee_chair,committee_member");
+) -> (Person, String) {
+    operator(home, db);
+    let researcher = invite(home, db, "rika", "univ-a", "researcher");
+    let chair = invite(home, db, "chika", "univ-c", "committee_chair,committee_member");
     let members: Vec<Person> = [("mei", "univ-m"), ("kenta", "hosp-k"), ("sora", "law-s")]
         .iter()
-        .map(|(u, o)| invite(home, db, &op, u, o, "committee_member"))
+        .map(|(u, o)| invite(home, db, u, o, "committee_member"))
         .collect();
     let today = Utc::now().date_naive();
     let mut table_toml = String::new();
@@ -257,7 +313,7 @@ pub fn approved_statistics_with(
         None,
     );
     assert_eq!(decided["status"], "approved", "{decided}");
-    (researcher, id, op)
+    (researcher, id)
 }
 
 /// Makes sure `home` has a logged-in operator whose session is saved where the CLI finds it by default
@@ -276,7 +332,7 @@ pub fn ensure_operator_session(home: &Path) {
 /// organisation of their own, so none has a conflict of interest with an applicant from a university).
 #[derive(Debug, Clone)]
 pub struct Committee {
-    /// The first operator (invites everyone).
+    /// The first operator (granted by the two administrators, who invite everyone).
     pub op: Person,
     /// The committee chair (assigns, decides).
     pub chair: Person,
@@ -284,13 +340,13 @@ pub struct Committee {
     pub members: Vec<Person>,
 }
 
-/// Bootstraps the operator and invites the committee of a fresh installation.
+/// Bootstraps the administrators and the operator, and invites the committee of a fresh installation.
 pub fn committee(home: &Path, db: &[(&str, &str)]) -> Committee {
     let op = operator(home, db);
-    let chair = invite(home, db, &op, "chika", "univ-c", "committee_chair,committee_member");
+    let chair = invite(home, db, "chika", "univ-c", "committee_chair,committee_member");
     let members = [("mei", "univ-m"), ("kenta", "hosp-k"), ("sora", "law-s")]
         .iter()
-        .map(|(u, o)| invite(home, db, &op, u, o, "committee_member"))
+        .map(|(u, o)| invite(home, db, u, o, "committee_member"))
         .collect();
     Committee { op, chair, members }
 }

@@ -1,0 +1,54 @@
+//! Staffing a fresh installation the way the platform requires, for the demo and the benchmarks: two
+//! administrators from the bootstrap; every invitee's code made on the invitee's side (only its claim reaches an
+//! administrator); committee, operator and administrator roles granted by the first administrator and approved
+//! by the second.
+
+use anyhow::Result;
+use tokumei_policy::identity::SecretString;
+use tokumei_policy::identity::directory::invitation_claim;
+use tokumei_policy::{Actor, NewPerson, Origin, Policy, PolicyError, Role, UserChange};
+
+use super::access::reason;
+
+/// The installation's two administrators, logged in.
+pub struct Administrators {
+    /// Invites and asks for grants.
+    pub first: Actor,
+    /// Approves what the first asked for.
+    pub second: Actor,
+}
+
+/// Invites `username` with `roles` into `org` (created if missing); returns the invitee's own code, with which
+/// the invitee enrols. A grant of four-eyes roles is asked for by the first administrator and approved by the
+/// second.
+pub async fn invite(
+    policy: &Policy,
+    admins: &Administrators,
+    (username, name, org): (&str, &str, &str),
+    roles: &[Role],
+    origin: Origin<'_>,
+) -> Result<SecretString> {
+    match policy.add_organisation(&admins.first, org, org, origin).await {
+        Ok(_) | Err(PolicyError::AlreadyExists { .. }) => {}
+        Err(e) => return Err(reason(e)),
+    }
+    // On the invitee's side: the code stays with them, the claim goes to the administrator.
+    let (code, claim) = invitation_claim().map_err(reason)?;
+    let invitee = NewPerson {
+        username,
+        display_name: name,
+        organisation: org,
+        claim: &claim,
+    };
+    let change = policy
+        .add_user(&admins.first, invitee, roles, origin)
+        .await
+        .map_err(reason)?;
+    if let UserChange::Pending(grant) = change {
+        policy
+            .approve_grant(&admins.second, &grant.id, origin)
+            .await
+            .map_err(reason)?;
+    }
+    Ok(code)
+}
