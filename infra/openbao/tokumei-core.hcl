@@ -12,12 +12,27 @@ path "transit/rewrap/tokumei-store-kek" {
   capabilities = ["update"]
 }
 path "transit/keys/tokumei-store-kek" {
-  capabilities = ["read", "create", "update"]
+  capabilities = ["read", "update"]
 }
 # Rotation (`tokumei store rotate-keys`); drop this for the running core and keep it for the operator token.
 path "transit/keys/tokumei-store-kek/rotate" {
   capabilities = ["update"]
 }
+
+# Release builds run beside the store: they seal each release's keys for the release zone — encrypt only. The
+# core can make a release's keys but never unwrap one again; only the release zone can.
+path "transit/encrypt/tokumei-release-kek" {
+  capabilities = ["update"]
+}
+path "transit/keys/tokumei-release-kek" {
+  capabilities = ["read"]
+}
+
+# Single-host deployments only (`[core] source = "local"`: the core reads the gateway's spool directory and needs
+# its sealing key). Across hosts the gateway serves the spool and this stays commented out.
+# path "transit/decrypt/tokumei-gateway-kek" {
+#   capabilities = ["update"]
+# }
 
 path "transit/export/*" {
   capabilities = ["deny"]

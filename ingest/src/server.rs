@@ -3,9 +3,9 @@
 
 use crate::config::{Config, KeyBackend, resolve};
 use crate::gateway::{Gateway, GatewaySettings};
-use crate::keyservice::SharedKeyService;
 use crate::keyservice::local::{LocalKeyring, Passphrase};
 use crate::keyservice::openbao::{OpenBaoSettings, OpenBaoTransit};
+use crate::keyservice::{KeyZone, SharedKeyService};
 use crate::metrics::Metrics;
 use crate::operator::{OperatorState, router};
 use crate::registry::Registry;
@@ -70,7 +70,7 @@ pub struct ServeOptions {
 }
 
 /// Opens the configured key service.
-pub async fn open_key_service(config: &Config, home: &Path) -> Result<SharedKeyService, ServeError> {
+pub async fn open_key_service(config: &Config, home: &Path, zone: KeyZone) -> Result<SharedKeyService, ServeError> {
     match config.keys.backend {
         KeyBackend::Local => {
             let path = resolve(home, &config.keys.local.path);
@@ -92,7 +92,7 @@ pub async fn open_key_service(config: &Config, home: &Path) -> Result<SharedKeyS
                 key_prefix: o.key_prefix.clone(),
                 key_version: o.key_version,
             };
-            Ok(Arc::new(OpenBaoTransit::connect(settings).await?))
+            Ok(Arc::new(OpenBaoTransit::connect(settings, zone).await?))
         }
     }
 }
@@ -138,7 +138,7 @@ pub async fn start(
     external_shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningGateway, ServeError> {
     crate::tls::install_crypto_provider();
-    let keys = open_key_service(config, home).await?;
+    let keys = open_key_service(config, home, KeyZone::Gateway).await?;
     tracing::info!(keys = %keys.describe(), "key service ready");
     let metrics = Arc::new(Metrics::new());
     let registry = Arc::new(Mutex::new(Registry::default()));

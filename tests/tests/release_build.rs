@@ -135,9 +135,10 @@ async fn push_cohort(home: &Home) {
 /// A recipient's copy, decrypted from the release zone as the download service would serve it.
 async fn copy_of(home: &Home, release: &str, recipient: &str, dir: &Path) -> PathBuf {
     let cfg = tokumei_ingest::config::Config::load(Some(&home.path().join("tokumei.toml"))).expect("config");
-    let keys = tokumei_ingest::server::open_key_service(&cfg, home.path())
-        .await
-        .expect("keys");
+    let keys =
+        tokumei_ingest::server::open_key_service(&cfg, home.path(), tokumei_ingest::keyservice::KeyZone::Release)
+            .await
+            .expect("keys");
     let zone = tokumei_release::zone::ReleaseZone::new(home.path(), keys);
     let record = zone.record(release).expect("record");
     let out = dir.join(format!("{release}-{recipient}"));

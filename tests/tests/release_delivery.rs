@@ -162,7 +162,9 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// fresh data key wrapped by the home's keyring.
 async fn put_release(home: &Home, id: &str, application: &str, recipient: &str, files: &[(&str, &[u8])]) {
     let cfg = Config::load(Some(&home.path().join("tokumei.toml"))).expect("config");
-    let keys = open_key_service(&cfg, home.path()).await.expect("key service");
+    let keys = open_key_service(&cfg, home.path(), tokumei_ingest::keyservice::KeyZone::Release)
+        .await
+        .expect("key service");
     let zone = ReleaseZone::new(home.path(), keys);
     let (cipher, data_key) = zone.new_data_key(id).await.expect("data key");
     let (_, fingerprint_key) = zone.new_fingerprint_key(id).await.expect("fingerprint key");

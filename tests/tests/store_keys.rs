@@ -7,23 +7,32 @@ mod common;
 use common::bao;
 use tokumei_ingest::keyservice::local::{LocalKeyring, Passphrase};
 use tokumei_ingest::keyservice::openbao::{OpenBaoSettings, OpenBaoTransit, STORE_KEK_NAME};
-use tokumei_ingest::keyservice::{BACKEND_OPENBAO, KeyError, KeyPurpose, KeyService, WrappedKey, Zeroizing};
+use tokumei_ingest::keyservice::{BACKEND_OPENBAO, KeyError, KeyPurpose, KeyService, KeyZone, WrappedKey, Zeroizing};
 
 /// A key prefix unique to this test process and test, so tests never share transit keys.
 fn prefix(test: &str) -> String {
     format!("t{}-{test}-", std::process::id())
 }
 
+/// The core's key service (store KEK).
 async fn connect(addr: &str, token: &str, prefix: &str) -> OpenBaoTransit {
-    OpenBaoTransit::connect(OpenBaoSettings {
-        address: addr.into(),
-        token: Zeroizing::new(token.into()),
-        mount: "transit".into(),
-        key_prefix: prefix.into(),
-        key_version: 1,
-    })
+    connect_zone(addr, token, prefix, KeyZone::Core)
+        .await
+        .expect("connect to OpenBao")
+}
+
+async fn connect_zone(addr: &str, token: &str, prefix: &str, zone: KeyZone) -> Result<OpenBaoTransit, KeyError> {
+    OpenBaoTransit::connect(
+        OpenBaoSettings {
+            address: addr.into(),
+            token: Zeroizing::new(token.into()),
+            mount: "transit".into(),
+            key_prefix: prefix.into(),
+            key_version: 1,
+        },
+        zone,
+    )
     .await
-    .expect("connect to OpenBao")
 }
 
 fn random_key() -> [u8; 32] {
@@ -153,7 +162,8 @@ async fn rotation_keeps_old_versions_and_rewrap_moves_to_the_newest_without_touc
     let Some((addr, token)) = bao() else { return };
     let p = prefix("rotate");
     let svc = connect(&addr, &token, &p).await;
-    let linkage = svc.hmac(KeyPurpose::Linkage, &[b"patient"]).await.unwrap();
+    let gateway = connect_zone(&addr, &token, &p, KeyZone::Gateway).await.unwrap();
+    let linkage = gateway.hmac(KeyPurpose::Linkage, &[b"patient"]).await.unwrap();
     let key = random_key();
     let w1 = svc.wrap_key("store-a", &key).await.unwrap();
     assert_eq!(w1.kek_version, 1);
@@ -176,7 +186,7 @@ async fn rotation_keeps_old_versions_and_rewrap_moves_to_the_newest_without_touc
     assert_eq!(svc.rewrap_key("store-a", &w2).await.unwrap().kek_version, 3);
 
     // The HMAC keys were not rotated and still give the same pseudonyms.
-    assert_eq!(svc.hmac(KeyPurpose::Linkage, &[b"patient"]).await.unwrap(), linkage);
+    assert_eq!(gateway.hmac(KeyPurpose::Linkage, &[b"patient"]).await.unwrap(), linkage);
     let hmac_key = bao_get(&addr, &token, &format!("transit/keys/{p}linkage"));
     assert_eq!(hmac_key["data"]["latest_version"], 1, "{hmac_key}");
 
@@ -250,10 +260,12 @@ async fn a_token_without_kek_access_is_unavailable_not_a_refused_key() {
         .expect("client_token")
         .to_string();
     let gateway = connect(&addr, &limited, &p).await;
-    // HMACs work with that token...
+    // HMACs work with that token (the keys made first with the root token: this one only reads them)...
+    let root_hmacs = connect_zone(&addr, &token, &p, KeyZone::Gateway).await.unwrap();
+    let hmacs = connect_zone(&addr, &limited, &p, KeyZone::Gateway).await.unwrap();
     assert_eq!(
-        gateway.hmac(KeyPurpose::Linkage, &[b"x"]).await.unwrap(),
-        root.hmac(KeyPurpose::Linkage, &[b"x"]).await.unwrap()
+        hmacs.hmac(KeyPurpose::Linkage, &[b"x"]).await.unwrap(),
+        root_hmacs.hmac(KeyPurpose::Linkage, &[b"x"]).await.unwrap()
     );
     // ...but every KEK operation is denied, and a denial is "unavailable" (Remote), never "refused key" (Unwrap).
     let errs = [
@@ -266,4 +278,151 @@ async fn a_token_without_kek_access_is_unavailable_not_a_refused_key() {
         assert!(matches!(err, KeyError::Remote(_)), "{err}");
     }
     assert_eq!(*root.unwrap_key("store-a", &w).await.unwrap(), key);
+}
+
+/// Whether `METHOD /v1/<path>` succeeds with the token (for requests a policy must refuse).
+fn bao_allows(addr: &str, token: &str, method: &str, path: &str, body: &str) -> bool {
+    std::process::Command::new("curl")
+        .args([
+            "-sf",
+            "-o",
+            "/dev/null",
+            "-X",
+            method,
+            "-H",
+            &format!("X-Vault-Token: {token}"),
+            "-d",
+            body,
+        ])
+        .arg(format!("{addr}/v1/{path}"))
+        .status()
+        .expect("curl")
+        .success()
+}
+
+/// A token holding the policy of `infra/openbao/<file>`, its key names moved to this test's prefix.
+fn zone_token(addr: &str, root: &str, file: &str, prefix: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../infra/openbao")
+        .join(file);
+    let text = std::fs::read_to_string(&path).expect("policy file");
+    assert!(text.contains("tokumei-"), "{file} names no tokumei key");
+    let policy = text.replace("tokumei-", prefix);
+    let name = format!("{prefix}{file}");
+    bao_call(
+        addr,
+        root,
+        "PUT",
+        &format!("sys/policies/acl/{name}"),
+        Some(&serde_json::json!({ "policy": policy }).to_string()),
+    );
+    let created = bao_call(
+        addr,
+        root,
+        "POST",
+        "auth/token/create",
+        Some(&serde_json::json!({ "policies": [name], "ttl": "10m" }).to_string()),
+    );
+    created["auth"]["client_token"]
+        .as_str()
+        .expect("client_token")
+        .to_owned()
+}
+
+/// Keys per zone with the policies of `infra/openbao/` loaded unchanged (but for the key prefix): each zone's token
+/// reaches its own keys only. The issue's measured problem — the release zone sharing the core's KEK — and its
+/// must-show: the release zone's credentials cannot unwrap a core key, the gateway's cannot decrypt the store.
+#[tokio::test]
+async fn each_zone_token_reaches_only_its_own_keys() {
+    let Some((addr, root)) = bao() else { return };
+    let p = prefix("zones");
+    let gw_token = zone_token(&addr, &root, "tokumei-gateway.hcl", &p);
+    let core_token = zone_token(&addr, &root, "tokumei-core.hcl", &p);
+    let release_token = zone_token(&addr, &root, "tokumei-release.hcl", &p);
+
+    // Each zone does its own work with its own token.
+    let gateway = connect_zone(&addr, &gw_token, &p, KeyZone::Gateway)
+        .await
+        .expect("gateway");
+    assert_eq!(gateway.hmac(KeyPurpose::Linkage, &[b"patient"]).await.unwrap().len(), 1);
+    let spool_key = random_key();
+    let spool = gateway.wrap_key("spool-1", &spool_key).await.unwrap();
+    assert_eq!(spool.kek, "gateway-kek");
+    assert_eq!(*gateway.unwrap_key("spool-1", &spool).await.unwrap(), spool_key);
+    let core = connect_zone(&addr, &core_token, &p, KeyZone::Core).await.expect("core");
+    let store_key = random_key();
+    let store = core.wrap_key("store-a", &store_key).await.unwrap();
+    assert_eq!(store.kek, "store-kek");
+    assert_eq!(*core.unwrap_key("store-a", &store).await.unwrap(), store_key);
+    assert!(
+        core.rotate_kek().await.is_ok(),
+        "the operator's core token rotates the store KEK"
+    );
+    let release = connect_zone(&addr, &release_token, &p, KeyZone::Release)
+        .await
+        .expect("release");
+    let warmup = release.wrap_key("R-0", &random_key()).await.unwrap();
+    assert_eq!(warmup.kek, "release-kek");
+    // A release build beside the store seals a release's key for the release zone, and cannot open it again.
+    let builder = connect_zone(&addr, &core_token, &p, KeyZone::Release)
+        .await
+        .expect("builder");
+    let release_key = random_key();
+    let sealed = builder.wrap_key("R-1/data", &release_key).await.unwrap();
+    assert!(matches!(
+        builder.unwrap_key("R-1/data", &sealed).await,
+        Err(KeyError::Remote(_))
+    ));
+    assert_eq!(*release.unwrap_key("R-1/data", &sealed).await.unwrap(), release_key);
+
+    // The attacks, each denied by OpenBao.
+    assert!(
+        matches!(release.unwrap_key("store-a", &store).await, Err(KeyError::Remote(_))),
+        "the release zone unwrapped a store key"
+    );
+    assert!(
+        matches!(gateway.unwrap_key("store-a", &store).await, Err(KeyError::Remote(_))),
+        "the gateway unwrapped a store key"
+    );
+    let gateway_as_core = connect_zone(&addr, &gw_token, &p, KeyZone::Core)
+        .await
+        .expect("connects");
+    assert!(gateway_as_core.wrap_key("store-b", &random_key()).await.is_err());
+    assert!(gateway_as_core.rotate_kek().await.is_err());
+    assert!(matches!(
+        core.unwrap_key("spool-1", &spool).await,
+        Err(KeyError::Remote(_))
+    ));
+    assert!(matches!(
+        release.unwrap_key("spool-1", &spool).await,
+        Err(KeyError::Remote(_))
+    ));
+    // Neither the core nor the release zone can compute pseudonyms: they cannot even reach the HMAC keys.
+    assert!(connect_zone(&addr, &core_token, &p, KeyZone::Gateway).await.is_err());
+    assert!(connect_zone(&addr, &release_token, &p, KeyZone::Gateway).await.is_err());
+    let hmac_path = format!("transit/hmac/{p}linkage/sha2-256");
+    assert!(
+        bao_allows(&addr, &gw_token, "POST", &hmac_path, r#"{"input":"eA=="}"#),
+        "control: the gateway may"
+    );
+    for token in [&core_token, &release_token] {
+        assert!(!bao_allows(&addr, token, "POST", &hmac_path, r#"{"input":"eA=="}"#));
+    }
+    // Nobody but the store KEK's own zone may reconfigure it (exportable, minimum version) — the gateway's old
+    // policy allowed "update" on every tokumei key.
+    for token in [&gw_token, &release_token, &core_token] {
+        assert!(
+            !bao_allows(
+                &addr,
+                token,
+                "POST",
+                &format!("transit/keys/{p}store-kek/config"),
+                r#"{"exportable":true}"#
+            ),
+            "a zone token reconfigured the store KEK"
+        );
+    }
+    // The root token still sees the keys intact (the refusals above changed nothing).
+    let admin = connect_zone(&addr, &root, &p, KeyZone::Core).await.expect("root");
+    assert_eq!(*admin.unwrap_key("store-a", &store).await.unwrap(), store_key);
 }

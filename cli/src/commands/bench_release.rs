@@ -778,7 +778,7 @@ async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<BuildPart> {
     let home = a.home.clone().unwrap_or_else(tokumei_ingest::home::tokumei_home);
     let cfg = tokumei_ingest::config::Config::load(a.config.as_deref())?;
     bar.set_message(format!("build: opening the store under {}", home.display()));
-    let keys = tokumei_ingest::server::open_key_service(&cfg, &home).await?;
+    let keys = tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Core).await?;
     let store = tokumei_store::Store::open(&cfg.store, &home, keys.as_ref()).await?;
     let t = Instant::now();
     let ctx = store.session(tokumei_store::View::Research).await?;
@@ -903,7 +903,8 @@ async fn download_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<DownloadPa
         "[gateway]\nlisten = \"127.0.0.1:0\"\noperator_listen = \"127.0.0.1:0\"\n",
     )?;
     let cfg = tokumei_ingest::config::Config::load(Some(&config))?;
-    let keys = tokumei_ingest::server::open_key_service(&cfg, &home).await?;
+    let keys =
+        tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Release).await?;
     let zone = ReleaseZone::new(&home, keys);
     let approved = approved_application(&home, &tables(&["observations".to_owned()])?).await?;
 

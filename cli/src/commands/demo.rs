@@ -425,7 +425,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         };
         report.statistics = Some(statistics_chapter(&home, &cast, (&research, &patients), &say).await?);
         say("\ntokumei demo — chapter 5: an anonymised release, fingerprinted for each recipient");
-        let keys = tokumei_ingest::server::open_key_service(&cfg, &home).await?;
+        let keys = tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Release).await?;
         report.release = Some(super::demo_release::chapter(&home, keys, &cast, &store, &say).await?);
         say("\ntokumei demo — chapter 7: transparency and the audit ledger");
         report.transparency = Some(super::demo_committee::closing(&home, &cast, &say).await?);

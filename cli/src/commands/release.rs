@@ -2,10 +2,8 @@
 //! download them, declare deletion.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tokumei_ingest::keyservice::SharedKeyService;
 use tokumei_policy::committee::TableRequest;
 use tokumei_policy::{ServiceKey, ServicePublicKey};
 use tokumei_release::ReleaseError;
@@ -106,12 +104,13 @@ pub fn run(command: ReleaseCommand, json: bool) -> Result<()> {
     }
 }
 
-/// The release zone under `$TOKUMEI_HOME`, with the configured key service.
-pub async fn open_zone(config: Option<&Path>) -> Result<(ReleaseZone, SharedKeyService)> {
+/// The release zone under `$TOKUMEI_HOME`, with the configured key service working under the release zone's KEK.
+pub async fn open_zone(config: Option<&Path>) -> Result<ReleaseZone> {
     let cfg = tokumei_ingest::config::Config::load(config)?;
     let home = tokumei_ingest::home::tokumei_home();
-    let keys = tokumei_ingest::server::open_key_service(&cfg, &home).await?;
-    Ok((ReleaseZone::new(&home, Arc::clone(&keys)), keys))
+    let keys =
+        tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Release).await?;
+    Ok(ReleaseZone::new(&home, keys))
 }
 
 /// A release error with its machine-readable reason, for the binary's edge.
@@ -127,7 +126,7 @@ fn build(a: BuildArgs, json: bool) -> Result<()> {
         let cfg = tokumei_ingest::config::Config::load(a.config.as_deref())?;
         let home = tokumei_ingest::home::tokumei_home();
         let store = crate::commands::store::open_store(&cfg, &home).await?;
-        let (zone, _) = open_zone(a.config.as_deref()).await?;
+        let zone = open_zone(a.config.as_deref()).await?;
         let service_key =
             ServiceKey::load_or_create(&tokumei_policy::service_key::default_key_path(&home)).map_err(reason)?;
         let cx = BuildContext {
@@ -254,7 +253,7 @@ fn list(a: ListArgs, json: bool) -> Result<()> {
     rt.block_on(async {
         let policy = open_policy(&a.policy).await?;
         let who = actor(&policy, &a.policy).await?;
-        let (zone, _) = open_zone(a.config.as_deref()).await?;
+        let zone = open_zone(a.config.as_deref()).await?;
         let mut records = Vec::new();
         for r in zone.records().map_err(release_reason)? {
             if a.application.as_ref().is_none_or(|app| &r.application == app)

@@ -66,7 +66,9 @@ pub fn run(args: ServeArgs, json: bool) -> Result<()> {
     let home = tokumei_home();
     runtime()?.block_on(async {
         let policy = open_policy(&args.policy).await?;
-        let keys = open_key_service(&cfg, &home).await.context("key service")?;
+        let keys = open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Release)
+            .await
+            .context("key service")?;
         let zone = ReleaseZone::new(&home, keys);
         let config = DeliveryConfig {
             grpc_listen: args.grpc_listen,

@@ -48,7 +48,7 @@ fn attack(a: AttackArgs, json: bool) -> Result<()> {
     rt.block_on(async {
         let policy = open_policy(&a.policy).await?;
         let who = actor(&policy, &a.policy).await?;
-        let (zone, _) = open_zone(a.config.as_deref()).await?;
+        let zone = open_zone(a.config.as_deref()).await?;
         let trusted = platform_key()?;
         let cx = RiskContext {
             policy: &policy,

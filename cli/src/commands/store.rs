@@ -67,7 +67,7 @@ pub enum StoreCommand {
 
 /// Opens the configured key service and the store.
 pub async fn open_store(cfg: &Config, home: &Path) -> anyhow::Result<Store> {
-    let keys = open_key_service(cfg, home).await?;
+    let keys = open_key_service(cfg, home, tokumei_ingest::keyservice::KeyZone::Core).await?;
     Ok(Store::open(&cfg.store, home, keys.as_ref()).await?)
 }
 
@@ -240,7 +240,7 @@ pub fn run(cmd: StoreCommand, json: bool) -> anyhow::Result<()> {
             rt.block_on(async {
                 let (policy, who) = operator(&policy).await?;
                 let work = async {
-                    let keys = open_key_service(&cfg, &home).await?;
+                    let keys = open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Core).await?;
                     let store = Store::open(&cfg.store, &home, keys.as_ref()).await?;
                     Ok(encryption::data_keys::rotate(store.raw_store().as_ref(), keys.as_ref(), new_data_key).await?)
                 };

@@ -39,7 +39,7 @@ pub fn run(a: TraceArgs, json: bool) -> Result<()> {
     rt.block_on(async {
         let policy = open_policy(&a.policy).await?;
         let who = actor(&policy, &a.policy).await?;
-        let (zone, _) = open_zone(a.config.as_deref()).await?;
+        let zone = open_zone(a.config.as_deref()).await?;
         let record = zone.record(&a.release).map_err(release_reason)?;
         // Permission first: nothing is unwrapped, read or computed for someone who may not trace.
         policy

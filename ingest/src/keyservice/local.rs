@@ -454,6 +454,8 @@ impl LocalKeyring {
             backend: BACKEND_LOCAL.into(),
             kek_version: version,
             ciphertext: B64.encode(out),
+            // One keyring holds every zone's keys on a single host: no per-zone KEK to name.
+            kek: String::new(),
         })
     }
 
@@ -825,6 +827,7 @@ mod tests {
             backend: BACKEND_LOCAL.into(),
             kek_version: 1,
             ciphertext: B64.encode([0u8; WRAPPED_LEN]),
+            kek: String::new(),
         };
         assert!(matches!(ring.unwrap_key("s", &w).await, Err(KeyError::Unwrap(_))));
         assert!(plaintext_of(&path, "p").get("kek").is_none());

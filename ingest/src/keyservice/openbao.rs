@@ -13,7 +13,7 @@
 //! by `encrypt`, `decrypt` and `rewrap` alike — OpenBao itself refuses a wrong context, also on rewrap, and the
 //! data key never leaves OpenBao for a mismatched context.
 
-use super::{BACKEND_OPENBAO, DataKey, Digest, KeyError, KeyPurpose, KeyService, WrappedKey};
+use super::{BACKEND_OPENBAO, DataKey, Digest, KeyError, KeyPurpose, KeyService, KeyZone, WrappedKey};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -66,6 +66,8 @@ const KEK_CONTEXT_TAG: &str = "tokumei-store-dek-v1:";
 pub struct OpenBaoTransit {
     client: VaultClient,
     settings: OpenBaoSettings,
+    /// Whose KEK new wraps go under.
+    zone: KeyZone,
     /// Set once the store KEK is known to exist with the expected properties; checked lazily because the
     /// ingest gateway never wraps keys and its token need not reach the KEK.
     kek_ready: OnceCell<()>,
@@ -199,8 +201,9 @@ struct KekInfo {
 }
 
 impl OpenBaoTransit {
-    /// Connects and makes sure every purpose's key exists (creating missing ones).
-    pub async fn connect(settings: OpenBaoSettings) -> Result<Self, KeyError> {
+    /// Connects for `zone`. The gateway's service makes sure every HMAC purpose's key exists (creating missing
+    /// ones); other zones compute no HMAC and their tokens may not reach those keys.
+    pub async fn connect(settings: OpenBaoSettings, zone: KeyZone) -> Result<Self, KeyError> {
         // vaultrs' HTTP client panics without a process-wide rustls provider; callers other than the gateway (the
         // store, tools, tests) must not have to know that.
         crate::tls::install_crypto_provider();
@@ -215,10 +218,13 @@ impl OpenBaoTransit {
         let svc = OpenBaoTransit {
             client,
             settings,
+            zone,
             kek_ready: OnceCell::new(),
         };
-        for p in KeyPurpose::ALL {
-            svc.ensure_key(p).await?;
+        if zone == KeyZone::Gateway {
+            for p in KeyPurpose::ALL {
+                svc.ensure_key(p).await?;
+            }
         }
         Ok(svc)
     }
@@ -241,7 +247,22 @@ impl OpenBaoTransit {
     }
 
     fn kek_name(&self) -> String {
-        format!("{}{STORE_KEK_NAME}", self.settings.key_prefix)
+        format!("{}{}", self.settings.key_prefix, self.zone.kek_name())
+    }
+
+    /// The transit key a wrapped key was made with: its recorded KEK, or the store KEK for keys wrapped before
+    /// zones had KEKs of their own.
+    fn kek_of(&self, wrapped: &WrappedKey) -> Result<String, KeyError> {
+        let name = if wrapped.kek.is_empty() {
+            STORE_KEK_NAME
+        } else {
+            [KeyZone::Gateway, KeyZone::Core, KeyZone::Release]
+                .into_iter()
+                .map(KeyZone::kek_name)
+                .find(|n| *n == wrapped.kek)
+                .ok_or_else(|| KeyError::Unwrap("wrapped under an unknown KEK".into()))?
+        };
+        Ok(format!("{}{name}", self.settings.key_prefix))
     }
 
     async fn read_kek(&self) -> Result<KekInfo, ClientError> {
@@ -297,13 +318,14 @@ impl OpenBaoTransit {
         B64.encode(format!("{KEK_CONTEXT_TAG}{context}"))
     }
 
-    fn wrapped(ciphertext: String) -> Result<WrappedKey, KeyError> {
+    fn wrapped(&self, ciphertext: String) -> Result<WrappedKey, KeyError> {
         let kek_version = ciphertext_version(&ciphertext)
             .ok_or_else(|| KeyError::Remote("transit returned a ciphertext without a key version".into()))?;
         Ok(WrappedKey {
             backend: BACKEND_OPENBAO.into(),
             kek_version,
             ciphertext,
+            kek: self.zone.kek_name().into(),
         })
     }
 
@@ -349,6 +371,12 @@ impl KeyService for OpenBaoTransit {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
+        if self.zone != KeyZone::Gateway {
+            return Err(KeyError::Remote(format!(
+                "the {:?} zone computes no HMAC (only the gateway pseudonymises)",
+                self.zone
+            )));
+        }
         let req = BatchHmacRequest {
             mount: self.settings.mount.clone(),
             name: self.full_name(purpose),
@@ -387,14 +415,14 @@ impl KeyService for OpenBaoTransit {
         let resp = vaultrs::api::exec_with_result(&self.client, req)
             .await
             .map_err(|e| KeyError::Remote(format!("encrypt: {e}")))?;
-        Self::wrapped(resp.ciphertext)
+        self.wrapped(resp.ciphertext)
     }
 
     async fn unwrap_key(&self, context: &str, wrapped: &WrappedKey) -> Result<Zeroizing<DataKey>, KeyError> {
         Self::check_wrapped(wrapped)?;
         let req = DecryptKeyRequest {
             mount: self.settings.mount.clone(),
-            name: self.kek_name(),
+            name: self.kek_of(wrapped)?,
             ciphertext: wrapped.ciphertext.clone(),
             context: Self::kek_context(context),
         };
@@ -416,6 +444,10 @@ impl KeyService for OpenBaoTransit {
     async fn rewrap_key(&self, context: &str, wrapped: &WrappedKey) -> Result<WrappedKey, KeyError> {
         Self::check_wrapped(wrapped)?;
         self.ensure_kek().await?;
+        // Rewrap stays within one KEK (transit rewraps under the same key's newest version).
+        if self.kek_of(wrapped)? != self.kek_name() {
+            return Err(KeyError::Unwrap("wrapped under another zone's KEK".into()));
+        }
         let ctx = Self::kek_context(context);
         let resp = vaultrs::transit::data::rewrap(
             &self.client,
@@ -426,7 +458,7 @@ impl KeyService for OpenBaoTransit {
         )
         .await
         .map_err(|e| refused_or_remote("rewrap", e))?;
-        Self::wrapped(resp.ciphertext)
+        self.wrapped(resp.ciphertext)
     }
 
     async fn rotate_kek(&self) -> Result<u32, KeyError> {
@@ -444,8 +476,12 @@ impl KeyService for OpenBaoTransit {
 
     fn describe(&self) -> String {
         format!(
-            "OpenBao transit {} mount {} (key version {})",
-            self.settings.address, self.settings.mount, self.settings.key_version
+            "OpenBao transit {} mount {} ({:?} zone, KEK {}; HMAC key version {})",
+            self.settings.address,
+            self.settings.mount,
+            self.zone,
+            self.kek_name(),
+            self.settings.key_version
         )
     }
 }
@@ -477,6 +513,7 @@ mod tests {
             backend: BACKEND_OPENBAO.into(),
             kek_version: 2,
             ciphertext: "vault:v2:abcd".into(),
+            kek: String::new(),
         };
         assert!(OpenBaoTransit::check_wrapped(&ours).is_ok());
         let local = WrappedKey {
