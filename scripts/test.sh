@@ -55,8 +55,22 @@ id postgres >/dev/null 2>&1 || useradd --system --home-dir "$STATE" postgres
 PG_PORT="$(free_port)"
 mkdir -p "$STATE/pg" && chown postgres "$STATE" "$STATE/pg" && chmod 700 "$STATE/pg"
 runuser -u postgres -- "$PG_BIN/initdb" -D "$STATE/pg" -A trust -U postgres >/dev/null
+# TLS with a throwaway CA, so the policy database's verified-TLS path is tested against the real server.
+PG_TLS="$STATE/pg-tls" && mkdir -p "$PG_TLS"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=tokumei test CA" \
+  -keyout "$PG_TLS/ca.key" -out "$PG_TLS/ca.crt" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$PG_TLS/server.key" -out "$PG_TLS/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' > "$PG_TLS/ext.cnf"
+openssl x509 -req -in "$PG_TLS/server.csr" -CA "$PG_TLS/ca.crt" -CAkey "$PG_TLS/ca.key" -CAcreateserial -days 2 \
+  -extfile "$PG_TLS/ext.cnf" -out "$PG_TLS/server.crt" 2>/dev/null
+# A second CA that signed nothing here: verification against it must fail.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=someone else" \
+  -keyout "$PG_TLS/other.key" -out "$PG_TLS/other-ca.crt" 2>/dev/null
+chown postgres "$PG_TLS/server.key" "$PG_TLS/server.crt" && chmod 600 "$PG_TLS/server.key"
 runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$STATE/pg" -l "$STATE/pg.log" -w \
-  -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$STATE/pg" start >/dev/null
+  -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$STATE/pg -c ssl=on \
+      -c ssl_cert_file=$PG_TLS/server.crt -c ssl_key_file=$PG_TLS/server.key" start >/dev/null
+export TOKUMEI_TEST_PG_CA="$PG_TLS/ca.crt" TOKUMEI_TEST_PG_OTHER_CA="$PG_TLS/other-ca.crt"
 export TOKUMEI_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT"
 

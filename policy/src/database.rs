@@ -86,6 +86,33 @@ impl<'s> sqlx::migrate::MigrationSource<'s> for EmbeddedMigrations {
     }
 }
 
+/// A PostgreSQL server off this host is reached only over TLS that verifies the server (`sslmode=verify-full` or
+/// `verify-ca`, with `sslrootcert`): the policy database holds sessions, approvals and the audit ledger, and
+/// `prefer`/`require` would accept any certificate. On loopback or a Unix socket plaintext stays possible (test
+/// set-ups, a database on the same host).
+fn check_postgres_transport(url: &str) -> Result<()> {
+    use sqlx::postgres::{PgConnectOptions, PgSslMode};
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|_| PolicyError::Invalid(format!("unreadable PostgreSQL URL {:?}", redact(url))))?;
+    let host = options.get_host();
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if local || matches!(options.get_ssl_mode(), PgSslMode::VerifyFull | PgSslMode::VerifyCa) {
+        return Ok(());
+    }
+    Err(PolicyError::Invalid(format!(
+        "the PostgreSQL server {host} is off this host: connect over verified TLS (add \
+         sslmode=verify-full&sslrootcert=CA.pem to the URL)"
+    )))
+}
+
 /// Which server is behind a [`PolicyDb`]: the few places where SQL or set-up differ ask this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -135,6 +162,7 @@ impl PolicyDb {
         let (backend, connect_url) = if let Some(rest) = strip_sqlite_scheme(url) {
             (Backend::Sqlite, prepare_sqlite(rest)?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            check_postgres_transport(url)?;
             (Backend::Postgres, url.to_owned())
         } else {
             return Err(PolicyError::Invalid(format!(
@@ -299,6 +327,32 @@ mod tests {
             prepare_sqlite("/tmp/a.db?mode=ro").ok().as_deref(),
             Some("sqlite:///tmp/a.db?mode=ro")
         );
+    }
+
+    #[test]
+    fn postgres_off_this_host_needs_verified_tls() {
+        let refused = |url: &str| matches!(check_postgres_transport(url), Err(PolicyError::Invalid(_)));
+        // The issue's measured problem: connections to a remote policy database without TLS.
+        assert!(refused("postgres://tokumei:pw@db.internal/policy"));
+        assert!(refused("postgres://tokumei@10.0.40.5:5432/policy?sslmode=prefer"));
+        assert!(
+            refused("postgres://tokumei@10.0.40.5/policy?sslmode=require"),
+            "require verifies nothing"
+        );
+        for ok in [
+            "postgres://tokumei@db.internal/policy?sslmode=verify-full&sslrootcert=/etc/tokumei/ca.pem",
+            "postgres://tokumei@10.0.40.5/policy?sslmode=verify-ca&sslrootcert=/etc/tokumei/ca.pem",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+            "postgres://postgres@localhost/postgres",
+            "postgres://postgres@[::1]:5432/postgres",
+            "postgresql:///policy?host=/var/run/postgresql",
+        ] {
+            assert!(check_postgres_transport(ok).is_ok(), "{ok}");
+        }
+        match check_postgres_transport("postgres://tokumei:hunter2@db.internal/policy") {
+            Err(e) => assert!(!e.to_string().contains("hunter2"), "{e}"),
+            Ok(()) => panic!("plaintext to a remote server was accepted"),
+        }
     }
 
     #[test]
