@@ -269,6 +269,14 @@ impl Policy {
         Ok(())
     }
 
+    /// [`Policy::check`] on an application by id: for front-ends that must refuse a caller before they look at the
+    /// rest of the request (a refused caller learns nothing about whether their input would have been valid).
+    pub async fn check_application(&self, actor: &Actor, action: Action, id: &str, origin: Origin<'_>) -> Result<()> {
+        let app = self.committee.get(id).await?;
+        self.check(actor, action, &Resource::Application(app.facts()), origin)
+            .await
+    }
+
     /// Audits the result of an authorised action: `ok` with `details`, or `denied`/`failed` with the
     /// error's reason code. Returns the result unchanged.
     async fn finish<T>(

@@ -7,19 +7,19 @@ mod common;
 use common::BoundedOutput;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use common::policy_server::{Server, authed, form, reason};
 use common::tokumei_bin;
 use tokumei_policy::identity::totp::{Totp, TotpSecret};
 use tokumei_proto::policy::v1 as pb;
 use tokumei_proto::policy::v1::policy_service_client::PolicyServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
-use tonic_types::StatusExt;
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -96,83 +96,6 @@ impl Authenticator {
     }
 }
 
-/// The server child process; killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(home: &Path) -> Server {
-        Server::start_with(home, &["--listen", "127.0.0.1:0", "--insecure-dev"])
-    }
-
-    /// Starts `tokumei policy serve ARGS` and waits for its "listening" line.
-    fn start_with(home: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(tokumei_bin())
-            .args(["policy", "serve"])
-            .args(args)
-            .env("TOKUMEI_HOME", home)
-            .env_remove("TOKUMEI_POLICY_DB")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn tokumei policy serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("policy service listening on ")
-            .unwrap_or_else(|| panic!("policy service did not start: {line:?}"))
-            .to_owned();
-        Server { child, addr }
-    }
-
-    /// SIGTERM, then the exit status of a graceful shutdown.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("policy service did not exit within 10 s of SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn authed<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("metadata value"),
-    );
-    request
-}
-
-/// The `ErrorInfo` reason of a refusal, checking its domain.
-fn reason(status: &Status) -> String {
-    let details = status.get_error_details();
-    let info = details
-        .error_info()
-        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
-    assert_eq!(info.domain, "policy.tokumei");
-    info.reason.clone()
-}
-
 fn assert_refused<T: std::fmt::Debug>(result: Result<tonic::Response<T>, Status>, code: Code, expected: &str) {
     let status = result.expect_err("the call must be refused");
     assert_eq!(
@@ -225,29 +148,6 @@ async fn login(client: &mut PolicyServiceClient<Channel>, username: &str, app: &
     );
     assert!(session.expires_at > Utc::now().timestamp());
     session.session_token
-}
-
-fn form(title: &str) -> pb::ApplicationForm {
-    pb::ApplicationForm {
-        title: title.into(),
-        purpose: "Compare HbA1c control by prefecture to inform regional care plans".into(),
-        public_interest: "Evidence for the national diabetes strategy".into(),
-        methods: "Multilevel regression of HbA1c on region, age band and sex".into(),
-        tables: vec![pb::TableColumns {
-            table: "lab_results".into(),
-            columns: vec!["jlac10".into(), "value".into()],
-        }],
-        cohort_filter: String::new(),
-        period_from: "2030-01-01".into(),
-        period_to: "2030-12-31".into(),
-        channel: "file".into(),
-        security_measures: "Locked room, no network, encrypted disk".into(),
-        funding: "JSPS KAKENHI".into(),
-        recipients: vec!["rin".into()],
-        requested_epsilon: None,
-        studies: vec![],
-        not_for_advertising: true,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,7 @@
 //! (an unparseable date, an unknown channel, role or use kind, a missing form) is `INVALID_ARGUMENT` with
 //! reason `INVALID_ARGUMENT`.
 
+pub mod audited;
 pub mod convert;
 pub mod server;
 
@@ -51,7 +52,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::authorization::Actor;
+use crate::authorization::{Action, Actor, Resource};
 use crate::committee::BanList;
 use crate::error::PolicyError;
 use crate::identity::SecondFactor;
@@ -290,6 +291,15 @@ impl PolicyService for PolicyGrpc {
 
     async fn add_user(&self, request: Request<pb::AddUserRequest>) -> Reply<pb::AddUserResponse> {
         let (origin, actor, r) = self.authenticated(request).await?;
+        self.policy
+            .check(
+                &actor,
+                Action::ManageUsers,
+                &Resource::Person(r.username.clone()),
+                Origin(&origin),
+            )
+            .await
+            .map_err(refused)?;
         let roles = convert::roles(&r.roles).map_err(refused)?;
         let invitee = crate::service::NewPerson {
             username: &r.username,
@@ -348,6 +358,11 @@ impl PolicyService for PolicyGrpc {
 
     async fn file_application(&self, request: Request<pb::FileApplicationRequest>) -> Reply<pb::Application> {
         let (origin, actor, r) = self.authenticated(request).await?;
+        // The caller is refused before their input is read: a refusal says nothing about the form.
+        self.policy
+            .check(&actor, Action::FileApplication, &Resource::Platform, Origin(&origin))
+            .await
+            .map_err(refused)?;
         let form = convert::form_from_proto(r.form).map_err(refused)?;
         let amends = convert::optional_text(&r.amends);
         let app = self
@@ -428,6 +443,10 @@ impl PolicyService for PolicyGrpc {
 
     async fn decide(&self, request: Request<pb::DecideRequest>) -> Reply<pb::Application> {
         let (origin, actor, r) = self.authenticated(request).await?;
+        self.policy
+            .check_application(&actor, Action::DecideApplication, &r.id, Origin(&origin))
+            .await
+            .map_err(refused)?;
         let conditions = r
             .conditions
             .map(convert::conditions_from_proto)
@@ -465,6 +484,10 @@ impl PolicyService for PolicyGrpc {
 
     async fn record_violation(&self, request: Request<pb::RecordViolationRequest>) -> Reply<pb::Violation> {
         let (origin, actor, r) = self.authenticated(request).await?;
+        self.policy
+            .check(&actor, Action::RecordViolation, &Resource::Platform, Origin(&origin))
+            .await
+            .map_err(refused)?;
         let subject = convert::ban_subject(&r.subject_kind, &r.subject).map_err(refused)?;
         let until = convert::optional_date("banned_until", &r.banned_until).map_err(refused)?;
         let application = convert::optional_text(&r.application);
@@ -498,6 +521,10 @@ impl PolicyService for PolicyGrpc {
 
     async fn import_bans(&self, request: Request<pb::ImportBansRequest>) -> Reply<pb::ImportBansResponse> {
         let (origin, actor, r) = self.authenticated(request).await?;
+        self.policy
+            .check(&actor, Action::ImportBans, &Resource::Platform, Origin(&origin))
+            .await
+            .map_err(refused)?;
         let list: BanList = serde_json::from_str(&r.json).map_err(|e| {
             refused(PolicyError::Invalid(format!(
                 "the ban list is not valid JSON of a ban list: {e}"

@@ -202,7 +202,8 @@ impl BoundServer {
         } else {
             tracing::warn!(%addr, "INSECURE DEV MODE: policy service listening in plaintext on loopback");
         }
-        let service = PolicyGrpc::new(policy)
+        // Every call recorded in the audit ledger, reads and refusals included.
+        let service = super::audited::AuditedPolicyGrpc::new(PolicyGrpc::new(policy))
             .into_server()
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

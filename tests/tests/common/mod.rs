@@ -12,6 +12,7 @@ use tokumei_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use tonic::transport::Channel;
 
 pub mod people;
+pub mod policy_server;
 
 /// Hospital codes used by the tests.
 pub const HOSPITAL_A: &str = "1310000017";
