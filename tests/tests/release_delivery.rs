@@ -411,6 +411,19 @@ async fn release_delivery_end_to_end() {
         .expect("list releases")
         .into_inner();
     assert!(others.releases.is_empty());
+    // Every call is in the audit ledger, listings and sessionless calls included.
+    let _ = client.list_releases(Request::new(pb::ListReleasesRequest {})).await;
+    let entries = people::ledger(home.path()).await;
+    let listed_by = |who: &str, outcome: &str| {
+        entries
+            .iter()
+            .filter(|e| e.action == "rpc.ListReleases" && e.actor == who && e.outcome == outcome)
+            .count()
+    };
+    assert_eq!((listed_by("rika", "ok"), listed_by("nao", "ok")), (1, 1));
+    assert!(entries.iter().any(|e| e.action == "rpc.ListReleases"
+        && e.actor == "anonymous"
+        && e.reason.as_deref() == Some("SESSION_INVALID")));
 
     // --- No session, a forged session, a non-recipient.
     assert_refused(

@@ -10,6 +10,7 @@ use tokumei_proto::policy::v1::policy_service_server::{PolicyService, PolicyServ
 
 use super::{PolicyGrpc, Reply, bearer_token, origin_of, pb};
 use crate::audit_ledger::{AuditEvent, Outcome};
+use crate::service::Policy;
 
 /// [`PolicyGrpc`] with every call recorded.
 #[derive(Debug, Clone)]
@@ -28,39 +29,56 @@ impl AuditedPolicyGrpc {
         PolicyServiceServer::new(self)
     }
 
-    /// Who is calling, as far as the session says (`anonymous` without a valid one), and from where.
     async fn caller<T>(&self, request: &Request<T>) -> (String, String) {
-        let origin = origin_of(request);
-        let who = match bearer_token(request.metadata()) {
-            Ok(token) => match self.inner.policy.authenticate(token).await {
-                Ok(actor) => actor.username,
-                Err(_) => "anonymous".to_owned(),
-            },
-            Err(_) => "anonymous".to_owned(),
-        };
-        (origin, who)
+        caller(&self.inner.policy, request).await
     }
 
-    /// Appends the call's entry; withholds the answer if that fails.
     async fn record<T>(&self, method: &str, origin: &str, caller: &str, result: Reply<T>) -> Reply<T> {
-        let (outcome, reason) = match &result {
-            Ok(_) => (Outcome::Ok, None),
-            Err(status) => (outcome_of(status.code()), Some(reason_of(status))),
-        };
-        let mut event = AuditEvent::new(caller, format!("rpc.{method}"), "policy service", outcome).source(origin);
-        if let Some(reason) = reason {
-            event = event.reason(&reason);
-        }
-        match self.inner.policy.audit(event).await {
-            Ok(_) => result,
-            Err(e) => {
-                tracing::error!(
-                    method,
-                    reason = e.reason(),
-                    "an access could not be recorded; answer withheld"
-                );
-                Err(Status::unavailable("the audit ledger is unavailable; try again later"))
-            }
+        record_call(&self.inner.policy, "policy service", method, origin, caller, result).await
+    }
+}
+
+/// Who is calling, as far as the session says (`anonymous` without a valid one), and from where. Reading the
+/// session changes nothing (no entry, no counter), so asking twice per call is harmless.
+pub async fn caller<T>(policy: &Policy, request: &Request<T>) -> (String, String) {
+    let origin = origin_of(request);
+    let who = match bearer_token(request.metadata()) {
+        Ok(token) => match policy.authenticate(token).await {
+            Ok(actor) => actor.username,
+            Err(_) => "anonymous".to_owned(),
+        },
+        Err(_) => "anonymous".to_owned(),
+    };
+    (origin, who)
+}
+
+/// Appends `rpc.<method>` for a call of `service` with its outcome; withholds the answer if that fails. Shared by
+/// the zones' gRPC services (policy, release).
+pub async fn record_call<T>(
+    policy: &Policy,
+    service: &str,
+    method: &str,
+    origin: &str,
+    caller: &str,
+    result: Result<T, Status>,
+) -> Result<T, Status> {
+    let (outcome, reason) = match &result {
+        Ok(_) => (Outcome::Ok, None),
+        Err(status) => (outcome_of(status.code()), Some(reason_of(status))),
+    };
+    let mut event = AuditEvent::new(caller, format!("rpc.{method}"), service, outcome).source(origin);
+    if let Some(reason) = reason {
+        event = event.reason(&reason);
+    }
+    match policy.audit(event).await {
+        Ok(_) => result,
+        Err(e) => {
+            tracing::error!(
+                method,
+                reason = e.reason(),
+                "an access could not be recorded; answer withheld"
+            );
+            Err(Status::unavailable("the audit ledger is unavailable; try again later"))
         }
     }
 }

@@ -145,6 +145,59 @@ impl ReleaseGrpc {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// [`ReleaseGrpc`] with every call recorded in the audit ledger as `rpc.<Method>` (caller or `anonymous`, origin,
+/// outcome, reason), listings included; the answer is withheld if the entry cannot be written.
+#[derive(Debug, Clone)]
+pub struct AuditedReleaseGrpc {
+    inner: ReleaseGrpc,
+}
+
+impl AuditedReleaseGrpc {
+    /// The tonic service to add to a server.
+    pub fn into_server(self) -> ReleaseServiceServer<AuditedReleaseGrpc> {
+        ReleaseServiceServer::new(self)
+    }
+
+    async fn record<T>(&self, method: &str, (origin, caller): (String, String), result: Reply<T>) -> Reply<T> {
+        tokumei_policy::grpc::audited::record_call(
+            &self.inner.delivery.policy,
+            "release service",
+            method,
+            &origin,
+            &caller,
+            result,
+        )
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl ReleaseService for AuditedReleaseGrpc {
+    async fn list_releases(&self, request: Request<pb::ListReleasesRequest>) -> Reply<pb::ListReleasesResponse> {
+        let who = tokumei_policy::grpc::audited::caller(&self.inner.delivery.policy, &request).await;
+        let result = self.inner.list_releases(request).await;
+        self.record("ListReleases", who, result).await
+    }
+
+    async fn request_download(
+        &self,
+        request: Request<pb::RequestDownloadRequest>,
+    ) -> Reply<pb::RequestDownloadResponse> {
+        let who = tokumei_policy::grpc::audited::caller(&self.inner.delivery.policy, &request).await;
+        let result = self.inner.request_download(request).await;
+        self.record("RequestDownload", who, result).await
+    }
+
+    async fn declare_deletion(
+        &self,
+        request: Request<pb::DeclareDeletionRequest>,
+    ) -> Reply<pb::DeclareDeletionResponse> {
+        let who = tokumei_policy::grpc::audited::caller(&self.inner.delivery.policy, &request).await;
+        let result = self.inner.declare_deletion(request).await;
+        self.record("DeclareDeletion", who, result).await
+    }
+}
+
 #[tonic::async_trait]
 impl ReleaseService for ReleaseGrpc {
     async fn list_releases(&self, request: Request<pb::ListReleasesRequest>) -> Reply<pb::ListReleasesResponse> {
@@ -286,7 +339,12 @@ pub(super) fn serve(
         .tls_config(tls.tonic_config())
         .map_err(|e| DeliveryError::Tls(e.to_string()))?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let router = server.add_service(ReleaseGrpc::new(delivery).into_server());
+    let router = server.add_service(
+        AuditedReleaseGrpc {
+            inner: ReleaseGrpc::new(delivery),
+        }
+        .into_server(),
+    );
     Ok(async move {
         router.serve_with_incoming_shutdown(incoming, shutdown).await?;
         Ok(())
