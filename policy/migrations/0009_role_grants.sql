@@ -7,6 +7,8 @@ CREATE TABLE role_grants (
     display_name    TEXT,
     organisation    TEXT,
     roles           TEXT   NOT NULL,
+    -- A change of roles: the roles held when it was asked for (it applies only if they are still the same).
+    prior_roles     TEXT,
     claim           TEXT,
     requested_by    TEXT   NOT NULL,
     requested_at_ms BIGINT NOT NULL,
@@ -15,3 +17,7 @@ CREATE TABLE role_grants (
     approved_at_ms  BIGINT
 );
 CREATE INDEX role_grants_state ON role_grants (state);
+-- Every claim an invitation was ever made with: one claim opens one account, also after its code was used.
+CREATE TABLE used_claims (
+    claim           TEXT   NOT NULL PRIMARY KEY
+);

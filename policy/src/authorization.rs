@@ -52,16 +52,22 @@ impl Role {
         Role::Administrator,
     ];
 
-    /// Roles granted only with a second administrator's approval: they decide, operate or grant.
-    pub const FOUR_EYES: [Role; 4] = [
+    /// Roles granted only with a second administrator's approval: they decide, operate, grant or inspect.
+    pub const FOUR_EYES: [Role; 5] = [
         Role::CommitteeMember,
         Role::CommitteeChair,
         Role::Operator,
         Role::Administrator,
+        Role::Auditor,
     ];
 
     /// Roles an administrator may not also hold (separation of duties).
-    pub const NOT_WITH_ADMINISTRATOR: [Role; 3] = [Role::CommitteeMember, Role::CommitteeChair, Role::Operator];
+    pub const NOT_WITH_ADMINISTRATOR: [Role; 4] = [
+        Role::CommitteeMember,
+        Role::CommitteeChair,
+        Role::Operator,
+        Role::Auditor,
+    ];
 
     /// The role's stable name (database, CLI, tokens).
     pub fn as_str(self) -> &'static str {

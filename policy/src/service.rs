@@ -25,8 +25,8 @@ use crate::error::{PolicyError, Result};
 use crate::identity::directory::InvitedUser;
 use crate::identity::grants::{GrantRequest, RoleGrant};
 use crate::identity::{
-    Directory, Enrolment, Invitation, LockoutPolicy, Organisation, RecoveryCodes, SecondFactor, Session, UserKind,
-    UserRecord, UserStatus,
+    Directory, Enrolment, LockoutPolicy, Organisation, RecoveryCodes, SecondFactor, Session, UserKind, UserRecord,
+    UserStatus,
 };
 use crate::service_key::{ServiceKey, ServicePublicKey, SignaturePurpose};
 
@@ -303,10 +303,10 @@ impl Policy {
     /// approved by a second administrator.
     pub async fn bootstrap(
         &self,
-        administrators: [(&str, &str); 2],
+        administrators: [(&str, &str, &str); 2],
         organisation: &str,
         origin: Origin<'_>,
-    ) -> Result<[Invitation; 2]> {
+    ) -> Result<[InvitedUser; 2]> {
         let now = self.now();
         let result = self
             .directory
@@ -505,7 +505,13 @@ impl Policy {
 
     /// A second administrator approves a pending grant: never the one who asked, never the grantee. The account
     /// is created (or the roles set) in the same transaction that marks the grant applied.
-    pub async fn approve_grant(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<RoleGrant> {
+    pub async fn approve_grant(
+        &self,
+        actor: &Actor,
+        id: &str,
+        claim: Option<&str>,
+        origin: Origin<'_>,
+    ) -> Result<RoleGrant> {
         let grant = match self.directory.grant(id).await {
             Ok(g) => g,
             Err(e) => {
@@ -530,7 +536,7 @@ impl Policy {
             origin,
         )
         .await?;
-        let result = self.directory.apply_grant(id, &actor.username, self.now()).await;
+        let result = self.directory.apply_grant(id, &actor.username, claim, self.now()).await;
         let names: Vec<&str> = grant.roles.iter().map(|r| r.as_str()).collect();
         self.finish(
             &actor.username,

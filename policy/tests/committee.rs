@@ -26,6 +26,7 @@ on_both_backends!(
     change_requests_and_umbrella_applications,
     bans_stop_applications_and_travel_between_processors,
     the_ledger_records_denials_and_verifies,
+    stale_grants_do_not_apply,
 );
 
 const ORIGIN: Origin<'static> = Origin("test");
@@ -96,13 +97,18 @@ impl World {
 
     /// The first two administrators, then an operator they grant (four eyes).
     async fn operator(&self) -> Actor {
-        let [a, b] = self
-            .policy
-            .bootstrap([("adm1", "Admin One"), ("adm2", "Admin Two")], "platform", ORIGIN)
+        let claim = || tokumei_policy::identity::directory::invitation_claim().expect("claim");
+        let ((code1, claim1), (code2, claim2)) = (claim(), claim());
+        self.policy
+            .bootstrap(
+                [("adm1", "Admin One", &claim1), ("adm2", "Admin Two", &claim2)],
+                "platform",
+                ORIGIN,
+            )
             .await
             .expect("bootstrap");
-        let first = self.activate("adm1", a.code.expose()).await;
-        let second = self.activate("adm2", b.code.expose()).await;
+        let first = self.activate("adm1", code1.expose()).await;
+        let second = self.activate("adm2", code2.expose()).await;
         *self.admins.lock().expect("admins") = Some((first, second));
         self.person("op", "platform", &[Role::Operator]).await
     }
@@ -128,7 +134,7 @@ impl World {
             .expect("add user");
         if let tokumei_policy::UserChange::Pending(g) = change {
             self.policy
-                .approve_grant(&second, &g.id, ORIGIN)
+                .approve_grant(&second, &g.id, Some(&claim), ORIGIN)
                 .await
                 .expect("second administrator approves");
         }
@@ -859,19 +865,19 @@ async fn the_ledger_records_denials_and_verifies(db: PolicyDb, _url: String) {
         BTreeSet::from([Role::Researcher]),
         "nothing changes before the second administrator approves"
     );
-    assert_eq!(reason(p.approve_grant(&first, &grant, ORIGIN).await), "FOUR_EYES");
+    assert_eq!(reason(p.approve_grant(&first, &grant, None, ORIGIN).await), "FOUR_EYES");
     assert_eq!(
-        reason(p.approve_grant(&c.op, &grant, ORIGIN).await),
+        reason(p.approve_grant(&c.op, &grant, None, ORIGIN).await),
         "ROLE_NOT_PERMITTED"
     );
-    p.approve_grant(&second, &grant, ORIGIN).await.expect("four eyes");
+    p.approve_grant(&second, &grant, None, ORIGIN).await.expect("four eyes");
     assert_eq!(
         p.user(&second, "rika", ORIGIN).await.expect("rika").roles,
         BTreeSet::from([Role::Researcher, Role::CommitteeMember])
     );
     assert!(
         matches!(
-            p.approve_grant(&second, &grant, ORIGIN).await,
+            p.approve_grant(&second, &grant, None, ORIGIN).await,
             Err(PolicyError::InvalidState(_))
         ),
         "a grant applies once"
@@ -941,4 +947,61 @@ async fn the_ledger_records_denials_and_verifies(db: PolicyDb, _url: String) {
     assert_eq!(report.applications_received, 1);
     assert!(report.denied_actions >= 2);
     assert!(report.audit_head.seq > 0);
+}
+
+/// A grant applies only as it was asked: not after its requester stopped being an administrator, not over roles
+/// changed since, not after it lapsed.
+async fn stale_grants_do_not_apply(db: PolicyDb, _url: String) {
+    let w = World::new(db, 9);
+    let c = cast(&w).await;
+    let p = &w.policy;
+    let (first, second) = w.admins.lock().expect("admins").clone().expect("admins");
+    let reason = |r: Result<_, PolicyError>| {
+        r.map(|_: tokumei_policy::identity::grants::RoleGrant| ())
+            .err()
+            .map(|e| e.reason())
+    };
+    // Roles changed between the request and the approval: the approval would silently undo the change.
+    let asked = p
+        .set_roles(&first, "mei", &[Role::CommitteeMember, Role::CommitteeChair], ORIGIN)
+        .await
+        .expect("asked");
+    let grant = asked.grant_id().expect("pending").to_owned();
+    assert!(matches!(
+        p.set_roles(&second, "mei", &[Role::Researcher], ORIGIN).await,
+        Ok(tokumei_policy::UserChange::RolesSet(_))
+    ));
+    assert_eq!(
+        reason(p.approve_grant(&second, &grant, None, ORIGIN).await),
+        Some("INVALID_STATE")
+    );
+    // A grant whose requester is no longer an administrator.
+    let third = w.person("adm3", "platform", &[Role::Administrator]).await;
+    let asked = p
+        .set_roles(&third, "rika", &[Role::Researcher, Role::CommitteeMember], ORIGIN)
+        .await
+        .expect("asked");
+    let grant = asked.grant_id().expect("pending").to_owned();
+    p.disable_user(&first, "adm3", ORIGIN).await.expect("disabled");
+    assert_eq!(
+        reason(p.approve_grant(&second, &grant, None, ORIGIN).await),
+        Some("INVALID_STATE")
+    );
+    // A grant nobody approved within its time.
+    let asked = p
+        .set_roles(&first, "rika", &[Role::Researcher, Role::CommitteeMember], ORIGIN)
+        .await
+        .expect("asked");
+    let grant = asked.grant_id().expect("pending").to_owned();
+    w.advance(Duration::hours(73));
+    assert_eq!(
+        reason(p.approve_grant(&second, &grant, None, ORIGIN).await),
+        Some("INVALID_STATE")
+    );
+    // None of them changed anything.
+    for u in ["rika", "mei"] {
+        let held = p.user(&second, u, ORIGIN).await.expect("user").roles;
+        assert_eq!(held, BTreeSet::from([Role::Researcher]), "{u}");
+    }
+    let _ = c;
 }

@@ -12,7 +12,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 use tokumei_policy::identity::directory::{InvitedUser, invitation_claim};
 use tokumei_policy::identity::{
-    Directory, Enrolment, Invitation, RecoveryCodes, SecondFactor, Totp, TotpSecret, UserKind, UserStatus,
+    Directory, Enrolment, RecoveryCodes, SecondFactor, Totp, TotpSecret, UserKind, UserStatus,
 };
 use tokumei_policy::{AuthMethod, PolicyDb, PolicyError, Role, ServiceKey};
 
@@ -576,24 +576,37 @@ async fn invitations_are_single_use_and_expire(db: PolicyDb, _url: String) {
 async fn bootstrap_and_user_validation(db: PolicyDb, _url: String) {
     let dir = directory(db);
     assert!(dir.is_empty().await.expect("is_empty"));
-    let invitations: [Invitation; 2] = dir
+    let ((_, c1), (_, c2), (_, c3)) = (
+        invitation_claim().expect("claim"),
+        invitation_claim().expect("claim"),
+        invitation_claim().expect("claim"),
+    );
+    // Two people with one claim: refused (one code would open both accounts).
+    assert!(matches!(
+        dir.bootstrap_administrators([("root", "First", &c1), ("deputy", "Second", &c1)], "ops", t0())
+            .await,
+        Err(PolicyError::Invalid(_))
+    ));
+    let invited: [InvitedUser; 2] = dir
         .bootstrap_administrators(
-            [("root", "First Administrator"), ("deputy", "Second Administrator")],
+            [
+                ("root", "First Administrator", &c1),
+                ("deputy", "Second Administrator", &c2),
+            ],
             "ops",
             t0(),
         )
         .await
         .expect("bootstrap");
-    assert_eq!(invitations[0].username, "root");
-    assert_eq!(invitations[1].username, "deputy");
-    assert_ne!(invitations[0].code.expose(), invitations[1].code.expose());
+    assert_eq!(invited[0].username, "root");
+    assert_eq!(invited[1].username, "deputy");
     assert!(!dir.is_empty().await.expect("is_empty"));
     let record = dir.user("root").await.expect("root");
     assert_eq!(record.roles, roles(&[Role::Administrator]));
     assert_eq!(record.organisation, "ops");
     assert_eq!(dir.organisation("ops").await.expect("org created").name, "ops");
     assert!(matches!(
-        dir.bootstrap_administrators([("mallory", "Mallory"), ("eve", "Eve")], "ops", t0())
+        dir.bootstrap_administrators([("mallory", "Mallory", &c3), ("eve", "Eve", &c2)], "ops", t0())
             .await,
         Err(PolicyError::InvalidState(_))
     ));
@@ -707,9 +720,13 @@ async fn concurrent_bootstraps_create_one_pair_of_administrators(db: PolicyDb, u
         let dir = if i % 2 == 0 { a.clone() } else { b.clone() };
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
+            let ((_, first), (_, second)) = (invitation_claim().expect("claim"), invitation_claim().expect("claim"));
             barrier.wait().await;
             dir.bootstrap_administrators(
-                [(&format!("adm{i}"), "Administrator"), (&format!("dep{i}"), "Deputy")],
+                [
+                    (&format!("adm{i}"), "Administrator", &first),
+                    (&format!("dep{i}"), "Deputy", &second),
+                ],
                 "ops",
                 t0(),
             )

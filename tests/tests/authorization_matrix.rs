@@ -138,6 +138,7 @@ async fn call(
             &c.approve_grant(req(
                 pb::ApproveGrantRequest {
                     grant_id: fixture.grant.clone(),
+                    claim: fixture.grant_claim.clone(),
                 },
                 token,
             ))
@@ -261,6 +262,7 @@ async fn call(
 
 /// What the calls act on.
 struct Fixture {
+    grant_claim: String,
     application: String,
     to_withdraw: String,
     grant: String,
@@ -290,7 +292,8 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
     application_form.recipients = vec!["rika".into()];
     let application = file_application(&mut c, &application_form, &researcher).await;
     let to_withdraw = file_application(&mut c, &application_form, &researcher).await;
-    let (_, claim) = tokumei_policy::identity::directory::invitation_claim().expect("claim");
+    let (_, grant_claim) = tokumei_policy::identity::directory::invitation_claim().expect("claim");
+    let claim = grant_claim.clone();
     let grant = c
         .add_user(authed(
             pb::AddUserRequest {
@@ -317,6 +320,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
         .expect("service public key")
         .to_hex();
     let fixture = Fixture {
+        grant_claim,
         application,
         to_withdraw,
         grant,
@@ -384,6 +388,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
     // role the table refuses still gets ROLE_NOT_PERMITTED, never a validation error (before the fix,
     // `Decide` answered every role INVALID_ARGUMENT, reading the conditions before asking who was calling).
     let garbage = Fixture {
+        grant_claim: fixture.grant_claim.clone(),
         grant: fixture.grant.clone(),
         application: fixture.application.clone(),
         to_withdraw: fixture.to_withdraw.clone(),

@@ -155,8 +155,10 @@ async fn committee_workflow_over_grpc() {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path();
 
-    // The first two administrators, at the host's console.
-    let bootstrap = cli(
+    // The first two administrators, at the host's console: each made a code of their own (`user claim`), the
+    // installer passes on only the claims.
+    let claims = [cli(home, &["user", "claim"], ""), cli(home, &["user", "claim"], "")];
+    cli(
         home,
         &[
             "user",
@@ -165,16 +167,20 @@ async fn committee_workflow_over_grpc() {
             "adm1",
             "--name",
             "Admin One",
+            "--claim",
+            &text(&claims[0], "claim"),
             "--second-username",
             "adm2",
             "--second-name",
             "Admin Two",
+            "--second-claim",
+            &text(&claims[1], "claim"),
         ],
         "",
     );
     let mut apps = Vec::new();
     for (i, username) in ["adm1", "adm2"].into_iter().enumerate() {
-        let invitation = bootstrap[i]["invitation_code"].as_str().expect("invitation").to_owned();
+        let invitation = text(&claims[i], "invitation_code");
         let enrolment = cli(
             home,
             &[
@@ -272,7 +278,7 @@ async fn committee_workflow_over_grpc() {
                     display_name: format!("Dr {username}"),
                     organisation: organisation.into(),
                     roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-                    claim,
+                    claim: claim.clone(),
                 },
                 &op,
             ))
@@ -281,13 +287,14 @@ async fn committee_workflow_over_grpc() {
             .into_inner();
         assert_eq!(added.username, username);
         assert!(added.invitation_code.is_empty(), "an administrator received a code");
-        let committee = roles.iter().any(|r| r.starts_with("committee"));
+        let committee = roles.iter().any(|r| r.starts_with("committee") || *r == "auditor");
         assert_eq!(added.state, if committee { "pending" } else { "invited" });
         if committee {
             let own = client
                 .approve_grant(authed(
                     pb::ApproveGrantRequest {
                         grant_id: added.grant_id.clone(),
+                        claim: claim.clone(),
                     },
                     &op,
                 ))
@@ -295,10 +302,24 @@ async fn committee_workflow_over_grpc() {
                 .expect_err("an administrator approved their own request");
             assert_eq!(own.code(), tonic::Code::PermissionDenied, "{own:?}");
             assert!(format!("{own:?}").contains("FOUR_EYES"), "{own:?}");
+            // A claim other than the one the invitee gave the approver (the requester's own, say) applies nothing.
+            let (_, substituted) = tokumei_policy::identity::directory::invitation_claim().expect("claim");
+            let swapped = client
+                .approve_grant(authed(
+                    pb::ApproveGrantRequest {
+                        grant_id: added.grant_id.clone(),
+                        claim: substituted,
+                    },
+                    &second,
+                ))
+                .await
+                .expect_err("a substituted claim was accepted");
+            assert_eq!(swapped.code(), tonic::Code::InvalidArgument, "{swapped:?}");
             client
                 .approve_grant(authed(
                     pb::ApproveGrantRequest {
                         grant_id: added.grant_id.clone(),
+                        claim: claim.clone(),
                     },
                     &second,
                 ))

@@ -115,7 +115,33 @@ fn roles_are_granted_by_two_administrators_and_codes_reach_only_the_invitee() {
     assert!(err.contains("FOUR_EYES"), "{err}");
     let err = refused(home, &op, &["user", "approve", "--grant", &grant]);
     assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
-    let applied = run_json(home, &["user", "approve", "--grant", &grant], &as_second, None);
+    // The requesting administrator's own claim in place of the invitee's (a code only the requester holds) is the
+    // takeover the approver must catch: the approver enters the claim the invitee gave them directly.
+    let substituted = run_json(home, &["user", "claim"], &[], None);
+    let err = refused(
+        home,
+        &second,
+        &[
+            "user",
+            "approve",
+            "--grant",
+            &grant,
+            "--claim",
+            substituted["claim"].as_str().expect("claim"),
+        ],
+    );
+    assert!(err.contains("does not match"), "{err}");
+    let err = refused(home, &second, &["user", "approve", "--grant", &grant]);
+    assert!(
+        err.contains("does not match"),
+        "an invitation approved without a claim: {err}"
+    );
+    let applied = run_json(
+        home,
+        &["user", "approve", "--grant", &grant, "--claim", &friend_claim],
+        &as_second,
+        None,
+    );
     assert_eq!(applied["state"], "applied", "{applied}");
     let err = refused(home, &second, &["user", "approve", "--grant", &grant]);
     assert!(
@@ -141,6 +167,27 @@ fn roles_are_granted_by_two_administrators_and_codes_reach_only_the_invitee() {
     let chika = activate(home, &[], "chika", claim["invitation_code"].as_str().expect("code"));
     let me = run_json(home, &["user", "whoami"], &session_env(&[], &chika), None);
     assert!(me.to_string().contains("committee_chair"), "{me}");
+
+    // One claim opens one account: reusing the invitee's claim for another username is refused.
+    let err = refused(
+        home,
+        &first,
+        &[
+            "user",
+            "add",
+            "--username",
+            "chika2",
+            "--name",
+            "Chika",
+            "--organisation",
+            "platform",
+            "--roles",
+            "researcher",
+            "--claim",
+            &friend_claim,
+        ],
+    );
+    assert!(err.contains("already in use"), "{err}");
 
     // An administrator neither operates nor sits on the committee, and changes no role of their own.
     let other = run_json(home, &["user", "claim"], &[], None);

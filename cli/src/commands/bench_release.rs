@@ -704,13 +704,10 @@ async fn approved_application(dir: &Path, tables: &[TableRequest]) -> Result<App
     )
     .await
     .map_err(reason)?;
-    let [first, second] = policy
-        .bootstrap([("aoi", "Administrator"), ("ren", "Administrator")], "platform", BENCH)
-        .await
-        .map_err(reason)?;
+    let [first, second] = super::staff::bootstrap(&policy, BENCH).await?;
     let admins = super::staff::Administrators {
-        first: activate(&policy, "aoi", first.code.expose()).await?.0,
-        second: activate(&policy, "ren", second.code.expose()).await?.0,
+        first: activate(&policy, "aoi", first.expose()).await?.0,
+        second: activate(&policy, "ren", second.expose()).await?.0,
     };
     let (op, _) = person(&policy, &admins, "op", "platform", &[Role::Operator]).await?;
     let (sato, session) = person(&policy, &admins, "sato", "univ-a", &[Role::Researcher]).await?;

@@ -182,20 +182,10 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
 
     // The installation's first two administrators (the installer hands each their code); every other account
     // is invited by its own claim, and committee and operator roles need both administrators.
-    let [first, second] = policy
-        .bootstrap(
-            [
-                ("aoi", "Aoi Sasaki (administrator)"),
-                ("ren", "Ren Fujita (administrator)"),
-            ],
-            "platform",
-            DEMO,
-        )
-        .await
-        .map_err(super::access::reason)?;
+    let [first, second] = super::staff::bootstrap(&policy, DEMO).await?;
     let admins = super::staff::Administrators {
-        first: activate(&policy, "aoi", first.code.expose()).await?.0,
-        second: activate(&policy, "ren", second.code.expose()).await?.0,
+        first: activate(&policy, "aoi", first.expose()).await?.0,
+        second: activate(&policy, "ren", second.expose()).await?.0,
     };
     let op = person(
         &policy,
@@ -272,7 +262,7 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         .await
         .map_err(super::access::reason)?;
     let grant = asked.grant_id().unwrap_or_default().to_owned();
-    out.own_grant_refused = match policy.approve_grant(&admins.first, &grant, DEMO).await {
+    out.own_grant_refused = match policy.approve_grant(&admins.first, &grant, Some(&claim), DEMO).await {
         Ok(_) => anyhow::bail!("an administrator approved their own grant"),
         Err(e) => format!("[{}] {e}", e.reason()),
     };

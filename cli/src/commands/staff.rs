@@ -45,10 +45,30 @@ pub async fn invite(
         .await
         .map_err(reason)?;
     if let UserChange::Pending(grant) = change {
+        // The invitee gives the claim to the second administrator too, who approves with it.
         policy
-            .approve_grant(&admins.second, &grant.id, origin)
+            .approve_grant(&admins.second, &grant.id, Some(&claim), origin)
             .await
             .map_err(reason)?;
     }
     Ok(code)
+}
+
+/// Bootstraps a fresh installation's two administrators (`aoi`, `ren`), each with a code of their own; returns
+/// their codes for enrolment.
+pub async fn bootstrap(policy: &Policy, origin: Origin<'_>) -> Result<[SecretString; 2]> {
+    let (first_code, first_claim) = invitation_claim().map_err(reason)?;
+    let (second_code, second_claim) = invitation_claim().map_err(reason)?;
+    policy
+        .bootstrap(
+            [
+                ("aoi", "Aoi Sasaki (administrator)", &first_claim),
+                ("ren", "Ren Fujita (administrator)", &second_claim),
+            ],
+            "platform",
+            origin,
+        )
+        .await
+        .map_err(reason)?;
+    Ok([first_code, second_code])
 }

@@ -22,8 +22,8 @@ use crate::output::{emit, runtime};
 /// `tokumei user ...`
 #[derive(clap::Subcommand, Debug)]
 pub enum UserCommand {
-    /// Create the first two administrators of a new installation (only while there are no users); prints both
-    /// invitation codes, once.
+    /// Create the first two administrators of a new installation (only while there are no users), each by the
+    /// claim of a code they made themselves with `tokumei user claim`: whoever runs this holds neither code.
     Bootstrap {
         /// Username of the first administrator.
         #[arg(long)]
@@ -31,13 +31,19 @@ pub enum UserCommand {
         /// Full name of the first administrator.
         #[arg(long)]
         name: String,
-        /// Username of the second administrator (grants of committee, operator and administrator roles need
-        /// two).
+        /// The first administrator's claim.
+        #[arg(long)]
+        claim: String,
+        /// Username of the second administrator (grants of committee, operator, auditor and administrator roles
+        /// need two).
         #[arg(long)]
         second_username: String,
         /// Full name of the second administrator.
         #[arg(long)]
         second_name: String,
+        /// The second administrator's claim.
+        #[arg(long)]
+        second_claim: String,
         /// Organisation id (created if missing).
         #[arg(long, default_value = "platform")]
         organisation: String,
@@ -121,6 +127,10 @@ pub enum UserCommand {
         /// The grant's id (`G-...`).
         #[arg(long)]
         grant: String,
+        /// For an invitation: the claim the invitee gave you directly (it must match the one the requesting
+        /// administrator entered).
+        #[arg(long)]
+        claim: Option<String>,
     },
     /// Create an organisation (administrators).
     AddOrg {
@@ -177,13 +187,6 @@ pub struct UserArgs {
     command: UserCommand,
     #[command(flatten)]
     policy: PolicyOptions,
-}
-
-#[derive(Serialize)]
-struct InvitationOut {
-    username: String,
-    invitation_code: String,
-    expires_at: String,
 }
 
 /// What `user add` and `user roles` report: no code ever (the invitee holds it).
@@ -264,31 +267,33 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
             UserCommand::Bootstrap {
                 username,
                 name,
+                claim,
                 second_username,
                 second_name,
+                second_claim,
                 organisation,
             } => {
-                let invitations = policy
+                let invited = policy
                     .bootstrap(
-                        [(&username, &name), (&second_username, &second_name)],
+                        [
+                            (&username, &name, &claim),
+                            (&second_username, &second_name, &second_claim),
+                        ],
                         &organisation,
                         CLI,
                     )
                     .await
                     .map_err(reason)?;
-                let out: Vec<InvitationOut> = invitations
+                let out: Vec<serde_json::Value> = invited
                     .iter()
-                    .map(|inv| InvitationOut {
-                        username: inv.username.clone(),
-                        invitation_code: inv.code.expose().to_owned(),
-                        expires_at: inv.expires_at.to_rfc3339(),
-                    })
+                    .map(|i| json!({"username": i.username, "expires_at": i.expires_at.to_rfc3339()}))
                     .collect();
-                emit(json, &out, |out| {
-                    for o in out {
+                emit(json, &out, |_| {
+                    for i in &invited {
                         println!(
-                            "administrator {} created; invitation code (shown once, give it to them only): {}",
-                            o.username, o.invitation_code
+                            "administrator {} created; they enrol with their own code until {}",
+                            i.username,
+                            i.expires_at.to_rfc3339()
                         );
                     }
                     println!("next, each: tokumei user enrol --username NAME --invitation CODE");
@@ -429,9 +434,12 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
                     println!("{} grant(s) waiting for a second administrator", grants.len());
                 })
             }
-            UserCommand::Approve { grant } => {
+            UserCommand::Approve { grant, claim } => {
                 let a = actor(&policy, &args.policy).await?;
-                let g = policy.approve_grant(&a, &grant, CLI).await.map_err(reason)?;
+                let g = policy
+                    .approve_grant(&a, &grant, claim.as_deref(), CLI)
+                    .await
+                    .map_err(reason)?;
                 emit(json, &g, |g| {
                     let roles: Vec<&str> = g.roles.iter().map(|r| r.as_str()).collect();
                     println!(

@@ -337,7 +337,7 @@ impl PolicyService for PolicyGrpc {
         let (origin, actor, r) = self.authenticated(request).await?;
         let grant = self
             .policy
-            .approve_grant(&actor, &r.grant_id, Origin(&origin))
+            .approve_grant(&actor, &r.grant_id, convert::optional_text(&r.claim), Origin(&origin))
             .await
             .map_err(refused)?;
         Ok(Response::new(pb::AddUserResponse {

@@ -405,24 +405,25 @@ impl Directory {
     }
 
     /// Creates the first two administrators of a new installation (and their organisation, named after its
-    /// identifier, if missing). Two, because every grant of a committee, operator or administrator role needs a
-    /// second administrator's approval: one alone could grant nothing that matters. Refused with `InvalidState`
-    /// as soon as any account exists, even under concurrent attempts: nobody can make themselves administrator
-    /// of a running installation this way. The person at the host's console receives both invitation codes:
-    /// the one moment the platform trusts its installer.
+    /// identifier, if missing). Two, because every grant of a committee, operator, auditor or administrator role
+    /// needs a second administrator's approval; each by the claim of a code that administrator made for
+    /// themself (`tokumei user claim`), so the installer who runs the bootstrap holds neither code. Refused with
+    /// `InvalidState` as soon as any account exists, even under concurrent attempts.
     pub async fn bootstrap_administrators(
         &self,
-        administrators: [(&str, &str); 2],
+        administrators: [(&str, &str, &str); 2],
         organisation: &str,
         now: DateTime<Utc>,
-    ) -> Result<[Invitation; 2]> {
-        for (username, display_name) in administrators {
+    ) -> Result<[InvitedUser; 2]> {
+        let mut claims = Vec::with_capacity(2);
+        for (username, display_name, claim) in administrators {
             check_username(username)?;
             check_text("display name", display_name)?;
+            claims.push(check_claim(claim)?);
         }
-        if administrators[0].0 == administrators[1].0 {
+        if administrators[0].0 == administrators[1].0 || claims[0] == claims[1] {
             return Err(PolicyError::Invalid(
-                "the two first administrators must be two different people".to_owned(),
+                "the two first administrators are two different people, each with a claim of their own".to_owned(),
             ));
         }
         check_organisation_id(organisation)?;
@@ -461,24 +462,27 @@ impl Directory {
         .execute(&mut *tx)
         .await?;
         let roles = BTreeSet::from([Role::Administrator]);
-        let mut invitations = Vec::with_capacity(2);
-        for (username, display_name) in administrators {
-            let (invitation, invitation_hash) = new_invitation(username, now)?;
+        let expires_at = now + INVITATION_TTL;
+        let mut invited = Vec::with_capacity(2);
+        for ((username, display_name, _), claim) in administrators.into_iter().zip(&claims) {
             insert_person(
                 &mut tx,
                 username,
                 display_name,
                 organisation,
                 &roles,
-                &invitation_hash,
-                invitation.expires_at,
+                claim,
+                expires_at,
                 now,
             )
             .await?;
-            invitations.push(invitation);
+            invited.push(InvitedUser {
+                username: username.to_owned(),
+                expires_at,
+            });
         }
         tx.commit().await?;
-        let [a, b]: [Invitation; 2] = invitations
+        let [a, b]: [InvitedUser; 2] = invited
             .try_into()
             .map_err(|_| PolicyError::InvalidState("bootstrap created no invitations".to_owned()))?;
         Ok([a, b])
@@ -505,6 +509,10 @@ impl Directory {
         self.organisation(organisation).await?;
         let expires_at = now + INVITATION_TTL;
         let mut tx = self.db.pool().begin().await?;
+        if let Err(e) = ensure_claim_unused(&mut tx, &claim).await {
+            tx.rollback().await?;
+            return Err(e);
+        }
         insert_person(
             &mut tx,
             username,
@@ -1212,6 +1220,17 @@ pub(super) async fn insert_person(
             id: username.to_owned(),
         });
     }
+    // Remembered for good: the code behind it must never open a second account.
+    let remembered = sqlx::query("INSERT INTO used_claims (claim) VALUES ($1) ON CONFLICT (claim) DO NOTHING")
+        .bind(invitation_hash)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if remembered == 0 {
+        return Err(PolicyError::Invalid(
+            "this claim is already in use: each invitee makes a code of their own".to_owned(),
+        ));
+    }
     insert_roles(tx, username, roles).await
 }
 
@@ -1222,6 +1241,24 @@ async fn insert_roles(tx: &mut Transaction<'static, Any>, username: &str, roles:
             .bind(role.as_str())
             .execute(&mut **tx)
             .await?;
+    }
+    Ok(())
+}
+
+/// Refuses a claim that an invitation or a pending grant already carries: a claim names one person's code.
+pub(super) async fn ensure_claim_unused(tx: &mut Transaction<'static, Any>, claim: &str) -> Result<()> {
+    let used: i64 = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM used_claims WHERE claim = $1) \
+         + (SELECT COUNT(*) FROM role_grants WHERE claim = $1 AND state = 'pending') AS n",
+    )
+    .bind(claim)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("n")?;
+    if used > 0 {
+        return Err(PolicyError::Invalid(
+            "this claim is already in use: each invitee makes a code of their own".to_owned(),
+        ));
     }
     Ok(())
 }
@@ -1412,9 +1449,14 @@ fn new_invitation(username: &str, now: DateTime<Utc>) -> Result<(Invitation, Str
 pub(super) fn person_roles(roles: &[Role]) -> Result<BTreeSet<Role>> {
     if roles.contains(&Role::Administrator) && roles.iter().any(|r| Role::NOT_WITH_ADMINISTRATOR.contains(r)) {
         return Err(PolicyError::Invalid(
-            "an administrator holds no operator or committee role (separation of duties: who grants roles does \
-             not use them)"
+            "an administrator holds no operator, committee or auditor role (separation of duties: who grants \
+             roles neither uses nor inspects them)"
                 .to_owned(),
+        ));
+    }
+    if roles.contains(&Role::Auditor) && roles.contains(&Role::Operator) {
+        return Err(PolicyError::Invalid(
+            "an operator cannot be their own auditor (separation of duties)".to_owned(),
         ));
     }
     if roles.is_empty() {

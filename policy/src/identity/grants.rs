@@ -15,7 +15,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::check_username;
-use super::directory::{Directory, INVITATION_TTL, check_claim, check_text, insert_person, person_roles, set_roles_in};
+use super::directory::{
+    Directory, INVITATION_TTL, check_claim, check_text, ensure_claim_unused, insert_person, person_roles, set_roles_in,
+};
 use crate::authorization::Role;
 use crate::error::{PolicyError, Result};
 
@@ -85,6 +87,9 @@ pub enum GrantRequest<'a> {
     },
 }
 
+/// How long a grant waits for its second administrator before it lapses (as an invitation does).
+pub const GRANT_TTL: chrono::TimeDelta = INVITATION_TTL;
+
 const GRANT_COLUMNS: &str = "id, kind, username, display_name, organisation, roles, requested_by, requested_at_ms, \
                              state, approved_by";
 
@@ -127,23 +132,37 @@ impl Directory {
                 (GrantKind::Roles, username, None, None, None)
             }
         };
+        // A change of roles applies only to the roles it was asked against (a later change in between would be
+        // silently undone otherwise).
+        let prior = match kind {
+            GrantKind::Roles => Some(role_list(&self.user(username).await?.roles)),
+            GrantKind::Invite => None,
+        };
         let id = format!("G-{:016x}", rand::random::<u64>());
-        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        let mut tx = self.db().pool().begin().await?;
+        if let Some(claim) = &claim
+            && let Err(e) = ensure_claim_unused(&mut tx, claim).await
+        {
+            tx.rollback().await?;
+            return Err(e);
+        }
         sqlx::query(
-            "INSERT INTO role_grants (id, kind, username, display_name, organisation, roles, claim, requested_by, \
-             requested_at_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending')",
+            "INSERT INTO role_grants (id, kind, username, display_name, organisation, roles, prior_roles, claim, \
+             requested_by, requested_at_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending')",
         )
         .bind(&id)
         .bind(kind_name(kind))
         .bind(username)
         .bind(display_name)
         .bind(organisation)
-        .bind(names.join(","))
+        .bind(role_list(&roles))
+        .bind(prior)
         .bind(claim)
         .bind(requested_by)
         .bind(now.timestamp_millis())
-        .execute(self.db().pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         self.grant(&id).await
     }
 
@@ -173,8 +192,17 @@ impl Directory {
     }
 
     /// Carries out a pending grant approved by `approved_by` (the caller has checked that this is a second
-    /// administrator): marks it applied and creates the account or sets the roles, in one transaction.
-    pub async fn apply_grant(&self, id: &str, approved_by: &str, now: DateTime<Utc>) -> Result<RoleGrant> {
+    /// administrator): marks it applied and creates the account or sets the roles, in one transaction. An
+    /// invitation applies only with the claim the approver received from the invitee themself (so the requester
+    /// cannot slip in a claim of their own making), only while its requester is still an enabled administrator,
+    /// within [`GRANT_TTL`], and a change of roles only if the person still holds the roles it was asked against.
+    pub async fn apply_grant(
+        &self,
+        id: &str,
+        approved_by: &str,
+        claim: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<RoleGrant> {
         let grant = self.grant(id).await?;
         let mut tx = self.db().pool().begin().await?;
         let marked = sqlx::query(
@@ -187,30 +215,10 @@ impl Directory {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if marked != 1 {
-            tx.rollback().await?;
-            return Err(PolicyError::InvalidState(format!("grant {id} is not pending")));
-        }
-        let claim: Option<String> = sqlx::query("SELECT claim FROM role_grants WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("claim")?;
-        let outcome = match grant.kind {
-            GrantKind::Invite => {
-                insert_person(
-                    &mut tx,
-                    &grant.username,
-                    grant.display_name.as_deref().unwrap_or(&grant.username),
-                    grant.organisation.as_deref().unwrap_or_default(),
-                    &grant.roles,
-                    claim.as_deref().unwrap_or_default(),
-                    now + INVITATION_TTL,
-                    now,
-                )
-                .await
-            }
-            GrantKind::Roles => set_roles_in(&mut tx, &grant.username, &grant.roles, now).await,
+        let outcome = if marked != 1 {
+            Err(PolicyError::InvalidState(format!("grant {id} is not pending")))
+        } else {
+            apply_in(&mut tx, &grant, claim, now).await
         };
         if let Err(e) = outcome {
             tx.rollback().await?;
@@ -219,6 +227,86 @@ impl Directory {
         tx.commit().await?;
         self.grant(id).await
     }
+}
+
+/// The checks and the change of [`Directory::apply_grant`], inside its transaction.
+async fn apply_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    grant: &RoleGrant,
+    claim: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if grant.requested_at + GRANT_TTL <= now {
+        return Err(PolicyError::InvalidState(format!(
+            "grant {} has lapsed: ask again",
+            grant.id
+        )));
+    }
+    let requester_active: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM user_roles r JOIN users u ON u.username = r.username \
+         WHERE r.username = $1 AND r.role = 'administrator' AND u.status <> 'disabled'",
+    )
+    .bind(&grant.requested_by)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("n")?;
+    if requester_active == 0 {
+        return Err(PolicyError::InvalidState(format!(
+            "grant {} was asked for by someone who is no longer an enabled administrator",
+            grant.id
+        )));
+    }
+    let row = sqlx::query("SELECT claim, prior_roles FROM role_grants WHERE id = $1")
+        .bind(&grant.id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let stored_claim: Option<String> = row.try_get("claim")?;
+    let prior: Option<String> = row.try_get("prior_roles")?;
+    match grant.kind {
+        GrantKind::Invite => {
+            let given = claim.map(check_claim).transpose()?;
+            if given.is_none() || given != stored_claim {
+                return Err(PolicyError::Invalid(
+                    "an invitation is approved with the claim the invitee gave the approver directly; this one \
+                     does not match"
+                        .to_owned(),
+                ));
+            }
+            insert_person(
+                tx,
+                &grant.username,
+                grant.display_name.as_deref().unwrap_or(&grant.username),
+                grant.organisation.as_deref().unwrap_or_default(),
+                &grant.roles,
+                stored_claim.as_deref().unwrap_or_default(),
+                now + INVITATION_TTL,
+                now,
+            )
+            .await
+        }
+        GrantKind::Roles => {
+            let held: Vec<String> = sqlx::query("SELECT role FROM user_roles WHERE username = $1")
+                .bind(&grant.username)
+                .fetch_all(&mut **tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("role"))
+                .collect::<std::result::Result<_, _>>()?;
+            let held: BTreeSet<Role> = held.iter().filter_map(|r| r.parse().ok()).collect();
+            if prior.as_deref() != Some(role_list(&held).as_str()) {
+                return Err(PolicyError::InvalidState(format!(
+                    "{}'s roles changed since grant {} was asked for: ask again",
+                    grant.username, grant.id
+                )));
+            }
+            set_roles_in(tx, &grant.username, &grant.roles, now).await
+        }
+    }
+}
+
+/// Roles as stored: names in order, comma-separated.
+fn role_list(roles: &BTreeSet<Role>) -> String {
+    roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",")
 }
 
 fn kind_name(kind: GrantKind) -> &'static str {

@@ -130,7 +130,13 @@ const ADMINISTRATORS: &str = "test-administrators.json";
 /// A fresh installation: its two administrators (bootstrap), then its first operator, granted by one
 /// administrator and approved by the other.
 pub fn operator(home: &Path, db: &[(&str, &str)]) -> Person {
-    let b = run_json(
+    // Each first administrator makes their own code; the installer passes on only the claims.
+    let claims = [
+        run_json(home, &["user", "claim"], &[], None),
+        run_json(home, &["user", "claim"], &[], None),
+    ];
+    let text = |i: usize, field: &str| claims[i][field].as_str().expect("claim output").to_owned();
+    run_json(
         home,
         &[
             "user",
@@ -139,17 +145,20 @@ pub fn operator(home: &Path, db: &[(&str, &str)]) -> Person {
             "adm1",
             "--name",
             "Administrator One",
+            "--claim",
+            &text(0, "claim"),
             "--second-username",
             "adm2",
             "--second-name",
             "Administrator Two",
+            "--second-claim",
+            &text(1, "claim"),
         ],
         db,
         None,
     );
-    let code = |i: usize| b[i]["invitation_code"].as_str().expect("invitation").to_owned();
-    let first = activate(home, db, "adm1", &code(0));
-    let second = activate(home, db, "adm2", &code(1));
+    let first = activate(home, db, "adm1", &text(0, "invitation_code"));
+    let second = activate(home, db, "adm2", &text(1, "invitation_code"));
     let saved = serde_json::json!([
         {"username": first.username, "session": first.session},
         {"username": second.username, "session": second.session},
@@ -197,9 +206,17 @@ pub fn invite(home: &Path, db: &[(&str, &str)], username: &str, org: &str, roles
     );
     if added["state"] == "pending" {
         let grant = added["grant"].as_str().expect("grant id");
+        // The invitee hands the claim to the second administrator too, who approves with it.
         run_json(
             home,
-            &["user", "approve", "--grant", grant],
+            &[
+                "user",
+                "approve",
+                "--grant",
+                grant,
+                "--claim",
+                claim["claim"].as_str().expect("claim"),
+            ],
             &session_env(db, &second),
             None,
         );
