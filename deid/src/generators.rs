@@ -106,13 +106,13 @@ impl Generator {
         Hierarchy::from_rows(&source, rows)
     }
 
-    /// The generalisation chain of one value, starting with the value itself and ending in `*`.
     /// Whether the generator can place `v` in its hierarchy (a value it cannot parse is left uncovered by
     /// callers that must not fail on, or name, one bad value).
     pub fn accepts(&self, v: &str) -> bool {
         self.row(v).is_ok()
     }
 
+    /// The generalisation chain of one value, starting with the value itself and ending in `*`.
     fn row(&self, v: &str) -> std::result::Result<Vec<String>, String> {
         let mut out = vec![v.to_string()];
         match self {

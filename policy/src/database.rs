@@ -86,10 +86,11 @@ impl<'s> sqlx::migrate::MigrationSource<'s> for EmbeddedMigrations {
     }
 }
 
-/// A PostgreSQL server off this host is reached only over TLS that verifies the server (`sslmode=verify-full` or
-/// `verify-ca`, with `sslrootcert`): the policy database holds sessions, approvals and the audit ledger, and
-/// `prefer`/`require` would accept any certificate. On loopback or a Unix socket plaintext stays possible (test
-/// set-ups, a database on the same host).
+/// A PostgreSQL server off this host is reached only over TLS that verifies the server and its name against a CA
+/// the configuration names (`sslmode=verify-full` with `sslrootcert`, or `PGSSLROOTCERT`): the policy database
+/// holds sessions, approvals and the audit ledger. `prefer`/`require` accept any certificate, `verify-ca` any name,
+/// and without a root file the public web CAs would be trusted. On loopback or a Unix socket plaintext stays
+/// possible (test set-ups, a database on the same host).
 fn check_postgres_transport(url: &str) -> Result<()> {
     use sqlx::postgres::{PgConnectOptions, PgSslMode};
     let options: PgConnectOptions = url
@@ -104,7 +105,8 @@ fn check_postgres_transport(url: &str) -> Result<()> {
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    if local || matches!(options.get_ssl_mode(), PgSslMode::VerifyFull | PgSslMode::VerifyCa) {
+    let root_named = url.contains("sslrootcert=") || std::env::var_os("PGSSLROOTCERT").is_some();
+    if local || (matches!(options.get_ssl_mode(), PgSslMode::VerifyFull) && root_named) {
         return Ok(());
     }
     Err(PolicyError::Invalid(format!(
@@ -339,9 +341,18 @@ mod tests {
             refused("postgres://tokumei@10.0.40.5/policy?sslmode=require"),
             "require verifies nothing"
         );
+        assert!(
+            refused("postgres://tokumei@10.0.40.5/policy?sslmode=verify-ca&sslrootcert=/etc/tokumei/ca.pem"),
+            "verify-ca accepts any name"
+        );
+        if std::env::var_os("PGSSLROOTCERT").is_none() {
+            assert!(
+                refused("postgres://tokumei@db.internal/policy?sslmode=verify-full"),
+                "without a root file the public web CAs would be trusted"
+            );
+        }
         for ok in [
             "postgres://tokumei@db.internal/policy?sslmode=verify-full&sslrootcert=/etc/tokumei/ca.pem",
-            "postgres://tokumei@10.0.40.5/policy?sslmode=verify-ca&sslrootcert=/etc/tokumei/ca.pem",
             "postgres://postgres@127.0.0.1:5432/postgres",
             "postgres://postgres@localhost/postgres",
             "postgres://postgres@[::1]:5432/postgres",

@@ -42,8 +42,8 @@ pub struct SmallCellHistory {
     /// How many tables this project published on the same source when it held other data: comparing
     /// them with a new one differences populations in time, which no audit of one population covers.
     pub project_other_populations: usize,
-    /// How many of this project's small-cell tables were refused earlier because they would have given a
-    /// suppressed cell back ([`BudgetLedger::record_small_cell_refusal`]).
+    /// How many of this project's small-cell tables were refused earlier on answers that depend on the data
+    /// (counted by [`BudgetLedger::publish_small_cell`]).
     pub project_refusals: usize,
 }
 
@@ -63,12 +63,15 @@ impl BudgetLedger {
     /// (and the count of the project's tables of the same source on other data), and only when the
     /// audit accepts appends the ledger entry of `request` and the table, in one transaction. The
     /// audit's refusal is returned as the inner error with nothing written.
+    /// A refusal for which `is_probe` holds (one that depends on the data) is counted in the same transaction,
+    /// under the project's lock, so concurrent requests cannot each get an answer before the count moves.
     pub async fn publish_small_cell<E>(
         &self,
         project: &str,
         request: SpendRequest,
         table: SmallCellPublication<'_>,
         audit: impl FnOnce(&SmallCellHistory) -> std::result::Result<(), E>,
+        is_probe: impl FnOnce(&E) -> bool,
     ) -> Result<std::result::Result<LedgerEntry, E>> {
         let request = validated(project, request)?;
         let mut tx = self.db().pool().begin().await?;
@@ -110,7 +113,22 @@ impl BudgetLedger {
             project_refusals: usize::try_from(refusals).unwrap_or(usize::MAX),
         };
         if let Err(refusal) = audit(&history) {
-            tx.rollback().await?;
+            if !is_probe(&refusal) {
+                tx.rollback().await?;
+                return Ok(Err(refusal));
+            }
+            // Nothing published: undo the population's counter, keep the refusal, commit both.
+            sqlx::query("UPDATE small_cell_populations SET tables = tables - 1 WHERE population = $1")
+                .bind(table.population)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO small_cell_refusals (project, population, at_ms) VALUES ($1, $2, $3)")
+                .bind(project)
+                .bind(table.population)
+                .bind(chrono::Utc::now().timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
             return Ok(Err(refusal));
         }
         let entry = spend_in(&mut tx, project, request).await?;
@@ -128,18 +146,6 @@ impl BudgetLedger {
         .await?;
         tx.commit().await?;
         Ok(Ok(entry))
-    }
-
-    /// Counts a refusal that depended on the data (a table that would have given a suppressed cell back): each
-    /// is an answer, so an approval gets only a few (the caller's audit reads the count from the history).
-    pub async fn record_small_cell_refusal(&self, project: &str, population: &str) -> Result<()> {
-        sqlx::query("INSERT INTO small_cell_refusals (project, population, at_ms) VALUES ($1, $2, $3)")
-            .bind(project)
-            .bind(population)
-            .bind(chrono::Utc::now().timestamp_millis())
-            .execute(self.db().pool())
-            .await?;
-        Ok(())
     }
 
     /// Every small-cell table published on `population`, oldest first (for auditors and tests).

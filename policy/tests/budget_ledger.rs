@@ -566,7 +566,14 @@ async fn linked_small_cell_tables_are_audited_one_after_the_other(db: PolicyDb, 
                 definition: &definition,
             };
             ledger
-                .publish_small_cell(project, small, publication, |history| audited(&table, history))
+                // Refusals counted as probes: the counting commit runs under the same race.
+                .publish_small_cell(
+                    project,
+                    small,
+                    publication,
+                    |history| audited(&table, history),
+                    |_| true,
+                )
                 .await
                 .expect("database")
         })
@@ -613,6 +620,7 @@ async fn linked_small_cell_tables_are_audited_one_after_the_other(db: PolicyDb, 
                 definition: &definition,
             },
             |history| audited(&a_with_b, history),
+            |_| true,
         )
         .await
         .expect("database");

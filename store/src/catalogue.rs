@@ -127,6 +127,18 @@ pub struct PlatformHierarchy {
 }
 
 impl PlatformHierarchy {
+    /// A value of the code system the hierarchy parses: with it a hierarchy can always be built, even over a
+    /// column none of whose values parse (the function is the same whatever values it is built over).
+    pub fn sample(&self) -> &'static str {
+        match self.generator {
+            Generator::Date => "2000-01-01",
+            Generator::Prefecture => "01",
+            Generator::Municipality => "01000",
+            Generator::Icd10 => "A00",
+            _ => "0",
+        }
+    }
+
     /// The level a request names, by name or by number.
     pub fn level(&self, name: &str) -> Option<usize> {
         let name = name.trim();
@@ -225,6 +237,19 @@ pub fn is_known_value(table: Table, column: &str, key: &str) -> Option<bool> {
         Generator::Jlac10 => alnum(17),
         Generator::Yj => alnum(12),
         Generator::Prefecture => public_keys(table, column, 0).is_some_and(|k| k.iter().any(|v| v == key)),
+        // Letter, two digits, optionally a dot and one to four subdivision characters: the generator alone reads
+        // only the first three, so "E11" followed by anything would pass.
+        Generator::Icd10 => {
+            let b = key.as_bytes();
+            let tail = key.get(3..).unwrap_or_default();
+            let tail = tail.strip_prefix('.').unwrap_or(tail);
+            b.len() >= 3
+                && b[0].is_ascii_uppercase()
+                && b[1].is_ascii_digit()
+                && b[2].is_ascii_digit()
+                && tail.len() <= 4
+                && tail.bytes().all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+        }
         // The generator's own parser: a date, a municipality code of a real prefecture, an ICD-10 code.
         g => g.generate(&[key]).is_ok(),
     })
@@ -323,6 +348,17 @@ mod tests {
     }
 
     #[test]
+    fn every_hierarchy_parses_its_own_sample() {
+        for table in Table::CLINICAL {
+            for column in table.columns() {
+                if let Some(h) = hierarchy(table, column.name) {
+                    assert!(h.generator.accepts(h.sample()), "{}.{}", table.name(), column.name);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn levels_are_named_or_numbered() {
         let h = hierarchy(Table::Conditions, "icd10").unwrap_or_else(|| panic!("icd10 has a hierarchy"));
         assert_eq!(h.level("chapter"), Some(3));
@@ -339,6 +375,8 @@ mod tests {
         assert_eq!(is_known_value(Table::Patients, "prefecture", "48"), Some(false));
         assert_eq!(is_known_value(Table::Conditions, "icd10", "E11.9"), Some(true));
         assert_eq!(is_known_value(Table::Conditions, "icd10", "diabetes"), Some(false));
+        assert_eq!(is_known_value(Table::Conditions, "icd10", "E11ZZMARK4242"), Some(false));
+        assert_eq!(is_known_value(Table::Conditions, "icd10", "E119"), Some(true));
         assert_eq!(
             is_known_value(Table::Observations, "jlac10", "3D010000001926101"),
             Some(true)

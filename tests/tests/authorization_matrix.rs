@@ -14,7 +14,7 @@ use sqlx::Row;
 use tokumei_proto::policy::v1 as pb;
 use tokumei_proto::policy::v1::policy_service_client::PolicyServiceClient;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 
 /// What a call ran into, as far as authorisation goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,10 @@ enum Got {
 fn classify<T>(result: &Result<tonic::Response<T>, Status>) -> Got {
     match result {
         Ok(_) => Got::Admitted,
+        // A server fault is no answer to "may this role ask?": it fails the test rather than counting as admitted.
+        Err(status) if matches!(status.code(), Code::Internal | Code::Unavailable | Code::Unknown) => {
+            panic!("a server fault: {status:?}")
+        }
         Err(status) => match reason(status).as_str() {
             "SESSION_INVALID" => Got::NoSession,
             "ROLE_NOT_PERMITTED" | "STRONG_AUTHENTICATION_REQUIRED" => Got::RoleRefused,

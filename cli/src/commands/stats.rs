@@ -538,17 +538,16 @@ fn catalogue_generalisations(
     let mut out = Vec::new();
     for l in levels {
         let generator = &l.hierarchy.generator;
+        // Always a generalisation, even when no value parses (the sample keeps the hierarchy buildable): without
+        // one the grouping would fall back to the raw values, finer than the level asked for.
         let values: Vec<&str> = table
             .column(&l.column)?
             .dict()
             .iter()
             .map(String::as_str)
             .filter(|v| generator.accepts(v))
+            .chain([l.hierarchy.sample()])
             .collect();
-        if values.is_empty() {
-            // Nothing to map: every row of the column is left uncounted by the keys.
-            continue;
-        }
         out.push(Generalisation {
             column: l.column.clone(),
             hierarchy: generator.generate(&values)?,

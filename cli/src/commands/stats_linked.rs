@@ -102,13 +102,12 @@ pub fn audit(new: &LinkedTable, history: &SmallCellHistory) -> Result<(), StatsR
     if history.same_population.is_empty() {
         return Ok(());
     }
-    let inconclusive = |why: String| StatsRefusal {
+    // Fixed too: why the audit stopped (its size, a timeout, contradicting tables) depends on the data.
+    let inconclusive = |_why: String| StatsRefusal {
         code: "SMALL_CELL_AUDIT_INCONCLUSIVE",
-        message: format!(
-            "the audit against {} earlier small-cell table(s) of this population could not be completed ({why}); \
-             the table is not published",
-            history.same_population.len()
-        ),
+        message: "the audit against earlier small-cell tables of this population could not be completed; the \
+                  table is not published"
+            .into(),
     };
     let mut tables = history
         .same_population
@@ -136,19 +135,13 @@ pub fn audit(new: &LinkedTable, history: &SmallCellHistory) -> Result<(), StatsR
     if result.recovered.is_empty() {
         return Ok(());
     }
-    let newest = tables.len() - 1;
-    let own = result.recovered.iter().filter(|r| r.table == newest).count();
+    // A fixed message: how many entries would come back, and whose, depends on the data.
     Err(StatsRefusal {
         code: "SMALL_CELL_DIFFERENCING",
-        message: format!(
-            "together with {} earlier small-cell table(s) of this population, this table would let {} suppressed \
-             entr{} be recomputed ({own} of this table, {} of earlier ones); publish it with differential \
-             privacy, or with a grouping that does not cut across the earlier ones",
-            history.same_population.len(),
-            result.recovered.len(),
-            if result.recovered.len() == 1 { "y" } else { "ies" },
-            result.recovered.len() - own,
-        ),
+        message: "together with earlier small-cell tables of this population, this table would let suppressed \
+                  entries be recomputed; publish it with differential privacy, or with a grouping that does not cut \
+                  across the earlier ones"
+            .into(),
     })
 }
 
@@ -178,17 +171,19 @@ pub async fn publish(
         source: &population.source,
         definition: &definition,
     };
-    let outcome = ledger
-        .publish_small_cell(project, request, publication, |history| audit(table, history))
+    ledger
+        .publish_small_cell(
+            project,
+            request,
+            publication,
+            |history| audit(table, history),
+            |refusal| {
+                matches!(
+                    refusal.code,
+                    "SMALL_CELL_DIFFERENCING" | "SMALL_CELL_AUDIT_INCONCLUSIVE"
+                )
+            },
+        )
         .await
-        .map_err(super::access::reason)?;
-    if let Err(refusal) = &outcome
-        && refusal.code == "SMALL_CELL_DIFFERENCING"
-    {
-        ledger
-            .record_small_cell_refusal(project, &population.name)
-            .await
-            .map_err(super::access::reason)?;
-    }
-    Ok(outcome)
+        .map_err(super::access::reason)
 }
