@@ -122,6 +122,8 @@ pub enum UserChange {
     RolesSet(UserRecord),
     /// A grant of committee, operator or administrator roles waits for a second administrator.
     Pending(RoleGrant),
+    /// The account is disabled.
+    Disabled(String),
 }
 
 impl UserChange {
@@ -602,7 +604,9 @@ impl Policy {
         let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         let held = self.directory.user(username).await.map(|u| u.roles).unwrap_or_default();
         let adds_four_eyes = roles.iter().any(|r| Role::FOUR_EYES.contains(r) && !held.contains(r));
-        if adds_four_eyes {
+        // Taking an administrator out needs four eyes too: otherwise one of four could remove two others.
+        let removes_administrator = held.contains(&Role::Administrator) && !roles.contains(&Role::Administrator);
+        if adds_four_eyes || removes_administrator {
             let result = self
                 .directory
                 .request_grant(&actor.username, GrantRequest::Roles { username }, roles, self.now())
@@ -635,8 +639,9 @@ impl Policy {
         .await
     }
 
-    /// An administrator disables an account (its sessions end at once).
-    pub async fn disable_user(&self, actor: &Actor, username: &str, origin: Origin<'_>) -> Result<()> {
+    /// An administrator disables an account (its sessions end at once); disabling an administrator is a grant a
+    /// second administrator approves.
+    pub async fn disable_user(&self, actor: &Actor, username: &str, origin: Origin<'_>) -> Result<UserChange> {
         self.check(
             actor,
             Action::ManageUsers,
@@ -644,7 +649,34 @@ impl Policy {
             origin,
         )
         .await?;
-        let result = self.directory.disable_user(username, self.now()).await;
+        let held = self.directory.user(username).await.map(|u| u.roles).unwrap_or_default();
+        if held.contains(&Role::Administrator) {
+            let result = self
+                .directory
+                .request_grant(
+                    &actor.username,
+                    GrantRequest::Disable { username },
+                    &held.iter().copied().collect::<Vec<_>>(),
+                    self.now(),
+                )
+                .await
+                .map(UserChange::Pending);
+            return self
+                .finish(
+                    &actor.username,
+                    "user.grant_requested",
+                    &format!("user {username}"),
+                    origin,
+                    result,
+                    |c| json!({"kind": "disable", "grant": c.grant_id()}),
+                )
+                .await;
+        }
+        let result = self
+            .directory
+            .disable_user(username, self.now())
+            .await
+            .map(|()| UserChange::Disabled(username.to_owned()));
         self.finish(
             &actor.username,
             "user.disable",

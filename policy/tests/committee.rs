@@ -982,7 +982,28 @@ async fn stale_grants_do_not_apply(db: PolicyDb, _url: String) {
         .await
         .expect("asked");
     let grant = asked.grant_id().expect("pending").to_owned();
-    p.disable_user(&first, "adm3", ORIGIN).await.expect("disabled");
+    // Taking an administrator out needs four eyes too: alone, one administrator only asks.
+    let removal = p
+        .set_roles(&first, "adm3", &[Role::Researcher], ORIGIN)
+        .await
+        .expect("asked");
+    assert!(removal.grant_id().is_some(), "one administrator removed another alone");
+    let disabling = p.disable_user(&first, "adm3", ORIGIN).await.expect("asked");
+    let disabling = disabling
+        .grant_id()
+        .expect("disabling an administrator waits for four eyes")
+        .to_owned();
+    assert_eq!(
+        p.user(&second, "adm3", ORIGIN).await.expect("adm3").status,
+        tokumei_policy::identity::UserStatus::Active
+    );
+    assert_eq!(
+        reason(p.approve_grant(&third, &disabling, None, ORIGIN).await),
+        Some("OWN_ACCOUNT")
+    );
+    p.approve_grant(&second, &disabling, None, ORIGIN)
+        .await
+        .expect("disabled with four eyes");
     assert_eq!(
         reason(p.approve_grant(&second, &grant, None, ORIGIN).await),
         Some("INVALID_STATE")

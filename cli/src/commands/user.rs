@@ -219,6 +219,13 @@ fn change_out(change: tokumei_policy::UserChange, roles: &[Role]) -> ChangeOut {
             expires_at: None,
             roles: names,
         },
+        tokumei_policy::UserChange::Disabled(username) => ChangeOut {
+            username,
+            state: "disabled",
+            grant: None,
+            expires_at: None,
+            roles: names,
+        },
         tokumei_policy::UserChange::Pending(g) => ChangeOut {
             username: g.username,
             state: "pending",
@@ -238,6 +245,7 @@ fn print_change(o: &ChangeOut) {
             o.expires_at.as_deref().unwrap_or("-")
         ),
         "roles_set" => println!("{}: {}", o.username, o.roles.join(", ")),
+        "disabled" => println!("{} disabled; its sessions are revoked", o.username),
         _ => println!(
             "grant {} for {} ({}) waits for a second administrator: tokumei user approve --grant {}",
             o.grant.as_deref().unwrap_or("-"),
@@ -498,10 +506,8 @@ pub fn run(args: UserArgs, json: bool) -> Result<()> {
             }
             UserCommand::Disable { username } => {
                 let a = actor(&policy, &args.policy).await?;
-                policy.disable_user(&a, &username, CLI).await.map_err(reason)?;
-                emit(json, &json!({"username": username, "disabled": true}), |_| {
-                    println!("{username} disabled; its sessions are revoked")
-                })
+                let change = policy.disable_user(&a, &username, CLI).await.map_err(reason)?;
+                emit(json, &change_out(change, &[]), print_change)
             }
             UserCommand::List => {
                 let a = actor(&policy, &args.policy).await?;

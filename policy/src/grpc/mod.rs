@@ -330,6 +330,11 @@ impl PolicyService for PolicyGrpc {
                 state: "applied".into(),
                 ..Default::default()
             },
+            crate::service::UserChange::Disabled(username) => pb::AddUserResponse {
+                username,
+                state: "applied".into(),
+                ..Default::default()
+            },
         }))
     }
 

@@ -955,28 +955,10 @@ impl Directory {
     /// it would leave the installation without an enabled operator.
     pub async fn disable_user(&self, username: &str, now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.db.pool().begin().await?;
-        let Some(row) = lock_and_fetch(&mut tx, username).await? else {
-            tx.rollback().await?;
-            return Err(not_found("user", username));
-        };
-        if row.status == UserStatus::Disabled {
-            tx.rollback().await?;
-            return Ok(());
-        }
-        if let Err(e) = ensure_administrators_remain(&mut tx, username).await {
+        if let Err(e) = disable_in(&mut tx, username, now).await {
             tx.rollback().await?;
             return Err(e);
         }
-        let now_ms = now.timestamp_millis();
-        sqlx::query(
-            "UPDATE users SET status = 'disabled', invitation_hash = NULL, invitation_expires_ms = NULL, \
-             updated_at_ms = $2 WHERE username = $1",
-        )
-        .bind(username)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        revoke_open_sessions(&mut tx, username, now_ms).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1291,6 +1273,28 @@ pub(super) async fn set_roles_in(
         .bind(now.timestamp_millis())
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// Disables `username` inside `tx` and revokes their sessions (idempotent).
+pub(super) async fn disable_in(tx: &mut Transaction<'static, Any>, username: &str, now: DateTime<Utc>) -> Result<()> {
+    let Some(row) = lock_and_fetch(tx, username).await? else {
+        return Err(not_found("user", username));
+    };
+    if row.status == UserStatus::Disabled {
+        return Ok(());
+    }
+    ensure_administrators_remain(tx, username).await?;
+    let now_ms = now.timestamp_millis();
+    sqlx::query(
+        "UPDATE users SET status = 'disabled', invitation_hash = NULL, invitation_expires_ms = NULL, \
+         updated_at_ms = $2 WHERE username = $1",
+    )
+    .bind(username)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    revoke_open_sessions(tx, username, now_ms).await?;
     Ok(())
 }
 

@@ -29,6 +29,8 @@ pub enum GrantKind {
     Invite,
     /// Replaces an existing person's roles.
     Roles,
+    /// Disables an administrator's account.
+    Disable,
 }
 
 /// Where a grant stands.
@@ -85,6 +87,11 @@ pub enum GrantRequest<'a> {
         /// Username.
         username: &'a str,
     },
+    /// Disabling an administrator.
+    Disable {
+        /// Username.
+        username: &'a str,
+    },
 }
 
 /// How long a grant waits for its second administrator before it lapses (as an invitation does).
@@ -131,11 +138,15 @@ impl Directory {
                 self.user(username).await?;
                 (GrantKind::Roles, username, None, None, None)
             }
+            GrantRequest::Disable { username } => {
+                self.user(username).await?;
+                (GrantKind::Disable, username, None, None, None)
+            }
         };
         // A change of roles applies only to the roles it was asked against (a later change in between would be
         // silently undone otherwise).
         let prior = match kind {
-            GrantKind::Roles => Some(role_list(&self.user(username).await?.roles)),
+            GrantKind::Roles | GrantKind::Disable => Some(role_list(&self.user(username).await?.roles)),
             GrantKind::Invite => None,
         };
         let id = format!("G-{:016x}", rand::random::<u64>());
@@ -284,6 +295,7 @@ async fn apply_in(
             )
             .await
         }
+        GrantKind::Disable => super::directory::disable_in(tx, &grant.username, now).await,
         GrantKind::Roles => {
             let held: Vec<String> = sqlx::query("SELECT role FROM user_roles WHERE username = $1")
                 .bind(&grant.username)
@@ -313,6 +325,7 @@ fn kind_name(kind: GrantKind) -> &'static str {
     match kind {
         GrantKind::Invite => "invite",
         GrantKind::Roles => "roles",
+        GrantKind::Disable => "disable",
     }
 }
 
@@ -321,6 +334,7 @@ fn grant_from_row(row: &AnyRow) -> Result<RoleGrant> {
     let kind = match row.try_get::<String, _>("kind")?.as_str() {
         "invite" => GrantKind::Invite,
         "roles" => GrantKind::Roles,
+        "disable" => GrantKind::Disable,
         _ => return Err(bad("kind")),
     };
     let state = match row.try_get::<String, _>("state")?.as_str() {
