@@ -327,9 +327,9 @@ pub async fn unlock_local_spool(config: &Config, home: &Path, dir: &Path) -> Res
     if !dir.join(crate::spool_seal::KEY_FILE).exists() {
         return Ok(false);
     }
-    // The spool's key is wrapped under the gateway's KEK: a same-host core unwraps it there (with OpenBao its token
-    // needs decrypt on that KEK — single-host deployments only; across hosts the gateway serves the spool).
-    let keys = crate::server::open_key_service(config, home, crate::keyservice::KeyZone::Core)
+    // The spool's key is the gateway's: a same-host core opens it as the gateway zone (with OpenBao its token needs
+    // decrypt on the gateway's KEK — single-host deployments only; across hosts the gateway serves the spool).
+    let keys = crate::server::open_key_service(config, home, crate::keyservice::KeyZone::Gateway)
         .await
         .map_err(|e| FeedError::Key(e.to_string()))?;
     crate::spool_seal::unlock_with(dir, keys.as_ref())

@@ -262,11 +262,9 @@ async fn a_token_without_kek_access_is_unavailable_not_a_refused_key() {
     let gateway = connect(&addr, &limited, &p).await;
     // HMACs work with that token (the keys made first with the root token: this one only reads them)...
     let root_hmacs = connect_zone(&addr, &token, &p, KeyZone::Gateway).await.unwrap();
+    let expected = root_hmacs.hmac(KeyPurpose::Linkage, &[b"x"]).await.unwrap();
     let hmacs = connect_zone(&addr, &limited, &p, KeyZone::Gateway).await.unwrap();
-    assert_eq!(
-        hmacs.hmac(KeyPurpose::Linkage, &[b"x"]).await.unwrap(),
-        root_hmacs.hmac(KeyPurpose::Linkage, &[b"x"]).await.unwrap()
-    );
+    assert_eq!(hmacs.hmac(KeyPurpose::Linkage, &[b"x"]).await.unwrap(), expected);
     // ...but every KEK operation is denied, and a denial is "unavailable" (Remote), never "refused key" (Unwrap).
     let errs = [
         gateway.wrap_key("store-a", &key).await.unwrap_err(),
@@ -375,31 +373,46 @@ async fn each_zone_token_reaches_only_its_own_keys() {
     ));
     assert_eq!(*release.unwrap_key("R-1/data", &sealed).await.unwrap(), release_key);
 
-    // The attacks, each denied by OpenBao.
+    // The attacks: each zone's service opens only its own zone's keys, and OpenBao itself denies the other zones'
+    // tokens the store KEK (asked directly, bypassing the service's own check).
     assert!(
-        matches!(release.unwrap_key("store-a", &store).await, Err(KeyError::Remote(_))),
+        release.unwrap_key("store-a", &store).await.is_err(),
         "the release zone unwrapped a store key"
     );
     assert!(
-        matches!(gateway.unwrap_key("store-a", &store).await, Err(KeyError::Remote(_))),
+        gateway.unwrap_key("store-a", &store).await.is_err(),
         "the gateway unwrapped a store key"
     );
+    let decrypt = format!("transit/decrypt/{p}store-kek");
+    let body = serde_json::json!({ "ciphertext": store.ciphertext, "context": "eA==" }).to_string();
+    for (zone, token) in [("release", &release_token), ("gateway", &gw_token)] {
+        assert!(
+            !bao_allows(&addr, token, "POST", &decrypt, &body),
+            "OpenBao let the {zone} token decrypt"
+        );
+    }
     let gateway_as_core = connect_zone(&addr, &gw_token, &p, KeyZone::Core)
         .await
         .expect("connects");
     assert!(gateway_as_core.wrap_key("store-b", &random_key()).await.is_err());
     assert!(gateway_as_core.rotate_kek().await.is_err());
-    assert!(matches!(
-        core.unwrap_key("spool-1", &spool).await,
-        Err(KeyError::Remote(_))
-    ));
-    assert!(matches!(
-        release.unwrap_key("spool-1", &spool).await,
-        Err(KeyError::Remote(_))
-    ));
+    assert!(core.unwrap_key("spool-1", &spool).await.is_err());
+    assert!(release.unwrap_key("spool-1", &spool).await.is_err());
+    let decrypt = format!("transit/decrypt/{p}gateway-kek");
+    let body = serde_json::json!({ "ciphertext": spool.ciphertext, "context": "eA==" }).to_string();
+    for token in [&core_token, &release_token] {
+        assert!(
+            !bao_allows(&addr, token, "POST", &decrypt, &body),
+            "another zone's token decrypted the spool key"
+        );
+    }
     // Neither the core nor the release zone can compute pseudonyms: they cannot even reach the HMAC keys.
-    assert!(connect_zone(&addr, &core_token, &p, KeyZone::Gateway).await.is_err());
-    assert!(connect_zone(&addr, &release_token, &p, KeyZone::Gateway).await.is_err());
+    for token in [&core_token, &release_token] {
+        let as_gateway = connect_zone(&addr, token, &p, KeyZone::Gateway)
+            .await
+            .expect("connects");
+        assert!(as_gateway.hmac(KeyPurpose::Linkage, &[b"patient"]).await.is_err());
+    }
     let hmac_path = format!("transit/hmac/{p}linkage/sha2-256");
     assert!(
         bao_allows(&addr, &gw_token, "POST", &hmac_path, r#"{"input":"eA=="}"#),
@@ -422,6 +435,24 @@ async fn each_zone_token_reaches_only_its_own_keys() {
             "a zone token reconfigured the store KEK"
         );
     }
+    // A key minted under one zone's KEK and slipped in as another's opens for nobody — not even for the root
+    // token, which may decrypt with both: a key is opened only by the zone that made it.
+    let root_gateway = connect_zone(&addr, &root, &p, KeyZone::Gateway).await.expect("root");
+    let minted = root_gateway.wrap_key("store-a", &random_key()).await.unwrap();
+    let root_core = connect_zone(&addr, &root, &p, KeyZone::Core).await.expect("root");
+    assert!(matches!(
+        root_core.unwrap_key("store-a", &minted).await,
+        Err(KeyError::Unwrap(_))
+    ));
+    let relabelled = WrappedKey {
+        kek: "store-kek".into(),
+        ..minted.clone()
+    };
+    assert!(root_core.unwrap_key("store-a", &relabelled).await.is_err());
+    assert!(
+        root_gateway.unwrap_key("store-a", &minted).await.is_ok(),
+        "control: its own zone opens it"
+    );
     // The root token still sees the keys intact (the refusals above changed nothing).
     let admin = connect_zone(&addr, &root, &p, KeyZone::Core).await.expect("root");
     assert_eq!(*admin.unwrap_key("store-a", &store).await.unwrap(), store_key);

@@ -71,6 +71,8 @@ pub struct OpenBaoTransit {
     /// Set once the store KEK is known to exist with the expected properties; checked lazily because the
     /// ingest gateway never wraps keys and its token need not reach the KEK.
     kek_ready: OnceCell<()>,
+    /// Set once the HMAC keys are known to exist (the gateway's first HMAC); other zones never reach them.
+    hmac_ready: OnceCell<()>,
 }
 
 /// One base64 input of a batch; redacted in Debug because it encodes an identity.
@@ -202,7 +204,8 @@ struct KekInfo {
 
 impl OpenBaoTransit {
     /// Connects for `zone`. The gateway's service makes sure every HMAC purpose's key exists (creating missing
-    /// ones); other zones compute no HMAC and their tokens may not reach those keys.
+    /// ones) at its first HMAC; other zones compute no HMAC and their tokens may not reach those keys. A gateway
+    /// service opened only to unwrap the spool's key (a same-host core) therefore never touches them.
     pub async fn connect(settings: OpenBaoSettings, zone: KeyZone) -> Result<Self, KeyError> {
         // vaultrs' HTTP client panics without a process-wide rustls provider; callers other than the gateway (the
         // store, tools, tests) must not have to know that.
@@ -220,12 +223,8 @@ impl OpenBaoTransit {
             settings,
             zone,
             kek_ready: OnceCell::new(),
+            hmac_ready: OnceCell::new(),
         };
-        if zone == KeyZone::Gateway {
-            for p in KeyPurpose::ALL {
-                svc.ensure_key(p).await?;
-            }
-        }
         Ok(svc)
     }
 
@@ -250,19 +249,31 @@ impl OpenBaoTransit {
         format!("{}{}", self.settings.key_prefix, self.zone.kek_name())
     }
 
-    /// The transit key a wrapped key was made with: its recorded KEK, or the store KEK for keys wrapped before
-    /// zones had KEKs of their own.
+    /// The KEK (short name) a wrapped key was made with: its recorded KEK, or the store KEK for keys wrapped
+    /// before zones had KEKs of their own.
+    fn kek_short(wrapped: &WrappedKey) -> Result<&'static str, KeyError> {
+        if wrapped.kek.is_empty() {
+            return Ok(STORE_KEK_NAME);
+        }
+        [KeyZone::Gateway, KeyZone::Core, KeyZone::Release]
+            .into_iter()
+            .map(KeyZone::kek_name)
+            .find(|n| *n == wrapped.kek)
+            .ok_or_else(|| KeyError::Unwrap("wrapped under an unknown KEK".into()))
+    }
+
+    /// The transit key a wrapped key was made with — which must be this service's zone's: a key is opened only by
+    /// the zone that made it (the gateway's spool key by a gateway service, also in a same-host core), so a key
+    /// minted under one zone's KEK can never be slipped in as another's, even to a token that may decrypt both.
     fn kek_of(&self, wrapped: &WrappedKey) -> Result<String, KeyError> {
-        let name = if wrapped.kek.is_empty() {
-            STORE_KEK_NAME
-        } else {
-            [KeyZone::Gateway, KeyZone::Core, KeyZone::Release]
-                .into_iter()
-                .map(KeyZone::kek_name)
-                .find(|n| *n == wrapped.kek)
-                .ok_or_else(|| KeyError::Unwrap("wrapped under an unknown KEK".into()))?
-        };
-        Ok(format!("{}{name}", self.settings.key_prefix))
+        let short = Self::kek_short(wrapped)?;
+        if short != self.zone.kek_name() {
+            return Err(KeyError::Unwrap(format!(
+                "wrapped under another zone's KEK, not the {:?} zone's",
+                self.zone
+            )));
+        }
+        Ok(format!("{}{short}", self.settings.key_prefix))
     }
 
     async fn read_kek(&self) -> Result<KekInfo, ClientError> {
@@ -314,8 +325,15 @@ impl OpenBaoTransit {
             .map(|_| ())
     }
 
-    fn kek_context(context: &str) -> String {
-        B64.encode(format!("{KEK_CONTEXT_TAG}{context}"))
+    /// The derivation context: the KEK's own tag (the store's is the original one, so store keys wrapped before
+    /// zones existed still open) and the caller's context. A key minted under one zone's KEK can then never pass
+    /// for another zone's, even for a token allowed to decrypt with both.
+    fn kek_context(kek: &str, context: &str) -> String {
+        if kek == STORE_KEK_NAME {
+            B64.encode(format!("{KEK_CONTEXT_TAG}{context}"))
+        } else {
+            B64.encode(format!("tokumei-{kek}-dek-v1:{context}"))
+        }
     }
 
     fn wrapped(&self, ciphertext: String) -> Result<WrappedKey, KeyError> {
@@ -377,6 +395,14 @@ impl KeyService for OpenBaoTransit {
                 self.zone
             )));
         }
+        self.hmac_ready
+            .get_or_try_init(|| async {
+                for p in KeyPurpose::ALL {
+                    self.ensure_key(p).await?;
+                }
+                Ok::<(), KeyError>(())
+            })
+            .await?;
         let req = BatchHmacRequest {
             mount: self.settings.mount.clone(),
             name: self.full_name(purpose),
@@ -410,7 +436,7 @@ impl KeyService for OpenBaoTransit {
             mount: self.settings.mount.clone(),
             name: self.kek_name(),
             plaintext: SecretInput(Zeroizing::new(B64.encode(key))),
-            context: Self::kek_context(context),
+            context: Self::kek_context(self.zone.kek_name(), context),
         };
         let resp = vaultrs::api::exec_with_result(&self.client, req)
             .await
@@ -424,7 +450,7 @@ impl KeyService for OpenBaoTransit {
             mount: self.settings.mount.clone(),
             name: self.kek_of(wrapped)?,
             ciphertext: wrapped.ciphertext.clone(),
-            context: Self::kek_context(context),
+            context: Self::kek_context(Self::kek_short(wrapped)?, context),
         };
         let resp = vaultrs::api::exec_with_result(&self.client, req)
             .await
@@ -448,7 +474,7 @@ impl KeyService for OpenBaoTransit {
         if self.kek_of(wrapped)? != self.kek_name() {
             return Err(KeyError::Unwrap("wrapped under another zone's KEK".into()));
         }
-        let ctx = Self::kek_context(context);
+        let ctx = Self::kek_context(self.zone.kek_name(), context);
         let resp = vaultrs::transit::data::rewrap(
             &self.client,
             &self.settings.mount,
