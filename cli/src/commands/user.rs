@@ -53,7 +53,7 @@ pub enum UserCommand {
         /// Username.
         #[arg(long)]
         username: String,
-        /// The invitation code the operator gave you.
+        /// The invitation code you made yourself with `tokumei user claim` (its claim is what the administrators got).
         #[arg(long, env = "TOKUMEI_INVITATION", hide_env_values = true)]
         invitation: String,
         /// Read the new password from the first line of standard input.
