@@ -466,21 +466,8 @@ impl Policy {
                 organisation: invitee.organisation,
                 claim: invitee.claim,
             };
-            let result = self
-                .directory
-                .request_grant(&actor.username, request, roles, self.now())
-                .await
-                .map(UserChange::Pending);
-            return self
-                .finish(
-                    &actor.username,
-                    "user.grant_requested",
-                    &format!("user {username}"),
-                    origin,
-                    result,
-                    |c| json!({"kind": "invite", "organisation": invitee.organisation, "roles": names, "grant": c.grant_id()}),
-                )
-                .await;
+            let details = json!({"kind": "invite", "organisation": invitee.organisation, "roles": names});
+            return self.ask_grant(actor, username, request, roles, details, origin).await;
         }
         let result = self
             .directory
@@ -551,6 +538,35 @@ impl Policy {
         .await
     }
 
+    /// Stores a grant for a second administrator and audits the request (`details` plus the grant's id).
+    async fn ask_grant(
+        &self,
+        actor: &Actor,
+        username: &str,
+        request: GrantRequest<'_>,
+        roles: &[Role],
+        mut details: serde_json::Value,
+        origin: Origin<'_>,
+    ) -> Result<UserChange> {
+        let result = self
+            .directory
+            .request_grant(&actor.username, request, roles, self.now())
+            .await
+            .map(UserChange::Pending);
+        self.finish(
+            &actor.username,
+            "user.grant_requested",
+            &format!("user {username}"),
+            origin,
+            result,
+            |c| {
+                details["grant"] = json!(c.grant_id());
+                details
+            },
+        )
+        .await
+    }
+
     /// Grants waiting for a second administrator (administrators, operators, auditors).
     pub async fn pending_grants(&self, actor: &Actor, origin: Origin<'_>) -> Result<Vec<RoleGrant>> {
         self.check(actor, Action::ViewUsers, &Resource::Platform, origin)
@@ -607,19 +623,15 @@ impl Policy {
         // Taking an administrator out needs four eyes too: otherwise one of four could remove two others.
         let removes_administrator = held.contains(&Role::Administrator) && !roles.contains(&Role::Administrator);
         if adds_four_eyes || removes_administrator {
-            let result = self
-                .directory
-                .request_grant(&actor.username, GrantRequest::Roles { username }, roles, self.now())
-                .await
-                .map(UserChange::Pending);
+            let details = json!({"kind": "roles", "roles": names});
             return self
-                .finish(
-                    &actor.username,
-                    "user.grant_requested",
-                    &format!("user {username}"),
+                .ask_grant(
+                    actor,
+                    username,
+                    GrantRequest::Roles { username },
+                    roles,
+                    details,
                     origin,
-                    result,
-                    |c| json!({"kind": "roles", "roles": names, "grant": c.grant_id()}),
                 )
                 .await;
         }
@@ -651,25 +663,10 @@ impl Policy {
         .await?;
         let held = self.directory.user(username).await.map(|u| u.roles).unwrap_or_default();
         if held.contains(&Role::Administrator) {
-            let result = self
-                .directory
-                .request_grant(
-                    &actor.username,
-                    GrantRequest::Disable { username },
-                    &held.iter().copied().collect::<Vec<_>>(),
-                    self.now(),
-                )
-                .await
-                .map(UserChange::Pending);
+            let held: Vec<Role> = held.into_iter().collect();
+            let request = GrantRequest::Disable { username };
             return self
-                .finish(
-                    &actor.username,
-                    "user.grant_requested",
-                    &format!("user {username}"),
-                    origin,
-                    result,
-                    |c| json!({"kind": "disable", "grant": c.grant_id()}),
-                )
+                .ask_grant(actor, username, request, &held, json!({"kind": "disable"}), origin)
                 .await;
         }
         let result = self

@@ -11,6 +11,24 @@ use std::process::Command;
 use common::BoundedOutput;
 use common::people::{self, Person, activate, administrators, run_json, session_env};
 
+/// `user add` of `username` into the platform organisation with `roles`, by `claim`.
+fn add<'a>(username: &'a str, name: &'a str, roles: &'a str, claim: &'a str) -> Vec<&'a str> {
+    vec![
+        "user",
+        "add",
+        "--username",
+        username,
+        "--name",
+        name,
+        "--organisation",
+        "platform",
+        "--roles",
+        roles,
+        "--claim",
+        claim,
+    ]
+}
+
 /// `tokumei --json ARGS` as `who`, expected to fail; returns stderr.
 fn refused(home: &Path, who: &Person, args: &[&str]) -> String {
     let out = Command::new(common::tokumei_bin())
@@ -54,44 +72,14 @@ fn roles_are_granted_by_two_administrators_and_codes_reach_only_the_invitee() {
     assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
     let claim = run_json(home, &["user", "claim"], &[], None);
     let friend_claim = claim["claim"].as_str().expect("claim").to_owned();
-    let err = refused(
-        home,
-        &op,
-        &[
-            "user",
-            "add",
-            "--username",
-            "friend",
-            "--name",
-            "Friend",
-            "--organisation",
-            "platform",
-            "--roles",
-            "committee_chair",
-            "--claim",
-            &friend_claim,
-        ],
-    );
+    let err = refused(home, &op, &add("friend", "Friend", "committee_chair", &friend_claim));
     assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
 
     // An administrator invites a chair by the invitee's claim: no code comes back, and nothing exists until
     // a second administrator approves.
     let added = run_json(
         home,
-        &[
-            "user",
-            "add",
-            "--username",
-            "chika",
-            "--name",
-            "Chika",
-            "--organisation",
-            "platform",
-            "--roles",
-            "committee_chair,committee_member",
-            "--claim",
-            &friend_claim,
-        ],
+        &add("chika", "Chika", "committee_chair,committee_member", &friend_claim),
         &as_first,
         None,
     );
@@ -169,24 +157,7 @@ fn roles_are_granted_by_two_administrators_and_codes_reach_only_the_invitee() {
     assert!(me.to_string().contains("committee_chair"), "{me}");
 
     // One claim opens one account: reusing the invitee's claim for another username is refused.
-    let err = refused(
-        home,
-        &first,
-        &[
-            "user",
-            "add",
-            "--username",
-            "chika2",
-            "--name",
-            "Chika",
-            "--organisation",
-            "platform",
-            "--roles",
-            "researcher",
-            "--claim",
-            &friend_claim,
-        ],
-    );
+    let err = refused(home, &first, &add("chika2", "Chika", "researcher", &friend_claim));
     assert!(err.contains("already in use"), "{err}");
 
     // An administrator neither operates nor sits on the committee, and changes no role of their own.
@@ -194,20 +165,12 @@ fn roles_are_granted_by_two_administrators_and_codes_reach_only_the_invitee() {
     let err = refused(
         home,
         &first,
-        &[
-            "user",
-            "add",
-            "--username",
+        &add(
             "both",
-            "--name",
             "Both",
-            "--organisation",
-            "platform",
-            "--roles",
             "administrator,operator",
-            "--claim",
             other["claim"].as_str().expect("claim"),
-        ],
+        ),
     );
     assert!(
         err.contains("INVALID_ARGUMENT") || err.contains("separation of duties"),
