@@ -39,6 +39,9 @@ fn configured() -> tonic_prost_build::Builder {
             "tokumei.policy.v1.ConfirmTotpRequest",
             "tokumei.policy.v1.ConfirmTotpResponse",
             "tokumei.policy.v1.AddUserResponse",
+            // Linkage keys of an erasure, and the orders that carry them.
+            "tokumei.policy.v1.EraseOperation",
+            "tokumei.policy.v1.SignedCoreOrder",
             // One-time download tokens.
             "tokumei.release.v1.RequestDownloadResponse",
         ])

@@ -320,6 +320,9 @@ pub struct CoreConfig {
     pub cert: PathBuf,
     /// The core's private key.
     pub key: PathBuf,
+    /// Where the core takes operators' orders (status, compaction, erasure, key rotation). Absent: the core
+    /// takes none, and those operations cannot be carried out.
+    pub orders: Option<CoreOrdersConfig>,
 }
 
 impl Default for CoreConfig {
@@ -330,8 +333,30 @@ impl Default for CoreConfig {
             ca: PathBuf::from("pki/ca.crt"),
             cert: PathBuf::from("pki/core.crt"),
             key: PathBuf::from("pki/core.key"),
+            orders: None,
         }
     }
+}
+
+/// The policy service the core takes orders from: the core connects out (mutual TLS with its certificate,
+/// `core.cert`/`core.key`) and acts only on orders signed by the pinned key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoreOrdersConfig {
+    /// The policy service, `https://host:port`.
+    pub policy_url: String,
+    /// The policy service's public key (64 hex digits, from `tokumei policy key`): pinned here, never fetched.
+    pub public_key: String,
+    /// CA of the policy service's certificate (default: `core.ca`).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// How often the core asks for orders (milliseconds).
+    #[serde(default = "default_order_poll_ms")]
+    pub poll_ms: u64,
+}
+
+fn default_order_poll_ms() -> u64 {
+    500
 }
 
 impl Config {

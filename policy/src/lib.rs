@@ -21,6 +21,7 @@ pub mod audit_ledger;
 pub mod authorization;
 pub mod budget_ledger;
 pub mod committee;
+pub mod core_orders;
 pub mod database;
 pub mod error;
 pub mod grpc;

@@ -20,6 +20,7 @@ use crate::committee::{
     ApplicationForm, ApplicationRecord, ApprovalConditions, BanList, BanSubject, Committee, FeeEstimate, Outcome,
     Provision, QuorumRule, TableRequest, Tariff, UseKind, UseRequest, Violation, Vote, japan_date,
 };
+use crate::core_orders::{CoreOperation, CoreOrders, OrderOutcome, OrderStatus, SignedCoreOrder};
 use crate::database::PolicyDb;
 use crate::error::{PolicyError, Result};
 use crate::identity::directory::InvitedUser;
@@ -46,6 +47,9 @@ pub struct SignedHospitalDirectory {
     pub hospitals: usize,
 }
 use tokumei_deid::dp::accounting::Budget;
+
+/// The core store's name in the ledger: the subject of its certificate, which is how it proves itself.
+pub const CORE_IDENTITY: &str = "tokumei-core";
 
 /// A source of the current time: the system clock in service, a fixed clock in tests (TOTP, lockout and
 /// expiry are all time-dependent).
@@ -1110,23 +1114,74 @@ impl Policy {
             .await
     }
 
-    /// Records the outcome of a core operation admitted by [`Policy::admit_core_operation`]: `core.<operation>`
-    /// with its figures (counts and references only, never a key or identifier), or a reason code for a
-    /// failure (never the error's text, which may name what it failed on).
-    pub async fn record_core_operation(
+    /// Asks the core for `operation`: authorised (`operate_core`; a refusal is audited), queued as an order
+    /// signed for the core (`tokumei/core-order/v1`) and recorded as `core.requested` (never a key: a count).
+    pub async fn request_core_operation(
         &self,
         actor: &Actor,
-        operation: &str,
+        operation: CoreOperation,
         origin: Origin<'_>,
-        outcome: std::result::Result<serde_json::Value, &'static str>,
-    ) -> Result<AuditEntry> {
-        let action = format!("core.{operation}");
-        let event = match outcome {
-            Ok(details) => {
-                AuditEvent::new(&actor.username, &action, "core store", audit_ledger::Outcome::Ok).details(details)
+    ) -> Result<OrderStatus> {
+        self.admit_core_operation(actor, origin).await?;
+        let keys = operation.key_count();
+        let result = CoreOrders::new(self.db.clone())
+            .queue(operation, &actor.username, self.now(), |payload| {
+                hex::encode(self.key.sign(SignaturePurpose::CoreOrder, payload))
+            })
+            .await;
+        self.finish(
+            &actor.username,
+            "core.requested",
+            "core store",
+            origin,
+            result,
+            |s| json!({"order": s.id, "operation": s.operation, "keys": keys}),
+        )
+        .await
+    }
+
+    /// Where an order stands and, once done, the core's report (operators).
+    pub async fn core_order(&self, actor: &Actor, id: u64, origin: Origin<'_>) -> Result<OrderStatus> {
+        self.admit_core_operation(actor, origin).await?;
+        CoreOrders::new(self.db.clone()).get(id, self.now()).await
+    }
+
+    /// Hands the core its queued orders. The caller has proven to be the core (its certificate, checked by the
+    /// front-end); each order handed out is recorded as `core.order_taken`.
+    pub async fn take_core_orders(&self, origin: Origin<'_>) -> Result<Vec<(u64, SignedCoreOrder)>> {
+        let taken = CoreOrders::new(self.db.clone()).take(self.now()).await?;
+        let mut orders = Vec::with_capacity(taken.len());
+        for (id, operation, order) in taken {
+            self.audit(
+                AuditEvent::new(
+                    CORE_IDENTITY,
+                    "core.order_taken",
+                    "core store",
+                    audit_ledger::Outcome::Ok,
+                )
+                .details(json!({"order": id, "operation": operation}))
+                .source(origin.0),
+            )
+            .await?;
+            orders.push((id, order));
+        }
+        Ok(orders)
+    }
+
+    /// The core's report on order `id`, recorded as `core.<operation>` under the operator who asked: the
+    /// figures the ledger keeps are chosen here ([`CoreOperation::audit_details`]), a failure by its code.
+    pub async fn report_core_order(&self, id: u64, outcome: OrderOutcome, origin: Origin<'_>) -> Result<AuditEntry> {
+        let (operation, requested_by) = CoreOrders::new(self.db.clone())
+            .report(id, &outcome, self.now())
+            .await?;
+        let action = format!("core.{}", operation.name());
+        let event = match &outcome {
+            OrderOutcome::Done(report) => {
+                AuditEvent::new(&requested_by, &action, "core store", audit_ledger::Outcome::Ok)
+                    .details(operation.audit_details(report))
             }
-            Err(code) => {
-                AuditEvent::new(&actor.username, &action, "core store", audit_ledger::Outcome::Failed).reason(code)
+            OrderOutcome::Failed(code) => {
+                AuditEvent::new(&requested_by, &action, "core store", audit_ledger::Outcome::Failed).reason(code)
             }
         };
         self.audit(event.source(origin.0)).await

@@ -31,6 +31,8 @@ pub enum SignaturePurpose {
     Release,
     /// The list of hospitals allowed to push, for the gateway (`tokumei_ingest::directory`).
     HospitalDirectory,
+    /// An order for the core (`tokumei_store::orders`): the core acts only on orders signed for this purpose.
+    CoreOrder,
 }
 
 impl SignaturePurpose {
@@ -41,6 +43,7 @@ impl SignaturePurpose {
             SignaturePurpose::BanList => b"tokumei/ban-list/v1",
             SignaturePurpose::Release => b"tokumei/release/v1",
             SignaturePurpose::HospitalDirectory => b"tokumei/hospital-directory/v1",
+            SignaturePurpose::CoreOrder => b"tokumei/core-order/v1",
         }
     }
 

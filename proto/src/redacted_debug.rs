@@ -177,3 +177,52 @@ mod policy_secrets {
         }
     }
 }
+
+mod core_orders {
+    //! The linkage keys of an operator's erasure never reach a log: counts only.
+
+    use super::redact;
+    use crate::policy::v1::{EraseOperation, SignedCoreOrder};
+    use std::fmt;
+
+    impl fmt::Debug for EraseOperation {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("EraseOperation")
+                .field("linkage_keys", &self.linkage_keys.len())
+                .field("hospital_pseudonym", &redact(&self.hospital_pseudonym))
+                .field("request_id", &self.request_id)
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for SignedCoreOrder {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("SignedCoreOrder")
+                .field("payload_bytes", &self.payload.len())
+                .finish_non_exhaustive()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn erase_orders_show_no_key() {
+            let key = "ab".repeat(32);
+            let op = EraseOperation {
+                linkage_keys: vec![key.clone()],
+                hospital_pseudonym: key.clone(),
+                request_id: "req-1".into(),
+            };
+            let signed = SignedCoreOrder {
+                payload: format!("{{\"linkage_keys\":[\"{key}\"]}}"),
+                signature: "00".into(),
+                id: 1,
+            };
+            for text in [format!("{op:?}"), format!("{signed:?}")] {
+                assert!(!text.contains(&key), "{text}");
+            }
+        }
+    }
+}

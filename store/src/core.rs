@@ -2,11 +2,13 @@
 //! compacts on a schedule.
 //!
 //! Direction of connections: the core only ever connects *out* — to the spool directory on one host, or to
-//! the gateway's `SpoolService` over mTLS on several hosts. It listens on nothing.
+//! the gateway's `SpoolService` over mTLS on several hosts, and to the policy service for operators' orders
+//! ([`crate::orders`]). It listens on nothing.
 
 use crate::apply::{Applier, ApplyReport};
 use crate::compaction;
 use crate::error::StoreError;
+use crate::orders::OrderSource;
 use crate::store::Store;
 use serde::Serialize;
 use std::future::Future;
@@ -115,6 +117,7 @@ pub async fn run(
     config: &Config,
     home: &Path,
     options: CoreOptions,
+    orders: Option<OrderSource>,
     shutdown: impl Future<Output = ()>,
     mut on_progress: impl FnMut(&CoreTotals),
 ) -> Result<CoreTotals, StoreError> {
@@ -157,6 +160,10 @@ pub async fn run(
         })
     };
 
+    // Operators' orders, taken from the policy service (outbound, like the spool).
+    let order_taker =
+        orders.map(|source| tokio::spawn(crate::orders::serve(source, store.clone(), maintenance.clone())));
+
     let mut totals = CoreTotals::default();
     tokio::pin!(shutdown);
     let result = loop {
@@ -191,6 +198,9 @@ pub async fn run(
         tracing::debug!(records = report.records, rows = report.rows, "applied chunk");
     };
     compactor.abort();
+    if let Some(t) = order_taker {
+        t.abort();
+    }
     totals.seconds = started.elapsed().as_secs_f64();
     totals.compactions = compactions.load(std::sync::atomic::Ordering::Relaxed);
     result.map(|()| totals)

@@ -27,6 +27,9 @@ pub enum StoreError {
     /// The spool feed failed.
     #[error("spool feed: {0}")]
     Feed(String),
+    /// Taking or carrying out operators' orders failed.
+    #[error("core orders: {0}")]
+    Orders(String),
     /// Another process holds the store's writer lock.
     #[error("the store at {0} is being written by another process (a running core?); stop it first")]
     Locked(String),

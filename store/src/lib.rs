@@ -15,6 +15,7 @@ pub mod erasure;
 pub mod error;
 pub mod exclusion;
 pub mod location;
+pub mod orders;
 pub mod persons;
 pub mod request_reach;
 pub mod rows;

@@ -12,6 +12,7 @@ use common::people::{self, Person};
 use common::policy_server::{Server, authed, form, reason};
 use sqlx::Row;
 use tokumei_proto::policy::v1 as pb;
+use tokumei_proto::policy::v1::core_order_service_client::CoreOrderServiceClient;
 use tokumei_proto::policy::v1::policy_service_client::PolicyServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -260,6 +261,16 @@ async fn call(
         ),
         "VerifyAudit" => classify(&c.verify_audit(req(pb::Empty {}, token)).await),
         "Logout" => classify(&c.logout(req(pb::Empty {}, token)).await),
+        "RequestCoreOperation" => classify(
+            &c.request_core_operation(req(
+                pb::CoreOperationRequest {
+                    operation: Some(pb::core_operation_request::Operation::Status(pb::Empty {})),
+                },
+                token,
+            ))
+            .await,
+        ),
+        "GetCoreOrder" => classify(&c.get_core_order(req(pb::CoreOrderRef { id: 1 }, token)).await),
         other => panic!("docs/committee.md lists {other}, which this test does not know how to call"),
     }
 }
@@ -341,7 +352,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
     };
 
     let table = documented();
-    assert_eq!(table.len(), 24, "every RPC of PolicyService is in the table");
+    assert_eq!(table.len(), 26, "every RPC of PolicyService is in the table");
     // Logout last (it ends the session the other calls use); researchers last among callers (they withdraw).
     let rpcs: Vec<&String> = table.keys().filter(|r| *r != "Logout").collect();
     let callers: [(&str, Option<&Person>); 7] = [
@@ -388,6 +399,33 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
         "calls without exactly one ledger entry: {unrecorded:#?}"
     );
 
+    // The core's own service admits no person, whatever the role: only the core's certificate (this server has
+    // none to check, so nobody gets in), and every refusal is on the ledger.
+    let mut core = CoreOrderServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .expect("connect");
+    for (role, person) in &callers {
+        let token = person.map(|p| p.session.as_str());
+        let before = rpc_entries().await;
+        let took = core.take_core_orders(req(pb::Empty {}, token)).await;
+        let report = pb::CoreOrderReport {
+            id: 1,
+            ok: false,
+            result_json: String::new(),
+            reason: "FORGED".into(),
+        };
+        let reported = core.report_core_order(req(report, token)).await;
+        for (what, result) in [("TakeCoreOrders", took.err()), ("ReportCoreOrder", reported.err())] {
+            let refused = result.is_some_and(|s| s.code() == Code::PermissionDenied && reason(&s) == "NOT_THE_CORE");
+            assert!(refused, "{what} as {role} was not refused as NOT_THE_CORE");
+        }
+        assert_eq!(
+            rpc_entries().await,
+            before + 2,
+            "core service calls as {role} unrecorded"
+        );
+    }
+
     // A refused caller learns nothing about their input: with garbage in every field the service reads, each
     // role the table refuses still gets ROLE_NOT_PERMITTED, never a validation error (before the fix,
     // `Decide` answered every role INVALID_ARGUMENT, reading the conditions before asking who was calling).
@@ -431,7 +469,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
         assert_eq!(rpc_entries().await, before + 1, "Logout as {role} unrecorded");
         calls.insert(("Logout".to_owned(), role.to_string()));
     }
-    assert_eq!(calls.len(), 24 * 7);
+    assert_eq!(calls.len(), 26 * 7);
     // The ledger names the sessionless caller and the reason, and still verifies.
     let sessionless: i64 = sqlx::query(
         "SELECT COUNT(*) AS n FROM audit_entries WHERE action LIKE 'rpc.%' AND actor = 'anonymous' \
@@ -442,7 +480,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
     .expect("count")
     .try_get("n")
     .expect("n");
-    assert_eq!(sessionless, 21, "every sessionless call of the 21 non-public RPCs");
+    assert_eq!(sessionless, 23, "every sessionless call of the 23 non-public RPCs");
     drop(server);
 }
 

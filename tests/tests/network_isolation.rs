@@ -4,7 +4,8 @@
 //!
 //! - a hospital reaches the gateway's hospital port and nothing else;
 //! - the core listens on no socket while it works, yet receives what hospitals pushed: it pulls from the gateway's
-//!   spool port, and reaches that port and the key service only;
+//!   spool port, and reaches that port, the policy service's port (operators' signed orders; not its database) and
+//!   the key service only;
 //! - the release zone, which faces researchers, cannot reach the core (nor the gateway);
 //! - nothing can open a connection to the core, even to a listener planted there;
 //! - the key service answers the zones that use keys (gateway, core, release) and nobody else.
@@ -369,7 +370,9 @@ fn zones_reach_only_what_their_firewalls_allow_and_the_core_listens_for_nothing(
         ("core", "openbao", 8200, true),
         ("core", "gateway", 7443, false),
         ("core", "gateway", 7444, false),
-        ("core", "policy", 7450, false),
+        // Operators' orders: the core takes them from the policy service; the policy database stays out of reach.
+        ("core", "policy", 7450, true),
+        ("core", "policy", 5432, false),
         ("core", "release", 7460, false),
         ("core", "hospital", 9999, false),
         ("release", "policy", 5432, true),

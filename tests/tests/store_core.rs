@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::core_orders::CoreWithOrders;
 use common::*;
 use object_store::local::LocalFileSystem;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -199,9 +200,9 @@ async fn round_trip_is_queryable_and_nothing_is_plaintext_on_disk() {
     let files = decrypted_files(&home).await;
     assert!(files.iter().any(|(_, b)| contains(b, PLANTED)));
 
-    // Status reports the tables.
-    let out = tokumei(&home, &["--json", "store", "status"]);
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Status reports the tables: the core, running as a service, answers the operator's order.
+    let orders = CoreWithOrders::start(home.path(), &[]);
+    let s = client_ok(&home, &orders, &["--json", "store", "status"]);
     let patients = s["tables"]
         .as_array()
         .unwrap()
@@ -314,15 +315,33 @@ async fn opt_out_is_excluded_from_every_research_read_and_erasure_destroys_the_b
             );
         }
     }
-    // Time travel cannot bring the rows back: no version before the erasure is left.
-    let out = Command::new(tokumei_bin())
-        .env("TOKUMEI_HOME", home.path())
-        .args(["--json", "store", "status", "--config"])
-        .arg(home.path().join("tokumei.toml"))
-        .bounded_output()
-        .unwrap();
-    assert!(out.status.success());
     drop(gw);
+}
+
+/// `tokumei ARGS` as a client of the policy service (no `--config`: the command opens no store and no key).
+fn client(home: &Home, orders: &CoreWithOrders, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(tokumei_bin());
+    for (k, v) in orders.client_env(home.path()) {
+        cmd.env(k, v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args)
+        .env("TOKUMEI_HOME", home.path())
+        .env("RUST_LOG", "warn")
+        .bounded_output()
+        .expect("run tokumei")
+}
+
+fn client_ok(home: &Home, orders: &CoreWithOrders, args: &[&str]) -> serde_json::Value {
+    let out = client(home, orders, args, &[]);
+    assert!(
+        out.status.success(),
+        "tokumei {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,8 +357,10 @@ async fn operator_erase_and_key_rotation() {
     std::fs::write(home.path().join("session.token"), &op.session).unwrap();
     let rows = sql(&home, "SELECT linkage_key FROM patients ORDER BY linkage_key", true);
     let key = rows[0]["linkage_key"].as_str().unwrap().to_string();
+    // From here the core runs as a service and takes operators' orders from the policy service.
+    let orders = CoreWithOrders::start(home.path(), &[]);
     // Nobody erases, compacts or rotates without an operator's session: a forged session and a
-    // researcher's are refused before the store is opened, and nothing is removed.
+    // researcher's are refused by the policy service before anything is queued, and nothing is removed.
     let rika = common::people::invite(home.path(), &[], "rika", "univ-a", "researcher");
     let erase = [
         "--json",
@@ -360,26 +381,14 @@ async fn operator_erase_and_key_rotation() {
             &["store", "rotate-keys"],
             &["store", "status"],
         ] {
-            let out = tokumei_unchecked(&home, args, &[("TOKUMEI_SESSION", session)]);
+            let out = client(&home, &orders, args, &[("TOKUMEI_SESSION", session)]);
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success() && err.contains(code), "{args:?}: {err}");
         }
     }
     assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
-    let out = tokumei(
-        &home,
-        &[
-            "--json",
-            "store",
-            "erase",
-            "--linkage-key",
-            &key,
-            "--request-id",
-            "op-1",
-        ],
-    );
-    let cert: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(cert["rows_removed"], 6);
+    let cert = client_ok(&home, &orders, &erase.map(|a| if a == "op-0" { "op-1" } else { a }));
+    assert_eq!(cert["rows_removed"], 6, "{cert}");
     assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 1);
     // The erased key is now in the registry.
     assert_eq!(
@@ -398,8 +407,7 @@ async fn operator_erase_and_key_rotation() {
         .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
         .collect();
     let key_file_before = std::fs::read(store_dir(&home).join(data_keys::KEY_FILE)).unwrap();
-    let out = tokumei(&home, &["--json", "store", "rotate-keys"]);
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = client_ok(&home, &orders, &["--json", "store", "rotate-keys"]);
     assert_eq!(r["kek_version"], 2, "{r}");
     assert_ne!(
         std::fs::read(store_dir(&home).join(data_keys::KEY_FILE)).unwrap(),
@@ -409,14 +417,22 @@ async fn operator_erase_and_key_rotation() {
         assert_eq!(&std::fs::read(p).unwrap(), bytes, "rotation rewrote {}", p.display());
     }
     assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 1);
-    // A new data key for new objects; old objects still open.
-    tokumei(&home, &["store", "rotate-keys", "--new-data-key"]);
+    // A new data key, used by the core from its next start; old objects still open.
+    let r = client_ok(&home, &orders, &["--json", "store", "rotate-keys", "--new-data-key"]);
+    assert_eq!(r["new_data_key"], true, "{r}");
+    let mut orders = orders;
+    orders.stop_core();
     push(&mut a, vec![batch("y", vec![valid_record("Y1")])]).await.unwrap();
     core_drain(&home);
     assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
-    let out = tokumei(&home, &["--json", "store", "compact"]);
-    assert!(out.status.success());
+    let s = client_ok(&home, &orders, &["--json", "store", "order", "--id", "1"]);
+    assert_eq!(s["state"], "done", "{s}");
+    drop(orders);
+    let orders = CoreWithOrders::start(home.path(), &[]);
+    client_ok(&home, &orders, &["--json", "store", "compact"]);
     assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
+    let status = client_ok(&home, &orders, &["--json", "store", "status"]);
+    assert_eq!(status["data_keys"], 2, "{status}");
 
     // Every operation and every refusal is in the audit ledger; the erasure by its reference and counts,
     // never by the key.
@@ -428,10 +444,20 @@ async fn operator_erase_and_key_rotation() {
             .count()
     };
     assert_eq!(
-        (ok("core.erase"), ok("core.rotate_keys"), ok("core.compact")),
-        (1, 2, 1)
+        (
+            ok("core.erase"),
+            ok("core.rotate_keys"),
+            ok("core.compact"),
+            ok("core.status")
+        ),
+        (1, 2, 1, 1)
     );
+    assert_eq!((ok("core.requested"), ok("core.order_taken")), (5, 5));
     let erased = entries.iter().find(|e| e.action == "core.erase").unwrap();
+    assert_eq!(
+        erased.actor, "op",
+        "the outcome is recorded under the operator who asked"
+    );
     let d = erased.details_value().unwrap();
     assert_eq!(
         (d["request_id"].as_str(), d["rows_removed"].as_u64(), d["keys"].as_u64()),
@@ -447,6 +473,208 @@ async fn operator_erase_and_key_rotation() {
         let text = format!("{} {} {:?} {}", e.actor, e.resource, e.reason, e.details);
         assert!(!text.contains(&key), "the erased key is in audit entry {}", e.seq);
     }
+    // Nor does the committee zone keep it once the core has acted: the order's payload is emptied.
+    let db = tokumei_policy::PolicyDb::open(&tokumei_policy::default_url(home.path()))
+        .await
+        .unwrap();
+    let payloads: Vec<String> = sqlx::query_scalar("SELECT payload FROM core_orders")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert!(
+        payloads.iter().all(|p| !p.contains(&key)),
+        "an order still names the key"
+    );
+    drop(gw);
+}
+
+/// Waits until order `id` is neither queued nor taken; its status.
+fn settled(home: &Home, orders: &CoreWithOrders, id: u64) -> serde_json::Value {
+    for _ in 0..100 {
+        let s = client_ok(home, orders, &["--json", "store", "order", "--id", &id.to_string()]);
+        if s["state"] != "queued" && s["state"] != "taken" {
+            return s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("order {id} never settled");
+}
+
+/// The attacks on the order path: a caller who is not the core, an order slipped into the database, a replayed
+/// order, and a client that holds nothing but a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_core_acts_only_on_signed_fresh_orders_taken_with_its_certificate() {
+    use tokumei_proto::policy::v1 as pb;
+    use tokumei_proto::policy::v1::core_order_service_client::CoreOrderServiceClient;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+    let home = Home::new();
+    let gw = home.start();
+    let mut a = gw.client(&home, HOSPITAL_A).await;
+    push(&mut a, vec![batch("x", vec![valid_record("X1"), valid_record("X2")])])
+        .await
+        .unwrap();
+    core_drain(&home);
+    let op = common::people::operator(home.path(), &[]);
+    std::fs::write(home.path().join("session.token"), &op.session).unwrap();
+    let key = sql(&home, "SELECT linkage_key FROM patients ORDER BY linkage_key", true)[0]["linkage_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut orders = CoreWithOrders::start(home.path(), &[]);
+
+    // 1. Only the core's certificate takes orders: no certificate (an operator's session is not enough), or a
+    //    hospital's certificate from the same CA, is refused.
+    tokumei_ingest::tls::install_crypto_provider();
+    let pki = home.path().join("pki");
+    let ca = Certificate::from_pem(std::fs::read(pki.join("ca.crt")).unwrap());
+    let url = format!("https://{}", orders.policy.addr);
+    let hospital = Identity::from_pem(
+        std::fs::read(home.creds(HOSPITAL_A).cert).unwrap(),
+        std::fs::read(home.creds(HOSPITAL_A).key).unwrap(),
+    );
+    for identity in [None, Some(hospital)] {
+        let mut tls = ClientTlsConfig::new().ca_certificate(ca.clone());
+        if let Some(i) = identity {
+            tls = tls.identity(i);
+        }
+        let channel = Endpoint::from_shared(url.clone())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = CoreOrderServiceClient::new(channel);
+        let mut take = tonic::Request::new(pb::Empty {});
+        take.metadata_mut()
+            .insert("authorization", format!("Bearer {}", op.session).parse().unwrap());
+        let e = c.take_core_orders(take).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        let e = c
+            .report_core_order(pb::CoreOrderReport {
+                id: 1,
+                ok: true,
+                result_json: "{}".into(),
+                reason: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    }
+
+    // 2. A client that holds nothing but a session and the service's CA: an empty home, no keyring, no
+    //    database, no configuration.
+    let bare = tempfile::tempdir().unwrap();
+    let out = Command::new(tokumei_bin())
+        .args(["--json", "store", "status"])
+        .env("TOKUMEI_HOME", bare.path())
+        .env("TOKUMEI_SESSION", &op.session)
+        .env("TOKUMEI_POLICY_URL", &url)
+        .env("TOKUMEI_POLICY_CA", pki.join("ca.crt"))
+        .bounded_output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Vec<_> = files_under(bare.path());
+    assert!(listed.is_empty(), "the client wrote {listed:?}");
+
+    // 3. An order slipped into the policy database, signed with another key: the core refuses it, nothing is
+    //    erased.
+    let db = tokumei_policy::PolicyDb::open(&tokumei_policy::default_url(home.path()))
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let forged = format!(
+        r#"{{"id":900,"requested_by":"op","issued_at_ms":{now},"expires_at_ms":{},"operation":"erase","linkage_keys":["{key}"],"hospital_pseudonym":null,"request_id":"forged"}}"#,
+        now + 600_000
+    );
+    let other = tokumei_policy::ServiceKey::generate();
+    let signature = hex::encode(other.sign(tokumei_policy::SignaturePurpose::CoreOrder, forged.as_bytes()));
+    let insert = |id: i64, payload: String, signature: String| {
+        let db = db.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO core_orders (id, operation, payload, signature, key_count, requested_by, \
+                 requested_at_ms, expires_at_ms, state) VALUES ($1, 'erase', $2, $3, 1, 'op', $4, $5, 'queued')",
+            )
+            .bind(id)
+            .bind(payload)
+            .bind(signature)
+            .bind(now)
+            .bind(now + 600_000)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        }
+    };
+    insert(900, forged, signature).await;
+    let s = settled(&home, &orders, 900);
+    assert_eq!(
+        (s["state"].as_str(), s["reason"].as_str()),
+        (Some("failed"), Some("ORDER_SIGNATURE_INVALID")),
+        "{s}"
+    );
+    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
+
+    // 4. A genuine order captured while queued, replayed after it was carried out (put back in the queue under
+    //    its own number, or under another): refused, the store is not touched again.
+    orders.stop_core();
+    let queued = client_ok(&home, &orders, &["--json", "store", "compact", "--wait-secs", "0"]);
+    let id = queued["order"].as_i64().unwrap();
+    let (payload, signature): (String, String) =
+        sqlx::query_as("SELECT payload, signature FROM core_orders WHERE id = $1")
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    drop(orders);
+    let orders = CoreWithOrders::start(home.path(), &[]);
+    let s = settled(&home, &orders, u64::try_from(id).unwrap());
+    assert_eq!(s["state"], "done", "{s}");
+    sqlx::query("UPDATE core_orders SET state = 'queued', payload = $2, signature = $3 WHERE id = $1")
+        .bind(id)
+        .bind(&payload)
+        .bind(&signature)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let s = settled(&home, &orders, u64::try_from(id).unwrap());
+    assert_eq!(
+        (s["state"].as_str(), s["reason"].as_str()),
+        (Some("failed"), Some("ORDER_REPLAYED")),
+        "{s}"
+    );
+    insert(7000, payload, signature).await;
+    let s = settled(&home, &orders, 7000);
+    assert_eq!(
+        (s["state"].as_str(), s["reason"].as_str()),
+        (Some("failed"), Some("ORDER_UNREADABLE")),
+        "{s}"
+    );
+    let entries = common::people::ledger(home.path()).await;
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e.action == "core.compact" && e.outcome == "ok")
+            .count(),
+        1,
+        "the replays did not run"
+    );
+
+    // 5. With no core taking orders, the command says so instead of hanging.
+    drop(orders);
+    let orders = {
+        let mut o = CoreWithOrders::start(home.path(), &[]);
+        o.stop_core();
+        o
+    };
+    let out = client(&home, &orders, &["store", "status", "--wait-secs", "1"], &[]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("CORE_NOT_RESPONDING"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(gw);
 }
 
 /// The same store with its data keys wrapped by OpenBao transit (the `bao server -dev` of scripts/test.sh).
@@ -501,15 +729,17 @@ async fn store_on_openbao_keys_round_trip_erase_and_rotation() {
         0
     );
 
-    let out = tokumei_env(&home, &["--json", "store", "rotate-keys"], &env);
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The core holds the OpenBao token; the operator's command holds nothing but a session.
+    let mut orders = CoreWithOrders::start(home.path(), &env);
+    let r = client_ok(&home, &orders, &["--json", "store", "rotate-keys"]);
     assert!(r["kek_version"].as_u64().unwrap() >= 2, "{r}");
+    orders.stop_core();
     let key_file = std::fs::read_to_string(store_dir(&home).join(data_keys::KEY_FILE)).unwrap();
     assert!(!key_file.contains("vault:v1:"), "{key_file}");
     assert_eq!(n(&home, "SELECT count(*) AS n FROM patients"), 1);
     // A wrong token cannot open the store.
     let out = Command::new(tokumei_bin())
-        .args(["store", "status", "--config"])
+        .args(["core", "run", "--until-drained", "--config"])
         .arg(home.path().join("tokumei.toml"))
         .env("TOKUMEI_HOME", home.path())
         .env("TEST_BAO_TOKEN", "not-a-token")

@@ -72,7 +72,12 @@ pub fn save_session(token: &str) -> Result<PathBuf> {
 
 /// The caller's session token: `--session`/`TOKUMEI_SESSION`, else the saved one.
 pub fn session_token(options: &PolicyOptions) -> Result<Zeroizing<String>> {
-    if let Some(t) = &options.session {
+    given_or_saved_session(options.session.as_deref())
+}
+
+/// `given` (from `--session`/`TOKUMEI_SESSION`), else the saved session.
+pub fn given_or_saved_session(given: Option<&str>) -> Result<Zeroizing<String>> {
+    if let Some(t) = given {
         return Ok(Zeroizing::new(t.trim().to_owned()));
     }
     let path = session_file();

@@ -1,7 +1,6 @@
 //! `tokumei core run`: the isolated core. It pulls from the gateway's spool (directory or mTLS SpoolService),
 //! writes the encrypted tables, acknowledges, and compacts. It listens on nothing.
 
-use crate::commands::store::open_store;
 use crate::output::{emit, runtime};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,8 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokumei_ingest::config::Config;
 use tokumei_ingest::home::tokumei_home;
+use tokumei_ingest::keyservice::KeyZone;
+use tokumei_ingest::server::open_key_service;
 use tokumei_ingest::server::termination_signal;
+use tokumei_store::Store;
 use tokumei_store::core::{CoreOptions, run as run_core};
+use tokumei_store::orders::OrderSource;
 
 #[derive(Subcommand, Debug)]
 pub enum CoreCommand {
@@ -34,7 +37,12 @@ pub fn run(cmd: CoreCommand, json: bool) -> anyhow::Result<()> {
             let rt = runtime()?;
             rt.block_on(async {
                 let _telemetry = tokumei_ingest::telemetry::init(&cfg.telemetry, "info")?;
-                let store = Arc::new(open_store(&cfg, &home).await?);
+                let keys = open_key_service(&cfg, &home, KeyZone::Core).await?;
+                let store = Arc::new(Store::open(&cfg.store, &home, keys.as_ref()).await?);
+                let orders = match &cfg.core.orders {
+                    Some(o) => Some(OrderSource::connect(&cfg, o, &home, keys.clone())?),
+                    None => None,
+                };
                 let bar = if json || !until_drained {
                     ProgressBar::hidden()
                 } else {
@@ -44,12 +52,20 @@ pub fn run(cmd: CoreCommand, json: bool) -> anyhow::Result<()> {
                     b
                 };
                 // Machine-readable readiness line for scripts and tests.
-                println!("core started store {}", store.location().describe());
+                println!(
+                    "core started store {}{}",
+                    store.location().describe(),
+                    cfg.core
+                        .orders
+                        .as_ref()
+                        .map(|o| format!(" orders from {}", o.policy_url))
+                        .unwrap_or_default()
+                );
                 let options = CoreOptions {
                     until_drained,
                     ..Default::default()
                 };
-                let totals = run_core(store, &cfg, &home, options, termination_signal(), |t| {
+                let totals = run_core(store, &cfg, &home, options, orders, termination_signal(), |t| {
                     bar.set_message(format!("{} records, {} rows, through {:?}", t.records, t.rows, t.acknowledged_through));
                 })
                 .await?;

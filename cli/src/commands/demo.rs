@@ -365,7 +365,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         say("\ntokumei demo — chapter 2: the isolated core pulls the spool into encrypted Delta tables");
         let store = std::sync::Arc::new(super::store::open_store(&cfg, &home).await?);
         let options = tokumei_store::core::CoreOptions { until_drained: true, ..Default::default() };
-        let totals = tokumei_store::core::run(store.clone(), &cfg, &home, options, std::future::pending(), |_| {}).await?;
+        let totals = tokumei_store::core::run(store.clone(), &cfg, &home, options, None, std::future::pending(), |_| {}).await?;
         say(&format!(
             "   pulled {} spool entries: {} records → {} rows in 6 tables in {:.1}s; {} opt-out(s), {} erasure(s); acknowledged through {}",
             totals.entries, totals.records, totals.rows, totals.seconds, totals.opt_outs, totals.erasures,

@@ -18,6 +18,7 @@ pub mod demo_directory;
 pub mod demo_release;
 pub mod model_flags;
 pub mod pki;
+pub mod policy_client;
 pub mod policy_serve;
 pub mod publish;
 pub mod push;

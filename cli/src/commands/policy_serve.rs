@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// travel in clear.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     insecure_dev: bool,
+    /// The CA that issues the core store's certificate: the core (CN tokumei-core) then takes its orders here
+    /// over mutual TLS. Without it no core can take orders (needs TLS).
+    #[arg(long, requires = "tls_cert")]
+    core_client_ca: Option<PathBuf>,
     #[command(flatten)]
     policy: PolicyOptions,
 }
@@ -53,7 +57,15 @@ pub fn run(command: PolicyCommand, _json: bool) -> Result<()> {
 
 fn serve(args: ServeArgs) -> Result<()> {
     let tls = match (&args.tls_cert, &args.tls_key, args.insecure_dev) {
-        (Some(cert), Some(key), false) => Some(ServerTls::from_files(cert, key)?),
+        (Some(cert), Some(key), false) => {
+            let tls = ServerTls::from_files(cert, key)?;
+            Some(match &args.core_client_ca {
+                Some(ca) => {
+                    tls.with_core_client_ca(std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?)
+                }
+                None => tls,
+            })
+        }
         (None, None, true) => {
             if !args.listen.ip().is_loopback() {
                 bail!(

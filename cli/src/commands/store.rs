@@ -1,46 +1,48 @@
-//! `tokumei store ...`: operator commands on the core store.
+//! `tokumei store ...`: operators' commands on the core store, as orders through the policy service.
+//!
+//! The command holds no key and opens no database: it asks the policy service (with the operator's session),
+//! which authorises the operation, records it and queues a signed order; the core, which listens on nothing,
+//! takes the order, carries it out and reports; the command waits for that report and prints it. Without a
+//! running core (`tokumei core run` with `[core.orders]`) the order waits, and the command says so.
 
-use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
-use crate::output::{emit, runtime};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
 use clap::Subcommand;
-use std::path::{Path, PathBuf};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
 use tokumei_ingest::config::Config;
-use tokumei_ingest::home::tokumei_home;
 use tokumei_ingest::server::open_key_service;
-use tokumei_policy::{Actor, Policy};
-use tokumei_proto::spool::v1::{PatientRequestEntry, RequestKind};
-use tokumei_store::core::WriterLock;
-use tokumei_store::{Store, compaction, encryption, status};
+use tokumei_proto::policy::v1 as pb;
+use tokumei_store::Store;
+
+use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
+use crate::output::{emit, runtime};
 
 #[derive(Subcommand, Debug)]
 pub enum StoreCommand {
     /// Tables, row counts, files, bytes and the last batch applied.
     Status {
-        /// Configuration file.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Session (an operator's) and policy database.
         #[command(flatten)]
-        policy: PolicyOptions,
+        service: ServiceOptions,
+        #[command(flatten)]
+        wait: WaitOptions,
     },
     /// Compact small files now (the running core also does this on a schedule).
     Compact {
-        /// Configuration file.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Session (an operator's) and policy database.
         #[command(flatten)]
-        policy: PolicyOptions,
+        service: ServiceOptions,
+        #[command(flatten)]
+        wait: WaitOptions,
     },
     /// Erase one patient from every table and from disk, and write an erasure certificate. Hospitals normally
     /// send erasures through the gateway; this is for requests that reach the operator directly.
     Erase {
-        /// Configuration file.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Session (an operator's) and policy database.
         #[command(flatten)]
-        policy: PolicyOptions,
+        service: ServiceOptions,
+        #[command(flatten)]
+        wait: WaitOptions,
         /// Linkage key (64 hex characters); repeatable.
         #[arg(long = "linkage-key", required_unless_present = "hospital_pseudonym")]
         linkage_keys: Vec<String>,
@@ -53,212 +55,265 @@ pub enum StoreCommand {
     },
     /// Rotate the key-encryption key and re-wrap the data keys (no data is rewritten).
     RotateKeys {
-        /// Configuration file.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Session (an operator's) and policy database.
         #[command(flatten)]
-        policy: PolicyOptions,
-        /// Also start a new data key for objects written from now on.
+        service: ServiceOptions,
+        #[command(flatten)]
+        wait: WaitOptions,
+        /// Also start a new data key for objects written from the core's next start.
         #[arg(long)]
         new_data_key: bool,
     },
+    /// An order's state and, once carried out, the core's report.
+    Order {
+        #[command(flatten)]
+        service: ServiceOptions,
+        /// The order's number.
+        #[arg(long)]
+        id: u64,
+    },
 }
 
-/// Opens the configured key service and the store.
+/// How long to wait for the core's report.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WaitOptions {
+    /// Seconds to wait for the core to carry the order out (0: queue it and return its number).
+    #[arg(long, default_value_t = 120)]
+    pub wait_secs: u64,
+}
+
+/// Opens the configured key service and the store (the core's own processes: `core run`, the demo, benchmarks).
 pub async fn open_store(cfg: &Config, home: &Path) -> anyhow::Result<Store> {
     let keys = open_key_service(cfg, home, tokumei_ingest::keyservice::KeyZone::Core).await?;
     Ok(Store::open(&cfg.store, home, keys.as_ref()).await?)
 }
 
-fn hex32(s: &str, what: &str) -> anyhow::Result<Vec<u8>> {
-    let b = hex::decode(s).map_err(|_| anyhow::anyhow!("{what} must be 64 hex characters"))?;
-    anyhow::ensure!(b.len() == 32, "{what} must be 64 hex characters");
-    Ok(b)
+fn hex_key(s: &str, what: &str) -> Result<String> {
+    let lower = s.trim().to_ascii_lowercase();
+    anyhow::ensure!(
+        lower.len() == 64 && lower.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{what} must be 64 hex characters"
+    );
+    Ok(lower)
 }
 
-/// An operator's session, authorised for core operations before any key is opened (refusals audited).
-async fn operator(options: &PolicyOptions) -> anyhow::Result<(Policy, Actor)> {
-    let policy = open_policy(options).await?;
-    let who = actor(&policy, options).await?;
-    policy.admit_core_operation(&who, CLI).await.map_err(reason)?;
-    Ok((policy, who))
-}
-
-/// Runs a core operation and audits its outcome as `core.<operation>` with `details` of the result (counts and
-/// references only). The operation's own error is returned after the failure is recorded.
-async fn audited<T>(
-    policy: &Policy,
-    who: &Actor,
-    operation: &str,
-    work: impl std::future::Future<Output = anyhow::Result<T>>,
-    details: impl FnOnce(&T) -> serde_json::Value,
-) -> anyhow::Result<T> {
-    let result = work.await;
-    let outcome = match &result {
-        Ok(v) => Ok(details(v)),
-        Err(_) => Err("CORE_OPERATION_FAILED"),
-    };
-    policy
-        .record_core_operation(who, operation, CLI, outcome)
+/// Asks for `operation`, then waits for the core's report (a spinner on a terminal).
+async fn order(
+    service: &ServiceOptions,
+    wait: &WaitOptions,
+    operation: pb::core_operation_request::Operation,
+    json: bool,
+) -> Result<pb::CoreOrderStatus> {
+    let mut policy = PolicyClient::connect(service).await?;
+    let request = policy.request(pb::CoreOperationRequest {
+        operation: Some(operation),
+    })?;
+    let mut status = policy
+        .client
+        .request_core_operation(request)
         .await
-        .map_err(reason)?;
-    result
+        .map_err(refusal)?
+        .into_inner();
+    if wait.wait_secs == 0 {
+        return Ok(status);
+    }
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        let b = ProgressBar::new_spinner();
+        b.set_style(ProgressStyle::with_template("{spinner} {msg}")?);
+        b.enable_steady_tick(Duration::from_millis(200));
+        b
+    };
+    let deadline = Instant::now() + Duration::from_secs(wait.wait_secs);
+    while !matches!(status.state.as_str(), "done" | "failed" | "expired") {
+        bar.set_message(format!("order {} {}: {}", status.id, status.operation, status.state));
+        if Instant::now() >= deadline {
+            bar.finish_and_clear();
+            anyhow::bail!(
+                "[CORE_NOT_RESPONDING] order {} is still {} after {} s: is the core running with [core.orders]? \
+                 (`tokumei store order {}` shows it later)",
+                status.id,
+                status.state,
+                wait.wait_secs,
+                status.id
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let request = policy.request(pb::CoreOrderRef { id: status.id })?;
+        status = policy
+            .client
+            .get_core_order(request)
+            .await
+            .map_err(refusal)?
+            .into_inner();
+    }
+    bar.finish_and_clear();
+    match status.state.as_str() {
+        "done" => Ok(status),
+        "expired" => anyhow::bail!("[ORDER_EXPIRED] order {} expired before the core took it", status.id),
+        _ => anyhow::bail!("[{}] the core did not carry out order {}", status.reason, status.id),
+    }
 }
 
-pub fn run(cmd: StoreCommand, json: bool) -> anyhow::Result<()> {
-    let home = tokumei_home();
+fn report(status: &pb::CoreOrderStatus) -> Value {
+    serde_json::from_str(&status.result_json).unwrap_or(Value::Null)
+}
+
+fn print_status(s: &Value) {
+    println!(
+        "store {} ({} data key(s))",
+        s["location"].as_str().unwrap_or("-"),
+        s["data_keys"]
+    );
+    println!(
+        "  {:<13} {:>8} {:>12} {:>6} {:>12}  {:<22} last batch",
+        "table", "version", "rows", "files", "bytes", "applied through"
+    );
+    for t in s["tables"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<13} {:>8} {:>12} {:>6} {:>12}  {:<22} {}",
+            t["table"].as_str().unwrap_or("-"),
+            t["version"],
+            t["rows"],
+            t["files"],
+            t["bytes"],
+            t["applied_through"].as_str().unwrap_or("-"),
+            t["last_batch"].as_str().unwrap_or("-")
+        );
+    }
+    if let Some(b) = s["bytes_on_disk"].as_u64() {
+        println!("  {b} bytes on disk (encrypted)");
+    }
+}
+
+pub fn run(cmd: StoreCommand, json: bool) -> Result<()> {
+    use pb::core_operation_request::Operation;
     let rt = runtime()?;
-    match cmd {
-        StoreCommand::Status { config, policy } => {
-            let cfg = Config::load(config.as_deref())?;
-            rt.block_on(async {
-                operator(&policy).await?;
-                let store = open_store(&cfg, &home).await?;
-                let s = status::status(&store).await?;
-                emit(json, &s, |s| {
-                    println!("store {} ({} data key(s))", s.location, s.data_keys);
-                    println!(
-                        "  {:<13} {:>8} {:>12} {:>6} {:>12}  {:<22} last batch",
-                        "table", "version", "rows", "files", "bytes", "applied through"
-                    );
-                    for t in &s.tables {
-                        println!(
-                            "  {:<13} {:>8} {:>12} {:>6} {:>12}  {:<22} {}",
-                            t.table,
-                            t.version,
-                            t.rows,
-                            t.files,
-                            t.bytes,
-                            t.applied_through.as_deref().unwrap_or("-"),
-                            t.last_batch.as_deref().unwrap_or("-")
-                        );
-                    }
-                    if let Some(b) = s.bytes_on_disk {
-                        println!("  {b} bytes on disk (encrypted)");
-                    }
-                })
-            })
-        }
-        StoreCommand::Compact { config, policy } => {
-            let cfg = Config::load(config.as_deref())?;
-            rt.block_on(async {
-                let (policy, who) = operator(&policy).await?;
-                let _lock = WriterLock::acquire(&home)?;
-                let work = async {
-                    let store = open_store(&cfg, &home).await?;
-                    Ok(compaction::compact(&store, 0).await?)
-                };
-                let done = audited(
-                    &policy,
-                    &who,
-                    "compact",
-                    work,
-                    |d: &Vec<_>| serde_json::json!({"tables_compacted": d.len()}),
+    let (service, wait, operation) = match cmd {
+        StoreCommand::Order { service, id } => {
+            let status = rt.block_on(async {
+                let mut policy = PolicyClient::connect(&service).await?;
+                let request = policy.request(pb::CoreOrderRef { id })?;
+                Ok::<_, anyhow::Error>(
+                    policy
+                        .client
+                        .get_core_order(request)
+                        .await
+                        .map_err(refusal)?
+                        .into_inner(),
                 )
-                .await?;
-                emit(json, &done, |d| {
-                    if d.is_empty() {
-                        println!("nothing to compact");
-                    }
-                    for t in d {
-                        println!(
-                            "{}: {} small files → {} file(s); {} replaced files deleted",
-                            t.table, t.small_files, t.files_added, t.files_deleted
-                        );
-                    }
-                })
-            })
+            })?;
+            let v = serde_json::json!({
+                "order": status.id, "operation": status.operation, "state": status.state,
+                "requested_by": status.requested_by, "reason": status.reason, "result": report(&status),
+            });
+            return emit(json, &v, |v| {
+                println!(
+                    "order {} ({}) by {}: {}{}",
+                    v["order"],
+                    v["operation"].as_str().unwrap_or("-"),
+                    v["requested_by"].as_str().unwrap_or("-"),
+                    v["state"].as_str().unwrap_or("-"),
+                    v["reason"]
+                        .as_str()
+                        .filter(|r| !r.is_empty())
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                )
+            });
         }
+        StoreCommand::Status { service, wait } => (service, wait, Operation::Status(pb::Empty {})),
+        StoreCommand::Compact { service, wait } => (service, wait, Operation::Compact(pb::Empty {})),
         StoreCommand::Erase {
-            config,
+            service,
+            wait,
             linkage_keys,
             hospital_pseudonym,
             request_id,
-            policy,
         } => {
-            let cfg = Config::load(config.as_deref())?;
-            let mut keys = Vec::new();
-            for k in &linkage_keys {
-                keys.push(hex32(k, "--linkage-key")?);
-            }
+            let keys = linkage_keys
+                .iter()
+                .map(|k| hex_key(k, "--linkage-key"))
+                .collect::<Result<Vec<_>>>()?;
             let pseudonym = hospital_pseudonym
                 .as_deref()
-                .map(|p| hex32(p, "--hospital-pseudonym"))
-                .transpose()?;
-            rt.block_on(async {
-                let (policy, who) = operator(&policy).await?;
-                let _lock = WriterLock::acquire(&home)?;
-                let store = open_store(&cfg, &home).await?;
-                let key_count = keys.len() + usize::from(pseudonym.is_some());
-                let entry = PatientRequestEntry {
-                    hospital_code: "operator".into(),
-                    request_id,
-                    kind: RequestKind::Erase as i32,
-                    linkage_keys: keys,
-                    hospital_pseudonym: pseudonym.unwrap_or_default(),
-                    matched_by: "operator".into(),
-                    id4_keys: Vec::new(),
-                };
-                let reference = entry.request_id.clone();
-                let work = async {
-                    tokumei_store::apply::carry_out(&store, &entry)
-                        .await?
-                        .ok_or_else(|| anyhow::anyhow!("an erasure produced no certificate"))
-                };
-                // The ledger names the request and the counts, never the keys.
-                let cert = audited(&policy, &who, "erase", work, |c| {
-                    serde_json::json!({
-                        "request_id": reference, "keys": key_count,
-                        "rows_removed": c.rows_removed, "files_destroyed": c.files_destroyed,
-                    })
-                })
-                .await?;
-                emit(json, &cert, |c| {
-                    println!(
-                        "erased request {}: {} rows removed, {} files destroyed; certificate appended to {}",
-                        c.request_id,
-                        c.rows_removed,
-                        c.files_destroyed,
-                        store.erasure_log_path().display()
-                    );
-                    for t in &c.tables {
-                        println!(
-                            "  {:<13} {:>8} rows {:>4} files",
-                            t.table, t.rows_removed, t.files_destroyed
-                        );
-                    }
-                })
-            })
+                .map(|p| hex_key(p, "--hospital-pseudonym"))
+                .transpose()?
+                .unwrap_or_default();
+            let erase = pb::EraseOperation {
+                linkage_keys: keys,
+                hospital_pseudonym: pseudonym,
+                request_id,
+            };
+            (service, wait, Operation::Erase(erase))
         }
         StoreCommand::RotateKeys {
-            config,
+            service,
+            wait,
             new_data_key,
-            policy,
-        } => {
-            let cfg = Config::load(config.as_deref())?;
-            rt.block_on(async {
-                let (policy, who) = operator(&policy).await?;
-                let work = async {
-                    let keys = open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Core).await?;
-                    let store = Store::open(&cfg.store, &home, keys.as_ref()).await?;
-                    Ok(encryption::data_keys::rotate(store.raw_store().as_ref(), keys.as_ref(), new_data_key).await?)
-                };
-                let r = audited(&policy, &who, "rotate_keys", work, |r| {
-                    serde_json::json!({"kek_version": r.kek_version, "rewrapped": r.rewrapped, "new_data_key": r.new_data_key.is_some()})
-                })
-                .await?;
-                emit(json, &r, |r| {
-                    println!(
-                        "key-encryption key now at version {}; {} data key(s) re-wrapped, no data rewritten{}",
-                        r.kek_version,
-                        r.rewrapped,
-                        r.new_data_key
-                            .map(|k| format!("; new objects use data key {k}"))
-                            .unwrap_or_default()
-                    )
-                })
-            })
-        }
+        } => (
+            service,
+            wait,
+            Operation::RotateKeys(pb::RotateKeysOperation { new_data_key }),
+        ),
+    };
+    let status = rt.block_on(order(&service, &wait, operation, json))?;
+    if wait.wait_secs == 0 {
+        return emit(
+            json,
+            &serde_json::json!({"order": status.id, "operation": status.operation, "state": status.state}),
+            |v| {
+                println!(
+                    "order {} ({}) queued for the core",
+                    v["order"],
+                    v["operation"].as_str().unwrap_or("-")
+                )
+            },
+        );
     }
+    let r = report(&status);
+    emit(json, &r, |r| match status.operation.as_str() {
+        "status" => print_status(r),
+        "compact" => {
+            let tables = r["tables"].as_array().cloned().unwrap_or_default();
+            if tables.is_empty() {
+                println!("nothing to compact");
+            }
+            for t in tables {
+                println!(
+                    "{}: {} small files → {} file(s); {} replaced files deleted",
+                    t["table"].as_str().unwrap_or("-"),
+                    t["small_files"],
+                    t["files_added"],
+                    t["files_deleted"]
+                );
+            }
+        }
+        "erase" => {
+            println!(
+                "erased request {}: {} rows removed, {} files destroyed; certificate appended to {} (on the core)",
+                r["request_id"].as_str().unwrap_or("-"),
+                r["rows_removed"],
+                r["files_destroyed"],
+                r["certificate_log"].as_str().unwrap_or("-")
+            );
+            for t in r["tables"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:<13} {:>8} rows {:>4} files",
+                    t["table"].as_str().unwrap_or("-"),
+                    t["rows_removed"],
+                    t["files_destroyed"]
+                );
+            }
+        }
+        _ => println!(
+            "key-encryption key now at version {}; {} data key(s) re-wrapped, no data rewritten{}",
+            r["kek_version"],
+            r["rewrapped"],
+            r["new_data_key_id"]
+                .as_u64()
+                .map(|k| format!("; new objects use data key {k} from the core's next start"))
+                .unwrap_or_default()
+        ),
+    })
 }

@@ -223,4 +223,14 @@ impl PolicyService for AuditedPolicyGrpc {
         let result = self.inner.verify_audit(request).await;
         self.record("VerifyAudit", &origin, &caller, result).await
     }
+    async fn request_core_operation(&self, request: Request<pb::CoreOperationRequest>) -> Reply<pb::CoreOrderStatus> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.request_core_operation(request).await;
+        self.record("RequestCoreOperation", &origin, &caller, result).await
+    }
+    async fn get_core_order(&self, request: Request<pb::CoreOrderRef>) -> Reply<pb::CoreOrderStatus> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.get_core_order(request).await;
+        self.record("GetCoreOrder", &origin, &caller, result).await
+    }
 }

@@ -42,6 +42,7 @@
 
 pub mod audited;
 pub mod convert;
+pub mod core_orders;
 pub mod server;
 
 use std::collections::HashMap;
@@ -554,6 +555,32 @@ impl PolicyService for PolicyGrpc {
             .await
             .map_err(refused)?;
         Ok(Response::new(convert::verification_to_proto(&report)))
+    }
+
+    async fn request_core_operation(&self, request: Request<pb::CoreOperationRequest>) -> Reply<pb::CoreOrderStatus> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        // A refused caller learns nothing about whether the order would have been valid.
+        self.policy
+            .admit_core_operation(&actor, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        let operation = convert::core_operation_from_proto(r).map_err(refused)?;
+        let status = self
+            .policy
+            .request_core_operation(&actor, operation, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(convert::order_status_to_proto(&status)))
+    }
+
+    async fn get_core_order(&self, request: Request<pb::CoreOrderRef>) -> Reply<pb::CoreOrderStatus> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        let status = self
+            .policy
+            .core_order(&actor, r.id, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(convert::order_status_to_proto(&status)))
     }
 }
 

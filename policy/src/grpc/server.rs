@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use zeroize::Zeroizing;
 
 use super::PolicyGrpc;
@@ -60,6 +60,9 @@ pub enum ServeError {
 pub struct ServerTls {
     cert_pem: Vec<u8>,
     key_pem: Zeroizing<Vec<u8>>,
+    /// The CA that issues the core's client certificate: client certificates are then asked for (optional:
+    /// people authenticate with sessions) and the core's is what `CoreOrderService` accepts.
+    core_client_ca: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -76,7 +79,14 @@ impl ServerTls {
         ServerTls {
             cert_pem,
             key_pem: Zeroizing::new(key_pem),
+            core_client_ca: None,
         }
+    }
+
+    /// Accepts client certificates issued by `ca_pem` (the core's CA), so the core can take its orders.
+    pub fn with_core_client_ca(mut self, ca_pem: Vec<u8>) -> ServerTls {
+        self.core_client_ca = Some(ca_pem);
+        self
     }
 
     /// Reads the certificate chain and the key from PEM files.
@@ -95,13 +105,23 @@ impl ServerTls {
         if !contains(&key_pem, b"PRIVATE KEY-----") {
             return Err(ServeError::Tls(format!("{}: no PEM private key found", key.display())));
         }
-        Ok(ServerTls { cert_pem, key_pem })
+        Ok(ServerTls {
+            cert_pem,
+            key_pem,
+            core_client_ca: None,
+        })
     }
 
     fn config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
+        let config = ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert_pem, self.key_pem.as_slice()))
-            .timeout(HANDSHAKE_TIMEOUT)
+            .timeout(HANDSHAKE_TIMEOUT);
+        match &self.core_client_ca {
+            Some(ca) => config
+                .client_ca_root(Certificate::from_pem(ca))
+                .client_auth_optional(true),
+            None => config,
+        }
     }
 }
 
@@ -203,12 +223,16 @@ impl BoundServer {
             tracing::warn!(%addr, "INSECURE DEV MODE: policy service listening in plaintext on loopback");
         }
         // Every call recorded in the audit ledger, reads and refusals included.
+        let core_orders = super::core_orders::CoreOrderGrpc::new(policy.clone())
+            .into_server()
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let service = super::audited::AuditedPolicyGrpc::new(PolicyGrpc::new(policy))
             .into_server()
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         server
             .add_service(service)
+            .add_service(core_orders)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await?;
         tracing::info!(%addr, "policy service stopped");

@@ -11,6 +11,7 @@ use tokumei_ingest::pki::{PkiLayout, init};
 use tokumei_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use tonic::transport::Channel;
 
+pub mod core_orders;
 pub mod people;
 pub mod policy_server;
 

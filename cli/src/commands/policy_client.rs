@@ -1,0 +1,85 @@
+//! The command line as a client of the policy service: it holds a session, never a key or a database.
+//!
+//! Commands that act through the policy zone's gRPC service take `--policy-url` (`TOKUMEI_POLICY_URL`) and, for
+//! `https://`, the CA that issued the service's certificate (`--policy-ca`, `TOKUMEI_POLICY_CA`, default
+//! `$TOKUMEI_HOME/pki/ca.crt`). Refusals come back as `[REASON] message` from the service's `ErrorInfo`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use tokumei_ingest::home::tokumei_home;
+use tokumei_proto::policy::v1::policy_service_client::PolicyServiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Request, Status};
+use tonic_types::StatusExt;
+use zeroize::Zeroizing;
+
+use crate::commands::access::given_or_saved_session;
+
+/// Where the policy service is and who is calling.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServiceOptions {
+    /// The policy service (`https://host:port`; `http://` only on loopback for development).
+    #[arg(long, env = "TOKUMEI_POLICY_URL", default_value = "https://127.0.0.1:50061")]
+    pub policy_url: String,
+    /// CA of the policy service's certificate (default $TOKUMEI_HOME/pki/ca.crt).
+    #[arg(long, env = "TOKUMEI_POLICY_CA")]
+    pub policy_ca: Option<PathBuf>,
+    /// Session token from `tokumei user login` (default: the saved session).
+    #[arg(long, env = "TOKUMEI_SESSION", hide_env_values = true)]
+    pub session: Option<String>,
+}
+
+/// A connected client and the caller's session.
+pub struct PolicyClient {
+    /// The gRPC client.
+    pub client: PolicyServiceClient<Channel>,
+    session: Zeroizing<String>,
+}
+
+impl PolicyClient {
+    /// Connects to the service named by `options` with the caller's session.
+    pub async fn connect(options: &ServiceOptions) -> Result<PolicyClient> {
+        let session = given_or_saved_session(options.session.as_deref())?;
+        let mut endpoint = Endpoint::from_shared(options.policy_url.clone())
+            .with_context(|| format!("--policy-url {}", options.policy_url))?
+            .connect_timeout(std::time::Duration::from_secs(10));
+        if options.policy_url.starts_with("https://") {
+            tokumei_ingest::tls::install_crypto_provider();
+            let ca_path = options
+                .policy_ca
+                .clone()
+                .unwrap_or_else(|| tokumei_home().join("pki").join("ca.crt"));
+            let ca = std::fs::read(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
+            endpoint = endpoint.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the policy service at {}", options.policy_url))?;
+        Ok(PolicyClient {
+            client: PolicyServiceClient::new(channel),
+            session,
+        })
+    }
+
+    /// `message` with the caller's session attached.
+    pub fn request<T>(&self, message: T) -> Result<Request<T>> {
+        let mut request = Request::new(message);
+        let value = format!("Bearer {}", self.session.as_str())
+            .parse()
+            .map_err(|_| anyhow::anyhow!("[SESSION_INVALID] the session token is not printable text"))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
+/// A refusal as `[REASON] message` (the reason from the status's `ErrorInfo`).
+pub fn refusal(status: Status) -> anyhow::Error {
+    let reason = status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_else(|| format!("{:?}", status.code()).to_uppercase());
+    anyhow::anyhow!("[{reason}] {}", status.message())
+}

@@ -1,0 +1,550 @@
+//! Core operations as orders: an operator asks the policy service, the core carries them out.
+//!
+//! The core zone listens on nothing and holds the store's keys; the people who operate it hold none. So an
+//! operation on the store (status, compaction, an erasure, a key rotation) is asked of the policy service,
+//! which authorises it (`operate_core`), writes it to the ledger and queues an **order** signed with its key for
+//! the purpose `tokumei/core-order/v1`. The core pulls orders over mutual TLS, checks the signature, the
+//! expiry and that it has not carried the order out before (`tokumei_store::orders`), acts, and reports counts;
+//! the policy service records the outcome as `core.<operation>` under the operator who asked. A row written into
+//! the database by hand is not an order: it carries no valid signature.
+//!
+//! An erasure's order names linkage keys; its payload is emptied once the core reports, so the committee zone
+//! keeps no key after the fact (the ledger records the request's reference and counts only).
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::database::PolicyDb;
+use crate::error::{PolicyError, Result};
+
+/// How long a queued order stays valid: the core refuses it afterwards, and so does the queue.
+pub const ORDER_TTL: Duration = Duration::minutes(10);
+
+/// Most linkage keys one erasure order may name.
+pub const MAX_ERASE_KEYS: usize = 1_000;
+
+/// Largest report the core may send (JSON bytes).
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+
+/// What the core is asked to do. The serialised form is the contract with the core (`tokumei_store::orders`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "operation", rename_all = "snake_case")]
+pub enum CoreOperation {
+    /// Tables, rows, files and the last batch applied.
+    Status,
+    /// Compact small files now.
+    Compact,
+    /// Erase one patient from every table and from disk (a request that reached the operator directly).
+    Erase {
+        /// Linkage keys, 64 lowercase hex digits each.
+        linkage_keys: Vec<String>,
+        /// A hospital pseudonym, 64 lowercase hex digits.
+        hospital_pseudonym: Option<String>,
+        /// The request's reference, recorded in the erasure certificate.
+        request_id: String,
+    },
+    /// Rotate the key-encryption key (and optionally start a new data key).
+    RotateKeys {
+        /// Start a new data key for objects written from now on.
+        new_data_key: bool,
+    },
+}
+
+impl CoreOperation {
+    /// The operation's name in the ledger (`core.<name>`) and in the queue.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CoreOperation::Status => "status",
+            CoreOperation::Compact => "compact",
+            CoreOperation::Erase { .. } => "erase",
+            CoreOperation::RotateKeys { .. } => "rotate_keys",
+        }
+    }
+
+    /// Keys the order names (counted in the ledger, never listed).
+    pub fn key_count(&self) -> usize {
+        match self {
+            CoreOperation::Erase {
+                linkage_keys,
+                hospital_pseudonym,
+                ..
+            } => linkage_keys.len() + usize::from(hospital_pseudonym.is_some()),
+            _ => 0,
+        }
+    }
+
+    /// Checks the arguments before anything is queued; the error names the field, never its value.
+    pub fn validate(&self) -> Result<()> {
+        let CoreOperation::Erase {
+            linkage_keys,
+            hospital_pseudonym,
+            request_id,
+        } = self
+        else {
+            return Ok(());
+        };
+        if linkage_keys.is_empty() && hospital_pseudonym.is_none() {
+            return Err(PolicyError::Invalid(
+                "an erasure names at least one linkage key or a hospital pseudonym".into(),
+            ));
+        }
+        if linkage_keys.len() > MAX_ERASE_KEYS {
+            return Err(PolicyError::Invalid(format!(
+                "an erasure names at most {MAX_ERASE_KEYS} linkage keys"
+            )));
+        }
+        let bad = linkage_keys.iter().filter(|k| !is_key(k)).count();
+        if bad > 0 {
+            return Err(PolicyError::Invalid(format!(
+                "{bad} linkage key(s) are not 64 lowercase hex digits"
+            )));
+        }
+        if hospital_pseudonym.as_deref().is_some_and(|p| !is_key(p)) {
+            return Err(PolicyError::Invalid(
+                "the hospital pseudonym is not 64 lowercase hex digits".into(),
+            ));
+        }
+        let reference_ok = (1..=128).contains(&request_id.len())
+            && request_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
+        if !reference_ok {
+            return Err(PolicyError::Invalid(
+                "the request reference is 1-128 characters of letters, digits and -_.:/".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the ledger records of the core's report: counts and references, chosen here (the committee zone
+    /// decides what its ledger holds), never a key.
+    pub fn audit_details(&self, report: &serde_json::Value) -> serde_json::Value {
+        let pick = |fields: &[&str]| {
+            let mut out = serde_json::Map::new();
+            for f in fields {
+                if let Some(v) = report.get(*f).filter(|v| v.is_number() || v.is_boolean()) {
+                    out.insert((*f).to_owned(), v.clone());
+                }
+            }
+            out
+        };
+        let mut details = match self {
+            CoreOperation::Status => {
+                let mut m = serde_json::Map::new();
+                let tables = report.get("tables").and_then(|t| t.as_array()).map_or(0, Vec::len);
+                m.insert("tables".into(), tables.into());
+                m
+            }
+            CoreOperation::Compact => pick(&["tables_compacted"]),
+            CoreOperation::Erase { request_id, .. } => {
+                let mut m = pick(&["rows_removed", "files_destroyed"]);
+                m.insert("request_id".into(), request_id.clone().into());
+                m
+            }
+            CoreOperation::RotateKeys { .. } => pick(&["kek_version", "rewrapped", "new_data_key"]),
+        };
+        if self.key_count() > 0 {
+            details.insert("keys".into(), self.key_count().into());
+        }
+        serde_json::Value::Object(details)
+    }
+}
+
+fn is_key(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The signed body of an order (its JSON is what the signature covers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreOrder {
+    /// The order's number (unique in this policy zone).
+    pub id: u64,
+    /// Who asked (the ledger entry of the outcome names them).
+    pub requested_by: String,
+    /// When it was issued (milliseconds since the epoch).
+    pub issued_at_ms: i64,
+    /// After this the core refuses it (milliseconds since the epoch).
+    pub expires_at_ms: i64,
+    /// What to do.
+    #[serde(flatten)]
+    pub operation: CoreOperation,
+}
+
+/// An order as handed to the core.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignedCoreOrder {
+    /// The order's JSON.
+    pub payload: String,
+    /// Ed25519 over `tokumei/core-order/v1 ‖ 0 ‖ payload`, hex.
+    pub signature: String,
+}
+
+impl std::fmt::Debug for SignedCoreOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The payload of an erasure names linkage keys.
+        f.debug_struct("SignedCoreOrder")
+            .field("payload_bytes", &self.payload.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    /// Waiting for the core.
+    Queued,
+    /// Handed to the core, not yet reported.
+    Taken,
+    /// Carried out; the result holds the core's report.
+    Done,
+    /// The core could not carry it out; the reason says why.
+    Failed,
+    /// Not taken before it expired.
+    Expired,
+}
+
+impl OrderState {
+    fn name(self) -> &'static str {
+        match self {
+            OrderState::Queued => "queued",
+            OrderState::Taken => "taken",
+            OrderState::Done => "done",
+            OrderState::Failed => "failed",
+            OrderState::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> Result<OrderState> {
+        Ok(match s {
+            "queued" => OrderState::Queued,
+            "taken" => OrderState::Taken,
+            "done" => OrderState::Done,
+            "failed" => OrderState::Failed,
+            "expired" => OrderState::Expired,
+            other => return Err(PolicyError::InvalidState(format!("unknown order state {other:?}"))),
+        })
+    }
+
+    /// Whether the order will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, OrderState::Done | OrderState::Failed | OrderState::Expired)
+    }
+}
+
+/// An order as its requester sees it (never the payload).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrderStatus {
+    /// The order's number.
+    pub id: u64,
+    /// `status`, `compact`, `erase` or `rotate_keys`.
+    pub operation: String,
+    /// Where it stands.
+    pub state: OrderState,
+    /// Who asked.
+    pub requested_by: String,
+    /// When.
+    pub requested_at: DateTime<Utc>,
+    /// When the core reported.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The core's report (counts and references).
+    pub result: Option<serde_json::Value>,
+    /// A failure's reason code.
+    pub reason: Option<String>,
+}
+
+/// How the core's report ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderOutcome {
+    /// Carried out, with the core's report (a JSON object).
+    Done(serde_json::Value),
+    /// Not carried out, with a reason code (`[A-Z_]`, at most 64 characters).
+    Failed(String),
+}
+
+const COLUMNS: &str =
+    "id, operation, payload, state, requested_by, requested_at_ms, expires_at_ms, finished_at_ms, result, reason";
+
+fn ms(t: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t).unwrap_or_default()
+}
+
+fn status_of(row: &AnyRow, now: DateTime<Utc>) -> Result<OrderStatus> {
+    let mut state = OrderState::parse(&row.try_get::<String, _>("state")?)?;
+    if state == OrderState::Queued && row.try_get::<i64, _>("expires_at_ms")? <= now.timestamp_millis() {
+        state = OrderState::Expired;
+    }
+    let result: Option<String> = row.try_get("result")?;
+    Ok(OrderStatus {
+        id: u64::try_from(row.try_get::<i64, _>("id")?).unwrap_or_default(),
+        operation: row.try_get("operation")?,
+        state,
+        requested_by: row.try_get("requested_by")?,
+        requested_at: ms(row.try_get("requested_at_ms")?),
+        finished_at: row.try_get::<Option<i64>, _>("finished_at_ms")?.map(ms),
+        result: result.and_then(|r| serde_json::from_str(&r).ok()),
+        reason: row.try_get("reason")?,
+    })
+}
+
+/// The queue of orders in the policy database.
+#[derive(Debug, Clone)]
+pub struct CoreOrders {
+    db: PolicyDb,
+}
+
+impl CoreOrders {
+    /// The queue over the zone's database.
+    pub fn new(db: PolicyDb) -> CoreOrders {
+        CoreOrders { db }
+    }
+
+    /// Queues `operation` for `requested_by`; `sign` signs the order's JSON. Returns the order's status.
+    pub async fn queue(
+        &self,
+        operation: CoreOperation,
+        requested_by: &str,
+        now: DateTime<Utc>,
+        sign: impl Fn(&[u8]) -> String,
+    ) -> Result<OrderStatus> {
+        operation.validate()?;
+        let mut last_error = None;
+        // Numbers are the next free one. The row is written first (so SQLite takes its write lock at the first
+        // statement and a racing writer waits instead of failing), then signed; two PostgreSQL requests racing
+        // for one number collide on the key and the loser retries.
+        for _ in 0..5 {
+            let mut tx = self.db.pool().begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO core_orders (id, operation, payload, signature, key_count, requested_by, requested_at_ms, \
+                 expires_at_ms, state) SELECT COALESCE(MAX(id), 0) + 1, $1, '', '', $2, $3, $4, $5, 'queued' \
+                 FROM core_orders RETURNING id",
+            )
+            .bind(operation.name())
+            .bind(i64::try_from(operation.key_count()).unwrap_or(i64::MAX))
+            .bind(requested_by)
+            .bind(now.timestamp_millis())
+            .bind((now + ORDER_TTL).timestamp_millis())
+            .fetch_one(&mut *tx)
+            .await;
+            let id: i64 = match inserted {
+                Ok(row) => row.try_get("id")?,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            let order = CoreOrder {
+                id: u64::try_from(id).unwrap_or_default(),
+                requested_by: requested_by.to_owned(),
+                issued_at_ms: now.timestamp_millis(),
+                expires_at_ms: (now + ORDER_TTL).timestamp_millis(),
+                operation: operation.clone(),
+            };
+            let payload = serde_json::to_string(&order)
+                .map_err(|e| PolicyError::InvalidState(format!("order not serialisable: {e}")))?;
+            sqlx::query("UPDATE core_orders SET payload = $2, signature = $3 WHERE id = $1")
+                .bind(id)
+                .bind(&payload)
+                .bind(sign(payload.as_bytes()))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return self.get(order.id, now).await;
+        }
+        Err(last_error.map_or_else(
+            || PolicyError::InvalidState("no order number".into()),
+            PolicyError::Database,
+        ))
+    }
+
+    /// One order's status.
+    pub async fn get(&self, id: u64, now: DateTime<Utc>) -> Result<OrderStatus> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM core_orders WHERE id = $1"))
+            .bind(i64::try_from(id).unwrap_or(-1))
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| PolicyError::NotFound {
+                kind: "core order",
+                id: id.to_string(),
+            })?;
+        status_of(&row, now)
+    }
+
+    /// Hands the core every queued, unexpired order (oldest first) and marks them taken, in one transaction:
+    /// an order is handed out once. Expired ones are marked expired.
+    pub async fn take(&self, now: DateTime<Utc>) -> Result<Vec<(u64, String, SignedCoreOrder)>> {
+        let now_ms = now.timestamp_millis();
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query("UPDATE core_orders SET state = 'expired' WHERE state = 'queued' AND expires_at_ms <= $1")
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT id, operation, payload, signature FROM core_orders WHERE state = 'queued' ORDER BY id LIMIT 16",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.try_get("id")?;
+            let marked = sqlx::query(
+                "UPDATE core_orders SET state = 'taken', taken_at_ms = $2 WHERE id = $1 AND state = 'queued'",
+            )
+            .bind(id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            if marked.rows_affected() == 1 {
+                out.push((
+                    u64::try_from(id).unwrap_or_default(),
+                    row.try_get("operation")?,
+                    SignedCoreOrder {
+                        payload: row.try_get("payload")?,
+                        signature: row.try_get("signature")?,
+                    },
+                ));
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Records the core's report on a taken order and empties its payload. Returns the order (its operation,
+    /// for the ledger) and who asked. A report on an order that is not taken is `INVALID_STATE`.
+    pub async fn report(&self, id: u64, outcome: &OrderOutcome, now: DateTime<Utc>) -> Result<(CoreOperation, String)> {
+        let (result, reason, state) = match outcome {
+            OrderOutcome::Done(value) => {
+                let text = value.to_string();
+                if !value.is_object() || text.len() > MAX_RESULT_BYTES {
+                    return Err(PolicyError::Invalid(format!(
+                        "a report is a JSON object of at most {MAX_RESULT_BYTES} bytes"
+                    )));
+                }
+                (Some(text), None, OrderState::Done)
+            }
+            OrderOutcome::Failed(code) => {
+                let ok =
+                    !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
+                if !ok {
+                    return Err(PolicyError::Invalid("a failure's reason is a code of A-Z and _".into()));
+                }
+                (None, Some(code.clone()), OrderState::Failed)
+            }
+        };
+        let key = i64::try_from(id).unwrap_or(-1);
+        let mut tx = self.db.pool().begin().await?;
+        let row = sqlx::query("SELECT payload, requested_by, state FROM core_orders WHERE id = $1")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| PolicyError::NotFound {
+                kind: "core order",
+                id: id.to_string(),
+            })?;
+        if row.try_get::<String, _>("state")? != OrderState::Taken.name() {
+            return Err(PolicyError::InvalidState(format!(
+                "core order {id} is not waiting for a report"
+            )));
+        }
+        let payload: String = row.try_get("payload")?;
+        let order: CoreOrder = serde_json::from_str(&payload)
+            .map_err(|e| PolicyError::InvalidState(format!("core order {id} is unreadable: {e}")))?;
+        sqlx::query(
+            "UPDATE core_orders SET state = $2, finished_at_ms = $3, result = $4, reason = $5, payload = '', \
+             signature = '' WHERE id = $1",
+        )
+        .bind(key)
+        .bind(state.name())
+        .bind(now.timestamp_millis())
+        .bind(result)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((order.operation, row.try_get("requested_by")?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> String {
+        "0f".repeat(32)
+    }
+
+    #[test]
+    fn erasures_are_checked_and_errors_name_no_key() {
+        let erase = |keys: Vec<String>, p: Option<String>, r: &str| CoreOperation::Erase {
+            linkage_keys: keys,
+            hospital_pseudonym: p,
+            request_id: r.into(),
+        };
+        assert!(erase(vec![key()], None, "req-1").validate().is_ok());
+        assert!(erase(vec![], Some(key()), "req-1").validate().is_ok());
+        let upper = key().to_uppercase();
+        for bad in [
+            erase(vec![], None, "req-1"),
+            erase(vec![upper.clone()], None, "req-1"),
+            erase(vec![key()[..62].to_owned()], None, "req-1"),
+            erase(vec![], Some("zz".repeat(32)), "req-1"),
+            erase(vec![key()], None, ""),
+            erase(vec![key()], None, "req 1; DROP"),
+            erase(vec![key(); MAX_ERASE_KEYS + 1], None, "r"),
+        ] {
+            let e = bad.validate().expect_err("refused");
+            assert_eq!(e.reason(), "INVALID_ARGUMENT");
+            assert!(
+                !e.to_string().contains(&upper) && !e.to_string().contains(&key()[..62]),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_ledger_gets_counts_and_the_reference_never_a_key() {
+        let op = CoreOperation::Erase {
+            linkage_keys: vec![key(), "1a".repeat(32)],
+            hospital_pseudonym: None,
+            request_id: "req-9".into(),
+        };
+        // A report that (wrongly) carried a key in a field is not copied.
+        let report = serde_json::json!({"rows_removed": 6, "files_destroyed": 7, "linkage_key": key(), "tables": []});
+        let d = op.audit_details(&report);
+        assert_eq!(
+            d,
+            serde_json::json!({"rows_removed": 6, "files_destroyed": 7, "request_id": "req-9", "keys": 2})
+        );
+        let status = CoreOperation::Status.audit_details(&serde_json::json!({"tables": [{}, {}, {}]}));
+        assert_eq!(status, serde_json::json!({"tables": 3}));
+    }
+
+    #[test]
+    fn an_order_round_trips_as_the_core_reads_it() {
+        let order = CoreOrder {
+            id: 7,
+            requested_by: "op".into(),
+            issued_at_ms: 1,
+            expires_at_ms: 2,
+            operation: CoreOperation::RotateKeys { new_data_key: true },
+        };
+        let text = serde_json::to_string(&order).expect("json");
+        assert_eq!(
+            text,
+            r#"{"id":7,"requested_by":"op","issued_at_ms":1,"expires_at_ms":2,"operation":"rotate_keys","new_data_key":true}"#
+        );
+        assert_eq!(serde_json::from_str::<CoreOrder>(&text).expect("parse"), order);
+        assert!(
+            format!(
+                "{:?}",
+                SignedCoreOrder {
+                    payload: text,
+                    signature: String::new()
+                }
+            )
+            .contains("payload_bytes")
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! The queue of operators' orders for the core, on SQLite and PostgreSQL: each order is handed out once, signed;
+//! a report is accepted once, on a taken order; expired orders are never handed out; an erasure's keys leave the
+//! committee zone's database once the core has reported.
+//!
+//! Every body is an `async fn(PolicyDb, url)`; `on_both_backends!` runs it on a fresh SQLite file and on a fresh
+//! PostgreSQL database (from `TOKUMEI_TEST_PG_URL`; skipped without it unless `TOKUMEI_REQUIRE_SERVERS` is set).
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokumei_policy::core_orders::{CoreOperation, CoreOrder, CoreOrders, OrderOutcome, OrderState};
+use tokumei_policy::{PolicyDb, ServiceKey, SignaturePurpose};
+
+mod support;
+
+on_both_backends!(
+    orders_are_handed_out_once_and_reported_once,
+    expired_orders_are_never_handed_out,
+    racing_requests_get_distinct_numbers
+);
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).expect("instant")
+}
+
+fn erase(key: &str) -> CoreOperation {
+    CoreOperation::Erase {
+        linkage_keys: vec![key.to_owned()],
+        hospital_pseudonym: None,
+        request_id: "req-1".into(),
+    }
+}
+
+async fn orders_are_handed_out_once_and_reported_once(db: PolicyDb, _url: String) {
+    let queue = CoreOrders::new(db.clone());
+    let key = ServiceKey::generate();
+    let sign = |p: &[u8]| hex::encode(key.sign(SignaturePurpose::CoreOrder, p));
+    let linkage_key = "ab".repeat(32);
+    let first = queue
+        .queue(erase(&linkage_key), "op", t0(), sign)
+        .await
+        .expect("queued");
+    let second = queue
+        .queue(CoreOperation::Compact, "op", t0(), sign)
+        .await
+        .expect("queued");
+    assert_eq!((first.state, second.id), (OrderState::Queued, first.id + 1));
+
+    let taken = queue.take(t0()).await.expect("take");
+    assert_eq!(taken.len(), 2);
+    assert!(
+        queue.take(t0()).await.expect("take again").is_empty(),
+        "handed out twice"
+    );
+    // What is handed out verifies under the service key, for this purpose only, and reads back as the order.
+    let (id, _, signed) = &taken[0];
+    let signature = hex::decode(&signed.signature).expect("hex");
+    assert!(
+        key.public()
+            .verify(SignaturePurpose::CoreOrder, signed.payload.as_bytes(), &signature)
+    );
+    assert!(!key.public().verify(
+        SignaturePurpose::HospitalDirectory,
+        signed.payload.as_bytes(),
+        &signature
+    ));
+    let order: CoreOrder = serde_json::from_str(&signed.payload).expect("order");
+    assert_eq!((order.id, &order.operation), (*id, &erase(&linkage_key)));
+
+    let report = serde_json::json!({"rows_removed": 6, "files_destroyed": 7});
+    let (operation, requested_by) = queue
+        .report(first.id, &OrderOutcome::Done(report.clone()), t0())
+        .await
+        .expect("report");
+    assert_eq!((operation, requested_by.as_str()), (erase(&linkage_key), "op"));
+    // Once: a second report, or a report on an order never taken, is refused.
+    for (id, outcome) in [
+        (first.id, OrderOutcome::Done(report.clone())),
+        (first.id + 10, OrderOutcome::Failed("X".into())),
+    ] {
+        assert!(queue.report(id, &outcome, t0()).await.is_err());
+    }
+    // Reports are JSON objects and reason codes, nothing else.
+    for bad in [
+        OrderOutcome::Done(serde_json::json!("text")),
+        OrderOutcome::Failed("not a code".into()),
+    ] {
+        let e = queue.report(second.id, &bad, t0()).await.expect_err("refused");
+        assert_eq!(e.reason(), "INVALID_ARGUMENT");
+    }
+    let done = queue.get(first.id, t0()).await.expect("status");
+    assert_eq!((done.state, done.result), (OrderState::Done, Some(report)));
+    // The key is gone from the database with the payload.
+    let payloads: Vec<String> = sqlx::query_scalar("SELECT payload FROM core_orders")
+        .fetch_all(db.pool())
+        .await
+        .expect("payloads");
+    assert!(payloads.iter().all(|p| !p.contains(&linkage_key)));
+    queue
+        .report(second.id, &OrderOutcome::Failed("ORDER_REPLAYED".into()), t0())
+        .await
+        .expect("a failure");
+    let failed = queue.get(second.id, t0()).await.expect("status");
+    assert_eq!(
+        (failed.state, failed.reason.as_deref()),
+        (OrderState::Failed, Some("ORDER_REPLAYED"))
+    );
+}
+
+async fn expired_orders_are_never_handed_out(db: PolicyDb, _url: String) {
+    let queue = CoreOrders::new(db);
+    let key = ServiceKey::generate();
+    let sign = |p: &[u8]| hex::encode(key.sign(SignaturePurpose::CoreOrder, p));
+    let s = queue
+        .queue(CoreOperation::Status, "op", t0(), sign)
+        .await
+        .expect("queued");
+    let later = t0() + TimeDelta::minutes(11);
+    assert_eq!(queue.get(s.id, later).await.expect("status").state, OrderState::Expired);
+    assert!(queue.take(later).await.expect("take").is_empty());
+    assert_eq!(queue.get(s.id, t0()).await.expect("status").state, OrderState::Expired);
+}
+
+async fn racing_requests_get_distinct_numbers(db: PolicyDb, _url: String) {
+    let queue = CoreOrders::new(db);
+    let key = ServiceKey::generate();
+    let asks = (0..8).map(|_| {
+        let queue = queue.clone();
+        let key = key.clone();
+        async move {
+            queue
+                .queue(CoreOperation::Status, "op", t0(), |p| {
+                    hex::encode(key.sign(SignaturePurpose::CoreOrder, p))
+                })
+                .await
+                .map(|s| s.id)
+        }
+    });
+    let ids: Vec<u64> = futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("every request queued");
+    let distinct: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), 8, "{ids:?}");
+}

@@ -1,0 +1,449 @@
+//! Operators' orders, as the core takes and carries them out.
+//!
+//! The core listens on nothing, so it connects out to the policy service (mutual TLS with its own certificate)
+//! and takes the orders operators asked for there. It acts on an order only if:
+//! - the order is signed by the policy service key pinned in the core's configuration, for the purpose
+//!   `tokumei/core-order/v1` (a row slipped into the policy database, or an order signed for another purpose,
+//!   is refused);
+//! - it has not expired (the core's clock);
+//! - the core has not carried out the same order before ([`ExecutedOrders`]: a replayed order is refused).
+//!
+//! The check is written here, apart from the policy zone's code that signs, so the two cannot share a mistake.
+//! The report sent back holds counts and references, never a key; the policy service chooses what of it goes
+//! to the ledger.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use serde::Deserialize;
+use serde_json::json;
+use tokumei_ingest::config::{Config, CoreOrdersConfig, resolve};
+use tokumei_ingest::keyservice::{KeyService, SharedKeyService};
+use tokumei_proto::policy::v1 as pb;
+use tokumei_proto::policy::v1::core_order_service_client::CoreOrderServiceClient;
+use tokumei_proto::spool::v1::{PatientRequestEntry, RequestKind};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::StoreError;
+use crate::store::Store;
+use crate::{apply, compaction, encryption, status};
+
+/// The domain every order's signature is made in (must equal the policy service's purpose string).
+pub const DOMAIN: &[u8] = b"tokumei/core-order/v1";
+
+/// Why the core refused an order (reported to the policy service as the failure's reason code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The signature does not verify under the pinned key (or is not 64 bytes of hex).
+    #[error("the order's signature does not verify under the pinned policy service key")]
+    BadSignature,
+    /// The signed payload is not an order this core understands.
+    #[error("the order is not readable")]
+    Unreadable,
+    /// Past its expiry.
+    #[error("the order has expired")]
+    Expired,
+    /// Already carried out by this core.
+    #[error("the order was already carried out")]
+    Replayed,
+}
+
+impl Refusal {
+    /// The reason code sent back.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::BadSignature => "ORDER_SIGNATURE_INVALID",
+            Refusal::Unreadable => "ORDER_UNREADABLE",
+            Refusal::Expired => "ORDER_EXPIRED",
+            Refusal::Replayed => "ORDER_REPLAYED",
+        }
+    }
+}
+
+/// What an order asks, as the core reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "operation", rename_all = "snake_case")]
+pub enum Operation {
+    /// Report the tables.
+    Status,
+    /// Compact now.
+    Compact,
+    /// Erase one patient.
+    Erase {
+        /// Linkage keys (hex).
+        linkage_keys: Vec<String>,
+        /// A hospital pseudonym (hex).
+        hospital_pseudonym: Option<String>,
+        /// The request's reference.
+        request_id: String,
+    },
+    /// Rotate the key-encryption key.
+    RotateKeys {
+        /// Also start a new data key.
+        new_data_key: bool,
+    },
+}
+
+/// A verified order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Order {
+    /// The order's number.
+    pub id: u64,
+    /// Who asked.
+    pub requested_by: String,
+    /// When it expires (milliseconds since the epoch).
+    pub expires_at_ms: i64,
+    /// What to do.
+    #[serde(flatten)]
+    pub operation: Operation,
+}
+
+/// Checks an order's signature under `key` and reads it; nothing else (see [`ExecutedOrders::admit`]).
+pub fn verify(key: &VerifyingKey, payload: &str, signature_hex: &str) -> Result<Order, Refusal> {
+    let bytes = hex::decode(signature_hex).map_err(|_| Refusal::BadSignature)?;
+    let signature = Signature::from_slice(&bytes).map_err(|_| Refusal::BadSignature)?;
+    let mut message = Vec::with_capacity(DOMAIN.len() + 1 + payload.len());
+    message.extend_from_slice(DOMAIN);
+    message.push(0);
+    message.extend_from_slice(payload.as_bytes());
+    key.verify(&message, &signature).map_err(|_| Refusal::BadSignature)?;
+    serde_json::from_str(payload).map_err(|_| Refusal::Unreadable)
+}
+
+/// The pinned key from its hex form.
+pub fn verifying_key(hex_key: &str) -> Result<VerifyingKey, StoreError> {
+    let bytes: [u8; 32] = hex::decode(hex_key.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StoreError::Orders("core.orders.public_key is not 64 hex digits".into()))?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| StoreError::Orders("core.orders.public_key is not a valid key".into()))
+}
+
+/// The orders this core has carried out, kept until they expire (after which their signature no longer admits
+/// them anyway), in a file under the core's home written atomically: a replay is refused across restarts.
+#[derive(Debug)]
+pub struct ExecutedOrders {
+    path: PathBuf,
+    done: BTreeMap<u64, i64>,
+}
+
+impl ExecutedOrders {
+    /// Opens (or starts) the record at `path`.
+    pub fn open(path: PathBuf) -> Result<ExecutedOrders, StoreError> {
+        let done = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|_| StoreError::Orders(format!("{} is not readable", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(StoreError::Io(path.display().to_string(), e)),
+        };
+        Ok(ExecutedOrders { path, done })
+    }
+
+    /// Admits `order` at `now_ms` and records it as carried out *before* it runs (at most once: an order
+    /// interrupted half-way is not run again; the operator asks anew).
+    pub fn admit(&mut self, order: &Order, now_ms: i64) -> Result<(), Refusal> {
+        if order.expires_at_ms <= now_ms {
+            return Err(Refusal::Expired);
+        }
+        if self.done.contains_key(&order.id) {
+            return Err(Refusal::Replayed);
+        }
+        self.done.retain(|_, expires| *expires > now_ms);
+        self.done.insert(order.id, order.expires_at_ms);
+        if let Err(e) = self.save() {
+            tracing::error!(error = %e, "the record of carried-out orders could not be written; order refused");
+            self.done.remove(&order.id);
+            return Err(Refusal::Replayed);
+        }
+        Ok(())
+    }
+
+    fn save(&self) -> std::io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = self.path.with_extension("tmp");
+        let text = serde_json::to_vec(&self.done).map_err(std::io::Error::other)?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)
+    }
+}
+
+fn hex32(s: &str) -> Option<Vec<u8>> {
+    hex::decode(s).ok().filter(|b| b.len() == 32)
+}
+
+/// Carries out a verified operation; the report holds counts and references only.
+pub async fn carry_out(
+    store: &Store,
+    keys: &dyn KeyService,
+    operation: &Operation,
+) -> Result<serde_json::Value, StoreError> {
+    match operation {
+        Operation::Status => Ok(serde_json::to_value(status::status(store).await?)
+            .map_err(|e| StoreError::Orders(format!("status report: {e}")))?),
+        Operation::Compact => {
+            let done = compaction::compact(store, 0).await?;
+            let tables: Vec<_> = done
+                .iter()
+                .map(|t| json!({"table": t.table, "small_files": t.small_files, "files_added": t.files_added, "files_deleted": t.files_deleted}))
+                .collect();
+            Ok(json!({"tables_compacted": done.len(), "tables": tables}))
+        }
+        Operation::Erase {
+            linkage_keys,
+            hospital_pseudonym,
+            request_id,
+        } => {
+            let keys: Option<Vec<Vec<u8>>> = linkage_keys.iter().map(|k| hex32(k)).collect();
+            let keys = keys.ok_or_else(|| StoreError::Orders("a linkage key is not 64 hex digits".into()))?;
+            let pseudonym = match hospital_pseudonym {
+                Some(p) => {
+                    hex32(p).ok_or_else(|| StoreError::Orders("the hospital pseudonym is not 64 hex digits".into()))?
+                }
+                None => Vec::new(),
+            };
+            let entry = PatientRequestEntry {
+                hospital_code: "operator".into(),
+                request_id: request_id.clone(),
+                kind: RequestKind::Erase as i32,
+                linkage_keys: keys,
+                hospital_pseudonym: pseudonym,
+                matched_by: "operator".into(),
+                id4_keys: Vec::new(),
+            };
+            let cert = apply::carry_out(store, &entry)
+                .await?
+                .ok_or_else(|| StoreError::Orders("an erasure produced no certificate".into()))?;
+            Ok(json!({
+                "request_id": cert.request_id,
+                "rows_removed": cert.rows_removed,
+                "files_destroyed": cert.files_destroyed,
+                "tables": cert.tables.iter().map(|t| json!({"table": t.table, "rows_removed": t.rows_removed, "files_destroyed": t.files_destroyed})).collect::<Vec<_>>(),
+                "certificate_log": store.erasure_log_path().display().to_string(),
+            }))
+        }
+        Operation::RotateKeys { new_data_key } => {
+            let r = encryption::data_keys::rotate(store.raw_store().as_ref(), keys, *new_data_key).await?;
+            Ok(json!({
+                "kek_version": r.kek_version,
+                "rewrapped": r.rewrapped,
+                "new_data_key": r.new_data_key.is_some(),
+                "new_data_key_id": r.new_data_key,
+                // The running core keeps its unwrapped keys; a new data key is used from its next start.
+                "new_data_key_from": r.new_data_key.map(|_| "the core's next start"),
+            }))
+        }
+    }
+}
+
+/// The core's connection to the policy service's order queue.
+pub struct OrderSource {
+    client: CoreOrderServiceClient<Channel>,
+    key: VerifyingKey,
+    keys: SharedKeyService,
+    executed: ExecutedOrders,
+    /// How often to ask.
+    pub poll: Duration,
+}
+
+impl std::fmt::Debug for OrderSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderSource").finish_non_exhaustive()
+    }
+}
+
+impl OrderSource {
+    /// Connects (lazily: the policy service may start later) with the core's certificate.
+    pub fn connect(
+        config: &Config,
+        orders: &CoreOrdersConfig,
+        home: &Path,
+        keys: SharedKeyService,
+    ) -> Result<OrderSource, StoreError> {
+        tokumei_ingest::tls::install_crypto_provider();
+        let ca = resolve(home, orders.ca.as_deref().unwrap_or(&config.core.ca));
+        let tls = tokumei_ingest::client::mutual_tls(
+            &ca,
+            &resolve(home, &config.core.cert),
+            &resolve(home, &config.core.key),
+        )
+        .map_err(|(p, e)| StoreError::Io(p.display().to_string(), e))?;
+        let channel = Endpoint::from_shared(orders.policy_url.clone())
+            .map_err(|e| StoreError::Orders(format!("core.orders.policy_url: {e}")))?
+            .tls_config(tls)
+            .map_err(|e| StoreError::Orders(format!("core.orders TLS: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect_lazy();
+        Ok(OrderSource {
+            client: CoreOrderServiceClient::new(channel),
+            key: verifying_key(&orders.public_key)?,
+            keys,
+            executed: ExecutedOrders::open(home.join("core").join("executed-orders.json"))?,
+            poll: Duration::from_millis(orders.poll_ms.max(50)),
+        })
+    }
+
+    /// Takes the queued orders, carries out those that pass, and reports on each. Returns how many ran.
+    pub async fn serve_once(
+        &mut self,
+        store: &Store,
+        maintenance: &tokio::sync::Mutex<()>,
+    ) -> Result<usize, StoreError> {
+        let taken = self
+            .client
+            .take_core_orders(pb::Empty {})
+            .await
+            .map_err(|s| StoreError::Orders(format!("take orders: {:?} {}", s.code(), s.message())))?
+            .into_inner();
+        let mut ran = 0;
+        for signed in taken.orders {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let admitted = verify(&self.key, &signed.payload, &signed.signature)
+                .and_then(|o| {
+                    if o.id == signed.id {
+                        Ok(o)
+                    } else {
+                        Err(Refusal::Unreadable)
+                    }
+                })
+                .and_then(|o| self.executed.admit(&o, now_ms).map(|()| o));
+            let order = match admitted {
+                Ok(order) => order,
+                Err(refusal) => {
+                    tracing::warn!(order = signed.id, reason = refusal.code(), "core order refused");
+                    self.report(signed.id, Err(refusal.code())).await;
+                    continue;
+                }
+            };
+            let result = {
+                let _guard = maintenance.lock().await;
+                carry_out(store, self.keys.as_ref(), &order.operation).await
+            };
+            ran += 1;
+            let report = match &result {
+                Ok(value) => {
+                    tracing::info!(order = order.id, "core order carried out");
+                    Ok(value.clone())
+                }
+                Err(e) => {
+                    tracing::error!(order = order.id, error = %e, "core order failed");
+                    Err("CORE_OPERATION_FAILED")
+                }
+            };
+            self.report(order.id, report).await;
+        }
+        Ok(ran)
+    }
+
+    async fn report(&mut self, id: u64, outcome: Result<serde_json::Value, &'static str>) {
+        let message = match outcome {
+            Ok(v) => pb::CoreOrderReport {
+                id,
+                ok: true,
+                result_json: v.to_string(),
+                reason: String::new(),
+            },
+            Err(code) => pb::CoreOrderReport {
+                id,
+                ok: false,
+                result_json: String::new(),
+                reason: code.to_owned(),
+            },
+        };
+        if let Err(s) = self.client.report_core_order(message).await {
+            tracing::warn!(order = id, code = ?s.code(), "the report on a core order was not accepted");
+        }
+    }
+}
+
+/// Runs [`OrderSource::serve_once`] every poll until the task is dropped; connection failures are logged and
+/// retried (the core's main work, applying the spool, does not depend on the policy service).
+pub async fn serve(mut source: OrderSource, store: Arc<Store>, maintenance: Arc<tokio::sync::Mutex<()>>) {
+    let mut failing = false;
+    loop {
+        match source.serve_once(&store, &maintenance).await {
+            Ok(_) => failing = false,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot take core orders; retrying");
+                }
+                failing = true;
+            }
+        }
+        tokio::time::sleep(source.poll).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    fn sign(key: &SigningKey, domain: &[u8], payload: &str) -> String {
+        let mut m = domain.to_vec();
+        m.push(0);
+        m.extend_from_slice(payload.as_bytes());
+        hex::encode(key.sign(&m).to_bytes())
+    }
+
+    fn payload(id: u64, expires: i64) -> String {
+        format!(r#"{{"id":{id},"requested_by":"op","issued_at_ms":0,"expires_at_ms":{expires},"operation":"compact"}}"#)
+    }
+
+    #[test]
+    fn only_signed_fresh_unseen_orders_pass() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let other = SigningKey::from_bytes(&[8; 32]);
+        let pinned = key.verifying_key();
+        let good = payload(1, 10_000);
+        let order = verify(&pinned, &good, &sign(&key, DOMAIN, &good)).expect("verifies");
+        assert_eq!(order.operation, Operation::Compact);
+        // Another key, another purpose, a changed payload, garbage: refused.
+        assert_eq!(
+            verify(&pinned, &good, &sign(&other, DOMAIN, &good)),
+            Err(Refusal::BadSignature)
+        );
+        assert_eq!(
+            verify(&pinned, &good, &sign(&key, b"tokumei/hospital-directory/v1", &good)),
+            Err(Refusal::BadSignature)
+        );
+        let tampered = good.replace("compact", "status");
+        assert_eq!(
+            verify(&pinned, &tampered, &sign(&key, DOMAIN, &good)),
+            Err(Refusal::BadSignature)
+        );
+        assert_eq!(verify(&pinned, &good, "zz"), Err(Refusal::BadSignature));
+        let nonsense = r#"{"id":1,"operation":"drop_tables"}"#;
+        assert_eq!(
+            verify(&pinned, nonsense, &sign(&key, DOMAIN, nonsense)),
+            Err(Refusal::Unreadable)
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("executed.json");
+        let mut executed = ExecutedOrders::open(path.clone()).expect("open");
+        assert_eq!(executed.admit(&order, 5_000), Ok(()));
+        assert_eq!(executed.admit(&order, 5_001), Err(Refusal::Replayed));
+        // Across a restart too.
+        let mut reopened = ExecutedOrders::open(path).expect("reopen");
+        assert_eq!(reopened.admit(&order, 5_002), Err(Refusal::Replayed));
+        let late = verify(&pinned, &payload(2, 10_000), &sign(&key, DOMAIN, &payload(2, 10_000))).expect("verifies");
+        assert_eq!(reopened.admit(&late, 10_000), Err(Refusal::Expired));
+    }
+
+    #[test]
+    fn the_domain_is_the_policy_services() {
+        // The policy zone signs with `SignaturePurpose::CoreOrder`; the strings must stay equal.
+        assert_eq!(DOMAIN, b"tokumei/core-order/v1");
+    }
+}

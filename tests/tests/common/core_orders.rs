@@ -1,0 +1,99 @@
+//! The core taking operators' orders, as the tests run it: a policy service over TLS that accepts the core's
+//! certificate, and `tokumei core run` (continuous) with `[core.orders]` pointing at it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use super::policy_server::Server;
+use super::tokumei_bin;
+
+/// The two processes; both stopped when dropped.
+pub struct CoreWithOrders {
+    /// The policy service.
+    pub policy: Server,
+    core: Child,
+}
+
+impl CoreWithOrders {
+    /// Starts the policy service of `home` (TLS with the development PKI's server certificate, the core's CA
+    /// for client certificates), pins its key in `home/tokumei.toml` and starts the core with `env`.
+    pub fn start(home: &Path, env: &[(&str, &str)]) -> CoreWithOrders {
+        let pki = home.join("pki");
+        let path = |name: &str| pki.join(name).display().to_string();
+        let policy = Server::start_with(
+            home,
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                &path("gateway.crt"),
+                "--tls-key",
+                &path("gateway.key"),
+                "--core-client-ca",
+                &path("ca.crt"),
+            ],
+        );
+        let public_key = std::fs::read_to_string(home.join("policy/service.pub")).expect("policy public key");
+        let config = home.join("tokumei.toml");
+        let mut text = std::fs::read_to_string(&config).expect("config");
+        // The section is the file's last (this helper appends it): replace it for this policy service.
+        if let Some(at) = text.find("\n[core.orders]\n") {
+            text.truncate(at);
+        }
+        text.push_str(&format!(
+            "\n[core.orders]\npolicy_url = \"https://{}\"\npublic_key = \"{}\"\npoll_ms = 100\n",
+            policy.addr,
+            public_key.trim()
+        ));
+        std::fs::write(&config, text).expect("config");
+        let mut cmd = Command::new(tokumei_bin());
+        cmd.args(["core", "run", "--config"])
+            .arg(&config)
+            .env("TOKUMEI_HOME", home)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut core = cmd.spawn().expect("spawn tokumei core run");
+        let mut line = String::new();
+        let mut reader = BufReader::new(core.stdout.take().expect("stdout"));
+        reader.read_line(&mut line).expect("core's first line");
+        // Keep reading, so the core's last lines (its totals, on SIGTERM) find a reader.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        assert!(
+            line.starts_with("core started") && line.contains("orders from"),
+            "core did not start: {line:?}"
+        );
+        CoreWithOrders { policy, core }
+    }
+
+    /// The environment a client command needs to reach the policy service.
+    pub fn client_env(&self, home: &Path) -> Vec<(String, String)> {
+        vec![
+            ("TOKUMEI_POLICY_URL".into(), format!("https://{}", self.policy.addr)),
+            (
+                "TOKUMEI_POLICY_CA".into(),
+                home.join("pki/ca.crt").display().to_string(),
+            ),
+        ]
+    }
+
+    /// Stops the core (SIGTERM, then waits), releasing the store's writer lock.
+    pub fn stop_core(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.core.id().to_string())
+            .status();
+        let _ = self.core.wait();
+    }
+}
+
+impl Drop for CoreWithOrders {
+    fn drop(&mut self) {
+        let _ = self.core.kill();
+        let _ = self.core.wait();
+    }
+}
