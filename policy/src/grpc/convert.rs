@@ -348,6 +348,41 @@ pub fn verification_to_proto(r: &VerifyReport) -> pb::AuditVerification {
     }
 }
 
+/// A core operation from its request (`INVALID_ARGUMENT` without one).
+pub fn core_operation_from_proto(r: pb::CoreOperationRequest) -> Result<CoreOperation> {
+    use pb::core_operation_request::Operation;
+    Ok(match r.operation {
+        Some(Operation::Status(_)) => CoreOperation::Status,
+        Some(Operation::Compact(_)) => CoreOperation::Compact,
+        Some(Operation::Erase(e)) => CoreOperation::Erase {
+            linkage_keys: e.linkage_keys,
+            hospital_pseudonym: Some(e.hospital_pseudonym).filter(|p| !p.is_empty()),
+            request_id: e.request_id,
+        },
+        Some(Operation::RotateKeys(r)) => CoreOperation::RotateKeys {
+            new_data_key: r.new_data_key,
+        },
+        None => return Err(PolicyError::Invalid("name the core operation".into())),
+    })
+}
+
+/// An order's status for its requester (the core's report as JSON text).
+pub fn order_status_to_proto(s: &OrderStatus) -> pb::CoreOrderStatus {
+    pb::CoreOrderStatus {
+        id: s.id,
+        operation: s.operation.clone(),
+        state: serde_json::to_value(s.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        requested_by: s.requested_by.clone(),
+        result_json: s.result.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+        reason: s.reason.clone().unwrap_or_default(),
+        requested_at: s.requested_at.timestamp(),
+        finished_at: s.finished_at.map(|t| t.timestamp()).unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,40 +481,5 @@ mod tests {
         };
         let domain = conditions_from_proto(c.clone()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(conditions_to_proto(&domain), c);
-    }
-}
-
-/// A core operation from its request (`INVALID_ARGUMENT` without one).
-pub fn core_operation_from_proto(r: pb::CoreOperationRequest) -> Result<CoreOperation> {
-    use pb::core_operation_request::Operation;
-    Ok(match r.operation {
-        Some(Operation::Status(_)) => CoreOperation::Status,
-        Some(Operation::Compact(_)) => CoreOperation::Compact,
-        Some(Operation::Erase(e)) => CoreOperation::Erase {
-            linkage_keys: e.linkage_keys,
-            hospital_pseudonym: Some(e.hospital_pseudonym).filter(|p| !p.is_empty()),
-            request_id: e.request_id,
-        },
-        Some(Operation::RotateKeys(r)) => CoreOperation::RotateKeys {
-            new_data_key: r.new_data_key,
-        },
-        None => return Err(PolicyError::Invalid("name the core operation".into())),
-    })
-}
-
-/// An order's status for its requester (the core's report as JSON text).
-pub fn order_status_to_proto(s: &OrderStatus) -> pb::CoreOrderStatus {
-    pb::CoreOrderStatus {
-        id: s.id,
-        operation: s.operation.clone(),
-        state: serde_json::to_value(s.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        requested_by: s.requested_by.clone(),
-        result_json: s.result.as_ref().map(|r| r.to_string()).unwrap_or_default(),
-        reason: s.reason.clone().unwrap_or_default(),
-        requested_at: s.requested_at.timestamp(),
-        finished_at: s.finished_at.map(|t| t.timestamp()).unwrap_or_default(),
     }
 }
