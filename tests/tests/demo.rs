@@ -221,4 +221,40 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     assert_eq!(core["opt_outs_handled"], 1, "{core}");
     assert_eq!(core["erasure_requests_handled"], 1, "{core}");
     assert!(core["patient_records_received"].as_u64().unwrap() >= 1798, "{core}");
+
+    // Chapter 8: the policy service and the core as processes of their own; the operator's commands, from a home
+    // holding only the CA, are orders the core carries out; sessions that are not an operator's queue nothing.
+    let s = &r["services"];
+    assert!(
+        s["policy_service"].as_str().unwrap().starts_with("https://127.0.0.1:"),
+        "{s}"
+    );
+    assert_eq!(s["operator_home_files"], serde_json::json!(["ca.crt"]), "{s}");
+    assert!(s["status_tables"].as_u64().unwrap() >= 6, "{s}");
+    assert!(
+        s["forged_session_refused"]
+            .as_str()
+            .unwrap()
+            .contains("SESSION_INVALID"),
+        "{s}"
+    );
+    assert!(
+        s["researcher_refused"].as_str().unwrap().contains("ROLE_NOT_PERMITTED"),
+        "{s}"
+    );
+    let ledger: Vec<&str> = s["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    for entry in [
+        "op core.requested ok",
+        "tokumei-core core.order_taken ok",
+        "op core.status ok",
+        "op core.compact ok",
+    ] {
+        assert!(ledger.contains(&entry), "{entry} missing from {ledger:?}");
+    }
+    assert!(ledger.iter().any(|e| e.ends_with("operate_core denied")), "{ledger:?}");
 }

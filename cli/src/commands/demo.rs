@@ -74,6 +74,7 @@ struct DemoReport {
     directory: Option<super::demo_directory::DirectoryStep>,
     statistics: Option<StatsChapter>,
     release: Option<super::demo_release::ReleaseChapter>,
+    services: Option<super::demo_services::ServicesStep>,
     transparency: Option<super::demo_committee::TransparencyChapter>,
     regulator_core_figures: Option<super::publish::CoreFigures>,
 }
@@ -441,6 +442,9 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             figures.erasures_completed
         ));
         report.regulator_core_figures = Some(figures);
+        // Last, as it compacts the tables the chapters above read.
+        say("\ntokumei demo — chapter 8: the operator holds no key: core operations are orders the core takes");
+        report.services = Some(super::demo_services::step(&home, &cfg, &pki, &cast, &say).await?);
         anyhow::Ok(())
     })?;
     if report.identifiers_found_in_spool > 0 {

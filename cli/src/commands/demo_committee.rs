@@ -64,6 +64,8 @@ pub struct Committee {
     pub researcher_session: Zeroizing<String>,
     /// The operator.
     pub operator: Actor,
+    /// The operator's two-factor session token (what their commands present to the services).
+    pub operator_session: Zeroizing<String>,
     /// The two administrators (accounts and hospitals; four eyes on privileged grants).
     pub administrators: super::staff::Administrators,
     /// An auditor.
@@ -187,7 +189,7 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         first: activate(&policy, "aoi", first.expose()).await?.0,
         second: activate(&policy, "ren", second.expose()).await?.0,
     };
-    let op = person(
+    let (op, operator_session) = person_with_session(
         &policy,
         &admins,
         "op",
@@ -444,6 +446,7 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         researcher,
         researcher_session,
         operator: op,
+        operator_session,
         administrators: admins,
         auditor,
         chair,
@@ -542,13 +545,17 @@ pub async fn closing(home: &Path, cast: &Committee, say: &impl Fn(&str)) -> Resu
 /// Copies the SQLite database, edits one entry as a database administrator could, and verifies the copy.
 async fn tamper_and_verify(home: &Path, p: &Policy) -> Result<String> {
     use sqlx::Executor;
-    let src = home.join("policy").join("policy.db");
     let copy_dir = home.join("tampered");
     std::fs::create_dir_all(&copy_dir)?;
-    // Checkpoint the WAL so the copy holds everything.
-    p.db().pool().execute("PRAGMA wal_checkpoint(TRUNCATE)").await?;
     let copy = copy_dir.join("policy.db");
-    std::fs::copy(&src, &copy)?;
+    // SQLite's own copy (`VACUUM INTO`), never a file copy: opening and closing the live database file outside
+    // SQLite drops this process's POSIX locks on it, after which another process (the policy service of
+    // chapter 8) and this one stopped seeing each other's commits and a checkpoint lost the other's entries.
+    let target = copy.display().to_string().replace('\'', "''");
+    p.db()
+        .pool()
+        .execute(format!("VACUUM INTO '{target}'").as_str())
+        .await?;
     let db = tokumei_policy::PolicyDb::open(&tokumei_policy::database::sqlite_url(&copy)).await?;
     // What a database administrator with write access could do: drop the append-only trigger.
     db.pool()

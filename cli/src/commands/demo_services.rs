@@ -1,0 +1,202 @@
+//! The demo's step on operators who hold no key: the policy service and the core run as processes of their own on
+//! loopback (the core with `[core.orders]`, listening on nothing), and the operator's commands are run from a
+//! home that holds nothing but the service's CA: `tokumei store status` and `tokumei store compact` become
+//! orders the core takes, carries out and reports on. A forged session and the researcher's session are refused
+//! before anything is queued.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tokumei_ingest::config::{Config, CoreOrdersConfig};
+use tokumei_ingest::pki::PkiLayout;
+
+use super::demo_committee::Committee;
+
+/// What the step showed.
+#[derive(Serialize, Default)]
+pub struct ServicesStep {
+    /// The policy service's address (TLS; the core's certificate accepted for orders).
+    pub policy_service: String,
+    /// Files in the operator's home after the commands ran (the CA only).
+    pub operator_home_files: Vec<String>,
+    /// Tables the core reported for `store status`.
+    pub status_tables: usize,
+    /// Tables compacted by `store compact`.
+    pub tables_compacted: u64,
+    /// `store compact` with a forged session.
+    pub forged_session_refused: String,
+    /// `store status` with the researcher's session.
+    pub researcher_refused: String,
+    /// The ledger's entries for the operator's orders (action and outcome).
+    pub ledger: Vec<String>,
+}
+
+/// A child process stopped (and waited for) when dropped.
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tokumei ARGS` with `home`, returns it and its first line of output.
+fn start(home: &Path, args: &[&str]) -> Result<(Service, String)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .env("TOKUMEI_HOME", home)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start tokumei {}", args.join(" ")))?;
+    let mut reader = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    // Keep reading, so the process's last lines find a reader.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    Ok((Service(child), line.trim().to_owned()))
+}
+
+/// `tokumei --json ARGS` as the operator's client: an empty home, a session, the service's address and CA.
+fn client(desk: &Path, service: (&str, &Path), session: &str, args: &[&str]) -> Result<std::process::Output> {
+    Ok(Command::new(std::env::current_exe()?)
+        .arg("--json")
+        .args(args)
+        .env("TOKUMEI_HOME", desk)
+        .env("TOKUMEI_SESSION", session)
+        .env("TOKUMEI_POLICY_URL", service.0)
+        .env("TOKUMEI_POLICY_CA", service.1)
+        .env("RUST_LOG", "warn")
+        .output()?)
+}
+
+fn refusal(out: &std::process::Output) -> Result<String> {
+    anyhow::ensure!(
+        !out.status.success(),
+        "a command that should have been refused succeeded"
+    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    Ok(text.lines().last().unwrap_or_default().trim().to_owned())
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Runs the step on the demo's `home` (its policy database, keyring and store).
+pub async fn step(
+    home: &Path,
+    cfg: &Config,
+    pki: &PkiLayout,
+    cast: &Committee,
+    say: &impl Fn(&str),
+) -> Result<ServicesStep> {
+    let mut out = ServicesStep::default();
+    let path = |p: PathBuf| p.display().to_string();
+    let (_policy, line) = start(
+        home,
+        &[
+            "policy",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &path(pki.gateway_cert()),
+            "--tls-key",
+            &path(pki.gateway_key()),
+            "--core-client-ca",
+            &path(pki.ca_cert()),
+        ],
+    )?;
+    let addr = line
+        .strip_prefix("policy service listening on ")
+        .with_context(|| format!("the policy service did not start: {line}"))?;
+    out.policy_service = format!("https://{addr}");
+    // The core's configuration pins the policy service's public key (read once, here, by the installer).
+    let public_key = std::fs::read_to_string(tokumei_policy::service_key::public_key_path(
+        &tokumei_policy::service_key::default_key_path(home),
+    ))?;
+    let mut core_cfg = cfg.clone();
+    core_cfg.core.ca = pki.ca_cert();
+    core_cfg.core.cert = pki.core_cert();
+    core_cfg.core.key = pki.core_key();
+    core_cfg.core.orders = Some(CoreOrdersConfig {
+        policy_url: out.policy_service.clone(),
+        public_key: public_key.trim().to_owned(),
+        ca: None,
+        poll_ms: 200,
+    });
+    let core_toml = home.join("core-orders.toml");
+    std::fs::write(&core_toml, toml::to_string(&core_cfg)?)?;
+    let (_core, line) = start(home, &["core", "run", "--config", &path(core_toml)])?;
+    anyhow::ensure!(line.contains("orders from"), "the core did not start: {line}");
+    say(&format!(
+        "   the policy service ({}) and the core run as processes of their own; the core listens on nothing and takes orders",
+        out.policy_service
+    ));
+
+    // The operator's desk: nothing but the CA of the service's certificate.
+    let desk = home.join("operator-desk");
+    std::fs::create_dir_all(&desk)?;
+    let ca = desk.join("ca.crt");
+    std::fs::copy(pki.ca_cert(), &ca)?;
+    let service = (out.policy_service.as_str(), ca.as_path());
+    let session = cast.operator_session.as_str();
+    let status = client(&desk, service, session, &["store", "status"])?;
+    anyhow::ensure!(
+        status.status.success(),
+        "store status: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout)?;
+    out.status_tables = report["tables"].as_array().map_or(0, Vec::len);
+    let compact = client(&desk, service, session, &["store", "compact"])?;
+    anyhow::ensure!(
+        compact.status.success(),
+        "store compact: {}",
+        String::from_utf8_lossy(&compact.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&compact.stdout)?;
+    out.tables_compacted = report["tables_compacted"].as_u64().unwrap_or_default();
+    out.operator_home_files = files(&desk);
+    say(&format!(
+        "   op, from a home holding only the CA ({:?}): store status → {} tables reported by the core; store compact → {} table(s) compacted",
+        out.operator_home_files, out.status_tables, out.tables_compacted
+    ));
+    out.forged_session_refused = refusal(&client(&desk, service, "tks1.forged.forged", &["store", "compact"])?)?;
+    out.researcher_refused = refusal(&client(
+        &desk,
+        service,
+        cast.researcher_session.as_str(),
+        &["store", "status"],
+    )?)?;
+    say(&format!(
+        "   a forged session: {}\n   the researcher's session: {}",
+        out.forged_session_refused, out.researcher_refused
+    ));
+    let entries = cast
+        .policy
+        .audit_ledger()
+        .entries_by_seq(1, i64::MAX)
+        .await
+        .map_err(super::access::reason)?;
+    out.ledger = entries
+        .iter()
+        .filter(|e| e.action.starts_with("core.") || e.action == "operate_core")
+        .map(|e| format!("{} {} {}", e.actor, e.action, e.outcome))
+        .collect();
+    say(&format!("   the ledger: {}", out.ledger.join("; ")));
+    Ok(out)
+}
