@@ -484,6 +484,34 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
     }
 }
 
+/// The role part of [`authorize`]: some role the actor holds may ever ask `action`, with the authentication that
+/// role needs. For front-ends that must refuse a caller before they look anything up, so that a refused role
+/// learns nothing about what exists (a release, an application); [`authorize`] still decides the relation with
+/// the resource afterwards. Necessary for [`authorize`], never sufficient (tested over every role set).
+pub fn authorize_role(actor: &Actor, action: Action) -> Result<(), Denied> {
+    let mut reason = DenialReason::RoleNotPermitted;
+    for &role in &actor.roles {
+        if !allowed_for_role(role, action) {
+            continue;
+        }
+        let strong = if role.is_human() {
+            actor.auth.is_two_factor()
+        } else {
+            actor.auth == AuthMethod::Certificate
+        };
+        if strong {
+            return Ok(());
+        }
+        reason = DenialReason::StrongAuthenticationRequired;
+    }
+    Err(Denied {
+        actor: actor.username.clone(),
+        action,
+        resource: "any resource".to_owned(),
+        reason,
+    })
+}
+
 /// Decides whether `actor` may perform `action` on `resource`.
 ///
 /// Permitted when at least one of the actor's roles permits the action in the role table, that role's

@@ -31,7 +31,7 @@ pub mod service_key;
 pub mod small_cell_tables;
 pub mod transparency;
 
-pub use authorization::{Action, Actor, AuthMethod, DenialReason, Denied, Resource, Role, authorize};
+pub use authorization::{Action, Actor, AuthMethod, DenialReason, Denied, Resource, Role, authorize, authorize_role};
 pub use budget_ledger::{
     BudgetChange, BudgetLedger, BudgetStatus, LedgerEntry, ProjectBudget, SpendRequest, TotalsCheck,
 };

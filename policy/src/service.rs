@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit_ledger::{self, AuditEntry, AuditEvent, AuditLedger};
-use crate::authorization::{Action, Actor, Resource, Role, authorize};
+use crate::authorization::{Action, Actor, Resource, Role, authorize, authorize_role};
 use crate::budget_ledger::BudgetLedger;
 use crate::committee::{
     ApplicationForm, ApplicationRecord, ApprovalConditions, BanList, BanSubject, Committee, FeeEstimate, Outcome,
@@ -264,6 +264,27 @@ impl Policy {
                     &actor.username,
                     action.as_str(),
                     resource.to_string(),
+                    audit_ledger::Outcome::Denied,
+                )
+                .reason(denied.reason.code())
+                .source(origin.0),
+            )
+            .await?;
+            return Err(denied.into());
+        }
+        Ok(())
+    }
+
+    /// The role part of [`Policy::check`] ([`authorize_role`]), a refusal audited: for front-ends that must refuse
+    /// a caller before they look anything up (a release, an application), so a refused role learns nothing
+    /// about what exists. The full check on the resource still follows.
+    pub async fn check_role(&self, actor: &Actor, action: Action, origin: Origin<'_>) -> Result<()> {
+        if let Err(denied) = authorize_role(actor, action) {
+            self.audit(
+                AuditEvent::new(
+                    &actor.username,
+                    action.as_str(),
+                    "any resource",
                     audit_ledger::Outcome::Denied,
                 )
                 .reason(denied.reason.code())
@@ -1084,6 +1105,7 @@ impl Policy {
         statement: &str,
         origin: Origin<'_>,
     ) -> Result<AuditEntry> {
+        self.check_role(actor, Action::DeclareDeletion, origin).await?;
         let app = self.committee.get(id).await?;
         self.check(
             actor,

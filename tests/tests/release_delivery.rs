@@ -1067,3 +1067,153 @@ async fn revocation_and_bans_reach_issued_tokens_and_change_requests() {
     }
     drop(server);
 }
+
+/// The release service's role table of docs/committee.md (between the `release-rpc-matrix` markers): RPC → rule.
+fn documented_release_rpcs() -> BTreeMap<String, String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/committee.md")).expect("doc");
+    let start = doc.find("<!-- release-rpc-matrix:start -->").expect("start marker");
+    let end = doc.find("<!-- release-rpc-matrix:end -->").expect("end marker");
+    doc[start..end]
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_owned(), cells[3].to_owned())
+        })
+        .collect()
+}
+
+/// How a call ended, as the role table sees it: no session, refused for the role, or let through by the role
+/// (whatever came next: success, or a refusal about this person and this approval, such as NOT_RECIPIENT).
+fn classify_release<T>(result: &Result<tonic::Response<T>, Status>) -> &'static str {
+    match result {
+        Ok(_) => "admitted",
+        Err(s) if matches!(s.code(), Code::Internal | Code::Unavailable | Code::Unknown) => {
+            panic!("a server fault: {s:?}")
+        }
+        Err(s) => match reason(s).as_str() {
+            "SESSION_INVALID" => "no session",
+            "ROLE_NOT_PERMITTED" | "STRONG_AUTHENTICATION_REQUIRED" => "role refused",
+            _ => "admitted",
+        },
+    }
+}
+
+fn maybe_authed<T>(message: T, person: Option<&Person>) -> Request<T> {
+    match person {
+        Some(p) => authed(message, p),
+        None => Request::new(message),
+    }
+}
+
+/// Every release RPC as every role: the outcome matches the documented table, and each call, refusals and calls
+/// without a session included, leaves exactly one `rpc.<Method>` entry in the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledger() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let w = world();
+    let home = &w.home;
+    let release = format!("R-{}-1", w.main);
+    put_release(home, &release, &w.main, "rika", &[("observations.csv", b"a,b\n1,2\n")]).await;
+    let (admin, _) = people::administrators(home.path());
+    let auditor = people::invite(home.path(), &[], "audra", "audit-o", "auditor");
+    let log = home.path().join("release-matrix.log");
+    let server = Server::start(home, &log, &[]);
+    let mut client = server.client(home).await;
+    let table = documented_release_rpcs();
+    assert_eq!(table.len(), 3, "every RPC of ReleaseService is in the table");
+    let db = tokumei_policy::PolicyDb::open(&tokumei_policy::default_url(home.path()))
+        .await
+        .expect("the policy database");
+    let rpc_entries = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_entries WHERE action LIKE 'rpc.%'")
+            .fetch_one(db.pool())
+            .await
+            .expect("count")
+    };
+    // The recipient last: her declaration of deletion ends her use of the approval.
+    let callers: [(&str, Option<&Person>); 8] = [
+        ("anonymous", None),
+        ("administrator", Some(&admin)),
+        ("operator", Some(&w.committee.op)),
+        ("auditor", Some(&auditor)),
+        ("committee_member", Some(&w.committee.members[0])),
+        ("committee_chair", Some(&w.committee.chair)),
+        ("researcher", Some(&w.nao)),
+        ("researcher", Some(&w.rika)),
+    ];
+    let mut wrong = Vec::new();
+    for rpc in ["ListReleases", "RequestDownload", "DeclareDeletion"] {
+        for (role, person) in &callers {
+            let before = rpc_entries().await;
+            let got = match rpc {
+                "ListReleases" => classify_release(
+                    &client
+                        .list_releases(maybe_authed(pb::ListReleasesRequest {}, *person))
+                        .await,
+                ),
+                "RequestDownload" => classify_release(
+                    &client
+                        .request_download(maybe_authed(
+                            pb::RequestDownloadRequest {
+                                release_id: release.clone(),
+                                file: "observations.csv".into(),
+                            },
+                            *person,
+                        ))
+                        .await,
+                ),
+                _ => classify_release(
+                    &client
+                        .declare_deletion(maybe_authed(
+                            pb::DeclareDeletionRequest {
+                                application_id: w.main.clone(),
+                                statement: "deleted from the analysis server, disks wiped".into(),
+                            },
+                            *person,
+                        ))
+                        .await,
+                ),
+            };
+            let rule = table[rpc].as_str();
+            let want = match (rule, person) {
+                (_, None) => "no session",
+                ("signed in", Some(_)) => "admitted",
+                (roles, Some(_)) if roles.split(',').any(|r| r.trim() == *role) => "admitted",
+                _ => "role refused",
+            };
+            if got != want {
+                wrong.push(format!("{rpc} as {role}: {got}, the table says {want}"));
+            }
+            assert_eq!(
+                rpc_entries().await,
+                before + 1,
+                "{rpc} as {role}: not exactly one ledger entry"
+            );
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // A refused role learns nothing about what exists: the operator asking for a release or an application that
+    // does not exist gets the same refusal as for one that does (before, NOT_FOUND told them apart).
+    let missing = client
+        .request_download(authed(
+            pb::RequestDownloadRequest {
+                release_id: "R-A-0000-1".into(),
+                file: "observations.csv".into(),
+            },
+            &w.committee.op,
+        ))
+        .await;
+    assert_refused(missing, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    let missing = client
+        .declare_deletion(authed(
+            pb::DeclareDeletionRequest {
+                application_id: "A-0000".into(),
+                statement: "deleted".into(),
+            },
+            &w.committee.op,
+        ))
+        .await;
+    assert_refused(missing, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    drop(server);
+}

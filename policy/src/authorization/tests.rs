@@ -364,3 +364,47 @@ fn a_member_previews_a_release_only_for_a_review_they_sit_on() {
         Some(DenialReason::RoleNotPermitted)
     );
 }
+
+/// `authorize_role` is necessary for `authorize`: over every set of roles, every action and every authentication
+/// method, whenever `authorize` admits on some resource (a favourable one for each role held, or the platform),
+/// `authorize_role` admits; and when no role held may ever ask the action, both refuse with the same reason.
+#[test]
+fn the_role_precheck_never_refuses_what_authorize_admits() {
+    let methods = [
+        AuthMethod::PasswordTotp,
+        AuthMethod::PasswordRecoveryCode,
+        AuthMethod::Certificate,
+    ];
+    for mask in 0u32..(1 << Role::ALL.len()) {
+        let roles: BTreeSet<Role> = Role::ALL
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, r)| *r)
+            .collect();
+        for auth in methods {
+            let who = Actor {
+                username: "u".into(),
+                organisation: "org-x".into(),
+                roles: roles.clone(),
+                auth,
+            };
+            for action in Action::ALL {
+                let mut resources = vec![Resource::Platform];
+                resources.extend(roles.iter().map(|&r| favourable_resource(r, action, "u")));
+                let admitted_somewhere = resources.iter().any(|r| authorize(&who, action, r).is_ok());
+                let pre = authorize_role(&who, action);
+                if admitted_somewhere {
+                    assert!(
+                        pre.is_ok(),
+                        "{roles:?} {auth:?} {action:?}: the pre-check refuses what authorize admits"
+                    );
+                }
+                if !roles.iter().any(|&r| allowed_for_role(r, action)) {
+                    let full = authorize(&who, action, &Resource::Platform).expect_err("no role allows it");
+                    assert_eq!(pre.expect_err("refused").reason, full.reason, "{roles:?} {action:?}");
+                }
+            }
+        }
+    }
+}

@@ -250,6 +250,12 @@ impl ReleaseService for ReleaseGrpc {
         request: Request<pb::RequestDownloadRequest>,
     ) -> Reply<pb::RequestDownloadResponse> {
         let (origin, actor, r) = self.authenticated(request).await?;
+        // The role first: someone who may never download learns nothing about which releases exist.
+        self.delivery
+            .policy
+            .check_role(&actor, tokumei_policy::Action::DownloadRelease, Origin(&origin))
+            .await
+            .map_err(|e| policy_status(&e))?;
         let zone = self.delivery.zone.clone();
         let id = r.release_id.clone();
         let record = tokio::task::spawn_blocking(move || zone.record(&id))
