@@ -296,12 +296,27 @@ impl Policy {
         Ok(())
     }
 
+    /// The application `id`, once `actor` may do `action` on it: the role first ([`Policy::check_role`], so a refused
+    /// role learns nothing about which applications exist), then the application is read and the full check made
+    /// on it. Every refusal is audited.
+    async fn checked_application(
+        &self,
+        actor: &Actor,
+        action: Action,
+        id: &str,
+        origin: Origin<'_>,
+    ) -> Result<ApplicationRecord> {
+        self.check_role(actor, action, origin).await?;
+        let app = self.committee.get(id).await?;
+        self.check(actor, action, &Resource::Application(app.facts()), origin)
+            .await?;
+        Ok(app)
+    }
+
     /// [`Policy::check`] on an application by id: for front-ends that must refuse a caller before they look at the
     /// rest of the request (a refused caller learns nothing about whether their input would have been valid).
     pub async fn check_application(&self, actor: &Actor, action: Action, id: &str, origin: Origin<'_>) -> Result<()> {
-        let app = self.committee.get(id).await?;
-        self.check(actor, action, &Resource::Application(app.facts()), origin)
-            .await
+        self.checked_application(actor, action, id, origin).await.map(|_| ())
     }
 
     /// Audits the result of an authorised action: `ok` with `details`, or `denied`/`failed` with the
@@ -764,14 +779,9 @@ impl Policy {
 
     /// One application, for whoever may view it.
     pub async fn application(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<ApplicationRecord> {
-        let app = self.committee.get(id).await?;
-        self.check(
-            actor,
-            Action::ViewApplication,
-            &Resource::Application(app.facts()),
-            origin,
-        )
-        .await?;
+        let app = self
+            .checked_application(actor, Action::ViewApplication, id, origin)
+            .await?;
         Ok(app)
     }
 
@@ -795,14 +805,9 @@ impl Policy {
         members: &[String],
         origin: Origin<'_>,
     ) -> Result<ApplicationRecord> {
-        let app = self.committee.get(id).await?;
-        self.check(
-            actor,
-            Action::AssignReviewers,
-            &Resource::Application(app.facts()),
-            origin,
-        )
-        .await?;
+        let app = self
+            .checked_application(actor, Action::AssignReviewers, id, origin)
+            .await?;
         let mut result = Ok(());
         for m in members {
             match self.directory.user(m).await {
@@ -844,9 +849,7 @@ impl Policy {
 
     /// A member recuses from a review (conflict of interest), withdrawing any vote.
     pub async fn recuse(&self, actor: &Actor, id: &str, reason: &str, origin: Origin<'_>) -> Result<ApplicationRecord> {
-        let app = self.committee.get(id).await?;
-        self.check(actor, Action::Recuse, &Resource::Application(app.facts()), origin)
-            .await?;
+        self.checked_application(actor, Action::Recuse, id, origin).await?;
         let result = self.committee.recuse(id, &actor.username, reason, self.now()).await;
         self.finish(
             &actor.username,
@@ -868,9 +871,7 @@ impl Policy {
         comment: &str,
         origin: Origin<'_>,
     ) -> Result<ApplicationRecord> {
-        let app = self.committee.get(id).await?;
-        self.check(actor, Action::CastVote, &Resource::Application(app.facts()), origin)
-            .await?;
+        self.checked_application(actor, Action::CastVote, id, origin).await?;
         let vote = Vote {
             member: actor.username.clone(),
             in_favour,
@@ -897,14 +898,8 @@ impl Policy {
         conditions: Option<ApprovalConditions>,
         origin: Origin<'_>,
     ) -> Result<ApplicationRecord> {
-        let app = self.committee.get(id).await?;
-        self.check(
-            actor,
-            Action::DecideApplication,
-            &Resource::Application(app.facts()),
-            origin,
-        )
-        .await?;
+        self.checked_application(actor, Action::DecideApplication, id, origin)
+            .await?;
         let result = self.committee.decide(id, &actor.username, conditions, self.now()).await;
         let result = match result {
             Ok((Outcome::Approved, record)) => {
@@ -941,14 +936,8 @@ impl Policy {
 
     /// The chair revokes an approval.
     pub async fn revoke(&self, actor: &Actor, id: &str, reason: &str, origin: Origin<'_>) -> Result<ApplicationRecord> {
-        let app = self.committee.get(id).await?;
-        self.check(
-            actor,
-            Action::RevokeApproval,
-            &Resource::Application(app.facts()),
-            origin,
-        )
-        .await?;
+        self.checked_application(actor, Action::RevokeApproval, id, origin)
+            .await?;
         let result = self.committee.revoke(id, reason, self.now()).await;
         self.finish(
             &actor.username,
@@ -964,14 +953,8 @@ impl Policy {
 
     /// The applicant withdraws an undecided application.
     pub async fn withdraw(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<ApplicationRecord> {
-        let app = self.committee.get(id).await?;
-        self.check(
-            actor,
-            Action::AmendApplication,
-            &Resource::Application(app.facts()),
-            origin,
-        )
-        .await?;
+        self.checked_application(actor, Action::AmendApplication, id, origin)
+            .await?;
         let result = self.committee.withdraw(id).await;
         self.finish(
             &actor.username,
@@ -986,8 +969,8 @@ impl Policy {
 
     /// The fee estimate of an application under the current tariffs.
     pub async fn estimate_fees(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<FeeEstimate> {
-        let app = self.committee.get(id).await?;
-        self.check(actor, Action::EstimateFees, &Resource::Application(app.facts()), origin)
+        let app = self
+            .checked_application(actor, Action::EstimateFees, id, origin)
             .await?;
         Ok(self.committee.tariff().estimate(&app.form))
     }
@@ -1055,8 +1038,7 @@ impl Policy {
         tables: &[TableRequest],
         origin: Origin<'_>,
     ) -> Result<ApplicationRecord> {
-        let app = self.committee.get(id).await?;
-        self.check(actor, Action::BuildRelease, &Resource::Application(app.facts()), origin)
+        self.checked_application(actor, Action::BuildRelease, id, origin)
             .await?;
         let today = japan_date(self.now());
         let mut result = Err(PolicyError::Invalid("a release needs at least one recipient".into()));
@@ -1105,15 +1087,9 @@ impl Policy {
         statement: &str,
         origin: Origin<'_>,
     ) -> Result<AuditEntry> {
-        self.check_role(actor, Action::DeclareDeletion, origin).await?;
-        let app = self.committee.get(id).await?;
-        self.check(
-            actor,
-            Action::DeclareDeletion,
-            &Resource::Application(app.facts()),
-            origin,
-        )
-        .await?;
+        let app = self
+            .checked_application(actor, Action::DeclareDeletion, id, origin)
+            .await?;
         if statement.trim().is_empty() {
             return Err(PolicyError::Invalid(
                 "a deletion declaration needs a statement (what was deleted, where, how)".into(),
@@ -1225,9 +1201,7 @@ impl Policy {
         details: serde_json::Value,
         origin: Origin<'_>,
     ) -> Result<AuditEntry> {
-        let app = self.committee.get(id).await?;
-        self.check(actor, Action::TraceLeak, &Resource::Application(app.facts()), origin)
-            .await?;
+        self.checked_application(actor, Action::TraceLeak, id, origin).await?;
         self.audit_ok(actor, "trace.leak", &format!("application {id}"), origin, details)
             .await
     }
@@ -1246,9 +1220,7 @@ impl Policy {
         if !matches!(action, Action::AssessReleaseRisk | Action::PlanRelease) {
             return Err(PolicyError::Invalid(format!("{action} is not a release review")));
         }
-        let app = self.committee.get(id).await?;
-        self.check(actor, action, &Resource::Application(app.facts()), origin)
-            .await?;
+        let app = self.checked_application(actor, action, id, origin).await?;
         Ok(app)
     }
 
