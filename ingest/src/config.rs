@@ -356,7 +356,7 @@ pub struct CoreOrdersConfig {
 }
 
 fn default_order_poll_ms() -> u64 {
-    500
+    1_000
 }
 
 impl Config {

@@ -17,3 +17,10 @@ CREATE TABLE core_orders (
     reason          TEXT
 );
 CREATE INDEX core_orders_state ON core_orders (state);
+-- The next order number: one row, incremented as the first statement of a request's transaction, so racing
+-- requests queue on its lock (PostgreSQL's row lock, SQLite's write lock) instead of colliding.
+CREATE TABLE core_order_seq (
+    one             INTEGER NOT NULL PRIMARY KEY,
+    n               BIGINT NOT NULL
+);
+INSERT INTO core_order_seq (one, n) VALUES (1, 0);

@@ -22,6 +22,9 @@ use crate::error::{PolicyError, Result};
 /// How long a queued order stays valid: the core refuses it afterwards, and so does the queue.
 pub const ORDER_TTL: Duration = Duration::minutes(10);
 
+/// How long after its expiry a taken order without a report is given up as `ORDER_LOST`.
+pub const LOST_AFTER: Duration = Duration::minutes(10);
+
 /// Most linkage keys one erasure order may name.
 pub const MAX_ERASE_KEYS: usize = 1_000;
 
@@ -110,9 +113,12 @@ impl CoreOperation {
             && request_id
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
-        if !reference_ok {
+        // A reference goes to the ledger and the certificate: it must not smuggle a key there.
+        let looks_like_key =
+            is_key(&request_id.to_ascii_lowercase()) || linkage_keys.iter().any(|k| request_id.contains(k.as_str()));
+        if !reference_ok || looks_like_key {
             return Err(PolicyError::Invalid(
-                "the request reference is 1-128 characters of letters, digits and -_.:/".into(),
+                "the request reference is 1-128 characters of letters, digits and -_.:/, and not a key".into(),
             ));
         }
         Ok(())
@@ -310,53 +316,37 @@ impl CoreOrders {
         sign: impl Fn(&[u8]) -> String,
     ) -> Result<OrderStatus> {
         operation.validate()?;
-        let mut last_error = None;
-        // Numbers are the next free one. The row is written first (so SQLite takes its write lock at the first
-        // statement and a racing writer waits instead of failing), then signed; two PostgreSQL requests racing
-        // for one number collide on the key and the loser retries.
-        for _ in 0..5 {
-            let mut tx = self.db.pool().begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO core_orders (id, operation, payload, signature, key_count, requested_by, requested_at_ms, \
-                 expires_at_ms, state) SELECT COALESCE(MAX(id), 0) + 1, $1, '', '', $2, $3, $4, $5, 'queued' \
-                 FROM core_orders RETURNING id",
-            )
-            .bind(operation.name())
-            .bind(i64::try_from(operation.key_count()).unwrap_or(i64::MAX))
-            .bind(requested_by)
-            .bind(now.timestamp_millis())
-            .bind((now + ORDER_TTL).timestamp_millis())
+        let mut tx = self.db.pool().begin().await?;
+        // The counter row first: the transaction takes its write lock at once, and racing requests wait on it.
+        let id: i64 = sqlx::query("UPDATE core_order_seq SET n = n + 1 WHERE one = 1 RETURNING n")
             .fetch_one(&mut *tx)
-            .await;
-            let id: i64 = match inserted {
-                Ok(row) => row.try_get("id")?,
-                Err(e) => {
-                    last_error = Some(e);
-                    continue;
-                }
-            };
-            let order = CoreOrder {
-                id: u64::try_from(id).unwrap_or_default(),
-                requested_by: requested_by.to_owned(),
-                issued_at_ms: now.timestamp_millis(),
-                expires_at_ms: (now + ORDER_TTL).timestamp_millis(),
-                operation: operation.clone(),
-            };
-            let payload = serde_json::to_string(&order)
-                .map_err(|e| PolicyError::InvalidState(format!("order not serialisable: {e}")))?;
-            sqlx::query("UPDATE core_orders SET payload = $2, signature = $3 WHERE id = $1")
-                .bind(id)
-                .bind(&payload)
-                .bind(sign(payload.as_bytes()))
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            return self.get(order.id, now).await;
-        }
-        Err(last_error.map_or_else(
-            || PolicyError::InvalidState("no order number".into()),
-            PolicyError::Database,
-        ))
+            .await?
+            .try_get("n")?;
+        let order = CoreOrder {
+            id: u64::try_from(id).unwrap_or_default(),
+            requested_by: requested_by.to_owned(),
+            issued_at_ms: now.timestamp_millis(),
+            expires_at_ms: (now + ORDER_TTL).timestamp_millis(),
+            operation: operation.clone(),
+        };
+        let payload = serde_json::to_string(&order)
+            .map_err(|e| PolicyError::InvalidState(format!("order not serialisable: {e}")))?;
+        sqlx::query(
+            "INSERT INTO core_orders (id, operation, payload, signature, key_count, requested_by, requested_at_ms, \
+             expires_at_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued')",
+        )
+        .bind(id)
+        .bind(operation.name())
+        .bind(&payload)
+        .bind(sign(payload.as_bytes()))
+        .bind(i64::try_from(operation.key_count()).unwrap_or(i64::MAX))
+        .bind(requested_by)
+        .bind(order.issued_at_ms)
+        .bind(order.expires_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.get(order.id, now).await
     }
 
     /// One order's status.
@@ -377,12 +367,26 @@ impl CoreOrders {
     pub async fn take(&self, now: DateTime<Utc>) -> Result<Vec<(u64, String, SignedCoreOrder)>> {
         let now_ms = now.timestamp_millis();
         let mut tx = self.db.pool().begin().await?;
-        sqlx::query("UPDATE core_orders SET state = 'expired' WHERE state = 'queued' AND expires_at_ms <= $1")
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
+        // Orders nobody took in time, and orders taken but never reported (a core that stopped half-way), end here:
+        // their payloads (an erasure's keys) are emptied like those of finished orders.
+        sqlx::query(
+            "UPDATE core_orders SET state = 'expired', payload = '', signature = '' \
+             WHERE state = 'queued' AND expires_at_ms <= $1",
+        )
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE core_orders SET state = 'failed', reason = 'ORDER_LOST', finished_at_ms = $1, payload = '', \
+             signature = '' WHERE state = 'taken' AND expires_at_ms <= $2",
+        )
+        .bind(now_ms)
+        .bind(now_ms - LOST_AFTER.num_milliseconds())
+        .execute(&mut *tx)
+        .await?;
+        // One at a time: an order is taken when the core is ready to carry it out, never left to expire in a batch.
         let rows = sqlx::query(
-            "SELECT id, operation, payload, signature FROM core_orders WHERE state = 'queued' ORDER BY id LIMIT 16",
+            "SELECT id, operation, payload, signature FROM core_orders WHERE state = 'queued' ORDER BY id LIMIT 1",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -435,25 +439,11 @@ impl CoreOrders {
         };
         let key = i64::try_from(id).unwrap_or(-1);
         let mut tx = self.db.pool().begin().await?;
-        let row = sqlx::query("SELECT payload, requested_by, state FROM core_orders WHERE id = $1")
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| PolicyError::NotFound {
-                kind: "core order",
-                id: id.to_string(),
-            })?;
-        if row.try_get::<String, _>("state")? != OrderState::Taken.name() {
-            return Err(PolicyError::InvalidState(format!(
-                "core order {id} is not waiting for a report"
-            )));
-        }
-        let payload: String = row.try_get("payload")?;
-        let order: CoreOrder = serde_json::from_str(&payload)
-            .map_err(|e| PolicyError::InvalidState(format!("core order {id} is unreadable: {e}")))?;
-        sqlx::query(
-            "UPDATE core_orders SET state = $2, finished_at_ms = $3, result = $4, reason = $5, payload = '', \
-             signature = '' WHERE id = $1",
+        // The state change first (a write takes SQLite's lock at once; on PostgreSQL the row lock makes a second,
+        // racing report find the order no longer taken): a report is accepted once, on a taken order.
+        let marked = sqlx::query(
+            "UPDATE core_orders SET state = $2, finished_at_ms = $3, result = $4, reason = $5 \
+             WHERE id = $1 AND state = 'taken'",
         )
         .bind(key)
         .bind(state.name())
@@ -462,6 +452,22 @@ impl CoreOrders {
         .bind(reason)
         .execute(&mut *tx)
         .await?;
+        if marked.rows_affected() != 1 {
+            return Err(PolicyError::InvalidState(format!(
+                "core order {id} is not waiting for a report"
+            )));
+        }
+        let row = sqlx::query("SELECT payload, requested_by FROM core_orders WHERE id = $1")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        let payload: String = row.try_get("payload")?;
+        let order: CoreOrder = serde_json::from_str(&payload)
+            .map_err(|e| PolicyError::InvalidState(format!("core order {id} is unreadable: {e}")))?;
+        sqlx::query("UPDATE core_orders SET payload = '', signature = '' WHERE id = $1")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok((order.operation, row.try_get("requested_by")?))
     }
@@ -493,6 +499,9 @@ mod tests {
             erase(vec![key()], None, ""),
             erase(vec![key()], None, "req 1; DROP"),
             erase(vec![key(); MAX_ERASE_KEYS + 1], None, "r"),
+            // A key smuggled into the reference (which the ledger and the certificate keep).
+            erase(vec![key()], None, &key()),
+            erase(vec![], Some(key()), &"ab".repeat(32)),
         ] {
             let e = bad.validate().expect_err("refused");
             assert_eq!(e.reason(), "INVALID_ARGUMENT");

@@ -986,14 +986,12 @@ impl Policy {
         tables: &[TableRequest],
         origin: Origin<'_>,
     ) -> Result<ApplicationRecord> {
-        let app = self.committee.get(id).await?;
         let action = match kind {
             UseKind::Build => Action::BuildRelease,
             UseKind::Download | UseKind::Transfer => Action::DownloadRelease,
             UseKind::Statistics => Action::RunStatistics,
         };
-        self.check(actor, action, &Resource::Application(app.facts()), origin)
-            .await?;
+        self.checked_application(actor, action, id, origin).await?;
         let now = self.now();
         let request = UseRequest {
             kind,

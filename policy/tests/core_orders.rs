@@ -14,7 +14,8 @@ mod support;
 on_both_backends!(
     orders_are_handed_out_once_and_reported_once,
     expired_orders_are_never_handed_out,
-    racing_requests_get_distinct_numbers
+    racing_requests_get_distinct_numbers,
+    unfinished_orders_end_and_keep_no_key
 );
 
 fn t0() -> DateTime<Utc> {
@@ -44,7 +45,9 @@ async fn orders_are_handed_out_once_and_reported_once(db: PolicyDb, _url: String
         .expect("queued");
     assert_eq!((first.state, second.id), (OrderState::Queued, first.id + 1));
 
-    let taken = queue.take(t0()).await.expect("take");
+    // One at a time, oldest first, each once.
+    let mut taken = queue.take(t0()).await.expect("take");
+    taken.extend(queue.take(t0()).await.expect("take"));
     assert_eq!(taken.len(), 2);
     assert!(
         queue.take(t0()).await.expect("take again").is_empty(),
@@ -141,4 +144,39 @@ async fn racing_requests_get_distinct_numbers(db: PolicyDb, _url: String) {
         .expect("every request queued");
     let distinct: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
     assert_eq!(distinct.len(), 8, "{ids:?}");
+}
+
+/// Orders that end without a report keep no key: expired before anyone took them, or taken by a core that stopped
+/// before reporting (given up as ORDER_LOST ten minutes after expiry).
+async fn unfinished_orders_end_and_keep_no_key(db: PolicyDb, _url: String) {
+    let queue = CoreOrders::new(db.clone());
+    let key = ServiceKey::generate();
+    let sign = |p: &[u8]| hex::encode(key.sign(SignaturePurpose::CoreOrder, p));
+    let (first, second) = ("cd".repeat(32), "ef".repeat(32));
+    let never_taken = queue.queue(erase(&first), "op", t0(), sign).await.expect("queued");
+    let later = t0() + TimeDelta::minutes(5);
+    let lost = queue.queue(erase(&second), "op", later, sign).await.expect("queued");
+    // The core takes one order at a time: the first, then the second.
+    assert_eq!(queue.take(later).await.expect("take").len(), 1);
+    assert_eq!(queue.take(later).await.expect("take").len(), 1);
+    sqlx::query("UPDATE core_orders SET state = 'queued' WHERE id = $1")
+        .bind(i64::try_from(never_taken.id).expect("id"))
+        .execute(db.pool())
+        .await
+        .expect("put back");
+    // Past the first's expiry, and past the second's expiry plus the grace for a report.
+    let much_later = later + TimeDelta::minutes(21);
+    assert!(queue.take(much_later).await.expect("take").is_empty());
+    let a = queue.get(never_taken.id, much_later).await.expect("status");
+    let b = queue.get(lost.id, much_later).await.expect("status");
+    assert_eq!(a.state, OrderState::Expired);
+    assert_eq!((b.state, b.reason.as_deref()), (OrderState::Failed, Some("ORDER_LOST")));
+    let payloads: Vec<String> = sqlx::query_scalar("SELECT payload FROM core_orders")
+        .fetch_all(db.pool())
+        .await
+        .expect("payloads");
+    assert!(
+        payloads.iter().all(|p| !p.contains(&first) && !p.contains(&second)),
+        "{payloads:?}"
+    );
 }

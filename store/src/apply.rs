@@ -325,6 +325,23 @@ impl Applier {
         Ok(())
     }
 
+    /// An operator's opt-out or erasure (a core order), carried out by the applier itself between chunks: the
+    /// person's records still arriving through the spool are refused from now on (the opt-out set is extended
+    /// before anything is written), and the table handles it appends through are reloaded after the erasure
+    /// rewrote and vacuumed them.
+    pub async fn carry_out_order(&mut self, r: &PatientRequestEntry) -> Result<Option<ErasureCertificate>, StoreError> {
+        let reach = request_reach::reach(&self.store, r).await?;
+        self.opted_out.extend(&r.hospital_code, &reach);
+        let result = {
+            let _guard = self.maintenance.lock().await;
+            carry_out(&self.store, r).await
+        };
+        for t in Table::ALL {
+            self.tables.insert(t, self.store.table(t).await?);
+        }
+        result
+    }
+
     /// Applies an opt-out or erasure: its reach is worked out and written to the registry first (the decision,
     /// durable), then the erasure runs; an erasure interrupted between the two is completed at the next open
     /// ([`complete_pending_erasures`]).

@@ -161,12 +161,28 @@ pub async fn run(
     };
 
     // Operators' orders, taken from the policy service (outbound, like the spool).
-    let order_taker =
-        orders.map(|source| tokio::spawn(crate::orders::serve(source, store.clone(), maintenance.clone())));
+    // Erasures among them come back here, to run between chunks (see `ErasureJob`).
+    let (erasure_tx, mut erasure_rx) = tokio::sync::mpsc::channel::<crate::orders::ErasureJob>(4);
+    let order_taker = orders.map(|source| {
+        tokio::spawn(crate::orders::serve(
+            source,
+            store.clone(),
+            maintenance.clone(),
+            erasure_tx.clone(),
+        ))
+    });
 
     let mut totals = CoreTotals::default();
     tokio::pin!(shutdown);
     let result = loop {
+        while let Ok(job) = erasure_rx.try_recv() {
+            let outcome = applier.carry_out_order(&job.request).await;
+            if let Ok(Some(cert)) = &outcome {
+                totals.erasures += 1;
+                tracing::info!(rows = cert.rows_removed, "operator's erasure carried out");
+            }
+            let _ = job.done.send(outcome.map_err(|e| e.to_string()));
+        }
         let chunk = tokio::select! {
             _ = &mut shutdown => break Ok(()),
             c = feed.next_chunk(options.chunk_bytes, options.poll) => c,

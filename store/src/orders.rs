@@ -27,9 +27,10 @@ use tokumei_proto::policy::v1::core_order_service_client::CoreOrderServiceClient
 use tokumei_proto::spool::v1::{PatientRequestEntry, RequestKind};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::erasure::ErasureCertificate;
 use crate::error::StoreError;
 use crate::store::Store;
-use crate::{apply, compaction, encryption, status};
+use crate::{compaction, encryption, status};
 
 /// The domain every order's signature is made in (must equal the policy service's purpose string).
 pub const DOMAIN: &[u8] = b"tokumei/core-order/v1";
@@ -49,6 +50,10 @@ pub enum Refusal {
     /// Already carried out by this core.
     #[error("the order was already carried out")]
     Replayed,
+    /// The record of carried-out orders could not be written, so the order is not run (it could not be refused
+    /// as a replay later).
+    #[error("the record of carried-out orders could not be written")]
+    RecordUnwritable,
 }
 
 impl Refusal {
@@ -59,6 +64,7 @@ impl Refusal {
             Refusal::Unreadable => "ORDER_UNREADABLE",
             Refusal::Expired => "ORDER_EXPIRED",
             Refusal::Replayed => "ORDER_REPLAYED",
+            Refusal::RecordUnwritable => "ORDER_RECORD_UNWRITABLE",
         }
     }
 }
@@ -156,7 +162,7 @@ impl ExecutedOrders {
         if let Err(e) = self.save() {
             tracing::error!(error = %e, "the record of carried-out orders could not be written; order refused");
             self.done.remove(&order.id);
-            return Err(Refusal::Replayed);
+            return Err(Refusal::RecordUnwritable);
         }
         Ok(())
     }
@@ -181,17 +187,35 @@ fn hex32(s: &str) -> Option<Vec<u8>> {
     hex::decode(s).ok().filter(|b| b.len() == 32)
 }
 
-/// Carries out a verified operation; the report holds counts and references only.
+/// An erasure handed to the core's main loop, which carries it out between chunks ([`Applier::carry_out_order`])
+/// so that the person's records still in the spool are refused from then on.
+///
+/// [`Applier::carry_out_order`]: crate::apply::Applier::carry_out_order
+#[derive(Debug)]
+pub struct ErasureJob {
+    /// The request, as a hospital's would be.
+    pub request: PatientRequestEntry,
+    /// Where the outcome goes (the error as text: the report carries a code only).
+    pub done: tokio::sync::oneshot::Sender<Result<Option<ErasureCertificate>, String>>,
+}
+
+/// Carries out a verified operation; the report holds counts and references only. Status, compaction and key
+/// rotation run here (compaction and rotation under the maintenance lock); an erasure goes to the main loop.
 pub async fn carry_out(
     store: &Store,
     keys: &dyn KeyService,
     operation: &Operation,
+    maintenance: &tokio::sync::Mutex<()>,
+    erasures: &tokio::sync::mpsc::Sender<ErasureJob>,
 ) -> Result<serde_json::Value, StoreError> {
     match operation {
         Operation::Status => Ok(serde_json::to_value(status::status(store).await?)
             .map_err(|e| StoreError::Orders(format!("status report: {e}")))?),
         Operation::Compact => {
-            let done = compaction::compact(store, 0).await?;
+            let done = {
+                let _guard = maintenance.lock().await;
+                compaction::compact(store, 0).await?
+            };
             let tables: Vec<_> = done
                 .iter()
                 .map(|t| json!({"table": t.table, "small_files": t.small_files, "files_added": t.files_added, "files_deleted": t.files_deleted}))
@@ -220,8 +244,15 @@ pub async fn carry_out(
                 matched_by: "operator".into(),
                 id4_keys: Vec::new(),
             };
-            let cert = apply::carry_out(store, &entry)
-                .await?
+            let (done, outcome) = tokio::sync::oneshot::channel();
+            erasures
+                .send(ErasureJob { request: entry, done })
+                .await
+                .map_err(|_| StoreError::Orders("the core's main loop has stopped".into()))?;
+            let cert = outcome
+                .await
+                .map_err(|_| StoreError::Orders("the core's main loop has stopped".into()))?
+                .map_err(StoreError::Orders)?
                 .ok_or_else(|| StoreError::Orders("an erasure produced no certificate".into()))?;
             Ok(json!({
                 "request_id": cert.request_id,
@@ -232,7 +263,10 @@ pub async fn carry_out(
             }))
         }
         Operation::RotateKeys { new_data_key } => {
-            let r = encryption::data_keys::rotate(store.raw_store().as_ref(), keys, *new_data_key).await?;
+            let r = {
+                let _guard = maintenance.lock().await;
+                encryption::data_keys::rotate(store.raw_store().as_ref(), keys, *new_data_key).await?
+            };
             Ok(json!({
                 "kek_version": r.kek_version,
                 "rewrapped": r.rewrapped,
@@ -298,6 +332,7 @@ impl OrderSource {
         &mut self,
         store: &Store,
         maintenance: &tokio::sync::Mutex<()>,
+        erasures: &tokio::sync::mpsc::Sender<ErasureJob>,
     ) -> Result<usize, StoreError> {
         let taken = self
             .client
@@ -325,10 +360,7 @@ impl OrderSource {
                     continue;
                 }
             };
-            let result = {
-                let _guard = maintenance.lock().await;
-                carry_out(store, self.keys.as_ref(), &order.operation).await
-            };
+            let result = carry_out(store, self.keys.as_ref(), &order.operation, maintenance, erasures).await;
             ran += 1;
             let report = match &result {
                 Ok(value) => {
@@ -368,10 +400,15 @@ impl OrderSource {
 
 /// Runs [`OrderSource::serve_once`] every poll until the task is dropped; connection failures are logged and
 /// retried (the core's main work, applying the spool, does not depend on the policy service).
-pub async fn serve(mut source: OrderSource, store: Arc<Store>, maintenance: Arc<tokio::sync::Mutex<()>>) {
+pub async fn serve(
+    mut source: OrderSource,
+    store: Arc<Store>,
+    maintenance: Arc<tokio::sync::Mutex<()>>,
+    erasures: tokio::sync::mpsc::Sender<ErasureJob>,
+) {
     let mut failing = false;
     loop {
-        match source.serve_once(&store, &maintenance).await {
+        match source.serve_once(&store, &maintenance, &erasures).await {
             Ok(_) => failing = false,
             Err(e) => {
                 if !failing {

@@ -399,6 +399,30 @@ async fn operator_erase_and_key_rotation() {
         ),
         1
     );
+    // The running core refuses the erased patient's records still on their way (it carried the erasure out in
+    // its own loop, so its opt-out set knows the key): the hospital sends both patients again.
+    push(
+        &mut a,
+        vec![batch("x-again", vec![valid_record("X1"), valid_record("X2")])],
+    )
+    .await
+    .unwrap();
+    let again = "SELECT count(*) AS n FROM patients WHERE batch_id = 'x-again'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while count(&home, again, true) < 1 {
+        assert!(std::time::Instant::now() < deadline, "the core did not apply the batch");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(count(&home, again, true), 1, "the erased patient came back");
+    assert_eq!(
+        count(
+            &home,
+            &format!("SELECT count(*) AS n FROM patients WHERE linkage_key = '{key}'"),
+            true
+        ),
+        0
+    );
 
     // Rotation re-wraps the data keys: data files are untouched and still readable.
     let before: Vec<_> = files_under(&store_dir(&home))
@@ -416,7 +440,7 @@ async fn operator_erase_and_key_rotation() {
     for (p, bytes) in &before {
         assert_eq!(&std::fs::read(p).unwrap(), bytes, "rotation rewrote {}", p.display());
     }
-    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 1);
+    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
     // A new data key, used by the core from its next start; old objects still open.
     let r = client_ok(&home, &orders, &["--json", "store", "rotate-keys", "--new-data-key"]);
     assert_eq!(r["new_data_key"], true, "{r}");
@@ -424,13 +448,13 @@ async fn operator_erase_and_key_rotation() {
     orders.stop_core();
     push(&mut a, vec![batch("y", vec![valid_record("Y1")])]).await.unwrap();
     core_drain(&home);
-    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
+    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 3);
     let s = client_ok(&home, &orders, &["--json", "store", "order", "--id", "1"]);
     assert_eq!(s["state"], "done", "{s}");
     drop(orders);
     let orders = CoreWithOrders::start(home.path(), &[]);
     client_ok(&home, &orders, &["--json", "store", "compact"]);
-    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
+    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 3);
     let status = client_ok(&home, &orders, &["--json", "store", "status"]);
     assert_eq!(status["data_keys"], 2, "{status}");
 

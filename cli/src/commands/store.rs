@@ -125,20 +125,24 @@ async fn order(
         b
     };
     let deadline = Instant::now() + Duration::from_secs(wait.wait_secs);
+    let mut pause = Duration::from_millis(200);
     while !matches!(status.state.as_str(), "done" | "failed" | "expired") {
         bar.set_message(format!("order {} {}: {}", status.id, status.operation, status.state));
         if Instant::now() >= deadline {
             bar.finish_and_clear();
             anyhow::bail!(
                 "[CORE_NOT_RESPONDING] order {} is still {} after {} s: is the core running with [core.orders]? \
-                 (`tokumei store order {}` shows it later)",
+                 The order stays valid for 10 minutes and may still be carried out: do not ask again, follow it \
+                 with `tokumei store order --id {}`",
                 status.id,
                 status.state,
                 wait.wait_secs,
                 status.id
             );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // 200 ms at first, then less often (each look is an access on the ledger).
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
         let request = policy.request(pb::CoreOrderRef { id: status.id })?;
         status = policy
             .client
