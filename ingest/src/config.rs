@@ -345,7 +345,8 @@ impl Default for CoreConfig {
 pub struct CoreOrdersConfig {
     /// The policy service, `https://host:port`.
     pub policy_url: String,
-    /// The policy service's public key (64 hex digits, from `tokumei policy key`): pinned here, never fetched.
+    /// The public half of the policy service's core-order key (64 hex digits, `policy/core-order.pub` of the
+    /// committee zone): pinned here, never fetched.
     pub public_key: String,
     /// CA of the policy service's certificate (default: `core.ca`).
     #[serde(default)]

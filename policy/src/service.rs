@@ -145,6 +145,9 @@ impl UserChange {
 pub struct Policy {
     db: PolicyDb,
     key: ServiceKey,
+    /// The key that signs core orders: loaded only by the policy service (`policy serve`), never by an in-process
+    /// front-end, which holds the general key and must not be able to make the core act.
+    core_order_key: Option<ServiceKey>,
     config: PolicyConfig,
     directory: Directory,
     committee: Committee,
@@ -184,6 +187,7 @@ impl Policy {
         Ok(Policy {
             db,
             key,
+            core_order_key: None,
             config,
             directory,
             committee,
@@ -198,6 +202,13 @@ impl Policy {
         let db = PolicyDb::open(url).await?;
         let key = ServiceKey::load_or_create(key_path)?;
         Policy::new(db, key, config, system_clock())
+    }
+
+    /// This front-end signs core orders with `key` (the policy service only: the core pins its public key, so
+    /// nothing that holds only the general service key can make the core act).
+    pub fn with_core_order_key(mut self, key: ServiceKey) -> Policy {
+        self.core_order_key = Some(key);
+        self
     }
 
     /// The current time from the service's clock.
@@ -1120,11 +1131,19 @@ impl Policy {
     ) -> Result<OrderStatus> {
         self.admit_core_operation(actor, origin).await?;
         let keys = operation.key_count();
-        let result = CoreOrders::new(self.db.clone())
-            .queue(operation, &actor.username, self.now(), |payload| {
-                hex::encode(self.key.sign(SignaturePurpose::CoreOrder, payload))
-            })
-            .await;
+        let result = match &self.core_order_key {
+            Some(signer) => {
+                CoreOrders::new(self.db.clone())
+                    .queue(operation, &actor.username, self.now(), |payload| {
+                        hex::encode(signer.sign(SignaturePurpose::CoreOrder, payload))
+                    })
+                    .await
+            }
+            None => Err(PolicyError::InvalidState(
+                "core orders are queued by the policy service (`tokumei policy serve`), which alone holds their key"
+                    .into(),
+            )),
+        };
         self.finish(
             &actor.username,
             "core.requested",

@@ -84,6 +84,12 @@ pub fn default_key_path(home: &Path) -> PathBuf {
     home.join("policy").join("service.key")
 }
 
+/// The file of the key that signs core orders (its public key beside it, `.pub`, is what the core pins). Only the
+/// policy service (`tokumei policy serve`) loads it: deployments make it readable by that service's account alone.
+pub fn core_order_key_path(home: &Path) -> PathBuf {
+    home.join("policy").join("core-order.key")
+}
+
 impl ServiceKey {
     /// A fresh random key (from the operating system's CSPRNG through `rand`).
     pub fn generate() -> ServiceKey {

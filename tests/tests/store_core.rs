@@ -631,13 +631,23 @@ async fn the_core_acts_only_on_signed_fresh_orders_taken_with_its_certificate() 
             .unwrap();
         }
     };
-    insert(900, forged, signature).await;
-    let s = settled(&home, &orders, 900);
-    assert_eq!(
-        (s["state"].as_str(), s["reason"].as_str()),
-        (Some("failed"), Some("ORDER_SIGNATURE_INVALID")),
-        "{s}"
-    );
+    insert(900, forged.clone(), signature).await;
+    // Signed with the general service key, which every in-process command on the committee host loads: not the
+    // key the core pins, so refused too.
+    let general =
+        tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::default_key_path(home.path()))
+            .unwrap();
+    let by_general = forged.replace("\"id\":900", "\"id\":901");
+    let signature = hex::encode(general.sign(tokumei_policy::SignaturePurpose::CoreOrder, by_general.as_bytes()));
+    insert(901, by_general, signature).await;
+    for id in [900, 901] {
+        let s = settled(&home, &orders, id);
+        assert_eq!(
+            (s["state"].as_str(), s["reason"].as_str()),
+            (Some("failed"), Some("ORDER_SIGNATURE_INVALID")),
+            "{s}"
+        );
+    }
     assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
 
     // 4. A genuine order captured while queued, replayed after it was carried out (put back in the queue under

@@ -124,9 +124,10 @@ pub async fn step(
         .strip_prefix("policy service listening on ")
         .with_context(|| format!("the policy service did not start: {line}"))?;
     out.policy_service = format!("https://{addr}");
-    // The core's configuration pins the policy service's public key (read once, here, by the installer).
+    // The core's configuration pins the core-order key's public half (created by the policy service; read once,
+    // here, by the installer) — not the general service key, which every in-process command loads.
     let public_key = std::fs::read_to_string(tokumei_policy::service_key::public_key_path(
-        &tokumei_policy::service_key::default_key_path(home),
+        &tokumei_policy::service_key::core_order_key_path(home),
     ))?;
     let mut core_cfg = cfg.clone();
     core_cfg.core.ca = pki.ca_cert();

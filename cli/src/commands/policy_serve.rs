@@ -88,7 +88,12 @@ fn serve(args: ServeArgs) -> Result<()> {
     // rustls needs a process-wide crypto provider when several are compiled in (ring is tokumei's).
     tokumei_ingest::tls::install_crypto_provider();
     runtime()?.block_on(async {
-        let policy = open_policy(&args.policy).await?;
+        // The core-order key is the service's alone: no other command loads it (see `Policy::with_core_order_key`).
+        let core_order_key = tokumei_policy::ServiceKey::load_or_create(
+            &tokumei_policy::service_key::core_order_key_path(&tokumei_ingest::home::tokumei_home()),
+        )
+        .map_err(crate::commands::access::reason)?;
+        let policy = open_policy(&args.policy).await?.with_core_order_key(core_order_key);
         let server = bind(policy, args.listen, tls).await.context("policy service")?;
         // Machine-readable readiness line for scripts and tests: printed once the port accepts connections.
         println!("policy service listening on {}", server.local_addr());

@@ -34,7 +34,9 @@ impl CoreWithOrders {
                 &path("ca.crt"),
             ],
         );
-        let public_key = std::fs::read_to_string(home.join("policy/service.pub")).expect("policy public key");
+        // The core pins the core-order key's public half (the policy service created it at start), not the
+        // general service key, which in-process commands also load.
+        let public_key = std::fs::read_to_string(home.join("policy/core-order.pub")).expect("core-order public key");
         let config = home.join("tokumei.toml");
         let mut text = std::fs::read_to_string(&config).expect("config");
         // The section is the file's last (this helper appends it): replace it for this policy service.
