@@ -32,6 +32,9 @@ use crate::error::StoreError;
 use crate::store::Store;
 use crate::{compaction, encryption, status};
 
+/// How far the policy service's clock may run ahead of the core's before an order counts as issued in the future.
+pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
 /// The domain every order's signature is made in (must equal the policy service's purpose string).
 pub const DOMAIN: &[u8] = b"tokumei/core-order/v1";
 
@@ -50,6 +53,9 @@ pub enum Refusal {
     /// Already carried out by this core.
     #[error("the order was already carried out")]
     Replayed,
+    /// Issued later than the core's clock allows (a clock set back must not revive an expired order).
+    #[error("the order is issued in the future by the core's clock")]
+    NotYetValid,
     /// The record of carried-out orders could not be written, so the order is not run (it could not be refused
     /// as a replay later).
     #[error("the record of carried-out orders could not be written")]
@@ -64,6 +70,7 @@ impl Refusal {
             Refusal::Unreadable => "ORDER_UNREADABLE",
             Refusal::Expired => "ORDER_EXPIRED",
             Refusal::Replayed => "ORDER_REPLAYED",
+            Refusal::NotYetValid => "ORDER_NOT_YET_VALID",
             Refusal::RecordUnwritable => "ORDER_RECORD_UNWRITABLE",
         }
     }
@@ -98,6 +105,12 @@ pub enum Operation {
 pub struct Order {
     /// The order's number.
     pub id: u64,
+    /// When it was issued (milliseconds since the epoch, the policy service's clock).
+    pub issued_at_ms: i64,
+    /// SHA-256 of the signed payload, hex: what the replay record keeps (numbers can repeat if the policy
+    /// database is ever restored; a signed payload cannot).
+    #[serde(skip)]
+    pub digest: String,
     /// Who asked.
     pub requested_by: String,
     /// When it expires (milliseconds since the epoch).
@@ -116,7 +129,9 @@ pub fn verify(key: &VerifyingKey, payload: &str, signature_hex: &str) -> Result<
     message.push(0);
     message.extend_from_slice(payload.as_bytes());
     key.verify(&message, &signature).map_err(|_| Refusal::BadSignature)?;
-    serde_json::from_str(payload).map_err(|_| Refusal::Unreadable)
+    let mut order: Order = serde_json::from_str(payload).map_err(|_| Refusal::Unreadable)?;
+    order.digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(payload.as_bytes()));
+    Ok(order)
 }
 
 /// The pinned key from its hex form.
@@ -133,7 +148,7 @@ pub fn verifying_key(hex_key: &str) -> Result<VerifyingKey, StoreError> {
 #[derive(Debug)]
 pub struct ExecutedOrders {
     path: PathBuf,
-    done: BTreeMap<u64, i64>,
+    done: BTreeMap<String, i64>,
 }
 
 impl ExecutedOrders {
@@ -154,14 +169,18 @@ impl ExecutedOrders {
         if order.expires_at_ms <= now_ms {
             return Err(Refusal::Expired);
         }
-        if self.done.contains_key(&order.id) {
+        if order.issued_at_ms > now_ms + MAX_CLOCK_SKEW_MS {
+            return Err(Refusal::NotYetValid);
+        }
+        if self.done.contains_key(&order.digest) {
             return Err(Refusal::Replayed);
         }
-        self.done.retain(|_, expires| *expires > now_ms);
-        self.done.insert(order.id, order.expires_at_ms);
+        // Kept past expiry by the clock skew allowed, so a core clock set back within it cannot re-admit one.
+        self.done.retain(|_, expires| *expires + MAX_CLOCK_SKEW_MS > now_ms);
+        self.done.insert(order.digest.clone(), order.expires_at_ms);
         if let Err(e) = self.save() {
             tracing::error!(error = %e, "the record of carried-out orders could not be written; order refused");
-            self.done.remove(&order.id);
+            self.done.remove(&order.digest);
             return Err(Refusal::RecordUnwritable);
         }
         Ok(())
@@ -476,6 +495,15 @@ mod tests {
         assert_eq!(reopened.admit(&order, 5_002), Err(Refusal::Replayed));
         let late = verify(&pinned, &payload(2, 10_000), &sign(&key, DOMAIN, &payload(2, 10_000))).expect("verifies");
         assert_eq!(reopened.admit(&late, 10_000), Err(Refusal::Expired));
+        // Issued in the future by the core's clock (a clock set back): refused.
+        let early =
+            r#"{"id":3,"requested_by":"op","issued_at_ms":900000,"expires_at_ms":2000000,"operation":"compact"}"#;
+        let early = verify(&pinned, early, &sign(&key, DOMAIN, early)).expect("verifies");
+        assert_eq!(reopened.admit(&early, 10_000), Err(Refusal::NotYetValid));
+        // The same number with another payload (a restored policy database reusing numbers) is not a replay.
+        let renumbered = payload(1, 20_000);
+        let again = verify(&pinned, &renumbered, &sign(&key, DOMAIN, &renumbered)).expect("verifies");
+        assert_eq!(reopened.admit(&again, 6_000), Ok(()));
     }
 
     #[test]
