@@ -15,7 +15,8 @@ on_both_backends!(
     orders_are_handed_out_once_and_reported_once,
     expired_orders_are_never_handed_out,
     racing_requests_get_distinct_numbers,
-    unfinished_orders_end_and_keep_no_key
+    unfinished_orders_end_and_keep_no_key,
+    only_the_policy_service_queues_orders
 );
 
 fn t0() -> DateTime<Utc> {
@@ -179,4 +180,41 @@ async fn unfinished_orders_end_and_keep_no_key(db: PolicyDb, _url: String) {
         payloads.iter().all(|p| !p.contains(&first) && !p.contains(&second)),
         "{payloads:?}"
     );
+}
+
+/// Only a front-end given the core-order key queues orders: the façade as every in-process command opens it (the
+/// general service key only) refuses, after the role check; the policy service's (with the key) queues.
+async fn only_the_policy_service_queues_orders(db: PolicyDb, _url: String) {
+    use tokumei_policy::{Actor, AuthMethod, Origin, Policy, PolicyConfig, Role, system_clock};
+    let operator = Actor {
+        username: "op".into(),
+        organisation: "platform".into(),
+        roles: [Role::Operator].into_iter().collect(),
+        auth: AuthMethod::PasswordTotp,
+    };
+    let in_process = Policy::new(
+        db.clone(),
+        ServiceKey::generate(),
+        PolicyConfig::default(),
+        system_clock(),
+    )
+    .expect("policy");
+    let refused = in_process
+        .request_core_operation(&operator, CoreOperation::Status, Origin("test"))
+        .await
+        .expect_err("no core-order key");
+    assert_eq!(refused.reason(), "INVALID_STATE");
+    let service = Policy::new(
+        db.clone(),
+        ServiceKey::generate(),
+        PolicyConfig::default(),
+        system_clock(),
+    )
+    .expect("policy")
+    .with_core_order_key(ServiceKey::generate());
+    let queued = service
+        .request_core_operation(&operator, CoreOperation::Status, Origin("test"))
+        .await
+        .expect("queued");
+    assert_eq!(queued.state, OrderState::Queued);
 }
