@@ -494,11 +494,7 @@ pub fn authorize_role(actor: &Actor, action: Action) -> Result<(), Denied> {
         if !allowed_for_role(role, action) {
             continue;
         }
-        let strong = if role.is_human() {
-            actor.auth.is_two_factor()
-        } else {
-            actor.auth == AuthMethod::Certificate
-        };
+        let strong = strong_enough(actor, role);
         if strong {
             return Ok(());
         }
@@ -510,6 +506,15 @@ pub fn authorize_role(actor: &Actor, action: Action) -> Result<(), Denied> {
         resource: "any resource".to_owned(),
         reason,
     })
+}
+
+/// Whether the actor authenticated as `role` requires: people with a second factor, services with a certificate.
+fn strong_enough(actor: &Actor, role: Role) -> bool {
+    if role.is_human() {
+        actor.auth.is_two_factor()
+    } else {
+        actor.auth == AuthMethod::Certificate
+    }
 }
 
 /// Decides whether `actor` may perform `action` on `resource`.
@@ -524,11 +529,7 @@ pub fn authorize(actor: &Actor, action: Action, resource: &Resource) -> Result<(
         if !allowed_for_role(role, action) {
             continue;
         }
-        let strong = if role.is_human() {
-            actor.auth.is_two_factor()
-        } else {
-            actor.auth == AuthMethod::Certificate
-        };
+        let strong = strong_enough(actor, role);
         if !strong {
             reason = DenialReason::StrongAuthenticationRequired;
             continue;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit_ledger::{self, AuditEntry, AuditEvent, AuditLedger};
-use crate::authorization::{Action, Actor, Resource, Role, authorize, authorize_role};
+use crate::authorization::{Action, Actor, Denied, Resource, Role, authorize, authorize_role};
 use crate::budget_ledger::BudgetLedger;
 use crate::committee::{
     ApplicationForm, ApplicationRecord, ApprovalConditions, BanList, BanSubject, Committee, FeeEstimate, Outcome,
@@ -269,42 +269,44 @@ impl Policy {
 
     /// Checks `authorize` and audits a refusal; returns the refusal as an error.
     pub async fn check(&self, actor: &Actor, action: Action, resource: &Resource, origin: Origin<'_>) -> Result<()> {
-        if let Err(denied) = authorize(actor, action, resource) {
-            self.audit(
-                AuditEvent::new(
-                    &actor.username,
-                    action.as_str(),
-                    resource.to_string(),
-                    audit_ledger::Outcome::Denied,
-                )
-                .reason(denied.reason.code())
-                .source(origin.0),
-            )
-            .await?;
-            return Err(denied.into());
+        match authorize(actor, action, resource) {
+            Ok(()) => Ok(()),
+            Err(denied) => Err(self.denial(actor, action, &resource.to_string(), denied, origin).await),
         }
-        Ok(())
+    }
+
+    /// Audits a refusal of `action` on `resource` and returns it as the error to give (or the ledger's error, if
+    /// the refusal could not be recorded).
+    async fn denial(
+        &self,
+        actor: &Actor,
+        action: Action,
+        resource: &str,
+        denied: Denied,
+        origin: Origin<'_>,
+    ) -> PolicyError {
+        let event = AuditEvent::new(
+            &actor.username,
+            action.as_str(),
+            resource,
+            audit_ledger::Outcome::Denied,
+        )
+        .reason(denied.reason.code())
+        .source(origin.0);
+        match self.audit(event).await {
+            Ok(_) => denied.into(),
+            Err(e) => e,
+        }
     }
 
     /// The role part of [`Policy::check`] ([`authorize_role`]), a refusal audited: for front-ends that must refuse
     /// a caller before they look anything up (a release, an application), so a refused role learns nothing
     /// about what exists. The full check on the resource still follows.
     pub async fn check_role(&self, actor: &Actor, action: Action, origin: Origin<'_>) -> Result<()> {
-        if let Err(denied) = authorize_role(actor, action) {
-            self.audit(
-                AuditEvent::new(
-                    &actor.username,
-                    action.as_str(),
-                    "any resource",
-                    audit_ledger::Outcome::Denied,
-                )
-                .reason(denied.reason.code())
-                .source(origin.0),
-            )
-            .await?;
-            return Err(denied.into());
+        match authorize_role(actor, action) {
+            Ok(()) => Ok(()),
+            Err(denied) => Err(self.denial(actor, action, "any resource", denied, origin).await),
         }
-        Ok(())
     }
 
     /// The application `id`, once `actor` may do `action` on it: the role first ([`Policy::check_role`], so a refused

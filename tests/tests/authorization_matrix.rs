@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use common::people::{self, Person};
 use common::policy_server::{Server, authed, form, reason};
@@ -41,21 +41,6 @@ fn classify<T>(result: &Result<tonic::Response<T>, Status>) -> Got {
             _ => Got::Admitted,
         },
     }
-}
-
-/// The table between the `rpc-matrix` markers of docs/committee.md: RPC → `public`, `signed in` or roles.
-fn documented() -> BTreeMap<String, String> {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/committee.md")).expect("doc");
-    let start = doc.find("<!-- rpc-matrix:start -->").expect("start marker");
-    let end = doc.find("<!-- rpc-matrix:end -->").expect("end marker");
-    doc[start..end]
-        .lines()
-        .filter(|l| l.starts_with("| `"))
-        .map(|l| {
-            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            (cells[1].trim_matches('`').to_owned(), cells[3].to_owned())
-        })
-        .collect()
 }
 
 fn expected(rule: &str, role: Option<&str>) -> Got {
@@ -351,7 +336,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
         service_key,
     };
 
-    let table = documented();
+    let table = common::policy_server::documented_table("rpc-matrix");
     assert_eq!(table.len(), 26, "every RPC of PolicyService is in the table");
     // Logout last (it ends the session the other calls use); researchers last among callers (they withdraw).
     let rpcs: Vec<&String> = table.keys().filter(|r| *r != "Logout").collect();

@@ -1068,21 +1068,6 @@ async fn revocation_and_bans_reach_issued_tokens_and_change_requests() {
     drop(server);
 }
 
-/// The release service's role table of docs/committee.md (between the `release-rpc-matrix` markers): RPC → rule.
-fn documented_release_rpcs() -> BTreeMap<String, String> {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/committee.md")).expect("doc");
-    let start = doc.find("<!-- release-rpc-matrix:start -->").expect("start marker");
-    let end = doc.find("<!-- release-rpc-matrix:end -->").expect("end marker");
-    doc[start..end]
-        .lines()
-        .filter(|l| l.starts_with("| `"))
-        .map(|l| {
-            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            (cells[1].trim_matches('`').to_owned(), cells[3].to_owned())
-        })
-        .collect()
-}
-
 /// How a call ended, as the role table sees it: no session, refused for the role, or let through by the role
 /// (whatever came next: success, or a refusal about this person and this approval, such as NOT_RECIPIENT).
 fn classify_release<T>(result: &Result<tonic::Response<T>, Status>) -> &'static str {
@@ -1120,7 +1105,7 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
     let log = home.path().join("release-matrix.log");
     let server = Server::start(home, &log, &[]);
     let mut client = server.client(home).await;
-    let table = documented_release_rpcs();
+    let table = common::policy_server::documented_table("release-rpc-matrix");
     assert_eq!(table.len(), 3, "every RPC of ReleaseService is in the table");
     let db = tokumei_policy::PolicyDb::open(&tokumei_policy::default_url(home.path()))
         .await

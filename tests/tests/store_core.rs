@@ -12,8 +12,10 @@ use std::process::Command;
 use std::sync::Arc;
 use tokumei_ingest::client::push;
 use tokumei_ingest::keyservice::local::{LocalKeyring, Passphrase};
+use tokumei_proto::ingest::v1::ingest_service_client::IngestServiceClient;
 use tokumei_proto::ingest::v1::{PatientRecord, PatientRequest, RecordBatch};
 use tokumei_store::encryption::{EncryptedStore, data_keys};
+use tonic::transport::Channel;
 
 const PLANTED: &str = "PLANTEDZQXJ";
 const CLINICAL_TABLES: [&str; 6] = [
@@ -344,19 +346,28 @@ fn client_ok(home: &Home, orders: &CoreWithOrders, args: &[&str]) -> serde_json:
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_erase_and_key_rotation() {
-    let home = Home::new();
+/// Two patients pushed through a gateway and drained into the store, an operator whose session is saved in the
+/// home, and the first patient's linkage key.
+async fn two_patients_and_an_operator(
+    home: &Home,
+) -> (Gateway, IngestServiceClient<Channel>, common::people::Person, String) {
     let gw = home.start();
-    let mut a = gw.client(&home, HOSPITAL_A).await;
+    let mut a = gw.client(home, HOSPITAL_A).await;
     push(&mut a, vec![batch("x", vec![valid_record("X1"), valid_record("X2")])])
         .await
         .unwrap();
-    core_drain(&home);
+    core_drain(home);
     let op = common::people::operator(home.path(), &[]);
     std::fs::write(home.path().join("session.token"), &op.session).unwrap();
-    let rows = sql(&home, "SELECT linkage_key FROM patients ORDER BY linkage_key", true);
+    let rows = sql(home, "SELECT linkage_key FROM patients ORDER BY linkage_key", true);
     let key = rows[0]["linkage_key"].as_str().unwrap().to_string();
+    (gw, a, op, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_erase_and_key_rotation() {
+    let home = Home::new();
+    let (gw, mut a, _op, key) = two_patients_and_an_operator(&home).await;
     // From here the core runs as a service and takes operators' orders from the policy service.
     let orders = CoreWithOrders::start(home.path(), &[]);
     // Nobody erases, compacts or rotates without an operator's session: a forged session and a
@@ -533,18 +544,7 @@ async fn the_core_acts_only_on_signed_fresh_orders_taken_with_its_certificate() 
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
     let home = Home::new();
-    let gw = home.start();
-    let mut a = gw.client(&home, HOSPITAL_A).await;
-    push(&mut a, vec![batch("x", vec![valid_record("X1"), valid_record("X2")])])
-        .await
-        .unwrap();
-    core_drain(&home);
-    let op = common::people::operator(home.path(), &[]);
-    std::fs::write(home.path().join("session.token"), &op.session).unwrap();
-    let key = sql(&home, "SELECT linkage_key FROM patients ORDER BY linkage_key", true)[0]["linkage_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (gw, _a, op, key) = two_patients_and_an_operator(&home).await;
     let mut orders = CoreWithOrders::start(home.path(), &[]);
 
     // 1. Only the core's certificate takes orders: no certificate (an operator's session is not enough), or a

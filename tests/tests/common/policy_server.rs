@@ -112,3 +112,19 @@ pub fn form(title: &str) -> pb::ApplicationForm {
         not_for_advertising: true,
     }
 }
+
+/// A role table of docs/committee.md, between `<!-- NAME:start -->` and `<!-- NAME:end -->`: RPC → its
+/// "roles admitted" cell (`public`, `signed in` or roles).
+pub fn documented_table(name: &str) -> std::collections::BTreeMap<String, String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/committee.md")).expect("doc");
+    let start = doc.find(&format!("<!-- {name}:start -->")).expect("start marker");
+    let end = doc.find(&format!("<!-- {name}:end -->")).expect("end marker");
+    doc[start..end]
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_owned(), cells[3].to_owned())
+        })
+        .collect()
+}
