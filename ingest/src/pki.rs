@@ -67,6 +67,16 @@ impl PkiLayout {
     pub fn core_key(&self) -> PathBuf {
         self.dir.join("core.key")
     }
+
+    /// The release zone's client certificate (CN `tokumei-release`): how it asks the policy service for decisions.
+    pub fn release_cert(&self) -> PathBuf {
+        self.dir.join("release-zone.crt")
+    }
+
+    /// The release zone's client key.
+    pub fn release_key(&self) -> PathBuf {
+        self.dir.join("release-zone.key")
+    }
     /// A hospital's client certificate.
     pub fn hospital_cert(&self, code: &str) -> PathBuf {
         self.dir.join("hospitals").join(format!("{code}.crt"))
@@ -195,6 +205,10 @@ pub fn init(layout: &PkiLayout, hospital_codes: &[String], gateway_names: &[Stri
     if created_ca || !layout.core_cert().exists() {
         let params = leaf("tokumei-core", vec![], ExtendedKeyUsagePurpose::ClientAuth);
         issue(&layout.core_cert(), &layout.core_key(), params, &issuer)?;
+    }
+    if created_ca || !layout.release_cert().exists() {
+        let params = leaf("tokumei-release", vec![], ExtendedKeyUsagePurpose::ClientAuth);
+        issue(&layout.release_cert(), &layout.release_key(), params, &issuer)?;
     }
     let mut issued = Vec::new();
     for code in hospital_codes {

@@ -375,7 +375,7 @@ fn zones_reach_only_what_their_firewalls_allow_and_the_core_listens_for_nothing(
         ("core", "policy", 5432, false),
         ("core", "release", 7460, false),
         ("core", "hospital", 9999, false),
-        ("release", "policy", 5432, true),
+        ("release", "policy", 5432, false),
         ("release", "policy", 7450, true),
         ("release", "openbao", 8200, true),
         ("release", "core", 9999, false),

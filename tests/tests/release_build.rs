@@ -14,6 +14,7 @@ use std::process::Command;
 
 use chrono::Utc;
 use common::people::{self, FileApproval, Person, approved_file_application, run_json, session_env};
+use common::release_server::ReleaseServer;
 use common::{HOSPITAL_A, Home, tokumei_bin};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -26,56 +27,6 @@ const TABLES: &[(&str, &[&str])] = &[
     ("patients", &["linkage_key", "birth_date", "sex", "prefecture"]),
     ("observations", &["linkage_key", "jlac10", "date", "value", "unit"]),
 ];
-
-/// `tokumei release serve` on loopback ports, killed when dropped.
-struct ReleaseServer {
-    child: std::process::Child,
-    grpc: String,
-}
-
-impl ReleaseServer {
-    fn start(home: &Home) -> ReleaseServer {
-        use std::io::BufRead;
-        let mut child = Command::new(tokumei_bin())
-            .args([
-                "--json",
-                "release",
-                "serve",
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--https-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--cert")
-            .arg(home.pki.gateway_cert())
-            .arg("--key")
-            .arg(home.pki.gateway_key())
-            .arg("--config")
-            .arg(home.path().join("tokumei.toml"))
-            .env("TOKUMEI_HOME", home.path())
-            .env_remove("TOKUMEI_SESSION")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn tokumei release serve");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("listening line");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-        ReleaseServer {
-            child,
-            grpc: v["grpc"].as_str().expect("grpc address").to_owned(),
-        }
-    }
-}
-
-impl Drop for ReleaseServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(home: &Home) -> String {
     home.path().join("tokumei.toml").display().to_string()
@@ -381,7 +332,7 @@ async fn release_build_verify_and_trace_end_to_end() {
     let rika_copy = copy_of(&home, &release, "rika", dir.path()).await;
     // yui downloads her copy through the release service: two-factor session, one-time tokens over HTTPS.
     let yui_copy = dir.path().join("yui-download");
-    let server = ReleaseServer::start(&home);
+    let server = ReleaseServer::start(&home, &home.path().join("release-serve.log"), &[]);
     let downloaded = run_json(
         home.path(),
         &[

@@ -11,22 +11,25 @@ mod common;
 use common::BoundedOutput;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use chrono::Utc;
 use common::people::{self, Committee, FileApproval, Person, approved_file_application, session_env};
+use common::release_server::ReleaseServer as Server;
 use common::{Home, tokumei_bin};
 use tokumei_ingest::config::Config;
 use tokumei_ingest::server::open_key_service;
 use tokumei_policy::committee::TableRequest;
+use tokumei_proto::policy::v1 as ppb;
+use tokumei_proto::policy::v1::release_zone_service_client::ReleaseZoneServiceClient;
 use tokumei_proto::release::v1 as pb;
 use tokumei_proto::release::v1::release_service_client::ReleaseServiceClient;
 use tokumei_release::sealed_file;
 use tokumei_release::zone::{CopyFile, PseudonymScope, ReleaseRecord, ReleaseZone};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
@@ -35,82 +38,6 @@ const TABLES: &[(&str, &[&str])] = &[("observations", &["jlac10", "value", "date
 /// Size of the big file: larger than every buffer between the server and the client (HTTP/2 windows, TLS
 /// records, socket buffers), so that a transfer dropped early has really not been sent whole.
 const BIG: usize = 24 << 20;
-
-/// The release server child process; killed when dropped.
-struct Server {
-    child: Child,
-    grpc: String,
-    https: String,
-}
-
-impl Server {
-    fn start(home: &Home, log: &Path, extra: &[&str]) -> Server {
-        let cert = home.pki.gateway_cert();
-        let key = home.pki.gateway_key();
-        let config = home.path().join("tokumei.toml");
-        let mut child = Command::new(tokumei_bin())
-            .args([
-                "--json",
-                "release",
-                "serve",
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--https-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .arg("--config")
-            .arg(&config)
-            .args(extra)
-            .env("TOKUMEI_HOME", home.path())
-            .env_remove("TOKUMEI_POLICY_DB")
-            .env_remove("TOKUMEI_SESSION")
-            .env(
-                "RUST_LOG",
-                "debug,h2=info,hyper=info,rustls=info,tonic=info,tower=info,sqlx=warn",
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(log).expect("log file")))
-            .spawn()
-            .expect("spawn tokumei release serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-            panic!(
-                "release service did not start ({e}): {line:?}\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        });
-        let grpc = v["grpc"].as_str().expect("grpc address").to_owned();
-        let https = v["https"].as_str().expect("https address").to_owned();
-        assert_eq!(v["public_url"], format!("https://{https}"));
-        Server { child, grpc, https }
-    }
-
-    async fn client(&self, home: &Home) -> ReleaseServiceClient<Channel> {
-        let ca = std::fs::read(home.pki.ca_cert()).expect("CA certificate");
-        let channel = Endpoint::from_shared(format!("https://{}", self.grpc))
-            .expect("endpoint")
-            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
-            .expect("TLS config")
-            .connect()
-            .await
-            .expect("TLS connection to the release service");
-        ReleaseServiceClient::new(channel)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn authed<T>(message: T, person: &Person) -> Request<T> {
     let mut request = Request::new(message);
@@ -1201,4 +1128,279 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
         .await;
     assert_refused(missing, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
     drop(server);
+}
+
+/// A client of the policy service's `ReleaseZoneService`, presenting `identity` (certificate, key) if given.
+async fn zone_client(
+    home: &Home,
+    addr: &str,
+    identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+) -> ReleaseZoneServiceClient<Channel> {
+    let ca = std::fs::read(home.pki.ca_cert()).expect("CA certificate");
+    let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            std::fs::read(cert).expect("certificate"),
+            std::fs::read(key).expect("key"),
+        ));
+    }
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("TLS config")
+        .connect()
+        .await
+        .expect("TLS connection to the policy service");
+    ReleaseZoneServiceClient::new(channel)
+}
+
+/// Each of the six calls of `ReleaseZoneService`, made with `session`; what the policy service answered.
+async fn every_zone_call(
+    client: &mut ReleaseZoneServiceClient<Channel>,
+    session: &str,
+    application: &str,
+) -> Vec<(&'static str, Result<(), Status>)> {
+    let s = || ppb::ZoneSession {
+        session: session.to_owned(),
+        origin: "grpc:198.51.100.7:4000".into(),
+    };
+    vec![
+        ("Authenticate", client.authenticate(s()).await.map(|_| ())),
+        ("CheckDownloadRole", client.check_download_role(s()).await.map(|_| ())),
+        (
+            "AdmitDownload",
+            client
+                .admit_download(ppb::ZoneDownload {
+                    session: session.to_owned(),
+                    origin: "grpc:198.51.100.7:4000".into(),
+                    application_id: application.to_owned(),
+                    tables: vec![],
+                    description: "release R-x file observations.csv".into(),
+                    rows: 1,
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "DeclareDeletion",
+            client
+                .declare_deletion(ppb::ZoneDeletion {
+                    session: session.to_owned(),
+                    origin: "grpc:198.51.100.7:4000".into(),
+                    application_id: application.to_owned(),
+                    statement: "deleted".into(),
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "RecheckTransfer",
+            client
+                .recheck_transfer(ppb::ZoneTransfer {
+                    recipient: "rika".into(),
+                    application_id: application.to_owned(),
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "RecordEvent",
+            client
+                .record_event(ppb::ZoneEvent {
+                    actor: "rika".into(),
+                    action: "download.transfer".into(),
+                    resource: "release R-x".into(),
+                    outcome: "ok".into(),
+                    reason: String::new(),
+                    origin: "https:198.51.100.7:4001".into(),
+                    details_json: "{}".into(),
+                })
+                .await
+                .map(|_| ()),
+        ),
+    ]
+}
+
+/// The attack on the release zone, which faces researchers: an intruder there holds whatever the release service
+/// holds. Before, that was the policy database and the one service key (sessions, ledger, manifests): enough to
+/// approve an application in the database or mint the chair's session. Now the release service runs from a home
+/// with no committee files, and what its certificate lets it do at the policy service is checked here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
+    let w = world();
+    let home = &w.home;
+    let log = home.path().join("release-zone-intruder.log");
+    let server = Server::start(home, &log, &[]);
+    // Downloads work through the link (the service is up and serving from its own home)...
+    let mut client = server.client(home).await;
+    let listed = client
+        .list_releases(authed(pb::ListReleasesRequest {}, &w.rika))
+        .await
+        .expect("rika lists her releases through the release service");
+    drop(listed);
+    // ...and that home holds no policy database and no committee key, before or after serving.
+    assert!(
+        server.holds_no_committee_files(),
+        "the release service's home has a policy directory"
+    );
+    let zone_files: Vec<String> = walk(&server.zone_home);
+    for forbidden in ["service.key", "core-order.key", "policy.db"] {
+        assert!(
+            !zone_files.iter().any(|f| f.ends_with(forbidden)),
+            "the release zone can read {forbidden}"
+        );
+    }
+
+    let db = tokumei_policy::PolicyDb::open(&tokumei_policy::default_url(home.path()))
+        .await
+        .expect("the policy database");
+    let entries = |action: &'static str| {
+        let pool = db.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM audit_entries WHERE action = $1")
+                .bind(action)
+                .fetch_one(&pool)
+                .await
+                .expect("count")
+        }
+    };
+    let release_zone = (home.pki.release_cert(), home.pki.release_key());
+    let mut zone = zone_client(home, &server.policy.addr, Some(release_zone)).await;
+
+    // 1. With the release zone's certificate, a committee entry cannot be written: only what the zone observes.
+    for forged in [
+        "decision",
+        "vote",
+        "rpc.Decide",
+        "provision",
+        "login.success",
+        "user.roles",
+        "core.erase",
+    ] {
+        let before = entries(forged).await;
+        let refused = zone
+            .record_event(ppb::ZoneEvent {
+                actor: w.committee.chair.username.clone(),
+                action: forged.into(),
+                resource: format!("application {}", w.main),
+                outcome: "ok".into(),
+                reason: String::new(),
+                origin: "cli".into(),
+                details_json: "{}".into(),
+            })
+            .await;
+        assert_refused(refused, Code::PermissionDenied, "NOT_A_RELEASE_EVENT");
+        assert_eq!(entries(forged).await, before, "{forged} was written");
+    }
+    assert!(
+        entries("rpc.RecordEvent").await >= 7,
+        "each forged event is on the ledger as a refused rpc.RecordEvent"
+    );
+
+    // 2. The chair's session, re-signed by a key the intruder could make (claims intact, session id real): refused.
+    let public = tokumei_policy::ServicePublicKey::read(&home.path().join("policy/service.pub")).expect("public key");
+    let claims = tokumei_policy::identity::session_token::verify_signature(&public, &w.committee.chair.session)
+        .expect("the chair's genuine claims");
+    let minted =
+        tokumei_policy::identity::session_token::issue(&tokumei_policy::ServiceKey::generate(), &claims).expect("sign");
+    for (method, result) in every_zone_call(&mut zone, minted.expose(), &w.main).await {
+        if matches!(method, "RecheckTransfer" | "RecordEvent") {
+            continue; // these carry no session
+        }
+        match result {
+            Err(status) => assert_eq!(reason(&status), "SESSION_INVALID", "{method} with a minted session"),
+            Ok(()) => panic!("{method} accepted a session minted with another key"),
+        }
+    }
+
+    // 3. A researcher's genuine session cannot be stretched past her approval: nao is not a recipient of main.
+    let refused = zone
+        .admit_download(ppb::ZoneDownload {
+            session: w.nao.session.clone(),
+            origin: "grpc:198.51.100.7:4000".into(),
+            application_id: w.main.clone(),
+            tables: vec![],
+            description: format!("release R-{}-1 file observations.csv", w.main),
+            rows: 10,
+        })
+        .await
+        .expect_err("nao admitted to rika's approval");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let refused = zone
+        .recheck_transfer(ppb::ZoneTransfer {
+            recipient: "nao".into(),
+            application_id: w.main.clone(),
+        })
+        .await
+        .expect_err("a transfer to nao under rika's approval");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    // 4. Nobody else may use the zone's door: no certificate (with rika's real session), the core's, a hospital's.
+    let others = [
+        ("no certificate", None),
+        (
+            "the core's certificate",
+            Some((home.pki.core_cert(), home.pki.core_key())),
+        ),
+        (
+            "a hospital's certificate",
+            Some((
+                home.pki.hospital_cert(common::HOSPITAL_A),
+                home.pki.hospital_key(common::HOSPITAL_A),
+            )),
+        ),
+    ];
+    for (who, identity) in others {
+        let mut other = zone_client(home, &server.policy.addr, identity).await;
+        for (method, result) in every_zone_call(&mut other, &w.rika.session, &w.main).await {
+            let before = entries(rpc_name(method)).await;
+            match result {
+                Err(status) => assert_eq!(reason(&status), "NOT_THE_RELEASE_ZONE", "{method} with {who}"),
+                Ok(()) => panic!("{method} accepted {who}"),
+            }
+            assert!(entries(rpc_name(method)).await >= before, "{method} with {who}");
+        }
+    }
+    for method in [
+        "Authenticate",
+        "CheckDownloadRole",
+        "AdmitDownload",
+        "DeclareDeletion",
+        "RecheckTransfer",
+        "RecordEvent",
+    ] {
+        assert!(
+            entries(rpc_name(method)).await >= 3,
+            "the three refused callers of {method} are on the ledger"
+        );
+    }
+    drop(server);
+}
+
+fn rpc_name(method: &str) -> &'static str {
+    match method {
+        "Authenticate" => "rpc.Authenticate",
+        "CheckDownloadRole" => "rpc.CheckDownloadRole",
+        "AdmitDownload" => "rpc.AdmitDownload",
+        "DeclareDeletion" => "rpc.DeclareDeletion",
+        "RecheckTransfer" => "rpc.RecheckTransfer",
+        _ => "rpc.RecordEvent",
+    }
+}
+
+/// Every file under `dir`, following the release zone home's links.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.display().to_string());
+            }
+        }
+    }
+    out
 }

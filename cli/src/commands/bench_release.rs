@@ -947,6 +947,7 @@ async fn download_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<DownloadPa
     };
     zone.commit(&record).map_err(release_reason)?;
 
+    let policy_service = crate::commands::local_policy::start(approved.policy.clone(), &pki).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokumei_release::delivery::serve(
         tokumei_release::delivery::DeliveryConfig {
@@ -956,7 +957,7 @@ async fn download_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<DownloadPa
             public_url: None,
             token_ttl: tokumei_release::delivery::DEFAULT_TTL,
         },
-        approved.policy.clone(),
+        policy_service.link.clone(),
         zone.clone(),
         async move {
             let _ = stopped.await;
@@ -1017,6 +1018,7 @@ async fn download_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<DownloadPa
     }
     let _ = stop.send(());
     let _ = running.wait().await;
+    policy_service.stop().await?;
     approved.policy.db().close().await;
     let _ = std::fs::remove_dir_all(&home);
     Ok(DownloadPart {

@@ -428,6 +428,8 @@ async fn fetch_copies(
     tokumei_ingest::tls::install_crypto_provider();
     let pki = PkiLayout::new(home.join("pki"));
     let tls = DeliveryTls::from_files(&pki.gateway_cert(), &pki.gateway_key()).context("release service TLS")?;
+    // The policy service answers the release zone over mutual TLS: the zone holds no committee key or database.
+    let policy_service = crate::commands::local_policy::start(policy.clone(), &pki).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = serve(
         DeliveryConfig {
@@ -437,7 +439,7 @@ async fn fetch_copies(
             public_url: None,
             token_ttl: std::time::Duration::from_secs(300),
         },
-        policy.clone(),
+        policy_service.link.clone(),
         zone.clone(),
         async {
             let _ = stopped.await;
@@ -473,8 +475,9 @@ async fn fetch_copies(
     }
     let _ = stop.send(());
     let stopped = running.wait().await.context("release service");
-    // A failed download says more than the service's shutdown.
-    result.and(stopped)
+    let policy_stopped = policy_service.stop().await;
+    // A failed download says more than the services' shutdown.
+    result.and(stopped).and(policy_stopped)
 }
 
 fn say_plan(p: &PlanOutcome, say: &impl Fn(&str)) {

@@ -116,7 +116,7 @@ pub async fn step(
             &path(pki.gateway_cert()),
             "--tls-key",
             &path(pki.gateway_key()),
-            "--core-client-ca",
+            "--zone-client-ca",
             &path(pki.ca_cert()),
         ],
     )?;

@@ -17,6 +17,7 @@ pub mod demo_committee;
 pub mod demo_directory;
 pub mod demo_release;
 pub mod demo_services;
+pub mod local_policy;
 pub mod model_flags;
 pub mod pki;
 pub mod policy_client;

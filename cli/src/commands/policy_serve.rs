@@ -40,10 +40,11 @@ pub struct ServeArgs {
     /// travel in clear.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     insecure_dev: bool,
-    /// The CA that issues the core store's certificate: the core (CN tokumei-core) then takes its orders here
-    /// over mutual TLS. Without it no core can take orders (needs TLS).
-    #[arg(long, requires = "tls_cert")]
-    core_client_ca: Option<PathBuf>,
+    /// The CA that issues the zones' client certificates: the core (CN tokumei-core) then takes its orders here,
+    /// and the release zone (CN tokumei-release) asks for its decisions, over mutual TLS. Without it neither can
+    /// (needs TLS).
+    #[arg(long, alias = "core-client-ca", requires = "tls_cert")]
+    zone_client_ca: Option<PathBuf>,
     #[command(flatten)]
     policy: PolicyOptions,
 }
@@ -59,9 +60,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     let tls = match (&args.tls_cert, &args.tls_key, args.insecure_dev) {
         (Some(cert), Some(key), false) => {
             let tls = ServerTls::from_files(cert, key)?;
-            Some(match &args.core_client_ca {
+            Some(match &args.zone_client_ca {
                 Some(ca) => {
-                    tls.with_core_client_ca(std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?)
+                    tls.with_zone_client_ca(std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?)
                 }
                 None => tls,
             })

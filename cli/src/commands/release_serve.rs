@@ -1,9 +1,10 @@
 //! `tokumei release serve`: the release zone's researcher-facing services — gRPC `ReleaseService` (list,
 //! request a download, declare deletion) and the HTTPS download endpoint — over TLS.
 //!
-//! It opens the same policy database, service key and `policy.toml` as the other committee-zone commands
-//! (sessions from `tokumei user login` are valid here) and the key service of `tokumei.toml` (which unwraps
-//! each release's data key). Once both ports are bound it prints `release service listening on grpc=ADDR
+//! It opens no policy database and no committee key: it asks the policy service (`--policy-url`) over mutual
+//! TLS with the release zone's certificate (`--zone-cert`, CN `tokumei-release`) for every authentication,
+//! decision and ledger entry (sessions from `tokumei user login` are forwarded there). It opens the key service
+//! of `tokumei.toml` under the release zone's key (which unwraps each release's data key). Once both ports are bound it prints `release service listening on grpc=ADDR
 //! https=ADDR` (with `--json`: `{"grpc": "...", "https": "...", "public_url": "..."}` on one line); SIGTERM
 //! or Ctrl-C stop it.
 
@@ -15,10 +16,9 @@ use anyhow::{Context, Result};
 use tokumei_ingest::config::Config;
 use tokumei_ingest::home::tokumei_home;
 use tokumei_ingest::server::{open_key_service, termination_signal};
-use tokumei_release::delivery::{DeliveryConfig, DeliveryTls, serve};
+use tokumei_release::delivery::{DeliveryConfig, DeliveryTls, PolicyLink, PolicyLinkConfig, serve};
 use tokumei_release::zone::ReleaseZone;
 
-use crate::commands::access::{PolicyOptions, open_policy};
 use crate::output::runtime;
 
 /// Arguments of `tokumei release serve`.
@@ -46,7 +46,36 @@ pub struct ServeArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     #[command(flatten)]
-    policy: PolicyOptions,
+    link: LinkOptions,
+}
+
+/// How the release zone reaches the policy service.
+#[derive(clap::Args, Debug)]
+pub struct LinkOptions {
+    /// The policy service (`https://host:port`).
+    #[arg(long, env = "TOKUMEI_POLICY_URL", default_value = "https://127.0.0.1:50061")]
+    policy_url: String,
+    /// CA of the policy service's certificate (default $TOKUMEI_HOME/pki/ca.crt).
+    #[arg(long, env = "TOKUMEI_POLICY_CA")]
+    policy_ca: Option<PathBuf>,
+    /// The release zone's client certificate, CN tokumei-release (default $TOKUMEI_HOME/pki/release-zone.crt).
+    #[arg(long)]
+    zone_cert: Option<PathBuf>,
+    /// Its private key (default $TOKUMEI_HOME/pki/release-zone.key).
+    #[arg(long)]
+    zone_key: Option<PathBuf>,
+}
+
+impl LinkOptions {
+    fn config(&self) -> PolicyLinkConfig {
+        let pki = tokumei_ingest::pki::PkiLayout::new(tokumei_home().join("pki"));
+        PolicyLinkConfig {
+            url: self.policy_url.clone(),
+            ca: self.policy_ca.clone().unwrap_or_else(|| pki.ca_cert()),
+            cert: self.zone_cert.clone().unwrap_or_else(|| pki.release_cert()),
+            key: self.zone_key.clone().unwrap_or_else(|| pki.release_key()),
+        }
+    }
 }
 
 /// Runs `tokumei release serve`.
@@ -65,7 +94,9 @@ pub fn run(args: ServeArgs, json: bool) -> Result<()> {
     let cfg = Config::load(args.config.as_deref())?;
     let home = tokumei_home();
     runtime()?.block_on(async {
-        let policy = open_policy(&args.policy).await?;
+        let policy = PolicyLink::connect(&args.link.config())
+            .await
+            .context("the policy service")?;
         let keys = open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Release)
             .await
             .context("key service")?;

@@ -1,7 +1,7 @@
 //! `tokumei.policy.v1.CoreOrderService`: where the core takes its orders and reports on them.
 //!
 //! Only the core store may call it, and it proves who it is with its certificate: the policy service is started
-//! with the CA that issues the core's certificate (`--core-client-ca`), the TLS layer checks the chain, and
+//! with the CA that issues the core's certificate (`--zone-client-ca`), the TLS layer checks the chain, and
 //! this service checks the subject's CN ([`CORE_COMMON_NAME`]). A person's session is not enough, a hospital's
 //! certificate from the same CA neither (`PERMISSION_DENIED` / [`NOT_THE_CORE`]). Every call is on the ledger
 //! as `rpc.<Method>` with the caller (`tokumei-core` or `anonymous`).
@@ -24,7 +24,7 @@ pub const CORE_COMMON_NAME: &str = CORE_IDENTITY;
 pub const NOT_THE_CORE: &str = "NOT_THE_CORE";
 
 /// The CN of the request's verified client certificate, if any.
-fn peer_cn<T>(request: &Request<T>) -> Option<String> {
+pub(super) fn peer_cn<T>(request: &Request<T>) -> Option<String> {
     let certs = request.peer_certs()?;
     let leaf = certs.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;

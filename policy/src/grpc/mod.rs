@@ -43,6 +43,7 @@
 pub mod audited;
 pub mod convert;
 pub mod core_orders;
+pub mod release_zone;
 pub mod server;
 
 use std::collections::HashMap;

@@ -60,9 +60,10 @@ pub enum ServeError {
 pub struct ServerTls {
     cert_pem: Vec<u8>,
     key_pem: Zeroizing<Vec<u8>>,
-    /// The CA that issues the core's client certificate: client certificates are then asked for (optional:
-    /// people authenticate with sessions) and the core's is what `CoreOrderService` accepts.
-    core_client_ca: Option<Vec<u8>>,
+    /// The CA that issues the zones' client certificates: client certificates are then asked for (optional:
+    /// people authenticate with sessions); the core's is what `CoreOrderService` accepts, the release zone's what
+    /// `ReleaseZoneService` accepts.
+    zone_client_ca: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -79,13 +80,14 @@ impl ServerTls {
         ServerTls {
             cert_pem,
             key_pem: Zeroizing::new(key_pem),
-            core_client_ca: None,
+            zone_client_ca: None,
         }
     }
 
-    /// Accepts client certificates issued by `ca_pem` (the core's CA), so the core can take its orders.
-    pub fn with_core_client_ca(mut self, ca_pem: Vec<u8>) -> ServerTls {
-        self.core_client_ca = Some(ca_pem);
+    /// Accepts client certificates issued by `ca_pem` (the zones' CA), so the core can take its orders and the
+    /// release zone can ask for its decisions.
+    pub fn with_zone_client_ca(mut self, ca_pem: Vec<u8>) -> ServerTls {
+        self.zone_client_ca = Some(ca_pem);
         self
     }
 
@@ -108,7 +110,7 @@ impl ServerTls {
         Ok(ServerTls {
             cert_pem,
             key_pem,
-            core_client_ca: None,
+            zone_client_ca: None,
         })
     }
 
@@ -116,7 +118,7 @@ impl ServerTls {
         let config = ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert_pem, self.key_pem.as_slice()))
             .timeout(HANDSHAKE_TIMEOUT);
-        match &self.core_client_ca {
+        match &self.zone_client_ca {
             Some(ca) => config
                 .client_ca_root(Certificate::from_pem(ca))
                 .client_auth_optional(true),
@@ -226,6 +228,9 @@ impl BoundServer {
         let core_orders = super::core_orders::CoreOrderGrpc::new(policy.clone())
             .into_server()
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let release_zone = super::release_zone::ReleaseZoneGrpc::new(policy.clone())
+            .into_server()
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let service = super::audited::AuditedPolicyGrpc::new(PolicyGrpc::new(policy))
             .into_server()
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -233,6 +238,7 @@ impl BoundServer {
         server
             .add_service(service)
             .add_service(core_orders)
+            .add_service(release_zone)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await?;
         tracing::info!(%addr, "policy service stopped");

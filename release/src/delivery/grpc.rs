@@ -1,9 +1,9 @@
 //! `tokumei.release.v1.ReleaseService` over [`Delivery`].
 //!
-//! Like the policy zone's gRPC service, this is a thin adapter: the session is checked by
-//! [`Policy::authenticate`](tokumei_policy::Policy::authenticate), every rule about who may download what by
-//! [`Policy::admit_use`](tokumei_policy::Policy::admit_use), and both audit. What this adapter adds is the
-//! zone's own fact — whether the caller holds a copy in the release asked for — and the token.
+//! Like the policy zone's gRPC service, this is a thin adapter, and a client: the session is checked, every rule
+//! about who may download what decided and recorded, by the policy service over the zone's
+//! [`PolicyLink`](super::PolicyLink). What this adapter adds is the zone's own fact — whether the caller holds a
+//! copy in the release asked for — and the token.
 //!
 //! Errors are statuses with a `google.rpc.ErrorInfo` (domain `policy.tokumei`) whose reason is the policy
 //! service's code (see `tokumei_policy::grpc` for the code ↔ status table), plus the zone's: `NOT_FOUND`
@@ -16,15 +16,14 @@ use std::future::Future;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
-use tokumei_policy::committee::UseKind;
 use tokumei_policy::grpc::{bearer_token, policy_status, status_with_reason};
-use tokumei_policy::{Actor, Origin};
 use tokumei_proto::release::v1 as pb;
 use tokumei_proto::release::v1::release_service_server::{ReleaseService, ReleaseServiceServer};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
 
+use super::policy_link::{Caller, reason_of, unavailable};
 use super::tokens::DownloadGrant;
 use super::{Delivery, DeliveryError, DeliveryTls};
 use crate::error::ReleaseError;
@@ -81,17 +80,12 @@ impl ReleaseGrpc {
         ReleaseServiceServer::new(self)
     }
 
-    /// The request's origin, its authenticated actor and its message.
-    async fn authenticated<T>(&self, request: Request<T>) -> Result<(String, Actor, T), Status> {
+    /// The request's origin, its caller as the policy service authenticated them, and its message.
+    async fn authenticated<T>(&self, request: Request<T>) -> Result<(String, Caller, T), Status> {
         let origin = origin_of(&request);
         let token = bearer_token(request.metadata())?;
-        let actor = self
-            .delivery
-            .policy
-            .authenticate(token)
-            .await
-            .map_err(|e| policy_status(&e))?;
-        Ok((origin, actor, request.into_inner()))
+        let caller = self.delivery.policy.authenticate(token, &origin).await?;
+        Ok((origin, caller, request.into_inner()))
     }
 
     /// Every complete release (read off the disk on a blocking thread).
@@ -127,7 +121,7 @@ impl ReleaseGrpc {
     }
 
     /// Audits a refusal made by the zone itself (the policy service audits its own).
-    async fn audit_refusal(&self, actor: &Actor, release: &str, file: &str, reason: &str, origin: &str) {
+    async fn audit_refusal(&self, actor: &Caller, release: &str, file: &str, reason: &str, origin: &str) {
         let event = AuditEvent::new(
             &actor.username,
             "download_release",
@@ -137,8 +131,8 @@ impl ReleaseGrpc {
         .reason(reason)
         .source(origin)
         .details(json!({"file": file}));
-        if let Err(e) = self.delivery.policy.audit(event).await {
-            tracing::error!(error = %e, "could not audit a refused download");
+        if let Err(e) = self.delivery.policy.record(&event).await {
+            tracing::error!(reason = %reason_of(&e), "could not audit a refused download");
         }
     }
 }
@@ -158,23 +152,45 @@ impl AuditedReleaseGrpc {
         ReleaseServiceServer::new(self)
     }
 
+    /// Appends `rpc.<method>` with the caller and the outcome through the policy service; withholds the answer if
+    /// that fails.
     async fn record<T>(&self, method: &str, (origin, caller): (String, String), result: Reply<T>) -> Reply<T> {
-        tokumei_policy::grpc::audited::record_call(
-            &self.inner.delivery.policy,
-            "release service",
-            method,
-            &origin,
-            &caller,
-            result,
-        )
-        .await
+        let (outcome, reason) = match &result {
+            Ok(_) => (Outcome::Ok, None),
+            Err(status) if unavailable(status) => (Outcome::Failed, Some(reason_of(status))),
+            Err(status) => (Outcome::Denied, Some(reason_of(status))),
+        };
+        let mut event = AuditEvent::new(&caller, format!("rpc.{method}"), "release service", outcome).source(&origin);
+        if let Some(reason) = reason {
+            event = event.reason(&reason);
+        }
+        match self.inner.delivery.policy.record(&event).await {
+            Ok(_) => result,
+            Err(e) => {
+                tracing::error!(method, reason = %reason_of(&e), "an access could not be recorded; answer withheld");
+                Err(Status::unavailable("the audit ledger is unavailable; try again later"))
+            }
+        }
+    }
+
+    /// The request's origin and its caller's name (`anonymous` without a valid session), for the ledger.
+    async fn caller<T>(&self, request: &Request<T>) -> (String, String) {
+        let origin = origin_of(request);
+        let who = match bearer_token(request.metadata()) {
+            Ok(token) => match self.inner.delivery.policy.authenticate(token, &origin).await {
+                Ok(caller) => caller.username,
+                Err(_) => "anonymous".to_owned(),
+            },
+            Err(_) => "anonymous".to_owned(),
+        };
+        (origin, who)
     }
 }
 
 #[tonic::async_trait]
 impl ReleaseService for AuditedReleaseGrpc {
     async fn list_releases(&self, request: Request<pb::ListReleasesRequest>) -> Reply<pb::ListReleasesResponse> {
-        let who = tokumei_policy::grpc::audited::caller(&self.inner.delivery.policy, &request).await;
+        let who = self.caller(&request).await;
         let result = self.inner.list_releases(request).await;
         self.record("ListReleases", who, result).await
     }
@@ -183,7 +199,7 @@ impl ReleaseService for AuditedReleaseGrpc {
         &self,
         request: Request<pb::RequestDownloadRequest>,
     ) -> Reply<pb::RequestDownloadResponse> {
-        let who = tokumei_policy::grpc::audited::caller(&self.inner.delivery.policy, &request).await;
+        let who = self.caller(&request).await;
         let result = self.inner.request_download(request).await;
         self.record("RequestDownload", who, result).await
     }
@@ -192,7 +208,7 @@ impl ReleaseService for AuditedReleaseGrpc {
         &self,
         request: Request<pb::DeclareDeletionRequest>,
     ) -> Reply<pb::DeclareDeletionResponse> {
-        let who = tokumei_policy::grpc::audited::caller(&self.inner.delivery.policy, &request).await;
+        let who = self.caller(&request).await;
         let result = self.inner.declare_deletion(request).await;
         self.record("DeclareDeletion", who, result).await
     }
@@ -215,11 +231,9 @@ impl ReleaseService for ReleaseGrpc {
                 .recheck_transfer(&actor.username, &r.application)
                 .await
             {
-                Ok(()) => "AVAILABLE",
-                Err(tokumei_policy::PolicyError::Database(e)) => {
-                    return Err(Status::unavailable(format!("the policy database cannot be read: {e}")));
-                }
-                Err(e) => e.reason(),
+                Ok(()) => "AVAILABLE".to_owned(),
+                Err(e) if unavailable(&e) => return Err(e),
+                Err(e) => reason_of(&e),
             };
             let files = if standing == "AVAILABLE" {
                 files
@@ -239,7 +253,7 @@ impl ReleaseService for ReleaseGrpc {
                 expires_on: r.expires_on.to_string(),
                 built_at: r.built_at.to_rfc3339(),
                 files,
-                standing: standing.to_owned(),
+                standing,
             });
         }
         Ok(Response::new(pb::ListReleasesResponse { releases }))
@@ -251,11 +265,7 @@ impl ReleaseService for ReleaseGrpc {
     ) -> Reply<pb::RequestDownloadResponse> {
         let (origin, actor, r) = self.authenticated(request).await?;
         // The role first: someone who may never download learns nothing about which releases exist.
-        self.delivery
-            .policy
-            .check_role(&actor, tokumei_policy::Action::DownloadRelease, Origin(&origin))
-            .await
-            .map_err(|e| policy_status(&e))?;
+        self.delivery.policy.check_download_role(&actor, &origin).await?;
         let zone = self.delivery.zone.clone();
         let id = r.release_id.clone();
         let record = tokio::task::spawn_blocking(move || zone.record(&id))
@@ -277,30 +287,19 @@ impl ReleaseService for ReleaseGrpc {
             .map_err(|e| release_status(&e))?
             .clone();
         // The policy service decides (recipient, bans, expiry, revocation, download limit), counts the
-        // download and audits the decision with the origin.
-        self.delivery
-            .policy
-            .admit_use(
-                &actor,
-                &record.application,
-                UseKind::Download,
-                &record.tables,
-                Origin(&origin),
-            )
-            .await
-            .map_err(|e| policy_status(&e))?;
+        // download, audits the decision with the origin and records the provision.
         let rows = self.rows_of(&record, &actor.username, &file.name).await;
         self.delivery
             .policy
-            .record_provision(
+            .admit_download(
                 &actor,
+                &origin,
                 &record.application,
+                &record.tables,
                 &format!("release {} file {}", record.id, file.name),
                 rows,
-                Origin(&origin),
             )
-            .await
-            .map_err(|e| policy_status(&e))?;
+            .await?;
         let issued = self.delivery.tokens.issue(DownloadGrant {
             release: record.id.clone(),
             application: record.application.clone(),
@@ -323,13 +322,12 @@ impl ReleaseService for ReleaseGrpc {
         request: Request<pb::DeclareDeletionRequest>,
     ) -> Reply<pb::DeclareDeletionResponse> {
         let (origin, actor, r) = self.authenticated(request).await?;
-        let entry = self
+        let audit_seq = self
             .delivery
             .policy
-            .declare_deletion(&actor, &r.application_id, &r.statement, Origin(&origin))
-            .await
-            .map_err(|e| policy_status(&e))?;
-        Ok(Response::new(pb::DeclareDeletionResponse { audit_seq: entry.seq }))
+            .declare_deletion(&actor, &origin, &r.application_id, &r.statement)
+            .await?;
+        Ok(Response::new(pb::DeclareDeletionResponse { audit_seq }))
     }
 }
 

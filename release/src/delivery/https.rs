@@ -68,16 +68,20 @@ pub struct Peer(
 #[derive(Debug)]
 struct HttpError {
     status: StatusCode,
-    reason: &'static str,
+    reason: std::borrow::Cow<'static, str>,
     message: String,
     content_range: Option<String>,
 }
 
 impl HttpError {
-    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> HttpError {
+    fn new(
+        status: StatusCode,
+        reason: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> HttpError {
         HttpError {
             status,
-            reason,
+            reason: reason.into(),
             message: message.into(),
             content_range: None,
         }
@@ -216,8 +220,8 @@ fn transfer_event(grant: &DownloadGrant, source: &str, outcome: Outcome, details
 }
 
 async fn audit(delivery: &Delivery, event: AuditEvent) -> Result<(), HttpError> {
-    delivery.policy.audit(event).await.map(|_| ()).map_err(|e| {
-        tracing::error!(error = %e, "audit ledger unavailable: download refused");
+    delivery.policy.record(&event).await.map(|_| ()).map_err(|e| {
+        tracing::error!(reason = %super::policy_link::reason_of(&e), "audit ledger unavailable: download refused");
         HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "AUDIT_UNAVAILABLE",
@@ -250,7 +254,7 @@ async fn transfer(
     // The approval is re-checked at every request, not only when the token was issued: a revocation (of the
     // approval or anything it amends), a ban of the person or organisation, or expiry stops the token too.
     if let Err(e) = still_allowed(delivery, id, &grant).await {
-        let event = transfer_event(&grant, source, Outcome::Denied, json!({"method": method})).reason(e.reason);
+        let event = transfer_event(&grant, source, Outcome::Denied, json!({"method": method})).reason(e.reason.clone());
         audit(delivery, event).await?;
         return Err(e);
     }
@@ -346,8 +350,8 @@ async fn still_allowed(delivery: &Delivery, id: TokenId, grant: &DownloadGrant) 
         .await
     {
         Ok(()) => Ok(()),
-        Err(tokumei_policy::PolicyError::Database(e)) => {
-            tracing::error!(error = %e, "policy database unavailable: download refused");
+        Err(e) if super::policy_link::unavailable(&e) => {
+            tracing::error!(reason = %super::policy_link::reason_of(&e), "policy service unavailable: download refused");
             Err(HttpError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "POLICY_UNAVAILABLE",
@@ -358,7 +362,7 @@ async fn still_allowed(delivery: &Delivery, id: TokenId, grant: &DownloadGrant) 
             delivery.tokens.forget(id);
             Err(HttpError::new(
                 StatusCode::FORBIDDEN,
-                e.reason(),
+                super::policy_link::reason_of(&e),
                 "the approval no longer allows this download (the reason code says why)",
             ))
         }
@@ -430,8 +434,8 @@ fn stream(
                 && (pos - start).is_multiple_of(RECHECK_EVERY)
                 && let Err(e) = still_allowed(&delivery, id, &grant).await
             {
-                let event =
-                    transfer_event(&grant, &source, Outcome::Denied, json!({"sent_until": pos})).reason(e.reason);
+                let event = transfer_event(&grant, &source, Outcome::Denied, json!({"sent_until": pos}))
+                    .reason(e.reason.clone());
                 let _ = audit(&delivery, event).await;
                 return Err(std::io::Error::other(format!("download stopped: {}", e.reason)));
             }

@@ -1,6 +1,9 @@
 //! Delivery: how a recipient gets their copy of a release out of the zone.
 //!
-//! Two listeners share one [`Delivery`] (the policy service, the zone and the [`tokens::TokenTable`]):
+//! Two listeners share one [`Delivery`] (the link to the policy service, the zone and the [`tokens::TokenTable`]).
+//! The zone holds no policy database and no committee key: every authentication, decision and ledger entry is
+//! the policy service's, asked over [`policy_link`] with the zone's own certificate.
+//!
 //! - **gRPC** `tokumei.release.v1.ReleaseService` ([`grpc`]), over TLS, authenticated with the session token
 //!   of a two-factor login (`authorization: Bearer tks1....`). `ListReleases` shows the caller's copies;
 //!   `RequestDownload` checks that the caller holds a copy, then asks the policy service to admit the
@@ -20,6 +23,7 @@
 
 pub mod grpc;
 pub mod https;
+pub mod policy_link;
 pub mod tokens;
 
 use std::future::Future;
@@ -30,12 +34,12 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use tokio::net::TcpListener;
-use tokumei_policy::Policy;
 use zeroize::Zeroizing;
 
 use crate::zone::ReleaseZone;
 use tokens::TokenTable;
 
+pub use policy_link::{Caller, PolicyLink, PolicyLinkConfig};
 pub use tokens::{DEFAULT_TTL, DownloadGrant, IssuedToken, TokenError};
 
 /// Longest a client may take to complete a TLS handshake.
@@ -159,16 +163,16 @@ pub struct DeliveryConfig {
 /// What the gRPC service and the HTTPS endpoint share; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    policy: Policy,
+    policy: PolicyLink,
     zone: ReleaseZone,
     tokens: Arc<TokenTable>,
     public_url: Arc<str>,
 }
 
 impl Delivery {
-    /// Delivery of `zone`'s releases under `policy`, handing out URLs under `public_url` for tokens living
-    /// `token_ttl`.
-    pub fn new(policy: Policy, zone: ReleaseZone, public_url: &str, token_ttl: Duration) -> Delivery {
+    /// Delivery of `zone`'s releases under the policy service behind `policy`, handing out URLs under
+    /// `public_url` for tokens living `token_ttl`.
+    pub fn new(policy: PolicyLink, zone: ReleaseZone, public_url: &str, token_ttl: Duration) -> Delivery {
         Delivery {
             policy,
             zone,
@@ -177,8 +181,8 @@ impl Delivery {
         }
     }
 
-    /// The policy service (authentication, admissions, audit).
-    pub fn policy(&self) -> &Policy {
+    /// The link to the policy service (authentication, admissions, audit).
+    pub fn policy(&self) -> &PolicyLink {
         &self.policy
     }
 
@@ -223,7 +227,7 @@ impl RunningDelivery {
 /// crypto provider: a binary linking several providers installs one first.
 pub async fn serve(
     config: DeliveryConfig,
-    policy: Policy,
+    policy: PolicyLink,
     zone: ReleaseZone,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningDelivery, DeliveryError> {

@@ -19,21 +19,7 @@ impl CoreWithOrders {
     /// Starts the policy service of `home` (TLS with the development PKI's server certificate, the core's CA
     /// for client certificates), pins its key in `home/tokumei.toml` and starts the core with `env`.
     pub fn start(home: &Path, env: &[(&str, &str)]) -> CoreWithOrders {
-        let pki = home.join("pki");
-        let path = |name: &str| pki.join(name).display().to_string();
-        let policy = Server::start_with(
-            home,
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--tls-cert",
-                &path("gateway.crt"),
-                "--tls-key",
-                &path("gateway.key"),
-                "--core-client-ca",
-                &path("ca.crt"),
-            ],
-        );
+        let policy = Server::start_tls(home);
         // The core pins the core-order key's public half (the policy service created it at start), not the
         // general service key, which in-process commands also load.
         let public_key = std::fs::read_to_string(home.join("policy/core-order.pub")).expect("core-order public key");

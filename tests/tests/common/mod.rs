@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 pub mod core_orders;
 pub mod people;
 pub mod policy_server;
+pub mod release_server;
 
 /// Hospital codes used by the tests.
 pub const HOSPITAL_A: &str = "1310000017";

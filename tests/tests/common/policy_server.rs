@@ -24,6 +24,26 @@ impl Server {
         Server::start_with(home, &["--listen", "127.0.0.1:0", "--insecure-dev"])
     }
 
+    /// Starts the policy service of `home` over TLS with the development PKI's server certificate, admitting the
+    /// zones' client certificates (the core's, the release zone's) from its CA.
+    pub fn start_tls(home: &Path) -> Server {
+        let pki = home.join("pki");
+        let path = |name: &str| pki.join(name).display().to_string();
+        Server::start_with(
+            home,
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                &path("gateway.crt"),
+                "--tls-key",
+                &path("gateway.key"),
+                "--zone-client-ca",
+                &path("ca.crt"),
+            ],
+        )
+    }
+
     /// Starts `tokumei policy serve ARGS` and waits for its "listening" line.
     pub fn start_with(home: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(tokumei_bin())

@@ -1,0 +1,246 @@
+//! `tokumei.policy.v1.ReleaseZoneService`: how the release zone asks the committee zone, without holding its keys.
+//!
+//! The release zone faces researchers over the network; if it held the policy database or the key that signs
+//! sessions, whoever broke into it could approve an application or mint a chair's session. So it holds neither:
+//! it proves who it is with its client certificate (CN [`RELEASE_COMMON_NAME`], issued by the CA given to
+//! `tokumei policy serve --zone-client-ca`), forwards each researcher's own session, and this service
+//! authenticates the person, decides (role, recipient, bans, expiry, revocation, limits) and records. What the
+//! zone reports on its own (its refusals, each HTTPS transfer, each call it served) is accepted only as a
+//! release-zone event ([`release_zone_event`]); it cannot write a committee entry. Every call from anyone else —
+//! a person's session, a hospital's or the core's certificate — is `PERMISSION_DENIED` / [`NOT_THE_RELEASE_ZONE`]
+//! and on the ledger as `rpc.<Method>`.
+
+use std::collections::HashMap;
+
+use tokumei_proto::policy::v1 as pb;
+use tokumei_proto::policy::v1::release_zone_service_server::{ReleaseZoneService, ReleaseZoneServiceServer};
+use tonic::{Code, Request, Response, Status};
+
+use super::audited::record_call;
+use super::core_orders::peer_cn;
+use super::{Reply, convert, origin_of, policy_status, status_with_reason};
+use crate::audit_ledger::{AuditEvent, Outcome};
+use crate::authorization::{Action, Actor};
+use crate::committee::UseKind;
+use crate::service::{Origin, Policy};
+
+/// Subject CN of the release zone's client certificate (issued by `tokumei pki init`).
+pub const RELEASE_COMMON_NAME: &str = "tokumei-release";
+
+/// `ErrorInfo.reason` for a caller that did not present the release zone's certificate.
+pub const NOT_THE_RELEASE_ZONE: &str = "NOT_THE_RELEASE_ZONE";
+
+/// `ErrorInfo.reason` for an event the release zone may not record (a committee action, say).
+pub const NOT_A_RELEASE_EVENT: &str = "NOT_A_RELEASE_EVENT";
+
+/// Whether `action` is something the release zone observes itself, and so may report: the calls its
+/// `ReleaseService` served, its own refusals of a download, and each HTTPS transfer. Everything else (votes,
+/// decisions, provisions, logins...) is decided and recorded here, never reported.
+pub fn release_zone_event(action: &str) -> bool {
+    matches!(
+        action,
+        "rpc.ListReleases" | "rpc.RequestDownload" | "rpc.DeclareDeletion" | "download_release" | "download.transfer"
+    )
+}
+
+fn require_release_zone<T>(request: &Request<T>) -> Result<(), Status> {
+    if peer_cn(request).as_deref() == Some(RELEASE_COMMON_NAME) {
+        return Ok(());
+    }
+    tracing::warn!("release zone service refused a caller without the release zone's certificate");
+    Err(status_with_reason(
+        Code::PermissionDenied,
+        NOT_THE_RELEASE_ZONE,
+        format!("only the release zone's certificate (CN {RELEASE_COMMON_NAME}) may call this service"),
+        HashMap::new(),
+    ))
+}
+
+fn invalid(message: &str) -> Status {
+    status_with_reason(Code::InvalidArgument, "INVALID_ARGUMENT", message, HashMap::new())
+}
+
+/// The service over the [`Policy`] facade; refusals of callers other than the release zone recorded.
+#[derive(Debug, Clone)]
+pub struct ReleaseZoneGrpc {
+    policy: Policy,
+}
+
+impl ReleaseZoneGrpc {
+    /// The service over `policy`.
+    pub fn new(policy: Policy) -> ReleaseZoneGrpc {
+        ReleaseZoneGrpc { policy }
+    }
+
+    /// The tonic service to add to a server.
+    pub fn into_server(self) -> ReleaseZoneServiceServer<ReleaseZoneGrpc> {
+        ReleaseZoneServiceServer::new(self)
+    }
+
+    /// Runs `act` for the release zone only. The zone's own calls are not recorded here (the zone records the
+    /// researcher's call it is serving, as `rpc.<ReleaseService method>`, and every decision is recorded by the
+    /// facade); a refused caller is, as `rpc.<method>`.
+    async fn zone_only<T, R>(
+        &self,
+        method: &str,
+        request: Request<T>,
+        act: impl AsyncFnOnce(T) -> Result<R, Status>,
+    ) -> Reply<R> {
+        if let Err(refusal) = require_release_zone(&request) {
+            let origin = origin_of(&request);
+            return record_call(
+                &self.policy,
+                "release zone service",
+                method,
+                &origin,
+                "anonymous",
+                Err(refusal),
+            )
+            .await;
+        }
+        act(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn person(&self, session: &str) -> Result<Actor, Status> {
+        self.policy.authenticate(session).await.map_err(|e| policy_status(&e))
+    }
+}
+
+#[tonic::async_trait]
+impl ReleaseZoneService for ReleaseZoneGrpc {
+    async fn authenticate(&self, request: Request<pb::ZoneSession>) -> Reply<pb::ZoneCaller> {
+        self.zone_only("Authenticate", request, async |r: pb::ZoneSession| {
+            let actor = self.person(&r.session).await?;
+            Ok(pb::ZoneCaller {
+                username: actor.username,
+                roles: actor.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn check_download_role(&self, request: Request<pb::ZoneSession>) -> Reply<pb::Empty> {
+        self.zone_only("CheckDownloadRole", request, async |r: pb::ZoneSession| {
+            let actor = self.person(&r.session).await?;
+            self.policy
+                .check_role(&actor, Action::DownloadRelease, Origin(&r.origin))
+                .await
+                .map_err(|e| policy_status(&e))?;
+            Ok(pb::Empty {})
+        })
+        .await
+    }
+
+    async fn admit_download(&self, request: Request<pb::ZoneDownload>) -> Reply<pb::Empty> {
+        self.zone_only("AdmitDownload", request, async |r: pb::ZoneDownload| {
+            let actor = self.person(&r.session).await?;
+            if r.rows < 0 {
+                return Err(invalid("rows must not be negative"));
+            }
+            let tables = convert::tables_from_proto(&r.tables);
+            let origin = Origin(&r.origin);
+            self.policy
+                .admit_use(&actor, &r.application_id, UseKind::Download, &tables, origin)
+                .await
+                .map_err(|e| policy_status(&e))?;
+            self.policy
+                .record_provision(&actor, &r.application_id, &r.description, r.rows, origin)
+                .await
+                .map_err(|e| policy_status(&e))?;
+            Ok(pb::Empty {})
+        })
+        .await
+    }
+
+    async fn declare_deletion(&self, request: Request<pb::ZoneDeletion>) -> Reply<pb::ZoneAuditAck> {
+        self.zone_only("DeclareDeletion", request, async |r: pb::ZoneDeletion| {
+            let actor = self.person(&r.session).await?;
+            let entry = self
+                .policy
+                .declare_deletion(&actor, &r.application_id, &r.statement, Origin(&r.origin))
+                .await
+                .map_err(|e| policy_status(&e))?;
+            Ok(pb::ZoneAuditAck { audit_seq: entry.seq })
+        })
+        .await
+    }
+
+    async fn recheck_transfer(&self, request: Request<pb::ZoneTransfer>) -> Reply<pb::Empty> {
+        self.zone_only("RecheckTransfer", request, async |r: pb::ZoneTransfer| {
+            self.policy
+                .recheck_transfer(&r.recipient, &r.application_id)
+                .await
+                .map_err(|e| policy_status(&e))?;
+            Ok(pb::Empty {})
+        })
+        .await
+    }
+
+    async fn record_event(&self, request: Request<pb::ZoneEvent>) -> Reply<pb::ZoneAuditAck> {
+        let origin = origin_of(&request);
+        self.zone_only("RecordEvent", request, async |r: pb::ZoneEvent| {
+            if !release_zone_event(&r.action) {
+                // The zone's certificate writing a committee entry is an intrusion: on the ledger, as the zone.
+                let refusal = status_with_reason(
+                    Code::PermissionDenied,
+                    NOT_A_RELEASE_EVENT,
+                    "the release zone may record only the calls it served, its own refusals and its transfers",
+                    HashMap::new(),
+                );
+                return record_call(
+                    &self.policy,
+                    "release zone service",
+                    "RecordEvent",
+                    &origin,
+                    RELEASE_COMMON_NAME,
+                    Err(refusal),
+                )
+                .await;
+            }
+            let outcome = Outcome::parse(&r.outcome).ok_or_else(|| invalid("outcome must be ok, denied or failed"))?;
+            let mut details: serde_json::Value = if r.details_json.is_empty() {
+                serde_json::json!({})
+            } else {
+                serde_json::from_str(&r.details_json).map_err(|_| invalid("details must be a JSON object"))?
+            };
+            let Some(map) = details.as_object_mut() else {
+                return Err(invalid("details must be a JSON object"));
+            };
+            map.insert("reported_by".into(), serde_json::json!(RELEASE_COMMON_NAME));
+            let mut event = AuditEvent::new(&r.actor, &r.action, &r.resource, outcome)
+                .source(&r.origin)
+                .details(details);
+            if !r.reason.is_empty() {
+                event = event.reason(&r.reason);
+            }
+            let entry = self.policy.audit(event).await.map_err(|e| policy_status(&e))?;
+            Ok(pb::ZoneAuditAck { audit_seq: entry.seq })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_release_zone_reports_only_what_it_observes() {
+        for ok in ["rpc.RequestDownload", "download.transfer", "download_release"] {
+            assert!(release_zone_event(ok), "{ok}");
+        }
+        for forged in [
+            "decision",
+            "vote",
+            "login.success",
+            "rpc.Decide",
+            "provision",
+            "user.roles",
+            "core.erase",
+            "rpc.listreleases",
+            "",
+        ] {
+            assert!(!release_zone_event(forged), "{forged}");
+        }
+    }
+}
