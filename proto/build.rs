@@ -26,6 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn configured() -> tonic_prost_build::Builder {
     tonic_prost_build::configure()
+        // The command line prints the policy service's answers as JSON (`--json`) exactly as they came: clients
+        // hold no domain records of their own.
+        .type_attribute(".tokumei.policy.v1", "#[derive(serde::Serialize)]")
         // These messages carry direct identifiers: their Debug is written by hand and redacts them.
         .skip_debug([
             "tokumei.ingest.v1.PatientRecord",

@@ -234,6 +234,7 @@ async fn call(
             .await,
         ),
         "ExportBans" => classify(&c.export_bans(req(pb::Empty {}, token)).await),
+        "ListViolations" => classify(&c.list_violations(req(pb::Empty {}, token)).await),
         "ImportBans" => classify(
             &c.import_bans(req(
                 pb::ImportBansRequest {
@@ -337,7 +338,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
     };
 
     let table = common::policy_server::documented_table("rpc-matrix");
-    assert_eq!(table.len(), 26, "every RPC of PolicyService is in the table");
+    assert_eq!(table.len(), 27, "every RPC of PolicyService is in the table");
     // Logout last (it ends the session the other calls use); researchers last among callers (they withdraw).
     let rpcs: Vec<&String> = table.keys().filter(|r| *r != "Logout").collect();
     let callers: [(&str, Option<&Person>); 7] = [
@@ -454,7 +455,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
         assert_eq!(rpc_entries().await, before + 1, "Logout as {role} unrecorded");
         calls.insert(("Logout".to_owned(), role.to_string()));
     }
-    assert_eq!(calls.len(), 26 * 7);
+    assert_eq!(calls.len(), 27 * 7);
     // The ledger names the sessionless caller and the reason, and still verifies.
     let sessionless: i64 = sqlx::query(
         "SELECT COUNT(*) AS n FROM audit_entries WHERE action LIKE 'rpc.%' AND actor = 'anonymous' \
@@ -465,7 +466,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
     .expect("count")
     .try_get("n")
     .expect("n");
-    assert_eq!(sessionless, 23, "every sessionless call of the 23 non-public RPCs");
+    assert_eq!(sessionless, 24, "every sessionless call of the 24 non-public RPCs");
     drop(server);
 }
 

@@ -305,11 +305,11 @@ async fn release_build_verify_and_trace_end_to_end() {
     let err = refused(&home, &build(&expired, &[]), &op_env);
     assert!(err.contains("APPROVAL_EXPIRED"), "{err}");
     let revoked = approve(today + chrono::Duration::days(90), TABLES);
-    run_json(
+    people::run_client(
         home.path(),
+        db,
+        &committee.chair,
         &["committee", "revoke", &revoked, "--reason", "test"],
-        &session_env(db, &committee.chair),
-        None,
     );
     let err = refused(&home, &build(&revoked, &[]), &op_env);
     assert!(err.contains("APPROVAL_REVOKED"), "{err}");
@@ -598,8 +598,10 @@ async fn release_build_verify_and_trace_end_to_end() {
     assert!(listed(&stranger).is_empty(), "a stranger sees nothing");
 
     // A banned recipient stops further builds.
-    run_json(
+    people::run_client(
         home.path(),
+        db,
+        &committee.chair,
         &[
             "committee",
             "violation",
@@ -612,8 +614,6 @@ async fn release_build_verify_and_trace_end_to_end() {
             "--application",
             &app,
         ],
-        &session_env(db, &committee.chair),
-        None,
     );
     let err = refused(&home, &build(&app, &[]), &op_env);
     assert!(err.contains("BANNED"), "{err}");

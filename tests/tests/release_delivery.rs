@@ -846,8 +846,10 @@ async fn revocation_and_bans_reach_issued_tokens_and_change_requests() {
     }
     let change_token = request_download(&mut client, &rika, &change_release, "observations.csv", &mut tokens).await;
 
-    let revoked = people::run_json(
+    let revoked = people::run_client(
         home.path(),
+        db,
+        &committee.chair,
         &[
             "committee",
             "revoke",
@@ -855,11 +857,9 @@ async fn revocation_and_bans_reach_issued_tokens_and_change_requests() {
             "--reason",
             "data found on a public share",
         ],
-        &session_env(db, &committee.chair),
-        None,
     );
     assert_eq!(revoked["status"], "revoked", "{revoked}");
-    let shown = people::run_json(home.path(), &["apply", "show", &change], &session_env(db, &rika), None);
+    let shown = people::run_client(home.path(), db, &rika, &["apply", "show", &change]);
     assert_eq!(
         shown["status"], "revoked",
         "the change request fell with its parent: {shown}"
@@ -934,8 +934,10 @@ async fn revocation_and_bans_reach_issued_tokens_and_change_requests() {
 
     // A ban on the recipient's organisation stops a token issued before it.
     let before_ban = request_download(&mut client, &rika, &other_release, "observations.csv", &mut tokens).await;
-    people::run_json(
+    people::run_client(
         home.path(),
+        db,
+        &committee.chair,
         &[
             "committee",
             "violation",
@@ -946,8 +948,6 @@ async fn revocation_and_bans_reach_issued_tokens_and_change_requests() {
             "--description",
             "Data shown to a company",
         ],
-        &session_env(db, &committee.chair),
-        None,
     );
     let r = http.get(&before_ban.url).send().await.expect("GET after the ban");
     assert_eq!(http_refusal(r).await, (403, "BANNED".to_owned()));

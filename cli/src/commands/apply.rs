@@ -3,13 +3,18 @@
 //!
 //! The form is a TOML (or JSON) file; `docs/committee.md` shows a complete one. Filing checks it at once
 //! (required statements, period, named columns, no advertising use, no ban) and prints the fee estimate.
+//!
+//! Every subcommand is a client of the policy service (`--policy-url`): it holds the researcher's session and the
+//! service's CA, never the policy database or a key.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use tokumei_policy::committee::{ApplicationForm, ApplicationRecord, FeeEstimate};
+use tokumei_policy::committee::ApplicationForm;
+use tokumei_policy::grpc::convert::form_to_proto;
+use tokumei_proto::policy::v1 as pb;
 
-use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
+use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
 use crate::output::{emit, runtime};
 
 /// `tokumei apply ...`
@@ -43,13 +48,13 @@ pub enum ApplyCommand {
     },
 }
 
-/// `tokumei apply ...` with the policy options.
+/// `tokumei apply ...` with the service options.
 #[derive(clap::Args, Debug)]
 pub struct ApplyArgs {
     #[command(subcommand)]
     command: ApplyCommand,
     #[command(flatten)]
-    policy: PolicyOptions,
+    service: ServiceOptions,
 }
 
 /// Reads a TOML or JSON document by extension.
@@ -62,27 +67,24 @@ pub fn read_document<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     }
 }
 
-/// A one-paragraph summary of an application.
-pub fn print_application(a: &ApplicationRecord) {
-    println!("{} [{}] {} — {}", a.id, a.kind.as_str(), a.form.title, a.status);
+/// A one-paragraph summary of an application, as the policy service described it.
+pub fn print_application(a: &pb::Application) {
+    let form = a.form.clone().unwrap_or_default();
+    println!("{} [{}] {} — {}", a.id, a.kind, form.title, a.status);
     println!(
         "  applicant {} ({}), filed {}, channel {}",
-        a.applicant, a.organisation, a.filed_at, a.form.channel
+        a.applicant, a.organisation, a.filed_at, form.channel
     );
-    if let Some(p) = &a.amends {
-        println!("  amends {p}");
+    if !a.amends.is_empty() {
+        println!("  amends {}", a.amends);
     }
-    if !a.form.studies.is_empty() {
-        println!("  umbrella of {} studies", a.form.studies.len());
+    if !form.studies.is_empty() {
+        println!("  umbrella of {} studies", form.studies.len());
     }
     for r in &a.reviewers {
         let vote = a.votes.iter().find(|v| v.member == r.member);
         match (r.recused, vote) {
-            (true, _) => println!(
-                "  reviewer {}: recused ({})",
-                r.member,
-                r.recusal_reason.as_deref().unwrap_or("")
-            ),
+            (true, _) => println!("  reviewer {}: recused ({})", r.member, r.recusal_reason),
             (false, Some(v)) => println!(
                 "  reviewer {}: {} — {}",
                 r.member,
@@ -92,54 +94,46 @@ pub fn print_application(a: &ApplicationRecord) {
             (false, None) => println!("  reviewer {}: not voted", r.member),
         }
     }
-    if let Some(t) = a.tally {
-        println!(
-            "  decided {} by {}: {} in favour, {} against",
-            a.decided_at.as_deref().unwrap_or(""),
-            a.decided_by.as_deref().unwrap_or(""),
-            t.in_favour,
-            t.against
-        );
+    if !a.decided_at.is_empty() {
+        println!("  decided {}", a.decided_at);
     }
     if let Some(c) = &a.conditions {
-        let recipients: Vec<&str> = c.recipients.iter().map(String::as_str).collect();
         println!(
-            "  conditions (revision {}): channel {}, expires {}, {} download(s) (used {}), recipients {}",
-            a.conditions_revision,
+            "  conditions: channel {}, expires {}, {} download(s) (used {}), recipients {}",
             c.channel,
             c.expires_on,
             c.max_downloads,
             a.downloads_used,
-            recipients.join(", ")
+            c.recipients.join(", ")
         );
         for t in &c.tables {
             println!("    {}: {}", t.table, t.columns.join(", "));
         }
-        if let Some(p) = c.privacy {
+        if let Some(p) = &c.privacy {
             println!(
-                "    privacy model k={} m={} l={:?} t={:?} suppression ≤ {}",
+                "    privacy model k={} m={:?} l={:?} t={:?} suppression ≤ {}",
                 p.k, p.m, p.l, p.t, p.max_suppression
             );
         }
-        if let Some(b) = c.dp_budget {
+        if let Some(b) = &c.dp_budget {
             println!("    DP budget ε={} δ={:e}", b.epsilon, b.delta);
         }
     }
-    if let Some((at, why)) = &a.revoked {
-        println!("  REVOKED {at}: {why}");
+    if let Some(f) = &a.fee {
+        println!("  fee estimate ¥{}", f.total_yen);
     }
-    println!("  fee estimate ¥{}", a.fee.total_yen);
 }
 
 /// Prints a fee estimate part by part.
-pub fn print_fees(f: &FeeEstimate) {
-    println!("fee estimate ({:?} mode):", f.mode);
+pub fn print_fees(f: &pb::FeeEstimate) {
+    println!("fee estimate ({} mode):", f.mode);
     for (name, p) in [
         ("basic", &f.basic),
         ("coordination", &f.coordination),
         ("data", &f.data),
         ("cloud", &f.cloud),
     ] {
+        let p = p.clone().unwrap_or_default();
         println!("  {name:<13} ¥{:>10}  {}", p.yen, p.basis);
     }
     println!("  {:<13} ¥{:>10}", "total", f.total_yen);
@@ -148,46 +142,57 @@ pub fn print_fees(f: &FeeEstimate) {
 /// Runs `tokumei apply ...`.
 pub fn run(args: ApplyArgs, json: bool) -> Result<()> {
     runtime()?.block_on(async {
-        let policy = open_policy(&args.policy).await?;
-        let a = actor(&policy, &args.policy).await?;
+        let service = PolicyClient::connect(&args.service).await?;
+        let mut client = service.client.clone();
+        let by_id = |id: String| service.request(pb::ApplicationRef { id });
         match args.command {
             ApplyCommand::File { form, amends } => {
+                // Parsed here so a malformed form is named before anything is sent; the service checks the rest.
                 let form: ApplicationForm = read_document(&form)?;
-                let r = policy
-                    .file_application(&a, form, amends.as_deref(), CLI)
-                    .await
-                    .map_err(reason)?;
+                let request = service.request(pb::FileApplicationRequest {
+                    form: Some(form_to_proto(&form)),
+                    amends: amends.unwrap_or_default(),
+                })?;
+                let r = client.file_application(request).await.map_err(refusal)?.into_inner();
                 emit(json, &r, |r| {
-                    println!("filed {} ({}), waiting for the committee", r.id, r.kind.as_str());
-                    print_fees(&r.fee);
+                    println!("filed {} ({}), waiting for the committee", r.id, r.kind);
+                    if let Some(f) = &r.fee {
+                        print_fees(f);
+                    }
                 })
             }
             ApplyCommand::Show { id } => {
-                let r = policy.application(&a, &id, CLI).await.map_err(reason)?;
+                let r = client.get_application(by_id(id)?).await.map_err(refusal)?.into_inner();
                 emit(json, &r, print_application)
             }
             ApplyCommand::List => {
-                let list = policy.applications(&a).await.map_err(reason)?;
+                let list = client
+                    .list_applications(service.request(pb::Empty {})?)
+                    .await
+                    .map_err(refusal)?
+                    .into_inner()
+                    .applications;
                 emit(json, &list, |list| {
                     for r in list {
+                        let title = r.form.as_ref().map(|f| f.title.as_str()).unwrap_or("");
                         println!(
                             "{:<14} {:<12} {:<9} {:<14} {}",
-                            r.id,
-                            r.status.as_str(),
-                            r.kind.as_str(),
-                            r.applicant,
-                            r.form.title
+                            r.id, r.status, r.kind, r.applicant, title
                         );
                     }
                     println!("{} application(s)", list.len());
                 })
             }
             ApplyCommand::Withdraw { id } => {
-                let r = policy.withdraw(&a, &id, CLI).await.map_err(reason)?;
+                let r = client
+                    .withdraw_application(by_id(id)?)
+                    .await
+                    .map_err(refusal)?
+                    .into_inner();
                 emit(json, &r, |r| println!("{} withdrawn", r.id))
             }
             ApplyCommand::Fees { id } => {
-                let f = policy.estimate_fees(&a, &id, CLI).await.map_err(reason)?;
+                let f = client.estimate_fees(by_id(id)?).await.map_err(refusal)?.into_inner();
                 emit(json, &f, print_fees)
             }
         }

@@ -1,16 +1,20 @@
 //! `tokumei committee ...`: the review (assign, recuse, vote, decide), revocation, violations and the ban
 //! lists processors exchange.
+//!
+//! Every subcommand is a client of the policy service (`--policy-url`), which authorises, acts and records: the
+//! command holds the member's session and the service's CA, never the policy database or a key.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use chrono::NaiveDate;
 use serde_json::json;
-use tokumei_policy::ServicePublicKey;
-use tokumei_policy::committee::{ApprovalConditions, BanList, BanSubject};
+use tokumei_policy::committee::{ApprovalConditions, BanList};
+use tokumei_policy::grpc::convert::conditions_to_proto;
+use tokumei_proto::policy::v1 as pb;
 
-use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
 use crate::commands::apply::{print_application, read_document};
+use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
 use crate::output::{emit, runtime};
 
 /// `tokumei committee ...`
@@ -101,28 +105,36 @@ pub enum CommitteeCommand {
     },
 }
 
-/// `tokumei committee ...` with the policy options.
+/// `tokumei committee ...` with the service options.
 #[derive(clap::Args, Debug)]
 pub struct CommitteeArgs {
     #[command(subcommand)]
     command: CommitteeCommand,
     #[command(flatten)]
-    policy: PolicyOptions,
+    service: ServiceOptions,
 }
 
 /// Runs `tokumei committee ...`.
 pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
     runtime()?.block_on(async {
-        let policy = open_policy(&args.policy).await?;
-        let a = actor(&policy, &args.policy).await?;
+        let service = PolicyClient::connect(&args.service).await?;
+        let mut client = service.client.clone();
         match args.command {
             CommitteeCommand::Assign { id, members } => {
-                let r = policy.assign(&a, &id, &members, CLI).await.map_err(reason)?;
+                let request = service.request(pb::AssignReviewersRequest {
+                    id,
+                    members: members.clone(),
+                })?;
+                let r = client.assign_reviewers(request).await.map_err(refusal)?.into_inner();
                 emit(json, &r, |r| println!("{}: reviewers {}", r.id, members.join(", ")))
             }
-            CommitteeCommand::Recuse { id, reason: why } => {
-                let r = policy.recuse(&a, &id, &why, CLI).await.map_err(reason)?;
-                emit(json, &r, |r| println!("{} recused from {}", a.username, r.id))
+            CommitteeCommand::Recuse { id, reason } => {
+                let r = client
+                    .recuse(service.request(pb::RecuseRequest { id, reason })?)
+                    .await
+                    .map_err(refusal)?
+                    .into_inner();
+                emit(json, &r, |r| println!("recused from {}", r.id))
             }
             CommitteeCommand::Vote {
                 id,
@@ -130,23 +142,34 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                 reject: _,
                 comment,
             } => {
-                let r = policy.vote(&a, &id, approve, &comment, CLI).await.map_err(reason)?;
+                let request = service.request(pb::CastVoteRequest {
+                    id,
+                    in_favour: approve,
+                    comment,
+                })?;
+                let r = client.cast_vote(request).await.map_err(refusal)?.into_inner();
                 emit(json, &r, |r| {
                     let cast = r.votes.len();
                     let active = r.reviewers.iter().filter(|x| !x.recused).count();
-                    println!(
-                        "vote recorded on {} ({} of {} active reviewers voted)",
-                        r.id, cast, active
-                    );
+                    println!("vote recorded on {} ({cast} of {active} active reviewers voted)", r.id);
                 })
             }
             CommitteeCommand::Decide { id, conditions } => {
+                // Parsed here so a malformed file is named before anything is sent; the service checks the rest.
                 let conditions: Option<ApprovalConditions> = conditions.map(|p| read_document(&p)).transpose()?;
-                let r = policy.decide(&a, &id, conditions, CLI).await.map_err(reason)?;
+                let request = service.request(pb::DecideRequest {
+                    id,
+                    conditions: conditions.as_ref().map(conditions_to_proto),
+                })?;
+                let r = client.decide(request).await.map_err(refusal)?.into_inner();
                 emit(json, &r, print_application)
             }
-            CommitteeCommand::Revoke { id, reason: why } => {
-                let r = policy.revoke(&a, &id, &why, CLI).await.map_err(reason)?;
+            CommitteeCommand::Revoke { id, reason } => {
+                let r = client
+                    .revoke(service.request(pb::RevokeRequest { id, reason })?)
+                    .await
+                    .map_err(refusal)?
+                    .into_inner();
                 emit(json, &r, |r| println!("approval of {} revoked", r.id))
             }
             CommitteeCommand::Violation {
@@ -157,41 +180,59 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                 application,
                 until,
             } => {
-                let subject = match (person, organisation) {
-                    (Some(p), _) => BanSubject::Person(p),
-                    (None, Some(o)) => BanSubject::Organisation(o),
+                let (subject_kind, subject) = match (person, organisation) {
+                    (Some(p), _) => ("person", p),
+                    (None, Some(o)) => ("organisation", o),
                     (None, None) => anyhow::bail!("give --person or --organisation"),
                 };
-                let v = policy
-                    .record_violation(&a, subject, &kind, &description, application.as_deref(), until, CLI)
-                    .await
-                    .map_err(reason)?;
+                let request = service.request(pb::RecordViolationRequest {
+                    subject_kind: subject_kind.to_owned(),
+                    subject,
+                    kind,
+                    description,
+                    application: application.unwrap_or_default(),
+                    banned_until: until.map(|d| d.to_string()).unwrap_or_default(),
+                })?;
+                let v = client.record_violation(request).await.map_err(refusal)?.into_inner();
                 emit(json, &v, |v| {
-                    let until = v
-                        .banned_until
-                        .map(|d| d.to_string())
-                        .unwrap_or_else(|| "indefinitely".into());
+                    let until = if v.banned_until.is_empty() {
+                        "indefinitely"
+                    } else {
+                        v.banned_until.as_str()
+                    };
                     println!("violation {} recorded; {} banned until {until}", v.id, v.subject);
                 })
             }
             CommitteeCommand::Violations => {
-                let list = policy.violations(&a, CLI).await.map_err(reason)?;
+                let list = client
+                    .list_violations(service.request(pb::Empty {})?)
+                    .await
+                    .map_err(refusal)?
+                    .into_inner()
+                    .violations;
                 emit(json, &list, |list| {
                     for v in list {
-                        let until = v
-                            .banned_until
-                            .map(|d| d.to_string())
-                            .unwrap_or_else(|| "indefinite".into());
+                        let until = if v.banned_until.is_empty() {
+                            "indefinite"
+                        } else {
+                            v.banned_until.as_str()
+                        };
                         println!(
-                            "{} {} {} until {} ({}) — {}",
-                            v.id, v.subject, v.kind, until, v.source, v.description
+                            "{} {}:{} {} until {} ({}) — {}",
+                            v.id, v.subject_kind, v.subject, v.kind, until, v.source, v.description
                         );
                     }
                     println!("{} violation(s)", list.len());
                 })
             }
             CommitteeCommand::ExportBans { out } => {
-                let list = policy.export_bans(&a, CLI).await.map_err(reason)?;
+                let text = client
+                    .export_bans(service.request(pb::Empty {})?)
+                    .await
+                    .map_err(refusal)?
+                    .into_inner()
+                    .json;
+                let list: BanList = serde_json::from_str(&text).context("the service's ban list is not JSON")?;
                 std::fs::write(&out, serde_json::to_vec_pretty(&list)?)?;
                 emit(
                     json,
@@ -201,7 +242,7 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                             "{} ban(s) written to {}, signed by key {}",
                             list.bans.len(),
                             out.display(),
-                            policy.public_key().key_id()
+                            list.issuer_key
                         );
                     },
                 )
@@ -209,12 +250,20 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
             CommitteeCommand::ImportBans { file, issuer_key } => {
                 let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
                 let list: BanList = serde_json::from_str(&text).context("not a ban list")?;
-                let key_text = match std::fs::read_to_string(&issuer_key) {
-                    Ok(t) => t,
-                    Err(_) => issuer_key.clone(),
+                let trusted_key = match std::fs::read_to_string(&issuer_key) {
+                    Ok(t) => t.trim().to_owned(),
+                    Err(_) => issuer_key.trim().to_owned(),
                 };
-                let trusted = ServicePublicKey::from_hex(&key_text).map_err(reason)?;
-                let n = policy.import_bans(&a, &list, &trusted, CLI).await.map_err(reason)?;
+                let request = service.request(pb::ImportBansRequest {
+                    json: text,
+                    trusted_key,
+                })?;
+                let n = client
+                    .import_bans(request)
+                    .await
+                    .map_err(refusal)?
+                    .into_inner()
+                    .imported;
                 emit(
                     json,
                     &json!({"issuer": list.issuer, "bans": list.bans.len(), "imported": n}),

@@ -208,6 +208,11 @@ impl PolicyService for AuditedPolicyGrpc {
         let result = self.inner.record_violation(request).await;
         self.record("RecordViolation", &origin, &caller, result).await
     }
+    async fn list_violations(&self, request: Request<pb::Empty>) -> Reply<pb::ListViolationsResponse> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.list_violations(request).await;
+        self.record("ListViolations", &origin, &caller, result).await
+    }
     async fn export_bans(&self, request: Request<pb::Empty>) -> Reply<pb::BanListJson> {
         let (origin, caller) = self.caller(&request).await;
         let result = self.inner.export_bans(request).await;

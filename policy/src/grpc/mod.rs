@@ -514,6 +514,14 @@ impl PolicyService for PolicyGrpc {
         Ok(Response::new(convert::violation_to_proto(&v)))
     }
 
+    async fn list_violations(&self, request: Request<pb::Empty>) -> Reply<pb::ListViolationsResponse> {
+        let (origin, actor, _) = self.authenticated(request).await?;
+        let list = self.policy.violations(&actor, Origin(&origin)).await.map_err(refused)?;
+        Ok(Response::new(pb::ListViolationsResponse {
+            violations: list.iter().map(convert::violation_to_proto).collect(),
+        }))
+    }
+
     async fn export_bans(&self, request: Request<pb::Empty>) -> Reply<pb::BanListJson> {
         let (origin, actor, _) = self.authenticated(request).await?;
         let list = self

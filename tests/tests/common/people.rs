@@ -236,6 +236,47 @@ pub fn session_env<'a>(db: &[(&'a str, &'a str)], person: &'a Person) -> Vec<(&'
     env
 }
 
+/// The policy service over TLS on `home`'s database (`db`) for as long as it is held: the commands that are its
+/// clients (`apply`, `committee`) reach it as a person would, with a session and the CA.
+pub struct PolicyService {
+    _server: super::policy_server::Server,
+    url: String,
+    ca: String,
+}
+
+impl PolicyService {
+    /// Starts it.
+    pub fn start(home: &Path, db: &[(&str, &str)]) -> PolicyService {
+        // The development PKI (kept if the home has one): the service's certificate and the CA clients trust.
+        let pki = tokumei_ingest::pki::PkiLayout::new(home.join("pki"));
+        tokumei_ingest::pki::init(&pki, &[], &["localhost".to_owned()]).expect("development PKI");
+        let server = super::policy_server::Server::start_tls_on(home, db);
+        PolicyService {
+            url: format!("https://{}", server.addr),
+            ca: home.join("pki").join("ca.crt").display().to_string(),
+            _server: server,
+        }
+    }
+
+    /// What a client command run as `person` needs in its environment.
+    pub fn env<'a>(&'a self, db: &[(&'a str, &'a str)], person: &'a Person) -> Vec<(&'a str, &'a str)> {
+        let mut env = session_env(db, person);
+        env.push(("TOKUMEI_POLICY_URL", self.url.as_str()));
+        env.push(("TOKUMEI_POLICY_CA", self.ca.as_str()));
+        env
+    }
+
+    /// Runs `tokumei --json ARGS` as `person` against this service.
+    pub fn run(&self, home: &Path, db: &[(&str, &str)], person: &Person, args: &[&str]) -> serde_json::Value {
+        run_json(home, args, &self.env(db, person), None)
+    }
+}
+
+/// One client command of the policy service as `person`, with a service started for it.
+pub fn run_client(home: &Path, db: &[(&str, &str)], person: &Person, args: &[&str]) -> serde_json::Value {
+    PolicyService::start(home, db).run(home, db, person, args)
+}
+
 /// An approved statistics application with a DP budget that also allows small-cell tables at the platform
 /// floor: returns the researcher (sole recipient) and the application id. `tables` are `(table, [columns])`.
 pub fn approved_statistics(
@@ -286,26 +327,17 @@ pub fn approved_statistics_with(
     )
     .expect("write form");
     let form_s = form.to_str().expect("utf-8 path");
-    let app = run_json(
-        home,
-        &["apply", "file", "--form", form_s],
-        &session_env(db, &researcher),
-        None,
-    );
+    let service = PolicyService::start(home, db);
+    let app = service.run(home, db, &researcher, &["apply", "file", "--form", form_s]);
     let id = app["id"].as_str().expect("id").to_owned();
-    run_json(
+    service.run(
         home,
+        db,
+        &chair,
         &["committee", "assign", &id, "--members", "mei,kenta,sora"],
-        &session_env(db, &chair),
-        None,
     );
     for m in &members {
-        run_json(
-            home,
-            &["committee", "vote", &id, "--approve", "--comment", "ok"],
-            &session_env(db, m),
-            None,
-        );
+        service.run(home, db, m, &["committee", "vote", &id, "--approve", "--comment", "ok"]);
     }
     let conditions = home.join("conditions.toml");
     std::fs::write(
@@ -317,8 +349,10 @@ pub fn approved_statistics_with(
         ),
     )
     .expect("write conditions");
-    let decided = run_json(
+    let decided = service.run(
         home,
+        db,
+        &chair,
         &[
             "committee",
             "decide",
@@ -326,8 +360,6 @@ pub fn approved_statistics_with(
             "--conditions",
             conditions.to_str().expect("utf-8 path"),
         ],
-        &session_env(db, &chair),
-        None,
     );
     assert_eq!(decided["status"], "approved", "{decided}");
     (researcher, id)
@@ -424,22 +456,18 @@ pub fn approved_file_application(
     if let Some(parent) = approval.amends {
         apply.extend(["--amends", parent]);
     }
-    let app = run_json(home, &apply, &session_env(db, applicant), None);
+    let service = PolicyService::start(home, db);
+    let app = service.run(home, db, applicant, &apply);
     let id = app["id"].as_str().expect("id").to_owned();
     let names: Vec<&str> = committee.members.iter().map(|m| m.username.as_str()).collect();
-    run_json(
+    service.run(
         home,
+        db,
+        &committee.chair,
         &["committee", "assign", &id, "--members", &names.join(",")],
-        &session_env(db, &committee.chair),
-        None,
     );
     for m in &committee.members {
-        run_json(
-            home,
-            &["committee", "vote", &id, "--approve", "--comment", "ok"],
-            &session_env(db, m),
-            None,
-        );
+        service.run(home, db, m, &["committee", "vote", &id, "--approve", "--comment", "ok"]);
     }
     let conditions = home.join(format!("file-conditions-{n}.toml"));
     std::fs::write(
@@ -454,8 +482,10 @@ pub fn approved_file_application(
         ),
     )
     .expect("write conditions");
-    let decided = run_json(
+    let decided = service.run(
         home,
+        db,
+        &committee.chair,
         &[
             "committee",
             "decide",
@@ -463,8 +493,6 @@ pub fn approved_file_application(
             "--conditions",
             conditions.to_str().expect("utf-8 path"),
         ],
-        &session_env(db, &committee.chair),
-        None,
     );
     assert_eq!(decided["status"], "approved", "{decided}");
     id

@@ -27,10 +27,16 @@ impl Server {
     /// Starts the policy service of `home` over TLS with the development PKI's server certificate, admitting the
     /// zones' client certificates (the core's, the release zone's) from its CA.
     pub fn start_tls(home: &Path) -> Server {
+        Server::start_tls_on(home, &[])
+    }
+
+    /// [`Server::start_tls`] with `env` (e.g. `TOKUMEI_POLICY_DB` for a PostgreSQL database).
+    pub fn start_tls_on(home: &Path, env: &[(&str, &str)]) -> Server {
         let pki = home.join("pki");
         let path = |name: &str| pki.join(name).display().to_string();
-        Server::start_with(
+        Server::start_env(
             home,
+            env,
             &[
                 "--listen",
                 "127.0.0.1:0",
@@ -46,16 +52,24 @@ impl Server {
 
     /// Starts `tokumei policy serve ARGS` and waits for its "listening" line.
     pub fn start_with(home: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(tokumei_bin())
+        Server::start_env(home, &[], args)
+    }
+
+    /// Starts `tokumei policy serve ARGS` with `env` and waits for its "listening" line.
+    pub fn start_env(home: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
+        let mut command = Command::new(tokumei_bin());
+        command
             .args(["policy", "serve"])
             .args(args)
             .env("TOKUMEI_HOME", home)
             .env_remove("TOKUMEI_POLICY_DB")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn tokumei policy serve");
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn tokumei policy serve");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)

@@ -1,0 +1,142 @@
+//! The committee's command line as a client of the policy service, tried as an insider would.
+//!
+//! Before, `tokumei apply` and `tokumei committee` opened the policy database and the service key in their own
+//! process and made the checks there: whoever could run their own code with those files could decide an
+//! application without being the chair. Now they hold a session and the service's CA and nothing else: a whole
+//! review runs from a desk whose home is empty, the desk still holds no policy file afterwards, and a researcher
+//! trying the chair's commands is refused by the service and recorded.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use chrono::Utc;
+use common::BoundedOutput;
+use common::people::{self, Person, PolicyService};
+
+/// `tokumei --json ARGS` from `desk` as `who`, expected to fail; returns stderr.
+fn refused(desk: &Path, service: &PolicyService, who: &Person, args: &[&str]) -> String {
+    let mut command = Command::new(common::tokumei_bin());
+    command.env("TOKUMEI_HOME", desk).env_remove("TOKUMEI_POLICY_DB");
+    for (k, v) in service.env(&[], who) {
+        command.env(k, v);
+    }
+    let out = command.arg("--json").args(args).bounded_output().expect("run tokumei");
+    assert!(!out.status.success(), "{args:?} should have been refused");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every file under `dir`.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap_or(&path).display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_review_runs_from_an_empty_desk_and_only_the_service_decides() {
+    let home = common::Home::new();
+    let db: &[(&str, &str)] = &[];
+    let committee = people::committee(home.path(), db);
+    let rika = people::invite(home.path(), db, "rika", "univ-a", "researcher");
+    let service = PolicyService::start(home.path(), db);
+    // The desk: an empty home holding only the two documents people write by hand.
+    let desk = tempfile::tempdir().expect("desk");
+    let today = Utc::now().date_naive();
+    let form = desk.path().join("application.toml");
+    std::fs::write(
+        &form,
+        format!(
+            "title = \"HbA1c by region\"\npurpose = \"Regional care plans\"\npublic_interest = \"Diabetes strategy\"\n\
+             methods = \"Regression\"\nperiod_from = \"{today}\"\nperiod_to = \"{}\"\nchannel = \"file\"\n\
+             security_measures = \"Locked room\"\nfunding = \"None\"\nrecipients = [\"rika\"]\n\
+             not_for_advertising = true\n\n[[tables]]\ntable = \"observations\"\ncolumns = [\"jlac10\", \"value\"]\n",
+            today + chrono::Duration::days(365)
+        ),
+    )
+    .expect("form");
+    let conditions = desk.path().join("conditions.toml");
+    std::fs::write(
+        &conditions,
+        format!(
+            "channel = \"file\"\nexpires_on = \"{}\"\nmax_downloads = 3\nrecipients = [\"rika\"]\n\
+             privacy = {{ k = 5, m = 1, max_suppression = 0.05 }}\n\n[[tables]]\ntable = \"observations\"\n\
+             columns = [\"jlac10\", \"value\"]\n",
+            today + chrono::Duration::days(180)
+        ),
+    )
+    .expect("conditions");
+    let before = files(desk.path());
+    let at_desk = |who: &Person, args: &[&str]| people::run_json(desk.path(), args, &service.env(db, who), None);
+
+    let filed = at_desk(&rika, &["apply", "file", "--form", form.to_str().expect("utf-8")]);
+    let id = filed["id"].as_str().expect("id").to_owned();
+    assert_eq!(filed["status"], "submitted", "{filed}");
+    let names: Vec<&str> = committee.members.iter().map(|m| m.username.as_str()).collect();
+    at_desk(
+        &committee.chair,
+        &["committee", "assign", &id, "--members", &names.join(",")],
+    );
+
+    // A researcher at the same desk tries the chair's and a member's commands: the service refuses, not the CLI.
+    let conditions_arg = conditions.to_str().expect("utf-8");
+    for args in [
+        vec!["committee", "decide", id.as_str(), "--conditions", conditions_arg],
+        vec!["committee", "vote", id.as_str(), "--approve", "--comment", "mine"],
+        vec!["committee", "revoke", id.as_str(), "--reason", "x"],
+        vec!["committee", "violations"],
+    ] {
+        let err = refused(desk.path(), &service, &rika, &args);
+        assert!(
+            err.contains("[ROLE_NOT_PERMITTED]") || err.contains("[NOT_ASSIGNED_REVIEWER]"),
+            "{args:?}: {err}"
+        );
+    }
+    for m in &committee.members {
+        at_desk(
+            m,
+            &[
+                "committee",
+                "vote",
+                &id,
+                "--approve",
+                "--comment",
+                "clear public interest",
+            ],
+        );
+    }
+    let decided = at_desk(
+        &committee.chair,
+        &["committee", "decide", &id, "--conditions", conditions_arg],
+    );
+    assert_eq!(decided["status"], "approved", "{decided}");
+    let shown = at_desk(&rika, &["apply", "show", &id]);
+    assert_eq!(shown["conditions"]["max_downloads"], 3, "{shown}");
+    let listed = at_desk(&committee.op, &["committee", "violations"]);
+    assert_eq!(listed, serde_json::json!([]));
+
+    // The desk holds what it held: no policy database, no key, no session file.
+    assert_eq!(files(desk.path()), before, "the commands wrote into the desk");
+
+    // Each refusal is on the ledger, under the researcher, with its reason.
+    let ledger = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(people::ledger(home.path()));
+    let denied = ledger
+        .iter()
+        .filter(|e| e.actor == "rika" && e.outcome == "denied" && e.action.starts_with("rpc."))
+        .count();
+    assert!(denied >= 4, "the researcher's four attempts are recorded: {denied}");
+}
