@@ -127,6 +127,40 @@ fn a_review_runs_from_an_empty_desk_and_only_the_service_decides() {
     let listed = at_desk(&committee.op, &["committee", "violations"]);
     assert_eq!(listed, serde_json::json!([]));
 
+    // A new researcher joins from the same desk: the claim made there, the invitation by an administrator, then
+    // enrolment, confirmation and login, all answered by the service.
+    let claim = people::run_json(desk.path(), &["user", "claim"], &[], None);
+    let (admin, _) = people::administrators(home.path());
+    let added = at_desk(
+        &admin,
+        &[
+            "user",
+            "add",
+            "--username",
+            "sam",
+            "--name",
+            "Sam",
+            "--organisation",
+            "univ-a",
+            "--roles",
+            "researcher",
+            "--claim",
+            claim["claim"].as_str().expect("claim"),
+        ],
+    );
+    assert_eq!(added["state"], "invited", "{added}");
+    let desk_home = desk.path().to_path_buf();
+    let no_db: &[(&str, &str)] = &[];
+    let sam = people::activate_with(
+        &service,
+        &desk_home,
+        no_db,
+        "sam",
+        claim["invitation_code"].as_str().expect("code"),
+    );
+    let me = at_desk(&sam, &["user", "whoami"]);
+    assert_eq!(me["username"], "sam", "{me}");
+
     // The desk holds what it held: no policy database, no key, no session file.
     assert_eq!(files(desk.path()), before, "the commands wrote into the desk");
 

@@ -977,7 +977,8 @@ async fn only_hospitals_the_directory_enables_may_push() {
     // Hospitals are accounts: an administrator registers, publishes and disables them.
     common::people::operator(home.path(), db);
     let (admin, _) = common::people::administrators(home.path());
-    let env = common::people::session_env(db, &admin);
+    let policy_service = common::people::PolicyService::start(home.path(), db);
+    let env = policy_service.env(db, &admin);
     let run = |args: &[&str]| common::people::run_json(home.path(), args, &env, None);
     run(&["user", "add-org", "--id", "hosp-a", "--name", "Hospital A"]);
     let cert_a = home.pki.hospital_cert(HOSPITAL_A);

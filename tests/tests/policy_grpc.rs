@@ -24,11 +24,13 @@ use tonic::{Code, Request, Status};
 const PASSWORD: &str = "correct horse battery staple";
 
 /// Runs `tokumei --json ARGS` in `home` with `stdin`, expects success, returns the JSON it printed.
-fn cli(home: &Path, args: &[&str], stdin: &str) -> serde_json::Value {
+/// `tokumei --json ARGS` with `stdin`; a client command reaches the policy service at `url`.
+fn cli(home: &Path, url: &str, args: &[&str], stdin: &str) -> serde_json::Value {
     let mut child = Command::new(tokumei_bin())
         .arg("--json")
         .args(args)
         .env("TOKUMEI_HOME", home)
+        .env("TOKUMEI_POLICY_URL", url)
         .env_remove("TOKUMEI_SESSION")
         .env_remove("TOKUMEI_PASSWORD")
         .env_remove("TOKUMEI_POLICY_DB")
@@ -157,9 +159,13 @@ async fn committee_workflow_over_grpc() {
 
     // The first two administrators, at the host's console: each made a code of their own (`user claim`), the
     // installer passes on only the claims.
-    let claims = [cli(home, &["user", "claim"], ""), cli(home, &["user", "claim"], "")];
+    let claims = [
+        cli(home, "", &["user", "claim"], ""),
+        cli(home, "", &["user", "claim"], ""),
+    ];
     cli(
         home,
+        "",
         &[
             "user",
             "bootstrap",
@@ -178,11 +184,15 @@ async fn committee_workflow_over_grpc() {
         ],
         "",
     );
+    // Enrolment and everything after it go through the service (plaintext on loopback in this test).
+    let mut server = Server::start(home);
+    let url = format!("http://{}", server.addr);
     let mut apps = Vec::new();
     for (i, username) in ["adm1", "adm2"].into_iter().enumerate() {
         let invitation = text(&claims[i], "invitation_code");
         let enrolment = cli(
             home,
+            &url,
             &[
                 "user",
                 "enrol",
@@ -198,6 +208,7 @@ async fn committee_workflow_over_grpc() {
         let code = app.code();
         cli(
             home,
+            &url,
             &[
                 "user",
                 "confirm",
@@ -212,10 +223,7 @@ async fn committee_workflow_over_grpc() {
         apps.push(app);
     }
 
-    let mut server = Server::start(home);
-    let mut client = PolicyServiceClient::connect(format!("http://{}", server.addr))
-        .await
-        .expect("connect");
+    let mut client = PolicyServiceClient::connect(url.clone()).await.expect("connect");
 
     // Everything else over gRPC, starting with the administrators' logins.
     let op = login(&mut client, "adm1", &mut apps[0]).await;
@@ -245,6 +253,7 @@ async fn committee_workflow_over_grpc() {
     assert_eq!(org.id, "univ");
     cli(
         home,
+        &url,
         &[
             "user",
             "add-org",

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::BoundedOutput;
-use common::people::{self, Person, activate, administrators, run_json, session_env};
+use common::people::{self, Person, PolicyService, activate, administrators, run_json, session_env};
 
 /// `user add` of `username` into the platform organisation with `roles`, by `claim`.
 fn add<'a>(username: &'a str, name: &'a str, roles: &'a str, claim: &'a str) -> Vec<&'a str> {
@@ -30,14 +30,13 @@ fn add<'a>(username: &'a str, name: &'a str, roles: &'a str, claim: &'a str) -> 
 }
 
 /// `tokumei --json ARGS` as `who`, expected to fail; returns stderr.
-fn refused(home: &Path, who: &Person, args: &[&str]) -> String {
-    let out = Command::new(common::tokumei_bin())
-        .env("TOKUMEI_HOME", home)
-        .env("TOKUMEI_SESSION", &who.session)
-        .arg("--json")
-        .args(args)
-        .bounded_output()
-        .expect("run tokumei");
+fn refused(home: &Path, service: &PolicyService, who: &Person, args: &[&str]) -> String {
+    let mut command = Command::new(common::tokumei_bin());
+    command.env("TOKUMEI_HOME", home);
+    for (k, v) in service.env(&[], who) {
+        command.env(k, v);
+    }
+    let out = command.arg("--json").args(args).bounded_output().expect("run tokumei");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         !out.status.success(),
@@ -52,13 +51,15 @@ fn roles_are_granted_by_two_administrators_and_codes_reach_only_the_invitee() {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = dir.path();
     let op = people::operator(home, &[]);
+    let service = PolicyService::start(home, &[]);
     let (first, second) = administrators(home);
-    let as_first = session_env(&[], &first);
-    let as_second = session_env(&[], &second);
+    let as_first = service.env(&[], &first);
+    let as_second = service.env(&[], &second);
 
     // The attack: the operator gives itself the chair's role, or invites a friend as chair.
     let err = refused(
         home,
+        &service,
         &op,
         &[
             "user",
@@ -72,7 +73,12 @@ fn roles_are_granted_by_two_administrators_and_codes_reach_only_the_invitee() {
     assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
     let claim = run_json(home, &["user", "claim"], &[], None);
     let friend_claim = claim["claim"].as_str().expect("claim").to_owned();
-    let err = refused(home, &op, &add("friend", "Friend", "committee_chair", &friend_claim));
+    let err = refused(
+        home,
+        &service,
+        &op,
+        &add("friend", "Friend", "committee_chair", &friend_claim),
+    );
     assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
 
     // An administrator invites a chair by the invitee's claim: no code comes back, and nothing exists until
@@ -99,15 +105,16 @@ fn roles_are_granted_by_two_administrators_and_codes_reach_only_the_invitee() {
         "an account before the second approval: {users}"
     );
     // The one who asked cannot approve; the operator cannot either.
-    let err = refused(home, &first, &["user", "approve", "--grant", &grant]);
+    let err = refused(home, &service, &first, &["user", "approve", "--grant", &grant]);
     assert!(err.contains("FOUR_EYES"), "{err}");
-    let err = refused(home, &op, &["user", "approve", "--grant", &grant]);
+    let err = refused(home, &service, &op, &["user", "approve", "--grant", &grant]);
     assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
     // The requesting administrator's own claim in place of the invitee's (a code only the requester holds) is the
     // takeover the approver must catch: the approver enters the claim the invitee gave them directly.
     let substituted = run_json(home, &["user", "claim"], &[], None);
     let err = refused(
         home,
+        &service,
         &second,
         &[
             "user",
@@ -119,7 +126,7 @@ fn roles_are_granted_by_two_administrators_and_codes_reach_only_the_invitee() {
         ],
     );
     assert!(err.contains("does not match"), "{err}");
-    let err = refused(home, &second, &["user", "approve", "--grant", &grant]);
+    let err = refused(home, &service, &second, &["user", "approve", "--grant", &grant]);
     assert!(
         err.contains("does not match"),
         "an invitation approved without a claim: {err}"
@@ -131,14 +138,18 @@ fn roles_are_granted_by_two_administrators_and_codes_reach_only_the_invitee() {
         None,
     );
     assert_eq!(applied["state"], "applied", "{applied}");
-    let err = refused(home, &second, &["user", "approve", "--grant", &grant]);
+    let err = refused(home, &service, &second, &["user", "approve", "--grant", &grant]);
     assert!(
         err.contains("INVALID_STATE") || err.contains("not pending"),
         "a grant applies once: {err}"
     );
     // Only the invitee's own code opens the account.
-    let wrong = Command::new(common::tokumei_bin())
-        .env("TOKUMEI_HOME", home)
+    let mut wrong = Command::new(common::tokumei_bin());
+    wrong.env("TOKUMEI_HOME", home);
+    for (k, v) in service.anonymous_env(&[]) {
+        wrong.env(k, v);
+    }
+    let wrong = wrong
         .args([
             "--json",
             "user",
@@ -153,17 +164,23 @@ fn roles_are_granted_by_two_administrators_and_codes_reach_only_the_invitee() {
         .expect("enrol");
     assert!(!wrong.status.success());
     let chika = activate(home, &[], "chika", claim["invitation_code"].as_str().expect("code"));
-    let me = run_json(home, &["user", "whoami"], &session_env(&[], &chika), None);
+    let me = run_json(home, &["user", "whoami"], &service.env(&[], &chika), None);
     assert!(me.to_string().contains("committee_chair"), "{me}");
 
     // One claim opens one account: reusing the invitee's claim for another username is refused.
-    let err = refused(home, &first, &add("chika2", "Chika", "researcher", &friend_claim));
+    let err = refused(
+        home,
+        &service,
+        &first,
+        &add("chika2", "Chika", "researcher", &friend_claim),
+    );
     assert!(err.contains("already in use"), "{err}");
 
     // An administrator neither operates nor sits on the committee, and changes no role of their own.
     let other = run_json(home, &["user", "claim"], &[], None);
     let err = refused(
         home,
+        &service,
         &first,
         &add(
             "both",
@@ -178,6 +195,7 @@ fn roles_are_granted_by_two_administrators_and_codes_reach_only_the_invitee() {
     );
     let err = refused(
         home,
+        &service,
         &first,
         &["user", "roles", "--username", "adm1", "--roles", "auditor"],
     );

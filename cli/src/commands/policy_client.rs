@@ -20,27 +20,41 @@ use crate::commands::access::given_or_saved_session;
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServiceOptions {
     /// The policy service (`https://host:port`; `http://` only on loopback for development).
-    #[arg(long, env = "TOKUMEI_POLICY_URL", default_value = "https://127.0.0.1:50061")]
+    #[arg(
+        long,
+        env = "TOKUMEI_POLICY_URL",
+        default_value = "https://127.0.0.1:50061",
+        global = true
+    )]
     pub policy_url: String,
     /// CA of the policy service's certificate (default $TOKUMEI_HOME/pki/ca.crt).
-    #[arg(long, env = "TOKUMEI_POLICY_CA")]
+    #[arg(long, env = "TOKUMEI_POLICY_CA", global = true)]
     pub policy_ca: Option<PathBuf>,
     /// Session token from `tokumei user login` (default: the saved session).
-    #[arg(long, env = "TOKUMEI_SESSION", hide_env_values = true)]
+    #[arg(long, env = "TOKUMEI_SESSION", hide_env_values = true, global = true)]
     pub session: Option<String>,
 }
 
-/// A connected client and the caller's session.
+/// A connected client and the caller's session (none before login).
 pub struct PolicyClient {
     /// The gRPC client.
     pub client: PolicyServiceClient<Channel>,
-    session: Zeroizing<String>,
+    session: Option<Zeroizing<String>>,
 }
 
 impl PolicyClient {
     /// Connects to the service named by `options` with the caller's session.
     pub async fn connect(options: &ServiceOptions) -> Result<PolicyClient> {
         let session = given_or_saved_session(options.session.as_deref())?;
+        PolicyClient::open(options, Some(session)).await
+    }
+
+    /// Connects without a session: logging in, enrolling, confirming an authenticator.
+    pub async fn connect_anonymous(options: &ServiceOptions) -> Result<PolicyClient> {
+        PolicyClient::open(options, None).await
+    }
+
+    async fn open(options: &ServiceOptions, session: Option<Zeroizing<String>>) -> Result<PolicyClient> {
         let mut endpoint = Endpoint::from_shared(options.policy_url.clone())
             .with_context(|| format!("--policy-url {}", options.policy_url))?
             .connect_timeout(std::time::Duration::from_secs(10));
@@ -63,10 +77,13 @@ impl PolicyClient {
         })
     }
 
-    /// `message` with the caller's session attached.
+    /// `message` with the caller's session attached (as it is, before login).
     pub fn request<T>(&self, message: T) -> Result<Request<T>> {
         let mut request = Request::new(message);
-        let value = format!("Bearer {}", self.session.as_str())
+        let Some(session) = &self.session else {
+            return Ok(request);
+        };
+        let value = format!("Bearer {}", session.as_str())
             .parse()
             .map_err(|_| anyhow::anyhow!("[SESSION_INVALID] the session token is not printable text"))?;
         request.metadata_mut().insert("authorization", value);

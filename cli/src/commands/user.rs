@@ -7,16 +7,20 @@
 //! administrator (`user grants`, `user approve`). The invitee completes the invitation with their code (`user
 //! enrol`: password, then the otpauth URI and QR code to scan) and confirms the authenticator with a first code
 //! (`user confirm`), receiving ten recovery codes. `user login` needs the password and a TOTP or recovery code.
+//!
+//! Every subcommand but `claim` (the invitee's machine, nothing stored) and `bootstrap` (the installer, once, on
+//! the committee zone's host, beside the policy service's database) is a client of the policy service
+//! (`--policy-url`): it holds a session (or, before login, nothing) and the service's CA, never the database or a
+//! key.
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::json;
 use tokumei_policy::Role;
-use tokumei_policy::identity::SecondFactor;
+use tokumei_proto::policy::v1 as pb;
 
-use crate::commands::access::{
-    CLI, PolicyOptions, actor, open_policy, read_password, reason, save_session, session_token,
-};
+use crate::commands::access::{CLI, PolicyOptions, open_policy, read_password, reason, save_session};
+use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
 use crate::output::{emit, runtime};
 
 /// `tokumei user ...`
@@ -47,6 +51,10 @@ pub enum UserCommand {
         /// Organisation id (created if missing).
         #[arg(long, default_value = "platform")]
         organisation: String,
+        /// Policy database (default $TOKUMEI_HOME/policy/policy.db; or postgres://...): the installer runs this
+        /// on the committee zone's host.
+        #[arg(long, env = "TOKUMEI_POLICY_DB")]
+        database: Option<String>,
     },
     /// Complete an invitation: set the password and get the authenticator's otpauth URI and QR code.
     Enrol {
@@ -180,13 +188,13 @@ pub enum UserCommand {
     List,
 }
 
-/// `tokumei user ...` with the policy options.
+/// `tokumei user ...` with the service options.
 #[derive(clap::Args, Debug)]
 pub struct UserArgs {
     #[command(subcommand)]
     command: UserCommand,
     #[command(flatten)]
-    policy: PolicyOptions,
+    service: ServiceOptions,
 }
 
 /// What `user add` and `user roles` report: no code ever (the invitee holds it).
@@ -202,37 +210,19 @@ struct ChangeOut {
     roles: Vec<String>,
 }
 
-fn change_out(change: tokumei_policy::UserChange, roles: &[Role]) -> ChangeOut {
-    let names = roles.iter().map(|r| r.as_str().to_owned()).collect();
-    match change {
-        tokumei_policy::UserChange::Invited(i) => ChangeOut {
-            username: i.username,
-            state: "invited",
-            grant: None,
-            expires_at: Some(i.expires_at.to_rfc3339()),
-            roles: names,
-        },
-        tokumei_policy::UserChange::RolesSet(u) => ChangeOut {
-            username: u.username,
-            state: "roles_set",
-            grant: None,
-            expires_at: None,
-            roles: names,
-        },
-        tokumei_policy::UserChange::Disabled(username) => ChangeOut {
-            username,
-            state: "disabled",
-            grant: None,
-            expires_at: None,
-            roles: names,
-        },
-        tokumei_policy::UserChange::Pending(g) => ChangeOut {
-            username: g.username,
-            state: "pending",
-            grant: Some(g.id),
-            expires_at: None,
-            roles: names,
-        },
+fn change_out(change: pb::AddUserResponse, roles: &[Role]) -> ChangeOut {
+    let state = match change.state.as_str() {
+        "invited" => "invited",
+        "pending" => "pending",
+        "disabled" => "disabled",
+        _ => "roles_set",
+    };
+    ChangeOut {
+        username: change.username,
+        state,
+        grant: (!change.grant_id.is_empty()).then_some(change.grant_id),
+        expires_at: (!change.invitation_expires_at.is_empty()).then_some(change.invitation_expires_at),
+        roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
     }
 }
 
@@ -258,276 +248,343 @@ fn print_change(o: &ChangeOut) {
 
 /// Runs `tokumei user ...`.
 pub fn run(args: UserArgs, json: bool) -> Result<()> {
-    if let UserCommand::Claim = args.command {
-        // The invitee's side: nothing is stored, no policy database is opened.
-        let (code, claim) = tokumei_policy::identity::directory::invitation_claim().map_err(reason)?;
-        let out = json!({"invitation_code": code.expose(), "claim": claim});
-        return emit(json, &out, |_| {
-            println!("your invitation code (keep it to yourself): {}", code.expose());
-            println!("your claim (send it to an administrator): {claim}");
-            println!("once invited: tokumei user enrol --username YOU --invitation CODE");
-        });
+    match args.command {
+        UserCommand::Claim => claim(json),
+        UserCommand::Bootstrap {
+            username,
+            name,
+            claim,
+            second_username,
+            second_name,
+            second_claim,
+            organisation,
+            database,
+        } => runtime()?.block_on(async {
+            let policy = open_policy(&PolicyOptions {
+                database,
+                session: None,
+            })
+            .await?;
+            let invited = policy
+                .bootstrap(
+                    [
+                        (&username, &name, &claim),
+                        (&second_username, &second_name, &second_claim),
+                    ],
+                    &organisation,
+                    CLI,
+                )
+                .await
+                .map_err(reason)?;
+            let out: Vec<serde_json::Value> = invited
+                .iter()
+                .map(|i| json!({"username": i.username, "expires_at": i.expires_at.to_rfc3339()}))
+                .collect();
+            emit(json, &out, |_| {
+                for i in &invited {
+                    println!(
+                        "administrator {} created; they enrol with their own code until {}",
+                        i.username,
+                        i.expires_at.to_rfc3339()
+                    );
+                }
+                println!("next, each: tokumei user enrol --username NAME --invitation CODE");
+            })
+        }),
+        command @ (UserCommand::Enrol { .. } | UserCommand::Confirm { .. } | UserCommand::Login { .. }) => runtime()?
+            .block_on(async {
+                let service = PolicyClient::connect_anonymous(&args.service).await?;
+                before_login(&service, command, json).await
+            }),
+        command => runtime()?.block_on(async {
+            let service = PolicyClient::connect(&args.service).await?;
+            signed_in(&service, command, json).await
+        }),
     }
-    runtime()?.block_on(async {
-        let policy = open_policy(&args.policy).await?;
-        match args.command {
-            UserCommand::Claim => Ok(()),
-            UserCommand::Bootstrap {
-                username,
-                name,
-                claim,
-                second_username,
-                second_name,
-                second_claim,
-                organisation,
-            } => {
-                let invited = policy
-                    .bootstrap(
-                        [
-                            (&username, &name, &claim),
-                            (&second_username, &second_name, &second_claim),
-                        ],
-                        &organisation,
-                        CLI,
-                    )
-                    .await
-                    .map_err(reason)?;
-                let out: Vec<serde_json::Value> = invited
-                    .iter()
-                    .map(|i| json!({"username": i.username, "expires_at": i.expires_at.to_rfc3339()}))
-                    .collect();
-                emit(json, &out, |_| {
-                    for i in &invited {
-                        println!(
-                            "administrator {} created; they enrol with their own code until {}",
-                            i.username,
-                            i.expires_at.to_rfc3339()
-                        );
-                    }
-                    println!("next, each: tokumei user enrol --username NAME --invitation CODE");
-                })
-            }
-            UserCommand::Enrol {
-                username,
-                invitation,
-                password_stdin,
-                no_qr,
-            } => {
-                let password = read_password(password_stdin, "new password: ")?;
-                let e = policy
-                    .enrol(&username, &invitation, &password, CLI)
-                    .await
-                    .map_err(reason)?;
-                let out = json!({
-                    "username": username,
-                    "otpauth_uri": e.otpauth_uri.expose(),
-                    "secret_base32": e.secret_base32.expose(),
-                });
-                emit(json, &out, |_| {
-                    println!("password set. Add this account to your authenticator app:");
-                    if !no_qr {
-                        println!("{}", e.qr_terminal.expose());
-                    }
-                    println!("  {}", e.otpauth_uri.expose());
-                    println!("  (secret {})", e.secret_base32.expose());
-                    println!("then: tokumei user confirm --username {username} --code CODE");
-                })
-            }
-            UserCommand::Confirm {
-                username,
-                code,
-                password_stdin,
-            } => {
-                let password = read_password(password_stdin, "password: ")?;
-                let codes = policy
-                    .confirm_totp(&username, &password, &code, CLI)
-                    .await
-                    .map_err(reason)?;
-                let list: Vec<&str> = codes.codes().iter().map(|c| c.expose()).collect();
-                emit(json, &json!({"username": username, "recovery_codes": list}), |_| {
-                    println!("authenticator confirmed; {username} is active.");
-                    println!("recovery codes (each works once; keep them offline):");
-                    for c in &list {
-                        println!("  {c}");
-                    }
-                })
-            }
-            UserCommand::Login {
-                username,
-                code,
-                recovery_code,
-                password_stdin,
-                no_save,
-            } => {
-                let password = read_password(password_stdin, "password: ")?;
-                let factor = match (&code, &recovery_code) {
-                    (Some(c), _) => SecondFactor::Totp(c),
-                    (None, Some(r)) => SecondFactor::RecoveryCode(r),
-                    (None, None) => anyhow::bail!("give --code or --recovery-code"),
-                };
-                let session = policy.login(&username, &password, factor, CLI).await.map_err(reason)?;
-                let saved = if no_save {
-                    None
-                } else {
-                    Some(save_session(session.token.expose())?)
-                };
-                let roles: Vec<&str> = session.actor.roles.iter().map(|r| r.as_str()).collect();
-                let out = json!({
-                    "username": session.actor.username,
-                    "organisation": session.actor.organisation,
-                    "roles": roles,
-                    "expires_at": session.expires_at.to_rfc3339(),
-                    "session_token": session.token.expose(),
-                    "saved_to": saved,
-                });
-                emit(json, &out, |_| {
-                    println!(
-                        "logged in as {} ({}), session until {}",
-                        session.actor.username,
-                        roles.join(", "),
-                        session.expires_at.to_rfc3339()
-                    );
-                    match &saved {
-                        Some(p) => println!("session saved to {}", p.display()),
-                        None => println!("TOKUMEI_SESSION={}", session.token.expose()),
-                    }
-                })
-            }
-            UserCommand::Logout => {
-                let token = session_token(&args.policy)?;
-                policy.logout(&token, CLI).await.map_err(reason)?;
-                let _ = std::fs::remove_file(crate::commands::access::session_file());
-                emit(json, &json!({"logged_out": true}), |_| println!("logged out"))
-            }
-            UserCommand::Whoami => {
-                let a = actor(&policy, &args.policy).await?;
-                emit(json, &a, |a| {
-                    let roles: Vec<&str> = a.roles.iter().map(|r| r.as_str()).collect();
-                    println!("{} of {} ({})", a.username, a.organisation, roles.join(", "));
-                })
-            }
-            UserCommand::Add {
-                username,
-                name,
-                organisation,
-                roles,
-                claim,
-            } => {
-                let a = actor(&policy, &args.policy).await?;
-                let invitee = tokumei_policy::NewPerson {
-                    username: &username,
-                    display_name: &name,
-                    organisation: &organisation,
-                    claim: &claim,
-                };
-                let change = policy.add_user(&a, invitee, &roles, CLI).await.map_err(reason)?;
-                emit(json, &change_out(change, &roles), print_change)
-            }
-            UserCommand::Grants => {
-                let a = actor(&policy, &args.policy).await?;
-                let grants = policy.pending_grants(&a, CLI).await.map_err(reason)?;
-                emit(json, &grants, |grants| {
-                    for g in grants {
-                        let roles: Vec<&str> = g.roles.iter().map(|r| r.as_str()).collect();
-                        println!(
-                            "{}  {:?} {} → {}  asked by {} at {}",
-                            g.id,
-                            g.kind,
-                            g.username,
-                            roles.join(", "),
-                            g.requested_by,
-                            g.requested_at.to_rfc3339()
-                        );
-                    }
-                    println!("{} grant(s) waiting for a second administrator", grants.len());
-                })
-            }
-            UserCommand::Approve { grant, claim } => {
-                let a = actor(&policy, &args.policy).await?;
-                let g = policy
-                    .approve_grant(&a, &grant, claim.as_deref(), CLI)
-                    .await
-                    .map_err(reason)?;
-                emit(json, &g, |g| {
-                    let roles: Vec<&str> = g.roles.iter().map(|r| r.as_str()).collect();
-                    println!(
-                        "grant {} applied: {} now {} (asked by {}, approved by {})",
-                        g.id,
-                        g.username,
-                        roles.join(", "),
-                        g.requested_by,
-                        g.approved_by.as_deref().unwrap_or("-")
-                    );
-                })
-            }
-            UserCommand::AddOrg { id, name } => {
-                let a = actor(&policy, &args.policy).await?;
-                let org = policy.add_organisation(&a, &id, &name, CLI).await.map_err(reason)?;
-                emit(json, &org, |o| println!("organisation {} ({}) created", o.id, o.name))
-            }
-            UserCommand::AddHospital {
-                code,
-                organisation,
-                certificate,
-            } => {
-                let a = actor(&policy, &args.policy).await?;
-                let fingerprint = certificate_sha256(&certificate)?;
-                let u = policy
-                    .add_hospital(&a, &code, &organisation, &fingerprint, CLI)
-                    .await
-                    .map_err(reason)?;
-                emit(json, &u, |u| {
-                    println!("hospital {} registered, certificate SHA-256 {fingerprint}", u.username)
-                })
-            }
-            UserCommand::HospitalsPublish { out } => {
-                let a = actor(&policy, &args.policy).await?;
-                let d = policy.publish_hospital_directory(&a, CLI).await.map_err(reason)?;
-                let tmp = out.with_extension("partial");
-                std::fs::write(&tmp, serde_json::to_vec_pretty(&d)?)
-                    .and_then(|()| std::fs::rename(&tmp, &out))
-                    .with_context(|| format!("writing {}", out.display()))?;
-                let summary = serde_json::json!({
-                    "hospitals": d.hospitals, "out": out.display().to_string(), "public_key": d.public_key,
-                });
-                emit(json, &summary, |_| {
-                    println!(
-                        "{} hospital(s) enabled, written to {}; pin this key in [gateway.directory] public_key: {}",
-                        d.hospitals,
-                        out.display(),
-                        d.public_key
-                    )
-                })
-            }
-            UserCommand::Roles { username, roles } => {
-                let a = actor(&policy, &args.policy).await?;
-                let change = policy.set_roles(&a, &username, &roles, CLI).await.map_err(reason)?;
-                emit(json, &change_out(change, &roles), print_change)
-            }
-            UserCommand::Disable { username } => {
-                let a = actor(&policy, &args.policy).await?;
-                let change = policy.disable_user(&a, &username, CLI).await.map_err(reason)?;
-                emit(json, &change_out(change, &[]), print_change)
-            }
-            UserCommand::List => {
-                let a = actor(&policy, &args.policy).await?;
-                let users = policy.users(&a, CLI).await.map_err(reason)?;
-                emit(json, &users, |users| {
-                    for u in users {
-                        let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
-                        println!(
-                            "{:<20} {:<16} {:<12} {}",
-                            u.username,
-                            u.organisation,
-                            u.status.as_str(),
-                            roles.join(", ")
-                        );
-                    }
-                    println!("{} user(s)", users.len());
-                })
-            }
-        }
+}
+
+/// `user claim`: the invitee's side; nothing is stored, no service is asked.
+fn claim(json: bool) -> Result<()> {
+    let (code, claim) = tokumei_policy::identity::directory::invitation_claim().map_err(reason)?;
+    let out = json!({"invitation_code": code.expose(), "claim": claim});
+    emit(json, &out, |_| {
+        println!("your invitation code (keep it to yourself): {}", code.expose());
+        println!("your claim (send it to an administrator): {claim}");
+        println!("once invited: tokumei user enrol --username YOU --invitation CODE");
     })
+}
+
+/// Enrolment, confirmation and login: calls that carry a password or a code instead of a session.
+async fn before_login(service: &PolicyClient, command: UserCommand, json: bool) -> Result<()> {
+    let mut client = service.client.clone();
+    match command {
+        UserCommand::Enrol {
+            username,
+            invitation,
+            password_stdin,
+            no_qr,
+        } => {
+            let password = read_password(password_stdin, "new password: ")?;
+            let e = client
+                .enrol(service.request(pb::EnrolRequest {
+                    username: username.clone(),
+                    invitation_code: invitation,
+                    password: password.to_string(),
+                })?)
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            let uri = zeroize::Zeroizing::new(e.otpauth_uri);
+            let secret = zeroize::Zeroizing::new(e.secret_base32);
+            let out = json!({
+                "username": username,
+                "otpauth_uri": uri.as_str(),
+                "secret_base32": secret.as_str(),
+            });
+            emit(json, &out, |_| {
+                println!("password set. Add this account to your authenticator app:");
+                if !no_qr && let Ok(qr) = tokumei_policy::identity::totp::terminal_qr(&uri) {
+                    println!("{qr}");
+                }
+                println!("  {}", uri.as_str());
+                println!("  (secret {})", secret.as_str());
+                println!("then: tokumei user confirm --username {username} --code CODE");
+            })
+        }
+        UserCommand::Confirm {
+            username,
+            code,
+            password_stdin,
+        } => {
+            let password = read_password(password_stdin, "password: ")?;
+            let codes = client
+                .confirm_totp(service.request(pb::ConfirmTotpRequest {
+                    username: username.clone(),
+                    password: password.to_string(),
+                    totp_code: code,
+                })?)
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            let codes = zeroize::Zeroizing::new(codes.recovery_codes);
+            emit(json, &json!({"username": username, "recovery_codes": *codes}), |_| {
+                println!("authenticator confirmed; {username} is active.");
+                println!("recovery codes (each works once; keep them offline):");
+                for c in codes.iter() {
+                    println!("  {c}");
+                }
+            })
+        }
+        UserCommand::Login {
+            username,
+            code,
+            recovery_code,
+            password_stdin,
+            no_save,
+        } => {
+            let password = read_password(password_stdin, "password: ")?;
+            let second_factor = match (code, recovery_code) {
+                (Some(c), _) => pb::login_request::SecondFactor::TotpCode(c),
+                (None, Some(r)) => pb::login_request::SecondFactor::RecoveryCode(r),
+                (None, None) => anyhow::bail!("give --code or --recovery-code"),
+            };
+            let session = client
+                .login(service.request(pb::LoginRequest {
+                    username,
+                    password: password.to_string(),
+                    second_factor: Some(second_factor),
+                })?)
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            let token = zeroize::Zeroizing::new(session.session_token.clone());
+            let saved = if no_save { None } else { Some(save_session(&token)?) };
+            let actor = session.actor.clone().unwrap_or_default();
+            let expires_at = chrono::DateTime::from_timestamp(session.expires_at, 0)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            let out = json!({
+                "username": actor.username,
+                "organisation": actor.organisation,
+                "roles": actor.roles,
+                "expires_at": expires_at,
+                "session_token": token.as_str(),
+                "saved_to": saved,
+            });
+            emit(json, &out, |_| {
+                println!(
+                    "logged in as {} ({}), session until {expires_at}",
+                    actor.username,
+                    actor.roles.join(", ")
+                );
+                match &saved {
+                    Some(p) => println!("session saved to {}", p.display()),
+                    None => println!("TOKUMEI_SESSION={}", token.as_str()),
+                }
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Every command made with a session.
+async fn signed_in(service: &PolicyClient, command: UserCommand, json: bool) -> Result<()> {
+    let mut client = service.client.clone();
+    match command {
+        UserCommand::Logout => {
+            client.logout(service.request(pb::Empty {})?).await.map_err(refusal)?;
+            let _ = std::fs::remove_file(crate::commands::access::session_file());
+            emit(json, &json!({"logged_out": true}), |_| println!("logged out"))
+        }
+        UserCommand::Whoami => {
+            let a = client
+                .who_am_i(service.request(pb::Empty {})?)
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            emit(json, &a, |a| {
+                println!("{} of {} ({})", a.username, a.organisation, a.roles.join(", "))
+            })
+        }
+        UserCommand::Add {
+            username,
+            name,
+            organisation,
+            roles,
+            claim,
+        } => {
+            let request = service.request(pb::AddUserRequest {
+                username,
+                display_name: name,
+                organisation,
+                roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
+                claim,
+            })?;
+            let change = client.add_user(request).await.map_err(refusal)?.into_inner();
+            emit(json, &change_out(change, &roles), print_change)
+        }
+        UserCommand::Grants => {
+            let grants = client
+                .list_grants(service.request(pb::Empty {})?)
+                .await
+                .map_err(refusal)?
+                .into_inner()
+                .grants;
+            emit(json, &grants, |grants| {
+                for g in grants {
+                    println!(
+                        "{}  {} {} → {}  asked by {} at {}",
+                        g.id,
+                        g.kind,
+                        g.username,
+                        g.roles.join(", "),
+                        g.requested_by,
+                        g.requested_at
+                    );
+                }
+                println!("{} grant(s) waiting for a second administrator", grants.len());
+            })
+        }
+        UserCommand::Approve { grant, claim } => {
+            let request = service.request(pb::ApproveGrantRequest {
+                grant_id: grant,
+                claim: claim.unwrap_or_default(),
+            })?;
+            let g = client.approve_grant(request).await.map_err(refusal)?.into_inner();
+            let out = json!({"grant": g.grant_id, "username": g.username, "state": g.state});
+            emit(json, &out, |_| {
+                println!("grant {} applied to {}", g.grant_id, g.username)
+            })
+        }
+        UserCommand::AddOrg { id, name } => {
+            let org = client
+                .add_organisation(service.request(pb::AddOrganisationRequest { id, name })?)
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            emit(json, &org, |o| println!("organisation {} ({}) created", o.id, o.name))
+        }
+        UserCommand::AddHospital {
+            code,
+            organisation,
+            certificate,
+        } => {
+            let certificate_sha256 = certificate_sha256(&certificate)?;
+            let request = service.request(pb::AddHospitalRequest {
+                code,
+                organisation,
+                certificate_sha256: certificate_sha256.clone(),
+            })?;
+            let u = client.add_hospital(request).await.map_err(refusal)?.into_inner();
+            emit(json, &u, |u| {
+                println!(
+                    "hospital {} registered, certificate SHA-256 {certificate_sha256}",
+                    u.username
+                )
+            })
+        }
+        UserCommand::HospitalsPublish { out } => {
+            let d = client
+                .publish_hospital_directory(service.request(pb::Empty {})?)
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            let document: serde_json::Value =
+                serde_json::from_str(&d.json).context("the service's directory is not JSON")?;
+            let tmp = out.with_extension("partial");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&document)?)
+                .and_then(|()| std::fs::rename(&tmp, &out))
+                .with_context(|| format!("writing {}", out.display()))?;
+            let summary = json!({
+                "hospitals": d.hospitals, "out": out.display().to_string(), "public_key": d.public_key,
+            });
+            emit(json, &summary, |_| {
+                println!(
+                    "{} hospital(s) enabled, written to {}; pin this key in [gateway.directory] public_key: {}",
+                    d.hospitals,
+                    out.display(),
+                    d.public_key
+                )
+            })
+        }
+        UserCommand::Roles { username, roles } => {
+            let request = service.request(pb::SetRolesRequest {
+                username,
+                roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            })?;
+            let change = client.set_roles(request).await.map_err(refusal)?.into_inner();
+            emit(json, &change_out(change, &roles), print_change)
+        }
+        UserCommand::Disable { username } => {
+            let change = client
+                .disable_user(service.request(pb::UserRef { username })?)
+                .await
+                .map_err(refusal)?
+                .into_inner();
+            emit(json, &change_out(change, &[]), print_change)
+        }
+        UserCommand::List => {
+            let users = client
+                .list_users(service.request(pb::Empty {})?)
+                .await
+                .map_err(refusal)?
+                .into_inner()
+                .users;
+            emit(json, &users, |users| {
+                for u in users {
+                    println!(
+                        "{:<20} {:<16} {:<12} {}",
+                        u.username,
+                        u.organisation,
+                        u.status,
+                        u.roles.join(", ")
+                    );
+                }
+                println!("{} user(s)", users.len());
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// SHA-256 (hex) of the DER of the first certificate in a PEM file: what mutual TLS presents.

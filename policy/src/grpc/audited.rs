@@ -213,6 +213,31 @@ impl PolicyService for AuditedPolicyGrpc {
         let result = self.inner.list_violations(request).await;
         self.record("ListViolations", &origin, &caller, result).await
     }
+    async fn list_grants(&self, request: Request<pb::Empty>) -> Reply<pb::ListGrantsResponse> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.list_grants(request).await;
+        self.record("ListGrants", &origin, &caller, result).await
+    }
+    async fn set_roles(&self, request: Request<pb::SetRolesRequest>) -> Reply<pb::AddUserResponse> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.set_roles(request).await;
+        self.record("SetRoles", &origin, &caller, result).await
+    }
+    async fn disable_user(&self, request: Request<pb::UserRef>) -> Reply<pb::AddUserResponse> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.disable_user(request).await;
+        self.record("DisableUser", &origin, &caller, result).await
+    }
+    async fn add_hospital(&self, request: Request<pb::AddHospitalRequest>) -> Reply<pb::User> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.add_hospital(request).await;
+        self.record("AddHospital", &origin, &caller, result).await
+    }
+    async fn publish_hospital_directory(&self, request: Request<pb::Empty>) -> Reply<pb::HospitalDirectory> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.publish_hospital_directory(request).await;
+        self.record("PublishHospitalDirectory", &origin, &caller, result).await
+    }
     async fn export_bans(&self, request: Request<pb::Empty>) -> Reply<pb::BanListJson> {
         let (origin, caller) = self.caller(&request).await;
         let result = self.inner.export_bans(request).await;

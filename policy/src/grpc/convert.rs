@@ -321,6 +321,53 @@ pub fn application_to_proto(a: &ApplicationRecord) -> pb::Application {
     }
 }
 
+/// What an account change did: `invited`, `pending` (with the grant a second administrator must approve),
+/// `roles_set` or `disabled`. Never an invitation code.
+pub fn change_to_proto(change: crate::service::UserChange) -> pb::AddUserResponse {
+    match change {
+        crate::service::UserChange::Invited(i) => pb::AddUserResponse {
+            username: i.username,
+            invitation_expires_at: i.expires_at.to_rfc3339(),
+            state: "invited".into(),
+            ..Default::default()
+        },
+        crate::service::UserChange::Pending(g) => pb::AddUserResponse {
+            username: g.username,
+            state: "pending".into(),
+            grant_id: g.id,
+            ..Default::default()
+        },
+        crate::service::UserChange::RolesSet(u) => pb::AddUserResponse {
+            username: u.username,
+            state: "roles_set".into(),
+            ..Default::default()
+        },
+        crate::service::UserChange::Disabled(username) => pb::AddUserResponse {
+            username,
+            state: "disabled".into(),
+            ..Default::default()
+        },
+    }
+}
+
+/// A grant waiting for a second administrator.
+pub fn grant_to_proto(g: &crate::identity::grants::RoleGrant) -> pb::Grant {
+    use crate::identity::grants::GrantKind;
+    pb::Grant {
+        id: g.id.clone(),
+        kind: match g.kind {
+            GrantKind::Invite => "invite",
+            GrantKind::Roles => "roles",
+            GrantKind::Disable => "disable",
+        }
+        .to_owned(),
+        username: g.username.clone(),
+        roles: g.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        requested_by: g.requested_by.clone(),
+        requested_at: g.requested_at.to_rfc3339(),
+    }
+}
+
 /// A recorded violation.
 pub fn violation_to_proto(v: &Violation) -> pb::Violation {
     pb::Violation {

@@ -314,30 +314,7 @@ impl PolicyService for PolicyGrpc {
             .add_user(&actor, invitee, &roles, Origin(&origin))
             .await
             .map_err(refused)?;
-        Ok(Response::new(match change {
-            crate::service::UserChange::Invited(i) => pb::AddUserResponse {
-                username: i.username,
-                invitation_expires_at: i.expires_at.to_rfc3339(),
-                state: "invited".into(),
-                ..Default::default()
-            },
-            crate::service::UserChange::Pending(g) => pb::AddUserResponse {
-                username: g.username,
-                state: "pending".into(),
-                grant_id: g.id,
-                ..Default::default()
-            },
-            crate::service::UserChange::RolesSet(u) => pb::AddUserResponse {
-                username: u.username,
-                state: "applied".into(),
-                ..Default::default()
-            },
-            crate::service::UserChange::Disabled(username) => pb::AddUserResponse {
-                username,
-                state: "applied".into(),
-                ..Default::default()
-            },
-        }))
+        Ok(Response::new(convert::change_to_proto(change)))
     }
 
     async fn approve_grant(&self, request: Request<pb::ApproveGrantRequest>) -> Reply<pb::AddUserResponse> {
@@ -352,6 +329,74 @@ impl PolicyService for PolicyGrpc {
             state: "applied".into(),
             grant_id: grant.id,
             ..Default::default()
+        }))
+    }
+
+    async fn list_grants(&self, request: Request<pb::Empty>) -> Reply<pb::ListGrantsResponse> {
+        let (origin, actor, _) = self.authenticated(request).await?;
+        let grants = self
+            .policy
+            .pending_grants(&actor, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(pb::ListGrantsResponse {
+            grants: grants.iter().map(convert::grant_to_proto).collect(),
+        }))
+    }
+
+    async fn set_roles(&self, request: Request<pb::SetRolesRequest>) -> Reply<pb::AddUserResponse> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        self.policy
+            .check(
+                &actor,
+                Action::ManageUsers,
+                &Resource::Person(r.username.clone()),
+                Origin(&origin),
+            )
+            .await
+            .map_err(refused)?;
+        let roles = convert::roles(&r.roles).map_err(refused)?;
+        let change = self
+            .policy
+            .set_roles(&actor, &r.username, &roles, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(convert::change_to_proto(change)))
+    }
+
+    async fn disable_user(&self, request: Request<pb::UserRef>) -> Reply<pb::AddUserResponse> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        let change = self
+            .policy
+            .disable_user(&actor, &r.username, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(convert::change_to_proto(change)))
+    }
+
+    async fn add_hospital(&self, request: Request<pb::AddHospitalRequest>) -> Reply<pb::User> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        let user = self
+            .policy
+            .add_hospital(&actor, &r.code, &r.organisation, &r.certificate_sha256, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        Ok(Response::new(convert::user_to_proto(&user)))
+    }
+
+    async fn publish_hospital_directory(&self, request: Request<pb::Empty>) -> Reply<pb::HospitalDirectory> {
+        let (origin, actor, _) = self.authenticated(request).await?;
+        let directory = self
+            .policy
+            .publish_hospital_directory(&actor, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        let json = serde_json::to_string(&directory)
+            .map_err(|e| refused(PolicyError::Invalid(format!("cannot serialise the directory: {e}"))))?;
+        Ok(Response::new(pb::HospitalDirectory {
+            json,
+            hospitals: directory.hospitals as u64,
+            public_key: directory.public_key,
         }))
     }
 

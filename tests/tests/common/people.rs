@@ -57,6 +57,18 @@ pub fn run_json(home: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<
 
 /// Completes an invitation: enrol, confirm with the previous step's code, log in with the current one.
 pub fn activate(home: &Path, db: &[(&str, &str)], username: &str, invitation: &str) -> Person {
+    activate_with(&PolicyService::start(home, db), home, db, username, invitation)
+}
+
+/// [`activate`] through a running policy service.
+pub fn activate_with(
+    service: &PolicyService,
+    home: &Path,
+    db: &[(&str, &str)],
+    username: &str,
+    invitation: &str,
+) -> Person {
+    let db = &service.anonymous_env(db);
     let e = run_json(
         home,
         &[
@@ -130,6 +142,7 @@ const ADMINISTRATORS: &str = "test-administrators.json";
 /// A fresh installation: its two administrators (bootstrap), then its first operator, granted by one
 /// administrator and approved by the other.
 pub fn operator(home: &Path, db: &[(&str, &str)]) -> Person {
+    let service = PolicyService::start(home, db);
     // Each first administrator makes their own code; the installer passes on only the claims.
     let claims = [
         run_json(home, &["user", "claim"], &[], None),
@@ -157,22 +170,34 @@ pub fn operator(home: &Path, db: &[(&str, &str)]) -> Person {
         db,
         None,
     );
-    let first = activate(home, db, "adm1", &text(0, "invitation_code"));
-    let second = activate(home, db, "adm2", &text(1, "invitation_code"));
+    let first = activate_with(&service, home, db, "adm1", &text(0, "invitation_code"));
+    let second = activate_with(&service, home, db, "adm2", &text(1, "invitation_code"));
     let saved = serde_json::json!([
         {"username": first.username, "session": first.session},
         {"username": second.username, "session": second.session},
     ]);
     std::fs::write(home.join(ADMINISTRATORS), saved.to_string()).expect("save administrators");
-    invite(home, db, "op", "platform", "operator")
+    invite_with(&service, home, db, "op", "platform", "operator")
 }
 
 /// A person of organisation `org` (created if needed) with `roles`, invited as the platform requires: the
 /// invitee makes their own code (`user claim`) and hands over only its claim; the first administrator invites
 /// with the claim; roles that need four eyes wait for the second administrator's approval.
 pub fn invite(home: &Path, db: &[(&str, &str)], username: &str, org: &str, roles: &str) -> Person {
+    invite_with(&PolicyService::start(home, db), home, db, username, org, roles)
+}
+
+/// [`invite`] through a running policy service.
+pub fn invite_with(
+    service: &PolicyService,
+    home: &Path,
+    db: &[(&str, &str)],
+    username: &str,
+    org: &str,
+    roles: &str,
+) -> Person {
     let (first, second) = administrators(home);
-    let env = session_env(db, &first);
+    let env = service.env(db, &first);
     let mut cmd = Command::new(super::tokumei_bin());
     cmd.env("TOKUMEI_HOME", home)
         .args(["user", "add-org", "--id", org, "--name", org]);
@@ -217,11 +242,12 @@ pub fn invite(home: &Path, db: &[(&str, &str)], username: &str, org: &str, roles
                 "--claim",
                 claim["claim"].as_str().expect("claim"),
             ],
-            &session_env(db, &second),
+            &service.env(db, &second),
             None,
         );
     }
-    activate(
+    activate_with(
+        service,
         home,
         db,
         username,
@@ -256,6 +282,14 @@ impl PolicyService {
             ca: home.join("pki").join("ca.crt").display().to_string(),
             _server: server,
         }
+    }
+
+    /// What a client command run before login (enrol, confirm, login) needs in its environment.
+    pub fn anonymous_env<'a>(&'a self, db: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut env = db.to_vec();
+        env.push(("TOKUMEI_POLICY_URL", self.url.as_str()));
+        env.push(("TOKUMEI_POLICY_CA", self.ca.as_str()));
+        env
     }
 
     /// What a client command run as `person` needs in its environment.
@@ -392,10 +426,18 @@ pub struct Committee {
 /// Bootstraps the administrators and the operator, and invites the committee of a fresh installation.
 pub fn committee(home: &Path, db: &[(&str, &str)]) -> Committee {
     let op = operator(home, db);
-    let chair = invite(home, db, "chika", "univ-c", "committee_chair,committee_member");
+    let service = PolicyService::start(home, db);
+    let chair = invite_with(
+        &service,
+        home,
+        db,
+        "chika",
+        "univ-c",
+        "committee_chair,committee_member",
+    );
     let members = [("mei", "univ-m"), ("kenta", "hosp-k"), ("sora", "law-s")]
         .iter()
-        .map(|(u, o)| invite(home, db, u, o, "committee_member"))
+        .map(|(u, o)| invite_with(&service, home, db, u, o, "committee_member"))
         .collect();
     Committee { op, chair, members }
 }
