@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::people::{self, Committee, FileApproval, Person, approved_file_application, session_env};
+use common::people::{self, Committee, FileApproval, Person, approved_file_application};
 use common::release_server::ReleaseServer as Server;
 use common::{Home, tokumei_bin};
 use tokumei_ingest::config::Config;
@@ -685,13 +685,8 @@ fn plaintext_http(addr: &str) -> Vec<u8> {
 }
 
 async fn check_ledger(home: &Home, w: &World, main_release: &str, resume_at: usize, tokens: &[String]) {
-    let verified = people::run_json(
-        home.path(),
-        &["audit", "verify"],
-        &session_env(&[], &w.committee.op),
-        None,
-    );
-    assert!(verified["first_bad"].is_null(), "{verified}");
+    let verified = people::run_client(home.path(), &[], &w.committee.op, &["audit", "verify"]);
+    assert_eq!(verified["ok"], true, "{verified}");
     let entries = people::ledger(home.path()).await;
     for e in &entries {
         let text = format!(

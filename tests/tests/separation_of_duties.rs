@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::BoundedOutput;
-use common::people::{self, Person, PolicyService, activate, administrators, run_json, session_env};
+use common::people::{self, Person, PolicyService, activate, administrators, run_json};
 
 /// `user add` of `username` into the platform organisation with `roles`, by `claim`.
 fn add<'a>(username: &'a str, name: &'a str, roles: &'a str, claim: &'a str) -> Vec<&'a str> {
@@ -217,7 +217,7 @@ fn roles_are_granted_by_two_administrators_and_codes_reach_only_the_invitee() {
             "--out",
             bundle.to_str().expect("path"),
         ],
-        &session_env(&[], &auditor),
+        &service.env(&[], &auditor),
         None,
     );
     let ledger = std::fs::read_to_string(&bundle).expect("bundle");

@@ -65,21 +65,12 @@ fn exported_ledger(h: &Path, dir: &Path) -> String {
     let today = chrono::Utc::now().date_naive();
     let (from, to) = (today.to_string(), (today + chrono::Duration::days(2)).to_string());
     let out = bundle.to_str().unwrap();
-    ok(&tokumei(
+    common::people::run_client(
         h,
-        &[
-            "audit",
-            "export",
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "--out",
-            out,
-            "--session",
-            &auditor.session,
-        ],
-    ));
+        &[],
+        &auditor,
+        &["audit", "export", "--from", &from, "--to", &to, "--out", out],
+    );
     std::fs::read_to_string(&bundle).unwrap()
 }
 
@@ -94,10 +85,17 @@ fn denied_statistics(bundle: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// `budget show --project` asked of the policy service, started on the database the in-process commands' `db`
+/// arguments name (`--database URL`), with their `--session`.
 fn budget_json(home: &Path, db: &[&str], project: &str) -> serde_json::Value {
-    let mut args = vec!["--json", "budget", "show", "--project", project];
-    args.extend_from_slice(db);
-    serde_json::from_str(&ok(&tokumei(home, &args))).unwrap()
+    let arg = |name: &str| db.iter().position(|a| *a == name).and_then(|i| db.get(i + 1)).copied();
+    let env: Vec<(&str, &str)> = arg("--database")
+        .map(|url| vec![("TOKUMEI_POLICY_DB", url)])
+        .unwrap_or_default();
+    let service = common::people::PolicyService::start(home, &env);
+    let mut client_env = service.anonymous_env(&env);
+    client_env.push(("TOKUMEI_SESSION", arg("--session").expect("a session")));
+    common::people::run_json(home, &["budget", "show", "--project", project], &client_env, None)
 }
 
 fn dp_story(db: &[&str], unapproved: &str) {

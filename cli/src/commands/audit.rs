@@ -1,5 +1,8 @@
 //! `tokumei audit ...`: verify the hash-chained, signed audit ledger, export an inspection bundle, verify
 //! a bundle offline, and read recent entries. There is no command that changes or deletes an entry.
+//!
+//! `verify` and `export` are clients of the policy service (a session and its CA, never the database);
+//! `verify-bundle` needs nothing but the bundle and the key.
 
 use std::path::PathBuf;
 
@@ -8,8 +11,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
 use tokumei_policy::ServicePublicKey;
 use tokumei_policy::audit_ledger::{InspectionBundle, verify_bundle};
+use tokumei_proto::policy::v1 as pb;
 
-use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
+use crate::commands::access::reason;
+use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
 use crate::output::{emit, runtime};
 
 /// `tokumei audit ...`
@@ -40,14 +45,17 @@ pub enum AuditCommand {
     },
 }
 
-/// `tokumei audit ...` with the policy options.
+/// `tokumei audit ...` with the service options.
 #[derive(clap::Args, Debug)]
 pub struct AuditArgs {
     #[command(subcommand)]
     command: AuditCommand,
     #[command(flatten)]
-    policy: PolicyOptions,
+    service: ServiceOptions,
 }
+
+/// Largest inspection bundle accepted from the service (a long window of a busy ledger).
+const MAX_BUNDLE_BYTES: usize = 1 << 30;
 
 fn instant(text: &str) -> Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
@@ -74,23 +82,38 @@ pub fn run(args: AuditArgs, json: bool) -> Result<()> {
             None => ServicePublicKey::from_hex(&bundle.public_key).map_err(reason)?,
         };
         let report = verify_bundle(&bundle, &key);
-        emit(json, &report, print_report)?;
+        emit(json, &report, print_bundle_report)?;
         anyhow::ensure!(report.is_ok(), "[AUDIT_LEDGER_TAMPERED] the bundle does not verify");
         return Ok(());
     }
     runtime()?.block_on(async {
-        let policy = open_policy(&args.policy).await?;
-        let a = actor(&policy, &args.policy).await?;
+        let service = PolicyClient::connect(&args.service).await?;
+        let mut client = service.client.clone().max_decoding_message_size(MAX_BUNDLE_BYTES);
         match args.command {
             AuditCommand::Verify => {
-                let report = policy.verify_audit(&a, CLI).await.map_err(reason)?;
+                let report = client
+                    .verify_audit(service.request(pb::Empty {})?)
+                    .await
+                    .map_err(refusal)?
+                    .into_inner();
                 emit(json, &report, print_report)?;
-                anyhow::ensure!(report.is_ok(), "[AUDIT_LEDGER_TAMPERED] the audit ledger does not verify");
+                anyhow::ensure!(report.ok, "[AUDIT_LEDGER_TAMPERED] the audit ledger does not verify");
                 Ok(())
             }
             AuditCommand::Export { from, to, out } => {
                 let (from, to) = (instant(&from)?, instant(&to)?);
-                let bundle = policy.export_audit(&a, from, to, CLI).await.map_err(reason)?;
+                let window = pb::AuditWindow {
+                    from: from.to_rfc3339(),
+                    to: to.to_rfc3339(),
+                };
+                let text = client
+                    .export_audit(service.request(window)?)
+                    .await
+                    .map_err(refusal)?
+                    .into_inner()
+                    .json;
+                let bundle: InspectionBundle =
+                    serde_json::from_str(&text).context("the service's bundle is not an inspection bundle")?;
                 std::fs::write(&out, serde_json::to_vec_pretty(&bundle)?)?;
                 emit(json, &json!({"file": out, "entries": bundle.entries.len()}), |_| {
                     println!(
@@ -109,12 +132,21 @@ pub fn run(args: AuditArgs, json: bool) -> Result<()> {
     })
 }
 
-fn print_report(r: &tokumei_policy::audit_ledger::VerifyReport) {
+fn print_report(r: &pb::AuditVerification) {
+    if r.ok {
+        println!("audit ledger OK: {} entries verified", r.entries_checked);
+    } else {
+        println!("audit ledger BROKEN at entry {}: {}", r.first_bad_seq, r.problem);
+    }
+    println!("head: seq {} hash {}", r.head_seq, r.head_hash);
+}
+
+fn print_bundle_report(r: &tokumei_policy::audit_ledger::VerifyReport) {
     match &r.first_bad {
-        None => println!("audit ledger OK: {} entries verified", r.entries_checked),
+        None => println!("bundle OK: {} entries verified", r.entries_checked),
         Some(bad) => match bad.seq {
-            Some(seq) => println!("audit ledger BROKEN at entry {seq}: {}", bad.message),
-            None => println!("audit ledger BROKEN: {}", bad.message),
+            Some(seq) => println!("bundle BROKEN at entry {seq}: {}", bad.message),
+            None => println!("bundle BROKEN: {}", bad.message),
         },
     }
     println!("head: seq {} hash {}", r.head.seq, r.head.hash);

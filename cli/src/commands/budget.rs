@@ -6,7 +6,9 @@ use serde::Serialize;
 use tokumei_deid::dp::accounting::Budget;
 use tokumei_policy::budget_ledger::{BudgetStatus, PlatformCeiling, ProjectBudget};
 
-use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
+use tokumei_proto::policy::v1 as pb;
+
+use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
 
 use crate::output::{emit, runtime};
 
@@ -20,7 +22,7 @@ pub enum BudgetCommand {
         project: Option<String>,
         /// Session and policy database.
         #[command(flatten)]
-        policy: PolicyOptions,
+        service: ServiceOptions,
     },
     /// Create a project's budget or change it (never below what is spent).
     Set {
@@ -35,7 +37,7 @@ pub enum BudgetCommand {
         delta: f64,
         /// Session (a committee chair's) and policy database.
         #[command(flatten)]
-        policy: PolicyOptions,
+        service: ServiceOptions,
     },
     /// Set the platform's ceiling for a period (operators): the privacy loss every approval's differentially
     /// private releases may reach together in it; a spend that fits its project but not the ceiling is
@@ -52,7 +54,7 @@ pub enum BudgetCommand {
         delta: f64,
         /// Session (an operator's) and policy database.
         #[command(flatten)]
-        policy: PolicyOptions,
+        service: ServiceOptions,
     },
     /// The platform's total privacy loss over all approvals in a period, and its ceiling (operators, auditors).
     Platform {
@@ -61,7 +63,7 @@ pub enum BudgetCommand {
         period: String,
         /// Session and policy database.
         #[command(flatten)]
-        policy: PolicyOptions,
+        service: ServiceOptions,
     },
 }
 
@@ -118,36 +120,30 @@ fn print_status(s: &BudgetStatus) {
     }
 }
 
-/// Runs `tokumei budget ...`.
+/// Runs `tokumei budget ...`: a client of the policy service, which authorises, acts and records.
 pub fn run(command: BudgetCommand, json: bool) -> Result<()> {
     runtime()?.block_on(async {
         match command {
             BudgetCommand::Show {
                 project: Some(project),
-                policy: options,
+                service,
             } => {
-                let policy = open_policy(&options).await?;
-                let who = actor(&policy, &options).await?;
-                let status = policy.budget_status(&who, &project, CLI).await.map_err(reason)?;
+                let status: BudgetStatus = ask(&service, Ask::Show(project)).await?;
                 emit(json, &status, print_status)
             }
-            BudgetCommand::Show {
-                project: None,
-                policy: options,
-            } => {
-                let policy = open_policy(&options).await?;
-                let who = actor(&policy, &options).await?;
-                let mut lines = Vec::new();
+            BudgetCommand::Show { project: None, service } => {
                 // Only the projects this person may see (no refusal recorded for the others).
-                for s in policy.visible_budgets(&who).await.map_err(reason)? {
-                    lines.push(ProjectLine {
+                let all: Vec<BudgetStatus> = ask(&service, Ask::Show(String::new())).await?;
+                let lines: Vec<ProjectLine> = all
+                    .into_iter()
+                    .map(|s| ProjectLine {
                         spent_epsilon: s.spent.epsilon,
                         remaining_epsilon: s.spent.remaining_epsilon(&s.project.budget),
                         remaining_delta: s.spent.remaining_delta(&s.project.budget),
                         entries: s.entries.len(),
                         project: s.project,
-                    });
-                }
+                    })
+                    .collect();
                 emit(json, &lines, |lines| {
                     if lines.is_empty() {
                         println!("no projects (tokumei budget set --project NAME --epsilon E)");
@@ -169,40 +165,60 @@ pub fn run(command: BudgetCommand, json: bool) -> Result<()> {
                 project,
                 epsilon,
                 delta,
-                policy: options,
+                service,
             } => {
-                let policy = open_policy(&options).await?;
-                let who = actor(&policy, &options).await?;
-                policy
-                    .set_budget(&who, &project, Budget { epsilon, delta }, CLI)
-                    .await
-                    .map_err(reason)?;
-                let status = policy.budget().status(&project).await.map_err(reason)?;
+                let status: BudgetStatus = ask(&service, Ask::Set(project, Budget { epsilon, delta })).await?;
                 emit(json, &status, print_status)
             }
             BudgetCommand::Ceiling {
                 period,
                 epsilon,
                 delta,
-                policy: options,
+                service,
             } => {
-                let policy = open_policy(&options).await?;
-                let who = actor(&policy, &options).await?;
-                let status = policy
-                    .set_platform_ceiling(&who, &period, Budget { epsilon, delta }, CLI)
-                    .await
-                    .map_err(reason)?;
+                let status: PlatformCeiling = ask(&service, Ask::Ceiling(period, Budget { epsilon, delta })).await?;
                 emit(json, &status, print_platform)
             }
-            BudgetCommand::Platform {
-                period,
-                policy: options,
-            } => {
-                let policy = open_policy(&options).await?;
-                let who = actor(&policy, &options).await?;
-                let status = policy.platform_status(&who, &period, CLI).await.map_err(reason)?;
+            BudgetCommand::Platform { period, service } => {
+                let status: PlatformCeiling = ask(&service, Ask::Platform(period)).await?;
                 emit(json, &status, print_platform)
             }
         }
     })
+}
+
+/// One question to the policy service about budgets.
+enum Ask {
+    Show(String),
+    Set(String, Budget),
+    Ceiling(String, Budget),
+    Platform(String),
+}
+
+/// Asks `question` and reads the answer's JSON document as `T`.
+async fn ask<T: serde::de::DeserializeOwned>(service: &ServiceOptions, question: Ask) -> Result<T> {
+    let service = PolicyClient::connect(service).await?;
+    let mut client = service.client.clone();
+    let reply = match question {
+        Ask::Show(project) => client.show_budget(service.request(pb::BudgetQuery { project })?).await,
+        Ask::Set(project, b) => {
+            let request = pb::SetBudgetRequest {
+                project,
+                epsilon: b.epsilon,
+                delta: b.delta,
+            };
+            client.set_budget(service.request(request)?).await
+        }
+        Ask::Ceiling(period, b) => {
+            let request = pb::CeilingRequest {
+                period,
+                epsilon: b.epsilon,
+                delta: b.delta,
+            };
+            client.set_platform_ceiling(service.request(request)?).await
+        }
+        Ask::Platform(period) => client.platform_budget(service.request(pb::PeriodRef { period })?).await,
+    };
+    let text = reply.map_err(refusal)?.into_inner().json;
+    Ok(serde_json::from_str(&text)?)
 }

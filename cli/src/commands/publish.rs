@@ -7,9 +7,13 @@ use anyhow::Result;
 use serde::Serialize;
 use tokumei_ingest::config::Config;
 use tokumei_ingest::home::tokumei_home;
-use tokumei_policy::transparency::{RegulatorReport, quarter};
+use tokumei_policy::committee::Provision;
+use tokumei_policy::transparency::{DecisionEntry, RegulatorReport, quarter};
+
+use tokumei_proto::policy::v1 as pb;
 
 use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
+use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
 use crate::output::{emit, runtime};
 
 /// Which register.
@@ -29,13 +33,13 @@ pub enum PublishCommand {
     },
 }
 
-/// `tokumei publish ...` with the policy options.
+/// `tokumei publish ...` with the service options: a client of the policy service.
 #[derive(clap::Args, Debug)]
 pub struct PublishArgs {
     #[command(subcommand)]
     command: PublishCommand,
     #[command(flatten)]
-    policy: PolicyOptions,
+    service: ServiceOptions,
 }
 
 /// `tokumei report ...`
@@ -80,17 +84,29 @@ fn write_register<T: Serialize>(dir: &Path, name: &str, rows: &[T]) -> Result<(P
 /// Runs `tokumei publish ...`.
 pub fn run_publish(args: PublishArgs, json: bool) -> Result<()> {
     runtime()?.block_on(async {
-        let policy = open_policy(&args.policy).await?;
-        let a = actor(&policy, &args.policy).await?;
-        let (files, n) = match args.command {
-            PublishCommand::Decisions { out } => {
-                let rows = policy.decisions_register(&a, CLI).await.map_err(reason)?;
-                (write_register(&out, "decisions", &rows)?, rows.len())
-            }
-            PublishCommand::Provisions { out } => {
-                let rows = policy.provisions_register(&a, CLI).await.map_err(reason)?;
-                (write_register(&out, "provisions", &rows)?, rows.len())
-            }
+        let service = PolicyClient::connect(&args.service).await?;
+        let (register, out) = match args.command {
+            PublishCommand::Decisions { out } => ("decisions", out),
+            PublishCommand::Provisions { out } => ("provisions", out),
+        };
+        let text = service
+            .client
+            .clone()
+            .max_decoding_message_size(1 << 30)
+            .publish_register(service.request(pb::RegisterRef {
+                register: register.to_owned(),
+            })?)
+            .await
+            .map_err(refusal)?
+            .into_inner()
+            .json;
+        // Read back as the register's rows, so the CSV keeps their columns in order.
+        let (files, n) = if register == "decisions" {
+            let rows: Vec<DecisionEntry> = serde_json::from_str(&text)?;
+            (write_register(&out, register, &rows)?, rows.len())
+        } else {
+            let rows: Vec<Provision> = serde_json::from_str(&text)?;
+            (write_register(&out, register, &rows)?, rows.len())
         };
         emit(
             json,

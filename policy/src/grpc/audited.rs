@@ -238,6 +238,36 @@ impl PolicyService for AuditedPolicyGrpc {
         let result = self.inner.publish_hospital_directory(request).await;
         self.record("PublishHospitalDirectory", &origin, &caller, result).await
     }
+    async fn export_audit(&self, request: Request<pb::AuditWindow>) -> Reply<pb::JsonDocument> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.export_audit(request).await;
+        self.record("ExportAudit", &origin, &caller, result).await
+    }
+    async fn publish_register(&self, request: Request<pb::RegisterRef>) -> Reply<pb::JsonDocument> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.publish_register(request).await;
+        self.record("PublishRegister", &origin, &caller, result).await
+    }
+    async fn show_budget(&self, request: Request<pb::BudgetQuery>) -> Reply<pb::JsonDocument> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.show_budget(request).await;
+        self.record("ShowBudget", &origin, &caller, result).await
+    }
+    async fn set_budget(&self, request: Request<pb::SetBudgetRequest>) -> Reply<pb::JsonDocument> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.set_budget(request).await;
+        self.record("SetBudget", &origin, &caller, result).await
+    }
+    async fn set_platform_ceiling(&self, request: Request<pb::CeilingRequest>) -> Reply<pb::JsonDocument> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.set_platform_ceiling(request).await;
+        self.record("SetPlatformCeiling", &origin, &caller, result).await
+    }
+    async fn platform_budget(&self, request: Request<pb::PeriodRef>) -> Reply<pb::JsonDocument> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.platform_budget(request).await;
+        self.record("PlatformBudget", &origin, &caller, result).await
+    }
     async fn export_bans(&self, request: Request<pb::Empty>) -> Reply<pb::BanListJson> {
         let (origin, caller) = self.caller(&request).await;
         let result = self.inner.export_bans(request).await;

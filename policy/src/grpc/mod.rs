@@ -69,6 +69,13 @@ pub const ERROR_DOMAIN: &str = "policy.tokumei";
 /// The `ErrorInfo.reason` of a request without a usable session token.
 pub const SESSION_INVALID: &str = "SESSION_INVALID";
 
+/// `value` as the JSON document of a reply.
+fn document<T: serde::Serialize>(value: &T) -> Reply<pb::JsonDocument> {
+    let json = serde_json::to_string(value)
+        .map_err(|e| policy_status(&PolicyError::Invalid(format!("cannot serialise the document: {e}"))))?;
+    Ok(Response::new(pb::JsonDocument { json }))
+}
+
 /// The gRPC status code for a stable reason code (see the table in the module documentation).
 pub fn code_for_reason(reason: &str) -> Code {
     match reason {
@@ -398,6 +405,111 @@ impl PolicyService for PolicyGrpc {
             hospitals: directory.hospitals as u64,
             public_key: directory.public_key,
         }))
+    }
+
+    async fn export_audit(&self, request: Request<pb::AuditWindow>) -> Reply<pb::JsonDocument> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        self.policy
+            .check(&actor, Action::ExportAudit, &Resource::Platform, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        let instant = |field: &str, text: &str| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| refused(PolicyError::Invalid(format!("{field} must be an RFC 3339 instant"))))
+        };
+        let (from, to) = (instant("from", &r.from)?, instant("to", &r.to)?);
+        let bundle = self
+            .policy
+            .export_audit(&actor, from, to, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        document(&bundle)
+    }
+
+    async fn publish_register(&self, request: Request<pb::RegisterRef>) -> Reply<pb::JsonDocument> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        match r.register.as_str() {
+            "decisions" => document(
+                &self
+                    .policy
+                    .decisions_register(&actor, Origin(&origin))
+                    .await
+                    .map_err(refused)?,
+            ),
+            "provisions" => document(
+                &self
+                    .policy
+                    .provisions_register(&actor, Origin(&origin))
+                    .await
+                    .map_err(refused)?,
+            ),
+            _ => {
+                // The role first, so a refused caller learns nothing from the validation.
+                self.policy
+                    .check(&actor, Action::PublishRegister, &Resource::Platform, Origin(&origin))
+                    .await
+                    .map_err(refused)?;
+                Err(refused(PolicyError::Invalid(
+                    "register must be decisions or provisions".to_owned(),
+                )))
+            }
+        }
+    }
+
+    async fn show_budget(&self, request: Request<pb::BudgetQuery>) -> Reply<pb::JsonDocument> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        if r.project.is_empty() {
+            // Only the projects this person may see; no refusal recorded for the others.
+            document(&self.policy.visible_budgets(&actor).await.map_err(refused)?)
+        } else {
+            document(
+                &self
+                    .policy
+                    .budget_status(&actor, &r.project, Origin(&origin))
+                    .await
+                    .map_err(refused)?,
+            )
+        }
+    }
+
+    async fn set_budget(&self, request: Request<pb::SetBudgetRequest>) -> Reply<pb::JsonDocument> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        let budget = tokumei_deid::dp::accounting::Budget {
+            epsilon: r.epsilon,
+            delta: r.delta,
+        };
+        self.policy
+            .set_budget(&actor, &r.project, budget, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        document(&self.policy.budget().status(&r.project).await.map_err(refused)?)
+    }
+
+    async fn set_platform_ceiling(&self, request: Request<pb::CeilingRequest>) -> Reply<pb::JsonDocument> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        let budget = tokumei_deid::dp::accounting::Budget {
+            epsilon: r.epsilon,
+            delta: r.delta,
+        };
+        document(
+            &self
+                .policy
+                .set_platform_ceiling(&actor, &r.period, budget, Origin(&origin))
+                .await
+                .map_err(refused)?,
+        )
+    }
+
+    async fn platform_budget(&self, request: Request<pb::PeriodRef>) -> Reply<pb::JsonDocument> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        document(
+            &self
+                .policy
+                .platform_status(&actor, &r.period, Origin(&origin))
+                .await
+                .map_err(refused)?,
+        )
     }
 
     async fn list_users(&self, request: Request<pb::Empty>) -> Reply<pb::ListUsersResponse> {
