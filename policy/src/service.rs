@@ -204,6 +204,20 @@ impl Policy {
         Policy::new(db, key, config, system_clock())
     }
 
+    /// This front-end logs people in and checks their sessions with `key` (the policy service only; the key's
+    /// file is readable by its account alone).
+    pub fn with_session_key(mut self, key: ServiceKey) -> Policy {
+        self.directory = self.directory.with_session_key(key);
+        self
+    }
+
+    /// This front-end only checks sessions, against the session key's public half: every process but the policy
+    /// service, so that nothing holding the policy database can mint a session.
+    pub fn with_session_verifier(mut self, public: ServicePublicKey) -> Policy {
+        self.directory = self.directory.with_session_verifier(public);
+        self
+    }
+
     /// This front-end signs core orders with `key` (the policy service only: the core pins its public key, so
     /// nothing that holds only the general service key can make the core act).
     pub fn with_core_order_key(mut self, key: ServiceKey) -> Policy {

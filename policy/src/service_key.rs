@@ -90,6 +90,13 @@ pub fn core_order_key_path(home: &Path) -> PathBuf {
     home.join("policy").join("core-order.key")
 }
 
+/// The file of the key that signs session tokens (its public key beside it, `.pub`). Only the policy service
+/// (`tokumei policy serve`), where people log in, loads it; every other process that checks a session reads the
+/// public half, so nothing that runs beside the policy database can mint a session.
+pub fn session_key_path(home: &Path) -> PathBuf {
+    home.join("policy").join("session.key")
+}
+
 impl ServiceKey {
     /// A fresh random key (from the operating system's CSPRNG through `rand`).
     pub fn generate() -> ServiceKey {

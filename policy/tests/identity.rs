@@ -30,6 +30,7 @@ on_both_backends!(
     concurrent_logins_with_one_code_admit_one,
     secrets_stay_out_of_debug_output,
     totp_seeds_are_sealed_at_rest,
+    only_the_session_key_makes_sessions,
 );
 
 // ---------------------------------------------------------------------------------------------------------
@@ -973,4 +974,41 @@ async fn totp_seeds_are_sealed_at_rest(db: PolicyDb, _url: String) {
     let resealed = stored("iris").await;
     assert!(resealed.starts_with("tkw1:") && !resealed.contains(clear.as_str()));
     dir.db().close().await;
+}
+
+/// The attack on session separation: every process beside the policy database holds the general service key (it
+/// signs ledger entries there). Sessions are signed with a key of their own that only the policy service loads, so
+/// a token minted with the general key — valid claims, the chair's real session id — is refused, and a process
+/// that only checks sessions cannot log anyone in.
+async fn only_the_session_key_makes_sessions(db: PolicyDb, _url: String) {
+    let general = ServiceKey::from_seed(&[9; 32]);
+    let session_key = ServiceKey::from_seed(&[10; 32]);
+    let service = Directory::new(db.clone(), general.clone()).with_session_key(session_key.clone());
+    let (app, _) = active_user(&service, "chair", &[Role::CommitteeChair]).await;
+    let session = login_totp(&service, "chair", PASSWORD, &app, t0() + secs(30))
+        .await
+        .expect("the service logs the chair in");
+    // A process beside the database: the general key, and the session key's public half only.
+    let beside = Directory::new(db, general.clone()).with_session_verifier(session_key.public());
+    let actor = beside
+        .authenticate(session.token.expose(), t0() + secs(31))
+        .await
+        .expect("it checks the service's sessions");
+    assert_eq!(actor.username, "chair");
+    let claims =
+        tokumei_policy::identity::session_token::verify_signature(&session_key.public(), session.token.expose())
+            .expect("claims");
+    let minted = tokumei_policy::identity::session_token::issue(&general, &claims).expect("sign");
+    for (who, dir) in [("the service", &service), ("a process beside it", &beside)] {
+        assert_eq!(
+            session_reason(dir.authenticate(minted.expose(), t0() + secs(31)).await),
+            "bad signature",
+            "{who} accepted a session minted with the general key"
+        );
+    }
+    let refused = login_totp(&beside, "chair", PASSWORD, &app, t0() + secs(60)).await;
+    assert!(
+        matches!(refused, Err(PolicyError::InvalidState(_))),
+        "a process that only checks sessions logged someone in: {refused:?}"
+    );
 }

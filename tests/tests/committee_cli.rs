@@ -161,6 +161,44 @@ fn a_review_runs_from_an_empty_desk_and_only_the_service_decides() {
     let me = at_desk(&sam, &["user", "whoami"]);
     assert_eq!(me["username"], "sam", "{me}");
 
+    // An insider with the files every in-process command reads (the general service key) mints the chair's
+    // session — real claims, real session id: neither the service nor an in-process command accepts it.
+    let general = tokumei_policy::ServiceKey::load_or_create(&home.path().join("policy/service.key")).expect("key");
+    let session_public =
+        tokumei_policy::ServicePublicKey::read(&home.path().join("policy/session.pub")).expect("session key");
+    let claims = tokumei_policy::identity::session_token::verify_signature(&session_public, &committee.chair.session)
+        .expect("the chair's claims");
+    let minted = tokumei_policy::identity::session_token::issue(&general, &claims).expect("sign");
+    let forged = Person {
+        username: committee.chair.username.clone(),
+        session: minted.expose().to_owned(),
+    };
+    let err = refused(
+        desk.path(),
+        &service,
+        &forged,
+        &["committee", "revoke", &id, "--reason", "x"],
+    );
+    assert!(
+        err.contains("[SESSION_INVALID]"),
+        "the service took a minted session: {err}"
+    );
+    let operator_claims =
+        tokumei_policy::identity::session_token::verify_signature(&session_public, &committee.op.session)
+            .expect("the operator's claims");
+    let minted = tokumei_policy::identity::session_token::issue(&general, &operator_claims).expect("sign");
+    let in_process = Command::new(common::tokumei_bin())
+        .env("TOKUMEI_HOME", home.path())
+        .env("TOKUMEI_SESSION", minted.expose())
+        .args(["--json", "report", "regulator", "--period", "2026-Q4"])
+        .bounded_output()
+        .expect("run tokumei");
+    let stderr = String::from_utf8_lossy(&in_process.stderr);
+    assert!(
+        !in_process.status.success() && stderr.contains("SESSION_INVALID"),
+        "an in-process command took a minted session: {stderr}"
+    );
+
     // The desk holds what it held: no policy database, no key, no session file.
     assert_eq!(files(desk.path()), before, "the commands wrote into the desk");
 

@@ -1292,19 +1292,22 @@ async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
         "each forged event is on the ledger as a refused rpc.RecordEvent"
     );
 
-    // 2. The chair's session, re-signed by a key the intruder could make (claims intact, session id real): refused.
-    let public = tokumei_policy::ServicePublicKey::read(&home.path().join("policy/service.pub")).expect("public key");
+    // 2. The chair's session, re-signed by a key the intruder could make, or by the general service key the
+    //    committee host's in-process commands hold (claims intact, session id real): refused.
+    let public = tokumei_policy::ServicePublicKey::read(&home.path().join("policy/session.pub")).expect("public key");
     let claims = tokumei_policy::identity::session_token::verify_signature(&public, &w.committee.chair.session)
         .expect("the chair's genuine claims");
-    let minted =
-        tokumei_policy::identity::session_token::issue(&tokumei_policy::ServiceKey::generate(), &claims).expect("sign");
-    for (method, result) in every_zone_call(&mut zone, minted.expose(), &w.main).await {
-        if matches!(method, "RecheckTransfer" | "RecordEvent") {
-            continue; // these carry no session
-        }
-        match result {
-            Err(status) => assert_eq!(reason(&status), "SESSION_INVALID", "{method} with a minted session"),
-            Ok(()) => panic!("{method} accepted a session minted with another key"),
+    let general = tokumei_policy::ServiceKey::load_or_create(&home.path().join("policy/service.key")).expect("key");
+    for key in [tokumei_policy::ServiceKey::generate(), general] {
+        let minted = tokumei_policy::identity::session_token::issue(&key, &claims).expect("sign");
+        for (method, result) in every_zone_call(&mut zone, minted.expose(), &w.main).await {
+            if matches!(method, "RecheckTransfer" | "RecordEvent") {
+                continue; // these carry no session
+            }
+            match result {
+                Err(status) => assert_eq!(reason(&status), "SESSION_INVALID", "{method} with a minted session"),
+                Ok(()) => panic!("{method} accepted a session minted with another key"),
+            }
         }
     }
 

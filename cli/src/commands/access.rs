@@ -33,7 +33,9 @@ pub fn policy_dir(home: &Path) -> PathBuf {
     home.join("policy")
 }
 
-/// Opens the policy service: database, the service key (created on first use) and `policy.toml`.
+/// Opens the policy façade in this process: database, the service key (created on first use) and
+/// `policy.toml`. It checks sessions against the public half of the policy service's session key and can log
+/// nobody in (before the service ever ran there is no such key, and no session is valid).
 pub async fn open_policy(options: &PolicyOptions) -> Result<Policy> {
     let home = tokumei_home();
     let url = options
@@ -42,7 +44,17 @@ pub async fn open_policy(options: &PolicyOptions) -> Result<Policy> {
         .unwrap_or_else(|| tokumei_policy::database::default_url(&home));
     let config = PolicyConfig::load(&policy_dir(&home).join("policy.toml")).map_err(reason)?;
     let key_path = tokumei_policy::service_key::default_key_path(&home);
-    Policy::open(&url, &key_path, config).await.map_err(reason)
+    let session_public =
+        tokumei_policy::service_key::public_key_path(&tokumei_policy::service_key::session_key_path(&home));
+    let verifier = match tokumei_policy::ServicePublicKey::read(&session_public) {
+        Ok(public) => public,
+        // No policy service has issued a session here: a key nobody holds accepts none.
+        Err(_) => tokumei_policy::ServiceKey::generate().public(),
+    };
+    Ok(Policy::open(&url, &key_path, config)
+        .await
+        .map_err(reason)?
+        .with_session_verifier(verifier))
 }
 
 /// The saved session file.

@@ -697,13 +697,17 @@ struct Approved {
 
 async fn approved_application(dir: &Path, tables: &[TableRequest]) -> Result<Approved> {
     std::fs::create_dir_all(dir.join("policy"))?;
+    // The benchmark plays the policy service: it logs its people in with the service's session key.
+    let session_key = tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::session_key_path(dir))
+        .map_err(reason)?;
     let policy = Policy::open(
         &tokumei_policy::database::default_url(dir),
         &tokumei_policy::service_key::default_key_path(dir),
         PolicyConfig::default(),
     )
     .await
-    .map_err(reason)?;
+    .map_err(reason)?
+    .with_session_key(session_key);
     let [first, second] = super::staff::bootstrap(&policy, BENCH).await?;
     let admins = super::staff::Administrators {
         first: activate(&policy, "aoi", first.expose()).await?.0,

@@ -177,9 +177,13 @@ pub(super) fn form(channel: Channel) -> ApplicationForm {
 pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, CommitteeChapter)> {
     let url = tokumei_policy::database::default_url(home);
     let key_path = tokumei_policy::service_key::default_key_path(home);
+    // The demo plays the policy service on this host: it logs its cast in with the service's session key.
+    let session_key = tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::session_key_path(home))
+        .map_err(super::access::reason)?;
     let policy = Policy::open(&url, &key_path, PolicyConfig::default())
         .await
-        .map_err(super::access::reason)?;
+        .map_err(super::access::reason)?
+        .with_session_key(session_key);
     let mut out = CommitteeChapter::default();
 
     // The installation's first two administrators (the installer hands each their code); every other account

@@ -94,7 +94,15 @@ fn serve(args: ServeArgs) -> Result<()> {
             &tokumei_policy::service_key::core_order_key_path(&tokumei_ingest::home::tokumei_home()),
         )
         .map_err(crate::commands::access::reason)?;
-        let policy = open_policy(&args.policy).await?.with_core_order_key(core_order_key);
+        // So is the session key: people log in here and nowhere else.
+        let session_key = tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::session_key_path(
+            &tokumei_ingest::home::tokumei_home(),
+        ))
+        .map_err(crate::commands::access::reason)?;
+        let policy = open_policy(&args.policy)
+            .await?
+            .with_core_order_key(core_order_key)
+            .with_session_key(session_key);
         let server = bind(policy, args.listen, tls).await.context("policy service")?;
         // Machine-readable readiness line for scripts and tests: printed once the port accepts connections.
         println!("policy service listening on {}", server.local_addr());

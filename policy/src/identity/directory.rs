@@ -240,11 +240,28 @@ pub struct Session {
     pub expires_at: DateTime<Utc>,
 }
 
+/// What this process can do with session tokens: the policy service issues and checks them with the session
+/// key; any other process only checks them, with its public half.
+#[derive(Debug, Clone)]
+enum Sessions {
+    Issuer(ServiceKey),
+    Verifier(ServicePublicKey),
+}
+
+impl Sessions {
+    fn public(&self) -> ServicePublicKey {
+        match self {
+            Sessions::Issuer(key) => key.public(),
+            Sessions::Verifier(public) => *public,
+        }
+    }
+}
+
 /// The directory over the policy database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Directory {
     db: PolicyDb,
-    key: ServiceKey,
+    sessions: Sessions,
     seeds: SeedSeal,
     lockout: LockoutPolicy,
     session_ttl: TimeDelta,
@@ -280,11 +297,23 @@ impl Directory {
         Directory {
             seeds: SeedSeal::new(key.derive_key(b"tokumei/totp-seed-seal/v1")),
             db,
-            key,
+            sessions: Sessions::Issuer(key),
             lockout: LockoutPolicy::default(),
             session_ttl: DEFAULT_SESSION_TTL,
             totp_issuer: DEFAULT_TOTP_ISSUER.to_owned(),
         }
+    }
+
+    /// The same directory issuing and checking sessions with `key` (the policy service's session key).
+    pub fn with_session_key(mut self, key: ServiceKey) -> Directory {
+        self.sessions = Sessions::Issuer(key);
+        self
+    }
+
+    /// The same directory only checking sessions, against `public`: it can log nobody in.
+    pub fn with_session_verifier(mut self, public: ServicePublicKey) -> Directory {
+        self.sessions = Sessions::Verifier(public);
+        self
     }
 
     /// The same directory with another lockout policy (configuration).
@@ -326,7 +355,7 @@ impl Directory {
 
     /// The key that verifies session tokens, for services that check them offline.
     pub fn public_key(&self) -> ServicePublicKey {
-        self.key.public()
+        self.sessions.public()
     }
 
     /// The lockout policy in force.
@@ -815,7 +844,12 @@ impl Directory {
             issued_at: now.timestamp(),
             expires_at: expires_at.timestamp(),
         };
-        let token = session_token::issue(&self.key, &claims)?;
+        let Sessions::Issuer(key) = &self.sessions else {
+            return Err(PolicyError::InvalidState(
+                "sessions are issued by the policy service only: log in with `tokumei user login`".to_owned(),
+            ));
+        };
+        let token = session_token::issue(key, &claims)?;
         sqlx::query(
             "INSERT INTO sessions (session_id, username, auth_method, source, issued_at_ms, issued_at, expires_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -853,7 +887,7 @@ impl Directory {
     /// (a role removed a minute ago is gone), the method is the one used at login. Any problem is
     /// `SessionInvalid` with a short reason.
     pub async fn authenticate(&self, token: &str, now: DateTime<Utc>) -> Result<Actor> {
-        let claims = session_token::verify(&self.key.public(), token, now)?;
+        let claims = session_token::verify(&self.sessions.public(), token, now)?;
         let row = sqlx::query(
             "SELECT s.username, s.auth_method, s.expires_at_ms, s.revoked_at_ms, u.organisation, u.status \
              FROM sessions s JOIN users u ON u.username = s.username WHERE s.session_id = $1",
@@ -888,7 +922,7 @@ impl Directory {
     /// Ends the session of `token` (signature checked; an expired token may still log out). Logging out
     /// twice is not an error.
     pub async fn logout(&self, token: &str, now: DateTime<Utc>) -> Result<()> {
-        let claims = session_token::verify_signature(&self.key.public(), token)?;
+        let claims = session_token::verify_signature(&self.sessions.public(), token)?;
         let exists = sqlx::query("SELECT username FROM sessions WHERE session_id = $1 AND username = $2")
             .bind(&claims.session_id)
             .bind(&claims.username)
