@@ -23,6 +23,14 @@ use crate::zone::PseudonymScope;
 
 /// File name of the manifest.
 pub const MANIFEST: &str = "manifest.json";
+
+/// The release zone's manifest key (ed25519, purpose `tokumei/release/v1`; its public half beside it, `.pub`,
+/// is what recipients and `tokumei release verify` trust). The zone's own key, not the committee's: whoever
+/// signs manifests cannot sign a session, a ledger entry or a ban list, and the committee's keys cannot sign a
+/// manifest.
+pub fn manifest_key_path(home: &Path) -> std::path::PathBuf {
+    home.join("release").join("manifest.key")
+}
 /// File name of its signature.
 pub const SIGNATURE: &str = "manifest.sig";
 

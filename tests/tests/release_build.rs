@@ -382,6 +382,23 @@ async fn release_build_verify_and_trace_end_to_end() {
     let err = refused(&home, &["release", "verify", tampered.to_str().unwrap()], &[]);
     assert!(err.contains("INTEGRITY") && err.contains("observations.csv"), "{err}");
 
+    // Manifests are the release zone's word, signed with its own key: a manifest re-signed with the committee's
+    // general service key (which the committee host's processes hold) is not a platform manifest.
+    let resigned = dir.path().join("resigned");
+    std::fs::create_dir_all(&resigned).unwrap();
+    for f in std::fs::read_dir(&rika_copy).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), resigned.join(f.file_name())).unwrap();
+    }
+    let manifest: tokumei_release::manifest::Manifest =
+        serde_json::from_slice(&std::fs::read(resigned.join("manifest.json")).unwrap()).unwrap();
+    let general = tokumei_policy::ServiceKey::load_or_create(&home.path().join("policy/service.key")).unwrap();
+    let (bytes, signature) = tokumei_release::manifest::sign(&manifest, &general).unwrap();
+    std::fs::write(resigned.join("manifest.json"), bytes).unwrap();
+    std::fs::write(resigned.join("manifest.sig"), signature).unwrap();
+    let err = refused(&home, &["release", "verify", resigned.to_str().unwrap()], &[]);
+    assert!(err.contains("INTEGRITY") && err.contains("not by the trusted"), "{err}");
+
     // k-anonymity by an independent recount, in both copies.
     assert!(min_class(&rika_copy.join("patients.csv")) >= 5);
     assert!(min_class(&yui_copy.join("patients.csv")) >= 5);

@@ -798,7 +798,7 @@ async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<BuildPart> {
     let seconds_policy_setup = t.elapsed().as_secs_f64();
     let zone = ReleaseZone::new(&home, keys.clone());
     let service_key =
-        ServiceKey::load_or_create(&tokumei_policy::service_key::default_key_path(&dir)).map_err(reason)?;
+        ServiceKey::load_or_create(&tokumei_release::manifest::manifest_key_path(&dir)).map_err(reason)?;
     let cx = tokumei_release::builder::BuildContext {
         policy: &approved.policy,
         actor: &approved.operator,

@@ -181,7 +181,7 @@ pub async fn chapter(
     ));
 
     let zone = ReleaseZone::new(home, keys);
-    let service_key = ServiceKey::load_or_create(&tokumei_policy::service_key::default_key_path(home))
+    let service_key = ServiceKey::load_or_create(&tokumei_release::manifest::manifest_key_path(home))
         .map_err(super::access::reason)?;
     let cx = BuildContext {
         policy,

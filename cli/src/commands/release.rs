@@ -58,7 +58,8 @@ pub struct BuildArgs {
 pub struct VerifyArgs {
     /// Directory holding a copy (manifest.json, manifest.sig and the files).
     pub dir: PathBuf,
-    /// The platform's public key (hex, or a file holding it). Default: $TOKUMEI_HOME/policy/service.pub if present.
+    /// The release zone's manifest key (hex, or a file holding it). Default: $TOKUMEI_HOME/release/manifest.pub if
+    /// present.
     #[arg(long = "public-key")]
     pub public_key: Option<String>,
 }
@@ -128,7 +129,7 @@ fn build(a: BuildArgs, json: bool) -> Result<()> {
         let store = crate::commands::store::open_store(&cfg, &home).await?;
         let zone = open_zone(a.config.as_deref()).await?;
         let service_key =
-            ServiceKey::load_or_create(&tokumei_policy::service_key::default_key_path(&home)).map_err(reason)?;
+            ServiceKey::load_or_create(&tokumei_release::manifest::manifest_key_path(&home)).map_err(reason)?;
         let cx = BuildContext {
             policy: &policy,
             actor: &who,
@@ -207,7 +208,7 @@ fn trusted_key(arg: Option<&str>) -> Result<Option<ServicePublicKey>> {
         None => {
             let home = tokumei_ingest::home::tokumei_home();
             let path =
-                tokumei_policy::service_key::public_key_path(&tokumei_policy::service_key::default_key_path(&home));
+                tokumei_policy::service_key::public_key_path(&tokumei_release::manifest::manifest_key_path(&home));
             match std::fs::read_to_string(&path) {
                 Ok(t) => t,
                 Err(_) => return Ok(None),

@@ -77,13 +77,13 @@ fn attack(a: AttackArgs, json: bool) -> Result<()> {
     })
 }
 
-/// The platform's public key (`$TOKUMEI_HOME/policy/service.pub`): every copy's manifest must carry its
+/// The release zone's manifest key (`$TOKUMEI_HOME/release/manifest.pub`): every copy's manifest must carry its
 /// signature.
 fn platform_key() -> Result<ServicePublicKey> {
     let home = tokumei_ingest::home::tokumei_home();
-    let path = tokumei_policy::service_key::public_key_path(&tokumei_policy::service_key::default_key_path(&home));
+    let path = tokumei_policy::service_key::public_key_path(&tokumei_release::manifest::manifest_key_path(&home));
     let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("[NOT_FOUND] the platform's public key {}", path.display()))?;
+        .with_context(|| format!("[NOT_FOUND] the release zone's manifest key {}", path.display()))?;
     ServicePublicKey::from_hex(text.trim()).map_err(reason)
 }
 
