@@ -148,6 +148,8 @@ pub struct Policy {
     /// The key that signs core orders: loaded only by the policy service (`policy serve`), never by an in-process
     /// front-end, which holds the general key and must not be able to make the core act.
     core_order_key: Option<ServiceKey>,
+    bans_key: Option<ServiceKey>,
+    directory_key: Option<ServiceKey>,
     config: PolicyConfig,
     directory: Directory,
     committee: Committee,
@@ -188,6 +190,8 @@ impl Policy {
             db,
             key,
             core_order_key: None,
+            bans_key: None,
+            directory_key: None,
             config,
             directory,
             committee,
@@ -216,6 +220,23 @@ impl Policy {
     pub fn with_session_verifier(mut self, public: ServicePublicKey) -> Policy {
         self.directory = self.directory.with_session_verifier(public);
         self
+    }
+
+    /// This front-end signs the ban lists it exports with `key` (the policy service only).
+    pub fn with_bans_key(mut self, key: ServiceKey) -> Policy {
+        self.bans_key = Some(key);
+        self
+    }
+
+    /// This front-end signs the hospital directory with `key` (the policy service only).
+    pub fn with_directory_key(mut self, key: ServiceKey) -> Policy {
+        self.directory_key = Some(key);
+        self
+    }
+
+    /// The public key other processors trust for this processor's ban lists, if this front-end signs them.
+    pub fn bans_public_key(&self) -> Option<ServicePublicKey> {
+        self.bans_key.as_ref().map(ServiceKey::public)
     }
 
     /// This front-end signs core orders with `key` (the policy service only: the core pins its public key, so
@@ -1474,9 +1495,14 @@ impl Policy {
     pub async fn export_bans(&self, actor: &Actor, origin: Origin<'_>) -> Result<BanList> {
         self.check(actor, Action::ExportBans, &Resource::Platform, origin)
             .await?;
+        let Some(key) = &self.bans_key else {
+            return Err(PolicyError::InvalidState(
+                "ban lists are signed by the policy service only (tokumei committee export-bans)".to_owned(),
+            ));
+        };
         let now = self.now();
         let bans = self.committee.local_bans_in_force(japan_date(now)).await;
-        let result = bans.and_then(|b| BanList::sign(&self.config.processor, &self.key, now.to_rfc3339(), b));
+        let result = bans.and_then(|b| BanList::sign(&self.config.processor, key, now.to_rfc3339(), b));
         self.finish(
             &actor.username,
             "bans.export",
@@ -1498,6 +1524,12 @@ impl Policy {
     ) -> Result<SignedHospitalDirectory> {
         self.check(actor, Action::ManageUsers, &Resource::Platform, origin)
             .await?;
+        let Some(key) = &self.directory_key else {
+            return Err(PolicyError::InvalidState(
+                "the hospital directory is signed by the policy service only (tokumei user hospitals-publish)"
+                    .to_owned(),
+            ));
+        };
         let result = self.directory.users().await.map(|users| {
             let hospitals: Vec<serde_json::Value> = users
                 .iter()
@@ -1509,12 +1541,12 @@ impl Policy {
                 })
                 .collect();
             let payload = json!({"issued_at": self.now().to_rfc3339(), "hospitals": hospitals}).to_string();
-            let signature = hex::encode(self.key.sign(SignaturePurpose::HospitalDirectory, payload.as_bytes()));
+            let signature = hex::encode(key.sign(SignaturePurpose::HospitalDirectory, payload.as_bytes()));
             SignedHospitalDirectory {
                 hospitals: hospitals.len(),
                 payload,
                 signature,
-                public_key: self.key.public().to_hex(),
+                public_key: key.public().to_hex(),
             }
         });
         self.finish(

@@ -97,6 +97,18 @@ pub fn session_key_path(home: &Path) -> PathBuf {
     home.join("policy").join("session.key")
 }
 
+/// The file of the key that signs the ban lists this processor exports (`.pub` beside it: what other processors
+/// trust). Only the policy service loads it.
+pub fn bans_key_path(home: &Path) -> PathBuf {
+    home.join("policy").join("bans.key")
+}
+
+/// The file of the key that signs the hospital directory the gateway reads (`.pub` beside it: what the gateway
+/// pins). Only the policy service loads it.
+pub fn directory_key_path(home: &Path) -> PathBuf {
+    home.join("policy").join("directory.key")
+}
+
 impl ServiceKey {
     /// A fresh random key (from the operating system's CSPRNG through `rand`).
     pub fn generate() -> ServiceKey {

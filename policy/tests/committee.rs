@@ -51,7 +51,8 @@ impl World {
             PolicyConfig::default(),
             Arc::new(move || DateTime::<Utc>::from_timestamp_millis(c.load(Ordering::SeqCst)).unwrap_or_default()),
         )
-        .expect("policy service");
+        .expect("policy service")
+        .with_bans_key(ServiceKey::from_seed(&[seed.wrapping_add(100); 32]));
         World {
             policy,
             clock,
@@ -768,6 +769,7 @@ async fn bans_stop_applications_and_travel_between_processors(db: PolicyDb, _url
     // Export the signed list; another processor imports it only under our key.
     let list = p.export_bans(&c.op, ORIGIN).await.expect("export");
     assert_eq!(list.bans.len(), 3);
+    let bans_key = p.bans_public_key().expect("the service signs ban lists");
     // The second processor has its own (embedded) database.
     let dir = tempfile::tempdir().expect("tempdir");
     let db2 = PolicyDb::open(&tokumei_policy::default_url(dir.path()))
@@ -780,22 +782,27 @@ async fn bans_stop_applications_and_travel_between_processors(db: PolicyDb, _url
         reason(w2.policy.import_bans(&op2, &list, &wrong_key, ORIGIN).await),
         "INVALID_ARGUMENT"
     );
+    // Nor under the general service key every process beside the database holds: ban lists have a key of their own.
+    assert_eq!(
+        reason(w2.policy.import_bans(&op2, &list, &p.public_key(), ORIGIN).await),
+        "INVALID_ARGUMENT"
+    );
     let mut altered = list.clone();
     altered.bans.pop();
     assert_eq!(
-        reason(w2.policy.import_bans(&op2, &altered, &p.public_key(), ORIGIN).await),
+        reason(w2.policy.import_bans(&op2, &altered, &bans_key, ORIGIN).await),
         "INVALID_ARGUMENT"
     );
     assert_eq!(
         w2.policy
-            .import_bans(&op2, &list, &p.public_key(), ORIGIN)
+            .import_bans(&op2, &list, &bans_key, ORIGIN)
             .await
             .expect("import"),
         3
     );
     assert_eq!(
         w2.policy
-            .import_bans(&op2, &list, &p.public_key(), ORIGIN)
+            .import_bans(&op2, &list, &bans_key, ORIGIN)
             .await
             .expect("re-import"),
         0

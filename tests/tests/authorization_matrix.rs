@@ -403,7 +403,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
         .expect("bans")
         .into_inner()
         .json;
-    let key_path = tokumei_policy::service_key::public_key_path(&tokumei_policy::service_key::default_key_path(home));
+    let key_path = tokumei_policy::service_key::public_key_path(&tokumei_policy::service_key::bans_key_path(home));
     let service_key = tokumei_policy::ServicePublicKey::read(&key_path)
         .expect("service public key")
         .to_hex();

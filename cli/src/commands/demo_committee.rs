@@ -183,7 +183,11 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
     let policy = Policy::open(&url, &key_path, PolicyConfig::default())
         .await
         .map_err(super::access::reason)?
-        .with_session_key(session_key);
+        .with_session_key(session_key)
+        .with_directory_key(
+            tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::directory_key_path(home))
+                .map_err(super::access::reason)?,
+        );
     let mut out = CommitteeChapter::default();
 
     // The installation's first two administrators (the installer hands each their code); every other account

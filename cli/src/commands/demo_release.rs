@@ -462,7 +462,7 @@ async fn fetch_copies(
         };
         match download(&request).await {
             Ok(summary) => say(&format!(
-                "   {who} downloads {} over HTTPS from the release service (two-factor session, one-time URLs): {} files, SHA-256 verified, in {}",
+                "   {who} downloads {} over HTTPS from the release service (two-factor session, one-time URLs; the service asks the policy service over mutual TLS and holds no committee key): {} files, SHA-256 verified, in {}",
                 summary.release,
                 summary.files.len(),
                 summary.out

@@ -99,10 +99,19 @@ fn serve(args: ServeArgs) -> Result<()> {
             &tokumei_ingest::home::tokumei_home(),
         ))
         .map_err(crate::commands::access::reason)?;
+        // And the keys of what it publishes: ban lists for other processors, the hospital directory for the gateway.
+        let home = tokumei_ingest::home::tokumei_home();
+        let load = |path: &std::path::Path| {
+            tokumei_policy::ServiceKey::load_or_create(path).map_err(crate::commands::access::reason)
+        };
+        let bans_key = load(&tokumei_policy::service_key::bans_key_path(&home))?;
+        let directory_key = load(&tokumei_policy::service_key::directory_key_path(&home))?;
         let policy = open_policy(&args.policy)
             .await?
             .with_core_order_key(core_order_key)
-            .with_session_key(session_key);
+            .with_session_key(session_key)
+            .with_bans_key(bans_key)
+            .with_directory_key(directory_key);
         let server = bind(policy, args.listen, tls).await.context("policy service")?;
         // Machine-readable readiness line for scripts and tests: printed once the port accepts connections.
         println!("policy service listening on {}", server.local_addr());
