@@ -203,6 +203,25 @@ impl ServiceKey {
     }
 }
 
+/// Replaces the key at `path` with a fresh one: the old public half is kept under `retired/` beside it (named by
+/// its key id, for verifiers of what it signed), the old private key is gone. Returns the old and new public keys.
+/// Run by the policy service's account while the service is stopped: it loads its keys when it starts.
+pub fn rotate(path: &Path) -> Result<(ServicePublicKey, ServicePublicKey)> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+    let old = ServiceKey::parse(text.trim(), path)?.public();
+    let retired_dir = path
+        .parent()
+        .map(|d| d.join("retired"))
+        .ok_or_else(|| PolicyError::Invalid(format!("{} has no directory", path.display())))?;
+    std::fs::create_dir_all(&retired_dir).map_err(|e| io_error(&retired_dir, e))?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("key");
+    let retired = retired_dir.join(format!("{stem}-{}.pub", old.key_id()));
+    std::fs::write(&retired, format!("{}\n", old.to_hex())).map_err(|e| io_error(&retired, e))?;
+    let new = ServiceKey::generate();
+    new.write(path)?;
+    Ok((old, new.public()))
+}
+
 /// Where the public key of the private key at `key_path` is written (`service.key` → `service.pub`).
 pub fn public_key_path(key_path: &Path) -> PathBuf {
     key_path.with_extension("pub")
@@ -263,6 +282,31 @@ mod tests {
         assert!(!key.public().verify(SignaturePurpose::SessionToken, b"entry", &sig));
         assert!(!key.public().verify(SignaturePurpose::AuditEntry, b"entry!", &sig));
         assert!(!key.public().verify(SignaturePurpose::AuditEntry, b"entry", &sig[..63]));
+    }
+
+    #[test]
+    fn rotation_replaces_the_key_and_keeps_only_the_old_public_half() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = session_key_path(dir.path());
+        let before = ServiceKey::load_or_create(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (old, new) = rotate(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(old, before.public());
+        assert_ne!(old, new);
+        let after = ServiceKey::load_or_create(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(after.public(), new);
+        assert_eq!(
+            ServicePublicKey::read(&public_key_path(&path)).unwrap_or_else(|e| panic!("{e}")),
+            new
+        );
+        let retired = dir
+            .path()
+            .join("policy/retired")
+            .join(format!("session-{}.pub", old.key_id()));
+        assert_eq!(ServicePublicKey::read(&retired).unwrap_or_else(|e| panic!("{e}")), old);
+        // A signature of the retired key no longer verifies under the key in force.
+        let signature = before.sign(SignaturePurpose::SessionToken, b"claims");
+        assert!(!new.verify(SignaturePurpose::SessionToken, b"claims", &signature));
+        assert!(rotate(&dir.path().join("policy/missing.key")).is_err());
     }
 
     #[test]

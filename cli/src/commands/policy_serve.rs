@@ -22,6 +22,56 @@ use crate::output::runtime;
 pub enum PolicyCommand {
     /// Serve `tokumei.policy.v1.PolicyService` until SIGINT/SIGTERM.
     Serve(ServeArgs),
+    /// Replace one of the policy service's purpose keys (its account, on the committee host, with the service
+    /// stopped): the old private key is destroyed, its public half kept under `policy/retired/`, and the
+    /// rotation recorded in the audit ledger.
+    RotateKey(RotateArgs),
+}
+
+/// Which key `tokumei policy rotate-key` replaces, and what rotating it means for its holders.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum KeyPurpose {
+    /// Session tokens: every session ends; people log in again.
+    Session,
+    /// Exported ban lists: partner processors trust the new `bans.pub`.
+    Bans,
+    /// The hospital directory: the gateway's `[gateway.directory] public_key` pins the new `directory.pub`; publish
+    /// the directory again.
+    Directory,
+    /// Core orders: the core's `[core.orders] public_key` pins the new `core-order.pub`; orders still queued are
+    /// refused by the core.
+    CoreOrder,
+}
+
+impl KeyPurpose {
+    fn name(self) -> &'static str {
+        match self {
+            KeyPurpose::Session => "session",
+            KeyPurpose::Bans => "bans",
+            KeyPurpose::Directory => "directory",
+            KeyPurpose::CoreOrder => "core-order",
+        }
+    }
+
+    fn path(self, home: &std::path::Path) -> PathBuf {
+        use tokumei_policy::service_key as k;
+        match self {
+            KeyPurpose::Session => k::session_key_path(home),
+            KeyPurpose::Bans => k::bans_key_path(home),
+            KeyPurpose::Directory => k::directory_key_path(home),
+            KeyPurpose::CoreOrder => k::core_order_key_path(home),
+        }
+    }
+}
+
+/// `tokumei policy rotate-key`
+#[derive(clap::Args, Debug)]
+pub struct RotateArgs {
+    /// The key to replace.
+    #[arg(long, value_enum)]
+    purpose: KeyPurpose,
+    #[command(flatten)]
+    policy: PolicyOptions,
 }
 
 /// `tokumei policy serve`
@@ -50,10 +100,45 @@ pub struct ServeArgs {
 }
 
 /// Runs `tokumei policy ...`.
-pub fn run(command: PolicyCommand, _json: bool) -> Result<()> {
+pub fn run(command: PolicyCommand, json: bool) -> Result<()> {
     match command {
         PolicyCommand::Serve(args) => serve(args),
+        PolicyCommand::RotateKey(args) => rotate_key(args, json),
     }
+}
+
+fn rotate_key(args: RotateArgs, json: bool) -> Result<()> {
+    let home = tokumei_ingest::home::tokumei_home();
+    let path = args.purpose.path(&home);
+    runtime()?.block_on(async {
+        // The ledger is opened first: a database that cannot be reached stops the rotation before a key changes.
+        let policy = open_policy(&args.policy).await?;
+        let (old, new) = tokumei_policy::service_key::rotate(&path).map_err(crate::commands::access::reason)?;
+        let event = tokumei_policy::audit_ledger::AuditEvent::new(
+            "policy-service",
+            "key.rotated",
+            format!("key {}", args.purpose.name()),
+            tokumei_policy::audit_ledger::Outcome::Ok,
+        )
+        .source("cli")
+        .details(serde_json::json!({"old_key_id": old.key_id(), "new_key_id": new.key_id()}));
+        policy.audit(event).await.map_err(crate::commands::access::reason)?;
+        let out = serde_json::json!({
+            "purpose": args.purpose.name(),
+            "old_key_id": old.key_id(),
+            "new_key_id": new.key_id(),
+            "public_key": new.to_hex(),
+        });
+        crate::output::emit(json, &out, |_| {
+            println!(
+                "{} key rotated: {} → {} (restart the policy service; new public key {})",
+                args.purpose.name(),
+                old.key_id(),
+                new.key_id(),
+                new.to_hex()
+            )
+        })
+    })
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
