@@ -55,6 +55,7 @@ impl PolicyClient {
     }
 
     async fn open(options: &ServiceOptions, session: Option<Zeroizing<String>>) -> Result<PolicyClient> {
+        check_plaintext(&options.policy_url)?;
         let mut endpoint = Endpoint::from_shared(options.policy_url.clone())
             .with_context(|| format!("--policy-url {}", options.policy_url))?
             .connect_timeout(std::time::Duration::from_secs(10));
@@ -91,6 +92,26 @@ impl PolicyClient {
     }
 }
 
+/// Refuses a plaintext URL to anything but a loopback address: passwords, codes and sessions would cross the
+/// network in clear (the service refuses to listen so too; this keeps a mistyped or planted URL from
+/// collecting them).
+fn check_plaintext(url: &str) -> Result<()> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Ok(());
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    anyhow::ensure!(
+        loopback,
+        "[PLAINTEXT_REFUSED] --policy-url {url} is plaintext to a host that is not loopback: use https://"
+    );
+    Ok(())
+}
+
 /// A refusal as `[REASON] message` (the reason from the status's `ErrorInfo`).
 pub fn refusal(status: Status) -> anyhow::Error {
     let reason = status
@@ -99,4 +120,29 @@ pub fn refusal(status: Status) -> anyhow::Error {
         .map(|i| i.reason.clone())
         .unwrap_or_else(|| format!("{:?}", status.code()).to_uppercase());
     anyhow::anyhow!("[{reason}] {}", status.message())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_plaintext;
+
+    #[test]
+    fn plaintext_only_to_loopback() {
+        for ok in [
+            "https://policy.example.jp:7450",
+            "http://127.0.0.1:50061",
+            "http://[::1]:50061",
+            "http://localhost:50061",
+        ] {
+            assert!(check_plaintext(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://policy.example.jp:7450",
+            "http://10.0.40.5:7450",
+            "http://[2001:db8::1]:7450",
+            "http://127.0.0.1.evil.example:80",
+        ] {
+            assert!(check_plaintext(refused).is_err(), "{refused}");
+        }
+    }
 }
