@@ -27,24 +27,6 @@ fn refused(desk: &Path, service: &PolicyService, who: &Person, args: &[&str]) ->
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Every file under `dir`.
-fn files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path.strip_prefix(dir).unwrap_or(&path).display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn a_review_runs_from_an_empty_desk_and_only_the_service_decides() {
     let home = common::Home::new();
@@ -78,7 +60,7 @@ fn a_review_runs_from_an_empty_desk_and_only_the_service_decides() {
         ),
     )
     .expect("conditions");
-    let before = files(desk.path());
+    let before = common::files_under(desk.path());
     let at_desk = |who: &Person, args: &[&str]| people::run_json(desk.path(), args, &service.env(db, who), None);
 
     let filed = at_desk(&rika, &["apply", "file", "--form", form.to_str().expect("utf-8")]);
@@ -200,7 +182,11 @@ fn a_review_runs_from_an_empty_desk_and_only_the_service_decides() {
     );
 
     // The desk holds what it held: no policy database, no key, no session file.
-    assert_eq!(files(desk.path()), before, "the commands wrote into the desk");
+    assert_eq!(
+        common::files_under(desk.path()),
+        before,
+        "the commands wrote into the desk"
+    );
 
     // Each refusal is on the ledger, under the researcher, with its reason.
     let ledger = tokio::runtime::Runtime::new()

@@ -92,7 +92,7 @@ fn outcome_of(code: Code) -> Outcome {
 }
 
 /// The status's stable reason code (its `ErrorInfo`), or the gRPC code's name.
-fn reason_of(status: &Status) -> String {
+pub fn reason_of(status: &Status) -> String {
     use tonic_types::StatusExt;
     status
         .get_error_details()

@@ -32,18 +32,24 @@ pub(super) fn peer_cn<T>(request: &Request<T>) -> Option<String> {
     Some(cn)
 }
 
-/// Refuses every caller but the core.
-fn require_core<T>(request: &Request<T>) -> Result<(), Status> {
-    if peer_cn(request).as_deref() == Some(CORE_COMMON_NAME) {
+/// Refuses every caller but the one presenting a verified certificate with CN `zone` (`PERMISSION_DENIED` with
+/// `reason`): the zones' own services admit no person, whatever their session.
+pub(super) fn require_zone<T>(request: &Request<T>, zone: &str, reason: &str, what: &str) -> Result<(), Status> {
+    if peer_cn(request).as_deref() == Some(zone) {
         return Ok(());
     }
-    tracing::warn!("core order service refused a caller without the core's certificate");
+    tracing::warn!(zone, "a zone's service refused a caller without the zone's certificate");
     Err(status_with_reason(
         Code::PermissionDenied,
-        NOT_THE_CORE,
-        format!("only the core store's certificate (CN {CORE_COMMON_NAME}) may take or report core orders"),
+        reason,
+        format!("only the certificate with CN {zone} may {what}"),
         HashMap::new(),
     ))
+}
+
+/// Refuses every caller but the core.
+fn require_core<T>(request: &Request<T>) -> Result<(), Status> {
+    require_zone(request, CORE_COMMON_NAME, NOT_THE_CORE, "take or report core orders")
 }
 
 /// The service over the [`Policy`] facade; every call recorded.

@@ -54,7 +54,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::authorization::{Action, Actor, Resource};
+use crate::authorization::{Action, Actor, Resource, Role};
 use crate::committee::BanList;
 use crate::error::PolicyError;
 use crate::identity::SecondFactor;
@@ -206,6 +206,27 @@ impl PolicyGrpc {
         PolicyServiceServer::new(self)
     }
 
+    /// `names` as roles for `username`, once `actor` may manage that person (the role first: a refused caller
+    /// learns nothing from the validation of the names).
+    async fn roles_for(
+        &self,
+        actor: &Actor,
+        username: &str,
+        names: &[String],
+        origin: &str,
+    ) -> Result<Vec<Role>, Status> {
+        self.policy
+            .check(
+                actor,
+                Action::ManageUsers,
+                &Resource::Person(username.to_owned()),
+                Origin(origin),
+            )
+            .await
+            .map_err(refused)?;
+        convert::roles(names).map_err(refused)
+    }
+
     /// The request's origin, its authenticated actor and its message.
     async fn authenticated<T>(&self, request: Request<T>) -> Result<(String, Actor, T), Status> {
         let origin = origin_of(&request);
@@ -300,16 +321,7 @@ impl PolicyService for PolicyGrpc {
 
     async fn add_user(&self, request: Request<pb::AddUserRequest>) -> Reply<pb::AddUserResponse> {
         let (origin, actor, r) = self.authenticated(request).await?;
-        self.policy
-            .check(
-                &actor,
-                Action::ManageUsers,
-                &Resource::Person(r.username.clone()),
-                Origin(&origin),
-            )
-            .await
-            .map_err(refused)?;
-        let roles = convert::roles(&r.roles).map_err(refused)?;
+        let roles = self.roles_for(&actor, &r.username, &r.roles, &origin).await?;
         let invitee = crate::service::NewPerson {
             username: &r.username,
             display_name: &r.display_name,
@@ -353,16 +365,7 @@ impl PolicyService for PolicyGrpc {
 
     async fn set_roles(&self, request: Request<pb::SetRolesRequest>) -> Reply<pb::AddUserResponse> {
         let (origin, actor, r) = self.authenticated(request).await?;
-        self.policy
-            .check(
-                &actor,
-                Action::ManageUsers,
-                &Resource::Person(r.username.clone()),
-                Origin(&origin),
-            )
-            .await
-            .map_err(refused)?;
-        let roles = convert::roles(&r.roles).map_err(refused)?;
+        let roles = self.roles_for(&actor, &r.username, &r.roles, &origin).await?;
         let change = self
             .policy
             .set_roles(&actor, &r.username, &roles, Origin(&origin))

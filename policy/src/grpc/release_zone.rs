@@ -17,7 +17,7 @@ use tokumei_proto::policy::v1::release_zone_service_server::{ReleaseZoneService,
 use tonic::{Code, Request, Response, Status};
 
 use super::audited::record_call;
-use super::core_orders::peer_cn;
+use super::core_orders::require_zone;
 use super::{Reply, convert, origin_of, policy_status, status_with_reason};
 use crate::audit_ledger::{AuditEvent, Outcome};
 use crate::authorization::{Action, Actor};
@@ -44,16 +44,12 @@ pub fn release_zone_event(action: &str) -> bool {
 }
 
 fn require_release_zone<T>(request: &Request<T>) -> Result<(), Status> {
-    if peer_cn(request).as_deref() == Some(RELEASE_COMMON_NAME) {
-        return Ok(());
-    }
-    tracing::warn!("release zone service refused a caller without the release zone's certificate");
-    Err(status_with_reason(
-        Code::PermissionDenied,
+    require_zone(
+        request,
+        RELEASE_COMMON_NAME,
         NOT_THE_RELEASE_ZONE,
-        format!("only the release zone's certificate (CN {RELEASE_COMMON_NAME}) may call this service"),
-        HashMap::new(),
-    ))
+        "call the release zone's service",
+    )
 }
 
 fn invalid(message: &str) -> Status {

@@ -17,10 +17,12 @@ use tokumei_proto::policy::v1 as pb;
 use tokumei_proto::policy::v1::release_zone_service_client::ReleaseZoneServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
 use zeroize::Zeroizing;
 
 use super::DeliveryError;
+
+/// The stable reason code of a status from the policy service (its `ErrorInfo`), or the gRPC code's name.
+pub use tokumei_policy::grpc::audited::reason_of;
 
 /// Where the policy service is and how the release zone proves who it is.
 #[derive(Debug, Clone)]
@@ -54,15 +56,6 @@ impl std::fmt::Debug for Caller {
             .field("username", &self.username)
             .finish_non_exhaustive()
     }
-}
-
-/// The stable reason code of a status from the policy service (its `ErrorInfo`), or the gRPC code's name.
-pub fn reason_of(status: &Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_else(|| format!("{:?}", status.code()).to_uppercase())
 }
 
 /// Whether the policy service could not answer (down, unreachable, its database unavailable), as opposed to a

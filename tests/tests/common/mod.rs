@@ -461,3 +461,21 @@ pub fn unlock_spool(dir: &Path) {
     .join()
     .expect("unlock thread");
 }
+
+/// Every file under `dir` (following links), as paths relative to it, sorted: what a directory holds.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap_or(&path).display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
