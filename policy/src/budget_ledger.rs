@@ -196,7 +196,7 @@ impl BudgetLedger {
         check_name("actor", actor)?;
         budget.validate()?;
         let (at_ms, at) = now();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let created = sqlx::query(
             "INSERT INTO dp_projects (project, budget_epsilon, budget_delta, spent_epsilon, spent_rho, spent_delta, \
              revision, created_at_ms, created_at, created_by, updated_at_ms, updated_at, updated_by) \
@@ -276,7 +276,7 @@ impl BudgetLedger {
     /// ([`PolicyError::BudgetExceeded`], stating the remaining budget) writes nothing.
     pub async fn spend(&self, project: &str, request: SpendRequest) -> Result<LedgerEntry> {
         let request = validated(project, request)?;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         // Dropping the transaction on an error rolls it back: a refused request writes nothing.
         let entry = spend_in(&mut tx, project, request).await?;
         tx.commit().await?;

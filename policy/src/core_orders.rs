@@ -316,7 +316,7 @@ impl CoreOrders {
         sign: impl Fn(&[u8]) -> String,
     ) -> Result<OrderStatus> {
         operation.validate()?;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         // The counter row first: the transaction takes its write lock at once, and racing requests wait on it.
         let id: i64 = sqlx::query("UPDATE core_order_seq SET n = n + 1 WHERE one = 1 RETURNING n")
             .fetch_one(&mut *tx)
@@ -366,7 +366,7 @@ impl CoreOrders {
     /// an order is handed out once. Expired ones are marked expired.
     pub async fn take(&self, now: DateTime<Utc>) -> Result<Vec<(u64, String, SignedCoreOrder)>> {
         let now_ms = now.timestamp_millis();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         // Orders nobody took in time, and orders taken but never reported (a core that stopped half-way), end here:
         // their payloads (an erasure's keys) are emptied like those of finished orders.
         sqlx::query(
@@ -438,7 +438,7 @@ impl CoreOrders {
             }
         };
         let key = i64::try_from(id).unwrap_or(-1);
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         // The state change first (a write takes SQLite's lock at once; on PostgreSQL the row lock makes a second,
         // racing report find the order no longer taken): a report is accepted once, on a taken order.
         let marked = sqlx::query(

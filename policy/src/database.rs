@@ -230,6 +230,17 @@ impl PolicyDb {
         })
     }
 
+    /// A transaction that writes. On SQLite it takes the write lock at its start (`BEGIN IMMEDIATE`): a deferred
+    /// transaction that reads first and then writes cannot wait for another writer (SQLite answers
+    /// "database is locked" at once when its snapshot is stale, whatever the busy timeout), whereas an
+    /// immediate one queues on the lock like any single statement.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Closes every connection, waiting for them to be returned: lets a SQLite file be checkpointed and
     /// released before a restart or a copy.
     pub async fn close(&self) {

@@ -74,7 +74,7 @@ impl BudgetLedger {
         is_probe: impl FnOnce(&E) -> bool,
     ) -> Result<std::result::Result<LedgerEntry, E>> {
         let request = validated(project, request)?;
-        let mut tx = self.db().pool().begin().await?;
+        let mut tx = self.db().begin_write().await?;
         // The project first: two of its tables on different populations must not both count zero earlier ones.
         lock_project(&mut tx, project).await?;
         // The lock: insert the population's row if new, then write it (SQLite's write lock, PostgreSQL's row lock).

@@ -26,6 +26,7 @@ on_both_backends!(
     invitations_are_single_use_and_expire,
     bootstrap_and_user_validation,
     concurrent_bootstraps_create_one_pair_of_administrators,
+    concurrent_writers_on_two_handles_all_land,
     service_identities_authenticate_by_certificate,
     concurrent_logins_with_one_code_admit_one,
     secrets_stay_out_of_debug_output,
@@ -744,6 +745,43 @@ async fn concurrent_bootstraps_create_one_pair_of_administrators(db: PolicyDb, u
     }
     assert_eq!(ok, 1);
     assert_eq!(a.users().await.expect("users").len(), 2);
+    b.db().close().await;
+}
+
+/// Two processes (the service and an offline command, say) writing at once: every write lands. On SQLite a
+/// transaction that reads before it writes cannot wait for a concurrent writer unless it took the write lock at
+/// its start, so without `BEGIN IMMEDIATE` some of these fail with "database is locked".
+async fn concurrent_writers_on_two_handles_all_land(db: PolicyDb, url: String) {
+    let a = directory(db);
+    a.add_organisation("ops", "Operations", t0())
+        .await
+        .expect("organisation");
+    let b = directory(PolicyDb::open(&url).await.expect("second handle"));
+    const WRITERS: usize = 24;
+    let barrier = Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let mut tasks = Vec::new();
+    for i in 0..WRITERS {
+        let dir = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let (_, claim) = invitation_claim().expect("claim");
+            barrier.wait().await;
+            dir.add_user(&format!("user{i}"), "Member", "ops", &[Role::Researcher], &claim, t0())
+                .await
+        }));
+    }
+    let mut failures = Vec::new();
+    for task in tasks {
+        if let Err(e) = task.await.expect("task") {
+            failures.push(e.to_string());
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {WRITERS} writes failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(a.users().await.expect("users").len(), WRITERS);
     b.db().close().await;
 }
 

@@ -361,7 +361,7 @@ impl AuditLedger {
     /// not happen.
     pub async fn append(&self, event: &AuditEvent, now: DateTime<Utc>) -> Result<AuditEntry> {
         let details = validate(event)?;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let locked = sqlx::query("UPDATE audit_head SET last_seq = last_seq WHERE id = 1")
             .execute(&mut *tx)
             .await?

@@ -204,7 +204,7 @@ impl Committee {
         };
         let fee = self.tariff.estimate(&form);
         let (at_ms, at) = stamp(now);
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         if let Some(parent) = amends {
             let p = fetch(&mut tx, parent).await?;
             if p.status != ApplicationStatus::Approved {
@@ -247,7 +247,7 @@ impl Committee {
 
     /// One application with its review.
     pub async fn get(&self, id: &str) -> Result<ApplicationRecord> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let r = fetch(&mut tx, id).await?;
         tx.commit().await?;
         Ok(r)
@@ -255,7 +255,7 @@ impl Committee {
 
     /// Every application, oldest first.
     pub async fn list(&self) -> Result<Vec<ApplicationRecord>> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let ids: Vec<String> = sqlx::query("SELECT id FROM applications ORDER BY filed_at_ms, id")
             .fetch_all(&mut *tx)
             .await?
@@ -279,7 +279,7 @@ impl Committee {
         by: &str,
         now: DateTime<Utc>,
     ) -> Result<ApplicationRecord> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let app = lock(&mut tx, id).await?;
         if !matches!(
             app.status,
@@ -315,7 +315,7 @@ impl Committee {
 
     /// A member declares a conflict of interest and steps out; a vote already cast is withdrawn.
     pub async fn recuse(&self, id: &str, member: &str, reason: &str, now: DateTime<Utc>) -> Result<ApplicationRecord> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let app = lock(&mut tx, id).await?;
         open_for_review(&app)?;
         let changed = sqlx::query(
@@ -346,7 +346,7 @@ impl Committee {
 
     /// A member votes, once, with a comment.
     pub async fn vote(&self, id: &str, vote: Vote, now: DateTime<Utc>) -> Result<ApplicationRecord> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let app = lock(&mut tx, id).await?;
         open_for_review(&app)?;
         if app.status != ApplicationStatus::UnderReview {
@@ -389,7 +389,7 @@ impl Committee {
         conditions: Option<ApprovalConditions>,
         now: DateTime<Utc>,
     ) -> Result<(Outcome, ApplicationRecord)> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let app = lock(&mut tx, id).await?;
         if app.status != ApplicationStatus::UnderReview {
             return Err(PolicyError::InvalidState(format!(
@@ -468,7 +468,7 @@ impl Committee {
         if reason.trim().is_empty() {
             return Err(PolicyError::Invalid("a revocation needs a reason".into()));
         }
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let app = lock(&mut tx, id).await?;
         if app.status != ApplicationStatus::Approved {
             return Err(PolicyError::InvalidState(format!(
@@ -485,7 +485,7 @@ impl Committee {
 
     /// The applicant withdraws an application that was not decided yet.
     pub async fn withdraw(&self, id: &str) -> Result<ApplicationRecord> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let app = lock(&mut tx, id).await?;
         open_for_review(&app)?;
         set_status(&mut tx, id, ApplicationStatus::Withdrawn).await?;
@@ -497,7 +497,7 @@ impl Committee {
     /// Checks a use against the approval and, for a download, counts it — atomically, so concurrent
     /// downloads cannot exceed the limit.
     pub async fn admit_use(&self, request: &UseRequest<'_>, id: &str) -> Result<ApplicationRecord> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let app = lock(&mut tx, id).await?;
         standing(&mut tx, &app, request).await?;
         if request.kind == UseKind::Download {
@@ -514,7 +514,7 @@ impl Committee {
     /// Re-checks a use already admitted (each HTTPS request of a download): the same conditions as
     /// [`Self::admit_use`], read without a lock and counting nothing.
     pub async fn check_standing(&self, request: &UseRequest<'_>, id: &str) -> Result<()> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let app = fetch(&mut tx, id).await?;
         standing(&mut tx, &app, request).await?;
         tx.commit().await?;
@@ -531,7 +531,7 @@ impl Committee {
         rows: i64,
         now: DateTime<Utc>,
     ) -> Result<Provision> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let app = lock(&mut tx, id).await?;
         let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM provisions WHERE application = $1")
             .bind(id)
@@ -609,7 +609,7 @@ impl Committee {
                 "a violation needs a subject, a kind and a description".into(),
             ));
         }
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         if let Some(a) = application {
             fetch(&mut tx, a).await?;
         }
@@ -643,7 +643,7 @@ impl Committee {
 
     /// The first ban in force against any of `subjects`.
     pub async fn ban_of(&self, subjects: &[BanSubject], today: NaiveDate) -> Result<Option<Violation>> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let v = ban_in(&mut tx, subjects, today).await?;
         tx.commit().await?;
         Ok(v)
@@ -665,7 +665,7 @@ impl Committee {
     pub async fn import_bans(&self, list: &BanList, trusted: &ServicePublicKey, now: DateTime<Utc>) -> Result<usize> {
         let bans = list.verify(trusted)?;
         let source = trusted.key_id();
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let mut added = 0;
         for b in bans {
             let v = Violation {

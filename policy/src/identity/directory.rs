@@ -463,7 +463,7 @@ impl Directory {
                     .to_owned(),
             )
         };
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         // A write first: takes the write lock (SQLite) or the key's lock (PostgreSQL) before looking.
         let first = sqlx::query(
             "INSERT INTO identity_meta (name, value) VALUES ('bootstrapped', $1) ON CONFLICT (name) DO NOTHING",
@@ -537,7 +537,7 @@ impl Directory {
         let claim = check_claim(claim)?;
         self.organisation(organisation).await?;
         let expires_at = now + INVITATION_TTL;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         if let Err(e) = ensure_claim_unused(&mut tx, &claim).await {
             tx.rollback().await?;
             return Err(e);
@@ -575,7 +575,7 @@ impl Directory {
         let fingerprint = normalise_fingerprint(certificate_sha256_hex)?;
         let org = self.organisation(organisation).await?;
         self.refuse_registered_certificate(&fingerprint).await?;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO users (username, display_name, organisation, kind, status, failed_attempts, \
              certificate_sha256, created_at_ms, created_at, updated_at_ms) \
@@ -681,7 +681,7 @@ impl Directory {
         let qr = totp::terminal_qr(&uri)?;
         let secret_base32 = secret.to_base32();
 
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let Some(row) = lock_and_fetch(&mut tx, username).await? else {
             tx.rollback().await?;
             return Err(PolicyError::AuthenticationFailed);
@@ -776,7 +776,7 @@ impl Directory {
     /// identity out of band first. Refused for disabled accounts and service identities.
     pub async fn reset_credentials(&self, username: &str, now: DateTime<Utc>) -> Result<Invitation> {
         let (invitation, invitation_hash) = new_invitation(username, now)?;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let Some(row) = lock_and_fetch(&mut tx, username).await? else {
             tx.rollback().await?;
             return Err(not_found("user", username));
@@ -943,7 +943,7 @@ impl Directory {
     /// Revokes every open session of `username` (suspected compromise, role change that must apply at once);
     /// returns how many were open.
     pub async fn revoke_sessions_of(&self, username: &str, now: DateTime<Utc>) -> Result<u64> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let revoked = revoke_open_sessions(&mut tx, username, now.timestamp_millis()).await?;
         let exists = sqlx::query("SELECT username FROM users WHERE username = $1")
             .bind(username)
@@ -976,7 +976,7 @@ impl Directory {
     /// next request. Refused if it would leave the installation with fewer than two enabled administrators.
     pub async fn set_roles(&self, username: &str, roles: &[Role], now: DateTime<Utc>) -> Result<UserRecord> {
         let roles = person_roles(roles)?;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         if let Err(e) = set_roles_in(&mut tx, username, &roles, now).await {
             tx.rollback().await?;
             return Err(e);
@@ -988,7 +988,7 @@ impl Directory {
     /// Disables an account (person or service identity) and revokes its sessions. Idempotent. Refused if
     /// it would leave the installation without an enabled operator.
     pub async fn disable_user(&self, username: &str, now: DateTime<Utc>) -> Result<()> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         if let Err(e) = disable_in(&mut tx, username, now).await {
             tx.rollback().await?;
             return Err(e);
@@ -1063,7 +1063,7 @@ impl Directory {
         self.lockout.check(&before.lockout, now)?;
         let password_ok = verify_password_off_thread(password, before.password_hash.clone()).await;
 
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let Some(row) = lock_and_fetch(&mut tx, username).await? else {
             tx.rollback().await?;
             return Err(PolicyError::AuthenticationFailed);

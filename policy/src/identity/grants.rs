@@ -150,7 +150,7 @@ impl Directory {
             GrantKind::Invite => None,
         };
         let id = format!("G-{:016x}", rand::random::<u64>());
-        let mut tx = self.db().pool().begin().await?;
+        let mut tx = self.db().begin_write().await?;
         if let Some(claim) = &claim
             && let Err(e) = ensure_claim_unused(&mut tx, claim).await
         {
@@ -215,7 +215,7 @@ impl Directory {
         now: DateTime<Utc>,
     ) -> Result<RoleGrant> {
         let grant = self.grant(id).await?;
-        let mut tx = self.db().pool().begin().await?;
+        let mut tx = self.db().begin_write().await?;
         let marked = sqlx::query(
             "UPDATE role_grants SET state = 'applied', approved_by = $2, approved_at_ms = $3 \
              WHERE id = $1 AND state = 'pending'",
