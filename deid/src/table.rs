@@ -150,8 +150,13 @@ impl Table {
 
     /// Reads a Parquet file through its Arrow reader (I/O).
     pub fn read_parquet(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path)?;
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
+        Self::from_parquet(std::fs::File::open(path)?)
+    }
+
+    /// Reads Parquet from anything its reader can seek in: a file, or bytes received over the network (a file
+    /// handed to a service is read where it arrived, never written out first).
+    pub fn from_parquet<R: parquet::file::reader::ChunkReader + 'static>(source: R) -> Result<Self> {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(source)?
             .with_batch_size(64 * 1024)
             .build()?;
         let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;

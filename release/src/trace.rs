@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokumei_deid::table::Table as DeidTable;
 
 use crate::error::{ReleaseError, Result};
@@ -18,8 +18,8 @@ use crate::zone::{ReleaseRecord, ReleaseZone};
 /// Default probability bound of accusing an innocent recipient.
 pub const DEFAULT_FALSE_ACCUSATION_BOUND: f64 = 1e-6;
 
-/// The outcome of a trace.
-#[derive(Debug, Clone, Serialize)]
+/// The outcome of a trace (read back by the release service's clients).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TraceReport {
     /// The release traced against.
     pub release: String,
@@ -42,6 +42,44 @@ pub fn read_leaked(path: &Path) -> Result<DeidTable> {
         DeidTable::read_csv(path, b',')
     };
     table.map_err(|e| ReleaseError::BadInput(format!("{}: {e}", path.display())))
+}
+
+/// Reads a leaked file received as bytes: Parquet if `name` ends in `.parquet`, CSV otherwise. Errors name the
+/// format, never a cell.
+pub fn read_leaked_bytes(name: &str, content: Vec<u8>) -> Result<DeidTable> {
+    let is_parquet = Path::new(name)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    let table = if is_parquet {
+        DeidTable::from_parquet(bytes::Bytes::from(content))
+    } else {
+        DeidTable::from_csv_reader(content.as_slice(), b',')
+    };
+    table.map_err(|e| {
+        ReleaseError::BadInput(format!(
+            "the leaked file is not readable as {}: {e}",
+            if is_parquet { "Parquet" } else { "CSV" }
+        ))
+    })
+}
+
+/// What the audit ledger keeps of a trace: the file's name, counts and the best candidate's score — never a cell
+/// of the file.
+pub fn ledger_details(report: &TraceReport, file_name: &str) -> serde_json::Value {
+    let v = &report.verdict;
+    serde_json::json!({
+        "release": report.release,
+        "file": Path::new(file_name).file_name().map(|n| n.to_string_lossy().into_owned()),
+        "table": report.table,
+        "rows": report.rows,
+        "positions": v.positions,
+        "accused": v.accused,
+        "decidable": v.decidable,
+        "bound": v.bound,
+        "best": v.candidates.first().map(|c| serde_json::json!({
+            "recipient": c.recipient, "score": c.score, "p_innocent": c.p_innocent
+        })),
+    })
 }
 
 /// Traces `leaked` against release `record`, optionally for a named table.

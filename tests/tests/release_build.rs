@@ -15,7 +15,7 @@ use std::process::Command;
 use chrono::Utc;
 use common::people::{self, FileApproval, Person, approved_file_application, run_json, session_env};
 use common::release_server::ReleaseServer;
-use common::{HOSPITAL_A, Home, tokumei_bin};
+use common::{HOSPITAL_A, Home, files_under, tokumei_bin};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use tokumei_ingest::synth::Synth;
@@ -234,25 +234,66 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// `tokumei trace --release R --file F --config C`.
-fn trace_args(home: &Home, release: &str, file: &Path) -> Vec<String> {
+/// Entries of the ledger with `action` and `outcome`.
+async fn audit_count(home: &Home, action: &str, outcome: &str) -> usize {
+    people::ledger(home.path())
+        .await
+        .iter()
+        .filter(|e| e.action == action && e.outcome == outcome)
+        .count()
+}
+
+/// `tokumei trace --server S --ca CA --release R --file F`: a client of the release service, holding nothing but
+/// the CA and a session.
+fn trace_args(home: &Home, server: &ReleaseServer, release: &str, file: &Path) -> Vec<String> {
     [
         "trace",
+        "--server",
+        &format!("https://{}", server.grpc),
+        "--ca",
+        home.pki.ca_cert().to_str().unwrap(),
         "--release",
         release,
         "--file",
         file.to_str().unwrap(),
-        "--config",
-        &config(home),
     ]
     .map(String::from)
     .to_vec()
 }
 
-fn trace(home: &Home, op: &Person, release: &str, file: &Path) -> serde_json::Value {
-    let args = trace_args(home, release, file);
+/// Runs `trace` from an empty desk (a home with no key, database or store): whatever it learns, the release
+/// service computed.
+fn trace(
+    desk: &Path,
+    home: &Home,
+    server: &ReleaseServer,
+    who: &Person,
+    release: &str,
+    file: &Path,
+) -> serde_json::Value {
+    let args = trace_args(home, server, release, file);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run_json(home.path(), &args, &session_env(&[], op), None)
+    let v = run_json(desk, &args, &session_env(&[], who), None);
+    assert!(
+        files_under(desk).is_empty(),
+        "the trace client wrote {:?}",
+        files_under(desk)
+    );
+    v
+}
+
+/// `tokumei trace` expected to fail, from an empty desk: its stderr.
+fn trace_refused(desk: &Path, home: &Home, server: &ReleaseServer, who: &Person, release: &str, file: &Path) -> String {
+    let args = trace_args(home, server, release, file);
+    let out = Command::new(tokumei_bin())
+        .env("TOKUMEI_HOME", desk)
+        .env("TOKUMEI_SESSION", who.session.as_str())
+        .arg("--json")
+        .args(&args)
+        .bounded_output()
+        .expect("run tokumei");
+    assert!(!out.status.success(), "trace {args:?} should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -576,27 +617,70 @@ async fn release_build_verify_and_trace_end_to_end() {
         .collect();
     let leaked = dir.path().join("leaked.csv");
     write_csv(&leaked, &leaked_header, &leaked_rows);
-    let t = trace(&home, op, &release, &leaked);
+    // The operator traces through the release service (which holds the fingerprint key), from an empty desk.
+    let server = ReleaseServer::start(&home, &home.path().join("release-trace.log"), &[]);
+    let desk = tempfile::tempdir().unwrap();
+    let before = audit_count(&home, "trace.leak", "ok").await;
+    let t = trace(desk.path(), &home, &server, op, &release, &leaked);
     assert_eq!(t["verdict"]["accused"], serde_json::json!(["yui"]), "{t}");
+    assert!(t["audit_seq"].as_i64().unwrap() > 0, "{t}");
     // rika's whole copy as Parquet: rika, and only rika.
-    let t = trace(&home, op, &release, &rika_copy.join("observations.parquet"));
+    let t = trace(
+        desk.path(),
+        &home,
+        &server,
+        op,
+        &release,
+        &rika_copy.join("observations.parquet"),
+    );
     assert_eq!(t["verdict"]["accused"], serde_json::json!(["rika"]), "{t}");
     // The other release's copy (other fingerprint key) accuses no one.
-    let t = trace(&home, op, &release, &second_copy.join("observations.csv"));
-    assert_eq!(t["verdict"]["accused"], serde_json::json!([]), "{t}");
-    // A file without marked columns cannot be traced, and says so.
-    let args = trace_args(&home, &release, &rika_copy.join("patients.csv"));
-    let err = refused(&home, &args.iter().map(String::as_str).collect::<Vec<_>>(), &op_env);
-    assert!(err.contains("BAD_INPUT") && err.contains("marked columns"), "{err}");
-    // A researcher may not trace, and is told so before anything is read: a file that does not exist gives
-    // the permission refusal, not a file error (the key is never unwrapped, the file never opened).
-    let args = trace_args(&home, &release, &home.path().join("no-such-file.csv"));
-    let err = refused(
+    let t = trace(
+        desk.path(),
         &home,
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        &session_env(db, &rika),
+        &server,
+        op,
+        &release,
+        &second_copy.join("observations.csv"),
     );
-    assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
+    assert_eq!(t["verdict"]["accused"], serde_json::json!([]), "{t}");
+    assert_eq!(
+        audit_count(&home, "trace.leak", "ok").await,
+        before + 3,
+        "each verdict is on the ledger"
+    );
+    // A file without marked columns cannot be traced, and says so; a file that is not CSV or Parquet neither.
+    let err = trace_refused(
+        desk.path(),
+        &home,
+        &server,
+        op,
+        &release,
+        &rika_copy.join("patients.csv"),
+    );
+    assert!(err.contains("BAD_INPUT") && err.contains("marked columns"), "{err}");
+    let garbage = dir.path().join("garbage.parquet");
+    std::fs::write(&garbage, b"PAR1 this is not parquet").unwrap();
+    let err = trace_refused(desk.path(), &home, &server, op, &release, &garbage);
+    assert!(err.contains("BAD_INPUT") && err.contains("Parquet"), "{err}");
+    // An unknown release: the operator, who may trace, is told it does not exist.
+    let err = trace_refused(desk.path(), &home, &server, op, "R-nothing-1", &leaked);
+    assert!(err.contains("NOT_FOUND"), "{err}");
+    // A researcher (yui, the leaker herself, wanting to know how she was caught) may not trace, and is told so
+    // before anything is read: for a release that exists and for one that does not alike (no oracle), and the
+    // refusals are on the ledger; no verdict is.
+    let denied = audit_count(&home, "rpc.TraceLeak", "denied").await;
+    for id in [release.as_str(), "R-nothing-1"] {
+        let err = trace_refused(desk.path(), &home, &server, &yui, id, &leaked);
+        assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
+    }
+    assert_eq!(audit_count(&home, "rpc.TraceLeak", "denied").await, denied + 2);
+    assert_eq!(audit_count(&home, "trace.leak", "ok").await, before + 3);
+    // Without a session: refused, recorded as anonymous.
+    let args = trace_args(&home, &server, &release, &leaked);
+    let err = refused(&home, &args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(err.contains("SESSION_INVALID"), "{err}");
+    drop(server);
     // `release list` needs a session and shows only what the caller may see.
     let list = ["release", "list", "--config", &config(&home)];
     let err = refused(&home, &list, &[]);

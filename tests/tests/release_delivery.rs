@@ -1028,7 +1028,7 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
     let server = Server::start(home, &log, &[]);
     let mut client = server.client(home).await;
     let table = common::policy_server::documented_table("release-rpc-matrix");
-    assert_eq!(table.len(), 3, "every RPC of ReleaseService is in the table");
+    assert_eq!(table.len(), 4, "every RPC of ReleaseService is in the table");
     let db = tokumei_policy::PolicyDb::open(&tokumei_policy::default_url(home.path()))
         .await
         .expect("the policy database");
@@ -1050,7 +1050,7 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
         ("researcher", Some(&w.rika)),
     ];
     let mut wrong = Vec::new();
-    for rpc in ["ListReleases", "RequestDownload", "DeclareDeletion"] {
+    for rpc in ["ListReleases", "RequestDownload", "TraceLeak", "DeclareDeletion"] {
         for (role, person) in &callers {
             let before = rpc_entries().await;
             let got = match rpc {
@@ -1065,6 +1065,20 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
                             pb::RequestDownloadRequest {
                                 release_id: release.clone(),
                                 file: "observations.csv".into(),
+                            },
+                            *person,
+                        ))
+                        .await,
+                ),
+                "TraceLeak" => classify_release(
+                    &client
+                        .trace_leak(maybe_authed(
+                            pb::TraceLeakRequest {
+                                release_id: release.clone(),
+                                file_name: "found.csv".into(),
+                                content: b"a,b\n1,2\n".to_vec(),
+                                table: String::new(),
+                                false_accusation_bound: 0.0,
                             },
                             *person,
                         ))
@@ -1122,6 +1136,20 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
         ))
         .await;
     assert_refused(missing, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    // Likewise a researcher tracing a release that does not exist.
+    let missing = client
+        .trace_leak(authed(
+            pb::TraceLeakRequest {
+                release_id: "R-A-0000-1".into(),
+                file_name: "found.csv".into(),
+                content: b"a,b\n1,2\n".to_vec(),
+                table: String::new(),
+                false_accusation_bound: 0.0,
+            },
+            &w.rika,
+        ))
+        .await;
+    assert_refused(missing, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
     drop(server);
 }
 
@@ -1149,7 +1177,7 @@ async fn zone_client(
     ReleaseZoneServiceClient::new(channel)
 }
 
-/// Each of the six calls of `ReleaseZoneService`, made with `session`; what the policy service answered.
+/// Each of the nine calls of `ReleaseZoneService`, made with `session`; what the policy service answered.
 async fn every_zone_call(
     client: &mut ReleaseZoneServiceClient<Channel>,
     session: &str,
@@ -1162,6 +1190,30 @@ async fn every_zone_call(
     vec![
         ("Authenticate", client.authenticate(s()).await.map(|_| ())),
         ("CheckDownloadRole", client.check_download_role(s()).await.map(|_| ())),
+        ("CheckTraceRole", client.check_trace_role(s()).await.map(|_| ())),
+        (
+            "AdmitTrace",
+            client
+                .admit_trace(ppb::ZoneApplicationAct {
+                    session: session.to_owned(),
+                    origin: "grpc:198.51.100.7:4000".into(),
+                    application_id: application.to_owned(),
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "RecordTrace",
+            client
+                .record_trace(ppb::ZoneTraceRecord {
+                    session: session.to_owned(),
+                    origin: "grpc:198.51.100.7:4000".into(),
+                    application_id: application.to_owned(),
+                    details_json: r#"{"accused":["nao"]}"#.into(),
+                })
+                .await
+                .map(|_| ()),
+        ),
         (
             "AdmitDownload",
             client
@@ -1311,7 +1363,29 @@ async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
         }
     }
 
-    // 3. A researcher's genuine session cannot be stretched past her approval: nao is not a recipient of main.
+    // 3. A researcher's genuine session cannot be stretched into a trace verdict (accusing someone on the
+    //    ledger) or an admission to trace: tracing is an operator's, and the policy service checks the session.
+    let before = entries("trace.leak".to_owned()).await;
+    let refused = zone
+        .record_trace(ppb::ZoneTraceRecord {
+            session: w.rika.session.clone(),
+            origin: "grpc:198.51.100.7:4000".into(),
+            application_id: w.main.clone(),
+            details_json: r#"{"accused":["nao"]}"#.into(),
+        })
+        .await;
+    assert_refused(refused, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    let refused = zone
+        .admit_trace(ppb::ZoneApplicationAct {
+            session: w.rika.session.clone(),
+            origin: "grpc:198.51.100.7:4000".into(),
+            application_id: w.main.clone(),
+        })
+        .await;
+    assert_refused(refused, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    assert_eq!(entries("trace.leak".to_owned()).await, before, "a verdict was written");
+
+    // A researcher's genuine session cannot be stretched past her approval: nao is not a recipient of main.
     let refused = zone
         .admit_download(ppb::ZoneDownload {
             session: w.nao.session.clone(),
@@ -1362,6 +1436,9 @@ async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
     for method in [
         "Authenticate",
         "CheckDownloadRole",
+        "CheckTraceRole",
+        "AdmitTrace",
+        "RecordTrace",
         "AdmitDownload",
         "DeclareDeletion",
         "RecheckTransfer",

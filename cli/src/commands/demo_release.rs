@@ -24,11 +24,12 @@ use tokumei_release::builder::{self, BuildContext, BuildOutcome, BuildRequest};
 use tokumei_release::delivery::{DeliveryConfig, DeliveryTls, serve};
 use tokumei_release::manifest;
 use tokumei_release::risk::{self, ReleaseRisk, RiskContext};
-use tokumei_release::trace::{self, DEFAULT_FALSE_ACCUSATION_BOUND, TraceReport};
+use tokumei_release::trace::{DEFAULT_FALSE_ACCUSATION_BOUND, TraceReport};
 use tokumei_release::zone::ReleaseZone;
 use tokumei_store::Store;
 
 use super::demo_committee::{Committee, DEMO, form, person_with_session};
+use super::release_client::{LeakToTrace, connect, trace_leak};
 use super::release_download::{DownloadRequest, download};
 
 /// What chapters 5 and 6 show, for the JSON report.
@@ -260,18 +261,14 @@ pub async fn chapter(
     let downloads = home.join("downloads");
     let sato_dir = downloads.join("sato").join(&built.release);
     let yui_dir = downloads.join("yui").join(&built.release);
-    fetch_copies(
-        home,
-        policy,
-        &zone,
-        &built.release,
-        &[
-            ("sato", cast.researcher_session.as_str(), &sato_dir),
-            ("yui", yui_session.as_str(), &yui_dir),
-        ],
-        say,
-    )
-    .await?;
+    // The release service stays up through chapter 6: the operator traces the leak through it.
+    let desk = ReleaseDesk::start(home, policy, &zone).await?;
+    for (who, session, dir) in [
+        ("sato", cast.researcher_session.as_str(), &sato_dir),
+        ("yui", yui_session.as_str(), &yui_dir),
+    ] {
+        desk.download(who, session, &built.release, dir, say).await?;
+    }
     out.downloads = vec![sato_dir.display().to_string(), yui_dir.display().to_string()];
     let v = manifest::verify_dir(&sato_dir, Some(&service_key.public())).map_err(super::release::release_reason)?;
     out.verified_files = v.files_checked;
@@ -322,18 +319,20 @@ pub async fn chapter(
     let leaked = downloads.join("found-online.csv");
     // A tenth of the copy, or enough rows to carry marks when the demo runs with few patients.
     let share = leak_subset(&yui_dir.join("observations.csv"), &leaked, 0.10, 8_000)?;
-    let table = trace::read_leaked(&leaked).map_err(super::release::release_reason)?;
-    let report = trace::trace(&zone, &record, &table, None, DEFAULT_FALSE_ACCUSATION_BOUND)
-        .await
-        .map_err(super::release::release_reason)?;
-    let entry = ok(policy
-        .record_trace(
-            &cast.operator,
-            &app.id,
-            serde_json::json!({"release": record.id, "accused": report.verdict.accused, "positions": report.verdict.positions}),
-            DEMO,
+    // The operator hands the file to the release service, which holds the fingerprint key; the policy service
+    // admits the trace first and records the verdict.
+    let operator = cast.operator_session.as_str();
+    let (report, trace_seq) = desk
+        .trace(
+            operator,
+            &LeakToTrace {
+                release: &record.id,
+                file: &leaked,
+                table: None,
+                bound: DEFAULT_FALSE_ACCUSATION_BOUND,
+            },
         )
-        .await)?;
+        .await?;
     say(&format!(
         "   a file found online: {} rows of observations, shuffled, pseudonym column removed ({:.0} % of yui's copy)",
         report.rows,
@@ -354,13 +353,20 @@ pub async fn chapter(
     }
     say(&format!(
         "   {} (audit entry {})",
-        report.verdict.explanation, entry.seq
+        report.verdict.explanation, trace_seq
     ));
-    let sato_full =
-        trace::read_leaked(&sato_dir.join("observations.parquet")).map_err(super::release::release_reason)?;
-    let other = trace::trace(&zone, &record, &sato_full, None, DEFAULT_FALSE_ACCUSATION_BOUND)
-        .await
-        .map_err(super::release::release_reason)?;
+    let (other, _) = desk
+        .trace(
+            operator,
+            &LeakToTrace {
+                release: &record.id,
+                file: &sato_dir.join("observations.parquet"),
+                table: None,
+                bound: DEFAULT_FALSE_ACCUSATION_BOUND,
+            },
+        )
+        .await?;
+    desk.stop().await?;
     say(&format!(
         "   sato's own Parquet copy, traced the same way: accused {:?}",
         other.verdict.accused
@@ -376,7 +382,7 @@ pub async fn chapter(
             &cast.chair,
             BanSubject::Person("yui".into()),
             "data_leak",
-            &format!("release {} traced to yui's copy (audit entry {})", record.id, entry.seq),
+            &format!("release {} traced to yui's copy (audit entry {trace_seq})", record.id),
             Some(&app.id),
             None,
             DEMO,
@@ -415,69 +421,81 @@ pub async fn chapter(
     Ok(out)
 }
 
-/// Starts the release service on loopback ports, downloads each recipient's copy with their session into
-/// their directory, and stops the service.
-async fn fetch_copies(
-    home: &Path,
-    policy: &tokumei_policy::Policy,
-    zone: &ReleaseZone,
-    release: &str,
-    recipients: &[(&str, &str, &std::path::PathBuf)],
-    say: &impl Fn(&str),
-) -> Result<()> {
-    tokumei_ingest::tls::install_crypto_provider();
-    let pki = PkiLayout::new(home.join("pki"));
-    let tls = DeliveryTls::from_files(&pki.gateway_cert(), &pki.gateway_key()).context("release service TLS")?;
-    // The policy service answers the release zone over mutual TLS: the zone holds no committee key or database.
-    let policy_service = crate::commands::local_policy::start(policy.clone(), &pki).await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = serve(
-        DeliveryConfig {
-            grpc_listen: "127.0.0.1:0".parse()?,
-            https_listen: "127.0.0.1:0".parse()?,
-            tls,
-            public_url: None,
-            token_ttl: std::time::Duration::from_secs(300),
-        },
-        policy_service.link.clone(),
-        zone.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    )
-    .await
-    .context("release service")?;
-    let ca = std::fs::read(pki.ca_cert()).context("the demo CA")?;
-    let server = format!("https://{}", running.grpc);
-    let mut result = Ok(());
-    for (who, session, dir) in recipients {
+/// The release service on loopback ports, beside the policy service it asks over mutual TLS (the zone holds no
+/// committee key or database), and the demo's client of it.
+struct ReleaseDesk {
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokumei_release::delivery::RunningDelivery,
+    policy_service: crate::commands::local_policy::LocalPolicyService,
+    server: String,
+    ca: Vec<u8>,
+}
+
+impl ReleaseDesk {
+    async fn start(home: &Path, policy: &tokumei_policy::Policy, zone: &ReleaseZone) -> Result<ReleaseDesk> {
+        tokumei_ingest::tls::install_crypto_provider();
+        let pki = PkiLayout::new(home.join("pki"));
+        let tls = DeliveryTls::from_files(&pki.gateway_cert(), &pki.gateway_key()).context("release service TLS")?;
+        let policy_service = crate::commands::local_policy::start(policy.clone(), &pki).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = serve(
+            DeliveryConfig {
+                grpc_listen: "127.0.0.1:0".parse()?,
+                https_listen: "127.0.0.1:0".parse()?,
+                tls,
+                public_url: None,
+                token_ttl: std::time::Duration::from_secs(300),
+            },
+            policy_service.link.clone(),
+            zone.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .context("release service")?;
+        let ca = std::fs::read(pki.ca_cert()).context("the demo CA")?;
+        Ok(ReleaseDesk {
+            stop,
+            server: format!("https://{}", running.grpc),
+            running,
+            policy_service,
+            ca,
+        })
+    }
+
+    /// `who` downloads their copy of `release` with their session into `dir`.
+    async fn download(&self, who: &str, session: &str, release: &str, dir: &Path, say: &impl Fn(&str)) -> Result<()> {
         let request = DownloadRequest {
-            server: &server,
-            ca_pem: &ca,
+            server: &self.server,
+            ca_pem: &self.ca,
             session,
             release,
             files: &[],
             out: dir,
             progress: false,
         };
-        match download(&request).await {
-            Ok(summary) => say(&format!(
-                "   {who} downloads {} over HTTPS from the release service (two-factor session, one-time URLs; the service asks the policy service over mutual TLS and holds no committee key): {} files, SHA-256 verified, in {}",
-                summary.release,
-                summary.files.len(),
-                summary.out
-            )),
-            Err(e) => {
-                result = Err(e.context(format!("{who}'s download")));
-                break;
-            }
-        }
+        let summary = download(&request).await.with_context(|| format!("{who}'s download"))?;
+        say(&format!(
+            "   {who} downloads {} over HTTPS from the release service (two-factor session, one-time URLs; the service asks the policy service over mutual TLS and holds no committee key): {} files, SHA-256 verified, in {}",
+            summary.release,
+            summary.files.len(),
+            summary.out
+        ));
+        Ok(())
     }
-    let _ = stop.send(());
-    let stopped = running.wait().await.context("release service");
-    let policy_stopped = policy_service.stop().await;
-    // A failed download says more than the services' shutdown.
-    result.and(stopped).and(policy_stopped)
+
+    /// Traces `leak` through the release service with `session`: the report and its audit entry.
+    async fn trace(&self, session: &str, leak: &LeakToTrace<'_>) -> Result<(TraceReport, i64)> {
+        let mut client = connect(&self.server, &self.ca).await?;
+        trace_leak(&mut client, session, leak).await
+    }
+
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        let stopped = self.running.wait().await.context("release service");
+        stopped.and(self.policy_service.stop().await)
+    }
 }
 
 fn say_plan(p: &PlanOutcome, say: &impl Fn(&str)) {

@@ -25,6 +25,7 @@ pub mod policy_serve;
 pub mod publish;
 pub mod push;
 pub mod release;
+pub mod release_client;
 pub mod release_download;
 pub mod release_plan;
 pub mod release_serve;

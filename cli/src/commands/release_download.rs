@@ -17,10 +17,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokumei_proto::release::v1 as pb;
 use tokumei_proto::release::v1::release_service_client::ReleaseServiceClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic_types::StatusExt;
+use tonic::transport::Channel;
 
 use crate::commands::access::{PolicyOptions, session_token};
+use crate::commands::release_client::{Bearer, authed, bearer, connect, refused};
 use crate::output::{emit, runtime};
 
 /// Attempts per file on the same token when the connection breaks.
@@ -151,18 +151,8 @@ pub async fn download(r: &DownloadRequest<'_>) -> Result<Summary> {
         .connect_timeout(Duration::from_secs(10))
         .build()
         .context("HTTPS client")?;
-    let channel = Endpoint::from_shared(r.server.to_owned())
-        .with_context(|| format!("bad --server {:?}", r.server))?
-        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(r.ca_pem)))
-        .context("TLS configuration")?
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", r.server))?;
-    let mut client = ReleaseServiceClient::new(channel);
-    let bearer: Bearer = format!("Bearer {}", r.session)
-        .parse()
-        .map_err(|_| anyhow!("[SESSION_INVALID] the session token is not valid metadata"))?;
+    let mut client = connect(r.server, r.ca_pem).await?;
+    let bearer = bearer(r.session)?;
     let listing = client
         .list_releases(authed(&bearer, pb::ListReleasesRequest {}))
         .await
@@ -225,16 +215,6 @@ pub async fn download(r: &DownloadRequest<'_>) -> Result<Summary> {
     Ok(summary)
 }
 
-/// The `authorization` metadata value carrying the session (a secret: never printed).
-type Bearer = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
-
-/// `message` with the session attached.
-fn authed<T>(bearer: &Bearer, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", bearer.clone());
-    request
-}
-
 /// File names come from the server: only plain names are written (no directories, no hidden files).
 fn check_name(name: &str) -> Result<()> {
     let plain = !name.is_empty()
@@ -245,16 +225,6 @@ fn check_name(name: &str) -> Result<()> {
     } else {
         bail!("[INVALID_ARGUMENT] the server listed a file with an unsafe name: {name:?}")
     }
-}
-
-/// A refused gRPC call as `[REASON] message`.
-fn refused(status: tonic::Status) -> anyhow::Error {
-    let reason = status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_else(|| format!("{:?}", status.code()).to_uppercase());
-    anyhow!("[{reason}] {}", status.message())
 }
 
 /// SHA-256 of a file, hex, read in blocks.

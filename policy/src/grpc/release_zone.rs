@@ -39,7 +39,12 @@ pub const NOT_A_RELEASE_EVENT: &str = "NOT_A_RELEASE_EVENT";
 pub fn release_zone_event(action: &str) -> bool {
     matches!(
         action,
-        "rpc.ListReleases" | "rpc.RequestDownload" | "rpc.DeclareDeletion" | "download_release" | "download.transfer"
+        "rpc.ListReleases"
+            | "rpc.RequestDownload"
+            | "rpc.DeclareDeletion"
+            | "rpc.TraceLeak"
+            | "download_release"
+            | "download.transfer"
     )
 }
 
@@ -172,6 +177,48 @@ impl ReleaseZoneService for ReleaseZoneGrpc {
         .await
     }
 
+    async fn check_trace_role(&self, request: Request<pb::ZoneSession>) -> Reply<pb::Empty> {
+        self.zone_only("CheckTraceRole", request, async |r: pb::ZoneSession| {
+            let actor = self.person(&r.session).await?;
+            self.policy
+                .check_role(&actor, Action::TraceLeak, Origin(&r.origin))
+                .await
+                .map_err(|e| policy_status(&e))?;
+            Ok(pb::Empty {})
+        })
+        .await
+    }
+
+    async fn admit_trace(&self, request: Request<pb::ZoneApplicationAct>) -> Reply<pb::Empty> {
+        self.zone_only("AdmitTrace", request, async |r: pb::ZoneApplicationAct| {
+            let actor = self.person(&r.session).await?;
+            self.policy
+                .admit_trace(&actor, &r.application_id, Origin(&r.origin))
+                .await
+                .map_err(|e| policy_status(&e))?;
+            Ok(pb::Empty {})
+        })
+        .await
+    }
+
+    async fn record_trace(&self, request: Request<pb::ZoneTraceRecord>) -> Reply<pb::ZoneAuditAck> {
+        self.zone_only("RecordTrace", request, async |r: pb::ZoneTraceRecord| {
+            let actor = self.person(&r.session).await?;
+            let details: serde_json::Value =
+                serde_json::from_str(&r.details_json).map_err(|_| invalid("details must be a JSON object"))?;
+            if !details.is_object() {
+                return Err(invalid("details must be a JSON object"));
+            }
+            let entry = self
+                .policy
+                .record_trace(&actor, &r.application_id, details, Origin(&r.origin))
+                .await
+                .map_err(|e| policy_status(&e))?;
+            Ok(pb::ZoneAuditAck { audit_seq: entry.seq })
+        })
+        .await
+    }
+
     async fn record_event(&self, request: Request<pb::ZoneEvent>) -> Reply<pb::ZoneAuditAck> {
         let origin = origin_of(&request);
         self.zone_only("RecordEvent", request, async |r: pb::ZoneEvent| {
@@ -222,7 +269,12 @@ mod tests {
 
     #[test]
     fn the_release_zone_reports_only_what_it_observes() {
-        for ok in ["rpc.RequestDownload", "download.transfer", "download_release"] {
+        for ok in [
+            "rpc.RequestDownload",
+            "rpc.TraceLeak",
+            "download.transfer",
+            "download_release",
+        ] {
             assert!(release_zone_event(ok), "{ok}");
         }
         for forged in [
@@ -233,6 +285,7 @@ mod tests {
             "provision",
             "user.roles",
             "core.erase",
+            "trace.leak",
             "rpc.listreleases",
             "",
         ] {

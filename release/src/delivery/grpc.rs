@@ -27,10 +27,15 @@ use super::policy_link::{Caller, reason_of, unavailable};
 use super::tokens::DownloadGrant;
 use super::{Delivery, DeliveryError, DeliveryTls};
 use crate::error::ReleaseError;
+use crate::trace;
 use crate::zone::ReleaseRecord;
 
 /// Longest a request may take before it is cancelled.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Largest message the service accepts: a leaked file handed to `TraceLeak` (a 100,000-row copy's largest table
+/// is a few MiB as CSV). Larger is `RESOURCE_EXHAUSTED`.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
 /// The status reporting a zone error: the policy service's mapping for its refusals, `NOT_FOUND` for
 /// missing releases and files, a generic `INTERNAL` for the rest (details logged, never sent).
@@ -43,6 +48,7 @@ pub fn release_status(e: &ReleaseError) -> Status {
             format!("not found: {what}"),
             HashMap::new(),
         ),
+        ReleaseError::BadInput(why) => status_with_reason(Code::InvalidArgument, "BAD_INPUT", why, HashMap::new()),
         other => {
             tracing::error!(reason = %other.reason(), error = %other, "release service failure");
             status_with_reason(
@@ -212,6 +218,12 @@ impl ReleaseService for AuditedReleaseGrpc {
         let result = self.inner.declare_deletion(request).await;
         self.record("DeclareDeletion", who, result).await
     }
+
+    async fn trace_leak(&self, request: Request<pb::TraceLeakRequest>) -> Reply<pb::TraceLeakResponse> {
+        let who = self.caller(&request).await;
+        let result = self.inner.trace_leak(request).await;
+        self.record("TraceLeak", who, result).await
+    }
 }
 
 #[tonic::async_trait]
@@ -329,6 +341,51 @@ impl ReleaseService for ReleaseGrpc {
             .await?;
         Ok(Response::new(pb::DeclareDeletionResponse { audit_seq }))
     }
+
+    async fn trace_leak(&self, request: Request<pb::TraceLeakRequest>) -> Reply<pb::TraceLeakResponse> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        // The role first: someone who may not trace learns nothing about which releases exist, and nothing of
+        // the file is read.
+        self.delivery.policy.check_trace_role(&actor, &origin).await?;
+        let zone = self.delivery.zone.clone();
+        let id = r.release_id.clone();
+        let record = tokio::task::spawn_blocking(move || zone.record(&id))
+            .await
+            .map_err(|e| Status::internal(format!("reading the release: {e}")))?
+            .map_err(|e| release_status(&e))?;
+        // Then the approval: the policy service records a refusal; the fingerprint key stays wrapped.
+        self.delivery
+            .policy
+            .admit_trace(&actor, &origin, &record.application)
+            .await?;
+        let name = r.file_name.clone();
+        let leaked = tokio::task::spawn_blocking(move || trace::read_leaked_bytes(&name, r.content))
+            .await
+            .map_err(|e| Status::internal(format!("reading the leaked file: {e}")))?
+            .map_err(|e| release_status(&e))?;
+        let bound = if r.false_accusation_bound == 0.0 {
+            trace::DEFAULT_FALSE_ACCUSATION_BOUND
+        } else {
+            r.false_accusation_bound
+        };
+        let table = (!r.table.is_empty()).then_some(r.table.as_str());
+        let report = trace::trace(&self.delivery.zone, &record, &leaked, table, bound)
+            .await
+            .map_err(|e| release_status(&e))?;
+        let audit_seq = self
+            .delivery
+            .policy
+            .record_trace(
+                &actor,
+                &origin,
+                &record.application,
+                &trace::ledger_details(&report, &r.file_name),
+            )
+            .await?;
+        let report_json =
+            serde_json::to_string(&report).map_err(|e| Status::internal(format!("the trace report: {e}")))?;
+        Ok(Response::new(pb::TraceLeakResponse { report_json, audit_seq }))
+    }
 }
 
 /// The gRPC server on `listener` (TLS), as a future that runs until `shutdown` resolves.
@@ -347,7 +404,8 @@ pub(super) fn serve(
         AuditedReleaseGrpc {
             inner: ReleaseGrpc::new(delivery),
         }
-        .into_server(),
+        .into_server()
+        .max_decoding_message_size(MAX_REQUEST_BYTES),
     );
     Ok(async move {
         router.serve_with_incoming_shutdown(incoming, shutdown).await?;

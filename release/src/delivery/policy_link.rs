@@ -193,6 +193,54 @@ impl PolicyLink {
         Ok(())
     }
 
+    /// Whether `caller`'s roles may trace leaks at all (asked before any release record or leaked file is read).
+    pub async fn check_trace_role(&self, caller: &Caller, origin: &str) -> Result<(), Status> {
+        self.client
+            .clone()
+            .check_trace_role(pb::ZoneSession {
+                session: caller.session.to_string(),
+                origin: origin.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `caller` may trace a leak of a release of `application` (asked before the fingerprint key is
+    /// unwrapped; a refusal is recorded by the policy service).
+    pub async fn admit_trace(&self, caller: &Caller, origin: &str, application: &str) -> Result<(), Status> {
+        self.client
+            .clone()
+            .admit_trace(pb::ZoneApplicationAct {
+                session: caller.session.to_string(),
+                origin: origin.to_owned(),
+                application_id: application.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Records a trace's verdict (`details`: counts, recipients' names and scores); the ledger entry's number.
+    pub async fn record_trace(
+        &self,
+        caller: &Caller,
+        origin: &str,
+        application: &str,
+        details: &serde_json::Value,
+    ) -> Result<i64, Status> {
+        let ack = self
+            .client
+            .clone()
+            .record_trace(pb::ZoneTraceRecord {
+                session: caller.session.to_string(),
+                origin: origin.to_owned(),
+                application_id: application.to_owned(),
+                details_json: details.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok(ack.audit_seq)
+    }
+
     /// Appends an event the release zone observed itself; the ledger entry's number.
     pub async fn record(&self, event: &AuditEvent) -> Result<i64, Status> {
         let ack = self

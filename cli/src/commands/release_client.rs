@@ -1,0 +1,97 @@
+//! The release service as its clients reach it (`release download`, `trace`, the demo): one TLS channel trusting
+//! only the given CA, the session in the `authorization` metadata, refusals as `[REASON] message`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use tokumei_proto::release::v1 as pb;
+use tokumei_proto::release::v1::release_service_client::ReleaseServiceClient;
+use tokumei_release::trace::TraceReport;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic_types::StatusExt;
+
+/// The `authorization` metadata value carrying the session (a secret: never printed).
+pub type Bearer = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+
+/// Connects to the release service's gRPC address `server` (`https://HOST:PORT`), trusting only `ca_pem`.
+pub async fn connect(server: &str, ca_pem: &[u8]) -> Result<ReleaseServiceClient<Channel>> {
+    let channel = Endpoint::from_shared(server.to_owned())
+        .with_context(|| format!("bad --server {server:?}"))?
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)))
+        .context("TLS configuration")?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {server}"))?;
+    Ok(ReleaseServiceClient::new(channel))
+}
+
+/// The metadata value for `session`.
+pub fn bearer(session: &str) -> Result<Bearer> {
+    format!("Bearer {session}")
+        .parse()
+        .map_err(|_| anyhow!("[SESSION_INVALID] the session token is not valid metadata"))
+}
+
+/// `message` with the session attached.
+pub fn authed<T>(bearer: &Bearer, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", bearer.clone());
+    request
+}
+
+/// A refused gRPC call as `[REASON] message`.
+pub fn refused(status: tonic::Status) -> anyhow::Error {
+    let reason = status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_else(|| format!("{:?}", status.code()).to_uppercase());
+    anyhow!("[{reason}] {}", status.message())
+}
+
+/// A leak to trace: the file found, the release it is suspected to come from.
+#[derive(Debug)]
+pub struct LeakToTrace<'a> {
+    /// The release.
+    pub release: &'a str,
+    /// The leaked file (CSV, or Parquet if its name ends in `.parquet`).
+    pub file: &'a Path,
+    /// The release table it holds, if known.
+    pub table: Option<&'a str>,
+    /// The false-accusation bound.
+    pub bound: f64,
+}
+
+/// Hands `leak` to the release service, which reads it, scores every recipient with the release's fingerprint
+/// key (which never leaves the zone) and has the policy service admit and record the trace. The report and the
+/// audit entry's number.
+pub async fn trace_leak(
+    client: &mut ReleaseServiceClient<Channel>,
+    session: &str,
+    leak: &LeakToTrace<'_>,
+) -> Result<(TraceReport, i64)> {
+    let content = std::fs::read(leak.file).with_context(|| format!("reading {}", leak.file.display()))?;
+    let file_name = leak
+        .file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let answer = client
+        .trace_leak(authed(
+            &bearer(session)?,
+            pb::TraceLeakRequest {
+                release_id: leak.release.to_owned(),
+                file_name,
+                content,
+                table: leak.table.unwrap_or_default().to_owned(),
+                false_accusation_bound: leak.bound,
+            },
+        ))
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let report = serde_json::from_str(&answer.report_json).context("the release service's trace report")?;
+    Ok((report, answer.audit_seq))
+}
