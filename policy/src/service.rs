@@ -1293,6 +1293,30 @@ impl Policy {
             .await
     }
 
+    /// Records that a release review admitted by [`Policy::admit_release_review`] failed, with its reason code
+    /// (a tampered copy, a manifest that disagrees): checked again like its success.
+    pub async fn record_release_review_failure(
+        &self,
+        actor: &Actor,
+        id: &str,
+        action: Action,
+        reason: &str,
+        origin: Origin<'_>,
+    ) -> Result<AuditEntry> {
+        self.admit_release_review(actor, id, action, origin).await?;
+        self.audit(
+            AuditEvent::new(
+                &actor.username,
+                action.as_str(),
+                format!("application {id}"),
+                audit_ledger::Outcome::Failed,
+            )
+            .reason(reason)
+            .source(origin.0),
+        )
+        .await
+    }
+
     /// Records a provision (what was given to whom) for the public register.
     pub async fn record_provision(
         &self,

@@ -5,18 +5,19 @@
 //! Every copy is read back (decrypted from the release zone), its CSV files parsed as the recipient gets them,
 //! and the linkage adversary of [`crate::builder::record_check`] — the patient's released demographic row plus
 //! m of their released event items — is run for every requested m, with the one-value adversary as
-//! information; k and m come from the approval, and every copy's manifest must be signed by the platform key
-//! and list the files read with their SHA-256. The counting is `deid::verify_km`'s, which shares no code with the engine that chose the
-//! generalisation.
+//! information; k and m come from the approval, and every copy's manifest must be signed by the release zone's
+//! manifest key and list the files read with their SHA-256. The counting is `deid::verify_km`'s, which shares no
+//! code with the engine that chose the generalisation.
+//!
+//! It runs in the release zone (`ReleaseService.AssessRisk`), which holds the sealed copies' keys; the policy
+//! service admits each measurement and records its figures.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokumei_deid::verify_km::AttackFigure;
-use tokumei_policy::authorization::{Action, Resource, allowed_for_role};
-use tokumei_policy::committee::store::ApplicationRecord;
-use tokumei_policy::{Actor, Origin, Policy, ServicePublicKey};
+use tokumei_policy::ServicePublicKey;
 use tokumei_store::Table;
 
-use crate::builder::{audit_failure, record_check};
+use crate::builder::record_check;
 use crate::error::{ReleaseError, Result};
 use crate::fingerprint::Sheet;
 use crate::manifest::{self, MANIFEST, SIGNATURE};
@@ -25,22 +26,8 @@ use crate::zone::{ReleaseRecord, ReleaseZone};
 /// Largest m the attack is measured for: the verifier enumerates every m-subset of a patient's items.
 pub const MAX_M: usize = 4;
 
-/// Who measures, on which zone, trusting which signing key.
-pub struct RiskContext<'a> {
-    /// The policy façade (authorisation, audit).
-    pub policy: &'a Policy,
-    /// The person measuring (operator, auditor, chair).
-    pub actor: &'a Actor,
-    /// Where the request came from.
-    pub origin: Origin<'a>,
-    /// The release zone holding the sealed copies.
-    pub zone: &'a ReleaseZone,
-    /// The platform key every copy's manifest must be signed with.
-    pub trusted: &'a ServicePublicKey,
-}
-
 /// The attack on one recipient's copy.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CopyRisk {
     /// The recipient holding the copy.
     pub recipient: String,
@@ -58,7 +45,7 @@ pub struct CopyRisk {
 }
 
 /// The attack on every copy of a release.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReleaseRisk {
     /// The release.
     pub release: String,
@@ -74,79 +61,46 @@ pub struct ReleaseRisk {
     pub holds: bool,
 }
 
-/// Measures the attack on every copy of release `release`: authorised as [`Action::AssessReleaseRisk`] before
-/// any file is opened, audited with its figures, or with its reason when it fails. The adversaries are 1 … m
-/// (always: the promise) plus `extra` (default: up to m + 2, at most [`MAX_M`]).
-pub async fn assess(cx: &RiskContext<'_>, release: &str, extra: &[usize]) -> Result<ReleaseRisk> {
-    if let Some(bad) = extra.iter().find(|&&m| m == 0 || m > MAX_M) {
-        return Err(ReleaseError::BadInput(format!(
+/// Checks the adversary strengths asked beyond the promise (1 ≤ m ≤ [`MAX_M`]), before anything is asked or read.
+pub fn check_extra(extra: &[usize]) -> Result<()> {
+    match extra.iter().find(|&&m| m == 0 || m > MAX_M) {
+        Some(bad) => Err(ReleaseError::BadInput(format!(
             "m = {bad}: the attack is measured for 1 ≤ m ≤ {MAX_M}"
-        )));
+        ))),
+        None => Ok(()),
     }
-    // Someone whose roles can never measure a release is refused (and audited) before the release id is even
-    // looked up: whether a release exists is not theirs to learn.
-    if !cx
-        .actor
-        .roles
-        .iter()
-        .any(|&r| allowed_for_role(r, Action::AssessReleaseRisk))
-    {
-        cx.policy
-            .check(cx.actor, Action::AssessReleaseRisk, &Resource::Platform, cx.origin)
-            .await?;
-    }
-    let record = cx.zone.record(release)?;
-    let app = cx
-        .policy
-        .admit_release_review(cx.actor, &record.application, Action::AssessReleaseRisk, cx.origin)
-        .await?;
-    let result = measure(cx.zone, &record, &app, extra, cx.trusted).await;
-    match &result {
-        Ok(r) => {
-            cx.policy
-                .record_release_review(
-                    cx.actor,
-                    &record.application,
-                    Action::AssessReleaseRisk,
-                    serde_json::json!({
-                        "release": r.release,
-                        "k": r.k,
-                        "m": r.m,
-                        "holds": r.holds,
-                        "copies": r.copies.iter().map(|c| serde_json::json!({
-                            "recipient": c.recipient,
-                            "patients": c.patients,
-                            "attack": c.attack,
-                            "agrees_with_manifest": c.agrees_with_manifest,
-                        })).collect::<Vec<_>>(),
-                    }),
-                    cx.origin,
-                )
-                .await?;
-        }
-        Err(e) => {
-            let action = Action::AssessReleaseRisk.as_str();
-            audit_failure(cx.policy, cx.actor, action, &record.application, cx.origin, e).await?;
-        }
-    }
-    result
 }
 
-/// The measurement itself, on an admitted release: k and m come from the approval, and each copy's manifest
-/// must be signed by the trusted key, state the same model, and list every file read with its SHA-256.
-async fn measure(
+/// What the audit ledger keeps of a measurement: counts per copy, never a cell.
+pub fn ledger_details(r: &ReleaseRisk) -> serde_json::Value {
+    serde_json::json!({
+        "release": r.release,
+        "k": r.k,
+        "m": r.m,
+        "holds": r.holds,
+        "copies": r.copies.iter().map(|c| serde_json::json!({
+            "recipient": c.recipient,
+            "patients": c.patients,
+            "attack": c.attack,
+            "agrees_with_manifest": c.agrees_with_manifest,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Measures the attack on every copy of an admitted release: `promise` is the approval's (k, m) as the policy
+/// service returned it (`None`: the approval sets no privacy model), and each copy's manifest must be signed by
+/// the trusted key, state the same model, and list every file read with its SHA-256. The adversaries are 1 … m
+/// (always: the promise) plus `extra` (default: up to m + 2, at most [`MAX_M`]).
+pub async fn measure(
     zone: &ReleaseZone,
     record: &ReleaseRecord,
-    app: &ApplicationRecord,
+    promise: Option<(u32, u32)>,
     extra: &[usize],
     trusted: &ServicePublicKey,
 ) -> Result<ReleaseRisk> {
-    let model = app
-        .conditions
-        .as_ref()
-        .and_then(|c| c.privacy)
-        .ok_or_else(|| ReleaseError::NotReleasable("the approval sets no privacy model".into()))?;
-    let (k, m) = (model.k, model.m as usize);
+    check_extra(extra)?;
+    let (k, m) = promise.ok_or_else(|| ReleaseError::NotReleasable("the approval sets no privacy model".into()))?;
+    let m = m as usize;
     let mut ms: Vec<usize> = (1..=m).collect();
     if extra.is_empty() {
         ms.extend(m + 1..=(m + 2).min(MAX_M));

@@ -121,6 +121,15 @@ impl ReleaseZone {
         &self.root
     }
 
+    /// The public half of the zone's manifest key (`manifest.pub`), which every copy's manifest must be signed
+    /// with: what a measurement on the copies trusts.
+    pub fn manifest_public_key(&self) -> Result<tokumei_policy::ServicePublicKey> {
+        let path = tokumei_policy::service_key::public_key_path(&self.root.join("manifest.key"));
+        let text = std::fs::read_to_string(&path)
+            .map_err(|_| ReleaseError::NotFound("the release zone's manifest key (no release was built)".into()))?;
+        tokumei_policy::ServicePublicKey::from_hex(text.trim()).map_err(ReleaseError::Policy)
+    }
+
     /// The key service (wraps the zone's keys).
     pub fn keys(&self) -> &SharedKeyService {
         &self.keys

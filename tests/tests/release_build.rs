@@ -477,8 +477,20 @@ async fn release_build_verify_and_trace_end_to_end() {
 
     // The attack re-measured on the sealed copies (an auditor would run it; the operator here), agreeing with
     // the manifests and with this test's own recount of the one-item adversary; a researcher may not run it.
-    let risk_args = ["risk", "attack", "--release", &release, "--config", &config_path];
-    let risk = run_json(home.path(), &risk_args, &op_env, None);
+    // Both through the release service (which holds the copies' keys), from an empty desk.
+    let server = ReleaseServer::start(&home, &home.path().join("release-zone.log"), &[]);
+    let desk = tempfile::tempdir().unwrap();
+    let zone_url = format!("https://{}", server.grpc);
+    let ca = home.pki.ca_cert().to_str().unwrap().to_owned();
+    let risk_of = |id: &str| -> Vec<String> {
+        ["risk", "attack", "--server", &zone_url, "--ca", &ca, "--release", id]
+            .map(String::from)
+            .to_vec()
+    };
+    let risk_args = risk_of(&release);
+    let risk_args: Vec<&str> = risk_args.iter().map(String::as_str).collect();
+    let risk = run_json(desk.path(), &risk_args, &op_env, None);
+    assert!(files_under(desk.path()).is_empty(), "the risk client wrote a file");
     assert_eq!(risk["holds"], true, "{risk}");
     assert_eq!(risk["m"], 1, "{risk}");
     let copies = risk["copies"].as_array().unwrap();
@@ -514,23 +526,19 @@ async fn release_build_verify_and_trace_end_to_end() {
     let err = refused(&home, &risk_args, &session_env(db, &rika));
     assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
     // Nor does she learn whether a release exists.
+    let missing = risk_of("R-A-2099-0001-1");
     let err = refused(
         &home,
-        &[
-            "risk",
-            "attack",
-            "--release",
-            "R-A-2099-0001-1",
-            "--config",
-            &config_path,
-        ],
+        &missing.iter().map(String::as_str).collect::<Vec<_>>(),
         &session_env(db, &rika),
     );
     assert!(
         err.contains("ROLE_NOT_PERMITTED") && !err.contains("NOT_FOUND"),
         "{err}"
     );
-    let err = refused(&home, &["risk", "attack", "--release", &release, "--m", "5"], &op_env);
+    let mut too_strong = risk_args.clone();
+    too_strong.extend(["--m", "5"]);
+    let err = refused(&home, &too_strong, &op_env);
     assert!(err.contains("BAD_INPUT"), "{err}");
     // The plan of the approval at another (k, m): what a build would do, nothing written.
     let releases_before = std::fs::read_dir(home.path().join("release")).map_or(0, |d| d.count());
@@ -588,11 +596,8 @@ async fn release_build_verify_and_trace_end_to_end() {
     let at = bytes.len() / 2;
     bytes[at] ^= 0x01;
     std::fs::write(&sealed[0], bytes).unwrap();
-    let err = refused(
-        &home,
-        &["risk", "attack", "--release", second_id, "--config", &config_path],
-        &op_env,
-    );
+    let tampered = risk_of(second_id);
+    let err = refused(&home, &tampered.iter().map(String::as_str).collect::<Vec<_>>(), &op_env);
     assert!(err.contains("SEALED_FILE") || err.contains("INTEGRITY"), "{err}");
 
     // yui's copy leaks: half of it at random, shuffled, without the pseudonym, columns reordered. (Since releases
@@ -618,8 +623,6 @@ async fn release_build_verify_and_trace_end_to_end() {
     let leaked = dir.path().join("leaked.csv");
     write_csv(&leaked, &leaked_header, &leaked_rows);
     // The operator traces through the release service (which holds the fingerprint key), from an empty desk.
-    let server = ReleaseServer::start(&home, &home.path().join("release-trace.log"), &[]);
-    let desk = tempfile::tempdir().unwrap();
     let before = audit_count(&home, "trace.leak", "ok").await;
     let t = trace(desk.path(), &home, &server, op, &release, &leaked);
     assert_eq!(t["verdict"]["accused"], serde_json::json!(["yui"]), "{t}");

@@ -1028,7 +1028,7 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
     let server = Server::start(home, &log, &[]);
     let mut client = server.client(home).await;
     let table = common::policy_server::documented_table("release-rpc-matrix");
-    assert_eq!(table.len(), 4, "every RPC of ReleaseService is in the table");
+    assert_eq!(table.len(), 5, "every RPC of ReleaseService is in the table");
     let db = tokumei_policy::PolicyDb::open(&tokumei_policy::default_url(home.path()))
         .await
         .expect("the policy database");
@@ -1050,7 +1050,13 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
         ("researcher", Some(&w.rika)),
     ];
     let mut wrong = Vec::new();
-    for rpc in ["ListReleases", "RequestDownload", "TraceLeak", "DeclareDeletion"] {
+    for rpc in [
+        "ListReleases",
+        "RequestDownload",
+        "TraceLeak",
+        "AssessRisk",
+        "DeclareDeletion",
+    ] {
         for (role, person) in &callers {
             let before = rpc_entries().await;
             let got = match rpc {
@@ -1065,6 +1071,17 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
                             pb::RequestDownloadRequest {
                                 release_id: release.clone(),
                                 file: "observations.csv".into(),
+                            },
+                            *person,
+                        ))
+                        .await,
+                ),
+                "AssessRisk" => classify_release(
+                    &client
+                        .assess_risk(maybe_authed(
+                            pb::AssessRiskRequest {
+                                release_id: release.clone(),
+                                m: vec![],
                             },
                             *person,
                         ))
@@ -1177,7 +1194,7 @@ async fn zone_client(
     ReleaseZoneServiceClient::new(channel)
 }
 
-/// Each of the nine calls of `ReleaseZoneService`, made with `session`; what the policy service answered.
+/// Each of the twelve calls of `ReleaseZoneService`, made with `session`; what the policy service answered.
 async fn every_zone_call(
     client: &mut ReleaseZoneServiceClient<Channel>,
     session: &str,
@@ -1191,6 +1208,31 @@ async fn every_zone_call(
         ("Authenticate", client.authenticate(s()).await.map(|_| ())),
         ("CheckDownloadRole", client.check_download_role(s()).await.map(|_| ())),
         ("CheckTraceRole", client.check_trace_role(s()).await.map(|_| ())),
+        ("CheckRiskRole", client.check_risk_role(s()).await.map(|_| ())),
+        (
+            "AdmitRiskReview",
+            client
+                .admit_risk_review(ppb::ZoneApplicationAct {
+                    session: session.to_owned(),
+                    origin: "grpc:198.51.100.7:4000".into(),
+                    application_id: application.to_owned(),
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "RecordRiskReview",
+            client
+                .record_risk_review(ppb::ZoneReviewRecord {
+                    session: session.to_owned(),
+                    origin: "grpc:198.51.100.7:4000".into(),
+                    application_id: application.to_owned(),
+                    details_json: r#"{"holds":true}"#.into(),
+                    failure_reason: String::new(),
+                })
+                .await
+                .map(|_| ()),
+        ),
         (
             "AdmitTrace",
             client
@@ -1384,6 +1426,34 @@ async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
         .await;
     assert_refused(refused, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
     assert_eq!(entries("trace.leak".to_owned()).await, before, "a verdict was written");
+    // Nor into the figures of a measurement; and even with the operator's genuine session, a failure's reason must
+    // be a reason code: free text (a value smuggled into the ledger) is refused.
+    let before = entries("assess_release_risk".to_owned()).await;
+    let refused = zone
+        .record_risk_review(ppb::ZoneReviewRecord {
+            session: w.rika.session.clone(),
+            origin: "grpc:198.51.100.7:4000".into(),
+            application_id: w.main.clone(),
+            details_json: r#"{"holds":true}"#.into(),
+            failure_reason: String::new(),
+        })
+        .await;
+    assert_refused(refused, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    let refused = zone
+        .record_risk_review(ppb::ZoneReviewRecord {
+            session: w.committee.op.session.clone(),
+            origin: "grpc:198.51.100.7:4000".into(),
+            application_id: w.main.clone(),
+            details_json: String::new(),
+            failure_reason: "patient 0042 has HbA1c 9.1".into(),
+        })
+        .await;
+    assert_refused(refused, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(
+        entries("assess_release_risk".to_owned()).await,
+        before + 1,
+        "only rika's refusal is on the ledger"
+    );
 
     // A researcher's genuine session cannot be stretched past her approval: nao is not a recipient of main.
     let refused = zone
@@ -1439,6 +1509,9 @@ async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
         "CheckTraceRole",
         "AdmitTrace",
         "RecordTrace",
+        "CheckRiskRole",
+        "AdmitRiskReview",
+        "RecordRiskReview",
         "AdmitDownload",
         "DeclareDeletion",
         "RecheckTransfer",

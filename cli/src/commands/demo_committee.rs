@@ -70,6 +70,8 @@ pub struct Committee {
     pub administrators: super::staff::Administrators,
     /// An auditor.
     pub auditor: Actor,
+    /// The auditor's two-factor session token (the risk measurement is asked of the release service).
+    pub auditor_session: Zeroizing<String>,
     /// The committee's chair.
     pub chair: Actor,
     /// Committee members who review (mei, kenta).
@@ -248,7 +250,7 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         &[Role::CommitteeMember],
     )
     .await?;
-    let auditor = person(
+    let (auditor, auditor_session) = person_with_session(
         &policy,
         &admins,
         "audra",
@@ -457,6 +459,7 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         operator_session,
         administrators: admins,
         auditor,
+        auditor_session,
         chair,
         members: vec![mei, kenta],
         application: app.id,

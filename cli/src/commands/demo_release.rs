@@ -23,13 +23,13 @@ use tokumei_release::builder::plan::{self, PlanContext, PlanOutcome, PlanRequest
 use tokumei_release::builder::{self, BuildContext, BuildOutcome, BuildRequest};
 use tokumei_release::delivery::{DeliveryConfig, DeliveryTls, serve};
 use tokumei_release::manifest;
-use tokumei_release::risk::{self, ReleaseRisk, RiskContext};
+use tokumei_release::risk::ReleaseRisk;
 use tokumei_release::trace::{DEFAULT_FALSE_ACCUSATION_BOUND, TraceReport};
 use tokumei_release::zone::ReleaseZone;
 use tokumei_store::Store;
 
 use super::demo_committee::{Committee, DEMO, form, person_with_session};
-use super::release_client::{LeakToTrace, connect, trace_leak};
+use super::release_client::{LeakToTrace, assess_risk, connect, trace_leak};
 use super::release_download::{DownloadRequest, download};
 
 /// What chapters 5 and 6 show, for the JSON report.
@@ -277,21 +277,9 @@ pub async fn chapter(
         v.files_checked, v.key_id
     ));
 
-    // The auditor re-measures the attack on the sealed copies, trusting nothing the build wrote.
-    let trusted = service_key.public();
-    let measured = risk::assess(
-        &RiskContext {
-            policy,
-            actor: &cast.auditor,
-            origin: DEMO,
-            zone: &zone,
-            trusted: &trusted,
-        },
-        &built.release,
-        &[],
-    )
-    .await
-    .map_err(super::release::release_reason)?;
+    // The auditor has the release service re-measure the attack on the sealed copies, trusting nothing the
+    // build wrote; the policy service admits the measurement and records its figures.
+    let (measured, _) = desk.assess_risk(cast.auditor_session.as_str(), &built.release).await?;
     for c in &measured.copies {
         let figures: Vec<String> = c
             .attack
@@ -483,6 +471,12 @@ impl ReleaseDesk {
             summary.out
         ));
         Ok(())
+    }
+
+    /// Has the release service measure the attack on `release`'s copies with `session`.
+    async fn assess_risk(&self, session: &str, release: &str) -> Result<(ReleaseRisk, i64)> {
+        let mut client = connect(&self.server, &self.ca).await?;
+        assess_risk(&mut client, session, release, &[]).await
     }
 
     /// Traces `leak` through the release service with `session`: the report and its audit entry.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use tokumei_proto::release::v1 as pb;
 use tokumei_proto::release::v1::release_service_client::ReleaseServiceClient;
+use tokumei_release::risk::ReleaseRisk;
 use tokumei_release::trace::TraceReport;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic_types::StatusExt;
@@ -93,5 +94,33 @@ pub async fn trace_leak(
         .map_err(refused)?
         .into_inner();
     let report = serde_json::from_str(&answer.report_json).context("the release service's trace report")?;
+    Ok((report, answer.audit_seq))
+}
+
+/// Asks the release service to re-measure the linkage attack on every sealed copy of `release` (adversaries
+/// 1 … m of the approval plus `extra`); the policy service admits it and records the figures. The measurement
+/// and its audit entry's number.
+pub async fn assess_risk(
+    client: &mut ReleaseServiceClient<Channel>,
+    session: &str,
+    release: &str,
+    extra: &[usize],
+) -> Result<(ReleaseRisk, i64)> {
+    let m = extra
+        .iter()
+        .map(|&m| u32::try_from(m).map_err(|_| anyhow!("[BAD_INPUT] m = {m} is out of range")))
+        .collect::<Result<Vec<u32>>>()?;
+    let answer = client
+        .assess_risk(authed(
+            &bearer(session)?,
+            pb::AssessRiskRequest {
+                release_id: release.to_owned(),
+                m,
+            },
+        ))
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let report = serde_json::from_str(&answer.report_json).context("the release service's risk report")?;
     Ok((report, answer.audit_seq))
 }

@@ -1,15 +1,15 @@
-//! `tokumei risk attack --release ID`: the re-identification attack re-measured on the sealed copies of a
-//! built release (operators, auditors, the committee chair); authorised before any file is opened, the
-//! figures recorded in the audit ledger.
+//! `tokumei risk attack --server URL --ca CA --release ID`: the re-identification attack re-measured on the sealed
+//! copies of a built release (operators, auditors, the committee chair). A client of the release service, which
+//! holds the copies' keys; the policy service admits the measurement before any file is opened and records the
+//! figures.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use tokumei_policy::ServicePublicKey;
-use tokumei_release::risk::{self, ReleaseRisk, RiskContext};
+use tokumei_release::risk::ReleaseRisk;
 
-use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
-use crate::commands::release::{open_zone, release_reason};
+use crate::commands::access::{PolicyOptions, session_token};
+use crate::commands::release_client::{assess_risk, connect};
 use crate::output::runtime;
 
 /// Subcommands of `tokumei risk`.
@@ -22,16 +22,19 @@ pub enum RiskCommand {
 /// Arguments of `tokumei risk attack`.
 #[derive(clap::Args, Debug)]
 pub struct AttackArgs {
+    /// The release service's gRPC address (https://HOST:PORT).
+    #[arg(long)]
+    pub server: String,
+    /// CA certificate (PEM) the release service's certificate must chain to.
+    #[arg(long)]
+    pub ca: PathBuf,
     /// The release.
     #[arg(long)]
     pub release: String,
     /// Adversary strengths (items known), comma-separated, 1 … 4 (default: 1 … m + 2).
     #[arg(long, value_delimiter = ',')]
     pub m: Vec<usize>,
-    /// Configuration file (key service).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Session and policy database.
+    /// The session (operator, auditor or chair).
     #[command(flatten)]
     pub policy: PolicyOptions,
 }
@@ -44,22 +47,16 @@ pub fn run(command: RiskCommand, json: bool) -> Result<()> {
 }
 
 fn attack(a: AttackArgs, json: bool) -> Result<()> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        let policy = open_policy(&a.policy).await?;
-        let who = actor(&policy, &a.policy).await?;
-        let zone = open_zone(a.config.as_deref()).await?;
-        let trusted = platform_key()?;
-        let cx = RiskContext {
-            policy: &policy,
-            actor: &who,
-            origin: CLI,
-            zone: &zone,
-            trusted: &trusted,
-        };
-        let report = risk::assess(&cx, &a.release, &a.m).await.map_err(release_reason)?;
+    tokumei_ingest::tls::install_crypto_provider();
+    let session = session_token(&a.policy)?;
+    let ca = std::fs::read(&a.ca).with_context(|| format!("reading {}", a.ca.display()))?;
+    runtime()?.block_on(async {
+        let mut client = connect(&a.server, &ca).await?;
+        let (report, audit_seq) = assess_risk(&mut client, &session, &a.release, &a.m).await?;
         if json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            let mut out = serde_json::to_value(&report)?;
+            out["audit_seq"] = serde_json::json!(audit_seq);
+            println!("{}", serde_json::to_string_pretty(&out)?);
         } else {
             print_human(&report);
         }
@@ -75,16 +72,6 @@ fn attack(a: AttackArgs, json: bool) -> Result<()> {
             )
         }
     })
-}
-
-/// The release zone's manifest key (`$TOKUMEI_HOME/release/manifest.pub`): every copy's manifest must carry its
-/// signature.
-fn platform_key() -> Result<ServicePublicKey> {
-    let home = tokumei_ingest::home::tokumei_home();
-    let path = tokumei_policy::service_key::public_key_path(&tokumei_release::manifest::manifest_key_path(&home));
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("[NOT_FOUND] the release zone's manifest key {}", path.display()))?;
-    ServicePublicKey::from_hex(text.trim()).map_err(reason)
 }
 
 fn print_human(report: &ReleaseRisk) {

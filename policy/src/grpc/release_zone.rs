@@ -43,6 +43,7 @@ pub fn release_zone_event(action: &str) -> bool {
             | "rpc.RequestDownload"
             | "rpc.DeclareDeletion"
             | "rpc.TraceLeak"
+            | "rpc.AssessRisk"
             | "download_release"
             | "download.transfer"
     )
@@ -55,6 +56,15 @@ fn require_release_zone<T>(request: &Request<T>) -> Result<(), Status> {
         NOT_THE_RELEASE_ZONE,
         "call the release zone's service",
     )
+}
+
+/// A reason code as the zones report them: 1–64 of `A-Z`, `0-9` and `_` (never free text, which could carry a
+/// value into the ledger).
+fn is_reason_code(reason: &str) -> bool {
+    (1..=64).contains(&reason.len())
+        && reason
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn invalid(message: &str) -> Status {
@@ -219,6 +229,64 @@ impl ReleaseZoneService for ReleaseZoneGrpc {
         .await
     }
 
+    async fn check_risk_role(&self, request: Request<pb::ZoneSession>) -> Reply<pb::Empty> {
+        self.zone_only("CheckRiskRole", request, async |r: pb::ZoneSession| {
+            let actor = self.person(&r.session).await?;
+            self.policy
+                .check_role(&actor, Action::AssessReleaseRisk, Origin(&r.origin))
+                .await
+                .map_err(|e| policy_status(&e))?;
+            Ok(pb::Empty {})
+        })
+        .await
+    }
+
+    async fn admit_risk_review(&self, request: Request<pb::ZoneApplicationAct>) -> Reply<pb::ZonePrivacyModel> {
+        self.zone_only("AdmitRiskReview", request, async |r: pb::ZoneApplicationAct| {
+            let actor = self.person(&r.session).await?;
+            let app = self
+                .policy
+                .admit_release_review(&actor, &r.application_id, Action::AssessReleaseRisk, Origin(&r.origin))
+                .await
+                .map_err(|e| policy_status(&e))?;
+            let model = app.conditions.as_ref().and_then(|c| c.privacy);
+            Ok(pb::ZonePrivacyModel {
+                present: model.is_some(),
+                k: model.map_or(0, |m| m.k),
+                m: model.map_or(0, |m| m.m),
+            })
+        })
+        .await
+    }
+
+    async fn record_risk_review(&self, request: Request<pb::ZoneReviewRecord>) -> Reply<pb::ZoneAuditAck> {
+        self.zone_only("RecordRiskReview", request, async |r: pb::ZoneReviewRecord| {
+            let actor = self.person(&r.session).await?;
+            let origin = Origin(&r.origin);
+            let action = Action::AssessReleaseRisk;
+            let entry = if r.failure_reason.is_empty() {
+                let details: serde_json::Value =
+                    serde_json::from_str(&r.details_json).map_err(|_| invalid("details must be a JSON object"))?;
+                if !details.is_object() {
+                    return Err(invalid("details must be a JSON object"));
+                }
+                self.policy
+                    .record_release_review(&actor, &r.application_id, action, details, origin)
+                    .await
+            } else {
+                if !is_reason_code(&r.failure_reason) {
+                    return Err(invalid("the failure reason must be a reason code (A-Z and _)"));
+                }
+                self.policy
+                    .record_release_review_failure(&actor, &r.application_id, action, &r.failure_reason, origin)
+                    .await
+            }
+            .map_err(|e| policy_status(&e))?;
+            Ok(pb::ZoneAuditAck { audit_seq: entry.seq })
+        })
+        .await
+    }
+
     async fn record_event(&self, request: Request<pb::ZoneEvent>) -> Reply<pb::ZoneAuditAck> {
         let origin = origin_of(&request);
         self.zone_only("RecordEvent", request, async |r: pb::ZoneEvent| {
@@ -272,6 +340,7 @@ mod tests {
         for ok in [
             "rpc.RequestDownload",
             "rpc.TraceLeak",
+            "rpc.AssessRisk",
             "download.transfer",
             "download_release",
         ] {

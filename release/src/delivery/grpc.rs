@@ -27,8 +27,8 @@ use super::policy_link::{Caller, reason_of, unavailable};
 use super::tokens::DownloadGrant;
 use super::{Delivery, DeliveryError, DeliveryTls};
 use crate::error::ReleaseError;
-use crate::trace;
 use crate::zone::ReleaseRecord;
+use crate::{risk, trace};
 
 /// Longest a request may take before it is cancelled.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -224,6 +224,12 @@ impl ReleaseService for AuditedReleaseGrpc {
         let result = self.inner.trace_leak(request).await;
         self.record("TraceLeak", who, result).await
     }
+
+    async fn assess_risk(&self, request: Request<pb::AssessRiskRequest>) -> Reply<pb::AssessRiskResponse> {
+        let who = self.caller(&request).await;
+        let result = self.inner.assess_risk(request).await;
+        self.record("AssessRisk", who, result).await
+    }
 }
 
 #[tonic::async_trait]
@@ -385,6 +391,47 @@ impl ReleaseService for ReleaseGrpc {
         let report_json =
             serde_json::to_string(&report).map_err(|e| Status::internal(format!("the trace report: {e}")))?;
         Ok(Response::new(pb::TraceLeakResponse { report_json, audit_seq }))
+    }
+
+    async fn assess_risk(&self, request: Request<pb::AssessRiskRequest>) -> Reply<pb::AssessRiskResponse> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        let extra: Vec<usize> = r.m.iter().map(|&m| m as usize).collect();
+        risk::check_extra(&extra).map_err(|e| release_status(&e))?;
+        // The role first: whether a release exists is not for someone who may never measure one to learn.
+        self.delivery.policy.check_risk_role(&actor, &origin).await?;
+        let zone = self.delivery.zone.clone();
+        let id = r.release_id.clone();
+        let record = tokio::task::spawn_blocking(move || zone.record(&id))
+            .await
+            .map_err(|e| Status::internal(format!("reading the release: {e}")))?
+            .map_err(|e| release_status(&e))?;
+        let promise = self
+            .delivery
+            .policy
+            .admit_risk_review(&actor, &origin, &record.application)
+            .await?;
+        let measured = match self.delivery.zone.manifest_public_key() {
+            Ok(trusted) => risk::measure(&self.delivery.zone, &record, promise, &extra, &trusted).await,
+            Err(e) => Err(e),
+        };
+        let (outcome, details) = match &measured {
+            Ok(report) => (Ok(()), risk::ledger_details(report)),
+            Err(e) => (Err(e.reason()), serde_json::Value::Null),
+        };
+        let audit_seq = self
+            .delivery
+            .policy
+            .record_risk_review(
+                &actor,
+                &origin,
+                &record.application,
+                outcome.as_ref().map(|()| &details).map_err(String::as_str),
+            )
+            .await?;
+        let report = measured.map_err(|e| release_status(&e))?;
+        let report_json =
+            serde_json::to_string(&report).map_err(|e| Status::internal(format!("the risk report: {e}")))?;
+        Ok(Response::new(pb::AssessRiskResponse { report_json, audit_seq }))
     }
 }
 

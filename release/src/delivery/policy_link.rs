@@ -241,6 +241,66 @@ impl PolicyLink {
         Ok(ack.audit_seq)
     }
 
+    /// Whether `caller`'s roles may measure the attack on a release at all (asked before any record is read).
+    pub async fn check_risk_role(&self, caller: &Caller, origin: &str) -> Result<(), Status> {
+        self.client
+            .clone()
+            .check_risk_role(pb::ZoneSession {
+                session: caller.session.to_string(),
+                origin: origin.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Admits a measurement on a release of `application`; the approval's (k, m), `None` when it sets no privacy
+    /// model.
+    pub async fn admit_risk_review(
+        &self,
+        caller: &Caller,
+        origin: &str,
+        application: &str,
+    ) -> Result<Option<(u32, u32)>, Status> {
+        let model = self
+            .client
+            .clone()
+            .admit_risk_review(pb::ZoneApplicationAct {
+                session: caller.session.to_string(),
+                origin: origin.to_owned(),
+                application_id: application.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(model.present.then_some((model.k, model.m)))
+    }
+
+    /// Records a measurement: its figures, or the reason code it failed with; the ledger entry's number.
+    pub async fn record_risk_review(
+        &self,
+        caller: &Caller,
+        origin: &str,
+        application: &str,
+        outcome: Result<&serde_json::Value, &str>,
+    ) -> Result<i64, Status> {
+        let (details_json, failure_reason) = match outcome {
+            Ok(details) => (details.to_string(), String::new()),
+            Err(reason) => (String::new(), reason.to_owned()),
+        };
+        let ack = self
+            .client
+            .clone()
+            .record_risk_review(pb::ZoneReviewRecord {
+                session: caller.session.to_string(),
+                origin: origin.to_owned(),
+                application_id: application.to_owned(),
+                details_json,
+                failure_reason,
+            })
+            .await?
+            .into_inner();
+        Ok(ack.audit_seq)
+    }
+
     /// Appends an event the release zone observed itself; the ledger entry's number.
     pub async fn record(&self, event: &AuditEvent) -> Result<i64, Status> {
         let ack = self
