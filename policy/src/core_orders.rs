@@ -53,6 +53,15 @@ pub enum CoreOperation {
         /// Start a new data key for objects written from now on.
         new_data_key: bool,
     },
+    /// The core store's figures for the regulator's report of a quarter: counts only.
+    RegulatorFigures {
+        /// The quarter, `YYYY-Qn` (Japanese fiscal calendar, as the report's).
+        period: String,
+        /// Its first instant (RFC 3339), computed here so the core and the report count the same window.
+        from: String,
+        /// The instant after its last (RFC 3339).
+        to: String,
+    },
 }
 
 impl CoreOperation {
@@ -63,7 +72,27 @@ impl CoreOperation {
             CoreOperation::Compact => "compact",
             CoreOperation::Erase { .. } => "erase",
             CoreOperation::RotateKeys { .. } => "rotate_keys",
+            CoreOperation::RegulatorFigures { .. } => "regulator_figures",
         }
+    }
+
+    /// What asking for it needs: operating the store (`operate_core`, operators), or, for the regulator's
+    /// figures — counts a report publishes anyway — `report_regulator` (operators and auditors).
+    pub fn action(&self) -> crate::authorization::Action {
+        match self {
+            CoreOperation::RegulatorFigures { .. } => crate::authorization::Action::ReportRegulator,
+            _ => crate::authorization::Action::OperateCore,
+        }
+    }
+
+    /// The regulator's figures for `period` (`YYYY-Qn`), its window computed once, here.
+    pub fn regulator_figures(period: &str) -> Result<CoreOperation> {
+        let (from, to) = crate::transparency::quarter(period)?;
+        Ok(CoreOperation::RegulatorFigures {
+            period: period.to_owned(),
+            from: from.to_rfc3339(),
+            to: to.to_rfc3339(),
+        })
     }
 
     /// Keys the order names (counted in the ledger, never listed).
@@ -150,6 +179,18 @@ impl CoreOperation {
                 m
             }
             CoreOperation::RotateKeys { .. } => pick(&["kek_version", "rewrapped", "new_data_key"]),
+            CoreOperation::RegulatorFigures { period, .. } => {
+                let mut m = pick(&[
+                    "hospitals_providing",
+                    "patient_records_received",
+                    "clinical_rows_received",
+                    "opt_outs_handled",
+                    "erasure_requests_handled",
+                    "erasures_completed",
+                ]);
+                m.insert("period".into(), period.clone().into());
+                m
+            }
         };
         if self.key_count() > 0 {
             details.insert("keys".into(), self.key_count().into());

@@ -1151,11 +1151,14 @@ impl Policy {
         .await
     }
 
-    /// Whether `actor` may operate the core store (erase, compact, rotate keys, status), asked before the
-    /// store's keys are opened; a refusal is audited as `operate_core`.
-    pub async fn admit_core_operation(&self, actor: &Actor, origin: Origin<'_>) -> Result<()> {
-        self.check(actor, Action::OperateCore, &Resource::Platform, origin)
-            .await
+    /// Whether `actor`'s roles may ask the core for anything at all — operate it (`operate_core`) or count for
+    /// the regulator (`report_regulator`) — asked before the request is read, so a refused caller learns nothing
+    /// about whether it would have been valid. A refusal is audited as `operate_core`.
+    pub async fn admit_core_request(&self, actor: &Actor, origin: Origin<'_>) -> Result<()> {
+        if authorize_role(actor, Action::ReportRegulator).is_ok() {
+            return Ok(());
+        }
+        self.check_role(actor, Action::OperateCore, origin).await
     }
 
     /// Asks the core for `operation`: authorised (`operate_core`; a refusal is audited), queued as an order
@@ -1166,7 +1169,8 @@ impl Policy {
         operation: CoreOperation,
         origin: Origin<'_>,
     ) -> Result<OrderStatus> {
-        self.admit_core_operation(actor, origin).await?;
+        self.check(actor, operation.action(), &Resource::Platform, origin)
+            .await?;
         let keys = operation.key_count();
         let result = match &self.core_order_key {
             Some(signer) => {
@@ -1192,10 +1196,23 @@ impl Policy {
         .await
     }
 
-    /// Where an order stands and, once done, the core's report (operators).
+    /// Where an order stands and, once done, the core's report: for whoever may ask for that operation
+    /// (operators; auditors for the regulator's figures). The role is asked before the order is looked up.
     pub async fn core_order(&self, actor: &Actor, id: u64, origin: Origin<'_>) -> Result<OrderStatus> {
-        self.admit_core_operation(actor, origin).await?;
-        CoreOrders::new(self.db.clone()).get(id, self.now()).await
+        self.admit_core_request(actor, origin).await?;
+        let found = CoreOrders::new(self.db.clone()).get(id, self.now()).await;
+        let action = match &found {
+            Ok(status) if status.operation == "regulator_figures" => Action::ReportRegulator,
+            // Someone who may see regulator orders only learns nothing from a number that does not exist: the
+            // same refusal as for an order they may not see.
+            Err(PolicyError::NotFound { .. }) if authorize_role(actor, Action::OperateCore).is_err() => {
+                Action::OperateCore
+            }
+            Err(_) => return found,
+            Ok(_) => Action::OperateCore,
+        };
+        self.check(actor, action, &Resource::Platform, origin).await?;
+        found
     }
 
     /// Hands the core its queued orders. The caller has proven to be the core (its certificate, checked by the

@@ -17,6 +17,7 @@ pub mod exclusion;
 pub mod location;
 pub mod orders;
 pub mod persons;
+pub mod regulator;
 pub mod request_reach;
 pub mod rows;
 pub mod schema;

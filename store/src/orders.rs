@@ -30,7 +30,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::erasure::ErasureCertificate;
 use crate::error::StoreError;
 use crate::store::Store;
-use crate::{compaction, encryption, status};
+use crate::{compaction, encryption, regulator, status};
 
 /// How far the policy service's clock may run ahead of the core's before an order counts as issued in the future.
 pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
@@ -97,6 +97,15 @@ pub enum Operation {
     RotateKeys {
         /// Also start a new data key.
         new_data_key: bool,
+    },
+    /// Count what the regulator's report needs, in the window the order gives.
+    RegulatorFigures {
+        /// The quarter (for the report; the window is `from`, `to`).
+        period: String,
+        /// First instant, RFC 3339.
+        from: String,
+        /// The instant after the last, RFC 3339.
+        to: String,
     },
 }
 
@@ -280,6 +289,18 @@ pub async fn carry_out(
                 "tables": cert.tables.iter().map(|t| json!({"table": t.table, "rows_removed": t.rows_removed, "files_destroyed": t.files_destroyed})).collect::<Vec<_>>(),
                 "certificate_log": store.erasure_log_path().display().to_string(),
             }))
+        }
+        Operation::RegulatorFigures { period, from, to } => {
+            let instant = |s: &str| {
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|_| StoreError::Orders("the order's window is not RFC 3339".into()))
+            };
+            let figures = regulator::figures(store, instant(from)?, instant(to)?).await?;
+            let mut value = serde_json::to_value(figures)
+                .map_err(|e| StoreError::Orders(format!("regulator figures report: {e}")))?;
+            value["period"] = json!(period);
+            Ok(value)
         }
         Operation::RotateKeys { new_data_key } => {
             let r = {

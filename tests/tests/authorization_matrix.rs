@@ -285,6 +285,15 @@ async fn call(
             ))
             .await,
         ),
+        "RegulatorReport" => classify(
+            &c.regulator_report(req(
+                pb::PeriodRef {
+                    period: "2026-Q4".into(),
+                },
+                token,
+            ))
+            .await,
+        ),
         "PlatformBudget" => classify(
             &c.platform_budget(req(pb::PeriodRef { period: "2099".into() }, token))
                 .await,
@@ -425,7 +434,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
     };
 
     let table = common::policy_server::documented_table("rpc-matrix");
-    assert_eq!(table.len(), 38, "every RPC of PolicyService is in the table");
+    assert_eq!(table.len(), 39, "every RPC of PolicyService is in the table");
     // Logout last (it ends the session the other calls use); researchers last among callers (they withdraw).
     let rpcs: Vec<&String> = table.keys().filter(|r| *r != "Logout").collect();
     let callers: [(&str, Option<&Person>); 7] = [
@@ -542,7 +551,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
         assert_eq!(rpc_entries().await, before + 1, "Logout as {role} unrecorded");
         calls.insert(("Logout".to_owned(), role.to_string()));
     }
-    assert_eq!(calls.len(), 38 * 7);
+    assert_eq!(calls.len(), 39 * 7);
     // The ledger names the sessionless caller and the reason, and still verifies.
     let sessionless: i64 = sqlx::query(
         "SELECT COUNT(*) AS n FROM audit_entries WHERE action LIKE 'rpc.%' AND actor = 'anonymous' \
@@ -553,7 +562,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
     .expect("count")
     .try_get("n")
     .expect("n");
-    assert_eq!(sessionless, 35, "every sessionless call of the 35 non-public RPCs");
+    assert_eq!(sessionless, 36, "every sessionless call of the 36 non-public RPCs");
     drop(server);
 }
 

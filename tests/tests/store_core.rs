@@ -364,6 +364,85 @@ async fn two_patients_and_an_operator(
     (gw, a, op, key)
 }
 
+/// The regulator's report from both zones, each through its service: the policy part from the policy service, the
+/// core's counts as an order the core carries out. An auditor gets both, holding nothing but a session; a
+/// researcher neither; the ledger keeps counts only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_regulator_report_comes_from_both_zones_through_their_services() {
+    let home = Home::new();
+    let (gw, _a, _op, key) = two_patients_and_an_operator(&home).await;
+    let orders = CoreWithOrders::start(home.path(), &[]);
+    let auditor = common::people::invite(home.path(), &[], "audra", "audit-o", "auditor");
+    let rika = common::people::invite(home.path(), &[], "rika", "univ-a", "researcher");
+    let period = tokumei_policy::transparency::current_quarter(chrono::Utc::now());
+    let report = ["--json", "report", "regulator", "--period", period.as_str()];
+    let out = client(
+        &home,
+        &orders,
+        &report,
+        &[("TOKUMEI_SESSION", auditor.session.as_str())],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["period"], period.as_str(), "{v}");
+    assert!(v["core_unavailable"].is_null(), "{v}");
+    assert_eq!(v["core"]["hospitals_providing"], 1, "{v}");
+    assert_eq!(v["core"]["patient_records_received"], 2, "{v}");
+    assert!(v["core"]["clinical_rows_received"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["audit_head"]["seq"].as_u64().unwrap() > 0, "{v}");
+    // A researcher gets neither half: the policy part is refused, and so is the core's.
+    let out = client(&home, &orders, &report, &[("TOKUMEI_SESSION", rika.session.as_str())]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("ROLE_NOT_PERMITTED"), "{err}");
+    // The auditor's role reaches the regulator's counts only: no other core operation.
+    let out = client(
+        &home,
+        &orders,
+        &["--json", "store", "status"],
+        &[("TOKUMEI_SESSION", auditor.session.as_str())],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("ROLE_NOT_PERMITTED"), "{err}");
+    // Nor can the auditor read other orders, nor learn which numbers exist: the operator's status order (number 2,
+    // after the auditor's own) and a number never issued are refused alike; the auditor's own reads back.
+    client_ok(&home, &orders, &["--json", "store", "status"]);
+    let own = client(
+        &home,
+        &orders,
+        &["--json", "store", "order", "--id", "1"],
+        &[("TOKUMEI_SESSION", auditor.session.as_str())],
+    );
+    assert!(own.status.success(), "{}", String::from_utf8_lossy(&own.stderr));
+    for id in ["2", "999"] {
+        let out = client(
+            &home,
+            &orders,
+            &["--json", "store", "order", "--id", id],
+            &[("TOKUMEI_SESSION", auditor.session.as_str())],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("ROLE_NOT_PERMITTED"),
+            "order {id}: {err}"
+        );
+    }
+    // On the ledger: the order and its counts, under the auditor; no key, no row.
+    let ledger = common::people::ledger(home.path()).await;
+    let done: Vec<_> = ledger
+        .iter()
+        .filter(|e| e.action == "core.regulator_figures" && e.outcome == "ok")
+        .collect();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0].actor, "audra");
+    let details: serde_json::Value = serde_json::from_str(&done[0].details).unwrap();
+    assert_eq!(details["patient_records_received"], 2, "{details}");
+    for e in &ledger {
+        assert!(!e.details.contains(&key), "{} names a linkage key", e.action);
+    }
+    drop(orders);
+    drop(gw);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_erase_and_key_rotation() {
     let home = Home::new();

@@ -76,7 +76,7 @@ struct DemoReport {
     release: Option<super::demo_release::ReleaseChapter>,
     services: Option<super::demo_services::ServicesStep>,
     transparency: Option<super::demo_committee::TransparencyChapter>,
-    regulator_core_figures: Option<super::publish::CoreFigures>,
+    regulator_core_figures: Option<tokumei_store::regulator::CoreFigures>,
 }
 
 /// Chapter 3: statistics from the research view, under differential privacy or the small-cell rule.
@@ -431,7 +431,8 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         say("\ntokumei demo — chapter 7: transparency and the audit ledger");
         report.transparency = Some(super::demo_committee::closing(&home, &cast, &say).await?);
         let period = tokumei_policy::transparency::current_quarter(chrono::Utc::now());
-        let figures = super::publish::core_figures_of(&store, &period).await?;
+        let (from, to) = tokumei_policy::transparency::quarter(&period).map_err(super::access::reason)?;
+        let figures = tokumei_store::regulator::figures(&store, from, to).await?;
         say(&format!(
             "   the report's core figures for {period}: {} hospitals provided {} patient records ({} clinical rows); {} opt-out(s), {} erasure request(s), {} erasure(s) completed",
             figures.hospitals_providing,

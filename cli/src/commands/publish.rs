@@ -5,14 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::Serialize;
-use tokumei_ingest::config::Config;
-use tokumei_ingest::home::tokumei_home;
 use tokumei_policy::committee::Provision;
-use tokumei_policy::transparency::{DecisionEntry, RegulatorReport, quarter};
+use tokumei_policy::transparency::{DecisionEntry, RegulatorReport};
+use tokumei_store::regulator::CoreFigures;
 
 use tokumei_proto::policy::v1 as pb;
 
-use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
 use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
 use crate::output::{emit, runtime};
 
@@ -53,9 +51,6 @@ pub enum ReportCommand {
         /// Also write the report here (JSON).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Configuration file of the core store (for the hospitals' figures).
-        #[arg(long)]
-        config: Option<PathBuf>,
     },
 }
 
@@ -65,7 +60,9 @@ pub struct ReportArgs {
     #[command(subcommand)]
     command: ReportCommand,
     #[command(flatten)]
-    policy: PolicyOptions,
+    service: ServiceOptions,
+    #[command(flatten)]
+    wait: crate::commands::store::WaitOptions,
 }
 
 fn write_register<T: Serialize>(dir: &Path, name: &str, rows: &[T]) -> Result<(PathBuf, PathBuf)> {
@@ -123,23 +120,6 @@ pub fn run_publish(args: PublishArgs, json: bool) -> Result<()> {
     })
 }
 
-/// The core store's figures for the period (what hospitals sent, what patients asked).
-#[derive(Debug, Serialize)]
-pub(crate) struct CoreFigures {
-    /// Hospitals that sent records in the period.
-    pub(crate) hospitals_providing: u64,
-    /// Patient records received (rows of `patients`).
-    pub(crate) patient_records_received: u64,
-    /// Clinical rows received in all tables.
-    pub(crate) clinical_rows_received: u64,
-    /// Opt-out requests registered.
-    pub(crate) opt_outs_handled: u64,
-    /// Erasure requests registered.
-    pub(crate) erasure_requests_handled: u64,
-    /// Erasures carried out (certificates issued).
-    pub(crate) erasures_completed: u64,
-}
-
 #[derive(Serialize)]
 struct FullReport {
     #[serde(flatten)]
@@ -148,78 +128,30 @@ struct FullReport {
     core_unavailable: Option<String>,
 }
 
-async fn core_figures(config: Option<&Path>, period: &str) -> Result<CoreFigures> {
-    let cfg = Config::load(config)?;
-    let home = tokumei_home();
-    let store = crate::commands::store::open_store(&cfg, &home).await?;
-    core_figures_of(&store, period).await
-}
-
-/// The figures of `period` read from an open core store (operator view: every row received).
-pub(crate) async fn core_figures_of(store: &tokumei_store::Store, period: &str) -> Result<CoreFigures> {
-    use deltalake::arrow::array::{Array, Int64Array};
-    let (from, to) = quarter(period).map_err(reason)?;
-    let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
-    let ctx = store.session(tokumei_store::View::Operator).await?;
-    let window = |col: &str| format!("CAST({col} AS BIGINT) >= {from_us} AND CAST({col} AS BIGINT) < {to_us}");
-    let count = |sql: String| {
-        let ctx = ctx.clone();
-        async move {
-            let batches = ctx.sql(&sql).await?.collect().await?;
-            let mut n = 0u64;
-            for b in &batches {
-                if let Some(c) = b.column(0).as_any().downcast_ref::<Int64Array>() {
-                    n += (0..c.len()).map(|i| c.value(i).max(0) as u64).sum::<u64>();
-                }
-            }
-            anyhow::Ok(n)
-        }
-    };
-    let hospitals = count(format!(
-        "SELECT COUNT(DISTINCT source_hospital) FROM patients WHERE {}",
-        window("ingested_at")
-    ))
-    .await?;
-    let patients = count(format!("SELECT COUNT(*) FROM patients WHERE {}", window("ingested_at"))).await?;
-    let mut clinical = 0;
-    for t in tokumei_store::schema::Table::CLINICAL {
-        clinical += count(format!(
-            "SELECT COUNT(*) FROM {} WHERE {}",
-            t.name(),
-            window("ingested_at")
-        ))
-        .await?;
-    }
-    let requests = |kind: &str| {
-        format!(
-            "SELECT COUNT(DISTINCT request_id) FROM opt_outs WHERE kind {kind} 'ERASE' AND {}",
-            window("requested_at")
-        )
-    };
-    let erasures = count(requests("=")).await?;
-    let opt_outs = count(requests("<>")).await?;
-    let completed = tokumei_store::erasure::certificates(&store.erasure_log_path())?
-        .iter()
-        .filter(|c| chrono::DateTime::parse_from_rfc3339(&c.completed_at).is_ok_and(|t| t >= from && t < to))
-        .count() as u64;
-    Ok(CoreFigures {
-        hospitals_providing: hospitals,
-        patient_records_received: patients,
-        clinical_rows_received: clinical,
-        opt_outs_handled: opt_outs,
-        erasure_requests_handled: erasures,
-        erasures_completed: completed,
-    })
-}
-
 /// Runs `tokumei report ...`.
 pub fn run_report(args: ReportArgs, json: bool) -> Result<()> {
     runtime()?.block_on(async {
-        let policy = open_policy(&args.policy).await?;
-        let a = actor(&policy, &args.policy).await?;
-        let ReportCommand::Regulator { period, out, config } = args.command;
-        let report = policy.regulator_report(&a, &period, CLI).await.map_err(reason)?;
-        let (core, core_unavailable) = match core_figures(config.as_deref(), &period).await {
+        let service = PolicyClient::connect(&args.service).await?;
+        let ReportCommand::Regulator { period, out } = args.command;
+        let text = service
+            .client
+            .clone()
+            .regulator_report(service.request(pb::PeriodRef { period: period.clone() })?)
+            .await
+            .map_err(refusal)?
+            .into_inner()
+            .json;
+        let report: RegulatorReport = serde_json::from_str(&text)?;
+        // The core's half: an order the core carries out (counts only); without a running core the report says so.
+        let figures = crate::commands::store::order(
+            &args.service,
+            &args.wait,
+            pb::core_operation_request::Operation::RegulatorFigures(pb::PeriodRef { period: period.clone() }),
+            true,
+        )
+        .await
+        .and_then(|status| Ok(serde_json::from_str::<CoreFigures>(&status.result_json)?));
+        let (core, core_unavailable) = match figures {
             Ok(c) => (Some(c), None),
             Err(e) => (None, Some(format!("{e:#}"))),
         };

@@ -97,7 +97,7 @@ fn hex_key(s: &str, what: &str) -> Result<String> {
 }
 
 /// Asks for `operation`, then waits for the core's report (a spinner on a terminal).
-async fn order(
+pub(crate) async fn order(
     service: &ServiceOptions,
     wait: &WaitOptions,
     operation: pb::core_operation_request::Operation,

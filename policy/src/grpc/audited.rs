@@ -268,6 +268,11 @@ impl PolicyService for AuditedPolicyGrpc {
         let result = self.inner.platform_budget(request).await;
         self.record("PlatformBudget", &origin, &caller, result).await
     }
+    async fn regulator_report(&self, request: Request<pb::PeriodRef>) -> Reply<pb::JsonDocument> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.regulator_report(request).await;
+        self.record("RegulatorReport", &origin, &caller, result).await
+    }
     async fn export_bans(&self, request: Request<pb::Empty>) -> Reply<pb::BanListJson> {
         let (origin, caller) = self.caller(&request).await;
         let result = self.inner.export_bans(request).await;

@@ -409,6 +409,7 @@ pub fn core_operation_from_proto(r: pb::CoreOperationRequest) -> Result<CoreOper
         Some(Operation::RotateKeys(r)) => CoreOperation::RotateKeys {
             new_data_key: r.new_data_key,
         },
+        Some(Operation::RegulatorFigures(r)) => CoreOperation::regulator_figures(&r.period)?,
         None => return Err(PolicyError::Invalid("name the core operation".into())),
     })
 }

@@ -515,6 +515,17 @@ impl PolicyService for PolicyGrpc {
         )
     }
 
+    async fn regulator_report(&self, request: Request<pb::PeriodRef>) -> Reply<pb::JsonDocument> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        document(
+            &self
+                .policy
+                .regulator_report(&actor, &r.period, Origin(&origin))
+                .await
+                .map_err(refused)?,
+        )
+    }
+
     async fn list_users(&self, request: Request<pb::Empty>) -> Reply<pb::ListUsersResponse> {
         let (origin, actor, _) = self.authenticated(request).await?;
         let users = self.policy.users(&actor, Origin(&origin)).await.map_err(refused)?;
@@ -730,7 +741,7 @@ impl PolicyService for PolicyGrpc {
         let (origin, actor, r) = self.authenticated(request).await?;
         // A refused caller learns nothing about whether the order would have been valid.
         self.policy
-            .admit_core_operation(&actor, Origin(&origin))
+            .admit_core_request(&actor, Origin(&origin))
             .await
             .map_err(refused)?;
         let operation = convert::core_operation_from_proto(r).map_err(refused)?;
