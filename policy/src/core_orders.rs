@@ -29,10 +29,10 @@ pub const LOST_AFTER: Duration = Duration::minutes(10);
 pub const MAX_ERASE_KEYS: usize = 1_000;
 
 /// Largest report the core may send (JSON bytes).
-pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+pub const MAX_RESULT_BYTES: usize = 256 * 1024;
 
 /// What the core is asked to do. The serialised form is the contract with the core (`tokumei_store::orders`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "operation", rename_all = "snake_case")]
 pub enum CoreOperation {
     /// Tables, rows, files and the last batch applied.
@@ -52,6 +52,14 @@ pub enum CoreOperation {
     RotateKeys {
         /// Start a new data key for objects written from now on.
         new_data_key: bool,
+    },
+    /// What a release build of an application would do (generalisation, suppression, the attack it would face):
+    /// aggregates only, nothing written.
+    PlanRelease {
+        /// The application's scope, fixed here when the plan was admitted (the core reads no committee data).
+        scope: PlanScope,
+        /// The model to try over the approval's.
+        params: PlanParams,
     },
     /// The core store's figures for the regulator's report of a quarter: counts only.
     RegulatorFigures {
@@ -73,14 +81,17 @@ impl CoreOperation {
             CoreOperation::Erase { .. } => "erase",
             CoreOperation::RotateKeys { .. } => "rotate_keys",
             CoreOperation::RegulatorFigures { .. } => "regulator_figures",
+            CoreOperation::PlanRelease { .. } => "plan_release",
         }
     }
 
-    /// What asking for it needs: operating the store (`operate_core`, operators), or, for the regulator's
-    /// figures — counts a report publishes anyway — `report_regulator` (operators and auditors).
+    /// What asking for it needs: operating the store (`operate_core`, operators); for the regulator's figures —
+    /// counts a report publishes anyway — `report_regulator` (operators and auditors); for a release plan,
+    /// `plan_release` on the application (operators, the chair, assigned members), checked when it is queued.
     pub fn action(&self) -> crate::authorization::Action {
         match self {
             CoreOperation::RegulatorFigures { .. } => crate::authorization::Action::ReportRegulator,
+            CoreOperation::PlanRelease { .. } => crate::authorization::Action::PlanRelease,
             _ => crate::authorization::Action::OperateCore,
         }
     }
@@ -191,6 +202,18 @@ impl CoreOperation {
                 m.insert("period".into(), period.clone().into());
                 m
             }
+            CoreOperation::PlanRelease { scope, .. } => {
+                let mut m = pick(&["patients", "suppressed_patients", "release_loss"]);
+                m.insert("application".into(), scope.application.clone().into());
+                if let Some(model) = report.get("privacy_model") {
+                    for f in ["k", "m", "max_suppression"] {
+                        if let Some(v) = model.get(f).filter(|v| v.is_number()) {
+                            m.insert(f.into(), v.clone());
+                        }
+                    }
+                }
+                m
+            }
         };
         if self.key_count() > 0 {
             details.insert("keys".into(), self.key_count().into());
@@ -203,8 +226,95 @@ fn is_key(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// What a release plan reads, taken from the application by the policy service when it admitted the plan: the
+/// approved scope and model, or before approval the form's tables (its cohort text is not run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanScope {
+    /// The application.
+    pub application: String,
+    /// How its data would reach the researcher (only files are planned).
+    pub channel: crate::committee::Channel,
+    /// Tables and columns.
+    pub tables: Vec<crate::committee::TableRequest>,
+    /// The approved cohort filter (empty before approval).
+    pub cohort_filter: String,
+    /// Whether scope and model come from an approval.
+    pub approved: bool,
+    /// The approved model, if any.
+    pub privacy: Option<crate::committee::PrivacyModel>,
+}
+
+impl PlanScope {
+    /// The scope of `app` as it stands.
+    pub fn of(app: &crate::committee::store::ApplicationRecord) -> PlanScope {
+        match &app.conditions {
+            Some(c) => PlanScope {
+                application: app.id.clone(),
+                channel: c.channel,
+                tables: c.tables.clone(),
+                cohort_filter: c.cohort_filter.clone(),
+                approved: true,
+                privacy: c.privacy,
+            },
+            None => PlanScope {
+                application: app.id.clone(),
+                channel: app.form.channel,
+                tables: app.form.tables.clone(),
+                cohort_filter: String::new(),
+                approved: false,
+                privacy: None,
+            },
+        }
+    }
+}
+
+/// The privacy model a plan tries, over the approval's (or, before approval, the defaults).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanParams {
+    /// k to try.
+    pub k: Option<u32>,
+    /// m to try.
+    pub m: Option<u32>,
+    /// Largest suppressed share to try.
+    pub max_suppression: Option<f64>,
+    /// Weight of the demographics in the release loss to try.
+    pub demographic_weight: Option<f64>,
+}
+
+/// k a plan tries when neither the approval nor the request sets one.
+pub const DEFAULT_PLAN_K: u32 = 5;
+/// Largest suppressed share a plan tries when neither the approval nor the request sets one.
+pub const DEFAULT_PLAN_MAX_SUPPRESSION: f64 = 0.05;
+
+impl PlanParams {
+    /// The model to plan for: the approval's (or the defaults), with these values over it; checked, so a plan
+    /// the core could not run is refused before it is queued.
+    pub fn model_over(
+        &self,
+        approved: Option<crate::committee::PrivacyModel>,
+    ) -> std::result::Result<crate::committee::PrivacyModel, String> {
+        let base = approved.unwrap_or(crate::committee::PrivacyModel {
+            k: DEFAULT_PLAN_K,
+            l: None,
+            t: None,
+            max_suppression: DEFAULT_PLAN_MAX_SUPPRESSION,
+            m: crate::committee::conditions::DEFAULT_M,
+            demographic_weight: None,
+        });
+        let model = crate::committee::PrivacyModel {
+            k: self.k.unwrap_or(base.k),
+            m: self.m.unwrap_or(base.m),
+            max_suppression: self.max_suppression.unwrap_or(base.max_suppression),
+            demographic_weight: self.demographic_weight.or(base.demographic_weight),
+            ..base
+        };
+        model.validate()?;
+        Ok(model)
+    }
+}
+
 /// The signed body of an order (its JSON is what the signature covers).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoreOrder {
     /// The order's number (unique in this policy zone).
     pub id: u64,

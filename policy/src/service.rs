@@ -1151,11 +1151,12 @@ impl Policy {
         .await
     }
 
-    /// Whether `actor`'s roles may ask the core for anything at all — operate it (`operate_core`) or count for
-    /// the regulator (`report_regulator`) — asked before the request is read, so a refused caller learns nothing
+    /// Whether `actor`'s roles may ask the core for anything at all — operate it (`operate_core`), count for the
+    /// regulator (`report_regulator`) or plan a release (`plan_release`) — asked before an order is looked up, so a refused caller learns nothing
     /// about whether it would have been valid. A refusal is audited as `operate_core`.
     pub async fn admit_core_request(&self, actor: &Actor, origin: Origin<'_>) -> Result<()> {
-        if authorize_role(actor, Action::ReportRegulator).is_ok() {
+        if authorize_role(actor, Action::ReportRegulator).is_ok() || authorize_role(actor, Action::PlanRelease).is_ok()
+        {
             return Ok(());
         }
         self.check_role(actor, Action::OperateCore, origin).await
@@ -1169,8 +1170,42 @@ impl Policy {
         operation: CoreOperation,
         origin: Origin<'_>,
     ) -> Result<OrderStatus> {
+        if matches!(operation, CoreOperation::PlanRelease { .. }) {
+            // A plan's scope is the policy service's to fix: ask for it with `request_release_plan`.
+            return Err(PolicyError::Invalid(
+                "a release plan is asked by application, not by scope".into(),
+            ));
+        }
         self.check(actor, operation.action(), &Resource::Platform, origin)
             .await?;
+        self.queue_core_order(actor, operation, origin).await
+    }
+
+    /// Asks the core what a build of application `id` would do under `params`: admitted as `plan_release` on the
+    /// application (a refusal is audited), its scope fixed here from the application, queued as an order.
+    pub async fn request_release_plan(
+        &self,
+        actor: &Actor,
+        id: &str,
+        params: crate::core_orders::PlanParams,
+        origin: Origin<'_>,
+    ) -> Result<OrderStatus> {
+        let app = self
+            .admit_release_review(actor, id, Action::PlanRelease, origin)
+            .await?;
+        let scope = crate::core_orders::PlanScope::of(&app);
+        params.model_over(scope.privacy).map_err(PolicyError::Invalid)?;
+        let operation = CoreOperation::PlanRelease { scope, params };
+        self.queue_core_order(actor, operation, origin).await
+    }
+
+    /// Queues an admitted operation as an order signed for the core and records `core.requested`.
+    async fn queue_core_order(
+        &self,
+        actor: &Actor,
+        operation: CoreOperation,
+        origin: Origin<'_>,
+    ) -> Result<OrderStatus> {
         let keys = operation.key_count();
         let result = match &self.core_order_key {
             Some(signer) => {
@@ -1203,6 +1238,11 @@ impl Policy {
         let found = CoreOrders::new(self.db.clone()).get(id, self.now()).await;
         let action = match &found {
             Ok(status) if status.operation == "regulator_figures" => Action::ReportRegulator,
+            // A plan's figures go back to whoever asked for it (an operator sees every order).
+            Ok(status) if status.operation == "plan_release" && status.requested_by == actor.username => {
+                self.check_role(actor, Action::PlanRelease, origin).await?;
+                return found;
+            }
             // Someone who may see regulator orders only learns nothing from a number that does not exist: the
             // same refusal as for an order they may not see.
             Err(PolicyError::NotFound { .. }) if authorize_role(actor, Action::OperateCore).is_err() => {

@@ -36,4 +36,13 @@ pub enum StoreError {
     /// An argument was invalid.
     #[error("{0}")]
     Invalid(String),
+    /// Work an order asked was declined for a reason with a stable code (reported to the policy service; the
+    /// message stays in the core's log).
+    #[error("[{code}] {message}")]
+    Declined {
+        /// The reason code (`A-Z`, `_`).
+        code: String,
+        /// What was wrong (names columns and rules, never a value).
+        message: String,
+    },
 }

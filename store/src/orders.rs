@@ -98,6 +98,13 @@ pub enum Operation {
         /// Also start a new data key.
         new_data_key: bool,
     },
+    /// Plan a release (aggregates only) with the [`Planner`] the core runs with.
+    PlanRelease {
+        /// The application's scope as the policy service fixed it (read by the planner).
+        scope: serde_json::Value,
+        /// The model to try (read by the planner).
+        params: serde_json::Value,
+    },
     /// Count what the regulator's report needs, in the window the order gives.
     RegulatorFigures {
         /// The quarter (for the report; the window is `from`, `to`).
@@ -215,6 +222,23 @@ fn hex32(s: &str) -> Option<Vec<u8>> {
     hex::decode(s).ok().filter(|b| b.len() == 32)
 }
 
+/// A future the planner returns.
+pub type PlanFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value, StoreError>> + Send + 'a>>;
+
+/// Work an order asks that needs code outside this crate: a release plan runs the release builder, which depends
+/// on the store. The core's runner provides it; a core without one refuses plan orders.
+pub trait Planner: Send + Sync {
+    /// Plans a release of `scope` under `params` (as the order carries them), reading `store`: the report, counts
+    /// and levels only.
+    fn plan<'a>(
+        &'a self,
+        store: &'a Store,
+        scope: &'a serde_json::Value,
+        params: &'a serde_json::Value,
+    ) -> PlanFuture<'a>;
+}
+
 /// An erasure handed to the core's main loop, which carries it out between chunks ([`Applier::carry_out_order`])
 /// so that the person's records still in the spool are refused from then on.
 ///
@@ -235,8 +259,13 @@ pub async fn carry_out(
     operation: &Operation,
     maintenance: &tokio::sync::Mutex<()>,
     erasures: &tokio::sync::mpsc::Sender<ErasureJob>,
+    planner: Option<&dyn Planner>,
 ) -> Result<serde_json::Value, StoreError> {
     match operation {
+        Operation::PlanRelease { scope, params } => match planner {
+            Some(p) => p.plan(store, scope, params).await,
+            None => Err(StoreError::Orders("this core runs without a release planner".into())),
+        },
         Operation::Status => Ok(serde_json::to_value(status::status(store).await?)
             .map_err(|e| StoreError::Orders(format!("status report: {e}")))?),
         Operation::Compact => {
@@ -325,6 +354,7 @@ pub struct OrderSource {
     key: VerifyingKey,
     keys: SharedKeyService,
     executed: ExecutedOrders,
+    planner: Option<Arc<dyn Planner>>,
     /// How often to ask.
     pub poll: Duration,
 }
@@ -363,8 +393,15 @@ impl OrderSource {
             key: verifying_key(&orders.public_key)?,
             keys,
             executed: ExecutedOrders::open(home.join("core").join("executed-orders.json"))?,
+            planner: None,
             poll: Duration::from_millis(orders.poll_ms.max(50)),
         })
+    }
+
+    /// Lets the core carry out release plans with `planner`.
+    pub fn with_planner(mut self, planner: Arc<dyn Planner>) -> OrderSource {
+        self.planner = Some(planner);
+        self
     }
 
     /// Takes the queued orders, carries out those that pass, and reports on each. Returns how many ran.
@@ -396,20 +433,32 @@ impl OrderSource {
                 Ok(order) => order,
                 Err(refusal) => {
                     tracing::warn!(order = signed.id, reason = refusal.code(), "core order refused");
-                    self.report(signed.id, Err(refusal.code())).await;
+                    self.report(signed.id, Err(refusal.code().to_owned())).await;
                     continue;
                 }
             };
-            let result = carry_out(store, self.keys.as_ref(), &order.operation, maintenance, erasures).await;
+            let result = carry_out(
+                store,
+                self.keys.as_ref(),
+                &order.operation,
+                maintenance,
+                erasures,
+                self.planner.as_deref(),
+            )
+            .await;
             ran += 1;
             let report = match &result {
                 Ok(value) => {
                     tracing::info!(order = order.id, "core order carried out");
                     Ok(value.clone())
                 }
+                Err(StoreError::Declined { code, message }) => {
+                    tracing::warn!(order = order.id, reason = %code, %message, "core order declined");
+                    Err(code.clone())
+                }
                 Err(e) => {
                     tracing::error!(order = order.id, error = %e, "core order failed");
-                    Err("CORE_OPERATION_FAILED")
+                    Err("CORE_OPERATION_FAILED".to_owned())
                 }
             };
             self.report(order.id, report).await;
@@ -417,7 +466,7 @@ impl OrderSource {
         Ok(ran)
     }
 
-    async fn report(&mut self, id: u64, outcome: Result<serde_json::Value, &'static str>) {
+    async fn report(&mut self, id: u64, outcome: Result<serde_json::Value, String>) {
         let message = match outcome {
             Ok(v) => pb::CoreOrderReport {
                 id,
@@ -429,7 +478,7 @@ impl OrderSource {
                 id,
                 ok: false,
                 result_json: String::new(),
-                reason: code.to_owned(),
+                reason: code,
             },
         };
         if let Err(s) = self.client.report_core_order(message).await {

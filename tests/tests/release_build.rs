@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chrono::Utc;
+use common::core_orders::CoreWithOrders;
 use common::people::{self, FileApproval, Person, approved_file_application, run_json, session_env};
 use common::release_server::ReleaseServer;
 use common::{HOSPITAL_A, Home, files_under, tokumei_bin};
@@ -232,6 +233,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Borrowed pairs of an owned environment.
+fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 /// Entries of the ledger with `action` and `outcome`.
@@ -540,19 +546,20 @@ async fn release_build_verify_and_trace_end_to_end() {
     too_strong.extend(["--m", "5"]);
     let err = refused(&home, &too_strong, &op_env);
     assert!(err.contains("BAD_INPUT"), "{err}");
-    // The plan of the approval at another (k, m): what a build would do, nothing written.
+    // The plan of the approval at another (k, m): what a build would do, nothing written. The core plans it, as
+    // an order from the policy service; the command runs from an empty desk with a session and the CA.
     let releases_before = std::fs::read_dir(home.path().join("release")).map_or(0, |d| d.count());
-    let plan_args = [
-        "release",
-        "plan",
-        "--application",
-        &app,
-        "--config",
-        &config_path,
-        "--m",
-        "2",
-    ];
-    let plan = run_json(home.path(), &plan_args, &op_env, None);
+    let mut core = CoreWithOrders::start(home.path(), &[]);
+    let service: Vec<(String, String)> = core.client_env(home.path());
+    let with = |person: &Person| -> Vec<(String, String)> {
+        let mut env = service.clone();
+        env.push(("TOKUMEI_SESSION".into(), person.session.clone()));
+        env
+    };
+    let (op_service, rika_service) = (with(op), with(&rika));
+    let plan_args = ["release", "plan", "--application", &app, "--m", "2"];
+    let plan = run_json(desk.path(), &plan_args, &as_refs(&op_service), None);
+    assert!(files_under(desk.path()).is_empty(), "the plan client wrote a file");
     assert_eq!(plan["approved"], true, "{plan}");
     assert_eq!(plan["privacy_model"]["m"], 2, "{plan}");
     assert!(plan["patients"].as_u64().unwrap() > 1000, "{plan}");
@@ -569,10 +576,17 @@ async fn release_build_verify_and_trace_end_to_end() {
         releases_before,
         "a plan writes nothing to the release zone"
     );
-    let err = refused(&home, &plan_args, &session_env(db, &rika));
+    let err = refused(&home, &plan_args, &as_refs(&rika_service));
     assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
-    let err = refused(&home, &["release", "plan", "--application", &app, "--k", "1"], &op_env);
-    assert!(err.contains("BAD_INPUT"), "{err}");
+    // A model the core could not run is refused by the policy service before anything is queued.
+    let err = refused(
+        &home,
+        &["release", "plan", "--application", &app, "--k", "1"],
+        &as_refs(&op_service),
+    );
+    assert!(err.contains("INVALID_ARGUMENT") && err.contains("k=1"), "{err}");
+    core.stop_core();
+    drop(core);
 
     // A second release of the same approval: its pseudonyms join with none of the first's.
     let second = run_json(home.path(), &build(&app, &["--recipient", "rika"]), &op_env, None);
@@ -763,7 +777,11 @@ async fn release_build_verify_and_trace_end_to_end() {
     assert_eq!(count("assess_release_risk", "ok", None), 1);
     assert_eq!(count("assess_release_risk", "failed", None), 1);
     assert_eq!(count("assess_release_risk", "denied", Some("ROLE_NOT_PERMITTED")), 2);
-    assert_eq!(count("plan_release", "ok", None), 1);
+    assert_eq!(
+        count("core.plan_release", "ok", None),
+        1,
+        "the core's plan, recorded with its figures"
+    );
     assert_eq!(count("plan_release", "denied", Some("ROLE_NOT_PERMITTED")), 1);
     assert_eq!(count("deletion.declare", "ok", None), 1);
 }

@@ -40,7 +40,10 @@ pub fn run(cmd: CoreCommand, json: bool) -> anyhow::Result<()> {
                 let keys = open_key_service(&cfg, &home, KeyZone::Core).await?;
                 let store = Arc::new(Store::open(&cfg.store, &home, keys.as_ref()).await?);
                 let orders = match &cfg.core.orders {
-                    Some(o) => Some(OrderSource::connect(&cfg, o, &home, keys.clone())?),
+                    Some(o) => Some(
+                        OrderSource::connect(&cfg, o, &home, keys.clone())?
+                            .with_planner(Arc::new(tokumei_release::builder::plan::CorePlanner)),
+                    ),
                     None => None,
                 };
                 let bar = if json || !until_drained {

@@ -1,13 +1,12 @@
 //! `tokumei release plan --application ID [--k K] [--m M]`: what a build would generalise and suppress, and
-//! the attack the result would face, before any file exists (operators, the chair, assigned members).
+//! the attack the result would face, before any file exists (operators, the chair, assigned members). A client of
+//! the policy service: the plan is an order the core carries out; the command holds a session and the CA only.
 
-use std::path::PathBuf;
+use anyhow::{Context, Result};
+use tokumei_proto::policy::v1 as pb;
+use tokumei_release::builder::plan::PlanOutcome;
 
-use anyhow::Result;
-use tokumei_release::builder::plan::{self, PlanContext, PlanOutcome, PlanRequest};
-
-use crate::commands::access::{CLI, PolicyOptions, actor, open_policy};
-use crate::commands::release::release_reason;
+use crate::commands::policy_client::ServiceOptions;
 use crate::output::runtime;
 
 /// Arguments of `tokumei release plan`.
@@ -29,41 +28,32 @@ pub struct PlanArgs {
     /// keeps age bands and regions finer at the cost of codes and dates.
     #[arg(long = "demographic-weight")]
     pub demographic_weight: Option<f64>,
-    /// Configuration file (store).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Session and policy database.
+    /// The policy service and the session.
     #[command(flatten)]
-    pub policy: PolicyOptions,
+    pub service: ServiceOptions,
+    /// How long to wait for the core.
+    #[command(flatten)]
+    pub wait: crate::commands::store::WaitOptions,
 }
 
-/// Runs `tokumei release plan`.
+/// Runs `tokumei release plan`: asks the policy service, which admits the plan on the application and orders it
+/// from the core; the core reads the store and reports the plan's aggregates.
 pub fn run(a: PlanArgs, json: bool) -> Result<()> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        let policy = open_policy(&a.policy).await?;
-        let who = actor(&policy, &a.policy).await?;
-        let cfg = tokumei_ingest::config::Config::load(a.config.as_deref())?;
-        let home = tokumei_ingest::home::tokumei_home();
-        let store = crate::commands::store::open_store(&cfg, &home).await?;
-        let cx = PlanContext {
-            policy: &policy,
-            actor: &who,
-            origin: CLI,
-            store: &store,
-        };
-        let request = PlanRequest {
-            k: a.k,
-            m: a.m,
-            max_suppression: a.max_suppression,
-            demographic_weight: a.demographic_weight,
-        };
-        let spinner = indicatif::ProgressBar::new_spinner();
-        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-        let say = |m: &str| spinner.set_message(m.to_owned());
-        let outcome = plan::plan(&cx, &a.application, &request, &say).await;
-        spinner.finish_and_clear();
-        let outcome = outcome.map_err(release_reason)?;
+    runtime()?.block_on(async {
+        let status = crate::commands::store::order(
+            &a.service,
+            &a.wait,
+            pb::core_operation_request::Operation::PlanRelease(pb::PlanReleaseOperation {
+                application_id: a.application.clone(),
+                k: a.k,
+                m: a.m,
+                max_suppression: a.max_suppression,
+                demographic_weight: a.demographic_weight,
+            }),
+            json,
+        )
+        .await?;
+        let outcome: PlanOutcome = serde_json::from_str(&status.result_json).context("the core's plan report")?;
         if json {
             println!("{}", serde_json::to_string_pretty(&outcome)?);
         } else {

@@ -410,8 +410,23 @@ pub fn core_operation_from_proto(r: pb::CoreOperationRequest) -> Result<CoreOper
             new_data_key: r.new_data_key,
         },
         Some(Operation::RegulatorFigures(r)) => CoreOperation::regulator_figures(&r.period)?,
+        Some(Operation::PlanRelease(_)) => {
+            return Err(PolicyError::Invalid(
+                "a release plan is asked with request_release_plan".into(),
+            ));
+        }
         None => return Err(PolicyError::Invalid("name the core operation".into())),
     })
+}
+
+/// The model a plan tries, from its request.
+pub fn plan_params_from_proto(p: &pb::PlanReleaseOperation) -> crate::core_orders::PlanParams {
+    crate::core_orders::PlanParams {
+        k: p.k,
+        m: p.m,
+        max_suppression: p.max_suppression,
+        demographic_weight: p.demographic_weight,
+    }
 }
 
 /// An order's status for its requester (the core's report as JSON text).

@@ -739,17 +739,34 @@ impl PolicyService for PolicyGrpc {
 
     async fn request_core_operation(&self, request: Request<pb::CoreOperationRequest>) -> Reply<pb::CoreOrderStatus> {
         let (origin, actor, r) = self.authenticated(request).await?;
-        // A refused caller learns nothing about whether the order would have been valid.
+        use pb::core_operation_request::Operation;
+        // The role the kind of operation needs, before anything else of the request is read: a refused caller
+        // learns nothing about whether the order would have been valid.
+        let action = match &r.operation {
+            Some(Operation::RegulatorFigures(_)) => Action::ReportRegulator,
+            Some(Operation::PlanRelease(_)) => Action::PlanRelease,
+            _ => Action::OperateCore,
+        };
         self.policy
-            .admit_core_request(&actor, Origin(&origin))
+            .check_role(&actor, action, Origin(&origin))
             .await
             .map_err(refused)?;
-        let operation = convert::core_operation_from_proto(r).map_err(refused)?;
-        let status = self
-            .policy
-            .request_core_operation(&actor, operation, Origin(&origin))
-            .await
-            .map_err(refused)?;
+        let status = match r.operation {
+            Some(Operation::PlanRelease(p)) => {
+                let params = convert::plan_params_from_proto(&p);
+                self.policy
+                    .request_release_plan(&actor, &p.application_id, params, Origin(&origin))
+                    .await
+            }
+            other => {
+                let operation = convert::core_operation_from_proto(pb::CoreOperationRequest { operation: other })
+                    .map_err(refused)?;
+                self.policy
+                    .request_core_operation(&actor, operation, Origin(&origin))
+                    .await
+            }
+        }
+        .map_err(refused)?;
         Ok(Response::new(convert::order_status_to_proto(&status)))
     }
 

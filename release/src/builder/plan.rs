@@ -11,9 +11,8 @@
 use chrono::Utc;
 use serde::Serialize;
 use tokumei_policy::authorization::Action;
-use tokumei_policy::committee::conditions::DEFAULT_M;
-use tokumei_policy::committee::store::ApplicationRecord;
 use tokumei_policy::committee::{Channel, PrivacyModel, japan_date};
+use tokumei_policy::core_orders::PlanScope;
 use tokumei_policy::{Actor, Origin, Policy};
 use tokumei_store::{Store, Table};
 
@@ -28,9 +27,9 @@ use crate::fingerprint::Sheet;
 use crate::pseudonym::PseudonymKey;
 
 /// k when neither the approval nor the request sets one.
-pub const DEFAULT_K: u32 = 5;
+pub const DEFAULT_K: u32 = tokumei_policy::core_orders::DEFAULT_PLAN_K;
 /// Largest share of records suppressed when neither the approval nor the request sets one.
-pub const DEFAULT_MAX_SUPPRESSION: f64 = 0.05;
+pub const DEFAULT_MAX_SUPPRESSION: f64 = tokumei_policy::core_orders::DEFAULT_PLAN_MAX_SUPPRESSION;
 
 /// Who plans, against which store.
 pub struct PlanContext<'a> {
@@ -44,21 +43,12 @@ pub struct PlanContext<'a> {
     pub store: &'a Store,
 }
 
-/// The privacy model to try, over the approval's (or, before approval, the defaults).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PlanRequest {
-    /// k to try.
-    pub k: Option<u32>,
-    /// m to try.
-    pub m: Option<u32>,
-    /// Largest suppressed share to try.
-    pub max_suppression: Option<f64>,
-    /// Weight of the demographics in the release loss to try.
-    pub demographic_weight: Option<f64>,
-}
+/// The privacy model to try, over the approval's (or, before approval, the defaults): the policy service's
+/// order carries it to the core as is.
+pub type PlanRequest = tokumei_policy::core_orders::PlanParams;
 
 /// A quasi-identifier of the patient file and the level the plan generalises it to.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PlannedLevel {
     /// Column.
     pub column: String,
@@ -69,7 +59,7 @@ pub struct PlannedLevel {
 }
 
 /// What a build would do.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PlanOutcome {
     /// The application.
     pub application: String,
@@ -114,7 +104,7 @@ pub async fn plan(
         .policy
         .admit_release_review(cx.actor, application, Action::PlanRelease, cx.origin)
         .await?;
-    let result = plan_admitted(cx.store, &app, request, progress).await;
+    let result = plan_scope(cx.store, &PlanScope::of(&app), request, progress).await;
     match &result {
         Ok(p) => {
             cx.policy
@@ -152,44 +142,26 @@ pub async fn plan(
 
 /// The model to plan for: the approval's (or the defaults), with the request's values over it.
 pub fn planned_model(approved: Option<PrivacyModel>, request: &PlanRequest) -> Result<PrivacyModel> {
-    let base = approved.unwrap_or(PrivacyModel {
-        k: DEFAULT_K,
-        l: None,
-        t: None,
-        max_suppression: DEFAULT_MAX_SUPPRESSION,
-        m: DEFAULT_M,
-        demographic_weight: None,
-    });
-    let model = PrivacyModel {
-        k: request.k.unwrap_or(base.k),
-        m: request.m.unwrap_or(base.m),
-        max_suppression: request.max_suppression.unwrap_or(base.max_suppression),
-        demographic_weight: request.demographic_weight.or(base.demographic_weight),
-        ..base
-    };
-    model.validate().map_err(ReleaseError::BadInput)?;
-    Ok(model)
+    request.model_over(approved).map_err(ReleaseError::BadInput)
 }
 
-async fn plan_admitted(
+/// Plans a build of an admitted application's `scope` (as the policy service fixed it) under `request`'s model:
+/// what the core runs for a `plan_release` order. Nothing is written.
+pub async fn plan_scope(
     store: &Store,
-    app: &ApplicationRecord,
+    scope: &PlanScope,
     request: &PlanRequest,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<PlanOutcome> {
-    let channel = app.conditions.as_ref().map_or(app.form.channel, |c| c.channel);
-    if channel != Channel::File {
+    if scope.channel != Channel::File {
         return Err(ReleaseError::NotReleasable(format!(
-            "application {} is for the {channel} channel; only file releases are planned",
-            app.id
+            "application {} is for the {} channel; only file releases are planned",
+            scope.application, scope.channel
         )));
     }
-    // Before approval the applicant's cohort filter is text nobody has vetted (words or SQL): it is not run,
-    // and the plan covers everyone in the research view.
-    let (tables, cohort_filter, approved) = match &app.conditions {
-        Some(c) => (c.tables.clone(), c.cohort_filter.clone(), c.privacy),
-        None => (app.form.tables.clone(), String::new(), None),
-    };
+    // Before approval the applicant's cohort filter is text nobody has vetted (words or SQL): the scope carries
+    // none, and the plan covers everyone in the research view.
+    let (tables, cohort_filter, approved) = (scope.tables.clone(), scope.cohort_filter.clone(), scope.privacy);
     if approved.is_some_and(|p| p.l.is_some() || p.t.is_some()) {
         return Err(ReleaseError::NotReleasable(
             "l-diversity and t-closeness are not enforced by the release builder; a build of this approval would be \
@@ -198,9 +170,9 @@ async fn plan_admitted(
         ));
     }
     let model = planned_model(approved, request)?;
-    let scope = release_scope(&tables)?;
+    let columns = release_scope(&tables)?;
     progress("reading the tables in scope from the core (research view)");
-    let mut sheets: Vec<(Table, Sheet)> = read_scope(store, &scope, &cohort_filter, &PseudonymKey::fresh()).await?;
+    let mut sheets: Vec<(Table, Sheet)> = read_scope(store, &columns, &cohort_filter, &PseudonymKey::fresh()).await?;
     let Protected {
         anonymised,
         withheld,
@@ -230,14 +202,14 @@ async fn plan_admitted(
         })
         .unwrap_or_default();
     Ok(PlanOutcome {
-        application: app.id.clone(),
-        approved: app.conditions.is_some(),
+        application: scope.application.clone(),
+        approved: scope.approved,
         privacy_model: model,
         tables: sheets.iter().map(|(t, _)| t.name().to_owned()).collect(),
-        cohort: match (&app.conditions, cohort_filter.is_empty()) {
-            (Some(_), false) => "the approved cohort filter".into(),
-            (Some(_), true) => "everyone in the research view (the approval sets no filter)".into(),
-            (None, _) => "everyone in the research view (the form's filter is not run before approval)".into(),
+        cohort: match (scope.approved, cohort_filter.is_empty()) {
+            (true, false) => "the approved cohort filter".into(),
+            (true, true) => "everyone in the research view (the approval sets no filter)".into(),
+            (false, _) => "everyone in the research view (the form's filter is not run before approval)".into(),
         },
         patients,
         suppressed_patients: withheld.len() as u64,
@@ -250,4 +222,35 @@ async fn plan_admitted(
         release_loss,
         check,
     })
+}
+
+/// The core's planner: what `tokumei core run` carries out for a `plan_release` order. The scope and model come
+/// in the order, fixed and checked by the policy service; the report is the plan's aggregates.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CorePlanner;
+
+impl tokumei_store::orders::Planner for CorePlanner {
+    fn plan<'a>(
+        &'a self,
+        store: &'a Store,
+        scope: &'a serde_json::Value,
+        params: &'a serde_json::Value,
+    ) -> tokumei_store::orders::PlanFuture<'a> {
+        Box::pin(async move {
+            let unreadable = |what: &str| tokumei_store::StoreError::Declined {
+                code: "ORDER_UNREADABLE".into(),
+                message: format!("the plan order's {what} is not readable"),
+            };
+            let scope: PlanScope = serde_json::from_value(scope.clone()).map_err(|_| unreadable("scope"))?;
+            let params: PlanRequest = serde_json::from_value(params.clone()).map_err(|_| unreadable("model"))?;
+            let outcome =
+                plan_scope(store, &scope, &params, &|_| {})
+                    .await
+                    .map_err(|e| tokumei_store::StoreError::Declined {
+                        code: e.reason(),
+                        message: e.to_string(),
+                    })?;
+            serde_json::to_value(outcome).map_err(|e| tokumei_store::StoreError::Orders(format!("plan report: {e}")))
+        })
+    }
 }
