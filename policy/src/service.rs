@@ -215,6 +215,13 @@ impl Policy {
         self
     }
 
+    /// This front-end seals second-factor seeds under `key` (the policy service only; see
+    /// [`crate::identity::Directory::with_seed_key`]).
+    pub fn with_seed_key(mut self, key: &ServiceKey) -> Policy {
+        self.directory = self.directory.with_seed_key(key);
+        self
+    }
+
     /// This front-end only checks sessions, against the session key's public half: every process but the policy
     /// service, so that nothing holding the policy database can mint a session.
     pub fn with_session_verifier(mut self, public: ServicePublicKey) -> Policy {

@@ -97,6 +97,12 @@ pub fn session_key_path(home: &Path) -> PathBuf {
     home.join("policy").join("session.key")
 }
 
+/// The file of the key that seals second-factor (TOTP) seeds: loaded by the policy service only, never rotated by
+/// `rotate-key` (the seeds would have to be re-sealed with it).
+pub fn totp_seal_key_path(home: &Path) -> PathBuf {
+    home.join("policy").join("totp-seal.key")
+}
+
 /// The file of the key that signs the ban lists this processor exports (`.pub` beside it: what other processors
 /// trust). Only the policy service loads it.
 pub fn bans_key_path(home: &Path) -> PathBuf {

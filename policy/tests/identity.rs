@@ -32,6 +32,7 @@ on_both_backends!(
     secrets_stay_out_of_debug_output,
     totp_seeds_are_sealed_at_rest,
     only_the_session_key_makes_sessions,
+    only_the_seed_key_opens_the_services_second_factors,
 );
 
 // ---------------------------------------------------------------------------------------------------------
@@ -1048,5 +1049,76 @@ async fn only_the_session_key_makes_sessions(db: PolicyDb, _url: String) {
     assert!(
         matches!(refused, Err(PolicyError::InvalidState(_))),
         "a process that only checks sessions logged someone in: {refused:?}"
+    );
+}
+
+/// The attack on second factors at rest: a process beside the policy database holds the database and the general
+/// service key — and, stolen from the service's host, even the session key. Seeds the service sealed under its TOTP
+/// seal key still do not open there: such a process can neither read a seed nor check a code. Seeds an earlier
+/// version sealed under the general key are re-sealed under the TOTP key at their owner's next code.
+async fn only_the_seed_key_opens_the_services_second_factors(db: PolicyDb, _url: String) {
+    use sqlx::Row;
+    let general = ServiceKey::from_seed(&[9; 32]);
+    let session_key = ServiceKey::from_seed(&[10; 32]);
+    let seed_key = ServiceKey::from_seed(&[11; 32]);
+    let stored = |user: &'static str| {
+        let pool = db.pool().clone();
+        async move {
+            sqlx::query("SELECT totp_secret FROM users WHERE username = $1")
+                .bind(user)
+                .fetch_one(&pool)
+                .await
+                .expect("row")
+                .try_get::<String, _>("totp_secret")
+                .expect("seed")
+        }
+    };
+    // An account enrolled by an earlier version: its seed under the general key.
+    let earlier = Directory::new(db.clone(), general.clone()).with_session_key(session_key.clone());
+    let (old_app, _) = active_user(&earlier, "olga", &[Role::Researcher]).await;
+    assert!(stored("olga").await.starts_with("tkw1:"));
+
+    let service = Directory::new(db.clone(), general.clone())
+        .with_session_key(session_key.clone())
+        .with_seed_key(&seed_key);
+    let (app, _) = active_user(&service, "iris", &[Role::Researcher]).await;
+    assert!(stored("iris").await.starts_with("tkw2:"), "sealed under the TOTP key");
+    login_totp(&service, "iris", PASSWORD, &app, t0() + secs(60))
+        .await
+        .expect("the service checks the code");
+
+    let beside = Directory::new(db.clone(), general.clone()).with_session_key(session_key.clone());
+    let refused = login_totp(&beside, "iris", PASSWORD, &app, t0() + secs(90)).await;
+    assert!(
+        matches!(refused, Err(PolicyError::InvalidState(_))),
+        "a process without the TOTP key checked a code: {refused:?}"
+    );
+    // Relabelling the sealed seed as an older one does not make it open under the general key.
+    let relabelled = stored("iris").await.replacen("tkw2:", "tkw1:", 1);
+    sqlx::query("UPDATE users SET totp_secret = $2 WHERE username = $1")
+        .bind("iris")
+        .bind(&relabelled)
+        .execute(db.pool())
+        .await
+        .expect("relabel");
+    assert!(
+        login_totp(&beside, "iris", PASSWORD, &app, t0() + secs(120))
+            .await
+            .is_err()
+    );
+
+    // The earlier account logs in at the service and its seed moves under the TOTP key.
+    login_totp(&service, "olga", PASSWORD, &old_app, t0() + secs(60))
+        .await
+        .expect("an earlier seed still works");
+    assert!(
+        stored("olga").await.starts_with("tkw2:"),
+        "re-sealed at the owner's code"
+    );
+    assert!(
+        login_totp(&beside, "olga", PASSWORD, &old_app, t0() + secs(90))
+            .await
+            .is_err(),
+        "after re-sealing, the general key no longer opens it"
     );
 }

@@ -186,6 +186,10 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
         .await
         .map_err(super::access::reason)?
         .with_session_key(session_key)
+        .with_seed_key(
+            &tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::totp_seal_key_path(home))
+                .map_err(super::access::reason)?,
+        )
         .with_directory_key(
             tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::directory_key_path(home))
                 .map_err(super::access::reason)?,

@@ -191,8 +191,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         };
         let bans_key = load(&tokumei_policy::service_key::bans_key_path(&home))?;
         let directory_key = load(&tokumei_policy::service_key::directory_key_path(&home))?;
+        // And the key that seals second-factor seeds: only the service checks codes.
+        let seed_key = load(&tokumei_policy::service_key::totp_seal_key_path(&home))?;
         let policy = open_policy(&args.policy)
             .await?
+            .with_seed_key(&seed_key)
             .with_core_order_key(core_order_key)
             .with_session_key(session_key)
             .with_bans_key(bans_key)

@@ -33,7 +33,7 @@ use zeroize::Zeroizing;
 
 use super::lockout::{LockoutPolicy, LockoutState};
 use super::recovery_codes::{self, RecoveryCodes};
-use super::seed_seal::SeedSeal;
+use super::seed_seal::{SeedSeal, Seeds};
 use super::session_token::{self, DEFAULT_SESSION_TTL, SessionClaims, SessionToken};
 use super::totp::{self, Totp, TotpSecret};
 use super::{SecretString, check_username, password, truncate_for_message};
@@ -262,7 +262,7 @@ impl Sessions {
 pub struct Directory {
     db: PolicyDb,
     sessions: Sessions,
-    seeds: SeedSeal,
+    seeds: Seeds,
     lockout: LockoutPolicy,
     session_ttl: TimeDelta,
     totp_issuer: String,
@@ -295,7 +295,7 @@ impl Directory {
     /// default lockout policy, 15-minute sessions and the TOTP issuer "tokumei".
     pub fn new(db: PolicyDb, key: ServiceKey) -> Directory {
         Directory {
-            seeds: SeedSeal::new(key.derive_key(b"tokumei/totp-seed-seal/v1")),
+            seeds: Seeds::legacy(SeedSeal::legacy(key.derive_key(b"tokumei/totp-seed-seal/v1"))),
             db,
             sessions: Sessions::Issuer(key),
             lockout: LockoutPolicy::default(),
@@ -307,6 +307,16 @@ impl Directory {
     /// The same directory issuing and checking sessions with `key` (the policy service's session key).
     pub fn with_session_key(mut self, key: ServiceKey) -> Directory {
         self.sessions = Sessions::Issuer(key);
+        self
+    }
+
+    /// The same directory sealing second-factor seeds under `key` (`policy/totp-seal.key`, the policy service's
+    /// alone): a process holding the database and the general service key can no longer read them. Seeds sealed
+    /// under the general key by earlier versions are re-sealed at their owner's next code.
+    pub fn with_seed_key(mut self, key: &ServiceKey) -> Directory {
+        self.seeds = self
+            .seeds
+            .with_dedicated(SeedSeal::dedicated(key.derive_key(b"tokumei/totp-seed-seal/v2")));
         self
     }
 
@@ -1128,7 +1138,7 @@ impl Directory {
             .execute(&mut **tx)
             .await?;
         if in_clear {
-            // Stored in the clear by an earlier version: sealed now that the owner proved it.
+            // Stored in the clear or under the general key by an earlier version: sealed now that the owner proved it.
             sqlx::query("UPDATE users SET totp_secret = $2 WHERE username = $1")
                 .bind(&row.username)
                 .bind(self.seeds.seal(&row.username, &seed)?)
