@@ -77,6 +77,13 @@ impl PkiLayout {
     pub fn release_key(&self) -> PathBuf {
         self.dir.join("release-zone.key")
     }
+
+    /// The zones' certificates the policy service admits, by CN, as SHA-256 of their DER (written by [`init`]):
+    /// a certificate the CA issued with a zone's CN but not listed here — one replaced after a compromise, say —
+    /// is refused.
+    pub fn zone_pins(&self) -> PathBuf {
+        self.dir.join("zone-pins.json")
+    }
     /// A hospital's client certificate.
     pub fn hospital_cert(&self, code: &str) -> PathBuf {
         self.dir.join("hospitals").join(format!("{code}.crt"))
@@ -85,6 +92,29 @@ impl PkiLayout {
     pub fn hospital_key(&self, code: &str) -> PathBuf {
         self.dir.join("hospitals").join(format!("{code}.key"))
     }
+}
+
+/// SHA-256 (hex) of the DER of the first certificate in the PEM file at `path`.
+pub fn certificate_sha256(path: &Path) -> Result<String, PkiError> {
+    let io = |source| PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let pem = std::fs::read(path).map_err(io)?;
+    let der = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .ok_or_else(|| io(std::io::Error::other("no certificate in the file")))?
+        .map_err(io)?;
+    Ok(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(der.as_ref())))
+}
+
+/// Writes the pins of the zones' current certificates (`zone-pins.json`): only these are the zones.
+fn write_zone_pins(layout: &PkiLayout) -> Result<(), PkiError> {
+    let pins = serde_json::json!({
+        "tokumei-core": [certificate_sha256(&layout.core_cert())?],
+        "tokumei-release": [certificate_sha256(&layout.release_cert())?],
+    });
+    write_public(&layout.zone_pins(), &format!("{pins:#}\n"))
 }
 
 fn write_public(path: &Path, text: &str) -> Result<(), PkiError> {
@@ -210,6 +240,7 @@ pub fn init(layout: &PkiLayout, hospital_codes: &[String], gateway_names: &[Stri
         let params = leaf("tokumei-release", vec![], ExtendedKeyUsagePurpose::ClientAuth);
         issue(&layout.release_cert(), &layout.release_key(), params, &issuer)?;
     }
+    write_zone_pins(layout)?;
     let mut issued = Vec::new();
     for code in hospital_codes {
         if created_ca || !layout.hospital_cert(code).exists() {

@@ -1524,3 +1524,45 @@ async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
     }
     drop(server);
 }
+
+/// The release zone's host is compromised and its certificate replaced: the stolen certificate still chains to the
+/// CA and still says `tokumei-release`, but it is no longer pinned (`pki/zone-pins.json`, rewritten by `pki init`),
+/// so the policy service refuses it; the new certificate is the zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_zone_certificate_is_no_longer_the_zone() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let w = world();
+    let home = &w.home;
+    let stolen = home.path().join("stolen");
+    std::fs::create_dir_all(&stolen).expect("dir");
+    let (old_cert, old_key) = (stolen.join("release-zone.crt"), stolen.join("release-zone.key"));
+    std::fs::copy(home.pki.release_cert(), &old_cert).expect("copy");
+    std::fs::copy(home.pki.release_key(), &old_key).expect("copy");
+    // The operators issue a new certificate: `pki init` re-issues a missing one and rewrites the pins.
+    std::fs::remove_file(home.pki.release_cert()).expect("remove");
+    tokumei_ingest::pki::init(&home.pki, &[], &[]).expect("pki init");
+    let policy = common::policy_server::Server::start_tls(home.path());
+    let session = || ppb::ZoneSession {
+        session: w.rika.session.clone(),
+        origin: "grpc:198.51.100.7:4000".into(),
+    };
+    let mut with_stolen = zone_client(home, &policy.addr, Some((old_cert, old_key))).await;
+    assert_refused(
+        with_stolen.authenticate(session()).await,
+        Code::PermissionDenied,
+        "NOT_THE_RELEASE_ZONE",
+    );
+    let mut current = zone_client(
+        home,
+        &policy.addr,
+        Some((home.pki.release_cert(), home.pki.release_key())),
+    )
+    .await;
+    let caller = current
+        .authenticate(session())
+        .await
+        .expect("the new certificate is the release zone")
+        .into_inner();
+    assert_eq!(caller.username, "rika");
+    drop(policy);
+}

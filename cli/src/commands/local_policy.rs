@@ -21,7 +21,12 @@ pub struct LocalPolicyService {
 pub async fn start(policy: Policy, pki: &PkiLayout) -> Result<LocalPolicyService> {
     tokumei_ingest::tls::install_crypto_provider();
     let ca = std::fs::read(pki.ca_cert()).context("the PKI's CA certificate")?;
-    let tls = ServerTls::from_files(&pki.gateway_cert(), &pki.gateway_key())?.with_zone_client_ca(ca);
+    let tls = ServerTls::from_files(&pki.gateway_cert(), &pki.gateway_key())?
+        .with_zone_client_ca(ca)
+        .with_zone_pins(
+            tokumei_policy::grpc::zone_pins::ZonePins::load(&pki.zone_pins())
+                .map_err(crate::commands::access::reason)?,
+        );
     let bound = tokumei_policy::grpc::bind(policy, "127.0.0.1:0".parse()?, Some(tls)).await?;
     let addr = bound.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

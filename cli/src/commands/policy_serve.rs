@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use tokumei_ingest::pki::PkiLayout;
 use tokumei_ingest::server::termination_signal;
 use tokumei_policy::grpc::{ServerTls, bind};
 
@@ -95,6 +96,10 @@ pub struct ServeArgs {
     /// (needs TLS).
     #[arg(long, alias = "core-client-ca", requires = "tls_cert")]
     zone_client_ca: Option<PathBuf>,
+    /// The zones' pinned certificates (JSON: CN → SHA-256 list; default `$TOKUMEI_HOME/pki/zone-pins.json`, written
+    /// by `tokumei pki init`): only these are the core and the release zone, whatever else the CA issued.
+    #[arg(long, requires = "zone_client_ca")]
+    zone_pins: Option<PathBuf>,
     #[command(flatten)]
     policy: PolicyOptions,
 }
@@ -147,7 +152,22 @@ fn serve(args: ServeArgs) -> Result<()> {
             let tls = ServerTls::from_files(cert, key)?;
             Some(match &args.zone_client_ca {
                 Some(ca) => {
-                    tls.with_zone_client_ca(std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?)
+                    let tls =
+                        tls.with_zone_client_ca(std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?);
+                    let default = PkiLayout::new(tokumei_ingest::home::tokumei_home().join("pki")).zone_pins();
+                    match args.zone_pins.clone().or_else(|| default.exists().then_some(default)) {
+                        Some(path) => tls.with_zone_pins(
+                            tokumei_policy::grpc::zone_pins::ZonePins::load(&path)
+                                .map_err(crate::commands::access::reason)?,
+                        ),
+                        None => {
+                            tracing::warn!(
+                                "no zone pins (pki/zone-pins.json): any certificate of the zones' CA with a zone's \
+                                 name is admitted as that zone"
+                            );
+                            tls
+                        }
+                    }
                 }
                 None => tls,
             })

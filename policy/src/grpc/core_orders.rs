@@ -13,6 +13,7 @@ use tokumei_proto::policy::v1::core_order_service_server::{CoreOrderService, Cor
 use tonic::{Code, Request, Response, Status};
 
 use super::audited::record_call;
+use super::zone_pins::ZonePins;
 use super::{Reply, origin_of, policy_status, status_with_reason};
 use crate::core_orders::OrderOutcome;
 use crate::service::{CORE_IDENTITY, Origin, Policy};
@@ -32,11 +33,23 @@ pub(super) fn peer_cn<T>(request: &Request<T>) -> Option<String> {
     Some(cn)
 }
 
-/// Refuses every caller but the one presenting a verified certificate with CN `zone` (`PERMISSION_DENIED` with
-/// `reason`): the zones' own services admit no person, whatever their session.
-pub(super) fn require_zone<T>(request: &Request<T>, zone: &str, reason: &str, what: &str) -> Result<(), Status> {
+/// Refuses every caller but the one presenting a verified certificate with CN `zone` — and, with `pins`, one of
+/// the zone's pinned certificates (`PERMISSION_DENIED` with `reason`): the zones' own services admit no person,
+/// whatever their session, and no certificate the zone no longer holds.
+pub(super) fn require_zone<T>(
+    request: &Request<T>,
+    zone: &str,
+    reason: &str,
+    what: &str,
+    pins: Option<&ZonePins>,
+) -> Result<(), Status> {
     if peer_cn(request).as_deref() == Some(zone) {
-        return Ok(());
+        let leaf = request.peer_certs().and_then(|certs| certs.first().cloned());
+        match (pins, leaf) {
+            (None, _) => return Ok(()),
+            (Some(pins), Some(leaf)) if pins.admits(zone, leaf.as_ref()) => return Ok(()),
+            _ => tracing::warn!(zone, "a certificate with a zone's name but not pinned was refused"),
+        }
     }
     tracing::warn!(zone, "a zone's service refused a caller without the zone's certificate");
     Err(status_with_reason(
@@ -47,21 +60,34 @@ pub(super) fn require_zone<T>(request: &Request<T>, zone: &str, reason: &str, wh
     ))
 }
 
-/// Refuses every caller but the core.
-fn require_core<T>(request: &Request<T>) -> Result<(), Status> {
-    require_zone(request, CORE_COMMON_NAME, NOT_THE_CORE, "take or report core orders")
-}
-
 /// The service over the [`Policy`] facade; every call recorded.
 #[derive(Debug, Clone)]
 pub struct CoreOrderGrpc {
     policy: Policy,
+    pins: Option<ZonePins>,
 }
 
 impl CoreOrderGrpc {
     /// The service over `policy`.
     pub fn new(policy: Policy) -> CoreOrderGrpc {
-        CoreOrderGrpc { policy }
+        CoreOrderGrpc { policy, pins: None }
+    }
+
+    /// Admits only the core's pinned certificates.
+    pub fn with_pins(mut self, pins: Option<ZonePins>) -> CoreOrderGrpc {
+        self.pins = pins;
+        self
+    }
+
+    /// Refuses every caller but the core.
+    fn require_core<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        require_zone(
+            request,
+            CORE_COMMON_NAME,
+            NOT_THE_CORE,
+            "take or report core orders",
+            self.pins.as_ref(),
+        )
     }
 
     /// The tonic service to add to a server.
@@ -96,7 +122,7 @@ impl CoreOrderService for CoreOrderGrpc {
         let origin = origin_of(&request);
         let caller = caller_name(&request);
         let result = async {
-            require_core(&request)?;
+            self.require_core(&request)?;
             let orders = self
                 .policy
                 .take_core_orders(Origin(&origin))
@@ -127,7 +153,7 @@ impl CoreOrderService for CoreOrderGrpc {
         let origin = origin_of(&request);
         let caller = caller_name(&request);
         let result = async {
-            require_core(&request)?;
+            self.require_core(&request)?;
             let r = request.into_inner();
             let outcome = if r.ok {
                 let value = serde_json::from_str(&r.result_json).map_err(|_| {

@@ -45,6 +45,7 @@ pub mod convert;
 pub mod core_orders;
 pub mod release_zone;
 pub mod server;
+pub mod zone_pins;
 
 use std::collections::HashMap;
 

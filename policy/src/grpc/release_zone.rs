@@ -18,6 +18,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::audited::record_call;
 use super::core_orders::require_zone;
+use super::zone_pins::ZonePins;
 use super::{Reply, convert, origin_of, policy_status, status_with_reason};
 use crate::audit_ledger::{AuditEvent, Outcome};
 use crate::authorization::{Action, Actor};
@@ -49,15 +50,6 @@ pub fn release_zone_event(action: &str) -> bool {
     )
 }
 
-fn require_release_zone<T>(request: &Request<T>) -> Result<(), Status> {
-    require_zone(
-        request,
-        RELEASE_COMMON_NAME,
-        NOT_THE_RELEASE_ZONE,
-        "call the release zone's service",
-    )
-}
-
 /// A reason code as the zones report them: 1–64 of `A-Z`, `0-9` and `_` (never free text, which could carry a
 /// value into the ledger).
 fn is_reason_code(reason: &str) -> bool {
@@ -75,12 +67,19 @@ fn invalid(message: &str) -> Status {
 #[derive(Debug, Clone)]
 pub struct ReleaseZoneGrpc {
     policy: Policy,
+    pins: Option<ZonePins>,
 }
 
 impl ReleaseZoneGrpc {
     /// The service over `policy`.
     pub fn new(policy: Policy) -> ReleaseZoneGrpc {
-        ReleaseZoneGrpc { policy }
+        ReleaseZoneGrpc { policy, pins: None }
+    }
+
+    /// Admits only the release zone's pinned certificates.
+    pub fn with_pins(mut self, pins: Option<ZonePins>) -> ReleaseZoneGrpc {
+        self.pins = pins;
+        self
     }
 
     /// The tonic service to add to a server.
@@ -97,7 +96,13 @@ impl ReleaseZoneGrpc {
         request: Request<T>,
         act: impl AsyncFnOnce(T) -> Result<R, Status>,
     ) -> Reply<R> {
-        if let Err(refusal) = require_release_zone(&request) {
+        if let Err(refusal) = require_zone(
+            &request,
+            RELEASE_COMMON_NAME,
+            NOT_THE_RELEASE_ZONE,
+            "call the release zone's service",
+            self.pins.as_ref(),
+        ) {
             let origin = origin_of(&request);
             return record_call(
                 &self.policy,

@@ -64,6 +64,8 @@ pub struct ServerTls {
     /// people authenticate with sessions); the core's is what `CoreOrderService` accepts, the release zone's what
     /// `ReleaseZoneService` accepts.
     zone_client_ca: Option<Vec<u8>>,
+    /// The zones' pinned certificates: without them any certificate of the CA with a zone's CN is that zone.
+    zone_pins: Option<super::zone_pins::ZonePins>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -81,7 +83,14 @@ impl ServerTls {
             cert_pem,
             key_pem: Zeroizing::new(key_pem),
             zone_client_ca: None,
+            zone_pins: None,
         }
+    }
+
+    /// Admits as a zone only its pinned certificates (`pki/zone-pins.json`).
+    pub fn with_zone_pins(mut self, pins: super::zone_pins::ZonePins) -> ServerTls {
+        self.zone_pins = Some(pins);
+        self
     }
 
     /// Accepts client certificates issued by `ca_pem` (the zones' CA), so the core can take its orders and the
@@ -111,6 +120,7 @@ impl ServerTls {
             cert_pem,
             key_pem,
             zone_client_ca: None,
+            zone_pins: None,
         })
     }
 
@@ -151,6 +161,7 @@ pub struct BoundServer {
     addr: SocketAddr,
     server: Server,
     tls: bool,
+    pins: Option<super::zone_pins::ZonePins>,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -190,12 +201,14 @@ pub async fn bind(policy: Policy, listen: SocketAddr, tls: Option<ServerTls>) ->
     if !is_tls {
         check_plaintext(addr)?;
     }
+    let pins = tls.and_then(|t| t.zone_pins);
     Ok(BoundServer {
         policy,
         listener,
         addr,
         server,
         tls: is_tls,
+        pins,
     })
 }
 
@@ -218,6 +231,7 @@ impl BoundServer {
             addr,
             mut server,
             tls,
+            pins,
         } = self;
         if tls {
             tracing::info!(%addr, "policy service listening (TLS)");
@@ -226,9 +240,11 @@ impl BoundServer {
         }
         // Every call recorded in the audit ledger, reads and refusals included.
         let core_orders = super::core_orders::CoreOrderGrpc::new(policy.clone())
+            .with_pins(pins.clone())
             .into_server()
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let release_zone = super::release_zone::ReleaseZoneGrpc::new(policy.clone())
+            .with_pins(pins)
             .into_server()
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let service = super::audited::AuditedPolicyGrpc::new(PolicyGrpc::new(policy))
