@@ -735,12 +735,17 @@ async fn release_build_verify_and_trace_end_to_end() {
     );
     let err = refused(&home, &build(&app, &[]), &op_env);
     assert!(err.contains("BANNED"), "{err}");
-    // Deletion declared by the researcher.
-    run_json(
-        home.path(),
+    // Deletion declared by the researcher, through the release service, from her own (empty) desk.
+    let server = ReleaseServer::start(&home, &home.path().join("release-declare.log"), &[]);
+    let declared = run_json(
+        desk.path(),
         &[
             "release",
             "declare-deleted",
+            "--server",
+            &format!("https://{}", server.grpc),
+            "--ca",
+            home.pki.ca_cert().to_str().unwrap(),
             "--application",
             &app,
             "--statement",
@@ -749,6 +754,9 @@ async fn release_build_verify_and_trace_end_to_end() {
         &session_env(db, &rika),
         None,
     );
+    assert!(declared["audit_seq"].as_i64().unwrap() > 0, "{declared}");
+    assert!(files_under(desk.path()).is_empty());
+    drop(server);
 
     let entries = people::ledger(home.path()).await;
     let count = |action: &str, outcome: &str, reason: Option<&str>| {

@@ -81,13 +81,19 @@ pub struct ListArgs {
 /// Arguments of `tokumei release declare-deleted`.
 #[derive(clap::Args, Debug)]
 pub struct DeclareArgs {
+    /// The release service's gRPC address (https://HOST:PORT).
+    #[arg(long)]
+    pub server: String,
+    /// CA certificate (PEM) the release service's certificate must chain to.
+    #[arg(long)]
+    pub ca: PathBuf,
     /// The application whose data was deleted.
     #[arg(long)]
     pub application: String,
     /// What was deleted, where and how.
     #[arg(long)]
     pub statement: String,
-    /// Session and policy database.
+    /// The recipient's session.
     #[command(flatten)]
     pub policy: PolicyOptions,
 }
@@ -293,22 +299,34 @@ fn list(a: ListArgs, json: bool) -> Result<()> {
     })
 }
 
+/// `tokumei release declare-deleted`: a client of the release service (`DeclareDeletion`), from the recipient's
+/// machine with their session and the CA only.
 fn declare(a: DeclareArgs, json: bool) -> Result<()> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        let policy = open_policy(&a.policy).await?;
-        let who = actor(&policy, &a.policy).await?;
-        let entry = policy
-            .declare_deletion(&who, &a.application, &a.statement, CLI)
+    tokumei_ingest::tls::install_crypto_provider();
+    let session = crate::commands::access::session_token(&a.policy)?;
+    let ca = std::fs::read(&a.ca).with_context(|| format!("reading {}", a.ca.display()))?;
+    runtime()?.block_on(async {
+        use crate::commands::release_client::{authed, bearer, connect, refused};
+        let mut client = connect(&a.server, &ca).await?;
+        let audit_seq = client
+            .declare_deletion(authed(
+                &bearer(&session)?,
+                tokumei_proto::release::v1::DeclareDeletionRequest {
+                    application_id: a.application.clone(),
+                    statement: a.statement.clone(),
+                },
+            ))
             .await
-            .map_err(reason)?;
+            .map_err(refused)?
+            .into_inner()
+            .audit_seq;
         if json {
             println!(
                 "{}",
-                serde_json::json!({"application": a.application, "audit_seq": entry.seq})
+                serde_json::json!({"application": a.application, "audit_seq": audit_seq})
             );
         } else {
-            println!("deletion of {} declared (audit entry {})", a.application, entry.seq);
+            println!("deletion of {} declared (audit entry {audit_seq})", a.application);
         }
         Ok(())
     })
