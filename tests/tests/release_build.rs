@@ -697,23 +697,39 @@ async fn release_build_verify_and_trace_end_to_end() {
     let args = trace_args(&home, &server, &release, &leaked);
     let err = refused(&home, &args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     assert!(err.contains("SESSION_INVALID"), "{err}");
-    drop(server);
-    // `release list` needs a session and shows only what the caller may see.
-    let list = ["release", "list", "--config", &config(&home)];
+    // `release list` asks the release service: it needs a session and shows only what the caller may see.
+    let (zone_url, ca_path) = (format!("https://{}", server.grpc), home.pki.ca_cert());
+    let list = [
+        "release",
+        "list",
+        "--server",
+        &zone_url,
+        "--ca",
+        ca_path.to_str().unwrap(),
+    ];
     let err = refused(&home, &list, &[]);
     assert!(err.contains("SESSION_INVALID"), "{err}");
-    let listed = |person: &Person| -> Vec<String> {
-        run_json(home.path(), &list, &session_env(db, person), None)
+    let listed = |person: &Person| -> Vec<serde_json::Value> {
+        run_json(desk.path(), &list, &session_env(db, person), None)
             .as_array()
             .expect("list")
             .iter()
-            .map(|r| r["release"].as_str().expect("id").to_owned())
+            .filter(|r| r["release"] == release.as_str())
+            .cloned()
             .collect()
     };
-    assert!(listed(op).contains(&release));
-    assert!(listed(&rika).contains(&release), "a recipient sees her release");
+    // The operator sees the release and its recipients, without files: not a recipient.
+    let seen = listed(op);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["standing"], "NOT_RECIPIENT", "{seen:?}");
+    assert_eq!(seen[0]["files"], serde_json::json!([]), "{seen:?}");
+    assert_eq!(seen[0]["recipients"], serde_json::json!(["rika", "yui"]), "{seen:?}");
+    let hers = listed(&rika);
+    assert_eq!(hers.len(), 1, "a recipient sees her release");
+    assert!(!hers[0]["files"].as_array().unwrap().is_empty(), "{hers:?}");
     let stranger = people::invite(home.path(), db, "kai", "univ-k", "researcher");
     assert!(listed(&stranger).is_empty(), "a stranger sees nothing");
+    drop(server);
 
     // A banned recipient stops further builds.
     people::run_client(

@@ -303,7 +303,7 @@ async fn release_delivery_end_to_end() {
 
     // --- Listing: the recipient sees her three copies with their files; someone else sees nothing.
     let listing = client
-        .list_releases(authed(pb::ListReleasesRequest {}, &w.rika))
+        .list_releases(authed(pb::ListReleasesRequest::default(), &w.rika))
         .await
         .expect("list releases")
         .into_inner();
@@ -333,13 +333,15 @@ async fn release_delivery_end_to_end() {
         .collect();
     assert_eq!(listed["observations.csv"], (sha256(&big).as_str(), BIG as u64));
     let others = client
-        .list_releases(authed(pb::ListReleasesRequest {}, &w.nao))
+        .list_releases(authed(pb::ListReleasesRequest::default(), &w.nao))
         .await
         .expect("list releases")
         .into_inner();
     assert!(others.releases.is_empty());
     // Every call is in the audit ledger, listings and sessionless calls included.
-    let _ = client.list_releases(Request::new(pb::ListReleasesRequest {})).await;
+    let _ = client
+        .list_releases(Request::new(pb::ListReleasesRequest::default()))
+        .await;
     let entries = people::ledger(home.path()).await;
     let listed_by = |who: &str, outcome: &str| {
         entries
@@ -627,7 +629,7 @@ async fn release_delivery_end_to_end() {
         let mut c = ReleaseServiceClient::connect(format!("http://{}", server.grpc))
             .await
             .map_err(|e| e.to_string())?;
-        c.list_releases(authed(pb::ListReleasesRequest {}, &w.rika))
+        c.list_releases(authed(pb::ListReleasesRequest::default(), &w.rika))
             .await
             .map_err(|e| e.to_string())
     };
@@ -911,7 +913,7 @@ async fn revocation_and_bans_reach_issued_tokens_and_change_requests() {
         let rika = rika.clone();
         async move {
             let listing = client
-                .list_releases(authed(pb::ListReleasesRequest {}, &rika))
+                .list_releases(authed(pb::ListReleasesRequest::default(), &rika))
                 .await
                 .expect("list releases")
                 .into_inner();
@@ -1062,7 +1064,7 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
             let got = match rpc {
                 "ListReleases" => classify_release(
                     &client
-                        .list_releases(maybe_authed(pb::ListReleasesRequest {}, *person))
+                        .list_releases(maybe_authed(pb::ListReleasesRequest::default(), *person))
                         .await,
                 ),
                 "RequestDownload" => classify_release(
@@ -1194,7 +1196,7 @@ async fn zone_client(
     ReleaseZoneServiceClient::new(channel)
 }
 
-/// Each of the twelve calls of `ReleaseZoneService`, made with `session`; what the policy service answered.
+/// Each of the thirteen calls of `ReleaseZoneService`, made with `session`; what the policy service answered.
 async fn every_zone_call(
     client: &mut ReleaseZoneServiceClient<Channel>,
     session: &str,
@@ -1209,6 +1211,17 @@ async fn every_zone_call(
         ("CheckDownloadRole", client.check_download_role(s()).await.map(|_| ())),
         ("CheckTraceRole", client.check_trace_role(s()).await.map(|_| ())),
         ("CheckRiskRole", client.check_risk_role(s()).await.map(|_| ())),
+        (
+            "VisibleApplications",
+            client
+                .visible_applications(ppb::ZoneVisibility {
+                    session: session.to_owned(),
+                    origin: "grpc:198.51.100.7:4000".into(),
+                    application_ids: vec![application.to_owned()],
+                })
+                .await
+                .map(|_| ()),
+        ),
         (
             "AdmitRiskReview",
             client
@@ -1323,7 +1336,7 @@ async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
     // Downloads work through the link (the service is up and serving from its own home)...
     let mut client = server.client(home).await;
     let listed = client
-        .list_releases(authed(pb::ListReleasesRequest {}, &w.rika))
+        .list_releases(authed(pb::ListReleasesRequest::default(), &w.rika))
         .await
         .expect("rika lists her releases through the release service");
     drop(listed);
@@ -1510,6 +1523,7 @@ async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
         "AdmitTrace",
         "RecordTrace",
         "CheckRiskRole",
+        "VisibleApplications",
         "AdmitRiskReview",
         "RecordRiskReview",
         "AdmitDownload",

@@ -67,13 +67,16 @@ pub struct VerifyArgs {
 /// Arguments of `tokumei release list`.
 #[derive(clap::Args, Debug)]
 pub struct ListArgs {
+    /// The release service's gRPC address (https://HOST:PORT).
+    #[arg(long)]
+    pub server: String,
+    /// CA certificate (PEM) the release service's certificate must chain to.
+    #[arg(long)]
+    pub ca: PathBuf,
     /// Only releases of this application.
     #[arg(long)]
     pub application: Option<String>,
-    /// Configuration file (key service).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Session and policy database: only releases of applications the caller may see are listed.
+    /// The session: your own copies, and the releases of applications you may see.
     #[command(flatten)]
     pub policy: PolicyOptions,
 }
@@ -255,43 +258,47 @@ fn verify(a: VerifyArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `tokumei release list`: a client of the release service (`ListReleases`).
 fn list(a: ListArgs, json: bool) -> Result<()> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        let policy = open_policy(&a.policy).await?;
-        let who = actor(&policy, &a.policy).await?;
-        let zone = open_zone(a.config.as_deref()).await?;
-        let mut records = Vec::new();
-        for r in zone.records().map_err(release_reason)? {
-            if a.application.as_ref().is_none_or(|app| &r.application == app)
-                && policy
-                    .may_view_application(&who, &r.application)
-                    .await
-                    .map_err(reason)?
-            {
-                records.push(r);
-            }
-        }
+    tokumei_ingest::tls::install_crypto_provider();
+    let session = crate::commands::access::session_token(&a.policy)?;
+    let ca = std::fs::read(&a.ca).with_context(|| format!("reading {}", a.ca.display()))?;
+    runtime()?.block_on(async {
+        use crate::commands::release_client::{authed, bearer, connect, refused};
+        let mut client = connect(&a.server, &ca).await?;
+        let releases = client
+            .list_releases(authed(
+                &bearer(&session)?,
+                tokumei_proto::release::v1::ListReleasesRequest {
+                    application: a.application.clone().unwrap_or_default(),
+                },
+            ))
+            .await
+            .map_err(refused)?
+            .into_inner()
+            .releases;
         if json {
-            let rows: Vec<_> = records
+            let rows: Vec<_> = releases
                 .iter()
                 .map(|r| {
                     serde_json::json!({
                         "release": r.id, "application": r.application, "built_at": r.built_at,
-                        "expires_on": r.expires_on, "recipients": r.recipients(), "pseudonym_scope": r.pseudonym_scope,
+                        "expires_on": r.expires_on, "recipients": r.recipients, "standing": r.standing,
+                        "files": r.files.iter().map(|f| &f.name).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
             println!("{}", serde_json::to_string_pretty(&rows)?);
         } else {
-            for r in &records {
+            for r in &releases {
                 println!(
-                    "{}  {}  built {}  expires {}  recipients {}",
+                    "{}  {}  built {}  expires {}  {}  recipients {}",
                     r.id,
                     r.application,
-                    r.built_at.format("%Y-%m-%d %H:%M"),
+                    r.built_at,
                     r.expires_on,
-                    r.recipients().join(",")
+                    r.standing,
+                    r.recipients.join(",")
                 );
             }
         }

@@ -154,7 +154,7 @@ pub async fn download(r: &DownloadRequest<'_>) -> Result<Summary> {
     let mut client = connect(r.server, r.ca_pem).await?;
     let bearer = bearer(r.session)?;
     let listing = client
-        .list_releases(authed(&bearer, pb::ListReleasesRequest {}))
+        .list_releases(authed(&bearer, pb::ListReleasesRequest::default()))
         .await
         .map_err(refused)?
         .into_inner();

@@ -292,6 +292,29 @@ impl ReleaseZoneService for ReleaseZoneGrpc {
         .await
     }
 
+    async fn visible_applications(&self, request: Request<pb::ZoneVisibility>) -> Reply<pb::ZoneVisibility> {
+        self.zone_only("VisibleApplications", request, async |r: pb::ZoneVisibility| {
+            let actor = self.person(&r.session).await?;
+            let mut visible = Vec::new();
+            for id in r.application_ids {
+                if self
+                    .policy
+                    .may_view_application(&actor, &id)
+                    .await
+                    .map_err(|e| policy_status(&e))?
+                {
+                    visible.push(id);
+                }
+            }
+            Ok(pb::ZoneVisibility {
+                session: String::new(),
+                origin: String::new(),
+                application_ids: visible,
+            })
+        })
+        .await
+    }
+
     async fn record_event(&self, request: Request<pb::ZoneEvent>) -> Reply<pb::ZoneAuditAck> {
         let origin = origin_of(&request);
         self.zone_only("RecordEvent", request, async |r: pb::ZoneEvent| {

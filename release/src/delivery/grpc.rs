@@ -235,10 +235,34 @@ impl ReleaseService for AuditedReleaseGrpc {
 #[tonic::async_trait]
 impl ReleaseService for ReleaseGrpc {
     async fn list_releases(&self, request: Request<pb::ListReleasesRequest>) -> Reply<pb::ListReleasesResponse> {
-        let (_origin, actor, _) = self.authenticated(request).await?;
+        let (origin, actor, asked) = self.authenticated(request).await?;
+        let records: Vec<ReleaseRecord> = self
+            .records()
+            .await?
+            .into_iter()
+            .filter(|r| asked.application.is_empty() || r.application == asked.application)
+            .collect();
+        let applications: std::collections::BTreeSet<String> = records.iter().map(|r| r.application.clone()).collect();
+        let visible = self
+            .delivery
+            .policy
+            .visible_applications(&actor, &origin, applications.into_iter().collect())
+            .await?;
         let mut releases = Vec::new();
-        for r in self.records().await? {
+        for r in records {
+            let may_see = visible.contains(&r.application);
             let Some(files) = r.copies.get(&actor.username) else {
+                if may_see {
+                    releases.push(pb::Release {
+                        id: r.id.clone(),
+                        application: r.application.clone(),
+                        expires_on: r.expires_on.to_string(),
+                        built_at: r.built_at.to_rfc3339(),
+                        files: Vec::new(),
+                        standing: "NOT_RECIPIENT".to_owned(),
+                        recipients: r.recipients(),
+                    });
+                }
                 continue;
             };
             // The same standing as a download's (revocation, expiry, bans), so the list never offers what a
@@ -272,6 +296,7 @@ impl ReleaseService for ReleaseGrpc {
                 built_at: r.built_at.to_rfc3339(),
                 files,
                 standing,
+                recipients: if may_see { r.recipients() } else { Vec::new() },
             });
         }
         Ok(Response::new(pb::ListReleasesResponse { releases }))

@@ -301,6 +301,26 @@ impl PolicyLink {
         Ok(ack.audit_seq)
     }
 
+    /// Which of `applications` `caller` may see.
+    pub async fn visible_applications(
+        &self,
+        caller: &Caller,
+        origin: &str,
+        applications: Vec<String>,
+    ) -> Result<std::collections::BTreeSet<String>, Status> {
+        let visible = self
+            .client
+            .clone()
+            .visible_applications(pb::ZoneVisibility {
+                session: caller.session.to_string(),
+                origin: origin.to_owned(),
+                application_ids: applications,
+            })
+            .await?
+            .into_inner();
+        Ok(visible.application_ids.into_iter().collect())
+    }
+
     /// Appends an event the release zone observed itself; the ledger entry's number.
     pub async fn record(&self, event: &AuditEvent) -> Result<i64, Status> {
         let ack = self
