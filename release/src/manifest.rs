@@ -192,19 +192,19 @@ pub struct Verification {
 pub fn verify_signed(
     manifest: &[u8],
     signature_file: &[u8],
-    trusted: Option<&ServicePublicKey>,
+    trusted: Option<&[ServicePublicKey]>,
 ) -> Result<(Manifest, ServicePublicKey)> {
     let sig: SignatureFile =
         serde_json::from_slice(signature_file).map_err(|e| ReleaseError::Integrity(format!("{SIGNATURE}: {e}")))?;
     let public = ServicePublicKey::from_hex(&sig.public_key)
         .map_err(|e| ReleaseError::Integrity(format!("{SIGNATURE}: bad public key: {e}")))?;
-    if let Some(t) = trusted
-        && t.to_hex() != public.to_hex()
+    if let Some(keys) = trusted
+        && !keys.iter().any(|t| t.to_hex() == public.to_hex())
     {
         return Err(ReleaseError::Integrity(format!(
-            "signed by key {}, not by the trusted platform key {}",
+            "signed by key {}, not by the trusted platform key (the release zone's manifest keys: {})",
             public.key_id(),
-            t.key_id()
+            keys.iter().map(ServicePublicKey::key_id).collect::<Vec<_>>().join(", ")
         )));
     }
     let signature = hex::decode(&sig.signature).map_err(|_| ReleaseError::Integrity("signature is not hex".into()))?;
@@ -217,7 +217,7 @@ pub fn verify_signed(
 }
 
 /// Checks the signature and every file's hash and size in `dir`. With `trusted`, the signer must be that key.
-pub fn verify_dir(dir: &Path, trusted: Option<&ServicePublicKey>) -> Result<Verification> {
+pub fn verify_dir(dir: &Path, trusted: Option<&[ServicePublicKey]>) -> Result<Verification> {
     let read = |name: &str| {
         std::fs::read(dir.join(name)).map_err(|e| ReleaseError::io(format!("reading {}", dir.join(name).display()), e))
     };

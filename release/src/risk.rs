@@ -96,7 +96,7 @@ pub async fn measure(
     record: &ReleaseRecord,
     promise: Option<(u32, u32)>,
     extra: &[usize],
-    trusted: &ServicePublicKey,
+    trusted: &[ServicePublicKey],
 ) -> Result<ReleaseRisk> {
     check_extra(extra)?;
     let (k, m) = promise.ok_or_else(|| ReleaseError::NotReleasable("the approval sets no privacy model".into()))?;

@@ -121,13 +121,11 @@ impl ReleaseZone {
         &self.root
     }
 
-    /// The public half of the zone's manifest key (`manifest.pub`), which every copy's manifest must be signed
-    /// with: what a measurement on the copies trusts.
-    pub fn manifest_public_key(&self) -> Result<tokumei_policy::ServicePublicKey> {
-        let path = tokumei_policy::service_key::public_key_path(&self.root.join("manifest.key"));
-        let text = std::fs::read_to_string(&path)
-            .map_err(|_| ReleaseError::NotFound("the release zone's manifest key (no release was built)".into()))?;
-        tokumei_policy::ServicePublicKey::from_hex(text.trim()).map_err(ReleaseError::Policy)
+    /// The zone's manifest keys a copy may be signed with: the current one (`manifest.pub`) and those it replaced
+    /// (`retired/manifest-<key id>.pub`, kept by `tokumei release rotate-key`), so copies built before a rotation
+    /// still verify. What a measurement on the copies trusts.
+    pub fn manifest_public_keys(&self) -> Result<Vec<tokumei_policy::ServicePublicKey>> {
+        manifest_public_keys(&self.root)
     }
 
     /// The key service (wraps the zone's keys).
@@ -267,4 +265,36 @@ fn fresh_key() -> Zeroizing<[u8; 32]> {
     let mut key = Zeroizing::new([0u8; 32]);
     rand::Rng::fill(&mut rand::rng(), &mut key[..]);
     key
+}
+
+/// The manifest keys under a release zone directory `root` (see [`ReleaseZone::manifest_public_keys`]).
+pub fn manifest_public_keys(root: &Path) -> Result<Vec<tokumei_policy::ServicePublicKey>> {
+    let read = |path: &Path| -> Result<tokumei_policy::ServicePublicKey> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ReleaseError::io(format!("reading {}", path.display()), e))?;
+        tokumei_policy::ServicePublicKey::from_hex(text.trim()).map_err(ReleaseError::Policy)
+    };
+    let current = tokumei_policy::service_key::public_key_path(&root.join("manifest.key"));
+    if !current.exists() {
+        return Err(ReleaseError::NotFound(
+            "the release zone's manifest key (no release was built)".into(),
+        ));
+    }
+    let mut keys = vec![read(&current)?];
+    if let Ok(entries) = std::fs::read_dir(root.join("retired")) {
+        let mut retired: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("manifest-") && n.ends_with(".pub"))
+            })
+            .collect();
+        retired.sort();
+        for path in retired {
+            keys.push(read(&path)?);
+        }
+    }
+    Ok(keys)
 }

@@ -588,9 +588,48 @@ async fn release_build_verify_and_trace_end_to_end() {
     core.stop_core();
     drop(core);
 
+    // The release zone's manifest key is rotated (recorded through the zone's link to the policy service): the old
+    // private key is gone, copies signed by it still verify against the zone's keys, new copies carry the new key.
+    let old_key = std::fs::read(home.path().join("release/manifest.key")).unwrap();
+    let policy_service = common::policy_server::Server::start_tls(home.path());
+    let rotated = run_json(
+        home.path(),
+        &[
+            "release",
+            "rotate-key",
+            "--policy-url",
+            &format!("https://{}", policy_service.addr),
+        ],
+        &[],
+        None,
+    );
+    drop(policy_service);
+    assert_ne!(rotated["old_key_id"], rotated["new_key_id"], "{rotated}");
+    assert_ne!(
+        std::fs::read(home.path().join("release/manifest.key")).unwrap(),
+        old_key
+    );
+    let v = run_json(
+        home.path(),
+        &["release", "verify", rika_copy.to_str().unwrap()],
+        &[],
+        None,
+    );
+    assert_eq!(
+        v["trusted_key"], true,
+        "a copy signed before the rotation still verifies: {v}"
+    );
+    assert_eq!(v["key_id"], rotated["old_key_id"], "{v}");
     // A second release of the same approval: its pseudonyms join with none of the first's.
     let second = run_json(home.path(), &build(&app, &["--recipient", "rika"]), &op_env, None);
     let second_copy = copy_of(&home, second["release"].as_str().unwrap(), "rika", dir.path()).await;
+    let v = run_json(
+        home.path(),
+        &["release", "verify", second_copy.to_str().unwrap()],
+        &[],
+        None,
+    );
+    assert_eq!(v["key_id"], rotated["new_key_id"], "signed with the new key: {v}");
     let pseudonyms = |copy: &Path| -> HashSet<String> {
         let (h, rows) = read_csv(&copy.join("patients.csv"));
         let p = column(&h, "patient_pseudonym");
@@ -805,6 +844,11 @@ async fn release_build_verify_and_trace_end_to_end() {
         count("core.plan_release", "ok", None),
         1,
         "the core's plan, recorded with its figures"
+    );
+    assert_eq!(
+        count("release.key_rotated", "ok", None),
+        1,
+        "the manifest key's rotation is on the ledger"
     );
     assert_eq!(count("plan_release", "denied", Some("ROLE_NOT_PERMITTED")), 1);
     assert_eq!(count("deletion.declare", "ok", None), 1);

@@ -270,7 +270,8 @@ pub async fn chapter(
         desk.download(who, session, &built.release, dir, say).await?;
     }
     out.downloads = vec![sato_dir.display().to_string(), yui_dir.display().to_string()];
-    let v = manifest::verify_dir(&sato_dir, Some(&service_key.public())).map_err(super::release::release_reason)?;
+    let v = manifest::verify_dir(&sato_dir, Some(std::slice::from_ref(&service_key.public())))
+        .map_err(super::release::release_reason)?;
     out.verified_files = v.files_checked;
     say(&format!(
         "   sato's copy: {} files, SHA-256 and ed25519 signature verified against the platform key {}",

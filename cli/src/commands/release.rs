@@ -31,6 +31,17 @@ pub enum ReleaseCommand {
     Serve(super::release_serve::ServeArgs),
     /// Download a release copy (a recipient, with a two-factor session).
     Download(super::release_download::DownloadArgs),
+    /// Replace the release zone's manifest key (the zone's account, the release service stopped): the old private
+    /// key is destroyed, its public half kept under release/retired/ so copies built before still verify.
+    RotateKey(RotateKeyArgs),
+}
+
+/// Arguments of `tokumei release rotate-key`.
+#[derive(clap::Args, Debug)]
+pub struct RotateKeyArgs {
+    /// The policy service the rotation is recorded with (as `release serve`).
+    #[command(flatten)]
+    pub link: super::release_serve::LinkOptions,
 }
 
 /// Arguments of `tokumei release build`.
@@ -111,7 +122,50 @@ pub fn run(command: ReleaseCommand, json: bool) -> Result<()> {
         ReleaseCommand::DeclareDeleted(a) => declare(a, json),
         ReleaseCommand::Serve(a) => super::release_serve::run(a, json),
         ReleaseCommand::Download(a) => super::release_download::run(a, json),
+        ReleaseCommand::RotateKey(a) => rotate_key(a, json),
     }
+}
+
+/// `tokumei release rotate-key`: the policy service is reached first (a rotation that cannot be recorded does not
+/// happen), the key replaced, then `release.key_rotated` recorded through the zone's link.
+fn rotate_key(a: RotateKeyArgs, json: bool) -> Result<()> {
+    tokumei_ingest::tls::install_crypto_provider();
+    let home = tokumei_ingest::home::tokumei_home();
+    runtime()?.block_on(async {
+        let link = tokumei_release::delivery::PolicyLink::connect(&a.link.config())
+            .await
+            .map_err(|e| anyhow::anyhow!("[POLICY_UNAVAILABLE] {e}"))?;
+        let (old, new) = tokumei_policy::service_key::rotate(&manifest::manifest_key_path(&home)).map_err(reason)?;
+        let event = tokumei_policy::audit_ledger::AuditEvent::new(
+            "release-zone",
+            "release.key_rotated",
+            "key manifest",
+            tokumei_policy::audit_ledger::Outcome::Ok,
+        )
+        .source("cli")
+        .details(serde_json::json!({"old_key_id": old.key_id(), "new_key_id": new.key_id()}));
+        let seq = link.record(&event).await.map_err(|s| {
+            anyhow::anyhow!(
+                "[{}] the rotation could not be recorded",
+                tokumei_release::delivery::policy_link::reason_of(&s)
+            )
+        })?;
+        let out = serde_json::json!({
+            "old_key_id": old.key_id(),
+            "new_key_id": new.key_id(),
+            "public_key": new.to_hex(),
+            "audit_seq": seq,
+        });
+        crate::output::emit(json, &out, |_| {
+            println!(
+                "manifest key rotated: {} → {} (copies signed by the old key still verify here; recipients verifying \
+                 elsewhere need the new public key {}; audit entry {seq})",
+                old.key_id(),
+                new.key_id(),
+                new.to_hex()
+            )
+        })
+    })
 }
 
 /// The release zone under `$TOKUMEI_HOME`, with the configured key service working under the release zone's KEK.
@@ -210,26 +264,27 @@ fn parse_tables(args: &[String]) -> Result<Vec<TableRequest>> {
         .collect()
 }
 
-fn trusted_key(arg: Option<&str>) -> Result<Option<ServicePublicKey>> {
+/// The keys a copy may be signed with: the one given, else the release zone's current and retired manifest keys
+/// under `$TOKUMEI_HOME/release` (none: the copy is only checked for self-consistency).
+fn trusted_keys(arg: Option<&str>) -> Result<Option<Vec<ServicePublicKey>>> {
     let text = match arg {
         Some(a) if Path::new(a).exists() => std::fs::read_to_string(a).with_context(|| format!("reading {a}"))?,
         Some(a) => a.to_owned(),
         None => {
             let home = tokumei_ingest::home::tokumei_home();
-            let path =
-                tokumei_policy::service_key::public_key_path(&tokumei_release::manifest::manifest_key_path(&home));
-            match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(_) => return Ok(None),
-            }
+            return match tokumei_release::zone::manifest_public_keys(&home.join("release")) {
+                Ok(keys) => Ok(Some(keys)),
+                Err(tokumei_release::ReleaseError::NotFound(_)) => Ok(None),
+                Err(e) => Err(release_reason(e)),
+            };
         }
     };
-    Ok(Some(ServicePublicKey::from_hex(text.trim()).map_err(reason)?))
+    Ok(Some(vec![ServicePublicKey::from_hex(text.trim()).map_err(reason)?]))
 }
 
 fn verify(a: VerifyArgs, json: bool) -> Result<()> {
-    let trusted = trusted_key(a.public_key.as_deref())?;
-    let v = manifest::verify_dir(&a.dir, trusted.as_ref()).map_err(release_reason)?;
+    let trusted = trusted_keys(a.public_key.as_deref())?;
+    let v = manifest::verify_dir(&a.dir, trusted.as_deref()).map_err(release_reason)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

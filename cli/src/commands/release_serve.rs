@@ -67,7 +67,7 @@ pub struct LinkOptions {
 }
 
 impl LinkOptions {
-    fn config(&self) -> PolicyLinkConfig {
+    pub(crate) fn config(&self) -> PolicyLinkConfig {
         let pki = tokumei_ingest::pki::PkiLayout::new(tokumei_home().join("pki"));
         PolicyLinkConfig {
             url: self.policy_url.clone(),

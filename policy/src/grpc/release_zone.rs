@@ -45,6 +45,7 @@ pub fn release_zone_event(action: &str) -> bool {
             | "rpc.DeclareDeletion"
             | "rpc.TraceLeak"
             | "rpc.AssessRisk"
+            | "release.key_rotated"
             | "download_release"
             | "download.transfer"
     )

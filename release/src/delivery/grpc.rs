@@ -435,7 +435,7 @@ impl ReleaseService for ReleaseGrpc {
             .policy
             .admit_risk_review(&actor, &origin, &record.application)
             .await?;
-        let measured = match self.delivery.zone.manifest_public_key() {
+        let measured = match self.delivery.zone.manifest_public_keys() {
             Ok(trusted) => risk::measure(&self.delivery.zone, &record, promise, &extra, &trusted).await,
             Err(e) => Err(e),
         };
