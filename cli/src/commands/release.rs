@@ -126,8 +126,8 @@ pub fn run(command: ReleaseCommand, json: bool) -> Result<()> {
     }
 }
 
-/// `tokumei release rotate-key`: the policy service is reached first (a rotation that cannot be recorded does not
-/// happen), the key replaced, then `release.key_rotated` recorded through the zone's link.
+/// `tokumei release rotate-key`: the policy service is reached first (an unreachable one stops the rotation before
+/// the key changes), the key replaced, then `release.key_rotated` recorded through the zone's link.
 fn rotate_key(a: RotateKeyArgs, json: bool) -> Result<()> {
     tokumei_ingest::tls::install_crypto_provider();
     let home = tokumei_ingest::home::tokumei_home();
