@@ -7,13 +7,9 @@
 //! The core store pulls the spool through [`spool_feed`] (same host: the directory; across hosts: the
 //! [`spool_service`] on the gateway) and acknowledges what it committed, after which the gateway deletes it.
 
-pub mod client;
-pub mod config;
 pub mod directory;
 pub mod fhir;
 pub mod gateway;
-pub mod home;
-pub mod keyservice;
 pub mod limits;
 pub mod metrics;
 pub mod my_number;
@@ -30,6 +26,8 @@ pub mod spool_feed;
 pub mod spool_seal;
 pub mod spool_service;
 pub mod synth;
-pub mod telemetry;
-pub mod tls;
 pub mod validate;
+
+// The shared kernel lives in crates of its own; re-exported so the gateway's modules keep their paths.
+pub use tokumei_keys as keyservice;
+pub use tokumei_platform::{client, config, home, telemetry, tls};

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokumei_ingest::keyservice::{KeyService, WrappedKey};
+use tokumei_keys::{KeyService, WrappedKey};
 use zeroize::Zeroizing;
 
 use crate::error::{ReleaseError, Result};

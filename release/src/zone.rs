@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokumei_ingest::keyservice::{SharedKeyService, WrappedKey};
+use tokumei_keys::{SharedKeyService, WrappedKey};
 use tokumei_policy::committee::TableRequest;
 use zeroize::Zeroizing;
 

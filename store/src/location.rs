@@ -9,7 +9,7 @@ use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokumei_ingest::config::{StoreConfig, resolve};
+use tokumei_platform::config::{StoreConfig, resolve};
 use url::Url;
 
 /// A resolved store location.

@@ -20,8 +20,8 @@ use std::time::Duration;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::Deserialize;
 use serde_json::json;
-use tokumei_ingest::config::{Config, CoreOrdersConfig, resolve};
-use tokumei_ingest::keyservice::{KeyService, SharedKeyService};
+use tokumei_keys::{KeyService, SharedKeyService};
+use tokumei_platform::config::{Config, CoreOrdersConfig, resolve};
 use tokumei_proto::policy::v1 as pb;
 use tokumei_proto::policy::v1::core_order_service_client::CoreOrderServiceClient;
 use tokumei_proto::spool::v1::{PatientRequestEntry, RequestKind};
@@ -373,9 +373,9 @@ impl OrderSource {
         home: &Path,
         keys: SharedKeyService,
     ) -> Result<OrderSource, StoreError> {
-        tokumei_ingest::tls::install_crypto_provider();
+        tokumei_platform::tls::install_crypto_provider();
         let ca = resolve(home, orders.ca.as_deref().unwrap_or(&config.core.ca));
-        let tls = tokumei_ingest::client::mutual_tls(
+        let tls = tokumei_platform::client::mutual_tls(
             &ca,
             &resolve(home, &config.core.cert),
             &resolve(home, &config.core.key),

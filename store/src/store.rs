@@ -16,8 +16,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
 use std::path::Path;
 use std::sync::Arc;
-use tokumei_ingest::config::StoreConfig;
-use tokumei_ingest::keyservice::KeyService;
+use tokumei_keys::KeyService;
+use tokumei_platform::config::StoreConfig;
 use url::Url;
 
 /// Which rows a session may see.
@@ -68,7 +68,7 @@ impl Store {
         let store = Store {
             location,
             config: config.clone(),
-            erasure_log: tokumei_ingest::config::resolve(home, &config.erasure_log),
+            erasure_log: tokumei_platform::config::resolve(home, &config.erasure_log),
             plain,
             encrypted,
             keys: ring,
@@ -302,7 +302,7 @@ mod tests {
     use deltalake::arrow::array::{BooleanArray, Date32Array, StringArray, TimestampMicrosecondArray};
     use deltalake::arrow::record_batch::RecordBatch;
     use deltalake::protocol::SaveMode;
-    use tokumei_ingest::keyservice::local::{LocalKeyring, Passphrase};
+    use tokumei_keys::local::{LocalKeyring, Passphrase};
 
     /// A `patients` table written before `id4_key` existed: its columns are appended on open, its rows read
     /// null, and research reads it as before.

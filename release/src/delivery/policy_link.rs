@@ -78,7 +78,7 @@ impl PolicyLink {
             )));
         }
         let tls =
-            tokumei_ingest::client::mutual_tls(&config.ca, &config.cert, &config.key).map_err(|(p, source)| {
+            tokumei_platform::client::mutual_tls(&config.ca, &config.cert, &config.key).map_err(|(p, source)| {
                 DeliveryError::Io {
                     what: format!("read {}", p.display()),
                     source,

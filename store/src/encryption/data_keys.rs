@@ -13,7 +13,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use tokumei_ingest::keyservice::{KeyService, WrappedKey};
+use tokumei_keys::{KeyService, WrappedKey};
 use zeroize::Zeroizing;
 
 /// Where the wrapped data keys live, relative to the store root.
@@ -30,7 +30,7 @@ pub enum DataKeyError {
     Format(String),
     /// The key service refused to wrap or unwrap (wrong backend, wrong key, tampered entry).
     #[error("key service: {0}")]
-    KeyService(#[from] tokumei_ingest::keyservice::KeyError),
+    KeyService(#[from] tokumei_keys::KeyError),
     /// Another process created the key file at the same time.
     #[error("data key file {KEY_FILE} changed concurrently; retry")]
     Concurrent,

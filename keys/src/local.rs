@@ -567,7 +567,7 @@ impl KeyService for LocalKeyring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyservice::BACKEND_OPENBAO;
+    use crate::BACKEND_OPENBAO;
 
     #[tokio::test]
     async fn stable_across_reopen_and_wrong_passphrase_refused() {

@@ -209,7 +209,7 @@ impl OpenBaoTransit {
     pub async fn connect(settings: OpenBaoSettings, zone: KeyZone) -> Result<Self, KeyError> {
         // vaultrs' HTTP client panics without a process-wide rustls provider; callers other than the gateway (the
         // store, tools, tests) must not have to know that.
-        crate::tls::install_crypto_provider();
+        tokumei_platform::tls::install_crypto_provider();
         let client = VaultClient::new(
             VaultClientSettingsBuilder::default()
                 .address(settings.address.as_str())
