@@ -1092,13 +1092,13 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
                 "TraceLeak" => classify_release(
                     &client
                         .trace_leak(maybe_authed(
-                            pb::TraceLeakRequest {
+                            tokio_stream::iter(vec![pb::TraceLeakChunk {
                                 release_id: release.clone(),
                                 file_name: "found.csv".into(),
                                 content: b"a,b\n1,2\n".to_vec(),
                                 table: String::new(),
                                 false_accusation_bound: 0.0,
-                            },
+                            }]),
                             *person,
                         ))
                         .await,
@@ -1158,17 +1158,53 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
     // Likewise a researcher tracing a release that does not exist.
     let missing = client
         .trace_leak(authed(
-            pb::TraceLeakRequest {
+            tokio_stream::iter(vec![pb::TraceLeakChunk {
                 release_id: "R-A-0000-1".into(),
                 file_name: "found.csv".into(),
                 content: b"a,b\n1,2\n".to_vec(),
                 table: String::new(),
                 false_accusation_bound: 0.0,
-            },
+            }]),
             &w.rika,
         ))
         .await;
     assert_refused(missing, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    // A leaked file is streamed: nobody makes the zone buffer a large message. Without a session the stream is
+    // refused before its first chunk is read; an operator's 2 MiB chunk is refused by the transport; an operator
+    // admitted to trace is cut off past 64 MiB.
+    let big = || {
+        tokio_stream::iter(vec![pb::TraceLeakChunk {
+            release_id: release.clone(),
+            content: vec![b'x'; 2 << 20],
+            ..Default::default()
+        }])
+    };
+    assert_refused(
+        client.trace_leak(Request::new(big())).await,
+        Code::Unauthenticated,
+        "SESSION_INVALID",
+    );
+    let status = client
+        .trace_leak(authed(big(), &w.committee.op))
+        .await
+        .expect_err("a 2 MiB chunk was accepted");
+    assert!(
+        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{status:?}"
+    );
+    let mut chunks = vec![pb::TraceLeakChunk {
+        release_id: release.clone(),
+        file_name: "found.csv".into(),
+        ..Default::default()
+    }];
+    chunks.extend((0..65).map(|_| pb::TraceLeakChunk {
+        content: vec![b'x'; 1 << 20],
+        ..Default::default()
+    }));
+    let flood = client
+        .trace_leak(authed(tokio_stream::iter(chunks), &w.committee.op))
+        .await;
+    assert_refused(flood, Code::ResourceExhausted, "FILE_TOO_LARGE");
     drop(server);
 }
 

@@ -52,6 +52,9 @@ pub fn refused(status: tonic::Status) -> anyhow::Error {
     anyhow!("[{reason}] {}", status.message())
 }
 
+/// Size of the chunks a leaked file is sent in (the service takes at most 1 MiB each).
+const CHUNK_BYTES: usize = 1024 * 1024;
+
 /// A leak to trace: the file found, the release it is suspected to come from.
 #[derive(Debug)]
 pub struct LeakToTrace<'a> {
@@ -79,17 +82,24 @@ pub async fn trace_leak(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // The file in 1 MiB chunks; the first names the release (the service checks the session and the role before
+    // it reads any).
+    let mut chunks: Vec<pb::TraceLeakChunk> = content
+        .chunks(CHUNK_BYTES)
+        .map(|part| pb::TraceLeakChunk {
+            content: part.to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    if chunks.is_empty() {
+        chunks.push(pb::TraceLeakChunk::default());
+    }
+    chunks[0].release_id = leak.release.to_owned();
+    chunks[0].file_name = file_name;
+    chunks[0].table = leak.table.unwrap_or_default().to_owned();
+    chunks[0].false_accusation_bound = leak.bound;
     let answer = client
-        .trace_leak(authed(
-            &bearer(session)?,
-            pb::TraceLeakRequest {
-                release_id: leak.release.to_owned(),
-                file_name,
-                content,
-                table: leak.table.unwrap_or_default().to_owned(),
-                false_accusation_bound: leak.bound,
-            },
-        ))
+        .trace_leak(authed(&bearer(session)?, tokio_stream::iter(chunks)))
         .await
         .map_err(refused)?
         .into_inner();

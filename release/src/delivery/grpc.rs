@@ -33,9 +33,13 @@ use crate::{risk, trace};
 /// Longest a request may take before it is cancelled.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Largest message the service accepts: a leaked file handed to `TraceLeak` (a 100,000-row copy's largest table
-/// is a few MiB as CSV). Larger is `RESOURCE_EXHAUSTED`.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// Largest leaked file `TraceLeak` reads (a 100,000-row copy's largest table is a few MiB as CSV); more is
+/// `RESOURCE_EXHAUSTED`. It arrives in chunks of at most [`MAX_CHUNK_BYTES`], after the session and role were
+/// checked, so nobody makes the zone buffer a large message before it knows who is asking.
+pub const MAX_LEAKED_FILE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Largest chunk of a leaked file.
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// The status reporting a zone error: the policy service's mapping for its refusals, `NOT_FOUND` for
 /// missing releases and files, a generic `INTERNAL` for the rest (details logged, never sent).
@@ -219,7 +223,7 @@ impl ReleaseService for AuditedReleaseGrpc {
         self.record("DeclareDeletion", who, result).await
     }
 
-    async fn trace_leak(&self, request: Request<pb::TraceLeakRequest>) -> Reply<pb::TraceLeakResponse> {
+    async fn trace_leak(&self, request: Request<tonic::Streaming<pb::TraceLeakChunk>>) -> Reply<pb::TraceLeakResponse> {
         let who = self.caller(&request).await;
         let result = self.inner.trace_leak(request).await;
         self.record("TraceLeak", who, result).await
@@ -373,11 +377,15 @@ impl ReleaseService for ReleaseGrpc {
         Ok(Response::new(pb::DeclareDeletionResponse { audit_seq }))
     }
 
-    async fn trace_leak(&self, request: Request<pb::TraceLeakRequest>) -> Reply<pb::TraceLeakResponse> {
-        let (origin, actor, r) = self.authenticated(request).await?;
+    async fn trace_leak(&self, request: Request<tonic::Streaming<pb::TraceLeakChunk>>) -> Reply<pb::TraceLeakResponse> {
+        let (origin, actor, mut chunks) = self.authenticated(request).await?;
         // The role first: someone who may not trace learns nothing about which releases exist, and nothing of
         // the file is read.
         self.delivery.policy.check_trace_role(&actor, &origin).await?;
+        let first = chunks.message().await?.ok_or_else(|| {
+            status_with_reason(Code::InvalidArgument, "BAD_INPUT", "no file was sent", HashMap::new())
+        })?;
+        let mut r = first;
         let zone = self.delivery.zone.clone();
         let id = r.release_id.clone();
         let record = tokio::task::spawn_blocking(move || zone.record(&id))
@@ -389,8 +397,24 @@ impl ReleaseService for ReleaseGrpc {
             .policy
             .admit_trace(&actor, &origin, &record.application)
             .await?;
+        // Only now, for an operator admitted on this approval, the rest of the file.
+        let mut content = std::mem::take(&mut r.content);
+        while let Some(chunk) = chunks.message().await? {
+            if chunk.content.len() > MAX_CHUNK_BYTES || content.len() + chunk.content.len() > MAX_LEAKED_FILE_BYTES {
+                return Err(status_with_reason(
+                    Code::ResourceExhausted,
+                    "FILE_TOO_LARGE",
+                    format!(
+                        "a leaked file is read up to {} MiB, in chunks of at most 1 MiB",
+                        MAX_LEAKED_FILE_BYTES >> 20
+                    ),
+                    HashMap::new(),
+                ));
+            }
+            content.extend_from_slice(&chunk.content);
+        }
         let name = r.file_name.clone();
-        let leaked = tokio::task::spawn_blocking(move || trace::read_leaked_bytes(&name, r.content))
+        let leaked = tokio::task::spawn_blocking(move || trace::read_leaked_bytes(&name, content))
             .await
             .map_err(|e| Status::internal(format!("reading the leaked file: {e}")))?
             .map_err(|e| release_status(&e))?;
@@ -477,7 +501,7 @@ pub(super) fn serve(
             inner: ReleaseGrpc::new(delivery),
         }
         .into_server()
-        .max_decoding_message_size(MAX_REQUEST_BYTES),
+        .max_decoding_message_size(MAX_CHUNK_BYTES + 64 * 1024),
     );
     Ok(async move {
         router.serve_with_incoming_shutdown(incoming, shutdown).await?;
