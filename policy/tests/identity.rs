@@ -55,6 +55,18 @@ fn directory(db: PolicyDb) -> Directory {
     Directory::new(db, ServiceKey::from_seed(&[9; 32]))
 }
 
+/// The second-factor seed of `user` as the database holds it (sealed, or in the clear).
+async fn stored_seed(db: &PolicyDb, user: &str) -> String {
+    use sqlx::Row;
+    sqlx::query("SELECT totp_secret FROM users WHERE username = $1")
+        .bind(user)
+        .fetch_one(db.pool())
+        .await
+        .expect("row")
+        .try_get::<String, _>("totp_secret")
+        .expect("seed")
+}
+
 /// A person's authenticator app.
 struct App {
     totp: Totp,
@@ -962,21 +974,9 @@ async fn secrets_stay_out_of_debug_output(db: PolicyDb, _url: String) {
 /// only the service key opens it; a seed an earlier version stored in the clear still works and is sealed at
 /// its owner's next code.
 async fn totp_seeds_are_sealed_at_rest(db: PolicyDb, _url: String) {
-    use sqlx::Row;
     let dir = directory(db);
     let (app, _) = active_user(&dir, "iris", &[Role::Researcher]).await;
-    let stored = |user: &'static str| {
-        let pool = dir.db().pool().clone();
-        async move {
-            sqlx::query("SELECT totp_secret FROM users WHERE username = $1")
-                .bind(user)
-                .fetch_one(&pool)
-                .await
-                .expect("row")
-                .try_get::<String, _>("totp_secret")
-                .expect("seed")
-        }
-    };
+    let stored = |user: &'static str| stored_seed(dir.db(), user);
     let sealed = stored("iris").await;
     assert!(sealed.starts_with("tkw1:"), "stored in the clear");
     let clear = app.seed.clone();
@@ -1057,22 +1057,10 @@ async fn only_the_session_key_makes_sessions(db: PolicyDb, _url: String) {
 /// seal key still do not open there: such a process can neither read a seed nor check a code. Seeds an earlier
 /// version sealed under the general key are re-sealed under the TOTP key at their owner's next code.
 async fn only_the_seed_key_opens_the_services_second_factors(db: PolicyDb, _url: String) {
-    use sqlx::Row;
     let general = ServiceKey::from_seed(&[9; 32]);
     let session_key = ServiceKey::from_seed(&[10; 32]);
     let seed_key = ServiceKey::from_seed(&[11; 32]);
-    let stored = |user: &'static str| {
-        let pool = db.pool().clone();
-        async move {
-            sqlx::query("SELECT totp_secret FROM users WHERE username = $1")
-                .bind(user)
-                .fetch_one(&pool)
-                .await
-                .expect("row")
-                .try_get::<String, _>("totp_secret")
-                .expect("seed")
-        }
-    };
+    let stored = |user: &'static str| stored_seed(&db, user);
     // An account enrolled by an earlier version: its seed under the general key.
     let earlier = Directory::new(db.clone(), general.clone()).with_session_key(session_key.clone());
     let (old_app, _) = active_user(&earlier, "olga", &[Role::Researcher]).await;

@@ -107,6 +107,16 @@ impl ReleaseGrpc {
             .map_err(|e| release_status(&e))
     }
 
+    /// One complete release (read off the disk on a blocking thread); `NOT_FOUND` if there is none.
+    async fn record(&self, id: &str) -> Result<ReleaseRecord, Status> {
+        let zone = self.delivery.zone.clone();
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || zone.record(&id))
+            .await
+            .map_err(|e| Status::internal(format!("reading the release: {e}")))?
+            .map_err(|e| release_status(&e))
+    }
+
     /// Rows of a data file, from the signed manifest of the recipient's copy (0 when it says none).
     async fn rows_of(&self, record: &ReleaseRecord, recipient: &str, file: &str) -> i64 {
         let Ok(mut manifest) = self
@@ -313,12 +323,7 @@ impl ReleaseService for ReleaseGrpc {
         let (origin, actor, r) = self.authenticated(request).await?;
         // The role first: someone who may never download learns nothing about which releases exist.
         self.delivery.policy.check_download_role(&actor, &origin).await?;
-        let zone = self.delivery.zone.clone();
-        let id = r.release_id.clone();
-        let record = tokio::task::spawn_blocking(move || zone.record(&id))
-            .await
-            .map_err(|e| Status::internal(format!("reading the release: {e}")))?
-            .map_err(|e| release_status(&e))?;
+        let record = self.record(&r.release_id).await?;
         if !record.copies.contains_key(&actor.username) {
             self.audit_refusal(&actor, &record.id, &r.file, "NOT_RECIPIENT", &origin)
                 .await;
@@ -386,12 +391,7 @@ impl ReleaseService for ReleaseGrpc {
             status_with_reason(Code::InvalidArgument, "BAD_INPUT", "no file was sent", HashMap::new())
         })?;
         let mut r = first;
-        let zone = self.delivery.zone.clone();
-        let id = r.release_id.clone();
-        let record = tokio::task::spawn_blocking(move || zone.record(&id))
-            .await
-            .map_err(|e| Status::internal(format!("reading the release: {e}")))?
-            .map_err(|e| release_status(&e))?;
+        let record = self.record(&r.release_id).await?;
         // Then the approval: the policy service records a refusal; the fingerprint key stays wrapped.
         self.delivery
             .policy
@@ -448,12 +448,7 @@ impl ReleaseService for ReleaseGrpc {
         risk::check_extra(&extra).map_err(|e| release_status(&e))?;
         // The role first: whether a release exists is not for someone who may never measure one to learn.
         self.delivery.policy.check_risk_role(&actor, &origin).await?;
-        let zone = self.delivery.zone.clone();
-        let id = r.release_id.clone();
-        let record = tokio::task::spawn_blocking(move || zone.record(&id))
-            .await
-            .map_err(|e| Status::internal(format!("reading the release: {e}")))?
-            .map_err(|e| release_status(&e))?;
+        let record = self.record(&r.release_id).await?;
         let promise = self
             .delivery
             .policy
