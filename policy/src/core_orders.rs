@@ -28,8 +28,9 @@ pub const LOST_AFTER: Duration = Duration::minutes(10);
 /// Most linkage keys one erasure order may name.
 pub const MAX_ERASE_KEYS: usize = 1_000;
 
-/// Largest report the core may send (JSON bytes).
-pub const MAX_RESULT_BYTES: usize = 256 * 1024;
+/// Largest report the core may send (JSON bytes): a statistics table of up to 1 MiB with its attacker's view, under
+/// the transport's 4 MiB.
+pub const MAX_RESULT_BYTES: usize = 3 * 1024 * 1024;
 
 /// What the core is asked to do. The serialised form is the contract with the core (`tokumei_store::orders`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +62,8 @@ pub enum CoreOperation {
         /// The model to try over the approval's.
         params: PlanParams,
     },
+    /// A statistical table over the research view, its DP loss (if any) spent before the order was signed.
+    Statistics(tokumei_catalogue::statistics::StatisticsOrder),
     /// The core store's figures for the regulator's report of a quarter: counts only.
     RegulatorFigures {
         /// The quarter, `YYYY-Qn` (Japanese fiscal calendar, as the report's).
@@ -82,6 +85,7 @@ impl CoreOperation {
             CoreOperation::RotateKeys { .. } => "rotate_keys",
             CoreOperation::RegulatorFigures { .. } => "regulator_figures",
             CoreOperation::PlanRelease { .. } => "plan_release",
+            CoreOperation::Statistics(_) => "statistics",
         }
     }
 
@@ -92,6 +96,7 @@ impl CoreOperation {
         match self {
             CoreOperation::RegulatorFigures { .. } => crate::authorization::Action::ReportRegulator,
             CoreOperation::PlanRelease { .. } => crate::authorization::Action::PlanRelease,
+            CoreOperation::Statistics(_) => crate::authorization::Action::RunStatistics,
             _ => crate::authorization::Action::OperateCore,
         }
     }
@@ -208,6 +213,24 @@ impl CoreOperation {
                 if let Some(model) = report.get("privacy_model") {
                     for f in ["k", "m", "max_suppression"] {
                         if let Some(v) = model.get(f).filter(|v| v.is_number()) {
+                            m.insert(f.into(), v.clone());
+                        }
+                    }
+                }
+                m
+            }
+            CoreOperation::Statistics(order) => {
+                let mut m = pick(&["cells", "differentially_private"]);
+                m.insert("application".into(), order.request.application.clone().into());
+                m.insert("table".into(), order.request.table.clone().into());
+                if let Some(paid) = &order.paid {
+                    m.insert("epsilon".into(), paid.epsilon.into());
+                    m.insert("rho".into(), paid.rho.into());
+                    m.insert("delta".into(), paid.delta.into());
+                }
+                if let Some(sc) = report.get("small_cell") {
+                    for f in ["primary_suppressed", "complementary_suppressed"] {
+                        if let Some(v) = sc.get(f).filter(|v| v.is_number()) {
                             m.insert(f.into(), v.clone());
                         }
                     }
@@ -381,6 +404,8 @@ impl OrderState {
             "done" => OrderState::Done,
             "failed" => OrderState::Failed,
             "expired" => OrderState::Expired,
+            // Reported, the service settling the report (a statistics table's audit): still the core's turn.
+            "reporting" => OrderState::Taken,
             other => return Err(PolicyError::InvalidState(format!("unknown order state {other:?}"))),
         })
     }
@@ -419,6 +444,32 @@ pub enum OrderOutcome {
     Done(serde_json::Value),
     /// Not carried out, with a reason code (`[A-Z_]`, at most 64 characters).
     Failed(String),
+}
+
+impl OrderOutcome {
+    /// The columns it is stored in (result, reason, state), once checked: a report is a JSON object of at most
+    /// [`MAX_RESULT_BYTES`], a failure's reason a code of `A-Z` and `_`.
+    pub fn stored(&self) -> Result<(Option<String>, Option<String>, OrderState)> {
+        match self {
+            OrderOutcome::Done(value) => {
+                let text = value.to_string();
+                if !value.is_object() || text.len() > MAX_RESULT_BYTES {
+                    return Err(PolicyError::Invalid(format!(
+                        "a report is a JSON object of at most {MAX_RESULT_BYTES} bytes"
+                    )));
+                }
+                Ok((Some(text), None, OrderState::Done))
+            }
+            OrderOutcome::Failed(code) => {
+                let ok =
+                    !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
+                if !ok {
+                    return Err(PolicyError::Invalid("a failure's reason is a code of A-Z and _".into()));
+                }
+                Ok((None, Some(code.clone()), OrderState::Failed))
+            }
+        }
+    }
 }
 
 const COLUMNS: &str =
@@ -529,7 +580,7 @@ impl CoreOrders {
         .await?;
         sqlx::query(
             "UPDATE core_orders SET state = 'failed', reason = 'ORDER_LOST', finished_at_ms = $1, payload = '', \
-             signature = '' WHERE state = 'taken' AND expires_at_ms <= $2",
+             signature = '' WHERE state IN ('taken', 'reporting') AND expires_at_ms <= $2",
         )
         .bind(now_ms)
         .bind(now_ms - LOST_AFTER.num_milliseconds())
@@ -566,35 +617,42 @@ impl CoreOrders {
         Ok(out)
     }
 
-    /// Records the core's report on a taken order and empties its payload. Returns the order (its operation,
+    /// Claims a taken order for its report (`taken` → `reporting`): one report only, and nobody reads a result
+    /// before the service has settled it. Returns the order's operation and who asked.
+    pub async fn claim_report(&self, id: u64) -> Result<(CoreOperation, String)> {
+        let key = i64::try_from(id).unwrap_or(-1);
+        let mut tx = self.db.begin_write().await?;
+        let marked = sqlx::query("UPDATE core_orders SET state = 'reporting' WHERE id = $1 AND state = 'taken'")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        if marked.rows_affected() != 1 {
+            return Err(PolicyError::InvalidState(format!(
+                "core order {id} is not waiting for a report"
+            )));
+        }
+        let row = sqlx::query("SELECT payload, requested_by FROM core_orders WHERE id = $1")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        let payload: String = row.try_get("payload")?;
+        let order: CoreOrder = serde_json::from_str(&payload)
+            .map_err(|e| PolicyError::InvalidState(format!("core order {id} is unreadable: {e}")))?;
+        tx.commit().await?;
+        Ok((order.operation, row.try_get("requested_by")?))
+    }
+
+    /// Records the core's report on a claimed order and empties its payload. Returns the order (its operation,
     /// for the ledger) and who asked. A report on an order that is not taken is `INVALID_STATE`.
     pub async fn report(&self, id: u64, outcome: &OrderOutcome, now: DateTime<Utc>) -> Result<(CoreOperation, String)> {
-        let (result, reason, state) = match outcome {
-            OrderOutcome::Done(value) => {
-                let text = value.to_string();
-                if !value.is_object() || text.len() > MAX_RESULT_BYTES {
-                    return Err(PolicyError::Invalid(format!(
-                        "a report is a JSON object of at most {MAX_RESULT_BYTES} bytes"
-                    )));
-                }
-                (Some(text), None, OrderState::Done)
-            }
-            OrderOutcome::Failed(code) => {
-                let ok =
-                    !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
-                if !ok {
-                    return Err(PolicyError::Invalid("a failure's reason is a code of A-Z and _".into()));
-                }
-                (None, Some(code.clone()), OrderState::Failed)
-            }
-        };
+        let (result, reason, state) = outcome.stored()?;
         let key = i64::try_from(id).unwrap_or(-1);
         let mut tx = self.db.begin_write().await?;
         // The state change first (a write takes SQLite's lock at once; on PostgreSQL the row lock makes a second,
         // racing report find the order no longer taken): a report is accepted once, on a taken order.
         let marked = sqlx::query(
             "UPDATE core_orders SET state = $2, finished_at_ms = $3, result = $4, reason = $5 \
-             WHERE id = $1 AND state = 'taken'",
+             WHERE id = $1 AND state = 'reporting'",
         )
         .bind(key)
         .bind(state.name())
@@ -679,6 +737,43 @@ mod tests {
         );
         let status = CoreOperation::Status.audit_details(&serde_json::json!({"tables": [{}, {}, {}]}));
         assert_eq!(status, serde_json::json!({"tables": 3}));
+    }
+
+    #[test]
+    fn a_statistics_order_is_written_as_the_core_reads_it() {
+        let order = CoreOrder {
+            id: 4,
+            requested_by: "rika".into(),
+            issued_at_ms: 1,
+            expires_at_ms: 2,
+            operation: CoreOperation::Statistics(tokumei_catalogue::statistics::StatisticsOrder {
+                request: tokumei_catalogue::statistics::StoreStatistics {
+                    application: "APP-1".into(),
+                    table: "patients".into(),
+                    group_by: vec!["sex".into()],
+                    hierarchy: vec!["sex=value".into()],
+                    measure: "count".into(),
+                    max_contrib: 1,
+                    epsilon: Some(0.3),
+                    rho: None,
+                    delta: None,
+                    public_keys: None,
+                    min_cell: None,
+                    suppress_zeros: false,
+                    subject: None,
+                },
+                paid: Some(tokumei_deid::dp::accounting::PrivacyLoss {
+                    epsilon: 0.3,
+                    rho: 0.0,
+                    delta: 0.0,
+                }),
+            }),
+        };
+        // The same text `tokumei_store::statistics` tests that the core reads.
+        assert_eq!(
+            serde_json::to_string(&order).expect("json"),
+            r#"{"id":4,"requested_by":"rika","issued_at_ms":1,"expires_at_ms":2,"operation":"statistics","request":{"application":"APP-1","table":"patients","group_by":["sex"],"hierarchy":["sex=value"],"measure":"count","max_contrib":1,"epsilon":0.3,"rho":null,"delta":null,"public_keys":null,"min_cell":null,"suppress_zeros":false},"paid":{"epsilon":0.3,"rho":0.0,"delta":0.0}}"#
+        );
     }
 
     #[test]

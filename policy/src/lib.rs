@@ -29,6 +29,7 @@ pub mod identity;
 pub mod service;
 pub mod service_key;
 pub mod small_cell_tables;
+pub mod statistics;
 pub mod transparency;
 
 pub use authorization::{Action, Actor, AuthMethod, DenialReason, Denied, Resource, Role, authorize, authorize_role};

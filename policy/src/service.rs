@@ -1162,8 +1162,8 @@ impl Policy {
     /// regulator (`report_regulator`) or plan a release (`plan_release`) — asked before an order is looked up, so a refused caller learns nothing
     /// about whether it would have been valid. A refusal is audited as `operate_core`.
     pub async fn admit_core_request(&self, actor: &Actor, origin: Origin<'_>) -> Result<()> {
-        if authorize_role(actor, Action::ReportRegulator).is_ok() || authorize_role(actor, Action::PlanRelease).is_ok()
-        {
+        let asks_for_itself = [Action::ReportRegulator, Action::PlanRelease, Action::RunStatistics];
+        if asks_for_itself.iter().any(|a| authorize_role(actor, *a).is_ok()) {
             return Ok(());
         }
         self.check_role(actor, Action::OperateCore, origin).await
@@ -1181,6 +1181,12 @@ impl Policy {
             // A plan's scope is the policy service's to fix: ask for it with `request_release_plan`.
             return Err(PolicyError::Invalid(
                 "a release plan is asked by application, not by scope".into(),
+            ));
+        }
+        if matches!(operation, CoreOperation::Statistics(_)) {
+            // Its loss is spent and its rules checked by `request_statistics`.
+            return Err(PolicyError::Invalid(
+                "statistics are asked with `request_statistics`".into(),
             ));
         }
         self.check(actor, operation.action(), &Resource::Platform, origin)
@@ -1206,8 +1212,25 @@ impl Policy {
         self.queue_core_order(actor, operation, origin).await
     }
 
+    /// Whether this façade can queue orders for the core (only the policy service holds their key).
+    pub(crate) fn queues_core_orders(&self) -> bool {
+        self.core_order_key.is_some()
+    }
+
+    /// The person `username` as an actor (their organisation and roles; no session): for acts recorded after the
+    /// fact under the person who asked, such as the provision of a statistics table the core reported.
+    pub(crate) async fn actor_named(&self, username: &str) -> Result<Actor> {
+        let user = self.directory.user(username).await?;
+        Ok(Actor {
+            username: user.username,
+            organisation: user.organisation,
+            roles: user.roles,
+            auth: crate::authorization::AuthMethod::PasswordTotp,
+        })
+    }
+
     /// Queues an admitted operation as an order signed for the core and records `core.requested`.
-    async fn queue_core_order(
+    pub(crate) async fn queue_core_order(
         &self,
         actor: &Actor,
         operation: CoreOperation,
@@ -1250,6 +1273,16 @@ impl Policy {
                 self.check_role(actor, Action::PlanRelease, origin).await?;
                 return found;
             }
+            // A statistics table is its requester's alone: others who may see the queue see where it stands.
+            Ok(status) if status.operation == "statistics" => {
+                if status.requested_by == actor.username {
+                    self.check_role(actor, Action::RunStatistics, origin).await?;
+                    return found;
+                }
+                self.check(actor, Action::OperateCore, &Resource::Platform, origin)
+                    .await?;
+                return found.map(|s| OrderStatus { result: None, ..s });
+            }
             // Someone who may see regulator orders only learns nothing from a number that does not exist: the
             // same refusal as for an order they may not see.
             Err(PolicyError::NotFound { .. }) if authorize_role(actor, Action::OperateCore).is_err() => {
@@ -1287,9 +1320,27 @@ impl Policy {
     /// The core's report on order `id`, recorded as `core.<operation>` under the operator who asked: the
     /// figures the ledger keeps are chosen here ([`CoreOperation::audit_details`]), a failure by its code.
     pub async fn report_core_order(&self, id: u64, outcome: OrderOutcome, origin: Origin<'_>) -> Result<AuditEntry> {
-        let (operation, requested_by) = CoreOrders::new(self.db.clone())
-            .report(id, &outcome, self.now())
-            .await?;
+        let orders = CoreOrders::new(self.db.clone());
+        // Checked before the order is claimed, so a malformed report leaves it waiting for a good one.
+        outcome.stored()?;
+        let (operation, requested_by) = orders.claim_report(id).await?;
+        let mut outcome = outcome;
+        if let (CoreOperation::Statistics(order), OrderOutcome::Done(report)) = (&operation, &outcome) {
+            // Settled before the result is stored: nobody reads a table the differencing audit refuses.
+            match self.settle_statistics(order, &requested_by, report, origin).await {
+                Ok(None) => {}
+                Ok(Some(code)) => outcome = OrderOutcome::Failed(code.to_owned()),
+                Err(e) => {
+                    tracing::warn!(
+                        order = id,
+                        reason = e.reason(),
+                        "a statistics report could not be settled"
+                    );
+                    outcome = OrderOutcome::Failed("SETTLEMENT_FAILED".to_owned());
+                }
+            }
+        }
+        let (operation, requested_by) = orders.report(id, &outcome, self.now()).await?;
         let action = format!("core.{}", operation.name());
         let event = match &outcome {
             OrderOutcome::Done(report) => {

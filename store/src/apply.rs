@@ -14,7 +14,7 @@ use crate::erasure::{self, ErasureCertificate, ErasureTarget};
 use crate::error::StoreError;
 use crate::request_reach::{self, Reach};
 use crate::rows::Rows;
-use crate::schema::Table;
+use crate::schema::{PhysicalSchema, Table};
 use crate::store::Store;
 use deltalake::DeltaTable;
 use deltalake::arrow::array::{Array, StringArray, TimestampMicrosecondArray};

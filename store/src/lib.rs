@@ -7,7 +7,7 @@
 //! [`erasure`] deletes a patient physically; [`compaction`] keeps files large; [`status`] reports.
 
 pub mod apply;
-pub mod catalogue;
+pub use tokumei_catalogue::catalogue;
 pub mod compaction;
 pub mod core;
 pub mod encryption;
@@ -21,6 +21,7 @@ pub mod regulator;
 pub mod request_reach;
 pub mod rows;
 pub mod schema;
+pub mod statistics;
 pub mod status;
 pub mod store;
 

@@ -77,7 +77,7 @@ impl Refusal {
 }
 
 /// What an order asks, as the core reads it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "operation", rename_all = "snake_case")]
 pub enum Operation {
     /// Report the tables.
@@ -105,6 +105,8 @@ pub enum Operation {
         /// The model to try (read by the planner).
         params: serde_json::Value,
     },
+    /// A statistical table over the research view (`statistics`), its loss paid before the order was signed.
+    Statistics(tokumei_catalogue::statistics::StatisticsOrder),
     /// Count what the regulator's report needs, in the window the order gives.
     RegulatorFigures {
         /// The quarter (for the report; the window is `from`, `to`).
@@ -117,7 +119,7 @@ pub enum Operation {
 }
 
 /// A verified order.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Order {
     /// The order's number.
     pub id: u64,
@@ -266,6 +268,8 @@ pub async fn carry_out(
             Some(p) => p.plan(store, scope, params).await,
             None => Err(StoreError::Orders("this core runs without a release planner".into())),
         },
+        Operation::Statistics(order) => serde_json::to_value(crate::statistics::compute(store, order).await?)
+            .map_err(|e| StoreError::Orders(format!("statistics report: {e}"))),
         Operation::Status => Ok(serde_json::to_value(status::status(store).await?)
             .map_err(|e| StoreError::Orders(format!("status report: {e}")))?),
         Operation::Compact => {

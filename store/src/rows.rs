@@ -2,7 +2,7 @@
 //!
 //! This is the only place that knows how a `PseudonymisedRecord` maps onto the tables in [`crate::schema`].
 
-use crate::schema::{Kind, Table};
+use crate::schema::{Kind, PhysicalSchema, Table};
 use chrono::NaiveDate;
 use deltalake::arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, StringBuilder, TimestampMicrosecondBuilder,

@@ -5,7 +5,7 @@ use crate::error::StoreError;
 use crate::exclusion;
 use crate::location::{Location, PlainStores, plain_stores};
 use crate::persons::{self, Persons};
-use crate::schema::Table;
+use crate::schema::{PhysicalSchema, Table};
 use deltalake::DeltaTable;
 use deltalake::datafusion::catalog::TableProvider;
 use deltalake::datafusion::datasource::MemTable;

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::adult;
+use common::core_orders::CoreWithOrders;
 
 fn tokumei(home: &Path, args: &[&str]) -> Output {
     Command::new(common::tokumei_bin())
@@ -981,15 +982,17 @@ async fn store_tables_take_hierarchies_and_keys_from_the_platform_catalogue() {
         ],
         "[statistics]\nsmall_cell_min = 10\n",
     );
+    // The researcher works from an empty desk: the policy service and the core (taking orders) do the rest.
+    let core = CoreWithOrders::start(h, &[]);
+    let service = core.client_env(h);
+    let desk = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.csv");
-    let config = h.join("tokumei.toml");
     let run = |table: &str, extra: &[&str]| -> Output {
-        let mut args: Vec<&str> = vec!["stats", "--table", table, "--project", &id, "--session"];
-        args.push(&researcher.session);
-        args.extend(["--config", config.to_str().unwrap(), "--output", out.to_str().unwrap()]);
+        let mut args: Vec<&str> = vec!["stats", "--table", table, "--project", &id];
+        args.extend(["--output", out.to_str().unwrap()]);
         args.extend_from_slice(extra);
-        tokumei(h, &args)
+        client(desk.path(), &service, &researcher, &args)
     };
 
     // A named level: every region is a public key (no δ needed), regions without patients included.
@@ -1074,4 +1077,197 @@ async fn store_tables_take_hierarchies_and_keys_from_the_platform_catalogue() {
     for (_, _, code) in &cases {
         assert!(ledger.contains(code), "{code} is not in the ledger");
     }
+    assert!(
+        common::files_under(desk.path()).is_empty(),
+        "the statistics client wrote to its home"
+    );
+}
+
+/// `tokumei stats` as a client of the policy service, from `desk` (its home), as `person`.
+fn client(desk: &Path, service: &[(String, String)], person: &common::people::Person, args: &[&str]) -> Output {
+    Command::new(common::tokumei_bin())
+        .env("TOKUMEI_HOME", desk)
+        .env_remove("TOKUMEI_POLICY_DB")
+        .envs(service.iter().map(|(k, v)| (k, v)))
+        .env("TOKUMEI_SESSION", &person.session)
+        .args(args)
+        .bounded_output()
+        .unwrap()
+}
+
+/// Statistics over the store as an insider would try them, with the policy service and the core running: the table
+/// is computed by the core and goes back to its requester alone (another researcher is refused, an operator sees
+/// where the order stands but not the table); a researcher who is not a recipient is refused before any order is
+/// queued; a table over budget is refused before any order exists, so no noise is ever drawn for it; a small-cell
+/// table the differencing audit refuses is withdrawn before its requester can read it. Every refusal is on the
+/// ledger under the name of who asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_statistics_are_paid_before_drawn_and_go_to_the_requester_alone() {
+    let home = common::Home::new();
+    let h = home.path();
+    {
+        let gw = home.start();
+        let mut client = gw.client(&home, common::HOSPITAL_A).await;
+        let records = tokumei_ingest::synth::Synth::new(12).records(common::HOSPITAL_A, 0, 300);
+        let batches = vec![tokumei_proto::ingest::v1::RecordBatch {
+            batch_id: "b0".into(),
+            records: records.clone(),
+        }];
+        tokumei_ingest::client::push(&mut client, batches).await.expect("push");
+    }
+    common::drain_core(&home);
+    let (rika, id) = common::people::approved_statistics_with(
+        h,
+        &[],
+        0.5,
+        1e-5,
+        &[("patients", &["linkage_key", "sex", "prefecture"])],
+        "[statistics]\nsmall_cell_min = 10\n",
+    );
+    let yui = common::people::invite(h, &[], "yui", "univ-y", "researcher");
+    let op2 = common::people::invite(h, &[], "op2", "platform", "operator");
+    let core = CoreWithOrders::start(h, &[]);
+    let service = core.client_env(h);
+    let desk = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.csv");
+    let stats = |who: &common::people::Person, extra: &[&str]| -> Output {
+        let mut args: Vec<&str> = vec!["--json", "stats", "--table", "patients", "--project", &id];
+        args.extend(["--output", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        client(desk.path(), &service, who, &args)
+    };
+    let refused = |o: &Output, code: &str| {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "admitted: {}", String::from_utf8_lossy(&o.stdout));
+        assert!(stderr.contains(code), "expected {code}: {stderr}");
+        assert!(!out.exists(), "a refused table was written");
+    };
+
+    // rika's DP table: computed by the core, paid from the approval's budget.
+    let o = stats(
+        &rika,
+        &[
+            "--group-by",
+            "sex",
+            "--epsilon",
+            "0.3",
+            "--public-keys",
+            &sex_keys(dir.path()),
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    let order = report["order"].as_u64().expect("order number").to_string();
+    assert_eq!(report["differentially_private"], true, "{report}");
+    let (header, rows) = read_csv(&out);
+    assert_eq!(header[0], "sex");
+    assert_eq!(rows.len(), 3, "every declared key is released: {rows:?}");
+    std::fs::remove_file(&out).unwrap();
+
+    // Reading it back: another researcher is refused; an operator sees the order, not the table.
+    let look = |who: &common::people::Person| {
+        client(
+            desk.path(),
+            &service,
+            who,
+            &["--json", "store", "order", "--id", &order],
+        )
+    };
+    let o = look(&yui);
+    assert!(!o.status.success(), "yui read rika's order");
+    let seen: serde_json::Value = serde_json::from_str(&ok(&look(&op2))).unwrap();
+    assert_eq!(seen["state"], "done", "{seen}");
+    assert!(seen["result"].is_null(), "an operator read the table: {seen}");
+    let mine: serde_json::Value = serde_json::from_str(&ok(&look(&rika))).unwrap();
+    assert!(mine["result"]["csv"].is_string(), "{mine}");
+
+    // yui is not a recipient of the approval: refused before anything is queued.
+    refused(
+        &stats(
+            &yui,
+            &["--group-by", "sex", "--hierarchy", "sex=value", "--epsilon", "0.1"],
+        ),
+        "NOT_RECIPIENT",
+    );
+    // Over budget (0.3 + 0.3 > 0.5): refused before an order exists.
+    refused(
+        &stats(
+            &rika,
+            &[
+                "--group-by",
+                "sex",
+                "--epsilon",
+                "0.3",
+                "--public-keys",
+                &sex_keys(dir.path()),
+            ],
+        ),
+        "BUDGET_EXCEEDED",
+    );
+    // Small-cell tables of one population keep one minimum: the second is computed by the core, then refused by
+    // the service's audit and withdrawn; its requester never reads it.
+    ok(&stats(&rika, &["--group-by", "sex", "--min-cell", "10"]));
+    std::fs::remove_file(&out).unwrap();
+    refused(
+        &stats(
+            &rika,
+            &[
+                "--group-by",
+                "prefecture",
+                "--hierarchy",
+                "prefecture=region",
+                "--min-cell",
+                "12",
+            ],
+        ),
+        "SMALL_CELL_THRESHOLD_FIXED",
+    );
+
+    let bundle: serde_json::Value = serde_json::from_str(&exported_ledger(h, dir.path())).unwrap();
+    let entries = bundle["entries"].as_array().unwrap();
+    let by = |user: &str, action: &str| -> Vec<&serde_json::Value> {
+        entries
+            .iter()
+            .filter(|e| e["actor"] == user && e["action"] == action)
+            .collect()
+    };
+    assert!(by("yui", "core.requested").is_empty(), "an order was queued for yui");
+    assert_eq!(
+        by("rika", "core.requested").len(),
+        3,
+        "only the admitted tables became orders"
+    );
+    let denied: Vec<&str> = by("rika", "run_statistics")
+        .iter()
+        .chain(by("yui", "run_statistics").iter())
+        .filter(|e| e["outcome"] == "denied")
+        .map(|e| e["reason"].as_str().unwrap_or_default())
+        .collect();
+    for code in ["BUDGET_EXCEEDED", "SMALL_CELL_THRESHOLD_FIXED"] {
+        assert!(denied.contains(&code), "{code} not audited: {denied:?}");
+    }
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["actor"] == "yui" && e["outcome"] == "denied" && e["reason"] == "NOT_RECIPIENT"),
+        "yui's refusal is not on the ledger"
+    );
+    let computed = by("rika", "core.statistics");
+    assert_eq!(computed.len(), 3, "{computed:?}");
+    assert!(
+        computed
+            .iter()
+            .any(|e| e["outcome"] == "failed" && e["reason"] == "SMALL_CELL_THRESHOLD_FIXED"),
+        "{computed:?}"
+    );
+    assert!(
+        common::files_under(desk.path()).is_empty(),
+        "the client wrote to its home"
+    );
+}
+
+fn sex_keys(dir: &Path) -> String {
+    let keys = dir.join("sex-keys.csv");
+    std::fs::write(&keys, "sex\nF\nM\nO\n").unwrap();
+    keys.display().to_string()
 }

@@ -420,7 +420,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         say("\n   the platform's directory decides which hospitals may still send:");
         report.directory = Some(super::demo_directory::step(&home, &cfg, &pki, &codes, &cast, &say).await?);
         say("\ntokumei demo — chapter 4: statistics under the approval: differential privacy (OpenDP) and the small-cell rule");
-        let patients = super::stats_linked::Population {
+        let patients = tokumei_catalogue::statistics::Population {
             name: format!("store:{}", store.research_snapshot(tokumei_store::Table::Patients).await?),
             source: "patients".into(),
         };
@@ -468,7 +468,7 @@ async fn statistics_chapter(
     cast: &super::demo_committee::Committee,
     (research, patients_population): (
         &deltalake::datafusion::prelude::SessionContext,
-        &super::stats_linked::Population,
+        &tokumei_catalogue::statistics::Population,
     ),
     say: &impl Fn(&str),
 ) -> anyhow::Result<StatsChapter> {
@@ -569,7 +569,7 @@ async fn statistics_chapter(
     };
     let by_sex = tokumei_deid::datafusion::table_from_context(research, "patients", &["prefecture", "sex"]).await?;
     let grouped = group(&by_sex, &request)?;
-    let (counts, dims) = super::stats::count_table(&grouped)?;
+    let (counts, dims) = tokumei_store::statistics::count_table(&grouped)?;
     let rule = tokumei_deid::small_cell::SmallCellRule::default();
     let protected = tokumei_deid::small_cell::protect(&counts, &rule)?;
     let (primary, complementary) = protected.suppressed_count();
@@ -579,8 +579,8 @@ async fn statistics_chapter(
         rule.threshold
     );
     admit(cast, &["prefecture", "sex"], &request.group_by, Some(rule.threshold)).await?;
-    let linked = super::stats_linked::linked_table(&grouped, &protected)?;
-    super::stats_linked::publish(
+    let linked = tokumei_store::statistics::linked_table(&grouped, &protected)?;
+    tokumei_policy::statistics::publish_small_cell(
         &ledger,
         &project,
         &cast.researcher.username,
@@ -589,7 +589,8 @@ async fn statistics_chapter(
         &linked,
         patients_population,
     )
-    .await?
+    .await
+    .map_err(super::access::reason)?
     .map_err(|refusal| anyhow::anyhow!("{refusal}"))?;
     super::stats::write_small_cell_table(&path, &grouped, &protected, dims, &protection)?;
     cast.policy
@@ -634,25 +635,25 @@ async fn statistics_chapter(
         group_by: vec!["sex".into(), "linkage_key".into()],
         ..by_prefecture.clone()
     };
-    let rules = super::stats_rules::StatsRules {
+    let rules = tokumei_catalogue::statistics::StatsRules {
         table: Some(tokumei_store::Table::Patients),
         from_store: true,
         subject_given: None,
         request: &linkage,
         small_cell_threshold: None,
     };
-    match super::stats_rules::check(&rules) {
+    match tokumei_catalogue::statistics::check(&rules) {
         Ok(()) => anyhow::bail!("a table grouped by the linkage key was admitted"),
         Err(refusal) => {
-            super::stats_rules::audit_refusal(
-                &cast.policy,
-                &cast.researcher,
-                &project,
-                &refusal,
-                tokumei_policy::Origin("demo"),
-            )
-            .await?;
             chapter.refused_linkage_key = refusal.to_string();
+            cast.policy
+                .refuse_statistics(
+                    &cast.researcher.username,
+                    &project,
+                    refusal,
+                    tokumei_policy::Origin("demo"),
+                )
+                .await;
         }
     }
     say(&format!(

@@ -32,6 +32,21 @@ pub struct ServicesStep {
     pub researcher_refused: String,
     /// The ledger's entries for the operator's orders (action and outcome).
     pub ledger: Vec<String>,
+    /// The researcher's DP table over the store, computed by the core for an order of the policy service.
+    pub researcher_table: Option<ResearcherTable>,
+}
+
+/// A statistics table the researcher asked of the policy service from a desk holding only the CA.
+#[derive(Serialize, Default)]
+pub struct ResearcherTable {
+    /// The core order that computed it.
+    pub order: u64,
+    /// Cells released.
+    pub cells: u64,
+    /// ε spent from the approval's budget, before the order was queued.
+    pub epsilon: f64,
+    /// Files in the researcher's desk afterwards (the CA and the table she asked for).
+    pub desk_files: Vec<String>,
 }
 
 /// A child process stopped (and waited for) when dropped.
@@ -199,5 +214,72 @@ pub async fn step(
         .map(|e| format!("{} {} {}", e.actor, e.action, e.outcome))
         .collect();
     say(&format!("   the ledger: {}", out.ledger.join("; ")));
+    out.researcher_table = researcher_table(home, pki, &out.policy_service, cast, say).await?;
     Ok(out)
+}
+
+/// The researcher asks for a DP table over the store from a desk of her own: the service checks the approval and
+/// spends the loss, the core computes over the research view, the table comes back to her alone.
+async fn researcher_table(
+    home: &Path,
+    pki: &PkiLayout,
+    policy_service: &str,
+    cast: &Committee,
+    say: &impl Fn(&str),
+) -> Result<Option<ResearcherTable>> {
+    let status = cast
+        .policy
+        .budget()
+        .status(&cast.application)
+        .await
+        .map_err(super::access::reason)?;
+    let remaining = status.spent.remaining_epsilon(&status.project.budget);
+    let epsilon = 0.05;
+    if remaining < epsilon {
+        say("   (the approval's budget is spent: the researcher's table over the store is skipped)");
+        return Ok(None);
+    }
+    let desk = home.join("researcher-desk");
+    std::fs::create_dir_all(&desk)?;
+    let ca = desk.join("ca.crt");
+    std::fs::copy(pki.ca_cert(), &ca)?;
+    let table = desk.join("patients_by_sex.csv");
+    let args = [
+        "stats",
+        "--table",
+        "patients",
+        "--project",
+        &cast.application,
+        "--group-by",
+        "sex",
+        "--hierarchy",
+        "sex=value",
+        "--epsilon",
+        "0.05",
+        "--output",
+        &table.display().to_string(),
+    ];
+    let ran = client(
+        &desk,
+        (policy_service, ca.as_path()),
+        cast.researcher_session.as_str(),
+        &args,
+    )?;
+    anyhow::ensure!(
+        ran.status.success(),
+        "stats --table: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&ran.stdout)?;
+    let out = ResearcherTable {
+        order: report["order"].as_u64().unwrap_or_default(),
+        cells: report["cells"].as_u64().unwrap_or_default(),
+        epsilon,
+        desk_files: files(&desk),
+    };
+    say(&format!(
+        "   the researcher, from a desk holding only the CA, asks for patients by sex at ε={epsilon}: the policy service spends it, the core computes it (order {}), {} cells come back to her alone; her desk holds {:?}",
+        out.order, out.cells, out.desk_files
+    ));
+    Ok(Some(out))
 }

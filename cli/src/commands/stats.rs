@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokumei_catalogue::statistics::{Population, SMALL_CELL_FLOOR, StatsRefusal, StatsRules, check};
 use tokumei_deid::dp::grouping::{Grouped, group};
 use tokumei_deid::dp::plan::{Plan, plan};
 use tokumei_deid::dp::release::{PrivateTable, release};
 use tokumei_deid::dp::request::{Generalisation, Keys, Measure, Privacy, StatsRequest};
 use tokumei_deid::hierarchy::Hierarchy;
-use tokumei_deid::small_cell::{CellRef, CellStatus, CountTable, SmallCellRule, protect};
+use tokumei_deid::small_cell::{SmallCellRule, protect};
 use tokumei_deid::spec;
 use tokumei_deid::table::Table;
 use tokumei_policy::budget_ledger::{BudgetLedger, LedgerEntry, SpendRequest};
@@ -95,12 +96,15 @@ pub struct StatsArgs {
     /// Delimiter of the CSV input.
     #[arg(long, default_value = ",")]
     pub delimiter: String,
-    /// Session and policy database.
+    /// The policy service and the session (for --table: the command is its client and holds nothing else).
     #[command(flatten)]
-    pub policy: PolicyOptions,
-    /// Configuration file (for --table).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    pub service: crate::commands::policy_client::ServiceOptions,
+    /// How long to wait for the core (--table).
+    #[command(flatten)]
+    pub wait: crate::commands::store::WaitOptions,
+    /// Policy database, for --input only (default $TOKUMEI_HOME/policy/policy.db; or postgres://...).
+    #[arg(long, env = "TOKUMEI_POLICY_DB")]
+    pub database: Option<String>,
 }
 
 /// The JSON report of a release.
@@ -140,8 +144,21 @@ struct SmallCellSummary {
     margins: &'static str,
 }
 
-/// Runs `tokumei stats`.
+/// Runs `tokumei stats`: over the store as a client of the policy service, over a file in this process.
 pub fn run(a: StatsArgs, json: bool) -> Result<()> {
+    if let Some(table) = a.table.clone() {
+        let declared = match &a.public_keys {
+            Some(path) => Some(read_public_keys(path, &a.group_by)?),
+            None => None,
+        };
+        let spec = super::stats_store::spec(&a, &table, declared);
+        return runtime()?.block_on(super::stats_store::run(&a, spec, json));
+    }
+    run_file(a, json)
+}
+
+/// `tokumei stats --input FILE`: a table over the researcher's own file, its loss spent in the policy database.
+fn run_file(a: StatsArgs, json: bool) -> Result<()> {
     let measure = Measure::parse(&a.measure)?;
     let privacy = match (a.epsilon, a.rho) {
         (Some(e), None) => Some(Privacy::Epsilon(e)),
@@ -153,47 +170,18 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
         Some(path) => Some(read_public_keys(path, &a.group_by)?),
         None => None,
     };
-    // Over the store, hierarchies and key lists are the platform catalogue's (a refusal here is audited below,
-    // with the platform's other rules); over a researcher's own file, its hierarchy files.
-    let store_table = a.table.as_deref().and_then(tokumei_store::Table::from_name);
-    let mut catalogue_refusal = None;
-    let mut catalogue_levels = Vec::new();
-    let (generalise, keys) = match (&a.table, store_table) {
-        (Some(_), Some(table)) => {
-            match super::stats_rules::resolve_catalogue(table, &a.hierarchy, &a.group_by, declared.as_deref()) {
-                Ok(resolved) => {
-                    catalogue_levels = resolved.levels;
-                    (Vec::new(), resolved.keys.map_or(Keys::Select, Keys::Public))
-                }
-                Err(refusal) => {
-                    catalogue_refusal = Some(refusal);
-                    (Vec::new(), Keys::Select)
-                }
-            }
-        }
-        // Not a store table: refused below (TABLE_NOT_IN_STORE) before anything is read.
-        (Some(_), None) => (Vec::new(), Keys::Select),
-        (None, _) => {
-            let hierarchy_delimiter = spec::parse_delimiter(&a.hierarchy_delimiter)?;
-            let generalise = a
-                .hierarchy
-                .iter()
-                .map(|h| parse_generalisation(h, hierarchy_delimiter))
-                .collect::<Result<Vec<_>>>()?;
-            let keys = match declared {
-                Some(keys) => Keys::Public(keys),
-                None => {
-                    StatsRequest::keys_from_hierarchies(&a.group_by, &generalise).map_or(Keys::Select, Keys::Public)
-                }
-            };
-            (generalise, keys)
-        }
+    let hierarchy_delimiter = spec::parse_delimiter(&a.hierarchy_delimiter)?;
+    let generalise = a
+        .hierarchy
+        .iter()
+        .map(|h| parse_generalisation(h, hierarchy_delimiter))
+        .collect::<Result<Vec<_>>>()?;
+    let keys = match declared {
+        Some(keys) => Keys::Public(keys),
+        None => StatsRequest::keys_from_hierarchies(&a.group_by, &generalise).map_or(Keys::Select, Keys::Public),
     };
-    let subject = a
-        .subject
-        .clone()
-        .or_else(|| a.table.as_ref().map(|_| "linkage_key".to_string()));
-    let mut request = StatsRequest {
+    let subject = a.subject.clone();
+    let request = StatsRequest {
         group_by: a.group_by.clone(),
         generalise,
         measure,
@@ -204,9 +192,7 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
         delta: a.delta,
         keys,
     };
-    if catalogue_refusal.is_some() {
-        // Audited as a refusal below, before any other check could answer first.
-    } else if privacy.is_some() {
+    if privacy.is_some() {
         request.validate()?;
     } else {
         request.validate_shape()?;
@@ -217,35 +203,35 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
             bail!("--delta only applies to differentially private tables (--epsilon or --rho)");
         }
     }
-    let source = match (&a.input, &a.table) {
-        (Some(p), _) => p.display().to_string(),
-        (None, Some(t)) => format!("store:{t}"),
-        (None, None) => bail!("give --input FILE or --table NAME"),
+    let source = match &a.input {
+        Some(p) => p.display().to_string(),
+        None => bail!("give --input FILE or --table NAME"),
     };
     let query = describe(&a, &request, &source);
 
     let rt = runtime()?;
     rt.block_on(async {
-        let policy = open_policy(&a.policy).await?;
-        let who = actor(&policy, &a.policy).await?;
+        let options = PolicyOptions {
+            database: a.database.clone(),
+            session: a.service.session.clone(),
+        };
+        let policy = open_policy(&options).await?;
+        let who = actor(&policy, &options).await?;
         // What the platform never allows, whatever the approval says: refused and audited before any data.
-        let rules = super::stats_rules::StatsRules {
+        let rules = StatsRules {
             table: tokumei_store::Table::from_name(&table_name(&a)?),
-            from_store: a.table.is_some(),
+            from_store: false,
             subject_given: a.subject.as_deref(),
             request: &request,
-            small_cell_threshold: privacy
-                .is_none()
-                .then(|| a.min_cell.unwrap_or(super::stats_rules::SMALL_CELL_FLOOR)),
+            small_cell_threshold: privacy.is_none().then(|| a.min_cell.unwrap_or(SMALL_CELL_FLOOR)),
         };
-        if let Some(refusal) = super::stats_rules::check(&rules).err().or(catalogue_refusal) {
-            super::stats_rules::audit_refusal(&policy, &who, &a.project, &refusal, CLI).await?;
-            bail!("{refusal}");
+        if let Err(refusal) = check(&rules) {
+            refuse(&policy, &who, &a.project, refusal).await?;
         }
         // Outside the approval (or no approval at all): refused, and audited, before reading any data.
         let used = [TableRequest {
             table: table_name(&a)?,
-            columns: columns_used(&request),
+            columns: tokumei_catalogue::statistics::columns_used(&request),
         }];
         let approved = policy
             .admit_use(&who, &a.project, UseKind::Statistics, &used, CLI)
@@ -258,8 +244,8 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
             a.min_cell.unwrap_or_else(|| {
                 committee_rules
                     .small_cell_min
-                    .unwrap_or(super::stats_rules::SMALL_CELL_FLOOR)
-                    .max(super::stats_rules::SMALL_CELL_FLOOR)
+                    .unwrap_or(SMALL_CELL_FLOOR)
+                    .max(SMALL_CELL_FLOOR)
             })
         });
         // A histogram's bins group by its column as surely as --group-by does.
@@ -273,20 +259,16 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
             small_cell: small_cell_threshold,
         };
         if let Err(e) = committee_rules.check(&a.project, &this_use) {
-            let refusal = super::stats_rules::StatsRefusal {
+            let refusal = StatsRefusal {
                 code: e.reason(),
                 message: e.to_string(),
             };
-            super::stats_rules::audit_refusal(&policy, &who, &a.project, &refusal, CLI).await?;
-            bail!("{refusal}");
+            refuse(&policy, &who, &a.project, refusal).await?;
         }
         let ledger = policy.budget().clone();
         let status = ledger.status(&a.project).await.map_err(reason)?;
 
-        let (table, population) = load(&a, &request).await?;
-        request
-            .generalise
-            .extend(catalogue_generalisations(&table, &catalogue_levels)?);
+        let (table, population) = load(&a)?;
         let grouped = group(&table, &request)?;
         drop(table);
 
@@ -336,10 +318,10 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
             }
             None => {
                 let rule = SmallCellRule {
-                    threshold: small_cell_threshold.unwrap_or(super::stats_rules::SMALL_CELL_FLOOR),
+                    threshold: small_cell_threshold.unwrap_or(SMALL_CELL_FLOOR),
                     suppress_zeros: a.suppress_zeros,
                 };
-                let (counts, dims) = count_table(&grouped)?;
+                let (counts, dims) = tokumei_store::statistics::count_table(&grouped)?;
                 let protected = protect(&counts, &rule)?;
                 let (primary, complementary) = protected.suppressed_count();
                 let protection = format!(
@@ -383,8 +365,8 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
                 }
                 // Audited against every earlier small-cell table of the population, then recorded (as not
                 // differentially private) with its definition, in one transaction.
-                let linked = super::stats_linked::linked_table(&grouped, &protected)?;
-                let published = super::stats_linked::publish(
+                let linked = tokumei_store::statistics::linked_table(&grouped, &protected)?;
+                let published = tokumei_policy::statistics::publish_small_cell(
                     &ledger,
                     &a.project,
                     &who.username,
@@ -393,13 +375,11 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
                     &linked,
                     &population,
                 )
-                .await?;
+                .await
+                .map_err(reason)?;
                 let entry = match published {
                     Ok(entry) => entry,
-                    Err(refusal) => {
-                        super::stats_rules::audit_refusal(&policy, &who, &a.project, &refusal, CLI).await?;
-                        bail!("{refusal}");
-                    }
+                    Err(refusal) => return refuse(&policy, &who, &a.project, refusal).await,
                 };
                 let digest = write_small_cell_table(&a.output, &grouped, &protected, dims, &protection)?;
                 let cells = i64::try_from(protected.refs().len()).unwrap_or(i64::MAX);
@@ -427,16 +407,6 @@ fn table_name(a: &StatsArgs) -> Result<String> {
             .ok_or_else(|| anyhow!("{}: cannot name the input table", p.display())),
         (None, None) => bail!("give --input FILE or --table NAME"),
     }
-}
-
-/// Every column the request reads: group-by columns, the measured column and the subject column.
-fn columns_used(request: &StatsRequest) -> Vec<String> {
-    let mut cols: Vec<String> = request.group_by.clone();
-    cols.extend(request.measure.column().map(str::to_owned));
-    cols.extend(request.subject.clone());
-    cols.sort();
-    cols.dedup();
-    cols
 }
 
 /// Admits and records a DP plan's loss (refused with the remaining budget when it does not fit).
@@ -528,35 +498,6 @@ fn parse_generalisation(arg: &str, delimiter: u8) -> Result<Generalisation> {
     })
 }
 
-/// The platform hierarchies of a store-table request, applied to the values read: each a fixed function of the
-/// value, so building it over the values present maps them and reveals nothing (the keys come from the
-/// catalogue). A value the code system does not parse is left out, so its rows are not counted.
-fn catalogue_generalisations(
-    table: &Table,
-    levels: &[super::stats_rules::CatalogueLevel],
-) -> Result<Vec<Generalisation>> {
-    let mut out = Vec::new();
-    for l in levels {
-        let generator = &l.hierarchy.generator;
-        // Always a generalisation, even when no value parses (the sample keeps the hierarchy buildable): without
-        // one the grouping would fall back to the raw values, finer than the level asked for.
-        let values: Vec<&str> = table
-            .column(&l.column)?
-            .dict()
-            .iter()
-            .map(String::as_str)
-            .filter(|v| generator.accepts(v))
-            .chain([l.hierarchy.sample()])
-            .collect();
-        out.push(Generalisation {
-            column: l.column.clone(),
-            hierarchy: generator.generate(&values)?,
-            level: l.level,
-        });
-    }
-    Ok(out)
-}
-
 /// Reads a public-key CSV; its header must name exactly the group-by columns (in any order).
 fn read_public_keys(path: &Path, group_by: &[String]) -> Result<Vec<Vec<String>>> {
     let mut reader = csv::ReaderBuilder::new()
@@ -588,61 +529,31 @@ fn read_public_keys(path: &Path, group_by: &[String]) -> Result<Vec<Vec<String>>
     Ok(keys)
 }
 
-/// Reads the request's columns, and names the population they come from (for the linked-table audit).
-async fn load(a: &StatsArgs, request: &StatsRequest) -> Result<(Table, super::stats_linked::Population)> {
-    let mut columns: Vec<&str> = request.group_by.iter().map(String::as_str).collect();
-    if let Some(c) = request.measure.column() {
-        columns.push(c);
-    }
-    if let Some(s) = &request.subject {
-        columns.push(s);
-    }
-    columns.sort();
-    columns.dedup();
+/// Reads the request's columns from the input file, and names the population they come from (its digest).
+fn load(a: &StatsArgs) -> Result<(Table, Population)> {
+    let Some(path) = &a.input else {
+        bail!("give --input FILE or --table NAME");
+    };
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.set_message("reading the table");
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    let loaded = match (&a.input, &a.table) {
-        (Some(path), _) => {
-            // Streamed: the file is not held twice in memory.
-            let mut digest = Sha256::new();
-            let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-            std::io::copy(&mut file, &mut digest).with_context(|| format!("reading {}", path.display()))?;
-            let population = super::stats_linked::Population {
-                name: format!("file:{}", hex::encode(digest.finalize())),
-                source: table_name(a)?,
-            };
-            let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
-            let table = if is_parquet {
-                Table::read_parquet(path)
-            } else {
-                Table::read_csv(path, spec::parse_delimiter(&a.delimiter)?)
-            }
-            .with_context(|| format!("reading {}", path.display()))?;
-            (table, population)
-        }
-        (None, Some(name)) => {
-            let cfg = tokumei_ingest::config::Config::load(a.config.as_deref())?;
-            let home = tokumei_ingest::home::tokumei_home();
-            let store = crate::commands::store::open_store(&cfg, &home).await?;
-            let source = tokumei_store::Table::from_name(name).ok_or_else(|| anyhow!("no store table named {name}"))?;
-            // Named before and after the read: a write in between would leave the table's population unknown.
-            let before = store.research_snapshot(source).await?;
-            let ctx = store.session(tokumei_store::View::Research).await?;
-            let table = tokumei_deid::datafusion::table_from_context(&ctx, name, &columns).await?;
-            if store.research_snapshot(source).await? != before {
-                bail!("the store table {name} changed while it was read; run the request again");
-            }
-            let population = super::stats_linked::Population {
-                name: format!("store:{before}"),
-                source: name.clone(),
-            };
-            (table, population)
-        }
-        (None, None) => bail!("give --input FILE or --table NAME"),
+    // Streamed: the file is not held twice in memory.
+    let mut digest = Sha256::new();
+    let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    std::io::copy(&mut file, &mut digest).with_context(|| format!("reading {}", path.display()))?;
+    let population = Population {
+        name: format!("file:{}", hex::encode(digest.finalize())),
+        source: table_name(a)?,
     };
+    let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    let table = if is_parquet {
+        Table::read_parquet(path)
+    } else {
+        Table::read_csv(path, spec::parse_delimiter(&a.delimiter)?)
+    }
+    .with_context(|| format!("reading {}", path.display()))?;
     spinner.finish_and_clear();
-    Ok(loaded)
+    Ok((table, population))
 }
 
 fn describe(a: &StatsArgs, r: &StatsRequest, source: &str) -> String {
@@ -689,80 +600,12 @@ fn keys_description(keys: &Keys, plan: &Plan) -> String {
 
 /// Writes the DP table; returns the SHA-256 of the file.
 pub(crate) fn write_private_table(path: &Path, table: &PrivateTable, min_cell: Option<u64>) -> Result<String> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header: Vec<String> = table.key_columns.clone();
-    header.push(table.measure.clone());
-    let with_count = table.cells.iter().any(|c| c.count.is_some());
-    if with_count {
-        header.push("noisy_count".into());
-    }
-    header.extend([
-        "expected_abs_error".into(),
-        "ci95_half_width".into(),
-        "protection".into(),
-    ]);
-    w.write_record(&header)?;
-    for cell in &table.cells {
-        let noisy_count = cell.count.unwrap_or(cell.value as i64);
-        let blank = min_cell.is_some_and(|m| noisy_count < m as i64);
-        let mut row = cell.key.clone();
-        row.push(if blank { String::new() } else { format_value(cell.value) });
-        if with_count {
-            row.push(if blank {
-                String::new()
-            } else {
-                cell.count.map(|c| c.to_string()).unwrap_or_default()
-            });
-        }
-        row.push(cell.expected_abs_error.map(format_value).unwrap_or_default());
-        row.push(cell.ci95_half_width.map(format_value).unwrap_or_default());
-        row.push(match (blank, min_cell) {
-            (true, Some(m)) => format!("{}; noisy count below {m}: blanked", table.protection),
-            _ => table.protection.clone(),
-        });
-        w.write_record(&row)?;
-    }
-    let bytes = w.into_inner().map_err(|e| anyhow!("csv: {e}"))?;
+    let bytes = tokumei_store::statistics::private_table_csv(table, min_cell)?;
     write_atomically(path, &bytes)?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
-fn format_value(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v:.6}")
-    }
-}
-
-/// Turns group counts into a 1-D or 2-D count table (3+ key parts: the 2nd.. are joined into the
-/// column label).
-pub(crate) fn count_table(grouped: &Grouped) -> Result<(CountTable, usize)> {
-    let dims = if grouped.key_columns.len() <= 1 { 1 } else { 2 };
-    // Two combinations that print alike would make the table ambiguous (and its error would name them).
-    let mut joined: std::collections::HashMap<String, &[String]> = std::collections::HashMap::new();
-    for k in grouped.keys.iter().filter(|k| k.len() > 2) {
-        if *joined.entry(k[1..].join(" | ")).or_insert(&k[1..]) != &k[1..] {
-            bail!("labels of the 2nd.. grouping columns contain the separator \" | \"; group by fewer columns");
-        }
-    }
-    let cells: Vec<(Vec<String>, u64)> = grouped
-        .keys
-        .iter()
-        .zip(&grouped.counts)
-        .map(|(k, &c)| {
-            let key = match dims {
-                1 => vec![k.first().cloned().unwrap_or_else(|| "(all)".into())],
-                _ => vec![k[0].clone(), k[1..].join(" | ")],
-            };
-            (key, c.max(0) as u64)
-        })
-        .collect();
-    Ok((CountTable::from_cells(&cells, dims)?, dims))
-}
-
-const TOTAL: &str = "(total)";
-
+/// Writes a small-cell table; returns the SHA-256 of the file.
 pub(crate) fn write_small_cell_table(
     path: &Path,
     grouped: &Grouped,
@@ -770,40 +613,7 @@ pub(crate) fn write_small_cell_table(
     dims: usize,
     protection: &str,
 ) -> Result<String> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let key_header: Vec<String> = match dims {
-        1 => vec![grouped.key_columns.first().cloned().unwrap_or_else(|| "group".into())],
-        _ => vec![grouped.key_columns[0].clone(), grouped.key_columns[1..].join(" | ")],
-    };
-    let mut header = key_header;
-    header.extend(["count".into(), "status".into(), "protection".into()]);
-    w.write_record(&header)?;
-    let t = protected.table();
-    let cols = t.col_labels.clone().unwrap_or_default();
-    for r in protected.refs() {
-        let key: Vec<String> = match (dims, r) {
-            (1, CellRef::Cell(i, _)) => vec![t.row_labels[i].clone()],
-            (1, _) => vec![TOTAL.into()],
-            (_, CellRef::Cell(i, j)) => vec![t.row_labels[i].clone(), cols[j].clone()],
-            (_, CellRef::RowTotal(i)) => vec![t.row_labels[i].clone(), TOTAL.into()],
-            (_, CellRef::ColTotal(j)) => vec![TOTAL.into(), cols[j].clone()],
-            (_, CellRef::GrandTotal) => vec![TOTAL.into(), TOTAL.into()],
-        };
-        let status = protected.status(r);
-        let mut row = key;
-        row.push(protected.published(r).map(|v| v.to_string()).unwrap_or_default());
-        row.push(
-            match status {
-                CellStatus::Published => "published",
-                CellStatus::Primary => "suppressed (small cell)",
-                CellStatus::Complementary => "suppressed (complementary)",
-            }
-            .into(),
-        );
-        row.push(protection.to_string());
-        w.write_record(&row)?;
-    }
-    let bytes = w.into_inner().map_err(|e| anyhow!("csv: {e}"))?;
+    let bytes = tokumei_store::statistics::small_cell_csv(grouped, protected, dims, protection)?;
     write_atomically(path, &bytes)?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
@@ -825,4 +635,15 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// Audits a refusal of a statistics request and returns it as the command's error.
+async fn refuse<T>(
+    policy: &tokumei_policy::Policy,
+    who: &tokumei_policy::Actor,
+    project: &str,
+    r: StatsRefusal,
+) -> Result<T> {
+    let e = policy.refuse_statistics(&who.username, project, r, CLI).await;
+    Err(anyhow!("[{}] {e}", e.reason()))
 }

@@ -86,8 +86,9 @@ pub struct DpBudget {
 }
 
 /// The smallest minimum cell of a small-cell table anywhere on the platform (the national databases' rule
-/// of 10): a committee may raise it for its approval, nobody may lower it.
-pub const SMALL_CELL_FLOOR: u64 = 10;
+/// of 10): a committee may raise it for its approval, nobody may lower it. The catalogue's, which the core checks
+/// too.
+pub use tokumei_catalogue::statistics::SMALL_CELL_FLOOR;
 
 /// How statistics under a statistics approval may be protected: the committee's decision, which no request
 /// can widen. Differential privacy (under the approval's budget) is the default; the small-cell rule — a

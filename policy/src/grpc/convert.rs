@@ -415,8 +415,34 @@ pub fn core_operation_from_proto(r: pb::CoreOperationRequest) -> Result<CoreOper
                 "a release plan is asked with request_release_plan".into(),
             ));
         }
+        Some(Operation::Statistics(_)) => {
+            return Err(PolicyError::Invalid(
+                "statistics are asked with request_statistics".into(),
+            ));
+        }
         None => return Err(PolicyError::Invalid("name the core operation".into())),
     })
+}
+
+/// A statistics request in the researcher's words, from its request.
+pub fn statistics_from_proto(p: pb::StatisticsOperation) -> tokumei_catalogue::statistics::StoreStatistics {
+    tokumei_catalogue::statistics::StoreStatistics {
+        application: p.application_id,
+        table: p.table,
+        group_by: p.group_by,
+        hierarchy: p.hierarchy,
+        measure: p.measure,
+        max_contrib: p.max_contrib,
+        epsilon: p.epsilon,
+        rho: p.rho,
+        delta: p.delta,
+        public_keys: p
+            .keys_declared
+            .then(|| p.public_keys.into_iter().map(|k| k.values).collect()),
+        min_cell: p.min_cell,
+        suppress_zeros: p.suppress_zeros,
+        subject: p.subject,
+    }
 }
 
 /// The model a plan tries, from its request.

@@ -81,7 +81,19 @@ fn document<T: serde::Serialize>(value: &T) -> Reply<pb::JsonDocument> {
 pub fn code_for_reason(reason: &str) -> Code {
     match reason {
         "AUTHENTICATION_FAILED" | "SESSION_INVALID" => Code::Unauthenticated,
-        "ACCOUNT_LOCKED" | "BUDGET_EXCEEDED" => Code::ResourceExhausted,
+        "ACCOUNT_LOCKED" | "BUDGET_EXCEEDED" | "PLATFORM_CEILING_EXCEEDED" => Code::ResourceExhausted,
+        // A statistics request the platform's rules, the catalogue or the committee's rules never allow.
+        "TABLE_NOT_IN_STORE"
+        | "SUBJECT_FIXED"
+        | "COLUMN_NOT_GROUPABLE"
+        | "SMALL_CELL_BELOW_FLOOR"
+        | "HIERARCHY_NOT_IN_CATALOGUE"
+        | "KEYS_NOT_DECLARABLE"
+        | "KEY_NOT_IN_CATALOGUE"
+        | "PUBLIC_KEYS_TOO_MANY"
+        | "SMALL_CELL_NOT_APPROVED"
+        | "SMALL_CELL_BELOW_APPROVAL"
+        | "GROUPING_NOT_APPROVED" => Code::PermissionDenied,
         "ROLE_NOT_PERMITTED"
         | "STRONG_AUTHENTICATION_REQUIRED"
         | "NOT_APPLICANT"
@@ -746,6 +758,7 @@ impl PolicyService for PolicyGrpc {
         let action = match &r.operation {
             Some(Operation::RegulatorFigures(_)) => Action::ReportRegulator,
             Some(Operation::PlanRelease(_)) => Action::PlanRelease,
+            Some(Operation::Statistics(_)) => Action::RunStatistics,
             _ => Action::OperateCore,
         };
         self.policy
@@ -758,6 +771,10 @@ impl PolicyService for PolicyGrpc {
                 self.policy
                     .request_release_plan(&actor, &p.application_id, params, Origin(&origin))
                     .await
+            }
+            Some(Operation::Statistics(st)) => {
+                let spec = convert::statistics_from_proto(st);
+                self.policy.request_statistics(&actor, spec, Origin(&origin)).await
             }
             other => {
                 let operation = convert::core_operation_from_proto(pb::CoreOperationRequest { operation: other })
@@ -903,6 +920,30 @@ mod tests {
             Some("T".into())
         );
         assert_eq!(code_for_reason("SOMETHING_NEW"), Code::Internal);
+    }
+
+    #[test]
+    fn a_refused_statistics_request_is_a_refusal_never_a_server_fault() {
+        // Every code the platform's rules, the catalogue and the committee's rules give (a new one must be added
+        // to `code_for_reason`, or clients would read a refusal as the service failing).
+        for code in [
+            "TABLE_NOT_IN_STORE",
+            "SUBJECT_FIXED",
+            "COLUMN_NOT_GROUPABLE",
+            "SMALL_CELL_BELOW_FLOOR",
+            "HIERARCHY_NOT_IN_CATALOGUE",
+            "KEYS_NOT_DECLARABLE",
+            "KEY_NOT_IN_CATALOGUE",
+            "PUBLIC_KEYS_TOO_MANY",
+            "SMALL_CELL_NOT_APPROVED",
+            "SMALL_CELL_BELOW_APPROVAL",
+            "GROUPING_NOT_APPROVED",
+        ] {
+            assert_eq!(code_for_reason(code), Code::PermissionDenied, "{code}");
+        }
+        for code in ["BUDGET_EXCEEDED", "PLATFORM_CEILING_EXCEEDED"] {
+            assert_eq!(code_for_reason(code), Code::ResourceExhausted, "{code}");
+        }
     }
 
     #[test]

@@ -2,21 +2,23 @@
 //! table over the core store counts patients (the unit of privacy is fixed), never groups or measures a
 //! pseudonym, linkage key, provenance or free-text column, and a small-cell table never uses a threshold below
 //! the platform floor. The committee's own rules for an approval (mechanism, groupings) are checked after it,
-//! by `tokumei_policy::committee::StatisticsRules`. One pure decision, tested exhaustively below; `tokumei stats` and the demo call it
-//! before reading any data and audit a refusal with its reason code.
+//! by `tokumei_policy::committee::StatisticsRules`. One pure decision, tested exhaustively below: the policy service
+//! calls it before any budget is spent and audits a refusal with its reason code; the core calls it again on the
+//! order it receives (it is the same crate's code, so the two cannot drift).
 //!
 //! The attack this closes (issue 16): a researcher approved for `patients` with `linkage_key` among the
 //! columns (it is the unit of privacy) grouped by `sex,linkage_key` with `--min-cell 1` and got every
 //! patient's sex under the core's stable key; with `--subject value` the unit became one row.
 
-use tokumei_deid::dp::request::StatsRequest;
-use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
-use tokumei_policy::authorization::Action;
-use tokumei_policy::{Actor, Origin, Policy};
-use tokumei_store::Table;
-use tokumei_store::catalogue::{self, ColumnRole, PlatformHierarchy};
+use serde::{Deserialize, Serialize};
+use tokumei_deid::dp::request::{Keys, Measure, Privacy, StatsRequest};
 
-pub use tokumei_policy::committee::SMALL_CELL_FLOOR;
+use crate::catalogue::{self, ColumnRole, PlatformHierarchy};
+use crate::schema::Table;
+
+/// The smallest minimum cell of a small-cell table anywhere on the platform (the national databases' rule of 10):
+/// a committee may raise it for its approval, nobody may lower it.
+pub const SMALL_CELL_FLOOR: u64 = 10;
 
 /// The unit of privacy of every statistic over a core-store table.
 pub const STORE_SUBJECT: &str = "linkage_key";
@@ -279,28 +281,183 @@ fn check_declared_keys(table: Table, group_by: &[String], keys: &[Vec<String>]) 
     Ok(())
 }
 
-/// Writes a refusal to the audit ledger (who, which application, the reason code; never the request's values).
-pub async fn audit_refusal(
-    policy: &Policy,
-    who: &Actor,
-    application: &str,
-    refusal: &StatsRefusal,
-    origin: Origin<'_>,
-) -> anyhow::Result<()> {
-    policy
-        .audit(
-            AuditEvent::new(
-                &who.username,
-                Action::RunStatistics.as_str(),
-                format!("application {application}"),
-                Outcome::Denied,
-            )
-            .reason(refusal.code)
-            .source(origin.0),
-        )
-        .await
-        .map_err(super::access::reason)?;
-    Ok(())
+/// Where a table's counts come from: the population the small-cell audit groups tables by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Population {
+    /// The store's research snapshot, or the input file's digest.
+    pub name: String,
+    /// The table's name (a store table, or an input file's stem): one namespace, so the same data read
+    /// both ways is the same source.
+    pub source: String,
+}
+
+/// A statistics request over the core store, as the policy service admits it and the core computes it: the
+/// payload of the core's order. The measure and the hierarchy levels are kept in the researcher's words and
+/// parsed on both sides by [`StoreStatistics::admit`], so the two cannot read one request two ways.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreStatistics {
+    /// The approval it is made under (statistics channel); its budget pays for it.
+    pub application: String,
+    /// The store table, by its exact name.
+    pub table: String,
+    /// Group-by columns.
+    pub group_by: Vec<String>,
+    /// Platform hierarchy levels, `COL=LEVEL`.
+    pub hierarchy: Vec<String>,
+    /// `count` | `sum:COL:LO:HI` | `mean:COL:LO:HI` | `hist:COL:LO:HI:BINS` | `quantile:COL:LO:HI:Q`.
+    pub measure: String,
+    /// Rows kept per patient; enters the sensitivity.
+    pub max_contrib: u32,
+    /// Pure differential privacy at this ε.
+    pub epsilon: Option<f64>,
+    /// Zero-concentrated DP at this ρ.
+    pub rho: Option<f64>,
+    /// δ for partition selection and for reporting ρ as (ε, δ).
+    pub delta: Option<f64>,
+    /// Declared public keys, one row per key, in group-by order (checked against the catalogue).
+    pub public_keys: Option<Vec<Vec<String>>>,
+    /// With DP: released cells whose noisy count is below it are blanked. Without: the small-cell minimum, which
+    /// the policy service sets to the approval's before the order leaves it.
+    pub min_cell: Option<u64>,
+    /// Small-cell rule: zero cells are small too.
+    pub suppress_zeros: bool,
+    /// A unit of privacy the caller named: always refused over the store (`SUBJECT_FIXED`), carried so that the
+    /// refusal is the service's, and audited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+/// A statistics order as the policy service signs it and the core reads it: the request, and the loss the
+/// approval's budget paid for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatisticsOrder {
+    /// The request.
+    pub request: StoreStatistics,
+    /// The loss spent before the order was signed (DP tables only).
+    pub paid: Option<tokumei_deid::dp::accounting::PrivacyLoss>,
+}
+
+/// A store statistics request that passed the platform's rules and catalogue.
+#[derive(Debug, Clone)]
+pub struct AdmittedStatistics {
+    /// The store table.
+    pub table: Table,
+    /// The engine's request; its generalisations are built by the core over the values it reads.
+    pub request: StatsRequest,
+    /// The platform hierarchies' levels asked for.
+    pub levels: Vec<CatalogueLevel>,
+    /// Whether the table is differentially private (else: small-cell rule).
+    pub private: bool,
+}
+
+impl StoreStatistics {
+    /// The DP parameter, if any (`INVALID_ARGUMENT` with both).
+    pub fn privacy(&self) -> Result<Option<Privacy>, StatsRefusal> {
+        match (self.epsilon, self.rho) {
+            (Some(e), None) => Ok(Some(Privacy::Epsilon(e))),
+            (None, Some(r)) => Ok(Some(Privacy::Rho(r))),
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(refusal("INVALID_ARGUMENT", "give ε or ρ, not both".into())),
+        }
+    }
+
+    /// The request as the budget ledger and the provision register describe it: the query, never a key's value
+    /// (declared keys are counted).
+    pub fn describe(&self) -> String {
+        let mut q = format!(
+            "stats source=store:{} group_by={} measure={}",
+            self.table,
+            self.group_by.join(","),
+            self.measure
+        );
+        q.push_str(&format!(" subject={STORE_SUBJECT} max_contrib={}", self.max_contrib));
+        for h in &self.hierarchy {
+            q.push_str(&format!(" hierarchy={h}"));
+        }
+        match &self.public_keys {
+            Some(k) => q.push_str(&format!(" public_keys=declared({})", k.len())),
+            None => q.push_str(" keys=catalogue_or_selected"),
+        }
+        for (name, v) in [("epsilon", self.epsilon), ("rho", self.rho), ("delta", self.delta)] {
+            if let Some(v) = v {
+                q.push_str(&format!(" {name}={v}"));
+            }
+        }
+        if let Some(m) = self.min_cell {
+            q.push_str(&format!(" min_cell={m}"));
+        }
+        q
+    }
+
+    /// Checks the request against what the platform never allows and resolves its hierarchies and keys in the
+    /// catalogue. The refusal's code is stable; its message names columns and rules, never a value.
+    pub fn admit(&self) -> Result<AdmittedStatistics, StatsRefusal> {
+        let invalid = |m: String| refusal("INVALID_ARGUMENT", m);
+        let measure = Measure::parse(&self.measure).map_err(|e| invalid(e.to_string()))?;
+        let privacy = self.privacy()?;
+        let table = Table::from_name(&self.table);
+        let resolved =
+            table.map(|t| resolve_catalogue(t, &self.hierarchy, &self.group_by, self.public_keys.as_deref()));
+        let (levels, keys, catalogue_refusal) = match resolved {
+            Some(Ok(r)) => (r.levels, r.keys.map_or(Keys::Select, Keys::Public), None),
+            Some(Err(e)) => (Vec::new(), Keys::Select, Some(e)),
+            None => (Vec::new(), Keys::Select, None),
+        };
+        let request = StatsRequest {
+            group_by: self.group_by.clone(),
+            generalise: Vec::new(),
+            measure,
+            subject: Some(STORE_SUBJECT.to_owned()),
+            max_contrib: self.max_contrib,
+            // Not a DP release when absent; the value is then never used (only `validate_shape` runs).
+            privacy: privacy.unwrap_or(Privacy::Epsilon(f64::INFINITY)),
+            delta: self.delta,
+            keys,
+        };
+        check(&StatsRules {
+            table,
+            from_store: true,
+            subject_given: self.subject.as_deref(),
+            request: &request,
+            small_cell_threshold: privacy.is_none().then(|| self.min_cell.unwrap_or(SMALL_CELL_FLOOR)),
+        })?;
+        if let Some(e) = catalogue_refusal {
+            return Err(e);
+        }
+        let table = table.ok_or_else(|| refusal("TABLE_NOT_IN_STORE", "no store table of that name".into()))?;
+        if privacy.is_some() {
+            request.validate().map_err(|e| invalid(e.to_string()))?;
+        } else {
+            request.validate_shape().map_err(|e| invalid(e.to_string()))?;
+            if !matches!(request.measure, Measure::Count | Measure::Histogram { .. }) {
+                return Err(invalid(
+                    "without ε or ρ only counts (count, hist) can be published, under the small-cell rule".into(),
+                ));
+            }
+            if self.delta.is_some() {
+                return Err(invalid(
+                    "δ only applies to differentially private tables (ε or ρ)".into(),
+                ));
+            }
+        }
+        Ok(AdmittedStatistics {
+            table,
+            request,
+            levels,
+            private: privacy.is_some(),
+        })
+    }
+}
+
+/// Every column a request reads: group-by columns, the measured column and the subject column (what an approval
+/// must list).
+pub fn columns_used(request: &StatsRequest) -> Vec<String> {
+    let mut cols: Vec<String> = request.group_by.clone();
+    cols.extend(request.measure.column().map(str::to_owned));
+    cols.extend(request.subject.clone());
+    cols.sort();
+    cols.dedup();
+    cols
 }
 
 #[cfg(test)]
@@ -526,5 +683,80 @@ mod tests {
         let r = request(&["linkage_key"], Measure::Count);
         let e = check(&rules(Some(Table::Patients), None, &r, None)).unwrap_err();
         assert!(!e.to_string().chars().any(|c| c.is_ascii_digit()), "{e}");
+    }
+
+    fn store_request(table: &str, group_by: &[&str], measure: &str) -> StoreStatistics {
+        StoreStatistics {
+            application: "APP-1".into(),
+            table: table.into(),
+            group_by: group_by.iter().map(|c| (*c).to_owned()).collect(),
+            hierarchy: vec![],
+            measure: measure.into(),
+            max_contrib: 1,
+            epsilon: None,
+            rho: None,
+            delta: None,
+            public_keys: None,
+            min_cell: None,
+            suppress_zeros: false,
+            subject: None,
+        }
+    }
+
+    #[test]
+    fn a_store_request_is_admitted_once_and_refused_with_its_code() {
+        let code = |s: &StoreStatistics| s.admit().map(|_| ()).map_err(|e| e.code);
+        let mut dp = store_request("patients", &["sex"], "count");
+        dp.epsilon = Some(0.5);
+        dp.hierarchy = vec!["sex=value".into()];
+        let admitted = dp.admit().expect("admitted");
+        assert!(admitted.private);
+        assert_eq!(admitted.request.subject.as_deref(), Some(STORE_SUBJECT));
+        assert!(matches!(admitted.request.keys, Keys::Public(ref k) if k.len() == 3));
+        assert_eq!(columns_used(&admitted.request), ["linkage_key", "sex"]);
+        let small = store_request("patients", &["sex"], "count");
+        assert!(!small.admit().expect("small-cell").private);
+
+        let mut both = dp.clone();
+        both.rho = Some(0.1);
+        assert_eq!(code(&both), Err("INVALID_ARGUMENT"));
+        assert_eq!(
+            code(&store_request("Patients", &["sex"], "count")),
+            Err("TABLE_NOT_IN_STORE")
+        );
+        let mut subject = small.clone();
+        subject.subject = Some("value".into());
+        assert_eq!(code(&subject), Err("SUBJECT_FIXED"));
+        assert_eq!(
+            code(&store_request("observations", &["jlac10"], "sum:value:0:100")),
+            Err("INVALID_ARGUMENT"),
+            "only counts without DP"
+        );
+        let mut below = small.clone();
+        below.min_cell = Some(3);
+        assert_eq!(code(&below), Err("SMALL_CELL_BELOW_FLOOR"));
+        let mut declared = dp.clone();
+        declared.hierarchy.clear();
+        declared.public_keys = Some(vec![vec!["F".into()], vec!["x-not-a-code".into()]]);
+        let refused = declared.admit().expect_err("refused");
+        assert_eq!(refused.code, "KEY_NOT_IN_CATALOGUE");
+        assert!(!refused.message.contains("x-not-a-code"), "{}", refused.message);
+        // The platform's rules come before the catalogue's, whatever else is wrong.
+        let mut linkage = store_request("patients", &["sex", "linkage_key"], "count");
+        linkage.hierarchy = vec!["prefecture=nowhere".into()];
+        assert_eq!(code(&linkage), Err("COLUMN_NOT_GROUPABLE"));
+    }
+
+    #[test]
+    fn the_description_counts_declared_keys_and_never_lists_them() {
+        let mut s = store_request("patients", &["sex"], "count");
+        s.public_keys = Some(vec![vec!["F".into()], vec!["M".into()]]);
+        s.epsilon = Some(0.5);
+        let d = s.describe();
+        assert!(
+            d.contains("public_keys=declared(2)") && d.contains("epsilon=0.5"),
+            "{d}"
+        );
+        assert!(!d.contains("\"F\""), "{d}");
     }
 }
