@@ -12,6 +12,7 @@
 
 pub mod local;
 pub mod openbao;
+pub mod sealed_result;
 
 use async_trait::async_trait;
 use std::sync::Arc;

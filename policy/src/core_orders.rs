@@ -13,6 +13,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -27,6 +28,9 @@ pub const LOST_AFTER: Duration = Duration::minutes(10);
 
 /// Most linkage keys one erasure order may name.
 pub const MAX_ERASE_KEYS: usize = 1_000;
+
+/// Longest query an operator may send.
+pub const MAX_QUERY_BYTES: usize = 64 * 1024;
 
 /// Largest report the core may send (JSON bytes): a statistics table of up to 1 MiB with its attacker's view, under
 /// the transport's 4 MiB.
@@ -62,6 +66,17 @@ pub enum CoreOperation {
         /// The model to try over the approval's.
         params: PlanParams,
     },
+    /// An operator's read-only SQL query; the core seals its rows to the key the client made for it, so this zone
+    /// never holds them. The query is emptied from the payload once the core reports, as every payload; the ledger
+    /// keeps its shape (`query_shape`).
+    Sql {
+        /// The query (DataFusion SQL).
+        query: String,
+        /// Over the operator view (opted-out patients and the registry included) rather than the research view.
+        all_rows: bool,
+        /// The client's one-use X25519 public key, 64 hex digits.
+        recipient_key: String,
+    },
     /// A statistical table over the research view, its DP loss (if any) spent before the order was signed.
     Statistics(tokumei_catalogue::statistics::StatisticsOrder),
     /// The core store's figures for the regulator's report of a quarter: counts only.
@@ -86,6 +101,7 @@ impl CoreOperation {
             CoreOperation::RegulatorFigures { .. } => "regulator_figures",
             CoreOperation::PlanRelease { .. } => "plan_release",
             CoreOperation::Statistics(_) => "statistics",
+            CoreOperation::Sql { .. } => "sql",
         }
     }
 
@@ -97,6 +113,7 @@ impl CoreOperation {
             CoreOperation::RegulatorFigures { .. } => crate::authorization::Action::ReportRegulator,
             CoreOperation::PlanRelease { .. } => crate::authorization::Action::PlanRelease,
             CoreOperation::Statistics(_) => crate::authorization::Action::RunStatistics,
+            CoreOperation::Sql { .. } => crate::authorization::Action::RunOperatorSql,
             _ => crate::authorization::Action::OperateCore,
         }
     }
@@ -125,6 +142,20 @@ impl CoreOperation {
 
     /// Checks the arguments before anything is queued; the error names the field, never its value.
     pub fn validate(&self) -> Result<()> {
+        if let CoreOperation::Sql {
+            query, recipient_key, ..
+        } = self
+        {
+            if query.trim().is_empty() || query.len() > MAX_QUERY_BYTES {
+                return Err(PolicyError::Invalid(format!("a query is 1 to {MAX_QUERY_BYTES} bytes")));
+            }
+            if !is_key(recipient_key) {
+                return Err(PolicyError::Invalid(
+                    "the recipient key is 64 lowercase hex digits (an X25519 public key)".into(),
+                ));
+            }
+            return Ok(());
+        }
         let CoreOperation::Erase {
             linkage_keys,
             hospital_pseudonym,
@@ -217,6 +248,16 @@ impl CoreOperation {
                         }
                     }
                 }
+                m
+            }
+            CoreOperation::Sql { query, all_rows, .. } => {
+                let mut m = pick(&["rows"]);
+                m.insert("query".into(), crate::query_shape::redacted(query).into());
+                m.insert(
+                    "query_sha256".into(),
+                    hex::encode(sha2::Sha256::digest(query.as_bytes())).into(),
+                );
+                m.insert("all_rows".into(), (*all_rows).into());
                 m
             }
             CoreOperation::Statistics(order) => {
@@ -642,7 +683,7 @@ impl CoreOrders {
         Ok((order.operation, row.try_get("requested_by")?))
     }
 
-    /// Records the core's report on a claimed order and empties its payload. Returns the order (its operation,
+    /// Records the core's report on a taken (or claimed) order and empties its payload. Returns the order (its operation,
     /// for the ledger) and who asked. A report on an order that is not taken is `INVALID_STATE`.
     pub async fn report(&self, id: u64, outcome: &OrderOutcome, now: DateTime<Utc>) -> Result<(CoreOperation, String)> {
         let (result, reason, state) = outcome.stored()?;
@@ -652,7 +693,7 @@ impl CoreOrders {
         // racing report find the order no longer taken): a report is accepted once, on a taken order.
         let marked = sqlx::query(
             "UPDATE core_orders SET state = $2, finished_at_ms = $3, result = $4, reason = $5 \
-             WHERE id = $1 AND state = 'reporting'",
+             WHERE id = $1 AND state IN ('taken', 'reporting')",
         )
         .bind(key)
         .bind(state.name())

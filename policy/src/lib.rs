@@ -26,6 +26,7 @@ pub mod database;
 pub mod error;
 pub mod grpc;
 pub mod identity;
+pub mod query_shape;
 pub mod service;
 pub mod service_key;
 pub mod small_cell_tables;

@@ -1273,10 +1273,16 @@ impl Policy {
                 self.check_role(actor, Action::PlanRelease, origin).await?;
                 return found;
             }
-            // A statistics table is its requester's alone: others who may see the queue see where it stands.
-            Ok(status) if status.operation == "statistics" => {
+            // A statistics table or a query's (sealed) rows are the requester's alone: others who may see the queue
+            // see where it stands.
+            Ok(status) if matches!(status.operation.as_str(), "statistics" | "sql") => {
                 if status.requested_by == actor.username {
-                    self.check_role(actor, Action::RunStatistics, origin).await?;
+                    let action = if status.operation == "sql" {
+                        Action::RunOperatorSql
+                    } else {
+                        Action::RunStatistics
+                    };
+                    self.check_role(actor, action, origin).await?;
                     return found;
                 }
                 self.check(actor, Action::OperateCore, &Resource::Platform, origin)
@@ -1348,7 +1354,13 @@ impl Policy {
                     .details(operation.audit_details(report))
             }
             OrderOutcome::Failed(code) => {
-                AuditEvent::new(&requested_by, &action, "core store", audit_ledger::Outcome::Failed).reason(code)
+                let event =
+                    AuditEvent::new(&requested_by, &action, "core store", audit_ledger::Outcome::Failed).reason(code);
+                // A refused query is on the ledger by its shape, as a run one is.
+                match &operation {
+                    CoreOperation::Sql { .. } => event.details(operation.audit_details(&json!({}))),
+                    _ => event,
+                }
             }
         };
         self.audit(event.source(origin.0)).await

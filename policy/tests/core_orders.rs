@@ -107,6 +107,26 @@ async fn orders_are_handed_out_once_and_reported_once(db: PolicyDb, _url: String
         (failed.state, failed.reason.as_deref()),
         (OrderState::Failed, Some("ORDER_REPLAYED"))
     );
+
+    // The service claims a report before settling it (a statistics table's audit): once; while it settles, the
+    // order still reads as the core's, without a result.
+    let third = queue
+        .queue(CoreOperation::Status, "op", t0(), sign)
+        .await
+        .expect("queued");
+    assert_eq!(queue.take(t0()).await.expect("take").len(), 1);
+    let (operation, _) = queue.claim_report(third.id).await.expect("claimed");
+    assert_eq!(operation, CoreOperation::Status);
+    assert_eq!(
+        queue.claim_report(third.id).await.expect_err("claimed twice").reason(),
+        "INVALID_STATE"
+    );
+    let settling = queue.get(third.id, t0()).await.expect("status");
+    assert_eq!((settling.state, settling.result), (OrderState::Taken, None));
+    queue
+        .report(third.id, &OrderOutcome::Done(serde_json::json!({"tables": []})), t0())
+        .await
+        .expect("reported");
 }
 
 async fn expired_orders_are_never_handed_out(db: PolicyDb, _url: String) {

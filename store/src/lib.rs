@@ -21,6 +21,7 @@ pub mod regulator;
 pub mod request_reach;
 pub mod rows;
 pub mod schema;
+pub mod sql;
 pub mod statistics;
 pub mod status;
 pub mod store;

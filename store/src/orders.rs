@@ -105,6 +105,15 @@ pub enum Operation {
         /// The model to try (read by the planner).
         params: serde_json::Value,
     },
+    /// An operator's read-only SQL query; its rows are sealed to the client's key.
+    Sql {
+        /// The query.
+        query: String,
+        /// Over the operator view (opted-out patients and the registry included).
+        all_rows: bool,
+        /// The client's one-use X25519 public key, hex.
+        recipient_key: String,
+    },
     /// A statistical table over the research view (`statistics`), its loss paid before the order was signed.
     Statistics(tokumei_catalogue::statistics::StatisticsOrder),
     /// Count what the regulator's report needs, in the window the order gives.
@@ -258,12 +267,17 @@ pub struct ErasureJob {
 pub async fn carry_out(
     store: &Store,
     keys: &dyn KeyService,
-    operation: &Operation,
+    order: &Order,
     maintenance: &tokio::sync::Mutex<()>,
     erasures: &tokio::sync::mpsc::Sender<ErasureJob>,
     planner: Option<&dyn Planner>,
 ) -> Result<serde_json::Value, StoreError> {
-    match operation {
+    match &order.operation {
+        Operation::Sql {
+            query,
+            all_rows,
+            recipient_key,
+        } => crate::sql::run(store, order.id, query, *all_rows, recipient_key).await,
         Operation::PlanRelease { scope, params } => match planner {
             Some(p) => p.plan(store, scope, params).await,
             None => Err(StoreError::Orders("this core runs without a release planner".into())),
@@ -444,7 +458,7 @@ impl OrderSource {
             let result = carry_out(
                 store,
                 self.keys.as_ref(),
-                &order.operation,
+                &order,
                 maintenance,
                 erasures,
                 self.planner.as_deref(),

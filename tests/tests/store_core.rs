@@ -75,14 +75,7 @@ fn core_drain(home: &Home) -> serde_json::Value {
 }
 
 fn sql(home: &Home, query: &str, all_rows: bool) -> Vec<serde_json::Value> {
-    common::people::ensure_operator_session(home.path());
-    let mut args = vec!["--json", "sql", query];
-    if all_rows {
-        args.push("--all-rows");
-    }
-    let out = tokumei(home, &args);
-    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-        .unwrap_or_else(|e| panic!("sql output {:?}: {e}", String::from_utf8_lossy(&out.stdout)))
+    common::core_orders::operator_sql(home.path(), &[], query, all_rows)
 }
 
 fn count(home: &Home, query: &str, all_rows: bool) -> i64 {
@@ -403,17 +396,18 @@ async fn the_regulator_report_comes_from_both_zones_through_their_services() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("ROLE_NOT_PERMITTED"), "{err}");
-    // Nor can the auditor read other orders, nor learn which numbers exist: the operator's status order (number 2,
-    // after the auditor's own) and a number never issued are refused alike; the auditor's own reads back.
+    // Nor can the auditor read other orders, nor learn which numbers exist: the operator's query (number 1, asked
+    // while the patients were set up), the operator's status order (number 3, after the auditor's own) and a number
+    // never issued are refused alike; the auditor's own reads back.
     client_ok(&home, &orders, &["--json", "store", "status"]);
     let own = client(
         &home,
         &orders,
-        &["--json", "store", "order", "--id", "1"],
+        &["--json", "store", "order", "--id", "2"],
         &[("TOKUMEI_SESSION", auditor.session.as_str())],
     );
     assert!(own.status.success(), "{}", String::from_utf8_lossy(&own.stderr));
-    for id in ["2", "999"] {
+    for id in ["1", "3", "999"] {
         let out = client(
             &home,
             &orders,
@@ -449,6 +443,12 @@ async fn operator_erase_and_key_rotation() {
     let (gw, mut a, _op, key) = two_patients_and_an_operator(&home).await;
     // From here the core runs as a service and takes operators' orders from the policy service.
     let orders = CoreWithOrders::start(home.path(), &[]);
+    // Counted through the running core: an operator's query is an order too.
+    let n = |orders: &CoreWithOrders, q: &str| {
+        client_ok(&home, orders, &["--json", "sql", q, "--all-rows"])[0]["n"]
+            .as_i64()
+            .expect("n")
+    };
     // Nobody erases, compacts or rotates without an operator's session: a forged session and a
     // researcher's are refused by the policy service before anything is queued, and nothing is removed.
     let rika = common::people::invite(home.path(), &[], "rika", "univ-a", "researcher");
@@ -476,16 +476,15 @@ async fn operator_erase_and_key_rotation() {
             assert!(!out.status.success() && err.contains(code), "{args:?}: {err}");
         }
     }
-    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
+    assert_eq!(n(&orders, "SELECT count(*) AS n FROM patients"), 2);
     let cert = client_ok(&home, &orders, &erase.map(|a| if a == "op-0" { "op-1" } else { a }));
     assert_eq!(cert["rows_removed"], 6, "{cert}");
-    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 1);
+    assert_eq!(n(&orders, "SELECT count(*) AS n FROM patients"), 1);
     // The erased key is now in the registry.
     assert_eq!(
-        count(
-            &home,
-            &format!("SELECT count(*) AS n FROM opt_outs WHERE linkage_key = '{key}'"),
-            true
+        n(
+            &orders,
+            &format!("SELECT count(*) AS n FROM opt_outs WHERE linkage_key = '{key}'")
         ),
         1
     );
@@ -499,17 +498,16 @@ async fn operator_erase_and_key_rotation() {
     .unwrap();
     let again = "SELECT count(*) AS n FROM patients WHERE batch_id = 'x-again'";
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while count(&home, again, true) < 1 {
+    while n(&orders, again) < 1 {
         assert!(std::time::Instant::now() < deadline, "the core did not apply the batch");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(count(&home, again, true), 1, "the erased patient came back");
+    assert_eq!(n(&orders, again), 1, "the erased patient came back");
     assert_eq!(
-        count(
-            &home,
-            &format!("SELECT count(*) AS n FROM patients WHERE linkage_key = '{key}'"),
-            true
+        n(
+            &orders,
+            &format!("SELECT count(*) AS n FROM patients WHERE linkage_key = '{key}'")
         ),
         0
     );
@@ -530,7 +528,7 @@ async fn operator_erase_and_key_rotation() {
     for (p, bytes) in &before {
         assert_eq!(&std::fs::read(p).unwrap(), bytes, "rotation rewrote {}", p.display());
     }
-    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 2);
+    assert_eq!(n(&orders, "SELECT count(*) AS n FROM patients"), 2);
     // A new data key, used by the core from its next start; old objects still open.
     let r = client_ok(&home, &orders, &["--json", "store", "rotate-keys", "--new-data-key"]);
     assert_eq!(r["new_data_key"], true, "{r}");
@@ -544,7 +542,7 @@ async fn operator_erase_and_key_rotation() {
     drop(orders);
     let orders = CoreWithOrders::start(home.path(), &[]);
     client_ok(&home, &orders, &["--json", "store", "compact"]);
-    assert_eq!(count(&home, "SELECT count(*) AS n FROM patients", true), 3);
+    assert_eq!(n(&orders, "SELECT count(*) AS n FROM patients"), 3);
     let status = client_ok(&home, &orders, &["--json", "store", "status"]);
     assert_eq!(status["data_keys"], 2, "{status}");
 
@@ -566,7 +564,13 @@ async fn operator_erase_and_key_rotation() {
         ),
         (1, 2, 1, 1)
     );
-    assert_eq!((ok("core.requested"), ok("core.order_taken")), (5, 5));
+    // Five operations, and the operator's queries (orders too).
+    let queries = ok("core.sql");
+    assert!(queries >= 10, "{queries}");
+    assert_eq!(
+        (ok("core.requested"), ok("core.order_taken")),
+        (5 + queries, 5 + queries)
+    );
     let erased = entries.iter().find(|e| e.action == "core.erase").unwrap();
     assert_eq!(
         erased.actor, "op",
@@ -811,9 +815,7 @@ async fn store_on_openbao_keys_round_trip_erase_and_rotation() {
     let drain = |home: &Home| tokumei_env(home, &["--json", "core", "run", "--until-drained"], &env);
     drain(&home);
     let n = |home: &Home, q: &str| {
-        common::people::ensure_operator_session(home.path());
-        let out = tokumei_env(home, &["--json", "sql", q, "--all-rows"], &env);
-        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()[0]["n"]
+        common::core_orders::operator_sql(home.path(), &env, q, true)[0]["n"]
             .as_i64()
             .unwrap()
     };
@@ -890,9 +892,7 @@ async fn store_in_an_s3_bucket() {
         .unwrap();
     tokumei_env(&home, &["--json", "core", "run", "--until-drained"], &env);
     let n = |q: &str| {
-        common::people::ensure_operator_session(home.path());
-        let out = tokumei_env(&home, &["--json", "sql", q, "--all-rows"], &env);
-        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()[0]["n"]
+        common::core_orders::operator_sql(home.path(), &env, q, true)[0]["n"]
             .as_i64()
             .unwrap()
     };
@@ -1220,5 +1220,152 @@ async fn all_rejected_batches_leave_a_small_index_and_a_restart_returns_to_basel
         "index.log {index_bytes} bytes; RSS {} MiB after restart, fresh {} MiB",
         after >> 20,
         baseline >> 20
+    );
+}
+
+/// An operator's query as an insider would try to read it: the rows come back sealed to the operator's client, so
+/// the committee zone's database never holds them and a second operator following the order sees its state only; a
+/// researcher is refused before anything is queued; a query that would write is refused by the core; the ledger
+/// keeps the query's shape, never its literals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_sql_rows_never_rest_in_the_committee_zone() {
+    let home = Home::new();
+    {
+        let gw = home.start();
+        let mut a = gw.client(&home, HOSPITAL_A).await;
+        push(
+            &mut a,
+            vec![batch("sq", vec![valid_record("SQ1"), valid_record("SQ2")])],
+        )
+        .await
+        .unwrap();
+    }
+    core_drain(&home);
+    common::people::ensure_operator_session(home.path());
+    let op2 = common::people::invite(home.path(), &[], "op2", "platform", "operator");
+    let rika = common::people::invite(home.path(), &[], "rika", "univ-a", "researcher");
+    let core = CoreWithOrders::start(home.path(), &[]);
+    let service = core.client_env(home.path());
+    // The operator's own session is the one saved in the home; others pass theirs.
+    let client = |session: Option<&str>, args: &[&str]| {
+        let mut cmd = Command::new(tokumei_bin());
+        cmd.env("TOKUMEI_HOME", home.path())
+            .env("RUST_LOG", "warn")
+            .envs(service.iter().map(|(k, v)| (k, v)))
+            .arg("--json")
+            .args(args);
+        if let Some(s) = session {
+            cmd.env("TOKUMEI_SESSION", s);
+        }
+        cmd.bounded_output().expect("tokumei")
+    };
+    let out = client(
+        None,
+        &[
+            "sql",
+            "SELECT linkage_key FROM patients ORDER BY linkage_key",
+            "--all-rows",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<String> = rows
+        .iter()
+        .map(|r| r["linkage_key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys.len(), 2);
+    // The committee zone's database, WAL included, holds neither key: the rows crossed it sealed.
+    let policy_bytes: Vec<u8> = ["policy.db", "policy.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::read(home.path().join("policy").join(f)).ok())
+        .flatten()
+        .collect();
+    for k in &keys {
+        assert!(
+            !contains(&policy_bytes, k),
+            "a linkage key rests in the policy database"
+        );
+    }
+    // The order as its operator, as another operator, as a researcher.
+    let order = |session: Option<&str>| client(session, &["store", "order", "--id", "1"]);
+    let mine: serde_json::Value = serde_json::from_slice(&order(None).stdout).unwrap();
+    assert_eq!(mine["operation"], "sql", "{mine}");
+    assert!(mine["result"]["sealed"].is_string(), "{mine}");
+    assert!(!mine.to_string().contains(&keys[0]), "the report holds a row in clear");
+    let theirs: serde_json::Value = serde_json::from_slice(&order(Some(&op2.session)).stdout).unwrap();
+    assert_eq!(theirs["state"], "done", "{theirs}");
+    assert!(
+        theirs["result"].is_null(),
+        "another operator read the sealed rows: {theirs}"
+    );
+    // A researcher may not query the store at all; a query that writes is refused by the core.
+    let refused = client(Some(&rika.session), &["sql", "SELECT count(*) AS n FROM patients"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("ROLE_NOT_PERMITTED"));
+    for write in [
+        "CREATE TABLE copy AS SELECT * FROM patients",
+        "INSERT INTO patients SELECT * FROM patients",
+        "DROP TABLE patients",
+    ] {
+        let out = client(None, &["sql", write]);
+        assert!(!out.status.success(), "{write} ran");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("SQL_"),
+            "{write}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A literal in the query reaches the core, never the ledger.
+    let literal = format!("SELECT count(*) AS n FROM patients WHERE linkage_key = '{}'", keys[0]);
+    let out = client(None, &["sql", &literal, "--all-rows"]);
+    let n: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(n[0]["n"], 1);
+    drop(core);
+    let auditor = common::people::invite(home.path(), &[], "audra", "audit-o", "auditor");
+    let bundle = home.path().join("bundle.json");
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = (today.to_string(), (today + chrono::Duration::days(2)).to_string());
+    common::people::run_client(
+        home.path(),
+        &[],
+        &auditor,
+        &[
+            "audit",
+            "export",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+    );
+    let ledger = std::fs::read_to_string(&bundle).unwrap();
+    assert!(
+        ledger.contains("linkage_key = ?"),
+        "the query's shape is not on the ledger"
+    );
+    for k in &keys {
+        assert!(!ledger.contains(k.as_str()), "a linkage key is on the ledger");
+    }
+    let entries: serde_json::Value = serde_json::from_str(&ledger).unwrap();
+    let sql_outcomes: Vec<String> = entries["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "core.sql")
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["outcome"].as_str().unwrap(),
+                e["reason"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(sql_outcomes.len(), 5, "{sql_outcomes:?}");
+    assert_eq!(
+        sql_outcomes.iter().filter(|o| o.starts_with("failed SQL_")).count(),
+        3,
+        "{sql_outcomes:?}"
     );
 }

@@ -37,17 +37,8 @@ fn start_core(home: &Home) -> Child {
 }
 
 fn sql_counts(home: &Home, table: &str) -> BTreeMap<String, i64> {
-    common::people::ensure_operator_session(home.path());
-    let out = Command::new(tokumei_bin())
-        .args(["--json", "sql", "--all-rows"])
-        .arg(format!("SELECT batch_id, count(*) AS n FROM {table} GROUP BY batch_id"))
-        .arg("--config")
-        .arg(home.path().join("tokumei.toml"))
-        .env("TOKUMEI_HOME", home.path())
-        .bounded_output()
-        .expect("sql");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let query = format!("SELECT batch_id, count(*) AS n FROM {table} GROUP BY batch_id");
+    let rows = common::core_orders::operator_sql(home.path(), &[], &query, true);
     rows.iter()
         .map(|r| (r["batch_id"].as_str().unwrap().to_string(), r["n"].as_i64().unwrap()))
         .collect()

@@ -415,6 +415,11 @@ pub fn core_operation_from_proto(r: pb::CoreOperationRequest) -> Result<CoreOper
                 "a release plan is asked with request_release_plan".into(),
             ));
         }
+        Some(Operation::Sql(q)) => CoreOperation::Sql {
+            query: q.query,
+            all_rows: q.all_rows,
+            recipient_key: q.recipient_key,
+        },
         Some(Operation::Statistics(_)) => {
             return Err(PolicyError::Invalid(
                 "statistics are asked with request_statistics".into(),

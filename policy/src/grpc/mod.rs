@@ -759,6 +759,7 @@ impl PolicyService for PolicyGrpc {
             Some(Operation::RegulatorFigures(_)) => Action::ReportRegulator,
             Some(Operation::PlanRelease(_)) => Action::PlanRelease,
             Some(Operation::Statistics(_)) => Action::RunStatistics,
+            Some(Operation::Sql(_)) => Action::RunOperatorSql,
             _ => Action::OperateCore,
         };
         self.policy

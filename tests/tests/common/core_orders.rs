@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use super::BoundedOutput;
 use super::policy_server::Server;
 use super::tokumei_bin;
 
@@ -84,4 +85,34 @@ impl Drop for CoreWithOrders {
         let _ = self.core.kill();
         let _ = self.core.wait();
     }
+}
+
+/// `tokumei --json sql QUERY` as the operator asks it: a client of the policy service, whose order the core carries
+/// out (both started for the one query, with `env` for the core: its key service or object store) and whose rows
+/// come back sealed to the client. `home`'s configuration is left as it was.
+pub fn operator_sql(home: &Path, env: &[(&str, &str)], query: &str, all_rows: bool) -> Vec<serde_json::Value> {
+    super::people::ensure_operator_session(home);
+    let config = home.join("tokumei.toml");
+    let before = std::fs::read_to_string(&config).expect("config");
+    let rows = {
+        let core = CoreWithOrders::start(home, env);
+        let mut cmd = Command::new(tokumei_bin());
+        cmd.env("TOKUMEI_HOME", home)
+            .env("RUST_LOG", "warn")
+            .envs(core.client_env(home))
+            .args(["--json", "sql", query]);
+        if all_rows {
+            cmd.arg("--all-rows");
+        }
+        let out = cmd.bounded_output().expect("tokumei sql");
+        assert!(
+            out.status.success(),
+            "sql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .unwrap_or_else(|e| panic!("sql output {:?}: {e}", String::from_utf8_lossy(&out.stdout)))
+    };
+    std::fs::write(&config, before).expect("config restored");
+    rows
 }
