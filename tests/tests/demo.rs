@@ -257,4 +257,14 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
         assert!(ledger.contains(&entry), "{entry} missing from {ledger:?}");
     }
     assert!(ledger.iter().any(|e| e.ends_with("operate_core denied")), "{ledger:?}");
+    // The researcher's table over the store, asked of the policy service from a desk holding only the CA: spent from
+    // the approval's budget, computed by the core, written to her desk.
+    let t = &s["researcher_table"];
+    assert_eq!(t["cells"], 3, "F, M, O from the catalogue: {s}");
+    assert!(t["order"].as_u64().unwrap() > 0, "{t}");
+    assert_eq!(
+        t["desk_files"].as_array().unwrap().len(),
+        2,
+        "the CA and the table: {t}"
+    );
 }
