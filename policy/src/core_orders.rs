@@ -672,15 +672,9 @@ impl CoreOrders {
                 "core order {id} is not waiting for a report"
             )));
         }
-        let row = sqlx::query("SELECT payload, requested_by FROM core_orders WHERE id = $1")
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await?;
-        let payload: String = row.try_get("payload")?;
-        let order: CoreOrder = serde_json::from_str(&payload)
-            .map_err(|e| PolicyError::InvalidState(format!("core order {id} is unreadable: {e}")))?;
+        let claimed = order_in(&mut tx, id).await?;
         tx.commit().await?;
-        Ok((order.operation, row.try_get("requested_by")?))
+        Ok(claimed)
     }
 
     /// Records the core's report on a taken (or claimed) order and empties its payload. Returns the order (its operation,
@@ -707,20 +701,26 @@ impl CoreOrders {
                 "core order {id} is not waiting for a report"
             )));
         }
-        let row = sqlx::query("SELECT payload, requested_by FROM core_orders WHERE id = $1")
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await?;
-        let payload: String = row.try_get("payload")?;
-        let order: CoreOrder = serde_json::from_str(&payload)
-            .map_err(|e| PolicyError::InvalidState(format!("core order {id} is unreadable: {e}")))?;
+        let (operation, requested_by) = order_in(&mut tx, id).await?;
         sqlx::query("UPDATE core_orders SET payload = '', signature = '' WHERE id = $1")
             .bind(key)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok((order.operation, row.try_get("requested_by")?))
+        Ok((operation, requested_by))
     }
+}
+
+/// The operation of order `id` and who asked, read inside the transaction that is changing its state.
+async fn order_in(tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: u64) -> Result<(CoreOperation, String)> {
+    let row = sqlx::query("SELECT payload, requested_by FROM core_orders WHERE id = $1")
+        .bind(i64::try_from(id).unwrap_or(-1))
+        .fetch_one(&mut **tx)
+        .await?;
+    let payload: String = row.try_get("payload")?;
+    let order: CoreOrder = serde_json::from_str(&payload)
+        .map_err(|e| PolicyError::InvalidState(format!("core order {id} is unreadable: {e}")))?;
+    Ok((order.operation, row.try_get("requested_by")?))
 }
 
 #[cfg(test)]

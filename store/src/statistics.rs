@@ -74,6 +74,23 @@ pub struct SmallCellSummary {
     pub margins: &'static str,
 }
 
+impl SmallCellSummary {
+    /// What `rule` did to the `dims`-dimensional table `protected`.
+    pub fn of(rule: SmallCellRule, protected: &ProtectedTable, dims: usize) -> SmallCellSummary {
+        let (primary_suppressed, complementary_suppressed) = protected.suppressed_count();
+        SmallCellSummary {
+            rule,
+            primary_suppressed,
+            complementary_suppressed,
+            margins: if dims == 1 {
+                "grand total"
+            } else {
+                "row, column and grand totals"
+            },
+        }
+    }
+}
+
 fn declined(code: &str, message: impl Into<String>) -> StoreError {
     StoreError::Declined {
         code: code.to_owned(),
@@ -107,14 +124,14 @@ pub async fn compute(store: &Store, order: &StatisticsOrder) -> Result<Statistic
     request.generalise.extend(generalisations(&data, &levels)?);
     let grouped = group(&data, &request).map_err(|e| declined("INVALID_ARGUMENT", e.to_string()))?;
     drop(data);
-    let (report, linked) = match plan {
+    let report = match plan {
         Some(plan) => private_report(&plan, &request, &grouped, spec.min_cell)?,
         None => small_cell_report(spec, &grouped)?,
     };
     Ok(StatisticsReport {
         application: spec.application.clone(),
-        population: linked.is_some().then_some(population),
-        linked,
+        // A small-cell table is audited against the others of its population: it needs the population's name.
+        population: report.linked.is_some().then_some(population),
         ..report
     })
 }
@@ -192,7 +209,7 @@ fn private_report(
     request: &StatsRequest,
     grouped: &Grouped,
     min_cell: Option<u64>,
-) -> Result<(StatisticsReport, Option<LinkedTable>), StoreError> {
+) -> Result<StatisticsReport, StoreError> {
     let table = release(plan, request, grouped).map_err(|e| declined("RELEASE_FAILED", e.to_string()))?;
     let csv = private_table_csv(&table, min_cell).map_err(|e| declined("RELEASE_FAILED", e.to_string()))?;
     let report = StatisticsReport {
@@ -208,13 +225,10 @@ fn private_report(
         linked: None,
         population: None,
     };
-    Ok((report, None))
+    Ok(report)
 }
 
-fn small_cell_report(
-    spec: &StoreStatistics,
-    grouped: &Grouped,
-) -> Result<(StatisticsReport, Option<LinkedTable>), StoreError> {
+fn small_cell_report(spec: &StoreStatistics, grouped: &Grouped) -> Result<StatisticsReport, StoreError> {
     let rule = SmallCellRule {
         threshold: spec.min_cell.unwrap_or(tokumei_catalogue::statistics::SMALL_CELL_FLOOR),
         suppress_zeros: spec.suppress_zeros,
@@ -222,7 +236,6 @@ fn small_cell_report(
     let invalid = |e: &dyn std::fmt::Display| declined("INVALID_ARGUMENT", e.to_string());
     let (counts, dims) = count_table(grouped).map_err(|e| invalid(&e))?;
     let protected = protect(&counts, &rule).map_err(|e| invalid(&e))?;
-    let (primary, complementary) = protected.suppressed_count();
     let protection = format!(
         "small-cell: counts below {} suppressed, plus complementary suppression",
         rule.threshold
@@ -235,23 +248,14 @@ fn small_cell_report(
         differentially_private: false,
         protection,
         plan: None,
-        small_cell: Some(SmallCellSummary {
-            rule,
-            primary_suppressed: primary,
-            complementary_suppressed: complementary,
-            margins: if dims == 1 {
-                "grand total"
-            } else {
-                "row, column and grand totals"
-            },
-        }),
+        small_cell: Some(SmallCellSummary::of(rule, &protected, dims)),
         cells: protected.refs().len(),
         csv_sha256: hex::encode(Sha256::digest(&csv)),
         csv: into_text(csv)?,
-        linked: Some(linked.clone()),
+        linked: Some(linked),
         population: None,
     };
-    Ok((report, Some(linked)))
+    Ok(report)
 }
 
 fn into_text(csv: Vec<u8>) -> Result<String, StoreError> {

@@ -121,7 +121,7 @@ struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     plan: Option<Plan>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    small_cell: Option<SmallCellSummary>,
+    small_cell: Option<tokumei_store::statistics::SmallCellSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ledger_entry: Option<LedgerEntry>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -134,14 +134,6 @@ struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     output_sha256: Option<String>,
     dry_run: bool,
-}
-
-#[derive(Serialize)]
-struct SmallCellSummary {
-    rule: SmallCellRule,
-    primary_suppressed: usize,
-    complementary_suppressed: usize,
-    margins: &'static str,
 }
 
 /// Runs `tokumei stats`: over the store as a client of the policy service, over a file in this process.
@@ -323,7 +315,7 @@ fn run_file(a: StatsArgs, json: bool) -> Result<()> {
                 };
                 let (counts, dims) = tokumei_store::statistics::count_table(&grouped)?;
                 let protected = protect(&counts, &rule)?;
-                let (primary, complementary) = protected.suppressed_count();
+                let summary = tokumei_store::statistics::SmallCellSummary::of(rule, &protected, dims);
                 let protection = format!(
                     "small-cell: counts below {} suppressed, plus complementary suppression",
                     rule.threshold
@@ -342,16 +334,7 @@ fn run_file(a: StatsArgs, json: bool) -> Result<()> {
                     protection: protection.clone(),
                     differentially_private: false,
                     plan: None,
-                    small_cell: Some(SmallCellSummary {
-                        rule,
-                        primary_suppressed: primary,
-                        complementary_suppressed: complementary,
-                        margins: if dims == 1 {
-                            "grand total"
-                        } else {
-                            "row, column and grand totals"
-                        },
-                    }),
+                    small_cell: Some(summary),
                     ledger_entry: None,
                     remaining_epsilon: None,
                     remaining_delta: None,
