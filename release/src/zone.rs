@@ -28,8 +28,12 @@ use crate::sealed_file::{DataKey, SealedFile};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PseudonymScope {
-    /// A key for this release alone: its pseudonyms join with no other release.
+    /// A key for this release alone: its pseudonyms join with no other release (releases built before
+    /// recipient pseudonyms; still read).
     Release,
+    /// A key for this release alone, and every recipient's copy has its own pseudonyms (the fingerprint's
+    /// pseudonym carrier, `fingerprint/pseudonyms.rs`): they join with no other release and no other copy.
+    Recipient,
     /// The project's key: the approval allows linking the project's releases.
     Project,
 }

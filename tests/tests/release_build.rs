@@ -8,7 +8,7 @@ mod common;
 
 use common::BoundedOutput;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -17,8 +17,8 @@ use common::core_orders::CoreWithOrders;
 use common::people::{self, FileApproval, Person, approved_file_application, run_json, session_env};
 use common::release_server::ReleaseServer;
 use common::{HOSPITAL_A, Home, files_under, tokumei_bin};
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use tokumei_ingest::synth::Synth;
 use tokumei_proto::ingest::v1::{PatientRequest, RecordBatch};
 
@@ -459,14 +459,23 @@ async fn release_build_verify_and_trace_end_to_end() {
         );
         assert!(!h.contains(&"linkage_key".to_owned()) && !h.contains(&"source_hospital".to_owned()));
     }
-    // The copies differ only in marked cells of `value`, by one unit of the last decimal, on ≤ 1 % of cells.
+    // The copies differ in their pseudonyms (every copy has its own, one for one: the same rows join) and
+    // otherwise only in marked cells of `value`, by one unit of the last decimal, on ≤ 1 % of cells.
     let (h, a) = read_csv(&rika_copy.join("observations.csv"));
     let (_, b) = read_csv(&yui_copy.join("observations.csv"));
     assert_eq!(a.len(), b.len());
     let v = column(&h, "value");
+    let p = column(&h, "patient_pseudonym");
+    let mut one_for_one: HashMap<&str, &str> = HashMap::new();
     let mut differing = 0;
     for (ra, rb) in a.iter().zip(&b) {
-        for c in 0..h.len() {
+        assert_ne!(ra[p], rb[p], "a pseudonym shared by two copies");
+        assert_eq!(
+            *one_for_one.entry(&ra[p]).or_insert(&rb[p]),
+            rb[p].as_str(),
+            "pseudonyms not one for one"
+        );
+        for c in (0..h.len()).filter(|&c| c != p) {
             if ra[c] != rb[c] {
                 assert_eq!(c, v, "only the marked column may differ: {ra:?} vs {rb:?}");
                 let (x, y): (f64, f64) = (ra[c].parse().unwrap(), rb[c].parse().unwrap());
@@ -475,6 +484,8 @@ async fn release_build_verify_and_trace_end_to_end() {
             }
         }
     }
+    let images: HashSet<&&str> = one_for_one.values().collect();
+    assert_eq!(images.len(), one_for_one.len(), "two patients merged in a copy");
     assert!(differing > 0, "the copies carry different fingerprints");
     assert!(
         (differing as f64) <= 0.01 * (a.len() * h.len()) as f64,
@@ -678,7 +689,7 @@ async fn release_build_verify_and_trace_end_to_end() {
     // The operator traces through the release service (which holds the fingerprint key), from an empty desk.
     let before = audit_count(&home, "trace.leak", "ok").await;
     let t = trace(desk.path(), &home, &server, op, &release, &leaked);
-    assert_eq!(t["verdict"]["accused"], serde_json::json!(["yui"]), "{t}");
+    assert_eq!(t["accused"], serde_json::json!(["yui"]), "{t}");
     assert!(t["audit_seq"].as_i64().unwrap() > 0, "{t}");
     // rika's whole copy as Parquet: rika, and only rika.
     let t = trace(
@@ -689,7 +700,7 @@ async fn release_build_verify_and_trace_end_to_end() {
         &release,
         &rika_copy.join("observations.parquet"),
     );
-    assert_eq!(t["verdict"]["accused"], serde_json::json!(["rika"]), "{t}");
+    assert_eq!(t["accused"], serde_json::json!(["rika"]), "{t}");
     // The other release's copy (other fingerprint key) accuses no one.
     let t = trace(
         desk.path(),
@@ -699,14 +710,43 @@ async fn release_build_verify_and_trace_end_to_end() {
         &release,
         &second_copy.join("observations.csv"),
     );
-    assert_eq!(t["verdict"]["accused"], serde_json::json!([]), "{t}");
+    assert_eq!(t["accused"], serde_json::json!([]), "{t}");
     assert_eq!(
         audit_count(&home, "trace.leak", "ok").await,
         before + 3,
         "each verdict is on the ledger"
     );
-    // A file without marked columns cannot be traced, and says so; a file that is not CSV or Parquet neither.
-    let err = trace_refused(
+    // yui's copy leaks again, as a leaker who read docs/release.md would: a tenth of the rows, every value
+    // rounded to one decimal and moved by ±0.01 at random (the value marks are gone), pseudonyms kept so the
+    // file still joins. Every copy has its own pseudonyms: yui is named by them.
+    let (h, rows) = read_csv(&yui_copy.join("observations.csv"));
+    let value = column(&h, "value");
+    let mut rows = rows;
+    rows.shuffle(&mut rng);
+    rows.truncate(rows.len() / 10);
+    for row in &mut rows {
+        if let Ok(v) = row[value].parse::<f64>() {
+            let noisy = v + if rng.random_bool(0.5) { 0.01 } else { -0.01 };
+            row[value] = format!("{:.1}", noisy);
+        }
+    }
+    let rounded = dir.path().join("rounded.csv");
+    write_csv(&rounded, &h, &rows);
+    let t = trace(desk.path(), &home, &server, op, &release, &rounded);
+    assert_eq!(t["accused"], serde_json::json!(["yui"]), "{t}");
+    assert_eq!(t["pseudonyms"]["accused"], serde_json::json!(["yui"]), "{t}");
+    assert_eq!(
+        t["verdict"]["accused"],
+        serde_json::json!([]),
+        "rounding erased the value marks: {t}"
+    );
+    assert_eq!(
+        t["carriers"],
+        serde_json::json!(["values:observations", "pseudonyms"]),
+        "{t}"
+    );
+    // The patient file has no marked value, but its pseudonyms are rika's own.
+    let t = trace(
         desk.path(),
         &home,
         &server,
@@ -714,7 +754,21 @@ async fn release_build_verify_and_trace_end_to_end() {
         &release,
         &rika_copy.join("patients.csv"),
     );
+    assert_eq!(t["accused"], serde_json::json!(["rika"]), "{t}");
+    assert_eq!(t["carriers"], serde_json::json!(["pseudonyms"]), "{t}");
+    // Pseudonyms replaced and no marked column: nothing to read, and the trace says so.
+    let (h, rows) = read_csv(&rika_copy.join("patients.csv"));
+    let p = column(&h, "patient_pseudonym");
+    let renamed: Vec<String> = h
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if i == p { "id".to_owned() } else { c.clone() })
+        .collect();
+    let stripped = dir.path().join("stripped.csv");
+    write_csv(&stripped, &renamed, &rows);
+    let err = trace_refused(desk.path(), &home, &server, op, &release, &stripped);
     assert!(err.contains("BAD_INPUT") && err.contains("marked columns"), "{err}");
+    // A file that is not CSV or Parquet cannot be traced either.
     let garbage = dir.path().join("garbage.parquet");
     std::fs::write(&garbage, b"PAR1 this is not parquet").unwrap();
     let err = trace_refused(desk.path(), &home, &server, op, &release, &garbage);
@@ -731,7 +785,7 @@ async fn release_build_verify_and_trace_end_to_end() {
         assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
     }
     assert_eq!(audit_count(&home, "rpc.TraceLeak", "denied").await, denied + 2);
-    assert_eq!(audit_count(&home, "trace.leak", "ok").await, before + 3);
+    assert_eq!(audit_count(&home, "trace.leak", "ok").await, before + 5);
     // Without a session: refused, recorded as anonymous.
     let args = trace_args(&home, &server, &release, &leaked);
     let err = refused(&home, &args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
@@ -836,7 +890,7 @@ async fn release_build_verify_and_trace_end_to_end() {
     }
     assert_eq!(count("release.build", "ok", None), 2);
     assert_eq!(count("release.build", "failed", Some("NOT_RELEASABLE")), 1);
-    assert_eq!(count("trace.leak", "ok", None), 3);
+    assert_eq!(count("trace.leak", "ok", None), 5);
     assert_eq!(count("assess_release_risk", "ok", None), 1);
     assert_eq!(count("assess_release_risk", "failed", None), 1);
     assert_eq!(count("assess_release_risk", "denied", Some("ROLE_NOT_PERMITTED")), 2);

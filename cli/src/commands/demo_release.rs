@@ -333,17 +333,14 @@ pub async fn chapter(
             c.recipient,
             c.score,
             c.p_innocent,
-            if report.verdict.accused.contains(&c.recipient) {
+            if report.accused.contains(&c.recipient) {
                 "   ← accused"
             } else {
                 ""
             }
         ));
     }
-    say(&format!(
-        "   {} (audit entry {})",
-        report.verdict.explanation, trace_seq
-    ));
+    say(&format!("   {} (audit entry {})", report.explanation, trace_seq));
     let (other, _) = desk
         .trace(
             operator,
@@ -358,12 +355,12 @@ pub async fn chapter(
     desk.stop().await?;
     say(&format!(
         "   sato's own Parquet copy, traced the same way: accused {:?}",
-        other.verdict.accused
+        other.accused
     ));
     out.trace = Some(report.clone());
     out.trace_other = Some(other);
-    if report.verdict.accused != ["yui".to_owned()] {
-        anyhow::bail!("the trace did not name yui alone: {:?}", report.verdict.accused);
+    if report.accused != ["yui".to_owned()] {
+        anyhow::bail!("the trace did not name yui alone: {:?}", report.accused);
     }
 
     ok(policy

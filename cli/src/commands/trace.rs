@@ -59,27 +59,35 @@ pub fn run(a: TraceArgs, json: bool) -> Result<()> {
         }
         let v = &report.verdict;
         println!(
-            "{} ({} rows) against release {} table {}: {} code positions read",
+            "{} ({} rows) against release {}: carriers read {}; {} code positions in the values",
             a.file.display(),
             report.rows,
             report.release,
-            report.table,
+            report.carriers.join(", "),
             v.positions
         );
+        let matches = |r: &str| {
+            report
+                .pseudonyms
+                .as_ref()
+                .and_then(|p| p.candidates.iter().find(|c| c.recipient == r))
+                .map_or(String::new(), |c| format!("  pseudonyms {:>6}", c.matches))
+        };
         for c in v.candidates.iter().take(5) {
             println!(
-                "  {:<20} score {:>8.2}  P(innocent scores this high) ≤ {:.2e}{}",
+                "  {:<20} score {:>8.2}  P(innocent scores this high) ≤ {:.2e}{}{}",
                 c.recipient,
                 c.score,
                 c.p_innocent,
-                if v.accused.contains(&c.recipient) {
+                matches(&c.recipient),
+                if report.accused.contains(&c.recipient) {
                     "  ← accused"
                 } else {
                     ""
                 }
             );
         }
-        println!("{}", v.explanation);
+        println!("{}", report.explanation);
         println!("(audit entry {audit_seq}; a chair records the violation with `tokumei committee violation`)");
         Ok(())
     })

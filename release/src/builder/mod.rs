@@ -228,7 +228,7 @@ async fn build_admitted(
             PseudonymScope::Project,
         )
     } else {
-        (PseudonymKey::fresh(), PseudonymScope::Release)
+        (PseudonymKey::fresh(), PseudonymScope::Recipient)
     };
 
     progress("reading the approved tables from the core (research view)");
@@ -283,6 +283,9 @@ async fn build_admitted(
         "application": app.id,
         "pseudonyms": match pseudonym_scope {
             PseudonymScope::Release => "specific to this release: they join with no other release",
+            PseudonymScope::Recipient => {
+                "specific to this release and to this copy: they join with no other release and no other recipient's copy"
+            }
             PseudonymScope::Project => "shared by this project's releases (the approval allows linking them)",
         },
         "tables": codebook,
@@ -299,7 +302,16 @@ async fn build_admitted(
             n + 1,
             recipients.len()
         ));
-        let copy = make_copy(&sheets, &plans, &fingerprint_key, recipient, &model, &anonymised)?;
+        let pseudonyms = (pseudonym_scope == PseudonymScope::Recipient)
+            .then(|| fingerprint::RecipientPseudonyms::new(&fingerprint_key, recipient));
+        let copy = make_copy(
+            &sheets,
+            &plans,
+            &fingerprint_key,
+            (recipient, pseudonyms.as_ref()),
+            &model,
+            &anonymised,
+        )?;
         let record = RecordProtection {
             check: copy.record.clone(),
             items: items_outcome.clone(),
@@ -396,7 +408,7 @@ fn make_copy(
     sheets: &[(Table, Sheet)],
     plans: &BTreeMap<String, FingerprintPlan>,
     key: &fingerprint::FingerprintKey,
-    recipient: &str,
+    (recipient, pseudonyms): (&str, Option<&fingerprint::RecipientPseudonyms>),
     model: &PrivacyModel,
     anonymised: &BTreeMap<Table, anonymise::Anonymised>,
 ) -> Result<Copy> {
@@ -405,6 +417,13 @@ fn make_copy(
     let mut marked_sheets = Vec::new();
     for (table, sheet) in sheets {
         let mut marked = sheet.clone();
+        // The pseudonym carrier: this copy's own pseudonyms (the first column of every file).
+        let column = marked.index_of(fingerprint::PSEUDONYM_COLUMN);
+        if let (Some(p), Some(column)) = (pseudonyms, column) {
+            p.rewrite(&mut marked.columns[column]).map_err(|e| {
+                ReleaseError::VerificationFailed(format!("recipient pseudonyms of {}: {e}", table.name()))
+            })?;
+        }
         let mut fraction = 0.0;
         let mut marked_columns = Vec::new();
         if let Some(plan) = plans.get(table.name()) {

@@ -66,6 +66,7 @@ mod cells;
 mod embed;
 pub mod experiments;
 mod prf;
+mod pseudonyms;
 mod read;
 mod value;
 
@@ -75,6 +76,7 @@ mod tests;
 pub use accuse::{CandidateScore, Verdict, accuse};
 pub use cells::{Cells, Sheet};
 pub use embed::{BUDGET_SHARE, BUDGET_SIGMAS, EmbedReport, embed, fit_plan, plan};
+pub use pseudonyms::{PSEUDONYM_COLUMN, PseudonymMatch, PseudonymVerdict, RecipientPseudonyms, trace_pseudonyms};
 pub use read::{Marks, ReadPosition, read_marks};
 pub use value::{MAX_DECIMALS, Scaled, format_scaled, parse_scaled, render_scaled};
 

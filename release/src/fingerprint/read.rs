@@ -43,6 +43,22 @@ pub struct Marks {
     pub cutoff: f64,
 }
 
+impl Marks {
+    /// No marks at all (a file without a marked column): nothing can be attributed on this carrier.
+    pub fn empty() -> Marks {
+        Marks {
+            positions: Vec::new(),
+            erased_positions: 0,
+            cells_read: 0,
+            parsed_cells: 0,
+            selected_cells: 0,
+            skipped_missing_anchor: 0,
+            missing_columns: Vec::new(),
+            cutoff: super::DEFAULT_CUTOFF,
+        }
+    }
+}
+
 /// Reads the marks of `cells` under `plan`: for every row and marked column present, recomputes the cell's
 /// coarse value, anchor and position (by column names — rows and columns may be in any order) and, at
 /// selected positions, the parity. A position's bit is the majority of its cells; ties are erased.
