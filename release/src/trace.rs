@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokumei_deid::table::Table as DeidTable;
 
 use crate::error::{ReleaseError, Result};
-use crate::fingerprint::{self, Cells, Marks, PseudonymVerdict, Verdict};
+use crate::fingerprint::{self, Cells, Traced};
 use crate::zone::{PseudonymScope, ReleaseRecord, ReleaseZone};
 
 /// Default probability bound of accusing an innocent recipient.
@@ -30,17 +30,9 @@ pub struct TraceReport {
     pub table: String,
     /// Rows in the leaked file.
     pub rows: usize,
-    /// The carriers read, each with its share of the bound (`values:TABLE`, `pseudonyms`).
-    pub carriers: Vec<String>,
-    /// The value marks' verdict: scores, bounds, accused recipients (no positions when no marked column).
-    pub verdict: Verdict,
-    /// The pseudonym carrier's verdict (`None` for a release without recipient pseudonyms).
-    pub pseudonyms: Option<PseudonymVerdict>,
-    /// Accused on any carrier (each carrier accuses at its share of the bound, so the probability of accusing
-    /// any innocent is at most the whole bound).
-    pub accused: Vec<String>,
-    /// One line for the operator: what each carrier found.
-    pub explanation: String,
+    /// What every carrier read says: carriers, the value marks' and the pseudonyms' verdicts, the accused.
+    #[serde(flatten)]
+    pub traced: Traced,
 }
 
 /// Reads a leaked CSV or Parquet file as text cells.
@@ -49,9 +41,33 @@ pub fn read_leaked(path: &Path) -> Result<DeidTable> {
     let table = if is_parquet {
         DeidTable::read_parquet(path)
     } else {
-        DeidTable::read_csv(path, b',')
+        let bytes = std::fs::read(path).map_err(|e| ReleaseError::io(format!("reading {}", path.display()), e))?;
+        DeidTable::from_csv_reader(bytes.as_slice(), sniff_delimiter(&bytes))
     };
     table.map_err(|e| ReleaseError::BadInput(format!("{}: {e}", path.display())))
+}
+
+/// The field separator of a CSV file as a spreadsheet may have re-saved it: the most frequent of `,` `;` and
+/// tab on the header line, outside quotes (`,` on a tie). A leaker's re-encoding must not hide the marks.
+pub fn sniff_delimiter(content: &[u8]) -> u8 {
+    let line = content.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut counts = [0usize; 3];
+    let mut quoted = false;
+    for &b in line {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => counts[0] += 1,
+            b';' if !quoted => counts[1] += 1,
+            b'\t' if !quoted => counts[2] += 1,
+            _ => {}
+        }
+    }
+    let best = (0..3).max_by_key(|&i| (counts[i], std::cmp::Reverse(i))).unwrap_or(0);
+    if counts[best] == 0 {
+        b','
+    } else {
+        [b',', b';', b'\t'][best]
+    }
 }
 
 /// Reads a leaked file received as bytes: Parquet if `name` ends in `.parquet`, CSV otherwise. Errors name the
@@ -63,7 +79,7 @@ pub fn read_leaked_bytes(name: &str, content: Vec<u8>) -> Result<DeidTable> {
     let table = if is_parquet {
         DeidTable::from_parquet(bytes::Bytes::from(content))
     } else {
-        DeidTable::from_csv_reader(content.as_slice(), b',')
+        DeidTable::from_csv_reader(content.as_slice(), sniff_delimiter(&content))
     };
     table.map_err(|e| {
         ReleaseError::BadInput(format!(
@@ -76,19 +92,19 @@ pub fn read_leaked_bytes(name: &str, content: Vec<u8>) -> Result<DeidTable> {
 /// What the audit ledger keeps of a trace: the file's name, counts and the best candidate's score — never a cell
 /// of the file.
 pub fn ledger_details(report: &TraceReport, file_name: &str) -> serde_json::Value {
-    let v = &report.verdict;
+    let v = &report.traced.verdict;
     serde_json::json!({
         "release": report.release,
         "file": Path::new(file_name).file_name().map(|n| n.to_string_lossy().into_owned()),
         "table": report.table,
         "rows": report.rows,
-        "carriers": report.carriers,
+        "carriers": report.traced.carriers,
         "positions": v.positions,
-        "accused": report.accused,
+        "accused": report.traced.accused,
         "accused_by_values": v.accused,
         "decidable": v.decidable,
-        "bound": report.verdict.bound + report.pseudonyms.as_ref().map_or(0.0, |p| p.bound),
-        "pseudonyms": report.pseudonyms.as_ref().map(|p| serde_json::json!({
+        "bound": v.bound + report.traced.pseudonyms.as_ref().map_or(0.0, |p| p.bound),
+        "pseudonyms": report.traced.pseudonyms.as_ref().map(|p| serde_json::json!({
             "distinct_read": p.distinct_read,
             "unmatched": p.unmatched,
             "accused": p.accused,
@@ -126,8 +142,7 @@ pub async fn trace(
                 .iter()
                 .find(|(_, p)| p.columns.iter().all(|c| leaked.column_index(&c.column).is_some())),
         };
-    let pseudonym_carrier = record.pseudonym_scope == PseudonymScope::Recipient
-        && leaked.column_index(fingerprint::PSEUDONYM_COLUMN).is_some();
+    let pseudonym_carrier = fingerprint::reads_pseudonyms(record.pseudonym_scope == PseudonymScope::Recipient, leaked);
     if plan.is_none() && !pseudonym_carrier {
         return Err(ReleaseError::BadInput(format!(
             "the file has none of release {}'s marked columns ({}){}: it cannot be traced",
@@ -145,77 +160,41 @@ pub async fn trace(
             }
         )));
     }
-    let share = bound / f64::from(u8::from(plan.is_some()) + u8::from(pseudonym_carrier));
     let key = zone.fingerprint_key(record).await?;
-    let recipients = record.recipients();
-    let mut carriers = Vec::new();
-    let verdict = match plan {
-        Some((name, plan)) => {
-            carriers.push(format!("values:{name}"));
-            fingerprint::accuse(&key, &fingerprint::read_marks(&key, plan, leaked), &recipients, share)
-        }
-        None => {
-            let mut v = fingerprint::accuse(&key, &Marks::empty(), &recipients, 0.0);
-            v.explanation = "no marked value column in the file".into();
-            v
-        }
-    };
-    let pseudonyms = pseudonym_carrier.then(|| {
-        carriers.push("pseudonyms".into());
-        fingerprint::trace_pseudonyms(&key, leaked, &recipients, share)
-    });
-    let mut accused: Vec<String> = verdict.accused.clone();
-    for r in pseudonyms.iter().flat_map(|p| &p.accused) {
-        if !accused.contains(r) {
-            accused.push(r.clone());
-        }
-    }
-    let explanation = explain(&verdict, pseudonyms.as_ref(), plan.is_some());
+    let traced = fingerprint::trace_cells(
+        &key,
+        plan.map(|(n, p)| (n.as_str(), p)),
+        record.pseudonym_scope == PseudonymScope::Recipient,
+        leaked,
+        &record.recipients(),
+        bound,
+    );
     Ok(TraceReport {
         release: record.id.clone(),
         application: record.application.clone(),
         table: plan.map(|(n, _)| n.clone()).unwrap_or_default(),
         rows: Cells::rows(leaked),
-        carriers,
-        verdict,
-        pseudonyms,
-        accused,
-        explanation,
+        traced,
     })
 }
 
-/// The operator's line: each carrier's finding.
-fn explain(values: &Verdict, pseudonyms: Option<&PseudonymVerdict>, values_read: bool) -> String {
-    let mut parts = Vec::new();
-    if values_read {
-        parts.push(format!("value marks: {}", values.explanation));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_re_saved_csv_is_read_with_its_own_separator() {
+        assert_eq!(sniff_delimiter(b"a,b,c\n1,2,3"), b',');
+        assert_eq!(sniff_delimiter(b"a;b;c\r\n1;2,5;3"), b';');
+        assert_eq!(sniff_delimiter(b"a\tb\tc\n"), b'\t');
+        assert_eq!(
+            sniff_delimiter(b"\"x;y\",b\n"),
+            b',',
+            "separators inside quotes do not count"
+        );
+        assert_eq!(sniff_delimiter(b"single\n"), b',');
+        assert_eq!(sniff_delimiter(b""), b',');
+        let t = read_leaked_bytes("leak.csv", b"value;jlac10\r\n\"5.30\";3B035\r\n".to_vec()).unwrap();
+        assert_eq!((Cells::rows(&t), t.column_index("jlac10").is_some()), (1, true));
     }
-    if let Some(p) = pseudonyms {
-        parts.push(match p.candidates.first() {
-            Some(top) if p.accused.is_empty() => format!(
-                "pseudonyms: no one accused ({} distinct read, {} unmatched; best {} with {} matching)",
-                p.distinct_read, p.unmatched, top.recipient, top.matches
-            ),
-            Some(_) => format!(
-                "pseudonyms: accused {} ({} distinct read; {}; an innocent matches that many with probability at \
-                 most 10^{:.1} each, bound {:e})",
-                p.accused.join(", "),
-                p.distinct_read,
-                p.candidates
-                    .iter()
-                    .filter(|c| c.accused)
-                    .map(|c| format!("{} of {} are {}'s", c.matches, p.well_formed, c.recipient))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                p.candidates
-                    .iter()
-                    .filter(|c| c.accused)
-                    .map(|c| c.log10_p_innocent)
-                    .fold(f64::MIN, f64::max),
-                p.bound
-            ),
-            None => "pseudonyms: no candidates".into(),
-        });
-    }
-    parts.join("; ")
 }

@@ -327,20 +327,20 @@ pub async fn chapter(
         report.rows,
         share * 100.0
     ));
-    for c in &report.verdict.candidates {
+    for c in &report.traced.verdict.candidates {
         say(&format!(
             "     {:<5} score {:>7.2}   P(an innocent scores this high) ≤ {:.1e}{}",
             c.recipient,
             c.score,
             c.p_innocent,
-            if report.accused.contains(&c.recipient) {
+            if report.traced.accused.contains(&c.recipient) {
                 "   ← accused"
             } else {
                 ""
             }
         ));
     }
-    say(&format!("   {} (audit entry {})", report.explanation, trace_seq));
+    say(&format!("   {} (audit entry {})", report.traced.explanation, trace_seq));
     let (other, _) = desk
         .trace(
             operator,
@@ -355,12 +355,12 @@ pub async fn chapter(
     desk.stop().await?;
     say(&format!(
         "   sato's own Parquet copy, traced the same way: accused {:?}",
-        other.accused
+        other.traced.accused
     ));
     out.trace = Some(report.clone());
     out.trace_other = Some(other);
-    if report.accused != ["yui".to_owned()] {
-        anyhow::bail!("the trace did not name yui alone: {:?}", report.accused);
+    if report.traced.accused != ["yui".to_owned()] {
+        anyhow::bail!("the trace did not name yui alone: {:?}", report.traced.accused);
     }
 
     ok(policy

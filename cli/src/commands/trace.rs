@@ -57,17 +57,18 @@ pub fn run(a: TraceArgs, json: bool) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             return Ok(());
         }
-        let v = &report.verdict;
+        let v = &report.traced.verdict;
         println!(
             "{} ({} rows) against release {}: carriers read {}; {} code positions in the values",
             a.file.display(),
             report.rows,
             report.release,
-            report.carriers.join(", "),
+            report.traced.carriers.join(", "),
             v.positions
         );
         let matches = |r: &str| {
             report
+                .traced
                 .pseudonyms
                 .as_ref()
                 .and_then(|p| p.candidates.iter().find(|c| c.recipient == r))
@@ -80,14 +81,14 @@ pub fn run(a: TraceArgs, json: bool) -> Result<()> {
                 c.score,
                 c.p_innocent,
                 matches(&c.recipient),
-                if report.accused.contains(&c.recipient) {
+                if report.traced.accused.contains(&c.recipient) {
                     "  ← accused"
                 } else {
                     ""
                 }
             );
         }
-        println!("{}", report.explanation);
+        println!("{}", report.traced.explanation);
         println!("(audit entry {audit_seq}; a chair records the violation with `tokumei committee violation`)");
         Ok(())
     })

@@ -62,6 +62,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 mod accuse;
+pub mod attacks;
+mod carriers;
 mod cells;
 mod embed;
 pub mod experiments;
@@ -74,6 +76,7 @@ mod value;
 mod tests;
 
 pub use accuse::{CandidateScore, Verdict, accuse};
+pub use carriers::{Traced, reads_pseudonyms, trace_cells};
 pub use cells::{Cells, Sheet};
 pub use embed::{BUDGET_SHARE, BUDGET_SIGMAS, EmbedReport, embed, fit_plan, plan};
 pub use pseudonyms::{PSEUDONYM_COLUMN, PseudonymMatch, PseudonymVerdict, RecipientPseudonyms, trace_pseudonyms};
