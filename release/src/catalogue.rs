@@ -11,7 +11,7 @@ use tokumei_store::Table;
 
 pub use tokumei_store::catalogue::{ColumnRole, code_system, hierarchy, role};
 
-use crate::fingerprint::MarkedColumn;
+use crate::fingerprint::{MarkScheme, MarkedColumn};
 
 /// Name of the pseudonym column in every released file.
 pub const PSEUDONYM: &str = "patient_pseudonym";
@@ -30,6 +30,8 @@ pub fn marked_columns(table: Table, columns: &[String]) -> Vec<MarkedColumn> {
                     .filter(|a| columns.iter().any(|c| c == *a))
                     .map(|a| (*a).to_owned())
                     .collect(),
+                // `fingerprint::plan` chooses the scheme from the values.
+                scheme: MarkScheme::Parity,
             }),
             _ => None,
         })

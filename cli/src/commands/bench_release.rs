@@ -6,6 +6,7 @@
 //!   written as CSV and Parquet; reading the file, reading its marks and scoring 10 candidates is timed
 //!   (target ≤ 1 s);
 //! - `experiments`: the fingerprint experiments at full size (single leaker, innocents, colluders);
+//! - `attacks`: the fingerprint attack suite (what leakers do to copies; every carrier; innocents);
 //! - `build`: a release built from the core store under `--home` (anonymisation, verification, one
 //!   fingerprinted copy, signed manifest, sealed at rest) for an approval filed and decided in a throw-away
 //!   policy database;
@@ -29,6 +30,7 @@ use tokumei_policy::committee::{ApprovalConditions, Channel, PrivacyModel, Table
 use tokumei_policy::identity::SecondFactor;
 use tokumei_policy::identity::totp::{Totp, TotpSecret};
 use tokumei_policy::{Actor, Origin, Policy, PolicyConfig, Role, ServiceKey};
+use tokumei_release::fingerprint::attacks;
 use tokumei_release::fingerprint::experiments::{self, Experiment, Outcome};
 use tokumei_release::fingerprint::{self, Cells, FingerprintKey, FingerprintPlan, Sheet};
 use tokumei_release::zone::{CopyFile, PseudonymScope, ReleaseRecord, ReleaseZone};
@@ -85,6 +87,18 @@ pub struct ReleaseBench {
     /// sheet; its marked columns are the catalogue's for the table named by the file stem.
     #[arg(long)]
     pub sheet: Option<PathBuf>,
+    /// Rows of the attack suite's synthetic table (about 8 per patient).
+    #[arg(long, default_value_t = 20_000)]
+    pub attack_rows: usize,
+    /// Trials per attack case with guilty leakers.
+    #[arg(long, default_value_t = 1000)]
+    pub attack_trials: usize,
+    /// Innocent trials per attack (outsiders' copies and the unmarked table).
+    #[arg(long, default_value_t = 10_000)]
+    pub attack_innocent_trials: usize,
+    /// Attack cases: `all`, or `headline` (one leaker and three mixing, a tenth, ±1 unit and rounded).
+    #[arg(long, default_value = "all")]
+    pub attack_cases: String,
     /// Home of the core store the release is built from (default: $TOKUMEI_HOME).
     #[arg(long)]
     pub home: Option<PathBuf>,
@@ -226,6 +240,7 @@ struct Report {
     embed: Option<EmbedPart>,
     trace: Option<TracePart>,
     experiments: Vec<ExperimentRun>,
+    attacks: Option<AttacksPart>,
     build: Option<BuildPart>,
     download: Option<DownloadPart>,
 }
@@ -297,8 +312,8 @@ pub fn run(a: ReleaseBench, json: bool) -> Result<()> {
     let want = |p: &str| a.parts.iter().any(|x| x.trim() == p);
     for p in &a.parts {
         anyhow::ensure!(
-            ["embed", "trace", "experiments", "build", "download"].contains(&p.trim()),
-            "unknown part {p:?} (embed, trace, experiments, build, download)"
+            ["embed", "trace", "experiments", "attacks", "build", "download"].contains(&p.trim()),
+            "unknown part {p:?} (embed, trace, experiments, attacks, build, download)"
         );
     }
     let bar = spinner(json);
@@ -308,6 +323,7 @@ pub fn run(a: ReleaseBench, json: bool) -> Result<()> {
         embed: None,
         trace: None,
         experiments: Vec::new(),
+        attacks: None,
         build: None,
         download: None,
     };
@@ -319,6 +335,9 @@ pub fn run(a: ReleaseBench, json: bool) -> Result<()> {
     }
     if want("experiments") {
         report.experiments = experiments_part(&a, &bar)?;
+    }
+    if want("attacks") {
+        report.attacks = Some(attacks_part(&a, &bar)?);
     }
     let rt = runtime()?;
     if want("build") {
@@ -374,6 +393,13 @@ fn human(r: &Report) {
                 if f.correct { "" } else { "  ← WRONG" }
             );
         }
+    }
+    if let Some(x) = &r.attacks {
+        println!(
+            "attacks   {} rows, {} recipients, {} trials per case, {} innocent trials per attack ({:.0}s)",
+            x.suite.rows, x.suite.recipients, x.suite.trials, x.suite.innocent_trials, x.seconds
+        );
+        print!("{}", x.markdown);
     }
     for e in &r.experiments {
         println!(
@@ -563,6 +589,33 @@ fn trace_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<TracePart> {
         leaker,
         marked_cells: embedded.marked,
         files,
+    })
+}
+
+#[derive(Serialize)]
+struct AttacksPart {
+    suite: attacks::Suite,
+    seconds: f64,
+    cases: Vec<attacks::CaseOutcome>,
+    innocents: Vec<attacks::InnocentOutcome>,
+    markdown: String,
+}
+
+fn attacks_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<AttacksPart> {
+    let suite = attacks::Suite::new(a.attack_rows, a.attack_trials, a.attack_innocent_trials, a.seed);
+    let cases = match a.attack_cases.as_str() {
+        "all" => attacks::cases(),
+        "headline" => attacks::headline_cases(),
+        other => anyhow::bail!("unknown --attack-cases {other:?} (all, headline)"),
+    };
+    let t = Instant::now();
+    let (outcomes, innocents) = attacks::run(&suite, &cases, &|m| bar.set_message(format!("attacks: {m}")))?;
+    Ok(AttacksPart {
+        markdown: attacks::markdown(&outcomes, &innocents),
+        suite,
+        seconds: t.elapsed().as_secs_f64(),
+        cases: outcomes,
+        innocents,
     })
 }
 

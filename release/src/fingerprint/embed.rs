@@ -1,14 +1,15 @@
 //! Planning and embedding: which cells carry a mark, and writing one recipient's code into them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::cells::Sheet;
 use super::prf::Prf;
+use super::read::{Candidates, ColumnReader};
 use super::value::{MAX_DECIMALS, parse_scaled, render_scaled};
-use super::{DEFAULT_CUTOFF, FingerprintError, FingerprintKey, FingerprintPlan, MarkedColumn};
+use super::{DEFAULT_CUTOFF, FingerprintError, FingerprintKey, FingerprintPlan, MarkScheme, MarkedColumn};
 
 /// Rows per parallel task when embedding.
 const CHUNK: usize = 16 * 1024;
@@ -20,6 +21,43 @@ pub const BUDGET_SHARE: f64 = 0.9;
 
 /// Standard deviations of the number of marked cells kept below the budget by [`plan`].
 pub const BUDGET_SIGMAS: f64 = 5.0;
+
+/// Share of a column's on-grid cells whose last digit must be non-zero for [`plan`] to mark it with the
+/// boundary scheme ([`MarkScheme::Boundary`]): values that use their last decimal. Below it (whole numbers
+/// written with decimals) a boundary mark would be the only non-zero digit in sight, so parity is used.
+pub const BOUNDARY_MIN_SHARE: f64 = 0.5;
+
+/// The scheme for a column's cells: boundary when most on-grid values use their last digit.
+fn choose_scheme(cells: &[String], decimals: u32) -> MarkScheme {
+    let (mut on_grid, mut used) = (0usize, 0usize);
+    for cell in cells {
+        if let Some(v) = parse_scaled(cell, decimals).filter(|v| v.on_grid) {
+            on_grid += 1;
+            used += usize::from(v.q.rem_euclid(10) != 0);
+        }
+    }
+    if on_grid > 0 && used as f64 >= BOUNDARY_MIN_SHARE * on_grid as f64 {
+        MarkScheme::Boundary
+    } else {
+        MarkScheme::Parity
+    }
+}
+
+/// The part of a value its position is keyed on, if the cell can carry a mark under `scheme`.
+fn coarse_of(q: i64, scheme: MarkScheme) -> Option<i64> {
+    match scheme {
+        MarkScheme::Parity => Some(q.div_euclid(2)),
+        MarkScheme::Boundary => matches!(q.rem_euclid(10), 4 | 5).then(|| q.div_euclid(10)),
+    }
+}
+
+/// A marked cell's new value for `bit`.
+fn marked_value(coarse: i64, bit: bool, scheme: MarkScheme) -> i64 {
+    match scheme {
+        MarkScheme::Parity => 2 * coarse + i64::from(bit),
+        MarkScheme::Boundary => 10 * coarse + if bit { 6 } else { 3 },
+    }
+}
 
 /// Chooses the selection rate for `sheet` so that embedding touches at most `max_cell_fraction` of all its
 /// cells (rows × columns).
@@ -34,22 +72,26 @@ pub const BUDGET_SIGMAS: f64 = 5.0;
 /// The cutoff is [`DEFAULT_CUTOFF`] (= 1/(300·c), c = 3 colluders, as in Tardos' code). Marked columns or
 /// anchors that are not in `sheet` contribute nothing here; [`embed`] reports them. A fraction that is not
 /// in (0, 1] gives rate 0 (nothing marked).
-pub fn plan(columns: Vec<MarkedColumn>, sheet: &Sheet, max_cell_fraction: f64) -> FingerprintPlan {
+pub fn plan(mut columns: Vec<MarkedColumn>, sheet: &Sheet, max_cell_fraction: f64) -> FingerprintPlan {
     let budget = cell_budget(sheet.cells(), max_cell_fraction) as f64;
     let mut markable = 0u64;
     let mut clustered = 0f64;
-    for column in &columns {
+    for column in &mut columns {
         let Some(cells) = sheet.column(&column.column) else {
             continue;
         };
         if column.decimals > MAX_DECIMALS {
             continue;
         }
+        column.scheme = choose_scheme(cells, column.decimals);
         let mut groups: HashMap<i64, u64> = HashMap::new();
         for cell in cells {
-            if let Some(v) = parse_scaled(cell, column.decimals).filter(|v| v.on_grid) {
+            if let Some(coarse) = parse_scaled(cell, column.decimals)
+                .filter(|v| v.on_grid)
+                .and_then(|v| coarse_of(v.q, column.scheme))
+            {
                 markable += 1;
-                *groups.entry(v.q.div_euclid(2)).or_default() += 1;
+                *groups.entry(coarse).or_default() += 1;
             }
         }
         clustered += groups.values().map(|&n| (n * n) as f64).sum::<f64>();
@@ -103,27 +145,47 @@ pub fn fit_plan(
     let prf = Prf::new(key);
     let rows = sheet.rows();
     let allowed = cell_budget(sheet.cells(), max_cell_fraction);
-    let counts = (0..rows.div_ceil(CHUNK))
+    let readers: Vec<Option<ColumnReader>> = resolved.iter().map(|r| ColumnReader::new(r.spec, sheet)).collect();
+    let (counts, interfered) = (0..rows.div_ceil(CHUNK))
         .into_par_iter()
         .map(|i| {
             let mut counts: HashMap<u64, u32> = HashMap::new();
-            for r in &resolved {
+            let mut interfered: HashSet<u64> = HashSet::new();
+            for (r, reader) in resolved.iter().zip(&readers) {
                 for row in i * CHUNK..((i + 1) * CHUNK).min(rows) {
-                    if let Some((position, _)) = locate(&prf, sheet, r, row) {
+                    let own = locate(&prf, sheet, r, row).map(|(position, _)| position);
+                    if let Some(position) = own {
                         *counts.entry(position).or_default() += 1;
                     }
+                    // A position this cell would be read at without being marked there would show its bit
+                    // in every copy alike: such positions carry no code.
+                    let read_at = match reader.as_ref().map(|x| x.candidates(&prf, sheet, row)) {
+                        Some(Candidates::One { position, .. }) => [Some(position), None],
+                        Some(Candidates::Rounded { up, down }) => [Some(up), Some(down)],
+                        _ => [None, None],
+                    };
+                    interfered.extend(read_at.into_iter().flatten().filter(|&p| Some(p) != own));
                 }
             }
-            counts
+            (counts, interfered)
         })
-        .reduce(HashMap::new, |a, b| {
-            let (small, mut large) = if a.len() < b.len() { (a, b) } else { (b, a) };
-            for (position, n) in small {
-                *large.entry(position).or_default() += n;
-            }
-            large
-        });
-    let mut ranked: Vec<(u32, f64, u64)> = counts.into_iter().map(|(p, n)| (n, prf.selector(p), p)).collect();
+        .reduce(
+            || (HashMap::new(), HashSet::new()),
+            |(a, ia), (b, ib)| {
+                let (small, mut large) = if a.len() < b.len() { (a, b) } else { (b, a) };
+                for (position, n) in small {
+                    *large.entry(position).or_default() += n;
+                }
+                let (small, mut large_i) = if ia.len() < ib.len() { (ia, ib) } else { (ib, ia) };
+                large_i.extend(small);
+                (large, large_i)
+            },
+        );
+    let mut ranked: Vec<(u32, f64, u64)> = counts
+        .into_iter()
+        .filter(|(p, _)| !interfered.contains(p))
+        .map(|(p, n)| (n, prf.selector(p), p))
+        .collect();
     ranked.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
     let mut marked = 0usize;
     let mut chosen = Vec::new();
@@ -143,10 +205,10 @@ pub fn fit_plan(
     })
 }
 
-/// A markable cell's position and scaled value (`None` if the cell is not markable).
+/// A markable cell's position and the coarse part of its value (`None` if the cell is not markable).
 fn locate(prf: &Prf, sheet: &Sheet, r: &Resolved, row: usize) -> Option<(u64, i64)> {
     let v = parse_scaled(&sheet.columns[r.column][row], r.spec.decimals).filter(|v| v.on_grid)?;
-    let coarse = v.q.div_euclid(2);
+    let coarse = coarse_of(v.q, r.spec.scheme)?;
     let name = r.spec.column.as_str();
     let anchor = match prf.anchor_choice(name, coarse, r.anchors.len()) {
         0 => None,
@@ -155,7 +217,7 @@ fn locate(prf: &Prf, sheet: &Sheet, r: &Resolved, row: usize) -> Option<(u64, i6
             sheet.columns[r.anchors[i - 1]][row].trim(),
         )),
     };
-    Some((prf.position(name, coarse, anchor), v.q))
+    Some((prf.position(name, coarse, anchor), coarse))
 }
 
 /// What embedding did to one copy (no secret: counts only).
@@ -165,7 +227,8 @@ pub struct EmbedReport {
     pub markable: usize,
     /// Cells selected to carry a mark (their parity now encodes the recipient's bit).
     pub marked: usize,
-    /// Marked cells whose value actually changed (by one unit of the last decimal).
+    /// Marked cells whose value actually changed (parity: by one unit of the last decimal; boundary: by one
+    /// or two).
     pub changed: usize,
     /// All cells of the sheet (rows × columns), the base of the budget.
     pub total_cells: usize,
@@ -188,7 +251,8 @@ struct Resolved<'a> {
 /// sheet, anchors must not be marked themselves (their text must be the same in every copy), decimals at
 /// most [`MAX_DECIMALS`], and the plan's rate in [0, 1] and cutoff in (0, 1/2).
 ///
-/// A marked cell's value becomes 2·⌊q/2⌋ + bit units of its last decimal, so it moves by at most one unit;
+/// A marked cell's value becomes 2·⌊q/2⌋ + bit units of its last decimal under the parity scheme (it moves by
+/// at most one unit), or 10·⌊q/10⌋ + 3 or 6 under the boundary scheme (from …4 or …5: one or two units);
 /// unmarked cells and all other columns are left byte for byte. Rows are processed in parallel.
 pub fn embed(
     key: &FingerprintKey,
@@ -326,7 +390,7 @@ fn scan(
     };
     for (ri, r) in resolved.iter().enumerate() {
         for row in rows.clone() {
-            let Some((position, q)) = locate(prf, sheet, r, row) else {
+            let Some((position, coarse)) = locate(prf, sheet, r, row) else {
                 continue;
             };
             chunk.markable += 1;
@@ -335,12 +399,9 @@ fn scan(
             }
             chunk.marked += 1;
             let bit = prf.bit(recipient, position, prf.bias(position, plan.cutoff));
-            if bit != (q.rem_euclid(2) == 1) {
-                chunk.changes.push(Change {
-                    column: ri,
-                    row,
-                    q: 2 * q.div_euclid(2) + i64::from(bit),
-                });
+            let q = marked_value(coarse, bit, r.spec.scheme);
+            if parse_scaled(&sheet.columns[r.column][row], r.spec.decimals).is_none_or(|v| v.q != q) {
+                chunk.changes.push(Change { column: ri, row, q });
             }
         }
     }

@@ -16,7 +16,7 @@ use super::value::format_scaled;
 use super::{
     DEFAULT_BOUND, DEFAULT_CUTOFF, DEFAULT_MAX_CELL_FRACTION, FingerprintError, FingerprintKey, FingerprintPlan,
 };
-use super::{MarkedColumn, Marks, accuse, embed, fit_plan, plan, read_marks};
+use super::{MarkScheme, MarkedColumn, Marks, accuse, embed, fit_plan, plan, read_marks};
 
 /// (JLAC10 code, unit, mean, standard deviation, minimum) of the synthetic tests.
 const CODES: [(&str, &str, f64, f64, f64); 10] = [
@@ -60,6 +60,7 @@ pub fn synthetic_lab_sheet(rows: usize, seed: u64) -> (Sheet, Vec<MarkedColumn>)
         column: "value".into(),
         decimals: 2,
         anchors: vec!["date".into(), "jlac10".into()],
+        scheme: MarkScheme::Parity,
     }];
     (Sheet { header, columns }, marked)
 }

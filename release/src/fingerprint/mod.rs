@@ -78,7 +78,7 @@ mod tests;
 pub use accuse::{CandidateScore, Verdict, accuse};
 pub use carriers::{Traced, reads_pseudonyms, trace_cells};
 pub use cells::{Cells, Sheet};
-pub use embed::{BUDGET_SHARE, BUDGET_SIGMAS, EmbedReport, embed, fit_plan, plan};
+pub use embed::{BOUNDARY_MIN_SHARE, BUDGET_SHARE, BUDGET_SIGMAS, EmbedReport, embed, fit_plan, plan};
 pub use pseudonyms::{PSEUDONYM_COLUMN, PseudonymMatch, PseudonymVerdict, RecipientPseudonyms, trace_pseudonyms};
 pub use read::{Marks, ReadPosition, read_marks};
 pub use value::{MAX_DECIMALS, Scaled, format_scaled, parse_scaled, render_scaled};
@@ -178,6 +178,33 @@ pub struct MarkedColumn {
     /// so that rows with equal values still carry different code positions. Cells keyed on an anchor that a
     /// leaker dropped are lost; cells keyed on the value alone survive any column drop.
     pub anchors: Vec<String>,
+    /// How a cell carries its bit; [`plan`] chooses it from the column's values (absent in records made
+    /// before the boundary scheme: parity).
+    #[serde(default, skip_serializing_if = "MarkScheme::is_parity")]
+    pub scheme: MarkScheme,
+}
+
+/// How a marked cell carries its bit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkScheme {
+    /// The parity of the last decimal (moves a value by at most one unit; erased by rounding or ±1 unit).
+    /// For columns whose values rarely use their last decimal (whole numbers written with decimals).
+    #[default]
+    Parity,
+    /// Cells whose last digit is 4 or 5 — the ones rounding to one decimal fewer sends up or down — become
+    /// …3 (bit 0) or …6 (bit 1), at most two units away; the position is keyed on the value without its last
+    /// digit. ±1 unit leaves the digit in 2–4 or 5–7 (read as is); rounding sends …3 down and …6 up, and a
+    /// cell ending in 0 is read at both boundaries it may have come from. For columns whose values use their
+    /// last decimal.
+    Boundary,
+}
+
+impl MarkScheme {
+    /// Whether this is the parity scheme (omitted from records, for compatibility).
+    pub fn is_parity(&self) -> bool {
+        *self == MarkScheme::Parity
+    }
 }
 
 /// How one table of a release is marked.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::cells::Cells;
 use super::prf::Prf;
 use super::value::parse_scaled;
-use super::{FingerprintKey, FingerprintPlan, MarkedColumn};
+use super::{FingerprintKey, FingerprintPlan, MarkScheme, MarkedColumn};
 
 /// One code position found in a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,8 +93,27 @@ pub(crate) enum Reading {
     MissingAnchor,
     /// A position that carries no mark.
     Unselected,
-    /// A marked position and the parity read there.
+    /// A marked position and the bit read there.
     Selected { position: u64, bit: bool },
+    /// A boundary-scheme cell ending in 0, perhaps rounded from either side: the marked positions among the
+    /// two it may have come from — the boundary below it (bit 1: rounded up from …6) and the one at it
+    /// (bit 0: rounded down from …3).
+    Rounded { up: Option<u64>, down: Option<u64> },
+}
+
+/// Where a cell would be read, before the plan's selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Candidates {
+    /// Not a number on the column's grid.
+    Unparsed,
+    /// Its position depends on an anchor column the table lacks.
+    MissingAnchor,
+    /// A digit no mark is read from.
+    None,
+    /// One position and the bit shown there.
+    One { position: u64, bit: bool },
+    /// A boundary cell ending in 0: bit 1 at `up`, bit 0 at `down`.
+    Rounded { up: u64, down: u64 },
 }
 
 /// A marked column located in a table.
@@ -116,28 +135,66 @@ impl<'p> ColumnReader<'p> {
 
     /// Reads the cell of `row`.
     pub(crate) fn read<C: Cells + ?Sized>(&self, prf: &Prf, plan: &FingerprintPlan, cells: &C, row: usize) -> Reading {
+        match self.candidates(prf, cells, row) {
+            Candidates::Unparsed => Reading::Unparsed,
+            Candidates::MissingAnchor => Reading::MissingAnchor,
+            Candidates::None => Reading::Unselected,
+            Candidates::One { position, bit } if plan.selects(prf, position) => Reading::Selected { position, bit },
+            Candidates::One { .. } => Reading::Unselected,
+            Candidates::Rounded { up, down } => {
+                let (up, down) = (
+                    Some(up).filter(|&p| plan.selects(prf, p)),
+                    Some(down).filter(|&p| plan.selects(prf, p)),
+                );
+                if up.is_none() && down.is_none() {
+                    Reading::Unselected
+                } else {
+                    Reading::Rounded { up, down }
+                }
+            }
+        }
+    }
+
+    /// The positions (marked or not) the cell of `row` is read at, with the bit it shows there: what the
+    /// planner needs to keep positions that unmarkable cells would also be read at out of the plan.
+    pub(crate) fn candidates<C: Cells + ?Sized>(&self, prf: &Prf, cells: &C, row: usize) -> Candidates {
         let spec = self.spec;
         // Off the decimal grid (a value with more decimals than released): never a marked cell, as in `embed`.
         let Some(v) = parse_scaled(cells.cell(row, self.column), spec.decimals).filter(|v| v.on_grid) else {
-            return Reading::Unparsed;
+            return Candidates::Unparsed;
         };
-        let coarse = v.q.div_euclid(2);
-        let anchor = match prf.anchor_choice(&spec.column, coarse, self.anchors.len()) {
-            0 => None,
-            i => match self.anchors[i - 1] {
-                Some(a) => Some((spec.anchors[i - 1].as_str(), cells.cell(row, a).trim())),
-                None => return Reading::MissingAnchor,
+        let (coarse, bit) = match spec.scheme {
+            MarkScheme::Parity => (v.q.div_euclid(2), v.q.rem_euclid(2) == 1),
+            MarkScheme::Boundary => match v.q.rem_euclid(10) {
+                2..=4 => (v.q.div_euclid(10), false),
+                5..=7 => (v.q.div_euclid(10), true),
+                0 => {
+                    let k = v.q.div_euclid(10);
+                    return match (self.position(prf, cells, row, k - 1), self.position(prf, cells, row, k)) {
+                        (Some(up), Some(down)) => Candidates::Rounded { up, down },
+                        _ => Candidates::MissingAnchor,
+                    };
+                }
+                _ => return Candidates::None,
             },
         };
-        let position = prf.position(&spec.column, coarse, anchor);
-        if plan.selects(prf, position) {
-            Reading::Selected {
-                position,
-                bit: v.q.rem_euclid(2) == 1,
-            }
-        } else {
-            Reading::Unselected
+        match self.position(prf, cells, row, coarse) {
+            Some(position) => Candidates::One { position, bit },
+            None => Candidates::MissingAnchor,
         }
+    }
+
+    /// The position of a cell of `row` whose value's coarse part is `coarse` (`None`: its anchor is missing).
+    fn position<C: Cells + ?Sized>(&self, prf: &Prf, cells: &C, row: usize, coarse: i64) -> Option<u64> {
+        let spec = self.spec;
+        let anchor = match prf.anchor_choice(&spec.column, coarse, self.anchors.len()) {
+            0 => None,
+            i => Some((
+                spec.anchors[i - 1].as_str(),
+                cells.cell(row, self.anchors[i - 1]?).trim(),
+            )),
+        };
+        Some(prf.position(&spec.column, coarse, anchor))
     }
 }
 
@@ -162,6 +219,15 @@ impl Tally {
             Reading::Selected { position, bit } => {
                 self.selected_cells += 1;
                 self.counts.entry(position).or_default()[usize::from(bit)] += 1;
+            }
+            Reading::Rounded { up, down } => {
+                self.selected_cells += 1;
+                if let Some(p) = up {
+                    self.counts.entry(p).or_default()[1] += 1;
+                }
+                if let Some(p) = down {
+                    self.counts.entry(p).or_default()[0] += 1;
+                }
             }
         }
         self.parsed_cells += 1;

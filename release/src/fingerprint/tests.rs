@@ -229,22 +229,28 @@ fn embedding_stays_within_budget_and_tolerance() {
     let plan = plan(marked, &original, 0.01);
     assert!(plan.rate > 0.0 && plan.rate <= 1.0);
     assert_eq!(plan.cutoff, 1.0 / 900.0);
+    // Laboratory values use their last decimal: the boundary scheme, on cells ending in 4 or 5.
+    assert_eq!(plan.columns[0].scheme, MarkScheme::Boundary);
     let value = original.index_of("value").unwrap();
+    let boundary_cells = original.columns[value]
+        .iter()
+        .filter(|c| matches!(parse_scaled(c, 2).unwrap().q.rem_euclid(10), 4 | 5))
+        .count();
     let mut marked_counts = Vec::new();
     for recipient in names("r", 4) {
         let mut copy = original.clone();
         let report = embed(&k, &recipient, &plan, &mut copy, 0.01).unwrap();
         assert_eq!(report.total_cells, 100_000);
-        assert_eq!(report.markable, 20_000);
+        assert_eq!(report.markable, boundary_cells);
         assert!(report.marked <= report.total_cells / 100, "{report:?}");
+        // The key-less rate keeps a wide margin under the boundary scheme (a value-only position is shared by
+        // every cell of its 0.1-wide bin); the builder fits the plan with the key instead.
         assert!(
-            report.marked as f64 > 0.6 * 0.01 * report.total_cells as f64,
+            report.marked as f64 > 0.3 * 0.01 * report.total_cells as f64,
             "{report:?}"
         );
-        assert!(
-            report.changed > report.marked / 3 && report.changed < report.marked,
-            "{report:?}"
-        );
+        // Every marked cell changes (…4 and …5 become …3 or …6).
+        assert_eq!(report.changed, report.marked, "{report:?}");
         marked_counts.push(report.marked);
         let mut changed = 0;
         for c in 0..original.width() {
@@ -257,9 +263,14 @@ fn embedding_stays_within_budget_and_tolerance() {
                 if old != new {
                     changed += 1;
                     let (a, b) = (parse_scaled(old, 2).unwrap().q, parse_scaled(new, 2).unwrap().q);
-                    assert_eq!((a - b).abs(), 1, "{old} -> {new}");
+                    assert!((1..=2).contains(&(a - b).abs()), "{old} -> {new}");
+                    assert!(
+                        matches!(a.rem_euclid(10), 4 | 5) && matches!(b.rem_euclid(10), 3 | 6),
+                        "{old} -> {new}"
+                    );
+                    assert_eq!(a.div_euclid(10), b.div_euclid(10), "{old} -> {new}");
                     let (fa, fb): (f64, f64) = (old.parse().unwrap(), new.parse().unwrap());
-                    assert!((fa - fb).abs() <= 0.01 + 1e-9, "{old} -> {new}");
+                    assert!((fa - fb).abs() <= 0.02 + 1e-9, "{old} -> {new}");
                     assert_eq!(new.split_once('.').unwrap().1.len(), 2, "{new}");
                 }
             }
@@ -362,8 +373,12 @@ fn best_rate(k: &FingerprintKey, loose: &FingerprintPlan, sheet: &Sheet) -> Fing
 fn fewest_cells_first_carries_more_positions_than_a_rate_at_every_sample_size() {
     // The same budget spent on positions carried by few cells: more positions in the whole copy and in a
     // tenth of it, so smaller leaks are traced.
+    // (Parity marks: under the boundary scheme a rate plan also selects positions that unmarked cells are
+    // read at, which the fitted plan excludes, so counts of positions read do not compare.)
     let (original, marked) = synthetic_lab_sheet(20_000, 41);
-    let loose = plan(marked, &original, 0.01);
+    let mut loose = plan(marked, &original, 0.01);
+    loose.columns[0].scheme = MarkScheme::Parity;
+    loose.rate = 0.0; // the rate was set for the boundary scheme's fewer markable cells
     let k = key(9);
     let fitted = fit_plan(&k, &loose, &original, 0.01).unwrap();
     let by_rate = best_rate(&k, &loose, &original);
@@ -415,6 +430,7 @@ fn a_fitted_plan_that_fits_everything_marks_every_cell() {
         column: "c0".into(),
         decimals: 1,
         anchors: vec![],
+        scheme: MarkScheme::Parity,
     }];
     let fitted = fit_plan(&key(1), &plan(spec, &wide, 0.01), &wide, 0.01).unwrap();
     assert_eq!(fitted.rate, 1.0);
@@ -478,14 +494,31 @@ fn negative_and_odd_values_are_marked_within_tolerance() {
         column: "delta".into(),
         decimals: 1,
         anchors: vec!["group".into()],
+        scheme: MarkScheme::Parity,
     }];
-    let plan = plan(marked, &original, 0.01);
+    let plan = plan(marked.clone(), &original, 0.01);
+    assert_eq!(plan.columns[0].scheme, MarkScheme::Boundary);
     let mut copy = original.clone();
     let report = embed(&k, "r", &plan, &mut copy, 0.01).unwrap();
     assert!(report.changed > 0);
     for (old, new) in original.columns[1].iter().zip(&copy.columns[1]) {
         let (a, b) = (parse_scaled(old, 1).unwrap().q, parse_scaled(new, 1).unwrap().q);
-        assert!((a - b).abs() <= 1);
+        assert!((a - b).abs() <= 2, "{old} -> {new}");
+        assert_eq!(a.div_euclid(10), b.div_euclid(10), "{old} -> {new}");
+        assert_ne!(new, "-0.0");
+    }
+    // Whole numbers written with a decimal: parity, one unit at most.
+    let whole: Vec<Vec<String>> = (0..4000)
+        .map(|i| vec![format!("{}", i % 7), format_scaled(10 * (i - 2000), 1)])
+        .collect();
+    let original = Sheet::from_rows(&["group", "delta"], &whole).unwrap();
+    let plan = super::plan(marked, &original, 0.01);
+    assert_eq!(plan.columns[0].scheme, MarkScheme::Parity);
+    let mut copy = original.clone();
+    assert!(embed(&k, "r", &plan, &mut copy, 0.01).unwrap().changed > 0);
+    for (old, new) in original.columns[1].iter().zip(&copy.columns[1]) {
+        let (a, b) = (parse_scaled(old, 1).unwrap().q, parse_scaled(new, 1).unwrap().q);
+        assert!((a - b).abs() <= 1, "{old} -> {new}");
         assert_ne!(new, "-0.0");
     }
 }
@@ -630,13 +663,12 @@ fn dropping_anchor_columns_still_traces_a_single_leaker() {
     let k = key(13);
     let recipients = names("r", 20);
     let (_, plan, copies) = copies(20_000, 14, &k, &recipients);
-    for (i, dropped) in [
-        vec!["date"],
-        vec!["jlac10"],
-        vec!["date", "jlac10", "pseudonym", "unit"],
-    ]
-    .into_iter()
-    .enumerate()
+    // (Dropping every column but the values leaves few positions under the boundary scheme — a value-only
+    // position is shared by every cell of its 0.1-wide bin, which unmarked cells interfere with — see
+    // docs/release.md; such a file has no codes, dates or patients left to use.)
+    for (i, dropped) in [vec!["date"], vec!["jlac10"], vec!["date", "unit"]]
+        .into_iter()
+        .enumerate()
     {
         let mut leaked = copies[i].clone();
         for column in &dropped {
