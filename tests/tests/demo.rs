@@ -202,6 +202,14 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     let yui = &rel["trace"]["verdict"]["candidates"][0];
     assert!(yui["log10_p_innocent"].as_f64().unwrap() < -20.0, "{yui}");
     assert_eq!(rel["trace_other"]["verdict"]["accused"], serde_json::json!(["sato"]));
+    // Rounded values, pseudonyms kept: the pseudonyms name yui.
+    let rounded = &rel["trace_rounded"];
+    assert_eq!(rounded["accused"], serde_json::json!(["yui"]), "{rounded}");
+    assert_eq!(
+        rounded["pseudonyms"]["accused"],
+        serde_json::json!(["yui"]),
+        "{rounded}"
+    );
     assert!(rel["leaker_refused"].as_str().unwrap().contains("BANNED"));
     assert!(rel["deletion_declared_seq"].as_i64().unwrap() > 0);
 

@@ -53,6 +53,8 @@ pub struct ReleaseChapter {
     pub trace: Option<TraceReport>,
     /// The trace of sato's full copy.
     pub trace_other: Option<TraceReport>,
+    /// The trace of yui's rounded hundredth, pseudonyms kept.
+    pub trace_rounded: Option<TraceReport>,
     /// The leaker's later use, refused.
     pub leaker_refused: String,
     /// The deletion declaration's audit entry.
@@ -307,7 +309,13 @@ pub async fn chapter(
     say("\ntokumei demo — chapter 6: a leaked copy traced to its recipient");
     let leaked = downloads.join("found-online.csv");
     // A tenth of the copy, or enough rows to carry marks when the demo runs with few patients.
-    let share = leak_subset(&yui_dir.join("observations.csv"), &leaked, 0.10, 8_000)?;
+    let share = leak_subset(
+        &yui_dir.join("observations.csv"),
+        &leaked,
+        0.10,
+        8_000,
+        LeakEdit::DropPseudonyms,
+    )?;
     // The operator hands the file to the release service, which holds the fingerprint key; the policy service
     // admits the trace first and records the verdict.
     let operator = cast.operator_session.as_str();
@@ -341,6 +349,31 @@ pub async fn chapter(
         ));
     }
     say(&format!("   {} (audit entry {})", report.traced.explanation, trace_seq));
+    // A second find: a hundredth of yui's copy, every value rounded to one decimal (the value marks are gone),
+    // the pseudonyms kept so the file still joins — every copy has its own pseudonyms.
+    let rounded = downloads.join("found-rounded.csv");
+    leak_subset(
+        &yui_dir.join("observations.csv"),
+        &rounded,
+        0.01,
+        50,
+        LeakEdit::RoundValues,
+    )?;
+    let (rounded_report, _) = desk
+        .trace(
+            operator,
+            &LeakToTrace {
+                release: &record.id,
+                file: &rounded,
+                table: None,
+                bound: DEFAULT_FALSE_ACCUSATION_BOUND,
+            },
+        )
+        .await?;
+    say(&format!(
+        "   another: {} rows, values rounded to one decimal, pseudonyms kept: accused {:?} ({})",
+        rounded_report.rows, rounded_report.traced.accused, rounded_report.traced.explanation
+    ));
     let (other, _) = desk
         .trace(
             operator,
@@ -359,6 +392,13 @@ pub async fn chapter(
     ));
     out.trace = Some(report.clone());
     out.trace_other = Some(other);
+    if rounded_report.traced.accused != ["yui".to_owned()] {
+        anyhow::bail!(
+            "the rounded leak did not name yui alone: {:?}",
+            rounded_report.traced.accused
+        );
+    }
+    out.trace_rounded = Some(rounded_report);
     if report.traced.accused != ["yui".to_owned()] {
         anyhow::bail!("the trace did not name yui alone: {:?}", report.traced.accused);
     }
@@ -521,16 +561,33 @@ fn say_plan(p: &PlanOutcome, say: &impl Fn(&str)) {
 
 /// What a careless or malicious recipient might post: a random share of the rows (at least `min_rows`),
 /// shuffled, without the pseudonym column. Returns the share kept.
-fn leak_subset(src: &Path, dest: &Path, share: f64, min_rows: usize) -> Result<f64> {
+/// What the demo's leaker does to the rows kept.
+#[derive(Clone, Copy)]
+enum LeakEdit {
+    /// Drops the pseudonym column.
+    DropPseudonyms,
+    /// Keeps the pseudonyms (the file still joins) and rounds every value to one decimal.
+    RoundValues,
+}
+
+fn leak_subset(src: &Path, dest: &Path, share: f64, min_rows: usize, edit: LeakEdit) -> Result<f64> {
     let mut r = csv::Reader::from_path(src).with_context(|| format!("reading {}", src.display()))?;
     let header: Vec<String> = r.headers()?.iter().map(String::from).collect();
     let keep: Vec<usize> = (0..header.len())
-        .filter(|&i| header[i] != tokumei_release::catalogue::PSEUDONYM)
+        .filter(|&i| matches!(edit, LeakEdit::RoundValues) || header[i] != tokumei_release::catalogue::PSEUDONYM)
         .collect();
+    let value = keep.iter().position(|&i| header[i] == "value");
     let mut rows: Vec<Vec<String>> = r
         .records()
-        .map(|rec| rec.map(|rec| keep.iter().map(|&i| rec[i].to_owned()).collect()))
+        .map(|rec| rec.map(|rec| keep.iter().map(|&i| rec[i].to_owned()).collect::<Vec<String>>()))
         .collect::<std::result::Result<_, _>>()?;
+    if let (LeakEdit::RoundValues, Some(v)) = (edit, value) {
+        for row in &mut rows {
+            if let Ok(x) = row[v].parse::<f64>() {
+                row[v] = format!("{x:.1}");
+            }
+        }
+    }
     let mut rng = rand::rng();
     rows.shuffle(&mut rng);
     let total = rows.len().max(1);

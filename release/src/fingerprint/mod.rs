@@ -1,16 +1,21 @@
-//! Recipient fingerprints: a collusion-resistant (Tardos) code embedded in the last significant digit of
+//! Recipient fingerprints, on two carriers: every copy's own pseudonyms ([`RecipientPseudonyms`], one leaked
+//! row that keeps its pseudonym names its copy) and a collusion-resistant (Tardos) code embedded in
 //! non-identifying measured values, in cells chosen by a keyed hash of what the row says — so the marks are
-//! found again in a leaked file without row numbers, after shuffling, subsetting, dropping columns or
-//! converting formats.
+//! found again in a leaked file without row numbers, after shuffling, subsetting, dropping columns,
+//! converting formats, and (for values that use their last decimal) rounding to one decimal fewer or ±1 unit.
 //!
-//! Pure: no I/O. The builder embeds ([`embed`]) in each recipient's copy after anonymisation and re-verifies
-//! the privacy model; [`crate::trace`] reads a leaked file and calls [`read_marks`] and [`accuse`].
+//! Pure: no I/O. The builder embeds ([`embed`], [`RecipientPseudonyms::rewrite`]) in each recipient's copy
+//! after anonymisation and re-verifies the privacy model; [`crate::trace`] reads a leaked file with
+//! [`trace_cells`], which the attack suite ([`attacks`]) runs too.
 //!
-//! # Scheme
+//! # Scheme of the value marks
 //!
 //! Every choice is a keyed PRF (HMAC-SHA256 under the release's [`FingerprintKey`], domain-separated):
-//! - a marked cell's value is q = round(v·10^decimals); its *coarse* value ⌊q/2⌋ survives marking, its
-//!   parity q mod 2 carries one code bit (so a value moves by at most one unit of its last decimal);
+//! - a marked cell's value is q = round(v·10^decimals). Under [`MarkScheme::Parity`] its *coarse* value
+//!   ⌊q/2⌋ survives marking and the parity q mod 2 carries one code bit (a value moves by at most one unit of
+//!   its last decimal); under [`MarkScheme::Boundary`] only cells ending in 4 or 5 are marked, to …3 or …6
+//!   (at most two units), the coarse value is ⌊q/10⌋, and a reader tolerates ±1 unit and rounding to one
+//!   decimal fewer (see [`MarkScheme`]);
 //! - per (column, coarse) the PRF picks no anchor (the position is keyed on the value alone and survives any
 //!   column drop) or one of the column's anchors (keyed on the value and that column's text too: many more
 //!   distinct positions, lost if the anchor column is dropped); the position is a 64-bit PRF of that;
@@ -38,6 +43,10 @@
 //! about 340 now (P ≤ 10⁻⁶⁰ instead of 10⁻⁹).
 //!
 //! # What the experiments measure ([`experiments`], synthetic laboratory table, 5 columns, 1 marked)
+//!
+//! (Measured with the parity scheme, before the boundary scheme and the pseudonym carrier; the synthetic
+//! values use their last decimal and now get the boundary scheme. The attack suite's figures in
+//! docs/release.md are current.)
 //!
 //! With the default cutoff t = 1/900, ε = 10^-6, 20 candidates and a fitted plan (1 % of cells), dev build,
 //! 2026-12-04 (`tokumei --json bench release --parts experiments --rows N`):
