@@ -28,7 +28,7 @@ pub enum BenchCommand {
     /// Differentially private statistics: 10 M rows, 1,000 groups, counts and bounded means.
     Stats(super::bench_stats::StatsBench),
     /// Release zone: fingerprint embedding and tracing, experiments, a release build, download throughput.
-    Release(super::bench_release::ReleaseBench),
+    Release(Box<super::bench_release::ReleaseBench>),
     /// Whole-record (k, k^m) engine: item search and independent verification on synthetic patients.
     Km(super::bench_km::KmBench),
 }
@@ -101,7 +101,7 @@ pub fn run(cmd: BenchCommand, json: bool) -> anyhow::Result<()> {
         BenchCommand::Ingest(a) => a,
         BenchCommand::Anonymize(a) => return super::bench_deid::run(a, json),
         BenchCommand::Stats(a) => return super::bench_stats::run(a, json),
-        BenchCommand::Release(a) => return super::bench_release::run(a, json),
+        BenchCommand::Release(a) => return super::bench_release::run(*a, json),
         BenchCommand::Km(a) => return super::bench_km::run(a, json),
     };
     let home = tokumei_home().join("bench-ingest");

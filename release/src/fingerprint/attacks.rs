@@ -392,8 +392,18 @@ fn trial_rng(s: &Suite, salt: u64, t: usize) -> StdRng {
     StdRng::seed_from_u64(s.seed ^ salt.rotate_left(17) ^ (t as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
+/// One guilty trial, scored.
+struct Scored {
+    identified: bool,
+    innocent: bool,
+    by_values: bool,
+    by_pseudonyms: bool,
+    no_carrier: bool,
+    positions: usize,
+}
+
 fn run_case(s: &Suite, setup: &Setup, case: Case, salt: u64) -> CaseOutcome {
-    let trials: Vec<(bool, bool, bool, bool, bool, usize)> = (0..s.trials)
+    let trials: Vec<Scored> = (0..s.trials)
         .into_par_iter()
         .map(|t| {
             let mut rng = trial_rng(s, salt, t);
@@ -402,26 +412,26 @@ fn run_case(s: &Suite, setup: &Setup, case: Case, salt: u64) -> CaseOutcome {
             let sheet = apply(case.attack, sheet, &mut rng);
             let r = trace(setup, &sheet, s.bound);
             let is_guilty = |name: &String| guilty.iter().any(|&g| setup.candidates[g] == *name);
-            (
-                r.accused.iter().any(is_guilty),
-                r.accused.iter().any(|a| !is_guilty(a)),
-                r.by_values.iter().any(is_guilty),
-                r.by_pseudonyms.iter().any(is_guilty),
-                r.carriers == 0,
-                r.positions,
-            )
+            Scored {
+                identified: r.accused.iter().any(is_guilty),
+                innocent: r.accused.iter().any(|a| !is_guilty(a)),
+                by_values: r.by_values.iter().any(is_guilty),
+                by_pseudonyms: r.by_pseudonyms.iter().any(is_guilty),
+                no_carrier: r.carriers == 0,
+                positions: r.positions,
+            }
         })
         .collect();
-    let count = |f: fn(&(bool, bool, bool, bool, bool, usize)) -> bool| trials.iter().filter(|t| f(t)).count();
+    let count = |f: fn(&Scored) -> bool| trials.iter().filter(|t| f(t)).count();
     CaseOutcome {
         case,
         trials: s.trials,
-        identified: count(|t| t.0),
-        innocent_accused: count(|t| t.1),
-        by_values: count(|t| t.2),
-        by_pseudonyms: count(|t| t.3),
-        no_carrier: count(|t| t.4),
-        mean_positions: trials.iter().map(|t| t.5 as f64).sum::<f64>() / s.trials.max(1) as f64,
+        identified: count(|t| t.identified),
+        innocent_accused: count(|t| t.innocent),
+        by_values: count(|t| t.by_values),
+        by_pseudonyms: count(|t| t.by_pseudonyms),
+        no_carrier: count(|t| t.no_carrier),
+        mean_positions: trials.iter().map(|t| t.positions as f64).sum::<f64>() / s.trials.max(1) as f64,
     }
 }
 
@@ -559,7 +569,7 @@ pub fn markdown(outcomes: &[CaseOutcome], innocents: &[InnocentOutcome]) -> Stri
 mod tests {
     use super::*;
 
-    fn outcome<'a>(all: &'a [CaseOutcome], attack: Attack, leakers: Leakers, fraction: f64) -> &'a CaseOutcome {
+    fn outcome(all: &[CaseOutcome], attack: Attack, leakers: Leakers, fraction: f64) -> &CaseOutcome {
         all.iter()
             .find(|o| o.case.attack == attack && o.case.leakers == leakers && o.case.fraction == fraction)
             .unwrap_or_else(|| panic!("no case {attack:?} {leakers:?} {fraction}"))
