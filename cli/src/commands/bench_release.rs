@@ -146,6 +146,10 @@ struct TraceFile {
     seconds_read: f64,
     seconds_read_marks: f64,
     seconds_accuse: f64,
+    /// The pseudonym carrier: every distinct pseudonym decrypted under every candidate's key.
+    seconds_pseudonyms: f64,
+    pseudonyms_distinct: usize,
+    pseudonyms_accused: Vec<String>,
     seconds_total: f64,
     positions: usize,
     erased_positions: usize,
@@ -381,16 +385,19 @@ fn human(r: &Report) {
         );
         for f in &t.files {
             println!(
-                "          {:<8} {:>10} bytes  read {:.3}s  marks {:.3}s  accuse {:.3}s  total {:.3}s (target ≤ 1 s); {} positions, accused {:?}{}",
+                "          {:<8} {:>10} bytes  read {:.3}s  marks {:.3}s  accuse {:.3}s  pseudonyms {:.3}s  total {:.3}s (target ≤ 1 s); {} positions, accused {:?}; {} pseudonyms, accused {:?}{}",
                 f.format,
                 f.bytes,
                 f.seconds_read,
                 f.seconds_read_marks,
                 f.seconds_accuse,
+                f.seconds_pseudonyms,
                 f.seconds_total,
                 f.positions,
                 f.accused,
-                if f.correct { "" } else { "  ← WRONG" }
+                f.pseudonyms_distinct,
+                f.pseudonyms_accused,
+                if f.correct && f.pseudonyms_accused == [t.leaker.clone()] { "" } else { "  ← WRONG" }
             );
         }
     }
@@ -530,7 +537,14 @@ fn trace_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<TracePart> {
     rows.shuffle(&mut rng);
     let mut leaked = copy.subset(&rows);
     drop(copy);
-    leaked.drop_column("pseudonym");
+    // The leak keeps its pseudonyms, in a release's form (32 hex) and the leaker's own, as a copy has them.
+    if let Some(c) = leaked.index_of("pseudonym") {
+        leaked.header[c] = fingerprint::PSEUDONYM_COLUMN.into();
+        for cell in &mut leaked.columns[c] {
+            *cell = cell.repeat(2);
+        }
+        fingerprint::RecipientPseudonyms::new(&key, &leaker).rewrite(&mut leaked.columns[c])?;
+    }
     leaked.shuffle_columns(&mut rng);
     let dir = scratch("trace")?;
     let csv = dir.join("found-online.csv");
@@ -563,6 +577,13 @@ fn trace_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<TracePart> {
             tokumei_release::trace::DEFAULT_FALSE_ACCUSATION_BOUND,
         );
         let t3 = Instant::now();
+        let pseudonyms = fingerprint::trace_pseudonyms(
+            &key,
+            &table,
+            &candidates,
+            tokumei_release::trace::DEFAULT_FALSE_ACCUSATION_BOUND,
+        );
+        let t4 = Instant::now();
         files.push(TraceFile {
             format: format.into(),
             bytes: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
@@ -571,7 +592,10 @@ fn trace_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<TracePart> {
             seconds_read: (t1 - t0).as_secs_f64(),
             seconds_read_marks: (t2 - t1).as_secs_f64(),
             seconds_accuse: (t3 - t2).as_secs_f64(),
-            seconds_total: (t3 - t0).as_secs_f64(),
+            seconds_pseudonyms: (t4 - t3).as_secs_f64(),
+            pseudonyms_distinct: pseudonyms.well_formed,
+            pseudonyms_accused: pseudonyms.accused,
+            seconds_total: (t4 - t0).as_secs_f64(),
             positions: verdict.positions,
             erased_positions: verdict.erased_positions,
             correct: verdict.accused == [leaker.clone()],
