@@ -542,7 +542,7 @@ pub fn markdown(outcomes: &[CaseOutcome], innocents: &[InnocentOutcome]) -> Stri
         "| attack | leakers | rows kept | leaker accused | by values | by pseudonyms | innocents accused (same trials) | mean positions |\n\
          |---|---|---|---|---|---|---|---|\n",
     );
-    for o in outcomes {
+    for o in outcomes.iter().filter(|o| o.trials > 0) {
         out.push_str(&format!(
             "| {} | {} | {:.0} % | {}/{} | {} | {} | {} | {:.0} |\n",
             o.case.attack.label(),
