@@ -397,7 +397,11 @@ fn human(r: &Report) {
                 f.accused,
                 f.pseudonyms_distinct,
                 f.pseudonyms_accused,
-                if f.correct && f.pseudonyms_accused == [t.leaker.clone()] { "" } else { "  ← WRONG" }
+                if f.correct && f.pseudonyms_accused == [t.leaker.clone()] {
+                    ""
+                } else {
+                    "  ← WRONG"
+                }
             );
         }
     }
