@@ -153,12 +153,16 @@ pub fn fit_plan(
             let mut interfered: HashSet<u64> = HashSet::new();
             for (r, reader) in resolved.iter().zip(&readers) {
                 for row in i * CHUNK..((i + 1) * CHUNK).min(rows) {
-                    let own = locate(&prf, sheet, r, row).map(|(position, _)| position);
+                    let own = locate(&prf, sheet, r, row).map(|(position, _, _)| position);
                     if let Some(position) = own {
                         *counts.entry(position).or_default() += 1;
                     }
                     // A position this cell would be read at without being marked there would show its bit
-                    // in every copy alike: such positions carry no code.
+                    // in every copy alike: such positions carry no code. (Under parity every cell read is
+                    // markable at the one position it is read at.)
+                    if r.spec.scheme == MarkScheme::Parity {
+                        continue;
+                    }
                     let read_at = match reader.as_ref().map(|x| x.candidates(&prf, sheet, row)) {
                         Some(Candidates::One { position, .. }) => [Some(position), None],
                         Some(Candidates::Rounded { up, down }) => [Some(up), Some(down)],
@@ -205,8 +209,9 @@ pub fn fit_plan(
     })
 }
 
-/// A markable cell's position and the coarse part of its value (`None` if the cell is not markable).
-fn locate(prf: &Prf, sheet: &Sheet, r: &Resolved, row: usize) -> Option<(u64, i64)> {
+/// A markable cell's position, the coarse part of its value and its value (`None` if the cell is not
+/// markable).
+fn locate(prf: &Prf, sheet: &Sheet, r: &Resolved, row: usize) -> Option<(u64, i64, i64)> {
     let v = parse_scaled(&sheet.columns[r.column][row], r.spec.decimals).filter(|v| v.on_grid)?;
     let coarse = coarse_of(v.q, r.spec.scheme)?;
     let name = r.spec.column.as_str();
@@ -217,7 +222,7 @@ fn locate(prf: &Prf, sheet: &Sheet, r: &Resolved, row: usize) -> Option<(u64, i6
             sheet.columns[r.anchors[i - 1]][row].trim(),
         )),
     };
-    Some((prf.position(name, coarse, anchor), coarse))
+    Some((prf.position(name, coarse, anchor), coarse, v.q))
 }
 
 /// What embedding did to one copy (no secret: counts only).
@@ -390,7 +395,7 @@ fn scan(
     };
     for (ri, r) in resolved.iter().enumerate() {
         for row in rows.clone() {
-            let Some((position, coarse)) = locate(prf, sheet, r, row) else {
+            let Some((position, coarse, old)) = locate(prf, sheet, r, row) else {
                 continue;
             };
             chunk.markable += 1;
@@ -400,7 +405,7 @@ fn scan(
             chunk.marked += 1;
             let bit = prf.bit(recipient, position, prf.bias(position, plan.cutoff));
             let q = marked_value(coarse, bit, r.spec.scheme);
-            if parse_scaled(&sheet.columns[r.column][row], r.spec.decimals).is_none_or(|v| v.q != q) {
+            if q != old {
                 chunk.changes.push(Change { column: ri, row, q });
             }
         }

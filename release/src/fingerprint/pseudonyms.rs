@@ -30,7 +30,7 @@
 //! that bound times the number of candidates is at most the carrier's share of the false-accusation bound —
 //! with N = 10⁵ and 10 candidates, one matching pseudonym is enough for 10⁻⁶.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use aes::Aes128;
 use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
@@ -120,18 +120,24 @@ impl RecipientPseudonyms {
 
     /// Rewrites a copy's pseudonym cells in place, refusing a copy that would merge two patients.
     pub fn rewrite(&self, cells: &mut [String]) -> Result<(), FingerprintError> {
-        let mut before = HashSet::new();
-        let mut after = HashSet::new();
+        // A patient's rows share one pseudonym: each is mapped once.
+        let mut mapped: HashMap<String, String> = HashMap::new();
         for cell in cells.iter_mut() {
-            let mapped = self.pseudonym(cell)?;
-            before.insert(std::mem::take(cell));
-            after.insert(mapped.clone());
-            *cell = mapped;
+            let out = match mapped.get(cell.as_str()) {
+                Some(out) => out.clone(),
+                None => {
+                    let out = self.pseudonym(cell)?;
+                    mapped.insert(std::mem::take(cell), out.clone());
+                    out
+                }
+            };
+            *cell = out;
         }
-        if before.len() != after.len() {
+        let images: HashSet<&String> = mapped.values().collect();
+        if images.len() != mapped.len() {
             return Err(FingerprintError::Sheet(format!(
                 "two of {} release pseudonyms share their first {} bits; the copy would merge patients",
-                before.len(),
+                mapped.len(),
                 ID_BYTES * 8
             )));
         }
