@@ -42,6 +42,10 @@ pub enum ColumnRole {
         decimals: u32,
         /// Columns that key the selection of marked cells besides the value itself.
         anchors: &'static [&'static str],
+        /// The column saying what each value measures, and how many leading characters of its code decide the
+        /// precision the value is reported with (the JLAC10 analyte, the YJ ingredient): a lab table mixes
+        /// whole-number tests with two-decimal ones, and a mark must stay within a test's own precision.
+        per_code: Option<(&'static str, usize)>,
     },
     /// Published as stored (codes, categories, flags, counts).
     Plain,
@@ -89,10 +93,12 @@ pub fn catalogued_role(table: Table, column: &str) -> Option<ColumnRole> {
         (Table::Observations, "value") => Measured {
             decimals: 2,
             anchors: &["date", "jlac10"],
+            per_code: Some(("jlac10", 5)),
         },
         (Table::Medications, "daily_dose") => Measured {
             decimals: 2,
             anchors: &["start_date", "yj_code"],
+            per_code: Some(("yj_code", 7)),
         },
         (Table::Encounters, "kind" | "department")
         | (Table::Conditions, "icd10" | "disease_master_id" | "suspected" | "not_told")

@@ -4,14 +4,15 @@
 //! - patient demographics are generalised by the `deid` engine until the approved privacy model holds;
 //! - event dates are coarsened by a fixed rule;
 //! - measured values are written with a fixed precision and may carry the recipient's fingerprint in their last
-//!   digit ([`crate::fingerprint`]); they are never quasi-identifiers.
+//!   significant digit — the last digit of the precision their code is reported with ([`crate::fingerprint`]);
+//!   they are never quasi-identifiers.
 
 use tokumei_deid::generators::Generator;
 use tokumei_store::Table;
 
 pub use tokumei_store::catalogue::{ColumnRole, code_system, hierarchy, role};
 
-use crate::fingerprint::{MarkScheme, MarkedColumn};
+use crate::fingerprint::{CodePrecision, MarkScheme, MarkedColumn};
 
 /// Name of the pseudonym column in every released file.
 pub const PSEUDONYM: &str = "patient_pseudonym";
@@ -22,7 +23,11 @@ pub fn marked_columns(table: Table, columns: &[String]) -> Vec<MarkedColumn> {
     columns
         .iter()
         .filter_map(|c| match role(table, c) {
-            ColumnRole::Measured { decimals, anchors } => Some(MarkedColumn {
+            ColumnRole::Measured {
+                decimals,
+                anchors,
+                per_code,
+            } => Some(MarkedColumn {
                 column: c.clone(),
                 decimals,
                 anchors: anchors
@@ -30,8 +35,11 @@ pub fn marked_columns(table: Table, columns: &[String]) -> Vec<MarkedColumn> {
                     .filter(|a| columns.iter().any(|c| c == *a))
                     .map(|a| (*a).to_owned())
                     .collect(),
-                // `fingerprint::plan` chooses the scheme from the values.
+                // `fingerprint::plan` chooses the scheme and each code's precision from the values.
                 scheme: MarkScheme::Parity,
+                precision: per_code
+                    .filter(|(code, _)| columns.iter().any(|c| c == code))
+                    .map(|(code, prefix)| CodePrecision::new(code, prefix)),
             }),
             _ => None,
         })
@@ -45,9 +53,16 @@ pub fn describe(role: &ColumnRole) -> String {
         ColumnRole::Withheld | ColumnRole::FreeText => "withheld".into(),
         ColumnRole::QuasiIdentifier(g) => format!("quasi-identifier, generalised ({})", generator_name(g)),
         ColumnRole::MonthDate => "date, released as YYYY-MM".into(),
-        ColumnRole::Measured { decimals, .. } => {
-            format!("measured value, {decimals} decimal places; the last may differ by one unit between copies")
-        }
+        ColumnRole::Measured { decimals, per_code, .. } => match per_code {
+            Some((code, _)) => format!(
+                "measured value, written with {decimals} decimal places; a copy may differ from another by up to \
+                 two units of the precision its {code} code is reported with (e.g. 2 for a whole-number test, 0.02 \
+                 for a two-decimal one)"
+            ),
+            None => format!(
+                "measured value, {decimals} decimal places; the last may differ by up to two units between copies"
+            ),
+        },
         ColumnRole::Plain => "as recorded".into(),
     }
 }

@@ -137,10 +137,7 @@ pub async fn trace(
             Some(t) => Some(record.fingerprint.get_key_value(t).ok_or_else(|| {
                 ReleaseError::BadInput(format!("release {} has no fingerprinted table {t}", record.id))
             })?),
-            None => record
-                .fingerprint
-                .iter()
-                .find(|(_, p)| p.columns.iter().all(|c| leaked.column_index(&c.column).is_some())),
+            None => record.fingerprint.iter().find(|(_, p)| p.readable_in(leaked)),
         };
     let pseudonym_carrier = fingerprint::reads_pseudonyms(record.pseudonym_scope == PseudonymScope::Recipient, leaked);
     if plan.is_none() && !pseudonym_carrier {

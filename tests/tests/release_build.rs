@@ -460,12 +460,21 @@ async fn release_build_verify_and_trace_end_to_end() {
         assert!(!h.contains(&"linkage_key".to_owned()) && !h.contains(&"source_hospital".to_owned()));
     }
     // The copies differ in their pseudonyms (every copy has its own, one for one: the same rows join) and
-    // otherwise only in marked cells of `value`, by one unit of the last decimal, on ≤ 1 % of cells.
+    // otherwise only in marked cells of `value`, on ≤ 1 % of cells, each within its test's own precision: a
+    // marked value moves by at most two units of the precision its analyte is reported with (…4/…5 → …3/…6),
+    // so two copies differ by at most three, and a whole-number test stays a whole number.
     let (h, a) = read_csv(&rika_copy.join("observations.csv"));
     let (_, b) = read_csv(&yui_copy.join("observations.csv"));
     assert_eq!(a.len(), b.len());
     let v = column(&h, "value");
     let p = column(&h, "patient_pseudonym");
+    let code = column(&h, "jlac10");
+    let used = |x: &str| x.split_once('.').map_or(0, |(_, f)| f.trim_end_matches('0').len());
+    let mut precision: HashMap<&str, usize> = HashMap::new();
+    for r in a.iter().chain(&b) {
+        let d = precision.entry(&r[code][..5]).or_default();
+        *d = (*d).max(used(&r[v]));
+    }
     let mut one_for_one: HashMap<&str, &str> = HashMap::new();
     let mut differing = 0;
     for (ra, rb) in a.iter().zip(&b) {
@@ -479,7 +488,8 @@ async fn release_build_verify_and_trace_end_to_end() {
             if ra[c] != rb[c] {
                 assert_eq!(c, v, "only the marked column may differ: {ra:?} vs {rb:?}");
                 let (x, y): (f64, f64) = (ra[c].parse().unwrap(), rb[c].parse().unwrap());
-                assert!((x - y).abs() <= 0.0100001, "{x} vs {y}");
+                let unit = 10f64.powi(-(precision[&ra[code][..5]] as i32));
+                assert!((x - y).abs() <= 3.0 * unit + 1e-9, "{x} vs {y}");
                 differing += 1;
             }
         }
@@ -717,7 +727,8 @@ async fn release_build_verify_and_trace_end_to_end() {
         "each verdict is on the ledger"
     );
     // yui's copy leaks again, as a leaker who read docs/release.md would: a tenth of the rows, every value
-    // rounded to one decimal and moved by ±0.01 at random (the value marks are gone), pseudonyms kept so the
+    // rounded to one decimal and moved by ±0.01 at random (marks of tests reported to 0.01 are gone; whole-number
+    // tests keep theirs, too few in a tenth of this small table to accuse on their own), pseudonyms kept so the
     // file still joins. Every copy has its own pseudonyms: yui is named by them.
     let (h, rows) = read_csv(&yui_copy.join("observations.csv"));
     let value = column(&h, "value");
@@ -735,10 +746,9 @@ async fn release_build_verify_and_trace_end_to_end() {
     let t = trace(desk.path(), &home, &server, op, &release, &rounded);
     assert_eq!(t["accused"], serde_json::json!(["yui"]), "{t}");
     assert_eq!(t["pseudonyms"]["accused"], serde_json::json!(["yui"]), "{t}");
-    assert_eq!(
-        t["verdict"]["accused"],
-        serde_json::json!([]),
-        "rounding erased the value marks: {t}"
+    assert!(
+        [serde_json::json!([]), serde_json::json!(["yui"])].contains(&t["verdict"]["accused"]),
+        "the value marks accuse no one else: {t}"
     );
     assert_eq!(
         t["carriers"],

@@ -349,8 +349,9 @@ pub async fn chapter(
         ));
     }
     say(&format!("   {} (audit entry {})", report.traced.explanation, trace_seq));
-    // A second find: a hundredth of yui's copy, every value rounded to one decimal (the value marks are gone),
-    // the pseudonyms kept so the file still joins — every copy has its own pseudonyms.
+    // A second find: a hundredth of yui's copy, every value rounded to one decimal (marks of tests reported to
+    // 0.01 are gone; whole-number tests keep theirs, too few in a hundredth to accuse), the pseudonyms kept so
+    // the file still joins — every copy has its own pseudonyms.
     let rounded = downloads.join("found-rounded.csv");
     leak_subset(
         &yui_dir.join("observations.csv"),

@@ -77,23 +77,15 @@ pub fn top_code_birth_dates(values: &mut [String], today: NaiveDate) -> u64 {
     n
 }
 
-/// The column that says what a measured value measures (the code it is grouped by).
-fn code_column(table: Table) -> Option<&'static str> {
-    match table {
-        Table::Observations => Some("jlac10"),
-        Table::Medications => Some("yj_code"),
-        _ => None,
-    }
-}
-
 /// Winsorises every measured column of `sheet` per code, so that each code's extreme buckets hold `k` patients.
 pub fn winsorise(table: Table, sheet: &mut Sheet, k: u32) -> Vec<ExtremesReport> {
-    let code = code_column(table).and_then(|c| sheet.header.iter().position(|h| h == c));
     let mut reports = Vec::new();
     for col in 1..sheet.header.len() {
-        let ColumnRole::Measured { decimals, .. } = catalogue::role(table, &sheet.header[col]) else {
+        let ColumnRole::Measured { decimals, per_code, .. } = catalogue::role(table, &sheet.header[col]) else {
             continue;
         };
+        // The column that says what the value measures (the code, as recorded, it is grouped by).
+        let code = per_code.and_then(|(c, _)| sheet.header.iter().position(|h| h == c));
         let mut report = ExtremesReport {
             table: table.name().to_owned(),
             column: sheet.header[col].clone(),

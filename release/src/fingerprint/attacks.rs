@@ -1,7 +1,8 @@
 //! The attack suite: what leakers actually do to a copy before it is found, and what tracing still finds.
 //!
 //! Each case takes a synthetic laboratory table shaped like a release's (`patient_pseudonym` in the
-//! release's form, `jlac10`, `date`, `value` with 2 decimals, `unit`), makes every recipient's copy exactly
+//! release's form, `jlac10`, `date`, `value` written with 2 decimals but reported at each test's own precision
+//! — whole units, 0.1 or 0.01 —, `unit`), or a released table itself ([`run_on`]), makes every recipient's copy exactly
 //! as the builder does (value marks, then recipient pseudonyms), lets one leaker or a coalition produce a
 //! file — a sample of rows, shuffled, columns reordered, then the attack — and traces it with
 //! [`trace_cells`], the decision the release service runs. Innocent trials leak copies made for outsiders
@@ -16,8 +17,8 @@ use rand::{Rng, RngCore, SeedableRng};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::cells::{Cells, Sheet};
-use super::experiments::synthetic_lab_sheet;
+use super::cells::Sheet;
+use super::experiments::{Source, mixed_precision_lab_sheet};
 use super::pseudonyms::{PSEUDONYM_COLUMN, RecipientPseudonyms};
 use super::{
     DEFAULT_BOUND, DEFAULT_MAX_CELL_FRACTION, FingerprintError, FingerprintKey, FingerprintPlan, embed, fit_plan, plan,
@@ -32,7 +33,8 @@ pub enum Attack {
     AsReceived,
     /// Values rounded to one decimal.
     Round,
-    /// ±1 unit of the last decimal (0.01) added to every value, at random.
+    /// ±1 unit of each test's own precision (1 for a whole-number test, 0.01 for creatinine), as the leaker
+    /// sees it in the file, added to every value at random.
     Noise,
     /// ±1 unit, then rounded to one decimal.
     RoundNoise,
@@ -201,8 +203,8 @@ struct Setup {
 const OUTSIDERS: usize = 5;
 
 /// The synthetic table in a release's form: the pseudonym column named and shaped as in a release (32 hex).
-fn release_like(rows: usize, seed: u64) -> (Sheet, Vec<super::MarkedColumn>) {
-    let (mut sheet, marked) = synthetic_lab_sheet(rows, seed);
+fn release_like(rows: usize, seed: u64) -> Source {
+    let (mut sheet, marked) = mixed_precision_lab_sheet(rows, seed);
     if let Some(c) = sheet.index_of("pseudonym") {
         sheet.header[c] = PSEUDONYM_COLUMN.into();
         for cell in &mut sheet.columns[c] {
@@ -216,8 +218,7 @@ fn release_like(rows: usize, seed: u64) -> (Sheet, Vec<super::MarkedColumn>) {
     (sheet, marked)
 }
 
-fn setup(s: &Suite) -> Result<Setup, FingerprintError> {
-    let (original, marked) = release_like(s.rows, s.seed);
+fn setup(s: &Suite, (original, marked): Source) -> Result<Setup, FingerprintError> {
     let mut rng = StdRng::seed_from_u64(s.seed ^ 0x6b65_795f_6174_6b73);
     let mut bytes = [0u8; 32];
     rng.fill_bytes(&mut bytes);
@@ -305,15 +306,26 @@ fn apply(attack: Attack, mut sheet: Sheet, rng: &mut StdRng) -> Sheet {
         Attack::Round | Attack::RoundNoise | Attack::RecodeRoundNoise | Attack::ReplaceRoundNoise
     );
     if let Some(v) = sheet.index_of("value") {
-        for cell in &mut sheet.columns[v] {
+        let units = if noise {
+            reported_units(&sheet, v)
+        } else {
+            HashMap::new()
+        };
+        let code = sheet.index_of("jlac10");
+        for row in 0..sheet.rows() {
+            let cell = &sheet.columns[v][row];
             let Ok(mut x) = cell.trim().parse::<f64>() else {
                 continue;
             };
+            let written = written_decimals(cell);
             if noise {
-                x += if rng.random_bool(0.5) { 0.01 } else { -0.01 };
+                let test = code.map_or("", |c| sheet.columns[c][row].as_str());
+                let unit = units.get(test).copied().unwrap_or(0.01);
+                x += if rng.random_bool(0.5) { unit } else { -unit };
             }
             if noise || round {
-                *cell = if round { format!("{x:.1}") } else { format!("{x:.2}") };
+                let decimals = if round { 1 } else { written };
+                sheet.columns[v][row] = format!("{x:.decimals$}");
             }
         }
     }
@@ -344,6 +356,28 @@ fn apply(attack: Attack, mut sheet: Sheet, rng: &mut StdRng) -> Sheet {
     sheet
 }
 
+/// Digits after the decimal point of a cell as written.
+fn written_decimals(cell: &str) -> usize {
+    cell.trim().split_once('.').map_or(0, |(_, f)| f.len())
+}
+
+/// One unit of each test's own precision as a leaker sees it in the file: 10^-d for the most decimals d any
+/// value of that code uses (trailing zeros dropped) — so ±1 unit moves a whole-number test by 1, a creatinine
+/// value by 0.01.
+fn reported_units(sheet: &Sheet, value: usize) -> HashMap<String, f64> {
+    let Some(code) = sheet.index_of("jlac10") else {
+        return HashMap::new();
+    };
+    let mut used: HashMap<String, i32> = HashMap::new();
+    for row in 0..sheet.rows() {
+        let cell = sheet.columns[value][row].trim();
+        let d = cell.split_once('.').map_or(0, |(_, f)| f.trim_end_matches('0').len());
+        let e = used.entry(sheet.columns[code][row].clone()).or_insert(0);
+        *e = (*e).max(d as i32);
+    }
+    used.into_iter().map(|(c, d)| (c, 10f64.powi(-d))).collect()
+}
+
 /// The file as a spreadsheet re-saves it, read back by the trace's own reader.
 fn reencode(sheet: &Sheet) -> Option<Sheet> {
     let mut out = csv::WriterBuilder::new()
@@ -372,12 +406,7 @@ struct Trial {
 }
 
 fn trace(setup: &Setup, sheet: &Sheet, bound: f64) -> Trial {
-    let plan = setup
-        .plan
-        .columns
-        .iter()
-        .all(|c| sheet.column_index(&c.column).is_some())
-        .then_some(("observations", &setup.plan));
+    let plan = setup.plan.readable_in(sheet).then_some(("observations", &setup.plan));
     let t = trace_cells(&setup.key, plan, true, sheet, &setup.candidates, bound);
     Trial {
         accused: t.accused,
@@ -480,15 +509,25 @@ pub fn cases() -> Vec<Case> {
     out
 }
 
-/// Runs `cases` and the innocent trials of every attack they use (on a tenth of the rows); `progress` is told each
-/// case as it starts.
-pub fn run(
+/// What a run of the suite found: every case's outcome, then the innocent trials of every attack used.
+pub type SuiteOutcome = (Vec<CaseOutcome>, Vec<InnocentOutcome>);
+
+/// Runs `cases` and the innocent trials of every attack they use (on a tenth of the rows) on the synthetic
+/// table of `s.rows` rows; `progress` is told each case as it starts.
+pub fn run(s: &Suite, cases: &[Case], progress: &(dyn Fn(&str) + Sync)) -> Result<SuiteOutcome, FingerprintError> {
+    run_on(s, release_like(s.rows, s.seed), cases, progress)
+}
+
+/// [`run`] on `source`, a released table (its `patient_pseudonym` column, if any, is rewritten per copy as the
+/// builder does) and its marked columns; `s.rows` is ignored.
+pub fn run_on(
     s: &Suite,
+    source: Source,
     cases: &[Case],
     progress: &(dyn Fn(&str) + Sync),
-) -> Result<(Vec<CaseOutcome>, Vec<InnocentOutcome>), FingerprintError> {
+) -> Result<SuiteOutcome, FingerprintError> {
     progress("making the copies");
-    let setup = setup(s)?;
+    let setup = setup(s, source)?;
     let mut outcomes = Vec::with_capacity(cases.len());
     for (i, case) in cases.iter().enumerate() {
         progress(&format!(

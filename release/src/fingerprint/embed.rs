@@ -27,11 +27,62 @@ pub const BUDGET_SIGMAS: f64 = 5.0;
 /// written with decimals) a boundary mark would be the only non-zero digit in sight, so parity is used.
 pub const BOUNDARY_MIN_SHARE: f64 = 0.5;
 
-/// The scheme for a column's cells: boundary when most on-grid values use their last digit.
-fn choose_scheme(cells: &[String], decimals: u32) -> MarkScheme {
+/// Values a code needs in a table before [`plan`] takes the decimals they use as its precision; codes with
+/// fewer keep the column's (a few values of a two-decimal test may all end in 0 by chance).
+pub const PRECISION_MIN_CELLS: usize = 20;
+
+/// Decimal places a value of `q` units of 10^-`decimals` uses (trailing zeros dropped).
+fn used_decimals(mut q: i64, mut decimals: u32) -> u32 {
+    while decimals > 0 && q % 10 == 0 {
+        q /= 10;
+        decimals -= 1;
+    }
+    decimals
+}
+
+/// Fills `column`'s per-code precision from `sheet`: the most decimals any value of a code uses, for codes
+/// with at least [`PRECISION_MIN_CELLS`] values on the column's grid.
+fn find_precision(column: &mut MarkedColumn, sheet: &Sheet) {
+    let decimals = column.decimals;
+    let Some(precision) = column.precision.as_mut() else {
+        return;
+    };
+    let (Some(values), Some(codes)) = (sheet.column(&column.column), sheet.column(&precision.code_column)) else {
+        return;
+    };
+    let mut seen: HashMap<&str, (usize, u32)> = HashMap::new();
+    for (value, code) in values.iter().zip(codes) {
+        if let Some(v) = parse_scaled(value, decimals).filter(|v| v.on_grid) {
+            let entry = seen.entry(precision.key(code)).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.max(used_decimals(v.q, decimals));
+        }
+    }
+    precision.decimals = seen
+        .into_iter()
+        .filter(|(_, (n, _))| *n >= PRECISION_MIN_CELLS)
+        .map(|(code, (_, d))| (code.to_owned(), d))
+        .collect();
+}
+
+/// Decimal places of the cell of `row` of `spec` in `sheet`: its code's precision, or the column's.
+fn cell_decimals(spec: &MarkedColumn, code: Option<&[String]>, row: usize) -> u32 {
+    match (&spec.precision, code) {
+        (Some(p), Some(codes)) => p.decimals_of(&codes[row], spec.decimals),
+        _ => spec.decimals,
+    }
+}
+
+/// The scheme for a column's cells: boundary when most on-grid values use their last digit (at their own
+/// code's precision, when the column has one).
+fn choose_scheme(spec: &MarkedColumn, sheet: &Sheet) -> MarkScheme {
+    let Some(cells) = sheet.column(&spec.column) else {
+        return MarkScheme::Parity;
+    };
+    let codes = spec.precision.as_ref().and_then(|p| sheet.column(&p.code_column));
     let (mut on_grid, mut used) = (0usize, 0usize);
-    for cell in cells {
-        if let Some(v) = parse_scaled(cell, decimals).filter(|v| v.on_grid) {
+    for (row, cell) in cells.iter().enumerate() {
+        if let Some(v) = parse_scaled(cell, cell_decimals(spec, codes, row)).filter(|v| v.on_grid) {
             on_grid += 1;
             used += usize::from(v.q.rem_euclid(10) != 0);
         }
@@ -83,10 +134,12 @@ pub fn plan(mut columns: Vec<MarkedColumn>, sheet: &Sheet, max_cell_fraction: f6
         if column.decimals > MAX_DECIMALS {
             continue;
         }
-        column.scheme = choose_scheme(cells, column.decimals);
+        find_precision(column, sheet);
+        column.scheme = choose_scheme(column, sheet);
+        let codes = column.precision.as_ref().and_then(|p| sheet.column(&p.code_column));
         let mut groups: HashMap<i64, u64> = HashMap::new();
-        for cell in cells {
-            if let Some(coarse) = parse_scaled(cell, column.decimals)
+        for (row, cell) in cells.iter().enumerate() {
+            if let Some(coarse) = parse_scaled(cell, cell_decimals(column, codes, row))
                 .filter(|v| v.on_grid)
                 .and_then(|v| coarse_of(v.q, column.scheme))
             {
@@ -134,7 +187,40 @@ fn cell_budget(cells: usize, fraction: f64) -> usize {
 /// so the tracer needs no cluster sizes. Which cells are marked depends on the key but not on the
 /// recipient, so every copy uses the same count and [`embed`] with the same budget never refuses. The
 /// cutoff and columns are kept; the plan is checked as by [`embed`].
+///
+/// A boundary-scheme column is also fitted under parity, and keeps the boundary scheme only if that yields
+/// at least [`BOUNDARY_MIN_POSITION_SHARE`] of parity's positions: a boundary position must not be read by any
+/// unmarked cell, which on a small table with coarse anchors (dates released as `*`, ten test codes) leaves
+/// too few positions to name anyone — there, parity at each test's own precision (a whole-number test moves by
+/// one, and rounding to one decimal leaves it) is the better code.
 pub fn fit_plan(
+    key: &FingerprintKey,
+    plan: &FingerprintPlan,
+    sheet: &Sheet,
+    max_cell_fraction: f64,
+) -> Result<FingerprintPlan, FingerprintError> {
+    let fitted = fit_schemes(key, plan, sheet, max_cell_fraction)?;
+    if plan.columns.iter().all(|c| c.scheme.is_parity()) {
+        return Ok(fitted);
+    }
+    let mut parity = plan.clone();
+    for column in &mut parity.columns {
+        column.scheme = MarkScheme::Parity;
+    }
+    let alternative = fit_schemes(key, &parity, sheet, max_cell_fraction)?;
+    let count = |p: &FingerprintPlan| p.positions.as_ref().map_or(0, |s| s.len()) as f64;
+    Ok(if count(&fitted) >= BOUNDARY_MIN_POSITION_SHARE * count(&alternative) {
+        fitted
+    } else {
+        alternative
+    })
+}
+
+/// Share of the parity fit's positions a boundary fit must reach to be kept (see [`fit_plan`]).
+pub const BOUNDARY_MIN_POSITION_SHARE: f64 = 0.5;
+
+/// [`fit_plan`] with the plan's schemes as they are.
+fn fit_schemes(
     key: &FingerprintKey,
     plan: &FingerprintPlan,
     sheet: &Sheet,
@@ -153,7 +239,7 @@ pub fn fit_plan(
             let mut interfered: HashSet<u64> = HashSet::new();
             for (r, reader) in resolved.iter().zip(&readers) {
                 for row in i * CHUNK..((i + 1) * CHUNK).min(rows) {
-                    let own = locate(&prf, sheet, r, row).map(|(position, _, _)| position);
+                    let own = locate(&prf, sheet, r, row).map(|cell| cell.position);
                     if let Some(position) = own {
                         *counts.entry(position).or_default() += 1;
                     }
@@ -209,11 +295,23 @@ pub fn fit_plan(
     })
 }
 
-/// A markable cell's position, the coarse part of its value and its value (`None` if the cell is not
-/// markable).
-fn locate(prf: &Prf, sheet: &Sheet, r: &Resolved, row: usize) -> Option<(u64, i64, i64)> {
-    let v = parse_scaled(&sheet.columns[r.column][row], r.spec.decimals).filter(|v| v.on_grid)?;
+/// A markable cell: its position, the coarse part of its value, and its value in units of its own last
+/// decimal, which is 10^`scale` units of the column's.
+struct Located {
+    position: u64,
+    coarse: i64,
+    q: i64,
+    scale: u32,
+}
+
+/// The markable cell of `row` (`None` if the cell is not markable).
+fn locate(prf: &Prf, sheet: &Sheet, r: &Resolved, row: usize) -> Option<Located> {
+    let decimals = cell_decimals(r.spec, r.code.map(|c| sheet.columns[c].as_slice()), row);
+    let v = parse_scaled(&sheet.columns[r.column][row], decimals).filter(|v| v.on_grid)?;
     let coarse = coarse_of(v.q, r.spec.scheme)?;
+    let scale = r.spec.decimals - decimals;
+    // Any marked value of this cell must be writable in units of the column's last decimal.
+    (v.q.abs() + 10).checked_mul(10i64.checked_pow(scale)?)?;
     let name = r.spec.column.as_str();
     let anchor = match prf.anchor_choice(name, coarse, r.anchors.len()) {
         0 => None,
@@ -222,7 +320,12 @@ fn locate(prf: &Prf, sheet: &Sheet, r: &Resolved, row: usize) -> Option<(u64, i6
             sheet.columns[r.anchors[i - 1]][row].trim(),
         )),
     };
-    Some((prf.position(name, coarse, anchor), coarse, v.q))
+    Some(Located {
+        position: prf.position(name, coarse, anchor),
+        coarse,
+        q: v.q,
+        scale,
+    })
 }
 
 /// What embedding did to one copy (no secret: counts only).
@@ -246,6 +349,8 @@ struct Resolved<'a> {
     spec: &'a MarkedColumn,
     column: usize,
     anchors: Vec<usize>,
+    /// The code column of a per-code precision.
+    code: Option<usize>,
 }
 
 /// Writes `recipient`'s code into `sheet` (a copy that is about to be given to that recipient).
@@ -363,7 +468,29 @@ fn resolve<'a>(plan: &'a FingerprintPlan, sheet: &Sheet) -> Result<Vec<Resolved<
                 anchor: anchor.clone(),
             })?);
         }
-        out.push(Resolved { spec, column, anchors });
+        let code = match &spec.precision {
+            Some(p) if plan.columns.iter().any(|c| c.column == p.code_column) => {
+                return Err(FingerprintError::AnchorMarked {
+                    column: spec.column.clone(),
+                    anchor: p.code_column.clone(),
+                });
+            }
+            Some(p) => Some(
+                sheet
+                    .index_of(&p.code_column)
+                    .ok_or_else(|| FingerprintError::UnknownAnchor {
+                        column: spec.column.clone(),
+                        anchor: p.code_column.clone(),
+                    })?,
+            ),
+            None => None,
+        };
+        out.push(Resolved {
+            spec,
+            column,
+            anchors,
+            code,
+        });
     }
     Ok(out)
 }
@@ -371,6 +498,7 @@ fn resolve<'a>(plan: &'a FingerprintPlan, sheet: &Sheet) -> Result<Vec<Resolved<
 struct Change {
     column: usize,
     row: usize,
+    /// The new value in units of the column's last decimal.
     q: i64,
 }
 
@@ -395,17 +523,19 @@ fn scan(
     };
     for (ri, r) in resolved.iter().enumerate() {
         for row in rows.clone() {
-            let Some((position, coarse, old)) = locate(prf, sheet, r, row) else {
+            let Some(cell) = locate(prf, sheet, r, row) else {
                 continue;
             };
             chunk.markable += 1;
-            if !plan.selects(prf, position) {
+            if !plan.selects(prf, cell.position) {
                 continue;
             }
             chunk.marked += 1;
-            let bit = prf.bit(recipient, position, prf.bias(position, plan.cutoff));
-            let q = marked_value(coarse, bit, r.spec.scheme);
-            if q != old {
+            let bit = prf.bit(recipient, cell.position, prf.bias(cell.position, plan.cutoff));
+            let q = marked_value(cell.coarse, bit, r.spec.scheme);
+            if q != cell.q {
+                // Written with the column's decimals, like every other cell of it (`locate` checked the range).
+                let q = q * 10i64.pow(cell.scale);
                 chunk.changes.push(Change { column: ri, row, q });
             }
         }

@@ -13,23 +13,24 @@ use super::cells::{Cells, Sheet};
 use super::prf::Prf;
 use super::read::{ColumnReader, Reading, Tally};
 use super::value::format_scaled;
+use super::{CodePrecision, MarkScheme, MarkedColumn, Marks, accuse, embed, fit_plan, plan, read_marks};
 use super::{
     DEFAULT_BOUND, DEFAULT_CUTOFF, DEFAULT_MAX_CELL_FRACTION, FingerprintError, FingerprintKey, FingerprintPlan,
 };
-use super::{MarkScheme, MarkedColumn, Marks, accuse, embed, fit_plan, plan, read_marks};
 
-/// (JLAC10 code, unit, mean, standard deviation, minimum) of the synthetic tests.
-const CODES: [(&str, &str, f64, f64, f64); 10] = [
-    ("3B035000002327201", "U/L", 25.0, 8.0, 5.0),      // AST
-    ("3B045000002327201", "U/L", 22.0, 10.0, 3.0),     // ALT
-    ("3C015000002327101", "mg/dL", 0.9, 0.3, 0.2),     // creatinine
-    ("3C025000002327101", "mg/dL", 15.0, 5.0, 2.0),    // urea nitrogen
-    ("3D010000001926101", "mg/dL", 110.0, 30.0, 40.0), // glucose
-    ("3D046000001906202", "%", 6.0, 1.0, 3.5),         // HbA1c
-    ("3F050000002327101", "mg/dL", 120.0, 35.0, 20.0), // LDL cholesterol
-    ("3F070000002327101", "mg/dL", 58.0, 15.0, 15.0),  // HDL cholesterol
-    ("3F015000002327101", "mg/dL", 130.0, 70.0, 20.0), // triglycerides
-    ("2A030000001930101", "g/dL", 13.5, 1.8, 5.0),     // haemoglobin
+/// (JLAC10 code, unit, mean, standard deviation, minimum, decimals reported in practice) of the synthetic
+/// tests.
+const CODES: [(&str, &str, f64, f64, f64, i32); 10] = [
+    ("3B035000002327201", "U/L", 25.0, 8.0, 5.0, 0),      // AST
+    ("3B045000002327201", "U/L", 22.0, 10.0, 3.0, 0),     // ALT
+    ("3C015000002327101", "mg/dL", 0.9, 0.3, 0.2, 2),     // creatinine
+    ("3C025000002327101", "mg/dL", 15.0, 5.0, 2.0, 1),    // urea nitrogen
+    ("3D010000001926101", "mg/dL", 110.0, 30.0, 40.0, 0), // glucose
+    ("3D046000001906202", "%", 6.0, 1.0, 3.5, 1),         // HbA1c
+    ("3F050000002327101", "mg/dL", 120.0, 35.0, 20.0, 0), // LDL cholesterol
+    ("3F070000002327101", "mg/dL", 58.0, 15.0, 15.0, 0),  // HDL cholesterol
+    ("3F015000002327101", "mg/dL", 130.0, 70.0, 20.0, 0), // triglycerides
+    ("2A030000001930101", "g/dL", 13.5, 1.8, 5.0, 1),     // haemoglobin
 ];
 
 /// Days covered by the synthetic dates (2021-01-01 to 2023-12-31).
@@ -39,14 +40,30 @@ const DAYS: i64 = 1095;
 /// person), `jlac10` (10 codes), `date` (3 years), `value` (2 decimals, plausible per code), `unit` — and
 /// its marked column (`value`, 2 decimals, anchored on `date` and `jlac10`). Deterministic from `seed`.
 pub fn synthetic_lab_sheet(rows: usize, seed: u64) -> (Sheet, Vec<MarkedColumn>) {
+    lab_sheet(rows, seed, false)
+}
+
+/// The same table as a release writes real laboratory results: each test reported at its own precision
+/// (enzymes and lipids in whole units, HbA1c and haemoglobin to 0.1, creatinine to 0.01), every value written
+/// with 2 decimals; the marked column looks each cell's precision up by the JLAC10 analyte (5 characters),
+/// as the catalogue declares for released observations.
+pub fn mixed_precision_lab_sheet(rows: usize, seed: u64) -> (Sheet, Vec<MarkedColumn>) {
+    lab_sheet(rows, seed, true)
+}
+
+fn lab_sheet(rows: usize, seed: u64, mixed: bool) -> (Sheet, Vec<MarkedColumn>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let people: Vec<String> = (0..(rows / 8).max(1))
         .map(|_| format!("{:016x}", rng.next_u64()))
         .collect();
     let mut columns: Vec<Vec<String>> = (0..5).map(|_| Vec::with_capacity(rows)).collect();
     for _ in 0..rows {
-        let (code, unit, mean, sd, min) = CODES[rng.random_range(0..CODES.len())];
-        let value = (mean + sd * normal(&mut rng)).max(min);
+        let (code, unit, mean, sd, min, reported) = CODES[rng.random_range(0..CODES.len())];
+        let mut value = (mean + sd * normal(&mut rng)).max(min);
+        if mixed {
+            let f = 10f64.powi(reported);
+            value = (value * f).round() / f;
+        }
         columns[0].push(people[rng.random_range(0..people.len())].clone());
         columns[1].push(code.to_string());
         columns[2].push(date(rng.random_range(0..DAYS)));
@@ -61,6 +78,7 @@ pub fn synthetic_lab_sheet(rows: usize, seed: u64) -> (Sheet, Vec<MarkedColumn>)
         decimals: 2,
         anchors: vec!["date".into(), "jlac10".into()],
         scheme: MarkScheme::Parity,
+        precision: mixed.then(|| CodePrecision::new("jlac10", 5)),
     }];
     (Sheet { header, columns }, marked)
 }

@@ -87,7 +87,9 @@ mod tests;
 pub use accuse::{CandidateScore, Verdict, accuse};
 pub use carriers::{Traced, reads_pseudonyms, trace_cells};
 pub use cells::{Cells, Sheet};
-pub use embed::{BOUNDARY_MIN_SHARE, BUDGET_SHARE, BUDGET_SIGMAS, EmbedReport, embed, fit_plan, plan};
+pub use embed::{
+    BOUNDARY_MIN_POSITION_SHARE, BOUNDARY_MIN_SHARE, BUDGET_SHARE, BUDGET_SIGMAS, EmbedReport, embed, fit_plan, plan,
+};
 pub use pseudonyms::{PSEUDONYM_COLUMN, PseudonymMatch, PseudonymVerdict, RecipientPseudonyms, trace_pseudonyms};
 pub use read::{Marks, ReadPosition, read_marks};
 pub use value::{MAX_DECIMALS, Scaled, format_scaled, parse_scaled, render_scaled};
@@ -191,6 +193,51 @@ pub struct MarkedColumn {
     /// before the boundary scheme: parity).
     #[serde(default, skip_serializing_if = "MarkScheme::is_parity")]
     pub scheme: MarkScheme,
+    /// The precision of each cell, by the code of its row, when the column mixes tests reported with different
+    /// precisions (whole-number enzymes beside two-decimal creatinine): marks then live in each cell's own last
+    /// significant digit, so rounding the column to one decimal leaves whole-number tests' marks intact.
+    /// Absent: every cell has the column's `decimals` (records made before per-code precision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<CodePrecision>,
+}
+
+/// The decimal places a measured column's values are reported with, per code of the row (filled in by
+/// [`plan`] from the values; kept in the release record with the plan, never given to recipients).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodePrecision {
+    /// The column naming what each value measures.
+    pub code_column: String,
+    /// Leading characters of a code that decide its precision (the JLAC10 analyte): a leaker who re-codes one
+    /// level up keeps them, so the tracer still knows each cell's precision.
+    pub prefix: usize,
+    /// Decimal places each code prefix's values use, at most the column's. Codes not listed (too few values to
+    /// tell) use the column's.
+    #[serde(default)]
+    pub decimals: std::collections::BTreeMap<String, u32>,
+}
+
+impl CodePrecision {
+    /// A precision by `prefix` leading characters of `code_column`, before [`plan`] has read the values.
+    pub fn new(code_column: &str, prefix: usize) -> CodePrecision {
+        CodePrecision {
+            code_column: code_column.to_owned(),
+            prefix,
+            decimals: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// The part of a code its precision is looked up by (whole characters, surrounding space ignored).
+    pub fn key<'a>(&self, code: &'a str) -> &'a str {
+        let code = code.trim();
+        code.char_indices().nth(self.prefix).map_or(code, |(i, _)| &code[..i])
+    }
+
+    /// The decimal places of a cell whose row has `code`, for a column written with `column_decimals`.
+    pub fn decimals_of(&self, code: &str, column_decimals: u32) -> u32 {
+        self.decimals
+            .get(self.key(code))
+            .map_or(column_decimals, |&d| d.min(column_decimals))
+    }
 }
 
 /// How a marked cell carries its bit.
@@ -235,6 +282,17 @@ pub struct FingerprintPlan {
 }
 
 impl FingerprintPlan {
+    /// Whether `cells` has every marked column and what reading it needs (the code column of a per-code
+    /// precision): whether this plan's marks can be read there at all.
+    pub fn readable_in<C: Cells + ?Sized>(&self, cells: &C) -> bool {
+        self.columns.iter().all(|c| {
+            cells.column_index(&c.column).is_some()
+                && c.precision
+                    .as_ref()
+                    .is_none_or(|p| cells.column_index(&p.code_column).is_some())
+        })
+    }
+
     /// Whether cells at `position` carry a mark under this plan.
     pub(crate) fn selects(&self, prf: &prf::Prf, position: u64) -> bool {
         prf.selected(position, self.rate) && self.positions.as_ref().is_none_or(|p| p.contains(position))

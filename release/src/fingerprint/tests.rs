@@ -7,7 +7,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::accuse::{Term, ln_perfect, ln_tail_bound, max_score};
-use super::experiments::{Experiment, LeakedView, collusion, innocents, single_leaker, synthetic_lab_sheet};
+use super::experiments::{
+    Experiment, LeakedView, collusion, innocents, mixed_precision_lab_sheet, single_leaker, synthetic_lab_sheet,
+};
 use super::prf::Prf;
 use super::*;
 
@@ -431,6 +433,7 @@ fn a_fitted_plan_that_fits_everything_marks_every_cell() {
         decimals: 1,
         anchors: vec![],
         scheme: MarkScheme::Parity,
+        precision: None,
     }];
     let fitted = fit_plan(&key(1), &plan(spec, &wide, 0.01), &wide, 0.01).unwrap();
     assert_eq!(fitted.rate, 1.0);
@@ -495,6 +498,7 @@ fn negative_and_odd_values_are_marked_within_tolerance() {
         decimals: 1,
         anchors: vec!["group".into()],
         scheme: MarkScheme::Parity,
+        precision: None,
     }];
     let plan = plan(marked.clone(), &original, 0.01);
     assert_eq!(plan.columns[0].scheme, MarkScheme::Boundary);
@@ -521,6 +525,174 @@ fn negative_and_odd_values_are_marked_within_tolerance() {
         assert!((a - b).abs() <= 1, "{old} -> {new}");
         assert_ne!(new, "-0.0");
     }
+}
+
+/// Decimals of a value as reported: the digits after the point, trailing zeros dropped.
+fn used_decimals_of(text: &str) -> usize {
+    text.split_once('.').map_or(0, |(_, f)| f.trim_end_matches('0').len())
+}
+
+/// The reported precision of each JLAC10 analyte in the mixed synthetic table (what a laboratory sends).
+fn reported(code: &str) -> u32 {
+    match &code[..5] {
+        "3C015" => 2,
+        "3C025" | "3D046" | "2A030" => 1,
+        _ => 0,
+    }
+}
+
+#[test]
+fn marks_stay_within_each_tests_own_precision() {
+    let k = key(12);
+    let (original, marked) = mixed_precision_lab_sheet(20_000, 12);
+    let rough = plan(marked, &original, DEFAULT_MAX_CELL_FRACTION);
+    let precision = rough.columns[0].precision.as_ref().unwrap();
+    assert_eq!(precision.decimals.get("3B035"), Some(&0));
+    assert_eq!(precision.decimals.get("3C015"), Some(&2));
+    assert_eq!(precision.decimals.get("3D046"), Some(&1));
+    assert_eq!(precision.decimals.len(), 10);
+    // Each cell at its own precision uses its last digit: the boundary scheme.
+    assert_eq!(rough.columns[0].scheme, MarkScheme::Boundary);
+    let plan = fit_plan(&k, &rough, &original, DEFAULT_MAX_CELL_FRACTION).unwrap();
+    let mut copy = original.clone();
+    let report = embed(&k, "r", &plan, &mut copy, DEFAULT_MAX_CELL_FRACTION).unwrap();
+    assert!(report.changed > 100, "{report:?}");
+    let (code, value) = (
+        original.index_of("jlac10").unwrap(),
+        original.index_of("value").unwrap(),
+    );
+    let mut whole_changed = 0;
+    for row in 0..original.rows() {
+        let (old, new) = (&original.columns[value][row], &copy.columns[value][row]);
+        let d = reported(&original.columns[code][row]);
+        // Written as every other cell (2 decimals), never finer than the test reports, at most 2 units away.
+        assert_eq!(new.split_once('.').map(|(_, f)| f.len()), Some(2), "{new}");
+        assert!(used_decimals_of(new) <= d as usize, "{old} -> {new}");
+        let (a, b) = (parse_scaled(old, d).unwrap().q, parse_scaled(new, d).unwrap().q);
+        assert!((a - b).abs() <= 2, "{old} -> {new}");
+        whole_changed += usize::from(d == 0 && a != b);
+    }
+    assert!(whole_changed > 0);
+}
+
+#[test]
+fn rounding_a_mixed_precision_copy_keeps_the_marks_of_its_whole_number_tests() {
+    // The attack: pseudonyms gone, every value ±1 unit of its test's precision and rounded to one decimal. With
+    // the column's precision alone (two decimals) most tests are whole numbers, so parity is chosen, and
+    // rounding erases every mark; at each test's own precision the marks survive.
+    let recipients = names("r", 10);
+    let (original, marked) = mixed_precision_lab_sheet(20_000, 13);
+    let leak = |copy: &Sheet, rng: &mut StdRng| -> Sheet {
+        let (code, value) = (copy.index_of("jlac10").unwrap(), copy.index_of("value").unwrap());
+        let mut leaked = copy.clone();
+        for row in 0..copy.rows() {
+            let unit = 10f64.powi(-(reported(&copy.columns[code][row]) as i32));
+            let x: f64 = copy.columns[value][row].parse().unwrap();
+            let x = x + if rng.random_bool(0.5) { unit } else { -unit };
+            leaked.columns[value][row] = format!("{x:.1}");
+        }
+        leaked.drop_column("pseudonym");
+        leaked
+    };
+    for per_code in [false, true] {
+        let k = key(13);
+        let mut marked = marked.clone();
+        if !per_code {
+            marked[0].precision = None;
+        }
+        let rough = plan(marked, &original, DEFAULT_MAX_CELL_FRACTION);
+        let plan = fit_plan(&k, &rough, &original, DEFAULT_MAX_CELL_FRACTION).unwrap();
+        let mut copy = original.clone();
+        embed(&k, &recipients[3], &plan, &mut copy, DEFAULT_MAX_CELL_FRACTION).unwrap();
+        let leaked = leak(&copy, &mut StdRng::seed_from_u64(13));
+        let verdict = accuse(&k, &read_marks(&k, &plan, &leaked), &recipients, DEFAULT_BOUND);
+        if per_code {
+            assert_eq!(verdict.accused, vec![recipients[3].clone()], "{}", verdict.explanation);
+        } else {
+            assert_eq!(plan.columns[0].scheme, MarkScheme::Parity);
+            assert!(verdict.accused.is_empty(), "{}", verdict.explanation);
+        }
+        // Innocent: the unmarked table under the same attack.
+        let innocent = leak(&original, &mut StdRng::seed_from_u64(14));
+        let verdict = accuse(&k, &read_marks(&k, &plan, &innocent), &recipients, DEFAULT_BOUND);
+        assert!(verdict.accused.is_empty(), "{}", verdict.explanation);
+    }
+}
+
+#[test]
+fn a_small_table_with_coarse_anchors_falls_back_to_parity_at_each_tests_precision() {
+    // Like the demo's laboratory table: dates released as `*`, three whole-number tests, 30,000 rows.
+    // Boundary positions there are nearly all read by unmarked cells too; the fit keeps parity, at each test's
+    // own precision: a whole-number value moves by one and stays whole, so rounding to one decimal keeps it.
+    let mut rng = StdRng::seed_from_u64(15);
+    let codes = ["3B035000002327201", "3D010000001926101", "3F015000002327101"];
+    let rows: Vec<Vec<String>> = (0..30_000)
+        .map(|_| {
+            let code = codes[rng.random_range(0..3)];
+            let value = format_scaled(100 * rng.random_range(20..5000i64), 2);
+            vec![code.to_owned(), "*".to_owned(), value]
+        })
+        .collect();
+    let original = Sheet::from_rows(&["jlac10", "date", "value"], &rows).unwrap();
+    let marked = vec![MarkedColumn {
+        column: "value".into(),
+        decimals: 2,
+        anchors: vec!["date".into(), "jlac10".into()],
+        scheme: MarkScheme::Parity,
+        precision: Some(CodePrecision::new("jlac10", 5)),
+    }];
+    let k = key(15);
+    let rough = plan(marked, &original, DEFAULT_MAX_CELL_FRACTION);
+    assert_eq!(rough.columns[0].scheme, MarkScheme::Boundary);
+    let fitted = fit_plan(&k, &rough, &original, DEFAULT_MAX_CELL_FRACTION).unwrap();
+    assert_eq!(fitted.columns[0].scheme, MarkScheme::Parity);
+    assert!(fitted.positions.as_ref().unwrap().len() > 20);
+    let recipients = names("r", 5);
+    let mut copy = original.clone();
+    assert!(
+        embed(&k, &recipients[2], &fitted, &mut copy, DEFAULT_MAX_CELL_FRACTION)
+            .unwrap()
+            .changed
+            > 0
+    );
+    for (old, new) in original.columns[2].iter().zip(&copy.columns[2]) {
+        assert!(new.ends_with(".00"), "{new}");
+        let (a, b) = (parse_scaled(old, 0).unwrap().q, parse_scaled(new, 0).unwrap().q);
+        assert!((a - b).abs() <= 1, "{old} -> {new}");
+    }
+    let mut leaked = copy.clone();
+    for cell in &mut leaked.columns[2] {
+        *cell = format!("{:.1}", cell.parse::<f64>().unwrap());
+    }
+    let verdict = accuse(&k, &read_marks(&k, &fitted, &leaked), &recipients, DEFAULT_BOUND);
+    assert_eq!(verdict.accused, vec![recipients[2].clone()], "{}", verdict.explanation);
+}
+
+#[test]
+fn per_code_precision_needs_its_code_column() {
+    let k = key(14);
+    let (original, marked) = mixed_precision_lab_sheet(2_000, 14);
+    let plan = plan(marked, &original, DEFAULT_MAX_CELL_FRACTION);
+    assert!(plan.readable_in(&original));
+    let mut without = original.clone();
+    without.drop_column("jlac10");
+    assert!(!plan.readable_in(&without));
+    assert!(matches!(
+        embed(&k, "r", &plan, &mut without.clone(), DEFAULT_MAX_CELL_FRACTION),
+        Err(FingerprintError::UnknownAnchor { .. })
+    ));
+    let marks = read_marks(&k, &plan, &without);
+    assert_eq!(marks.missing_columns, vec!["value".to_owned()]);
+    // A record from before per-code precision reads as it did.
+    let json = r#"{"column":"value","decimals":2,"anchors":["date"]}"#;
+    let old: MarkedColumn = serde_json::from_str(json).unwrap();
+    assert_eq!(old.precision, None);
+    assert_eq!(serde_json::to_string(&old).unwrap(), json);
+    // Prefixes are whole characters; codes shorter than the prefix are their own key.
+    let p = CodePrecision::new("code", 5);
+    assert_eq!(p.key(" 3C015000002327101 "), "3C015");
+    assert_eq!(p.key("3C0"), "3C0");
+    assert_eq!(p.key("検査コード七字"), "検査コード");
 }
 
 // ---- reading and accusing ----
