@@ -99,6 +99,11 @@ pub struct ReleaseBench {
     /// Attack cases: `all`, or `headline` (one leaker and three mixing, a tenth, ±1 unit and rounded).
     #[arg(long, default_value = "all")]
     pub attack_cases: String,
+    /// The table the attack suite marks and leaks: `synthetic` (`--attack-rows` rows of the mixed-precision
+    /// laboratory table), `build` (the observations the `build` part just released from the core store, read
+    /// back through the zone in this process, never written out in clear), or `sheet` (the `--sheet` file).
+    #[arg(long, default_value = "synthetic")]
+    pub attack_source: String,
     /// Home of the core store the release is built from (default: $TOKUMEI_HOME).
     #[arg(long)]
     pub home: Option<PathBuf>,
@@ -340,12 +345,15 @@ pub fn run(a: ReleaseBench, json: bool) -> Result<()> {
     if want("experiments") {
         report.experiments = experiments_part(&a, &bar)?;
     }
-    if want("attacks") {
-        report.attacks = Some(attacks_part(&a, &bar)?);
-    }
     let rt = runtime()?;
+    let mut built = None;
     if want("build") {
-        report.build = Some(rt.block_on(build_part(&a, &bar))?);
+        let (part, observations) = rt.block_on(build_part(&a, &bar))?;
+        report.build = Some(part);
+        built = observations;
+    }
+    if want("attacks") {
+        report.attacks = Some(attacks_part(&a, &bar, built)?);
     }
     if want("download") {
         report.download = Some(rt.block_on(download_part(&a, &bar))?);
@@ -407,8 +415,14 @@ fn human(r: &Report) {
     }
     if let Some(x) = &r.attacks {
         println!(
-            "attacks   {} rows, {} recipients, {} trials per case, {} innocent trials per attack ({:.0}s)",
-            x.suite.rows, x.suite.recipients, x.suite.trials, x.suite.innocent_trials, x.seconds
+            "attacks   {}: {} rows, {} patients, {} recipients, {} trials per case, {} innocent trials per attack ({:.0}s)",
+            x.source, x.rows, x.patients, x.suite.recipients, x.suite.trials, x.suite.innocent_trials, x.seconds
+        );
+        let schemes: Vec<String> = x.outcome.schemes.iter().map(|(c, s)| format!("{c}: {s:?}")).collect();
+        println!(
+            "          fitted plan: {} positions ({})",
+            x.outcome.positions,
+            schemes.join(", ")
         );
         print!("{}", x.markdown);
     }
@@ -622,28 +636,61 @@ fn trace_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<TracePart> {
 
 #[derive(Serialize)]
 struct AttacksPart {
+    /// What the suite ran on.
+    source: String,
+    /// Rows and distinct patients of that table.
+    rows: usize,
+    patients: usize,
     suite: attacks::Suite,
     seconds: f64,
-    cases: Vec<attacks::CaseOutcome>,
-    innocents: Vec<attacks::InnocentOutcome>,
+    #[serde(flatten)]
+    outcome: attacks::SuiteOutcome,
     markdown: String,
 }
 
-fn attacks_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<AttacksPart> {
+fn attacks_part(a: &ReleaseBench, bar: &ProgressBar, built: Option<experiments::Source>) -> Result<AttacksPart> {
     let suite = attacks::Suite::new(a.attack_rows, a.attack_trials, a.attack_innocent_trials, a.seed);
     let cases = match a.attack_cases.as_str() {
         "all" => attacks::cases(),
         "headline" => attacks::headline_cases(),
         other => anyhow::bail!("unknown --attack-cases {other:?} (all, headline)"),
     };
+    let (name, source) = match (a.attack_source.as_str(), built) {
+        ("synthetic", _) => ("synthetic mixed-precision laboratory table".to_owned(), None),
+        ("build", Some(built)) => ("observations released by the build part".to_owned(), Some(built)),
+        ("build", None) => anyhow::bail!("--attack-source build needs the build part (--parts build,attacks)"),
+        ("sheet", _) => {
+            let path = a.sheet.as_deref().context("--attack-source sheet needs --sheet FILE")?;
+            (
+                format!("released table {}", path.display()),
+                Some(released_sheet(path)?),
+            )
+        }
+        (other, _) => anyhow::bail!("unknown --attack-source {other:?} (synthetic, build, sheet)"),
+    };
+    let (rows, patients) = source
+        .as_ref()
+        .map_or((a.attack_rows, a.attack_rows / 8), |(sheet, _)| {
+            let distinct: BTreeSet<&str> = sheet
+                .column(tokumei_release::catalogue::PSEUDONYM)
+                .map(|c| c.iter().map(String::as_str).collect())
+                .unwrap_or_default();
+            (sheet.rows(), distinct.len())
+        });
+    let progress = |m: &str| bar.set_message(format!("attacks: {m}"));
     let t = Instant::now();
-    let (outcomes, innocents) = attacks::run(&suite, &cases, &|m| bar.set_message(format!("attacks: {m}")))?;
+    let outcome = match source {
+        Some(source) => attacks::run_on(&suite, source, &cases, &progress)?,
+        None => attacks::run(&suite, &cases, &progress)?,
+    };
     Ok(AttacksPart {
-        markdown: attacks::markdown(&outcomes, &innocents),
+        source: name,
+        rows,
+        patients,
         suite,
         seconds: t.elapsed().as_secs_f64(),
-        cases: outcomes,
-        innocents,
+        markdown: attacks::markdown(&outcome.cases, &outcome.innocents),
+        outcome,
     })
 }
 
@@ -699,12 +746,14 @@ fn released_sheet(path: &Path) -> Result<experiments::Source> {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     let kind = tokumei_store::Table::from_name(stem)
         .with_context(|| format!("{}: the file stem names no table of the store", path.display()))?;
+    source_of(&table, kind).with_context(|| format!("{}: table {stem} has no marked column", path.display()))
+}
+
+/// A released table's cells and the catalogue's marked columns for it (`None` if it has none).
+fn source_of(table: &tokumei_deid::table::Table, kind: tokumei_store::Table) -> Option<experiments::Source> {
     let names: Vec<String> = table.names().iter().map(|n| (*n).to_owned()).collect();
     let marked = tokumei_release::catalogue::marked_columns(kind, &names);
-    if marked.is_empty() {
-        anyhow::bail!("{}: table {stem} has no marked column", path.display());
-    }
-    Ok((Sheet::from_cells(&table, &names), marked))
+    (!marked.is_empty()).then(|| (Sheet::from_cells(table, &names), marked))
 }
 
 /// Enrols an invited person with a password and TOTP and logs them in: (actor, session token).
@@ -856,7 +905,9 @@ async fn approved_application(dir: &Path, tables: &[TableRequest]) -> Result<App
     })
 }
 
-async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<BuildPart> {
+/// The build part's figures, and the released observations (the first recipient's copy, read back through the
+/// zone) when the attack suite is to run on them.
+async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<(BuildPart, Option<experiments::Source>)> {
     let home = a.home.clone().unwrap_or_else(tokumei_ingest::home::tokumei_home);
     let cfg = tokumei_ingest::config::Config::load(a.config.as_deref())?;
     bar.set_message(format!("build: opening the store under {}", home.display()));
@@ -922,6 +973,20 @@ async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<BuildPart> {
         })
         .collect();
     let rows_total: u64 = tables.iter().map(|t| t.rows).sum();
+    let observations = if a.attack_source == "build" {
+        bar.set_message("build: reading the released observations back for the attack suite");
+        let record = zone.record(&outcome.release).map_err(release_reason)?;
+        let recipient = outcome.recipients.first().context("the release has no recipient")?;
+        let bytes = zone
+            .open_copy_file(&record, recipient, "observations.csv")
+            .await
+            .and_then(|mut f| f.read_all())
+            .map_err(release_reason)?;
+        let table = tokumei_release::trace::read_leaked_bytes("observations.csv", bytes).map_err(release_reason)?;
+        Some(source_of(&table, tokumei_store::Table::Observations).context("the observations have no marked column")?)
+    } else {
+        None
+    };
     if !a.keep_release
         && let Ok(d) = zone.release_dir(&outcome.release)
     {
@@ -929,7 +994,7 @@ async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<BuildPart> {
     }
     approved.policy.db().close().await;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(BuildPart {
+    let part = BuildPart {
         home: home.display().to_string(),
         research_view_patients: patients,
         research_view_events: events,
@@ -948,7 +1013,8 @@ async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<BuildPart> {
         stages: stages.into_inner().unwrap_or_default(),
         release_kept: a.keep_release,
         record: outcome.record.clone(),
-    })
+    };
+    Ok((part, observations))
 }
 
 /// Deterministic pseudo-random bytes (xorshift): incompressible, so nothing on the way can shortcut them.

@@ -33,8 +33,8 @@ pub enum Attack {
     AsReceived,
     /// Values rounded to one decimal.
     Round,
-    /// ±1 unit of each test's own precision (1 for a whole-number test, 0.01 for creatinine), as the leaker
-    /// sees it in the file, added to every value at random.
+    /// ±1 unit of the last decimal written (0.01) added to every value at random: damage nobody would notice
+    /// in a two-decimal value (a whole-number test written `183.00` becomes `183.01`).
     Noise,
     /// ±1 unit, then rounded to one decimal.
     RoundNoise,
@@ -51,11 +51,15 @@ pub enum Attack {
     ReplacePseudonyms,
     /// Pseudonyms replaced, values ±1 unit and rounded: everything a careful leaker does to values and ids.
     ReplaceRoundNoise,
+    /// Pseudonyms replaced, every value moved by ±1 unit of its own test's precision as the leaker sees it in
+    /// the file (1 for a whole-number test, 0.1 for HbA1c, 0.01 for creatinine), then rounded: visible damage
+    /// to every value, the strongest edit of the suite.
+    ReplaceRoundTestNoise,
 }
 
 impl Attack {
     /// Every attack, in the order of the docs' table.
-    pub const ALL: [Attack; 10] = [
+    pub const ALL: [Attack; 11] = [
         Attack::AsReceived,
         Attack::Round,
         Attack::Noise,
@@ -66,6 +70,7 @@ impl Attack {
         Attack::Reencode,
         Attack::ReplacePseudonyms,
         Attack::ReplaceRoundNoise,
+        Attack::ReplaceRoundTestNoise,
     ];
 
     /// A short label for tables.
@@ -81,6 +86,7 @@ impl Attack {
             Attack::Reencode => "re-saved (; CRLF quoted)",
             Attack::ReplacePseudonyms => "pseudonyms replaced",
             Attack::ReplaceRoundNoise => "pseudonyms replaced, ±1 unit, rounded",
+            Attack::ReplaceRoundTestNoise => "pseudonyms replaced, ±1 test unit, rounded",
         }
     }
 }
@@ -297,16 +303,22 @@ fn average(cells: &[&str]) -> String {
 
 /// Applies `attack` to a leaked file; returns what the trace reads.
 fn apply(attack: Attack, mut sheet: Sheet, rng: &mut StdRng) -> Sheet {
-    let noise = matches!(
-        attack,
-        Attack::Noise | Attack::RoundNoise | Attack::RecodeRoundNoise | Attack::ReplaceRoundNoise
-    );
+    let test_noise = attack == Attack::ReplaceRoundTestNoise;
+    let noise = test_noise
+        || matches!(
+            attack,
+            Attack::Noise | Attack::RoundNoise | Attack::RecodeRoundNoise | Attack::ReplaceRoundNoise
+        );
     let round = matches!(
         attack,
-        Attack::Round | Attack::RoundNoise | Attack::RecodeRoundNoise | Attack::ReplaceRoundNoise
+        Attack::Round
+            | Attack::RoundNoise
+            | Attack::RecodeRoundNoise
+            | Attack::ReplaceRoundNoise
+            | Attack::ReplaceRoundTestNoise
     );
     if let Some(v) = sheet.index_of("value") {
-        let units = if noise {
+        let units = if test_noise {
             reported_units(&sheet, v)
         } else {
             HashMap::new()
@@ -336,8 +348,10 @@ fn apply(attack: Attack, mut sheet: Sheet, rng: &mut StdRng) -> Sheet {
             cell.truncate(5);
         }
     }
-    if matches!(attack, Attack::ReplacePseudonyms | Attack::ReplaceRoundNoise)
-        && let Some(c) = sheet.index_of(PSEUDONYM_COLUMN)
+    if matches!(
+        attack,
+        Attack::ReplacePseudonyms | Attack::ReplaceRoundNoise | Attack::ReplaceRoundTestNoise
+    ) && let Some(c) = sheet.index_of(PSEUDONYM_COLUMN)
     {
         let mut fresh: HashMap<String, String> = HashMap::new();
         for cell in &mut sheet.columns[c] {
@@ -509,8 +523,18 @@ pub fn cases() -> Vec<Case> {
     out
 }
 
-/// What a run of the suite found: every case's outcome, then the innocent trials of every attack used.
-pub type SuiteOutcome = (Vec<CaseOutcome>, Vec<InnocentOutcome>);
+/// What a run of the suite found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuiteOutcome {
+    /// How each marked column carries its bits, as the fitted plan chose (boundary or parity).
+    pub schemes: Vec<(String, super::MarkScheme)>,
+    /// Code positions the fitted plan marks.
+    pub positions: usize,
+    /// Every case's outcome.
+    pub cases: Vec<CaseOutcome>,
+    /// The innocent trials of every attack the cases use.
+    pub innocents: Vec<InnocentOutcome>,
+}
 
 /// Runs `cases` and the innocent trials of every attack they use (on a tenth of the rows) on the synthetic
 /// table of `s.rows` rows; `progress` is told each case as it starts.
@@ -552,11 +576,22 @@ pub fn run_on(
             innocents.push(run_innocents(s, &setup, *attack, 0.1, 1_000 + i as u64));
         }
     }
-    Ok((outcomes, innocents))
+    Ok(SuiteOutcome {
+        schemes: setup
+            .plan
+            .columns
+            .iter()
+            .map(|c| (c.column.clone(), c.scheme))
+            .collect(),
+        positions: setup.plan.positions.as_ref().map_or(0, |p| p.len()),
+        cases: outcomes,
+        innocents,
+    })
 }
 
 /// The cases that the fingerprint issue's figures are stated for: one leaker and three mixing colluders,
-/// a tenth of the rows, ±1 unit and rounded, with pseudonyms kept and replaced.
+/// a tenth of the rows, ±1 unit and rounded, with pseudonyms kept and replaced; and the strongest edit (±1 unit
+/// of each test's own precision) with pseudonyms replaced.
 pub fn headline_cases() -> Vec<Case> {
     [
         (Attack::RoundNoise, Leakers::One),
@@ -565,6 +600,8 @@ pub fn headline_cases() -> Vec<Case> {
         (Attack::ReplacePseudonyms, Leakers::One),
         (Attack::ReplacePseudonyms, Leakers::MixThree),
         (Attack::ReplaceRoundNoise, Leakers::MixThree),
+        (Attack::ReplaceRoundTestNoise, Leakers::One),
+        (Attack::ReplaceRoundTestNoise, Leakers::MixThree),
     ]
     .into_iter()
     .map(|(attack, leakers)| Case {
@@ -617,7 +654,14 @@ mod tests {
     #[test]
     fn the_suite_finds_what_each_carrier_should_and_never_an_innocent() {
         let s = Suite::new(8_000, 12, 40, 7);
-        let (all, innocents) = run(&s, &cases(), &|_| {}).unwrap();
+        let SuiteOutcome {
+            schemes,
+            cases: all,
+            innocents,
+            ..
+        } = run(&s, &cases(), &|_| {}).unwrap();
+        // At this size the fit keeps the boundary scheme (its positions reach half of parity's).
+        assert_eq!(schemes, vec![("value".to_owned(), super::super::MarkScheme::Boundary)]);
         for o in &all {
             assert_eq!(o.innocent_accused, 0, "{o:?}");
         }

@@ -1,6 +1,6 @@
 //! Planning and embedding: which cells carry a mark, and writing one recipient's code into them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -216,11 +216,26 @@ pub fn fit_plan(
     })
 }
 
+/// Sums two tallies of counts per position (the smaller into the larger).
+fn merge_counts(a: HashMap<u64, u32>, b: HashMap<u64, u32>) -> HashMap<u64, u32> {
+    let (small, mut large) = if a.len() < b.len() { (a, b) } else { (b, a) };
+    for (position, n) in small {
+        *large.entry(position).or_default() += n;
+    }
+    large
+}
+
+/// Unmarked cells a boundary position may be read at, per marked cell carrying it, for [`fit_plan`] to keep it.
+/// Such cells show the same bit in every copy — noise to the tracer, never evidence against an innocent (the
+/// bound holds for any file that does not depend on the innocent's code) — so a position is worth marking as
+/// long as its marked cells outvote them in what a leak keeps: here at least two marked cells per such cell.
+pub const MAX_INTERFERENCE: f64 = 0.5;
+
 /// Share of the parity fit's positions a boundary fit must reach to be kept (see [`fit_plan`]).
 pub const BOUNDARY_MIN_POSITION_SHARE: f64 = 0.5;
 
 /// [`fit_plan`] with the plan's schemes as they are.
-fn fit_schemes(
+pub(crate) fn fit_schemes(
     key: &FingerprintKey,
     plan: &FingerprintPlan,
     sheet: &Sheet,
@@ -236,7 +251,7 @@ fn fit_schemes(
         .into_par_iter()
         .map(|i| {
             let mut counts: HashMap<u64, u32> = HashMap::new();
-            let mut interfered: HashSet<u64> = HashSet::new();
+            let mut interfered: HashMap<u64, u32> = HashMap::new();
             for (r, reader) in resolved.iter().zip(&readers) {
                 for row in i * CHUNK..((i + 1) * CHUNK).min(rows) {
                     let own = locate(&prf, sheet, r, row).map(|cell| cell.position);
@@ -254,26 +269,24 @@ fn fit_schemes(
                         Some(Candidates::Rounded { up, down }) => [Some(up), Some(down)],
                         _ => [None, None],
                     };
-                    interfered.extend(read_at.into_iter().flatten().filter(|&p| Some(p) != own));
+                    for p in read_at.into_iter().flatten().filter(|&p| Some(p) != own) {
+                        *interfered.entry(p).or_default() += 1;
+                    }
                 }
             }
             (counts, interfered)
         })
         .reduce(
-            || (HashMap::new(), HashSet::new()),
-            |(a, ia), (b, ib)| {
-                let (small, mut large) = if a.len() < b.len() { (a, b) } else { (b, a) };
-                for (position, n) in small {
-                    *large.entry(position).or_default() += n;
-                }
-                let (small, mut large_i) = if ia.len() < ib.len() { (ia, ib) } else { (ib, ia) };
-                large_i.extend(small);
-                (large, large_i)
-            },
+            || (HashMap::new(), HashMap::new()),
+            |(a, ia), (b, ib)| (merge_counts(a, b), merge_counts(ia, ib)),
         );
     let mut ranked: Vec<(u32, f64, u64)> = counts
         .into_iter()
-        .filter(|(p, _)| !interfered.contains(p))
+        .filter(|(p, n)| {
+            interfered
+                .get(p)
+                .is_none_or(|&m| m as f64 <= MAX_INTERFERENCE * f64::from(*n))
+        })
         .map(|(p, n)| (n, prf.selector(p), p))
         .collect();
     ranked.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));

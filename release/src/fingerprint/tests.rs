@@ -990,3 +990,19 @@ fn sweep() {
         );
     }
 }
+
+#[test]
+#[ignore = "measurement: cargo test --workspace --lib fingerprint::tests::scheme_positions -- --ignored --nocapture"]
+fn scheme_positions() {
+    for rows in [20_000usize, 50_000, 100_000, 200_000, 400_000, 800_000] {
+        let (sheet, marked) = mixed_precision_lab_sheet(rows, 7);
+        let rough = plan(marked, &sheet, DEFAULT_MAX_CELL_FRACTION);
+        let k = key(7);
+        let b = super::embed::fit_schemes(&k, &rough, &sheet, DEFAULT_MAX_CELL_FRACTION).unwrap();
+        let mut p = rough.clone();
+        p.columns[0].scheme = MarkScheme::Parity;
+        let p = super::embed::fit_schemes(&k, &p, &sheet, DEFAULT_MAX_CELL_FRACTION).unwrap();
+        let n = |x: &FingerprintPlan| x.positions.as_ref().map_or(0, |s| s.len());
+        eprintln!("rows {rows}: boundary {} parity {}", n(&b), n(&p));
+    }
+}
