@@ -105,6 +105,16 @@ impl CoreOperation {
         }
     }
 
+    /// The approval the order is asked under (statistics, release plans): its result is read only while that
+    /// approval stands.
+    pub fn application(&self) -> Option<&str> {
+        match self {
+            CoreOperation::PlanRelease { scope, .. } => Some(&scope.application),
+            CoreOperation::Statistics(order) => Some(&order.request.application),
+            _ => None,
+        }
+    }
+
     /// What asking for it needs: operating the store (`operate_core`, operators); for the regulator's figures —
     /// counts a report publishes anyway — `report_regulator` (operators and auditors); for a release plan,
     /// `plan_release` on the application (operators, the chair, assigned members), checked when it is queued.
@@ -476,6 +486,8 @@ pub struct OrderStatus {
     pub result: Option<serde_json::Value>,
     /// A failure's reason code.
     pub reason: Option<String>,
+    /// The approval it was asked under (statistics and release plans).
+    pub application: Option<String>,
 }
 
 /// How the core's report ended.
@@ -513,8 +525,8 @@ impl OrderOutcome {
     }
 }
 
-const COLUMNS: &str =
-    "id, operation, payload, state, requested_by, requested_at_ms, expires_at_ms, finished_at_ms, result, reason";
+const COLUMNS: &str = "id, operation, payload, state, requested_by, requested_at_ms, expires_at_ms, finished_at_ms, result, reason, \
+     application";
 
 fn ms(t: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t).unwrap_or_default()
@@ -535,6 +547,7 @@ fn status_of(row: &AnyRow, now: DateTime<Utc>) -> Result<OrderStatus> {
         finished_at: row.try_get::<Option<i64>, _>("finished_at_ms")?.map(ms),
         result: result.and_then(|r| serde_json::from_str(&r).ok()),
         reason: row.try_get("reason")?,
+        application: row.try_get("application")?,
     })
 }
 
@@ -576,7 +589,7 @@ impl CoreOrders {
             .map_err(|e| PolicyError::InvalidState(format!("order not serialisable: {e}")))?;
         sqlx::query(
             "INSERT INTO core_orders (id, operation, payload, signature, key_count, requested_by, requested_at_ms, \
-             expires_at_ms, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued')",
+             expires_at_ms, state, application) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9)",
         )
         .bind(id)
         .bind(operation.name())
@@ -586,6 +599,7 @@ impl CoreOrders {
         .bind(requested_by)
         .bind(order.issued_at_ms)
         .bind(order.expires_at_ms)
+        .bind(operation.application())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -26,7 +26,7 @@ const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
 /// compiles sqlx, both database drivers and SQLite's C amalgamation a second time for the compiler host
 /// (several minutes of every cold build). The versions, SQL text and therefore checksums are exactly
 /// what the macro produced, so databases migrated by earlier binaries are recognised as up to date.
-const MIGRATIONS: [(i64, &str, &str); 10] = [
+const MIGRATIONS: [(i64, &str, &str); 11] = [
     (
         1,
         "dp budget ledger",
@@ -57,6 +57,11 @@ const MIGRATIONS: [(i64, &str, &str); 10] = [
     ),
     (9, "role grants", include_str!("../migrations/0009_role_grants.sql")),
     (10, "core orders", include_str!("../migrations/0010_core_orders.sql")),
+    (
+        11,
+        "core order application",
+        include_str!("../migrations/0011_core_order_application.sql"),
+    ),
 ];
 
 /// [`MIGRATIONS`] as a source for sqlx's migrator (versions ascending, each in its own transaction).

@@ -1080,6 +1080,27 @@ impl Policy {
         self.committee.check_standing(&request, id).await
     }
 
+    /// Re-checks, before a statistics table is read back, that approval `id` still stands for its requester
+    /// (as at every transfer of a file); a refusal is audited with its reason.
+    async fn recheck_statistics(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<()> {
+        let request = UseRequest {
+            kind: UseKind::Statistics,
+            recipient: &actor.username,
+            tables: &[],
+            today: japan_date(self.now()),
+        };
+        let result = self.committee.check_standing(&request, id).await;
+        self.finish(
+            &actor.username,
+            Action::RunStatistics.as_str(),
+            &format!("application {id}"),
+            origin,
+            result,
+            |_| json!({"read": "result"}),
+        )
+        .await
+    }
+
     /// An operator builds a release under approval `id` for `recipients`: every recipient is checked as if
     /// receiving it (named in the approval, not banned) and the tables and columns against the conditions,
     /// before any data is read. Refusals are audited with the condition broken.
@@ -1283,6 +1304,11 @@ impl Policy {
                         Action::RunStatistics
                     };
                     self.check_role(actor, action, origin).await?;
+                    // A table is given out only while its approval stands: revoked, expired, or its
+                    // requester or their organisation banned since, and the result stays in the zone.
+                    if let (Some(application), Some(_)) = (&status.application, &status.result) {
+                        self.recheck_statistics(actor, application, origin).await?;
+                    }
                     return found;
                 }
                 self.check(actor, Action::OperateCore, &Resource::Platform, origin)

@@ -1116,7 +1116,7 @@ async fn store_statistics_are_paid_before_drawn_and_go_to_the_requester_alone() 
         tokumei_ingest::client::push(&mut client, batches).await.expect("push");
     }
     common::drain_core(&home);
-    let (rika, id) = common::people::approved_statistics_with(
+    let (rika, chair, id) = common::people::approved_statistics_and_chair(
         h,
         &[],
         0.5,
@@ -1223,6 +1223,25 @@ async fn store_statistics_are_paid_before_drawn_and_go_to_the_requester_alone() 
         "SMALL_CELL_THRESHOLD_FIXED",
     );
 
+    // The committee revokes the approval: rika's table, computed and paid for, is no longer given out.
+    let revoked = client(
+        desk.path(),
+        &service,
+        &chair,
+        &["--json", "committee", "revoke", &id, "--reason", "breach found"],
+    );
+    let revoked: serde_json::Value = serde_json::from_str(&ok(&revoked)).unwrap();
+    assert_eq!(revoked["status"], "revoked", "{revoked}");
+    let o = look(&rika);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "a revoked approval's table was read: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(stderr.contains("APPROVAL_REVOKED"), "{stderr}");
+    assert!(!stderr.contains("csv"), "{stderr}");
+
     let bundle: serde_json::Value = serde_json::from_str(&exported_ledger(h, dir.path())).unwrap();
     let entries = bundle["entries"].as_array().unwrap();
     let by = |user: &str, action: &str| -> Vec<&serde_json::Value> {
@@ -1231,6 +1250,12 @@ async fn store_statistics_are_paid_before_drawn_and_go_to_the_requester_alone() 
             .filter(|e| e["actor"] == user && e["action"] == action)
             .collect()
     };
+    assert!(
+        by("rika", "run_statistics")
+            .iter()
+            .any(|e| e["outcome"] == "denied" && e["reason"] == "APPROVAL_REVOKED"),
+        "the refused read is not on the ledger"
+    );
     assert!(by("yui", "core.requested").is_empty(), "an order was queued for yui");
     assert_eq!(
         by("rika", "core.requested").len(),

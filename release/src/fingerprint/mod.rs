@@ -2,7 +2,8 @@
 //! row that keeps its pseudonym names its copy) and a collusion-resistant (Tardos) code embedded in
 //! non-identifying measured values, in cells chosen by a keyed hash of what the row says — so the marks are
 //! found again in a leaked file without row numbers, after shuffling, subsetting, dropping columns,
-//! converting formats, and (for values that use their last decimal) rounding to one decimal fewer or ±1 unit.
+//! converting formats, rounding to one decimal and ±0.01 (a cell carries its mark in the last digit of its own
+//! test's precision).
 //!
 //! Pure: no I/O. The builder embeds ([`embed`], [`RecipientPseudonyms::rewrite`]) in each recipient's copy
 //! after anonymisation and re-verifies the privacy model; [`crate::trace`] reads a leaked file with
@@ -11,11 +12,19 @@
 //! # Scheme of the value marks
 //!
 //! Every choice is a keyed PRF (HMAC-SHA256 under the release's [`FingerprintKey`], domain-separated):
-//! - a marked cell's value is q = round(v·10^decimals). Under [`MarkScheme::Parity`] its *coarse* value
+//! - a cell's precision is its test's ([`CodePrecision`]: the most decimals the values of its JLAC10 analyte use,
+//!   read off the table by [`plan`]; the column's declared decimals when the column has no code): a laboratory
+//!   table reports enzymes in whole units, HbA1c to 0.1 and creatinine to 0.01, all written with 2 decimals, and
+//!   a mark must neither show as a stray hundredth on a whole number nor be rounded away with it;
+//! - a marked cell's value is q = round(v·10^decimals) at that precision. Under [`MarkScheme::Parity`] its *coarse* value
 //!   ⌊q/2⌋ survives marking and the parity q mod 2 carries one code bit (a value moves by at most one unit of
 //!   its last decimal); under [`MarkScheme::Boundary`] only cells ending in 4 or 5 are marked, to …3 or …6
 //!   (at most two units), the coarse value is ⌊q/10⌋, and a reader tolerates ±1 unit and rounding to one
 //!   decimal fewer (see [`MarkScheme`]);
+//! - the keyed [`fit_plan`] keeps the boundary scheme only where it yields at least half of parity's positions:
+//!   a boundary position must not be outvoted by unmarked cells read at it, and on a released laboratory table
+//!   (dates generalised to years or `*`, whole-number tests) too few such positions exist — parity at each
+//!   test's own precision is used there, which rounding to one decimal leaves on whole-number and 0.1 tests;
 //! - per (column, coarse) the PRF picks no anchor (the position is keyed on the value alone and survives any
 //!   column drop) or one of the column's anchors (keyed on the value and that column's text too: many more
 //!   distinct positions, lost if the anchor column is dropped); the position is a 64-bit PRF of that;

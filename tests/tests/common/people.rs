@@ -333,6 +333,19 @@ pub fn approved_statistics_with(
     tables: &[(&str, &[&str])],
     statistics_toml: &str,
 ) -> (Person, String) {
+    let (researcher, _, id) = approved_statistics_and_chair(home, db, epsilon, delta, tables, statistics_toml);
+    (researcher, id)
+}
+
+/// [`approved_statistics_with`], also returning the chair who decided (to revoke, ban...): (researcher, chair, id).
+pub fn approved_statistics_and_chair(
+    home: &Path,
+    db: &[(&str, &str)],
+    epsilon: f64,
+    delta: f64,
+    tables: &[(&str, &[&str])],
+    statistics_toml: &str,
+) -> (Person, Person, String) {
     operator(home, db);
     let researcher = invite(home, db, "rika", "univ-a", "researcher");
     let chair = invite(home, db, "chika", "univ-c", "committee_chair,committee_member");
@@ -396,7 +409,7 @@ pub fn approved_statistics_with(
         ],
     );
     assert_eq!(decided["status"], "approved", "{decided}");
-    (researcher, id)
+    (researcher, chair, id)
 }
 
 /// Makes sure `home` has a logged-in operator whose session is saved where the CLI finds it by default
