@@ -1,7 +1,8 @@
 //! `tokumei bench release`: the release zone's figures (issue 7).
 //!
 //! Five parts, each skippable (`--parts`):
-//! - `embed`: fingerprint embedding rate on a synthetic laboratory sheet (target ≥ 1 million rows/s);
+//! - `embed`: fingerprint embedding rate on a synthetic laboratory sheet with each test at its own precision
+//!   (target ≥ 1 million rows/s);
 //! - `trace`: a recipient's copy leaks as a random, shuffled 100,000-row subset without the pseudonym column,
 //!   written as CSV and Parquet; reading the file, reading its marks and scoring 10 candidates is timed
 //!   (target ≤ 1 s);
@@ -499,7 +500,7 @@ fn keyed_plan(
 fn embed_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<EmbedPart> {
     bar.set_message(format!("embed: generating {} rows", a.rows));
     let t = Instant::now();
-    let (sheet, columns) = experiments::synthetic_lab_sheet(a.rows, a.seed);
+    let (sheet, columns) = experiments::mixed_precision_lab_sheet(a.rows, a.seed);
     let seconds_generate = t.elapsed().as_secs_f64();
     let key = random_key();
     bar.set_message("embed: planning");
@@ -542,7 +543,7 @@ fn embed_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<EmbedPart> {
 
 fn trace_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<TracePart> {
     bar.set_message(format!("trace: generating and marking {} rows", a.rows));
-    let (sheet, columns) = experiments::synthetic_lab_sheet(a.rows, a.seed ^ 0x7472);
+    let (sheet, columns) = experiments::mixed_precision_lab_sheet(a.rows, a.seed ^ 0x7472);
     let key = random_key();
     let (plan, _, _) = keyed_plan(&key, columns, &sheet)?;
     let candidates: Vec<String> = (0..a.candidates.max(1)).map(|i| format!("recipient-{i:03}")).collect();
