@@ -189,10 +189,11 @@ fn cell_budget(cells: usize, fraction: f64) -> usize {
 /// cutoff and columns are kept; the plan is checked as by [`embed`].
 ///
 /// A boundary-scheme column is also fitted under parity, and keeps the boundary scheme only if that yields
-/// at least [`BOUNDARY_MIN_POSITION_SHARE`] of parity's positions: a boundary position must not be read by any
-/// unmarked cell, which on a small table with coarse anchors (dates released as `*`, ten test codes) leaves
-/// too few positions to name anyone — there, parity at each test's own precision (a whole-number test moves by
-/// one, and rounding to one decimal leaves it) is the better code.
+/// at least [`BOUNDARY_MIN_POSITION_SHARE`] of parity's positions: a boundary position is read by every cell of
+/// its 10-unit bin and must not be outvoted by the unmarked ones ([`MAX_INTERFERENCE`]), which on a laboratory
+/// table with coarse anchors (dates generalised, ten test codes, whole-number tests) leaves a few hundred
+/// positions whatever the table's size — there, parity at each test's own precision (a whole-number test moves
+/// by one, and rounding to one decimal leaves it) is the better code.
 pub fn fit_plan(
     key: &FingerprintKey,
     plan: &FingerprintPlan,
@@ -258,9 +259,9 @@ pub(crate) fn fit_schemes(
                     if let Some(position) = own {
                         *counts.entry(position).or_default() += 1;
                     }
-                    // A position this cell would be read at without being marked there would show its bit
-                    // in every copy alike: such positions carry no code. (Under parity every cell read is
-                    // markable at the one position it is read at.)
+                    // A position this cell would be read at without being marked there shows its bit in every
+                    // copy alike: counted, so that positions such cells would outvote are left out. (Under
+                    // parity every cell read is markable at the one position it is read at.)
                     if r.spec.scheme == MarkScheme::Parity {
                         continue;
                     }
