@@ -65,12 +65,9 @@ fn find_precision(column: &mut MarkedColumn, sheet: &Sheet) {
         .collect();
 }
 
-/// Decimal places of the cell of `row` of `spec` in `sheet`: its code's precision, or the column's.
-fn cell_decimals(spec: &MarkedColumn, code: Option<&[String]>, row: usize) -> u32 {
-    match (&spec.precision, code) {
-        (Some(p), Some(codes)) => p.decimals_of(&codes[row], spec.decimals),
-        _ => spec.decimals,
-    }
+/// Decimal places of the cell of `row` of `spec`, whose code column (if any) is `codes`.
+fn cell_decimals(spec: &MarkedColumn, codes: Option<&[String]>, row: usize) -> u32 {
+    spec.decimals_at(codes.map(|c| c[row].as_str()))
 }
 
 /// The scheme for a column's cells: boundary when most on-grid values use their last digit (at their own

@@ -210,6 +210,17 @@ pub struct MarkedColumn {
     pub precision: Option<CodePrecision>,
 }
 
+impl MarkedColumn {
+    /// Decimal places of a cell whose row has `code` (the text of the precision's code column): its code's
+    /// precision, or the column's when the column has none or the code is not known.
+    pub(crate) fn decimals_at(&self, code: Option<&str>) -> u32 {
+        match (&self.precision, code) {
+            (Some(p), Some(code)) => p.decimals_of(code, self.decimals),
+            _ => self.decimals,
+        }
+    }
+}
+
 /// The decimal places a measured column's values are reported with, per code of the row (filled in by
 /// [`plan`] from the values; kept in the release record with the plan, never given to recipients).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

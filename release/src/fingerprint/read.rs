@@ -166,10 +166,9 @@ impl<'p> ColumnReader<'p> {
     /// planner needs to keep positions that unmarkable cells would also be read at out of the plan.
     pub(crate) fn candidates<C: Cells + ?Sized>(&self, prf: &Prf, cells: &C, row: usize) -> Candidates {
         let spec = self.spec;
-        let (decimals, tolerant) = match (&spec.precision, self.code) {
-            (Some(p), Some(code)) => (p.decimals_of(cells.cell(row, code), spec.decimals), true),
-            _ => (spec.decimals, false),
-        };
+        // `code` is located exactly when the column has a per-code precision (`new`).
+        let decimals = spec.decimals_at(self.code.map(|c| cells.cell(row, c)));
+        let tolerant = self.code.is_some();
         // Off the decimal grid (a value with more decimals than released): never a marked cell, as in `embed`;
         // except at a code's own precision, where a leaker's noise in a digit the test does not report (183.01
         // for 183) is rounded away.
