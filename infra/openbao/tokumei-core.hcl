@@ -19,14 +19,8 @@ path "transit/keys/tokumei-store-kek/rotate" {
   capabilities = ["update"]
 }
 
-# Release builds run beside the store: they seal each release's keys for the release zone — encrypt only. The
-# core can make a release's keys but never unwrap one again; only the release zone can.
-path "transit/encrypt/tokumei-release-kek" {
-  capabilities = ["update"]
-}
-path "transit/keys/tokumei-release-kek" {
-  capabilities = ["read"]
-}
+# No release key at all: a build's core half seals its package to the release zone's intake key (HPKE, a public
+# key pinned in the core's configuration); the release zone makes and wraps every release's keys itself.
 
 # Single-host deployments only (`[core] source = "local"`: the core reads the gateway's spool directory and needs
 # its sealing key). Across hosts the gateway serves the spool and this stays commented out.

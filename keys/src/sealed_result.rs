@@ -54,6 +54,16 @@ impl RecipientKey {
         }
     }
 
+    /// The key pair derived from a 32-byte secret seed (RFC 9180 `DeriveKeyPair`): for a zone's long-lived key,
+    /// whose seed is kept wrapped by the key service.
+    pub fn from_seed(seed: &[u8; 32]) -> RecipientKey {
+        let (secret, public) = X25519HkdfSha256::derive_keypair(seed);
+        RecipientKey {
+            secret,
+            public: hex::encode(public.to_bytes()),
+        }
+    }
+
     /// The public half, 64 hex digits: what the request carries.
     pub fn public_hex(&self) -> &str {
         &self.public

@@ -79,6 +79,13 @@ pub enum CoreOperation {
     },
     /// A statistical table over the research view, its DP loss (if any) spent before the order was signed.
     Statistics(tokumei_catalogue::statistics::StatisticsOrder),
+    /// The core's half of a release build: read the approved scope through the research view, anonymise and verify
+    /// it, and hand the result sealed to the release zone's intake key (the release zone fingerprints, signs and
+    /// serves the copies). The scope is fixed here, from the approval, when the build is admitted.
+    BuildRelease {
+        /// What to build, as admitted.
+        scope: BuildScope,
+    },
     /// The core store's figures for the regulator's report of a quarter: counts only.
     RegulatorFigures {
         /// The quarter, `YYYY-Qn` (Japanese fiscal calendar, as the report's).
@@ -102,6 +109,7 @@ impl CoreOperation {
             CoreOperation::PlanRelease { .. } => "plan_release",
             CoreOperation::Statistics(_) => "statistics",
             CoreOperation::Sql { .. } => "sql",
+            CoreOperation::BuildRelease { .. } => "build_release",
         }
     }
 
@@ -111,6 +119,7 @@ impl CoreOperation {
         match self {
             CoreOperation::PlanRelease { scope, .. } => Some(&scope.application),
             CoreOperation::Statistics(order) => Some(&order.request.application),
+            CoreOperation::BuildRelease { scope } => Some(&scope.application),
             _ => None,
         }
     }
@@ -124,6 +133,7 @@ impl CoreOperation {
             CoreOperation::PlanRelease { .. } => crate::authorization::Action::PlanRelease,
             CoreOperation::Statistics(_) => crate::authorization::Action::RunStatistics,
             CoreOperation::Sql { .. } => crate::authorization::Action::RunOperatorSql,
+            CoreOperation::BuildRelease { .. } => crate::authorization::Action::BuildRelease,
             _ => crate::authorization::Action::OperateCore,
         }
     }
@@ -270,6 +280,13 @@ impl CoreOperation {
                 m.insert("all_rows".into(), (*all_rows).into());
                 m
             }
+            CoreOperation::BuildRelease { scope } => {
+                let mut m = pick(&["patients", "suppressed_patients", "package_bytes"]);
+                m.insert("application".into(), scope.application.clone().into());
+                m.insert("recipients".into(), scope.recipients.len().into());
+                m.insert("approval_revision".into(), scope.approval_revision.into());
+                m
+            }
             CoreOperation::Statistics(order) => {
                 let mut m = pick(&["cells", "differentially_private"]);
                 m.insert("application".into(), order.request.application.clone().into());
@@ -339,6 +356,56 @@ impl PlanScope {
                 privacy: None,
             },
         }
+    }
+}
+
+/// What a release build reads and for whom, fixed by the policy service when it admitted the build (the core
+/// reads no committee data, and the release zone delivers only this scope): the approval's conditions at that
+/// revision, narrowed to the tables and recipients the operator asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildScope {
+    /// The approved application.
+    pub application: String,
+    /// The approval's revision the build was admitted under (a change request later makes the build stale).
+    pub approval_revision: i64,
+    /// Last day of use.
+    pub expires_on: chrono::NaiveDate,
+    /// How the data reaches the researchers (files only are built).
+    pub channel: crate::committee::Channel,
+    /// Tables and columns to build.
+    pub tables: Vec<crate::committee::TableRequest>,
+    /// Recipients to build a copy for.
+    pub recipients: Vec<String>,
+    /// The approved cohort filter.
+    pub cohort_filter: String,
+    /// The approved privacy model.
+    pub privacy: Option<crate::committee::PrivacyModel>,
+    /// Whether the approval lets the project's releases be linked (the project's pseudonym key).
+    pub link_releases: bool,
+}
+
+impl BuildScope {
+    /// The scope of approved `app` for `tables` and `recipients` (already admitted against its conditions).
+    pub fn of(
+        app: &crate::committee::store::ApplicationRecord,
+        tables: &[crate::committee::TableRequest],
+        recipients: &[String],
+    ) -> Result<BuildScope> {
+        let c = app
+            .conditions
+            .as_ref()
+            .ok_or_else(|| PolicyError::InvalidState("the application has no approval conditions".into()))?;
+        Ok(BuildScope {
+            application: app.id.clone(),
+            approval_revision: app.conditions_revision,
+            expires_on: c.expires_on,
+            channel: c.channel,
+            tables: tables.to_vec(),
+            recipients: recipients.to_vec(),
+            cohort_filter: c.cohort_filter.clone(),
+            privacy: c.privacy,
+            link_releases: c.link_releases,
+        })
     }
 }
 
@@ -722,6 +789,58 @@ impl CoreOrders {
             .await?;
         tx.commit().await?;
         Ok((operation, requested_by))
+    }
+}
+
+impl CoreOrders {
+    /// Claims a done build order for the release zone's half, once: returns the core's report (what the package
+    /// holds and its SHA-256) and who asked. Anything but a done, unclaimed build is `BUILD_NOT_DELIVERABLE`.
+    pub async fn claim_delivery(&self, id: u64) -> Result<(serde_json::Value, String)> {
+        let key = i64::try_from(id).unwrap_or(-1);
+        let mut tx = self.db.begin_write().await?;
+        let marked = sqlx::query(
+            "UPDATE core_orders SET delivered = 'claimed' WHERE id = $1 AND operation = 'build_release' \
+             AND state = 'done' AND delivered IS NULL",
+        )
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+        if marked.rows_affected() != 1 {
+            return Err(PolicyError::ConditionViolated {
+                code: "BUILD_NOT_DELIVERABLE",
+                message: format!("core order {id} is not a finished build waiting for the release zone"),
+            });
+        }
+        let row = sqlx::query("SELECT result, requested_by FROM core_orders WHERE id = $1")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        let result: Option<String> = row.try_get("result")?;
+        let report = result
+            .and_then(|r| serde_json::from_str(&r).ok())
+            .ok_or_else(|| PolicyError::InvalidState(format!("core order {id} has no readable report")))?;
+        let requested_by: String = row.try_get("requested_by")?;
+        tx.commit().await?;
+        Ok((report, requested_by))
+    }
+
+    /// Ends a claim: `Some(release)` once the release zone holds the release (never delivered again), `None` when
+    /// its half failed (the order may be delivered again).
+    pub async fn settle_delivery(&self, id: u64, release: Option<&str>) -> Result<()> {
+        let key = i64::try_from(id).unwrap_or(-1);
+        let mut tx = self.db.begin_write().await?;
+        let marked = sqlx::query("UPDATE core_orders SET delivered = $2 WHERE id = $1 AND delivered = 'claimed'")
+            .bind(key)
+            .bind(release)
+            .execute(&mut *tx)
+            .await?;
+        if marked.rows_affected() != 1 {
+            return Err(PolicyError::InvalidState(format!(
+                "core order {id} is not claimed for delivery"
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }
 

@@ -1233,6 +1233,149 @@ impl Policy {
         self.queue_core_order(actor, operation, origin).await
     }
 
+    /// Queues the core's half of a release build of approved application `id`: the approval admits every
+    /// recipient and table (refusals audited by [`Policy::admit_build`]), the scope is fixed from its conditions
+    /// here and signed into the order. Default recipients and tables: everything approved.
+    pub async fn request_release_build(
+        &self,
+        actor: &Actor,
+        id: &str,
+        recipients: Option<Vec<String>>,
+        tables: Option<Vec<TableRequest>>,
+        origin: Origin<'_>,
+    ) -> Result<OrderStatus> {
+        self.check_role(actor, Action::BuildRelease, origin).await?;
+        let app = self.committee.get(id).await?;
+        let conditions = app.conditions.as_ref();
+        let tables = tables.unwrap_or_else(|| conditions.map(|c| c.tables.clone()).unwrap_or_default());
+        let recipients = recipients.unwrap_or_else(|| {
+            conditions
+                .map(|c| c.recipients.iter().cloned().collect())
+                .unwrap_or_default()
+        });
+        let app = self.admit_build(actor, id, &recipients, &tables, origin).await?;
+        let scope = crate::core_orders::BuildScope::of(&app, &tables, &recipients)?;
+        self.queue_core_order(actor, CoreOperation::BuildRelease { scope }, origin)
+            .await
+    }
+
+    /// The release zone's half of build order `order`, claimed once for `actor` (an operator): the approval is
+    /// admitted again as it stands now (revoked, expired, banned, narrowed — refused and audited) and must still be
+    /// at the revision the core built under. Returns the scope and the core's report (the package's name, size and
+    /// SHA-256). A refusal leaves the order deliverable again.
+    pub async fn admit_build_delivery(
+        &self,
+        actor: &Actor,
+        order: u64,
+        origin: Origin<'_>,
+    ) -> Result<(crate::core_orders::BuildScope, serde_json::Value)> {
+        self.check_role(actor, Action::BuildRelease, origin).await?;
+        let orders = CoreOrders::new(self.db.clone());
+        let claimed = orders.claim_delivery(order).await;
+        let (report, _) = self
+            .finish(
+                &actor.username,
+                "release.deliver",
+                &format!("core order {order}"),
+                origin,
+                claimed,
+                |_| json!({"order": order}),
+            )
+            .await?;
+        let admitted = async {
+            let scope: crate::core_orders::BuildScope = serde_json::from_value(report["scope"].clone())
+                .map_err(|_| PolicyError::InvalidState(format!("core order {order}'s report has no readable scope")))?;
+            let app = self
+                .admit_build(actor, &scope.application, &scope.recipients, &scope.tables, origin)
+                .await?;
+            if app.conditions_revision != scope.approval_revision {
+                let e = PolicyError::ConditionViolated {
+                    code: "APPROVAL_CHANGED",
+                    message: format!(
+                        "the approval of {} changed after the core built (revision {} then, {} now): build again",
+                        scope.application, scope.approval_revision, app.conditions_revision
+                    ),
+                };
+                self.audit(
+                    AuditEvent::new(
+                        &actor.username,
+                        "release.build",
+                        format!("application {}", scope.application),
+                        outcome_of(&e),
+                    )
+                    .reason(e.reason())
+                    .source(origin.0),
+                )
+                .await?;
+                return Err(e);
+            }
+            Ok(scope)
+        }
+        .await;
+        match admitted {
+            Ok(scope) => Ok((scope, report)),
+            Err(e) => {
+                orders.settle_delivery(order, None).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the release zone's half of build order `order`: `Ok(details)` (with the release's identifier under
+    /// `release`) records the release (`release.build`) and closes the order for good; `Err(code)` records the
+    /// failure and leaves the order deliverable again.
+    pub async fn record_build_delivery(
+        &self,
+        actor: &Actor,
+        order: u64,
+        application: &str,
+        outcome: std::result::Result<serde_json::Value, String>,
+        origin: Origin<'_>,
+    ) -> Result<AuditEntry> {
+        self.check_role(actor, Action::BuildRelease, origin).await?;
+        let orders = CoreOrders::new(self.db.clone());
+        let status = orders.get(order, self.now()).await?;
+        if status.application.as_deref() != Some(application) || status.operation != "build_release" {
+            return Err(PolicyError::Invalid(format!(
+                "core order {order} is not a build of application {application}"
+            )));
+        }
+        match outcome {
+            Ok(details) => {
+                let release = details["release"]
+                    .as_str()
+                    .filter(|r| !r.is_empty())
+                    .ok_or_else(|| PolicyError::Invalid("a delivered build names its release".into()))?
+                    .to_owned();
+                orders.settle_delivery(order, Some(&release)).await?;
+                self.record_release(actor, application, details, origin).await
+            }
+            Err(code) => {
+                orders.settle_delivery(order, None).await?;
+                let code = if !code.is_empty()
+                    && code.len() <= 64
+                    && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+                {
+                    code
+                } else {
+                    "RELEASE_ZONE_FAILED".to_owned()
+                };
+                self.audit(
+                    AuditEvent::new(
+                        &actor.username,
+                        "release.build",
+                        format!("application {application}"),
+                        audit_ledger::Outcome::Failed,
+                    )
+                    .reason(&code)
+                    .source(origin.0)
+                    .details(json!({"order": order})),
+                )
+                .await
+            }
+        }
+    }
+
     /// Whether this façade can queue orders for the core (only the policy service holds their key).
     pub(crate) fn queues_core_orders(&self) -> bool {
         self.core_order_key.is_some()

@@ -13,6 +13,7 @@ pub mod catalogue;
 pub mod delivery;
 pub mod error;
 pub mod fingerprint;
+pub mod intake;
 pub mod manifest;
 pub mod pseudonym;
 pub mod risk;

@@ -114,6 +114,12 @@ pub enum Operation {
         /// The client's one-use X25519 public key, hex.
         recipient_key: String,
     },
+    /// The core's half of a release build with the [`Planner`] the core runs with: the result goes sealed to the
+    /// release zone, never back through the policy service.
+    BuildRelease {
+        /// The scope the policy service fixed (read by the planner).
+        scope: serde_json::Value,
+    },
     /// A statistical table over the research view (`statistics`), its loss paid before the order was signed.
     Statistics(tokumei_catalogue::statistics::StatisticsOrder),
     /// Count what the regulator's report needs, in the window the order gives.
@@ -248,6 +254,17 @@ pub trait Planner: Send + Sync {
         scope: &'a serde_json::Value,
         params: &'a serde_json::Value,
     ) -> PlanFuture<'a>;
+
+    /// The core's half of release build `order` of `scope` (as the order carries it), reading `store` and
+    /// unwrapping project keys with `keys`: the package is handed to the release zone; the report holds its
+    /// reference, size, SHA-256 and counts.
+    fn build<'a>(
+        &'a self,
+        store: &'a Store,
+        keys: &'a dyn KeyService,
+        order: u64,
+        scope: &'a serde_json::Value,
+    ) -> PlanFuture<'a>;
 }
 
 /// An erasure handed to the core's main loop, which carries it out between chunks ([`Applier::carry_out_order`])
@@ -281,6 +298,10 @@ pub async fn carry_out(
         Operation::PlanRelease { scope, params } => match planner {
             Some(p) => p.plan(store, scope, params).await,
             None => Err(StoreError::Orders("this core runs without a release planner".into())),
+        },
+        Operation::BuildRelease { scope } => match planner {
+            Some(p) => p.build(store, keys, order.id, scope).await,
+            None => Err(StoreError::Orders("this core runs without a release builder".into())),
         },
         Operation::Statistics(order) => serde_json::to_value(crate::statistics::compute(store, order).await?)
             .map_err(|e| StoreError::Orders(format!("statistics report: {e}"))),

@@ -476,7 +476,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
         }
     }
     // `RequestCoreOperation` asks another action for each kind of order than for the `status` probe above: the two
-    // that return data are probed as every role too (the table's action cell names them).
+    // that return data, and release builds, are probed as every role too (the table's action cell names them).
     use pb::core_operation_request::Operation;
     let kinds = [
         (
@@ -499,6 +499,15 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
                 query: "SELECT count(*) FROM patients".into(),
                 all_rows: false,
                 recipient_key: "ab".repeat(32),
+            }),
+            "operator",
+        ),
+        (
+            "build_release",
+            Operation::BuildRelease(pb::BuildReleaseOperation {
+                application_id: fixture.application.clone(),
+                recipients: vec![],
+                tables: vec![],
             }),
             "operator",
         ),
@@ -611,8 +620,8 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
     .expect("n");
     assert_eq!(
         sessionless,
-        36 + 2,
-        "every sessionless call of the 36 non-public RPCs, and of the two extra kinds of core order"
+        36 + 3,
+        "every sessionless call of the 36 non-public RPCs, and of the three extra kinds of core order"
     );
     drop(server);
 }

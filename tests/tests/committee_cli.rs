@@ -172,7 +172,19 @@ fn a_review_runs_from_an_empty_desk_and_only_the_service_decides() {
     let in_process = Command::new(common::tokumei_bin())
         .env("TOKUMEI_HOME", home.path())
         .env("TOKUMEI_SESSION", minted.expose())
-        .args(["--json", "release", "build", "--application", &id])
+        // `stats --input` (a researcher's own file) still opens the policy database in process.
+        .args([
+            "--json",
+            "stats",
+            "--input",
+            "unread.csv",
+            "--group-by",
+            "sex",
+            "--application",
+            &id,
+            "--output",
+            "unwritten.csv",
+        ])
         .bounded_output()
         .expect("run tokumei");
     let stderr = String::from_utf8_lossy(&in_process.stderr);

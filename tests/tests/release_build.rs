@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chrono::Utc;
-use common::core_orders::CoreWithOrders;
+use common::core_orders::{BuildZones, CoreWithOrders};
 use common::people::{self, FileApproval, Person, approved_file_application, run_json, session_env};
 use common::release_server::ReleaseServer;
 use common::{HOSPITAL_A, Home, files_under, tokumei_bin};
@@ -28,10 +28,6 @@ const TABLES: &[(&str, &[&str])] = &[
     ("patients", &["linkage_key", "birth_date", "sex", "prefecture"]),
     ("observations", &["linkage_key", "jlac10", "date", "value", "unit"]),
 ];
-
-fn config(home: &Home) -> String {
-    home.path().join("tokumei.toml").display().to_string()
-}
 
 /// Runs `tokumei --json ARGS` expecting failure; returns stderr.
 fn refused(home: &Home, args: &[&str], env: &[(&str, &str)]) -> String {
@@ -329,27 +325,44 @@ async fn release_build_verify_and_trace_end_to_end() {
     };
     let app = approve(today + chrono::Duration::days(90), TABLES);
     let op_env = session_env(db, op);
-    let config_path = config(&home);
-    fn build_args<'a>(app: &'a str, config: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-        let mut args = vec!["release", "build", "--application", app, "--config", config];
-        args.extend_from_slice(extra);
-        args
-    }
-    let build = |app, extra| build_args(app, &config_path, extra);
+    // A build goes through the zones' services: the operator's client holds a session and the CA, nothing else.
+    let zones = BuildZones::start(&home, &home.path().join("release-build.log"));
+    let desk = tempfile::tempdir().unwrap();
+    let build_in =
+        |zones: &BuildZones, who: &Person, app: &str, extra: &[&str]| -> (Vec<String>, Vec<(String, String)>) {
+            let mut args = vec!["--application", app];
+            args.extend_from_slice(extra);
+            (zones.build_args(&home, &args), zones.env(home.path(), &who.session))
+        };
+    let build_ok = |zones: &BuildZones, app: &str, extra: &[&str]| -> serde_json::Value {
+        let (args, env) = build_in(zones, op, app, extra);
+        let out = run_json(
+            desk.path(),
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &as_refs(&env),
+            None,
+        );
+        assert!(files_under(desk.path()).is_empty(), "the build client wrote a file");
+        out
+    };
+    let build_refused = |zones: &BuildZones, who: &Person, app: &str, extra: &[&str]| -> String {
+        let (args, env) = build_in(zones, who, app, extra);
+        refused(
+            &home,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &as_refs(&env),
+        )
+    };
 
     // Refusals, each with its condition's code, before any data is read.
-    let err = refused(
-        &home,
-        &build(&app, &["--table", "observations=jlac10,value,text_value"]),
-        &op_env,
-    );
+    let err = build_refused(&zones, op, &app, &["--table", "observations=jlac10,value,text_value"]);
     assert!(err.contains("COLUMN_NOT_APPROVED"), "{err}");
-    let err = refused(&home, &build(&app, &["--recipient", "kai"]), &op_env);
+    let err = build_refused(&zones, op, &app, &["--recipient", "kai"]);
     assert!(err.contains("RECIPIENT_NOT_APPROVED"), "{err}");
-    let err = refused(&home, &build(&app, &[]), &session_env(db, &rika));
+    let err = build_refused(&zones, &rika, &app, &[]);
     assert!(err.contains("ROLE_NOT_PERMITTED"), "{err}");
     let expired = approve(today - chrono::Duration::days(1), TABLES);
-    let err = refused(&home, &build(&expired, &[]), &op_env);
+    let err = build_refused(&zones, op, &expired, &[]);
     assert!(err.contains("APPROVAL_EXPIRED"), "{err}");
     let revoked = approve(today + chrono::Duration::days(90), TABLES);
     people::run_client(
@@ -358,20 +371,101 @@ async fn release_build_verify_and_trace_end_to_end() {
         &committee.chair,
         &["committee", "revoke", &revoked, "--reason", "test"],
     );
-    let err = refused(&home, &build(&revoked, &[]), &op_env);
+    let err = build_refused(&zones, op, &revoked, &[]);
     assert!(err.contains("APPROVAL_REVOKED"), "{err}");
+    // A column the platform never releases is refused by the core, before it reads any data (the reason code
+    // comes back through the order; the column's name stays in the core's log).
     let provenance = approve(
         today + chrono::Duration::days(90),
         &[("observations", &["linkage_key", "value", "source_hospital"])],
     );
-    let err = refused(&home, &build(&provenance, &[]), &op_env);
-    assert!(
-        err.contains("NOT_RELEASABLE") && err.contains("source_hospital"),
-        "{err}"
-    );
+    let err = build_refused(&zones, op, &provenance, &[]);
+    assert!(err.contains("NOT_RELEASABLE"), "{err}");
 
     // The release.
-    let built = run_json(home.path(), &build(&app, &[]), &op_env, None);
+    let built = build_ok(&zones, &app, &[]);
+    assert!(
+        files_under(&home.path().join("outbox")).is_empty(),
+        "the delivered package left the outbox"
+    );
+    // The order is delivered once: finishing it again is refused, and nothing is built twice.
+    let order = built["order"].as_u64().expect("the build's core order");
+    let (args, env) = (
+        zones.build_args(&home, &["--order", &order.to_string()]),
+        zones.env(home.path(), &op.session),
+    );
+    let err = refused(
+        &home,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &as_refs(&env),
+    );
+    assert!(err.contains("BUILD_NOT_DELIVERABLE"), "{err}");
+
+    // What crosses the outbox is sealed to the release zone and pinned by the policy service. The core's half of
+    // another approval's build is done while the release zone is out of reach: the package waits in the outbox.
+    let waiting = approve(today + chrono::Duration::days(90), TABLES);
+    let mut args = zones.build_args(&home, &["--application", &waiting]);
+    let at = args.iter().position(|a| a == "--release-server").unwrap();
+    args[at + 1] = "https://127.0.0.1:1".into();
+    let err = refused(
+        &home,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &as_refs(&env),
+    );
+    assert!(err.contains("RELEASE_ZONE_UNAVAILABLE"), "{err}");
+    let waiting_order: u64 = err
+        .split("core order ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the order to resume");
+    let package = home.path().join("outbox").join(format!("build-{waiting_order}.sealed"));
+    let sealed = std::fs::read(&package).expect("the package waits in the outbox");
+    // Nothing in it reads in clear (HPKE to the zone's intake key): not even a table's or a column's name.
+    for clear in ["observations", "patient_pseudonym", "jlac10", &waiting] {
+        assert!(!common::contains(&sealed, clear), "the package shows {clear:?}");
+    }
+    let resume = zones.build_args(&home, &["--order", &waiting_order.to_string()]);
+    let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
+    // A byte changed at rest: refused against the SHA-256 the core reported, nothing built.
+    let mut changed = sealed.clone();
+    let at = changed.len() / 2;
+    changed[at] ^= 1;
+    std::fs::write(&package, &changed).unwrap();
+    let err = refused(&home, &resume, &as_refs(&env));
+    assert!(err.contains("INTEGRITY"), "{err}");
+    // Another package put in its place (an insider's own, sealed to the zone's key for that order): not the one
+    // the core reported.
+    let forged = tokumei_keys::sealed_result::seal(
+        std::fs::read_to_string(home.path().join("release/intake.pub"))
+            .unwrap()
+            .trim(),
+        b"{}",
+        format!("tokumei/build-package/v1 order {waiting_order}").as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(&package, &forged).unwrap();
+    let err = refused(&home, &resume, &as_refs(&env));
+    assert!(err.contains("INTEGRITY"), "{err}");
+    // The genuine package, after the chair revoked the approval: the release zone's half is refused too.
+    std::fs::write(&package, &sealed).unwrap();
+    people::run_client(
+        home.path(),
+        db,
+        &committee.chair,
+        &["committee", "revoke", &waiting, "--reason", "test"],
+    );
+    let err = refused(&home, &resume, &as_refs(&env));
+    assert!(err.contains("APPROVAL_REVOKED"), "{err}");
+    assert!(
+        !home
+            .path()
+            .join("release/releases")
+            .join(format!("R-{waiting}-1"))
+            .exists(),
+        "nothing of the revoked approval reached the release zone"
+    );
+    drop(zones);
     let release = built["release"].as_str().unwrap().to_owned();
     assert_eq!(built["recipients"], serde_json::json!(["rika", "yui"]), "{built}");
     assert!(built["suppressed_patients"].as_u64().unwrap() as f64 <= 0.05 * built["patients"].as_u64().unwrap() as f64);
@@ -642,7 +736,9 @@ async fn release_build_verify_and_trace_end_to_end() {
     );
     assert_eq!(v["key_id"], rotated["old_key_id"], "{v}");
     // A second release of the same approval: its pseudonyms join with none of the first's.
-    let second = run_json(home.path(), &build(&app, &["--recipient", "rika"]), &op_env, None);
+    let zones = BuildZones::start(&home, &home.path().join("release-build-2.log"));
+    let second = build_ok(&zones, &app, &["--recipient", "rika"]);
+    drop(zones);
     let second_copy = copy_of(&home, second["release"].as_str().unwrap(), "rika", dir.path()).await;
     let v = run_json(
         home.path(),
@@ -852,8 +948,10 @@ async fn release_build_verify_and_trace_end_to_end() {
             &app,
         ],
     );
-    let err = refused(&home, &build(&app, &[]), &op_env);
+    let zones = BuildZones::start(&home, &home.path().join("release-build-3.log"));
+    let err = build_refused(&zones, op, &app, &[]);
     assert!(err.contains("BANNED"), "{err}");
+    drop(zones);
     // Deletion declared by the researcher, through the release service, from her own (empty) desk.
     let server = ReleaseServer::start(&home, &home.path().join("release-declare.log"), &[]);
     let declared = run_json(
@@ -899,7 +997,19 @@ async fn release_build_verify_and_trace_end_to_end() {
         );
     }
     assert_eq!(count("release.build", "ok", None), 2);
-    assert_eq!(count("release.build", "failed", Some("NOT_RELEASABLE")), 1);
+    assert_eq!(count("core.build_release", "failed", Some("NOT_RELEASABLE")), 1);
+    assert_eq!(
+        count("core.build_release", "ok", None),
+        3,
+        "the core's half of each build (two delivered, one waiting)"
+    );
+    assert_eq!(
+        count("release.deliver", "ok", None),
+        5,
+        "each build claimed by the release zone: the two delivered, and three tries of the waiting one"
+    );
+    assert_eq!(count("release.build", "failed", Some("INTEGRITY")), 2);
+    assert_eq!(count("release.deliver", "denied", Some("BUILD_NOT_DELIVERABLE")), 1);
     assert_eq!(count("trace.leak", "ok", None), 5);
     assert_eq!(count("assess_release_risk", "ok", None), 1);
     assert_eq!(count("assess_release_risk", "failed", None), 1);

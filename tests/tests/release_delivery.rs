@@ -1030,7 +1030,7 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
     let server = Server::start(home, &log, &[]);
     let mut client = server.client(home).await;
     let table = common::policy_server::documented_table("release-rpc-matrix");
-    assert_eq!(table.len(), 5, "every RPC of ReleaseService is in the table");
+    assert_eq!(table.len(), 6, "every RPC of ReleaseService is in the table");
     let db = tokumei_policy::PolicyDb::open(&tokumei_policy::default_url(home.path()))
         .await
         .expect("the policy database");
@@ -1058,6 +1058,7 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
         "TraceLeak",
         "AssessRisk",
         "DeclareDeletion",
+        "CompleteBuild",
     ] {
         for (role, person) in &callers {
             let before = rpc_entries().await;
@@ -1101,6 +1102,11 @@ async fn every_release_rpc_as_every_role_matches_the_documented_table_and_is_in_
                             }]),
                             *person,
                         ))
+                        .await,
+                ),
+                "CompleteBuild" => classify_release(
+                    &client
+                        .complete_build(maybe_authed(pb::CompleteBuildRequest { order_id: 1 }, *person))
                         .await,
                 ),
                 _ => classify_release(
@@ -1356,6 +1362,32 @@ async fn every_zone_call(
                 .await
                 .map(|_| ()),
         ),
+        (
+            "AdmitBuild",
+            client
+                .admit_build(ppb::ZoneBuildAdmission {
+                    session: session.to_owned(),
+                    origin: "grpc:198.51.100.7:4000".into(),
+                    order_id: 1,
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "RecordBuild",
+            client
+                .record_build(ppb::ZoneBuildRecord {
+                    session: session.to_owned(),
+                    origin: "grpc:198.51.100.7:4000".into(),
+                    order_id: 1,
+                    application_id: application.to_owned(),
+                    ok: true,
+                    details_json: r#"{"release":"R-x-1"}"#.into(),
+                    reason: String::new(),
+                })
+                .await
+                .map(|_| ()),
+        ),
     ]
 }
 
@@ -1403,7 +1435,7 @@ async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
         }
     };
     let release_zone = (home.pki.release_cert(), home.pki.release_key());
-    let mut zone = zone_client(home, &server.policy.addr, Some(release_zone)).await;
+    let mut zone = zone_client(home, server.policy_addr(), Some(release_zone)).await;
 
     // 1. With the release zone's certificate, a committee entry cannot be written: only what the zone observes.
     for forged in [
@@ -1475,6 +1507,33 @@ async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
         .await;
     assert_refused(refused, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
     assert_eq!(entries("trace.leak".to_owned()).await, before, "a verdict was written");
+    // Nor into a release: claiming a build's package or recording a release is an operator's.
+    let before = entries("release.build".to_owned()).await;
+    let refused = zone
+        .admit_build(ppb::ZoneBuildAdmission {
+            session: w.rika.session.clone(),
+            origin: "grpc:198.51.100.7:4000".into(),
+            order_id: 1,
+        })
+        .await;
+    assert_refused(refused, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    let refused = zone
+        .record_build(ppb::ZoneBuildRecord {
+            session: w.rika.session.clone(),
+            origin: "grpc:198.51.100.7:4000".into(),
+            order_id: 1,
+            application_id: w.main.clone(),
+            ok: true,
+            details_json: r#"{"release":"R-x-1"}"#.into(),
+            reason: String::new(),
+        })
+        .await;
+    assert_refused(refused, Code::PermissionDenied, "ROLE_NOT_PERMITTED");
+    assert_eq!(
+        entries("release.build".to_owned()).await,
+        before,
+        "a release was recorded"
+    );
     // Nor into the figures of a measurement; and even with the operator's genuine session, a failure's reason must
     // be a reason code: free text (a value smuggled into the ledger) is refused.
     let before = entries("assess_release_risk".to_owned()).await;
@@ -1542,7 +1601,7 @@ async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
         ),
     ];
     for (who, identity) in others {
-        let mut other = zone_client(home, &server.policy.addr, identity).await;
+        let mut other = zone_client(home, server.policy_addr(), identity).await;
         for (method, result) in every_zone_call(&mut other, &w.rika.session, &w.main).await {
             let before = entries(format!("rpc.{method}")).await;
             match result {
@@ -1566,6 +1625,8 @@ async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
         "DeclareDeletion",
         "RecheckTransfer",
         "RecordEvent",
+        "AdmitBuild",
+        "RecordBuild",
     ] {
         assert!(
             entries(format!("rpc.{method}")).await >= 3,

@@ -361,12 +361,17 @@ async fn each_zone_token_reaches_only_its_own_keys() {
         .expect("release");
     let warmup = release.wrap_key("R-0", &random_key()).await.unwrap();
     assert_eq!(warmup.kek, "release-kek");
-    // A release build beside the store seals a release's key for the release zone, and cannot open it again.
+    // The core makes no release key any more (a build's core half seals its package to the release zone's intake
+    // key): its token can neither seal under the release KEK nor open what the release zone sealed.
     let builder = connect_zone(&addr, &core_token, &p, KeyZone::Release)
         .await
-        .expect("builder");
+        .expect("connects");
+    assert!(matches!(
+        builder.wrap_key("R-1/data", &random_key()).await,
+        Err(KeyError::Remote(_))
+    ));
     let release_key = random_key();
-    let sealed = builder.wrap_key("R-1/data", &release_key).await.unwrap();
+    let sealed = release.wrap_key("R-1/data", &release_key).await.unwrap();
     assert!(matches!(
         builder.unwrap_key("R-1/data", &sealed).await,
         Err(KeyError::Remote(_))

@@ -940,6 +940,7 @@ async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<(BuildPart, O
         zone: &zone,
         service_key: &service_key,
         home: &home,
+        core_keys: keys.as_ref(),
     };
     let stages: Mutex<Vec<(f64, String)>> = Mutex::new(Vec::new());
     let reset = reset_hwm();
@@ -1108,6 +1109,7 @@ async fn download_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<DownloadPa
             tls: tokumei_release::delivery::DeliveryTls::from_files(&pki.gateway_cert(), &pki.gateway_key())?,
             public_url: None,
             token_ttl: tokumei_release::delivery::DEFAULT_TTL,
+            builds: None,
         },
         policy_service.link.clone(),
         zone.clone(),

@@ -42,7 +42,7 @@ pub fn run(cmd: CoreCommand, json: bool) -> anyhow::Result<()> {
                 let orders = match &cfg.core.orders {
                     Some(o) => Some(
                         OrderSource::connect(&cfg, o, &home, keys.clone())?
-                            .with_planner(Arc::new(tokumei_release::builder::plan::CorePlanner)),
+                            .with_planner(Arc::new(tokumei_release::builder::plan::CorePlanner::new(&home, o))),
                     ),
                     None => None,
                 };

@@ -194,6 +194,7 @@ pub async fn chapter(
         zone: &zone,
         service_key: &service_key,
         home,
+        core_keys: zone.keys().as_ref(),
     };
     out.unnamed_recipient_refused = match builder::build(
         &cx,
@@ -472,6 +473,7 @@ impl ReleaseDesk {
                 tls,
                 public_url: None,
                 token_ttl: std::time::Duration::from_secs(300),
+                builds: None,
             },
             policy_service.link.clone(),
             zone.clone(),

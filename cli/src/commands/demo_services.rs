@@ -153,6 +153,8 @@ pub async fn step(
         public_key: public_key.trim().to_owned(),
         ca: None,
         poll_ms: 200,
+        release_key: None,
+        outbox: None,
     });
     let core_toml = home.join("core-orders.toml");
     std::fs::write(&core_toml, toml::to_string(&core_cfg)?)?;

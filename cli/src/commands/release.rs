@@ -4,14 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use tokumei_policy::ServicePublicKey;
 use tokumei_policy::committee::TableRequest;
-use tokumei_policy::{ServiceKey, ServicePublicKey};
+use tokumei_proto::policy::v1 as pb;
 use tokumei_release::ReleaseError;
-use tokumei_release::builder::{self, BuildContext, BuildRequest};
+use tokumei_release::builder;
 use tokumei_release::manifest;
-use tokumei_release::zone::ReleaseZone;
 
-use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
+use crate::commands::access::{PolicyOptions, reason};
 use crate::output::runtime;
 
 /// Subcommands of `tokumei release`.
@@ -48,20 +48,29 @@ pub struct RotateKeyArgs {
 #[derive(clap::Args, Debug)]
 pub struct BuildArgs {
     /// The approved application (file channel).
-    #[arg(long)]
-    pub application: String,
+    #[arg(long, required_unless_present = "order")]
+    pub application: Option<String>,
     /// Build only for these recipients (default: every recipient the approval names).
     #[arg(long = "recipient")]
     pub recipients: Vec<String>,
     /// Build only this part of the approved scope: TABLE=col1,col2 (repeatable; default: everything approved).
     #[arg(long = "table", value_name = "TABLE=COLUMNS")]
     pub tables: Vec<String>,
-    /// Configuration file (store and key service).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Session and policy database.
+    /// Finish the release zone's half of a build order whose core half is done (after an interrupted build).
+    #[arg(long, conflicts_with_all = ["application", "recipients", "tables"])]
+    pub order: Option<u64>,
+    /// The release service's gRPC address (https://HOST:PORT), which finishes the copies.
+    #[arg(long = "release-server", env = "TOKUMEI_RELEASE_URL")]
+    pub release_server: String,
+    /// CA the release service's certificate must chain to (default: the policy service's CA).
+    #[arg(long = "release-ca")]
+    pub release_ca: Option<PathBuf>,
+    /// The policy service and the session.
     #[command(flatten)]
-    pub policy: PolicyOptions,
+    pub service: super::policy_client::ServiceOptions,
+    /// How long to wait for the core.
+    #[command(flatten)]
+    pub wait: crate::commands::store::WaitOptions,
 }
 
 /// Arguments of `tokumei release verify`.
@@ -168,82 +177,124 @@ fn rotate_key(a: RotateKeyArgs, json: bool) -> Result<()> {
     })
 }
 
-/// The release zone under `$TOKUMEI_HOME`, with the configured key service working under the release zone's KEK.
-pub async fn open_zone(config: Option<&Path>) -> Result<ReleaseZone> {
-    let cfg = tokumei_ingest::config::Config::load(config)?;
-    let home = tokumei_ingest::home::tokumei_home();
-    let keys =
-        tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Release).await?;
-    Ok(ReleaseZone::new(&home, keys))
-}
-
 /// A release error with its machine-readable reason, for the binary's edge.
 pub fn release_reason(e: ReleaseError) -> anyhow::Error {
     anyhow::anyhow!("[{}] {e}", e.reason())
 }
 
+/// `tokumei release build`: a client of both zones' services, holding a session and the CA only. The policy
+/// service admits the build and queues the core's half (`build_release`); the core anonymises, verifies and seals
+/// the result to the release zone; the release service (`CompleteBuild`) admits it again, fingerprints, signs and
+/// seals each copy and records the release.
 fn build(a: BuildArgs, json: bool) -> Result<()> {
+    tokumei_ingest::tls::install_crypto_provider();
     let rt = runtime()?;
     rt.block_on(async {
-        let policy = open_policy(&a.policy).await?;
-        let who = actor(&policy, &a.policy).await?;
-        let cfg = tokumei_ingest::config::Config::load(a.config.as_deref())?;
-        let home = tokumei_ingest::home::tokumei_home();
-        let store = crate::commands::store::open_store(&cfg, &home).await?;
-        let zone = open_zone(a.config.as_deref()).await?;
-        let service_key =
-            ServiceKey::load_or_create(&tokumei_release::manifest::manifest_key_path(&home)).map_err(reason)?;
-        let cx = BuildContext {
-            policy: &policy,
-            actor: &who,
-            origin: CLI,
-            store: &store,
-            zone: &zone,
-            service_key: &service_key,
-            home: &home,
-        };
-        let spinner = indicatif::ProgressBar::new_spinner();
-        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-        let request = BuildRequest {
-            recipients: (!a.recipients.is_empty()).then(|| a.recipients.clone()),
-            tables: (!a.tables.is_empty()).then(|| parse_tables(&a.tables)).transpose()?,
-        };
-        let say = |m: &str| spinner.set_message(m.to_owned());
-        let outcome = builder::build(&cx, &a.application, &request, &say).await;
-        spinner.finish_and_clear();
-        let outcome = outcome.map_err(release_reason)?;
-        if json {
-            println!("{}", serde_json::to_string_pretty(&outcome)?);
-        } else {
-            println!(
-                "release {} of {} built for {} recipient(s): {} patients, {} suppressed",
-                outcome.release,
-                outcome.application,
-                outcome.recipients.len(),
-                outcome.patients,
-                outcome.suppressed_patients
-            );
-            for p in &outcome.protection {
-                let generalised = p
-                    .generalisation
-                    .iter()
-                    .map(|(q, l)| format!("{q}@{l}"))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                println!(
-                    "  {:<12} {:>8} rows  classes {:>5}  min class {:>4}  marked {:.3} % of cells {}",
-                    p.table,
-                    p.rows,
-                    p.classes,
-                    p.min_class_size,
-                    p.marked_cell_fraction * 100.0,
-                    generalised
+        let order = match (a.order, &a.application) {
+            (Some(order), _) => order,
+            (None, Some(application)) => {
+                anyhow::ensure!(
+                    a.wait.wait_secs > 0,
+                    "[BAD_INPUT] a build waits for the core: --wait-secs must be > 0"
                 );
+                let tables = parse_tables(&a.tables)?;
+                let status = crate::commands::store::order(
+                    &a.service,
+                    &a.wait,
+                    pb::core_operation_request::Operation::BuildRelease(pb::BuildReleaseOperation {
+                        application_id: application.clone(),
+                        recipients: a.recipients.clone(),
+                        tables: tables
+                            .iter()
+                            .map(|t| pb::TableColumns {
+                                table: t.table.clone(),
+                                columns: t.columns.clone(),
+                            })
+                            .collect(),
+                    }),
+                    json,
+                )
+                .await?;
+                status.id
             }
-            println!("  files per copy: {}", outcome.files.join(", "));
+            (None, None) => anyhow::bail!("[BAD_INPUT] --application or --order"),
+        };
+        let session = crate::commands::access::given_or_saved_session(a.service.session.as_deref())?;
+        let ca_path = a
+            .release_ca
+            .clone()
+            .or_else(|| a.service.policy_ca.clone())
+            .unwrap_or_else(|| tokumei_ingest::home::tokumei_home().join("pki").join("ca.crt"));
+        let ca = std::fs::read(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
+        let resume = |e: anyhow::Error| {
+            anyhow::anyhow!(
+                "{e:#}\n[RELEASE_ZONE_UNAVAILABLE] core order {order} is done and waits for the release zone: finish it \
+                 with `tokumei release build --order {order}` (the approval is checked again then)"
+            )
+        };
+        let mut client = super::release_client::connect(&a.release_server, &ca).await.map_err(resume)?;
+        let spinner = indicatif::ProgressBar::new_spinner();
+        if !json {
+            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+            spinner.set_message(format!(
+                "core order {order} done: the release zone fingerprints, signs and seals each copy"
+            ));
+        }
+        let answer = client
+            .complete_build(super::release_client::authed(
+                &super::release_client::bearer(&session)?,
+                tokumei_proto::release::v1::CompleteBuildRequest { order_id: order },
+            ))
+            .await
+            .map_err(|s| {
+                if s.code() == tonic::Code::Unavailable {
+                    resume(super::release_client::refused(s))
+                } else {
+                    super::release_client::refused(s)
+                }
+            });
+        spinner.finish_and_clear();
+        let outcome: builder::BuildOutcome =
+            serde_json::from_str(&answer?.into_inner().outcome_json).context("the release service's outcome")?;
+        if json {
+            let mut out = serde_json::to_value(&outcome)?;
+            out["order"] = serde_json::json!(order);
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            print_outcome(&outcome);
+            println!("  core order {order}");
         }
         Ok(())
     })
+}
+
+fn print_outcome(outcome: &builder::BuildOutcome) {
+    println!(
+        "提供データ / release {} of {} built for {} recipient(s): {} patients, {} suppressed",
+        outcome.release,
+        outcome.application,
+        outcome.recipients.len(),
+        outcome.patients,
+        outcome.suppressed_patients
+    );
+    for p in &outcome.protection {
+        let generalised = p
+            .generalisation
+            .iter()
+            .map(|(q, l)| format!("{q}@{l}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!(
+            "  {:<12} {:>8} rows  classes {:>5}  min class {:>4}  marked {:.3} % of cells {}",
+            p.table,
+            p.rows,
+            p.classes,
+            p.min_class_size,
+            p.marked_cell_fraction * 100.0,
+            generalised
+        );
+    }
+    println!("  files per copy: {}", outcome.files.join(", "));
 }
 
 fn parse_tables(args: &[String]) -> Result<Vec<TableRequest>> {

@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// Configuration file (key service; default: built-in defaults under $TOKUMEI_HOME).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Where the core writes build packages sealed to this zone (default $TOKUMEI_HOME/outbox).
+    #[arg(long)]
+    outbox: Option<PathBuf>,
     #[command(flatten)]
     link: LinkOptions,
 }
@@ -100,6 +103,22 @@ pub fn run(args: ServeArgs, json: bool) -> Result<()> {
         let keys = open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Release)
             .await
             .context("key service")?;
+        // Finishing builds: the manifest key signs each copy, the intake key opens the core's packages (created on
+        // first start; its public half, release/intake.pub, is what the core pins).
+        let manifest_key =
+            tokumei_policy::ServiceKey::load_or_create(&tokumei_release::manifest::manifest_key_path(&home))
+                .map_err(|e| anyhow::anyhow!("[{}] the manifest key: {e}", e.reason()))?;
+        let intake = tokumei_release::intake::load_or_create(&home, keys.as_ref())
+            .await
+            .map_err(|e| anyhow::anyhow!("[{}] the intake key: {e}", e.reason()))?;
+        let builds = tokumei_release::delivery::BuildDesk {
+            manifest_key: std::sync::Arc::new(manifest_key),
+            intake: std::sync::Arc::new(intake),
+            outbox: args
+                .outbox
+                .clone()
+                .unwrap_or_else(|| tokumei_release::intake::default_outbox(&home)),
+        };
         let zone = ReleaseZone::new(&home, keys);
         let config = DeliveryConfig {
             grpc_listen: args.grpc_listen,
@@ -107,6 +126,7 @@ pub fn run(args: ServeArgs, json: bool) -> Result<()> {
             tls,
             public_url: args.public_url.clone(),
             token_ttl: Duration::from_secs(args.token_ttl),
+            builds: Some(builds),
         };
         let running = serve(config, policy, zone, termination_signal())
             .await

@@ -415,6 +415,11 @@ pub fn core_operation_from_proto(r: pb::CoreOperationRequest) -> Result<CoreOper
                 "a release plan is asked with request_release_plan".into(),
             ));
         }
+        Some(Operation::BuildRelease(_)) => {
+            return Err(PolicyError::Invalid(
+                "a release build is asked with request_release_build".into(),
+            ));
+        }
         Some(Operation::Sql(q)) => CoreOperation::Sql {
             query: q.query,
             all_rows: q.all_rows,

@@ -114,6 +114,8 @@ pub fn code_for_reason(reason: &str) -> Code {
         | "APPROVAL_EXPIRED"
         | "APPROVAL_REVOKED"
         | "DOWNLOAD_LIMIT_REACHED"
+        | "BUILD_NOT_DELIVERABLE"
+        | "APPROVAL_CHANGED"
         | "INVALID_STATE"
         | "QUORUM_NOT_MET"
         | "BUDGET_BELOW_SPENT" => Code::FailedPrecondition,
@@ -760,6 +762,7 @@ impl PolicyService for PolicyGrpc {
             Some(Operation::PlanRelease(_)) => Action::PlanRelease,
             Some(Operation::Statistics(_)) => Action::RunStatistics,
             Some(Operation::Sql(_)) => Action::RunOperatorSql,
+            Some(Operation::BuildRelease(_)) => Action::BuildRelease,
             _ => Action::OperateCore,
         };
         self.policy
@@ -776,6 +779,13 @@ impl PolicyService for PolicyGrpc {
             Some(Operation::Statistics(st)) => {
                 let spec = convert::statistics_from_proto(st);
                 self.policy.request_statistics(&actor, spec, Origin(&origin)).await
+            }
+            Some(Operation::BuildRelease(b)) => {
+                let recipients = (!b.recipients.is_empty()).then_some(b.recipients);
+                let tables = (!b.tables.is_empty()).then(|| convert::tables_from_proto(&b.tables));
+                self.policy
+                    .request_release_build(&actor, &b.application_id, recipients, tables, Origin(&origin))
+                    .await
             }
             other => {
                 let operation = convert::core_operation_from_proto(pb::CoreOperationRequest { operation: other })

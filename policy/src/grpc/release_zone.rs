@@ -45,6 +45,7 @@ pub fn release_zone_event(action: &str) -> bool {
             | "rpc.DeclareDeletion"
             | "rpc.TraceLeak"
             | "rpc.AssessRisk"
+            | "rpc.CompleteBuild"
             | "release.key_rotated"
             | "download_release"
             | "download.transfer"
@@ -201,6 +202,46 @@ impl ReleaseZoneService for ReleaseZoneGrpc {
                 .await
                 .map_err(|e| policy_status(&e))?;
             Ok(pb::Empty {})
+        })
+        .await
+    }
+
+    async fn admit_build(&self, request: Request<pb::ZoneBuildAdmission>) -> Reply<pb::ZoneBuild> {
+        self.zone_only("AdmitBuild", request, async |r: pb::ZoneBuildAdmission| {
+            let actor = self.person(&r.session).await?;
+            let (scope, report) = self
+                .policy
+                .admit_build_delivery(&actor, r.order_id, Origin(&r.origin))
+                .await
+                .map_err(|e| policy_status(&e))?;
+            let scope_json = serde_json::to_string(&scope).map_err(|_| Status::internal("scope not serialisable"))?;
+            Ok(pb::ZoneBuild {
+                scope_json,
+                report_json: report.to_string(),
+            })
+        })
+        .await
+    }
+
+    async fn record_build(&self, request: Request<pb::ZoneBuildRecord>) -> Reply<pb::ZoneAuditAck> {
+        self.zone_only("RecordBuild", request, async |r: pb::ZoneBuildRecord| {
+            let actor = self.person(&r.session).await?;
+            let outcome = if r.ok {
+                let details: serde_json::Value =
+                    serde_json::from_str(&r.details_json).map_err(|_| invalid("details must be a JSON object"))?;
+                if !details.is_object() {
+                    return Err(invalid("details must be a JSON object"));
+                }
+                Ok(details)
+            } else {
+                Err(r.reason)
+            };
+            let entry = self
+                .policy
+                .record_build_delivery(&actor, r.order_id, &r.application_id, outcome, Origin(&r.origin))
+                .await
+                .map_err(|e| policy_status(&e))?;
+            Ok(pb::ZoneAuditAck { audit_seq: entry.seq })
         })
         .await
     }
@@ -370,6 +411,7 @@ mod tests {
             "rpc.RequestDownload",
             "rpc.TraceLeak",
             "rpc.AssessRisk",
+            "rpc.CompleteBuild",
             "download.transfer",
             "download_release",
         ] {

@@ -9,6 +9,7 @@ pub mod counts;
 pub mod extremes;
 pub mod files;
 pub mod items;
+pub mod package;
 pub mod plan;
 pub mod protect;
 pub mod record_check;
@@ -18,10 +19,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::Utc;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
-use tokumei_policy::committee::japan_date;
-use tokumei_policy::committee::{Channel, PrivacyModel, TableRequest};
+use tokumei_policy::committee::{PrivacyModel, TableRequest};
+use tokumei_policy::core_orders::BuildScope;
 use tokumei_policy::{Actor, Origin, Policy, ServiceKey};
 use tokumei_store::{Store, Table, View};
 
@@ -32,7 +33,7 @@ use crate::manifest::{self, Manifest, ManifestFile, RecordProtection, TableProte
 use crate::pseudonym::PseudonymKey;
 use crate::sealed_file;
 use crate::zone::{CopyFile, PseudonymScope, ReleaseRecord, ReleaseZone};
-use protect::Protected;
+use package::ProtectionSummary;
 
 /// Largest share of a file's cells a fingerprint may change.
 pub const MAX_MARKED_FRACTION: f64 = 0.01;
@@ -54,10 +55,12 @@ pub struct BuildContext<'a> {
     pub service_key: &'a ServiceKey,
     /// `$TOKUMEI_HOME` (project pseudonym keys live under its core directory).
     pub home: &'a Path,
+    /// The core's key service (wraps the project pseudonym keys the core's half reads with).
+    pub core_keys: &'a dyn tokumei_keys::KeyService,
 }
 
 /// What a build produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BuildOutcome {
     /// The release as recorded in the zone.
     pub release: String,
@@ -88,7 +91,9 @@ pub struct BuildRequest {
     pub tables: Option<Vec<TableRequest>>,
 }
 
-/// Builds a release of approval `application`.
+/// Builds a release of approval `application` in one process (the demo's and the benchmarks' path): the policy
+/// façade admits it, [`package::prepare`] runs the core's half and [`deliver`] the release zone's. A deployed
+/// platform runs the same two halves in their zones (`build_release` core order, `ReleaseService.CompleteBuild`).
 pub async fn build(
     cx: &BuildContext<'_>,
     application: &str,
@@ -111,27 +116,39 @@ pub async fn build(
         .policy
         .admit_build(cx.actor, application, &recipients, &tables, cx.origin)
         .await?;
-    let result = build_admitted(cx, &app, &tables, &recipients, progress).await;
+    let result = async {
+        let scope = BuildScope::of(&app, &tables, &recipients)?;
+        let package = package::prepare(cx.store, cx.core_keys, cx.home, 0, &scope, progress).await?;
+        let desk = DeliverContext {
+            zone: cx.zone,
+            service_key: cx.service_key,
+            built_by: &cx.actor.username,
+        };
+        deliver(&desk, package, progress).await
+    }
+    .await;
     match &result {
         Ok(outcome) => {
             cx.policy
-                .record_release(
-                    cx.actor,
-                    application,
-                    serde_json::json!({
-                        "release": outcome.release,
-                        "recipients": outcome.recipients,
-                        "files": outcome.files,
-                        "patients": outcome.patients,
-                        "suppressed_patients": outcome.suppressed_patients,
-                    }),
-                    cx.origin,
-                )
+                .record_release(cx.actor, application, outcome.ledger_details(), cx.origin)
                 .await?;
         }
         Err(e) => audit_failure(cx.policy, cx.actor, "release.build", application, cx.origin, e).await?,
     }
     result
+}
+
+impl BuildOutcome {
+    /// What the ledger's `release.build` entry records: identifiers and counts.
+    pub fn ledger_details(&self) -> serde_json::Value {
+        serde_json::json!({
+            "release": self.release,
+            "recipients": self.recipients,
+            "files": self.files,
+            "patients": self.patients,
+            "suppressed_patients": self.suppressed_patients,
+        })
+    }
 }
 
 /// Records in the audit ledger that an admitted release-zone act on `application` failed, with the error's
@@ -194,62 +211,46 @@ pub(crate) async fn read_scope(
     Ok(sheets)
 }
 
-async fn build_admitted(
-    cx: &BuildContext<'_>,
-    app: &tokumei_policy::committee::store::ApplicationRecord,
-    tables: &[TableRequest],
-    recipients: &[String],
+/// The release zone's part of a build: what it needs and holds — the zone (its key service wraps each release's
+/// keys), the manifest key, and who is building. No store, no policy database.
+pub struct DeliverContext<'a> {
+    /// The release zone.
+    pub zone: &'a ReleaseZone,
+    /// The zone's manifest key.
+    pub service_key: &'a ServiceKey,
+    /// The operator building (recorded in the release's record).
+    pub built_by: &'a str,
+}
+
+/// The release zone's half of a build: from the core's verified package, one fingerprinted, re-verified, signed
+/// and sealed copy per recipient of the package's scope, then the release's record (written last).
+pub async fn deliver(
+    cx: &DeliverContext<'_>,
+    mut package: package::BuildPackage,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<BuildOutcome> {
-    let conditions = app
-        .conditions
-        .as_ref()
-        .ok_or_else(|| ReleaseError::NotReleasable("the application has no approval conditions".into()))?;
-    if conditions.channel != Channel::File {
-        return Err(ReleaseError::NotReleasable(format!(
-            "approval {} is for the {} channel; files are built for the file channel only (statistics: `tokumei stats`)",
-            app.id, conditions.channel
-        )));
-    }
-    let model = conditions
-        .privacy
-        .ok_or_else(|| ReleaseError::NotReleasable("the approval sets no privacy model".into()))?;
-    if model.l.is_some() || model.t.is_some() {
-        return Err(ReleaseError::NotReleasable(
-            "l-diversity and t-closeness need a sensitive attribute in the patient file; this release builder \
-             enforces k-anonymity with suppression on the demographics only"
-                .into(),
-        ));
-    }
-    let scope = release_scope(tables)?;
-    let (key, pseudonym_scope) = if conditions.link_releases {
-        (
-            PseudonymKey::for_project(cx.home, cx.zone.keys().as_ref(), &app.id).await?,
-            PseudonymScope::Project,
-        )
-    } else {
-        (PseudonymKey::fresh(), PseudonymScope::Recipient)
-    };
-
-    progress("reading the approved tables from the core (research view)");
-    let mut sheets = read_scope(cx.store, &scope, &conditions.cohort_filter, &key).await?;
-
-    let Protected {
-        anonymised,
-        withheld,
-        patients,
+    let model = package.model()?;
+    let mut sheets = package.take_sheets()?;
+    let anonymised = package.anonymisation_by_table();
+    let scope = &package.scope;
+    let recipients = &scope.recipients;
+    let pseudonym_scope = package.pseudonym_scope;
+    let ProtectionSummary {
+        items: items_outcome,
+        extremes: extremes_reports,
+        count_caps,
         top_coded_birth_dates,
         merged_patient_rows,
-        extremes: extremes_reports,
-        items: items_outcome,
-        count_caps,
         release_loss,
         demographic_candidates,
-    } = protect::protect(&mut sheets, &model, japan_date(Utc::now()), progress)?;
-
-    let release = next_release_id(cx.zone, &app.id)?;
+    } = package.protection.clone();
+    let patients = package.patients;
+    let suppressed_patients = package.suppressed_patients;
+    let release = next_release_id(cx.zone, &scope.application)?;
+    // Row order is the store's; each release gets its own (a key of this shuffle alone).
+    let order_key = PseudonymKey::fresh();
     for (table, sheet) in &mut sheets {
-        select::shuffle(sheet, &key, &format!("{release}/{}", table.name()));
+        select::shuffle(sheet, &order_key, &format!("{release}/{}", table.name()));
     }
     let unmarked: Vec<(Table, &Sheet)> = sheets.iter().map(|(t, s)| (*t, s)).collect();
     record_check::check(&unmarked, model.k, model.m as usize)?;
@@ -280,7 +281,7 @@ async fn build_admitted(
         .collect();
     let codebook_bytes = serde_json::to_vec_pretty(&serde_json::json!({
         "release": release,
-        "application": app.id,
+        "application": scope.application,
         "pseudonyms": match pseudonym_scope {
             PseudonymScope::Release => "specific to this release: they join with no other release",
             PseudonymScope::Recipient => {
@@ -327,11 +328,11 @@ async fn build_admitted(
         let manifest = Manifest {
             format: 2,
             release: release.clone(),
-            application: app.id.clone(),
-            approval_revision: app.conditions_revision,
+            application: scope.application.clone(),
+            approval_revision: scope.approval_revision,
             recipient: recipient.clone(),
             built_at,
-            expires_on: conditions.expires_on,
+            expires_on: scope.expires_on,
             privacy_model: model,
             protection: copy.protection.clone(),
             record: Some(record.clone()),
@@ -366,12 +367,12 @@ async fn build_admitted(
     }
     let record = ReleaseRecord {
         id: release.clone(),
-        application: app.id.clone(),
-        approval_revision: app.conditions_revision,
+        application: scope.application.clone(),
+        approval_revision: scope.approval_revision,
         built_at,
-        built_by: cx.actor.username.clone(),
-        expires_on: conditions.expires_on,
-        tables: tables.to_vec(),
+        built_by: cx.built_by.to_owned(),
+        expires_on: scope.expires_on,
+        tables: scope.tables.clone(),
         copies,
         data_key: wrapped_data,
         fingerprint_key: wrapped_fingerprint,
@@ -381,7 +382,7 @@ async fn build_admitted(
     cx.zone.commit(&record)?;
     Ok(BuildOutcome {
         release,
-        application: app.id.clone(),
+        application: scope.application.clone(),
         recipients: recipients.to_vec(),
         files: record
             .copies
@@ -392,7 +393,7 @@ async fn build_admitted(
         protection: first_protection,
         record: first_record,
         patients,
-        suppressed_patients: withheld.len() as u64,
+        suppressed_patients,
         pseudonym_scope,
     })
 }
@@ -410,7 +411,7 @@ fn make_copy(
     key: &fingerprint::FingerprintKey,
     (recipient, pseudonyms): (&str, Option<&fingerprint::RecipientPseudonyms>),
     model: &PrivacyModel,
-    anonymised: &BTreeMap<Table, anonymise::Anonymised>,
+    anonymised: &BTreeMap<Table, package::TableAnonymisation>,
 ) -> Result<Copy> {
     let mut files = Vec::new();
     let mut protection = Vec::new();
@@ -454,7 +455,7 @@ fn make_copy(
             table: table.name().to_owned(),
             generalisation: a.map(|a| a.generalisation.clone()).unwrap_or_default(),
             rows,
-            suppressed_patients: a.map_or(0, |a| a.withheld.len() as u64),
+            suppressed_patients: a.map_or(0, |a| a.suppressed_patients),
             classes,
             min_class_size,
             risk: a.and_then(|a| a.risk.clone()),

@@ -8,6 +8,8 @@
 //! aggregate figures leave it (levels, counts, shares); it is authorised as [`Action::PlanRelease`] and
 //! audited with those figures.
 
+use std::path::Path;
+
 use chrono::Utc;
 use serde::Serialize;
 use tokumei_policy::authorization::Action;
@@ -224,10 +226,61 @@ pub async fn plan_scope(
     })
 }
 
-/// The core's planner: what `tokumei core run` carries out for a `plan_release` order. The scope and model come
-/// in the order, fixed and checked by the policy service; the report is the plan's aggregates.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CorePlanner;
+/// The core's release work: what `tokumei core run` carries out for a `plan_release` order (the plan's
+/// aggregates, reported) and for a `build_release` order (the core's half of the build, sealed to the release
+/// zone's intake key and written to the outbox; the report pins it). The scope and model come in the order, fixed
+/// and checked by the policy service.
+#[derive(Debug, Clone)]
+pub struct CorePlanner {
+    /// The core's home (project pseudonym keys live under its `core/` directory).
+    pub home: std::path::PathBuf,
+    /// The release zone's intake key, 64 hex digits (pinned in the core's configuration; `None`: read from
+    /// `release/intake.pub` under the home at each build, as a single-host installation publishes it).
+    pub intake_key: Option<String>,
+    /// Where packages are written.
+    pub outbox: std::path::PathBuf,
+}
+
+impl CorePlanner {
+    /// The planner of a core at `home` with its `[core.orders]` settings.
+    pub fn new(home: &Path, orders: &tokumei_platform::config::CoreOrdersConfig) -> CorePlanner {
+        CorePlanner {
+            home: home.to_path_buf(),
+            intake_key: orders.release_key.clone(),
+            outbox: orders
+                .outbox
+                .as_ref()
+                .map(|p| tokumei_platform::config::resolve(home, p))
+                .unwrap_or_else(|| crate::intake::default_outbox(home)),
+        }
+    }
+
+    fn intake_key(&self) -> Result<String> {
+        match &self.intake_key {
+            Some(k) => Ok(k.trim().to_owned()),
+            None => {
+                let path = crate::intake::public_key_path(&self.home);
+                std::fs::read_to_string(&path)
+                    .map(|k| k.trim().to_owned())
+                    .map_err(|e| ReleaseError::io(format!("the release zone's intake key {}", path.display()), e))
+            }
+        }
+    }
+}
+
+fn declined(e: &ReleaseError) -> tokumei_store::StoreError {
+    tokumei_store::StoreError::Declined {
+        code: e.reason(),
+        message: e.to_string(),
+    }
+}
+
+fn unreadable(what: &str) -> tokumei_store::StoreError {
+    tokumei_store::StoreError::Declined {
+        code: "ORDER_UNREADABLE".into(),
+        message: format!("the order's {what} is not readable"),
+    }
+}
 
 impl tokumei_store::orders::Planner for CorePlanner {
     fn plan<'a>(
@@ -237,20 +290,50 @@ impl tokumei_store::orders::Planner for CorePlanner {
         params: &'a serde_json::Value,
     ) -> tokumei_store::orders::PlanFuture<'a> {
         Box::pin(async move {
-            let unreadable = |what: &str| tokumei_store::StoreError::Declined {
-                code: "ORDER_UNREADABLE".into(),
-                message: format!("the plan order's {what} is not readable"),
-            };
             let scope: PlanScope = serde_json::from_value(scope.clone()).map_err(|_| unreadable("scope"))?;
             let params: PlanRequest = serde_json::from_value(params.clone()).map_err(|_| unreadable("model"))?;
-            let outcome =
-                plan_scope(store, &scope, &params, &|_| {})
-                    .await
-                    .map_err(|e| tokumei_store::StoreError::Declined {
-                        code: e.reason(),
-                        message: e.to_string(),
-                    })?;
+            let outcome = plan_scope(store, &scope, &params, &|_| {})
+                .await
+                .map_err(|e| declined(&e))?;
             serde_json::to_value(outcome).map_err(|e| tokumei_store::StoreError::Orders(format!("plan report: {e}")))
+        })
+    }
+
+    fn build<'a>(
+        &'a self,
+        store: &'a Store,
+        keys: &'a dyn tokumei_keys::KeyService,
+        order: u64,
+        scope: &'a serde_json::Value,
+    ) -> tokumei_store::orders::PlanFuture<'a> {
+        Box::pin(async move {
+            let scope: tokumei_policy::core_orders::BuildScope =
+                serde_json::from_value(scope.clone()).map_err(|_| unreadable("scope"))?;
+            // The key is read before any data: a core that cannot seal reads nothing.
+            let intake = self.intake_key().map_err(|e| declined(&e))?;
+            if !tokumei_keys::sealed_result::is_recipient_key(&intake) {
+                return Err(tokumei_store::StoreError::Declined {
+                    code: "INTAKE_KEY_INVALID".into(),
+                    message: "the release zone's intake key is not an X25519 public key".into(),
+                });
+            }
+            let package = super::package::prepare(store, keys, &self.home, order, &scope, &|_| {})
+                .await
+                .map_err(|e| declined(&e))?;
+            let reference =
+                super::package::seal_to_outbox(&package, &intake, &self.outbox).map_err(|e| declined(&e))?;
+            Ok(serde_json::json!({
+                "package": reference.package,
+                "package_sha256": reference.package_sha256,
+                "package_bytes": reference.package_bytes,
+                "patients": package.patients,
+                "suppressed_patients": package.suppressed_patients,
+                "tables": package.sheets.iter().map(|s| serde_json::json!({
+                    "table": s.table,
+                    "rows": s.columns.first().map_or(0, Vec::len),
+                })).collect::<Vec<_>>(),
+                "scope": scope,
+            }))
         })
     }
 }

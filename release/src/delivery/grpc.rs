@@ -244,10 +244,90 @@ impl ReleaseService for AuditedReleaseGrpc {
         let result = self.inner.assess_risk(request).await;
         self.record("AssessRisk", who, result).await
     }
+
+    async fn complete_build(&self, request: Request<pb::CompleteBuildRequest>) -> Reply<pb::CompleteBuildResponse> {
+        let who = self.caller(&request).await;
+        let result = self.inner.complete_build(request).await;
+        self.record("CompleteBuild", who, result).await
+    }
+}
+
+impl ReleaseGrpc {
+    /// The zone's half of a build: claimed through the policy service (which admits the approval again), the
+    /// package opened and checked against the order, the copies made, the release recorded.
+    async fn finish_build(
+        &self,
+        caller: &Caller,
+        origin: &str,
+        order: u64,
+    ) -> Result<crate::builder::BuildOutcome, Status> {
+        let desk = self.delivery.builds.clone().ok_or_else(|| {
+            status_with_reason(
+                Code::FailedPrecondition,
+                "BUILDS_NOT_SERVED",
+                "this release service does not finish builds (it was started without its intake key)",
+                HashMap::new(),
+            )
+        })?;
+        let (scope_json, report_json) = self.delivery.policy.admit_build(caller, origin, order).await?;
+        let scope: tokumei_policy::core_orders::BuildScope =
+            serde_json::from_str(&scope_json).map_err(|_| Status::internal("the admitted scope is unreadable"))?;
+        let report: serde_json::Value =
+            serde_json::from_str(&report_json).map_err(|_| Status::internal("the core's report is unreadable"))?;
+        let result = async {
+            let sha256 = report["package_sha256"]
+                .as_str()
+                .ok_or_else(|| ReleaseError::Integrity(format!("core order {order}'s report pins no package")))?
+                .to_owned();
+            let (outbox, intake, opened_scope) = (desk.outbox.clone(), desk.intake.clone(), scope.clone());
+            let package = tokio::task::spawn_blocking(move || {
+                crate::builder::package::open_from_outbox(&outbox, order, &sha256, &opened_scope, &intake)
+            })
+            .await
+            .map_err(|e| ReleaseError::BadInput(format!("opening the package: {e}")))??;
+            let cx = crate::builder::DeliverContext {
+                zone: &self.delivery.zone,
+                service_key: &desk.manifest_key,
+                built_by: &caller.username,
+            };
+            crate::builder::deliver(&cx, package, &|_| {}).await
+        }
+        .await;
+        match result {
+            Ok(outcome) => {
+                self.delivery
+                    .policy
+                    .record_build(caller, origin, order, &scope.application, Ok(&outcome.ledger_details()))
+                    .await?;
+                crate::builder::package::remove_from_outbox(&desk.outbox, order);
+                Ok(outcome)
+            }
+            Err(e) => {
+                let reason = e.reason();
+                if let Err(s) = self
+                    .delivery
+                    .policy
+                    .record_build(caller, origin, order, &scope.application, Err(&reason))
+                    .await
+                {
+                    tracing::error!(order, reason = %reason_of(&s), "a failed build could not be recorded");
+                }
+                Err(release_status(&e))
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
 impl ReleaseService for ReleaseGrpc {
+    async fn complete_build(&self, request: Request<pb::CompleteBuildRequest>) -> Reply<pb::CompleteBuildResponse> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        let outcome = self.finish_build(&actor, &origin, r.order_id).await?;
+        let outcome_json =
+            serde_json::to_string(&outcome).map_err(|_| Status::internal("the build's outcome is not serialisable"))?;
+        Ok(Response::new(pb::CompleteBuildResponse { outcome_json }))
+    }
+
     async fn list_releases(&self, request: Request<pb::ListReleasesRequest>) -> Reply<pb::ListReleasesResponse> {
         let (origin, actor, asked) = self.authenticated(request).await?;
         let records: Vec<ReleaseRecord> = self

@@ -158,6 +158,29 @@ pub struct DeliveryConfig {
     pub public_url: Option<String>,
     /// How long a download token lives.
     pub token_ttl: Duration,
+    /// What finishing builds needs (`None`: this service does not finish builds).
+    pub builds: Option<BuildDesk>,
+}
+
+/// What the zone needs to finish builds whose core half is done: its manifest key, its intake key and the outbox
+/// the core writes packages to.
+#[derive(Clone)]
+pub struct BuildDesk {
+    /// Signs each copy's manifest.
+    pub manifest_key: Arc<tokumei_policy::ServiceKey>,
+    /// Opens the packages the core sealed to the zone.
+    pub intake: Arc<tokumei_keys::sealed_result::RecipientKey>,
+    /// Where the core writes packages.
+    pub outbox: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for BuildDesk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildDesk")
+            .field("intake", &self.intake.public_hex())
+            .field("outbox", &self.outbox)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the gRPC service and the HTTPS endpoint share; cheap to clone.
@@ -167,6 +190,7 @@ pub struct Delivery {
     zone: ReleaseZone,
     tokens: Arc<TokenTable>,
     public_url: Arc<str>,
+    builds: Option<BuildDesk>,
 }
 
 impl Delivery {
@@ -178,7 +202,14 @@ impl Delivery {
             zone,
             tokens: Arc::new(TokenTable::new(token_ttl)),
             public_url: Arc::from(public_url.trim_end_matches('/')),
+            builds: None,
         }
+    }
+
+    /// The same delivery, finishing builds with `desk`.
+    pub fn with_builds(mut self, desk: Option<BuildDesk>) -> Delivery {
+        self.builds = desk;
+        self
     }
 
     /// The link to the policy service (authentication, admissions, audit).
@@ -254,7 +285,7 @@ pub async fn serve(
         }
         None => format!("https://{https_addr}"),
     };
-    let delivery = Delivery::new(policy, zone, &public_url, config.token_ttl);
+    let delivery = Delivery::new(policy, zone, &public_url, config.token_ttl).with_builds(config.builds.clone());
     let shutdown = shutdown.shared();
     let grpc = grpc::serve(delivery.clone(), grpc_listener, &config.tls, shutdown.clone())?;
     let https = https::serve(delivery, https_listener, rustls, shutdown);

@@ -301,6 +301,52 @@ impl PolicyLink {
         Ok(ack.audit_seq)
     }
 
+    /// Claims build order `order` for `caller` (an operator): the scope the order fixed (JSON) and the core's report
+    /// on it (JSON). The policy service admits the approval again and records a refusal.
+    pub async fn admit_build(&self, caller: &Caller, origin: &str, order: u64) -> Result<(String, String), Status> {
+        let build = self
+            .client
+            .clone()
+            .admit_build(pb::ZoneBuildAdmission {
+                session: caller.session.to_string(),
+                origin: origin.to_owned(),
+                order_id: order,
+            })
+            .await?
+            .into_inner();
+        Ok((build.scope_json, build.report_json))
+    }
+
+    /// Records the zone's half of build order `order`: the release delivered, or the reason code it failed with.
+    pub async fn record_build(
+        &self,
+        caller: &Caller,
+        origin: &str,
+        order: u64,
+        application: &str,
+        outcome: Result<&serde_json::Value, &str>,
+    ) -> Result<i64, Status> {
+        let (ok, details_json, reason) = match outcome {
+            Ok(details) => (true, details.to_string(), String::new()),
+            Err(reason) => (false, String::new(), reason.to_owned()),
+        };
+        let ack = self
+            .client
+            .clone()
+            .record_build(pb::ZoneBuildRecord {
+                session: caller.session.to_string(),
+                origin: origin.to_owned(),
+                order_id: order,
+                application_id: application.to_owned(),
+                ok,
+                details_json,
+                reason,
+            })
+            .await?
+            .into_inner();
+        Ok(ack.audit_seq)
+    }
+
     /// Which of `applications` `caller` may see.
     pub async fn visible_applications(
         &self,

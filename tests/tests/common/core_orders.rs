@@ -116,3 +116,43 @@ pub fn operator_sql(home: &Path, env: &[(&str, &str)], query: &str, all_rows: bo
     std::fs::write(&config, before).expect("config restored");
     rows
 }
+
+/// The zones a release build goes through, as separate processes: the policy service (which admits the build and
+/// queues the core's half), the core taking its orders (which seals the anonymised package to the release zone)
+/// and the release service asking the same policy service (which finishes the copies). All stopped when dropped.
+pub struct BuildZones {
+    /// The release service (declared first: stopped before the policy service the core helper owns).
+    pub release: super::release_server::ReleaseServer,
+    /// The policy service and the core.
+    pub core: CoreWithOrders,
+}
+
+impl BuildZones {
+    /// Starts the three, the release service logging to `log`.
+    pub fn start(home: &super::Home, log: &Path) -> BuildZones {
+        let core = CoreWithOrders::start(home.path(), &[]);
+        let release = super::release_server::ReleaseServer::start_linked(home, log, &[], &core.policy.addr, None);
+        BuildZones { release, core }
+    }
+
+    /// `release build` through the services, with `extra` arguments (`--application ID`, `--recipient`...).
+    pub fn build_args(&self, home: &super::Home, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "release".into(),
+            "build".into(),
+            "--release-server".into(),
+            self.release.url(),
+            "--release-ca".into(),
+            home.pki.ca_cert().display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
+    /// The environment of `person`'s client: the policy service and their session, nothing else.
+    pub fn env(&self, home: &Path, session: &str) -> Vec<(String, String)> {
+        let mut env = self.core.client_env(home);
+        env.push(("TOKUMEI_SESSION".into(), session.to_owned()));
+        env
+    }
+}

@@ -13,10 +13,11 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use super::policy_server::Server;
 use super::{Home, tokumei_bin};
 
-/// The release service and the policy service it asks; both stopped when dropped.
+/// The release service and the policy service it asks; both stopped when dropped (the policy service only if
+/// it was started for this release service).
 pub struct ReleaseServer {
-    /// The policy service.
-    pub policy: Server,
+    policy: Option<Server>,
+    policy_addr: String,
     child: Child,
     /// The gRPC address.
     pub grpc: String,
@@ -35,6 +36,8 @@ pub fn release_zone_home(home: &Path) -> PathBuf {
     let zone_home = home.join(ZONE_HOME);
     std::fs::create_dir_all(&zone_home).expect("release zone home");
     std::fs::create_dir_all(home.join("release")).expect("release zone directory");
+    // The outbox the core writes build packages to: the release zone reads the same directory.
+    std::fs::create_dir_all(home.join("outbox")).expect("outbox");
     for entry in std::fs::read_dir(home).expect("home").flatten() {
         let name = entry.file_name();
         let link = zone_home.join(&name);
@@ -51,6 +54,19 @@ impl ReleaseServer {
     /// logging to `log`.
     pub fn start(home: &Home, log: &Path, extra: &[&str]) -> ReleaseServer {
         let policy = Server::start_tls(home.path());
+        let addr = policy.addr.clone();
+        ReleaseServer::start_linked(home, log, extra, &addr, Some(policy))
+    }
+
+    /// `tokumei release serve EXTRA` asking the policy service at `policy_addr` (already running; `owned`, if
+    /// given, is stopped with this server).
+    pub fn start_linked(
+        home: &Home,
+        log: &Path,
+        extra: &[&str],
+        policy_addr: &str,
+        owned: Option<Server>,
+    ) -> ReleaseServer {
         let zone_home = release_zone_home(home.path());
         let mut child = Command::new(tokumei_bin())
             .args([
@@ -69,7 +85,7 @@ impl ReleaseServer {
             .arg("--config")
             .arg(zone_home.join("tokumei.toml"))
             .arg("--policy-url")
-            .arg(format!("https://{}", policy.addr))
+            .arg(format!("https://{policy_addr}"))
             .args(extra)
             .env("TOKUMEI_HOME", &zone_home)
             .env_remove("TOKUMEI_POLICY_DB")
@@ -98,12 +114,23 @@ impl ReleaseServer {
         let https = v["https"].as_str().expect("https address").to_owned();
         assert_eq!(v["public_url"], format!("https://{https}"));
         ReleaseServer {
-            policy,
+            policy: owned,
+            policy_addr: policy_addr.to_owned(),
             child,
             grpc,
             https,
             zone_home,
         }
+    }
+
+    /// The address of the policy service it asks.
+    pub fn policy_addr(&self) -> &str {
+        &self.policy_addr
+    }
+
+    /// The gRPC URL (`https://HOST:PORT`).
+    pub fn url(&self) -> String {
+        format!("https://{}", self.grpc)
     }
 
     /// A client of the release service trusting the development CA.
@@ -130,5 +157,6 @@ impl Drop for ReleaseServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        drop(self.policy.take());
     }
 }
