@@ -275,4 +275,16 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
         2,
         "the CA and the table: {t}"
     );
+    // A release built through the zones' services from the operator's desk: the core's half an order, the
+    // release service's half in a process of its own; the desk keeps the CA only, the outbox nothing.
+    let b = &s["operator_build"];
+    assert!(b["order"].as_u64().unwrap() > 0, "{b}");
+    assert_eq!(b["recipients"], serde_json::json!(["sato"]), "{b}");
+    assert!(
+        b["release"].as_str().unwrap().ends_with("-2"),
+        "the demo's second release: {b}"
+    );
+    assert!(b["patients"].as_u64().unwrap() >= 1000, "{b}");
+    assert_eq!(b["desk_files"], serde_json::json!(["ca.crt"]), "{b}");
+    assert_eq!(b["outbox_files"], serde_json::json!([]), "{b}");
 }

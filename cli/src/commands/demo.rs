@@ -445,7 +445,9 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         report.regulator_core_figures = Some(figures);
         // Last, as it compacts the tables the chapters above read.
         say("\ntokumei demo — chapter 8: the operator holds no key: core operations are orders the core takes");
-        report.services = Some(super::demo_services::step(&home, &cfg, &pki, &cast, &say).await?);
+        let file_application = report.release.as_ref().map(|r| r.application.clone());
+        report.services =
+            Some(super::demo_services::step(&home, &cfg, &pki, &cast, file_application.as_deref(), &say).await?);
         anyhow::Ok(())
     })?;
     if report.identifiers_found_in_spool > 0 {

@@ -34,6 +34,26 @@ pub struct ServicesStep {
     pub ledger: Vec<String>,
     /// The researcher's DP table over the store, computed by the core for an order of the policy service.
     pub researcher_table: Option<ResearcherTable>,
+    /// A release built through the zones' services by the operator's client.
+    pub operator_build: Option<OperatorBuild>,
+}
+
+/// A release the operator built from a desk holding only the CA: the core's half as an order, the release zone's
+/// half by the release service.
+#[derive(Serialize, Default)]
+pub struct OperatorBuild {
+    /// The core order that anonymised and sealed the package.
+    pub order: u64,
+    /// The release the release service recorded.
+    pub release: String,
+    /// Its recipients.
+    pub recipients: Vec<String>,
+    /// Patients released (before suppression).
+    pub patients: u64,
+    /// Files in the operator's desk afterwards (the CA only).
+    pub desk_files: Vec<String>,
+    /// Packages left in the outbox (none once delivered).
+    pub outbox_files: Vec<String>,
 }
 
 /// A statistics table the researcher asked of the policy service from a desk holding only the CA.
@@ -116,6 +136,7 @@ pub async fn step(
     cfg: &Config,
     pki: &PkiLayout,
     cast: &Committee,
+    file_application: Option<&str>,
     say: &impl Fn(&str),
 ) -> Result<ServicesStep> {
     let mut out = ServicesStep::default();
@@ -158,7 +179,7 @@ pub async fn step(
     });
     let core_toml = home.join("core-orders.toml");
     std::fs::write(&core_toml, toml::to_string(&core_cfg)?)?;
-    let (_core, line) = start(home, &["core", "run", "--config", &path(core_toml)])?;
+    let (_core, line) = start(home, &["core", "run", "--config", &path(core_toml.clone())])?;
     anyhow::ensure!(line.contains("orders from"), "the core did not start: {line}");
     say(&format!(
         "   the policy service ({}) and the core run as processes of their own; the core listens on nothing and takes orders",
@@ -217,6 +238,98 @@ pub async fn step(
         .collect();
     say(&format!("   the ledger: {}", out.ledger.join("; ")));
     out.researcher_table = researcher_table(home, pki, &out.policy_service, cast, say).await?;
+    if let Some(application) = file_application {
+        let zones = Zones {
+            home,
+            pki,
+            config: &core_toml,
+            policy_service: &out.policy_service,
+        };
+        out.operator_build = Some(operator_build(&zones, &desk, cast, application, say)?);
+    }
+    Ok(out)
+}
+
+/// Where the services of the step run.
+struct Zones<'a> {
+    home: &'a Path,
+    pki: &'a PkiLayout,
+    config: &'a Path,
+    policy_service: &'a str,
+}
+
+/// The release service starts as a process of its own (publishing its intake key), and the operator builds a
+/// release for one recipient from the desk: the core's half is an order, the release service finishes the copies.
+fn operator_build(
+    zones: &Zones<'_>,
+    desk: &Path,
+    cast: &Committee,
+    application: &str,
+    say: &impl Fn(&str),
+) -> Result<OperatorBuild> {
+    let path = |p: PathBuf| p.display().to_string();
+    let (_release, line) = start(
+        zones.home,
+        &[
+            "--json",
+            "release",
+            "serve",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--https-listen",
+            "127.0.0.1:0",
+            "--cert",
+            &path(zones.pki.gateway_cert()),
+            "--key",
+            &path(zones.pki.gateway_key()),
+            "--config",
+            &path(zones.config.to_path_buf()),
+            "--policy-url",
+            zones.policy_service,
+        ],
+    )?;
+    let listening: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("the release service did not start: {line}"))?;
+    let grpc = listening["grpc"].as_str().context("the release service's address")?;
+    let ca = desk.join("ca.crt");
+    let ran = client(
+        desk,
+        (zones.policy_service, ca.as_path()),
+        cast.operator_session.as_str(),
+        &[
+            "release",
+            "build",
+            "--application",
+            application,
+            "--recipient",
+            "sato",
+            "--release-server",
+            &format!("https://{grpc}"),
+            "--release-ca",
+            &path(ca.clone()),
+        ],
+    )?;
+    anyhow::ensure!(
+        ran.status.success(),
+        "release build: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let built: serde_json::Value = serde_json::from_slice(&ran.stdout)?;
+    let out = OperatorBuild {
+        order: built["order"].as_u64().unwrap_or_default(),
+        release: built["release"].as_str().unwrap_or_default().to_owned(),
+        recipients: built["recipients"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default(),
+        patients: built["patients"].as_u64().unwrap_or_default(),
+        desk_files: files(desk),
+        outbox_files: files(&tokumei_release::intake::default_outbox(zones.home)),
+    };
+    say(&format!(
+        "   op builds {} for {:?} from the same desk: the policy service admits it, the core anonymises {} patients and seals the package to the release service's intake key (order {}); the release service, started as a process of its own, admits it again, fingerprints, signs and seals the copy; the desk holds {:?}, the outbox {:?}",
+        out.release, out.recipients, out.patients, out.order, out.desk_files, out.outbox_files
+    ));
     Ok(out)
 }
 
