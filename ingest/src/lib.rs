@@ -21,13 +21,12 @@ pub mod reason;
 pub mod record_fields;
 pub mod registry;
 pub mod server;
-pub mod spool;
-pub mod spool_feed;
-pub mod spool_seal;
 pub mod spool_service;
 pub mod synth;
 pub mod validate;
 
 // The shared kernel lives in crates of its own; re-exported so the gateway's modules keep their paths.
 pub use tokumei_keys as keyservice;
+// The spool lives in its own crate (the core links it, never the gateway); re-exported for the gateway's code.
 pub use tokumei_platform::{client, config, home, telemetry, tls};
+pub use tokumei_spool::{spool, spool_feed, spool_seal};

@@ -35,8 +35,8 @@ pub struct BatchOutcome {
     pub committed_at_ms: i64,
 }
 
-/// How many rejections of a batch are kept and listed (the rest are counted by reason).
-pub const REJECTIONS_KEPT: usize = 1_000;
+/// How many of a batch's rejections its outcome keeps (the spool writes the same window).
+pub use crate::spool::REJECTIONS_KEPT;
 
 impl BatchOutcome {
     /// The outcome of a batch from all its rejections: counted, then cut to [`REJECTIONS_KEPT`].

@@ -1,10 +1,8 @@
 //! Runs the gateway: key service, spool replay, mTLS listener, gRPC service, operator port, the core's spool
 //! service and acknowledgement trimming, graceful shutdown.
 
-use crate::config::{Config, KeyBackend, resolve};
+use crate::config::{Config, resolve};
 use crate::gateway::{Gateway, GatewaySettings};
-use crate::keyservice::local::{LocalKeyring, Passphrase};
-use crate::keyservice::openbao::{OpenBaoSettings, OpenBaoTransit};
 use crate::keyservice::{KeyZone, SharedKeyService};
 use crate::metrics::Metrics;
 use crate::operator::{OperatorState, router};
@@ -69,32 +67,9 @@ pub struct ServeOptions {
     pub insecure_dev: bool,
 }
 
-/// Opens the configured key service.
+/// Opens the configured key service ([`tokumei_keys::open_configured`]).
 pub async fn open_key_service(config: &Config, home: &Path, zone: KeyZone) -> Result<SharedKeyService, ServeError> {
-    match config.keys.backend {
-        KeyBackend::Local => {
-            let path = resolve(home, &config.keys.local.path);
-            let pass = Passphrase::from_env_or_file(resolve(home, &config.keys.local.passphrase_file), true);
-            let ring = tokio::task::spawn_blocking(move || LocalKeyring::open_or_create(&path, &pass))
-                .await
-                .map_err(|e| ServeError::Refused(format!("keyring task: {e}")))??;
-            Ok(Arc::new(ring))
-        }
-        KeyBackend::Openbao => {
-            let o = &config.keys.openbao;
-            let token = std::env::var(&o.token_env).map_err(|_| {
-                ServeError::Refused(format!("OpenBao backend selected but ${} is not set", o.token_env))
-            })?;
-            let settings = OpenBaoSettings {
-                address: o.address.clone(),
-                token: zeroize::Zeroizing::new(token),
-                mount: o.mount.clone(),
-                key_prefix: o.key_prefix.clone(),
-                key_version: o.key_version,
-            };
-            Ok(Arc::new(OpenBaoTransit::connect(settings, zone).await?))
-        }
-    }
+    Ok(crate::keyservice::open_configured(config, home, zone).await?)
 }
 
 /// A gateway running in this process (used by `serve`, the demo, the benchmark and tests).

@@ -33,8 +33,8 @@ pub const SPOOL_FAILED: &str = "SPOOL_FAILED";
 const CHUNK_BYTES: usize = 4 << 20;
 /// Frames buffered per stream ahead of HTTP/2 flow control.
 const STREAM_BUFFER: usize = 16;
-/// Largest message the service sends: one spool frame (at most 256 MiB) plus its envelope.
-pub const MAX_FRAME_MESSAGE: usize = 257 << 20;
+// Largest message the service sends: one spool frame (at most 256 MiB) plus its envelope.
+pub use crate::spool::MAX_FRAME_MESSAGE;
 
 /// The service; cheap to clone.
 #[derive(Clone)]

@@ -10,14 +10,16 @@
 //! identity) so that one store's wrapped key cannot be passed off as another's. Rotating the KEK re-wraps data
 //! keys ([`KeyService::rewrap_key`]) without touching the data they encrypt.
 
+pub mod configured;
 pub mod local;
 pub mod openbao;
 pub mod sealed_result;
 
 use async_trait::async_trait;
-use std::sync::Arc;
 /// Re-exported because [`KeyService::unwrap_key`] returns it: callers need not depend on `zeroize` to hold a data
 /// key that is wiped on drop.
+pub use configured::open_configured;
+use std::sync::Arc;
 pub use zeroize::Zeroizing;
 
 /// A 32-byte HMAC-SHA-256 output.

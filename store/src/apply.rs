@@ -27,9 +27,9 @@ use deltalake::protocol::SaveMode;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use tokumei_ingest::spool::Position;
-use tokumei_ingest::spool_feed::FedEntry;
 use tokumei_proto::spool::v1::{PatientRequestEntry, RequestKind, spool_entry::Entry};
+use tokumei_spool::spool::Position;
+use tokumei_spool::spool_feed::FedEntry;
 
 /// The application id of the core's Delta transactions.
 pub const APP_ID: &str = "tokumei-core-spool";

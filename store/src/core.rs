@@ -15,8 +15,8 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokumei_ingest::spool_feed::{SpoolFeed, open_feed};
 use tokumei_platform::config::Config;
+use tokumei_spool::spool_feed::{SpoolFeed, open_feed};
 
 /// How the core runs.
 #[derive(Debug, Clone)]

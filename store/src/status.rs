@@ -6,7 +6,7 @@ use crate::schema::Table;
 use crate::store::Store;
 use futures::StreamExt;
 use serde::Serialize;
-use tokumei_ingest::spool::Position;
+use tokumei_spool::spool::Position;
 
 /// One table's state.
 #[derive(Debug, Clone, Serialize)]

@@ -10,13 +10,12 @@
 //! damaged before the tail is an error: acknowledged data must never be silently dropped.
 //!
 //! The core store pulls entries ([`read_after`] on the same host, the `SpoolService` of
-//! [`crate::spool_service`] across hosts), commits them, and acknowledges a position: `<dir>/core.ack`
+//! the gateway's `SpoolService` across hosts), commits them, and acknowledges a position: `<dir>/core.ack`
 //! ([`write_ack`]). The gateway then deletes every segment whose every frame is acknowledged ([`Spool::trim_to`]).
 //! Because the gateway rebuilds its idempotency index and opt-out registry from the spool at start, what those
 //! need of a segment (batch outcomes without records, patient requests) is first appended to `<dir>/index.log`
 //! (same frame format, magic `TKINDEX1`, payload `IndexRecord`) and fsync'd; only then is the segment deleted.
 
-use crate::registry::REJECTIONS_KEPT;
 use crate::spool_seal::{self, FileKind, SealError, SpoolSeal};
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -32,6 +31,14 @@ use tokumei_proto::spool::v1::{BatchSummary, IndexRecord, SpoolEntry, index_reco
 
 const MAGIC: &[u8; 8] = b"TKSPOOL1";
 const INDEX_MAGIC: &[u8; 8] = b"TKINDEX1";
+/// How many of a batch's rejected records its outcome lists (the receipt's and the registry's window); the rest
+/// are counted by reason.
+pub const REJECTIONS_KEPT: usize = 1_000;
+
+/// Largest message of the spool service (one frame of the largest batch the gateway accepts, with its envelope):
+/// the gateway encodes and the core decodes up to it.
+pub const MAX_FRAME_MESSAGE: usize = 257 << 20;
+
 /// Magic of a segment whose frames are sealed ([`crate::spool_seal`]): every segment written now.
 const SEALED_MAGIC: &[u8; 8] = b"TKSPOOL2";
 /// Magic of a sealed `index.log`.
@@ -1384,7 +1391,7 @@ impl Writer {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::registry::{Admission, Registry};
+    use tokumei_ingest::registry::{Admission, Registry};
     use tokumei_proto::ingest::v1::Rejection;
     use tokumei_proto::spool::v1::{BatchCommit, PatientRequestEntry, PseudonymisedRecord};
 
@@ -1698,13 +1705,28 @@ pub(crate) mod tests {
         assert!(matches!(read_ack(dir.path()), Err(SpoolError::BadAck { .. })));
     }
 
+    /// The replayed item as the gateway's registry takes it (its own copy of this crate's type: the registry is
+    /// reached through the dev-dependency on the gateway).
+    fn as_gateways(r: Replayed) -> tokumei_ingest::spool::Replayed {
+        match r {
+            Replayed::Indexed(i) => tokumei_ingest::spool::Replayed::Indexed(i),
+            Replayed::Entry(p, e) => tokumei_ingest::spool::Replayed::Entry(
+                tokumei_ingest::spool::Position {
+                    segment: p.segment,
+                    offset: p.offset,
+                },
+                e,
+            ),
+        }
+    }
+
     fn rebuilt(dir: &Path) -> (Registry, Spool) {
         let mut reg = Registry::default();
-        let spool = Spool::open(dir, 300, test_seal(), |r| reg.replay(r), |_| {}).unwrap();
+        let spool = Spool::open(dir, 300, test_seal(), |r| reg.replay(as_gateways(r)), |_| {}).unwrap();
         (reg, spool)
     }
 
-    fn replayed(reg: &Registry, i: u8) -> Option<crate::registry::BatchOutcome> {
+    fn replayed(reg: &Registry, i: u8) -> Option<tokumei_ingest::registry::BatchOutcome> {
         let key = ("1310000001".to_string(), format!("b{i}"));
         let digest = [i; 32];
         match reg.admit(&key, &digest) {

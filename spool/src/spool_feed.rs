@@ -7,12 +7,12 @@
 //! `SpoolService` and acknowledges with the `Ack` RPC. Exactly-once is the core's job: it records the position of
 //! the last applied entry in its own commits, resumes after it, and skips entries it already applied.
 
-use crate::config::{Config, CoreSource, resolve};
 use crate::spool::{Position, SpoolError, read_after, write_ack};
 use futures::FutureExt;
 use prost::Message;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tokumei_platform::config::{Config, CoreSource, resolve};
 use tokumei_proto::spool::v1::spool_service_client::SpoolServiceClient;
 use tokumei_proto::spool::v1::{AckRequest, PullRequest, SpoolEntry, SpoolFrame};
 use tonic::Streaming;
@@ -186,8 +186,8 @@ impl RemoteFeed {
         key: &Path,
         start_after: Option<Position>,
     ) -> Result<RemoteFeed, FeedError> {
-        crate::tls::install_crypto_provider();
-        let tls = crate::client::mutual_tls(ca, cert, key).map_err(|(p, source)| FeedError::Io {
+        tokumei_platform::tls::install_crypto_provider();
+        let tls = tokumei_platform::client::mutual_tls(ca, cert, key).map_err(|(p, source)| FeedError::Io {
             path: p.display().to_string(),
             source,
         })?;
@@ -208,7 +208,7 @@ impl RemoteFeed {
             .await
             .map_err(connect_err)?;
         let client = SpoolServiceClient::new(channel)
-            .max_decoding_message_size(crate::spool_service::MAX_FRAME_MESSAGE)
+            .max_decoding_message_size(crate::spool::MAX_FRAME_MESSAGE)
             .max_encoding_message_size(64 * 1024);
         Ok(RemoteFeed {
             endpoint: url.to_string(),
@@ -329,7 +329,7 @@ pub async fn unlock_local_spool(config: &Config, home: &Path, dir: &Path) -> Res
     }
     // The spool's key is the gateway's: a same-host core opens it as the gateway zone (with OpenBao its token needs
     // decrypt on the gateway's KEK — single-host deployments only; across hosts the gateway serves the spool).
-    let keys = crate::server::open_key_service(config, home, crate::keyservice::KeyZone::Gateway)
+    let keys = tokumei_keys::open_configured(config, home, tokumei_keys::KeyZone::Gateway)
         .await
         .map_err(|e| FeedError::Key(e.to_string()))?;
     crate::spool_seal::unlock_with(dir, keys.as_ref())

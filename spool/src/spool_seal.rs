@@ -13,13 +13,13 @@
 //! before sealing (magic `…1`) stay readable until the core acknowledges them and they are deleted; `index.log`
 //! is rewritten sealed when the gateway opens.
 
-use crate::keyservice::{DataKey, KeyService, WrappedKey};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, RwLock};
+use tokumei_keys::{DataKey, KeyService, WrappedKey};
 use zeroize::Zeroizing;
 
 /// The wrapped key's file in the spool directory.
@@ -53,7 +53,7 @@ pub enum SealError {
     BadKeyFile(String),
     /// The key service refused to wrap or unwrap.
     #[error("spool key: {0}")]
-    Key(#[from] crate::keyservice::KeyError),
+    Key(#[from] tokumei_keys::KeyError),
     /// The spool's key file is missing: a reader must not create one, and nobody may when sealed files exist.
     #[error(
         "{0} is missing: the spool's sealed files cannot be read without it (restore it from backup); a new key is made only for a spool with no sealed file"
@@ -135,7 +135,7 @@ impl SpoolSeal {
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let tmp = dir.join(format!("{KEY_FILE}.tmp"));
-        crate::keyservice::local::write_private(&tmp, &json).map_err(io)?;
+        tokumei_keys::local::write_private(&tmp, &json).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         Ok(SpoolSeal::from_key(&key))
@@ -262,7 +262,7 @@ mod tests {
 #[cfg(test)]
 mod key_file_tests {
     use super::*;
-    use crate::keyservice::local::{LocalKeyring, Passphrase};
+    use tokumei_keys::local::{LocalKeyring, Passphrase};
 
     #[tokio::test]
     async fn a_lost_key_file_is_not_replaced_while_sealed_files_exist() {
