@@ -569,10 +569,11 @@ fn trace_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<TracePart> {
     let csv = dir.join("found-online.csv");
     std::fs::write(
         &csv,
-        tokumei_release::builder::files::csv_bytes(&leaked).map_err(release_reason)?,
+        tokumei_release::builder::files::leaked_file_bytes(tokumei_store::Table::Observations, &leaked, false)
+            .map_err(release_reason)?,
     )?;
     let mut paths = vec![("csv", csv)];
-    match tokumei_release::builder::files::parquet_bytes(tokumei_store::Table::Observations, &leaked) {
+    match tokumei_release::builder::files::leaked_file_bytes(tokumei_store::Table::Observations, &leaked, true) {
         Ok(bytes) => {
             let p = dir.join("found-online.parquet");
             std::fs::write(&p, bytes)?;

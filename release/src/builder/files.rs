@@ -13,12 +13,42 @@ use serde::Serialize;
 use tokumei_store::Table;
 use tokumei_store::schema::Kind;
 
+use super::verified::VerifiedCopy;
 use crate::catalogue::{self, ColumnRole};
 use crate::error::{ReleaseError, Result};
 use crate::fingerprint::Sheet;
 
+/// One file of a copy: its name, its bytes and (for data files) its rows.
+pub type FileBytes = (String, Vec<u8>, Option<u64>);
+
+/// The data files of a verified copy — Parquet and CSV of every table, with their row counts: the only way the
+/// release zone turns cells into files.
+pub fn copy_files(copy: &VerifiedCopy) -> Result<Vec<FileBytes>> {
+    let mut files = Vec::new();
+    for t in copy.tables() {
+        let rows = t.sheet().columns.first().map_or(0, Vec::len) as u64;
+        files.push((
+            format!("{}.parquet", t.table().name()),
+            parquet_bytes(t.table(), t.sheet())?,
+            Some(rows),
+        ));
+        files.push((format!("{}.csv", t.table().name()), csv_bytes(t.sheet())?, Some(rows)));
+    }
+    Ok(files)
+}
+
+/// A file as a leaker re-saves it (the attack suite and the trace benchmark play the leaker): the formats the zone
+/// writes, for cells that are *not* a release. The release zone never calls it; it writes [`copy_files`] only.
+pub fn leaked_file_bytes(table: Table, sheet: &Sheet, parquet: bool) -> Result<Vec<u8>> {
+    if parquet {
+        parquet_bytes(table, sheet)
+    } else {
+        csv_bytes(sheet)
+    }
+}
+
 /// The CSV bytes of a sheet (header, then rows; RFC 4180 quoting).
-pub fn csv_bytes(sheet: &Sheet) -> Result<Vec<u8>> {
+fn csv_bytes(sheet: &Sheet) -> Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(&sheet.header)
         .map_err(|e| ReleaseError::Arrow(e.to_string()))?;
@@ -48,7 +78,7 @@ fn arrow_type(table: Table, column: &str) -> DataType {
 }
 
 /// The Parquet bytes of a sheet (zstd; empty cells are nulls).
-pub fn parquet_bytes(table: Table, sheet: &Sheet) -> Result<Vec<u8>> {
+fn parquet_bytes(table: Table, sheet: &Sheet) -> Result<Vec<u8>> {
     let mut fields = Vec::new();
     let mut arrays: Vec<ArrayRef> = Vec::new();
     for (name, values) in sheet.header.iter().zip(&sheet.columns) {

@@ -14,6 +14,7 @@ pub mod plan;
 pub mod protect;
 pub mod record_check;
 pub mod select;
+pub mod verified;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -34,6 +35,7 @@ use crate::pseudonym::PseudonymKey;
 use crate::sealed_file;
 use crate::zone::{CopyFile, PseudonymScope, ReleaseRecord, ReleaseZone};
 use package::ProtectionSummary;
+use verified::VerifiedCopy;
 
 /// Largest share of a file's cells a fingerprint may change.
 pub const MAX_MARKED_FRACTION: f64 = 0.01;
@@ -323,7 +325,7 @@ pub async fn deliver(
             release_loss,
             demographic_candidates,
         };
-        let mut contents: Vec<(String, Vec<u8>, Option<u64>)> = copy.files;
+        let mut contents: Vec<files::FileBytes> = copy.files;
         contents.push(("codebook.json".into(), codebook_bytes.clone(), None));
         let manifest = Manifest {
             format: 2,
@@ -399,7 +401,7 @@ pub async fn deliver(
 }
 
 struct Copy {
-    files: Vec<(String, Vec<u8>, Option<u64>)>,
+    files: Vec<files::FileBytes>,
     protection: Vec<TableProtection>,
     record: record_check::RecordCheck,
 }
@@ -413,9 +415,9 @@ fn make_copy(
     model: &PrivacyModel,
     anonymised: &BTreeMap<Table, package::TableAnonymisation>,
 ) -> Result<Copy> {
-    let mut files = Vec::new();
     let mut protection = Vec::new();
     let mut marked_sheets = Vec::new();
+    let mut marks = Vec::new();
     for (table, sheet) in sheets {
         let mut marked = sheet.clone();
         // The pseudonym carrier: this copy's own pseudonyms (the first column of every file).
@@ -441,16 +443,23 @@ fn make_copy(
             }
             marked_columns = plan.columns.iter().map(|c| c.column.clone()).collect();
         }
-        let verified = anonymise::verify(*table, &marked, model)?;
+        marks.push((a_of(anonymised, *table), marked_columns, fraction));
+        marked_sheets.push((*table, marked));
+    }
+    // The whole copy, as written, verified by the independent counters — each file's demographic classes and the
+    // whole record (marks live in measured values, which are not items, but the check is on what the recipient
+    // receives). Only a verified copy can be written.
+    let copy = VerifiedCopy::verify(marked_sheets, model)?;
+    for (verified, (a, marked_columns, fraction)) in copy.tables().iter().zip(marks) {
+        let (table, marked) = (verified.table(), verified.sheet());
         let rows = marked.columns[0].len() as u64;
         // The verifier counts a row whose quasi-identifiers are all `*` as suppressed (ARX's convention), so a
         // file generalised to the top node shows no class at all: it is one class of every patient in it.
-        let (classes, min_class_size) = match &verified {
-            Some(v) if v.classes == 0 && rows > 0 => (1, distinct_patients(&marked)),
+        let (classes, min_class_size) = match verified.classes() {
+            Some(v) if v.classes == 0 && rows > 0 => (1, distinct_patients(marked)),
             Some(v) => (v.classes, v.min_class_size),
             None => (0, 0),
         };
-        let a = anonymised.get(table);
         protection.push(TableProtection {
             table: table.name().to_owned(),
             generalisation: a.map(|a| a.generalisation.clone()).unwrap_or_default(),
@@ -462,26 +471,19 @@ fn make_copy(
             marked_columns,
             marked_cell_fraction: fraction,
         });
-        marked_sheets.push((*table, marked));
-    }
-    // The whole copy, as written, re-verified by the independent counter: marks live in measured values,
-    // which are not items, but the check is on what the recipient receives.
-    let refs: Vec<(Table, &Sheet)> = marked_sheets.iter().map(|(t, s)| (*t, s)).collect();
-    let record = record_check::check(&refs, model.k, model.m as usize)?;
-    for (table, marked) in &marked_sheets {
-        let rows = marked.columns[0].len() as u64;
-        files.push((
-            format!("{}.parquet", table.name()),
-            files::parquet_bytes(*table, marked)?,
-            Some(rows),
-        ));
-        files.push((format!("{}.csv", table.name()), files::csv_bytes(marked)?, Some(rows)));
     }
     Ok(Copy {
-        files,
+        files: files::copy_files(&copy)?,
         protection,
-        record,
+        record: copy.record().clone(),
     })
+}
+
+fn a_of(
+    anonymised: &BTreeMap<Table, package::TableAnonymisation>,
+    table: Table,
+) -> Option<&package::TableAnonymisation> {
+    anonymised.get(&table)
 }
 
 /// Distinct pseudonyms of a sheet (its first column).
