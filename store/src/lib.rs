@@ -28,4 +28,4 @@ pub mod store;
 
 pub use error::StoreError;
 pub use schema::Table;
-pub use store::{Store, View};
+pub use store::{OperatorSession, ResearchSession, Store, View};

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
 use crate::schema::Table;
-use crate::store::{Store, View};
+use crate::store::Store;
 
 /// The core store's part of the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +32,8 @@ pub struct CoreFigures {
 /// The figures of the window `[from, to)`.
 pub async fn figures(store: &Store, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<CoreFigures, StoreError> {
     let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
-    let ctx = store.session(View::Operator).await?;
+    let session = store.operator_session().await?;
+    let ctx = session.context();
     let window = |col: &str| format!("CAST({col} AS BIGINT) >= {from_us} AND CAST({col} AS BIGINT) < {to_us}");
     let count = |sql: String| {
         let ctx = ctx.clone();

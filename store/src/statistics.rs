@@ -24,7 +24,7 @@ use tokumei_deid::small_cell::{CellRef, CellStatus, CountTable, ProtectedTable, 
 use tokumei_deid::table::Table as DataTable;
 
 use crate::error::StoreError;
-use crate::store::{Store, View};
+use crate::store::Store;
 
 /// Largest table a report may carry (CSV bytes); the policy service keeps reports of up to 3 MiB, and a small-cell
 /// table's report carries its attacker's view too.
@@ -155,8 +155,8 @@ async fn read(
     columns.dedup();
     // Named before and after the read: a write in between would leave the table's population unknown.
     let before = store.research_snapshot(source).await?;
-    let ctx = store.session(View::Research).await?;
-    let data = tokumei_deid::datafusion::table_from_context(&ctx, source.name(), &columns)
+    let view = store.research_session().await?;
+    let data = tokumei_deid::datafusion::table_from_context(view.context(), source.name(), &columns)
         .await
         .map_err(|e| declined("READ_FAILED", e.to_string()))?;
     if store.research_snapshot(source).await? != before {

@@ -53,6 +53,29 @@ const TABLE_PROPERTIES: [(&str, &str); 2] = [
     ("delta.logRetentionDuration", "interval 7 days"),
 ];
 
+/// A DataFusion session over the research view — opted-out and erased patients excluded in the one exclusion
+/// point (`exclusion.rs`), one person per patient — made only by [`Store::research_session`]. Readers that feed a
+/// release or a statistic take this type, so an operator's session (which sees everyone) cannot be handed to them.
+pub struct ResearchSession(SessionContext);
+
+impl ResearchSession {
+    /// The DataFusion context (the research view's tables under their names, nothing else).
+    pub fn context(&self) -> &SessionContext {
+        &self.0
+    }
+}
+
+/// A DataFusion session over the operator view (everyone, the opt-out registry included), made only by
+/// [`Store::operator_session`].
+pub struct OperatorSession(SessionContext);
+
+impl OperatorSession {
+    /// The DataFusion context.
+    pub fn context(&self) -> &SessionContext {
+        &self.0
+    }
+}
+
 impl Store {
     /// Opens the store (creating missing tables), unwrapping its data keys through the key service.
     pub async fn open(config: &StoreConfig, home: &Path, keys: &dyn KeyService) -> Result<Store, StoreError> {
@@ -207,9 +230,20 @@ impl Store {
         Ok(())
     }
 
+    /// A session over the research view: what anonymisation, release builds and statistics read.
+    pub async fn research_session(&self) -> Result<ResearchSession, StoreError> {
+        Ok(ResearchSession(self.session(View::Research).await?))
+    }
+
+    /// A session over the operator view (opted-out patients and the registry included): operators' queries and
+    /// the regulator's counts, never a release.
+    pub async fn operator_session(&self) -> Result<OperatorSession, StoreError> {
+        Ok(OperatorSession(self.session(View::Operator).await?))
+    }
+
     /// A DataFusion session with every table registered under its name. In the [`View::Research`] view the
     /// clinical tables are the opt-out-filtered views of [`exclusion`]; the raw tables are not registered.
-    pub async fn session(&self, view: View) -> Result<SessionContext, StoreError> {
+    pub(crate) async fn session(&self, view: View) -> Result<SessionContext, StoreError> {
         let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
         self.register_encrypted(&ctx)?;
         let mut providers = Vec::new();

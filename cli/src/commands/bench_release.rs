@@ -916,14 +916,15 @@ async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<(BuildPart, O
     let keys = tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Core).await?;
     let store = tokumei_store::Store::open(&cfg.store, &home, keys.as_ref()).await?;
     let t = Instant::now();
-    let ctx = store.session(tokumei_store::View::Research).await?;
+    let view = store.research_session().await?;
+    let ctx = view.context();
     let patients = ctx.table("patients").await?.count().await?;
     let mut events = BTreeMap::new();
     for t in &a.event_tables {
         events.insert(t.clone(), ctx.table(t.as_str()).await?.count().await?);
     }
     let seconds_count = t.elapsed().as_secs_f64();
-    drop(ctx);
+    drop(view);
 
     bar.set_message("build: committee approval in a scratch policy database");
     let dir = scratch("policy")?;

@@ -372,10 +372,11 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             totals.entries, totals.records, totals.rows, totals.seconds, totals.opt_outs, totals.erasures,
             totals.acknowledged_through.as_deref().unwrap_or("-")
         ));
-        let research = store.session(tokumei_store::View::Research).await?;
-        let operator = store.session(tokumei_store::View::Operator).await?;
-        report.research_patients = count(&research, "SELECT count(*) FROM patients").await?;
-        report.operator_patients = count(&operator, "SELECT count(*) FROM patients").await?;
+        let research_view = store.research_session().await?;
+        let research = research_view.context();
+        let operator = store.operator_session().await?;
+        report.research_patients = count(research, "SELECT count(*) FROM patients").await?;
+        report.operator_patients = count(operator.context(), "SELECT count(*) FROM patients").await?;
         say(&format!(
             "   patients visible to anonymisation and release: {} (operators see {}: the opted-out patient is filtered in one place)",
             report.research_patients, report.operator_patients
@@ -424,7 +425,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             name: format!("store:{}", store.research_snapshot(tokumei_store::Table::Patients).await?),
             source: "patients".into(),
         };
-        report.statistics = Some(statistics_chapter(&home, &cast, (&research, &patients), &say).await?);
+        report.statistics = Some(statistics_chapter(&home, &cast, (&research_view, &patients), &say).await?);
         say("\ntokumei demo — chapter 5: an anonymised release, fingerprinted for each recipient");
         let keys = tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Release).await?;
         report.release = Some(super::demo_release::chapter(&home, keys, &cast, &store, &say).await?);
@@ -468,12 +469,13 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
 async fn statistics_chapter(
     home: &Path,
     cast: &super::demo_committee::Committee,
-    (research, patients_population): (
-        &deltalake::datafusion::prelude::SessionContext,
+    (research_view, patients_population): (
+        &tokumei_store::ResearchSession,
         &tokumei_catalogue::statistics::Population,
     ),
     say: &impl Fn(&str),
 ) -> anyhow::Result<StatsChapter> {
+    let research = research_view.context();
     use tokumei_deid::dp::{grouping::group, request::*};
     let ledger = cast.policy.budget().clone();
     let project = cast.application.clone();

@@ -25,7 +25,7 @@ use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
 use tokumei_policy::committee::{PrivacyModel, TableRequest};
 use tokumei_policy::core_orders::BuildScope;
 use tokumei_policy::{Actor, Origin, Policy, ServiceKey};
-use tokumei_store::{Store, Table, View};
+use tokumei_store::{Store, Table};
 
 use crate::catalogue;
 use crate::error::{ReleaseError, Result};
@@ -199,7 +199,7 @@ pub(crate) async fn read_scope(
     cohort_filter: &str,
     key: &PseudonymKey,
 ) -> Result<Vec<(Table, Sheet)>> {
-    let ctx = store.session(View::Research).await?;
+    let ctx = store.research_session().await?;
     let mut sheets = Vec::new();
     for (table, columns) in scope {
         let selected = select::read(&ctx, *table, columns, cohort_filter, key).await?;

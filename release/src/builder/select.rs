@@ -55,12 +55,13 @@ pub fn released_columns(table: Table, approved: &[String]) -> Result<Vec<String>
 
 /// Reads `columns` of `table` for the cohort, with pseudonyms in place of linkage keys.
 pub async fn read(
-    ctx: &SessionContext,
+    view: &tokumei_store::ResearchSession,
     table: Table,
     columns: &[String],
     cohort_filter: &str,
     key: &PseudonymKey,
 ) -> Result<Selected> {
+    let ctx = view.context();
     let mut df = ctx.table(table.name()).await?;
     if !cohort_filter.trim().is_empty() {
         df = df.join(
