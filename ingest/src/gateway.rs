@@ -7,19 +7,19 @@
 //! Batches of one stream are pipelined: the next is processed while the previous waits for its fsync.
 
 use crate::directory::Admission as Listed;
+use crate::identified::{Identified, IdentifiedBatch};
 use crate::keyservice::{KeyPurpose, SharedKeyService};
 use crate::limits::RateLimits;
 use crate::metrics::{HospitalLabel, Metrics, OutcomeLabel};
 use crate::my_number;
 use crate::pseudonymise::{self, IdentityInputs};
 use crate::reason::{ERROR_DOMAIN, Reason, Refusal, request as why};
-use crate::record_fields::{zeroize_record, zeroize_request};
+use crate::record_fields::zeroize_request;
 use crate::registry::{Admission, BatchKey, BatchOutcome, InFlight, Registry};
 use crate::spool::Spool;
 use crate::tls::HospitalIdentity;
 use crate::{normalise, validate};
 use chrono::NaiveDate;
-use prost::Message;
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokumei_proto::bounded::{STAGE_DECODE, STAGE_KEY};
 use tokumei_proto::ingest::v1::ingest_service_server::IngestService;
 use tokumei_proto::ingest::v1::{
-    BatchReceipt, PatientRecord, PatientRequest, PushReceipt, ReasonCount, RecordBatch, Rejection, RequestReceipt, Sex,
+    BatchReceipt, PatientRequest, PushReceipt, ReasonCount, RecordBatch, Rejection, RequestReceipt, Sex,
 };
 use tokumei_proto::spool::v1::{BatchCommit, PatientRequestEntry, RequestKind, SpoolEntry, spool_entry::Entry};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -177,7 +177,7 @@ impl Gateway {
 
 /// Records of a batch after the per-record checks.
 struct Screened {
-    accepted: Vec<(u32, PatientRecord, IdentityInputs)>,
+    accepted: Vec<(u32, Identified, IdentityInputs)>,
     rejections: Vec<Rejection>,
 }
 
@@ -190,15 +190,15 @@ fn reject(batch_id: &str, index: u32, r: Refusal) -> Rejection {
     }
 }
 
-/// Per-record guard, validation and identity derivation. Rejected records are wiped at once.
-fn screen(batch_id: &str, records: Vec<PatientRecord>, hospital: &str, today: NaiveDate) -> Screened {
+/// Per-record guard, validation and identity derivation. Rejected records are wiped at once (dropped).
+fn screen(batch_id: &str, records: Vec<Identified>, hospital: &str, today: NaiveDate) -> Screened {
     let mut accepted = Vec::with_capacity(records.len());
     let mut rejections = Vec::new();
     for (i, mut record) in records.into_iter().enumerate() {
         let index = i as u32;
-        let fields = my_number::fields_with_my_number(&mut record);
+        let fields = my_number::fields_with_my_number(record.record_mut());
         if !fields.is_empty() {
-            zeroize_record(&mut record);
+            drop(record);
             let detail = format!(
                 "a My Number was found in {}; the record was destroyed",
                 fields.join(", ")
@@ -206,12 +206,12 @@ fn screen(batch_id: &str, records: Vec<PatientRecord>, hospital: &str, today: Na
             rejections.push(reject(batch_id, index, Refusal::new(Reason::MyNumberPresent, detail)));
             continue;
         }
-        let checked =
-            validate::validate_record(&record, today).and_then(|()| pseudonymise::identity_inputs(&record, hospital));
+        let checked = validate::validate_record(record.record(), today)
+            .and_then(|()| pseudonymise::identity_inputs(record.record(), hospital));
         match checked {
             Ok(inputs) => accepted.push((index, record, inputs)),
             Err(r) => {
-                zeroize_record(&mut record);
+                drop(record);
                 rejections.push(reject(batch_id, index, r));
             }
         }
@@ -221,9 +221,10 @@ fn screen(batch_id: &str, records: Vec<PatientRecord>, hospital: &str, today: Na
 
 impl Inner {
     /// Takes one batch from a stream and returns a handle that resolves once it is durable.
-    async fn submit(self: &Arc<Self>, hospital: &str, mut batch: RecordBatch) -> Result<Pending, Status> {
-        if !valid_token(&batch.batch_id) {
-            batch.records.iter_mut().for_each(zeroize_record);
+    async fn submit(self: &Arc<Self>, hospital: &str, batch: RecordBatch) -> Result<Pending, Status> {
+        // From here every record is wiped whichever way the batch ends: dropping the batch does it.
+        let mut batch = IdentifiedBatch::new(batch);
+        if !valid_token(batch.batch_id()) {
             return Err(status(
                 Code::InvalidArgument,
                 why::INVALID_BATCH_ID,
@@ -231,16 +232,15 @@ impl Inner {
             ));
         }
         // A batch id is logged and kept in the spool's index: it may not carry a My Number either.
-        if my_number::contains_my_number(&batch.batch_id) {
-            batch.batch_id.zeroize();
-            batch.records.iter_mut().for_each(zeroize_record);
+        if my_number::contains_my_number(batch.batch_id()) {
+            batch.wipe_batch_id();
             return Err(status(
                 Code::InvalidArgument,
                 why::MY_NUMBER_PRESENT,
                 "batch_id holds a My Number; the batch was discarded and nothing was logged",
             ));
         }
-        let batch_id = batch.batch_id.clone();
+        let batch_id = batch.batch_id().to_owned();
         let key: BatchKey = (hospital.to_string(), batch_id.clone());
         // Keyed digest of the content as sent: SHA-256 locally, then HMAC under the batch-digest key, so the
         // digest of a batch of identifiers cannot be confirmed by anyone without the key.
@@ -257,7 +257,6 @@ impl Inner {
         match lock(&self.registry).admit(&key, &digest) {
             Admission::New => {}
             Admission::Replay(outcome) => {
-                batch.records.iter_mut().for_each(zeroize_record);
                 self.metrics.batch("replayed");
                 return Ok(Pending::Ready {
                     batch_id,
@@ -266,7 +265,6 @@ impl Inner {
                 });
             }
             Admission::Wait(done) => {
-                batch.records.iter_mut().for_each(zeroize_record);
                 self.metrics.batch("replayed");
                 return Ok(Pending::Waiting {
                     batch_id,
@@ -275,7 +273,6 @@ impl Inner {
                 });
             }
             Admission::Conflict => {
-                batch.records.iter_mut().for_each(zeroize_record);
                 self.metrics.batch("conflict");
                 return Err(status(
                     Code::AlreadyExists,
@@ -285,30 +282,27 @@ impl Inner {
             }
         }
         // Only new work counts against the rate: replays are free.
-        if let Err(msg) = self.limits.check(hospital, batch.records.len()) {
-            batch.records.iter_mut().for_each(zeroize_record);
+        if let Err(msg) = self.limits.check(hospital, batch.len()) {
             return Err(status(Code::ResourceExhausted, why::RATE_LIMITED, msg));
         }
-        let records = std::mem::take(&mut batch.records);
+        let records = batch.take_records();
         let Screened {
             accepted,
             mut rejections,
         } = screen(&batch_id, records, hospital, validate::today_in_japan());
-        let (mut kept, identities): (Vec<(u32, PatientRecord)>, Vec<IdentityInputs>) =
+        let (kept, identities): (Vec<(u32, Identified)>, Vec<IdentityInputs>) =
             accepted.into_iter().map(|(i, r, id)| ((i, r), id)).unzip();
         let pseudonyms = match pseudonymise::key_identities(self.keys.as_ref(), &identities).await {
             Ok(p) => p,
-            Err(e) => {
-                kept.iter_mut().for_each(|(_, r)| zeroize_record(r));
-                return Err(self.key_unavailable(&e));
-            }
+            // The kept records are wiped as they are dropped.
+            Err(e) => return Err(self.key_unavailable(&e)),
         };
         let mut spooled = Vec::with_capacity(kept.len());
         {
             let registry = lock(&self.registry);
-            for (((index, mut record), identity), p) in kept.into_iter().zip(&identities).zip(&pseudonyms) {
+            for (((index, record), identity), p) in kept.into_iter().zip(&identities).zip(&pseudonyms) {
                 if registry.is_opted_out(hospital, &p.linkage_key, p.id4_key.as_ref(), &p.hospital_pseudonym) {
-                    zeroize_record(&mut record);
+                    drop(record);
                     rejections.push(reject(
                         &batch_id,
                         index,

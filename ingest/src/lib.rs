@@ -10,6 +10,7 @@
 pub mod directory;
 pub mod fhir;
 pub mod gateway;
+pub mod identified;
 pub mod limits;
 pub mod metrics;
 pub mod my_number;

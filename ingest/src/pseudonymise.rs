@@ -6,10 +6,10 @@
 //! - Kept as quasi-identifiers only: birth date, sex, 3-digit postal prefix, municipality code, death date.
 //! - Kana name, insured number, local id and full postal code are zeroized here and never leave this module.
 
+use crate::identified::Identified;
 use crate::keyservice::{Digest, KeyError, KeyPurpose, KeyService};
 use crate::normalise;
 use crate::reason::Refusal;
-use crate::record_fields::zeroize_identifiers;
 use crate::validate;
 use tokumei_proto::ingest::v1::{PatientRecord, Sex};
 use tokumei_proto::spool::v1::{LinkageQuality, PseudonymisedRecord};
@@ -101,29 +101,31 @@ pub async fn key_identities(keys: &dyn KeyService, inputs: &[IdentityInputs]) ->
         .collect())
 }
 
-/// Moves the clinical content of `record` into a pseudonymised record and wipes its identifiers.
-pub fn into_pseudonymised(mut record: PatientRecord, p: &Pseudonyms, quality: LinkageQuality) -> PseudonymisedRecord {
-    let postal_prefix = if record.postal_code.is_empty() {
-        String::new()
-    } else {
-        validate::postal_prefix(&record.postal_code).unwrap_or_default()
-    };
-    zeroize_identifiers(&mut record);
-    PseudonymisedRecord {
-        linkage_key: p.linkage_key.to_vec(),
-        linkage_quality: quality as i32,
-        hospital_pseudonym: p.hospital_pseudonym.to_vec(),
-        birth_date: std::mem::take(&mut record.birth_date),
-        sex: record.sex,
-        postal_prefix,
-        municipality_code: std::mem::take(&mut record.municipality_code),
-        death_date: std::mem::take(&mut record.death_date),
-        encounters: std::mem::take(&mut record.encounters),
-        conditions: std::mem::take(&mut record.conditions),
-        medications: std::mem::take(&mut record.medications),
-        observations: std::mem::take(&mut record.observations),
-        allergies: std::mem::take(&mut record.allergies),
-        long_term_storage: record.long_term_storage,
-        id4_key: p.id4_key.map(|k| k.to_vec()).unwrap_or_default(),
-    }
+/// Moves the clinical content of `record` into a pseudonymised record; its identifiers are wiped as the identified
+/// record is consumed.
+pub fn into_pseudonymised(record: Identified, p: &Pseudonyms, quality: LinkageQuality) -> PseudonymisedRecord {
+    record.into_clinical(|record| {
+        let postal_prefix = if record.postal_code.is_empty() {
+            String::new()
+        } else {
+            validate::postal_prefix(&record.postal_code).unwrap_or_default()
+        };
+        PseudonymisedRecord {
+            linkage_key: p.linkage_key.to_vec(),
+            linkage_quality: quality as i32,
+            hospital_pseudonym: p.hospital_pseudonym.to_vec(),
+            birth_date: std::mem::take(&mut record.birth_date),
+            sex: record.sex,
+            postal_prefix,
+            municipality_code: std::mem::take(&mut record.municipality_code),
+            death_date: std::mem::take(&mut record.death_date),
+            encounters: std::mem::take(&mut record.encounters),
+            conditions: std::mem::take(&mut record.conditions),
+            medications: std::mem::take(&mut record.medications),
+            observations: std::mem::take(&mut record.observations),
+            allergies: std::mem::take(&mut record.allergies),
+            long_term_storage: record.long_term_storage,
+            id4_key: p.id4_key.map(|k| k.to_vec()).unwrap_or_default(),
+        }
+    })
 }

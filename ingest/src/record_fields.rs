@@ -68,16 +68,6 @@ pub fn zeroize_record(record: &mut PatientRecord) {
     for_each_string_mut(record, |_, s| s.zeroize());
 }
 
-/// Overwrites the direct identifiers of a record that has been pseudonymised (the clinical part moves on).
-pub fn zeroize_identifiers(record: &mut PatientRecord) {
-    record.local_patient_id.zeroize();
-    record.kana_name.zeroize();
-    record.postal_code.zeroize();
-    if let Some(ins) = record.insurance.as_mut() {
-        insurance_strings(ins, &mut |_, s: &mut String| s.zeroize());
-    }
-}
-
 /// Overwrites every string of an opt-out/erase request.
 pub fn zeroize_request(req: &mut PatientRequest) {
     for_each_request_string_mut(req, |_, s| s.zeroize());
