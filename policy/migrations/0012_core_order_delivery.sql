@@ -1,4 +1,9 @@
 -- Release builds: the core's half is an order; the release zone's half (fingerprints, signatures, sealing) claims
--- the done order once ('claimed') and records the release it delivered (its identifier) when it is finished.
+-- the done order ('claimed', with the time of the claim: a claim the zone never finished may be taken again after
+-- a lease) and records the release it delivered (its identifier) when it is finished, or 'stale' when the approval
+-- changed after the core's half. The scope the policy service fixed is kept in its own column: the payload is
+-- emptied when the core reports, and the zone's half is admitted against this, never against the core's report.
 -- Portable SQL.
 ALTER TABLE core_orders ADD COLUMN delivered TEXT;
+ALTER TABLE core_orders ADD COLUMN delivery_claimed_at_ms BIGINT;
+ALTER TABLE core_orders ADD COLUMN build_scope TEXT;

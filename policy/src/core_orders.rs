@@ -282,6 +282,13 @@ impl CoreOperation {
             }
             CoreOperation::BuildRelease { scope } => {
                 let mut m = pick(&["patients", "suppressed_patients", "package_bytes"]);
+                if let Some(sha) = report
+                    .get("package_sha256")
+                    .and_then(|v| v.as_str())
+                    .filter(|s| is_key(s))
+                {
+                    m.insert("package_sha256".into(), sha.into());
+                }
                 m.insert("application".into(), scope.application.clone().into());
                 m.insert("recipients".into(), scope.recipients.len().into());
                 m.insert("approval_revision".into(), scope.approval_revision.into());
@@ -656,7 +663,7 @@ impl CoreOrders {
             .map_err(|e| PolicyError::InvalidState(format!("order not serialisable: {e}")))?;
         sqlx::query(
             "INSERT INTO core_orders (id, operation, payload, signature, key_count, requested_by, requested_at_ms, \
-             expires_at_ms, state, application) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9)",
+             expires_at_ms, state, application, build_scope) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10)",
         )
         .bind(id)
         .bind(operation.name())
@@ -667,6 +674,13 @@ impl CoreOrders {
         .bind(order.issued_at_ms)
         .bind(order.expires_at_ms)
         .bind(operation.application())
+        .bind(match &operation {
+            CoreOperation::BuildRelease { scope } => Some(
+                serde_json::to_string(scope)
+                    .map_err(|e| PolicyError::InvalidState(format!("build scope not serialisable: {e}")))?,
+            ),
+            _ => None,
+        })
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -792,48 +806,93 @@ impl CoreOrders {
     }
 }
 
+/// How long the release zone's claim on a build holds: a zone that claimed an order and never finished (it stopped,
+/// or could not record) leaves it to be claimed again after this.
+pub const DELIVERY_LEASE: Duration = Duration::minutes(30);
+
+/// How long after the core's half a build may be delivered: a package waiting longer is refused, so a release never
+/// carries data the store changed long since (erasures, opt-outs); the operator builds again.
+pub const DELIVERY_WINDOW: Duration = Duration::hours(1);
+
+/// A build order claimed for the release zone's half.
+#[derive(Debug, Clone)]
+pub struct ClaimedBuild {
+    /// The scope the policy service fixed when it queued the order (never the core's word for it).
+    pub scope: BuildScope,
+    /// The core's report (the package's name, size, SHA-256 and counts).
+    pub report: serde_json::Value,
+    /// The operator who asked for the build.
+    pub requested_by: String,
+}
+
 impl CoreOrders {
-    /// Claims a done build order for the release zone's half, once: returns the core's report (what the package
-    /// holds and its SHA-256) and who asked. Anything but a done, unclaimed build is `BUILD_NOT_DELIVERABLE`.
-    pub async fn claim_delivery(&self, id: u64) -> Result<(serde_json::Value, String)> {
+    /// Claims a done build order for the release zone's half: once, unless an earlier claim's lease ran out; only
+    /// within [`DELIVERY_WINDOW`] of the core's report. Anything else is `BUILD_NOT_DELIVERABLE`.
+    pub async fn claim_delivery(&self, id: u64, now: DateTime<Utc>) -> Result<ClaimedBuild> {
         let key = i64::try_from(id).unwrap_or(-1);
+        let now_ms = now.timestamp_millis();
         let mut tx = self.db.begin_write().await?;
         let marked = sqlx::query(
-            "UPDATE core_orders SET delivered = 'claimed' WHERE id = $1 AND operation = 'build_release' \
-             AND state = 'done' AND delivered IS NULL",
+            "UPDATE core_orders SET delivered = 'claimed', delivery_claimed_at_ms = $2 WHERE id = $1 \
+             AND operation = 'build_release' AND state = 'done' AND finished_at_ms >= $3 \
+             AND (delivered IS NULL OR (delivered = 'claimed' AND delivery_claimed_at_ms < $4))",
         )
         .bind(key)
+        .bind(now_ms)
+        .bind(now_ms - DELIVERY_WINDOW.num_milliseconds())
+        .bind(now_ms - DELIVERY_LEASE.num_milliseconds())
         .execute(&mut *tx)
         .await?;
         if marked.rows_affected() != 1 {
             return Err(PolicyError::ConditionViolated {
                 code: "BUILD_NOT_DELIVERABLE",
-                message: format!("core order {id} is not a finished build waiting for the release zone"),
+                message: format!(
+                    "core order {id} is not a finished build waiting for the release zone (delivered, being \
+                     delivered, or older than {} minutes: build again)",
+                    DELIVERY_WINDOW.num_minutes()
+                ),
             });
         }
-        let row = sqlx::query("SELECT result, requested_by FROM core_orders WHERE id = $1")
+        let row = sqlx::query("SELECT result, requested_by, build_scope FROM core_orders WHERE id = $1")
             .bind(key)
             .fetch_one(&mut *tx)
             .await?;
+        let unreadable = |what: &str| PolicyError::InvalidState(format!("core order {id} has no readable {what}"));
         let result: Option<String> = row.try_get("result")?;
         let report = result
             .and_then(|r| serde_json::from_str(&r).ok())
-            .ok_or_else(|| PolicyError::InvalidState(format!("core order {id} has no readable report")))?;
+            .ok_or_else(|| unreadable("report"))?;
+        let scope: Option<String> = row.try_get("build_scope")?;
+        let scope = scope
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .ok_or_else(|| unreadable("scope"))?;
         let requested_by: String = row.try_get("requested_by")?;
         tx.commit().await?;
-        Ok((report, requested_by))
+        Ok(ClaimedBuild {
+            scope,
+            report,
+            requested_by,
+        })
     }
 
-    /// Ends a claim: `Some(release)` once the release zone holds the release (never delivered again), `None` when
-    /// its half failed (the order may be delivered again).
-    pub async fn settle_delivery(&self, id: u64, release: Option<&str>) -> Result<()> {
+    /// Ends a claim: `Delivery::Delivered(release)` once the release zone holds the release (never delivered
+    /// again), `Delivery::Stale` when it can never be delivered (the approval changed), `Delivery::Again` when the
+    /// zone's half failed and may be tried again.
+    pub async fn settle_delivery(&self, id: u64, outcome: Delivery<'_>) -> Result<()> {
         let key = i64::try_from(id).unwrap_or(-1);
+        let value = match outcome {
+            Delivery::Delivered(release) => Some(release),
+            Delivery::Stale => Some("stale"),
+            Delivery::Again => None,
+        };
         let mut tx = self.db.begin_write().await?;
-        let marked = sqlx::query("UPDATE core_orders SET delivered = $2 WHERE id = $1 AND delivered = 'claimed'")
-            .bind(key)
-            .bind(release)
-            .execute(&mut *tx)
-            .await?;
+        let marked = sqlx::query(
+            "UPDATE core_orders SET delivered = $2, delivery_claimed_at_ms = NULL WHERE id = $1 AND delivered = 'claimed'",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
         if marked.rows_affected() != 1 {
             return Err(PolicyError::InvalidState(format!(
                 "core order {id} is not claimed for delivery"
@@ -842,6 +901,35 @@ impl CoreOrders {
         tx.commit().await?;
         Ok(())
     }
+}
+
+impl CoreOrders {
+    /// The scope this service fixed for build order `id` when it queued it.
+    pub async fn build_scope(&self, id: u64) -> Result<BuildScope> {
+        let row = sqlx::query("SELECT build_scope FROM core_orders WHERE id = $1")
+            .bind(i64::try_from(id).unwrap_or(-1))
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| PolicyError::NotFound {
+                kind: "core order",
+                id: id.to_string(),
+            })?;
+        let scope: Option<String> = row.try_get("build_scope")?;
+        scope
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .ok_or_else(|| PolicyError::InvalidState(format!("core order {id} has no build scope")))
+    }
+}
+
+/// How a claim on a build ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery<'a> {
+    /// The release zone holds this release.
+    Delivered(&'a str),
+    /// It can never be delivered.
+    Stale,
+    /// The zone's half failed; it may be tried again.
+    Again,
 }
 
 /// The operation of order `id` and who asked, read inside the transaction that is changing its state.

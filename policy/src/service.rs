@@ -1259,10 +1259,11 @@ impl Policy {
             .await
     }
 
-    /// The release zone's half of build order `order`, claimed once for `actor` (an operator): the approval is
-    /// admitted again as it stands now (revoked, expired, banned, narrowed — refused and audited) and must still be
-    /// at the revision the core built under. Returns the scope and the core's report (the package's name, size and
-    /// SHA-256). A refusal leaves the order deliverable again.
+    /// The release zone's half of build order `order`, claimed for `actor` (an operator): the approval is admitted
+    /// again as it stands now (revoked, expired, banned, narrowed — refused and audited) and must still be at the
+    /// revision the core built under. Returns the scope this service fixed when it queued the order (never the
+    /// core's word for it) and the core's report (the package's name, size and SHA-256). A refusal leaves the order
+    /// deliverable again, but for a changed approval, which closes it.
     pub async fn admit_build_delivery(
         &self,
         actor: &Actor,
@@ -1271,24 +1272,24 @@ impl Policy {
     ) -> Result<(crate::core_orders::BuildScope, serde_json::Value)> {
         self.check_role(actor, Action::BuildRelease, origin).await?;
         let orders = CoreOrders::new(self.db.clone());
-        let claimed = orders.claim_delivery(order).await;
-        let (report, _) = self
+        let claimed = orders.claim_delivery(order, self.now()).await;
+        let claimed = self
             .finish(
                 &actor.username,
                 "release.deliver",
                 &format!("core order {order}"),
                 origin,
                 claimed,
-                |_| json!({"order": order}),
+                |c| json!({"order": order, "requested_by": c.requested_by}),
             )
             .await?;
-        let admitted = async {
-            let scope: crate::core_orders::BuildScope = serde_json::from_value(report["scope"].clone())
-                .map_err(|_| PolicyError::InvalidState(format!("core order {order}'s report has no readable scope")))?;
-            let app = self
-                .admit_build(actor, &scope.application, &scope.recipients, &scope.tables, origin)
-                .await?;
-            if app.conditions_revision != scope.approval_revision {
+        let scope = claimed.scope;
+        let admitted = self
+            .admit_build(actor, &scope.application, &scope.recipients, &scope.tables, origin)
+            .await;
+        let refusal = match admitted {
+            Ok(app) if app.conditions_revision == scope.approval_revision => None,
+            Ok(app) => {
                 let e = PolicyError::ConditionViolated {
                     code: "APPROVAL_CHANGED",
                     message: format!(
@@ -1304,32 +1305,34 @@ impl Policy {
                         outcome_of(&e),
                     )
                     .reason(e.reason())
-                    .source(origin.0),
+                    .source(origin.0)
+                    .details(json!({"order": order})),
                 )
                 .await?;
-                return Err(e);
+                Some((e, crate::core_orders::Delivery::Stale))
             }
-            Ok(scope)
-        }
-        .await;
-        match admitted {
-            Ok(scope) => Ok((scope, report)),
-            Err(e) => {
-                orders.settle_delivery(order, None).await?;
+            Err(e) => Some((e, crate::core_orders::Delivery::Again)),
+        };
+        match refusal {
+            None => Ok((scope, claimed.report)),
+            Some((e, settle)) => {
+                if let Err(s) = orders.settle_delivery(order, settle).await {
+                    tracing::error!(order, reason = %s.reason(), "a refused delivery's claim could not be released");
+                }
                 Err(e)
             }
         }
     }
 
-    /// Ends the release zone's half of build order `order`: `Ok(details)` (with the release's identifier under
-    /// `release`) records the release (`release.build`) and closes the order for good; `Err(code)` records the
-    /// failure and leaves the order deliverable again.
+    /// Ends the release zone's half of build order `order`: `Ok(release)` records the release (`release.build`,
+    /// its details built here from the order's scope and the core's report, never taken from the zone) and closes
+    /// the order for good; `Err(code)` records the failure and leaves the order deliverable again.
     pub async fn record_build_delivery(
         &self,
         actor: &Actor,
         order: u64,
         application: &str,
-        outcome: std::result::Result<serde_json::Value, String>,
+        outcome: std::result::Result<String, String>,
         origin: Origin<'_>,
     ) -> Result<AuditEntry> {
         self.check_role(actor, Action::BuildRelease, origin).await?;
@@ -1341,37 +1344,57 @@ impl Policy {
             )));
         }
         match outcome {
-            Ok(details) => {
-                let release = details["release"]
-                    .as_str()
-                    .filter(|r| !r.is_empty())
-                    .ok_or_else(|| PolicyError::Invalid("a delivered build names its release".into()))?
-                    .to_owned();
-                orders.settle_delivery(order, Some(&release)).await?;
-                self.record_release(actor, application, details, origin).await
+            Ok(release) => {
+                let numbered = release
+                    .strip_prefix(&format!("R-{application}-"))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if !numbered {
+                    return Err(PolicyError::Invalid(format!(
+                        "a delivered build of {application} names its release R-{application}-<n>"
+                    )));
+                }
+                let report = status.result.clone().unwrap_or_default();
+                let scope = orders.build_scope(order).await?;
+                let details = json!({
+                    "release": release,
+                    "order": order,
+                    "requested_by": status.requested_by,
+                    "recipients": scope.recipients,
+                    "tables": scope.tables.iter().map(|t| t.table.clone()).collect::<Vec<_>>(),
+                    "patients": report.get("patients"),
+                    "suppressed_patients": report.get("suppressed_patients"),
+                    "package_sha256": report.get("package_sha256"),
+                });
+                // The ledger first: a release is closed only once it is on the ledger.
+                let entry = self.record_release(actor, application, details, origin).await?;
+                orders
+                    .settle_delivery(order, crate::core_orders::Delivery::Delivered(&release))
+                    .await?;
+                Ok(entry)
             }
             Err(code) => {
-                orders.settle_delivery(order, None).await?;
-                let code = if !code.is_empty()
-                    && code.len() <= 64
-                    && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
-                {
-                    code
-                } else {
-                    "RELEASE_ZONE_FAILED".to_owned()
-                };
-                self.audit(
-                    AuditEvent::new(
-                        &actor.username,
-                        "release.build",
-                        format!("application {application}"),
-                        audit_ledger::Outcome::Failed,
+                let valid = (1..=64).contains(&code.len())
+                    && code
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                let code = if valid { code } else { "RELEASE_ZONE_FAILED".to_owned() };
+                let entry = self
+                    .audit(
+                        AuditEvent::new(
+                            &actor.username,
+                            "release.build",
+                            format!("application {application}"),
+                            audit_ledger::Outcome::Failed,
+                        )
+                        .reason(&code)
+                        .source(origin.0)
+                        .details(json!({"order": order})),
                     )
-                    .reason(&code)
-                    .source(origin.0)
-                    .details(json!({"order": order})),
-                )
-                .await
+                    .await?;
+                orders
+                    .settle_delivery(order, crate::core_orders::Delivery::Again)
+                    .await?;
+                Ok(entry)
             }
         }
     }

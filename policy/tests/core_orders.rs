@@ -6,7 +6,10 @@
 //! PostgreSQL database (from `TOKUMEI_TEST_PG_URL`; skipped without it unless `TOKUMEI_REQUIRE_SERVERS` is set).
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tokumei_policy::core_orders::{CoreOperation, CoreOrder, CoreOrders, OrderOutcome, OrderState};
+use tokumei_policy::core_orders::{
+    BuildScope, CoreOperation, CoreOrder, CoreOrders, DELIVERY_LEASE, DELIVERY_WINDOW, Delivery, OrderOutcome,
+    OrderState,
+};
 use tokumei_policy::{PolicyDb, ServiceKey, SignaturePurpose};
 
 mod support;
@@ -16,7 +19,8 @@ on_both_backends!(
     expired_orders_are_never_handed_out,
     racing_requests_get_distinct_numbers,
     unfinished_orders_end_and_keep_no_key,
-    only_the_policy_service_queues_orders
+    only_the_policy_service_queues_orders,
+    a_build_is_claimed_once_within_its_window_and_a_lapsed_claim_again
 );
 
 fn t0() -> DateTime<Utc> {
@@ -237,4 +241,73 @@ async fn only_the_policy_service_queues_orders(db: PolicyDb, _url: String) {
         .await
         .expect("queued");
     assert_eq!(queued.state, OrderState::Queued);
+}
+
+fn build(application: &str) -> CoreOperation {
+    CoreOperation::BuildRelease {
+        scope: BuildScope {
+            application: application.to_owned(),
+            approval_revision: 1,
+            expires_on: chrono::NaiveDate::from_ymd_opt(2030, 1, 1).expect("date"),
+            channel: tokumei_policy::committee::Channel::File,
+            tables: vec![],
+            recipients: vec!["rika".into()],
+            cohort_filter: String::new(),
+            privacy: None,
+            link_releases: false,
+        },
+    }
+}
+
+/// The release zone's claim on a done build: once; a claim never settled lapses after the lease and may be taken
+/// again; a build older than the delivery window is never delivered; the scope handed out is the one queued, not
+/// the core's report; a delivered or stale build is closed.
+async fn a_build_is_claimed_once_within_its_window_and_a_lapsed_claim_again(db: PolicyDb, _url: String) {
+    let queue = CoreOrders::new(db);
+    let key = ServiceKey::generate();
+    let sign = |p: &[u8]| hex::encode(key.sign(SignaturePurpose::CoreOrder, p));
+    let not_deliverable = |e: tokumei_policy::PolicyError| assert_eq!(e.reason(), "BUILD_NOT_DELIVERABLE");
+    let mut ids = Vec::new();
+    for app in ["A-1", "A-2", "A-3"] {
+        let queued = queue.queue(build(app), "op", t0(), sign).await.expect("queued");
+        // Not done yet: nothing to claim.
+        not_deliverable(queue.claim_delivery(queued.id, t0()).await.expect_err("not done"));
+        queue.take(t0()).await.expect("take");
+        // The core's report names another scope: what the claim hands out is the queued one.
+        let report = serde_json::json!({"package_sha256": "ab".repeat(32), "scope": {"application": "A-9"}});
+        queue
+            .report(queued.id, &OrderOutcome::Done(report), t0())
+            .await
+            .expect("reported");
+        ids.push(queued.id);
+    }
+    let claimed = queue.claim_delivery(ids[0], t0()).await.expect("claimed");
+    assert_eq!(
+        (claimed.scope.application.as_str(), claimed.requested_by.as_str()),
+        ("A-1", "op")
+    );
+    not_deliverable(queue.claim_delivery(ids[0], t0()).await.expect_err("claimed twice"));
+    // The zone never settled: after the lease, another claim may finish it (still within the window).
+    let lapsed = t0() + DELIVERY_LEASE + TimeDelta::minutes(1);
+    assert!(lapsed < t0() + DELIVERY_WINDOW);
+    queue
+        .claim_delivery(ids[0], lapsed)
+        .await
+        .expect("claimed again after the lease");
+    queue
+        .settle_delivery(ids[0], Delivery::Delivered("R-A-1-1"))
+        .await
+        .expect("settled");
+    not_deliverable(queue.claim_delivery(ids[0], lapsed).await.expect_err("delivered"));
+    // A failed half may be tried again; a stale one never.
+    queue.claim_delivery(ids[1], t0()).await.expect("claimed");
+    queue.settle_delivery(ids[1], Delivery::Again).await.expect("released");
+    queue.claim_delivery(ids[1], t0()).await.expect("claimed again");
+    queue.settle_delivery(ids[1], Delivery::Stale).await.expect("closed");
+    not_deliverable(queue.claim_delivery(ids[1], t0()).await.expect_err("stale"));
+    // Past the delivery window: never.
+    let late = t0() + DELIVERY_WINDOW + TimeDelta::minutes(1);
+    not_deliverable(queue.claim_delivery(ids[2], late).await.expect_err("too late"));
+    // Settling what is not claimed is refused.
+    assert!(queue.settle_delivery(ids[2], Delivery::Again).await.is_err());
 }

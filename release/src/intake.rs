@@ -65,6 +65,16 @@ pub async fn load_or_create(home: &Path, keys: &dyn KeyService) -> Result<Recipi
                 .map_err(|e| ReleaseError::Keys(e.to_string()))?;
             Zeroizing::new(*key)
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && public_key_path(home).exists() => {
+            // The public half is published (and pinned by the core) but its seed is gone: making a new pair would
+            // silently re-key what the core seals to. Refused; an operator removes intake.pub to start afresh.
+            return Err(ReleaseError::Keys(format!(
+                "the intake key's seed {} is missing while its public half is published; remove {} to make a new \
+                 key (and pin the new one in the core's configuration)",
+                path.display(),
+                public_key_path(home).display()
+            )));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = Zeroizing::new([0u8; 32]);
             rand::Rng::fill(&mut rand::rng(), &mut seed[..]);
@@ -129,5 +139,14 @@ mod tests {
         // Another zone's key service cannot unwrap the seed.
         let other = keyring(home.path(), "core-keyring.json");
         assert!(load_or_create(home.path(), &other).await.is_err());
+        // A lost seed with its public half still published: refused, never silently re-keyed.
+        std::fs::remove_file(home.path().join("release/intake-key.json")).expect("remove the seed");
+        assert!(load_or_create(home.path(), &keys).await.is_err());
+        assert_eq!(
+            std::fs::read_to_string(public_key_path(home.path()))
+                .expect("still published")
+                .trim(),
+            first.public_hex()
+        );
     }
 }

@@ -226,13 +226,14 @@ impl ReleaseZoneService for ReleaseZoneGrpc {
     async fn record_build(&self, request: Request<pb::ZoneBuildRecord>) -> Reply<pb::ZoneAuditAck> {
         self.zone_only("RecordBuild", request, async |r: pb::ZoneBuildRecord| {
             let actor = self.person(&r.session).await?;
+            // The zone names the release it delivered; what the ledger says of it is the policy service's.
             let outcome = if r.ok {
                 let details: serde_json::Value =
                     serde_json::from_str(&r.details_json).map_err(|_| invalid("details must be a JSON object"))?;
-                if !details.is_object() {
-                    return Err(invalid("details must be a JSON object"));
-                }
-                Ok(details)
+                let release = details["release"]
+                    .as_str()
+                    .ok_or_else(|| invalid("details name the release"))?;
+                Ok(release.to_owned())
             } else {
                 Err(r.reason)
             };

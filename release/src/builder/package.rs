@@ -276,6 +276,20 @@ pub fn open_from_outbox(
             "the package of core order {order} does not answer that order's scope"
         )));
     }
+    // Exactly the scope's tables, each with the pseudonym and the scope's releasable columns: nothing the approval
+    // did not name can ride in a package, whoever sealed it.
+    let expected = release_scope(&scope.tables)?;
+    let matches = package.sheets.len() == expected.len()
+        && package.sheets.iter().zip(&expected).all(|(sheet, (table, columns))| {
+            sheet.table == table.name()
+                && sheet.header.first().map(String::as_str) == Some(crate::catalogue::PSEUDONYM)
+                && sheet.header[1..] == columns[..]
+        });
+    if !matches {
+        return Err(ReleaseError::Integrity(format!(
+            "the package of core order {order} holds other tables or columns than its scope"
+        )));
+    }
     Ok(package)
 }
 

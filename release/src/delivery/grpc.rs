@@ -295,10 +295,20 @@ impl ReleaseGrpc {
         .await;
         match result {
             Ok(outcome) => {
-                self.delivery
+                let recorded = self
+                    .delivery
                     .policy
                     .record_build(caller, origin, order, &scope.application, Ok(&outcome.ledger_details()))
-                    .await?;
+                    .await;
+                if let Err(status) = recorded {
+                    // Not on the ledger, so not a release: its copies go before anyone could ask for them.
+                    if let Ok(dir) = self.delivery.zone.release_dir(&outcome.release)
+                        && let Err(e) = std::fs::remove_dir_all(&dir)
+                    {
+                        tracing::error!(order, error = %e, "an unrecorded release could not be removed");
+                    }
+                    return Err(status);
+                }
                 crate::builder::package::remove_from_outbox(&desk.outbox, order);
                 Ok(outcome)
             }
@@ -322,7 +332,12 @@ impl ReleaseGrpc {
 impl ReleaseService for ReleaseGrpc {
     async fn complete_build(&self, request: Request<pb::CompleteBuildRequest>) -> Reply<pb::CompleteBuildResponse> {
         let (origin, actor, r) = self.authenticated(request).await?;
-        let outcome = self.finish_build(&actor, &origin, r.order_id).await?;
+        // Finished on a task of its own: a client that goes away mid-build does not leave a half-made release or a
+        // claim nobody settles.
+        let this = self.clone();
+        let outcome = tokio::spawn(async move { this.finish_build(&actor, &origin, r.order_id).await })
+            .await
+            .map_err(|_| Status::internal("the build's task stopped"))??;
         let outcome_json =
             serde_json::to_string(&outcome).map_err(|_| Status::internal("the build's outcome is not serialisable"))?;
         Ok(Response::new(pb::CompleteBuildResponse { outcome_json }))
