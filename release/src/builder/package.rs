@@ -300,3 +300,92 @@ pub fn remove_from_outbox(outbox: &Path, order: u64) {
         tracing::warn!(order, error = %e, "a delivered package could not be removed from the outbox");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokumei_keys::sealed_result::RecipientKey;
+    use tokumei_policy::committee::TableRequest;
+
+    fn scope() -> BuildScope {
+        BuildScope {
+            application: "A-1".into(),
+            approval_revision: 2,
+            expires_on: chrono::NaiveDate::from_ymd_opt(2030, 1, 1).expect("date"),
+            channel: Channel::File,
+            tables: vec![TableRequest {
+                table: "patients".into(),
+                columns: vec!["linkage_key".into(), "sex".into()],
+            }],
+            recipients: vec!["rika".into()],
+            cohort_filter: String::new(),
+            privacy: None,
+            link_releases: false,
+        }
+    }
+
+    fn package(order: u64, header: &[&str]) -> BuildPackage {
+        BuildPackage {
+            format: PACKAGE_FORMAT,
+            order,
+            scope: scope(),
+            pseudonym_scope: PseudonymScope::Recipient,
+            sheets: vec![PackagedSheet {
+                table: "patients".into(),
+                header: header.iter().map(|h| (*h).to_owned()).collect(),
+                columns: header.iter().map(|_| vec!["x".to_owned()]).collect(),
+            }],
+            anonymisation: vec![],
+            protection: ProtectionSummary {
+                items: None,
+                extremes: vec![],
+                count_caps: vec![],
+                top_coded_birth_dates: 0,
+                merged_patient_rows: 0,
+                release_loss: 0.0,
+                demographic_candidates: 0,
+            },
+            patients: 1,
+            suppressed_patients: 0,
+        }
+    }
+
+    #[test]
+    fn a_package_opens_only_for_its_order_scope_and_columns() {
+        let outbox = tempfile::tempdir().expect("outbox");
+        let intake = RecipientKey::generate();
+        let good = package(7, &["patient_pseudonym", "sex"]);
+        let r = seal_to_outbox(&good, intake.public_hex(), outbox.path()).expect("sealed");
+        assert_eq!(r.package, "build-7.sealed");
+        let opened = open_from_outbox(outbox.path(), 7, &r.package_sha256, &scope(), &intake).expect("opens");
+        assert_eq!(opened, good);
+        // Another SHA-256 than the core reported, another scope, another zone's key: refused.
+        let reason = |e: ReleaseError| e.reason();
+        assert_eq!(
+            reason(open_from_outbox(outbox.path(), 7, &"00".repeat(32), &scope(), &intake).unwrap_err()),
+            "INTEGRITY"
+        );
+        let mut other_scope = scope();
+        other_scope.recipients.push("yui".into());
+        assert_eq!(
+            reason(open_from_outbox(outbox.path(), 7, &r.package_sha256, &other_scope, &intake).unwrap_err()),
+            "INTEGRITY"
+        );
+        let other_zone = RecipientKey::generate();
+        assert_eq!(
+            reason(open_from_outbox(outbox.path(), 7, &r.package_sha256, &scope(), &other_zone).unwrap_err()),
+            "INTEGRITY"
+        );
+        // A package that claims the scope but carries a column the approval did not name (birth date), sealed to
+        // the right key and pinned by its own SHA-256 (a compromised core): refused before anything is built.
+        let wider = package(8, &["patient_pseudonym", "sex", "birth_date"]);
+        let r = seal_to_outbox(&wider, intake.public_hex(), outbox.path()).expect("sealed");
+        assert_eq!(
+            reason(open_from_outbox(outbox.path(), 8, &r.package_sha256, &scope(), &intake).unwrap_err()),
+            "INTEGRITY"
+        );
+        // Nothing in the outbox reads in clear.
+        let bytes = std::fs::read(outbox.path().join("build-8.sealed")).expect("read");
+        assert!(!bytes.windows(10).any(|w| w == b"birth_date"));
+    }
+}
