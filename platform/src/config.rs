@@ -354,9 +354,9 @@ pub struct CoreOrdersConfig {
     /// How often the core asks for orders (milliseconds).
     #[serde(default = "default_order_poll_ms")]
     pub poll_ms: u64,
-    /// The release zone's intake key (64 hex digits, `release/intake.pub` of the release zone), which build
-    /// packages are sealed to: pinned here. Default: read from `release/intake.pub` under the core's home (a
-    /// single-host installation, where the release service publishes it there).
+    /// The release zone's intake key (64 hex digits, `release/intake.pub` of the release zone), pinned: a build
+    /// order naming another key is refused. Without it the core seals to the key the policy service signed into
+    /// the order (the one the release zone published to it over its pinned certificate).
     #[serde(default)]
     pub release_key: Option<String>,
     /// Where the core writes build packages for the release zone (default `$TOKUMEI_HOME/outbox`).

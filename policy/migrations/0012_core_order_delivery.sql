@@ -7,3 +7,12 @@
 ALTER TABLE core_orders ADD COLUMN delivered TEXT;
 ALTER TABLE core_orders ADD COLUMN delivery_claimed_at_ms BIGINT;
 ALTER TABLE core_orders ADD COLUMN build_scope TEXT;
+
+-- The release zone's intake key as the zone published it (over its pinned certificate): signed into every build
+-- order, so the core seals packages to the key the policy service vouches for, never to a file beside the outbox.
+-- The latest row is in force.
+CREATE TABLE release_intake_keys (
+    seq             BIGINT NOT NULL PRIMARY KEY,
+    public_key      TEXT   NOT NULL,
+    published_at_ms BIGINT NOT NULL
+);

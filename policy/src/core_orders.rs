@@ -85,6 +85,9 @@ pub enum CoreOperation {
     BuildRelease {
         /// What to build, as admitted.
         scope: BuildScope,
+        /// The release zone's intake key as the zone published it (64 hex digits): the core seals the package to
+        /// this key, which the policy service vouches for by signing the order.
+        intake_key: String,
     },
     /// The core store's figures for the regulator's report of a quarter: counts only.
     RegulatorFigures {
@@ -119,7 +122,7 @@ impl CoreOperation {
         match self {
             CoreOperation::PlanRelease { scope, .. } => Some(&scope.application),
             CoreOperation::Statistics(order) => Some(&order.request.application),
-            CoreOperation::BuildRelease { scope } => Some(&scope.application),
+            CoreOperation::BuildRelease { scope, .. } => Some(&scope.application),
             _ => None,
         }
     }
@@ -280,7 +283,7 @@ impl CoreOperation {
                 m.insert("all_rows".into(), (*all_rows).into());
                 m
             }
-            CoreOperation::BuildRelease { scope } => {
+            CoreOperation::BuildRelease { scope, .. } => {
                 let mut m = pick(&["patients", "suppressed_patients", "package_bytes"]);
                 if let Some(sha) = report
                     .get("package_sha256")
@@ -675,7 +678,7 @@ impl CoreOrders {
         .bind(order.expires_at_ms)
         .bind(operation.application())
         .bind(match &operation {
-            CoreOperation::BuildRelease { scope } => Some(
+            CoreOperation::BuildRelease { scope, .. } => Some(
                 serde_json::to_string(scope)
                     .map_err(|e| PolicyError::InvalidState(format!("build scope not serialisable: {e}")))?,
             ),
@@ -900,6 +903,59 @@ impl CoreOrders {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// The release zone's intake keys as it published them, the latest in force.
+#[derive(Debug, Clone)]
+pub struct IntakeKeys {
+    db: PolicyDb,
+}
+
+impl IntakeKeys {
+    /// The register over the zone's database.
+    pub fn new(db: PolicyDb) -> IntakeKeys {
+        IntakeKeys { db }
+    }
+
+    /// Records `public_key` (64 lower-case hex digits) as the key in force, unless it already is. Returns whether
+    /// it changed.
+    pub async fn publish(&self, public_key: &str, now: DateTime<Utc>) -> Result<bool> {
+        if !is_key(public_key) {
+            return Err(PolicyError::Invalid(
+                "an intake key is 64 lower-case hex digits (an X25519 public key)".into(),
+            ));
+        }
+        let mut tx = self.db.begin_write().await?;
+        let last = sqlx::query("SELECT seq, public_key FROM release_intake_keys ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (seq, current): (i64, Option<String>) = match last {
+            Some(row) => (row.try_get("seq")?, Some(row.try_get("public_key")?)),
+            None => (0, None),
+        };
+        if current.as_deref() == Some(public_key) {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO release_intake_keys (seq, public_key, published_at_ms) VALUES ($1, $2, $3)")
+            .bind(seq + 1)
+            .bind(public_key)
+            .bind(now.timestamp_millis())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The key in force, if the zone ever published one.
+    pub async fn current(&self) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT public_key FROM release_intake_keys ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("public_key")?),
+            None => None,
+        })
     }
 }
 

@@ -1255,7 +1255,21 @@ impl Policy {
         });
         let app = self.admit_build(actor, id, &recipients, &tables, origin).await?;
         let scope = crate::core_orders::BuildScope::of(&app, &tables, &recipients)?;
-        self.queue_core_order(actor, CoreOperation::BuildRelease { scope }, origin)
+        let intake = crate::core_orders::IntakeKeys::new(self.db.clone()).current().await?;
+        let Some(intake_key) = intake else {
+            let e = PolicyError::ConditionViolated {
+                code: "RELEASE_ZONE_NOT_REGISTERED",
+                message: "the release zone has not published its intake key (start `tokumei release serve`)".into(),
+            };
+            self.audit(
+                AuditEvent::new(&actor.username, "core.requested", "core store", outcome_of(&e))
+                    .reason(e.reason())
+                    .source(origin.0),
+            )
+            .await?;
+            return Err(e);
+        };
+        self.queue_core_order(actor, CoreOperation::BuildRelease { scope, intake_key }, origin)
             .await
     }
 
@@ -1397,6 +1411,31 @@ impl Policy {
                 Ok(entry)
             }
         }
+    }
+
+    /// The release zone publishes its intake key (called over the zone's pinned certificate): recorded as
+    /// `release.intake_key` with the key's fingerprint when it changes.
+    pub async fn publish_intake_key(&self, public_key: &str, origin: Origin<'_>) -> Result<Option<AuditEntry>> {
+        let changed = crate::core_orders::IntakeKeys::new(self.db.clone())
+            .publish(public_key, self.now())
+            .await?;
+        if !changed {
+            return Ok(None);
+        }
+        let fingerprint = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(public_key.as_bytes())[..8]);
+        let entry = self
+            .audit(
+                AuditEvent::new(
+                    "release-zone",
+                    "release.intake_key",
+                    "release zone",
+                    audit_ledger::Outcome::Ok,
+                )
+                .source(origin.0)
+                .details(json!({"key_fingerprint": fingerprint})),
+            )
+            .await?;
+        Ok(Some(entry))
     }
 
     /// Whether this façade can queue orders for the core (only the policy service holds their key).

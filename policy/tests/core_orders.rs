@@ -20,7 +20,8 @@ on_both_backends!(
     racing_requests_get_distinct_numbers,
     unfinished_orders_end_and_keep_no_key,
     only_the_policy_service_queues_orders,
-    a_build_is_claimed_once_within_its_window_and_a_lapsed_claim_again
+    a_build_is_claimed_once_within_its_window_and_a_lapsed_claim_again,
+    the_latest_published_intake_key_is_in_force
 );
 
 fn t0() -> DateTime<Utc> {
@@ -256,6 +257,7 @@ fn build(application: &str) -> CoreOperation {
             privacy: None,
             link_releases: false,
         },
+        intake_key: "cd".repeat(32),
     }
 }
 
@@ -310,4 +312,17 @@ async fn a_build_is_claimed_once_within_its_window_and_a_lapsed_claim_again(db: 
     not_deliverable(queue.claim_delivery(ids[2], late).await.expect_err("too late"));
     // Settling what is not claimed is refused.
     assert!(queue.settle_delivery(ids[2], Delivery::Again).await.is_err());
+}
+
+/// The intake key the release zone publishes: the latest is in force, a republished one changes nothing, and
+/// only an X25519-sized hex key is taken.
+async fn the_latest_published_intake_key_is_in_force(db: PolicyDb, _url: String) {
+    let keys = tokumei_policy::core_orders::IntakeKeys::new(db);
+    assert_eq!(keys.current().await.expect("read"), None);
+    assert!(keys.publish(&"ab".repeat(32), t0()).await.expect("published"));
+    assert!(!keys.publish(&"ab".repeat(32), t0()).await.expect("the same again"));
+    assert!(keys.publish(&"cd".repeat(32), t0()).await.expect("a new key"));
+    assert_eq!(keys.current().await.expect("read"), Some("cd".repeat(32)));
+    assert!(keys.publish("not a key", t0()).await.is_err());
+    assert!(keys.publish(&"AB".repeat(32), t0()).await.is_err());
 }

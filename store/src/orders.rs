@@ -119,6 +119,8 @@ pub enum Operation {
     BuildRelease {
         /// The scope the policy service fixed (read by the planner).
         scope: serde_json::Value,
+        /// The release zone's intake key the policy service signed into the order (64 hex digits).
+        intake_key: String,
     },
     /// A statistical table over the research view (`statistics`), its loss paid before the order was signed.
     Statistics(tokumei_catalogue::statistics::StatisticsOrder),
@@ -255,15 +257,15 @@ pub trait Planner: Send + Sync {
         params: &'a serde_json::Value,
     ) -> PlanFuture<'a>;
 
-    /// The core's half of release build `order` of `scope` (as the order carries it), reading `store` and
-    /// unwrapping project keys with `keys`: the package is handed to the release zone; the report holds its
-    /// reference, size, SHA-256 and counts.
+    /// The core's half of release build `order`, `ordered` being its scope and the release zone's intake key as
+    /// the order carries them: reads `store`, unwraps project keys with `keys`, seals the package to that key and
+    /// hands it to the release zone; the report holds its reference, size, SHA-256 and counts.
     fn build<'a>(
         &'a self,
         store: &'a Store,
         keys: &'a dyn KeyService,
         order: u64,
-        scope: &'a serde_json::Value,
+        ordered: (&'a serde_json::Value, &'a str),
     ) -> PlanFuture<'a>;
 }
 
@@ -299,8 +301,8 @@ pub async fn carry_out(
             Some(p) => p.plan(store, scope, params).await,
             None => Err(StoreError::Orders("this core runs without a release planner".into())),
         },
-        Operation::BuildRelease { scope } => match planner {
-            Some(p) => p.build(store, keys, order.id, scope).await,
+        Operation::BuildRelease { scope, intake_key } => match planner {
+            Some(p) => p.build(store, keys, order.id, (scope, intake_key)).await,
             None => Err(StoreError::Orders("this core runs without a release builder".into())),
         },
         Operation::Statistics(order) => serde_json::to_value(crate::statistics::compute(store, order).await?)

@@ -382,8 +382,15 @@ async fn release_build_verify_and_trace_end_to_end() {
     let err = build_refused(&zones, op, &provenance, &[]);
     assert!(err.contains("NOT_RELEASABLE"), "{err}");
 
-    // The release.
+    // The release. An insider who can write the release zone's directory swaps its published intake key for one of
+    // their own: the core does not read that file — it seals to the key the policy service signed into the order
+    // (the one the zone published over its certificate) — so the build still reaches the zone, and only the zone.
+    let published = home.path().join("release/intake.pub");
+    let genuine = std::fs::read_to_string(&published).expect("published intake key");
+    let insider = tokumei_keys::sealed_result::RecipientKey::generate();
+    std::fs::write(&published, insider.public_hex()).expect("swapped");
     let built = build_ok(&zones, &app, &[]);
+    std::fs::write(&published, genuine).expect("restored");
     assert!(
         files_under(&home.path().join("outbox")).is_empty(),
         "the delivered package left the outbox"

@@ -1374,6 +1374,15 @@ async fn every_zone_call(
                 .map(|_| ()),
         ),
         (
+            "PublishIntakeKey",
+            client
+                .publish_intake_key(ppb::ZoneIntakeKey {
+                    public_key: "ab".repeat(32),
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
             "RecordBuild",
             client
                 .record_build(ppb::ZoneBuildRecord {
@@ -1476,7 +1485,7 @@ async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
     for key in [tokumei_policy::ServiceKey::generate(), general] {
         let minted = tokumei_policy::identity::session_token::issue(&key, &claims).expect("sign");
         for (method, result) in every_zone_call(&mut zone, minted.expose(), &w.main).await {
-            if matches!(method, "RecheckTransfer" | "RecordEvent") {
+            if matches!(method, "RecheckTransfer" | "RecordEvent" | "PublishIntakeKey") {
                 continue; // these carry no session
             }
             match result {
@@ -1627,6 +1636,7 @@ async fn an_intruder_in_the_release_zone_cannot_act_as_the_committee() {
         "RecordEvent",
         "AdmitBuild",
         "RecordBuild",
+        "PublishIntakeKey",
     ] {
         assert!(
             entries(format!("rpc.{method}")).await >= 3,

@@ -111,6 +111,13 @@ pub fn run(args: ServeArgs, json: bool) -> Result<()> {
         let intake = tokumei_release::intake::load_or_create(&home, keys.as_ref())
             .await
             .map_err(|e| anyhow::anyhow!("[{}] the intake key: {e}", e.reason()))?;
+        // The policy service signs the key into every build order: the core seals to what the zone published here.
+        policy.publish_intake_key(intake.public_hex()).await.map_err(|s| {
+            anyhow::anyhow!(
+                "[{}] publishing the intake key",
+                tokumei_release::delivery::policy_link::reason_of(&s)
+            )
+        })?;
         let builds = tokumei_release::delivery::BuildDesk {
             manifest_key: std::sync::Arc::new(manifest_key),
             intake: std::sync::Arc::new(intake),

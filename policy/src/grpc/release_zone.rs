@@ -223,6 +223,21 @@ impl ReleaseZoneService for ReleaseZoneGrpc {
         .await
     }
 
+    async fn publish_intake_key(&self, request: Request<pb::ZoneIntakeKey>) -> Reply<pb::ZoneAuditAck> {
+        let origin = origin_of(&request);
+        self.zone_only("PublishIntakeKey", request, async |r: pb::ZoneIntakeKey| {
+            let entry = self
+                .policy
+                .publish_intake_key(&r.public_key, Origin(&origin))
+                .await
+                .map_err(|e| policy_status(&e))?;
+            Ok(pb::ZoneAuditAck {
+                audit_seq: entry.map_or(0, |e| e.seq),
+            })
+        })
+        .await
+    }
+
     async fn record_build(&self, request: Request<pb::ZoneBuildRecord>) -> Reply<pb::ZoneAuditAck> {
         self.zone_only("RecordBuild", request, async |r: pb::ZoneBuildRecord| {
             let actor = self.person(&r.session).await?;

@@ -234,8 +234,9 @@ pub async fn plan_scope(
 pub struct CorePlanner {
     /// The core's home (project pseudonym keys live under its `core/` directory).
     pub home: std::path::PathBuf,
-    /// The release zone's intake key, 64 hex digits (pinned in the core's configuration; `None`: read from
-    /// `release/intake.pub` under the home at each build, as a single-host installation publishes it).
+    /// The release zone's intake key, 64 hex digits, if the core's configuration pins it: an order signed for
+    /// another key is then refused. Without a pin the core seals to the key the policy service signed into the
+    /// order (the one the zone published over its pinned certificate) — never to a file.
     pub intake_key: Option<String>,
     /// Where packages are written.
     pub outbox: std::path::PathBuf,
@@ -255,15 +256,25 @@ impl CorePlanner {
         }
     }
 
-    fn intake_key(&self) -> Result<String> {
+    /// The key to seal order's package to: the order's, which must equal the pinned one if there is a pin.
+    fn intake_key(&self, ordered: &str) -> std::result::Result<String, tokumei_store::StoreError> {
+        let refused = |code: &str, message: &str| tokumei_store::StoreError::Declined {
+            code: code.into(),
+            message: message.into(),
+        };
+        let ordered = ordered.trim();
+        if !tokumei_keys::sealed_result::is_recipient_key(ordered) {
+            return Err(refused(
+                "INTAKE_KEY_INVALID",
+                "the order's intake key is not an X25519 public key",
+            ));
+        }
         match &self.intake_key {
-            Some(k) => Ok(k.trim().to_owned()),
-            None => {
-                let path = crate::intake::public_key_path(&self.home);
-                std::fs::read_to_string(&path)
-                    .map(|k| k.trim().to_owned())
-                    .map_err(|e| ReleaseError::io(format!("the release zone's intake key {}", path.display()), e))
-            }
+            Some(pinned) if pinned.trim() != ordered => Err(refused(
+                "INTAKE_KEY_MISMATCH",
+                "the order names another intake key than the one pinned in [core.orders] release_key",
+            )),
+            _ => Ok(ordered.to_owned()),
         }
     }
 }
@@ -304,19 +315,13 @@ impl tokumei_store::orders::Planner for CorePlanner {
         store: &'a Store,
         keys: &'a dyn tokumei_keys::KeyService,
         order: u64,
-        scope: &'a serde_json::Value,
+        (scope, intake_key): (&'a serde_json::Value, &'a str),
     ) -> tokumei_store::orders::PlanFuture<'a> {
         Box::pin(async move {
             let scope: tokumei_policy::core_orders::BuildScope =
                 serde_json::from_value(scope.clone()).map_err(|_| unreadable("scope"))?;
-            // The key is read before any data: a core that cannot seal reads nothing.
-            let intake = self.intake_key().map_err(|e| declined(&e))?;
-            if !tokumei_keys::sealed_result::is_recipient_key(&intake) {
-                return Err(tokumei_store::StoreError::Declined {
-                    code: "INTAKE_KEY_INVALID".into(),
-                    message: "the release zone's intake key is not an X25519 public key".into(),
-                });
-            }
+            // The key is checked before any data is read: a core that cannot seal reads nothing.
+            let intake = self.intake_key(intake_key)?;
             let package = super::package::prepare(store, keys, &self.home, order, &scope, &|_| {})
                 .await
                 .map_err(|e| declined(&e))?;

@@ -347,6 +347,19 @@ impl PolicyLink {
         Ok(ack.audit_seq)
     }
 
+    /// Publishes the zone's intake key to the policy service (which signs it into build orders).
+    pub async fn publish_intake_key(&self, public_key: &str) -> Result<i64, Status> {
+        let ack = self
+            .client
+            .clone()
+            .publish_intake_key(pb::ZoneIntakeKey {
+                public_key: public_key.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(ack.audit_seq)
+    }
+
     /// Which of `applications` `caller` may see.
     pub async fn visible_applications(
         &self,
