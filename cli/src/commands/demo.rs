@@ -428,7 +428,10 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         report.statistics = Some(statistics_chapter(&home, &cast, (&research_view, &patients), &say).await?);
         say("\ntokumei demo — chapter 5: an anonymised release, fingerprinted for each recipient");
         let keys = tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Release).await?;
-        report.release = Some(super::demo_release::chapter(&home, keys, &cast, &store, &say).await?);
+        // The core's half reads and pseudonymises under the core zone's keys; the release zone's wraps its own.
+        let core_keys = tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Core).await?;
+        let zones = super::demo_release::ZoneKeys { release: keys, core: core_keys };
+        report.release = Some(super::demo_release::chapter(&home, zones, &cast, &store, &say).await?);
         say("\ntokumei demo — chapter 7: transparency and the audit ledger");
         report.transparency = Some(super::demo_committee::closing(&home, &cast, &say).await?);
         let period = tokumei_policy::transparency::current_quarter(chrono::Utc::now());

@@ -65,10 +65,21 @@ fn ok<T>(r: std::result::Result<T, tokumei_policy::PolicyError>) -> Result<T> {
     r.map_err(super::access::reason)
 }
 
+/// The key services of the two zones a build crosses.
+pub struct ZoneKeys {
+    /// The release zone's (wraps each release's data and fingerprint keys).
+    pub release: SharedKeyService,
+    /// The core's (wraps the project pseudonym keys the core's half reads with).
+    pub core: SharedKeyService,
+}
+
 /// Runs chapters 5 and 6.
 pub async fn chapter(
     home: &Path,
-    keys: SharedKeyService,
+    ZoneKeys {
+        release: keys,
+        core: core_keys,
+    }: ZoneKeys,
     cast: &Committee,
     store: &Store,
     say: &impl Fn(&str),
@@ -194,7 +205,7 @@ pub async fn chapter(
         zone: &zone,
         service_key: &service_key,
         home,
-        core_keys: zone.keys().as_ref(),
+        core_keys: core_keys.as_ref(),
     };
     out.unnamed_recipient_refused = match builder::build(
         &cx,
