@@ -325,6 +325,23 @@ async fn release_build_verify_and_trace_end_to_end() {
     };
     let app = approve(today + chrono::Duration::days(90), TABLES);
     let op_env = session_env(db, op);
+    // Before the release zone ever published its intake key, no build is queued (the core would have nobody to
+    // seal the package to): refused with its reason, not as a server fault.
+    {
+        let core = CoreWithOrders::start(home.path(), &[]);
+        let mut env = core.client_env(home.path());
+        env.push(("TOKUMEI_SESSION".into(), op.session.clone()));
+        let args = [
+            "release",
+            "build",
+            "--application",
+            &app,
+            "--release-server",
+            "https://127.0.0.1:1",
+        ];
+        let err = refused(&home, &args, &as_refs(&env));
+        assert!(err.contains("RELEASE_ZONE_NOT_REGISTERED"), "{err}");
+    }
     // A build goes through the zones' services: the operator's client holds a session and the CA, nothing else.
     let zones = BuildZones::start(&home, &home.path().join("release-build.log"));
     let desk = tempfile::tempdir().unwrap();

@@ -342,3 +342,43 @@ impl tokumei_store::orders::Planner for CorePlanner {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planner(pinned: Option<&str>) -> CorePlanner {
+        CorePlanner {
+            home: std::path::PathBuf::from("/nonexistent"),
+            intake_key: pinned.map(str::to_owned),
+            outbox: std::path::PathBuf::from("/nonexistent/outbox"),
+        }
+    }
+
+    fn code(e: tokumei_store::StoreError) -> String {
+        match e {
+            tokumei_store::StoreError::Declined { code, .. } => code,
+            other => panic!("not a refusal: {other}"),
+        }
+    }
+
+    #[test]
+    fn the_core_seals_to_the_ordered_key_and_a_pin_refuses_another() {
+        let zone = tokumei_keys::sealed_result::RecipientKey::generate();
+        let other = tokumei_keys::sealed_result::RecipientKey::generate();
+        // No pin: the key the policy service signed into the order.
+        assert_eq!(
+            planner(None).intake_key(zone.public_hex()).expect("taken"),
+            zone.public_hex()
+        );
+        // A pin: the same key passes, another is refused before any data is read.
+        let pinned = planner(Some(zone.public_hex()));
+        assert_eq!(pinned.intake_key(zone.public_hex()).expect("taken"), zone.public_hex());
+        assert_eq!(
+            code(pinned.intake_key(other.public_hex()).unwrap_err()),
+            "INTAKE_KEY_MISMATCH"
+        );
+        // Not an X25519 key at all.
+        assert_eq!(code(planner(None).intake_key("zz").unwrap_err()), "INTAKE_KEY_INVALID");
+    }
+}
