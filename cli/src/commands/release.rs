@@ -204,13 +204,7 @@ fn build(a: BuildArgs, json: bool) -> Result<()> {
                     pb::core_operation_request::Operation::BuildRelease(pb::BuildReleaseOperation {
                         application_id: application.clone(),
                         recipients: a.recipients.clone(),
-                        tables: tables
-                            .iter()
-                            .map(|t| pb::TableColumns {
-                                table: t.table.clone(),
-                                columns: t.columns.clone(),
-                            })
-                            .collect(),
+                        tables: tokumei_policy::grpc::convert::tables_to_proto(&tables),
                     }),
                     json,
                 )

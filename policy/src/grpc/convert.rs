@@ -198,7 +198,8 @@ pub fn user_to_proto(u: &UserRecord) -> pb::User {
     }
 }
 
-fn tables_to_proto(tables: &[TableRequest]) -> Vec<pb::TableColumns> {
+/// Tables and columns as the contract carries them (the policy service's messages and its clients').
+pub fn tables_to_proto(tables: &[TableRequest]) -> Vec<pb::TableColumns> {
     tables
         .iter()
         .map(|t| pb::TableColumns {

@@ -193,6 +193,24 @@ pub(crate) fn release_scope(tables: &[TableRequest]) -> Result<Vec<(Table, Vec<S
 }
 
 /// Reads the scope's tables for the cohort through the store's research view, pseudonymised with `key`.
+/// Protects the sheets under `model` (as of today in Japan) and recounts the whole record with the independent
+/// verifier: what the core's half of a build and a release plan both run before anything leaves the core.
+pub(crate) fn protect_and_check(
+    sheets: &mut Vec<(Table, Sheet)>,
+    model: &PrivacyModel,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(protect::Protected, record_check::RecordCheck)> {
+    let protected = protect::protect(
+        sheets,
+        model,
+        tokumei_policy::committee::japan_date(Utc::now()),
+        progress,
+    )?;
+    let unmarked: Vec<(Table, &Sheet)> = sheets.iter().map(|(t, s)| (*t, s)).collect();
+    let check = record_check::check(&unmarked, model.k, model.m as usize)?;
+    Ok((protected, check))
+}
+
 pub(crate) async fn read_scope(
     store: &Store,
     scope: &[(Table, Vec<String>)],

@@ -11,12 +11,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokumei_deid::report::RiskReport;
 use tokumei_keys::KeyService;
-use tokumei_policy::committee::japan_date;
 use tokumei_policy::committee::{Channel, PrivacyModel};
 use tokumei_policy::core_orders::BuildScope;
 use tokumei_store::{Store, Table};
@@ -24,8 +22,8 @@ use tokumei_store::{Store, Table};
 use super::counts::CountCap;
 use super::extremes::ExtremesReport;
 use super::items::ItemsOutcome;
-use super::protect::{self, Protected};
-use super::{read_scope, record_check, release_scope};
+use super::protect::Protected;
+use super::{protect_and_check, read_scope, release_scope};
 use crate::error::{ReleaseError, Result};
 use crate::fingerprint::Sheet;
 use crate::intake;
@@ -172,20 +170,21 @@ pub async fn prepare(
     };
     progress("reading the approved tables from the core (research view)");
     let mut sheets = read_scope(store, &tables, &scope.cohort_filter, &key).await?;
-    let Protected {
-        anonymised,
-        withheld,
-        patients,
-        top_coded_birth_dates,
-        merged_patient_rows,
-        extremes,
-        items,
-        count_caps,
-        release_loss,
-        demographic_candidates,
-    } = protect::protect(&mut sheets, &model, japan_date(Utc::now()), progress)?;
-    let unmarked: Vec<(Table, &Sheet)> = sheets.iter().map(|(t, s)| (*t, s)).collect();
-    record_check::check(&unmarked, model.k, model.m as usize)?;
+    let (
+        Protected {
+            anonymised,
+            withheld,
+            patients,
+            top_coded_birth_dates,
+            merged_patient_rows,
+            extremes,
+            items,
+            count_caps,
+            release_loss,
+            demographic_candidates,
+        },
+        _verified,
+    ) = protect_and_check(&mut sheets, &model, progress)?;
     Ok(BuildPackage {
         format: PACKAGE_FORMAT,
         order,

@@ -10,10 +10,9 @@
 
 use std::path::Path;
 
-use chrono::Utc;
 use serde::Serialize;
 use tokumei_policy::authorization::Action;
-use tokumei_policy::committee::{Channel, PrivacyModel, japan_date};
+use tokumei_policy::committee::{Channel, PrivacyModel};
 use tokumei_policy::core_orders::PlanScope;
 use tokumei_policy::{Actor, Origin, Policy};
 use tokumei_store::{Store, Table};
@@ -21,9 +20,9 @@ use tokumei_store::{Store, Table};
 use super::counts::CountCap;
 use super::extremes::ExtremesReport;
 use super::items::ItemsOutcome;
-use super::protect::{self, Protected};
-use super::record_check::{self, RecordCheck};
-use super::{audit_failure, read_scope, release_scope};
+use super::protect::Protected;
+use super::record_check::RecordCheck;
+use super::{audit_failure, protect_and_check, read_scope, release_scope};
 use crate::error::{ReleaseError, Result};
 use crate::fingerprint::Sheet;
 use crate::pseudonym::PseudonymKey;
@@ -175,20 +174,21 @@ pub async fn plan_scope(
     let columns = release_scope(&tables)?;
     progress("reading the tables in scope from the core (research view)");
     let mut sheets: Vec<(Table, Sheet)> = read_scope(store, &columns, &cohort_filter, &PseudonymKey::fresh()).await?;
-    let Protected {
-        anonymised,
-        withheld,
-        patients,
-        top_coded_birth_dates,
-        merged_patient_rows,
-        extremes,
-        items,
-        count_caps,
-        release_loss,
-        ..
-    } = protect::protect(&mut sheets, &model, japan_date(Utc::now()), progress)?;
-    let unmarked: Vec<(Table, &Sheet)> = sheets.iter().map(|(t, s)| (*t, s)).collect();
-    let check = record_check::check(&unmarked, model.k, model.m as usize)?;
+    let (
+        Protected {
+            anonymised,
+            withheld,
+            patients,
+            top_coded_birth_dates,
+            merged_patient_rows,
+            extremes,
+            items,
+            count_caps,
+            release_loss,
+            ..
+        },
+        check,
+    ) = protect_and_check(&mut sheets, &model, progress)?;
     let demographics = anonymised
         .get(&Table::Patients)
         .map(|a| {

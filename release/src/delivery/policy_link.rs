@@ -144,13 +144,7 @@ impl PolicyLink {
                 session: caller.session.to_string(),
                 origin: origin.to_owned(),
                 application_id: application.to_owned(),
-                tables: tables
-                    .iter()
-                    .map(|t| pb::TableColumns {
-                        table: t.table.clone(),
-                        columns: t.columns.clone(),
-                    })
-                    .collect(),
+                tables: tokumei_policy::grpc::convert::tables_to_proto(tables),
                 description: description.to_owned(),
                 rows,
             })
