@@ -291,11 +291,15 @@ pub struct Population {
     pub source: String,
 }
 
-/// A statistics request over the core store, as the policy service admits it and the core computes it: the
-/// payload of the core's order. The measure and the hierarchy levels are kept in the researcher's words and
-/// parsed on both sides by [`StoreStatistics::admit`], so the two cannot read one request two ways.
+/// A statistics request in the researcher's words. Over the core store ([`StatisticsSpec::admit`]) it is what
+/// the policy service admits and the core computes: the payload of the core's order; the measure and the hierarchy
+/// levels are parsed on both sides by the same function, so the two cannot read one request two ways. Over a
+/// researcher's own file ([`StatisticsSpec::admit_file`]) it is what the policy service admits and spends for
+/// before the researcher's command computes the table: `table` is the file's stem, `hierarchy` names the
+/// generalised columns (`COL=LEVEL`; the hierarchy files stay with the researcher) and the keys the hierarchies
+/// give come as declared public keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoreStatistics {
+pub struct StatisticsSpec {
     /// The approval it is made under (statistics channel); its budget pays for it.
     pub application: String,
     /// The store table, by its exact name.
@@ -332,7 +336,7 @@ pub struct StoreStatistics {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatisticsOrder {
     /// The request.
-    pub request: StoreStatistics,
+    pub request: StatisticsSpec,
     /// The loss spent before the order was signed (DP tables only).
     pub paid: Option<tokumei_deid::dp::accounting::PrivacyLoss>,
 }
@@ -350,7 +354,7 @@ pub struct AdmittedStatistics {
     pub private: bool,
 }
 
-impl StoreStatistics {
+impl StatisticsSpec {
     /// The DP parameter, if any (`INVALID_ARGUMENT` with both).
     pub fn privacy(&self) -> Result<Option<Privacy>, StatsRefusal> {
         match (self.epsilon, self.rho) {
@@ -425,21 +429,7 @@ impl StoreStatistics {
             return Err(e);
         }
         let table = table.ok_or_else(|| refusal("TABLE_NOT_IN_STORE", "no store table of that name".into()))?;
-        if privacy.is_some() {
-            request.validate().map_err(|e| invalid(e.to_string()))?;
-        } else {
-            request.validate_shape().map_err(|e| invalid(e.to_string()))?;
-            if !matches!(request.measure, Measure::Count | Measure::Histogram { .. }) {
-                return Err(invalid(
-                    "without ε or ρ only counts (count, hist) can be published, under the small-cell rule".into(),
-                ));
-            }
-            if self.delta.is_some() {
-                return Err(invalid(
-                    "δ only applies to differentially private tables (ε or ρ)".into(),
-                ));
-            }
-        }
+        validate_mechanism(&request, privacy.is_some())?;
         Ok(AdmittedStatistics {
             table,
             request,
@@ -447,6 +437,97 @@ impl StoreStatistics {
             private: privacy.is_some(),
         })
     }
+
+    /// Checks a request over a researcher's own file against what the platform never allows (a file named like a
+    /// store table is held to that table's rules) and builds the engine's request without its generalisations
+    /// (which the researcher's command applies with its own hierarchy files): enough to plan the loss.
+    pub fn admit_file(&self) -> Result<AdmittedFileStatistics, StatsRefusal> {
+        let measure = Measure::parse(&self.measure).map_err(|e| refusal("INVALID_ARGUMENT", e.to_string()))?;
+        let privacy = self.privacy()?;
+        let request = StatsRequest {
+            group_by: self.group_by.clone(),
+            generalise: Vec::new(),
+            measure,
+            subject: self.subject.clone(),
+            max_contrib: self.max_contrib,
+            // Not a DP release when absent; the value is then never used (only `validate_shape` runs).
+            privacy: privacy.unwrap_or(Privacy::Epsilon(f64::INFINITY)),
+            delta: self.delta,
+            keys: self.public_keys.clone().map_or(Keys::Select, Keys::Public),
+        };
+        check(&StatsRules {
+            table: Table::from_name(&self.table),
+            from_store: false,
+            subject_given: self.subject.as_deref(),
+            request: &request,
+            small_cell_threshold: privacy.is_none().then(|| self.min_cell.unwrap_or(SMALL_CELL_FLOOR)),
+        })?;
+        validate_mechanism(&request, privacy.is_some())?;
+        Ok(AdmittedFileStatistics {
+            request,
+            private: privacy.is_some(),
+        })
+    }
+
+    /// A file request as the budget ledger and the provision register describe it: the file's stem, never its
+    /// path or a key's value.
+    pub fn describe_file(&self) -> String {
+        let mut q = format!(
+            "stats source=file:{} group_by={} measure={}",
+            self.table,
+            self.group_by.join(","),
+            self.measure
+        );
+        if let Some(s) = &self.subject {
+            q.push_str(&format!(" subject={s} max_contrib={}", self.max_contrib));
+        }
+        for h in &self.hierarchy {
+            q.push_str(&format!(" hierarchy={h}"));
+        }
+        match &self.public_keys {
+            Some(k) => q.push_str(&format!(" public_keys=declared({})", k.len())),
+            None => q.push_str(" keys=selected"),
+        }
+        for (name, v) in [("epsilon", self.epsilon), ("rho", self.rho), ("delta", self.delta)] {
+            if let Some(v) = v {
+                q.push_str(&format!(" {name}={v}"));
+            }
+        }
+        if let Some(m) = self.min_cell {
+            q.push_str(&format!(" min_cell={m}"));
+        }
+        q
+    }
+}
+
+/// A file statistics request that passed the platform's rules.
+#[derive(Debug, Clone)]
+pub struct AdmittedFileStatistics {
+    /// The engine's request, without generalisations: what the loss is planned from.
+    pub request: StatsRequest,
+    /// Whether the table is differentially private (else: small-cell rule).
+    pub private: bool,
+}
+
+/// What every statistical table must be, whatever it reads: a DP request valid for its mechanism; without DP a
+/// count under the small-cell rule, with no δ.
+fn validate_mechanism(request: &StatsRequest, private: bool) -> Result<(), StatsRefusal> {
+    let invalid = |m: String| refusal("INVALID_ARGUMENT", m);
+    if private {
+        return request.validate().map_err(|e| invalid(e.to_string()));
+    }
+    request.validate_shape().map_err(|e| invalid(e.to_string()))?;
+    if !matches!(request.measure, Measure::Count | Measure::Histogram { .. }) {
+        return Err(invalid(
+            "without ε or ρ only counts (count, hist) can be published, under the small-cell rule".into(),
+        ));
+    }
+    if request.delta.is_some() {
+        return Err(invalid(
+            "δ only applies to differentially private tables (ε or ρ)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Every column a request reads: group-by columns, the measured column and the subject column (what an approval
@@ -685,8 +766,8 @@ mod tests {
         assert!(!e.to_string().chars().any(|c| c.is_ascii_digit()), "{e}");
     }
 
-    fn store_request(table: &str, group_by: &[&str], measure: &str) -> StoreStatistics {
-        StoreStatistics {
+    fn store_request(table: &str, group_by: &[&str], measure: &str) -> StatisticsSpec {
+        StatisticsSpec {
             application: "APP-1".into(),
             table: table.into(),
             group_by: group_by.iter().map(|c| (*c).to_owned()).collect(),
@@ -705,7 +786,7 @@ mod tests {
 
     #[test]
     fn a_store_request_is_admitted_once_and_refused_with_its_code() {
-        let code = |s: &StoreStatistics| s.admit().map(|_| ()).map_err(|e| e.code);
+        let code = |s: &StatisticsSpec| s.admit().map(|_| ()).map_err(|e| e.code);
         let mut dp = store_request("patients", &["sex"], "count");
         dp.epsilon = Some(0.5);
         dp.hierarchy = vec!["sex=value".into()];
@@ -758,5 +839,46 @@ mod tests {
             "{d}"
         );
         assert!(!d.contains("\"F\""), "{d}");
+    }
+
+    /// A file is held to the rules of the store table it is named like, and to the mechanism's: what the service
+    /// admits before it spends for a file, with the same codes as over the store.
+    #[test]
+    fn file_requests_meet_the_platforms_rules_under_their_stem() {
+        let code = |s: &StatisticsSpec| s.admit_file().map(|_| ()).map_err(|e| e.code);
+        let mut dp = store_request("adult", &["sex"], "count");
+        dp.epsilon = Some(0.1);
+        assert_eq!(code(&dp), Err("INVALID_ARGUMENT"), "keys chosen from the data need δ");
+        dp.delta = Some(1e-6);
+        let admitted = dp.admit_file().expect("a DP count by sex over a file");
+        assert!(admitted.private);
+        assert_eq!(admitted.request.keys, Keys::Select);
+        assert!(tokumei_deid::dp::plan::plan(&admitted.request).is_ok());
+        let mut declared = dp.clone();
+        declared.delta = None;
+        declared.public_keys = Some(vec![vec!["F".into()], vec!["M".into()]]);
+        let keys = declared.admit_file().expect("declared keys need no δ").request.keys;
+        assert_eq!(keys, Keys::Public(vec![vec!["F".into()], vec!["M".into()]]));
+        // A file's own unit of privacy is allowed (the store's is fixed).
+        let mut subject = dp.clone();
+        subject.subject = Some("person".into());
+        assert_eq!(code(&subject), Ok(()));
+        // Named like the store's patients table: its linkage key is not a grouping, in a file either.
+        let mut linkage = store_request("patients", &["sex", "linkage_key"], "count");
+        linkage.min_cell = Some(10);
+        assert_eq!(code(&linkage), Err("COLUMN_NOT_GROUPABLE"));
+        // Without DP: counts only, at the floor or above, and no δ.
+        let mut small = store_request("adult", &["sex"], "mean:age:0:100");
+        assert_eq!(code(&small), Err("INVALID_ARGUMENT"));
+        small.measure = "count".into();
+        small.min_cell = Some(3);
+        assert_eq!(code(&small), Err("SMALL_CELL_BELOW_FLOOR"));
+        small.min_cell = None;
+        small.delta = Some(1e-6);
+        assert_eq!(code(&small), Err("INVALID_ARGUMENT"));
+        small.delta = None;
+        assert_eq!(code(&small), Ok(()));
+        // The ledger's description names the file's stem, never a path.
+        assert!(small.describe_file().starts_with("stats source=file:adult "));
     }
 }

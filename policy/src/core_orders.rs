@@ -1065,7 +1065,7 @@ mod tests {
             issued_at_ms: 1,
             expires_at_ms: 2,
             operation: CoreOperation::Statistics(tokumei_catalogue::statistics::StatisticsOrder {
-                request: tokumei_catalogue::statistics::StoreStatistics {
+                request: tokumei_catalogue::statistics::StatisticsSpec {
                     application: "APP-1".into(),
                     table: "patients".into(),
                     group_by: vec!["sex".into()],

@@ -24,6 +24,7 @@ pub mod committee;
 pub mod core_orders;
 pub mod database;
 pub mod error;
+pub mod file_statistics;
 pub mod grpc;
 pub mod identity;
 pub mod query_shape;

@@ -15,8 +15,9 @@
 //! population: a project that published small-cell tables of a source may not publish another on changed data
 //! (`SMALL_CELL_POPULATION_CHANGED`); differentially private tables remain available.
 
-use tokumei_catalogue::statistics::{Population, StatisticsOrder, StatsRefusal, StoreStatistics, columns_used};
-use tokumei_deid::dp::request::Measure;
+use tokumei_catalogue::statistics::{Population, StatisticsOrder, StatisticsSpec, StatsRefusal, columns_used};
+use tokumei_deid::dp::plan::Plan;
+use tokumei_deid::dp::request::{Measure, StatsRequest};
 use tokumei_deid::linked_tables::{AuditLimits, LinkedTable, recoverable};
 use tokumei_deid::small_cell::SmallCellRule;
 
@@ -188,7 +189,7 @@ impl Policy {
     pub async fn request_statistics(
         &self,
         actor: &Actor,
-        mut spec: StoreStatistics,
+        mut spec: StatisticsSpec,
         origin: Origin<'_>,
     ) -> Result<OrderStatus> {
         self.check_role(actor, Action::RunStatistics, origin).await?;
@@ -203,53 +204,95 @@ impl Policy {
             Ok(a) => a,
             Err(r) => return Err(self.refuse_statistics(&actor.username, &application, r, origin).await),
         };
+        spec.min_cell = self
+            .admit_statistics_use(actor, &spec, &admitted.request, admitted.private, origin)
+            .await?;
+        let paid = if admitted.private {
+            let (plan, _) = self
+                .spend_statistics(actor, &application, &spec.describe(), &admitted.request, origin)
+                .await?;
+            Some(plan.loss)
+        } else {
+            None
+        };
+        let order = StatisticsOrder { request: spec, paid };
+        self.queue_core_order(actor, CoreOperation::Statistics(order), origin)
+            .await
+    }
+
+    /// Admits a statistics use on its approval (recipient, channel, table and columns, expiry, revocation, bans)
+    /// and the committee's rules for it (mechanism, groupings, small-cell minimum); refusals are audited. Returns
+    /// the minimum cell size the table uses: a small-cell table without one of its own takes the approval's (never
+    /// below the floor); a DP table keeps the caller's.
+    pub(crate) async fn admit_statistics_use(
+        &self,
+        actor: &Actor,
+        spec: &StatisticsSpec,
+        request: &StatsRequest,
+        private: bool,
+        origin: Origin<'_>,
+    ) -> Result<Option<u64>> {
         let used = [TableRequest {
             table: spec.table.clone(),
-            columns: columns_used(&admitted.request),
+            columns: columns_used(request),
         }];
         let approved = self
-            .admit_use(actor, &application, UseKind::Statistics, &used, origin)
+            .admit_use(actor, &spec.application, UseKind::Statistics, &used, origin)
             .await?;
         let rules = approved.conditions.map(|c| c.statistics).unwrap_or_default();
-        if !admitted.private {
-            // Without a minimum of its own, a small-cell table uses the approval's (never below the floor).
-            let threshold = spec
-                .min_cell
-                .unwrap_or_else(|| rules.small_cell_min.unwrap_or(SMALL_CELL_FLOOR).max(SMALL_CELL_FLOOR));
-            spec.min_cell = Some(threshold);
-        }
+        let min_cell = if private {
+            spec.min_cell
+        } else {
+            Some(
+                spec.min_cell
+                    .unwrap_or_else(|| rules.small_cell_min.unwrap_or(SMALL_CELL_FLOOR).max(SMALL_CELL_FLOOR)),
+            )
+        };
         // A histogram's bins group by its column as surely as a group-by column does.
-        let mut groupings = admitted.request.group_by.clone();
-        if let Measure::Histogram { column, .. } = &admitted.request.measure {
+        let mut groupings = request.group_by.clone();
+        if let Measure::Histogram { column, .. } = &request.measure {
             groupings.push(column.clone());
         }
         let this_use = StatisticsUse {
             table: &spec.table,
             group_by: &groupings,
-            small_cell: (!admitted.private).then_some(spec.min_cell).flatten(),
+            small_cell: (!private).then_some(min_cell).flatten(),
         };
-        if let Err(e) = rules.check(&application, &this_use) {
+        if let Err(e) = rules.check(&spec.application, &this_use) {
             let refusal = StatsRefusal {
                 code: e.reason(),
                 message: e.to_string(),
             };
             return Err(self
-                .refuse_statistics(&actor.username, &application, refusal, origin)
+                .refuse_statistics(&actor.username, &spec.application, refusal, origin)
                 .await);
         }
-        let paid = if admitted.private {
-            let plan =
-                tokumei_deid::dp::plan::plan(&admitted.request).map_err(|e| PolicyError::Invalid(e.to_string()))?;
-            let request = SpendRequest {
-                actor: actor.username.clone(),
-                query: spec.describe(),
-                mechanism: format!("{:?}", plan.mechanism).to_lowercase(),
-                loss: plan.loss,
-                reported_epsilon: plan.reported_epsilon,
-                reported_delta: plan.reported_delta,
-                differentially_private: true,
-            };
-            if let Err(e) = self.budget().spend(&application, request).await {
+        Ok(min_cell)
+    }
+
+    /// Plans a DP table's loss from its request and spends it from the approval's budget, before any noise is
+    /// drawn; a refusal (over budget, over the platform's ceiling) is audited.
+    pub(crate) async fn spend_statistics(
+        &self,
+        actor: &Actor,
+        application: &str,
+        query: &str,
+        request: &StatsRequest,
+        origin: Origin<'_>,
+    ) -> Result<(Plan, LedgerEntry)> {
+        let plan = tokumei_deid::dp::plan::plan(request).map_err(|e| PolicyError::Invalid(e.to_string()))?;
+        let spend = SpendRequest {
+            actor: actor.username.clone(),
+            query: query.to_owned(),
+            mechanism: format!("{:?}", plan.mechanism).to_lowercase(),
+            loss: plan.loss,
+            reported_epsilon: plan.reported_epsilon,
+            reported_delta: plan.reported_delta,
+            differentially_private: true,
+        };
+        match self.budget().spend(application, spend).await {
+            Ok(entry) => Ok((plan, entry)),
+            Err(e) => {
                 let event = AuditEvent::new(
                     &actor.username,
                     Action::RunStatistics.as_str(),
@@ -259,15 +302,9 @@ impl Policy {
                 .reason(e.reason())
                 .source(origin.0);
                 self.audit(event).await?;
-                return Err(e);
+                Err(e)
             }
-            Some(plan.loss)
-        } else {
-            None
-        };
-        let order = StatisticsOrder { request: spec, paid };
-        self.queue_core_order(actor, CoreOperation::Statistics(order), origin)
-            .await
+        }
     }
 
     /// What the service does with the core's report of a statistics order before its requester may read it:

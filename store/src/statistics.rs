@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokumei_catalogue::statistics::{AdmittedStatistics, CatalogueLevel, Population, StatisticsOrder, StoreStatistics};
+use tokumei_catalogue::statistics::{AdmittedStatistics, CatalogueLevel, Population, StatisticsOrder, StatisticsSpec};
 use tokumei_deid::dp::accounting::PrivacyLoss;
 use tokumei_deid::dp::grouping::{Grouped, group};
 use tokumei_deid::dp::plan::{Plan, plan};
@@ -228,7 +228,7 @@ fn private_report(
     Ok(report)
 }
 
-fn small_cell_report(spec: &StoreStatistics, grouped: &Grouped) -> Result<StatisticsReport, StoreError> {
+fn small_cell_report(spec: &StatisticsSpec, grouped: &Grouped) -> Result<StatisticsReport, StoreError> {
     let rule = SmallCellRule {
         threshold: spec.min_cell.unwrap_or(tokumei_catalogue::statistics::SMALL_CELL_FLOOR),
         suppress_zeros: spec.suppress_zeros,

@@ -72,6 +72,16 @@ async fn call(
     let app = || pb::ApplicationRef {
         id: fixture.application.clone(),
     };
+    // A table over a researcher's own file, under the fixture's application.
+    let file_table = || pb::StatisticsOperation {
+        application_id: fixture.application.clone(),
+        table: "adult".into(),
+        group_by: vec!["sex".into()],
+        measure: "count".into(),
+        max_contrib: 1,
+        epsilon: Some(0.1),
+        ..Default::default()
+    };
     match name {
         "Login" => classify(
             &c.login(pb::LoginRequest {
@@ -214,6 +224,18 @@ async fn call(
                     id: fixture.application.clone(),
                     kind: "statistics".into(),
                     tables: vec![],
+                },
+                token,
+            ))
+            .await,
+        ),
+        "AdmitFileStatistics" => classify(&c.admit_file_statistics(req(file_table(), token)).await),
+        "RecordFileStatistics" => classify(
+            &c.record_file_statistics(req(
+                pb::FileStatisticsRecord {
+                    statistics: Some(file_table()),
+                    cells: 2,
+                    ..Default::default()
                 },
                 token,
             ))
@@ -434,7 +456,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
     };
 
     let table = common::policy_server::documented_table("rpc-matrix");
-    assert_eq!(table.len(), 39, "every RPC of PolicyService is in the table");
+    assert_eq!(table.len(), 41, "every RPC of PolicyService is in the table");
     // Logout last (it ends the session the other calls use); researchers last among callers (they withdraw).
     let rpcs: Vec<&String> = table.keys().filter(|r| *r != "Logout").collect();
     let callers: [(&str, Option<&Person>); 7] = [
@@ -607,7 +629,7 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
         assert_eq!(rpc_entries().await, before + 1, "Logout as {role} unrecorded");
         calls.insert(("Logout".to_owned(), role.to_string()));
     }
-    assert_eq!(calls.len(), 39 * 7);
+    assert_eq!(calls.len(), 41 * 7);
     // The ledger names the sessionless caller and the reason, and still verifies.
     let sessionless: i64 = sqlx::query(
         "SELECT COUNT(*) AS n FROM audit_entries WHERE action LIKE 'rpc.%' AND actor = 'anonymous' \
@@ -620,8 +642,8 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
     .expect("n");
     assert_eq!(
         sessionless,
-        36 + 3,
-        "every sessionless call of the 36 non-public RPCs, and of the three extra kinds of core order"
+        38 + 3,
+        "every sessionless call of the 38 non-public RPCs, and of the three extra kinds of core order"
     );
     drop(server);
 }

@@ -169,12 +169,16 @@ fn a_review_runs_from_an_empty_desk_and_only_the_service_decides() {
         tokumei_policy::identity::session_token::verify_signature(&session_public, &committee.op.session)
             .expect("the operator's claims");
     let minted = tokumei_policy::identity::session_token::issue(&general, &operator_claims).expect("sign");
-    let in_process = Command::new(common::tokumei_bin())
-        .env("TOKUMEI_HOME", home.path())
-        .env("TOKUMEI_SESSION", minted.expose())
-        // `stats --input` (a researcher's own file) still opens the policy database in process.
-        .args([
-            "--json",
+    let forged_operator = Person {
+        username: committee.op.username.clone(),
+        session: minted.expose().to_owned(),
+    };
+    // `stats --input` (a researcher's own file) asks the service too: no command checks a session itself.
+    let err = refused(
+        desk.path(),
+        &service,
+        &forged_operator,
+        &[
             "stats",
             "--input",
             "unread.csv",
@@ -184,13 +188,11 @@ fn a_review_runs_from_an_empty_desk_and_only_the_service_decides() {
             &id,
             "--output",
             "unwritten.csv",
-        ])
-        .bounded_output()
-        .expect("run tokumei");
-    let stderr = String::from_utf8_lossy(&in_process.stderr);
+        ],
+    );
     assert!(
-        !in_process.status.success() && stderr.contains("SESSION_INVALID"),
-        "an in-process command took a minted session: {stderr}"
+        err.contains("[SESSION_INVALID]"),
+        "the service took a minted session for a file table: {err}"
     );
 
     // The desk holds what it held: no policy database, no key, no session file.

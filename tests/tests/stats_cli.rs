@@ -13,12 +13,23 @@ use std::process::{Command, Output};
 use common::adult;
 use common::core_orders::CoreWithOrders;
 
-fn tokumei(home: &Path, args: &[&str]) -> Output {
-    Command::new(common::tokumei_bin())
-        .env("TOKUMEI_HOME", home)
-        .args(args)
-        .bounded_output()
-        .unwrap()
+/// `tokumei ARGS` (a `stats --input` table) as a client of a policy service started for it on the home's database
+/// (`db`: the environment naming another). The command runs from an empty desk of its own — no database, no key,
+/// no saved session: it holds the file, the CA and the session it is given — and leaves the desk empty.
+fn file_stats(home: &Path, db: &[(&str, &str)], args: &[&str]) -> Output {
+    let service = common::people::PolicyService::start(home, db);
+    let desk = tempfile::tempdir().unwrap();
+    let mut command = Command::new(common::tokumei_bin());
+    command.env("TOKUMEI_HOME", desk.path()).env_remove("TOKUMEI_POLICY_DB");
+    for (k, v) in service.anonymous_env(&[]) {
+        command.env(k, v);
+    }
+    let out = command.args(args).bounded_output().unwrap();
+    assert!(
+        common::files_under(desk.path()).is_empty(),
+        "the command wrote into its desk"
+    );
+    out
 }
 
 fn ok(out: &Output) -> String {
@@ -86,20 +97,21 @@ fn denied_statistics(bundle: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// `budget show --project` asked of the policy service, started on the database the in-process commands' `db`
-/// arguments name (`--database URL`), with their `--session`.
-fn budget_json(home: &Path, db: &[&str], project: &str) -> serde_json::Value {
-    let arg = |name: &str| db.iter().position(|a| *a == name).and_then(|i| db.get(i + 1)).copied();
-    let env: Vec<(&str, &str)> = arg("--database")
-        .map(|url| vec![("TOKUMEI_POLICY_DB", url)])
-        .unwrap_or_default();
-    let service = common::people::PolicyService::start(home, &env);
-    let mut client_env = service.anonymous_env(&env);
-    client_env.push(("TOKUMEI_SESSION", arg("--session").expect("a session")));
+/// `budget show --project` asked of the policy service, started on the database `db` names (the environment; empty:
+/// the home's), as the researcher whose session `args` gives (`--session TOKEN`).
+fn budget_json(home: &Path, db: &[(&str, &str)], args: &[&str], project: &str) -> serde_json::Value {
+    let session = args
+        .iter()
+        .position(|a| *a == "--session")
+        .and_then(|i| args.get(i + 1))
+        .copied();
+    let service = common::people::PolicyService::start(home, db);
+    let mut client_env = service.anonymous_env(db);
+    client_env.push(("TOKUMEI_SESSION", session.expect("a session")));
     common::people::run_json(home, &["budget", "show", "--project", project], &client_env, None)
 }
 
-fn dp_story(db: &[&str], unapproved: &str) {
+fn dp_story(db_env: &[(&str, &str)], unapproved: &str) {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let dir = tempfile::tempdir().unwrap();
@@ -111,15 +123,10 @@ fn dp_story(db: &[&str], unapproved: &str) {
     let keys_s = keys.to_str().unwrap();
     // The committee approves a statistics application on the Adult table with ε=1, δ=1e-5; the
     // researcher's session goes with every command below (appended to `db`).
-    let db_env: Vec<(&str, &str)> = match db {
-        ["--database", url] => vec![("TOKUMEI_POLICY_DB", *url)],
-        _ => vec![],
-    };
     let columns: &[&str] = &["age", "sex", "native-country", "education", "race"];
-    let (researcher, id) = common::people::approved_statistics(h, &db_env, 1.0, 1e-5, &[("adult", columns)]);
+    let (researcher, id) = common::people::approved_statistics(h, db_env, 1.0, 1e-5, &[("adult", columns)]);
     let project = id.as_str();
-    let mut with_session: Vec<&str> = db.to_vec();
-    with_session.extend(["--session", researcher.session.as_str()]);
+    let with_session: Vec<&str> = vec!["--session", researcher.session.as_str()];
     let db = &with_session[..];
 
     // Outside the approval: refused (with the condition's code) before reading anything.
@@ -152,7 +159,7 @@ fn dp_story(db: &[&str], unapproved: &str) {
             out_unknown_s,
         ]);
         a.extend_from_slice(db);
-        let out = tokumei(h, &a);
+        let out = file_stats(h, db_env, &a);
         assert!(!out.status.success());
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(code),
@@ -164,7 +171,7 @@ fn dp_story(db: &[&str], unapproved: &str) {
     // Without a session nothing runs at all.
     let mut a = args.clone();
     a.extend(["--epsilon", "0.1", "--project", project, "--output", out_unknown_s]);
-    let out = tokumei(h, &a);
+    let out = file_stats(h, db_env, &a);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("SESSION_INVALID"),
         "{}",
@@ -196,7 +203,7 @@ fn dp_story(db: &[&str], unapproved: &str) {
         report.to_str().unwrap(),
     ];
     a.extend_from_slice(db);
-    ok(&tokumei(h, &a));
+    ok(&file_stats(h, db_env, &a));
     let (header, rows) = read_csv(&counts);
     assert_eq!(header[..2], ["age".to_string(), "count".to_string()]);
     let bands: BTreeSet<String> = rows.iter().map(|r| r[0].clone()).collect();
@@ -247,7 +254,7 @@ fn dp_story(db: &[&str], unapproved: &str) {
         means.to_str().unwrap(),
     ];
     a.extend_from_slice(db);
-    ok(&tokumei(h, &a));
+    ok(&file_stats(h, db_env, &a));
     let (header, rows) = read_csv(&means);
     assert_eq!(
         header[..3],
@@ -267,7 +274,7 @@ fn dp_story(db: &[&str], unapproved: &str) {
 
     // 3. Over budget: refused before any noise, nothing written, the ledger unchanged — and it
     //    stays refused in the next process (each command is a fresh process on the same database).
-    let before = budget_json(h, db, project);
+    let before = budget_json(h, db_env, db, project);
     assert_eq!(before["entries"].as_array().unwrap().len(), 2);
     for _ in 0..2 {
         let refused = dir.path().join("refused.csv");
@@ -281,7 +288,7 @@ fn dp_story(db: &[&str], unapproved: &str) {
             refused.to_str().unwrap(),
         ]);
         a.extend_from_slice(db);
-        let out = tokumei(h, &a);
+        let out = file_stats(h, db_env, &a);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -289,7 +296,7 @@ fn dp_story(db: &[&str], unapproved: &str) {
             "{err}"
         );
         assert!(!refused.exists());
-        assert_eq!(budget_json(h, db, project)["entries"], before["entries"]);
+        assert_eq!(budget_json(h, db_env, db, project)["entries"], before["entries"]);
     }
     // A dry run shows the cost and the error without spending.
     let mut a = args.clone();
@@ -304,10 +311,10 @@ fn dp_story(db: &[&str], unapproved: &str) {
         "--json",
     ]);
     a.extend_from_slice(db);
-    let dry: serde_json::Value = serde_json::from_str(&ok(&tokumei(h, &a))).unwrap();
+    let dry: serde_json::Value = serde_json::from_str(&ok(&file_stats(h, db_env, &a))).unwrap();
     assert_eq!(dry["dry_run"], true);
     assert!(dry["plan"]["components"][0]["expected_abs_error"].as_f64().unwrap() > 1.0);
-    assert_eq!(budget_json(h, db, project)["entries"], before["entries"]);
+    assert_eq!(budget_json(h, db_env, db, project)["entries"], before["entries"]);
 
     // 4. zCDP with DP partition selection: rare countries never appear.
     let countries = dir.path().join("countries.csv");
@@ -331,7 +338,7 @@ fn dp_story(db: &[&str], unapproved: &str) {
         countries.to_str().unwrap(),
     ];
     a.extend_from_slice(db);
-    ok(&tokumei(h, &a));
+    ok(&file_stats(h, db_env, &a));
     let (_, rows) = read_csv(&countries);
     let released: BTreeSet<&str> = rows.iter().map(|r| r[0].as_str()).collect();
     assert!(released.contains("United-States"));
@@ -340,7 +347,7 @@ fn dp_story(db: &[&str], unapproved: &str) {
         "a country with one person must not be released"
     );
     assert!(rows.iter().all(|r| r.last().unwrap().starts_with("dp:gaussian")));
-    let after = budget_json(h, db, project);
+    let after = budget_json(h, db_env, db, project);
     let entries = after["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 3);
     assert!(entries[2]["loss"]["rho"].as_f64().unwrap() > 0.0);
@@ -367,7 +374,7 @@ fn dp_tables_and_the_budget_ledger_on_postgresql() {
         return;
     };
     let url = common::fresh_postgres_database(&url);
-    dp_story(&["--database", &url], "adult-study");
+    dp_story(&[("TOKUMEI_POLICY_DB", &url)], "adult-study");
 }
 
 /// Independent check of a published 2-D table with margins: every published value equals a recount
@@ -383,8 +390,9 @@ fn small_cell_table_is_verified_by_an_independent_recount() {
     let out = dir.path().join("t.csv");
     let report = dir.path().join("t.json");
     let data = adult("adult.csv");
-    ok(&tokumei(
+    ok(&file_stats(
         h,
+        &[],
         &[
             "stats",
             "--input",
@@ -591,7 +599,7 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
     for (extra, expected) in cases {
         let args = base(&extra);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = tokumei(h, &refs);
+        let o = file_stats(h, &[], &refs);
         let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(!o.status.success(), "{extra:?} was admitted: {stdout}");
         assert!(stderr.contains(expected), "{extra:?}: {stderr}");
@@ -603,7 +611,7 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
         assert!(!out.exists() && !report.exists(), "nothing is written on a refusal");
     }
     // The budget did not move: every refusal came before the ledger was charged.
-    let budget = budget_json(h, &["--session", &researcher.session], &id);
+    let budget = budget_json(h, &[], &["--session", &researcher.session], &id);
     assert_eq!(budget["entries"].as_array().map(Vec::len), Some(0), "{budget}");
 
     // A hierarchy that does not cover the planted value, and a measured column holding a non-number: no error
@@ -631,7 +639,7 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
     ] {
         let args = base(&extra);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = tokumei(h, &refs);
+        let o = file_stats(h, &[], &refs);
         let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(o.status.success(), "{extra:?}: {stderr}");
         let written = std::fs::read_to_string(&out).unwrap();
@@ -667,7 +675,7 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
     ] {
         let args = base(&extra);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = tokumei(h, &refs);
+        let o = file_stats(h, &[], &refs);
         let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(o.status.success(), "{extra:?}: {stderr}");
         let written = std::fs::read_to_string(&out).unwrap();
@@ -694,8 +702,9 @@ fn platform_rules_refuse_the_bypasses_and_no_error_names_a_value() {
         rows.push_str(&format!("F,{MARKER} | x,y\nF,{MARKER},x | y\n"));
     }
     std::fs::write(&colliding, rows).unwrap();
-    let o = tokumei(
+    let o = file_stats(
         h,
+        &[],
         &[
             "stats",
             "--input",
@@ -756,7 +765,7 @@ fn the_committee_fixes_mechanism_and_groupings_and_each_refusal_is_audited() {
         let mut a: Vec<&str> = vec!["stats", "--input", data.to_str().unwrap(), "--project", &id];
         a.extend(["--output", out.to_str().unwrap(), "--session", &researcher.session]);
         a.extend_from_slice(extra);
-        tokumei(h, &a)
+        file_stats(h, &[], &a)
     };
     for (extra, code) in [
         (vec!["--group-by", "sex", "--min-cell", "10"], "SMALL_CELL_NOT_APPROVED"),
@@ -846,7 +855,7 @@ fn linked_small_cell_tables_cannot_give_a_suppressed_cell_back() {
         a.extend(["--group-by", "prefecture", "--output", out.to_str().unwrap()]);
         a.extend(["--session", &researcher.session]);
         a.extend_from_slice(extra);
-        tokumei(h, &a)
+        file_stats(h, &[], &a)
     };
     let refused = |o: &Output, code: &str, out: &Path| {
         let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -934,7 +943,7 @@ fn linked_small_cell_tables_cannot_give_a_suppressed_cell_back() {
         ]
     );
     assert!(!bundle.to_string().contains("pXa"));
-    let budget = budget_json(h, &["--session", &researcher.session], &id);
+    let budget = budget_json(h, &[], &["--session", &researcher.session], &id);
     let kinds: Vec<bool> = budget["entries"]
         .as_array()
         .unwrap()

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use zeroize::Zeroizing;
 
 use tokumei_ingest::home::tokumei_home;
-use tokumei_policy::{Actor, Origin, Policy, PolicyConfig, PolicyError};
+use tokumei_policy::{Origin, Policy, PolicyConfig, PolicyError};
 
 /// The origin recorded in the audit ledger for commands run on the host.
 pub const CLI: Origin<'static> = Origin("cli");
@@ -97,12 +97,6 @@ pub fn given_or_saved_session(given: Option<&str>) -> Result<Zeroizing<String>> 
         Ok(t) => Ok(Zeroizing::new(t.trim().to_owned())),
         Err(_) => anyhow::bail!("[SESSION_INVALID] not logged in: run `tokumei user login --username NAME` first"),
     }
-}
-
-/// The authenticated actor of this command.
-pub async fn actor(policy: &Policy, options: &PolicyOptions) -> Result<Actor> {
-    let token = session_token(options)?;
-    policy.authenticate(&token).await.map_err(reason)
 }
 
 /// A password: the first line of standard input with `--password-stdin`, else `TOKUMEI_PASSWORD`, else a

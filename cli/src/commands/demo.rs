@@ -599,7 +599,8 @@ async fn statistics_chapter(
     .await
     .map_err(super::access::reason)?
     .map_err(|refusal| anyhow::anyhow!("{refusal}"))?;
-    super::stats::write_small_cell_table(&path, &grouped, &protected, dims, &protection)?;
+    let bytes = tokumei_store::statistics::small_cell_csv(&grouped, &protected, dims, &protection)?;
+    super::stats::write_atomically(&path, &bytes)?;
     cast.policy
         .record_provision(
             &cast.researcher,
@@ -742,9 +743,19 @@ async fn dp_release(
     let grouped = tokumei_deid::dp::grouping::group(table, request)?;
     let plan = tokumei_deid::dp::plan::plan(request)?;
     let query = format!("{} by {} (demo)", request.measure.name(), request.group_by.join(","));
-    super::stats::record_dp_release(ledger, project, &cast.researcher.username, &query, &plan).await?;
+    let spend = tokumei_policy::budget_ledger::SpendRequest {
+        actor: cast.researcher.username.clone(),
+        query: query.clone(),
+        mechanism: format!("{:?}", plan.mechanism).to_lowercase(),
+        loss: plan.loss,
+        reported_epsilon: plan.reported_epsilon,
+        reported_delta: plan.reported_delta,
+        differentially_private: true,
+    };
+    ledger.spend(project, spend).await.map_err(super::access::reason)?;
     let table = tokumei_deid::dp::release::release(&plan, request, &grouped)?;
-    super::stats::write_private_table(output, &table, None)?;
+    let bytes = tokumei_store::statistics::private_table_csv(&table, None)?;
+    super::stats::write_atomically(output, &bytes)?;
     cast.policy
         .record_provision(
             &cast.researcher,

@@ -2,10 +2,12 @@
 //! differentially private (OpenDP noise, spent from a project's budget in the ledger) or protected
 //! by the minimum-cell rule with complementary suppression (the national databases' rule; not DP).
 //!
-//! Order of work, so that a refused request has no side effect: read and group the data (bad
-//! columns or values fail here) → calibrate the plan (no data, no noise) → admit and record the
-//! loss in the ledger (refusal stops here, before any noise) → draw the noise → write the table
-//! and report atomically.
+//! The command is a client of the policy service either way and holds a session only. Over the store it asks for
+//! an order the core computes (`stats_store`). Over a researcher's own file, so that a refused request has no side
+//! effect: check the request's shape → the service admits it and spends a DP table's loss (refusal stops here,
+//! before the file is read) → read and group the file → draw the noise, or apply the small-cell rule at the
+//! threshold the service admitted → the service audits and records the table → write the table and report
+//! atomically.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -14,20 +16,21 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokumei_catalogue::statistics::{Population, SMALL_CELL_FLOOR, StatsRefusal, StatsRules, check};
-use tokumei_deid::dp::grouping::{Grouped, group};
+use tokumei_catalogue::statistics::{Population, SMALL_CELL_FLOOR, StatisticsSpec};
+use tokumei_deid::dp::grouping::group;
 use tokumei_deid::dp::plan::{Plan, plan};
-use tokumei_deid::dp::release::{PrivateTable, release};
+use tokumei_deid::dp::release::release;
 use tokumei_deid::dp::request::{Generalisation, Keys, Measure, Privacy, StatsRequest};
 use tokumei_deid::hierarchy::Hierarchy;
 use tokumei_deid::small_cell::{SmallCellRule, protect};
 use tokumei_deid::spec;
 use tokumei_deid::table::Table;
-use tokumei_policy::budget_ledger::{BudgetLedger, LedgerEntry, SpendRequest};
+use tokumei_policy::budget_ledger::LedgerEntry;
+use tokumei_policy::file_statistics::FileAdmission;
+use tokumei_proto::policy::v1 as pb;
 
-use crate::commands::access::{CLI, PolicyOptions, actor, open_policy, reason};
+use crate::commands::policy_client::{PolicyClient, refusal};
 use crate::output::runtime;
-use tokumei_policy::committee::{TableRequest, UseKind};
 
 /// Arguments of `tokumei stats`.
 #[derive(clap::Args, Debug)]
@@ -96,15 +99,12 @@ pub struct StatsArgs {
     /// Delimiter of the CSV input.
     #[arg(long, default_value = ",")]
     pub delimiter: String,
-    /// The policy service and the session (for --table: the command is its client and holds nothing else).
+    /// The policy service and the session: the command is its client and holds nothing else.
     #[command(flatten)]
     pub service: crate::commands::policy_client::ServiceOptions,
     /// How long to wait for the core (--table).
     #[command(flatten)]
     pub wait: crate::commands::store::WaitOptions,
-    /// Policy database, for --input only (default $TOKUMEI_HOME/policy/policy.db; or postgres://...).
-    #[arg(long, env = "TOKUMEI_POLICY_DB")]
-    pub database: Option<String>,
 }
 
 /// The JSON report of a release.
@@ -149,8 +149,118 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
     run_file(a, json)
 }
 
-/// `tokumei stats --input FILE`: a table over the researcher's own file, its loss spent in the policy database.
+/// `tokumei stats --input FILE`: a table over the researcher's own file. The policy service admits it and spends a
+/// DP table's loss before any noise is drawn here; the table made is recorded there (a small-cell table audited
+/// against earlier ones first). This process holds the file and a session, nothing of the platform's.
 fn run_file(a: StatsArgs, json: bool) -> Result<()> {
+    let (request, spec) = file_request(&a)?;
+    let source = format!("file:{}", spec.table);
+    if a.dry_run {
+        return dry_run_file(&a, &request, &source, json);
+    }
+    runtime()?.block_on(async {
+        let service = PolicyClient::connect(&a.service).await?;
+        let mut client = service.client.clone();
+        // Refused (and audited by the service) before the file is read.
+        let reply = client
+            .admit_file_statistics(service.request(super::stats_store::to_proto(spec.clone()))?)
+            .await
+            .map_err(refusal)?;
+        let admission: FileAdmission =
+            serde_json::from_str(&reply.into_inner().json).context("the policy service's admission")?;
+        let (table, population) = load(&a)?;
+        let grouped = group(&table, &request)?;
+        drop(table);
+        let mut report = Report {
+            project: a.project.clone(),
+            source,
+            group_by: request.group_by.clone(),
+            key_columns: grouped.key_columns.clone(),
+            measure: request.measure.clone(),
+            keys: String::new(),
+            protection: String::new(),
+            differentially_private: admission.differentially_private,
+            plan: None,
+            small_cell: None,
+            ledger_entry: admission.ledger_entry.clone(),
+            remaining_epsilon: Some(admission.remaining_epsilon),
+            remaining_delta: Some(admission.remaining_delta),
+            cells: 0,
+            output: None,
+            output_sha256: None,
+            dry_run: false,
+        };
+        let mut record = pb::FileStatisticsRecord {
+            statistics: Some(super::stats_store::to_proto(spec)),
+            ..Default::default()
+        };
+        let bytes = if admission.differentially_private {
+            let plan = plan(&request)?;
+            // The service planned the same request; a different loss means the two read it differently (the
+            // figures crossed JSON, so they are compared to a relative 1e-9).
+            let same = |paid: f64, planned: f64| (paid - planned).abs() <= 1e-9 * planned.abs().max(f64::MIN_POSITIVE);
+            let paid = admission.ledger_entry.as_ref().map(|e| e.loss);
+            let matches = paid.is_some_and(|p| {
+                same(p.epsilon, plan.loss.epsilon) && same(p.rho, plan.loss.rho) && same(p.delta, plan.loss.delta)
+            });
+            if !matches {
+                bail!(
+                    "[PLAN_MISMATCH] the loss paid ({paid:?}) is not the loss of this table's plan ({:?}); no noise drawn",
+                    plan.loss
+                );
+            }
+            let table = release(&plan, &request, &grouped)?;
+            report.keys = keys_description(&request.keys, &plan);
+            report.protection = table.protection.clone();
+            report.cells = table.cells.len();
+            report.plan = Some(plan);
+            tokumei_store::statistics::private_table_csv(&table, a.min_cell)?
+        } else {
+            let rule = SmallCellRule {
+                threshold: admission.min_cell.unwrap_or(SMALL_CELL_FLOOR),
+                suppress_zeros: a.suppress_zeros,
+            };
+            let (counts, dims) = tokumei_store::statistics::count_table(&grouped)?;
+            let protected = protect(&counts, &rule)?;
+            let protection = format!(
+                "small-cell: counts below {} suppressed, plus complementary suppression",
+                rule.threshold
+            );
+            report.keys = if grouped.public {
+                "public (declared)".into()
+            } else {
+                "as present in the data".into()
+            };
+            report.small_cell = Some(tokumei_store::statistics::SmallCellSummary::of(rule, &protected, dims));
+            report.cells = protected.refs().len();
+            let linked = tokumei_store::statistics::linked_table(&grouped, &protected)?;
+            record.linked_json = serde_json::to_string(&linked)?;
+            record.population_json = serde_json::to_string(&population)?;
+            let bytes = tokumei_store::statistics::small_cell_csv(&grouped, &protected, dims, &protection)?;
+            report.protection = protection;
+            bytes
+        };
+        record.cells = u64::try_from(report.cells).unwrap_or(u64::MAX);
+        // A small-cell table the differencing audit refuses is never written.
+        let recorded = client
+            .record_file_statistics(service.request(record)?)
+            .await
+            .map_err(refusal)?;
+        let recorded: serde_json::Value =
+            serde_json::from_str(&recorded.into_inner().json).context("the policy service's record")?;
+        if let Some(entry) = recorded.get("ledger_entry").filter(|e| !e.is_null()) {
+            report.ledger_entry = Some(serde_json::from_value(entry.clone()).context("the ledger entry")?);
+        }
+        write_atomically(&a.output, &bytes)?;
+        report.output = Some(a.output.display().to_string());
+        report.output_sha256 = Some(hex::encode(Sha256::digest(&bytes)));
+        finish(&a, report, json)
+    })
+}
+
+/// The request as this command computes it (with the researcher's hierarchy files) and as the service admits it
+/// (the file's stem, the generalised columns' levels, the keys the hierarchies give).
+fn file_request(a: &StatsArgs) -> Result<(StatsRequest, StatisticsSpec)> {
     let measure = Measure::parse(&a.measure)?;
     let privacy = match (a.epsilon, a.rho) {
         (Some(e), None) => Some(Privacy::Epsilon(e)),
@@ -172,211 +282,75 @@ fn run_file(a: StatsArgs, json: bool) -> Result<()> {
         Some(keys) => Keys::Public(keys),
         None => StatsRequest::keys_from_hierarchies(&a.group_by, &generalise).map_or(Keys::Select, Keys::Public),
     };
-    let subject = a.subject.clone();
+    let levels = generalise.iter().map(|g| format!("{}={}", g.column, g.level)).collect();
     let request = StatsRequest {
         group_by: a.group_by.clone(),
         generalise,
         measure,
-        subject,
+        subject: a.subject.clone(),
         max_contrib: a.max_contrib,
         // Not a DP release when absent; the value is then never used (only `validate_shape` runs).
         privacy: privacy.unwrap_or(Privacy::Epsilon(f64::INFINITY)),
         delta: a.delta,
-        keys,
+        keys: keys.clone(),
     };
     if privacy.is_some() {
         request.validate()?;
     } else {
         request.validate_shape()?;
-        if !matches!(request.measure, Measure::Count | Measure::Histogram { .. }) {
-            bail!("without --epsilon or --rho only counts (count, hist) can be published, under the small-cell rule");
-        }
-        if a.delta.is_some() {
-            bail!("--delta only applies to differentially private tables (--epsilon or --rho)");
-        }
     }
-    let source = match &a.input {
-        Some(p) => p.display().to_string(),
-        None => bail!("give --input FILE or --table NAME"),
+    let spec = StatisticsSpec {
+        application: a.project.clone(),
+        table: table_name(a)?,
+        group_by: a.group_by.clone(),
+        hierarchy: levels,
+        measure: a.measure.clone(),
+        max_contrib: a.max_contrib,
+        epsilon: a.epsilon,
+        rho: a.rho,
+        delta: a.delta,
+        public_keys: match keys {
+            Keys::Public(k) => Some(k),
+            Keys::Select => None,
+        },
+        min_cell: a.min_cell,
+        suppress_zeros: a.suppress_zeros,
+        subject: a.subject.clone(),
     };
-    let query = describe(&a, &request, &source);
+    Ok((request, spec))
+}
 
-    let rt = runtime()?;
-    rt.block_on(async {
-        let options = PolicyOptions {
-            database: a.database.clone(),
-            session: a.service.session.clone(),
-        };
-        let policy = open_policy(&options).await?;
-        let who = actor(&policy, &options).await?;
-        // What the platform never allows, whatever the approval says: refused and audited before any data.
-        let rules = StatsRules {
-            table: tokumei_store::Table::from_name(&table_name(&a)?),
-            from_store: false,
-            subject_given: a.subject.as_deref(),
-            request: &request,
-            small_cell_threshold: privacy.is_none().then(|| a.min_cell.unwrap_or(SMALL_CELL_FLOOR)),
-        };
-        if let Err(refusal) = check(&rules) {
-            refuse(&policy, &who, &a.project, refusal).await?;
-        }
-        // Outside the approval (or no approval at all): refused, and audited, before reading any data.
-        let used = [TableRequest {
-            table: table_name(&a)?,
-            columns: tokumei_catalogue::statistics::columns_used(&request),
-        }];
-        let approved = policy
-            .admit_use(&who, &a.project, UseKind::Statistics, &used, CLI)
-            .await
-            .map_err(reason)?;
-        // The committee's rules for this approval: which mechanism, which groupings.
-        let committee_rules = approved.conditions.map(|c| c.statistics).unwrap_or_default();
-        // Without --min-cell a small-cell table uses the approval's minimum (never below the floor).
-        let small_cell_threshold = privacy.is_none().then(|| {
-            a.min_cell.unwrap_or_else(|| {
-                committee_rules
-                    .small_cell_min
-                    .unwrap_or(SMALL_CELL_FLOOR)
-                    .max(SMALL_CELL_FLOOR)
-            })
-        });
-        // A histogram's bins group by its column as surely as --group-by does.
-        let mut groupings = request.group_by.clone();
-        if let Measure::Histogram { column, .. } = &request.measure {
-            groupings.push(column.clone());
-        }
-        let this_use = tokumei_policy::committee::StatisticsUse {
-            table: &used[0].table,
-            group_by: &groupings,
-            small_cell: small_cell_threshold,
-        };
-        if let Err(e) = committee_rules.check(&a.project, &this_use) {
-            let refusal = StatsRefusal {
-                code: e.reason(),
-                message: e.to_string(),
-            };
-            refuse(&policy, &who, &a.project, refusal).await?;
-        }
-        let ledger = policy.budget().clone();
-        let status = ledger.status(&a.project).await.map_err(reason)?;
-
-        let (table, population) = load(&a)?;
-        let grouped = group(&table, &request)?;
-        drop(table);
-
-        match privacy {
-            Some(_) => {
-                let plan = plan(&request)?;
-                let mut report = Report {
-                    project: a.project.clone(),
-                    source: source.clone(),
-                    group_by: request.group_by.clone(),
-                    key_columns: grouped.key_columns.clone(),
-                    measure: request.measure.clone(),
-                    keys: keys_description(&request.keys, &plan),
-                    protection: String::new(),
-                    differentially_private: true,
-                    plan: Some(plan.clone()),
-                    small_cell: None,
-                    ledger_entry: None,
-                    remaining_epsilon: Some(status.spent.remaining_epsilon(&status.project.budget)),
-                    remaining_delta: Some(status.spent.remaining_delta(&status.project.budget)),
-                    cells: 0,
-                    output: None,
-                    output_sha256: None,
-                    dry_run: a.dry_run,
-                };
-                if a.dry_run {
-                    report.cells = if grouped.public { grouped.keys.len() } else { 0 };
-                    return finish(&a, report, json);
-                }
-                let entry = record_dp_release(&ledger, &a.project, &who.username, &query, &plan).await?;
-                let table = release(&plan, &request, &grouped)?;
-                let digest = write_private_table(&a.output, &table, a.min_cell)?;
-                let cells = i64::try_from(table.cells.len()).unwrap_or(i64::MAX);
-                policy
-                    .record_provision(&who, &a.project, &query, cells, CLI)
-                    .await
-                    .map_err(reason)?;
-                let after = ledger.status(&a.project).await?;
-                report.protection = table.protection.clone();
-                report.cells = table.cells.len();
-                report.ledger_entry = Some(entry);
-                report.remaining_epsilon = Some(after.spent.remaining_epsilon(&after.project.budget));
-                report.remaining_delta = Some(after.spent.remaining_delta(&after.project.budget));
-                report.output = Some(a.output.display().to_string());
-                report.output_sha256 = Some(digest);
-                finish(&a, report, json)
-            }
-            None => {
-                let rule = SmallCellRule {
-                    threshold: small_cell_threshold.unwrap_or(SMALL_CELL_FLOOR),
-                    suppress_zeros: a.suppress_zeros,
-                };
-                let (counts, dims) = tokumei_store::statistics::count_table(&grouped)?;
-                let protected = protect(&counts, &rule)?;
-                let summary = tokumei_store::statistics::SmallCellSummary::of(rule, &protected, dims);
-                let protection = format!(
-                    "small-cell: counts below {} suppressed, plus complementary suppression",
-                    rule.threshold
-                );
-                let mut report = Report {
-                    project: a.project.clone(),
-                    source: source.clone(),
-                    group_by: request.group_by.clone(),
-                    key_columns: grouped.key_columns.clone(),
-                    measure: request.measure.clone(),
-                    keys: if grouped.public {
-                        "public (declared)".into()
-                    } else {
-                        "as present in the data".into()
-                    },
-                    protection: protection.clone(),
-                    differentially_private: false,
-                    plan: None,
-                    small_cell: Some(summary),
-                    ledger_entry: None,
-                    remaining_epsilon: None,
-                    remaining_delta: None,
-                    cells: protected.refs().len(),
-                    output: None,
-                    output_sha256: None,
-                    dry_run: a.dry_run,
-                };
-                if a.dry_run {
-                    return finish(&a, report, json);
-                }
-                // Audited against every earlier small-cell table of the population, then recorded (as not
-                // differentially private) with its definition, in one transaction.
-                let linked = tokumei_store::statistics::linked_table(&grouped, &protected)?;
-                let published = tokumei_policy::statistics::publish_small_cell(
-                    &ledger,
-                    &a.project,
-                    &who.username,
-                    &query,
-                    &rule,
-                    &linked,
-                    &population,
-                )
-                .await
-                .map_err(reason)?;
-                let entry = match published {
-                    Ok(entry) => entry,
-                    Err(refusal) => return refuse(&policy, &who, &a.project, refusal).await,
-                };
-                let digest = write_small_cell_table(&a.output, &grouped, &protected, dims, &protection)?;
-                let cells = i64::try_from(protected.refs().len()).unwrap_or(i64::MAX);
-                policy
-                    .record_provision(&who, &a.project, &query, cells, CLI)
-                    .await
-                    .map_err(reason)?;
-                report.ledger_entry = Some(entry);
-                report.output = Some(a.output.display().to_string());
-                report.output_sha256 = Some(digest);
-                finish(&a, report, json)
-            }
-        }
-    })
+/// `--dry-run` over a file: the plan of a DP table (or the rule of a small-cell one), with nothing read, spent or
+/// asked of the service.
+fn dry_run_file(a: &StatsArgs, request: &StatsRequest, source: &str, json: bool) -> Result<()> {
+    let private = a.epsilon.is_some() || a.rho.is_some();
+    let plan = if private { Some(plan(request)?) } else { None };
+    let report = Report {
+        project: a.project.clone(),
+        source: source.to_owned(),
+        group_by: request.group_by.clone(),
+        key_columns: request.group_by.clone(),
+        measure: request.measure.clone(),
+        keys: match &plan {
+            Some(p) => keys_description(&request.keys, p),
+            None => String::new(),
+        },
+        protection: String::new(),
+        differentially_private: private,
+        cells: match &request.keys {
+            Keys::Public(k) => k.len(),
+            Keys::Select => 0,
+        },
+        plan,
+        small_cell: None,
+        ledger_entry: None,
+        remaining_epsilon: None,
+        remaining_delta: None,
+        output: None,
+        output_sha256: None,
+        dry_run: true,
+    };
+    finish(a, report, json)
 }
 
 /// The table a request reads, as approvals name it: the store table, or the input file's stem.
@@ -390,27 +364,6 @@ fn table_name(a: &StatsArgs) -> Result<String> {
             .ok_or_else(|| anyhow!("{}: cannot name the input table", p.display())),
         (None, None) => bail!("give --input FILE or --table NAME"),
     }
-}
-
-/// Admits and records a DP plan's loss (refused with the remaining budget when it does not fit).
-/// Call before drawing any noise.
-pub(crate) async fn record_dp_release(
-    ledger: &BudgetLedger,
-    project: &str,
-    actor: &str,
-    query: &str,
-    plan: &Plan,
-) -> Result<LedgerEntry> {
-    let request = SpendRequest {
-        actor: actor.to_string(),
-        query: query.to_string(),
-        mechanism: format!("{:?}", plan.mechanism).to_lowercase(),
-        loss: plan.loss,
-        reported_epsilon: plan.reported_epsilon,
-        reported_delta: plan.reported_delta,
-        differentially_private: true,
-    };
-    ledger.spend(project, request).await.map_err(reason)
 }
 
 fn finish(a: &StatsArgs, report: Report, json: bool) -> Result<()> {
@@ -539,38 +492,6 @@ fn load(a: &StatsArgs) -> Result<(Table, Population)> {
     Ok((table, population))
 }
 
-fn describe(a: &StatsArgs, r: &StatsRequest, source: &str) -> String {
-    let mut q = format!(
-        "stats source={source} group_by={} measure={}",
-        r.group_by.join(","),
-        a.measure
-    );
-    if let Some(s) = &r.subject {
-        q.push_str(&format!(" subject={s} max_contrib={}", r.max_contrib));
-    }
-    for h in &a.hierarchy {
-        q.push_str(&format!(" hierarchy={h}"));
-    }
-    match (&a.public_keys, &r.keys) {
-        (Some(p), _) => q.push_str(&format!(" public_keys={}", p.display())),
-        (None, Keys::Public(k)) => q.push_str(&format!(" public_keys=hierarchy({})", k.len())),
-        (None, Keys::Select) => q.push_str(" keys=selected"),
-    }
-    if let Some(e) = a.epsilon {
-        q.push_str(&format!(" epsilon={e}"));
-    }
-    if let Some(r) = a.rho {
-        q.push_str(&format!(" rho={r}"));
-    }
-    if let Some(d) = a.delta {
-        q.push_str(&format!(" delta={d}"));
-    }
-    if let Some(m) = a.min_cell {
-        q.push_str(&format!(" min_cell={m}"));
-    }
-    q
-}
-
 fn keys_description(keys: &Keys, plan: &Plan) -> String {
     match keys {
         Keys::Public(k) => format!("public: {} declared keys, every one released", k.len()),
@@ -579,26 +500,6 @@ fn keys_description(keys: &Keys, plan: &Plan) -> String {
             format!("DP partition selection: a key is released only if its noisy count is at least {t}")
         }
     }
-}
-
-/// Writes the DP table; returns the SHA-256 of the file.
-pub(crate) fn write_private_table(path: &Path, table: &PrivateTable, min_cell: Option<u64>) -> Result<String> {
-    let bytes = tokumei_store::statistics::private_table_csv(table, min_cell)?;
-    write_atomically(path, &bytes)?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
-}
-
-/// Writes a small-cell table; returns the SHA-256 of the file.
-pub(crate) fn write_small_cell_table(
-    path: &Path,
-    grouped: &Grouped,
-    protected: &tokumei_deid::small_cell::ProtectedTable,
-    dims: usize,
-    protection: &str,
-) -> Result<String> {
-    let bytes = tokumei_store::statistics::small_cell_csv(grouped, protected, dims, protection)?;
-    write_atomically(path, &bytes)?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
 /// Writes to a temporary file beside `path`, fsyncs and renames: a reader never sees half a table.
@@ -618,15 +519,4 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
-}
-
-/// Audits a refusal of a statistics request and returns it as the command's error.
-async fn refuse<T>(
-    policy: &tokumei_policy::Policy,
-    who: &tokumei_policy::Actor,
-    project: &str,
-    r: StatsRefusal,
-) -> Result<T> {
-    let e = policy.refuse_statistics(&who.username, project, r, CLI).await;
-    Err(anyhow!("[{}] {e}", e.reason()))
 }

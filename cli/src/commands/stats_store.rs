@@ -9,14 +9,14 @@
 use anyhow::{Context, Result, anyhow};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokumei_catalogue::statistics::StoreStatistics;
+use tokumei_catalogue::statistics::StatisticsSpec;
 use tokumei_proto::policy::v1 as pb;
 
 use super::stats::StatsArgs;
 
 /// The request in the researcher's words.
-pub fn spec(a: &StatsArgs, table: &str, public_keys: Option<Vec<Vec<String>>>) -> StoreStatistics {
-    StoreStatistics {
+pub fn spec(a: &StatsArgs, table: &str, public_keys: Option<Vec<Vec<String>>>) -> StatisticsSpec {
+    StatisticsSpec {
         application: a.project.clone(),
         table: table.to_owned(),
         group_by: a.group_by.clone(),
@@ -33,7 +33,7 @@ pub fn spec(a: &StatsArgs, table: &str, public_keys: Option<Vec<Vec<String>>>) -
     }
 }
 
-fn to_proto(s: StoreStatistics) -> pb::StatisticsOperation {
+pub(crate) fn to_proto(s: StatisticsSpec) -> pb::StatisticsOperation {
     pb::StatisticsOperation {
         application_id: s.application,
         table: s.table,
@@ -58,7 +58,7 @@ fn to_proto(s: StoreStatistics) -> pb::StatisticsOperation {
 }
 
 /// Runs `tokumei stats --table`.
-pub async fn run(a: &StatsArgs, spec: StoreStatistics, json: bool) -> Result<()> {
+pub async fn run(a: &StatsArgs, spec: StatisticsSpec, json: bool) -> Result<()> {
     if a.dry_run {
         return dry_run(&spec, json);
     }
@@ -101,7 +101,7 @@ pub async fn run(a: &StatsArgs, spec: StoreStatistics, json: bool) -> Result<()>
 }
 
 /// The plan of a DP table (or the rule of a small-cell one), from the catalogue alone.
-fn dry_run(spec: &StoreStatistics, json: bool) -> Result<()> {
+fn dry_run(spec: &StatisticsSpec, json: bool) -> Result<()> {
     let admitted = spec.admit().map_err(|r| anyhow!("{r}"))?;
     let plan = if admitted.private {
         Some(tokumei_deid::dp::plan::plan(&admitted.request)?)

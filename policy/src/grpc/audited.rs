@@ -273,6 +273,16 @@ impl PolicyService for AuditedPolicyGrpc {
         let result = self.inner.regulator_report(request).await;
         self.record("RegulatorReport", &origin, &caller, result).await
     }
+    async fn admit_file_statistics(&self, request: Request<pb::StatisticsOperation>) -> Reply<pb::JsonDocument> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.admit_file_statistics(request).await;
+        self.record("AdmitFileStatistics", &origin, &caller, result).await
+    }
+    async fn record_file_statistics(&self, request: Request<pb::FileStatisticsRecord>) -> Reply<pb::JsonDocument> {
+        let (origin, caller) = self.caller(&request).await;
+        let result = self.inner.record_file_statistics(request).await;
+        self.record("RecordFileStatistics", &origin, &caller, result).await
+    }
     async fn export_bans(&self, request: Request<pb::Empty>) -> Reply<pb::BanListJson> {
         let (origin, caller) = self.caller(&request).await;
         let result = self.inner.export_bans(request).await;

@@ -436,8 +436,8 @@ pub fn core_operation_from_proto(r: pb::CoreOperationRequest) -> Result<CoreOper
 }
 
 /// A statistics request in the researcher's words, from its request.
-pub fn statistics_from_proto(p: pb::StatisticsOperation) -> tokumei_catalogue::statistics::StoreStatistics {
-    tokumei_catalogue::statistics::StoreStatistics {
+pub fn statistics_from_proto(p: pb::StatisticsOperation) -> tokumei_catalogue::statistics::StatisticsSpec {
+    tokumei_catalogue::statistics::StatisticsSpec {
         application: p.application_id,
         table: p.table,
         group_by: p.group_by,

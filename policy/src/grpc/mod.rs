@@ -542,6 +542,47 @@ impl PolicyService for PolicyGrpc {
         )
     }
 
+    async fn admit_file_statistics(&self, request: Request<pb::StatisticsOperation>) -> Reply<pb::JsonDocument> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        let spec = convert::statistics_from_proto(r);
+        document(
+            &self
+                .policy
+                .admit_file_statistics(&actor, &spec, Origin(&origin))
+                .await
+                .map_err(refused)?,
+        )
+    }
+
+    async fn record_file_statistics(&self, request: Request<pb::FileStatisticsRecord>) -> Reply<pb::JsonDocument> {
+        let (origin, actor, r) = self.authenticated(request).await?;
+        // The role first: a refused caller's record is not read.
+        self.policy
+            .check_role(&actor, Action::RunStatistics, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        let spec = convert::statistics_from_proto(r.statistics.unwrap_or_default());
+        let small_cell = if r.linked_json.is_empty() {
+            None
+        } else {
+            let invalid = |what: &str| {
+                refused(crate::error::PolicyError::Invalid(format!(
+                    "{what} of the small-cell table could not be read"
+                )))
+            };
+            Some(crate::file_statistics::SmallCellMade {
+                linked: serde_json::from_str(&r.linked_json).map_err(|_| invalid("the cells"))?,
+                population: serde_json::from_str(&r.population_json).map_err(|_| invalid("the population"))?,
+            })
+        };
+        let entry = self
+            .policy
+            .record_file_statistics(&actor, &spec, r.cells, small_cell, Origin(&origin))
+            .await
+            .map_err(refused)?;
+        document(&serde_json::json!({ "ledger_entry": entry }))
+    }
+
     async fn list_users(&self, request: Request<pb::Empty>) -> Reply<pb::ListUsersResponse> {
         let (origin, actor, _) = self.authenticated(request).await?;
         let users = self.policy.users(&actor, Origin(&origin)).await.map_err(refused)?;
