@@ -150,6 +150,8 @@ pub struct Policy {
     core_order_key: Option<ServiceKey>,
     bans_key: Option<ServiceKey>,
     directory_key: Option<ServiceKey>,
+    /// Ledger keys retired by rotation: entries they signed still verify.
+    retired_ledger_keys: Vec<ServicePublicKey>,
     config: PolicyConfig,
     directory: Directory,
     committee: Committee,
@@ -192,6 +194,7 @@ impl Policy {
             core_order_key: None,
             bans_key: None,
             directory_key: None,
+            retired_ledger_keys: Vec::new(),
             config,
             directory,
             committee,
@@ -205,7 +208,21 @@ impl Policy {
     pub async fn open(url: &str, key_path: &Path, config: PolicyConfig) -> Result<Policy> {
         let db = PolicyDb::open(url).await?;
         let key = ServiceKey::load_or_create(key_path)?;
-        Policy::new(db, key, config, system_clock())
+        let retired = crate::service_key::retired_public_keys(key_path)?;
+        Ok(Policy::new(db, key, config, system_clock())?.with_retired_ledger_keys(retired))
+    }
+
+    /// The ledger keys that rotation retired (their entries verify; nothing is signed with them any more).
+    pub fn with_retired_ledger_keys(mut self, retired: Vec<ServicePublicKey>) -> Policy {
+        self.retired_ledger_keys = retired;
+        self
+    }
+
+    /// Every key an entry of this ledger may be signed by: the one in force, then the retired ones.
+    pub fn ledger_keys(&self) -> Vec<ServicePublicKey> {
+        std::iter::once(self.key.public())
+            .chain(self.retired_ledger_keys.iter().copied())
+            .collect()
     }
 
     /// This front-end logs people in and checks their sessions with `key` (the policy service only; the key's

@@ -228,6 +228,49 @@ pub fn rotate(path: &Path) -> Result<(ServicePublicKey, ServicePublicKey)> {
     Ok((old, new.public()))
 }
 
+/// The public halves of the keys that [`rotate`] retired from `key_path`, oldest file name first: what a verifier of
+/// the ledger needs for the entries they signed. A file whose key is not the one its name says is refused (a
+/// planted file would otherwise vouch for entries nobody signed).
+pub fn retired_public_keys(key_path: &Path) -> Result<Vec<ServicePublicKey>> {
+    let Some(dir) = key_path.parent().map(|d| d.join("retired")) else {
+        return Ok(Vec::new());
+    };
+    let stem = key_path.file_stem().and_then(|s| s.to_str()).unwrap_or("key");
+    let prefix = format!("{stem}-");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(&dir, e)),
+    };
+    let mut named = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| io_error(&dir, e))?.path();
+        let Some(id) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_suffix(".pub"))
+        else {
+            continue;
+        };
+        // `service-` is also the start of no other purpose's stem, but a stem with a dash in it could be: only
+        // key ids (16 hex digits) count.
+        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let public = ServicePublicKey::read(&path)?;
+        if public.key_id() != id {
+            return Err(PolicyError::Invalid(format!(
+                "{}: the key in the file is not the key its name says",
+                path.display()
+            )));
+        }
+        named.push((path, public));
+    }
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(named.into_iter().map(|(_, k)| k).collect())
+}
+
 /// Where the public key of the private key at `key_path` is written (`service.key` → `service.pub`).
 pub fn public_key_path(key_path: &Path) -> PathBuf {
     key_path.with_extension("pub")
@@ -279,6 +322,36 @@ fn io_error(path: &Path, e: std::io::Error) -> PolicyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The retired keys a verifier trusts are exactly the ones rotation retired: other purposes' files are not
+    /// taken, and a file planted under a retired key's name with another key in it is refused.
+    #[test]
+    fn retired_keys_are_the_rotated_ones_and_a_planted_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = default_key_path(dir.path());
+        assert!(retired_public_keys(&path).unwrap_or_else(|e| panic!("{e}")).is_empty());
+        let first = ServiceKey::load_or_create(&path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .public();
+        let (old, _) = rotate(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (second, _) = rotate(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(old, first);
+        let session = session_key_path(dir.path());
+        ServiceKey::load_or_create(&session).unwrap_or_else(|e| panic!("{e}"));
+        rotate(&session).unwrap_or_else(|e| panic!("{e}"));
+        let mut retired = retired_public_keys(&path).unwrap_or_else(|e| panic!("{e}"));
+        retired.sort_by_key(ServicePublicKey::key_id);
+        let mut want = vec![first, second];
+        want.sort_by_key(ServicePublicKey::key_id);
+        assert_eq!(retired, want, "the ledger's two retired keys, not the session key's");
+        let stranger = ServiceKey::generate().public();
+        let planted = dir
+            .path()
+            .join("policy/retired")
+            .join(format!("service-{}.pub", "0".repeat(16)));
+        std::fs::write(&planted, stranger.to_hex()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(retired_public_keys(&path).is_err(), "a key under another key's name");
+    }
 
     #[test]
     fn signatures_do_not_cross_purposes() {

@@ -266,11 +266,12 @@ impl Policy {
         Ok(report)
     }
 
-    /// Verifies the whole audit ledger under the service's public key (operators and auditors).
+    /// Verifies the whole audit ledger under the service's ledger key and the ones rotation retired (operators and
+    /// auditors).
     pub async fn verify_audit(&self, actor: &Actor, origin: Origin<'_>) -> Result<VerifyReport> {
         self.check(actor, Action::VerifyAudit, &Resource::Platform, origin)
             .await?;
-        let report = self.audit_ledger().verify(&self.public_key()).await?;
+        let report = self.audit_ledger().verify_with_keys(&self.ledger_keys()).await?;
         self.audit_ok(
             actor,
             "audit.verify",

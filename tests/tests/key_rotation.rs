@@ -102,3 +102,98 @@ fn a_rotated_key_ends_what_the_old_one_signed() {
         );
     }
 }
+
+/// The ledger key rotates like the others, without losing the ledger: after the rotation the service signs new
+/// entries with the new key and still verifies the old ones (the retired public half); the rotation's entry is
+/// signed by the old key and names the new one; an inspection bundle across the rotation verifies offline with both
+/// keys and not with the new one alone (an entry signed by a key the inspector does not trust is named).
+#[test]
+fn the_ledger_key_rotates_and_the_ledger_still_verifies() {
+    let home = common::Home::new();
+    let h = home.path();
+    let db: &[(&str, &str)] = &[];
+    let op = people::operator(h, db);
+    let auditor = people::invite(h, db, "audra", "audit-o", "auditor");
+    let old_public = std::fs::read_to_string(h.join("policy/service.pub")).expect("service.pub");
+    {
+        let service = PolicyService::start(h, db);
+        let report = service.run(h, db, &auditor, &["audit", "verify"]);
+        assert_eq!(report["ok"], true, "{report}");
+    }
+
+    let r = run_json(h, &["policy", "rotate-key", "--purpose", "ledger"], db, None);
+    let (old_id, new_id) = (
+        r["old_key_id"].as_str().expect("old id").to_owned(),
+        r["new_key_id"].as_str().expect("new id").to_owned(),
+    );
+    assert_ne!(old_id, new_id);
+    let new_public = r["public_key"].as_str().expect("new key").to_owned();
+    assert!(
+        h.join("policy/retired").join(format!("service-{old_id}.pub")).exists(),
+        "the retired public half of the ledger key is kept"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.join("policy/service.pub"))
+            .expect("service.pub")
+            .trim(),
+        new_public
+    );
+
+    let service = PolicyService::start(h, db);
+    let me = service.run(h, db, &op, &["user", "whoami"]);
+    assert_eq!(me["username"], "op", "sessions are not the ledger's key: {me}");
+    let report = service.run(h, db, &auditor, &["audit", "verify"]);
+    assert_eq!(report["ok"], true, "the ledger across the rotation: {report}");
+
+    let ledger = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(people::ledger(h));
+    let rotation = ledger
+        .iter()
+        .find(|e| e.action == "key.rotated")
+        .expect("the rotation's entry");
+    assert_eq!(rotation.key_id, old_id, "the old key vouches for the new");
+    assert!(rotation.details.contains(&new_public), "{}", rotation.details);
+    let last = ledger.last().expect("entries");
+    assert_eq!(last.key_id, new_id, "entries after the rotation carry the new key");
+    assert!(ledger.iter().any(|e| e.key_id == old_id && e.seq < rotation.seq));
+
+    // An inspector's bundle of the whole day, signed by the new key, holds entries of both.
+    let bundle = h.join("bundle.json");
+    let today = chrono::Utc::now().date_naive();
+    let (from, to) = (today.to_string(), (today + chrono::Duration::days(2)).to_string());
+    service.run(
+        h,
+        db,
+        &auditor,
+        &[
+            "audit",
+            "export",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--out",
+            bundle.to_str().expect("utf-8"),
+        ],
+    );
+    let verify = |keys: &[&str]| {
+        let mut args = vec!["--json", "audit", "verify-bundle", bundle.to_str().expect("utf-8")];
+        for k in keys {
+            args.extend(["--public-key", k]);
+        }
+        Command::new(common::tokumei_bin())
+            .env("TOKUMEI_HOME", h)
+            .args(&args)
+            .bounded_output()
+            .expect("verify-bundle")
+    };
+    let both = verify(&[old_public.trim(), &new_public]);
+    assert!(both.status.success(), "{}", String::from_utf8_lossy(&both.stderr));
+    let new_only = verify(&[&new_public]);
+    let out = String::from_utf8_lossy(&new_only.stdout);
+    assert!(
+        !new_only.status.success() && out.contains(&old_id),
+        "a bundle with entries of the old key verified without it: {out}"
+    );
+}

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
 use tokumei_policy::ServicePublicKey;
-use tokumei_policy::audit_ledger::{InspectionBundle, verify_bundle};
+use tokumei_policy::audit_ledger::{InspectionBundle, verify_bundle_with_keys};
 use tokumei_proto::policy::v1 as pb;
 
 use crate::commands::access::reason;
@@ -38,10 +38,11 @@ pub enum AuditCommand {
     VerifyBundle {
         /// The bundle.
         file: PathBuf,
-        /// The platform's public key (64 hex digits or a file holding them); default: the bundle's own
-        /// key, which only proves internal consistency.
+        /// The platform's ledger key (64 hex digits or a file holding them); repeat it for a bundle that spans a
+        /// rotation of the ledger key (the old key and the new). Default: the bundle's own key, which only proves
+        /// internal consistency.
         #[arg(long)]
-        public_key: Option<String>,
+        public_key: Vec<String>,
     },
 }
 
@@ -77,11 +78,12 @@ pub fn run(args: AuditArgs, json: bool) -> Result<()> {
     if let AuditCommand::VerifyBundle { file, public_key } = &args.command {
         let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
         let bundle: InspectionBundle = serde_json::from_str(&text).context("not an inspection bundle")?;
-        let key = match public_key {
-            Some(k) => key_from(k)?,
-            None => ServicePublicKey::from_hex(&bundle.public_key).map_err(reason)?,
+        let keys = if public_key.is_empty() {
+            vec![ServicePublicKey::from_hex(&bundle.public_key).map_err(reason)?]
+        } else {
+            public_key.iter().map(|k| key_from(k)).collect::<Result<Vec<_>>>()?
         };
-        let report = verify_bundle(&bundle, &key);
+        let report = verify_bundle_with_keys(&bundle, &keys);
         emit(json, &report, print_bundle_report)?;
         anyhow::ensure!(report.is_ok(), "[AUDIT_LEDGER_TAMPERED] the bundle does not verify");
         return Ok(());

@@ -42,6 +42,11 @@ pub enum KeyPurpose {
     /// Core orders: the core's `[core.orders] public_key` pins the new `core-order.pub`; orders still queued are
     /// refused by the core.
     CoreOrder,
+    /// The audit ledger (`service.key`): entries from now on are signed with the new key; the rotation's own entry
+    /// is signed with the old one and names the new public key, so an inspector who trusts the old key can follow.
+    /// Entries signed before still verify (the retired public half is kept); inspectors verify bundles across the
+    /// rotation with both keys.
+    Ledger,
 }
 
 impl KeyPurpose {
@@ -51,6 +56,7 @@ impl KeyPurpose {
             KeyPurpose::Bans => "bans",
             KeyPurpose::Directory => "directory",
             KeyPurpose::CoreOrder => "core-order",
+            KeyPurpose::Ledger => "ledger",
         }
     }
 
@@ -61,6 +67,7 @@ impl KeyPurpose {
             KeyPurpose::Bans => k::bans_key_path(home),
             KeyPurpose::Directory => k::directory_key_path(home),
             KeyPurpose::CoreOrder => k::core_order_key_path(home),
+            KeyPurpose::Ledger => k::default_key_path(home),
         }
     }
 }
@@ -117,6 +124,7 @@ fn rotate_key(args: RotateArgs, json: bool) -> Result<()> {
     let path = args.purpose.path(&home);
     runtime()?.block_on(async {
         // The ledger is opened first: a database that cannot be reached stops the rotation before a key changes.
+        // It holds the ledger key as it was, so the rotation's entry (which names the new key) is signed by the old.
         let policy = open_policy(&args.policy).await?;
         let (old, new) = tokumei_policy::service_key::rotate(&path).map_err(crate::commands::access::reason)?;
         let event = tokumei_policy::audit_ledger::AuditEvent::new(
@@ -126,7 +134,11 @@ fn rotate_key(args: RotateArgs, json: bool) -> Result<()> {
             tokumei_policy::audit_ledger::Outcome::Ok,
         )
         .source("cli")
-        .details(serde_json::json!({"old_key_id": old.key_id(), "new_key_id": new.key_id()}));
+        .details(serde_json::json!({
+            "old_key_id": old.key_id(),
+            "new_key_id": new.key_id(),
+            "new_public_key": new.to_hex(),
+        }));
         policy.audit(event).await.map_err(crate::commands::access::reason)?;
         let out = serde_json::json!({
             "purpose": args.purpose.name(),
