@@ -1,10 +1,10 @@
 //! The key service a process's configuration names (`[keys]`), opened for one zone: every zone's process (the
 //! gateway, the core, the release service, tools) opens its keys the same way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokumei_platform::config::{Config, KeyBackend, resolve};
+use tokumei_platform::config::{Config, KeyBackend, LocalKeysConfig, resolve};
 
 use crate::local::{LocalKeyring, Passphrase};
 use crate::openbao::{OpenBaoSettings, OpenBaoTransit};
@@ -15,9 +15,9 @@ use crate::{KeyError, KeyZone, SharedKeyService};
 pub async fn open_configured(config: &Config, home: &Path, zone: KeyZone) -> Result<SharedKeyService, KeyError> {
     match config.keys.backend {
         KeyBackend::Local => {
-            let path = resolve(home, &config.keys.local.path);
+            let (path, passphrase_file) = zone_keyring(home, &config.keys.local, zone)?;
             let shown = path.display().to_string();
-            let pass = Passphrase::from_env_or_file(resolve(home, &config.keys.local.passphrase_file), true);
+            let pass = Passphrase::from_env_or_file(passphrase_file, true);
             let ring = tokio::task::spawn_blocking(move || LocalKeyring::open_or_create(&path, &pass))
                 .await
                 .map_err(|e| KeyError::Io {
@@ -38,6 +38,142 @@ pub async fn open_configured(config: &Config, home: &Path, zone: KeyZone) -> Res
                 key_version: o.key_version,
             };
             Ok(Arc::new(OpenBaoTransit::connect(settings, zone).await?))
+        }
+    }
+}
+
+/// The zone's own keyring and passphrase file: the configured names with the zone added (`keyring/keyring.json` →
+/// `keyring/keyring-core.json`, `secrets/keyring.passphrase` → `secrets/keyring-core.passphrase`). Each zone's
+/// keyring has key-encryption keys and named keys of its own, so on one host, as with OpenBao, the release zone's
+/// keyring cannot unwrap a key the core wrapped and the gateway's holds nothing of the store's; with the zones'
+/// accounts apart, each reads its own passphrase file only.
+///
+/// A home made before keyrings were per zone has one shared keyring: each zone's keyring starts as a copy of it
+/// (with its passphrase), so what was wrapped still unwraps — the zones share that old key material until each
+/// rotates its keys (`tokumei store rotate-keys`), which a warning says once per copy.
+pub fn zone_keyring(home: &Path, local: &LocalKeysConfig, zone: KeyZone) -> Result<(PathBuf, PathBuf), KeyError> {
+    let shared = resolve(home, &local.path);
+    let shared_passphrase = resolve(home, &local.passphrase_file);
+    let path = with_zone(&shared, zone, "json");
+    let passphrase = with_zone(&shared_passphrase, zone, "passphrase");
+    if !path.exists() && shared.exists() {
+        let io = |p: &Path| {
+            let shown = p.display().to_string();
+            move |source| KeyError::Io { path: shown, source }
+        };
+        if !passphrase.exists() && shared_passphrase.exists() {
+            let text = zeroize::Zeroizing::new(std::fs::read(&shared_passphrase).map_err(io(&shared_passphrase))?);
+            crate::local::write_private(&passphrase, &text).map_err(io(&passphrase))?;
+        }
+        let ring = std::fs::read(&shared).map_err(io(&shared))?;
+        crate::local::write_private(&path, &ring).map_err(io(&path))?;
+        tracing::warn!(
+            zone = zone.name(),
+            "the {} zone's keyring starts as a copy of the shared keyring of an earlier version: its keys are the \
+             other zones' until it rotates them",
+            zone.name()
+        );
+    }
+    Ok((path, passphrase))
+}
+
+/// `dir/stem.ext` → `dir/stem-zone.ext` (the extension as configured, else `default_ext`).
+fn with_zone(path: &Path, zone: KeyZone, default_ext: &str) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("keyring");
+    let ext = path.extension().and_then(|s| s.to_str()).unwrap_or(default_ext);
+    path.with_file_name(format!("{stem}-{}.{ext}", zone.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KeyService;
+
+    fn config() -> Config {
+        Config::default()
+    }
+
+    /// On one host each zone's keyring is its own: what the core wraps, the release zone's keyring cannot unwrap
+    /// (nor the gateway's), and the gateway's HMAC keys are not the core's.
+    #[tokio::test]
+    async fn each_zone_has_a_keyring_of_its_own() {
+        let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let core = open_configured(&config(), home.path(), KeyZone::Core)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let release = open_configured(&config(), home.path(), KeyZone::Release)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let gateway = open_configured(&config(), home.path(), KeyZone::Gateway)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let wrapped = core
+            .wrap_key("store", &[9u8; 32])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            *core
+                .unwrap_key("store", &wrapped)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+            [9u8; 32]
+        );
+        assert!(
+            release.unwrap_key("store", &wrapped).await.is_err(),
+            "the release zone unwrapped a core key"
+        );
+        assert!(
+            gateway.unwrap_key("store", &wrapped).await.is_err(),
+            "the gateway unwrapped a core key"
+        );
+        let digest = |k: &SharedKeyService| {
+            let k = k.clone();
+            async move {
+                k.hmac(crate::KeyPurpose::Linkage, &[b"patient"])
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
+        assert_ne!(digest(&gateway).await, digest(&core).await);
+        for zone in ["gateway", "core", "release"] {
+            assert!(home.path().join(format!("keyring/keyring-{zone}.json")).exists());
+            assert!(home.path().join(format!("secrets/keyring-{zone}.passphrase")).exists());
+        }
+        assert!(
+            !home.path().join("keyring/keyring.json").exists(),
+            "no shared keyring is made"
+        );
+    }
+
+    /// A home with the shared keyring of an earlier version: each zone's keyring starts as a copy, so what the
+    /// shared one wrapped still unwraps in every zone (until the zones rotate), and new keys are the zone's own.
+    #[tokio::test]
+    async fn a_shared_keyring_of_an_earlier_version_is_carried_over() {
+        let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let local = LocalKeysConfig::default();
+        let shared = LocalKeyring::open_or_create(
+            &resolve(home.path(), &local.path),
+            &Passphrase::File {
+                path: resolve(home.path(), &local.passphrase_file),
+                create: true,
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let wrapped = shared
+            .wrap_key("store", &[5u8; 32])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for zone in [KeyZone::Core, KeyZone::Release] {
+            let keys = open_configured(&config(), home.path(), zone)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                *keys
+                    .unwrap_key("store", &wrapped)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+                [5u8; 32]
+            );
         }
     }
 }

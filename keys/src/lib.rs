@@ -119,6 +119,15 @@ pub enum KeyZone {
 }
 
 impl KeyZone {
+    /// The zone's name, as its local keyring's file is named.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyZone::Gateway => "gateway",
+            KeyZone::Core => "core",
+            KeyZone::Release => "release",
+        }
+    }
+
     /// The zone's KEK name (after the configured prefix).
     pub fn kek_name(self) -> &'static str {
         match self {
