@@ -443,6 +443,19 @@ impl StatisticsSpec {
     /// (which the researcher's command applies with its own hierarchy files): enough to plan the loss.
     pub fn admit_file(&self) -> Result<AdmittedFileStatistics, StatsRefusal> {
         let measure = Measure::parse(&self.measure).map_err(|e| refusal("INVALID_ARGUMENT", e.to_string()))?;
+        // Each generalised column is a group-by column with a level number: the text enters the ledger and the
+        // provision register, so nothing else may.
+        for h in &self.hierarchy {
+            let named = h.split_once('=').filter(|(column, level)| {
+                self.group_by.contains(&(*column).to_owned()) && level.parse::<u32>().is_ok()
+            });
+            if named.is_none() {
+                return Err(refusal(
+                    "INVALID_ARGUMENT",
+                    "a generalised column is named as COL=LEVEL, COL a group-by column and LEVEL a number".into(),
+                ));
+            }
+        }
         let privacy = self.privacy()?;
         let request = StatsRequest {
             group_by: self.group_by.clone(),
@@ -880,5 +893,13 @@ mod tests {
         assert_eq!(code(&small), Ok(()));
         // The ledger's description names the file's stem, never a path.
         assert!(small.describe_file().starts_with("stats source=file:adult "));
+        // Generalisations are a group-by column and a level number, nothing else (the text enters the registers).
+        for bad in ["race=2", "sex=level", "sex", "sex=1;DROP"] {
+            let mut h = small.clone();
+            h.hierarchy = vec![bad.into()];
+            assert_eq!(code(&h), Err("INVALID_ARGUMENT"), "{bad}");
+        }
+        small.hierarchy = vec!["sex=1".into()];
+        assert_eq!(code(&small), Ok(()));
     }
 }

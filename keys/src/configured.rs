@@ -42,26 +42,31 @@ pub async fn open_configured(config: &Config, home: &Path, zone: KeyZone) -> Res
     }
 }
 
-/// The zone's own keyring and passphrase file: the configured names with the zone added (`keyring/keyring.json` →
-/// `keyring/keyring-core.json`, `secrets/keyring.passphrase` → `secrets/keyring-core.passphrase`). Each zone's
+/// The zone's own keyring and passphrase file: the configured names in a directory of the zone's
+/// (`keyring/keyring.json` → `keyring/core/keyring.json`, `secrets/keyring.passphrase` →
+/// `secrets/core/keyring.passphrase`; each directory created 0700 by the zone that first uses it). Each zone's
 /// keyring has key-encryption keys and named keys of its own, so on one host, as with OpenBao, the release zone's
 /// keyring cannot unwrap a key the core wrapped and the gateway's holds nothing of the store's; with the zones'
-/// accounts apart, each reads its own passphrase file only.
+/// accounts apart, each reads its own directory only.
 ///
 /// A home made before keyrings were per zone has one shared keyring: each zone's keyring starts as a copy of it
-/// (with its passphrase), so what was wrapped still unwraps — the zones share that old key material until each
-/// rotates its keys (`tokumei store rotate-keys`), which a warning says once per copy.
+/// (with its passphrase file, unless the passphrase comes from the environment), so what was wrapped still
+/// unwraps. Such a home's zones keep sharing that old key material — a KEK rotation adds a key and keeps the old
+/// ones, and the gateway's HMAC keys never change — so only a home made by this version has keys apart; a warning
+/// says so once per copy.
 pub fn zone_keyring(home: &Path, local: &LocalKeysConfig, zone: KeyZone) -> Result<(PathBuf, PathBuf), KeyError> {
     let shared = resolve(home, &local.path);
     let shared_passphrase = resolve(home, &local.passphrase_file);
-    let path = with_zone(&shared, zone, "json");
-    let passphrase = with_zone(&shared_passphrase, zone, "passphrase");
+    let path = with_zone(&shared, zone, "keyring.json");
+    let passphrase = with_zone(&shared_passphrase, zone, "keyring.passphrase");
     if !path.exists() && shared.exists() {
         let io = |p: &Path| {
             let shown = p.display().to_string();
             move |source| KeyError::Io { path: shown, source }
         };
-        if !passphrase.exists() && shared_passphrase.exists() {
+        // A passphrase from the environment opens the copy too: no need for another file holding it.
+        let from_env = std::env::var(crate::local::PASSPHRASE_ENV).is_ok_and(|v| !v.is_empty());
+        if !from_env && !passphrase.exists() && shared_passphrase.exists() {
             let text = zeroize::Zeroizing::new(std::fs::read(&shared_passphrase).map_err(io(&shared_passphrase))?);
             crate::local::write_private(&passphrase, &text).map_err(io(&passphrase))?;
         }
@@ -69,19 +74,21 @@ pub fn zone_keyring(home: &Path, local: &LocalKeysConfig, zone: KeyZone) -> Resu
         crate::local::write_private(&path, &ring).map_err(io(&path))?;
         tracing::warn!(
             zone = zone.name(),
-            "the {} zone's keyring starts as a copy of the shared keyring of an earlier version: its keys are the \
-             other zones' until it rotates them",
+            "the {} zone's keyring starts as a copy of the shared keyring of an earlier version: it holds the other \
+             zones' keys too (only a home made by this version has keys apart)",
             zone.name()
         );
     }
     Ok((path, passphrase))
 }
 
-/// `dir/stem.ext` → `dir/stem-zone.ext` (the extension as configured, else `default_ext`).
-fn with_zone(path: &Path, zone: KeyZone, default_ext: &str) -> PathBuf {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("keyring");
-    let ext = path.extension().and_then(|s| s.to_str()).unwrap_or(default_ext);
-    path.with_file_name(format!("{stem}-{}.{ext}", zone.name()))
+/// `dir/file` → `dir/zone/file`: a directory per zone, so that each zone's account owns its own (created 0700).
+fn with_zone(path: &Path, zone: KeyZone, default_name: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| default_name.into(), |n| n.to_os_string());
+    let dir = path.parent().unwrap_or(Path::new("."));
+    dir.join(zone.name()).join(name)
 }
 
 #[cfg(test)]
@@ -136,8 +143,8 @@ mod tests {
         };
         assert_ne!(digest(&gateway).await, digest(&core).await);
         for zone in ["gateway", "core", "release"] {
-            assert!(home.path().join(format!("keyring/keyring-{zone}.json")).exists());
-            assert!(home.path().join(format!("secrets/keyring-{zone}.passphrase")).exists());
+            assert!(home.path().join(format!("keyring/{zone}/keyring.json")).exists());
+            assert!(home.path().join(format!("secrets/{zone}/keyring.passphrase")).exists());
         }
         assert!(
             !home.path().join("keyring/keyring.json").exists(),

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 use tokumei_catalogue::statistics::{AdmittedFileStatistics, Population, StatisticsSpec};
+use tokumei_deid::dp::request::Measure;
 use tokumei_deid::linked_tables::LinkedTable;
 use tokumei_deid::small_cell::SmallCellRule;
 
@@ -47,7 +48,9 @@ pub struct SmallCellMade {
 }
 
 impl Policy {
-    /// Admits a file statistics request and, for a DP table, spends its loss (see the module documentation).
+    /// Admits a file statistics request (see the module documentation). A DP table's loss is spent and the table
+    /// entered in the provision register here, once, before the command draws any noise: nothing about a DP table
+    /// is recorded later, so no table is recorded that was not paid for. A small-cell table gets its threshold.
     pub async fn admit_file_statistics(
         &self,
         actor: &Actor,
@@ -56,14 +59,15 @@ impl Policy {
     ) -> Result<FileAdmission> {
         let (admitted, min_cell) = self.admit_file_use(actor, spec, origin).await?;
         let ledger_entry = if admitted.private {
+            let query = spec.describe_file();
             let (_, entry) = self
-                .spend_statistics(
-                    actor,
-                    &spec.application,
-                    &spec.describe_file(),
-                    &admitted.request,
-                    origin,
-                )
+                .spend_statistics(actor, &spec.application, &query, &admitted.request, origin)
+                .await?;
+            // Declared keys are every cell the table shows; with keys chosen by DP the count is the command's
+            // to know (0 here).
+            let cells = spec.public_keys.as_ref().map_or(0, Vec::len);
+            let cells = i64::try_from(cells).unwrap_or(i64::MAX);
+            self.record_provision(actor, &spec.application, &query, cells, origin)
                 .await?;
             Some(entry)
         } else {
@@ -79,55 +83,49 @@ impl Policy {
         })
     }
 
-    /// Records a table made over a file: admitted again as the approval stands now; a small-cell table (which must
-    /// come with its cells) is audited against the earlier ones of its population and recorded, or refused and the
-    /// refusal audited; then the provision register. Returns the small-cell table's ledger entry.
+    /// Records a small-cell table made over a file: admitted again as the approval stands now; the table must be
+    /// the one admitted (its threshold, every published count allowed by that rule, its grouped columns) and its
+    /// population the file's digest, kept apart per approval; then it is audited against the earlier ones of that
+    /// population and recorded, or refused and the refusal audited; then the provision register. Returns the
+    /// ledger entry.
     pub async fn record_file_statistics(
         &self,
         actor: &Actor,
         spec: &StatisticsSpec,
         cells: u64,
-        small_cell: Option<SmallCellMade>,
+        made: SmallCellMade,
         origin: Origin<'_>,
-    ) -> Result<Option<LedgerEntry>> {
+    ) -> Result<LedgerEntry> {
         let (admitted, min_cell) = self.admit_file_use(actor, spec, origin).await?;
+        if admitted.private {
+            return Err(PolicyError::Invalid(
+                "a differentially private table is recorded when its loss is spent, not afterwards".into(),
+            ));
+        }
+        // The rule is the one admitted, not one the command names.
+        let rule = SmallCellRule {
+            threshold: min_cell.unwrap_or(SMALL_CELL_FLOOR),
+            suppress_zeros: spec.suppress_zeros,
+        };
+        check_made(spec, &admitted, &rule, &made.linked)?;
+        let population = file_population(spec, &made.population)?;
         let query = spec.describe_file();
-        let entry = match (admitted.private, small_cell) {
-            (true, _) => None,
-            (false, None) => {
-                return Err(PolicyError::Invalid(
-                    "a small-cell table is recorded with its cells, for the differencing audit".into(),
-                ));
-            }
-            (false, Some(made)) => {
-                // The rule is the one admitted, not one the command names.
-                let rule = SmallCellRule {
-                    threshold: min_cell.unwrap_or(SMALL_CELL_FLOOR),
-                    suppress_zeros: spec.suppress_zeros,
-                };
-                if made.population.source != spec.table {
-                    return Err(PolicyError::Invalid(
-                        "the table's population is not the file the request names".into(),
-                    ));
-                }
-                let published = publish_small_cell(
-                    self.budget(),
-                    &spec.application,
-                    &actor.username,
-                    &query,
-                    &rule,
-                    &made.linked,
-                    &made.population,
-                )
-                .await?;
-                match published {
-                    Ok(entry) => Some(entry),
-                    Err(refusal) => {
-                        return Err(self
-                            .refuse_statistics(&actor.username, &spec.application, refusal, origin)
-                            .await);
-                    }
-                }
+        let published = publish_small_cell(
+            self.budget(),
+            &spec.application,
+            &actor.username,
+            &query,
+            &rule,
+            &made.linked,
+            &population,
+        )
+        .await?;
+        let entry = match published {
+            Ok(entry) => entry,
+            Err(refusal) => {
+                return Err(self
+                    .refuse_statistics(&actor.username, &spec.application, refusal, origin)
+                    .await);
             }
         };
         let cells = i64::try_from(cells).unwrap_or(i64::MAX);
@@ -157,4 +155,62 @@ impl Policy {
             .await?;
         Ok((admitted, min_cell))
     }
+}
+
+/// Refuses a small-cell table that is not the one admitted: another minimum cell, a published count the admitted
+/// rule would have suppressed, other grouped columns, or keys said to be declared when none were.
+fn check_made(
+    spec: &StatisticsSpec,
+    admitted: &AdmittedFileStatistics,
+    rule: &SmallCellRule,
+    linked: &LinkedTable,
+) -> Result<()> {
+    let refuse = |what: &str| {
+        Err(PolicyError::Invalid(format!(
+            "the small-cell table is not the one admitted: {what}"
+        )))
+    };
+    if linked.threshold != rule.threshold {
+        return refuse("it was protected at another minimum cell");
+    }
+    if linked.entries.iter().any(|e| e.count.is_some_and(|c| rule.is_small(c))) {
+        return refuse("it publishes a count the admitted rule suppresses");
+    }
+    let mut groupings = admitted.request.group_by.clone();
+    let histogram = matches!(admitted.request.measure, Measure::Histogram { .. });
+    if let Measure::Histogram { column, .. } = &admitted.request.measure {
+        groupings.push(column.clone());
+    }
+    let columns: Vec<&String> = linked.dimensions.iter().map(|d| &d.column).collect();
+    if columns != groupings.iter().collect::<Vec<_>>() {
+        return refuse("it groups other columns than the request");
+    }
+    if linked.keys_declared && spec.public_keys.is_none() && !histogram {
+        return refuse("it says its keys were declared, and the request declared none");
+    }
+    Ok(())
+}
+
+/// The population a file's table is audited in: the file's SHA-256 as the command read it, kept apart per
+/// approval — a name of the store's or another approval's population would let one researcher's made-up tables
+/// enter another's audit.
+fn file_population(spec: &StatisticsSpec, given: &Population) -> Result<Population> {
+    let digest = given
+        .name
+        .strip_prefix("file:")
+        .filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    let Some(digest) = digest else {
+        return Err(PolicyError::Invalid(
+            "a file's population is named by the file's SHA-256 (file:<64 hex digits>)".into(),
+        ));
+    };
+    if given.source != spec.table {
+        return Err(PolicyError::Invalid(
+            "the table's population is not the file the request names".into(),
+        ));
+    }
+    Ok(Population {
+        name: format!("file:{}:{digest}", spec.application),
+        source: spec.table.clone(),
+    })
 }

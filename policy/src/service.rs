@@ -218,6 +218,12 @@ impl Policy {
         self
     }
 
+    /// How many accounts' second factors are still sealed under a key derived from the ledger key (by an earlier
+    /// version): the ledger key may not rotate while any are (they would be lost).
+    pub async fn legacy_sealed_seeds(&self) -> Result<i64> {
+        self.directory.legacy_sealed_seeds().await
+    }
+
     /// Every key an entry of this ledger may be signed by: the one in force, then the retired ones.
     pub fn ledger_keys(&self) -> Vec<ServicePublicKey> {
         std::iter::once(self.key.public())

@@ -228,9 +228,26 @@ pub fn rotate(path: &Path) -> Result<(ServicePublicKey, ServicePublicKey)> {
     Ok((old, new.public()))
 }
 
-/// The public halves of the keys that [`rotate`] retired from `key_path`, oldest file name first: what a verifier of
-/// the ledger needs for the entries they signed. A file whose key is not the one its name says is refused (a
-/// planted file would otherwise vouch for entries nobody signed).
+/// Undoes a [`rotate`] whose ledger entry could not be written: `old` goes back in force and its retired public
+/// half is removed, so no key is in force that the ledger does not name.
+pub fn undo_rotation(path: &Path, old: &ServiceKey) -> Result<()> {
+    old.write(path)?;
+    if let Some(dir) = path.parent().map(|d| d.join("retired")) {
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("key");
+        let retired = dir.join(format!("{stem}-{}.pub", old.public().key_id()));
+        match std::fs::remove_file(&retired) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&retired, e)),
+        }
+    }
+    Ok(())
+}
+
+/// The public halves of the keys that [`rotate`] retired from `key_path` (in file-name order, which is not their
+/// age): what a verifier of the ledger needs for the entries they signed. A file whose key is not the one its name
+/// says is refused. A public key planted here is still only trusted where the ledger's own rotation entries hand
+/// over to it (the chain's key periods, `audit_ledger::verify`).
 pub fn retired_public_keys(key_path: &Path) -> Result<Vec<ServicePublicKey>> {
     let Some(dir) = key_path.parent().map(|d| d.join("retired")) else {
         return Ok(Vec::new());
@@ -255,7 +272,7 @@ pub fn retired_public_keys(key_path: &Path) -> Result<Vec<ServicePublicKey>> {
         };
         // `service-` is also the start of no other purpose's stem, but a stem with a dash in it could be: only
         // key ids (16 hex digits) count.
-        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             continue;
         }
         let public = ServicePublicKey::read(&path)?;

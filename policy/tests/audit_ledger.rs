@@ -14,7 +14,7 @@ use serde_json::json;
 use sqlx::Executor;
 use tokumei_policy::audit_ledger::{
     AuditEntry, AuditEvent, AuditLedger, GENESIS_HASH, InspectionBundle, LedgerHead, Outcome, Problem, VerifyReport,
-    entry_hash, verify_bundle,
+    entry_hash, verify_bundle, verify_bundle_with_keys,
 };
 use tokumei_policy::{Backend, PolicyDb, ServiceKey, SignaturePurpose};
 
@@ -34,6 +34,7 @@ on_both_backends!(
     clock_going_backwards_never_reorders,
     ledger_survives_a_restart,
     invalid_events_write_nothing,
+    ledger_keys_have_periods,
 );
 
 // ---------------------------------------------------------------------------------------------------------
@@ -742,4 +743,70 @@ async fn invalid_events_write_nothing(db: PolicyDb, _url: String) {
     assert_eq!(ledger.entries_by_seq(1, 1).await.expect("read")[0].actor, hostile.actor);
     assert_eq!(entry.details, "{}");
     assert!(verify(&ledger).await.is_ok());
+}
+
+/// A rotation of the ledger key hands over from one key to the next, and only that: entries of the old key before
+/// the rotation and of the new one after verify (offline too, with both keys); the old key signing after its
+/// rotation — the leaked key the rotation was for — is named; so is a key the verifier trusts (planted among the
+/// retired ones) that no rotation handed over to, even from the first entry after the rotation.
+async fn ledger_keys_have_periods(db: PolicyDb, _url: String) {
+    let old_key = service_key();
+    let new_key = ServiceKey::from_seed(&[43; 32]);
+    let planted = ServiceKey::from_seed(&[44; 32]);
+    let before = small_pages(db.clone());
+    fill(&before, 5).await;
+    let rotation = AuditEvent::new("policy-service", "key.rotated", "key ledger", Outcome::Ok)
+        .source("cli")
+        .details(json!({
+            "old_key_id": old_key.public().key_id(),
+            "new_key_id": new_key.public().key_id(),
+            "new_public_key": new_key.public().to_hex(),
+        }));
+    before
+        .append(&rotation, t0() + Duration::minutes(10))
+        .await
+        .expect("rotation");
+    let after = AuditLedger::new(db.clone(), new_key.clone()).with_page_size(7);
+    for i in 0..4 {
+        after
+            .append(&event(100 + i), t0() + Duration::minutes(20 + i as i64))
+            .await
+            .expect("append");
+    }
+    let trusted = [old_key.public(), new_key.public(), planted.public()];
+    let report = after.verify_with_keys(&trusted).await.expect("verify runs");
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.entries_checked, 10);
+    let bundle = after.export(t0(), t0() + Duration::hours(1)).await.expect("export");
+    assert!(verify_bundle_with_keys(&bundle, &trusted[..2]).is_ok());
+    assert_bad(&verify_bundle(&bundle, &new_key.public()), Some(1), Problem::UnknownKey);
+
+    // The old key signs on after its rotation.
+    before
+        .append(&event(200), t0() + Duration::minutes(30))
+        .await
+        .expect("append");
+    let report = after.verify_with_keys(&trusted).await.expect("verify runs");
+    assert_bad(&report, Some(11), Problem::KeyNotInForce);
+}
+
+/// A trusted key nothing handed over to vouches for nothing after the first entry.
+#[tokio::test]
+async fn a_planted_key_is_not_in_force() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = tokumei_policy::database::sqlite_url(&dir.path().join("p.db"));
+    let db = PolicyDb::open(&url).await.expect("db");
+    let ledger = small_pages(db.clone());
+    fill(&ledger, 3).await;
+    let planted = ServiceKey::from_seed(&[44; 32]);
+    let forger = AuditLedger::new(db, planted.clone());
+    forger
+        .append(&event(9), t0() + Duration::minutes(9))
+        .await
+        .expect("append");
+    let report = ledger
+        .verify_with_keys(&[service_key().public(), planted.public()])
+        .await
+        .expect("verify runs");
+    assert_bad(&report, Some(4), Problem::KeyNotInForce);
 }

@@ -30,7 +30,7 @@ async fn linkage_key_after_push(
     if let Some((_, passphrase)) = env.iter().find(|(k, _)| *k == "TOKUMEI_KEYRING_PASSPHRASE") {
         // The keyring's passphrase is in the gateway's environment only: unwrap the spool key with it here.
         let ring = tokumei_ingest::keyservice::local::LocalKeyring::open_or_create(
-            &home.path().join("keyring/keyring-gateway.json"),
+            &home.path().join("keyring/gateway/keyring.json"),
             &tokumei_ingest::keyservice::local::Passphrase::Value(zeroize::Zeroizing::new(passphrase.to_string())),
         )
         .expect("keyring");

@@ -1305,3 +1305,146 @@ fn sex_keys(dir: &Path) -> String {
     std::fs::write(&keys, "sex\nF\nM\nO\n").unwrap();
     keys.display().to_string()
 }
+
+/// `RecordFileStatistics` as a researcher with their own gRPC client would try it, not through the command: a DP
+/// table recorded without being paid for, a small-cell table protected at a lower minimum than the approval's, one
+/// publishing a count that rule suppresses, one grouped by a column the request does not name, and one filed into
+/// the store's population (where other approvals' tables are audited) — each refused, with nothing recorded. The
+/// honest table is recorded, in a population of the file's digest kept apart for this approval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_file_table_is_not_recorded() {
+    use tokumei_deid::linked_tables::{Dimension, LinkedEntry, LinkedTable, ValueLabel};
+    use tokumei_proto::policy::v1 as pb;
+    use tokumei_proto::policy::v1::policy_service_client::PolicyServiceClient;
+
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path().to_path_buf();
+    let (researcher, id) = tokio::task::spawn_blocking(move || {
+        common::people::approved_statistics(&h, &[], 1.0, 1e-5, &[("adult", &["sex"])])
+    })
+    .await
+    .unwrap();
+    let server = common::policy_server::Server::start(home.path());
+    let mut c = PolicyServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .expect("connect");
+    let spec = |epsilon: Option<f64>| pb::StatisticsOperation {
+        application_id: id.clone(),
+        table: "adult".into(),
+        group_by: vec!["sex".into()],
+        measure: "count".into(),
+        max_contrib: 1,
+        epsilon,
+        public_keys: vec![
+            pb::KeyRow {
+                values: vec!["F".into()],
+            },
+            pb::KeyRow {
+                values: vec!["M".into()],
+            },
+        ],
+        keys_declared: true,
+        ..Default::default()
+    };
+    let table = |threshold: u64, counts: [Option<u64>; 3], column: &str| LinkedTable {
+        dimensions: vec![Dimension {
+            column: column.into(),
+            labels: vec![ValueLabel::Shown("F".into()), ValueLabel::Shown("M".into())],
+        }],
+        cells: vec![vec!["F".into()], vec!["M".into()]],
+        entries: vec![
+            LinkedEntry {
+                cells: vec![0],
+                count: counts[0],
+                at_least_one: false,
+            },
+            LinkedEntry {
+                cells: vec![1],
+                count: counts[1],
+                at_least_one: false,
+            },
+            LinkedEntry {
+                cells: vec![0, 1],
+                count: counts[2],
+                at_least_one: false,
+            },
+        ],
+        keys_declared: true,
+        threshold,
+    };
+    let digest = "ab".repeat(32);
+    let record = |statistics: pb::StatisticsOperation, linked: &LinkedTable, population: &str| {
+        common::policy_server::authed(
+            pb::FileStatisticsRecord {
+                statistics: Some(statistics),
+                cells: 3,
+                linked_json: serde_json::to_string(linked).unwrap(),
+                population_json: serde_json::json!({"name": population, "source": "adult"}).to_string(),
+            },
+            &researcher.session,
+        )
+    };
+    let honest = table(10, [Some(40), Some(60), Some(100)], "sex");
+    let file = format!("file:{digest}");
+    let forgeries = [
+        ("DP, unpaid", record(spec(Some(0.5)), &honest, &file)),
+        (
+            "a lower minimum",
+            record(spec(None), &table(3, [Some(4), Some(96), Some(100)], "sex"), &file),
+        ),
+        (
+            "a suppressed count",
+            record(spec(None), &table(10, [Some(4), Some(96), Some(100)], "sex"), &file),
+        ),
+        (
+            "another column",
+            record(spec(None), &table(10, [Some(40), Some(60), Some(100)], "race"), &file),
+        ),
+        (
+            "the store's population",
+            record(spec(None), &honest, "store:patients@42"),
+        ),
+    ];
+    for (what, request) in forgeries {
+        let status = c.record_file_statistics(request).await.expect_err(what);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}: {status:?}");
+    }
+    let budget = |c: &mut PolicyServiceClient<tonic::transport::Channel>| {
+        let request = common::policy_server::authed(pb::BudgetQuery { project: id.clone() }, &researcher.session);
+        let mut c = c.clone();
+        async move {
+            let json = c.show_budget(request).await.expect("budget").into_inner().json;
+            serde_json::from_str::<serde_json::Value>(&json).unwrap()
+        }
+    };
+    assert_eq!(
+        budget(&mut c).await["entries"].as_array().map(Vec::len),
+        Some(0),
+        "nothing recorded"
+    );
+
+    let done = c
+        .record_file_statistics(record(spec(None), &honest, &file))
+        .await
+        .expect("the honest table")
+        .into_inner();
+    let entry: serde_json::Value = serde_json::from_str(&done.json).unwrap();
+    assert!(
+        entry["ledger_entry"]["mechanism"]
+            .as_str()
+            .unwrap()
+            .starts_with("small-cell<10"),
+        "{entry}"
+    );
+    let population: String = {
+        let db = tokumei_policy::PolicyDb::open(&tokumei_policy::default_url(home.path()))
+            .await
+            .expect("db");
+        sqlx::query_scalar("SELECT population FROM small_cell_tables")
+            .fetch_one(db.pool())
+            .await
+            .expect("the recorded table")
+    };
+    assert_eq!(population, format!("file:{id}:{digest}"));
+    drop(server);
+}

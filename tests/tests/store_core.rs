@@ -106,8 +106,8 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 async fn decrypted_files(home: &Home) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = store_dir(home);
     let ring = LocalKeyring::open_or_create(
-        &home.path().join("keyring/keyring-core.json"),
-        &Passphrase::from_env_or_file(home.path().join("secrets/keyring-core.passphrase"), false),
+        &home.path().join("keyring/core/keyring.json"),
+        &Passphrase::from_env_or_file(home.path().join("secrets/core/keyring.passphrase"), false),
     )
     .expect("keyring");
     let raw: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&dir).unwrap());

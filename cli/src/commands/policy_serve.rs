@@ -126,6 +126,19 @@ fn rotate_key(args: RotateArgs, json: bool) -> Result<()> {
         // The ledger is opened first: a database that cannot be reached stops the rotation before a key changes.
         // It holds the ledger key as it was, so the rotation's entry (which names the new key) is signed by the old.
         let policy = open_policy(&args.policy).await?;
+        if matches!(args.purpose, KeyPurpose::Ledger) {
+            let legacy = policy
+                .legacy_sealed_seeds()
+                .await
+                .map_err(crate::commands::access::reason)?;
+            anyhow::ensure!(
+                legacy == 0,
+                "[LEGACY_SEEDS] {legacy} account(s) have a second factor sealed by an earlier version under a key \
+                 derived from the ledger key; it is re-sealed at their next sign-in (or reset their credentials) — \
+                 rotating now would lose it"
+            );
+        }
+        let previous = tokumei_policy::ServiceKey::load_or_create(&path).map_err(crate::commands::access::reason)?;
         let (old, new) = tokumei_policy::service_key::rotate(&path).map_err(crate::commands::access::reason)?;
         let event = tokumei_policy::audit_ledger::AuditEvent::new(
             "policy-service",
@@ -139,7 +152,12 @@ fn rotate_key(args: RotateArgs, json: bool) -> Result<()> {
             "new_key_id": new.key_id(),
             "new_public_key": new.to_hex(),
         }));
-        policy.audit(event).await.map_err(crate::commands::access::reason)?;
+        if let Err(e) = policy.audit(event).await {
+            // No key may be in force that the ledger does not name: the old one goes back.
+            tokumei_policy::service_key::undo_rotation(&path, &previous).map_err(crate::commands::access::reason)?;
+            return Err(crate::commands::access::reason(e)
+                .context("the rotation could not be recorded; the old key is in force again"));
+        }
         let out = serde_json::json!({
             "purpose": args.purpose.name(),
             "old_key_id": old.key_id(),

@@ -194,6 +194,7 @@ fn run_file(a: StatsArgs, json: bool) -> Result<()> {
             statistics: Some(super::stats_store::to_proto(spec)),
             ..Default::default()
         };
+        let small_cell = !admission.differentially_private;
         let bytes = if admission.differentially_private {
             let plan = plan(&request)?;
             // The service planned the same request; a different loss means the two read it differently (the
@@ -240,16 +241,19 @@ fn run_file(a: StatsArgs, json: bool) -> Result<()> {
             report.protection = protection;
             bytes
         };
-        record.cells = u64::try_from(report.cells).unwrap_or(u64::MAX);
-        // A small-cell table the differencing audit refuses is never written.
-        let recorded = client
-            .record_file_statistics(service.request(record)?)
-            .await
-            .map_err(refusal)?;
-        let recorded: serde_json::Value =
-            serde_json::from_str(&recorded.into_inner().json).context("the policy service's record")?;
-        if let Some(entry) = recorded.get("ledger_entry").filter(|e| !e.is_null()) {
-            report.ledger_entry = Some(serde_json::from_value(entry.clone()).context("the ledger entry")?);
+        if small_cell {
+            record.cells = u64::try_from(report.cells).unwrap_or(u64::MAX);
+            // A small-cell table the differencing audit refuses is never written. (A DP table was recorded when
+            // its loss was spent.)
+            let recorded = client
+                .record_file_statistics(service.request(record)?)
+                .await
+                .map_err(refusal)?;
+            let recorded: serde_json::Value =
+                serde_json::from_str(&recorded.into_inner().json).context("the policy service's record")?;
+            if let Some(entry) = recorded.get("ledger_entry").filter(|e| !e.is_null()) {
+                report.ledger_entry = Some(serde_json::from_value(entry.clone()).context("the ledger entry")?);
+            }
         }
         write_atomically(&a.output, &bytes)?;
         report.output = Some(a.output.display().to_string());

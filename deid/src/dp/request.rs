@@ -284,8 +284,12 @@ impl StatsRequest {
         }
         if let Keys::Public(keys) = &self.keys {
             let width = self.group_by.len();
-            if let Some(bad) = keys.iter().find(|k| k.len() != width) {
-                return Err(Error::Config(format!("public key {bad:?} does not have {width} parts")));
+            // The row's number, never its values: a declared key may be a value of the data.
+            if let Some(row) = keys.iter().position(|k| k.len() != width) {
+                return Err(Error::Config(format!(
+                    "public key number {} does not have {width} parts (one per group-by column)",
+                    row + 1
+                )));
             }
             if keys.is_empty() {
                 return Err(Error::Config("the public key list is empty".into()));

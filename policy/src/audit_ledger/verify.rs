@@ -34,6 +34,10 @@ pub enum Problem {
     BadSignature,
     /// The entry names a key the verifier does not trust.
     UnknownKey,
+    /// The entry is signed by a trusted key that is not the one in force at its place in the chain: a key the
+    /// ledger's rotation retired (a leaked key signing after its rotation), or one no rotation entry handed over
+    /// to.
+    KeyNotInForce,
     /// The entry's time is earlier than its predecessor's, which append never produces.
     TimeReversed,
     /// A field cannot even be read (wrong type, bundle in an unknown format).
@@ -57,6 +61,7 @@ impl Problem {
             Problem::OutOfOrder => "sequence out of order (entry duplicated or reordered)",
             Problem::BadSignature => "bad signature",
             Problem::UnknownKey => "unknown signing key",
+            Problem::KeyNotInForce => "signed by a key not in force there (retired, or never handed over to)",
             Problem::TimeReversed => "time goes backwards (entry reordered)",
             Problem::Malformed => "malformed entry",
             Problem::Truncated => "entries missing at the end (ledger truncated)",
@@ -133,8 +138,14 @@ impl fmt::Display for VerifyReport {
 
 /// Walks a chain one entry at a time, from an anchor, remembering only the last good entry: memory does
 /// not grow with the ledger.
+///
+/// Keys have periods: the first entry walked fixes the key in force, and only a `key.rotated` entry of the ledger
+/// key (resource `key ledger`), signed by the key in force and naming its successor, hands over to another. So a
+/// retired key — perhaps the leaked one the rotation was for — cannot sign after its rotation, and a trusted key
+/// nothing handed over to (a public key planted among the retired ones) vouches for nothing after the first entry.
 pub(crate) struct Chain<'k> {
     keys: Vec<(String, &'k ServicePublicKey)>,
+    in_force: Option<String>,
     last: LedgerHead,
     last_at_ms: Option<i64>,
     checked: u64,
@@ -144,6 +155,7 @@ impl<'k> Chain<'k> {
     pub(crate) fn new(keys: &'k [ServicePublicKey], anchor: LedgerHead) -> Chain<'k> {
         Chain {
             keys: keys.iter().map(|k| (k.key_id(), k)).collect(),
+            in_force: None,
             last: anchor,
             last_at_ms: None,
             checked: 0,
@@ -208,6 +220,18 @@ impl<'k> Chain<'k> {
                 format!("{}: signed by key {:?}", Problem::UnknownKey, entry.key_id),
             ));
         };
+        if let Some(in_force) = &self.in_force
+            && *in_force != entry.key_id
+        {
+            return Err(bad(
+                Problem::KeyNotInForce,
+                format!(
+                    "{}: signed by key {:?} where key {in_force:?} is in force",
+                    Problem::KeyNotInForce,
+                    entry.key_id
+                ),
+            ));
+        }
         let digest = hex::decode(&entry.hash).unwrap_or_default();
         let signature = hex::decode(&entry.signature).unwrap_or_default();
         if !key.verify(SignaturePurpose::AuditEntry, &digest, &signature) {
@@ -224,6 +248,7 @@ impl<'k> Chain<'k> {
                 format!("{}: at_ms {} after {previous}", Problem::TimeReversed, entry.at_ms),
             ));
         }
+        self.in_force = Some(handed_over_to(entry).unwrap_or_else(|| entry.key_id.clone()));
         self.last = LedgerHead {
             seq: entry.seq,
             hash: entry.hash.clone(),
@@ -241,6 +266,17 @@ impl<'k> Chain<'k> {
             verified_through: self.last,
         }
     }
+}
+
+/// The ledger key a verified entry hands over to: a successful `key.rotated` entry of the ledger key names its
+/// successor's key id (`tokumei policy rotate-key --purpose ledger` writes it, signed by the key it retires).
+fn handed_over_to(entry: &AuditEntry) -> Option<String> {
+    if entry.action != "key.rotated" || entry.resource != "key ledger" || entry.outcome != "ok" {
+        return None;
+    }
+    let details: serde_json::Value = serde_json::from_str(&entry.details).ok()?;
+    let next = details.get("new_key_id")?.as_str()?;
+    (next.len() == 16 && next.bytes().all(|b| b.is_ascii_hexdigit())).then(|| next.to_owned())
 }
 
 impl AuditLedger {

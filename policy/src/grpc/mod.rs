@@ -562,22 +562,18 @@ impl PolicyService for PolicyGrpc {
             .await
             .map_err(refused)?;
         let spec = convert::statistics_from_proto(r.statistics.unwrap_or_default());
-        let small_cell = if r.linked_json.is_empty() {
-            None
-        } else {
-            let invalid = |what: &str| {
-                refused(crate::error::PolicyError::Invalid(format!(
-                    "{what} of the small-cell table could not be read"
-                )))
-            };
-            Some(crate::file_statistics::SmallCellMade {
-                linked: serde_json::from_str(&r.linked_json).map_err(|_| invalid("the cells"))?,
-                population: serde_json::from_str(&r.population_json).map_err(|_| invalid("the population"))?,
-            })
+        let invalid = |what: &str| {
+            refused(crate::error::PolicyError::Invalid(format!(
+                "{what} of the small-cell table could not be read"
+            )))
+        };
+        let made = crate::file_statistics::SmallCellMade {
+            linked: serde_json::from_str(&r.linked_json).map_err(|_| invalid("the cells"))?,
+            population: serde_json::from_str(&r.population_json).map_err(|_| invalid("the population"))?,
         };
         let entry = self
             .policy
-            .record_file_statistics(&actor, &spec, r.cells, small_cell, Origin(&origin))
+            .record_file_statistics(&actor, &spec, r.cells, made, Origin(&origin))
             .await
             .map_err(refused)?;
         document(&serde_json::json!({ "ledger_entry": entry }))

@@ -433,6 +433,17 @@ impl Directory {
     // Accounts
     // -----------------------------------------------------------------------------------------------------
 
+    /// How many second-factor seeds are still sealed as earlier versions sealed them (`tkw1:`, under a key derived
+    /// from the ledger key): re-sealed at each owner's next code, and lost if the ledger key rotates first.
+    pub async fn legacy_sealed_seeds(&self) -> Result<i64> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM users WHERE totp_secret LIKE 'tkw1:%'")
+                .fetch_one(self.db.pool())
+                .await?
+                .try_get("n")?,
+        )
+    }
+
     /// Whether the directory has no account at all: a new installation, where the first operator is
     /// created with [`Directory::bootstrap_operator`].
     pub async fn is_empty(&self) -> Result<bool> {
