@@ -19,7 +19,6 @@ use crate::budget_ledger::LedgerEntry;
 use crate::committee::SMALL_CELL_FLOOR;
 use crate::error::{PolicyError, Result};
 use crate::service::{Origin, Policy};
-use crate::statistics::publish_small_cell;
 
 /// What the service made of a file statistics request, before any data is read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,24 +109,17 @@ impl Policy {
         check_made(spec, &admitted, &rule, &made.linked)?;
         let population = file_population(spec, &made.population)?;
         let query = spec.describe_file();
-        let published = publish_small_cell(
-            self.budget(),
-            &spec.application,
-            &actor.username,
-            &query,
-            &rule,
-            &made.linked,
-            &population,
-        )
-        .await?;
-        let entry = match published {
-            Ok(entry) => entry,
-            Err(refusal) => {
-                return Err(self
-                    .refuse_statistics(&actor.username, &spec.application, refusal, origin)
-                    .await);
-            }
-        };
+        let entry = self
+            .publish_small_cell_table(
+                actor,
+                &spec.application,
+                &query,
+                &rule,
+                &made.linked,
+                &population,
+                origin,
+            )
+            .await?;
         let cells = i64::try_from(cells).unwrap_or(i64::MAX);
         self.record_provision(actor, &spec.application, &query, cells, origin)
             .await?;

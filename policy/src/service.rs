@@ -296,19 +296,27 @@ impl Policy {
         &self.config
     }
 
-    /// The committee store (read paths for registers and reports).
-    pub fn committee(&self) -> &Committee {
+    /// The committee store: inside the crate only — every act on it outside goes through a method of this façade
+    /// that authorises and audits.
+    pub(crate) fn committee(&self) -> &Committee {
         &self.committee
     }
 
-    /// The budget ledger (the statistics command charges it after [`Policy::admit_use`]).
-    pub fn budget(&self) -> &BudgetLedger {
+    /// The budget ledger: inside the crate only (spent through [`Policy::spend_statistics`] after admission).
+    pub(crate) fn budget(&self) -> &BudgetLedger {
         &self.budget
     }
 
-    /// The audit ledger (read paths: verification, export).
-    pub fn audit_ledger(&self) -> &AuditLedger {
+    /// The audit ledger: inside the crate only (appended by [`Policy::audit`], read by [`Policy::audit_entries`],
+    /// verified and exported through the checked methods).
+    pub(crate) fn audit_ledger(&self) -> &AuditLedger {
         &self.audit
+    }
+
+    /// Every entry of the audit ledger in sequence order, for the process that opened this database — the demo's
+    /// narration and tests; people read the ledger through `VerifyAudit` and `ExportAudit`, which check who asks.
+    pub async fn audit_entries(&self) -> Result<Vec<AuditEntry>> {
+        self.audit.entries_by_seq(1, i64::MAX).await
     }
 
     /// Appends one event. Front-ends in other zones (the core's SQL console, erasure, key use, release

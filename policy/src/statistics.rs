@@ -224,7 +224,7 @@ impl Policy {
     /// and the committee's rules for it (mechanism, groupings, small-cell minimum); refusals are audited. Returns
     /// the minimum cell size the table uses: a small-cell table without one of its own takes the approval's (never
     /// below the floor); a DP table keeps the caller's.
-    pub(crate) async fn admit_statistics_use(
+    pub async fn admit_statistics_use(
         &self,
         actor: &Actor,
         spec: &StatisticsSpec,
@@ -272,7 +272,7 @@ impl Policy {
 
     /// Plans a DP table's loss from its request and spends it from the approval's budget, before any noise is
     /// drawn; a refusal (over budget, over the platform's ceiling) is audited.
-    pub(crate) async fn spend_statistics(
+    pub async fn spend_statistics(
         &self,
         actor: &Actor,
         application: &str,
@@ -304,6 +304,37 @@ impl Policy {
                 self.audit(event).await?;
                 Err(e)
             }
+        }
+    }
+
+    /// Records a small-cell table after the differencing audit accepts it (see [`publish_small_cell`]); a refusal
+    /// is audited and returned as the caller's error.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn publish_small_cell_table(
+        &self,
+        actor: &Actor,
+        application: &str,
+        query: &str,
+        rule: &SmallCellRule,
+        table: &LinkedTable,
+        population: &Population,
+        origin: Origin<'_>,
+    ) -> Result<LedgerEntry> {
+        let published = publish_small_cell(
+            self.budget(),
+            application,
+            &actor.username,
+            query,
+            rule,
+            table,
+            population,
+        )
+        .await?;
+        match published {
+            Ok(entry) => Ok(entry),
+            Err(refusal) => Err(self
+                .refuse_statistics(&actor.username, application, refusal, origin)
+                .await),
         }
     }
 

@@ -480,9 +480,15 @@ async fn statistics_chapter(
 ) -> anyhow::Result<StatsChapter> {
     let research = research_view.context();
     use tokumei_deid::dp::{grouping::group, request::*};
-    let ledger = cast.policy.budget().clone();
     let project = cast.application.clone();
-    let budget = ledger.status(&project).await?.project.budget;
+    let demo = tokumei_policy::Origin("demo");
+    let budget = cast
+        .policy
+        .budget_status(&cast.researcher, &project, demo)
+        .await
+        .map_err(super::access::reason)?
+        .project
+        .budget;
     say(&format!(
         "   the approval of {project} gave it a budget of ε={}, δ={:e} in the ledger; every table is first admitted against the approval's conditions",
         budget.epsilon, budget.delta
@@ -516,7 +522,6 @@ async fn statistics_chapter(
         tokumei_deid::datafusion::table_from_context(research, "patients", &["prefecture", "linkage_key"]).await?;
     chapter.patients_by_prefecture = dp_release(
         cast,
-        &ledger,
         &project,
         &by_prefecture,
         &patients,
@@ -550,7 +555,6 @@ async fn statistics_chapter(
             .await?;
     chapter.mean_lab_value_by_analyte = dp_release(
         cast,
-        &ledger,
         &project,
         &request,
         &labs,
@@ -587,18 +591,18 @@ async fn statistics_chapter(
     );
     admit(cast, &["prefecture", "sex"], &request.group_by, Some(rule.threshold)).await?;
     let linked = tokumei_store::statistics::linked_table(&grouped, &protected)?;
-    tokumei_policy::statistics::publish_small_cell(
-        &ledger,
-        &project,
-        &cast.researcher.username,
-        "patients by prefecture × sex (demo)",
-        &rule,
-        &linked,
-        patients_population,
-    )
-    .await
-    .map_err(super::access::reason)?
-    .map_err(|refusal| anyhow::anyhow!("{refusal}"))?;
+    cast.policy
+        .publish_small_cell_table(
+            &cast.researcher,
+            &project,
+            "patients by prefecture × sex (demo)",
+            &rule,
+            &linked,
+            patients_population,
+            demo,
+        )
+        .await
+        .map_err(super::access::reason)?;
     let bytes = tokumei_store::statistics::small_cell_csv(&grouped, &protected, dims, &protection)?;
     super::stats::write_atomically(&path, &bytes)?;
     cast.policy
@@ -622,16 +626,7 @@ async fn statistics_chapter(
     ));
 
     // 4. The same request once more: over budget, refused before any noise is drawn.
-    match dp_release(
-        cast,
-        &ledger,
-        &project,
-        &by_prefecture,
-        &patients,
-        &out_dir.join("refused.csv"),
-    )
-    .await
-    {
+    match dp_release(cast, &project, &by_prefecture, &patients, &out_dir.join("refused.csv")).await {
         Ok(_) => anyhow::bail!("a request over budget was admitted"),
         Err(e) => chapter.refused_over_budget = format!("{e:#}"),
     }
@@ -668,7 +663,11 @@ async fn statistics_chapter(
         "   sato asks for patients by sex × linkage_key: {} (audited)",
         chapter.refused_linkage_key
     ));
-    let status = ledger.status(&project).await?;
+    let status = cast
+        .policy
+        .budget_status(&cast.researcher, &project, demo)
+        .await
+        .map_err(super::access::reason)?;
     chapter.ledger_entries = status.entries.len();
     chapter.spent_epsilon = status.spent.epsilon;
     chapter.remaining_epsilon = status.spent.remaining_epsilon(&budget);
@@ -726,7 +725,6 @@ async fn admit(
 /// order as `tokumei stats`.
 async fn dp_release(
     cast: &super::demo_committee::Committee,
-    ledger: &tokumei_policy::budget_ledger::BudgetLedger,
     project: &str,
     request: &tokumei_deid::dp::request::StatsRequest,
     table: &tokumei_deid::table::Table,
@@ -741,18 +739,19 @@ async fn dp_release(
     }
     admit(cast, &columns, &request.group_by, None).await?;
     let grouped = tokumei_deid::dp::grouping::group(table, request)?;
-    let plan = tokumei_deid::dp::plan::plan(request)?;
     let query = format!("{} by {} (demo)", request.measure.name(), request.group_by.join(","));
-    let spend = tokumei_policy::budget_ledger::SpendRequest {
-        actor: cast.researcher.username.clone(),
-        query: query.clone(),
-        mechanism: format!("{:?}", plan.mechanism).to_lowercase(),
-        loss: plan.loss,
-        reported_epsilon: plan.reported_epsilon,
-        reported_delta: plan.reported_delta,
-        differentially_private: true,
-    };
-    ledger.spend(project, spend).await.map_err(super::access::reason)?;
+    // Planned and paid by the façade, as the policy service does for a table over the store.
+    let (plan, _) = cast
+        .policy
+        .spend_statistics(
+            &cast.researcher,
+            project,
+            &query,
+            request,
+            tokumei_policy::Origin("demo"),
+        )
+        .await
+        .map_err(super::access::reason)?;
     let table = tokumei_deid::dp::release::release(&plan, request, &grouped)?;
     let bytes = tokumei_store::statistics::private_table_csv(&table, None)?;
     super::stats::write_atomically(output, &bytes)?;

@@ -225,12 +225,7 @@ pub async fn step(
         "   a forged session: {}\n   the researcher's session: {}",
         out.forged_session_refused, out.researcher_refused
     ));
-    let entries = cast
-        .policy
-        .audit_ledger()
-        .entries_by_seq(1, i64::MAX)
-        .await
-        .map_err(super::access::reason)?;
+    let entries = cast.policy.audit_entries().await.map_err(super::access::reason)?;
     out.ledger = entries
         .iter()
         .filter(|e| e.action.starts_with("core.") || e.action == "operate_core")
@@ -344,8 +339,7 @@ async fn researcher_table(
 ) -> Result<Option<ResearcherTable>> {
     let status = cast
         .policy
-        .budget()
-        .status(&cast.application)
+        .budget_status(&cast.researcher, &cast.application, tokumei_policy::Origin("demo"))
         .await
         .map_err(super::access::reason)?;
     let remaining = status.spent.remaining_epsilon(&status.project.budget);

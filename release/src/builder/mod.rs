@@ -102,7 +102,7 @@ pub async fn build(
     request: &BuildRequest,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<BuildOutcome> {
-    let app = cx.policy.committee().get(application).await?;
+    let app = cx.policy.application(cx.actor, application, cx.origin).await?;
     let tables: Vec<TableRequest> = match &request.tables {
         Some(t) => t.clone(),
         None => app.conditions.as_ref().map(|c| c.tables.clone()).unwrap_or_default(),

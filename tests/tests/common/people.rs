@@ -563,9 +563,5 @@ pub async fn ledger(home: &Path) -> Vec<tokumei_policy::audit_ledger::AuditEntry
     )
     .await
     .expect("open the policy service");
-    policy
-        .audit_ledger()
-        .entries_by_seq(1, i64::MAX)
-        .await
-        .expect("ledger entries")
+    policy.audit_entries().await.expect("ledger entries")
 }
