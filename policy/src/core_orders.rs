@@ -703,6 +703,25 @@ impl CoreOrders {
         status_of(&row, now)
     }
 
+    /// Keeps the latest time the core reports an opt-out or erasure changed its research view (never moved back).
+    pub async fn note_exclusions(&self, at_ms: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE core_state SET exclusions_changed_at_ms = $1 WHERE one = 1 AND exclusions_changed_at_ms < $1",
+        )
+        .bind(at_ms)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The latest time the core reported its research view changed by an opt-out or erasure (0: never).
+    pub async fn exclusions_changed_at_ms(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT exclusions_changed_at_ms FROM core_state WHERE one = 1")
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok(row.try_get("exclusions_changed_at_ms")?)
+    }
+
     /// Hands the core every queued, unexpired order (oldest first) and marks them taken, in one transaction:
     /// an order is handed out once. Expired ones are marked expired.
     pub async fn take(&self, now: DateTime<Utc>) -> Result<Vec<(u64, String, SignedCoreOrder)>> {

@@ -1329,18 +1329,34 @@ impl Policy {
             )
             .await?;
         let scope = claimed.scope;
+        // The research view the package was read from (the core's clock, as is the time it reports exclusions by).
+        let read_at_ms = claimed
+            .report
+            .get("read_at_ms")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(i64::MIN);
+        let excluded_since = orders.exclusions_changed_at_ms().await? > read_at_ms;
         let admitted = self
             .admit_build(actor, &scope.application, &scope.recipients, &scope.tables, origin)
             .await;
         let refusal = match admitted {
-            Ok(app) if app.conditions_revision == scope.approval_revision => None,
+            Ok(app) if app.conditions_revision == scope.approval_revision && !excluded_since => None,
             Ok(app) => {
-                let e = PolicyError::ConditionViolated {
-                    code: "APPROVAL_CHANGED",
-                    message: format!(
-                        "the approval of {} changed after the core built (revision {} then, {} now): build again",
-                        scope.application, scope.approval_revision, app.conditions_revision
-                    ),
+                let e = if excluded_since {
+                    PolicyError::ConditionViolated {
+                        code: "DATA_CHANGED_SINCE_BUILD",
+                        message: "an opt-out or an erasure changed the research view after the core read this \
+                                  package: build again, so that no copy carries the patient"
+                            .into(),
+                    }
+                } else {
+                    PolicyError::ConditionViolated {
+                        code: "APPROVAL_CHANGED",
+                        message: format!(
+                            "the approval of {} changed after the core built (revision {} then, {} now): build again",
+                            scope.application, scope.approval_revision, app.conditions_revision
+                        ),
+                    }
                 };
                 self.audit(
                     AuditEvent::new(
@@ -1563,10 +1579,25 @@ impl Policy {
         found
     }
 
-    /// Hands the core its queued orders. The caller has proven to be the core (its certificate, checked by the
-    /// front-end); each order handed out is recorded as `core.order_taken`.
-    pub async fn take_core_orders(&self, origin: Origin<'_>) -> Result<Vec<(u64, SignedCoreOrder)>> {
-        let taken = CoreOrders::new(self.db.clone()).take(self.now()).await?;
+    /// Keeps the time the core reports its research view last changed by an opt-out or erasure (see
+    /// [`Policy::admit_build_delivery`]).
+    pub async fn note_core_exclusions(&self, exclusions_changed_at_ms: i64) -> Result<()> {
+        CoreOrders::new(self.db.clone())
+            .note_exclusions(exclusions_changed_at_ms)
+            .await
+    }
+
+    /// Hands the core its queued orders, after keeping the time it reports its research view last changed by an
+    /// opt-out or erasure. The caller has proven to be the core (its certificate, checked by the front-end); each
+    /// order handed out is recorded as `core.order_taken`.
+    pub async fn take_core_orders(
+        &self,
+        exclusions_changed_at_ms: i64,
+        origin: Origin<'_>,
+    ) -> Result<Vec<(u64, SignedCoreOrder)>> {
+        let orders = CoreOrders::new(self.db.clone());
+        orders.note_exclusions(exclusions_changed_at_ms).await?;
+        let taken = orders.take(self.now()).await?;
         let mut orders = Vec::with_capacity(taken.len());
         for (id, operation, order) in taken {
             self.audit(

@@ -177,6 +177,8 @@ pub async fn run(
     let result = loop {
         while let Ok(job) = erasure_rx.try_recv() {
             let outcome = applier.carry_out_order(&job.request).await;
+            // Whatever it removed (or failed half-way): a package read before it is not delivered.
+            store.note_exclusions_changed();
             if let Ok(Some(cert)) = &outcome {
                 totals.erasures += 1;
                 tracing::info!(rows = cert.rows_removed, "operator's erasure carried out");
@@ -202,6 +204,9 @@ pub async fn run(
             Err(e) => break Err(e),
         };
         totals.add(&report);
+        if report.opt_outs > 0 || !report.erasures.is_empty() {
+            store.note_exclusions_changed();
+        }
         if let Some(p) = report.committed_through {
             if let Err(e) = feed.ack(p).await {
                 break Err(StoreError::Feed(e.to_string()));

@@ -454,7 +454,9 @@ impl OrderSource {
     ) -> Result<usize, StoreError> {
         let taken = self
             .client
-            .take_core_orders(pb::Empty {})
+            .take_core_orders(pb::CoreState {
+                exclusions_changed_at_ms: store.exclusions_changed_at_ms(),
+            })
             .await
             .map_err(|s| StoreError::Orders(format!("take orders: {:?} {}", s.code(), s.message())))?
             .into_inner();
@@ -474,7 +476,12 @@ impl OrderSource {
                 Ok(order) => order,
                 Err(refusal) => {
                     tracing::warn!(order = signed.id, reason = refusal.code(), "core order refused");
-                    self.report(signed.id, Err(refusal.code().to_owned())).await;
+                    self.report(
+                        signed.id,
+                        Err(refusal.code().to_owned()),
+                        store.exclusions_changed_at_ms(),
+                    )
+                    .await;
                     continue;
                 }
             };
@@ -502,24 +509,26 @@ impl OrderSource {
                     Err("CORE_OPERATION_FAILED".to_owned())
                 }
             };
-            self.report(order.id, report).await;
+            self.report(order.id, report, store.exclusions_changed_at_ms()).await;
         }
         Ok(ran)
     }
 
-    async fn report(&mut self, id: u64, outcome: Result<serde_json::Value, String>) {
+    async fn report(&mut self, id: u64, outcome: Result<serde_json::Value, String>, exclusions_changed_at_ms: i64) {
         let message = match outcome {
             Ok(v) => pb::CoreOrderReport {
                 id,
                 ok: true,
                 result_json: v.to_string(),
                 reason: String::new(),
+                exclusions_changed_at_ms,
             },
             Err(code) => pb::CoreOrderReport {
                 id,
                 ok: false,
                 result_json: String::new(),
                 reason: code,
+                exclusions_changed_at_ms,
             },
         };
         if let Err(s) = self.client.report_core_order(message).await {

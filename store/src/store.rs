@@ -37,6 +37,10 @@ pub struct Store {
     plain: PlainStores,
     encrypted: Arc<dyn ObjectStore>,
     keys: Arc<DataKeyring>,
+    /// When an opt-out or an erasure last changed who the research view holds (unix ms, this process's clock; the
+    /// time it opened until then, since it cannot know what changed before): reported to the policy service with
+    /// every poll for orders, so that a release package read before it is not delivered.
+    exclusions_changed_at_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -95,11 +99,28 @@ impl Store {
             plain,
             encrypted,
             keys: ring,
+            exclusions_changed_at_ms: Arc::new(std::sync::atomic::AtomicI64::new(
+                chrono::Utc::now().timestamp_millis(),
+            )),
         };
         for t in Table::ALL {
             store.table(t).await?;
         }
         Ok(store)
+    }
+
+    /// Notes that an opt-out or an erasure has just changed the research view (after it is committed).
+    pub fn note_exclusions_changed(&self) {
+        self.exclusions_changed_at_ms.fetch_max(
+            chrono::Utc::now().timestamp_millis(),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// When the research view last lost a patient to an opt-out or an erasure, as far as this process knows (see
+    /// the field's documentation).
+    pub fn exclusions_changed_at_ms(&self) -> i64 {
+        self.exclusions_changed_at_ms.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Where the store is.

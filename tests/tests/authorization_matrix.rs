@@ -567,12 +567,13 @@ async fn every_rpc_as_every_role_matches_the_documented_table_and_is_in_the_ledg
     for (role, person) in &callers {
         let token = person.map(|p| p.session.as_str());
         let before = rpc_entries().await;
-        let took = core.take_core_orders(req(pb::Empty {}, token)).await;
+        let took = core.take_core_orders(req(pb::CoreState::default(), token)).await;
         let report = pb::CoreOrderReport {
             id: 1,
             ok: false,
             result_json: String::new(),
             reason: "FORGED".into(),
+            exclusions_changed_at_ms: 0,
         };
         let reported = core.report_core_order(req(report, token)).await;
         for (what, result) in [("TakeCoreOrders", took.err()), ("ReportCoreOrder", reported.err())] {

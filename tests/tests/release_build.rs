@@ -29,6 +29,16 @@ const TABLES: &[(&str, &[&str])] = &[
     ("observations", &["linkage_key", "jlac10", "date", "value", "unit"]),
 ];
 
+/// `tokumei ARGS` as the operator whose environment `env` is, whatever the outcome.
+fn refused_or_done(home: &Home, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(common::tokumei_bin());
+    command.env("TOKUMEI_HOME", home.path());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.args(args).bounded_output().expect("run tokumei")
+}
+
 /// Runs `tokumei --json ARGS` expecting failure; returns stderr.
 fn refused(home: &Home, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(tokumei_bin())
@@ -471,8 +481,51 @@ async fn release_build_verify_and_trace_end_to_end() {
     std::fs::write(&package, &forged).unwrap();
     let err = refused(&home, &resume, &as_refs(&env));
     assert!(err.contains("INTEGRITY"), "{err}");
-    // The genuine package, after the chair revoked the approval: the release zone's half is refused too.
+    // The genuine package, after an operator's erasure reached the core's research view: the package was read
+    // before it and may carry the erased patient, so it is not delivered (and the order closes: build again).
     std::fs::write(&package, &sealed).unwrap();
+    let erased = refused_or_done(
+        &home,
+        &[
+            "--json",
+            "store",
+            "erase",
+            "--linkage-key",
+            &"e5".repeat(32),
+            "--request-id",
+            "between-halves",
+        ],
+        &as_refs(&env),
+    );
+    assert!(erased.status.success(), "{}", String::from_utf8_lossy(&erased.stderr));
+    let err = refused(&home, &resume, &as_refs(&env));
+    assert!(err.contains("DATA_CHANGED_SINCE_BUILD"), "{err}");
+    let err = refused(&home, &resume, &as_refs(&env));
+    assert!(err.contains("BUILD_NOT_DELIVERABLE"), "the order closed: {err}");
+    assert!(
+        !home
+            .path()
+            .join("release/releases")
+            .join(format!("R-{waiting}-1"))
+            .exists(),
+        "nothing read before the erasure reached the release zone"
+    );
+    // A new build after the erasure reads the view as it now stands, and waits again (the zone still away).
+    let err = refused(
+        &home,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &as_refs(&env),
+    );
+    assert!(err.contains("RELEASE_ZONE_UNAVAILABLE"), "{err}");
+    let waiting_order: u64 = err
+        .split("core order ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the order to resume");
+    let resume = zones.build_args(&home, &["--order", &waiting_order.to_string()]);
+    let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
+    // The genuine package, after the chair revoked the approval: the release zone's half is refused too.
     people::run_client(
         home.path(),
         db,
@@ -1024,16 +1077,18 @@ async fn release_build_verify_and_trace_end_to_end() {
     assert_eq!(count("core.build_release", "failed", Some("NOT_RELEASABLE")), 1);
     assert_eq!(
         count("core.build_release", "ok", None),
-        3,
-        "the core's half of each build (two delivered, one waiting)"
+        4,
+        "the core's half of each build (two delivered, two waiting)"
     );
     assert_eq!(
         count("release.deliver", "ok", None),
-        5,
-        "each build claimed by the release zone: the two delivered, and three tries of the waiting one"
+        6,
+        "each build claimed by the release zone: the two delivered, three tries of the first waiting one and one of \
+         the second"
     );
     assert_eq!(count("release.build", "failed", Some("INTEGRITY")), 2);
-    assert_eq!(count("release.deliver", "denied", Some("BUILD_NOT_DELIVERABLE")), 1);
+    assert_eq!(count("release.build", "denied", Some("DATA_CHANGED_SINCE_BUILD")), 1);
+    assert_eq!(count("release.deliver", "denied", Some("BUILD_NOT_DELIVERABLE")), 2);
     assert_eq!(count("trace.leak", "ok", None), 5);
     assert_eq!(count("assess_release_risk", "ok", None), 1);
     assert_eq!(count("assess_release_risk", "failed", None), 1);

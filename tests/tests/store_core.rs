@@ -653,7 +653,7 @@ async fn the_core_acts_only_on_signed_fresh_orders_taken_with_its_certificate() 
             .await
             .unwrap();
         let mut c = CoreOrderServiceClient::new(channel);
-        let mut take = tonic::Request::new(pb::Empty {});
+        let mut take = tonic::Request::new(pb::CoreState::default());
         take.metadata_mut()
             .insert("authorization", format!("Bearer {}", op.session).parse().unwrap());
         let e = c.take_core_orders(take).await.unwrap_err();
@@ -664,6 +664,7 @@ async fn the_core_acts_only_on_signed_fresh_orders_taken_with_its_certificate() 
                 ok: true,
                 result_json: "{}".into(),
                 reason: String::new(),
+                exclusions_changed_at_ms: 0,
             })
             .await
             .unwrap_err();

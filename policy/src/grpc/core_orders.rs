@@ -118,14 +118,15 @@ fn caller_name<T>(request: &Request<T>) -> &'static str {
 
 #[tonic::async_trait]
 impl CoreOrderService for CoreOrderGrpc {
-    async fn take_core_orders(&self, request: Request<pb::Empty>) -> Reply<pb::SignedCoreOrders> {
+    async fn take_core_orders(&self, request: Request<pb::CoreState>) -> Reply<pb::SignedCoreOrders> {
         let origin = origin_of(&request);
         let caller = caller_name(&request);
         let result = async {
             self.require_core(&request)?;
+            let state = request.get_ref();
             let orders = self
                 .policy
-                .take_core_orders(Origin(&origin))
+                .take_core_orders(state.exclusions_changed_at_ms, Origin(&origin))
                 .await
                 .map_err(|e| policy_status(&e))?;
             Ok(Response::new(pb::SignedCoreOrders {
@@ -168,6 +169,10 @@ impl CoreOrderService for CoreOrderGrpc {
             } else {
                 OrderOutcome::Failed(r.reason)
             };
+            self.policy
+                .note_core_exclusions(r.exclusions_changed_at_ms)
+                .await
+                .map_err(|e| policy_status(&e))?;
             self.policy
                 .report_core_order(r.id, outcome, Origin(&origin))
                 .await

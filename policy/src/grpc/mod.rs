@@ -116,6 +116,7 @@ pub fn code_for_reason(reason: &str) -> Code {
         | "DOWNLOAD_LIMIT_REACHED"
         | "BUILD_NOT_DELIVERABLE"
         | "APPROVAL_CHANGED"
+        | "DATA_CHANGED_SINCE_BUILD"
         | "RELEASE_ZONE_NOT_REGISTERED"
         | "INVALID_STATE"
         | "QUORUM_NOT_MET"

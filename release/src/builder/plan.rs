@@ -322,6 +322,9 @@ impl tokumei_store::orders::Planner for CorePlanner {
                 serde_json::from_value(scope.clone()).map_err(|_| unreadable("scope"))?;
             // The key is checked before any data is read: a core that cannot seal reads nothing.
             let intake = self.intake_key(intake_key)?;
+            // Before the research view is read: an opt-out or erasure the core notes after this time stops the
+            // package's delivery (the policy service compares the two on the core's clock).
+            let read_at_ms = chrono::Utc::now().timestamp_millis();
             let package = super::package::prepare(store, keys, &self.home, order, &scope, &|_| {})
                 .await
                 .map_err(|e| declined(&e))?;
@@ -338,6 +341,7 @@ impl tokumei_store::orders::Planner for CorePlanner {
                     "rows": s.columns.first().map_or(0, Vec::len),
                 })).collect::<Vec<_>>(),
                 "scope": scope,
+                "read_at_ms": read_at_ms,
             }))
         })
     }
