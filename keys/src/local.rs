@@ -149,8 +149,12 @@ impl Passphrase {
                         let mut raw = Zeroizing::new([0u8; 32]);
                         rand::rng().fill_bytes(raw.as_mut());
                         let pass = Zeroizing::new(B64.encode(raw.as_ref()));
-                        write_private(path, pass.as_bytes()).map_err(io)?;
-                        Ok(pass)
+                        if create_private(path, pass.as_bytes()).map_err(io)? {
+                            return Ok(pass);
+                        }
+                        // Another process made it first: that one seals the keyring.
+                        let made = std::fs::read_to_string(path).map_err(io)?;
+                        Ok(Zeroizing::new(made.trim().to_string()))
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         Err(KeyError::NoPassphrase(path.display().to_string()))
@@ -296,8 +300,13 @@ impl LocalKeyring {
                     keks: Mutex::new(Vec::new()),
                     sealer: Sealer::new(&pass, &display)?,
                 };
-                ring.persist(&[])?;
-                Ok(ring)
+                if ring.persist_new()? {
+                    return Ok(ring);
+                }
+                // Another process made it first: its keys are the keyring's.
+                drop(ring);
+                let bytes = std::fs::read(path).map_err(|source| KeyError::Io { path: display, source })?;
+                Self::unseal(path, &bytes, &pass)
             }
             Err(source) => Err(KeyError::Io { path: display, source }),
         }
@@ -369,8 +378,22 @@ impl LocalKeyring {
         Ok((keys, keks))
     }
 
+    /// Writes a new keyring's file unless another process wrote one first (false then; see [`create_private`]).
+    fn persist_new(&self) -> Result<bool, KeyError> {
+        let display = self.path.display().to_string();
+        let json = self.sealed(&[])?;
+        create_private(&self.path, &json).map_err(|source| KeyError::Io { path: display, source })
+    }
+
     /// Seals the purpose keys and `keks` into the keyring file, atomically (see [`write_private`]).
     fn persist(&self, keks: &[Zeroizing<[u8; 32]>]) -> Result<(), KeyError> {
+        let display = self.path.display().to_string();
+        let json = self.sealed(keks)?;
+        write_private(&self.path, &json).map_err(|source| KeyError::Io { path: display, source })
+    }
+
+    /// The keyring file's sealed content with the purpose keys and `keks`.
+    fn sealed(&self, keks: &[Zeroizing<[u8; 32]>]) -> Result<Vec<u8>, KeyError> {
         let display = self.path.display().to_string();
         let material = KeyMaterial {
             keys: self
@@ -386,8 +409,7 @@ impl LocalKeyring {
             path: display.clone(),
             detail: e.to_string(),
         })?;
-        let json = self.sealer.seal(&plain, &display)?;
-        write_private(&self.path, &json).map_err(|source| KeyError::Io { path: display, source })
+        self.sealer.seal(&plain, &display)
     }
 
     /// The KEK versions. A poisoned lock is recovered: the vector is only ever replaced whole, after the file
@@ -503,22 +525,48 @@ impl LocalKeyring {
 
 /// Writes `bytes` to `path` atomically with mode 0600, creating the parent directory with mode 0700.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let (dir, tmp) = private_temporary(path, bytes)?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to `path` only if nothing is there yet, atomically (a hard link of a finished temporary file:
+/// never half a file, never over another's). False when `path` already existed: two processes making the same
+/// keyring or passphrase at once keep the first one made, instead of each holding keys the other overwrote.
+pub fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    let (dir, tmp) = private_temporary(path, bytes)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    std::fs::remove_file(&tmp)?;
+    match linked {
+        Ok(()) => {
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `bytes` in a new 0600 file beside `path` (its directory made 0700), synced; a name of its own per call, so
+/// that concurrent writers never share one.
+fn private_temporary<'p>(path: &'p Path, bytes: &[u8]) -> std::io::Result<(&'p Path, std::path::PathBuf)> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("key");
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{:016x}",
+        std::process::id(),
+        rand::rng().next_u64()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok((dir, tmp))
 }
 
 #[async_trait]
@@ -568,6 +616,38 @@ impl KeyService for LocalKeyring {
 mod tests {
     use super::*;
     use crate::BACKEND_OPENBAO;
+
+    /// Processes of one zone starting together on a new home: each makes a passphrase and a keyring, and the
+    /// first made of each is the one every process holds — none keeps keys another overwrote.
+    #[tokio::test]
+    async fn processes_making_one_keyring_at_once_hold_the_same_keys() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("keyring/core/keyring.json");
+            let pass = Passphrase::File {
+                path: dir.path().join("secrets/core/keyring.passphrase"),
+                create: true,
+            };
+            let rings: Vec<LocalKeyring> = std::thread::scope(|scope| {
+                let made: Vec<_> = (0..4)
+                    .map(|_| scope.spawn(|| LocalKeyring::open_or_create(&path, &pass)))
+                    .collect();
+                made.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+            });
+            let digest = rings[0].hmac(KeyPurpose::Linkage, &[b"patient"]).await.unwrap();
+            for ring in &rings[1..] {
+                assert_eq!(ring.hmac(KeyPurpose::Linkage, &[b"patient"]).await.unwrap(), digest);
+            }
+            let reopened = LocalKeyring::open_or_create(&path, &pass).unwrap();
+            assert_eq!(reopened.hmac(KeyPurpose::Linkage, &[b"patient"]).await.unwrap(), digest);
+            let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+                .collect();
+            assert!(leftovers.is_empty(), "temporary files left behind");
+        }
+    }
 
     #[tokio::test]
     async fn stable_across_reopen_and_wrong_passphrase_refused() {
