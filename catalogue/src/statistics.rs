@@ -368,29 +368,11 @@ impl StatisticsSpec {
     /// The request as the budget ledger and the provision register describe it: the query, never a key's value
     /// (declared keys are counted).
     pub fn describe(&self) -> String {
-        let mut q = format!(
-            "stats source=store:{} group_by={} measure={}",
-            self.table,
-            self.group_by.join(","),
-            self.measure
-        );
-        q.push_str(&format!(" subject={STORE_SUBJECT} max_contrib={}", self.max_contrib));
-        for h in &self.hierarchy {
-            q.push_str(&format!(" hierarchy={h}"));
-        }
-        match &self.public_keys {
-            Some(k) => q.push_str(&format!(" public_keys=declared({})", k.len())),
-            None => q.push_str(" keys=catalogue_or_selected"),
-        }
-        for (name, v) in [("epsilon", self.epsilon), ("rho", self.rho), ("delta", self.delta)] {
-            if let Some(v) = v {
-                q.push_str(&format!(" {name}={v}"));
-            }
-        }
-        if let Some(m) = self.min_cell {
-            q.push_str(&format!(" min_cell={m}"));
-        }
-        q
+        self.described(
+            &format!("store:{}", self.table),
+            Some(STORE_SUBJECT),
+            "keys=catalogue_or_selected",
+        )
     }
 
     /// Checks the request against what the platform never allows and resolves its hierarchies and keys in the
@@ -485,13 +467,22 @@ impl StatisticsSpec {
     /// A file request as the budget ledger and the provision register describe it: the file's stem, never its
     /// path or a key's value.
     pub fn describe_file(&self) -> String {
+        self.described(
+            &format!("file:{}", self.table),
+            self.subject.as_deref(),
+            "keys=selected",
+        )
+    }
+
+    /// The one text both descriptions are: source, grouping, measure, unit of privacy, generalisations, keys
+    /// (counted, never listed), parameters.
+    fn described(&self, source: &str, subject: Option<&str>, undeclared_keys: &str) -> String {
         let mut q = format!(
-            "stats source=file:{} group_by={} measure={}",
-            self.table,
+            "stats source={source} group_by={} measure={}",
             self.group_by.join(","),
             self.measure
         );
-        if let Some(s) = &self.subject {
+        if let Some(s) = subject {
             q.push_str(&format!(" subject={s} max_contrib={}", self.max_contrib));
         }
         for h in &self.hierarchy {
@@ -499,7 +490,7 @@ impl StatisticsSpec {
         }
         match &self.public_keys {
             Some(k) => q.push_str(&format!(" public_keys=declared({})", k.len())),
-            None => q.push_str(" keys=selected"),
+            None => q.push_str(&format!(" {undeclared_keys}")),
         }
         for (name, v) in [("epsilon", self.epsilon), ("rho", self.rho), ("delta", self.delta)] {
             if let Some(v) = v {

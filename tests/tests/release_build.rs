@@ -29,6 +29,15 @@ const TABLES: &[(&str, &[&str])] = &[
     ("observations", &["linkage_key", "jlac10", "date", "value", "unit"]),
 ];
 
+/// The core order a refusal says is waiting ("... core order N ...").
+fn order_named(err: &str) -> u64 {
+    err.split("core order ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the order to resume")
+}
+
 /// `tokumei ARGS` as the operator whose environment `env` is, whatever the outcome.
 fn refused_or_done(home: &Home, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new(common::tokumei_bin());
@@ -447,12 +456,7 @@ async fn release_build_verify_and_trace_end_to_end() {
         &as_refs(&env),
     );
     assert!(err.contains("RELEASE_ZONE_UNAVAILABLE"), "{err}");
-    let waiting_order: u64 = err
-        .split("core order ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("the order to resume");
+    let waiting_order = order_named(&err);
     let package = home.path().join("outbox").join(format!("build-{waiting_order}.sealed"));
     let sealed = std::fs::read(&package).expect("the package waits in the outbox");
     // Nothing in it reads in clear (HPKE to the zone's intake key): not even a table's or a column's name.
@@ -517,12 +521,7 @@ async fn release_build_verify_and_trace_end_to_end() {
         &as_refs(&env),
     );
     assert!(err.contains("RELEASE_ZONE_UNAVAILABLE"), "{err}");
-    let waiting_order: u64 = err
-        .split("core order ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("the order to resume");
+    let waiting_order = order_named(&err);
     let resume = zones.build_args(&home, &["--order", &waiting_order.to_string()]);
     let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
     // The genuine package, after the chair revoked the approval: the release zone's half is refused too.
