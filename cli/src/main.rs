@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// The whole story on loopback: hospitals push → gateway pseudonymises → spool.
-    Demo(commands::demo::DemoArgs),
+    Demo(tokumei_demo::DemoArgs),
     /// Development certificates (CA, gateway, core, hospitals).
     Pki {
         #[command(subcommand)]
@@ -102,7 +102,7 @@ enum Command {
     /// Benchmarks (figures go to docs/benchmarks.md).
     Bench {
         #[command(subcommand)]
-        command: commands::bench::BenchCommand,
+        command: tokumei_bench::BenchCommand,
     },
 }
 
@@ -118,7 +118,7 @@ fn main() {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     match cli.command {
-        Command::Demo(a) => commands::demo::run(a, json),
+        Command::Demo(a) => tokumei_demo::run(a, json),
         Command::Pki { command } => commands::pki::run(command, json),
         Command::Ingest { command } => commands::serve::run(command, json),
         Command::Synth(a) => commands::synth::run(a, json),
@@ -141,6 +141,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy { command } => commands::policy_serve::run(command, json),
         Command::Publish(a) => commands::publish::run_publish(a, json),
         Command::Report(a) => commands::publish::run_report(a, json),
-        Command::Bench { command } => commands::bench::run(command, json),
+        Command::Bench { command } => tokumei_bench::run(command, json),
     }
 }

@@ -61,6 +61,18 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
+/// SHA-256 (hex) of the DER of the first certificate of a PEM file: what mutual TLS presents, and what the
+/// platform's directory pins a hospital's certificate by.
+pub fn certificate_sha256(path: &Path) -> Result<String, TlsError> {
+    use sha2::Digest;
+    let certs = load_certs(path)?;
+    let first = certs.first().ok_or_else(|| TlsError::Empty {
+        path: path.display().to_string(),
+        what: "certificate",
+    })?;
+    Ok(hex::encode(sha2::Sha256::digest(first.as_ref())))
+}
+
 /// Reads the first private key in a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let io = |source| TlsError::Io {

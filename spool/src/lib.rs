@@ -9,3 +9,4 @@
 pub mod spool;
 pub mod spool_feed;
 pub mod spool_seal;
+pub mod status;

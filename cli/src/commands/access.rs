@@ -5,14 +5,17 @@
 //! `$TOKUMEI_HOME` (or passed in `TOKUMEI_SESSION`) and every later command presents it. The service
 //! checks the token's signature, expiry and revocation and re-reads the user's roles on every command.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use zeroize::Zeroizing;
 
 use tokumei_ingest::home::tokumei_home;
-use tokumei_policy::{Origin, Policy, PolicyConfig, PolicyError};
+use tokumei_policy::{Origin, Policy, PolicyConfig};
+
+pub use tokumei_client::reason;
+pub use tokumei_client::session::{given_or_saved_session, save_session, session_file};
 
 /// The origin recorded in the audit ledger for commands run on the host.
 pub const CLI: Origin<'static> = Origin("cli");
@@ -57,46 +60,9 @@ pub async fn open_policy(options: &PolicyOptions) -> Result<Policy> {
         .with_session_verifier(verifier))
 }
 
-/// The saved session file.
-pub fn session_file() -> PathBuf {
-    tokumei_home().join("session.token")
-}
-
-/// Saves a session token (0600).
-pub fn save_session(token: &str) -> Result<PathBuf> {
-    let path = session_file();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options
-        .open(&path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(token.as_bytes())?;
-    Ok(path)
-}
-
 /// The caller's session token: `--session`/`TOKUMEI_SESSION`, else the saved one.
 pub fn session_token(options: &PolicyOptions) -> Result<Zeroizing<String>> {
     given_or_saved_session(options.session.as_deref())
-}
-
-/// `given` (from `--session`/`TOKUMEI_SESSION`), else the saved session.
-pub fn given_or_saved_session(given: Option<&str>) -> Result<Zeroizing<String>> {
-    if let Some(t) = given {
-        return Ok(Zeroizing::new(t.trim().to_owned()));
-    }
-    let path = session_file();
-    match std::fs::read_to_string(&path) {
-        Ok(t) => Ok(Zeroizing::new(t.trim().to_owned())),
-        Err(_) => anyhow::bail!("[SESSION_INVALID] not logged in: run `tokumei user login --username NAME` first"),
-    }
 }
 
 /// A password: the first line of standard input with `--password-stdin`, else `TOKUMEI_PASSWORD`, else a
@@ -112,9 +78,4 @@ pub fn read_password(from_stdin: bool, prompt: &str) -> Result<Zeroizing<String>
         return Ok(Zeroizing::new(p));
     }
     Ok(Zeroizing::new(rpassword::prompt_password(prompt)?))
-}
-
-/// Prefixes a policy error with its machine-readable reason.
-pub fn reason(e: PolicyError) -> anyhow::Error {
-    anyhow::anyhow!("[{}] {e}", e.reason())
 }

@@ -14,8 +14,9 @@ use tokumei_policy::committee::ApplicationForm;
 use tokumei_policy::grpc::convert::form_to_proto;
 use tokumei_proto::policy::v1 as pb;
 
-use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
 use crate::output::{emit, runtime};
+use tokumei_client::policy::{PolicyClient, ServiceOptions};
+use tokumei_client::refused;
 
 /// `tokumei apply ...`
 #[derive(clap::Subcommand, Debug)]
@@ -153,7 +154,7 @@ pub fn run(args: ApplyArgs, json: bool) -> Result<()> {
                     form: Some(form_to_proto(&form)),
                     amends: amends.unwrap_or_default(),
                 })?;
-                let r = client.file_application(request).await.map_err(refusal)?.into_inner();
+                let r = client.file_application(request).await.map_err(refused)?.into_inner();
                 emit(json, &r, |r| {
                     println!("filed {} ({}), waiting for the committee", r.id, r.kind);
                     if let Some(f) = &r.fee {
@@ -162,14 +163,14 @@ pub fn run(args: ApplyArgs, json: bool) -> Result<()> {
                 })
             }
             ApplyCommand::Show { id } => {
-                let r = client.get_application(by_id(id)?).await.map_err(refusal)?.into_inner();
+                let r = client.get_application(by_id(id)?).await.map_err(refused)?.into_inner();
                 emit(json, &r, print_application)
             }
             ApplyCommand::List => {
                 let list = client
                     .list_applications(service.request(pb::Empty {})?)
                     .await
-                    .map_err(refusal)?
+                    .map_err(refused)?
                     .into_inner()
                     .applications;
                 emit(json, &list, |list| {
@@ -187,12 +188,12 @@ pub fn run(args: ApplyArgs, json: bool) -> Result<()> {
                 let r = client
                     .withdraw_application(by_id(id)?)
                     .await
-                    .map_err(refusal)?
+                    .map_err(refused)?
                     .into_inner();
                 emit(json, &r, |r| println!("{} withdrawn", r.id))
             }
             ApplyCommand::Fees { id } => {
-                let f = client.estimate_fees(by_id(id)?).await.map_err(refusal)?.into_inner();
+                let f = client.estimate_fees(by_id(id)?).await.map_err(refused)?.into_inner();
                 emit(json, &f, print_fees)
             }
         }

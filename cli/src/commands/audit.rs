@@ -14,8 +14,9 @@ use tokumei_policy::audit_ledger::{InspectionBundle, verify_bundle_with_keys};
 use tokumei_proto::policy::v1 as pb;
 
 use crate::commands::access::reason;
-use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
 use crate::output::{emit, runtime};
+use tokumei_client::policy::{PolicyClient, ServiceOptions};
+use tokumei_client::refused;
 
 /// `tokumei audit ...`
 #[derive(clap::Subcommand, Debug)]
@@ -96,7 +97,7 @@ pub fn run(args: AuditArgs, json: bool) -> Result<()> {
                 let report = client
                     .verify_audit(service.request(pb::Empty {})?)
                     .await
-                    .map_err(refusal)?
+                    .map_err(refused)?
                     .into_inner();
                 emit(json, &report, print_report)?;
                 anyhow::ensure!(report.ok, "[AUDIT_LEDGER_TAMPERED] the audit ledger does not verify");
@@ -111,7 +112,7 @@ pub fn run(args: AuditArgs, json: bool) -> Result<()> {
                 let text = client
                     .export_audit(service.request(window)?)
                     .await
-                    .map_err(refusal)?
+                    .map_err(refused)?
                     .into_inner()
                     .json;
                 let bundle: InspectionBundle =

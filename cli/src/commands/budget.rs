@@ -8,7 +8,8 @@ use tokumei_policy::budget_ledger::{BudgetStatus, PlatformCeiling, ProjectBudget
 
 use tokumei_proto::policy::v1 as pb;
 
-use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
+use tokumei_client::policy::{PolicyClient, ServiceOptions};
+use tokumei_client::refused;
 
 use crate::output::{emit, runtime};
 
@@ -219,6 +220,6 @@ async fn ask<T: serde::de::DeserializeOwned>(service: &ServiceOptions, question:
         }
         Ask::Platform(period) => client.platform_budget(service.request(pb::PeriodRef { period })?).await,
     };
-    let text = reply.map_err(refusal)?.into_inner().json;
+    let text = reply.map_err(refused)?.into_inner().json;
     Ok(serde_json::from_str(&text)?)
 }

@@ -14,8 +14,9 @@ use tokumei_policy::grpc::convert::conditions_to_proto;
 use tokumei_proto::policy::v1 as pb;
 
 use crate::commands::apply::{print_application, read_document};
-use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
 use crate::output::{emit, runtime};
+use tokumei_client::policy::{PolicyClient, ServiceOptions};
+use tokumei_client::refused;
 
 /// `tokumei committee ...`
 #[derive(clap::Subcommand, Debug)]
@@ -125,14 +126,14 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                     id,
                     members: members.clone(),
                 })?;
-                let r = client.assign_reviewers(request).await.map_err(refusal)?.into_inner();
+                let r = client.assign_reviewers(request).await.map_err(refused)?.into_inner();
                 emit(json, &r, |r| println!("{}: reviewers {}", r.id, members.join(", ")))
             }
             CommitteeCommand::Recuse { id, reason } => {
                 let r = client
                     .recuse(service.request(pb::RecuseRequest { id, reason })?)
                     .await
-                    .map_err(refusal)?
+                    .map_err(refused)?
                     .into_inner();
                 emit(json, &r, |r| println!("recused from {}", r.id))
             }
@@ -147,7 +148,7 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                     in_favour: approve,
                     comment,
                 })?;
-                let r = client.cast_vote(request).await.map_err(refusal)?.into_inner();
+                let r = client.cast_vote(request).await.map_err(refused)?.into_inner();
                 emit(json, &r, |r| {
                     let cast = r.votes.len();
                     let active = r.reviewers.iter().filter(|x| !x.recused).count();
@@ -161,14 +162,14 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                     id,
                     conditions: conditions.as_ref().map(conditions_to_proto),
                 })?;
-                let r = client.decide(request).await.map_err(refusal)?.into_inner();
+                let r = client.decide(request).await.map_err(refused)?.into_inner();
                 emit(json, &r, print_application)
             }
             CommitteeCommand::Revoke { id, reason } => {
                 let r = client
                     .revoke(service.request(pb::RevokeRequest { id, reason })?)
                     .await
-                    .map_err(refusal)?
+                    .map_err(refused)?
                     .into_inner();
                 emit(json, &r, |r| println!("approval of {} revoked", r.id))
             }
@@ -193,7 +194,7 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                     application: application.unwrap_or_default(),
                     banned_until: until.map(|d| d.to_string()).unwrap_or_default(),
                 })?;
-                let v = client.record_violation(request).await.map_err(refusal)?.into_inner();
+                let v = client.record_violation(request).await.map_err(refused)?.into_inner();
                 emit(json, &v, |v| {
                     let until = if v.banned_until.is_empty() {
                         "indefinitely"
@@ -207,7 +208,7 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                 let list = client
                     .list_violations(service.request(pb::Empty {})?)
                     .await
-                    .map_err(refusal)?
+                    .map_err(refused)?
                     .into_inner()
                     .violations;
                 emit(json, &list, |list| {
@@ -229,7 +230,7 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                 let text = client
                     .export_bans(service.request(pb::Empty {})?)
                     .await
-                    .map_err(refusal)?
+                    .map_err(refused)?
                     .into_inner()
                     .json;
                 let list: BanList = serde_json::from_str(&text).context("the service's ban list is not JSON")?;
@@ -261,7 +262,7 @@ pub fn run(args: CommitteeArgs, json: bool) -> Result<()> {
                 let n = client
                     .import_bans(request)
                     .await
-                    .map_err(refusal)?
+                    .map_err(refused)?
                     .into_inner()
                     .imported;
                 emit(

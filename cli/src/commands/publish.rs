@@ -11,8 +11,9 @@ use tokumei_store::regulator::CoreFigures;
 
 use tokumei_proto::policy::v1 as pb;
 
-use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
 use crate::output::{emit, runtime};
+use tokumei_client::policy::{PolicyClient, ServiceOptions};
+use tokumei_client::refused;
 
 /// Which register.
 #[derive(clap::Subcommand, Debug)]
@@ -68,13 +69,13 @@ pub struct ReportArgs {
 fn write_register<T: Serialize>(dir: &Path, name: &str, rows: &[T]) -> Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir)?;
     let json_path = dir.join(format!("{name}.json"));
-    crate::commands::stats::write_atomically(&json_path, &serde_json::to_vec_pretty(rows)?)?;
+    crate::output::write_atomically(&json_path, &serde_json::to_vec_pretty(rows)?)?;
     let mut w = csv::Writer::from_writer(Vec::new());
     for r in rows {
         w.serialize(r)?;
     }
     let csv_path = dir.join(format!("{name}.csv"));
-    crate::commands::stats::write_atomically(&csv_path, &w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+    crate::output::write_atomically(&csv_path, &w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
     Ok((json_path, csv_path))
 }
 
@@ -94,7 +95,7 @@ pub fn run_publish(args: PublishArgs, json: bool) -> Result<()> {
                 register: register.to_owned(),
             })?)
             .await
-            .map_err(refusal)?
+            .map_err(refused)?
             .into_inner()
             .json;
         // Read back as the register's rows, so the CSV keeps their columns in order.
@@ -138,7 +139,7 @@ pub fn run_report(args: ReportArgs, json: bool) -> Result<()> {
             .clone()
             .regulator_report(service.request(pb::PeriodRef { period: period.clone() })?)
             .await
-            .map_err(refusal)?
+            .map_err(refused)?
             .into_inner()
             .json;
         let report: RegulatorReport = serde_json::from_str(&text)?;
@@ -157,7 +158,7 @@ pub fn run_report(args: ReportArgs, json: bool) -> Result<()> {
         };
         let full = FullReport { policy: report, core, core_unavailable };
         if let Some(path) = &out {
-            crate::commands::stats::write_atomically(path, &serde_json::to_vec_pretty(&full)?)?;
+            crate::output::write_atomically(path, &serde_json::to_vec_pretty(&full)?)?;
         }
         emit(json, &full, |f| {
             let p = &f.policy;

@@ -67,7 +67,7 @@ pub struct BuildArgs {
     pub release_ca: Option<PathBuf>,
     /// The policy service and the session.
     #[command(flatten)]
-    pub service: super::policy_client::ServiceOptions,
+    pub service: tokumei_client::policy::ServiceOptions,
     /// How long to wait for the core.
     #[command(flatten)]
     pub wait: crate::commands::store::WaitOptions,
@@ -226,7 +226,7 @@ fn build(a: BuildArgs, json: bool) -> Result<()> {
                  with `tokumei release build --order {order}` (the approval is checked again then)"
             )
         };
-        let mut client = super::release_client::connect(&a.release_server, &ca).await.map_err(resume)?;
+        let mut client = tokumei_client::release::connect(&a.release_server, &ca).await.map_err(resume)?;
         let spinner = indicatif::ProgressBar::new_spinner();
         if !json {
             spinner.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -235,16 +235,16 @@ fn build(a: BuildArgs, json: bool) -> Result<()> {
             ));
         }
         let answer = client
-            .complete_build(super::release_client::authed(
-                &super::release_client::bearer(&session)?,
+            .complete_build(tokumei_client::release::authed(
+                &tokumei_client::release::bearer(&session)?,
                 tokumei_proto::release::v1::CompleteBuildRequest { order_id: order },
             ))
             .await
             .map_err(|s| {
                 if s.code() == tonic::Code::Unavailable {
-                    resume(super::release_client::refused(s))
+                    resume(tokumei_client::refused(s))
                 } else {
-                    super::release_client::refused(s)
+                    tokumei_client::refused(s)
                 }
             });
         spinner.finish_and_clear();
@@ -364,7 +364,8 @@ fn list(a: ListArgs, json: bool) -> Result<()> {
     let session = crate::commands::access::session_token(&a.policy)?;
     let ca = std::fs::read(&a.ca).with_context(|| format!("reading {}", a.ca.display()))?;
     runtime()?.block_on(async {
-        use crate::commands::release_client::{authed, bearer, connect, refused};
+        use tokumei_client::refused;
+        use tokumei_client::release::{authed, bearer, connect};
         let mut client = connect(&a.server, &ca).await?;
         let releases = client
             .list_releases(authed(
@@ -413,7 +414,8 @@ fn declare(a: DeclareArgs, json: bool) -> Result<()> {
     let session = crate::commands::access::session_token(&a.policy)?;
     let ca = std::fs::read(&a.ca).with_context(|| format!("reading {}", a.ca.display()))?;
     runtime()?.block_on(async {
-        use crate::commands::release_client::{authed, bearer, connect, refused};
+        use tokumei_client::refused;
+        use tokumei_client::release::{authed, bearer, connect};
         let mut client = connect(&a.server, &ca).await?;
         let audit_seq = client
             .declare_deletion(authed(

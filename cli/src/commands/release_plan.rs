@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use tokumei_proto::policy::v1 as pb;
 use tokumei_release::builder::plan::PlanOutcome;
 
-use crate::commands::policy_client::ServiceOptions;
 use crate::output::runtime;
+use tokumei_client::policy::ServiceOptions;
 
 /// Arguments of `tokumei release plan`.
 #[derive(clap::Args, Debug)]

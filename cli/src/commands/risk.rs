@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use tokumei_release::risk::ReleaseRisk;
 
 use crate::commands::access::{PolicyOptions, session_token};
-use crate::commands::release_client::{assess_risk, connect};
 use crate::output::runtime;
+use tokumei_client::release::{assess_risk, connect};
 
 /// Subcommands of `tokumei risk`.
 #[derive(clap::Subcommand, Debug)]

@@ -2,13 +2,10 @@
 
 use crate::output::emit;
 use clap::Subcommand;
-use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tokumei_ingest::config::{Config, resolve};
 use tokumei_ingest::home::tokumei_home;
-use tokumei_ingest::spool::{list_segments, read_all, segment_path};
-use tokumei_proto::spool::v1::{RequestKind, spool_entry::Entry};
+use tokumei_spool::status::status;
 
 #[derive(Subcommand, Debug)]
 pub enum SpoolCommand {
@@ -21,66 +18,6 @@ pub enum SpoolCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-}
-
-#[derive(Serialize, Default)]
-pub struct SpoolStatus {
-    pub dir: String,
-    pub segments: usize,
-    pub bytes: u64,
-    pub entries: u64,
-    pub batches: u64,
-    pub records: u64,
-    pub rejections: u64,
-    pub opt_outs: u64,
-    pub erasures: u64,
-    pub by_hospital: BTreeMap<String, HospitalCounts>,
-}
-
-#[derive(Serialize, Default)]
-pub struct HospitalCounts {
-    pub batches: u64,
-    pub records: u64,
-    pub rejections: u64,
-}
-
-/// Reads a spool directory and counts what it holds.
-pub fn status(dir: &std::path::Path) -> anyhow::Result<SpoolStatus> {
-    let mut s = SpoolStatus {
-        dir: dir.display().to_string(),
-        ..Default::default()
-    };
-    if !dir.exists() {
-        return Ok(s);
-    }
-    let segs = list_segments(dir)?;
-    s.segments = segs.len();
-    for seg in &segs {
-        s.bytes += std::fs::metadata(segment_path(dir, *seg))?.len();
-    }
-    read_all(dir, |_, e| {
-        s.entries += 1;
-        match e.entry {
-            Some(Entry::Batch(b)) => {
-                s.batches += 1;
-                s.records += b.records.len() as u64;
-                s.rejections += b.rejections.len() as u64;
-                let h = s.by_hospital.entry(b.hospital_code).or_default();
-                h.batches += 1;
-                h.records += b.records.len() as u64;
-                h.rejections += b.rejections.len() as u64;
-            }
-            Some(Entry::Request(r)) => {
-                if r.kind == RequestKind::Erase as i32 {
-                    s.erasures += 1;
-                } else {
-                    s.opt_outs += 1;
-                }
-            }
-            None => {}
-        }
-    })?;
-    Ok(s)
 }
 
 pub fn run(cmd: SpoolCommand, json: bool) -> anyhow::Result<()> {

@@ -14,9 +14,9 @@ use serde_json::Value;
 use tokumei_keys::sealed_result::{RecipientKey, order_context};
 use tokumei_proto::policy::v1 as pb;
 
-use crate::commands::policy_client::ServiceOptions;
 use crate::commands::store::WaitOptions;
 use crate::output::runtime;
+use tokumei_client::policy::ServiceOptions;
 
 /// Arguments of `tokumei sql`.
 #[derive(Args, Debug)]

@@ -10,7 +10,6 @@
 //! atomically.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -29,8 +28,9 @@ use tokumei_policy::budget_ledger::LedgerEntry;
 use tokumei_policy::file_statistics::FileAdmission;
 use tokumei_proto::policy::v1 as pb;
 
-use crate::commands::policy_client::{PolicyClient, refusal};
-use crate::output::runtime;
+use crate::output::{runtime, write_atomically};
+use tokumei_client::policy::PolicyClient;
+use tokumei_client::refused;
 
 /// Arguments of `tokumei stats`.
 #[derive(clap::Args, Debug)]
@@ -101,7 +101,7 @@ pub struct StatsArgs {
     pub delimiter: String,
     /// The policy service and the session: the command is its client and holds nothing else.
     #[command(flatten)]
-    pub service: crate::commands::policy_client::ServiceOptions,
+    pub service: tokumei_client::policy::ServiceOptions,
     /// How long to wait for the core (--table).
     #[command(flatten)]
     pub wait: crate::commands::store::WaitOptions,
@@ -165,7 +165,7 @@ fn run_file(a: StatsArgs, json: bool) -> Result<()> {
         let reply = client
             .admit_file_statistics(service.request(super::stats_store::to_proto(spec.clone()))?)
             .await
-            .map_err(refusal)?;
+            .map_err(refused)?;
         let admission: FileAdmission =
             serde_json::from_str(&reply.into_inner().json).context("the policy service's admission")?;
         let (table, population) = load(&a)?;
@@ -248,7 +248,7 @@ fn run_file(a: StatsArgs, json: bool) -> Result<()> {
             let recorded = client
                 .record_file_statistics(service.request(record)?)
                 .await
-                .map_err(refusal)?;
+                .map_err(refused)?;
             let recorded: serde_json::Value =
                 serde_json::from_str(&recorded.into_inner().json).context("the policy service's record")?;
             if let Some(entry) = recorded.get("ledger_entry").filter(|e| !e.is_null()) {
@@ -504,23 +504,4 @@ fn keys_description(keys: &Keys, plan: &Plan) -> String {
             format!("DP partition selection: a key is released only if its noisy count is at least {t}")
         }
     }
-}
-
-/// Writes to a temporary file beside `path`, fsyncs and renames: a reader never sees half a table.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }

@@ -79,7 +79,7 @@ pub async fn run(a: &StatsArgs, spec: StatisticsSpec, json: bool) -> Result<()> 
     if report.get("csv_sha256").and_then(Value::as_str) != Some(digest.as_str()) {
         anyhow::bail!("[REPORT_CORRUPT] the table does not match its digest; nothing written");
     }
-    super::stats::write_atomically(&a.output, csv.as_bytes())?;
+    crate::output::write_atomically(&a.output, csv.as_bytes())?;
     // The report file keeps the figures, not the table again nor the audit's view of it.
     if let Some(map) = report.as_object_mut() {
         for heavy in ["csv", "linked"] {
@@ -90,7 +90,7 @@ pub async fn run(a: &StatsArgs, spec: StatisticsSpec, json: bool) -> Result<()> 
         map.insert("output_sha256".into(), digest.into());
     }
     if let Some(path) = &a.report {
-        super::stats::write_atomically(path, &serde_json::to_vec_pretty(&report)?)?;
+        crate::output::write_atomically(path, &serde_json::to_vec_pretty(&report)?)?;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

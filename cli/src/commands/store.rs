@@ -5,20 +5,17 @@
 //! takes the order, carries it out and reports; the command waits for that report and prints it. Without a
 //! running core (`tokumei core run` with `[core.orders]`) the order waits, and the command says so.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
-use tokumei_ingest::config::Config;
-use tokumei_ingest::server::open_key_service;
 use tokumei_proto::policy::v1 as pb;
-use tokumei_store::Store;
 
-use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
 use crate::output::{emit, runtime};
+use tokumei_client::policy::{PolicyClient, ServiceOptions};
+use tokumei_client::refused;
 
 #[derive(Subcommand, Debug)]
 pub enum StoreCommand {
@@ -81,12 +78,6 @@ pub struct WaitOptions {
     pub wait_secs: u64,
 }
 
-/// Opens the configured key service and the store (the core's own processes: `core run`, the demo, benchmarks).
-pub async fn open_store(cfg: &Config, home: &Path) -> anyhow::Result<Store> {
-    let keys = open_key_service(cfg, home, tokumei_ingest::keyservice::KeyZone::Core).await?;
-    Ok(Store::open(&cfg.store, home, keys.as_ref()).await?)
-}
-
 fn hex_key(s: &str, what: &str) -> Result<String> {
     let lower = s.trim().to_ascii_lowercase();
     anyhow::ensure!(
@@ -111,7 +102,7 @@ pub(crate) async fn order(
         .client
         .request_core_operation(request)
         .await
-        .map_err(refusal)?
+        .map_err(refused)?
         .into_inner();
     if wait.wait_secs == 0 {
         return Ok(status);
@@ -148,7 +139,7 @@ pub(crate) async fn order(
             .client
             .get_core_order(request)
             .await
-            .map_err(refusal)?
+            .map_err(refused)?
             .into_inner();
     }
     bar.finish_and_clear();
@@ -203,7 +194,7 @@ pub fn run(cmd: StoreCommand, json: bool) -> Result<()> {
                         .client
                         .get_core_order(request)
                         .await
-                        .map_err(refusal)?
+                        .map_err(refused)?
                         .into_inner(),
                 )
             })?;

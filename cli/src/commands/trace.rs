@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use tokumei_release::trace::DEFAULT_FALSE_ACCUSATION_BOUND;
 
 use crate::commands::access::{PolicyOptions, session_token};
-use crate::commands::release_client::{LeakToTrace, connect, trace_leak};
 use crate::output::runtime;
+use tokumei_client::release::{LeakToTrace, connect, trace_leak};
 
 /// Arguments of `tokumei trace`.
 #[derive(clap::Args, Debug)]

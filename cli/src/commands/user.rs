@@ -20,8 +20,9 @@ use tokumei_policy::Role;
 use tokumei_proto::policy::v1 as pb;
 
 use crate::commands::access::{CLI, PolicyOptions, open_policy, read_password, reason, save_session};
-use crate::commands::policy_client::{PolicyClient, ServiceOptions, refusal};
 use crate::output::{emit, runtime};
+use tokumei_client::policy::{PolicyClient, ServiceOptions};
+use tokumei_client::refused;
 
 /// `tokumei user ...`
 #[derive(clap::Subcommand, Debug)]
@@ -332,7 +333,7 @@ async fn before_login(service: &PolicyClient, command: UserCommand, json: bool) 
                     password: password.to_string(),
                 })?)
                 .await
-                .map_err(refusal)?
+                .map_err(refused)?
                 .into_inner();
             let uri = zeroize::Zeroizing::new(e.otpauth_uri);
             let secret = zeroize::Zeroizing::new(e.secret_base32);
@@ -364,7 +365,7 @@ async fn before_login(service: &PolicyClient, command: UserCommand, json: bool) 
                     totp_code: code,
                 })?)
                 .await
-                .map_err(refusal)?
+                .map_err(refused)?
                 .into_inner();
             let codes = zeroize::Zeroizing::new(codes.recovery_codes);
             emit(json, &json!({"username": username, "recovery_codes": *codes}), |_| {
@@ -395,7 +396,7 @@ async fn before_login(service: &PolicyClient, command: UserCommand, json: bool) 
                     second_factor: Some(second_factor),
                 })?)
                 .await
-                .map_err(refusal)?
+                .map_err(refused)?
                 .into_inner();
             let token = zeroize::Zeroizing::new(session.session_token.clone());
             let saved = if no_save { None } else { Some(save_session(&token)?) };
@@ -432,7 +433,7 @@ async fn signed_in(service: &PolicyClient, command: UserCommand, json: bool) -> 
     let mut client = service.client.clone();
     match command {
         UserCommand::Logout => {
-            client.logout(service.request(pb::Empty {})?).await.map_err(refusal)?;
+            client.logout(service.request(pb::Empty {})?).await.map_err(refused)?;
             let _ = std::fs::remove_file(crate::commands::access::session_file());
             emit(json, &json!({"logged_out": true}), |_| println!("logged out"))
         }
@@ -440,7 +441,7 @@ async fn signed_in(service: &PolicyClient, command: UserCommand, json: bool) -> 
             let a = client
                 .who_am_i(service.request(pb::Empty {})?)
                 .await
-                .map_err(refusal)?
+                .map_err(refused)?
                 .into_inner();
             emit(json, &a, |a| {
                 println!("{} of {} ({})", a.username, a.organisation, a.roles.join(", "))
@@ -460,14 +461,14 @@ async fn signed_in(service: &PolicyClient, command: UserCommand, json: bool) -> 
                 roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
                 claim,
             })?;
-            let change = client.add_user(request).await.map_err(refusal)?.into_inner();
+            let change = client.add_user(request).await.map_err(refused)?.into_inner();
             emit(json, &change_out(change, &roles), print_change)
         }
         UserCommand::Grants => {
             let grants = client
                 .list_grants(service.request(pb::Empty {})?)
                 .await
-                .map_err(refusal)?
+                .map_err(refused)?
                 .into_inner()
                 .grants;
             emit(json, &grants, |grants| {
@@ -490,7 +491,7 @@ async fn signed_in(service: &PolicyClient, command: UserCommand, json: bool) -> 
                 grant_id: grant,
                 claim: claim.unwrap_or_default(),
             })?;
-            let g = client.approve_grant(request).await.map_err(refusal)?.into_inner();
+            let g = client.approve_grant(request).await.map_err(refused)?.into_inner();
             let out = json!({"grant": g.grant_id, "username": g.username, "state": g.state});
             emit(json, &out, |_| {
                 println!("grant {} applied to {}", g.grant_id, g.username)
@@ -500,7 +501,7 @@ async fn signed_in(service: &PolicyClient, command: UserCommand, json: bool) -> 
             let org = client
                 .add_organisation(service.request(pb::AddOrganisationRequest { id, name })?)
                 .await
-                .map_err(refusal)?
+                .map_err(refused)?
                 .into_inner();
             emit(json, &org, |o| println!("organisation {} ({}) created", o.id, o.name))
         }
@@ -509,13 +510,13 @@ async fn signed_in(service: &PolicyClient, command: UserCommand, json: bool) -> 
             organisation,
             certificate,
         } => {
-            let certificate_sha256 = certificate_sha256(&certificate)?;
+            let certificate_sha256 = tokumei_ingest::tls::certificate_sha256(&certificate)?;
             let request = service.request(pb::AddHospitalRequest {
                 code,
                 organisation,
                 certificate_sha256: certificate_sha256.clone(),
             })?;
-            let u = client.add_hospital(request).await.map_err(refusal)?.into_inner();
+            let u = client.add_hospital(request).await.map_err(refused)?.into_inner();
             emit(json, &u, |u| {
                 println!(
                     "hospital {} registered, certificate SHA-256 {certificate_sha256}",
@@ -527,7 +528,7 @@ async fn signed_in(service: &PolicyClient, command: UserCommand, json: bool) -> 
             let d = client
                 .publish_hospital_directory(service.request(pb::Empty {})?)
                 .await
-                .map_err(refusal)?
+                .map_err(refused)?
                 .into_inner();
             let document: serde_json::Value =
                 serde_json::from_str(&d.json).context("the service's directory is not JSON")?;
@@ -552,14 +553,14 @@ async fn signed_in(service: &PolicyClient, command: UserCommand, json: bool) -> 
                 username,
                 roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
             })?;
-            let change = client.set_roles(request).await.map_err(refusal)?.into_inner();
+            let change = client.set_roles(request).await.map_err(refused)?.into_inner();
             emit(json, &change_out(change, &roles), print_change)
         }
         UserCommand::Disable { username } => {
             let change = client
                 .disable_user(service.request(pb::UserRef { username })?)
                 .await
-                .map_err(refusal)?
+                .map_err(refused)?
                 .into_inner();
             emit(json, &change_out(change, &[]), print_change)
         }
@@ -567,7 +568,7 @@ async fn signed_in(service: &PolicyClient, command: UserCommand, json: bool) -> 
             let users = client
                 .list_users(service.request(pb::Empty {})?)
                 .await
-                .map_err(refusal)?
+                .map_err(refused)?
                 .into_inner()
                 .users;
             emit(json, &users, |users| {
@@ -585,16 +586,4 @@ async fn signed_in(service: &PolicyClient, command: UserCommand, json: bool) -> 
         }
         _ => Ok(()),
     }
-}
-
-/// SHA-256 (hex) of the DER of the first certificate in a PEM file: what mutual TLS presents.
-/// SHA-256 (hex) of the first certificate of a PEM file, as the directory pins it and the gateway sees it.
-pub(crate) fn certificate_sha256(path: &std::path::Path) -> Result<String> {
-    use sha2::Digest;
-    let pem = std::fs::read(path)?;
-    let mut reader = std::io::BufReader::new(pem.as_slice());
-    let der = rustls_pemfile::certs(&mut reader)
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{}: no certificate found", path.display()))??;
-    Ok(hex::encode(sha2::Sha256::digest(der.as_ref())))
 }

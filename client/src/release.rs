@@ -1,4 +1,4 @@
-//! The release service as its clients reach it (`release download`, `trace`, the demo): one TLS channel trusting
+//! The release service as its clients reach it (`release download`, `trace`, the demo, the benchmarks): one TLS channel trusting
 //! only the given CA, the session in the `authorization` metadata, refusals as `[REASON] message`.
 
 use std::path::Path;
@@ -10,7 +10,8 @@ use tokumei_proto::release::v1::release_service_client::ReleaseServiceClient;
 use tokumei_release::risk::ReleaseRisk;
 use tokumei_release::trace::TraceReport;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic_types::StatusExt;
+
+use crate::refused;
 
 /// The `authorization` metadata value carrying the session (a secret: never printed).
 pub type Bearer = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
@@ -40,16 +41,6 @@ pub fn authed<T>(bearer: &Bearer, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert("authorization", bearer.clone());
     request
-}
-
-/// A refused gRPC call as `[REASON] message`.
-pub fn refused(status: tonic::Status) -> anyhow::Error {
-    let reason = status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_else(|| format!("{:?}", status.code()).to_uppercase());
-    anyhow!("[{reason}] {}", status.message())
 }
 
 /// Size of the chunks a leaked file is sent in (the service takes at most 1 MiB each).

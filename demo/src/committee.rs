@@ -67,7 +67,7 @@ pub struct Committee {
     /// The operator's two-factor session token (what their commands present to the services).
     pub operator_session: Zeroizing<String>,
     /// The two administrators (accounts and hospitals; four eyes on privileged grants).
-    pub administrators: super::staff::Administrators,
+    pub administrators: crate::staff::Administrators,
     /// An auditor.
     pub auditor: Actor,
     /// The auditor's two-factor session token (the risk measurement is asked of the release service).
@@ -86,9 +86,9 @@ async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(
     let enrolment = policy
         .enrol(username, invitation, PASSWORD, DEMO)
         .await
-        .map_err(super::access::reason)?;
-    let secret = TotpSecret::from_base32(enrolment.secret_base32.expose()).map_err(super::access::reason)?;
-    let totp = Totp::new(&secret, &policy.config().processor, username).map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
+    let secret = TotpSecret::from_base32(enrolment.secret_base32.expose()).map_err(tokumei_client::reason)?;
+    let totp = Totp::new(&secret, &policy.config().processor, username).map_err(tokumei_client::reason)?;
     // Confirm with the current step's code and log in with the next one, both from one instant: each code
     // works once, and the ±1 step window accepts both even when a step boundary passes between the calls (a
     // code of the previous step would be refused if the boundary passed before the server checked it).
@@ -97,16 +97,16 @@ async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(
     policy
         .confirm_totp(username, PASSWORD, &first, DEMO)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     let code = totp.code_at(now + Duration::seconds(30));
     let session = policy
         .login(username, PASSWORD, SecondFactor::Totp(&code), DEMO)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     let actor = policy
         .authenticate(session.token.expose())
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     let token = Zeroizing::new(session.token.expose().to_owned());
     let uri = enrolment.otpauth_uri.expose();
     let shown = match uri.split_once("secret=") {
@@ -121,7 +121,7 @@ async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(
 
 pub(super) async fn person(
     policy: &Policy,
-    admins: &super::staff::Administrators,
+    admins: &crate::staff::Administrators,
     username: &str,
     name: &str,
     org: &str,
@@ -134,18 +134,19 @@ pub(super) async fn person(
 /// session token their tools (the download client) present.
 pub(super) async fn person_with_session(
     policy: &Policy,
-    admins: &super::staff::Administrators,
+    admins: &crate::staff::Administrators,
     username: &str,
     name: &str,
     org: &str,
     roles: &[Role],
 ) -> Result<(Actor, Zeroizing<String>)> {
-    let code = super::staff::invite(policy, admins, (username, name, org), roles, DEMO).await?;
+    let code = crate::staff::invite(policy, admins, (username, name, org), roles, DEMO).await?;
     let (actor, _, token) = activate(policy, username, code.expose()).await?;
     Ok((actor, token))
 }
 
-pub(super) fn form(channel: Channel) -> ApplicationForm {
+/// The demo's application form for `channel`, every field filled as a researcher would (the benchmarks file it too).
+pub fn form(channel: Channel) -> ApplicationForm {
     let today = japan_date(Utc::now());
     ApplicationForm {
         title: "Diabetes care across prefectures".into(),
@@ -181,25 +182,25 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
     let key_path = tokumei_policy::service_key::default_key_path(home);
     // The demo plays the policy service on this host: it logs its cast in with the service's session key.
     let session_key = tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::session_key_path(home))
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     let policy = Policy::open(&url, &key_path, PolicyConfig::default())
         .await
-        .map_err(super::access::reason)?
+        .map_err(tokumei_client::reason)?
         .with_session_key(session_key)
         .with_seed_key(
             &tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::totp_seal_key_path(home))
-                .map_err(super::access::reason)?,
+                .map_err(tokumei_client::reason)?,
         )
         .with_directory_key(
             tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::directory_key_path(home))
-                .map_err(super::access::reason)?,
+                .map_err(tokumei_client::reason)?,
         );
     let mut out = CommitteeChapter::default();
 
     // The installation's first two administrators (the installer hands each their code); every other account
     // is invited by its own claim, and committee and operator roles need both administrators.
-    let [first, second] = super::staff::bootstrap(&policy, DEMO).await?;
-    let admins = super::staff::Administrators {
+    let [first, second] = crate::staff::bootstrap(&policy, DEMO).await?;
+    let admins = crate::staff::Administrators {
         first: activate(&policy, "aoi", first.expose()).await?.0,
         second: activate(&policy, "ren", second.expose()).await?.0,
     };
@@ -213,7 +214,7 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
     )
     .await?;
     let researcher = {
-        let code = super::staff::invite(
+        let code = crate::staff::invite(
             &policy,
             &admins,
             ("sato", "Rika Sato", "univ-a"),
@@ -266,7 +267,7 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
     let outsider = person(&policy, &admins, "kai", "Kai Ueda", "univ-k", &[Role::Researcher]).await?;
     // Separation of duties, tried: the first administrator approving their own grant, and the operator giving
     // themselves the chair's role.
-    let (_, claim) = tokumei_policy::identity::directory::invitation_claim().map_err(super::access::reason)?;
+    let (_, claim) = tokumei_policy::identity::directory::invitation_claim().map_err(tokumei_client::reason)?;
     let invitee = tokumei_policy::NewPerson {
         username: "hiro",
         display_name: "Hiro Kudo",
@@ -276,7 +277,7 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
     let asked = policy
         .add_user(&admins.first, invitee, &[Role::CommitteeMember], DEMO)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     let grant = asked.grant_id().unwrap_or_default().to_owned();
     out.own_grant_refused = match policy.approve_grant(&admins.first, &grant, Some(&claim), DEMO).await {
         Ok(_) => anyhow::bail!("an administrator approved their own grant"),
@@ -336,7 +337,7 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
     let app = policy
         .file_application(&researcher, form(Channel::Statistics), None, DEMO)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     out.application = app.id.clone();
     out.fee_yen = app.fee.total_yen;
     say(&format!(
@@ -347,11 +348,11 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
     policy
         .assign(&chair, &app.id, &members, DEMO)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     policy
         .recuse(&sora, &app.id, "advises the funder", DEMO)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     policy
         .vote(
             &mei,
@@ -361,11 +362,11 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
             DEMO,
         )
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     policy
         .vote(&kenta, &app.id, true, "Agree; keep the budget small", DEMO)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     let today = japan_date(Utc::now());
     let conditions = ApprovalConditions {
         tables: form(Channel::Statistics).tables,
@@ -397,15 +398,15 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
     policy
         .assign(&chair, &app.id, &["chika".to_owned()], DEMO)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     policy
         .vote(&chair, &app.id, true, "Approve with a budget of ε=1", DEMO)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     let decided = policy
         .decide(&chair, &app.id, Some(conditions), DEMO)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     let tally = decided.tally.context("a decided application has a tally")?;
     out.tally = (tally.in_favour, tally.against);
     out.conditions = decided.conditions.clone();
@@ -442,7 +443,7 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
             DEMO,
         )
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     out.banned_refused = match policy
         .file_application(&outsider, form(Channel::File), None, DEMO)
         .await
@@ -499,7 +500,7 @@ pub async fn closing(home: &Path, cast: &Committee, say: &impl Fn(&str)) -> Resu
     let decisions = p
         .decisions_register(&cast.operator, DEMO)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     std::fs::write(dir.join("decisions.json"), serde_json::to_vec_pretty(&decisions)?)?;
     out.decisions = decisions
         .iter()
@@ -508,7 +509,7 @@ pub async fn closing(home: &Path, cast: &Committee, say: &impl Fn(&str)) -> Resu
     let provisions = p
         .provisions_register(&cast.operator, DEMO)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     std::fs::write(dir.join("provisions.json"), serde_json::to_vec_pretty(&provisions)?)?;
     out.provisions = provisions.len();
     say(&format!(
@@ -521,7 +522,7 @@ pub async fn closing(home: &Path, cast: &Committee, say: &impl Fn(&str)) -> Resu
     let report = p
         .regulator_report(&cast.auditor, &period, DEMO)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     out.report_period = period.clone();
     out.report_statistics = (report.dp_releases, report.small_cell_tables);
     say(&format!(
@@ -537,7 +538,7 @@ pub async fn closing(home: &Path, cast: &Committee, say: &impl Fn(&str)) -> Resu
     let verified = p
         .verify_audit(&cast.auditor, DEMO)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     anyhow::ensure!(
         verified.is_ok(),
         "the demo's audit ledger does not verify: {verified:?}"

@@ -16,7 +16,7 @@ use tokumei_ingest::synth::Synth;
 use tokumei_policy::Origin;
 use tokumei_proto::ingest::v1::RecordBatch;
 
-use super::demo_committee::Committee;
+use crate::committee::Committee;
 
 const DEMO: Origin<'static> = Origin("demo");
 
@@ -55,18 +55,18 @@ pub async fn step(
     for code in &codes[..2] {
         let org = format!("hospital-{code}");
         let _ = policy.add_organisation(op, &org, &org, DEMO).await;
-        let fingerprint = super::user::certificate_sha256(&pki.hospital_cert(code))?;
+        let fingerprint = tokumei_ingest::tls::certificate_sha256(&pki.hospital_cert(code))?;
         policy
             .add_hospital(op, code, &org, &fingerprint, DEMO)
             .await
-            .map_err(super::access::reason)?;
+            .map_err(tokumei_client::reason)?;
     }
     let list = home.join("hospitals.json");
     let publish = || async {
         let d = policy
             .publish_hospital_directory(op, DEMO)
             .await
-            .map_err(super::access::reason)?;
+            .map_err(tokumei_client::reason)?;
         std::fs::write(&list, serde_json::to_vec_pretty(&d)?)?;
         anyhow::Ok(d)
     };
@@ -98,7 +98,7 @@ pub async fn step(
         ..Default::default()
     };
     let disabled = policy.disable_user(op, listed, DEMO).await;
-    disabled.map_err(super::access::reason)?;
+    disabled.map_err(tokumei_client::reason)?;
     publish().await?;
     // The gateway re-reads the file within a few seconds.
     for n in 0..30 {

@@ -4,34 +4,20 @@
 //! process pre-generates the records and drives concurrent push streams of one batch each, so each stream's
 //! receipt latency is one batch's time to durability.
 
-use crate::output::{emit, runtime};
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
+use tokumei_client::output::{emit, runtime};
 use tokumei_ingest::client::{HospitalCredentials, connect, push};
 use tokumei_ingest::home::tokumei_home;
 use tokumei_ingest::pki::{PkiLayout, init};
 use tokumei_ingest::synth::{Synth, hospital_codes};
 use tokumei_proto::ingest::v1::RecordBatch;
-
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Ingest throughput, receipt latency and gateway peak RSS.
-    Ingest(IngestBench),
-    /// Anonymisation engine: Adult search times and a large synthetic patient table.
-    Anonymize(super::bench_deid::AnonymizeBench),
-    /// Differentially private statistics: 10 M rows, 1,000 groups, counts and bounded means.
-    Stats(super::bench_stats::StatsBench),
-    /// Release zone: fingerprint embedding and tracing, experiments, a release build, download throughput.
-    Release(Box<super::bench_release::ReleaseBench>),
-    /// Whole-record (k, k^m) engine: item search and independent verification on synthetic patients.
-    Km(super::bench_km::KmBench),
-}
 
 #[derive(Args, Debug)]
 pub struct IngestBench {
@@ -96,14 +82,8 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
-pub fn run(cmd: BenchCommand, json: bool) -> anyhow::Result<()> {
-    let a = match cmd {
-        BenchCommand::Ingest(a) => a,
-        BenchCommand::Anonymize(a) => return super::bench_deid::run(a, json),
-        BenchCommand::Stats(a) => return super::bench_stats::run(a, json),
-        BenchCommand::Release(a) => return super::bench_release::run(*a, json),
-        BenchCommand::Km(a) => return super::bench_km::run(a, json),
-    };
+/// Runs the ingest benchmark and prints its report.
+pub fn run(a: IngestBench, json: bool) -> anyhow::Result<()> {
     let home = tokumei_home().join("bench-ingest");
     if home.exists() {
         std::fs::remove_dir_all(&home)?;

@@ -1,4 +1,5 @@
-//! `tokumei demo`: the story so far, on loopback with development certificates and the local keyring.
+//! `tokumei demo`: the story so far, on loopback with development certificates and the local keyring — a workflow
+//! of its own, outside the command line (which only parses its arguments), staging every zone as production does.
 //!
 //! Chapter 1 — hospitals push: three hospitals stream synthetic records over mutual TLS; the gateway destroys
 //! a planted My Number, rejects bad records with reasons, pseudonymises the rest and makes them durable before
@@ -15,11 +16,18 @@
 //! recorded, the leaker refused; deletion declared. Chapter 7 — transparency: the public registers, the
 //! regulator's report, the audit ledger verified and a tampered copy caught.
 
-use crate::output::{emit, runtime};
+pub mod committee;
+mod directory;
+pub mod local_policy;
+mod release;
+mod services;
+pub mod staff;
+
 use clap::Args;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
+use tokumei_client::output::{emit, runtime};
 use tokumei_ingest::client::{HospitalCredentials, connect, push};
 use tokumei_ingest::config::Config;
 use tokumei_ingest::gateway::status_reason;
@@ -70,12 +78,12 @@ struct DemoReport {
     store_bytes_on_disk: u64,
     plaintext_parquet_files_on_disk: u64,
     top_prefectures_by_conditions: Vec<(String, i64)>,
-    committee: Option<super::demo_committee::CommitteeChapter>,
-    directory: Option<super::demo_directory::DirectoryStep>,
+    committee: Option<crate::committee::CommitteeChapter>,
+    directory: Option<crate::directory::DirectoryStep>,
     statistics: Option<StatsChapter>,
-    release: Option<super::demo_release::ReleaseChapter>,
-    services: Option<super::demo_services::ServicesStep>,
-    transparency: Option<super::demo_committee::TransparencyChapter>,
+    release: Option<crate::release::ReleaseChapter>,
+    services: Option<crate::services::ServicesStep>,
+    transparency: Option<crate::committee::TransparencyChapter>,
     regulator_core_figures: Option<tokumei_store::regulator::CoreFigures>,
 }
 
@@ -353,7 +361,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         }
         gw.stop().await?;
         let spool_dir = home.join("spool");
-        let status = super::spool::status(&spool_dir)?;
+        let status = tokumei_spool::status::status(&spool_dir)?;
         report.spool_records = status.records;
         report.spool_bytes = status.bytes;
         report.identifiers_checked = sent_identifiers.len() as u64;
@@ -364,7 +372,8 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             report.spool_records, report.spool_bytes, report.identifiers_found_in_spool, report.identifiers_checked
         ));
         say("\ntokumei demo — chapter 2: the isolated core pulls the spool into encrypted Delta tables");
-        let store = std::sync::Arc::new(super::store::open_store(&cfg, &home).await?);
+        let core_keys = tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Core).await?;
+        let store = std::sync::Arc::new(tokumei_store::Store::open(&cfg.store, &home, core_keys.as_ref()).await?);
         let options = tokumei_store::core::CoreOptions { until_drained: true, ..Default::default() };
         let totals = tokumei_store::core::run(store.clone(), &cfg, &home, options, None, std::future::pending(), |_| {}).await?;
         say(&format!(
@@ -416,10 +425,10 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         ));
         report.core = Some(totals);
         say("\ntokumei demo — chapter 3: the data-access committee");
-        let (cast, committee) = super::demo_committee::chapter(&home, &say).await?;
+        let (cast, committee) = crate::committee::chapter(&home, &say).await?;
         report.committee = Some(committee);
         say("\n   the platform's directory decides which hospitals may still send:");
-        report.directory = Some(super::demo_directory::step(&home, &cfg, &pki, &codes, &cast, &say).await?);
+        report.directory = Some(crate::directory::step(&home, &cfg, &pki, &codes, &cast, &say).await?);
         say("\ntokumei demo — chapter 4: statistics under the approval: differential privacy (OpenDP) and the small-cell rule");
         let patients = tokumei_catalogue::statistics::Population {
             name: format!("store:{}", store.research_snapshot(tokumei_store::Table::Patients).await?),
@@ -430,12 +439,12 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         let keys = tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Release).await?;
         // The core's half reads and pseudonymises under the core zone's keys; the release zone's wraps its own.
         let core_keys = tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Core).await?;
-        let zones = super::demo_release::ZoneKeys { release: keys, core: core_keys };
-        report.release = Some(super::demo_release::chapter(&home, zones, &cast, &store, &say).await?);
+        let zones = crate::release::ZoneKeys { release: keys, core: core_keys };
+        report.release = Some(crate::release::chapter(&home, zones, &cast, &store, &say).await?);
         say("\ntokumei demo — chapter 7: transparency and the audit ledger");
-        report.transparency = Some(super::demo_committee::closing(&home, &cast, &say).await?);
+        report.transparency = Some(crate::committee::closing(&home, &cast, &say).await?);
         let period = tokumei_policy::transparency::current_quarter(chrono::Utc::now());
-        let (from, to) = tokumei_policy::transparency::quarter(&period).map_err(super::access::reason)?;
+        let (from, to) = tokumei_policy::transparency::quarter(&period).map_err(tokumei_client::reason)?;
         let figures = tokumei_store::regulator::figures(&store, from, to).await?;
         say(&format!(
             "   the report's core figures for {period}: {} hospitals provided {} patient records ({} clinical rows); {} opt-out(s), {} erasure request(s), {} erasure(s) completed",
@@ -451,7 +460,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         say("\ntokumei demo — chapter 8: the operator holds no key: core operations are orders the core takes");
         let file_application = report.release.as_ref().map(|r| r.application.clone());
         report.services =
-            Some(super::demo_services::step(&home, &cfg, &pki, &cast, file_application.as_deref(), &say).await?);
+            Some(crate::services::step(&home, &cfg, &pki, &cast, file_application.as_deref(), &say).await?);
         anyhow::Ok(())
     })?;
     if report.identifiers_found_in_spool > 0 {
@@ -471,7 +480,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
 
 async fn statistics_chapter(
     home: &Path,
-    cast: &super::demo_committee::Committee,
+    cast: &crate::committee::Committee,
     (research_view, patients_population): (
         &tokumei_store::ResearchSession,
         &tokumei_catalogue::statistics::Population,
@@ -486,7 +495,7 @@ async fn statistics_chapter(
         .policy
         .budget_status(&cast.researcher, &project, demo)
         .await
-        .map_err(super::access::reason)?
+        .map_err(tokumei_client::reason)?
         .project
         .budget;
     say(&format!(
@@ -602,9 +611,9 @@ async fn statistics_chapter(
             demo,
         )
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     let bytes = tokumei_store::statistics::small_cell_csv(&grouped, &protected, dims, &protection)?;
-    super::stats::write_atomically(&path, &bytes)?;
+    tokumei_client::output::write_atomically(&path, &bytes)?;
     cast.policy
         .record_provision(
             &cast.researcher,
@@ -614,7 +623,7 @@ async fn statistics_chapter(
             tokumei_policy::Origin("demo"),
         )
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     chapter.small_cell_prefecture_by_sex = SmallCellDemo {
         output: path.display().to_string(),
         cells: protected.refs().len(),
@@ -667,7 +676,7 @@ async fn statistics_chapter(
         .policy
         .budget_status(&cast.researcher, &project, demo)
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     chapter.ledger_entries = status.entries.len();
     chapter.spent_epsilon = status.spent.epsilon;
     chapter.remaining_epsilon = status.spent.remaining_epsilon(&budget);
@@ -682,7 +691,7 @@ async fn statistics_chapter(
 /// Admits a statistics request against the approval's conditions and then the committee's statistics rules
 /// (mechanism, groupings), as `tokumei stats` does.
 async fn admit(
-    cast: &super::demo_committee::Committee,
+    cast: &crate::committee::Committee,
     columns: &[&str],
     group_by: &[String],
     small_cell: Option<u64>,
@@ -706,7 +715,7 @@ async fn admit(
             tokumei_policy::Origin("demo"),
         )
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     let rules = approved.conditions.map(|c| c.statistics).unwrap_or_default();
     rules
         .check(
@@ -717,14 +726,14 @@ async fn admit(
                 small_cell,
             },
         )
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     Ok(())
 }
 
 /// Admit against the approval → plan → charge the ledger → draw → write → record the provision: the same
 /// order as `tokumei stats`.
 async fn dp_release(
-    cast: &super::demo_committee::Committee,
+    cast: &crate::committee::Committee,
     project: &str,
     request: &tokumei_deid::dp::request::StatsRequest,
     table: &tokumei_deid::table::Table,
@@ -751,10 +760,10 @@ async fn dp_release(
             tokumei_policy::Origin("demo"),
         )
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     let table = tokumei_deid::dp::release::release(&plan, request, &grouped)?;
     let bytes = tokumei_store::statistics::private_table_csv(&table, None)?;
-    super::stats::write_atomically(output, &bytes)?;
+    tokumei_client::output::write_atomically(output, &bytes)?;
     cast.policy
         .record_provision(
             &cast.researcher,
@@ -764,7 +773,7 @@ async fn dp_release(
             tokumei_policy::Origin("demo"),
         )
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     Ok(StatsSummary {
         output: output.display().to_string(),
         cells: table.cells.len(),

@@ -7,14 +7,13 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use tokumei_ingest::home::tokumei_home;
+use tokumei_platform::home::tokumei_home;
 use tokumei_proto::policy::v1::policy_service_client::PolicyServiceClient;
+use tonic::Request;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
-use tonic::{Request, Status};
-use tonic_types::StatusExt;
 use zeroize::Zeroizing;
 
-use crate::commands::access::given_or_saved_session;
+use crate::session::given_or_saved_session;
 
 /// Where the policy service is and who is calling.
 #[derive(clap::Args, Debug, Clone)]
@@ -60,7 +59,7 @@ impl PolicyClient {
             .with_context(|| format!("--policy-url {}", options.policy_url))?
             .connect_timeout(std::time::Duration::from_secs(10));
         if options.policy_url.starts_with("https://") {
-            tokumei_ingest::tls::install_crypto_provider();
+            tokumei_platform::tls::install_crypto_provider();
             let ca_path = options
                 .policy_ca
                 .clone()
@@ -110,16 +109,6 @@ fn check_plaintext(url: &str) -> Result<()> {
         "[PLAINTEXT_REFUSED] --policy-url {url} is plaintext to a host that is not loopback: use https://"
     );
     Ok(())
-}
-
-/// A refusal as `[REASON] message` (the reason from the status's `ErrorInfo`).
-pub fn refusal(status: Status) -> anyhow::Error {
-    let reason = status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
-        .unwrap_or_else(|| format!("{:?}", status.code()).to_uppercase());
-    anyhow::anyhow!("[{reason}] {}", status.message())
 }
 
 #[cfg(test)]

@@ -19,8 +19,8 @@ use tokumei_deid::transaction::search::SearchConfig;
 use tokumei_deid::transaction::{Component, Event, ItemKind, ItemNode, KmParams, MAX_FIELDS, RtData, evaluate, search};
 use tokumei_deid::verify_km::{WrittenRecords, verify_km};
 
-use crate::commands::bench_deid::peak_rss_mib;
-use crate::output::emit;
+use crate::deid::peak_rss_mib;
+use tokumei_client::output::emit;
 
 /// Arguments of `tokumei bench km`.
 #[derive(Args, Debug)]

@@ -28,9 +28,9 @@ use tokumei_release::trace::{DEFAULT_FALSE_ACCUSATION_BOUND, TraceReport};
 use tokumei_release::zone::ReleaseZone;
 use tokumei_store::Store;
 
-use super::demo_committee::{Committee, DEMO, form, person_with_session};
-use super::release_client::{LeakToTrace, assess_risk, connect, trace_leak};
-use super::release_download::{DownloadRequest, download};
+use crate::committee::{Committee, DEMO, form, person_with_session};
+use tokumei_client::download::{DownloadRequest, download};
+use tokumei_client::release::{LeakToTrace, assess_risk, connect, trace_leak};
 
 /// What chapters 5 and 6 show, for the JSON report.
 #[derive(Serialize, Default)]
@@ -62,7 +62,7 @@ pub struct ReleaseChapter {
 }
 
 fn ok<T>(r: std::result::Result<T, tokumei_policy::PolicyError>) -> Result<T> {
-    r.map_err(super::access::reason)
+    r.map_err(tokumei_client::reason)
 }
 
 /// The key services of the two zones a build crosses.
@@ -153,7 +153,7 @@ pub async fn chapter(
         &|_| {},
     )
     .await
-    .map_err(super::release::release_reason)?;
+    .map_err(tokumei_client::release_reason)?;
     say_plan(&planned, say);
     out.plan = Some(planned);
     for m in cast.members.iter().chain([&cast.chair]) {
@@ -196,7 +196,7 @@ pub async fn chapter(
 
     let zone = ReleaseZone::new(home, keys);
     let service_key = ServiceKey::load_or_create(&tokumei_release::manifest::manifest_key_path(home))
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     let cx = BuildContext {
         policy,
         actor: &cast.operator,
@@ -228,7 +228,7 @@ pub async fn chapter(
 
     let built = builder::build(&cx, &app.id, &BuildRequest::default(), &|_| {})
         .await
-        .map_err(super::release::release_reason)?;
+        .map_err(tokumei_client::release_reason)?;
     say(&format!(
         "   op builds {}: {} patients in the research view (opted-out and erased excluded), {} suppressed; pseudonyms specific to this release",
         built.release, built.patients, built.suppressed_patients
@@ -270,7 +270,7 @@ pub async fn chapter(
 
     // The recipients download their copies through the release service, as they would from their site:
     // gRPC listing and one-time HTTPS URLs over TLS, with their two-factor sessions.
-    let record = zone.record(&built.release).map_err(super::release::release_reason)?;
+    let record = zone.record(&built.release).map_err(tokumei_client::release_reason)?;
     // The demo runs in $TOKUMEI_HOME/demo: the copies land in $TOKUMEI_HOME/demo/downloads/<recipient>/<release>/.
     let downloads = home.join("downloads");
     let sato_dir = downloads.join("sato").join(&built.release);
@@ -285,7 +285,7 @@ pub async fn chapter(
     }
     out.downloads = vec![sato_dir.display().to_string(), yui_dir.display().to_string()];
     let v = manifest::verify_dir(&sato_dir, Some(std::slice::from_ref(&service_key.public())))
-        .map_err(super::release::release_reason)?;
+        .map_err(tokumei_client::release_reason)?;
     out.verified_files = v.files_checked;
     say(&format!(
         "   sato's copy: {} files, SHA-256 and ed25519 signature verified against the platform key {}",
@@ -465,7 +465,7 @@ pub async fn chapter(
 struct ReleaseDesk {
     stop: tokio::sync::oneshot::Sender<()>,
     running: tokumei_release::delivery::RunningDelivery,
-    policy_service: crate::commands::local_policy::LocalPolicyService,
+    policy_service: crate::local_policy::LocalPolicyService,
     server: String,
     ca: Vec<u8>,
 }
@@ -475,7 +475,7 @@ impl ReleaseDesk {
         tokumei_ingest::tls::install_crypto_provider();
         let pki = PkiLayout::new(home.join("pki"));
         let tls = DeliveryTls::from_files(&pki.gateway_cert(), &pki.gateway_key()).context("release service TLS")?;
-        let policy_service = crate::commands::local_policy::start(policy.clone(), &pki).await?;
+        let policy_service = crate::local_policy::start(policy.clone(), &pki).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = serve(
             DeliveryConfig {

@@ -13,7 +13,7 @@ use tokumei_deid::dp::release::release;
 use tokumei_deid::dp::request::{Bounds, Keys, Measure, Privacy, StatsRequest};
 use tokumei_deid::table::{Column, Table};
 
-use crate::output::emit;
+use tokumei_client::output::emit;
 
 /// Arguments of `tokumei bench stats`.
 #[derive(Args, Debug)]

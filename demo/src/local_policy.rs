@@ -24,8 +24,7 @@ pub async fn start(policy: Policy, pki: &PkiLayout) -> Result<LocalPolicyService
     let tls = ServerTls::from_files(&pki.gateway_cert(), &pki.gateway_key())?
         .with_zone_client_ca(ca)
         .with_zone_pins(
-            tokumei_policy::grpc::zone_pins::ZonePins::load(&pki.zone_pins())
-                .map_err(crate::commands::access::reason)?,
+            tokumei_policy::grpc::zone_pins::ZonePins::load(&pki.zone_pins()).map_err(tokumei_client::reason)?,
         );
     let bound = tokumei_policy::grpc::bind(policy, "127.0.0.1:0".parse()?, Some(tls)).await?;
     let addr = bound.local_addr();

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokumei_ingest::config::{Config, CoreOrdersConfig};
 use tokumei_ingest::pki::PkiLayout;
 
-use super::demo_committee::Committee;
+use crate::committee::Committee;
 
 /// What the step showed.
 #[derive(Serialize, Default)]
@@ -225,7 +225,7 @@ pub async fn step(
         "   a forged session: {}\n   the researcher's session: {}",
         out.forged_session_refused, out.researcher_refused
     ));
-    let entries = cast.policy.audit_entries().await.map_err(super::access::reason)?;
+    let entries = cast.policy.audit_entries().await.map_err(tokumei_client::reason)?;
     out.ledger = entries
         .iter()
         .filter(|e| e.action.starts_with("core.") || e.action == "operate_core")
@@ -341,7 +341,7 @@ async fn researcher_table(
         .policy
         .budget_status(&cast.researcher, &cast.application, tokumei_policy::Origin("demo"))
         .await
-        .map_err(super::access::reason)?;
+        .map_err(tokumei_client::reason)?;
     let remaining = status.spent.remaining_epsilon(&status.project.budget);
     // Chapter 4 left about ε = 0.015 of the approval's 1 (ε 0.5, then ρ 0.005 converted at δ = 1e-5): enough for a
     // coarse table (noise scale 100 on ~1,800 patients).

@@ -8,7 +8,7 @@ use tokumei_policy::identity::SecretString;
 use tokumei_policy::identity::directory::invitation_claim;
 use tokumei_policy::{Actor, NewPerson, Origin, Policy, PolicyError, Role, UserChange};
 
-use super::access::reason;
+use tokumei_client::reason;
 
 /// The installation's two administrators, logged in.
 pub struct Administrators {

@@ -30,7 +30,7 @@ use tokumei_deid::search::search;
 use tokumei_deid::table::{Column, Table};
 use tokumei_deid::transform::apply;
 
-use crate::output::emit;
+use tokumei_client::output::emit;
 
 /// Arguments of `tokumei bench anonymize`.
 #[derive(Args, Debug)]

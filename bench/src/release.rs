@@ -36,9 +36,9 @@ use tokumei_release::fingerprint::experiments::{self, Experiment, Outcome};
 use tokumei_release::fingerprint::{self, Cells, FingerprintKey, FingerprintPlan, Sheet};
 use tokumei_release::zone::{CopyFile, PseudonymScope, ReleaseRecord, ReleaseZone};
 
-use crate::commands::access::reason;
-use crate::commands::release::release_reason;
-use crate::output::{emit, runtime};
+use tokumei_client::output::{emit, runtime};
+use tokumei_client::reason;
+use tokumei_client::release_reason;
 
 const BENCH: Origin<'static> = Origin("bench");
 const PASSWORD: &str = "bench password, not for production";
@@ -787,12 +787,12 @@ async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(
 
 async fn person(
     policy: &Policy,
-    admins: &super::staff::Administrators,
+    admins: &tokumei_demo::staff::Administrators,
     username: &str,
     org: &str,
     roles: &[Role],
 ) -> Result<(Actor, String)> {
-    let code = super::staff::invite(policy, admins, (username, username, org), roles, BENCH).await?;
+    let code = tokumei_demo::staff::invite(policy, admins, (username, username, org), roles, BENCH).await?;
     activate(policy, username, code.expose()).await
 }
 
@@ -840,8 +840,8 @@ async fn approved_application(dir: &Path, tables: &[TableRequest]) -> Result<App
     .await
     .map_err(reason)?
     .with_session_key(session_key);
-    let [first, second] = super::staff::bootstrap(&policy, BENCH).await?;
-    let admins = super::staff::Administrators {
+    let [first, second] = tokumei_demo::staff::bootstrap(&policy, BENCH).await?;
+    let admins = tokumei_demo::staff::Administrators {
         first: activate(&policy, "aoi", first.expose()).await?.0,
         second: activate(&policy, "ren", second.expose()).await?.0,
     };
@@ -859,7 +859,7 @@ async fn approved_application(dir: &Path, tables: &[TableRequest]) -> Result<App
     for (name, org) in [("mei", "univ-m"), ("kenta", "hosp-k"), ("sora", "law-s")] {
         members.push(person(&policy, &admins, name, org, &[Role::CommitteeMember]).await?.0);
     }
-    let mut f = super::demo_committee::form(Channel::File);
+    let mut f = tokumei_demo::committee::form(Channel::File);
     f.title = "Laboratory trajectories (benchmark)".into();
     f.methods = "Regression on patient-level laboratory results, k-anonymous demographics".into();
     f.tables = tables.to_vec();
@@ -1102,7 +1102,7 @@ async fn download_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<DownloadPa
     };
     zone.commit(&record).map_err(release_reason)?;
 
-    let policy_service = crate::commands::local_policy::start(approved.policy.clone(), &pki).await?;
+    let policy_service = tokumei_demo::local_policy::start(approved.policy.clone(), &pki).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokumei_release::delivery::serve(
         tokumei_release::delivery::DeliveryConfig {

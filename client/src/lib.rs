@@ -1,0 +1,39 @@
+//! The clients of the zones' services: what the command line, the demo, the benchmarks (and the web console to
+//! come) share to reach them. A client holds a session and the CA that issued the services' certificates — never a
+//! key, a database or a store: every privileged act is a request a service authorises and audits.
+//!
+//! - [`session`]: the session a person got from `tokumei user login`, kept 0600 under the home;
+//! - [`policy`]: the committee zone's `PolicyService` (committee, users, core orders, statistics);
+//! - [`release`]: the release zone's `ReleaseService` (listing, trace, risk);
+//! - [`download`]: a recipient's resumable, hash-verified download of their copy;
+//! - [`output`]: how a command reports (a human summary or `--json`) and its runtime.
+
+pub mod download;
+pub mod output;
+pub mod policy;
+pub mod release;
+pub mod session;
+
+use tonic_types::StatusExt;
+
+/// A refused gRPC call as `[REASON] message`: the machine-readable reason from the status's `ErrorInfo` (else
+/// the status code), so scripts and tests match the reason and people read the message.
+pub fn refused(status: tonic::Status) -> anyhow::Error {
+    let reason = status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_else(|| format!("{:?}", status.code()).to_uppercase());
+    anyhow::anyhow!("[{reason}] {}", status.message())
+}
+
+/// A policy zone's error as `[REASON] message`, for the workflows that drive the façade in process (the installer's
+/// bootstrap, the demo's staffing, the benchmarks).
+pub fn reason(e: tokumei_policy::PolicyError) -> anyhow::Error {
+    anyhow::anyhow!("[{}] {e}", e.reason())
+}
+
+/// A release zone's error as `[REASON] message`.
+pub fn release_reason(e: tokumei_release::ReleaseError) -> anyhow::Error {
+    anyhow::anyhow!("[{}] {e}", e.reason())
+}
