@@ -117,6 +117,9 @@ pub enum PolicyError {
     /// The review cannot be closed: too few voting members under the quorum rule.
     #[error("quorum not met: {0}")]
     QuorumNotMet(String),
+    /// A policy service holds this home's keys, and the act (a key rotation) needs it stopped.
+    #[error("{0}")]
+    ServiceRunning(String),
     /// The accounting refused the numbers (negative or NaN loss, δ ≥ 1, a budget that makes no sense) or
     /// OpenDP's zCDP conversion failed.
     #[error("privacy accounting: {0}")]
@@ -146,6 +149,7 @@ impl PolicyError {
             PolicyError::AdvertisingRefused(_) => "ADVERTISING_REFUSED",
             PolicyError::ConditionViolated { code, .. } => code,
             PolicyError::QuorumNotMet(_) => "QUORUM_NOT_MET",
+            PolicyError::ServiceRunning(_) => "SERVICE_RUNNING",
             PolicyError::Accounting(tokumei_deid::Error::OpenDp(_)) => "ACCOUNTING",
             PolicyError::Accounting(_) => "INVALID_PRIVACY_PARAMETERS",
         }

@@ -288,6 +288,40 @@ pub fn retired_public_keys(key_path: &Path) -> Result<Vec<ServicePublicKey>> {
     Ok(named.into_iter().map(|(_, k)| k).collect())
 }
 
+/// The hold a running policy service keeps on its home's keys (`run/policy-keys.lock`, an advisory lock the
+/// operating system drops when the process ends, however it ends). A key rotated under a running service would
+/// leave it signing with the key the ledger has just retired — its entries would then fail verification as
+/// `KEY_NOT_IN_FORCE` — and issuing sessions nobody can check; so `tokumei policy rotate-key` takes the same hold
+/// and is refused while a service has it.
+#[derive(Debug)]
+pub struct KeysInUse {
+    _file: std::fs::File,
+}
+
+impl KeysInUse {
+    /// Takes the hold, or fails at once with `SERVICE_RUNNING` when another process has it.
+    pub fn acquire(home: &Path) -> Result<KeysInUse> {
+        let dir = home.join("run");
+        let io = |path: &Path, e: std::io::Error| PolicyError::Invalid(format!("{}: {e}", path.display()));
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        let path = dir.join("policy-keys.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(KeysInUse { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(PolicyError::ServiceRunning(format!(
+                "a policy service is running on this home ({} is held): stop it first",
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(&path, e)),
+        }
+    }
+}
+
 /// Where the public key of the private key at `key_path` is written (`service.key` → `service.pub`).
 pub fn public_key_path(key_path: &Path) -> PathBuf {
     key_path.with_extension("pub")

@@ -197,3 +197,43 @@ fn the_ledger_key_rotates_and_the_ledger_still_verifies() {
         "a bundle with entries of the old key verified without it: {out}"
     );
 }
+
+/// A key rotated under a running service would leave it signing with the key the ledger just retired (its next
+/// entries named `KEY_NOT_IN_FORCE` by every verifier): the rotation is refused while a service holds the keys,
+/// changes no key and writes no entry, and goes through once the service has stopped.
+#[test]
+fn no_key_rotates_under_a_running_service() {
+    let home = common::Home::new();
+    let h = home.path();
+    let db: &[(&str, &str)] = &[];
+    let _op = people::operator(h, db);
+    let key = || std::fs::read_to_string(h.join("policy/service.pub")).expect("service.pub");
+    let before = key();
+    let ledger = || {
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(people::ledger(h))
+            .len()
+    };
+    {
+        let _service = PolicyService::start(h, db);
+        let entries = ledger();
+        for purpose in ["ledger", "session"] {
+            let out = Command::new(common::tokumei_bin())
+                .env("TOKUMEI_HOME", h)
+                .args(["--json", "policy", "rotate-key", "--purpose", purpose])
+                .bounded_output()
+                .expect("rotate-key");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && stderr.contains("[SERVICE_RUNNING]"),
+                "{purpose} rotated under a running service: {stderr}"
+            );
+        }
+        assert_eq!(key(), before, "the ledger key is unchanged");
+        assert_eq!(ledger(), entries, "a refused rotation writes no entry");
+    }
+    let r = run_json(h, &["policy", "rotate-key", "--purpose", "ledger"], db, None);
+    assert_ne!(r["old_key_id"], r["new_key_id"], "{r}");
+    assert_ne!(key(), before, "rotated once the service stopped");
+}

@@ -122,6 +122,8 @@ pub fn run(command: PolicyCommand, json: bool) -> Result<()> {
 fn rotate_key(args: RotateArgs, json: bool) -> Result<()> {
     let home = tokumei_ingest::home::tokumei_home();
     let path = args.purpose.path(&home);
+    // A running service would go on signing with the key being retired: refused while one holds the keys.
+    let _keys = tokumei_policy::service_key::KeysInUse::acquire(&home).map_err(crate::commands::access::reason)?;
     runtime()?.block_on(async {
         // The ledger is opened first: a database that cannot be reached stops the rotation before a key changes.
         // It holds the ledger key as it was, so the rotation's entry (which names the new key) is signed by the old.
@@ -223,6 +225,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         .try_init();
     // rustls needs a process-wide crypto provider when several are compiled in (ring is tokumei's).
     tokumei_ingest::tls::install_crypto_provider();
+    // Held while the service runs, so no key is rotated under it (`policy rotate-key` takes the same hold).
+    let _keys = tokumei_policy::service_key::KeysInUse::acquire(&tokumei_ingest::home::tokumei_home())
+        .map_err(crate::commands::access::reason)?;
     runtime()?.block_on(async {
         // The core-order key is the service's alone: no other command loads it (see `Policy::with_core_order_key`).
         let core_order_key = tokumei_policy::ServiceKey::load_or_create(

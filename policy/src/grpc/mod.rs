@@ -120,6 +120,7 @@ pub fn code_for_reason(reason: &str) -> Code {
         | "RELEASE_ZONE_NOT_REGISTERED"
         | "INVALID_STATE"
         | "QUORUM_NOT_MET"
+        | "SERVICE_RUNNING"
         | "BUDGET_BELOW_SPENT" => Code::FailedPrecondition,
         "NOT_FOUND" | "UNKNOWN_PROJECT" => Code::NotFound,
         "ALREADY_EXISTS" => Code::AlreadyExists,
