@@ -64,7 +64,7 @@ enum Command {
     /// Independently recount an anonymised output and fail on any violation.
     Verify(commands::verify::VerifyArgs),
     /// A statistical table: differentially private (OpenDP) or under the small-cell rule.
-    Stats(commands::stats::StatsArgs),
+    Stats(tokumei_client::statistics::StatsArgs),
     /// Differential-privacy budgets of projects and the ledger of what was spent.
     Budget {
         #[command(subcommand)]

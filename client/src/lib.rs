@@ -6,13 +6,17 @@
 //! - [`policy`]: the committee zone's `PolicyService` (committee, users, core orders, statistics);
 //! - [`release`]: the release zone's `ReleaseService` (listing, trace, risk);
 //! - [`download`]: a recipient's resumable, hash-verified download of their copy;
+//! - [`core_orders`]: a core operation asked of the policy service, and the wait for the core's report;
+//! - [`statistics`]: a researcher's statistical table, over their own file or over the store;
 //! - [`output`]: how a command reports (a human summary or `--json`) and its runtime.
 
+pub mod core_orders;
 pub mod download;
 pub mod output;
 pub mod policy;
 pub mod release;
 pub mod session;
+pub mod statistics;
 
 use tonic_types::StatusExt;
 

@@ -25,6 +25,7 @@ pub mod lattice;
 pub mod linked_tables;
 pub mod metric;
 pub mod model;
+pub mod published_table;
 pub mod report;
 pub mod risk;
 pub mod search;

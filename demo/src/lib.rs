@@ -589,7 +589,7 @@ async fn statistics_chapter(
     };
     let by_sex = tokumei_deid::datafusion::table_from_context(research, "patients", &["prefecture", "sex"]).await?;
     let grouped = group(&by_sex, &request)?;
-    let (counts, dims) = tokumei_store::statistics::count_table(&grouped)?;
+    let (counts, dims) = tokumei_deid::published_table::count_table(&grouped)?;
     let rule = tokumei_deid::small_cell::SmallCellRule::default();
     let protected = tokumei_deid::small_cell::protect(&counts, &rule)?;
     let (primary, complementary) = protected.suppressed_count();
@@ -599,7 +599,7 @@ async fn statistics_chapter(
         rule.threshold
     );
     admit(cast, &["prefecture", "sex"], &request.group_by, Some(rule.threshold)).await?;
-    let linked = tokumei_store::statistics::linked_table(&grouped, &protected)?;
+    let linked = tokumei_deid::published_table::linked_table(&grouped, &protected)?;
     cast.policy
         .publish_small_cell_table(
             &cast.researcher,
@@ -612,7 +612,7 @@ async fn statistics_chapter(
         )
         .await
         .map_err(tokumei_client::reason)?;
-    let bytes = tokumei_store::statistics::small_cell_csv(&grouped, &protected, dims, &protection)?;
+    let bytes = tokumei_deid::published_table::small_cell_csv(&grouped, &protected, dims, &protection)?;
     tokumei_client::output::write_atomically(&path, &bytes)?;
     cast.policy
         .record_provision(
@@ -762,7 +762,7 @@ async fn dp_release(
         .await
         .map_err(tokumei_client::reason)?;
     let table = tokumei_deid::dp::release::release(&plan, request, &grouped)?;
-    let bytes = tokumei_store::statistics::private_table_csv(&table, None)?;
+    let bytes = tokumei_deid::published_table::private_table_csv(&table, None)?;
     tokumei_client::output::write_atomically(output, &bytes)?;
     cast.policy
         .record_provision(

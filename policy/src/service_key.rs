@@ -288,19 +288,29 @@ pub fn retired_public_keys(key_path: &Path) -> Result<Vec<ServicePublicKey>> {
     Ok(named.into_iter().map(|(_, k)| k).collect())
 }
 
-/// The hold a running policy service keeps on its home's keys (`run/policy-keys.lock`, an advisory lock the
+/// The hold running policy services keep on their home's keys (`run/policy-keys.lock`, an advisory lock the
 /// operating system drops when the process ends, however it ends). A key rotated under a running service would
 /// leave it signing with the key the ledger has just retired — its entries would then fail verification as
-/// `KEY_NOT_IN_FORCE` — and issuing sessions nobody can check; so `tokumei policy rotate-key` takes the same hold
-/// and is refused while a service has it.
+/// `KEY_NOT_IN_FORCE` — and issuing sessions nobody can check. So every service holds the lock shared (several may
+/// serve one home), and `tokumei policy rotate-key` needs it exclusively: refused while any service runs.
 #[derive(Debug)]
 pub struct KeysInUse {
     _file: std::fs::File,
 }
 
 impl KeysInUse {
-    /// Takes the hold, or fails at once with `SERVICE_RUNNING` when another process has it.
-    pub fn acquire(home: &Path) -> Result<KeysInUse> {
+    /// A running service's hold (shared with other services of the home); fails with `SERVICE_RUNNING` only while
+    /// a rotation holds the keys.
+    pub fn serving(home: &Path) -> Result<KeysInUse> {
+        Self::take(home, false)
+    }
+
+    /// A rotation's hold (exclusive); fails at once with `SERVICE_RUNNING` while any service holds the keys.
+    pub fn rotating(home: &Path) -> Result<KeysInUse> {
+        Self::take(home, true)
+    }
+
+    fn take(home: &Path, exclusive: bool) -> Result<KeysInUse> {
         let dir = home.join("run");
         let io = |path: &Path, e: std::io::Error| PolicyError::Invalid(format!("{}: {e}", path.display()));
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
@@ -311,10 +321,19 @@ impl KeysInUse {
             .write(true)
             .open(&path)
             .map_err(|e| io(&path, e))?;
-        match file.try_lock() {
+        let taken = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        match taken {
             Ok(()) => Ok(KeysInUse { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(PolicyError::ServiceRunning(format!(
+            Err(std::fs::TryLockError::WouldBlock) if exclusive => Err(PolicyError::ServiceRunning(format!(
                 "a policy service is running on this home ({} is held): stop it first",
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::WouldBlock) => Err(PolicyError::ServiceRunning(format!(
+                "a key rotation holds this home's keys ({}): start the service when it has finished",
                 path.display()
             ))),
             Err(std::fs::TryLockError::Error(e)) => Err(io(&path, e)),

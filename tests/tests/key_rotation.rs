@@ -199,7 +199,7 @@ fn the_ledger_key_rotates_and_the_ledger_still_verifies() {
 }
 
 /// A key rotated under a running service would leave it signing with the key the ledger just retired (its next
-/// entries named `KEY_NOT_IN_FORCE` by every verifier): the rotation is refused while a service holds the keys,
+/// entries named `KEY_NOT_IN_FORCE` by every verifier): the rotation is refused while services hold the keys,
 /// changes no key and writes no entry, and goes through once the service has stopped.
 #[test]
 fn no_key_rotates_under_a_running_service() {
@@ -216,7 +216,9 @@ fn no_key_rotates_under_a_running_service() {
             .len()
     };
     {
+        // Two services of one home hold the keys together (the lock is shared among services).
         let _service = PolicyService::start(h, db);
+        let _second = PolicyService::start(h, db);
         let entries = ledger();
         for purpose in ["ledger", "session"] {
             let out = Command::new(common::tokumei_bin())

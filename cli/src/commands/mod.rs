@@ -21,7 +21,6 @@ pub mod serve;
 pub mod spool;
 pub mod sql;
 pub mod stats;
-pub mod stats_store;
 pub mod store;
 pub mod synth;
 pub mod trace;

@@ -123,7 +123,7 @@ fn rotate_key(args: RotateArgs, json: bool) -> Result<()> {
     let home = tokumei_ingest::home::tokumei_home();
     let path = args.purpose.path(&home);
     // A running service would go on signing with the key being retired: refused while one holds the keys.
-    let _keys = tokumei_policy::service_key::KeysInUse::acquire(&home).map_err(crate::commands::access::reason)?;
+    let _keys = tokumei_policy::service_key::KeysInUse::rotating(&home).map_err(crate::commands::access::reason)?;
     runtime()?.block_on(async {
         // The ledger is opened first: a database that cannot be reached stops the rotation before a key changes.
         // It holds the ledger key as it was, so the rotation's entry (which names the new key) is signed by the old.
@@ -225,8 +225,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         .try_init();
     // rustls needs a process-wide crypto provider when several are compiled in (ring is tokumei's).
     tokumei_ingest::tls::install_crypto_provider();
-    // Held while the service runs, so no key is rotated under it (`policy rotate-key` takes the same hold).
-    let _keys = tokumei_policy::service_key::KeysInUse::acquire(&tokumei_ingest::home::tokumei_home())
+    // Held (shared with other services of this home) while the service runs, so no key is rotated under it.
+    let _keys = tokumei_policy::service_key::KeysInUse::serving(&tokumei_ingest::home::tokumei_home())
         .map_err(crate::commands::access::reason)?;
     runtime()?.block_on(async {
         // The core-order key is the service's alone: no other command loads it (see `Policy::with_core_order_key`).

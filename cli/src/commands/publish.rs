@@ -63,7 +63,7 @@ pub struct ReportArgs {
     #[command(flatten)]
     service: ServiceOptions,
     #[command(flatten)]
-    wait: crate::commands::store::WaitOptions,
+    wait: tokumei_client::core_orders::WaitOptions,
 }
 
 fn write_register<T: Serialize>(dir: &Path, name: &str, rows: &[T]) -> Result<(PathBuf, PathBuf)> {
@@ -144,7 +144,7 @@ pub fn run_report(args: ReportArgs, json: bool) -> Result<()> {
             .json;
         let report: RegulatorReport = serde_json::from_str(&text)?;
         // The core's half: an order the core carries out (counts only); without a running core the report says so.
-        let figures = crate::commands::store::order(
+        let figures = tokumei_client::core_orders::order(
             &args.service,
             &args.wait,
             pb::core_operation_request::Operation::RegulatorFigures(pb::PeriodRef { period: period.clone() }),

@@ -70,7 +70,7 @@ pub struct BuildArgs {
     pub service: tokumei_client::policy::ServiceOptions,
     /// How long to wait for the core.
     #[command(flatten)]
-    pub wait: crate::commands::store::WaitOptions,
+    pub wait: tokumei_client::core_orders::WaitOptions,
 }
 
 /// Arguments of `tokumei release verify`.
@@ -198,7 +198,7 @@ fn build(a: BuildArgs, json: bool) -> Result<()> {
                     "[BAD_INPUT] a build waits for the core: --wait-secs must be > 0"
                 );
                 let tables = parse_tables(&a.tables)?;
-                let status = crate::commands::store::order(
+                let status = tokumei_client::core_orders::order(
                     &a.service,
                     &a.wait,
                     pb::core_operation_request::Operation::BuildRelease(pb::BuildReleaseOperation {

@@ -33,14 +33,14 @@ pub struct PlanArgs {
     pub service: ServiceOptions,
     /// How long to wait for the core.
     #[command(flatten)]
-    pub wait: crate::commands::store::WaitOptions,
+    pub wait: tokumei_client::core_orders::WaitOptions,
 }
 
 /// Runs `tokumei release plan`: asks the policy service, which admits the plan on the application and orders it
 /// from the core; the core reads the store and reports the plan's aggregates.
 pub fn run(a: PlanArgs, json: bool) -> Result<()> {
     runtime()?.block_on(async {
-        let status = crate::commands::store::order(
+        let status = tokumei_client::core_orders::order(
             &a.service,
             &a.wait,
             pb::core_operation_request::Operation::PlanRelease(pb::PlanReleaseOperation {

@@ -1,4 +1,4 @@
-//! `tokumei stats --table NAME`: a statistical table over the core store, asked of the policy service.
+//! A statistical table over the core store (`tokumei stats --table NAME`), asked of the policy service.
 //!
 //! The command holds a session and the CA only. The service checks the platform's rules and the approval, spends
 //! a DP table's loss and orders the table from the core, which computes it over the research view; a small-cell
@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 use tokumei_catalogue::statistics::StatisticsSpec;
 use tokumei_proto::policy::v1 as pb;
 
-use super::stats::StatsArgs;
+use super::StatsArgs;
+use crate::output::write_atomically;
 
 /// The request in the researcher's words.
 pub fn spec(a: &StatsArgs, table: &str, public_keys: Option<Vec<Vec<String>>>) -> StatisticsSpec {
@@ -33,7 +34,8 @@ pub fn spec(a: &StatsArgs, table: &str, public_keys: Option<Vec<Vec<String>>>) -
     }
 }
 
-pub(crate) fn to_proto(s: StatisticsSpec) -> pb::StatisticsOperation {
+/// The request as the policy service takes it.
+pub fn to_proto(s: StatisticsSpec) -> pb::StatisticsOperation {
     pb::StatisticsOperation {
         application_id: s.application,
         table: s.table,
@@ -57,16 +59,17 @@ pub(crate) fn to_proto(s: StatisticsSpec) -> pb::StatisticsOperation {
     }
 }
 
-/// Runs `tokumei stats --table`.
-pub async fn run(a: &StatsArgs, spec: StatisticsSpec, json: bool) -> Result<()> {
+/// Asks the policy service for the table, waits for the core, checks the table against its digest and writes it
+/// (and `--report`); returns the report (the table itself and the audit's view of it left out).
+pub async fn make(a: &StatsArgs, spec: StatisticsSpec, progress: bool) -> Result<Value> {
     if a.dry_run {
-        return dry_run(&spec, json);
+        return dry_run(&spec);
     }
-    let status = super::store::order(
+    let status = crate::core_orders::order(
         &a.service,
         &a.wait,
         pb::core_operation_request::Operation::Statistics(to_proto(spec)),
-        json,
+        !progress,
     )
     .await?;
     let mut report: Value = serde_json::from_str(&status.result_json).context("the core's statistics report")?;
@@ -79,7 +82,7 @@ pub async fn run(a: &StatsArgs, spec: StatisticsSpec, json: bool) -> Result<()> 
     if report.get("csv_sha256").and_then(Value::as_str) != Some(digest.as_str()) {
         anyhow::bail!("[REPORT_CORRUPT] the table does not match its digest; nothing written");
     }
-    crate::output::write_atomically(&a.output, csv.as_bytes())?;
+    write_atomically(&a.output, csv.as_bytes())?;
     // The report file keeps the figures, not the table again nor the audit's view of it.
     if let Some(map) = report.as_object_mut() {
         for heavy in ["csv", "linked"] {
@@ -90,18 +93,13 @@ pub async fn run(a: &StatsArgs, spec: StatisticsSpec, json: bool) -> Result<()> 
         map.insert("output_sha256".into(), digest.into());
     }
     if let Some(path) = &a.report {
-        crate::output::write_atomically(path, &serde_json::to_vec_pretty(&report)?)?;
+        write_atomically(path, &serde_json::to_vec_pretty(&report)?)?;
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_human(&report);
-    }
-    Ok(())
+    Ok(report)
 }
 
 /// The plan of a DP table (or the rule of a small-cell one), from the catalogue alone.
-fn dry_run(spec: &StatisticsSpec, json: bool) -> Result<()> {
+fn dry_run(spec: &StatisticsSpec) -> Result<Value> {
     let admitted = spec.admit().map_err(|r| anyhow!("{r}"))?;
     let plan = if admitted.private {
         Some(tokumei_deid::dp::plan::plan(&admitted.request)?)
@@ -120,52 +118,5 @@ fn dry_run(spec: &StatisticsSpec, json: bool) -> Result<()> {
         "plan": plan,
         "min_cell": spec.min_cell,
     });
-    if json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        println!("試算 / dry run for {}: nothing spent, no data read", spec.application);
-        print_plan(&out);
-    }
-    Ok(())
-}
-
-fn print_human(r: &Value) {
-    println!(
-        "統計表 / wrote {} cells to {} (order {})",
-        r["cells"],
-        r["output"].as_str().unwrap_or("-"),
-        r["order"]
-    );
-    println!("protection: {}", r["protection"].as_str().unwrap_or("-"));
-    print_plan(r);
-    if let Some(s) = r.get("small_cell") {
-        println!(
-            "suppressed: {} primary, {} complementary (margins: {})",
-            s["primary_suppressed"],
-            s["complementary_suppressed"],
-            s["margins"].as_str().unwrap_or("-")
-        );
-    }
-}
-
-fn print_plan(r: &Value) {
-    let Some(p) = r.get("plan").filter(|p| p.is_object()) else {
-        return;
-    };
-    println!("unit of privacy: {}", p["unit_of_privacy"].as_str().unwrap_or("-"));
-    for c in p["components"].as_array().into_iter().flatten() {
-        println!(
-            "  {}: noise scale {:.4}, expected |error| per cell {}",
-            c["kind"].as_str().unwrap_or("-"),
-            c["scale"].as_f64().unwrap_or(f64::NAN),
-            c["expected_abs_error"]
-                .as_f64()
-                .map_or_else(|| "data-dependent".to_owned(), |e| format!("{e:.4}"))
-        );
-    }
-    let loss = &p["loss"];
-    println!(
-        "privacy loss: ε={} ρ={} δ={} (reported as ε={}, δ={})",
-        loss["epsilon"], loss["rho"], loss["delta"], p["reported_epsilon"], p["reported_delta"]
-    );
+    Ok(out)
 }
