@@ -5,6 +5,7 @@
 //! - [`session`]: the session a person got from `tokumei user login`, kept 0600 under the home;
 //! - [`policy`]: the committee zone's `PolicyService` (committee, users, core orders, statistics);
 //! - [`release`]: the release zone's `ReleaseService` (listing, trace, risk);
+//! - [`release_build`]: a release built through the policy service, the core and the release service;
 //! - [`download`]: a recipient's resumable, hash-verified download of their copy;
 //! - [`core_orders`]: a core operation asked of the policy service, and the wait for the core's report;
 //! - [`statistics`]: a researcher's statistical table, over their own file or over the store;
@@ -15,6 +16,7 @@ pub mod download;
 pub mod output;
 pub mod policy;
 pub mod release;
+pub mod release_build;
 pub mod session;
 pub mod statistics;
 

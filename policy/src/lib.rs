@@ -27,6 +27,7 @@ pub mod error;
 pub mod file_statistics;
 pub mod grpc;
 pub mod identity;
+pub mod on_home;
 pub mod query_shape;
 pub mod service;
 pub mod service_key;

@@ -6,13 +6,12 @@
 //! checks the token's signature, expiry and revocation and re-reads the user's roles on every command.
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use zeroize::Zeroizing;
 
 use tokumei_ingest::home::tokumei_home;
-use tokumei_policy::{Origin, Policy, PolicyConfig};
+use tokumei_policy::{Origin, Policy};
 
 pub use tokumei_client::reason;
 pub use tokumei_client::session::{given_or_saved_session, save_session, session_file};
@@ -31,33 +30,11 @@ pub struct PolicyOptions {
     pub session: Option<String>,
 }
 
-/// Where the policy zone keeps its files under a home.
-pub fn policy_dir(home: &Path) -> PathBuf {
-    home.join("policy")
-}
-
-/// Opens the policy façade in this process: database, the service key (created on first use) and
-/// `policy.toml`. It checks sessions against the public half of the policy service's session key and can log
-/// nobody in (before the service ever ran there is no such key, and no session is valid).
+/// Opens the policy façade in this process ([`tokumei_policy::on_home::open`]): for the installer's bootstrap only.
 pub async fn open_policy(options: &PolicyOptions) -> Result<Policy> {
-    let home = tokumei_home();
-    let url = options
-        .database
-        .clone()
-        .unwrap_or_else(|| tokumei_policy::database::default_url(&home));
-    let config = PolicyConfig::load(&policy_dir(&home).join("policy.toml")).map_err(reason)?;
-    let key_path = tokumei_policy::service_key::default_key_path(&home);
-    let session_public =
-        tokumei_policy::service_key::public_key_path(&tokumei_policy::service_key::session_key_path(&home));
-    let verifier = match tokumei_policy::ServicePublicKey::read(&session_public) {
-        Ok(public) => public,
-        // No policy service has issued a session here: a key nobody holds accepts none.
-        Err(_) => tokumei_policy::ServiceKey::generate().public(),
-    };
-    Ok(Policy::open(&url, &key_path, config)
+    tokumei_policy::on_home::open(&tokumei_home(), options.database.as_deref())
         .await
-        .map_err(reason)?
-        .with_session_verifier(verifier))
+        .map_err(reason)
 }
 
 /// The caller's session token: `--session`/`TOKUMEI_SESSION`, else the saved one.

@@ -15,7 +15,9 @@ use tokumei_ingest::pki::PkiLayout;
 use tokumei_ingest::server::termination_signal;
 use tokumei_policy::grpc::{ServerTls, bind};
 
-use crate::commands::access::{PolicyOptions, open_policy};
+use tokumei_policy::on_home::PurposeKey;
+
+use crate::commands::access::{PolicyOptions, reason};
 use crate::output::runtime;
 
 /// `tokumei policy ...`
@@ -49,25 +51,14 @@ pub enum KeyPurpose {
     Ledger,
 }
 
-impl KeyPurpose {
-    fn name(self) -> &'static str {
-        match self {
-            KeyPurpose::Session => "session",
-            KeyPurpose::Bans => "bans",
-            KeyPurpose::Directory => "directory",
-            KeyPurpose::CoreOrder => "core-order",
-            KeyPurpose::Ledger => "ledger",
-        }
-    }
-
-    fn path(self, home: &std::path::Path) -> PathBuf {
-        use tokumei_policy::service_key as k;
-        match self {
-            KeyPurpose::Session => k::session_key_path(home),
-            KeyPurpose::Bans => k::bans_key_path(home),
-            KeyPurpose::Directory => k::directory_key_path(home),
-            KeyPurpose::CoreOrder => k::core_order_key_path(home),
-            KeyPurpose::Ledger => k::default_key_path(home),
+impl From<KeyPurpose> for PurposeKey {
+    fn from(p: KeyPurpose) -> PurposeKey {
+        match p {
+            KeyPurpose::Session => PurposeKey::Session,
+            KeyPurpose::Bans => PurposeKey::Bans,
+            KeyPurpose::Directory => PurposeKey::Directory,
+            KeyPurpose::CoreOrder => PurposeKey::CoreOrder,
+            KeyPurpose::Ledger => PurposeKey::Ledger,
         }
     }
 }
@@ -119,62 +110,31 @@ pub fn run(command: PolicyCommand, json: bool) -> Result<()> {
     }
 }
 
+/// `tokumei policy rotate-key`: the rotation is the policy zone's ([`tokumei_policy::on_home::rotate`]).
 fn rotate_key(args: RotateArgs, json: bool) -> Result<()> {
+    let purpose = PurposeKey::from(args.purpose);
     let home = tokumei_ingest::home::tokumei_home();
-    let path = args.purpose.path(&home);
-    // A running service would go on signing with the key being retired: refused while one holds the keys.
-    let _keys = tokumei_policy::service_key::KeysInUse::rotating(&home).map_err(crate::commands::access::reason)?;
-    runtime()?.block_on(async {
-        // The ledger is opened first: a database that cannot be reached stops the rotation before a key changes.
-        // It holds the ledger key as it was, so the rotation's entry (which names the new key) is signed by the old.
-        let policy = open_policy(&args.policy).await?;
-        if matches!(args.purpose, KeyPurpose::Ledger) {
-            let legacy = policy
-                .legacy_sealed_seeds()
-                .await
-                .map_err(crate::commands::access::reason)?;
-            anyhow::ensure!(
-                legacy == 0,
-                "[LEGACY_SEEDS] {legacy} account(s) have a second factor sealed by an earlier version under a key \
-                 derived from the ledger key; it is re-sealed at their next sign-in (or reset their credentials) — \
-                 rotating now would lose it"
-            );
-        }
-        let previous = tokumei_policy::ServiceKey::load_or_create(&path).map_err(crate::commands::access::reason)?;
-        let (old, new) = tokumei_policy::service_key::rotate(&path).map_err(crate::commands::access::reason)?;
-        let event = tokumei_policy::audit_ledger::AuditEvent::new(
-            "policy-service",
-            "key.rotated",
-            format!("key {}", args.purpose.name()),
-            tokumei_policy::audit_ledger::Outcome::Ok,
+    let done = runtime()?
+        .block_on(tokumei_policy::on_home::rotate(
+            &home,
+            args.policy.database.as_deref(),
+            purpose,
+        ))
+        .map_err(reason)?;
+    let out = serde_json::json!({
+        "purpose": purpose.name(),
+        "old_key_id": done.old.key_id(),
+        "new_key_id": done.new.key_id(),
+        "public_key": done.new.to_hex(),
+    });
+    crate::output::emit(json, &out, |_| {
+        println!(
+            "{} key rotated: {} → {} (restart the policy service; new public key {})",
+            purpose.name(),
+            done.old.key_id(),
+            done.new.key_id(),
+            done.new.to_hex()
         )
-        .source("cli")
-        .details(serde_json::json!({
-            "old_key_id": old.key_id(),
-            "new_key_id": new.key_id(),
-            "new_public_key": new.to_hex(),
-        }));
-        if let Err(e) = policy.audit(event).await {
-            // No key may be in force that the ledger does not name: the old one goes back.
-            tokumei_policy::service_key::undo_rotation(&path, &previous).map_err(crate::commands::access::reason)?;
-            return Err(crate::commands::access::reason(e)
-                .context("the rotation could not be recorded; the old key is in force again"));
-        }
-        let out = serde_json::json!({
-            "purpose": args.purpose.name(),
-            "old_key_id": old.key_id(),
-            "new_key_id": new.key_id(),
-            "public_key": new.to_hex(),
-        });
-        crate::output::emit(json, &out, |_| {
-            println!(
-                "{} key rotated: {} → {} (restart the policy service; new public key {})",
-                args.purpose.name(),
-                old.key_id(),
-                new.key_id(),
-                new.to_hex()
-            )
-        })
     })
 }
 
@@ -188,10 +148,9 @@ fn serve(args: ServeArgs) -> Result<()> {
                         tls.with_zone_client_ca(std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?);
                     let default = PkiLayout::new(tokumei_ingest::home::tokumei_home().join("pki")).zone_pins();
                     match args.zone_pins.clone().or_else(|| default.exists().then_some(default)) {
-                        Some(path) => tls.with_zone_pins(
-                            tokumei_policy::grpc::zone_pins::ZonePins::load(&path)
-                                .map_err(crate::commands::access::reason)?,
-                        ),
+                        Some(path) => {
+                            tls.with_zone_pins(tokumei_policy::grpc::zone_pins::ZonePins::load(&path).map_err(reason)?)
+                        }
                         None => {
                             tracing::warn!(
                                 "no zone pins (pki/zone-pins.json): any certificate of the zones' CA with a zone's \
@@ -226,35 +185,13 @@ fn serve(args: ServeArgs) -> Result<()> {
     // rustls needs a process-wide crypto provider when several are compiled in (ring is tokumei's).
     tokumei_ingest::tls::install_crypto_provider();
     // Held (shared with other services of this home) while the service runs, so no key is rotated under it.
-    let _keys = tokumei_policy::service_key::KeysInUse::serving(&tokumei_ingest::home::tokumei_home())
-        .map_err(crate::commands::access::reason)?;
+    let _keys =
+        tokumei_policy::service_key::KeysInUse::serving(&tokumei_ingest::home::tokumei_home()).map_err(reason)?;
     runtime()?.block_on(async {
-        // The core-order key is the service's alone: no other command loads it (see `Policy::with_core_order_key`).
-        let core_order_key = tokumei_policy::ServiceKey::load_or_create(
-            &tokumei_policy::service_key::core_order_key_path(&tokumei_ingest::home::tokumei_home()),
-        )
-        .map_err(crate::commands::access::reason)?;
-        // So is the session key: people log in here and nowhere else.
-        let session_key = tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::session_key_path(
-            &tokumei_ingest::home::tokumei_home(),
-        ))
-        .map_err(crate::commands::access::reason)?;
-        // And the keys of what it publishes: ban lists for other processors, the hospital directory for the gateway.
         let home = tokumei_ingest::home::tokumei_home();
-        let load = |path: &std::path::Path| {
-            tokumei_policy::ServiceKey::load_or_create(path).map_err(crate::commands::access::reason)
-        };
-        let bans_key = load(&tokumei_policy::service_key::bans_key_path(&home))?;
-        let directory_key = load(&tokumei_policy::service_key::directory_key_path(&home))?;
-        // And the key that seals second-factor seeds: only the service checks codes.
-        let seed_key = load(&tokumei_policy::service_key::totp_seal_key_path(&home))?;
-        let policy = open_policy(&args.policy)
-            .await?
-            .with_seed_key(&seed_key)
-            .with_core_order_key(core_order_key)
-            .with_session_key(session_key)
-            .with_bans_key(bans_key)
-            .with_directory_key(directory_key);
+        let policy = tokumei_policy::on_home::open_service(&home, args.policy.database.as_deref())
+            .await
+            .map_err(reason)?;
         let server = bind(policy, args.listen, tls).await.context("policy service")?;
         // Machine-readable readiness line for scripts and tests: printed once the port accepts connections.
         println!("policy service listening on {}", server.local_addr());

@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use tokumei_policy::ServicePublicKey;
 use tokumei_policy::committee::TableRequest;
-use tokumei_proto::policy::v1 as pb;
-use tokumei_release::ReleaseError;
 use tokumei_release::builder;
 use tokumei_release::manifest;
 
@@ -177,89 +175,28 @@ fn rotate_key(a: RotateKeyArgs, json: bool) -> Result<()> {
     })
 }
 
-/// A release error with its machine-readable reason, for the binary's edge.
-pub fn release_reason(e: ReleaseError) -> anyhow::Error {
-    anyhow::anyhow!("[{}] {e}", e.reason())
-}
-
-/// `tokumei release build`: a client of both zones' services, holding a session and the CA only. The policy
-/// service admits the build and queues the core's half (`build_release`); the core anonymises, verifies and seals
-/// the result to the release zone; the release service (`CompleteBuild`) admits it again, fingerprints, signs and
-/// seals each copy and records the release.
+/// `tokumei release build`: runs the build client ([`tokumei_client::release_build`]) and prints the release.
 fn build(a: BuildArgs, json: bool) -> Result<()> {
-    tokumei_ingest::tls::install_crypto_provider();
-    let rt = runtime()?;
-    rt.block_on(async {
-        let order = match (a.order, &a.application) {
-            (Some(order), _) => order,
-            (None, Some(application)) => {
-                anyhow::ensure!(
-                    a.wait.wait_secs > 0,
-                    "[BAD_INPUT] a build waits for the core: --wait-secs must be > 0"
-                );
-                let tables = parse_tables(&a.tables)?;
-                let status = tokumei_client::core_orders::order(
-                    &a.service,
-                    &a.wait,
-                    pb::core_operation_request::Operation::BuildRelease(pb::BuildReleaseOperation {
-                        application_id: application.clone(),
-                        recipients: a.recipients.clone(),
-                        tables: tokumei_policy::grpc::convert::tables_to_proto(&tables),
-                    }),
-                    json,
-                )
-                .await?;
-                status.id
-            }
-            (None, None) => anyhow::bail!("[BAD_INPUT] --application or --order"),
-        };
-        let session = crate::commands::access::given_or_saved_session(a.service.session.as_deref())?;
-        let ca_path = a
-            .release_ca
-            .clone()
-            .or_else(|| a.service.policy_ca.clone())
-            .unwrap_or_else(|| tokumei_ingest::home::tokumei_home().join("pki").join("ca.crt"));
-        let ca = std::fs::read(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
-        let resume = |e: anyhow::Error| {
-            anyhow::anyhow!(
-                "{e:#}\n[RELEASE_ZONE_UNAVAILABLE] core order {order} is done and waits for the release zone: finish it \
-                 with `tokumei release build --order {order}` (the approval is checked again then)"
-            )
-        };
-        let mut client = tokumei_client::release::connect(&a.release_server, &ca).await.map_err(resume)?;
-        let spinner = indicatif::ProgressBar::new_spinner();
-        if !json {
-            spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-            spinner.set_message(format!(
-                "core order {order} done: the release zone fingerprints, signs and seals each copy"
-            ));
-        }
-        let answer = client
-            .complete_build(tokumei_client::release::authed(
-                &tokumei_client::release::bearer(&session)?,
-                tokumei_proto::release::v1::CompleteBuildRequest { order_id: order },
-            ))
-            .await
-            .map_err(|s| {
-                if s.code() == tonic::Code::Unavailable {
-                    resume(tokumei_client::refused(s))
-                } else {
-                    tokumei_client::refused(s)
-                }
-            });
-        spinner.finish_and_clear();
-        let outcome: builder::BuildOutcome =
-            serde_json::from_str(&answer?.into_inner().outcome_json).context("the release service's outcome")?;
-        if json {
-            let mut out = serde_json::to_value(&outcome)?;
-            out["order"] = serde_json::json!(order);
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        } else {
-            print_outcome(&outcome);
-            println!("  core order {order}");
-        }
-        Ok(())
-    })
+    let request = tokumei_client::release_build::BuildRequest {
+        application: a.application.as_deref(),
+        order: a.order,
+        recipients: &a.recipients,
+        tables: parse_tables(&a.tables)?,
+        release_server: &a.release_server,
+        release_ca: a.release_ca.as_deref(),
+        service: &a.service,
+        wait: &a.wait,
+    };
+    let (order, outcome) = runtime()?.block_on(tokumei_client::release_build::build(&request, !json))?;
+    if json {
+        let mut out = serde_json::to_value(&outcome)?;
+        out["order"] = serde_json::json!(order);
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_outcome(&outcome);
+        println!("  core order {order}");
+    }
+    Ok(())
 }
 
 fn print_outcome(outcome: &builder::BuildOutcome) {
@@ -320,7 +257,7 @@ fn trusted_keys(arg: Option<&str>) -> Result<Option<Vec<ServicePublicKey>>> {
             return match tokumei_release::zone::manifest_public_keys(&home.join("release")) {
                 Ok(keys) => Ok(Some(keys)),
                 Err(tokumei_release::ReleaseError::NotFound(_)) => Ok(None),
-                Err(e) => Err(release_reason(e)),
+                Err(e) => Err(tokumei_client::release_reason(e)),
             };
         }
     };
@@ -329,7 +266,7 @@ fn trusted_keys(arg: Option<&str>) -> Result<Option<Vec<ServicePublicKey>>> {
 
 fn verify(a: VerifyArgs, json: bool) -> Result<()> {
     let trusted = trusted_keys(a.public_key.as_deref())?;
-    let v = manifest::verify_dir(&a.dir, trusted.as_deref()).map_err(release_reason)?;
+    let v = manifest::verify_dir(&a.dir, trusted.as_deref()).map_err(tokumei_client::release_reason)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
