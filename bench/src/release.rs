@@ -996,7 +996,7 @@ async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<(BuildPart, O
     {
         let _ = std::fs::remove_dir_all(d);
     }
-    approved.policy.db().close().await;
+    approved.policy.close().await;
     let _ = std::fs::remove_dir_all(&dir);
     let part = BuildPart {
         home: home.display().to_string(),
@@ -1175,7 +1175,7 @@ async fn download_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<DownloadPa
     let _ = stop.send(());
     let _ = running.wait().await;
     policy_service.stop().await?;
-    approved.policy.db().close().await;
+    approved.policy.close().await;
     let _ = std::fs::remove_dir_all(&home);
     Ok(DownloadPart {
         bytes,

@@ -568,10 +568,9 @@ async fn tamper_and_verify(home: &Path, p: &Policy) -> Result<String> {
     // SQLite drops this process's POSIX locks on it, after which another process (the policy service of
     // chapter 8) and this one stopped seeing each other's commits and a checkpoint lost the other's entries.
     let target = copy.display().to_string().replace('\'', "''");
-    p.db()
-        .pool()
-        .execute(format!("VACUUM INTO '{target}'").as_str())
-        .await?;
+    let live = tokumei_policy::PolicyDb::open(&tokumei_policy::database::default_url(home)).await?;
+    live.pool().execute(format!("VACUUM INTO '{target}'").as_str()).await?;
+    live.close().await;
     let db = tokumei_policy::PolicyDb::open(&tokumei_policy::database::sqlite_url(&copy)).await?;
     // What a database administrator with write access could do: drop the append-only trigger.
     db.pool()
@@ -584,8 +583,7 @@ async fn tamper_and_verify(home: &Path, p: &Policy) -> Result<String> {
         .bind(victim)
         .execute(db.pool())
         .await?;
-    let ledger = tokumei_policy::audit_ledger::AuditLedger::new(db.clone(), tokumei_policy::ServiceKey::generate());
-    let report = ledger.verify(&p.public_key()).await?;
+    let report = tokumei_policy::audit_ledger::verify_database(db.clone(), &[p.public_key()]).await?;
     db.close().await;
     let _ = std::fs::remove_dir_all(&copy_dir);
     Ok(match report.first_bad {

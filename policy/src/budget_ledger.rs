@@ -180,7 +180,7 @@ const ENTRY_COLUMNS: &str = "project, seq, at_ms, at, actor, query, mechanism, e
 
 impl BudgetLedger {
     /// A ledger on `db` (whose migrations [`PolicyDb::open`] has already run).
-    pub fn new(db: PolicyDb) -> BudgetLedger {
+    pub(crate) fn new(db: PolicyDb) -> BudgetLedger {
         BudgetLedger { db }
     }
 

@@ -636,7 +636,7 @@ pub struct CoreOrders {
 
 impl CoreOrders {
     /// The queue over the zone's database.
-    pub fn new(db: PolicyDb) -> CoreOrders {
+    pub(crate) fn new(db: PolicyDb) -> CoreOrders {
         CoreOrders { db }
     }
 
@@ -933,7 +933,7 @@ pub struct IntakeKeys {
 
 impl IntakeKeys {
     /// The register over the zone's database.
-    pub fn new(db: PolicyDb) -> IntakeKeys {
+    pub(crate) fn new(db: PolicyDb) -> IntakeKeys {
         IntakeKeys { db }
     }
 

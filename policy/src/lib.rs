@@ -17,6 +17,12 @@
 
 #![warn(missing_docs)]
 
+// The crate's own tests name it as its callers do (`tokumei_policy::...`).
+#[cfg(test)]
+extern crate self as tokumei_policy;
+#[cfg(test)]
+mod store_tests;
+
 pub mod audit_ledger;
 pub mod authorization;
 pub mod budget_ledger;

@@ -281,9 +281,9 @@ impl Policy {
         (self.clock)()
     }
 
-    /// The database.
-    pub fn db(&self) -> &PolicyDb {
-        &self.db
+    /// Closes the database's connections (a process that is done with the façade, before it exits).
+    pub async fn close(&self) {
+        self.db.close().await;
     }
 
     /// The public half of the service key (audit verification, session tokens, ban lists).

@@ -80,7 +80,7 @@ pub use bundle::{InspectionBundle, bundle_summary_bytes};
 pub use canonical::{BUNDLE_TAG, ENTRY_TAG, canonical_json};
 pub use guards::install_append_only_guards;
 pub(crate) use guards::install_guards;
-pub use verify::{BadEntry, Problem, VerifyReport, verify_bundle, verify_bundle_with_keys};
+pub use verify::{BadEntry, Problem, VerifyReport, verify_bundle, verify_bundle_with_keys, verify_database};
 
 /// `prev_hash` of the first entry (and the hash of the empty ledger's head): 64 zero digits, so the
 /// first entry is chained to a known value instead of to nothing.
@@ -324,7 +324,7 @@ const ENTRY_COLUMNS: &str = "seq, at_ms, at, actor, action, resource, outcome, r
 impl AuditLedger {
     /// A ledger on `db` (migrated by [`PolicyDb::open`], which also installed the append-only guards),
     /// signing with `key`.
-    pub fn new(db: PolicyDb, key: ServiceKey) -> AuditLedger {
+    pub(crate) fn new(db: PolicyDb, key: ServiceKey) -> AuditLedger {
         AuditLedger {
             db,
             key,

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::bundle::{InspectionBundle, bundle_summary_bytes};
 use super::canonical::BUNDLE_TAG;
 use super::{AuditEntry, AuditLedger, LedgerHead, entry_from_row, entry_hash, fetch_head, fetch_page};
+use crate::database::PolicyDb;
 use crate::error::Result;
-use crate::service_key::{ServicePublicKey, SignaturePurpose};
+use crate::service_key::{ServiceKey, ServicePublicKey, SignaturePurpose};
 
 /// What is wrong with the first bad entry. Each problem says what tampering it usually means, so the
 /// person reading the report knows where to look.
@@ -364,6 +365,16 @@ fn check_end(last: &LedgerHead, end: &LedgerHead, what: &str) -> Option<BadEntry
     } else {
         None
     }
+}
+
+/// Verifies the ledger held in a database that is not the service's own — a restored backup, a copy an inspector
+/// was handed — with the ledger's public keys: reading only, and without any signing key (no store of the façade
+/// is handed out for it).
+pub async fn verify_database(db: PolicyDb, keys: &[ServicePublicKey]) -> Result<VerifyReport> {
+    // A key nobody holds: this ledger only reads and verifies.
+    AuditLedger::new(db, ServiceKey::generate())
+        .verify_with_keys(keys)
+        .await
 }
 
 /// Checks an [`InspectionBundle`] offline, with nothing but the public key the inspector trusts (from the

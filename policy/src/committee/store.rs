@@ -157,7 +157,7 @@ fn parse_json<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<T>
 
 impl Committee {
     /// The committee over `db` with its quorum rule and tariffs.
-    pub fn new(db: PolicyDb, rule: QuorumRule, tariff: Tariff) -> Result<Committee> {
+    pub(crate) fn new(db: PolicyDb, rule: QuorumRule, tariff: Tariff) -> Result<Committee> {
         rule.validate()?;
         Ok(Committee { db, rule, tariff })
     }

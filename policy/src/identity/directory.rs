@@ -293,7 +293,7 @@ const USER_COLUMNS: &str = "username, display_name, organisation, kind, status, 
 impl Directory {
     /// A directory on `db` (migrated by [`PolicyDb::open`]) signing session tokens with `key`, with the
     /// default lockout policy, 15-minute sessions and the TOTP issuer "tokumei".
-    pub fn new(db: PolicyDb, key: ServiceKey) -> Directory {
+    pub(crate) fn new(db: PolicyDb, key: ServiceKey) -> Directory {
         Directory {
             seeds: Seeds::legacy(SeedSeal::legacy(key.derive_key(b"tokumei/totp-seed-seal/v1"))),
             db,

@@ -18,8 +18,6 @@ use tokumei_policy::audit_ledger::{
 };
 use tokumei_policy::{Backend, PolicyDb, ServiceKey, SignaturePurpose};
 
-mod support;
-
 on_both_backends!(
     append_fifty_and_verify,
     edited_byte_is_named,

@@ -18,8 +18,6 @@ use tokumei_policy::identity::SecondFactor;
 use tokumei_policy::identity::totp::{Totp, TotpSecret};
 use tokumei_policy::{Actor, Origin, Policy, PolicyConfig, PolicyDb, PolicyError, Role, ServiceKey};
 
-mod support;
-
 on_both_backends!(
     full_review_with_recusal_and_quorum_edges,
     conditions_are_enforced_on_every_use,

@@ -3,7 +3,7 @@
 //! another CA or names the server by a name its certificate does not carry is refused, and a plaintext URL to a
 //! server off this host is refused before any connection (`database::check_postgres_transport`, unit-tested).
 
-mod support;
+use super::support;
 
 use sqlx::Row;
 use tokumei_policy::PolicyDb;

@@ -16,7 +16,7 @@ use tokumei_policy::budget_ledger::LedgerEntry;
 use tokumei_policy::small_cell_tables::{SmallCellHistory, SmallCellPublication};
 use tokumei_policy::{BudgetLedger, PolicyDb, PolicyError, SpendRequest};
 
-mod support;
+use super::support;
 
 use support::{Target, postgres_target, sqlite_target, with_database};
 

@@ -12,8 +12,6 @@ use tokumei_policy::core_orders::{
 };
 use tokumei_policy::{PolicyDb, ServiceKey, SignaturePurpose};
 
-mod support;
-
 on_both_backends!(
     orders_are_handed_out_once_and_reported_once,
     expired_orders_are_never_handed_out,

@@ -16,8 +16,6 @@ use tokumei_policy::identity::{
 };
 use tokumei_policy::{AuthMethod, PolicyDb, PolicyError, Role, ServiceKey};
 
-mod support;
-
 on_both_backends!(
     enrol_login_authenticate_expire_logout,
     totp_codes_are_single_use_within_the_skew_window,

@@ -1,4 +1,4 @@
-//! Test harness shared by the policy crate's integration tests: every body is an
+//! Test harness shared by the policy stores' tests: every body is an
 //! `async fn(PolicyDb, url)`, and `on_both_backends!` runs it on a fresh SQLite file and on a fresh
 //! PostgreSQL database (from `TOKUMEI_TEST_PG_URL`; skipped without it unless `TOKUMEI_REQUIRE_SERVERS` is
 //! set, in which case a missing server fails the test).
@@ -128,14 +128,13 @@ where
     }
 }
 
-#[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    $crate::support::run_sqlite(super::$name).await;
+                    $crate::store_tests::support::run_sqlite(super::$name).await;
                 }
             )*
         }
@@ -143,7 +142,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    $crate::support::run_postgres(super::$name).await;
+                    $crate::store_tests::support::run_postgres(super::$name).await;
                 }
             )*
         }
