@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The workspace's dependency picture, from `cargo metadata` (no build needed): which zone crate depends on which,
-# as a Mermaid graph and a table, between the markers of docs/architecture.md.
+# as a Mermaid graph and a table, between the markers of docs/architecture.md. Fails if a crate but the binary
+# depends on the gateway (`tokumei-ingest`).
 #
 #   scripts/deps-graph.sh            print the picture
 #   scripts/deps-graph.sh --write    rewrite it in docs/architecture.md
@@ -16,6 +17,10 @@ meta = json.load(sys.stdin)
 members = {p["name"]: p for p in meta["packages"]}
 def deps(p, kind):
     return sorted({d["name"] for d in p["dependencies"] if d["name"] in members and d.get("kind") == kind})
+# The zones depend on the platform, not on the gateway of the hospitals: only the binary links it.
+gateway_users = [n for n in sorted(members) if n != "tokumei" and "tokumei-ingest" in deps(members[n], None)]
+if gateway_users:
+    sys.exit("only the binary may depend on tokumei-ingest; so do: " + ", ".join(gateway_users))
 lines = ["```mermaid", "graph LR"]
 node = lambda n: n.replace("-", "_") + "[" + n + "]"
 for name in sorted(members):

@@ -13,11 +13,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 use tokumei_client::output::{emit, runtime};
-use tokumei_ingest::client::{HospitalCredentials, connect, push};
-use tokumei_ingest::home::tokumei_home;
-use tokumei_ingest::pki::{PkiLayout, init};
-use tokumei_ingest::synth::{Synth, hospital_codes};
+use tokumei_keys::pki::{PkiLayout, init};
+use tokumei_platform::client::{HospitalCredentials, connect, push};
+use tokumei_platform::home::tokumei_home;
 use tokumei_proto::ingest::v1::RecordBatch;
+use tokumei_synth::{Synth, hospital_codes};
 
 #[derive(Args, Debug)]
 pub struct IngestBench {

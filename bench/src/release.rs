@@ -910,10 +910,10 @@ async fn approved_application(dir: &Path, tables: &[TableRequest]) -> Result<App
 /// The build part's figures, and the released observations (the first recipient's copy, read back through the
 /// zone) when the attack suite is to run on them.
 async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<(BuildPart, Option<experiments::Source>)> {
-    let home = a.home.clone().unwrap_or_else(tokumei_ingest::home::tokumei_home);
-    let cfg = tokumei_ingest::config::Config::load(a.config.as_deref())?;
+    let home = a.home.clone().unwrap_or_else(tokumei_platform::home::tokumei_home);
+    let cfg = tokumei_platform::config::Config::load(a.config.as_deref())?;
     bar.set_message(format!("build: opening the store under {}", home.display()));
-    let keys = tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Core).await?;
+    let keys = tokumei_keys::open_configured(&cfg, &home, tokumei_keys::KeyZone::Core).await?;
     let store = tokumei_store::Store::open(&cfg.store, &home, keys.as_ref()).await?;
     let t = Instant::now();
     let view = store.research_session().await?;
@@ -1040,23 +1040,22 @@ async fn download_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<DownloadPa
     use tokumei_proto::release::v1::release_service_client::ReleaseServiceClient;
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-    tokumei_ingest::tls::install_crypto_provider();
+    tokumei_platform::tls::install_crypto_provider();
     let home = scratch("download")?;
     bar.set_message("download: certificates, key service and policy");
-    let code = tokumei_ingest::synth::hospital_codes(1)
+    let code = tokumei_synth::hospital_codes(1)
         .into_iter()
         .next()
         .context("hospital code")?;
-    let pki = tokumei_ingest::pki::PkiLayout::new(home.join("pki"));
-    tokumei_ingest::pki::init(&pki, std::slice::from_ref(&code), &["localhost".into()])?;
+    let pki = tokumei_keys::pki::PkiLayout::new(home.join("pki"));
+    tokumei_keys::pki::init(&pki, std::slice::from_ref(&code), &["localhost".into()])?;
     let config = home.join("tokumei.toml");
     std::fs::write(
         &config,
         "[gateway]\nlisten = \"127.0.0.1:0\"\noperator_listen = \"127.0.0.1:0\"\n",
     )?;
-    let cfg = tokumei_ingest::config::Config::load(Some(&config))?;
-    let keys =
-        tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Release).await?;
+    let cfg = tokumei_platform::config::Config::load(Some(&config))?;
+    let keys = tokumei_keys::open_configured(&cfg, &home, tokumei_keys::KeyZone::Release).await?;
     let zone = ReleaseZone::new(&home, keys);
     let approved = approved_application(&home, &tables(&["observations".to_owned()])?).await?;
 

@@ -86,12 +86,16 @@ pub async fn build(r: &BuildRequest<'_>, progress: bool) -> Result<(u64, BuildOu
             tokumei_proto::release::v1::CompleteBuildRequest { order_id: order },
         ))
         .await
-        .map_err(|s| {
-            if s.code() == tonic::Code::Unavailable {
-                resume(crate::refused(s))
-            } else {
+        .map_err(|s| match s.code() {
+            tonic::Code::Unavailable => resume(crate::refused(s)),
+            // The release service finishes a build on a task of its own: a request cut off by its deadline leaves
+            // the build going, not undone.
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => anyhow::anyhow!(
+                "{:#}\n[BUILD_STILL_RUNNING] the release zone is still finishing core order {order} (a large build \
+                 outlasts one request): `tokumei release list` shows the release once it is recorded",
                 crate::refused(s)
-            }
+            ),
+            _ => crate::refused(s),
         });
     spinner.finish_and_clear();
     let outcome: BuildOutcome =

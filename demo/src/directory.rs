@@ -7,14 +7,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokumei_ingest::client::{ClientError, HospitalCredentials, connect, push};
-use tokumei_ingest::config::{Config, DirectoryConfig};
-use tokumei_ingest::gateway::status_reason;
-use tokumei_ingest::pki::PkiLayout;
-use tokumei_ingest::server::{ServeOptions, start};
-use tokumei_ingest::synth::Synth;
+use tokumei_keys::pki::PkiLayout;
+use tokumei_platform::client::status_reason;
+use tokumei_platform::client::{ClientError, HospitalCredentials, connect, push};
+use tokumei_platform::config::{Config, DirectoryConfig};
 use tokumei_policy::Origin;
 use tokumei_proto::ingest::v1::RecordBatch;
+use tokumei_synth::Synth;
 
 use crate::committee::Committee;
 
@@ -55,7 +54,7 @@ pub async fn step(
     for code in &codes[..2] {
         let org = format!("hospital-{code}");
         let _ = policy.add_organisation(op, &org, &org, DEMO).await;
-        let fingerprint = tokumei_ingest::tls::certificate_sha256(&pki.hospital_cert(code))?;
+        let fingerprint = tokumei_platform::tls::certificate_sha256(&pki.hospital_cert(code))?;
         policy
             .add_hospital(op, code, &org, &fingerprint, DEMO)
             .await
@@ -76,7 +75,7 @@ pub async fn step(
         path: list.clone(),
         public_key: published.public_key.clone(),
     });
-    let gw = start(&cfg, home, ServeOptions::default(), std::future::pending()).await?;
+    let gw = crate::process::gateway(home, &cfg, "gateway-directory.toml")?;
     let endpoint = format!("https://{}", gw.addr);
     let creds = |code: &str| HospitalCredentials {
         ca: pki.ca_cert(),
@@ -109,7 +108,7 @@ pub async fn step(
             break;
         }
     }
-    gw.stop().await?;
+    drop(gw);
     say(&format!(
         "   hospital directory: {} hospitals enabled and pinned by certificate, signed by the policy service",
         report.enabled

@@ -1,7 +1,10 @@
 //! `tokumei demo`: the story so far, on loopback with development certificates and the local keyring — a workflow
-//! of its own, outside the command line (which only parses its arguments), staging every zone as production does.
+//! of its own, outside the command line (which only parses its arguments). The gateway, and in chapter 8 the policy,
+//! core and release services, run as processes of their own; chapters 2–7 still drive the core store and the policy
+//! façade inside the demo's process.
 //!
-//! Chapter 1 — hospitals push: three hospitals stream synthetic records over mutual TLS; the gateway destroys
+//! Chapter 1 — hospitals push: three hospitals stream synthetic records over mutual TLS to the gateway, a process of
+//! its own (`tokumei ingest serve`); it destroys
 //! a planted My Number, rejects bad records with reasons, pseudonymises the rest and makes them durable before
 //! acknowledging; a resent batch is answered from the spool, a reused batch id is refused, a certificate from
 //! another CA never gets in, and a patient's opt-out stops their next record.
@@ -19,6 +22,7 @@
 pub mod committee;
 mod directory;
 pub mod local_policy;
+mod process;
 mod release;
 mod services;
 pub mod staff;
@@ -28,14 +32,13 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use tokumei_client::output::{emit, runtime};
-use tokumei_ingest::client::{HospitalCredentials, connect, push};
-use tokumei_ingest::config::Config;
-use tokumei_ingest::gateway::status_reason;
-use tokumei_ingest::home::tokumei_home;
-use tokumei_ingest::pki::{PkiLayout, init};
-use tokumei_ingest::server::{ServeOptions, start};
-use tokumei_ingest::synth::{Synth, hospital_codes};
+use tokumei_keys::pki::{PkiLayout, init};
+use tokumei_platform::client::status_reason;
+use tokumei_platform::client::{HospitalCredentials, connect, push};
+use tokumei_platform::config::Config;
+use tokumei_platform::home::tokumei_home;
 use tokumei_proto::ingest::v1::{PatientRecord, PatientRequest, RecordBatch};
+use tokumei_synth::{Synth, hospital_codes};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -205,7 +208,7 @@ fn count_in_spool(dir: &Path, needles: &[String]) -> anyhow::Result<u64> {
         hay.extend(std::fs::read(e?.path())?);
     }
     // The files are sealed, so their bytes alone prove little: the entries as unsealed are searched too.
-    tokumei_ingest::spool::read_all(dir, |_, e| hay.extend(prost::Message::encode_to_vec(&e)))?;
+    tokumei_spool::spool::read_all(dir, |_, e| hay.extend(prost::Message::encode_to_vec(&e)))?;
     // One pass over the spool for all needles.
     let ac = aho_corasick::AhoCorasick::new(needles)?;
     let found: std::collections::BTreeSet<usize> =
@@ -239,7 +242,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
     };
     let rt = runtime()?;
     rt.block_on(async {
-        let gw = start(&cfg, &home, ServeOptions::default(), std::future::pending()).await?;
+        let gw = crate::process::gateway(&home, &cfg, "gateway.toml")?;
         let endpoint = format!("https://{}", gw.addr);
         report.gateway = endpoint.clone();
         report.operator = format!("http://{}/metrics", gw.operator_addr);
@@ -299,7 +302,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         let other = synth.records(a_code, 50_000, 3);
         let reused = push(&mut client, vec![RecordBatch { batch_id: "demo-0000".into(), records: other }]).await;
         report.reused_batch_id = Some(match reused {
-            Err(tokumei_ingest::client::ClientError::Status(s)) => {
+            Err(tokumei_platform::client::ClientError::Status(s)) => {
                 format!("batch id demo-0000 reused for other content: {:?} {}", s.code(), status_reason(&s).unwrap_or_default())
             }
             Ok(_) => "UNEXPECTED: reused batch id was accepted".into(),
@@ -359,8 +362,11 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         for s in [&report.opt_out, &report.record_after_opt_out, &report.erase].into_iter().flatten() {
             say(&format!("   {s}"));
         }
-        gw.stop().await?;
+        // Every receipt came after the spool's fsync: stopping the gateway loses nothing.
+        drop(gw);
         let spool_dir = home.join("spool");
+        // The spool is sealed at rest by the gateway's process: this one reads it as a same-host core would.
+        tokumei_spool::spool_feed::unlock_local_spool(&cfg, &home, &spool_dir).await?;
         let status = tokumei_spool::status::status(&spool_dir)?;
         report.spool_records = status.records;
         report.spool_bytes = status.bytes;
@@ -372,7 +378,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             report.spool_records, report.spool_bytes, report.identifiers_found_in_spool, report.identifiers_checked
         ));
         say("\ntokumei demo — chapter 2: the isolated core pulls the spool into encrypted Delta tables");
-        let core_keys = tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Core).await?;
+        let core_keys = tokumei_keys::open_configured(&cfg, &home, tokumei_keys::KeyZone::Core).await?;
         let store = std::sync::Arc::new(tokumei_store::Store::open(&cfg.store, &home, core_keys.as_ref()).await?);
         let options = tokumei_store::core::CoreOptions { until_drained: true, ..Default::default() };
         let totals = tokumei_store::core::run(store.clone(), &cfg, &home, options, None, std::future::pending(), |_| {}).await?;
@@ -436,9 +442,9 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         };
         report.statistics = Some(statistics_chapter(&home, &cast, (&research_view, &patients), &say).await?);
         say("\ntokumei demo — chapter 5: an anonymised release, fingerprinted for each recipient");
-        let keys = tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Release).await?;
+        let keys = tokumei_keys::open_configured(&cfg, &home, tokumei_keys::KeyZone::Release).await?;
         // The core's half reads and pseudonymises under the core zone's keys; the release zone's wraps its own.
-        let core_keys = tokumei_ingest::server::open_key_service(&cfg, &home, tokumei_ingest::keyservice::KeyZone::Core).await?;
+        let core_keys = tokumei_keys::open_configured(&cfg, &home, tokumei_keys::KeyZone::Core).await?;
         let zones = crate::release::ZoneKeys { release: keys, core: core_keys };
         report.release = Some(crate::release::chapter(&home, zones, &cast, &store, &say).await?);
         say("\ntokumei demo — chapter 7: transparency and the audit ledger");

@@ -3,7 +3,7 @@
 //! certificate — and holds no committee key or database.
 
 use anyhow::{Context, Result};
-use tokumei_ingest::pki::PkiLayout;
+use tokumei_keys::pki::PkiLayout;
 use tokumei_policy::Policy;
 use tokumei_policy::grpc::ServerTls;
 use tokumei_release::delivery::{PolicyLink, PolicyLinkConfig};
@@ -19,7 +19,7 @@ pub struct LocalPolicyService {
 /// Serves `policy` on 127.0.0.1 (a free port) with the PKI's server certificate, admitting the zones'
 /// certificates from its CA, and connects the release zone's link.
 pub async fn start(policy: Policy, pki: &PkiLayout) -> Result<LocalPolicyService> {
-    tokumei_ingest::tls::install_crypto_provider();
+    tokumei_platform::tls::install_crypto_provider();
     let ca = std::fs::read(pki.ca_cert()).context("the PKI's CA certificate")?;
     let tls = ServerTls::from_files(&pki.gateway_cert(), &pki.gateway_key())?
         .with_zone_client_ca(ca)

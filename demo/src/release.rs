@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 use chrono::{Duration, Utc};
 use rand::seq::SliceRandom;
 use serde::Serialize;
-use tokumei_ingest::keyservice::SharedKeyService;
-use tokumei_ingest::pki::PkiLayout;
+use tokumei_keys::SharedKeyService;
+use tokumei_keys::pki::PkiLayout;
 use tokumei_policy::committee::{ApprovalConditions, BanSubject, Channel, PrivacyModel, TableRequest, japan_date};
 use tokumei_policy::{Role, ServiceKey};
 use tokumei_release::builder::plan::{self, PlanContext, PlanOutcome, PlanRequest};
@@ -472,7 +472,7 @@ struct ReleaseDesk {
 
 impl ReleaseDesk {
     async fn start(home: &Path, policy: &tokumei_policy::Policy, zone: &ReleaseZone) -> Result<ReleaseDesk> {
-        tokumei_ingest::tls::install_crypto_provider();
+        tokumei_platform::tls::install_crypto_provider();
         let pki = PkiLayout::new(home.join("pki"));
         let tls = DeliveryTls::from_files(&pki.gateway_cert(), &pki.gateway_key()).context("release service TLS")?;
         let policy_service = crate::local_policy::start(policy.clone(), &pki).await?;

@@ -4,14 +4,15 @@
 //! orders the core takes, carries out and reports on. A forged session and the researcher's session are refused
 //! before anything is queued.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use crate::process::start;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use tokumei_ingest::config::{Config, CoreOrdersConfig};
-use tokumei_ingest::pki::PkiLayout;
+use tokumei_keys::pki::PkiLayout;
+use tokumei_platform::config::{Config, CoreOrdersConfig};
 
 use crate::committee::Committee;
 
@@ -67,34 +68,6 @@ pub struct ResearcherTable {
     pub epsilon: f64,
     /// Files in the researcher's desk afterwards (the CA and the table she asked for).
     pub desk_files: Vec<String>,
-}
-
-/// A child process stopped (and waited for) when dropped.
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `tokumei ARGS` with `home`, returns it and its first line of output.
-fn start(home: &Path, args: &[&str]) -> Result<(Service, String)> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(args)
-        .env("TOKUMEI_HOME", home)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("start tokumei {}", args.join(" ")))?;
-    let mut reader = BufReader::new(child.stdout.take().context("stdout")?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    // Keep reading, so the process's last lines find a reader.
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    Ok((Service(child), line.trim().to_owned()))
 }
 
 /// `tokumei --json ARGS` as the operator's client: an empty home, a session, the service's address and CA.

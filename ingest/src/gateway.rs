@@ -45,10 +45,8 @@ pub fn status(code: Code, reason: &str, message: impl Into<String>) -> Status {
     )
 }
 
-/// The machine-readable reason of a status produced by [`status`], if any.
-pub fn status_reason(s: &Status) -> Option<String> {
-    s.get_details_error_info().map(|i| i.reason)
-}
+/// The machine-readable reason of a status produced by [`status`], as a hospital's client reads it.
+pub use tokumei_platform::client::status_reason;
 
 /// Settings the gateway needs at run time.
 #[derive(Debug, Clone)]

@@ -16,18 +16,22 @@ pub mod metrics;
 pub mod my_number;
 pub mod normalise;
 pub mod operator;
-pub mod pki;
 pub mod pseudonymise;
 pub mod reason;
 pub mod record_fields;
 pub mod registry;
 pub mod server;
 pub mod spool_service;
-pub mod synth;
 pub mod validate;
 
 // The shared kernel lives in crates of its own; re-exported so the gateway's modules keep their paths.
 pub use tokumei_keys as keyservice;
+/// The development PKI (moved to the keys crate; re-exported where callers found it).
+pub use tokumei_keys::pki;
 // The spool lives in its own crate (the core links it, never the gateway); re-exported for the gateway's code.
 pub use tokumei_platform::{client, config, home, telemetry, tls};
 pub use tokumei_spool::{spool, spool_feed, spool_seal};
+/// Synthetic hospitals, for `tokumei synth`, the demo, the benchmarks and the tests (a crate of its own).
+pub use tokumei_synth as synth;
+#[cfg(test)]
+mod synthetic_records;

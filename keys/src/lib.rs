@@ -13,6 +13,7 @@
 pub mod configured;
 pub mod local;
 pub mod openbao;
+pub mod pki;
 pub mod sealed_result;
 
 use async_trait::async_trait;

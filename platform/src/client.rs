@@ -88,3 +88,10 @@ pub async fn push(
     let stream = tokio_stream::iter(batches);
     Ok(client.push(stream).await?.into_inner())
 }
+
+/// The machine-readable reason of a gateway's refusal (its `ErrorInfo`), if any: what a hospital's integration
+/// branches on, rather than the wording of the message.
+pub fn status_reason(s: &tonic::Status) -> Option<String> {
+    use tonic_types::StatusExt;
+    s.get_details_error_info().map(|i| i.reason)
+}

@@ -4,7 +4,7 @@
 //! Production deployments bring their own CA and point the configuration at PEM files; this exists so that
 //! the demo and the tests run the real mutual-TLS path on loopback. Private keys are written with mode 0600.
 
-use crate::keyservice::local::write_private;
+use crate::local::write_private;
 use chrono::Datelike;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -200,7 +200,7 @@ pub struct PkiSummary {
 /// that has none. Existing files are kept, so running it again only adds what is missing.
 pub fn init(layout: &PkiLayout, hospital_codes: &[String], gateway_names: &[String]) -> Result<PkiSummary, PkiError> {
     for c in hospital_codes {
-        if !crate::tls::is_institution_code(c) {
+        if !tokumei_platform::tls::is_institution_code(c) {
             return Err(PkiError::BadCode(c.clone()));
         }
     }
@@ -281,8 +281,11 @@ mod tests {
         assert!(!s2.created_ca);
         assert_eq!(s2.issued, vec!["2711234567".to_string()]);
         assert_eq!(std::fs::read(layout.ca_cert()).unwrap(), ca1);
-        let der = crate::tls::load_certs(&layout.hospital_cert("2711234567")).unwrap();
-        assert_eq!(crate::tls::subject_cn(der[0].as_ref()).as_deref(), Some("2711234567"));
+        let der = tokumei_platform::tls::load_certs(&layout.hospital_cert("2711234567")).unwrap();
+        assert_eq!(
+            tokumei_platform::tls::subject_cn(der[0].as_ref()).as_deref(),
+            Some("2711234567")
+        );
         assert!(init(&layout, &["12345".into()], &[]).is_err());
     }
 }
