@@ -19,6 +19,7 @@ use tokumei_platform::home::tokumei_home;
 use tokumei_proto::ingest::v1::RecordBatch;
 use tokumei_synth::{Synth, hospital_codes};
 
+/// Arguments of `tokumei bench ingest`.
 #[derive(Args, Debug)]
 pub struct IngestBench {
     /// Records pushed per batch size.

@@ -2,6 +2,8 @@
 //! Each drives the zones' own libraries and services — the gateway as a child process, the engines in process,
 //! the release zone through its services — so a figure is the product's, not a harness's.
 
+#![warn(missing_docs)]
+
 pub mod deid;
 pub mod ingest;
 pub mod km;

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use tokumei_policy::committee::{ApprovalConditions, Channel, PrivacyModel, TableRequest, japan_date};
 use tokumei_policy::identity::SecondFactor;
 use tokumei_policy::identity::totp::{Totp, TotpSecret};
-use tokumei_policy::{Actor, Origin, Policy, PolicyConfig, Role, ServiceKey};
+use tokumei_policy::{Actor, Origin, Policy, Role, ServiceKey};
 use tokumei_release::fingerprint::attacks;
 use tokumei_release::fingerprint::experiments::{self, Experiment, Outcome};
 use tokumei_release::fingerprint::{self, Cells, FingerprintKey, FingerprintPlan, Sheet};
@@ -822,6 +822,8 @@ fn tables(event_tables: &[String]) -> Result<Vec<TableRequest>> {
 /// file-channel application by sato, approved with k = 5 for sato.
 struct Approved {
     policy: Policy,
+    /// The hold on the home's keys, as a running service keeps it.
+    _keys_in_use: tokumei_policy::service_key::KeysInUse,
     operator: Actor,
     researcher_session: String,
     application: String,
@@ -830,16 +832,7 @@ struct Approved {
 async fn approved_application(dir: &Path, tables: &[TableRequest]) -> Result<Approved> {
     std::fs::create_dir_all(dir.join("policy"))?;
     // The benchmark plays the policy service: it logs its people in with the service's session key.
-    let session_key = tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::session_key_path(dir))
-        .map_err(reason)?;
-    let policy = Policy::open(
-        &tokumei_policy::database::default_url(dir),
-        &tokumei_policy::service_key::default_key_path(dir),
-        PolicyConfig::default(),
-    )
-    .await
-    .map_err(reason)?
-    .with_session_key(session_key);
+    let (policy, keys_in_use) = tokumei_policy::on_home::open_service(dir, None).await.map_err(reason)?;
     let [first, second] = tokumei_demo::staff::bootstrap(&policy, BENCH).await?;
     let admins = tokumei_demo::staff::Administrators {
         first: activate(&policy, "aoi", first.expose()).await?.0,
@@ -901,6 +894,7 @@ async fn approved_application(dir: &Path, tables: &[TableRequest]) -> Result<App
         .map_err(reason)?;
     Ok(Approved {
         policy,
+        _keys_in_use: keys_in_use,
         operator: op,
         researcher_session: session,
         application: app.id,

@@ -1,6 +1,9 @@
 //! The clients of the zones' services: what the command line, the demo, the benchmarks (and the web console to
 //! come) share to reach them. A client holds a session and the CA that issued the services' certificates — never a
-//! key, a database or a store: every privileged act is a request a service authorises and audits.
+//! key, a database or a store: every privileged act is a request a service authorises and audits. (The crate links
+//! the policy and release libraries for the types their answers carry, and so the store's code through the release
+//! crate; nothing here opens them. [`reason`] and [`release_reason`] serve the in-process workflows — the
+//! installer's bootstrap, the demo's staffing — that call those libraries directly.)
 //!
 //! - [`session`]: the session a person got from `tokumei user login`, kept 0600 under the home;
 //! - [`policy`]: the committee zone's `PolicyService` (committee, users, core orders, statistics);
@@ -11,6 +14,8 @@
 //! - [`statistics`]: a researcher's statistical table, over their own file or over the store;
 //! - [`output`]: how a command reports (a human summary or `--json`) and its runtime.
 
+#![warn(missing_docs)]
+
 pub mod core_orders;
 pub mod download;
 pub mod output;
@@ -20,15 +25,10 @@ pub mod release_build;
 pub mod session;
 pub mod statistics;
 
-use tonic_types::StatusExt;
-
 /// A refused gRPC call as `[REASON] message`: the machine-readable reason from the status's `ErrorInfo` (else
 /// the status code), so scripts and tests match the reason and people read the message.
 pub fn refused(status: tonic::Status) -> anyhow::Error {
-    let reason = status
-        .get_error_details()
-        .error_info()
-        .map(|i| i.reason.clone())
+    let reason = tokumei_platform::client::status_reason(&status)
         .unwrap_or_else(|| format!("{:?}", status.code()).to_uppercase());
     anyhow::anyhow!("[{reason}] {}", status.message())
 }

@@ -80,6 +80,15 @@ pub async fn build(r: &BuildRequest<'_>, progress: bool) -> Result<(u64, BuildOu
             "core order {order} done: the release zone fingerprints, signs and seals each copy"
         ));
     }
+    // The release service finishes a build on a task of its own: a request cut off by its deadline leaves the build
+    // going, not undone. (Its deadline answers `Cancelled` "Timeout expired"; a connection lost is `Unavailable`.)
+    let still_running = |s: tonic::Status| {
+        anyhow::anyhow!(
+            "{:#}\n[BUILD_STILL_RUNNING] the release zone is still finishing core order {order} (a large build \
+             outlasts one request): `tokumei release list` shows the release once it is recorded",
+            crate::refused(s)
+        )
+    };
     let answer = client
         .complete_build(crate::release::authed(
             &crate::release::bearer(&session)?,
@@ -88,13 +97,8 @@ pub async fn build(r: &BuildRequest<'_>, progress: bool) -> Result<(u64, BuildOu
         .await
         .map_err(|s| match s.code() {
             tonic::Code::Unavailable => resume(crate::refused(s)),
-            // The release service finishes a build on a task of its own: a request cut off by its deadline leaves
-            // the build going, not undone.
-            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => anyhow::anyhow!(
-                "{:#}\n[BUILD_STILL_RUNNING] the release zone is still finishing core order {order} (a large build \
-                 outlasts one request): `tokumei release list` shows the release once it is recorded",
-                crate::refused(s)
-            ),
+            tonic::Code::DeadlineExceeded => still_running(s),
+            tonic::Code::Cancelled if s.message().contains("Timeout") => still_running(s),
             _ => crate::refused(s),
         });
     spinner.finish_and_clear();

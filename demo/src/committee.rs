@@ -18,7 +18,7 @@ use tokumei_policy::committee::{
 };
 use tokumei_policy::identity::SecondFactor;
 use tokumei_policy::identity::totp::{Totp, TotpSecret};
-use tokumei_policy::{Actor, Origin, Policy, PolicyConfig, Role};
+use tokumei_policy::{Actor, Origin, Policy, Role};
 use zeroize::Zeroizing;
 
 pub(super) const DEMO: Origin<'static> = Origin("demo");
@@ -58,6 +58,8 @@ pub struct CommitteeChapter {
 pub struct Committee {
     /// The service.
     pub policy: Policy,
+    /// The hold on the home's keys, as a running service keeps it.
+    _keys_in_use: tokumei_policy::service_key::KeysInUse,
     /// The researcher (recipient of the approval).
     pub researcher: Actor,
     /// The researcher's two-factor session token (what their download client presents).
@@ -178,23 +180,11 @@ pub fn form(channel: Channel) -> ApplicationForm {
 
 /// Runs the committee chapter up to the approval; returns the cast for the chapters that follow.
 pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, CommitteeChapter)> {
-    let url = tokumei_policy::database::default_url(home);
-    let key_path = tokumei_policy::service_key::default_key_path(home);
-    // The demo plays the policy service on this host: it logs its cast in with the service's session key.
-    let session_key = tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::session_key_path(home))
-        .map_err(tokumei_client::reason)?;
-    let policy = Policy::open(&url, &key_path, PolicyConfig::default())
+    // The demo plays the policy service on this host: it logs its cast in with the service's session key, and holds
+    // the home's keys as a service does (no rotation under it).
+    let (policy, keys_in_use) = tokumei_policy::on_home::open_service(home, None)
         .await
-        .map_err(tokumei_client::reason)?
-        .with_session_key(session_key)
-        .with_seed_key(
-            &tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::totp_seal_key_path(home))
-                .map_err(tokumei_client::reason)?,
-        )
-        .with_directory_key(
-            tokumei_policy::ServiceKey::load_or_create(&tokumei_policy::service_key::directory_key_path(home))
-                .map_err(tokumei_client::reason)?,
-        );
+        .map_err(tokumei_client::reason)?;
     let mut out = CommitteeChapter::default();
 
     // The installation's first two administrators (the installer hands each their code); every other account
@@ -458,6 +448,7 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
 
     let cast = Committee {
         policy,
+        _keys_in_use: keys_in_use,
         researcher,
         researcher_session,
         operator: op,

@@ -108,7 +108,7 @@ pub async fn step(
             break;
         }
     }
-    drop(gw);
+    gw.stop()?;
     say(&format!(
         "   hospital directory: {} hospitals enabled and pinned by certificate, signed by the policy service",
         report.enabled

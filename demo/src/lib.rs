@@ -19,6 +19,8 @@
 //! recorded, the leaker refused; deletion declared. Chapter 7 — transparency: the public registers, the
 //! regulator's report, the audit ledger verified and a tampered copy caught.
 
+#![warn(missing_docs)]
+
 pub mod committee;
 mod directory;
 pub mod local_policy;
@@ -40,6 +42,7 @@ use tokumei_platform::home::tokumei_home;
 use tokumei_proto::ingest::v1::{PatientRecord, PatientRequest, RecordBatch};
 use tokumei_synth::{Synth, hospital_codes};
 
+/// Arguments of `tokumei demo`.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Synthetic patients per hospital.
@@ -216,6 +219,7 @@ fn count_in_spool(dir: &Path, needles: &[String]) -> anyhow::Result<u64> {
     Ok(found.len() as u64)
 }
 
+/// Runs the demo in a fresh `$TOKUMEI_HOME/demo`, telling the story (or, with `json`, printing only the report).
 pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
     let home = tokumei_home().join("demo");
     if home.exists() {
@@ -362,8 +366,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         for s in [&report.opt_out, &report.record_after_opt_out, &report.erase].into_iter().flatten() {
             say(&format!("   {s}"));
         }
-        // Every receipt came after the spool's fsync: stopping the gateway loses nothing.
-        drop(gw);
+        gw.stop()?;
         let spool_dir = home.join("spool");
         // The spool is sealed at rest by the gateway's process: this one reads it as a same-host core would.
         tokumei_spool::spool_feed::unlock_local_spool(&cfg, &home, &spool_dir).await?;

@@ -3,38 +3,100 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokumei_platform::config::Config;
 
-/// A child process stopped (and waited for) when dropped.
-pub struct Service(Child);
+/// How long a service may take to say it listens, and to stop once asked.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+/// A service running as a child process: asked to stop (SIGTERM, so requests in flight finish) and waited for when
+/// dropped, killed only if it does not stop in time. Its log is `logs/<name>.log` under the demo's home.
+pub struct Service {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    /// Stops the service as an operator would (SIGTERM) and checks that it stopped cleanly.
+    pub fn stop(mut self) -> Result<()> {
+        let status = self.terminate()?;
+        anyhow::ensure!(
+            status.success(),
+            "the service stopped with {status}: see {}",
+            self.log.display()
+        );
+        Ok(())
+    }
+
+    fn terminate(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            return Ok(status);
+        }
+        // The standard library only kills (SIGKILL); `kill -TERM` lets the service drain first.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill()?;
+        Ok(self.child.wait()?)
     }
 }
 
-/// Starts `tokumei ARGS` with `home`, returns it and its first line of output.
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.terminate();
+    }
+}
+
+/// Starts `tokumei ARGS` with `home`; returns it and its first line of output (its readiness line), or the end of
+/// its log if it exits or stays silent first.
 pub fn start(home: &Path, args: &[&str]) -> Result<(Service, String)> {
-    let mut child = Command::new(std::env::current_exe()?)
+    let logs = home.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let name = args.iter().take(2).copied().collect::<Vec<_>>().join("-");
+    let log = logs.join(format!("{name}.log"));
+    let child = Command::new(std::env::current_exe()?)
         .args(args)
         .env("TOKUMEI_HOME", home)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
         .spawn()
         .with_context(|| format!("start tokumei {}", args.join(" ")))?;
-    let mut reader = BufReader::new(child.stdout.take().context("stdout")?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    // Keep reading, so the process's last lines find a reader.
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    Ok((Service(child), line.trim().to_owned()))
+    let mut service = Service { child, log };
+    let stdout = service.child.stdout.take().context("stdout")?;
+    let (ready, first_line) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = ready.send(reader.read_line(&mut line).map(|_| line));
+        // Keep reading, so the process's last lines find a reader.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    match first_line.recv_timeout(START_TIMEOUT) {
+        Ok(Ok(line)) if !line.trim().is_empty() => Ok((service, line.trim().to_owned())),
+        _ => {
+            let _ = service.terminate();
+            let text = std::fs::read_to_string(&service.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            anyhow::bail!(
+                "tokumei {} did not start: {}",
+                args.join(" "),
+                tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+            )
+        }
+    }
 }
 
 /// A gateway (`tokumei ingest serve`) running as a process of its own.
@@ -43,7 +105,14 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// The operators' address (metrics, health).
     pub operator_addr: SocketAddr,
-    _process: Service,
+    process: Service,
+}
+
+impl Gateway {
+    /// Stops the gateway (batches in flight finish) and checks it stopped cleanly.
+    pub fn stop(self) -> Result<()> {
+        self.process.stop()
+    }
 }
 
 /// Starts the gateway with `config`, written to `home/<file>`; returns once it listens.
@@ -60,6 +129,6 @@ pub fn gateway(home: &Path, config: &Config, file: &str) -> Result<Gateway> {
     Ok(Gateway {
         addr,
         operator_addr,
-        _process: process,
+        process,
     })
 }

@@ -117,6 +117,10 @@ pub enum PolicyError {
     /// The review cannot be closed: too few voting members under the quorum rule.
     #[error("quorum not met: {0}")]
     QuorumNotMet(String),
+    /// A key rotation whose ledger entry could not be written: the old key is in force again. Its reason is the
+    /// cause's, so scripts see why (`DATABASE`, ...).
+    #[error("the rotation could not be recorded; the old key is in force again: {0}")]
+    RotationNotRecorded(Box<PolicyError>),
     /// A policy service holds this home's keys, and the act (a key rotation) needs it stopped.
     #[error("{0}")]
     ServiceRunning(String),
@@ -150,6 +154,7 @@ impl PolicyError {
             PolicyError::ConditionViolated { code, .. } => code,
             PolicyError::QuorumNotMet(_) => "QUORUM_NOT_MET",
             PolicyError::ServiceRunning(_) => "SERVICE_RUNNING",
+            PolicyError::RotationNotRecorded(cause) => cause.reason(),
             PolicyError::Accounting(tokumei_deid::Error::OpenDp(_)) => "ACCOUNTING",
             PolicyError::Accounting(_) => "INVALID_PRIVACY_PARAMETERS",
         }

@@ -33,21 +33,24 @@ pub async fn open(home: &Path, database: Option<&str>) -> Result<Policy> {
 
 /// Opens the façade as the policy service: [`open`], plus the keys only the service loads — core orders, sessions
 /// (people log in there and nowhere else), what it publishes (ban lists, the hospital directory) and the seal of
-/// second-factor seeds (only the service checks codes).
-pub async fn open_service(home: &Path, database: Option<&str>) -> Result<Policy> {
+/// second-factor seeds (only the service checks codes) — and the service's hold on those keys ([`KeysInUse`]),
+/// which the caller keeps for as long as it serves: no key of this home rotates under it.
+pub async fn open_service(home: &Path, database: Option<&str>) -> Result<(Policy, KeysInUse)> {
+    let keys_in_use = KeysInUse::serving(home)?;
     let load = |path: PathBuf| ServiceKey::load_or_create(&path);
     let core_order_key = load(keys::core_order_key_path(home))?;
     let session_key = load(keys::session_key_path(home))?;
     let bans_key = load(keys::bans_key_path(home))?;
     let directory_key = load(keys::directory_key_path(home))?;
     let seed_key = load(keys::totp_seal_key_path(home))?;
-    Ok(open(home, database)
+    let policy = open(home, database)
         .await?
         .with_seed_key(&seed_key)
         .with_core_order_key(core_order_key)
         .with_session_key(session_key)
         .with_bans_key(bans_key)
-        .with_directory_key(directory_key))
+        .with_directory_key(directory_key);
+    Ok((policy, keys_in_use))
 }
 
 /// A purpose key of the policy service, each rotated on its own.
@@ -135,9 +138,7 @@ pub async fn rotate(home: &Path, database: Option<&str>, purpose: PurposeKey) ->
     }));
     if let Err(e) = policy.audit(event).await {
         keys::undo_rotation(&path, &previous)?;
-        return Err(PolicyError::InvalidState(format!(
-            "the rotation could not be recorded ({e}); the old key is in force again"
-        )));
+        return Err(PolicyError::RotationNotRecorded(Box::new(e)));
     }
     Ok(Rotation { old, new })
 }

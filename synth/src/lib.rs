@@ -23,6 +23,8 @@
 //! * No string ever contains a 12-digit run that passes the My Number check digit: identifiers are at
 //!   most 9 digits, and the JLAC10 codes used were chosen so that no 12-digit window passes it.
 
+#![warn(missing_docs)]
+
 mod clinical;
 mod date;
 mod tables;
@@ -429,6 +431,38 @@ fn digits(rng: &mut ChaCha8Rng, width: u32) -> String {
     let mut s = String::with_capacity(width as usize);
     date::push_digits(&mut s, rng.random_range(lo..lo * 10), width);
     s
+}
+
+/// Every text field of a record, where a direct identifier could hide: what the tests (here and the gateway's) scan
+/// for My Number look-alikes and planted identifiers.
+pub fn text_fields(r: &PatientRecord) -> Vec<&str> {
+    let mut v = vec![
+        r.local_patient_id.as_str(),
+        &r.kana_name,
+        &r.birth_date,
+        &r.postal_code,
+        &r.municipality_code,
+        &r.death_date,
+    ];
+    if let Some(i) = &r.insurance {
+        v.extend([i.insurer_number.as_str(), &i.symbol, &i.number, &i.branch]);
+    }
+    for e in &r.encounters {
+        v.extend([e.admission_date.as_str(), &e.discharge_date, &e.kind, &e.department]);
+    }
+    for c in &r.conditions {
+        v.extend([c.icd10.as_str(), &c.disease_master_id, &c.onset_date]);
+    }
+    for m in &r.medications {
+        v.extend([m.yj_code.as_str(), &m.start_date, &m.dose_unit]);
+    }
+    for o in &r.observations {
+        v.extend([o.jlac10.as_str(), &o.jlac11, &o.date, &o.unit, &o.text_value]);
+    }
+    for a in &r.allergies {
+        v.extend([a.yj_code.as_str(), &a.substance, &a.recorded_date]);
+    }
+    v
 }
 
 #[cfg(test)]

@@ -208,6 +208,7 @@ fn no_key_rotates_under_a_running_service() {
     let db: &[(&str, &str)] = &[];
     let _op = people::operator(h, db);
     let key = || std::fs::read_to_string(h.join("policy/service.pub")).expect("service.pub");
+    let session_key = || std::fs::read_to_string(h.join("policy/session.pub")).expect("session.pub");
     let before = key();
     let ledger = || {
         tokio::runtime::Runtime::new()
@@ -219,6 +220,7 @@ fn no_key_rotates_under_a_running_service() {
         // Two services of one home hold the keys together (the lock is shared among services).
         let _service = PolicyService::start(h, db);
         let _second = PolicyService::start(h, db);
+        let session_before = session_key();
         let entries = ledger();
         for purpose in ["ledger", "session"] {
             let out = Command::new(common::tokumei_bin())
@@ -233,9 +235,33 @@ fn no_key_rotates_under_a_running_service() {
             );
         }
         assert_eq!(key(), before, "the ledger key is unchanged");
+        assert_eq!(session_key(), session_before, "the session key is unchanged");
         assert_eq!(ledger(), entries, "a refused rotation writes no entry");
     }
     let r = run_json(h, &["policy", "rotate-key", "--purpose", "ledger"], db, None);
     assert_ne!(r["old_key_id"], r["new_key_id"], "{r}");
     assert_ne!(key(), before, "rotated once the service stopped");
+}
+
+/// The other way round: while a rotation holds the keys, no policy service starts on the home (it would load a key
+/// about to be retired).
+#[test]
+fn no_service_starts_during_a_rotation() {
+    let home = common::Home::new();
+    let h = home.path();
+    let _op = people::operator(h, &[]);
+    let rotation = tokumei_policy::service_key::KeysInUse::rotating(h).expect("the rotation's hold");
+    let out = Command::new(common::tokumei_bin())
+        .env("TOKUMEI_HOME", h)
+        .args(["policy", "serve", "--listen", "127.0.0.1:0", "--insecure-dev"])
+        .bounded_output()
+        .expect("policy serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("[SERVICE_RUNNING]"),
+        "a service started during a rotation: {stderr}"
+    );
+    drop(rotation);
+    let service = PolicyService::start(h, &[]);
+    drop(service);
 }

@@ -184,12 +184,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         .try_init();
     // rustls needs a process-wide crypto provider when several are compiled in (ring is tokumei's).
     tokumei_ingest::tls::install_crypto_provider();
-    // Held (shared with other services of this home) while the service runs, so no key is rotated under it.
-    let _keys =
-        tokumei_policy::service_key::KeysInUse::serving(&tokumei_ingest::home::tokumei_home()).map_err(reason)?;
     runtime()?.block_on(async {
         let home = tokumei_ingest::home::tokumei_home();
-        let policy = tokumei_policy::on_home::open_service(&home, args.policy.database.as_deref())
+        // The hold on the home's keys lives as long as the service: no key is rotated under it.
+        let (policy, _keys_in_use) = tokumei_policy::on_home::open_service(&home, args.policy.database.as_deref())
             .await
             .map_err(reason)?;
         let server = bind(policy, args.listen, tls).await.context("policy service")?;

@@ -26,7 +26,7 @@ pub fn run(a: StatsArgs, json: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let report = runtime()?.block_on(file::make(&a))?;
+    let report = runtime()?.block_on(file::make(&a, !json))?;
     print_file_table(&report, json)
 }
 

@@ -30,36 +30,53 @@ use crate::refused;
 /// What a table over a file did (what `--json` and `--report` hold).
 #[derive(Serialize)]
 pub struct Report {
+    /// The approval the table is made under.
     pub project: String,
+    /// `file:<stem>`: the table as approvals name it.
     pub source: String,
+    /// The grouped columns asked for.
     pub group_by: Vec<String>,
+    /// The key columns of the table made (after generalisation).
     pub key_columns: Vec<String>,
+    /// What each cell holds.
     pub measure: Measure,
+    /// How the keys were chosen, in words.
     pub keys: String,
+    /// The protection applied, in words.
     pub protection: String,
+    /// Whether the table is differentially private (else: the small-cell rule).
     pub differentially_private: bool,
+    /// The DP plan: mechanism, noise scales, loss, expected errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
+    /// What the small-cell rule suppressed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub small_cell: Option<tokumei_deid::published_table::SmallCellSummary>,
+    /// The budget ledger's entry for the loss paid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ledger_entry: Option<LedgerEntry>,
+    /// ε left in the approval's budget.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remaining_epsilon: Option<f64>,
+    /// δ left in the approval's budget.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remaining_delta: Option<f64>,
+    /// Cells written (suppressed ones included).
     pub cells: usize,
+    /// The table's file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// SHA-256 of the table's bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_sha256: Option<String>,
+    /// Planned only: nothing read, spent or drawn.
     pub dry_run: bool,
 }
 
 /// `tokumei stats --input FILE`: a table over the researcher's own file. The policy service admits it and spends a
 /// DP table's loss before any noise is drawn here; the table made is recorded there (a small-cell table audited
 /// against earlier ones first). This process holds the file and a session, nothing of the platform's.
-pub async fn make(a: &StatsArgs) -> Result<Report> {
+pub async fn make(a: &StatsArgs, progress: bool) -> Result<Report> {
     let (request, spec) = file_request(a)?;
     let source = format!("file:{}", spec.table);
     if a.dry_run {
@@ -75,7 +92,7 @@ pub async fn make(a: &StatsArgs) -> Result<Report> {
             .map_err(refused)?;
         let admission: FileAdmission =
             serde_json::from_str(&reply.into_inner().json).context("the policy service's admission")?;
-        let (table, population) = load(a)?;
+        let (table, population) = load(a, progress)?;
         let grouped = group(&table, &request)?;
         drop(table);
         let mut report = Report {
@@ -294,13 +311,18 @@ fn parse_generalisation(arg: &str, delimiter: u8) -> Result<Generalisation> {
 }
 
 /// Reads the request's columns from the input file, and names the population they come from (its digest).
-fn load(a: &StatsArgs) -> Result<(Table, Population)> {
+fn load(a: &StatsArgs, progress: bool) -> Result<(Table, Population)> {
     let Some(path) = &a.input else {
         bail!("give --input FILE or --table NAME");
     };
-    let spinner = indicatif::ProgressBar::new_spinner();
-    spinner.set_message("reading the table");
-    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let spinner = if progress {
+        let spinner = indicatif::ProgressBar::new_spinner();
+        spinner.set_message("reading the table");
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        spinner
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     // Streamed: the file is not held twice in memory.
     let mut digest = Sha256::new();
     let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;

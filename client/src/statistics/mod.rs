@@ -3,7 +3,7 @@
 //! by the minimum-cell rule with complementary suppression (the national databases' rule; not DP).
 //!
 //! The command is a client of the policy service either way and holds a session only. Over the store it asks for
-//! an order the core computes (`stats_store`). Over a researcher's own file, so that a refused request has no side
+//! an order the core computes ([`store`]). Over a researcher's own file ([`file`]), so that a refused request has no side
 //! effect: check the request's shape → the service admits it and spends a DP table's loss (refusal stops here,
 //! before the file is read) → read and group the file → draw the noise, or apply the small-cell rule at the
 //! threshold the service admitted → the service audits and records the table → write the table and report

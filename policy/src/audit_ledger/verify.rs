@@ -368,8 +368,8 @@ fn check_end(last: &LedgerHead, end: &LedgerHead, what: &str) -> Option<BadEntry
 }
 
 /// Verifies the ledger held in a database that is not the service's own — a restored backup, a copy an inspector
-/// was handed — with the ledger's public keys: reading only, and without any signing key (no store of the façade
-/// is handed out for it).
+/// was handed — with the ledger's public keys, holding no signing key (no store of the façade is handed out for
+/// it). `PolicyDb::open` brings the schema up to date, so verify a copy of the evidence, not the evidence itself.
 pub async fn verify_database(db: PolicyDb, keys: &[ServicePublicKey]) -> Result<VerifyReport> {
     // A key nobody holds: this ledger only reads and verifies.
     AuditLedger::new(db, ServiceKey::generate())

@@ -1,6 +1,6 @@
 //! The policy zone's stores tested directly, against SQLite and PostgreSQL. They live inside the crate because the
-//! stores' constructors are crate-private: outside it the `Policy` façade is the only door, so no caller can reach a
-//! ledger or the committee's records without the façade's authorisation and audit.
+//! stores' constructors are crate-private: outside it the `Policy` façade is the library's only door, so no caller
+//! of the library reaches a ledger or the committee's records without the façade's authorisation and audit.
 
 #[macro_use]
 mod support;
