@@ -8,8 +8,6 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 use tokumei_client::output::{emit, runtime};
@@ -93,29 +91,12 @@ pub fn run(a: IngestBench, json: bool) -> anyhow::Result<()> {
     let code = hospital_codes(1).into_iter().next().context("hospital code")?;
     let pki = PkiLayout::new(home.join("pki"));
     init(&pki, std::slice::from_ref(&code), &["localhost".into()])?;
-    let config = home.join("tokumei.toml");
-    std::fs::write(
-        &config,
-        "[gateway]\nlisten = \"127.0.0.1:0\"\noperator_listen = \"127.0.0.1:0\"\nrecords_per_second = 10000000\n",
-    )?;
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .args(["ingest", "serve", "--config"])
-        .arg(&config)
-        .env("TOKUMEI_HOME", &home)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let pid = child.id();
-    let stdout = child.stdout.take().context("gateway stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let addr = line
-        .split_whitespace()
-        .nth(1)
-        .context("gateway did not report its address")?
-        .to_string();
+    let mut config = tokumei_platform::config::Config::default();
+    config.gateway.listen = "127.0.0.1:0".parse()?;
+    config.gateway.operator_listen = "127.0.0.1:0".parse()?;
+    config.gateway.records_per_second = 10_000_000;
+    let gateway = tokumei_demo::process::gateway(&home, &config, "tokumei.toml")?;
+    let (addr, pid) = (gateway.addr, gateway.pid());
     let endpoint = format!("https://{addr}");
     let creds = HospitalCredentials {
         ca: pki.ca_cert(),
@@ -199,8 +180,7 @@ pub fn run(a: IngestBench, json: bool) -> anyhow::Result<()> {
         });
     }
     let rss = peak_rss_mib(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    gateway.stop()?;
     let report = Report {
         machine: machine(),
         streams: a.streams,

@@ -28,8 +28,6 @@ use rand::{RngCore, SeedableRng};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokumei_policy::committee::{ApprovalConditions, Channel, PrivacyModel, TableRequest, japan_date};
-use tokumei_policy::identity::SecondFactor;
-use tokumei_policy::identity::totp::{Totp, TotpSecret};
 use tokumei_policy::{Actor, Origin, Policy, Role, ServiceKey};
 use tokumei_release::fingerprint::attacks;
 use tokumei_release::fingerprint::experiments::{self, Experiment, Outcome};
@@ -760,29 +758,8 @@ fn source_of(table: &tokumei_deid::table::Table, kind: tokumei_store::Table) -> 
 
 /// Enrols an invited person with a password and TOTP and logs them in: (actor, session token).
 async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(Actor, String)> {
-    let enrolment = policy
-        .enrol(username, invitation, PASSWORD, BENCH)
-        .await
-        .map_err(reason)?;
-    let secret = TotpSecret::from_base32(enrolment.secret_base32.expose()).map_err(reason)?;
-    let totp = Totp::new(&secret, &policy.config().processor, username).map_err(reason)?;
-    // Confirm with the current step's code and log in with the next one, both from one instant: each code
-    // works once, and the ±1 step window accepts both even when a step boundary passes between the calls (a
-    // code of the previous step would be refused if the boundary passed before the server checked it).
-    let now = Utc::now();
-    let first = totp.code_at(now);
-    policy
-        .confirm_totp(username, PASSWORD, &first, BENCH)
-        .await
-        .map_err(reason)?;
-    let code = totp.code_at(now + chrono::Duration::seconds(30));
-    let session = policy
-        .login(username, PASSWORD, SecondFactor::Totp(&code), BENCH)
-        .await
-        .map_err(reason)?;
-    let token = session.token.expose().to_owned();
-    let actor = policy.authenticate(&token).await.map_err(reason)?;
-    Ok((actor, token))
+    let (actor, _, token) = tokumei_demo::staff::activate(policy, (username, PASSWORD), invitation, BENCH).await?;
+    Ok((actor, token.to_string()))
 }
 
 async fn person(

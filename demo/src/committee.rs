@@ -17,7 +17,6 @@ use tokumei_policy::committee::{
     ApplicationForm, ApprovalConditions, BanSubject, Channel, DpBudget, TableRequest, UseKind, japan_date,
 };
 use tokumei_policy::identity::SecondFactor;
-use tokumei_policy::identity::totp::{Totp, TotpSecret};
 use tokumei_policy::{Actor, Origin, Policy, Role};
 use zeroize::Zeroizing;
 
@@ -84,41 +83,9 @@ pub struct Committee {
 
 const PASSWORD: &str = "demo password, not for production";
 
+/// Enrols `username` with the demo's password and logs them in (see [`crate::staff::activate`]).
 async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(Actor, String, Zeroizing<String>)> {
-    let enrolment = policy
-        .enrol(username, invitation, PASSWORD, DEMO)
-        .await
-        .map_err(tokumei_client::reason)?;
-    let secret = TotpSecret::from_base32(enrolment.secret_base32.expose()).map_err(tokumei_client::reason)?;
-    let totp = Totp::new(&secret, &policy.config().processor, username).map_err(tokumei_client::reason)?;
-    // Confirm with the current step's code and log in with the next one, both from one instant: each code
-    // works once, and the ±1 step window accepts both even when a step boundary passes between the calls (a
-    // code of the previous step would be refused if the boundary passed before the server checked it).
-    let now = Utc::now();
-    let first = totp.code_at(now);
-    policy
-        .confirm_totp(username, PASSWORD, &first, DEMO)
-        .await
-        .map_err(tokumei_client::reason)?;
-    let code = totp.code_at(now + Duration::seconds(30));
-    let session = policy
-        .login(username, PASSWORD, SecondFactor::Totp(&code), DEMO)
-        .await
-        .map_err(tokumei_client::reason)?;
-    let actor = policy
-        .authenticate(session.token.expose())
-        .await
-        .map_err(tokumei_client::reason)?;
-    let token = Zeroizing::new(session.token.expose().to_owned());
-    let uri = enrolment.otpauth_uri.expose();
-    let shown = match uri.split_once("secret=") {
-        Some((head, tail)) => format!(
-            "{head}secret=…{}",
-            tail.split_once('&').map(|(_, r)| format!("&{r}")).unwrap_or_default()
-        ),
-        None => uri.to_owned(),
-    };
-    Ok((actor, shown, token))
+    crate::staff::activate(policy, (username, PASSWORD), invitation, DEMO).await
 }
 
 pub(super) async fn person(

@@ -24,7 +24,7 @@
 pub mod committee;
 mod directory;
 pub mod local_policy;
-mod process;
+pub mod process;
 mod release;
 mod services;
 pub mod staff;

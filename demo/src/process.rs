@@ -1,4 +1,4 @@
-//! The zones' services as the demo runs them: separate processes of the same binary on loopback, each with the
+//! The zones' services as the demo (and the ingest benchmark) runs them: separate processes of the same binary on loopback, each with the
 //! demo's home, stopped when the demo is done with them — as on a host, not as calls into their libraries.
 
 use std::io::{BufRead, BufReader};
@@ -109,6 +109,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The gateway's process id (the ingest benchmark reads its peak memory).
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
     /// Stops the gateway (batches in flight finish) and checks it stopped cleanly.
     pub fn stop(self) -> Result<()> {
         self.process.stop()

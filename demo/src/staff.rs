@@ -4,9 +4,13 @@
 //! by the second.
 
 use anyhow::Result;
+use chrono::{Duration, Utc};
+use tokumei_policy::identity::SecondFactor;
 use tokumei_policy::identity::SecretString;
 use tokumei_policy::identity::directory::invitation_claim;
+use tokumei_policy::identity::totp::{Totp, TotpSecret};
 use tokumei_policy::{Actor, NewPerson, Origin, Policy, PolicyError, Role, UserChange};
+use zeroize::Zeroizing;
 
 use tokumei_client::reason;
 
@@ -71,4 +75,46 @@ pub async fn bootstrap(policy: &Policy, origin: Origin<'_>) -> Result<[SecretStr
         .await
         .map_err(reason)?;
     Ok([first_code, second_code])
+}
+
+/// Enrols `username` (invitation code, password, a TOTP authenticator confirmed) and logs them in with a second
+/// factor, as a person does at their first sign-in; returns the actor, the authenticator's `otpauth` URI with its
+/// secret elided (for showing), and the session token their tools present.
+pub async fn activate(
+    policy: &Policy,
+    (username, password): (&str, &str),
+    invitation: &str,
+    origin: Origin<'_>,
+) -> Result<(Actor, String, Zeroizing<String>)> {
+    let enrolment = policy
+        .enrol(username, invitation, password, origin)
+        .await
+        .map_err(reason)?;
+    let secret = TotpSecret::from_base32(enrolment.secret_base32.expose()).map_err(reason)?;
+    let totp = Totp::new(&secret, &policy.config().processor, username).map_err(reason)?;
+    // Confirm with the current step's code and log in with the next one, both from one instant: each code
+    // works once, and the ±1 step window accepts both even when a step boundary passes between the calls (a
+    // code of the previous step would be refused if the boundary passed before the server checked it).
+    let now = Utc::now();
+    let first = totp.code_at(now);
+    policy
+        .confirm_totp(username, password, &first, origin)
+        .await
+        .map_err(reason)?;
+    let code = totp.code_at(now + Duration::seconds(30));
+    let session = policy
+        .login(username, password, SecondFactor::Totp(&code), origin)
+        .await
+        .map_err(reason)?;
+    let actor = policy.authenticate(session.token.expose()).await.map_err(reason)?;
+    let token = Zeroizing::new(session.token.expose().to_owned());
+    let uri = enrolment.otpauth_uri.expose();
+    let shown = match uri.split_once("secret=") {
+        Some((head, tail)) => format!(
+            "{head}secret=…{}",
+            tail.split_once('&').map(|(_, r)| format!("&{r}")).unwrap_or_default()
+        ),
+        None => uri.to_owned(),
+    };
+    Ok((actor, shown, token))
 }
