@@ -1,14 +1,15 @@
 //! `tokumei demo`: the story so far, on loopback with development certificates and the local keyring — a workflow
-//! of its own, outside the command line (which only parses its arguments). The gateway, and in chapter 8 the policy,
-//! core and release services, run as processes of their own; chapters 2–7 still drive the core store and the policy
-//! façade inside the demo's process.
+//! of its own, outside the command line (which only parses its arguments). The gateway, the core's pull, and in
+//! chapter 8 the policy, core and release services run as processes of their own; chapters 2–7 still read the core
+//! store and drive the policy façade inside the demo's process.
 //!
 //! Chapter 1 — hospitals push: three hospitals stream synthetic records over mutual TLS to the gateway, a process of
 //! its own (`tokumei ingest serve`); it destroys
 //! a planted My Number, rejects bad records with reasons, pseudonymises the rest and makes them durable before
 //! acknowledging; a resent batch is answered from the spool, a reused batch id is refused, a certificate from
 //! another CA never gets in, and a patient's opt-out stops their next record.
-//! Chapter 2 — the isolated core pulls the spool into encrypted Delta tables, filters the opt-out and erases.
+//! Chapter 2 — the isolated core (a process of its own, `tokumei core run --until-drained`) pulls the spool into
+//! encrypted Delta tables, filters the opt-out and erases.
 //! Chapter 3 — the data-access committee: people enrol with TOTP, a locked account, an advertising
 //! application refused, an application reviewed with a recusal and the quorum rule and approved with
 //! conditions and a DP budget, a non-recipient refused, a violation banning an organisation.
@@ -381,10 +382,20 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             report.spool_records, report.spool_bytes, report.identifiers_found_in_spool, report.identifiers_checked
         ));
         say("\ntokumei demo — chapter 2: the isolated core pulls the spool into encrypted Delta tables");
+        // The core is a process of its own (`tokumei core run --until-drained`): it pulls, applies and acknowledges,
+        // and prints its totals. The demo then reads the store, as the chapters that follow need.
+        let core_toml = home.join("core.toml");
+        std::fs::write(&core_toml, toml::to_string(&cfg)?)?;
+        let printed = crate::process::run_to_end(
+            &home,
+            &["--json", "core", "run", "--config", &core_toml.display().to_string(), "--until-drained"],
+        )?;
+        let totals: tokumei_store::core::CoreTotals = printed
+            .find('{')
+            .and_then(|at| serde_json::from_str(&printed[at..]).ok())
+            .ok_or_else(|| anyhow::anyhow!("the core printed no totals"))?;
         let core_keys = tokumei_keys::open_configured(&cfg, &home, tokumei_keys::KeyZone::Core).await?;
         let store = std::sync::Arc::new(tokumei_store::Store::open(&cfg.store, &home, core_keys.as_ref()).await?);
-        let options = tokumei_store::core::CoreOptions { until_drained: true, ..Default::default() };
-        let totals = tokumei_store::core::run(store.clone(), &cfg, &home, options, None, std::future::pending(), |_| {}).await?;
         say(&format!(
             "   pulled {} spool entries: {} records → {} rows in 6 tables in {:.1}s; {} opt-out(s), {} erasure(s); acknowledged through {}",
             totals.entries, totals.records, totals.rows, totals.seconds, totals.opt_outs, totals.erasures,

@@ -99,6 +99,40 @@ pub fn start(home: &Path, args: &[&str]) -> Result<(Service, String)> {
     }
 }
 
+/// Runs `tokumei ARGS` with `home` to its end (a one-shot zone process, such as the core draining the spool);
+/// returns its standard output, or the end of its log if it failed.
+pub fn run_to_end(home: &Path, args: &[&str]) -> Result<String> {
+    let logs = home.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let log = logs.join(format!(
+        "{}.log",
+        args.iter()
+            .filter(|a| !a.starts_with('-'))
+            .take(2)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("-")
+    ));
+    let out = Command::new(std::env::current_exe()?)
+        .args(args)
+        .env("TOKUMEI_HOME", home)
+        .env("RUST_LOG", "warn")
+        .stderr(std::fs::File::create(&log)?)
+        .output()
+        .with_context(|| format!("run tokumei {}", args.join(" ")))?;
+    if !out.status.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect();
+        anyhow::bail!(
+            "tokumei {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// A gateway (`tokumei ingest serve`) running as a process of its own.
 pub struct Gateway {
     /// The hospitals' address (mutual TLS).

@@ -10,7 +10,7 @@ use crate::compaction;
 use crate::error::StoreError;
 use crate::orders::OrderSource;
 use crate::store::Store;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,8 +39,8 @@ impl Default for CoreOptions {
     }
 }
 
-/// Totals over a run.
-#[derive(Debug, Default, Clone, Serialize)]
+/// Totals over a run (what `tokumei core run --json` prints, and the demo reads back).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct CoreTotals {
     /// Spool entries processed.
     pub entries: usize,
