@@ -19,12 +19,12 @@ pub struct WaitOptions {
     pub wait_secs: u64,
 }
 
-/// Asks for `operation`, then waits for the core's report (a spinner on a terminal).
+/// Asks for `operation`, then waits for the core's report (a spinner when `progress`).
 pub async fn order(
     service: &ServiceOptions,
     wait: &WaitOptions,
     operation: pb::core_operation_request::Operation,
-    json: bool,
+    progress: bool,
 ) -> Result<pb::CoreOrderStatus> {
     let mut policy = PolicyClient::connect(service).await?;
     let request = policy.request(pb::CoreOperationRequest {
@@ -39,7 +39,7 @@ pub async fn order(
     if wait.wait_secs == 0 {
         return Ok(status);
     }
-    let bar = if json {
+    let bar = if !progress {
         ProgressBar::hidden()
     } else {
         let b = ProgressBar::new_spinner();

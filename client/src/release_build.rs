@@ -52,7 +52,7 @@ pub async fn build(r: &BuildRequest<'_>, progress: bool) -> Result<(u64, BuildOu
                     recipients: r.recipients.to_vec(),
                     tables: tokumei_policy::grpc::convert::tables_to_proto(&r.tables),
                 }),
-                !progress,
+                progress,
             )
             .await?;
             status.id

@@ -121,6 +121,13 @@ pub enum PolicyError {
     /// cause's, so scripts see why (`DATABASE`, ...).
     #[error("the rotation could not be recorded; the old key is in force again: {0}")]
     RotationNotRecorded(Box<PolicyError>),
+    /// The ledger key cannot rotate yet: this many accounts still have a second factor sealed by an earlier version
+    /// under a key derived from it (re-sealed at their next sign-in).
+    #[error(
+        "{0} account(s) have a second factor sealed by an earlier version under a key derived from the ledger key; it \
+         is re-sealed at their next sign-in (or reset their credentials) — rotating now would lose it"
+    )]
+    LegacySeeds(i64),
     /// A policy service holds this home's keys, and the act (a key rotation) needs it stopped.
     #[error("{0}")]
     ServiceRunning(String),
@@ -154,6 +161,7 @@ impl PolicyError {
             PolicyError::ConditionViolated { code, .. } => code,
             PolicyError::QuorumNotMet(_) => "QUORUM_NOT_MET",
             PolicyError::ServiceRunning(_) => "SERVICE_RUNNING",
+            PolicyError::LegacySeeds(_) => "LEGACY_SEEDS",
             PolicyError::RotationNotRecorded(cause) => cause.reason(),
             PolicyError::Accounting(tokumei_deid::Error::OpenDp(_)) => "ACCOUNTING",
             PolicyError::Accounting(_) => "INVALID_PRIVACY_PARAMETERS",

@@ -111,14 +111,7 @@ pub async fn rotate(home: &Path, database: Option<&str>, purpose: PurposeKey) ->
     if purpose == PurposeKey::Ledger {
         let legacy = policy.legacy_sealed_seeds().await?;
         if legacy > 0 {
-            return Err(PolicyError::ConditionViolated {
-                code: "LEGACY_SEEDS",
-                message: format!(
-                    "{legacy} account(s) have a second factor sealed by an earlier version under a key derived from \
-                     the ledger key; it is re-sealed at their next sign-in (or reset their credentials) — rotating \
-                     now would lose it"
-                ),
-            });
+            return Err(PolicyError::LegacySeeds(legacy));
         }
     }
     let path = purpose.path(home);

@@ -148,7 +148,7 @@ pub fn run_report(args: ReportArgs, json: bool) -> Result<()> {
             &args.service,
             &args.wait,
             pb::core_operation_request::Operation::RegulatorFigures(pb::PeriodRef { period: period.clone() }),
-            true,
+            false,
         )
         .await
         .and_then(|status| Ok(serde_json::from_str::<CoreFigures>(&status.result_json)?));

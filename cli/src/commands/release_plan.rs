@@ -50,7 +50,7 @@ pub fn run(a: PlanArgs, json: bool) -> Result<()> {
                 max_suppression: a.max_suppression,
                 demographic_weight: a.demographic_weight,
             }),
-            json,
+            !json,
         )
         .await?;
         let outcome: PlanOutcome = serde_json::from_str(&status.result_json).context("the core's plan report")?;

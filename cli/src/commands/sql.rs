@@ -44,7 +44,7 @@ pub fn run(a: SqlArgs, json: bool) -> anyhow::Result<()> {
             all_rows: a.all_rows,
             recipient_key: key.public_hex().to_owned(),
         });
-        let status = tokumei_client::core_orders::order(&a.service, &a.wait, operation, json).await?;
+        let status = tokumei_client::core_orders::order(&a.service, &a.wait, operation, !json).await?;
         let report: Value = serde_json::from_str(&status.result_json).context("the core's report")?;
         let sealed = report["sealed"]
             .as_str()

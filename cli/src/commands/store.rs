@@ -179,7 +179,7 @@ pub fn run(cmd: StoreCommand, json: bool) -> Result<()> {
             Operation::RotateKeys(pb::RotateKeysOperation { new_data_key }),
         ),
     };
-    let status = rt.block_on(order(&service, &wait, operation, json))?;
+    let status = rt.block_on(order(&service, &wait, operation, !json))?;
     if wait.wait_secs == 0 {
         return emit(
             json,

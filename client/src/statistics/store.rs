@@ -69,7 +69,7 @@ pub async fn make(a: &StatsArgs, spec: StatisticsSpec, progress: bool) -> Result
         &a.service,
         &a.wait,
         pb::core_operation_request::Operation::Statistics(to_proto(spec)),
-        !progress,
+        progress,
     )
     .await?;
     let mut report: Value = serde_json::from_str(&status.result_json).context("the core's statistics report")?;

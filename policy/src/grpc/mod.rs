@@ -121,6 +121,7 @@ pub fn code_for_reason(reason: &str) -> Code {
         | "INVALID_STATE"
         | "QUORUM_NOT_MET"
         | "SERVICE_RUNNING"
+        | "LEGACY_SEEDS"
         | "BUDGET_BELOW_SPENT" => Code::FailedPrecondition,
         "NOT_FOUND" | "UNKNOWN_PROJECT" => Code::NotFound,
         "ALREADY_EXISTS" => Code::AlreadyExists,
