@@ -30,6 +30,8 @@ use tokumei_deid::search::search;
 use tokumei_deid::table::{Column, Table};
 use tokumei_deid::transform::apply;
 
+use crate::host::{machine, peak_rss_mib};
+
 use tokumei_client::output::emit;
 
 /// Arguments of `tokumei bench anonymize`.
@@ -144,7 +146,7 @@ pub fn run(a: AnonymizeBench, json: bool) -> Result<()> {
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         adult,
         synthetic,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: peak_rss_mib(None),
     };
     emit(json, &report, print_human)
 }
@@ -495,30 +497,8 @@ fn bench_synthetic(rows: usize, seed: u64) -> Result<SyntheticReport> {
         suppressed: anonymized.suppressed,
         loss: found.metric.value,
         classes: anonymized.class_sizes.len() as u64,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: peak_rss_mib(None),
     })
-}
-
-/// Peak resident set size of this process (the benchmarks that run in process report it).
-pub(crate) fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!("{cores} cores, {cpu}")
 }
 
 fn print_human(r: &Report) {

@@ -5,6 +5,8 @@
 //! receipt latency is one batch's time to durability.
 
 use anyhow::Context;
+
+use crate::host::{machine, peak_rss_mib};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -57,28 +59,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(0.0)
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("{cores} cores, {cpu}")
 }
 
 /// Runs the ingest benchmark and prints its report.
@@ -179,7 +159,7 @@ pub fn run(a: IngestBench, json: bool) -> anyhow::Result<()> {
             receipt_max_ms: latencies.last().copied().unwrap_or(0.0),
         });
     }
-    let rss = peak_rss_mib(pid);
+    let rss = peak_rss_mib(Some(pid));
     gateway.stop()?;
     let report = Report {
         machine: machine(),

@@ -19,7 +19,7 @@ use tokumei_deid::transaction::search::SearchConfig;
 use tokumei_deid::transaction::{Component, Event, ItemKind, ItemNode, KmParams, MAX_FIELDS, RtData, evaluate, search};
 use tokumei_deid::verify_km::{WrittenRecords, verify_km};
 
-use crate::deid::peak_rss_mib;
+use crate::host::peak_rss_mib;
 use tokumei_client::output::emit;
 
 /// Arguments of `tokumei bench km`.
@@ -338,7 +338,7 @@ pub fn run(a: KmBench, json: bool) -> Result<()> {
         seconds_verify,
         verified: report.ok,
         fewest_candidates: report.smallest_support,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: peak_rss_mib(None),
     };
     emit(json, &r, |r| {
         println!(

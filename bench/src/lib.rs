@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod deid;
+pub mod host;
 pub mod ingest;
 pub mod km;
 pub mod release;

@@ -266,19 +266,6 @@ fn spinner(json: bool) -> ProgressBar {
     bar
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    format!("{cores} cores, {cpu}")
-}
-
 fn random_key() -> FingerprintKey {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
@@ -289,15 +276,6 @@ fn median(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
-}
-
-fn vm_hwm_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(0.0)
 }
 
 /// Resets VmHWM to the current RSS (Linux: `5` in /proc/self/clear_refs).
@@ -326,7 +304,7 @@ pub fn run(a: ReleaseBench, json: bool) -> Result<()> {
     }
     let bar = spinner(json);
     let mut report = Report {
-        machine: machine(),
+        machine: crate::host::machine(),
         profile: if cfg!(debug_assertions) { "dev" } else { "release" },
         embed: None,
         trace: None,
@@ -933,7 +911,7 @@ async fn build_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<(BuildPart, O
     .await
     .map_err(release_reason)?;
     let seconds_build = started.elapsed().as_secs_f64();
-    let peak_rss_mib = vm_hwm_mib();
+    let peak_rss_mib = crate::host::peak_rss_mib(None);
     let tables: Vec<BuildTable> = outcome
         .protection
         .iter()
