@@ -13,14 +13,13 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use chrono::{Duration, Utc};
 use serde::Serialize;
-use tokumei_policy::committee::{
-    ApplicationForm, ApprovalConditions, BanSubject, Channel, DpBudget, TableRequest, UseKind, japan_date,
-};
-use tokumei_policy::identity::SecondFactor;
-use tokumei_policy::{Actor, Origin, Policy, Role};
-use zeroize::Zeroizing;
+use tokumei_client::refused;
+use tokumei_policy::Role;
+use tokumei_policy::committee::{ApplicationForm, ApprovalConditions, Channel, DpBudget, TableRequest, japan_date};
+use tokumei_policy::grpc::convert::{conditions_to_proto, form_to_proto};
+use tokumei_proto::policy::v1 as pb;
 
-pub(super) const DEMO: Origin<'static> = Origin("demo");
+use crate::desk::{Administrators, Desk, Person, activate, expect_refusal, invite};
 
 /// What the chapter shows, for the JSON report.
 #[derive(Serialize, Default)]
@@ -53,65 +52,24 @@ pub struct CommitteeChapter {
     pub operator_grant_refused: String,
 }
 
-/// The people of the story and their sessions.
+/// The people of the story at their desks, each with their own session and nothing else.
 pub struct Committee {
-    /// The service.
-    pub policy: Policy,
-    /// The hold on the home's keys, as a running service keeps it.
-    _keys_in_use: tokumei_policy::service_key::KeysInUse,
+    /// Where the policy service is.
+    pub desk: Desk,
     /// The researcher (recipient of the approval).
-    pub researcher: Actor,
-    /// The researcher's two-factor session token (what their download client presents).
-    pub researcher_session: Zeroizing<String>,
+    pub researcher: Person,
     /// The operator.
-    pub operator: Actor,
-    /// The operator's two-factor session token (what their commands present to the services).
-    pub operator_session: Zeroizing<String>,
+    pub operator: Person,
     /// The two administrators (accounts and hospitals; four eyes on privileged grants).
-    pub administrators: crate::staff::Administrators,
+    pub administrators: Administrators,
     /// An auditor.
-    pub auditor: Actor,
-    /// The auditor's two-factor session token (the risk measurement is asked of the release service).
-    pub auditor_session: Zeroizing<String>,
+    pub auditor: Person,
     /// The committee's chair.
-    pub chair: Actor,
+    pub chair: Person,
     /// Committee members who review (mei, kenta).
-    pub members: Vec<Actor>,
+    pub members: Vec<Person>,
     /// The approved application.
     pub application: String,
-}
-
-const PASSWORD: &str = "demo password, not for production";
-
-/// Enrols `username` with the demo's password and logs them in (see [`crate::staff::activate`]).
-async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(Actor, String, Zeroizing<String>)> {
-    crate::staff::activate(policy, (username, PASSWORD), invitation, DEMO).await
-}
-
-pub(super) async fn person(
-    policy: &Policy,
-    admins: &crate::staff::Administrators,
-    username: &str,
-    name: &str,
-    org: &str,
-    roles: &[Role],
-) -> Result<Actor> {
-    Ok(person_with_session(policy, admins, username, name, org, roles).await?.0)
-}
-
-/// A person invited (by their own claim; four eyes where the roles need them), enrolled and logged in, with the
-/// session token their tools (the download client) present.
-pub(super) async fn person_with_session(
-    policy: &Policy,
-    admins: &crate::staff::Administrators,
-    username: &str,
-    name: &str,
-    org: &str,
-    roles: &[Role],
-) -> Result<(Actor, Zeroizing<String>)> {
-    let code = crate::staff::invite(policy, admins, (username, name, org), roles, DEMO).await?;
-    let (actor, _, token) = activate(policy, username, code.expose()).await?;
-    Ok((actor, token))
 }
 
 /// The demo's application form for `channel`, every field filled as a researcher would (the benchmarks file it too).
@@ -145,112 +103,190 @@ pub fn form(channel: Channel) -> ApplicationForm {
     }
 }
 
-/// Runs the committee chapter up to the approval; returns the cast for the chapters that follow.
-pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, CommitteeChapter)> {
-    // The demo plays the policy service on this host: it logs its cast in with the service's session key, and holds
-    // the home's keys as a service does (no rotation under it).
-    let (policy, keys_in_use) = tokumei_policy::on_home::open_service(home, None)
+/// `who` files `form`: the application as the service recorded it.
+pub(crate) async fn file(
+    desk: &Desk,
+    who: &Person,
+    form: &ApplicationForm,
+) -> std::result::Result<pb::Application, tonic::Status> {
+    let mut service = desk
+        .as_(who)
         .await
-        .map_err(tokumei_client::reason)?;
-    let mut out = CommitteeChapter::default();
+        .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
+    let request = service
+        .request(pb::FileApplicationRequest {
+            form: Some(form_to_proto(form)),
+            amends: String::new(),
+        })
+        .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?;
+    service
+        .client
+        .file_application(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
 
-    // The installation's first two administrators (the installer hands each their code); every other account
-    // is invited by its own claim, and committee and operator roles need both administrators.
-    let [first, second] = crate::staff::bootstrap(&policy, DEMO).await?;
-    let admins = crate::staff::Administrators {
-        first: activate(&policy, "aoi", first.expose()).await?.0,
-        second: activate(&policy, "ren", second.expose()).await?.0,
+/// The chair assigns `members` to review `application`.
+pub(crate) async fn assign(desk: &Desk, chair: &Person, application: &str, members: &[&str]) -> Result<()> {
+    let mut service = desk.as_(chair).await?;
+    let request = service.request(pb::AssignReviewersRequest {
+        id: application.to_owned(),
+        members: members.iter().map(|m| (*m).to_owned()).collect(),
+    })?;
+    service.client.assign_reviewers(request).await.map_err(refused)?;
+    Ok(())
+}
+
+/// `member` votes in favour of `application` with `comment`.
+pub(crate) async fn vote(desk: &Desk, member: &Person, application: &str, comment: &str) -> Result<()> {
+    let mut service = desk.as_(member).await?;
+    let request = service.request(pb::CastVoteRequest {
+        id: application.to_owned(),
+        in_favour: true,
+        comment: comment.to_owned(),
+    })?;
+    service.client.cast_vote(request).await.map_err(refused)?;
+    Ok(())
+}
+
+/// The chair decides `application` with `conditions`.
+pub(crate) async fn decide(
+    desk: &Desk,
+    chair: &Person,
+    application: &str,
+    conditions: &ApprovalConditions,
+) -> std::result::Result<pb::Application, tonic::Status> {
+    let mut service = desk
+        .as_(chair)
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
+    let request = service
+        .request(pb::DecideRequest {
+            id: application.to_owned(),
+            conditions: Some(conditions_to_proto(conditions)),
+        })
+        .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?;
+    service.client.decide(request).await.map(tonic::Response::into_inner)
+}
+
+/// `who` asks to use `application` in the way `kind` names (build, download, statistics).
+pub(crate) async fn admit_use(
+    desk: &Desk,
+    who: &Person,
+    application: &str,
+    kind: &str,
+) -> std::result::Result<pb::Application, tonic::Status> {
+    let mut service = desk
+        .as_(who)
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
+    let request = service
+        .request(pb::AdmitUseRequest {
+            id: application.to_owned(),
+            kind: kind.to_owned(),
+            tables: Vec::new(),
+        })
+        .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?;
+    service.client.admit_use(request).await.map(tonic::Response::into_inner)
+}
+
+/// The chair records a violation against `subject` (`person` or `organisation`).
+pub(crate) async fn record_violation(
+    desk: &Desk,
+    chair: &Person,
+    (subject_kind, subject): (&str, &str),
+    (kind, description): (&str, &str),
+    application: &str,
+    banned_until: &str,
+) -> Result<()> {
+    let mut service = desk.as_(chair).await?;
+    let request = service.request(pb::RecordViolationRequest {
+        subject_kind: subject_kind.to_owned(),
+        subject: subject.to_owned(),
+        kind: kind.to_owned(),
+        description: description.to_owned(),
+        application: application.to_owned(),
+        banned_until: banned_until.to_owned(),
+    })?;
+    service.client.record_violation(request).await.map_err(refused)?;
+    Ok(())
+}
+
+/// Staffs the installation through the policy service: the two administrators from the bootstrap, then everyone
+/// else invited by their own claim; tries the separation of duties.
+async fn staff(
+    desk: &Desk,
+    codes: &crate::platform::Bootstrapped,
+    out: &mut CommitteeChapter,
+    say: &impl Fn(&str),
+) -> Result<(Administrators, Vec<Person>)> {
+    let admins = Administrators {
+        first: activate(desk, "aoi", &codes.first).await?.0,
+        second: activate(desk, "ren", &codes.second).await?.0,
     };
-    let (op, operator_session) = person_with_session(
-        &policy,
-        &admins,
-        "op",
-        "Platform operator",
-        "platform",
-        &[Role::Operator],
-    )
-    .await?;
-    let researcher = {
-        let code = crate::staff::invite(
-            &policy,
-            &admins,
-            ("sato", "Rika Sato", "univ-a"),
-            &[Role::Researcher],
-            DEMO,
-        )
-        .await?;
-        let (actor, uri, token) = activate(&policy, "sato", code.expose()).await?;
-        out.otpauth_example = uri;
-        (actor, token)
-    };
-    let (researcher, researcher_session) = researcher;
-    let chair = person(
-        &policy,
-        &admins,
-        "chika",
-        "Chika Ito (chair)",
-        "univ-c",
-        &[Role::CommitteeChair, Role::CommitteeMember],
-    )
-    .await?;
-    let mei = person(&policy, &admins, "mei", "Mei Kato", "univ-m", &[Role::CommitteeMember]).await?;
-    let kenta = person(
-        &policy,
-        &admins,
-        "kenta",
-        "Kenta Mori",
-        "hosp-k",
-        &[Role::CommitteeMember],
-    )
-    .await?;
-    let sora = person(
-        &policy,
-        &admins,
-        "sora",
-        "Sora Abe (lawyer)",
-        "law-s",
-        &[Role::CommitteeMember],
-    )
-    .await?;
-    let (auditor, auditor_session) = person_with_session(
-        &policy,
-        &admins,
-        "audra",
-        "Audra Ono (inspector)",
-        "regulator",
-        &[Role::Auditor],
-    )
-    .await?;
-    let outsider = person(&policy, &admins, "kai", "Kai Ueda", "univ-k", &[Role::Researcher]).await?;
+    let mut people = Vec::new();
+    let cast: [(&str, &str, &str, &[Role]); 8] = [
+        ("op", "Platform operator", "platform", &[Role::Operator]),
+        ("sato", "Rika Sato", "univ-a", &[Role::Researcher]),
+        (
+            "chika",
+            "Chika Ito (chair)",
+            "univ-c",
+            &[Role::CommitteeChair, Role::CommitteeMember],
+        ),
+        ("mei", "Mei Kato", "univ-m", &[Role::CommitteeMember]),
+        ("kenta", "Kenta Mori", "hosp-k", &[Role::CommitteeMember]),
+        ("sora", "Sora Abe (lawyer)", "law-s", &[Role::CommitteeMember]),
+        ("audra", "Audra Ono (inspector)", "regulator", &[Role::Auditor]),
+        ("kai", "Kai Ueda", "univ-k", &[Role::Researcher]),
+    ];
+    for (username, name, org, roles) in cast {
+        let code = invite(desk, &admins, (username, name, org), roles).await?;
+        let (who, uri) = activate(desk, username, &code).await?;
+        if username == "sato" {
+            out.otpauth_example = uri;
+        }
+        people.push(who);
+    }
     // Separation of duties, tried: the first administrator approving their own grant, and the operator giving
     // themselves the chair's role.
     let (_, claim) = tokumei_policy::identity::directory::invitation_claim().map_err(tokumei_client::reason)?;
-    let invitee = tokumei_policy::NewPerson {
-        username: "hiro",
-        display_name: "Hiro Kudo",
-        organisation: "univ-m",
-        claim: &claim,
-    };
-    let asked = policy
-        .add_user(&admins.first, invitee, &[Role::CommitteeMember], DEMO)
+    let mut first = desk.as_(&admins.first).await?;
+    let request = first.request(pb::AddUserRequest {
+        username: "hiro".into(),
+        display_name: "Hiro Kudo".into(),
+        organisation: "univ-m".into(),
+        roles: vec![Role::CommitteeMember.as_str().into()],
+        claim: claim.clone(),
+    })?;
+    let grant = first
+        .client
+        .add_user(request)
         .await
-        .map_err(tokumei_client::reason)?;
-    let grant = asked.grant_id().unwrap_or_default().to_owned();
-    out.own_grant_refused = match policy.approve_grant(&admins.first, &grant, Some(&claim), DEMO).await {
-        Ok(_) => anyhow::bail!("an administrator approved their own grant"),
-        Err(e) => format!("[{}] {e}", e.reason()),
-    };
+        .map_err(refused)?
+        .into_inner()
+        .grant_id;
+    let request = first.request(pb::ApproveGrantRequest {
+        grant_id: grant.clone(),
+        claim,
+    })?;
+    out.own_grant_refused = expect_refusal(
+        first.client.approve_grant(request).await,
+        "an administrator approving their own grant",
+    )?;
     say(&format!(
         "   aoi asks for a committee seat for hiro ({grant}) and approves it herself: {}",
         out.own_grant_refused
     ));
-    out.operator_grant_refused = match policy
-        .set_roles(&op, "op", &[Role::Operator, Role::CommitteeChair], DEMO)
-        .await
-    {
-        Ok(_) => anyhow::bail!("the operator changed their own roles"),
-        Err(e) => format!("[{}] {e}", e.reason()),
-    };
+    let mut op = desk.as_(&people[0]).await?;
+    let request = op.request(pb::SetRolesRequest {
+        username: "op".into(),
+        roles: vec![Role::Operator.as_str().into(), Role::CommitteeChair.as_str().into()],
+    })?;
+    out.operator_grant_refused = expect_refusal(
+        op.client.set_roles(request).await,
+        "the operator changing their own roles",
+    )?;
     say(&format!(
         "   op gives itself the chair's role: {}",
         out.operator_grant_refused
@@ -261,20 +297,41 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
     .map(String::from)
     .to_vec();
     say(&format!(
-        "   {} people enrolled: argon2id password + TOTP (RFC 6238), e.g. {}; each got 10 recovery codes",
+        "   {} people enrolled through the policy service: argon2id password + TOTP (RFC 6238), e.g. {}; each got 10 recovery codes",
         out.users.len(),
         out.otpauth_example
     ));
+    Ok((admins, people))
+}
+
+/// Runs the committee chapter up to the approval, every act a call to the policy service (a process of its own);
+/// returns the cast for the chapters that follow.
+pub async fn chapter(
+    desk: &Desk,
+    codes: &crate::platform::Bootstrapped,
+    say: &impl Fn(&str),
+) -> Result<(Committee, CommitteeChapter)> {
+    let mut out = CommitteeChapter::default();
+    let (admins, people) = staff(desk, codes, &mut out, say).await?;
+    let [op, researcher, chair, mei, kenta, sora, auditor, outsider]: [Person; 8] = people
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the cast is eight people"))?;
 
     // Lockout: five wrong passwords lock kai's account; the right password and code are then refused too.
     for _ in 0..5 {
-        let _ = policy
-            .login("kai", "not the password!", SecondFactor::Totp("000000"), DEMO)
+        let mut service = desk.anonymous().await?;
+        let _ = service
+            .client
+            .login(pb::LoginRequest {
+                username: "kai".into(),
+                password: "not the password!".into(),
+                second_factor: Some(pb::login_request::SecondFactor::TotpCode("000000".into())),
+            })
             .await;
     }
-    out.lockout = match policy.login("kai", PASSWORD, SecondFactor::Totp("000000"), DEMO).await {
+    out.lockout = match crate::desk::sign_in(desk, "kai", "000000").await {
         Ok(_) => anyhow::bail!("a locked account logged in"),
-        Err(e) => format!("[{}] {e}", e.reason()),
+        Err(e) => format!("{e:#}"),
     };
     say(&format!(
         "   5 wrong passwords for kai, then the right one: {}",
@@ -284,46 +341,34 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
     // An application for advertising is refused at filing.
     let mut ad = form(Channel::Statistics);
     ad.purpose = "Marketing of a new DPP-4 inhibitor to clinics in high-HbA1c prefectures".into();
-    out.advertising_refused = match policy.file_application(&researcher, ad, None, DEMO).await {
-        Ok(_) => anyhow::bail!("an advertising application was accepted"),
-        Err(e) => format!("[{}] {e}", e.reason()),
-    };
+    out.advertising_refused = expect_refusal(file(desk, &researcher, &ad).await, "an advertising application")?;
     say(&format!("   an application for marketing: {}", out.advertising_refused));
 
     // The real application, its review and approval.
-    let app = policy
-        .file_application(&researcher, form(Channel::Statistics), None, DEMO)
+    let app = file(desk, &researcher, &form(Channel::Statistics))
         .await
-        .map_err(tokumei_client::reason)?;
+        .map_err(refused)?;
     out.application = app.id.clone();
-    out.fee_yen = app.fee.total_yen;
+    out.fee_yen = app.fee.as_ref().map_or(0, |f| f.total_yen);
     say(&format!(
         "   sato (University A) files {} (statistics channel, ε=1 requested); fee estimate ¥{}",
-        app.id, app.fee.total_yen
+        app.id, out.fee_yen
     ));
-    let members = ["mei", "kenta", "sora"].map(String::from).to_vec();
-    policy
-        .assign(&chair, &app.id, &members, DEMO)
-        .await
-        .map_err(tokumei_client::reason)?;
-    policy
-        .recuse(&sora, &app.id, "advises the funder", DEMO)
-        .await
-        .map_err(tokumei_client::reason)?;
-    policy
-        .vote(
-            &mei,
-            &app.id,
-            true,
-            "Clear public interest; results-only channel is proportionate",
-            DEMO,
-        )
-        .await
-        .map_err(tokumei_client::reason)?;
-    policy
-        .vote(&kenta, &app.id, true, "Agree; keep the budget small", DEMO)
-        .await
-        .map_err(tokumei_client::reason)?;
+    assign(desk, &chair, &app.id, &["mei", "kenta", "sora"]).await?;
+    let mut recusing = desk.as_(&sora).await?;
+    let request = recusing.request(pb::RecuseRequest {
+        id: app.id.clone(),
+        reason: "advises the funder".into(),
+    })?;
+    recusing.client.recuse(request).await.map_err(refused)?;
+    vote(
+        desk,
+        &mei,
+        &app.id,
+        "Clear public interest; results-only channel is proportionate",
+    )
+    .await?;
+    vote(desk, &kenta, &app.id, "Agree; keep the budget small").await?;
     let today = japan_date(Utc::now());
     let conditions = ApprovalConditions {
         tables: form(Channel::Statistics).tables,
@@ -344,85 +389,67 @@ pub async fn chapter(home: &Path, say: &impl Fn(&str)) -> Result<(Committee, Com
             groupable: Vec::new(),
         },
     };
-    out.quorum_not_met = match policy.decide(&chair, &app.id, Some(conditions.clone()), DEMO).await {
-        Ok(_) => anyhow::bail!("decided below the quorum"),
-        Err(e) => format!("[{}] {e}", e.reason()),
-    };
+    out.quorum_not_met = expect_refusal(
+        decide(desk, &chair, &app.id, &conditions).await,
+        "a decision below the quorum",
+    )?;
     say(&format!(
         "   chika assigns mei, kenta, sora; sora recuses; 2 votes in favour; closing now: {}",
         out.quorum_not_met
     ));
-    policy
-        .assign(&chair, &app.id, &["chika".to_owned()], DEMO)
-        .await
-        .map_err(tokumei_client::reason)?;
-    policy
-        .vote(&chair, &app.id, true, "Approve with a budget of ε=1", DEMO)
-        .await
-        .map_err(tokumei_client::reason)?;
-    let decided = policy
-        .decide(&chair, &app.id, Some(conditions), DEMO)
-        .await
-        .map_err(tokumei_client::reason)?;
-    let tally = decided.tally.context("a decided application has a tally")?;
-    out.tally = (tally.in_favour, tally.against);
-    out.conditions = decided.conditions.clone();
+    assign(desk, &chair, &app.id, &["chika"]).await?;
+    vote(desk, &chair, &app.id, "Approve with a budget of ε=1").await?;
+    let decided = decide(desk, &chair, &app.id, &conditions).await.map_err(refused)?;
+    let in_favour = u32::try_from(decided.votes.iter().filter(|v| v.in_favour).count())?;
+    let against = u32::try_from(decided.votes.len())? - in_favour;
+    out.tally = (in_favour, against);
+    out.conditions = Some(conditions);
     say(&format!(
         "   chika joins the review and votes: {} in favour, {} against → {} with conditions: statistics only, ε=1 δ=1e-5, recipient sato, until {}",
-        tally.in_favour,
-        tally.against,
+        in_favour,
+        against,
         decided.status,
         today + Duration::days(180)
     ));
 
     // A researcher who is not a recipient cannot use the approval.
-    out.non_recipient_refused = match policy
-        .admit_use(&outsider, &app.id, UseKind::Statistics, &[], DEMO)
-        .await
-    {
-        Ok(_) => anyhow::bail!("a non-recipient used the approval"),
-        Err(e) => format!("[{}] {e}", e.reason()),
-    };
+    out.non_recipient_refused = expect_refusal(
+        admit_use(desk, &outsider, &app.id, "statistics").await,
+        "a non-recipient's use",
+    )?;
     say(&format!(
         "   kai (not a recipient) asks for statistics under {}: {}",
         app.id, out.non_recipient_refused
     ));
 
     // A violation bans an organisation from applying.
-    policy
-        .record_violation(
-            &chair,
-            BanSubject::Organisation("univ-k".into()),
+    record_violation(
+        desk,
+        &chair,
+        ("organisation", "univ-k"),
+        (
             "re_identification_attempt",
             "matched a released table against a voter list",
-            None,
-            Some(today + Duration::days(5 * 365)),
-            DEMO,
-        )
-        .await
-        .map_err(tokumei_client::reason)?;
-    out.banned_refused = match policy
-        .file_application(&outsider, form(Channel::File), None, DEMO)
-        .await
-    {
-        Ok(_) => anyhow::bail!("a banned organisation filed"),
-        Err(e) => format!("[{}] {e}", e.reason()),
-    };
+        ),
+        "",
+        &(today + Duration::days(5 * 365)).to_string(),
+    )
+    .await?;
+    out.banned_refused = expect_refusal(
+        file(desk, &outsider, &form(Channel::File)).await,
+        "a banned organisation's filing",
+    )?;
     say(&format!(
         "   a violation is recorded against University K; kai files again: {}",
         out.banned_refused
     ));
 
     let cast = Committee {
-        policy,
-        _keys_in_use: keys_in_use,
+        desk: desk.clone(),
         researcher,
-        researcher_session,
         operator: op,
-        operator_session,
         administrators: admins,
         auditor,
-        auditor_session,
         chair,
         members: vec![mei, kenta],
         application: app.id,
@@ -449,25 +476,41 @@ pub struct TransparencyChapter {
     pub tampered_copy: String,
 }
 
-/// Registers, the regulator report, the audit ledger verified, and a tampered copy caught.
-pub async fn closing(home: &Path, cast: &Committee, say: &impl Fn(&str)) -> Result<TransparencyChapter> {
-    let p = &cast.policy;
+/// Registers, the regulator report (the committee's figures and the core's, each from its zone's service), the
+/// audit ledger verified by the service, and a tampered copy caught.
+pub async fn closing(
+    home: &Path,
+    cast: &Committee,
+    say: &impl Fn(&str),
+) -> Result<(TransparencyChapter, tokumei_store::regulator::CoreFigures)> {
     let mut out = TransparencyChapter::default();
     let dir = home.join("register");
     std::fs::create_dir_all(&dir)?;
-    let decisions = p
-        .decisions_register(&cast.operator, DEMO)
-        .await
-        .map_err(tokumei_client::reason)?;
+    let service = cast.desk.as_(&cast.operator).await?;
+    let register = |name: &str| {
+        let request = service.request(pb::RegisterRef {
+            register: name.to_owned(),
+        });
+        let mut client = service.client.clone();
+        async move {
+            anyhow::Ok(
+                client
+                    .publish_register(request?)
+                    .await
+                    .map_err(refused)?
+                    .into_inner()
+                    .json,
+            )
+        }
+    };
+    let decisions: Vec<tokumei_policy::transparency::DecisionEntry> =
+        serde_json::from_str(&register("decisions").await?)?;
     std::fs::write(dir.join("decisions.json"), serde_json::to_vec_pretty(&decisions)?)?;
     out.decisions = decisions
         .iter()
         .map(|d| format!("{} {} {}", d.application, d.organisation, d.scope))
         .collect();
-    let provisions = p
-        .provisions_register(&cast.operator, DEMO)
-        .await
-        .map_err(tokumei_client::reason)?;
+    let provisions: Vec<tokumei_policy::committee::Provision> = serde_json::from_str(&register("provisions").await?)?;
     std::fs::write(dir.join("provisions.json"), serde_json::to_vec_pretty(&provisions)?)?;
     out.provisions = provisions.len();
     say(&format!(
@@ -477,10 +520,16 @@ pub async fn closing(home: &Path, cast: &Committee, say: &impl Fn(&str)) -> Resu
         provisions.len()
     ));
     let period = tokumei_policy::transparency::current_quarter(Utc::now());
-    let report = p
-        .regulator_report(&cast.auditor, &period, DEMO)
+    let mut auditor = cast.desk.as_(&cast.auditor).await?;
+    let request = auditor.request(pb::PeriodRef { period: period.clone() })?;
+    let text = auditor
+        .client
+        .regulator_report(request)
         .await
-        .map_err(tokumei_client::reason)?;
+        .map_err(refused)?
+        .into_inner()
+        .json;
+    let report: tokumei_policy::transparency::RegulatorReport = serde_json::from_str(&text)?;
     out.report_period = period.clone();
     out.report_statistics = (report.dp_releases, report.small_cell_tables);
     say(&format!(
@@ -493,38 +542,58 @@ pub async fn closing(home: &Path, cast: &Committee, say: &impl Fn(&str)) -> Resu
         report.dp_releases,
         report.small_cell_tables
     ));
-    let verified = p
-        .verify_audit(&cast.auditor, DEMO)
-        .await
-        .map_err(tokumei_client::reason)?;
-    anyhow::ensure!(
-        verified.is_ok(),
-        "the demo's audit ledger does not verify: {verified:?}"
-    );
-    out.audit_entries = verified.entries_checked;
-    out.audit_head = verified.head.hash.clone();
+    // The core's half of the report: an order the core carries out, counts only.
+    let figures = tokumei_client::core_orders::order(
+        &cast.desk.options(Some(&cast.auditor)),
+        &tokumei_client::core_orders::WaitOptions { wait_secs: 120 },
+        pb::core_operation_request::Operation::RegulatorFigures(pb::PeriodRef { period: period.clone() }),
+        false,
+    )
+    .await?;
+    let figures: tokumei_store::regulator::CoreFigures =
+        serde_json::from_str(&figures.result_json).context("the core's figures")?;
     say(&format!(
-        "   audit ledger: {} entries, each chained to the previous one's SHA-256 and signed (ed25519); verified, head {}…",
-        verified.entries_checked,
-        &verified.head.hash[..16.min(verified.head.hash.len())]
+        "   the report's core figures for {period}, counted by the core for the auditor's order: {} hospitals provided {} patient records ({} clinical rows); {} opt-out(s), {} erasure request(s), {} erasure(s) completed",
+        figures.hospitals_providing,
+        figures.patient_records_received,
+        figures.clinical_rows_received,
+        figures.opt_outs_handled,
+        figures.erasure_requests_handled,
+        figures.erasures_completed
     ));
-    out.tampered_copy = tamper_and_verify(home, p).await?;
+    let request = auditor.request(pb::Empty {})?;
+    let verified = auditor
+        .client
+        .verify_audit(request)
+        .await
+        .map_err(refused)?
+        .into_inner();
+    anyhow::ensure!(verified.ok, "the demo's audit ledger does not verify: {verified:?}");
+    out.audit_entries = verified.entries_checked;
+    out.audit_head = verified.head_hash.clone();
+    say(&format!(
+        "   audit ledger, verified by the policy service for the auditor: {} entries, each chained to the previous one's SHA-256 and signed (ed25519); head {}…",
+        verified.entries_checked,
+        &verified.head_hash[..16.min(verified.head_hash.len())]
+    ));
+    out.tampered_copy = tamper_and_verify(home).await?;
     say(&format!(
         "   a copy of the ledger with one vote comment edited (triggers dropped, as a DBA could): {}",
         out.tampered_copy
     ));
-    Ok(out)
+    Ok((out, figures))
 }
 
-/// Copies the SQLite database, edits one entry as a database administrator could, and verifies the copy.
-async fn tamper_and_verify(home: &Path, p: &Policy) -> Result<String> {
+/// Copies the SQLite database, edits one entry as a database administrator could, and verifies the copy with the
+/// ledger's public key (what an inspector holds).
+async fn tamper_and_verify(home: &Path) -> Result<String> {
     use sqlx::Executor;
     let copy_dir = home.join("tampered");
     std::fs::create_dir_all(&copy_dir)?;
     let copy = copy_dir.join("policy.db");
     // SQLite's own copy (`VACUUM INTO`), never a file copy: opening and closing the live database file outside
-    // SQLite drops this process's POSIX locks on it, after which another process (the policy service of
-    // chapter 8) and this one stopped seeing each other's commits and a checkpoint lost the other's entries.
+    // SQLite drops this process's POSIX locks on it, after which the policy service and this process could stop
+    // seeing each other's commits.
     let target = copy.display().to_string().replace('\'', "''");
     let live = tokumei_policy::PolicyDb::open(&tokumei_policy::database::default_url(home)).await?;
     live.pool().execute(format!("VACUUM INTO '{target}'").as_str()).await?;
@@ -541,7 +610,9 @@ async fn tamper_and_verify(home: &Path, p: &Policy) -> Result<String> {
         .bind(victim)
         .execute(db.pool())
         .await?;
-    let report = tokumei_policy::audit_ledger::verify_database(db.clone(), &[p.public_key()]).await?;
+    let ledger_key = tokumei_policy::service_key::public_key_path(&tokumei_policy::service_key::default_key_path(home));
+    let public = tokumei_policy::ServicePublicKey::read(&ledger_key).map_err(tokumei_client::reason)?;
+    let report = tokumei_policy::audit_ledger::verify_database(db.clone(), &[public]).await?;
     db.close().await;
     let _ = std::fs::remove_dir_all(&copy_dir);
     Ok(match report.first_bad {

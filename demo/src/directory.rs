@@ -7,17 +7,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokumei_client::refused;
 use tokumei_keys::pki::PkiLayout;
 use tokumei_platform::client::status_reason;
 use tokumei_platform::client::{ClientError, HospitalCredentials, connect, push};
 use tokumei_platform::config::{Config, DirectoryConfig};
-use tokumei_policy::Origin;
 use tokumei_proto::ingest::v1::RecordBatch;
+use tokumei_proto::policy::v1 as pb;
 use tokumei_synth::Synth;
 
 use crate::committee::Committee;
-
-const DEMO: Origin<'static> = Origin("demo");
 
 /// What the directory step showed.
 #[derive(Serialize, Default)]
@@ -40,6 +39,23 @@ fn outcome(result: Result<tokumei_proto::ingest::v1::PushReceipt, ClientError>) 
     }
 }
 
+/// Publishes the signed directory through the policy service and writes it where the gateway reads it.
+async fn publish(
+    admin: &mut tokumei_client::policy::PolicyClient,
+    list: &Path,
+) -> anyhow::Result<pb::HospitalDirectory> {
+    let request = admin.request(pb::Empty {})?;
+    let d = admin
+        .client
+        .publish_hospital_directory(request)
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let document: serde_json::Value = serde_json::from_str(&d.json)?;
+    tokumei_client::output::write_atomically(list, &serde_json::to_vec_pretty(&document)?)?;
+    Ok(d)
+}
+
 /// Runs the step against a fresh gateway on `home` (the spool of chapter 1; the records it takes are not pulled).
 pub async fn step(
     home: &Path,
@@ -49,27 +65,28 @@ pub async fn step(
     cast: &Committee,
     say: &impl Fn(&str),
 ) -> anyhow::Result<DirectoryStep> {
-    // Hospitals are accounts: the administrators register, publish and disable them.
-    let (policy, op) = (&cast.policy, &cast.administrators.first);
+    // Hospitals are accounts: an administrator registers, publishes and disables them through the policy service.
+    let mut admin = cast.desk.as_(&cast.administrators.first).await?;
     for code in &codes[..2] {
         let org = format!("hospital-{code}");
-        let _ = policy.add_organisation(op, &org, &org, DEMO).await;
-        let fingerprint = tokumei_platform::tls::certificate_sha256(&pki.hospital_cert(code))?;
-        policy
-            .add_hospital(op, code, &org, &fingerprint, DEMO)
-            .await
-            .map_err(tokumei_client::reason)?;
+        let request = admin.request(pb::AddOrganisationRequest {
+            id: org.clone(),
+            name: org.clone(),
+        })?;
+        match admin.client.add_organisation(request).await {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+            Err(s) => return Err(refused(s)),
+        }
+        let request = admin.request(pb::AddHospitalRequest {
+            code: code.clone(),
+            organisation: org,
+            certificate_sha256: tokumei_platform::tls::certificate_sha256(&pki.hospital_cert(code))?,
+        })?;
+        admin.client.add_hospital(request).await.map_err(refused)?;
     }
     let list = home.join("hospitals.json");
-    let publish = || async {
-        let d = policy
-            .publish_hospital_directory(op, DEMO)
-            .await
-            .map_err(tokumei_client::reason)?;
-        std::fs::write(&list, serde_json::to_vec_pretty(&d)?)?;
-        anyhow::Ok(d)
-    };
-    let published = publish().await?;
+    let published = publish(&mut admin, &list).await?;
     let mut cfg = cfg.clone();
     cfg.gateway.directory = Some(DirectoryConfig {
         path: list.clone(),
@@ -91,14 +108,16 @@ pub async fn step(
     let mut a = connect(&endpoint, &creds(listed), 16 << 20).await?;
     let mut c = connect(&endpoint, &creds(unlisted), 16 << 20).await?;
     let mut report = DirectoryStep {
-        enabled: published.hospitals,
+        enabled: usize::try_from(published.hospitals)?,
         listed_push: outcome(push(&mut a, vec![batch("directory-1", listed)]).await),
         unlisted_refused: outcome(push(&mut c, vec![batch("directory-2", unlisted)]).await),
         ..Default::default()
     };
-    let disabled = policy.disable_user(op, listed, DEMO).await;
-    disabled.map_err(tokumei_client::reason)?;
-    publish().await?;
+    let request = admin.request(pb::UserRef {
+        username: listed.clone(),
+    })?;
+    admin.client.disable_user(request).await.map_err(refused)?;
+    publish(&mut admin, &list).await?;
     // The gateway re-reads the file within a few seconds.
     for n in 0..30 {
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -1,7 +1,11 @@
 //! `tokumei demo`: the story so far, on loopback with development certificates and the local keyring — a workflow
-//! of its own, outside the command line (which only parses its arguments). The gateway, the core's pull, and in
-//! chapter 8 the policy, core and release services run as processes of their own; chapters 2–7 still read the core
-//! store and drive the policy façade inside the demo's process.
+//! of its own, outside the command line (which only parses its arguments). Every zone runs as a process of its own:
+//! the gateway, the core's pull, and from chapter 3 the policy service, the core taking orders and the release
+//! service. After the installer's bootstrap (`tokumei user bootstrap`, once, on the host) the demo holds no key, no
+//! database and no store: it plays people at their desks, each with a session and the CA ([`desk`]). Two acts read
+//! the home's files directly, as a host's administrator could: the spool's bytes are searched for identifiers
+//! (chapter 1, an attacker's check that needs the gateway's spool key, opened after the gateway stopped), and a copy
+//! of the policy database is tampered with (chapter 7, what a database administrator could do).
 //!
 //! Chapter 1 — hospitals push: three hospitals stream synthetic records over mutual TLS to the gateway, a process of
 //! its own (`tokumei ingest serve`); it destroys
@@ -23,12 +27,15 @@
 #![warn(missing_docs)]
 
 pub mod committee;
+pub mod desk;
 mod directory;
 pub mod local_policy;
+pub mod platform;
 pub mod process;
 mod release;
 mod services;
 pub mod staff;
+mod statistics;
 
 use clap::Args;
 use serde::Serialize;
@@ -84,63 +91,13 @@ struct DemoReport {
     erasure_certificates: Vec<tokumei_store::erasure::ErasureCertificate>,
     store_bytes_on_disk: u64,
     plaintext_parquet_files_on_disk: u64,
-    top_prefectures_by_conditions: Vec<(String, i64)>,
     committee: Option<crate::committee::CommitteeChapter>,
     directory: Option<crate::directory::DirectoryStep>,
-    statistics: Option<StatsChapter>,
+    statistics: Option<crate::statistics::StatsChapter>,
     release: Option<crate::release::ReleaseChapter>,
     services: Option<crate::services::ServicesStep>,
     transparency: Option<crate::committee::TransparencyChapter>,
     regulator_core_figures: Option<tokumei_store::regulator::CoreFigures>,
-}
-
-/// Chapter 3: statistics from the research view, under differential privacy or the small-cell rule.
-#[derive(Serialize, Default)]
-struct StatsChapter {
-    project: String,
-    budget_epsilon: f64,
-    /// Patients per prefecture, Laplace, all 47 prefecture codes declared public.
-    patients_by_prefecture: StatsSummary,
-    /// Mean lab value per JLAC10 analyte, Gaussian noise, analytes chosen by DP partition selection.
-    mean_lab_value_by_analyte: StatsSummary,
-    /// Patients per prefecture × sex under the small-cell rule (not DP).
-    small_cell_prefecture_by_sex: SmallCellDemo,
-    /// The refusal of a request that would exceed the budget.
-    refused_over_budget: String,
-    /// The refusal of a request grouping by the linkage key (the platform's rule, whatever the approval lists).
-    refused_linkage_key: String,
-    ledger_entries: usize,
-    spent_epsilon: f64,
-    remaining_epsilon: f64,
-}
-
-#[derive(Serialize, Default)]
-struct StatsSummary {
-    output: String,
-    cells: usize,
-    protection: String,
-    epsilon: f64,
-    rho: f64,
-    delta: f64,
-    expected_abs_error: Option<f64>,
-    sample: Vec<(Vec<String>, f64)>,
-}
-
-#[derive(Serialize, Default)]
-struct SmallCellDemo {
-    output: String,
-    cells: usize,
-    primary_suppressed: usize,
-    complementary_suppressed: usize,
-}
-
-async fn count(ctx: &deltalake::datafusion::prelude::SessionContext, q: &str) -> anyhow::Result<i64> {
-    use deltalake::arrow::array::Int64Array;
-    let batches = ctx.sql(q).await?.collect().await?;
-    Ok(batches
-        .first()
-        .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>().map(|a| a.value(0)))
-        .unwrap_or(0))
 }
 
 fn count_parquet_magic(dir: &Path) -> u64 {
@@ -394,49 +351,20 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             .find('{')
             .and_then(|at| serde_json::from_str(&printed[at..]).ok())
             .ok_or_else(|| anyhow::anyhow!("the core printed no totals"))?;
-        let core_keys = tokumei_keys::open_configured(&cfg, &home, tokumei_keys::KeyZone::Core).await?;
-        let store = std::sync::Arc::new(tokumei_store::Store::open(&cfg.store, &home, core_keys.as_ref()).await?);
         say(&format!(
             "   pulled {} spool entries: {} records → {} rows in 6 tables in {:.1}s; {} opt-out(s), {} erasure(s); acknowledged through {}",
             totals.entries, totals.records, totals.rows, totals.seconds, totals.opt_outs, totals.erasures,
             totals.acknowledged_through.as_deref().unwrap_or("-")
         ));
-        let research_view = store.research_session().await?;
-        let research = research_view.context();
-        let operator = store.operator_session().await?;
-        report.research_patients = count(research, "SELECT count(*) FROM patients").await?;
-        report.operator_patients = count(operator.context(), "SELECT count(*) FROM patients").await?;
-        say(&format!(
-            "   patients visible to anonymisation and release: {} (operators see {}: the opted-out patient is filtered in one place)",
-            report.research_patients, report.operator_patients
-        ));
-        report.erasure_certificates = tokumei_store::erasure::certificates(&store.erasure_log_path())?;
+        let store_dir = home.join("store");
+        // The certificates the core wrote for the hospitals (no patient data in them).
+        report.erasure_certificates = tokumei_store::erasure::certificates(&tokumei_platform::config::resolve(&home, &cfg.store.erasure_log))?;
         for c in &report.erasure_certificates {
             say(&format!(
                 "   erasure certificate {}: {} rows removed, {} files destroyed, old table versions dropped ({})",
                 c.request_id, c.rows_removed, c.files_destroyed, c.completed_at
             ));
         }
-        let batches = research
-            .sql("SELECT p.prefecture, count(*) AS n FROM conditions c JOIN patients p ON c.hospital_pseudonym = p.hospital_pseudonym AND c.batch_id = p.batch_id GROUP BY p.prefecture ORDER BY n DESC, p.prefecture LIMIT 5")
-            .await?
-            .collect()
-            .await?;
-        for b in &batches {
-            let b = deltalake::arrow::compute::cast(b.column(0), &deltalake::arrow::datatypes::DataType::Utf8)
-                .map(|pref| (pref, b.column(1).clone()));
-            if let Ok((pref, n)) = b {
-                let pref = pref.as_any().downcast_ref::<deltalake::arrow::array::StringArray>().cloned();
-                let n = n.as_any().downcast_ref::<deltalake::arrow::array::Int64Array>().cloned();
-                if let (Some(pref), Some(n)) = (pref, n) {
-                    for i in 0..deltalake::arrow::array::Array::len(&pref) {
-                        report.top_prefectures_by_conditions.push((pref.value(i).to_string(), n.value(i)));
-                    }
-                }
-            }
-        }
-        say(&format!("   diagnoses by prefecture code (DataFusion over the research view): {:?}", report.top_prefectures_by_conditions));
-        let store_dir = home.join("store");
         report.store_bytes_on_disk = tokumei_store::status::dir_bytes(&store_dir);
         report.plaintext_parquet_files_on_disk = count_parquet_magic(&store_dir);
         say(&format!(
@@ -445,42 +373,39 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         ));
         report.core = Some(totals);
         say("\ntokumei demo — chapter 3: the data-access committee");
-        let (cast, committee) = crate::committee::chapter(&home, &say).await?;
+        // The installer's one act on the host; from here on the demo is a client of the services, as people are.
+        let administrators = crate::platform::bootstrap(&home)?;
+        let platform = crate::platform::start_services(&home, &cfg, &pki)?;
+        say(&format!(
+            "   the policy service ({}), the core (taking orders, listening on nothing) and the release service ({}) start as processes of their own; every act below is a request to them from a person's desk",
+            platform.desk.url, platform.release_url
+        ));
+        let (cast, committee) = crate::committee::chapter(&platform.desk, &administrators, &say).await?;
         report.committee = Some(committee);
         say("\n   the platform's directory decides which hospitals may still send:");
         report.directory = Some(crate::directory::step(&home, &cfg, &pki, &codes, &cast, &say).await?);
         say("\ntokumei demo — chapter 4: statistics under the approval: differential privacy (OpenDP) and the small-cell rule");
-        let patients = tokumei_catalogue::statistics::Population {
-            name: format!("store:{}", store.research_snapshot(tokumei_store::Table::Patients).await?),
-            source: "patients".into(),
-        };
-        report.statistics = Some(statistics_chapter(&home, &cast, (&research_view, &patients), &say).await?);
+        report.statistics = Some(crate::statistics::chapter(&home, &cast, &say).await?);
         say("\ntokumei demo — chapter 5: an anonymised release, fingerprinted for each recipient");
-        let keys = tokumei_keys::open_configured(&cfg, &home, tokumei_keys::KeyZone::Release).await?;
-        // The core's half reads and pseudonymises under the core zone's keys; the release zone's wraps its own.
-        let core_keys = tokumei_keys::open_configured(&cfg, &home, tokumei_keys::KeyZone::Core).await?;
-        let zones = crate::release::ZoneKeys { release: keys, core: core_keys };
-        report.release = Some(crate::release::chapter(&home, zones, &cast, &store, &say).await?);
+        let release_service = crate::release::ReleaseService { url: &platform.release_url, home: &home };
+        let released = crate::release::chapter(&release_service, &cast, &say).await?;
+        report.research_patients = released.plan.as_ref().map_or(0, |p| i64::try_from(p.patients).unwrap_or(i64::MAX));
+        report.release = Some(released);
         say("\ntokumei demo — chapter 7: transparency and the audit ledger");
-        report.transparency = Some(crate::committee::closing(&home, &cast, &say).await?);
-        let period = tokumei_policy::transparency::current_quarter(chrono::Utc::now());
-        let (from, to) = tokumei_policy::transparency::quarter(&period).map_err(tokumei_client::reason)?;
-        let figures = tokumei_store::regulator::figures(&store, from, to).await?;
-        say(&format!(
-            "   the report's core figures for {period}: {} hospitals provided {} patient records ({} clinical rows); {} opt-out(s), {} erasure request(s), {} erasure(s) completed",
-            figures.hospitals_providing,
-            figures.patient_records_received,
-            figures.clinical_rows_received,
-            figures.opt_outs_handled,
-            figures.erasure_requests_handled,
-            figures.erasures_completed
-        ));
+        let (transparency, figures) = crate::committee::closing(&home, &cast, &say).await?;
+        report.transparency = Some(transparency);
         report.regulator_core_figures = Some(figures);
         // Last, as it compacts the tables the chapters above read.
         say("\ntokumei demo — chapter 8: the operator holds no key: core operations are orders the core takes");
         let file_application = report.release.as_ref().map(|r| r.application.clone());
-        report.services =
-            Some(crate::services::step(&home, &cfg, &pki, &cast, file_application.as_deref(), &say).await?);
+        let services = crate::services::step(&platform, &home, &pki, &cast, file_application.as_deref(), &say).await?;
+        report.operator_patients = i64::try_from(services.patient_rows).unwrap_or(i64::MAX);
+        say(&format!(
+            "   patient rows the store holds, as the core reported them: {} (one per hospital record, opted-out patients included); patients of the research view that builds and statistics read, as the core's plan counted them: {} (opted-out and erased left out)",
+            report.operator_patients, report.research_patients
+        ));
+        report.services = Some(services);
+        platform.stop()?;
         anyhow::Ok(())
     })?;
     if report.identifiers_found_in_spool > 0 {
@@ -496,312 +421,4 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         );
     }
     emit(json, &report, |_| {})
-}
-
-async fn statistics_chapter(
-    home: &Path,
-    cast: &crate::committee::Committee,
-    (research_view, patients_population): (
-        &tokumei_store::ResearchSession,
-        &tokumei_catalogue::statistics::Population,
-    ),
-    say: &impl Fn(&str),
-) -> anyhow::Result<StatsChapter> {
-    let research = research_view.context();
-    use tokumei_deid::dp::{grouping::group, request::*};
-    let project = cast.application.clone();
-    let demo = tokumei_policy::Origin("demo");
-    let budget = cast
-        .policy
-        .budget_status(&cast.researcher, &project, demo)
-        .await
-        .map_err(tokumei_client::reason)?
-        .project
-        .budget;
-    say(&format!(
-        "   the approval of {project} gave it a budget of ε={}, δ={:e} in the ledger; every table is first admitted against the approval's conditions",
-        budget.epsilon, budget.delta
-    ));
-    let out_dir = home.join("statistics");
-    let mut chapter = StatsChapter {
-        project: project.clone(),
-        budget_epsilon: budget.epsilon,
-        ..Default::default()
-    };
-
-    // 1. Patients per prefecture: 47 public keys, one row per patient, Laplace at ε = 0.5.
-    let by_prefecture = StatsRequest {
-        group_by: vec!["prefecture".into()],
-        generalise: vec![],
-        measure: Measure::Count,
-        subject: Some("linkage_key".into()),
-        max_contrib: 1,
-        privacy: Privacy::Epsilon(0.5),
-        delta: None,
-        // The 47 prefecture codes, from the platform catalogue (never from the data).
-        keys: Keys::Public(
-            tokumei_store::catalogue::public_keys(tokumei_store::Table::Patients, "prefecture", 0)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|p| vec![p])
-                .collect(),
-        ),
-    };
-    let patients =
-        tokumei_deid::datafusion::table_from_context(research, "patients", &["prefecture", "linkage_key"]).await?;
-    chapter.patients_by_prefecture = dp_release(
-        cast,
-        &project,
-        &by_prefecture,
-        &patients,
-        &out_dir.join("patients_by_prefecture.csv"),
-    )
-    .await?;
-    let s = &chapter.patients_by_prefecture;
-    say(&format!(
-        "   patients by prefecture, ε=0.5 Laplace, all 47 prefectures declared: {} cells, expected |error| {:.2} per cell; e.g. {:?}",
-        s.cells,
-        s.expected_abs_error.unwrap_or_default(),
-        &s.sample[..s.sample.len().min(3)]
-    ));
-
-    // 2. Mean lab value per analyte: keys by DP partition selection, ≤ 5 results per patient, zCDP.
-    let request = StatsRequest {
-        group_by: vec!["jlac10".into()],
-        generalise: vec![],
-        measure: Measure::Mean {
-            column: "value".into(),
-            bounds: Bounds::new(0.0, 500.0)?,
-        },
-        subject: Some("linkage_key".into()),
-        max_contrib: 5,
-        privacy: Privacy::Rho(0.005),
-        delta: Some(1e-6),
-        keys: Keys::Select,
-    };
-    let labs =
-        tokumei_deid::datafusion::table_from_context(research, "observations", &["jlac10", "value", "linkage_key"])
-            .await?;
-    chapter.mean_lab_value_by_analyte = dp_release(
-        cast,
-        &project,
-        &request,
-        &labs,
-        &out_dir.join("mean_lab_value_by_analyte.csv"),
-    )
-    .await?;
-    let s = &chapter.mean_lab_value_by_analyte;
-    say(&format!(
-        "   mean lab value by JLAC10 analyte, ρ=0.005 Gaussian, ≤5 results per patient, analytes chosen by DP partition selection: {} released ({})",
-        s.cells, s.protection
-    ));
-
-    // 3. The national databases' rule, for a table published without DP.
-    let request = StatsRequest {
-        group_by: vec!["prefecture".into(), "sex".into()],
-        generalise: vec![],
-        measure: Measure::Count,
-        subject: None,
-        max_contrib: 1,
-        privacy: Privacy::Epsilon(f64::INFINITY),
-        delta: None,
-        keys: Keys::Select,
-    };
-    let by_sex = tokumei_deid::datafusion::table_from_context(research, "patients", &["prefecture", "sex"]).await?;
-    let grouped = group(&by_sex, &request)?;
-    let (counts, dims) = tokumei_deid::published_table::count_table(&grouped)?;
-    let rule = tokumei_deid::small_cell::SmallCellRule::default();
-    let protected = tokumei_deid::small_cell::protect(&counts, &rule)?;
-    let (primary, complementary) = protected.suppressed_count();
-    let path = out_dir.join("patients_by_prefecture_and_sex.csv");
-    let protection = format!(
-        "small-cell: counts below {} suppressed, plus complementary suppression",
-        rule.threshold
-    );
-    admit(cast, &["prefecture", "sex"], &request.group_by, Some(rule.threshold)).await?;
-    let linked = tokumei_deid::published_table::linked_table(&grouped, &protected)?;
-    cast.policy
-        .publish_small_cell_table(
-            &cast.researcher,
-            &project,
-            "patients by prefecture × sex (demo)",
-            &rule,
-            &linked,
-            patients_population,
-            demo,
-        )
-        .await
-        .map_err(tokumei_client::reason)?;
-    let bytes = tokumei_deid::published_table::small_cell_csv(&grouped, &protected, dims, &protection)?;
-    tokumei_client::output::write_atomically(&path, &bytes)?;
-    cast.policy
-        .record_provision(
-            &cast.researcher,
-            &project,
-            "patients by prefecture × sex (small-cell rule)",
-            i64::try_from(protected.refs().len()).unwrap_or(i64::MAX),
-            tokumei_policy::Origin("demo"),
-        )
-        .await
-        .map_err(tokumei_client::reason)?;
-    chapter.small_cell_prefecture_by_sex = SmallCellDemo {
-        output: path.display().to_string(),
-        cells: protected.refs().len(),
-        primary_suppressed: primary,
-        complementary_suppressed: complementary,
-    };
-    say(&format!(
-        "   patients by prefecture × sex without DP (minimum cell 10): {primary} small cells suppressed, {complementary} more so none can be recomputed from the totals"
-    ));
-
-    // 4. The same request once more: over budget, refused before any noise is drawn.
-    match dp_release(cast, &project, &by_prefecture, &patients, &out_dir.join("refused.csv")).await {
-        Ok(_) => anyhow::bail!("a request over budget was admitted"),
-        Err(e) => chapter.refused_over_budget = format!("{e:#}"),
-    }
-    say(&format!("   another ε=0.5 request: {}", chapter.refused_over_budget));
-
-    // 5. Every patient's sex under the core's linkage key, with a minimum cell of 1: refused by the platform's
-    // rules before the approval is even consulted, and audited.
-    let linkage = StatsRequest {
-        group_by: vec!["sex".into(), "linkage_key".into()],
-        ..by_prefecture.clone()
-    };
-    let rules = tokumei_catalogue::statistics::StatsRules {
-        table: Some(tokumei_store::Table::Patients),
-        from_store: true,
-        subject_given: None,
-        request: &linkage,
-        small_cell_threshold: None,
-    };
-    match tokumei_catalogue::statistics::check(&rules) {
-        Ok(()) => anyhow::bail!("a table grouped by the linkage key was admitted"),
-        Err(refusal) => {
-            chapter.refused_linkage_key = refusal.to_string();
-            cast.policy
-                .refuse_statistics(
-                    &cast.researcher.username,
-                    &project,
-                    refusal,
-                    tokumei_policy::Origin("demo"),
-                )
-                .await;
-        }
-    }
-    say(&format!(
-        "   sato asks for patients by sex × linkage_key: {} (audited)",
-        chapter.refused_linkage_key
-    ));
-    let status = cast
-        .policy
-        .budget_status(&cast.researcher, &project, demo)
-        .await
-        .map_err(tokumei_client::reason)?;
-    chapter.ledger_entries = status.entries.len();
-    chapter.spent_epsilon = status.spent.epsilon;
-    chapter.remaining_epsilon = status.spent.remaining_epsilon(&budget);
-    say(&format!(
-        "   ledger: {} releases, spent ε={:.4} of 1 (pure ε + ρ converted once at δ), remaining ε={:.4}",
-        chapter.ledger_entries, chapter.spent_epsilon, chapter.remaining_epsilon
-    ));
-    Ok(chapter)
-}
-
-/// Checks a statistics use of `columns` against the approval (as the researcher), audited.
-/// Admits a statistics request against the approval's conditions and then the committee's statistics rules
-/// (mechanism, groupings), as `tokumei stats` does.
-async fn admit(
-    cast: &crate::committee::Committee,
-    columns: &[&str],
-    group_by: &[String],
-    small_cell: Option<u64>,
-) -> anyhow::Result<()> {
-    let table = if columns.contains(&"jlac10") {
-        "observations"
-    } else {
-        "patients"
-    };
-    let tables = [tokumei_policy::committee::TableRequest {
-        table: table.into(),
-        columns: columns.iter().map(|c| c.to_string()).collect(),
-    }];
-    let approved = cast
-        .policy
-        .admit_use(
-            &cast.researcher,
-            &cast.application,
-            tokumei_policy::committee::UseKind::Statistics,
-            &tables,
-            tokumei_policy::Origin("demo"),
-        )
-        .await
-        .map_err(tokumei_client::reason)?;
-    let rules = approved.conditions.map(|c| c.statistics).unwrap_or_default();
-    rules
-        .check(
-            &cast.application,
-            &tokumei_policy::committee::StatisticsUse {
-                table,
-                group_by,
-                small_cell,
-            },
-        )
-        .map_err(tokumei_client::reason)?;
-    Ok(())
-}
-
-/// Admit against the approval → plan → charge the ledger → draw → write → record the provision: the same
-/// order as `tokumei stats`.
-async fn dp_release(
-    cast: &crate::committee::Committee,
-    project: &str,
-    request: &tokumei_deid::dp::request::StatsRequest,
-    table: &tokumei_deid::table::Table,
-    output: &Path,
-) -> anyhow::Result<StatsSummary> {
-    let mut columns: Vec<&str> = request.group_by.iter().map(String::as_str).collect();
-    if let Some(c) = request.measure.column() {
-        columns.push(c);
-    }
-    if let Some(s) = request.subject.as_deref() {
-        columns.push(s);
-    }
-    admit(cast, &columns, &request.group_by, None).await?;
-    let grouped = tokumei_deid::dp::grouping::group(table, request)?;
-    let query = format!("{} by {} (demo)", request.measure.name(), request.group_by.join(","));
-    // Planned and paid by the façade, as the policy service does for a table over the store.
-    let (plan, _) = cast
-        .policy
-        .spend_statistics(
-            &cast.researcher,
-            project,
-            &query,
-            request,
-            tokumei_policy::Origin("demo"),
-        )
-        .await
-        .map_err(tokumei_client::reason)?;
-    let table = tokumei_deid::dp::release::release(&plan, request, &grouped)?;
-    let bytes = tokumei_deid::published_table::private_table_csv(&table, None)?;
-    tokumei_client::output::write_atomically(output, &bytes)?;
-    cast.policy
-        .record_provision(
-            &cast.researcher,
-            project,
-            &query,
-            i64::try_from(table.cells.len()).unwrap_or(i64::MAX),
-            tokumei_policy::Origin("demo"),
-        )
-        .await
-        .map_err(tokumei_client::reason)?;
-    Ok(StatsSummary {
-        output: output.display().to_string(),
-        cells: table.cells.len(),
-        protection: table.protection.clone(),
-        epsilon: plan.loss.epsilon,
-        rho: plan.loss.rho,
-        delta: plan.loss.delta,
-        expected_abs_error: table.cells.first().and_then(|c| c.expected_abs_error),
-        sample: table.cells.iter().take(5).map(|c| (c.key.clone(), c.value)).collect(),
-    })
 }

@@ -1,12 +1,14 @@
-//! Demo chapters 5 and 6 — an anonymised release and a leak traced.
+//! Demo chapters 5 and 6 — an anonymised release and a leak traced, every act asked of the zones' services.
 //!
-//! Chapter 5: a file-channel application for two researchers is reviewed and approved with k=5; a build for
-//! someone the approval does not name is refused; the operator builds the release (cohort from the research
-//! view, per-release pseudonyms, optimal generalisation, independent verification, one fingerprinted copy per
-//! recipient, signed manifests, sealed at rest); a recipient's copy is checked against the platform key.
-//! Chapter 6: one recipient's copy leaks as a 10 % shuffled subset without the pseudonym column; the trace
-//! names that recipient with the probability an innocent would score as high; the chair records the
-//! violation, which bans the leaker from further use; the other recipient declares deletion.
+//! Chapter 5: a file-channel application for two researchers is reviewed and approved with k=5 after the chair had
+//! the core plan it; a build for someone the approval does not name is refused; the operator, from a desk holding a
+//! session and the CA, builds the release: the policy service admits it and orders the core's half (cohort from the
+//! research view, per-release pseudonyms, optimal generalisation, independent verification, sealed to the release
+//! zone), the release service finishes one fingerprinted, signed copy per recipient; each recipient downloads
+//! theirs and checks it against the platform key; the auditor has the release service re-measure the attack.
+//! Chapter 6: one recipient's copy leaks as a 10 % shuffled subset without the pseudonym column; the release
+//! service's trace names that recipient with the probability an innocent would score as high; the chair records
+//! the violation, which bans the leaker from further use; the other recipient declares deletion.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -15,22 +17,22 @@ use anyhow::{Context, Result};
 use chrono::{Duration, Utc};
 use rand::seq::SliceRandom;
 use serde::Serialize;
-use tokumei_keys::SharedKeyService;
-use tokumei_keys::pki::PkiLayout;
-use tokumei_policy::committee::{ApprovalConditions, BanSubject, Channel, PrivacyModel, TableRequest, japan_date};
-use tokumei_policy::{Role, ServiceKey};
-use tokumei_release::builder::plan::{self, PlanContext, PlanOutcome, PlanRequest};
-use tokumei_release::builder::{self, BuildContext, BuildOutcome, BuildRequest};
-use tokumei_release::delivery::{DeliveryConfig, DeliveryTls, serve};
+use tokumei_client::core_orders::WaitOptions;
+use tokumei_client::download::{DownloadRequest, download};
+use tokumei_client::refused;
+use tokumei_client::release::{LeakToTrace, assess_risk, authed, bearer, connect, trace_leak};
+use tokumei_client::release_build::{self, BuildRequest};
+use tokumei_policy::Role;
+use tokumei_policy::committee::{ApprovalConditions, Channel, PrivacyModel, TableRequest, japan_date};
+use tokumei_proto::policy::v1 as pb;
+use tokumei_release::builder::BuildOutcome;
+use tokumei_release::builder::plan::PlanOutcome;
 use tokumei_release::manifest;
 use tokumei_release::risk::ReleaseRisk;
 use tokumei_release::trace::{DEFAULT_FALSE_ACCUSATION_BOUND, TraceReport};
-use tokumei_release::zone::ReleaseZone;
-use tokumei_store::Store;
 
-use crate::committee::{Committee, DEMO, form, person_with_session};
-use tokumei_client::download::{DownloadRequest, download};
-use tokumei_client::release::{LeakToTrace, assess_risk, connect, trace_leak};
+use crate::committee::{Committee, admit_use, assign, decide, file, form, record_violation, vote};
+use crate::desk::{Person, expect_refusal};
 
 /// What chapters 5 and 6 show, for the JSON report.
 #[derive(Serialize, Default)]
@@ -61,111 +63,74 @@ pub struct ReleaseChapter {
     pub deletion_declared_seq: i64,
 }
 
-fn ok<T>(r: std::result::Result<T, tokumei_policy::PolicyError>) -> Result<T> {
-    r.map_err(tokumei_client::reason)
-}
-
-/// The key services of the two zones a build crosses.
-pub struct ZoneKeys {
-    /// The release zone's (wraps each release's data and fingerprint keys).
-    pub release: SharedKeyService,
-    /// The core's (wraps the project pseudonym keys the core's half reads with).
-    pub core: SharedKeyService,
-}
-
-/// Runs chapters 5 and 6.
-pub async fn chapter(
-    home: &Path,
-    ZoneKeys {
-        release: keys,
-        core: core_keys,
-    }: ZoneKeys,
-    cast: &Committee,
-    store: &Store,
-    say: &impl Fn(&str),
-) -> Result<ReleaseChapter> {
-    let policy = &cast.policy;
-    let mut out = ReleaseChapter::default();
-    let (yui, yui_session) = person_with_session(
-        policy,
-        &cast.administrators,
-        "yui",
-        "Yui Nakamura",
-        "univ-a",
-        &[Role::Researcher],
-    )
-    .await?;
-
-    // The application and its approval with a privacy model.
+/// The file-channel form: patient-level records of four tables.
+fn file_form() -> tokumei_policy::committee::ApplicationForm {
     let mut f = form(Channel::File);
     f.title = "HbA1c and eGFR trajectories by age band, diagnoses and care".into();
     f.methods =
         "Regression on patient-level laboratory results with diagnoses and visits; (k, k^m)-anonymous records".into();
+    let table = |name: &str, columns: &[&str]| TableRequest {
+        table: name.into(),
+        columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+    };
     f.tables = vec![
-        TableRequest {
-            table: "patients".into(),
-            columns: ["linkage_key", "birth_date", "sex", "prefecture"]
-                .map(String::from)
-                .to_vec(),
-        },
-        TableRequest {
-            table: "conditions".into(),
-            columns: ["linkage_key", "icd10", "onset_date"].map(String::from).to_vec(),
-        },
-        TableRequest {
-            table: "encounters".into(),
-            columns: ["linkage_key", "admission_date", "discharge_date", "kind", "department"]
-                .map(String::from)
-                .to_vec(),
-        },
-        TableRequest {
-            table: "observations".into(),
-            columns: ["linkage_key", "jlac10", "date", "value", "unit"]
-                .map(String::from)
-                .to_vec(),
-        },
+        table("patients", &["linkage_key", "birth_date", "sex", "prefecture"]),
+        table("conditions", &["linkage_key", "icd10", "onset_date"]),
+        table(
+            "encounters",
+            &["linkage_key", "admission_date", "discharge_date", "kind", "department"],
+        ),
+        table("observations", &["linkage_key", "jlac10", "date", "value", "unit"]),
     ];
     f.requested_epsilon = None;
-    let app = ok(policy.file_application(&cast.researcher, f.clone(), None, DEMO).await)?;
+    f
+}
+
+/// Where the release service is and what vouches for it.
+pub struct ReleaseService<'a> {
+    /// Its gRPC URL.
+    pub url: &'a str,
+    /// The demo's home (downloads, leaked files, the manifest key's public half).
+    pub home: &'a Path,
+}
+
+/// Files, reviews (with the core's plan) and approves the file-channel application; returns it.
+async fn approve(
+    cast: &Committee,
+    wait: &WaitOptions,
+    out: &mut ReleaseChapter,
+    say: &impl Fn(&str),
+) -> Result<String> {
+    let desk = &cast.desk;
+    let f = file_form();
+    let app = file(desk, &cast.researcher, &f).await.map_err(refused)?;
     out.application = app.id.clone();
-    let reviewers: Vec<String> = cast
+    let reviewers: Vec<&str> = cast
         .members
         .iter()
-        .map(|m| m.username.clone())
-        .chain([cast.chair.username.clone()])
+        .chain([&cast.chair])
+        .map(|m| m.username.as_str())
         .collect();
-    ok(policy.assign(&cast.chair, &app.id, &reviewers, DEMO).await)?;
-    // Before deciding, the chair looks at what a build at k=5, m=2 would do to the real cohort.
-    let planned = plan::plan(
-        &PlanContext {
-            policy,
-            actor: &cast.chair,
-            origin: DEMO,
-            store,
-        },
-        &app.id,
-        &PlanRequest {
+    assign(desk, &cast.chair, &app.id, &reviewers).await?;
+    // Before deciding, the chair has the core plan what a build at k=5, m=2 would do to the real cohort.
+    let planned = tokumei_client::core_orders::order(
+        &desk.options(Some(&cast.chair)),
+        wait,
+        pb::core_operation_request::Operation::PlanRelease(pb::PlanReleaseOperation {
+            application_id: app.id.clone(),
             k: Some(5),
             m: Some(2),
             max_suppression: Some(0.05),
             demographic_weight: None,
-        },
-        &|_| {},
+        }),
+        false,
     )
-    .await
-    .map_err(tokumei_client::release_reason)?;
+    .await?;
+    let planned: PlanOutcome = serde_json::from_str(&planned.result_json).context("the core's plan")?;
     say_plan(&planned, say);
     out.plan = Some(planned);
     for m in cast.members.iter().chain([&cast.chair]) {
-        ok(policy
-            .vote(
-                m,
-                &app.id,
-                true,
-                "Proportionate: k=5 and m=2 over the whole record",
-                DEMO,
-            )
-            .await)?;
+        vote(desk, m, &app.id, "Proportionate: k=5 and m=2 over the whole record").await?;
     }
     let today = japan_date(Utc::now());
     let conditions = ApprovalConditions {
@@ -187,50 +152,18 @@ pub async fn chapter(
         link_releases: false,
         statistics: Default::default(),
     };
-    ok(policy.decide(&cast.chair, &app.id, Some(conditions), DEMO).await)?;
+    decide(desk, &cast.chair, &app.id, &conditions).await.map_err(refused)?;
     say(&format!(
         "   sato files {} (file channel: patients' birth date, sex, prefecture; diagnoses, visits, lab results); approved with (k=5, k^m with m=2) over the whole record, ≤ 5 % suppression, recipients sato and yui, 30 file downloads, until {}",
         app.id,
         today + Duration::days(90)
     ));
+    Ok(app.id)
+}
 
-    let zone = ReleaseZone::new(home, keys);
-    let service_key = ServiceKey::load_or_create(&tokumei_release::manifest::manifest_key_path(home))
-        .map_err(tokumei_client::reason)?;
-    let cx = BuildContext {
-        policy,
-        actor: &cast.operator,
-        origin: DEMO,
-        store,
-        zone: &zone,
-        service_key: &service_key,
-        home,
-        core_keys: core_keys.as_ref(),
-    };
-    out.unnamed_recipient_refused = match builder::build(
-        &cx,
-        &app.id,
-        &BuildRequest {
-            recipients: Some(vec![cast.auditor.username.clone()]),
-            tables: None,
-        },
-        &|_| {},
-    )
-    .await
-    {
-        Ok(_) => anyhow::bail!("a release was built for someone the approval does not name"),
-        Err(e) => format!("[{}] {e}", e.reason()),
-    };
+fn say_build(built: &BuildOutcome, order: u64, say: &impl Fn(&str)) {
     say(&format!(
-        "   a build for {} (not named by the approval): {}",
-        cast.auditor.username, out.unnamed_recipient_refused
-    ));
-
-    let built = builder::build(&cx, &app.id, &BuildRequest::default(), &|_| {})
-        .await
-        .map_err(tokumei_client::release_reason)?;
-    say(&format!(
-        "   op builds {}: {} patients in the research view (opted-out and erased excluded), {} suppressed; pseudonyms specific to this release",
+        "   op builds {} from a desk holding a session and the CA: the policy service admits it, the core anonymises {} patients of the research view (opted-out and erased excluded; order {order}), {} suppressed, pseudonyms specific to this release; the release service fingerprints, signs and seals each copy",
         built.release, built.patients, built.suppressed_patients
     ));
     for p in &built.protection {
@@ -240,61 +173,184 @@ pub async fn chapter(
             .map(|(q, l)| format!("{q} level {l}"))
             .collect::<Vec<_>>()
             .join(", ");
-        say(&format!(
-            "     {:<12} {:>6} rows{}{}",
-            p.table,
-            p.rows,
-            if p.classes > 0 {
-                format!(
-                    ", {} classes, smallest {} patients (verifier recount), {generalised}",
-                    p.classes, p.min_class_size
-                )
-            } else {
-                String::new()
-            },
-            if p.marked_columns.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    ", fingerprint marks in {}: {:.2} % of cells",
-                    p.marked_columns.join(","),
-                    p.marked_cell_fraction * 100.0
-                )
-            }
-        ));
+        let classes = if p.classes > 0 {
+            format!(
+                ", {} classes, smallest {} patients (verifier recount), {generalised}",
+                p.classes, p.min_class_size
+            )
+        } else {
+            String::new()
+        };
+        let marks = if p.marked_columns.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", fingerprint marks in {}: {:.2} % of cells",
+                p.marked_columns.join(","),
+                p.marked_cell_fraction * 100.0
+            )
+        };
+        say(&format!("     {:<12} {:>6} rows{classes}{marks}", p.table, p.rows));
     }
     if let Some(record) = &built.record {
         say_record(record, say);
     }
+}
+
+/// Runs chapters 5 and 6 through the policy service, the core and the release service.
+pub async fn chapter(service: &ReleaseService<'_>, cast: &Committee, say: &impl Fn(&str)) -> Result<ReleaseChapter> {
+    let desk = &cast.desk;
+    let home = service.home;
+    let mut out = ReleaseChapter::default();
+    let yui = crate::desk::person(
+        desk,
+        &cast.administrators,
+        ("yui", "Yui Nakamura", "univ-a"),
+        &[Role::Researcher],
+    )
+    .await?;
+    let wait = WaitOptions { wait_secs: 300 };
+    let application = approve(cast, &wait, &mut out, say).await?;
+    let operator = desk.options(Some(&cast.operator));
+    let auditor = [cast.auditor.username.clone()];
+    let mut request = BuildRequest {
+        application: Some(&application),
+        order: None,
+        recipients: &auditor,
+        tables: Vec::new(),
+        release_server: service.url,
+        release_ca: Some(&desk.ca),
+        service: &operator,
+        wait: &wait,
+    };
+    out.unnamed_recipient_refused = match release_build::build(&request, false).await {
+        Ok(_) => anyhow::bail!("a release was built for someone the approval does not name"),
+        Err(e) => format!("{e:#}"),
+    };
+    say(&format!(
+        "   a build for {} (not named by the approval): {}",
+        cast.auditor.username, out.unnamed_recipient_refused
+    ));
+    request.recipients = &[];
+    let (order, built) = release_build::build(&request, false).await?;
+    say_build(&built, order, say);
     out.build = Some(built.clone());
 
-    // The recipients download their copies through the release service, as they would from their site:
-    // gRPC listing and one-time HTTPS URLs over TLS, with their two-factor sessions.
-    let record = zone.record(&built.release).map_err(tokumei_client::release_reason)?;
-    // The demo runs in $TOKUMEI_HOME/demo: the copies land in $TOKUMEI_HOME/demo/downloads/<recipient>/<release>/.
+    // The recipients download their copies through the release service, as they would from their site: gRPC
+    // listing and one-time HTTPS URLs over TLS, with their two-factor sessions.
+    let ca = std::fs::read(&desk.ca).context("the demo CA")?;
     let downloads = home.join("downloads");
     let sato_dir = downloads.join("sato").join(&built.release);
     let yui_dir = downloads.join("yui").join(&built.release);
-    // The release service stays up through chapter 6: the operator traces the leak through it.
-    let desk = ReleaseDesk::start(home, policy, &zone).await?;
-    for (who, session, dir) in [
-        ("sato", cast.researcher_session.as_str(), &sato_dir),
-        ("yui", yui_session.as_str(), &yui_dir),
-    ] {
-        desk.download(who, session, &built.release, dir, say).await?;
+    for (who, dir) in [(&cast.researcher, &sato_dir), (&yui, &yui_dir)] {
+        fetch(service, &ca, who, &built.release, dir, say).await?;
     }
     out.downloads = vec![sato_dir.display().to_string(), yui_dir.display().to_string()];
-    let v = manifest::verify_dir(&sato_dir, Some(std::slice::from_ref(&service_key.public())))
+    // The platform's manifest key is public (its `.pub` beside the release service's key): what a recipient checks.
+    let platform_key = tokumei_policy::ServicePublicKey::read(&tokumei_policy::service_key::public_key_path(
+        &manifest::manifest_key_path(home),
+    ))
+    .map_err(tokumei_client::reason)?;
+    let v = manifest::verify_dir(&sato_dir, Some(std::slice::from_ref(&platform_key)))
         .map_err(tokumei_client::release_reason)?;
     out.verified_files = v.files_checked;
     say(&format!(
         "   sato's copy: {} files, SHA-256 and ed25519 signature verified against the platform key {}",
         v.files_checked, v.key_id
     ));
+    out.risk = Some(measure(service, &ca, cast, &built.release, say).await?);
 
-    // The auditor has the release service re-measure the attack on the sealed copies, trusting nothing the
-    // build wrote; the policy service admits the measurement and records its figures.
-    let (measured, _) = desk.assess_risk(cast.auditor_session.as_str(), &built.release).await?;
+    say("\ntokumei demo — chapter 6: a leaked copy traced to its recipient");
+    let traced = trace(service, &ca, cast, &built.release, (&sato_dir, &yui_dir), say).await?;
+    let trace_seq = traced.seq;
+    out.trace = Some(traced.subset);
+    out.trace_rounded = Some(traced.rounded);
+    out.trace_other = Some(traced.other);
+    record_violation(
+        desk,
+        &cast.chair,
+        ("person", "yui"),
+        (
+            "data_leak",
+            &format!(
+                "release {} traced to yui's copy (audit entry {trace_seq})",
+                built.release
+            ),
+        ),
+        &application,
+        "",
+    )
+    .await?;
+    out.leaker_refused = expect_refusal(
+        admit_use(desk, &yui, &application, "download").await,
+        "a banned leaker's download",
+    )?;
+    say(&format!(
+        "   chika records the violation; yui asks to download again: {}",
+        out.leaker_refused
+    ));
+    let mut client = connect(service.url, &ca).await?;
+    out.deletion_declared_seq = client
+        .declare_deletion(authed(
+            &bearer(&cast.researcher.session)?,
+            tokumei_proto::release::v1::DeclareDeletionRequest {
+                application_id: application.clone(),
+                statement: "analysis finished; all copies shredded on the analysis server".into(),
+            },
+        ))
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .audit_seq;
+    say(&format!(
+        "   sato declares deletion of the data to the release service (audit entry {})",
+        out.deletion_declared_seq
+    ));
+    Ok(out)
+}
+
+/// `who` downloads their copy of `release` with their session into `dir`.
+async fn fetch(
+    service: &ReleaseService<'_>,
+    ca: &[u8],
+    who: &Person,
+    release: &str,
+    dir: &Path,
+    say: &impl Fn(&str),
+) -> Result<()> {
+    let request = DownloadRequest {
+        server: service.url,
+        ca_pem: ca,
+        session: &who.session,
+        release,
+        files: &[],
+        out: dir,
+        progress: false,
+    };
+    let summary = download(&request)
+        .await
+        .with_context(|| format!("{}'s download", who.username))?;
+    say(&format!(
+        "   {} downloads {} over HTTPS from the release service (two-factor session, one-time URLs; the service asks the policy service over mutual TLS and holds no committee key): {} files, SHA-256 verified, in {}",
+        who.username,
+        summary.release,
+        summary.files.len(),
+        summary.out
+    ));
+    Ok(())
+}
+
+/// The auditor has the release service re-measure the attack on the sealed copies, trusting nothing the build
+/// wrote; the policy service admits the measurement and records its figures.
+async fn measure(
+    service: &ReleaseService<'_>,
+    ca: &[u8],
+    cast: &Committee,
+    release: &str,
+    say: &impl Fn(&str),
+) -> Result<ReleaseRisk> {
+    let mut client = connect(service.url, ca).await?;
+    let (measured, _) = assess_risk(&mut client, &cast.auditor.session, release, &[]).await?;
     for c in &measured.copies {
         let figures: Vec<String> = c
             .attack
@@ -316,9 +372,36 @@ pub async fn chapter(
     if !measured.holds || measured.copies.iter().any(|c| !c.agrees_with_manifest) {
         anyhow::bail!("the attack re-measured on the copies does not confirm the manifests");
     }
-    out.risk = Some(measured);
+    Ok(measured)
+}
 
-    say("\ntokumei demo — chapter 6: a leaked copy traced to its recipient");
+/// The three traces of chapter 6 and the audit entry of the first.
+struct Traces {
+    subset: TraceReport,
+    rounded: TraceReport,
+    other: TraceReport,
+    seq: i64,
+}
+
+/// The operator hands each found file to the release service, which holds the fingerprint key; the policy service
+/// admits the trace first and records the verdict.
+async fn trace(
+    service: &ReleaseService<'_>,
+    ca: &[u8],
+    cast: &Committee,
+    release: &str,
+    (sato_dir, yui_dir): (&Path, &Path),
+    say: &impl Fn(&str),
+) -> Result<Traces> {
+    let downloads = service.home.join("downloads");
+    let mut client = connect(service.url, ca).await?;
+    let session = cast.operator.session.as_str();
+    let leak = |file| LeakToTrace {
+        release,
+        file,
+        table: None,
+        bound: DEFAULT_FALSE_ACCUSATION_BOUND,
+    };
     let leaked = downloads.join("found-online.csv");
     // A tenth of the copy, or enough rows to carry marks when the demo runs with few patients.
     let share = leak_subset(
@@ -328,220 +411,60 @@ pub async fn chapter(
         8_000,
         LeakEdit::DropPseudonyms,
     )?;
-    // The operator hands the file to the release service, which holds the fingerprint key; the policy service
-    // admits the trace first and records the verdict.
-    let operator = cast.operator_session.as_str();
-    let (report, trace_seq) = desk
-        .trace(
-            operator,
-            &LeakToTrace {
-                release: &record.id,
-                file: &leaked,
-                table: None,
-                bound: DEFAULT_FALSE_ACCUSATION_BOUND,
-            },
-        )
-        .await?;
+    let (subset, seq) = trace_leak(&mut client, session, &leak(leaked.as_path())).await?;
     say(&format!(
         "   a file found online: {} rows of observations, shuffled, pseudonym column removed ({:.0} % of yui's copy)",
-        report.rows,
+        subset.rows,
         share * 100.0
     ));
-    for c in &report.traced.verdict.candidates {
+    for c in &subset.traced.verdict.candidates {
         say(&format!(
             "     {:<5} score {:>7.2}   P(an innocent scores this high) ≤ {:.1e}{}",
             c.recipient,
             c.score,
             c.p_innocent,
-            if report.traced.accused.contains(&c.recipient) {
+            if subset.traced.accused.contains(&c.recipient) {
                 "   ← accused"
             } else {
                 ""
             }
         ));
     }
-    say(&format!("   {} (audit entry {})", report.traced.explanation, trace_seq));
+    say(&format!("   {} (audit entry {seq})", subset.traced.explanation));
     // A second find: a hundredth of yui's copy, every value rounded to one decimal (marks of tests reported to
     // 0.01 are gone; whole-number tests keep theirs, too few in a hundredth to accuse), the pseudonyms kept so
     // the file still joins — every copy has its own pseudonyms.
-    let rounded = downloads.join("found-rounded.csv");
+    let found = downloads.join("found-rounded.csv");
     leak_subset(
         &yui_dir.join("observations.csv"),
-        &rounded,
+        &found,
         0.01,
         50,
         LeakEdit::RoundValues,
     )?;
-    let (rounded_report, _) = desk
-        .trace(
-            operator,
-            &LeakToTrace {
-                release: &record.id,
-                file: &rounded,
-                table: None,
-                bound: DEFAULT_FALSE_ACCUSATION_BOUND,
-            },
-        )
-        .await?;
+    let (rounded, _) = trace_leak(&mut client, session, &leak(found.as_path())).await?;
     say(&format!(
         "   another: {} rows, values rounded to one decimal, pseudonyms kept: accused {:?} ({})",
-        rounded_report.rows, rounded_report.traced.accused, rounded_report.traced.explanation
+        rounded.rows, rounded.traced.accused, rounded.traced.explanation
     ));
-    let (other, _) = desk
-        .trace(
-            operator,
-            &LeakToTrace {
-                release: &record.id,
-                file: &sato_dir.join("observations.parquet"),
-                table: None,
-                bound: DEFAULT_FALSE_ACCUSATION_BOUND,
-            },
-        )
-        .await?;
-    desk.stop().await?;
+    let copy = sato_dir.join("observations.parquet");
+    let (other, _) = trace_leak(&mut client, session, &leak(copy.as_path())).await?;
     say(&format!(
         "   sato's own Parquet copy, traced the same way: accused {:?}",
         other.traced.accused
     ));
-    out.trace = Some(report.clone());
-    out.trace_other = Some(other);
-    if rounded_report.traced.accused != ["yui".to_owned()] {
-        anyhow::bail!(
-            "the rounded leak did not name yui alone: {:?}",
-            rounded_report.traced.accused
-        );
+    if rounded.traced.accused != ["yui".to_owned()] {
+        anyhow::bail!("the rounded leak did not name yui alone: {:?}", rounded.traced.accused);
     }
-    out.trace_rounded = Some(rounded_report);
-    if report.traced.accused != ["yui".to_owned()] {
-        anyhow::bail!("the trace did not name yui alone: {:?}", report.traced.accused);
+    if subset.traced.accused != ["yui".to_owned()] {
+        anyhow::bail!("the trace did not name yui alone: {:?}", subset.traced.accused);
     }
-
-    ok(policy
-        .record_violation(
-            &cast.chair,
-            BanSubject::Person("yui".into()),
-            "data_leak",
-            &format!("release {} traced to yui's copy (audit entry {trace_seq})", record.id),
-            Some(&app.id),
-            None,
-            DEMO,
-        )
-        .await)?;
-    out.leaker_refused = match policy
-        .admit_use(
-            &yui,
-            &app.id,
-            tokumei_policy::committee::UseKind::Download,
-            &record.tables,
-            DEMO,
-        )
-        .await
-    {
-        Ok(_) => anyhow::bail!("a banned leaker could still download"),
-        Err(e) => format!("[{}] {e}", e.reason()),
-    };
-    say(&format!(
-        "   chika records the violation; yui asks to download again: {}",
-        out.leaker_refused
-    ));
-    let declared = ok(policy
-        .declare_deletion(
-            &cast.researcher,
-            &app.id,
-            "analysis finished; all copies shredded on the analysis server",
-            DEMO,
-        )
-        .await)?;
-    out.deletion_declared_seq = declared.seq;
-    say(&format!(
-        "   sato declares deletion of the data (audit entry {})",
-        declared.seq
-    ));
-    Ok(out)
-}
-
-/// The release service on loopback ports, beside the policy service it asks over mutual TLS (the zone holds no
-/// committee key or database), and the demo's client of it.
-struct ReleaseDesk {
-    stop: tokio::sync::oneshot::Sender<()>,
-    running: tokumei_release::delivery::RunningDelivery,
-    policy_service: crate::local_policy::LocalPolicyService,
-    server: String,
-    ca: Vec<u8>,
-}
-
-impl ReleaseDesk {
-    async fn start(home: &Path, policy: &tokumei_policy::Policy, zone: &ReleaseZone) -> Result<ReleaseDesk> {
-        tokumei_platform::tls::install_crypto_provider();
-        let pki = PkiLayout::new(home.join("pki"));
-        let tls = DeliveryTls::from_files(&pki.gateway_cert(), &pki.gateway_key()).context("release service TLS")?;
-        let policy_service = crate::local_policy::start(policy.clone(), &pki).await?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = serve(
-            DeliveryConfig {
-                grpc_listen: "127.0.0.1:0".parse()?,
-                https_listen: "127.0.0.1:0".parse()?,
-                tls,
-                public_url: None,
-                token_ttl: std::time::Duration::from_secs(300),
-                builds: None,
-            },
-            policy_service.link.clone(),
-            zone.clone(),
-            async {
-                let _ = stopped.await;
-            },
-        )
-        .await
-        .context("release service")?;
-        let ca = std::fs::read(pki.ca_cert()).context("the demo CA")?;
-        Ok(ReleaseDesk {
-            stop,
-            server: format!("https://{}", running.grpc),
-            running,
-            policy_service,
-            ca,
-        })
-    }
-
-    /// `who` downloads their copy of `release` with their session into `dir`.
-    async fn download(&self, who: &str, session: &str, release: &str, dir: &Path, say: &impl Fn(&str)) -> Result<()> {
-        let request = DownloadRequest {
-            server: &self.server,
-            ca_pem: &self.ca,
-            session,
-            release,
-            files: &[],
-            out: dir,
-            progress: false,
-        };
-        let summary = download(&request).await.with_context(|| format!("{who}'s download"))?;
-        say(&format!(
-            "   {who} downloads {} over HTTPS from the release service (two-factor session, one-time URLs; the service asks the policy service over mutual TLS and holds no committee key): {} files, SHA-256 verified, in {}",
-            summary.release,
-            summary.files.len(),
-            summary.out
-        ));
-        Ok(())
-    }
-
-    /// Has the release service measure the attack on `release`'s copies with `session`.
-    async fn assess_risk(&self, session: &str, release: &str) -> Result<(ReleaseRisk, i64)> {
-        let mut client = connect(&self.server, &self.ca).await?;
-        assess_risk(&mut client, session, release, &[]).await
-    }
-
-    /// Traces `leak` through the release service with `session`: the report and its audit entry.
-    async fn trace(&self, session: &str, leak: &LeakToTrace<'_>) -> Result<(TraceReport, i64)> {
-        let mut client = connect(&self.server, &self.ca).await?;
-        trace_leak(&mut client, session, leak).await
-    }
-
-    async fn stop(self) -> Result<()> {
-        let _ = self.stop.send(());
-        let stopped = self.running.wait().await.context("release service");
-        stopped.and(self.policy_service.stop().await)
-    }
+    Ok(Traces {
+        subset,
+        rounded,
+        other,
+        seq,
+    })
 }
 
 fn say_plan(p: &PlanOutcome, say: &impl Fn(&str)) {

@@ -1,20 +1,20 @@
-//! The demo's step on operators who hold no key: the policy service and the core run as processes of their own on
-//! loopback (the core with `[core.orders]`, listening on nothing), and the operator's commands are run from a
-//! home that holds nothing but the service's CA: `tokumei store status` and `tokumei store compact` become
-//! orders the core takes, carries out and reports on. A forged session and the researcher's session are refused
-//! before anything is queued.
+//! The demo's step on operators who hold no key: with the policy service and the core running as processes of their
+//! own (the core listening on nothing), the operator's commands are run as the `tokumei` command from a home that
+//! holds nothing but the service's CA: `tokumei store status` and `tokumei store compact` become orders the core
+//! takes, carries out and reports on. A forged session and the researcher's session are refused before anything
+//! is queued. The researcher asks for a table over the store and the operator builds a second release the same way.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::process::start;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
+use tokumei_client::refused;
 use tokumei_keys::pki::PkiLayout;
-use tokumei_platform::config::{Config, CoreOrdersConfig};
+use tokumei_proto::policy::v1 as pb;
 
 use crate::committee::Committee;
+use crate::platform::Platform;
 
 /// What the step showed.
 #[derive(Serialize, Default)]
@@ -25,6 +25,8 @@ pub struct ServicesStep {
     pub operator_home_files: Vec<String>,
     /// Tables the core reported for `store status`.
     pub status_tables: usize,
+    /// Rows of the patients table the core reported (every patient the store holds, opted-out ones included).
+    pub patient_rows: u64,
     /// Tables compacted by `store compact`.
     pub tables_compacted: u64,
     /// `store compact` with a forged session.
@@ -103,59 +105,46 @@ fn files(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Runs the step on the demo's `home` (its policy database, keyring and store).
+/// The ledger's entries for core orders (action and outcome), as the auditor's inspection bundle of the last hour
+/// shows them.
+async fn core_order_entries(cast: &Committee) -> Result<Vec<String>> {
+    let mut auditor = cast.desk.as_(&cast.auditor).await?;
+    let now = chrono::Utc::now();
+    let request = auditor.request(pb::AuditWindow {
+        from: (now - chrono::Duration::hours(1)).to_rfc3339(),
+        to: (now + chrono::Duration::minutes(1)).to_rfc3339(),
+    })?;
+    let text = auditor
+        .client
+        .export_audit(request)
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .json;
+    let bundle: tokumei_policy::audit_ledger::InspectionBundle = serde_json::from_str(&text)?;
+    Ok(bundle
+        .entries
+        .iter()
+        .filter(|e| e.action.starts_with("core.") || e.action == "operate_core")
+        .map(|e| format!("{} {} {}", e.actor, e.action, e.outcome))
+        .collect())
+}
+
+/// Runs the step against the demo's running services.
 pub async fn step(
+    platform: &Platform,
     home: &Path,
-    cfg: &Config,
     pki: &PkiLayout,
     cast: &Committee,
     file_application: Option<&str>,
     say: &impl Fn(&str),
 ) -> Result<ServicesStep> {
-    let mut out = ServicesStep::default();
-    let path = |p: PathBuf| p.display().to_string();
-    let (_policy, line) = start(
-        home,
-        &[
-            "policy",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &path(pki.gateway_cert()),
-            "--tls-key",
-            &path(pki.gateway_key()),
-            "--zone-client-ca",
-            &path(pki.ca_cert()),
-        ],
-    )?;
-    let addr = line
-        .strip_prefix("policy service listening on ")
-        .with_context(|| format!("the policy service did not start: {line}"))?;
-    out.policy_service = format!("https://{addr}");
-    // The core's configuration pins the core-order key's public half (created by the policy service; read once,
-    // here, by the installer) — not the general service key, which every in-process command loads.
-    let public_key = std::fs::read_to_string(tokumei_policy::service_key::public_key_path(
-        &tokumei_policy::service_key::core_order_key_path(home),
-    ))?;
-    let mut core_cfg = cfg.clone();
-    core_cfg.core.ca = pki.ca_cert();
-    core_cfg.core.cert = pki.core_cert();
-    core_cfg.core.key = pki.core_key();
-    core_cfg.core.orders = Some(CoreOrdersConfig {
-        policy_url: out.policy_service.clone(),
-        public_key: public_key.trim().to_owned(),
-        ca: None,
-        poll_ms: 200,
-        release_key: None,
-        outbox: None,
-    });
-    let core_toml = home.join("core-orders.toml");
-    std::fs::write(&core_toml, toml::to_string(&core_cfg)?)?;
-    let (_core, line) = start(home, &["core", "run", "--config", &path(core_toml.clone())])?;
-    anyhow::ensure!(line.contains("orders from"), "the core did not start: {line}");
+    let mut out = ServicesStep {
+        policy_service: platform.desk.url.clone(),
+        ..Default::default()
+    };
     say(&format!(
-        "   the policy service ({}) and the core run as processes of their own; the core listens on nothing and takes orders",
+        "   the policy service ({}), the core and the release service have run as processes of their own since chapter 3; the core listens on nothing and takes orders",
         out.policy_service
     ));
 
@@ -165,7 +154,7 @@ pub async fn step(
     let ca = desk.join("ca.crt");
     std::fs::copy(pki.ca_cert(), &ca)?;
     let service = (out.policy_service.as_str(), ca.as_path());
-    let session = cast.operator_session.as_str();
+    let session = cast.operator.session.as_str();
     let status = client(&desk, service, session, &["store", "status"])?;
     anyhow::ensure!(
         status.status.success(),
@@ -174,6 +163,11 @@ pub async fn step(
     );
     let report: serde_json::Value = serde_json::from_slice(&status.stdout)?;
     out.status_tables = report["tables"].as_array().map_or(0, Vec::len);
+    out.patient_rows = report["tables"]
+        .as_array()
+        .and_then(|tables| tables.iter().find(|t| t["table"] == "patients"))
+        .and_then(|t| t["rows"].as_u64())
+        .unwrap_or_default();
     let compact = client(&desk, service, session, &["store", "compact"])?;
     anyhow::ensure!(
         compact.status.success(),
@@ -191,79 +185,43 @@ pub async fn step(
     out.researcher_refused = refusal(&client(
         &desk,
         service,
-        cast.researcher_session.as_str(),
+        cast.researcher.session.as_str(),
         &["store", "status"],
     )?)?;
     say(&format!(
         "   a forged session: {}\n   the researcher's session: {}",
         out.forged_session_refused, out.researcher_refused
     ));
-    let entries = cast.policy.audit_entries().await.map_err(tokumei_client::reason)?;
-    out.ledger = entries
-        .iter()
-        .filter(|e| e.action.starts_with("core.") || e.action == "operate_core")
-        .map(|e| format!("{} {} {}", e.actor, e.action, e.outcome))
-        .collect();
-    say(&format!("   the ledger: {}", out.ledger.join("; ")));
+    out.ledger = core_order_entries(cast).await?;
+    let shown = &out.ledger[out.ledger.len().saturating_sub(6)..];
+    say(&format!(
+        "   the ledger ({} entries on core orders so far), its last: {}",
+        out.ledger.len(),
+        shown.join("; ")
+    ));
     out.researcher_table = researcher_table(home, pki, &out.policy_service, cast, say).await?;
     if let Some(application) = file_application {
-        let zones = Zones {
-            home,
-            pki,
-            config: &core_toml,
-            policy_service: &out.policy_service,
-        };
-        out.operator_build = Some(operator_build(&zones, &desk, cast, application, say)?);
+        out.operator_build = Some(operator_build(platform, home, &desk, cast, application, say)?);
     }
     Ok(out)
 }
 
-/// Where the services of the step run.
-struct Zones<'a> {
-    home: &'a Path,
-    pki: &'a PkiLayout,
-    config: &'a Path,
-    policy_service: &'a str,
-}
-
-/// The release service starts as a process of its own (publishing its intake key), and the operator builds a
-/// release for one recipient from the desk: the core's half is an order, the release service finishes the copies.
+/// The operator builds a second release, for one recipient, from the desk: the core's half is an order, the release
+/// service finishes the copy.
 fn operator_build(
-    zones: &Zones<'_>,
+    platform: &Platform,
+    home: &Path,
     desk: &Path,
     cast: &Committee,
     application: &str,
     say: &impl Fn(&str),
 ) -> Result<OperatorBuild> {
     let path = |p: PathBuf| p.display().to_string();
-    let (_release, line) = start(
-        zones.home,
-        &[
-            "--json",
-            "release",
-            "serve",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--https-listen",
-            "127.0.0.1:0",
-            "--cert",
-            &path(zones.pki.gateway_cert()),
-            "--key",
-            &path(zones.pki.gateway_key()),
-            "--config",
-            &path(zones.config.to_path_buf()),
-            "--policy-url",
-            zones.policy_service,
-        ],
-    )?;
-    let listening: serde_json::Value =
-        serde_json::from_str(&line).with_context(|| format!("the release service did not start: {line}"))?;
-    let grpc = listening["grpc"].as_str().context("the release service's address")?;
     let ca = desk.join("ca.crt");
     let ran = client(
         desk,
-        (zones.policy_service, ca.as_path()),
-        cast.operator_session.as_str(),
+        (platform.desk.url.as_str(), ca.as_path()),
+        cast.operator.session.as_str(),
         &[
             "release",
             "build",
@@ -272,7 +230,7 @@ fn operator_build(
             "--recipient",
             "sato",
             "--release-server",
-            &format!("https://{grpc}"),
+            &platform.release_url,
             "--release-ca",
             &path(ca.clone()),
         ],
@@ -292,10 +250,10 @@ fn operator_build(
             .unwrap_or_default(),
         patients: built["patients"].as_u64().unwrap_or_default(),
         desk_files: files(desk),
-        outbox_files: files(&tokumei_release::intake::default_outbox(zones.home)),
+        outbox_files: files(&tokumei_release::intake::default_outbox(home)),
     };
     say(&format!(
-        "   op builds {} for {:?} from the same desk: the policy service admits it, the core anonymises {} patients and seals the package to the release service's intake key (order {}); the release service, started as a process of its own, admits it again, fingerprints, signs and seals the copy; the desk holds {:?}, the outbox {:?}",
+        "   op builds {} for {:?} with the `tokumei` command from the same desk: the policy service admits it, the core anonymises {} patients and seals the package to the release service's intake key (order {}); the release service admits it again, fingerprints, signs and seals the copy; the desk holds {:?}, the outbox {:?}",
         out.release, out.recipients, out.patients, out.order, out.desk_files, out.outbox_files
     ));
     Ok(out)
@@ -310,11 +268,7 @@ async fn researcher_table(
     cast: &Committee,
     say: &impl Fn(&str),
 ) -> Result<Option<ResearcherTable>> {
-    let status = cast
-        .policy
-        .budget_status(&cast.researcher, &cast.application, tokumei_policy::Origin("demo"))
-        .await
-        .map_err(tokumei_client::reason)?;
+    let status = crate::statistics::budget(cast).await?;
     let remaining = status.spent.remaining_epsilon(&status.project.budget);
     // Chapter 4 left about ε = 0.015 of the approval's 1 (ε 0.5, then ρ 0.005 converted at δ = 1e-5): enough for a
     // coarse table (noise scale 100 on ~1,800 patients).
@@ -346,7 +300,7 @@ async fn researcher_table(
     let ran = client(
         &desk,
         (policy_service, ca.as_path()),
-        cast.researcher_session.as_str(),
+        cast.researcher.session.as_str(),
         &args,
     )?;
     anyhow::ensure!(

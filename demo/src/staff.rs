@@ -1,4 +1,5 @@
-//! Staffing a fresh installation the way the platform requires, for the demo and the benchmarks: two
+//! Staffing a fresh installation the way the platform requires, through the policy façade in process, for the
+//! benchmarks (which measure the zones' libraries; the demo staffs through the policy service, [`crate::desk`]): two
 //! administrators from the bootstrap; every invitee's code made on the invitee's side (only its claim reaches an
 //! administrator); committee, operator and administrator roles granted by the first administrator and approved
 //! by the second.
@@ -108,13 +109,6 @@ pub async fn activate(
         .map_err(reason)?;
     let actor = policy.authenticate(session.token.expose()).await.map_err(reason)?;
     let token = Zeroizing::new(session.token.expose().to_owned());
-    let uri = enrolment.otpauth_uri.expose();
-    let shown = match uri.split_once("secret=") {
-        Some((head, tail)) => format!(
-            "{head}secret=…{}",
-            tail.split_once('&').map(|(_, r)| format!("&{r}")).unwrap_or_default()
-        ),
-        None => uri.to_owned(),
-    };
+    let shown = crate::desk::elide_secret(enrolment.otpauth_uri.expose());
     Ok((actor, shown, token))
 }

@@ -287,4 +287,31 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     assert!(b["patients"].as_u64().unwrap() >= 1000, "{b}");
     assert_eq!(b["desk_files"], serde_json::json!(["ca.crt"]), "{b}");
     assert_eq!(b["outbox_files"], serde_json::json!([]), "{b}");
+
+    // The demo is a client from chapter 3 on: after the installer's bootstrap (on the host, once), every entry of the
+    // ledger was written by a service for a request that reached it over the network — the policy service's gRPC,
+    // or the release service's HTTPS transfers — never by a process holding the database.
+    let sources = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = tokumei_policy::PolicyDb::open(&tokumei_policy::database::default_url(&home.path().join("demo")))
+            .await
+            .unwrap();
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT source, action, count(*) FROM audit_entries GROUP BY source, action")
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        db.close().await;
+        rows
+    });
+    let local: Vec<&(String, String, i64)> = sources
+        .iter()
+        .filter(|(source, _, _)| !source.starts_with("grpc:") && !source.starts_with("https:"))
+        .collect();
+    assert_eq!(
+        local,
+        [&("cli".to_owned(), "user.bootstrap".to_owned(), 1)],
+        "entries written in process: {sources:?}"
+    );
+    let by_service: i64 = sources.iter().map(|(_, _, n)| n).sum();
+    assert!(by_service > 300, "{by_service} entries: {sources:?}");
 }
