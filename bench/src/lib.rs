@@ -4,11 +4,14 @@
 
 #![warn(missing_docs)]
 
+pub mod analysis;
 pub mod deid;
 pub mod host;
 pub mod ingest;
 pub mod km;
+mod local_policy;
 pub mod release;
+mod staff;
 pub mod stats;
 
 use clap::Subcommand;
@@ -26,6 +29,8 @@ pub enum BenchCommand {
     Release(Box<crate::release::ReleaseBench>),
     /// Whole-record (k, k^m) engine: item search and independent verification on synthetic patients.
     Km(crate::km::KmBench),
+    /// Remote analysis environment: logistic and linear regression on 1 M rows, automatic output checks.
+    Analysis(crate::analysis::AnalysisBench),
 }
 
 /// Runs one benchmark and prints its report (`--json`: the report as JSON).
@@ -36,5 +41,6 @@ pub fn run(cmd: BenchCommand, json: bool) -> anyhow::Result<()> {
         BenchCommand::Stats(a) => stats::run(a, json),
         BenchCommand::Release(a) => release::run(*a, json),
         BenchCommand::Km(a) => km::run(a, json),
+        BenchCommand::Analysis(a) => analysis::run(a, json),
     }
 }

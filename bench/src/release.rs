@@ -736,18 +736,18 @@ fn source_of(table: &tokumei_deid::table::Table, kind: tokumei_store::Table) -> 
 
 /// Enrols an invited person with a password and TOTP and logs them in: (actor, session token).
 async fn activate(policy: &Policy, username: &str, invitation: &str) -> Result<(Actor, String)> {
-    let (actor, _, token) = tokumei_demo::staff::activate(policy, (username, PASSWORD), invitation, BENCH).await?;
+    let (actor, token) = crate::staff::activate(policy, (username, PASSWORD), invitation, BENCH).await?;
     Ok((actor, token.to_string()))
 }
 
 async fn person(
     policy: &Policy,
-    admins: &tokumei_demo::staff::Administrators,
+    admins: &crate::staff::Administrators,
     username: &str,
     org: &str,
     roles: &[Role],
 ) -> Result<(Actor, String)> {
-    let code = tokumei_demo::staff::invite(policy, admins, (username, username, org), roles, BENCH).await?;
+    let code = crate::staff::invite(policy, admins, (username, username, org), roles, BENCH).await?;
     activate(policy, username, code.expose()).await
 }
 
@@ -788,8 +788,8 @@ async fn approved_application(dir: &Path, tables: &[TableRequest]) -> Result<App
     std::fs::create_dir_all(dir.join("policy"))?;
     // The benchmark plays the policy service: it logs its people in with the service's session key.
     let (policy, keys_in_use) = tokumei_policy::on_home::open_service(dir, None).await.map_err(reason)?;
-    let [first, second] = tokumei_demo::staff::bootstrap(&policy, BENCH).await?;
-    let admins = tokumei_demo::staff::Administrators {
+    let [first, second] = crate::staff::bootstrap(&policy, BENCH).await?;
+    let admins = crate::staff::Administrators {
         first: activate(&policy, "aoi", first.expose()).await?.0,
         second: activate(&policy, "ren", second.expose()).await?.0,
     };
@@ -1050,7 +1050,7 @@ async fn download_part(a: &ReleaseBench, bar: &ProgressBar) -> Result<DownloadPa
     };
     zone.commit(&record).map_err(release_reason)?;
 
-    let policy_service = tokumei_demo::local_policy::start(approved.policy.clone(), &pki).await?;
+    let policy_service = crate::local_policy::start(approved.policy.clone(), &pki).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokumei_release::delivery::serve(
         tokumei_release::delivery::DeliveryConfig {

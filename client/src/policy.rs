@@ -15,8 +15,8 @@ use zeroize::Zeroizing;
 
 use crate::session::given_or_saved_session;
 
-/// Where the policy service is and who is calling.
-#[derive(clap::Args, Debug, Clone)]
+/// Where the policy service is and who is calling. `Debug` leaves the session out: it is a bearer token.
+#[derive(clap::Args, Clone)]
 pub struct ServiceOptions {
     /// The policy service (`https://host:port`; `http://` only on loopback for development).
     #[arg(
@@ -32,6 +32,16 @@ pub struct ServiceOptions {
     /// Session token from `tokumei user login` (default: the saved session).
     #[arg(long, env = "TOKUMEI_SESSION", hide_env_values = true, global = true)]
     pub session: Option<String>,
+}
+
+impl std::fmt::Debug for ServiceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceOptions")
+            .field("policy_url", &self.policy_url)
+            .field("policy_ca", &self.policy_ca)
+            .field("session", &self.session.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A connected client and the caller's session (none before login).

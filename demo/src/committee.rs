@@ -19,7 +19,7 @@ use tokumei_policy::committee::{ApplicationForm, ApprovalConditions, Channel, Dp
 use tokumei_policy::grpc::convert::{conditions_to_proto, form_to_proto};
 use tokumei_proto::policy::v1 as pb;
 
-use crate::desk::{Administrators, Desk, Person, activate, expect_refusal, invite};
+use crate::desk::{Administrators, Desk, Person, activate, expect_reason, expect_refusal, invite};
 
 /// What the chapter shows, for the JSON report.
 #[derive(Serialize, Default)]
@@ -104,26 +104,18 @@ pub fn form(channel: Channel) -> ApplicationForm {
 }
 
 /// `who` files `form`: the application as the service recorded it.
-pub(crate) async fn file(
-    desk: &Desk,
-    who: &Person,
-    form: &ApplicationForm,
-) -> std::result::Result<pb::Application, tonic::Status> {
-    let mut service = desk
-        .as_(who)
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
-    let request = service
-        .request(pb::FileApplicationRequest {
-            form: Some(form_to_proto(form)),
-            amends: String::new(),
-        })
-        .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?;
-    service
+pub(crate) async fn file(desk: &Desk, who: &Person, form: &ApplicationForm) -> Result<pb::Application> {
+    let mut service = desk.as_(who).await?;
+    let request = service.request(pb::FileApplicationRequest {
+        form: Some(form_to_proto(form)),
+        amends: String::new(),
+    })?;
+    Ok(service
         .client
         .file_application(request)
         .await
-        .map(tonic::Response::into_inner)
+        .map_err(refused)?
+        .into_inner())
 }
 
 /// The chair assigns `members` to review `application`.
@@ -155,39 +147,24 @@ pub(crate) async fn decide(
     chair: &Person,
     application: &str,
     conditions: &ApprovalConditions,
-) -> std::result::Result<pb::Application, tonic::Status> {
-    let mut service = desk
-        .as_(chair)
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
-    let request = service
-        .request(pb::DecideRequest {
-            id: application.to_owned(),
-            conditions: Some(conditions_to_proto(conditions)),
-        })
-        .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?;
-    service.client.decide(request).await.map(tonic::Response::into_inner)
+) -> Result<pb::Application> {
+    let mut service = desk.as_(chair).await?;
+    let request = service.request(pb::DecideRequest {
+        id: application.to_owned(),
+        conditions: Some(conditions_to_proto(conditions)),
+    })?;
+    Ok(service.client.decide(request).await.map_err(refused)?.into_inner())
 }
 
 /// `who` asks to use `application` in the way `kind` names (build, download, statistics).
-pub(crate) async fn admit_use(
-    desk: &Desk,
-    who: &Person,
-    application: &str,
-    kind: &str,
-) -> std::result::Result<pb::Application, tonic::Status> {
-    let mut service = desk
-        .as_(who)
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("{e:#}")))?;
-    let request = service
-        .request(pb::AdmitUseRequest {
-            id: application.to_owned(),
-            kind: kind.to_owned(),
-            tables: Vec::new(),
-        })
-        .map_err(|e| tonic::Status::invalid_argument(format!("{e:#}")))?;
-    service.client.admit_use(request).await.map(tonic::Response::into_inner)
+pub(crate) async fn admit_use(desk: &Desk, who: &Person, application: &str, kind: &str) -> Result<pb::Application> {
+    let mut service = desk.as_(who).await?;
+    let request = service.request(pb::AdmitUseRequest {
+        id: application.to_owned(),
+        kind: kind.to_owned(),
+        tables: Vec::new(),
+    })?;
+    Ok(service.client.admit_use(request).await.map_err(refused)?.into_inner())
 }
 
 /// The chair records a violation against `subject` (`person` or `organisation`).
@@ -270,23 +247,21 @@ async fn staff(
         grant_id: grant.clone(),
         claim,
     })?;
-    out.own_grant_refused = expect_refusal(
-        first.client.approve_grant(request).await,
-        "an administrator approving their own grant",
-    )?;
+    out.own_grant_refused = expect_refusal(first.client.approve_grant(request).await, "FOUR_EYES")?;
     say(&format!(
         "   aoi asks for a committee seat for hiro ({grant}) and approves it herself: {}",
         out.own_grant_refused
     ));
-    let mut op = desk.as_(&people[0]).await?;
+    let operator = people
+        .iter()
+        .find(|p| p.username == "op")
+        .context("the operator is on the cast")?;
+    let mut op = desk.as_(operator).await?;
     let request = op.request(pb::SetRolesRequest {
         username: "op".into(),
         roles: vec![Role::Operator.as_str().into(), Role::CommitteeChair.as_str().into()],
     })?;
-    out.operator_grant_refused = expect_refusal(
-        op.client.set_roles(request).await,
-        "the operator changing their own roles",
-    )?;
+    out.operator_grant_refused = expect_refusal(op.client.set_roles(request).await, "ROLE_NOT_PERMITTED")?;
     say(&format!(
         "   op gives itself the chair's role: {}",
         out.operator_grant_refused
@@ -329,10 +304,7 @@ pub async fn chapter(
             })
             .await;
     }
-    out.lockout = match crate::desk::sign_in(desk, "kai", "000000").await {
-        Ok(_) => anyhow::bail!("a locked account logged in"),
-        Err(e) => format!("{e:#}"),
-    };
+    out.lockout = expect_reason(crate::desk::sign_in(desk, "kai", "000000").await, "ACCOUNT_LOCKED")?;
     say(&format!(
         "   5 wrong passwords for kai, then the right one: {}",
         out.lockout
@@ -341,13 +313,11 @@ pub async fn chapter(
     // An application for advertising is refused at filing.
     let mut ad = form(Channel::Statistics);
     ad.purpose = "Marketing of a new DPP-4 inhibitor to clinics in high-HbA1c prefectures".into();
-    out.advertising_refused = expect_refusal(file(desk, &researcher, &ad).await, "an advertising application")?;
+    out.advertising_refused = expect_reason(file(desk, &researcher, &ad).await, "ADVERTISING_REFUSED")?;
     say(&format!("   an application for marketing: {}", out.advertising_refused));
 
     // The real application, its review and approval.
-    let app = file(desk, &researcher, &form(Channel::Statistics))
-        .await
-        .map_err(refused)?;
+    let app = file(desk, &researcher, &form(Channel::Statistics)).await?;
     out.application = app.id.clone();
     out.fee_yen = app.fee.as_ref().map_or(0, |f| f.total_yen);
     say(&format!(
@@ -389,21 +359,22 @@ pub async fn chapter(
             groupable: Vec::new(),
         },
     };
-    out.quorum_not_met = expect_refusal(
-        decide(desk, &chair, &app.id, &conditions).await,
-        "a decision below the quorum",
-    )?;
+    out.quorum_not_met = expect_reason(decide(desk, &chair, &app.id, &conditions).await, "QUORUM_NOT_MET")?;
     say(&format!(
         "   chika assigns mei, kenta, sora; sora recuses; 2 votes in favour; closing now: {}",
         out.quorum_not_met
     ));
     assign(desk, &chair, &app.id, &["chika"]).await?;
     vote(desk, &chair, &app.id, "Approve with a budget of ε=1").await?;
-    let decided = decide(desk, &chair, &app.id, &conditions).await.map_err(refused)?;
+    let decided = decide(desk, &chair, &app.id, &conditions).await?;
     let in_favour = u32::try_from(decided.votes.iter().filter(|v| v.in_favour).count())?;
     let against = u32::try_from(decided.votes.len())? - in_favour;
     out.tally = (in_favour, against);
-    out.conditions = Some(conditions);
+    out.conditions = decided
+        .conditions
+        .map(tokumei_policy::grpc::convert::conditions_from_proto)
+        .transpose()
+        .map_err(tokumei_client::reason)?;
     say(&format!(
         "   chika joins the review and votes: {} in favour, {} against → {} with conditions: statistics only, ε=1 δ=1e-5, recipient sato, until {}",
         in_favour,
@@ -413,10 +384,8 @@ pub async fn chapter(
     ));
 
     // A researcher who is not a recipient cannot use the approval.
-    out.non_recipient_refused = expect_refusal(
-        admit_use(desk, &outsider, &app.id, "statistics").await,
-        "a non-recipient's use",
-    )?;
+    out.non_recipient_refused =
+        expect_reason(admit_use(desk, &outsider, &app.id, "statistics").await, "NOT_RECIPIENT")?;
     say(&format!(
         "   kai (not a recipient) asks for statistics under {}: {}",
         app.id, out.non_recipient_refused
@@ -435,10 +404,7 @@ pub async fn chapter(
         &(today + Duration::days(5 * 365)).to_string(),
     )
     .await?;
-    out.banned_refused = expect_refusal(
-        file(desk, &outsider, &form(Channel::File)).await,
-        "a banned organisation's filing",
-    )?;
+    out.banned_refused = expect_reason(file(desk, &outsider, &form(Channel::File)).await, "BANNED")?;
     say(&format!(
         "   a violation is recorded against University K; kai files again: {}",
         out.banned_refused
@@ -472,7 +438,7 @@ pub struct TransparencyChapter {
     pub audit_entries: u64,
     /// The head hash (published with the report).
     pub audit_head: String,
-    /// What verification said about a copy with one byte changed.
+    /// What verification said about the auditor's exported bundle and a copy with one vote comment edited.
     pub tampered_copy: String,
 }
 
@@ -574,50 +540,58 @@ pub async fn closing(
     say(&format!(
         "   audit ledger, verified by the policy service for the auditor: {} entries, each chained to the previous one's SHA-256 and signed (ed25519); head {}…",
         verified.entries_checked,
-        &verified.head_hash[..16.min(verified.head_hash.len())]
+        verified.head_hash.get(..16).unwrap_or_default()
     ));
-    out.tampered_copy = tamper_and_verify(home).await?;
+    out.tampered_copy = tamper_and_verify(home, cast).await?;
     say(&format!(
-        "   a copy of the ledger with one vote comment edited (triggers dropped, as a DBA could): {}",
+        "   the auditor's inspection bundle of the last hour, and a copy with one vote comment edited: {}",
         out.tampered_copy
     ));
     Ok((out, figures))
 }
 
-/// Copies the SQLite database, edits one entry as a database administrator could, and verifies the copy with the
-/// ledger's public key (what an inspector holds).
-async fn tamper_and_verify(home: &Path) -> Result<String> {
-    use sqlx::Executor;
-    let copy_dir = home.join("tampered");
-    std::fs::create_dir_all(&copy_dir)?;
-    let copy = copy_dir.join("policy.db");
-    // SQLite's own copy (`VACUUM INTO`), never a file copy: opening and closing the live database file outside
-    // SQLite drops this process's POSIX locks on it, after which the policy service and this process could stop
-    // seeing each other's commits.
-    let target = copy.display().to_string().replace('\'', "''");
-    let live = tokumei_policy::PolicyDb::open(&tokumei_policy::database::default_url(home)).await?;
-    live.pool().execute(format!("VACUUM INTO '{target}'").as_str()).await?;
-    live.close().await;
-    let db = tokumei_policy::PolicyDb::open(&tokumei_policy::database::sqlite_url(&copy)).await?;
-    // What a database administrator with write access could do: drop the append-only trigger.
-    db.pool()
-        .execute("DROP TRIGGER IF EXISTS audit_entries_no_update")
-        .await?;
-    let victim: i64 = sqlx::query_scalar("SELECT MIN(seq) FROM audit_entries WHERE action = 'review.vote'")
-        .fetch_one(db.pool())
-        .await?;
-    sqlx::query("UPDATE audit_entries SET details = REPLACE(details, 'proportionate', 'Proportionate') WHERE seq = $1")
-        .bind(victim)
-        .execute(db.pool())
-        .await?;
+/// The auditor's inspection bundle of the demo's hour, exported by the policy service; one vote comment is edited
+/// in a copy, as someone between the platform and an inspector could, and the copy is verified with the ledger's
+/// public key (what an inspector holds): the original verifies, the edited copy does not.
+async fn tamper_and_verify(home: &Path, cast: &Committee) -> Result<String> {
+    use tokumei_policy::audit_ledger::{InspectionBundle, verify_bundle};
+    let mut auditor = cast.desk.as_(&cast.auditor).await?;
+    let now = Utc::now();
+    let request = auditor.request(pb::AuditWindow {
+        from: (now - Duration::hours(1)).to_rfc3339(),
+        to: (now + Duration::minutes(1)).to_rfc3339(),
+    })?;
+    let text = auditor
+        .client
+        .export_audit(request)
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .json;
+    let bundle: InspectionBundle = serde_json::from_str(&text).context("the service's inspection bundle")?;
+    let dir = home.join("register");
+    tokumei_client::output::write_atomically(&dir.join("audit-bundle.json"), text.as_bytes())?;
     let ledger_key = tokumei_policy::service_key::public_key_path(&tokumei_policy::service_key::default_key_path(home));
     let public = tokumei_policy::ServicePublicKey::read(&ledger_key).map_err(tokumei_client::reason)?;
-    let report = tokumei_policy::audit_ledger::verify_database(db.clone(), &[public]).await?;
-    db.close().await;
-    let _ = std::fs::remove_dir_all(&copy_dir);
+    let original = verify_bundle(&bundle, &public);
+    anyhow::ensure!(
+        original.first_bad.is_none(),
+        "the exported bundle does not verify: {:?}",
+        original.first_bad
+    );
+    let mut edited = bundle;
+    let victim = edited
+        .entries
+        .iter_mut()
+        .find(|e| e.action == "review.vote" && e.details.contains("proportionate"))
+        .context("the bundle holds the first application's votes")?;
+    victim.details = victim.details.replace("proportionate", "Proportionate");
+    let victim = victim.seq;
+    let report = verify_bundle(&edited, &public);
     Ok(match report.first_bad {
         Some(bad) => format!(
-            "detected at entry {} (the vote, seq {victim}): {}",
+            "the original verifies ({} entries); the edited copy is caught at entry {} (the vote, seq {victim}): {}",
+            original.entries_checked,
             bad.seq.unwrap_or_default(),
             bad.message
         ),

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{Duration, Utc};
 use tokumei_client::policy::{PolicyClient, ServiceOptions};
 use tokumei_client::refused;
@@ -85,11 +85,37 @@ pub struct Administrators {
     pub second: Person,
 }
 
-/// A refusal as `[REASON] message`, or an error saying the call that should have been refused went through.
-pub fn expect_refusal<T>(result: std::result::Result<T, tonic::Status>, what: &str) -> Result<String> {
+/// The refusal `reason` as `[REASON] message`; an error if the call went through or failed for another reason (a
+/// connection lost is not the refusal the story shows).
+pub fn expect_refusal<T>(result: std::result::Result<T, tonic::Status>, reason: &str) -> Result<String> {
+    expect_reason(result.map_err(refused), reason)
+}
+
+/// [`expect_refusal`] for a client's error, which carries the service's `[REASON]`.
+pub fn expect_reason<T>(result: Result<T>, reason: &str) -> Result<String> {
     match result {
-        Ok(_) => anyhow::bail!("{what} was not refused"),
-        Err(status) => Ok(format!("{:#}", refused(status))),
+        Ok(_) => anyhow::bail!("a refusal [{reason}] was expected, but the request went through"),
+        Err(e) => {
+            let text = format!("{e:#}");
+            anyhow::ensure!(
+                text.contains(&format!("[{reason}]")),
+                "a refusal [{reason}] was expected, not: {text}"
+            );
+            Ok(text)
+        }
+    }
+}
+
+/// An administrator adds organisation `id`, if it is not there yet.
+pub async fn add_organisation(admin: &mut PolicyClient, id: &str) -> Result<()> {
+    let request = admin.request(pb::AddOrganisationRequest {
+        id: id.to_owned(),
+        name: id.to_owned(),
+    })?;
+    match admin.client.add_organisation(request).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(s) => Err(refused(s)),
     }
 }
 
@@ -102,15 +128,7 @@ pub async fn invite(
     roles: &[Role],
 ) -> Result<Zeroizing<String>> {
     let mut first = desk.as_(&admins.first).await?;
-    let request = first.request(pb::AddOrganisationRequest {
-        id: org.to_owned(),
-        name: org.to_owned(),
-    })?;
-    match first.client.add_organisation(request).await {
-        Ok(_) => {}
-        Err(s) if s.code() == tonic::Code::AlreadyExists => {}
-        Err(s) => return Err(refused(s)),
-    }
+    add_organisation(&mut first, org).await?;
     let (code, claim) = invitation_claim().map_err(tokumei_client::reason)?;
     let request = first.request(pb::AddUserRequest {
         username: username.to_owned(),
@@ -148,11 +166,12 @@ pub async fn activate(desk: &Desk, username: &str, invitation: &str) -> Result<(
         .into_inner();
     let uri = Zeroizing::new(enrolment.otpauth_uri);
     let secret = TotpSecret::from_base32(&Zeroizing::new(enrolment.secret_base32)).map_err(tokumei_client::reason)?;
-    let totp = Totp::new(&secret, &issuer(&uri)?, username).map_err(tokumei_client::reason)?;
+    // The codes depend on the secret and the time only; the label is what an authenticator app shows.
+    let totp = Totp::new(&secret, "tokumei", username).map_err(tokumei_client::reason)?;
     // Confirm with the current step's code and sign in with the next one, both from one instant: each code works
     // once, and the ±1 step window accepts both even when a step boundary passes between the calls.
     let now = Utc::now();
-    service
+    let confirmed = service
         .client
         .confirm_totp(pb::ConfirmTotpRequest {
             username: username.to_owned(),
@@ -160,7 +179,16 @@ pub async fn activate(desk: &Desk, username: &str, invitation: &str) -> Result<(
             totp_code: totp.code_at(now).to_string(),
         })
         .await
-        .map_err(refused)?;
+        .map_err(refused)?
+        .into_inner();
+    // The recovery codes a person would write down; the story has no use for them.
+    drop(
+        confirmed
+            .recovery_codes
+            .into_iter()
+            .map(Zeroizing::new)
+            .collect::<Vec<_>>(),
+    );
     let person = sign_in(desk, username, &totp.code_at(now + Duration::seconds(30))).await?;
     Ok((person, elide_secret(&uri)))
 }
@@ -195,34 +223,6 @@ pub async fn person(
     Ok(activate(desk, username, &code).await?.0)
 }
 
-/// The issuer an `otpauth://totp/ISSUER:ACCOUNT?...` URI names (percent-decoded): the label the codes are made for.
-fn issuer(uri: &str) -> Result<String> {
-    let label = uri
-        .strip_prefix("otpauth://totp/")
-        .and_then(|rest| rest.split('?').next())
-        .and_then(|label| label.split_once("%3A").or_else(|| label.split_once(':')))
-        .map(|(issuer, _)| issuer)
-        .context("the enrolment's otpauth URI names no issuer")?;
-    percent_decode(label)
-}
-
-fn percent_decode(text: &str) -> Result<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3).context("a truncated percent escape")?;
-            out.push(u8::from_str_radix(hex, 16).context("a bad percent escape")?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).context("the issuer is not UTF-8")
-}
-
 /// The URI with its secret replaced by `…`, for showing.
 pub(crate) fn elide_secret(uri: &str) -> String {
     match uri.split_once("secret=") {
@@ -236,17 +236,7 @@ pub(crate) fn elide_secret(uri: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{elide_secret, issuer};
-
-    #[test]
-    fn the_issuer_is_read_from_the_label() {
-        assert_eq!(
-            issuer("otpauth://totp/tokumei%20dev:sato?secret=ABC&issuer=tokumei%20dev").unwrap(),
-            "tokumei dev"
-        );
-        assert_eq!(issuer("otpauth://totp/tokumei:sato?secret=ABC").unwrap(), "tokumei");
-        assert!(issuer("otpauth://totp/sato?secret=ABC").is_err());
-    }
+    use super::elide_secret;
 
     #[test]
     fn the_secret_is_elided() {

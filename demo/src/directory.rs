@@ -56,7 +56,7 @@ async fn publish(
     Ok(d)
 }
 
-/// Runs the step against a fresh gateway on `home` (the spool of chapter 1; the records it takes are not pulled).
+/// Runs the step against a fresh gateway on `home`, with a spool of its own that no core pulls.
 pub async fn step(
     home: &Path,
     cfg: &Config,
@@ -88,6 +88,9 @@ pub async fn step(
     let list = home.join("hospitals.json");
     let published = publish(&mut admin, &list).await?;
     let mut cfg = cfg.clone();
+    // A spool of its own: the core, running since chapter 3, pulls the demo's spool, and these test pushes are not
+    // the story's data.
+    cfg.spool.dir = home.join("directory-spool");
     cfg.gateway.directory = Some(DirectoryConfig {
         path: list.clone(),
         public_key: published.public_key.clone(),

@@ -1,40 +1,43 @@
 //! `tokumei demo`: the story so far, on loopback with development certificates and the local keyring — a workflow
 //! of its own, outside the command line (which only parses its arguments). Every zone runs as a process of its own:
 //! the gateway, the core's pull, and from chapter 3 the policy service, the core taking orders and the release
-//! service. After the installer's bootstrap (`tokumei user bootstrap`, once, on the host) the demo holds no key, no
-//! database and no store: it plays people at their desks, each with a session and the CA ([`desk`]). Two acts read
-//! the home's files directly, as a host's administrator could: the spool's bytes are searched for identifiers
-//! (chapter 1, an attacker's check that needs the gateway's spool key, opened after the gateway stopped), and a copy
-//! of the policy database is tampered with (chapter 7, what a database administrator could do).
+//! service. After the installer's bootstrap (`tokumei user bootstrap`, once, on the host, a process too) the demo
+//! holds no key, no database and no store: it plays people at their desks, each with a session and the CA
+//! ([`desk`]), and hospitals at theirs, each with its own certificate. One act reads the home's files with a zone's
+//! key, as the host's administrator could: chapter 1 searches the spool for identifiers with the gateway zone's key,
+//! after the gateway stopped, and forgets the key before the services start.
 //!
-//! Chapter 1 — hospitals push: three hospitals stream synthetic records over mutual TLS to the gateway, a process of
-//! its own (`tokumei ingest serve`); it destroys
-//! a planted My Number, rejects bad records with reasons, pseudonymises the rest and makes them durable before
-//! acknowledging; a resent batch is answered from the spool, a reused batch id is refused, a certificate from
-//! another CA never gets in, and a patient's opt-out stops their next record.
-//! Chapter 2 — the isolated core (a process of its own, `tokumei core run --until-drained`) pulls the spool into
-//! encrypted Delta tables, filters the opt-out and erases.
-//! Chapter 3 — the data-access committee: people enrol with TOTP, a locked account, an advertising
-//! application refused, an application reviewed with a recusal and the quorum rule and approved with
-//! conditions and a DP budget, a non-recipient refused, a violation banning an organisation.
-//! Chapter 4 — statistics under that approval: each table admitted against the conditions, DP tables charged
-//! to the approval's budget in the ledger, a small-cell table, a request over budget refused before any noise.
-//! Chapter 5 — an anonymised release: a file-channel approval built into one fingerprinted, verified, signed copy
-//! per recipient, sealed in the release zone. Chapter 6 — a leaked subset traced to its recipient, the violation
-//! recorded, the leaker refused; deletion declared. Chapter 7 — transparency: the public registers, the
-//! regulator's report, the audit ledger verified and a tampered copy caught.
+//! Chapter 1 — hospitals push: three hospitals stream synthetic records over mutual TLS to the gateway (`tokumei
+//! ingest serve`); it destroys a planted My Number, rejects bad records with reasons, pseudonymises the rest and
+//! makes them durable before acknowledging; a resent batch is answered from the spool, a reused batch id is refused,
+//! a certificate from another CA never gets in, and a patient's opt-out stops their next record.
+//! Chapter 2 — the isolated core (`tokumei core run --until-drained`) pulls the spool into encrypted Delta tables,
+//! filters the opt-out and erases.
+//! Chapter 3 — the data-access committee, through the policy service: people enrol with TOTP (four eyes on
+//! privileged grants), a locked account, an advertising application refused, an application reviewed with a recusal
+//! and the quorum rule and approved with conditions and a DP budget, a non-recipient refused, a violation banning an
+//! organisation; the signed hospital directory the gateway obeys.
+//! Chapter 4 — statistics under that approval, asked by the researcher: each table checked against the platform's
+//! rules and the approval, DP tables charged to the approval's budget, computed by the core as orders; a small-cell
+//! table; a request over budget and one grouped by the linkage key refused before anything is computed.
+//! Chapter 5 — an anonymised release: the core plans it for the chair, the operator builds it through the policy
+//! service, the core and the release service, one fingerprinted, verified, signed copy per recipient, downloaded and
+//! checked; the auditor has the attack re-measured. Chapter 6 — a leaked subset traced to its recipient by the
+//! release service, the violation recorded, the leaker's next download refused; deletion declared.
+//! Chapter 7 — transparency: the public registers, the regulator's report (the core's figures an order), the audit
+//! ledger verified by the service, an exported inspection bundle verified and an edited copy caught.
+//! Chapter 8 — the operator holds no key: `tokumei store status` and `store compact` from a desk holding the CA only
+//! are orders the core carries out; the researcher's table and a second release asked with the `tokumei` command.
 
 #![warn(missing_docs)]
 
 pub mod committee;
 pub mod desk;
 mod directory;
-pub mod local_policy;
 pub mod platform;
 pub mod process;
 mod release;
 mod services;
-pub mod staff;
 mod statistics;
 
 use clap::Args;
@@ -86,8 +89,12 @@ struct DemoReport {
     identifiers_found_in_spool: u64,
     identifiers_checked: u64,
     core: Option<tokumei_store::core::CoreTotals>,
-    research_patients: i64,
-    operator_patients: i64,
+    /// Distinct patients of the research view (the core's plan of the file release): what the DP counts count.
+    research_patients: u64,
+    /// Rows of the research view's patient table (one per hospital record: distinct patients plus the rows merged).
+    research_patient_rows: u64,
+    /// Rows of the store's patient table as the core reports it to operators (opted-out patients' rows included).
+    store_patient_rows: u64,
     erasure_certificates: Vec<tokumei_store::erasure::ErasureCertificate>,
     store_bytes_on_disk: u64,
     plaintext_parquet_files_on_disk: u64,
@@ -333,6 +340,8 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         report.spool_bytes = status.bytes;
         report.identifiers_checked = sent_identifiers.len() as u64;
         report.identifiers_found_in_spool = count_in_spool(&spool_dir, &sent_identifiers)?;
+        // Done with the spool: the gateway zone's key leaves this process before the services start.
+        tokumei_spool::spool_seal::forget(&spool_dir);
         say("\n5. what crossed into the spool (what the core store will pull):");
         say(&format!(
             "   {} pseudonymised records, {} bytes; {} of {} sampled names, insured numbers, local ids and the My Number found in it",
@@ -340,7 +349,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         ));
         say("\ntokumei demo — chapter 2: the isolated core pulls the spool into encrypted Delta tables");
         // The core is a process of its own (`tokumei core run --until-drained`): it pulls, applies and acknowledges,
-        // and prints its totals. The demo then reads the store, as the chapters that follow need.
+        // and prints its totals; the demo reads them and looks at the store's files (sealed), never into them.
         let core_toml = home.join("core.toml");
         std::fs::write(&core_toml, toml::to_string(&cfg)?)?;
         let printed = crate::process::run_to_end(
@@ -389,7 +398,10 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         say("\ntokumei demo — chapter 5: an anonymised release, fingerprinted for each recipient");
         let release_service = crate::release::ReleaseService { url: &platform.release_url, home: &home };
         let released = crate::release::chapter(&release_service, &cast, &say).await?;
-        report.research_patients = released.plan.as_ref().map_or(0, |p| i64::try_from(p.patients).unwrap_or(i64::MAX));
+        if let Some(plan) = &released.plan {
+            report.research_patients = plan.patients;
+            report.research_patient_rows = plan.patients + plan.merged_patient_rows;
+        }
         report.release = Some(released);
         say("\ntokumei demo — chapter 7: transparency and the audit ledger");
         let (transparency, figures) = crate::committee::closing(&home, &cast, &say).await?;
@@ -399,10 +411,13 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         say("\ntokumei demo — chapter 8: the operator holds no key: core operations are orders the core takes");
         let file_application = report.release.as_ref().map(|r| r.application.clone());
         let services = crate::services::step(&platform, &home, &pki, &cast, file_application.as_deref(), &say).await?;
-        report.operator_patients = i64::try_from(services.patient_rows).unwrap_or(i64::MAX);
+        report.store_patient_rows = services.patient_rows;
         say(&format!(
-            "   patient rows the store holds, as the core reported them: {} (one per hospital record, opted-out patients included); patients of the research view that builds and statistics read, as the core's plan counted them: {} (opted-out and erased left out)",
-            report.operator_patients, report.research_patients
+            "   the store's patient table holds {} rows (one per hospital record), the research view that builds and statistics read {} (the core's plan: {} patients, {} rows of patients seen at several hospitals merged): the opted-out patient's rows are filtered in one place",
+            report.store_patient_rows,
+            report.research_patient_rows,
+            report.research_patients,
+            report.research_patient_rows.saturating_sub(report.research_patients)
         ));
         report.services = Some(services);
         platform.stop()?;

@@ -20,8 +20,6 @@ pub struct Platform {
     pub desk: Desk,
     /// The release service's gRPC URL (downloads, traces, risk, builds' release half).
     pub release_url: String,
-    /// The configuration the core and the release service read.
-    pub config: PathBuf,
     /// Kept running until the demo ends; dropped (SIGTERM) in reverse order of start.
     running: Vec<Service>,
 }
@@ -33,6 +31,16 @@ impl Platform {
             service.stop()?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Platform {
+    /// On an error path too, the services stop in the reverse order of their start: the release service and the
+    /// core before the policy service they ask.
+    fn drop(&mut self) {
+        while let Some(service) = self.running.pop() {
+            drop(service);
+        }
     }
 }
 
@@ -137,7 +145,7 @@ pub fn start_services(home: &Path, cfg: &Config, pki: &PkiLayout) -> Result<Plat
             "--key",
             &path(pki.gateway_key()),
             "--config",
-            &path(config.clone()),
+            &path(config),
             "--policy-url",
             &desk.url,
         ],
@@ -150,7 +158,6 @@ pub fn start_services(home: &Path, cfg: &Config, pki: &PkiLayout) -> Result<Plat
     Ok(Platform {
         desk,
         release_url,
-        config,
         running,
     })
 }

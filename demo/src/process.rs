@@ -59,13 +59,31 @@ impl Drop for Service {
     }
 }
 
+/// The log of a run of `tokumei ARGS`: named by its command (`core-run.log`), with a number when that command ran
+/// before (`core-run-2.log`), so a later run never overwrites an earlier one's log.
+fn log_file(logs: &Path, args: &[&str]) -> PathBuf {
+    let name = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .take(2)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("-");
+    let mut log = logs.join(format!("{name}.log"));
+    let mut n = 2;
+    while log.exists() {
+        log = logs.join(format!("{name}-{n}.log"));
+        n += 1;
+    }
+    log
+}
+
 /// Starts `tokumei ARGS` with `home`; returns it and its first line of output (its readiness line), or the end of
 /// its log if it exits or stays silent first.
 pub fn start(home: &Path, args: &[&str]) -> Result<(Service, String)> {
     let logs = home.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let name = args.iter().take(2).copied().collect::<Vec<_>>().join("-");
-    let log = logs.join(format!("{name}.log"));
+    let log = log_file(&logs, args);
     let child = Command::new(std::env::current_exe()?)
         .args(args)
         .env("TOKUMEI_HOME", home)
@@ -104,15 +122,7 @@ pub fn start(home: &Path, args: &[&str]) -> Result<(Service, String)> {
 pub fn run_to_end(home: &Path, args: &[&str]) -> Result<String> {
     let logs = home.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let log = logs.join(format!(
-        "{}.log",
-        args.iter()
-            .filter(|a| !a.starts_with('-'))
-            .take(2)
-            .copied()
-            .collect::<Vec<_>>()
-            .join("-")
-    ));
+    let log = log_file(&logs, args);
     let out = Command::new(std::env::current_exe()?)
         .args(args)
         .env("TOKUMEI_HOME", home)

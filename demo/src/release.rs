@@ -31,8 +31,8 @@ use tokumei_release::manifest;
 use tokumei_release::risk::ReleaseRisk;
 use tokumei_release::trace::{DEFAULT_FALSE_ACCUSATION_BOUND, TraceReport};
 
-use crate::committee::{Committee, admit_use, assign, decide, file, form, record_violation, vote};
-use crate::desk::{Person, expect_refusal};
+use crate::committee::{Committee, assign, decide, file, form, record_violation, vote};
+use crate::desk::{Person, expect_reason};
 
 /// What chapters 5 and 6 show, for the JSON report.
 #[derive(Serialize, Default)]
@@ -103,7 +103,7 @@ async fn approve(
 ) -> Result<String> {
     let desk = &cast.desk;
     let f = file_form();
-    let app = file(desk, &cast.researcher, &f).await.map_err(refused)?;
+    let app = file(desk, &cast.researcher, &f).await?;
     out.application = app.id.clone();
     let reviewers: Vec<&str> = cast
         .members
@@ -152,7 +152,7 @@ async fn approve(
         link_releases: false,
         statistics: Default::default(),
     };
-    decide(desk, &cast.chair, &app.id, &conditions).await.map_err(refused)?;
+    decide(desk, &cast.chair, &app.id, &conditions).await?;
     say(&format!(
         "   sato files {} (file channel: patients' birth date, sex, prefecture; diagnoses, visits, lab results); approved with (k=5, k^m with m=2) over the whole record, ≤ 5 % suppression, recipients sato and yui, 30 file downloads, until {}",
         app.id,
@@ -223,10 +223,8 @@ pub async fn chapter(service: &ReleaseService<'_>, cast: &Committee, say: &impl 
         service: &operator,
         wait: &wait,
     };
-    out.unnamed_recipient_refused = match release_build::build(&request, false).await {
-        Ok(_) => anyhow::bail!("a release was built for someone the approval does not name"),
-        Err(e) => format!("{e:#}"),
-    };
+    out.unnamed_recipient_refused =
+        expect_reason(release_build::build(&request, false).await, "RECIPIENT_NOT_APPROVED")?;
     say(&format!(
         "   a build for {} (not named by the approval): {}",
         cast.auditor.username, out.unnamed_recipient_refused
@@ -281,9 +279,11 @@ pub async fn chapter(service: &ReleaseService<'_>, cast: &Committee, say: &impl 
         "",
     )
     .await?;
-    out.leaker_refused = expect_refusal(
-        admit_use(desk, &yui, &application, "download").await,
-        "a banned leaker's download",
+    // yui tries her download again, through the release service as before: the ban is checked at the request.
+    let again = home.join("downloads").join("yui-again");
+    out.leaker_refused = expect_reason(
+        fetch(service, &ca, &yui, &built.release, &again, &|_| {}).await,
+        "BANNED",
     )?;
     say(&format!(
         "   chika records the violation; yui asks to download again: {}",

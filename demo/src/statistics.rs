@@ -217,10 +217,7 @@ pub async fn chapter(home: &Path, cast: &Committee, say: &impl Fn(&str)) -> Resu
 
     // 4. The same request once more: over budget, refused before any order is queued.
     by_prefecture.output = out_dir.join("refused.csv");
-    chapter.refused_over_budget = match ask(&by_prefecture).await {
-        Ok(_) => anyhow::bail!("a request over budget was admitted"),
-        Err(e) => format!("{e:#}"),
-    };
+    chapter.refused_over_budget = crate::desk::expect_reason(ask(&by_prefecture).await, "BUDGET_EXCEEDED")?;
     say(&format!("   another ε=0.5 request: {}", chapter.refused_over_budget));
 
     // 5. Patients by sex × the core's linkage key: refused by the platform's rules before the approval is even
@@ -232,10 +229,7 @@ pub async fn chapter(home: &Path, cast: &Committee, say: &impl Fn(&str)) -> Resu
         out_dir.join("refused-linkage.csv"),
     );
     linkage.epsilon = Some(0.001);
-    chapter.refused_linkage_key = match ask(&linkage).await {
-        Ok(_) => anyhow::bail!("a table grouped by the linkage key was admitted"),
-        Err(e) => format!("{e:#}"),
-    };
+    chapter.refused_linkage_key = crate::desk::expect_reason(ask(&linkage).await, "COLUMN_NOT_GROUPABLE")?;
     say(&format!(
         "   sato asks for patients by sex × linkage_key: {} (audited)",
         chapter.refused_linkage_key

@@ -224,6 +224,13 @@ pub async fn unlock_with(dir: &Path, keys: &dyn KeyService) -> Result<Arc<SpoolS
     Ok(seal)
 }
 
+/// Forgets the unlocked key of the spool in `dir`: a reader done with the spool (the demo's search of it) keeps no
+/// key of the gateway's zone; the key is dropped with its last holder.
+pub fn forget(dir: &Path) {
+    let mut map = UNLOCKED.write().unwrap_or_else(|p| p.into_inner());
+    map.remove(&canonical(dir));
+}
+
 /// The unlocked key of the spool in `dir`, if any.
 pub fn unlocked(dir: &Path) -> Option<Arc<SpoolSeal>> {
     let map = UNLOCKED.read().unwrap_or_else(|p| p.into_inner());

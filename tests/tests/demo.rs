@@ -53,9 +53,10 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
             .contains("ROLE_NOT_PERMITTED"),
         "{c}"
     );
+    let shown = c["otpauth_example"].as_str().unwrap();
     assert!(
-        !c["otpauth_example"].as_str().unwrap().contains("secret=A"),
-        "the demo never prints a TOTP secret"
+        shown.contains("secret=…&") || shown.ends_with("secret=…"),
+        "the demo never prints a TOTP secret: {shown}"
     );
     assert!(c["lockout"].as_str().unwrap().contains("ACCOUNT_LOCKED"));
     assert!(
@@ -95,6 +96,16 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
         .map(|l| l.split(',').nth(1).unwrap().parse::<f64>().unwrap())
         .sum();
     let research = r["research_patients"].as_f64().unwrap();
+    // The opted-out patient's rows stay in the store and leave the research view in one place: the store's patient
+    // rows exceed the research view's by them (the erased patient's rows are gone from both).
+    let (stored, viewed) = (
+        r["store_patient_rows"].as_u64().unwrap(),
+        r["research_patient_rows"].as_u64().unwrap(),
+    );
+    assert!(
+        stored > viewed && stored - viewed <= 3,
+        "{stored} stored, {viewed} in the research view"
+    );
     assert!(
         (total - research).abs() < 47.0 * 20.0,
         "noisy total {total} vs {research} patients"
@@ -222,7 +233,13 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     // (11 per copy: 4 tables × CSV + Parquet, the codebook, the manifest and its signature).
     assert_eq!(t["provisions"], 3 + 2 * 11);
     assert!(t["audit_entries"].as_u64().unwrap() > 40);
-    assert!(t["tampered_copy"].as_str().unwrap().starts_with("detected at entry"));
+    assert!(
+        t["tampered_copy"]
+            .as_str()
+            .unwrap()
+            .contains("the edited copy is caught at entry"),
+        "{t}"
+    );
     let core = &r["regulator_core_figures"];
     assert_eq!(core["hospitals_providing"], 3, "{core}");
     assert_eq!(core["erasures_completed"], 1, "{core}");
@@ -289,14 +306,15 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     assert_eq!(b["outbox_files"], serde_json::json!([]), "{b}");
 
     // The demo is a client from chapter 3 on: after the installer's bootstrap (on the host, once), every entry of the
-    // ledger was written by a service for a request that reached it over the network — the policy service's gRPC,
-    // or the release service's HTTPS transfers — never by a process holding the database.
+    // ledger carries the source of a request that reached a service over the network — the policy service's gRPC,
+    // or the release service's HTTPS transfers. (A source is what the service recorded for the request; the demo
+    // crate has no façade code left to write one in process: staffing through the façade lives in the benchmarks.)
     let sources = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let db = tokumei_policy::PolicyDb::open(&tokumei_policy::database::default_url(&home.path().join("demo")))
             .await
             .unwrap();
         let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT source, action, count(*) FROM audit_entries GROUP BY source, action")
+            sqlx::query_as("SELECT COALESCE(source, '<none>'), action, count(*) FROM audit_entries GROUP BY 1, 2")
                 .fetch_all(db.pool())
                 .await
                 .unwrap();
@@ -312,6 +330,17 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
         [&("cli".to_owned(), "user.bootstrap".to_owned(), 1)],
         "entries written in process: {sources:?}"
     );
-    let by_service: i64 = sources.iter().map(|(_, _, n)| n).sum();
-    assert!(by_service > 300, "{by_service} entries: {sources:?}");
+    let through = |prefix: &str, action: &str| {
+        sources
+            .iter()
+            .filter(|(source, a, _)| source.starts_with(prefix) && a == action)
+            .map(|(_, _, n)| n)
+            .sum::<i64>()
+    };
+    // Enrolment of the ten people of chapter 3 and yui; the votes of both applications; the statistics orders; the
+    // recipients' transfers.
+    assert_eq!(through("grpc:", "user.enrol"), 11, "{sources:?}");
+    assert_eq!(through("grpc:", "review.vote"), 6, "{sources:?}");
+    assert!(through("grpc:", "core.statistics") >= 4, "{sources:?}");
+    assert_eq!(through("https:", "download.transfer"), 22, "{sources:?}");
 }

@@ -1,5 +1,5 @@
-//! The policy service on a loopback port inside this process, for the delivery benchmark (the demo runs the
-//! service as a process of its own): the release zone then reaches it exactly as in production — over mutual TLS with its own
+//! The policy service on a loopback port inside this process, for the delivery benchmark (the demo runs the service
+//! as a process of its own): the release zone then reaches it exactly as in production — over mutual TLS with its own
 //! certificate — and holds no committee key or database.
 
 use anyhow::{Context, Result};

@@ -1,5 +1,5 @@
-//! Staffing a fresh installation the way the platform requires, through the policy façade in process, for the
-//! benchmarks (which measure the zones' libraries; the demo staffs through the policy service, [`crate::desk`]): two
+//! Staffing a fresh installation the way the platform requires, through the policy façade in process (the benchmarks
+//! measure the zones' libraries; the demo staffs through the policy service, `tokumei_demo::desk`): two
 //! administrators from the bootstrap; every invitee's code made on the invitee's side (only its claim reaches an
 //! administrator); committee, operator and administrator roles granted by the first administrator and approved
 //! by the second.
@@ -79,14 +79,13 @@ pub async fn bootstrap(policy: &Policy, origin: Origin<'_>) -> Result<[SecretStr
 }
 
 /// Enrols `username` (invitation code, password, a TOTP authenticator confirmed) and logs them in with a second
-/// factor, as a person does at their first sign-in; returns the actor, the authenticator's `otpauth` URI with its
-/// secret elided (for showing), and the session token their tools present.
+/// factor, as a person does at their first sign-in; returns the actor and the session token their tools present.
 pub async fn activate(
     policy: &Policy,
     (username, password): (&str, &str),
     invitation: &str,
     origin: Origin<'_>,
-) -> Result<(Actor, String, Zeroizing<String>)> {
+) -> Result<(Actor, Zeroizing<String>)> {
     let enrolment = policy
         .enrol(username, invitation, password, origin)
         .await
@@ -109,6 +108,5 @@ pub async fn activate(
         .map_err(reason)?;
     let actor = policy.authenticate(session.token.expose()).await.map_err(reason)?;
     let token = Zeroizing::new(session.token.expose().to_owned());
-    let shown = crate::desk::elide_secret(enrolment.otpauth_uri.expose());
-    Ok((actor, shown, token))
+    Ok((actor, token))
 }

@@ -1,0 +1,165 @@
+//! Differencing across outputs: two results whose populations are nested and differ by a few patients reveal those
+//! patients by subtraction — "count of diabetics in the cohort" and "the same, born before 1950", or a regression
+//! refitted without one patient. Rule-based checkers judge each output alone (ACRO leaves this to the human checker);
+//! the environment computed every output itself, so it knows the patients behind each cell of each earlier output
+//! of the workspace and finds every pair of nested sets whose difference is below the threshold.
+//!
+//! Pairs, not every linear combination: a difference of two cells of one earlier table against a third is not
+//! searched (the small-cell rule's complementary suppression covers that within a table; the human checker beyond).
+
+use std::collections::HashMap;
+
+use super::Rules;
+use super::model::{Output, PatientId, Patients};
+use super::report::{Counterpart, Finding, Place, Rule, Verdict};
+
+/// The sets of patients an output discloses something about: each cell of a table, or a model's or a curve's
+/// population.
+fn sets_of(output: &Output) -> Vec<(Place, Patients)> {
+    match output {
+        Output::Table(t) => t
+            .cells
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.patients.is_empty())
+            .map(|(i, c)| (Place::Cell(i), c.patients.clone()))
+            .collect(),
+        Output::Model(m) => vec![(Place::Whole, m.patients.clone())],
+        Output::Survival(s) => vec![(Place::Whole, s.patients.clone())],
+    }
+}
+
+/// One set an earlier output released.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    output: u64,
+    place: Place,
+    size: u32,
+}
+
+/// The patient sets of every output the workspace released, indexed by patient so that a new set's overlaps are
+/// counted in one pass over its own patients.
+#[derive(Debug, Default)]
+pub struct History {
+    slots: Vec<Slot>,
+    by_patient: HashMap<PatientId, Vec<u32>>,
+}
+
+impl History {
+    /// An empty history (a new workspace).
+    pub fn new() -> History {
+        History::default()
+    }
+
+    /// Records `output`, released as the workspace's output number `number`.
+    pub fn record(&mut self, number: u64, output: &Output) {
+        for (place, set) in sets_of(output) {
+            let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+            self.slots.push(Slot {
+                output: number,
+                place,
+                size: u32::try_from(set.len()).unwrap_or(u32::MAX),
+            });
+            for p in set.ids() {
+                self.by_patient.entry(*p).or_default().push(slot);
+            }
+        }
+    }
+
+    /// How many sets are recorded.
+    pub fn sets(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+/// The differencing findings of `output` against `history` and among its own sets.
+pub fn check(output: &Output, history: &History, rules: &Rules) -> Vec<Finding> {
+    let own = sets_of(output);
+    let mut inner = History::new();
+    for (place, set) in &own {
+        let slot = u32::try_from(inner.slots.len()).unwrap_or(u32::MAX);
+        inner.slots.push(Slot {
+            output: u64::MAX,
+            place: *place,
+            size: u32::try_from(set.len()).unwrap_or(u32::MAX),
+        });
+        for p in set.ids() {
+            inner.by_patient.entry(*p).or_default().push(slot);
+        }
+    }
+    let mut out = Vec::new();
+    let mut counts = Overlaps::default();
+    for (place, set) in &own {
+        for (index, is_own) in [(history, false), (&inner, true)] {
+            counts.count(index, set);
+            for (slot, shared) in counts.drain() {
+                let other = index.slots[slot as usize];
+                if is_own && other.place <= *place {
+                    continue; // each pair of its own sets once, and never a set with itself
+                }
+                let (mine, theirs) = (set.len() as u64, u64::from(other.size));
+                let nested = shared as u64 == mine.min(theirs);
+                let difference = mine.abs_diff(theirs);
+                if nested && difference > 0 && difference < rules.threshold {
+                    out.push(Finding {
+                        rule: Rule::Differencing,
+                        verdict: Verdict::Refused,
+                        place: *place,
+                        counterpart: Some(Counterpart {
+                            output: (!is_own).then_some(other.output),
+                            place: other.place,
+                        }),
+                        message: format!(
+                            "nested with {} and differing by fewer than {} patients: subtracting one from the other discloses them",
+                            if is_own {
+                                "another place of this output".to_owned()
+                            } else {
+                                format!("earlier output {}", other.output)
+                            },
+                            rules.threshold
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Per-set overlap counts, reused between sets (only the slots touched are reset).
+#[derive(Default)]
+struct Overlaps {
+    counts: Vec<u32>,
+    touched: Vec<u32>,
+}
+
+impl Overlaps {
+    fn count(&mut self, index: &History, set: &Patients) {
+        if self.counts.len() < index.slots.len() {
+            self.counts.resize(index.slots.len(), 0);
+        }
+        for p in set.ids() {
+            for &slot in index.by_patient.get(p).map(Vec::as_slice).unwrap_or_default() {
+                let c = &mut self.counts[slot as usize];
+                if *c == 0 {
+                    self.touched.push(slot);
+                }
+                *c += 1;
+            }
+        }
+    }
+
+    /// The slots that share patients with the last set counted, and how many each shares; resets them.
+    fn drain(&mut self) -> Vec<(u32, u32)> {
+        let out: Vec<(u32, u32)> = self
+            .touched
+            .iter()
+            .map(|&slot| (slot, self.counts[slot as usize]))
+            .collect();
+        for &slot in &self.touched {
+            self.counts[slot as usize] = 0;
+        }
+        self.touched.clear();
+        out
+    }
+}

@@ -1,0 +1,78 @@
+//! The rules on a fitted model and on a survival curve.
+
+use super::Rules;
+use super::model::{Model, Survival};
+use super::report::{Finding, Place, Rule, Verdict};
+
+fn finding(rule: Rule, verdict: Verdict, place: Place, message: String) -> Finding {
+    Finding {
+        rule,
+        verdict,
+        place,
+        counterpart: None,
+        message,
+    }
+}
+
+/// A model needs enough residual degrees of freedom and enough patients: with few, its coefficients come close to
+/// the patients' own values.
+pub fn check_model(model: &Model, rules: &Rules) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if model.residual_dof() < rules.dof_threshold {
+        out.push(finding(
+            Rule::DegreesOfFreedom,
+            Verdict::Refused,
+            Place::Whole,
+            format!(
+                "fewer than {} residual degrees of freedom (observations minus parameters)",
+                rules.dof_threshold
+            ),
+        ));
+    }
+    if (model.patients.len() as u64) < rules.threshold {
+        out.push(finding(
+            Rule::Threshold,
+            Verdict::Refused,
+            Place::Whole,
+            format!("fewer than {} patients behind the model", rules.threshold),
+        ));
+    }
+    out
+}
+
+/// A survival curve may leave only where its risk set holds at least the threshold, and each step should move by
+/// at least the threshold: a step of one event dates one patient's event. Steps past the first small risk set are
+/// all refused (the curve is truncated there).
+pub fn check_survival(curve: &Survival, rules: &Rules) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut truncated = false;
+    for (i, step) in curve.steps.iter().enumerate() {
+        let place = Place::Step(i);
+        if truncated || step.at_risk < rules.survival_threshold {
+            truncated = true;
+            out.push(finding(
+                Rule::SmallRiskSet,
+                Verdict::Refused,
+                place,
+                format!(
+                    "fewer than {} patients at risk: truncate the curve before this step",
+                    rules.survival_threshold
+                ),
+            ));
+            continue;
+        }
+        let moved = step.events + step.censored;
+        if step.events > 0 && moved < rules.survival_threshold {
+            out.push(finding(
+                Rule::SmallStep,
+                Verdict::Review,
+                place,
+                format!(
+                    "the step moves by fewer than {} patients: group times into intervals so that each step does",
+                    rules.survival_threshold
+                ),
+            ));
+        }
+    }
+    out
+}
