@@ -550,11 +550,11 @@ pub async fn closing(
     Ok((out, figures))
 }
 
-/// The auditor's inspection bundle of the demo's hour, exported by the policy service; one vote comment is edited
-/// in a copy, as someone between the platform and an inspector could, and the copy is verified with the ledger's
-/// public key (what an inspector holds): the original verifies, the edited copy does not.
-async fn tamper_and_verify(home: &Path, cast: &Committee) -> Result<String> {
-    use tokumei_policy::audit_ledger::{InspectionBundle, verify_bundle};
+/// The auditor's inspection bundle of the last hour (the demo's), exported by the policy service: its JSON as the
+/// service signed it, and read.
+pub(crate) async fn auditor_bundle(
+    cast: &Committee,
+) -> Result<(String, tokumei_policy::audit_ledger::InspectionBundle)> {
     let mut auditor = cast.desk.as_(&cast.auditor).await?;
     let now = Utc::now();
     let request = auditor.request(pb::AuditWindow {
@@ -568,7 +568,16 @@ async fn tamper_and_verify(home: &Path, cast: &Committee) -> Result<String> {
         .map_err(refused)?
         .into_inner()
         .json;
-    let bundle: InspectionBundle = serde_json::from_str(&text).context("the service's inspection bundle")?;
+    let bundle = serde_json::from_str(&text).context("the service's inspection bundle")?;
+    Ok((text, bundle))
+}
+
+/// The auditor's inspection bundle of the demo's hour, exported by the policy service; one vote comment is edited
+/// in a copy, as someone between the platform and an inspector could, and the copy is verified with the ledger's
+/// public key (what an inspector holds): the original verifies, the edited copy does not.
+async fn tamper_and_verify(home: &Path, cast: &Committee) -> Result<String> {
+    use tokumei_policy::audit_ledger::verify_bundle;
+    let (text, bundle) = auditor_bundle(cast).await?;
     let dir = home.join("register");
     tokumei_client::output::write_atomically(&dir.join("audit-bundle.json"), text.as_bytes())?;
     let ledger_key = tokumei_policy::service_key::public_key_path(&tokumei_policy::service_key::default_key_path(home));

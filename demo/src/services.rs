@@ -9,9 +9,7 @@ use std::process::Command;
 
 use anyhow::Result;
 use serde::Serialize;
-use tokumei_client::refused;
 use tokumei_keys::pki::PkiLayout;
-use tokumei_proto::policy::v1 as pb;
 
 use crate::committee::Committee;
 use crate::platform::Platform;
@@ -108,20 +106,7 @@ fn files(dir: &Path) -> Vec<String> {
 /// The ledger's entries for core orders (action and outcome), as the auditor's inspection bundle of the last hour
 /// shows them.
 async fn core_order_entries(cast: &Committee) -> Result<Vec<String>> {
-    let mut auditor = cast.desk.as_(&cast.auditor).await?;
-    let now = chrono::Utc::now();
-    let request = auditor.request(pb::AuditWindow {
-        from: (now - chrono::Duration::hours(1)).to_rfc3339(),
-        to: (now + chrono::Duration::minutes(1)).to_rfc3339(),
-    })?;
-    let text = auditor
-        .client
-        .export_audit(request)
-        .await
-        .map_err(refused)?
-        .into_inner()
-        .json;
-    let bundle: tokumei_policy::audit_ledger::InspectionBundle = serde_json::from_str(&text)?;
+    let (_, bundle) = crate::committee::auditor_bundle(cast).await?;
     Ok(bundle
         .entries
         .iter()

@@ -7,8 +7,6 @@
 //! Pairs, not every linear combination: a difference of two cells of one earlier table against a third is not
 //! searched (the small-cell rule's complementary suppression covers that within a table; the human checker beyond).
 
-use std::collections::HashMap;
-
 use super::Rules;
 use super::model::{Output, PatientId, Patients};
 use super::report::{Counterpart, Finding, Place, Rule, Verdict};
@@ -38,11 +36,12 @@ struct Slot {
 }
 
 /// The patient sets of every output the workspace released, indexed by patient so that a new set's overlaps are
-/// counted in one pass over its own patients.
+/// counted in one pass over its own patients. Patients are the workspace's dense numbers, so the index is a vector
+/// by patient number.
 #[derive(Debug, Default)]
 pub struct History {
     slots: Vec<Slot>,
-    by_patient: HashMap<PatientId, Vec<u32>>,
+    by_patient: Vec<Vec<u32>>,
 }
 
 impl History {
@@ -54,16 +53,33 @@ impl History {
     /// Records `output`, released as the workspace's output number `number`.
     pub fn record(&mut self, number: u64, output: &Output) {
         for (place, set) in sets_of(output) {
-            let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-            self.slots.push(Slot {
-                output: number,
-                place,
-                size: u32::try_from(set.len()).unwrap_or(u32::MAX),
-            });
-            for p in set.ids() {
-                self.by_patient.entry(*p).or_default().push(slot);
+            self.add(number, place, &set);
+        }
+    }
+
+    fn add(&mut self, output: u64, place: Place, set: &Patients) {
+        let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        self.slots.push(Slot {
+            output,
+            place,
+            size: u32::try_from(set.len()).unwrap_or(u32::MAX),
+        });
+        if let Some(last) = set.ids().last() {
+            let needed = last.0 as usize + 1;
+            if self.by_patient.len() < needed {
+                self.by_patient.resize_with(needed, Vec::new);
             }
         }
+        for p in set.ids() {
+            self.by_patient[p.0 as usize].push(slot);
+        }
+    }
+
+    fn postings(&self, patient: PatientId) -> &[u32] {
+        self.by_patient
+            .get(patient.0 as usize)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// How many sets are recorded.
@@ -77,53 +93,51 @@ pub fn check(output: &Output, history: &History, rules: &Rules) -> Vec<Finding> 
     let own = sets_of(output);
     let mut inner = History::new();
     for (place, set) in &own {
-        let slot = u32::try_from(inner.slots.len()).unwrap_or(u32::MAX);
-        inner.slots.push(Slot {
-            output: u64::MAX,
-            place: *place,
-            size: u32::try_from(set.len()).unwrap_or(u32::MAX),
-        });
-        for p in set.ids() {
-            inner.by_patient.entry(*p).or_default().push(slot);
-        }
+        inner.add(u64::MAX, *place, set);
     }
     let mut out = Vec::new();
     let mut counts = Overlaps::default();
     for (place, set) in &own {
         for (index, is_own) in [(history, false), (&inner, true)] {
             counts.count(index, set);
-            for (slot, shared) in counts.drain() {
+            for &slot in &counts.touched {
+                let shared = counts.counts[slot as usize];
                 let other = index.slots[slot as usize];
                 if is_own && other.place <= *place {
                     continue; // each pair of its own sets once, and never a set with itself
                 }
                 let (mine, theirs) = (set.len() as u64, u64::from(other.size));
-                let nested = shared as u64 == mine.min(theirs);
+                let nested = u64::from(shared) == mine.min(theirs);
                 let difference = mine.abs_diff(theirs);
                 if nested && difference > 0 && difference < rules.threshold {
-                    out.push(Finding {
-                        rule: Rule::Differencing,
-                        verdict: Verdict::Refused,
-                        place: *place,
-                        counterpart: Some(Counterpart {
-                            output: (!is_own).then_some(other.output),
-                            place: other.place,
-                        }),
-                        message: format!(
-                            "nested with {} and differing by fewer than {} patients: subtracting one from the other discloses them",
-                            if is_own {
-                                "another place of this output".to_owned()
-                            } else {
-                                format!("earlier output {}", other.output)
-                            },
-                            rules.threshold
-                        ),
-                    });
+                    out.push(finding(*place, other, is_own, rules));
                 }
             }
+            counts.reset();
         }
     }
     out
+}
+
+fn finding(place: Place, other: Slot, is_own: bool, rules: &Rules) -> Finding {
+    Finding {
+        rule: Rule::Differencing,
+        verdict: Verdict::Refused,
+        place,
+        counterpart: Some(Counterpart {
+            output: (!is_own).then_some(other.output),
+            place: other.place,
+        }),
+        message: format!(
+            "nested with {} and differing by fewer than {} patients: subtracting one from the other discloses them",
+            if is_own {
+                "another place of this output".to_owned()
+            } else {
+                format!("earlier output {}", other.output)
+            },
+            rules.threshold
+        ),
+    }
 }
 
 /// Per-set overlap counts, reused between sets (only the slots touched are reset).
@@ -134,12 +148,13 @@ struct Overlaps {
 }
 
 impl Overlaps {
+    /// Counts, for every set of `index`, the patients it shares with `set`; `touched` lists the sets that share any.
     fn count(&mut self, index: &History, set: &Patients) {
         if self.counts.len() < index.slots.len() {
             self.counts.resize(index.slots.len(), 0);
         }
         for p in set.ids() {
-            for &slot in index.by_patient.get(p).map(Vec::as_slice).unwrap_or_default() {
+            for &slot in index.postings(*p) {
                 let c = &mut self.counts[slot as usize];
                 if *c == 0 {
                     self.touched.push(slot);
@@ -149,17 +164,10 @@ impl Overlaps {
         }
     }
 
-    /// The slots that share patients with the last set counted, and how many each shares; resets them.
-    fn drain(&mut self) -> Vec<(u32, u32)> {
-        let out: Vec<(u32, u32)> = self
-            .touched
-            .iter()
-            .map(|&slot| (slot, self.counts[slot as usize]))
-            .collect();
+    fn reset(&mut self) {
         for &slot in &self.touched {
             self.counts[slot as usize] = 0;
         }
         self.touched.clear();
-        out
     }
 }
