@@ -12,10 +12,13 @@
 //!   regression with standard errors, Kaplan–Meier curves — each returning its result and the evidence the checks
 //!   need, computed in the same pass;
 //! - [`monitoring`]: the patterns of a re-identification attempt in a workspace's queries (results about very few
-//!   patients, narrowing chains, one shape asked over and over), raised as alerts for the operators.
+//!   patients, narrowing chains, one shape asked over and over), raised as alerts for the operators;
+//! - [`sql`]: a workspace's SQL, DataFusion over the workspace's own tables only, read-only, under memory and time
+//!   limits, with nothing spilled to disk.
 
 #![warn(missing_docs)]
 
 pub mod analyses;
 pub mod monitoring;
 pub mod output_check;
+pub mod sql;

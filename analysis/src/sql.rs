@@ -1,0 +1,273 @@
+//! A workspace's SQL: DataFusion over the workspace's own tables and nothing else.
+//!
+//! The session knows only the tables registered into it (the approval's cohort and columns, the researcher's
+//! uploads): no catalogue of the store, no `information_schema`, no URL tables, no disk for spilling. Each query
+//! is a single read-only statement — DDL (`CREATE EXTERNAL TABLE`), DML (`INSERT`, `COPY`) and statements
+//! (`SET`) are refused before planning — and runs under a memory pool and a time limit. A refusal or a failure
+//! reports a code and never DataFusion's message, which may quote the query's values.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+
+/// What a query may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest a query may run.
+    pub time: Duration,
+    /// Most memory its operators may hold (no spilling to disk: past it, the query fails).
+    pub memory_bytes: usize,
+    /// Most rows a result may have.
+    pub max_rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            time: Duration::from_secs(60),
+            memory_bytes: 2 << 30,
+            max_rows: 1_000_000,
+        }
+    }
+}
+
+/// Why a query did not run. The codes are what the researcher, the ledger and the monitoring see.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SqlError {
+    /// Not a single read-only query (DDL, DML, `COPY`, `SET`, several statements).
+    #[error("[SQL_REFUSED] only one read-only query is allowed in a workspace")]
+    Refused,
+    /// The query could not be planned or run (an unknown table or column, a type error...).
+    #[error("[SQL_ERROR] the query could not be planned or run over the workspace's tables")]
+    Failed,
+    /// It ran longer than the limit.
+    #[error("[SQL_TIMEOUT] the query ran longer than {0} s")]
+    Timeout(u64),
+    /// It needed more memory than the limit.
+    #[error("[SQL_MEMORY] the query needed more than {0} bytes of memory")]
+    Memory(usize),
+    /// Its result has more rows than the limit.
+    #[error("[RESULT_TOO_LARGE] the result has more than {0} rows")]
+    TooManyRows(usize),
+    /// A table could not be registered (a bad name, a repeated one).
+    #[error("[INVALID_TABLE] table {0} cannot be registered")]
+    InvalidTable(String),
+}
+
+/// The SQL engine of one workspace.
+pub struct WorkspaceSql {
+    ctx: SessionContext,
+    limits: Limits,
+}
+
+impl WorkspaceSql {
+    /// A session with no table, under `limits`.
+    pub fn new(limits: Limits) -> Result<WorkspaceSql, SqlError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes, 1.0)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build_arc()
+            .map_err(|_| SqlError::Failed)?;
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_create_default_catalog_and_schema(true);
+        Ok(WorkspaceSql {
+            ctx: SessionContext::new_with_config_rt(config, runtime),
+            limits,
+        })
+    }
+
+    /// Registers `batches` as table `name` (letters, digits and `_`, starting with a letter).
+    pub fn register(&self, name: &str, batches: Vec<RecordBatch>) -> Result<(), SqlError> {
+        let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let schema = batches.first().map(RecordBatch::schema);
+        let (true, Some(schema)) = (valid, schema) else {
+            return Err(SqlError::InvalidTable(name.to_owned()));
+        };
+        let table = MemTable::try_new(schema, vec![batches]).map_err(|_| SqlError::InvalidTable(name.to_owned()))?;
+        match self.ctx.register_table(name, Arc::new(table)) {
+            Ok(None) => Ok(()),
+            _ => Err(SqlError::InvalidTable(name.to_owned())),
+        }
+    }
+
+    /// Runs `query` (one read-only statement) under the limits.
+    pub async fn query(&self, query: &str) -> Result<Vec<RecordBatch>, SqlError> {
+        let read_only = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = self.ctx.sql_with_options(query, read_only).await.map_err(|e| {
+            let text = e.to_string();
+            if text.contains("not supported") || text.contains("not allowed") || text.contains("Only one") {
+                SqlError::Refused
+            } else {
+                SqlError::Failed
+            }
+        })?;
+        let batches = tokio::time::timeout(self.limits.time, frame.collect())
+            .await
+            .map_err(|_| SqlError::Timeout(self.limits.time.as_secs()))?
+            .map_err(|e| {
+                if matches!(e.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_)) {
+                    SqlError::Memory(self.limits.memory_bytes)
+                } else {
+                    SqlError::Failed
+                }
+            })?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows > self.limits.max_rows {
+            return Err(SqlError::TooManyRows(self.limits.max_rows));
+        }
+        Ok(batches)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    fn patients(n: usize) -> Vec<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("patient", DataType::Int64, false),
+            Field::new("sex", DataType::Utf8, false),
+            Field::new("hba1c", DataType::Float64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..n as i64)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| if i % 2 == 0 { "F" } else { "M" }),
+                )),
+                Arc::new(Float64Array::from_iter_values(
+                    (0..n).map(|i| 5.0 + (i % 30) as f64 / 10.0),
+                )),
+            ],
+        )
+        .unwrap();
+        vec![batch]
+    }
+
+    fn workspace(limits: Limits) -> WorkspaceSql {
+        let w = WorkspaceSql::new(limits).unwrap();
+        w.register("patients", patients(1000)).unwrap();
+        w
+    }
+
+    #[tokio::test]
+    async fn a_grouped_query_over_the_workspace_table_runs() {
+        let w = workspace(Limits::default());
+        let batches = w
+            .query("SELECT sex, count(*) AS n, avg(hba1c) AS mean FROM patients GROUP BY sex ORDER BY sex")
+            .await
+            .unwrap();
+        let n = batches[0].column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!((n.value(0), n.value(1)), (500, 500));
+    }
+
+    #[tokio::test]
+    async fn files_catalogues_and_writes_are_out_of_reach() {
+        let w = workspace(Limits::default());
+        for refused in [
+            "CREATE EXTERNAL TABLE leak STORED AS CSV LOCATION '/etc/passwd'",
+            "COPY patients TO '/tmp/tokumei-workspace-leak.csv'",
+            "COPY (SELECT * FROM patients) TO '/tmp/tokumei-workspace-leak.parquet'",
+            "INSERT INTO patients VALUES (1, 'F', 5.0)",
+            "CREATE TABLE copy AS SELECT * FROM patients",
+            "DROP TABLE patients",
+            "SET datafusion.catalog.information_schema = true",
+            "CREATE VIEW v AS SELECT * FROM patients",
+        ] {
+            assert_eq!(w.query(refused).await.unwrap_err(), SqlError::Refused, "{refused}");
+        }
+        for unknown in [
+            // The store's tables, another approval's, the opt-out registry: not in this session.
+            "SELECT * FROM opt_outs",
+            "SELECT * FROM observations",
+            "SELECT * FROM other_workspace.patients",
+            // Path tricks: a quoted path as a table, file-reading table functions, the catalogue.
+            "SELECT * FROM '/etc/passwd'",
+            "SELECT * FROM \"../../store/patients\"",
+            "SELECT * FROM read_csv('/etc/passwd')",
+            "SELECT * FROM read_parquet('/root/.tokumei/demo/store')",
+            "SELECT * FROM information_schema.tables",
+            "SHOW TABLES",
+        ] {
+            assert!(
+                matches!(
+                    w.query(unknown).await.unwrap_err(),
+                    SqlError::Failed | SqlError::Refused
+                ),
+                "{unknown}"
+            );
+        }
+        assert!(!std::path::Path::new("/tmp/tokumei-workspace-leak.csv").exists());
+        assert!(!std::path::Path::new("/tmp/tokumei-workspace-leak.parquet").exists());
+    }
+
+    #[tokio::test]
+    async fn errors_say_a_code_and_never_the_query() {
+        let w = workspace(Limits::default());
+        let e = w
+            .query("SELECT * FROM patients WHERE sex = 'Tanaka Taro 1950-01-01' AND nonexistent = 1")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("[SQL_ERROR]") && !e.contains("Tanaka") && !e.contains("nonexistent"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_and_rows_are_limited_and_nothing_spills_to_disk() {
+        let w = WorkspaceSql::new(Limits {
+            memory_bytes: 256 * 1024,
+            ..Limits::default()
+        })
+        .unwrap();
+        w.register("patients", patients(200_000)).unwrap();
+        // Sorting 200,000 rows needs more than 256 KiB, and with the disk disabled nothing may spill.
+        let e = w
+            .query("SELECT * FROM patients ORDER BY hba1c DESC, patient")
+            .await
+            .unwrap_err();
+        assert_eq!(e, SqlError::Memory(256 * 1024));
+        let w = WorkspaceSql::new(Limits {
+            max_rows: 10,
+            ..Limits::default()
+        })
+        .unwrap();
+        w.register("patients", patients(100)).unwrap();
+        assert_eq!(
+            w.query("SELECT * FROM patients").await.unwrap_err(),
+            SqlError::TooManyRows(10)
+        );
+        assert_eq!(
+            w.query("SELECT * FROM patients LIMIT 10").await.unwrap()[0].num_rows(),
+            10
+        );
+    }
+
+    #[test]
+    fn table_names_are_plain_identifiers_registered_once() {
+        let w = WorkspaceSql::new(Limits::default()).unwrap();
+        for bad in ["", "1x", "../etc", "a.b", "x y"] {
+            assert!(w.register(bad, patients(1)).is_err(), "{bad}");
+        }
+        w.register("codes", patients(1)).unwrap();
+        assert_eq!(
+            w.register("codes", patients(1)).unwrap_err(),
+            SqlError::InvalidTable("codes".into())
+        );
+    }
+}
