@@ -138,7 +138,7 @@ impl Monitor {
                 query: query.number,
                 count: times.len(),
             });
-            // One alert per burst: the count starts again.
+            // One alert per `repeats` queries of a burst: the count starts again.
             times.clear();
         }
         alerts
@@ -148,6 +148,11 @@ impl Monitor {
     /// has become long enough and small enough.
     fn narrowing(&mut self, query: &Query) -> Option<Vec<u64>> {
         let chain = self.chains.entry(query.user.clone()).or_default();
+        // An empty result narrows nothing down, and the same population again (a re-run, or a count of the same
+        // group) neither extends nor breaks the chain.
+        if query.patients.is_empty() || chain.last().is_some_and(|(_, last)| *last == query.patients) {
+            return None;
+        }
         let narrower = chain
             .last()
             .is_some_and(|(_, last)| strict_subset(&query.patients, last));
@@ -221,6 +226,14 @@ mod tests {
         );
         // Not a subset: the chain starts again.
         assert!(m.observe(&query(4, 0, "d", 35..45)).is_empty());
+        // Empty results and re-runs of the same population neither extend nor break a chain.
+        let mut m = Monitor::new(MonitorRules::default());
+        assert!(m.observe(&query(1, 0, "a", 0..1000)).is_empty());
+        assert!(m.observe(&query(2, 0, "b", 0..0)).is_empty());
+        assert!(m.observe(&query(3, 0, "a", 0..1000)).is_empty());
+        assert!(m.observe(&query(4, 0, "c", 0..200)).is_empty());
+        assert!(m.observe(&query(5, 0, "c", 0..200)).is_empty());
+        assert_eq!(m.observe(&query(6, 0, "d", 0..30)).len(), 1);
         // Narrowing but still large: no alert.
         let mut m = Monitor::new(MonitorRules::default());
         for (n, top) in [(1, 5000), (2, 4000), (3, 3000)] {
@@ -229,7 +242,7 @@ mod tests {
     }
 
     #[test]
-    fn one_shape_many_times_in_the_window_is_an_alert_once_per_burst() {
+    fn one_shape_many_times_in_the_window_is_an_alert_every_repeats_queries() {
         let rules = MonitorRules {
             repeats: 5,
             repeat_window_ms: 1000,

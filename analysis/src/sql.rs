@@ -3,17 +3,21 @@
 //! The session knows only the tables registered into it (the approval's cohort and columns, the researcher's
 //! uploads): no catalogue of the store, no `information_schema`, no URL tables, no disk for spilling. Each query
 //! is a single read-only statement — DDL (`CREATE EXTERNAL TABLE`), DML (`INSERT`, `COPY`) and statements
-//! (`SET`) are refused before planning — and runs under a memory pool and a time limit. A refusal or a failure
-//! reports a code and never DataFusion's message, which may quote the query's values.
+//! (`SET`) are refused once planned, before anything runs — under a time limit; its operators hold memory from a
+//! bounded pool, and its result is cut one row past the row limit (the collected rows are not counted by the pool:
+//! the row limit bounds them). A refusal or a failure reports a code and never DataFusion's message, which may
+//! quote the query's values.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::DFParser;
 
 /// What a query may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,30 +101,44 @@ impl WorkspaceSql {
         }
     }
 
-    /// Runs `query` (one read-only statement) under the limits.
+    /// Runs `query` (one read-only statement) under the limits: planned, checked read-only, then executed with
+    /// its result cut at one row past the limit, so that a query that would return more never holds more.
     pub async fn query(&self, query: &str) -> Result<Vec<RecordBatch>, SqlError> {
-        let read_only = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let frame = self.ctx.sql_with_options(query, read_only).await.map_err(|e| {
-            let text = e.to_string();
-            if text.contains("not supported") || text.contains("not allowed") || text.contains("Only one") {
-                SqlError::Refused
-            } else {
-                SqlError::Failed
-            }
-        })?;
-        let batches = tokio::time::timeout(self.limits.time, frame.collect())
-            .await
-            .map_err(|_| SqlError::Timeout(self.limits.time.as_secs()))?
-            .map_err(|e| {
-                if matches!(e.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_)) {
+        let statements = DFParser::parse_sql(query).map_err(|_| SqlError::Failed)?;
+        if statements.len() != 1 {
+            return Err(SqlError::Refused);
+        }
+        let run = async {
+            let plan = self
+                .ctx
+                .state()
+                .create_logical_plan(query)
+                .await
+                .map_err(|_| SqlError::Failed)?;
+            SQLOptions::new()
+                .with_allow_ddl(false)
+                .with_allow_dml(false)
+                .with_allow_statements(false)
+                .verify_plan(&plan)
+                .map_err(|_| SqlError::Refused)?;
+            let frame = self
+                .ctx
+                .execute_logical_plan(plan)
+                .await
+                .map_err(|_| SqlError::Failed)?
+                .limit(0, Some(self.limits.max_rows.saturating_add(1)))
+                .map_err(|_| SqlError::Failed)?;
+            frame.collect().await.map_err(|e| {
+                if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
                     SqlError::Memory(self.limits.memory_bytes)
                 } else {
                     SqlError::Failed
                 }
-            })?;
+            })
+        };
+        let batches = tokio::time::timeout(self.limits.time, run)
+            .await
+            .map_err(|_| SqlError::Timeout(self.limits.time.as_secs()))??;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         if rows > self.limits.max_rows {
             return Err(SqlError::TooManyRows(self.limits.max_rows));
@@ -186,6 +204,7 @@ mod tests {
             "DROP TABLE patients",
             "SET datafusion.catalog.information_schema = true",
             "CREATE VIEW v AS SELECT * FROM patients",
+            "SELECT 1; SELECT * FROM patients",
         ] {
             assert_eq!(w.query(refused).await.unwrap_err(), SqlError::Refused, "{refused}");
         }
@@ -217,6 +236,11 @@ mod tests {
     #[tokio::test]
     async fn errors_say_a_code_and_never_the_query() {
         let w = workspace(Limits::default());
+        // An ordinary error whose message says "not allowed" is an error, not a refusal.
+        assert_eq!(
+            w.query("SELECT * FROM patients WHERE count(*) > 1").await.unwrap_err(),
+            SqlError::Failed
+        );
         let e = w
             .query("SELECT * FROM patients WHERE sex = 'Tanaka Taro 1950-01-01' AND nonexistent = 1")
             .await

@@ -144,7 +144,7 @@ pub fn run(a: AnalysisBench, json: bool) -> Result<()> {
     });
     let mut history = History::new();
     for n in 0..a.history {
-        history.record(n as u64, &table(&a, &mut rng));
+        history.record(n as u64, &table(&a, &mut rng))?;
     }
     let output = table(&a, &mut rng);
     let rules = Rules::default();

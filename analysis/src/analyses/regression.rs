@@ -63,6 +63,8 @@ struct Design {
     y: Vec<f64>,
     x: Vec<f64>,
     p: usize,
+    /// The patient of each complete row.
+    rows: Vec<crate::output_check::PatientId>,
     patients: Patients,
 }
 
@@ -102,7 +104,8 @@ fn design(frame: &Frame, outcome: &str, covariates: &[&str]) -> Result<Design, A
         y,
         x,
         p,
-        patients: Patients::new(patients),
+        patients: Patients::new(patients.clone()),
+        rows: patients,
     })
 }
 
@@ -165,11 +168,27 @@ fn coefficients(
         .collect()
 }
 
-fn evidence(d: &Design) -> Output {
+/// The model as the checks see it. `inverse` is (Xᵀ W X)⁻¹ and `weight` each row's weight in it: a row's leverage
+/// is wᵢ xᵢᵀ (Xᵀ W X)⁻¹ xᵢ, and a patient's the sum over their rows — near 1 when the fit reproduces that patient
+/// (a covariate that is non-zero for them alone, say), which the degrees of freedom do not show.
+fn evidence(d: &Design, inverse: &DMatrix<f64>, weight: impl Fn(&[f64]) -> f64) -> Output {
+    let mut by_patient: std::collections::HashMap<crate::output_check::PatientId, f64> =
+        std::collections::HashMap::new();
+    for (xi, patient) in d.x.chunks_exact(d.p).zip(&d.rows) {
+        let mut quadratic = 0.0;
+        for (a, xa) in xi.iter().enumerate() {
+            for (b, xb) in xi.iter().enumerate() {
+                quadratic += xa * inverse[(a, b)] * xb;
+            }
+        }
+        let h = weight(xi) * quadratic;
+        *by_patient.entry(*patient).or_default() += h;
+    }
     Output::Model(Model {
         observations: d.y.len() as u64,
         parameters: d.p as u64,
         patients: d.patients.clone(),
+        largest_patient_leverage: by_patient.values().copied().fold(0.0, f64::max),
     })
 }
 
@@ -187,12 +206,13 @@ pub fn linear(frame: &Frame, outcome: &str, covariates: &[&str]) -> Result<Analy
         tss += (yi - mean).powi(2);
     }
     let dof = (n - d.p) as f64;
-    let covariance = cholesky.inverse() * (rss / dof);
+    let inverse = cholesky.inverse();
+    let covariance = &inverse * (rss / dof);
     let t = StudentsT::new(0.0, 1.0, dof).map_err(|e| AnalysisError::Invalid(e.to_string()))?;
     let fit = Fit {
         family: Family::Linear,
         outcome: outcome.to_owned(),
-        coefficients: coefficients(covariates, &beta, &covariance, |s| 2.0 * (1.0 - t.cdf(s))),
+        coefficients: coefficients(covariates, &beta, &covariance, |s| 2.0 * t.sf(s)),
         observations: n as u64,
         residual_dof: (n - d.p) as u64,
         r_squared: (tss > 0.0).then(|| 1.0 - rss / tss),
@@ -201,7 +221,7 @@ pub fn linear(frame: &Frame, outcome: &str, covariates: &[&str]) -> Result<Analy
     };
     Ok(Analysed {
         result: fit,
-        output: evidence(&d),
+        output: evidence(&d, &inverse, |_| 1.0),
     })
 }
 
@@ -248,7 +268,7 @@ pub fn logistic(frame: &Frame, outcome: &str, covariates: &[&str]) -> Result<Ana
             let fit = Fit {
                 family: Family::Logistic,
                 outcome: outcome.to_owned(),
-                coefficients: coefficients(covariates, &beta, &covariance, |s| 2.0 * (1.0 - normal.cdf(s))),
+                coefficients: coefficients(covariates, &beta, &covariance, |s| 2.0 * normal.sf(s)),
                 observations: d.y.len() as u64,
                 residual_dof: (d.y.len() - d.p) as u64,
                 r_squared: None,
@@ -257,7 +277,10 @@ pub fn logistic(frame: &Frame, outcome: &str, covariates: &[&str]) -> Result<Ana
             };
             return Ok(Analysed {
                 result: fit,
-                output: evidence(&d),
+                output: evidence(&d, &covariance, |xi| {
+                    let mu = 1.0 / (1.0 + (-dot(xi, &beta)).exp());
+                    mu * (1.0 - mu)
+                }),
             });
         }
         if !beta.iter().all(|b| b.is_finite()) {

@@ -71,6 +71,13 @@ pub fn kaplan_meier(
         };
         by_group.entry(g).or_default().push((t, e == 1.0, *patient));
     }
+    // One row per patient: a patient counted twice would stand for two in every risk set.
+    let mut seen = std::collections::HashSet::new();
+    if !frame.patients().iter().all(|p| seen.insert(*p)) {
+        return Err(AnalysisError::Invalid(
+            "a survival curve needs one row per patient (time to the first event or to censoring)".to_owned(),
+        ));
+    }
     Ok(by_group.into_iter().map(|(g, rows)| curve(g, rows)).collect())
 }
 

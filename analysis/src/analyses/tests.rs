@@ -150,6 +150,34 @@ fn logistic_regression_on_a_binary_covariate_gives_the_log_odds_ratio_and_woolfs
 }
 
 #[test]
+fn a_covariate_that_singles_out_one_patient_is_caught_by_the_leverage() {
+    // y for 200 patients; d = 1 for patient 17 alone: intercept + slope would be patient 17's own value.
+    let n = 200u32;
+    let y: Vec<f64> = (0..n).map(|i| 5.0 + f64::from(i % 7) / 3.0).collect();
+    let d: Vec<f64> = (0..n).map(|i| if i == 17 { 1.0 } else { 0.0 }).collect();
+    let x: Vec<f64> = (0..n).map(|i| f64::from(i % 11)).collect();
+    let frame = Frame::new((0..n).map(PatientId).collect())
+        .with("y", numbers(&y))
+        .unwrap()
+        .with("d", numbers(&d))
+        .unwrap()
+        .with("x", numbers(&x))
+        .unwrap();
+    let singled = regression::linear(&frame, "y", &["d"]).unwrap();
+    let c = &singled.result.coefficients;
+    close(c[0].estimate + c[1].estimate, y[17], "the patient's own value");
+    let report = output_check::check(&singled.output, &History::new(), &Rules::default());
+    assert_eq!(report.verdict, Verdict::Refused);
+    assert!(report.has(Rule::InfluentialPatient, Place::Whole), "{report:?}");
+    // An ordinary covariate spreads the fit over everyone.
+    let spread = regression::linear(&frame, "y", &["x"]).unwrap();
+    assert_eq!(
+        output_check::check(&spread.output, &History::new(), &Rules::default()).verdict,
+        Verdict::Safe
+    );
+}
+
+#[test]
 fn a_regression_refuses_separation_collinearity_and_outcomes_that_are_not_binary() {
     // Complete separation: the outcome is the covariate.
     assert_eq!(

@@ -64,6 +64,14 @@ fn dominance(cell: &Cell, rules: &Rules) -> Vec<(Rule, Verdict, String)> {
         ));
         return out;
     }
+    if cell.contributions.len() != cell.patients.len() {
+        out.push((
+            Rule::NegativeContributions,
+            Verdict::Review,
+            "the contributions do not match the patients: the dominance rules cannot judge the cell".into(),
+        ));
+        return out;
+    }
     let mut sorted = cell.contributions.clone();
     sorted.sort_unstable_by(|a, b| b.total_cmp(a));
     let total: f64 = sorted.iter().sum();

@@ -50,11 +50,15 @@ impl History {
         History::default()
     }
 
-    /// Records `output`, released as the workspace's output number `number`.
-    pub fn record(&mut self, number: u64, output: &Output) {
-        for (place, set) in sets_of(output) {
+    /// Records `output`, released as the workspace's output number `number`; refused (nothing recorded) when a
+    /// patient number is beyond [`MAX_PATIENT_NUMBER`].
+    pub fn record(&mut self, number: u64, output: &Output) -> Result<(), OutOfRange> {
+        let sets = sets_of(output);
+        in_range(&sets)?;
+        for (place, set) in sets {
             self.add(number, place, &set);
         }
+        Ok(())
     }
 
     fn add(&mut self, output: u64, place: Place, set: &Patients) {
@@ -88,9 +92,37 @@ impl History {
     }
 }
 
-/// The differencing findings of `output` against `history` and among its own sets.
+/// The largest patient number the index takes. A workspace numbers its cohort's patients densely from 0, so the
+/// index is a vector by number; a number beyond any cohort is a caller's error, refused rather than allowed to size
+/// the index (2²⁵ numbers: 33 million patients).
+pub const MAX_PATIENT_NUMBER: u32 = 1 << 25;
+
+/// A patient number beyond [`MAX_PATIENT_NUMBER`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a patient number is beyond the largest a workspace assigns ({MAX_PATIENT_NUMBER})")]
+pub struct OutOfRange;
+
+fn in_range(sets: &[(Place, Patients)]) -> Result<(), OutOfRange> {
+    let largest = sets.iter().filter_map(|(_, s)| s.ids().last()).max();
+    match largest {
+        Some(p) if p.0 > MAX_PATIENT_NUMBER => Err(OutOfRange),
+        _ => Ok(()),
+    }
+}
+
+/// The differencing findings of `output` against `history` and among its own sets. An output with a patient number
+/// beyond [`MAX_PATIENT_NUMBER`] is refused whole: it cannot have come from a workspace.
 pub fn check(output: &Output, history: &History, rules: &Rules) -> Vec<Finding> {
     let own = sets_of(output);
+    if in_range(&own).is_err() {
+        return vec![Finding {
+            rule: Rule::Differencing,
+            verdict: Verdict::Refused,
+            place: Place::Whole,
+            counterpart: None,
+            message: OutOfRange.to_string(),
+        }];
+    }
     let mut inner = History::new();
     for (place, set) in &own {
         inner.add(u64::MAX, *place, set);

@@ -10,9 +10,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PatientId(pub u32);
 
-/// The distinct patients behind a cell or an analysis, sorted and without repeats.
+/// The distinct patients behind a cell or an analysis, sorted and without repeats (deserialised through
+/// [`Patients::new`], so a list with repeats cannot pass for more patients than it holds).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<PatientId>")]
 pub struct Patients(Vec<PatientId>);
+
+impl From<Vec<PatientId>> for Patients {
+    fn from(ids: Vec<PatientId>) -> Patients {
+        Patients::new(ids)
+    }
+}
 
 impl Patients {
     /// The set of `ids` (any order, repeats allowed).
@@ -93,12 +101,18 @@ pub struct Model {
     pub parameters: u64,
     /// The patients behind the observations.
     pub patients: Patients,
+    /// The largest leverage of one patient (the sum of their rows' hat values, 0–1): near 1 when the fit
+    /// reproduces that patient, as a covariate that is non-zero for them alone does.
+    pub largest_patient_leverage: f64,
 }
 
 impl Model {
-    /// Residual degrees of freedom (observations − parameters; zero when over-parameterised).
+    /// Residual degrees of freedom, counted on patients as well as rows: many rows of few patients (repeated
+    /// measures) leave no more freedom than the patients do.
     pub fn residual_dof(&self) -> u64 {
-        self.observations.saturating_sub(self.parameters)
+        self.observations
+            .min(self.patients.len() as u64)
+            .saturating_sub(self.parameters)
     }
 }
 

@@ -29,6 +29,17 @@ pub fn check_model(model: &Model, rules: &Rules) -> Vec<Finding> {
             ),
         ));
     }
+    if model.largest_patient_leverage > 1.0 / rules.threshold as f64 {
+        out.push(finding(
+            Rule::InfluentialPatient,
+            Verdict::Refused,
+            Place::Whole,
+            format!(
+                "one patient carries more than 1/{} of the fit (a covariate that singles out fewer than {} patients?)",
+                rules.threshold, rules.threshold
+            ),
+        ));
+    }
     if (model.patients.len() as u64) < rules.threshold {
         out.push(finding(
             Rule::Threshold,
@@ -40,11 +51,20 @@ pub fn check_model(model: &Model, rules: &Rules) -> Vec<Finding> {
     out
 }
 
-/// A survival curve may leave only where its risk set holds at least the threshold, and each step should move by
-/// at least the threshold: a step of one event dates one patient's event. Steps past the first small risk set are
-/// all refused (the curve is truncated there).
+/// A survival curve may leave only where its risk set holds at least the threshold, and each step must move the
+/// risk table by at least the threshold (ACRO's rule: a drop of one dates one patient's event or censoring). Steps
+/// past the first small risk set are all refused (the curve is truncated there), and a curve of fewer patients
+/// than the threshold is refused as a whole.
 pub fn check_survival(curve: &Survival, rules: &Rules) -> Vec<Finding> {
     let mut out = Vec::new();
+    if (curve.patients.len() as u64) < rules.threshold {
+        out.push(finding(
+            Rule::Threshold,
+            Verdict::Refused,
+            Place::Whole,
+            format!("fewer than {} patients behind the curve", rules.threshold),
+        ));
+    }
     let mut truncated = false;
     for (i, step) in curve.steps.iter().enumerate() {
         let place = Place::Step(i);
@@ -62,13 +82,13 @@ pub fn check_survival(curve: &Survival, rules: &Rules) -> Vec<Finding> {
             continue;
         }
         let moved = step.events + step.censored;
-        if step.events > 0 && moved < rules.survival_threshold {
+        if moved > 0 && moved < rules.survival_threshold {
             out.push(finding(
                 Rule::SmallStep,
-                Verdict::Review,
+                Verdict::Refused,
                 place,
                 format!(
-                    "the step moves by fewer than {} patients: group times into intervals so that each step does",
+                    "the risk table drops by fewer than {} patients: group times into intervals so that each step moves by at least that many",
                     rules.survival_threshold
                 ),
             ));

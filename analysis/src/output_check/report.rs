@@ -34,9 +34,11 @@ pub enum Rule {
     Extreme,
     /// A model with too few residual degrees of freedom.
     DegreesOfFreedom,
+    /// A model one patient's rows carry too much of (a covariate that singles them out).
+    InfluentialPatient,
     /// A survival curve step whose risk set is below the threshold.
     SmallRiskSet,
-    /// A survival curve step that moves by fewer patients than the threshold.
+    /// A survival curve step whose risk table drops by fewer patients than the threshold.
     SmallStep,
     /// The output and an earlier one (or two of its own cells) differ by fewer patients than the threshold.
     Differencing,
@@ -53,6 +55,7 @@ impl Rule {
             Rule::NegativeContributions => "NEGATIVE_CONTRIBUTIONS",
             Rule::Extreme => "EXTREME",
             Rule::DegreesOfFreedom => "DEGREES_OF_FREEDOM",
+            Rule::InfluentialPatient => "INFLUENTIAL_PATIENT",
             Rule::SmallRiskSet => "SMALL_RISK_SET",
             Rule::SmallStep => "SMALL_STEP",
             Rule::Differencing => "DIFFERENCING",

@@ -155,6 +155,7 @@ fn a_model_needs_ten_residual_degrees_of_freedom() {
             observations,
             parameters,
             patients: patients(0..n),
+            largest_patient_leverage: 0.0,
         })
     };
     // 15 observations, 6 parameters: 9 residual degrees of freedom.
@@ -163,13 +164,25 @@ fn a_model_needs_ten_residual_degrees_of_freedom() {
     assert_eq!(alone(&model(16, 6, 16), &Rules::default()).verdict, Verdict::Safe);
     // Over-parameterised: no residual degrees of freedom at all.
     assert!(alone(&model(4, 6, 4), &Rules::default()).has(Rule::DegreesOfFreedom, Place::Whole));
-    // Many observations of few patients (repeated measures): the patients count.
+    // Many observations of few patients (repeated measures): the patients count, for the threshold and for the
+    // degrees of freedom (8 patients, 3 parameters: 5).
     let r = alone(&model(400, 3, 8), &Rules::default());
-    assert_eq!(rules_found(&r, Place::Whole), [Rule::Threshold]);
+    assert_eq!(rules_found(&r, Place::Whole), [Rule::Threshold, Rule::DegreesOfFreedom]);
+    // One patient carrying more than a tenth of the fit.
+    let influential = Output::Model(Model {
+        observations: 1000,
+        parameters: 2,
+        patients: patients(0..1000),
+        largest_patient_leverage: 0.99,
+    });
+    assert_eq!(
+        rules_found(&alone(&influential, &Rules::default()), Place::Whole),
+        [Rule::InfluentialPatient]
+    );
 }
 
 #[test]
-fn a_survival_curve_is_truncated_at_its_first_small_risk_set_and_small_steps_reviewed() {
+fn a_survival_curve_is_truncated_at_its_first_small_risk_set_and_small_steps_refused() {
     let step = |at_risk, events, censored| SurvivalStep {
         at_risk,
         events,
@@ -178,8 +191,9 @@ fn a_survival_curve_is_truncated_at_its_first_small_risk_set_and_small_steps_rev
     let curve = Output::Survival(Survival {
         steps: vec![
             step(100, 8, 2),  // moves by 10: fine
-            step(90, 1, 0),   // one event dates one patient: review
-            step(89, 0, 70),  // censoring only: no event to date
+            step(90, 1, 0),   // one event dates one patient: refused
+            step(89, 0, 5),   // five censored: the drop in the risk table shows them too
+            step(84, 0, 65),  // censoring only, but 65 of them: fine
             step(19, 10, 0),  // fine
             step(9, 10, 0),   // at risk below 10: refused
             step(120, 10, 0), // after the truncation: refused too
@@ -191,18 +205,24 @@ fn a_survival_curve_is_truncated_at_its_first_small_risk_set_and_small_steps_rev
     assert_eq!(
         found,
         [
-            (Place::Step(1), Rule::SmallStep, Verdict::Review),
-            (Place::Step(4), Rule::SmallRiskSet, Verdict::Refused),
+            (Place::Step(1), Rule::SmallStep, Verdict::Refused),
+            (Place::Step(2), Rule::SmallStep, Verdict::Refused),
             (Place::Step(5), Rule::SmallRiskSet, Verdict::Refused),
+            (Place::Step(6), Rule::SmallRiskSet, Verdict::Refused),
         ]
     );
-    assert_eq!(r.verdict, Verdict::Refused);
+    // A curve of fewer than 10 patients is refused as a whole, whatever its steps.
+    let few = Output::Survival(Survival {
+        steps: vec![step(12, 12, 0)],
+        patients: patients(0..6),
+    });
+    assert!(alone(&few, &Rules::default()).has(Rule::Threshold, Place::Whole));
 }
 
 #[test]
 fn differencing_against_an_earlier_output_finds_the_few_patients_between_nested_cells() {
     let mut history = History::new();
-    history.record(1, &table(vec![count(0..100), count(100..300)]));
+    history.record(1, &table(vec![count(0..100), count(100..300)])).unwrap();
     // The same group less three patients (a filter that excludes them): 100 − 97 discloses the three.
     let r = check(&table(vec![count(0..97)]), &history, &Rules::default());
     assert_eq!(rules_found(&r, Place::Cell(0)), [Rule::Differencing]);
@@ -245,10 +265,11 @@ fn a_model_refitted_without_one_patient_is_refused() {
             observations: 2000,
             parameters: 11,
             patients: patients(range),
+            largest_patient_leverage: 0.01,
         })
     };
     let mut history = History::new();
-    history.record(7, &model(0..200));
+    history.record(7, &model(0..200)).unwrap();
     let r = check(&model(1..200), &history, &Rules::default());
     assert_eq!(rules_found(&r, Place::Whole), [Rule::Differencing]);
     assert_eq!(r.findings[0].counterpart.and_then(|c| c.output), Some(7));
@@ -279,13 +300,14 @@ fn no_message_repeats_a_value_of_the_output() {
     let mut seven = vec![7000.0, 700.0, 70.0];
     seven.extend([1.75; 4]);
     let mut history = History::new();
-    history.record(3, &table(vec![count(0..17)]));
+    history.record(3, &table(vec![count(0..16)])).unwrap();
     let r = check(
         &table(vec![sum(&seven), count(0..7), count(0..0)]),
         &history,
         &Rules::default(),
     );
     assert!(r.findings.len() >= 4, "{r:?}");
+    assert!(r.findings.iter().any(|f| f.rule == Rule::Differencing), "{r:?}");
     for f in &r.findings {
         assert!(!f.message.contains('7'), "{}", f.message);
     }
@@ -340,7 +362,7 @@ fn differencing_finds_exactly_the_nested_pairs_a_brute_force_search_finds() {
         let new = draw.table();
         let mut history = History::new();
         for (n, sets) in earlier.iter().enumerate() {
-            history.record(n as u64, &as_output(sets));
+            history.record(n as u64, &as_output(sets)).unwrap();
         }
         let mut expected = std::collections::BTreeSet::new();
         for (i, mine) in new.iter().enumerate() {
@@ -371,6 +393,23 @@ fn differencing_finds_exactly_the_nested_pairs_a_brute_force_search_finds() {
                 .collect();
         assert_eq!(found, expected, "earlier {earlier:?} new {new:?}");
     }
+}
+
+#[test]
+fn a_patient_number_beyond_any_cohort_is_refused_not_indexed() {
+    let far = table(vec![Cell {
+        patients: Patients::new(vec![PatientId(u32::MAX)]),
+        ..count(0..0)
+    }]);
+    let mut history = History::new();
+    assert!(history.record(1, &far).is_err());
+    assert_eq!(history.sets(), 0);
+    let r = check(&far, &history, &Rules::default());
+    assert_eq!(r.verdict, Verdict::Refused);
+    assert!(r.has(Rule::Differencing, Place::Whole));
+    // Repeats in a deserialised list count once.
+    let cell: Patients = serde_json::from_str("[3, 3, 3, 1]").unwrap();
+    assert_eq!(cell.len(), 2);
 }
 
 #[test]
