@@ -14,6 +14,18 @@ fn finding(rule: Rule, verdict: Verdict, place: Place, message: String) -> Findi
     }
 }
 
+/// The threshold on the patients behind a whole model or curve (`what` names it in the reason).
+fn too_few(patients: &super::model::Patients, rules: &Rules, what: &str) -> Option<Finding> {
+    ((patients.len() as u64) < rules.threshold).then(|| {
+        finding(
+            Rule::Threshold,
+            Verdict::Refused,
+            Place::Whole,
+            format!("fewer than {} patients behind the {what}", rules.threshold),
+        )
+    })
+}
+
 /// A model needs enough residual degrees of freedom and enough patients: with few, its coefficients come close to
 /// the patients' own values.
 pub fn check_model(model: &Model, rules: &Rules) -> Vec<Finding> {
@@ -40,14 +52,7 @@ pub fn check_model(model: &Model, rules: &Rules) -> Vec<Finding> {
             ),
         ));
     }
-    if (model.patients.len() as u64) < rules.threshold {
-        out.push(finding(
-            Rule::Threshold,
-            Verdict::Refused,
-            Place::Whole,
-            format!("fewer than {} patients behind the model", rules.threshold),
-        ));
-    }
+    out.extend(too_few(&model.patients, rules, "model"));
     out
 }
 
@@ -56,15 +61,7 @@ pub fn check_model(model: &Model, rules: &Rules) -> Vec<Finding> {
 /// past the first small risk set are all refused (the curve is truncated there), and a curve of fewer patients
 /// than the threshold is refused as a whole.
 pub fn check_survival(curve: &Survival, rules: &Rules) -> Vec<Finding> {
-    let mut out = Vec::new();
-    if (curve.patients.len() as u64) < rules.threshold {
-        out.push(finding(
-            Rule::Threshold,
-            Verdict::Refused,
-            Place::Whole,
-            format!("fewer than {} patients behind the curve", rules.threshold),
-        ));
-    }
+    let mut out: Vec<Finding> = too_few(&curve.patients, rules, "curve").into_iter().collect();
     let mut truncated = false;
     for (i, step) in curve.steps.iter().enumerate() {
         let place = Place::Step(i);
