@@ -14,7 +14,9 @@
 //! - [`monitoring`]: the patterns of a re-identification attempt in a workspace's queries (results about very few
 //!   patients, narrowing chains, one shape asked over and over), raised as alerts for the operators;
 //! - [`sql`]: a workspace's SQL, DataFusion over the workspace's own tables only, read-only, under memory and time
-//!   limits, with nothing spilled to disk.
+//!   limits, with nothing spilled to disk;
+//! - [`workspace`]: a workspace as the core runs it — the requests it answers (queries, analyses, uploads, output
+//!   requests and releases), its state on disk and the conversions between its SQL and the analyses.
 
 #![warn(missing_docs)]
 
@@ -22,3 +24,4 @@ pub mod analyses;
 pub mod monitoring;
 pub mod output_check;
 pub mod sql;
+pub mod workspace;

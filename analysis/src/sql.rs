@@ -63,10 +63,36 @@ pub enum SqlError {
     InvalidTable(String),
 }
 
+impl SqlError {
+    /// The machine-readable reason.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SqlError::Refused => "SQL_REFUSED",
+            SqlError::Failed => "SQL_ERROR",
+            SqlError::Timeout(_) => "SQL_TIMEOUT",
+            SqlError::Memory(_) => "SQL_MEMORY",
+            SqlError::TooManyRows(_) => "RESULT_TOO_LARGE",
+            SqlError::InvalidTable(_) => "INVALID_TABLE",
+        }
+    }
+}
+
 /// The SQL engine of one workspace.
 pub struct WorkspaceSql {
     ctx: SessionContext,
     limits: Limits,
+    rows: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+}
+
+/// A query's rows and what it read, for the ledger and the usage report.
+#[derive(Debug)]
+pub struct Traced {
+    /// The result.
+    pub batches: Vec<RecordBatch>,
+    /// The workspace tables the plan scans (subqueries included), sorted.
+    pub tables: Vec<String>,
+    /// Rows of those tables (each scanned whole: the tables are in memory).
+    pub rows_scanned: u64,
 }
 
 impl WorkspaceSql {
@@ -83,6 +109,7 @@ impl WorkspaceSql {
         Ok(WorkspaceSql {
             ctx: SessionContext::new_with_config_rt(config, runtime),
             limits,
+            rows: Default::default(),
         })
     }
 
@@ -94,9 +121,15 @@ impl WorkspaceSql {
         let (true, Some(schema)) = (valid, schema) else {
             return Err(SqlError::InvalidTable(name.to_owned()));
         };
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let table = MemTable::try_new(schema, vec![batches]).map_err(|_| SqlError::InvalidTable(name.to_owned()))?;
         match self.ctx.register_table(name, Arc::new(table)) {
-            Ok(None) => Ok(()),
+            Ok(None) => {
+                if let Ok(mut known) = self.rows.lock() {
+                    known.insert(name.to_owned(), rows);
+                }
+                Ok(())
+            }
             _ => Err(SqlError::InvalidTable(name.to_owned())),
         }
     }
@@ -104,6 +137,11 @@ impl WorkspaceSql {
     /// Runs `query` (one read-only statement) under the limits: planned, checked read-only, then executed with
     /// its result cut at one row past the limit, so that a query that would return more never holds more.
     pub async fn query(&self, query: &str) -> Result<Vec<RecordBatch>, SqlError> {
+        Ok(self.query_traced(query).await?.batches)
+    }
+
+    /// Runs `query` as [`Self::query`] does, and names the tables its plan scans.
+    pub async fn query_traced(&self, query: &str) -> Result<Traced, SqlError> {
         let statements = DFParser::parse_sql(query).map_err(|_| SqlError::Failed)?;
         if statements.len() != 1 {
             return Err(SqlError::Refused);
@@ -121,6 +159,7 @@ impl WorkspaceSql {
                 .with_allow_statements(false)
                 .verify_plan(&plan)
                 .map_err(|_| SqlError::Refused)?;
+            let tables = scanned_tables(&plan);
             let frame = self
                 .ctx
                 .execute_logical_plan(plan)
@@ -128,23 +167,46 @@ impl WorkspaceSql {
                 .map_err(|_| SqlError::Failed)?
                 .limit(0, Some(self.limits.max_rows.saturating_add(1)))
                 .map_err(|_| SqlError::Failed)?;
-            frame.collect().await.map_err(|e| {
+            let batches = frame.collect().await.map_err(|e| {
                 if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
                     SqlError::Memory(self.limits.memory_bytes)
                 } else {
                     SqlError::Failed
                 }
-            })
+            })?;
+            Ok::<_, SqlError>((batches, tables))
         };
-        let batches = tokio::time::timeout(self.limits.time, run)
+        let (batches, tables) = tokio::time::timeout(self.limits.time, run)
             .await
             .map_err(|_| SqlError::Timeout(self.limits.time.as_secs()))??;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         if rows > self.limits.max_rows {
             return Err(SqlError::TooManyRows(self.limits.max_rows));
         }
-        Ok(batches)
+        let rows_scanned = match self.rows.lock() {
+            Ok(known) => tables.iter().filter_map(|t| known.get(t)).map(|r| *r as u64).sum(),
+            Err(_) => 0,
+        };
+        Ok(Traced {
+            batches,
+            tables,
+            rows_scanned,
+        })
     }
+}
+
+/// The tables a plan scans, subqueries included, sorted and once each.
+fn scanned_tables(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    let mut tables = std::collections::BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            tables.insert(scan.table_name.table().to_owned());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    tables.into_iter().collect()
 }
 
 #[cfg(test)]

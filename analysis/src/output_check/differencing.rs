@@ -15,13 +15,21 @@ use super::report::{Counterpart, Finding, Place, Rule, Verdict};
 /// population.
 fn sets_of(output: &Output) -> Vec<(Place, Patients)> {
     match output {
-        Output::Table(t) => t
-            .cells
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| !c.patients.is_empty())
-            .map(|(i, c)| (Place::Cell(i), c.patients.clone()))
-            .collect(),
+        Output::Table(t) => {
+            let mut sets: Vec<(Place, Patients)> = t
+                .cells
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| !c.patients.is_empty())
+                .map(|(i, c)| (Place::Cell(i), c.patients.clone()))
+                .collect();
+            // The table's whole population is released too (its cells add up to it): a later table of the same
+            // cohort but a few patients differs from it by them, though no two cells are nested.
+            if sets.len() > 1 {
+                sets.insert(0, (Place::Whole, output.population()));
+            }
+            sets
+        }
         Output::Model(m) => vec![(Place::Whole, m.patients.clone())],
         Output::Survival(s) => vec![(Place::Whole, s.patients.clone())],
     }

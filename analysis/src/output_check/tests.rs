@@ -356,6 +356,22 @@ fn differencing_finds_exactly_the_nested_pairs_a_brute_force_search_finds() {
                 .collect(),
         )
     };
+    // The sets a table releases, found independently: each non-empty cell, and the union of them all when there
+    // are several (the table's population).
+    let placed = |sets: &[Patients]| {
+        let mut out: Vec<(Place, Patients)> = sets
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(i, p)| (Place::Cell(i), p.clone()))
+            .collect();
+        if out.len() > 1 {
+            let union: std::collections::BTreeSet<PatientId> =
+                out.iter().flat_map(|(_, p)| p.ids().iter().copied()).collect();
+            out.push((Place::Whole, Patients::new(union.into_iter().collect())));
+        }
+        out
+    };
     let mut draw = Draw(0x9E37_79B9_7F4A_7C15);
     for _ in 0..2000 {
         let earlier: Vec<Vec<Patients>> = (0..draw.next(5)).map(|_| draw.table()).collect();
@@ -365,30 +381,27 @@ fn differencing_finds_exactly_the_nested_pairs_a_brute_force_search_finds() {
             history.record(n as u64, &as_output(sets)).unwrap();
         }
         let mut expected = std::collections::BTreeSet::new();
-        for (i, mine) in new.iter().enumerate() {
+        let mine_placed = placed(&new);
+        for (i, mine) in &mine_placed {
             for (n, sets) in earlier.iter().enumerate() {
-                for (j, theirs) in sets.iter().enumerate() {
-                    if nested_within(mine, theirs, rules.threshold) {
-                        expected.insert((i, Some(n as u64), j));
+                for (j, theirs) in placed(sets) {
+                    if nested_within(mine, &theirs, rules.threshold) {
+                        expected.insert((*i, Some(n as u64), j));
                     }
                 }
             }
-            for (j, other) in new.iter().enumerate().skip(i + 1) {
-                if nested_within(mine, other, rules.threshold) {
-                    expected.insert((i, None, j));
+            for (j, other) in &mine_placed {
+                if j > i && nested_within(mine, other, rules.threshold) {
+                    expected.insert((*i, None, *j));
                 }
             }
         }
-        let found: std::collections::BTreeSet<(usize, Option<u64>, usize)> =
+        let found: std::collections::BTreeSet<(Place, Option<u64>, Place)> =
             differencing::check(&as_output(&new), &history, &rules)
                 .iter()
                 .map(|f| {
-                    let at = |p: Place| match p {
-                        Place::Cell(i) => i,
-                        other => panic!("{other:?}"),
-                    };
                     let c = f.counterpart.expect("differencing names its counterpart");
-                    (at(f.place), c.output, at(c.place))
+                    (f.place, c.output, c.place)
                 })
                 .collect();
         assert_eq!(found, expected, "earlier {earlier:?} new {new:?}");
