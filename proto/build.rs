@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tokumei/spool/v1/spool.proto",
         "tokumei/policy/v1/policy.proto",
         "tokumei/release/v1/release.proto",
+        "tokumei/analysis/v1/analysis.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -841,6 +841,7 @@ async fn approved_application(dir: &Path, tables: &[TableRequest]) -> Result<App
         max_downloads: 10,
         recipients: BTreeSet::from(["sato".to_owned()]),
         link_releases: false,
+        pseudonymised: false,
         statistics: Default::default(),
     };
     policy

@@ -59,6 +59,11 @@ enum Command {
     },
     /// Query the core store with SQL (operators).
     Sql(commands::sql::SqlArgs),
+    /// The remote analysis environment: workspaces, output requests and their checking.
+    Analysis {
+        #[command(subcommand)]
+        command: commands::analysis::AnalysisCommand,
+    },
     /// Optimal k-anonymity / l-diversity / t-closeness over a CSV or Parquet table.
     Anonymize(commands::anonymize::AnonymizeArgs),
     /// Independently recount an anonymised output and fail on any violation.
@@ -127,6 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Core { command } => commands::core::run(command, json),
         Command::Store { command } => commands::store::run(command, json),
         Command::Sql(a) => commands::sql::run(a, json),
+        Command::Analysis { command } => commands::analysis::run(command, json),
         Command::Anonymize(a) => commands::anonymize::run(a, json),
         Command::Verify(a) => commands::verify::run(a, json),
         Command::Stats(a) => commands::stats::run(a, json),

@@ -30,12 +30,23 @@ pub async fn order(
     let request = policy.request(pb::CoreOperationRequest {
         operation: Some(operation),
     })?;
-    let mut status = policy
+    let status = policy
         .client
         .request_core_operation(request)
         .await
         .map_err(refused)?
         .into_inner();
+    wait_for(&mut policy, status, wait, progress).await
+}
+
+/// Waits for the core's report on the order `status` describes (a spinner when `progress`); returns at once when
+/// `wait` says not to wait.
+pub async fn wait_for(
+    policy: &mut PolicyClient,
+    mut status: pb::CoreOrderStatus,
+    wait: &WaitOptions,
+    progress: bool,
+) -> Result<pb::CoreOrderStatus> {
     if wait.wait_secs == 0 {
         return Ok(status);
     }

@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod analysis;
 pub mod core_orders;
 pub mod download;
 pub mod output;

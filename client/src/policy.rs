@@ -48,6 +48,8 @@ impl std::fmt::Debug for ServiceOptions {
 pub struct PolicyClient {
     /// The gRPC client.
     pub client: PolicyServiceClient<Channel>,
+    /// The analysis environment's service, on the same connection.
+    pub analysis: tokumei_proto::analysis::v1::analysis_service_client::AnalysisServiceClient<Channel>,
     session: Option<Zeroizing<String>>,
 }
 
@@ -82,7 +84,8 @@ impl PolicyClient {
             .await
             .with_context(|| format!("cannot reach the policy service at {}", options.policy_url))?;
         Ok(PolicyClient {
-            client: PolicyServiceClient::new(channel),
+            client: PolicyServiceClient::new(channel.clone()),
+            analysis: tokumei_proto::analysis::v1::analysis_service_client::AnalysisServiceClient::new(channel),
             session,
         })
     }

@@ -353,6 +353,7 @@ pub async fn chapter(
         max_downloads: 0,
         recipients: BTreeSet::from(["sato".to_owned()]),
         link_releases: false,
+        pseudonymised: false,
         // The committee allows one small-cell table convention besides DP, at the platform floor.
         statistics: tokumei_policy::committee::conditions::StatisticsRules {
             small_cell_min: Some(tokumei_policy::committee::conditions::SMALL_CELL_FLOOR),

@@ -150,6 +150,7 @@ async fn approve(
         max_downloads: 30,
         recipients: BTreeSet::from(["sato".to_owned(), "yui".to_owned()]),
         link_releases: false,
+        pseudonymised: false,
         statistics: Default::default(),
     };
     decide(desk, &cast.chair, &app.id, &conditions).await?;

@@ -38,11 +38,14 @@ pub enum Role {
     /// with the operator's or the committee's roles; committee, operator and administrator roles are granted
     /// only when a second administrator approves (four eyes).
     Administrator,
+    /// Output checker of the analysis environment: reads a workspace's output requests with the automatic checks'
+    /// findings, and approves, asks for changes or refuses — never for their own organisation's researchers.
+    OutputChecker,
 }
 
 impl Role {
     /// Every role, in a fixed order (for tables and tests).
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Hospital,
         Role::Researcher,
         Role::CommitteeMember,
@@ -50,23 +53,26 @@ impl Role {
         Role::Operator,
         Role::Auditor,
         Role::Administrator,
+        Role::OutputChecker,
     ];
 
     /// Roles granted only with a second administrator's approval: they decide, operate, grant or inspect.
-    pub const FOUR_EYES: [Role; 5] = [
+    pub const FOUR_EYES: [Role; 6] = [
         Role::CommitteeMember,
         Role::CommitteeChair,
         Role::Operator,
         Role::Administrator,
         Role::Auditor,
+        Role::OutputChecker,
     ];
 
     /// Roles an administrator may not also hold (separation of duties).
-    pub const NOT_WITH_ADMINISTRATOR: [Role; 4] = [
+    pub const NOT_WITH_ADMINISTRATOR: [Role; 5] = [
         Role::CommitteeMember,
         Role::CommitteeChair,
         Role::Operator,
         Role::Auditor,
+        Role::OutputChecker,
     ];
 
     /// The role's stable name (database, CLI, tokens).
@@ -79,6 +85,7 @@ impl Role {
             Role::Operator => "operator",
             Role::Auditor => "auditor",
             Role::Administrator => "administrator",
+            Role::OutputChecker => "output_checker",
         }
     }
 
@@ -212,11 +219,20 @@ pub enum Action {
     VerifyAudit,
     /// Export an inspection bundle of the audit ledger.
     ExportAudit,
+    /// Query, analyse and upload in the analysis workspace of an `on_platform` approval one is a recipient of, and
+    /// ask for an output's release.
+    UseWorkspace,
+    /// Decide a workspace's output request (approve, ask for changes, refuse).
+    CheckOutput,
+    /// Register a researcher as a certified user (認定利活用者), who alone may work on pseudonymised data.
+    CertifyUser,
+    /// Read the analysis environment's usage reports and monitoring alerts.
+    ViewAnalysisUsage,
 }
 
 impl Action {
     /// Every action, in a fixed order (for the authorisation matrix).
-    pub const ALL: [Action; 32] = [
+    pub const ALL: [Action; 36] = [
         Action::SubmitRecords,
         Action::SubmitOptOut,
         Action::ManageUsers,
@@ -249,6 +265,10 @@ impl Action {
         Action::ViewAudit,
         Action::VerifyAudit,
         Action::ExportAudit,
+        Action::UseWorkspace,
+        Action::CheckOutput,
+        Action::CertifyUser,
+        Action::ViewAnalysisUsage,
     ];
 
     /// Stable name, as written in the audit ledger.
@@ -286,6 +306,10 @@ impl Action {
             Action::ViewAudit => "view_audit",
             Action::VerifyAudit => "verify_audit",
             Action::ExportAudit => "export_audit",
+            Action::UseWorkspace => "use_workspace",
+            Action::CheckOutput => "check_output",
+            Action::CertifyUser => "certify_user",
+            Action::ViewAnalysisUsage => "view_analysis_usage",
         }
     }
 }
@@ -434,6 +458,7 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
                 | RunStatistics
                 | DownloadRelease
                 | DeclareDeletion
+                | UseWorkspace
         ),
         Role::CommitteeMember => matches!(action, ViewApplication | CastVote | Recuse | EstimateFees | PlanRelease),
         Role::CommitteeChair => matches!(
@@ -449,6 +474,7 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
                 | SetBudget
                 | AssessReleaseRisk
                 | PlanRelease
+                | CertifyUser
         ),
         Role::Administrator => matches!(action, ManageUsers | ViewUsers),
         Role::Operator => matches!(
@@ -468,6 +494,7 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
                 | ReportRegulator
                 | VerifyAudit
                 | SetPlatformCeiling
+                | ViewAnalysisUsage
         ),
         Role::Auditor => matches!(
             action,
@@ -480,7 +507,9 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
                 | VerifyAudit
                 | ExportAudit
                 | AssessReleaseRisk
+                | ViewAnalysisUsage
         ),
+        Role::OutputChecker => matches!(action, CheckOutput),
     }
 }
 
@@ -568,7 +597,11 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
                 Err(DenialReason::NotApplicant)
             }
         }
-        (Role::Researcher, RunStatistics | DownloadRelease | DeclareDeletion, Resource::Application(a)) => {
+        (
+            Role::Researcher,
+            RunStatistics | DownloadRelease | DeclareDeletion | UseWorkspace,
+            Resource::Application(a),
+        ) => {
             if a.recipients.contains(&actor.username) {
                 Ok(())
             } else {
@@ -606,6 +639,17 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
         (Role::CommitteeChair, RecordViolation | SetBudget, Resource::Platform | Resource::Application(_)) => Ok(()),
         (Role::Operator, BuildRelease | TraceLeak | PlanRelease, Resource::Application(_)) => Ok(()),
         (Role::Operator | Role::Auditor, AssessReleaseRisk, Resource::Application(_)) => Ok(()),
+        // An output checker never judges their own organisation's project, nor one whose data they receive.
+        (Role::OutputChecker, CheckOutput, Resource::Application(a)) => {
+            free_of_conflict(actor, a)?;
+            if a.recipients.contains(&actor.username) {
+                Err(DenialReason::ConflictOfInterest)
+            } else {
+                Ok(())
+            }
+        }
+        (Role::CommitteeChair, CertifyUser, Resource::Platform) => Ok(()),
+        (Role::Operator | Role::Auditor, ViewAnalysisUsage, Resource::Platform) => Ok(()),
         (Role::Administrator, ManageUsers, Resource::Person(p)) => {
             if *p == actor.username {
                 Err(DenialReason::OwnAccount)

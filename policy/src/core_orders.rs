@@ -98,6 +98,17 @@ pub enum CoreOperation {
         /// The instant after its last (RFC 3339).
         to: String,
     },
+    /// A request to the analysis workspace of an on-platform approval (`tokumei_analysis::workspace`): a query, an
+    /// analysis, an upload, an output request, or the release of an approved output. The request's text is emptied
+    /// from the payload once the core reports, as every payload; the ledger keeps its shape and hash.
+    Analysis {
+        /// The workspace's scope, fixed from the approval when the request was admitted.
+        scope: WorkspaceScope,
+        /// The request (`tokumei_analysis::workspace::WorkspaceRequest`, as JSON).
+        request: serde_json::Value,
+        /// The researcher's one-use X25519 public key (64 hex digits), for a query's rows or an analysis's values.
+        recipient_key: Option<String>,
+    },
 }
 
 impl CoreOperation {
@@ -113,6 +124,7 @@ impl CoreOperation {
             CoreOperation::Statistics(_) => "statistics",
             CoreOperation::Sql { .. } => "sql",
             CoreOperation::BuildRelease { .. } => "build_release",
+            CoreOperation::Analysis { .. } => "analysis",
         }
     }
 
@@ -123,6 +135,7 @@ impl CoreOperation {
             CoreOperation::PlanRelease { scope, .. } => Some(&scope.application),
             CoreOperation::Statistics(order) => Some(&order.request.application),
             CoreOperation::BuildRelease { scope, .. } => Some(&scope.application),
+            CoreOperation::Analysis { scope, .. } => Some(&scope.application),
             _ => None,
         }
     }
@@ -137,6 +150,10 @@ impl CoreOperation {
             CoreOperation::Statistics(_) => crate::authorization::Action::RunStatistics,
             CoreOperation::Sql { .. } => crate::authorization::Action::RunOperatorSql,
             CoreOperation::BuildRelease { .. } => crate::authorization::Action::BuildRelease,
+            CoreOperation::Analysis { request, .. } => match request.get("request").and_then(|r| r.as_str()) {
+                Some("release_output") => crate::authorization::Action::CheckOutput,
+                _ => crate::authorization::Action::UseWorkspace,
+            },
             _ => crate::authorization::Action::OperateCore,
         }
     }
@@ -297,6 +314,7 @@ impl CoreOperation {
                 m.insert("approval_revision".into(), scope.approval_revision.into());
                 m
             }
+            CoreOperation::Analysis { scope, request, .. } => analysis_details(&scope.application, request, report),
             CoreOperation::Statistics(order) => {
                 let mut m = pick(&["cells", "differentially_private"]);
                 m.insert("application".into(), order.request.application.clone().into());
@@ -321,6 +339,61 @@ impl CoreOperation {
         }
         serde_json::Value::Object(details)
     }
+}
+
+/// What the ledger keeps of a workspace request and its report: the kind; a query's shape and the SHA-256 of its
+/// text; the tables it read, rows, rows scanned and duration; an analysis's result number and verdict; the rules of
+/// the monitoring's alerts. Never a value of the data nor the text itself.
+fn analysis_details(
+    application: &str,
+    request: &serde_json::Value,
+    report: &serde_json::Value,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("application".into(), application.into());
+    let kind = request.get("request").and_then(|k| k.as_str()).unwrap_or("unknown");
+    m.insert("request".into(), kind.into());
+    let sql = request
+        .get("sql")
+        .or_else(|| request.get("spec").and_then(|s| s.get("sql")))
+        .and_then(|q| q.as_str());
+    if let Some(sql) = sql {
+        m.insert("query".into(), crate::query_shape::redacted(sql).into());
+        m.insert(
+            "query_sha256".into(),
+            hex::encode(sha2::Sha256::digest(sql.as_bytes())).into(),
+        );
+    }
+    if let Some(a) = request
+        .get("spec")
+        .and_then(|s| s.get("analysis"))
+        .and_then(|a| a.as_str())
+    {
+        m.insert("analysis".into(), a.into());
+    }
+    if let Some(n) = request.get("name").and_then(|n| n.as_str()) {
+        m.insert("upload".into(), n.into());
+    }
+    for f in ["rows", "rows_scanned", "duration_ms", "result", "columns"] {
+        if let Some(v) = report.get(f).filter(|v| v.is_number()) {
+            m.insert(f.into(), v.clone());
+        }
+    }
+    if let Some(v) = request.get("result").filter(|v| v.is_number()) {
+        m.insert("result".into(), v.clone());
+    }
+    if let Some(v) = report.get("verdict").and_then(|v| v.as_str()) {
+        m.insert("verdict".into(), v.into());
+    }
+    if let Some(tables) = report.get("tables").and_then(|t| t.as_array()) {
+        let names: Vec<serde_json::Value> = tables.iter().filter(|t| t.is_string()).cloned().collect();
+        m.insert("tables".into(), names.into());
+    }
+    if let Some(alerts) = report.get("alerts").and_then(|a| a.as_array()) {
+        let rules: Vec<serde_json::Value> = alerts.iter().filter_map(|a| a.get("rule").cloned()).collect();
+        m.insert("alerts".into(), rules.into());
+    }
+    m
 }
 
 fn is_key(s: &str) -> bool {
@@ -366,6 +439,40 @@ impl PlanScope {
                 privacy: None,
             },
         }
+    }
+}
+
+/// What a workspace reads, fixed by the policy service from the approval when it admitted a request (the core
+/// reads no committee data): the approved tables and columns, the cohort, and the detail — anonymised under the
+/// approval's model, or pseudonymised for certified users.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceScope {
+    /// The approved application (the workspace's name).
+    pub application: String,
+    /// Tables and columns.
+    pub tables: Vec<crate::committee::TableRequest>,
+    /// The approved cohort filter.
+    pub cohort_filter: String,
+    /// The approved privacy model: the workspace's data are anonymised under it unless `pseudonymised`.
+    pub privacy: Option<crate::committee::PrivacyModel>,
+    /// Pseudonymised detail (仮名加工): no anonymisation, workspace pseudonyms only.
+    pub pseudonymised: bool,
+}
+
+impl WorkspaceScope {
+    /// The workspace of approved `app`.
+    pub fn of(app: &crate::committee::store::ApplicationRecord) -> Result<WorkspaceScope> {
+        let c = app
+            .conditions
+            .as_ref()
+            .ok_or_else(|| PolicyError::InvalidState("the application has no approval conditions".into()))?;
+        Ok(WorkspaceScope {
+            application: app.id.clone(),
+            tables: c.tables.clone(),
+            cohort_filter: c.cohort_filter.clone(),
+            privacy: c.privacy,
+            pseudonymised: c.pseudonymised,
+        })
     }
 }
 

@@ -26,7 +26,7 @@ const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
 /// compiles sqlx, both database drivers and SQLite's C amalgamation a second time for the compiler host
 /// (several minutes of every cold build). The versions, SQL text and therefore checksums are exactly
 /// what the macro produced, so databases migrated by earlier binaries are recognised as up to date.
-const MIGRATIONS: [(i64, &str, &str); 13] = [
+const MIGRATIONS: [(i64, &str, &str); 14] = [
     (
         1,
         "dp budget ledger",
@@ -71,6 +71,11 @@ const MIGRATIONS: [(i64, &str, &str); 13] = [
         13,
         "core exclusions",
         include_str!("../migrations/0013_core_exclusions.sql"),
+    ),
+    (
+        14,
+        "analysis environment",
+        include_str!("../migrations/0014_analysis_environment.sql"),
     ),
 ];
 

@@ -23,6 +23,7 @@ extern crate self as tokumei_policy;
 #[cfg(test)]
 mod store_tests;
 
+pub mod analysis;
 pub mod audit_ledger;
 pub mod authorization;
 pub mod budget_ledger;

@@ -298,6 +298,15 @@ impl Policy {
 
     /// The committee store: inside the crate only — every act on it outside goes through a method of this façade
     /// that authorises and audits.
+    pub(crate) fn db(&self) -> &PolicyDb {
+        &self.db
+    }
+
+    /// The service's general key (ledger entries, tokens; a released analysis output under its own purpose).
+    pub(crate) fn service_key(&self) -> &ServiceKey {
+        &self.key
+    }
+
     pub(crate) fn committee(&self) -> &Committee {
         &self.committee
     }
@@ -385,7 +394,7 @@ impl Policy {
     /// The application `id`, once `actor` may do `action` on it: the role first ([`Policy::check_role`], so a refused
     /// role learns nothing about which applications exist), then the application is read and the full check made
     /// on it. Every refusal is audited.
-    async fn checked_application(
+    pub(crate) async fn checked_application(
         &self,
         actor: &Actor,
         action: Action,
@@ -407,7 +416,7 @@ impl Policy {
 
     /// Audits the result of an authorised action: `ok` with `details`, or `denied`/`failed` with the
     /// error's reason code. Returns the result unchanged.
-    async fn finish<T>(
+    pub(crate) async fn finish<T>(
         &self,
         actor: &str,
         action: &str,
@@ -1076,6 +1085,7 @@ impl Policy {
             UseKind::Build => Action::BuildRelease,
             UseKind::Download | UseKind::Transfer => Action::DownloadRelease,
             UseKind::Statistics => Action::RunStatistics,
+            UseKind::Analysis => Action::UseWorkspace,
         };
         self.checked_application(actor, action, id, origin).await?;
         let now = self.now();
@@ -1111,11 +1121,18 @@ impl Policy {
         self.committee.check_standing(&request, id).await
     }
 
-    /// Re-checks, before a statistics table is read back, that approval `id` still stands for its requester
-    /// (as at every transfer of a file); a refusal is audited with its reason.
-    async fn recheck_statistics(&self, actor: &Actor, id: &str, origin: Origin<'_>) -> Result<()> {
+    /// Re-checks, before a result is read back (a statistics table, a workspace's answer), that a use of approval
+    /// `id` still stands for `actor` (as at every transfer of a file); audited as a read under `action`.
+    async fn recheck_use(
+        &self,
+        actor: &Actor,
+        id: &str,
+        kind: UseKind,
+        action: Action,
+        origin: Origin<'_>,
+    ) -> Result<()> {
         let request = UseRequest {
-            kind: UseKind::Statistics,
+            kind,
             recipient: &actor.username,
             tables: &[],
             today: japan_date(self.now()),
@@ -1123,7 +1140,7 @@ impl Policy {
         let result = self.committee.check_standing(&request, id).await;
         self.finish(
             &actor.username,
-            Action::RunStatistics.as_str(),
+            action.as_str(),
             &format!("application {id}"),
             origin,
             result,
@@ -1548,18 +1565,23 @@ impl Policy {
             }
             // A statistics table or a query's (sealed) rows are the requester's alone: others who may see the queue
             // see where it stands.
-            Ok(status) if matches!(status.operation.as_str(), "statistics" | "sql") => {
+            Ok(status) if matches!(status.operation.as_str(), "statistics" | "sql" | "analysis") => {
                 if status.requested_by == actor.username {
-                    let action = if status.operation == "sql" {
-                        Action::RunOperatorSql
-                    } else {
-                        Action::RunStatistics
+                    let (action, kind) = match status.operation.as_str() {
+                        "sql" => (Action::RunOperatorSql, UseKind::Statistics),
+                        "analysis" if actor.has(crate::authorization::Role::OutputChecker) => {
+                            // A checker's release order: its report is the output they approved.
+                            self.check_role(actor, Action::CheckOutput, origin).await?;
+                            return found;
+                        }
+                        "analysis" => (Action::UseWorkspace, UseKind::Analysis),
+                        _ => (Action::RunStatistics, UseKind::Statistics),
                     };
                     self.check_role(actor, action, origin).await?;
                     // A table is given out only while its approval stands: revoked, expired, or its
                     // requester or their organisation banned since, and the result stays in the zone.
                     if let (Some(application), Some(_)) = (&status.application, &status.result) {
-                        self.recheck_statistics(actor, application, origin).await?;
+                        self.recheck_use(actor, application, kind, action, origin).await?;
                     }
                     return found;
                 }
@@ -1639,6 +1661,20 @@ impl Policy {
                 }
             }
         }
+        if let CoreOperation::Analysis { .. } = &operation {
+            // Settled before the report is stored: an output request is filed, a release signed.
+            if let Err(e) = self
+                .settle_analysis(id, &operation, &requested_by, &outcome, origin)
+                .await
+            {
+                tracing::warn!(
+                    order = id,
+                    reason = e.reason(),
+                    "a workspace report could not be settled"
+                );
+                outcome = OrderOutcome::Failed("SETTLEMENT_FAILED".to_owned());
+            }
+        }
         let (operation, requested_by) = orders.report(id, &outcome, self.now()).await?;
         let action = format!("core.{}", operation.name());
         let event = match &outcome {
@@ -1651,7 +1687,9 @@ impl Policy {
                     AuditEvent::new(&requested_by, &action, "core store", audit_ledger::Outcome::Failed).reason(code);
                 // A refused query is on the ledger by its shape, as a run one is.
                 match &operation {
-                    CoreOperation::Sql { .. } => event.details(operation.audit_details(&json!({}))),
+                    CoreOperation::Sql { .. } | CoreOperation::Analysis { .. } => {
+                        event.details(operation.audit_details(&json!({})))
+                    }
                     _ => event,
                 }
             }

@@ -33,6 +33,8 @@ pub enum SignaturePurpose {
     HospitalDirectory,
     /// An order for the core (`tokumei_store::orders`): the core acts only on orders signed for this purpose.
     CoreOrder,
+    /// An output of the analysis environment an output checker approved (`tokumei/analysis-output/v1`).
+    AnalysisOutput,
 }
 
 impl SignaturePurpose {
@@ -44,6 +46,7 @@ impl SignaturePurpose {
             SignaturePurpose::Release => b"tokumei/release/v1",
             SignaturePurpose::HospitalDirectory => b"tokumei/hospital-directory/v1",
             SignaturePurpose::CoreOrder => b"tokumei/core-order/v1",
+            SignaturePurpose::AnalysisOutput => b"tokumei/analysis-output/v1",
         }
     }
 

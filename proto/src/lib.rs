@@ -31,5 +31,12 @@ pub mod release {
     }
 }
 
+pub mod analysis {
+    /// `tokumei.analysis.v1`: the remote analysis environment (workspaces, output requests and their checking).
+    pub mod v1 {
+        tonic::include_proto!("tokumei.analysis.v1");
+    }
+}
+
 pub mod bounded;
 mod redacted_debug;

@@ -19,6 +19,7 @@ pub mod pseudonym;
 pub mod risk;
 pub mod sealed_file;
 pub mod trace;
+pub mod workspace;
 pub mod zone;
 
 pub use error::ReleaseError;

@@ -124,6 +124,16 @@ pub enum Operation {
     },
     /// A statistical table over the research view (`statistics`), its loss paid before the order was signed.
     Statistics(tokumei_catalogue::statistics::StatisticsOrder),
+    /// A request to an analysis workspace (`tokumei_analysis::workspace`), answered by the [`Planner`] over the
+    /// approval's cohort; what only the researcher may read is sealed to their key.
+    Analysis {
+        /// The workspace's scope as the policy service fixed it from the approval (read by the planner).
+        scope: serde_json::Value,
+        /// The request (read by the planner).
+        request: serde_json::Value,
+        /// The researcher's one-use X25519 public key, hex, for a query's rows or an analysis's result.
+        recipient_key: Option<String>,
+    },
     /// Count what the regulator's report needs, in the window the order gives.
     RegulatorFigures {
         /// The quarter (for the report; the window is `from`, `to`).
@@ -267,6 +277,25 @@ pub trait Planner: Send + Sync {
         order: u64,
         ordered: (&'a serde_json::Value, &'a str),
     ) -> PlanFuture<'a>;
+
+    /// Answers a request to an analysis workspace: reads the approval's cohort from `store` (pseudonyms under the
+    /// workspace's key, unwrapped with `keys`), answers in the workspace and seals what only the researcher may read.
+    fn analyse<'a>(&'a self, store: &'a Store, keys: &'a dyn KeyService, asked: AnalysisOrder<'a>) -> PlanFuture<'a>;
+}
+
+/// A workspace request as an order carries it, for [`Planner::analyse`].
+#[derive(Debug, Clone, Copy)]
+pub struct AnalysisOrder<'a> {
+    /// The order's number (the query's or the result's number in the workspace).
+    pub order: u64,
+    /// The workspace's scope, as the policy service fixed it.
+    pub scope: &'a serde_json::Value,
+    /// The request.
+    pub request: &'a serde_json::Value,
+    /// Who asked.
+    pub user: &'a str,
+    /// The researcher's one-use key, hex.
+    pub recipient_key: Option<&'a str>,
 }
 
 /// An erasure handed to the core's main loop, which carries it out between chunks ([`Applier::carry_out_order`])
@@ -300,6 +329,25 @@ pub async fn carry_out(
         Operation::PlanRelease { scope, params } => match planner {
             Some(p) => p.plan(store, scope, params).await,
             None => Err(StoreError::Orders("this core runs without a release planner".into())),
+        },
+        Operation::Analysis {
+            scope,
+            request,
+            recipient_key,
+        } => match planner {
+            Some(p) => {
+                let asked = AnalysisOrder {
+                    order: order.id,
+                    scope,
+                    request,
+                    user: &order.requested_by,
+                    recipient_key: recipient_key.as_deref(),
+                };
+                p.analyse(store, keys, asked).await
+            }
+            None => Err(StoreError::Orders(
+                "this core runs without an analysis environment".into(),
+            )),
         },
         Operation::BuildRelease { scope, intake_key } => match planner {
             Some(p) => p.build(store, keys, order.id, (scope, intake_key)).await,

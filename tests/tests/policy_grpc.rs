@@ -413,6 +413,7 @@ async fn committee_workflow_over_grpc() {
         max_downloads: 2,
         recipients: vec!["rin".into()],
         link_releases: false,
+        pseudonymised: false,
         statistics: None,
     };
     let mut bad = conditions.clone();

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod access;
+pub mod analysis;
 pub mod anonymize;
 pub mod apply;
 pub mod audit;

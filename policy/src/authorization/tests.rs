@@ -25,7 +25,7 @@ fn auth_for(role: Role) -> AuthMethod {
 /// An application on which `username` (of organisation `org-x`) has every relation its role could use:
 /// applicant (researchers), assigned reviewer (members and chairs), recipient.
 fn favourable_application(role: Role, username: &str) -> ApplicationFacts {
-    let committee = matches!(role, Role::CommitteeMember | Role::CommitteeChair);
+    let committee = matches!(role, Role::CommitteeMember | Role::CommitteeChair | Role::OutputChecker);
     ApplicationFacts {
         id: "A-1".into(),
         // Committee members must not be the applicant (conflict of interest): someone else filed it.
@@ -41,7 +41,12 @@ fn favourable_application(role: Role, username: &str) -> ApplicationFacts {
         },
         reviewers: BTreeSet::from([username.to_owned()]),
         recused: BTreeSet::new(),
-        recipients: BTreeSet::from([username.to_owned()]),
+        // An output checker judges a project whose data they do not receive.
+        recipients: if role == Role::OutputChecker {
+            BTreeSet::from(["other-researcher".to_owned()])
+        } else {
+            BTreeSet::from([username.to_owned()])
+        },
     }
 }
 
@@ -52,10 +57,10 @@ fn favourable_resource(role: Role, action: Action, username: &str) -> Resource {
         SubmitRecords | SubmitOptOut => Resource::Institution(username.into()),
         ManageUsers | ViewUsers | FileApplication | ExportBans | ImportBans | RunOperatorSql | OperateCore
         | PublishRegister | ReportRegulator | ViewAudit | VerifyAudit | ExportAudit => Resource::Platform,
-        RecordViolation | SetBudget | SetPlatformCeiling => Resource::Platform,
+        RecordViolation | SetBudget | SetPlatformCeiling | CertifyUser | ViewAnalysisUsage => Resource::Platform,
         ViewApplication | AmendApplication | AssignReviewers | CastVote | Recuse | DecideApplication
         | RevokeApproval | EstimateFees | RunStatistics | BuildRelease | DownloadRelease | TraceLeak
-        | AssessReleaseRisk | PlanRelease | DeclareDeletion => {
+        | AssessReleaseRisk | PlanRelease | DeclareDeletion | UseWorkspace | CheckOutput => {
             Resource::Application(favourable_application(role, username))
         }
     }
@@ -89,6 +94,10 @@ fn expected(role: Role, action: Action) -> bool {
         ReportRegulator => &[Operator, Auditor],
         ViewAudit | ExportAudit => &[Auditor],
         VerifyAudit => &[Operator, Auditor],
+        UseWorkspace => &[Researcher],
+        CheckOutput => &[OutputChecker],
+        CertifyUser => &[CommitteeChair],
+        ViewAnalysisUsage => &[Operator, Auditor],
     };
     roles.contains(&role)
 }
@@ -111,7 +120,7 @@ fn every_role_action_pair_matches_the_expected_table() {
     }
     assert_eq!(unauthorised_successes, vec![], "unauthorised successes");
     assert_eq!(wrongly_refused, vec![], "granted pairs refused");
-    assert_eq!(Role::ALL.len() * Action::ALL.len(), 7 * 32);
+    assert_eq!(Role::ALL.len() * Action::ALL.len(), 8 * 36);
 }
 
 #[test]

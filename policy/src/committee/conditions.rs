@@ -183,6 +183,11 @@ pub struct ApprovalConditions {
     /// How statistics may be protected and grouped (statistics channel).
     #[serde(default)]
     pub statistics: StatisticsRules,
+    /// On-platform channel: the workspace shows pseudonymised data (仮名加工医療情報: linkage keys replaced by
+    /// workspace pseudonyms, no k) rather than data anonymised under `privacy`; only recipients the committee
+    /// registered as certified users (認定利活用者) may open it.
+    #[serde(default)]
+    pub pseudonymised: bool,
 }
 
 impl ApprovalConditions {
@@ -271,6 +276,11 @@ impl ApprovalConditions {
                 }
             }
         }
+        if self.pseudonymised && self.channel != Channel::OnPlatform {
+            return Err(PolicyError::Invalid(
+                "only an on-platform approval may grant pseudonymised data".into(),
+            ));
+        }
         if self.max_downloads == 0 && self.channel == Channel::File {
             return Err(PolicyError::Invalid(
                 "a file approval must allow at least one download".into(),
@@ -289,6 +299,8 @@ pub enum UseKind {
     Download,
     /// Running statistics against the approval's budget.
     Statistics,
+    /// Working in the analysis workspace of an on-platform approval (queries, analyses, uploads, output requests).
+    Analysis,
     /// Continuing a download already admitted (each HTTPS request of it): re-checked, never counted, so a
     /// revocation, ban or expiry stops a token that was issued before it.
     Transfer,
@@ -363,6 +375,7 @@ pub fn check_use(approval: &ApprovalState<'_>, request: &UseRequest<'_>) -> Resu
     let channel_ok = match request.kind {
         UseKind::Build | UseKind::Download | UseKind::Transfer => c.channel == Channel::File,
         UseKind::Statistics => c.channel == Channel::Statistics,
+        UseKind::Analysis => c.channel == Channel::OnPlatform,
     };
     if !channel_ok {
         return Err(violated(
@@ -419,6 +432,7 @@ mod tests {
             max_downloads: 2,
             recipients: BTreeSet::from(["alice".to_owned()]),
             link_releases: false,
+            pseudonymised: false,
             statistics: Default::default(),
         }
     }

@@ -164,6 +164,7 @@ pub fn conditions_from_proto(c: pb::ApprovalConditions) -> Result<ApprovalCondit
         max_downloads: c.max_downloads,
         recipients: c.recipients.into_iter().collect::<BTreeSet<_>>(),
         link_releases: c.link_releases,
+        pseudonymised: c.pseudonymised,
         statistics: c
             .statistics
             .map(|s| crate::committee::conditions::StatisticsRules {
@@ -259,6 +260,7 @@ pub fn conditions_to_proto(c: &ApprovalConditions) -> pb::ApprovalConditions {
         max_downloads: c.max_downloads,
         recipients: c.recipients.iter().cloned().collect(),
         link_releases: c.link_releases,
+        pseudonymised: c.pseudonymised,
         // Absent when the committee set nothing (DP only, any approved column): what was sent comes back.
         statistics: (c.statistics != Default::default()).then(|| pb::StatisticsRules {
             small_cell_min: c.statistics.small_cell_min,
@@ -574,6 +576,7 @@ mod tests {
             max_downloads: 2,
             recipients: vec!["alice".into(), "bob".into()],
             link_releases: false,
+            pseudonymised: false,
             statistics: Some(pb::StatisticsRules {
                 small_cell_min: Some(12),
                 groupable: vec![],

@@ -40,6 +40,7 @@
 //! (an unparseable date, an unknown channel, role or use kind, a missing form) is `INVALID_ARGUMENT` with
 //! reason `INVALID_ARGUMENT`.
 
+pub mod analysis;
 pub mod audited;
 pub mod convert;
 pub mod core_orders;
@@ -109,7 +110,8 @@ pub fn code_for_reason(reason: &str) -> Code {
         | "RECIPIENT_NOT_APPROVED"
         | "CHANNEL_NOT_APPROVED"
         | "TABLE_NOT_APPROVED"
-        | "COLUMN_NOT_APPROVED" => Code::PermissionDenied,
+        | "COLUMN_NOT_APPROVED"
+        | "NOT_CERTIFIED" => Code::PermissionDenied,
         "NOT_APPROVED"
         | "APPROVAL_EXPIRED"
         | "APPROVAL_REVOKED"
@@ -122,7 +124,9 @@ pub fn code_for_reason(reason: &str) -> Code {
         | "QUORUM_NOT_MET"
         | "SERVICE_RUNNING"
         | "LEGACY_SEEDS"
-        | "BUDGET_BELOW_SPENT" => Code::FailedPrecondition,
+        | "BUDGET_BELOW_SPENT"
+        | "CHECKS_REFUSED"
+        | "OUTPUT_NOT_RELEASED" => Code::FailedPrecondition,
         "NOT_FOUND" | "UNKNOWN_PROJECT" => Code::NotFound,
         "ALREADY_EXISTS" => Code::AlreadyExists,
         "INVALID_ARGUMENT" | "INVALID_PRIVACY_PARAMETERS" => Code::InvalidArgument,

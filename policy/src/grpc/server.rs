@@ -247,6 +247,9 @@ impl BoundServer {
             .with_pins(pins)
             .into_server()
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let analysis = super::analysis::AnalysisGrpc::new(policy.clone())
+            .into_server()
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let service = super::audited::AuditedPolicyGrpc::new(PolicyGrpc::new(policy))
             .into_server()
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -255,6 +258,7 @@ impl BoundServer {
             .add_service(service)
             .add_service(core_orders)
             .add_service(release_zone)
+            .add_service(analysis)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await?;
         tracing::info!(%addr, "policy service stopped");

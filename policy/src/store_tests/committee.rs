@@ -232,6 +232,7 @@ fn conditions(recipients: &[&str]) -> ApprovalConditions {
         max_downloads: 2,
         recipients: recipients.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
         link_releases: false,
+        pseudonymised: false,
         statistics: Default::default(),
     }
 }

@@ -294,6 +294,15 @@ fn unreadable(what: &str) -> tokumei_store::StoreError {
 }
 
 impl tokumei_store::orders::Planner for CorePlanner {
+    fn analyse<'a>(
+        &'a self,
+        store: &'a Store,
+        keys: &'a dyn tokumei_keys::KeyService,
+        asked: tokumei_store::orders::AnalysisOrder<'a>,
+    ) -> tokumei_store::orders::PlanFuture<'a> {
+        Box::pin(crate::workspace::analyse(&self.home, store, keys, asked))
+    }
+
     fn plan<'a>(
         &'a self,
         store: &'a Store,
