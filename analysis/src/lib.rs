@@ -15,12 +15,14 @@
 //!   patients, narrowing chains, one shape asked over and over), raised as alerts for the operators;
 //! - [`sql`]: a workspace's SQL, DataFusion over the workspace's own tables only, read-only, under memory and time
 //!   limits, with nothing spilled to disk;
+//! - [`lineage`]: the rules an analysis's query must follow so that each row's `patient` label is its own patient's;
 //! - [`workspace`]: a workspace as the core runs it — the requests it answers (queries, analyses, uploads, output
 //!   requests and releases), its state on disk and the conversions between its SQL and the analyses.
 
 #![warn(missing_docs)]
 
 pub mod analyses;
+pub mod lineage;
 pub mod monitoring;
 pub mod output_check;
 pub mod sql;

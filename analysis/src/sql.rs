@@ -19,6 +19,9 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::DFParser;
 
+/// The Arrow types a workspace's tables are registered in.
+pub use datafusion::arrow;
+
 /// What a query may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -61,6 +64,9 @@ pub enum SqlError {
     /// A table could not be registered (a bad name, a repeated one).
     #[error("[INVALID_TABLE] table {0} cannot be registered")]
     InvalidTable(String),
+    /// An analysis's frame whose `patient` labels are not the rows' own patients (`crate::lineage`).
+    #[error("[FRAME_LINEAGE] the analysis's query is refused: {0}")]
+    Lineage(String),
 }
 
 impl SqlError {
@@ -73,6 +79,7 @@ impl SqlError {
             SqlError::Memory(_) => "SQL_MEMORY",
             SqlError::TooManyRows(_) => "RESULT_TOO_LARGE",
             SqlError::InvalidTable(_) => "INVALID_TABLE",
+            SqlError::Lineage(_) => "FRAME_LINEAGE",
         }
     }
 }
@@ -142,6 +149,20 @@ impl WorkspaceSql {
 
     /// Runs `query` as [`Self::query`] does, and names the tables its plan scans.
     pub async fn query_traced(&self, query: &str) -> Result<Traced, SqlError> {
+        self.run(query, None).await
+    }
+
+    /// Runs an analysis's frame query: as [`Self::query_traced`], once its optimised plan passes the lineage rules
+    /// (`crate::lineage`) over the approval's tables `scope`.
+    pub async fn query_frame(
+        &self,
+        query: &str,
+        scope: &std::collections::BTreeSet<String>,
+    ) -> Result<Traced, SqlError> {
+        self.run(query, Some(scope)).await
+    }
+
+    async fn run(&self, query: &str, lineage: Option<&std::collections::BTreeSet<String>>) -> Result<Traced, SqlError> {
         let statements = DFParser::parse_sql(query).map_err(|_| SqlError::Failed)?;
         if statements.len() != 1 {
             return Err(SqlError::Refused);
@@ -159,6 +180,10 @@ impl WorkspaceSql {
                 .with_allow_statements(false)
                 .verify_plan(&plan)
                 .map_err(|_| SqlError::Refused)?;
+            if let Some(scope) = lineage {
+                let optimised = self.ctx.state().optimize(&plan).map_err(|_| SqlError::Failed)?;
+                crate::lineage::check(&optimised, scope).map_err(SqlError::Lineage)?;
+            }
             let tables = scanned_tables(&plan);
             let frame = self
                 .ctx

@@ -2,6 +2,9 @@
 //! logistic and a linear regression on 1 M rows × 10 covariates, and the automatic output checks of a 1,000-cell
 //! table against a workspace history of earlier tables (differencing included).
 //!
+//! It also times a grouped query of a workspace's SQL over 10 M rows (patients by prefecture and sex, with a mean
+//! and a distinct-patient count), through the same engine and limits as a workspace's.
+//!
 //! The rows are synthetic: covariates drawn uniformly, a binary outcome drawn from a known logistic model (the fit's
 //! coefficients are reported beside the true ones, so a wrong fit shows), each row belonging to one of the patients.
 //! The history's tables partition the same patients differently, so every new cell overlaps many earlier ones.
@@ -42,6 +45,9 @@ pub struct AnalysisBench {
     /// Seed.
     #[arg(long, default_value_t = 19)]
     pub seed: u64,
+    /// Rows of the grouped query's table (0: skip it).
+    #[arg(long, default_value_t = 10_000_000)]
+    pub query_rows: usize,
 }
 
 #[derive(Serialize)]
@@ -61,7 +67,81 @@ struct Report {
     milliseconds_checks: f64,
     check_verdict: String,
     check_findings: usize,
+    query_rows: usize,
+    /// `SELECT prefecture, sex, count(*), avg(value) ... GROUP BY prefecture, sex`.
+    seconds_grouped_query: f64,
+    /// The same with `count(DISTINCT patient)`.
+    seconds_grouped_distinct_patients: f64,
     peak_rss_mib: f64,
+}
+
+/// A workspace table of `rows` rows: a 32-hex patient pseudonym (`rows / 10` patients), prefecture, sex, value.
+fn query_table(
+    rows: usize,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<Vec<tokumei_analysis::sql::arrow::record_batch::RecordBatch>> {
+    use std::sync::Arc;
+    use tokumei_analysis::sql::arrow::array::{ArrayRef, Float64Array, StringArray};
+    use tokumei_analysis::sql::arrow::datatypes::{DataType, Field, Schema};
+    use tokumei_analysis::sql::arrow::record_batch::RecordBatch;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("patient", DataType::Utf8, false),
+        Field::new("prefecture", DataType::Utf8, false),
+        Field::new("sex", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, true),
+    ]));
+    let prefectures: Vec<String> = (1..=47).map(|p| format!("{p:02}")).collect();
+    let patients = (rows / 10).max(1);
+    let mut batches = Vec::new();
+    let chunk = 1 << 20;
+    for start in (0..rows).step_by(chunk) {
+        let n = chunk.min(rows - start);
+        let ids: Vec<usize> = (0..n).map(|_| rng.random_range(0..patients)).collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(ids.iter().map(|p| format!("{p:032x}")))),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|p| prefectures[p % 47].as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|p| if p % 2 == 0 { "F" } else { "M" }),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                (0..n).map(|_| rng.random_range(4.0..12.0)),
+            )),
+        ];
+        batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    Ok(batches)
+}
+
+/// The median seconds of the two grouped queries over `rows` rows, through a workspace's SQL engine and limits.
+fn grouped_queries(a: &AnalysisBench, rng: &mut rand::rngs::StdRng) -> Result<(f64, f64)> {
+    use tokumei_analysis::sql::{Limits, WorkspaceSql};
+    if a.query_rows == 0 {
+        return Ok((f64::NAN, f64::NAN));
+    }
+    let batches = query_table(a.query_rows, rng)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let sql = WorkspaceSql::new(Limits::default())?;
+        sql.register("observations", batches)?;
+        let mut times = (Vec::new(), Vec::new());
+        for _ in 0..a.runs.max(1) {
+            let started = Instant::now();
+            let rows = sql
+                .query("SELECT prefecture, sex, count(*) AS n, avg(value) AS mean FROM observations GROUP BY prefecture, sex")
+                .await?;
+            times.0.push(started.elapsed().as_secs_f64());
+            anyhow::ensure!(rows.iter().map(|b| b.num_rows()).sum::<usize>() == 94, "94 groups expected");
+            let started = Instant::now();
+            sql.query(
+                "SELECT prefecture, sex, count(DISTINCT patient) AS patients FROM observations GROUP BY prefecture, sex",
+            )
+            .await?;
+            times.1.push(started.elapsed().as_secs_f64());
+        }
+        Ok((median(times.0), median(times.1)))
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -156,6 +236,7 @@ pub fn run(a: AnalysisBench, json: bool) -> Result<()> {
         check_times.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     let report = report.map(|r| (format!("{:?}", r.verdict).to_lowercase(), r.findings.len()));
+    let (seconds_grouped_query, seconds_grouped_distinct_patients) = grouped_queries(&a, &mut rng)?;
     let out = Report {
         machine: machine(),
         rows: a.rows,
@@ -171,6 +252,9 @@ pub fn run(a: AnalysisBench, json: bool) -> Result<()> {
         milliseconds_checks: median(check_times),
         check_verdict: report.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
         check_findings: report.map_or(0, |r| r.1),
+        query_rows: a.query_rows,
+        seconds_grouped_query,
+        seconds_grouped_distinct_patients,
         peak_rss_mib: peak_rss_mib(None),
     };
     emit(json, &out, |r| {
@@ -186,6 +270,10 @@ pub fn run(a: AnalysisBench, json: bool) -> Result<()> {
         println!(
             "  automatic checks of a {}-cell table against {} earlier tables ({} sets): {:.1} ms, {} ({} findings)",
             r.cells, r.history_tables, r.history_sets, r.milliseconds_checks, r.check_verdict, r.check_findings
+        );
+        println!(
+            "  grouped query over {} rows (94 groups): {:.2} s; with count(DISTINCT patient): {:.2} s",
+            r.query_rows, r.seconds_grouped_query, r.seconds_grouped_distinct_patients
         );
         println!("  peak RSS {:.0} MiB", r.peak_rss_mib);
     })

@@ -28,9 +28,13 @@
 //! ledger verified by the service, an exported inspection bundle verified and an edited copy caught.
 //! Chapter 8 — the operator holds no key: `tokumei store status` and `store compact` from a desk holding the CA only
 //! are orders the core carries out; the researcher's table and a second release asked with the `tokumei` command.
+//! Chapter 9 — the remote analysis environment: an on-platform approval with pseudonymised detail, the researcher
+//! certified, a query and a regression in her workspace, a disclosive output flagged by the automatic checks and
+//! refused by the output checker, the fixed output approved, released signed and fetched.
 
 #![warn(missing_docs)]
 
+mod analysis;
 pub mod committee;
 pub mod desk;
 mod directory;
@@ -104,6 +108,7 @@ struct DemoReport {
     release: Option<crate::release::ReleaseChapter>,
     services: Option<crate::services::ServicesStep>,
     transparency: Option<crate::committee::TransparencyChapter>,
+    analysis: Option<crate::analysis::AnalysisChapter>,
     regulator_core_figures: Option<tokumei_store::regulator::CoreFigures>,
 }
 
@@ -420,6 +425,8 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             report.research_patient_rows.saturating_sub(report.research_patients)
         ));
         report.services = Some(services);
+        say("\ntokumei demo — chapter 9: the remote analysis environment: analyse where the data lie, take out only checked results");
+        report.analysis = Some(crate::analysis::chapter(&cast, &say).await?);
         platform.stop()?;
         anyhow::Ok(())
     })?;

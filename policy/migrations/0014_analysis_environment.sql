@@ -8,13 +8,14 @@ CREATE TABLE certified_users (
     expires_on      TEXT   NOT NULL
 );
 -- Output requests of the workspaces: what a researcher asked to take out (aggregates: the content the output checker
--- reads), the automatic checks' findings, the checker's decision and, once released, the platform's signature.
--- `id` is the number of the core order that prepared the request.
+-- reads; withheld when the checks refused it), the automatic checks' findings, the checker's decision and, once
+-- released, the platform's signature. `id` is the number of the core order that prepared the request.
 CREATE TABLE analysis_outputs (
     id              BIGINT NOT NULL PRIMARY KEY,
     application     TEXT   NOT NULL,
     result          BIGINT NOT NULL,
     analysis        TEXT   NOT NULL,
+    computed_by     TEXT   NOT NULL,
     requested_by    TEXT   NOT NULL,
     requested_at_ms BIGINT NOT NULL,
     verdict         TEXT   NOT NULL,

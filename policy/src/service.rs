@@ -1569,8 +1569,15 @@ impl Policy {
                 if status.requested_by == actor.username {
                     let (action, kind) = match status.operation.as_str() {
                         "sql" => (Action::RunOperatorSql, UseKind::Statistics),
-                        "analysis" if actor.has(crate::authorization::Role::OutputChecker) => {
-                            // A checker's release order: its report is the output they approved.
+                        // A checker's release order (by the order, not by the caller's roles: a researcher who also
+                        // checks outputs reads their own workspace's answers only while the approval stands): its
+                        // report is the output they approved.
+                        "analysis"
+                            if crate::analysis::AnalysisRegisters::new(self.db.clone())
+                                .by_release_order(id)
+                                .await
+                                .is_ok() =>
+                        {
                             self.check_role(actor, Action::CheckOutput, origin).await?;
                             return found;
                         }

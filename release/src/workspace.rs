@@ -12,6 +12,7 @@
 //! values — is sealed to the key their client made for this one request, so the policy service that relays the
 //! report never holds it. The workspace's state lives under `core/workspaces/<application>/`.
 
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use deltalake::arrow::array::{ArrayRef, Float64Array, StringArray};
@@ -68,11 +69,12 @@ pub async fn analyse(
     let state = WorkspaceState::open(&workspace_dir(home, &scope.application)?)
         .map_err(|e| declined(e.code(), e.to_string()))?;
     let sql = WorkspaceSql::new(Limits::default()).map_err(|e| declined(e.code(), e.to_string()))?;
+    let (mut tables, mut known) = (BTreeSet::new(), HashSet::new());
     if reads_data {
         let key = PseudonymKey::for_project(home, keys, &format!("{}-workspace", scope.application))
             .await
             .map_err(|e| declined(&e.reason(), e.to_string()))?;
-        fill(store, &sql, &scope, &key).await?;
+        (tables, known) = fill(store, &sql, &scope, &key).await?;
         for (name, csv) in state.uploads().map_err(|e| declined(e.code(), e.to_string()))? {
             let batch = upload_batch(&csv).map_err(|e| declined(e.code(), e.to_string()))?;
             sql.register(&format!("upload_{name}"), vec![batch])
@@ -82,6 +84,8 @@ pub async fn analyse(
     let cx = Context {
         state: &state,
         sql: &sql,
+        scope: &tables,
+        known: &known,
         rules: &Rules::default(),
         monitor: &MonitorRules::default(),
         order: asked.order,
@@ -126,8 +130,14 @@ fn workspace_dir(home: &std::path::Path, application: &str) -> Result<std::path:
 }
 
 /// Registers the scope's tables, read for the cohort, in the workspace's SQL: the pseudonym as `patient`, measured
-/// values as numbers, everything else as text (as released: month dates, fixed precision).
-async fn fill(store: &Store, sql: &WorkspaceSql, scope: &WorkspaceScope, key: &PseudonymKey) -> Result<(), StoreError> {
+/// values as numbers, everything else as text (as released: month dates, fixed precision). Returns the tables'
+/// names and the workspace's patients (the only labels an analysis's rows may carry).
+async fn fill(
+    store: &Store,
+    sql: &WorkspaceSql,
+    scope: &WorkspaceScope,
+    key: &PseudonymKey,
+) -> Result<(BTreeSet<String>, HashSet<String>), StoreError> {
     let tables = release_scope(&scope.tables).map_err(|e| declined(&e.reason(), e.to_string()))?;
     let mut sheets = read_scope(store, &tables, &scope.cohort_filter, key)
         .await
@@ -147,12 +157,15 @@ async fn fill(store: &Store, sql: &WorkspaceSql, scope: &WorkspaceScope, key: &P
             })?;
         protect_and_check(&mut sheets, &model, &|_| {}).map_err(|e| declined(&e.reason(), e.to_string()))?;
     }
+    let (mut names, mut patients) = (BTreeSet::new(), HashSet::new());
     for (table, sheet) in sheets {
         let batch = batch_of(table, &sheet).map_err(|_| declined("WORKSPACE_STATE", "a table could not be read"))?;
         sql.register(table.name(), vec![batch])
             .map_err(|e| declined(e.code(), e.to_string()))?;
+        names.insert(table.name().to_owned());
+        patients.extend(sheet.columns.first().into_iter().flatten().cloned());
     }
-    Ok(())
+    Ok((names, patients))
 }
 
 fn batch_of(table: Table, sheet: &Sheet) -> Result<RecordBatch, deltalake::arrow::error::ArrowError> {

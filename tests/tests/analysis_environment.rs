@@ -196,7 +196,7 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
     assert!(!Path::new("/tmp/tokumei-leak.csv").exists());
 
     // A logistic regression, answered and kept in the workspace.
-    let sql = "SELECT patient, CASE WHEN sex = (SELECT min(sex) FROM patients) THEN 1.0 ELSE 0.0 END AS first_sex, \
+    let sql = "SELECT patient, CASE WHEN sex = 'F' THEN 1.0 ELSE 0.0 END AS first_sex, \
                CAST(substr(birth_date, 1, 4) AS DOUBLE) AS birth_year FROM patients";
     let fit = ok(&run(
         &rika,
@@ -216,6 +216,27 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
         ],
     ));
     assert_eq!(fit["result"]["coefficients"].as_array().map(Vec::len), Some(2), "{fit}");
+    // One patient's birth date attached to every other patient's label: refused before it runs.
+    let relabelled = run(
+        &rika,
+        &[
+            "analysis",
+            "run",
+            "--application",
+            &id,
+            "--kind",
+            "describe",
+            "--value",
+            "birth_year",
+            "--sql",
+            &format!(
+                "SELECT q.patient, CAST(substr(p.birth_date, 1, 4) AS DOUBLE) AS birth_year FROM patients p \
+                 CROSS JOIN patients q WHERE p.patient = '{patient}'"
+            ),
+        ],
+    );
+    let stderr = refused(&relabelled, "FRAME_LINEAGE");
+    assert!(!stderr.contains(&patient), "{stderr}");
 
     // A cross-tabulation by prefecture: small cells, refused by the checks; the checker cannot approve it.
     let by_prefecture = ok(&run(
@@ -249,7 +270,10 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
     assert!(listed.to_string().contains(&format!("\"id\":{output}")), "{listed}");
     assert!(listed[0]["content"].is_null(), "a list carries no content: {listed}");
     let seen = ok(&run(&oto, &["analysis", "output", "--id", &output]));
-    assert!(seen["content"]["counts"].is_array(), "{seen}");
+    assert!(
+        seen["content"].is_null(),
+        "a refused output's values left the workspace: {seen}"
+    );
     assert!(seen["checks"].to_string().contains("THRESHOLD"), "{seen}");
     refused(
         &run(
@@ -281,6 +305,14 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
         ],
     ));
     assert_eq!(changed["state"], "changes_requested", "{changed}");
+    // The same result is not put to another checker.
+    refused(
+        &run(
+            &rika,
+            &["analysis", "request-output", "--application", &id, "--result", &result],
+        ),
+        "ALREADY_REQUESTED",
+    );
 
     // Fixed: by sex alone. The researcher's own organisation's checker is refused; another approves.
     let by_sex = ok(&run(
@@ -356,7 +388,8 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
         assert!(std::time::Instant::now() < deadline, "never released: {o}");
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
-    let file = desk.path().join("..").join(format!("output-{fixed}.json"));
+    let outputs = tempfile::tempdir().unwrap();
+    let file = outputs.path().join(format!("output-{fixed}.json"));
     let fetched = ok(&run(
         &rika,
         &["analysis", "fetch", "--id", &fixed, "--out", file.to_str().unwrap()],
@@ -410,6 +443,23 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
     assert!(mine["usage"]["rows_scanned"].as_u64().unwrap() > 0, "{usage}");
     assert!(usage["alerts"].to_string().contains("FEW_PATIENTS"), "{usage}");
     refused(&run(&rika, &["analysis", "usage"]), "ROLE_NOT_PERMITTED");
+
+    // The committee revokes the approval: the workspace closes, and what was released is no longer handed out.
+    let revoked = ok(&run(
+        &committee.chair,
+        &["committee", "revoke", &id, "--reason", "breach found"],
+    ));
+    assert_eq!(revoked["status"], "revoked", "{revoked}");
+    refused(&query(&rika, "SELECT count(*) AS n FROM patients"), "APPROVAL_REVOKED");
+    refused(&run(&rika, &["analysis", "output", "--id", &fixed]), "APPROVAL_REVOKED");
+    refused(
+        &run(
+            &rika,
+            &["analysis", "fetch", "--id", &fixed, "--out", file.to_str().unwrap()],
+        ),
+        "APPROVAL_REVOKED",
+    );
+    assert!(!file.exists());
 
     // The ledger: each query by shape and hash, never its literal; the release and its provision.
     let entries = common::people::ledger(h).await;

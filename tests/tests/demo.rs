@@ -305,6 +305,22 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     assert_eq!(b["desk_files"], serde_json::json!(["ca.crt"]), "{b}");
     assert_eq!(b["outbox_files"], serde_json::json!([]), "{b}");
 
+    // Chapter 9: the analysis environment. Pseudonymised data for a certified user only; the disclosive table
+    // flagged by the checks and not approvable; the fixed one released signed.
+    let a = &r["analysis"];
+    assert!(a["not_certified"].as_str().unwrap().contains("NOT_CERTIFIED"), "{a}");
+    assert!(a["patients_counted"].as_u64().unwrap() >= 500, "{a}");
+    assert_eq!(a["regression"].as_array().map(Vec::len), Some(2), "{a}");
+    assert_eq!(a["disclosive_verdict"], "refused", "{a}");
+    assert!(a["disclosive_rules"].to_string().contains("THRESHOLD"), "{a}");
+    assert!(
+        a["approval_refused"].as_str().unwrap().contains("CHECKS_REFUSED"),
+        "{a}"
+    );
+    assert_ne!(a["released_verdict"], "refused", "{a}");
+    assert_eq!(a["released_sha256"].as_str().unwrap().len(), 64, "{a}");
+    assert!(a["usage"]["usage"]["analyses"].as_u64().unwrap() >= 3, "{a}");
+
     // The demo is a client from chapter 3 on: after the installer's bootstrap (on the host, once), every entry of the
     // ledger carries the source of a request that reached a service over the network — the policy service's gRPC,
     // or the release service's HTTPS transfers. (A source is what the service recorded for the request; the demo
@@ -337,10 +353,11 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
             .map(|(_, _, n)| n)
             .sum::<i64>()
     };
-    // Enrolment of the ten people of chapter 3 and yui; the votes of both applications; the statistics orders; the
-    // recipients' transfers.
-    assert_eq!(through("grpc:", "user.enrol"), 11, "{sources:?}");
-    assert_eq!(through("grpc:", "review.vote"), 6, "{sources:?}");
+    // Enrolment of the ten people of chapter 3, yui and the output checker; the votes of the three applications; the
+    // statistics orders; the workspace's requests; the recipients' transfers.
+    assert_eq!(through("grpc:", "user.enrol"), 12, "{sources:?}");
+    assert_eq!(through("grpc:", "review.vote"), 9, "{sources:?}");
+    assert!(through("grpc:", "core.analysis") >= 7, "{sources:?}");
     assert!(through("grpc:", "core.statistics") >= 4, "{sources:?}");
     assert_eq!(through("https:", "download.transfer"), 22, "{sources:?}");
 }

@@ -4,8 +4,13 @@
 //! The one exception is an output request: its content is what the researcher asks to take out, and the output
 //! checker must read it.
 
+use std::collections::{BTreeSet, HashSet};
 use std::time::Instant;
 
+use datafusion::arrow::array::{Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::json;
 
 use crate::analyses::{self, Analysed, Frame};
@@ -24,6 +29,10 @@ pub struct Context<'a> {
     pub state: &'a WorkspaceState,
     /// Its SQL, its tables registered.
     pub sql: &'a WorkspaceSql,
+    /// The approval's tables among them (an analysis's `patient` must come from one of them).
+    pub scope: &'a BTreeSet<String>,
+    /// The workspace's patients (their workspace pseudonyms): the only labels an analysis's rows may carry.
+    pub known: &'a HashSet<String>,
     /// The output checks' parameters.
     pub rules: &'a Rules,
     /// The monitoring's thresholds.
@@ -50,7 +59,7 @@ pub async fn answer(cx: &Context<'_>, request: &WorkspaceRequest) -> Result<Answ
     request.validate().map_err(|e| WorkspaceError::Invalid(e.0))?;
     match request {
         WorkspaceRequest::Query { sql, shape } => query(cx, sql, shape).await,
-        WorkspaceRequest::Analyse { spec } => analyse(cx, spec).await,
+        WorkspaceRequest::Analyse { spec, shape } => analyse(cx, spec, shape).await,
         WorkspaceRequest::Upload { name, csv } => {
             let batch = upload_batch(csv)?;
             cx.state.save_upload(name, csv)?;
@@ -70,20 +79,12 @@ async fn query(cx: &Context<'_>, sql: &str, shape: &str) -> Result<Answer, Works
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let rows: usize = traced.batches.iter().map(|b| b.num_rows()).sum();
     let columns = traced.batches.first().map_or(0, |b| b.num_columns());
-    let mut numbers = cx.state.numbers()?;
-    let patients = match traced
-        .batches
-        .first()
-        .is_some_and(|b| b.schema().index_of(PATIENT).is_ok())
-    {
-        true => frame_of(&traced.batches, &mut numbers)?.patients().to_vec(),
-        false => Vec::new(),
-    };
-    cx.state.save_numbers(&numbers)?;
-    let alerts = observe(cx, shape, Patients::new(patients))?;
+    let patients = patients_of(cx, &traced.batches)?;
+    let alerts = observe(cx, shape, patients)?;
     Ok(Answer {
         report: json!({
             "rows": rows,
+            "rows_shown": rows.min(super::columns::PREVIEW_ROWS),
             "columns": columns,
             "tables": traced.tables,
             "rows_scanned": traced.rows_scanned,
@@ -92,6 +93,31 @@ async fn query(cx: &Context<'_>, sql: &str, shape: &str) -> Result<Answer, Works
         }),
         private: Some(rows_json(&traced.batches)?),
     })
+}
+
+/// The workspace's patients a query's result names in a `patient` column, for the monitoring (other labels are
+/// not numbered: numbers are for the workspace's patients only).
+fn patients_of(cx: &Context<'_>, batches: &[RecordBatch]) -> Result<Patients, WorkspaceError> {
+    let mut numbers = cx.state.numbers()?;
+    let mut patients = Vec::new();
+    for b in batches {
+        let Some(column) = b.column_by_name(PATIENT) else {
+            continue;
+        };
+        let Ok(text) = cast(column, &DataType::Utf8) else {
+            continue;
+        };
+        let Some(text) = text.as_any().downcast_ref::<StringArray>() else {
+            continue;
+        };
+        for i in (0..text.len()).filter(|i| text.is_valid(*i)) {
+            if cx.known.contains(text.value(i)) {
+                patients.push(numbers.number(text.value(i))?);
+            }
+        }
+    }
+    cx.state.save_numbers(&numbers)?;
+    Ok(Patients::new(patients))
 }
 
 /// Replays the workspace's recent queries through a monitor, then observes this one.
@@ -121,12 +147,13 @@ fn observe(cx: &Context<'_>, shape: &str, patients: Patients) -> Result<Vec<Aler
     Ok(alerts)
 }
 
-async fn analyse(cx: &Context<'_>, spec: &AnalysisSpec) -> Result<Answer, WorkspaceError> {
+async fn analyse(cx: &Context<'_>, spec: &AnalysisSpec, shape: &str) -> Result<Answer, WorkspaceError> {
     let started = Instant::now();
-    let traced = cx.sql.query_traced(spec.sql()).await?;
+    let traced = cx.sql.query_frame(spec.sql(), cx.scope).await?;
     let mut numbers = cx.state.numbers()?;
-    let frame = frame_of(&traced.batches, &mut numbers)?;
+    let frame = frame_of(&traced.batches, &mut numbers, cx.known)?;
     cx.state.save_numbers(&numbers)?;
+    let alerts = observe(cx, shape, Patients::new(frame.patients().to_vec()))?;
     let (result, outputs) = run(spec, &frame)?;
     let checks = checks(cx, &outputs)?;
     let stored = StoredResult {
@@ -148,6 +175,7 @@ async fn analyse(cx: &Context<'_>, spec: &AnalysisSpec) -> Result<Answer, Worksp
             "tables": traced.tables,
             "rows_scanned": traced.rows_scanned,
             "duration_ms": duration_ms,
+            "alerts": alerts,
         }),
         private: Some(result),
     })

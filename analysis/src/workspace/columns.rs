@@ -1,6 +1,7 @@
 //! Between the workspace's SQL (Arrow record batches) and what the analyses, the uploads and the researcher's
 //! screen need: a [`Frame`] numbered by patient, a table from an uploaded CSV, and a result's rows as JSON.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, StringArray};
@@ -17,10 +18,18 @@ use super::state::PatientNumbers;
 /// The column every frame of an analysis carries: the workspace pseudonym of the row's patient.
 pub const PATIENT: &str = "patient";
 
-/// The frame of `batches`, its rows numbered by their `patient` column (rows without one are refused: an analysis
-/// counts patients, and a row of nobody would escape every check). Numeric and boolean columns become numeric, the
-/// rest categorical.
-pub fn frame_of(batches: &[RecordBatch], numbers: &mut PatientNumbers) -> Result<Frame, WorkspaceError> {
+/// Most rows of a query's result shown to the researcher: the workspace's screen. The rest stays in the workspace;
+/// what leaves in full is an output, checked.
+pub const PREVIEW_ROWS: usize = 100;
+
+/// The frame of `batches`, its rows numbered by their `patient` column. A row without one, or with a label that is
+/// not one of the workspace's patients (`known`), is refused: an analysis counts patients, and a row of nobody or of
+/// a made-up patient would escape every check. Numeric and boolean columns become numeric, the rest categorical.
+pub fn frame_of(
+    batches: &[RecordBatch],
+    numbers: &mut PatientNumbers,
+    known: &HashSet<String>,
+) -> Result<Frame, WorkspaceError> {
     let Some(schema) = batches.first().map(RecordBatch::schema) else {
         return Err(WorkspaceError::Analysis("the frame's query returned no rows".into()));
     };
@@ -33,6 +42,11 @@ pub fn frame_of(batches: &[RecordBatch], numbers: &mut PatientNumbers) -> Result
         for i in 0..column.len() {
             if column.is_null(i) {
                 return Err(WorkspaceError::Analysis("a row of the frame has no patient".into()));
+            }
+            if !known.contains(column.value(i)) {
+                return Err(WorkspaceError::Analysis(
+                    "a row's patient is not one of the workspace's patients".into(),
+                ));
             }
             patients.push(numbers.number(column.value(i))?);
         }
@@ -96,6 +110,11 @@ pub fn upload_batch(csv_text: &str) -> Result<RecordBatch, WorkspaceError> {
     }
     for (i, h) in header.iter().enumerate() {
         check_name(h).map_err(|_| bad(&format!("column {} of the header is not a valid name", i + 1)))?;
+        if h == PATIENT {
+            return Err(bad(
+                "`patient` names the workspace's own patients: an upload may not have that column",
+            ));
+        }
         if header[..i].contains(h) {
             return Err(bad(&format!("column {} of the header repeats an earlier name", i + 1)));
         }
@@ -123,7 +142,8 @@ pub fn upload_batch(csv_text: &str) -> Result<RecordBatch, WorkspaceError> {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|_| bad("the upload could not be read"))
 }
 
-/// A query's result as the researcher's screen shows it: the column names and the rows, numbers as numbers.
+/// A query's result as the researcher's screen shows it: the column names and the first [`PREVIEW_ROWS`] rows,
+/// numbers as numbers.
 pub fn rows_json(batches: &[RecordBatch]) -> Result<serde_json::Value, WorkspaceError> {
     let columns: Vec<String> = batches
         .first()
@@ -133,6 +153,9 @@ pub fn rows_json(batches: &[RecordBatch]) -> Result<serde_json::Value, Workspace
     for b in batches {
         let rendered: Vec<Vec<serde_json::Value>> = b.columns().iter().map(cells_json).collect::<Result<_, _>>()?;
         for r in 0..b.num_rows() {
+            if rows.len() == PREVIEW_ROWS {
+                break;
+            }
             rows.push(rendered.iter().map(|c| c[r].clone()).collect());
         }
     }

@@ -30,6 +30,9 @@ pub enum WorkspaceRequest {
     Analyse {
         /// What to run.
         spec: AnalysisSpec,
+        /// The shape of its query (literals replaced), for the monitoring.
+        #[serde(default)]
+        shape: String,
     },
     /// An auxiliary table the researcher brings (a code list, a cohort definition).
     Upload {
@@ -170,7 +173,7 @@ impl WorkspaceRequest {
                 check_sql(sql)?;
                 check_sql(shape)
             }
-            WorkspaceRequest::Analyse { spec } => {
+            WorkspaceRequest::Analyse { spec, .. } => {
                 check_sql(spec.sql())?;
                 if let AnalysisSpec::Linear { covariates, .. } | AnalysisSpec::Logistic { covariates, .. } = spec
                     && covariates.is_empty()

@@ -51,6 +51,8 @@ struct Bench {
     _dir: tempfile::TempDir,
     state: WorkspaceState,
     sql: WorkspaceSql,
+    scope: std::collections::BTreeSet<String>,
+    known: std::collections::HashSet<String>,
     rules: Rules,
     monitor: MonitorRules,
     next: u64,
@@ -66,6 +68,8 @@ impl Bench {
             _dir: dir,
             state,
             sql,
+            scope: ["patients".to_owned()].into(),
+            known: (0..200).map(|i| format!("p{i:03}")).collect(),
             rules: Rules::default(),
             monitor: MonitorRules::default(),
             next: 1,
@@ -78,6 +82,8 @@ impl Bench {
         let cx = Context {
             state: &self.state,
             sql: &self.sql,
+            scope: &self.scope,
+            known: &self.known,
             rules: &self.rules,
             monitor: &self.monitor,
             order,
@@ -90,6 +96,7 @@ impl Bench {
 
 fn crosstab(sql: &str) -> WorkspaceRequest {
     WorkspaceRequest::Analyse {
+        shape: String::new(),
         spec: AnalysisSpec::Crosstab {
             sql: sql.into(),
             rows: "ward".into(),
@@ -165,6 +172,7 @@ async fn a_disclosive_cell_is_refused_fixed_released_and_a_differencing_attempt_
     // Now the whole cohort by sex alone: each cell differs from the released margins by ward Z's patients.
     let margins = b
         .ask(WorkspaceRequest::Analyse {
+            shape: String::new(),
             spec: AnalysisSpec::Crosstab {
                 sql: "SELECT patient, sex FROM patients".into(),
                 rows: "sex".into(),
@@ -182,6 +190,7 @@ async fn a_regression_is_kept_checked_and_an_analysis_without_patients_refused()
     let mut b = Bench::new();
     let fit = b
         .ask(WorkspaceRequest::Analyse {
+            shape: String::new(),
             spec: AnalysisSpec::Logistic {
                 sql: "SELECT patient, age, outcome FROM patients".into(),
                 outcome: "outcome".into(),
@@ -197,6 +206,7 @@ async fn a_regression_is_kept_checked_and_an_analysis_without_patients_refused()
 
     let err = b
         .ask(WorkspaceRequest::Analyse {
+            shape: String::new(),
             spec: AnalysisSpec::Describe {
                 sql: "SELECT age FROM patients".into(),
                 value: "age".into(),
@@ -205,7 +215,8 @@ async fn a_regression_is_kept_checked_and_an_analysis_without_patients_refused()
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), "NO_PATIENT_COLUMN");
+    assert_eq!(err.code(), "FRAME_LINEAGE", "{err}");
+    assert!(err.to_string().contains("no `patient` column"), "{err}");
     let err = b
         .ask(WorkspaceRequest::PrepareOutput { result: 999 })
         .await
@@ -259,4 +270,92 @@ async fn refused_findings_name_rules_and_places_never_values() {
         serde_json::from_value::<Verdict>(a.report["verdict"].clone()).unwrap(),
         Verdict::Refused
     ));
+}
+
+fn describe(sql: &str) -> WorkspaceRequest {
+    WorkspaceRequest::Analyse {
+        shape: String::new(),
+        spec: AnalysisSpec::Describe {
+            sql: sql.into(),
+            value: "age".into(),
+            group: None,
+        },
+    }
+}
+
+#[tokio::test]
+async fn an_analysis_counts_only_rows_labelled_with_their_own_patient() {
+    let mut b = Bench::new();
+    b.sql
+        .register(
+            "upload_codes",
+            vec![upload_batch("ward,weight\nA,1\nB,0\nZ,0\n").unwrap()],
+        )
+        .unwrap();
+    // Every attempt to relabel one patient's rows as others', or to bring labels from elsewhere.
+    for (sql, what) in [
+        (
+            "SELECT q.patient, p.age FROM patients p CROSS JOIN patients q WHERE p.patient = 'p000'",
+            "a cross join attaching p000's age to every label",
+        ),
+        (
+            "SELECT q.patient, p.age FROM patients p JOIN patients q ON p.sex = q.sex",
+            "a join on something else than patient",
+        ),
+        ("SELECT ward AS patient, age FROM patients", "another column renamed"),
+        ("SELECT 'p001' AS patient, age FROM patients", "a literal label"),
+        (
+            "SELECT patient, age FROM patients UNION ALL SELECT column1, column2 FROM (VALUES ('p001', 99.0))",
+            "made-up rows in a union",
+        ),
+        (
+            "SELECT patient, lag(age) OVER (ORDER BY patient) AS age FROM patients",
+            "a window moving a value to the next patient",
+        ),
+        (
+            "SELECT patient, (SELECT max(age) FROM patients WHERE patient = 'p000') AS age FROM patients",
+            "a scalar subquery of one patient's value",
+        ),
+        (
+            "SELECT max(patient) AS patient, avg(age) AS age FROM patients GROUP BY ward",
+            "an aggregated label",
+        ),
+    ] {
+        let err = b.ask(describe(sql)).await.unwrap_err();
+        assert_eq!(err.code(), "FRAME_LINEAGE", "{what}: {err}");
+    }
+    // Uploads cannot carry the label; a label that is no patient of the workspace is refused.
+    assert_eq!(
+        upload_batch("patient,x\np000,1\n").unwrap_err().code(),
+        "UPLOAD_INVALID"
+    );
+    b.known.remove("p199");
+    let err = b.ask(describe("SELECT patient, age FROM patients")).await.unwrap_err();
+    assert_eq!(err.code(), "ANALYSIS_FAILED", "{err}");
+    b.known.insert("p199".into());
+    // What stays within each patient is accepted: a join on patient, a lookup in an upload, a semi-join.
+    for sql in [
+        "SELECT p.patient, q.age FROM patients p JOIN patients q ON p.patient = q.patient",
+        "SELECT p.patient, p.age * CAST(u.weight AS DOUBLE) AS age FROM patients p JOIN upload_codes u ON p.ward = u.ward",
+        "SELECT patient, age FROM patients WHERE patient IN (SELECT patient FROM patients WHERE sex = 'F')",
+        "SELECT patient, avg(age) AS age FROM patients GROUP BY patient",
+    ] {
+        let ok = b.ask(describe(sql)).await;
+        assert!(ok.is_ok(), "{sql}: {:?}", ok.err());
+    }
+}
+
+#[tokio::test]
+async fn a_query_shows_a_screen_of_rows_and_counts_the_rest() {
+    let mut b = Bench::new();
+    let a = b
+        .ask(WorkspaceRequest::Query {
+            sql: "SELECT patient FROM patients".into(),
+            shape: "SELECT patient FROM patients".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(a.report["rows"], 200);
+    assert_eq!(a.report["rows_shown"], super::columns::PREVIEW_ROWS.min(200));
+    assert!(a.private.unwrap()["rows"].as_array().unwrap().len() <= super::columns::PREVIEW_ROWS);
 }

@@ -205,10 +205,14 @@ impl Policy {
                 "a workspace request is at most {MAX_REQUEST_BYTES} bytes"
             )));
         }
-        if kind == "query" {
-            let sql = request.get("sql").and_then(|q| q.as_str()).unwrap_or_default();
-            let shape = crate::query_shape::redacted(sql);
-            request["shape"] = shape.into();
+        // The monitoring compares queries by their shape, as the ledger keeps it.
+        let sql = match kind.as_str() {
+            "query" => request.get("sql"),
+            "analyse" => request.get("spec").and_then(|s| s.get("sql")),
+            _ => None,
+        };
+        if let Some(sql) = sql.and_then(|q| q.as_str()) {
+            request["shape"] = crate::query_shape::redacted(sql).into();
         }
         let reads = matches!(kind.as_str(), "query" | "analyse");
         let key_ok = recipient_key
@@ -226,6 +230,17 @@ impl Policy {
         if scope.pseudonymised {
             self.require_certified(actor, application, origin).await?;
         }
+        if kind == "prepare_output" {
+            // One request per result: a refused or changed output is not put to another checker until one agrees.
+            let result = request.get("result").and_then(|r| r.as_u64()).unwrap_or_default();
+            if self.analysis_registers().requested(application, result).await? {
+                let message =
+                    format!("result {result} was already asked to leave: compute a changed result and ask for that");
+                return Err(self
+                    .refuse_workspace(actor, application, "ALREADY_REQUESTED", origin, message)
+                    .await);
+            }
+        }
         let operation = CoreOperation::Analysis {
             scope,
             request,
@@ -241,19 +256,45 @@ impl Policy {
         if certified.is_some_and(|c| c.expires_on >= today) {
             return Ok(());
         }
+        let message = "this workspace holds pseudonymised data: only certified users (認定利活用者) may open it";
+        Err(self
+            .refuse_workspace(actor, application, "NOT_CERTIFIED", origin, message.into())
+            .await)
+    }
+
+    /// Audits a refusal of a workspace use with its `code` and returns it as the caller's error.
+    async fn refuse_workspace(
+        &self,
+        actor: &Actor,
+        application: &str,
+        code: &'static str,
+        origin: Origin<'_>,
+        message: String,
+    ) -> PolicyError {
         let event = AuditEvent::new(
             &actor.username,
             Action::UseWorkspace.as_str(),
             format!("application {application}"),
             Outcome::Denied,
         )
-        .reason("NOT_CERTIFIED")
+        .reason(code)
         .source(origin.0);
-        self.audit(event).await?;
-        Err(PolicyError::ConditionViolated {
-            code: "NOT_CERTIFIED",
-            message: "this workspace holds pseudonymised data: only certified users (認定利活用者) may open it".into(),
-        })
+        match self.audit(event).await {
+            Ok(_) => PolicyError::ConditionViolated { code, message },
+            Err(e) => e,
+        }
+    }
+
+    /// A recipient's use of the workspace still stands: the approval (revocation, expiry, bans) and, for
+    /// pseudonymised data, their certification — checked again whenever they read from it.
+    async fn workspace_standing(&self, actor: &Actor, application: &str, origin: Origin<'_>) -> Result<()> {
+        let app = self
+            .admit_use(actor, application, UseKind::Analysis, &[], origin)
+            .await?;
+        if WorkspaceScope::of(&app)?.pseudonymised {
+            self.require_certified(actor, application, origin).await?;
+        }
+        Ok(())
     }
 
     /// Output requests the caller may see, newest first, without their content: an output checker sees those they
@@ -268,7 +309,9 @@ impl Policy {
                 facts
                     .iter()
                     .all(|f| authorize(actor, Action::CheckOutput, &Resource::Application(f.clone())).is_ok())
-                    || authorize(actor, Action::UseWorkspace, &Resource::Application(facts[0].clone())).is_ok()
+                    || facts.first().is_some_and(|f| {
+                        authorize(actor, Action::UseWorkspace, &Resource::Application(f.clone())).is_ok()
+                    })
             };
             if visible {
                 o.content = serde_json::Value::Null;
@@ -280,16 +323,20 @@ impl Policy {
 
     /// The facts an output checker is judged against: the approval's, and the same with the requester as its
     /// applicant (the checker is of neither organisation and receives none of the data).
-    async fn output_facts(&self, o: &OutputRequest) -> Result<[ApplicationFacts; 2]> {
+    async fn output_facts(&self, o: &OutputRequest) -> Result<Vec<ApplicationFacts>> {
         let app = self.committee().get(&o.application).await?;
         let facts = app.facts();
-        let requester = self.actor_named(&o.requested_by).await?;
-        let as_requester = ApplicationFacts {
-            applicant: requester.username,
-            organisation: requester.organisation,
-            ..facts.clone()
-        };
-        Ok([facts, as_requester])
+        let mut all = vec![facts.clone()];
+        // The requester's and the result's author's organisations too (a co-recipient may ask for a result).
+        for person in [&o.requested_by, &o.computed_by] {
+            let who = self.actor_named(person).await?;
+            all.push(ApplicationFacts {
+                applicant: who.username,
+                organisation: who.organisation,
+                ..facts.clone()
+            });
+        }
+        Ok(all)
     }
 
     /// One output request with its content and findings: for an output checker who may decide it, and for the
@@ -301,13 +348,19 @@ impl Policy {
             .iter()
             .all(|f| authorize(actor, Action::CheckOutput, &Resource::Application(f.clone())).is_ok());
         if !checker {
+            let Some(approval) = facts.first() else {
+                return Err(PolicyError::InvalidState(
+                    "an output request without its approval".into(),
+                ));
+            };
             self.check(
                 actor,
                 Action::UseWorkspace,
-                &Resource::Application(facts[0].clone()),
+                &Resource::Application(approval.clone()),
                 origin,
             )
             .await?;
+            self.workspace_standing(actor, &o.application, origin).await?;
         }
         self.audit_ok(
             actor,
@@ -372,7 +425,8 @@ impl Policy {
             ));
         }
         let state = match decision {
-            OutputDecision::Approve if o.verdict == "refused" => {
+            // Only what the checks found safe, or sent to review, may be approved; anything else counts as refused.
+            OutputDecision::Approve if !matches!(o.verdict.as_str(), "safe" | "review") => {
                 return Err(PolicyError::ConditionViolated {
                     code: "CHECKS_REFUSED",
                     message: "the automatic checks refused this output: ask for changes or refuse it".into(),
@@ -405,8 +459,13 @@ impl Policy {
                 request: json!({"request": "release_output", "result": o.result}),
                 recipient_key: None,
             };
-            let order = self.queue_core_order(actor, operation, origin).await?;
-            registers.releasing(o.id, order.id).await?;
+            match self.queue_core_order(actor, operation, origin).await {
+                Ok(order) => registers.releasing(o.id, order.id).await?,
+                Err(e) => {
+                    registers.undo_releasing(o.id).await?;
+                    return Err(e);
+                }
+            }
         }
         registers.get(o.id).await
     }
@@ -414,8 +473,7 @@ impl Policy {
     /// A released output, signed, for a recipient of its approval (while the approval stands). Audited.
     pub async fn fetch_output(&self, actor: &Actor, id: u64, origin: Origin<'_>) -> Result<SignedOutput> {
         let o = self.analysis_registers().get(id).await?;
-        self.admit_use(actor, &o.application, UseKind::Analysis, &[], origin)
-            .await?;
+        self.workspace_standing(actor, &o.application, origin).await?;
         let (Some(sha256), Some(signature), OutputState::Released) = (&o.content_sha256, &o.signature, o.state) else {
             return Err(PolicyError::ConditionViolated {
                 code: "OUTPUT_NOT_RELEASED",
@@ -459,16 +517,24 @@ impl Policy {
             ("prepare_output", OrderOutcome::Done(report)) => {
                 let number = |f: &str| report.get(f).and_then(|v| v.as_u64()).unwrap_or(0);
                 let text = |f: &str| report.get(f).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+                let verdict = text("verdict");
+                // What the checks refused cannot leave: its values stay in the workspace, the checker reads the
+                // findings.
+                let content = match verdict.as_str() {
+                    "safe" | "review" => report.get("content").cloned().unwrap_or_default(),
+                    _ => serde_json::Value::Null,
+                };
                 let filed = OutputRequest {
                     id: order,
                     application: scope.application.clone(),
                     result: number("result"),
                     analysis: text("analysis"),
+                    computed_by: text("computed_by"),
                     requested_by: requested_by.to_owned(),
                     requested_at: self.now(),
-                    verdict: text("verdict"),
+                    verdict,
                     checks: report.get("checks").cloned().unwrap_or_default(),
-                    content: report.get("content").cloned().unwrap_or_default(),
+                    content,
                     state: OutputState::AwaitingCheck,
                     checker: None,
                     decided_at: None,
@@ -485,14 +551,14 @@ impl Policy {
                 self.audit(event).await?;
             }
             ("release_output", OrderOutcome::Done(_)) => {
-                let o = registers.by_release_order(order).await?;
+                let result = request.get("result").and_then(|r| r.as_u64()).unwrap_or_default();
+                let o = registers.releasing_result(&scope.application, result).await?;
                 let document = document_of(&o)?;
                 let sha256 = hex::encode(sha2::Sha256::digest(document.as_bytes()));
                 let signature = hex::encode(
                     self.service_key()
                         .sign(SignaturePurpose::AnalysisOutput, document.as_bytes()),
                 );
-                registers.released(o.id, &sha256, &signature, self.now()).await?;
                 let requester = self.actor_named(&o.requested_by).await?;
                 let cells = o.content.as_array().map_or(1, Vec::len);
                 self.record_provision(
@@ -503,13 +569,15 @@ impl Policy {
                     origin,
                 )
                 .await?;
+                registers.released(o.id, &sha256, &signature, self.now()).await?;
                 let event = AuditEvent::new(requested_by, "analysis.output_released", &resource, Outcome::Ok)
                     .details(json!({"output": o.id, "sha256": sha256}))
                     .source(origin.0);
                 self.audit(event).await?;
             }
             ("release_output", OrderOutcome::Failed(code)) => {
-                let o = registers.by_release_order(order).await?;
+                let result = request.get("result").and_then(|r| r.as_u64()).unwrap_or_default();
+                let o = registers.releasing_result(&scope.application, result).await?;
                 registers.release_refused(o.id, code).await?;
             }
             _ => {}

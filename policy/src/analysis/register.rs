@@ -83,6 +83,8 @@ pub struct OutputRequest {
     pub result: u64,
     /// The analysis (`crosstab`, `logistic`...).
     pub analysis: String,
+    /// Who computed the result (a co-recipient may ask for it to leave: the checker is independent of both).
+    pub computed_by: String,
     /// Who asked.
     pub requested_by: String,
     /// When.
@@ -91,7 +93,8 @@ pub struct OutputRequest {
     pub verdict: String,
     /// The checks' findings (rules and places, no values).
     pub checks: serde_json::Value,
-    /// What would leave (null in lists).
+    /// What would leave (null in lists, and withheld when the automatic checks refused it: the checker reads the
+    /// findings, the values stay in the workspace).
     pub content: serde_json::Value,
     /// Where it stands.
     pub state: OutputState,
@@ -131,7 +134,7 @@ fn number(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-const COLUMNS: &str = "id, application, result, analysis, requested_by, requested_at_ms, verdict, checks, content, \
+const COLUMNS: &str = "id, application, result, analysis, computed_by, requested_by, requested_at_ms, verdict, checks, content, \
                        state, checker, decided_at_ms, comment, release_order, content_sha256, signature, released_at_ms";
 
 fn output_of(r: &AnyRow) -> Result<OutputRequest> {
@@ -150,6 +153,7 @@ fn output_of(r: &AnyRow) -> Result<OutputRequest> {
         application: r.try_get("application")?,
         result: number(r.try_get("result")?),
         analysis: r.try_get("analysis")?,
+        computed_by: r.try_get("computed_by")?,
         requested_by: r.try_get("requested_by")?,
         requested_at: at(r.try_get("requested_at_ms")?)?,
         verdict: r.try_get("verdict")?,
@@ -222,13 +226,14 @@ impl AnalysisRegisters {
     pub async fn file(&self, o: &OutputRequest) -> Result<()> {
         let text = |v: &serde_json::Value| v.to_string();
         sqlx::query(
-            "INSERT INTO analysis_outputs (id, application, result, analysis, requested_by, requested_at_ms, verdict, \
-             checks, content, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO analysis_outputs (id, application, result, analysis, computed_by, requested_by, requested_at_ms, \
+             verdict, checks, content, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(i64::try_from(o.id).unwrap_or(i64::MAX))
         .bind(&o.application)
         .bind(i64::try_from(o.result).unwrap_or(i64::MAX))
         .bind(&o.analysis)
+        .bind(&o.computed_by)
         .bind(&o.requested_by)
         .bind(ms(o.requested_at))
         .bind(&o.verdict)
@@ -296,6 +301,44 @@ impl AnalysisRegisters {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Puts back an approved request whose release order could not be queued (nothing left the workspace).
+    pub async fn undo_releasing(&self, id: u64) -> Result<()> {
+        sqlx::query(
+            "UPDATE analysis_outputs SET state = 'awaiting_check', checker = NULL, comment = NULL, decided_at_ms = NULL \
+             WHERE id = $1 AND state = 'releasing' AND release_order IS NULL",
+        )
+        .bind(i64::try_from(id).unwrap_or(i64::MAX))
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Whether a request for result `result` of `application` exists (in any state).
+    pub async fn requested(&self, application: &str, result: u64) -> Result<bool> {
+        let row = sqlx::query("SELECT id FROM analysis_outputs WHERE application = $1 AND result = $2")
+            .bind(application)
+            .bind(i64::try_from(result).unwrap_or(i64::MAX))
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// The approved request releasing result `result` of `application`.
+    pub async fn releasing_result(&self, application: &str, result: u64) -> Result<OutputRequest> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM analysis_outputs WHERE application = $1 AND result = $2 AND state = 'releasing'"
+        ))
+        .bind(application)
+        .bind(i64::try_from(result).unwrap_or(i64::MAX))
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or_else(|| PolicyError::NotFound {
+            kind: "output request",
+            id: format!("releasing result {result}"),
+        })?;
+        output_of(&row)
+    }
+
     /// Notes the core order releasing an approved request.
     pub async fn releasing(&self, id: u64, order: u64) -> Result<()> {
         sqlx::query("UPDATE analysis_outputs SET release_order = $1 WHERE id = $2 AND state = 'releasing'")
@@ -323,7 +366,7 @@ impl AnalysisRegisters {
 
     /// Records the release: the signed document's hash and signature.
     pub async fn released(&self, id: u64, sha256: &str, signature: &str, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE analysis_outputs SET state = 'released', content_sha256 = $1, signature = $2, released_at_ms = $3 \
              WHERE id = $4 AND state = 'releasing'",
         )
@@ -333,6 +376,11 @@ impl AnalysisRegisters {
         .bind(i64::try_from(id).unwrap_or(i64::MAX))
         .execute(self.db.pool())
         .await?;
+        if done.rows_affected() != 1 {
+            return Err(PolicyError::InvalidState(format!(
+                "output request {id} was not being released"
+            )));
+        }
         Ok(())
     }
 
