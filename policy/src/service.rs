@@ -331,6 +331,20 @@ impl Policy {
     /// Appends one event. Front-ends in other zones (the core's SQL console, erasure, key use, release
     /// builds) record their actions through this.
     pub async fn audit(&self, event: AuditEvent) -> Result<AuditEntry> {
+        // SQLite answers "database is locked" at once, whatever the busy timeout, to a writer whose snapshot went
+        // stale; nothing was written then, so the append is tried again (twice, briefly) before the caller is told
+        // the ledger is unavailable — under a full test suite on two cores this was seen once.
+        let mut pause = std::time::Duration::from_millis(50);
+        for _ in 0..2 {
+            match self.audit.append(&event, self.now()).await {
+                Err(PolicyError::Database(sqlx::Error::Database(e))) if e.message().contains("locked") => {
+                    tracing::warn!("the audit ledger was locked; appending again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                }
+                other => return other,
+            }
+        }
         self.audit.append(&event, self.now()).await
     }
 

@@ -497,3 +497,141 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
     );
     drop(core);
 }
+
+/// Every `AnalysisService` RPC, called without a session and as each human role: the role is asked before anything
+/// is looked up (a refused role learns nothing about which outputs exist), and every call is on the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_analysis_rpc_asks_its_role_first_and_is_on_the_ledger() {
+    use common::policy_server::{Server, authed, reason};
+    use tokumei_proto::analysis::v1 as pb;
+    use tokumei_proto::analysis::v1::analysis_service_client::AnalysisServiceClient;
+    use tonic::Code;
+
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let op = common::people::operator(home, &[]);
+    let (admin, _) = common::people::administrators(home);
+    let cast: Vec<(&str, Person)> = vec![
+        (
+            "researcher",
+            common::people::invite(home, &[], "rika", "univ-a", "researcher"),
+        ),
+        (
+            "committee_member",
+            common::people::invite(home, &[], "mei", "univ-m", "committee_member"),
+        ),
+        (
+            "committee_chair",
+            common::people::invite(home, &[], "chika", "univ-c", "committee_chair"),
+        ),
+        ("operator", op),
+        (
+            "auditor",
+            common::people::invite(home, &[], "audra", "audit-o", "auditor"),
+        ),
+        ("administrator", admin),
+        (
+            "output_checker",
+            common::people::invite(home, &[], "oto", "trc-o", "output_checker"),
+        ),
+    ];
+    let server = Server::start(home);
+    let mut c = AnalysisServiceClient::connect(format!("http://{}", server.addr))
+        .await
+        .unwrap();
+    let expected: [(&str, &[&str]); 7] = [
+        ("Submit", &["researcher"]),
+        (
+            "ListOutputs",
+            &[
+                "researcher",
+                "committee_member",
+                "committee_chair",
+                "operator",
+                "auditor",
+                "administrator",
+                "output_checker",
+            ],
+        ),
+        ("GetOutput", &["researcher", "output_checker"]),
+        ("DecideOutput", &["output_checker"]),
+        ("FetchOutput", &["researcher"]),
+        ("CertifyUser", &["committee_chair"]),
+        ("Usage", &["operator", "auditor"]),
+    ];
+    let mut calls = 0;
+    for (method, admitted) in expected {
+        let callers: Vec<(&str, &str)> = std::iter::once(("nobody", "not-a-session"))
+            .chain(cast.iter().map(|(role, p)| (*role, p.session.as_str())))
+            .collect();
+        for (role, token) in callers {
+            calls += 1;
+            let status = match method {
+                "Submit" => c
+                    .submit(authed(
+                        pb::WorkspaceRequest {
+                            application_id: "A-2026-9999".into(),
+                            request_json: r#"{"request": "upload", "name": "codes", "csv": "code\n1\n"}"#.into(),
+                            recipient_key: String::new(),
+                        },
+                        token,
+                    ))
+                    .await
+                    .err(),
+                "ListOutputs" => c.list_outputs(authed(pb::OutputFilter::default(), token)).await.err(),
+                "GetOutput" => c.get_output(authed(pb::OutputRef { id: 9 }, token)).await.err(),
+                "DecideOutput" => c
+                    .decide_output(authed(
+                        pb::OutputDecision {
+                            id: 9,
+                            decision: "refuse".into(),
+                            comment: "no".into(),
+                        },
+                        token,
+                    ))
+                    .await
+                    .err(),
+                "FetchOutput" => c.fetch_output(authed(pb::OutputRef { id: 9 }, token)).await.err(),
+                "CertifyUser" => c
+                    .certify_user(authed(
+                        pb::Certification {
+                            username: "rika".into(),
+                            reference: "MHLW-1".into(),
+                            expires_on: "2099-01-01".into(),
+                        },
+                        token,
+                    ))
+                    .await
+                    .err(),
+                _ => c.usage(authed(pb::OutputFilter::default(), token)).await.err(),
+            };
+            if let Some(s) = &status {
+                assert!(
+                    !matches!(s.code(), Code::Internal | Code::Unknown | Code::Unavailable),
+                    "{method} as {role}: a server fault {s:?}"
+                );
+            }
+            let why = status.as_ref().map(reason);
+            if role == "nobody" {
+                assert_eq!(why.as_deref(), Some("SESSION_INVALID"), "{method} without a session");
+                continue;
+            }
+            let refused_by_role = why.as_deref() == Some("ROLE_NOT_PERMITTED");
+            assert_eq!(
+                !refused_by_role,
+                admitted.contains(&role),
+                "{method} as {role}: {why:?}"
+            );
+            // A role admitted to look learns that output 9 does not exist; no other does.
+            if why.as_deref() == Some("NOT_FOUND") {
+                assert!(admitted.contains(&role), "{method} as {role} learnt what exists");
+            }
+        }
+    }
+    let entries = common::people::ledger(home).await;
+    let recorded = entries
+        .iter()
+        .filter(|e| e.resource == "analysis service" && e.action.starts_with("rpc."))
+        .count();
+    assert_eq!(recorded, calls, "one rpc entry per call");
+}

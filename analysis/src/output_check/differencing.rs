@@ -49,6 +49,8 @@ struct Slot {
 #[derive(Debug, Default)]
 pub struct History {
     slots: Vec<Slot>,
+    /// Each slot's size again, packed, for the size filter of the counting loop.
+    sizes: Vec<u32>,
     by_patient: Vec<Vec<u32>>,
 }
 
@@ -71,11 +73,9 @@ impl History {
 
     fn add(&mut self, output: u64, place: Place, set: &Patients) {
         let slot = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-        self.slots.push(Slot {
-            output,
-            place,
-            size: u32::try_from(set.len()).unwrap_or(u32::MAX),
-        });
+        let size = u32::try_from(set.len()).unwrap_or(u32::MAX);
+        self.slots.push(Slot { output, place, size });
+        self.sizes.push(size);
         if let Some(last) = set.ids().last() {
             let needed = last.0 as usize + 1;
             if self.by_patient.len() < needed {
@@ -139,7 +139,11 @@ pub fn check(output: &Output, history: &History, rules: &Rules) -> Vec<Finding> 
     let mut counts = Overlaps::default();
     for (place, set) in &own {
         for (index, is_own) in [(history, false), (&inner, true)] {
-            counts.count(index, set);
+            // Only sets whose size is within the threshold of this one's can be nested with it and differ by
+            // fewer patients than the threshold: the others are not counted at all.
+            let reach = rules.threshold.saturating_sub(1);
+            let n = set.len() as u64;
+            counts.count(index, set, (n.saturating_sub(reach), n.saturating_add(reach)));
             for &slot in &counts.touched {
                 let shared = counts.counts[slot as usize];
                 let other = index.slots[slot as usize];
@@ -189,12 +193,21 @@ struct Overlaps {
 
 impl Overlaps {
     /// Counts, for every set of `index`, the patients it shares with `set`; `touched` lists the sets that share any.
-    fn count(&mut self, index: &History, set: &Patients) {
+    /// Only sets whose size is within `sizes` (inclusive) are counted.
+    fn count(&mut self, index: &History, set: &Patients, sizes: (u64, u64)) {
         if self.counts.len() < index.slots.len() {
             self.counts.resize(index.slots.len(), 0);
         }
+        let (lo, hi) = (
+            u32::try_from(sizes.0).unwrap_or(u32::MAX),
+            u32::try_from(sizes.1).unwrap_or(u32::MAX),
+        );
         for p in set.ids() {
             for &slot in index.postings(*p) {
+                let size = index.sizes[slot as usize];
+                if size < lo || size > hi {
+                    continue;
+                }
                 let c = &mut self.counts[slot as usize];
                 if *c == 0 {
                     self.touched.push(slot);

@@ -342,6 +342,10 @@ impl Policy {
     /// One output request with its content and findings: for an output checker who may decide it, and for the
     /// approval's recipients. Audited.
     pub async fn output(&self, actor: &Actor, id: u64, origin: Origin<'_>) -> Result<OutputRequest> {
+        // The role first: a caller no role admits learns nothing about which requests exist.
+        if crate::authorization::authorize_role(actor, Action::CheckOutput).is_err() {
+            self.check_role(actor, Action::UseWorkspace, origin).await?;
+        }
         let o = self.analysis_registers().get(id).await?;
         let facts = self.output_facts(&o).await?;
         let checker = facts
@@ -472,6 +476,7 @@ impl Policy {
 
     /// A released output, signed, for a recipient of its approval (while the approval stands). Audited.
     pub async fn fetch_output(&self, actor: &Actor, id: u64, origin: Origin<'_>) -> Result<SignedOutput> {
+        self.check_role(actor, Action::UseWorkspace, origin).await?;
         let o = self.analysis_registers().get(id).await?;
         self.workspace_standing(actor, &o.application, origin).await?;
         let (Some(sha256), Some(signature), OutputState::Released) = (&o.content_sha256, &o.signature, o.state) else {

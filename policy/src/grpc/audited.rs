@@ -10,6 +10,7 @@ use tokumei_proto::policy::v1::policy_service_server::{PolicyService, PolicyServ
 
 use super::{PolicyGrpc, Reply, bearer_token, origin_of, pb};
 use crate::audit_ledger::{AuditEvent, Outcome};
+use crate::error::PolicyError;
 use crate::service::Policy;
 
 /// [`PolicyGrpc`] with every call recorded.
@@ -73,9 +74,15 @@ pub async fn record_call<T>(
     match policy.audit(event).await {
         Ok(_) => result,
         Err(e) => {
+            // The database's own message (a lock, a full disk) names no value of a request: it says why.
+            let cause = match &e {
+                PolicyError::Database(db) => db.to_string(),
+                _ => String::new(),
+            };
             tracing::error!(
                 method,
                 reason = e.reason(),
+                cause,
                 "an access could not be recorded; answer withheld"
             );
             Err(Status::unavailable("the audit ledger is unavailable; try again later"))
