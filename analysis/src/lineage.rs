@@ -6,10 +6,14 @@
 //! - a column named `patient` anywhere in the plan is the bare `patient` column of its input (never an expression,
 //!   a literal, an aggregate or another column renamed), so the label traces back, projection by projection, to
 //!   the `patient` column of a scan of one of the approval's tables (uploads may not have one);
+//! - the label is opaque: no computed column, aggregate, grouping or join condition reads it (a value made from it —
+//!   `CASE WHEN patient = '…' THEN age ELSE 50 END` — would carry one patient's value under every label), only
+//!   filters and sorts do;
 //! - the inputs of a union agree on the `patient` position;
-//! - a join of two inputs that both read the approval's tables matches `patient` with `patient` (a cross join, or a
-//!   join on anything else, would attach one patient's values to another's label — a scalar subquery over the
-//!   cohort is such a join once decorrelated);
+//! - a join of two inputs that both read the approval's tables matches `patient` with `patient`, null never equal
+//!   to null (a cross join, a join on anything else, or `IS NOT DISTINCT FROM` between labels an outer join left
+//!   null, would attach one patient's values to another's label — a scalar subquery over the cohort is such a join
+//!   once decorrelated);
 //! - no window function (it moves values between rows, hence between patients), no subquery expression left
 //!   undecorrelated, no recursive query, unnest or extension node.
 //!
@@ -18,6 +22,7 @@
 
 use std::collections::BTreeSet;
 
+use datafusion::common::NullEquality;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
@@ -45,6 +50,12 @@ fn reads_scope(plan: &LogicalPlan, scope: &BTreeSet<String>) -> bool {
     found
 }
 
+/// Whether `expr` reads the label anywhere.
+fn reads_label(expr: &Expr) -> bool {
+    expr.exists(|e| Ok(matches!(e, Expr::Column(c) if c.name == PATIENT)))
+        .unwrap_or(true)
+}
+
 fn has_subquery(expr: &Expr) -> bool {
     expr.exists(|e| {
         Ok(matches!(
@@ -70,10 +81,22 @@ fn node(plan: &LogicalPlan, scope: &BTreeSet<String>) -> Result<(), Refusal> {
                 if field.name() == PATIENT && !is_patient(expr) {
                     return Err("a `patient` column that is not the patient column of its input".into());
                 }
+                if field.name() != PATIENT && reads_label(expr) {
+                    return Err("a computed column that reads the patient label".into());
+                }
             }
             Ok(())
         }
         LogicalPlan::Aggregate(a) => {
+            if a.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+                return Err("grouping sets, rollups and cubes".into());
+            }
+            if a.aggr_expr.iter().any(reads_label) {
+                return Err("an aggregate of the patient label".into());
+            }
+            if a.group_expr.iter().any(|e| reads_label(e) && !is_patient(e)) {
+                return Err("a grouping computed from the patient label".into());
+            }
             let exprs = a.group_expr.iter().chain(&a.aggr_expr);
             for (expr, field) in exprs.zip(a.schema.fields()) {
                 if field.name() == PATIENT && !is_patient(expr) {
@@ -94,9 +117,15 @@ fn node(plan: &LogicalPlan, scope: &BTreeSet<String>) -> Result<(), Refusal> {
             Ok(())
         }
         LogicalPlan::Join(j) => {
+            let computed_key =
+                j.on.iter()
+                    .any(|(l, r)| (reads_label(l) && !is_patient(l)) || (reads_label(r) && !is_patient(r)));
+            if computed_key || j.filter.as_ref().is_some_and(reads_label) {
+                return Err("a join condition computed from the patient label".into());
+            }
             if reads_scope(&j.left, scope) && reads_scope(&j.right, scope) {
                 let on_patient = j.on.iter().any(|(l, r)| is_patient(l) && is_patient(r));
-                if !on_patient {
+                if !on_patient || j.null_equality == NullEquality::NullEqualsNull {
                     return Err("a join of the approval's tables that does not match patient with patient".into());
                 }
             }

@@ -45,13 +45,21 @@ struct Slot {
 
 /// The patient sets of every output the workspace released, indexed by patient so that a new set's overlaps are
 /// counted in one pass over its own patients. Patients are the workspace's dense numbers, so the index is a vector
-/// by patient number.
+/// by patient number; it is split by the sets' size class (powers of two), because only sets of about the same size
+/// can be nested and differ by fewer patients than the threshold — a table's cells are never compared with whole
+/// populations, nor small cells with large ones.
 #[derive(Debug, Default)]
 pub struct History {
     slots: Vec<Slot>,
     /// Each slot's size again, packed, for the size filter of the counting loop.
     sizes: Vec<u32>,
-    by_patient: Vec<Vec<u32>>,
+    /// `by_class[size_class(size)][patient]`: the slots of that size class holding the patient.
+    by_class: Vec<Vec<Vec<u32>>>,
+}
+
+/// The size class of a set of `size` patients: 0 for none, then one class per power of two.
+fn size_class(size: u32) -> usize {
+    (u32::BITS - size.leading_zeros()) as usize
 }
 
 impl History {
@@ -76,20 +84,27 @@ impl History {
         let size = u32::try_from(set.len()).unwrap_or(u32::MAX);
         self.slots.push(Slot { output, place, size });
         self.sizes.push(size);
+        let class = size_class(size);
+        if self.by_class.len() <= class {
+            self.by_class.resize_with(class + 1, Vec::new);
+        }
+        let by_patient = &mut self.by_class[class];
         if let Some(last) = set.ids().last() {
             let needed = last.0 as usize + 1;
-            if self.by_patient.len() < needed {
-                self.by_patient.resize_with(needed, Vec::new);
+            if by_patient.len() < needed {
+                by_patient.resize_with(needed, Vec::new);
             }
         }
         for p in set.ids() {
-            self.by_patient[p.0 as usize].push(slot);
+            by_patient[p.0 as usize].push(slot);
         }
     }
 
-    fn postings(&self, patient: PatientId) -> &[u32] {
-        self.by_patient
-            .get(patient.0 as usize)
+    /// The slots of size class `class` holding `patient`.
+    fn postings(&self, class: usize, patient: PatientId) -> &[u32] {
+        self.by_class
+            .get(class)
+            .and_then(|by_patient| by_patient.get(patient.0 as usize))
             .map(Vec::as_slice)
             .unwrap_or_default()
     }
@@ -202,8 +217,17 @@ impl Overlaps {
             u32::try_from(sizes.0).unwrap_or(u32::MAX),
             u32::try_from(sizes.1).unwrap_or(u32::MAX),
         );
+        for class in size_class(lo)..=size_class(hi) {
+            self.count_class(index, set, class, (lo, hi));
+        }
+    }
+
+    fn count_class(&mut self, index: &History, set: &Patients, class: usize, (lo, hi): (u32, u32)) {
+        if index.by_class.get(class).is_none_or(Vec::is_empty) {
+            return;
+        }
         for p in set.ids() {
-            for &slot in index.postings(*p) {
+            for &slot in index.postings(class, *p) {
                 let size = index.sizes[slot as usize];
                 if size < lo || size > hi {
                     continue;

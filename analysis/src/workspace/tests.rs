@@ -320,6 +320,26 @@ async fn an_analysis_counts_only_rows_labelled_with_their_own_patient() {
             "SELECT max(patient) AS patient, avg(age) AS age FROM patients GROUP BY ward",
             "an aggregated label",
         ),
+        (
+            "SELECT c.patient, y.age FROM patients c \
+             LEFT JOIN patients d ON c.patient = d.patient AND d.age > 1000 \
+             JOIN (SELECT b.patient, a.age FROM patients a \
+                   LEFT JOIN patients b ON a.patient = b.patient AND b.age > 1000 WHERE a.patient = 'p000') y \
+             ON d.patient IS NOT DISTINCT FROM y.patient",
+            "null labels matched with IS NOT DISTINCT FROM",
+        ),
+        (
+            "SELECT patient, CASE WHEN patient = 'p000' THEN age ELSE 50 END AS age FROM patients",
+            "a value made from the label",
+        ),
+        (
+            "SELECT patient, patient AS age FROM patients",
+            "the label copied into a value",
+        ),
+        (
+            "SELECT patient, avg(age) AS age FROM patients GROUP BY ROLLUP(patient, ward)",
+            "a rollup",
+        ),
     ] {
         let err = b.ask(describe(sql)).await.unwrap_err();
         assert_eq!(err.code(), "FRAME_LINEAGE", "{what}: {err}");
