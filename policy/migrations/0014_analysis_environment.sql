@@ -16,6 +16,7 @@ CREATE TABLE analysis_outputs (
     result          BIGINT NOT NULL,
     analysis        TEXT   NOT NULL,
     computed_by     TEXT   NOT NULL,
+    spec            TEXT   NOT NULL,
     requested_by    TEXT   NOT NULL,
     requested_at_ms BIGINT NOT NULL,
     verdict         TEXT   NOT NULL,

@@ -275,6 +275,12 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
         "a refused output's values left the workspace: {seen}"
     );
     assert!(seen["checks"].to_string().contains("THRESHOLD"), "{seen}");
+    // The checker reads how the result was made: the analysis and its query.
+    assert_eq!(
+        seen["spec"]["sql"], "SELECT patient, sex, prefecture FROM patients",
+        "{seen}"
+    );
+    assert_eq!(seen["spec"]["analysis"], "crosstab", "{seen}");
     refused(
         &run(
             &oto,

@@ -60,6 +60,10 @@ pub struct StoredResult {
     pub user: String,
     /// The analysis (`crosstab`, `linear`...).
     pub kind: String,
+    /// The analysis as asked, its query included: what an output checker reads beside the result (a value crafted
+    /// in the query shows there, not in the result).
+    #[serde(default)]
+    pub spec: serde_json::Value,
     /// The result as the researcher saw it.
     pub result: serde_json::Value,
     /// Its outputs as the checks see them (one per curve of a grouped survival analysis).

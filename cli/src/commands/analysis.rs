@@ -263,6 +263,7 @@ pub fn run(command: AnalysisCommand, json_out: bool) -> anyhow::Result<()> {
                         o["requested_by"].as_str().unwrap_or(""), o["state"].as_str().unwrap_or("")
                     );
                     println!("自動チェック / automatic checks: {}", o["verdict"].as_str().unwrap_or("?"));
+                    println!("解析 / analysis as asked:\n{}", serde_json::to_string_pretty(&o["spec"])?);
                     for check in o["checks"].as_array().into_iter().flatten() {
                         print_findings(&json!({"checks": [check]}));
                     }

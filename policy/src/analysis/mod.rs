@@ -315,6 +315,7 @@ impl Policy {
             };
             if visible {
                 o.content = serde_json::Value::Null;
+                o.spec = serde_json::Value::Null;
                 out.push(o);
             }
         }
@@ -535,6 +536,7 @@ impl Policy {
                     result: number("result"),
                     analysis: text("analysis"),
                     computed_by: text("computed_by"),
+                    spec: report.get("spec").cloned().unwrap_or_default(),
                     requested_by: requested_by.to_owned(),
                     requested_at: self.now(),
                     verdict,

@@ -85,6 +85,8 @@ pub struct OutputRequest {
     pub analysis: String,
     /// Who computed the result (a co-recipient may ask for it to leave: the checker is independent of both).
     pub computed_by: String,
+    /// The analysis as asked, its query included (null in lists): the checker reads how the result was made.
+    pub spec: serde_json::Value,
     /// Who asked.
     pub requested_by: String,
     /// When.
@@ -134,7 +136,7 @@ fn number(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-const COLUMNS: &str = "id, application, result, analysis, computed_by, requested_by, requested_at_ms, verdict, checks, content, \
+const COLUMNS: &str = "id, application, result, analysis, computed_by, spec, requested_by, requested_at_ms, verdict, checks, content, \
                        state, checker, decided_at_ms, comment, release_order, content_sha256, signature, released_at_ms";
 
 fn output_of(r: &AnyRow) -> Result<OutputRequest> {
@@ -154,6 +156,7 @@ fn output_of(r: &AnyRow) -> Result<OutputRequest> {
         result: number(r.try_get("result")?),
         analysis: r.try_get("analysis")?,
         computed_by: r.try_get("computed_by")?,
+        spec: json("spec")?,
         requested_by: r.try_get("requested_by")?,
         requested_at: at(r.try_get("requested_at_ms")?)?,
         verdict: r.try_get("verdict")?,
@@ -226,14 +229,15 @@ impl AnalysisRegisters {
     pub async fn file(&self, o: &OutputRequest) -> Result<()> {
         let text = |v: &serde_json::Value| v.to_string();
         sqlx::query(
-            "INSERT INTO analysis_outputs (id, application, result, analysis, computed_by, requested_by, requested_at_ms, \
-             verdict, checks, content, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO analysis_outputs (id, application, result, analysis, computed_by, spec, requested_by, \
+             requested_at_ms, verdict, checks, content, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(i64::try_from(o.id).unwrap_or(i64::MAX))
         .bind(&o.application)
         .bind(i64::try_from(o.result).unwrap_or(i64::MAX))
         .bind(&o.analysis)
         .bind(&o.computed_by)
+        .bind(text(&o.spec))
         .bind(&o.requested_by)
         .bind(ms(o.requested_at))
         .bind(&o.verdict)
