@@ -139,6 +139,23 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
     let desk = tempfile::tempdir().unwrap();
     let run = |who: &Person, args: &[&str]| client(desk.path(), &env, who, args);
     let query = |who: &Person, sql: &str| run(who, &["analysis", "query", "--application", &id, sql]);
+    let crosstab = |sql: &str, rows: &str, columns: Option<&str>| {
+        let mut args = vec![
+            "analysis",
+            "run",
+            "--application",
+            id.as_str(),
+            "--kind",
+            "crosstab",
+            "--sql",
+            sql,
+        ];
+        args.extend(["--rows", rows]);
+        if let Some(c) = columns {
+            args.extend(["--columns", c]);
+        }
+        ok(&run(&rika, &args))
+    };
 
     // Pseudonymised data: not before the chair registers rika as a certified user.
     refused(&query(&rika, "SELECT count(*) AS n FROM patients"), "NOT_CERTIFIED");
@@ -239,23 +256,11 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
     assert!(!stderr.contains(&patient), "{stderr}");
 
     // A cross-tabulation by prefecture: small cells, refused by the checks; the checker cannot approve it.
-    let by_prefecture = ok(&run(
-        &rika,
-        &[
-            "analysis",
-            "run",
-            "--application",
-            &id,
-            "--kind",
-            "crosstab",
-            "--sql",
-            "SELECT patient, sex, prefecture FROM patients",
-            "--rows",
-            "prefecture",
-            "--columns",
-            "sex",
-        ],
-    ));
+    let by_prefecture = crosstab(
+        "SELECT patient, sex, prefecture FROM patients",
+        "prefecture",
+        Some("sex"),
+    );
     assert_eq!(by_prefecture["report"]["verdict"], "refused", "{by_prefecture}");
     let result = by_prefecture["report"]["result"].as_u64().unwrap().to_string();
     let request = |result: &str| {
@@ -321,21 +326,7 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
     );
 
     // Fixed: by sex alone. The researcher's own organisation's checker is refused; another approves.
-    let by_sex = ok(&run(
-        &rika,
-        &[
-            "analysis",
-            "run",
-            "--application",
-            &id,
-            "--kind",
-            "crosstab",
-            "--sql",
-            "SELECT patient, sex FROM patients",
-            "--rows",
-            "sex",
-        ],
-    ));
+    let by_sex = crosstab("SELECT patient, sex FROM patients", "sex", None);
     assert_ne!(by_sex["report"]["verdict"], "refused", "{by_sex}");
     let fixed = request(&by_sex["report"]["result"].as_u64().unwrap().to_string());
     let fixed = fixed["output"].as_u64().unwrap().to_string();
@@ -415,21 +406,11 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
     );
     // Once released, a differencing attempt against it is refused: the whole cohort minus nobody, by sex, is fine,
     // but the cohort without the first few patients differs from it by them.
-    let differencing = ok(&run(
-        &rika,
-        &[
-            "analysis",
-            "run",
-            "--application",
-            &id,
-            "--kind",
-            "crosstab",
-            "--sql",
-            &format!("SELECT patient, sex FROM patients WHERE patient <> '{patient}'"),
-            "--rows",
-            "sex",
-        ],
-    ));
+    let differencing = crosstab(
+        &format!("SELECT patient, sex FROM patients WHERE patient <> '{patient}'"),
+        "sex",
+        None,
+    );
     assert_eq!(differencing["report"]["verdict"], "refused", "{differencing}");
     assert!(
         differencing["report"].to_string().contains("DIFFERENCING"),
