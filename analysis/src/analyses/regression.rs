@@ -171,24 +171,50 @@ fn coefficients(
 /// The model as the checks see it. `inverse` is (Xᵀ W X)⁻¹ and `weight` each row's weight in it: a row's leverage
 /// is wᵢ xᵢᵀ (Xᵀ W X)⁻¹ xᵢ, and a patient's the sum over their rows — near 1 when the fit reproduces that patient
 /// (a covariate that is non-zero for them alone, say), which the degrees of freedom do not show.
-fn evidence(d: &Design, inverse: &DMatrix<f64>, weight: impl Fn(&[f64]) -> f64) -> Output {
-    let mut by_patient: std::collections::HashMap<crate::output_check::PatientId, f64> =
+///
+/// Beside it, each patient's shift of the coefficients: a row's is (Xᵀ W X)⁻¹ xᵢ rᵢ / (1 − hᵢ) for its residual rᵢ
+/// (exact for least squares, Pregibon's one-step for the logistic model), summed over the patient's rows and read in
+/// standard errors (`covariance`'s diagonal).
+fn evidence(
+    d: &Design,
+    inverse: &DMatrix<f64>,
+    covariance: &DMatrix<f64>,
+    weight: impl Fn(&[f64]) -> f64,
+    residual: impl Fn(usize, &[f64]) -> f64,
+) -> Output {
+    let mut by_patient: std::collections::HashMap<crate::output_check::PatientId, (f64, Vec<f64>)> =
         std::collections::HashMap::new();
-    for (xi, patient) in d.x.chunks_exact(d.p).zip(&d.rows) {
-        let mut quadratic = 0.0;
-        for (a, xa) in xi.iter().enumerate() {
-            for (b, xb) in xi.iter().enumerate() {
-                quadratic += xa * inverse[(a, b)] * xb;
-            }
+    let mut u = vec![0.0; d.p];
+    for (i, (xi, patient)) in d.x.chunks_exact(d.p).zip(&d.rows).enumerate() {
+        for (a, ua) in u.iter_mut().enumerate() {
+            *ua = xi.iter().enumerate().map(|(b, xb)| inverse[(a, b)] * xb).sum();
         }
+        let quadratic: f64 = xi.iter().zip(&u).map(|(x, v)| x * v).sum();
         let h = weight(xi) * quadratic;
-        *by_patient.entry(*patient).or_default() += h;
+        let scale = residual(i, xi) / (1.0 - h).max(1e-9);
+        let entry = by_patient.entry(*patient).or_insert_with(|| (0.0, vec![0.0; d.p]));
+        entry.0 += h;
+        for (shift, ua) in entry.1.iter_mut().zip(&u) {
+            *shift += ua * scale;
+        }
     }
+    let errors: Vec<f64> = (0..d.p).map(|j| covariance[(j, j)].max(0.0).sqrt()).collect();
+    let dfbetas = by_patient
+        .values()
+        .flat_map(|(_, shift)| {
+            shift
+                .iter()
+                .zip(&errors)
+                .filter(|(_, e)| **e > 0.0)
+                .map(|(s, e)| (s / e).abs())
+        })
+        .fold(0.0, f64::max);
     Output::Model(Model {
         observations: d.y.len() as u64,
         parameters: d.p as u64,
         patients: d.patients.clone(),
-        largest_patient_leverage: by_patient.values().copied().fold(0.0, f64::max),
+        largest_patient_leverage: by_patient.values().map(|(h, _)| *h).fold(0.0, f64::max),
+        largest_patient_dfbetas: dfbetas,
     })
 }
 
@@ -221,7 +247,7 @@ pub fn linear(frame: &Frame, outcome: &str, covariates: &[&str]) -> Result<Analy
     };
     Ok(Analysed {
         result: fit,
-        output: evidence(&d, &inverse, |_| 1.0),
+        output: evidence(&d, &inverse, &covariance, |_| 1.0, |i, xi| d.y[i] - dot(xi, &beta)),
     })
 }
 
@@ -277,10 +303,16 @@ pub fn logistic(frame: &Frame, outcome: &str, covariates: &[&str]) -> Result<Ana
             };
             return Ok(Analysed {
                 result: fit,
-                output: evidence(&d, &covariance, |xi| {
-                    let mu = 1.0 / (1.0 + (-dot(xi, &beta)).exp());
-                    mu * (1.0 - mu)
-                }),
+                output: evidence(
+                    &d,
+                    &covariance,
+                    &covariance,
+                    |xi| {
+                        let mu = 1.0 / (1.0 + (-dot(xi, &beta)).exp());
+                        mu * (1.0 - mu)
+                    },
+                    |i, xi| d.y[i] - 1.0 / (1.0 + (-dot(xi, &beta)).exp()),
+                ),
             });
         }
         if !beta.iter().all(|b| b.is_finite()) {

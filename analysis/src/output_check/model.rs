@@ -104,6 +104,11 @@ pub struct Model {
     /// The largest leverage of one patient (the sum of their rows' hat values, 0–1): near 1 when the fit
     /// reproduces that patient, as a covariate that is non-zero for them alone does.
     pub largest_patient_leverage: f64,
+    /// The largest shift one patient's rows make to a coefficient, in that coefficient's standard errors (DFBETAS,
+    /// summed over the patient's rows; one-step for the logistic model): near or above 1 when the fit's answer is
+    /// one patient's own outcome — a value the query set for one patient and nobody else.
+    #[serde(default)]
+    pub largest_patient_dfbetas: f64,
 }
 
 impl Model {

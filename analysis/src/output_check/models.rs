@@ -52,9 +52,25 @@ pub fn check_model(model: &Model, rules: &Rules) -> Vec<Finding> {
             ),
         ));
     }
+    if model.largest_patient_dfbetas > INFLUENCE_REVIEW {
+        out.push(finding(
+            Rule::InfluentialPatient,
+            Verdict::Review,
+            Place::Whole,
+            format!(
+                "one patient moves a coefficient by more than {INFLUENCE_REVIEW} of its standard error: read how the \
+                 outcome was made (an outcome set for one patient alone shows here)"
+            ),
+        ));
+    }
     out.extend(too_few(&model.patients, rules, "model"));
     out
 }
+
+/// The shift of a coefficient by one patient (in its standard errors) above which a model goes to review. Among
+/// honest data of a hundred patients or more a single patient rarely moves a coefficient by half its error; an
+/// outcome that is one patient's value and a constant elsewhere moves it by about one.
+pub const INFLUENCE_REVIEW: f64 = 0.5;
 
 /// A survival curve may leave only where its risk set holds at least the threshold, and each step must move the
 /// risk table by at least the threshold (ACRO's rule: a drop of one dates one patient's event or censoring). Steps

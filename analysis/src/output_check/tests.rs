@@ -156,6 +156,7 @@ fn a_model_needs_ten_residual_degrees_of_freedom() {
             parameters,
             patients: patients(0..n),
             largest_patient_leverage: 0.0,
+            largest_patient_dfbetas: 0.0,
         })
     };
     // 15 observations, 6 parameters: 9 residual degrees of freedom.
@@ -174,6 +175,7 @@ fn a_model_needs_ten_residual_degrees_of_freedom() {
         parameters: 2,
         patients: patients(0..1000),
         largest_patient_leverage: 0.99,
+        largest_patient_dfbetas: 0.0,
     });
     assert_eq!(
         rules_found(&alone(&influential, &Rules::default()), Place::Whole),
@@ -266,6 +268,7 @@ fn a_model_refitted_without_one_patient_is_refused() {
             parameters: 11,
             patients: patients(range),
             largest_patient_leverage: 0.01,
+            largest_patient_dfbetas: 0.0,
         })
     };
     let mut history = History::new();

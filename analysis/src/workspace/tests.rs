@@ -379,3 +379,39 @@ async fn a_query_shows_a_screen_of_rows_and_counts_the_rest() {
     assert_eq!(a.report["rows_shown"], super::columns::PREVIEW_ROWS.min(200));
     assert!(a.private.unwrap()["rows"].as_array().unwrap().len() <= super::columns::PREVIEW_ROWS);
 }
+
+#[tokio::test]
+async fn an_outcome_set_for_one_patient_alone_sends_the_model_to_review() {
+    let mut b = Bench::new();
+    // p000 alone is in ward Z, female and 20: the outcome is their age and 0 for everyone else, so the coefficient
+    // of `female` is their age over the number of women. Every label is honest; the outcome is not.
+    let singled = "SELECT patient, CASE WHEN ward = 'Z' AND sex = 'F' AND age = 20.0 THEN age ELSE 0.0 END AS y, \
+                   CASE WHEN sex = 'F' THEN 1.0 ELSE 0.0 END AS female FROM patients";
+    let a = b
+        .ask(WorkspaceRequest::Analyse {
+            shape: String::new(),
+            spec: AnalysisSpec::Linear {
+                sql: singled.into(),
+                outcome: "y".into(),
+                covariates: vec!["female".into()],
+            },
+        })
+        .await
+        .unwrap();
+    assert_eq!(a.report["verdict"], "review", "{}", a.report);
+    assert!(a.report.to_string().contains("INFLUENTIAL_PATIENT"), "{}", a.report);
+    // The same model on an outcome every patient contributes to stays safe.
+    let honest = b
+        .ask(WorkspaceRequest::Analyse {
+            shape: String::new(),
+            spec: AnalysisSpec::Linear {
+                sql: "SELECT patient, age AS y, CASE WHEN sex = 'F' THEN 1.0 ELSE 0.0 END AS female FROM patients"
+                    .into(),
+                outcome: "y".into(),
+                covariates: vec!["female".into()],
+            },
+        })
+        .await
+        .unwrap();
+    assert_eq!(honest.report["verdict"], "safe", "{}", honest.report);
+}
