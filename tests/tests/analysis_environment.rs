@@ -139,6 +139,21 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
     let desk = tempfile::tempdir().unwrap();
     let run = |who: &Person, args: &[&str]| client(desk.path(), &env, who, args);
     let query = |who: &Person, sql: &str| run(who, &["analysis", "query", "--application", &id, sql]);
+    let decide = |who: &Person, output: &str, decision: &str, comment: &str| {
+        run(
+            who,
+            &[
+                "analysis",
+                "decide",
+                "--id",
+                output,
+                "--decision",
+                decision,
+                "--comment",
+                comment,
+            ],
+        )
+    };
     let crosstab = |sql: &str, rows: &str, columns: Option<&str>| {
         let mut args = vec![
             "analysis",
@@ -286,35 +301,8 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
         "{seen}"
     );
     assert_eq!(seen["spec"]["analysis"], "crosstab", "{seen}");
-    refused(
-        &run(
-            &oto,
-            &[
-                "analysis",
-                "decide",
-                "--id",
-                &output,
-                "--decision",
-                "approve",
-                "--comment",
-                "fine",
-            ],
-        ),
-        "CHECKS_REFUSED",
-    );
-    let changed = ok(&run(
-        &oto,
-        &[
-            "analysis",
-            "decide",
-            "--id",
-            &output,
-            "--decision",
-            "changes",
-            "--comment",
-            "group prefectures into regions",
-        ],
-    ));
+    refused(&decide(&oto, &output, "approve", "fine"), "CHECKS_REFUSED");
+    let changed = ok(&decide(&oto, &output, "changes", "group prefectures into regions"));
     assert_eq!(changed["state"], "changes_requested", "{changed}");
     // The same result is not put to another checker.
     refused(
@@ -330,51 +318,9 @@ async fn a_workspace_answers_its_certified_recipient_and_only_a_checked_output_l
     assert_ne!(by_sex["report"]["verdict"], "refused", "{by_sex}");
     let fixed = request(&by_sex["report"]["result"].as_u64().unwrap().to_string());
     let fixed = fixed["output"].as_u64().unwrap().to_string();
-    refused(
-        &run(
-            &aki,
-            &[
-                "analysis",
-                "decide",
-                "--id",
-                &fixed,
-                "--decision",
-                "approve",
-                "--comment",
-                "ok",
-            ],
-        ),
-        "CONFLICT_OF_INTEREST",
-    );
-    refused(
-        &run(
-            &rika,
-            &[
-                "analysis",
-                "decide",
-                "--id",
-                &fixed,
-                "--decision",
-                "approve",
-                "--comment",
-                "ok",
-            ],
-        ),
-        "ROLE_NOT_PERMITTED",
-    );
-    ok(&run(
-        &oto,
-        &[
-            "analysis",
-            "decide",
-            "--id",
-            &fixed,
-            "--decision",
-            "approve",
-            "--comment",
-            "safe margins",
-        ],
-    ));
+    refused(&decide(&aki, &fixed, "approve", "ok"), "CONFLICT_OF_INTEREST");
+    refused(&decide(&rika, &fixed, "approve", "ok"), "ROLE_NOT_PERMITTED");
+    ok(&decide(&oto, &fixed, "approve", "safe margins"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let o = ok(&run(&rika, &["analysis", "output", "--id", &fixed]));
