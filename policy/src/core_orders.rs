@@ -396,7 +396,8 @@ fn analysis_details(
     m
 }
 
-fn is_key(s: &str) -> bool {
+/// Whether `s` is 64 lowercase hex digits (a linkage key, a SHA-256, an X25519 public key).
+pub(crate) fn is_key(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 

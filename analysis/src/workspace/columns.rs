@@ -16,7 +16,7 @@ use super::request::{MAX_UPLOAD_COLUMNS, check_name};
 use super::state::PatientNumbers;
 
 /// The column every frame of an analysis carries: the workspace pseudonym of the row's patient.
-pub const PATIENT: &str = "patient";
+pub use crate::lineage::PATIENT;
 
 /// Most rows of a query's result shown to the researcher: the workspace's screen. The rest stays in the workspace;
 /// what leaves in full is an output, checked.

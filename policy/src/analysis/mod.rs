@@ -215,9 +215,7 @@ impl Policy {
             request["shape"] = crate::query_shape::redacted(sql).into();
         }
         let reads = matches!(kind.as_str(), "query" | "analyse");
-        let key_ok = recipient_key
-            .as_deref()
-            .is_some_and(|k| k.len() == 64 && k.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        let key_ok = recipient_key.as_deref().is_some_and(crate::core_orders::is_key);
         if reads && !key_ok {
             return Err(PolicyError::Invalid(
                 "the recipient key is 64 lowercase hex digits (an X25519 public key)".into(),
@@ -517,6 +515,7 @@ impl Policy {
             return Ok(());
         };
         let kind = request.get("request").and_then(|k| k.as_str()).unwrap_or_default();
+        let result = request.get("result").and_then(|r| r.as_u64()).unwrap_or_default();
         let registers = self.analysis_registers();
         let resource = format!("application {}", scope.application);
         match (kind, outcome) {
@@ -558,7 +557,6 @@ impl Policy {
                 self.audit(event).await?;
             }
             ("release_output", OrderOutcome::Done(_)) => {
-                let result = request.get("result").and_then(|r| r.as_u64()).unwrap_or_default();
                 let o = registers.releasing_result(&scope.application, result).await?;
                 let document = document_of(&o)?;
                 let sha256 = hex::encode(sha2::Sha256::digest(document.as_bytes()));
@@ -583,7 +581,6 @@ impl Policy {
                 self.audit(event).await?;
             }
             ("release_output", OrderOutcome::Failed(code)) => {
-                let result = request.get("result").and_then(|r| r.as_u64()).unwrap_or_default();
                 let o = registers.releasing_result(&scope.application, result).await?;
                 registers.release_refused(o.id, code).await?;
             }

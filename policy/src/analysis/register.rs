@@ -132,6 +132,11 @@ fn at(ms: i64) -> Result<DateTime<Utc>> {
         .ok_or_else(|| PolicyError::InvalidState("a time in the analysis registers is out of range".into()))
 }
 
+/// A number as the database stores it (BIGINT); numbers past i64 never occur and saturate.
+fn db_number(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 fn number(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
@@ -232,9 +237,9 @@ impl AnalysisRegisters {
             "INSERT INTO analysis_outputs (id, application, result, analysis, computed_by, spec, requested_by, \
              requested_at_ms, verdict, checks, content, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
-        .bind(i64::try_from(o.id).unwrap_or(i64::MAX))
+        .bind(db_number(o.id))
         .bind(&o.application)
-        .bind(i64::try_from(o.result).unwrap_or(i64::MAX))
+        .bind(db_number(o.result))
         .bind(&o.analysis)
         .bind(&o.computed_by)
         .bind(text(&o.spec))
@@ -252,7 +257,7 @@ impl AnalysisRegisters {
     /// One output request.
     pub async fn get(&self, id: u64) -> Result<OutputRequest> {
         let row = sqlx::query(&format!("SELECT {COLUMNS} FROM analysis_outputs WHERE id = $1"))
-            .bind(i64::try_from(id).unwrap_or(i64::MAX))
+            .bind(db_number(id))
             .fetch_optional(self.db.pool())
             .await?
             .ok_or_else(|| PolicyError::NotFound {
@@ -299,7 +304,7 @@ impl AnalysisRegisters {
         .bind(checker)
         .bind(comment)
         .bind(ms(now))
-        .bind(i64::try_from(id).unwrap_or(i64::MAX))
+        .bind(db_number(id))
         .execute(self.db.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -311,7 +316,7 @@ impl AnalysisRegisters {
             "UPDATE analysis_outputs SET state = 'awaiting_check', checker = NULL, comment = NULL, decided_at_ms = NULL \
              WHERE id = $1 AND state = 'releasing' AND release_order IS NULL",
         )
-        .bind(i64::try_from(id).unwrap_or(i64::MAX))
+        .bind(db_number(id))
         .execute(self.db.pool())
         .await?;
         Ok(())
@@ -321,7 +326,7 @@ impl AnalysisRegisters {
     pub async fn requested(&self, application: &str, result: u64) -> Result<bool> {
         let row = sqlx::query("SELECT id FROM analysis_outputs WHERE application = $1 AND result = $2")
             .bind(application)
-            .bind(i64::try_from(result).unwrap_or(i64::MAX))
+            .bind(db_number(result))
             .fetch_optional(self.db.pool())
             .await?;
         Ok(row.is_some())
@@ -333,7 +338,7 @@ impl AnalysisRegisters {
             "SELECT {COLUMNS} FROM analysis_outputs WHERE application = $1 AND result = $2 AND state = 'releasing'"
         ))
         .bind(application)
-        .bind(i64::try_from(result).unwrap_or(i64::MAX))
+        .bind(db_number(result))
         .fetch_optional(self.db.pool())
         .await?
         .ok_or_else(|| PolicyError::NotFound {
@@ -346,8 +351,8 @@ impl AnalysisRegisters {
     /// Notes the core order releasing an approved request.
     pub async fn releasing(&self, id: u64, order: u64) -> Result<()> {
         sqlx::query("UPDATE analysis_outputs SET release_order = $1 WHERE id = $2 AND state = 'releasing'")
-            .bind(i64::try_from(order).unwrap_or(i64::MAX))
-            .bind(i64::try_from(id).unwrap_or(i64::MAX))
+            .bind(db_number(order))
+            .bind(db_number(id))
             .execute(self.db.pool())
             .await?;
         Ok(())
@@ -358,7 +363,7 @@ impl AnalysisRegisters {
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM analysis_outputs WHERE release_order = $1"
         ))
-        .bind(i64::try_from(order).unwrap_or(i64::MAX))
+        .bind(db_number(order))
         .fetch_optional(self.db.pool())
         .await?
         .ok_or_else(|| PolicyError::NotFound {
@@ -377,7 +382,7 @@ impl AnalysisRegisters {
         .bind(sha256)
         .bind(signature)
         .bind(ms(now))
-        .bind(i64::try_from(id).unwrap_or(i64::MAX))
+        .bind(db_number(id))
         .execute(self.db.pool())
         .await?;
         if done.rows_affected() != 1 {
@@ -394,7 +399,7 @@ impl AnalysisRegisters {
             "UPDATE analysis_outputs SET state = 'release_refused', comment = $1 WHERE id = $2 AND state = 'releasing'",
         )
         .bind(code)
-        .bind(i64::try_from(id).unwrap_or(i64::MAX))
+        .bind(db_number(id))
         .execute(self.db.pool())
         .await?;
         Ok(())
