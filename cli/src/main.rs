@@ -88,6 +88,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::policy_serve::PolicyCommand,
     },
+    /// The web console (committee, researchers, output checkers, operators, auditors, the public).
+    Console {
+        #[command(subcommand)]
+        command: commands::console::ConsoleCommand,
+    },
     /// Write the public registers (decisions, provisions) as JSON and CSV.
     Publish(commands::publish::PublishArgs),
     /// Reports (the periodic report to the regulator).
@@ -133,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store { command } => commands::store::run(command, json),
         Command::Sql(a) => commands::sql::run(a, json),
         Command::Analysis { command } => commands::analysis::run(command, json),
+        Command::Console { command } => commands::console::run(command, json),
         Command::Anonymize(a) => commands::anonymize::run(a, json),
         Command::Verify(a) => commands::verify::run(a, json),
         Command::Stats(a) => commands::stats::run(a, json),

@@ -5,5 +5,6 @@
 pub mod client;
 pub mod config;
 pub mod home;
+pub mod https;
 pub mod telemetry;
 pub mod tls;

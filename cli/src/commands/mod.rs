@@ -7,6 +7,7 @@ pub mod apply;
 pub mod audit;
 pub mod budget;
 pub mod committee;
+pub mod console;
 pub mod core;
 pub mod model_flags;
 pub mod pki;

@@ -19,7 +19,6 @@
 //!
 //! TLS is rustls (HTTP/2 or HTTP/1.1 by ALPN); a plaintext client gets nothing but a failed handshake.
 
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,18 +30,15 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokumei_policy::audit_ledger::{AuditEvent, Outcome};
-use tower::Service as _;
 
 use super::tokens::{DownloadGrant, TokenError, TokenId};
-use super::{Delivery, DeliveryError, HANDSHAKE_TIMEOUT};
+use super::{Delivery, DeliveryError};
 use crate::error::ReleaseError;
 use crate::sealed_file::SealedFile;
+pub use tokumei_platform::https::Peer;
 
 /// Bytes decrypted and handed to the connection at a time.
 pub const CHUNK: u64 = 1 << 20;
@@ -51,18 +47,8 @@ pub const CHUNK: u64 = 1 << 20;
 /// download under way within this many bytes, not only the next request.
 pub const RECHECK_EVERY: u64 = 16 * CHUNK;
 
-/// How long a client may take to send a request's headers (slow clients must not hold connections).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long transfers in flight may go on after shutdown was asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// The peer address of a connection, put in each request's extensions by the accept loop.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(
-    /// The client's address.
-    pub SocketAddr,
-);
 
 /// An HTTP error in the endpoint's JSON shape.
 #[derive(Debug)]
@@ -467,57 +453,8 @@ pub(super) async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DeliveryError> {
-    let acceptor = TlsAcceptor::from(tls);
-    let app = router(delivery);
-    let mut connections = tokio::task::JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(ok) => ok,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accepting an HTTPS connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let app = app.clone();
-                connections.spawn(async move {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-                        request.extensions_mut().insert(Peer(peer));
-                        let mut app = app.clone();
-                        async move { app.call(request).await }
-                    });
-                    let mut builder = auto::Builder::new(TokioExecutor::new());
-                    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-                    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await
-                    {
-                        tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
-                    }
-                });
-            }
-        }
-    }
+    tokumei_platform::https::serve(router(delivery), listener, Some(tls), shutdown, SHUTDOWN_GRACE).await;
     tracing::info!("release downloads: no longer accepting connections");
-    let drain = async { while connections.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, drain).await;
-    connections.abort_all();
     Ok(())
 }
 

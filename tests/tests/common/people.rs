@@ -60,14 +60,34 @@ pub fn activate(home: &Path, db: &[(&str, &str)], username: &str, invitation: &s
     activate_with(&PolicyService::start(home, db), home, db, username, invitation)
 }
 
-/// [`activate`] through a running policy service.
-pub fn activate_with(
+/// Someone who enrolled and confirmed their authenticator but has not signed in: what a person signing in through a
+/// browser holds (their password is [`PASSWORD`]).
+#[derive(Debug)]
+pub struct Enrolled {
+    /// Username.
+    pub username: String,
+    /// Their authenticator.
+    pub totp: Totp,
+    /// The recovery codes they were given at confirmation.
+    pub recovery_codes: Vec<String>,
+}
+
+impl Enrolled {
+    /// A code their authenticator shows one step ahead of now: never the step their confirmation used, and within
+    /// the service's ±1 step window.
+    pub fn next_code(&self) -> String {
+        self.totp.code_at(Utc::now() + Duration::seconds(30)).to_string()
+    }
+}
+
+/// Enrols `username` with `invitation` and confirms their authenticator with the current step's code.
+pub fn enrol_with(
     service: &PolicyService,
     home: &Path,
     db: &[(&str, &str)],
     username: &str,
     invitation: &str,
-) -> Person {
+) -> Enrolled {
     let db = &service.anonymous_env(db);
     let e = run_json(
         home,
@@ -85,11 +105,7 @@ pub fn activate_with(
     );
     let secret = TotpSecret::from_base32(e["secret_base32"].as_str().expect("secret")).expect("base32");
     let totp = Totp::new(&secret, "tokumei", username).expect("totp");
-    // The current step's code to confirm and the next one to log in, both from one instant: the ±1 step window
-    // accepts both even when a step boundary passes between the calls.
-    let now = Utc::now();
-    let first = totp.code_at(now);
-    run_json(
+    let confirmed = run_json(
         home,
         &[
             "user",
@@ -97,13 +113,34 @@ pub fn activate_with(
             "--username",
             username,
             "--code",
-            &first,
+            &totp.code_at(Utc::now()),
             "--password-stdin",
         ],
         db,
         Some(&format!("{PASSWORD}\n")),
     );
-    let code = totp.code_at(now + Duration::seconds(30));
+    let recovery_codes = confirmed["recovery_codes"]
+        .as_array()
+        .map(|codes| codes.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    Enrolled {
+        username: username.to_owned(),
+        totp,
+        recovery_codes,
+    }
+}
+
+/// [`activate`] through a running policy service.
+pub fn activate_with(
+    service: &PolicyService,
+    home: &Path,
+    db: &[(&str, &str)],
+    username: &str,
+    invitation: &str,
+) -> Person {
+    let enrolled = enrol_with(service, home, db, username, invitation);
+    // The step after the confirmation's (the ±1 step window accepts it even when a step boundary passes between
+    // the calls; a replayed step would be refused).
     let s = run_json(
         home,
         &[
@@ -112,11 +149,11 @@ pub fn activate_with(
             "--username",
             username,
             "--code",
-            &code,
+            &enrolled.next_code(),
             "--password-stdin",
             "--no-save",
         ],
-        db,
+        &service.anonymous_env(db),
         Some(&format!("{PASSWORD}\n")),
     );
     Person {
@@ -196,6 +233,32 @@ pub fn invite_with(
     org: &str,
     roles: &str,
 ) -> Person {
+    let code = invitation(service, home, db, username, org, roles);
+    activate_with(service, home, db, username, &code)
+}
+
+/// A person invited as [`invite`] does, enrolled and confirmed, not signed in (they sign in through a browser).
+pub fn invite_enrolled(
+    service: &PolicyService,
+    home: &Path,
+    db: &[(&str, &str)],
+    username: &str,
+    org: &str,
+    roles: &str,
+) -> Enrolled {
+    let code = invitation(service, home, db, username, org, roles);
+    enrol_with(service, home, db, username, &code)
+}
+
+/// The invitee's own code, once the administrators invited (and, for four-eyes roles, approved) them.
+fn invitation(
+    service: &PolicyService,
+    home: &Path,
+    db: &[(&str, &str)],
+    username: &str,
+    org: &str,
+    roles: &str,
+) -> String {
     let (first, second) = administrators(home);
     let env = service.env(db, &first);
     let mut cmd = Command::new(super::tokumei_bin());
@@ -246,13 +309,10 @@ pub fn invite_with(
             None,
         );
     }
-    activate_with(
-        service,
-        home,
-        db,
-        username,
-        claim["invitation_code"].as_str().expect("the invitee's code"),
-    )
+    claim["invitation_code"]
+        .as_str()
+        .expect("the invitee's code")
+        .to_owned()
 }
 
 /// `db` plus `TOKUMEI_SESSION` of `person`.

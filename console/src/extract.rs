@@ -1,0 +1,166 @@
+//! Who is asking, and whether their form is theirs.
+//!
+//! - [`Viewer`]: the signed-in person of a request (else a redirect to the sign-in page) and their language;
+//! - [`Signed`]: a form posted by a signed-in person with their session's CSRF token — every state-changing
+//!   route takes one, so a form without the token never reaches a handler (`403 CSRF_INVALID`).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::i18n::Lang;
+use crate::security::{cookie, same_token, session_cookie_name};
+use crate::services::PageError;
+use crate::sessions::ConsoleSession;
+
+/// The most a form may carry (an application's text fields).
+pub const FORM_LIMIT: usize = 256 * 1024;
+
+/// The signed-in person of a request.
+#[derive(Clone)]
+pub struct Viewer {
+    /// Their session.
+    pub session: Arc<ConsoleSession>,
+    /// The page's language.
+    pub lang: Lang,
+}
+
+impl Viewer {
+    /// Whether they hold `role`.
+    pub fn has(&self, role: &str) -> bool {
+        self.session.has(role)
+    }
+
+    /// Their policy session, for a service request.
+    pub fn token(&self) -> &str {
+        self.session.token()
+    }
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let lang = Lang::of(&parts.headers);
+        let session = cookie(&parts.headers, session_cookie_name(state.secure))
+            .and_then(|c| state.sessions.get(c))
+            .ok_or_else(|| Redirect::to("/signin").into_response())?;
+        Ok(Viewer { session, lang })
+    }
+}
+
+impl axum::extract::OptionalFromRequestParts<AppState> for Viewer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
+        Ok(<Viewer as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .ok())
+    }
+}
+
+/// The language of a request that needs no session (sign-in, the public registers).
+pub struct Language(pub Lang);
+
+impl<S: Send + Sync> FromRequestParts<S> for Language {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Language(Lang::of(&parts.headers)))
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfField {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// The `done` parameter of a page reached after an act (`?done=voted`): which notice to show.
+pub struct Notice(pub String);
+
+#[derive(Deserialize)]
+struct DoneParam {
+    #[serde(default)]
+    done: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Notice {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        let done = serde_urlencoded::from_str::<DoneParam>(query)
+            .map(|d| d.done)
+            .unwrap_or_default();
+        Ok(Notice(done))
+    }
+}
+
+/// A form posted without a session (sign-in), read from its URL-encoded body.
+pub struct UrlForm<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequest<S> for UrlForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::to_bytes(request.into_body(), FORM_LIMIT)
+            .await
+            .map_err(|_| {
+                PageError::new(StatusCode::PAYLOAD_TOO_LARGE, "FORM_TOO_LARGE", "the form is too large").into_response()
+            })?;
+        serde_urlencoded::from_bytes(&bytes).map(UrlForm).map_err(|_| {
+            PageError::new(
+                StatusCode::BAD_REQUEST,
+                "FORM_INVALID",
+                "the form's fields could not be read",
+            )
+            .into_response()
+        })
+    }
+}
+
+/// A form of type `T` posted by [`Viewer`] with their session's CSRF token.
+pub struct Signed<T> {
+    /// Who posted it.
+    pub viewer: Viewer,
+    /// What they posted.
+    pub form: T,
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for Signed<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let bytes = axum::body::to_bytes(body, FORM_LIMIT).await.map_err(|_| {
+            PageError::new(StatusCode::PAYLOAD_TOO_LARGE, "FORM_TOO_LARGE", "the form is too large").into_response()
+        })?;
+        let token: CsrfField = serde_urlencoded::from_bytes(&bytes).unwrap_or(CsrfField { csrf: String::new() });
+        if !same_token(&token.csrf, &viewer.session.csrf) {
+            tracing::warn!(user = %viewer.session.username, "a form without its CSRF token was refused");
+            return Err(PageError::new(
+                StatusCode::FORBIDDEN,
+                "CSRF_INVALID",
+                "the form did not carry this session's token; reload the page and try again",
+            )
+            .into_response());
+        }
+        let form = serde_urlencoded::from_bytes(&bytes).map_err(|_| {
+            PageError::new(
+                StatusCode::BAD_REQUEST,
+                "FORM_INVALID",
+                "the form's fields could not be read",
+            )
+            .into_response()
+        })?;
+        Ok(Signed { viewer, form })
+    }
+}

@@ -1,0 +1,196 @@
+//! Sign-in (password and TOTP — or a recovery code — checked by the policy service, which issues the session),
+//! sign-out (the policy session is revoked and the console forgets the cookie), and the language switch.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+use tokumei_proto::policy::v1 as pb;
+use zeroize::Zeroizing;
+
+use crate::AppState;
+use crate::extract::{Language, Signed, UrlForm};
+use crate::i18n::Lang;
+use crate::layout::{notice, public_page};
+use crate::security::{LANG_COOKIE, SIGNIN_COOKIE, clear_cookie, cookie, same_token, session_cookie_name, set_cookie};
+use crate::services::{PageError, authed};
+use crate::sessions::random_token;
+
+/// How long a sign-in form stays valid.
+const SIGNIN_FORM_SECS: u64 = 600;
+
+fn form(lang: Lang, token: &str, username: &str, error: Option<&PageError>) -> Markup {
+    public_page(
+        lang,
+        ("サインイン", "Sign in"),
+        html! {
+            @if let Some(e) = error {
+                div.error role="alert" id="signin-error" {
+                    p { strong.reason { (e.reason) } " " (lang.t("サインインできませんでした。", "Sign-in failed.")) }
+                }
+            }
+            form method="post" action="/signin" {
+                input type="hidden" name="csrf" value=(token);
+                div.field {
+                    label for="username" { (lang.t("ユーザー名", "Username")) }
+                    input id="username" name="username" type="text" autocomplete="username" required value=(username);
+                }
+                div.field {
+                    label for="password" { (lang.t("パスワード", "Password")) }
+                    input id="password" name="password" type="password" autocomplete="current-password" required;
+                }
+                div.field {
+                    label for="code" { (lang.t("確認コード（認証アプリの6桁）", "Code (6 digits from your authenticator)")) }
+                    input id="code" name="code" type="text" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}";
+                }
+                details {
+                    summary { (lang.t("認証アプリを使えないとき", "Cannot use your authenticator?")) }
+                    div.field {
+                        label for="recovery" { (lang.t("リカバリーコード", "Recovery code")) }
+                        input id="recovery" name="recovery" type="text" autocomplete="off";
+                    }
+                }
+                button type="submit" id="signin" { (lang.t("サインイン", "Sign in")) }
+            }
+        },
+    )
+}
+
+/// The sign-in page, with a fresh double-submit token.
+pub async fn page(State(console): State<AppState>, Language(lang): Language) -> Response {
+    let token = random_token();
+    (
+        [(
+            header::SET_COOKIE,
+            set_cookie(SIGNIN_COOKIE, &token, SIGNIN_FORM_SECS, console.secure),
+        )],
+        form(lang, &token, "", None),
+    )
+        .into_response()
+}
+
+/// The sign-in form.
+#[derive(Deserialize)]
+pub struct SignIn {
+    #[serde(default)]
+    csrf: String,
+    username: String,
+    password: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    recovery: String,
+}
+
+/// Signs in through the policy service's `Login`.
+pub async fn submit(
+    State(console): State<AppState>,
+    Language(lang): Language,
+    headers: HeaderMap,
+    UrlForm(f): UrlForm<SignIn>,
+) -> Response {
+    // The secrets are zeroed when the handler ends.
+    let password = Zeroizing::new(f.password);
+    let recovery = Zeroizing::new(f.recovery);
+    let expected = cookie(&headers, SIGNIN_COOKIE).unwrap_or("");
+    if !same_token(&f.csrf, expected) {
+        return PageError::new(
+            StatusCode::FORBIDDEN,
+            "CSRF_INVALID",
+            "the sign-in form did not carry its token; reload the page and try again",
+        )
+        .into_response();
+    }
+    let second_factor = if recovery.trim().is_empty() {
+        pb::login_request::SecondFactor::TotpCode(f.code.trim().to_owned())
+    } else {
+        pb::login_request::SecondFactor::RecoveryCode(recovery.trim().to_owned())
+    };
+    let request = pb::LoginRequest {
+        username: f.username.trim().to_owned(),
+        password: password.to_string(),
+        second_factor: Some(second_factor),
+    };
+    let reply = match console.services.policy.clone().login(request).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            let error = PageError::refused(status);
+            let token = random_token();
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    header::SET_COOKIE,
+                    set_cookie(SIGNIN_COOKIE, &token, SIGNIN_FORM_SECS, console.secure),
+                )],
+                form(lang, &token, f.username.trim(), Some(&error)),
+            )
+                .into_response();
+        }
+    };
+    let actor = reply.actor.unwrap_or_default();
+    let now = chrono::Utc::now().timestamp();
+    let lifetime = std::time::Duration::from_secs(u64::try_from(reply.expires_at - now).unwrap_or(0));
+    let cookie = console.sessions.open(
+        actor.username,
+        actor.organisation,
+        actor.roles,
+        Zeroizing::new(reply.session_token),
+        lifetime,
+    );
+    let name = session_cookie_name(console.secure);
+    let mut response = Redirect::to("/").into_response();
+    let h = response.headers_mut();
+    for value in [
+        set_cookie(name, &cookie, lifetime.as_secs(), console.secure),
+        clear_cookie(SIGNIN_COOKIE, console.secure),
+    ] {
+        if let Ok(v) = value.parse() {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+/// Nothing but the CSRF token.
+#[derive(Deserialize)]
+pub struct Nothing {}
+
+/// Signs out: the policy session is revoked, the console forgets the cookie.
+pub async fn signout(State(console): State<AppState>, headers: HeaderMap, signed: Signed<Nothing>) -> Response {
+    if let Ok(request) = authed(signed.viewer.token(), pb::Empty {}) {
+        if let Err(status) = console.services.policy.clone().logout(request).await {
+            tracing::warn!(code = ?status.code(), "the policy service did not confirm a sign-out");
+        }
+    }
+    let name = session_cookie_name(console.secure);
+    if let Some(c) = cookie(&headers, name) {
+        console.sessions.close(c);
+    }
+    let lang = signed.viewer.lang;
+    (
+        [(header::SET_COOKIE, clear_cookie(name, console.secure))],
+        public_page(
+            lang,
+            ("サインアウト", "Signed out"),
+            html! {
+                (notice(lang.t("サインアウトしました。", "You are signed out.")))
+                p { a href="/signin" { (lang.t("もう一度サインイン", "Sign in again")) } }
+            },
+        ),
+    )
+        .into_response()
+}
+
+/// Switches the language (`ja` or `en`) and returns home.
+pub async fn language(State(console): State<AppState>, Path(code): Path<String>) -> Response {
+    let value = if code == "en" { "en" } else { "ja" };
+    (
+        [(
+            header::SET_COOKIE,
+            set_cookie(LANG_COOKIE, value, 365 * 86_400, console.secure),
+        )],
+        Redirect::to("/"),
+    )
+        .into_response()
+}

@@ -1,0 +1,196 @@
+//! The console's router without a browser or services: what reaches a handler and what is refused before it —
+//! the sign-in form's double-submit token, pages and forms without a session, forms without their CSRF token,
+//! field validation before anything is sent — and the headers on every response. (The services are never
+//! contacted here: their address is a closed port, so a request that got through to them would fail as 503.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use tokumei_console::{Console, ConsoleConfig, Services, SessionStore, router};
+use tower::ServiceExt;
+use zeroize::Zeroizing;
+
+fn console() -> Arc<Console> {
+    let config = ConsoleConfig {
+        policy_url: "http://127.0.0.1:1".into(),
+        policy_ca: "/nonexistent".into(),
+        release_url: None,
+        release_ca: None,
+        tls: None,
+        published: None,
+    };
+    Arc::new(Console {
+        services: Services::connect(&config).expect("lazy channels"),
+        sessions: SessionStore::default(),
+        secure: true,
+        published: None,
+    })
+}
+
+async fn send(console: &Arc<Console>, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let response = router(console.clone()).oneshot(request).await.expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn get(path: &str, cookie: Option<&str>) -> Request<Body> {
+    let mut r = Request::get(path);
+    if let Some(c) = cookie {
+        r = r.header(header::COOKIE, c);
+    }
+    r.body(Body::empty()).unwrap()
+}
+
+fn post(path: &str, cookie: Option<&str>, body: &str) -> Request<Body> {
+    let mut r = Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        r = r.header(header::COOKIE, c);
+    }
+    r.body(Body::from(body.to_owned())).unwrap()
+}
+
+fn signed_in(console: &Arc<Console>) -> (String, String) {
+    let cookie = console.sessions.open(
+        "hana".into(),
+        "univ-h".into(),
+        vec!["researcher".into()],
+        Zeroizing::new("tks1.x".into()),
+        Duration::from_secs(600),
+    );
+    let csrf = console.sessions.get(&cookie).expect("open").csrf.clone();
+    (format!("__Host-tokumei-session={cookie}"), csrf)
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let c = console();
+    for path in ["/signin", "/applications", "/registers", "/static/console.css", "/nope"] {
+        let (_, h, _) = send(&c, get(path, None)).await;
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(
+            csp.starts_with("default-src 'none'") && !csp.contains("script"),
+            "{path}: {csp}"
+        );
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{path}");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        assert!(h.contains_key(header::STRICT_TRANSPORT_SECURITY), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn sign_in_needs_the_forms_own_token() {
+    let c = console();
+    let (status, h, body) = send(&c, get("/signin", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let set = h[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Secure"),
+        "{set}"
+    );
+    let token = set.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    assert!(
+        body.contains(&format!("value=\"{token}\"")),
+        "the form does not carry its token"
+    );
+    assert!(body.contains("lang=\"ja\""), "Japanese is not the default");
+    // Without the cookie, or with another token: refused before the policy service is asked.
+    for (cookie, form) in [
+        (None, format!("csrf={token}&username=a&password=b&code=123456")),
+        (
+            Some(format!("tokumei-signin={token}")),
+            "csrf=other&username=a&password=b&code=123456".to_owned(),
+        ),
+    ] {
+        let (status, _, body) = send(&c, post("/signin", cookie.as_deref(), &form)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("CSRF_INVALID"));
+    }
+}
+
+#[tokio::test]
+async fn nothing_behind_sign_in_without_a_session() {
+    let c = console();
+    for path in [
+        "/",
+        "/applications",
+        "/applications/new",
+        "/reviews",
+        "/releases",
+        "/applications/A-1",
+    ] {
+        let (status, h, _) = send(&c, get(path, None)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(h[header::LOCATION], "/signin", "{path}");
+    }
+    let (status, _, _) = send(
+        &c,
+        post("/applications/A-1/vote", Some("__Host-tokumei-session=forged"), ""),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn a_form_without_its_token_never_reaches_a_handler() {
+    let c = console();
+    let (cookie, csrf) = signed_in(&c);
+    for path in [
+        "/applications/new",
+        "/applications/A-1/vote",
+        "/applications/A-1/decide",
+        "/applications/A-1/withdraw",
+        "/releases/download",
+        "/releases/deletion",
+        "/signout",
+    ] {
+        for body in [String::new(), "csrf=".to_owned(), format!("csrf={}", &csrf[1..])] {
+            let (status, _, text) = send(&c, post(path, Some(&cookie), &body)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path} {body}");
+            assert!(text.contains("CSRF_INVALID"), "{path}");
+        }
+    }
+    assert!(
+        c.sessions.get(cookie.split_once('=').unwrap().1).is_some(),
+        "a forged sign-out signed out"
+    );
+}
+
+#[tokio::test]
+async fn the_form_names_each_problem_beside_its_field_before_anything_is_sent() {
+    let c = console();
+    let (cookie, csrf) = signed_in(&c);
+    let body = format!("csrf={csrf}&title=&purpose=%E7%9B%AE%E7%9A%84&channel=file&period_from=2027-13-01");
+    let (status, _, page) = send(&c, post("/applications/new", Some(&cookie), &body)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    for id in [
+        "title-error",
+        "period_from-error",
+        "tables-error",
+        "recipients-error",
+        "not_for_advertising-error",
+    ] {
+        assert!(page.contains(&format!("id=\"{id}\"")), "{id} missing");
+    }
+    assert!(page.contains("目的"), "what was typed was lost");
+    assert!(page.contains("aria-invalid=\"true\""));
+}
+
+#[tokio::test]
+async fn the_language_switch_and_the_public_registers() {
+    let c = console();
+    let (status, h, _) = send(&c, get("/lang/en", None)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(h[header::SET_COOKIE].to_str().unwrap().starts_with("tokumei-lang=en"));
+    let (status, _, page) = send(&c, get("/registers", Some("tokumei-lang=en"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Decisions") && page.contains("lang=\"en\""));
+    let (status, _, page) = send(&c, get("/registers/decisions", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("register-empty"));
+    let (status, _, _) = send(&c, get("/registers/secrets", None)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,522 @@
+//! The web console in a real browser: Debian's headless Chromium driven over WebDriver (chromedriver), against the
+//! console serving over TLS as a client of the policy and release services, which run as processes of their own.
+//!
+//! The story of the issue, every step asserted on the page: a researcher files an application (a field left empty
+//! is named next to it first; a title with a script tag is shown as text), the chair assigns three members, each
+//! signs in and votes, the chair decides with conditions, an operator builds the release, and the researcher
+//! downloads their copy in the browser (its SHA-256 checked against the page) and declares its deletion.
+//!
+//! And as an attacker would try it: a form posted without its CSRF token is refused and changes nothing; the
+//! session cookie stolen before sign-out names nothing after it; every response carries the security headers and
+//! the cookies are `Secure; HttpOnly; SameSite=Strict`.
+//!
+//! With `TOKUMEI_CONSOLE_SCREENSHOTS=DIR` the main pages are saved there as PNG (docs/console/ holds the ones the
+//! documentation shows).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::core_orders::BuildZones;
+use common::people::{self, Enrolled, PolicyService, run_json};
+use common::{HOSPITAL_A, Home, tokumei_bin};
+use fantoccini::{Client, ClientBuilder, Locator};
+use sha2::{Digest, Sha256};
+use tokumei_ingest::synth::Synth;
+use tokumei_proto::ingest::v1::RecordBatch;
+
+const SESSION_COOKIE: &str = "__Host-tokumei-session";
+
+/// `tokumei console serve` over TLS with the development PKI's server certificate; stopped when dropped.
+struct Console {
+    child: Child,
+    url: String,
+}
+
+impl Console {
+    fn start(home: &Home, policy_addr: &str, release_url: &str) -> Console {
+        let pki = home.path().join("pki");
+        let mut child = Command::new(tokumei_bin())
+            .env("TOKUMEI_HOME", home.path())
+            .env("RUST_LOG", "warn")
+            .args(["--json", "console", "serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+            .arg(pki.join("gateway.crt"))
+            .arg("--tls-key")
+            .arg(pki.join("gateway.key"))
+            .args(["--policy-url", &format!("https://{policy_addr}"), "--policy-ca"])
+            .arg(pki.join("ca.crt"))
+            .args(["--release-url", release_url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn tokumei console serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the console's first line");
+        let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        let url = ready["url"].as_str().expect("url").replace("127.0.0.1", "localhost");
+        Console { child, url }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// chromedriver on a free loopback port and a headless Chromium session; stopped when dropped.
+struct Browser {
+    driver: Child,
+    client: Option<Client>,
+}
+
+impl Browser {
+    async fn start(downloads: &Path, profile: &Path) -> Browser {
+        let port = common::free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian package chromium-driver; scripts/test.sh installs it)");
+        let mut caps = serde_json::Map::new();
+        caps.insert("acceptInsecureCerts".into(), true.into());
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--window-size=1280,1000", "--lang=ja",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+                "prefs": {
+                    "download.default_directory": downloads.display().to_string(),
+                    "download.prompt_for_download": false,
+                },
+            }),
+        );
+        let mut last = None;
+        for _ in 0..50 {
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(client) => {
+                    return Browser {
+                        driver,
+                        client: Some(client),
+                    };
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("no WebDriver session: {last:?}");
+    }
+
+    fn c(&self) -> &Client {
+        self.client.as_ref().expect("session")
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// A second factor typed at sign-in.
+enum Second<'a> {
+    Code(String),
+    Recovery(&'a str),
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} not on the page: {e}"))
+        .text()
+        .await
+        .expect("text")
+}
+
+async fn type_into(c: &Client, css: &str, value: &str) {
+    let e = c.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+    e.clear().await.expect("clear");
+    e.send_keys(value).await.expect("type");
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .expect("click");
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    if let Ok(dir) = std::env::var("TOKUMEI_CONSOLE_SCREENSHOTS") {
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        let png = c.screenshot().await.expect("screenshot");
+        std::fs::write(PathBuf::from(dir).join(format!("{name}.png")), png).expect("write screenshot");
+    }
+}
+
+async fn sign_in(c: &Client, console: &Console, who: &Enrolled, second: Second<'_>) {
+    c.goto(&format!("{}/signin", console.url)).await.expect("sign-in page");
+    type_into(c, "#username", &who.username).await;
+    type_into(c, "#password", people::PASSWORD).await;
+    match second {
+        Second::Code(code) => type_into(c, "#code", &code).await,
+        Second::Recovery(code) => {
+            click(c, "details summary").await;
+            type_into(c, "#recovery", code).await;
+        }
+    }
+    click(c, "#signin").await;
+    let who_line = text(c, ".who").await;
+    assert!(
+        who_line.contains(&who.username),
+        "not signed in as {}: {who_line}",
+        who.username
+    );
+}
+
+async fn sign_out(c: &Client) {
+    click(c, "#signout").await;
+    let main = text(c, "main").await;
+    assert!(main.contains("サインアウトしました"), "{main}");
+}
+
+async fn push_cohort(home: &Home) {
+    let gw = home.start();
+    let mut client = gw.client(home, HOSPITAL_A).await;
+    let records = Synth::new(11).records(HOSPITAL_A, 0, 400);
+    let batches: Vec<RecordBatch> = records
+        .chunks(200)
+        .enumerate()
+        .map(|(i, c)| RecordBatch {
+            batch_id: format!("b{i}"),
+            records: c.to_vec(),
+        })
+        .collect();
+    tokumei_ingest::client::push(&mut client, batches).await.expect("push");
+    common::drain_core(home);
+}
+
+fn https_client(home: &Home) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = std::fs::read(home.pki.ca_cert()).expect("CA");
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA"))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTPS client")
+}
+
+/// The headers and cookie flags every page must carry.
+async fn check_headers(http: &reqwest::Client, console: &Console) {
+    let response = http
+        .get(format!("{}/signin", console.url))
+        .send()
+        .await
+        .expect("GET /signin");
+    assert_eq!(response.status(), 200);
+    let h = response.headers();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("form-action 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("script") && !csp.contains("unsafe"), "{csp}");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["cache-control"], "no-store");
+    assert!(h.contains_key("strict-transport-security"));
+    let cookie = h["set-cookie"].to_str().unwrap();
+    for flag in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    let body = response.text().await.unwrap();
+    assert!(!body.contains("<script"), "a page carries a script");
+    // A signed-out visitor is sent to sign in, not shown anything.
+    let r = http.get(format!("{}/applications", console.url)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/signin");
+}
+
+/// The researcher's form: a missing field named beside it, then filed with a script tag in its title.
+async fn file_application(c: &Client, console: &Console, title: &str) -> String {
+    c.goto(&format!("{}/applications/new", console.url)).await.unwrap();
+    screenshot(c, "application-form").await;
+    type_into(c, "#purpose", "糖尿病患者のHbA1cと転帰の関連を調べる").await;
+    click(c, "#file").await;
+    let problem = text(c, "#title-error").await;
+    assert!(problem.contains("入力してください"), "{problem}");
+    assert_eq!(
+        c.find(Locator::Css("#purpose"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("糖尿病患者のHbA1cと転帰の関連を調べる"),
+        "what was typed was lost"
+    );
+    assert_eq!(
+        c.find(Locator::Css("#title"))
+            .await
+            .unwrap()
+            .attr("aria-invalid")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("true")
+    );
+    screenshot(c, "application-form-problems").await;
+    let today = chrono::Utc::now().date_naive();
+    type_into(c, "#title", title).await;
+    type_into(c, "#public_interest", "地域の糖尿病診療の改善").await;
+    type_into(c, "#methods", "記述統計とロジスティック回帰").await;
+    c.find(Locator::Css("#channel"))
+        .await
+        .unwrap()
+        .select_by_value("file")
+        .await
+        .unwrap();
+    type_into(c, "#period_from", &today.to_string()).await;
+    type_into(c, "#period_to", &(today + chrono::Duration::days(365)).to_string()).await;
+    type_into(c, "#tables", "patients: linkage_key, birth_date, sex, prefecture").await;
+    type_into(c, "#security_measures", "施錠した解析室、暗号化した端末").await;
+    type_into(c, "#funding", "科研費").await;
+    type_into(c, "#recipients", "hana").await;
+    click(c, "#not_for_advertising").await;
+    click(c, "#file").await;
+    let id = text(c, "#app-id").await;
+    assert_eq!(text(c, "#status").await, "受付");
+    assert!(text(c, ".notice").await.contains("申請を受け付けました"));
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_attacks_fail() {
+    let home = Home::new();
+    push_cohort(&home).await;
+    let db: &[(&str, &str)] = &[];
+    let op = people::operator(home.path(), db);
+    let (hana, chair, members) = {
+        let service = PolicyService::start(home.path(), db);
+        let enrol = |u: &str, org: &str, roles: &str| people::invite_enrolled(&service, home.path(), db, u, org, roles);
+        let hana = enrol("hana", "univ-h", "researcher");
+        let chair = enrol("haruka", "univ-c", "committee_chair,committee_member");
+        let members: Vec<Enrolled> = [("aoi", "univ-m"), ("ren", "hosp-r"), ("yuto", "law-y")]
+            .iter()
+            .map(|(u, o)| enrol(u, o, "committee_member"))
+            .collect();
+        (hana, chair, members)
+    };
+    let zones = BuildZones::start(&home, &home.path().join("console-release.log"));
+    let console = Console::start(&home, &zones.core.policy.addr, &zones.release.url());
+    let http = https_client(&home);
+    check_headers(&http, &console).await;
+
+    let downloads = tempfile::tempdir().unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let browser = Browser::start(downloads.path(), profile.path()).await;
+    let c = browser.c();
+
+    // The researcher files; the script in the title is text on the page, never run.
+    sign_in(c, &console, &hana, Second::Code(hana.next_code())).await;
+    screenshot(c, "home-researcher").await;
+    let title = "<script>alert(1)</script> 糖尿病と転帰";
+    let id = file_application(c, &console, title).await;
+    assert_eq!(text(c, "#title").await, title);
+    assert!(c.get_alert_text().await.is_err(), "a script ran");
+    let source = c.source().await.unwrap();
+    assert!(
+        source.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the title was not escaped"
+    );
+    assert!(
+        !source.contains("<script>alert(1)"),
+        "the title reached the page as markup"
+    );
+    screenshot(c, "application-filed").await;
+    let session = c.get_named_cookie(SESSION_COOKIE).await.expect("session cookie");
+    assert_eq!(session.http_only(), Some(true));
+    assert_eq!(session.secure(), Some(true));
+    assert_eq!(session.same_site().map(|s| s.to_string()).as_deref(), Some("Strict"));
+    let stolen = format!("{SESSION_COOKIE}={}", session.value());
+
+    // A forged form (the cookie, without the page's token): refused, and the application is not withdrawn.
+    for body in ["", "csrf=0000"] {
+        let r = http
+            .post(format!("{}/applications/{id}/withdraw", console.url))
+            .header("cookie", &stolen)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "a form without its token went through");
+        assert!(r.text().await.unwrap().contains("CSRF_INVALID"));
+    }
+    c.goto(&format!("{}/applications/{id}", console.url)).await.unwrap();
+    assert_eq!(
+        text(c, "#status").await,
+        "受付",
+        "the forged withdrawal changed the application"
+    );
+    // The cookie works until sign-out, and names nothing after it.
+    let r = http
+        .get(format!("{}/applications", console.url))
+        .header("cookie", &stolen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    sign_out(c).await;
+    let r = http
+        .get(format!("{}/applications", console.url))
+        .header("cookie", &stolen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "a cookie still worked after sign-out");
+
+    // The chair assigns three members.
+    sign_in(c, &console, &chair, Second::Code(chair.next_code())).await;
+    c.goto(&format!("{}/applications/{id}", console.url)).await.unwrap();
+    let names: Vec<&str> = members.iter().map(|m| m.username.as_str()).collect();
+    type_into(c, "#members", &names.join(", ")).await;
+    click(c, "#assign").await;
+    assert!(text(c, ".notice").await.contains("審査委員を割り当てました"));
+    assert_eq!(text(c, "#status").await, "審査中");
+    sign_out(c).await;
+
+    // Each member finds it among their reviews and votes.
+    for (i, m) in members.iter().enumerate() {
+        sign_in(c, &console, m, Second::Code(m.next_code())).await;
+        assert_eq!(text(c, "#count-reviews").await, "1");
+        c.goto(&format!("{}/reviews", console.url)).await.unwrap();
+        if i == 0 {
+            screenshot(c, "reviews").await;
+        }
+        click(c, &format!("a[href='/applications/{id}']")).await;
+        if i == 0 {
+            screenshot(c, "application-review").await;
+        }
+        click(c, "#vote-approve").await;
+        type_into(c, "#vote-comment", "目的と安全管理は妥当").await;
+        click(c, "#vote").await;
+        assert!(text(c, ".notice").await.contains("投票を記録しました"));
+        let quorum = text(c, "#quorum").await;
+        assert!(quorum.contains(&format!("賛成 {}", i + 1)), "{quorum}");
+        sign_out(c).await;
+    }
+
+    // The chair decides with conditions (a second sign-in today: with a recovery code).
+    sign_in(c, &console, &chair, Second::Recovery(&chair.recovery_codes[0])).await;
+    c.goto(&format!("{}/applications/{id}", console.url)).await.unwrap();
+    assert!(text(c, "#quorum").await.contains("賛成 3"));
+    type_into(c, "#m", "1").await;
+    type_into(c, "#max_downloads", "5").await;
+    screenshot(c, "decision").await;
+    click(c, "#decide").await;
+    assert!(text(c, ".notice").await.contains("決定を記録しました"));
+    assert_eq!(text(c, "#status").await, "承認");
+    assert!(text(c, "#conditions").await.contains("k = 5, m = 1"));
+    sign_out(c).await;
+
+    // An operator builds the release through the services.
+    let desk = tempfile::tempdir().unwrap();
+    let args = zones.build_args(&home, &["--application", &id]);
+    let env = zones.env(home.path(), &op.session);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let built = run_json(
+        desk.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &env,
+        None,
+    );
+    let release = built["release"].as_str().expect("release id").to_owned();
+
+    // The researcher downloads their copy in the browser and declares its deletion.
+    sign_in(c, &console, &hana, Second::Recovery(&hana.recovery_codes[0])).await;
+    c.goto(&format!("{}/releases", console.url)).await.unwrap();
+    assert!(text(c, "main").await.contains(&release));
+    screenshot(c, "releases").await;
+    let button = c
+        .find(Locator::Css("button.download"))
+        .await
+        .expect("a file to download");
+    let file = button.attr("data-file").await.unwrap().expect("file name");
+    button.click().await.unwrap();
+    let sha256 = text(c, "#sha256").await;
+    click(c, "#download-link").await;
+    let saved = downloads.path().join(&file);
+    let mut waited = 0;
+    while !saved.exists() && waited < 300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let bytes = std::fs::read(&saved).unwrap_or_else(|e| panic!("the browser saved no {file}: {e}"));
+    assert_eq!(
+        hex::encode(Sha256::digest(&bytes)),
+        sha256,
+        "the download's hash differs from the page's"
+    );
+    c.goto(&format!("{}/releases", console.url)).await.unwrap();
+    let statement = c
+        .find(Locator::Css("textarea[name=statement]"))
+        .await
+        .expect("deletion form");
+    statement
+        .send_keys("解析端末とバックアップから消去し、消去ツールで上書きした")
+        .await
+        .unwrap();
+    click(c, "button.declare").await;
+    assert!(text(c, ".notice").await.contains("削除の申告を記録しました"));
+    sign_out(c).await;
+
+    // Every act reached the ledger as a network request of the person who did it.
+    let ledger = people::ledger(home.path()).await;
+    let done = |actor: &str, action: &str| {
+        ledger.iter().any(|e| {
+            e.actor == actor
+                && e.action == action
+                && e.outcome == "ok"
+                && e.source
+                    .as_deref()
+                    .is_some_and(|s| s.starts_with("grpc:") || s.starts_with("https:"))
+        })
+    };
+    assert!(done("hana", "application.file"), "the filing is not on the ledger");
+    for m in &members {
+        assert!(
+            done(&m.username, "review.vote"),
+            "{}'s vote is not on the ledger",
+            m.username
+        );
+    }
+    assert!(done("haruka", "review.assign"));
+    assert!(done("haruka", "review.decide"));
+    assert!(done("hana", "download.transfer"));
+    assert!(done("hana", "deletion.declare"));
+}
