@@ -22,6 +22,25 @@ use crate::sessions::ConsoleSession;
 /// The most a form may carry (an application's text fields).
 pub const FORM_LIMIT: usize = 256 * 1024;
 
+/// How long a form's body may take to arrive (a client trickling a body must not hold a connection).
+pub const FORM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A form's body, within [`FORM_LIMIT`] and [`FORM_TIMEOUT`].
+async fn form_body(body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
+    match tokio::time::timeout(FORM_TIMEOUT, axum::body::to_bytes(body, FORM_LIMIT)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(
+            PageError::new(StatusCode::PAYLOAD_TOO_LARGE, "FORM_TOO_LARGE", "the form is too large").into_response(),
+        ),
+        Err(_) => Err(PageError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "FORM_TIMEOUT",
+            "the form took too long to arrive",
+        )
+        .into_response()),
+    }
+}
+
 /// The signed-in person of a request.
 #[derive(Clone)]
 pub struct Viewer {
@@ -110,11 +129,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequest<S> for UrlForm<T> {
     type Rejection = Response;
 
     async fn from_request(request: Request, _: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::to_bytes(request.into_body(), FORM_LIMIT)
-            .await
-            .map_err(|_| {
-                PageError::new(StatusCode::PAYLOAD_TOO_LARGE, "FORM_TOO_LARGE", "the form is too large").into_response()
-            })?;
+        let bytes = form_body(request.into_body()).await?;
         serde_urlencoded::from_bytes(&bytes).map(UrlForm).map_err(|_| {
             PageError::new(
                 StatusCode::BAD_REQUEST,
@@ -140,9 +155,7 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Signed<T> {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = request.into_parts();
         let viewer = Viewer::from_request_parts(&mut parts, state).await?;
-        let bytes = axum::body::to_bytes(body, FORM_LIMIT).await.map_err(|_| {
-            PageError::new(StatusCode::PAYLOAD_TOO_LARGE, "FORM_TOO_LARGE", "the form is too large").into_response()
-        })?;
+        let bytes = form_body(body).await?;
         let token: CsrfField = serde_urlencoded::from_bytes(&bytes).unwrap_or(CsrfField { csrf: String::new() });
         if !same_token(&token.csrf, &viewer.session.csrf) {
             tracing::warn!(user = %viewer.session.username, "a form without its CSRF token was refused");

@@ -25,6 +25,7 @@ pub mod pages;
 pub mod security;
 pub mod services;
 pub mod sessions;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,6 +81,8 @@ pub struct Console {
     pub secure: bool,
     /// The published registers' directory.
     pub published: Option<PathBuf>,
+    /// Sign-in attempts per client address.
+    pub throttle: throttle::SignInThrottle,
 }
 
 /// The shared state of the router.
@@ -121,6 +124,7 @@ pub async fn serve(
         sessions: SessionStore::default(),
         secure: tls.is_some(),
         published: config.published.clone(),
+        throttle: Default::default(),
     });
     let listener = TcpListener::bind(listen).await.map_err(|source| ConsoleError::Io {
         what: format!("bind {listen}"),
@@ -135,6 +139,7 @@ pub async fn serve(
         app,
         listener,
         tls,
+        tokumei_platform::https::Protocols::Http1,
         shutdown,
         Duration::from_secs(5),
     ));

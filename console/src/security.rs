@@ -23,14 +23,40 @@ use crate::{AppState, ConsoleError};
 const SESSION_COOKIE_TLS: &str = "__Host-tokumei-session";
 /// The session cookie's name on a plaintext development console.
 const SESSION_COOKIE_DEV: &str = "tokumei-session";
-/// The sign-in form's double-submit cookie.
-pub const SIGNIN_COOKIE: &str = "tokumei-signin";
+/// The sign-in form's double-submit cookie over TLS (`__Host-`: no sibling subdomain can plant one).
+const SIGNIN_COOKIE_TLS: &str = "__Host-tokumei-signin";
+/// The sign-in form's double-submit cookie on a plaintext development console.
+const SIGNIN_COOKIE_DEV: &str = "tokumei-signin";
 /// The language cookie (`en`; absent: Japanese).
 pub const LANG_COOKIE: &str = "tokumei-lang";
 
 /// The session cookie's name for a console served over TLS or not.
 pub fn session_cookie_name(secure: bool) -> &'static str {
     if secure { SESSION_COOKIE_TLS } else { SESSION_COOKIE_DEV }
+}
+
+/// The sign-in cookie's name for a console served over TLS or not.
+pub fn signin_cookie_name(secure: bool) -> &'static str {
+    if secure { SIGNIN_COOKIE_TLS } else { SIGNIN_COOKIE_DEV }
+}
+
+/// Whether a request says it comes from anywhere but the console's own pages: `Sec-Fetch-Site` other than
+/// `same-origin` or `none` (a sibling subdomain is `same-site`, and refused too), or — from a browser that sends no
+/// `Sec-Fetch-Site` — an `Origin` whose host is not the request's `Host`. (`Origin: null`, which browsers send
+/// under the console's `no-referrer` policy, says nothing either way.) Such a request never signs anyone in.
+pub fn cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) else {
+        return false;
+    };
+    let origin = origin.to_str().unwrap_or("");
+    if origin == "null" {
+        return false;
+    }
+    let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    origin_host.as_bytes() != host.as_bytes()
 }
 
 /// A `Set-Cookie` value: `Secure` when served over TLS, always `HttpOnly; SameSite=Strict; Path=/`.
@@ -131,6 +157,29 @@ mod tests {
         assert_eq!(cookie(&h, "__Host-tokumei-session"), Some("xyz"));
         assert_eq!(cookie(&h, "tokumei-session"), None);
         assert_eq!(cookie(&h, "b"), Some("2"));
+    }
+
+    #[test]
+    fn a_request_from_another_site_is_known() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("console.example.jp"));
+        assert!(!cross_site(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://console.example.jp"));
+        assert!(!cross_site(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        assert!(cross_site(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!cross_site(&h));
+        for (site, refused) in [
+            ("cross-site", true),
+            ("same-site", true),
+            ("same-origin", false),
+            ("none", false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("sec-fetch-site", HeaderValue::from_str(site).unwrap());
+            assert_eq!(cross_site(&h), refused, "{site}");
+        }
     }
 
     #[test]

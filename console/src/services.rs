@@ -122,13 +122,17 @@ impl PageError {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         };
-        if http == StatusCode::BAD_GATEWAY || http == StatusCode::SERVICE_UNAVAILABLE {
-            tracing::warn!(%reason, code = ?status.code(), "a service call failed");
-        }
+        // A transport failure's text names hosts and certificates: it goes to the console's log, not the page.
+        let message = if http == StatusCode::BAD_GATEWAY || http == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(%reason, code = ?status.code(), message = status.message(), "a service call failed");
+            "a service of the platform could not be reached; try again later".to_owned()
+        } else {
+            status.message().to_owned()
+        };
         PageError {
             status: http,
             reason,
-            message: status.message().to_owned(),
+            message,
         }
     }
 

@@ -29,6 +29,24 @@ pub struct ConsoleSession {
     pub csrf: String,
     /// When the policy session expires.
     expires: Instant,
+    /// The last download the release service admitted for this person (shown after a redirect, so that reloading
+    /// the page never asks for — and counts — another).
+    pub download: Mutex<Option<GrantedDownload>>,
+}
+
+/// A download admitted by the release service: its one-time link (a secret: never logged) and what to check.
+#[derive(Clone)]
+pub struct GrantedDownload {
+    /// The file's name.
+    pub file: String,
+    /// The one-time HTTPS link on the release zone.
+    pub url: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Its SHA-256.
+    pub sha256: String,
+    /// Unix seconds after which the link is refused.
+    pub expires_at: i64,
 }
 
 impl std::fmt::Debug for ConsoleSession {
@@ -93,6 +111,7 @@ impl SessionStore {
             token,
             csrf: random_token(),
             expires: now + lifetime,
+            download: Mutex::new(None),
         };
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.retain(|_, e| alive(e, now));

@@ -26,6 +26,7 @@ fn console() -> Arc<Console> {
         sessions: SessionStore::default(),
         secure: true,
         published: None,
+        throttle: Default::default(),
     })
 }
 
@@ -54,8 +55,12 @@ fn post(path: &str, cookie: Option<&str>, body: &str) -> Request<Body> {
 }
 
 fn signed_in(console: &Arc<Console>) -> (String, String) {
+    signed_in_as(console, "hana")
+}
+
+fn signed_in_as(console: &Arc<Console>, who: &str) -> (String, String) {
     let cookie = console.sessions.open(
-        "hana".into(),
+        who.into(),
         "univ-h".into(),
         vec!["researcher".into()],
         Zeroizing::new("tks1.x".into()),
@@ -138,16 +143,35 @@ async fn nothing_behind_sign_in_without_a_session() {
 async fn a_form_without_its_token_never_reaches_a_handler() {
     let c = console();
     let (cookie, csrf) = signed_in(&c);
+    // Another person's valid token, and one of the right length that is nobody's.
+    let (_, theirs) = signed_in_as(&c, "yui");
+    let wrong_length = format!("csrf={}", &csrf[1..]);
+    let flipped = format!("csrf={}{}", if csrf.starts_with('0') { '1' } else { '0' }, &csrf[1..]);
     for path in [
         "/applications/new",
         "/applications/A-1/vote",
+        "/applications/A-1/recuse",
+        "/applications/A-1/assign",
         "/applications/A-1/decide",
         "/applications/A-1/withdraw",
+        "/applications/A-1/plan",
         "/releases/download",
         "/releases/deletion",
+        "/outputs/1/decide",
+        "/audit/export",
+        "/operator/status",
+        "/operator/build",
+        "/orders/1/complete",
+        "/registers/decisions",
         "/signout",
     ] {
-        for body in [String::new(), "csrf=".to_owned(), format!("csrf={}", &csrf[1..])] {
+        for body in [
+            String::new(),
+            "csrf=".to_owned(),
+            wrong_length.clone(),
+            flipped.clone(),
+            format!("csrf={theirs}"),
+        ] {
             let (status, _, text) = send(&c, post(path, Some(&cookie), &body)).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{path} {body}");
             assert!(text.contains("CSRF_INVALID"), "{path}");
@@ -193,4 +217,67 @@ async fn the_language_switch_and_the_public_registers() {
     assert!(page.contains("register-empty"));
     let (status, _, _) = send(&c, get("/registers/secrets", None)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn sign_ins_from_one_address_are_limited_before_the_service_is_asked() {
+    let c = console();
+    let (_, h, _) = send(&c, get("/signin", None)).await;
+    let set = h[header::SET_COOKIE].to_str().unwrap().to_owned();
+    let pair = set.split(';').next().unwrap().to_owned();
+    let token = pair.split_once('=').unwrap().1.to_owned();
+    let form = format!("csrf={token}&username=hana&password=wrong&code=000000");
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let (status, _, _) = send(&c, post("/signin", Some(&pair), &form)).await;
+        statuses.push(status);
+    }
+    // The service is unreachable here: the first ten are its failure, the rest the console's own refusal.
+    assert!(
+        statuses[..10].iter().all(|s| *s != StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[10..].iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // A sign-in posted from another site is refused even with the right token.
+    let request = Request::post("/signin")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, &pair)
+        .header("sec-fetch-site", "cross-site")
+        .body(Body::from(form))
+        .unwrap();
+    let (status, _, body) = send(&c, request).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("CROSS_SITE_REFUSED"));
+}
+
+#[tokio::test]
+async fn plaintext_is_served_on_loopback_only() {
+    let config = ConsoleConfig {
+        policy_url: "http://127.0.0.1:1".into(),
+        policy_ca: "/nonexistent".into(),
+        release_url: None,
+        release_ca: None,
+        tls: None,
+        published: None,
+    };
+    let refused = tokumei_console::serve(&config, "0.0.0.0:0".parse().unwrap(), std::future::pending())
+        .await
+        .err()
+        .expect("a plaintext console on every interface was started");
+    assert!(refused.to_string().contains("PLAINTEXT_REFUSED"), "{refused}");
+    let running = tokumei_console::serve(&config, "127.0.0.1:0".parse().unwrap(), async {})
+        .await
+        .expect("loopback");
+    running.task.await.expect("stopped");
+    let remote = ConsoleConfig {
+        policy_url: "http://10.0.0.5:50061".into(),
+        ..config
+    };
+    assert!(
+        Services::connect(&remote).is_err(),
+        "a plaintext policy URL off loopback was accepted"
+    );
 }

@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::core_orders::BuildZones;
-use common::people::{self, Enrolled, PolicyService, run_json};
+use common::people::{self, Enrolled, PolicyService};
 use common::{HOSPITAL_A, Home, tokumei_bin};
 use fantoccini::{Client, ClientBuilder, Locator};
 use sha2::{Digest, Sha256};
@@ -141,15 +141,21 @@ enum Second<'a> {
     Recovery(&'a str),
 }
 
+/// The text of the first element `css` finds, waiting for it; read again if the page was replaced in between.
 async fn text(c: &Client, css: &str) -> String {
-    c.wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css} not on the page: {e}"))
-        .text()
-        .await
-        .expect("text")
+    for _ in 0..20 {
+        let element = c
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css} not on the page: {e}"));
+        if let Ok(text) = element.text().await {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} kept going stale");
 }
 
 async fn type_into(c: &Client, css: &str, value: &str) {
@@ -165,6 +171,20 @@ async fn click(c: &Client, css: &str) {
         .click()
         .await
         .expect("click");
+}
+
+/// Clicks what submits a form or follows a link, and waits until the browser left the page (the old page's root
+/// element goes stale): what is read next is the new page's, never the old one's.
+async fn submit(c: &Client, css: &str) {
+    let old = c.find(Locator::Css("html")).await.expect("a page");
+    click(c, css).await;
+    for _ in 0..300 {
+        if old.tag_name().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("clicking {css} did not leave the page");
 }
 
 async fn screenshot(c: &Client, name: &str) {
@@ -186,8 +206,11 @@ async fn sign_in(c: &Client, console: &Console, who: &Enrolled, second: Second<'
             type_into(c, "#recovery", code).await;
         }
     }
-    click(c, "#signin").await;
-    let who_line = text(c, ".who").await;
+    submit(c, "#signin").await;
+    let Ok(who_line) = c.find(Locator::Css(".who")).await else {
+        panic!("{} could not sign in: {}", who.username, text(c, "main").await);
+    };
+    let who_line = who_line.text().await.expect("text");
     assert!(
         who_line.contains(&who.username),
         "not signed in as {}: {who_line}",
@@ -196,9 +219,26 @@ async fn sign_in(c: &Client, console: &Console, who: &Enrolled, second: Second<'
 }
 
 async fn sign_out(c: &Client) {
-    click(c, "#signout").await;
+    submit(c, "#signout").await;
     let main = text(c, "main").await;
     assert!(main.contains("サインアウトしました"), "{main}");
+}
+
+/// Waits on an order's page (it refreshes itself) until the core reported; the order must be done.
+async fn wait_for_order(c: &Client) {
+    for _ in 0..300 {
+        let state = text(c, "#order-state").await;
+        if state == "完了" {
+            return;
+        }
+        assert!(
+            state != "失敗" && state != "期限切れ",
+            "the order ended {state}: {}",
+            text(c, "main").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the core did not report");
 }
 
 async fn push_cohort(home: &Home) {
@@ -265,7 +305,7 @@ async fn file_application(c: &Client, console: &Console, title: &str) -> String 
     c.goto(&format!("{}/applications/new", console.url)).await.unwrap();
     screenshot(c, "application-form").await;
     type_into(c, "#purpose", "糖尿病患者のHbA1cと転帰の関連を調べる").await;
-    click(c, "#file").await;
+    submit(c, "#file").await;
     let problem = text(c, "#title-error").await;
     assert!(problem.contains("入力してください"), "{problem}");
     assert_eq!(
@@ -307,7 +347,7 @@ async fn file_application(c: &Client, console: &Console, title: &str) -> String 
     type_into(c, "#funding", "科研費").await;
     type_into(c, "#recipients", "hana").await;
     click(c, "#not_for_advertising").await;
-    click(c, "#file").await;
+    submit(c, "#file").await;
     let id = text(c, "#app-id").await;
     assert_eq!(text(c, "#status").await, "受付");
     assert!(text(c, ".notice").await.contains("申請を受け付けました"));
@@ -319,8 +359,8 @@ async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_at
     let home = Home::new();
     push_cohort(&home).await;
     let db: &[(&str, &str)] = &[];
-    let op = people::operator(home.path(), db);
-    let (hana, chair, members) = {
+    people::operator(home.path(), db);
+    let (hana, chair, members, operator) = {
         let service = PolicyService::start(home.path(), db);
         let enrol = |u: &str, org: &str, roles: &str| people::invite_enrolled(&service, home.path(), db, u, org, roles);
         let hana = enrol("hana", "univ-h", "researcher");
@@ -329,7 +369,8 @@ async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_at
             .iter()
             .map(|(u, o)| enrol(u, o, "committee_member"))
             .collect();
-        (hana, chair, members)
+        let operator = enrol("daichi", "platform", "operator");
+        (hana, chair, members, operator)
     };
     let zones = BuildZones::start(&home, &home.path().join("console-release.log"));
     let console = Console::start(&home, &zones.core.policy.addr, &zones.release.url());
@@ -347,7 +388,6 @@ async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_at
     let title = "<script>alert(1)</script> 糖尿病と転帰";
     let id = file_application(c, &console, title).await;
     assert_eq!(text(c, "#title").await, title);
-    assert!(c.get_alert_text().await.is_err(), "a script ran");
     let source = c.source().await.unwrap();
     assert!(
         source.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
@@ -405,7 +445,7 @@ async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_at
     c.goto(&format!("{}/applications/{id}", console.url)).await.unwrap();
     let names: Vec<&str> = members.iter().map(|m| m.username.as_str()).collect();
     type_into(c, "#members", &names.join(", ")).await;
-    click(c, "#assign").await;
+    submit(c, "#assign").await;
     assert!(text(c, ".notice").await.contains("審査委員を割り当てました"));
     assert_eq!(text(c, "#status").await, "審査中");
     sign_out(c).await;
@@ -418,44 +458,61 @@ async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_at
         if i == 0 {
             screenshot(c, "reviews").await;
         }
-        click(c, &format!("a[href='/applications/{id}']")).await;
+        submit(c, &format!("a[href='/applications/{id}']")).await;
         if i == 0 {
             screenshot(c, "application-review").await;
         }
         click(c, "#vote-approve").await;
         type_into(c, "#vote-comment", "目的と安全管理は妥当").await;
-        click(c, "#vote").await;
+        submit(c, "#vote").await;
         assert!(text(c, ".notice").await.contains("投票を記録しました"));
         let quorum = text(c, "#quorum").await;
         assert!(quorum.contains(&format!("賛成 {}", i + 1)), "{quorum}");
         sign_out(c).await;
     }
 
-    // The chair decides with conditions (a second sign-in today: with a recovery code).
+    // The chair reads the release plan the core computes, then decides with conditions (a second sign-in today:
+    // with a recovery code).
     sign_in(c, &console, &chair, Second::Recovery(&chair.recovery_codes[0])).await;
     c.goto(&format!("{}/applications/{id}", console.url)).await.unwrap();
     assert!(text(c, "#quorum").await.contains("賛成 3"));
+    submit(c, "#plan").await;
+    wait_for_order(c).await;
+    screenshot(c, "release-plan").await;
+    c.goto(&format!("{}/applications/{id}", console.url)).await.unwrap();
     type_into(c, "#m", "1").await;
     type_into(c, "#max_downloads", "5").await;
     screenshot(c, "decision").await;
-    click(c, "#decide").await;
+    submit(c, "#decide").await;
     assert!(text(c, ".notice").await.contains("決定を記録しました"));
     assert_eq!(text(c, "#status").await, "承認");
     assert!(text(c, "#conditions").await.contains("k = 5, m = 1"));
     sign_out(c).await;
 
-    // An operator builds the release through the services.
-    let desk = tempfile::tempdir().unwrap();
-    let args = zones.build_args(&home, &["--application", &id]);
-    let env = zones.env(home.path(), &op.session);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let built = run_json(
-        desk.path(),
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        &env,
-        None,
+    // An operator builds the release: the core's half as an order, then the release service's.
+    sign_in(c, &console, &operator, Second::Code(operator.next_code())).await;
+    c.goto(&format!("{}/operator", console.url)).await.unwrap();
+    type_into(c, "#build-application", &id).await;
+    submit(c, "#build").await;
+    wait_for_order(c).await;
+    submit(c, "#complete-build").await;
+    assert!(text(c, "#built").await.contains("提供データを作成しました"));
+    let report = text(c, "#report").await;
+    let release = report
+        .split_whitespace()
+        .find(|w| w.starts_with(&format!("R-{id}")))
+        .unwrap_or_else(|| panic!("no release id in the build's report: {report}"))
+        .to_owned();
+    screenshot(c, "release-built").await;
+    c.goto(&format!("{}/operator", console.url)).await.unwrap();
+    submit(c, "#store-status").await;
+    wait_for_order(c).await;
+    assert!(
+        text(c, "#report").await.contains("patients"),
+        "the store's status names no table"
     );
-    let release = built["release"].as_str().expect("release id").to_owned();
+    screenshot(c, "store-status").await;
+    sign_out(c).await;
 
     // The researcher downloads their copy in the browser and declares its deletion.
     sign_in(c, &console, &hana, Second::Recovery(&hana.recovery_codes[0])).await;
@@ -491,7 +548,7 @@ async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_at
         .send_keys("解析端末とバックアップから消去し、消去ツールで上書きした")
         .await
         .unwrap();
-    click(c, "button.declare").await;
+    submit(c, "button.declare").await;
     assert!(text(c, ".notice").await.contains("削除の申告を記録しました"));
     sign_out(c).await;
 
@@ -517,6 +574,9 @@ async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_at
     }
     assert!(done("haruka", "review.assign"));
     assert!(done("haruka", "review.decide"));
+    assert!(done("daichi", "core.requested"), "the build order is not on the ledger");
     assert!(done("hana", "download.transfer"));
     assert!(done("hana", "deletion.declare"));
+    // Signing out of the console ended the policy session too.
+    assert!(done("hana", "logout"), "sign-out did not reach the policy service");
 }

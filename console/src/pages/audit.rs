@@ -73,16 +73,14 @@ pub struct Window {
     to: String,
 }
 
-fn instant(date: &str) -> Option<String> {
-    chrono::NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d")
-        .ok()
-        .map(|d| format!("{d}T00:00:00Z"))
+fn date(text: &str) -> Option<chrono::NaiveDate> {
+    chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").ok()
 }
 
 /// `POST /audit/export`: the bundle as a file.
 pub async fn export(State(console): State<AppState>, signed: Signed<Window>) -> Response {
     let Signed { viewer, form } = signed;
-    let (Some(from), Some(to)) = (instant(&form.from), instant(&form.to)) else {
+    let (Some(from), Some(to)) = (date(&form.from), date(&form.to)) else {
         return PageError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "WINDOW_INVALID",
@@ -90,7 +88,13 @@ pub async fn export(State(console): State<AppState>, signed: Signed<Window>) -> 
         )
         .into_response();
     };
-    let request = match authed(viewer.token(), pb::AuditWindow { from, to }) {
+    // The file name is made of the parsed dates, never of what was typed.
+    let filename = format!("inspection-bundle-{from}-{to}.json");
+    let window = pb::AuditWindow {
+        from: format!("{from}T00:00:00Z"),
+        to: format!("{to}T00:00:00Z"),
+    };
+    let request = match authed(viewer.token(), window) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -100,11 +104,7 @@ pub async fn export(State(console): State<AppState>, signed: Signed<Window>) -> 
                 (header::CONTENT_TYPE, "application/json".to_owned()),
                 (
                     header::CONTENT_DISPOSITION,
-                    format!(
-                        "attachment; filename=\"inspection-bundle-{}-{}.json\"",
-                        form.from.trim(),
-                        form.to.trim()
-                    ),
+                    format!("attachment; filename=\"{filename}\""),
                 ),
             ],
             doc.into_inner().json,

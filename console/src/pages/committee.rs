@@ -30,7 +30,13 @@ pub fn actions(viewer: &Viewer, app: &pb::Application) -> Markup {
             h2 id="actions-h" { (lang.t("手続き", "Actions")) }
             @if awaiting_vote(app, me) { (vote_form(viewer, app)) (recuse_form(viewer, app)) }
             @if viewer.has("committee_chair") && open(app) { (assign_form(viewer, app)) }
-            @if viewer.has("committee_chair") && app.status == "under_review" { (decide_form(viewer, app)) }
+            @if viewer.has("committee_chair") && app.status == "under_review" {
+                form method="post" action={ "/applications/" (app.id) "/plan" } {
+                    (csrf(viewer))
+                    button type="submit" id="plan" class="secondary" { (lang.t("提供計画を見る（決定の前に：件数・削除・一般化）", "See the release plan (before deciding: rows, suppression, generalisation)")) }
+                }
+                (decide_form(viewer, app))
+            }
             @if applicant && app.status == "approved" {
                 p { a href={ "/applications/" (app.id) "/change" } id="change" { (lang.t("変更申出をする", "File a change request")) } }
             }
@@ -290,6 +296,12 @@ impl DecideForm {
                 .filter(|v| v.is_finite() && *v >= 0.0)
                 .ok_or_else(|| format!("{}: {name}", lang.t("数値ではありません", "not a number")))
         };
+        let whole = |name: &str, value: &str| -> Result<u32, String> {
+            value
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{}: {name}", lang.t("整数ではありません", "not a whole number")))
+        };
         let tables = self
             .tables
             .lines()
@@ -320,8 +332,8 @@ impl DecideForm {
             None
         } else {
             Some(pb::PrivacyModel {
-                k: number("k", &self.k)? as u32,
-                m: Some(number("m", &self.m)? as u32),
+                k: whole("k", &self.k)?,
+                m: Some(whole("m", &self.m)?),
                 max_suppression: number("max_suppression", &self.max_suppression)?,
                 ..Default::default()
             })
@@ -332,7 +344,7 @@ impl DecideForm {
             dp_budget,
             channel: self.channel.clone(),
             expires_on: self.expires_on.trim().to_owned(),
-            max_downloads: number("max_downloads", &self.max_downloads)? as u32,
+            max_downloads: whole("max_downloads", &self.max_downloads)?,
             recipients: split_list(&self.recipients),
             pseudonymised: self.pseudonymised == "on",
             ..Default::default()

@@ -46,6 +46,9 @@ pub async fn page_or_signin(console: &AppState, viewer: Option<Viewer>) -> Resul
                 @if viewer.has("committee_chair") || viewer.has("operator") || viewer.has("auditor") {
                     li { a href="/applications" { (lang.t("すべての申請", "All applications")) ": " strong { (apps.len()) } } }
                 }
+                @if viewer.has("operator") {
+                    li { a href="/operator" { (lang.t("運用（コアの状態・提供データの作成）", "Operations (core status, builds)")) } }
+                }
                 @if viewer.has("output_checker") {
                     li { a href="/outputs" { (lang.t("出力チェックの依頼", "Output requests to check")) } }
                 }

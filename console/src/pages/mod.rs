@@ -6,6 +6,7 @@ pub mod applications;
 pub mod audit;
 pub mod committee;
 pub mod home;
+pub mod orders;
 pub mod outputs;
 pub mod registers;
 pub mod releases;
@@ -53,11 +54,17 @@ pub fn routes() -> Router<AppState> {
         .route("/applications/{id}/decide", post(committee::decide))
         .route("/reviews", get(applications::reviews))
         .route("/releases", get(releases::list))
-        .route("/releases/download", post(releases::download))
+        .route("/releases/download", get(releases::ready).post(releases::download))
         .route("/releases/deletion", post(releases::declare_deletion))
         .route("/outputs", get(outputs::list))
         .route("/outputs/{id}", get(outputs::detail))
         .route("/outputs/{id}/decide", post(outputs::decide))
+        .route("/operator", get(orders::desk))
+        .route("/operator/status", post(orders::store_status))
+        .route("/operator/build", post(orders::build))
+        .route("/applications/{id}/plan", post(orders::plan))
+        .route("/orders/{id}", get(orders::show))
+        .route("/orders/{id}/complete", post(orders::complete))
         .route("/audit", get(audit::show))
         .route("/audit/export", post(audit::export))
         .route("/registers", get(registers::index))

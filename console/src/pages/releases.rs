@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::extract::{Notice, Signed, Viewer};
 use crate::layout::{csrf, notice, page};
 use crate::services::{PageError, authed};
+use crate::sessions::GrantedDownload;
 
 /// `GET /releases`.
 pub async fn list(State(console): State<AppState>, viewer: Viewer, Notice(done): Notice) -> Result<Markup, PageError> {
@@ -30,6 +31,7 @@ pub async fn list(State(console): State<AppState>, viewer: Viewer, Notice(done):
         .releases;
     let mine: Vec<&rpb::Release> = releases.iter().filter(|r| r.standing != "NOT_RECIPIENT").collect();
     let mut applications: Vec<&str> = mine.iter().map(|r| r.application.as_str()).collect();
+    applications.sort_unstable();
     applications.dedup();
     Ok(page(
         &viewer,
@@ -100,10 +102,10 @@ pub struct DownloadForm {
     file: String,
 }
 
-/// `POST /releases/download`: admits one download; the page shows the one-time link and the hash to check.
-pub async fn download(State(console): State<AppState>, signed: Signed<DownloadForm>) -> Result<Markup, PageError> {
+/// `POST /releases/download`: admits one download (counted), then shows it by a redirect — a reload of the page
+/// shows the same link and never asks for another.
+pub async fn download(State(console): State<AppState>, signed: Signed<DownloadForm>) -> Result<Response, PageError> {
     let Signed { viewer, form } = signed;
-    let lang = viewer.lang;
     let mut release = console
         .services
         .release
@@ -120,6 +122,32 @@ pub async fn download(State(console): State<AppState>, signed: Signed<DownloadFo
         .await
         .map_err(PageError::refused)?
         .into_inner();
+    *viewer.session.download.lock().unwrap_or_else(|p| p.into_inner()) = Some(GrantedDownload {
+        file: form.file,
+        url: granted.url,
+        bytes: granted.bytes,
+        sha256: granted.sha256,
+        expires_at: granted.expires_at,
+    });
+    Ok(axum::response::Redirect::to("/releases/download").into_response())
+}
+
+/// `GET /releases/download`: the download last admitted, its one-time link and the hash to check.
+pub async fn ready(viewer: Viewer) -> Result<Markup, PageError> {
+    let lang = viewer.lang;
+    let granted = viewer
+        .session
+        .download
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .ok_or_else(|| {
+            PageError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "NO_DOWNLOAD",
+                "no download was asked for",
+            )
+        })?;
     let expires = chrono::DateTime::from_timestamp(granted.expires_at, 0)
         .map(|t| t.format("%H:%M:%S UTC").to_string())
         .unwrap_or_default();
@@ -128,7 +156,7 @@ pub async fn download(State(console): State<AppState>, signed: Signed<DownloadFo
         ("ダウンロード", "Download"),
         html! {
             (notice(lang.t("ダウンロードが認められました（回数に数えられました）。", "The download was admitted (and counted).")))
-            p { a id="download-link" href=(granted.url) download=(form.file) { (lang.t("ファイルを保存：", "Save the file: ")) (form.file) } }
+            p { a id="download-link" href=(granted.url) download=(granted.file) { (lang.t("ファイルを保存：", "Save the file: ")) (granted.file) } }
             dl {
                 dt { (lang.t("大きさ", "Size")) } dd { (granted.bytes) " B" }
                 dt { "SHA-256" } dd { code.hash id="sha256" { (granted.sha256) } }

@@ -13,7 +13,9 @@ use crate::AppState;
 use crate::extract::{Language, Signed, UrlForm};
 use crate::i18n::Lang;
 use crate::layout::{notice, public_page};
-use crate::security::{LANG_COOKIE, SIGNIN_COOKIE, clear_cookie, cookie, same_token, session_cookie_name, set_cookie};
+use crate::security::{
+    LANG_COOKIE, clear_cookie, cookie, cross_site, same_token, session_cookie_name, set_cookie, signin_cookie_name,
+};
 use crate::services::{PageError, authed};
 use crate::sessions::random_token;
 
@@ -63,7 +65,12 @@ pub async fn page(State(console): State<AppState>, Language(lang): Language) -> 
     (
         [(
             header::SET_COOKIE,
-            set_cookie(SIGNIN_COOKIE, &token, SIGNIN_FORM_SECS, console.secure),
+            set_cookie(
+                signin_cookie_name(console.secure),
+                &token,
+                SIGNIN_FORM_SECS,
+                console.secure,
+            ),
         )],
         form(lang, &token, "", None),
     )
@@ -88,17 +95,36 @@ pub async fn submit(
     State(console): State<AppState>,
     Language(lang): Language,
     headers: HeaderMap,
+    peer: Option<axum::Extension<tokumei_platform::https::Peer>>,
     UrlForm(f): UrlForm<SignIn>,
 ) -> Response {
     // The secrets are zeroed when the handler ends.
     let password = Zeroizing::new(f.password);
     let recovery = Zeroizing::new(f.recovery);
-    let expected = cookie(&headers, SIGNIN_COOKIE).unwrap_or("");
+    let expected = cookie(&headers, signin_cookie_name(console.secure)).unwrap_or("");
+    if cross_site(&headers) {
+        return PageError::new(
+            StatusCode::FORBIDDEN,
+            "CROSS_SITE_REFUSED",
+            "a sign-in posted from another site is refused",
+        )
+        .into_response();
+    }
     if !same_token(&f.csrf, expected) {
         return PageError::new(
             StatusCode::FORBIDDEN,
             "CSRF_INVALID",
             "the sign-in form did not carry its token; reload the page and try again",
+        )
+        .into_response();
+    }
+    // Past the limit of this address, the service is not asked (it would count the attempt against the account).
+    let addr = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |axum::Extension(p)| p.0.ip());
+    if !console.throttle.admit(addr, std::time::Instant::now()) {
+        return PageError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "SIGNIN_THROTTLED",
+            "too many sign-ins from this address; wait a few minutes",
         )
         .into_response();
     }
@@ -121,7 +147,12 @@ pub async fn submit(
                 StatusCode::UNAUTHORIZED,
                 [(
                     header::SET_COOKIE,
-                    set_cookie(SIGNIN_COOKIE, &token, SIGNIN_FORM_SECS, console.secure),
+                    set_cookie(
+                        signin_cookie_name(console.secure),
+                        &token,
+                        SIGNIN_FORM_SECS,
+                        console.secure,
+                    ),
                 )],
                 form(lang, &token, f.username.trim(), Some(&error)),
             )
@@ -131,7 +162,7 @@ pub async fn submit(
     let actor = reply.actor.unwrap_or_default();
     let now = chrono::Utc::now().timestamp();
     let lifetime = std::time::Duration::from_secs(u64::try_from(reply.expires_at - now).unwrap_or(0));
-    let cookie = console.sessions.open(
+    let opened = console.sessions.open(
         actor.username,
         actor.organisation,
         actor.roles,
@@ -139,11 +170,17 @@ pub async fn submit(
         lifetime,
     );
     let name = session_cookie_name(console.secure);
+    // Signing in over a session ends that session, here and at the policy service.
+    if let Some(old) = cookie(&headers, name).and_then(|c| console.sessions.close(c))
+        && let Ok(request) = authed(old.token(), pb::Empty {})
+    {
+        let _ = console.services.policy.clone().logout(request).await;
+    }
     let mut response = Redirect::to("/").into_response();
     let h = response.headers_mut();
     for value in [
-        set_cookie(name, &cookie, lifetime.as_secs(), console.secure),
-        clear_cookie(SIGNIN_COOKIE, console.secure),
+        set_cookie(name, &opened, lifetime.as_secs(), console.secure),
+        clear_cookie(signin_cookie_name(console.secure), console.secure),
     ] {
         if let Ok(v) = value.parse() {
             h.append(header::SET_COOKIE, v);

@@ -453,7 +453,15 @@ pub(super) async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), DeliveryError> {
-    tokumei_platform::https::serve(router(delivery), listener, Some(tls), shutdown, SHUTDOWN_GRACE).await;
+    tokumei_platform::https::serve(
+        router(delivery),
+        listener,
+        Some(tls),
+        tokumei_platform::https::Protocols::Auto,
+        shutdown,
+        SHUTDOWN_GRACE,
+    )
+    .await;
     tracing::info!("release downloads: no longer accepting connections");
     Ok(())
 }

@@ -1,0 +1,213 @@
+//! Core orders from the browser: the store's status (operators), a release plan before the chair decides (the
+//! chair, assigned members, operators) and a release build (operators). The core listens on nothing: the console
+//! asks the policy service, which authorises, records and queues a signed order; the order's page follows it
+//! (refreshing itself by a `<meta>` refresh — no script — while the core has not reported) and shows the core's
+//! report: counts and references, never a data value. A finished build order is completed by the release service
+//! (`CompleteBuild`), which fingerprints, signs and seals each recipient's copy.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::Value;
+use tokumei_proto::policy::v1 as pb;
+use tokumei_proto::release::v1 as rpb;
+
+use crate::AppState;
+use crate::extract::{Signed, Viewer};
+use crate::i18n::Lang;
+use crate::layout::{csrf, page, row};
+use crate::pages::signin::Nothing;
+use crate::services::{PageError, authed};
+
+async fn ask(console: &AppState, viewer: &Viewer, operation: pb::core_operation_request::Operation) -> Response {
+    let request = match authed(
+        viewer.token(),
+        pb::CoreOperationRequest {
+            operation: Some(operation),
+        },
+    ) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match console.services.policy.clone().request_core_operation(request).await {
+        Ok(status) => Redirect::to(&format!("/orders/{}", status.into_inner().id)).into_response(),
+        Err(status) => PageError::refused(status).into_response(),
+    }
+}
+
+/// `POST /operator/status`: the store's status.
+pub async fn store_status(State(console): State<AppState>, signed: Signed<Nothing>) -> Response {
+    ask(
+        &console,
+        &signed.viewer,
+        pb::core_operation_request::Operation::Status(pb::Empty {}),
+    )
+    .await
+}
+
+/// `POST /applications/{id}/plan`: what a release build of the application would do, before deciding.
+pub async fn plan(State(console): State<AppState>, Path(id): Path<String>, signed: Signed<Nothing>) -> Response {
+    let operation = pb::core_operation_request::Operation::PlanRelease(pb::PlanReleaseOperation {
+        application_id: id,
+        ..Default::default()
+    });
+    ask(&console, &signed.viewer, operation).await
+}
+
+/// An application to build.
+#[derive(Deserialize)]
+pub struct BuildForm {
+    #[serde(default)]
+    application: String,
+}
+
+/// `POST /operator/build`: the core's half of a release build.
+pub async fn build(State(console): State<AppState>, signed: Signed<BuildForm>) -> Response {
+    let operation = pb::core_operation_request::Operation::BuildRelease(pb::BuildReleaseOperation {
+        application_id: signed.form.application.trim().to_owned(),
+        ..Default::default()
+    });
+    ask(&console, &signed.viewer, operation).await
+}
+
+fn state(lang: Lang, s: &str) -> &'static str {
+    match s {
+        "queued" => lang.t("待機中", "Queued"),
+        "taken" => lang.t("実行中", "Running"),
+        "done" => lang.t("完了", "Done"),
+        "failed" => lang.t("失敗", "Failed"),
+        "expired" => lang.t("期限切れ", "Expired"),
+        _ => lang.t("不明", "Unknown"),
+    }
+}
+
+/// The core's report as rows: scalars as they are, nested values as indented JSON.
+fn report(v: &Value) -> Markup {
+    let Some(map) = v.as_object() else {
+        return html! { pre { (serde_json::to_string_pretty(v).unwrap_or_default()) } };
+    };
+    html! {
+        dl id="report" {
+            @for (k, value) in map {
+                dt { (k) }
+                dd {
+                    @match value {
+                        Value::Object(_) | Value::Array(_) => pre { (serde_json::to_string_pretty(value).unwrap_or_default()) },
+                        Value::String(s) => (s),
+                        other => (other.to_string()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /orders/{id}`: an order and, once done, the core's report.
+pub async fn show(State(console): State<AppState>, viewer: Viewer, Path(id): Path<u64>) -> Result<Response, PageError> {
+    let lang = viewer.lang;
+    let status = console
+        .services
+        .policy
+        .clone()
+        .get_core_order(authed(viewer.token(), pb::CoreOrderRef { id })?)
+        .await
+        .map_err(PageError::refused)?
+        .into_inner();
+    let finished = matches!(status.state.as_str(), "done" | "failed" | "expired");
+    let result: Value = serde_json::from_str(&status.result_json).unwrap_or(Value::Null);
+    let body = html! {
+        dl {
+            (row(lang.t("注文番号", "Order"), status.id))
+            (row(lang.t("操作", "Operation"), status.operation.as_str()))
+            (row(lang.t("状態", "State"), html! { span id="order-state" class={ "status " (status.state) } { (state(lang, &status.state)) } }))
+            (row(lang.t("依頼者", "Requested by"), status.requested_by.as_str()))
+            @if !status.reason.is_empty() { (row(lang.t("理由", "Reason"), html! { code.reason { (status.reason) } })) }
+        }
+        @if !finished { p.hint role="status" { (lang.t("コアの報告を待っています（自動で更新されます）。", "Waiting for the core's report (this page refreshes itself).")) } }
+        @if status.state == "done" {
+            h2 { (lang.t("コアの報告", "The core's report")) }
+            (report(&result))
+            @if status.operation == "build_release" && console.services.release.is_some() {
+                form method="post" action={ "/orders/" (status.id) "/complete" } {
+                    (csrf(&viewer))
+                    button type="submit" id="complete-build" { (lang.t("提供データを作成する（指紋付け・署名・封緘）", "Complete the release (fingerprint, sign, seal)")) }
+                }
+            }
+        }
+    };
+    let page = page(&viewer, ("コアへの注文", "Core order"), body);
+    // Until the core reports, the browser asks again every two seconds (a header: no script, nothing inline).
+    Ok(if finished {
+        page.into_response()
+    } else {
+        ([(axum::http::header::REFRESH, "2")], page).into_response()
+    })
+}
+
+/// `POST /orders/{id}/complete`: the release service finishes a build whose core half is done.
+pub async fn complete(
+    State(console): State<AppState>,
+    Path(id): Path<u64>,
+    signed: Signed<Nothing>,
+) -> Result<Markup, PageError> {
+    let viewer = signed.viewer;
+    let lang = viewer.lang;
+    let mut release = console
+        .services
+        .release
+        .clone()
+        .ok_or_else(PageError::no_release_service)?;
+    let outcome = release
+        .complete_build(authed(viewer.token(), rpb::CompleteBuildRequest { order_id: id })?)
+        .await
+        .map_err(PageError::refused)?
+        .into_inner()
+        .outcome_json;
+    let outcome: Value = serde_json::from_str(&outcome).unwrap_or(Value::Null);
+    Ok(page(
+        &viewer,
+        ("提供データの作成", "Release built"),
+        html! {
+            p.notice role="status" id="built" { (lang.t("提供データを作成しました。", "The release was built.")) }
+            (report(&outcome))
+        },
+    ))
+}
+
+/// `GET /operator`: the operators' desk.
+pub async fn desk(viewer: Viewer) -> Markup {
+    let lang = viewer.lang;
+    page(
+        &viewer,
+        ("運用", "Operations"),
+        html! {
+            section {
+                h2 { (lang.t("コアの状態", "The core store")) }
+                p { (lang.t("テーブルと件数、最後の取り込み、コンパクション、スプールの滞留をコアに問い合わせます。", "Asks the core for its tables and rows, the last batch, compaction and the spool backlog.")) }
+                form method="post" action="/operator/status" {
+                    (csrf(&viewer))
+                    button type="submit" id="store-status" { (lang.t("状態を問い合わせる", "Ask for the status")) }
+                }
+            }
+            section {
+                h2 { (lang.t("提供データの作成", "Build a release")) }
+                form method="post" action="/operator/build" {
+                    (csrf(&viewer))
+                    div.field {
+                        label for="build-application" { (lang.t("承認された申請の番号", "Approved application")) }
+                        input type="text" id="build-application" name="application" required;
+                    }
+                    button type="submit" id="build" { (lang.t("作成を注文する", "Order the build")) }
+                }
+            }
+            section {
+                h2 { (lang.t("監査と公表", "Audit and registers")) }
+                ul {
+                    li { a href="/audit" { (lang.t("監査ログの検証", "Verify the ledger")) } }
+                    li { a href="/registers" { (lang.t("公表の更新", "Publish the registers")) } }
+                }
+            }
+        },
+    )
+}
