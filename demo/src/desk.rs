@@ -38,6 +38,9 @@ pub struct Person {
     pub username: String,
     /// The two-factor session (a bearer token; zeroed on drop).
     pub session: Zeroizing<String>,
+    /// The recovery codes given at enrolment (each works once in place of a TOTP code; zeroed on drop): the web
+    /// console's chapter signs in with one and shows another.
+    pub recovery_codes: Vec<Zeroizing<String>>,
 }
 
 impl std::fmt::Debug for Person {
@@ -181,15 +184,10 @@ pub async fn activate(desk: &Desk, username: &str, invitation: &str) -> Result<(
         .await
         .map_err(refused)?
         .into_inner();
-    // The recovery codes a person would write down; the story has no use for them.
-    drop(
-        confirmed
-            .recovery_codes
-            .into_iter()
-            .map(Zeroizing::new)
-            .collect::<Vec<_>>(),
-    );
-    let person = sign_in(desk, username, &totp.code_at(now + Duration::seconds(30))).await?;
+    // The recovery codes a person would write down (the console's chapter uses the chair's).
+    let recovery_codes: Vec<Zeroizing<String>> = confirmed.recovery_codes.into_iter().map(Zeroizing::new).collect();
+    let mut person = sign_in(desk, username, &totp.code_at(now + Duration::seconds(30))).await?;
+    person.recovery_codes = recovery_codes;
     Ok((person, elide_secret(&uri)))
 }
 
@@ -209,6 +207,7 @@ pub async fn sign_in(desk: &Desk, username: &str, code: &str) -> Result<Person> 
     Ok(Person {
         username: username.to_owned(),
         session: Zeroizing::new(session.session_token),
+        recovery_codes: Vec::new(),
     })
 }
 

@@ -36,6 +36,7 @@
 
 mod analysis;
 pub mod committee;
+mod console;
 pub mod desk;
 mod directory;
 pub mod platform;
@@ -66,6 +67,9 @@ pub struct DemoArgs {
     /// Seed of the synthetic data.
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
+    /// Keep the platform and the web console running at the end, until Ctrl-C (to try the console in a browser).
+    #[arg(long)]
+    pub console: bool,
 }
 
 #[derive(Serialize, Default)]
@@ -109,6 +113,7 @@ struct DemoReport {
     services: Option<crate::services::ServicesStep>,
     transparency: Option<crate::committee::TransparencyChapter>,
     analysis: Option<crate::analysis::AnalysisChapter>,
+    console: Option<crate::console::ConsoleChapter>,
     regulator_core_figures: Option<tokumei_store::regulator::CoreFigures>,
 }
 
@@ -201,6 +206,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
             println!("{s}");
         }
     };
+    let keep_console = a.console;
     let codes = hospital_codes(3);
     let pki = PkiLayout::new(home.join("pki"));
     init(&pki, &codes, &["localhost".into()])?;
@@ -389,7 +395,7 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         say("\ntokumei demo — chapter 3: the data-access committee");
         // The installer's one act on the host; from here on the demo is a client of the services, as people are.
         let administrators = crate::platform::bootstrap(&home)?;
-        let platform = crate::platform::start_services(&home, &cfg, &pki)?;
+        let mut platform = crate::platform::start_services(&home, &cfg, &pki)?;
         say(&format!(
             "   the policy service ({}), the core (taking orders, listening on nothing) and the release service ({}) start as processes of their own; every act below is a request to them from a person's desk",
             platform.desk.url, platform.release_url
@@ -427,6 +433,12 @@ pub fn run(a: DemoArgs, json: bool) -> anyhow::Result<()> {
         report.services = Some(services);
         say("\ntokumei demo — chapter 9: the remote analysis environment: analyse where the data lie, take out only checked results");
         report.analysis = Some(crate::analysis::chapter(&cast, &say).await?);
+        say("\ntokumei demo — chapter 10: the web console, in Japanese, for the people who are not command-line users");
+        report.console = Some(crate::console::chapter(&mut platform, &home, &pki, &cast.chair, &say).await?);
+        if keep_console {
+            say("\n   the platform and the console keep running: Ctrl-C stops them");
+            tokio::signal::ctrl_c().await?;
+        }
         platform.stop()?;
         anyhow::Ok(())
     })?;

@@ -25,6 +25,11 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// Keeps `service` running with the platform, stopped before every service started earlier.
+    pub fn keep(&mut self, service: Service) {
+        self.running.push(service);
+    }
+
     /// Stops the services (the release service first, the policy service last) and checks each stopped cleanly.
     pub fn stop(mut self) -> Result<()> {
         while let Some(service) = self.running.pop() {

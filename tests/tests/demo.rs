@@ -321,6 +321,15 @@ fn demo_tells_chapter_one_and_leaks_nothing() {
     assert_eq!(a["released_sha256"].as_str().unwrap().len(), 64, "{a}");
     assert!(a["usage"]["usage"]["analyses"].as_u64().unwrap() >= 3, "{a}");
 
+    // Chapter 10: the web console, a client like the desks: the chair signed in through it over HTTPS (password and a
+    // recovery code), every page with the security headers; a sign-in without the form's token refused.
+    let c = &r["console"];
+    assert!(c["url"].as_str().unwrap().starts_with("https://127.0.0.1:"), "{c}");
+    assert_eq!(c["signed_in_as"], "chika", "{c}");
+    assert_eq!(c["pages"].as_array().map(Vec::len), Some(4), "{c}");
+    assert_eq!(c["headers_checked"], true, "{c}");
+    assert_eq!(c["forged_sign_in_refused"], true, "{c}");
+
     // The demo is a client from chapter 3 on: after the installer's bootstrap (on the host, once), every entry of the
     // ledger carries the source of a request that reached a service over the network — the policy service's gRPC,
     // or the release service's HTTPS transfers. (A source is what the service recorded for the request; the demo

@@ -195,10 +195,10 @@ pub struct Nothing {}
 
 /// Signs out: the policy session is revoked, the console forgets the cookie.
 pub async fn signout(State(console): State<AppState>, headers: HeaderMap, signed: Signed<Nothing>) -> Response {
-    if let Ok(request) = authed(signed.viewer.token(), pb::Empty {}) {
-        if let Err(status) = console.services.policy.clone().logout(request).await {
-            tracing::warn!(code = ?status.code(), "the policy service did not confirm a sign-out");
-        }
+    if let Ok(request) = authed(signed.viewer.token(), pb::Empty {})
+        && let Err(status) = console.services.policy.clone().logout(request).await
+    {
+        tracing::warn!(code = ?status.code(), "the policy service did not confirm a sign-out");
     }
     let name = session_cookie_name(console.secure);
     if let Some(c) = cookie(&headers, name) {
