@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod analysis;
+pub mod console;
 pub mod deid;
 pub mod host;
 pub mod ingest;
@@ -31,6 +32,8 @@ pub enum BenchCommand {
     Km(crate::km::KmBench),
     /// Remote analysis environment: logistic and linear regression on 1 M rows, automatic output checks.
     Analysis(crate::analysis::AnalysisBench),
+    /// Web console: page latency with 50 people signed in and requesting pages at once.
+    Console(crate::console::ConsoleBench),
 }
 
 /// Runs one benchmark and prints its report (`--json`: the report as JSON).
@@ -42,5 +45,6 @@ pub fn run(cmd: BenchCommand, json: bool) -> anyhow::Result<()> {
         BenchCommand::Release(a) => release::run(*a, json),
         BenchCommand::Km(a) => km::run(a, json),
         BenchCommand::Analysis(a) => analysis::run(a, json),
+        BenchCommand::Console(a) => console::run(a, json),
     }
 }

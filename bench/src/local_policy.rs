@@ -12,6 +12,8 @@ use tokumei_release::delivery::{PolicyLink, PolicyLinkConfig};
 pub struct LocalPolicyService {
     /// The release zone's link (its certificate from the PKI).
     pub link: PolicyLink,
+    /// Where it listens (`https://127.0.0.1:PORT`).
+    pub url: String,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), tokumei_policy::grpc::ServeError>>,
 }
@@ -40,7 +42,12 @@ pub async fn start(policy: Policy, pki: &PkiLayout) -> Result<LocalPolicyService
     })
     .await
     .context("the release zone's link to the policy service")?;
-    Ok(LocalPolicyService { link, stop, task })
+    Ok(LocalPolicyService {
+        link,
+        url: format!("https://{addr}"),
+        stop,
+        task,
+    })
 }
 
 impl LocalPolicyService {
