@@ -4,6 +4,7 @@
 pub mod application_form;
 pub mod applications;
 pub mod audit;
+pub mod budget;
 pub mod committee;
 pub mod home;
 pub mod orders;
@@ -53,6 +54,7 @@ pub fn routes() -> Router<AppState> {
         .route("/applications/{id}/recuse", post(committee::recuse))
         .route("/applications/{id}/decide", post(committee::decide))
         .route("/reviews", get(applications::reviews))
+        .route("/budget", get(budget::show))
         .route("/releases", get(releases::list))
         .route("/releases/download", get(releases::ready).post(releases::download))
         .route("/releases/deletion", post(releases::declare_deletion))
