@@ -512,10 +512,21 @@ async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_at
         "the store's status names no table"
     );
     screenshot(c, "store-status").await;
+    // The operator publishes the decisions register; anyone reads it without signing in.
+    c.goto(&format!("{}/registers", console.url)).await.unwrap();
+    submit(c, "#publish-decisions").await;
     sign_out(c).await;
+    c.goto(&format!("{}/registers/decisions", console.url)).await.unwrap();
+    assert!(
+        text(c, "#register").await.contains(&id),
+        "the public register does not list the approval"
+    );
+    screenshot(c, "register-public").await;
 
     // The researcher downloads their copy in the browser and declares its deletion.
     sign_in(c, &console, &hana, Second::Recovery(&hana.recovery_codes[0])).await;
+    c.goto(&format!("{}/budget", console.url)).await.unwrap();
+    assert!(text(c, "main").await.contains("予算が付与された統計の承認はありません"));
     c.goto(&format!("{}/releases", console.url)).await.unwrap();
     assert!(text(c, "main").await.contains(&release));
     screenshot(c, "releases").await;

@@ -14,7 +14,7 @@ use tokumei_proto::policy::v1 as pb;
 use crate::AppState;
 use crate::extract::{Language, Signed, Viewer};
 use crate::i18n::Lang;
-use crate::layout::{csrf, public_page};
+use crate::layout::{csrf, page, public_page};
 use crate::pages::signin::Nothing;
 use crate::services::{PageError, authed};
 
@@ -58,13 +58,22 @@ pub async fn index(Language(lang): Language, viewer: Option<Viewer>) -> Markup {
             }
         }
     };
-    public_page(lang, ("公表", "Public registers"), body)
+    framed(viewer.as_ref(), lang, body)
+}
+
+/// The page in the signed-in frame for a person signed in, the public one otherwise.
+fn framed(viewer: Option<&Viewer>, lang: Lang, body: Markup) -> Markup {
+    match viewer {
+        Some(v) => page(v, ("公表", "Public registers"), body),
+        None => public_page(lang, ("公表", "Public registers"), body),
+    }
 }
 
 fn label(lang: Lang, key: &str) -> String {
     let known = match key {
         "application" => lang.t("申請番号", "Application"),
         "kind" => lang.t("種別", "Kind"),
+        "amends" => lang.t("変更元", "Amends"),
         "title" => lang.t("題名", "Title"),
         "purpose" => lang.t("利用目的", "Purpose"),
         "organisation" => lang.t("組織", "Organisation"),
@@ -95,6 +104,7 @@ fn cell(value: &serde_json::Value) -> String {
 pub async fn register(
     State(console): State<AppState>,
     Language(lang): Language,
+    viewer: Option<Viewer>,
     Path(name): Path<String>,
 ) -> Result<Markup, PageError> {
     let heading =
@@ -134,7 +144,7 @@ pub async fn register(
             }
         }
     };
-    Ok(public_page(lang, ("公表", "Public registers"), body))
+    Ok(framed(viewer.as_ref(), lang, body))
 }
 
 /// `POST /registers/{name}`: an operator publishes the register (the policy service authorises and audits it).
