@@ -32,8 +32,12 @@ pub struct ConsoleBench {
     #[arg(long, default_value_t = 50)]
     pub users: usize,
     /// Seconds of load.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub seconds: u64,
+    /// Each person's pause between pages, in milliseconds (on average; ±50 % at random so that people do not
+    /// click in step). 0: every person asks again the moment a page arrives — the console at saturation.
+    #[arg(long, default_value_t = 1000)]
+    pub think_ms: u64,
 }
 
 /// One page's latencies.
@@ -51,6 +55,7 @@ struct PageFigures {
 struct Report {
     machine: String,
     users: usize,
+    think_ms: u64,
     seconds: u64,
     requests: usize,
     errors: usize,
@@ -113,7 +118,11 @@ async fn staff(policy: &Policy, users: usize) -> Result<Vec<(Actor, Zeroizing<St
     }
     let reviewers: Vec<String> = members.iter().chain([&chair]).map(|m| m.0.username.clone()).collect();
     let mut people = Vec::new();
-    for i in 0..users.saturating_sub(4) {
+    anyhow::ensure!(
+        users >= 5,
+        "--users: at least 5 (a chair, three members and a researcher)"
+    );
+    for i in 0..users - 4 {
         let name = format!("r{i:03}");
         let (actor, token) = person(policy, &admins, (&name, "univ-a"), &[Role::Researcher]).await?;
         let mut form = tokumei_demo::committee::form(Channel::File);
@@ -221,6 +230,8 @@ pub fn run(a: ConsoleBench, json: bool) -> Result<()> {
         }
         let until = Instant::now() + Duration::from_secs(a.seconds);
         let mut tasks = tokio::task::JoinSet::new();
+        let think_ms = a.think_ms;
+        let started = Instant::now();
         for (cookie, pages) in cookies {
             let (http, base) = (http.clone(), base.clone());
             tasks.spawn(async move {
@@ -235,6 +246,10 @@ pub fn run(a: ConsoleBench, json: bool) -> Result<()> {
                         Err(_) => false,
                     };
                     seen.push((page, start.elapsed().as_secs_f64() * 1000.0, ok));
+                    if think_ms > 0 {
+                        let pause = think_ms / 2 + rand::random_range(0..=think_ms);
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
                 }
                 seen
             });
@@ -246,7 +261,10 @@ pub fn run(a: ConsoleBench, json: bool) -> Result<()> {
         let _ = stop.send(());
         let _ = server.await;
         service.stop().await?;
+        let elapsed = started.elapsed().as_secs_f64();
         let errors = all.iter().filter(|(_, _, ok)| !ok).count();
+        // Only answered pages are timed (a refusal is fast and would flatter the figures); any error fails the run.
+        all.retain(|(_, _, ok)| *ok);
         let mut by_page: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for (page, ms, _) in &all {
             let name = if page.starts_with("/applications/") { "/applications/{id}" } else { page };
@@ -254,11 +272,12 @@ pub fn run(a: ConsoleBench, json: bool) -> Result<()> {
         }
         let report = Report {
             machine: crate::host::machine(),
-            users: a.users,
+            users: console.sessions.len(),
+            think_ms: a.think_ms,
             seconds: a.seconds,
             requests: all.len(),
             errors,
-            requests_per_second: all.len() as f64 / a.seconds as f64,
+            requests_per_second: all.len() as f64 / elapsed,
             all_pages: figures(all.iter().map(|(_, ms, _)| *ms).collect()),
             pages: by_page.into_iter().map(|(k, v)| (k, figures(v))).collect(),
             peak_rss_mib: crate::host::peak_rss_mib(None),
@@ -271,7 +290,9 @@ pub fn run(a: ConsoleBench, json: bool) -> Result<()> {
             for (page, f) in &r.pages {
                 println!("  {page:<22} n={:<6} p50 {:>6.1} ms  p95 {:>6.1} ms  p99 {:>6.1} ms", f.requests, f.p50_ms, f.p95_ms, f.p99_ms);
             }
-        })
+        })?;
+        anyhow::ensure!(report.errors == 0, "{} pages were not answered", report.errors);
+        Ok(())
     });
     let _ = std::fs::remove_dir_all(&dir);
     result

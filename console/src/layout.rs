@@ -152,7 +152,8 @@ pub fn error_page(error: &PageError) -> Markup {
         html! {
             div.error role="alert" {
                 p { strong.reason id="reason" { (error.reason) } }
-                p { (error.message) }
+                // The console's and the services' messages are English; the frame is bilingual.
+                p lang="en" { (error.message) }
                 p { (error.status.as_u16()) " " (error.status.canonical_reason().unwrap_or("")) }
             }
         },

@@ -477,7 +477,8 @@ pub async fn closing(
         .iter()
         .map(|d| format!("{} {} {}", d.application, d.organisation, d.scope))
         .collect();
-    let provisions: Vec<tokumei_policy::committee::Provision> = serde_json::from_str(&register("provisions").await?)?;
+    let provisions: Vec<tokumei_policy::transparency::ProvisionEntry> =
+        serde_json::from_str(&register("provisions").await?)?;
     std::fs::write(dir.join("provisions.json"), serde_json::to_vec_pretty(&provisions)?)?;
     out.provisions = provisions.len();
     say(&format!(

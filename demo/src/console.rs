@@ -153,13 +153,17 @@ pub async fn chapter(
         out.pages.push(page.to_owned());
     }
     out.signed_in_as = username.to_owned();
+    anyhow::ensure!(out.headers_checked, "a console page lacked its security headers");
+    anyhow::ensure!(
+        out.forged_sign_in_refused,
+        "a sign-in without the form's token was not refused"
+    );
     say(&format!(
-        "   {username} signed in through it (password + a recovery code) and opened {}: each page with a script-free Content-Security-Policy and X-Frame-Options: DENY{}; a sign-in without the form's token was refused (CSRF_INVALID)",
+        "   {username} signed in through it (password + a recovery code) and opened {}: each page with a script-free Content-Security-Policy and X-Frame-Options: DENY; a sign-in without the form's token was refused (CSRF_INVALID)",
         out.pages.join(", "),
-        if out.headers_checked { "" } else { " — MISSING" },
     ));
     say(&format!(
-        "   try it: {url}  — sign in as {username} with the password \"{PASSWORD}\" and, under \"認証アプリを使えないとき\", the recovery code {} (the demo's CA: {}; run `tokumei demo --console` to keep the platform open)",
+        "   try it (demo only — a throwaway account): {url}  — sign in as {username} with the password \"{PASSWORD}\" and, under \"認証アプリを使えないとき\", the recovery code {} (the demo's CA: {}; run `tokumei demo --console` to keep the platform open)",
         codes[1].as_str(),
         pki.ca_cert().display()
     ));

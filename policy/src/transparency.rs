@@ -16,6 +16,40 @@ use crate::committee::{ApplicationStatus, Provision};
 use crate::error::{PolicyError, Result};
 use crate::service::{Origin, Policy};
 
+/// One line of the public provisions register: what was provided under which approval to which organisation —
+/// never the recipient's account (a person's name; and usernames are what a password-guessing attacker needs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionEntry {
+    /// The approval.
+    pub application: String,
+    /// 1, 2, ... per application.
+    pub seq: i64,
+    /// The recipient's organisation.
+    pub organisation: String,
+    /// The channel.
+    pub channel: String,
+    /// What was provided (release id and file, statistics query).
+    pub description: String,
+    /// Rows or cells provided.
+    pub rows: i64,
+    /// When (RFC 3339 UTC).
+    pub at: String,
+}
+
+impl From<Provision> for ProvisionEntry {
+    fn from(p: Provision) -> ProvisionEntry {
+        ProvisionEntry {
+            application: p.application,
+            seq: p.seq,
+            organisation: p.organisation,
+            channel: p.channel,
+            description: p.description,
+            rows: p.rows,
+            at: p.at,
+        }
+    }
+}
+
 /// One line of the decisions register.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionEntry {
@@ -175,10 +209,16 @@ impl Policy {
     }
 
     /// The provisions register: what was provided to which organisation under which approval.
-    pub async fn provisions_register(&self, actor: &Actor, origin: Origin<'_>) -> Result<Vec<Provision>> {
+    pub async fn provisions_register(&self, actor: &Actor, origin: Origin<'_>) -> Result<Vec<ProvisionEntry>> {
         self.check(actor, Action::PublishRegister, &Resource::Platform, origin)
             .await?;
-        let out = self.committee().provisions().await?;
+        let out: Vec<ProvisionEntry> = self
+            .committee()
+            .provisions()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect();
         self.audit_ok(
             actor,
             "publish.provisions",

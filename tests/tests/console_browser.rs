@@ -224,7 +224,8 @@ async fn sign_out(c: &Client) {
     assert!(main.contains("サインアウトしました"), "{main}");
 }
 
-/// Waits on an order's page (it refreshes itself) until the core reported; the order must be done.
+/// Waits on an order's page until the core reported, following its "see the latest state" link as a person would;
+/// the order must be done.
 async fn wait_for_order(c: &Client) {
     for _ in 0..300 {
         let state = text(c, "#order-state").await;
@@ -237,6 +238,7 @@ async fn wait_for_order(c: &Client) {
             text(c, "main").await
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+        submit(c, "#refresh").await;
     }
     panic!("the core did not report");
 }

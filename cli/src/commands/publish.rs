@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::Serialize;
-use tokumei_policy::committee::Provision;
-use tokumei_policy::transparency::{DecisionEntry, RegulatorReport};
+use tokumei_policy::transparency::{DecisionEntry, ProvisionEntry, RegulatorReport};
 use tokumei_store::regulator::CoreFigures;
 
 use tokumei_proto::policy::v1 as pb;
@@ -103,7 +102,7 @@ pub fn run_publish(args: PublishArgs, json: bool) -> Result<()> {
             let rows: Vec<DecisionEntry> = serde_json::from_str(&text)?;
             (write_register(&out, register, &rows)?, rows.len())
         } else {
-            let rows: Vec<Provision> = serde_json::from_str(&text)?;
+            let rows: Vec<ProvisionEntry> = serde_json::from_str(&text)?;
             (write_register(&out, register, &rows)?, rows.len())
         };
         emit(

@@ -39,6 +39,7 @@ pub async fn page_or_signin(console: &AppState, viewer: Option<Viewer>) -> Resul
                     li { a href="/applications" { (lang.t("自分の申請", "My applications")) ": " strong id="count-mine" { (mine) } } }
                     li { a href="/applications/new" { (lang.t("新しく申請する", "File a new application")) } }
                     li { a href="/releases" { (lang.t("提供されたデータ", "Data provided to me")) } }
+                    li { a href="/budget" { (lang.t("プライバシー予算", "Privacy budget")) } }
                 }
                 @if viewer.has("committee_member") || viewer.has("committee_chair") {
                     li { a href="/reviews" { (lang.t("投票待ちの審査", "Reviews awaiting your vote")) ": " strong id="count-reviews" { (reviews) } } }

@@ -1,7 +1,7 @@
 //! Core orders from the browser: the store's status (operators), a release plan before the chair decides (the
 //! chair, assigned members, operators) and a release build (operators). The core listens on nothing: the console
 //! asks the policy service, which authorises, records and queues a signed order; the order's page follows it
-//! (refreshing itself by a `<meta>` refresh — no script — while the core has not reported) and shows the core's
+//! (a link asks again while the core has not reported; the page never reloads itself) and shows the core's
 //! report: counts and references, never a data value. A finished build order is completed by the release service
 //! (`CompleteBuild`), which fingerprints, signs and seals each recipient's copy.
 
@@ -124,10 +124,17 @@ pub async fn show(State(console): State<AppState>, viewer: Viewer, Path(id): Pat
             (row(lang.t("依頼者", "Requested by"), status.requested_by.as_str()))
             @if !status.reason.is_empty() { (row(lang.t("理由", "Reason"), html! { code.reason { (status.reason) } })) }
         }
-        @if !finished { p.hint role="status" { (lang.t("コアの報告を待っています（自動で更新されます）。", "Waiting for the core's report (this page refreshes itself).")) } }
+        @if !finished {
+            p.hint { (lang.t("コアの報告を待っています。", "Waiting for the core's report.")) " "
+                a.refresh id="refresh" href={ "/orders/" (status.id) } { (lang.t("最新の状態を見る", "See the latest state")) } }
+        }
         @if status.state == "done" {
             h2 { (lang.t("コアの報告", "The core's report")) }
-            (report(&result))
+            @if result.is_null() {
+                p { (lang.t("報告は依頼者だけが読めます。", "Only the requester may read the report.")) }
+            } @else {
+                (report(&result))
+            }
             @if status.operation == "build_release" && console.services.release.is_some() {
                 form method="post" action={ "/orders/" (status.id) "/complete" } {
                     (csrf(&viewer))
@@ -136,13 +143,8 @@ pub async fn show(State(console): State<AppState>, viewer: Viewer, Path(id): Pat
             }
         }
     };
-    let page = page(&viewer, ("コアへの注文", "Core order"), body);
-    // Until the core reports, the browser asks again every two seconds (a header: no script, nothing inline).
-    Ok(if finished {
-        page.into_response()
-    } else {
-        ([(axum::http::header::REFRESH, "2")], page).into_response()
-    })
+    // No self-refreshing page (it would reset a screen reader every few seconds): a link asks again.
+    Ok(page(&viewer, ("コアへの注文", "Core order"), body).into_response())
 }
 
 /// `POST /orders/{id}/complete`: the release service finishes a build whose core half is done.

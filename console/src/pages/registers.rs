@@ -83,16 +83,22 @@ fn label(lang: Lang, key: &str) -> String {
         "decided_at" => lang.t("決定日時", "Decided"),
         "expires_on" => lang.t("有効期限", "Expires"),
         "fee_yen" => lang.t("手数料（円）", "Fee (yen)"),
-        "recipient" => lang.t("受領者", "Recipient"),
         "description" => lang.t("提供したもの", "What"),
         "rows" => lang.t("件数", "Rows"),
         "at" => lang.t("日時", "When"),
+        "seq" => lang.t("番号", "No."),
         _ => return key.to_owned(),
     };
     known.to_owned()
 }
 
-fn cell(value: &serde_json::Value) -> String {
+fn cell(lang: Lang, key: &str, value: &serde_json::Value) -> String {
+    let text = value.as_str().unwrap_or("");
+    match key {
+        "status" => return lang.status(text).to_owned(),
+        "channel" => return lang.channel(text).to_owned(),
+        _ => {}
+    }
     match value {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => String::new(),
@@ -138,7 +144,7 @@ pub async fn register(
                 thead { tr { @for k in &keys { th scope="col" { (label(lang, k)) } } } }
                 tbody {
                     @for r in &rows {
-                        tr { @for k in &keys { td { (r.get(k).map(cell).unwrap_or_default()) } } }
+                        tr { @for k in &keys { td { (r.get(k).map(|v| cell(lang, k, v)).unwrap_or_default()) } } }
                     }
                 }
             }
@@ -168,7 +174,8 @@ pub async fn publish(State(console): State<AppState>, Path(name): Path<String>, 
         Ok(d) => d.into_inner().json,
         Err(status) => return PageError::refused(status).into_response(),
     };
-    let tmp = path.with_extension("json.partial");
+    // A name of this request's own: two operators publishing at once never write one file.
+    let tmp = path.with_extension(format!("json.{}.partial", crate::sessions::random_token()));
     if std::fs::write(&tmp, document)
         .and_then(|()| std::fs::rename(&tmp, &path))
         .is_err()

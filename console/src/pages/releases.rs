@@ -46,7 +46,9 @@ pub async fn list(State(console): State<AppState>, viewer: Viewer, Notice(done):
                         dt { (lang.t("申請", "Application")) } dd { a href={ "/applications/" (r.application) } { (r.application) } }
                         dt { (lang.t("作成日時", "Built")) } dd { (r.built_at) }
                         dt { (lang.t("利用期限", "Use until")) } dd { (r.expires_on) }
-                        dt { (lang.t("状態", "Standing")) } dd { span.standing { (r.standing) } }
+                        dt { (lang.t("状態", "Standing")) } dd { span.standing {
+                            @if r.standing == "AVAILABLE" { (lang.t("利用可能", "Available")) } @else { code.reason { (r.standing) } " " (lang.t("（受領したデータを削除してください）", "(delete what you received)")) }
+                        } }
                     }
                     @if !r.files.is_empty() {
                         table.list {

@@ -118,7 +118,8 @@ pub async fn submit(
         )
         .into_response();
     }
-    // Past the limit of this address, the service is not asked (it would count the attempt against the account).
+    // Past the limit of this network's failures, the service is not asked (it would count the attempt against the
+    // account).
     let addr = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |axum::Extension(p)| p.0.ip());
     if !console.throttle.admit(addr, std::time::Instant::now()) {
         return PageError::new(
@@ -141,6 +142,7 @@ pub async fn submit(
     let reply = match console.services.policy.clone().login(request).await {
         Ok(r) => r.into_inner(),
         Err(status) => {
+            console.throttle.failed(addr, std::time::Instant::now());
             let error = PageError::refused(status);
             let token = random_token();
             return (
