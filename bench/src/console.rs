@@ -236,6 +236,10 @@ pub fn run(a: ConsoleBench, json: bool) -> Result<()> {
             let (http, base) = (http.clone(), base.clone());
             tasks.spawn(async move {
                 let mut seen: Vec<(&'static str, f64, bool)> = Vec::new();
+                // People arrive over the first pause, not all in the same millisecond.
+                if think_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(rand::random_range(0..think_ms))).await;
+                }
                 let mut i = 0;
                 while Instant::now() < until {
                     let page = pages[i % pages.len()];
