@@ -12,15 +12,20 @@ use tokumei_console::{Console, ConsoleConfig, Services, SessionStore, router};
 use tower::ServiceExt;
 use zeroize::Zeroizing;
 
-fn console() -> Arc<Console> {
-    let config = ConsoleConfig {
+/// A console whose services are a closed loopback port (never reached by these tests).
+fn config() -> ConsoleConfig {
+    ConsoleConfig {
         policy_url: "http://127.0.0.1:1".into(),
         policy_ca: "/nonexistent".into(),
         release_url: None,
         release_ca: None,
         tls: None,
         published: None,
-    };
+    }
+}
+
+fn console() -> Arc<Console> {
+    let config = config();
     Arc::new(Console {
         services: Services::connect(&config).expect("lazy channels"),
         sessions: SessionStore::default(),
@@ -255,14 +260,7 @@ async fn sign_ins_from_one_address_are_limited_before_the_service_is_asked() {
 
 #[tokio::test]
 async fn plaintext_is_served_on_loopback_only() {
-    let config = ConsoleConfig {
-        policy_url: "http://127.0.0.1:1".into(),
-        policy_ca: "/nonexistent".into(),
-        release_url: None,
-        release_ca: None,
-        tls: None,
-        published: None,
-    };
+    let config = config();
     let refused = tokumei_console::serve(&config, "0.0.0.0:0".parse().unwrap(), std::future::pending())
         .await
         .err()

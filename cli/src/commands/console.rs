@@ -54,14 +54,7 @@ pub struct ServeArgs {
 /// Runs `tokumei console ...`.
 pub fn run(command: ConsoleCommand, json: bool) -> Result<()> {
     let ConsoleCommand::Serve(args) = command;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    crate::output::init_service_logging();
     let tls = match (args.tls_cert, args.tls_key, args.insecure_dev) {
         (Some(cert), Some(key), false) => Some((cert, key)),
         (None, None, true) => None,

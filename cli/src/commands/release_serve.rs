@@ -83,14 +83,7 @@ impl LinkOptions {
 
 /// Runs `tokumei release serve`.
 pub fn run(args: ServeArgs, json: bool) -> Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    crate::output::init_service_logging();
     // rustls needs a process-wide crypto provider when several are compiled in (ring is tokumei's).
     tokumei_ingest::tls::install_crypto_provider();
     let tls = DeliveryTls::from_files(&args.cert, &args.key).context("TLS certificate")?;

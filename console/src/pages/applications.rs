@@ -20,7 +20,8 @@ pub fn awaiting_vote(app: &pb::Application, member: &str) -> bool {
         && !app.votes.iter().any(|v| v.member == member)
 }
 
-async fn all(console: &AppState, viewer: &Viewer) -> Result<Vec<pb::Application>, PageError> {
+/// Every application the service shows to `viewer`.
+pub async fn all(console: &AppState, viewer: &Viewer) -> Result<Vec<pb::Application>, PageError> {
     Ok(console
         .services
         .policy

@@ -3,13 +3,12 @@
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
-use tokumei_proto::policy::v1 as pb;
 
 use crate::AppState;
 use crate::extract::Viewer;
 use crate::layout::page;
 use crate::pages::applications::awaiting_vote;
-use crate::services::{PageError, authed};
+use crate::services::PageError;
 
 /// Home: the person's waiting work (reviews to vote, applications under review, releases), or the sign-in page.
 pub async fn page_or_signin(console: &AppState, viewer: Option<Viewer>) -> Result<Response, PageError> {
@@ -17,15 +16,7 @@ pub async fn page_or_signin(console: &AppState, viewer: Option<Viewer>) -> Resul
         return Ok(Redirect::to("/signin").into_response());
     };
     let lang = viewer.lang;
-    let apps = console
-        .services
-        .policy
-        .clone()
-        .list_applications(authed(viewer.token(), pb::Empty {})?)
-        .await
-        .map_err(PageError::refused)?
-        .into_inner()
-        .applications;
+    let apps = crate::pages::applications::all(console, &viewer).await?;
     let mine = apps.iter().filter(|a| a.applicant == viewer.session.username).count();
     let reviews = apps
         .iter()

@@ -59,22 +59,21 @@ fn form(lang: Lang, token: &str, username: &str, error: Option<&PageError>) -> M
     )
 }
 
-/// The sign-in page, with a fresh double-submit token.
-pub async fn page(State(console): State<AppState>, Language(lang): Language) -> Response {
+/// The sign-in form with a fresh double-submit token (and its cookie), `username` filled in and `error` shown.
+fn fresh_form(console: &AppState, lang: Lang, username: &str, error: Option<&PageError>) -> impl IntoResponse {
     let token = random_token();
-    (
-        [(
-            header::SET_COOKIE,
-            set_cookie(
-                signin_cookie_name(console.secure),
-                &token,
-                SIGNIN_FORM_SECS,
-                console.secure,
-            ),
-        )],
-        form(lang, &token, "", None),
-    )
-        .into_response()
+    let cookie = set_cookie(
+        signin_cookie_name(console.secure),
+        &token,
+        SIGNIN_FORM_SECS,
+        console.secure,
+    );
+    ([(header::SET_COOKIE, cookie)], form(lang, &token, username, error))
+}
+
+/// The sign-in page.
+pub async fn page(State(console): State<AppState>, Language(lang): Language) -> Response {
+    fresh_form(&console, lang, "", None).into_response()
 }
 
 /// The sign-in form.
@@ -144,19 +143,9 @@ pub async fn submit(
         Err(status) => {
             console.throttle.failed(addr, std::time::Instant::now());
             let error = PageError::refused(status);
-            let token = random_token();
             return (
                 StatusCode::UNAUTHORIZED,
-                [(
-                    header::SET_COOKIE,
-                    set_cookie(
-                        signin_cookie_name(console.secure),
-                        &token,
-                        SIGNIN_FORM_SECS,
-                        console.secure,
-                    ),
-                )],
-                form(lang, &token, f.username.trim(), Some(&error)),
+                fresh_form(&console, lang, f.username.trim(), Some(&error)),
             )
                 .into_response();
         }
