@@ -100,9 +100,10 @@ echo "grpcio $(python3 -c 'import grpc; print(grpc.__version__)')"
 
 # --- Chromium and ChromeDriver (the console's browser tests, tests/console_browser.rs) --------------------------
 log "Chromium (headless) and ChromeDriver"
-if ! command -v chromedriver >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then
+# A Japanese font too, so that the pages the test photographs (TOKUMEI_CONSOLE_SCREENSHOTS) show their text.
+if ! command -v chromedriver >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi ipa; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+  apt-get update -qq && apt-get install -y -qq chromium chromium-driver fonts-ipafont-gothic >/dev/null
 fi
 echo "$(/usr/bin/chromium --version 2>/dev/null | head -1); $(chromedriver --version | cut -d' ' -f1-2)"
 
