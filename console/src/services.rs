@@ -76,6 +76,13 @@ impl Services {
     }
 }
 
+impl Services {
+    /// The release service's client, or the page saying the console was started without one.
+    pub fn release_client(&self) -> Result<ReleaseServiceClient<Channel>, PageError> {
+        self.release.clone().ok_or_else(PageError::no_release_service)
+    }
+}
+
 /// `message` carrying `token` (a person's policy session) as its bearer.
 pub fn authed<T>(token: &str, message: T) -> Result<tonic::Request<T>, PageError> {
     let mut request = tonic::Request::new(message);

@@ -155,11 +155,7 @@ pub async fn complete(
 ) -> Result<Markup, PageError> {
     let viewer = signed.viewer;
     let lang = viewer.lang;
-    let mut release = console
-        .services
-        .release
-        .clone()
-        .ok_or_else(PageError::no_release_service)?;
+    let mut release = console.services.release_client()?;
     let outcome = release
         .complete_build(authed(viewer.token(), rpb::CompleteBuildRequest { order_id: id })?)
         .await

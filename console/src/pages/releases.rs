@@ -18,11 +18,7 @@ use crate::sessions::GrantedDownload;
 /// `GET /releases`.
 pub async fn list(State(console): State<AppState>, viewer: Viewer, Notice(done): Notice) -> Result<Markup, PageError> {
     let lang = viewer.lang;
-    let mut release = console
-        .services
-        .release
-        .clone()
-        .ok_or_else(PageError::no_release_service)?;
+    let mut release = console.services.release_client()?;
     let releases = release
         .list_releases(authed(viewer.token(), rpb::ListReleasesRequest::default())?)
         .await
@@ -108,11 +104,7 @@ pub struct DownloadForm {
 /// shows the same link and never asks for another.
 pub async fn download(State(console): State<AppState>, signed: Signed<DownloadForm>) -> Result<Response, PageError> {
     let Signed { viewer, form } = signed;
-    let mut release = console
-        .services
-        .release
-        .clone()
-        .ok_or_else(PageError::no_release_service)?;
+    let mut release = console.services.release_client()?;
     let granted = release
         .request_download(authed(
             viewer.token(),
@@ -192,8 +184,9 @@ pub async fn declare_deletion(State(console): State<AppState>, signed: Signed<De
         )
         .into_response();
     }
-    let Some(mut release) = console.services.release.clone() else {
-        return PageError::no_release_service().into_response();
+    let mut release = match console.services.release_client() {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
     };
     let request = match authed(
         viewer.token(),
