@@ -177,3 +177,124 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Signed<T> {
         Ok(Signed { viewer, form })
     }
 }
+
+/// The most an uploaded file may carry (a leaked copy to trace: a release's table, CSV or Parquet).
+pub const UPLOAD_LIMIT: usize = 256 * 1024 * 1024;
+
+/// How long an upload may take to arrive.
+pub const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The most a text field of an upload form may carry.
+const UPLOAD_FIELD_LIMIT: usize = 4 * 1024;
+
+/// A file posted by [`Viewer`] in a `multipart/form-data` form whose **first** field is the session's CSRF token:
+/// the token is checked before any other byte of the body is read, so a forged upload is refused without being
+/// received. Text fields come as they were typed; the one file field as its name and bytes.
+pub struct SignedUpload {
+    /// Who posted it.
+    pub viewer: Viewer,
+    /// The form's text fields, by name.
+    pub fields: std::collections::BTreeMap<String, String>,
+    /// The file's name as the browser gave it.
+    pub file_name: String,
+    /// The file's bytes.
+    pub content: Vec<u8>,
+}
+
+fn upload_refused(status: StatusCode, reason: &str, message: &str) -> Response {
+    PageError::new(status, reason, message).into_response()
+}
+
+impl FromRequest<AppState> for SignedUpload {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = request.into_parts();
+        let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        let boundary = parts
+            .headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| multer::parse_boundary(v).ok())
+            .ok_or_else(|| upload_refused(StatusCode::BAD_REQUEST, "FORM_INVALID", "the form is not a file upload"))?;
+        let limits = multer::Constraints::new().size_limit(
+            multer::SizeLimit::new()
+                .whole_stream(UPLOAD_LIMIT as u64 + 64 * 1024)
+                .per_field(UPLOAD_LIMIT as u64),
+        );
+        let multipart = multer::Multipart::with_constraints(body.into_data_stream(), boundary, limits);
+        match tokio::time::timeout(UPLOAD_TIMEOUT, read_upload(multipart, &viewer)).await {
+            Ok(Ok((fields, file_name, content))) => Ok(SignedUpload {
+                viewer,
+                fields,
+                file_name,
+                content,
+            }),
+            Ok(Err(refusal)) => Err(refusal),
+            Err(_) => Err(upload_refused(
+                StatusCode::REQUEST_TIMEOUT,
+                "FORM_TIMEOUT",
+                "the upload took too long to arrive",
+            )),
+        }
+    }
+}
+
+type UploadParts = (std::collections::BTreeMap<String, String>, String, Vec<u8>);
+
+/// The token first (else nothing more is read), then the text fields and the file.
+async fn read_upload(mut multipart: multer::Multipart<'static>, viewer: &Viewer) -> Result<UploadParts, Response> {
+    let unreadable = |_| upload_refused(StatusCode::BAD_REQUEST, "FORM_INVALID", "the upload could not be read");
+    let too_large = || upload_refused(StatusCode::PAYLOAD_TOO_LARGE, "FORM_TOO_LARGE", "the file is too large");
+    let first = multipart.next_field().await.map_err(unreadable)?;
+    let token = match first {
+        Some(f) if f.name() == Some("csrf") => f.text().await.map_err(unreadable)?,
+        _ => String::new(),
+    };
+    if !same_token(&token, &viewer.session.csrf) {
+        tracing::warn!(user = %viewer.session.username, "an upload without its CSRF token was refused");
+        return Err(upload_refused(
+            StatusCode::FORBIDDEN,
+            "CSRF_INVALID",
+            "the form did not carry this session's token; reload the page and try again",
+        ));
+    }
+    let mut fields = std::collections::BTreeMap::new();
+    let mut file = None;
+    while let Some(mut field) = multipart.next_field().await.map_err(|e| match e {
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => too_large(),
+        _ => unreadable(e),
+    })? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if let Some(file_name) = field.file_name().map(str::to_owned) {
+            if file.is_some() {
+                return Err(upload_refused(
+                    StatusCode::BAD_REQUEST,
+                    "FORM_INVALID",
+                    "one file per upload",
+                ));
+            }
+            let mut content = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(|e| match e {
+                multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => too_large(),
+                _ => unreadable(e),
+            })? {
+                content.extend_from_slice(&chunk);
+            }
+            file = Some((file_name, content));
+        } else {
+            let mut value = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(unreadable)? {
+                value.extend_from_slice(&chunk);
+                if value.len() > UPLOAD_FIELD_LIMIT {
+                    return Err(too_large());
+                }
+            }
+            let value = String::from_utf8(value)
+                .map_err(|_| upload_refused(StatusCode::BAD_REQUEST, "FORM_INVALID", "a field is not UTF-8"))?;
+            fields.insert(name, value);
+        }
+    }
+    let (file_name, content) = file.unwrap_or_default();
+    Ok((fields, file_name, content))
+}

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod extract;
+pub mod fields;
 pub mod i18n;
 pub mod layout;
 pub mod pages;

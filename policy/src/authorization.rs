@@ -181,6 +181,9 @@ pub enum Action {
     RevokeApproval,
     /// Record a violation, which bans the person or organisation.
     RecordViolation,
+    /// Read the violations register and its bans: the chair who records them, operators who enforce them,
+    /// auditors who inspect them.
+    ViewViolations,
     /// Export the ban list for other processors.
     ExportBans,
     /// Import another processor's ban list.
@@ -232,7 +235,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in a fixed order (for the authorisation matrix).
-    pub const ALL: [Action; 36] = [
+    pub const ALL: [Action; 37] = [
         Action::SubmitRecords,
         Action::SubmitOptOut,
         Action::ManageUsers,
@@ -246,6 +249,7 @@ impl Action {
         Action::DecideApplication,
         Action::RevokeApproval,
         Action::RecordViolation,
+        Action::ViewViolations,
         Action::ExportBans,
         Action::ImportBans,
         Action::EstimateFees,
@@ -287,6 +291,7 @@ impl Action {
             Action::DecideApplication => "decide_application",
             Action::RevokeApproval => "revoke_approval",
             Action::RecordViolation => "record_violation",
+            Action::ViewViolations => "view_violations",
             Action::ExportBans => "export_bans",
             Action::ImportBans => "import_bans",
             Action::EstimateFees => "estimate_fees",
@@ -470,6 +475,7 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
                 | DecideApplication
                 | RevokeApproval
                 | RecordViolation
+                | ViewViolations
                 | EstimateFees
                 | SetBudget
                 | AssessReleaseRisk
@@ -481,6 +487,7 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
             action,
             ViewUsers
                 | ViewApplication
+                | ViewViolations
                 | ExportBans
                 | ImportBans
                 | EstimateFees
@@ -500,6 +507,7 @@ pub fn allowed_for_role(role: Role, action: Action) -> bool {
             action,
             ViewUsers
                 | ViewApplication
+                | ViewViolations
                 | ExportBans
                 | EstimateFees
                 | ReportRegulator
@@ -637,6 +645,7 @@ fn relation(actor: &Actor, role: Role, action: Action, resource: &Resource) -> R
         ) => free_of_conflict(actor, a),
         (_, ViewApplication | EstimateFees, Resource::Application(_)) => Ok(()),
         (Role::CommitteeChair, RecordViolation | SetBudget, Resource::Platform | Resource::Application(_)) => Ok(()),
+        (Role::CommitteeChair | Role::Operator | Role::Auditor, ViewViolations, Resource::Platform) => Ok(()),
         (Role::Operator, BuildRelease | TraceLeak | PlanRelease, Resource::Application(_)) => Ok(()),
         (Role::Operator | Role::Auditor, AssessReleaseRisk, Resource::Application(_)) => Ok(()),
         // An output checker never judges their own organisation's project, nor one whose data they receive.

@@ -1989,7 +1989,7 @@ impl Policy {
 
     /// Every violation, local and imported.
     pub async fn violations(&self, actor: &Actor, origin: Origin<'_>) -> Result<Vec<Violation>> {
-        self.check(actor, Action::ExportBans, &Resource::Platform, origin)
+        self.check(actor, Action::ViewViolations, &Resource::Platform, origin)
             .await?;
         self.committee.violations().await
     }

@@ -3,8 +3,6 @@
 //! whose own refusal (an unknown column, a recipient who is not a researcher...) is shown above the form with the
 //! values kept. A change request (変更申出) is the same form, filled from the approved application.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -14,6 +12,7 @@ use tokumei_proto::policy::v1 as pb;
 
 use crate::AppState;
 use crate::extract::{Signed, Viewer};
+use crate::fields::{DATE_HINT, Problems, area, described, field, text, valid_date};
 use crate::i18n::Lang;
 use crate::layout::{csrf, page};
 use crate::pages::applications::one;
@@ -39,16 +38,6 @@ pub struct Fields {
     studies: String,
     not_for_advertising: String,
     amends: String,
-}
-
-/// Dates are typed as text (every browser and screen reader the same way, whatever the locale's date picker).
-const DATE_HINT: &str = "YYYY-MM-DD";
-
-/// A field's problem, by field name.
-type Problems = BTreeMap<&'static str, &'static str>;
-
-fn valid_date(s: &str) -> bool {
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
 }
 
 fn valid_name(s: &str) -> bool {
@@ -241,46 +230,6 @@ impl Fields {
     }
 }
 
-/// One labelled field: its input, its hint, its problem (tied by `aria-describedby`).
-fn field(name: &'static str, label: &str, hint: Option<&str>, problems: &Problems, input: Markup) -> Markup {
-    let problem = problems.get(name);
-    html! {
-        div class={ "field" @if problem.is_some() { " invalid" } } {
-            label for=(name) { (label) }
-            @if let Some(h) = hint { p.hint id={ (name) "-hint" } { (h) } }
-            (input)
-            @if let Some(msg) = problem { p.problem id={ (name) "-error" } role="alert" { (msg) } }
-        }
-    }
-}
-
-fn described(name: &str, hint: bool, problems: &Problems) -> String {
-    let mut ids = Vec::new();
-    if hint {
-        ids.push(format!("{name}-hint"));
-    }
-    if problems.contains_key(name) {
-        ids.push(format!("{name}-error"));
-    }
-    ids.join(" ")
-}
-
-fn text(name: &'static str, value: &str, problems: &Problems, hint: bool) -> Markup {
-    html! {
-        input type="text" id=(name) name=(name) value=(value)
-            aria-invalid=[problems.contains_key(name).then_some("true")]
-            aria-describedby=(described(name, hint, problems));
-    }
-}
-
-fn area(name: &'static str, value: &str, problems: &Problems, hint: bool) -> Markup {
-    html! {
-        textarea id=(name) name=(name) rows="4"
-            aria-invalid=[problems.contains_key(name).then_some("true")]
-            aria-describedby=(described(name, hint, problems)) { (value) }
-    }
-}
-
 fn form_page(viewer: &Viewer, v: &Fields, problems: &Problems, refusal: Option<&PageError>) -> Markup {
     let lang = viewer.lang;
     let title = if v.amends.is_empty() {
@@ -311,7 +260,7 @@ fn form_page(viewer: &Viewer, v: &Fields, problems: &Problems, refusal: Option<&
                 (field("public_interest", lang.t("公益性（研究の意義）", "Public interest"), None, problems, area("public_interest", &v.public_interest, problems, false)))
                 (field("methods", lang.t("方法", "Methods"), None, problems, area("methods", &v.methods, problems, false)))
                 (field("channel", lang.t("提供方法", "Channel"), None, problems, html! {
-                    select id="channel" name="channel" aria-invalid=[problems.contains_key("channel").then_some("true")] aria-describedby=(described("channel", false, problems)) {
+                    select id="channel" name="channel" aria-invalid=[problems.contains_key("channel").then_some("true")] aria-describedby=[described("channel", false, problems)] {
                         option value="" { (lang.t("選択してください", "Choose")) }
                         @for c in ["file", "statistics", "on_platform"] {
                             option value=(c) selected[v.channel == c] { (lang.channel(c)) }
@@ -329,7 +278,7 @@ fn form_page(viewer: &Viewer, v: &Fields, problems: &Problems, refusal: Option<&
                 (field("studies", lang.t("研究（包括申出・任意）", "Studies (umbrella, optional)"), Some(lang.t("1行に「題名 | 方法」", "One line each: “title | methods”")), problems, area("studies", &v.studies, problems, true)))
                 div class={ "field check" @if problems.contains_key("not_for_advertising") { " invalid" } } {
                     input type="checkbox" id="not_for_advertising" name="not_for_advertising" checked[v.not_for_advertising == "on"]
-                        aria-describedby=(described("not_for_advertising", false, problems));
+                        aria-describedby=[described("not_for_advertising", false, problems)];
                     label for="not_for_advertising" { (lang.t("広告・営業目的には利用しません。", "The data will not be used for advertising.")) }
                     @if let Some(msg) = problems.get("not_for_advertising") { p.problem id="not_for_advertising-error" role="alert" { (msg) } }
                 }

@@ -31,6 +31,8 @@ pub async fn page_or_signin(console: &AppState, viewer: Option<Viewer>) -> Resul
                     li { a href="/applications/new" { (lang.t("新しく申請する", "File a new application")) } }
                     li { a href="/releases" { (lang.t("提供されたデータ", "Data provided to me")) } }
                     li { a href="/budget" { (lang.t("プライバシー予算", "Privacy budget")) } }
+                    li { a href="/statistics" { (lang.t("統計表の依頼", "Request a statistical table")) } }
+                    li { a href="/workspace" { (lang.t("オンサイト解析の作業場所", "Analysis workspaces")) } }
                 }
                 @if viewer.has("committee_member") || viewer.has("committee_chair") {
                     li { a href="/reviews" { (lang.t("投票待ちの審査", "Reviews awaiting your vote")) ": " strong id="count-reviews" { (reviews) } } }
@@ -40,6 +42,11 @@ pub async fn page_or_signin(console: &AppState, viewer: Option<Viewer>) -> Resul
                 }
                 @if viewer.has("operator") {
                     li { a href="/operator" { (lang.t("運用（コアの状態・提供データの作成）", "Operations (core status, builds)")) } }
+                    li { a href="/trace" { (lang.t("流出ファイルの追跡", "Trace a leaked file")) } }
+                    li { a href="/hospitals" { (lang.t("医療機関と証明書", "Hospitals and their certificates")) } }
+                }
+                @if viewer.has("committee_chair") {
+                    li { a href="/violations" { (lang.t("違反と利用禁止", "Violations and bans")) } }
                 }
                 @if viewer.has("output_checker") {
                     li { a href="/outputs" { (lang.t("出力チェックの依頼", "Output requests to check")) } }

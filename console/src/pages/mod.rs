@@ -7,11 +7,16 @@ pub mod audit;
 pub mod budget;
 pub mod committee;
 pub mod home;
+pub mod hospitals;
 pub mod orders;
 pub mod outputs;
 pub mod registers;
 pub mod releases;
 pub mod signin;
+pub mod statistics;
+pub mod trace;
+pub mod violations;
+pub mod workspace;
 
 use axum::Router;
 use axum::http::header;
@@ -67,6 +72,22 @@ pub fn routes() -> Router<AppState> {
         .route("/applications/{id}/plan", post(orders::plan))
         .route("/orders/{id}", get(orders::show))
         .route("/orders/{id}/complete", post(orders::complete))
+        .route("/orders/{id}/table.csv", get(statistics::table_csv))
+        .route("/statistics", get(statistics::blank).post(statistics::request))
+        .route("/trace", get(trace::form).post(trace::trace))
+        .route("/violations", get(violations::list).post(violations::record))
+        .route("/violations/bans/export", post(violations::export))
+        .route("/violations/bans/import", post(violations::import))
+        .route("/hospitals", get(hospitals::list).post(hospitals::add))
+        .route("/hospitals/directory", post(hospitals::directory))
+        .route("/hospitals/directory.json", post(hospitals::directory_file))
+        .route("/workspace", get(workspace::index))
+        .route("/workspace/outputs/{id}/fetch", post(workspace::fetch))
+        .route("/workspace/{application}", get(workspace::show))
+        .route("/workspace/{application}/query", post(workspace::query))
+        .route("/workspace/{application}/analyse", post(workspace::analyse))
+        .route("/workspace/{application}/output", post(workspace::output))
+        .route("/workspace/{application}/results/{order}", get(workspace::result))
         .route("/audit", get(audit::show))
         .route("/audit/export", post(audit::export))
         .route("/registers", get(registers::index))

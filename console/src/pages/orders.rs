@@ -132,6 +132,8 @@ pub async fn show(State(console): State<AppState>, viewer: Viewer, Path(id): Pat
             h2 { (lang.t("コアの報告", "The core's report")) }
             @if result.is_null() {
                 p { (lang.t("報告は依頼者だけが読めます。", "Only the requester may read the report.")) }
+            } @else if status.operation == "statistics" {
+                (crate::pages::statistics::report(lang, status.id, &result))
             } @else {
                 (report(&result))
             }

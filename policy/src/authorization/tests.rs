@@ -57,7 +57,9 @@ fn favourable_resource(role: Role, action: Action, username: &str) -> Resource {
         SubmitRecords | SubmitOptOut => Resource::Institution(username.into()),
         ManageUsers | ViewUsers | FileApplication | ExportBans | ImportBans | RunOperatorSql | OperateCore
         | PublishRegister | ReportRegulator | ViewAudit | VerifyAudit | ExportAudit => Resource::Platform,
-        RecordViolation | SetBudget | SetPlatformCeiling | CertifyUser | ViewAnalysisUsage => Resource::Platform,
+        RecordViolation | ViewViolations | SetBudget | SetPlatformCeiling | CertifyUser | ViewAnalysisUsage => {
+            Resource::Platform
+        }
         ViewApplication | AmendApplication | AssignReviewers | CastVote | Recuse | DecideApplication
         | RevokeApproval | EstimateFees | RunStatistics | BuildRelease | DownloadRelease | TraceLeak
         | AssessReleaseRisk | PlanRelease | DeclareDeletion | UseWorkspace | CheckOutput => {
@@ -81,6 +83,7 @@ fn expected(role: Role, action: Action) -> bool {
         CastVote | Recuse => &[CommitteeMember, CommitteeChair],
         DecideApplication | RevokeApproval => &[CommitteeChair],
         RecordViolation => &[CommitteeChair],
+        ViewViolations => &[CommitteeChair, Operator, Auditor],
         ExportBans => &[Operator, Auditor],
         ImportBans => &[Operator],
         EstimateFees => &[Researcher, CommitteeMember, CommitteeChair, Operator, Auditor],
@@ -120,7 +123,7 @@ fn every_role_action_pair_matches_the_expected_table() {
     }
     assert_eq!(unauthorised_successes, vec![], "unauthorised successes");
     assert_eq!(wrongly_refused, vec![], "granted pairs refused");
-    assert_eq!(Role::ALL.len() * Action::ALL.len(), 8 * 36);
+    assert_eq!(Role::ALL.len() * Action::ALL.len(), 8 * 37);
 }
 
 #[test]

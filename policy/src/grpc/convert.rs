@@ -196,6 +196,7 @@ pub fn user_to_proto(u: &UserRecord) -> pb::User {
         roles: u.roles.iter().map(|r| r.as_str().to_owned()).collect(),
         status: u.status.as_str().to_owned(),
         kind: u.kind.as_str().to_owned(),
+        certificate_sha256: u.certificate_sha256.clone().unwrap_or_default(),
     }
 }
 
