@@ -8,6 +8,22 @@ use crate::extract::Viewer;
 use crate::i18n::Lang;
 use crate::services::PageError;
 
+/// A `303 See Other` to `location`, a path of this console. Any byte outside visible ASCII (an identifier typed in
+/// the address bar and decoded from the path) is percent-encoded, so that no location can fail to be a header value
+/// (axum's `Redirect::to` panics on one).
+pub fn see_other(location: &str) -> axum::response::Response {
+    use std::fmt::Write;
+    let mut safe = String::with_capacity(location.len());
+    for b in location.bytes() {
+        if (0x21..=0x7e).contains(&b) {
+            safe.push(char::from(b));
+        } else {
+            let _ = write!(safe, "%{b:02X}");
+        }
+    }
+    axum::response::IntoResponse::into_response(axum::response::Redirect::to(&safe))
+}
+
 /// The hidden field every form of `viewer` carries.
 pub fn csrf(viewer: &Viewer) -> Markup {
     html! { input type="hidden" name="csrf" value=(viewer.session.csrf); }
@@ -211,4 +227,16 @@ pub fn error_page(error: &PageError) -> Markup {
 /// A label–value row of a description list.
 pub fn row(label: &str, value: impl maud::Render) -> Markup {
     html! { dt { (label) } dd { (value) } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_is_always_a_header_value() {
+        let r = see_other("/applications/あ b\r\n?done=voted");
+        assert_eq!(r.status(), axum::http::StatusCode::SEE_OTHER);
+        assert_eq!(r.headers()["location"], "/applications/%E3%81%82%20b%0D%0A?done=voted");
+    }
 }

@@ -144,12 +144,17 @@ enum Second<'a> {
 /// The text of the first element `css` finds, waiting for it; read again if the page was replaced in between.
 async fn text(c: &Client, css: &str) -> String {
     for _ in 0..20 {
-        let element = c
-            .wait()
-            .at_most(Duration::from_secs(20))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css} not on the page: {e}"));
+        let element = match c.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css(css)).await {
+            Ok(element) => element,
+            Err(e) => {
+                let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+                let main = match c.find(Locator::Css("main")).await {
+                    Ok(m) => m.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                };
+                panic!("{css} not on the page {url}: {e}\n{main}");
+            }
+        };
         if let Ok(text) = element.text().await {
             return text;
         }
@@ -565,6 +570,25 @@ async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_at
     assert!(text(c, ".notice").await.contains("削除の申告を記録しました"));
     sign_out(c).await;
 
+    // The copy turns up outside the platform: the operator uploads it and the release zone names its recipient.
+    sign_in(c, &console, &operator, Second::Recovery(&operator.recovery_codes[0])).await;
+    c.goto(&format!("{}/trace", console.url)).await.unwrap();
+    type_into(c, "#trace-release", &release).await;
+    c.find(Locator::Css("#trace-file"))
+        .await
+        .expect("the file input")
+        .send_keys(&saved.display().to_string())
+        .await
+        .expect("choose the leaked file");
+    submit(c, "#trace").await;
+    let accused = text(c, "#accused").await;
+    assert!(
+        accused.contains("hana"),
+        "the trace did not name the recipient: {accused}"
+    );
+    screenshot(c, "trace").await;
+    sign_out(c).await;
+
     // Every act reached the ledger as a network request of the person who did it.
     let ledger = people::ledger(home.path()).await;
     let done = |actor: &str, action: &str| {
@@ -590,6 +614,288 @@ async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_at
     assert!(done("daichi", "core.requested"), "the build order is not on the ledger");
     assert!(done("hana", "download.transfer"));
     assert!(done("hana", "deletion.declare"));
+    assert!(done("daichi", "trace.leak"), "the trace is not on the ledger");
     // Signing out of the console ended the policy session too.
     assert!(done("hana", "logout"), "sign-out did not reach the policy service");
+}
+
+/// Waits on a workspace output request's list until it is released (the core signs it after the checker's approval).
+async fn wait_for_release(c: &Client, page: &str) {
+    for _ in 0..300 {
+        c.goto(page).await.unwrap();
+        if text(c, "#workspace-outputs").await.contains("公開済み") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the output was not released: {}", text(c, "main").await);
+}
+
+/// The other desks of the issue in the browser: a researcher's DP table and analysis workspace, the output checker
+/// who lets a result leave, the chair recording a violation, an administrator registering a hospital and its
+/// certificate and publishing the directory, and an auditor verifying the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_workspace_outputs_violations_hospitals_and_audit_work_in_the_browser() {
+    let home = Home::new();
+    push_cohort(&home).await;
+    let db: &[(&str, &str)] = &[];
+    people::operator(home.path(), db);
+    let service = PolicyService::start(home.path(), db);
+    let enrol = |u: &str, org: &str, roles: &str| people::invite_enrolled(&service, home.path(), db, u, org, roles);
+    let rika = enrol("rika", "univ-a", "researcher");
+    let chair = enrol("haruka", "univ-c", "committee_chair,committee_member");
+    let members: Vec<Enrolled> = [("aoi", "univ-m"), ("ren", "hosp-r"), ("yuto", "law-y")]
+        .iter()
+        .map(|(u, o)| enrol(u, o, "committee_member"))
+        .collect();
+    let checker = enrol("oto", "trc-o", "output_checker");
+    let admin = enrol("kaito", "platform", "administrator");
+    let auditor = enrol("mio", "audit-office", "auditor");
+    // The approvals are made on the command line (the browser story of the committee is the other test's).
+    let login = |who: &Enrolled| people::login(&service, home.path(), db, who);
+    let (researcher, chair_cli) = (login(&rika), login(&chair));
+    let members_cli: Vec<people::Person> = members.iter().map(login).collect();
+    let today = chrono::Utc::now().date_naive();
+    let until = today + chrono::Duration::days(180);
+    let tables =
+        "\n[[tables]]\ntable = \"patients\"\ncolumns = [\"linkage_key\", \"sex\", \"birth_date\", \"prefecture\"]\n";
+    let form = |channel: &str| {
+        format!(
+            "title = \"{channel} study\"\npurpose = \"Testing\"\npublic_interest = \"Tests\"\nmethods = \"Tables\"\n\
+             period_from = \"{today}\"\nperiod_to = \"{until}\"\nchannel = \"{channel}\"\n\
+             security_measures = \"Platform\"\nfunding = \"None\"\nrecipients = [\"rika\"]\nnot_for_advertising = true\n{tables}"
+        )
+    };
+    let committee = (&chair_cli, members_cli.as_slice());
+    let statistics = people::approve(
+        &service,
+        home.path(),
+        db,
+        &researcher,
+        committee,
+        &form("statistics"),
+        &format!(
+            "channel = \"statistics\"\nexpires_on = \"{until}\"\nmax_downloads = 0\nrecipients = [\"rika\"]\n\
+             dp_budget = {{ epsilon = 2.0, delta = 1e-6 }}\n[statistics]\nsmall_cell_min = 10\n{tables}"
+        ),
+    );
+    let workspace = people::approve(
+        &service,
+        home.path(),
+        db,
+        &researcher,
+        committee,
+        &form("on_platform"),
+        &format!(
+            "channel = \"on_platform\"\nexpires_on = \"{until}\"\nmax_downloads = 0\nrecipients = [\"rika\"]\n\
+             pseudonymised = true\nprivacy = {{ k = 5, m = 1, max_suppression = 0.05 }}\n{tables}"
+        ),
+    );
+    service.run(
+        home.path(),
+        db,
+        &chair_cli,
+        &[
+            "analysis",
+            "certify",
+            "--username",
+            "rika",
+            "--reference",
+            "MHLW-2026-0042",
+            "--expires-on",
+            &until.to_string(),
+        ],
+    );
+    drop(service);
+    let zones = BuildZones::start(&home, &home.path().join("console-release.log"));
+    let console = Console::start(&home, &zones.core.policy.addr, &zones.release.url());
+    let downloads = tempfile::tempdir().unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let browser = Browser::start(downloads.path(), profile.path()).await;
+    let c = browser.c();
+
+    // A differentially private table: asked in the researcher's words, computed by the core, spent from the budget.
+    sign_in(c, &console, &rika, Second::Recovery(&rika.recovery_codes[0])).await;
+    c.goto(&format!("{}/statistics", console.url)).await.unwrap();
+    type_into(c, "#table", "patients").await;
+    type_into(c, "#group_by", "sex").await;
+    // The level with a fixed list: its codes are the public keys (no partition selection, no δ).
+    type_into(c, "#hierarchy", "sex=value").await;
+    type_into(c, "#epsilon", "0.5").await;
+    type_into(c, "#max_contrib", "x").await;
+    submit(c, "#request-statistics").await;
+    assert!(
+        text(c, "#max_contrib-error").await.contains("整数"),
+        "a bad number was not named beside its field"
+    );
+    c.find(Locator::Css("#max_contrib"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    type_into(c, "#max_contrib", "1").await;
+    submit(c, "#request-statistics").await;
+    wait_for_order(c).await;
+    assert!(
+        text(c, "#cells").await.parse::<u64>().unwrap_or(0) >= 1,
+        "no cell released"
+    );
+    assert_eq!(text(c, "#epsilon-spent").await, "0.5");
+    let table = text(c, "#result-table").await;
+    assert!(table.contains("sex"), "{table}");
+    screenshot(c, "statistics").await;
+    let sha256 = text(c, "#table-sha256").await;
+    click(c, "#table-csv").await;
+    let saved = downloads.path().join(format!(
+        "statistics-{}.csv",
+        c.current_url().await.unwrap().path().rsplit('/').next().unwrap()
+    ));
+    let mut waited = 0;
+    while !saved.exists() && waited < 300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let bytes = std::fs::read(&saved).unwrap_or_else(|e| panic!("the browser saved no table: {e}"));
+    assert_eq!(
+        hex::encode(Sha256::digest(&bytes)),
+        sha256,
+        "the CSV is not the table shown"
+    );
+    c.goto(&format!("{}/budget", console.url)).await.unwrap();
+    assert!(text(c, "main").await.contains(&statistics));
+    assert_eq!(text(c, ".spent").await, "0.500", "the budget does not show the spend");
+
+    // The workspace: a query whose rows come back sealed to this session, then an analysis asked to leave.
+    c.goto(&format!("{}/workspace", console.url)).await.unwrap();
+    submit(c, &format!("a[href='/workspace/{workspace}']")).await;
+    type_into(c, "#workspace-sql", "SELECT count(*) AS n FROM patients").await;
+    submit(c, "#run-query").await;
+    wait_for_order(c).await;
+    let counted = text(c, "#result-table").await;
+    assert!(counted.contains("400"), "the query's rows were not opened: {counted}");
+    screenshot(c, "workspace-query").await;
+    c.goto(&format!("{}/workspace/{workspace}", console.url)).await.unwrap();
+    type_into(
+        c,
+        "#workspace-spec",
+        r#"{"analysis": "crosstab", "sql": "SELECT patient, sex FROM patients", "rows": "sex"}"#,
+    )
+    .await;
+    submit(c, "#run-analysis").await;
+    wait_for_order(c).await;
+    submit(c, "#prepare-this-output").await;
+    wait_for_order(c).await;
+    sign_out(c).await;
+
+    // The output checker reads the findings and lets it leave.
+    sign_in(c, &console, &checker, Second::Code(checker.next_code())).await;
+    c.goto(&format!("{}/outputs", console.url)).await.unwrap();
+    submit(c, "a[href^='/outputs/']").await;
+    assert!(text(c, "main").await.contains("自動チェックの所見"));
+    screenshot(c, "output-check").await;
+    click(c, "#d-approve").await;
+    type_into(c, "#o-comment", "性別のみ、十分な人数").await;
+    submit(c, "#decide-output").await;
+    assert!(text(c, ".notice").await.contains("判断を記録しました"));
+    sign_out(c).await;
+
+    // The researcher takes the released output, signed by the platform.
+    sign_in(c, &console, &rika, Second::Recovery(&rika.recovery_codes[1])).await;
+    let workspace_page = format!("{}/workspace/{workspace}", console.url);
+    wait_for_release(c, &workspace_page).await;
+    click(c, "#workspace-outputs button").await;
+    let mut fetched = None;
+    for _ in 0..300 {
+        fetched = std::fs::read_dir(downloads.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "json"));
+        if fetched.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fetched = fetched.expect("the browser saved no output");
+    let signed: serde_json::Value = serde_json::from_slice(&std::fs::read(&fetched).unwrap()).unwrap();
+    assert_eq!(signed["signature"].as_str().map(str::len), Some(128), "{signed}");
+    sign_out(c).await;
+
+    // The chair records a violation; it is on the register the chair reads.
+    sign_in(c, &console, &chair, Second::Recovery(&chair.recovery_codes[0])).await;
+    c.goto(&format!("{}/violations", console.url)).await.unwrap();
+    c.find(Locator::Css("#violation-subject-kind"))
+        .await
+        .unwrap()
+        .select_by_value("person")
+        .await
+        .unwrap();
+    type_into(c, "#violation-subject", "yuto").await;
+    type_into(c, "#violation-kind", "unauthorised_sharing").await;
+    type_into(c, "#violation-description", "提供データを第三者に渡した").await;
+    type_into(c, "#violation-until", "2027-13-40").await;
+    submit(c, "#record-violation").await;
+    assert!(
+        !text(c, "#violation-until-error").await.is_empty(),
+        "a bad date was not named"
+    );
+    c.find(Locator::Css("#violation-until"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    type_into(c, "#violation-until", &until.to_string()).await;
+    submit(c, "#record-violation").await;
+    assert!(
+        text(c, "#violations").await.contains("yuto"),
+        "the violation is not listed"
+    );
+    screenshot(c, "violations").await;
+    sign_out(c).await;
+
+    // An administrator registers a hospital from its certificate and publishes the gateway's directory.
+    sign_in(c, &console, &admin, Second::Code(admin.next_code())).await;
+    c.goto(&format!("{}/hospitals", console.url)).await.unwrap();
+    let pem = std::fs::read_to_string(home.path().join("pki").join("gateway.crt")).unwrap();
+    type_into(c, "#hospital-code", "1399999999").await;
+    type_into(c, "#hospital-organisation", "hosp-r").await;
+    type_into(c, "#hospital-certificate", &pem).await;
+    submit(c, "#add-hospital").await;
+    let listed = text(c, "#hospitals").await;
+    assert!(listed.contains("1399999999"), "{listed}");
+    let mut title = String::new();
+    for row in c.find_all(Locator::Css("#hospitals tbody tr")).await.unwrap() {
+        if row.text().await.unwrap().contains("1399999999") {
+            let hash = row.find(Locator::Css("code.hash")).await.expect("a fingerprint cell");
+            title = hash.attr("title").await.unwrap().unwrap_or_default();
+        }
+    }
+    assert_eq!(title.len(), 64, "no certificate fingerprint on the list: {title}");
+    submit(c, "#publish-directory").await;
+    assert!(text(c, "#directory-hospitals").await.parse::<u64>().unwrap_or(0) >= 1);
+    assert_eq!(text(c, "#directory-key").await.len(), 64);
+    screenshot(c, "hospitals").await;
+    sign_out(c).await;
+
+    // An auditor verifies the ledger.
+    sign_in(c, &console, &auditor, Second::Code(auditor.next_code())).await;
+    c.goto(&format!("{}/audit", console.url)).await.unwrap();
+    assert!(!text(c, "#ledger-ok").await.is_empty(), "the ledger did not verify");
+    sign_out(c).await;
+
+    let ledger = people::ledger(home.path()).await;
+    let done = |actor: &str, action: &str| {
+        ledger
+            .iter()
+            .any(|e| e.actor == actor && e.action == action && e.outcome == "ok")
+    };
+    assert!(done("rika", "core.requested"), "the table's order is not on the ledger");
+    assert!(
+        done("oto", "analysis.output_decided"),
+        "the checker's decision is not on the ledger"
+    );
+    assert!(done("haruka", "violation.record"), "the violation is not on the ledger");
+    assert!(done("kaito", "user.add_hospital"), "the hospital is not on the ledger");
 }

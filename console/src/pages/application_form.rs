@@ -5,7 +5,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use tokumei_proto::policy::v1 as pb;
@@ -332,7 +332,7 @@ pub async fn file(State(console): State<AppState>, signed: Signed<Fields>) -> Re
         Err(e) => return e.into_response(),
     };
     match console.services.policy.clone().file_application(request).await {
-        Ok(app) => Redirect::to(&format!("/applications/{}?done=filed", app.into_inner().id)).into_response(),
+        Ok(app) => crate::layout::see_other(&format!("/applications/{}?done=filed", app.into_inner().id)),
         Err(status) => {
             let e = PageError::refused(status);
             (e.status, form_page(&viewer, &fields, &Problems::new(), Some(&e))).into_response()

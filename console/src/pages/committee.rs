@@ -4,7 +4,7 @@
 //! what is not.
 
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use tokumei_proto::policy::v1 as pb;
@@ -167,7 +167,7 @@ async fn acted(
     ) -> Result<(), tonic::Status>,
 ) -> Response {
     match call(console.services.policy.clone(), viewer.token()).await {
-        Ok(()) => Redirect::to(&format!("/applications/{id}?done={done}")).into_response(),
+        Ok(()) => crate::layout::see_other(&format!("/applications/{id}?done={done}")),
         Err(status) => PageError::refused(status).into_response(),
     }
 }

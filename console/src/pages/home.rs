@@ -1,7 +1,7 @@
 //! The first page after sign-in: what waits for this person, by role.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::html;
 
 use crate::AppState;
@@ -13,7 +13,7 @@ use crate::services::PageError;
 /// Home: the person's waiting work (reviews to vote, applications under review, releases), or the sign-in page.
 pub async fn page_or_signin(console: &AppState, viewer: Option<Viewer>) -> Result<Response, PageError> {
     let Some(viewer) = viewer else {
-        return Ok(Redirect::to("/signin").into_response());
+        return Ok(crate::layout::see_other("/signin"));
     };
     let lang = viewer.lang;
     let apps = crate::pages::applications::all(console, &viewer).await?;

@@ -7,7 +7,7 @@
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -26,7 +26,7 @@ use crate::services::{PageError, authed};
 
 /// Who is shown the forms to register hospitals and publish the directory (the service checks the role itself:
 /// today `manage_users`, an administrator's).
-const MANAGERS: &[&str] = &["operator", "administrator"];
+const MANAGERS: &[&str] = &["administrator"];
 
 /// Why a pasted certificate gives no fingerprint.
 #[derive(Debug, PartialEq, Eq)]
@@ -154,6 +154,7 @@ fn table(lang: Lang, hospitals: &[&pb::User]) -> Markup {
                 thead { tr {
                     th scope="col" { (lang.t("医療機関コード", "Institution code")) }
                     th scope="col" { (lang.t("組織", "Organisation")) }
+                    th scope="col" { (lang.t("証明書の SHA-256", "Certificate SHA-256")) }
                     th scope="col" { (lang.t("状態", "Status")) }
                 } }
                 tbody {
@@ -161,6 +162,7 @@ fn table(lang: Lang, hospitals: &[&pb::User]) -> Markup {
                         tr {
                             td { code { (h.username) } }
                             td { (h.display_name) " (" (h.organisation) ")" }
+                            td { (fingerprint(&h.certificate_sha256)) }
                             td { span class={ "status " (h.status) } { (status(lang, &h.status)) } }
                         }
                     }
@@ -273,7 +275,7 @@ pub async fn add(State(console): State<AppState>, signed: Signed<HospitalForm>) 
                 Err(e) => return e.into_response(),
             };
             match console.services.policy.clone().add_hospital(request).await {
-                Ok(_) => return Redirect::to("/hospitals?done=added").into_response(),
+                Ok(_) => return crate::layout::see_other("/hospitals?done=added"),
                 Err(refused) => {
                     let e = PageError::refused(refused);
                     let code = e.status;

@@ -6,7 +6,7 @@
 //! (`CompleteBuild`), which fingerprints, signs and seals each recipient's copy.
 
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
@@ -31,7 +31,7 @@ async fn ask(console: &AppState, viewer: &Viewer, operation: pb::core_operation_
         Err(e) => return e.into_response(),
     };
     match console.services.policy.clone().request_core_operation(request).await {
-        Ok(status) => Redirect::to(&format!("/orders/{}", status.into_inner().id)).into_response(),
+        Ok(status) => crate::layout::see_other(&format!("/orders/{}", status.into_inner().id)),
         Err(status) => PageError::refused(status).into_response(),
     }
 }
@@ -71,7 +71,8 @@ pub async fn build(State(console): State<AppState>, signed: Signed<BuildForm>) -
     ask(&console, &signed.viewer, operation).await
 }
 
-fn state(lang: Lang, s: &str) -> &'static str {
+/// A core order's state, as people read it.
+pub(crate) fn state(lang: Lang, s: &str) -> &'static str {
     match s {
         "queued" => lang.t("待機中", "Queued"),
         "taken" => lang.t("実行中", "Running"),

@@ -5,7 +5,7 @@
 //! approval of what the checks refused; the console shows the refusal's reason.
 
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
@@ -17,7 +17,8 @@ use crate::i18n::Lang;
 use crate::layout::{csrf, notice, page, row};
 use crate::services::{PageError, authed};
 
-fn text(v: &Value, key: &str) -> String {
+/// A field of a service document as text (empty when absent).
+pub(crate) fn text(v: &Value, key: &str) -> String {
     match v.get(key) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
@@ -25,7 +26,8 @@ fn text(v: &Value, key: &str) -> String {
     }
 }
 
-fn verdict(lang: Lang, v: &str) -> &'static str {
+/// An automatic check's verdict, as people read it.
+pub(crate) fn verdict(lang: Lang, v: &str) -> &'static str {
     match v {
         "safe" => lang.t("安全", "Safe"),
         "review" => lang.t("要確認", "Review"),
@@ -34,7 +36,8 @@ fn verdict(lang: Lang, v: &str) -> &'static str {
     }
 }
 
-fn state(lang: Lang, s: &str) -> &'static str {
+/// An output request's state, as people read it.
+pub(crate) fn state(lang: Lang, s: &str) -> &'static str {
     match s {
         "awaiting_check" => lang.t("チェック待ち", "Awaiting check"),
         "changes_requested" => lang.t("修正依頼", "Changes requested"),
@@ -52,6 +55,42 @@ fn place(lang: Lang, p: &Value) -> String {
         (Some("cell"), Some(i)) => format!("{} {i}", lang.t("セル", "cell")),
         (Some("step"), Some(i)) => format!("{} {i}", lang.t("段階", "step")),
         _ => lang.t("全体", "whole").to_owned(),
+    }
+}
+
+/// Every finding of every automatic check of an output request or a workspace report (`checks` is a list of
+/// check reports, each with its findings), as a table: the rule, the cell or step, the verdict and the reason.
+pub(crate) fn findings(lang: Lang, report: &Value) -> Markup {
+    let all: Vec<&Value> = report
+        .get("checks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c.get("findings").and_then(Value::as_array).into_iter().flatten())
+        .collect();
+    html! {
+        h2 { (lang.t("自動チェックの所見", "Findings of the automatic checks")) }
+        @if all.is_empty() { p { (lang.t("所見はありません。", "No findings.")) } }
+        @else {
+            table.list id="findings" {
+                thead { tr {
+                    th scope="col" { (lang.t("規則", "Rule")) }
+                    th scope="col" { (lang.t("場所", "Place")) }
+                    th scope="col" { (lang.t("判定", "Verdict")) }
+                    th scope="col" { (lang.t("理由", "Reason")) }
+                } }
+                tbody {
+                    @for f in &all {
+                        tr {
+                            td { code { (text(f, "rule")) } }
+                            td { (f.get("place").map(|p| place(lang, p)).unwrap_or_else(|| lang.t("全体", "whole").to_owned())) }
+                            td { (verdict(lang, &text(f, "verdict"))) }
+                            td { (text(f, "message")) }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -119,11 +158,6 @@ pub async fn detail(
         .into_inner()
         .json;
     let o: Value = serde_json::from_str(&doc).unwrap_or(Value::Null);
-    let findings = o
-        .pointer("/checks/findings")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
     let pretty = |v: Option<&Value>| v.and_then(|v| serde_json::to_string_pretty(v).ok()).unwrap_or_default();
     let open = text(&o, "state") == "awaiting_check" && viewer.has("output_checker");
     Ok(page(
@@ -142,28 +176,7 @@ pub async fn detail(
                 @if !text(&o, "checker").is_empty() { (row(lang.t("チェック担当", "Checker"), text(&o, "checker"))) }
                 @if !text(&o, "comment").is_empty() { (row(lang.t("コメント", "Comment"), text(&o, "comment"))) }
             }
-            h2 { (lang.t("自動チェックの所見", "Findings of the automatic checks")) }
-            @if findings.is_empty() { p { (lang.t("所見はありません。", "No findings.")) } }
-            @else {
-                table.list id="findings" {
-                    thead { tr {
-                        th scope="col" { (lang.t("規則", "Rule")) }
-                        th scope="col" { (lang.t("場所", "Place")) }
-                        th scope="col" { (lang.t("判定", "Verdict")) }
-                        th scope="col" { (lang.t("理由", "Reason")) }
-                    } }
-                    tbody {
-                        @for f in &findings {
-                            tr {
-                                td { code { (text(f, "rule")) } }
-                                td { (f.get("place").map(|p| place(lang, p)).unwrap_or_default()) }
-                                td { (verdict(lang, &text(f, "verdict"))) }
-                                td { (text(f, "message")) }
-                            }
-                        }
-                    }
-                }
-            }
+            (findings(lang, &o))
             h2 { (lang.t("依頼された解析（クエリを含む）", "The analysis as asked (with its query)")) }
             pre.spec { (pretty(o.get("spec"))) }
             h2 { (lang.t("持ち出す内容", "What would leave")) }
@@ -219,7 +232,7 @@ pub async fn decide(State(console): State<AppState>, Path(id): Path<u64>, signed
         Err(e) => return e.into_response(),
     };
     match console.services.analysis.clone().decide_output(request).await {
-        Ok(_) => Redirect::to(&format!("/outputs/{id}?done=decided")).into_response(),
+        Ok(_) => crate::layout::see_other(&format!("/outputs/{id}?done=decided")),
         Err(status) => PageError::refused(status).into_response(),
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use tokumei_proto::policy::v1 as pb;
 
@@ -187,5 +187,5 @@ pub async fn publish(State(console): State<AppState>, Path(name): Path<String>, 
         )
         .into_response();
     }
-    Redirect::to(&format!("/registers/{name}")).into_response()
+    crate::layout::see_other(&format!("/registers/{name}"))
 }

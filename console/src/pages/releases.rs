@@ -123,7 +123,7 @@ pub async fn download(State(console): State<AppState>, signed: Signed<DownloadFo
         sha256: granted.sha256,
         expires_at: granted.expires_at,
     });
-    Ok(axum::response::Redirect::to("/releases/download").into_response())
+    Ok(crate::layout::see_other("/releases/download"))
 }
 
 /// `GET /releases/download`: the download last admitted, its one-time link and the hash to check.
@@ -199,7 +199,7 @@ pub async fn declare_deletion(State(console): State<AppState>, signed: Signed<De
         Err(e) => return e.into_response(),
     };
     match release.declare_deletion(request).await {
-        Ok(_) => axum::response::Redirect::to("/releases?done=deleted").into_response(),
+        Ok(_) => crate::layout::see_other("/releases?done=deleted"),
         Err(status) => PageError::refused(status).into_response(),
     }
 }

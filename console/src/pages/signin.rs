@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use tokumei_proto::policy::v1 as pb;
@@ -167,7 +167,7 @@ pub async fn submit(
     {
         let _ = console.services.policy.clone().logout(request).await;
     }
-    let mut response = Redirect::to("/").into_response();
+    let mut response = crate::layout::see_other("/");
     let h = response.headers_mut();
     for value in [
         set_cookie(name, &opened, lifetime.as_secs(), console.secure),
@@ -218,7 +218,7 @@ pub async fn language(State(console): State<AppState>, Path(code): Path<String>)
             header::SET_COOKIE,
             set_cookie(LANG_COOKIE, value, 365 * 86_400, console.secure),
         )],
-        Redirect::to("/"),
+        axum::response::Redirect::to("/"),
     )
         .into_response()
 }

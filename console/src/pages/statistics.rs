@@ -6,7 +6,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
@@ -308,7 +308,7 @@ pub async fn request(State(console): State<AppState>, signed: Signed<Fields>) ->
         Err(e) => return e.into_response(),
     };
     match console.services.policy.clone().request_core_operation(request).await {
-        Ok(status) => Redirect::to(&format!("/orders/{}", status.into_inner().id)).into_response(),
+        Ok(status) => crate::layout::see_other(&format!("/orders/{}", status.into_inner().id)),
         Err(status) => {
             let e = PageError::refused(status);
             refill(&console, &viewer, &fields, e.status, &Problems::new(), Some(&e)).await

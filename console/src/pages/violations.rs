@@ -7,7 +7,7 @@
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use tokumei_proto::policy::v1 as pb;
@@ -345,7 +345,7 @@ pub async fn record(State(console): State<AppState>, signed: Signed<RecordForm>)
         Err(e) => return e.into_response(),
     };
     match console.services.policy.clone().record_violation(request).await {
-        Ok(_) => Redirect::to("/violations?done=recorded").into_response(),
+        Ok(_) => crate::layout::see_other("/violations?done=recorded"),
         Err(status) => {
             let e = PageError::refused(status);
             let code = e.status;

@@ -15,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -29,6 +29,8 @@ use crate::AppState;
 use crate::extract::{Signed, Viewer};
 use crate::i18n::Lang;
 use crate::layout::{csrf, page, row};
+use crate::pages::orders::state as order_state;
+use crate::pages::outputs::{findings, state as output_state, text, verdict};
 use crate::pages::signin::Nothing;
 use crate::services::{PageError, authed};
 
@@ -157,46 +159,10 @@ fn cell(v: &Value) -> String {
     }
 }
 
-fn text(v: &Value, key: &str) -> String {
-    v.get(key).map(cell).unwrap_or_default()
-}
-
 fn shown(v: &Value) -> String {
     match v {
         Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(", "),
         other => cell(other),
-    }
-}
-
-fn verdict(lang: Lang, v: &str) -> &'static str {
-    match v {
-        "safe" => lang.t("安全", "Safe"),
-        "review" => lang.t("要確認", "Review"),
-        "refused" => lang.t("不可", "Refused"),
-        _ => lang.t("不明", "Unknown"),
-    }
-}
-
-fn output_state(lang: Lang, s: &str) -> &'static str {
-    match s {
-        "awaiting_check" => lang.t("チェック待ち", "Awaiting check"),
-        "changes_requested" => lang.t("修正依頼", "Changes requested"),
-        "refused" => lang.t("不許可", "Refused"),
-        "releasing" => lang.t("公開処理中", "Releasing"),
-        "released" => lang.t("公開済み", "Released"),
-        "release_refused" => lang.t("公開時に不可", "Refused at release"),
-        _ => lang.t("不明", "Unknown"),
-    }
-}
-
-fn order_state(lang: Lang, s: &str) -> &'static str {
-    match s {
-        "queued" => lang.t("待機中", "Queued"),
-        "taken" => lang.t("実行中", "Running"),
-        "done" => lang.t("完了", "Done"),
-        "failed" => lang.t("失敗", "Failed"),
-        "expired" => lang.t("期限切れ", "Expired"),
-        _ => lang.t("不明", "Unknown"),
     }
 }
 
@@ -500,7 +466,10 @@ async fn submit(
             key,
         });
     }
-    Ok(Redirect::to(&format!("/workspace/{application}/results/{}", status.id)).into_response())
+    Ok(crate::layout::see_other(&format!(
+        "/workspace/{application}/results/{}",
+        status.id
+    )))
 }
 
 fn sql_problem(lang: Lang, sql: &str) -> Option<&'static str> {
@@ -661,49 +630,6 @@ const FIELDS: [(&str, &str, &str); 9] = [
     ("rows_scanned", "走査した行数", "Rows scanned"),
     ("duration_ms", "所要時間（ミリ秒）", "Time (ms)"),
 ];
-
-fn findings(lang: Lang, report: &Value) -> Markup {
-    let Some(checks) = report.get("checks").and_then(Value::as_array) else {
-        return html! {};
-    };
-    let all: Vec<&Value> = checks
-        .iter()
-        .flat_map(|c| c.get("findings").and_then(Value::as_array).into_iter().flatten())
-        .collect();
-    let place = |p: Option<&Value>| {
-        let at = p.and_then(|p| p.get("at")).and_then(Value::as_str).unwrap_or("whole");
-        let index = p.and_then(|p| p.get("index")).map(cell).unwrap_or_default();
-        match at {
-            "cell" => format!("{} {index}", lang.t("セル", "cell")),
-            "step" => format!("{} {index}", lang.t("段階", "step")),
-            _ => lang.t("全体", "whole").to_owned(),
-        }
-    };
-    html! {
-        h2 { (lang.t("自動チェックの所見", "Findings of the automatic checks")) }
-        @if all.is_empty() { p { (lang.t("所見はありません。", "No findings.")) } }
-        @else {
-            table.list id="findings" {
-                thead { tr {
-                    th scope="col" { (lang.t("規則", "Rule")) }
-                    th scope="col" { (lang.t("場所", "Place")) }
-                    th scope="col" { (lang.t("判定", "Verdict")) }
-                    th scope="col" { (lang.t("理由", "Reason")) }
-                } }
-                tbody {
-                    @for f in &all {
-                        tr {
-                            td { code { (text(f, "rule")) } }
-                            td { (place(f.get("place"))) }
-                            td { (verdict(lang, &text(f, "verdict"))) }
-                            td { (text(f, "message")) }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
 
 fn alerts(lang: Lang, report: &Value) -> Markup {
     let rules: Vec<String> = report

@@ -139,6 +139,12 @@ pub fn activate_with(
     invitation: &str,
 ) -> Person {
     let enrolled = enrol_with(service, home, db, username, invitation);
+    login(service, home, db, &enrolled)
+}
+
+/// A command-line session for someone enrolled, signed in with their authenticator's next step (a browser sign-in
+/// after it must use a recovery code: that step is spent).
+pub fn login(service: &PolicyService, home: &Path, db: &[(&str, &str)], who: &Enrolled) -> Person {
     // The step after the confirmation's (the ±1 step window accepts it even when a step boundary passes between
     // the calls; a replayed step would be refused).
     let s = run_json(
@@ -147,9 +153,9 @@ pub fn activate_with(
             "user",
             "login",
             "--username",
-            username,
+            &who.username,
             "--code",
-            &enrolled.next_code(),
+            &who.next_code(),
             "--password-stdin",
             "--no-save",
         ],
@@ -157,7 +163,7 @@ pub fn activate_with(
         Some(&format!("{PASSWORD}\n")),
     );
     Person {
-        username: username.to_owned(),
+        username: who.username.clone(),
         session: s["session_token"].as_str().expect("token").to_owned(),
     }
 }
@@ -422,54 +428,82 @@ pub fn approved_statistics_and_chair(
             cols.join(", ")
         ));
     }
-    let form = home.join("application.toml");
-    std::fs::write(
-        &form,
-        format!(
-            "title = \"Test statistics\"\npurpose = \"Testing\"\npublic_interest = \"Tests\"\nmethods = \"DP tables\"\n\
-             period_from = \"{today}\"\nperiod_to = \"{}\"\nchannel = \"statistics\"\nsecurity_measures = \"Test site\"\n\
-             funding = \"None\"\nnot_for_advertising = true\n{table_toml}",
-            today + Duration::days(365)
-        ),
-    )
-    .expect("write form");
-    let form_s = form.to_str().expect("utf-8 path");
+    let form = format!(
+        "title = \"Test statistics\"\npurpose = \"Testing\"\npublic_interest = \"Tests\"\nmethods = \"DP tables\"\n\
+         period_from = \"{today}\"\nperiod_to = \"{}\"\nchannel = \"statistics\"\nsecurity_measures = \"Test site\"\n\
+         funding = \"None\"\nnot_for_advertising = true\n{table_toml}",
+        today + Duration::days(365)
+    );
+    let conditions = format!(
+        "channel = \"statistics\"\nexpires_on = \"{}\"\nmax_downloads = 0\nrecipients = [\"rika\"]\n\
+         dp_budget = {{ epsilon = {epsilon:?}, delta = {delta:?} }}\n{statistics_toml}{table_toml}",
+        today + Duration::days(180)
+    );
     let service = PolicyService::start(home, db);
-    let app = service.run(home, db, &researcher, &["apply", "file", "--form", form_s]);
+    let id = approve(
+        &service,
+        home,
+        db,
+        &researcher,
+        (&chair, members.as_slice()),
+        &form,
+        &conditions,
+    );
+    (researcher, chair, id)
+}
+
+/// Files `form` (an application form as TOML) for `applicant`; the chair assigns `members`, who all vote to approve,
+/// and decides with `conditions` (TOML). Returns the approved application's id.
+pub fn approve(
+    service: &PolicyService,
+    home: &Path,
+    db: &[(&str, &str)],
+    applicant: &Person,
+    (chair, members): (&Person, &[Person]),
+    form: &str,
+    conditions: &str,
+) -> String {
+    let written = |text: &str| {
+        let file = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile_in(home)
+            .expect("a file for the form");
+        std::fs::write(file.path(), text).expect("write the form");
+        file
+    };
+    let form = written(form);
+    let app = service.run(
+        home,
+        db,
+        applicant,
+        &["apply", "file", "--form", form.path().to_str().expect("utf-8 path")],
+    );
     let id = app["id"].as_str().expect("id").to_owned();
+    let names: Vec<&str> = members.iter().map(|m| m.username.as_str()).collect();
     service.run(
         home,
         db,
-        &chair,
-        &["committee", "assign", &id, "--members", "mei,kenta,sora"],
+        chair,
+        &["committee", "assign", &id, "--members", &names.join(",")],
     );
-    for m in &members {
+    for m in members {
         service.run(home, db, m, &["committee", "vote", &id, "--approve", "--comment", "ok"]);
     }
-    let conditions = home.join("conditions.toml");
-    std::fs::write(
-        &conditions,
-        format!(
-            "channel = \"statistics\"\nexpires_on = \"{}\"\nmax_downloads = 0\nrecipients = [\"rika\"]\n\
-             dp_budget = {{ epsilon = {epsilon:?}, delta = {delta:?} }}\n{statistics_toml}{table_toml}",
-            today + Duration::days(180)
-        ),
-    )
-    .expect("write conditions");
+    let conditions = written(conditions);
     let decided = service.run(
         home,
         db,
-        &chair,
+        chair,
         &[
             "committee",
             "decide",
             &id,
             "--conditions",
-            conditions.to_str().expect("utf-8 path"),
+            conditions.path().to_str().expect("utf-8 path"),
         ],
     );
     assert_eq!(decided["status"], "approved", "{decided}");
-    (researcher, chair, id)
+    id
 }
 
 /// Makes sure `home` has a logged-in operator whose session is saved where the CLI finds it by default
