@@ -131,6 +131,14 @@ async fn nothing_behind_sign_in_without_a_session() {
         "/reviews",
         "/releases",
         "/applications/A-1",
+        "/statistics",
+        "/orders/1/table.csv",
+        "/workspace",
+        "/workspace/W-1",
+        "/workspace/W-1/results/1",
+        "/trace",
+        "/violations",
+        "/hospitals",
     ] {
         let (status, h, _) = send(&c, get(path, None)).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
@@ -168,6 +176,17 @@ async fn a_form_without_its_token_never_reaches_a_handler() {
         "/operator/build",
         "/orders/1/complete",
         "/registers/decisions",
+        "/statistics",
+        "/workspace/W-1/query",
+        "/workspace/W-1/analyse",
+        "/workspace/W-1/output",
+        "/workspace/outputs/1/fetch",
+        "/violations",
+        "/violations/bans/export",
+        "/violations/bans/import",
+        "/hospitals",
+        "/hospitals/directory",
+        "/hospitals/directory.json",
         "/signout",
     ] {
         for body in [
@@ -186,6 +205,59 @@ async fn a_form_without_its_token_never_reaches_a_handler() {
         c.sessions.get(cookie.split_once('=').unwrap().1).is_some(),
         "a forged sign-out signed out"
     );
+}
+
+/// A `multipart/form-data` upload to `path` with `parts` (name, file name if a file, content) in this order.
+fn upload(path: &str, cookie: &str, parts: &[(&str, Option<&str>, &str)]) -> Request<Body> {
+    const BOUNDARY: &str = "tokumei-test-boundary";
+    let mut body = String::new();
+    for (name, file, content) in parts {
+        body.push_str(&format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\""
+        ));
+        if let Some(f) = file {
+            body.push_str(&format!("; filename=\"{f}\"\r\nContent-Type: text/csv"));
+        }
+        body.push_str(&format!("\r\n\r\n{content}\r\n"));
+    }
+    body.push_str(&format!("--{BOUNDARY}--\r\n"));
+    Request::post(path)
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .header(header::COOKIE, cookie)
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_upload_is_refused_unless_its_first_field_is_the_token() {
+    let c = console();
+    let (cookie, csrf) = signed_in(&c);
+    let (_, theirs) = signed_in_as(&c, "yui");
+    let file = ("file", Some("leak.csv"), "a,b\n1,2\n");
+    let release = ("release", None, "R-A-1-1");
+    for parts in [
+        vec![release, file],
+        vec![("csrf", None, ""), release, file],
+        vec![("csrf", None, theirs.as_str()), release, file],
+        vec![("csrf", None, &csrf[1..]), release, file],
+        // The right token, but after the file: the file would have been read first.
+        vec![release, file, ("csrf", None, csrf.as_str())],
+    ] {
+        let (status, _, text) = send(&c, upload("/trace", &cookie, &parts)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{parts:?}");
+        assert!(text.contains("CSRF_INVALID"));
+    }
+    // Not an upload at all.
+    let (status, _, text) = send(&c, post("/trace", Some(&cookie), &format!("csrf={csrf}"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("FORM_INVALID"));
+    // The token first and no release named: the page says so before the release zone is asked.
+    let (status, _, text) = send(&c, upload("/trace", &cookie, &[("csrf", None, &csrf), file])).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(text.contains("FIELD_REQUIRED"));
 }
 
 #[tokio::test]

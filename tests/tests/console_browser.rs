@@ -144,7 +144,12 @@ enum Second<'a> {
 /// The text of the first element `css` finds, waiting for it; read again if the page was replaced in between.
 async fn text(c: &Client, css: &str) -> String {
     for _ in 0..20 {
-        let element = match c.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css(css)).await {
+        let element = match c
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(css))
+            .await
+        {
             Ok(element) => element,
             Err(e) => {
                 let url = c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
@@ -485,6 +490,14 @@ async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_at
     assert!(text(c, "#quorum").await.contains("賛成 3"));
     submit(c, "#plan").await;
     wait_for_order(c).await;
+    assert!(
+        text(c, "#plan-patients").await.parse::<u64>().unwrap_or(0) > 0,
+        "the plan names no patients"
+    );
+    assert!(
+        text(c, "#plan-attack").await.contains("保証する範囲"),
+        "the promised attack is not shown"
+    );
     screenshot(c, "release-plan").await;
     c.goto(&format!("{}/applications/{id}", console.url)).await.unwrap();
     type_into(c, "#m", "1").await;
@@ -515,7 +528,7 @@ async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_at
     submit(c, "#store-status").await;
     wait_for_order(c).await;
     assert!(
-        text(c, "#report").await.contains("patients"),
+        text(c, "#store-tables").await.contains("patients"),
         "the store's status names no table"
     );
     screenshot(c, "store-status").await;

@@ -10,6 +10,7 @@ pub mod home;
 pub mod hospitals;
 pub mod orders;
 pub mod outputs;
+pub mod plan;
 pub mod registers;
 pub mod releases;
 pub mod signin;

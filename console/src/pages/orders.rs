@@ -104,6 +104,74 @@ fn report(v: &Value) -> Markup {
     }
 }
 
+/// An order's operation, as people read it (its code is shown beside it, as the ledger names it).
+fn operation(lang: Lang, op: &str) -> &'static str {
+    match op {
+        "status" => lang.t("コアの状態", "The store's status"),
+        "compact" => lang.t("コンパクション", "Compaction"),
+        "erase" => lang.t("消去", "Erasure"),
+        "rotate_keys" => lang.t("鍵の更新", "Key rotation"),
+        "regulator_figures" => lang.t("報告用の集計", "Figures for the regulator"),
+        "plan_release" => lang.t("提供計画", "Release plan"),
+        "statistics" => lang.t("統計表", "Statistical table"),
+        "sql" => lang.t("運用の問い合わせ", "Operator query"),
+        "build_release" => lang.t("提供データの作成", "Release build"),
+        "analysis" => lang.t("解析環境への依頼", "Workspace request"),
+        _ => lang.t("その他", "Other"),
+    }
+}
+
+fn megabytes(v: Option<&Value>) -> String {
+    v.and_then(Value::as_u64)
+        .map(|b| format!("{:.1} MB", b as f64 / 1_000_000.0))
+        .unwrap_or_default()
+}
+
+/// The store's status as an operator's dashboard: each table's rows, files (many small files call for compaction),
+/// size, last batch and commit, and how far it has read the spool.
+fn status_dashboard(lang: Lang, v: &Value) -> Markup {
+    let field = |t: &Value, key: &str| match t.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "—".to_owned(),
+        Some(other) => other.to_string(),
+    };
+    let tables = v.get("tables").and_then(Value::as_array).cloned().unwrap_or_default();
+    html! {
+        dl id="report" {
+            (row(lang.t("保存場所", "Location"), field(v, "location")))
+            (row(lang.t("使用中のデータ鍵", "Data keys in use"), field(v, "data_keys")))
+            (row(lang.t("ディスク使用量（暗号化後）", "On disk (sealed)"), megabytes(v.get("bytes_on_disk"))))
+        }
+        table.list id="store-tables" {
+            caption { (lang.t("テーブル", "Tables")) }
+            thead { tr {
+                th scope="col" { (lang.t("テーブル", "Table")) }
+                th scope="col" { (lang.t("行数", "Rows")) }
+                th scope="col" { (lang.t("ファイル数", "Files")) }
+                th scope="col" { (lang.t("サイズ", "Size")) }
+                th scope="col" { (lang.t("版", "Version")) }
+                th scope="col" { (lang.t("最後の取り込み", "Last batch")) }
+                th scope="col" { (lang.t("最後の書き込み", "Last commit")) }
+                th scope="col" { (lang.t("スプールの読み取り位置", "Spool read through")) }
+            } }
+            tbody {
+                @for t in &tables {
+                    tr {
+                        th scope="row" { (field(t, "table")) }
+                        td { (field(t, "rows")) }
+                        td { (field(t, "files")) }
+                        td { (megabytes(t.get("bytes"))) }
+                        td { (field(t, "version")) }
+                        td { (field(t, "last_batch")) }
+                        td { (field(t, "last_commit")) }
+                        td { (field(t, "applied_through")) }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `GET /orders/{id}`: an order and, once done, the core's report.
 pub async fn show(State(console): State<AppState>, viewer: Viewer, Path(id): Path<u64>) -> Result<Response, PageError> {
     let lang = viewer.lang;
@@ -120,7 +188,7 @@ pub async fn show(State(console): State<AppState>, viewer: Viewer, Path(id): Pat
     let body = html! {
         dl {
             (row(lang.t("注文番号", "Order"), status.id))
-            (row(lang.t("操作", "Operation"), status.operation.as_str()))
+            (row(lang.t("操作", "Operation"), html! { (operation(lang, &status.operation)) " " code { (status.operation) } }))
             (row(lang.t("状態", "State"), html! { span id="order-state" class={ "status " (status.state) } { (state(lang, &status.state)) } }))
             (row(lang.t("依頼者", "Requested by"), status.requested_by.as_str()))
             @if !status.reason.is_empty() { (row(lang.t("理由", "Reason"), html! { code.reason { (status.reason) } })) }
@@ -135,6 +203,10 @@ pub async fn show(State(console): State<AppState>, viewer: Viewer, Path(id): Pat
                 p { (lang.t("報告は依頼者だけが読めます。", "Only the requester may read the report.")) }
             } @else if status.operation == "statistics" {
                 (crate::pages::statistics::report(lang, status.id, &result))
+            } @else if let (true, Ok(plan)) = (status.operation == "plan_release", serde_json::from_value::<tokumei_release::builder::plan::PlanOutcome>(result.clone())) {
+                (crate::pages::plan::report(lang, &plan))
+            } @else if status.operation == "status" {
+                (status_dashboard(lang, &result))
             } @else {
                 (report(&result))
             }
