@@ -32,6 +32,9 @@ pub struct ConsoleSession {
     /// The last download the release service admitted for this person (shown after a redirect, so that reloading
     /// the page never asks for — and counts — another).
     pub download: Mutex<Option<GrantedDownload>>,
+    /// The last release build this person completed, by its core order, with the release zone's outcome (shown
+    /// after a redirect: reloading the page never asks the zone to complete it again).
+    pub built: Mutex<Option<(u64, serde_json::Value)>>,
     /// The private halves of the one-use keys this person's workspace queries and analyses were sealed to (in
     /// memory only, bounded, gone with the session): only the session that asked opens the rows.
     pub workspace_keys: crate::pages::workspace::PendingKeys,
@@ -115,6 +118,7 @@ impl SessionStore {
             csrf: random_token(),
             expires: now + lifetime,
             download: Mutex::new(None),
+            built: Mutex::new(None),
             workspace_keys: Default::default(),
         };
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());

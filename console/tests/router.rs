@@ -133,6 +133,7 @@ async fn nothing_behind_sign_in_without_a_session() {
         "/applications/A-1",
         "/statistics",
         "/orders/1/table.csv",
+        "/orders/1/built",
         "/workspace",
         "/workspace/W-1",
         "/workspace/W-1/results/1",

@@ -517,6 +517,9 @@ async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_at
     wait_for_order(c).await;
     submit(c, "#complete-build").await;
     assert!(text(c, "#built").await.contains("提供データを作成しました"));
+    // Reloading the outcome asks the release zone nothing again.
+    c.refresh().await.unwrap();
+    assert!(text(c, "#built").await.contains("提供データを作成しました"));
     let report = text(c, "#report").await;
     let release = report
         .split_whitespace()

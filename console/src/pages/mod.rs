@@ -73,6 +73,7 @@ pub fn routes() -> Router<AppState> {
         .route("/applications/{id}/plan", post(orders::plan))
         .route("/orders/{id}", get(orders::show))
         .route("/orders/{id}/complete", post(orders::complete))
+        .route("/orders/{id}/built", get(orders::built))
         .route("/orders/{id}/table.csv", get(statistics::table_csv))
         .route("/statistics", get(statistics::blank).post(statistics::request))
         .route("/trace", get(trace::form).post(trace::trace))

@@ -222,14 +222,14 @@ pub async fn show(State(console): State<AppState>, viewer: Viewer, Path(id): Pat
     Ok(page(&viewer, ("コアへの注文", "Core order"), body).into_response())
 }
 
-/// `POST /orders/{id}/complete`: the release service finishes a build whose core half is done.
+/// `POST /orders/{id}/complete`: the release service finishes a build whose core half is done; then the outcome's
+/// page.
 pub async fn complete(
     State(console): State<AppState>,
     Path(id): Path<u64>,
     signed: Signed<Nothing>,
-) -> Result<Markup, PageError> {
+) -> Result<Response, PageError> {
     let viewer = signed.viewer;
-    let lang = viewer.lang;
     let mut release = console.services.release_client()?;
     let outcome = release
         .complete_build(authed(viewer.token(), rpb::CompleteBuildRequest { order_id: id })?)
@@ -238,6 +238,28 @@ pub async fn complete(
         .into_inner()
         .outcome_json;
     let outcome: Value = serde_json::from_str(&outcome).unwrap_or(Value::Null);
+    if let Ok(mut built) = viewer.session.built.lock() {
+        *built = Some((id, outcome));
+    }
+    Ok(crate::layout::see_other(&format!("/orders/{id}/built")))
+}
+
+/// `GET /orders/{id}/built`: the outcome of the build this session completed (nothing is asked again).
+pub async fn built(viewer: Viewer, Path(id): Path<u64>) -> Result<Markup, PageError> {
+    let lang = viewer.lang;
+    let outcome = viewer
+        .session
+        .built
+        .lock()
+        .ok()
+        .and_then(|b| b.as_ref().filter(|(order, _)| *order == id).map(|(_, o)| o.clone()))
+        .ok_or_else(|| {
+            PageError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "NO_BUILD_OUTCOME",
+                "this session completed no such build; the releases are listed by the release service",
+            )
+        })?;
     Ok(page(
         &viewer,
         ("提供データの作成", "Release built"),
