@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
-use tokumei_console::{Console, ConsoleConfig, Services, SessionStore};
+use tokumei_console::{Console, ConsoleConfig};
 use tokumei_keys::pki::PkiLayout;
 use tokumei_policy::committee::Channel;
 use tokumei_policy::{Actor, Origin, Policy, Role};
@@ -180,14 +180,9 @@ pub fn run(a: ConsoleBench, json: bool) -> Result<()> {
             release_ca: None,
             tls: Some((pki.gateway_cert(), pki.gateway_key())),
             published: None,
+            platform_key: None,
         };
-        let console = Arc::new(Console {
-            services: Services::connect(&config).map_err(|e| anyhow::anyhow!("{e}"))?,
-            sessions: SessionStore::default(),
-            secure: true,
-            published: None,
-            throttle: Default::default(),
-        });
+        let console = Arc::new(Console::new(&config, true).map_err(|e| anyhow::anyhow!("{e}"))?);
         // Each person signed in as the sign-in page would do it: their policy session under a console cookie.
         let cookies: Vec<(String, Vec<&'static str>)> = people
             .into_iter()

@@ -178,8 +178,16 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for Signed<T> {
     }
 }
 
-/// The most an uploaded file may carry (a leaked copy to trace: a release's table, CSV or Parquet).
-pub const UPLOAD_LIMIT: usize = 256 * 1024 * 1024;
+/// The most an uploaded file may carry (a leaked copy to trace: a release's table, CSV or Parquet) — the release
+/// zone's own limit on a leaked file, so nothing it would refuse is received whole first.
+pub const UPLOAD_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The fields an upload form may carry (the leak trace's), the token first.
+const UPLOAD_FIELDS: [&str; 4] = ["csrf", "release", "table", "file"];
+
+/// Who may upload: the one upload is the leak trace, an operator's (the release zone still decides; this only
+/// spares the console receiving a file from someone the zone would refuse).
+const UPLOADERS: [&str; 1] = ["operator"];
 
 /// How long an upload may take to arrive.
 pub const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -211,17 +219,34 @@ impl FromRequest<AppState> for SignedUpload {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (mut parts, body) = request.into_parts();
         let viewer = Viewer::from_request_parts(&mut parts, state).await?;
+        if !UPLOADERS.iter().any(|r| viewer.has(r)) {
+            return Err(upload_refused(
+                StatusCode::FORBIDDEN,
+                "ROLE_NOT_PERMITTED",
+                "only operators upload files here",
+            ));
+        }
+        let Ok(_permit) = state.uploads.try_acquire() else {
+            return Err(upload_refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UPLOADS_BUSY",
+                "other uploads are being received; try again in a moment",
+            ));
+        };
         let boundary = parts
             .headers
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| multer::parse_boundary(v).ok())
             .ok_or_else(|| upload_refused(StatusCode::BAD_REQUEST, "FORM_INVALID", "the form is not a file upload"))?;
-        let limits = multer::Constraints::new().size_limit(
-            multer::SizeLimit::new()
-                .whole_stream(UPLOAD_LIMIT as u64 + 64 * 1024)
-                .per_field(UPLOAD_LIMIT as u64),
-        );
+        let limits = multer::Constraints::new()
+            .allowed_fields(UPLOAD_FIELDS.to_vec())
+            .size_limit(
+                multer::SizeLimit::new()
+                    .whole_stream(UPLOAD_LIMIT as u64 + 64 * 1024)
+                    .per_field(UPLOAD_FIELD_LIMIT as u64)
+                    .for_field("file", UPLOAD_LIMIT as u64),
+            );
         let multipart = multer::Multipart::with_constraints(body.into_data_stream(), boundary, limits);
         match tokio::time::timeout(UPLOAD_TIMEOUT, read_upload(multipart, &viewer)).await {
             Ok(Ok((fields, file_name, content))) => Ok(SignedUpload {
@@ -244,11 +269,22 @@ type UploadParts = (std::collections::BTreeMap<String, String>, String, Vec<u8>)
 
 /// The token first (else nothing more is read), then the text fields and the file.
 async fn read_upload(mut multipart: multer::Multipart<'static>, viewer: &Viewer) -> Result<UploadParts, Response> {
-    let unreadable = |_| upload_refused(StatusCode::BAD_REQUEST, "FORM_INVALID", "the upload could not be read");
-    let too_large = || upload_refused(StatusCode::PAYLOAD_TOO_LARGE, "FORM_TOO_LARGE", "the file is too large");
-    let first = multipart.next_field().await.map_err(unreadable)?;
+    let refused = |e: multer::Error| match e {
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => upload_refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "FORM_TOO_LARGE",
+            "the upload is too large",
+        ),
+        multer::Error::UnknownField { .. } => upload_refused(
+            StatusCode::BAD_REQUEST,
+            "FORM_INVALID",
+            "the upload carries a field it may not",
+        ),
+        _ => upload_refused(StatusCode::BAD_REQUEST, "FORM_INVALID", "the upload could not be read"),
+    };
+    let first = multipart.next_field().await.map_err(refused)?;
     let token = match first {
-        Some(f) if f.name() == Some("csrf") => f.text().await.map_err(unreadable)?,
+        Some(f) if f.name() == Some("csrf") => f.text().await.map_err(refused)?,
         _ => String::new(),
     };
     if !same_token(&token, &viewer.session.csrf) {
@@ -261,10 +297,7 @@ async fn read_upload(mut multipart: multer::Multipart<'static>, viewer: &Viewer)
     }
     let mut fields = std::collections::BTreeMap::new();
     let mut file = None;
-    while let Some(mut field) = multipart.next_field().await.map_err(|e| match e {
-        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => too_large(),
-        _ => unreadable(e),
-    })? {
+    while let Some(mut field) = multipart.next_field().await.map_err(refused)? {
         let name = field.name().unwrap_or_default().to_owned();
         if let Some(file_name) = field.file_name().map(str::to_owned) {
             if file.is_some() {
@@ -275,20 +308,14 @@ async fn read_upload(mut multipart: multer::Multipart<'static>, viewer: &Viewer)
                 ));
             }
             let mut content = Vec::new();
-            while let Some(chunk) = field.chunk().await.map_err(|e| match e {
-                multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => too_large(),
-                _ => unreadable(e),
-            })? {
+            while let Some(chunk) = field.chunk().await.map_err(refused)? {
                 content.extend_from_slice(&chunk);
             }
             file = Some((file_name, content));
         } else {
             let mut value = Vec::new();
-            while let Some(chunk) = field.chunk().await.map_err(unreadable)? {
+            while let Some(chunk) = field.chunk().await.map_err(refused)? {
                 value.extend_from_slice(&chunk);
-                if value.len() > UPLOAD_FIELD_LIMIT {
-                    return Err(too_large());
-                }
             }
             let value = String::from_utf8(value)
                 .map_err(|_| upload_refused(StatusCode::BAD_REQUEST, "FORM_INVALID", "a field is not UTF-8"))?;

@@ -70,6 +70,9 @@ pub struct ConsoleConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Where the public registers an operator publishes are kept (and read from by anyone).
     pub published: Option<PathBuf>,
+    /// The policy service's public key (the `.pub` file beside `policy/service.key`), against which a released
+    /// analysis output's signature is checked; without it the console checks the key the output names.
+    pub platform_key: Option<PathBuf>,
 }
 
 /// What every handler shares.
@@ -84,6 +87,41 @@ pub struct Console {
     pub published: Option<PathBuf>,
     /// Sign-in attempts per client address.
     pub throttle: throttle::SignInThrottle,
+    /// Uploads being received at once (each is held in memory until the zone answers).
+    pub uploads: tokio::sync::Semaphore,
+    /// The pinned platform key for released outputs (see [`ConsoleConfig::platform_key`]).
+    pub platform_key: Option<tokumei_policy::service_key::ServicePublicKey>,
+}
+
+/// Uploads received at once, at most [`extract::UPLOAD_LIMIT`] each.
+pub const CONCURRENT_UPLOADS: usize = 2;
+
+impl Console {
+    /// The console of `config`, served over TLS when `secure` (nothing is contacted until the first request).
+    pub fn new(config: &ConsoleConfig, secure: bool) -> Result<Console, ConsoleError> {
+        let platform_key = match &config.platform_key {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConsoleError::Io {
+                    what: format!("reading {}", path.display()),
+                    source,
+                })?;
+                Some(
+                    tokumei_policy::service_key::ServicePublicKey::from_hex(text.trim())
+                        .map_err(|e| ConsoleError::Config(format!("--platform-key {}: {e}", path.display())))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Console {
+            services: Services::connect(config)?,
+            sessions: SessionStore::default(),
+            secure,
+            published: config.published.clone(),
+            throttle: Default::default(),
+            uploads: tokio::sync::Semaphore::new(CONCURRENT_UPLOADS),
+            platform_key,
+        })
+    }
 }
 
 /// The shared state of the router.
@@ -120,13 +158,7 @@ pub async fn serve(
         Some((cert, key)) => Some(security::tls_config(cert, key)?),
         None => None,
     };
-    let console = Arc::new(Console {
-        services: Services::connect(config)?,
-        sessions: SessionStore::default(),
-        secure: tls.is_some(),
-        published: config.published.clone(),
-        throttle: Default::default(),
-    });
+    let console = Arc::new(Console::new(config, tls.is_some())?);
     let listener = TcpListener::bind(listen).await.map_err(|source| ConsoleError::Io {
         what: format!("bind {listen}"),
         source,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use tokumei_console::{Console, ConsoleConfig, Services, SessionStore, router};
+use tokumei_console::{Console, ConsoleConfig, Services, router};
 use tower::ServiceExt;
 use zeroize::Zeroizing;
 
@@ -21,18 +21,13 @@ fn config() -> ConsoleConfig {
         release_ca: None,
         tls: None,
         published: None,
+        platform_key: None,
     }
 }
 
 fn console() -> Arc<Console> {
     let config = config();
-    Arc::new(Console {
-        services: Services::connect(&config).expect("lazy channels"),
-        sessions: SessionStore::default(),
-        secure: true,
-        published: None,
-        throttle: Default::default(),
-    })
+    Arc::new(Console::new(&config, true).expect("lazy channels"))
 }
 
 async fn send(console: &Arc<Console>, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
@@ -64,10 +59,14 @@ fn signed_in(console: &Arc<Console>) -> (String, String) {
 }
 
 fn signed_in_as(console: &Arc<Console>, who: &str) -> (String, String) {
+    signed_in_with(console, who, "researcher")
+}
+
+fn signed_in_with(console: &Arc<Console>, who: &str, role: &str) -> (String, String) {
     let cookie = console.sessions.open(
         who.into(),
         "univ-h".into(),
-        vec!["researcher".into()],
+        vec![role.into()],
         Zeroizing::new("tks1.x".into()),
         Duration::from_secs(600),
     );
@@ -235,8 +234,8 @@ fn upload(path: &str, cookie: &str, parts: &[(&str, Option<&str>, &str)]) -> Req
 #[tokio::test]
 async fn an_upload_is_refused_unless_its_first_field_is_the_token() {
     let c = console();
-    let (cookie, csrf) = signed_in(&c);
-    let (_, theirs) = signed_in_as(&c, "yui");
+    let (cookie, csrf) = signed_in_with(&c, "daichi", "operator");
+    let (_, theirs) = signed_in_with(&c, "kou", "operator");
     let file = ("file", Some("leak.csv"), "a,b\n1,2\n");
     let release = ("release", None, "R-A-1-1");
     for parts in [
@@ -251,14 +250,32 @@ async fn an_upload_is_refused_unless_its_first_field_is_the_token() {
         assert_eq!(status, StatusCode::FORBIDDEN, "{parts:?}");
         assert!(text.contains("CSRF_INVALID"));
     }
+    // A field the form does not have; a token larger than any token.
+    let extra = [("csrf", None, csrf.as_str()), ("comment", None, "x"), file];
+    let (status, _, text) = send(&c, upload("/trace", &cookie, &extra)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("FORM_INVALID"));
+    let huge = "0".repeat(64 * 1024);
+    let (status, _, text) = send(&c, upload("/trace", &cookie, &[("csrf", None, &huge), file])).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(text.contains("FORM_TOO_LARGE"));
+    // Someone who may not trace: refused before a byte of the body is read.
+    let (researcher, theirs_too) = signed_in(&c);
+    let parts = [("csrf", None, theirs_too.as_str()), release, file];
+    let (status, _, text) = send(&c, upload("/trace", &researcher, &parts)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(text.contains("ROLE_NOT_PERMITTED"));
     // Not an upload at all.
     let (status, _, text) = send(&c, post("/trace", Some(&cookie), &format!("csrf={csrf}"))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(text.contains("FORM_INVALID"));
-    // The token first and no release named: the page says so before the release zone is asked.
+    // The token first and no release named: the form says so beside the field before the release zone is asked.
     let (status, _, text) = send(&c, upload("/trace", &cookie, &[("csrf", None, &csrf), file])).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(text.contains("FIELD_REQUIRED"));
+    assert!(
+        text.contains("id=\"trace-release-error\""),
+        "the missing release is not named beside its field"
+    );
 }
 
 #[tokio::test]

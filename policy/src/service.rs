@@ -276,6 +276,11 @@ impl Policy {
         self
     }
 
+    /// The committee's quorum rule, as configured.
+    pub fn quorum_rule(&self) -> QuorumRule {
+        self.committee.quorum_rule()
+    }
+
     /// The current time from the service's clock.
     pub fn now(&self) -> DateTime<Utc> {
         (self.clock)()

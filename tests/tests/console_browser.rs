@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use common::core_orders::BuildZones;
 use common::people::{self, Enrolled, PolicyService};
-use common::{HOSPITAL_A, Home, tokumei_bin};
+use common::{HOSPITAL_A, HOSPITAL_B, Home, tokumei_bin};
 use fantoccini::{Client, ClientBuilder, Locator};
 use sha2::{Digest, Sha256};
 use tokumei_ingest::synth::Synth;
@@ -791,25 +791,51 @@ async fn statistics_workspace_outputs_violations_hospitals_and_audit_work_in_the
     let counted = text(c, "#result-table").await;
     assert!(counted.contains("400"), "the query's rows were not opened: {counted}");
     screenshot(c, "workspace-query").await;
-    c.goto(&format!("{}/workspace/{workspace}", console.url)).await.unwrap();
-    type_into(
-        c,
-        "#workspace-spec",
+    // Two analyses asked to leave: by sex (large cells), and by prefecture and sex (small cells the checks refuse).
+    let mut outputs = Vec::new();
+    for spec in [
         r#"{"analysis": "crosstab", "sql": "SELECT patient, sex FROM patients", "rows": "sex"}"#,
-    )
-    .await;
-    submit(c, "#run-analysis").await;
-    wait_for_order(c).await;
-    submit(c, "#prepare-this-output").await;
-    wait_for_order(c).await;
+        r#"{"analysis": "crosstab", "sql": "SELECT patient, sex, prefecture FROM patients", "rows": "prefecture", "columns": "sex"}"#,
+    ] {
+        c.goto(&format!("{}/workspace/{workspace}", console.url)).await.unwrap();
+        type_into(c, "#workspace-spec", spec).await;
+        submit(c, "#run-analysis").await;
+        wait_for_order(c).await;
+        let counts = text(c, "#result-table").await;
+        assert!(
+            counts.contains('F') && counts.contains('M'),
+            "the analysis's values were not opened: {counts}"
+        );
+        submit(c, "#prepare-this-output").await;
+        wait_for_order(c).await;
+        outputs.push(text(c, "#output-link").await);
+    }
     sign_out(c).await;
 
     // The output checker reads the findings and lets it leave.
     sign_in(c, &console, &checker, Second::Code(checker.next_code())).await;
     c.goto(&format!("{}/outputs", console.url)).await.unwrap();
-    submit(c, "a[href^='/outputs/']").await;
-    assert!(text(c, "main").await.contains("自動チェックの所見"));
+    assert!(
+        text(c, "main").await.contains(&outputs[1]),
+        "the queue does not list the request"
+    );
+    // The small cells: the findings name their rule and cell; the checker asks for changes.
+    submit(c, &format!("a[href='/outputs/{}']", outputs[1])).await;
+    assert_eq!(text(c, "#verdict").await, "不可");
+    let findings = text(c, "#findings").await;
+    assert!(
+        findings.contains("THRESHOLD") && findings.contains("セル"),
+        "the findings are not shown cell by cell: {findings}"
+    );
     screenshot(c, "output-check").await;
+    click(c, "#d-changes").await;
+    type_into(c, "#o-comment", "都道府県を地方にまとめてください").await;
+    submit(c, "#decide-output").await;
+    assert!(text(c, ".notice").await.contains("判断を記録しました"));
+    // The large cells: approved.
+    c.goto(&format!("{}/outputs/{}", console.url, outputs[0]))
+        .await
+        .unwrap();
     click(c, "#d-approve").await;
     type_into(c, "#o-comment", "性別のみ、十分な人数").await;
     submit(c, "#decide-output").await;
@@ -834,8 +860,24 @@ async fn statistics_workspace_outputs_violations_hospitals_and_audit_work_in_the
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let fetched = fetched.expect("the browser saved no output");
-    let signed: serde_json::Value = serde_json::from_slice(&std::fs::read(&fetched).unwrap()).unwrap();
-    assert_eq!(signed["signature"].as_str().map(str::len), Some(128), "{signed}");
+    // The file verifies under the platform's key read from the policy zone's home, not the key the file names.
+    let signed: tokumei_policy::analysis::SignedOutput =
+        serde_json::from_slice(&std::fs::read(&fetched).unwrap()).unwrap();
+    let platform = std::fs::read_to_string(home.path().join("policy").join("service.pub")).unwrap();
+    let platform = tokumei_policy::service_key::ServicePublicKey::from_hex(platform.trim()).unwrap();
+    assert!(
+        signed.verify(&platform),
+        "the output does not verify under the platform's key"
+    );
+    assert_eq!(signed.sha256, hex::encode(Sha256::digest(signed.document.as_bytes())));
+    let document: serde_json::Value = serde_json::from_str(&signed.document).unwrap();
+    let number = fetched
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("output-")
+        .to_owned();
+    assert_eq!(document["output"].to_string(), number, "the file is another output");
     sign_out(c).await;
 
     // The chair records a violation; it is on the register the chair reads.
@@ -874,23 +916,41 @@ async fn statistics_workspace_outputs_violations_hospitals_and_audit_work_in_the
     // An administrator registers a hospital from its certificate and publishes the gateway's directory.
     sign_in(c, &console, &admin, Second::Code(admin.next_code())).await;
     c.goto(&format!("{}/hospitals", console.url)).await.unwrap();
-    let pem = std::fs::read_to_string(home.path().join("pki").join("gateway.crt")).unwrap();
-    type_into(c, "#hospital-code", "1399999999").await;
+    // Another hospital's certificate under this code: its CN is not the code, named beside the field.
+    let pem = std::fs::read_to_string(home.creds(HOSPITAL_A).cert).unwrap();
+    type_into(c, "#hospital-code", HOSPITAL_B).await;
     type_into(c, "#hospital-organisation", "hosp-r").await;
     type_into(c, "#hospital-certificate", &pem).await;
     submit(c, "#add-hospital").await;
+    assert!(text(c, "#hospital-certificate-error").await.contains("CN"));
+    type_into(c, "#hospital-code", HOSPITAL_A).await;
+    type_into(c, "#hospital-certificate", &pem).await;
+    submit(c, "#add-hospital").await;
     let listed = text(c, "#hospitals").await;
-    assert!(listed.contains("1399999999"), "{listed}");
+    assert!(listed.contains(HOSPITAL_A), "{listed}");
+    let der = {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+    };
     let mut title = String::new();
     for row in c.find_all(Locator::Css("#hospitals tbody tr")).await.unwrap() {
-        if row.text().await.unwrap().contains("1399999999") {
+        if row.text().await.unwrap().contains(HOSPITAL_A) {
             let hash = row.find(Locator::Css("code.hash")).await.expect("a fingerprint cell");
             title = hash.attr("title").await.unwrap().unwrap_or_default();
         }
     }
-    assert_eq!(title.len(), 64, "no certificate fingerprint on the list: {title}");
+    assert_eq!(
+        title,
+        hex::encode(Sha256::digest(der.as_ref())),
+        "the list does not show the certificate's fingerprint"
+    );
     submit(c, "#publish-directory").await;
     assert!(text(c, "#directory-hospitals").await.parse::<u64>().unwrap_or(0) >= 1);
+    assert!(
+        text(c, "#directory").await.contains(HOSPITAL_A),
+        "the directory does not list the hospital"
+    );
     assert_eq!(text(c, "#directory-key").await.len(), 64);
     screenshot(c, "hospitals").await;
     sign_out(c).await;
@@ -907,7 +967,13 @@ async fn statistics_workspace_outputs_violations_hospitals_and_audit_work_in_the
             .iter()
             .any(|e| e.actor == actor && e.action == action && e.outcome == "ok")
     };
-    assert!(done("rika", "core.requested"), "the table's order is not on the ledger");
+    assert!(
+        ledger.iter().any(|e| e.actor == "rika"
+            && e.action == "core.requested"
+            && e.outcome == "ok"
+            && serde_json::from_str::<serde_json::Value>(&e.details).is_ok_and(|d| d["operation"] == "statistics")),
+        "the table's order is not on the ledger"
+    );
     assert!(
         done("oto", "analysis.output_decided"),
         "the checker's decision is not on the ledger"

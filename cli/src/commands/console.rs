@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Directory of the public registers operators publish from the console (default $TOKUMEI_HOME/console/published).
     #[arg(long)]
     published: Option<PathBuf>,
+    /// The policy service's public key, against which released analysis outputs are checked (default
+    /// $TOKUMEI_HOME/policy/service.pub when it exists).
+    #[arg(long)]
+    platform_key: Option<PathBuf>,
 }
 
 /// Runs `tokumei console ...`.
@@ -70,6 +74,10 @@ pub fn run(command: ConsoleCommand, json: bool) -> Result<()> {
         release_ca: args.release_ca,
         tls,
         published: Some(published),
+        platform_key: args.platform_key.or_else(|| {
+            let default = home.join("policy").join("service.pub");
+            default.exists().then_some(default)
+        }),
     };
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     runtime()?.block_on(async {

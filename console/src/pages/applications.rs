@@ -250,7 +250,10 @@ fn review(lang: Lang, viewer: &Viewer, app: &pb::Application) -> Markup {
                 (lang.t("反対", "Against")) " " strong { (against) } "・"
                 (lang.t("未投票", "Not yet voted")) " " strong { (voting.saturating_sub(app.votes.len())) }
                 " / " (lang.t("投票する委員", "voting members")) " " (voting)
-                " (" (lang.t("定足数：3名以上、賛成3分の2以上（既定）", "quorum: at least 3 members, two thirds in favour (default rule)")) ")"
+                @if let Some(q) = &app.quorum {
+                    " (" (lang.t("定足数：", "quorum: at least ")) (q.min_voting) (lang.t("名以上、賛成", " members, in favour at least "))
+                    (q.approve_numerator) "/" (q.approve_denominator) (lang.t("以上", "")) ")"
+                }
             }
             table.list {
                 thead { tr {

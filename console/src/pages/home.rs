@@ -45,8 +45,11 @@ pub async fn page_or_signin(console: &AppState, viewer: Option<Viewer>) -> Resul
                     li { a href="/trace" { (lang.t("流出ファイルの追跡", "Trace a leaked file")) } }
                     li { a href="/hospitals" { (lang.t("医療機関と証明書", "Hospitals and their certificates")) } }
                 }
-                @if viewer.has("committee_chair") {
-                    li { a href="/violations" { (lang.t("違反と利用禁止", "Violations and bans")) } }
+                @if viewer.has("committee_chair") || viewer.has("auditor") || viewer.has("operator") {
+                    li { a href="/violations" { (lang.t("違反と利用停止", "Violations and bans")) } }
+                }
+                @if (viewer.has("administrator") || viewer.has("auditor")) && !viewer.has("operator") {
+                    li { a href="/hospitals" { (lang.t("医療機関と証明書", "Hospitals and their certificates")) } }
                 }
                 @if viewer.has("output_checker") {
                     li { a href="/outputs" { (lang.t("出力チェックの依頼", "Output requests to check")) } }

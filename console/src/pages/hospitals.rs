@@ -35,11 +35,14 @@ enum Unusable {
     PrivateKey,
     /// Neither a PEM certificate nor 64 hex digits.
     Unreadable,
+    /// A certificate whose subject CN is not the institution code (the gateway reads the hospital from the CN).
+    OtherInstitution,
 }
 
-/// The SHA-256 (lower-case hex) of the DER of the first certificate in `text` (PEM), or a fingerprint typed as
-/// 64 hex digits (`:` and spaces ignored, as `openssl x509 -fingerprint -sha256` prints it).
-fn certificate_sha256(text: &str) -> Result<String, Unusable> {
+/// The SHA-256 (lower-case hex) of the DER of the first certificate in `text` (PEM) — an X.509 certificate whose
+/// subject CN is `code`, the identity the gateway will read from it —, or a fingerprint typed as 64 hex digits (`:`
+/// and spaces ignored, as `openssl x509 -fingerprint -sha256` prints it; nothing to check it against).
+fn certificate_sha256(text: &str, code: &str) -> Result<String, Unusable> {
     let text = text.trim();
     if text.contains("PRIVATE KEY") {
         return Err(Unusable::PrivateKey);
@@ -55,10 +58,11 @@ fn certificate_sha256(text: &str) -> Result<String, Unusable> {
     // The parser's errors quote the text; only their kind is kept.
     let der = CertificateDer::from_pem_slice(text.as_bytes()).map_err(|_| Unusable::Unreadable)?;
     let bytes: &[u8] = &der;
-    if bytes.is_empty() {
-        return Err(Unusable::Unreadable);
+    match tokumei_platform::tls::subject_cn(bytes) {
+        None => Err(Unusable::Unreadable),
+        Some(cn) if cn != code => Err(Unusable::OtherInstitution),
+        Some(_) => Ok(hex::encode(Sha256::digest(bytes))),
     }
-    Ok(hex::encode(Sha256::digest(bytes)))
 }
 
 /// A hospital as typed (all text, so that what was typed comes back when something is wrong).
@@ -75,16 +79,19 @@ impl HospitalForm {
     fn check(&self, lang: Lang) -> Result<pb::AddHospitalRequest, Problems> {
         let mut p = Problems::new();
         let code = self.code.trim();
-        if code.len() != 10 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        if !tokumei_platform::tls::is_institution_code(code) {
             p.insert(
                 "hospital-code",
-                lang.t("医療機関コードは数字10桁です。", "The institution code is 10 digits."),
+                lang.t(
+                    "医療機関コードは数字10桁です（先頭2桁は都道府県番号 01〜47）。",
+                    "The institution code is 10 digits (the first two the prefecture, 01–47).",
+                ),
             );
         }
         if self.organisation.trim().is_empty() {
             p.insert("hospital-organisation", lang.t("入力してください。", "Required."));
         }
-        let fingerprint = certificate_sha256(&self.certificate);
+        let fingerprint = certificate_sha256(&self.certificate, code);
         match &fingerprint {
             Ok(_) => {}
             Err(Unusable::PrivateKey) => {
@@ -93,6 +100,15 @@ impl HospitalForm {
                     lang.t(
                         "秘密鍵が含まれています。証明書だけを貼り付けてください（貼り付けた鍵は交換してください）。",
                         "This contains a private key: paste the certificate only (and replace that key).",
+                    ),
+                );
+            }
+            Err(Unusable::OtherInstitution) => {
+                p.insert(
+                    "hospital-certificate",
+                    lang.t(
+                        "証明書の CN が医療機関コードと一致しません。",
+                        "The certificate's CN is not the institution code.",
                     ),
                 );
             }
@@ -259,11 +275,17 @@ pub async fn list(State(console): State<AppState>, viewer: Viewer, Notice(done):
 
 /// `POST /hospitals`: checks the fields, fingerprints the certificate, registers through the policy service.
 pub async fn add(State(console): State<AppState>, signed: Signed<HospitalForm>) -> Response {
-    let Signed { viewer, form } = signed;
+    let Signed { viewer, mut form } = signed;
     let (draft, code) = match form.check(viewer.lang) {
         Err(problems) => (
             Draft {
-                form,
+                form: {
+                    // A pasted private key is never sent back in the page.
+                    if form.certificate.contains("PRIVATE KEY") {
+                        form.certificate.clear();
+                    }
+                    form
+                },
                 problems,
                 ..Draft::default()
             },
@@ -391,7 +413,10 @@ mod tests {
 
     #[test]
     fn a_fingerprint_is_taken_as_typed_or_as_openssl_prints_it() {
-        assert_eq!(certificate_sha256(FINGERPRINT), Ok(FINGERPRINT.to_owned()));
+        assert_eq!(
+            certificate_sha256(FINGERPRINT, "1310000001"),
+            Ok(FINGERPRINT.to_owned())
+        );
         let colons = FINGERPRINT
             .to_ascii_uppercase()
             .as_bytes()
@@ -399,23 +424,34 @@ mod tests {
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .collect::<Vec<_>>()
             .join(":");
-        assert_eq!(certificate_sha256(&colons), Ok(FINGERPRINT.to_owned()));
+        assert_eq!(certificate_sha256(&colons, "1310000001"), Ok(FINGERPRINT.to_owned()));
+    }
+
+    /// A self-signed certificate whose subject CN is `cn`, as PEM, and the SHA-256 of its DER.
+    fn certificate(cn: &str) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), hex::encode(Sha256::digest(cert.der())))
     }
 
     #[test]
-    fn a_pem_certificate_is_fingerprinted_over_its_der() {
-        // Not a real certificate: the fingerprint is of whatever DER the PEM carries.
-        let pem = "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n";
-        let expected = hex::encode(Sha256::digest([0x30, 0x03, 0x02, 0x01, 0x01]));
-        assert_eq!(certificate_sha256(pem), Ok(expected));
+    fn a_pem_certificate_is_fingerprinted_over_its_der_when_its_cn_is_the_code() {
+        let (pem, sha256) = certificate("1310000001");
+        assert_eq!(certificate_sha256(&pem, "1310000001"), Ok(sha256));
+        assert_eq!(certificate_sha256(&pem, "1310000002"), Err(Unusable::OtherInstitution));
+        // Base64 between the markers that is no certificate.
+        let not_x509 = "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n";
+        assert_eq!(certificate_sha256(not_x509, "1310000001"), Err(Unusable::Unreadable));
     }
 
     #[test]
     fn a_private_key_or_garbage_is_refused() {
         let key = "-----BEGIN PRIVATE KEY-----\nMAMCAQE=\n-----END PRIVATE KEY-----\n";
-        assert_eq!(certificate_sha256(key), Err(Unusable::PrivateKey));
-        assert_eq!(certificate_sha256("hello"), Err(Unusable::Unreadable));
-        assert_eq!(certificate_sha256(""), Err(Unusable::Unreadable));
+        assert_eq!(certificate_sha256(key, "1310000001"), Err(Unusable::PrivateKey));
+        assert_eq!(certificate_sha256("hello", "1310000001"), Err(Unusable::Unreadable));
+        assert_eq!(certificate_sha256("", "1310000001"), Err(Unusable::Unreadable));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokumei_proto::policy::v1 as pb;
 
 use crate::AppState;
 use crate::extract::{Signed, Viewer};
-use crate::fields::{Problems, area, field, text};
+use crate::fields::{Problems, area, described, field, invalid, text};
 use crate::i18n::Lang;
 use crate::layout::{csrf, page, row};
 use crate::pages::applications;
@@ -229,7 +229,7 @@ fn form_page(
                 form method="post" action="/statistics" novalidate {
                     (csrf(viewer))
                     (field("application", lang.t("承認", "Approval"), None, problems, html! {
-                        select id="application" name="application" {
+                        select id="application" name="application" aria-invalid=[invalid("application", problems)] aria-describedby=[described("application", false, problems)] {
                             @for a in approved {
                                 option value=(a.id) selected[v.application == a.id] { (a.id) " " (a.form.as_ref().map(|f| f.title.as_str()).unwrap_or("")) }
                             }

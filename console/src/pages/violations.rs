@@ -24,8 +24,6 @@ use crate::services::{PageError, authed};
 // people forms that would be refused).
 /// Who records violations.
 const RECORDERS: &[&str] = &["committee_chair"];
-/// Who is shown the list (`ListViolations` is checked as `view_violations`).
-const LISTERS: &[&str] = &["committee_chair", "operator", "auditor"];
 /// Who exports the signed list.
 const EXPORTERS: &[&str] = &["operator", "auditor"];
 /// Who imports another platform's list.
@@ -269,22 +267,16 @@ fn ban_forms(viewer: &Viewer, v: &ImportForm, problems: &Problems) -> Markup {
 /// The page: the notice or the problems, the list where the service shows it, the forms the viewer's roles open.
 async fn render(console: &AppState, viewer: &Viewer, draft: &Draft) -> Result<Markup, PageError> {
     let lang = viewer.lang;
-    // A chair records but is not shown the list: not asking spares the ledger a refusal at every visit. Anyone
-    // else is asked, so that a person with no business here sees the service's own refusal.
-    let violations = if holds(viewer, RECORDERS) && !holds(viewer, LISTERS) {
-        None
-    } else {
-        let list = console
-            .services
-            .policy
-            .clone()
-            .list_violations(authed(viewer.token(), pb::Empty {})?)
-            .await
-            .map_err(PageError::refused)?
-            .into_inner()
-            .violations;
-        Some(list)
-    };
+    // Everyone is asked: a person with no business here sees the service's own refusal.
+    let violations = console
+        .services
+        .policy
+        .clone()
+        .list_violations(authed(viewer.token(), pb::Empty {})?)
+        .await
+        .map_err(PageError::refused)?
+        .into_inner()
+        .violations;
     Ok(page(
         viewer,
         ("違反と利用停止", "Violations and bans"),
@@ -298,11 +290,7 @@ async fn render(console: &AppState, viewer: &Viewer, draft: &Draft) -> Result<Ma
                     p { (lang.t("入力内容を確認してください：", "Please check the fields:")) " " (draft.problems.len()) }
                 }
             }
-            @if let Some(list) = &violations {
-                (table(lang, list))
-            } @else {
-                p.hint id="violations-withheld" { (lang.t("記録済みの違反の一覧は、運用担当と監査担当に表示されます。", "The list of recorded violations is shown to operators and auditors.")) }
-            }
+            (table(lang, &violations))
             @if holds(viewer, RECORDERS) { (record_form(viewer, &draft.record, &draft.problems)) }
             (ban_forms(viewer, &draft.import, &draft.problems))
         },

@@ -61,14 +61,22 @@ struct Pending {
     order: u64,
     application: String,
     reads: Reads,
-    key: RecipientKey,
+    /// Boxed: the secret stays at one address while the queue moves its entries, and is wiped there on drop.
+    key: Box<RecipientKey>,
 }
 
 /// The private halves of the one-use keys this session's queries and analyses were sealed to, by order: in memory
 /// only, at most [`MAX_PENDING_KEYS`], gone with the session.
-#[derive(Default)]
 pub struct PendingKeys {
     keys: Mutex<VecDeque<Pending>>,
+}
+
+impl Default for PendingKeys {
+    fn default() -> PendingKeys {
+        PendingKeys {
+            keys: Mutex::new(VecDeque::with_capacity(MAX_PENDING_KEYS)),
+        }
+    }
 }
 
 /// What became of a done order's sealed part in this session.
@@ -444,7 +452,7 @@ async fn submit(
     request: Value,
     reads: Option<Reads>,
 ) -> Result<Response, PageError> {
-    let key = reads.map(|_| RecipientKey::generate());
+    let key = reads.map(|_| Box::new(RecipientKey::generate()));
     let message = apb::WorkspaceRequest {
         application_id: application.to_owned(),
         request_json: request.to_string(),
@@ -697,6 +705,7 @@ fn rows_table(lang: Lang, v: &Value) -> Markup {
         )) }
         @if rows.is_empty() { p.empty id="result-empty" { (lang.t("該当する行はありません。", "No rows.")) } }
         table.list id="result-table" {
+            caption { (lang.t("クエリの結果", "The query's rows")) }
             thead { tr { @for c in columns { th scope="col" { (cell(c)) } } } }
             tbody {
                 @for r in rows {
@@ -716,6 +725,7 @@ fn crosstab(v: &Value) -> Option<Markup> {
     let (column_name, column_values) = (columns.first()?, columns.get(1)?.as_array()?);
     Some(html! {
         table.list id="result-table" {
+            caption { (cell(row_name)) " × " (cell(column_name)) }
             thead { tr {
                 th scope="col" { (cell(row_name)) " / " (cell(column_name)) }
                 @for c in column_values { th scope="col" { (cell(c)) } }
@@ -846,9 +856,14 @@ pub async fn result(
 }
 
 /// Whether a released output holds: its hash and signature under the key it names, and its own number.
-fn verified(signed: &SignedOutput, id: u64) -> Result<(), &'static str> {
-    let key = ServicePublicKey::from_hex(&signed.public_key).map_err(|_| "SIGNATURE_INVALID")?;
-    if !signed.verify(&key) {
+/// With `pinned` (the console's `--platform-key`), the output must name that key and verify under it; without, it
+/// verifies under the key it names (consistent, but only as trustworthy as the service that answered).
+fn verified(signed: &SignedOutput, id: u64, pinned: Option<&ServicePublicKey>) -> Result<(), &'static str> {
+    let named = ServicePublicKey::from_hex(&signed.public_key).map_err(|_| "SIGNATURE_INVALID")?;
+    if pinned.is_some_and(|p| p.to_hex() != named.to_hex()) {
+        return Err("KEY_NOT_PINNED");
+    }
+    if !signed.verify(pinned.unwrap_or(&named)) {
         return Err("SIGNATURE_INVALID");
     }
     let document: Value = serde_json::from_str(&signed.document).map_err(|_| "OUTPUT_MISMATCH")?;
@@ -881,7 +896,7 @@ pub async fn fetch(
         signature: s.signature,
         public_key: s.public_key,
     };
-    if let Err(reason) = verified(&output, id) {
+    if let Err(reason) = verified(&output, id, console.platform_key.as_ref()) {
         tracing::warn!(output = id, %reason, "a released output did not verify; it was not delivered");
         return Err(PageError::new(
             StatusCode::BAD_GATEWAY,
@@ -907,4 +922,42 @@ pub async fn fetch(
         body,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+    use tokumei_policy::service_key::{ServiceKey, SignaturePurpose};
+
+    fn signed_by(key: &ServiceKey, output: u64) -> SignedOutput {
+        let document = format!("{{\"output\":{output}}}");
+        SignedOutput {
+            sha256: hex::encode(Sha256::digest(document.as_bytes())),
+            signature: hex::encode(key.sign(SignaturePurpose::AnalysisOutput, document.as_bytes())),
+            public_key: key.public().to_hex(),
+            document,
+        }
+    }
+
+    #[test]
+    fn an_output_is_delivered_only_under_the_pinned_key_and_its_own_number() {
+        let platform = ServiceKey::from_seed(&[1; 32]);
+        let impostor = ServiceKey::from_seed(&[2; 32]);
+        let pinned = platform.public();
+        assert_eq!(verified(&signed_by(&platform, 7), 7, Some(&pinned)), Ok(()));
+        // Signed by someone else, naming their own key: consistent, and refused once a key is pinned.
+        let forged = signed_by(&impostor, 7);
+        assert_eq!(verified(&forged, 7, None), Ok(()));
+        assert_eq!(verified(&forged, 7, Some(&pinned)), Err("KEY_NOT_PINNED"));
+        // Naming the platform's key without its signature.
+        let mut relabelled = forged.clone();
+        relabelled.public_key = pinned.to_hex();
+        assert_eq!(verified(&relabelled, 7, Some(&pinned)), Err("SIGNATURE_INVALID"));
+        // Another output's document.
+        assert_eq!(
+            verified(&signed_by(&platform, 8), 7, Some(&pinned)),
+            Err("OUTPUT_MISMATCH")
+        );
+    }
 }

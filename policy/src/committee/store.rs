@@ -156,6 +156,11 @@ fn parse_json<T: for<'de> Deserialize<'de>>(text: &str, what: &str) -> Result<T>
 }
 
 impl Committee {
+    /// The quorum rule reviews are decided by (shown to members beside the votes).
+    pub fn quorum_rule(&self) -> QuorumRule {
+        self.rule
+    }
+
     /// The committee over `db` with its quorum rule and tariffs.
     pub(crate) fn new(db: PolicyDb, rule: QuorumRule, tariff: Tariff) -> Result<Committee> {
         rule.validate()?;

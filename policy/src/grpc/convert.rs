@@ -322,6 +322,8 @@ pub fn application_to_proto(a: &ApplicationRecord) -> pb::Application {
             .collect(),
         fee: Some(fee_to_proto(&a.fee)),
         downloads_used: a.downloads_used,
+        // Filled by the service, which holds the rule.
+        quorum: None,
     }
 }
 

@@ -229,6 +229,18 @@ impl PolicyGrpc {
         PolicyServiceServer::new(self)
     }
 
+    /// An application as the contract carries it, with the quorum rule its review is decided by.
+    fn application(&self, app: &crate::committee::ApplicationRecord) -> pb::Application {
+        let rule = self.policy.quorum_rule();
+        let mut a = convert::application_to_proto(app);
+        a.quorum = Some(pb::QuorumRule {
+            min_voting: rule.min_voting,
+            approve_numerator: rule.approve_numerator,
+            approve_denominator: rule.approve_denominator,
+        });
+        a
+    }
+
     /// `names` as roles for `username`, once `actor` may manage that person (the role first: a refused caller
     /// learns nothing from the validation of the names).
     async fn roles_for(
@@ -608,7 +620,7 @@ impl PolicyService for PolicyGrpc {
             .file_application(&actor, form, amends, Origin(&origin))
             .await
             .map_err(refused)?;
-        Ok(Response::new(convert::application_to_proto(&app)))
+        Ok(Response::new(self.application(&app)))
     }
 
     async fn get_application(&self, request: Request<pb::ApplicationRef>) -> Reply<pb::Application> {
@@ -618,14 +630,14 @@ impl PolicyService for PolicyGrpc {
             .application(&actor, &r.id, Origin(&origin))
             .await
             .map_err(refused)?;
-        Ok(Response::new(convert::application_to_proto(&app)))
+        Ok(Response::new(self.application(&app)))
     }
 
     async fn list_applications(&self, request: Request<pb::Empty>) -> Reply<pb::ListApplicationsResponse> {
         let (_, actor, _) = self.authenticated(request).await?;
         let apps = self.policy.applications(&actor).await.map_err(refused)?;
         Ok(Response::new(pb::ListApplicationsResponse {
-            applications: apps.iter().map(convert::application_to_proto).collect(),
+            applications: apps.iter().map(|a| self.application(a)).collect(),
         }))
     }
 
@@ -636,7 +648,7 @@ impl PolicyService for PolicyGrpc {
             .withdraw(&actor, &r.id, Origin(&origin))
             .await
             .map_err(refused)?;
-        Ok(Response::new(convert::application_to_proto(&app)))
+        Ok(Response::new(self.application(&app)))
     }
 
     async fn estimate_fees(&self, request: Request<pb::ApplicationRef>) -> Reply<pb::FeeEstimate> {
@@ -656,7 +668,7 @@ impl PolicyService for PolicyGrpc {
             .assign(&actor, &r.id, &r.members, Origin(&origin))
             .await
             .map_err(refused)?;
-        Ok(Response::new(convert::application_to_proto(&app)))
+        Ok(Response::new(self.application(&app)))
     }
 
     async fn recuse(&self, request: Request<pb::RecuseRequest>) -> Reply<pb::Application> {
@@ -666,7 +678,7 @@ impl PolicyService for PolicyGrpc {
             .recuse(&actor, &r.id, &r.reason, Origin(&origin))
             .await
             .map_err(refused)?;
-        Ok(Response::new(convert::application_to_proto(&app)))
+        Ok(Response::new(self.application(&app)))
     }
 
     async fn cast_vote(&self, request: Request<pb::CastVoteRequest>) -> Reply<pb::Application> {
@@ -676,7 +688,7 @@ impl PolicyService for PolicyGrpc {
             .vote(&actor, &r.id, r.in_favour, &r.comment, Origin(&origin))
             .await
             .map_err(refused)?;
-        Ok(Response::new(convert::application_to_proto(&app)))
+        Ok(Response::new(self.application(&app)))
     }
 
     async fn decide(&self, request: Request<pb::DecideRequest>) -> Reply<pb::Application> {
@@ -695,7 +707,7 @@ impl PolicyService for PolicyGrpc {
             .decide(&actor, &r.id, conditions, Origin(&origin))
             .await
             .map_err(refused)?;
-        Ok(Response::new(convert::application_to_proto(&app)))
+        Ok(Response::new(self.application(&app)))
     }
 
     async fn revoke(&self, request: Request<pb::RevokeRequest>) -> Reply<pb::Application> {
@@ -705,7 +717,7 @@ impl PolicyService for PolicyGrpc {
             .revoke(&actor, &r.id, &r.reason, Origin(&origin))
             .await
             .map_err(refused)?;
-        Ok(Response::new(convert::application_to_proto(&app)))
+        Ok(Response::new(self.application(&app)))
     }
 
     async fn admit_use(&self, request: Request<pb::AdmitUseRequest>) -> Reply<pb::Application> {
@@ -717,7 +729,7 @@ impl PolicyService for PolicyGrpc {
             .admit_use(&actor, &r.id, kind, &tables, Origin(&origin))
             .await
             .map_err(refused)?;
-        Ok(Response::new(convert::application_to_proto(&app)))
+        Ok(Response::new(self.application(&app)))
     }
 
     async fn record_violation(&self, request: Request<pb::RecordViolationRequest>) -> Reply<pb::Violation> {
