@@ -59,6 +59,27 @@ pub struct LeakToTrace<'a> {
     pub bound: f64,
 }
 
+/// A leaked file as the release service takes it: 1 MiB chunks, the first naming the release, the file and the
+/// table (the service checks the session and the role before it reads any). At least one chunk, even for an empty
+/// file; `content` is dropped once copied into them.
+pub fn leak_chunks(content: Vec<u8>, release: &str, file_name: &str, table: &str) -> Vec<pb::TraceLeakChunk> {
+    let mut chunks: Vec<pb::TraceLeakChunk> = content
+        .chunks(CHUNK_BYTES)
+        .map(|part| pb::TraceLeakChunk {
+            content: part.to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    drop(content);
+    if chunks.is_empty() {
+        chunks.push(pb::TraceLeakChunk::default());
+    }
+    chunks[0].release_id = release.to_owned();
+    chunks[0].file_name = file_name.to_owned();
+    chunks[0].table = table.to_owned();
+    chunks
+}
+
 /// Hands `leak` to the release service, which reads it, scores every recipient with the release's fingerprint
 /// key (which never leaves the zone) and has the policy service admit and record the trace. The report and the
 /// audit entry's number.
@@ -73,21 +94,7 @@ pub async fn trace_leak(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // The file in 1 MiB chunks; the first names the release (the service checks the session and the role before
-    // it reads any).
-    let mut chunks: Vec<pb::TraceLeakChunk> = content
-        .chunks(CHUNK_BYTES)
-        .map(|part| pb::TraceLeakChunk {
-            content: part.to_vec(),
-            ..Default::default()
-        })
-        .collect();
-    if chunks.is_empty() {
-        chunks.push(pb::TraceLeakChunk::default());
-    }
-    chunks[0].release_id = leak.release.to_owned();
-    chunks[0].file_name = file_name;
-    chunks[0].table = leak.table.unwrap_or_default().to_owned();
+    let mut chunks = leak_chunks(content, leak.release, &file_name, leak.table.unwrap_or_default());
     chunks[0].false_accusation_bound = leak.bound;
     let answer = client
         .trace_leak(authed(&bearer(session)?, tokio_stream::iter(chunks)))

@@ -57,58 +57,29 @@ fn approved_on_platform(home: &Path, committee: &Committee, applicant: &Person, 
         "\n[[tables]]\ntable = \"patients\"\ncolumns = [\"linkage_key\", \"sex\", \"birth_date\", \"prefecture\"]\n";
     let recipients: Vec<String> = recipients.iter().map(|r| format!("{r:?}")).collect();
     let recipients = recipients.join(", ");
-    let form = home.join("on-platform.toml");
-    std::fs::write(
-        &form,
-        format!(
-            "title = \"Workspace study\"\npurpose = \"Testing\"\npublic_interest = \"Tests\"\n\
-             methods = \"Regression\"\nperiod_from = \"{today}\"\nperiod_to = \"{}\"\n\
-             channel = \"on_platform\"\nsecurity_measures = \"Platform workspace\"\nfunding = \"None\"\n\
-             recipients = [{recipients}]\nnot_for_advertising = true\n{tables}",
-            today + Duration::days(365)
-        ),
-    )
-    .unwrap();
+    let form = format!(
+        "title = \"Workspace study\"\npurpose = \"Testing\"\npublic_interest = \"Tests\"\n\
+         methods = \"Regression\"\nperiod_from = \"{today}\"\nperiod_to = \"{}\"\n\
+         channel = \"on_platform\"\nsecurity_measures = \"Platform workspace\"\nfunding = \"None\"\n\
+         recipients = [{recipients}]\nnot_for_advertising = true\n{tables}",
+        today + Duration::days(365)
+    );
+    let conditions = format!(
+        "channel = \"on_platform\"\nexpires_on = \"{}\"\nmax_downloads = 0\nrecipients = [{recipients}]\n\
+         pseudonymised = true\nprivacy = {{ k = 5, m = 1, max_suppression = 0.05 }}\n{tables}",
+        today + Duration::days(180)
+    );
     let service = PolicyService::start(home, &[]);
-    let app = service.run(
+    let id = common::people::approve(
+        &service,
         home,
         &[],
         applicant,
-        &["apply", "file", "--form", form.to_str().unwrap()],
-    );
-    let id = app["id"].as_str().expect("id").to_owned();
-    let names: Vec<&str> = committee.members.iter().map(|m| m.username.as_str()).collect();
-    service.run(
-        home,
-        &[],
-        &committee.chair,
-        &["committee", "assign", &id, "--members", &names.join(",")],
-    );
-    for m in &committee.members {
-        service.run(
-            home,
-            &[],
-            m,
-            &["committee", "vote", &id, "--approve", "--comment", "ok"],
-        );
-    }
-    let conditions = home.join("on-platform-conditions.toml");
-    std::fs::write(
+        (&committee.chair, committee.members.as_slice()),
+        &form,
         &conditions,
-        format!(
-            "channel = \"on_platform\"\nexpires_on = \"{}\"\nmax_downloads = 0\nrecipients = [{recipients}]\n\
-             pseudonymised = true\nprivacy = {{ k = 5, m = 1, max_suppression = 0.05 }}\n{tables}",
-            today + Duration::days(180)
-        ),
-    )
-    .unwrap();
-    let decided = service.run(
-        home,
-        &[],
-        &committee.chair,
-        &["committee", "decide", &id, "--conditions", conditions.to_str().unwrap()],
     );
-    assert_eq!(decided["status"], "approved", "{decided}");
+    let decided = service.run(home, &[], &committee.chair, &["apply", "show", &id]);
     assert_eq!(decided["conditions"]["pseudonymised"], true, "{decided}");
     id
 }

@@ -172,17 +172,22 @@ fn status_dashboard(lang: Lang, v: &Value) -> Markup {
     }
 }
 
-/// `GET /orders/{id}`: an order and, once done, the core's report.
-pub async fn show(State(console): State<AppState>, viewer: Viewer, Path(id): Path<u64>) -> Result<Response, PageError> {
-    let lang = viewer.lang;
-    let status = console
+/// Where core order `id` stands, as the policy service shows it to `viewer` (a report to its requester alone).
+pub(crate) async fn status_of(console: &AppState, viewer: &Viewer, id: u64) -> Result<pb::CoreOrderStatus, PageError> {
+    Ok(console
         .services
         .policy
         .clone()
         .get_core_order(authed(viewer.token(), pb::CoreOrderRef { id })?)
         .await
         .map_err(PageError::refused)?
-        .into_inner();
+        .into_inner())
+}
+
+/// `GET /orders/{id}`: an order and, once done, the core's report.
+pub async fn show(State(console): State<AppState>, viewer: Viewer, Path(id): Path<u64>) -> Result<Response, PageError> {
+    let lang = viewer.lang;
+    let status = status_of(&console, &viewer, id).await?;
     let finished = matches!(status.state.as_str(), "done" | "failed" | "expired");
     let result: Value = serde_json::from_str(&status.result_json).unwrap_or(Value::Null);
     let body = html! {

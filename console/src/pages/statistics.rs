@@ -391,14 +391,7 @@ pub async fn table_csv(
     viewer: Viewer,
     Path(id): Path<u64>,
 ) -> Result<Response, PageError> {
-    let status = console
-        .services
-        .policy
-        .clone()
-        .get_core_order(authed(viewer.token(), pb::CoreOrderRef { id })?)
-        .await
-        .map_err(PageError::refused)?
-        .into_inner();
+    let status = crate::pages::orders::status_of(&console, &viewer, id).await?;
     if status.operation != "statistics" || status.state != "done" {
         return Err(PageError::new(
             StatusCode::NOT_FOUND,

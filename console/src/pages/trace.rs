@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use tokumei_proto::release::v1 as rpb;
 use tokumei_release::trace::TraceReport;
 
 use crate::AppState;
@@ -16,9 +15,6 @@ use crate::fields::{Problems, described, field, invalid, text_named};
 use crate::i18n::Lang;
 use crate::layout::{csrf, page, row};
 use crate::services::{PageError, authed};
-
-/// The bytes of one message of the upload stream (the service takes at most 1 MiB a chunk).
-const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// The upload form, with `problems` beside their fields (a browser never refills a file input: it is chosen again).
 fn form_page(viewer: &Viewer, problems: &Problems) -> Markup {
@@ -133,20 +129,8 @@ pub async fn trace(State(console): State<AppState>, upload: SignedUpload) -> Res
     if !problems.is_empty() {
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, form_page(&viewer, &problems)).into_response());
     }
-    let mut chunks: Vec<rpb::TraceLeakChunk> = content
-        .chunks(CHUNK_BYTES)
-        .map(|part| rpb::TraceLeakChunk {
-            content: part.to_vec(),
-            ..Default::default()
-        })
-        .collect();
-    drop(content);
-    if chunks.is_empty() {
-        chunks.push(rpb::TraceLeakChunk::default());
-    }
-    chunks[0].release_id = release;
-    chunks[0].file_name = file_name;
-    chunks[0].table = fields.get("table").map(|t| t.trim().to_owned()).unwrap_or_default();
+    let table = fields.get("table").map(|t| t.trim().to_owned()).unwrap_or_default();
+    let chunks = tokumei_client::release::leak_chunks(content, &release, &file_name, &table);
     let answer = console
         .services
         .release_client()?

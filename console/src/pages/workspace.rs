@@ -802,14 +802,7 @@ pub async fn result(
 ) -> Result<Markup, PageError> {
     plain(&application)?;
     let lang = viewer.lang;
-    let status = console
-        .services
-        .policy
-        .clone()
-        .get_core_order(authed(viewer.token(), pb::CoreOrderRef { id: order })?)
-        .await
-        .map_err(PageError::refused)?
-        .into_inner();
+    let status = crate::pages::orders::status_of(&console, &viewer, order).await?;
     if status.operation != "analysis" {
         return Err(PageError::new(
             StatusCode::NOT_FOUND,
