@@ -2,7 +2,8 @@
 //!
 //! - [`Viewer`]: the signed-in person of a request (else a redirect to the sign-in page) and their language;
 //! - [`Signed`]: a form posted by a signed-in person with their session's CSRF token — every state-changing
-//!   route takes one, so a form without the token never reaches a handler (`403 CSRF_INVALID`).
+//!   route takes one, so a form without the token never reaches a handler (`403 CSRF_INVALID`);
+//! - [`SignedUpload`]: the same for a file upload (`multipart/form-data`), the token its first field.
 
 use std::sync::Arc;
 
@@ -196,8 +197,9 @@ pub const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6
 const UPLOAD_FIELD_LIMIT: usize = 4 * 1024;
 
 /// A file posted by [`Viewer`] in a `multipart/form-data` form whose **first** field is the session's CSRF token:
-/// the token is checked before any other byte of the body is read, so a forged upload is refused without being
-/// received. Text fields come as they were typed; the one file field as its name and bytes.
+/// the token is checked before any more of the body is asked for (what already arrived is buffered, never more than
+/// [`UPLOAD_LIMIT`]), and only then is one of the console's upload slots taken. Text fields come as they were
+/// typed; the one file field (named `file`) as its name and bytes.
 pub struct SignedUpload {
     /// Who posted it.
     pub viewer: Viewer,
@@ -207,6 +209,9 @@ pub struct SignedUpload {
     pub file_name: String,
     /// The file's bytes.
     pub content: Vec<u8>,
+    /// The upload slot: the handler keeps it until it is done with the bytes, so that at most
+    /// [`crate::CONCURRENT_UPLOADS`] files are held in memory at once.
+    pub permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 fn upload_refused(status: StatusCode, reason: &str, message: &str) -> Response {
@@ -226,13 +231,6 @@ impl FromRequest<AppState> for SignedUpload {
                 "only operators upload files here",
             ));
         }
-        let Ok(_permit) = state.uploads.try_acquire() else {
-            return Err(upload_refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UPLOADS_BUSY",
-                "other uploads are being received; try again in a moment",
-            ));
-        };
         let boundary = parts
             .headers
             .get(axum::http::header::CONTENT_TYPE)
@@ -247,29 +245,46 @@ impl FromRequest<AppState> for SignedUpload {
                     .per_field(UPLOAD_FIELD_LIMIT as u64)
                     .for_field("file", UPLOAD_LIMIT as u64),
             );
-        let multipart = multer::Multipart::with_constraints(body.into_data_stream(), boundary, limits);
-        match tokio::time::timeout(UPLOAD_TIMEOUT, read_upload(multipart, &viewer)).await {
+        let mut multipart = multer::Multipart::with_constraints(body.into_data_stream(), boundary, limits);
+        // The token within a form's time, before a slot is taken: a client trickling it holds no slot.
+        match tokio::time::timeout(FORM_TIMEOUT, check_token(&mut multipart, &viewer)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(refusal)) => return Err(refusal),
+            Err(_) => return Err(too_slow()),
+        }
+        let Ok(permit) = state.uploads.clone().try_acquire_owned() else {
+            return Err(upload_refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UPLOADS_BUSY",
+                "other uploads are being handled; try again in a moment",
+            ));
+        };
+        match tokio::time::timeout(UPLOAD_TIMEOUT, read_upload(multipart)).await {
             Ok(Ok((fields, file_name, content))) => Ok(SignedUpload {
                 viewer,
                 fields,
                 file_name,
                 content,
+                permit,
             }),
             Ok(Err(refusal)) => Err(refusal),
-            Err(_) => Err(upload_refused(
-                StatusCode::REQUEST_TIMEOUT,
-                "FORM_TIMEOUT",
-                "the upload took too long to arrive",
-            )),
+            Err(_) => Err(too_slow()),
         }
     }
 }
 
+fn too_slow() -> Response {
+    upload_refused(
+        StatusCode::REQUEST_TIMEOUT,
+        "FORM_TIMEOUT",
+        "the upload took too long to arrive",
+    )
+}
+
 type UploadParts = (std::collections::BTreeMap<String, String>, String, Vec<u8>);
 
-/// The token first (else nothing more is read), then the text fields and the file.
-async fn read_upload(mut multipart: multer::Multipart<'static>, viewer: &Viewer) -> Result<UploadParts, Response> {
-    let refused = |e: multer::Error| match e {
+fn multipart_refused(e: multer::Error) -> Response {
+    match e {
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => upload_refused(
             StatusCode::PAYLOAD_TOO_LARGE,
             "FORM_TOO_LARGE",
@@ -281,7 +296,12 @@ async fn read_upload(mut multipart: multer::Multipart<'static>, viewer: &Viewer)
             "the upload carries a field it may not",
         ),
         _ => upload_refused(StatusCode::BAD_REQUEST, "FORM_INVALID", "the upload could not be read"),
-    };
+    }
+}
+
+/// The first field must be the session's token (else nothing more is asked for).
+async fn check_token(multipart: &mut multer::Multipart<'static>, viewer: &Viewer) -> Result<(), Response> {
+    let refused = multipart_refused;
     let first = multipart.next_field().await.map_err(refused)?;
     let token = match first {
         Some(f) if f.name() == Some("csrf") => f.text().await.map_err(refused)?,
@@ -295,10 +315,23 @@ async fn read_upload(mut multipart: multer::Multipart<'static>, viewer: &Viewer)
             "the form did not carry this session's token; reload the page and try again",
         ));
     }
+    Ok(())
+}
+
+/// The text fields and the one file (a part named `file` with a file name; no other part may carry one).
+async fn read_upload(mut multipart: multer::Multipart<'static>) -> Result<UploadParts, Response> {
+    let refused = multipart_refused;
     let mut fields = std::collections::BTreeMap::new();
     let mut file = None;
     while let Some(mut field) = multipart.next_field().await.map_err(refused)? {
         let name = field.name().unwrap_or_default().to_owned();
+        if (name == "file") != field.file_name().is_some() {
+            return Err(upload_refused(
+                StatusCode::BAD_REQUEST,
+                "FORM_INVALID",
+                "only the file field carries a file",
+            ));
+        }
         if let Some(file_name) = field.file_name().map(str::to_owned) {
             if file.is_some() {
                 return Err(upload_refused(

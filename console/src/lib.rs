@@ -87,8 +87,9 @@ pub struct Console {
     pub published: Option<PathBuf>,
     /// Sign-in attempts per client address.
     pub throttle: throttle::SignInThrottle,
-    /// Uploads being received at once (each is held in memory until the zone answers).
-    pub uploads: tokio::sync::Semaphore,
+    /// Upload slots: a slot is taken once an upload's token is checked and kept until its handler is done with
+    /// the bytes (the zone answered), so at most [`CONCURRENT_UPLOADS`] files are in memory at once.
+    pub uploads: Arc<tokio::sync::Semaphore>,
     /// The pinned platform key for released outputs (see [`ConsoleConfig::platform_key`]).
     pub platform_key: Option<tokumei_policy::service_key::ServicePublicKey>,
 }
@@ -118,7 +119,7 @@ impl Console {
             secure,
             published: config.published.clone(),
             throttle: Default::default(),
-            uploads: tokio::sync::Semaphore::new(CONCURRENT_UPLOADS),
+            uploads: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_UPLOADS)),
             platform_key,
         })
     }
@@ -167,6 +168,25 @@ pub async fn serve(
         what: "listen address".into(),
         source,
     })?;
+    // Ended sessions are dropped within a minute, whether or not anyone comes back.
+    let sweeper = Arc::downgrade(&console);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(sessions::SWEEP_EVERY);
+        loop {
+            every.tick().await;
+            match sweeper.upgrade() {
+                Some(console) => console.sessions.sweep(),
+                None => break,
+            }
+        }
+    });
+    if console.platform_key.is_some() {
+        tracing::info!("released outputs are checked against the pinned platform key");
+    } else {
+        tracing::warn!(
+            "no platform key pinned (--platform-key): released outputs are checked against the key they name"
+        );
+    }
     let app = router(console);
     let task = tokio::spawn(tokumei_platform::https::serve(
         app,

@@ -85,12 +85,10 @@ struct Entry {
 #[derive(Default)]
 pub struct SessionStore {
     entries: Mutex<HashMap<[u8; 32], Entry>>,
-    /// When ended sessions were last dropped.
-    swept: Mutex<Option<Instant>>,
 }
 
-/// How often ended sessions are dropped.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often the serving console drops ended sessions.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// A fresh random token of 32 bytes, hex (cookie identifiers, CSRF tokens).
 pub fn random_token() -> String {
@@ -138,18 +136,20 @@ impl SessionStore {
         cookie
     }
 
-    /// The session `cookie` names, if it is alive (and marks it used). At most once a minute, every session that
-    /// ended is dropped with what it held (its policy session, its workspace keys) — not only at the next sign-in.
+    /// Drops every session that ended, with what it held (its policy session, its workspace keys): the serving
+    /// console calls it every [`SWEEP_EVERY`], so nothing of an ended session waits for the next sign-in.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, e| alive(e, now));
+    }
+
+    /// The session `cookie` names, if it is alive (and marks it used).
     pub fn get(&self, cookie: &str) -> Option<Arc<ConsoleSession>> {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        {
-            let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
-            if swept.is_none_or(|at| now.duration_since(at) >= SWEEP_EVERY) {
-                entries.retain(|_, e| alive(e, now));
-                *swept = Some(now);
-            }
-        }
         let k = key(cookie);
         let entry = entries.get_mut(&k)?;
         if !alive(entry, now) {

@@ -259,6 +259,19 @@ async fn an_upload_is_refused_unless_its_first_field_is_the_token() {
     let (status, _, text) = send(&c, upload("/trace", &cookie, &[("csrf", None, &huge), file])).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(text.contains("FORM_TOO_LARGE"));
+    // A file in another field than `file`, or `file` as text: refused.
+    for parts in [
+        [
+            ("csrf", None, csrf.as_str()),
+            ("release", Some("leak.csv"), "a,b\n"),
+            file,
+        ],
+        [("csrf", None, csrf.as_str()), release, ("file", None, "a,b\n")],
+    ] {
+        let (status, _, text) = send(&c, upload("/trace", &cookie, &parts)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{parts:?}");
+        assert!(text.contains("FORM_INVALID"));
+    }
     // Someone who may not trace: refused before a byte of the body is read.
     let (researcher, theirs_too) = signed_in(&c);
     let parts = [("csrf", None, theirs_too.as_str()), release, file];

@@ -487,7 +487,10 @@ async fn an_application_goes_from_form_to_deleted_download_in_the_browser_and_at
     // with a recovery code).
     sign_in(c, &console, &chair, Second::Recovery(&chair.recovery_codes[0])).await;
     c.goto(&format!("{}/applications/{id}", console.url)).await.unwrap();
-    assert!(text(c, "#quorum").await.contains("賛成 3"));
+    let quorum = text(c, "#quorum").await;
+    assert!(quorum.contains("賛成 3"), "{quorum}");
+    // The rule the service is configured with (here its default), not text of the console's own.
+    assert!(quorum.contains("定足数：3名以上、賛成2/3以上"), "{quorum}");
     submit(c, "#plan").await;
     wait_for_order(c).await;
     assert!(

@@ -243,9 +243,7 @@ pub async fn complete(
         .into_inner()
         .outcome_json;
     let outcome: Value = serde_json::from_str(&outcome).unwrap_or(Value::Null);
-    if let Ok(mut built) = viewer.session.built.lock() {
-        *built = Some((id, outcome));
-    }
+    *viewer.session.built.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, outcome));
     Ok(crate::layout::see_other(&format!("/orders/{id}/built")))
 }
 
@@ -256,8 +254,10 @@ pub async fn built(viewer: Viewer, Path(id): Path<u64>) -> Result<Markup, PageEr
         .session
         .built
         .lock()
-        .ok()
-        .and_then(|b| b.as_ref().filter(|(order, _)| *order == id).map(|(_, o)| o.clone()))
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .filter(|(order, _)| *order == id)
+        .map(|(_, o)| o.clone())
         .ok_or_else(|| {
             PageError::new(
                 axum::http::StatusCode::NOT_FOUND,

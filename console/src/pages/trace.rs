@@ -113,6 +113,7 @@ pub async fn trace(State(console): State<AppState>, upload: SignedUpload) -> Res
         fields,
         file_name,
         content,
+        permit,
     } = upload;
     let lang = viewer.lang;
     let release = fields.get("release").map(|r| r.trim().to_owned()).unwrap_or_default();
@@ -138,6 +139,8 @@ pub async fn trace(State(console): State<AppState>, upload: SignedUpload) -> Res
         .await
         .map_err(PageError::refused)?
         .into_inner();
+    // The bytes are gone: the slot is free for another upload.
+    drop(permit);
     let report: TraceReport = serde_json::from_str(&answer.report_json).map_err(|_| {
         PageError::new(
             StatusCode::BAD_GATEWAY,

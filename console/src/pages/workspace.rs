@@ -61,7 +61,8 @@ struct Pending {
     order: u64,
     application: String,
     reads: Reads,
-    /// Boxed: the secret stays at one address while the queue moves its entries, and is wiped there on drop.
+    /// Boxed, so that the queue's moves leave no copies of the secret behind (it is wiped where it lies on drop;
+    /// the stack temporary it was generated in is not).
     key: Box<RecipientKey>,
 }
 

@@ -290,7 +290,8 @@ pub fn fee_to_proto(e: &FeeEstimate) -> pb::FeeEstimate {
 }
 
 /// An application with its review and decision.
-pub fn application_to_proto(a: &ApplicationRecord) -> pb::Application {
+/// Without the quorum rule, which only the service holds: callers go through `PolicyGrpc::application`.
+pub(crate) fn application_to_proto(a: &ApplicationRecord) -> pb::Application {
     pb::Application {
         id: a.id.clone(),
         kind: a.kind.as_str().to_owned(),
