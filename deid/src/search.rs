@@ -58,6 +58,57 @@ pub(crate) fn dispatch<W: WithKey>(ds: &Dataset, w: W) -> Result<W::Out> {
     }
 }
 
+/// Finds the optimal transformation and applies it, building the engine — the bottom class table — once for both
+/// (what [`search`] then [`crate::transform::apply`] would give, with one table built instead of two).
+pub fn search_and_apply(
+    ds: &Dataset,
+    model: &PrivacyModel,
+    metric: Metric,
+) -> Result<(SearchOutcome, crate::transform::Anonymized)> {
+    model.validate(ds)?;
+    let lattice = Lattice::new(&ds.heights())?;
+    struct Run<'a> {
+        ds: &'a Dataset,
+        model: &'a PrivacyModel,
+        metric: Metric,
+        lattice: Lattice,
+    }
+    impl WithKey for Run<'_> {
+        type Out = Result<(SearchOutcome, crate::transform::Anonymized)>;
+        fn run<K: PackedKey>(self, layout: Layout) -> Self::Out {
+            let engine = Engine::<K>::new(self.ds, self.model, self.metric, layout);
+            let found = optimum(&engine, &self.lattice)?;
+            let applied = crate::transform::applied(&engine, &found.levels);
+            Ok((found, applied))
+        }
+    }
+    dispatch(
+        ds,
+        Run {
+            ds,
+            model,
+            metric,
+            lattice,
+        },
+    )?
+}
+
+/// The optimal node of `lattice` under `engine`, or why there is none.
+fn optimum<K: PackedKey>(engine: &Engine<'_, K>, lattice: &Lattice) -> Result<SearchOutcome> {
+    let mut s = Searcher::new(engine, lattice);
+    s.run();
+    match s.best {
+        Some((idx, eval)) => Ok(SearchOutcome {
+            levels: lattice.levels(idx),
+            metric: eval.metric,
+            suppressed: eval.suppressed,
+            nodes_checked: s.checked,
+            lattice_size: lattice.size(),
+        }),
+        None => Err(Error::NoSolution(Box::new(diagnose(engine, lattice)))),
+    }
+}
+
 /// Finds the optimal transformation. Returns [`Error::NoSolution`] (with the smallest suppression
 /// limit that would work) if no node is feasible.
 pub fn search(ds: &Dataset, model: &PrivacyModel, metric: Metric) -> Result<SearchOutcome> {
@@ -73,18 +124,7 @@ pub fn search(ds: &Dataset, model: &PrivacyModel, metric: Metric) -> Result<Sear
         type Out = Result<SearchOutcome>;
         fn run<K: PackedKey>(self, layout: Layout) -> Self::Out {
             let engine = Engine::<K>::new(self.ds, self.model, self.metric, layout);
-            let mut s = Searcher::new(&engine, &self.lattice);
-            s.run();
-            match s.best {
-                Some((idx, eval)) => Ok(SearchOutcome {
-                    levels: self.lattice.levels(idx),
-                    metric: eval.metric,
-                    suppressed: eval.suppressed,
-                    nodes_checked: s.checked,
-                    lattice_size: self.lattice.size(),
-                }),
-                None => Err(Error::NoSolution(Box::new(diagnose(&engine, &self.lattice)))),
-            }
+            optimum(&engine, &self.lattice)
         }
     }
     dispatch(

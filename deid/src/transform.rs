@@ -50,15 +50,7 @@ pub fn apply(ds: &Dataset, model: &PrivacyModel, metric: Metric, levels: &[u32])
         type Out = Anonymized;
         fn run<K: PackedKey>(self, layout: Layout) -> Anonymized {
             let engine = Engine::<K>::new(self.ds, self.model, self.metric, layout);
-            let d = engine.detail(self.levels);
-            Anonymized {
-                levels: self.levels.to_vec(),
-                row_suppressed: d.row_suppressed,
-                suppressed: d.eval.suppressed,
-                class_sizes: d.class_sizes,
-                metric: d.eval.metric,
-                feasible: d.eval.feasible,
-            }
+            applied(&engine, self.levels)
         }
     }
     dispatch(
@@ -70,6 +62,20 @@ pub fn apply(ds: &Dataset, model: &PrivacyModel, metric: Metric, levels: &[u32])
             levels,
         },
     )
+}
+
+/// `levels` applied by `engine` (built for the dataset, model and metric at hand): which rows it suppresses and the
+/// classes it keeps.
+pub(crate) fn applied<K: PackedKey>(engine: &Engine<'_, K>, levels: &[u32]) -> Anonymized {
+    let d = engine.detail(levels);
+    Anonymized {
+        levels: levels.to_vec(),
+        row_suppressed: d.row_suppressed,
+        suppressed: d.eval.suppressed,
+        class_sizes: d.class_sizes,
+        metric: d.eval.metric,
+        feasible: d.eval.feasible,
+    }
 }
 
 /// Class sizes of the untransformed data (for the "before" risk).
