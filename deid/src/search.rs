@@ -65,6 +65,24 @@ pub fn search_and_apply(
     model: &PrivacyModel,
     metric: Metric,
 ) -> Result<(SearchOutcome, crate::transform::Anonymized)> {
+    let (found, applied) = optimise(ds, model, metric, true)?;
+    let applied = applied.ok_or_else(|| Error::Config("the optimum was not applied".into()))?;
+    Ok((found, applied))
+}
+
+/// Finds the optimal transformation. Returns [`Error::NoSolution`] (with the smallest suppression
+/// limit that would work) if no node is feasible.
+pub fn search(ds: &Dataset, model: &PrivacyModel, metric: Metric) -> Result<SearchOutcome> {
+    Ok(optimise(ds, model, metric, false)?.0)
+}
+
+/// The optimum under one engine, and — when `apply` — the optimum applied by that same engine.
+fn optimise(
+    ds: &Dataset,
+    model: &PrivacyModel,
+    metric: Metric,
+    apply: bool,
+) -> Result<(SearchOutcome, Option<crate::transform::Anonymized>)> {
     model.validate(ds)?;
     let lattice = Lattice::new(&ds.heights())?;
     struct Run<'a> {
@@ -72,13 +90,14 @@ pub fn search_and_apply(
         model: &'a PrivacyModel,
         metric: Metric,
         lattice: Lattice,
+        apply: bool,
     }
     impl WithKey for Run<'_> {
-        type Out = Result<(SearchOutcome, crate::transform::Anonymized)>;
+        type Out = Result<(SearchOutcome, Option<crate::transform::Anonymized>)>;
         fn run<K: PackedKey>(self, layout: Layout) -> Self::Out {
             let engine = Engine::<K>::new(self.ds, self.model, self.metric, layout);
             let found = optimum(&engine, &self.lattice)?;
-            let applied = crate::transform::applied(&engine, &found.levels);
+            let applied = self.apply.then(|| crate::transform::applied(&engine, &found.levels));
             Ok((found, applied))
         }
     }
@@ -89,6 +108,7 @@ pub fn search_and_apply(
             model,
             metric,
             lattice,
+            apply,
         },
     )?
 }
@@ -107,35 +127,6 @@ fn optimum<K: PackedKey>(engine: &Engine<'_, K>, lattice: &Lattice) -> Result<Se
         }),
         None => Err(Error::NoSolution(Box::new(diagnose(engine, lattice)))),
     }
-}
-
-/// Finds the optimal transformation. Returns [`Error::NoSolution`] (with the smallest suppression
-/// limit that would work) if no node is feasible.
-pub fn search(ds: &Dataset, model: &PrivacyModel, metric: Metric) -> Result<SearchOutcome> {
-    model.validate(ds)?;
-    let lattice = Lattice::new(&ds.heights())?;
-    struct Run<'a> {
-        ds: &'a Dataset,
-        model: &'a PrivacyModel,
-        metric: Metric,
-        lattice: Lattice,
-    }
-    impl WithKey for Run<'_> {
-        type Out = Result<SearchOutcome>;
-        fn run<K: PackedKey>(self, layout: Layout) -> Self::Out {
-            let engine = Engine::<K>::new(self.ds, self.model, self.metric, layout);
-            optimum(&engine, &self.lattice)
-        }
-    }
-    dispatch(
-        ds,
-        Run {
-            ds,
-            model,
-            metric,
-            lattice,
-        },
-    )?
 }
 
 const INFEASIBLE: u8 = 1;
