@@ -46,6 +46,18 @@ pub struct AnonymizeBench {
     /// Skip the Adult part.
     #[arg(long)]
     pub skip_adult: bool,
+    /// Suppression limits to run on Adult (and its scaled copies), as fractions.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.0, 0.05])]
+    pub suppression: Vec<f64>,
+    /// Also run on Adult-like tables of this many rows: Adult's records drawn with replacement (a
+    /// fixed seed), so columns, joint value distribution and hierarchies are Adult's. Repeatable,
+    /// e.g. `--scaled 300000,1000000` (the sizes of ARX's side-by-side reference).
+    #[arg(long, value_delimiter = ',')]
+    pub scaled: Vec<usize>,
+    /// Write each scaled table as `adult-<rows>.csv` (`;`-separated, like adult.csv) into this
+    /// directory, for whole-process runs of `tokumei anonymize`.
+    #[arg(long)]
+    pub write_scaled: Option<PathBuf>,
     /// Rows of the synthetic patient table (0 skips it).
     #[arg(long, default_value_t = 10_000_000)]
     pub rows: usize,
@@ -125,6 +137,8 @@ struct Report {
     machine: String,
     threads: usize,
     adult: Option<AdultReport>,
+    /// Adult-like tables of `--scaled` rows.
+    scaled: Vec<AdultReport>,
     synthetic: Option<SyntheticReport>,
     /// Peak RSS of the whole benchmark process (VmHWM).
     peak_rss_mib: f64,
@@ -132,11 +146,26 @@ struct Report {
 
 /// Runs `tokumei bench anonymize`; a table by default, JSON with `json`.
 pub fn run(a: AnonymizeBench, json: bool) -> Result<()> {
-    let adult = if a.skip_adult {
-        None
-    } else {
-        Some(bench_adult(&a.adult_dir, a.runs.max(1))?)
-    };
+    let runs = a.runs.max(1);
+    let (mut adult, mut scaled) = (None, Vec::new());
+    if !a.skip_adult || !a.scaled.is_empty() {
+        let (table, qis, load_ms) = load_adult(&a.adult_dir)?;
+        if !a.skip_adult {
+            adult = Some(bench_table(&table, qis.clone(), load_ms, runs, &a.suppression)?);
+        }
+        for &rows in &a.scaled {
+            progress(&format!("Adult-like table of {rows} records: drawing"));
+            let t = Instant::now();
+            let big = scale_adult(&table, rows)?;
+            let made_ms = ms(t.elapsed());
+            if let Some(dir) = &a.write_scaled {
+                let path = dir.join(format!("adult-{rows}.csv"));
+                progress(&format!("writing {}", path.display()));
+                write_table(&big, &path)?;
+            }
+            scaled.push(bench_table(&big, qis.clone(), made_ms, runs, &a.suppression)?);
+        }
+    }
     let synthetic = if a.rows == 0 {
         None
     } else {
@@ -146,6 +175,7 @@ pub fn run(a: AnonymizeBench, json: bool) -> Result<()> {
         machine: machine(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         adult,
+        scaled,
         synthetic,
         peak_rss_mib: peak_rss_mib(None),
     };
@@ -173,7 +203,8 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-fn bench_adult(dir: &Path, runs: usize) -> Result<AdultReport> {
+/// Adult's table and its QIs with ARX's hierarchies, and how long reading them took.
+fn load_adult(dir: &Path) -> Result<(Table, Vec<QiInput>, f64)> {
     progress(&format!("Adult: loading {}", dir.display()));
     let t = Instant::now();
     let table = Table::read_csv(&dir.join("adult.csv"), b';')
@@ -189,12 +220,71 @@ fn bench_adult(dir: &Path, runs: usize) -> Result<AdultReport> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let load_ms = ms(t.elapsed());
+    Ok((table, qis, ms(t.elapsed())))
+}
+
+/// ARX 3.9.2's warm `anonymize()` on this machine kind (`../shared/reference/arx-3.9.2.md`), in ms.
+fn arx_warm_ms(records: usize, suppression: f64) -> &'static str {
+    match (records, suppression == 0.0) {
+        (30_162, true) => "31–37",
+        (30_162, false) if suppression == 0.05 => "602–627",
+        (300_000, true) => "445",
+        (300_000, false) if suppression == 0.05 => "8038",
+        (1_000_000, true) => "1352",
+        (1_000_000, false) if suppression == 0.05 => "29612",
+        _ => "—",
+    }
+}
+
+/// An Adult-like table of `rows` records: every column's values drawn independently from that
+/// column of Adult (with replacement, fixed seed), so columns, value distributions and hierarchies
+/// are Adult's while the QI combinations are new. (Drawing whole records instead would repeat each
+/// Adult record ~33 times at 1M rows, and k = 5 would hold without any generalisation.)
+fn scale_adult(adult: &Table, rows: usize) -> Result<Table> {
+    let mut rng = Rng(0x00AD_0017 ^ rows as u64);
+    let n = adult.rows() as u64;
+    let columns = adult
+        .columns()
+        .iter()
+        .map(|col| {
+            let mut c = Column::new(col.name());
+            for _ in 0..rows {
+                c.push(col.value((rng.next_u64() % n) as usize));
+            }
+            c
+        })
+        .collect();
+    Ok(Table::from_columns(columns)?)
+}
+
+/// Writes `table` as `;`-separated text with a header, like adult.csv.
+fn write_table(table: &Table, path: &Path) -> Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = csv::WriterBuilder::new()
+        .delimiter(b';')
+        .from_writer(std::io::BufWriter::new(file));
+    w.write_record(table.names())?;
+    for row in 0..table.rows() {
+        w.write_record(table.columns().iter().map(|c| c.value(row)))?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Median in-process timings of `search` and of a whole `job::run` on one table, per suppression limit.
+fn bench_table(
+    table: &Table,
+    qis: Vec<QiInput>,
+    load_ms: f64,
+    runs: usize,
+    suppressions: &[f64],
+) -> Result<AdultReport> {
+    let records = table.rows();
     let t = Instant::now();
-    let ds = Dataset::encode(&table, qis, vec![], None)?;
+    let ds = Dataset::encode(table, qis, vec![], None)?;
     let encode_ms = ms(t.elapsed());
     let mut rows = Vec::new();
-    for (suppression, arx) in [(0.0, "31–37"), (0.05, "602–627")] {
+    for &suppression in suppressions {
         let cfg = JobConfig {
             model: PrivacyModel {
                 k: 5,
@@ -205,7 +295,7 @@ fn bench_adult(dir: &Path, runs: usize) -> Result<AdultReport> {
             ..Default::default()
         };
         progress(&format!(
-            "Adult: k=5, suppression {:.0} %, {runs} warm runs",
+            "{records} records: k=5, suppression {:.0} %, {runs} warm runs",
             suppression * 100.0
         ));
         let warm = search(&ds, &cfg.model, cfg.metric)?;
@@ -235,11 +325,11 @@ fn bench_adult(dir: &Path, runs: usize) -> Result<AdultReport> {
             levels: warm.levels,
             suppressed,
             loss: warm.metric.value,
-            arx_warm_ms: arx,
+            arx_warm_ms: arx_warm_ms(records, suppression),
         });
     }
     Ok(AdultReport {
-        records: table.rows(),
+        records,
         qis: ADULT_QIS.len(),
         load_ms,
         encode_ms,
@@ -502,37 +592,46 @@ fn bench_synthetic(rows: usize, seed: u64) -> Result<SyntheticReport> {
     })
 }
 
+fn print_table(name: &str, a: &AdultReport, load: &str) {
+    println!();
+    println!(
+        "{name}: {} records, {} QIs ({load} {:.1} ms, encode {:.1} ms)",
+        a.records, a.qis, a.load_ms, a.encode_ms
+    );
+    println!(
+        "{:>3} {:>6} {:>12} {:>10} {:>10} {:>10} {:>8} {:>10} {:>9} {:>12}",
+        "k", "supp", "search ms", "min", "max", "job ms", "nodes", "suppressed", "loss", "ARX warm ms"
+    );
+    for row in &a.rows {
+        println!(
+            "{:>3} {:>5.0}% {:>12.2} {:>10.2} {:>10.2} {:>10.2} {:>8} {:>10} {:>9.5} {:>12}",
+            row.k,
+            row.suppression * 100.0,
+            row.search_ms_median,
+            row.search_ms_min,
+            row.search_ms_max,
+            row.job_ms_median,
+            format!("{}/{}", row.nodes_checked, row.lattice_size),
+            row.suppressed,
+            row.loss,
+            row.arx_warm_ms
+        );
+    }
+    if let Some(first) = a.rows.first() {
+        println!(
+            "(median of {} warm runs; levels in QI order: {:?})",
+            first.runs, first.levels
+        );
+    }
+}
+
 fn print_human(r: &Report) {
     println!("anonymisation benchmark — {}", r.machine);
     if let Some(a) = &r.adult {
-        println!();
-        println!(
-            "Adult: {} records, {} QIs (load {:.1} ms, encode {:.1} ms)",
-            a.records, a.qis, a.load_ms, a.encode_ms
-        );
-        println!(
-            "{:>3} {:>6} {:>12} {:>10} {:>10} {:>10} {:>8} {:>10} {:>9} {:>12}",
-            "k", "supp", "search ms", "min", "max", "job ms", "nodes", "suppressed", "loss", "ARX warm ms"
-        );
-        for row in &a.rows {
-            println!(
-                "{:>3} {:>5.0}% {:>12.2} {:>10.2} {:>10.2} {:>10.2} {:>8} {:>10} {:>9.5} {:>12}",
-                row.k,
-                row.suppression * 100.0,
-                row.search_ms_median,
-                row.search_ms_min,
-                row.search_ms_max,
-                row.job_ms_median,
-                format!("{}/{}", row.nodes_checked, row.lattice_size),
-                row.suppressed,
-                row.loss,
-                row.arx_warm_ms
-            );
-        }
-        println!(
-            "(median of {} warm runs; levels in QI order: {:?})",
-            a.rows[0].runs, a.rows[0].levels
-        );
+        print_table("Adult", a, "load");
+    }
+    for a in &r.scaled {
+        print_table("Adult-like", a, "drawn in");
     }
     if let Some(s) = &r.synthetic {
         println!();

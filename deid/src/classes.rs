@@ -7,6 +7,7 @@
 //! the number of rows, bounds the work.
 
 use std::hash::Hash;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -99,43 +100,161 @@ impl<K: PackedKey> ClassTable<K> {
     }
 }
 
-/// Accumulates classes, in first-seen order (deterministic).
-struct Grouper<K> {
-    index: FastMap<K, u32>,
+/// Zeroed slot arrays for dense grouping, kept between roll-ups so that a roll-up neither
+/// allocates nor faults in fresh pages. Owned by the engine, so they are freed with it.
+#[derive(Debug, Default)]
+pub(crate) struct SlotPool(Mutex<Vec<Vec<u32>>>);
+
+impl SlotPool {
+    fn take(&self, size: usize) -> Vec<u32> {
+        let mut slots = self
+            .0
+            .lock()
+            .map_or_else(|_| Vec::new(), |mut p| p.pop().unwrap_or_default());
+        if slots.len() < size {
+            slots.resize(size, 0);
+        }
+        slots
+    }
+    fn give(&self, slots: Vec<u32>) {
+        if let Ok(mut p) = self.0.lock() {
+            p.push(slots);
+        }
+    }
+}
+
+/// Largest key space grouped by direct addressing (4 Mi slots, 16 MiB per concurrent roll-up).
+const DENSE_MAX: usize = 1 << 22;
+
+/// Direct addressing of a node's classes: the mixed-radix number of a key's generalised codes
+/// indexes a slot array, so grouping is one array access per class instead of a hash probe.
+#[derive(Debug, Clone)]
+pub(crate) struct DensePlan {
+    /// Per QI: (shift, mask, stride).
+    fields: Vec<(u32, u64, usize)>,
+    size: usize,
+}
+
+impl DensePlan {
+    /// A plan for the node `levels` when its key space is small enough to address directly,
+    /// given that about `inputs` keys will be grouped (sparse large arrays cost more than hashing).
+    pub fn new(ds: &Dataset, layout: &Layout, levels: &[u32], inputs: usize) -> Option<Self> {
+        let mut size = 1usize;
+        let mut fields = Vec::with_capacity(levels.len());
+        for (j, &l) in levels.iter().enumerate() {
+            let m = ds.qis[j].hierarchy.level(l as usize).labels().len().max(1);
+            fields.push((layout.shifts[j], layout.masks[j], size));
+            size = size.checked_mul(m)?;
+            if size > DENSE_MAX {
+                return None;
+            }
+        }
+        (size <= (1 << 18).max(inputs.saturating_mul(8))).then_some(Self { fields, size })
+    }
+    #[inline]
+    fn index<K: PackedKey>(&self, key: K) -> usize {
+        self.fields
+            .iter()
+            .map(|&(shift, mask, stride)| key.field(shift, mask) as usize * stride)
+            .sum()
+    }
+}
+
+/// How a grouper finds a key's class.
+enum Index<'p, K> {
+    Hash(FastMap<K, u32>),
+    /// Slot `i` holds class number + 1 (0 = none yet).
+    Dense(&'p DensePlan, Vec<u32>, &'p SlotPool),
+}
+
+/// Accumulates classes, in first-seen order (deterministic, and the same order whichever index
+/// is used).
+struct Grouper<'p, K> {
+    index: Index<'p, K>,
     table: ClassTable<K>,
     attrs: usize,
 }
 
-impl<K: PackedKey> Grouper<K> {
-    fn new(levels: Vec<u32>, attrs: usize, capacity: usize) -> Self {
-        let mut index = FastMap::default();
-        index.reserve(capacity);
+impl<'p, K: PackedKey> Grouper<'p, K> {
+    fn new(levels: Vec<u32>, attrs: usize, capacity: usize, dense: Option<(&'p DensePlan, &'p SlotPool)>) -> Self {
+        let index = match dense {
+            Some((plan, pool)) => Index::Dense(plan, pool.take(plan.size), pool),
+            None => {
+                let mut index = FastMap::default();
+                index.reserve(capacity);
+                Index::Hash(index)
+            }
+        };
         Self {
             index,
             table: ClassTable {
                 levels,
+                keys: Vec::with_capacity(capacity),
+                counts: Vec::with_capacity(capacity),
                 hists: vec![Vec::new(); attrs],
-                ..Default::default()
             },
             attrs,
         }
     }
 
+    /// Appends a new, empty class.
+    #[inline]
+    fn add(table: &mut ClassTable<K>, attrs: usize, key: K) -> u32 {
+        table.keys.push(key);
+        table.counts.push(0);
+        for a in 0..attrs {
+            table.hists[a].push(Vec::new());
+        }
+        (table.keys.len() - 1) as u32
+    }
+
+    /// The class of `key`, added if new.
     #[inline]
     fn slot(&mut self, key: K) -> usize {
-        let t = &mut self.table;
-        let attrs = self.attrs;
-        *self.index.entry(key).or_insert_with(|| {
-            t.keys.push(key);
-            t.counts.push(0);
-            for a in 0..attrs {
-                t.hists[a].push(Vec::new());
+        match &mut self.index {
+            Index::Hash(index) => {
+                let (t, attrs) = (&mut self.table, self.attrs);
+                *index.entry(key).or_insert_with(|| Self::add(t, attrs, key)) as usize
             }
-            (t.keys.len() - 1) as u32
-        }) as usize
+            Index::Dense(plan, _, _) => {
+                let i = plan.index(key);
+                self.slot_at(i, || key)
+            }
+        }
+    }
+
+    /// The class at dense slot `i`, added with the key `key()` if new. Only for a dense index.
+    #[inline]
+    fn slot_at(&mut self, i: usize, key: impl FnOnce() -> K) -> usize {
+        let Index::Dense(_, slots, _) = &mut self.index else {
+            return self.slot(key());
+        };
+        match slots[i] {
+            0 => {
+                let c = Self::add(&mut self.table, self.attrs, key());
+                slots[i] = c + 1;
+                c as usize
+            }
+            s => (s - 1) as usize,
+        }
+    }
+
+    /// Adds class `i` of `t` into class `slot`.
+    #[inline]
+    fn absorb(&mut self, slot: usize, t: &ClassTable<K>, i: usize) {
+        self.table.counts[slot] += t.counts[i];
+        for a in 0..self.attrs {
+            self.table.hists[a][slot].extend_from_slice(&t.hists[a][i]);
+        }
     }
 
     fn finish(mut self) -> ClassTable<K> {
+        if let Index::Dense(plan, mut slots, pool) = self.index {
+            for &key in &self.table.keys {
+                slots[plan.index(key)] = 0;
+            }
+            pool.give(slots);
+        }
         for per_attr in &mut self.table.hists {
             for h in per_attr.iter_mut() {
                 compact(h);
@@ -166,15 +285,17 @@ fn compact(h: &mut Hist) {
 const PAR_CHUNK: usize = 1 << 17;
 
 /// Builds the bottom node's table (all levels 0) from rows, in parallel chunks merged in order.
-pub(crate) fn bottom_table<K: PackedKey>(ds: &Dataset, layout: &Layout) -> ClassTable<K> {
+pub(crate) fn bottom_table<K: PackedKey>(ds: &Dataset, layout: &Layout, pool: &SlotPool) -> ClassTable<K> {
     let attrs = ds.sensitive.len();
     let levels = vec![0u32; ds.qis.len()];
+    let plan = DensePlan::new(ds, layout, &levels, ds.n);
+    let dense = plan.as_ref().map(|p| (p, pool));
     let chunks: Vec<ClassTable<K>> = (0..ds.n)
         .into_par_iter()
         .step_by(PAR_CHUNK)
         .map(|start| {
             let end = (start + PAR_CHUNK).min(ds.n);
-            let mut g = Grouper::<K>::new(levels.clone(), attrs, 1024);
+            let mut g = Grouper::<K>::new(levels.clone(), attrs, 1024, dense);
             for row in start..end {
                 let key = layout.pack::<K>(ds.qis.iter().map(|q| q.codes[row]));
                 let slot = g.slot(key);
@@ -189,7 +310,7 @@ pub(crate) fn bottom_table<K: PackedKey>(ds: &Dataset, layout: &Layout) -> Class
     if chunks.len() == 1 {
         return chunks.into_iter().next().unwrap_or_default();
     }
-    merge(levels, attrs, chunks.iter().map(|c| (c, 0..c.len(), None)))
+    merge(levels, attrs, dense, chunks.iter().map(|c| (c, 0..c.len(), None)))
 }
 
 #[inline]
@@ -203,6 +324,22 @@ fn push_hist(h: &mut Hist, rank: u32, count: u32) {
 /// Field re-mapping from one node to a coarser one.
 pub(crate) struct RollUp<'a> {
     changes: Vec<(u32, u64, &'a [u32])>,
+    /// With a dense target: the slot index straight from a source key.
+    dense: Option<DenseRoll>,
+}
+
+/// Per QI: (shift, mask, slot offset of every source code) — the source code mapped to the
+/// target level and multiplied by the field's stride.
+struct DenseRoll(Vec<(u32, u64, Vec<usize>)>);
+
+impl DenseRoll {
+    #[inline]
+    fn index<K: PackedKey>(&self, key: K) -> usize {
+        self.0
+            .iter()
+            .map(|(shift, mask, offsets)| offsets[key.field(*shift, *mask) as usize])
+            .sum()
+    }
 }
 
 impl<'a> RollUp<'a> {
@@ -217,7 +354,26 @@ impl<'a> RollUp<'a> {
                 )
             })
             .collect();
-        Self { changes }
+        Self { changes, dense: None }
+    }
+
+    /// Also computes slot indexes straight from source keys, for grouping under `plan`.
+    fn with_dense(mut self, ds: &Dataset, from: &[u32], to: &[u32], plan: &DensePlan) -> Self {
+        let fields = plan
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(j, &(shift, mask, stride))| {
+                let up: Vec<u32> = if from[j] == to[j] {
+                    (0..ds.qis[j].hierarchy.level(from[j] as usize).labels().len() as u32).collect()
+                } else {
+                    ds.qis[j].up[from[j] as usize][to[j] as usize].clone()
+                };
+                (shift, mask, up.into_iter().map(|c| c as usize * stride).collect())
+            })
+            .collect();
+        self.dense = Some(DenseRoll(fields));
+        self
     }
     #[inline]
     pub fn map<K: PackedKey>(&self, mut key: K) -> K {
@@ -232,16 +388,28 @@ impl<'a> RollUp<'a> {
 fn merge<'a, K: PackedKey>(
     levels: Vec<u32>,
     attrs: usize,
+    dense: Option<(&DensePlan, &SlotPool)>,
     parts: impl Iterator<Item = (&'a ClassTable<K>, std::ops::Range<usize>, Option<&'a RollUp<'a>>)>,
 ) -> ClassTable<K> {
-    let mut g = Grouper::<K>::new(levels, attrs, 1024);
+    let dense_roll = |roll: Option<&'a RollUp<'a>>| roll.and_then(|r| r.dense.as_ref().map(|d| (r, d)));
+    let mut g = Grouper::<K>::new(levels, attrs, 1024, dense);
     for (t, range, roll) in parts {
-        for i in range {
-            let key = roll.map_or(t.keys[i], |r| r.map(t.keys[i]));
-            let slot = g.slot(key);
-            g.table.counts[slot] += t.counts[i];
-            for a in 0..attrs {
-                g.table.hists[a][slot].extend_from_slice(&t.hists[a][i]);
+        match (dense_roll(roll), dense.is_some()) {
+            // Straight from the source key to the slot: independent table look-ups, and the
+            // coarser key is only built for a new class.
+            (Some((r, d)), true) => {
+                for i in range {
+                    let key = t.keys[i];
+                    let slot = g.slot_at(d.index(key), || r.map(key));
+                    g.absorb(slot, t, i);
+                }
+            }
+            _ => {
+                for i in range {
+                    let key = roll.map_or(t.keys[i], |r| r.map(t.keys[i]));
+                    let slot = g.slot(key);
+                    g.absorb(slot, t, i);
+                }
             }
         }
     }
@@ -249,11 +417,27 @@ fn merge<'a, K: PackedKey>(
 }
 
 /// Rolls `src` up to the coarser node `to`.
-pub(crate) fn roll_up<K: PackedKey>(ds: &Dataset, layout: &Layout, src: &ClassTable<K>, to: &[u32]) -> ClassTable<K> {
+pub(crate) fn roll_up<K: PackedKey>(
+    ds: &Dataset,
+    layout: &Layout,
+    pool: &SlotPool,
+    src: &ClassTable<K>,
+    to: &[u32],
+) -> ClassTable<K> {
     let attrs = ds.sensitive.len();
-    let roll = RollUp::new(ds, layout, &src.levels, to);
+    let plan = DensePlan::new(ds, layout, to, src.len());
+    let mut roll = RollUp::new(ds, layout, &src.levels, to);
+    if let Some(p) = &plan {
+        roll = roll.with_dense(ds, &src.levels, to, p);
+    }
+    let dense = plan.as_ref().map(|p| (p, pool));
     if src.len() < 2 * PAR_CHUNK {
-        return merge(to.to_vec(), attrs, std::iter::once((src, 0..src.len(), Some(&roll))));
+        return merge(
+            to.to_vec(),
+            attrs,
+            dense,
+            std::iter::once((src, 0..src.len(), Some(&roll))),
+        );
     }
     // Large tables: roll up chunks in parallel, then merge the (much smaller) partial tables.
     let parts: Vec<ClassTable<K>> = (0..src.len())
@@ -261,8 +445,94 @@ pub(crate) fn roll_up<K: PackedKey>(ds: &Dataset, layout: &Layout, src: &ClassTa
         .step_by(PAR_CHUNK)
         .map(|start| {
             let end = (start + PAR_CHUNK).min(src.len());
-            merge(to.to_vec(), attrs, std::iter::once((src, start..end, Some(&roll))))
+            merge(
+                to.to_vec(),
+                attrs,
+                dense,
+                std::iter::once((src, start..end, Some(&roll))),
+            )
         })
         .collect();
-    merge(to.to_vec(), attrs, parts.iter().map(|p| (p, 0..p.len(), None)))
+    merge(to.to_vec(), attrs, dense, parts.iter().map(|p| (p, 0..p.len(), None)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::{QiInput, SensitiveInput};
+    use crate::hierarchy::Hierarchy;
+    use crate::lattice::Lattice;
+    use crate::table::Table;
+
+    /// Direct addressing must give the very table hashing gives — same classes in the same
+    /// (first-seen) order, same counts and histograms — on every node, from every finer node.
+    #[test]
+    fn dense_grouping_equals_hash_grouping_on_every_roll_up() {
+        let rows: Vec<Vec<String>> = (0..300usize)
+            .map(|i| {
+                vec![
+                    format!("{}", 20 + (i * 7) % 23),
+                    ["M", "F"][(i / 3) % 2].to_string(),
+                    ["a", "b", "c", "d"][(i * 5) % 4].to_string(),
+                    ["I10", "E11", "J45"][(i * 11) % 3].to_string(),
+                ]
+            })
+            .collect();
+        let header = ["age", "sex", "zone", "dx"].map(String::from);
+        let table = Table::from_rows(&header, &rows).unwrap();
+        let age: String = (20..43)
+            .map(|a| format!("{a};{}-{};*\n", a / 5 * 5, a / 5 * 5 + 4))
+            .collect();
+        let qis = vec![
+            QiInput {
+                name: "age".into(),
+                hierarchy: Hierarchy::parse_arx_csv("age", &age, b';').unwrap(),
+            },
+            QiInput {
+                name: "sex".into(),
+                hierarchy: Hierarchy::parse_arx_csv("sex", "M;*\nF;*\n", b';').unwrap(),
+            },
+            QiInput {
+                name: "zone".into(),
+                hierarchy: Hierarchy::parse_arx_csv("zone", "a;ab;*\nb;ab;*\nc;cd;*\nd;cd;*\n", b';').unwrap(),
+            },
+        ];
+        let sens = vec![SensitiveInput {
+            name: "dx".into(),
+            hierarchy: None,
+        }];
+        let ds = Dataset::encode(&table, qis, sens, None).unwrap();
+        let layout = Layout::new(&ds);
+        let pool = SlotPool::default();
+        let bottom = bottom_table::<u64>(&ds, &layout, &pool);
+        let lattice = Lattice::new(&ds.heights()).unwrap();
+        let same = |a: &ClassTable<u64>, b: &ClassTable<u64>| {
+            assert_eq!(a.levels, b.levels);
+            assert_eq!(a.keys, b.keys);
+            assert_eq!(a.counts, b.counts);
+            assert_eq!(a.hists, b.hists);
+        };
+        let mut dense_used = 0;
+        for from in 0..lattice.size() {
+            let src = roll_up(&ds, &layout, &pool, &bottom, &lattice.levels(from));
+            for to in 0..lattice.size() {
+                let (f, t) = (lattice.levels(from), lattice.levels(to));
+                if !lattice.le(&f, &t) {
+                    continue;
+                }
+                let rolled = roll_up(&ds, &layout, &pool, &src, &t);
+                let roll = RollUp::new(&ds, &layout, &f, &t);
+                let hashed = merge(t.clone(), 1, None, std::iter::once((&src, 0..src.len(), Some(&roll))));
+                same(&rolled, &hashed);
+                dense_used += usize::from(DensePlan::new(&ds, &layout, &t, src.len()).is_some());
+            }
+        }
+        assert!(dense_used > 0, "the dense path was never taken");
+        // Slot arrays come back zeroed: a second roll-up of the bottom gives the same table.
+        let top = lattice.levels(lattice.top());
+        same(
+            &roll_up(&ds, &layout, &pool, &bottom, &top),
+            &roll_up(&ds, &layout, &pool, &bottom, &top),
+        );
+    }
 }

@@ -6,7 +6,7 @@
 //! there counts distinct subjects and suppressing a subject removes all of its rows, which can in
 //! turn push other classes below k; that cascade is iterated to its fixpoint.
 
-use crate::classes::{ClassTable, Layout, PackedKey, RollUp, bottom_table, roll_up};
+use crate::classes::{ClassTable, Layout, PackedKey, RollUp, SlotPool, bottom_table, roll_up};
 use crate::dataset::Dataset;
 use crate::fasthash::FastMap;
 use crate::metric::{Metric, MetricCtx, MetricValue, NodeSums, Score};
@@ -65,12 +65,15 @@ pub(crate) struct Engine<'a, K> {
     pub bottom: ClassTable<K>,
     pub units: Option<Units<K>>,
     pub limit: u64,
+    /// Slot arrays reused by roll-ups.
+    pub slots: SlotPool,
 }
 
 impl<'a, K: PackedKey> Engine<'a, K> {
     pub fn new(ds: &'a Dataset, model: &'a PrivacyModel, metric: Metric, layout: Layout) -> Self {
         let mctx = MetricCtx::new(ds, metric);
-        let bottom = bottom_table::<K>(ds, &layout);
+        let slots = SlotPool::default();
+        let bottom = bottom_table::<K>(ds, &layout, &slots);
         let units = ds.subjects.as_ref().map(|subjects| {
             let mut index: FastMap<(K, u32, Vec<u32>), u32> = FastMap::default();
             let mut u = Units::<K> {
@@ -106,12 +109,22 @@ impl<'a, K: PackedKey> Engine<'a, K> {
             bottom,
             units,
             limit,
+            slots,
         }
+    }
+
+    /// Class sizes of the untransformed data with row-level counting: the bottom table's, in its
+    /// order — what applying the bottom node with k = 1 gives. None with patient-level counting,
+    /// where a class counts distinct subjects.
+    pub fn original_class_sizes(&self) -> Option<Vec<(u64, u64)>> {
+        self.units
+            .is_none()
+            .then(|| self.bottom.counts.iter().map(|&c| (c as u64, c as u64)).collect())
     }
 
     /// Class table of a node, rolled up from `src` (which must be finer).
     pub fn table_from(&self, src: &ClassTable<K>, levels: &[u32]) -> ClassTable<K> {
-        roll_up(self.ds, &self.layout, src, levels)
+        roll_up(self.ds, &self.layout, &self.slots, src, levels)
     }
 
     /// Evaluates a node; row mode needs its class table, patient mode works from units.

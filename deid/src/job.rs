@@ -9,8 +9,8 @@ use crate::metric::Metric;
 use crate::model::PrivacyModel;
 use crate::report::{MetricReport, Report, RiskReport};
 use crate::risk::summarize;
-use crate::search::search_and_apply;
-use crate::transform::{Anonymized, original_class_sizes};
+use crate::search::{Optimised, search_and_apply};
+use crate::transform::Anonymized;
 
 /// Job settings besides the data.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,8 +48,12 @@ pub struct JobOutput {
 /// Finds the optimal transformation, applies it and reports utility and risk.
 pub fn run(ds: &Dataset, cfg: &JobConfig) -> Result<JobOutput> {
     let start = Instant::now();
-    let (found, anonymized) = search_and_apply(ds, &cfg.model, cfg.metric)?;
-    let before = summarize(&original_class_sizes(ds)?, cfg.risk_threshold, cfg.sampling_fraction);
+    let Optimised {
+        found,
+        applied: anonymized,
+        original_class_sizes,
+    } = search_and_apply(ds, &cfg.model, cfg.metric)?;
+    let before = summarize(&original_class_sizes, cfg.risk_threshold, cfg.sampling_fraction);
     let after = summarize(&anonymized.class_sizes, cfg.risk_threshold, cfg.sampling_fraction);
     let report = Report {
         transformation: ds

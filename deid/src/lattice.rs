@@ -54,6 +54,16 @@ impl Lattice {
             .map(|(&s, &h)| ((idx / s) % h as u64) as u32)
             .collect()
     }
+    /// Level vector of node `idx`, written into `out` (no allocation in loops over the lattice).
+    pub fn levels_into(&self, idx: u64, out: &mut Vec<u32>) {
+        out.clear();
+        out.extend(
+            self.strides
+                .iter()
+                .zip(&self.heights)
+                .map(|(&s, &h)| ((idx / s) % h as u64) as u32),
+        );
+    }
     /// Node index of a level vector.
     pub fn index(&self, levels: &[u32]) -> u64 {
         levels.iter().zip(&self.strides).map(|(&l, &s)| l as u64 * s).sum()

@@ -123,6 +123,10 @@ pub(crate) struct MetricCtx {
     pub entropy_leaf: Vec<Vec<Vec<f64>>>,
     /// Entropy: per QI and leaf, −log2(freq(leaf) / n).
     entropy_suppressed: Vec<Vec<f64>>,
+    /// Loss without suppression: per QI and level, the factor `1 + loss` of the product (None
+    /// for a QI with one value, which the product skips). Makes the static bound of a node d
+    /// multiplications — it is needed for every node of the lattice.
+    loss_factors: Vec<Vec<Option<f64>>>,
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -186,7 +190,7 @@ impl MetricCtx {
             entropy_total.push(et);
             entropy_leaf.push(el);
         }
-        Self {
+        let mut ctx = Self {
             metric,
             n,
             m,
@@ -196,7 +200,31 @@ impl MetricCtx {
             entropy_total,
             entropy_leaf,
             entropy_suppressed,
+            loss_factors: Vec::new(),
+        };
+        ctx.loss_factors = (0..ctx.m.len())
+            .map(|j| {
+                (0..ctx.lines_total[j].len())
+                    .map(|l| ctx.loss_factor(j, l, 0, 0))
+                    .collect()
+            })
+            .collect();
+        ctx
+    }
+
+    /// `1 + loss` of QI `j` at level `l` with `suppressed` records of which the suppressed
+    /// records' own generalised values cover `suppressed_lines` lines; None for a one-value QI.
+    #[inline]
+    fn loss_factor(&self, j: usize, l: usize, suppressed: u64, suppressed_lines: u64) -> Option<f64> {
+        let (n, m) = (self.n, self.m[j]);
+        if m <= 1 {
+            return None;
         }
+        let a = self.lines_total[j][l] as u128 + (suppressed as u128 * m as u128) - suppressed_lines as u128;
+        let num = a.saturating_sub(n as u128) as f64;
+        let den = (n as u128 * m as u128 - n as u128) as f64;
+        let loss = if den > 0.0 { (num / den).max(0.0) } else { 0.0 };
+        Some(1.0 + loss)
     }
 
     /// Entropy a suppressed record with leaf `leaf` of QI `j` at level `level` adds on top of its
@@ -210,6 +238,15 @@ impl MetricCtx {
     /// Lower bound of the metric for every node at or above `levels` in the lattice, known
     /// without touching data (None for data-dependent metrics).
     pub fn static_bound(&self, levels: &[u32]) -> Option<Score> {
+        if self.metric == Metric::Loss {
+            // The product `value` forms with nothing suppressed, in the same order: the same float.
+            let product = levels
+                .iter()
+                .zip(&self.loss_factors)
+                .filter_map(|(&l, f)| f[l as usize])
+                .fold(1.0f64, |p, f| p * f);
+            return Some(Score::Float(product));
+        }
         let zero = NodeSums {
             suppressed_lines: vec![0; levels.len()],
             ..Default::default()
@@ -256,16 +293,9 @@ impl MetricCtx {
             Metric::Loss => {
                 let mut product = 1.0f64;
                 for (j, &l) in levels.iter().enumerate() {
-                    let m = self.m[j];
-                    if m <= 1 {
-                        continue;
+                    if let Some(f) = self.loss_factor(j, l as usize, s.suppressed, s.suppressed_lines[j]) {
+                        product *= f;
                     }
-                    let a = self.lines_total[j][l as usize] as u128 + (s.suppressed as u128 * m as u128)
-                        - s.suppressed_lines[j] as u128;
-                    let num = a.saturating_sub(n as u128) as f64;
-                    let den = (n as u128 * m as u128 - n as u128) as f64;
-                    let loss = if den > 0.0 { (num / den).max(0.0) } else { 0.0 };
-                    product *= 1.0 + loss;
                 }
                 let d = levels.len() as f64;
                 MetricValue {
@@ -314,6 +344,66 @@ impl MetricCtx {
                     value: total,
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::QiInput;
+    use crate::hierarchy::Hierarchy;
+    use crate::lattice::Lattice;
+    use crate::table::Table;
+
+    /// The static bound of Loss is read from per-level factors; it must be the very float that
+    /// `value` gives with nothing suppressed, on every node (the search orders and prunes by it).
+    #[test]
+    fn loss_static_bound_is_value_without_suppression_on_every_node() {
+        let rows: Vec<Vec<String>> = (0..40)
+            .map(|i| {
+                vec![
+                    format!("{}", 20 + i % 17),
+                    ["M", "F"][i % 2].to_string(),
+                    "x".to_string(),
+                ]
+            })
+            .collect();
+        let header = ["age".to_string(), "sex".to_string(), "one".to_string()];
+        let table = Table::from_rows(&header, &rows).unwrap();
+        let age: String = (20..37)
+            .map(|a| format!("{a};{}-{};*\n", a / 5 * 5, a / 5 * 5 + 4))
+            .collect();
+        let qis = vec![
+            QiInput {
+                name: "age".into(),
+                hierarchy: Hierarchy::parse_arx_csv("age", &age, b';').unwrap(),
+            },
+            QiInput {
+                name: "sex".into(),
+                hierarchy: Hierarchy::parse_arx_csv("sex", "M;*\nF;*\n", b';').unwrap(),
+            },
+            QiInput {
+                name: "one".into(),
+                hierarchy: Hierarchy::parse_arx_csv("one", "x;*\n", b';').unwrap(),
+            },
+        ];
+        let ds = Dataset::encode(&table, qis, vec![], None).unwrap();
+        let ctx = MetricCtx::new(&ds, Metric::Loss);
+        let lattice = Lattice::new(&ds.heights()).unwrap();
+        let zero = NodeSums {
+            suppressed_lines: vec![0; 3],
+            ..Default::default()
+        };
+        for idx in 0..lattice.size() {
+            let levels = lattice.levels(idx);
+            let Some(Score::Float(bound)) = ctx.static_bound(&levels) else {
+                panic!("loss has a static bound");
+            };
+            let Score::Float(value) = ctx.value(&levels, &zero).score else {
+                panic!("loss scores are floats");
+            };
+            assert_eq!(bound.to_bits(), value.to_bits(), "node {levels:?}");
         }
     }
 }

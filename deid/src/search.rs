@@ -58,16 +58,33 @@ pub(crate) fn dispatch<W: WithKey>(ds: &Dataset, w: W) -> Result<W::Out> {
     }
 }
 
-/// Finds the optimal transformation and applies it, building the engine — the bottom class table — once for both
-/// (what [`search`] then [`crate::transform::apply`] would give, with one table built instead of two).
-pub fn search_and_apply(
-    ds: &Dataset,
-    model: &PrivacyModel,
-    metric: Metric,
-) -> Result<(SearchOutcome, crate::transform::Anonymized)> {
+/// What a job takes from one engine (one bottom class table): the optimum, the optimum applied, and the classes
+/// of the untransformed data.
+#[derive(Debug, Clone)]
+pub struct Optimised {
+    /// The optimal transformation.
+    pub found: SearchOutcome,
+    /// It, applied: what [`crate::transform::apply`] gives for it.
+    pub applied: crate::transform::Anonymized,
+    /// Class sizes of the untransformed data: what [`crate::transform::original_class_sizes`] gives.
+    pub original_class_sizes: Vec<(u64, u64)>,
+}
+
+/// Finds the optimal transformation and applies it, building the engine — the bottom class table — once for the
+/// search, the apply and the untransformed classes (what [`search`], [`crate::transform::apply`] and
+/// [`crate::transform::original_class_sizes`] would give, with one table built instead of three).
+pub fn search_and_apply(ds: &Dataset, model: &PrivacyModel, metric: Metric) -> Result<Optimised> {
     let (found, applied) = optimise(ds, model, metric, true)?;
-    let applied = applied.ok_or_else(|| Error::Config("the optimum was not applied".into()))?;
-    Ok((found, applied))
+    let (applied, original) = applied.ok_or_else(|| Error::Config("the optimum was not applied".into()))?;
+    let original_class_sizes = match original {
+        Some(sizes) => sizes,
+        None => crate::transform::original_class_sizes(ds)?,
+    };
+    Ok(Optimised {
+        found,
+        applied,
+        original_class_sizes,
+    })
 }
 
 /// Finds the optimal transformation. Returns [`Error::NoSolution`] (with the smallest suppression
@@ -76,13 +93,16 @@ pub fn search(ds: &Dataset, model: &PrivacyModel, metric: Metric) -> Result<Sear
     Ok(optimise(ds, model, metric, false)?.0)
 }
 
+/// The optimum applied, and the untransformed classes when the engine has them at hand.
+type Applied = (crate::transform::Anonymized, Option<Vec<(u64, u64)>>);
+
 /// The optimum under one engine, and — when `apply` — the optimum applied by that same engine.
 fn optimise(
     ds: &Dataset,
     model: &PrivacyModel,
     metric: Metric,
     apply: bool,
-) -> Result<(SearchOutcome, Option<crate::transform::Anonymized>)> {
+) -> Result<(SearchOutcome, Option<Applied>)> {
     model.validate(ds)?;
     let lattice = Lattice::new(&ds.heights())?;
     struct Run<'a> {
@@ -93,11 +113,16 @@ fn optimise(
         apply: bool,
     }
     impl WithKey for Run<'_> {
-        type Out = Result<(SearchOutcome, Option<crate::transform::Anonymized>)>;
+        type Out = Result<(SearchOutcome, Option<Applied>)>;
         fn run<K: PackedKey>(self, layout: Layout) -> Self::Out {
             let engine = Engine::<K>::new(self.ds, self.model, self.metric, layout);
             let found = optimum(&engine, &self.lattice)?;
-            let applied = self.apply.then(|| crate::transform::applied(&engine, &found.levels));
+            let applied = self.apply.then(|| {
+                (
+                    crate::transform::applied(&engine, &found.levels),
+                    engine.original_class_sizes(),
+                )
+            });
             Ok((found, applied))
         }
     }
@@ -181,12 +206,9 @@ impl<'e, 'a, K: PackedKey> Searcher<'e, 'a, K> {
         let n = self.lattice.size();
         let mut order: Vec<(Option<Score>, u32, u64)> = (0..n)
             .into_par_iter()
-            .map(|idx| {
-                (
-                    mctx.static_bound(&self.lattice.levels(idx)),
-                    self.lattice.rank(idx),
-                    idx,
-                )
+            .map_init(Vec::new, |levels, idx| {
+                self.lattice.levels_into(idx, levels);
+                (mctx.static_bound(levels), levels.iter().sum(), idx)
             })
             .collect();
         order.par_sort_unstable_by(|a, b| {

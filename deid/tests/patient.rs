@@ -186,3 +186,31 @@ fn suppressing_a_subject_removes_all_its_rows() {
     }
     assert_eq!(a.suppressed as usize, table.rows(), "every patient has a unique age");
 }
+
+/// With patient-level counting the job's one engine hands back the same optimum, applied table
+/// and untransformed classes (distinct subjects per class) as the separate calls.
+#[test]
+fn one_engine_gives_what_the_separate_calls_give() {
+    use tokumei_deid::search::search_and_apply;
+    use tokumei_deid::transform::{apply, original_class_sizes};
+    let table = visits();
+    let ds = dataset(&table, true);
+    for suppression_limit in [0.0, 0.3] {
+        let model = PrivacyModel {
+            k: 2,
+            suppression_limit,
+            ..Default::default()
+        };
+        let one = search_and_apply(&ds, &model, Metric::Loss).unwrap();
+        let found = search(&ds, &model, Metric::Loss).unwrap();
+        let applied = apply(&ds, &model, Metric::Loss, &found.levels).unwrap();
+        assert_eq!(one.found.levels, found.levels);
+        assert_eq!(one.applied.row_suppressed, applied.row_suppressed);
+        assert_eq!(one.applied.class_sizes, applied.class_sizes);
+        let original = original_class_sizes(&ds).unwrap();
+        assert_eq!(one.original_class_sizes, original);
+        // Twelve patients of distinct (age, sex): twelve classes of one subject each.
+        assert_eq!(original.len(), 12);
+        assert!(original.iter().all(|&(subjects, _)| subjects == 1));
+    }
+}
