@@ -14,6 +14,7 @@
 
 #[cfg(feature = "datafusion")]
 pub mod datafusion;
+
 pub mod dataset;
 pub mod dp;
 pub mod error;
@@ -38,6 +39,7 @@ pub mod verify;
 pub mod verify_km;
 
 mod classes;
+mod csv_input;
 mod evaluate;
 mod fasthash;
 

@@ -34,17 +34,26 @@ impl Column {
     }
     /// Appends a value, interning it in the dictionary.
     pub fn push(&mut self, value: &str) {
-        let code = match self.index.get(value) {
+        let code = self.intern(value, self.codes.len());
+        self.codes.push(code);
+    }
+    /// The code of `value`, added to the dictionary (first seen at `row`) if new. For readers
+    /// that intern a block's distinct values themselves and then append codes.
+    pub(crate) fn intern(&mut self, value: &str, row: usize) -> u32 {
+        match self.index.get(value) {
             Some(&c) => c,
             None => {
                 let c = self.dict.len() as u32;
                 self.dict.push(value.to_string());
-                self.first_row.push(self.codes.len() as u32);
+                self.first_row.push(row as u32);
                 self.index.insert(value.to_string(), c);
                 c
             }
-        };
-        self.codes.push(code);
+        }
+    }
+    /// Appends rows by code (codes [`Column::intern`] returned).
+    pub(crate) fn extend_codes(&mut self, codes: impl Iterator<Item = u32>) {
+        self.codes.extend(codes);
     }
     /// Column name.
     pub fn name(&self) -> &str {
@@ -108,29 +117,14 @@ impl Table {
         Self::from_columns(columns)
     }
 
-    /// Reads delimited text with a header line.
+    /// Reads delimited text with a header line, in parallel blocks (the `csv_input` module).
     pub fn from_csv_reader<R: Read>(reader: R, delimiter: u8) -> Result<Self> {
-        let mut rdr = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .has_headers(true)
-            .from_reader(reader);
-        let mut columns: Vec<Column> = rdr.headers()?.iter().map(Column::new).collect();
-        if columns.is_empty() {
-            return Err(Error::Input("no header line".into()));
-        }
-        let mut record = csv::StringRecord::new();
-        while rdr.read_record(&mut record)? {
-            for (c, v) in columns.iter_mut().zip(record.iter()) {
-                c.push(v);
-            }
-        }
-        Self::from_columns(columns)
+        crate::csv_input::read(reader, delimiter)
     }
 
     /// Reads a CSV file (I/O).
     pub fn read_csv(path: &Path, delimiter: u8) -> Result<Self> {
-        let file = std::fs::File::open(path)?;
-        Self::from_csv_reader(std::io::BufReader::with_capacity(1 << 20, file), delimiter)
+        Self::from_csv_reader(std::fs::File::open(path)?, delimiter)
     }
 
     /// Builds a table from Arrow record batches (all with the same schema). Every value is

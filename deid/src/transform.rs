@@ -3,6 +3,8 @@
 //! every QI.
 
 use std::io::Write;
+
+use rayon::prelude::*;
 use std::path::Path;
 
 use crate::classes::{Layout, PackedKey};
@@ -91,10 +93,20 @@ pub fn original_class_sizes(ds: &Dataset) -> Result<Vec<(u64, u64)>> {
     Ok(apply(&plain, &trivial, Metric::Loss, &levels)?.class_sizes)
 }
 
+/// Rows formatted per block when writing; blocks are formatted in parallel and written in order.
+const WRITE_BLOCK: usize = 1 << 16;
+
 /// Writes the anonymised table as CSV: same columns, QIs generalised, suppressed QIs as `*`.
-pub fn write_csv<W: Write>(table: &Table, ds: &Dataset, a: &Anonymized, out: W, delimiter: u8) -> Result<()> {
-    let mut w = csv::WriterBuilder::new().delimiter(delimiter).from_writer(out);
-    w.write_record(table.names())?;
+/// Blocks of rows are formatted in parallel, each by its own `csv` writer with the same settings,
+/// and written in order: the bytes are those one writer would produce.
+pub fn write_csv<W: Write>(table: &Table, ds: &Dataset, a: &Anonymized, mut out: W, delimiter: u8) -> Result<()> {
+    let mut builder = csv::WriterBuilder::new();
+    builder.delimiter(delimiter);
+    {
+        let mut w = builder.from_writer(&mut out);
+        w.write_record(table.names())?;
+        w.flush()?;
+    }
     // For each column: Some(qi index) if it is a QI.
     let qi_of: Vec<Option<usize>> = table
         .columns()
@@ -115,19 +127,34 @@ pub fn write_csv<W: Write>(table: &Table, ds: &Dataset, a: &Anonymized, out: W, 
                 .collect()
         })
         .collect();
-    let mut record: Vec<&str> = Vec::with_capacity(table.columns().len());
-    for row in 0..table.rows() {
-        record.clear();
-        for (c, col) in table.columns().iter().enumerate() {
-            record.push(match qi_of[c] {
-                Some(_) if a.row_suppressed[row] => "*",
-                Some(j) => labels[j][ds.qis[j].codes[row] as usize],
-                None => col.value(row),
-            });
+    let format = |rows: std::ops::Range<usize>| -> Result<Vec<u8>> {
+        let mut w = builder.from_writer(Vec::with_capacity(rows.len() * 64));
+        let mut record: Vec<&str> = Vec::with_capacity(table.columns().len());
+        for row in rows {
+            record.clear();
+            for (c, col) in table.columns().iter().enumerate() {
+                record.push(match qi_of[c] {
+                    Some(_) if a.row_suppressed[row] => "*",
+                    Some(j) => labels[j][ds.qis[j].codes[row] as usize],
+                    None => col.value(row),
+                });
+            }
+            w.write_record(&record)?;
         }
-        w.write_record(&record)?;
+        w.into_inner().map_err(|e| Error::Io(e.into_error()))
+    };
+    let blocks: Vec<std::ops::Range<usize>> = (0..table.rows())
+        .step_by(WRITE_BLOCK)
+        .map(|start| start..(start + WRITE_BLOCK).min(table.rows()))
+        .collect();
+    // A few blocks per thread at a time, so memory stays at a few blocks' text.
+    for group in blocks.chunks(2 * rayon::current_num_threads().max(1)) {
+        let texts: Vec<Result<Vec<u8>>> = group.par_iter().cloned().map(&format).collect();
+        for text in texts {
+            out.write_all(&text?)?;
+        }
     }
-    w.flush()?;
+    out.flush()?;
     Ok(())
 }
 
