@@ -49,9 +49,10 @@ pub struct AnonymizeBench {
     /// Suppression limits to run on Adult (and its scaled copies), as fractions.
     #[arg(long, value_delimiter = ',', default_values_t = [0.0, 0.05])]
     pub suppression: Vec<f64>,
-    /// Also run on Adult-like tables of this many rows: Adult's records drawn with replacement (a
-    /// fixed seed), so columns, joint value distribution and hierarchies are Adult's. Repeatable,
-    /// e.g. `--scaled 300000,1000000` (the sizes of ARX's side-by-side reference).
+    /// Also run on Adult-like tables of this many rows: each column's values drawn independently
+    /// from Adult's (fixed seed), so columns, value distributions and hierarchies are Adult's and
+    /// the combinations new. Repeatable, e.g. `--scaled 300000,1000000` (the sizes of ARX's
+    /// side-by-side reference, whose exact generator is not published).
     #[arg(long, value_delimiter = ',')]
     pub scaled: Vec<usize>,
     /// Write each scaled table as `adult-<rows>.csv` (`;`-separated, like adult.csv) into this

@@ -120,7 +120,9 @@ fn main() {
     // mimalloc advises transparent huge pages on its arenas, so the first touch of any 2 MiB of heap zeroes all
     // of it: a short `tokumei anonymize` of Adult spent a quarter of its time in the kernel clearing pages and
     // peaked at 60 MB instead of 46 (docs/benchmarks.md). Without THP, pages are faulted in 4 KiB at a time, as
-    // they are used. Best effort: a kernel without the prctl simply keeps its default.
+    // they are used. The setting is process-wide, holds for every subcommand (the long-running services' heaps
+    // are small and churn, which gains nothing from huge pages either) and is inherited by child processes.
+    // Best effort: a kernel without the prctl simply keeps its default.
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();

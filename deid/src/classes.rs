@@ -137,8 +137,10 @@ pub(crate) struct DensePlan {
 
 impl DensePlan {
     /// A plan for the node `levels` when its key space is small enough to address directly,
-    /// given that about `inputs` keys will be grouped (sparse large arrays cost more than hashing).
+    /// given that about `inputs` keys will be grouped into one array (sparse large arrays cost
+    /// more than hashing, and each concurrent chunk takes an array of its own).
     pub fn new(ds: &Dataset, layout: &Layout, levels: &[u32], inputs: usize) -> Option<Self> {
+        let inputs = inputs.min(PAR_CHUNK);
         let mut size = 1usize;
         let mut fields = Vec::with_capacity(levels.len());
         for (j, &l) in levels.iter().enumerate() {
@@ -223,7 +225,8 @@ impl<'p, K: PackedKey> Grouper<'p, K> {
         }
     }
 
-    /// The class at dense slot `i`, added with the key `key()` if new. Only for a dense index.
+    /// The class at dense slot `i`, added with the key `key()` if new. Meant for a dense index;
+    /// with a hash index it falls back to [`Grouper::slot`] on `key()`.
     #[inline]
     fn slot_at(&mut self, i: usize, key: impl FnOnce() -> K) -> usize {
         let Index::Dense(_, slots, _) = &mut self.index else {
@@ -325,19 +328,22 @@ fn push_hist(h: &mut Hist, rank: u32, count: u32) {
 pub(crate) struct RollUp<'a> {
     changes: Vec<(u32, u64, &'a [u32])>,
     /// With a dense target: the slot index straight from a source key.
-    dense: Option<DenseRoll>,
+    dense: Option<DenseRoll<'a>>,
 }
 
-/// Per QI: (shift, mask, slot offset of every source code) — the source code mapped to the
-/// target level and multiplied by the field's stride.
-struct DenseRoll(Vec<(u32, u64, Vec<usize>)>);
+/// Per QI: (shift, mask, the source level → target level table if the level changes, stride):
+/// the slot of a source key without building the coarser key.
+struct DenseRoll<'a>(Vec<(u32, u64, Option<&'a [u32]>, usize)>);
 
-impl DenseRoll {
+impl DenseRoll<'_> {
     #[inline]
     fn index<K: PackedKey>(&self, key: K) -> usize {
         self.0
             .iter()
-            .map(|(shift, mask, offsets)| offsets[key.field(*shift, *mask) as usize])
+            .map(|&(shift, mask, up, stride)| {
+                let code = key.field(shift, mask);
+                up.map_or(code, |up| up[code as usize]) as usize * stride
+            })
             .sum()
     }
 }
@@ -358,23 +364,20 @@ impl<'a> RollUp<'a> {
     }
 
     /// Also computes slot indexes straight from source keys, for grouping under `plan`.
-    fn with_dense(mut self, ds: &Dataset, from: &[u32], to: &[u32], plan: &DensePlan) -> Self {
+    fn with_dense(mut self, ds: &'a Dataset, from: &[u32], to: &[u32], plan: &DensePlan) -> Self {
         let fields = plan
             .fields
             .iter()
             .enumerate()
             .map(|(j, &(shift, mask, stride))| {
-                let up: Vec<u32> = if from[j] == to[j] {
-                    (0..ds.qis[j].hierarchy.level(from[j] as usize).labels().len() as u32).collect()
-                } else {
-                    ds.qis[j].up[from[j] as usize][to[j] as usize].clone()
-                };
-                (shift, mask, up.into_iter().map(|c| c as usize * stride).collect())
+                let up = (from[j] != to[j]).then(|| ds.qis[j].up[from[j] as usize][to[j] as usize].as_slice());
+                (shift, mask, up, stride)
             })
             .collect();
         self.dense = Some(DenseRoll(fields));
         self
     }
+
     #[inline]
     pub fn map<K: PackedKey>(&self, mut key: K) -> K {
         for &(shift, mask, table) in &self.changes {

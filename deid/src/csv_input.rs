@@ -8,9 +8,10 @@
 //! first-seen order and first rows a sequential reader gives. Memory stays at about one block.
 //!
 //! Splitting at line ends is only right where a line end always ends a record: the fast path takes
-//! blocks without a quote or a carriage return. From the first block that has one, the rest is read
-//! sequentially by the `csv` crate (quotes, `\r\n` and lone `\r` endings), with the same checks.
-//! The header is always read by the `csv` crate. Both paths skip empty lines, as the `csv` crate does.
+//! blocks without a quote and without a lone carriage return (`\n` or `\r\n` line ends). From the
+//! first block that has either, the rest is read sequentially by the `csv` crate, with the same
+//! checks. The header is always read by the `csv` crate. Both paths skip empty lines, as the `csv`
+//! crate does.
 
 use std::io::Read;
 
@@ -29,18 +30,12 @@ const FIRST_BLOCK: usize = 1 << 20;
 const MIN_PART: usize = 256 << 10;
 
 /// Reads delimited text with a header line.
-pub(crate) fn read<R: Read>(mut reader: R, delimiter: u8) -> Result<Table> {
-    let mut buf = Vec::new();
-    let mut block = FIRST_BLOCK;
-    let mut eof = fill(&mut reader, &mut buf, block)?;
-    // The header: the first record, read by the csv crate (quotes, a BOM).
+pub(crate) fn read<R: Read>(reader: R, delimiter: u8) -> Result<Table> {
+    let mut input = Blocks::new(reader)?;
     let (names, data_start) = loop {
-        match header(&buf, delimiter, eof)? {
+        match header(&input.buf, delimiter, input.eof)? {
             Some(found) => break found,
-            None => {
-                let target = buf.len() + block;
-                eof = fill(&mut reader, &mut buf, target)?;
-            }
+            None => input.grow()?,
         }
     };
     let mut columns: Vec<Column> = names.iter().map(Column::new).collect();
@@ -49,37 +44,102 @@ pub(crate) fn read<R: Read>(mut reader: R, delimiter: u8) -> Result<Table> {
     }
     let mut at = Position {
         rows: 0,
-        line: 1 + memchr::memchr_iter(b'\n', &buf[..data_start]).count(),
+        line: 1 + memchr::memchr_iter(b'\n', &input.buf[..data_start]).count(),
     };
-    buf.drain(..data_start);
+    input.buf.drain(..data_start);
     loop {
-        let end = if eof {
-            buf.len()
-        } else {
-            match memchr::memrchr(b'\n', &buf) {
-                Some(i) => i + 1,
-                None => {
-                    let target = buf.len() + block;
-                    eof = fill(&mut reader, &mut buf, target)?;
-                    continue;
-                }
-            }
+        let Some(end) = input.records_end() else {
+            input.grow()?;
+            continue;
         };
-        let body = &buf[..end];
-        if memchr::memchr2(b'"', b'\r', body).is_some() {
-            let rest = std::io::Cursor::new(buf.split_off(0)).chain(reader);
-            read_sequential(rest, delimiter, &mut columns, at)?;
+        let body = &input.buf[..end];
+        let Some(crlf) = line_ends(body) else {
+            read_sequential(input.rest(), delimiter, &mut columns, at)?;
+            break;
+        };
+        at = read_block(body, crlf, delimiter, &mut columns, at)?;
+        if !input.next(end)? {
             break;
         }
-        at = read_block(body, delimiter, &mut columns, at)?;
-        buf.drain(..end);
-        if eof {
-            break;
-        }
-        block = (2 * block).min(BLOCK);
-        eof = fill(&mut reader, &mut buf, block)?;
     }
     Table::from_columns(columns)
+}
+
+/// The input, a block at a time: the first block is [`FIRST_BLOCK`] and each next one twice the
+/// last, up to [`BLOCK`].
+struct Blocks<R> {
+    reader: R,
+    buf: Vec<u8>,
+    block: usize,
+    eof: bool,
+}
+
+impl<R: Read> Blocks<R> {
+    fn new(mut reader: R) -> Result<Self> {
+        let mut buf = Vec::new();
+        let eof = fill(&mut reader, &mut buf, FIRST_BLOCK)?;
+        Ok(Self {
+            reader,
+            buf,
+            block: FIRST_BLOCK,
+            eof,
+        })
+    }
+
+    /// Reads another block onto the end (a record longer than what is held).
+    fn grow(&mut self) -> Result<()> {
+        let target = self.buf.len() + self.block;
+        self.eof = fill(&mut self.reader, &mut self.buf, target)?;
+        Ok(())
+    }
+
+    /// The end of the last whole record held: everything at the end of the input, else the
+    /// last line end (None if there is none yet).
+    fn records_end(&self) -> Option<usize> {
+        if self.eof {
+            Some(self.buf.len())
+        } else {
+            memchr::memrchr(b'\n', &self.buf).map(|i| i + 1)
+        }
+    }
+
+    /// Drops the first `end` bytes (read) and reads the next block; false at the end.
+    fn next(&mut self, end: usize) -> Result<bool> {
+        self.buf.drain(..end);
+        if self.eof {
+            return Ok(false);
+        }
+        self.block = (2 * self.block).min(BLOCK);
+        self.eof = fill(&mut self.reader, &mut self.buf, self.block)?;
+        Ok(true)
+    }
+
+    /// What is held and what follows, as one reader. It starts with an empty line, which the
+    /// csv crate skips, so that a byte-order mark at the start of the held text stays data: the
+    /// csv crate drops one only at the very start of its input, as a whole-file reader would.
+    fn rest(self) -> impl Read {
+        let mut held = Vec::with_capacity(self.buf.len() + 1);
+        held.push(b'\n');
+        held.extend_from_slice(&self.buf);
+        std::io::Cursor::new(held).chain(self.reader)
+    }
+}
+
+/// Whether records in `body` may be cut at line ends: Some(false) for `\n` endings, Some(true)
+/// for `\r\n`; None if `body` has a quote or a lone `\r` (a line end of the csv crate too), which
+/// only the csv crate reads right.
+fn line_ends(body: &[u8]) -> Option<bool> {
+    if memchr::memchr(b'"', body).is_some() {
+        return None;
+    }
+    let mut crlf = false;
+    for i in memchr::memchr_iter(b'\r', body) {
+        if body.get(i + 1) != Some(&b'\n') {
+            return None;
+        }
+        crlf = true;
+    }
+    Some(crlf)
 }
 
 /// Where the next record starts: data rows read so far and its 1-based line.
@@ -113,8 +173,8 @@ fn header(buf: &[u8], delimiter: u8, eof: bool) -> Result<Option<(Vec<String>, u
         };
     }
     let end = rdr.position().byte() as usize;
-    // The record may have stopped at the end of the buffer rather than at a line end.
-    if !eof && !matches!(buf.get(end.saturating_sub(1)), Some(b'\n' | b'\r')) {
+    // A record that reaches the end of what is held may go on (a quoted field, a longer line).
+    if !eof && end >= buf.len() {
         return Ok(None);
     }
     let names = record
@@ -135,6 +195,8 @@ struct Part<'b> {
     lines: usize,
 }
 
+/// One column of a part: its distinct values as slices of the block, in first-seen order, the
+/// part-relative row where each first appears, and every row's local code.
 #[derive(Default)]
 struct LocalColumn<'b> {
     index: FastMap<&'b [u8], u32>,
@@ -156,26 +218,30 @@ impl<'b> LocalColumn<'b> {
     }
 }
 
-/// A record with the wrong number of fields, at `line` of its part.
+/// A record with the wrong number of fields: its line (0-based) and record (1-based) in its part.
 struct BadRecord {
     line: usize,
+    record: usize,
     found: usize,
 }
 
-/// Splits a quote-free, CR-free block into parts at line ends, reads them in parallel and merges
+/// Splits a quote-free block with `\n` (or, `crlf`, `\r\n`) line ends into parts at line ends, reads them in parallel and merges
 /// them in order.
-fn read_block(body: &[u8], delimiter: u8, columns: &mut [Column], at: Position) -> Result<Position> {
+fn read_block(body: &[u8], crlf: bool, delimiter: u8, columns: &mut [Column], at: Position) -> Result<Position> {
     // Two parts per thread balance uneven parts; merging a part costs only its distinct values.
     let parts = split_at_lines(body, 2 * rayon::current_num_threads().max(1));
     let width = columns.len();
-    let read: Vec<std::result::Result<Part<'_>, BadRecord>> =
-        parts.par_iter().map(|part| read_part(part, delimiter, width)).collect();
+    let read: Vec<std::result::Result<Part<'_>, BadRecord>> = parts
+        .par_iter()
+        .map(|part| read_part(part, crlf, delimiter, width))
+        .collect();
     let mut at = at;
     for part in read {
         let part = part.map_err(|bad| {
             Error::Input(format!(
-                "line {}: a record of {} fields, expected {width} (as in the header)",
+                "line {} (data record {}): a record of {} fields, expected {width} (as in the header)",
                 at.line + bad.line,
+                at.rows + bad.record,
                 bad.found
             ))
         })?;
@@ -208,12 +274,18 @@ fn split_at_lines(body: &[u8], n: usize) -> Vec<&[u8]> {
     parts
 }
 
-/// Splits one part into records and fields and interns every field into local dictionaries.
-fn read_part(part: &[u8], delimiter: u8, width: usize) -> std::result::Result<Part<'_>, BadRecord> {
+/// Splits one part into records and fields and interns every field into local dictionaries
+/// (`crlf`: lines end in `\r\n`, whose `\r` is no data).
+fn read_part(part: &[u8], crlf: bool, delimiter: u8, width: usize) -> std::result::Result<Part<'_>, BadRecord> {
     let mut columns: Vec<LocalColumn<'_>> = (0..width).map(|_| LocalColumn::default()).collect();
     let (mut rows, mut lines) = (0usize, 0usize);
     for line in part.split(|&b| b == b'\n') {
         lines += 1;
+        let line = if crlf {
+            line.strip_suffix(b"\r").unwrap_or(line)
+        } else {
+            line
+        };
         if line.is_empty() {
             continue;
         }
@@ -225,7 +297,11 @@ fn read_part(part: &[u8], delimiter: u8, width: usize) -> std::result::Result<Pa
             found += 1;
         }
         if found != width {
-            return Err(BadRecord { line: lines - 1, found });
+            return Err(BadRecord {
+                line: lines - 1,
+                record: rows + 1,
+                found,
+            });
         }
         rows += 1;
     }
@@ -248,27 +324,30 @@ fn merge(column: &mut Column, local: LocalColumn<'_>, rows_before: usize) -> Res
     Ok(())
 }
 
+/// The error for a value that is not UTF-8: the column and the 0-based data `row`, never the bytes.
 fn not_utf8(column: &str, row: usize) -> Error {
     Error::Input(format!("column {column:?}, data row {}: not valid UTF-8", row + 1))
 }
 
 /// Reads the rest of the input with the csv crate (quoted fields, `\r` line ends), one record at a
 /// time, with the same checks as the fast path.
-fn read_sequential<R: Read>(rest: R, delimiter: u8, columns: &mut [Column], at: Position) -> Result<()> {
+fn read_sequential(rest: impl Read, delimiter: u8, columns: &mut [Column], at: Position) -> Result<()> {
     let mut rdr = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(false)
         .flexible(true)
+        .buffer_capacity(1 << 20)
         .from_reader(rest);
     let width = columns.len();
     let mut record = csv::ByteRecord::new();
     let mut row = at.rows;
     while rdr.read_byte_record(&mut record)? {
         if record.len() != width {
-            let line = record.position().map_or(0, |p| p.line() as usize);
+            // Lines are not counted here: the csv crate's record positions stand before skipped
+            // empty lines and a previous record's `\n` of `\r\n`.
             return Err(Error::Input(format!(
-                "line {}: a record of {} fields, expected {width} (as in the header)",
-                at.line + line.saturating_sub(1),
+                "data record {}: a record of {} fields, expected {width} (as in the header)",
+                row + 1,
                 record.len()
             )));
         }
@@ -375,14 +454,25 @@ mod tests {
         t.extend_from_slice(b"41;SECRET\n");
         let lines = t.iter().filter(|&&b| b == b'\n').count();
         let e = read(t.as_slice(), b';').unwrap_err().to_string();
-        assert!(e.contains(&format!("line {lines}:")), "{e}");
+        assert!(e.contains(&format!("line {lines} (data record 300001)")), "{e}");
         assert!(e.contains("2 fields, expected 3"), "{e}");
         assert!(!e.contains("SECRET"), "{e}");
-        // The same on the sequential path.
-        let e = read(&b"a;b\n\"x\";y\n1;2;TOPSECRET\n"[..], b';')
+        // CRLF line ends and empty lines before the bad record, on the fast path.
+        let e = read(&b"a;b\r\n1;2\r\n\r\n\n1;2;TOPSECRET\r\n"[..], b';')
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 3:") && e.contains("3 fields, expected 2"), "{e}");
+        assert!(
+            e.contains("line 5 (data record 2)") && e.contains("3 fields, expected 2"),
+            "{e}"
+        );
+        // The same on the sequential path (a quote), which names the data record.
+        let e = read(&b"a;b\r\n\"x\";y\r\n\r\n\n1;2;TOPSECRET\r\n"[..], b';')
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("data record 2:") && e.contains("3 fields, expected 2"),
+            "{e}"
+        );
         assert!(!e.contains("TOPSECRET"), "{e}");
     }
 
@@ -401,6 +491,48 @@ mod tests {
         let ours = read(t.as_slice(), b';').unwrap();
         assert_same(&ours, &reference(&t, b';').unwrap());
         assert_eq!(ours.names()[0], "age");
+    }
+
+    #[test]
+    fn a_byte_order_mark_where_the_sequential_reader_takes_over_stays_data() {
+        let t = "id,name\n\u{FEFF}7,\"Smith, J\"\n".as_bytes();
+        let ours = read(t, b',').unwrap();
+        assert_same(&ours, &reference(t, b',').unwrap());
+        assert_eq!(ours.columns()[0].dict(), ["\u{FEFF}7"]);
+    }
+
+    #[test]
+    fn a_header_that_reaches_past_the_first_block_is_read_whole() {
+        // The first block ends right after the `\n` inside the quoted header field.
+        let mut t = vec![b'\n'; FIRST_BLOCK - 5];
+        t.extend_from_slice(b"a,\"b\nc\"\n1,2\n");
+        assert_eq!(t[FIRST_BLOCK - 1], b'\n');
+        let ours = read(t.as_slice(), b',').unwrap();
+        assert_same(&ours, &reference(&t, b',').unwrap());
+        assert_eq!(ours.names(), ["a", "b\nc"]);
+        // A header longer than a block.
+        let long: String = (0..200_000).map(|i| format!("c{i};")).collect();
+        let t = format!("{}z\n{}1\n", long, "0;".repeat(200_000));
+        assert_same(
+            &read(t.as_bytes(), b';').unwrap(),
+            &reference(t.as_bytes(), b';').unwrap(),
+        );
+    }
+
+    #[test]
+    fn lone_carriage_returns_and_late_quotes_are_read_as_the_csv_crate_reads_them() {
+        for t in [
+            &b"a;b\r1;2\r3;4\r"[..],
+            &b"a;b\n1;2\r3;4\n5;6"[..],
+            &b"a;b\r\n1;2\r\n3;4\r"[..],
+        ] {
+            assert_same(&read(t, b';').unwrap(), &reference(t, b';').unwrap());
+        }
+        // CRLF blocks on the fast path, then a quote in a later block.
+        let mut t = text(11, 400_000, None, true);
+        t.extend_from_slice(b"33;\"F\";\"E\r\n11\"\r\n44;M;I10\r\n");
+        assert!(t.len() > 2 * FIRST_BLOCK);
+        assert_same(&read(t.as_slice(), b';').unwrap(), &reference(&t, b';').unwrap());
     }
 
     #[test]
