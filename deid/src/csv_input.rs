@@ -199,17 +199,36 @@ struct Part<'b> {
 /// part-relative row where each first appears, and every row's local code.
 #[derive(Default)]
 struct LocalColumn<'b> {
-    index: FastMap<&'b [u8], u32>,
+    /// Values of at most 15 bytes, keyed by their bytes packed into two words (most values are
+    /// short codes and labels: no slice hashing, no byte comparison).
+    short: FastMap<(u64, u64), u32>,
+    /// Longer values.
+    long: FastMap<&'b [u8], u32>,
     dict: Vec<&'b [u8]>,
     first_row: Vec<u32>,
     codes: Vec<u32>,
+}
+
+/// The bytes of a value of at most 15 bytes and its length, as two words (unique per value).
+#[inline]
+fn pack_short(value: &[u8]) -> (u64, u64) {
+    let mut words = [0u8; 16];
+    words[..value.len()].copy_from_slice(value);
+    words[15] = value.len() as u8;
+    let (lo, hi) = words.split_at(8);
+    let word = |b: &[u8]| b.iter().rev().fold(0u64, |w, &x| (w << 8) | u64::from(x));
+    (word(lo), word(hi))
 }
 
 impl<'b> LocalColumn<'b> {
     #[inline]
     fn push(&mut self, value: &'b [u8], row: usize) {
         let next = self.dict.len() as u32;
-        let code = *self.index.entry(value).or_insert(next);
+        let code = if value.len() <= 15 {
+            *self.short.entry(pack_short(value)).or_insert(next)
+        } else {
+            *self.long.entry(value).or_insert(next)
+        };
         if code == next {
             self.dict.push(value);
             self.first_row.push(row as u32);
@@ -533,6 +552,13 @@ mod tests {
         t.extend_from_slice(b"33;\"F\";\"E\r\n11\"\r\n44;M;I10\r\n");
         assert!(t.len() > 2 * FIRST_BLOCK);
         assert_same(&read(t.as_slice(), b';').unwrap(), &reference(&t, b';').unwrap());
+    }
+
+    #[test]
+    fn short_values_pack_to_distinct_keys() {
+        let values: [&[u8]; 7] = [b"", b"\0", b"\0\0", b"a", b"a\0", b"12345678", b"123456789abcdef"];
+        let keys: std::collections::HashSet<_> = values.iter().map(|v| pack_short(v)).collect();
+        assert_eq!(keys.len(), values.len());
     }
 
     #[test]

@@ -97,8 +97,8 @@ pub fn original_class_sizes(ds: &Dataset) -> Result<Vec<(u64, u64)>> {
 const WRITE_BLOCK: usize = 1 << 16;
 
 /// Writes the anonymised table as CSV: same columns, QIs generalised, suppressed QIs as `*`.
-/// Blocks of rows are formatted in parallel, each by its own `csv` writer with the same settings,
-/// and written in order: the bytes are those one writer would produce.
+/// Blocks of rows are formatted in parallel from values escaped once each, and written in order:
+/// the bytes are those one `csv` writer would produce (a test holds them to it).
 pub fn write_csv<W: Write>(table: &Table, ds: &Dataset, a: &Anonymized, mut out: W, delimiter: u8) -> Result<()> {
     let mut builder = csv::WriterBuilder::new();
     builder.delimiter(delimiter);
@@ -127,7 +127,40 @@ pub fn write_csv<W: Write>(table: &Table, ds: &Dataset, a: &Anonymized, mut out:
                 .collect()
         })
         .collect();
+    // Every distinct output value escaped once; a row is then its fields' bytes side by side.
+    // Within a record of two or more fields the csv writer escapes each field on its own content
+    // (a lone empty field, the one exception, needs a one-column table, which keeps the writer).
+    let rendered: Option<Vec<RenderedColumn>> = (table.columns().len() >= 2).then(|| {
+        table
+            .columns()
+            .iter()
+            .zip(&qi_of)
+            .map(|(col, qi)| match qi {
+                Some(j) => RenderedColumn::Qi {
+                    labels: labels[*j].iter().map(|l| escape_field(l, delimiter)).collect(),
+                    codes: &ds.qis[*j].codes,
+                },
+                None => RenderedColumn::Plain {
+                    values: col.dict().iter().map(|v| escape_field(v, delimiter)).collect(),
+                    codes: col.codes(),
+                },
+            })
+            .collect()
+    });
     let format = |rows: std::ops::Range<usize>| -> Result<Vec<u8>> {
+        if let Some(columns) = &rendered {
+            let mut out = Vec::with_capacity(rows.len() * 64);
+            for row in rows {
+                for (c, column) in columns.iter().enumerate() {
+                    if c > 0 {
+                        out.push(delimiter);
+                    }
+                    out.extend_from_slice(column.field(row, a.row_suppressed[row]));
+                }
+                out.push(b'\n');
+            }
+            return Ok(out);
+        }
         let mut w = builder.from_writer(Vec::with_capacity(rows.len() * 64));
         let mut record: Vec<&str> = Vec::with_capacity(table.columns().len());
         for row in rows {
@@ -156,6 +189,47 @@ pub fn write_csv<W: Write>(table: &Table, ds: &Dataset, a: &Anonymized, mut out:
     }
     out.flush()?;
     Ok(())
+}
+
+/// One output column with its values already escaped.
+enum RenderedColumn<'a> {
+    /// A QI: the label of every leaf code at the chosen level; suppressed rows show `*`.
+    Qi { labels: Vec<Vec<u8>>, codes: &'a [u32] },
+    /// Any other column: its dictionary.
+    Plain { values: Vec<Vec<u8>>, codes: &'a [u32] },
+}
+
+impl RenderedColumn<'_> {
+    #[inline]
+    fn field(&self, row: usize, suppressed: bool) -> &[u8] {
+        match self {
+            Self::Qi { .. } if suppressed => b"*",
+            Self::Qi { labels, codes } => &labels[codes[row] as usize],
+            Self::Plain { values, codes } => &values[codes[row] as usize],
+        }
+    }
+}
+
+/// A field as the csv writer (default settings, this delimiter) writes it inside a record of two
+/// or more fields: quoted, with quotes doubled, if it holds the delimiter, a quote, `\r` or `\n`.
+fn escape_field(value: &str, delimiter: u8) -> Vec<u8> {
+    let bytes = value.as_bytes();
+    if !bytes
+        .iter()
+        .any(|&b| b == delimiter || matches!(b, b'"' | b'\r' | b'\n'))
+    {
+        return bytes.to_vec();
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    out.push(b'"');
+    for &b in bytes {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+    out
 }
 
 /// Writes the anonymised table to a CSV file (I/O).

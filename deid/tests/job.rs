@@ -207,10 +207,13 @@ fn output_in_parallel_blocks_equals_one_writer() {
             vec![
                 format!("{}", 20 + (i / 10) % 50),
                 if i % 10 == 0 { "M" } else { "F" }.to_string(),
-                if i % 1000 == 0 {
-                    "a \"quoted\"; note".to_string()
-                } else {
-                    format!("n{}", i % 13)
+                match i % 1000 {
+                    0 => "a \"quoted\"; note".to_string(),
+                    1 => "two\nlines".to_string(),
+                    2 => "carriage\rreturn".to_string(),
+                    3 => String::new(),
+                    4 => "comma, not special".to_string(),
+                    _ => format!("n{}", i % 13),
                 },
             ]
         })
