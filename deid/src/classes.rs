@@ -287,6 +287,9 @@ fn compact(h: &mut Hist) {
 
 const PAR_CHUNK: usize = 1 << 17;
 
+/// Initial class capacity of a rolled-up table (its size is not known in advance).
+const ROLL_CAPACITY: usize = 1024;
+
 /// Builds the bottom node's table (all levels 0) from rows, in parallel chunks merged in order.
 pub(crate) fn bottom_table<K: PackedKey>(ds: &Dataset, layout: &Layout, pool: &SlotPool) -> ClassTable<K> {
     let attrs = ds.sensitive.len();
@@ -298,7 +301,8 @@ pub(crate) fn bottom_table<K: PackedKey>(ds: &Dataset, layout: &Layout, pool: &S
         .step_by(PAR_CHUNK)
         .map(|start| {
             let end = (start + PAR_CHUNK).min(ds.n);
-            let mut g = Grouper::<K>::new(levels.clone(), attrs, 1024, dense);
+            // Sized for a chunk of mostly distinct rows, so the table never grows (re-hashing) midway.
+            let mut g = Grouper::<K>::new(levels.clone(), attrs, (end - start) / 2, dense);
             for row in start..end {
                 let key = layout.pack::<K>(ds.qis.iter().map(|q| q.codes[row]));
                 let slot = g.slot(key);
@@ -313,7 +317,15 @@ pub(crate) fn bottom_table<K: PackedKey>(ds: &Dataset, layout: &Layout, pool: &S
     if chunks.len() == 1 {
         return chunks.into_iter().next().unwrap_or_default();
     }
-    merge(levels, attrs, dense, chunks.iter().map(|c| (c, 0..c.len(), None)))
+    // At least as many classes as the largest chunk has.
+    let capacity = chunks.iter().map(ClassTable::len).max().unwrap_or(0);
+    merge(
+        levels,
+        attrs,
+        dense,
+        capacity,
+        chunks.iter().map(|c| (c, 0..c.len(), None)),
+    )
 }
 
 #[inline]
@@ -392,10 +404,11 @@ fn merge<'a, K: PackedKey>(
     levels: Vec<u32>,
     attrs: usize,
     dense: Option<(&DensePlan, &SlotPool)>,
+    capacity: usize,
     parts: impl Iterator<Item = (&'a ClassTable<K>, std::ops::Range<usize>, Option<&'a RollUp<'a>>)>,
 ) -> ClassTable<K> {
     let dense_roll = |roll: Option<&'a RollUp<'a>>| roll.and_then(|r| r.dense.as_ref().map(|d| (r, d)));
-    let mut g = Grouper::<K>::new(levels, attrs, 1024, dense);
+    let mut g = Grouper::<K>::new(levels, attrs, capacity, dense);
     for (t, range, roll) in parts {
         match (dense_roll(roll), dense.is_some()) {
             // Straight from the source key to the slot: independent table look-ups, and the
@@ -439,6 +452,7 @@ pub(crate) fn roll_up<K: PackedKey>(
             to.to_vec(),
             attrs,
             dense,
+            ROLL_CAPACITY,
             std::iter::once((src, 0..src.len(), Some(&roll))),
         );
     }
@@ -452,11 +466,18 @@ pub(crate) fn roll_up<K: PackedKey>(
                 to.to_vec(),
                 attrs,
                 dense,
+                ROLL_CAPACITY,
                 std::iter::once((src, start..end, Some(&roll))),
             )
         })
         .collect();
-    merge(to.to_vec(), attrs, dense, parts.iter().map(|p| (p, 0..p.len(), None)))
+    merge(
+        to.to_vec(),
+        attrs,
+        dense,
+        ROLL_CAPACITY,
+        parts.iter().map(|p| (p, 0..p.len(), None)),
+    )
 }
 
 #[cfg(test)]
@@ -525,7 +546,13 @@ mod tests {
                 }
                 let rolled = roll_up(&ds, &layout, &pool, &src, &t);
                 let roll = RollUp::new(&ds, &layout, &f, &t);
-                let hashed = merge(t.clone(), 1, None, std::iter::once((&src, 0..src.len(), Some(&roll))));
+                let hashed = merge(
+                    t.clone(),
+                    1,
+                    None,
+                    16,
+                    std::iter::once((&src, 0..src.len(), Some(&roll))),
+                );
                 same(&rolled, &hashed);
                 dense_used += usize::from(DensePlan::new(&ds, &layout, &t, src.len()).is_some());
             }
