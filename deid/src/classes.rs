@@ -484,7 +484,6 @@ pub(crate) fn roll_up<K: PackedKey>(
 mod tests {
     use super::*;
     use crate::dataset::{QiInput, SensitiveInput};
-    use crate::hierarchy::Hierarchy;
     use crate::lattice::Lattice;
     use crate::table::Table;
 
@@ -508,18 +507,9 @@ mod tests {
             .map(|a| format!("{a};{}-{};*\n", a / 5 * 5, a / 5 * 5 + 4))
             .collect();
         let qis = vec![
-            QiInput {
-                name: "age".into(),
-                hierarchy: Hierarchy::parse_arx_csv("age", &age, b';').unwrap(),
-            },
-            QiInput {
-                name: "sex".into(),
-                hierarchy: Hierarchy::parse_arx_csv("sex", "M;*\nF;*\n", b';').unwrap(),
-            },
-            QiInput {
-                name: "zone".into(),
-                hierarchy: Hierarchy::parse_arx_csv("zone", "a;ab;*\nb;ab;*\nc;cd;*\nd;cd;*\n", b';').unwrap(),
-            },
+            QiInput::from_arx_text("age", &age, b';').unwrap(),
+            QiInput::from_arx_text("sex", "M;*\nF;*\n", b';').unwrap(),
+            QiInput::from_arx_text("zone", "a;ab;*\nb;ab;*\nc;cd;*\nd;cd;*\n", b';').unwrap(),
         ];
         let sens = vec![SensitiveInput {
             name: "dx".into(),

@@ -18,6 +18,17 @@ pub struct QiInput {
     pub hierarchy: Hierarchy,
 }
 
+impl QiInput {
+    /// A QI with a hierarchy given as ARX CSV text (`value;level1;…;*` per line): the shape tests
+    /// and small jobs state hierarchies in.
+    pub fn from_arx_text(name: &str, text: &str, delimiter: u8) -> Result<Self> {
+        Ok(Self {
+            name: name.to_string(),
+            hierarchy: Hierarchy::parse_arx_csv(name, text, delimiter)?,
+        })
+    }
+}
+
 /// A sensitive attribute: a column and optionally a hierarchy (needed for hierarchical
 /// t-closeness; also fixes the value order for ordered t-closeness).
 #[derive(Debug, Clone)]

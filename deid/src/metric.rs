@@ -352,7 +352,6 @@ impl MetricCtx {
 mod tests {
     use super::*;
     use crate::dataset::QiInput;
-    use crate::hierarchy::Hierarchy;
     use crate::lattice::Lattice;
     use crate::table::Table;
 
@@ -375,18 +374,9 @@ mod tests {
             .map(|a| format!("{a};{}-{};*\n", a / 5 * 5, a / 5 * 5 + 4))
             .collect();
         let qis = vec![
-            QiInput {
-                name: "age".into(),
-                hierarchy: Hierarchy::parse_arx_csv("age", &age, b';').unwrap(),
-            },
-            QiInput {
-                name: "sex".into(),
-                hierarchy: Hierarchy::parse_arx_csv("sex", "M;*\nF;*\n", b';').unwrap(),
-            },
-            QiInput {
-                name: "one".into(),
-                hierarchy: Hierarchy::parse_arx_csv("one", "x;*\n", b';').unwrap(),
-            },
+            QiInput::from_arx_text("age", &age, b';').unwrap(),
+            QiInput::from_arx_text("sex", "M;*\nF;*\n", b';').unwrap(),
+            QiInput::from_arx_text("one", "x;*\n", b';').unwrap(),
         ];
         let ds = Dataset::encode(&table, qis, vec![], None).unwrap();
         let ctx = MetricCtx::new(&ds, Metric::Loss);

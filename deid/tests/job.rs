@@ -224,14 +224,8 @@ fn output_in_parallel_blocks_equals_one_writer() {
         .map(|a| format!("{a};{}-{};*\n", a / 10 * 10, a / 10 * 10 + 9))
         .collect();
     let qis = vec![
-        QiInput {
-            name: "age".into(),
-            hierarchy: Hierarchy::parse_arx_csv("age", &age, b';').unwrap(),
-        },
-        QiInput {
-            name: "sex".into(),
-            hierarchy: Hierarchy::parse_arx_csv("sex", "M;*\nF;*\n", b';').unwrap(),
-        },
+        QiInput::from_arx_text("age", &age, b';').unwrap(),
+        QiInput::from_arx_text("sex", "M;*\nF;*\n", b';').unwrap(),
     ];
     let ds = Dataset::encode(&table, qis, vec![], None).unwrap();
     let model = PrivacyModel {

@@ -5,7 +5,6 @@ mod common;
 
 use tokumei_deid::dataset::{Dataset, QiInput, SensitiveInput};
 use tokumei_deid::exhaustive::exhaustive;
-use tokumei_deid::hierarchy::Hierarchy;
 use tokumei_deid::metric::Metric;
 use tokumei_deid::model::{LDiversity, LVariant, PrivacyModel};
 use tokumei_deid::search::search;
@@ -48,14 +47,8 @@ fn dataset(table: &Table, subject: bool) -> Dataset {
         ));
     }
     let qis = vec![
-        QiInput {
-            name: "age".into(),
-            hierarchy: Hierarchy::parse_arx_csv("age", &age, b';').unwrap(),
-        },
-        QiInput {
-            name: "sex".into(),
-            hierarchy: Hierarchy::parse_arx_csv("sex", "M;*\nF;*\n", b';').unwrap(),
-        },
+        QiInput::from_arx_text("age", &age, b';').unwrap(),
+        QiInput::from_arx_text("sex", "M;*\nF;*\n", b';').unwrap(),
     ];
     let sens = vec![SensitiveInput {
         name: "dx".into(),
